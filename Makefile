@@ -1,0 +1,187 @@
+# shelf: one non-recursive Makefile for every library, daemon, tool and test.
+#
+#   make              build everything into $(O) (default: build/)
+#   make test         ASan+UBSan build, run every unit and integration test
+#   make bench        optimised build, run the benchmarks (BENCH lines)
+#   make fuzz         libFuzzer harnesses (clang)
+#   make deps         install missing Debian packages
+#   make install      PREFIX=/usr/local DESTDIR=
+#   make run          deps + build + a local 24-node 1U on the sim board
+#
+# Knobs: O=dir  SANITIZE=address,undefined  DEVELOPER=1 (-Werror)  V=1
+
+O        ?= build
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+CC       ?= cc
+AR       ?= ar
+OPT      ?= -O2 -g
+
+PKGS     := libzmq msgpack libnl-3.0 libnl-route-3.0 liburing libsodium
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+WARN     := -Wall -Wextra -Wmissing-prototypes -Wstrict-prototypes -Wvla \
+            -Wshadow -Wno-unused-parameter
+CFLAGS   ?= $(OPT)
+ALL_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -msse4.2 -pthread \
+              -I. -Ioverlay -Ifirmware -Ibroker -Itools $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
+ALL_LDFLAGS := -pthread $(LDFLAGS)
+LIBS     := $(PKG_LIBS) -lm
+
+ifdef DEVELOPER
+ALL_CFLAGS += -Werror
+endif
+ifdef SANITIZE
+ALL_CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+ALL_LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+ifeq ($(V),1)
+Q :=
+say :=
+else
+Q := @
+say = @printf '  %-6s %s\n' $(1) $(2);
+endif
+
+# ---- libraries -------------------------------------------------------------
+# overlay/: everything every process speaks (libshelf-overlay.a)
+OVL_SRC  := $(wildcard overlay/*.c)
+OVL_OBJ  := $(OVL_SRC:%.c=$(O)/%.o)
+OVL_LIB  := $(O)/libshelf-overlay.a
+
+# firmware/<module>/: the node's modules, one archive (libshelf-node.a)
+NODE_SRC := $(filter-out firmware/main.c,$(wildcard firmware/*/*.c))
+NODE_OBJ := $(NODE_SRC:%.c=$(O)/%.o)
+NODE_LIB := $(O)/libshelf-node.a
+
+# broker/: the broker's modules (libshelf-broker.a), main.c is the daemon
+BRK_SRC  := $(filter-out broker/main.c,$(wildcard broker/*.c))
+BRK_OBJ  := $(BRK_SRC:%.c=$(O)/%.o)
+BRK_LIB  := $(O)/libshelf-broker.a
+
+# tools/lib/: the client library (libshelf.a, libshelf.so)
+CLI_SRC  := $(wildcard tools/lib/*.c)
+CLI_OBJ  := $(CLI_SRC:%.c=$(O)/%.o)
+CLI_PIC  := $(CLI_SRC:%.c=$(O)/pic/%.o) $(OVL_SRC:%.c=$(O)/pic/%.o)
+CLI_LIB  := $(O)/libshelf.a
+CLI_SO   := $(O)/libshelf.so
+
+LIBS_ALL := $(CLI_LIB) $(BRK_LIB) $(NODE_LIB) $(OVL_LIB)
+
+# ---- programs --------------------------------------------------------------
+PROGS :=
+ifneq ($(wildcard firmware/main.c),)
+PROGS += $(O)/shelf-node
+endif
+ifneq ($(wildcard broker/main.c),)
+PROGS += $(O)/shelf-broker
+endif
+ifneq ($(wildcard tools/shelf/*.c),)
+PROGS += $(O)/shelf
+endif
+ifneq ($(wildcard tools/bench/*.c),)
+PROGS += $(O)/shelf-bench
+endif
+# helper programs used by tests and benchmarks: tests/prog/<name>.c
+TPROG_SRC := $(wildcard tests/prog/*.c)
+TPROGS    := $(TPROG_SRC:tests/prog/%.c=$(O)/tests/prog/%)
+
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNITS    := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/unit/%)
+UNIT_SUPPORT := $(filter-out $(UNIT_SRC),$(wildcard tests/unit/*.c))
+UNIT_SUPPORT_OBJ := $(UNIT_SUPPORT:%.c=$(O)/%.o)
+
+# fuzz harnesses: built with a corpus-replay main for `make test`,
+# and with libFuzzer for `make fuzz`.
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_REPLAY := $(FUZZ_SRC:tests/fuzz/%.c=$(O)/tests/fuzz/%-replay)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(O)/fuzz/%)
+
+.PHONY: all test check bench fuzz deps install clean run
+.SECONDARY:
+all: $(LIBS_ALL) $(CLI_SO) $(PROGS) $(TPROGS)
+
+$(O)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(call say,CC,$<)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(O)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(call say,CC,$<)$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -c -o $@ $<
+
+$(OVL_LIB): $(OVL_OBJ)
+$(NODE_LIB): $(NODE_OBJ)
+$(BRK_LIB): $(BRK_OBJ)
+$(CLI_LIB): $(CLI_OBJ)
+$(OVL_LIB) $(NODE_LIB) $(BRK_LIB) $(CLI_LIB):
+	@mkdir -p $(dir $@)
+	$(call say,AR,$@)rm -f $@ && $(AR) rcs $@ $^
+
+$(CLI_SO): $(CLI_PIC)
+	$(call say,LD,$@)$(CC) -shared -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
+
+$(O)/shelf-node: $(O)/firmware/main.o $(NODE_LIB) $(OVL_LIB)
+	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
+$(O)/shelf-broker: $(O)/broker/main.o $(BRK_LIB) $(OVL_LIB)
+	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
+$(O)/shelf: $(patsubst %.c,$(O)/%.o,$(wildcard tools/shelf/*.c)) $(LIBS_ALL)
+	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
+$(O)/shelf-bench: $(patsubst %.c,$(O)/%.o,$(wildcard tools/bench/*.c)) $(LIBS_ALL)
+	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
+$(O)/tests/prog/%: $(O)/tests/prog/%.o $(LIBS_ALL)
+	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
+
+$(O)/tests/unit/%: $(O)/tests/unit/%.o $(UNIT_SUPPORT_OBJ) $(LIBS_ALL)
+	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS) $(CMOCKA_LIBS)
+
+$(O)/tests/fuzz/%-replay: $(O)/tests/fuzz/%.o $(O)/tests/fuzz/replay_main.o $(LIBS_ALL)
+	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
+
+# ---- tests -----------------------------------------------------------------
+# `make test` rebuilds everything with ASan+UBSan in its own tree and runs the
+# whole suite through tests/run; the last line is `N passed, N failed`.
+TEST_O ?= $(O)/san
+test:
+	$(Q)$(MAKE) --no-print-directory O=$(TEST_O) SANITIZE=address,undefined check
+
+check: all $(UNITS) $(FUZZ_REPLAY)
+	$(Q)O=$(O) tests/run
+
+bench: all
+	$(Q)$(O)/shelf-bench all --dir $(O)/bench
+
+fuzz:
+	$(Q)$(MAKE) --no-print-directory O=$(O)/fuzz-build CC=clang \
+		SANITIZE=fuzzer-no-link,address,undefined $(patsubst $(O)/%,$(O)/fuzz-build/%,$(FUZZ_BIN))
+$(O)/fuzz/%: $(O)/tests/fuzz/%.o $(LIBS_ALL)
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)$(CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
+
+# ---- install, deps, run ----------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
+		$(DESTDIR)$(PREFIX)/share/shelf/boards
+	for p in $(PROGS); do install -m 0755 $$p $(DESTDIR)$(PREFIX)/bin/; done
+	install -m 0644 $(CLI_LIB) $(DESTDIR)$(PREFIX)/lib/
+	install -m 0755 $(CLI_SO) $(DESTDIR)$(PREFIX)/lib/
+	if [ -f tools/shelf.h ]; then install -m 0644 tools/shelf.h $(DESTDIR)$(PREFIX)/include/; fi
+	cp -R boards/. $(DESTDIR)$(PREFIX)/share/shelf/boards/
+	if [ -d firmware/systemd ]; then install -d $(DESTDIR)$(PREFIX)/lib/systemd/system && \
+		install -m 0644 firmware/systemd/*.service $(DESTDIR)$(PREFIX)/lib/systemd/system/; fi
+
+deps:
+	$(Q).ci/deps
+
+run: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)if [ -x tools/shelf-cluster ]; then tools/shelf-cluster demo; \
+	else echo "shelf-cluster is not built yet; try 'make test'"; fi
+
+clean:
+	rm -rf $(O)
+
+-include $(wildcard $(O)/overlay/*.d $(O)/firmware/*.d $(O)/firmware/*/*.d $(O)/broker/*.d \
+	$(O)/tools/*/*.d $(O)/tests/*/*.d $(O)/pic/*/*.d $(O)/pic/*/*/*.d)

@@ -15,5 +15,6 @@
 #include "ovl_conf.h"
 #include "ovl_board.h"
 #include "ovl_crc32c.h"
+#include "ovl_mp.h"
 
 #endif

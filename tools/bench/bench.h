@@ -1,6 +1,7 @@
 /*
  * shelf-bench: benchmark programs. Each subcommand lives in its own file and
- * registers itself with BENCH_COMMAND(); main.c dispatches on the name.
+ * registers itself with BENCH_COMMAND(); main.c dispatches on the name and
+ * runs every part registered under it (one command may span several files).
  *
  * Every figure is printed as exactly one line:
  *   BENCH <name> ours=<v> ref=<v> ratio=<ours/ref> unit=<unit> ref_tool=<tool>

@@ -92,12 +92,13 @@ static void usage(FILE *f)
 	fprintf(f, "usage: shelf-bench <command> [options]\n\ncommands:\n");
 	for (int i = 0; i < ncmds; i++)
 		fprintf(f, "  %-10s %s\n", cmds[i]->name, cmds[i]->usage);
+	/* commands registered in parts are listed once per part */
 	fprintf(f, "  %-10s run every benchmark with default options [--dir DIR]\n", "all");
 }
 
 int main(int argc, char **argv)
 {
-	int failed = 0;
+	int failed = 0, found = 0;
 
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
 		usage(argc < 2 ? stderr : stdout);
@@ -121,10 +122,18 @@ int main(int argc, char **argv)
 		}
 		return failed ? 1 : 0;
 	}
-	for (int i = 0; i < ncmds; i++)
-		if (strcmp(argv[1], cmds[i]->name) == 0)
-			return cmds[i]->run(argc - 1, argv + 1) == 0 ? 0 : 1;
-	fprintf(stderr, "shelf-bench: unknown command '%s'\n", argv[1]);
-	usage(stderr);
-	return 2;
+	/* Several files may register parts of one command: run each. */
+	for (int i = 0; i < ncmds; i++) {
+		if (strcmp(argv[1], cmds[i]->name) != 0)
+			continue;
+		found++;
+		if (cmds[i]->run(argc - 1, argv + 1) != 0)
+			failed++;
+	}
+	if (!found) {
+		fprintf(stderr, "shelf-bench: unknown command '%s'\n", argv[1]);
+		usage(stderr);
+		return 2;
+	}
+	return failed ? 1 : 0;
 }

@@ -1,0 +1,12 @@
+/*
+ * node.h: the public interface of libshelf-node, the per-drive daemon's
+ * modules, for the daemon itself, tools and tests. Other folders include
+ * only this file.
+ */
+#ifndef SHELF_NODE_H
+#define SHELF_NODE_H
+
+#include "store/disk.h"
+#include "store/store.h"
+
+#endif

@@ -1,0 +1,136 @@
+/*
+ * The store's I/O backend seam. Every disk operation of the store goes
+ * through struct node_disk: an asynchronous queue of reads, writes and
+ * flushes whose completions are delivered by node_disk_reap().
+ *
+ * Two implementations:
+ *  - node_disk_uring_open(): production, io_uring on an O_DIRECT fd;
+ *  - node_faultdisk_new():   tests, an in-memory drive with a volatile write
+ *    cache that can crash (dropping and tearing unflushed writes), fail with
+ *    EIO or ENOSPC on command, and flip bits.
+ *
+ * The clock and the random source are seams too (struct node_clock,
+ * struct node_rng), so a seeded test replays exactly.
+ */
+#ifndef NODE_STORE_DISK_H
+#define NODE_STORE_DISK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DISK_BLOCK_BYTES 4096u   /* alignment of every offset, length and buffer */
+#define DISK_SECTOR_BYTES 512u   /* granularity at which a write may tear */
+
+enum node_disk_op {
+	DISK_READ,
+	DISK_WRITE,
+	DISK_FLUSH, /* makes every write completed before it durable */
+};
+
+struct node_disk_io {
+	enum node_disk_op op;
+	void *buf;         /* DISK_BLOCK_BYTES aligned */
+	size_t len;        /* multiple of DISK_BLOCK_BYTES */
+	uint64_t off;      /* multiple of DISK_BLOCK_BYTES */
+	int res;           /* on completion: bytes transferred or -errno */
+	void (*done)(struct node_disk_io *io);
+	void *arg;         /* the submitter's */
+};
+
+struct node_disk;
+
+struct node_disk_ops {
+	/* Queue `io`. Returns 0 or -errno (then `done` is never called). */
+	int (*submit)(struct node_disk *d, struct node_disk_io *io);
+	/* Push queued work to the device and deliver completions by calling
+	 * io->done. With wait, block until at least one completes (if any is
+	 * in flight). Returns completions delivered or -errno. */
+	int (*reap)(struct node_disk *d, bool wait);
+	void (*destroy)(struct node_disk *d);
+};
+
+struct node_disk {
+	const struct node_disk_ops *ops;
+	uint64_t size;     /* bytes, a multiple of DISK_BLOCK_BYTES */
+	unsigned inflight; /* submitted, not yet completed */
+	char name[256];    /* for messages */
+};
+
+static inline int node_disk_submit(struct node_disk *d, struct node_disk_io *io)
+{
+	int ret = d->ops->submit(d, io);
+
+	if (ret == 0)
+		d->inflight++;
+	return ret;
+}
+
+int node_disk_reap(struct node_disk *d, bool wait);
+void node_disk_destroy(struct node_disk **d);
+
+/* Run one operation to completion (for start-up and tools). */
+int node_disk_sync_io(struct node_disk *d, enum node_disk_op op, void *buf, size_t len,
+		      uint64_t off);
+
+/*
+ * Open `path` (block device or regular file) with O_DIRECT on a new
+ * io_uring of `depth` entries. With create_size > 0 a missing file is
+ * created sparse with that size. Errors name the path.
+ */
+int node_disk_uring_open(struct node_disk **out, const char *path, unsigned depth,
+			 uint64_t create_size, char *err, size_t errlen);
+
+/* ---- the fault-injecting test disk ---- */
+
+struct node_faultdisk;
+
+/* An in-memory drive of `size` bytes; `seed` drives every random choice. */
+int node_faultdisk_new(struct node_disk **out, uint64_t size, uint64_t seed);
+
+/* The faultdisk behind a node_disk created by node_faultdisk_new(). */
+struct node_faultdisk *node_faultdisk_of(struct node_disk *d);
+
+/*
+ * Simulate a power loss: every write not covered by a completed flush is
+ * dropped or kept at random, the last kept one is torn at a random sector
+ * boundary, and in-flight requests are abandoned (their `done` is never
+ * called). The disk then behaves as freshly powered on.
+ */
+void node_faultdisk_crash(struct node_faultdisk *f);
+
+/* Make the next `count` operations of kind `op` (after `skip` more succeed)
+ * fail with `err` (-EIO, -ENOSPC). count < 0: fail forever. */
+void node_faultdisk_fail(struct node_faultdisk *f, enum node_disk_op op, int skip, int count,
+			 int err);
+
+/* Flip one bit of the durable and current image at byte `off`. */
+void node_faultdisk_flip(struct node_faultdisk *f, uint64_t off, unsigned bit);
+
+/* Counters, for tests. */
+uint64_t node_faultdisk_writes(struct node_faultdisk *f);
+uint64_t node_faultdisk_flushes(struct node_faultdisk *f);
+
+/* Copy the image (what a read would see) into buf. */
+void node_faultdisk_peek(struct node_faultdisk *f, uint64_t off, void *buf, size_t len);
+
+/* ---- clock and random seams ---- */
+
+struct node_clock {
+	uint64_t (*now_ns)(void *arg); /* monotonic nanoseconds */
+	uint64_t (*wall_s)(void *arg); /* unix seconds */
+	void *arg;
+};
+
+extern const struct node_clock node_clock_system;
+
+struct node_rng {
+	uint64_t s[2]; /* xorshift128+ */
+};
+
+void node_rng_seed(struct node_rng *r, uint64_t seed);
+uint64_t node_rng_next(struct node_rng *r);
+/* Uniform in [0, n). */
+uint64_t node_rng_below(struct node_rng *r, uint64_t n);
+
+#endif

@@ -1,0 +1,179 @@
+/* The production backend: io_uring over an O_DIRECT file descriptor. */
+#include "disk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct disk_uring {
+	struct node_disk d;
+	struct io_uring ring;
+	int fd;
+	bool ring_ready;
+	unsigned queued; /* prepared, not yet submitted to the kernel */
+};
+
+static int ur_submit(struct node_disk *d, struct node_disk_io *io)
+{
+	struct disk_uring *u = (struct disk_uring *)d;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+
+	if (!sqe) {
+		int ret = io_uring_submit(&u->ring);
+
+		if (ret < 0)
+			return ret;
+		u->queued = 0;
+		sqe = io_uring_get_sqe(&u->ring);
+		if (!sqe)
+			return -EBUSY;
+	}
+	switch (io->op) {
+	case DISK_READ:
+		io_uring_prep_read(sqe, 0, io->buf, io->len, io->off);
+		break;
+	case DISK_WRITE:
+		io_uring_prep_write(sqe, 0, io->buf, io->len, io->off);
+		break;
+	case DISK_FLUSH:
+		io_uring_prep_fsync(sqe, 0, IORING_FSYNC_DATASYNC);
+		break;
+	}
+	sqe->flags |= IOSQE_FIXED_FILE;
+	io_uring_sqe_set_data(sqe, io);
+	u->queued++;
+	return 0;
+}
+
+static int ur_reap(struct node_disk *d, bool wait)
+{
+	struct disk_uring *u = (struct disk_uring *)d;
+	struct io_uring_cqe *cqe = NULL;
+	unsigned n = 0;
+	int ret;
+
+	if (u->queued || (wait && d->inflight)) {
+		ret = io_uring_submit_and_wait(&u->ring, wait && d->inflight ? 1 : 0);
+		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
+			return ret;
+		if (ret >= 0)
+			u->queued = 0;
+	}
+	/* done() may submit more work; each CQE is marked seen before it runs */
+	while (io_uring_peek_cqe(&u->ring, &cqe) == 0) {
+		struct node_disk_io *io = io_uring_cqe_get_data(cqe);
+
+		io->res = cqe->res;
+		io_uring_cqe_seen(&u->ring, cqe);
+		d->inflight--;
+		n++;
+		io->done(io);
+	}
+	return (int)n;
+}
+
+static void ur_destroy(struct node_disk *d)
+{
+	struct disk_uring *u = (struct disk_uring *)d;
+
+	while (d->inflight && ur_reap(d, true) >= 0)
+		;
+	if (u->ring_ready)
+		io_uring_queue_exit(&u->ring);
+	if (u->fd >= 0)
+		close(u->fd);
+	free(u);
+}
+
+static const struct node_disk_ops uring_ops = { ur_submit, ur_reap, ur_destroy };
+
+static int ring_init(struct io_uring *ring, unsigned depth)
+{
+	struct io_uring_params p;
+	int ret;
+
+	/* Newer kernels: one issuer and deferred task work cut wake-ups. */
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN;
+	ret = io_uring_queue_init_params(depth, ring, &p);
+	if (ret == -EINVAL) {
+		memset(&p, 0, sizeof(p));
+		ret = io_uring_queue_init_params(depth, ring, &p);
+	}
+	return ret;
+}
+
+int node_disk_uring_open(struct node_disk **out, const char *path, unsigned depth,
+			 uint64_t create_size, char *err, size_t errlen)
+{
+	struct disk_uring *u = NULL;
+	struct stat st;
+	uint64_t size = 0;
+	int ret = 0, flags = O_RDWR | O_DIRECT | O_CLOEXEC;
+
+	*out = NULL;
+	u = calloc(1, sizeof(*u));
+	if (!u)
+		return -ENOMEM;
+	u->fd = -1;
+	snprintf(u->d.name, sizeof(u->d.name), "%s", path);
+	u->fd = open(path, flags);
+	if (u->fd < 0 && errno == ENOENT && create_size) {
+		u->fd = open(path, flags | O_CREAT | O_EXCL, 0600);
+		if (u->fd >= 0 && ftruncate(u->fd, (off_t)create_size) < 0) {
+			ret = -errno;
+			snprintf(err, errlen, "cannot size drive file '%s': %s", path, strerror(errno));
+			unlink(path);
+			goto out;
+		}
+	}
+	if (u->fd < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot open drive '%s': %s", path, strerror(errno));
+		goto out;
+	}
+	if (fstat(u->fd, &st) < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot stat drive '%s': %s", path, strerror(errno));
+		goto out;
+	}
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(u->fd, BLKGETSIZE64, &size) < 0) {
+			ret = -errno;
+			snprintf(err, errlen, "cannot get size of '%s': %s", path, strerror(errno));
+			goto out;
+		}
+	} else if (S_ISREG(st.st_mode)) {
+		size = (uint64_t)st.st_size;
+	} else {
+		ret = -EINVAL;
+		snprintf(err, errlen, "drive '%s' is neither a block device nor a file", path);
+		goto out;
+	}
+	u->d.size = size & ~(uint64_t)(DISK_BLOCK_BYTES - 1);
+	ret = ring_init(&u->ring, depth);
+	if (ret < 0) {
+		snprintf(err, errlen, "cannot set up io_uring for '%s': %s", path, strerror(-ret));
+		goto out;
+	}
+	u->ring_ready = true;
+	ret = io_uring_register_files(&u->ring, &u->fd, 1);
+	if (ret < 0) {
+		snprintf(err, errlen, "cannot register '%s' with io_uring: %s", path, strerror(-ret));
+		goto out;
+	}
+	u->d.ops = &uring_ops;
+	*out = &u->d;
+	u = NULL;
+out:
+	if (u)
+		ur_destroy(&u->d);
+	return ret;
+}

@@ -1,0 +1,2322 @@
+/*
+ * The store engine. docs/FORMAT.md describes the layout; this comment the
+ * moving parts.
+ *
+ * Write path: operations queue on `appendq` in arrival order. serialize()
+ * gives each its place in the log (the `head`), its sequence number and its
+ * link in the crc chain, then copies header, key, chunk table and value into
+ * aligned write buffers, which are submitted as they fill. A batch is closed
+ * (padded to a 4 KiB boundary and submitted) when no write is in flight or
+ * the commit window has passed, so no block holding acknowledged data is
+ * ever written twice. One fdatasync covers every buffer completed before it;
+ * when it completes, every operation whose last byte is in a covered buffer
+ * is applied to the index and acknowledged, in log order.
+ *
+ * Read path: the index gives a record's place and size; the record (or, for
+ * a range of a large value, its header and the needed chunks) is read and
+ * every checksum verified before a byte is returned.
+ *
+ * Checkpoints, recovery and compaction follow the rules in docs/FORMAT.md:
+ * a segment is reused only when nothing in it is live and everything in it
+ * is older than the older of the two checkpoints recovery may start from.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "index.h"
+#include "overlay.h"
+#include "record.h"
+
+#define SB_MAGIC "SHELFST1"
+#define SB_VERSION 1u
+#define SB_COPY_OFF(i) ((uint64_t)(i) * DISK_BLOCK_BYTES)       /* blocks 0 and 1 */
+#define PTR_SLOT_OFF(i) ((uint64_t)(2 + (i)) * DISK_BLOCK_BYTES) /* blocks 2 and 3 */
+#define PTR_MAGIC "SHELFCP1"
+#define DATA_START_BYTES (1u << 20)
+#define CKPT_PART_BYTES (1u << 20)
+#define REPLAY_WINDOW_BYTES (1u << 20)
+#define SMALL_READ_BYTES (256u << 10)
+#define LOC_LEN_BITS 23
+#define SEG_FREE 0
+#define SEG_USED 1
+#define SEG_HEAD 2
+#define CK_ITEM_SEG 1
+#define CK_ITEM_KEY 2
+
+enum op_kind { OP_PUT, OP_DEL, OP_RELOC, OP_NEXT, OP_CKPT_PART, OP_CKPT_END, OP_GET, OP_STAT };
+
+struct op {
+	enum op_kind kind;
+	struct node_store *s;
+	uint8_t *key;           /* owned copy */
+	size_t klen;
+	const uint8_t *val;     /* borrowed (put) or owned_val */
+	uint64_t vlen;
+	uint8_t *owned_val;
+	uint64_t aux;           /* RELOC: source loc; NEXT: target segment */
+	node_store_cb cb;
+	void *arg;
+	/* append state */
+	bool started;
+	uint8_t hdr[REC_HDR_BYTES];
+	uint8_t *table;
+	size_t tlen;
+	uint64_t pos, rsize, copied, seq, last_buf;
+	/* read state */
+	uint64_t loc, roff, rlen, rbase;
+	uint8_t *rbuf;
+	size_t rbuflen;
+	int stage;
+	struct node_disk_io io;
+	struct op *next;
+};
+
+struct wbuf {
+	uint8_t *mem;
+	uint64_t off;       /* device offset of mem[0] */
+	size_t fill;
+	uint64_t id;        /* acquisition order = submission order */
+	uint64_t born_ns;
+	bool busy, inflight;
+	struct node_disk_io io;
+	struct node_store *s;
+};
+
+struct seg {
+	uint64_t live;      /* bytes of live PUT records */
+	uint64_t max_seq;   /* newest record written into it */
+	uint8_t state;
+};
+
+struct opq {
+	struct op *head, *tail;
+	unsigned n;
+};
+
+struct ckpt_part {
+	uint64_t off;
+	uint32_t size;
+};
+
+struct node_store {
+	struct node_disk *disk;
+	struct node_store_opts o;
+	struct node_clock clock;
+	char err[256];
+	/* superblock */
+	uint8_t uuid[16];
+	uint64_t seg_bytes, data_start, created_at;
+	uint32_t nsegs;
+	struct seg *segs;
+	uint32_t nfree;
+	/* log */
+	uint64_t head;        /* device offset of the next record */
+	uint32_t chain;       /* hcrc of the last record placed */
+	uint64_t seq;         /* last sequence number placed */
+	uint64_t seq_done;    /* last sequence number applied */
+	struct sidx *ix;
+	struct opq appendq, commitq;
+	unsigned reads_inflight;
+	/* buffers */
+	struct wbuf *bufs;
+	unsigned nbufs;
+	struct wbuf *cur;
+	uint64_t next_buf_id, durable_buf_id, flush_target;
+	bool flush_inflight;
+	struct node_disk_io flush_io;
+	/* state */
+	bool read_only;
+	char ro_reason[160];
+	/* checkpoints */
+	int ck_state;
+	uint64_t ck_gen, ck_new_p0_seq, ck_old_p0_seq, ck_records_since;
+	uint64_t ck_p0_off, ck_p0_seq;
+	uint32_t ck_p0_prev;
+	uint32_t ck_seg_cursor;
+	uint8_t *ck_key;
+	size_t ck_klen;
+	bool ck_keys_started, ck_keys_done, ck_ptr_inflight;
+	struct op *ck_part_pending;
+	struct ckpt_part *ck_parts;
+	uint32_t ck_nparts, ck_capparts;
+	uint64_t ck_items;
+	uint8_t *ck_ptrbuf;
+	struct node_disk_io ck_io;
+	int ck_err;
+	/* scrub */
+	uint8_t *scrub_key;
+	size_t scrub_klen;
+	bool scrub_started;
+	struct node_store_stats st;
+};
+
+enum { CK_IDLE, CK_WAIT, CK_PARTS, CK_END, CK_PTR_WRITE, CK_PTR_FLUSH };
+
+/* ---- small helpers ---- */
+
+static void put32le(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = v >> (8 * i); }
+static void put64le(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = v >> (8 * i); }
+static uint32_t get32le(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t get64le(const uint8_t *p) { return get32le(p) | (uint64_t)get32le(p + 4) << 32; }
+
+static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
+static uint64_t align_down(uint64_t v, uint64_t a) { return v & ~(a - 1); }
+
+static uint64_t loc_make(uint64_t off, uint64_t size)
+{
+	return (off >> 4) << LOC_LEN_BITS | size >> 4;
+}
+static uint64_t loc_off(uint64_t loc) { return (loc >> LOC_LEN_BITS) << 4; }
+static uint64_t loc_size(uint64_t loc) { return (loc & ((1u << LOC_LEN_BITS) - 1)) << 4; }
+
+static uint32_t seg_of(const struct node_store *s, uint64_t off)
+{
+	return (uint32_t)((off - s->data_start) / s->seg_bytes);
+}
+static uint64_t seg_start(const struct node_store *s, uint32_t i)
+{
+	return s->data_start + (uint64_t)i * s->seg_bytes;
+}
+/* Records end at or before this; the last block is kept for a NEXT record. */
+static uint64_t seg_limit(const struct node_store *s, uint32_t i)
+{
+	return seg_start(s, i) + s->seg_bytes - DISK_BLOCK_BYTES;
+}
+
+static void set_err(struct node_store *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void set_err(struct node_store *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(s->err, sizeof(s->err), fmt, ap);
+	va_end(ap);
+}
+
+const char *node_store_errmsg(const struct node_store *s)
+{
+	return s->err;
+}
+
+static uint64_t now_ns(struct node_store *s)
+{
+	return s->clock.now_ns(s->clock.arg);
+}
+
+static void *aligned_alloc_blocks(size_t len)
+{
+	void *p = NULL;
+
+	if (posix_memalign(&p, DISK_BLOCK_BYTES, len ? align_up(len, DISK_BLOCK_BYTES) : DISK_BLOCK_BYTES))
+		return NULL;
+	return p;
+}
+
+static void q_push(struct opq *q, struct op *op)
+{
+	op->next = NULL;
+	if (q->tail)
+		q->tail->next = op;
+	else
+		q->head = op;
+	q->tail = op;
+	q->n++;
+}
+
+static void q_push_front(struct opq *q, struct op *op)
+{
+	op->next = q->head;
+	q->head = op;
+	if (!q->tail)
+		q->tail = op;
+	q->n++;
+}
+
+static struct op *q_pop(struct opq *q)
+{
+	struct op *op = q->head;
+
+	if (!op)
+		return NULL;
+	q->head = op->next;
+	if (!q->head)
+		q->tail = NULL;
+	q->n--;
+	op->next = NULL;
+	return op;
+}
+
+static void op_free(struct op *op)
+{
+	if (!op)
+		return;
+	free(op->key);
+	free(op->owned_val);
+	free(op->table);
+	free(op->rbuf);
+	free(op);
+}
+
+static struct op *op_new(struct node_store *s, enum op_kind kind, const void *key, size_t klen)
+{
+	struct op *op = calloc(1, sizeof(*op));
+
+	if (!op)
+		return NULL;
+	op->kind = kind;
+	op->s = s;
+	if (klen) {
+		op->key = malloc(klen);
+		if (!op->key) {
+			free(op);
+			return NULL;
+		}
+		memcpy(op->key, key, klen);
+		op->klen = klen;
+	}
+	return op;
+}
+
+static void go_read_only(struct node_store *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static void go_read_only(struct node_store *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (s->read_only)
+		return;
+	s->read_only = true;
+	va_start(ap, fmt);
+	vsnprintf(s->ro_reason, sizeof(s->ro_reason), fmt, ap);
+	va_end(ap);
+	set_err(s, "store on '%s' is read-only: %s", s->disk->name, s->ro_reason);
+}
+
+/* ---- segments ---- */
+
+static void seg_live_add(struct node_store *s, uint64_t loc, int64_t sign)
+{
+	struct seg *g = &s->segs[seg_of(s, loc_off(loc))];
+
+	if (sign > 0)
+		g->live += loc_size(loc);
+	else
+		g->live -= loc_size(loc) <= g->live ? loc_size(loc) : g->live;
+}
+
+/* Reusable: nothing live and nothing recovery might still replay. */
+static bool seg_reclaimable(const struct node_store *s, uint32_t i)
+{
+	const struct seg *g = &s->segs[i];
+
+	return g->state == SEG_USED && g->live == 0 && g->max_seq < s->ck_old_p0_seq;
+}
+
+static void reclaim_segments(struct node_store *s)
+{
+	for (uint32_t i = 0; i < s->nsegs; i++) {
+		if (seg_reclaimable(s, i)) {
+			s->segs[i].state = SEG_FREE;
+			s->segs[i].max_seq = 0;
+			s->nfree++;
+		}
+	}
+}
+
+/* Segments kept free so compaction and checkpoints can always proceed. */
+static uint32_t reserve_segments(const struct node_store *s)
+{
+	uint64_t ckpt = sidx_count(s->ix) * (16 + 24) + (uint64_t)s->nsegs * 14 + CKPT_PART_BYTES;
+
+	return 2 + (uint32_t)((ckpt + s->seg_bytes - 1) / s->seg_bytes);
+}
+
+static int64_t seg_take_free(struct node_store *s)
+{
+	for (uint32_t i = 0; i < s->nsegs; i++) {
+		if (s->segs[i].state == SEG_FREE) {
+			s->segs[i].state = SEG_HEAD;
+			s->segs[i].live = 0;
+			s->nfree--;
+			return i;
+		}
+	}
+	return -1;
+}
+
+/* ---- write buffers ---- */
+
+static void wbuf_done(struct node_disk_io *io);
+
+static struct wbuf *wbuf_acquire(struct node_store *s, uint64_t off)
+{
+	for (unsigned i = 0; i < s->nbufs; i++) {
+		struct wbuf *b = &s->bufs[i];
+
+		if (b->busy)
+			continue;
+		b->busy = true;
+		b->inflight = false;
+		b->off = off;
+		b->fill = 0;
+		b->id = ++s->next_buf_id;
+		b->born_ns = now_ns(s);
+		return b;
+	}
+	return NULL;
+}
+
+static int wbuf_submit(struct node_store *s, struct wbuf *b)
+{
+	size_t len = align_up(b->fill, DISK_BLOCK_BYTES);
+	int ret;
+
+	memset(b->mem + b->fill, 0, len - b->fill);
+	b->io = (struct node_disk_io){
+		.op = DISK_WRITE, .buf = b->mem, .len = len, .off = b->off, .done = wbuf_done, .arg = b,
+	};
+	b->inflight = true;
+	ret = node_disk_submit(s->disk, &b->io);
+	if (ret < 0) {
+		b->inflight = false;
+		b->busy = false;
+		go_read_only(s, "cannot queue write at %" PRIu64 ": %s", b->off, strerror(-ret));
+	}
+	s->st.batches++;
+	return ret;
+}
+
+/* Highest buffer id such that every buffer up to it has been written. */
+static uint64_t written_upto(const struct node_store *s)
+{
+	uint64_t min_busy = s->next_buf_id + 1;
+
+	for (unsigned i = 0; i < s->nbufs; i++)
+		if (s->bufs[i].busy && s->bufs[i].id < min_busy)
+			min_busy = s->bufs[i].id;
+	return min_busy - 1;
+}
+
+static void wbuf_done(struct node_disk_io *io)
+{
+	struct wbuf *b = io->arg;
+	struct node_store *s = b->s;
+
+	b->inflight = false;
+	b->busy = false;
+	if (io->res < 0 || (size_t)io->res != io->len)
+		go_read_only(s, "write of %zu bytes at offset %" PRIu64 " failed: %s", io->len, io->off,
+			     io->res < 0 ? strerror(-io->res) : "short write");
+}
+
+/* ---- the append pipeline ---- */
+
+static void op_finish(struct node_store *s, struct op *op, int res);
+
+static bool any_write_inflight(const struct node_store *s)
+{
+	for (unsigned i = 0; i < s->nbufs; i++)
+		if (s->bufs[i].inflight)
+			return true;
+	return false;
+}
+
+/* Pad and submit the open buffer; the next record starts on a new block. */
+static void close_batch(struct node_store *s)
+{
+	struct wbuf *b = s->cur;
+
+	if (!b)
+		return;
+	s->cur = NULL;
+	if (b->fill == 0) {
+		b->busy = false;
+		return;
+	}
+	s->head = align_up(b->off + b->fill, DISK_BLOCK_BYTES);
+	wbuf_submit(s, b);
+}
+
+static void build_header(struct node_store *s, struct op *op, uint8_t type)
+{
+	struct rec_hdr h = { 0 };
+
+	h.type = type;
+	h.klen = (uint16_t)op->klen;
+	h.vlen = (uint32_t)op->vlen;
+	h.flags = op->vlen > REC_CHUNK_BYTES ? REC_FLAG_CHUNKED : 0;
+	h.prev = s->chain;
+	h.seq = op->seq;
+	h.aux = op->aux;
+	h.vcrc = rec_value_crcs(op->val, op->vlen, op->table);
+	rec_hdr_pack(&h, op->hdr);
+	h.hcrc = rec_hcrc(op->hdr, op->key, op->klen, op->table, op->tlen);
+	rec_hdr_pack(&h, op->hdr);
+	s->chain = h.hcrc;
+}
+
+static uint8_t rec_type_of(enum op_kind k)
+{
+	switch (k) {
+	case OP_PUT: return REC_PUT;
+	case OP_DEL: return REC_TOMB;
+	case OP_RELOC: return REC_RELOC;
+	case OP_NEXT: return REC_NEXT;
+	case OP_CKPT_PART: return REC_CKPT_PART;
+	case OP_CKPT_END: return REC_CKPT_END;
+	default: return 0;
+	}
+}
+
+/*
+ * Give op its place in the log. Returns 0, 1 when a NEXT record was queued
+ * in front of it (call again later), or -errno to fail the op.
+ */
+static int place(struct node_store *s, struct op *op)
+{
+	uint32_t si = seg_of(s, s->head);
+	uint64_t rsize = rec_size(op->klen, op->vlen);
+
+	if (s->read_only)
+		return -EROFS;
+	if (rsize > s->seg_bytes - 2 * DISK_BLOCK_BYTES) {
+		set_err(s, "record of %" PRIu64 " bytes does not fit in a %" PRIu64 "-byte segment",
+			rsize, s->seg_bytes);
+		return -E2BIG;
+	}
+	if (op->kind != OP_NEXT && s->head + rsize > seg_limit(s, si)) {
+		struct op *nx = NULL;
+		int64_t t;
+		/* puts leave the reserve alone; deletes may dig into it but
+		 * leave compaction and checkpoints room to free space */
+		uint32_t floor = op->kind == OP_PUT ? reserve_segments(s) : op->kind == OP_DEL ? 1 : 0;
+
+		if (s->nfree <= floor) {
+			set_err(s, "drive '%s' is full: %u of %u segments free, %u kept for compaction",
+				s->disk->name, s->nfree, s->nsegs, reserve_segments(s));
+			return -ENOSPC;
+		}
+		t = seg_take_free(s);
+		nx = op_new(s, OP_NEXT, NULL, 0);
+		if (!nx) {
+			s->segs[t].state = SEG_FREE;
+			s->nfree++;
+			return -ENOMEM;
+		}
+		nx->aux = (uint64_t)t;
+		q_push_front(&s->appendq, nx);
+		return 1;
+	}
+	op->tlen = rec_table_bytes(op->vlen);
+	if (op->tlen) {
+		op->table = malloc(op->tlen);
+		if (!op->table)
+			return -ENOMEM;
+	}
+	op->seq = ++s->seq;
+	op->pos = s->head;
+	op->rsize = rsize;
+	build_header(s, op, rec_type_of(op->kind));
+	s->head += rsize;
+	s->segs[si].max_seq = op->seq;
+	op->started = true;
+	s->ck_records_since++;
+	return 0;
+}
+
+/* Copy piece [from, from+n) of the serialized record into dst. */
+static void record_bytes(const struct op *op, uint64_t from, uint8_t *dst, size_t n)
+{
+	const struct {
+		const uint8_t *p;
+		uint64_t len;
+	} pieces[4] = {
+		{ op->hdr, REC_HDR_BYTES }, { op->key, op->klen }, { op->table, op->tlen },
+		{ op->val, op->vlen },
+	};
+	uint64_t base = 0;
+
+	for (int i = 0; i < 4 && n; i++) {
+		uint64_t end = base + pieces[i].len;
+
+		if (from < end) {
+			size_t take = (size_t)(end - from < n ? end - from : n);
+
+			memcpy(dst, pieces[i].p + (from - base), take);
+			dst += take;
+			from += take;
+			n -= take;
+		}
+		base = end;
+	}
+	if (n)
+		memset(dst, 0, n); /* alignment padding */
+}
+
+/* Copy as much of op as buffers allow. Returns true when fully copied. */
+static bool copy_op(struct node_store *s, struct op *op)
+{
+	size_t cap = s->o.write_buffer_bytes;
+
+	while (op->copied < op->rsize) {
+		size_t n;
+
+		if (!s->cur) {
+			s->cur = wbuf_acquire(s, op->pos + op->copied);
+			if (!s->cur)
+				return false;
+		}
+		n = cap - s->cur->fill;
+		if (n > op->rsize - op->copied)
+			n = (size_t)(op->rsize - op->copied);
+		record_bytes(op, op->copied, s->cur->mem + s->cur->fill, n);
+		s->cur->fill += n;
+		op->copied += n;
+		op->last_buf = s->cur->id;
+		if (s->cur->fill == cap) {
+			struct wbuf *b = s->cur;
+
+			s->cur = NULL;
+			wbuf_submit(s, b);
+		}
+	}
+	return true;
+}
+
+static void serialize(struct node_store *s)
+{
+	struct op *op;
+
+	while ((op = s->appendq.head)) {
+		if (!op->started) {
+			int ret = place(s, op);
+
+			if (ret == 1)
+				continue;
+			if (ret < 0) {
+				q_pop(&s->appendq);
+				op_finish(s, op, ret);
+				continue;
+			}
+		}
+		if (!copy_op(s, op))
+			return;
+		q_pop(&s->appendq);
+		if (op->kind == OP_NEXT) {
+			/* the log jumps: what follows goes to another place */
+			s->segs[seg_of(s, op->pos)].state = SEG_USED;
+			close_batch(s);
+			s->head = seg_start(s, (uint32_t)op->aux);
+			s->segs[op->aux].max_seq = op->seq;
+		}
+		if (op->kind == OP_CKPT_PART || op->kind == OP_CKPT_END) {
+			if (s->ck_part_pending == op)
+				s->ck_part_pending = NULL;
+			if (op->kind == OP_CKPT_PART) {
+				s->ck_parts[s->ck_nparts].off = op->pos;
+				s->ck_parts[s->ck_nparts].size = (uint32_t)op->rsize;
+				s->ck_nparts++;
+			}
+			free(op->owned_val); /* payload copied; only the place matters now */
+			op->owned_val = NULL;
+			op->val = NULL;
+		}
+		if (op->kind == OP_PUT || op->kind == OP_RELOC) {
+			free(op->owned_val);
+			op->owned_val = NULL;
+			op->val = NULL; /* the caller may reuse the value from here on */
+		}
+		free(op->table);
+		op->table = NULL;
+		q_push(&s->commitq, op);
+	}
+}
+
+static void flush_done(struct node_disk_io *io)
+{
+	struct node_store *s = io->arg;
+
+	s->flush_inflight = false;
+	s->st.flushes++;
+	if (io->res < 0) {
+		go_read_only(s, "fdatasync failed: %s", strerror(-io->res));
+		return;
+	}
+	if (s->flush_target > s->durable_buf_id)
+		s->durable_buf_id = s->flush_target;
+}
+
+static void start_flush(struct node_store *s)
+{
+	uint64_t w;
+	int ret;
+
+	if (s->flush_inflight || s->read_only || !s->commitq.head)
+		return;
+	w = written_upto(s);
+	if (w <= s->durable_buf_id || s->commitq.head->last_buf > w)
+		return;
+	s->flush_target = w;
+	s->flush_io = (struct node_disk_io){ .op = DISK_FLUSH, .done = flush_done, .arg = s };
+	ret = node_disk_submit(s->disk, &s->flush_io);
+	if (ret < 0) {
+		go_read_only(s, "cannot queue fdatasync: %s", strerror(-ret));
+		return;
+	}
+	s->flush_inflight = true;
+}
+
+static void ck_end_durable(struct node_store *s, struct op *op);
+
+/* Apply durable operations to the index, in log order, and acknowledge. */
+static void complete_durable(struct node_store *s)
+{
+	struct op *op;
+
+	while ((op = s->commitq.head) && op->last_buf <= s->durable_buf_id) {
+		uint64_t loc = loc_make(op->pos, op->rsize), old = 0;
+		int ret = 0;
+
+		q_pop(&s->commitq);
+		s->seq_done = op->seq;
+		switch (op->kind) {
+		case OP_PUT:
+			ret = sidx_set(s->ix, op->key, op->klen, loc, &old);
+			if (ret == 0) {
+				if (old)
+					seg_live_add(s, old, -1);
+				seg_live_add(s, loc, +1);
+				s->st.puts++;
+			} else {
+				go_read_only(s, "out of memory for the index");
+			}
+			break;
+		case OP_DEL:
+			if (sidx_del(s->ix, op->key, op->klen, &old) == 1)
+				seg_live_add(s, old, -1);
+			s->st.deletes++;
+			break;
+		case OP_RELOC:
+			if (sidx_get(s->ix, op->key, op->klen, &old) == 1 && old == op->aux) {
+				sidx_set(s->ix, op->key, op->klen, loc, &old);
+				seg_live_add(s, old, -1);
+				seg_live_add(s, loc, +1);
+			}
+			break;
+		case OP_CKPT_END:
+			ck_end_durable(s, op);
+			break;
+		default:
+			break;
+		}
+		op_finish(s, op, ret);
+	}
+}
+
+/* Fail everything queued after the store went read-only. */
+static void fail_all(struct node_store *s)
+{
+	struct op *op;
+
+	while ((op = q_pop(&s->commitq)))
+		op_finish(s, op, -EROFS);
+	while ((op = q_pop(&s->appendq))) {
+		if (op == s->ck_part_pending)
+			s->ck_part_pending = NULL;
+		op_finish(s, op, -EROFS);
+	}
+	if (s->cur) {
+		s->cur->busy = false;
+		s->cur = NULL;
+	}
+}
+
+static void op_finish(struct node_store *s, struct op *op, int res)
+{
+	if (res < 0 && (op->kind == OP_CKPT_PART || op->kind == OP_CKPT_END))
+		s->ck_err = res;
+	if (op->cb)
+		op->cb(op->arg, res, NULL, 0, NULL);
+	op_free(op);
+}
+
+/* ---- checkpoints ---- */
+
+static int ck_part_add_items(struct node_store *s, uint8_t *buf, size_t cap, size_t *used)
+{
+	size_t n = 0;
+
+	while (s->ck_seg_cursor < s->nsegs && n + 14 <= cap) {
+		const struct seg *g = &s->segs[s->ck_seg_cursor];
+
+		buf[n] = CK_ITEM_SEG;
+		put32le(buf + n + 1, s->ck_seg_cursor);
+		buf[n + 5] = g->state == SEG_FREE ? SEG_FREE : SEG_USED;
+		put64le(buf + n + 6, g->max_seq);
+		n += 14;
+		s->ck_seg_cursor++;
+		s->ck_items++;
+	}
+	if (s->ck_seg_cursor == s->nsegs && !s->ck_keys_done) {
+		struct sidx_iter it;
+		const uint8_t *k;
+		size_t kl;
+		uint64_t loc;
+
+		sidx_seek(s->ix, &it, s->ck_keys_started ? s->ck_key : NULL, s->ck_klen, true);
+		while (n + 11 + NODE_STORE_KEY_MAX <= cap) {
+			if (!sidx_next(s->ix, &it, &k, &kl, &loc)) {
+				s->ck_keys_done = true;
+				break;
+			}
+			buf[n] = CK_ITEM_KEY;
+			buf[n + 1] = kl & 0xff;
+			buf[n + 2] = kl >> 8;
+			memcpy(buf + n + 3, k, kl);
+			put64le(buf + n + 3 + kl, loc);
+			n += 11 + kl;
+			s->ck_items++;
+			memcpy(s->ck_key, k, kl);
+			s->ck_klen = kl;
+			s->ck_keys_started = true;
+		}
+	}
+	*used = n;
+	return 0;
+}
+
+static int ck_start(struct node_store *s)
+{
+	if (s->ck_state != CK_IDLE)
+		return -EBUSY;
+	if (s->read_only)
+		return -EROFS;
+	/* only at a record boundary: the batch must close cleanly */
+	if (s->appendq.head && s->appendq.head->started)
+		return -EAGAIN;
+	close_batch(s);
+	s->ck_p0_off = s->head;
+	s->ck_p0_seq = s->seq + 1;
+	s->ck_p0_prev = s->chain;
+	s->ck_seg_cursor = 0;
+	s->ck_keys_started = s->ck_keys_done = false;
+	s->ck_klen = 0;
+	s->ck_nparts = 0;
+	s->ck_items = 0;
+	s->ck_err = 0;
+	s->ck_records_since = 0;
+	s->ck_state = CK_WAIT;
+	return 0;
+}
+
+static void ck_ptr_done(struct node_disk_io *io);
+
+static void ck_end_durable(struct node_store *s, struct op *op)
+{
+	uint8_t *p = s->ck_ptrbuf;
+	int ret;
+
+	/* Point recovery at this checkpoint: write the other slot, then flush. */
+	memset(p, 0, DISK_BLOCK_BYTES);
+	memcpy(p, PTR_MAGIC, 8);
+	put64le(p + 8, s->ck_gen + 1);
+	put64le(p + 16, s->ck_p0_off);
+	put64le(p + 24, s->ck_p0_seq);
+	put32le(p + 32, s->ck_p0_prev);
+	put64le(p + 36, op->pos);
+	put64le(p + 44, op->rsize);
+	put32le(p + 52, get32le(op->hdr + 36));
+	put32le(p + 60, ovl_crc32c(0, p, 60));
+	s->ck_io = (struct node_disk_io){
+		.op = DISK_WRITE, .buf = p, .len = DISK_BLOCK_BYTES,
+		.off = PTR_SLOT_OFF((s->ck_gen + 1) % 2), .done = ck_ptr_done, .arg = s,
+	};
+	ret = node_disk_submit(s->disk, &s->ck_io);
+	if (ret < 0) {
+		go_read_only(s, "cannot write checkpoint pointer: %s", strerror(-ret));
+		s->ck_state = CK_IDLE;
+		return;
+	}
+	s->ck_state = CK_PTR_WRITE;
+}
+
+static void ck_ptr_done(struct node_disk_io *io)
+{
+	struct node_store *s = io->arg;
+	int ret;
+
+	if (io->res < 0) {
+		go_read_only(s, "checkpoint pointer %s failed: %s",
+			     s->ck_state == CK_PTR_WRITE ? "write" : "flush", strerror(-io->res));
+		s->ck_state = CK_IDLE;
+		return;
+	}
+	if (s->ck_state == CK_PTR_WRITE) {
+		s->ck_io = (struct node_disk_io){ .op = DISK_FLUSH, .done = ck_ptr_done, .arg = s };
+		ret = node_disk_submit(s->disk, &s->ck_io);
+		if (ret < 0) {
+			go_read_only(s, "cannot flush checkpoint pointer: %s", strerror(-ret));
+			s->ck_state = CK_IDLE;
+			return;
+		}
+		s->ck_state = CK_PTR_FLUSH;
+		return;
+	}
+	s->ck_gen++;
+	s->ck_old_p0_seq = s->ck_new_p0_seq;
+	s->ck_new_p0_seq = s->ck_p0_seq;
+	s->ck_state = CK_IDLE;
+	s->st.checkpoints++;
+	reclaim_segments(s);
+}
+
+/* Advance the checkpoint a step; never blocks. */
+static void ck_step(struct node_store *s)
+{
+	struct op *op = NULL;
+
+	if (s->ck_err && s->ck_state != CK_IDLE && s->ck_state < CK_PTR_WRITE) {
+		s->ck_state = CK_IDLE;
+		return;
+	}
+	switch (s->ck_state) {
+	case CK_IDLE:
+		if (s->o.ckpt_records && s->ck_records_since >= s->o.ckpt_records)
+			ck_start(s);
+		return;
+	case CK_WAIT:
+		/* everything before P0 must be applied before the snapshot */
+		if (s->seq_done + 1 < s->ck_p0_seq)
+			return;
+		s->ck_state = CK_PARTS;
+		/* fallthrough */
+	case CK_PARTS: {
+		size_t used = 0;
+
+		if (s->ck_part_pending)
+			return;
+		if (s->ck_seg_cursor < s->nsegs || !s->ck_keys_done) {
+			op = op_new(s, OP_CKPT_PART, NULL, 0);
+			if (op)
+				op->owned_val = malloc(CKPT_PART_BYTES);
+			if (!op || !op->owned_val) {
+				op_free(op);
+				s->ck_err = -ENOMEM;
+				s->ck_state = CK_IDLE;
+				return;
+			}
+			if (s->ck_nparts == s->ck_capparts) {
+				uint32_t cap = s->ck_capparts ? s->ck_capparts * 2 : 16;
+				void *np = realloc(s->ck_parts, cap * sizeof(*s->ck_parts));
+
+				if (!np) {
+					op_free(op);
+					s->ck_err = -ENOMEM;
+					s->ck_state = CK_IDLE;
+					return;
+				}
+				s->ck_parts = np;
+				s->ck_capparts = cap;
+			}
+			ck_part_add_items(s, op->owned_val, CKPT_PART_BYTES, &used);
+			op->val = op->owned_val;
+			op->vlen = used;
+			op->aux = s->ck_p0_seq;
+			s->ck_part_pending = op;
+			q_push(&s->appendq, op);
+			return;
+		}
+		/* every part placed: the END record lists them */
+		op = op_new(s, OP_CKPT_END, NULL, 0);
+		if (op)
+			op->owned_val = malloc(32 + (size_t)s->ck_nparts * 12);
+		if (!op || !op->owned_val) {
+			op_free(op);
+			s->ck_err = -ENOMEM;
+			s->ck_state = CK_IDLE;
+			return;
+		}
+		put64le(op->owned_val, s->ck_p0_off);
+		put64le(op->owned_val + 8, s->ck_p0_seq);
+		put32le(op->owned_val + 16, s->ck_p0_prev);
+		put32le(op->owned_val + 20, s->ck_nparts);
+		put64le(op->owned_val + 24, s->ck_items);
+		for (uint32_t i = 0; i < s->ck_nparts; i++) {
+			put64le(op->owned_val + 32 + 12 * i, s->ck_parts[i].off);
+			put32le(op->owned_val + 40 + 12 * i, s->ck_parts[i].size);
+		}
+		op->val = op->owned_val;
+		op->vlen = 32 + (size_t)s->ck_nparts * 12;
+		op->aux = s->ck_p0_seq;
+		q_push(&s->appendq, op);
+		s->ck_state = CK_END;
+		return;
+	}
+	default:
+		return;
+	}
+}
+
+/* ---- the loop ---- */
+
+unsigned node_store_pending(const struct node_store *s)
+{
+	return s->appendq.n + s->commitq.n + s->reads_inflight +
+	       (s->ck_state != CK_IDLE ? 1 : 0);
+}
+
+int node_store_poll(struct node_store *s, bool wait)
+{
+	int ret;
+
+	for (int round = 0; round < 2; round++) {
+		ck_step(s);
+		serialize(s);
+		if (s->cur && s->cur->fill &&
+		    !(s->appendq.head && s->appendq.head->started) &&
+		    (!any_write_inflight(s) ||
+		     now_ns(s) - s->cur->born_ns >= s->o.commit_window_us * 1000))
+			close_batch(s);
+		start_flush(s);
+		ret = node_disk_reap(s->disk, wait && round == 0 && s->disk->inflight > 0);
+		if (ret < 0) {
+			go_read_only(s, "i/o completion failed: %s", strerror(-ret));
+			return ret;
+		}
+		complete_durable(s);
+		if (s->read_only)
+			fail_all(s);
+	}
+	return 0;
+}
+
+/* ---- public write operations ---- */
+
+static int check_key(struct node_store *s, const void *key, size_t klen)
+{
+	if (!key || klen == 0 || klen > NODE_STORE_KEY_MAX) {
+		set_err(s, "key of %zu bytes refused (1..%u bytes)", klen, NODE_STORE_KEY_MAX);
+		return klen > NODE_STORE_KEY_MAX ? -E2BIG : -EINVAL;
+	}
+	return 0;
+}
+
+int node_store_put_async(struct node_store *s, const void *key, size_t klen, const void *val,
+			 size_t vlen, node_store_cb cb, void *arg)
+{
+	struct op *op = NULL;
+	int ret = check_key(s, key, klen);
+
+	if (ret < 0)
+		return ret;
+	if (vlen > NODE_STORE_VALUE_MAX ||
+	    rec_size(klen, vlen) > s->seg_bytes - 2 * DISK_BLOCK_BYTES) {
+		set_err(s, "value of %zu bytes refused (at most %u bytes, and a record must fit in one %" PRIu64 "-byte segment)",
+			vlen, NODE_STORE_VALUE_MAX, s->seg_bytes);
+		return -E2BIG;
+	}
+	if (!val && vlen)
+		return -EINVAL;
+	if (s->read_only) {
+		set_err(s, "store on '%s' is read-only: %s", s->disk->name, s->ro_reason);
+		return -EROFS;
+	}
+	op = op_new(s, OP_PUT, key, klen);
+	if (!op)
+		return -ENOMEM;
+	op->val = vlen ? val : (const uint8_t *)"";
+	op->vlen = vlen;
+	op->cb = cb;
+	op->arg = arg;
+	q_push(&s->appendq, op);
+	return 0;
+}
+
+static bool key_pending(const struct node_store *s, const void *key, size_t klen)
+{
+	const struct opq *qs[2] = { &s->appendq, &s->commitq };
+
+	for (int i = 0; i < 2; i++)
+		for (const struct op *op = qs[i]->head; op; op = op->next)
+			if (op->kind == OP_PUT && op->klen == klen && memcmp(op->key, key, klen) == 0)
+				return true;
+	return false;
+}
+
+int node_store_delete_async(struct node_store *s, const void *key, size_t klen,
+			    node_store_cb cb, void *arg)
+{
+	struct op *op = NULL;
+	uint64_t loc;
+	int ret = check_key(s, key, klen);
+
+	if (ret < 0)
+		return ret;
+	if (s->read_only) {
+		set_err(s, "store on '%s' is read-only: %s", s->disk->name, s->ro_reason);
+		return -EROFS;
+	}
+	if (sidx_get(s->ix, key, klen, &loc) == 0 && !key_pending(s, key, klen))
+		return -ENOENT;
+	op = op_new(s, OP_DEL, key, klen);
+	if (!op)
+		return -ENOMEM;
+	op->cb = cb;
+	op->arg = arg;
+	q_push(&s->appendq, op);
+	return 0;
+}
+
+/* ---- reads ---- */
+
+static void read_done(struct node_disk_io *io);
+
+static int read_submit(struct node_store *s, struct op *op, uint64_t from, uint64_t to)
+{
+	uint64_t a = align_down(from, DISK_BLOCK_BYTES), b = align_up(to, DISK_BLOCK_BYTES);
+	int ret;
+
+	if (b - a > op->rbuflen) {
+		free(op->rbuf);
+		op->rbuflen = 0;
+		op->rbuf = aligned_alloc_blocks(b - a);
+		if (!op->rbuf)
+			return -ENOMEM;
+		op->rbuflen = b - a;
+	}
+	op->rbase = a;
+	op->io = (struct node_disk_io){
+		.op = DISK_READ, .buf = op->rbuf, .len = b - a, .off = a, .done = read_done, .arg = op,
+	};
+	ret = node_disk_submit(s->disk, &op->io);
+	if (ret == 0)
+		s->reads_inflight++;
+	return ret;
+}
+
+static void read_finish(struct node_store *s, struct op *op, int res, const void *data,
+			size_t len, const struct node_store_objstat *st)
+{
+	if (res == -EIO)
+		s->st.checksum_errors++;
+	if (op->cb)
+		op->cb(op->arg, res, data, len, st);
+	op_free(op);
+}
+
+/* Check the header, key and chunk table at rec (avail bytes). */
+static int read_check_head(struct node_store *s, struct op *op, const uint8_t *rec, size_t avail,
+			   struct rec_hdr *h)
+{
+	size_t tlen;
+
+	if (rec_hdr_unpack(rec, h) < 0 || (h->type != REC_PUT && h->type != REC_RELOC))
+		return -EIO;
+	tlen = rec_table_bytes(h->vlen);
+	if (REC_HDR_BYTES + h->klen + tlen > avail || rec_size(h->klen, h->vlen) != loc_size(op->loc))
+		return -EIO;
+	if (rec_hcrc(rec, rec + REC_HDR_BYTES, h->klen, rec + REC_HDR_BYTES + h->klen, tlen) != h->hcrc)
+		return -EIO;
+	if (h->klen != op->klen || memcmp(rec + REC_HDR_BYTES, op->key, op->klen) != 0)
+		return -EIO;
+	return 0;
+}
+
+static void read_done(struct node_disk_io *io)
+{
+	struct op *op = io->arg;
+	struct node_store *s = op->s;
+	uint64_t rec_off = loc_off(op->loc);
+	const uint8_t *rec = op->rbuf + (rec_off - op->rbase);
+	size_t avail = op->rbase + io->len - rec_off;
+	struct node_store_objstat st;
+	struct rec_hdr h;
+	const uint8_t *table, *val;
+	uint64_t end, c0, c1;
+	int ret;
+
+	s->reads_inflight--;
+	if (io->res < 0 || (size_t)io->res != io->len) {
+		set_err(s, "read of %zu bytes at %" PRIu64 " on '%s' failed: %s", io->len, io->off,
+			s->disk->name, io->res < 0 ? strerror(-io->res) : "short read");
+		read_finish(s, op, -EIO, NULL, 0, NULL);
+		return;
+	}
+	if (op->stage == 2) {
+		/* a range of a large value: verify each chunk read */
+		ret = 0;
+		c0 = op->roff / REC_CHUNK_BYTES;
+		c1 = (op->roff + op->rlen + REC_CHUNK_BYTES - 1) / REC_CHUNK_BYTES;
+		/* aux = device offset of the value's first byte */
+		for (uint64_t c = c0; c < c1 && ret == 0; c++) {
+			uint64_t n = op->vlen - c * REC_CHUNK_BYTES;
+			const uint8_t *chunk = op->rbuf + (op->aux + c * REC_CHUNK_BYTES - op->rbase);
+
+			if (n > REC_CHUNK_BYTES)
+				n = REC_CHUNK_BYTES;
+			if (ovl_crc32c(0, chunk, n) != get32le(op->table + 4 * c))
+				ret = -EIO;
+		}
+		if (ret < 0) {
+			set_err(s, "checksum mismatch in a chunk of '%.*s' on '%s'", (int)op->klen,
+				(const char *)op->key, s->disk->name);
+			read_finish(s, op, ret, NULL, 0, NULL);
+			return;
+		}
+		read_finish(s, op, 0, op->rbuf + (op->aux + op->roff - op->rbase), op->rlen, NULL);
+		return;
+	}
+	ret = read_check_head(s, op, rec, avail, &h);
+	if (ret < 0) {
+		set_err(s, "record of '%.*s' at %" PRIu64 " on '%s' failed its header checksum",
+			(int)op->klen, (const char *)op->key, rec_off, s->disk->name);
+		read_finish(s, op, ret, NULL, 0, NULL);
+		return;
+	}
+	table = rec + REC_HDR_BYTES + h.klen;
+	val = table + rec_table_bytes(h.vlen);
+	st = (struct node_store_objstat){ .size = h.vlen, .crc = h.vcrc, .seq = h.seq };
+	if (op->kind == OP_STAT) {
+		read_finish(s, op, 0, NULL, 0, &st);
+		return;
+	}
+	if (op->roff > h.vlen)
+		op->roff = h.vlen;
+	end = op->rlen > h.vlen - op->roff ? h.vlen : op->roff + op->rlen;
+	op->rlen = end - op->roff;
+	if (op->stage == 0) {
+		/* the whole record is here: verify the whole value */
+		if (ovl_crc32c(0, val, h.vlen) != h.vcrc) {
+			set_err(s, "checksum mismatch in '%.*s' on '%s'", (int)op->klen,
+				(const char *)op->key, s->disk->name);
+			read_finish(s, op, -EIO, NULL, 0, NULL);
+			return;
+		}
+		s->st.gets++;
+		read_finish(s, op, 0, val + op->roff, op->rlen, &st);
+		return;
+	}
+	/* stage 1: header and table of a large value; fetch the chunks */
+	op->vlen = h.vlen;
+	op->tlen = rec_table_bytes(h.vlen);
+	op->table = malloc(op->tlen ? op->tlen : 1);
+	if (!op->table) {
+		read_finish(s, op, -ENOMEM, NULL, 0, NULL);
+		return;
+	}
+	memcpy(op->table, table, op->tlen);
+	if (op->rlen == 0 || op->tlen == 0) {
+		s->st.gets++;
+		read_finish(s, op, 0, val + op->roff, 0, &st);
+		return;
+	}
+	op->aux = rec_off + REC_HDR_BYTES + h.klen + op->tlen;
+	c0 = op->roff / REC_CHUNK_BYTES;
+	c1 = (op->roff + op->rlen + REC_CHUNK_BYTES - 1) / REC_CHUNK_BYTES;
+	end = c1 * REC_CHUNK_BYTES < h.vlen ? c1 * REC_CHUNK_BYTES : h.vlen;
+	op->stage = 2;
+	s->st.gets++;
+	ret = read_submit(s, op, op->aux + c0 * REC_CHUNK_BYTES, op->aux + end);
+	if (ret < 0)
+		read_finish(s, op, ret, NULL, 0, NULL);
+}
+
+static int get_start(struct node_store *s, enum op_kind kind, const void *key, size_t klen,
+		     uint64_t off, uint64_t len, node_store_cb cb, void *arg)
+{
+	struct op *op = NULL;
+	uint64_t loc, from, to, rsize;
+	int ret = check_key(s, key, klen);
+
+	if (ret < 0)
+		return ret;
+	if (sidx_get(s->ix, key, klen, &loc) == 0)
+		return -ENOENT;
+	op = op_new(s, kind, key, klen);
+	if (!op)
+		return -ENOMEM;
+	op->loc = loc;
+	op->roff = off;
+	op->rlen = len;
+	op->cb = cb;
+	op->arg = arg;
+	from = loc_off(loc);
+	rsize = loc_size(loc);
+	/* small records and whole values: one read; else header first */
+	if (rsize <= SMALL_READ_BYTES || (kind == OP_GET && off == 0 && len >= rsize)) {
+		to = from + rsize;
+		op->stage = 0;
+	} else {
+		uint64_t tmax = rec_table_bytes(rsize);
+
+		to = from + REC_HDR_BYTES + klen + tmax;
+		if (to > from + rsize)
+			to = from + rsize;
+		op->stage = 1;
+	}
+	ret = read_submit(s, op, from, to);
+	if (ret < 0)
+		op_free(op);
+	return ret;
+}
+
+int node_store_get_async(struct node_store *s, const void *key, size_t klen, uint64_t off,
+			 uint64_t len, node_store_cb cb, void *arg)
+{
+	return get_start(s, OP_GET, key, klen, off, len, cb, arg);
+}
+
+/* ---- blocking wrappers ---- */
+
+struct waiter {
+	bool done;
+	int res;
+	void *buf;       /* get: destination (malloc'd when want_alloc) */
+	size_t cap, got;
+	bool want_alloc;
+	struct node_store_objstat st;
+};
+
+static void waiter_cb(void *arg, int res, const void *data, size_t len,
+		      const struct node_store_objstat *st)
+{
+	struct waiter *w = arg;
+
+	w->done = true;
+	w->res = res;
+	if (st)
+		w->st = *st;
+	if (res < 0 || !data)
+		return;
+	if (w->want_alloc) {
+		w->buf = malloc(len ? len : 1);
+		if (!w->buf) {
+			w->res = -ENOMEM;
+			return;
+		}
+		w->cap = len;
+	}
+	w->got = len < w->cap ? len : w->cap;
+	if (w->got)
+		memcpy(w->buf, data, w->got);
+}
+
+static int wait_for(struct node_store *s, struct waiter *w)
+{
+	while (!w->done) {
+		int ret = node_store_poll(s, true);
+
+		if (ret < 0 && !w->done)
+			return ret;
+	}
+	return w->res;
+}
+
+static int maintain_space(struct node_store *s);
+
+int node_store_put(struct node_store *s, const void *key, size_t klen, const void *val,
+		   size_t vlen)
+{
+	for (int attempt = 0;; attempt++) {
+		struct waiter w = { 0 };
+		int ret = node_store_put_async(s, key, klen, val, vlen, waiter_cb, &w);
+
+		if (ret < 0)
+			return ret;
+		ret = wait_for(s, &w);
+		if (ret != -ENOSPC || attempt > 0 || maintain_space(s) <= 0)
+			return ret;
+	}
+}
+
+int node_store_delete(struct node_store *s, const void *key, size_t klen)
+{
+	for (int attempt = 0;; attempt++) {
+		struct waiter w = { 0 };
+		int ret = node_store_delete_async(s, key, klen, waiter_cb, &w);
+
+		if (ret < 0)
+			return ret;
+		ret = wait_for(s, &w);
+		if (ret != -ENOSPC || attempt > 0 || maintain_space(s) <= 0)
+			return ret;
+	}
+}
+
+int node_store_get(struct node_store *s, const void *key, size_t klen, void **val,
+		   size_t *vlen)
+{
+	struct waiter w = { .want_alloc = true };
+	int ret = get_start(s, OP_GET, key, klen, 0, UINT64_MAX, waiter_cb, &w);
+
+	*val = NULL;
+	*vlen = 0;
+	if (ret < 0)
+		return ret;
+	ret = wait_for(s, &w);
+	if (ret < 0) {
+		free(w.buf);
+		return ret;
+	}
+	*val = w.buf;
+	*vlen = w.got;
+	return 0;
+}
+
+int node_store_get_range(struct node_store *s, const void *key, size_t klen, uint64_t off,
+			 uint64_t len, void *buf, size_t *got)
+{
+	struct waiter w = { .buf = buf, .cap = len };
+	int ret = get_start(s, OP_GET, key, klen, off, len, waiter_cb, &w);
+
+	*got = 0;
+	if (ret < 0)
+		return ret;
+	ret = wait_for(s, &w);
+	*got = w.got;
+	return ret;
+}
+
+int node_store_stat(struct node_store *s, const void *key, size_t klen,
+		    struct node_store_objstat *st)
+{
+	struct waiter w = { 0 };
+	int ret = get_start(s, OP_STAT, key, klen, 0, 0, waiter_cb, &w);
+
+	if (ret < 0)
+		return ret;
+	ret = wait_for(s, &w);
+	if (ret == 0)
+		*st = w.st;
+	return ret;
+}
+
+int node_store_sync(struct node_store *s)
+{
+	while (!s->read_only && (s->appendq.head || s->commitq.head || (s->cur && s->cur->fill))) {
+		int ret = node_store_poll(s, true);
+
+		if (ret < 0)
+			return ret;
+	}
+	return s->read_only ? -EROFS : 0;
+}
+
+int node_store_checkpoint(struct node_store *s)
+{
+	int ret;
+
+	while ((ret = ck_start(s)) == -EAGAIN || ret == -EBUSY) {
+		ret = node_store_poll(s, true);
+		if (ret < 0)
+			return ret;
+	}
+	if (ret < 0)
+		return ret;
+	while (s->ck_state != CK_IDLE) {
+		ret = node_store_poll(s, true);
+		if (ret < 0)
+			return ret;
+	}
+	if (s->ck_err)
+		return s->ck_err;
+	return s->read_only ? -EROFS : 0;
+}
+
+int node_store_list(struct node_store *s, const void *prefix, size_t plen,
+		    const void *start_after, size_t salen, unsigned limit,
+		    node_store_list_cb cb, void *arg)
+{
+	struct sidx_iter it;
+	const uint8_t *k;
+	size_t kl;
+	uint64_t loc;
+	unsigned n = 0;
+
+	if (plen > NODE_STORE_KEY_MAX || salen > NODE_STORE_KEY_MAX)
+		return -E2BIG;
+	/* start at the later of the prefix and start_after */
+	if (start_after && salen &&
+	    (!plen || memcmp(start_after, prefix, salen < plen ? salen : plen) >= 0))
+		sidx_seek(s->ix, &it, start_after, salen, true);
+	else
+		sidx_seek(s->ix, &it, plen ? prefix : NULL, plen, false);
+	while (n < limit && sidx_next(s->ix, &it, &k, &kl, &loc)) {
+		if (plen && (kl < plen || memcmp(k, prefix, plen) != 0)) {
+			if (memcmp(k, prefix, kl < plen ? kl : plen) > 0)
+				break; /* past every key with the prefix */
+			continue;
+		}
+		n++;
+		if (cb && cb(arg, k, kl))
+			break;
+	}
+	return (int)n;
+}
+
+/* ---- compaction ---- */
+
+static int relocate_one(struct node_store *s, const uint8_t *key, size_t klen, uint64_t loc)
+{
+	struct op *op = op_new(s, OP_RELOC, key, klen);
+	uint64_t from = loc_off(loc), size = loc_size(loc);
+	uint64_t a = align_down(from, DISK_BLOCK_BYTES), b = align_up(from + size, DISK_BLOCK_BYTES);
+	uint8_t *buf = NULL;
+	struct rec_hdr h;
+	int ret;
+
+	if (!op)
+		return -ENOMEM;
+	buf = aligned_alloc_blocks(b - a);
+	if (!buf) {
+		op_free(op);
+		return -ENOMEM;
+	}
+	ret = node_disk_sync_io(s->disk, DISK_READ, buf, b - a, a);
+	if (ret == 0)
+		ret = rec_check(buf + (from - a), size, &h);
+	if (ret == 0 && (h.klen != klen || memcmp(buf + (from - a) + REC_HDR_BYTES, key, klen)))
+		ret = -EIO;
+	if (ret < 0) {
+		/* leave a damaged record where it is: scrub reports it */
+		s->st.checksum_errors += ret == -EIO;
+		free(buf);
+		op_free(op);
+		return ret == -EIO ? 0 : ret;
+	}
+	op->vlen = h.vlen;
+	op->owned_val = malloc(h.vlen ? h.vlen : 1);
+	if (!op->owned_val) {
+		free(buf);
+		op_free(op);
+		return -ENOMEM;
+	}
+	memcpy(op->owned_val, buf + (from - a) + REC_HDR_BYTES + klen + rec_table_bytes(h.vlen), h.vlen);
+	op->val = op->owned_val;
+	op->aux = loc;
+	free(buf);
+	q_push(&s->appendq, op);
+	return 0;
+}
+
+int node_store_compact(struct node_store *s)
+{
+	int64_t victim = -1;
+	uint64_t best = UINT64_MAX;
+	struct sidx_iter it;
+	const uint8_t *k;
+	size_t kl;
+	uint64_t loc, queued = 0;
+	uint8_t *last = NULL;
+	size_t lastlen = 0;
+	int ret = 0;
+
+	if (s->read_only)
+		return -EROFS;
+	reclaim_segments(s);
+	for (uint32_t i = 0; i < s->nsegs; i++) {
+		const struct seg *g = &s->segs[i];
+
+		if (g->state != SEG_USED || g->max_seq >= s->ck_old_p0_seq)
+			continue;
+		if (g->live < best && g->live < s->seg_bytes * 3 / 4) {
+			best = g->live;
+			victim = i;
+		}
+	}
+	if (victim < 0)
+		return 0;
+	last = malloc(NODE_STORE_KEY_MAX);
+	if (!last)
+		return -ENOMEM;
+	/* Walk the index in bounded rounds; resume after the last key seen. */
+	for (bool more = true; more;) {
+		sidx_seek(s->ix, &it, lastlen ? last : NULL, lastlen, true);
+		more = false;
+		while (sidx_next(s->ix, &it, &k, &kl, &loc)) {
+			memcpy(last, k, kl);
+			lastlen = kl;
+			if (seg_of(s, loc_off(loc)) != (uint32_t)victim)
+				continue;
+			ret = relocate_one(s, k, kl, loc);
+			if (ret < 0)
+				goto out;
+			queued += loc_size(loc);
+			if (queued >= 4 * s->o.write_buffer_bytes) {
+				queued = 0;
+				more = true;
+				break; /* the index may change while we flush */
+			}
+		}
+		ret = node_store_sync(s);
+		if (ret < 0)
+			goto out;
+	}
+	s->st.compactions++;
+	reclaim_segments(s);
+	ret = 1;
+out:
+	free(last);
+	return ret;
+}
+
+/* Try to make room after -ENOSPC: checkpoints release old segments, then
+ * compaction empties the emptiest. Returns 1 if a segment came free. */
+static int maintain_space(struct node_store *s)
+{
+	uint32_t before = s->nfree;
+	int ret;
+
+	for (int i = 0; i < 2; i++) {
+		reclaim_segments(s);
+		if (s->nfree > reserve_segments(s))
+			return 1;
+		ret = node_store_checkpoint(s);
+		if (ret < 0)
+			return ret;
+	}
+	while ((ret = node_store_compact(s)) == 1 && s->nfree <= reserve_segments(s))
+		;
+	if (ret < 0)
+		return ret;
+	return s->nfree > before ? 1 : 0;
+}
+
+/* ---- scrub ---- */
+
+int node_store_scrub(struct node_store *s, uint64_t budget_bytes,
+		     struct node_store_scrub_report *r)
+{
+	struct sidx_iter it;
+	const uint8_t *k;
+	size_t kl;
+	uint64_t loc;
+	int ret = 0;
+
+	memset(r, 0, sizeof(*r));
+	if (!s->scrub_key) {
+		s->scrub_key = malloc(NODE_STORE_KEY_MAX);
+		if (!s->scrub_key)
+			return -ENOMEM;
+	}
+	while (r->bytes < budget_bytes) {
+		struct waiter w = { 0 };
+		uint8_t key[NODE_STORE_KEY_MAX];
+
+		sidx_seek(s->ix, &it, s->scrub_started ? s->scrub_key : NULL, s->scrub_klen, true);
+		if (!sidx_next(s->ix, &it, &k, &kl, &loc)) {
+			s->scrub_started = false;
+			r->wrapped = true;
+			break;
+		}
+		memcpy(key, k, kl);
+		memcpy(s->scrub_key, k, kl);
+		s->scrub_klen = kl;
+		s->scrub_started = true;
+		w.cap = 0;
+		ret = get_start(s, OP_GET, key, kl, 0, UINT64_MAX, waiter_cb, &w);
+		if (ret == 0)
+			ret = wait_for(s, &w);
+		r->records++;
+		r->bytes += loc_size(loc);
+		if (ret == -EIO)
+			r->errors++;
+		else if (ret < 0 && ret != -ENOENT)
+			return ret;
+	}
+	return 0;
+}
+
+/* ---- stats ---- */
+
+void node_store_stats(const struct node_store *s, struct node_store_stats *st)
+{
+	uint64_t live = 0;
+
+	*st = s->st;
+	for (uint32_t i = 0; i < s->nsegs; i++)
+		live += s->segs[i].live;
+	st->objects = sidx_count(s->ix);
+	st->live_bytes = live;
+	st->capacity_bytes = (uint64_t)s->nsegs * s->seg_bytes;
+	st->segments = s->nsegs;
+	st->segments_free = s->nfree;
+	st->segments_reserved = reserve_segments(s);
+	st->index_bytes = sidx_bytes(s->ix);
+	st->index_bytes_per_object = st->objects ? (double)st->index_bytes / st->objects : 0;
+	st->seq = s->seq;
+	st->read_only = s->read_only;
+	snprintf(st->read_only_reason, sizeof(st->read_only_reason), "%s", s->ro_reason);
+}
+
+/* ---- superblock, format, recovery ---- */
+
+static void sb_pack(const struct node_store *s, uint8_t *b)
+{
+	memset(b, 0, DISK_BLOCK_BYTES);
+	memcpy(b, SB_MAGIC, 8);
+	put32le(b + 8, SB_VERSION);
+	put32le(b + 12, 0);
+	memcpy(b + 16, s->uuid, 16);
+	put64le(b + 32, s->seg_bytes);
+	put32le(b + 40, s->nsegs);
+	put64le(b + 44, s->data_start);
+	put64le(b + 52, s->disk->size);
+	put64le(b + 60, s->created_at);
+	put32le(b + 124, ovl_crc32c(0, b, 124));
+}
+
+enum sb_verdict { SBV_OK, SBV_ZERO, SBV_FOREIGN, SBV_CORRUPT, SBV_VERSION };
+
+static enum sb_verdict sb_check(const uint8_t *b)
+{
+	bool zero = true;
+
+	for (unsigned i = 0; i < DISK_BLOCK_BYTES && zero; i++)
+		zero = b[i] == 0;
+	if (zero)
+		return SBV_ZERO;
+	if (memcmp(b, SB_MAGIC, 6) != 0)
+		return SBV_FOREIGN;
+	if (get32le(b + 124) != ovl_crc32c(0, b, 124))
+		return SBV_CORRUPT;
+	if (memcmp(b, SB_MAGIC, 8) != 0 || get32le(b + 8) != SB_VERSION)
+		return SBV_VERSION;
+	return SBV_OK;
+}
+
+static int sb_unpack(struct node_store *s, const uint8_t *b, char *err, size_t errlen)
+{
+	memcpy(s->uuid, b + 16, 16);
+	s->seg_bytes = get64le(b + 32);
+	s->nsegs = get32le(b + 40);
+	s->data_start = get64le(b + 44);
+	s->created_at = get64le(b + 60);
+	if (s->seg_bytes < NODE_STORE_SEGMENT_MIN || (s->seg_bytes & (s->seg_bytes - 1)) ||
+	    s->data_start < 4 * DISK_BLOCK_BYTES || s->data_start % DISK_BLOCK_BYTES || s->nsegs < 4) {
+		snprintf(err, errlen, "superblock of '%s' has impossible geometry", s->disk->name);
+		return -EUCLEAN;
+	}
+	if (s->data_start + (uint64_t)s->nsegs * s->seg_bytes > s->disk->size) {
+		snprintf(err, errlen,
+			 "drive '%s' is smaller (%" PRIu64 " bytes) than the store on it (%" PRIu64 " bytes): truncated?",
+			 s->disk->name, s->disk->size, s->data_start + (uint64_t)s->nsegs * s->seg_bytes);
+		return -EUCLEAN;
+	}
+	return 0;
+}
+
+static int write_ptr_slot(struct node_store *s, unsigned slot, uint64_t gen, uint64_t p0_off,
+			  uint64_t p0_seq, uint32_t p0_prev)
+{
+	uint8_t *p = s->ck_ptrbuf;
+
+	memset(p, 0, DISK_BLOCK_BYTES);
+	memcpy(p, PTR_MAGIC, 8);
+	put64le(p + 8, gen);
+	put64le(p + 16, p0_off);
+	put64le(p + 24, p0_seq);
+	put32le(p + 32, p0_prev);
+	put32le(p + 60, ovl_crc32c(0, p, 60));
+	return node_disk_sync_io(s->disk, DISK_WRITE, p, DISK_BLOCK_BYTES, PTR_SLOT_OFF(slot));
+}
+
+static int format(struct node_store *s, char *err, size_t errlen)
+{
+	uint8_t *b = s->ck_ptrbuf;
+	struct node_rng rng;
+	uint64_t r;
+	int ret;
+
+	s->seg_bytes = s->o.segment_bytes;
+	s->data_start = DATA_START_BYTES;
+	if (s->disk->size < s->data_start + 4 * s->seg_bytes) {
+		snprintf(err, errlen,
+			 "drive '%s' is too small (%" PRIu64 " bytes): a store needs at least %" PRIu64 " bytes with %" PRIu64 "-byte segments",
+			 s->disk->name, s->disk->size, s->data_start + 4 * s->seg_bytes, s->seg_bytes);
+		return -ENOSPC;
+	}
+	s->nsegs = (uint32_t)((s->disk->size - s->data_start) / s->seg_bytes);
+	node_rng_seed(&rng, s->o.seed ^ now_ns(s));
+	for (int i = 0; i < 16; i += 8) {
+		r = node_rng_next(&rng);
+		memcpy(s->uuid + i, &r, 8);
+	}
+	s->created_at = s->clock.wall_s(s->clock.arg);
+	/* erase both pointer slots first, so a half-done format never looks valid */
+	memset(b, 0, DISK_BLOCK_BYTES);
+	for (unsigned i = 0; i < 2; i++) {
+		ret = node_disk_sync_io(s->disk, DISK_WRITE, b, DISK_BLOCK_BYTES, PTR_SLOT_OFF(i));
+		if (ret < 0)
+			goto io_err;
+	}
+	/* the chain starts from the drive uuid: stale records never link */
+	ret = write_ptr_slot(s, 1, 1, s->data_start, 1, ovl_crc32c(0, s->uuid, 16));
+	if (ret < 0)
+		goto io_err;
+	ret = node_disk_sync_io(s->disk, DISK_FLUSH, NULL, 0, 0);
+	if (ret < 0)
+		goto io_err;
+	for (unsigned i = 0; i < 2; i++) {
+		sb_pack(s, b);
+		ret = node_disk_sync_io(s->disk, DISK_WRITE, b, DISK_BLOCK_BYTES, SB_COPY_OFF(i));
+		if (ret < 0)
+			goto io_err;
+	}
+	ret = node_disk_sync_io(s->disk, DISK_FLUSH, NULL, 0, 0);
+	if (ret < 0)
+		goto io_err;
+	return 0;
+io_err:
+	snprintf(err, errlen, "cannot format drive '%s': %s", s->disk->name, strerror(-ret));
+	return ret;
+}
+
+struct ptr_slot {
+	bool valid;
+	uint64_t gen, p0_off, p0_seq, end_off, end_size;
+	uint32_t p0_prev, end_hcrc;
+};
+
+static void ptr_parse(const uint8_t *p, struct ptr_slot *ps)
+{
+	memset(ps, 0, sizeof(*ps));
+	if (memcmp(p, PTR_MAGIC, 8) != 0 || get32le(p + 60) != ovl_crc32c(0, p, 60))
+		return;
+	ps->gen = get64le(p + 8);
+	ps->p0_off = get64le(p + 16);
+	ps->p0_seq = get64le(p + 24);
+	ps->p0_prev = get32le(p + 32);
+	ps->end_off = get64le(p + 36);
+	ps->end_size = get64le(p + 44);
+	ps->end_hcrc = get32le(p + 52);
+	ps->valid = ps->gen > 0;
+}
+
+/* Read a whole record at off (size bytes) into a fresh buffer; verify it. */
+static int read_record(struct node_store *s, uint64_t off, uint64_t size, uint8_t **bufp,
+		       const uint8_t **rec, struct rec_hdr *h)
+{
+	uint64_t a = align_down(off, DISK_BLOCK_BYTES), b = align_up(off + size, DISK_BLOCK_BYTES);
+	uint8_t *buf = NULL;
+	int ret;
+
+	*bufp = NULL;
+	if (off < s->data_start || b > s->disk->size || size < REC_HDR_BYTES)
+		return -EBADMSG;
+	buf = aligned_alloc_blocks(b - a);
+	if (!buf)
+		return -ENOMEM;
+	ret = node_disk_sync_io(s->disk, DISK_READ, buf, b - a, a);
+	if (ret == 0)
+		ret = rec_check(buf + (off - a), size, h);
+	if (ret < 0) {
+		free(buf);
+		return ret;
+	}
+	*bufp = buf;
+	*rec = buf + (off - a);
+	return 0;
+}
+
+static int load_part_items(struct node_store *s, const uint8_t *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		if (p[i] == CK_ITEM_SEG && i + 14 <= n) {
+			uint32_t si = get32le(p + i + 1);
+
+			if (si >= s->nsegs || p[i + 5] > SEG_USED)
+				return -EBADMSG;
+			s->segs[si].state = p[i + 5];
+			s->segs[si].max_seq = get64le(p + i + 6);
+			i += 14;
+		} else if (p[i] == CK_ITEM_KEY && i + 3 <= n) {
+			size_t kl = p[i + 1] | (size_t)p[i + 2] << 8;
+			uint64_t loc;
+
+			if (kl == 0 || kl > NODE_STORE_KEY_MAX || i + 11 + kl > n)
+				return -EBADMSG;
+			loc = get64le(p + i + 3 + kl);
+			if (loc_off(loc) < s->data_start || loc_off(loc) + loc_size(loc) > s->disk->size)
+				return -EBADMSG;
+			if (sidx_append_sorted(s->ix, p + i + 3, kl, loc) < 0)
+				return -EBADMSG;
+			i += 11 + kl;
+		} else {
+			return -EBADMSG;
+		}
+	}
+	return 0;
+}
+
+static int load_checkpoint(struct node_store *s, const struct ptr_slot *ps)
+{
+	uint8_t *buf = NULL, *pbuf = NULL;
+	const uint8_t *rec = NULL, *pl = NULL, *prec = NULL;
+	struct rec_hdr h, ph;
+	uint32_t nparts;
+	int ret = 0;
+
+	for (uint32_t i = 0; i < s->nsegs; i++)
+		s->segs[i] = (struct seg){ 0 };
+	sidx_destroy(&s->ix);
+	s->ix = sidx_new();
+	if (!s->ix)
+		return -ENOMEM;
+	if (ps->end_off == 0) /* a fresh store: empty */
+		return 0;
+	ret = read_record(s, ps->end_off, ps->end_size, &buf, &rec, &h);
+	if (ret < 0)
+		goto out;
+	pl = rec + REC_HDR_BYTES + h.klen + rec_table_bytes(h.vlen);
+	if (h.type != REC_CKPT_END || h.hcrc != ps->end_hcrc || h.vlen < 32) {
+		ret = -EBADMSG;
+		goto out;
+	}
+	nparts = get32le(pl + 20);
+	if (get64le(pl) != ps->p0_off || get64le(pl + 8) != ps->p0_seq ||
+	    32 + (uint64_t)nparts * 12 != h.vlen) {
+		ret = -EBADMSG;
+		goto out;
+	}
+	for (uint32_t i = 0; i < nparts; i++) {
+		ret = read_record(s, get64le(pl + 32 + 12 * i), get32le(pl + 40 + 12 * i), &pbuf,
+				  &prec, &ph);
+		if (ret == 0 && (ph.type != REC_CKPT_PART || ph.aux != ps->p0_seq))
+			ret = -EBADMSG;
+		if (ret == 0)
+			ret = load_part_items(s, prec + REC_HDR_BYTES + rec_table_bytes(ph.vlen), ph.vlen);
+		free(pbuf);
+		pbuf = NULL;
+		if (ret < 0)
+			goto out;
+	}
+	if (sidx_count(s->ix) + s->nsegs != get64le(pl + 24))
+		ret = -EBADMSG;
+out:
+	free(buf);
+	return ret;
+}
+
+/* Window reader for replay. */
+struct rwin {
+	uint8_t *buf;
+	uint64_t base;
+	size_t len, cap;
+};
+
+static const uint8_t *win_get(struct node_store *s, struct rwin *w, uint64_t off, size_t len)
+{
+	uint64_t a, b;
+
+	if (w->len && off >= w->base && off + len <= w->base + w->len)
+		return w->buf + (off - w->base);
+	a = align_down(off, DISK_BLOCK_BYTES);
+	b = align_up(off + len, DISK_BLOCK_BYTES);
+	if (b - a < REPLAY_WINDOW_BYTES)
+		b = a + REPLAY_WINDOW_BYTES;
+	if (b > s->disk->size)
+		b = s->disk->size;
+	if (off + len > b)
+		return NULL;
+	if (b - a > w->cap) {
+		free(w->buf);
+		w->buf = aligned_alloc_blocks(b - a);
+		w->cap = w->buf ? b - a : 0;
+		if (!w->buf)
+			return NULL;
+	}
+	w->len = 0;
+	if (node_disk_sync_io(s->disk, DISK_READ, w->buf, b - a, a) < 0)
+		return NULL;
+	w->base = a;
+	w->len = b - a;
+	return w->buf + (off - a);
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/* Replay the log from the checkpoint's P0; stop at the first record that
+ * is missing, torn or not linked to the one before. */
+static int replay(struct node_store *s, const struct ptr_slot *ps)
+{
+	struct rwin w = { 0 };
+	uint64_t pos = ps->p0_off, seq = ps->p0_seq, last_end = ps->p0_off, old;
+	uint32_t prev = ps->p0_prev, si = seg_of(s, pos);
+	int ret = 0;
+
+	s->segs[si].state = SEG_HEAD;
+	for (;;) {
+		const uint8_t *p;
+		struct rec_hdr h;
+		uint64_t rsize, loc;
+
+		si = seg_of(s, pos);
+		if (pos + REC_HDR_BYTES > seg_start(s, si) + s->seg_bytes)
+			break;
+		p = win_get(s, &w, pos, REC_HDR_BYTES);
+		if (!p)
+			break;
+		if (all_zero(p, REC_HDR_BYTES) && pos % DISK_BLOCK_BYTES) {
+			pos = align_up(pos, DISK_BLOCK_BYTES); /* batch padding */
+			continue;
+		}
+		if (rec_hdr_unpack(p, &h) < 0 || h.prev != prev || h.seq != seq)
+			break;
+		rsize = rec_size(h.klen, h.vlen);
+		if (pos + rsize > seg_start(s, si) + s->seg_bytes)
+			break;
+		p = win_get(s, &w, pos, rsize);
+		if (!p || rec_check(p, rsize, &h) < 0) {
+			s->st.discarded_tail_bytes += rsize;
+			break;
+		}
+		loc = loc_make(pos, rsize);
+		switch (h.type) {
+		case REC_PUT:
+			if (h.klen == 0 || h.klen > NODE_STORE_KEY_MAX)
+				goto bad;
+			if (sidx_set(s->ix, p + REC_HDR_BYTES, h.klen, loc, &old) < 0) {
+				ret = -ENOMEM;
+				goto out;
+			}
+			break;
+		case REC_RELOC:
+			if (sidx_get(s->ix, p + REC_HDR_BYTES, h.klen, &old) == 1 && old == h.aux)
+				sidx_set(s->ix, p + REC_HDR_BYTES, h.klen, loc, &old);
+			break;
+		case REC_TOMB:
+			sidx_del(s->ix, p + REC_HDR_BYTES, h.klen, &old);
+			break;
+		default:
+			break;
+		}
+		s->segs[si].max_seq = h.seq;
+		if (s->segs[si].state == SEG_FREE)
+			s->segs[si].state = SEG_HEAD;
+		prev = h.hcrc;
+		seq++;
+		if (h.type != REC_CKPT_PART && h.type != REC_CKPT_END)
+			s->st.recovered_records++;
+		last_end = pos + rsize;
+		if (h.type == REC_NEXT) {
+			if (h.aux >= s->nsegs)
+				goto bad;
+			s->segs[si].state = SEG_USED;
+			pos = last_end = seg_start(s, (uint32_t)h.aux);
+			s->segs[h.aux].state = SEG_HEAD;
+			continue;
+		}
+		pos = last_end;
+	}
+	goto done;
+bad:
+	/* a record that passed its checksums but makes no sense: stop here */
+	s->st.discarded_tail_bytes += 1;
+done:
+	s->head = align_up(last_end, DISK_BLOCK_BYTES);
+	s->chain = prev;
+	s->seq = seq - 1;
+	s->seq_done = s->seq;
+	/* exactly one head: the segment the log ends in */
+	for (uint32_t i = 0; i < s->nsegs; i++)
+		if (s->segs[i].state == SEG_HEAD && i != seg_of(s, s->head))
+			s->segs[i].state = SEG_USED;
+	s->segs[seg_of(s, s->head)].state = SEG_HEAD;
+out:
+	free(w.buf);
+	return ret;
+}
+
+static void rebuild_accounting(struct node_store *s)
+{
+	struct sidx_iter it;
+	const uint8_t *k;
+	size_t kl;
+	uint64_t loc;
+
+	for (uint32_t i = 0; i < s->nsegs; i++)
+		s->segs[i].live = 0;
+	sidx_seek(s->ix, &it, NULL, 0, false);
+	while (sidx_next(s->ix, &it, &k, &kl, &loc))
+		seg_live_add(s, loc, +1);
+	s->nfree = 0;
+	for (uint32_t i = 0; i < s->nsegs; i++)
+		s->nfree += s->segs[i].state == SEG_FREE;
+	reclaim_segments(s);
+}
+
+static int recover(struct node_store *s, char *err, size_t errlen)
+{
+	struct ptr_slot slots[2], *order[2];
+	uint8_t *b = s->ck_ptrbuf;
+	int ret = -EUCLEAN, tried = 0;
+
+	for (unsigned i = 0; i < 2; i++) {
+		ret = node_disk_sync_io(s->disk, DISK_READ, b, DISK_BLOCK_BYTES, PTR_SLOT_OFF(i));
+		if (ret < 0) {
+			snprintf(err, errlen, "cannot read checkpoint pointer of '%s': %s",
+				 s->disk->name, strerror(-ret));
+			return ret;
+		}
+		ptr_parse(b, &slots[i]);
+	}
+	order[0] = slots[0].gen >= slots[1].gen ? &slots[0] : &slots[1];
+	order[1] = order[0] == &slots[0] ? &slots[1] : &slots[0];
+	for (unsigned i = 0; i < 2; i++) {
+		const struct ptr_slot *ps = order[i];
+
+		if (!ps->valid || ps->p0_off < s->data_start ||
+		    ps->p0_off >= s->data_start + (uint64_t)s->nsegs * s->seg_bytes)
+			continue;
+		tried++;
+		ret = load_checkpoint(s, ps);
+		if (ret == -ENOMEM)
+			break;
+		if (ret < 0)
+			continue;
+		ret = replay(s, ps);
+		if (ret < 0)
+			break;
+		s->ck_gen = ps->gen;
+		s->ck_new_p0_seq = ps->p0_seq;
+		/* the other slot, if valid and older, is the fallback */
+		s->ck_old_p0_seq = order[1 - i]->valid && order[1 - i]->gen < ps->gen
+					   ? order[1 - i]->p0_seq : ps->p0_seq;
+		if (i == 1)
+			s->ck_old_p0_seq = ps->p0_seq;
+		rebuild_accounting(s);
+		return 0;
+	}
+	if (ret == -ENOMEM) {
+		snprintf(err, errlen, "out of memory while loading the index of '%s'", s->disk->name);
+		return ret;
+	}
+	snprintf(err, errlen,
+		 tried ? "both checkpoints of '%s' are damaged; refusing to guess (the data is still on the drive)"
+		       : "no valid checkpoint pointer on '%s'; refusing to guess",
+		 s->disk->name);
+	return -EUCLEAN;
+}
+
+void node_store_opts_init(struct node_store_opts *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->segment_bytes = 256u << 20;
+	o->ring_depth = 256;
+	o->write_buffers = 16;
+	o->write_buffer_bytes = 256u << 10;
+	o->ckpt_records = 1000000;
+	o->commit_window_us = 2000;
+}
+
+int node_store_open(struct node_store **out, const struct node_store_opts *opts, char *err,
+		    size_t errlen)
+{
+	struct node_store *s = NULL;
+	uint8_t *sb[2] = { NULL, NULL };
+	enum sb_verdict v[2];
+	int ret = 0;
+
+	*out = NULL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->o = *opts;
+	s->clock = opts->clock ? *opts->clock : node_clock_system;
+	if (!s->o.write_buffers || s->o.write_buffer_bytes < DISK_BLOCK_BYTES ||
+	    s->o.write_buffer_bytes % DISK_BLOCK_BYTES) {
+		snprintf(err, errlen, "write buffers must be at least one and a multiple of 4 KiB");
+		ret = -EINVAL;
+		goto out;
+	}
+	if (opts->format && (opts->segment_bytes < NODE_STORE_SEGMENT_MIN ||
+			     (opts->segment_bytes & (opts->segment_bytes - 1)))) {
+		snprintf(err, errlen, "segment size %" PRIu64 " refused: a power of two of at least 1 MiB",
+			 opts->segment_bytes);
+		ret = -EINVAL;
+		goto out;
+	}
+	if (opts->disk) {
+		s->disk = opts->disk;
+	} else {
+		ret = node_disk_uring_open(&s->disk, opts->path, opts->ring_depth, opts->create_size,
+					   err, errlen);
+		if (ret < 0)
+			goto out;
+	}
+	s->ck_ptrbuf = aligned_alloc_blocks(DISK_BLOCK_BYTES);
+	sb[0] = aligned_alloc_blocks(DISK_BLOCK_BYTES);
+	sb[1] = aligned_alloc_blocks(DISK_BLOCK_BYTES);
+	s->bufs = calloc(s->o.write_buffers, sizeof(*s->bufs));
+	s->ck_key = malloc(NODE_STORE_KEY_MAX);
+	s->ix = sidx_new();
+	if (!s->ck_ptrbuf || !sb[0] || !sb[1] || !s->bufs || !s->ck_key || !s->ix) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	s->nbufs = s->o.write_buffers;
+	for (unsigned i = 0; i < s->nbufs; i++) {
+		s->bufs[i].mem = aligned_alloc_blocks(s->o.write_buffer_bytes);
+		s->bufs[i].s = s;
+		if (!s->bufs[i].mem) {
+			ret = -ENOMEM;
+			goto out;
+		}
+	}
+	if (s->disk->size < 4 * DISK_BLOCK_BYTES) {
+		snprintf(err, errlen, "drive '%s' is too small (%" PRIu64 " bytes) to hold a store",
+			 s->disk->name, s->disk->size);
+		ret = -ENOSPC;
+		goto out;
+	}
+	for (unsigned i = 0; i < 2; i++) {
+		ret = node_disk_sync_io(s->disk, DISK_READ, sb[i], DISK_BLOCK_BYTES, SB_COPY_OFF(i));
+		if (ret < 0) {
+			snprintf(err, errlen, "cannot read superblock of '%s': %s", s->disk->name,
+				 strerror(-ret));
+			goto out;
+		}
+		v[i] = sb_check(sb[i]);
+	}
+	if (opts->force_format || (v[0] == SBV_ZERO && v[1] == SBV_ZERO)) {
+		if (!opts->format && !opts->force_format) {
+			snprintf(err, errlen, "drive '%s' holds no shelf store; format it first (--format)",
+				 s->disk->name);
+			ret = -ENODEV;
+			goto out;
+		}
+		ret = format(s, err, errlen);
+		if (ret < 0)
+			goto out;
+		memset(sb[0], 0, DISK_BLOCK_BYTES);
+		sb_pack(s, sb[0]);
+		v[0] = SBV_OK;
+		v[1] = SBV_OK;
+		memcpy(sb[1], sb[0], DISK_BLOCK_BYTES);
+	}
+	if (v[0] != SBV_OK && v[1] != SBV_OK) {
+		enum sb_verdict w = v[0] == SBV_ZERO ? v[1] : v[0];
+
+		snprintf(err, errlen,
+			 w == SBV_FOREIGN ? "drive '%s' holds something that is not a shelf store; refusing to overwrite it"
+			 : w == SBV_VERSION ? "drive '%s' holds a shelf store of a format version this build does not read (it reads version 1)"
+					   : "both superblock copies of '%s' are corrupt; refusing to touch the drive",
+			 s->disk->name);
+		ret = w == SBV_VERSION ? -EPROTONOSUPPORT : -EUCLEAN;
+		goto out;
+	}
+	ret = sb_unpack(s, v[0] == SBV_OK ? sb[0] : sb[1], err, errlen);
+	if (ret < 0)
+		goto out;
+	if (v[0] != SBV_OK || v[1] != SBV_OK ||
+	    memcmp(sb[0], sb[1], DISK_BLOCK_BYTES) != 0) {
+		/* one copy is damaged or stale: repair it from the good one */
+		unsigned bad = v[0] == SBV_OK ? 1 : 0;
+
+		if (v[bad] == SBV_FOREIGN || v[bad] == SBV_VERSION) {
+			snprintf(err, errlen,
+				 "superblock copies of '%s' disagree about what the drive holds; refusing to touch it",
+				 s->disk->name);
+			ret = -EUCLEAN;
+			goto out;
+		}
+		if (v[0] == SBV_OK && v[1] == SBV_OK)
+			bad = 1;
+		memcpy(sb[bad], sb[1 - bad], DISK_BLOCK_BYTES);
+		ret = node_disk_sync_io(s->disk, DISK_WRITE, sb[bad], DISK_BLOCK_BYTES, SB_COPY_OFF(bad));
+		if (ret == 0)
+			ret = node_disk_sync_io(s->disk, DISK_FLUSH, NULL, 0, 0);
+		if (ret < 0) {
+			snprintf(err, errlen, "cannot repair superblock copy %u of '%s': %s", bad,
+				 s->disk->name, strerror(-ret));
+			goto out;
+		}
+		s->st.repaired_superblock = true;
+	}
+	s->segs = calloc(s->nsegs, sizeof(*s->segs));
+	if (!s->segs) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = recover(s, err, errlen);
+	if (ret < 0)
+		goto out;
+	*out = s;
+	s = NULL;
+out:
+	free(sb[0]);
+	free(sb[1]);
+	if (s) {
+		if (opts->disk)
+			s->disk = NULL; /* on failure the caller keeps its disk */
+		node_store_close(&s);
+	}
+	return ret;
+}
+
+struct node_disk *node_store_abandon(struct node_store **sp)
+{
+	struct node_store *s = sp ? *sp : NULL;
+	struct node_disk *d = NULL;
+	struct op *op;
+
+	if (!s)
+		return NULL;
+	d = s->disk;
+	s->disk = NULL;
+	while ((op = q_pop(&s->commitq)))
+		op_free(op);
+	while ((op = q_pop(&s->appendq)))
+		op_free(op);
+	node_store_close(sp);
+	return d;
+}
+
+void node_store_close(struct node_store **sp)
+{
+	struct node_store *s = sp ? *sp : NULL;
+
+	if (!s)
+		return;
+	if (s->disk && s->segs && !s->read_only) {
+		node_store_sync(s);
+		if (s->ck_records_since > 0 && !s->read_only)
+			node_store_checkpoint(s);
+	}
+	if (s->disk) {
+		while (s->disk->inflight && node_disk_reap(s->disk, true) >= 0)
+			;
+		fail_all(s);
+		node_disk_destroy(&s->disk);
+	}
+	for (unsigned i = 0; s->bufs && i < s->nbufs; i++)
+		free(s->bufs[i].mem);
+	free(s->bufs);
+	free(s->segs);
+	free(s->ck_ptrbuf);
+	free(s->ck_key);
+	free(s->ck_parts);
+	free(s->scrub_key);
+	sidx_destroy(&s->ix);
+	free(s);
+	*sp = NULL;
+}

@@ -1,0 +1,175 @@
+/*
+ * The store engine: an object store on one drive (block device or file),
+ * log-structured, on io_uring. Format: docs/FORMAT.md.
+ *
+ * Keys are byte strings of 1..NODE_STORE_KEY_MAX bytes; values are
+ * 0..NODE_STORE_VALUE_MAX bytes (and at most what fits in one segment).
+ *
+ * Durability: a put or delete completes (callback, or return of the
+ * blocking call) only after its record is durable: written and covered by a
+ * completed fdatasync (group commit: one flush covers every record written
+ * before it). A failed write or flush puts the store into read-only state;
+ * it never acknowledges a write it could not make durable.
+ *
+ * Threading: a store is used by one thread. The asynchronous calls queue
+ * work; node_store_poll() drives I/O and runs callbacks. The blocking calls
+ * run the loop themselves until their operation completes.
+ *
+ * Errors: 0 or -errno. -ENOENT no such key, -EINVAL bad argument,
+ * -E2BIG key or value too large, -ENOSPC only the compaction reserve is left,
+ * -EROFS the store is read-only after an I/O failure, -EIO a checksum
+ * mismatch or a read error (never wrong bytes). node_store_errmsg() gives
+ * the reason of the last failure in words.
+ */
+#ifndef NODE_STORE_H
+#define NODE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "disk.h"
+
+#define NODE_STORE_KEY_MAX 1024u
+#define NODE_STORE_VALUE_MAX (64u << 20)
+#define NODE_STORE_SEGMENT_MIN (1u << 20)
+
+struct node_store;
+
+struct node_store_opts {
+	const char *path;           /* the drive; ignored when `disk` is set */
+	struct node_disk *disk;     /* a backend to use (tests); the store takes it */
+	uint64_t create_size;       /* create a missing drive file of this size */
+	bool format;                /* format the drive if it holds no store */
+	bool force_format;          /* format even over an existing store (tools only) */
+	uint64_t segment_bytes;     /* for format: power of two, default 256 MiB */
+	unsigned ring_depth;        /* io_uring entries, default 256 */
+	unsigned write_buffers;     /* write buffers, default 16 */
+	size_t write_buffer_bytes;  /* bytes each, default 256 KiB */
+	uint64_t ckpt_records;      /* checkpoint after this many records, default 1,000,000 */
+	uint64_t commit_window_us;  /* longest a record waits for its batch, default 2000 */
+	const struct node_clock *clock; /* default: system clock */
+	uint64_t seed;              /* random source (drive uuid) */
+};
+
+/* Fill `o` with the defaults above. */
+void node_store_opts_init(struct node_store_opts *o);
+
+/*
+ * Open the store on a drive: recover it (load the newest checkpoint, replay
+ * the log tail, discard torn records), or format it when opts->format is set
+ * and the drive holds no store. A drive that holds something else (another
+ * format, version, or a corrupt superblock) is refused, never overwritten.
+ * On error, err says why and names the drive.
+ */
+int node_store_open(struct node_store **out, const struct node_store_opts *opts,
+		    char *err, size_t errlen);
+
+/* Finish in-flight work, write a checkpoint (so the next open does not
+ * scan), release everything and NULL *s. Accepts NULL. */
+void node_store_close(struct node_store **s);
+
+/*
+ * For tests: forget the store as a power loss would, with no further I/O
+ * and no callbacks, and hand back its disk (for a faultdisk, crash it and
+ * open a new store on it). NULLs *s.
+ */
+struct node_disk *node_store_abandon(struct node_store **s);
+
+/* The reason for the most recent failure, in words. */
+const char *node_store_errmsg(const struct node_store *s);
+
+/* ---- asynchronous interface ---- */
+
+struct node_store_objstat {
+	uint64_t size;  /* value bytes */
+	uint32_t crc;   /* crc32c of the whole value */
+	uint64_t seq;   /* sequence number of the record */
+};
+
+/* Completion: res is 0 or -errno. For gets, `data`/`len` is the value (or
+ * the range) and is valid only during the callback. */
+typedef void (*node_store_cb)(void *arg, int res, const void *data, size_t len,
+			      const struct node_store_objstat *st);
+
+/* Queue a put. `val` must stay valid until the callback runs. */
+int node_store_put_async(struct node_store *s, const void *key, size_t klen, const void *val,
+			 size_t vlen, node_store_cb cb, void *arg);
+int node_store_delete_async(struct node_store *s, const void *key, size_t klen,
+			    node_store_cb cb, void *arg);
+/* Read [off, off+len) of the value (len UINT64_MAX: to the end). */
+int node_store_get_async(struct node_store *s, const void *key, size_t klen, uint64_t off,
+			 uint64_t len, node_store_cb cb, void *arg);
+
+/* Drive I/O and run callbacks; with wait, block until something happens.
+ * Returns 0 or -errno. */
+int node_store_poll(struct node_store *s, bool wait);
+
+/* Operations queued or in flight. */
+unsigned node_store_pending(const struct node_store *s);
+
+/* ---- blocking interface ---- */
+
+int node_store_put(struct node_store *s, const void *key, size_t klen, const void *val,
+		   size_t vlen);
+/* Whole value into a malloc'd buffer *val (caller frees), *vlen its size. */
+int node_store_get(struct node_store *s, const void *key, size_t klen, void **val,
+		   size_t *vlen);
+/* Up to `len` bytes from `off` into buf; *got receives the count. */
+int node_store_get_range(struct node_store *s, const void *key, size_t klen, uint64_t off,
+			 uint64_t len, void *buf, size_t *got);
+int node_store_delete(struct node_store *s, const void *key, size_t klen);
+int node_store_stat(struct node_store *s, const void *key, size_t klen,
+		    struct node_store_objstat *st);
+
+/*
+ * Keys in byte order that start with `prefix` and sort after `start_after`
+ * (NULL/0: from the start), at most `limit`. cb is called per key and may
+ * stop the walk by returning non-zero. Returns the number of keys given.
+ */
+typedef int (*node_store_list_cb)(void *arg, const void *key, size_t klen);
+int node_store_list(struct node_store *s, const void *prefix, size_t plen,
+		    const void *start_after, size_t salen, unsigned limit,
+		    node_store_list_cb cb, void *arg);
+
+/* Make everything written so far durable. */
+int node_store_sync(struct node_store *s);
+
+/* Write a checkpoint now (normally done every ckpt_records records). */
+int node_store_checkpoint(struct node_store *s);
+
+/* Compact the emptiest eligible segment. Returns 1 if one was compacted,
+ * 0 if none was eligible, or -errno. */
+int node_store_compact(struct node_store *s);
+
+struct node_store_scrub_report {
+	uint64_t records;   /* records verified in this call */
+	uint64_t bytes;     /* bytes read */
+	uint64_t errors;    /* checksum mismatches or read errors found */
+	bool wrapped;       /* the walk reached the end and starts over next call */
+};
+
+/* Verify the next `budget_bytes` of live records (header and value
+ * checksums), resuming where the last call stopped. */
+int node_store_scrub(struct node_store *s, uint64_t budget_bytes,
+		     struct node_store_scrub_report *r);
+
+struct node_store_stats {
+	uint64_t objects;
+	uint64_t live_bytes;        /* record bytes of live objects */
+	uint64_t capacity_bytes;    /* bytes of all segments */
+	uint64_t segments, segments_free, segments_reserved;
+	uint64_t index_bytes;       /* RAM held by the index, keys included */
+	double index_bytes_per_object;
+	uint64_t puts, gets, deletes, flushes, batches;
+	uint64_t checksum_errors;   /* mismatches seen by reads and scrub */
+	uint64_t checkpoints, compactions, recovered_records, discarded_tail_bytes;
+	uint64_t seq;               /* last sequence number */
+	bool read_only;             /* after an I/O failure */
+	bool repaired_superblock;   /* a damaged superblock copy was rewritten at open */
+	char read_only_reason[160];
+};
+
+void node_store_stats(const struct node_store *s, struct node_store_stats *st);
+
+#endif

@@ -1,0 +1,473 @@
+/* The store engine on the fault-injecting disk: API, recovery, bad input. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "node.h"
+#include "overlay.h"
+
+#define DISK_BYTES (24u << 20)
+#define SEG_BYTES (1u << 20)
+
+static struct node_store *open_on(struct node_disk *d, bool format)
+{
+	struct node_store_opts o;
+	struct node_store *s = NULL;
+	char err[256];
+	int ret;
+
+	node_store_opts_init(&o);
+	o.disk = d;
+	o.format = format;
+	o.segment_bytes = SEG_BYTES;
+	o.write_buffers = 4;
+	o.write_buffer_bytes = 64 << 10;
+	ret = node_store_open(&s, &o, err, sizeof(err));
+	if (ret < 0)
+		fail_msg("open: %s", err);
+	return s;
+}
+
+static struct node_disk *new_disk(uint64_t seed)
+{
+	struct node_disk *d = NULL;
+
+	assert_int_equal(node_faultdisk_new(&d, DISK_BYTES, seed), 0);
+	return d;
+}
+
+static void fill(uint8_t *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(seed * 131 + i * 7 + (i >> 9));
+}
+
+static void check_value(struct node_store *s, const char *key, const void *want, size_t n)
+{
+	void *got = NULL;
+	size_t len = 0;
+
+	assert_int_equal(node_store_get(s, key, strlen(key), &got, &len), 0);
+	assert_int_equal(len, n);
+	if (n)
+		assert_memory_equal(got, want, n);
+	free(got);
+}
+
+static void test_put_get_delete(void **state)
+{
+	struct node_store *s = open_on(new_disk(1), true);
+	uint8_t v[5000];
+	void *got = NULL;
+	size_t len;
+	struct node_store_objstat st;
+
+	fill(v, sizeof(v), 1);
+	assert_int_equal(node_store_put(s, "a", 1, v, sizeof(v)), 0);
+	assert_int_equal(node_store_put(s, "empty", 5, NULL, 0), 0);
+	check_value(s, "a", v, sizeof(v));
+	check_value(s, "empty", NULL, 0);
+	assert_int_equal(node_store_stat(s, "a", 1, &st), 0);
+	assert_int_equal(st.size, sizeof(v));
+	assert_int_equal(st.crc, ovl_crc32c(0, v, sizeof(v)));
+	/* overwrite */
+	fill(v, 100, 2);
+	assert_int_equal(node_store_put(s, "a", 1, v, 100), 0);
+	check_value(s, "a", v, 100);
+	/* delete */
+	assert_int_equal(node_store_delete(s, "a", 1), 0);
+	assert_int_equal(node_store_get(s, "a", 1, &got, &len), -ENOENT);
+	assert_int_equal(node_store_delete(s, "a", 1), -ENOENT);
+	assert_int_equal(node_store_stat(s, "nope", 4, &st), -ENOENT);
+	node_store_close(&s);
+	assert_null(s);
+}
+
+static void test_bad_arguments(void **state)
+{
+	struct node_store *s = open_on(new_disk(2), true);
+	char key[NODE_STORE_KEY_MAX + 1];
+	uint8_t *big = malloc(SEG_BYTES);
+
+	memset(key, 'k', sizeof(key));
+	assert_int_equal(node_store_put(s, key, sizeof(key), "x", 1), -E2BIG);
+	assert_non_null(strstr(node_store_errmsg(s), "key of 1025 bytes"));
+	assert_int_equal(node_store_put(s, key, 0, "x", 1), -EINVAL);
+	assert_int_equal(node_store_put(s, key, NODE_STORE_KEY_MAX, "x", 1), 0);
+	/* a value that cannot fit one segment is refused, not split */
+	assert_int_equal(node_store_put(s, "big", 3, big, SEG_BYTES), -E2BIG);
+	assert_non_null(strstr(node_store_errmsg(s), "segment"));
+	assert_int_equal(node_store_put(s, "big", 3, big, (size_t)NODE_STORE_VALUE_MAX + 1), -E2BIG);
+	free(big);
+	node_store_close(&s);
+}
+
+static void test_range_reads(void **state)
+{
+	struct node_store *s = open_on(new_disk(3), true);
+	size_t n = 700000; /* several 64 KiB chunks */
+	uint8_t *v = malloc(n), *buf = malloc(n);
+	size_t got;
+	const uint64_t cases[][2] = { { 0, 1 }, { 1, 65535 }, { 65535, 2 }, { 65536, 65536 },
+				      { 123457, 300001 }, { n - 1, 10 }, { n, 5 }, { 0, n } };
+
+	fill(v, n, 3);
+	assert_int_equal(node_store_put(s, "r", 1, v, n), 0);
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t off = cases[i][0], len = cases[i][1];
+		uint64_t want = off >= n ? 0 : (len > n - off ? n - off : len);
+
+		assert_int_equal(node_store_get_range(s, "r", 1, off, len, buf, &got), 0);
+		assert_int_equal(got, want);
+		if (want)
+			assert_memory_equal(buf, v + off, want);
+	}
+	free(v);
+	free(buf);
+	node_store_close(&s);
+}
+
+static int collect(void *arg, const void *key, size_t klen)
+{
+	char *out = arg;
+
+	strncat(out, key, klen);
+	strcat(out, ",");
+	return 0;
+}
+
+static void test_list(void **state)
+{
+	struct node_store *s = open_on(new_disk(4), true);
+	const char *keys[] = { "b/2", "a/1", "b/1", "c", "b/10", "b", "a/2" };
+	char out[256] = "";
+
+	for (unsigned i = 0; i < 7; i++)
+		assert_int_equal(node_store_put(s, keys[i], strlen(keys[i]), "v", 1), 0);
+	assert_int_equal(node_store_list(s, NULL, 0, NULL, 0, 100, collect, out), 7);
+	assert_string_equal(out, "a/1,a/2,b,b/1,b/10,b/2,c,");
+	out[0] = 0;
+	assert_int_equal(node_store_list(s, "b/", 2, NULL, 0, 100, collect, out), 3);
+	assert_string_equal(out, "b/1,b/10,b/2,");
+	out[0] = 0;
+	assert_int_equal(node_store_list(s, "b/", 2, "b/1", 3, 1, collect, out), 1);
+	assert_string_equal(out, "b/10,");
+	out[0] = 0;
+	assert_int_equal(node_store_delete(s, "b/10", 4), 0);
+	assert_int_equal(node_store_list(s, "b", 1, "b/1", 3, 10, collect, out), 1);
+	assert_string_equal(out, "b/2,");
+	out[0] = 0;
+	assert_int_equal(node_store_list(s, "zz", 2, NULL, 0, 10, collect, out), 0);
+	node_store_close(&s);
+}
+
+static void test_reopen_clean_and_many_keys(void **state)
+{
+	struct node_disk *d = new_disk(5);
+	struct node_store *s = open_on(d, true);
+	struct node_store_stats st;
+	char key[32];
+	uint8_t v[64];
+
+	for (int i = 0; i < 20000; i++) {
+		snprintf(key, sizeof(key), "key-%06d", i);
+		fill(v, sizeof(v), i);
+		assert_int_equal(node_store_put_async(s, key, strlen(key), NULL, 0, NULL, NULL), 0);
+		if (i % 64 == 63)
+			assert_int_equal(node_store_sync(s), 0);
+	}
+	assert_int_equal(node_store_sync(s), 0);
+	for (int i = 0; i < 20000; i += 3) {
+		snprintf(key, sizeof(key), "key-%06d", i);
+		assert_int_equal(node_store_delete(s, key, strlen(key)), 0);
+	}
+	node_store_stats(s, &st);
+	assert_int_equal(st.objects, 20000 - 6667);
+	/* a clean close checkpoints; reopen must not need to replay */
+	d = node_store_abandon(&s); /* keep the disk: reopen through a clean path */
+	s = open_on(d, false);
+	node_store_close(&s);
+	/* the abandon above skipped the checkpoint: that reopen replayed */
+	d = new_disk(6);
+	s = open_on(d, true);
+	for (int i = 0; i < 5000; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		assert_int_equal(node_store_put(s, key, strlen(key), key, strlen(key)), 0);
+	}
+	assert_int_equal(node_store_checkpoint(s), 0);
+	d = node_store_abandon(&s);
+	s = open_on(d, false);
+	node_store_stats(s, &st);
+	assert_int_equal(st.objects, 5000);
+	assert_int_equal(st.recovered_records, 0); /* nothing after the checkpoint */
+	for (int i = 0; i < 5000; i += 97) {
+		snprintf(key, sizeof(key), "k%d", i);
+		check_value(s, key, key, strlen(key));
+	}
+	node_store_close(&s);
+}
+
+static void test_full_drive(void **state)
+{
+	struct node_store *s = open_on(new_disk(7), true);
+	uint8_t *v = malloc(100000);
+	char key[32];
+	int ret = 0, n = 0;
+	struct node_store_stats st;
+
+	fill(v, 100000, 7);
+	for (n = 0; n < 1000; n++) {
+		snprintf(key, sizeof(key), "f%04d", n);
+		ret = node_store_put(s, key, strlen(key), v, 100000);
+		if (ret < 0)
+			break;
+	}
+	assert_int_equal(ret, -ENOSPC);
+	assert_non_null(strstr(node_store_errmsg(s), "is full"));
+	assert_true(n > 100);
+	/* reads and deletes still work */
+	check_value(s, "f0000", v, 100000);
+	for (int i = 0; i < n; i += 2) {
+		snprintf(key, sizeof(key), "f%04d", i);
+		assert_int_equal(node_store_delete(s, key, strlen(key)), 0);
+	}
+	node_store_stats(s, &st);
+	assert_false(st.read_only);
+	/* space comes back: the put path checkpoints and compacts */
+	int m;
+
+	for (m = 0; m < 1000; m++) {
+		snprintf(key, sizeof(key), "g%04d", m);
+		ret = node_store_put(s, key, strlen(key), v, 100000);
+		if (ret < 0)
+			break;
+	}
+	assert_int_equal(ret, -ENOSPC);
+	assert_true(m >= n / 2 - 25);
+	check_value(s, "g0000", v, 100000);
+	for (int i = 1; i < n; i += 2) {
+		snprintf(key, sizeof(key), "f%04d", i);
+		check_value(s, key, v, 100000);
+	}
+	node_store_stats(s, &st);
+	assert_true(st.compactions > 0);
+	free(v);
+	node_store_close(&s);
+}
+
+static void test_write_error_goes_read_only(void **state)
+{
+	struct node_disk *d = new_disk(8);
+	struct node_store *s = open_on(d, true);
+	struct node_store_stats st;
+
+	assert_int_equal(node_store_put(s, "ok", 2, "1", 1), 0);
+	node_faultdisk_fail(node_faultdisk_of(d), DISK_FLUSH, 0, 1, -EIO);
+	assert_int_equal(node_store_put(s, "lost", 4, "2", 1), -EROFS);
+	node_store_stats(s, &st);
+	assert_true(st.read_only);
+	assert_non_null(strstr(st.read_only_reason, "fdatasync failed"));
+	assert_int_equal(node_store_put(s, "more", 4, "3", 1), -EROFS);
+	check_value(s, "ok", "1", 1);
+	d = node_store_abandon(&s);
+	/* after a restart the unacknowledged put may or may not exist; the
+	 * acknowledged one must */
+	s = open_on(d, false);
+	check_value(s, "ok", "1", 1);
+	node_store_close(&s);
+
+	d = new_disk(9);
+	s = open_on(d, true);
+	node_faultdisk_fail(node_faultdisk_of(d), DISK_WRITE, 0, 1, -EIO);
+	assert_int_equal(node_store_put(s, "w", 1, "x", 1), -EROFS);
+	node_store_close(&s);
+}
+
+static void test_bit_flips_detected(void **state)
+{
+	struct node_disk *d = new_disk(10);
+	struct node_faultdisk *f = node_faultdisk_of(d);
+	struct node_store *s = open_on(d, true);
+	struct node_store_scrub_report r;
+	struct node_store_stats st;
+	uint8_t v[3000], probe[64];
+	void *got = NULL;
+	size_t len;
+	uint64_t off = 0;
+
+	fill(v, sizeof(v), 10);
+	assert_int_equal(node_store_put(s, "victim", 6, v, sizeof(v)), 0);
+	assert_int_equal(node_store_put(s, "header", 6, v, sizeof(v)), 0);
+	assert_int_equal(node_store_put(s, "fine", 4, v, sizeof(v)), 0);
+	/* find the records on the image and flip a value bit and a header bit */
+	for (uint64_t o = 1 << 20; o < DISK_BYTES && !off; o += 16) {
+		node_faultdisk_peek(f, o, probe, sizeof(probe));
+		if (memcmp(probe + 40, "victim", 6) == 0 && probe[0] == 'S' && probe[1] == 'R')
+			off = o;
+	}
+	assert_true(off != 0);
+	node_faultdisk_flip(f, off + 40 + 6 + 1000, 3);
+	for (uint64_t o = off; o < off + 8192; o += 16) {
+		node_faultdisk_peek(f, o, probe, sizeof(probe));
+		if (memcmp(probe + 40, "header", 6) == 0 && probe[0] == 'S') {
+			node_faultdisk_flip(f, o + 9, 0); /* vlen */
+			break;
+		}
+	}
+	assert_int_equal(node_store_get(s, "victim", 6, &got, &len), -EIO);
+	assert_int_equal(node_store_get(s, "header", 6, &got, &len), -EIO);
+	check_value(s, "fine", v, sizeof(v));
+	assert_int_equal(node_store_scrub(s, UINT64_MAX, &r), 0);
+	assert_int_equal(r.records, 3);
+	assert_int_equal(r.errors, 2);
+	assert_true(r.wrapped);
+	node_store_stats(s, &st);
+	assert_true(st.checksum_errors >= 4);
+	node_store_close(&s);
+}
+
+static int write_image(struct node_disk *d, const char *path)
+{
+	uint8_t *buf = malloc(DISK_BYTES);
+	FILE *f = fopen(path, "w");
+
+	node_faultdisk_peek(node_faultdisk_of(d), 0, buf, DISK_BYTES);
+	fwrite(buf, 1, DISK_BYTES, f);
+	fclose(f);
+	free(buf);
+	return 0;
+}
+
+static int try_open_file(const char *path, bool format, char *err)
+{
+	struct node_store_opts o;
+	struct node_store *s = NULL;
+	int ret;
+
+	node_store_opts_init(&o);
+	o.path = path;
+	o.format = format;
+	o.segment_bytes = SEG_BYTES;
+	ret = node_store_open(&s, &o, err, 256);
+	node_store_close(&s);
+	return ret;
+}
+
+static void test_bad_drives(void **state)
+{
+	char dir[] = "/tmp/shelf-store-XXXXXX", path[512], err[256];
+	struct node_disk *d = NULL;
+	struct node_store *s = NULL;
+	int fd;
+	uint8_t junk[4096];
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/drive", dir);
+	/* missing file, no create: clear error */
+	assert_int_equal(try_open_file(path, true, err), -ENOENT);
+	assert_non_null(strstr(err, "cannot open drive"));
+	/* empty file */
+	fd = open(path, O_CREAT | O_WRONLY, 0600);
+	close(fd);
+	assert_int_equal(try_open_file(path, true, err), -ENOSPC);
+	assert_non_null(strstr(err, "too small"));
+	/* too small for four segments */
+	assert_int_equal(truncate(path, 2 << 20), 0);
+	assert_int_equal(try_open_file(path, true, err), -ENOSPC);
+	/* unformatted without --format */
+	assert_int_equal(truncate(path, DISK_BYTES), 0);
+	assert_int_equal(try_open_file(path, false, err), -ENODEV);
+	assert_non_null(strstr(err, "format it first"));
+	/* another format: refused, not overwritten */
+	memset(junk, 0, sizeof(junk));
+	memcpy(junk, "XFSB", 4);
+	fd = open(path, O_WRONLY);
+	assert_int_equal(pwrite(fd, junk, sizeof(junk), 0), sizeof(junk));
+	close(fd);
+	assert_int_equal(try_open_file(path, true, err), -EUCLEAN);
+	assert_non_null(strstr(err, "not a shelf store"));
+	fd = open(path, O_RDONLY);
+	assert_int_equal(pread(fd, junk, 4, 0), 4);
+	close(fd);
+	assert_memory_equal(junk, "XFSB", 4);
+
+	/* a real store image, then damage */
+	d = new_disk(11);
+	s = open_on(d, true);
+	assert_int_equal(node_store_put(s, "k", 1, "v", 1), 0);
+	node_store_close(&s);
+	d = new_disk(11);
+	s = open_on(d, true);
+	assert_int_equal(node_store_put(s, "k", 1, "v", 1), 0);
+	d = node_store_abandon(&s);
+	write_image(d, path);
+	node_disk_destroy(&d);
+	assert_int_equal(try_open_file(path, false, err), 0);
+	/* corrupt superblock copy 0: repaired from copy 1 */
+	fd = open(path, O_WRONLY);
+	assert_int_equal(pwrite(fd, "garbage!", 8, 40), 8);
+	close(fd);
+	{
+		struct node_store_opts o;
+		struct node_store_stats st;
+
+		node_store_opts_init(&o);
+		o.path = path;
+		assert_int_equal(node_store_open(&s, &o, err, sizeof(err)), 0);
+		node_store_stats(s, &st);
+		assert_true(st.repaired_superblock);
+		node_store_close(&s);
+		assert_int_equal(node_store_open(&s, &o, err, sizeof(err)), 0);
+		node_store_stats(s, &st);
+		assert_false(st.repaired_superblock);
+		node_store_close(&s);
+	}
+	/* both copies corrupt: refused */
+	fd = open(path, O_WRONLY);
+	assert_int_equal(pwrite(fd, "garbage!", 8, 40), 8);
+	assert_int_equal(pwrite(fd, "garbage!", 8, 4096 + 40), 8);
+	close(fd);
+	assert_int_equal(try_open_file(path, true, err), -EUCLEAN);
+	assert_non_null(strstr(err, "both superblock copies"));
+	/* another version */
+	fd = open(path, O_WRONLY);
+	memset(junk, 0, sizeof(junk));
+	memcpy(junk, "SHELFST9", 8);
+	junk[8] = 9;
+	{
+		uint32_t c = ovl_crc32c(0, junk, 124);
+
+		memcpy(junk + 124, &c, 4);
+	}
+	assert_int_equal(pwrite(fd, junk, 4096, 0), 4096);
+	assert_int_equal(pwrite(fd, junk, 4096, 4096), 4096);
+	close(fd);
+	assert_int_equal(try_open_file(path, true, err), -EPROTONOSUPPORT);
+	assert_non_null(strstr(err, "format version"));
+	unlink(path);
+	rmdir(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_put_get_delete),
+		cmocka_unit_test(test_bad_arguments),
+		cmocka_unit_test(test_range_reads),
+		cmocka_unit_test(test_list),
+		cmocka_unit_test(test_reopen_clean_and_many_keys),
+		cmocka_unit_test(test_full_drive),
+		cmocka_unit_test(test_write_error_goes_read_only),
+		cmocka_unit_test(test_bit_flips_detected),
+		cmocka_unit_test(test_bad_drives),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

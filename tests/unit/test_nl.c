@@ -278,6 +278,8 @@ static void test_nodad_on_live_link(void **state)
 	const struct ip_addr *e;
 	int n;
 
+	/* DAD takes 50 s here, so the contrast below cannot race a slow machine */
+	assert_int_equal(sh("echo 50 >/proc/sys/net/ipv6/conf/veth0/dad_transmits"), 0);
 	assert_int_equal(ovl_nl_link_up(f->nl, "veth1", f->err, sizeof(f->err)), 0);
 	assert_int_equal(ovl_nl_link_up(f->nl, "veth0", f->err, sizeof(f->err)), 0);
 	assert_int_equal(ovl_nl_addr_add(f->nl, "veth0", &a, 64, f->err, sizeof(f->err)), 0);

@@ -16,5 +16,7 @@
 #include "ovl_board.h"
 #include "ovl_crc32c.h"
 #include "ovl_mp.h"
+#include "ovl_slice.h"
+#include "ovl_nl.h"
 
 #endif

@@ -87,7 +87,8 @@ static int execute(struct node_faultdisk *f, struct node_disk_io *io)
 	if (err)
 		return err;
 	if (io->op == DISK_FLUSH) {
-		memcpy(f->durable, f->image, f->d.size);
+		for (unsigned i = 0; i < f->ncache; i++)
+			memcpy(f->durable + f->cache[i].off, f->cache[i].data, f->cache[i].len);
 		cache_free(f);
 		f->flushes++;
 		return 0;
@@ -203,6 +204,7 @@ void node_faultdisk_crash(struct node_faultdisk *f)
 		memcpy(f->image + w->off, w->data, n);
 	}
 	free(keep);
+	/* what reached the media is now all there is */
 	memcpy(f->durable, f->image, f->d.size);
 	cache_free(f);
 	f->nqueue = 0;

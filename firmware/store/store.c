@@ -1975,18 +1975,28 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 		p = win_get(s, &w, pos, REC_HDR_BYTES);
 		if (!p)
 			break;
-		if (all_zero(p, REC_HDR_BYTES) && pos % DISK_BLOCK_BYTES) {
-			pos = align_up(pos, DISK_BLOCK_BYTES); /* batch padding */
-			continue;
+		rsize = 0;
+		if (rec_hdr_unpack(p, &h) == 0 && h.prev == prev && h.seq == seq) {
+			rsize = rec_size(h.klen, h.vlen);
+			if (pos + rsize > seg_start(s, si) + s->seg_bytes)
+				rsize = 0;
+			else if (!(p = win_get(s, &w, pos, rsize)) || rec_check(p, rsize, &h) < 0)
+				rsize = 0;
 		}
-		if (rec_hdr_unpack(p, &h) < 0 || h.prev != prev || h.seq != seq)
-			break;
-		rsize = rec_size(h.klen, h.vlen);
-		if (pos + rsize > seg_start(s, si) + s->seg_bytes)
-			break;
-		p = win_get(s, &w, pos, rsize);
-		if (!p || rec_check(p, rsize, &h) < 0) {
-			s->st.discarded_tail_bytes += rsize;
+		if (rsize == 0) {
+			/*
+			 * Not the next record. Mid-block, the rest of the block
+			 * is batch padding, or the torn tail of a batch that was
+			 * never acknowledged; a later life of the log continues
+			 * at the next block, and the chain proves it. On a block
+			 * boundary, the log ends here.
+			 */
+			if (pos % DISK_BLOCK_BYTES) {
+				if (!all_zero(p, REC_HDR_BYTES))
+					s->st.discarded_tail_bytes += align_up(pos, DISK_BLOCK_BYTES) - pos;
+				pos = align_up(pos, DISK_BLOCK_BYTES);
+				continue;
+			}
 			break;
 		}
 		loc = loc_make(pos, rsize);

@@ -1572,6 +1572,11 @@ out:
 
 /* Try to make room after -ENOSPC: checkpoints release old segments, then
  * compaction empties the emptiest. Returns 1 if a segment came free. */
+int node_store_reclaim(struct node_store *s)
+{
+	return maintain_space(s);
+}
+
 static int maintain_space(struct node_store *s)
 {
 	uint32_t before = s->nfree;

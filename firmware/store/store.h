@@ -142,6 +142,10 @@ int node_store_checkpoint(struct node_store *s);
  * 0 if none was eligible, or -errno. */
 int node_store_compact(struct node_store *s);
 
+/* Make room after -ENOSPC: two checkpoints release old segments, then the
+ * emptiest segments are compacted. 1 if space came free, 0 if not, -errno. */
+int node_store_reclaim(struct node_store *s);
+
 struct node_store_scrub_report {
 	uint64_t records;   /* records verified in this call */
 	uint64_t bytes;     /* bytes read */

@@ -68,6 +68,7 @@ struct op {
 	uint8_t *table;
 	size_t tlen;
 	uint64_t pos, rsize, copied, seq, last_buf;
+	uint64_t queued_ns;     /* when it entered the commit queue */
 	/* read state */
 	uint64_t loc, roff, rlen, rbase;
 	uint8_t *rbuf;
@@ -81,6 +82,7 @@ struct wbuf {
 	uint8_t *mem;
 	uint64_t off;       /* device offset of mem[0] */
 	size_t fill;
+	size_t limit;       /* ends at a multiple of the buffer size on the device */
 	uint64_t id;        /* acquisition order = submission order */
 	uint64_t born_ns;
 	bool busy, inflight;
@@ -149,6 +151,14 @@ struct node_store {
 	uint8_t *ck_ptrbuf;
 	struct node_disk_io ck_io;
 	int ck_err;
+	/* read buffers kept for reuse: a fresh aligned megabyte costs page
+	 * faults and a TLB shootdown on every get */
+	struct rbuf_free {
+		void *mem;
+		size_t cap;
+	} *rcache;
+	unsigned nrcache, caprcache;
+	size_t rcache_bytes;
 	/* scrub */
 	uint8_t *scrub_key;
 	size_t scrub_klen;
@@ -256,6 +266,51 @@ static struct op *q_pop(struct opq *q)
 	return op;
 }
 
+static void *rbuf_get(struct node_store *s, size_t need, size_t *cap)
+{
+	int best = -1;
+
+	for (unsigned i = 0; i < s->nrcache; i++)
+		if (s->rcache[i].cap >= need && s->rcache[i].cap <= 2 * need + DISK_BLOCK_BYTES &&
+		    (best < 0 || s->rcache[i].cap < s->rcache[best].cap))
+			best = (int)i;
+	if (best >= 0) {
+		void *m = s->rcache[best].mem;
+
+		*cap = s->rcache[best].cap;
+		s->rcache_bytes -= *cap;
+		s->rcache[best] = s->rcache[--s->nrcache];
+		return m;
+	}
+	*cap = align_up(need, DISK_BLOCK_BYTES);
+	return aligned_alloc_blocks(*cap);
+}
+
+static void rbuf_put(struct node_store *s, void *mem, size_t cap)
+{
+	if (!mem)
+		return;
+	if (s->rcache_bytes + cap > s->o.read_cache_bytes) {
+		free(mem);
+		return;
+	}
+	if (s->nrcache == s->caprcache) {
+		unsigned c = s->caprcache ? s->caprcache * 2 : 16;
+		void *n = realloc(s->rcache, c * sizeof(*s->rcache));
+
+		if (!n) {
+			free(mem);
+			return;
+		}
+		s->rcache = n;
+		s->caprcache = c;
+	}
+	s->rcache[s->nrcache].mem = mem;
+	s->rcache[s->nrcache].cap = cap;
+	s->nrcache++;
+	s->rcache_bytes += cap;
+}
+
 static void op_free(struct op *op)
 {
 	if (!op)
@@ -263,7 +318,7 @@ static void op_free(struct op *op)
 	free(op->key);
 	free(op->owned_val);
 	free(op->table);
-	free(op->rbuf);
+	rbuf_put(op->s, op->rbuf, op->rbuflen);
 	free(op);
 }
 
@@ -369,6 +424,9 @@ static struct wbuf *wbuf_acquire(struct node_store *s, uint64_t off)
 		b->inflight = false;
 		b->off = off;
 		b->fill = 0;
+		/* streaming writes then fall on buffer-size boundaries, which
+		 * drives handle measurably better than merely 4 KiB-aligned ones */
+		b->limit = s->o.write_buffer_bytes - off % s->o.write_buffer_bytes;
 		b->id = ++s->next_buf_id;
 		b->born_ns = now_ns(s);
 		return b;
@@ -566,8 +624,6 @@ static void record_bytes(const struct op *op, uint64_t from, uint8_t *dst, size_
 /* Copy as much of op as buffers allow. Returns true when fully copied. */
 static bool copy_op(struct node_store *s, struct op *op)
 {
-	size_t cap = s->o.write_buffer_bytes;
-
 	while (op->copied < op->rsize) {
 		size_t n;
 
@@ -576,14 +632,14 @@ static bool copy_op(struct node_store *s, struct op *op)
 			if (!s->cur)
 				return false;
 		}
-		n = cap - s->cur->fill;
+		n = s->cur->limit - s->cur->fill;
 		if (n > op->rsize - op->copied)
 			n = (size_t)(op->rsize - op->copied);
 		record_bytes(op, op->copied, s->cur->mem + s->cur->fill, n);
 		s->cur->fill += n;
 		op->copied += n;
 		op->last_buf = s->cur->id;
-		if (s->cur->fill == cap) {
+		if (s->cur->fill == s->cur->limit) {
 			struct wbuf *b = s->cur;
 
 			s->cur = NULL;
@@ -638,6 +694,7 @@ static void serialize(struct node_store *s)
 		}
 		free(op->table);
 		op->table = NULL;
+		op->queued_ns = now_ns(s);
 		q_push(&s->commitq, op);
 	}
 }
@@ -656,6 +713,8 @@ static void flush_done(struct node_disk_io *io)
 		s->durable_buf_id = s->flush_target;
 }
 
+static bool any_write_inflight(const struct node_store *s);
+
 static void start_flush(struct node_store *s)
 {
 	uint64_t w;
@@ -666,6 +725,19 @@ static void start_flush(struct node_store *s)
 	w = written_upto(s);
 	if (w <= s->durable_buf_id || s->commitq.head->last_buf > w)
 		return;
+	/*
+	 * While writes are still streaming, one flush per batch: wait until
+	 * half the buffer pool has been written or the oldest waiting record
+	 * has waited the commit window. An idle device flushes at once.
+	 */
+	if (any_write_inflight(s)) {
+		uint64_t waited = now_ns(s) - s->commitq.head->queued_ns;
+		uint64_t batch = (uint64_t)s->nbufs * s->o.write_buffer_bytes / 2;
+
+		if ((w - s->durable_buf_id) * s->o.write_buffer_bytes < batch &&
+		    waited < s->o.commit_window_us * 1000)
+			return;
+	}
 	s->flush_target = w;
 	s->flush_io = (struct node_disk_io){ .op = DISK_FLUSH, .done = flush_done, .arg = s };
 	ret = node_disk_submit(s->disk, &s->flush_io);
@@ -1087,12 +1159,13 @@ static int read_submit(struct node_store *s, struct op *op, uint64_t from, uint6
 	int ret;
 
 	if (b - a > op->rbuflen) {
-		free(op->rbuf);
+		rbuf_put(s, op->rbuf, op->rbuflen);
 		op->rbuflen = 0;
-		op->rbuf = aligned_alloc_blocks(b - a);
-		if (!op->rbuf)
+		op->rbuf = rbuf_get(s, b - a, &op->rbuflen);
+		if (!op->rbuf) {
+			op->rbuflen = 0;
 			return -ENOMEM;
-		op->rbuflen = b - a;
+		}
 	}
 	op->rbase = a;
 	op->io = (struct node_disk_io){
@@ -2141,6 +2214,7 @@ void node_store_opts_init(struct node_store_opts *o)
 	o->write_buffer_bytes = 256u << 10;
 	o->ckpt_records = 1000000;
 	o->commit_window_us = 2000;
+	o->read_cache_bytes = 8u << 20;
 }
 
 int node_store_open(struct node_store **out, const struct node_store_opts *opts, char *err,
@@ -2331,6 +2405,9 @@ void node_store_close(struct node_store **sp)
 	free(s->ck_key);
 	free(s->ck_parts);
 	free(s->scrub_key);
+	while (s->nrcache)
+		free(s->rcache[--s->nrcache].mem);
+	free(s->rcache);
 	sidx_destroy(&s->ix);
 	free(s);
 	*sp = NULL;

@@ -48,6 +48,7 @@ struct node_store_opts {
 	size_t write_buffer_bytes;  /* bytes each, default 256 KiB */
 	uint64_t ckpt_records;      /* checkpoint after this many records, default 1,000,000 */
 	uint64_t commit_window_us;  /* longest a record waits for its batch, default 2000 */
+	size_t read_cache_bytes;    /* read buffers kept for reuse, default 8 MiB */
 	const struct node_clock *clock; /* default: system clock */
 	uint64_t seed;              /* random source (drive uuid) */
 };

@@ -1,0 +1,388 @@
+/*
+ * shelf-bench store: the store engine against fio on the same drive file,
+ * in the same run. fio uses ioengine=io_uring and direct=1, as the store.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "node.h"
+#include "overlay.h"
+
+#define BIG_BYTES (1u << 20)
+#define SMALL_BYTES 4096u
+
+struct bench_ctx {
+	const char *drive;
+	uint64_t size;
+	uint64_t index_objects;
+	uint64_t recover_records;
+};
+
+/* ---- fio ---- */
+
+static double json_number(const char *json, const char *section, const char *field)
+{
+	char pat[64];
+	const char *p = strstr(json, section);
+
+	if (!p)
+		return -1;
+	snprintf(pat, sizeof(pat), "\"%s\" :", field);
+	p = strstr(p, pat);
+	return p ? strtod(p + strlen(pat), NULL) : -1;
+}
+
+/* Run fio; returns bytes/s (or IOPS when want_iops) of `rw` ("read"/"write"). */
+static double fio(const struct bench_ctx *c, const char *name, const char *args, const char *rw,
+		  bool want_iops)
+{
+	char cmd[1024];
+	static char out[1 << 16];
+	double v;
+
+	snprintf(cmd, sizeof(cmd),
+		 "fio --name=%s --filename=%s --ioengine=io_uring --direct=1 --size=%" PRIu64
+		 " --output-format=json --group_reporting %s 2>/dev/null",
+		 name, c->drive, c->size, args);
+	if (bench_capture(cmd, out, sizeof(out)) < 0) {
+		fprintf(stderr, "shelf-bench: fio failed: %s\n", cmd);
+		return -1;
+	}
+	v = json_number(out, rw[0] == 'r' ? "\"read\" :" : "\"write\" :", want_iops ? "iops" : "bw_bytes");
+	if (v <= 0)
+		fprintf(stderr, "shelf-bench: no figure from fio for %s\n", name);
+	return v;
+}
+
+/* ---- our side ---- */
+
+struct driver {
+	struct node_store *s;
+	uint64_t issued, done, total, errors;
+	unsigned inflight, depth;
+	size_t vlen;
+	uint8_t *val;
+	uint64_t *order;    /* for gets: key numbers in the order to read */
+	bool get;
+	const char *prefix;
+};
+
+static void drv_cb(void *arg, int res, const void *data, size_t len,
+		   const struct node_store_objstat *st)
+{
+	struct driver *d = arg;
+
+	d->inflight--;
+	d->done++;
+	if (res < 0 || (d->get && len != d->vlen))
+		d->errors++;
+}
+
+static int drive_ops(struct driver *d)
+{
+	while (d->done < d->total) {
+		while (d->inflight < d->depth && d->issued < d->total) {
+			char key[48];
+			uint64_t n = d->order ? d->order[d->issued] : d->issued;
+			int ret;
+
+			snprintf(key, sizeof(key), "%s%012" PRIu64, d->prefix, n);
+			ret = d->get ? node_store_get_async(d->s, key, strlen(key), 0, UINT64_MAX, drv_cb, d)
+				     : node_store_put_async(d->s, key, strlen(key), d->val, d->vlen, drv_cb, d);
+			if (ret < 0) {
+				fprintf(stderr, "shelf-bench: %s '%s': %s\n", d->get ? "get" : "put", key,
+					node_store_errmsg(d->s));
+				return ret;
+			}
+			d->issued++;
+			d->inflight++;
+		}
+		if (node_store_poll(d->s, true) < 0)
+			return -EIO;
+	}
+	if (d->errors) {
+		fprintf(stderr, "shelf-bench: %" PRIu64 " operations failed: %s\n", d->errors,
+			node_store_errmsg(d->s));
+		return -EIO;
+	}
+	return 0;
+}
+
+static int store_open(struct node_store **s, const char *drive, bool format, uint64_t ckpt_records,
+		      unsigned wbufs, size_t wbuf_bytes)
+{
+	struct node_store_opts o;
+	char err[256];
+	int ret;
+
+	node_store_opts_init(&o);
+	o.path = drive;
+	o.force_format = format;
+	o.format = format;
+	o.segment_bytes = 64u << 20;
+	o.write_buffers = wbufs;
+	o.write_buffer_bytes = wbuf_bytes;
+	o.read_cache_bytes = 64u << 20; /* 32 reads of 1 MiB in flight */
+	if (ckpt_records)
+		o.ckpt_records = ckpt_records;
+	ret = node_store_open(s, &o, err, sizeof(err));
+	if (ret < 0)
+		fprintf(stderr, "shelf-bench: %s\n", err);
+	return ret;
+}
+
+static double timed(struct driver *d)
+{
+	double t0 = bench_now();
+
+	if (drive_ops(d) < 0)
+		return -1;
+	if (!d->get && node_store_sync(d->s) < 0)
+		return -1;
+	return bench_now() - t0;
+}
+
+#define BENCH_REPS 3
+
+/* One round of ours: format, put n objects of vlen, then read them back
+ * (in key order, or `reads` random ones). Fills MB/s or IOPS. */
+static int ours_round(const struct bench_ctx *c, size_t vlen, uint64_t n, unsigned depth,
+		      unsigned rdepth, uint64_t reads, double *put_rate, double *get_rate)
+{
+	struct node_store *s = NULL;
+	struct driver d;
+	uint8_t *val = malloc(vlen);
+	double t;
+	int ret = -1;
+
+	if (!val)
+		return -1;
+	for (size_t i = 0; i < vlen; i++)
+		val[i] = (uint8_t)(i * 2654435761u >> 13);
+	if (store_open(&s, c->drive, true, 0, 32, 1u << 20) < 0)
+		goto out;
+	memset(&d, 0, sizeof(d));
+	d.s = s;
+	d.depth = depth;
+	d.vlen = vlen;
+	d.val = val;
+	d.total = n;
+	d.prefix = "obj/";
+	t = timed(&d);
+	if (t < 0)
+		goto out;
+	*put_rate = n * (double)vlen / t / 1e6;
+	memset(&d, 0, sizeof(d));
+	d.s = s;
+	d.get = true;
+	d.depth = rdepth;
+	d.vlen = vlen;
+	d.total = reads ? reads : n;
+	d.prefix = "obj/";
+	if (reads) {
+		struct node_rng r;
+
+		d.order = malloc(reads * sizeof(*d.order));
+		if (!d.order)
+			goto out;
+		node_rng_seed(&r, 42);
+		for (uint64_t i = 0; i < reads; i++)
+			d.order[i] = node_rng_below(&r, n);
+	}
+	t = timed(&d);
+	free(d.order);
+	if (t < 0)
+		goto out;
+	*get_rate = reads ? reads / t : n * (double)vlen / t / 1e6;
+	ret = 0;
+out:
+	node_store_close(&s);
+	free(val);
+	return ret;
+}
+
+static int bench_big_and_small(const struct bench_ctx *c)
+{
+	uint64_t nbig = c->size / 4 / BIG_BYTES, nsmall = c->size / 16 / SMALL_BYTES;
+	double ow[BENCH_REPS], or_[BENCH_REPS], rw[BENCH_REPS], rr[BENCH_REPS];
+	double sw[BENCH_REPS], sr[BENCH_REPS], fw[BENCH_REPS], fr[BENCH_REPS];
+	char args[256];
+
+	/*
+	 * Alternate fio and ours, several times, on the same file; medians.
+	 * Durable 1 MiB puts run 64 deep: each waits for the flush that covers
+	 * it, so 64 puts keep about 32 writes at the drive, as fio's iodepth.
+	 * Reads run at fio's depth.
+	 */
+	for (int i = 0; i < BENCH_REPS; i++) {
+		snprintf(args, sizeof(args), "--rw=write --bs=1M --iodepth=32 --end_fsync=1 --io_size=%" PRIu64,
+			 nbig * BIG_BYTES);
+		rw[i] = fio(c, "seqwrite1m", args, "write", false);
+		snprintf(args, sizeof(args), "--rw=read --bs=1M --iodepth=32 --io_size=%" PRIu64, nbig * BIG_BYTES);
+		rr[i] = fio(c, "seqread1m", args, "read", false);
+		if (ours_round(c, BIG_BYTES, nbig, 64, 32, 0, &ow[i], &or_[i]) < 0)
+			return -1;
+	}
+	bench_line("store_put_1m", bench_median(ow, BENCH_REPS), bench_median(rw, BENCH_REPS) / 1e6,
+		   "MB/s", "fio-seqwrite-bs1M-qd32-end_fsync");
+	bench_line("store_seq_read_1m", bench_median(or_, BENCH_REPS),
+		   bench_median(rr, BENCH_REPS) / 1e6, "MB/s", "fio-seqread-bs1M-qd32");
+	for (int i = 0; i < BENCH_REPS; i++) {
+		snprintf(args, sizeof(args),
+			 "--rw=write --bs=4k --iodepth=64 --fdatasync=64 --io_size=%" PRIu64, nsmall * SMALL_BYTES);
+		fw[i] = fio(c, "seqwrite4k", args, "write", false);
+		fr[i] = fio(c, "randread4k", "--rw=randread --bs=4k --iodepth=64 --runtime=4 --time_based",
+			    "read", true);
+		if (ours_round(c, SMALL_BYTES, nsmall, 64, 64, 200000, &sw[i], &sr[i]) < 0)
+			return -1;
+	}
+	bench_line("store_put_4k", bench_median(sw, BENCH_REPS), bench_median(fw, BENCH_REPS) / 1e6,
+		   "MB/s", "fio-seqwrite-bs4k-qd64-fdatasync64");
+	bench_line("store_rand_get_4k", bench_median(sr, BENCH_REPS), bench_median(fr, BENCH_REPS),
+		   "IOPS", "fio-randread-bs4k-qd64");
+	return 0;
+}
+
+static int bench_index(const struct bench_ctx *c)
+{
+	struct node_store *s = NULL;
+	struct driver d;
+	struct node_store_stats st;
+	uint8_t val[16];
+	double t0, t;
+	int ret = -1;
+
+	memset(val, 7, sizeof(val));
+	memset(&d, 0, sizeof(d));
+	if (store_open(&s, c->drive, true, c->index_objects * 4, 16, 256u << 10) < 0)
+		return -1;
+	d.s = s;
+	d.depth = 1024;
+	d.vlen = sizeof(val);
+	d.val = val;
+	d.total = c->index_objects;
+	d.prefix = "obj/"; /* 16-byte keys */
+	if (timed(&d) < 0)
+		goto out;
+	node_store_stats(s, &st);
+	bench_line("store_index_bytes_per_object", st.index_bytes_per_object, 0, "bytes", "-");
+	fprintf(stderr, "  (%" PRIu64 " objects, 16-byte keys and values; index %.1f MiB; 16 bytes of each are the key)\n",
+		st.objects, st.index_bytes / 1048576.0);
+
+	/* clean restart: close writes a checkpoint; open loads it */
+	node_store_close(&s);
+	t0 = bench_now();
+	if (store_open(&s, c->drive, false, c->index_objects * 4, 16, 256u << 10) < 0)
+		goto out;
+	t = bench_now() - t0;
+	node_store_stats(s, &st);
+	if (st.objects != c->index_objects) {
+		fprintf(stderr, "shelf-bench: restart found %" PRIu64 " objects, not %" PRIu64 "\n",
+			st.objects, c->index_objects);
+		goto out;
+	}
+	bench_line("store_restart_ms", t * 1000, 0, "ms", "-");
+
+	/* crash recovery with the last checkpoint recover_records behind */
+	if (node_store_checkpoint(s) < 0)
+		goto out;
+	memset(&d, 0, sizeof(d));
+	d.s = s;
+	d.depth = 1024;
+	d.vlen = sizeof(val);
+	d.val = val;
+	d.total = c->recover_records;
+	d.prefix = "new/";
+	if (timed(&d) < 0)
+		goto out;
+	{
+		struct node_disk *disk = node_store_abandon(&s); /* a crash: no checkpoint */
+
+		node_disk_destroy(&disk);
+	}
+	t0 = bench_now();
+	if (store_open(&s, c->drive, false, 0, 16, 256u << 10) < 0)
+		goto out;
+	t = bench_now() - t0;
+	node_store_stats(s, &st);
+	if (st.recovered_records < c->recover_records) {
+		fprintf(stderr, "shelf-bench: recovery replayed %" PRIu64 " records, expected %" PRIu64 "\n",
+			st.recovered_records, c->recover_records);
+		goto out;
+	}
+	bench_line("store_recover_ms", t * 1000, 0, "ms", "-");
+	fprintf(stderr, "  (%" PRIu64 " records replayed after the checkpoint)\n", st.recovered_records);
+	ret = 0;
+out:
+	node_store_close(&s);
+	return ret;
+}
+
+static int run_store(int argc, char **argv)
+{
+	struct bench_ctx c = { .size = 2ull << 30, .index_objects = 1000000, .recover_records = 100000 };
+	char path[512] = "";
+	const char *dir = NULL;
+	int opt, ret;
+	static const struct option lo[] = {
+		{ "drive", required_argument, NULL, 'd' }, { "size", required_argument, NULL, 's' },
+		{ "dir", required_argument, NULL, 'D' },   { "objects", required_argument, NULL, 'n' },
+		{ "help", no_argument, NULL, 'h' },        { NULL, 0, NULL, 0 },
+	};
+
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "d:s:D:n:h", lo, NULL)) != -1) {
+		switch (opt) {
+		case 'd': snprintf(path, sizeof(path), "%s", optarg); break;
+		case 's': c.size = bench_size_arg("--size", optarg); break;
+		case 'D': dir = optarg; break;
+		case 'n': c.index_objects = bench_size_arg("--objects", optarg); break;
+		case 'h':
+			printf("usage: shelf-bench store [--drive PATH] [--size BYTES] [--objects N]\n"
+			       "  PATH is created (sparse) if missing and overwritten; default DIR/store-bench.img\n");
+			return 0;
+		default:
+			return 2;
+		}
+	}
+	if (!*path) {
+		if (dir)
+			mkdir(dir, 0755);
+		snprintf(path, sizeof(path), "%s/store-bench.img", dir ? dir : ".");
+	}
+	if (c.size < (512ull << 20)) {
+		fprintf(stderr, "shelf-bench: --size must be at least 512M\n");
+		return 2;
+	}
+	c.drive = path;
+	{
+		int fd = open(path, O_RDWR | O_CREAT, 0600);
+
+		if (fd < 0 || ftruncate(fd, (off_t)c.size) < 0) {
+			fprintf(stderr, "shelf-bench: cannot create drive '%s': %s\n", path, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return 1;
+		}
+		close(fd);
+	}
+	fprintf(stderr, "store bench on '%s' (%" PRIu64 " MiB)\n", path, c.size >> 20);
+	ret = bench_big_and_small(&c);
+	if (ret == 0)
+		ret = bench_index(&c);
+	return ret;
+}
+
+static const struct bench_cmd store_cmd = {
+	"store", "store engine vs fio on the same drive file [--drive PATH --size BYTES]",
+	run_store, true,
+};
+BENCH_COMMAND(store_cmd)

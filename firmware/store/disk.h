@@ -99,6 +99,10 @@ struct node_faultdisk *node_faultdisk_of(struct node_disk *d);
  */
 void node_faultdisk_crash(struct node_faultdisk *f);
 
+/* Start a new seeded run on the same disk: forget cached writes, queued
+ * requests and injected faults, keep the contents (a used drive). */
+void node_faultdisk_reseed(struct node_faultdisk *f, uint64_t seed);
+
 /* Make the next `count` operations of kind `op` (after `skip` more succeed)
  * fail with `err` (-EIO, -ENOSPC). count < 0: fail forever. */
 void node_faultdisk_fail(struct node_faultdisk *f, enum node_disk_op op, int skip, int count,

@@ -191,7 +191,9 @@ void node_faultdisk_crash(struct node_faultdisk *f)
 		if (keep[i])
 			last = (int)i;
 	}
-	memcpy(f->image, f->durable, f->d.size);
+	/* only the cached regions can differ between image and durable */
+	for (unsigned i = 0; i < f->ncache; i++)
+		memcpy(f->image + f->cache[i].off, f->durable + f->cache[i].off, f->cache[i].len);
 	for (int i = 0; keep && i <= last; i++) {
 		struct cached_write *w = &f->cache[i];
 		size_t n = w->len;
@@ -205,11 +207,23 @@ void node_faultdisk_crash(struct node_faultdisk *f)
 	}
 	free(keep);
 	/* what reached the media is now all there is */
-	memcpy(f->durable, f->image, f->d.size);
+	for (unsigned i = 0; i < f->ncache; i++)
+		memcpy(f->durable + f->cache[i].off, f->image + f->cache[i].off, f->cache[i].len);
 	cache_free(f);
 	f->nqueue = 0;
 	f->d.inflight = 0;
 	memset(f->fail, 0, sizeof(f->fail));
+}
+
+void node_faultdisk_reseed(struct node_faultdisk *f, uint64_t seed)
+{
+	node_rng_seed(&f->rng, seed);
+	cache_free(f);
+	/* the contents stay, as on a drive that is reused */
+	f->nqueue = 0;
+	f->d.inflight = 0;
+	memset(f->fail, 0, sizeof(f->fail));
+	snprintf(f->d.name, sizeof(f->d.name), "faultdisk(seed %llu)", (unsigned long long)seed);
 }
 
 void node_faultdisk_fail(struct node_faultdisk *f, enum node_disk_op op, int skip, int count,

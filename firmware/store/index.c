@@ -16,6 +16,7 @@ struct sidx {
 	uint32_t delta[SIDX_DELTA_MAX];
 	uint32_t ndelta;
 	uint64_t count;         /* live keys */
+	uint64_t key_bytes;     /* sum of the live keys' lengths */
 	uint64_t garbage;       /* arena bytes of dead entries */
 };
 
@@ -109,6 +110,12 @@ void sidx_destroy(struct sidx **ixp)
 	*ixp = NULL;
 }
 
+/* Chunks grow from 64 KiB to SIDX_CHUNK_BYTES, so a small index stays small. */
+static uint32_t chunk_bytes(uint32_t i)
+{
+	return i >= 4 ? SIDX_CHUNK_BYTES : (SIDX_CHUNK_BYTES >> 4) << i;
+}
+
 /* Allocate an entry in the arena; returns its ref or UINT32_MAX. */
 static uint32_t arena_add(struct sidx *ix, const void *key, size_t klen, uint64_t loc)
 {
@@ -116,7 +123,7 @@ static uint32_t arena_add(struct sidx *ix, const void *key, size_t klen, uint64_
 	uint16_t k16 = (uint16_t)klen;
 	uint8_t *e;
 
-	if (ix->nchunks == 0 || ix->tail + need > SIDX_CHUNK_BYTES) {
+	if (ix->nchunks == 0 || ix->tail + need > chunk_bytes(ix->nchunks - 1)) {
 		if (ix->nchunks == CHUNKS_MAX)
 			return UINT32_MAX;
 		if (ix->nchunks == ix->capchunks) {
@@ -128,7 +135,7 @@ static uint32_t arena_add(struct sidx *ix, const void *key, size_t klen, uint64_
 			ix->chunks = c;
 			ix->capchunks = cap;
 		}
-		ix->chunks[ix->nchunks] = malloc(SIDX_CHUNK_BYTES);
+		ix->chunks[ix->nchunks] = malloc(chunk_bytes(ix->nchunks));
 		if (!ix->chunks[ix->nchunks])
 			return UINT32_MAX;
 		ix->nchunks++;
@@ -178,6 +185,7 @@ static int merge(struct sidx *ix)
 
 		for (i = 0; i < k; i++) {
 			const uint8_t *e = entry(ix, out[i]);
+
 			uint32_t ref = arena_add(&fresh, e + ENTRY_HDR_BYTES, entry_klen(e),
 						 entry_loc(e));
 
@@ -232,6 +240,7 @@ int sidx_set(struct sidx *ix, const void *key, size_t klen, uint64_t loc, uint64
 			ix->main_dead--;
 			ix->garbage -= ENTRY_HDR_BYTES + klen;
 			ix->count++;
+			ix->key_bytes += klen;
 		}
 	}
 	if (e) {
@@ -249,6 +258,7 @@ int sidx_set(struct sidx *ix, const void *key, size_t klen, uint64_t loc, uint64
 	ix->delta[pos] = ref;
 	ix->ndelta++;
 	ix->count++;
+	ix->key_bytes += klen;
 	return 0;
 }
 
@@ -265,6 +275,7 @@ int sidx_del(struct sidx *ix, const void *key, size_t klen, uint64_t *old)
 		ix->ndelta--;
 		ix->garbage += ENTRY_HDR_BYTES + klen;
 		ix->count--;
+		ix->key_bytes -= klen;
 		return 1;
 	}
 	p = find(ix, ix->main, ix->nmain, key, klen);
@@ -278,6 +289,7 @@ int sidx_del(struct sidx *ix, const void *key, size_t klen, uint64_t *old)
 	ix->main_dead++;
 	ix->garbage += ENTRY_HDR_BYTES + klen;
 	ix->count--;
+	ix->key_bytes -= klen;
 	if (ix->main_dead > 1024 && ix->main_dead > ix->nmain / 4)
 		merge(ix); /* failure only delays the cleanup */
 	return 1;
@@ -305,6 +317,7 @@ int sidx_append_sorted(struct sidx *ix, const void *key, size_t klen, uint64_t l
 		return -ENOMEM;
 	ix->main[ix->nmain++] = ref;
 	ix->count++;
+	ix->key_bytes += klen;
 	return 0;
 }
 
@@ -313,9 +326,18 @@ uint64_t sidx_count(const struct sidx *ix)
 	return ix->count;
 }
 
+uint64_t sidx_key_bytes(const struct sidx *ix)
+{
+	return ix->key_bytes;
+}
+
 size_t sidx_bytes(const struct sidx *ix)
 {
-	return (size_t)ix->nchunks * SIDX_CHUNK_BYTES + (size_t)ix->capmain * sizeof(uint32_t) +
+	size_t arena = 0;
+
+	for (uint32_t i = 0; i < ix->nchunks; i++)
+		arena += chunk_bytes(i);
+	return arena + (size_t)ix->capmain * sizeof(uint32_t) +
 	       sizeof(*ix) + ix->capchunks * sizeof(void *);
 }
 

@@ -40,6 +40,8 @@ int sidx_del(struct sidx *ix, const void *key, size_t klen, uint64_t *old);
 int sidx_append_sorted(struct sidx *ix, const void *key, size_t klen, uint64_t loc);
 
 uint64_t sidx_count(const struct sidx *ix);
+/* Sum of the live keys' lengths. */
+uint64_t sidx_key_bytes(const struct sidx *ix);
 /* Bytes of memory held (arena chunks and arrays). */
 size_t sidx_bytes(const struct sidx *ix);
 

@@ -978,9 +978,14 @@ static void ck_step(struct node_store *s)
 		if (s->ck_part_pending)
 			return;
 		if (s->ck_seg_cursor < s->nsegs || !s->ck_keys_done) {
+			/* room for what is left, at most one part */
+			uint64_t left = (uint64_t)(s->nsegs - s->ck_seg_cursor) * 14 +
+					sidx_count(s->ix) * 11 + sidx_key_bytes(s->ix) + 11 + NODE_STORE_KEY_MAX;
+			size_t cap = left < CKPT_PART_BYTES ? (size_t)left : CKPT_PART_BYTES;
+
 			op = op_new(s, OP_CKPT_PART, NULL, 0);
 			if (op)
-				op->owned_val = malloc(CKPT_PART_BYTES);
+				op->owned_val = malloc(cap);
 			if (!op || !op->owned_val) {
 				op_free(op);
 				s->ck_err = -ENOMEM;
@@ -988,8 +993,8 @@ static void ck_step(struct node_store *s)
 				return;
 			}
 			if (s->ck_nparts == s->ck_capparts) {
-				uint32_t cap = s->ck_capparts ? s->ck_capparts * 2 : 16;
-				void *np = realloc(s->ck_parts, cap * sizeof(*s->ck_parts));
+				uint32_t ncap = s->ck_capparts ? s->ck_capparts * 2 : 16;
+				void *np = realloc(s->ck_parts, ncap * sizeof(*s->ck_parts));
 
 				if (!np) {
 					op_free(op);
@@ -998,9 +1003,9 @@ static void ck_step(struct node_store *s)
 					return;
 				}
 				s->ck_parts = np;
-				s->ck_capparts = cap;
+				s->ck_capparts = ncap;
 			}
-			ck_part_add_items(s, op->owned_val, CKPT_PART_BYTES, &used);
+			ck_part_add_items(s, op->owned_val, cap, &used);
 			op->val = op->owned_val;
 			op->vlen = used;
 			op->aux = s->ck_p0_seq;
@@ -2004,7 +2009,9 @@ static const uint8_t *win_get(struct node_store *s, struct rwin *w, uint64_t off
 	a = align_down(off, DISK_BLOCK_BYTES);
 	b = align_up(off + len, DISK_BLOCK_BYTES);
 	if (b - a < REPLAY_WINDOW_BYTES)
-		b = a + REPLAY_WINDOW_BYTES;
+		b = a + (REPLAY_WINDOW_BYTES < s->seg_bytes / 4 ? REPLAY_WINDOW_BYTES : s->seg_bytes / 4);
+	if (b < align_up(off + len, DISK_BLOCK_BYTES))
+		b = align_up(off + len, DISK_BLOCK_BYTES);
 	if (b > s->disk->size)
 		b = s->disk->size;
 	if (off + len > b)

@@ -213,7 +213,7 @@ static int bench_big_and_small(const struct bench_ctx *c)
 {
 	uint64_t nbig = c->size / 4 / BIG_BYTES, nsmall = c->size / 16 / SMALL_BYTES;
 	double ow[BENCH_REPS], or_[BENCH_REPS], rw[BENCH_REPS], rr[BENCH_REPS];
-	double sw[BENCH_REPS], sr[BENCH_REPS], fw[BENCH_REPS], fr[BENCH_REPS];
+	double sw[BENCH_REPS], sr[BENCH_REPS], fw[BENCH_REPS], fr[BENCH_REPS], rd[BENCH_REPS];
 	char args[256];
 
 	/*
@@ -228,11 +228,17 @@ static int bench_big_and_small(const struct bench_ctx *c)
 		rw[i] = fio(c, "seqwrite1m", args, "write", false);
 		snprintf(args, sizeof(args), "--rw=read --bs=1M --iodepth=32 --io_size=%" PRIu64, nbig * BIG_BYTES);
 		rr[i] = fio(c, "seqread1m", args, "read", false);
+		/* fio made as durable as a store must be: a flush every 16 MiB */
+		snprintf(args, sizeof(args), "--rw=write --bs=1M --iodepth=32 --fdatasync=16 --io_size=%" PRIu64,
+			 nbig * BIG_BYTES);
+		rd[i] = fio(c, "seqwrite1m-durable", args, "write", false);
 		if (ours_round(c, BIG_BYTES, nbig, 64, 32, 0, &ow[i], &or_[i]) < 0)
 			return -1;
 	}
 	bench_line("store_put_1m", bench_median(ow, BENCH_REPS), bench_median(rw, BENCH_REPS) / 1e6,
 		   "MB/s", "fio-seqwrite-bs1M-qd32-end_fsync");
+	bench_line("store_put_1m_vs_durable_fio", bench_median(ow, BENCH_REPS),
+		   bench_median(rd, BENCH_REPS) / 1e6, "MB/s", "fio-seqwrite-bs1M-qd32-fdatasync16");
 	bench_line("store_seq_read_1m", bench_median(or_, BENCH_REPS),
 		   bench_median(rr, BENCH_REPS) / 1e6, "MB/s", "fio-seqread-bs1M-qd32");
 	for (int i = 0; i < BENCH_REPS; i++) {

@@ -192,7 +192,9 @@ struct ovl_link_client_cfg {
  * Create a CURVE client (DEALER) in `zctx` (borrowed) and start connecting.
  * libzmq connects and reconnects in the background; messages are queued
  * only to a connection whose handshake has completed (ZMQ_IMMEDIATE), so a
- * refused client's sends time out instead of piling up. Returns 0, -EINVAL,
+ * refused client's sends time out instead of piling up. The price: when a
+ * connection closes, libzmq may discard messages that had arrived on it but
+ * were not read yet, so requests are retried on timeout. Returns 0, -EINVAL,
  * -ENOTSUP (no CURVE), or a connect error; err says why.
  */
 int ovl_link_client_new(ovl_link_client_t **clp, void *zctx,

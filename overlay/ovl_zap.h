@@ -21,8 +21,13 @@
  * be called from any thread while the handler runs. The ZAP socket belongs
  * to the handler thread.
  *
+ * Keyring hooks run on the handler thread under the handler's read lock: they
+ * must not call ovl_zap_domain_set() or ovl_zap_clock_set(). The clock runs
+ * under the same lock.
+ *
  * Lifetime: destroy every server socket of the context, then the handler,
- * then terminate the context. Keyrings registered with ovl_zap_domain_set()
+ * then terminate the context. (Terminating the context first also stops the
+ * thread; ovl_zap_destroy() is still needed to free the handler.) Keyrings registered with ovl_zap_domain_set()
  * are borrowed and must outlive their registration.
  */
 #ifndef OVL_ZAP_H
@@ -45,6 +50,8 @@ typedef struct ovl_zap ovl_zap_t;
  * time clock plug in broker-signed time here. */
 typedef uint64_t (*ovl_clock_unix_fn)(void *arg);
 
+/* Each ovl_link_server_new() adds one NULL-mechanism probe to requests,
+ * denied and denied_mechanism. */
 struct ovl_zap_stats {
 	uint64_t requests; /* ZAP requests answered */
 	uint64_t allowed;  /* answered 200 */

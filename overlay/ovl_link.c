@@ -178,19 +178,25 @@ static int user_id_parse(const char *s, uint8_t key[OVL_KEY_BYTES])
 
 static int set_int(void *sock, int opt, const char *name, int v, char *err, size_t errlen)
 {
+	int e;
+
 	if (zmq_setsockopt(sock, opt, &v, sizeof(v)) == 0)
 		return 0;
-	snprintf(err, errlen, "cannot set %s = %d on link socket: %s", name, v, zmq_strerror(errno));
-	return -errno;
+	e = errno;
+	snprintf(err, errlen, "cannot set %s = %d on link socket: %s", name, v, zmq_strerror(e));
+	return -e;
 }
 
 static int set_bytes(void *sock, int opt, const char *name, const void *v, size_t len, char *err,
 		     size_t errlen)
 {
+	int e;
+
 	if (zmq_setsockopt(sock, opt, v, len) == 0)
 		return 0;
-	snprintf(err, errlen, "cannot set %s on link socket: %s", name, zmq_strerror(errno));
-	return -errno;
+	e = errno;
+	snprintf(err, errlen, "cannot set %s on link socket: %s", name, zmq_strerror(e));
+	return -e;
 }
 
 /* The options both ends share: limits, heartbeats, handshake, linger, IPv6. */

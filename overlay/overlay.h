@@ -18,5 +18,6 @@
 #include "ovl_mp.h"
 #include "ovl_slice.h"
 #include "ovl_nl.h"
+#include "ovl_link.h"
 
 #endif

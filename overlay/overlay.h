@@ -17,5 +17,6 @@
 #include "ovl_crc32c.h"
 #include "ovl_mp.h"
 #include "ovl_id.h"
+#include "ovl_cert.h"
 
 #endif

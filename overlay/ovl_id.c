@@ -240,9 +240,12 @@ int ovl_id_save(const struct ovl_id *id, const char *path, char *err, size_t err
 		tmp = NULL;
 		goto out;
 	}
-	if (fchmod(fd, OVL_ID_FILE_MODE) < 0 || (ret = write_all(fd, img, sizeof(img))) < 0 ||
-	    fsync(fd) < 0) {
-		ret = ret < 0 ? ret : -errno;
+	ret = fchmod(fd, OVL_ID_FILE_MODE) < 0 ? -errno : 0;
+	if (ret == 0)
+		ret = write_all(fd, img, sizeof(img));
+	if (ret == 0 && fsync(fd) < 0)
+		ret = -errno;
+	if (ret < 0) {
 		snprintf(err, errlen, "cannot write key file '%s': %s", path, strerror(-ret));
 		goto out;
 	}

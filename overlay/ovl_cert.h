@@ -245,6 +245,7 @@ enum ovl_time_source {
 	OVL_TIME_BUILD = 2,  /* no usable clock yet: the build time, a lower bound */
 };
 
+/* One per process, used from one thread (no locking inside). */
 struct ovl_time;
 
 /*

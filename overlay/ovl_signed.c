@@ -185,7 +185,7 @@ int ovl_signed_unpack(msgpack_unpacked *up, const uint8_t *body, size_t len,
 		      const struct ovl_mp_limits *lim, uint64_t version, uint32_t nfields,
 		      const char *what, char *err, size_t errlen)
 {
-	const msgpack_object *map, *v;
+	const msgpack_object *map = NULL, *v = NULL;
 	char why[160];
 	size_t used = 0, off = 0;
 	uint64_t ver = 0;

@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static int ready;
 	const uint64_t base_serials[] = { 7, 9 };
 	struct ovl_crl *crl = NULL, *cur = NULL;
-	const uint8_t *enc;
+	const uint8_t *enc = NULL;
 	size_t len = 0;
 	char err[512];
 	int ret;

@@ -793,7 +793,7 @@ static void test_crl_known_answer_and_lookup(void **state)
 	const uint64_t s[] = { 1ULL << 40, 5, 3, 5, 0, 200 };
 	struct ovl_crl *crl = NULL;
 	uint8_t *enc = NULL;
-	const uint8_t *back;
+	const uint8_t *back = NULL;
 	char hex[1024], err[256];
 	size_t len = 0, blen = 0;
 

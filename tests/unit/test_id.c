@@ -106,7 +106,7 @@ static size_t read_file(const char *path, uint8_t *buf, size_t cap)
 static int count_entries(const char *dir)
 {
 	DIR *d = opendir(dir);
-	struct dirent *e;
+	struct dirent *e = NULL;
 	int n = 0;
 
 	assert_non_null(d);

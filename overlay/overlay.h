@@ -19,5 +19,7 @@
 #include "ovl_slice.h"
 #include "ovl_nl.h"
 #include "ovl_link.h"
+#include "ovl_id.h"
+#include "ovl_cert.h"
 
 #endif

@@ -16,5 +16,6 @@
 #include "ovl_board.h"
 #include "ovl_crc32c.h"
 #include "ovl_mp.h"
+#include "ovl_msg.h"
 
 #endif

@@ -380,6 +380,20 @@ static bool utf8_valid(const uint8_t *s, size_t n)
 	while (i < n) {
 		uint8_t c = s[i];
 
+		/* eight ASCII bytes at a time: no high bit, no zero byte */
+		if (n - i >= 8) {
+			uint64_t x;
+
+			memcpy(&x, s + i, 8);
+			/* (x | 0x80..) - 0x01.. keeps a byte's high bit iff its
+			 * low seven bits are not all zero */
+			if (((x | ~((x | 0x8080808080808080ull) - 0x0101010101010101ull)) &
+			     0x8080808080808080ull) == 0) {
+				i += 8;
+				continue;
+			}
+		}
+
 		if (c >= 0x01 && c < 0x80) {
 			i++;
 			continue;
@@ -509,7 +523,7 @@ static uint64_t be(const uint8_t *p, unsigned n)
 }
 
 /* Reads one header (and the payload of a str/bin/ext/scalar). 0 or -EBADMSG. */
-static int rd_next(struct rd *r, struct mv *v)
+static int rd_next_slow(struct rd *r, struct mv *v)
 {
 	const uint8_t *p = r->p;
 	size_t left = (size_t)(r->end - p), h = 1, payload = 0;
@@ -576,6 +590,41 @@ static int rd_next(struct rd *r, struct mv *v)
 		v->ptr = p + h;
 	r->p = p + h + payload;
 	return 0;
+}
+
+/* rd_next_slow() with the one-byte headers most keys and values use inline. */
+static inline int rd_next(struct rd *r, struct mv *v)
+{
+	const uint8_t *p = r->p;
+	uint8_t b;
+
+	if (p >= r->end)
+		return -EBADMSG;
+	b = *p;
+	if (b <= 0x7f) {
+		v->kind = MK_UINT;
+		v->n = b;
+		r->p = p + 1;
+		return 0;
+	}
+	if ((b & 0xe0) == 0xa0) {
+		size_t n = b & 0x1f;
+
+		if (n >= (size_t)(r->end - p))
+			return -EBADMSG;
+		v->kind = MK_STR;
+		v->n = n;
+		v->ptr = p + 1;
+		r->p = p + 1 + n;
+		return 0;
+	}
+	if ((b & 0xe0) == 0x80) {
+		v->kind = b < 0x90 ? MK_MAP : MK_ARRAY;
+		v->n = b & 0x0f;
+		r->p = p + 1;
+		return 0;
+	}
+	return rd_next_slow(r, v);
 }
 
 /* Skips n whole objects. */
@@ -648,34 +697,17 @@ static int decode_map(struct dctx *c, struct rd *r, uint64_t count,
 static int decode_value(struct dctx *c, struct rd *r, const struct ovl_msg_field *f, void *dst,
 			const struct path *p)
 {
+	static const uint8_t wire_kind[] = {
+		[OVL_MSG_F_UINT] = MK_UINT,     [OVL_MSG_F_BOOL] = MK_BOOL,
+		[OVL_MSG_F_STR] = MK_STR,       [OVL_MSG_F_FIXBIN] = MK_BIN,
+		[OVL_MSG_F_BIN] = MK_BIN,       [OVL_MSG_F_ENUM] = MK_STR,
+		[OVL_MSG_F_STRUCT] = MK_MAP,    [OVL_MSG_F_ARRAY] = MK_ARRAY,
+	};
 	struct mv v;
-	bool ok;
 
 	if (rd_next(r, &v) < 0)
 		return efail(&c->e, -EBADMSG, p, "is truncated");
-	switch (f->type) {
-	case OVL_MSG_F_UINT:
-		ok = v.kind == MK_UINT;
-		break;
-	case OVL_MSG_F_BOOL:
-		ok = v.kind == MK_BOOL;
-		break;
-	case OVL_MSG_F_STR:
-	case OVL_MSG_F_ENUM:
-		ok = v.kind == MK_STR;
-		break;
-	case OVL_MSG_F_FIXBIN:
-	case OVL_MSG_F_BIN:
-		ok = v.kind == MK_BIN;
-		break;
-	case OVL_MSG_F_STRUCT:
-		ok = v.kind == MK_MAP;
-		break;
-	default:
-		ok = v.kind == MK_ARRAY;
-		break;
-	}
-	if (!ok) {
+	if (v.kind != wire_kind[f->type]) {
 		if (f->type == OVL_MSG_F_UINT && v.kind == MK_NEG)
 			return efail(&c->e, -EBADMSG, p, "is negative");
 		return efail(&c->e, -EBADMSG, p, "is not %s", kind_article(f->type));
@@ -697,10 +729,9 @@ static int decode_value(struct dctx *c, struct rd *r, const struct ovl_msg_field
 	case OVL_MSG_F_STR:
 		if (v.n > f->size - 1)
 			return efail(&c->e, -EBADMSG, p, "is longer than %zu bytes", f->size - 1);
-		if (has_nul(v.ptr, v.n))
-			return efail(&c->e, -EBADMSG, p, "contains a NUL byte");
-		if (!utf8_valid(v.ptr, v.n))
-			return efail(&c->e, -EBADMSG, p, "is not valid UTF-8");
+		if (!utf8_valid(v.ptr, v.n)) /* which refuses NUL too */
+			return efail(&c->e, -EBADMSG, p, has_nul(v.ptr, v.n) ? "contains a NUL byte"
+									     : "is not valid UTF-8");
 		memcpy(dst, v.ptr, v.n);
 		((char *)dst)[v.n] = '\0';
 		return 0;
@@ -774,15 +805,28 @@ static int decode_value(struct dctx *c, struct rd *r, const struct ovl_msg_field
 	}
 }
 
+static bool name_is(const struct ovl_msg_field *f, const struct mv *key)
+{
+	if (f->name_len != key->n)
+		return false;
+	for (size_t i = 0; i < key->n; i++) /* short names: no call to memcmp */
+		if ((uint8_t)f->name[i] != key->ptr[i])
+			return false;
+	return true;
+}
+
+/* The field named by key; *idx is tried first (encoders write schema order). */
 static const struct ovl_msg_field *find_field(const struct ovl_msg_schema *s,
 					      const struct mv *key, unsigned *idx)
 {
+	if (key->n == 0)
+		return NULL;
+	if (*idx < s->nfields && name_is(&s->fields[*idx], key))
+		return &s->fields[*idx];
 	for (unsigned i = 0; i < s->nfields; i++) {
-		const struct ovl_msg_field *f = &s->fields[i];
-
-		if (f->name_len == key->n && memcmp(f->name, key->ptr, key->n) == 0) {
+		if (name_is(&s->fields[i], key)) {
 			*idx = i;
-			return f;
+			return &s->fields[i];
 		}
 	}
 	return NULL;
@@ -806,6 +850,7 @@ static int decode_map(struct dctx *c, struct rd *r, uint64_t count,
 	uint32_t unknown_len[OVL_MSG_KEYS_MAX];
 	unsigned nunknown = 0;
 	uint64_t seen = 0;
+	unsigned hint = 0; /* the field expected next */
 	int ret;
 
 	if (count > OVL_MSG_KEYS_MAX) {
@@ -818,7 +863,7 @@ static int decode_map(struct dctx *c, struct rd *r, uint64_t count,
 	for (uint64_t i = 0; i < count; i++) {
 		const struct ovl_msg_field *f = NULL;
 		uint64_t bit = 0;
-		unsigned idx = 0;
+		unsigned idx = hint;
 		struct mv key;
 		char q[40];
 
@@ -829,16 +874,20 @@ static int decode_map(struct dctx *c, struct rd *r, uint64_t count,
 				return efail(&c->e, -EBADMSG, path, "has a key that is not a string");
 			return efail(&c->e, -EBADMSG, NULL, "a key is not a string");
 		}
-		f = find_field(s, &key, &idx);
-		if (f) {
-			bit = 1ull << idx;
-		} else if (env && key_is(&key, "v", 1)) {
+		/* no schema field is named like an envelope key */
+		if (env && key_is(&key, "v", 1)) {
 			bit = ENV_BIT_V;
 		} else if (env && key_is(&key, "t", 1)) {
 			bit = ENV_BIT_T;
 		} else if (env && key_is(&key, "rid", 3)) {
 			bit = ENV_BIT_RID;
 			f = &rid_field;
+		} else {
+			f = find_field(s, &key, &idx);
+			if (f) {
+				bit = 1ull << idx;
+				hint = idx + 1;
+			}
 		}
 		if (bit) {
 			if (seen & bit) {
@@ -900,28 +949,20 @@ static int decode_map(struct dctx *c, struct rd *r, uint64_t count,
 	return 0;
 }
 
-static void release_fields(const struct ovl_msg_schema *s, void *obj);
-
-static void release_value(const struct ovl_msg_field *f, void *dst)
-{
-	if (f->type == OVL_MSG_F_STRUCT) {
-		release_fields(f->sub, dst);
-	} else if (f->type == OVL_MSG_F_ARRAY) {
-		uint8_t *arr = *(void **)dst;
-		uint32_t n = *(uint32_t *)((uint8_t *)dst - f->offset + f->count_offset);
-
-		if (arr && (f->elem->type == OVL_MSG_F_STRUCT || f->elem->type == OVL_MSG_F_ARRAY))
-			for (uint32_t i = 0; i < n; i++)
-				release_value(f->elem, arr + (size_t)i * f->elem->size);
-		free(arr);
-		*(void **)dst = NULL;
-	}
-}
-
+/* Arrays are only ever fields of a message (never inside a struct or an
+ * array element), so freeing them is one pass over the message's fields. */
 static void release_fields(const struct ovl_msg_schema *s, void *obj)
 {
-	for (unsigned i = 0; i < s->nfields; i++)
-		release_value(&s->fields[i], (uint8_t *)obj + s->fields[i].offset);
+	for (unsigned i = 0; i < s->nfields; i++) {
+		const struct ovl_msg_field *f = &s->fields[i];
+
+		if (f->type == OVL_MSG_F_ARRAY) {
+			void **arr = (void **)((uint8_t *)obj + f->offset);
+
+			free(*arr);
+			*arr = NULL;
+		}
+	}
 }
 
 void ovl_msg_release(struct ovl_msg *m)
@@ -949,7 +990,7 @@ static enum ovl_msg_type type_lookup(const uint8_t *name, size_t n)
  * (what our encoder and most others write), so that the walker can run with
  * the type's limits at once. Reads only bounded headers.
  */
-static enum ovl_msg_type peek_type(const uint8_t *buf, size_t len)
+static enum ovl_msg_type peek_type(const uint8_t *buf, size_t len, uint64_t *minor)
 {
 	struct rd r = { buf, buf + len };
 	struct mv v;
@@ -962,8 +1003,9 @@ static enum ovl_msg_type peek_type(const uint8_t *buf, size_t len)
 		return OVL_MSG_NONE;
 	if (rd_next(&r, &v) < 0 || v.kind != MK_UINT || v.n != OVL_MSG_VERSION_MAJOR)
 		return OVL_MSG_NONE;
-	if (rd_next(&r, &v) < 0 || v.kind != MK_UINT)
+	if (rd_next(&r, &v) < 0 || v.kind != MK_UINT || v.n > UINT32_MAX)
 		return OVL_MSG_NONE;
+	*minor = v.n;
 	if (rd_next(&r, &v) < 0 || v.kind != MK_STR || !key_is(&v, "t", 1))
 		return OVL_MSG_NONE;
 	if (rd_next(&r, &v) < 0 || v.kind != MK_STR)
@@ -996,63 +1038,37 @@ static int walk(struct ectx *e, const void *buf, size_t len, const struct ovl_mp
 	return 0;
 }
 
-int ovl_msg_decode(const void *buf, size_t len, struct ovl_msg *out, char *err, size_t errlen)
+/*
+ * Finds "v" and "t" wherever they are in the top map (the bytes were walked
+ * with the envelope limits), checks the version and the type, and walks the
+ * message again with the type's limits. Sets c->e.msg once the type is known.
+ */
+static int read_envelope(struct dctx *c, const void *buf, size_t len, enum ovl_msg_type *type,
+			 uint64_t *major, uint64_t *minor)
 {
-	struct dctx c = { .e = { .msg = "message", .err = err, .errlen = errlen } };
-	const struct ovl_msg_schema *s = NULL;
-	struct ovl_mp_limits lim;
 	struct rd r = { buf, (const uint8_t *)buf + len };
-	struct mv top, key, val, ver = { .kind = MK_NIL }, t = { .kind = MK_NIL };
-	enum ovl_msg_type type = OVL_MSG_NONE, peeked = OVL_MSG_NONE;
+	struct mv top, key, ver = { .kind = MK_NIL }, t = { .kind = MK_NIL };
 	bool have_v = false, have_t = false;
-	uint64_t major = 0, minor = 0;
-	int ret = 0;
+	struct ovl_mp_limits lim;
 
-	memset(out, 0, sizeof(*out));
-	if (err && errlen)
-		err[0] = '\0';
-	if (!buf)
-		len = 0;
-
-	/* 1. the walker, with the type's limits when the type shows up front */
-	peeked = peek_type(buf, len);
-	if (peeked) {
-		s = &msg_schemas[peeked];
-		c.e.msg = s->name;
-		type_limits(s, &lim);
-	} else {
-		lim = envelope_limits;
-	}
-	ret = walk(&c.e, buf, len, &lim);
-	if (ret < 0)
-		goto out;
-
-	/* 2. the envelope: find "v" and "t" wherever they are */
-	if (rd_next(&r, &top) < 0 || top.kind != MK_MAP) {
-		ret = efail(&c.e, -EBADMSG, NULL, "not a map");
-		goto out;
-	}
-	if (top.n > OVL_MSG_KEYS_MAX) {
-		ret = efail(&c.e, -EBADMSG, NULL, "message has %llu keys, more than %u",
-			    (unsigned long long)top.n, OVL_MSG_KEYS_MAX);
-		goto out;
-	}
+	if (rd_next(&r, &top) < 0 || top.kind != MK_MAP)
+		return efail(&c->e, -EBADMSG, NULL, "not a map");
+	if (top.n > OVL_MSG_KEYS_MAX)
+		return efail(&c->e, -EBADMSG, NULL, "message has %llu keys, more than %u",
+			     (unsigned long long)top.n, OVL_MSG_KEYS_MAX);
 	for (uint64_t i = 0; i < top.n && !(have_v && have_t); i++) {
-		if (rd_next(&r, &key) < 0 || key.kind != MK_STR) {
-			ret = efail(&c.e, -EBADMSG, NULL, "a key is not a string");
-			goto out;
-		}
+		if (rd_next(&r, &key) < 0 || key.kind != MK_STR)
+			return efail(&c->e, -EBADMSG, NULL, "a key is not a string");
 		if (!have_v && key_is(&key, "v", 1)) {
 			struct rd vr = r;
 			struct mv a, b;
 
 			have_v = true;
-			ver.kind = MK_NIL;
 			if (rd_next(&vr, &ver) == 0 && ver.kind == MK_ARRAY && ver.n == 2 &&
 			    rd_next(&vr, &a) == 0 && a.kind == MK_UINT && a.n <= UINT32_MAX &&
 			    rd_next(&vr, &b) == 0 && b.kind == MK_UINT && b.n <= UINT32_MAX) {
-				major = a.n;
-				minor = b.n;
+				*major = a.n;
+				*minor = b.n;
 			} else {
 				ver.kind = MK_NIL; /* marks "malformed" */
 			}
@@ -1063,64 +1079,82 @@ int ovl_msg_decode(const void *buf, size_t len, struct ovl_msg *out, char *err, 
 			if (rd_next(&tr, &t) < 0)
 				t.kind = MK_NIL;
 		}
-		if (rd_skip(&r, 1) < 0) {
-			ret = efail(&c.e, -EBADMSG, NULL, "truncated");
-			goto out;
-		}
+		if (rd_skip(&r, 1) < 0)
+			return efail(&c->e, -EBADMSG, NULL, "truncated");
 	}
 	if (have_t && t.kind == MK_STR)
-		type = type_lookup(t.ptr, t.n);
-	if (type)
-		c.e.msg = msg_schemas[type].name;
-	if (!have_v) {
-		ret = efail(&c.e, -EBADMSG, NULL, "required field 'v' is missing");
-		goto out;
-	}
-	if (ver.kind != MK_ARRAY) {
-		ret = efail(&c.e, -EBADMSG, NULL,
-			    "field 'v' is not an array of two unsigned integers");
-		goto out;
-	}
-	if (major != OVL_MSG_VERSION_MAJOR) {
-		ret = efail(&c.e, -EPROTONOSUPPORT, NULL,
-			    "protocol major version %llu is not supported (this build speaks %d)",
-			    (unsigned long long)major, OVL_MSG_VERSION_MAJOR);
-		goto out;
-	}
-	if (!have_t) {
-		ret = efail(&c.e, -EBADMSG, NULL, "required field 't' is missing");
-		goto out;
-	}
-	if (t.kind != MK_STR) {
-		ret = efail(&c.e, -EBADMSG, NULL, "field 't' is not a string");
-		goto out;
-	}
-	if (!type) {
+		*type = type_lookup(t.ptr, t.n);
+	if (*type)
+		c->e.msg = msg_schemas[*type].name;
+	if (!have_v)
+		return efail(&c->e, -EBADMSG, NULL, "required field 'v' is missing");
+	if (ver.kind != MK_ARRAY)
+		return efail(&c->e, -EBADMSG, NULL,
+			     "field 'v' is not an array of two unsigned integers");
+	if (*major != OVL_MSG_VERSION_MAJOR)
+		return efail(&c->e, -EPROTONOSUPPORT, NULL,
+			     "protocol major version %llu is not supported (this build speaks %d)",
+			     (unsigned long long)*major, OVL_MSG_VERSION_MAJOR);
+	if (!have_t)
+		return efail(&c->e, -EBADMSG, NULL, "required field 't' is missing");
+	if (t.kind != MK_STR)
+		return efail(&c->e, -EBADMSG, NULL, "field 't' is not a string");
+	if (!*type) {
 		char q[40];
 
 		quote(q, sizeof(q), t.ptr, t.n);
-		ret = efail(&c.e, -ENOMSG, NULL, "unknown message type '%s'", q);
-		goto out;
+		return efail(&c->e, -ENOMSG, NULL, "unknown message type '%s'", q);
 	}
-	s = &msg_schemas[type];
-	if (peeked != type) {
-		/* Keys in another order: walk again, now with this type's limits. */
-		type_limits(s, &lim);
-		ret = walk(&c.e, buf, len, &lim);
+	type_limits(&msg_schemas[*type], &lim);
+	return walk(&c->e, buf, len, &lim);
+}
+
+int ovl_msg_decode(const void *buf, size_t len, struct ovl_msg *out, char *err, size_t errlen)
+{
+	struct dctx c = { .e = { .msg = "message", .err = err, .errlen = errlen } };
+	const struct ovl_msg_schema *s = NULL;
+	struct ovl_mp_limits lim;
+	struct rd r = { buf, (const uint8_t *)buf + len };
+	enum ovl_msg_type type = OVL_MSG_NONE;
+	uint64_t major = OVL_MSG_VERSION_MAJOR, minor = 0;
+	struct mv top;
+	int ret = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (err && errlen)
+		err[0] = '\0';
+	if (!buf)
+		len = 0;
+
+	/* 1. the walker, with the type's limits when the type shows up front */
+	type = peek_type(buf, len, &minor);
+	if (type) {
+		c.e.msg = msg_schemas[type].name;
+		type_limits(&msg_schemas[type], &lim);
+	} else {
+		lim = envelope_limits;
+	}
+	ret = walk(&c.e, buf, len, &lim);
+	if (ret < 0)
+		goto out;
+
+	/* 2. the envelope, when it was not where the encoder puts it */
+	if (!type) {
+		ret = read_envelope(&c, buf, len, &type, &major, &minor);
 		if (ret < 0)
 			goto out;
 	}
 
-	/* 3. the fields */
+	/* 3. the fields ("v" and "t" are only checked for duplicates now) */
+	s = &msg_schemas[type];
 	out->type = type;
 	out->ver_major = (uint32_t)major;
 	out->ver_minor = (uint32_t)minor;
-	r.p = buf;
-	if (rd_next(&r, &val) < 0) {
-		ret = efail(&c.e, -EBADMSG, NULL, "truncated");
+	if (rd_next(&r, &top) < 0 || top.kind != MK_MAP) {
+		ret = efail(&c.e, -EBADMSG, NULL, "not a map");
 		goto out;
 	}
-	ret = decode_map(&c, &r, val.n, s, &out->u, NULL, out);
+	ret = decode_map(&c, &r, top.n, s, &out->u, NULL, out);
 out:
 	if (ret < 0)
 		ovl_msg_release(out);

@@ -318,7 +318,9 @@ enum ovl_msg_ftype {
 	OVL_MSG_F_BIN,    /* bin of at most `max` bytes, borrowed: struct ovl_msg_bin */
 	OVL_MSG_F_ENUM,   /* str, one of `names`, stored as an int (the index) */
 	OVL_MSG_F_STRUCT, /* map decoded with `sub`, stored inline in `size` bytes */
-	OVL_MSG_F_ARRAY,  /* array of `elem`: heap pointer at offset, uint32_t count at count_offset */
+	OVL_MSG_F_ARRAY,  /* array of `elem`: heap pointer at offset, uint32_t count at count_offset;
+			   * only a message's own fields are arrays (never inside a struct
+			   * or an array), which keeps ovl_msg_release() one flat pass */
 };
 
 struct ovl_msg_schema;

@@ -468,6 +468,17 @@ static void test_wrong_types(void **state)
 	expect_edit("register", "board", SET, V("\xa3\xed\xa0\x80"), -EBADMSG,
 		    "register: field 'board' is not valid UTF-8"); /* a surrogate */
 	expect_edit("register", "board", SET, V("\xa6" "h\xc3\xa9llo"), 0, NULL);
+	/* runs of eight and more, where UTF-8 checks go eight bytes at a time */
+	expect_edit("register", "board", SET, V("\xaa" "a\0\0\0\0\0\0\0\0b"), -EBADMSG,
+		    "register: field 'board' contains a NUL byte");
+	expect_edit("register", "board", SET, V("\xa9" "\x80\x80\x80\x80\x80\x80\x80\x80" "a"),
+		    -EBADMSG, "register: field 'board' is not valid UTF-8");
+	expect_edit("register", "board", SET, V("\xd9\x20" "0123456789abcdef\x7f\x01xxxxxxxxxxxxx\xc3"),
+		    -EBADMSG, "register: field 'board' is longer than 31 bytes");
+	expect_edit("register", "board", SET, V("\xbf" "0123456789abcdef\x7f\x01xxxxxxxxxxx\xc3\xa9"),
+		    0, NULL);
+	expect_edit("register", "board", SET, V("\xbf" "0123456789abcdef\x7f\x01xxxxxxxxxxxx\xc3"),
+		    -EBADMSG, "register: field 'board' is not valid UTF-8");
 	expect_edit("admin", "op", SET, V("\xa6" "reboot"), -EBADMSG,
 		    "admin: field 'op' has unknown value 'reboot'");
 	expect_edit("admin", "op", SET, V("\xa4" "a'\x01z"), -EBADMSG,
@@ -916,6 +927,17 @@ static void test_worst_case_small_message_fits(void **state)
 	ovl_msg_release(&m);
 }
 
+static bool no_arrays(const struct ovl_msg_schema *s)
+{
+	for (unsigned i = 0; i < s->nfields; i++) {
+		if (s->fields[i].type == OVL_MSG_F_ARRAY)
+			return false;
+		if (s->fields[i].type == OVL_MSG_F_STRUCT && !no_arrays(s->fields[i].sub))
+			return false;
+	}
+	return true;
+}
+
 static void test_errors_and_api_edges(void **state)
 {
 	struct bytes b = edited("register", "port", SET, V("\xc0"));
@@ -945,6 +967,14 @@ static void test_errors_and_api_edges(void **state)
 		assert_true(s->nfields <= 60);
 		assert_true(s->max_bytes >= OVL_MSG_SMALL_MAX_BYTES);
 		for (unsigned i = 0; i < s->nfields; i++) {
+			const struct ovl_msg_field *f = &s->fields[i];
+
+			/* ovl_msg_release() relies on arrays being message fields only */
+			if (f->type == OVL_MSG_F_ARRAY)
+				assert_true(f->elem->type != OVL_MSG_F_ARRAY &&
+					    (f->elem->type != OVL_MSG_F_STRUCT || no_arrays(f->elem->sub)));
+			if (f->type == OVL_MSG_F_STRUCT)
+				assert_true(no_arrays(f->sub));
 			assert_int_equal(strlen(s->fields[i].name), s->fields[i].name_len);
 			assert_true(strcmp(s->fields[i].name, "v") && strcmp(s->fields[i].name, "t") &&
 				    strcmp(s->fields[i].name, "rid"));

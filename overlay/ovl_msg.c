@@ -377,6 +377,9 @@ static bool utf8_valid(const uint8_t *s, size_t n)
 {
 	size_t i = 0;
 
+	/* the common case, short ASCII: one compare per byte */
+	while (i < n && (uint8_t)(s[i] - 1) < 0x7f)
+		i++;
 	while (i < n) {
 		uint8_t c = s[i];
 
@@ -513,13 +516,24 @@ struct rd {
 	const uint8_t *p, *end;
 };
 
+/* Big-endian unsigned integer of n = 1, 2, 4 or 8 bytes. */
 static uint64_t be(const uint8_t *p, unsigned n)
 {
-	uint64_t v = 0;
+	uint32_t x4;
+	uint64_t x8;
 
-	for (unsigned i = 0; i < n; i++)
-		v = v << 8 | p[i];
-	return v;
+	switch (n) {
+	case 1:
+		return p[0];
+	case 2:
+		return (uint64_t)p[0] << 8 | p[1];
+	case 4:
+		memcpy(&x4, p, 4);
+		return __builtin_bswap32(x4);
+	default:
+		memcpy(&x8, p, 8);
+		return __builtin_bswap64(x8);
+	}
 }
 
 /* Reads one header (and the payload of a str/bin/ext/scalar). 0 or -EBADMSG. */
@@ -695,124 +709,180 @@ static int decode_map(struct dctx *c, struct rd *r, uint64_t count,
 		      struct ovl_msg *env);
 
 static int decode_value(struct dctx *c, struct rd *r, const struct ovl_msg_field *f, void *dst,
+			const struct path *p);
+
+/* The rarer kinds live apart so that decode_value() stays small and quick. */
+static int __attribute__((noinline))
+decode_enum(struct dctx *c, const struct ovl_msg_field *f, const struct mv *v, void *dst,
+	    const struct path *p)
+{
+	char q[40];
+
+	for (int i = 0; f->names[i] || i == 0; i++) {
+		if (f->names[i] && strlen(f->names[i]) == v->n &&
+		    memcmp(f->names[i], v->ptr, v->n) == 0) {
+			*(int *)dst = i;
+			return 0;
+		}
+	}
+	if (f->open) {
+		*(int *)dst = 0;
+		return 0;
+	}
+	quote(q, sizeof(q), v->ptr, v->n);
+	return efail(&c->e, -EBADMSG, p, "has unknown value '%s'", q);
+}
+
+static int __attribute__((noinline))
+decode_array(struct dctx *c, struct rd *r, const struct ovl_msg_field *f, const struct mv *v,
+	     void *dst, const struct path *p)
+{
+	const struct ovl_msg_field *e = f->elem;
+	size_t left = (size_t)(r->end - r->p), min = min_encoded(e);
+	uint8_t *arr = NULL;
+
+	if (v->n > f->max)
+		return efail(&c->e, -EBADMSG, p, "has %llu elements, more than %llu",
+			     (unsigned long long)v->n, (unsigned long long)f->max);
+	if (v->n > left / min)
+		return efail(&c->e, -EBADMSG, p, "announces %llu elements but only %zu bytes are left",
+			     (unsigned long long)v->n, left);
+	if (v->n == 0)
+		return 0;
+	arr = calloc(v->n, e->size);
+	if (!arr)
+		return efail(&c->e, -ENOMEM, p, "cannot allocate %llu elements",
+			     (unsigned long long)v->n);
+	/* Stored at once so that release frees it whatever happens next. */
+	*(void **)dst = arr;
+	*(uint32_t *)((uint8_t *)dst - f->offset + f->count_offset) = (uint32_t)v->n;
+	for (uint32_t i = 0; i < v->n; i++) {
+		struct path ep = { .up = p, .f = NULL, .index = i };
+		int ret = decode_value(c, r, e, arr + (size_t)i * e->size, &ep);
+
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+/* A scalar field's value v, already read, into dst. Inlined into the loops. */
+static inline __attribute__((always_inline)) int
+decode_scalar(struct dctx *c, const struct ovl_msg_field *f, const struct mv *v, void *dst,
+	      const struct path *p)
+{
+	switch (f->type) {
+	case OVL_MSG_F_UINT:
+		if (v->kind != MK_UINT)
+			return efail(&c->e, -EBADMSG, p, v->kind == MK_NEG ? "is negative"
+									  : "is not an unsigned integer");
+		if (v->n < f->min)
+			return efail(&c->e, -EBADMSG, p, "is %llu, below the minimum %llu",
+				     (unsigned long long)v->n, (unsigned long long)f->min);
+		if (v->n > uint_max(f))
+			return efail(&c->e, -EBADMSG, p, "is %llu, above the maximum %llu",
+				     (unsigned long long)v->n, (unsigned long long)uint_max(f));
+		store_uint(dst, f->size, v->n);
+		return 0;
+	case OVL_MSG_F_STR:
+		if (v->kind != MK_STR)
+			break;
+		if (v->n > f->size - 1)
+			return efail(&c->e, -EBADMSG, p, "is longer than %zu bytes", f->size - 1);
+		if (!utf8_valid(v->ptr, v->n)) /* which refuses NUL too */
+			return efail(&c->e, -EBADMSG, p, has_nul(v->ptr, v->n) ? "contains a NUL byte"
+									       : "is not valid UTF-8");
+		memcpy(dst, v->ptr, v->n);
+		((char *)dst)[v->n] = '\0';
+		return 0;
+	case OVL_MSG_F_FIXBIN:
+		if (v->kind != MK_BIN)
+			break;
+		if (v->n != f->size)
+			return efail(&c->e, -EBADMSG, p, "must be %zu bytes, not %llu", f->size,
+				     (unsigned long long)v->n);
+		memcpy(dst, v->ptr, f->size);
+		return 0;
+	case OVL_MSG_F_BIN:
+		if (v->kind != MK_BIN)
+			break;
+		if (v->n > f->max)
+			return efail(&c->e, -EBADMSG, p, "is longer than %llu bytes",
+				     (unsigned long long)f->max);
+		((struct ovl_msg_bin *)dst)->ptr = v->ptr;
+		((struct ovl_msg_bin *)dst)->len = v->n;
+		return 0;
+	case OVL_MSG_F_BOOL:
+		if (v->kind != MK_BOOL)
+			break;
+		*(bool *)dst = v->n != 0;
+		return 0;
+	default: /* OVL_MSG_F_ENUM */
+		if (v->kind != MK_STR)
+			break;
+		return decode_enum(c, f, v, dst, p);
+	}
+	return efail(&c->e, -EBADMSG, p, "is not %s", kind_article(f->type));
+}
+
+static bool is_container(const struct ovl_msg_field *f)
+{
+	return f->type == OVL_MSG_F_STRUCT || f->type == OVL_MSG_F_ARRAY;
+}
+
+/* A map or array field's header v, already read; its elements follow in r. */
+static int decode_container(struct dctx *c, struct rd *r, const struct ovl_msg_field *f,
+			    const struct mv *v, void *dst, const struct path *p)
+{
+	if (f->type == OVL_MSG_F_STRUCT) {
+		if (v->kind != MK_MAP)
+			return efail(&c->e, -EBADMSG, p, "is not a map");
+		return decode_map(c, r, v->n, f->sub, dst, p, NULL);
+	}
+	if (v->kind != MK_ARRAY)
+		return efail(&c->e, -EBADMSG, p, "is not an array");
+	return decode_array(c, r, f, v, dst, p);
+}
+
+static int decode_value(struct dctx *c, struct rd *r, const struct ovl_msg_field *f, void *dst,
 			const struct path *p)
 {
-	static const uint8_t wire_kind[] = {
-		[OVL_MSG_F_UINT] = MK_UINT,     [OVL_MSG_F_BOOL] = MK_BOOL,
-		[OVL_MSG_F_STR] = MK_STR,       [OVL_MSG_F_FIXBIN] = MK_BIN,
-		[OVL_MSG_F_BIN] = MK_BIN,       [OVL_MSG_F_ENUM] = MK_STR,
-		[OVL_MSG_F_STRUCT] = MK_MAP,    [OVL_MSG_F_ARRAY] = MK_ARRAY,
-	};
 	struct mv v;
 
 	if (rd_next(r, &v) < 0)
 		return efail(&c->e, -EBADMSG, p, "is truncated");
-	if (v.kind != wire_kind[f->type]) {
-		if (f->type == OVL_MSG_F_UINT && v.kind == MK_NEG)
-			return efail(&c->e, -EBADMSG, p, "is negative");
-		return efail(&c->e, -EBADMSG, p, "is not %s", kind_article(f->type));
-	}
-
-	switch (f->type) {
-	case OVL_MSG_F_UINT:
-		if (v.n < f->min)
-			return efail(&c->e, -EBADMSG, p, "is %llu, below the minimum %llu",
-				     (unsigned long long)v.n, (unsigned long long)f->min);
-		if (v.n > uint_max(f))
-			return efail(&c->e, -EBADMSG, p, "is %llu, above the maximum %llu",
-				     (unsigned long long)v.n, (unsigned long long)uint_max(f));
-		store_uint(dst, f->size, v.n);
-		return 0;
-	case OVL_MSG_F_BOOL:
-		*(bool *)dst = v.n != 0;
-		return 0;
-	case OVL_MSG_F_STR:
-		if (v.n > f->size - 1)
-			return efail(&c->e, -EBADMSG, p, "is longer than %zu bytes", f->size - 1);
-		if (!utf8_valid(v.ptr, v.n)) /* which refuses NUL too */
-			return efail(&c->e, -EBADMSG, p, has_nul(v.ptr, v.n) ? "contains a NUL byte"
-									     : "is not valid UTF-8");
-		memcpy(dst, v.ptr, v.n);
-		((char *)dst)[v.n] = '\0';
-		return 0;
-	case OVL_MSG_F_ENUM:
-		for (int i = 0; f->names[i] || i == 0; i++) {
-			if (f->names[i] && strlen(f->names[i]) == v.n &&
-			    memcmp(f->names[i], v.ptr, v.n) == 0) {
-				*(int *)dst = i;
-				return 0;
-			}
-		}
-		if (f->open) {
-			*(int *)dst = 0;
-			return 0;
-		}
-		{
-			char q[40];
-
-			quote(q, sizeof(q), v.ptr, v.n);
-			return efail(&c->e, -EBADMSG, p, "has unknown value '%s'", q);
-		}
-	case OVL_MSG_F_FIXBIN:
-		if (v.n != f->size)
-			return efail(&c->e, -EBADMSG, p, "must be %zu bytes, not %llu", f->size,
-				     (unsigned long long)v.n);
-		memcpy(dst, v.ptr, f->size);
-		return 0;
-	case OVL_MSG_F_BIN:
-		if (v.n > f->max)
-			return efail(&c->e, -EBADMSG, p, "is longer than %llu bytes",
-				     (unsigned long long)f->max);
-		((struct ovl_msg_bin *)dst)->ptr = v.ptr;
-		((struct ovl_msg_bin *)dst)->len = v.n;
-		return 0;
-	case OVL_MSG_F_STRUCT:
-		return decode_map(c, r, v.n, f->sub, dst, p, NULL);
-	default:
-		break;
-	}
-
-	/* OVL_MSG_F_ARRAY */
-	{
-		const struct ovl_msg_field *e = f->elem;
-		size_t left = (size_t)(r->end - r->p), min = min_encoded(e);
-		uint8_t *arr = NULL;
-
-		if (v.n > f->max)
-			return efail(&c->e, -EBADMSG, p, "has %llu elements, more than %llu",
-				     (unsigned long long)v.n, (unsigned long long)f->max);
-		if (v.n > left / min)
-			return efail(&c->e, -EBADMSG, p,
-				     "announces %llu elements but only %zu bytes are left",
-				     (unsigned long long)v.n, left);
-		if (v.n == 0)
-			return 0;
-		arr = calloc(v.n, e->size);
-		if (!arr)
-			return efail(&c->e, -ENOMEM, p, "cannot allocate %llu elements",
-				     (unsigned long long)v.n);
-		/* Stored at once so that release frees it whatever happens next. */
-		*(void **)dst = arr;
-		*(uint32_t *)((uint8_t *)dst - f->offset + f->count_offset) = (uint32_t)v.n;
-		for (uint32_t i = 0; i < v.n; i++) {
-			struct path ep = { .up = p, .f = NULL, .index = i };
-			int ret = decode_value(c, r, e, arr + (size_t)i * e->size, &ep);
-
-			if (ret < 0)
-				return ret;
-		}
-		return 0;
-	}
+	if (is_container(f))
+		return decode_container(c, r, f, &v, dst, p);
+	return decode_scalar(c, f, &v, dst, p);
 }
 
 static bool name_is(const struct ovl_msg_field *f, const struct mv *key)
 {
-	if (f->name_len != key->n)
+	const uint8_t *a = (const uint8_t *)f->name, *b = key->ptr;
+	size_t n = key->n;
+
+	if (f->name_len != n)
 		return false;
-	for (size_t i = 0; i < key->n; i++) /* short names: no call to memcmp */
-		if ((uint8_t)f->name[i] != key->ptr[i])
-			return false;
-	return true;
+	/* Short keys: two overlapping loads from each end, all within both strings */
+	if (n >= 8 && n <= 16) {
+		uint64_t x0, y0, x1, y1;
+
+		memcpy(&x0, a, 8);
+		memcpy(&y0, b, 8);
+		memcpy(&x1, a + n - 8, 8);
+		memcpy(&y1, b + n - 8, 8);
+		return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+	}
+	if (n >= 4 && n < 8) {
+		uint32_t x0, y0, x1, y1;
+
+		memcpy(&x0, a, 4);
+		memcpy(&y0, b, 4);
+		memcpy(&x1, a + n - 4, 4);
+		memcpy(&y1, b + n - 4, 4);
+		return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+	}
+	return memcmp(a, b, n) == 0;
 }
 
 /* The field named by key; *idx is tried first (encoders write schema order). */
@@ -901,9 +971,15 @@ static int decode_map(struct dctx *c, struct rd *r, uint64_t count,
 				ret = rd_skip(r, 1);
 			} else {
 				struct path fp = { .up = path, .f = f };
-				void *base = f == &rid_field ? (void *)env : obj;
+				uint8_t *dst = (uint8_t *)(f == &rid_field ? (void *)env : obj) + f->offset;
+				struct mv v;
 
-				ret = decode_value(c, r, f, (uint8_t *)base + f->offset, &fp);
+				if (rd_next(r, &v) < 0)
+					ret = efail(&c->e, -EBADMSG, &fp, "is truncated");
+				else if (is_container(f))
+					ret = decode_container(c, r, f, &v, dst, &fp);
+				else
+					ret = decode_scalar(c, f, &v, dst, &fp);
 			}
 			if (ret < 0)
 				return ret == -EBADMSG && !f ? efail(&c->e, ret, path, "is truncated")
@@ -929,7 +1005,8 @@ static int decode_map(struct dctx *c, struct rd *r, uint64_t count,
 		if (rd_skip(r, 1) < 0)
 			return efail(&c->e, -EBADMSG, path, "is truncated");
 	}
-	for (unsigned i = 0; i < s->nfields; i++) {
+	/* every field present (the usual case) needs no search for a missing one */
+	for (unsigned i = 0; (~seen & ((1ull << s->nfields) - 1)) && i < s->nfields; i++) {
 		if (s->fields[i].required && !(seen & (1ull << i))) {
 			struct path fp = { .up = path, .f = &s->fields[i] };
 			char where[192] = "";
@@ -961,6 +1038,7 @@ static void release_fields(const struct ovl_msg_schema *s, void *obj)
 
 			free(*arr);
 			*arr = NULL;
+			*(uint32_t *)((uint8_t *)obj + f->count_offset) = 0;
 		}
 	}
 }
@@ -974,14 +1052,17 @@ void ovl_msg_release(struct ovl_msg *m)
 	s = ovl_msg_schema_find(m->type);
 	if (s)
 		release_fields(s, &m->u);
-	memset(m, 0, sizeof(*m));
+	m->type = OVL_MSG_NONE;
 }
 
 static enum ovl_msg_type type_lookup(const uint8_t *name, size_t n)
 {
-	for (int t = OVL_MSG_NONE + 1; t < OVL_MSG_TYPE_COUNT; t++)
-		if (strlen(msg_schemas[t].name) == n && memcmp(msg_schemas[t].name, name, n) == 0)
+	for (int t = OVL_MSG_NONE + 1; t < OVL_MSG_TYPE_COUNT; t++) {
+		const char *s = msg_schemas[t].name;
+
+		if (n && (uint8_t)s[0] == name[0] && strlen(s) == n && memcmp(s, name, n) == 0)
 			return (enum ovl_msg_type)t;
+	}
 	return OVL_MSG_NONE;
 }
 
@@ -1156,8 +1237,10 @@ int ovl_msg_decode(const void *buf, size_t len, struct ovl_msg *out, char *err, 
 	}
 	ret = decode_map(&c, &r, top.n, s, &out->u, NULL, out);
 out:
-	if (ret < 0)
+	if (ret < 0) {
 		ovl_msg_release(out);
+		memset(out, 0, sizeof(*out));
+	}
 	return ret;
 }
 

@@ -406,8 +406,10 @@ int ovl_msg_decode(const void *buf, size_t len, struct ovl_msg *out, char *err,
 		   size_t errlen);
 
 /*
- * Free every array of m with free() and zero m. Use it on decoded messages, or
- * on messages whose arrays you allocated with malloc(). NULL is fine.
+ * Free every array of m with free(), set those pointers to NULL and their
+ * counts to 0, and set m->type to OVL_MSG_NONE (so a second release does
+ * nothing). Other fields keep their values. Use it on decoded messages, or on
+ * messages whose arrays you allocated with malloc(). NULL is fine.
  */
 void ovl_msg_release(struct ovl_msg *m);
 

@@ -952,6 +952,20 @@ static void test_errors_and_api_edges(void **state)
 	bytes_free(&b);
 	ovl_msg_release(NULL);
 
+	/* release frees the arrays, NULLs them, and a second release is harmless */
+	b = sample("admin_ok");
+	assert_int_equal(ovl_msg_decode(b.p, b.n, &m, small, sizeof(small)), 0);
+	assert_non_null(m.u.admin_ok.nodes);
+	assert_int_equal(m.u.admin_ok.n_stats, 2);
+	ovl_msg_release(&m);
+	assert_int_equal(m.type, OVL_MSG_NONE);
+	assert_null(m.u.admin_ok.nodes);
+	assert_null(m.u.admin_ok.slices);
+	assert_null(m.u.admin_ok.stats);
+	assert_int_equal(m.u.admin_ok.n_nodes + m.u.admin_ok.n_slices + m.u.admin_ok.n_stats, 0);
+	ovl_msg_release(&m);
+	bytes_free(&b);
+
 	assert_string_equal(ovl_msg_type_name(OVL_MSG_MAP_DELTA), "map_delta");
 	assert_null(ovl_msg_type_name(OVL_MSG_NONE));
 	assert_null(ovl_msg_type_name(OVL_MSG_TYPE_COUNT));

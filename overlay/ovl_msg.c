@@ -383,20 +383,6 @@ static bool utf8_valid(const uint8_t *s, size_t n)
 	while (i < n) {
 		uint8_t c = s[i];
 
-		/* eight ASCII bytes at a time: no high bit, no zero byte */
-		if (n - i >= 8) {
-			uint64_t x;
-
-			memcpy(&x, s + i, 8);
-			/* (x | 0x80..) - 0x01.. keeps a byte's high bit iff its
-			 * low seven bits are not all zero */
-			if (((x | ~((x | 0x8080808080808080ull) - 0x0101010101010101ull)) &
-			     0x8080808080808080ull) == 0) {
-				i += 8;
-				continue;
-			}
-		}
-
 		if (c >= 0x01 && c < 0x80) {
 			i++;
 			continue;
@@ -856,7 +842,7 @@ static int decode_value(struct dctx *c, struct rd *r, const struct ovl_msg_field
 	return decode_scalar(c, f, &v, dst, p);
 }
 
-static bool name_is(const struct ovl_msg_field *f, const struct mv *key)
+static inline bool name_is(const struct ovl_msg_field *f, const struct mv *key)
 {
 	const uint8_t *a = (const uint8_t *)f->name, *b = key->ptr;
 	size_t n = key->n;
@@ -945,11 +931,11 @@ static int decode_map(struct dctx *c, struct rd *r, uint64_t count,
 			return efail(&c->e, -EBADMSG, NULL, "a key is not a string");
 		}
 		/* no schema field is named like an envelope key */
-		if (env && key_is(&key, "v", 1)) {
+		if (env && key.n <= 3 && key_is(&key, "v", 1)) {
 			bit = ENV_BIT_V;
-		} else if (env && key_is(&key, "t", 1)) {
+		} else if (env && key.n <= 3 && key_is(&key, "t", 1)) {
 			bit = ENV_BIT_T;
-		} else if (env && key_is(&key, "rid", 3)) {
+		} else if (env && key.n <= 3 && key_is(&key, "rid", 3)) {
 			bit = ENV_BIT_RID;
 			f = &rid_field;
 		} else {
@@ -987,7 +973,7 @@ static int decode_map(struct dctx *c, struct rd *r, uint64_t count,
 			continue;
 		}
 		/* A key this build does not know: refuse duplicates, then skip it. */
-		if (!utf8_valid(key.ptr, key.n) && key.n) {
+		if (!utf8_valid(key.ptr, key.n)) {
 			if (path)
 				return efail(&c->e, -EBADMSG, path, "has a key that is not valid UTF-8");
 			return efail(&c->e, -EBADMSG, NULL, "a key is not valid UTF-8");

@@ -16,9 +16,9 @@
 #include "overlay.h"
 
 #define BENCH_CODEC_RUN_S 1.0
-#define BENCH_CODEC_SLICE_S 0.05
+#define BENCH_CODEC_SLICE_S 0.01
 #define BENCH_CODEC_REPS 3
-#define BENCH_CODEC_BATCH 1024 /* iterations between clock reads */
+#define BENCH_CODEC_BATCH 256 /* iterations between clock reads */
 
 static volatile uint64_t bench_codec_sink;
 

@@ -21,5 +21,6 @@
 #include "ovl_link.h"
 #include "ovl_id.h"
 #include "ovl_cert.h"
+#include "ovl_msg.h"
 
 #endif

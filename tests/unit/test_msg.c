@@ -1,0 +1,1024 @@
+/* The control-plane codec: every message round-trips, every bad input is
+ * refused with its exact error text. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "overlay.h"
+#include "msg_samples.h"
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+struct bytes {
+	uint8_t *p;
+	size_t n;
+};
+
+static void bytes_free(struct bytes *b)
+{
+	free(b->p);
+	b->p = NULL;
+	b->n = 0;
+}
+
+static void bytes_put(struct bytes *b, const void *p, size_t n)
+{
+	b->p = realloc(b->p, b->n + n + 1);
+	assert_non_null(b->p);
+	if (n)
+		memcpy(b->p + b->n, p, n);
+	b->n += n;
+}
+
+static int sample_index(const char *name)
+{
+	struct ovl_msg m;
+
+	for (int i = 0; i < msg_sample_count(); i++) {
+		const char *n = msg_sample_build(i, &m);
+
+		ovl_msg_release(&m);
+		if (strcmp(n, name) == 0)
+			return i;
+	}
+	fail_msg("no sample '%s'", name);
+	return -1;
+}
+
+/* Encoded bytes of a sample. */
+static struct bytes sample(const char *name)
+{
+	struct bytes b = { NULL, 0 };
+	msgpack_sbuffer sb;
+	struct ovl_msg m;
+	char err[256];
+
+	msg_sample_build(sample_index(name), &m);
+	msgpack_sbuffer_init(&sb);
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), 0);
+	bytes_put(&b, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+	ovl_msg_release(&m);
+	return b;
+}
+
+static char *dump(const struct ovl_msg *m)
+{
+	char *s = NULL;
+	size_t n = 0;
+	FILE *f = open_memstream(&s, &n);
+
+	assert_non_null(f);
+	msg_dump(m, f);
+	fclose(f);
+	return s;
+}
+
+/* Size of the msgpack object at p (well-formed or not: 0 when not). */
+static size_t obj_size(const uint8_t *p, size_t left)
+{
+	struct ovl_mp_limits l = { .max_depth = OVL_MP_DEPTH_MAX, .max_bytes = SIZE_MAX,
+				   .max_elems = UINT32_MAX, .max_str = UINT32_MAX,
+				   .allow_ext = true, .allow_float = true };
+	size_t used = 0;
+	char err[128];
+
+	if (ovl_mp_check(p, left, &l, &used, err, sizeof(err)) < 0)
+		return 0;
+	return used;
+}
+
+/* Container header at p: 1 = map, 2 = array, 0 = neither. */
+static int container(const uint8_t *p, size_t *hlen, uint32_t *count)
+{
+	uint8_t b = p[0];
+
+	if ((b & 0xf0) == 0x80 || (b & 0xf0) == 0x90) {
+		*hlen = 1;
+		*count = b & 0x0f;
+		return (b & 0xf0) == 0x80 ? 1 : 2;
+	}
+	if (b == 0xde || b == 0xdc) {
+		*hlen = 3;
+		*count = (uint32_t)p[1] << 8 | p[2];
+		return b == 0xde ? 1 : 2;
+	}
+	if (b == 0xdf || b == 0xdd) {
+		*hlen = 5;
+		*count = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+		return b == 0xdf ? 1 : 2;
+	}
+	return 0;
+}
+
+enum edit_op { SET, DROP, ADD };
+
+static void put_header(struct bytes *out, int kind, uint32_t count)
+{
+	uint8_t h[5] = { kind == 1 ? 0xdf : 0xdd, (uint8_t)(count >> 24), (uint8_t)(count >> 16),
+			 (uint8_t)(count >> 8), (uint8_t)count };
+
+	bytes_put(out, h, 5);
+}
+
+/*
+ * Copy the object at in[0..len) into out, changing the element at `path`
+ * ("members.1.domain.site": map keys and array indexes): SET replaces its
+ * value with the raw bytes val (appending the key when it is missing), DROP
+ * removes it, ADD appends the key again even when present. Containers on the
+ * path are rewritten with map32/array32 headers.
+ */
+static void edit_obj(const uint8_t *in, size_t len, const char *path, enum edit_op op,
+		     const void *val, size_t vlen, struct bytes *out)
+{
+	char tok[64];
+	const char *dot = strchr(path, '.');
+	size_t tlen = dot ? (size_t)(dot - path) : strlen(path), hlen = 0, off;
+	const char *rest = dot ? dot + 1 : NULL;
+	uint32_t count = 0, newcount;
+	struct bytes body = { NULL, 0 };
+	int kind = container(in, &hlen, &count);
+	bool done = false;
+
+	assert_true(kind != 0);
+	assert_true(tlen < sizeof(tok));
+	memcpy(tok, path, tlen);
+	tok[tlen] = '\0';
+	newcount = count;
+	off = hlen;
+	for (uint32_t i = 0; i < count; i++) {
+		size_t ks = 0, vs, start = off;
+		bool match;
+
+		if (kind == 1) {
+			ks = obj_size(in + off, len - off);
+			assert_true(ks > 0);
+			match = in[off] >= 0xa0 && in[off] <= 0xbf && (size_t)(in[off] & 0x1f) == tlen &&
+				memcmp(in + off + 1, tok, tlen) == 0;
+			off += ks;
+		} else {
+			match = (uint32_t)atoi(tok) == i;
+		}
+		vs = obj_size(in + off, len - off);
+		assert_true(vs > 0);
+		off += vs;
+		if (!match || (op == ADD && !rest)) {
+			bytes_put(&body, in + start, off - start);
+			continue;
+		}
+		done = true;
+		if (rest) {
+			bytes_put(&body, in + start, ks);
+			edit_obj(in + start + ks, vs, rest, op, val, vlen, &body);
+		} else if (op == DROP) {
+			newcount--;
+		} else {
+			bytes_put(&body, in + start, ks);
+			bytes_put(&body, val, vlen);
+		}
+	}
+	if (!done && !rest && op != DROP) {
+		uint8_t k = (uint8_t)(0xa0 | tlen);
+
+		assert_int_equal(kind, 1);
+		bytes_put(&body, &k, 1);
+		bytes_put(&body, tok, tlen);
+		bytes_put(&body, val, vlen);
+		newcount++;
+	} else {
+		assert_true(done || op == DROP);
+	}
+	put_header(out, kind, newcount);
+	bytes_put(out, body.p, body.n);
+	bytes_free(&body);
+}
+
+static struct bytes edited(const char *name, const char *path, enum edit_op op,
+			   const void *val, size_t vlen)
+{
+	struct bytes in = sample(name), out = { NULL, 0 };
+
+	edit_obj(in.p, in.n, path, op, val, vlen, &out);
+	bytes_free(&in);
+	return out;
+}
+
+/* Decode b, expect ret and the exact error text; nothing may stay allocated. */
+static void expect(struct bytes b, int ret, const char *text)
+{
+	struct ovl_msg m;
+	char err[512];
+
+	memset(&m, 0xa5, sizeof(m));
+	strcpy(err, "untouched");
+	assert_int_equal(ovl_msg_decode(b.p, b.n, &m, err, sizeof(err)), ret);
+	if (ret < 0) {
+		assert_string_equal(err, text);
+		assert_int_equal(m.type, OVL_MSG_NONE);
+	}
+	ovl_msg_release(&m);
+}
+
+static void expect_edit(const char *name, const char *path, enum edit_op op, const char *val,
+			size_t vlen, int ret, const char *text)
+{
+	struct bytes b = edited(name, path, op, val, vlen);
+
+	expect(b, ret, text);
+	bytes_free(&b);
+}
+
+#define V(lit) lit, sizeof(lit) - 1 /* a raw msgpack value from a string literal */
+
+static size_t find(const struct bytes *b, const void *needle, size_t n)
+{
+	const uint8_t *p = memmem(b->p, b->n, needle, n);
+
+	assert_non_null(p);
+	return (size_t)(p - b->p);
+}
+
+/* ---- round trips ------------------------------------------------------------- */
+
+static void test_round_trip_every_message(void **state)
+{
+	bool seen[OVL_MSG_TYPE_COUNT] = { false };
+
+	for (int i = 0; i < msg_sample_count(); i++) {
+		struct ovl_msg m, d, d2;
+		msgpack_sbuffer sb, sb2;
+		char err[256], *a = NULL, *b = NULL;
+		uint8_t *buf = NULL;
+		const char *name = msg_sample_build(i, &m);
+		int n;
+
+		msgpack_sbuffer_init(&sb);
+		msgpack_sbuffer_init(&sb2);
+		assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), 0);
+		assert_int_equal(ovl_msg_decode(sb.data, sb.size, &d, err, sizeof(err)), 0);
+		assert_int_equal(d.type, m.type);
+		assert_int_equal(d.ver_major, 1);
+		assert_int_equal(d.ver_minor, 0);
+		assert_int_equal(d.rid, m.rid);
+		a = dump(&m);
+		b = dump(&d);
+		assert_string_equal(a, b);
+		seen[d.type] = true;
+
+		/* the decoded message encodes to the same bytes */
+		assert_int_equal(ovl_msg_encode(&d, &sb2, err, sizeof(err)), 0);
+		assert_int_equal(sb2.size, sb.size);
+		assert_memory_equal(sb2.data, sb.data, sb.size);
+		assert_int_equal(ovl_msg_decode(sb2.data, sb2.size, &d2, err, sizeof(err)), 0);
+		ovl_msg_release(&d2);
+
+		/* into a caller buffer: same bytes; one byte short is -ENOSPC */
+		buf = malloc(sb.size);
+		assert_int_equal(ovl_msg_encode_buf(&m, buf, sb.size, err, sizeof(err)), (int)sb.size);
+		assert_memory_equal(buf, sb.data, sb.size);
+		n = ovl_msg_encode_buf(&m, buf, sb.size - 1, err, sizeof(err));
+		assert_int_equal(n, -ENOSPC);
+		{
+			char want[128];
+
+			snprintf(want, sizeof(want), "%s: message does not fit in %zu bytes",
+				 ovl_msg_type_name(m.type), sb.size - 1);
+			assert_string_equal(err, want);
+		}
+		(void)name;
+		free(buf);
+		free(a);
+		free(b);
+		ovl_msg_release(&d);
+		ovl_msg_release(&m);
+		msgpack_sbuffer_destroy(&sb);
+		msgpack_sbuffer_destroy(&sb2);
+	}
+	for (int t = OVL_MSG_NONE + 1; t < OVL_MSG_TYPE_COUNT; t++)
+		assert_true(seen[t]);
+}
+
+static void test_round_trip_100k_members(void **state)
+{
+	struct ovl_msg m, d;
+	msgpack_sbuffer sb;
+	char err[256];
+	uint32_t n = OVL_MSG_MEMBERS_MAX;
+
+	ovl_msg_init(&m, OVL_MSG_MAP);
+	m.u.map.ts.ptr = (const uint8_t *)"timestamp";
+	m.u.map.ts.len = 9;
+	strcpy(m.u.map.slice, "big");
+	m.u.map.epoch = 1ull << 40;
+	m.u.map.replicas = 3;
+	m.u.map.members = calloc(n + 1, sizeof(*m.u.map.members));
+	assert_non_null(m.u.map.members);
+	for (uint32_t i = 0; i < n + 1; i++) {
+		struct ovl_msg_member *mb = &m.u.map.members[i];
+
+		msg_sample_member(mb, i);
+		/* the longest strings: the worst case must fit the large limit */
+		memset(mb->domain.site, 's', sizeof(mb->domain.site) - 1);
+		memset(mb->domain.chassis, 'c', sizeof(mb->domain.chassis) - 1);
+		memset(mb->domain.slot, 'x', sizeof(mb->domain.slot) - 1);
+	}
+	m.u.map.n_members = n;
+	msgpack_sbuffer_init(&sb);
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), 0);
+	assert_true(sb.size > 16u << 20); /* array32 and well past the small limits */
+	assert_true(sb.size < OVL_MSG_LARGE_MAX_BYTES);
+	assert_int_equal(ovl_msg_decode(sb.data, sb.size, &d, err, sizeof(err)), 0);
+	assert_int_equal(d.u.map.n_members, n);
+	assert_memory_equal(d.u.map.members, m.u.map.members, n * sizeof(*m.u.map.members));
+	ovl_msg_release(&d);
+
+	/* one more is refused by the encoder, and by the decoder */
+	m.u.map.n_members = n + 1;
+	msgpack_sbuffer_clear(&sb);
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "map: field 'members' has 100001 elements, more than 100000");
+	assert_int_equal(sb.size, 0);
+	ovl_msg_release(&m);
+	msgpack_sbuffer_destroy(&sb);
+
+	{
+		struct bytes b = { NULL, 0 };
+		uint8_t *elems = malloc(n + 1);
+		struct bytes e;
+
+		memset(elems, 0x80, n + 1);
+		bytes_put(&b, "\xdd\x00\x01\x86\xa1", 5); /* array32 of 100001 */
+		bytes_put(&b, elems, n + 1);
+		e = edited("map", "members", SET, b.p, b.n);
+		expect(e, -EBADMSG, "map: field 'members' has 100001 elements, more than 100000");
+		bytes_free(&e);
+		bytes_free(&b);
+		free(elems);
+	}
+}
+
+/* ---- hostile input ----------------------------------------------------------- */
+
+static void test_truncated_every_prefix(void **state)
+{
+	for (int i = 0; i < msg_sample_count(); i++) {
+		struct ovl_msg m;
+		const char *name = msg_sample_build(i, &m);
+		const char *type = ovl_msg_type_name(m.type);
+		struct bytes b;
+
+		ovl_msg_release(&m);
+		if (strcmp(name, "map_big") == 0)
+			continue; /* quadratic; "map" covers the same shapes */
+		b = sample(name);
+		for (size_t n = 0; n < b.n; n++) {
+			struct ovl_msg d;
+			char err[256], a[64], t[64];
+			int ret = ovl_msg_decode(b.p, n, &d, err, sizeof(err));
+
+			assert_int_equal(ret, -EBADMSG);
+			assert_int_equal(d.type, OVL_MSG_NONE);
+			/* the walker says why it stopped: the input ended, or a
+			 * header asks for more than is left */
+			snprintf(a, sizeof(a), "%s: ", type);
+			snprintf(t, sizeof(t), "message: ");
+			if (n == 0)
+				assert_string_equal(err, "message: empty message");
+			else if ((strncmp(err, a, strlen(a)) != 0 && strncmp(err, t, strlen(t)) != 0) ||
+				 (!strstr(err, ": truncated at byte ") &&
+				  !strstr(err, ": truncated header at byte ") &&
+				  !strstr(err, " bytes are left") && !strstr(err, " bytes left")))
+				fail_msg("%s prefix %zu: unexpected error '%s'", name, n, err);
+		}
+		/* exact texts: cut before the last byte, and inside the header */
+		{
+			char want[128];
+
+			snprintf(want, sizeof(want), "%s: truncated at byte %zu", type, b.n - 1);
+			if (b.p[b.n - 1] <= 0x7f && strcmp(name, "register") == 0) {
+				struct bytes c = { b.p, b.n - 1 };
+
+				expect(c, -EBADMSG, want);
+			}
+		}
+		bytes_free(&b);
+	}
+	{
+		struct bytes b = sample("register");
+		struct bytes c = { b.p, 3 }; /* the map header and key "v" only */
+
+		expect(c, -EBADMSG,
+		       "message: container at byte 0 announces 24 elements but only 2 bytes are left");
+		bytes_free(&b);
+	}
+}
+
+static void test_wrong_types(void **state)
+{
+	expect_edit("register", "slices", SET, V("\x01"), -EBADMSG,
+		    "register: field 'slices' is not an array");
+	expect_edit("register", "node_id", SET, V("\xa3" "abc"), -EBADMSG,
+		    "register: field 'node_id' is not a bin");
+	expect_edit("register", "port", SET, V("\xa2" "80"), -EBADMSG,
+		    "register: field 'port' is not an unsigned integer");
+	expect_edit("register", "port", SET, V("\xc0"), -EBADMSG,
+		    "register: field 'port' is not an unsigned integer");
+	expect_edit("register", "capacity", SET, V("\xff"), -EBADMSG,
+		    "register: field 'capacity' is negative");
+	expect_edit("register", "capacity", SET, V("\xd3\xff\xff\xff\xff\xff\xff\xff\xfe"),
+		    -EBADMSG, "register: field 'capacity' is negative");
+	expect_edit("register", "domain", SET, V("\x90"), -EBADMSG,
+		    "register: field 'domain' is not a map");
+	expect_edit("register", "slices.1.epoch", SET, V("\xc3"), -EBADMSG,
+		    "register: field 'slices[1].epoch' is not an unsigned integer");
+	expect_edit("map", "members.1.domain.site", SET, V("\x07"), -EBADMSG,
+		    "map: field 'members[1].domain.site' is not a string");
+	expect_edit("map", "members.2.state", SET, V("\xc3"), -EBADMSG,
+		    "map: field 'members[2].state' is not a string");
+	expect_edit("map", "members.0.id", SET, V("\xc4\x02" "ab"), -EBADMSG,
+		    "map: field 'members[0].id' must be 32 bytes, not 2");
+	expect_edit("map_delta", "removed.0", SET, V("\xd9\x20" "0123456789abcdef0123456789abcdef"),
+		    -EBADMSG, "map_delta: field 'removed[0]' is not a bin");
+	expect_edit("register", "v", SET, V("\xa3" "1.0"), -EBADMSG,
+		    "register: field 'v' is not an array of two unsigned integers");
+	expect_edit("register", "v", SET, V("\x93\x01\x00\x00"), -EBADMSG,
+		    "register: field 'v' is not an array of two unsigned integers");
+	expect_edit("register", "t", SET, V("\x05"), -EBADMSG, "message: field 't' is not a string");
+	expect_edit("register", "rid", SET, V("\xa1" "x"), -EBADMSG,
+		    "register: field 'rid' is not an unsigned integer");
+	expect_edit("register", "port", SET, V("\xce\x00\x01\x11\x70"), -EBADMSG,
+		    "register: field 'port' is 70000, above the maximum 65535");
+	expect_edit("register", "port", SET, V("\x00"), -EBADMSG,
+		    "register: field 'port' is 0, below the minimum 1");
+	expect_edit("register_ok", "heartbeat_ms", SET, V("\x0a"), -EBADMSG,
+		    "register_ok: field 'heartbeat_ms' is 10, below the minimum 100");
+	expect_edit("register", "board", SET, V("\xd9\x28" "0123456789012345678901234567890123456789"),
+		    -EBADMSG, "register: field 'board' is longer than 31 bytes");
+	expect_edit("register", "board", SET, V("\xa3" "a\0b"), -EBADMSG,
+		    "register: field 'board' contains a NUL byte");
+	expect_edit("register", "board", SET, V("\xa2\xc3\x28"), -EBADMSG,
+		    "register: field 'board' is not valid UTF-8");
+	expect_edit("register", "board", SET, V("\xa3\xed\xa0\x80"), -EBADMSG,
+		    "register: field 'board' is not valid UTF-8"); /* a surrogate */
+	expect_edit("register", "board", SET, V("\xa6" "h\xc3\xa9llo"), 0, NULL);
+	/* runs of eight and more, where UTF-8 checks go eight bytes at a time */
+	expect_edit("register", "board", SET, V("\xaa" "a\0\0\0\0\0\0\0\0b"), -EBADMSG,
+		    "register: field 'board' contains a NUL byte");
+	expect_edit("register", "board", SET, V("\xa9" "\x80\x80\x80\x80\x80\x80\x80\x80" "a"),
+		    -EBADMSG, "register: field 'board' is not valid UTF-8");
+	expect_edit("register", "board", SET, V("\xd9\x20" "0123456789abcdef\x7f\x01xxxxxxxxxxxxx\xc3"),
+		    -EBADMSG, "register: field 'board' is longer than 31 bytes");
+	expect_edit("register", "board", SET, V("\xbf" "0123456789abcdef\x7f\x01xxxxxxxxxxx\xc3\xa9"),
+		    0, NULL);
+	expect_edit("register", "board", SET, V("\xbf" "0123456789abcdef\x7f\x01xxxxxxxxxxxx\xc3"),
+		    -EBADMSG, "register: field 'board' is not valid UTF-8");
+	expect_edit("admin", "op", SET, V("\xa6" "reboot"), -EBADMSG,
+		    "admin: field 'op' has unknown value 'reboot'");
+	expect_edit("admin", "op", SET, V("\xa4" "a'\x01z"), -EBADMSG,
+		    "admin: field 'op' has unknown value 'a??z'");
+	expect_edit("map_delta", "epoch", SET, V("\x09"), -EBADMSG,
+		    "map_delta: field 'epoch' (9) must be greater than 'base_epoch' (9)");
+	expect_edit("admin", "op", SET, V("\xab" "revoke_node"), -EBADMSG,
+		    "admin: op 'revoke_node' requires field 'node_id'");
+	{
+		struct bytes b = edited("register", "port", SET, V("\xca\x3f\xc0\x00\x00"));
+		char want[96];
+
+		snprintf(want, sizeof(want), "register: float at byte %zu is not allowed",
+			 find(&b, "\xca\x3f\xc0", 3));
+		expect(b, -EBADMSG, want);
+		bytes_free(&b);
+	}
+	/* not a map; a key that is not a string */
+	{
+		struct bytes b = { NULL, 0 };
+
+		bytes_put(&b, "\x92\x01\x02", 3);
+		expect(b, -EBADMSG, "message: not a map");
+		bytes_free(&b);
+		bytes_put(&b, V("\x83\xa1v\x92\x01\x00\xa1t\xa8register\x07\x01"));
+		expect(b, -EBADMSG, "register: a key is not a string");
+		bytes_free(&b);
+	}
+	expect_edit("register", "domain", SET, V("\x81\x01\x02"), -EBADMSG,
+		    "register: field 'domain' has a key that is not a string");
+}
+
+static void test_wrong_type_variants_accepted(void **state)
+{
+	/* any integer encoding of a non-negative value is fine */
+	struct bytes b = edited("register", "port", SET, V("\xd3\x00\x00\x00\x00\x00\x00\x1b\xbc"));
+	struct ovl_msg m;
+	char err[256];
+
+	assert_int_equal(ovl_msg_decode(b.p, b.n, &m, err, sizeof(err)), 0);
+	assert_int_equal(m.u.reg.port, 7100);
+	ovl_msg_release(&m);
+	bytes_free(&b);
+	/* a state this build does not know decodes as "unknown" */
+	b = edited("map", "members.1.state", SET, V("\xa8" "draining"));
+	assert_int_equal(ovl_msg_decode(b.p, b.n, &m, err, sizeof(err)), 0);
+	assert_int_equal(m.u.map.members[1].state, OVL_MSG_STATE_UNKNOWN);
+	assert_int_equal(m.u.map.members[0].state, OVL_MSG_STATE_UP);
+	ovl_msg_release(&m);
+	bytes_free(&b);
+}
+
+static void test_counts_larger_than_message(void **state)
+{
+	struct bytes b = edited("register", "slices", SET, V("\xdd\xff\xff\xff\xff"));
+	char want[160];
+
+	snprintf(want, sizeof(want),
+		 "register: container at byte %zu announces 4294967295 elements but only 0 bytes are left",
+		 b.n - 5);
+	expect(b, -EBADMSG, want);
+	bytes_free(&b);
+
+	/* the walker admits 2000 one-byte elements; a member needs far more */
+	{
+		struct bytes v = { NULL, 0 };
+		uint8_t e[2000];
+
+		memset(e, 0x80, sizeof(e));
+		bytes_put(&v, "\xdc\x07\xd0", 3);
+		bytes_put(&v, e, sizeof(e));
+		b = edited("map", "members", SET, v.p, v.n);
+		expect(b, -EBADMSG,
+		       "map: field 'members' announces 2000 elements but only 2000 bytes are left");
+		bytes_free(&b);
+		bytes_free(&v);
+	}
+	/* a map header announcing more keys than there are */
+	b = sample("heartbeat");
+	b.p[0] = 0x8f;
+	snprintf(want, sizeof(want), "heartbeat: truncated at byte %zu", b.n);
+	expect(b, -EBADMSG, want);
+	bytes_free(&b);
+}
+
+static void test_nesting_10000_deep(void **state)
+{
+	struct bytes v = { NULL, 0 }, b;
+	uint8_t *deep = malloc(10001);
+	char want[96];
+
+	memset(deep, 0x91, 10000);
+	deep[10000] = 0x01;
+	bytes_put(&v, deep, 10001);
+	b = edited("register", "x_deep", SET, v.p, v.n);
+	/* the top map is level 1: the 8th array is one too many */
+	snprintf(want, sizeof(want), "register: nesting deeper than 8 at byte %zu",
+		 find(&b, deep, 16) + 7);
+	expect(b, -ELOOP, want);
+	bytes_free(&b);
+	/* no envelope at all */
+	expect(v, -ELOOP, "message: nesting deeper than 8 at byte 8");
+	/* nested maps inside a member */
+	memset(deep, 0x81, 10000);
+	for (int i = 0; i < 5000; i++) {
+		deep[2 * i] = 0x81;
+		deep[2 * i + 1] = 0x00; /* {0: {0: ...}} */
+	}
+	b = edited("map", "members.0.x", SET, deep, 10001);
+	/* top map, members, member: the 6th nested map is level 9 */
+	snprintf(want, sizeof(want), "map: nesting deeper than 8 at byte %zu", find(&b, deep, 16) + 10);
+	expect(b, -ELOOP, want);
+	bytes_free(&b);
+	bytes_free(&v);
+	free(deep);
+}
+
+static void test_str32_4gib_header(void **state)
+{
+	struct bytes b = edited("register", "board", SET, V("\xdb\xff\xff\xff\xff" "a"));
+	char want[128];
+
+	snprintf(want, sizeof(want), "register: string of 4294967295 bytes at byte %zu exceeds 65536",
+		 find(&b, "\xdb\xff\xff\xff\xff", 5));
+	expect(b, -E2BIG, want);
+	bytes_free(&b);
+	/* bin32 in a field this build does not know */
+	b = edited("heartbeat", "x_blob", SET, V("\xc6\xff\xff\xff\xff"));
+	snprintf(want, sizeof(want), "heartbeat: string of 4294967295 bytes at byte %zu exceeds 65536",
+		 b.n - 5);
+	expect(b, -E2BIG, want);
+	bytes_free(&b);
+	/* within the limit but longer than the message */
+	b = edited("heartbeat", "x_blob", SET, V("\xc5\x10\x00"));
+	snprintf(want, sizeof(want), "heartbeat: length 4096 at byte %zu exceeds the 0 bytes left",
+		 b.n - 3);
+	expect(b, -EBADMSG, want);
+	bytes_free(&b);
+}
+
+static void test_versions(void **state)
+{
+	expect_edit("register", "v", SET, V("\x92\x02\x00"), -EPROTONOSUPPORT,
+		    "register: protocol major version 2 is not supported (this build speaks 1)");
+	expect_edit("register", "v", SET, V("\x92\x00\x09"), -EPROTONOSUPPORT,
+		    "register: protocol major version 0 is not supported (this build speaks 1)");
+	{
+		/* a major version 2 message of a type we have never heard of */
+		struct bytes b = { NULL, 0 };
+
+		bytes_put(&b, V("\x83\xa1v\x92\x02\x00\xa1t\xa5hello\xa1x\xc0"));
+		expect(b, -EPROTONOSUPPORT,
+		       "message: protocol major version 2 is not supported (this build speaks 1)");
+		bytes_free(&b);
+	}
+	expect_edit("register", "t", SET, V("\xaa" "frobnicate"), -ENOMSG,
+		    "message: unknown message type 'frobnicate'");
+	expect_edit("register", "t", SET, V("\xa0"), -ENOMSG, "message: unknown message type ''");
+}
+
+static void test_newer_minor_unknown_fields(void **state)
+{
+	struct bytes a = edited("map", "v", SET, V("\x92\x01\x07"));
+	struct bytes b = { NULL, 0 }, c = { NULL, 0 }, d = { NULL, 0 };
+	struct ovl_msg orig, m;
+	char err[256], *want = NULL, *got = NULL, *p = NULL;
+
+	/* unknown keys at every level, holding nested containers of all kinds */
+	edit_obj(a.p, a.n, "x_future", SET,
+		 V("\x82\xa1" "a\x93\x01\xa1" "b\x81\xa1" "c\xc4\x03" "xyz\xa1" "d\xc0"), &b);
+	edit_obj(b.p, b.n, "members.0.x_zone", SET, V("\xa2" "z9"), &c);
+	edit_obj(c.p, c.n, "members.3.domain.x_rack", SET, V("\xcd\x01\x00"), &d);
+	assert_int_equal(ovl_msg_decode(d.p, d.n, &m, err, sizeof(err)), 0);
+	assert_int_equal(m.type, OVL_MSG_MAP);
+	assert_int_equal(m.ver_major, 1);
+	assert_int_equal(m.ver_minor, 7);
+	msg_sample_build(sample_index("map"), &orig);
+	want = dump(&orig);
+	got = dump(&m);
+	p = strstr(want, "v=1.0\n");
+	assert_non_null(p);
+	p[4] = '7';
+	assert_string_equal(got, want);
+	free(want);
+	free(got);
+	ovl_msg_release(&orig);
+	ovl_msg_release(&m);
+	bytes_free(&a);
+	bytes_free(&b);
+	bytes_free(&c);
+	bytes_free(&d);
+
+	/* keys in another order than the encoder writes them */
+	{
+		struct bytes s = sample("heartbeat"), r = { NULL, 0 }, t = { NULL, 0 };
+
+		edit_obj(s.p, s.n, "v", DROP, NULL, 0, &r);
+		edit_obj(r.p, r.n, "v", SET, V("\x92\x01\x02"), &t);
+		assert_int_equal(ovl_msg_decode(t.p, t.n, &m, err, sizeof(err)), 0);
+		assert_int_equal(m.ver_minor, 2);
+		assert_int_equal(m.u.hb.seq, 123456);
+		ovl_msg_release(&m);
+		bytes_free(&s);
+		bytes_free(&r);
+		bytes_free(&t);
+	}
+}
+
+static void test_missing_required(void **state)
+{
+	expect_edit("register", "node_id", DROP, NULL, 0, -EBADMSG,
+		    "register: required field 'node_id' is missing");
+	expect_edit("register", "domain.slot", DROP, NULL, 0, -EBADMSG,
+		    "register: required field 'domain.slot' is missing");
+	expect_edit("map", "members.1.addr", DROP, NULL, 0, -EBADMSG,
+		    "map: required field 'members[1].addr' is missing");
+	expect_edit("map", "members", DROP, NULL, 0, -EBADMSG,
+		    "map: required field 'members' is missing");
+	expect_edit("register_ok", "slices.0.epoch", DROP, NULL, 0, -EBADMSG,
+		    "register_ok: required field 'slices[0].epoch' is missing");
+	expect_edit("register", "v", DROP, NULL, 0, -EBADMSG,
+		    "register: required field 'v' is missing");
+	expect_edit("register", "t", DROP, NULL, 0, -EBADMSG,
+		    "message: required field 't' is missing");
+	/* optional fields may go */
+	expect_edit("register", "token", DROP, NULL, 0, 0, NULL);
+	expect_edit("register", "slices", DROP, NULL, 0, 0, NULL);
+	expect_edit("register", "rid", DROP, NULL, 0, 0, NULL);
+}
+
+static void test_duplicate_keys(void **state)
+{
+	expect_edit("register", "port", ADD, V("\x01"), -EBADMSG, "register: duplicate key 'port'");
+	expect_edit("register", "t", ADD, V("\xa8" "register"), -EBADMSG,
+		    "register: duplicate key 't'");
+	expect_edit("register", "v", ADD, V("\x92\x01\x00"), -EBADMSG,
+		    "register: duplicate key 'v'");
+	expect_edit("register", "rid", ADD, V("\x01"), -EBADMSG, "register: duplicate key 'rid'");
+	expect_edit("map", "members.0.port", ADD, V("\x01"), -EBADMSG,
+		    "map: field 'members[0]' has a duplicate key 'port'");
+	{
+		struct bytes a = edited("register", "x", SET, V("\x01"));
+		struct bytes b = { NULL, 0 };
+
+		edit_obj(a.p, a.n, "x", ADD, V("\x02"), &b);
+		expect(b, -EBADMSG, "register: duplicate key 'x'");
+		bytes_free(&a);
+		bytes_free(&b);
+	}
+}
+
+static void test_oversized_bins(void **state)
+{
+	struct bytes v = { NULL, 0 }, b;
+	uint8_t big[70000];
+	char want[128];
+
+	memset(big, 0x5a, sizeof(big));
+	bytes_put(&v, "\xc5\x10\x01", 3); /* bin16 of 4097 */
+	bytes_put(&v, big, 4097);
+	b = edited("register_ok", "cert", SET, v.p, v.n);
+	expect(b, -EBADMSG, "register_ok: field 'cert' is longer than 4096 bytes");
+	bytes_free(&b);
+	b = edited("map", "ts", SET, v.p, v.n);
+	expect(b, -EBADMSG, "map: field 'ts' is longer than 4096 bytes");
+	bytes_free(&b);
+	bytes_free(&v);
+	/* exactly 4096 is fine (the "cert" sample carries one) */
+	b = sample("cert");
+	expect(b, 0, NULL);
+	bytes_free(&b);
+	/* fixed-size keys */
+	expect_edit("register", "node_id", SET, V("\xc4\x1f" "0123456789012345678901234567890"),
+		    -EBADMSG, "register: field 'node_id' must be 32 bytes, not 31");
+	expect_edit("register", "curve_key", SET,
+		    V("\xc4\x21" "012345678901234567890123456789012"), -EBADMSG,
+		    "register: field 'curve_key' must be 32 bytes, not 33");
+	/* over the walker's limit for any str/bin, in an unknown field */
+	bytes_put(&v, "\xc6\x00\x01\x11\x70", 5);
+	bytes_put(&v, big, 70000);
+	b = edited("heartbeat", "x_big", SET, v.p, v.n);
+	snprintf(want, sizeof(want), "heartbeat: string of 70000 bytes at byte %zu exceeds 65536",
+		 b.n - 70005);
+	expect(b, -E2BIG, want);
+	bytes_free(&b);
+	bytes_free(&v);
+}
+
+static void test_limits(void **state)
+{
+	struct bytes b = sample("register"), c = { NULL, 0 };
+	uint8_t *big = NULL;
+
+	/* trailing bytes */
+	bytes_put(&b, "\xc0\xc0", 2);
+	expect(b, -EBADMSG, "register: trailing data after the message (2 bytes)");
+	/* larger than a register may be */
+	big = calloc(1, OVL_MSG_SMALL_MAX_BYTES + 1);
+	memcpy(big, b.p, b.n);
+	c.p = big;
+	c.n = OVL_MSG_SMALL_MAX_BYTES + 1;
+	expect(c, -E2BIG, "register: message is larger than 1048576 bytes");
+	free(big);
+	bytes_free(&b);
+
+	/* more than 64 keys in a map */
+	b = sample("heartbeat");
+	for (int i = 0; i < 60; i++) {
+		struct bytes n = { NULL, 0 };
+		char key[8];
+
+		snprintf(key, sizeof(key), "x%02d", i);
+		edit_obj(b.p, b.n, key, SET, V("\x01"), &n);
+		bytes_free(&b);
+		b = n;
+	}
+	expect(b, -EBADMSG, "heartbeat: message has 65 keys, more than 64");
+	bytes_free(&b);
+	{
+		struct bytes v = { NULL, 0 };
+
+		bytes_put(&v, "\xde\x00\x41", 3);
+		for (int i = 0; i < 65; i++) {
+			uint8_t kv[3] = { 0xa1, (uint8_t)(0x30 + i), 0x01 };
+
+			bytes_put(&v, kv, 3);
+		}
+		b = edited("map", "members.2", SET, v.p, v.n);
+		expect(b, -EBADMSG, "map: field 'members[2]' has 65 keys, more than 64");
+		bytes_free(&b);
+		bytes_free(&v);
+	}
+	/* ext types are refused anywhere */
+	b = edited("heartbeat", "x_ext", SET, V("\xd4\x01\x02"));
+	{
+		char want[96];
+
+		snprintf(want, sizeof(want), "heartbeat: ext type at byte %zu is not allowed", b.n - 3);
+		expect(b, -EBADMSG, want);
+	}
+	bytes_free(&b);
+	/* unknown keys must be UTF-8 too */
+	b = sample("heartbeat");
+	{
+		struct bytes n = { NULL, 0 };
+
+		edit_obj(b.p, b.n, "x\xff", SET, V("\x01"), &n);
+		expect(n, -EBADMSG, "heartbeat: a key is not valid UTF-8");
+		bytes_free(&n);
+	}
+	bytes_free(&b);
+	/* NULL buffer */
+	b.p = NULL;
+	b.n = 10;
+	expect(b, -EBADMSG, "message: empty message");
+}
+
+static void test_encoder_refuses_invalid(void **state)
+{
+	struct ovl_msg m;
+	msgpack_sbuffer sb;
+	char err[256];
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_sbuffer_write(&sb, "abc", 3);
+
+	msg_sample_build(sample_index("register"), &m);
+	memset(m.u.reg.board, 'x', sizeof(m.u.reg.board));
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "register: field 'board' is longer than 31 bytes");
+	assert_int_equal(sb.size, 3); /* left as it was */
+	strcpy(m.u.reg.board, "\xc3");
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "register: field 'board' is not valid UTF-8");
+	strcpy(m.u.reg.board, "sim");
+	m.u.reg.port = 0;
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "register: field 'port' is 0, below the minimum 1");
+	m.u.reg.port = 1;
+	m.u.reg.slices[1].epoch = 5;
+	strcpy(m.u.reg.slices[1].name, "");
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), 0); /* empty name is a value */
+	m.u.reg.n_slices = OVL_MSG_SLICES_MAX + 1;
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "register: field 'slices' has 1025 elements, more than 1024");
+	m.u.reg.n_slices = 2;
+	ovl_msg_release(&m);
+
+	msg_sample_build(sample_index("map"), &m);
+	m.u.map.members[3].state = (enum ovl_msg_state)9;
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "map: field 'members[3].state' has no valid value (9)");
+	m.u.map.members[3].state = OVL_MSG_STATE_UNKNOWN; /* an open enum: "unknown" */
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), 0);
+	m.u.map.ts.len = OVL_MSG_OPAQUE_MAX_BYTES + 1;
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "map: field 'ts' is longer than 4096 bytes");
+	m.u.map.ts.ptr = NULL;
+	m.u.map.ts.len = 3;
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "map: field 'ts' has a length but no bytes");
+	ovl_msg_release(&m);
+
+	ovl_msg_init(&m, OVL_MSG_MAP);
+	m.u.map.replicas = 1;
+	m.u.map.n_members = 2;
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "map: field 'members' has a count but no elements");
+
+	ovl_msg_init(&m, OVL_MSG_ADMIN);
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "admin: field 'op' has no valid value (0)");
+	m.u.admin.op = OVL_MSG_ADMIN_SHOW_MAP;
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "admin: op 'show_map' requires field 'slice'");
+	m.u.admin.op = OVL_MSG_ADMIN_LIST_NODES;
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), 0);
+
+	ovl_msg_init(&m, OVL_MSG_NONE);
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "message: unknown message type 0");
+	msgpack_sbuffer_destroy(&sb);
+}
+
+static void test_worst_case_small_message_fits(void **state)
+{
+	struct ovl_msg m;
+	msgpack_sbuffer sb;
+	char err[256];
+	uint8_t ts[OVL_MSG_OPAQUE_MAX_BYTES] = { 0 };
+
+	/* the largest small message the schemas allow stays under the small limit */
+	ovl_msg_init(&m, OVL_MSG_HEARTBEAT_OK);
+	m.u.hb_ok.ts.ptr = ts;
+	m.u.hb_ok.ts.len = sizeof(ts);
+	m.u.hb_ok.slices = calloc(OVL_MSG_SLICES_MAX, sizeof(struct ovl_msg_slice));
+	m.u.hb_ok.n_slices = OVL_MSG_SLICES_MAX;
+	for (int i = 0; i < OVL_MSG_SLICES_MAX; i++) {
+		memset(m.u.hb_ok.slices[i].name, 'n', OVL_MSG_NAME_SIZE - 1);
+		m.u.hb_ok.slices[i].epoch = UINT64_MAX;
+	}
+	msgpack_sbuffer_init(&sb);
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), 0);
+	assert_true(sb.size < OVL_MSG_SMALL_MAX_BYTES);
+	msgpack_sbuffer_destroy(&sb);
+	ovl_msg_release(&m);
+}
+
+static bool no_arrays(const struct ovl_msg_schema *s)
+{
+	for (unsigned i = 0; i < s->nfields; i++) {
+		if (s->fields[i].type == OVL_MSG_F_ARRAY)
+			return false;
+		if (s->fields[i].type == OVL_MSG_F_STRUCT && !no_arrays(s->fields[i].sub))
+			return false;
+	}
+	return true;
+}
+
+static void test_errors_and_api_edges(void **state)
+{
+	struct bytes b = edited("register", "port", SET, V("\xc0"));
+	struct ovl_msg m;
+	char small[12];
+
+	/* a short error buffer is truncated and terminated */
+	memset(small, 'x', sizeof(small));
+	assert_int_equal(ovl_msg_decode(b.p, b.n, &m, small, sizeof(small)), -EBADMSG);
+	assert_string_equal(small, "register: f");
+	assert_int_equal(ovl_msg_decode(b.p, b.n, &m, NULL, 0), -EBADMSG);
+	bytes_free(&b);
+	ovl_msg_release(NULL);
+
+	/* release frees the arrays, NULLs them, and a second release is harmless */
+	b = sample("admin_ok");
+	assert_int_equal(ovl_msg_decode(b.p, b.n, &m, small, sizeof(small)), 0);
+	assert_non_null(m.u.admin_ok.nodes);
+	assert_int_equal(m.u.admin_ok.n_stats, 2);
+	ovl_msg_release(&m);
+	assert_int_equal(m.type, OVL_MSG_NONE);
+	assert_null(m.u.admin_ok.nodes);
+	assert_null(m.u.admin_ok.slices);
+	assert_null(m.u.admin_ok.stats);
+	assert_int_equal(m.u.admin_ok.n_nodes + m.u.admin_ok.n_slices + m.u.admin_ok.n_stats, 0);
+	ovl_msg_release(&m);
+	bytes_free(&b);
+
+	assert_string_equal(ovl_msg_type_name(OVL_MSG_MAP_DELTA), "map_delta");
+	assert_null(ovl_msg_type_name(OVL_MSG_NONE));
+	assert_null(ovl_msg_type_name(OVL_MSG_TYPE_COUNT));
+	assert_string_equal(ovl_msg_state_name(OVL_MSG_STATE_OUT), "out");
+	assert_null(ovl_msg_state_name((enum ovl_msg_state)7));
+	assert_string_equal(ovl_msg_admin_op_name(OVL_MSG_ADMIN_STATS), "stats");
+	assert_null(ovl_msg_admin_op_name(OVL_MSG_ADMIN_NONE));
+	for (int t = OVL_MSG_NONE + 1; t < OVL_MSG_TYPE_COUNT; t++) {
+		const struct ovl_msg_schema *s = ovl_msg_schema_find((enum ovl_msg_type)t);
+
+		assert_non_null(s);
+		assert_string_equal(s->name, ovl_msg_type_name((enum ovl_msg_type)t));
+		assert_true(s->nfields <= 60);
+		assert_true(s->max_bytes >= OVL_MSG_SMALL_MAX_BYTES);
+		for (unsigned i = 0; i < s->nfields; i++) {
+			const struct ovl_msg_field *f = &s->fields[i];
+
+			/* ovl_msg_release() relies on arrays being message fields only */
+			if (f->type == OVL_MSG_F_ARRAY)
+				assert_true(f->elem->type != OVL_MSG_F_ARRAY &&
+					    (f->elem->type != OVL_MSG_F_STRUCT || no_arrays(f->elem->sub)));
+			if (f->type == OVL_MSG_F_STRUCT)
+				assert_true(no_arrays(f->sub));
+			assert_int_equal(strlen(s->fields[i].name), s->fields[i].name_len);
+			assert_true(strcmp(s->fields[i].name, "v") && strcmp(s->fields[i].name, "t") &&
+				    strcmp(s->fields[i].name, "rid"));
+			for (unsigned j = 0; j < i; j++)
+				assert_true(strcmp(s->fields[i].name, s->fields[j].name));
+		}
+	}
+	assert_null(ovl_msg_schema_find(OVL_MSG_NONE));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_round_trip_every_message),
+		cmocka_unit_test(test_round_trip_100k_members),
+		cmocka_unit_test(test_truncated_every_prefix),
+		cmocka_unit_test(test_wrong_types),
+		cmocka_unit_test(test_wrong_type_variants_accepted),
+		cmocka_unit_test(test_counts_larger_than_message),
+		cmocka_unit_test(test_nesting_10000_deep),
+		cmocka_unit_test(test_str32_4gib_header),
+		cmocka_unit_test(test_versions),
+		cmocka_unit_test(test_newer_minor_unknown_fields),
+		cmocka_unit_test(test_missing_required),
+		cmocka_unit_test(test_duplicate_keys),
+		cmocka_unit_test(test_oversized_bins),
+		cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_encoder_refuses_invalid),
+		cmocka_unit_test(test_worst_case_small_message_fits),
+		cmocka_unit_test(test_errors_and_api_edges),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -22,5 +22,6 @@
 #include "ovl_id.h"
 #include "ovl_cert.h"
 #include "ovl_msg.h"
+#include "ovl_peers.h"
 
 #endif

@@ -6,6 +6,7 @@
 #ifndef SHELF_NODE_H
 #define SHELF_NODE_H
 
+#include "loop/loop.h"
 #include "store/disk.h"
 #include "store/store.h"
 

@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../loop/loop.h"
+
 #define DISK_BLOCK_BYTES 4096u   /* alignment of every offset, length and buffer */
 #define DISK_SECTOR_BYTES 512u   /* granularity at which a write may tear */
 
@@ -36,6 +38,8 @@ struct node_disk_io {
 	int res;           /* on completion: bytes transferred or -errno */
 	void (*done)(struct node_disk_io *io);
 	void *arg;         /* the submitter's */
+	struct node_loop_ev ev;   /* backend use: completion on a shared loop */
+	struct node_disk *disk;   /* backend use */
 };
 
 struct node_disk;
@@ -80,6 +84,15 @@ int node_disk_sync_io(struct node_disk *d, enum node_disk_op op, void *buf, size
  */
 int node_disk_uring_open(struct node_disk **out, const char *path, unsigned depth,
 			 uint64_t create_size, char *err, size_t errlen);
+
+/*
+ * The same on a shared node_loop (borrowed; it must outlive the disk): the
+ * store's I/O completes on the loop's ring next to the network's, and
+ * node_disk_reap() runs the whole loop. No registered file: the ring is
+ * shared, so the file table stays the caller's.
+ */
+int node_disk_loop_open(struct node_disk **out, struct node_loop *loop, const char *path,
+			uint64_t create_size, char *err, size_t errlen);
 
 /* ---- the fault-injecting test disk ---- */
 

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <liburing.h>
 #include <linux/fs.h>
 #include <stdio.h>
@@ -110,54 +111,67 @@ static int ring_init(struct io_uring *ring, unsigned depth)
 	return ret;
 }
 
+/* Open (or create sparse) the drive with O_DIRECT; its size in *size. */
+static int drive_open(const char *path, uint64_t create_size, int *fdp, uint64_t *size,
+		      char *err, size_t errlen)
+{
+	int flags = O_RDWR | O_DIRECT | O_CLOEXEC, fd, ret = 0;
+	struct stat st;
+
+	*fdp = -1;
+	fd = open(path, flags);
+	if (fd < 0 && errno == ENOENT && create_size) {
+		fd = open(path, flags | O_CREAT | O_EXCL, 0600);
+		if (fd >= 0 && ftruncate(fd, (off_t)create_size) < 0) {
+			ret = -errno;
+			snprintf(err, errlen, "cannot size drive file '%s': %s", path, strerror(errno));
+			close(fd);
+			unlink(path);
+			return ret;
+		}
+	}
+	if (fd < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot open drive '%s': %s", path, strerror(errno));
+		return ret;
+	}
+	if (fstat(fd, &st) < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot stat drive '%s': %s", path, strerror(errno));
+	} else if (S_ISBLK(st.st_mode)) {
+		if (ioctl(fd, BLKGETSIZE64, size) < 0) {
+			ret = -errno;
+			snprintf(err, errlen, "cannot get size of '%s': %s", path, strerror(errno));
+		}
+	} else if (S_ISREG(st.st_mode)) {
+		*size = (uint64_t)st.st_size;
+	} else {
+		ret = -EINVAL;
+		snprintf(err, errlen, "drive '%s' is neither a block device nor a file", path);
+	}
+	if (ret < 0) {
+		close(fd);
+		return ret;
+	}
+	*size &= ~(uint64_t)(DISK_BLOCK_BYTES - 1);
+	*fdp = fd;
+	return 0;
+}
+
 int node_disk_uring_open(struct node_disk **out, const char *path, unsigned depth,
 			 uint64_t create_size, char *err, size_t errlen)
 {
 	struct disk_uring *u = NULL;
-	struct stat st;
-	uint64_t size = 0;
-	int ret = 0, flags = O_RDWR | O_DIRECT | O_CLOEXEC;
+	int ret = 0;
 
 	*out = NULL;
 	u = calloc(1, sizeof(*u));
 	if (!u)
 		return -ENOMEM;
-	u->fd = -1;
 	snprintf(u->d.name, sizeof(u->d.name), "%s", path);
-	u->fd = open(path, flags);
-	if (u->fd < 0 && errno == ENOENT && create_size) {
-		u->fd = open(path, flags | O_CREAT | O_EXCL, 0600);
-		if (u->fd >= 0 && ftruncate(u->fd, (off_t)create_size) < 0) {
-			ret = -errno;
-			snprintf(err, errlen, "cannot size drive file '%s': %s", path, strerror(errno));
-			unlink(path);
-			goto out;
-		}
-	}
-	if (u->fd < 0) {
-		ret = -errno;
-		snprintf(err, errlen, "cannot open drive '%s': %s", path, strerror(errno));
+	ret = drive_open(path, create_size, &u->fd, &u->d.size, err, errlen);
+	if (ret < 0)
 		goto out;
-	}
-	if (fstat(u->fd, &st) < 0) {
-		ret = -errno;
-		snprintf(err, errlen, "cannot stat drive '%s': %s", path, strerror(errno));
-		goto out;
-	}
-	if (S_ISBLK(st.st_mode)) {
-		if (ioctl(u->fd, BLKGETSIZE64, &size) < 0) {
-			ret = -errno;
-			snprintf(err, errlen, "cannot get size of '%s': %s", path, strerror(errno));
-			goto out;
-		}
-	} else if (S_ISREG(st.st_mode)) {
-		size = (uint64_t)st.st_size;
-	} else {
-		ret = -EINVAL;
-		snprintf(err, errlen, "drive '%s' is neither a block device nor a file", path);
-		goto out;
-	}
-	u->d.size = size & ~(uint64_t)(DISK_BLOCK_BYTES - 1);
 	ret = ring_init(&u->ring, depth);
 	if (ret < 0) {
 		snprintf(err, errlen, "cannot set up io_uring for '%s': %s", path, strerror(-ret));
@@ -176,4 +190,87 @@ out:
 	if (u)
 		ur_destroy(&u->d);
 	return ret;
+}
+
+/* ---- on a shared loop ---- */
+
+struct disk_on_loop {
+	struct node_disk d;
+	struct node_loop *loop;
+	int fd;
+};
+
+static void dl_complete(struct node_loop_ev *ev, int res, uint32_t flags)
+{
+	struct node_disk_io *io = (struct node_disk_io *)((char *)ev - offsetof(struct node_disk_io, ev));
+
+	io->res = res;
+	io->disk->inflight--;
+	io->done(io);
+}
+
+static int dl_submit(struct node_disk *d, struct node_disk_io *io)
+{
+	struct disk_on_loop *dl = (struct disk_on_loop *)d;
+	struct io_uring_sqe *sqe = NULL;
+
+	io->ev.fn = dl_complete;
+	io->disk = d;
+	sqe = node_loop_sqe(dl->loop, &io->ev);
+	if (!sqe)
+		return -EBUSY;
+	switch (io->op) {
+	case DISK_READ:
+		io_uring_prep_read(sqe, dl->fd, io->buf, io->len, io->off);
+		break;
+	case DISK_WRITE:
+		io_uring_prep_write(sqe, dl->fd, io->buf, io->len, io->off);
+		break;
+	case DISK_FLUSH:
+		io_uring_prep_fsync(sqe, dl->fd, IORING_FSYNC_DATASYNC);
+		break;
+	}
+	io_uring_sqe_set_data(sqe, &io->ev);
+	return 0;
+}
+
+static int dl_reap(struct node_disk *d, bool wait)
+{
+	struct disk_on_loop *dl = (struct disk_on_loop *)d;
+
+	return node_loop_run(dl->loop, wait && d->inflight > 0);
+}
+
+static void dl_destroy(struct node_disk *d)
+{
+	struct disk_on_loop *dl = (struct disk_on_loop *)d;
+
+	while (d->inflight && node_loop_run(dl->loop, true) >= 0)
+		;
+	if (dl->fd >= 0)
+		close(dl->fd);
+	free(dl);
+}
+
+static const struct node_disk_ops loop_ops = { dl_submit, dl_reap, dl_destroy };
+
+int node_disk_loop_open(struct node_disk **out, struct node_loop *loop, const char *path,
+			uint64_t create_size, char *err, size_t errlen)
+{
+	struct disk_on_loop *dl = calloc(1, sizeof(*dl));
+	int ret;
+
+	*out = NULL;
+	if (!dl)
+		return -ENOMEM;
+	snprintf(dl->d.name, sizeof(dl->d.name), "%s", path);
+	dl->loop = loop;
+	ret = drive_open(path, create_size, &dl->fd, &dl->d.size, err, errlen);
+	if (ret < 0) {
+		free(dl);
+		return ret;
+	}
+	dl->d.ops = &loop_ops;
+	*out = &dl->d;
+	return 0;
 }

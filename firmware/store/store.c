@@ -2253,6 +2253,11 @@ int node_store_open(struct node_store **out, const struct node_store_opts *opts,
 	}
 	if (opts->disk) {
 		s->disk = opts->disk;
+	} else if (opts->loop) {
+		ret = node_disk_loop_open(&s->disk, opts->loop, opts->path, opts->create_size, err,
+					  errlen);
+		if (ret < 0)
+			goto out;
 	} else {
 		ret = node_disk_uring_open(&s->disk, opts->path, opts->ring_depth, opts->create_size,
 					   err, errlen);

@@ -39,6 +39,7 @@ struct node_store;
 struct node_store_opts {
 	const char *path;           /* the drive; ignored when `disk` is set */
 	struct node_disk *disk;     /* a backend to use (tests); the store takes it */
+	struct node_loop *loop;     /* share this io_uring (the node's) instead of owning one */
 	uint64_t create_size;       /* create a missing drive file of this size */
 	bool format;                /* format the drive if it holds no store */
 	bool force_format;          /* format even over an existing store (tools only) */

@@ -26,6 +26,7 @@ WARN     := -Wall -Wextra -Wmissing-prototypes -Wstrict-prototypes -Wvla \
             -Wshadow -Wno-unused-parameter
 CFLAGS   ?= $(OPT)
 ALL_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -msse4.2 -pthread \
+              -DSHELF_BOARD_DIR='"$(PREFIX)/share/shelf/boards"' \
               -I. -Ioverlay -Ifirmware -Ibroker -Itools $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
 ALL_LDFLAGS := -pthread $(LDFLAGS)
 LIBS     := $(PKG_LIBS) -lm
@@ -169,8 +170,10 @@ install: all
 	install -m 0755 $(CLI_SO) $(DESTDIR)$(PREFIX)/lib/
 	if [ -f tools/shelf.h ]; then install -m 0644 tools/shelf.h $(DESTDIR)$(PREFIX)/include/; fi
 	cp -R boards/. $(DESTDIR)$(PREFIX)/share/shelf/boards/
-	if [ -d firmware/systemd ]; then install -d $(DESTDIR)$(PREFIX)/lib/systemd/system && \
-		install -m 0644 firmware/systemd/*.service $(DESTDIR)$(PREFIX)/lib/systemd/system/; fi
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system
+	for u in firmware/systemd/*.service; do \
+		sed 's|/usr/local|$(PREFIX)|g' $$u >$(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); \
+		chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u); done
 
 deps:
 	$(Q).ci/deps

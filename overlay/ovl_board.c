@@ -61,13 +61,33 @@ static bool valid_name(const char *name)
 	return true;
 }
 
+/* <dir of the running binary>/../boards: a build tree next to its sources */
+static void exe_boards(char *out, size_t len)
+{
+	char exe[400];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	char *slash;
+
+	out[0] = '\0';
+	if (n <= 0)
+		return;
+	exe[n] = '\0';
+	slash = strrchr(exe, '/');
+	if (!slash)
+		return;
+	*slash = '\0';
+	snprintf(out, len, "%s/../boards", exe);
+}
+
 int ovl_board_find(const char *name, const char *dir, char *out, size_t outlen)
 {
-	const char *roots[4] = { dir, getenv("SHELF_BOARDS"), "boards", SHELF_BOARD_DIR };
+	char near_exe[440];
+	const char *roots[5] = { dir, getenv("SHELF_BOARDS"), "boards", near_exe, SHELF_BOARD_DIR };
 
 	if (!valid_name(name))
 		return -EINVAL;
-	for (unsigned i = 0; i < 4; i++) {
+	exe_boards(near_exe, sizeof(near_exe));
+	for (unsigned i = 0; i < 5; i++) {
 		char path[512];
 
 		if (!roots[i] || !*roots[i])
@@ -94,7 +114,7 @@ int ovl_board_load(struct ovl_board *b, const char *name, const char *dir,
 	}
 	ret = ovl_board_find(name, dir, bdir, sizeof(bdir));
 	if (ret < 0) {
-		snprintf(err, errlen, "board '%s' not found (looked in %s%s$SHELF_BOARDS, ./boards, %s)",
+		snprintf(err, errlen, "board '%s' not found (looked in %s%s$SHELF_BOARDS, ./boards, the build tree, %s)",
 			 name, dir ? dir : "", dir ? ", " : "", SHELF_BOARD_DIR);
 		return ret;
 	}

@@ -1,0 +1,34 @@
+#!/bin/bash
+# tools/shelf-cluster brings up a 24-node sim 1U in network namespaces and
+# operates it: status, SIGKILL a node and start it again, cut and heal its
+# link, and take everything down leaving no namespace behind.
+set -u
+[ "$(id -u)" = 0 ] || { echo "needs root for network namespaces"; exit 77; }
+command -v ip >/dev/null || { echo "needs iproute2"; exit 77; }
+export SHELF_CLUSTER_NS="t$$" SHELF_CLUSTER_DIR=$(mktemp -d /tmp/shelf-1u-XXXXXX)
+C="${SHELF_SRC:-.}/tools/shelf-cluster"
+trap '"$C" down --wipe >/dev/null 2>&1; rm -rf "$SHELF_CLUSTER_DIR"' EXIT
+fail() { echo "FAIL: $*"; "$C" status; exit 1; }
+
+"$C" up --nodes 24 || fail "up"
+[ "$("$C" status | grep -c ' running$')" = 24 ] || fail "not 24 running"
+# every node has its address on the backplane, reachable from the backplane
+for i in 1 12 24; do
+	ip -n "$SHELF_CLUSTER_NS-n$(printf %02d $i)" -6 addr show dev eth0 | grep -q "fd00:5e1f:0:1::" ||
+		fail "node $i has no backplane address"
+done
+"$C" exec -- ip -6 neigh >/dev/null || fail "exec"
+"$C" kill 3 || fail "kill"
+"$C" status | grep -q "^n03 .* stopped$" || fail "n03 not stopped after kill"
+"$C" start 3 || fail "start"
+for _ in $(seq 50); do
+	tac "$SHELF_CLUSTER_DIR/n03/log" | sed '/^--- /q' | grep -q "ready:" && break
+	sleep 0.1
+done
+tac "$SHELF_CLUSTER_DIR/n03/log" | sed '/^--- /q' | grep -q "ready:" || fail "n03 not ready after start"
+grep -c "created and formatted" "$SHELF_CLUSTER_DIR/n03/log" | grep -qx 1 || fail "n03 re-formatted its drive"
+"$C" cut 4 && "$C" status | grep -q "^n04 .* DOWN " || fail "cut"
+"$C" heal 4 && "$C" status | grep -q "^n04 .* UP " || fail "heal"
+"$C" down --wipe || fail "down"
+[ -z "$(ip netns list | grep "^$SHELF_CLUSTER_NS-")" ] || fail "namespaces left behind"
+echo "24-node 1U: up, kill/start, cut/heal, down: ok"

@@ -44,6 +44,7 @@ struct node_config {
 	int64_t shutdown_deadline_ms;
 	char log_level[16];
 	bool syslog;
+	char site[64], chassis[64], slot[32]; /* failure domain; empty: the board's */
 };
 
 #define C(f) offsetof(struct node_config, f)
@@ -65,6 +66,10 @@ static const struct ovl_conf_item node_conf[] = {
 	{ "log_level", OVL_CONF_STR, "info", C(log_level), CS(log_level), 0, 0,
 	  "error, warn, info or debug" },
 	{ "syslog", OVL_CONF_BOOL, "false", C(syslog), 0, 0, 0, "log to syslog instead of stderr" },
+	{ "site", OVL_CONF_STR, "", C(site), CS(site), 0, 0, "failure domain: site (default: the board's)" },
+	{ "chassis", OVL_CONF_STR, "", C(chassis), CS(chassis), 0, 0,
+	  "failure domain: chassis (default: the board's)" },
+	{ "slot", OVL_CONF_STR, "", C(slot), CS(slot), 0, 0, "failure domain: slot (default: the board's)" },
 	OVL_CONF_END
 };
 
@@ -277,6 +282,13 @@ static int parse_args(struct node_ctx *n, int argc, char **argv, bool *format, b
 		fprintf(stderr, "shelf-node: %s\n", err);
 		return NODE_EXIT_CONFIG;
 	}
+	/* one board profile serves many nodes: each may name its own slot */
+	if (n->cfg.site[0])
+		snprintf(n->board.site, sizeof(n->board.site), "%s", n->cfg.site);
+	if (n->cfg.chassis[0])
+		snprintf(n->board.chassis, sizeof(n->board.chassis), "%s", n->cfg.chassis);
+	if (n->cfg.slot[0])
+		snprintf(n->board.slot, sizeof(n->board.slot), "%s", n->cfg.slot);
 	return 0;
 }
 
@@ -356,7 +368,8 @@ int main(int argc, char **argv)
 		ovl_err("%s", err);
 		return NODE_EXIT_RUNTIME;
 	}
-	ovl_info("board '%s' (%s); io_uring %u entries%s%s", n.board.name, n.board.description,
+	ovl_info("board '%s' (%s), failure domain %s/%s/%s; io_uring %u entries%s%s", n.board.name,
+		 n.board.description, n.board.site, n.board.chassis, n.board.slot,
 		 node_loop_features(n.loop)->entries,
 		 node_loop_features(n.loop)->single_issuer ? ", single issuer" : "",
 		 node_loop_features(n.loop)->defer_taskrun ? ", deferred task work" : "");

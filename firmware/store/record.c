@@ -5,16 +5,6 @@
 
 #include "overlay.h"
 
-static void put16(uint8_t *p, uint16_t v) { p[0] = v; p[1] = v >> 8; }
-static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = v >> (8 * i); }
-static void put64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = v >> (8 * i); }
-static uint16_t get16(const uint8_t *p) { return p[0] | p[1] << 8; }
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t get64(const uint8_t *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
-
 size_t rec_table_bytes(uint64_t vlen)
 {
 	if (vlen <= REC_CHUNK_BYTES)
@@ -31,32 +21,32 @@ uint64_t rec_size(size_t klen, uint64_t vlen)
 
 void rec_hdr_pack(const struct rec_hdr *h, uint8_t out[REC_HDR_BYTES])
 {
-	put16(out, REC_MAGIC);
+	le_put16(out, REC_MAGIC);
 	out[2] = h->type;
 	out[3] = h->flags;
-	put16(out + 4, h->klen);
-	put16(out + 6, 0);
-	put32(out + 8, h->vlen);
-	put32(out + 12, h->prev);
-	put64(out + 16, h->seq);
-	put64(out + 24, h->aux);
-	put32(out + 32, h->vcrc);
-	put32(out + 36, h->hcrc);
+	le_put16(out + 4, h->klen);
+	le_put16(out + 6, 0);
+	le_put32(out + 8, h->vlen);
+	le_put32(out + 12, h->prev);
+	le_put64(out + 16, h->seq);
+	le_put64(out + 24, h->aux);
+	le_put32(out + 32, h->vcrc);
+	le_put32(out + 36, h->hcrc);
 }
 
 int rec_hdr_unpack(const uint8_t in[REC_HDR_BYTES], struct rec_hdr *h)
 {
-	if (get16(in) != REC_MAGIC || get16(in + 6) != 0)
+	if (le_get16(in) != REC_MAGIC || le_get16(in + 6) != 0)
 		return -EBADMSG;
 	h->type = in[2];
 	h->flags = in[3];
-	h->klen = get16(in + 4);
-	h->vlen = get32(in + 8);
-	h->prev = get32(in + 12);
-	h->seq = get64(in + 16);
-	h->aux = get64(in + 24);
-	h->vcrc = get32(in + 32);
-	h->hcrc = get32(in + 36);
+	h->klen = le_get16(in + 4);
+	h->vlen = le_get32(in + 8);
+	h->prev = le_get32(in + 12);
+	h->seq = le_get64(in + 16);
+	h->aux = le_get64(in + 24);
+	h->vcrc = le_get32(in + 32);
+	h->hcrc = le_get32(in + 36);
 	if (h->type < REC_PUT || h->type > REC_CKPT_END || (h->flags & ~REC_FLAG_CHUNKED))
 		return -EBADMSG;
 	if (!!(h->flags & REC_FLAG_CHUNKED) != (h->vlen > REC_CHUNK_BYTES))
@@ -83,7 +73,7 @@ uint32_t rec_value_crcs(const void *val, uint64_t vlen, uint8_t *table)
 		for (uint64_t off = 0, i = 0; off < vlen; off += REC_CHUNK_BYTES, i++) {
 			uint64_t n = vlen - off < REC_CHUNK_BYTES ? vlen - off : REC_CHUNK_BYTES;
 
-			put32(table + 4 * i, ovl_crc32c(0, v + off, n));
+			le_put32(table + 4 * i, ovl_crc32c(0, v + off, n));
 		}
 	}
 	return ovl_crc32c(0, val, vlen);

@@ -170,14 +170,6 @@ enum { CK_IDLE, CK_WAIT, CK_PARTS, CK_END, CK_PTR_WRITE, CK_PTR_FLUSH };
 
 /* ---- small helpers ---- */
 
-static void put32le(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = v >> (8 * i); }
-static void put64le(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = v >> (8 * i); }
-static uint32_t get32le(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t get64le(const uint8_t *p) { return get32le(p) | (uint64_t)get32le(p + 4) << 32; }
-
 static uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
 static uint64_t align_down(uint64_t v, uint64_t a) { return v & ~(a - 1); }
 
@@ -832,9 +824,9 @@ static int ck_part_add_items(struct node_store *s, uint8_t *buf, size_t cap, siz
 		const struct seg *g = &s->segs[s->ck_seg_cursor];
 
 		buf[n] = CK_ITEM_SEG;
-		put32le(buf + n + 1, s->ck_seg_cursor);
+		le_put32(buf + n + 1, s->ck_seg_cursor);
 		buf[n + 5] = g->state == SEG_FREE ? SEG_FREE : SEG_USED;
-		put64le(buf + n + 6, g->max_seq);
+		le_put64(buf + n + 6, g->max_seq);
 		n += 14;
 		s->ck_seg_cursor++;
 		s->ck_items++;
@@ -855,7 +847,7 @@ static int ck_part_add_items(struct node_store *s, uint8_t *buf, size_t cap, siz
 			buf[n + 1] = kl & 0xff;
 			buf[n + 2] = kl >> 8;
 			memcpy(buf + n + 3, k, kl);
-			put64le(buf + n + 3 + kl, loc);
+			le_put64(buf + n + 3 + kl, loc);
 			n += 11 + kl;
 			s->ck_items++;
 			memcpy(s->ck_key, k, kl);
@@ -893,24 +885,31 @@ static int ck_start(struct node_store *s)
 
 static void ck_ptr_done(struct node_disk_io *io);
 
+/* Fill one checkpoint pointer block (docs/FORMAT.md, section 6). */
+static void ptr_pack(uint8_t *p, uint64_t gen, uint64_t p0_off, uint64_t p0_seq, uint32_t p0_prev,
+		     uint64_t end_off, uint64_t end_size, uint32_t end_hcrc)
+{
+	memset(p, 0, DISK_BLOCK_BYTES);
+	memcpy(p, PTR_MAGIC, 8);
+	le_put64(p + 8, gen);
+	le_put64(p + 16, p0_off);
+	le_put64(p + 24, p0_seq);
+	le_put32(p + 32, p0_prev);
+	le_put64(p + 36, end_off);
+	le_put64(p + 44, end_size);
+	le_put32(p + 52, end_hcrc);
+	le_put32(p + 60, ovl_crc32c(0, p, 60));
+}
+
 static void ck_end_durable(struct node_store *s, struct op *op)
 {
-	uint8_t *p = s->ck_ptrbuf;
 	int ret;
 
 	/* Point recovery at this checkpoint: write the other slot, then flush. */
-	memset(p, 0, DISK_BLOCK_BYTES);
-	memcpy(p, PTR_MAGIC, 8);
-	put64le(p + 8, s->ck_gen + 1);
-	put64le(p + 16, s->ck_p0_off);
-	put64le(p + 24, s->ck_p0_seq);
-	put32le(p + 32, s->ck_p0_prev);
-	put64le(p + 36, op->pos);
-	put64le(p + 44, op->rsize);
-	put32le(p + 52, get32le(op->hdr + 36));
-	put32le(p + 60, ovl_crc32c(0, p, 60));
+	ptr_pack(s->ck_ptrbuf, s->ck_gen + 1, s->ck_p0_off, s->ck_p0_seq, s->ck_p0_prev, op->pos,
+		 op->rsize, le_get32(op->hdr + 36));
 	s->ck_io = (struct node_disk_io){
-		.op = DISK_WRITE, .buf = p, .len = DISK_BLOCK_BYTES,
+		.op = DISK_WRITE, .buf = s->ck_ptrbuf, .len = DISK_BLOCK_BYTES,
 		.off = PTR_SLOT_OFF((s->ck_gen + 1) % 2), .done = ck_ptr_done, .arg = s,
 	};
 	ret = node_disk_submit(s->disk, &s->ck_io);
@@ -1023,14 +1022,14 @@ static void ck_step(struct node_store *s)
 			s->ck_state = CK_IDLE;
 			return;
 		}
-		put64le(op->owned_val, s->ck_p0_off);
-		put64le(op->owned_val + 8, s->ck_p0_seq);
-		put32le(op->owned_val + 16, s->ck_p0_prev);
-		put32le(op->owned_val + 20, s->ck_nparts);
-		put64le(op->owned_val + 24, s->ck_items);
+		le_put64(op->owned_val, s->ck_p0_off);
+		le_put64(op->owned_val + 8, s->ck_p0_seq);
+		le_put32(op->owned_val + 16, s->ck_p0_prev);
+		le_put32(op->owned_val + 20, s->ck_nparts);
+		le_put64(op->owned_val + 24, s->ck_items);
 		for (uint32_t i = 0; i < s->ck_nparts; i++) {
-			put64le(op->owned_val + 32 + 12 * i, s->ck_parts[i].off);
-			put32le(op->owned_val + 40 + 12 * i, s->ck_parts[i].size);
+			le_put64(op->owned_val + 32 + 12 * i, s->ck_parts[i].off);
+			le_put32(op->owned_val + 40 + 12 * i, s->ck_parts[i].size);
 		}
 		op->val = op->owned_val;
 		op->vlen = 32 + (size_t)s->ck_nparts * 12;
@@ -1242,7 +1241,7 @@ static void read_done(struct node_disk_io *io)
 
 			if (n > REC_CHUNK_BYTES)
 				n = REC_CHUNK_BYTES;
-			if (ovl_crc32c(0, chunk, n) != get32le(op->table + 4 * c))
+			if (ovl_crc32c(0, chunk, n) != le_get32(op->table + 4 * c))
 				ret = -EIO;
 		}
 		if (ret < 0) {
@@ -1748,15 +1747,15 @@ static void sb_pack(const struct node_store *s, uint8_t *b)
 {
 	memset(b, 0, DISK_BLOCK_BYTES);
 	memcpy(b, SB_MAGIC, 8);
-	put32le(b + 8, SB_VERSION);
-	put32le(b + 12, 0);
+	le_put32(b + 8, SB_VERSION);
+	le_put32(b + 12, 0);
 	memcpy(b + 16, s->uuid, 16);
-	put64le(b + 32, s->seg_bytes);
-	put32le(b + 40, s->nsegs);
-	put64le(b + 44, s->data_start);
-	put64le(b + 52, s->disk->size);
-	put64le(b + 60, s->created_at);
-	put32le(b + 124, ovl_crc32c(0, b, 124));
+	le_put64(b + 32, s->seg_bytes);
+	le_put32(b + 40, s->nsegs);
+	le_put64(b + 44, s->data_start);
+	le_put64(b + 52, s->disk->size);
+	le_put64(b + 60, s->created_at);
+	le_put32(b + 124, ovl_crc32c(0, b, 124));
 }
 
 enum sb_verdict { SBV_OK, SBV_ZERO, SBV_FOREIGN, SBV_CORRUPT, SBV_VERSION };
@@ -1771,9 +1770,9 @@ static enum sb_verdict sb_check(const uint8_t *b)
 		return SBV_ZERO;
 	if (memcmp(b, SB_MAGIC, 6) != 0)
 		return SBV_FOREIGN;
-	if (get32le(b + 124) != ovl_crc32c(0, b, 124))
+	if (le_get32(b + 124) != ovl_crc32c(0, b, 124))
 		return SBV_CORRUPT;
-	if (memcmp(b, SB_MAGIC, 8) != 0 || get32le(b + 8) != SB_VERSION)
+	if (memcmp(b, SB_MAGIC, 8) != 0 || le_get32(b + 8) != SB_VERSION)
 		return SBV_VERSION;
 	return SBV_OK;
 }
@@ -1781,10 +1780,10 @@ static enum sb_verdict sb_check(const uint8_t *b)
 static int sb_unpack(struct node_store *s, const uint8_t *b, char *err, size_t errlen)
 {
 	memcpy(s->uuid, b + 16, 16);
-	s->seg_bytes = get64le(b + 32);
-	s->nsegs = get32le(b + 40);
-	s->data_start = get64le(b + 44);
-	s->created_at = get64le(b + 60);
+	s->seg_bytes = le_get64(b + 32);
+	s->nsegs = le_get32(b + 40);
+	s->data_start = le_get64(b + 44);
+	s->created_at = le_get64(b + 60);
 	if (s->seg_bytes < NODE_STORE_SEGMENT_MIN || (s->seg_bytes & (s->seg_bytes - 1)) ||
 	    s->data_start < 4 * DISK_BLOCK_BYTES || s->data_start % DISK_BLOCK_BYTES || s->nsegs < 4) {
 		snprintf(err, errlen, "superblock of '%s' has impossible geometry", s->disk->name);
@@ -1802,16 +1801,9 @@ static int sb_unpack(struct node_store *s, const uint8_t *b, char *err, size_t e
 static int write_ptr_slot(struct node_store *s, unsigned slot, uint64_t gen, uint64_t p0_off,
 			  uint64_t p0_seq, uint32_t p0_prev)
 {
-	uint8_t *p = s->ck_ptrbuf;
-
-	memset(p, 0, DISK_BLOCK_BYTES);
-	memcpy(p, PTR_MAGIC, 8);
-	put64le(p + 8, gen);
-	put64le(p + 16, p0_off);
-	put64le(p + 24, p0_seq);
-	put32le(p + 32, p0_prev);
-	put32le(p + 60, ovl_crc32c(0, p, 60));
-	return node_disk_sync_io(s->disk, DISK_WRITE, p, DISK_BLOCK_BYTES, PTR_SLOT_OFF(slot));
+	ptr_pack(s->ck_ptrbuf, gen, p0_off, p0_seq, p0_prev, 0, 0, 0);
+	return node_disk_sync_io(s->disk, DISK_WRITE, s->ck_ptrbuf, DISK_BLOCK_BYTES,
+				 PTR_SLOT_OFF(slot));
 }
 
 static int format(struct node_store *s, char *err, size_t errlen)
@@ -1874,15 +1866,15 @@ struct ptr_slot {
 static void ptr_parse(const uint8_t *p, struct ptr_slot *ps)
 {
 	memset(ps, 0, sizeof(*ps));
-	if (memcmp(p, PTR_MAGIC, 8) != 0 || get32le(p + 60) != ovl_crc32c(0, p, 60))
+	if (memcmp(p, PTR_MAGIC, 8) != 0 || le_get32(p + 60) != ovl_crc32c(0, p, 60))
 		return;
-	ps->gen = get64le(p + 8);
-	ps->p0_off = get64le(p + 16);
-	ps->p0_seq = get64le(p + 24);
-	ps->p0_prev = get32le(p + 32);
-	ps->end_off = get64le(p + 36);
-	ps->end_size = get64le(p + 44);
-	ps->end_hcrc = get32le(p + 52);
+	ps->gen = le_get64(p + 8);
+	ps->p0_off = le_get64(p + 16);
+	ps->p0_seq = le_get64(p + 24);
+	ps->p0_prev = le_get32(p + 32);
+	ps->end_off = le_get64(p + 36);
+	ps->end_size = le_get64(p + 44);
+	ps->end_hcrc = le_get32(p + 52);
 	ps->valid = ps->gen > 0;
 }
 
@@ -1918,12 +1910,12 @@ static int load_part_items(struct node_store *s, const uint8_t *p, size_t n)
 
 	while (i < n) {
 		if (p[i] == CK_ITEM_SEG && i + 14 <= n) {
-			uint32_t si = get32le(p + i + 1);
+			uint32_t si = le_get32(p + i + 1);
 
 			if (si >= s->nsegs || p[i + 5] > SEG_USED)
 				return -EBADMSG;
 			s->segs[si].state = p[i + 5];
-			s->segs[si].max_seq = get64le(p + i + 6);
+			s->segs[si].max_seq = le_get64(p + i + 6);
 			i += 14;
 		} else if (p[i] == CK_ITEM_KEY && i + 3 <= n) {
 			size_t kl = p[i + 1] | (size_t)p[i + 2] << 8;
@@ -1931,7 +1923,7 @@ static int load_part_items(struct node_store *s, const uint8_t *p, size_t n)
 
 			if (kl == 0 || kl > NODE_STORE_KEY_MAX || i + 11 + kl > n)
 				return -EBADMSG;
-			loc = get64le(p + i + 3 + kl);
+			loc = le_get64(p + i + 3 + kl);
 			if (loc_off(loc) < s->data_start || loc_off(loc) + loc_size(loc) > s->disk->size)
 				return -EBADMSG;
 			if (sidx_append_sorted(s->ix, p + i + 3, kl, loc) < 0)
@@ -1968,14 +1960,14 @@ static int load_checkpoint(struct node_store *s, const struct ptr_slot *ps)
 		ret = -EBADMSG;
 		goto out;
 	}
-	nparts = get32le(pl + 20);
-	if (get64le(pl) != ps->p0_off || get64le(pl + 8) != ps->p0_seq ||
+	nparts = le_get32(pl + 20);
+	if (le_get64(pl) != ps->p0_off || le_get64(pl + 8) != ps->p0_seq ||
 	    32 + (uint64_t)nparts * 12 != h.vlen) {
 		ret = -EBADMSG;
 		goto out;
 	}
 	for (uint32_t i = 0; i < nparts; i++) {
-		ret = read_record(s, get64le(pl + 32 + 12 * i), get32le(pl + 40 + 12 * i), &pbuf,
+		ret = read_record(s, le_get64(pl + 32 + 12 * i), le_get32(pl + 40 + 12 * i), &pbuf,
 				  &prec, &ph);
 		if (ret == 0 && (ph.type != REC_CKPT_PART || ph.aux != ps->p0_seq))
 			ret = -EBADMSG;
@@ -1986,7 +1978,7 @@ static int load_checkpoint(struct node_store *s, const struct ptr_slot *ps)
 		if (ret < 0)
 			goto out;
 	}
-	if (sidx_count(s->ix) + s->nsegs != get64le(pl + 24))
+	if (sidx_count(s->ix) + s->nsegs != le_get64(pl + 24))
 		ret = -EBADMSG;
 out:
 	free(buf);

@@ -132,7 +132,7 @@ $(O)/shelf: $(patsubst %.c,$(O)/%.o,$(wildcard tools/shelf/*.c)) $(LIBS_ALL)
 	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
 $(O)/shelf-bench: $(patsubst %.c,$(O)/%.o,$(wildcard tools/bench/*.c)) $(LIBS_ALL)
 	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
-$(O)/tests/prog/%: $(O)/tests/prog/%.o $(LIBS_ALL)
+$(O)/tests/prog/%: $(O)/tests/prog/%.o $(UNIT_SUPPORT_OBJ) $(LIBS_ALL)
 	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
 
 $(O)/tests/unit/%: $(O)/tests/unit/%.o $(UNIT_SUPPORT_OBJ) $(LIBS_ALL)

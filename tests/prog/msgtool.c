@@ -15,8 +15,7 @@
 #include <string.h>
 
 #include "overlay.h"
-/* The samples are shared with the unit test; test programs link alone. */
-#include "tests/unit/msg_samples.c"
+#include "tests/unit/msg_samples.h"
 
 static const char *errno_name(int e)
 {

@@ -7,6 +7,7 @@
 #define SHELF_NODE_H
 
 #include "loop/loop.h"
+#include "serve/serve.h"
 #include "store/disk.h"
 #include "store/store.h"
 

@@ -1,0 +1,465 @@
+#include "serve.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <liburing.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+struct send_item {
+	const uint8_t *buf;
+	size_t len, off;
+	void (*done)(void *arg, int res);
+	void *arg;
+	struct send_item *next;
+};
+
+struct node_conn {
+	struct node_serve *s;
+	int fd;
+	struct sockaddr_in6 peer;
+	uint8_t *rbuf;             /* unconsumed bytes at the front */
+	size_t rlen, rcap;
+	struct node_loop_ev recv_ev, send_ev;
+	bool recv_armed, send_armed;
+	bool closing, graceful, shut;
+	unsigned holds;            /* callbacks running: not freed under them */
+	int close_reason;
+	bool in_frame;
+	uint64_t last_rx_ms, frame_start_ms;
+	struct send_item *sq_head, *sq_tail;
+	void *data;
+	struct node_conn *prev, *next;
+};
+
+struct listener {
+	int fd;
+	struct node_loop_ev ev;
+	bool armed;
+	struct node_serve *s;
+};
+
+struct node_serve {
+	struct node_serve_opts o;
+	struct listener ls[NODE_SERVE_LISTEN_MAX];
+	unsigned nls;
+	struct node_conn *conns;
+	struct node_serve_stats st;
+	bool stopping;
+};
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+#define CONTAINER(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+static void conn_recv_done(struct node_loop_ev *ev, int res, uint32_t flags);
+static void conn_send_done(struct node_loop_ev *ev, int res, uint32_t flags);
+static void conn_maybe_free(struct node_conn *c);
+
+static void conn_begin_close(struct node_conn *c, int reason, bool graceful)
+{
+	if (c->closing && !(c->graceful && !graceful))
+		return;
+	if (!c->closing)
+		c->close_reason = reason;
+	c->closing = true;
+	c->graceful = graceful && c->sq_head;
+	if (!c->graceful && !c->shut) {
+		/* wakes the armed recv (and send) with an error or end of file */
+		shutdown(c->fd, SHUT_RDWR);
+		c->shut = true;
+	}
+	conn_maybe_free(c);
+}
+
+/* Free once no request refers to the connection any more. */
+static void conn_maybe_free(struct node_conn *c)
+{
+	struct node_serve *s = c->s;
+	struct send_item *it;
+
+	if (!c->closing || c->graceful || c->recv_armed || c->send_armed || c->holds)
+		return;
+	while ((it = c->sq_head)) {
+		c->sq_head = it->next;
+		if (it->done)
+			it->done(it->arg, -EPIPE);
+		free(it);
+	}
+	if (s->o.proto->on_close)
+		s->o.proto->on_close(s->o.proto_arg, c, c->close_reason);
+	close(c->fd);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	free(c->rbuf);
+	free(c);
+	s->st.closed++;
+	s->st.open--;
+}
+
+static void conn_arm_recv(struct node_conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->recv_armed || c->closing)
+		return;
+	if (!c->rbuf) {
+		c->rcap = NODE_SERVE_RECV_CHUNK_BYTES < c->s->o.max_conn_buf_bytes
+				  ? NODE_SERVE_RECV_CHUNK_BYTES : c->s->o.max_conn_buf_bytes;
+		c->rbuf = malloc(c->rcap);
+		if (!c->rbuf) {
+			conn_begin_close(c, -ENOMEM, false);
+			return;
+		}
+	}
+	sqe = node_loop_sqe(c->s->o.loop, &c->recv_ev);
+	if (!sqe) {
+		conn_begin_close(c, -EBUSY, false);
+		return;
+	}
+	io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+	c->recv_armed = true;
+}
+
+static void conn_arm_send(struct node_conn *c)
+{
+	struct send_item *it = c->sq_head;
+	struct io_uring_sqe *sqe;
+
+	if (c->send_armed || !it || c->shut)
+		return;
+	sqe = node_loop_sqe(c->s->o.loop, &c->send_ev);
+	if (!sqe) {
+		conn_begin_close(c, -EBUSY, false);
+		return;
+	}
+	io_uring_prep_send(sqe, c->fd, it->buf + it->off, it->len - it->off, MSG_NOSIGNAL);
+	c->send_armed = true;
+}
+
+static void conn_recv_done(struct node_loop_ev *ev, int res, uint32_t flags)
+{
+	struct node_conn *c = CONTAINER(ev, struct node_conn, recv_ev);
+	struct node_serve *s = c->s;
+	uint64_t now = now_ms();
+
+	c->recv_armed = false;
+	if (c->closing) {
+		conn_maybe_free(c);
+		return;
+	}
+	if (res <= 0) {
+		conn_begin_close(c, res == 0 ? 0 : res, false);
+		return;
+	}
+	c->rlen += (size_t)res;
+	c->last_rx_ms = now;
+	c->holds++;
+	for (;;) {
+		bool was = c->in_frame, in_frame = false;
+		ssize_t used = s->o.proto->on_data(s->o.proto_arg, c, c->rbuf, c->rlen, &in_frame);
+
+		if (used < 0) {
+			conn_begin_close(c, (int)used, true);
+			break;
+		}
+		if ((size_t)used > c->rlen)
+			used = (ssize_t)c->rlen;
+		memmove(c->rbuf, c->rbuf + used, c->rlen - (size_t)used);
+		c->rlen -= (size_t)used;
+		c->in_frame = in_frame || c->rlen > 0;
+		/* a frame that starts now gets the whole slow-peer allowance */
+		if (c->in_frame && (used > 0 || !was))
+			c->frame_start_ms = now;
+		if (used == 0 || c->rlen == 0 || c->closing)
+			break;
+	}
+	c->holds--;
+	if (c->closing) {
+		conn_maybe_free(c);
+		return;
+	}
+	if (c->rlen == c->rcap) {
+		/* the protocol needs more than is buffered: grow, up to the cap */
+		size_t cap = c->rcap * 2 > s->o.max_conn_buf_bytes ? s->o.max_conn_buf_bytes : c->rcap * 2;
+		uint8_t *n;
+
+		if (cap <= c->rcap) {
+			s->st.overflowed++;
+			conn_begin_close(c, -EMSGSIZE, false);
+			return;
+		}
+		n = realloc(c->rbuf, cap);
+		if (!n) {
+			conn_begin_close(c, -ENOMEM, false);
+			return;
+		}
+		c->rbuf = n;
+		c->rcap = cap;
+	}
+	conn_arm_recv(c);
+}
+
+static void conn_send_done(struct node_loop_ev *ev, int res, uint32_t flags)
+{
+	struct node_conn *c = CONTAINER(ev, struct node_conn, send_ev);
+	struct send_item *it = c->sq_head;
+
+	c->send_armed = false;
+	if (res <= 0 || !it) {
+		conn_begin_close(c, res < 0 ? res : -EPIPE, false);
+		return;
+	}
+	it->off += (size_t)res;
+	if (it->off == it->len) {
+		c->sq_head = it->next;
+		if (!c->sq_head)
+			c->sq_tail = NULL;
+		c->holds++;
+		if (it->done)
+			it->done(it->arg, 0);
+		c->holds--;
+		free(it);
+	}
+	if (c->sq_head) {
+		conn_arm_send(c);
+		return;
+	}
+	if (c->closing && c->graceful) {
+		c->graceful = false;
+		shutdown(c->fd, SHUT_RDWR);
+		c->shut = true;
+		conn_maybe_free(c);
+	}
+}
+
+int node_conn_send(struct node_conn *c, const void *buf, size_t len,
+		   void (*done)(void *arg, int res), void *arg)
+{
+	struct send_item *it;
+
+	if (c->closing && !c->graceful)
+		return -EPIPE;
+	it = calloc(1, sizeof(*it));
+	if (!it)
+		return -ENOMEM;
+	it->buf = buf;
+	it->len = len;
+	it->done = done;
+	it->arg = arg;
+	if (c->sq_tail)
+		c->sq_tail->next = it;
+	else
+		c->sq_head = it;
+	c->sq_tail = it;
+	conn_arm_send(c);
+	return 0;
+}
+
+void node_conn_close(struct node_conn *c, bool graceful)
+{
+	conn_begin_close(c, 0, graceful);
+}
+
+void node_conn_set_data(struct node_conn *c, void *data)
+{
+	c->data = data;
+}
+
+void *node_conn_data(const struct node_conn *c)
+{
+	return c->data;
+}
+
+const struct sockaddr_in6 *node_conn_peer(const struct node_conn *c)
+{
+	return &c->peer;
+}
+
+static void accept_done(struct node_loop_ev *ev, int res, uint32_t flags)
+{
+	struct listener *l = CONTAINER(ev, struct listener, ev);
+	struct node_serve *s = l->s;
+	struct node_conn *c = NULL;
+	socklen_t len;
+
+	if (!(flags & IORING_CQE_F_MORE))
+		l->armed = false;
+	if (res < 0) {
+		if (!l->armed && !s->stopping && res != -ECANCELED) {
+			/* the multishot ended (e.g. EMFILE): re-arm */
+			struct io_uring_sqe *sqe = node_loop_sqe(s->o.loop, &l->ev);
+
+			if (sqe) {
+				io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
+				l->armed = true;
+			}
+		}
+		return;
+	}
+	if (s->stopping || s->st.open >= s->o.max_conns) {
+		/* busy: the peer sees the connection closed at once */
+		close(res);
+		s->st.refused_busy++;
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(res);
+		s->st.refused_busy++;
+		return;
+	}
+	c->s = s;
+	c->fd = res;
+	c->recv_ev.fn = conn_recv_done;
+	c->send_ev.fn = conn_send_done;
+	c->last_rx_ms = now_ms();
+	len = sizeof(c->peer);
+	getpeername(c->fd, (struct sockaddr *)&c->peer, &len);
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	s->st.open++;
+	s->st.accepted++;
+	if (s->o.proto->on_open && s->o.proto->on_open(s->o.proto_arg, c) != 0) {
+		conn_begin_close(c, -EPERM, false);
+		return;
+	}
+	conn_arm_recv(c);
+}
+
+int node_serve_new(struct node_serve **out, const struct node_serve_opts *o, char *err,
+		   size_t errlen)
+{
+	struct node_serve *s = NULL;
+
+	*out = NULL;
+	if (!o->loop || !o->proto || !o->proto->on_data || !o->max_conns ||
+	    o->max_conn_buf_bytes < 64 || !o->idle_timeout_ms || !o->frame_timeout_ms) {
+		snprintf(err, errlen, "serve: loop, protocol, connection limit, buffer cap and timeouts are required");
+		return -EINVAL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->o = *o;
+	*out = s;
+	return 0;
+}
+
+int node_serve_listen(struct node_serve *s, struct sockaddr_in6 *addr, char *err, size_t errlen)
+{
+	struct listener *l;
+	struct io_uring_sqe *sqe;
+	socklen_t len = sizeof(*addr);
+	char text[INET6_ADDRSTRLEN] = "?";
+	int fd, one = 1, ret;
+
+	if (s->nls == NODE_SERVE_LISTEN_MAX) {
+		snprintf(err, errlen, "serve: already listening on %d addresses", NODE_SERVE_LISTEN_MAX);
+		return -ENOSPC;
+	}
+	inet_ntop(AF_INET6, &addr->sin6_addr, text, sizeof(text));
+	fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot create a socket: %s", strerror(errno));
+		return ret;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)addr, sizeof(*addr)) < 0 || listen(fd, 1024) < 0 ||
+	    getsockname(fd, (struct sockaddr *)addr, &len) < 0) {
+		ret = -errno;
+		snprintf(err, errlen, "cannot listen on [%s]:%u: %s", text, ntohs(addr->sin6_port),
+			 strerror(errno));
+		close(fd);
+		return ret;
+	}
+	l = &s->ls[s->nls];
+	l->fd = fd;
+	l->s = s;
+	l->ev.fn = accept_done;
+	sqe = node_loop_sqe(s->o.loop, &l->ev);
+	if (!sqe) {
+		close(fd);
+		snprintf(err, errlen, "cannot queue accept on [%s]:%u", text, ntohs(addr->sin6_port));
+		return -EBUSY;
+	}
+	io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_CLOEXEC);
+	l->armed = true;
+	s->nls++;
+	return 0;
+}
+
+void node_serve_tick(struct node_serve *s, uint64_t now)
+{
+	struct node_conn *c = s->conns, *next;
+
+	for (; c; c = next) {
+		next = c->next;
+		if (c->closing)
+			continue;
+		if (c->in_frame && now - c->frame_start_ms > s->o.frame_timeout_ms) {
+			s->st.timed_out_slow++;
+			conn_begin_close(c, -ETIMEDOUT, false);
+		} else if (!c->in_frame && !c->sq_head && now - c->last_rx_ms > s->o.idle_timeout_ms) {
+			s->st.timed_out_idle++;
+			conn_begin_close(c, -ETIMEDOUT, false);
+		}
+	}
+}
+
+void node_serve_stats(const struct node_serve *s, struct node_serve_stats *st)
+{
+	*st = s->st;
+}
+
+void node_serve_destroy(struct node_serve **sp)
+{
+	struct node_serve *s = sp ? *sp : NULL;
+
+	if (!s)
+		return;
+	s->stopping = true;
+	for (unsigned i = 0; i < s->nls; i++) {
+		struct io_uring_sqe *sqe = s->ls[i].armed ? node_loop_sqe(s->o.loop, NULL) : NULL;
+
+		if (sqe) {
+			io_uring_prep_cancel(sqe, &s->ls[i].ev, 0);
+			io_uring_sqe_set_data(sqe, NULL);
+		}
+	}
+	for (struct node_conn *c = s->conns, *n; c; c = n) {
+		n = c->next;
+		conn_begin_close(c, -ESHUTDOWN, false);
+	}
+	/* let every cancelled accept and woken recv/send complete */
+	for (int i = 0; i < 1000; i++) {
+		bool busy = s->conns != NULL;
+
+		for (unsigned j = 0; j < s->nls; j++)
+			busy |= s->ls[j].armed;
+		if (!busy || node_loop_run(s->o.loop, true) < 0)
+			break;
+	}
+	for (unsigned i = 0; i < s->nls; i++)
+		close(s->ls[i].fd);
+	free(s);
+	*sp = NULL;
+}

@@ -1,0 +1,98 @@
+/*
+ * node_serve: the data plane's TCP server on the node's io_uring.
+ *
+ * It owns listening sockets and connections and enforces the limits every
+ * node needs whatever it speaks: a maximum number of connections, a cap on
+ * each connection's buffered bytes, an idle timeout (no complete frame for
+ * too long) and a slow-peer timeout (a frame started but not finished in
+ * time, as from a client that sends one byte per second). A refused or
+ * timed-out connection is closed and its buffer freed at once.
+ *
+ * What the bytes mean is the protocol's business (struct node_serve_proto):
+ * the server hands it each connection's received bytes and the protocol
+ * says how many it consumed and whether a frame is in progress. Replies are
+ * queued with node_conn_send() and go out in order.
+ *
+ * Everything runs on the caller's node_loop, on the thread that owns it.
+ */
+#ifndef NODE_SERVE_H
+#define NODE_SERVE_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../loop/loop.h"
+
+#define NODE_SERVE_LISTEN_MAX 8       /* listening sockets (slice addresses) */
+#define NODE_SERVE_RECV_CHUNK_BYTES 16384
+
+struct node_serve;
+struct node_conn;
+
+struct node_serve_proto {
+	/* A connection was accepted; return non-zero to refuse it. */
+	int (*on_open)(void *arg, struct node_conn *c);
+	/*
+	 * Bytes received (len > 0), starting with whatever on_data left
+	 * unconsumed last time. Return how many were consumed (0..len), or
+	 * -errno to close the connection. *in_frame: true while a frame has
+	 * started but not completed (the slow-peer timer runs).
+	 */
+	ssize_t (*on_data)(void *arg, struct node_conn *c, const uint8_t *buf, size_t len,
+			   bool *in_frame);
+	/* The connection is gone (peer closed, error, timeout or refusal). */
+	void (*on_close)(void *arg, struct node_conn *c, int reason);
+};
+
+struct node_serve_opts {
+	struct node_loop *loop;
+	const struct node_serve_proto *proto;
+	void *proto_arg;
+	unsigned max_conns;          /* beyond it new connections are closed at once */
+	size_t max_conn_buf_bytes;   /* unconsumed bytes a connection may hold */
+	uint64_t idle_timeout_ms;    /* no frame in progress and nothing received */
+	uint64_t frame_timeout_ms;   /* a frame in progress must complete in this */
+};
+
+struct node_serve_stats {
+	uint64_t accepted, refused_busy, closed, timed_out_idle, timed_out_slow, overflowed;
+	unsigned open;
+};
+
+/* 0 or -errno with err. */
+int node_serve_new(struct node_serve **out, const struct node_serve_opts *o, char *err,
+		   size_t errlen);
+
+/* Listen on addr (port 0 picks one; the chosen port is written back). */
+int node_serve_listen(struct node_serve *s, struct sockaddr_in6 *addr, char *err, size_t errlen);
+
+/* Close every timed-out connection; call it periodically (every ~100 ms). */
+void node_serve_tick(struct node_serve *s, uint64_t now_ms);
+
+/* Stop accepting, close every connection, free, NULL *s. */
+void node_serve_destroy(struct node_serve **s);
+
+void node_serve_stats(const struct node_serve *s, struct node_serve_stats *st);
+
+/*
+ * Queue `len` bytes of `buf` (borrowed until `done` runs; done may be NULL)
+ * for the connection, after what is already queued. 0 or -errno (-EPIPE when
+ * the connection is closing).
+ */
+int node_conn_send(struct node_conn *c, const void *buf, size_t len,
+		   void (*done)(void *arg, int res), void *arg);
+
+/* Close after the queued sends (graceful) or at once. */
+void node_conn_close(struct node_conn *c, bool graceful);
+
+/* Per-connection slot for the protocol's state. */
+void node_conn_set_data(struct node_conn *c, void *data);
+void *node_conn_data(const struct node_conn *c);
+
+/* The peer's address. */
+const struct sockaddr_in6 *node_conn_peer(const struct node_conn *c);
+
+#endif

@@ -1,0 +1,299 @@
+/*
+ * node_serve: connection limits on a real io_uring and real sockets, with a
+ * line protocol standing in for the data plane ("PING\n" -> "PONG\n").
+ * Busy refusals, idle and slow-peer timeouts, buffer caps, and that a
+ * dropped connection frees its buffer.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "node.h"
+
+struct fx {
+	struct node_loop_ev tick_ev; /* first: the tick callback finds fx from it */
+	struct __kernel_timespec tick_ts;
+	bool tick_armed;
+	struct node_loop *loop;
+	struct node_serve *srv;
+	struct sockaddr_in6 addr;
+	int opened, closed, last_reason;
+};
+
+static ssize_t line_data(void *arg, struct node_conn *c, const uint8_t *buf, size_t len,
+			 bool *in_frame)
+{
+	const uint8_t *nl = memchr(buf, '\n', len);
+
+	if (!nl) {
+		*in_frame = true;
+		return 0;
+	}
+	if (nl - buf == 4 && memcmp(buf, "PING", 4) == 0)
+		node_conn_send(c, "PONG\n", 5, NULL, NULL);
+	else if (nl - buf == 4 && memcmp(buf, "QUIT", 4) == 0) {
+		node_conn_send(c, "BYE\n", 4, NULL, NULL);
+		node_conn_close(c, true);
+	} else
+		node_conn_send(c, "ERR\n", 4, NULL, NULL);
+	*in_frame = false;
+	return nl - buf + 1;
+}
+
+static int line_open(void *arg, struct node_conn *c)
+{
+	((struct fx *)arg)->opened++;
+	return 0;
+}
+
+static void line_close(void *arg, struct node_conn *c, int reason)
+{
+	struct fx *f = arg;
+
+	f->closed++;
+	f->last_reason = reason;
+}
+
+static const struct node_serve_proto line_proto = { line_open, line_data, line_close };
+
+static uint64_t ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void tick_done(struct node_loop_ev *ev, int res, uint32_t flags)
+{
+	((struct fx *)ev)->tick_armed = false;
+}
+
+/* Run the loop (and the timers) for up to `for_ms`, or until *until. */
+static void pump(struct fx *f, uint64_t for_ms, const int *until, int want)
+{
+	uint64_t end = ms() + for_ms;
+
+	while (ms() < end && !(until && *until >= want)) {
+		if (!f->tick_armed) {
+			/* a 10 ms timeout keeps the loop turning for the timers */
+			struct io_uring_sqe *sqe = node_loop_sqe(f->loop, &f->tick_ev);
+
+			f->tick_ev.fn = tick_done;
+			f->tick_ts.tv_sec = 0;
+			f->tick_ts.tv_nsec = 10 * 1000000;
+			io_uring_prep_timeout(sqe, &f->tick_ts, 0, 0);
+			f->tick_armed = true;
+		}
+		node_loop_run(f->loop, true);
+		node_serve_tick(f->srv, ms());
+	}
+}
+
+static int fx_setup(void **state, unsigned max_conns, size_t cap, uint64_t idle, uint64_t slow)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	struct node_serve_opts o = { 0 };
+	char err[256];
+
+	assert_int_equal(node_loop_new(&f->loop, 256, err, sizeof(err)), 0);
+	o.loop = f->loop;
+	o.proto = &line_proto;
+	o.proto_arg = f;
+	o.max_conns = max_conns;
+	o.max_conn_buf_bytes = cap;
+	o.idle_timeout_ms = idle;
+	o.frame_timeout_ms = slow;
+	assert_int_equal(node_serve_new(&f->srv, &o, err, sizeof(err)), 0);
+	f->addr.sin6_family = AF_INET6;
+	f->addr.sin6_addr = in6addr_loopback;
+	if (node_serve_listen(f->srv, &f->addr, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	*state = f;
+	return 0;
+}
+
+static int setup(void **state)
+{
+	return fx_setup(state, 4, 32 << 10, 400, 300);
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	node_serve_destroy(&f->srv);
+	assert_null(f->srv);
+	while (f->tick_armed)
+		node_loop_run(f->loop, true);
+	node_loop_destroy(&f->loop);
+	free(f);
+	return 0;
+}
+
+static int client(struct fx *f)
+{
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_int_equal(connect(fd, (struct sockaddr *)&f->addr, sizeof(f->addr)), 0);
+	return fd;
+}
+
+/* Read what the server sent within the pump window; -1 on EOF. */
+static int client_read(struct fx *f, int fd, char *buf, size_t cap)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < 100; i++) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		ssize_t r;
+
+		pump(f, 10, NULL, 0);
+		if (poll(&p, 1, 0) <= 0)
+			continue;
+		r = recv(fd, buf + n, cap - 1 - n, MSG_DONTWAIT);
+		if (r == 0)
+			return n ? (int)n : -1;
+		if (r < 0)
+			return -1;
+		n += (size_t)r;
+		buf[n] = '\0';
+		if (buf[n - 1] == '\n')
+			return (int)n;
+	}
+	return (int)n;
+}
+
+static void test_ping_pong_and_graceful_close(void **state)
+{
+	struct fx *f = *state;
+	int a = client(f), b = client(f);
+	char buf[64];
+
+	assert_int_equal(write(a, "PI", 2), 2);
+	pump(f, 20, NULL, 0);
+	assert_int_equal(write(a, "NG\nPING\n", 8), 8);
+	assert_int_equal(client_read(f, a, buf, sizeof(buf)), 10);
+	assert_string_equal(buf, "PONG\nPONG\n");
+	assert_int_equal(write(b, "HELLO\n", 6), 6);
+	assert_int_equal(client_read(f, b, buf, sizeof(buf)), 4);
+	assert_string_equal(buf, "ERR\n");
+	assert_int_equal(write(b, "QUIT\n", 5), 5);
+	assert_int_equal(client_read(f, b, buf, sizeof(buf)), 4);
+	assert_string_equal(buf, "BYE\n");
+	assert_int_equal(client_read(f, b, buf, sizeof(buf)), -1); /* then closed */
+	assert_int_equal(f->opened, 2);
+	close(a);
+	close(b);
+	pump(f, 50, &f->closed, 2);
+	assert_int_equal(f->closed, 2);
+}
+
+static void test_too_many_connections(void **state)
+{
+	struct fx *f = *state;
+	struct node_serve_stats st;
+	int fds[6];
+	char buf[16];
+
+	for (int i = 0; i < 6; i++)
+		fds[i] = client(f);
+	pump(f, 100, &f->opened, 4);
+	node_serve_stats(f->srv, &st);
+	assert_int_equal(st.open, 4);
+	assert_int_equal(st.refused_busy, 2);
+	/* the refused ones see their connection closed; the others work */
+	assert_int_equal(client_read(f, fds[5], buf, sizeof(buf)), -1);
+	assert_int_equal(write(fds[0], "PING\n", 5), 5);
+	assert_int_equal(client_read(f, fds[0], buf, sizeof(buf)), 5);
+	for (int i = 0; i < 6; i++)
+		close(fds[i]);
+}
+
+static void test_slow_peer_dropped(void **state)
+{
+	struct fx *f = *state;
+	struct node_serve_stats st;
+	uint64_t t0 = ms();
+	int fd = client(f);
+	char buf[16];
+
+	/* one byte every 50 ms: never a whole frame within 300 ms */
+	for (int i = 0; i < 20 && f->closed == 0; i++) {
+		if (send(fd, "P", 1, MSG_NOSIGNAL) != 1)
+			break;
+		pump(f, 50, &f->closed, 1);
+	}
+	assert_int_equal(f->closed, 1);
+	assert_int_equal(f->last_reason, -ETIMEDOUT);
+	assert_true(ms() - t0 < 900);
+	node_serve_stats(f->srv, &st);
+	assert_int_equal(st.timed_out_slow, 1);
+	assert_int_equal(st.open, 0); /* its buffer is gone with it */
+	assert_int_equal(client_read(f, fd, buf, sizeof(buf)), -1);
+	close(fd);
+}
+
+static void test_idle_peer_dropped(void **state)
+{
+	struct fx *f = *state;
+	struct node_serve_stats st;
+	int fd = client(f);
+
+	pump(f, 1000, &f->closed, 1);
+	assert_int_equal(f->closed, 1);
+	node_serve_stats(f->srv, &st);
+	assert_int_equal(st.timed_out_idle, 1);
+	close(fd);
+}
+
+static void test_buffer_cap(void **state)
+{
+	struct fx *f = *state;
+	struct node_serve_stats st;
+	char *junk = malloc(100 << 10);
+	int fd = client(f);
+	ssize_t sent = 0;
+
+	memset(junk, 'x', 100 << 10);
+	/* 100 KiB without a newline against a 32 KiB cap */
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	for (int i = 0; i < 200 && f->closed == 0; i++) {
+		ssize_t r = send(fd, junk + sent, (100 << 10) - sent, MSG_NOSIGNAL);
+
+		if (r > 0)
+			sent += r;
+		pump(f, 5, &f->closed, 1);
+	}
+	assert_int_equal(f->closed, 1);
+	assert_int_equal(f->last_reason, -EMSGSIZE);
+	node_serve_stats(f->srv, &st);
+	assert_int_equal(st.overflowed, 1);
+	free(junk);
+	close(fd);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_ping_pong_and_graceful_close, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_too_many_connections, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_slow_peer_dropped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_peer_dropped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_buffer_cap, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

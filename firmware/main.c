@@ -422,6 +422,14 @@ int main(int argc, char **argv)
 		if (st.read_only)
 			ovl_err("store is read-only (writes refused, reads served): %s",
 				st.read_only_reason);
+		else if (st.segments_free <= st.segments_reserved + 1) {
+			/* before puts start failing: checkpoint and compact now */
+			ret = node_store_reclaim(n.store);
+			node_store_stats(n.store, &st);
+			ovl_info("space: reclaim %s, %" PRIu64 " of %" PRIu64 " segments free (%" PRIu64 " reserved)",
+				 ret > 0 ? "freed segments" : ret == 0 ? "found nothing to free" : strerror(-ret),
+				 st.segments_free, st.segments, st.segments_reserved);
+		}
 		if (rss_bytes() > (long)n.board.memory_budget)
 			ovl_warn("rss %ld KiB is over the board's budget of %" PRIu64 " KiB",
 				 rss_bytes() / 1024, n.board.memory_budget / 1024);

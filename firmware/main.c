@@ -426,9 +426,11 @@ int main(int argc, char **argv)
 			/* before puts start failing: checkpoint and compact now */
 			ret = node_store_reclaim(n.store);
 			node_store_stats(n.store, &st);
-			ovl_info("space: reclaim %s, %" PRIu64 " of %" PRIu64 " segments free (%" PRIu64 " reserved)",
-				 ret > 0 ? "freed segments" : ret == 0 ? "found nothing to free" : strerror(-ret),
-				 st.segments_free, st.segments, st.segments_reserved);
+			/* a full drive with nothing to free would say so every tick */
+			ovl_log(ret > 0 ? OVL_LOG_INFO : OVL_LOG_DEBUG,
+				"space: reclaim %s, %" PRIu64 " of %" PRIu64 " segments free (%" PRIu64 " reserved)",
+				ret > 0 ? "freed segments" : ret == 0 ? "found nothing to free" : strerror(-ret),
+				st.segments_free, st.segments, st.segments_reserved);
 		}
 		if (rss_bytes() > (long)n.board.memory_budget)
 			ovl_warn("rss %ld KiB is over the board's budget of %" PRIu64 " KiB",

@@ -23,5 +23,6 @@
 #include "ovl_cert.h"
 #include "ovl_msg.h"
 #include "ovl_peers.h"
+#include "ovl_wire.h"
 
 #endif

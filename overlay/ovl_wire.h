@@ -1,0 +1,377 @@
+/*
+ * ovl_wire: the data-plane wire format and session crypto (docs/PROTOCOL.md
+ * section 7). A pure codec: no sockets, no threads, no logging. The node's
+ * io_uring server and the client library feed it bytes and send what it
+ * produces.
+ *
+ * A frame on the TCP stream is
+ *
+ *   header (32 bytes) ‖ meta (msgpack, meta_len bytes) ‖ MAC (16 bytes,
+ *   every frame after the handshake) ‖ payload (payload_len bytes)
+ *
+ * The "head" is header ‖ meta ‖ MAC; it is at most OVL_WIRE_HEAD_MAX_BYTES,
+ * so one fixed buffer per connection holds any head. The payload is streamed
+ * separately (a PUT of 64 MiB never needs to be in memory at once): in
+ * encrypted frames it is a run of AEAD chunks, each OVL_WIRE_CHUNK_BYTES of
+ * plaintext (the last one shorter) followed by its 16-byte tag.
+ *
+ * Sessions: a handshake (HELLO, HELLO_OK, or ERROR) authenticates both
+ * certificates, proves possession of the server's key (the proof) and of the
+ * client's (the MAC of its first request), and derives fresh per-direction
+ * MAC and AEAD keys. After it, every head is MAC'd with the sender's key and
+ * carries the sender's next sequence number; a head whose MAC or sequence is
+ * wrong is refused and the connection must be closed.
+ *
+ * Errors: 0 or a negative errno; words in the caller's err buffer naming the
+ * frame and the field. Secrets are wiped with sodium_memzero.
+ */
+#ifndef OVL_WIRE_H
+#define OVL_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ovl_cert.h"
+#include "ovl_id.h"
+
+struct ovl_peers;
+
+/* ---- constants ------------------------------------------------------------ */
+
+#define OVL_WIRE_VERSION_MAJOR 1
+#define OVL_WIRE_VERSION_MINOR 0
+
+#define OVL_WIRE_MAGIC "SHD1"                   /* header bytes 0..3 */
+#define OVL_WIRE_HDR_BYTES 32                   /* fixed header */
+#define OVL_WIRE_MAC_BYTES 16                   /* keyed BLAKE2b-128 */
+#define OVL_WIRE_KEY_BYTES 32                   /* every session key */
+#define OVL_WIRE_NONCE_BYTES 32                 /* handshake nonces */
+#define OVL_WIRE_META_MAX_BYTES (16u << 10)     /* msgpack meta cap, 16 KiB */
+#define OVL_WIRE_HEAD_MAX_BYTES (OVL_WIRE_HDR_BYTES + OVL_WIRE_META_MAX_BYTES + OVL_WIRE_MAC_BYTES)
+#define OVL_WIRE_OBJECT_MAX_BYTES (64ull << 20) /* largest plaintext payload, 64 MiB */
+#define OVL_WIRE_CHUNK_BYTES (64u << 10)        /* AEAD chunk of plaintext, 64 KiB */
+#define OVL_WIRE_TAG_BYTES 16                   /* AEAD tag per chunk */
+#define OVL_WIRE_CHUNKS_MAX (OVL_WIRE_OBJECT_MAX_BYTES / OVL_WIRE_CHUNK_BYTES)
+#define OVL_WIRE_PAYLOAD_MAX_BYTES \
+	(OVL_WIRE_OBJECT_MAX_BYTES + OVL_WIRE_CHUNKS_MAX * OVL_WIRE_TAG_BYTES)
+#define OVL_WIRE_KEY_MAX_BYTES 1024             /* object keys: 1..1024 bytes */
+#define OVL_WIRE_NAME_SIZE 64                   /* slice and counter names, 63 + NUL */
+#define OVL_WIRE_TEXT_SIZE 256                  /* error messages, 255 + NUL */
+#define OVL_WIRE_LIST_MAX 10000                 /* keys in one LIST answer */
+#define OVL_WIRE_COUNTERS_MAX 64                /* entries in a NODE_STAT counters map */
+
+#define OVL_WIRE_FLAG_ENCRYPTED 0x01            /* payload is AEAD chunks */
+
+/* Frame types (header byte 4). A response's type is its request's | 0x80. */
+enum ovl_wire_type {
+	OVL_WIRE_T_HELLO = 0x01,     /* client -> server, unauthenticated */
+	OVL_WIRE_T_HELLO_OK = 0x02,  /* server -> client, unauthenticated, carries the proof */
+	OVL_WIRE_T_ERROR = 0x03,     /* either way before keys exist; then close */
+	OVL_WIRE_T_PUT = 0x11,
+	OVL_WIRE_T_GET = 0x12,
+	OVL_WIRE_T_DELETE = 0x13,
+	OVL_WIRE_T_STAT = 0x14,
+	OVL_WIRE_T_LIST = 0x15,
+	OVL_WIRE_T_NODE_STAT = 0x16,
+	OVL_WIRE_T_RESPONSE = 0x80,  /* bit set in every response type */
+};
+
+/* Status codes in responses and ERROR frames (section 7.8). */
+enum ovl_wire_status {
+	OVL_WIRE_OK = 0,
+	OVL_WIRE_BAD_REQUEST = 1,
+	OVL_WIRE_AUTH_FAILED = 2,
+	OVL_WIRE_VERSION = 3,
+	OVL_WIRE_STALE_MAP = 4,        /* epoch carries the node's newer epoch */
+	OVL_WIRE_WRONG_SLICE = 5,
+	OVL_WIRE_NOT_FOUND = 6,
+	OVL_WIRE_NO_SPACE = 7,
+	OVL_WIRE_TOO_LARGE = 8,
+	OVL_WIRE_CHECKSUM_MISMATCH = 9,
+	OVL_WIRE_BUSY = 10,
+	OVL_WIRE_TIMEOUT = 11,
+	OVL_WIRE_READ_ONLY = 12,
+	OVL_WIRE_INTERNAL = 13,
+	OVL_WIRE_STATUS_COUNT
+};
+
+/* "ok", "bad-request", ...; NULL for a code this build does not know. */
+const char *ovl_wire_status_name(uint32_t status);
+
+/* "hello", "put", "put-response", ...; NULL when unknown. */
+const char *ovl_wire_type_name(uint8_t type);
+
+/* ---- header ----------------------------------------------------------------- */
+
+struct ovl_wire_hdr {
+	uint8_t type;         /* enum ovl_wire_type */
+	uint8_t flags;        /* OVL_WIRE_FLAG_* */
+	uint32_t meta_len;    /* 0..OVL_WIRE_META_MAX_BYTES */
+	uint64_t payload_len; /* bytes on the wire (tags included when encrypted) */
+	uint64_t seq;         /* sender's sequence number; 0 in handshake frames */
+	uint32_t rid;         /* request id, echoed in the response; 0 in handshake frames */
+};
+
+/*
+ * Check h against every rule of section 7.2 (known type, flags, caps, a
+ * payload only where the type allows one, an encrypted length that is a
+ * valid run of chunks) and write its 32 bytes. 0 or -EINVAL (err says why).
+ */
+int ovl_wire_hdr_pack(const struct ovl_wire_hdr *h, uint8_t out[OVL_WIRE_HDR_BYTES], char *err,
+		      size_t errlen);
+
+/*
+ * Parse and check 32 header bytes. 0, or -EBADMSG (bad magic, reserved
+ * bytes, unknown type or flag, a payload where none is allowed),
+ * -EMSGSIZE (meta or payload over its cap: refuse before allocating).
+ */
+int ovl_wire_hdr_parse(struct ovl_wire_hdr *h, const uint8_t buf[OVL_WIRE_HDR_BYTES], char *err,
+		       size_t errlen);
+
+/* Length of the head of a frame with this header: 32 + meta + (MAC if authed). */
+size_t ovl_wire_head_len(const struct ovl_wire_hdr *h, bool authed);
+
+/*
+ * Incremental receive. buf[0..len) holds the first len bytes of a frame as
+ * received so far. Sets *need to how many more bytes the head needs (0 when
+ * buf holds the whole head) and, once 32 bytes are there, *h to the parsed
+ * header; the header is checked as soon as it is complete, so oversized
+ * lengths are refused before the caller allocates or reads more. `authed`:
+ * whether heads carry a MAC (every frame after the handshake). Never reads
+ * beyond buf[len). Returns 0 or the errors of ovl_wire_hdr_parse().
+ */
+int ovl_wire_head_need(const uint8_t *buf, size_t len, bool authed, struct ovl_wire_hdr *h,
+		       size_t *need, char *err, size_t errlen);
+
+/* ---- payload sizes and plaintext checksums -------------------------------- */
+
+/* Wire length of an encrypted payload of `plain` bytes (16 per started chunk). */
+uint64_t ovl_wire_sealed_len(uint64_t plain);
+
+/* Plaintext length of an encrypted payload of `wire` bytes; -EBADMSG when no
+ * run of chunks has that length. */
+int ovl_wire_plain_len(uint64_t wire, uint64_t *plain);
+
+/* ---- sessions ------------------------------------------------------------- */
+
+/* Keys and counters of one connection after the handshake. A plain value
+ * (embed it per connection); wipe it with ovl_wire_session_clear(). */
+struct ovl_wire_session {
+	uint8_t tx_mac[OVL_WIRE_KEY_BYTES];  /* MACs what we send */
+	uint8_t rx_mac[OVL_WIRE_KEY_BYTES];  /* checks what we receive */
+	uint8_t tx_aead[OVL_WIRE_KEY_BYTES];
+	uint8_t rx_aead[OVL_WIRE_KEY_BYTES];
+	uint8_t tx_dir, rx_dir;              /* 1 client->server, 2 server->client */
+	uint64_t tx_seq;                     /* sequence of the next head we seal */
+	uint64_t rx_seq;                     /* sequence the next head we open must carry */
+	struct ovl_cert peer;                /* the peer's verified certificate */
+	char slice[OVL_WIRE_NAME_SIZE];      /* slice named in HELLO ("" when none) */
+};
+
+/* Wipe every key and counter. */
+void ovl_wire_session_clear(struct ovl_wire_session *s);
+
+/* Whether the peer's certificate lists `slice` (a node must check every
+ * request's slice with this before serving it). */
+bool ovl_wire_session_allows(const struct ovl_wire_session *s, const char *slice);
+
+/*
+ * Build the head of an authenticated frame into out[0..cap): sets h->seq to
+ * s->tx_seq and h->meta_len to meta_len, packs the header, copies the meta,
+ * appends the MAC, and advances tx_seq. Returns the head length, -EINVAL
+ * (invalid header) or -ENOSPC (cap too small). h->type, flags, payload_len
+ * and rid are the caller's.
+ */
+int ovl_wire_head_seal(struct ovl_wire_session *s, struct ovl_wire_hdr *h, const uint8_t *meta,
+		       size_t meta_len, uint8_t *out, size_t cap, char *err, size_t errlen);
+
+/*
+ * Authenticate a complete received head buf[0..len) (len exactly
+ * ovl_wire_head_len(h, true)): MAC (constant-time compare) and sequence
+ * (must equal s->rx_seq; then rx_seq advances). Handshake-type frames are
+ * refused here. Returns 0, -EBADMSG (malformed), -EBADE (MAC mismatch:
+ * forged, tampered, or the wrong key), -EPROTO (out of sequence: replayed,
+ * reordered or dropped frame). On error nothing changes; close the
+ * connection. *h receives the header and meta points into buf (may be NULL).
+ */
+int ovl_wire_head_open(struct ovl_wire_session *s, const uint8_t *buf, size_t len,
+		       struct ovl_wire_hdr *h, const uint8_t **meta, char *err, size_t errlen);
+
+/*
+ * Encrypt chunk `idx` of the payload of the frame whose sealed header is
+ * hdr, in place: buf[0..len) plaintext becomes ciphertext, and the tag goes
+ * to buf[len..len+16), so buf must hold len + 16 bytes. len is
+ * OVL_WIRE_CHUNK_BYTES except for the last chunk (1..CHUNK_BYTES). Uses the
+ * tx AEAD key. 0 or -EINVAL (a length or index out of range).
+ */
+int ovl_wire_chunk_seal(const struct ovl_wire_session *s, const uint8_t hdr[OVL_WIRE_HDR_BYTES],
+			uint32_t idx, uint8_t *buf, size_t len);
+
+/*
+ * Decrypt chunk `idx` in place: buf[0..len) ciphertext followed by its tag
+ * at buf[len..len+16) becomes plaintext in buf[0..len). Uses the rx AEAD
+ * key; hdr is the received (opened) header. 0, -EINVAL (idx or len does
+ * not match the header's payload_len), or -EBADMSG when the tag does not
+ * verify (a tampered, reordered, truncated or replayed chunk); then
+ * buf[0..len) is zeroed (libsodium wipes the output of a failed open).
+ */
+int ovl_wire_chunk_open(const struct ovl_wire_session *s, const uint8_t hdr[OVL_WIRE_HDR_BYTES],
+			uint32_t idx, uint8_t *buf, size_t len);
+
+/* ---- handshake ------------------------------------------------------------ */
+
+/*
+ * How a peer certificate is judged. Returns 0 and fills *out with the
+ * decoded, verified certificate, or a negative errno with words in err.
+ * `slice` is the slice the client named in HELLO ("" when none; always ""
+ * on the client side).
+ */
+typedef int (*ovl_wire_verify_fn)(void *arg, const uint8_t *cert, size_t len, const char *slice,
+				  struct ovl_cert *out, char *err, size_t errlen);
+
+struct ovl_wire_hs_cfg {
+	const struct ovl_id *id;    /* our identity (borrowed; its Curve25519 pair is used) */
+	const uint8_t *cert;        /* our certificate (borrowed), at most OVL_CERT_MAX_BYTES */
+	size_t cert_len;
+	/* Peer certificates: `verify` when set, otherwise ovl_peers_admit(peers, ..., now). */
+	ovl_wire_verify_fn verify;
+	void *verify_arg;
+	struct ovl_peers *peers;
+	uint64_t now;               /* unix seconds for `peers` (trusted time) */
+	const char *slice;          /* client: optional slice to name in HELLO */
+	const uint8_t *nonce;       /* tests: fixed 32-byte nonce; NULL = random */
+	uint32_t ver_major;         /* tests: version to announce; 0 = this build's */
+};
+
+struct ovl_wire_hs;
+
+/* A client (HELLO sender) or server handshake. The config is copied, its
+ * pointers borrowed until the handshake is destroyed. 0, -EINVAL, -ENOMEM. */
+int ovl_wire_client_new(struct ovl_wire_hs **out, const struct ovl_wire_hs_cfg *cfg, char *err,
+			size_t errlen);
+int ovl_wire_server_new(struct ovl_wire_hs **out, const struct ovl_wire_hs_cfg *cfg, char *err,
+			size_t errlen);
+
+/* Wipe and free *hs, NULL it. Accepts NULL. */
+void ovl_wire_hs_destroy(struct ovl_wire_hs **hs);
+
+/* Client: write the HELLO frame into out[0..cap). Returns its length, or
+ * -ENOSPC / -EINVAL. Call once. */
+int ovl_wire_client_hello(struct ovl_wire_hs *hs, uint8_t *out, size_t cap, char *err,
+			  size_t errlen);
+
+/*
+ * Server: consume the complete HELLO frame in[0..len) and write the answer
+ * into out[0..cap) (OVL_WIRE_HEAD_MAX_BYTES always suffices), its length in
+ * *outlen. Send the answer in every case. Returns 0 (HELLO_OK written; the
+ * session is ready, though the client's key is proven only by its first
+ * request's MAC), or a negative errno with an ERROR frame written (then
+ * close): -EBADMSG bad frame, -EPROTONOSUPPORT unknown major version, the
+ * verifier's error for a refused certificate (-EKEYEXPIRED, -EKEYREVOKED,
+ * -ENOKEY, ...). *outlen is 0 only when out is too small (-ENOSPC).
+ */
+int ovl_wire_server_hello(struct ovl_wire_hs *hs, const uint8_t *in, size_t len, uint8_t *out,
+			  size_t cap, size_t *outlen, char *err, size_t errlen);
+
+/*
+ * Client: consume the complete HELLO_OK (or ERROR) frame in[0..len). 0 when
+ * the server's certificate is valid and its proof verifies. Otherwise:
+ * -ECONNREFUSED (the server sent ERROR; err quotes its code and text; see
+ * *status, may be NULL), -EBADE (proof mismatch: the server does not hold
+ * the key its certificate names), -EPROTONOSUPPORT, -EBADMSG, or the
+ * verifier's error.
+ */
+int ovl_wire_client_finish(struct ovl_wire_hs *hs, const uint8_t *in, size_t len,
+			   uint32_t *status, char *err, size_t errlen);
+
+/* After success on either side: move the session keys into *s (the
+ * handshake keeps none). 0 or -EINVAL when the handshake is not done. */
+int ovl_wire_hs_session(struct ovl_wire_hs *hs, struct ovl_wire_session *s);
+
+/*
+ * Write an unauthenticated ERROR frame (status and text) into out[0..cap):
+ * what a server sends when it refuses before keys exist (too many
+ * connections, a malformed HELLO). Returns the length or -ENOSPC.
+ */
+int ovl_wire_error_frame(uint32_t status, const char *text, uint8_t *out, size_t cap);
+
+/* Parse an ERROR frame's meta. 0 or -EBADMSG. */
+int ovl_wire_error_parse(const uint8_t *meta, size_t len, uint32_t *status,
+			 char text[OVL_WIRE_TEXT_SIZE], char *err, size_t errlen);
+
+/* ---- request and response meta ------------------------------------------- */
+
+struct ovl_wire_req {
+	uint8_t type;                      /* OVL_WIRE_T_PUT .. OVL_WIRE_T_NODE_STAT */
+	char slice[OVL_WIRE_NAME_SIZE];    /* every request: slice name, 1..63 bytes */
+	uint64_t epoch;                    /* every request: the client's map epoch */
+	uint8_t key[OVL_WIRE_KEY_MAX_BYTES]; /* PUT GET DELETE STAT: 1..1024 bytes; LIST: prefix 0..1024 */
+	uint32_t key_len;
+	uint64_t size;                     /* PUT: object bytes (plaintext), 0..64 MiB */
+	uint32_t crc;                      /* PUT: crc32c of the object */
+	bool has_range;                    /* GET: offset/length given */
+	uint64_t offset, length;           /* GET: range */
+	uint8_t after[OVL_WIRE_KEY_MAX_BYTES]; /* LIST: start strictly after this key (0..1024) */
+	uint32_t after_len;
+	uint32_t limit;                    /* LIST: 1..OVL_WIRE_LIST_MAX; 0 = the maximum */
+};
+
+struct ovl_wire_counter {
+	char name[OVL_WIRE_NAME_SIZE];
+	uint64_t value;
+};
+
+struct ovl_wire_resp {
+	uint8_t type;                      /* the request's type | OVL_WIRE_T_RESPONSE */
+	uint32_t status;                   /* enum ovl_wire_status, or a newer code */
+	char message[OVL_WIRE_TEXT_SIZE];  /* for people; "" when ok */
+	uint64_t epoch;                    /* the node's map epoch (newer one on stale-map) */
+	uint64_t size;                     /* PUT, STAT: object size; GET: whole object size */
+	bool has_crc;
+	uint32_t crc;                      /* PUT, STAT: object crc; GET, LIST: crc of the payload */
+	uint64_t seq;                      /* PUT, STAT: the store's sequence of the object */
+	uint64_t offset;                   /* GET: where the returned bytes start */
+	uint32_t count;                    /* LIST: keys in the payload */
+	bool more;                         /* LIST: more keys follow `after` the last one */
+	uint32_t ncounters;                /* NODE_STAT */
+	struct ovl_wire_counter counters[OVL_WIRE_COUNTERS_MAX];
+};
+
+/*
+ * Encode a request's / response's meta into out[0..cap). Checks every field
+ * first (the encoder never writes what the decoder refuses). Returns the
+ * length, -EINVAL (err names the field) or -ENOSPC.
+ */
+int ovl_wire_req_encode(const struct ovl_wire_req *r, uint8_t *out, size_t cap, char *err,
+			size_t errlen);
+int ovl_wire_resp_encode(const struct ovl_wire_resp *r, uint8_t *out, size_t cap, char *err,
+			 size_t errlen);
+
+/*
+ * Decode the meta of a frame of type `type` (from its header). Runs
+ * ovl_mp_check() first; refuses trailing bytes, duplicate or non-string
+ * keys, missing required fields, wrong types and values out of range;
+ * skips unknown keys. 0 or -EBADMSG (err: "<type>: field '<name>' ..."),
+ * -E2BIG (over the limits).
+ */
+int ovl_wire_req_decode(uint8_t type, const uint8_t *meta, size_t len, struct ovl_wire_req *r,
+			char *err, size_t errlen);
+int ovl_wire_resp_decode(uint8_t type, const uint8_t *meta, size_t len, struct ovl_wire_resp *r,
+			 char *err, size_t errlen);
+
+/*
+ * LIST payload: a msgpack array of bin (the keys, 1..1024 bytes each, at
+ * most OVL_WIRE_LIST_MAX). Encode: returns the length, -ENOSPC or -EINVAL.
+ * Decode: *keys (calloc'd, the caller frees; entries point into buf) and
+ * *n; 0, -EBADMSG or -E2BIG, -ENOMEM.
+ */
+struct ovl_wire_bin {
+	const uint8_t *ptr;
+	uint32_t len;
+};
+int ovl_wire_keys_encode(const struct ovl_wire_bin *keys, uint32_t n, uint8_t *out, size_t cap);
+int ovl_wire_keys_decode(const uint8_t *buf, size_t len, struct ovl_wire_bin **keys, uint32_t *n,
+			 char *err, size_t errlen);
+
+#endif

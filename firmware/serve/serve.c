@@ -182,8 +182,9 @@ static void conn_recv_done(struct node_loop_ev *ev, int res, uint32_t flags)
 		memmove(c->rbuf, c->rbuf + used, c->rlen - (size_t)used);
 		c->rlen -= (size_t)used;
 		c->in_frame = in_frame || c->rlen > 0;
-		/* a frame that starts now gets the whole slow-peer allowance */
-		if (c->in_frame && (used > 0 || !was))
+		/* the slow-peer allowance runs from a frame's first byte to its
+		 * last: trickling bytes (a payload at 1 byte/s) does not renew it */
+		if (c->in_frame && (!was || !in_frame))
 			c->frame_start_ms = now;
 		if (used == 0 || c->rlen == 0 || c->closing)
 			break;

@@ -3,9 +3,10 @@
  *
  * It owns listening sockets and connections and enforces the limits every
  * node needs whatever it speaks: a maximum number of connections, a cap on
- * each connection's buffered bytes, an idle timeout (no complete frame for
- * too long) and a slow-peer timeout (a frame started but not finished in
- * time, as from a client that sends one byte per second). A refused or
+ * each connection's buffered bytes, an idle timeout (nothing received and
+ * no frame in progress for too long) and a slow-peer timeout (a frame, its
+ * payload included, not finished within frame_timeout_ms of its first byte,
+ * as from a client that sends one byte per second). A refused or
  * timed-out connection is closed and its buffer freed at once.
  *
  * What the bytes mean is the protocol's business (struct node_serve_proto):

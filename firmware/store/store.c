@@ -1353,6 +1353,12 @@ int node_store_get_async(struct node_store *s, const void *key, size_t klen, uin
 	return get_start(s, OP_GET, key, klen, off, len, cb, arg);
 }
 
+int node_store_stat_async(struct node_store *s, const void *key, size_t klen, node_store_cb cb,
+			  void *arg)
+{
+	return get_start(s, OP_STAT, key, klen, 0, 0, cb, arg);
+}
+
 /* ---- blocking wrappers ---- */
 
 struct waiter {

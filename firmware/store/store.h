@@ -103,6 +103,10 @@ int node_store_delete_async(struct node_store *s, const void *key, size_t klen,
 int node_store_get_async(struct node_store *s, const void *key, size_t klen, uint64_t off,
 			 uint64_t len, node_store_cb cb, void *arg);
 
+/* Size, crc and sequence of a key; st is passed to cb. */
+int node_store_stat_async(struct node_store *s, const void *key, size_t klen, node_store_cb cb,
+			  void *arg);
+
 /* Drive I/O and run callbacks; with wait, block until something happens.
  * Returns 0 or -errno. */
 int node_store_poll(struct node_store *s, bool wait);

@@ -1,0 +1,739 @@
+#include "dp.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DP_ERR_BYTES 256
+
+struct dp_slice {
+	char name[OVL_WIRE_NAME_SIZE];
+	uint64_t epoch;
+	bool encrypt;
+};
+
+struct node_dp {
+	struct node_dp_opts o;
+	struct node_serve *srv;
+	struct dp_slice slices[NODE_DP_SLICES_MAX];
+	unsigned nslices;
+	uint64_t payload_bytes; /* PUT payloads buffered now */
+	struct node_dp_stats st;
+};
+
+enum { PH_HELLO, PH_OPEN };
+
+/* One connection's protocol state; outlives the connection while store
+ * operations it started are in flight (refs). */
+struct dp_conn {
+	struct node_dp *dp;
+	struct node_conn *c;        /* NULL once the connection is gone */
+	unsigned refs;
+	int phase;
+	struct ovl_wire_hs *hs;
+	struct ovl_wire_session ses;
+	unsigned inflight;
+	/* a PUT payload being received (or skipped after a refusal) */
+	bool in_payload, skip;
+	uint8_t hdr_bytes[OVL_WIRE_HDR_BYTES];
+	struct ovl_wire_hdr hdr;
+	struct ovl_wire_req req;
+	uint8_t *pay;
+	uint64_t pay_len, pay_got;
+	uint32_t skip_status;
+	char skip_msg[OVL_WIRE_TEXT_SIZE];
+};
+
+/* A store operation in flight for a request. */
+struct dp_op {
+	struct dp_conn *dc;
+	uint8_t type;
+	uint32_t rid;
+	uint64_t epoch;
+	bool encrypt;
+	uint8_t *pay;       /* PUT: the value (freed when done) */
+	uint64_t pay_bytes; /* counted against max_payload_bytes */
+	uint64_t size, offset;
+	uint32_t crc;
+};
+
+static void dc_unref(struct dp_conn *dc)
+{
+	if (--dc->refs)
+		return;
+	ovl_wire_hs_destroy(&dc->hs);
+	ovl_wire_session_clear(&dc->ses);
+	if (dc->pay) {
+		dc->dp->payload_bytes -= dc->pay_len;
+		free(dc->pay);
+	}
+	free(dc);
+}
+
+static const struct dp_slice *slice_find(const struct node_dp *dp, const char *name)
+{
+	for (unsigned i = 0; i < dp->nslices; i++)
+		if (strcmp(dp->slices[i].name, name) == 0)
+			return &dp->slices[i];
+	return NULL;
+}
+
+static void free_cb(void *arg, int res)
+{
+	free(arg);
+}
+
+/* Seal and queue a response (payload encrypted when asked). */
+static void respond(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_wire_resp *r,
+		    const uint8_t *payload, uint64_t plen, bool encrypt)
+{
+	struct ovl_wire_hdr h = { 0 };
+	uint8_t meta[OVL_WIRE_META_MAX_BYTES], *out = NULL;
+	char err[DP_ERR_BYTES];
+	int mlen, hl;
+	uint64_t wire;
+
+	if (!dc->c)
+		return;
+	r->type = type | OVL_WIRE_T_RESPONSE;
+	mlen = ovl_wire_resp_encode(r, meta, sizeof(meta), err, sizeof(err));
+	if (mlen < 0) {
+		/* our own bug; tell the client rather than go silent */
+		struct ovl_wire_resp e = { .type = r->type, .status = OVL_WIRE_INTERNAL, .epoch = r->epoch };
+
+		snprintf(e.message, sizeof(e.message), "cannot encode response: %.200s", err);
+		mlen = ovl_wire_resp_encode(&e, meta, sizeof(meta), err, sizeof(err));
+		payload = NULL;
+		plen = 0;
+		if (mlen < 0)
+			return;
+	}
+	wire = encrypt && plen ? ovl_wire_sealed_len(plen) : plen;
+	h.type = type | OVL_WIRE_T_RESPONSE;
+	h.flags = encrypt && plen ? OVL_WIRE_FLAG_ENCRYPTED : 0;
+	h.payload_len = wire;
+	h.rid = rid;
+	out = malloc(OVL_WIRE_HEAD_MAX_BYTES + wire);
+	if (!out) {
+		node_conn_close(dc->c, false);
+		return;
+	}
+	hl = ovl_wire_head_seal(&dc->ses, &h, meta, (size_t)mlen, out, OVL_WIRE_HEAD_MAX_BYTES, err,
+				sizeof(err));
+	if (hl < 0) {
+		free(out);
+		node_conn_close(dc->c, false);
+		return;
+	}
+	if (h.flags & OVL_WIRE_FLAG_ENCRYPTED) {
+		uint8_t *dst = out + hl;
+
+		for (uint64_t off = 0, i = 0; off < plen; off += OVL_WIRE_CHUNK_BYTES, i++) {
+			size_t n = plen - off < OVL_WIRE_CHUNK_BYTES ? (size_t)(plen - off) : OVL_WIRE_CHUNK_BYTES;
+
+			memcpy(dst, payload + off, n);
+			ovl_wire_chunk_seal(&dc->ses, out, (uint32_t)i, dst, n);
+			dst += n + OVL_WIRE_TAG_BYTES;
+		}
+	} else if (plen) {
+		memcpy(out + hl, payload, plen);
+	}
+	if (node_conn_send(dc->c, out, (size_t)hl + wire, free_cb, out) < 0)
+		free(out);
+}
+
+static void respond_status(struct dp_conn *dc, uint8_t type, uint32_t rid, uint32_t status,
+			   uint64_t epoch, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static void respond_status(struct dp_conn *dc, uint8_t type, uint32_t rid, uint32_t status,
+			   uint64_t epoch, const char *fmt, ...)
+{
+	struct ovl_wire_resp r = { .status = status, .epoch = epoch };
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(r.message, sizeof(r.message), fmt, ap);
+	va_end(ap);
+	respond(dc, type, rid, &r, NULL, 0, false);
+}
+
+static uint32_t status_of(int err)
+{
+	switch (err) {
+	case -ENOENT: return OVL_WIRE_NOT_FOUND;
+	case -ENOSPC: return OVL_WIRE_NO_SPACE;
+	case -EROFS: return OVL_WIRE_READ_ONLY;
+	case -E2BIG: return OVL_WIRE_TOO_LARGE;
+	case -EINVAL: return OVL_WIRE_BAD_REQUEST;
+	case -EBUSY: return OVL_WIRE_BUSY;
+	default: return OVL_WIRE_INTERNAL;
+	}
+}
+
+static struct dp_op *op_new(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint64_t epoch,
+			    bool encrypt)
+{
+	struct dp_op *op = calloc(1, sizeof(*op));
+
+	if (!op)
+		return NULL;
+	op->dc = dc;
+	op->type = h->type;
+	op->rid = h->rid;
+	op->epoch = epoch;
+	op->encrypt = encrypt;
+	dc->refs++;
+	dc->inflight++;
+	return op;
+}
+
+static void op_done(struct dp_op *op)
+{
+	struct dp_conn *dc = op->dc;
+
+	dc->inflight--;
+	if (op->pay) {
+		dc->dp->payload_bytes -= op->pay_bytes;
+		free(op->pay);
+	}
+	free(op);
+	dc_unref(dc);
+}
+
+static void store_done(void *arg, int res, const void *data, size_t len,
+		       const struct node_store_objstat *st)
+{
+	struct dp_op *op = arg;
+	struct dp_conn *dc = op->dc;
+	struct ovl_wire_resp r = { .epoch = op->epoch };
+
+	if (res < 0) {
+		r.status = status_of(res);
+		snprintf(r.message, sizeof(r.message), "%s",
+			 res == -ENOENT ? "no such key" : node_store_errmsg(dc->dp->o.store));
+		respond(dc, op->type, op->rid, &r, NULL, 0, false);
+		op_done(op);
+		return;
+	}
+	switch (op->type) {
+	case OVL_WIRE_T_PUT:
+		r.size = op->size;
+		r.has_crc = true;
+		r.crc = op->crc;
+		break;
+	case OVL_WIRE_T_GET:
+		/* the bytes were verified against the drive's checksums; this crc
+		 * lets the client verify them end to end */
+		r.size = st ? st->size : len;
+		r.offset = op->offset;
+		r.has_crc = true;
+		r.crc = ovl_crc32c(0, data, len);
+		respond(dc, op->type, op->rid, &r, data, len, op->encrypt);
+		op_done(op);
+		return;
+	case OVL_WIRE_T_STAT:
+		r.size = st->size;
+		r.has_crc = true;
+		r.crc = st->crc;
+		r.seq = st->seq;
+		break;
+	default:
+		break;
+	}
+	respond(dc, op->type, op->rid, &r, NULL, 0, false);
+	op_done(op);
+}
+
+struct list_ctx {
+	struct ovl_wire_bin *keys;
+	uint8_t *arena;
+	size_t used, cap;
+	uint32_t n, max;
+};
+
+static int list_cb(void *arg, const void *key, size_t klen)
+{
+	struct list_ctx *l = arg;
+
+	if (l->n == l->max || l->used + klen > l->cap)
+		return 1;
+	memcpy(l->arena + l->used, key, klen);
+	l->keys[l->n].ptr = l->arena + l->used;
+	l->keys[l->n].len = (uint32_t)klen;
+	l->used += klen;
+	l->n++;
+	return 0;
+}
+
+static void do_list(struct dp_conn *dc, const struct ovl_wire_hdr *h, const struct ovl_wire_req *q,
+		    uint64_t epoch, bool encrypt)
+{
+	struct list_ctx l = { 0 };
+	struct ovl_wire_resp r = { .epoch = epoch };
+	uint8_t *payload = NULL;
+	int plen, n;
+
+	l.max = q->limit ? q->limit : OVL_WIRE_LIST_MAX;
+	/* one more than asked, to tell the client whether more follow */
+	l.keys = calloc(l.max + 1, sizeof(*l.keys));
+	l.cap = (size_t)(l.max + 1) * 64 < (4u << 20) ? (size_t)(l.max + 1) * 64 : (4u << 20);
+	l.arena = malloc(l.cap);
+	payload = malloc(l.cap + (size_t)(l.max + 1) * 8 + 16);
+	if (!l.keys || !l.arena || !payload) {
+		respond_status(dc, h->type, h->rid, OVL_WIRE_BUSY, epoch, "out of memory for a list");
+		goto out;
+	}
+	l.max++;
+	n = node_store_list(dc->dp->o.store, q->key, q->key_len, q->after_len ? q->after : NULL,
+			    q->after_len, l.max, list_cb, &l);
+	if (n < 0) {
+		respond_status(dc, h->type, h->rid, status_of(n), epoch, "list failed");
+		goto out;
+	}
+	l.max--;
+	r.more = l.n > l.max;
+	if (r.more)
+		l.n = l.max;
+	r.count = l.n;
+	plen = ovl_wire_keys_encode(l.keys, l.n, payload, l.cap + (size_t)(l.max + 1) * 8 + 16);
+	if (plen < 0) {
+		respond_status(dc, h->type, h->rid, OVL_WIRE_INTERNAL, epoch, "cannot encode the key list");
+		goto out;
+	}
+	r.has_crc = true;
+	r.crc = ovl_crc32c(0, payload, (size_t)plen);
+	respond(dc, h->type, h->rid, &r, payload, (uint64_t)plen, encrypt);
+	dc->dp->st.lists++;
+out:
+	free(l.keys);
+	free(l.arena);
+	free(payload);
+}
+
+static void do_node_stat(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint64_t epoch)
+{
+	struct node_store_stats st;
+	struct ovl_wire_resp r = { .epoch = epoch };
+	const struct { const char *name; uint64_t v; } c[] = {
+		{ "objects", 0 }, { "live_bytes", 0 }, { "capacity_bytes", 0 }, { "segments_free", 0 },
+		{ "read_only", 0 }, { "checksum_errors", 0 }, { "puts", 0 }, { "gets", 0 },
+	};
+
+	node_store_stats(dc->dp->o.store, &st);
+	r.ncounters = sizeof(c) / sizeof(c[0]);
+	for (uint32_t i = 0; i < r.ncounters; i++)
+		snprintf(r.counters[i].name, sizeof(r.counters[i].name), "%s", c[i].name);
+	r.counters[0].value = st.objects;
+	r.counters[1].value = st.live_bytes;
+	r.counters[2].value = st.capacity_bytes;
+	r.counters[3].value = st.segments_free;
+	r.counters[4].value = st.read_only;
+	r.counters[5].value = st.checksum_errors;
+	r.counters[6].value = st.puts;
+	r.counters[7].value = st.gets;
+	respond(dc, h->type, h->rid, &r, NULL, 0, false);
+}
+
+/* A complete PUT payload: decrypt, check, store. */
+static void put_payload_done(struct dp_conn *dc)
+{
+	struct node_dp *dp = dc->dp;
+	const struct dp_slice *sl = slice_find(dp, dc->req.slice);
+	struct dp_op *op = NULL;
+	uint64_t plain = dc->pay_len;
+	int ret;
+
+	dc->in_payload = false;
+	if (dc->skip) {
+		respond_status(dc, dc->hdr.type, dc->hdr.rid, dc->skip_status, sl ? sl->epoch : 0, "%s",
+			       dc->skip_msg);
+		return;
+	}
+	if (dc->hdr.flags & OVL_WIRE_FLAG_ENCRYPTED) {
+		uint8_t *src = dc->pay, *dst = dc->pay;
+
+		ovl_wire_plain_len(dc->pay_len, &plain);
+		for (uint64_t off = 0, i = 0; off < plain; off += OVL_WIRE_CHUNK_BYTES, i++) {
+			size_t n = plain - off < OVL_WIRE_CHUNK_BYTES ? (size_t)(plain - off) : OVL_WIRE_CHUNK_BYTES;
+
+			if (ovl_wire_chunk_open(&dc->ses, dc->hdr_bytes, (uint32_t)i, src, n) < 0) {
+				dp->st.auth_failures++;
+				respond_status(dc, dc->hdr.type, dc->hdr.rid, OVL_WIRE_AUTH_FAILED,
+					       sl->epoch, "payload chunk %" PRIu64 " failed authentication", i);
+				goto drop;
+			}
+			memmove(dst, src, n);
+			src += n + OVL_WIRE_TAG_BYTES;
+			dst += n;
+		}
+	}
+	if (plain != dc->req.size) {
+		respond_status(dc, dc->hdr.type, dc->hdr.rid, OVL_WIRE_BAD_REQUEST, sl->epoch,
+			       "payload has %" PRIu64 " bytes, the request says %" PRIu64, plain,
+			       dc->req.size);
+		goto drop;
+	}
+	if (ovl_crc32c(0, dc->pay, plain) != dc->req.crc) {
+		dp->st.checksum_mismatch++;
+		respond_status(dc, dc->hdr.type, dc->hdr.rid, OVL_WIRE_CHECKSUM_MISMATCH, sl->epoch,
+			       "payload crc32c %08x does not match the request's %08x; nothing stored",
+			       ovl_crc32c(0, dc->pay, plain), dc->req.crc);
+		goto drop;
+	}
+	op = op_new(dc, &dc->hdr, sl->epoch, false);
+	if (!op) {
+		respond_status(dc, dc->hdr.type, dc->hdr.rid, OVL_WIRE_BUSY, sl->epoch, "out of memory");
+		goto drop;
+	}
+	op->pay = dc->pay;
+	op->pay_bytes = dc->pay_len;
+	op->size = plain;
+	op->crc = dc->req.crc;
+	dc->pay = NULL;
+	ret = node_store_put_async(dp->o.store, dc->req.key, dc->req.key_len, op->pay, plain, store_done, op);
+	if (ret < 0) {
+		respond_status(dc, dc->hdr.type, dc->hdr.rid, status_of(ret), sl->epoch, "%s",
+			       node_store_errmsg(dp->o.store));
+		op_done(op);
+		return;
+	}
+	dp->st.puts++;
+	return;
+drop:
+	dp->payload_bytes -= dc->pay_len;
+	free(dc->pay);
+	dc->pay = NULL;
+}
+
+/* Consume payload bytes of the current PUT. */
+static ssize_t payload_bytes(struct dp_conn *dc, const uint8_t *buf, size_t len, bool *in_frame)
+{
+	uint64_t want = dc->pay_len - dc->pay_got;
+	size_t n = len < want ? len : (size_t)want;
+
+	if (!dc->skip)
+		memcpy(dc->pay + dc->pay_got, buf, n);
+	dc->pay_got += n;
+	*in_frame = dc->pay_got < dc->pay_len;
+	if (dc->pay_got == dc->pay_len)
+		put_payload_done(dc);
+	return (ssize_t)n;
+}
+
+/* Set up the reception of a PUT's payload, or its skipping after a refusal. */
+static void payload_begin(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint32_t status,
+			  const char *msg)
+{
+	struct node_dp *dp = dc->dp;
+
+	dc->in_payload = true;
+	dc->pay_len = h->payload_len;
+	dc->pay_got = 0;
+	dc->skip = status != OVL_WIRE_OK;
+	if (!dc->skip && dp->payload_bytes + h->payload_len > dp->o.max_payload_bytes) {
+		dp->st.refused_busy++;
+		dc->skip = true;
+		status = OVL_WIRE_BUSY;
+		msg = "node busy: too many bytes of payload in flight; retry";
+	}
+	if (!dc->skip) {
+		dc->pay = malloc(h->payload_len ? h->payload_len : 1);
+		if (!dc->pay) {
+			dc->skip = true;
+			status = OVL_WIRE_BUSY;
+			msg = "out of memory for the payload";
+		} else {
+			dp->payload_bytes += h->payload_len;
+		}
+	}
+	dc->skip_status = status;
+	snprintf(dc->skip_msg, sizeof(dc->skip_msg), "%s", msg ? msg : "");
+	if (h->payload_len == 0)
+		put_payload_done(dc);
+}
+
+static void dispatch(struct dp_conn *dc, const struct ovl_wire_hdr *h, const struct ovl_wire_req *q,
+		     const struct dp_slice *sl)
+{
+	struct node_dp *dp = dc->dp;
+	struct dp_op *op = NULL;
+	int ret = 0;
+
+	switch (h->type) {
+	case OVL_WIRE_T_LIST:
+		do_list(dc, h, q, sl->epoch, sl->encrypt);
+		return;
+	case OVL_WIRE_T_NODE_STAT:
+		do_node_stat(dc, h, sl->epoch);
+		return;
+	default:
+		break;
+	}
+	op = op_new(dc, h, sl->epoch, sl->encrypt);
+	if (!op) {
+		respond_status(dc, h->type, h->rid, OVL_WIRE_BUSY, sl->epoch, "out of memory");
+		return;
+	}
+	switch (h->type) {
+	case OVL_WIRE_T_GET:
+		op->offset = q->has_range ? q->offset : 0;
+		ret = node_store_get_async(dp->o.store, q->key, q->key_len, op->offset,
+					   q->has_range ? q->length : UINT64_MAX, store_done, op);
+		dp->st.gets++;
+		break;
+	case OVL_WIRE_T_DELETE:
+		ret = node_store_delete_async(dp->o.store, q->key, q->key_len, store_done, op);
+		dp->st.deletes++;
+		break;
+	case OVL_WIRE_T_STAT:
+		ret = node_store_stat_async(dp->o.store, q->key, q->key_len, store_done, op);
+		dp->st.stats++;
+		break;
+	default:
+		ret = -EINVAL;
+		break;
+	}
+	if (ret < 0) {
+		respond_status(dc, h->type, h->rid, status_of(ret), sl->epoch, "%s",
+			       ret == -ENOENT ? "no such key" : node_store_errmsg(dp->o.store));
+		op_done(op);
+	}
+}
+
+static ssize_t hello(struct dp_conn *dc, const uint8_t *buf, size_t len, bool *in_frame)
+{
+	struct node_dp *dp = dc->dp;
+	struct ovl_wire_hdr h;
+	uint8_t *out = NULL;
+	size_t need = 0, hl, outlen = 0;
+	char err[DP_ERR_BYTES];
+	int ret;
+
+	ret = ovl_wire_head_need(buf, len, false, &h, &need, err, sizeof(err));
+	if (ret == 0 && need) {
+		*in_frame = true;
+		return 0;
+	}
+	hl = ret == 0 ? ovl_wire_head_len(&h, false) : len;
+	out = malloc(OVL_WIRE_HEAD_MAX_BYTES);
+	if (!out)
+		return -ENOMEM;
+	ret = ovl_wire_server_hello(dc->hs, buf, ret == 0 ? hl : len, out, OVL_WIRE_HEAD_MAX_BYTES,
+				    &outlen, err, sizeof(err));
+	if (outlen && node_conn_send(dc->c, out, outlen, free_cb, out) == 0)
+		out = NULL;
+	free(out);
+	if (ret < 0) {
+		dp->st.handshake_failures++;
+		node_conn_close(dc->c, true); /* the ERROR frame goes out first */
+		return (ssize_t)len;
+	}
+	ovl_wire_hs_session(dc->hs, &dc->ses);
+	ovl_wire_hs_destroy(&dc->hs);
+	dc->phase = PH_OPEN;
+	dp->st.handshakes++;
+	return (ssize_t)hl;
+}
+
+static ssize_t dp_data(void *arg, struct node_conn *c, const uint8_t *buf, size_t len,
+		       bool *in_frame)
+{
+	struct dp_conn *dc = node_conn_data(c);
+	struct node_dp *dp = dc->dp;
+	struct ovl_wire_hdr h;
+	struct ovl_wire_req *q = &dc->req;
+	const struct dp_slice *sl;
+	const uint8_t *meta = NULL;
+	size_t need = 0, hl;
+	char err[DP_ERR_BYTES];
+	int ret;
+
+	if (dc->phase == PH_HELLO)
+		return hello(dc, buf, len, in_frame);
+	if (dc->in_payload)
+		return payload_bytes(dc, buf, len, in_frame);
+	ret = ovl_wire_head_need(buf, len, true, &h, &need, err, sizeof(err));
+	if (ret < 0)
+		return ret; /* malformed or oversized from the header alone: close */
+	if (need) {
+		*in_frame = true;
+		return 0;
+	}
+	hl = ovl_wire_head_len(&h, true);
+	ret = ovl_wire_head_open(&dc->ses, buf, hl, &h, &meta, err, sizeof(err));
+	if (ret < 0) {
+		dp->st.auth_failures++;
+		return ret; /* forged, tampered or replayed: nothing to answer */
+	}
+	memcpy(dc->hdr_bytes, buf, OVL_WIRE_HDR_BYTES);
+	dc->hdr = h;
+	dp->st.requests++;
+	ret = ovl_wire_req_decode(h.type, meta, h.meta_len, q, err, sizeof(err));
+	sl = ret == 0 ? slice_find(dp, q->slice) : NULL;
+	if (ret < 0) {
+		if (h.type == OVL_WIRE_T_PUT)
+			payload_begin(dc, &h, OVL_WIRE_BAD_REQUEST, err);
+		else
+			respond_status(dc, h.type, h.rid, OVL_WIRE_BAD_REQUEST, 0, "%s", err);
+		return (ssize_t)hl;
+	}
+	{
+		uint32_t status = OVL_WIRE_OK;
+		char msg[OVL_WIRE_TEXT_SIZE] = "";
+
+		if (!sl || !ovl_wire_session_allows(&dc->ses, q->slice)) {
+			dp->st.wrong_slice++;
+			status = OVL_WIRE_WRONG_SLICE;
+			snprintf(msg, sizeof(msg), "%s slice '%s'",
+				 sl ? "this client may not use" : "this node does not serve", q->slice);
+		} else if (q->epoch < sl->epoch) {
+			dp->st.stale_map++;
+			status = OVL_WIRE_STALE_MAP;
+			snprintf(msg, sizeof(msg), "map epoch %" PRIu64 " is stale; the node has %" PRIu64,
+				 q->epoch, sl->epoch);
+		} else if (h.type == OVL_WIRE_T_PUT && sl->encrypt &&
+			   !(h.flags & OVL_WIRE_FLAG_ENCRYPTED) && h.payload_len) {
+			status = OVL_WIRE_BAD_REQUEST;
+			snprintf(msg, sizeof(msg), "slice '%s' requires encrypted payloads", q->slice);
+		} else if (dc->inflight >= dp->o.max_inflight) {
+			dp->st.refused_busy++;
+			status = OVL_WIRE_BUSY;
+			snprintf(msg, sizeof(msg), "more than %u requests in flight on this connection",
+				 dp->o.max_inflight);
+		}
+		if (h.type == OVL_WIRE_T_PUT) {
+			payload_begin(dc, &h, status, msg);
+			*in_frame = dc->in_payload;
+			return (ssize_t)hl;
+		}
+		if (status != OVL_WIRE_OK) {
+			respond_status(dc, h.type, h.rid, status, sl ? sl->epoch : 0, "%s", msg);
+			return (ssize_t)hl;
+		}
+	}
+	dispatch(dc, &h, q, sl);
+	return (ssize_t)hl;
+}
+
+static int dp_open(void *arg, struct node_conn *c)
+{
+	struct node_dp *dp = arg;
+	struct dp_conn *dc = calloc(1, sizeof(*dc));
+	struct ovl_wire_hs_cfg cfg = { 0 };
+	char err[DP_ERR_BYTES];
+
+	if (!dc)
+		return -ENOMEM;
+	dc->dp = dp;
+	dc->c = c;
+	dc->refs = 1;
+	cfg.id = dp->o.id;
+	cfg.cert = dp->o.cert;
+	cfg.cert_len = dp->o.cert_len;
+	cfg.peers = dp->o.peers;
+	cfg.now = dp->o.now_s(dp->o.now_arg);
+	if (ovl_wire_server_new(&dc->hs, &cfg, err, sizeof(err)) < 0) {
+		free(dc);
+		return -ENOMEM;
+	}
+	node_conn_set_data(c, dc);
+	return 0;
+}
+
+static void dp_close(void *arg, struct node_conn *c, int reason)
+{
+	struct dp_conn *dc = node_conn_data(c);
+
+	if (!dc)
+		return;
+	dc->c = NULL;
+	dc_unref(dc);
+}
+
+static const struct node_serve_proto dp_proto = { dp_open, dp_data, dp_close };
+
+int node_dp_new(struct node_dp **out, const struct node_dp_opts *o, char *err, size_t errlen)
+{
+	struct node_dp *dp = NULL;
+	struct node_serve_opts so = { 0 };
+	int ret;
+
+	*out = NULL;
+	if (!o->loop || !o->store || !o->id || !o->cert || !o->peers || !o->now_s ||
+	    !o->max_inflight || !o->max_payload_bytes) {
+		snprintf(err, errlen, "data plane: loop, store, identity, certificate, peers, clock and limits are required");
+		return -EINVAL;
+	}
+	dp = calloc(1, sizeof(*dp));
+	if (!dp)
+		return -ENOMEM;
+	dp->o = *o;
+	so.loop = o->loop;
+	so.proto = &dp_proto;
+	so.proto_arg = dp;
+	so.max_conns = o->max_conns;
+	so.max_conn_buf_bytes = OVL_WIRE_HEAD_MAX_BYTES + NODE_SERVE_RECV_CHUNK_BYTES;
+	so.idle_timeout_ms = o->idle_timeout_ms;
+	so.frame_timeout_ms = o->frame_timeout_ms;
+	ret = node_serve_new(&dp->srv, &so, err, errlen);
+	if (ret < 0) {
+		free(dp);
+		return ret;
+	}
+	*out = dp;
+	return 0;
+}
+
+int node_dp_slice_set(struct node_dp *dp, const char *name, uint64_t epoch, bool encrypt)
+{
+	struct dp_slice *sl = (struct dp_slice *)slice_find(dp, name);
+
+	if (!name || !*name || strlen(name) >= OVL_WIRE_NAME_SIZE)
+		return -EINVAL;
+	if (!sl) {
+		if (dp->nslices == NODE_DP_SLICES_MAX)
+			return -ENOSPC;
+		sl = &dp->slices[dp->nslices++];
+		snprintf(sl->name, sizeof(sl->name), "%s", name);
+	}
+	sl->epoch = epoch;
+	sl->encrypt = encrypt;
+	return 0;
+}
+
+int node_dp_listen(struct node_dp *dp, struct sockaddr_in6 *addr, char *err, size_t errlen)
+{
+	return node_serve_listen(dp->srv, addr, err, errlen);
+}
+
+void node_dp_tick(struct node_dp *dp, uint64_t now_ms)
+{
+	node_serve_tick(dp->srv, now_ms);
+}
+
+void node_dp_stats(const struct node_dp *dp, struct node_dp_stats *st)
+{
+	*st = dp->st;
+}
+
+void node_dp_serve_stats(const struct node_dp *dp, struct node_serve_stats *st)
+{
+	node_serve_stats(dp->srv, st);
+}
+
+void node_dp_destroy(struct node_dp **dpp)
+{
+	struct node_dp *dp = dpp ? *dpp : NULL;
+
+	if (!dp)
+		return;
+	node_serve_destroy(&dp->srv);
+	/* store callbacks still in flight hold their connection state: let
+	 * the store finish them (their answers go nowhere) */
+	while (node_store_pending(dp->o.store) && node_store_poll(dp->o.store, true) == 0)
+		;
+	free(dp);
+	*dpp = NULL;
+}

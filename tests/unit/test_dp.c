@@ -1,0 +1,608 @@
+/*
+ * The node's data plane end to end: a client thread speaks the wire protocol
+ * (docs/PROTOCOL.md section 7) over a real TCP connection to node_dp, which
+ * serves a real store on the same io_uring in the main thread.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "node.h"
+#include "overlay.h"
+
+struct pki {
+	struct ovl_id *ca, *broker, *node, *client, *rogue_ca, *rogue_broker, *rogue;
+	uint8_t broker_cert[OVL_CERT_MAX_BYTES], node_cert[OVL_CERT_MAX_BYTES];
+	uint8_t client_cert[OVL_CERT_MAX_BYTES], rogue_broker_cert[OVL_CERT_MAX_BYTES];
+	uint8_t rogue_cert[OVL_CERT_MAX_BYTES];
+	int broker_len, node_len, client_len, rogue_broker_len, rogue_len;
+	uint64_t now;
+};
+
+static int mkcert(const struct ovl_id *subj, enum ovl_role role, uint64_t serial,
+		  const char *const *slices, const struct ovl_id *issuer, uint64_t now, uint8_t *out)
+{
+	struct ovl_cert c;
+	char err[256];
+	int n;
+
+	ovl_cert_init(&c);
+	ovl_cert_set_keys(&c, subj);
+	c.serial = serial;
+	c.role = role;
+	c.not_before = now - 60;
+	c.not_after = now + 3600;
+	for (; slices && *slices; slices++)
+		assert_int_equal(ovl_cert_add_slice(&c, *slices, err, sizeof(err)), 0);
+	n = ovl_cert_sign(&c, issuer->sign_sk, out, OVL_CERT_MAX_BYTES, err, sizeof(err));
+	if (n < 0)
+		fail_msg("sign: %s", err);
+	return n;
+}
+
+static void pki_make(struct pki *p)
+{
+	static const char *const node_slices[] = { "hot", "cold", "enc", NULL };
+	static const char *const client_slices[] = { "hot", "enc", NULL };
+
+	memset(p, 0, sizeof(*p));
+	p->now = (uint64_t)time(NULL);
+	ovl_id_generate(&p->ca);
+	ovl_id_generate(&p->broker);
+	ovl_id_generate(&p->node);
+	ovl_id_generate(&p->client);
+	ovl_id_generate(&p->rogue_ca);
+	ovl_id_generate(&p->rogue_broker);
+	ovl_id_generate(&p->rogue);
+	p->broker_len = mkcert(p->broker, OVL_ROLE_BROKER, 1, NULL, p->ca, p->now, p->broker_cert);
+	p->node_len = mkcert(p->node, OVL_ROLE_NODE, 2, node_slices, p->broker, p->now, p->node_cert);
+	p->client_len = mkcert(p->client, OVL_ROLE_CLIENT, 3, client_slices, p->broker, p->now,
+			       p->client_cert);
+	p->rogue_broker_len = mkcert(p->rogue_broker, OVL_ROLE_BROKER, 1, NULL, p->rogue_ca, p->now,
+				     p->rogue_broker_cert);
+	p->rogue_len = mkcert(p->rogue, OVL_ROLE_CLIENT, 9, client_slices, p->rogue_broker, p->now,
+			      p->rogue_cert);
+}
+
+static void pki_free(struct pki *p)
+{
+	ovl_id_destroy(&p->ca);
+	ovl_id_destroy(&p->broker);
+	ovl_id_destroy(&p->node);
+	ovl_id_destroy(&p->client);
+	ovl_id_destroy(&p->rogue_ca);
+	ovl_id_destroy(&p->rogue_broker);
+	ovl_id_destroy(&p->rogue);
+}
+
+/* ---- a minimal blocking client written against ovl_wire ---- */
+
+struct cli {
+	int fd;
+	struct ovl_wire_session ses;
+	uint32_t rid;
+};
+
+static int read_full(int fd, uint8_t *buf, size_t n)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r = recv(fd, buf + got, n - got, 0);
+
+		if (r <= 0)
+			return -1;
+		got += (size_t)r;
+	}
+	return 0;
+}
+
+static int write_full(int fd, const uint8_t *buf, size_t n)
+{
+	while (n) {
+		ssize_t r = send(fd, buf, n, MSG_NOSIGNAL);
+
+		if (r <= 0)
+			return -1;
+		buf += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+/* Read one frame head (authed or not) into buf; returns its length. */
+static int read_head(int fd, bool authed, uint8_t *buf, struct ovl_wire_hdr *h)
+{
+	size_t need = 0, have = OVL_WIRE_HDR_BYTES;
+	char err[256];
+
+	if (read_full(fd, buf, have) < 0)
+		return -1;
+	if (ovl_wire_head_need(buf, have, authed, h, &need, err, sizeof(err)) < 0)
+		return -1;
+	if (need && read_full(fd, buf + have, need) < 0)
+		return -1;
+	return (int)(have + need);
+}
+
+static int cli_connect(struct cli *c, const struct sockaddr_in6 *addr, const struct ovl_id *id,
+		       const uint8_t *cert, size_t cert_len, struct ovl_peers *peers, uint64_t now,
+		       uint32_t *status)
+{
+	struct ovl_wire_hs_cfg cfg = { 0 };
+	struct ovl_wire_hs *hs = NULL;
+	struct ovl_wire_hdr h;
+	uint8_t buf[OVL_WIRE_HEAD_MAX_BYTES];
+	char err[256];
+	int n, ret = -1;
+
+	memset(c, 0, sizeof(*c));
+	c->fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (connect(c->fd, (const struct sockaddr *)addr, sizeof(*addr)) < 0)
+		return -1;
+	cfg.id = id;
+	cfg.cert = cert;
+	cfg.cert_len = cert_len;
+	cfg.peers = peers;
+	cfg.now = now;
+	cfg.slice = "hot";
+	if (ovl_wire_client_new(&hs, &cfg, err, sizeof(err)) < 0)
+		return -1;
+	n = ovl_wire_client_hello(hs, buf, sizeof(buf), err, sizeof(err));
+	if (n < 0 || write_full(c->fd, buf, (size_t)n) < 0)
+		goto out;
+	n = read_head(c->fd, false, buf, &h);
+	if (n < 0)
+		goto out;
+	ret = ovl_wire_client_finish(hs, buf, (size_t)n, status, err, sizeof(err));
+	if (ret == 0)
+		ret = ovl_wire_hs_session(hs, &c->ses);
+out:
+	ovl_wire_hs_destroy(&hs);
+	return ret;
+}
+
+/* Send a request; read its response (and payload into *out, malloc'd). */
+static int cli_call(struct cli *c, uint8_t type, const struct ovl_wire_req *q, const void *payload,
+		    size_t plen, bool encrypt, struct ovl_wire_resp *r, uint8_t **out, size_t *outlen)
+{
+	struct ovl_wire_hdr h = { 0 }, rh;
+	uint8_t meta[OVL_WIRE_META_MAX_BYTES], head[OVL_WIRE_HEAD_MAX_BYTES], *wire = NULL;
+	const uint8_t *rmeta = NULL;
+	uint64_t wlen = encrypt && plen ? ovl_wire_sealed_len(plen) : plen, plain;
+	char err[256];
+	int mlen, hl, n;
+
+	struct ovl_wire_req typed = *q;
+
+	typed.type = type;
+	mlen = ovl_wire_req_encode(&typed, meta, sizeof(meta), err, sizeof(err));
+	if (mlen < 0)
+		fail_msg("encode: %s", err);
+	h.type = type;
+	h.flags = encrypt && plen ? OVL_WIRE_FLAG_ENCRYPTED : 0;
+	h.payload_len = wlen;
+	h.rid = ++c->rid;
+	hl = ovl_wire_head_seal(&c->ses, &h, meta, (size_t)mlen, head, sizeof(head), err, sizeof(err));
+	assert_true(hl > 0);
+	wire = malloc(hl + wlen + 1);
+	memcpy(wire, head, hl);
+	if (h.flags) {
+		uint8_t *dst = wire + hl;
+
+		for (size_t off = 0, i = 0; off < plen; off += OVL_WIRE_CHUNK_BYTES, i++) {
+			size_t k = plen - off < OVL_WIRE_CHUNK_BYTES ? plen - off : OVL_WIRE_CHUNK_BYTES;
+
+			memcpy(dst, (const uint8_t *)payload + off, k);
+			ovl_wire_chunk_seal(&c->ses, wire, (uint32_t)i, dst, k);
+			dst += k + OVL_WIRE_TAG_BYTES;
+		}
+	} else if (plen) {
+		memcpy(wire + hl, payload, plen);
+	}
+	n = write_full(c->fd, wire, hl + wlen);
+	free(wire);
+	if (n < 0)
+		return -EPIPE;
+	n = read_head(c->fd, true, head, &rh);
+	if (n < 0)
+		return -ECONNRESET;
+	if (ovl_wire_head_open(&c->ses, head, (size_t)n, &rh, &rmeta, err, sizeof(err)) < 0)
+		fail_msg("response head: %s", err);
+	assert_int_equal(rh.rid, h.rid);
+	if (ovl_wire_resp_decode(rh.type, rmeta, rh.meta_len, r, err, sizeof(err)) < 0)
+		fail_msg("response meta: %s", err);
+	if (out) {
+		*out = malloc(rh.payload_len + 1);
+		*outlen = rh.payload_len;
+		if (rh.payload_len && read_full(c->fd, *out, rh.payload_len) < 0)
+			return -ECONNRESET;
+		if (rh.flags & OVL_WIRE_FLAG_ENCRYPTED) {
+			uint8_t *src = *out, *dst = *out;
+
+			assert_int_equal(ovl_wire_plain_len(rh.payload_len, &plain), 0);
+			for (uint64_t off = 0, i = 0; off < plain; off += OVL_WIRE_CHUNK_BYTES, i++) {
+				size_t k = plain - off < OVL_WIRE_CHUNK_BYTES ? plain - off : OVL_WIRE_CHUNK_BYTES;
+
+				assert_int_equal(ovl_wire_chunk_open(&c->ses, head, (uint32_t)i, src, k), 0);
+				memmove(dst, src, k);
+				src += k + OVL_WIRE_TAG_BYTES;
+				dst += k;
+			}
+			*outlen = plain;
+		}
+	} else {
+		assert_int_equal(rh.payload_len, 0);
+	}
+	return 0;
+}
+
+static void req_init(struct ovl_wire_req *q, const char *slice, uint64_t epoch, const char *key)
+{
+	memset(q, 0, sizeof(*q));
+	snprintf(q->slice, sizeof(q->slice), "%s", slice);
+	q->epoch = epoch;
+	q->key_len = (uint32_t)strlen(key);
+	memcpy(q->key, key, q->key_len);
+}
+
+/* ---- the node side, driven in the main thread ---- */
+
+struct fx {
+	struct pki pki;
+	char dir[64], path[128];
+	struct node_loop *loop;
+	struct node_store *store;
+	ovl_keyring_t *kr, *ckr;
+	struct ovl_peers *peers, *cpeers;
+	struct node_dp *dp;
+	struct sockaddr_in6 addr;
+	struct node_loop_ev tick_ev;
+	struct __kernel_timespec tick_ts;
+	bool tick_armed;
+	atomic_int done;
+	void (*client_fn)(struct fx *f);
+};
+
+static uint64_t now_s(void *arg)
+{
+	return (uint64_t)time(NULL);
+}
+
+static void tick_done(struct node_loop_ev *ev, int res, uint32_t flags)
+{
+	struct fx *f = (struct fx *)((char *)ev - offsetof(struct fx, tick_ev));
+
+	f->tick_armed = false;
+}
+
+static void *client_thread(void *arg)
+{
+	struct fx *f = arg;
+
+	f->client_fn(f);
+	atomic_store(&f->done, 1);
+	return NULL;
+}
+
+static void run_client(struct fx *f, void (*fn)(struct fx *f))
+{
+	pthread_t t;
+
+	f->client_fn = fn;
+	atomic_store(&f->done, 0);
+	assert_int_equal(pthread_create(&t, NULL, client_thread, f), 0);
+	while (!atomic_load(&f->done)) {
+		if (!f->tick_armed) {
+			struct io_uring_sqe *sqe = node_loop_sqe(f->loop, &f->tick_ev);
+
+			f->tick_ev.fn = tick_done;
+			f->tick_ts.tv_nsec = 20 * 1000000;
+			io_uring_prep_timeout(sqe, &f->tick_ts, 0, 0);
+			f->tick_armed = true;
+		}
+		node_store_poll(f->store, false);
+		node_loop_run(f->loop, true);
+	}
+	pthread_join(t, NULL);
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	struct node_store_opts so;
+	struct node_dp_opts o = { 0 };
+	char err[256];
+
+	pki_make(&f->pki);
+	snprintf(f->dir, sizeof(f->dir), "/tmp/shelf-dp-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->path, sizeof(f->path), "%s/drive", f->dir);
+	assert_int_equal(node_loop_new(&f->loop, 256, err, sizeof(err)), 0);
+	node_store_opts_init(&so);
+	so.path = f->path;
+	so.loop = f->loop;
+	so.create_size = 128 << 20;
+	so.format = true;
+	so.segment_bytes = 16 << 20;
+	if (node_store_open(&f->store, &so, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	/* the node trusts the site CA and knows its broker */
+	f->kr = ovl_keyring_new();
+	assert_int_equal(ovl_peers_new(&f->peers, f->pki.ca->sign_pk, f->kr), 0);
+	assert_int_equal(ovl_peers_add_broker(f->peers, f->pki.broker_cert, f->pki.broker_len,
+					      f->pki.now, err, sizeof(err)), 0);
+	/* so does the client */
+	f->ckr = ovl_keyring_new();
+	assert_int_equal(ovl_peers_new(&f->cpeers, f->pki.ca->sign_pk, f->ckr), 0);
+	assert_int_equal(ovl_peers_add_broker(f->cpeers, f->pki.broker_cert, f->pki.broker_len,
+					      f->pki.now, err, sizeof(err)), 0);
+	o.loop = f->loop;
+	o.store = f->store;
+	o.id = f->pki.node;
+	o.cert = f->pki.node_cert;
+	o.cert_len = (size_t)f->pki.node_len;
+	o.peers = f->peers;
+	o.now_s = now_s;
+	o.max_conns = 16;
+	o.max_inflight = 8;
+	o.max_payload_bytes = 16 << 20;
+	o.idle_timeout_ms = 5000;
+	o.frame_timeout_ms = 5000;
+	assert_int_equal(node_dp_new(&f->dp, &o, err, sizeof(err)), 0);
+	assert_int_equal(node_dp_slice_set(f->dp, "hot", 5, false), 0);
+	assert_int_equal(node_dp_slice_set(f->dp, "cold", 1, false), 0);
+	assert_int_equal(node_dp_slice_set(f->dp, "enc", 1, true), 0);
+	f->addr.sin6_family = AF_INET6;
+	f->addr.sin6_addr = in6addr_loopback;
+	assert_int_equal(node_dp_listen(f->dp, &f->addr, err, sizeof(err)), 0);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	node_dp_destroy(&f->dp);
+	while (f->tick_armed)
+		node_loop_run(f->loop, true);
+	node_store_close(&f->store);
+	node_loop_destroy(&f->loop);
+	ovl_peers_destroy(&f->peers);
+	ovl_peers_destroy(&f->cpeers);
+	ovl_keyring_destroy(&f->kr);
+	ovl_keyring_destroy(&f->ckr);
+	pki_free(&f->pki);
+	unlink(f->path);
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static void fill(uint8_t *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(seed + i * 31 + (i >> 7));
+}
+
+static void client_basic(struct fx *f)
+{
+	struct cli c;
+	struct ovl_wire_req q;
+	struct ovl_wire_resp r;
+	uint8_t *got = NULL, *v = malloc(4 << 20);
+	size_t glen;
+	uint32_t st = 0;
+	struct ovl_wire_bin *keys = NULL;
+	uint32_t nkeys = 0;
+	char err[256];
+
+	assert_int_equal(cli_connect(&c, &f->addr, f->pki.client, f->pki.client_cert,
+				     (size_t)f->pki.client_len, f->cpeers, f->pki.now, &st), 0);
+	/* put, get, range get, stat */
+	fill(v, 1000, 1);
+	req_init(&q, "hot", 5, "obj/a");
+	q.size = 1000;
+	q.crc = ovl_crc32c(0, v, 1000);
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, v, 1000, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	req_init(&q, "hot", 5, "obj/a");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	assert_int_equal(glen, 1000);
+	assert_memory_equal(got, v, 1000);
+	assert_int_equal(r.crc, ovl_crc32c(0, got, glen)); /* end to end */
+	free(got);
+	q.has_range = true;
+	q.offset = 101;
+	q.length = 57;
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(glen, 57);
+	assert_memory_equal(got, v + 101, 57);
+	free(got);
+	req_init(&q, "hot", 5, "obj/a");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.size, 1000);
+	assert_int_equal(r.crc, ovl_crc32c(0, v, 1000));
+	/* a 4 MiB object */
+	fill(v, 4 << 20, 2);
+	req_init(&q, "hot", 5, "obj/big");
+	q.size = 4 << 20;
+	q.crc = ovl_crc32c(0, v, 4 << 20);
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, v, 4 << 20, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	req_init(&q, "hot", 5, "obj/big");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(glen, 4 << 20);
+	assert_memory_equal(got, v, 4 << 20);
+	free(got);
+	/* list with a prefix */
+	req_init(&q, "hot", 5, "obj/");
+	q.limit = 10;
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_LIST, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(r.count, 2);
+	assert_false(r.more);
+	assert_int_equal(ovl_wire_keys_decode(got, glen, &keys, &nkeys, err, sizeof(err)), 0);
+	assert_int_equal(nkeys, 2);
+	assert_memory_equal(keys[0].ptr, "obj/a", 5);
+	free(keys);
+	free(got);
+	q.limit = 1;
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_LIST, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(r.count, 1);
+	assert_true(r.more);
+	free(got);
+	/* delete */
+	req_init(&q, "hot", 5, "obj/a");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_DELETE, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+	free(got);
+	/* node stat */
+	req_init(&q, "hot", 5, "x");
+	q.key_len = 0;
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_NODE_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_true(r.ncounters >= 4);
+	close(c.fd);
+	free(v);
+}
+
+static void test_put_get_stat_list_delete(void **state)
+{
+	run_client(*state, client_basic);
+}
+
+static void client_refusals(struct fx *f)
+{
+	struct cli c;
+	struct ovl_wire_req q;
+	struct ovl_wire_resp r;
+	uint8_t v[3000], *got = NULL;
+	size_t glen;
+	uint32_t st = 0;
+
+	fill(v, sizeof(v), 3);
+	assert_int_equal(cli_connect(&c, &f->addr, f->pki.client, f->pki.client_cert,
+				     (size_t)f->pki.client_len, f->cpeers, f->pki.now, &st), 0);
+	/* payload that does not match its checksum: refused, nothing stored */
+	req_init(&q, "hot", 5, "bad");
+	q.size = sizeof(v);
+	q.crc = ovl_crc32c(0, v, sizeof(v)) ^ 1;
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, v, sizeof(v), false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_CHECKSUM_MISMATCH);
+	assert_non_null(strstr(r.message, "nothing stored"));
+	req_init(&q, "hot", 5, "bad");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+	/* a stale epoch is answered with the node's */
+	req_init(&q, "hot", 4, "k");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_STALE_MAP);
+	assert_int_equal(r.epoch, 5);
+	/* a slice this client's certificate does not list, and one the node lacks */
+	req_init(&q, "cold", 1, "k");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_WRONG_SLICE);
+	req_init(&q, "nope", 1, "k");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_WRONG_SLICE);
+	/* a slice that requires encryption: plaintext refused, encrypted works */
+	req_init(&q, "enc", 1, "secret");
+	q.size = sizeof(v);
+	q.crc = ovl_crc32c(0, v, sizeof(v));
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, v, sizeof(v), false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_BAD_REQUEST);
+	assert_non_null(strstr(r.message, "requires encrypted"));
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, v, sizeof(v), true, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	req_init(&q, "enc", 1, "secret");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(glen, sizeof(v));
+	assert_memory_equal(got, v, sizeof(v));
+	free(got);
+	/* the connection still works after every refusal */
+	req_init(&q, "hot", 5, "after");
+	q.size = 10;
+	q.crc = ovl_crc32c(0, v, 10);
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, v, 10, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	close(c.fd);
+}
+
+static void test_refusals(void **state)
+{
+	run_client(*state, client_refusals);
+}
+
+static void client_hostile(struct fx *f)
+{
+	struct cli c;
+	struct ovl_wire_req q;
+	struct ovl_wire_hdr h = { 0 };
+	uint8_t meta[256], head[OVL_WIRE_HEAD_MAX_BYTES], b;
+	uint32_t st = 0;
+	char err[256];
+	int mlen, hl;
+
+	/* a client whose certificate comes from another site's CA is refused */
+	assert_true(cli_connect(&c, &f->addr, f->pki.rogue, f->pki.rogue_cert,
+				(size_t)f->pki.rogue_len, f->cpeers, f->pki.now, &st) < 0);
+	assert_int_equal(st, OVL_WIRE_AUTH_FAILED);
+	close(c.fd);
+	/* a tampered request head closes the connection without an answer */
+	assert_int_equal(cli_connect(&c, &f->addr, f->pki.client, f->pki.client_cert,
+				     (size_t)f->pki.client_len, f->cpeers, f->pki.now, &st), 0);
+	req_init(&q, "hot", 5, "k");
+	q.type = OVL_WIRE_T_STAT;
+	mlen = ovl_wire_req_encode(&q, meta, sizeof(meta), err, sizeof(err));
+	h.type = OVL_WIRE_T_STAT;
+	h.rid = 1;
+	hl = ovl_wire_head_seal(&c.ses, &h, meta, (size_t)mlen, head, sizeof(head), err, sizeof(err));
+	head[OVL_WIRE_HDR_BYTES + 2] ^= 0x20; /* a bit of the meta */
+	assert_int_equal(write_full(c.fd, head, (size_t)hl), 0);
+	assert_true(recv(c.fd, &b, 1, 0) <= 0);
+	close(c.fd);
+	/* garbage instead of HELLO: an ERROR frame, then close */
+	c.fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(connect(c.fd, (struct sockaddr *)&f->addr, sizeof(f->addr)), 0);
+	memset(head, 'x', 64);
+	assert_int_equal(write_full(c.fd, head, 64), 0);
+	while (recv(c.fd, head, sizeof(head), 0) > 0)
+		;
+	close(c.fd);
+}
+
+static void test_hostile_clients(void **state)
+{
+	struct fx *f = *state;
+	struct node_dp_stats st;
+
+	run_client(f, client_hostile);
+	node_dp_stats(f->dp, &st);
+	assert_true(st.handshake_failures >= 2);
+	assert_true(st.auth_failures >= 1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_put_get_stat_list_delete, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hostile_clients, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -24,5 +24,6 @@
 #include "ovl_msg.h"
 #include "ovl_peers.h"
 #include "ovl_wire.h"
+#include "ovl_place.h"
 
 #endif

@@ -1,0 +1,116 @@
+/* Placement: deterministic, weighted, minimal movement, domain spreading. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "overlay.h"
+
+#define N 24
+static struct ovl_place_member mem[N + 1];
+static char slots[N + 1][8], chassis[N + 1][8];
+
+static void make(unsigned n, unsigned per_chassis)
+{
+	for (unsigned i = 0; i < n; i++) {
+		memset(mem[i].id, 0, 32);
+		mem[i].id[0] = (uint8_t)i;
+		mem[i].id[1] = 0xa5;
+		mem[i].weight = 1ull << 40;
+		snprintf(slots[i], sizeof(slots[i]), "%u", i);
+		snprintf(chassis[i], sizeof(chassis[i]), "c%u", i / per_chassis);
+		mem[i].site = "s";
+		mem[i].chassis = chassis[i];
+		mem[i].slot = slots[i];
+	}
+}
+
+static void test_deterministic_and_distinct(void **state)
+{
+	unsigned a[3], b[3];
+
+	make(N, 4);
+	for (int k = 0; k < 1000; k++) {
+		char key[16];
+
+		snprintf(key, sizeof(key), "obj-%d", k);
+		assert_int_equal(ovl_place(mem, N, key, strlen(key), 3, a), 3);
+		assert_int_equal(ovl_place(mem, N, key, strlen(key), 3, b), 3);
+		assert_memory_equal(a, b, sizeof(a));
+		assert_true(a[0] != a[1] && a[1] != a[2] && a[0] != a[2]);
+		/* 6 chassis of 4: three copies on three chassis */
+		assert_true(strcmp(mem[a[0]].chassis, mem[a[1]].chassis) &&
+			    strcmp(mem[a[1]].chassis, mem[a[2]].chassis) &&
+			    strcmp(mem[a[0]].chassis, mem[a[2]].chassis));
+	}
+}
+
+static void test_weights(void **state)
+{
+	unsigned count[N] = { 0 }, one;
+	int keys = 48000;
+
+	make(N, 1);
+	mem[0].weight = 3ull << 40; /* three times the others */
+	mem[1].weight = 0;          /* never */
+	for (int k = 0; k < keys; k++) {
+		char key[16];
+
+		snprintf(key, sizeof(key), "k%d", k);
+		assert_int_equal(ovl_place(mem, N, key, strlen(key), 1, &one), 1);
+		count[one]++;
+	}
+	assert_int_equal(count[1], 0);
+	/* expected shares: 3/25 for member 0, 1/25 for the others */
+	assert_true(count[0] > keys * 3 / 25 * 0.9 && count[0] < keys * 3 / 25 * 1.1);
+	for (int i = 2; i < N; i++)
+		assert_true(count[i] > keys / 25 * 0.85 && count[i] < keys / 25 * 1.15);
+}
+
+static void test_minimal_movement(void **state)
+{
+	unsigned before, after;
+	int moved = 0, keys = 20000;
+
+	make(N + 1, 1);
+	for (int k = 0; k < keys; k++) {
+		char key[16];
+
+		snprintf(key, sizeof(key), "m%d", k);
+		ovl_place(mem, N, key, strlen(key), 1, &before);
+		ovl_place(mem, N + 1, key, strlen(key), 1, &after);
+		if (before != after) {
+			assert_int_equal(after, N); /* only to the newcomer */
+			moved++;
+		}
+	}
+	/* about 1/25 of the keys move */
+	assert_true(moved > keys / 25 * 0.8 && moved < keys / 25 * 1.2);
+}
+
+static void test_edges(void **state)
+{
+	unsigned out[16];
+
+	make(2, 1);
+	assert_int_equal(ovl_place(mem, 2, "x", 1, 3, out), 2); /* fewer members than copies */
+	assert_int_equal(ovl_place(mem, 0, "x", 1, 1, out), 0);
+	assert_int_equal(ovl_place(mem, 2, "x", 1, 0, out), -EINVAL);
+	assert_int_equal(ovl_place(mem, 2, "x", 1, 17, out), -EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_deterministic_and_distinct),
+		cmocka_unit_test(test_weights),
+		cmocka_unit_test(test_minimal_movement),
+		cmocka_unit_test(test_edges),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

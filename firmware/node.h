@@ -8,5 +8,6 @@
 
 #include "store/disk.h"
 #include "store/store.h"
+#include "ctl/ctl.h"
 
 #endif

@@ -11,5 +11,6 @@
 #include "dp/dp.h"
 #include "store/disk.h"
 #include "store/store.h"
+#include "ctl/ctl.h"
 
 #endif

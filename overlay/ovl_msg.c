@@ -46,6 +46,8 @@ static const struct ovl_msg_field slice_fields[] = {
 	      .max = OVL_MSG_REPLICAS_MAX),
 	FIELD("members", OVL_MSG_F_UINT, OPT, struct ovl_msg_slice, members,
 	      .max = OVL_MSG_MEMBERS_MAX),
+	FIELD("selector", OVL_MSG_F_STR, OPT, struct ovl_msg_slice, selector),
+	FIELD("owner", OVL_MSG_F_FIXBIN, OPT, struct ovl_msg_slice, owner),
 };
 static const struct ovl_msg_schema slice_schema = {
 	.name = "slice", .fields = slice_fields, .nfields = NFIELDS(slice_fields),
@@ -65,6 +67,8 @@ static const struct ovl_msg_field member_fields[] = {
 	FIELD("capacity", OVL_MSG_F_UINT, REQ, struct ovl_msg_member, capacity),
 	FIELD("state", OVL_MSG_F_ENUM, REQ, struct ovl_msg_member, state,
 	      .names = state_names, .open = true),
+	FIELD("cert", OVL_MSG_F_BIN, OPT, struct ovl_msg_member, cert,
+	      .max = OVL_MSG_OPAQUE_MAX_BYTES),
 };
 static const struct ovl_msg_schema member_schema = {
 	.name = "member", .fields = member_fields, .nfields = NFIELDS(member_fields),
@@ -123,6 +127,12 @@ static const struct ovl_msg_field register_fields[] = {
 	FIELD("token", OVL_MSG_F_STR, OPT, struct ovl_msg_register, token),
 	ARRAY("slices", OPT, struct ovl_msg_register, slices, n_slices, slice_elem,
 	      OVL_MSG_SLICES_MAX),
+	FIELD("group", OVL_MSG_F_STR, OPT, struct ovl_msg_register, group),
+	FIELD("sig", OVL_MSG_F_FIXBIN, OPT, struct ovl_msg_register, sig),
+	FIELD("cert", OVL_MSG_F_BIN, OPT, struct ovl_msg_register, cert,
+	      .max = OVL_MSG_OPAQUE_MAX_BYTES),
+	FIELD("broker_cert", OVL_MSG_F_BIN, OPT, struct ovl_msg_register, broker_cert,
+	      .max = OVL_MSG_OPAQUE_MAX_BYTES),
 };
 
 static const struct ovl_msg_field register_ok_fields[] = {
@@ -133,6 +143,10 @@ static const struct ovl_msg_field register_ok_fields[] = {
 	      .min = OVL_MSG_HEARTBEAT_MIN_MS, .max = OVL_MSG_HEARTBEAT_MAX_MS),
 	ARRAY("slices", REQ, struct ovl_msg_register_ok, slices, n_slices, slice_elem,
 	      OVL_MSG_SLICES_MAX),
+	FIELD("broker_cert", OVL_MSG_F_BIN, OPT, struct ovl_msg_register_ok, broker_cert,
+	      .max = OVL_MSG_OPAQUE_MAX_BYTES),
+	FIELD("crl", OVL_MSG_F_BIN, OPT, struct ovl_msg_register_ok, crl,
+	      .max = OVL_MSG_CRL_MAX_BYTES),
 };
 
 static const struct ovl_msg_field heartbeat_fields[] = {
@@ -161,6 +175,7 @@ static const struct ovl_msg_field map_fields[] = {
 	      .max = OVL_MSG_REPLICAS_MAX),
 	ARRAY("members", REQ, struct ovl_msg_map, members, n_members, member_elem,
 	      OVL_MSG_MEMBERS_MAX),
+	FIELD("crl", OVL_MSG_F_BIN, OPT, struct ovl_msg_map, crl, .max = OVL_MSG_CRL_MAX_BYTES),
 };
 
 static const struct ovl_msg_field map_delta_fields[] = {
@@ -174,6 +189,8 @@ static const struct ovl_msg_field map_delta_fields[] = {
 	      OVL_MSG_MEMBERS_MAX),
 	ARRAY("removed", OPT, struct ovl_msg_map_delta, removed, n_removed, id_elem,
 	      OVL_MSG_MEMBERS_MAX),
+	FIELD("crl", OVL_MSG_F_BIN, OPT, struct ovl_msg_map_delta, crl,
+	      .max = OVL_MSG_CRL_MAX_BYTES),
 };
 
 static const struct ovl_msg_field cert_renew_fields[] = {
@@ -202,6 +219,7 @@ static const struct ovl_msg_field admin_fields[] = {
 	FIELD("node_id", OVL_MSG_F_FIXBIN, OPT, struct ovl_msg_admin, node_id),
 	FIELD("replicas", OVL_MSG_F_UINT, OPT, struct ovl_msg_admin, replicas,
 	      .max = OVL_MSG_REPLICAS_MAX),
+	FIELD("selector", OVL_MSG_F_STR, OPT, struct ovl_msg_admin, selector),
 };
 
 static const struct ovl_msg_field admin_ok_fields[] = {

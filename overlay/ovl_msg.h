@@ -69,6 +69,10 @@ struct msgpack_sbuffer;
 #define OVL_MSG_SLOT_SIZE 32         /* failure domain: slot */
 #define OVL_MSG_TOKEN_SIZE 256       /* enrolment token */
 #define OVL_MSG_TEXT_SIZE 256        /* error message text */
+#define OVL_MSG_SELECTOR_SIZE 128    /* slice member selector ("all", "board=x", ...) */
+#define OVL_MSG_GROUP_SIZE 64        /* a node's group name */
+#define OVL_MSG_SIG_BYTES 64         /* Ed25519 signature */
+#define OVL_MSG_CRL_MAX_BYTES 65536  /* a revocation list (as OVL_CRL_MAX_BYTES) */
 
 #define OVL_MSG_MEMBERS_MAX 100000   /* members in one slice map or delta */
 #define OVL_MSG_NODES_MAX 100000     /* nodes in an admin list */
@@ -158,6 +162,8 @@ struct ovl_msg_slice {
 	uint64_t epoch;
 	uint32_t replicas; /* optional: copies per object */
 	uint32_t members;  /* optional: member count */
+	char selector[OVL_MSG_SELECTOR_SIZE]; /* optional (1.1): which nodes belong */
+	uint8_t owner[OVL_MSG_ID_BYTES];      /* optional (1.1): Ed25519 key of the owning broker */
 };
 
 /* One member of a slice map. */
@@ -169,6 +175,7 @@ struct ovl_msg_member {
 	struct ovl_msg_domain domain;
 	uint64_t capacity;                    /* drive capacity, bytes */
 	enum ovl_msg_state state;
+	struct ovl_msg_bin cert;              /* optional (1.1): the member's node certificate */
 };
 
 /* One node in an admin list_nodes reply. */
@@ -202,6 +209,10 @@ struct ovl_msg_register {
 	char token[OVL_MSG_TOKEN_SIZE];   /* optional enrolment token; "" = pre-authorised key */
 	struct ovl_msg_slice *slices;     /* optional: slices and epochs cached on the drive */
 	uint32_t n_slices;
+	char group[OVL_MSG_GROUP_SIZE];   /* optional (1.1): the node's group, for selectors */
+	uint8_t sig[OVL_MSG_SIG_BYTES];   /* optional (1.1): proof of possession of node_id */
+	struct ovl_msg_bin cert;          /* optional (1.1): the node's current certificate */
+	struct ovl_msg_bin broker_cert;   /* optional (1.1): the broker certificate that issued it */
 };
 
 struct ovl_msg_register_ok {
@@ -210,6 +221,8 @@ struct ovl_msg_register_ok {
 	uint32_t heartbeat_ms;        /* OVL_MSG_HEARTBEAT_MIN_MS..MAX_MS */
 	struct ovl_msg_slice *slices; /* slices the node belongs to, current epochs */
 	uint32_t n_slices;
+	struct ovl_msg_bin broker_cert; /* optional (1.1): the broker's certificate (by the CA) */
+	struct ovl_msg_bin crl;         /* optional (1.1): the broker's revocation list */
 };
 
 struct ovl_msg_heartbeat {
@@ -237,6 +250,7 @@ struct ovl_msg_map {
 	uint32_t replicas; /* copies per object, 1..OVL_MSG_REPLICAS_MAX */
 	struct ovl_msg_member *members;
 	uint32_t n_members;
+	struct ovl_msg_bin crl; /* optional (1.1): the broker's revocation list */
 };
 
 struct ovl_msg_map_delta {
@@ -249,6 +263,7 @@ struct ovl_msg_map_delta {
 	uint32_t n_members;
 	uint8_t (*removed)[OVL_MSG_ID_BYTES]; /* optional: ids of members removed */
 	uint32_t n_removed;
+	struct ovl_msg_bin crl;          /* optional (1.1): a newer revocation list */
 };
 
 struct ovl_msg_cert_renew {
@@ -272,6 +287,7 @@ struct ovl_msg_admin {
 	char slice[OVL_MSG_NAME_SIZE];     /* show_map, create_slice, delete_slice */
 	uint8_t node_id[OVL_MSG_ID_BYTES]; /* revoke_node */
 	uint32_t replicas;                 /* create_slice */
+	char selector[OVL_MSG_SELECTOR_SIZE]; /* optional (1.1), create_slice: "" = "all" */
 };
 
 struct ovl_msg_admin_ok {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "overlay.h"
+#include "admin.h"
 
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
@@ -192,13 +193,21 @@ static int cmd_id_show(int argc, char **argv)
 static const struct cmd cmds[] = {
 	{ "id", "new", cmd_id_new, "create this machine's identity (Ed25519 + Curve25519, mode 0600)" },
 	{ "id", "show", cmd_id_show, "print the node id, keys, and the address in a slice" },
+	{ "slice", "create", cmd_slice_create, "create a slice: NAME --replicas R --members SELECTOR" },
+	{ "slice", "rm", cmd_slice_rm, "delete a slice" },
+	{ "slice", "show", cmd_slice_show, "print a slice's map (members, addresses, states)" },
+	{ "slices", NULL, cmd_slices, "list the broker's slices" },
+	{ "nodes", NULL, cmd_nodes, "list the broker's nodes with their states" },
+	{ "node", "revoke", cmd_node_revoke, "revoke a node: its peers refuse it from the next delta" },
+	{ "broker", "stats", cmd_broker_stats, "broker counters: nodes by state, registrations, ..." },
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: shelf <command> [options]    (shelf <command> --help for each)\n\n");
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
-		fprintf(f, "  %s %-6s %s\n", cmds[i].group, cmds[i].name, cmds[i].summary);
+		fprintf(f, "  %-6s %-6s %s\n", cmds[i].group, cmds[i].name ? cmds[i].name : "",
+			cmds[i].summary);
 	fprintf(f, "\nexit codes: 0 ok, 1 failed, 2 usage, 3 not found\n");
 }
 
@@ -216,6 +225,8 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
 		if (strcmp(argv[1], cmds[i].group) != 0)
 			continue;
+		if (!cmds[i].name)
+			return cmds[i].run(argc - 1, argv + 1);
 		if (argc < 3) {
 			fprintf(stderr, "shelf %s: which one? (", argv[1]);
 			for (size_t j = 0; j < sizeof(cmds) / sizeof(cmds[0]); j++)

@@ -1,0 +1,1769 @@
+/*
+ * brk_core: the broker's registry, slices, admission, certificates, maps,
+ * deltas, liveness and admin requests. No I/O of its own (see broker.h):
+ * everything leaves through b->io, so tests drive it with a fake clock and
+ * capture what it sends.
+ *
+ * Memory: a node costs its struct (about 230 bytes), its certificate (about
+ * 330 bytes), one pointer in each of two hash tables and one in the node
+ * vector, and 24 bytes per slice it is in. Strings that repeat across nodes
+ * (board, version, site, chassis, slot, group) are interned.
+ */
+#include "broker.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <msgpack.h>
+#include <sodium.h>
+
+struct slice;
+
+struct node {
+	uint8_t id[OVL_ID_BYTES];
+	struct brk_peer peer;           /* peer.key is the node's CURVE key */
+	const char *board, *version, *site, *chassis, *slot, *group; /* interned */
+	uint64_t capacity, used;
+	uint64_t last_ms;               /* last message heard */
+	uint64_t serial;                /* serial of the current certificate */
+	uint8_t *cert;                  /* current certificate (owned) */
+	uint16_t cert_len;
+	uint16_t port;
+	uint8_t state;                  /* enum ovl_msg_state */
+	uint8_t nslices;
+	struct slice **slices;          /* slices it is a member of (owned array) */
+	uint32_t idx;                   /* position in b->nodes */
+};
+
+struct member {
+	struct node *n;
+	struct in6_addr addr;
+};
+
+struct slice {
+	char name[OVL_MSG_NAME_SIZE];
+	char selector[OVL_MSG_SELECTOR_SIZE];
+	uint8_t owner[OVL_ID_BYTES];    /* Ed25519 key of the authoritative broker */
+	unsigned replicas;
+	uint64_t epoch;
+	bool ours;                      /* owner is this broker: only then the epoch moves */
+	struct ovl_slice os;
+	struct member *m;
+	uint32_t n, cap;
+};
+
+struct ht {
+	struct node **slot;
+	size_t cap, count;
+	size_t off;                     /* offset of the 32-byte key in struct node */
+};
+
+struct token {
+	uint8_t hash[32];
+	unsigned uses;
+	uint64_t expires;
+};
+
+struct used {
+	uint8_t hash[32];
+	unsigned count;
+};
+
+struct brk {
+	const struct brk_site *site;
+	struct brk_params p;
+	struct brk_io io;
+	uint8_t sipkey[crypto_shorthash_KEYBYTES];
+	struct node **nodes;
+	size_t n_nodes, cap_nodes;
+	struct ht by_id, by_curve;
+	struct slice *slices[BRK_SLICES_MAX];
+	unsigned n_slices;
+	struct token *tokens;
+	size_t n_tokens;
+	struct used *used;
+	size_t n_used;
+	uint8_t (*preauth)[OVL_ID_BYTES]; /* sorted */
+	size_t n_preauth;
+	uint8_t (*revoked)[OVL_ID_BYTES]; /* revoked node ids */
+	size_t n_revoked;
+	uint8_t (*revoked_keys)[OVL_KEY_BYTES];
+	uint64_t *crl_serials;
+	size_t n_crl;
+	uint64_t crl_version;
+	uint8_t *crl;                   /* encoded, signed list (owned) */
+	size_t crl_len;
+	char **strings;                 /* interned strings */
+	size_t n_strings;
+	uint8_t ts[OVL_TS_MAX_BYTES];   /* cached timestamp token of ts_sec */
+	size_t ts_len;
+	uint64_t ts_sec;
+	msgpack_sbuffer sb;
+	bool dirty;                     /* slice epochs not yet on disk */
+	uint64_t flushed_ms;
+	struct stat tok_st, pre_st;     /* what brk_reload_files() read last */
+	struct brk_stats st;
+	char line[512];                 /* event line */
+};
+
+/* ---- helpers ---------------------------------------------------------------- */
+
+static void event(brk_t *b, enum brk_event ev, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void event(brk_t *b, enum brk_event ev, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!b->io.event)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(b->line, sizeof(b->line), fmt, ap);
+	va_end(ap);
+	b->io.event(b->io.arg, ev, b->line);
+}
+
+static uint64_t now_ms(brk_t *b)
+{
+	return b->io.now_ms(b->io.arg);
+}
+
+static void fp(const uint8_t id[OVL_ID_BYTES], char out[OVL_ID_FP_BYTES])
+{
+	ovl_nodeid_fingerprint(id, out);
+}
+
+static uint64_t khash(brk_t *b, const uint8_t *key)
+{
+	uint8_t h[crypto_shorthash_BYTES];
+	uint64_t v;
+
+	crypto_shorthash(h, key, 32, b->sipkey);
+	memcpy(&v, h, sizeof(v));
+	return v;
+}
+
+static const uint8_t *ht_key(const struct ht *h, const struct node *n)
+{
+	return (const uint8_t *)n + h->off;
+}
+
+static struct node *ht_find(brk_t *b, struct ht *h, const uint8_t *key)
+{
+	if (!h->cap)
+		return NULL;
+	for (size_t i = khash(b, key) & (h->cap - 1);; i = (i + 1) & (h->cap - 1)) {
+		struct node *n = h->slot[i];
+
+		if (!n)
+			return NULL;
+		if (memcmp(ht_key(h, n), key, 32) == 0)
+			return n;
+	}
+}
+
+static int ht_insert(brk_t *b, struct ht *h, struct node *n);
+
+static int ht_grow(brk_t *b, struct ht *h)
+{
+	struct ht nh = { NULL, h->cap ? h->cap * 2 : 64, 0, h->off };
+
+	nh.slot = calloc(nh.cap, sizeof(*nh.slot));
+	if (!nh.slot)
+		return -ENOMEM;
+	for (size_t i = 0; i < h->cap; i++)
+		if (h->slot[i])
+			ht_insert(b, &nh, h->slot[i]);
+	free(h->slot);
+	*h = nh;
+	return 0;
+}
+
+static int ht_insert(brk_t *b, struct ht *h, struct node *n)
+{
+	size_t i;
+
+	if ((h->count + 1) * 2 > h->cap) {
+		int rc = ht_grow(b, h);
+
+		if (rc < 0)
+			return rc;
+	}
+	for (i = khash(b, ht_key(h, n)) & (h->cap - 1); h->slot[i]; i = (i + 1) & (h->cap - 1))
+		;
+	h->slot[i] = n;
+	h->count++;
+	return 0;
+}
+
+/* Linear probing with backward-shift deletion: no tombstones. */
+static void ht_remove(brk_t *b, struct ht *h, const struct node *n)
+{
+	size_t mask = h->cap - 1, i, j;
+
+	if (!h->cap)
+		return;
+	for (i = khash(b, ht_key(h, n)) & mask; h->slot[i] && h->slot[i] != n; i = (i + 1) & mask)
+		;
+	if (!h->slot[i])
+		return;
+	h->slot[i] = NULL;
+	h->count--;
+	for (j = (i + 1) & mask; h->slot[j]; j = (j + 1) & mask) {
+		size_t home = khash(b, ht_key(h, h->slot[j])) & mask;
+
+		/* move slot j back to i unless its home lies cyclically in (i, j] */
+		if ((j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j))) {
+			h->slot[i] = h->slot[j];
+			h->slot[j] = NULL;
+			i = j;
+		}
+	}
+}
+
+static const char *intern(brk_t *b, const char *s)
+{
+	char *c = NULL, **grown = NULL;
+
+	/* few distinct values in practice; a linear scan over a small set */
+	for (size_t i = 0; i < b->n_strings; i++)
+		if (strcmp(b->strings[i], s) == 0)
+			return b->strings[i];
+	if (b->n_strings >= BRK_STRINGS_MAX)
+		return NULL;
+	if ((b->n_strings & (b->n_strings - 1)) == 0 || b->n_strings == 0) {
+		grown = realloc(b->strings, (b->n_strings ? b->n_strings * 2 : 16) * sizeof(char *));
+		if (!grown)
+			return NULL;
+		b->strings = grown;
+	}
+	c = strdup(s);
+	if (!c)
+		return NULL;
+	b->strings[b->n_strings++] = c;
+	return c;
+}
+
+static void hex_encode(const uint8_t *in, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * n] = 0;
+}
+
+static int hex_decode(const char *s, uint8_t *out, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned v;
+
+		if (!s[2 * i] || !s[2 * i + 1] || sscanf(s + 2 * i, "%2x", &v) != 1)
+			return -EINVAL;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+/* ---- sending -------------------------------------------------------------------- */
+
+static struct ovl_msg_bin ts_get(brk_t *b)
+{
+	uint64_t now = b->io.unix_s(b->io.arg);
+	char err[128];
+
+	if (now != b->ts_sec || !b->ts_len) {
+		int n = ovl_timestamp_sign(now, NULL, 0, b->site->id->sign_sk, b->ts, sizeof(b->ts),
+					   err, sizeof(err));
+
+		b->ts_len = n > 0 ? (size_t)n : 0;
+		b->ts_sec = now;
+	}
+	return (struct ovl_msg_bin){ b->ts, b->ts_len };
+}
+
+/* Encode m into b->sb; 0 or -errno (reported). */
+static int encode(brk_t *b, const struct ovl_msg *m)
+{
+	char err[256];
+	int rc;
+
+	msgpack_sbuffer_clear(&b->sb);
+	rc = ovl_msg_encode(m, &b->sb, err, sizeof(err));
+	if (rc < 0)
+		event(b, BRK_EV_ERROR, "event=error what=encode type=%s reason=\"%s\"",
+		      ovl_msg_type_name(m->type), err);
+	return rc;
+}
+
+static void send_buf(brk_t *b, const struct brk_peer *to)
+{
+	if (b->io.send(b->io.arg, to, b->sb.data, b->sb.size) < 0)
+		b->st.send_failures++;
+}
+
+static void send_msg(brk_t *b, const struct brk_peer *to, const struct ovl_msg *m)
+{
+	if (encode(b, m) == 0)
+		send_buf(b, to);
+}
+
+static void send_error(brk_t *b, const struct brk_peer *to, uint64_t rid, unsigned code,
+		       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void send_error(brk_t *b, const struct brk_peer *to, uint64_t rid, unsigned code,
+		       const char *fmt, ...)
+{
+	struct ovl_msg m;
+	va_list ap;
+
+	ovl_msg_init(&m, OVL_MSG_ERROR);
+	m.rid = rid;
+	m.u.error.code = code;
+	va_start(ap, fmt);
+	vsnprintf(m.u.error.message, sizeof(m.u.error.message), fmt, ap);
+	va_end(ap);
+	m.u.error.ts = ts_get(b);
+	send_msg(b, to, &m);
+}
+
+static void refuse(brk_t *b, const struct brk_peer *to, uint64_t rid, unsigned code,
+		   const uint8_t *node_id, const char *reason)
+{
+	char kfp[OVL_ID_FP_BYTES], nfp[OVL_ID_FP_BYTES] = "-";
+
+	b->st.refusals++;
+	fp(to->key, kfp);
+	if (node_id)
+		fp(node_id, nfp);
+	event(b, BRK_EV_REFUSE, "event=refuse key=%s node=%s code=%u reason=\"%s\"", kfp, nfp, code,
+	      reason);
+	send_error(b, to, rid, code, "%s", reason);
+}
+
+/* ---- slices ---------------------------------------------------------------------- */
+
+int brk_selector_check(const char *sel, char *err, size_t errlen)
+{
+	static const char *const keys[] = { "board=", "group=", "chassis=", "site=" };
+	const char *v = NULL;
+
+	if (strcmp(sel, "all") == 0)
+		return 0;
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (strncmp(sel, keys[i], strlen(keys[i])) == 0)
+			v = sel + strlen(keys[i]);
+	if (!v) {
+		snprintf(err, errlen,
+			 "invalid selector '%s': use all, board=X, group=X, chassis=X or site=X", sel);
+		return -EINVAL;
+	}
+	if (!*v || strlen(v) > 63) {
+		snprintf(err, errlen, "invalid selector '%s': the value must be 1..63 bytes", sel);
+		return -EINVAL;
+	}
+	for (const char *c = v; *c; c++)
+		if (*c <= ' ' || *c > '~') {
+			snprintf(err, errlen, "invalid selector '%s': the value must be printable "
+				 "ASCII without spaces", sel);
+			return -EINVAL;
+		}
+	return 0;
+}
+
+static bool selector_match(const char *sel, const struct node *n)
+{
+	const char *v = strchr(sel, '=');
+
+	if (strcmp(sel, "all") == 0)
+		return true;
+	if (!v)
+		return false;
+	v++;
+	if (strncmp(sel, "board=", 6) == 0)
+		return strcmp(n->board, v) == 0;
+	if (strncmp(sel, "group=", 6) == 0)
+		return n->group && strcmp(n->group, v) == 0;
+	if (strncmp(sel, "chassis=", 8) == 0)
+		return strcmp(n->chassis, v) == 0;
+	if (strncmp(sel, "site=", 5) == 0)
+		return strcmp(n->site, v) == 0;
+	return false;
+}
+
+static struct slice *slice_find(brk_t *b, const char *name)
+{
+	for (unsigned i = 0; i < b->n_slices; i++)
+		if (strcmp(b->slices[i]->name, name) == 0)
+			return b->slices[i];
+	return NULL;
+}
+
+static int member_index(const struct slice *s, const struct node *n)
+{
+	for (uint32_t i = 0; i < s->n; i++)
+		if (s->m[i].n == n)
+			return (int)i;
+	return -1;
+}
+
+static void member_fill(struct ovl_msg_member *mm, const struct member *m)
+{
+	const struct node *n = m->n;
+
+	memset(mm, 0, sizeof(*mm));
+	memcpy(mm->id, n->id, OVL_ID_BYTES);
+	memcpy(mm->curve_key, n->peer.key, OVL_KEY_BYTES);
+	memcpy(mm->addr, &m->addr, OVL_MSG_ADDR_BYTES);
+	mm->port = n->port;
+	snprintf(mm->domain.site, sizeof(mm->domain.site), "%s", n->site);
+	snprintf(mm->domain.chassis, sizeof(mm->domain.chassis), "%s", n->chassis);
+	snprintf(mm->domain.slot, sizeof(mm->domain.slot), "%s", n->slot);
+	mm->capacity = n->capacity;
+	mm->state = n->state;
+	mm->cert = (struct ovl_msg_bin){ n->cert, n->cert_len };
+}
+
+/* The full map of s into b->sb. */
+static int encode_map(brk_t *b, const struct slice *s, uint64_t rid)
+{
+	struct ovl_msg m;
+	int rc;
+
+	ovl_msg_init(&m, OVL_MSG_MAP);
+	m.rid = rid;
+	m.u.map.ts = ts_get(b);
+	snprintf(m.u.map.slice, sizeof(m.u.map.slice), "%s", s->name);
+	m.u.map.epoch = s->epoch;
+	m.u.map.replicas = s->replicas;
+	m.u.map.crl = (struct ovl_msg_bin){ b->crl, b->crl_len };
+	if (s->n) {
+		m.u.map.members = calloc(s->n, sizeof(*m.u.map.members));
+		if (!m.u.map.members)
+			return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < s->n; i++)
+		member_fill(&m.u.map.members[i], &s->m[i]);
+	m.u.map.n_members = s->n;
+	rc = encode(b, &m);
+	free(m.u.map.members);
+	return rc;
+}
+
+static void send_map(brk_t *b, const struct slice *s, const struct brk_peer *to, uint64_t rid)
+{
+	if (encode_map(b, s, rid) < 0)
+		return;
+	b->st.maps_sent++;
+	send_buf(b, to);
+}
+
+/*
+ * Move s to the next epoch and tell every member except `skip` what changed:
+ * `changed` (one member, complete) or `removed` (one id), plus the
+ * revocation list when with_crl. The same bytes go to every member, so a
+ * delta costs O(1) per member whatever the slice's size.
+ */
+static void slice_delta(brk_t *b, struct slice *s, const struct member *changed,
+			const uint8_t *removed, bool with_crl, const struct node *skip)
+{
+	struct ovl_msg m;
+	struct ovl_msg_member mm;
+	uint8_t rm[1][OVL_MSG_ID_BYTES];
+
+	ovl_msg_init(&m, OVL_MSG_MAP_DELTA);
+	m.u.delta.ts = ts_get(b);
+	snprintf(m.u.delta.slice, sizeof(m.u.delta.slice), "%s", s->name);
+	m.u.delta.base_epoch = s->epoch;
+	s->epoch++;
+	b->dirty = true;
+	m.u.delta.epoch = s->epoch;
+	if (changed) {
+		member_fill(&mm, changed);
+		m.u.delta.members = &mm;
+		m.u.delta.n_members = 1;
+	}
+	if (removed) {
+		memcpy(rm[0], removed, OVL_MSG_ID_BYTES);
+		m.u.delta.removed = rm;
+		m.u.delta.n_removed = 1;
+	}
+	if (with_crl)
+		m.u.delta.crl = (struct ovl_msg_bin){ b->crl, b->crl_len };
+	if (encode(b, &m) < 0)
+		return;
+	for (uint32_t i = 0; i < s->n; i++) {
+		if (s->m[i].n == skip || s->m[i].n->state == OVL_MSG_STATE_OUT ||
+		    !s->m[i].n->peer.rid_len)
+			continue;
+		b->st.deltas_sent++;
+		b->st.delta_bytes += b->sb.size;
+		send_buf(b, &s->m[i].n->peer);
+	}
+}
+
+/* Add n to s: assign its address, bump the epoch, delta to the others. */
+static int slice_join(brk_t *b, struct slice *s, struct node *n)
+{
+	struct in6_addr *taken = NULL;
+	struct slice **ns = NULL;
+	struct member *grown = NULL;
+	char nfp[OVL_ID_FP_BYTES], addr[OVL_SLICE_ADDR_STRLEN];
+	int c, rc = 0;
+
+	if (n->nslices >= BRK_NODE_SLICES_MAX)
+		return -E2BIG;
+	if (s->n) {
+		taken = malloc(s->n * sizeof(*taken));
+		if (!taken)
+			return -ENOMEM;
+		for (uint32_t i = 0; i < s->n; i++)
+			taken[i] = s->m[i].addr;
+	}
+	if (s->n == s->cap) {
+		uint32_t cap = s->cap ? s->cap * 2 : 8;
+
+		grown = realloc(s->m, cap * sizeof(*s->m));
+		if (!grown) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		s->m = grown;
+		s->cap = cap;
+	}
+	ns = realloc(n->slices, (n->nslices + 1u) * sizeof(*ns));
+	if (!ns) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	n->slices = ns;
+	c = ovl_slice_addr_assign(&s->os, n->id, taken, s->n, OVL_SLICE_COUNTER_MAX_DEFAULT,
+				  &s->m[s->n].addr);
+	if (c < 0) {
+		rc = c;
+		goto out;
+	}
+	s->m[s->n].n = n;
+	s->n++;
+	n->slices[n->nslices++] = s;
+	b->st.introductions++;
+	slice_delta(b, s, &s->m[s->n - 1], NULL, false, n);
+	fp(n->id, nfp);
+	ovl_slice_addr_format(&s->m[s->n - 1].addr, addr, sizeof(addr));
+	event(b, BRK_EV_SLICE, "event=join slice=%s node=%s addr=%s counter=%d epoch=%llu members=%u",
+	      s->name, nfp, addr, c, (unsigned long long)s->epoch, s->n);
+out:
+	free(taken);
+	return rc;
+}
+
+/* Remove n from s (delta `removed` to the rest). */
+static void slice_leave(brk_t *b, struct slice *s, struct node *n, bool with_crl)
+{
+	int i = member_index(s, n);
+
+	if (i < 0)
+		return;
+	s->m[i] = s->m[s->n - 1];
+	s->n--;
+	for (unsigned k = 0; k < n->nslices; k++)
+		if (n->slices[k] == s) {
+			n->slices[k] = n->slices[--n->nslices];
+			break;
+		}
+	slice_delta(b, s, NULL, n->id, with_crl, NULL);
+}
+
+/* A member changed (state, certificate): delta to every member. */
+static void node_changed(brk_t *b, struct node *n)
+{
+	for (unsigned k = 0; k < n->nslices; k++) {
+		struct slice *s = n->slices[k];
+		int i = member_index(s, n);
+
+		if (i >= 0 && s->ours)
+			slice_delta(b, s, &s->m[i], NULL, false, NULL);
+	}
+}
+
+static int slice_add(brk_t *b, const char *name, unsigned replicas, const char *selector,
+		     const uint8_t *owner, uint64_t epoch, struct slice **out, char *err,
+		     size_t errlen)
+{
+	struct slice *s = NULL;
+	int rc;
+
+	if (slice_find(b, name)) {
+		snprintf(err, errlen, "slice '%s' already exists", name);
+		return -EEXIST;
+	}
+	if (b->n_slices >= BRK_SLICES_MAX) {
+		snprintf(err, errlen, "cannot create slice '%s': %d slices exist already", name,
+			 BRK_SLICES_MAX);
+		return -ENOSPC;
+	}
+	if (replicas < 1 || replicas > OVL_MSG_REPLICAS_MAX) {
+		snprintf(err, errlen, "slice '%s': replicas %u is outside 1..%d", name, replicas,
+			 OVL_MSG_REPLICAS_MAX);
+		return -EINVAL;
+	}
+	if ((rc = brk_selector_check(selector, err, errlen)) < 0)
+		return rc;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	rc = ovl_slice_init(&s->os, b->site->site, name, err, errlen);
+	if (rc < 0) {
+		free(s);
+		return rc;
+	}
+	snprintf(s->name, sizeof(s->name), "%s", name);
+	snprintf(s->selector, sizeof(s->selector), "%s", selector);
+	memcpy(s->owner, owner, OVL_ID_BYTES);
+	s->ours = memcmp(owner, b->site->id->sign_pk, OVL_ID_BYTES) == 0;
+	s->replicas = replicas;
+	s->epoch = epoch;
+	b->slices[b->n_slices++] = s;
+	b->dirty = true;
+	if (out)
+		*out = s;
+	return 0;
+}
+
+static int slices_save(brk_t *b)
+{
+	char path[BRK_PATH_MAX + 16], owner[65], err[256], *text = NULL;
+	size_t len = 0, cap = 256 + b->n_slices * 400u;
+	int rc;
+
+	if (!b->p.state_dir)
+		return 0;
+	text = malloc(cap);
+	if (!text)
+		return -ENOMEM;
+	len += (size_t)snprintf(text, cap, "# shelf-broker slices v1: name replicas epoch owner selector\n");
+	for (unsigned i = 0; i < b->n_slices; i++) {
+		const struct slice *s = b->slices[i];
+
+		hex_encode(s->owner, OVL_ID_BYTES, owner);
+		len += (size_t)snprintf(text + len, cap - len, "%s %u %llu %s %s\n", s->name,
+					s->replicas, (unsigned long long)s->epoch, owner, s->selector);
+	}
+	snprintf(path, sizeof(path), "%s/slices", b->p.state_dir);
+	rc = brk_file_write(path, text, len, 0600, err, sizeof(err));
+	if (rc < 0)
+		event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
+	else
+		b->dirty = false;
+	free(text);
+	return rc;
+}
+
+static int slices_load(brk_t *b, char *err, size_t errlen)
+{
+	char path[BRK_PATH_MAX + 16], line[512];
+	FILE *f = NULL;
+	unsigned lineno = 0;
+	int rc = 0;
+
+	snprintf(path, sizeof(path), "%s/slices", b->p.state_dir);
+	f = fopen(path, "r");
+	if (!f)
+		return errno == ENOENT ? 0 : -errno;
+	while (fgets(line, sizeof(line), f)) {
+		char name[64], owner[65], sel[128], e2[200];
+		unsigned replicas;
+		unsigned long long epoch;
+		uint8_t okey[OVL_ID_BYTES];
+
+		lineno++;
+		if (line[0] == '#' || line[0] == '\n')
+			continue;
+		if (sscanf(line, "%63s %u %llu %64s %127s", name, &replicas, &epoch, owner, sel) != 5 ||
+		    hex_decode(owner, okey, OVL_ID_BYTES) < 0 ||
+		    slice_add(b, name, replicas, sel, okey, epoch, NULL, e2, sizeof(e2)) < 0) {
+			snprintf(err, errlen, "'%s' line %u is not a valid slice definition", path,
+				 lineno);
+			rc = -EBADMSG;
+			break;
+		}
+	}
+	fclose(f);
+	b->dirty = false;
+	return rc;
+}
+
+int brk_slice_create(brk_t *b, const char *name, unsigned replicas, const char *selector,
+		     char *err, size_t errlen)
+{
+	struct slice *s = NULL;
+	int rc;
+
+	if (!selector || !*selector)
+		selector = "all";
+	rc = slice_add(b, name, replicas, selector, b->site->id->sign_pk, 1, &s, err, errlen);
+	if (rc < 0)
+		return rc;
+	event(b, BRK_EV_SLICE, "event=slice_create slice=%s replicas=%u selector=%s epoch=1", name,
+	      replicas, selector);
+	for (size_t i = 0; i < b->n_nodes; i++) {
+		struct node *n = b->nodes[i];
+
+		if (n->state == OVL_MSG_STATE_OUT || !selector_match(selector, n))
+			continue;
+		if (slice_join(b, s, n) == 0)
+			send_map(b, s, &n->peer, 0);
+	}
+	slices_save(b);
+	return 0;
+}
+
+static void slice_free(struct slice *s)
+{
+	free(s->m);
+	free(s);
+}
+
+int brk_slice_delete(brk_t *b, const char *name, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < b->n_slices; i++) {
+		struct slice *s = b->slices[i];
+
+		if (strcmp(s->name, name) != 0)
+			continue;
+		while (s->n)
+			slice_leave(b, s, s->m[s->n - 1].n, false);
+		b->slices[i] = b->slices[--b->n_slices];
+		event(b, BRK_EV_SLICE, "event=slice_delete slice=%s epoch=%llu", name,
+		      (unsigned long long)s->epoch);
+		slice_free(s);
+		b->dirty = true;
+		slices_save(b);
+		return 0;
+	}
+	snprintf(err, errlen, "slice '%s' does not exist", name);
+	return -ENOENT;
+}
+
+/* ---- registry --------------------------------------------------------------------- */
+
+static void node_free(struct node *n)
+{
+	if (!n)
+		return;
+	free(n->cert);
+	free(n->slices);
+	free(n);
+}
+
+static void node_forget(brk_t *b, struct node *n)
+{
+	while (n->nslices)
+		slice_leave(b, n->slices[n->nslices - 1], n, false);
+	ht_remove(b, &b->by_id, n);
+	ht_remove(b, &b->by_curve, n);
+	b->nodes[n->idx] = b->nodes[--b->n_nodes];
+	b->nodes[n->idx]->idx = n->idx;
+	node_free(n);
+}
+
+static int issue_cert(brk_t *b, struct node *n, char *err, size_t errlen)
+{
+	uint8_t buf[OVL_CERT_MAX_BYTES], *copy = NULL;
+	uint64_t now = b->io.unix_s(b->io.arg);
+	struct ovl_cert c;
+	int len;
+
+	ovl_cert_init(&c);
+	randombytes_buf(&c.serial, sizeof(c.serial));
+	c.serial >>= 1;
+	memcpy(c.node_id, n->id, OVL_ID_BYTES);
+	memcpy(c.sign_pk, n->id, OVL_ID_BYTES);
+	memcpy(c.curve_pk, n->peer.key, OVL_ID_CURVE_BYTES);
+	if (n->group && ovl_cert_add_group(&c, n->group, err, errlen) < 0)
+		return -EINVAL;
+	snprintf(c.site, sizeof(c.site), "%s", n->site);
+	snprintf(c.chassis, sizeof(c.chassis), "%s", n->chassis);
+	snprintf(c.slot, sizeof(c.slot), "%s", n->slot);
+	c.role = OVL_ROLE_NODE;
+	c.not_before = now > 300 ? now - 300 : 0; /* tolerate clocks a little behind */
+	c.not_after = now + b->p.cert_lifetime_s;
+	len = ovl_cert_sign(&c, b->site->id->sign_sk, buf, sizeof(buf), err, errlen);
+	if (len < 0)
+		return len;
+	copy = malloc((size_t)len);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, buf, (size_t)len);
+	free(n->cert);
+	n->cert = copy;
+	n->cert_len = (uint16_t)len;
+	n->serial = c.serial;
+	return 0;
+}
+
+static bool id_in(const uint8_t (*set)[OVL_ID_BYTES], size_t n, const uint8_t *id)
+{
+	for (size_t i = 0; i < n; i++)
+		if (memcmp(set[i], id, OVL_ID_BYTES) == 0)
+			return true;
+	return false;
+}
+
+static int cmp_id(const void *a, const void *c)
+{
+	return memcmp(a, c, OVL_ID_BYTES);
+}
+
+static bool preauthorised(brk_t *b, const uint8_t *id)
+{
+	return b->n_preauth && bsearch(id, b->preauth, b->n_preauth, OVL_ID_BYTES, cmp_id);
+}
+
+static struct used *used_find(brk_t *b, const uint8_t hash[32])
+{
+	for (size_t i = 0; i < b->n_used; i++)
+		if (memcmp(b->used[i].hash, hash, 32) == 0)
+			return &b->used[i];
+	return NULL;
+}
+
+static void used_save(brk_t *b)
+{
+	char path[BRK_PATH_MAX + 16], err[256], *text = NULL;
+	size_t len = 0;
+
+	if (!b->p.state_dir)
+		return;
+	text = malloc(b->n_used * 80 + 1);
+	if (!text)
+		return;
+	text[0] = 0;
+	for (size_t i = 0; i < b->n_used; i++) {
+		hex_encode(b->used[i].hash, 32, text + len);
+		len += 64;
+		len += (size_t)sprintf(text + len, " %u\n", b->used[i].count);
+	}
+	snprintf(path, sizeof(path), "%s/tokens.used", b->p.state_dir);
+	if (brk_file_write(path, text, len, 0600, err, sizeof(err)) < 0)
+		event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
+	free(text);
+}
+
+/* Check and consume an enrolment token. 0, or -EACCES with reason. */
+static int token_consume(brk_t *b, const char *token, char *reason, size_t rlen)
+{
+	uint8_t hash[32];
+	struct used *u = NULL;
+	uint64_t now = b->io.unix_s(b->io.arg);
+
+	crypto_generichash(hash, sizeof(hash), (const uint8_t *)token, strlen(token), NULL, 0);
+	for (size_t i = 0; i < b->n_tokens; i++) {
+		struct token *t = &b->tokens[i];
+
+		if (sodium_memcmp(t->hash, hash, 32) != 0)
+			continue;
+		if (now > t->expires) {
+			snprintf(reason, rlen, "enrolment token has expired");
+			return -EACCES;
+		}
+		u = used_find(b, hash);
+		if (u && u->count >= t->uses) {
+			snprintf(reason, rlen, "enrolment token has already been used");
+			return -EACCES;
+		}
+		if (!u) {
+			struct used *g = realloc(b->used, (b->n_used + 1) * sizeof(*g));
+
+			if (!g) {
+				snprintf(reason, rlen, "out of memory");
+				return -ENOMEM;
+			}
+			b->used = g;
+			u = &b->used[b->n_used++];
+			memcpy(u->hash, hash, 32);
+			u->count = 0;
+		}
+		u->count++;
+		used_save(b);
+		return 0;
+	}
+	snprintf(reason, rlen, "enrolment token is not valid");
+	return -EACCES;
+}
+
+static bool sig_ok(const struct ovl_msg_register *r)
+{
+	uint8_t msg[sizeof(BRK_REGISTER_DOMAIN) + 2 * 32];
+
+	memcpy(msg, BRK_REGISTER_DOMAIN, sizeof(BRK_REGISTER_DOMAIN)); /* with its NUL */
+	memcpy(msg + sizeof(BRK_REGISTER_DOMAIN), r->node_id, 32);
+	memcpy(msg + sizeof(BRK_REGISTER_DOMAIN) + 32, r->curve_key, 32);
+	return crypto_sign_verify_detached(r->sig, msg, sizeof(msg), r->node_id) == 0;
+}
+
+/* Admission by a certificate of this site. 0 or -EACCES with reason. */
+static int cert_admits(brk_t *b, const struct ovl_msg_register *r, char *reason, size_t rlen)
+{
+	struct ovl_trust trust = { { 0 }, NULL, 0 };
+	struct ovl_cert nc, bc;
+	char e2[200];
+	int rc;
+
+	memcpy(trust.ca_pk, b->site->ca_pk, OVL_ID_BYTES);
+	if (r->broker_cert.len)
+		rc = ovl_cert_verify_chain(&nc, &bc, r->cert.ptr, r->cert.len, r->broker_cert.ptr,
+					   r->broker_cert.len, &trust, b->io.unix_s(b->io.arg), e2,
+					   sizeof(e2));
+	else
+		rc = ovl_cert_verify_chain(&nc, &bc, r->cert.ptr, r->cert.len, b->site->broker_cert,
+					   b->site->broker_cert_len, &trust,
+					   b->io.unix_s(b->io.arg), e2, sizeof(e2));
+	if (rc < 0) {
+		snprintf(reason, rlen, "certificate refused: %s", e2);
+		return -EACCES;
+	}
+	if (memcmp(nc.node_id, r->node_id, OVL_ID_BYTES) != 0 ||
+	    memcmp(nc.curve_pk, r->curve_key, OVL_ID_CURVE_BYTES) != 0) {
+		snprintf(reason, rlen, "certificate refused: it was issued for other keys");
+		return -EACCES;
+	}
+	if (nc.role != OVL_ROLE_NODE) {
+		snprintf(reason, rlen, "certificate refused: role is not node");
+		return -EACCES;
+	}
+	for (size_t i = 0; i < b->n_crl; i++)
+		if (b->crl_serials[i] == nc.serial &&
+		    memcmp(bc.sign_pk, b->site->id->sign_pk, OVL_ID_BYTES) == 0) {
+			snprintf(reason, rlen, "certificate serial %llu is revoked",
+				 (unsigned long long)nc.serial);
+			return -EACCES;
+		}
+	return 0;
+}
+
+static bool is_admin(brk_t *b, const uint8_t key[OVL_KEY_BYTES])
+{
+	for (unsigned i = 0; i < b->site->n_admins; i++)
+		if (memcmp(b->site->admin_keys[i], key, OVL_KEY_BYTES) == 0)
+			return true;
+	return false;
+}
+
+/* Learn slice definitions and epochs that a registering node has cached. */
+static void learn_slices(brk_t *b, const struct ovl_msg_register *r, const char *nfp)
+{
+	for (uint32_t i = 0; i < r->n_slices; i++) {
+		const struct ovl_msg_slice *d = &r->slices[i];
+		struct slice *s = slice_find(b, d->name);
+		uint8_t zero[OVL_ID_BYTES] = { 0 };
+		char e2[200];
+
+		if (!s && d->selector[0] && d->replicas) {
+			const uint8_t *owner = memcmp(d->owner, zero, OVL_ID_BYTES) ?
+						       d->owner : b->site->id->sign_pk;
+
+			if (slice_add(b, d->name, d->replicas, d->selector, owner, d->epoch + 1, &s,
+				      e2, sizeof(e2)) < 0) {
+				event(b, BRK_EV_REFUSE, "event=refuse_slice node=%s slice=%s reason=\"%s\"",
+				      nfp, d->name, e2);
+				continue;
+			}
+			if (!s->ours)
+				s->epoch = d->epoch;
+			event(b, BRK_EV_SLICE,
+			      "event=slice_recover slice=%s replicas=%u selector=%s epoch=%llu "
+			      "owner=%s from=%s", s->name, s->replicas, s->selector,
+			      (unsigned long long)s->epoch, s->ours ? "self" : "other", nfp);
+			continue;
+		}
+		if (!s)
+			continue;
+		if (s->ours && d->epoch >= s->epoch) {
+			/* never hand out an epoch a node already holds with other content */
+			s->epoch = d->epoch + 1;
+			b->dirty = true;
+		} else if (!s->ours && d->epoch > s->epoch) {
+			s->epoch = d->epoch;
+		}
+	}
+}
+
+static void fill_slice_ref(struct ovl_msg_slice *o, const struct slice *s)
+{
+	memset(o, 0, sizeof(*o));
+	snprintf(o->name, sizeof(o->name), "%s", s->name);
+	o->epoch = s->epoch;
+	o->replicas = s->replicas;
+	o->members = s->n;
+	snprintf(o->selector, sizeof(o->selector), "%s", s->selector);
+	memcpy(o->owner, s->owner, OVL_ID_BYTES);
+}
+
+static void handle_register(brk_t *b, const struct brk_peer *from, const struct ovl_msg *m)
+{
+	const struct ovl_msg_register *r = &m->u.reg;
+	struct node *n = ht_find(b, &b->by_id, r->node_id), *byk = NULL;
+	struct ovl_msg ok;
+	const char *via = "known";
+	char reason[256] = "", nfp[OVL_ID_FP_BYTES];
+	const char *board, *version, *site, *chassis, *slot, *group = NULL;
+	bool fresh = false;
+	int rc;
+
+	fp(r->node_id, nfp);
+	if (memcmp(from->key, r->curve_key, OVL_KEY_BYTES) != 0) {
+		refuse(b, from, m->rid, OVL_MSG_ERR_DENIED, r->node_id,
+		       "register: curve_key is not the key of this connection");
+		return;
+	}
+	if (!sig_ok(r)) {
+		refuse(b, from, m->rid, OVL_MSG_ERR_DENIED, r->node_id,
+		       "register: proof of possession of node_id failed (field 'sig')");
+		return;
+	}
+	if (id_in(b->revoked, b->n_revoked, r->node_id)) {
+		refuse(b, from, m->rid, OVL_MSG_ERR_REVOKED, r->node_id, "node is revoked");
+		return;
+	}
+	if (n && memcmp(n->peer.key, r->curve_key, OVL_KEY_BYTES) != 0) {
+		snprintf(reason, sizeof(reason),
+			 "node id %s is already registered with another key", nfp);
+		refuse(b, from, m->rid, OVL_MSG_ERR_DENIED, r->node_id, reason);
+		return;
+	}
+	byk = ht_find(b, &b->by_curve, r->curve_key);
+	if (byk && byk != n) {
+		refuse(b, from, m->rid, OVL_MSG_ERR_DENIED, r->node_id,
+		       "curve key is already registered for another node id");
+		return;
+	}
+	if (from->rid_len == 0 || from->rid_len > BRK_RID_MAX_BYTES) {
+		refuse(b, from, m->rid, OVL_MSG_ERR_BAD_REQUEST, r->node_id,
+		       "routing id longer than 16 bytes: do not set ZMQ_ROUTING_ID");
+		return;
+	}
+	if (!n) {
+		if (r->cert.len && cert_admits(b, r, reason, sizeof(reason)) == 0)
+			via = "certificate";
+		else if (preauthorised(b, r->node_id))
+			via = "preauth";
+		else if (r->token[0]) {
+			char treason[128];
+
+			if (token_consume(b, r->token, treason, sizeof(treason)) < 0) {
+				refuse(b, from, m->rid, OVL_MSG_ERR_DENIED, r->node_id, treason);
+				return;
+			}
+			via = "token";
+		} else {
+			if (!reason[0])
+				snprintf(reason, sizeof(reason),
+					 "unknown node %s: no enrolment token, not pre-authorised "
+					 "and no valid certificate of this site", nfp);
+			refuse(b, from, m->rid, OVL_MSG_ERR_DENIED, r->node_id, reason);
+			return;
+		}
+		if (b->n_nodes >= b->p.max_nodes) {
+			refuse(b, from, m->rid, OVL_MSG_ERR_BUSY, r->node_id,
+			       "the registry is full");
+			return;
+		}
+	}
+	board = intern(b, r->board);
+	version = intern(b, r->version);
+	site = intern(b, r->domain.site);
+	chassis = intern(b, r->domain.chassis);
+	slot = intern(b, r->domain.slot);
+	if (r->group[0])
+		group = intern(b, r->group);
+	if (!board || !version || !site || !chassis || !slot || (r->group[0] && !group)) {
+		refuse(b, from, m->rid, OVL_MSG_ERR_BUSY, r->node_id,
+		       "too many distinct board, version or domain names");
+		return;
+	}
+	if (!n) {
+		n = calloc(1, sizeof(*n));
+		if (!n) {
+			send_error(b, from, m->rid, OVL_MSG_ERR_INTERNAL, "out of memory");
+			return;
+		}
+		memcpy(n->id, r->node_id, OVL_ID_BYTES);
+		n->peer = *from;
+		if (b->n_nodes == b->cap_nodes) {
+			size_t cap = b->cap_nodes ? b->cap_nodes * 2 : 64;
+			struct node **g = realloc(b->nodes, cap * sizeof(*g));
+
+			if (!g) {
+				node_free(n);
+				send_error(b, from, m->rid, OVL_MSG_ERR_INTERNAL, "out of memory");
+				return;
+			}
+			b->nodes = g;
+			b->cap_nodes = cap;
+		}
+		if (ht_insert(b, &b->by_id, n) < 0 || ht_insert(b, &b->by_curve, n) < 0) {
+			ht_remove(b, &b->by_id, n);
+			node_free(n);
+			send_error(b, from, m->rid, OVL_MSG_ERR_INTERNAL, "out of memory");
+			return;
+		}
+		n->idx = (uint32_t)b->n_nodes;
+		b->nodes[b->n_nodes++] = n;
+		fresh = true;
+	}
+	n->peer = *from;
+	n->board = board;
+	n->version = version;
+	n->site = site;
+	n->chassis = chassis;
+	n->slot = slot;
+	n->group = group;
+	n->capacity = r->capacity;
+	n->port = r->port;
+	n->last_ms = now_ms(b);
+	n->state = OVL_MSG_STATE_UP;
+	rc = issue_cert(b, n, reason, sizeof(reason));
+	if (rc < 0) {
+		if (fresh)
+			node_forget(b, n);
+		refuse(b, from, m->rid, OVL_MSG_ERR_BAD_REQUEST, r->node_id, reason);
+		return;
+	}
+	b->st.registrations++;
+	learn_slices(b, r, nfp);
+	event(b, BRK_EV_ADMIT,
+	      "event=admit node=%s via=%s board=%s site=%s chassis=%s slot=%s serial=%llu%s",
+	      nfp, via, n->board, n->site, n->chassis, n->slot, (unsigned long long)n->serial,
+	      fresh ? "" : " again=1");
+	/* join every slice it matches; an existing member gets its new cert to the others */
+	node_changed(b, n);
+	for (unsigned i = 0; i < b->n_slices; i++) {
+		struct slice *s = b->slices[i];
+
+		if (s->ours && member_index(s, n) < 0 && selector_match(s->selector, n))
+			slice_join(b, s, n);
+	}
+	ovl_msg_init(&ok, OVL_MSG_REGISTER_OK);
+	ok.rid = m->rid;
+	ok.u.reg_ok.ts = ts_get(b);
+	ok.u.reg_ok.cert = (struct ovl_msg_bin){ n->cert, n->cert_len };
+	ok.u.reg_ok.heartbeat_ms = (uint32_t)b->p.heartbeat_ms;
+	ok.u.reg_ok.broker_cert = (struct ovl_msg_bin){ b->site->broker_cert,
+							b->site->broker_cert_len };
+	ok.u.reg_ok.crl = (struct ovl_msg_bin){ b->crl, b->crl_len };
+	ok.u.reg_ok.slices = calloc(n->nslices + 1u, sizeof(*ok.u.reg_ok.slices));
+	if (!ok.u.reg_ok.slices) {
+		send_error(b, from, m->rid, OVL_MSG_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	for (unsigned k = 0; k < n->nslices; k++)
+		fill_slice_ref(&ok.u.reg_ok.slices[k], n->slices[k]);
+	ok.u.reg_ok.n_slices = n->nslices;
+	send_msg(b, from, &ok);
+	free(ok.u.reg_ok.slices);
+	for (unsigned k = 0; k < n->nslices; k++)
+		send_map(b, n->slices[k], from, 0);
+}
+
+static void heartbeat_reply(brk_t *b, const struct brk_peer *to, uint64_t rid, uint64_t seq,
+			    struct node *n)
+{
+	struct ovl_msg ok;
+	struct ovl_msg_slice refs[BRK_NODE_SLICES_MAX];
+
+	ovl_msg_init(&ok, OVL_MSG_HEARTBEAT_OK);
+	ok.rid = rid;
+	ok.u.hb_ok.ts = ts_get(b);
+	ok.u.hb_ok.seq = seq;
+	for (unsigned k = 0; k < n->nslices; k++) {
+		memset(&refs[k], 0, sizeof(refs[k]));
+		snprintf(refs[k].name, sizeof(refs[k].name), "%s", n->slices[k]->name);
+		refs[k].epoch = n->slices[k]->epoch;
+	}
+	ok.u.hb_ok.slices = n->nslices ? refs : NULL;
+	ok.u.hb_ok.n_slices = n->nslices;
+	send_msg(b, to, &ok);
+}
+
+static void set_state(brk_t *b, struct node *n, enum ovl_msg_state st, uint64_t silent_ms)
+{
+	char nfp[OVL_ID_FP_BYTES];
+
+	fp(n->id, nfp);
+	event(b, BRK_EV_STATE, "event=state node=%s from=%s to=%s silent_ms=%llu", nfp,
+	      ovl_msg_state_name(n->state), ovl_msg_state_name(st), (unsigned long long)silent_ms);
+	n->state = st;
+	node_changed(b, n);
+}
+
+static void handle_cert_renew(brk_t *b, struct node *n, const struct brk_peer *from,
+			      const struct ovl_msg *m)
+{
+	struct ovl_msg ok;
+	char reason[256];
+
+	if (issue_cert(b, n, reason, sizeof(reason)) < 0) {
+		send_error(b, from, m->rid, OVL_MSG_ERR_INTERNAL, "%s", reason);
+		return;
+	}
+	node_changed(b, n);
+	ovl_msg_init(&ok, OVL_MSG_CERT);
+	ok.rid = m->rid;
+	ok.u.cert.ts = ts_get(b);
+	ok.u.cert.cert = (struct ovl_msg_bin){ n->cert, n->cert_len };
+	send_msg(b, from, &ok);
+}
+
+int brk_revoke(brk_t *b, const uint8_t node_id[OVL_ID_BYTES], char *err, size_t errlen)
+{
+	struct node *n = ht_find(b, &b->by_id, node_id);
+	uint8_t (*g)[OVL_ID_BYTES] = NULL;
+	uint8_t (*gk)[OVL_KEY_BYTES] = NULL;
+	uint64_t *gs = NULL;
+	uint8_t *crl = NULL;
+	size_t crl_len = 0;
+	char nfp[OVL_ID_FP_BYTES];
+	int rc;
+
+	fp(node_id, nfp);
+	if (id_in(b->revoked, b->n_revoked, node_id)) {
+		snprintf(err, errlen, "node %s is already revoked", nfp);
+		return -EALREADY;
+	}
+	g = realloc(b->revoked, (b->n_revoked + 1) * sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	b->revoked = g;
+	memcpy(b->revoked[b->n_revoked++], node_id, OVL_ID_BYTES);
+	if (n) {
+		gk = realloc(b->revoked_keys, b->n_revoked * sizeof(*gk));
+		gs = realloc(b->crl_serials, (b->n_crl + 1) * sizeof(*gs));
+		if (gk)
+			b->revoked_keys = gk;
+		if (gs)
+			b->crl_serials = gs;
+		if (!gk || !gs)
+			return -ENOMEM;
+		memcpy(b->revoked_keys[b->n_revoked - 1], n->peer.key, OVL_KEY_BYTES);
+		b->crl_serials[b->n_crl++] = n->serial;
+	} else if (b->revoked_keys) {
+		gk = realloc(b->revoked_keys, b->n_revoked * sizeof(*gk));
+		if (!gk)
+			return -ENOMEM;
+		b->revoked_keys = gk;
+		memset(b->revoked_keys[b->n_revoked - 1], 0, OVL_KEY_BYTES);
+	} else {
+		gk = calloc(b->n_revoked, sizeof(*gk));
+		if (!gk)
+			return -ENOMEM;
+		b->revoked_keys = gk;
+	}
+	rc = ovl_crl_sign(++b->crl_version, b->crl_serials, b->n_crl, b->site->id->sign_sk, &crl,
+			  &crl_len, err, errlen);
+	if (rc < 0)
+		return rc;
+	free(b->crl);
+	b->crl = crl;
+	b->crl_len = crl_len;
+	event(b, BRK_EV_REVOKE, "event=revoke node=%s serial=%llu crl_version=%llu", nfp,
+	      n ? (unsigned long long)n->serial : 0ULL, (unsigned long long)b->crl_version);
+	if (n) {
+		/* the members learn of it with this delta, which carries the new list */
+		while (n->nslices)
+			slice_leave(b, n->slices[n->nslices - 1], n, true);
+		node_forget(b, n);
+	}
+	return 0;
+}
+
+static void handle_admin(brk_t *b, const struct brk_peer *from, const struct ovl_msg *m)
+{
+	const struct ovl_msg_admin *a = &m->u.admin;
+	struct ovl_msg ok;
+	struct brk_stats st;
+	struct ovl_msg_stat stats[20];
+	char err[256] = "", afp[OVL_ID_FP_BYTES];
+	struct slice *s = NULL;
+	int rc = 0;
+
+	fp(from->key, afp);
+	ovl_msg_init(&ok, OVL_MSG_ADMIN_OK);
+	ok.rid = m->rid;
+	ok.u.admin_ok.op = a->op;
+	switch (a->op) {
+	case OVL_MSG_ADMIN_LIST_NODES:
+		ok.u.admin_ok.nodes = calloc(b->n_nodes + 1, sizeof(*ok.u.admin_ok.nodes));
+		if (!ok.u.admin_ok.nodes) {
+			rc = -ENOMEM;
+			break;
+		}
+		for (size_t i = 0; i < b->n_nodes && i < OVL_MSG_NODES_MAX; i++) {
+			struct ovl_msg_node_info *o = &ok.u.admin_ok.nodes[i];
+			const struct node *n = b->nodes[i];
+
+			memcpy(o->id, n->id, OVL_ID_BYTES);
+			snprintf(o->board, sizeof(o->board), "%s", n->board);
+			snprintf(o->version, sizeof(o->version), "%s", n->version);
+			snprintf(o->domain.site, sizeof(o->domain.site), "%s", n->site);
+			snprintf(o->domain.chassis, sizeof(o->domain.chassis), "%s", n->chassis);
+			snprintf(o->domain.slot, sizeof(o->domain.slot), "%s", n->slot);
+			o->capacity = n->capacity;
+			o->used = n->used;
+			o->state = n->state;
+			o->seen_ms = now_ms(b) - n->last_ms;
+			ok.u.admin_ok.n_nodes++;
+		}
+		break;
+	case OVL_MSG_ADMIN_LIST_SLICES:
+		ok.u.admin_ok.slices = calloc(b->n_slices + 1, sizeof(*ok.u.admin_ok.slices));
+		if (!ok.u.admin_ok.slices) {
+			rc = -ENOMEM;
+			break;
+		}
+		for (unsigned i = 0; i < b->n_slices; i++)
+			fill_slice_ref(&ok.u.admin_ok.slices[i], b->slices[i]);
+		ok.u.admin_ok.n_slices = b->n_slices;
+		break;
+	case OVL_MSG_ADMIN_SHOW_MAP:
+		s = slice_find(b, a->slice);
+		if (!s) {
+			send_error(b, from, m->rid, OVL_MSG_ERR_NOT_FOUND,
+				   "slice '%s' does not exist", a->slice);
+			return;
+		}
+		send_map(b, s, from, m->rid);
+		return;
+	case OVL_MSG_ADMIN_CREATE_SLICE:
+		rc = brk_slice_create(b, a->slice, a->replicas, a->selector, err, sizeof(err));
+		if (rc == 0)
+			ok.u.admin_ok.epoch = slice_find(b, a->slice)->epoch;
+		break;
+	case OVL_MSG_ADMIN_DELETE_SLICE:
+		rc = brk_slice_delete(b, a->slice, err, sizeof(err));
+		break;
+	case OVL_MSG_ADMIN_REVOKE_NODE:
+		rc = brk_revoke(b, a->node_id, err, sizeof(err));
+		ok.u.admin_ok.epoch = b->crl_version;
+		break;
+	case OVL_MSG_ADMIN_STATS: {
+		unsigned k = 0;
+
+		brk_stats_get(b, &st);
+#define STAT(nm, v) do { snprintf(stats[k].name, sizeof(stats[k].name), "%s", nm); \
+			 stats[k++].value = (v); } while (0)
+		STAT("nodes", st.nodes);
+		STAT("nodes_up", st.up);
+		STAT("nodes_down", st.down);
+		STAT("nodes_out", st.out);
+		STAT("slices", st.slices);
+		STAT("registrations", st.registrations);
+		STAT("refusals", st.refusals);
+		STAT("introductions", st.introductions);
+		STAT("deltas_sent", st.deltas_sent);
+		STAT("delta_bytes", st.delta_bytes);
+		STAT("maps_sent", st.maps_sent);
+		STAT("send_failures", st.send_failures);
+		STAT("rate_limited", st.rate_limited);
+		STAT("bad_messages", st.bad_messages);
+		STAT("memory_bytes", st.memory_bytes);
+#undef STAT
+		ok.u.admin_ok.stats = stats;
+		ok.u.admin_ok.n_stats = k;
+		send_msg(b, from, &ok);
+		return;
+	}
+	default:
+		rc = -EINVAL;
+		snprintf(err, sizeof(err), "unknown admin op");
+	}
+	if (rc < 0) {
+		unsigned code = rc == -ENOENT ? OVL_MSG_ERR_NOT_FOUND :
+				rc == -EEXIST ? OVL_MSG_ERR_EXISTS :
+				rc == -ENOMEM ? OVL_MSG_ERR_INTERNAL : OVL_MSG_ERR_BAD_REQUEST;
+
+		if (!err[0])
+			snprintf(err, sizeof(err), "%s", strerror(-rc));
+		event(b, BRK_EV_REFUSE, "event=refuse_admin admin=%s op=%s reason=\"%s\"", afp,
+		      ovl_msg_admin_op_name(a->op), err);
+		send_error(b, from, m->rid, code, "%s", err);
+	} else {
+		send_msg(b, from, &ok);
+	}
+	free(ok.u.admin_ok.nodes);
+	free(ok.u.admin_ok.slices);
+}
+
+void brk_refuse_oversized(brk_t *b, const struct brk_peer *from, size_t limit)
+{
+	char reason[128];
+
+	b->st.bad_messages++;
+	snprintf(reason, sizeof(reason), "message larger than %zu bytes refused", limit);
+	refuse(b, from, 0, OVL_MSG_ERR_BAD_REQUEST, NULL, reason);
+}
+
+void brk_handle(brk_t *b, const struct brk_peer *from, const void *buf, size_t len)
+{
+	struct ovl_msg m;
+	struct node *n = NULL;
+	char err[256];
+	int rc;
+
+	for (size_t i = 0; b->revoked_keys && i < b->n_revoked; i++)
+		if (memcmp(b->revoked_keys[i], from->key, OVL_KEY_BYTES) == 0) {
+			refuse(b, from, 0, OVL_MSG_ERR_REVOKED, NULL, "this key is revoked");
+			return;
+		}
+	rc = ovl_msg_decode(buf, len, &m, err, sizeof(err));
+	if (rc < 0) {
+		b->st.bad_messages++;
+		refuse(b, from, 0, rc == -EPROTONOSUPPORT ? OVL_MSG_ERR_VERSION :
+				   OVL_MSG_ERR_BAD_REQUEST, NULL, err);
+		return;
+	}
+	if (m.type == OVL_MSG_REGISTER) {
+		handle_register(b, from, &m);
+		goto out;
+	}
+	if (m.type == OVL_MSG_ADMIN) {
+		if (!is_admin(b, from->key))
+			refuse(b, from, m.rid, OVL_MSG_ERR_DENIED, NULL,
+			       "admin: this key holds no admin certificate");
+		else
+			handle_admin(b, from, &m);
+		goto out;
+	}
+	n = ht_find(b, &b->by_curve, from->key);
+	if (!n && m.type == OVL_MSG_MAP_GET && is_admin(b, from->key)) {
+		struct slice *s = slice_find(b, m.u.map_get.slice);
+
+		if (s)
+			send_map(b, s, from, m.rid);
+		else
+			send_error(b, from, m.rid, OVL_MSG_ERR_NOT_FOUND, "slice '%s' does not exist",
+				   m.u.map_get.slice);
+		goto out;
+	}
+	if (!n) {
+		/* unknown keys may only register; a restarted broker lands here too */
+		refuse(b, from, m.rid, OVL_MSG_ERR_NOT_FOUND, NULL,
+		       "not registered: send register first");
+		goto out;
+	}
+	n->peer = *from;
+	n->last_ms = now_ms(b);
+	switch (m.type) {
+	case OVL_MSG_HEARTBEAT:
+		if (memcmp(m.u.hb.node_id, n->id, OVL_ID_BYTES) != 0) {
+			refuse(b, from, m.rid, OVL_MSG_ERR_DENIED, m.u.hb.node_id,
+			       "heartbeat: node_id is not the one registered with this key");
+			break;
+		}
+		n->used = m.u.hb.used;
+		if (n->state != OVL_MSG_STATE_UP)
+			set_state(b, n, OVL_MSG_STATE_UP, 0);
+		heartbeat_reply(b, from, m.rid, m.u.hb.seq, n);
+		break;
+	case OVL_MSG_MAP_GET: {
+		struct slice *s = slice_find(b, m.u.map_get.slice);
+
+		if (!s)
+			send_error(b, from, m.rid, OVL_MSG_ERR_NOT_FOUND, "slice '%s' does not exist",
+				   m.u.map_get.slice);
+		else if (!s->ours)
+			send_error(b, from, m.rid, OVL_MSG_ERR_NOT_FOUND,
+				   "slice '%s' is owned by another broker; this one serves it "
+				   "read-only and holds no map", s->name);
+		else
+			send_map(b, s, from, m.rid);
+		break;
+	}
+	case OVL_MSG_CERT_RENEW:
+		handle_cert_renew(b, n, from, &m);
+		break;
+	default:
+		b->st.bad_messages++;
+		refuse(b, from, m.rid, OVL_MSG_ERR_BAD_REQUEST, n->id,
+		       "message type not accepted by a broker");
+	}
+out:
+	ovl_msg_release(&m);
+}
+
+void brk_tick(brk_t *b)
+{
+	uint64_t now = now_ms(b);
+
+	for (size_t i = 0; i < b->n_nodes;) {
+		struct node *n = b->nodes[i];
+		uint64_t silent = now > n->last_ms ? now - n->last_ms : 0;
+		char nfp[OVL_ID_FP_BYTES];
+
+		if (silent > b->p.ttl_ms) {
+			fp(n->id, nfp);
+			event(b, BRK_EV_FORGET, "event=forget node=%s silent_ms=%llu", nfp,
+			      (unsigned long long)silent);
+			node_forget(b, n); /* moves the last node into slot i */
+			continue;
+		}
+		if (n->state == OVL_MSG_STATE_UP && silent > b->p.down_ms)
+			set_state(b, n, OVL_MSG_STATE_DOWN, silent);
+		else if (n->state == OVL_MSG_STATE_DOWN && silent > b->p.grace_ms)
+			set_state(b, n, OVL_MSG_STATE_OUT, silent);
+		i++;
+	}
+	if (b->dirty && now - b->flushed_ms >= BRK_SLICE_FLUSH_MS) {
+		slices_save(b);
+		b->flushed_ms = now;
+	}
+}
+
+/* ---- admission sources ----------------------------------------------------------- */
+
+int brk_token_add(brk_t *b, const uint8_t hash[32], unsigned uses, uint64_t expires_unix)
+{
+	struct token *g = NULL;
+
+	if (b->n_tokens >= BRK_TOKENS_MAX)
+		return -ENOSPC;
+	g = realloc(b->tokens, (b->n_tokens + 1) * sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	b->tokens = g;
+	memcpy(g[b->n_tokens].hash, hash, 32);
+	g[b->n_tokens].uses = uses;
+	g[b->n_tokens].expires = expires_unix;
+	b->n_tokens++;
+	return 0;
+}
+
+int brk_preauth_add(brk_t *b, const uint8_t node_id[OVL_ID_BYTES])
+{
+	uint8_t (*g)[OVL_ID_BYTES] = NULL;
+
+	if (preauthorised(b, node_id))
+		return 0;
+	if (b->n_preauth >= BRK_PREAUTH_MAX)
+		return -ENOSPC;
+	g = realloc(b->preauth, (b->n_preauth + 1) * sizeof(*g));
+	if (!g)
+		return -ENOMEM;
+	b->preauth = g;
+	memcpy(g[b->n_preauth++], node_id, OVL_ID_BYTES);
+	qsort(b->preauth, b->n_preauth, OVL_ID_BYTES, cmp_id);
+	return 1;
+}
+
+static bool changed(const char *path, struct stat *last)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0)
+		return false;
+	if (st.st_size == last->st_size && st.st_mtim.tv_sec == last->st_mtim.tv_sec &&
+	    st.st_mtim.tv_nsec == last->st_mtim.tv_nsec && st.st_ino == last->st_ino)
+		return false;
+	*last = st;
+	return true;
+}
+
+int brk_reload_files(brk_t *b, const char *dir, char *err, size_t errlen)
+{
+	char path[BRK_PATH_MAX + 16], line[256];
+	FILE *f = NULL;
+	int added = 0;
+
+	snprintf(path, sizeof(path), "%s/tokens", dir);
+	if (changed(path, &b->tok_st) && (f = fopen(path, "r"))) {
+		b->n_tokens = 0;
+		while (fgets(line, sizeof(line), f)) {
+			char hex[65];
+			unsigned uses;
+			unsigned long long exp;
+			uint8_t h[32];
+
+			if (sscanf(line, "%64s %u %llu", hex, &uses, &exp) == 3 &&
+			    hex_decode(hex, h, 32) == 0 && brk_token_add(b, h, uses, exp) == 0)
+				added++;
+		}
+		fclose(f);
+	}
+	snprintf(path, sizeof(path), "%s/preauth", dir);
+	if (changed(path, &b->pre_st) && (f = fopen(path, "r"))) {
+		while (fgets(line, sizeof(line), f)) {
+			uint8_t id[OVL_ID_BYTES];
+
+			line[strcspn(line, "\r\n")] = 0;
+			if (ovl_nodeid_parse(line, id) == 0 && brk_preauth_add(b, id) > 0)
+				added++;
+		}
+		fclose(f);
+	}
+	(void)err;
+	(void)errlen;
+	return added;
+}
+
+static void used_load(brk_t *b)
+{
+	char path[BRK_PATH_MAX + 16], line[160];
+	FILE *f = NULL;
+
+	snprintf(path, sizeof(path), "%s/tokens.used", b->p.state_dir);
+	f = fopen(path, "r");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		char hex[65];
+		unsigned count;
+		uint8_t h[32];
+		struct used *g = NULL;
+
+		if (sscanf(line, "%64s %u", hex, &count) != 2 || hex_decode(hex, h, 32) < 0)
+			continue;
+		g = realloc(b->used, (b->n_used + 1) * sizeof(*g));
+		if (!g)
+			break;
+		b->used = g;
+		memcpy(g[b->n_used].hash, h, 32);
+		g[b->n_used++].count = count;
+	}
+	fclose(f);
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------- */
+
+int brk_new(brk_t **out, const struct brk_site *site, const struct brk_params *params,
+	    const struct brk_io *io, char *err, size_t errlen)
+{
+	brk_t *b = NULL;
+	int rc;
+
+	if (sodium_init() < 0) {
+		snprintf(err, errlen, "cannot initialise libsodium");
+		return -EIO;
+	}
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->site = site;
+	b->p = *params;
+	b->io = *io;
+	if (!b->p.heartbeat_ms)
+		b->p.heartbeat_ms = BRK_HEARTBEAT_MS;
+	if (!b->p.down_ms)
+		b->p.down_ms = BRK_DOWN_MS;
+	if (!b->p.grace_ms)
+		b->p.grace_ms = BRK_GRACE_MS;
+	if (!b->p.ttl_ms)
+		b->p.ttl_ms = BRK_TTL_MS;
+	if (!b->p.cert_lifetime_s)
+		b->p.cert_lifetime_s = BRK_CERT_LIFETIME_S;
+	if (!b->p.max_nodes)
+		b->p.max_nodes = BRK_NODES_MAX;
+	randombytes_buf(b->sipkey, sizeof(b->sipkey));
+	b->by_id.off = offsetof(struct node, id);
+	b->by_curve.off = offsetof(struct node, peer.key);
+	msgpack_sbuffer_init(&b->sb);
+	b->flushed_ms = now_ms(b);
+	if (b->p.state_dir) {
+		if (mkdir(b->p.state_dir, 0700) < 0 && errno != EEXIST) {
+			rc = -errno;
+			snprintf(err, errlen, "cannot create state directory '%s': %s",
+				 b->p.state_dir, strerror(errno));
+			brk_destroy(&b);
+			return rc;
+		}
+		rc = slices_load(b, err, errlen);
+		if (rc < 0) {
+			brk_destroy(&b);
+			return rc;
+		}
+		used_load(b);
+	}
+	*out = b;
+	return 0;
+}
+
+void brk_destroy(brk_t **bp)
+{
+	brk_t *b = bp ? *bp : NULL;
+
+	if (!b)
+		return;
+	if (b->dirty)
+		slices_save(b);
+	for (size_t i = 0; i < b->n_nodes; i++)
+		node_free(b->nodes[i]);
+	for (unsigned i = 0; i < b->n_slices; i++)
+		slice_free(b->slices[i]);
+	for (size_t i = 0; i < b->n_strings; i++)
+		free(b->strings[i]);
+	free(b->strings);
+	free(b->nodes);
+	free(b->by_id.slot);
+	free(b->by_curve.slot);
+	free(b->tokens);
+	free(b->used);
+	free(b->preauth);
+	free(b->revoked);
+	free(b->revoked_keys);
+	free(b->crl_serials);
+	free(b->crl);
+	msgpack_sbuffer_destroy(&b->sb);
+	free(b);
+	*bp = NULL;
+}
+
+/* ---- views ------------------------------------------------------------------------- */
+
+void brk_stats_get(brk_t *b, struct brk_stats *st)
+{
+	uint64_t mem = sizeof(*b) + (b->by_id.cap + b->by_curve.cap + b->cap_nodes) * sizeof(void *);
+
+	*st = b->st;
+	st->nodes = b->n_nodes;
+	st->up = st->down = st->out = 0;
+	for (size_t i = 0; i < b->n_nodes; i++) {
+		const struct node *n = b->nodes[i];
+
+		st->up += n->state == OVL_MSG_STATE_UP;
+		st->down += n->state == OVL_MSG_STATE_DOWN;
+		st->out += n->state == OVL_MSG_STATE_OUT;
+		mem += sizeof(*n) + n->cert_len + n->nslices * sizeof(void *);
+	}
+	for (unsigned i = 0; i < b->n_slices; i++)
+		mem += sizeof(struct slice) + b->slices[i]->cap * sizeof(struct member);
+	st->slices = b->n_slices;
+	st->memory_bytes = mem;
+}
+
+int brk_node_state(brk_t *b, const uint8_t node_id[OVL_ID_BYTES])
+{
+	struct node *n = ht_find(b, &b->by_id, node_id);
+
+	return n ? (int)n->state : -ENOENT;
+}
+
+int brk_slice_info(brk_t *b, const char *name, uint64_t *epoch, uint32_t *members)
+{
+	struct slice *s = slice_find(b, name);
+
+	if (!s)
+		return -ENOENT;
+	if (epoch)
+		*epoch = s->epoch;
+	if (members)
+		*members = s->n;
+	return 0;
+}
+
+void brk_count_rate_limited(brk_t *b)
+{
+	b->st.rate_limited++;
+}

@@ -1,0 +1,367 @@
+/*
+ * brk_files: the site directory (keys and certificates made by
+ * `shelf-broker init`), enrolment tokens, pre-authorised ids, the
+ * configuration table and crash-safe file writes.
+ */
+#include "broker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+const struct ovl_conf_item brk_conf[] = {
+	{ "dir", OVL_CONF_STR, "", offsetof(struct brk_config, dir), BRK_PATH_MAX, 0, 0,
+	  "site directory made by `shelf-broker init`" },
+	{ "state_dir", OVL_CONF_STR, "", offsetof(struct brk_config, state_dir), BRK_PATH_MAX,
+	  0, 0, "soft state (slice definitions, token use); empty = <dir>/state" },
+	{ "listen", OVL_CONF_STR, "tcp://[::]:7400", offsetof(struct brk_config, listen), 256,
+	  0, 0, "endpoint to bind, tcp://[ADDR]:PORT" },
+	{ "site", OVL_CONF_STR, "", offsetof(struct brk_config, site), 64, 0, 0,
+	  "site id; empty = the site of broker.cert" },
+	{ "heartbeat_ms", OVL_CONF_MS, "1s", offsetof(struct brk_config, heartbeat_ms), 0,
+	  OVL_MSG_HEARTBEAT_MIN_MS, OVL_MSG_HEARTBEAT_MAX_MS, "heartbeat interval nodes use" },
+	{ "down_ms", OVL_CONF_MS, "5s", offsetof(struct brk_config, down_ms), 0, 200,
+	  3600000, "silence before a node is marked down" },
+	{ "grace_ms", OVL_CONF_MS, "10m", offsetof(struct brk_config, grace_ms), 0, 500,
+	  30LL * 24 * 3600000, "silence before a node is marked out" },
+	{ "ttl_ms", OVL_CONF_MS, "24h", offsetof(struct brk_config, ttl_ms), 0, 1000,
+	  365LL * 24 * 3600000, "silence before a node's registration is forgotten" },
+	{ "cert_lifetime_ms", OVL_CONF_MS, "24h", offsetof(struct brk_config, cert_lifetime_ms),
+	  0, 60000, 30LL * 24 * 3600000, "lifetime of node certificates" },
+	{ "rate_per_s", OVL_CONF_INT, "20", offsetof(struct brk_config, rate_per_s), 0, 1,
+	  100000, "messages per second allowed per key" },
+	{ "rate_burst", OVL_CONF_INT, "60", offsetof(struct brk_config, rate_burst), 0, 1,
+	  1000000, "burst of messages allowed per key" },
+	{ "max_nodes", OVL_CONF_INT, "1000000", offsetof(struct brk_config, max_nodes), 0, 1,
+	  BRK_NODES_MAX, "registry limit" },
+	{ "log_level", OVL_CONF_STR, "info", offsetof(struct brk_config, log_level), 16, 0, 0,
+	  "error, warn, info or debug" },
+	OVL_CONF_END
+};
+
+int brk_file_write(const char *path, const void *buf, size_t len, unsigned mode, char *err,
+		   size_t errlen)
+{
+	char tmp[BRK_PATH_MAX + 16], dirbuf[BRK_PATH_MAX];
+	const uint8_t *p = buf;
+	size_t off = 0;
+	int fd = -1, dfd = -1, rc = 0;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp) ||
+	    snprintf(dirbuf, sizeof(dirbuf), "%s", path) >= (int)sizeof(dirbuf)) {
+		snprintf(err, errlen, "path '%s' is too long", path);
+		return -ENAMETOOLONG;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot create '%s': %s", tmp, strerror(-rc));
+		goto out;
+	}
+	while (off < len) {
+		ssize_t n = write(fd, p + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			rc = -errno;
+			snprintf(err, errlen, "cannot write '%s': %s", tmp, strerror(-rc));
+			goto out;
+		}
+		off += (size_t)n;
+	}
+	if (fsync(fd) < 0 || close(fd) < 0) {
+		rc = -errno;
+		fd = -1;
+		snprintf(err, errlen, "cannot sync '%s': %s", tmp, strerror(-rc));
+		goto out;
+	}
+	fd = -1;
+	if (rename(tmp, path) < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot rename '%s' to '%s': %s", tmp, path, strerror(-rc));
+		goto out;
+	}
+	dfd = open(dirname(dirbuf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0)
+		fsync(dfd);
+out:
+	if (fd >= 0) {
+		close(fd);
+		unlink(tmp);
+	}
+	if (dfd >= 0)
+		close(dfd);
+	return rc;
+}
+
+static int read_small(const char *path, uint8_t *buf, size_t cap, size_t *len, char *err,
+		      size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	size_t n;
+
+	if (!f) {
+		int rc = -errno;
+
+		snprintf(err, errlen, "cannot open '%s': %s", path, strerror(errno));
+		return rc;
+	}
+	n = fread(buf, 1, cap, f);
+	if (n == cap && fgetc(f) != EOF) {
+		fclose(f);
+		snprintf(err, errlen, "'%s' is larger than %zu bytes", path, cap - 1);
+		return -E2BIG;
+	}
+	fclose(f);
+	*len = n;
+	return 0;
+}
+
+static void hex_encode(const uint8_t *in, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * n] = 0;
+}
+
+static int sign_cert(struct ovl_cert *c, const struct ovl_id *subject, enum ovl_role role,
+		     const char *site, const struct ovl_id *issuer, uint64_t lifetime_s,
+		     uint8_t *out, size_t outlen, char *err, size_t errlen)
+{
+	uint64_t now = (uint64_t)time(NULL);
+
+	ovl_cert_init(c);
+	ovl_cert_set_keys(c, subject);
+	randombytes_buf(&c->serial, sizeof(c->serial));
+	c->serial >>= 1;
+	c->role = role;
+	snprintf(c->site, sizeof(c->site), "%s", site);
+	c->not_before = now - 300;
+	c->not_after = now + lifetime_s;
+	return ovl_cert_sign(c, issuer->sign_sk, out, outlen, err, errlen);
+}
+
+int brk_site_init(const char *dir, const char *site, char *out, size_t outlen, char *err,
+		  size_t errlen)
+{
+	char path[BRK_PATH_MAX + 32], z85[OVL_ID_Z85_BYTES], cahex[OVL_ID_HEX_BYTES];
+	char fp_ca[OVL_ID_FP_BYTES], fp_b[OVL_ID_FP_BYTES], line[128];
+	uint8_t cert[OVL_CERT_MAX_BYTES];
+	struct ovl_id *ca = NULL, *broker = NULL, *admin = NULL;
+	struct ovl_cert c;
+	struct stat st;
+	int rc, n;
+
+	if (sodium_init() < 0) {
+		snprintf(err, errlen, "cannot initialise libsodium");
+		return -EIO;
+	}
+	rc = ovl_slice_name_check(site, "site id", err, errlen);
+	if (rc < 0)
+		return rc;
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot create '%s': %s", dir, strerror(errno));
+		return rc;
+	}
+	snprintf(path, sizeof(path), "%s/broker.key", dir);
+	if (stat(path, &st) == 0) {
+		snprintf(err, errlen, "'%s' already holds a site (broker.key exists)", dir);
+		return -EEXIST;
+	}
+	if ((rc = ovl_id_generate(&ca)) < 0 || (rc = ovl_id_generate(&broker)) < 0 ||
+	    (rc = ovl_id_generate(&admin)) < 0) {
+		snprintf(err, errlen, "cannot generate keys: %s", strerror(-rc));
+		goto out;
+	}
+	snprintf(path, sizeof(path), "%s/ca.key", dir);
+	if ((rc = ovl_id_save(ca, path, err, errlen)) < 0)
+		goto out;
+	snprintf(path, sizeof(path), "%s/broker.key", dir);
+	if ((rc = ovl_id_save(broker, path, err, errlen)) < 0)
+		goto out;
+	snprintf(path, sizeof(path), "%s/admin.key", dir);
+	if ((rc = ovl_id_save(admin, path, err, errlen)) < 0)
+		goto out;
+	hex_encode(ca->sign_pk, OVL_ID_BYTES, cahex);
+	snprintf(line, sizeof(line), "%s\n", cahex);
+	snprintf(path, sizeof(path), "%s/ca.pub", dir);
+	if ((rc = brk_file_write(path, line, strlen(line), 0644, err, errlen)) < 0)
+		goto out;
+	n = sign_cert(&c, broker, OVL_ROLE_BROKER, site, ca, BRK_BROKER_CERT_LIFETIME_S, cert,
+		      sizeof(cert), err, errlen);
+	if (n < 0 || (rc = 0))
+		goto fail_n;
+	snprintf(path, sizeof(path), "%s/broker.cert", dir);
+	if ((rc = brk_file_write(path, cert, (size_t)n, 0644, err, errlen)) < 0)
+		goto out;
+	n = sign_cert(&c, admin, OVL_ROLE_ADMIN, site, broker, BRK_BROKER_CERT_LIFETIME_S, cert,
+		      sizeof(cert), err, errlen);
+	if (n < 0)
+		goto fail_n;
+	snprintf(path, sizeof(path), "%s/admin.cert", dir);
+	if ((rc = brk_file_write(path, cert, (size_t)n, 0644, err, errlen)) < 0)
+		goto out;
+	ovl_key_z85_encode(broker->curve_pk, z85);
+	snprintf(line, sizeof(line), "%s\n", z85);
+	snprintf(path, sizeof(path), "%s/broker.pub", dir);
+	if ((rc = brk_file_write(path, line, strlen(line), 0644, err, errlen)) < 0)
+		goto out;
+	ovl_nodeid_fingerprint(ca->sign_pk, fp_ca);
+	ovl_nodeid_fingerprint(broker->sign_pk, fp_b);
+	snprintf(out, outlen,
+		 "site:            %s\n"
+		 "broker key:      %s   (CURVE server key for nodes and the CLI; also in %s/broker.pub)\n"
+		 "CA public key:   %s   (fingerprint %s; also in %s/ca.pub)\n"
+		 "broker id:       fingerprint %s\n"
+		 "admin identity:  %s/admin.key with %s/admin.cert\n"
+		 "IMPORTANT: %s/ca.key is the site CA's secret key. Move it offline now;\n"
+		 "the broker does not need it to run.\n",
+		 site, z85, dir, cahex, fp_ca, dir, fp_b, dir, dir, dir);
+	goto out;
+fail_n:
+	rc = n < 0 ? n : -EINVAL;
+out:
+	ovl_id_destroy(&ca);
+	ovl_id_destroy(&broker);
+	ovl_id_destroy(&admin);
+	return rc;
+}
+
+static int parse_hex(const char *s, uint8_t *out, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned v;
+
+		if (!s[2 * i] || !s[2 * i + 1] || sscanf(s + 2 * i, "%2x", &v) != 1)
+			return -EINVAL;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+int brk_site_load(struct brk_site *s, const char *dir, char *err, size_t errlen)
+{
+	char path[BRK_PATH_MAX + 32], e2[200];
+	uint8_t buf[OVL_CERT_MAX_BYTES + 1];
+	struct ovl_cert adm;
+	size_t len = 0;
+	uint64_t now = (uint64_t)time(NULL);
+	int rc;
+
+	memset(s, 0, sizeof(*s));
+	if (sodium_init() < 0) {
+		snprintf(err, errlen, "cannot initialise libsodium");
+		return -EIO;
+	}
+	snprintf(path, sizeof(path), "%s/broker.key", dir);
+	if ((rc = ovl_id_load(&s->id, path, err, errlen)) < 0)
+		goto out;
+	snprintf(path, sizeof(path), "%s/ca.pub", dir);
+	if ((rc = read_small(path, buf, sizeof(buf), &len, err, errlen)) < 0)
+		goto out;
+	buf[len < sizeof(buf) ? len : sizeof(buf) - 1] = 0;
+	if (len < 64 || parse_hex((const char *)buf, s->ca_pk, OVL_ID_BYTES) < 0) {
+		snprintf(err, errlen, "'%s' does not hold 64 hex digits", path);
+		rc = -EINVAL;
+		goto out;
+	}
+	snprintf(path, sizeof(path), "%s/broker.cert", dir);
+	if ((rc = read_small(path, s->broker_cert, sizeof(s->broker_cert), &len, err, errlen)) < 0)
+		goto out;
+	s->broker_cert_len = len;
+	rc = ovl_cert_verify(&s->broker, s->broker_cert, len, s->ca_pk, now, e2, sizeof(e2));
+	if (rc == 0 && s->broker.role != OVL_ROLE_BROKER)
+		rc = -EPERM, snprintf(e2, sizeof(e2), "role is not broker");
+	if (rc == 0 && memcmp(s->broker.sign_pk, s->id->sign_pk, OVL_ID_BYTES) != 0)
+		rc = -EKEYREJECTED, snprintf(e2, sizeof(e2), "it is not for broker.key");
+	if (rc < 0) {
+		snprintf(err, errlen, "broker certificate '%s': %s", path, e2);
+		goto out;
+	}
+	snprintf(s->site, sizeof(s->site), "%s", s->broker.site);
+	snprintf(path, sizeof(path), "%s/admin.cert", dir);
+	if (read_small(path, buf, sizeof(buf), &len, e2, sizeof(e2)) == 0 &&
+	    ovl_cert_verify(&adm, buf, len, s->id->sign_pk, now, e2, sizeof(e2)) == 0 &&
+	    adm.role == OVL_ROLE_ADMIN)
+		memcpy(s->admin_keys[s->n_admins++], adm.curve_pk, OVL_ID_CURVE_BYTES);
+	rc = 0;
+out:
+	if (rc < 0)
+		brk_site_release(s);
+	return rc;
+}
+
+void brk_site_release(struct brk_site *s)
+{
+	ovl_id_destroy(&s->id);
+	sodium_memzero(s, sizeof(*s));
+}
+
+static int append_line(const char *path, const char *line, char *err, size_t errlen)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	int rc = 0;
+
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot open '%s': %s", path, strerror(errno));
+		return rc;
+	}
+	if (write(fd, line, strlen(line)) != (ssize_t)strlen(line) || fsync(fd) < 0) {
+		rc = -EIO;
+		snprintf(err, errlen, "cannot write '%s': %s", path, strerror(errno));
+	}
+	close(fd);
+	return rc;
+}
+
+int brk_token_mint(const char *dir, unsigned uses, uint64_t ttl_s, char *out, size_t outlen,
+		   char *err, size_t errlen)
+{
+	uint8_t raw[BRK_TOKEN_BYTES], hash[32];
+	char hex[2 * BRK_TOKEN_BYTES + 1], hhex[65], path[BRK_PATH_MAX + 16], line[160];
+
+	if (sodium_init() < 0) {
+		snprintf(err, errlen, "cannot initialise libsodium");
+		return -EIO;
+	}
+	if (uses == 0) {
+		snprintf(err, errlen, "token uses must be at least 1");
+		return -EINVAL;
+	}
+	randombytes_buf(raw, sizeof(raw));
+	hex_encode(raw, sizeof(raw), hex);
+	snprintf(out, outlen, BRK_TOKEN_PREFIX "%s", hex);
+	crypto_generichash(hash, sizeof(hash), (const uint8_t *)out, strlen(out), NULL, 0);
+	hex_encode(hash, sizeof(hash), hhex);
+	snprintf(line, sizeof(line), "%s %u %llu\n", hhex, uses,
+		 (unsigned long long)((uint64_t)time(NULL) + ttl_s));
+	snprintf(path, sizeof(path), "%s/tokens", dir);
+	return append_line(path, line, err, errlen);
+}
+
+int brk_preauth_add_file(const char *dir, const uint8_t node_id[OVL_ID_BYTES], char *err,
+			 size_t errlen)
+{
+	char hex[OVL_ID_HEX_BYTES], path[BRK_PATH_MAX + 16], line[80];
+
+	ovl_nodeid_format(node_id, hex);
+	snprintf(line, sizeof(line), "%s\n", hex);
+	snprintf(path, sizeof(path), "%s/preauth", dir);
+	return append_line(path, line, err, errlen);
+}

@@ -1,0 +1,218 @@
+/*
+ * brk_server: the ZeroMQ loop around the broker core. One ROUTER socket with
+ * CURVE; the ZAP handler's keyring for the node domain admits every CURVE
+ * key through its hook (CURVE already proved the client holds the key's
+ * secret), and the core lets unknown keys send nothing but `register`, and
+ * admin requests only from admin keys. Every key is rate-limited.
+ */
+#include "broker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <zmq.h>
+
+#define BRK_DRAIN_MAX 256      /* messages handled before liveness gets a turn */
+#define BRK_RELOAD_MS 1000     /* tokens and preauth files are re-read this often */
+
+struct server {
+	ovl_link_server_t *srv;
+	struct brk_rate *rate;
+	brk_t *core;
+};
+
+static uint64_t mono_ms(void *arg)
+{
+	struct timespec ts;
+
+	(void)arg;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t unix_s(void *arg)
+{
+	(void)arg;
+	return (uint64_t)time(NULL);
+}
+
+static int io_send(void *arg, const struct brk_peer *to, const void *buf, size_t len)
+{
+	struct server *s = arg;
+	struct ovl_link_peer p;
+
+	memcpy(p.key, to->key, OVL_KEY_BYTES);
+	memcpy(p.rid, to->rid, to->rid_len);
+	p.rid_len = to->rid_len;
+	return ovl_link_server_send(s->srv, &p, buf, len, 0);
+}
+
+static void io_event(void *arg, enum brk_event ev, const char *line)
+{
+	(void)arg;
+	if (ev == BRK_EV_REFUSE || ev == BRK_EV_REVOKE)
+		ovl_warn("%s", line);
+	else if (ev == BRK_EV_ERROR)
+		ovl_err("%s", line);
+	else
+		ovl_info("%s", line);
+}
+
+/* Enrolment policy: any CURVE key may connect; the application decides. */
+static int admit_any(void *arg, const uint8_t key[OVL_KEY_BYTES],
+		     const struct ovl_keyring_entry *entry, uint64_t now, int verdict)
+{
+	(void)arg;
+	(void)key;
+	(void)entry;
+	(void)now;
+	(void)verdict;
+	return 0;
+}
+
+int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, size_t errlen)
+{
+	struct brk_site site;
+	struct brk_params params = { 0 };
+	struct brk_io io = { 0 };
+	struct server s = { NULL, NULL, NULL };
+	struct ovl_link_opts opts = ovl_link_opts_default;
+	struct ovl_link_server_cfg scfg = { 0 };
+	char state_dir[BRK_PATH_MAX + 8], ep[OVL_LINK_ENDPOINT_MAX_CHARS], z85[OVL_ID_Z85_BYTES];
+	ovl_keyring_t *kr = NULL;
+	ovl_zap_t *zap = NULL;
+	uint8_t *buf = NULL;
+	void *ctx = NULL;
+	uint64_t next_tick, next_reload = 0;
+	int rc;
+
+	memset(&site, 0, sizeof(site));
+	rc = brk_site_load(&site, cfg->dir, err, errlen);
+	if (rc < 0)
+		return rc;
+	if (cfg->site[0] && strcmp(cfg->site, site.site) != 0) {
+		snprintf(err, errlen, "config key 'site': '%s' differs from the site '%s' of "
+			 "broker.cert", cfg->site, site.site);
+		rc = -EINVAL;
+		goto out;
+	}
+	if (cfg->state_dir[0])
+		snprintf(state_dir, sizeof(state_dir), "%s", cfg->state_dir);
+	else
+		snprintf(state_dir, sizeof(state_dir), "%s/state", cfg->dir);
+	params.heartbeat_ms = (uint64_t)cfg->heartbeat_ms;
+	params.down_ms = (uint64_t)cfg->down_ms;
+	params.grace_ms = (uint64_t)cfg->grace_ms;
+	params.ttl_ms = (uint64_t)cfg->ttl_ms;
+	params.cert_lifetime_s = (uint64_t)cfg->cert_lifetime_ms / 1000;
+	params.max_nodes = (uint64_t)cfg->max_nodes;
+	params.state_dir = state_dir;
+	io.send = io_send;
+	io.now_ms = mono_ms;
+	io.unix_s = unix_s;
+	io.event = io_event;
+	io.arg = &s;
+	buf = malloc(BRK_RECV_MAX_BYTES);
+	ctx = zmq_ctx_new();
+	kr = ovl_keyring_new();
+	if (!buf || !ctx || !kr) {
+		snprintf(err, errlen, "out of memory");
+		rc = -ENOMEM;
+		goto out;
+	}
+	zmq_ctx_set(ctx, ZMQ_MAX_SOCKETS, 65536);
+	if ((rc = brk_rate_new(&s.rate, (unsigned)cfg->rate_per_s, (unsigned)cfg->rate_burst,
+			       BRK_RATE_BUCKETS)) < 0) {
+		snprintf(err, errlen, "cannot create the rate limiter: %s", strerror(-rc));
+		goto out;
+	}
+	if ((rc = brk_new(&s.core, &site, &params, &io, err, errlen)) < 0)
+		goto out;
+	if ((rc = ovl_zap_new(&zap, ctx, err, errlen)) < 0)
+		goto out;
+	ovl_keyring_hook_set(kr, admit_any, NULL);
+	if ((rc = ovl_zap_domain_set(zap, OVL_LINK_DOMAIN_NODE, kr)) < 0) {
+		snprintf(err, errlen, "cannot register the node domain: %s", strerror(-rc));
+		goto out;
+	}
+	opts.max_msg_bytes = BRK_SEND_MAX_BYTES;
+	opts.sndhwm_msgs = 10000;
+	opts.rcvhwm_msgs = 10000;
+	scfg.endpoint = cfg->listen;
+	scfg.domain = OVL_LINK_DOMAIN_NODE;
+	scfg.secret_key = site.id->curve_sk;
+	scfg.opts = &opts;
+	if ((rc = ovl_link_server_new(&s.srv, zap, &scfg, err, errlen)) < 0)
+		goto out;
+	ovl_link_server_endpoint(s.srv, ep, sizeof(ep));
+	ovl_key_z85_encode(site.id->curve_pk, z85);
+	ovl_info("event=listen endpoint=%s key=%s site=%s state_dir=%s", ep, z85, site.site,
+		 state_dir);
+	next_tick = mono_ms(NULL) + BRK_TICK_MS;
+	while (!*stop) {
+		uint64_t now = mono_ms(NULL);
+		int wait = now >= next_tick ? 0 : (int)(next_tick - now);
+		zmq_pollitem_t it = { ovl_link_server_socket(s.srv), 0, ZMQ_POLLIN, 0 };
+
+		if (now >= next_reload) {
+			int added = brk_reload_files(s.core, cfg->dir, err, errlen);
+
+			if (added > 0)
+				ovl_info("event=reload tokens_and_preauth=%d", added);
+			next_reload = now + BRK_RELOAD_MS;
+		}
+		if (zmq_poll(&it, 1, wait) < 0 && errno != EINTR) {
+			rc = -errno;
+			snprintf(err, errlen, "poll: %s", strerror(errno));
+			goto out;
+		}
+		for (int i = 0; i < BRK_DRAIN_MAX; i++) {
+			struct ovl_link_peer from;
+			struct brk_peer p;
+			int n = ovl_link_server_recv(s.srv, &from, buf, BRK_RECV_MAX_BYTES, 0);
+
+			if (n == -ETIMEDOUT || n == -EINTR)
+				break;
+			if (n < 0 && n != -EMSGSIZE) {
+				rc = n;
+				snprintf(err, errlen, "receive: %s", strerror(-n));
+				goto out;
+			}
+			memcpy(p.key, from.key, OVL_KEY_BYTES);
+			p.rid_len = from.rid_len <= BRK_RID_MAX_BYTES ? (uint8_t)from.rid_len : 0;
+			memcpy(p.rid, from.rid, p.rid_len);
+			if (!brk_rate_take(s.rate, from.key, mono_ms(NULL))) {
+				brk_count_rate_limited(s.core);
+				continue;
+			}
+			if (p.rid_len == 0) {
+				/* cannot even answer it; a client must not set its routing id */
+				continue;
+			}
+			if (n == -EMSGSIZE)
+				brk_refuse_oversized(s.core, &p, BRK_RECV_MAX_BYTES);
+			else
+				brk_handle(s.core, &p, buf, (size_t)n);
+		}
+		if (mono_ms(NULL) >= next_tick) {
+			brk_tick(s.core);
+			next_tick = mono_ms(NULL) + BRK_TICK_MS;
+		}
+	}
+	ovl_info("event=stop");
+	rc = 0;
+out:
+	ovl_link_server_destroy(&s.srv);
+	brk_destroy(&s.core);
+	ovl_zap_destroy(&zap);
+	ovl_keyring_destroy(&kr);
+	brk_rate_destroy(&s.rate);
+	if (ctx)
+		zmq_ctx_term(ctx);
+	free(buf);
+	brk_site_release(&site);
+	return rc;
+}

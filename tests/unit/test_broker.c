@@ -1,0 +1,660 @@
+/*
+ * test_broker: the broker core (admission, selectors, persistence, deltas,
+ * liveness, revocation) driven through brk_handle() with a fake clock and
+ * captured output, and the rate limiter.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <msgpack.h>
+#include <sodium.h>
+
+#include "broker.h"
+
+#define MAX_OUT 4096
+#define NODES 12
+
+struct sent {
+	uint8_t key[32];
+	uint8_t *buf;
+	size_t len;
+};
+
+struct world {
+	struct brk_site site;
+	struct ovl_id *ca;
+	brk_t *b;
+	uint64_t now_ms, unix_s;
+	struct sent out[MAX_OUT];
+	unsigned n_out;
+	struct ovl_id *nodes[NODES];
+	char state_dir[64];
+	char lastev[512];
+};
+
+static int w_send(void *arg, const struct brk_peer *to, const void *buf, size_t len)
+{
+	struct world *w = arg;
+
+	if (w->n_out >= MAX_OUT)
+		return -ENOBUFS;
+	memcpy(w->out[w->n_out].key, to->key, 32);
+	w->out[w->n_out].buf = malloc(len);
+	memcpy(w->out[w->n_out].buf, buf, len);
+	w->out[w->n_out++].len = len;
+	return 0;
+}
+
+static uint64_t w_now(void *arg) { return ((struct world *)arg)->now_ms; }
+static uint64_t w_unix(void *arg) { return ((struct world *)arg)->unix_s; }
+static void w_event(void *arg, enum brk_event ev, const char *line)
+{
+	(void)ev;
+	snprintf(((struct world *)arg)->lastev, 512, "%s", line);
+}
+
+static void clear_out(struct world *w)
+{
+	for (unsigned i = 0; i < w->n_out; i++)
+		free(w->out[i].buf);
+	w->n_out = 0;
+}
+
+static void make_site(struct world *w)
+{
+	char err[256];
+	struct ovl_cert c;
+	int n;
+
+	assert_int_equal(ovl_id_generate(&w->ca), 0);
+	assert_int_equal(ovl_id_generate(&w->site.id), 0);
+	memcpy(w->site.ca_pk, w->ca->sign_pk, 32);
+	ovl_cert_init(&c);
+	ovl_cert_set_keys(&c, w->site.id);
+	c.serial = 1;
+	c.role = OVL_ROLE_BROKER;
+	snprintf(c.site, sizeof(c.site), "sim-site");
+	c.not_before = 1000;
+	c.not_after = 4000000000ull;
+	n = ovl_cert_sign(&c, w->ca->sign_sk, w->site.broker_cert, sizeof(w->site.broker_cert),
+			  err, sizeof(err));
+	assert_true(n > 0);
+	w->site.broker_cert_len = (size_t)n;
+	w->site.broker = c;
+	snprintf(w->site.site, sizeof(w->site.site), "sim-site");
+}
+
+static void new_core(struct world *w, const char *state_dir)
+{
+	struct brk_params p = { 0 };
+	struct brk_io io = { w_send, w_now, w_unix, w_event, w };
+	char err[256];
+
+	p.state_dir = state_dir;
+	assert_int_equal(brk_new(&w->b, &w->site, &p, &io, err, sizeof(err)), 0);
+}
+
+static int setup(void **state)
+{
+	struct world *w = calloc(1, sizeof(*w));
+
+	assert_true(sodium_init() >= 0);
+	w->now_ms = 1000000;
+	w->unix_s = 1800000000;
+	make_site(w);
+	for (int i = 0; i < NODES; i++)
+		assert_int_equal(ovl_id_generate(&w->nodes[i]), 0);
+	new_core(w, NULL);
+	*state = w;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct world *w = *state;
+
+	brk_destroy(&w->b);
+	clear_out(w);
+	for (int i = 0; i < NODES; i++)
+		ovl_id_destroy(&w->nodes[i]);
+	ovl_id_destroy(&w->ca);
+	brk_site_release(&w->site);
+	free(w);
+	return 0;
+}
+
+static struct brk_peer peer_of(const struct ovl_id *id)
+{
+	struct brk_peer p;
+
+	memset(&p, 0, sizeof(p));
+	memcpy(p.key, id->curve_pk, 32);
+	memcpy(p.rid, id->curve_pk, 5);
+	p.rid_len = 5;
+	return p;
+}
+
+static void send_to_core(struct world *w, const struct ovl_id *from, const struct ovl_msg *m)
+{
+	msgpack_sbuffer sb;
+	struct brk_peer p = peer_of(from);
+	char err[256];
+
+	msgpack_sbuffer_init(&sb);
+	assert_int_equal(ovl_msg_encode(m, &sb, err, sizeof(err)), 0);
+	brk_handle(w->b, &p, sb.data, sb.size);
+	msgpack_sbuffer_destroy(&sb);
+}
+
+static void reg_msg(struct ovl_msg *m, const struct ovl_id *id, const char *token,
+		    const char *board)
+{
+	uint8_t pop[sizeof(BRK_REGISTER_DOMAIN) + 64];
+
+	ovl_msg_init(m, OVL_MSG_REGISTER);
+	memcpy(m->u.reg.node_id, id->sign_pk, 32);
+	memcpy(m->u.reg.curve_key, id->curve_pk, 32);
+	snprintf(m->u.reg.board, sizeof(m->u.reg.board), "%s", board);
+	snprintf(m->u.reg.version, sizeof(m->u.reg.version), "test");
+	m->u.reg.capacity = 1 << 30;
+	snprintf(m->u.reg.domain.site, 64, "sim-site");
+	snprintf(m->u.reg.domain.chassis, 64, "c1");
+	snprintf(m->u.reg.domain.slot, 32, "1");
+	m->u.reg.port = 7100;
+	if (token)
+		snprintf(m->u.reg.token, sizeof(m->u.reg.token), "%s", token);
+	memcpy(pop, BRK_REGISTER_DOMAIN, sizeof(BRK_REGISTER_DOMAIN));
+	memcpy(pop + sizeof(BRK_REGISTER_DOMAIN), id->sign_pk, 32);
+	memcpy(pop + sizeof(BRK_REGISTER_DOMAIN) + 32, id->curve_pk, 32);
+	crypto_sign_detached(m->u.reg.sig, NULL, pop, sizeof(pop), id->sign_sk);
+}
+
+/* Decode the last message sent to `to` (or NULL). The caller releases it. */
+static int last_to(struct world *w, const struct ovl_id *to, struct ovl_msg *m)
+{
+	char err[256];
+
+	for (int i = (int)w->n_out - 1; i >= 0; i--)
+		if (memcmp(w->out[i].key, to->curve_pk, 32) == 0)
+			return ovl_msg_decode(w->out[i].buf, w->out[i].len, m, err, sizeof(err));
+	return -ENOENT;
+}
+
+/* The first message of `type` sent to `to`. */
+static int first_to(struct world *w, const struct ovl_id *to, enum ovl_msg_type type,
+		    struct ovl_msg *m)
+{
+	char err[256];
+
+	for (unsigned i = 0; i < w->n_out; i++)
+		if (memcmp(w->out[i].key, to->curve_pk, 32) == 0 &&
+		    ovl_msg_decode(w->out[i].buf, w->out[i].len, m, err, sizeof(err)) == 0) {
+			if (m->type == type)
+				return 0;
+			ovl_msg_release(m);
+		}
+	return -ENOENT;
+}
+
+static void expect_error(struct world *w, const struct ovl_id *to, unsigned code,
+			 const char *text)
+{
+	struct ovl_msg m;
+
+	assert_int_equal(last_to(w, to, &m), 0);
+	assert_int_equal(m.type, OVL_MSG_ERROR);
+	assert_int_equal(m.u.error.code, code);
+	if (!strstr(m.u.error.message, text))
+		fail_msg("error '%s' does not mention '%s'", m.u.error.message, text);
+	assert_true(m.u.error.ts.len > 0);
+	ovl_msg_release(&m);
+}
+
+static void expect_ok(struct world *w, const struct ovl_id *to)
+{
+	struct ovl_msg m;
+
+	assert_int_equal(first_to(w, to, OVL_MSG_REGISTER_OK, &m), 0);
+	assert_true(m.u.reg_ok.cert.len > 0);
+	ovl_msg_release(&m);
+}
+
+static void add_token(struct world *w, const char *token, unsigned uses, uint64_t expires)
+{
+	uint8_t h[32];
+
+	crypto_generichash(h, 32, (const uint8_t *)token, strlen(token), NULL, 0);
+	assert_int_equal(brk_token_add(w->b, h, uses, expires), 0);
+}
+
+static void register_node(struct world *w, int i, const char *token)
+{
+	struct ovl_msg m;
+
+	reg_msg(&m, w->nodes[i], token, "sim");
+	send_to_core(w, w->nodes[i], &m);
+}
+
+static void test_admission(void **state)
+{
+	struct world *w = *state;
+	struct ovl_msg m;
+
+	/* unknown key, no token */
+	register_node(w, 0, NULL);
+	expect_error(w, w->nodes[0], OVL_MSG_ERR_DENIED, "no enrolment token");
+	/* bad token */
+	add_token(w, "shelf-tok-good", 1, w->unix_s + 60);
+	register_node(w, 0, "shelf-tok-bad");
+	expect_error(w, w->nodes[0], OVL_MSG_ERR_DENIED, "not valid");
+	/* good token, then reused by another node */
+	register_node(w, 0, "shelf-tok-good");
+	expect_ok(w, w->nodes[0]);
+	register_node(w, 1, "shelf-tok-good");
+	expect_error(w, w->nodes[1], OVL_MSG_ERR_DENIED, "already been used");
+	/* expired token */
+	add_token(w, "shelf-tok-old", 5, w->unix_s - 1);
+	register_node(w, 1, "shelf-tok-old");
+	expect_error(w, w->nodes[1], OVL_MSG_ERR_DENIED, "expired");
+	/* pre-authorised */
+	assert_int_equal(brk_preauth_add(w->b, w->nodes[2]->sign_pk), 1);
+	clear_out(w);
+	register_node(w, 2, NULL);
+	expect_ok(w, w->nodes[2]);
+	/* same node id, another key: the attacker holds node 0's signing key
+	 * copy but its own CURVE key */
+	{
+		struct ovl_id evil = *w->nodes[0];
+
+		memcpy(evil.curve_pk, w->nodes[3]->curve_pk, 32);
+		memcpy(evil.curve_sk, w->nodes[3]->curve_sk, 32);
+		reg_msg(&m, &evil, NULL, "sim");
+		send_to_core(w, &evil, &m);
+		expect_error(w, &evil, OVL_MSG_ERR_DENIED, "already registered with another key");
+	}
+	/* proof of possession: a signature by another key */
+	reg_msg(&m, w->nodes[4], NULL, "sim");
+	memset(m.u.reg.sig, 0x5a, sizeof(m.u.reg.sig));
+	assert_int_equal(brk_preauth_add(w->b, w->nodes[4]->sign_pk), 1);
+	send_to_core(w, w->nodes[4], &m);
+	expect_error(w, w->nodes[4], OVL_MSG_ERR_DENIED, "proof of possession");
+	/* curve key in the message is not the connection's */
+	reg_msg(&m, w->nodes[4], NULL, "sim");
+	{
+		struct brk_peer p = peer_of(w->nodes[5]);
+		msgpack_sbuffer sb;
+		char err[256];
+
+		msgpack_sbuffer_init(&sb);
+		ovl_msg_encode(&m, &sb, err, sizeof(err));
+		brk_handle(w->b, &p, sb.data, sb.size);
+		msgpack_sbuffer_destroy(&sb);
+		expect_error(w, w->nodes[5], OVL_MSG_ERR_DENIED, "not the key of this connection");
+	}
+}
+
+static void test_certificate_admission(void **state)
+{
+	struct world *w = *state;
+	struct ovl_msg m, ok;
+	uint8_t cert[OVL_CERT_MAX_BYTES], forged[OVL_CERT_MAX_BYTES];
+	size_t cert_len;
+	struct ovl_id *rogue = NULL;
+	struct ovl_cert c;
+	char err[256];
+	int n;
+
+	assert_int_equal(brk_preauth_add(w->b, w->nodes[0]->sign_pk), 1);
+	register_node(w, 0, NULL);
+	assert_int_equal(first_to(w, w->nodes[0], OVL_MSG_REGISTER_OK, &ok), 0);
+	cert_len = ok.u.reg_ok.cert.len;
+	memcpy(cert, ok.u.reg_ok.cert.ptr, cert_len);
+	ovl_msg_release(&ok);
+	/* a fresh broker (empty state) re-admits the node by its certificate */
+	brk_destroy(&w->b);
+	clear_out(w);
+	new_core(w, NULL);
+	reg_msg(&m, w->nodes[0], NULL, "sim");
+	m.u.reg.cert = (struct ovl_msg_bin){ cert, cert_len };
+	send_to_core(w, w->nodes[0], &m);
+	expect_ok(w, w->nodes[0]);
+	assert_non_null(strstr(w->lastev, "via=certificate"));
+	/* forged: signed by a key that is not a broker of this site */
+	assert_int_equal(ovl_id_generate(&rogue), 0);
+	ovl_cert_init(&c);
+	ovl_cert_set_keys(&c, w->nodes[1]);
+	c.serial = 9;
+	c.role = OVL_ROLE_NODE;
+	c.not_before = 1000;
+	c.not_after = 4000000000ull;
+	n = ovl_cert_sign(&c, rogue->sign_sk, forged, sizeof(forged), err, sizeof(err));
+	assert_true(n > 0);
+	reg_msg(&m, w->nodes[1], NULL, "sim");
+	m.u.reg.cert = (struct ovl_msg_bin){ forged, (size_t)n };
+	send_to_core(w, w->nodes[1], &m);
+	expect_error(w, w->nodes[1], OVL_MSG_ERR_DENIED, "certificate refused");
+	/* a genuine certificate presented by another node */
+	reg_msg(&m, w->nodes[2], NULL, "sim");
+	m.u.reg.cert = (struct ovl_msg_bin){ cert, cert_len };
+	send_to_core(w, w->nodes[2], &m);
+	expect_error(w, w->nodes[2], OVL_MSG_ERR_DENIED, "other keys");
+	ovl_id_destroy(&rogue);
+}
+
+static void test_malformed_and_unknown(void **state)
+{
+	struct world *w = *state;
+	struct brk_peer p = peer_of(w->nodes[0]);
+	struct ovl_msg m;
+	uint8_t junk[64];
+	struct brk_stats st;
+
+	memset(junk, 0xc1, sizeof(junk));
+	brk_handle(w->b, &p, junk, sizeof(junk));
+	expect_error(w, w->nodes[0], OVL_MSG_ERR_BAD_REQUEST, "message");
+	brk_handle(w->b, &p, "", 0);
+	expect_error(w, w->nodes[0], OVL_MSG_ERR_BAD_REQUEST, "message");
+	brk_refuse_oversized(w->b, &p, BRK_RECV_MAX_BYTES);
+	expect_error(w, w->nodes[0], OVL_MSG_ERR_BAD_REQUEST, "larger than");
+	/* unknown keys may only register */
+	ovl_msg_init(&m, OVL_MSG_HEARTBEAT);
+	memcpy(m.u.hb.node_id, w->nodes[0]->sign_pk, 32);
+	m.u.hb.seq = 1;
+	send_to_core(w, w->nodes[0], &m);
+	expect_error(w, w->nodes[0], OVL_MSG_ERR_NOT_FOUND, "not registered");
+	ovl_msg_init(&m, OVL_MSG_ADMIN);
+	m.u.admin.op = OVL_MSG_ADMIN_LIST_NODES;
+	send_to_core(w, w->nodes[0], &m);
+	expect_error(w, w->nodes[0], OVL_MSG_ERR_DENIED, "no admin certificate");
+	brk_stats_get(w->b, &st);
+	assert_true(st.bad_messages >= 3);
+	/* and the broker still serves others */
+	assert_int_equal(brk_preauth_add(w->b, w->nodes[1]->sign_pk), 1);
+	register_node(w, 1, NULL);
+	expect_ok(w, w->nodes[1]);
+}
+
+static void test_selectors(void **state)
+{
+	struct world *w = *state;
+	char err[256];
+	struct ovl_msg m;
+	uint32_t members = 0;
+
+	assert_int_equal(brk_selector_check("all", err, sizeof(err)), 0);
+	assert_int_equal(brk_selector_check("board=pi4", err, sizeof(err)), 0);
+	assert_int_equal(brk_selector_check("chassis=c1", err, sizeof(err)), 0);
+	assert_int_equal(brk_selector_check("rack=1", err, sizeof(err)), -EINVAL);
+	assert_int_equal(brk_selector_check("board=", err, sizeof(err)), -EINVAL);
+	assert_int_equal(brk_selector_check("board=a b", err, sizeof(err)), -EINVAL);
+	assert_int_equal(brk_slice_create(w->b, "pis", 2, "board=pi4", err, sizeof(err)), 0);
+	assert_int_equal(brk_slice_create(w->b, "pis", 2, "all", err, sizeof(err)), -EEXIST);
+	assert_int_equal(brk_slice_create(w->b, "Bad", 2, "all", err, sizeof(err)), -EINVAL);
+	assert_int_equal(brk_slice_create(w->b, "c1", 1, "chassis=c1", err, sizeof(err)), 0);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(brk_preauth_add(w->b, w->nodes[i]->sign_pk), 1);
+		reg_msg(&m, w->nodes[i], NULL, i < 2 ? "pi4" : "x86");
+		send_to_core(w, w->nodes[i], &m);
+	}
+	assert_int_equal(brk_slice_info(w->b, "pis", NULL, &members), 0);
+	assert_int_equal(members, 2);
+	assert_int_equal(brk_slice_info(w->b, "c1", NULL, &members), 0);
+	assert_int_equal(members, 4);
+	/* a slice created later picks up the nodes already registered */
+	assert_int_equal(brk_slice_create(w->b, "x86", 1, "board=x86", err, sizeof(err)), 0);
+	assert_int_equal(brk_slice_info(w->b, "x86", NULL, &members), 0);
+	assert_int_equal(members, 2);
+	assert_int_equal(brk_slice_delete(w->b, "x86", err, sizeof(err)), 0);
+	assert_int_equal(brk_slice_info(w->b, "x86", NULL, NULL), -ENOENT);
+}
+
+static void test_delta_is_constant_per_member(void **state)
+{
+	struct world *w = *state;
+	char err[256];
+	struct ovl_msg m;
+	size_t size = 0;
+	unsigned deltas = 0;
+	uint64_t epoch = 0;
+
+	assert_int_equal(brk_slice_create(w->b, "hot", 2, "all", err, sizeof(err)), 0);
+	for (int i = 0; i < NODES; i++)
+		assert_int_equal(brk_preauth_add(w->b, w->nodes[i]->sign_pk), 1);
+	for (int i = 0; i < NODES - 1; i++)
+		register_node(w, i, NULL);
+	clear_out(w);
+	assert_int_equal(brk_slice_info(w->b, "hot", &epoch, NULL), 0);
+	register_node(w, NODES - 1, NULL);
+	for (unsigned i = 0; i < w->n_out; i++) {
+		char e[256];
+
+		assert_int_equal(ovl_msg_decode(w->out[i].buf, w->out[i].len, &m, e, sizeof(e)), 0);
+		if (m.type == OVL_MSG_MAP_DELTA) {
+			assert_int_equal(m.u.delta.n_members, 1);
+			assert_memory_equal(m.u.delta.members[0].id, w->nodes[NODES - 1]->sign_pk, 32);
+			assert_int_equal(m.u.delta.base_epoch, epoch);
+			assert_int_equal(m.u.delta.epoch, epoch + 1);
+			assert_true(memcmp(w->out[i].key, w->nodes[NODES - 1]->curve_pk, 32) != 0);
+			if (size)
+				assert_int_equal(size, w->out[i].len); /* the same bytes to everyone */
+			size = w->out[i].len;
+			deltas++;
+		}
+		ovl_msg_release(&m);
+	}
+	assert_int_equal(deltas, NODES - 1);
+	/* the newcomer gets the whole map at the new epoch */
+	assert_int_equal(first_to(w, w->nodes[NODES - 1], OVL_MSG_MAP, &m), 0);
+	assert_int_equal(m.u.map.n_members, NODES);
+	assert_int_equal(m.u.map.epoch, epoch + 1);
+	for (uint32_t i = 0; i < m.u.map.n_members; i++)
+		assert_true(m.u.map.members[i].cert.len > 0);
+	ovl_msg_release(&m);
+}
+
+static void heartbeat(struct world *w, int i, uint64_t seq)
+{
+	struct ovl_msg m;
+
+	ovl_msg_init(&m, OVL_MSG_HEARTBEAT);
+	memcpy(m.u.hb.node_id, w->nodes[i]->sign_pk, 32);
+	m.u.hb.seq = seq;
+	send_to_core(w, w->nodes[i], &m);
+}
+
+static void test_liveness(void **state)
+{
+	struct world *w = *state;
+	char err[256];
+	struct ovl_msg m;
+
+	assert_int_equal(brk_slice_create(w->b, "hot", 2, "all", err, sizeof(err)), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(brk_preauth_add(w->b, w->nodes[i]->sign_pk), 1);
+		register_node(w, i, NULL);
+	}
+	w->now_ms += BRK_DOWN_MS - 100;
+	heartbeat(w, 0, 1);
+	brk_tick(w->b);
+	assert_int_equal(brk_node_state(w->b, w->nodes[1]->sign_pk), OVL_MSG_STATE_UP);
+	w->now_ms += 200;
+	clear_out(w);
+	brk_tick(w->b);
+	assert_int_equal(brk_node_state(w->b, w->nodes[1]->sign_pk), OVL_MSG_STATE_DOWN);
+	assert_int_equal(brk_node_state(w->b, w->nodes[0]->sign_pk), OVL_MSG_STATE_UP);
+	assert_int_equal(last_to(w, w->nodes[0], &m), 0); /* node 0 got the delta */
+	assert_int_equal(m.type, OVL_MSG_MAP_DELTA);
+	assert_int_equal(m.u.delta.members[0].state, OVL_MSG_STATE_DOWN);
+	ovl_msg_release(&m);
+	/* back */
+	heartbeat(w, 1, 1);
+	assert_int_equal(brk_node_state(w->b, w->nodes[1]->sign_pk), OVL_MSG_STATE_UP);
+	assert_int_equal(last_to(w, w->nodes[1], &m), 0);
+	assert_int_equal(m.type, OVL_MSG_HEARTBEAT_OK);
+	assert_int_equal(m.u.hb_ok.n_slices, 1);
+	ovl_msg_release(&m);
+	/* grace, then out, then forgotten */
+	w->now_ms += BRK_GRACE_MS + 1000;
+	heartbeat(w, 0, 2);
+	brk_tick(w->b);
+	brk_tick(w->b);
+	assert_int_equal(brk_node_state(w->b, w->nodes[1]->sign_pk), OVL_MSG_STATE_OUT);
+	w->now_ms += BRK_TTL_MS;
+	heartbeat(w, 0, 3);
+	brk_tick(w->b);
+	assert_int_equal(brk_node_state(w->b, w->nodes[1]->sign_pk), -ENOENT);
+	assert_int_equal(brk_node_state(w->b, w->nodes[0]->sign_pk), OVL_MSG_STATE_UP);
+}
+
+static void test_persistence(void **state)
+{
+	struct world *w = *state;
+	char err[256], path[128];
+	uint64_t epoch = 0;
+	uint32_t members = 0;
+	struct ovl_msg m;
+
+	snprintf(w->state_dir, sizeof(w->state_dir), "/tmp/test_broker.%d", (int)getpid());
+	brk_destroy(&w->b);
+	new_core(w, w->state_dir);
+	assert_int_equal(brk_slice_create(w->b, "hot", 3, "board=sim", err, sizeof(err)), 0);
+	assert_int_equal(brk_slice_create(w->b, "cold", 1, "all", err, sizeof(err)), 0);
+	assert_int_equal(brk_preauth_add(w->b, w->nodes[0]->sign_pk), 1);
+	register_node(w, 0, NULL);
+	brk_destroy(&w->b); /* saves dirty epochs */
+	new_core(w, w->state_dir);
+	assert_int_equal(brk_slice_info(w->b, "hot", &epoch, &members), 0);
+	assert_int_equal(epoch, 2);
+	assert_int_equal(members, 0); /* members are soft state */
+	assert_int_equal(brk_slice_info(w->b, "cold", &epoch, NULL), 0);
+	/* an empty state directory: definitions come back from a node's cache,
+	 * at an epoch above the one the node reports */
+	brk_destroy(&w->b);
+	snprintf(path, sizeof(path), "%s/slices", w->state_dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/tokens.used", w->state_dir);
+	unlink(path);
+	new_core(w, w->state_dir);
+	assert_int_equal(brk_slice_info(w->b, "hot", NULL, NULL), -ENOENT);
+	assert_int_equal(brk_preauth_add(w->b, w->nodes[0]->sign_pk), 1);
+	reg_msg(&m, w->nodes[0], NULL, "sim");
+	m.u.reg.slices = calloc(1, sizeof(*m.u.reg.slices));
+	m.u.reg.n_slices = 1;
+	snprintf(m.u.reg.slices[0].name, 64, "hot");
+	m.u.reg.slices[0].epoch = 41;
+	m.u.reg.slices[0].replicas = 3;
+	snprintf(m.u.reg.slices[0].selector, 128, "board=sim");
+	memcpy(m.u.reg.slices[0].owner, w->site.id->sign_pk, 32);
+	send_to_core(w, w->nodes[0], &m);
+	free(m.u.reg.slices);
+	assert_int_equal(brk_slice_info(w->b, "hot", &epoch, &members), 0);
+	assert_true(epoch > 41);
+	assert_int_equal(members, 1);
+	brk_destroy(&w->b);
+	snprintf(path, sizeof(path), "rm -rf %s", w->state_dir);
+	assert_int_equal(system(path), 0);
+	new_core(w, NULL);
+}
+
+static void test_revocation(void **state)
+{
+	struct world *w = *state;
+	char err[256];
+	struct ovl_msg m;
+	struct ovl_crl *crl = NULL;
+	struct ovl_cert c;
+
+	assert_int_equal(brk_slice_create(w->b, "hot", 2, "all", err, sizeof(err)), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(brk_preauth_add(w->b, w->nodes[i]->sign_pk), 1);
+		register_node(w, i, NULL);
+	}
+	assert_int_equal(first_to(w, w->nodes[2], OVL_MSG_REGISTER_OK, &m), 0);
+	assert_int_equal(ovl_cert_decode(&c, m.u.reg_ok.cert.ptr, m.u.reg_ok.cert.len, err,
+					 sizeof(err)), 0);
+	ovl_msg_release(&m);
+	clear_out(w);
+	assert_int_equal(brk_revoke(w->b, w->nodes[2]->sign_pk, err, sizeof(err)), 0);
+	/* the former peers get one delta: removed + the new list revoking its serial */
+	assert_int_equal(last_to(w, w->nodes[0], &m), 0);
+	assert_int_equal(m.type, OVL_MSG_MAP_DELTA);
+	assert_int_equal(m.u.delta.n_removed, 1);
+	assert_memory_equal(m.u.delta.removed[0], w->nodes[2]->sign_pk, 32);
+	assert_int_equal(ovl_crl_decode(&crl, m.u.delta.crl.ptr, m.u.delta.crl.len,
+					w->site.id->sign_pk, err, sizeof(err)), 0);
+	assert_true(ovl_crl_is_revoked(crl, c.serial));
+	ovl_crl_destroy(&crl);
+	ovl_msg_release(&m);
+	/* and its requests are refused */
+	heartbeat(w, 2, 5);
+	expect_error(w, w->nodes[2], OVL_MSG_ERR_REVOKED, "revoked");
+	register_node(w, 2, NULL);
+	expect_error(w, w->nodes[2], OVL_MSG_ERR_REVOKED, "revoked");
+}
+
+static void test_rate_limiter(void **state)
+{
+	struct brk_rate *r = NULL;
+	uint8_t a[32] = { 1 }, b[32] = { 2 };
+	unsigned allowed = 0;
+
+	(void)state;
+	assert_int_equal(brk_rate_new(&r, 10, 20, 4096), 0);
+	for (int i = 0; i < 1000; i++)
+		allowed += brk_rate_take(r, a, 5000);
+	assert_int_equal(allowed, 20); /* the burst, then nothing */
+	assert_true(brk_rate_take(r, b, 5000)); /* another key is unaffected */
+	assert_false(brk_rate_take(r, a, 5050));
+	assert_true(brk_rate_take(r, a, 5100)); /* 10/s: one token per 100 ms */
+	assert_false(brk_rate_take(r, a, 5100));
+	brk_rate_destroy(&r);
+	assert_null(r);
+	assert_int_equal(brk_rate_new(&r, 0, 1, 1), -EINVAL);
+}
+
+static void test_site_files(void **state)
+{
+	char dir[64], out[2048], err[512], tok[128], cmd[128];
+	struct brk_site s;
+
+	(void)state;
+	snprintf(dir, sizeof(dir), "/tmp/test_broker_site.%d", (int)getpid());
+	assert_int_equal(brk_site_init(dir, "lab-1", out, sizeof(out), err, sizeof(err)), 0);
+	assert_non_null(strstr(out, "offline"));
+	assert_int_equal(brk_site_init(dir, "lab-1", out, sizeof(out), err, sizeof(err)), -EEXIST);
+	assert_int_equal(brk_site_load(&s, dir, err, sizeof(err)), 0);
+	assert_string_equal(s.site, "lab-1");
+	assert_int_equal(s.n_admins, 1);
+	brk_site_release(&s);
+	assert_int_equal(brk_token_mint(dir, 2, 60, tok, sizeof(tok), err, sizeof(err)), 0);
+	assert_int_equal(strncmp(tok, BRK_TOKEN_PREFIX, strlen(BRK_TOKEN_PREFIX)), 0);
+	assert_int_equal(brk_site_init(dir, "Bad Site", out, sizeof(out), err, sizeof(err)),
+			 -EINVAL);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_admission, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_certificate_admission, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_malformed_and_unknown, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_selectors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delta_is_constant_per_member, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_liveness, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_revocation, setup, teardown),
+		cmocka_unit_test(test_rate_limiter),
+		cmocka_unit_test(test_site_files),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,416 @@
+/*
+ * admin.c: shelf CLI commands that talk to a broker's admin interface
+ * (docs/PROTOCOL.md section 6) over CURVE with the admin identity that
+ * `shelf-broker init` created.
+ *
+ * Every command takes:
+ *   --broker ENDPOINT   the broker (default $SHELF_BROKER, else tcp://[::1]:7400)
+ *   --admin DIR         directory holding admin.key and broker.pub
+ *                       (default $SHELF_ADMIN, else the current directory)
+ *   --json              machine-readable output (listings)
+ */
+#include "admin.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <msgpack.h>
+#include <zmq.h>
+
+#include "overlay.h"
+
+#define ADMIN_TIMEOUT_MS 10000
+#define ADMIN_RECV_MAX_BYTES (16u << 20)
+
+struct admin_opts {
+	const char *broker;
+	const char *dir;
+	bool json;
+	unsigned replicas;
+	const char *selector;
+	const char *arg;   /* the positional argument */
+};
+
+struct admin_call {
+	void *ctx;
+	ovl_link_client_t *cl;
+	uint8_t *buf;
+	struct ovl_msg reply;
+};
+
+static int usage(const char *cmd, const char *args, const char *extra, int code)
+{
+	FILE *f = code ? stderr : stdout;
+
+	fprintf(f, "usage: shelf %s %s[--broker ENDPOINT] [--admin DIR] [--json]\n"
+		"  --broker ENDPOINT  broker endpoint (default $SHELF_BROKER, else tcp://[::1]:7400)\n"
+		"  --admin DIR        directory with admin.key and broker.pub from `shelf-broker init`\n"
+		"                     (default $SHELF_ADMIN, else .)\n"
+		"  --json             print JSON\n%s", cmd, args, extra);
+	return code;
+}
+
+static int parse(int argc, char **argv, struct admin_opts *o, const char *cmd, const char *args,
+		 const char *extra, bool need_arg)
+{
+	static const struct option lopts[] = {
+		{ "broker", 1, NULL, 'b' }, { "admin", 1, NULL, 'a' }, { "json", 0, NULL, 'j' },
+		{ "replicas", 1, NULL, 'r' }, { "members", 1, NULL, 'm' },
+		{ "help", 0, NULL, 'h' }, { NULL, 0, NULL, 0 }
+	};
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->broker = getenv("SHELF_BROKER");
+	if (!o->broker || !*o->broker)
+		o->broker = "tcp://[::1]:7400";
+	o->dir = getenv("SHELF_ADMIN");
+	if (!o->dir || !*o->dir)
+		o->dir = ".";
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
+		switch (c) {
+		case 'b': o->broker = optarg; break;
+		case 'a': o->dir = optarg; break;
+		case 'j': o->json = true; break;
+		case 'r': o->replicas = (unsigned)strtoul(optarg, NULL, 10); break;
+		case 'm': o->selector = optarg; break;
+		case 'h': return usage(cmd, args, extra, 0) - 1;
+		default: return usage(cmd, args, extra, 2);
+		}
+	}
+	if (optind < argc)
+		o->arg = argv[optind];
+	if (need_arg && !o->arg)
+		return usage(cmd, args, extra, 2);
+	return 0;
+}
+
+static void call_release(struct admin_call *a)
+{
+	ovl_msg_release(&a->reply);
+	ovl_link_client_destroy(&a->cl);
+	if (a->ctx)
+		zmq_ctx_term(a->ctx);
+	free(a->buf);
+	memset(a, 0, sizeof(*a));
+}
+
+/* Send req and wait for the reply; prints the error and returns an exit code. */
+static int call(const char *cmd, const struct admin_opts *o, struct ovl_msg *req,
+		struct admin_call *a)
+{
+	char path[400], z85[64], err[512] = "";
+	uint8_t server_key[OVL_KEY_BYTES];
+	struct ovl_link_opts lo = ovl_link_opts_default;
+	struct ovl_link_client_cfg cfg = { 0 };
+	struct ovl_id *id = NULL;
+	msgpack_sbuffer sb;
+	FILE *f = NULL;
+	int rc, code = 1;
+
+	memset(a, 0, sizeof(*a));
+	msgpack_sbuffer_init(&sb);
+	snprintf(path, sizeof(path), "%s/broker.pub", o->dir);
+	f = fopen(path, "r");
+	if (!f || !fgets(z85, sizeof(z85), f) || (z85[strcspn(z85, "\r\n")] = 0) ||
+	    ovl_key_z85_decode(z85, server_key) < 0) {
+		snprintf(err, sizeof(err), "cannot read the broker key from '%s'", path);
+		goto out;
+	}
+	snprintf(path, sizeof(path), "%s/admin.key", o->dir);
+	if (ovl_id_load(&id, path, err, sizeof(err)) < 0)
+		goto out;
+	a->ctx = zmq_ctx_new();
+	a->buf = malloc(ADMIN_RECV_MAX_BYTES);
+	if (!a->ctx || !a->buf) {
+		snprintf(err, sizeof(err), "out of memory");
+		goto out;
+	}
+	lo.max_msg_bytes = ADMIN_RECV_MAX_BYTES;
+	lo.linger_ms = 0;
+	cfg.endpoint = o->broker;
+	cfg.server_key = server_key;
+	cfg.secret_key = id->curve_sk;
+	cfg.opts = &lo;
+	if (ovl_link_client_new(&a->cl, a->ctx, &cfg, err, sizeof(err)) < 0)
+		goto out;
+	rc = ovl_link_client_wait_ready(a->cl, ADMIN_TIMEOUT_MS, err, sizeof(err));
+	if (rc < 0) {
+		char e2[512];
+
+		snprintf(e2, sizeof(e2), "cannot reach broker '%s': %s", o->broker, err);
+		snprintf(err, sizeof(err), "%s", e2);
+		goto out;
+	}
+	req->rid = 1;
+	if (ovl_msg_encode(req, &sb, err, sizeof(err)) < 0)
+		goto out;
+	if (ovl_link_client_send(a->cl, sb.data, sb.size, ADMIN_TIMEOUT_MS) < 0) {
+		snprintf(err, sizeof(err), "cannot send to broker '%s'", o->broker);
+		goto out;
+	}
+	rc = ovl_link_client_recv(a->cl, a->buf, ADMIN_RECV_MAX_BYTES, ADMIN_TIMEOUT_MS);
+	if (rc < 0) {
+		snprintf(err, sizeof(err), "no answer from broker '%s': %s", o->broker,
+			 strerror(-rc));
+		goto out;
+	}
+	if (ovl_msg_decode(a->buf, (size_t)rc, &a->reply, err, sizeof(err)) < 0)
+		goto out;
+	if (a->reply.type == OVL_MSG_ERROR) {
+		snprintf(err, sizeof(err), "%s", a->reply.u.error.message);
+		code = a->reply.u.error.code == OVL_MSG_ERR_NOT_FOUND ? 3 : 1;
+		goto out;
+	}
+	code = 0;
+out:
+	if (code) {
+		fprintf(stderr, "shelf %s: %s\n", cmd, err);
+		call_release(a);
+	}
+	if (f)
+		fclose(f);
+	ovl_id_destroy(&id);
+	msgpack_sbuffer_destroy(&sb);
+	return code;
+}
+
+static int simple(const char *cmd, const struct admin_opts *o, struct ovl_msg *req,
+		  struct admin_call *a)
+{
+	return call(cmd, o, req, a);
+}
+
+int cmd_slices(int argc, char **argv)
+{
+	struct admin_opts o;
+	struct admin_call a;
+	struct ovl_msg req;
+	int rc = parse(argc, argv, &o, "slices", "", "", false);
+
+	if (rc)
+		return rc < 0 ? 0 : rc;
+	ovl_msg_init(&req, OVL_MSG_ADMIN);
+	req.u.admin.op = OVL_MSG_ADMIN_LIST_SLICES;
+	if ((rc = simple("slices", &o, &req, &a)))
+		return rc;
+	if (o.json)
+		printf("[");
+	else
+		printf("%-24s %8s %10s %8s  %s\n", "SLICE", "REPLICAS", "EPOCH", "MEMBERS", "SELECTOR");
+	for (uint32_t i = 0; i < a.reply.u.admin_ok.n_slices; i++) {
+		const struct ovl_msg_slice *s = &a.reply.u.admin_ok.slices[i];
+
+		if (o.json)
+			printf("%s\n  {\"name\": \"%s\", \"replicas\": %u, \"epoch\": %llu, "
+			       "\"members\": %u, \"selector\": \"%s\"}", i ? "," : "", s->name,
+			       s->replicas, (unsigned long long)s->epoch, s->members, s->selector);
+		else
+			printf("%-24s %8u %10llu %8u  %s\n", s->name, s->replicas,
+			       (unsigned long long)s->epoch, s->members, s->selector);
+	}
+	if (o.json)
+		printf("\n]\n");
+	call_release(&a);
+	return 0;
+}
+
+int cmd_slice_create(int argc, char **argv)
+{
+	struct admin_opts o;
+	struct admin_call a;
+	struct ovl_msg req;
+	char err[256];
+	int rc = parse(argc, argv, &o, "slice create", "NAME --replicas R [--members SELECTOR] ",
+		       "  --replicas R       copies per object, 1..16\n"
+		       "  --members SELECTOR all (default), board=X, group=X, chassis=X or site=X\n",
+		       true);
+
+	if (rc)
+		return rc < 0 ? 0 : rc;
+	if (o.replicas < 1 || o.replicas > OVL_MSG_REPLICAS_MAX) {
+		fprintf(stderr, "shelf slice create: --replicas must be 1..%d\n", OVL_MSG_REPLICAS_MAX);
+		return 2;
+	}
+	if (ovl_slice_name_check(o.arg, "slice name", err, sizeof(err)) < 0) {
+		fprintf(stderr, "shelf slice create: %s\n", err);
+		return 2;
+	}
+	ovl_msg_init(&req, OVL_MSG_ADMIN);
+	req.u.admin.op = OVL_MSG_ADMIN_CREATE_SLICE;
+	snprintf(req.u.admin.slice, sizeof(req.u.admin.slice), "%s", o.arg);
+	req.u.admin.replicas = o.replicas;
+	snprintf(req.u.admin.selector, sizeof(req.u.admin.selector), "%s",
+		 o.selector ? o.selector : "all");
+	if ((rc = simple("slice create", &o, &req, &a)))
+		return rc;
+	printf("created slice %s (replicas %u, members %s, epoch %llu)\n", o.arg, o.replicas,
+	       o.selector ? o.selector : "all", (unsigned long long)a.reply.u.admin_ok.epoch);
+	call_release(&a);
+	return 0;
+}
+
+int cmd_slice_rm(int argc, char **argv)
+{
+	struct admin_opts o;
+	struct admin_call a;
+	struct ovl_msg req;
+	int rc = parse(argc, argv, &o, "slice rm", "NAME ", "", true);
+
+	if (rc)
+		return rc < 0 ? 0 : rc;
+	ovl_msg_init(&req, OVL_MSG_ADMIN);
+	req.u.admin.op = OVL_MSG_ADMIN_DELETE_SLICE;
+	snprintf(req.u.admin.slice, sizeof(req.u.admin.slice), "%s", o.arg);
+	if ((rc = simple("slice rm", &o, &req, &a)))
+		return rc;
+	printf("deleted slice %s\n", o.arg);
+	call_release(&a);
+	return 0;
+}
+
+int cmd_slice_show(int argc, char **argv)
+{
+	struct admin_opts o;
+	struct admin_call a;
+	struct ovl_msg req;
+	int rc = parse(argc, argv, &o, "slice show", "NAME ", "", true);
+	const struct ovl_msg_map *m = NULL;
+
+	if (rc)
+		return rc < 0 ? 0 : rc;
+	ovl_msg_init(&req, OVL_MSG_ADMIN);
+	req.u.admin.op = OVL_MSG_ADMIN_SHOW_MAP;
+	snprintf(req.u.admin.slice, sizeof(req.u.admin.slice), "%s", o.arg);
+	if ((rc = simple("slice show", &o, &req, &a)))
+		return rc;
+	m = &a.reply.u.map;
+	if (o.json)
+		printf("{\"slice\": \"%s\", \"epoch\": %llu, \"replicas\": %u, \"members\": [", m->slice,
+		       (unsigned long long)m->epoch, m->replicas);
+	else
+		printf("slice %s epoch %llu replicas %u members %u\n", m->slice,
+		       (unsigned long long)m->epoch, m->replicas, m->n_members);
+	for (uint32_t i = 0; i < m->n_members; i++) {
+		const struct ovl_msg_member *mm = &m->members[i];
+		char hex[OVL_ID_HEX_BYTES], addr[OVL_SLICE_ADDR_STRLEN];
+		struct in6_addr in;
+
+		ovl_nodeid_format(mm->id, hex);
+		memcpy(&in, mm->addr, sizeof(in));
+		ovl_slice_addr_format(&in, addr, sizeof(addr));
+		if (o.json)
+			printf("%s\n  {\"id\": \"%s\", \"state\": \"%s\", \"addr\": \"%s\", "
+			       "\"port\": %u, \"site\": \"%s\", \"chassis\": \"%s\", \"slot\": \"%s\", "
+			       "\"capacity\": %llu}", i ? "," : "", hex,
+			       ovl_msg_state_name(mm->state), addr, mm->port, mm->domain.site,
+			       mm->domain.chassis, mm->domain.slot, (unsigned long long)mm->capacity);
+		else
+			printf("  %.16s  %-5s %s port %u  %s/%s/%s\n", hex,
+			       ovl_msg_state_name(mm->state), addr, mm->port, mm->domain.site,
+			       mm->domain.chassis, mm->domain.slot);
+	}
+	if (o.json)
+		printf("\n]}\n");
+	call_release(&a);
+	return 0;
+}
+
+int cmd_nodes(int argc, char **argv)
+{
+	struct admin_opts o;
+	struct admin_call a;
+	struct ovl_msg req;
+	int rc = parse(argc, argv, &o, "nodes", "", "", false);
+
+	if (rc)
+		return rc < 0 ? 0 : rc;
+	ovl_msg_init(&req, OVL_MSG_ADMIN);
+	req.u.admin.op = OVL_MSG_ADMIN_LIST_NODES;
+	if ((rc = simple("nodes", &o, &req, &a)))
+		return rc;
+	if (o.json)
+		printf("[");
+	else
+		printf("%-64s %-5s %-8s %-24s %10s\n", "NODE", "STATE", "BOARD", "SITE/CHASSIS/SLOT",
+		       "SEEN_MS");
+	for (uint32_t i = 0; i < a.reply.u.admin_ok.n_nodes; i++) {
+		const struct ovl_msg_node_info *n = &a.reply.u.admin_ok.nodes[i];
+		char hex[OVL_ID_HEX_BYTES], dom[200];
+
+		ovl_nodeid_format(n->id, hex);
+		snprintf(dom, sizeof(dom), "%s/%s/%s", n->domain.site, n->domain.chassis,
+			 n->domain.slot);
+		if (o.json)
+			printf("%s\n  {\"id\": \"%s\", \"state\": \"%s\", \"board\": \"%s\", "
+			       "\"version\": \"%s\", \"site\": \"%s\", \"chassis\": \"%s\", "
+			       "\"slot\": \"%s\", \"capacity\": %llu, \"used\": %llu, \"seen_ms\": %llu}",
+			       i ? "," : "", hex, ovl_msg_state_name(n->state), n->board, n->version,
+			       n->domain.site, n->domain.chassis, n->domain.slot,
+			       (unsigned long long)n->capacity, (unsigned long long)n->used,
+			       (unsigned long long)n->seen_ms);
+		else
+			printf("%s %-5s %-8s %-24s %10llu\n", hex, ovl_msg_state_name(n->state),
+			       n->board, dom, (unsigned long long)n->seen_ms);
+	}
+	if (o.json)
+		printf("\n]\n");
+	call_release(&a);
+	return 0;
+}
+
+int cmd_node_revoke(int argc, char **argv)
+{
+	struct admin_opts o;
+	struct admin_call a;
+	struct ovl_msg req;
+	int rc = parse(argc, argv, &o, "node revoke", "NODE_ID ", "", true);
+
+	if (rc)
+		return rc < 0 ? 0 : rc;
+	ovl_msg_init(&req, OVL_MSG_ADMIN);
+	req.u.admin.op = OVL_MSG_ADMIN_REVOKE_NODE;
+	if (ovl_nodeid_parse(o.arg, req.u.admin.node_id) < 0) {
+		fprintf(stderr, "shelf node revoke: '%s' is not a node id (64 hex digits)\n", o.arg);
+		return 2;
+	}
+	if ((rc = simple("node revoke", &o, &req, &a)))
+		return rc;
+	printf("revoked node %s (revocation list version %llu)\n", o.arg,
+	       (unsigned long long)a.reply.u.admin_ok.epoch);
+	call_release(&a);
+	return 0;
+}
+
+int cmd_broker_stats(int argc, char **argv)
+{
+	struct admin_opts o;
+	struct admin_call a;
+	struct ovl_msg req;
+	int rc = parse(argc, argv, &o, "broker stats", "", "", false);
+
+	if (rc)
+		return rc < 0 ? 0 : rc;
+	ovl_msg_init(&req, OVL_MSG_ADMIN);
+	req.u.admin.op = OVL_MSG_ADMIN_STATS;
+	if ((rc = simple("broker stats", &o, &req, &a)))
+		return rc;
+	if (o.json)
+		printf("{");
+	for (uint32_t i = 0; i < a.reply.u.admin_ok.n_stats; i++) {
+		const struct ovl_msg_stat *s = &a.reply.u.admin_ok.stats[i];
+
+		if (o.json)
+			printf("%s\n  \"%s\": %llu", i ? "," : "", s->name, (unsigned long long)s->value);
+		else
+			printf("%-16s %llu\n", s->name, (unsigned long long)s->value);
+	}
+	if (o.json)
+		printf("\n}\n");
+	call_release(&a);
+	return 0;
+}

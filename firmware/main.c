@@ -23,8 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <arpa/inet.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #include "node.h"
 #include "overlay.h"
@@ -33,11 +36,17 @@
 #define NODE_EXIT_CONFIG 2
 #define NODE_EXIT_DRIVE 3
 #define NODE_PATH_BYTES 512
+#define NODE_TICK_MS 100           /* control plane, data-plane timers */
 #define NODE_BUDGET_CHECK_MS 10000 /* how often RSS is compared with the budget */
+#define NODE_ADDRS_MAX 16          /* slice addresses installed */
 
 struct node_config {
 	char state_dir[NODE_PATH_BYTES];
 	char brokers[1024];        /* comma-separated broker endpoints */
+	char broker_keys[1024];    /* their CURVE keys (Z85 or files), same order */
+	char ca_key[512];          /* the site CA key (hex or a file) */
+	char token[256];           /* enrolment token */
+	char group[64];
 	int64_t data_port;         /* data-plane TCP port */
 	int64_t checkpoint_records;
 	int64_t commit_window_us;
@@ -55,6 +64,13 @@ static const struct ovl_conf_item node_conf[] = {
 	  "identity, cached maps and certificate, and a file drive's default home" },
 	{ "brokers", OVL_CONF_STR, "", C(brokers), CS(brokers), 0, 0,
 	  "broker endpoints, comma-separated (tcp://[addr]:port)" },
+	{ "broker_keys", OVL_CONF_STR, "", C(broker_keys), CS(broker_keys), 0, 0,
+	  "the brokers' CURVE public keys, Z85 text or files (broker.pub), in the order of 'brokers'" },
+	{ "ca_key", OVL_CONF_STR, "", C(ca_key), CS(ca_key), 0, 0,
+	  "the site CA's public key: 64 hex digits or a file (ca.pub)" },
+	{ "token", OVL_CONF_STR, "", C(token), CS(token), 0, 0,
+	  "enrolment token (not needed for a pre-authorised key or a valid certificate)" },
+	{ "group", OVL_CONF_STR, "", C(group), CS(group), 0, 0, "group name, for slice selectors" },
 	{ "data_port", OVL_CONF_INT, "7480", C(data_port), 0, 1, 65535,
 	  "TCP port of the data plane on every slice address" },
 	{ "checkpoint_records", OVL_CONF_INT, "1000000", C(checkpoint_records), 0, 1000, INT64_MAX,
@@ -85,6 +101,17 @@ struct node_ctx {
 	struct signalfd_siginfo sig;
 	struct node_loop_ev sig_ev;
 	bool sig_armed;
+	void *zctx;
+	node_ctl_t *ctl;
+	ovl_keyring_t *kr;
+	struct ovl_peers *peers;
+	struct node_dp *dp;
+	struct ovl_nl *nl;
+	struct in6_addr addrs[NODE_ADDRS_MAX];
+	unsigned naddrs;
+	uint64_t crl_version;
+	char last_event[512];
+	unsigned ticks;
 	struct node_loop_ev tick_ev;   /* periodic housekeeping */
 	struct __kernel_timespec tick;
 	bool tick_armed, tick_due;
@@ -125,6 +152,14 @@ static int mkdir_p(const char *path, mode_t mode)
 	if (mkdir(buf, mode) < 0 && errno != EEXIST)
 		return -errno;
 	return 0;
+}
+
+static uint64_t now_monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static long rss_bytes(void)
@@ -169,8 +204,8 @@ static int arm_tick(struct node_ctx *n)
 	if (!sqe)
 		return -EBUSY;
 	n->tick_ev.fn = on_tick;
-	n->tick.tv_sec = NODE_BUDGET_CHECK_MS / 1000;
-	n->tick.tv_nsec = 0;
+	n->tick.tv_sec = 0;
+	n->tick.tv_nsec = NODE_TICK_MS * 1000000L;
 	io_uring_prep_timeout(sqe, &n->tick, 0, 0);
 	n->tick_armed = true;
 	return 0;
@@ -346,6 +381,214 @@ static int setup_signals(struct node_ctx *n)
 	return arm_signal(n);
 }
 
+/* A key given inline, or the first line of the file it names. */
+static int key_text(const char *v, char *out, size_t len)
+{
+	FILE *f = NULL;
+
+	if (!strchr(v, '/')) {
+		snprintf(out, len, "%s", v);
+		return 0;
+	}
+	f = fopen(v, "r");
+	if (!f)
+		return -errno;
+	if (!fgets(out, (int)len, f))
+		out[0] = '\0';
+	fclose(f);
+	out[strcspn(out, "\r\n \t")] = '\0';
+	return 0;
+}
+
+static int ctl_start(struct node_ctx *n, uint64_t capacity)
+{
+	struct node_ctl_cfg cfg;
+	char err[512], list[1024], keys[1024], text[256], *save1 = NULL, *save2 = NULL;
+	char *ep, *k;
+
+	memset(&cfg, 0, sizeof(cfg));
+	if (!n->cfg.brokers[0])
+		return 0;
+	if (!n->cfg.ca_key[0] || key_text(n->cfg.ca_key, text, sizeof(text)) < 0 ||
+	    ovl_nodeid_parse(text, cfg.ca_pk) < 0) {
+		ovl_err("config key 'ca_key': the site CA key (64 hex digits or a file) is needed with brokers");
+		return -EINVAL;
+	}
+	snprintf(list, sizeof(list), "%s", n->cfg.brokers);
+	snprintf(keys, sizeof(keys), "%s", n->cfg.broker_keys);
+	for (ep = strtok_r(list, ",", &save1), k = strtok_r(keys, ",", &save2); ep;
+	     ep = strtok_r(NULL, ",", &save1), k = strtok_r(NULL, ",", &save2)) {
+		struct node_ctl_broker *b = &cfg.brokers[cfg.n_brokers];
+
+		if (cfg.n_brokers == NODE_CTL_BROKERS_MAX) {
+			ovl_err("config key 'brokers': more than %d brokers", NODE_CTL_BROKERS_MAX);
+			return -EINVAL;
+		}
+		if (!k || key_text(k, text, sizeof(text)) < 0 || ovl_key_z85_decode(text, b->server_key) < 0) {
+			ovl_err("config key 'broker_keys': no valid CURVE key for broker '%s'", ep);
+			return -EINVAL;
+		}
+		snprintf(b->endpoint, sizeof(b->endpoint), "%s", ep);
+		cfg.n_brokers++;
+	}
+	cfg.id = n->id;
+	cfg.state_dir = n->cfg.state_dir;
+	snprintf(cfg.board, sizeof(cfg.board), "%s", n->board.name);
+	snprintf(cfg.group, sizeof(cfg.group), "%s", n->cfg.group);
+	snprintf(cfg.token, sizeof(cfg.token), "%s", n->cfg.token);
+	snprintf(cfg.domain.site, sizeof(cfg.domain.site), "%s", n->board.site);
+	snprintf(cfg.domain.chassis, sizeof(cfg.domain.chassis), "%s", n->board.chassis);
+	snprintf(cfg.domain.slot, sizeof(cfg.domain.slot), "%s", n->board.slot);
+	cfg.capacity = capacity;
+	cfg.port = (uint16_t)n->cfg.data_port;
+	n->zctx = zmq_ctx_new();
+	if (!n->zctx || node_ctl_new(&n->ctl, n->zctx, &cfg, err, sizeof(err)) < 0) {
+		ovl_err("control plane: %s", n->zctx ? err : "cannot create a zeromq context");
+		return -EINVAL;
+	}
+	n->kr = ovl_keyring_new();
+	if (!n->kr || ovl_peers_new(&n->peers, cfg.ca_pk, n->kr) < 0)
+		return -ENOMEM;
+	ovl_info("control plane: %u broker(s), state cached in '%s'", cfg.n_brokers, n->cfg.state_dir);
+	return 0;
+}
+
+static uint64_t trusted_now(void *arg)
+{
+	return node_ctl_now(arg);
+}
+
+/* Start the data plane once the node holds a certificate. */
+static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
+{
+	struct node_dp_opts o = { 0 };
+	struct sockaddr_in6 any = { .sin6_family = AF_INET6 };
+	char err[512];
+
+	o.loop = n->loop;
+	o.store = n->store;
+	o.id = n->id;
+	o.cert = cert;
+	o.cert_len = len;
+	o.peers = n->peers;
+	o.now_s = trusted_now;
+	o.now_arg = n->ctl;
+	o.max_conns = 256;
+	o.max_inflight = 32;
+	o.max_payload_bytes = n->board.memory_budget / 4;
+	o.idle_timeout_ms = 60000;
+	o.frame_timeout_ms = 30000;
+	any.sin6_addr = in6addr_any;
+	any.sin6_port = htons((uint16_t)n->cfg.data_port);
+	if (node_dp_new(&n->dp, &o, err, sizeof(err)) < 0 ||
+	    node_dp_listen(n->dp, &any, err, sizeof(err)) < 0) {
+		ovl_err("data plane: %s", err);
+		node_dp_destroy(&n->dp);
+		return;
+	}
+	ovl_info("data plane: listening on port %" PRId64, n->cfg.data_port);
+}
+
+static void addr_install(struct node_ctx *n, const struct in6_addr *a, const char *slice)
+{
+	char err[512], text[INET6_ADDRSTRLEN];
+	int ret;
+
+	for (unsigned i = 0; i < n->naddrs; i++)
+		if (memcmp(&n->addrs[i], a, sizeof(*a)) == 0)
+			return;
+	if (n->naddrs == NODE_ADDRS_MAX)
+		return;
+	if (!n->nl && ovl_nl_new(&n->nl, err, sizeof(err)) < 0) {
+		ovl_err("netlink: %s", err);
+		return;
+	}
+	ret = ovl_nl_addr_add(n->nl, n->board.interface, a, 64, err, sizeof(err));
+	inet_ntop(AF_INET6, a, text, sizeof(text));
+	if (ret < 0 && ret != -EEXIST) {
+		ovl_err("slice '%s': %s", slice, err);
+		return;
+	}
+	n->addrs[n->naddrs++] = *a;
+	ovl_info("slice '%s': address %s on '%s'", slice, text, n->board.interface);
+}
+
+/* Apply what the control plane learned: certificate, trust, maps. */
+static void ctl_apply(struct node_ctx *n)
+{
+	const uint8_t *cert, *bc;
+	const struct ovl_crl *crl;
+	size_t len;
+	char err[512];
+
+	for (unsigned i = 0; (bc = node_ctl_broker_cert(n->ctl, i, &len)) != NULL; i++)
+		ovl_peers_add_broker(n->peers, bc, len, node_ctl_now(n->ctl), err, sizeof(err));
+	crl = node_ctl_crl(n->ctl);
+	if (crl && ovl_crl_version(crl) > n->crl_version) {
+		const uint8_t *enc = ovl_crl_encoded(crl, &len);
+		int removed = ovl_peers_update_crl(n->peers, enc, len, err, sizeof(err));
+
+		n->crl_version = ovl_crl_version(crl);
+		ovl_info("revocation list version %" PRIu64 ": %d peer key(s) removed", n->crl_version,
+			 removed > 0 ? removed : 0);
+	}
+	cert = node_ctl_cert(n->ctl, &len);
+	if (cert && !n->dp)
+		dp_start(n, cert, len);
+	else if (cert && n->dp)
+		node_dp_cert_set(n->dp, cert, len);
+	for (unsigned i = 0; n->dp && i < node_ctl_map_count(n->ctl); i++) {
+		const struct node_ctl_map *m = node_ctl_map_at(n->ctl, i);
+
+		for (uint32_t j = 0; j < m->n_members; j++) {
+			struct in6_addr a;
+
+			if (memcmp(m->members[j].id, n->id->sign_pk, OVL_ID_BYTES) != 0)
+				continue;
+			memcpy(&a, m->members[j].addr, sizeof(a));
+			addr_install(n, &a, m->name);
+			node_dp_slice_set(n->dp, m->name, m->epoch, false);
+		}
+	}
+}
+
+static void ctl_tick(struct node_ctx *n)
+{
+	const char *ev;
+	int ret;
+
+	if (!n->ctl)
+		return;
+	ret = node_ctl_poll(n->ctl, 0);
+	ev = node_ctl_last_event(n->ctl);
+	if (ev && *ev && strcmp(ev, n->last_event) != 0) {
+		ovl_info("control plane: %s", ev);
+		snprintf(n->last_event, sizeof(n->last_event), "%s", ev);
+	}
+	if (ret < 0)
+		ovl_err("control plane: %s", strerror(-ret));
+	if (ret > 0 || (!n->dp && node_ctl_cert(n->ctl, &(size_t){ 0 })))
+		ctl_apply(n);
+}
+
+static void shutdown_net(struct node_ctx *n)
+{
+	char err[512];
+
+	node_dp_destroy(&n->dp);
+	for (unsigned i = 0; n->nl && i < n->naddrs; i++)
+		ovl_nl_addr_remove(n->nl, n->board.interface, &n->addrs[i], 64, err, sizeof(err));
+	if (n->naddrs)
+		ovl_info("removed %u slice address(es)", n->naddrs);
+	ovl_nl_destroy(&n->nl);
+	node_ctl_destroy(&n->ctl);
+	ovl_peers_destroy(&n->peers);
+	ovl_keyring_destroy(&n->kr);
+	if (n->zctx)
+		zmq_ctx_term(n->zctx);
+	n->zctx = NULL;
+}
+
 int main(int argc, char **argv)
 {
 	struct node_ctx n;
@@ -397,8 +640,17 @@ int main(int argc, char **argv)
 		code = NODE_EXIT_RUNTIME;
 		goto out;
 	}
+	{
+		struct node_store_stats st;
+
+		node_store_stats(n.store, &st);
+		if (ctl_start(&n, st.capacity_bytes) < 0) {
+			code = NODE_EXIT_CONFIG;
+			goto out;
+		}
+	}
 	if (!n.cfg.brokers[0])
-		ovl_warn("no brokers configured: serving from cached maps only");
+		ovl_warn("no brokers configured: nothing to register with");
 	ovl_info("ready: node %s, drive '%s', rss %ld KiB of %" PRIu64 " KiB budget", fp,
 		 n.drive_path, rss_bytes() / 1024, n.board.memory_budget / 1024);
 	arm_tick(&n);
@@ -418,6 +670,11 @@ int main(int argc, char **argv)
 			continue;
 		n.tick_due = false;
 		arm_tick(&n);
+		ctl_tick(&n);
+		if (n.dp)
+			node_dp_tick(n.dp, (uint64_t)(now_monotonic_ms()));
+		if (++n.ticks % (NODE_BUDGET_CHECK_MS / NODE_TICK_MS))
+			continue;
 		node_store_stats(n.store, &st);
 		if (st.read_only)
 			ovl_err("store is read-only (writes refused, reads served): %s",
@@ -439,6 +696,7 @@ int main(int argc, char **argv)
 	if (n.stop)
 		ovl_info("signal %d: shutting down (syncing and checkpointing the store)", n.stop_signal);
 out:
+	shutdown_net(&n);
 	if (n.store) {
 		node_store_close(&n.store);
 		ovl_info("store closed cleanly");

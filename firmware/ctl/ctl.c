@@ -1010,3 +1010,11 @@ int node_ctl_member_verify(node_ctl_t *c, const struct node_ctl_map *m, uint32_t
 	}
 	return 0;
 }
+
+const uint8_t *node_ctl_broker_cert(const node_ctl_t *c, unsigned i, size_t *len)
+{
+	if (i >= c->n_bcert)
+		return NULL;
+	*len = c->bcert_len[i];
+	return c->bcert[i];
+}

@@ -90,6 +90,10 @@ const uint8_t *node_ctl_cert(const node_ctl_t *c, size_t *len);
 unsigned node_ctl_map_count(const node_ctl_t *c);
 const struct node_ctl_map *node_ctl_map_at(const node_ctl_t *c, unsigned i);
 const struct node_ctl_map *node_ctl_map_find(const node_ctl_t *c, const char *slice);
+/* Broker certificate i of those held (from any broker), or NULL past the
+ * last; borrowed, valid until the next poll. */
+const uint8_t *node_ctl_broker_cert(const node_ctl_t *c, unsigned i, size_t *len);
+
 /* The revocation list held (borrowed) or NULL, and its version (0 = none). */
 const struct ovl_crl *node_ctl_crl(const node_ctl_t *c);
 /* What happened last (refusal reasons, cache errors), for the daemon to log. */

@@ -17,6 +17,8 @@ struct dp_slice {
 
 struct node_dp {
 	struct node_dp_opts o;
+	uint8_t cert[OVL_CERT_MAX_BYTES]; /* our certificate (a copy: renewals replace it) */
+	size_t cert_len;
 	struct node_serve *srv;
 	struct dp_slice slices[NODE_DP_SLICES_MAX];
 	unsigned nslices;
@@ -630,8 +632,8 @@ static int dp_open(void *arg, struct node_conn *c)
 	dc->c = c;
 	dc->refs = 1;
 	cfg.id = dp->o.id;
-	cfg.cert = dp->o.cert;
-	cfg.cert_len = dp->o.cert_len;
+	cfg.cert = dp->cert;
+	cfg.cert_len = dp->cert_len;
 	cfg.peers = dp->o.peers;
 	cfg.now = dp->o.now_s(dp->o.now_arg);
 	if (ovl_wire_server_new(&dc->hs, &cfg, err, sizeof(err)) < 0) {
@@ -670,6 +672,11 @@ int node_dp_new(struct node_dp **out, const struct node_dp_opts *o, char *err, s
 	if (!dp)
 		return -ENOMEM;
 	dp->o = *o;
+	if (node_dp_cert_set(dp, o->cert, o->cert_len) < 0) {
+		snprintf(err, errlen, "data plane: certificate of %zu bytes is too large", o->cert_len);
+		free(dp);
+		return -E2BIG;
+	}
 	so.loop = o->loop;
 	so.proto = &dp_proto;
 	so.proto_arg = dp;
@@ -683,6 +690,15 @@ int node_dp_new(struct node_dp **out, const struct node_dp_opts *o, char *err, s
 		return ret;
 	}
 	*out = dp;
+	return 0;
+}
+
+int node_dp_cert_set(struct node_dp *dp, const uint8_t *cert, size_t len)
+{
+	if (len > sizeof(dp->cert))
+		return -E2BIG;
+	memcpy(dp->cert, cert, len);
+	dp->cert_len = len;
 	return 0;
 }
 

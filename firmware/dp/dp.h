@@ -33,7 +33,7 @@ struct node_dp_opts {
 	struct node_loop *loop;
 	struct node_store *store;       /* on the same loop */
 	const struct ovl_id *id;        /* the node's identity (borrowed) */
-	const uint8_t *cert;            /* its certificate (borrowed) */
+	const uint8_t *cert;            /* its certificate (copied) */
 	size_t cert_len;
 	struct ovl_peers *peers;        /* judges client certificates (borrowed) */
 	uint64_t (*now_s)(void *arg);   /* trusted unix time for certificates */
@@ -50,6 +50,9 @@ struct node_dp_stats {
 };
 
 int node_dp_new(struct node_dp **out, const struct node_dp_opts *o, char *err, size_t errlen);
+
+/* Replace the node's certificate (after a renewal) for new connections. */
+int node_dp_cert_set(struct node_dp *dp, const uint8_t *cert, size_t len);
 
 /* Serve (or update) a slice: its map epoch and whether payloads must be
  * encrypted. 0, -ENOSPC (too many slices), -EINVAL. */

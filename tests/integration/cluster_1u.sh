@@ -11,7 +11,24 @@ trap '"$C" down --wipe >/dev/null 2>&1; rm -rf "$SHELF_CLUSTER_DIR"' EXIT
 fail() { echo "FAIL: $*"; "$C" status; exit 1; }
 
 "$C" up --nodes 24 || fail "up"
-[ "$("$C" status | grep -c ' running$')" = 24 ] || fail "not 24 running"
+[ "$("$C" status | grep -c '^n[0-9].* running$')" = 24 ] || fail "not 24 running"
+if [ -x "${SHELF_BUILD:-build}/shelf-broker" ]; then
+	"$C" status | grep -q "^broker: running" || fail "broker not running"
+	# every node registered, got a certificate and joined the default slice
+	for _ in $(seq 100); do
+		[ "$(grep -l "slice 'default': address" "$SHELF_CLUSTER_DIR"/n*/log | wc -l)" = 24 ] && break
+		sleep 0.1
+	done
+	[ "$(grep -l "slice 'default': address" "$SHELF_CLUSTER_DIR"/n*/log | wc -l)" = 24 ] ||
+		fail "not every node installed its slice address"
+	members=$("$C" exec -- shelf slice show default --admin "$SHELF_CLUSTER_DIR/broker" --json |
+		grep -c '"id"')
+	[ "$members" = 24 ] || fail "the default slice has $members members, not 24"
+	# a node's slice address answers on its data-plane port from the backplane
+	a=$(grep -o "address [0-9a-f:]*" "$SHELF_CLUSTER_DIR/n07/log" | head -1 | cut -d' ' -f2)
+	"$C" exec -- bash -c "exec 3<>/dev/tcp/$a/7480" || fail "n07's data plane unreachable at $a"
+	echo "broker: 24 nodes registered, in the default slice, reachable on their slice addresses"
+fi
 # every node has its address on the backplane, reachable from the backplane
 for i in 1 12 24; do
 	ip -n "$SHELF_CLUSTER_NS-n$(printf %02d $i)" -6 addr show dev eth0 | grep -q "fd00:5e1f:0:1::" ||

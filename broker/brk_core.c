@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 
 #include <msgpack.h>
@@ -1448,6 +1449,23 @@ void brk_handle(brk_t *b, const struct brk_peer *from, const void *buf, size_t l
 			send_error(b, from, m.rid, OVL_MSG_ERR_NOT_FOUND, "slice '%s' does not exist",
 				   m.u.map_get.slice);
 		goto out;
+	}
+	if (!n && m.type == OVL_MSG_MAP_GET && b->p.site_dir) {
+		/* a client the broker issued may read the maps of its slices */
+		struct slice *s = slice_find(b, m.u.map_get.slice);
+		int ok = brk_client_slices(b->p.site_dir, from->key, m.u.map_get.slice,
+					   (uint64_t)time(NULL));
+
+		if (ok == 0 && s) {
+			send_map(b, s, from, m.rid);
+			goto out;
+		}
+		if (ok == -EACCES || (ok == 0 && !s)) {
+			send_error(b, from, m.rid, ok ? OVL_MSG_ERR_DENIED : OVL_MSG_ERR_NOT_FOUND,
+				   ok ? "this client's certificate does not list slice '%s'"
+				      : "slice '%s' does not exist", m.u.map_get.slice);
+			goto out;
+		}
 	}
 	if (!n) {
 		/* unknown keys may only register; a restarted broker lands here too */

@@ -5,6 +5,7 @@
  */
 #include "broker.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -364,4 +365,114 @@ int brk_preauth_add_file(const char *dir, const uint8_t node_id[OVL_ID_BYTES], c
 	snprintf(line, sizeof(line), "%s\n", hex);
 	snprintf(path, sizeof(path), "%s/preauth", dir);
 	return append_line(path, line, err, errlen);
+}
+
+int brk_client_issue(const char *dir, const char *name, const char *slices, uint64_t ttl_s,
+		     char *out, size_t outlen, char *err, size_t errlen)
+{
+	char path[BRK_PATH_MAX + 96], cdir[BRK_PATH_MAX + 64], list[512], *save = NULL, *sl;
+	uint8_t cert[OVL_CERT_MAX_BYTES], buf[OVL_CERT_MAX_BYTES];
+	struct brk_site site;
+	struct ovl_id *cl = NULL;
+	struct ovl_cert c;
+	size_t len;
+	int rc, n;
+
+	memset(&site, 0, sizeof(site));
+	rc = ovl_slice_name_check(name, "client name", err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = brk_site_load(&site, dir, err, errlen);
+	if (rc < 0)
+		return rc;
+	snprintf(cdir, sizeof(cdir), "%s/clients", dir);
+	mkdir(cdir, 0700);
+	snprintf(cdir, sizeof(cdir), "%s/clients/%s", dir, name);
+	if (mkdir(cdir, 0700) < 0) {
+		rc = -errno;
+		snprintf(err, errlen, errno == EEXIST ? "client '%s' already exists in '%s'"
+						      : "cannot create client '%s' in '%s'", name, dir);
+		goto out;
+	}
+	if ((rc = ovl_id_generate(&cl)) < 0)
+		goto out;
+	snprintf(path, sizeof(path), "%s/id.key", cdir);
+	if ((rc = ovl_id_save(cl, path, err, errlen)) < 0)
+		goto out;
+	ovl_cert_init(&c);
+	ovl_cert_set_keys(&c, cl);
+	randombytes_buf(&c.serial, sizeof(c.serial));
+	c.serial >>= 1;
+	c.role = OVL_ROLE_CLIENT;
+	snprintf(c.site, sizeof(c.site), "%s", site.site);
+	c.not_before = (uint64_t)time(NULL) - 300;
+	c.not_after = (uint64_t)time(NULL) + ttl_s;
+	snprintf(list, sizeof(list), "%s", slices);
+	for (sl = strtok_r(list, ",", &save); sl; sl = strtok_r(NULL, ",", &save))
+		if ((rc = ovl_cert_add_slice(&c, sl, err, errlen)) < 0)
+			goto out;
+	n = ovl_cert_sign(&c, site.id->sign_sk, cert, sizeof(cert), err, errlen);
+	if (n < 0) {
+		rc = n;
+		goto out;
+	}
+	snprintf(path, sizeof(path), "%s/client.cert", cdir);
+	if ((rc = brk_file_write(path, cert, (size_t)n, 0644, err, errlen)) < 0)
+		goto out;
+	/* what the client needs to trust and reach the site */
+	{
+		static const char *const files[] = { "ca.pub", "broker.cert", "broker.pub" };
+
+		for (unsigned i = 0; i < 3; i++) {
+			snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+			if ((rc = read_small(path, buf, sizeof(buf), &len, err, errlen)) < 0)
+				goto out;
+			snprintf(path, sizeof(path), "%s/%s", cdir, files[i]);
+			if ((rc = brk_file_write(path, buf, len, 0644, err, errlen)) < 0)
+				goto out;
+		}
+	}
+	snprintf(out, outlen, "client '%s' for slices %s: %s (use --client %s or SHELF_CLIENT)",
+		 name, slices, cdir, cdir);
+out:
+	ovl_id_destroy(&cl);
+	brk_site_release(&site);
+	return rc;
+}
+
+int brk_client_slices(const char *dir, const uint8_t key[OVL_KEY_BYTES], const char *slice,
+		      uint64_t now)
+{
+	char path[BRK_PATH_MAX + 96], e[256];
+	uint8_t buf[OVL_CERT_MAX_BYTES], bpk[OVL_ID_BYTES];
+	struct brk_site site;
+	struct ovl_cert c;
+	struct dirent *de;
+	DIR *d = NULL;
+	size_t len;
+	int rc = -ENOENT;
+
+	memset(&site, 0, sizeof(site));
+	if (brk_site_load(&site, dir, e, sizeof(e)) < 0)
+		return -EIO;
+	memcpy(bpk, site.id->sign_pk, sizeof(bpk));
+	brk_site_release(&site);
+	snprintf(path, sizeof(path), "%s/clients", dir);
+	d = opendir(path);
+	while (d && rc == -ENOENT && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/clients/%.64s/client.cert", dir, de->d_name);
+		if (read_small(path, buf, sizeof(buf), &len, e, sizeof(e)) < 0 ||
+		    ovl_cert_verify(&c, buf, len, bpk, now, e, sizeof(e)) < 0 ||
+		    c.role != OVL_ROLE_CLIENT || memcmp(c.curve_pk, key, OVL_KEY_BYTES) != 0)
+			continue;
+		rc = -EACCES;
+		for (uint32_t i = 0; i < c.nslices; i++)
+			if (strcmp(c.slices[i], slice) == 0)
+				rc = 0;
+	}
+	if (d)
+		closedir(d);
+	return rc;
 }

@@ -103,6 +103,7 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 		snprintf(state_dir, sizeof(state_dir), "%s", cfg->state_dir);
 	else
 		snprintf(state_dir, sizeof(state_dir), "%s/state", cfg->dir);
+	params.site_dir = cfg->dir;
 	params.heartbeat_ms = (uint64_t)cfg->heartbeat_ms;
 	params.down_ms = (uint64_t)cfg->down_ms;
 	params.grace_ms = (uint64_t)cfg->grace_ms;

@@ -91,6 +91,23 @@ extern const struct ovl_conf_item brk_conf[];
 int brk_site_init(const char *dir, const char *site, char *out, size_t outlen, char *err,
 		  size_t errlen);
 
+/*
+ * Issue a client: DIR/clients/NAME/ gets an identity (id.key), a client
+ * certificate for the comma-separated slices signed by the broker
+ * (client.cert), and the site's ca.pub, broker.cert and broker.pub. 0 or
+ * -errno with err; out says where it went.
+ */
+int brk_client_issue(const char *dir, const char *name, const char *slices, uint64_t ttl_s,
+		     char *out, size_t outlen, char *err, size_t errlen);
+
+/*
+ * May the client holding CURVE key `key` read slice `slice`'s map? Looks
+ * for a valid client certificate of this broker in DIR/clients. 0 yes,
+ * -EACCES (a client, not of that slice), -ENOENT (no such client), -EIO.
+ */
+int brk_client_slices(const char *dir, const uint8_t key[OVL_KEY_BYTES], const char *slice,
+		      uint64_t now);
+
 /* What a running broker loads from the site directory. */
 struct brk_site {
 	struct ovl_id *id;            /* broker identity (owned) */
@@ -170,6 +187,7 @@ struct brk_params {
 	uint64_t cert_lifetime_s;
 	uint64_t max_nodes;
 	const char *state_dir;          /* NULL: nothing persisted (tests, bench) */
+	const char *site_dir;           /* issued clients live here; NULL: no clients */
 };
 
 /*

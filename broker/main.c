@@ -32,6 +32,7 @@ static int usage(FILE *f)
 		"usage: shelf-broker init --dir DIR --site SITE\n"
 		"       shelf-broker token --dir DIR [--uses N] [--ttl DURATION]\n"
 		"       shelf-broker preauth --dir DIR NODE_ID\n"
+		"       shelf-broker client --dir DIR --name NAME --slices S1[,S2...] [--ttl DURATION]\n"
 		"       shelf-broker run --dir DIR [--listen tcp://[ADDR]:PORT] [--state DIR]\n"
 		"                        [--config FILE] [--set KEY=VALUE]... [--log-level LEVEL]\n"
 		"\n"
@@ -39,6 +40,7 @@ static int usage(FILE *f)
 		"         admin identity for the shelf CLI\n"
 		"token    mint an enrolment token (default: 1 use, valid 24h); stored hashed\n"
 		"preauth  pre-authorise a node id (64 hex digits, see `shelf id show`)\n"
+		"client   issue a client identity and certificate for slices (DIR/clients/NAME)\n"
 		"run      serve (default endpoint tcp://[::]:%d)\n"
 		"\nconfiguration keys (--set KEY=VALUE, or KEY = VALUE lines in --config):\n",
 		BRK_PORT_DEFAULT);
@@ -54,11 +56,13 @@ int main(int argc, char **argv)
 		{ "listen", required_argument, NULL, 'l' }, { "state", required_argument, NULL, 'S' },
 		{ "config", required_argument, NULL, 'c' }, { "set", required_argument, NULL, 'o' },
 		{ "log-level", required_argument, NULL, 'L' }, { "help", no_argument, NULL, 'h' },
+		{ "name", required_argument, NULL, 'n' }, { "slices", required_argument, NULL, 'C' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct brk_config cfg;
 	char err[512] = "", out[2048];
 	const char *cmd = argc > 1 ? argv[1] : NULL, *site = NULL, *ttl = "24h";
+	const char *name = NULL, *slices = NULL;
 	const char *sets[64];
 	unsigned nsets = 0, uses = 1;
 	int c, rc;
@@ -75,6 +79,8 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'd': rc = ovl_conf_set(brk_conf, &cfg, "dir", optarg, err, sizeof(err)); break;
 		case 's': site = optarg; rc = 0; break;
+		case 'n': name = optarg; rc = 0; break;
+		case 'C': slices = optarg; rc = 0; break;
 		case 'u': uses = (unsigned)strtoul(optarg, NULL, 10); rc = 0; break;
 		case 't': ttl = optarg; rc = 0; break;
 		case 'l': rc = ovl_conf_set(brk_conf, &cfg, "listen", optarg, err, sizeof(err)); break;
@@ -130,6 +136,23 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		rc = brk_preauth_add_file(cfg.dir, id, err, sizeof(err));
+	} else if (strcmp(cmd, "client") == 0) {
+		int64_t ms;
+
+		if (!name || !slices) {
+			fprintf(stderr, "shelf-broker client: --name and --slices are required\n");
+			return 2;
+		}
+		if (strcmp(ttl, "24h") == 0)
+			ttl = "720h"; /* clients keep a month unless told */
+		if (ovl_parse_ms(ttl, &ms) < 0 || ms < 1000) {
+			fprintf(stderr, "shelf-broker client: invalid --ttl '%s' (e.g. 24h)\n", ttl);
+			return 2;
+		}
+		rc = brk_client_issue(cfg.dir, name, slices, (uint64_t)ms / 1000, out, sizeof(out), err,
+				      sizeof(err));
+		if (rc == 0)
+			printf("%s\n", out);
 	} else if (strcmp(cmd, "run") == 0) {
 		enum ovl_log_level lvl;
 		struct sigaction sa;

@@ -14,6 +14,7 @@
 
 #include "overlay.h"
 #include "admin.h"
+#include "data.h"
 
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
@@ -191,6 +192,11 @@ static int cmd_id_show(int argc, char **argv)
 }
 
 static const struct cmd cmds[] = {
+	{ "put", NULL, cmd_put, "store KEY from FILE or stdin: put KEY [FILE|-]" },
+	{ "get", NULL, cmd_get, "read KEY to FILE or stdout: get KEY [FILE|-] [--range A-B]" },
+	{ "rm", NULL, cmd_rm, "delete KEY" },
+	{ "ls", NULL, cmd_ls, "list keys in key order: ls [PREFIX] [--limit N] [--json]" },
+	{ "stat", NULL, cmd_stat, "size, crc32c, sequence and node of KEY" },
 	{ "id", "new", cmd_id_new, "create this machine's identity (Ed25519 + Curve25519, mode 0600)" },
 	{ "id", "show", cmd_id_show, "print the node id, keys, and the address in a slice" },
 	{ "slice", "create", cmd_slice_create, "create a slice: NAME --replicas R --members SELECTOR" },

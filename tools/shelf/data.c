@@ -1,0 +1,352 @@
+/*
+ * shelf put / get / rm / ls / stat: objects, through libshelf.
+ *
+ * Common options: --slice NAME (default $SHELF_SLICE, else "default"),
+ * --client DIR (default $SHELF_CLIENT: made by `shelf-broker client`),
+ * --broker ENDPOINT (default $SHELF_BROKER, else tcp://[::1]:7400),
+ * --timeout MS, --json on listings.
+ * Exit codes: 0 ok, 1 failed, 2 usage, 3 not found.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "data.h"
+#include "shelf.h"
+
+#define DATA_MAX_BYTES (64u << 20)
+
+struct dopts {
+	const char *slice, *client, *broker, *range;
+	unsigned limit;
+	int timeout_ms;
+	bool json;
+	const char *args[3];
+	int nargs;
+};
+
+static int dusage(const char *cmd, const char *args, int code)
+{
+	fprintf(code ? stderr : stdout,
+		"usage: shelf %s %s [--slice NAME] [--client DIR] [--broker ENDPOINT] [--timeout MS]%s\n"
+		"  --slice NAME       slice (default $SHELF_SLICE, else 'default')\n"
+		"  --client DIR       client identity from `shelf-broker client` (default $SHELF_CLIENT)\n"
+		"  --broker ENDPOINT  broker (default $SHELF_BROKER, else tcp://[::1]:7400)\n",
+		cmd, args,
+		strcmp(cmd, "ls") == 0 ? " [--limit N] [--json]"
+		: strcmp(cmd, "get") == 0 ? " [--range A-B]"
+		: strcmp(cmd, "stat") == 0 ? " [--json]" : "");
+	return code;
+}
+
+static const char *envor(const char *name, const char *def)
+{
+	const char *v = getenv(name);
+
+	return v && *v ? v : def;
+}
+
+static int dparse(int argc, char **argv, const char *cmd, const char *args, int min, int max,
+		  struct dopts *o)
+{
+	static const struct option lo[] = {
+		{ "slice", 1, NULL, 's' }, { "client", 1, NULL, 'c' }, { "broker", 1, NULL, 'b' },
+		{ "timeout", 1, NULL, 't' }, { "range", 1, NULL, 'r' }, { "limit", 1, NULL, 'l' },
+		{ "json", 0, NULL, 'j' }, { "help", 0, NULL, 'h' }, { NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->slice = envor("SHELF_SLICE", "default");
+	o->client = envor("SHELF_CLIENT", NULL);
+	o->broker = envor("SHELF_BROKER", "tcp://[::1]:7400");
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		switch (c) {
+		case 's': o->slice = optarg; break;
+		case 'c': o->client = optarg; break;
+		case 'b': o->broker = optarg; break;
+		case 't': o->timeout_ms = atoi(optarg); break;
+		case 'r': o->range = optarg; break;
+		case 'l': o->limit = (unsigned)strtoul(optarg, NULL, 10); break;
+		case 'j': o->json = true; break;
+		case 'h': return dusage(cmd, args, 0) - 1;
+		default: return dusage(cmd, args, 2);
+		}
+	}
+	for (; optind < argc; optind++) {
+		if (o->nargs == max)
+			return dusage(cmd, args, 2);
+		o->args[o->nargs++] = argv[optind];
+	}
+	if (o->nargs < min)
+		return dusage(cmd, args, 2);
+	if (!o->client) {
+		fprintf(stderr, "shelf %s: no client identity: use --client DIR or SHELF_CLIENT "
+			"(made by `shelf-broker client`)\n", cmd);
+		return 2;
+	}
+	return 0;
+}
+
+static int open_client(const char *cmd, const struct dopts *o, struct shelf **s)
+{
+	char err[512];
+
+	if (shelf_open(s, o->client, o->broker, err, sizeof(err)) < 0) {
+		fprintf(stderr, "shelf %s: %s\n", cmd, err);
+		return 1;
+	}
+	if (o->timeout_ms)
+		shelf_set_timeout(*s, o->timeout_ms);
+	return 0;
+}
+
+static int exit_code(int ret)
+{
+	return ret == -ENOENT ? 3 : ret < 0 ? 1 : 0;
+}
+
+/* Progress on stderr for transfers over a second, when it is a terminal. */
+static void progress(const char *what, size_t bytes, double started)
+{
+	struct timespec ts;
+	double now;
+
+	if (!isatty(2))
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = ts.tv_sec + ts.tv_nsec / 1e9;
+	if (now - started >= 1.0)
+		fprintf(stderr, "%s: %zu bytes in %.1f s (%.1f MB/s)\n", what, bytes, now - started,
+			bytes / (now - started) / 1e6);
+}
+
+static double mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int read_input(const char *path, uint8_t **buf, size_t *len)
+{
+	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+	size_t cap = 1 << 16, n = 0;
+	uint8_t *b = malloc(cap);
+
+	if (!f || !b) {
+		free(b);
+		return -errno;
+	}
+	for (;;) {
+		size_t r;
+
+		if (n == cap) {
+			uint8_t *nb;
+
+			if (cap >= DATA_MAX_BYTES + 1) {
+				n = cap;
+				break;
+			}
+			nb = realloc(b, cap * 2);
+			if (!nb) {
+				free(b);
+				return -ENOMEM;
+			}
+			b = nb;
+			cap *= 2;
+		}
+		r = fread(b + n, 1, cap - n, f);
+		if (r == 0)
+			break;
+		n += r;
+	}
+	if (f != stdin)
+		fclose(f);
+	if (n > DATA_MAX_BYTES) {
+		free(b);
+		return -E2BIG;
+	}
+	*buf = b;
+	*len = n;
+	return 0;
+}
+
+int cmd_put(int argc, char **argv)
+{
+	struct dopts o;
+	struct shelf *s = NULL;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	char err[512];
+	double t0 = mono();
+	int ret = dparse(argc, argv, "put", "KEY [FILE|-]", 1, 2, &o);
+
+	if (ret)
+		return ret < 0 ? 0 : ret;
+	ret = read_input(o.nargs > 1 ? o.args[1] : "-", &buf, &len);
+	if (ret < 0) {
+		fprintf(stderr, "shelf put: cannot read '%s': %s\n", o.nargs > 1 ? o.args[1] : "-",
+			ret == -E2BIG ? "larger than 64 MiB" : strerror(-ret));
+		return 1;
+	}
+	if ((ret = open_client("put", &o, &s)) == 0) {
+		ret = shelf_put(s, o.slice, o.args[0], strlen(o.args[0]), buf, len, err, sizeof(err));
+		if (ret < 0)
+			fprintf(stderr, "shelf %s\n", err);
+		else
+			progress("put", len, t0);
+		ret = exit_code(ret);
+	}
+	shelf_close(&s);
+	free(buf);
+	return ret;
+}
+
+int cmd_get(int argc, char **argv)
+{
+	struct dopts o;
+	struct shelf *s = NULL;
+	void *data = NULL;
+	size_t dlen = 0;
+	uint64_t off = 0, len = UINT64_MAX;
+	char err[512];
+	double t0 = mono();
+	FILE *f = NULL;
+	int ret = dparse(argc, argv, "get", "KEY [FILE|-]", 1, 2, &o);
+
+	if (ret)
+		return ret < 0 ? 0 : ret;
+	if (o.range) {
+		unsigned long long a, b;
+
+		if (sscanf(o.range, "%llu-%llu", &a, &b) != 2 || b < a) {
+			fprintf(stderr, "shelf get: --range '%s' is not A-B (bytes, inclusive)\n", o.range);
+			return 2;
+		}
+		off = a;
+		len = b - a + 1;
+	}
+	if ((ret = open_client("get", &o, &s)))
+		return ret;
+	ret = shelf_get(s, o.slice, o.args[0], strlen(o.args[0]), off, len, &data, &dlen, NULL, err,
+			sizeof(err));
+	if (ret < 0) {
+		fprintf(stderr, "shelf %s\n", err);
+		ret = exit_code(ret);
+		goto out;
+	}
+	f = o.nargs > 1 && strcmp(o.args[1], "-") ? fopen(o.args[1], "wb") : stdout;
+	if (!f || fwrite(data, 1, dlen, f) != dlen || fflush(f) != 0) {
+		fprintf(stderr, "shelf get: cannot write '%s': %s\n", o.nargs > 1 ? o.args[1] : "-",
+			strerror(errno));
+		ret = 1;
+	}
+	if (f && f != stdout)
+		fclose(f);
+	progress("get", dlen, t0);
+out:
+	free(data);
+	shelf_close(&s);
+	return ret;
+}
+
+int cmd_rm(int argc, char **argv)
+{
+	struct dopts o;
+	struct shelf *s = NULL;
+	char err[512];
+	int ret = dparse(argc, argv, "rm", "KEY", 1, 1, &o);
+
+	if (ret)
+		return ret < 0 ? 0 : ret;
+	if ((ret = open_client("rm", &o, &s)))
+		return ret;
+	ret = shelf_delete(s, o.slice, o.args[0], strlen(o.args[0]), err, sizeof(err));
+	if (ret < 0)
+		fprintf(stderr, "shelf %s\n", err);
+	shelf_close(&s);
+	return exit_code(ret);
+}
+
+int cmd_stat(int argc, char **argv)
+{
+	struct dopts o;
+	struct shelf *s = NULL;
+	struct shelf_objstat st;
+	char err[512], addr[64] = "?";
+	uint16_t port = 0;
+	int ret = dparse(argc, argv, "stat", "KEY", 1, 1, &o);
+
+	if (ret)
+		return ret < 0 ? 0 : ret;
+	if ((ret = open_client("stat", &o, &s)))
+		return ret;
+	ret = shelf_stat(s, o.slice, o.args[0], strlen(o.args[0]), &st, err, sizeof(err));
+	if (ret < 0) {
+		fprintf(stderr, "shelf %s\n", err);
+	} else {
+		shelf_locate(s, o.slice, o.args[0], strlen(o.args[0]), addr, sizeof(addr), &port, err,
+			     sizeof(err));
+		if (o.json)
+			printf("{\"key\": \"%s\", \"size\": %" PRIu64 ", \"crc32c\": \"%08x\", \"seq\": %" PRIu64 ", \"node\": \"%s\"}\n",
+			       o.args[0], st.size, st.crc, st.seq, addr);
+		else
+			printf("key     %s\nsize    %" PRIu64 "\ncrc32c  %08x\nseq     %" PRIu64 "\nnode    %s port %u\n",
+			       o.args[0], st.size, st.crc, st.seq, addr, port);
+	}
+	shelf_close(&s);
+	return exit_code(ret);
+}
+
+struct ls_ctx {
+	bool json;
+	unsigned n;
+};
+
+static int ls_cb(void *arg, const void *key, size_t klen)
+{
+	struct ls_ctx *l = arg;
+
+	if (l->json)
+		printf("%s\"%.*s\"", l->n ? ", " : "", (int)klen, (const char *)key);
+	else
+		printf("%.*s\n", (int)klen, (const char *)key);
+	l->n++;
+	return 0;
+}
+
+int cmd_ls(int argc, char **argv)
+{
+	struct dopts o;
+	struct shelf *s = NULL;
+	struct ls_ctx l = { 0 };
+	char err[512];
+	const char *prefix;
+	int ret = dparse(argc, argv, "ls", "[PREFIX]", 0, 1, &o);
+
+	if (ret)
+		return ret < 0 ? 0 : ret;
+	prefix = o.nargs ? o.args[0] : "";
+	if ((ret = open_client("ls", &o, &s)))
+		return ret;
+	l.json = o.json;
+	if (l.json)
+		printf("[");
+	ret = shelf_list(s, o.slice, prefix, strlen(prefix), NULL, 0, o.limit, ls_cb, &l, err,
+			 sizeof(err));
+	if (l.json)
+		printf("]\n");
+	if (ret < 0)
+		fprintf(stderr, "shelf %s\n", err);
+	shelf_close(&s);
+	return exit_code(ret < 0 ? ret : 0);
+}

@@ -28,6 +28,47 @@ if [ -x "${SHELF_BUILD:-build}/shelf-broker" ]; then
 	a=$(grep -o "address [0-9a-f:]*" "$SHELF_CLUSTER_DIR/n07/log" | head -1 | cut -d' ' -f2)
 	"$C" exec -- bash -c "exec 3<>/dev/tcp/$a/7480" || fail "n07's data plane unreachable at $a"
 	echo "broker: 24 nodes registered, in the default slice, reachable on their slice addresses"
+
+	# objects through the CLI: put and read back byte for byte
+	t=$SHELF_CLUSTER_DIR/t
+	mkdir -p "$t"
+	: >"$t/0"; printf x >"$t/1"
+	head -c 4096 /dev/urandom >"$t/4k"; head -c 1048576 /dev/urandom >"$t/1m"
+	head -c 67108864 /dev/urandom >"$t/64m"
+	for f in 0 1 4k 1m 64m; do
+		"$C" exec -- shelf put "ds/$f" "$t/$f" || fail "put ds/$f"
+		"$C" exec -- shelf get "ds/$f" "$t/$f.back" || fail "get ds/$f"
+		cmp -s "$t/$f" "$t/$f.back" || fail "ds/$f came back different"
+	done
+	"$C" exec -- shelf get ds/1m --range 1001-5000 >"$t/range" || fail "range get"
+	cmp -s "$t/range" <(tail -c +1002 "$t/1m" | head -c 4000) || fail "range at an odd offset"
+	[ "$("$C" exec -- shelf ls ds/ | tr '\n' ' ')" = "ds/0 ds/1 ds/1m ds/4k ds/64m " ] ||
+		fail "ls ds/: $("$C" exec -- shelf ls ds/ | tr '\n' ' ')"
+	[ "$("$C" exec -- shelf ls ds/ --limit 2 | wc -l)" = 2 ] || fail "ls --limit"
+	"$C" exec -- shelf get ds/none >/dev/null 2>&1; [ $? = 3 ] || fail "missing key: exit code"
+	echo "objects of 0 B, 1 B, 4 KiB, 1 MiB, 64 MiB, a range, ls: ok"
+
+	# a node killed: its objects fail with an error naming it, then come back
+	node=$("$C" exec -- shelf stat ds/1m | awk '/^node/{print $2}')
+	n=$(grep -l "address $node" "$SHELF_CLUSTER_DIR"/n*/log | head -1 | sed 's|.*/n0*\([0-9]*\)/log|\1|')
+	"$C" kill "$n" >/dev/null
+	out=$("$C" exec -- shelf get ds/1m --timeout 2000 2>&1 >/dev/null); rc=$?
+	[ $rc = 1 ] && grep -q "node $node" <<<"$out" || fail "killed node: $rc $out"
+	"$C" start "$n" >/dev/null
+	for _ in $(seq 50); do "$C" exec -- shelf get ds/1m "$t/1m.again" 2>/dev/null && break; sleep 0.1; done
+	cmp -s "$t/1m" "$t/1m.again" || fail "node restarted without its data"
+	echo "node killed: clear error naming it; restarted: data back"
+
+	# the broker killed: reads and writes of the slice go on
+	kill -KILL "$(cat "$SHELF_CLUSTER_DIR/broker/pid")"
+	for i in 1 2 3; do
+		"$C" exec -- shelf put "nb/$i" "$t/4k" --timeout 2000 || fail "put with the broker dead"
+		"$C" exec -- shelf get "nb/$i" "$t/nb" --timeout 2000 && cmp -s "$t/4k" "$t/nb" ||
+			fail "get with the broker dead"
+	done
+	"$C" exec -- shelf get ds/64m "$t/64m.nb" --timeout 5000 && cmp -s "$t/64m" "$t/64m.nb" ||
+		fail "64 MiB get with the broker dead"
+	echo "broker dead: reads and writes go on"
 fi
 # every node has its address on the backplane, reachable from the backplane
 for i in 1 12 24; do

@@ -170,6 +170,7 @@ struct brk_params {
 	uint64_t cert_lifetime_s;
 	uint64_t max_nodes;
 	const char *state_dir;          /* NULL: nothing persisted (tests, bench) */
+	const char *site_dir;           /* tokens and preauth re-read from here on a miss */
 };
 
 /*

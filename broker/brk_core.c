@@ -1048,6 +1048,13 @@ static void handle_register(brk_t *b, const struct brk_peer *from, const struct 
 		       "routing id longer than 16 bytes: do not set ZMQ_ROUTING_ID");
 		return;
 	}
+	if (!n && b->p.site_dir) {
+		char e2[64];
+
+		/* a token or preauth minted a moment ago: re-read the files (stat only
+		 * when unchanged) */
+		brk_reload_files(b, b->p.site_dir, e2, sizeof(e2));
+	}
 	if (!n) {
 		if (r->cert.len && cert_admits(b, r, reason, sizeof(reason)) == 0)
 			via = "certificate";

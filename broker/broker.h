@@ -187,7 +187,7 @@ struct brk_params {
 	uint64_t cert_lifetime_s;
 	uint64_t max_nodes;
 	const char *state_dir;          /* NULL: nothing persisted (tests, bench) */
-	const char *site_dir;           /* issued clients live here; NULL: no clients */
+	const char *site_dir;           /* site directory: issued clients, tokens and preauth re-read on a miss */
 };
 
 /*

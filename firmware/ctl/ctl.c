@@ -756,7 +756,7 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 		} else if (m.u.error.code == OVL_MSG_ERR_DENIED ||
 			   m.u.error.code == OVL_MSG_ERR_REVOKED) {
 			c->b[bi].registered = false;
-			c->b[bi].next_reg_ms = mono_ms() + 5 * NODE_CTL_REGISTER_RETRY_MS;
+			c->b[bi].next_reg_ms = mono_ms() + 2 * NODE_CTL_REGISTER_RETRY_MS;
 		}
 		break;
 	default:

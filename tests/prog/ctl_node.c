@@ -217,8 +217,32 @@ static void peer_serve_poll(struct peer_state *ps)
 		ovl_link_server_send(ps->srv, &from, "pong", 4, 100);
 }
 
+/* Install our own address of `slice` on ifname, so the slice's /64 is on-link. */
+static int install_addr(node_ctl_t *c, const char *slice, const char *ifname,
+			const struct ovl_id *id)
+{
+	const struct node_ctl_map *m = node_ctl_map_find(c, slice);
+	struct ovl_nl *nl = NULL;
+	char err[256];
+	int rc = 0;
+
+	for (uint32_t i = 0; m && i < m->n_members; i++) {
+		struct in6_addr addr;
+
+		if (memcmp(m->members[i].id, id->sign_pk, OVL_ID_BYTES) != 0)
+			continue;
+		memcpy(&addr, m->members[i].addr, sizeof(addr));
+		rc = ovl_nl_new(&nl, err, sizeof(err));
+		if (rc == 0)
+			rc = ovl_nl_addr_add(nl, ifname, &addr, 64, err, sizeof(err));
+		ovl_nl_destroy(&nl);
+		return rc == -EEXIST ? 1 : rc < 0 ? rc : 1;
+	}
+	return 0;
+}
+
 static void peer_ping(node_ctl_t *c, void *zctx, struct peer_state *ps, const char *spec,
-		      const struct ovl_id *id)
+		      const struct ovl_id *id, const char *ifname)
 {
 	char slice[64], err[256], a[OVL_SLICE_ADDR_STRLEN], ep[128], buf[64];
 	const char *colon = strchr(spec, ':');
@@ -235,6 +259,10 @@ static void peer_ping(node_ctl_t *c, void *zctx, struct peer_state *ps, const ch
 	memcpy(slice, spec, (size_t)(colon - spec));
 	slice[colon - spec] = 0;
 	m = node_ctl_map_find(c, slice);
+	if (ifname && install_addr(c, slice, ifname, id) < 0) {
+		snprintf(ps->status, sizeof(ps->status), "fail cannot install our address");
+		return;
+	}
 	for (uint32_t i = 0; m && i < m->n_members; i++) {
 		struct ovl_link_client_cfg lc = { ep, m->members[i].curve_key, id->curve_sk, NULL };
 		struct in6_addr addr;
@@ -286,7 +314,7 @@ int main(int argc, char **argv)
 	struct ovl_id *id = NULL;
 	node_ctl_t *c = NULL;
 	void *zctx = NULL;
-	const char *state = NULL, *serve = NULL, *ifname = "eth0", *connect_to = NULL;
+	const char *state = NULL, *serve = NULL, *ifname = NULL, *connect_to = NULL;
 	char err[512], path[600], text[128];
 	uint64_t end = 0, next_status = 0;
 	int opt, rc = 1, seconds = 0;
@@ -364,7 +392,8 @@ int main(int argc, char **argv)
 			goto out;
 		}
 		if (serve && !ps.srv) {
-			if (peer_serve_start(c, zctx, &ps, serve, ifname, id, cfg.port) < 0) {
+			if (peer_serve_start(c, zctx, &ps, serve, ifname ? ifname : "eth0", id,
+					     cfg.port) < 0) {
 				snprintf(err, sizeof(err), "cannot serve peers");
 				goto out;
 			}
@@ -377,7 +406,7 @@ int main(int argc, char **argv)
 			peer_serve_poll(&ps);
 		}
 		if (connect_to && mono_ms() >= ps.next_try) {
-			peer_ping(c, zctx, &ps, connect_to, id);
+			peer_ping(c, zctx, &ps, connect_to, id, ifname);
 			ps.next_try = mono_ms() + PEER_TRY_MS;
 		}
 		if (mono_ms() >= next_status) {

@@ -111,7 +111,6 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 	params.cert_lifetime_s = (uint64_t)cfg->cert_lifetime_ms / 1000;
 	params.max_nodes = (uint64_t)cfg->max_nodes;
 	params.state_dir = state_dir;
-	params.site_dir = cfg->dir;
 	io.send = io_send;
 	io.now_ms = mono_ms;
 	io.unix_s = unix_s;

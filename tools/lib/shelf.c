@@ -774,9 +774,11 @@ SHELF_API int shelf_list(struct shelf *s, const char *slice, const void *prefix,
 		inet_ntop(AF_INET6, mb->addr, text, sizeof(text));
 		snprintf(q.slice, sizeof(q.slice), "%s", slice);
 		q.epoch = m->msg.u.map.epoch;
-		memcpy(q.key, prefix, plen);
+		if (plen)
+			memcpy(q.key, prefix, plen);
 		q.key_len = (uint32_t)plen;
-		memcpy(q.after, after, alen);
+		if (alen)
+			memcpy(q.after, after, alen);
 		q.after_len = (uint32_t)alen;
 		q.limit = limit;
 		ret = conn_get(s, mb, slice, &c, e2, sizeof(e2));

@@ -1,0 +1,734 @@
+/*
+ * shelf-bench serve: one node's data plane against nginx serving the same
+ * bytes as files, over IPv6 loopback, in the same run. The server under test
+ * (our node, in a child process, or nginx with one worker and sendfile) is
+ * pinned to CPU 0 and the load generator (ours: threads speaking the wire
+ * protocol; nginx's: wrk) to CPU 1. Ours and nginx alternate over several
+ * repetitions; medians are reported.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <netinet/tcp.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bench.h"
+#include "node.h"
+#include "overlay.h"
+
+#define REPS 3
+#define RUN_SECONDS 3
+#define BIG (1u << 20)
+#define SMALL 4096u
+#define N_BIG 64
+#define N_SMALL 4096
+#define LAT_SAMPLES_MAX 2000000
+
+struct pki {
+	struct ovl_id *ca, *broker, *node, *client;
+	uint8_t broker_cert[OVL_CERT_MAX_BYTES], node_cert[OVL_CERT_MAX_BYTES],
+		client_cert[OVL_CERT_MAX_BYTES];
+	int broker_len, node_len, client_len;
+};
+
+static int mkcert(const struct ovl_id *subj, enum ovl_role role, uint64_t serial,
+		  const struct ovl_id *issuer, uint8_t *out)
+{
+	struct ovl_cert c;
+	char err[256];
+	uint64_t now = (uint64_t)time(NULL);
+
+	ovl_cert_init(&c);
+	ovl_cert_set_keys(&c, subj);
+	c.serial = serial;
+	c.role = role;
+	c.not_before = now - 60;
+	c.not_after = now + 86400;
+	ovl_cert_add_slice(&c, "plain", err, sizeof(err));
+	ovl_cert_add_slice(&c, "enc", err, sizeof(err));
+	return ovl_cert_sign(&c, issuer->sign_sk, out, OVL_CERT_MAX_BYTES, err, sizeof(err));
+}
+
+static void pki_make(struct pki *p)
+{
+	ovl_id_generate(&p->ca);
+	ovl_id_generate(&p->broker);
+	ovl_id_generate(&p->node);
+	ovl_id_generate(&p->client);
+	p->broker_len = mkcert(p->broker, OVL_ROLE_BROKER, 1, p->ca, p->broker_cert);
+	p->node_len = mkcert(p->node, OVL_ROLE_NODE, 2, p->broker, p->node_cert);
+	p->client_len = mkcert(p->client, OVL_ROLE_CLIENT, 3, p->broker, p->client_cert);
+}
+
+static void pin(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu % (int)sysconf(_SC_NPROCESSORS_ONLN), &set);
+	sched_setaffinity(0, sizeof(set), &set);
+}
+
+static uint64_t now_s(void *arg)
+{
+	return (uint64_t)time(NULL);
+}
+
+static long rss_kib(pid_t pid)
+{
+	char path[64], line[256];
+	FILE *f;
+	long v = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %ld", &v) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return v;
+}
+
+/* The node: store + data plane on one ring, until SIGTERM. */
+static volatile sig_atomic_t node_stop;
+static void on_term(int sig) { node_stop = 1; }
+
+static int node_main(struct pki *p, const char *drive, uint16_t port, int ready_fd)
+{
+	struct node_loop *loop = NULL;
+	struct node_store *store = NULL;
+	struct node_store_opts so;
+	struct node_dp_opts o = { 0 };
+	struct node_dp *dp = NULL;
+	ovl_keyring_t *kr = ovl_keyring_new();
+	struct ovl_peers *peers = NULL;
+	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	struct node_loop_ev tick = { NULL };
+	struct __kernel_timespec ts = { 0, 100000000 };
+	char err[512];
+
+	pin(0);
+	signal(SIGTERM, on_term);
+	if (node_loop_new(&loop, 256, err, sizeof(err)) < 0)
+		return 1;
+	node_store_opts_init(&so);
+	so.path = drive;
+	so.loop = loop;
+	so.segment_bytes = 128u << 20;
+	so.read_cache_bytes = 32u << 20;
+	if (node_store_open(&store, &so, err, sizeof(err)) < 0) {
+		fprintf(stderr, "bench node: %s\n", err);
+		return 1;
+	}
+	ovl_peers_new(&peers, p->ca->sign_pk, kr);
+	ovl_peers_add_broker(peers, p->broker_cert, p->broker_len, (uint64_t)time(NULL), err, sizeof(err));
+	o.loop = loop;
+	o.store = store;
+	o.id = p->node;
+	o.cert = p->node_cert;
+	o.cert_len = (size_t)p->node_len;
+	o.peers = peers;
+	o.now_s = now_s;
+	o.max_conns = 256;
+	o.max_inflight = 64;
+	o.max_payload_bytes = 256u << 20;
+	o.idle_timeout_ms = 60000;
+	o.frame_timeout_ms = 60000;
+	a.sin6_port = htons(port);
+	if (node_dp_new(&dp, &o, err, sizeof(err)) < 0 || node_dp_listen(dp, &a, err, sizeof(err)) < 0) {
+		fprintf(stderr, "bench node: %s\n", err);
+		return 1;
+	}
+	node_dp_slice_set(dp, "plain", 1, false);
+	node_dp_slice_set(dp, "enc", 1, true);
+	if (write(ready_fd, "r", 1) != 1)
+		return 1;
+	while (!node_stop) {
+		if (!tick.fn) {
+			struct io_uring_sqe *sqe = node_loop_sqe(loop, &tick);
+
+			io_uring_prep_timeout(sqe, &ts, 0, 0);
+		}
+		tick.fn = NULL;
+		node_store_poll(store, false);
+		node_loop_run(loop, true);
+	}
+	node_dp_destroy(&dp);
+	node_store_close(&store);
+	return 0;
+}
+
+/* ---- the load generator: one connection per thread ---- */
+
+struct cli {
+	int fd;
+	struct ovl_wire_session ses;
+	uint32_t rid;
+};
+
+static int io_full(int fd, uint8_t *b, size_t n, bool wr)
+{
+	while (n) {
+		ssize_t r = wr ? send(fd, b, n, MSG_NOSIGNAL) : recv(fd, b, n, 0);
+
+		if (r <= 0)
+			return -1;
+		b += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+static int cli_open(struct cli *c, struct pki *p, struct ovl_peers *peers, uint16_t port)
+{
+	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+				  .sin6_port = htons(port) };
+	struct ovl_wire_hs_cfg cfg = { 0 };
+	struct ovl_wire_hs *hs = NULL;
+	struct ovl_wire_hdr h;
+	uint8_t buf[OVL_WIRE_HEAD_MAX_BYTES];
+	size_t need = 0;
+	char err[256];
+	int n, one = 1, ret = -1;
+
+	memset(c, 0, sizeof(*c));
+	c->fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(c->fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		return -1;
+	cfg.id = p->client;
+	cfg.cert = p->client_cert;
+	cfg.cert_len = (size_t)p->client_len;
+	cfg.peers = peers;
+	cfg.now = (uint64_t)time(NULL);
+	if (ovl_wire_client_new(&hs, &cfg, err, sizeof(err)) < 0)
+		return -1;
+	n = ovl_wire_client_hello(hs, buf, sizeof(buf), err, sizeof(err));
+	if (n > 0 && io_full(c->fd, buf, (size_t)n, true) == 0 &&
+	    io_full(c->fd, buf, OVL_WIRE_HDR_BYTES, false) == 0 &&
+	    ovl_wire_head_need(buf, OVL_WIRE_HDR_BYTES, false, &h, &need, err, sizeof(err)) == 0 &&
+	    io_full(c->fd, buf + OVL_WIRE_HDR_BYTES, need, false) == 0 &&
+	    ovl_wire_client_finish(hs, buf, OVL_WIRE_HDR_BYTES + need, NULL, err, sizeof(err)) == 0)
+		ret = ovl_wire_hs_session(hs, &c->ses);
+	ovl_wire_hs_destroy(&hs);
+	return ret;
+}
+
+/* One request; the response payload is read into buf (cap bytes). */
+static int cli_call(struct cli *c, uint8_t type, const char *slice, const char *key,
+		    const uint8_t *payload, size_t plen, bool encrypt, uint8_t *buf, size_t cap,
+		    size_t *got)
+{
+	struct ovl_wire_req q = { 0 };
+	struct ovl_wire_resp r;
+	struct ovl_wire_hdr h = { 0 }, rh;
+	uint8_t meta[2048], head[OVL_WIRE_HEAD_MAX_BYTES];
+	const uint8_t *rmeta = NULL;
+	size_t need = 0;
+	char err[256];
+	int mlen, hl;
+
+	q.type = type;
+	snprintf(q.slice, sizeof(q.slice), "%s", slice);
+	q.epoch = 1;
+	q.key_len = (uint32_t)strlen(key);
+	memcpy(q.key, key, q.key_len);
+	q.size = plen;
+	if (type == OVL_WIRE_T_PUT)
+		q.crc = ovl_crc32c(0, payload, plen);
+	mlen = ovl_wire_req_encode(&q, meta, sizeof(meta), err, sizeof(err));
+	h.type = type;
+	h.flags = encrypt && plen ? OVL_WIRE_FLAG_ENCRYPTED : 0;
+	h.payload_len = h.flags ? ovl_wire_sealed_len(plen) : plen;
+	h.rid = ++c->rid;
+	hl = ovl_wire_head_seal(&c->ses, &h, meta, (size_t)mlen, head, sizeof(head), err, sizeof(err));
+	if (hl < 0 || io_full(c->fd, head, (size_t)hl, true) < 0)
+		return -1;
+	if (h.flags) {
+		uint8_t *sealed = malloc(h.payload_len), *dst = sealed;
+		int bad;
+
+		for (size_t off = 0, i = 0; sealed && off < plen; off += OVL_WIRE_CHUNK_BYTES, i++) {
+			size_t k = plen - off < OVL_WIRE_CHUNK_BYTES ? plen - off : OVL_WIRE_CHUNK_BYTES;
+
+			memcpy(dst, payload + off, k);
+			ovl_wire_chunk_seal(&c->ses, head, (uint32_t)i, dst, k);
+			dst += k + OVL_WIRE_TAG_BYTES;
+		}
+		bad = !sealed || io_full(c->fd, sealed, h.payload_len, true) < 0;
+		free(sealed);
+		if (bad)
+			return -1;
+	} else if (plen && io_full(c->fd, (uint8_t *)payload, plen, true) < 0) {
+		return -1;
+	}
+	if (io_full(c->fd, head, OVL_WIRE_HDR_BYTES, false) < 0 ||
+	    ovl_wire_head_need(head, OVL_WIRE_HDR_BYTES, true, &rh, &need, err, sizeof(err)) < 0 ||
+	    io_full(c->fd, head + OVL_WIRE_HDR_BYTES, need, false) < 0 ||
+	    ovl_wire_head_open(&c->ses, head, OVL_WIRE_HDR_BYTES + need, &rh, &rmeta, err, sizeof(err)) < 0 ||
+	    ovl_wire_resp_decode(rh.type, rmeta, rh.meta_len, &r, err, sizeof(err)) < 0)
+		return -1;
+	if (rh.payload_len > cap || (rh.payload_len && io_full(c->fd, buf, rh.payload_len, false) < 0))
+		return -1;
+	if (rh.flags & OVL_WIRE_FLAG_ENCRYPTED) {
+		/* decrypt as a client must; the cost is part of the figure */
+		uint8_t *src = buf, *dst = buf;
+		uint64_t plain = 0;
+
+		ovl_wire_plain_len(rh.payload_len, &plain);
+		for (uint64_t off = 0, i = 0; off < plain; off += OVL_WIRE_CHUNK_BYTES, i++) {
+			size_t k = plain - off < OVL_WIRE_CHUNK_BYTES ? plain - off : OVL_WIRE_CHUNK_BYTES;
+
+			if (ovl_wire_chunk_open(&c->ses, head, (uint32_t)i, src, k) < 0)
+				return -1;
+			memmove(dst, src, k);
+			src += k + OVL_WIRE_TAG_BYTES;
+			dst += k;
+		}
+		*got = plain;
+	} else {
+		*got = rh.payload_len;
+	}
+	(void)encrypt;
+	if (r.status != OVL_WIRE_OK && getenv("BENCH_DEBUG"))
+		fprintf(stderr, "%s '%s': %s: %s\n", ovl_wire_type_name(type), key,
+			ovl_wire_status_name(r.status), r.message);
+	return r.status == OVL_WIRE_OK ? 0 : -1;
+}
+
+struct load {
+	struct pki *p;
+	struct ovl_peers *peers;
+	uint16_t port;
+	const char *slice;
+	size_t obj;       /* object size */
+	int nobj;
+	const char *prefix;
+	double until;
+	atomic_ullong ops, bytes, errors;
+	double *lat;      /* per-request latency, seconds (single stream only) */
+	size_t nlat;
+	bool put;         /* PUT fresh keys instead of GET */
+	const uint8_t *data;
+	atomic_uint thread_no;
+};
+
+static void *load_thread(void *arg)
+{
+	struct load *l = arg;
+	struct cli c;
+	uint8_t *buf = malloc(l->obj + (1u << 20));
+	unsigned seed = (unsigned)(uintptr_t)&c;
+
+	pin(1);
+	if (cli_open(&c, l->p, l->peers, l->port) < 0) {
+		atomic_fetch_add(&l->errors, 1);
+		free(buf);
+		return NULL;
+	}
+	unsigned me = atomic_fetch_add(&l->thread_no, 1), n = 0;
+
+	while (bench_now() < l->until) {
+		char key[64];
+		size_t got = 0;
+		double t0 = bench_now();
+		int rc;
+
+		if (l->put) {
+			snprintf(key, sizeof(key), "put/%u/%u/%u", (unsigned)getpid(), me, n++);
+			rc = cli_call(&c, OVL_WIRE_T_PUT, l->slice, key, l->data, l->obj, false, buf, 16, &got);
+			got = rc == 0 ? l->obj : 0;
+		} else {
+			snprintf(key, sizeof(key), "%s%d", l->prefix, rand_r(&seed) % l->nobj);
+			rc = cli_call(&c, OVL_WIRE_T_GET, l->slice, key, NULL, 0, false, buf,
+				      l->obj + (1u << 20), &got);
+		}
+		if (rc < 0 || got != l->obj) {
+			atomic_fetch_add(&l->errors, 1);
+			break;
+		}
+		if (l->lat && l->nlat < LAT_SAMPLES_MAX)
+			l->lat[l->nlat++] = bench_now() - t0;
+		atomic_fetch_add(&l->ops, 1);
+		atomic_fetch_add(&l->bytes, got);
+	}
+	close(c.fd);
+	free(buf);
+	return NULL;
+}
+
+/* Run `streams` connections for RUN_SECONDS; fills ops/s and MB/s (and p99). */
+static int run_ours(struct load *l, int streams, double *ops, double *mbs, double *p99_us)
+{
+	pthread_t t[64];
+
+	atomic_store(&l->ops, 0);
+	atomic_store(&l->bytes, 0);
+	atomic_store(&l->errors, 0);
+	l->nlat = 0;
+	l->until = bench_now() + RUN_SECONDS;
+	for (int i = 0; i < streams; i++)
+		pthread_create(&t[i], NULL, load_thread, l);
+	for (int i = 0; i < streams; i++)
+		pthread_join(t[i], NULL);
+	if (atomic_load(&l->errors))
+		return -1;
+	*ops = (double)atomic_load(&l->ops) / RUN_SECONDS;
+	*mbs = (double)atomic_load(&l->bytes) / RUN_SECONDS / 1e6;
+	if (p99_us && l->nlat) {
+		bench_median(l->lat, (int)l->nlat); /* sorts them */
+		*p99_us = l->lat[(size_t)(l->nlat * 0.99)] * 1e6;
+	}
+	return 0;
+}
+
+/* ---- nginx + wrk ---- */
+
+static pid_t nginx_start(const char *dir, uint16_t port)
+{
+	char conf[600], cmd[1200];
+	FILE *f;
+	pid_t pid;
+
+	snprintf(conf, sizeof(conf), "%s/nginx.conf", dir);
+	f = fopen(conf, "w");
+	if (!f)
+		return -1;
+	fprintf(f,
+		"daemon off; master_process off; worker_processes 1; pid %s/nginx.pid;\n"
+		"error_log %s/nginx.err;\n"
+		"events { worker_connections 1024; }\n"
+		"http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000000;\n"
+		"  client_body_temp_path %s; proxy_temp_path %s; fastcgi_temp_path %s;\n"
+		"  uwsgi_temp_path %s; scgi_temp_path %s;\n"
+		"  server { listen [::1]:%u; root %s/www; } }\n",
+		dir, dir, dir, dir, dir, dir, dir, port, dir);
+	fclose(f);
+	pid = fork();
+	if (pid == 0) {
+		pin(0);
+		snprintf(cmd, sizeof(cmd), "%s/nginx.conf", dir);
+		execl("/usr/sbin/nginx", "nginx", "-c", cmd, "-p", dir, (char *)NULL);
+		_exit(127);
+	}
+	usleep(300000);
+	return pid;
+}
+
+/* wrk on CPU 1; returns requests/s, MB/s and (with latency) the p99 in us. */
+static int wrk_run(uint16_t port, const char *path, int conns, double *rps, double *mbs,
+		   double *p99_us)
+{
+	char cmd[512], out[8192], *p;
+	double v;
+
+	snprintf(cmd, sizeof(cmd),
+		 "taskset -c 1 wrk -t1 -c%d -d%ds --latency 'http://[::1]:%u%s' 2>&1", conns,
+		 RUN_SECONDS, port, path);
+	if (bench_capture(cmd, out, sizeof(out)) < 0)
+		return -1;
+	p = strstr(out, "Requests/sec:");
+	if (!p || sscanf(p, "Requests/sec: %lf", rps) != 1)
+		return -1;
+	p = strstr(out, "Transfer/sec:");
+	if (p && sscanf(p, "Transfer/sec: %lf", &v) == 1) {
+		*mbs = v * (strstr(p, "GB") && strstr(p, "GB") < strchr(p, '\n') ? 1e3
+			    : strstr(p, "MB") && strstr(p, "MB") < strchr(p, '\n') ? 1.0 : 1e-3);
+	}
+	p = strstr(out, " 99%");
+	if (p99_us && p) {
+		char unit[8] = "";
+
+		if (sscanf(p, " 99%% %lf%7s", &v, unit) == 2)
+			*p99_us = v * (strcmp(unit, "ms") == 0 ? 1e3 : strcmp(unit, "s") == 0 ? 1e6 : 1.0);
+	}
+	return 0;
+}
+
+/* ---- driver ---- */
+
+static int put_objects(struct pki *p, struct ovl_peers *peers, uint16_t port, const char *slice,
+		       const char *prefix, int n, const uint8_t *data, size_t len, const char *wwwdir)
+{
+	struct cli c;
+	uint8_t dummy[16];
+	size_t got;
+
+	if (cli_open(&c, p, peers, port) < 0) {
+		fprintf(stderr, "shelf-bench serve: cannot connect to the node\n");
+		return -1;
+	}
+	for (int i = 0; i < n; i++) {
+		char key[64], path[600];
+		FILE *f;
+
+		snprintf(key, sizeof(key), "%s%d", prefix, i);
+		if (cli_call(&c, OVL_WIRE_T_PUT, slice, key, data, len, strcmp(slice, "enc") == 0, dummy,
+			     sizeof(dummy), &got) < 0) {
+			close(c.fd);
+			return -1;
+		}
+		if (wwwdir) { /* the same bytes for nginx */
+			snprintf(path, sizeof(path), "%s/%s", wwwdir, key);
+			f = fopen(path, "wb");
+			if (f) {
+				fwrite(data, 1, len, f);
+				fclose(f);
+			}
+		}
+	}
+	close(c.fd);
+	return 0;
+}
+
+static int run_serve(int argc, char **argv)
+{
+	char dir[512] = "", drive[600], www[600], path[700];
+	const char *base = "build/bench";
+	struct pki p = { 0 };
+	struct ovl_peers *peers = NULL;
+	ovl_keyring_t *kr = NULL;
+	uint8_t *big = NULL, *small = NULL;
+	uint16_t port = 17480, nport = 17481;
+	double o1[REPS], n1[REPS], o4[REPS], n4[REPS], ol[REPS], nl[REPS], oe[REPS];
+	double ops, mbs, p99 = 0, rps, wmbs = 0, wp99 = 0;
+	int ready[2], opt, ret = 1;
+	pid_t node = -1, ng = -1;
+	struct load l = { 0 };
+	static const struct option lo[] = { { "dir", 1, NULL, 'd' }, { "help", 0, NULL, 'h' },
+					    { NULL, 0, NULL, 0 } };
+
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, "d:h", lo, NULL)) != -1) {
+		if (opt == 'd')
+			base = optarg;
+		else {
+			printf("usage: shelf-bench serve [--dir DIR]\n");
+			return opt == 'h' ? 0 : 2;
+		}
+	}
+	if (access("/usr/sbin/nginx", X_OK) != 0 || system("command -v wrk >/dev/null") != 0) {
+		fprintf(stderr, "shelf-bench serve: needs nginx (nginx-light) and wrk (make deps)\n");
+		return 1;
+	}
+	mkdir(base, 0755);
+	snprintf(dir, sizeof(dir), "%s/serve", base);
+	snprintf(path, sizeof(path), "rm -rf '%s' && mkdir -p '%s/www/big' '%s/www/small' '%s/www/x'",
+		 dir, dir, dir, dir);
+	if (system(path) != 0)
+		return 1;
+	snprintf(drive, sizeof(drive), "%s/drive.img", dir);
+	snprintf(www, sizeof(www), "%s/www", dir);
+	{
+		struct node_store *st = NULL;
+		struct node_store_opts so;
+		char err[256];
+
+		node_store_opts_init(&so);
+		so.path = drive;
+		so.create_size = 2ull << 30;
+		so.format = true;
+		so.segment_bytes = 128u << 20;
+		if (node_store_open(&st, &so, err, sizeof(err)) < 0) {
+			fprintf(stderr, "shelf-bench serve: %s\n", err);
+			return 1;
+		}
+		node_store_close(&st);
+	}
+	pki_make(&p);
+	kr = ovl_keyring_new();
+	ovl_peers_new(&peers, p.ca->sign_pk, kr);
+	{
+		char err[256];
+
+		ovl_peers_add_broker(peers, p.broker_cert, p.broker_len, (uint64_t)time(NULL), err, sizeof(err));
+	}
+	if (pipe(ready) < 0)
+		return 1;
+	node = fork();
+	if (node == 0) {
+		close(ready[0]);
+		_exit(node_main(&p, drive, port, ready[1]));
+	}
+	close(ready[1]);
+	{
+		char c;
+
+		if (read(ready[0], &c, 1) != 1) {
+			fprintf(stderr, "shelf-bench serve: the node did not start\n");
+			goto out;
+		}
+	}
+	big = malloc(BIG);
+	small = malloc(SMALL);
+	for (size_t i = 0; i < BIG; i++)
+		big[i] = (uint8_t)(i * 2654435761u >> 11);
+	memcpy(small, big, SMALL);
+	snprintf(path, sizeof(path), "%s/big", www);
+	if (put_objects(&p, peers, port, "plain", "big/", N_BIG, big, BIG, www) < 0 ||
+	    put_objects(&p, peers, port, "plain", "small/", N_SMALL, small, SMALL, www) < 0 ||
+	    put_objects(&p, peers, port, "enc", "x/", N_BIG, big, BIG, NULL) < 0) {
+		fprintf(stderr, "shelf-bench serve: cannot load objects into the node\n");
+		goto out;
+	}
+	ng = nginx_start(dir, nport);
+	l.p = &p;
+	l.peers = peers;
+	l.port = port;
+	l.lat = malloc(LAT_SAMPLES_MAX * sizeof(double));
+	for (int r = 0; r < REPS; r++) {
+		l.slice = "plain"; l.obj = BIG; l.nobj = N_BIG; l.prefix = "big/";
+		if (run_ours(&l, 8, &ops, &mbs, NULL) < 0)
+			goto fail;
+		o1[r] = mbs;
+		if (wrk_run(nport, "/big/7", 8, &rps, &wmbs, NULL) < 0)
+			goto fail_wrk;
+		n1[r] = rps * BIG / 1e6;
+		l.slice = "plain"; l.obj = SMALL; l.nobj = N_SMALL; l.prefix = "small/";
+		if (run_ours(&l, 32, &ops, &mbs, NULL) < 0)
+			goto fail;
+		o4[r] = ops;
+		if (wrk_run(nport, "/small/7", 32, &rps, &wmbs, NULL) < 0)
+			goto fail_wrk;
+		n4[r] = rps;
+		if (run_ours(&l, 1, &ops, &mbs, &p99) < 0)
+			goto fail;
+		ol[r] = p99;
+		if (wrk_run(nport, "/small/7", 1, &rps, &wmbs, &wp99) < 0)
+			goto fail_wrk;
+		nl[r] = wp99;
+		l.slice = "enc"; l.obj = BIG; l.nobj = N_BIG; l.prefix = "x/";
+		if (run_ours(&l, 8, &ops, &mbs, NULL) < 0)
+			goto fail;
+		oe[r] = mbs;
+	}
+	bench_line("serve_get_1m", bench_median(o1, REPS), bench_median(n1, REPS), "MB/s",
+		   "nginx-sendfile-1worker+wrk-c8");
+	bench_line("serve_get_4k_ops", bench_median(o4, REPS), bench_median(n4, REPS), "ops/s",
+		   "nginx-sendfile-1worker+wrk-c32");
+	bench_line("serve_get_4k_p99_us", bench_median(ol, REPS), bench_median(nl, REPS), "us",
+		   "nginx-sendfile-1worker+wrk-c1");
+	bench_line("serve_encrypted_get_1m", bench_median(oe, REPS), bench_median(o1, REPS), "MB/s",
+		   "serve_get_1m");
+	fprintf(stderr, "  (node rss after the GET runs: %ld KiB)\n", rss_kib(node));
+
+	/* durable 1 MiB PUTs, then fio on the same drive file (the node is gone) */
+	{
+		double op[REPS], fr[REPS], t;
+		char args[1024], out_json[1 << 14];
+
+		l.slice = "plain"; l.obj = BIG; l.put = true; l.data = big;
+		for (int r = 0; r < REPS; r++) {
+			if (run_ours(&l, 8, &ops, &mbs, NULL) < 0)
+				goto fail;
+			op[r] = mbs;
+		}
+		l.put = false;
+		kill(node, SIGTERM);
+		waitpid(node, NULL, 0);
+		node = -1;
+		for (int r = 0; r < REPS; r++) {
+			char *q;
+
+			snprintf(args, sizeof(args),
+				 "fio --name=w --filename=%s --ioengine=io_uring --direct=1 --rw=write --bs=1M "
+				 "--iodepth=32 --end_fsync=1 --size=1G --output-format=json 2>/dev/null", drive);
+			if (bench_capture(args, out_json, sizeof(out_json)) < 0 ||
+			    !(q = strstr(out_json, "\"write\" :")) || !(q = strstr(q, "\"bw_bytes\" :")))
+				goto fail;
+			t = strtod(q + 13, NULL);
+			fr[r] = t / 1e6;
+		}
+		bench_line("serve_put_1m", bench_median(op, REPS), bench_median(fr, REPS), "MB/s",
+			   "fio-seqwrite-bs1M-qd32-end_fsync");
+	}
+
+	/* the node's memory with 1,000,000 small objects stored */
+	{
+		char drive2[700], err[256];
+		struct node_store *st = NULL;
+		struct node_store_opts so;
+		uint8_t v16[16];
+		int inflight = 0;
+		long idle;
+
+		snprintf(drive2, sizeof(drive2), "%s/drive1m.img", dir);
+		node_store_opts_init(&so);
+		so.path = drive2;
+		so.create_size = 2ull << 30;
+		so.format = true;
+		so.segment_bytes = 128u << 20;
+		if (node_store_open(&st, &so, err, sizeof(err)) < 0)
+			goto fail;
+		memset(v16, 7, sizeof(v16));
+		for (int i = 0; i < 1000000; i++) {
+			char key[32];
+
+			snprintf(key, sizeof(key), "obj/%012d", i);
+			if (node_store_put_async(st, key, 16, v16, sizeof(v16), NULL, NULL) < 0)
+				break;
+			if (++inflight == 1024) {
+				node_store_sync(st);
+				inflight = 0;
+			}
+		}
+		node_store_close(&st);
+		if (pipe(ready) < 0)
+			goto fail;
+		node = fork();
+		if (node == 0) {
+			close(ready[0]);
+			_exit(node_main(&p, drive2, port + 2, ready[1]));
+		}
+		close(ready[1]);
+		{
+			char c;
+
+			if (read(ready[0], &c, 1) != 1)
+				goto fail;
+		}
+		idle = rss_kib(node);
+		fprintf(stderr, "  (node with 1,000,000 objects of 16-byte keys: rss %ld KiB at idle)\n", idle);
+		bench_line("node_rss_mib_1m_objects", idle / 1024.0, 0, "MiB", "-");
+	}
+	ret = 0;
+	goto out;
+fail:
+	fprintf(stderr, "shelf-bench serve: a request to the node failed\n");
+	goto out;
+fail_wrk:
+	fprintf(stderr, "shelf-bench serve: wrk against nginx failed (see %s/nginx.err)\n", dir);
+out:
+	if (ng > 0) {
+		kill(ng, SIGTERM);
+		waitpid(ng, NULL, 0);
+	}
+	if (node > 0) {
+		kill(node, SIGTERM);
+		waitpid(node, NULL, 0);
+	}
+	free(l.lat);
+	free(big);
+	free(small);
+	ovl_peers_destroy(&peers);
+	ovl_keyring_destroy(&kr);
+	return ret;
+}
+
+static const struct bench_cmd serve_cmd = {
+	"serve", "node data plane vs nginx+wrk over IPv6 loopback [--dir DIR]", run_serve, true,
+};
+BENCH_COMMAND(serve_cmd)

@@ -54,6 +54,7 @@ struct node_config {
 	char log_level[16];
 	bool syslog;
 	char site[64], chassis[64], slot[32]; /* failure domain; empty: the board's */
+	char interface[32];                   /* for slice addresses; empty: the board's */
 };
 
 #define C(f) offsetof(struct node_config, f)
@@ -86,6 +87,8 @@ static const struct ovl_conf_item node_conf[] = {
 	{ "chassis", OVL_CONF_STR, "", C(chassis), CS(chassis), 0, 0,
 	  "failure domain: chassis (default: the board's)" },
 	{ "slot", OVL_CONF_STR, "", C(slot), CS(slot), 0, 0, "failure domain: slot (default: the board's)" },
+	{ "interface", OVL_CONF_STR, "", C(interface), CS(interface), 0, 0,
+	  "interface for slice addresses (default: the board's)" },
 	OVL_CONF_END
 };
 
@@ -324,6 +327,8 @@ static int parse_args(struct node_ctx *n, int argc, char **argv, bool *format, b
 		snprintf(n->board.chassis, sizeof(n->board.chassis), "%s", n->cfg.chassis);
 	if (n->cfg.slot[0])
 		snprintf(n->board.slot, sizeof(n->board.slot), "%s", n->cfg.slot);
+	if (n->cfg.interface[0])
+		snprintf(n->board.interface, sizeof(n->board.interface), "%s", n->cfg.interface);
 	return 0;
 }
 

@@ -315,6 +315,12 @@ static void run_client(struct fx *f, void (*fn)(struct fx *f))
 		}
 		node_store_poll(f->store, false);
 		node_loop_run(f->loop, true);
+		{
+			struct timespec ts;
+
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			node_dp_tick(f->dp, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
+		}
 	}
 	pthread_join(t, NULL);
 }
@@ -334,7 +340,7 @@ static int setup(void **state)
 	node_store_opts_init(&so);
 	so.path = f->path;
 	so.loop = f->loop;
-	so.create_size = 128 << 20;
+	so.create_size = 128 << 20; /* small: the full-drive test fills it */
 	so.format = true;
 	so.segment_bytes = 16 << 20;
 	if (node_store_open(&f->store, &so, err, sizeof(err)) < 0)
@@ -360,7 +366,7 @@ static int setup(void **state)
 	o.max_inflight = 8;
 	o.max_payload_bytes = 16 << 20;
 	o.idle_timeout_ms = 5000;
-	o.frame_timeout_ms = 5000;
+	o.frame_timeout_ms = 1500;
 	assert_int_equal(node_dp_new(&f->dp, &o, err, sizeof(err)), 0);
 	assert_int_equal(node_dp_slice_set(f->dp, "hot", 5, false), 0);
 	assert_int_equal(node_dp_slice_set(f->dp, "cold", 1, false), 0);
@@ -586,6 +592,82 @@ static void client_hostile(struct fx *f)
 	close(c.fd);
 }
 
+static void client_full_drive(struct fx *f)
+{
+	struct cli c;
+	struct ovl_wire_req q;
+	struct ovl_wire_resp r;
+	uint8_t *v = malloc(4 << 20), *got = NULL;
+	size_t glen;
+	uint32_t st = 0;
+	int i, last = -1;
+
+	fill(v, 4 << 20, 9);
+	assert_int_equal(cli_connect(&c, &f->addr, f->pki.client, f->pki.client_cert,
+				     (size_t)f->pki.client_len, f->cpeers, f->pki.now, &st), 0);
+	/* fill the 128 MiB drive with 4 MiB objects until the node says no-space */
+	for (i = 0; i < 64; i++) {
+		char key[32];
+
+		snprintf(key, sizeof(key), "fill/%02d", i);
+		req_init(&q, "hot", 5, key);
+		q.size = 4 << 20;
+		q.crc = ovl_crc32c(0, v, 4 << 20);
+		assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, v, 4 << 20, false, &r, NULL, NULL), 0);
+		if (r.status != OVL_WIRE_OK)
+			break;
+		last = i;
+	}
+	assert_int_equal(r.status, OVL_WIRE_NO_SPACE);
+	assert_non_null(strstr(r.message, "full"));
+	assert_true(last >= 10);
+	/* reads still work, and the connection too */
+	req_init(&q, "hot", 5, "fill/03");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	assert_int_equal(glen, 4 << 20);
+	assert_memory_equal(got, v, 4 << 20);
+	free(got);
+	close(c.fd);
+	free(v);
+}
+
+static void test_full_drive(void **state)
+{
+	run_client(*state, client_full_drive);
+}
+
+static void client_oversized_head(struct fx *f)
+{
+	struct cli c;
+	uint8_t hdr[OVL_WIRE_HDR_BYTES], b;
+	uint32_t st = 0;
+
+	assert_int_equal(cli_connect(&c, &f->addr, f->pki.client, f->pki.client_cert,
+				     (size_t)f->pki.client_len, f->cpeers, f->pki.now, &st), 0);
+	/* a header announcing a 1 MiB meta (the cap is 16 KiB): closed from the
+	 * 32 header bytes alone, before anything is buffered or allocated */
+	memset(hdr, 0, sizeof(hdr));
+	memcpy(hdr, OVL_WIRE_MAGIC, 4);
+	hdr[4] = OVL_WIRE_T_STAT;
+	hdr[8] = 0x00; hdr[9] = 0x10; hdr[10] = 0x00; hdr[11] = 0x00; /* meta_len 1 MiB */
+	assert_int_equal(write_full(c.fd, hdr, sizeof(hdr)), 0);
+	assert_true(recv(c.fd, &b, 1, 0) <= 0);
+	close(c.fd);
+	/* a truncated frame then silence: the connection is dropped on the
+	 * slow-peer timer, not held */
+	assert_int_equal(cli_connect(&c, &f->addr, f->pki.client, f->pki.client_cert,
+				     (size_t)f->pki.client_len, f->cpeers, f->pki.now, &st), 0);
+	assert_int_equal(write_full(c.fd, hdr, 10), 0);
+	assert_true(recv(c.fd, &b, 1, 0) <= 0);
+	close(c.fd);
+}
+
+static void test_oversized_and_truncated(void **state)
+{
+	run_client(*state, client_oversized_head);
+}
+
 static void test_hostile_clients(void **state)
 {
 	struct fx *f = *state;
@@ -603,6 +685,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_put_get_stat_list_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_clients, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_full_drive, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_oversized_and_truncated, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -293,8 +293,10 @@ def enc_len(n):
 class Conn:
     """One data-plane connection to one node (7.1)."""
 
-    def __init__(self, client, member, slice_name, timeout=10.0):
+    def __init__(self, client, member, slice_name, timeout=10.0, hello_meta=None):
+        """hello_meta: replaces the HELLO meta (tests send bad ones)."""
         self.client, self.member, self.slice = client, member, slice_name
+        self.hello_meta = hello_meta
         addr = socket.inet_ntop(socket.AF_INET6, member["addr"])
         self.sock = socket.create_connection((addr, member["port"]), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -346,8 +348,13 @@ class Conn:
     def _handshake(self):
         c = self.client
         self.cn = os.urandom(32)
-        m = msgpack.packb({"v": [1, 0], "cert": c.cert_raw, "nonce": self.cn,
-                           "slice": self.slice}, use_bin_type=True)
+        hm = {"v": [1, 0], "cert": c.cert_raw, "nonce": self.cn}
+        if self.slice is not None:
+            hm["slice"] = self.slice
+        if self.hello_meta is not None:
+            hm = self.hello_meta(hm)
+            self.cn = hm.get("nonce", self.cn)
+        m = msgpack.packb(hm, use_bin_type=True)
         hello = header(HELLO, len(m)) + m
         self.sock.sendall(hello)
         h, typ, flags, plen, rid, meta = self._read_head(None)
@@ -378,7 +385,8 @@ class Conn:
             raise ShelfError("hello_ok: proof does not verify")
 
     # -- requests
-    def send_request(self, typ, meta, payload=b"", encrypt=False, tamper_mac=False):
+    def send_request(self, typ, meta, payload=b"", encrypt=False, tamper_mac=False,
+                     tamper_chunk=None):
         self.rid = (self.rid + 1) & 0xFFFFFFFF or 1
         m = msgpack.packb(meta, use_bin_type=True)
         if len(m) > MAX_META:
@@ -394,8 +402,11 @@ class Conn:
         if encrypt:
             for i in range(0, len(payload), CHUNK):
                 nonce = b"\x01" + (i // CHUNK).to_bytes(3, "big") + h[20:28]
-                self.sock.sendall(nb.crypto_aead_chacha20poly1305_ietf_encrypt(
-                    payload[i:i + CHUNK], h, nonce, self.aead_c2s))
+                ct = nb.crypto_aead_chacha20poly1305_ietf_encrypt(
+                    payload[i:i + CHUNK], h, nonce, self.aead_c2s)
+                if tamper_chunk == i // CHUNK:
+                    ct = bytes([ct[0] ^ 1]) + ct[1:]
+                self.sock.sendall(ct)
         elif payload:
             mv = memoryview(payload)
             for i in range(0, len(payload), 1 << 20):
@@ -495,8 +506,8 @@ class Client:
             raise ShelfError(f"slice {slice_name}: no member to place {key!r} on")
         return p[0]
 
-    def connect(self, slice_name, member):
-        return Conn(self, member, slice_name)
+    def connect(self, slice_name, member, **kw):
+        return Conn(self, member, slice_name, **kw)
 
     def _op(self, slice_name, key, for_write, fn):
         """Run fn(conn) on the primary; on stale-map fetch the map and retry once."""

@@ -45,6 +45,9 @@ if mode == "main":
         st = c.stat(k)
         if st["size"] != len(d) or st["crc"] != crc32c(d):
             fail(f"{k!r}: stat says size {st['size']} crc {st['crc']:08x}")
+        if r["seq"] != st["seq"]:
+            print(f"NOTE (docs 7.7: STAT seq is 'as for PUT'): PUT answered seq {r['seq']}, "
+                  f"STAT says {st['seq']}")
         node = place(m["members"], k)[0]["domain"]["slot"]
         print(f"put+get+stat {k.decode():8} {len(d):8} B crc {crc32c(d):08x} on slot {node}: ok")
     part = c.get(b"py/100k", offset=1001, length=4000)

@@ -265,6 +265,28 @@ def place(members, key, replicas=1, for_write=False):
     return [usable[i] for i in chosen]
 
 
+# ---- section 3: a member's address must belong to its key -----------------------
+def _field(b):
+    return bytes([len(b)]) + b
+
+
+def slice_addr(site, name, pk, c):
+    h = lambda m: hashlib.blake2b(m, digest_size=32).digest()
+    sid = h(_field(b"shelf-slice-v1") + _field(site.encode()) + _field(name.encode()))
+    for r in range(256):
+        iid = h(_field(b"shelf-iid-v1") + _field(sid) + _field(pk)
+                + _field(bytes([c])) + _field(bytes([r])))[:8]
+        v = int.from_bytes(iid, "big")
+        if not (v == 0 or 0x02005efffe000000 <= v <= 0x02005efffeffffff
+                or v >= 0xfdffffffffffff80):
+            return b"\xfd" + sid[:7] + iid
+    return None
+
+
+def addr_verify(site, name, pk, addr, cmax=2):
+    return any(slice_addr(site, name, pk, c) == addr for c in range(cmax + 1))
+
+
 # ---- section 7: data plane ---------------------------------------------------
 HELLO, HELLO_OK, ERROR = 0x01, 0x02, 0x03
 PUT, GET, DELETE, STAT, LIST, NODE_STAT = 0x11, 0x12, 0x13, 0x14, 0x15, 0x16
@@ -481,7 +503,9 @@ class Client:
         bpub = z85_or_hex_key(open(os.path.join(d, "broker.pub")).read())
         if bpub != bc.curve:
             raise ShelfError("broker.pub is not the broker certificate's curve key")
-        return cls(ident, cert_raw, bc, ca_pk, bpub, broker_endpoint)
+        c = cls(ident, cert_raw, bc, ca_pk, bpub, broker_endpoint)
+        c.site = mine.site  # the site id of section 3 (the map carries none)
+        return c
 
     def fetch_map(self, slice_name):
         m = map_get(self.broker_endpoint, self.broker_curve_pk, self.ident, slice_name)
@@ -490,6 +514,9 @@ class Client:
             body, sig = decode_envelope(m["ts"], 256)
             if not verify_sig(b"shelf-time-v1", body, sig, self.broker_cert.sign):
                 raise ShelfError("map: ts does not verify under the broker key")
+        for mem in m["members"]:
+            if not addr_verify(self.site, slice_name, mem["id"], mem["addr"]):
+                raise ShelfError(f"map: member {mem['id'].hex()} address does not belong to its key")
         self.maps[slice_name] = m
         return m
 

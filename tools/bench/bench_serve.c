@@ -525,7 +525,13 @@ static int run_serve(int argc, char **argv)
 		return 1;
 	}
 	mkdir(base, 0755);
-	snprintf(dir, sizeof(dir), "%s/serve", base);
+	{
+		/* nginx resolves relative paths against its prefix: make it absolute */
+		char *abs = realpath(base, NULL);
+
+		snprintf(dir, sizeof(dir), "%s/serve", abs ? abs : base);
+		free(abs);
+	}
 	snprintf(path, sizeof(path), "rm -rf '%s' && mkdir -p '%s/www/big' '%s/www/small' '%s/www/x'",
 		 dir, dir, dir, dir);
 	if (system(path) != 0)

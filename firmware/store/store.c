@@ -24,6 +24,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2359,6 +2360,9 @@ int node_store_open(struct node_store **out, const struct node_store_opts *opts,
 	ret = recover(s, err, errlen);
 	if (ret < 0)
 		goto out;
+	/* loading the index freed its read buffers: give the pages back, the
+	 * node's memory budget counts resident bytes */
+	malloc_trim(0);
 	*out = s;
 	s = NULL;
 out:

@@ -545,7 +545,7 @@ static int run_serve(int argc, char **argv)
 
 		node_store_opts_init(&so);
 		so.path = drive;
-		so.create_size = 2ull << 30;
+		so.create_size = 8ull << 30; /* sparse; the PUT runs write several GiB */
 		so.format = true;
 		so.segment_bytes = 128u << 20;
 		if (node_store_open(&st, &so, err, sizeof(err)) < 0) {
@@ -651,7 +651,7 @@ static int run_serve(int argc, char **argv)
 
 			snprintf(args, sizeof(args),
 				 "fio --name=w --filename=%s --ioengine=io_uring --direct=1 --rw=write --bs=1M "
-				 "--iodepth=32 --end_fsync=1 --size=1G --output-format=json 2>/dev/null", drive);
+				 "--iodepth=32 --end_fsync=1 --size=2G --output-format=json 2>/dev/null", drive);
 			if (bench_capture(args, out_json, sizeof(out_json)) < 0 ||
 			    !(q = strstr(out_json, "\"write\" :")) || !(q = strstr(q, "\"bw_bytes\" :")))
 				goto fail;
@@ -694,10 +694,17 @@ static int run_serve(int argc, char **argv)
 		node_store_close(&st);
 		if (pipe(ready) < 0)
 			goto fail;
+		/* a fresh process: a forked one would carry the bench's pages */
 		node = fork();
 		if (node == 0) {
+			char fdtext[16], porttext[16];
+
 			close(ready[0]);
-			_exit(node_main(&p, drive2, port + 2, ready[1]));
+			snprintf(fdtext, sizeof(fdtext), "%d", ready[1]);
+			snprintf(porttext, sizeof(porttext), "%u", port + 2);
+			execl("/proc/self/exe", "shelf-bench", "serve-node", drive2, porttext, fdtext,
+			      (char *)NULL);
+			_exit(127);
 		}
 		close(ready[1]);
 		{
@@ -733,6 +740,22 @@ out:
 	ovl_keyring_destroy(&kr);
 	return ret;
 }
+
+/* The node alone, with a throw-away PKI (for memory measurements). */
+static int run_serve_node(int argc, char **argv)
+{
+	struct pki p = { 0 };
+
+	if (argc != 4)
+		return 2;
+	pki_make(&p);
+	return node_main(&p, argv[1], (uint16_t)atoi(argv[2]), atoi(argv[3]));
+}
+
+static const struct bench_cmd serve_node_cmd = {
+	"serve-node", "(internal) DRIVE PORT READY_FD: a bench node", run_serve_node, false,
+};
+BENCH_COMMAND(serve_node_cmd)
 
 static const struct bench_cmd serve_cmd = {
 	"serve", "node data plane vs nginx+wrk over IPv6 loopback [--dir DIR]", run_serve, true,

@@ -224,6 +224,7 @@ static void store_done(void *arg, int res, const void *data, size_t len,
 		r.size = op->size;
 		r.has_crc = true;
 		r.crc = op->crc;
+		r.seq = st ? st->seq : 0;
 		break;
 	case OVL_WIRE_T_GET:
 		/* the bytes were verified against the drive's checksums; this crc

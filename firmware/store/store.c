@@ -808,10 +808,18 @@ static void fail_all(struct node_store *s)
 
 static void op_finish(struct node_store *s, struct op *op, int res)
 {
+	struct node_store_objstat st;
+
 	if (res < 0 && (op->kind == OP_CKPT_PART || op->kind == OP_CKPT_END))
 		s->ck_err = res;
-	if (op->cb)
+	if (op->cb && res == 0 && op->kind == OP_PUT) {
+		/* what was made durable: size, checksum and sequence */
+		st = (struct node_store_objstat){ .size = op->vlen, .crc = le_get32(op->hdr + 32),
+						  .seq = op->seq };
+		op->cb(op->arg, res, NULL, 0, &st);
+	} else if (op->cb) {
 		op->cb(op->arg, res, NULL, 0, NULL);
+	}
 	op_free(op);
 }
 

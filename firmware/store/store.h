@@ -90,7 +90,8 @@ struct node_store_objstat {
 };
 
 /* Completion: res is 0 or -errno. For gets, `data`/`len` is the value (or
- * the range) and is valid only during the callback. */
+ * the range) and is valid only during the callback; a successful put or
+ * stat passes `st` (size, crc32c, sequence), others NULL. */
 typedef void (*node_store_cb)(void *arg, int res, const void *data, size_t len,
 			      const struct node_store_objstat *st);
 

@@ -47,4 +47,11 @@ extern const struct ovl_mp_limits ovl_mp_limits_default;
 int ovl_mp_check(const void *buf, size_t len, const struct ovl_mp_limits *lim,
 		 size_t *consumed, char *err, size_t errlen);
 
+/*
+ * Strict UTF-8: no overlong forms, no surrogates, nothing above U+10FFFF,
+ * and no NUL (so decoded strings are safe as C strings). Every string a
+ * shelf codec accepts passes this.
+ */
+bool ovl_mp_utf8_valid(const uint8_t *s, size_t n);
+
 #endif

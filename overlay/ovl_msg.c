@@ -390,44 +390,6 @@ static uint64_t uint_max(const struct ovl_msg_field *f)
 	return f->size >= 8 ? UINT64_MAX : (1ull << (8 * f->size)) - 1;
 }
 
-/* Strict UTF-8 (no overlong forms, no surrogates, at most U+10FFFF) and no NUL. */
-static bool utf8_valid(const uint8_t *s, size_t n)
-{
-	size_t i = 0;
-
-	/* the common case, short ASCII: one compare per byte */
-	while (i < n && (uint8_t)(s[i] - 1) < 0x7f)
-		i++;
-	while (i < n) {
-		uint8_t c = s[i];
-
-		if (c >= 0x01 && c < 0x80) {
-			i++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			if (i + 1 >= n || (s[i + 1] & 0xc0) != 0x80)
-				return false;
-			i += 2;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			uint8_t lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
-
-			if (i + 2 >= n || s[i + 1] < lo || s[i + 1] > hi || (s[i + 2] & 0xc0) != 0x80)
-				return false;
-			i += 3;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			uint8_t lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-
-			if (i + 3 >= n || s[i + 1] < lo || s[i + 1] > hi ||
-			    (s[i + 2] & 0xc0) != 0x80 || (s[i + 3] & 0xc0) != 0x80)
-				return false;
-			i += 4;
-		} else {
-			return false; /* NUL, continuation byte, 0xc0/0xc1, 0xf5.. */
-		}
-	}
-	return true;
-}
 
 static bool has_nul(const uint8_t *s, size_t n)
 {
@@ -793,7 +755,7 @@ decode_scalar(struct dctx *c, const struct ovl_msg_field *f, const struct mv *v,
 			break;
 		if (v->n > f->size - 1)
 			return efail(&c->e, -EBADMSG, p, "is longer than %zu bytes", f->size - 1);
-		if (!utf8_valid(v->ptr, v->n)) /* which refuses NUL too */
+		if (!ovl_mp_utf8_valid(v->ptr, v->n)) /* which refuses NUL too */
 			return efail(&c->e, -EBADMSG, p, has_nul(v->ptr, v->n) ? "contains a NUL byte"
 									       : "is not valid UTF-8");
 		memcpy(dst, v->ptr, v->n);
@@ -991,7 +953,7 @@ static int decode_map(struct dctx *c, struct rd *r, uint64_t count,
 			continue;
 		}
 		/* A key this build does not know: refuse duplicates, then skip it. */
-		if (!utf8_valid(key.ptr, key.n)) {
+		if (!ovl_mp_utf8_valid(key.ptr, key.n)) {
 			if (path)
 				return efail(&c->e, -EBADMSG, path, "has a key that is not valid UTF-8");
 			return efail(&c->e, -EBADMSG, NULL, "a key is not valid UTF-8");
@@ -1348,7 +1310,7 @@ static int encode_value(struct ectx_pk *c, const struct ovl_msg_field *f, const 
 
 		if (n == f->size)
 			return efail(&c->e, -EINVAL, p, "is longer than %zu bytes", f->size - 1);
-		if (!utf8_valid(src, n))
+		if (!ovl_mp_utf8_valid(src, n))
 			return efail(&c->e, -EINVAL, p, "is not valid UTF-8");
 		msgpack_pack_str_with_body(pk, src, n);
 		return 0;

@@ -575,39 +575,6 @@ static bool printable(const uint8_t *s, size_t n)
 	return true;
 }
 
-/* Strict UTF-8 without NUL, for messages. */
-static bool utf8_valid(const uint8_t *s, size_t n)
-{
-	size_t i = 0;
-
-	while (i < n) {
-		uint8_t c = s[i];
-
-		if (c >= 0x01 && c < 0x80) {
-			i++;
-		} else if (c >= 0xc2 && c <= 0xdf) {
-			if (i + 1 >= n || (s[i + 1] & 0xc0) != 0x80)
-				return false;
-			i += 2;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			uint8_t lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
-
-			if (i + 2 >= n || s[i + 1] < lo || s[i + 1] > hi || (s[i + 2] & 0xc0) != 0x80)
-				return false;
-			i += 3;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			uint8_t lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
-
-			if (i + 3 >= n || s[i + 1] < lo || s[i + 1] > hi ||
-			    (s[i + 2] & 0xc0) != 0x80 || (s[i + 3] & 0xc0) != 0x80)
-				return false;
-			i += 4;
-		} else {
-			return false;
-		}
-	}
-	return true;
-}
 
 /* ---- meta schema --------------------------------------------------------------
  * Every key any meta may hold, with its type and limits. Each frame type
@@ -746,7 +713,7 @@ static int check_value(struct meta *m, enum fid id, struct rd *r, const struct m
 			return fail(err, errlen, -EBADMSG, "%s: field '%s' has %llu bytes, not %llu..%llu",
 				    m->frame, d->name, (unsigned long long)v->n,
 				    (unsigned long long)d->min, (unsigned long long)d->max);
-		if (d->kind == K_NAME ? !printable(v->ptr, v->n) : !utf8_valid(v->ptr, v->n))
+		if (d->kind == K_NAME ? !printable(v->ptr, v->n) : !ovl_mp_utf8_valid(v->ptr, v->n))
 			return fail(err, errlen, -EBADMSG, "%s: field '%s' is not %s", m->frame,
 				    d->name, d->kind == K_NAME ? "printable ASCII" : "valid UTF-8");
 		return 0;
@@ -826,7 +793,7 @@ static int meta_read(struct meta *m, uint8_t type, const uint8_t *buf, size_t le
 			    memcmp(fdescs[f].name, key.ptr, key.n) == 0)
 				id = f;
 		if (id < 0) {
-			if (!utf8_valid(key.ptr, key.n))
+			if (!ovl_mp_utf8_valid(key.ptr, key.n))
 				return fail(err, errlen, -EBADMSG, "%s: a meta key is not valid UTF-8",
 					    m->frame);
 			for (unsigned j = 0; j < nunknown; j++)
@@ -1005,7 +972,7 @@ int ovl_wire_resp_encode(const struct ovl_wire_resp *r, uint8_t *out, size_t cap
 
 	if (!is_response(r->type))
 		return fail(err, errlen, -EINVAL, "response: type 0x%02x is not a response", r->type);
-	if (mlen >= OVL_WIRE_TEXT_SIZE || !utf8_valid((const uint8_t *)r->message, mlen))
+	if (mlen >= OVL_WIRE_TEXT_SIZE || !ovl_mp_utf8_valid((const uint8_t *)r->message, mlen))
 		return fail(err, errlen, -EINVAL, "%s: field 'message' must be 0..255 bytes of UTF-8",
 			    name);
 	if (sized && r->size > OVL_WIRE_OBJECT_MAX_BYTES)
@@ -1219,7 +1186,7 @@ int ovl_wire_error_frame(uint32_t status, const char *text, uint8_t *out, size_t
 	size_t n = strnlen(text, OVL_WIRE_TEXT_SIZE - 1);
 
 	/* cut at a character boundary so that the text stays valid UTF-8 */
-	while (n > 0 && !utf8_valid((const uint8_t *)text, n))
+	while (n > 0 && !ovl_mp_utf8_valid((const uint8_t *)text, n))
 		n--;
 	w_map(&w, 2);
 	w_key(&w, "code");

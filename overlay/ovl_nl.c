@@ -274,87 +274,69 @@ out:
 	return ret;
 }
 
-int ovl_nl_addr_add(struct ovl_nl *nl, const char *ifname, const struct in6_addr *addr,
-		    unsigned plen, char *err, size_t errlen)
+/*
+ * Add (add = true) or remove an address: one path for both, so their checks
+ * and messages ("cannot add address A to 'if': ..." / "cannot remove
+ * address A from 'if': ...") cannot drift apart.
+ */
+static int addr_change(struct ovl_nl *nl, bool add, const char *ifname,
+		       const struct in6_addr *addr, unsigned plen, char *err, size_t errlen)
 {
 	struct rtnl_addr *ra = NULL;
-	char what[WHAT_BYTES];
+	char what[WHAT_BYTES], head[WHAT_BYTES + 4 * OVL_NL_IFNAME_MAX_BYTES + 40];
 	char q[4 * OVL_NL_IFNAME_MAX_BYTES + 8];
 	int idx;
 	int rc;
 
 	addr_text(what, sizeof(what), addr, plen);
 	ifname_quote(q, sizeof(q), ifname);
+	snprintf(head, sizeof(head), add ? "cannot add address %s to '%s'"
+					 : "cannot remove address %s from '%s'", what, q);
 	if (plen > 128) {
 		rc = -EINVAL;
-		snprintf(err, errlen, "cannot add address %s to '%s': prefix length over 128", what, q);
+		snprintf(err, errlen, "%s: prefix length over 128", head);
 		goto out;
 	}
 	idx = link_index(nl, ifname, NULL);
 	if (idx < 0) {
 		rc = idx;
-		snprintf(err, errlen, "cannot add address %s to '%s': %s", what, q, errtext(rc));
+		snprintf(err, errlen, "%s: %s", head, errtext(rc));
 		goto out;
 	}
 	ra = addr_object(idx, addr, plen);
 	if (ra == NULL) {
 		rc = -ENOMEM;
-		snprintf(err, errlen, "cannot add address %s to '%s': %s", what, q, strerror(-rc));
+		snprintf(err, errlen, "%s: %s", head, strerror(-rc));
 		goto out;
 	}
-	rtnl_addr_set_scope(ra, RT_SCOPE_UNIVERSE);
-	rtnl_addr_set_flags(ra, IFA_F_NODAD);
 	nl->kernel_errno = 0;
-	rc = nl_result(nl, rtnl_addr_add(nl->sk, ra, NLM_F_EXCL));
-	if (rc < 0)
-		snprintf(err, errlen, "cannot add address %s to '%s': %s", what, q, strerror(-rc));
+	if (add) {
+		rtnl_addr_set_scope(ra, RT_SCOPE_UNIVERSE);
+		rtnl_addr_set_flags(ra, IFA_F_NODAD);
+		rc = nl_result(nl, rtnl_addr_add(nl->sk, ra, NLM_F_EXCL));
+	} else {
+		rc = nl_result(nl, rtnl_addr_delete(nl->sk, ra, 0));
+	}
+	if (rc == -EADDRNOTAVAIL && !add)
+		snprintf(err, errlen, "%s: no such address", head);
+	else if (rc < 0)
+		snprintf(err, errlen, "%s: %s", head, strerror(-rc));
 out:
 	if (ra != NULL)
 		rtnl_addr_put(ra);
 	return rc;
 }
 
+int ovl_nl_addr_add(struct ovl_nl *nl, const char *ifname, const struct in6_addr *addr,
+		    unsigned plen, char *err, size_t errlen)
+{
+	return addr_change(nl, true, ifname, addr, plen, err, errlen);
+}
+
 int ovl_nl_addr_remove(struct ovl_nl *nl, const char *ifname, const struct in6_addr *addr,
 		       unsigned plen, char *err, size_t errlen)
 {
-	struct rtnl_addr *ra = NULL;
-	char what[WHAT_BYTES];
-	char q[4 * OVL_NL_IFNAME_MAX_BYTES + 8];
-	int idx;
-	int rc;
-
-	addr_text(what, sizeof(what), addr, plen);
-	ifname_quote(q, sizeof(q), ifname);
-	if (plen > 128) {
-		rc = -EINVAL;
-		snprintf(err, errlen, "cannot remove address %s from '%s': prefix length over 128",
-			 what, q);
-		goto out;
-	}
-	idx = link_index(nl, ifname, NULL);
-	if (idx < 0) {
-		rc = idx;
-		snprintf(err, errlen, "cannot remove address %s from '%s': %s", what, q, errtext(rc));
-		goto out;
-	}
-	ra = addr_object(idx, addr, plen);
-	if (ra == NULL) {
-		rc = -ENOMEM;
-		snprintf(err, errlen, "cannot remove address %s from '%s': %s", what, q,
-			 strerror(-rc));
-		goto out;
-	}
-	nl->kernel_errno = 0;
-	rc = nl_result(nl, rtnl_addr_delete(nl->sk, ra, 0));
-	if (rc == -EADDRNOTAVAIL)
-		snprintf(err, errlen, "cannot remove address %s from '%s': no such address", what, q);
-	else if (rc < 0)
-		snprintf(err, errlen, "cannot remove address %s from '%s': %s", what, q,
-			 strerror(-rc));
-out:
-	if (ra != NULL)
-		rtnl_addr_put(ra);
-	return rc;
+	return addr_change(nl, false, ifname, addr, plen, err, errlen);
 }
 
 int ovl_nl_addr_list(struct ovl_nl *nl, const char *ifname, struct ovl_nl_addr *out,

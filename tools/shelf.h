@@ -45,6 +45,14 @@ void shelf_close(struct shelf **s);
 /* Per-operation timeout (default SHELF_TIMEOUT_MS_DEFAULT). */
 void shelf_set_timeout(struct shelf *s, int timeout_ms);
 
+/*
+ * Progress of payload transfers: cb(arg, done, total) is called as a PUT's
+ * payload is sent and a GET's payload is received, at most every 256 KiB
+ * and once at the end (done == total). NULL cb: no calls (the default).
+ */
+typedef void (*shelf_progress_cb)(void *arg, uint64_t done, uint64_t total);
+void shelf_set_progress(struct shelf *s, shelf_progress_cb cb, void *arg);
+
 int shelf_put(struct shelf *s, const char *slice, const void *key, size_t klen, const void *data,
 	      size_t len, char *err, size_t errlen);
 

@@ -53,6 +53,8 @@ struct shelf {
 	struct conn conns[SHELF_CONNS_MAX];
 	unsigned nconns;
 	int timeout_ms;
+	shelf_progress_cb progress;
+	void *progress_arg;
 };
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -171,6 +173,12 @@ SHELF_API void shelf_close(struct shelf **sp)
 SHELF_API void shelf_set_timeout(struct shelf *s, int timeout_ms)
 {
 	s->timeout_ms = timeout_ms > 0 ? timeout_ms : SHELF_TIMEOUT_MS_DEFAULT;
+}
+
+SHELF_API void shelf_set_progress(struct shelf *s, shelf_progress_cb cb, void *arg)
+{
+	s->progress = cb;
+	s->progress_arg = arg;
 }
 
 /* ---- maps from the broker, cached in the client directory ---- */
@@ -384,6 +392,26 @@ static int io_full(int fd, uint8_t *buf, size_t n, bool wr)
 	return 0;
 }
 
+#define PROGRESS_STEP (256u * 1024)
+
+/* A payload, in steps that report progress. */
+static int io_payload(const struct shelf *s, int fd, uint8_t *buf, size_t n, bool wr)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		size_t step = n - done < PROGRESS_STEP ? n - done : PROGRESS_STEP;
+		int ret = io_full(fd, buf + done, step, wr);
+
+		if (ret < 0)
+			return ret;
+		done += step;
+		if (s->progress)
+			s->progress(s->progress_arg, done, n);
+	}
+	return 0;
+}
+
 static int read_head(int fd, bool authed, uint8_t *buf, struct ovl_wire_hdr *h)
 {
 	size_t need = 0;
@@ -518,7 +546,7 @@ static int call(struct shelf *s, struct conn *c, uint8_t type, struct ovl_wire_r
 		return fail(err, errlen, -EINVAL, "%s", e2);
 	ret = io_full(c->fd, head, (size_t)hl, true);
 	if (ret == 0 && plen)
-		ret = io_full(c->fd, (uint8_t *)payload, plen, true);
+		ret = io_payload(s, c->fd, (uint8_t *)payload, plen, true);
 	if (ret == 0 && (n = read_head(c->fd, true, head, &rh)) < 0)
 		ret = n;
 	if (ret < 0)
@@ -537,7 +565,7 @@ static int call(struct shelf *s, struct conn *c, uint8_t type, struct ovl_wire_r
 		body = malloc(rh.payload_len);
 		if (!body)
 			return -ENOMEM;
-		ret = io_full(c->fd, body, rh.payload_len, false);
+		ret = io_payload(s, c->fd, body, rh.payload_len, false);
 		if (ret < 0) {
 			free(body);
 			goto io_err;

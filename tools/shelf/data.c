@@ -113,19 +113,65 @@ static int exit_code(int ret)
 	return ret == -ENOENT ? 3 : ret < 0 ? 1 : 0;
 }
 
-/* Progress on stderr for transfers over a second, when it is a terminal. */
-static void progress(const char *what, size_t bytes, double started)
-{
-	struct timespec ts;
-	double now;
+static double mono(void);
 
-	if (!isatty(2))
+/*
+ * A progress bar on stderr, when it is a terminal, for transfers that take
+ * longer than a second: drawn from the first second on, at most ten times a
+ * second, and finished with a summary line.
+ */
+struct bar {
+	const char *what;
+	double started, drawn;
+	bool shown;
+};
+
+static void bar_draw(struct bar *b, uint64_t done, uint64_t total, bool last)
+{
+	double now = mono(), dt = now - b->started;
+	unsigned fill = total ? (unsigned)(done * 30 / total) : 30;
+	char cells[31];
+
+	if (dt < 1.0 || (!last && now - b->drawn < 0.1))
 		return;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	now = ts.tv_sec + ts.tv_nsec / 1e9;
-	if (now - started >= 1.0)
-		fprintf(stderr, "%s: %zu bytes in %.1f s (%.1f MB/s)\n", what, bytes, now - started,
-			bytes / (now - started) / 1e6);
+	b->drawn = now;
+	b->shown = true;
+	memset(cells, '#', fill);
+	memset(cells + fill, ' ', 30 - fill);
+	cells[30] = 0;
+	fprintf(stderr, "\r%s [%s] %3u%% %.1f/%.1f MiB %.1f MB/s", b->what, cells,
+		total ? (unsigned)(done * 100 / total) : 100, done / 1048576.0, total / 1048576.0,
+		done / dt / 1e6);
+	if (last)
+		fputc('\n', stderr);
+}
+
+static void bar_cb(void *arg, uint64_t done, uint64_t total)
+{
+	bar_draw(arg, done, total, false);
+}
+
+/* Start a bar for `what` if stderr is a terminal. */
+static void bar_start(struct bar *b, struct shelf *s, const char *what)
+{
+	b->what = what;
+	b->started = mono();
+	b->drawn = 0;
+	b->shown = false;
+	if (isatty(2))
+		shelf_set_progress(s, bar_cb, b);
+}
+
+/* Finish the bar: a last line if it was shown (or the transfer took > 1 s). */
+static void bar_end(struct bar *b, struct shelf *s, uint64_t bytes, bool ok)
+{
+	if (!s || !isatty(2))
+		return;
+	shelf_set_progress(s, NULL, NULL);
+	if (ok)
+		bar_draw(b, bytes, bytes, true);
+	else if (b->shown)
+		fputc('\n', stderr);
 }
 
 static double mono(void)
@@ -199,11 +245,14 @@ int cmd_put(int argc, char **argv)
 		return 1;
 	}
 	if ((ret = open_client("put", &o, &s)) == 0) {
+		struct bar b;
+
+		bar_start(&b, s, "put");
+		b.started = t0;
 		ret = shelf_put(s, o.slice, o.args[0], strlen(o.args[0]), buf, len, err, sizeof(err));
+		bar_end(&b, s, len, ret == 0);
 		if (ret < 0)
 			fprintf(stderr, "shelf %s\n", err);
-		else
-			progress("put", len, t0);
 		ret = exit_code(ret);
 	}
 	shelf_close(&s);
@@ -220,6 +269,7 @@ int cmd_get(int argc, char **argv)
 	uint64_t off = 0, len = UINT64_MAX;
 	char err[512];
 	double t0 = mono();
+	struct bar pb;
 	FILE *f = NULL;
 	int ret = dparse(argc, argv, "get", "KEY [FILE|-]", 1, 2, &o);
 
@@ -237,8 +287,11 @@ int cmd_get(int argc, char **argv)
 	}
 	if ((ret = open_client("get", &o, &s)))
 		return ret;
+	bar_start(&pb, s, "get");
+	pb.started = t0;
 	ret = shelf_get(s, o.slice, o.args[0], strlen(o.args[0]), off, len, &data, &dlen, NULL, err,
 			sizeof(err));
+	bar_end(&pb, s, dlen, ret == 0);
 	if (ret < 0) {
 		fprintf(stderr, "shelf %s\n", err);
 		ret = exit_code(ret);
@@ -252,7 +305,6 @@ int cmd_get(int argc, char **argv)
 	}
 	if (f && f != stdout)
 		fclose(f);
-	progress("get", dlen, t0);
 out:
 	free(data);
 	shelf_close(&s);

@@ -18,12 +18,14 @@
 #include <unistd.h>
 
 #include "data.h"
+#include "json.h"
 #include "shelf.h"
 
 #define DATA_MAX_BYTES (64u << 20)
+#define LS_PAGE 1000u /* keys asked of the nodes per page */
 
 struct dopts {
-	const char *slice, *client, *broker, *range;
+	const char *slice, *client, *broker, *range, *after;
 	unsigned limit;
 	int timeout_ms;
 	bool json;
@@ -39,7 +41,9 @@ static int dusage(const char *cmd, const char *args, int code)
 		"  --client DIR       client identity from `shelf-broker client` (default $SHELF_CLIENT)\n"
 		"  --broker ENDPOINT  broker (default $SHELF_BROKER, else tcp://[::1]:7400)\n",
 		cmd, args,
-		strcmp(cmd, "ls") == 0 ? " [--limit N] [--json]"
+		strcmp(cmd, "ls") == 0 ? " [--limit N] [--after KEY] [--json]\n"
+		"  --limit N          at most N keys (default: all, fetched a page at a time)\n"
+		"  --after KEY        start after KEY (the last key of the previous page)"
 		: strcmp(cmd, "get") == 0 ? " [--range A-B]"
 		: strcmp(cmd, "stat") == 0 ? " [--json]" : "");
 	return code;
@@ -58,8 +62,11 @@ static int dparse(int argc, char **argv, const char *cmd, const char *args, int 
 	static const struct option lo[] = {
 		{ "slice", 1, NULL, 's' }, { "client", 1, NULL, 'c' }, { "broker", 1, NULL, 'b' },
 		{ "timeout", 1, NULL, 't' }, { "range", 1, NULL, 'r' }, { "limit", 1, NULL, 'l' },
-		{ "json", 0, NULL, 'j' }, { "help", 0, NULL, 'h' }, { NULL, 0, NULL, 0 },
+		{ "json", 0, NULL, 'j' }, { "help", 0, NULL, 'h' }, { "after", 1, NULL, 'a' },
+		{ NULL, 0, NULL, 0 },
 	};
+	unsigned long v;
+	char *end;
 	int c;
 
 	memset(o, 0, sizeof(*o));
@@ -72,9 +79,33 @@ static int dparse(int argc, char **argv, const char *cmd, const char *args, int 
 		case 's': o->slice = optarg; break;
 		case 'c': o->client = optarg; break;
 		case 'b': o->broker = optarg; break;
-		case 't': o->timeout_ms = atoi(optarg); break;
+		case 't':
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || v < 1 || v > 3600000) {
+				fprintf(stderr, "shelf %s: --timeout '%s' is not 1..3600000 (ms)\n", cmd, optarg);
+				return 2;
+			}
+			o->timeout_ms = (int)v;
+			break;
 		case 'r': o->range = optarg; break;
-		case 'l': o->limit = (unsigned)strtoul(optarg, NULL, 10); break;
+		case 'l':
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || v < 1 || v > UINT32_MAX) {
+				fprintf(stderr, "shelf %s: --limit '%s' is not a count of keys (1..%u)\n", cmd,
+					optarg, UINT32_MAX);
+				return 2;
+			}
+			o->limit = (unsigned)v;
+			break;
+		case 'a':
+			if (strlen(optarg) > 1024) {
+				fprintf(stderr, "shelf %s: --after: keys are at most 1024 bytes\n", cmd);
+				return 2;
+			}
+			o->after = optarg;
+			break;
 		case 'j': o->json = true; break;
 		case 'h': return dusage(cmd, args, 0) - 1;
 		default: return dusage(cmd, args, 2);
@@ -348,10 +379,12 @@ int cmd_stat(int argc, char **argv)
 	} else {
 		shelf_locate(s, o.slice, o.args[0], strlen(o.args[0]), addr, sizeof(addr), &port, err,
 			     sizeof(err));
-		if (o.json)
-			printf("{\"key\": \"%s\", \"size\": %" PRIu64 ", \"crc32c\": \"%08x\", \"seq\": %" PRIu64 ", \"node\": \"%s\"}\n",
-			       o.args[0], st.size, st.crc, st.seq, addr);
-		else
+		if (o.json) {
+			printf("{\"key\": ");
+			cli_json_str(stdout, o.args[0], strlen(o.args[0]));
+			printf(", \"size\": %" PRIu64 ", \"crc32c\": \"%08x\", \"seq\": %" PRIu64
+			       ", \"node\": \"%s\"}\n", st.size, st.crc, st.seq, addr);
+		} else
 			printf("key     %s\nsize    %" PRIu64 "\ncrc32c  %08x\nseq     %" PRIu64 "\nnode    %s port %u\n",
 			       o.args[0], st.size, st.crc, st.seq, addr, port);
 	}
@@ -361,18 +394,24 @@ int cmd_stat(int argc, char **argv)
 
 struct ls_ctx {
 	bool json;
-	unsigned n;
+	uint64_t n;
+	uint8_t last[1024]; /* the last key given: where the next page starts */
+	size_t last_len;
 };
 
 static int ls_cb(void *arg, const void *key, size_t klen)
 {
 	struct ls_ctx *l = arg;
 
-	if (l->json)
-		printf("%s\"%.*s\"", l->n ? ", " : "", (int)klen, (const char *)key);
-	else
+	if (l->json) {
+		printf("%s", l->n ? ", " : "");
+		cli_json_str(stdout, key, klen);
+	} else {
 		printf("%.*s\n", (int)klen, (const char *)key);
+	}
 	l->n++;
+	l->last_len = klen < sizeof(l->last) ? klen : sizeof(l->last);
+	memcpy(l->last, key, l->last_len);
 	return 0;
 }
 
@@ -383,6 +422,7 @@ int cmd_ls(int argc, char **argv)
 	struct ls_ctx l = { 0 };
 	char err[512];
 	const char *prefix;
+	unsigned page;
 	int ret = dparse(argc, argv, "ls", "[PREFIX]", 0, 1, &o);
 
 	if (ret)
@@ -393,8 +433,27 @@ int cmd_ls(int argc, char **argv)
 	l.json = o.json;
 	if (l.json)
 		printf("[");
-	ret = shelf_list(s, o.slice, prefix, strlen(prefix), NULL, 0, o.limit, ls_cb, &l, err,
-			 sizeof(err));
+	if (o.after) {
+		l.last_len = strlen(o.after) < sizeof(l.last) ? strlen(o.after) : sizeof(l.last);
+		memcpy(l.last, o.after, l.last_len);
+	}
+	/* page through the slice a page at a time, up to --limit (default: all);
+	 * SHELF_LS_PAGE sets a smaller page (the tests use it) */
+	page = (unsigned)strtoul(envor("SHELF_LS_PAGE", "0"), NULL, 10);
+	if (page < 1 || page > LS_PAGE)
+		page = LS_PAGE;
+	for (;;) {
+		uint64_t want = o.limit ? o.limit - l.n : page;
+		uint64_t before = l.n;
+
+		if (want == 0)
+			break;
+		ret = shelf_list(s, o.slice, prefix, strlen(prefix), l.last_len ? l.last : NULL,
+				 l.last_len, want < page ? (unsigned)want : page, ls_cb, &l, err,
+				 sizeof(err));
+		if (ret < 0 || l.n - before < (want < page ? want : page))
+			break;
+	}
 	if (l.json)
 		printf("]\n");
 	if (ret < 0)

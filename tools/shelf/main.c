@@ -15,6 +15,7 @@
 #include "overlay.h"
 #include "admin.h"
 #include "data.h"
+#include "json.h"
 
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
@@ -39,7 +40,9 @@ static void default_key_path(char *out, size_t len)
 
 static void json_str(const char *k, const char *v, bool last)
 {
-	printf("  \"%s\": \"%s\"%s\n", k, v, last ? "" : ",");
+	printf("  \"%s\": ", k);
+	cli_json_str(stdout, v, strlen(v));
+	printf("%s\n", last ? "" : ",");
 }
 
 static int id_usage(FILE *f, const char *what)

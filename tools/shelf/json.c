@@ -1,0 +1,60 @@
+#include "json.h"
+
+#include <stdint.h>
+
+/* Length of the valid UTF-8 sequence at s[0..n), or 0. */
+static size_t utf8_len(const uint8_t *s, size_t n)
+{
+	size_t len;
+	uint32_t cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if ((s[0] & 0xe0) == 0xc0)
+		len = 2, cp = s[0] & 0x1f;
+	else if ((s[0] & 0xf0) == 0xe0)
+		len = 3, cp = s[0] & 0x0f;
+	else if ((s[0] & 0xf8) == 0xf0)
+		len = 4, cp = s[0] & 0x07;
+	else
+		return 0;
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	/* overlong forms, surrogates and beyond U+10FFFF are not text */
+	if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+	    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+		return 0;
+	return len;
+}
+
+void cli_json_str(FILE *f, const void *str, size_t n)
+{
+	const uint8_t *s = str;
+
+	fputc('"', f);
+	for (size_t i = 0; i < n;) {
+		size_t l = utf8_len(s + i, n - i);
+
+		if (l == 1 && s[i] == '"')
+			fputs("\\\"", f);
+		else if (l == 1 && s[i] == '\\')
+			fputs("\\\\", f);
+		else if (l == 1 && s[i] == '\n')
+			fputs("\\n", f);
+		else if (l == 1 && s[i] == '\t')
+			fputs("\\t", f);
+		else if (l == 1 && (s[i] < 0x20 || s[i] == 0x7f))
+			fprintf(f, "\\u%04x", s[i]);
+		else if (l)
+			fwrite(s + i, 1, l, f);
+		else
+			fprintf(f, "\\u%04x", s[i]);
+		i += l ? l : 1;
+	}
+	fputc('"', f);
+}

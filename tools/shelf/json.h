@@ -1,0 +1,15 @@
+#ifndef SHELF_CLI_JSON_H
+#define SHELF_CLI_JSON_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+/*
+ * Print bytes as one JSON string, quotes included: '"', '\\' and control
+ * characters escaped, valid UTF-8 passed through, and any byte that is not
+ * part of valid UTF-8 written as \u00XX of its value (so keys that are not
+ * text still give valid JSON; such keys are shown, not round-tripped).
+ */
+void cli_json_str(FILE *f, const void *s, size_t n);
+
+#endif

@@ -149,6 +149,16 @@ void brk_rate_destroy(struct brk_rate **r);
 /* Take one token for `key` at now_ms: true when allowed. */
 bool brk_rate_take(struct brk_rate *r, const uint8_t key[OVL_KEY_BYTES], uint64_t now_ms);
 
+#define BRK_RATE_TELL_MS 1000 /* a flooding key is told at most this often */
+enum brk_rate_verdict {
+	BRK_RATE_OK,     /* allowed: one token taken */
+	BRK_RATE_REFUSE, /* over the limit: answer with an error (once per BRK_RATE_TELL_MS) */
+	BRK_RATE_DROP,   /* over the limit: drop without an answer */
+};
+/* As brk_rate_take, but says when an over-the-limit message should be answered. */
+enum brk_rate_verdict brk_rate_check(struct brk_rate *r, const uint8_t key[OVL_KEY_BYTES],
+				     uint64_t now_ms);
+
 /* ---- the core --------------------------------------------------------------- */
 
 typedef struct brk brk_t;
@@ -211,6 +221,8 @@ int brk_reload_files(brk_t *b, const char *dir, char *err, size_t errlen);
 void brk_handle(brk_t *b, const struct brk_peer *from, const void *buf, size_t len);
 /* A message too large to receive: answer it with an error. */
 void brk_refuse_oversized(brk_t *b, const struct brk_peer *from, size_t limit);
+/* A key over its rate limit: answer `busy` with the limit (log it too). */
+void brk_refuse_rate(brk_t *b, const struct brk_peer *from, unsigned per_s, unsigned burst);
 
 /* Liveness and persistence: call every BRK_TICK_MS or so. */
 void brk_tick(brk_t *b);

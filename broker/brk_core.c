@@ -704,8 +704,20 @@ int brk_slice_create(brk_t *b, const char *name, unsigned replicas, const char *
 	struct slice *s = NULL;
 	int rc;
 
+	uint8_t owner[OVL_ID_BYTES];
+
 	if (!selector || !*selector)
 		selector = "all";
+	brk_slice_owner(b->site, name, owner);
+	if (memcmp(owner, b->site->id->sign_pk, OVL_ID_BYTES) != 0 && !slice_find(b, name)) {
+		char ofp[OVL_ID_FP_BYTES];
+
+		fp(owner, ofp);
+		snprintf(err, errlen, "slice '%s' belongs to broker %s of this site (one owner per "
+			 "slice, chosen by name among %u brokers): create it there", name, ofp,
+			 b->site->n_peers + 1);
+		return -EXDEV;
+	}
 	rc = slice_add(b, name, replicas, selector, b->site->id->sign_pk, 1, &s, err, errlen);
 	if (rc < 0)
 		return rc;

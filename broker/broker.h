@@ -41,6 +41,7 @@
 #define BRK_SLICES_MAX 1024                 /* slices per broker (OVL_MSG_SLICES_MAX) */
 #define BRK_NODE_SLICES_MAX 64              /* slices one node may be in */
 #define BRK_ADMINS_MAX 16                   /* admin keys */
+#define BRK_PEERS_MAX 15                    /* other brokers of the site (DIR/peers) */
 #define BRK_TOKENS_MAX 4096                 /* enrolment tokens held */
 #define BRK_PREAUTH_MAX 65536               /* pre-authorised node ids */
 #define BRK_STRINGS_MAX 65536               /* distinct board/site/... strings */
@@ -118,7 +119,30 @@ struct brk_site {
 	char site[64];
 	uint8_t admin_keys[BRK_ADMINS_MAX][OVL_ID_CURVE_BYTES]; /* from admin*.cert */
 	unsigned n_admins;
+	/* the other brokers of the site: Ed25519 keys from DIR/peers/NAME.cert (broker
+	 * certificates of the same site, verified under the CA); see brk_slice_owner */
+	uint8_t peers[BRK_PEERS_MAX][OVL_ID_BYTES];
+	unsigned n_peers;
 };
+
+/*
+ * Add a broker to the site of `from` (a site directory holding ca.key):
+ * `dir` gets ca.pub, a new broker.key and broker.cert signed by the site CA,
+ * broker.pub, an admin identity, and peers/ with the certificates of the
+ * brokers `from` knows (its own and its peers'); from/peers/ gets the new
+ * broker's certificate. Other brokers of the site need it copied into their
+ * peers/ too (out says so).
+ */
+int brk_site_add_broker(const char *dir, const char *from, char *out, size_t outlen, char *err,
+			size_t errlen);
+
+/*
+ * Which broker of the site owns slice `name`: the one whose Ed25519 key
+ * scores highest under BLAKE2b-64(name || key), among this broker and its
+ * peers (rendezvous hashing). Only the owner may create the slice, so two
+ * brokers that know each other never issue epochs for one slice.
+ */
+void brk_slice_owner(const struct brk_site *s, const char *name, uint8_t owner[OVL_ID_BYTES]);
 
 /* Load and verify the site directory. Free with brk_site_release(). */
 int brk_site_load(struct brk_site *s, const char *dir, char *err, size_t errlen);

@@ -12,6 +12,7 @@
  * 200 ms it rewrites DIR/status:
  *   id=<node id hex>
  *   registered=<0|1>
+ *   brokers=<0|1 per --broker, in order>   (registered with each)
  *   map <slice> epoch=<e> members=<n> up=<n> down=<n> out=<n> digest=<hex>
  *   peer=<ok|refused|fail> <detail>        (with --peer-connect)
  *   crl=<version>
@@ -45,6 +46,7 @@
 #define PEER_MAX 1024
 
 static volatile int stop_flag;
+static unsigned n_brokers;
 
 static void on_signal(int sig)
 {
@@ -117,7 +119,10 @@ static void write_status(node_ctl_t *c, const char *dir, const struct ovl_id *id
 	if (!f)
 		return;
 	ovl_nodeid_format(id->sign_pk, hex);
-	fprintf(f, "id=%s\nregistered=%d\n", hex, node_ctl_registered(c));
+	fprintf(f, "id=%s\nregistered=%d\nbrokers=", hex, node_ctl_registered(c));
+	for (unsigned i = 0; i < n_brokers; i++)
+		fputc(node_ctl_broker_registered(c, i) ? '1' : '0', f);
+	fputc('\n', f);
 	for (unsigned i = 0; i < node_ctl_map_count(c); i++) {
 		const struct node_ctl_map *m = node_ctl_map_at(c, i);
 		unsigned st[4] = { 0 };
@@ -379,6 +384,7 @@ int main(int argc, char **argv)
 		goto out;
 	cfg.id = id;
 	cfg.state_dir = state;
+	n_brokers = cfg.n_brokers;
 	zctx = zmq_ctx_new();
 	if (!zctx || node_ctl_new(&c, zctx, &cfg, err, sizeof(err)) < 0)
 		goto out;

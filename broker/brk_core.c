@@ -702,9 +702,8 @@ int brk_slice_create(brk_t *b, const char *name, unsigned replicas, const char *
 		     char *err, size_t errlen)
 {
 	struct slice *s = NULL;
-	int rc;
-
 	uint8_t owner[OVL_ID_BYTES];
+	int rc;
 
 	if (!selector || !*selector)
 		selector = "all";

@@ -20,7 +20,7 @@ for p in /usr/bin/python3 python3; do
 	fi
 done
 [ -n "$PY" ] || { echo "skip: needs python3-zmq with CURVE , python3-msgpack and python3-nacl"; exit 77; }
-SECS=6
+SECS=10
 
 "$B/shelf-broker" init --dir "$D/site" --site sim-site >/dev/null
 TOKEN=$("$B/shelf-broker" token --dir "$D/site" --uses 10 --ttl 10m)

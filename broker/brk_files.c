@@ -374,12 +374,18 @@ static int peers_load(struct brk_site *s, const char *dir, char *err, size_t err
 		if (de->d_name[0] == '.' || l < 6 || strcmp(de->d_name + l - 5, ".cert") != 0)
 			continue;
 		snprintf(path, sizeof(path), "%s/peers/%.64s", dir, de->d_name);
-		if ((rc = read_small(path, buf, sizeof(buf), &len, e2, sizeof(e2))) < 0 ||
-		    (rc = ovl_cert_verify(&pc, buf, len, s->ca_pk, now, e2, sizeof(e2))) < 0 ||
-		    (pc.role != OVL_ROLE_BROKER && (rc = -EPERM, snprintf(e2, sizeof(e2),
-		     "role is not broker"))) ||
-		    (strcmp(pc.site, s->site) != 0 && (rc = -EPERM, snprintf(e2, sizeof(e2),
-		     "site '%s' is not '%s'", pc.site, s->site)))) {
+		rc = read_small(path, buf, sizeof(buf), &len, e2, sizeof(e2));
+		if (rc == 0)
+			rc = ovl_cert_verify(&pc, buf, len, s->ca_pk, now, e2, sizeof(e2));
+		if (rc == 0 && pc.role != OVL_ROLE_BROKER) {
+			rc = -EPERM;
+			snprintf(e2, sizeof(e2), "role is not broker");
+		}
+		if (rc == 0 && strcmp(pc.site, s->site) != 0) {
+			rc = -EPERM;
+			snprintf(e2, sizeof(e2), "site '%s' is not '%s'", pc.site, s->site);
+		}
+		if (rc < 0) {
 			snprintf(err, errlen, "peer broker certificate '%s': %s", path, e2);
 			break;
 		}

@@ -1028,6 +1028,14 @@ const struct node_ctl_map *node_ctl_map_find(const node_ctl_t *c, const char *sl
 	return map_find((node_ctl_t *)c, slice);
 }
 
+const uint8_t *node_ctl_slice_owner(const node_ctl_t *c, const char *slice)
+{
+	static const uint8_t zero[OVL_ID_BYTES];
+	const struct def *d = def_find(c, slice);
+
+	return d && memcmp(d->owner, zero, OVL_ID_BYTES) != 0 ? d->owner : NULL;
+}
+
 const struct ovl_crl *node_ctl_crl(const node_ctl_t *c)
 {
 	return c->crl;

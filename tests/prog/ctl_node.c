@@ -13,7 +13,7 @@
  *   id=<node id hex>
  *   registered=<0|1>
  *   brokers=<0|1 per --broker, in order>   (registered with each)
- *   map <slice> epoch=<e> members=<n> up=<n> down=<n> out=<n> digest=<hex>
+ *   map <slice> epoch=<e> members=<n> up=<n> down=<n> out=<n> owner=<fp|-> digest=<hex>
  *   peer=<ok|refused|fail> <detail>        (with --peer-connect)
  *   crl=<version>
  * The digest covers the sorted (id, state, address) of every member, so two
@@ -130,9 +130,15 @@ static void write_status(node_ctl_t *c, const char *dir, const struct ovl_id *id
 
 		for (uint32_t k = 0; k < m->n_members; k++)
 			st[m->members[k].state & 3]++;
+		const uint8_t *owner = node_ctl_slice_owner(c, m->name);
+		char ofp[OVL_ID_FP_BYTES] = "-";
+
+		if (owner)
+			ovl_nodeid_fingerprint(owner, ofp);
 		digest(m, d);
-		fprintf(f, "map %s epoch=%llu members=%u up=%u down=%u out=%u digest=%s\n", m->name,
-			(unsigned long long)m->epoch, m->n_members, st[1], st[2], st[3], d);
+		fprintf(f, "map %s epoch=%llu members=%u up=%u down=%u out=%u owner=%s digest=%s\n",
+			m->name, (unsigned long long)m->epoch, m->n_members, st[1], st[2], st[3], ofp,
+			d);
 	}
 	if (ps->status[0])
 		fprintf(f, "peer=%s\n", ps->status);

@@ -162,14 +162,14 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 		goto out;
 	}
 	opts.max_msg_bytes = BRK_SEND_MAX_BYTES;
-	/* the receive cap is enforced by libzmq (ZMQ_MAXMSGSIZE): a larger frame closes
-	 * its connection while its header is decoded, before anything is allocated */
-	opts.max_recv_bytes = BRK_RECV_MAX_BYTES;
 	opts.sndhwm_msgs = 10000;
 	opts.rcvhwm_msgs = 10000;
 	scfg.endpoint = cfg->listen;
 	scfg.domain = OVL_LINK_DOMAIN_NODE;
 	scfg.secret_key = site.id->curve_sk;
+	/* the receive cap is enforced by libzmq (ZMQ_MAXMSGSIZE): a larger frame closes
+	 * its connection while its header is decoded, before anything is allocated */
+	opts.max_recv_bytes = BRK_RECV_MAX_BYTES;
 	scfg.opts = &opts;
 	if ((rc = ovl_link_server_new(&s.srv, zap, &scfg, err, errlen)) < 0)
 		goto out;

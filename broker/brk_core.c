@@ -702,10 +702,21 @@ int brk_slice_create(brk_t *b, const char *name, unsigned replicas, const char *
 		     char *err, size_t errlen)
 {
 	struct slice *s = NULL;
+	uint8_t owner[OVL_ID_BYTES];
 	int rc;
 
 	if (!selector || !*selector)
 		selector = "all";
+	brk_slice_owner(b->site, name, owner);
+	if (memcmp(owner, b->site->id->sign_pk, OVL_ID_BYTES) != 0 && !slice_find(b, name)) {
+		char ofp[OVL_ID_FP_BYTES];
+
+		fp(owner, ofp);
+		snprintf(err, errlen, "slice '%s' belongs to broker %s of this site (one owner per "
+			 "slice, chosen by name among %u brokers): create it there", name, ofp,
+			 b->site->n_peers + 1);
+		return -EXDEV;
+	}
 	rc = slice_add(b, name, replicas, selector, b->site->id->sign_pk, 1, &s, err, errlen);
 	if (rc < 0)
 		return rc;
@@ -1227,6 +1238,118 @@ static void handle_cert_renew(brk_t *b, struct node *n, const struct brk_peer *f
 	send_msg(b, from, &ok);
 }
 
+/*
+ * Revocations are written to <site_dir>/revoked (or <state_dir>/revoked when
+ * no site directory is set): an operator's decision like preauth, not soft
+ * state, so a broker restarted with an empty state directory still refuses
+ * revoked nodes and never signs a list with a lower version. Crash-safe
+ * (brk_file_write), rewritten whole on every revocation.
+ */
+static int revoked_path(const brk_t *b, char *out, size_t len)
+{
+	const char *dir = b->p.site_dir ? b->p.site_dir : b->p.state_dir;
+
+	if (!dir)
+		return -ENOENT;
+	if (snprintf(out, len, "%s/revoked", dir) >= (int)len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+static int revoked_save(brk_t *b, char *err, size_t errlen)
+{
+	char path[BRK_PATH_MAX + 16], *text = NULL;
+	size_t cap = 128 + b->n_revoked * 140 + b->n_crl * 32, len = 0;
+	int rc;
+
+	if (revoked_path(b, path, sizeof(path)) < 0)
+		return 0;
+	text = malloc(cap);
+	if (!text)
+		return -ENOMEM;
+	len += (size_t)snprintf(text, cap, "# shelf-broker revocations v1\ncrl_version %llu\n",
+				(unsigned long long)b->crl_version);
+	for (size_t i = 0; i < b->n_revoked; i++) {
+		static const uint8_t zero[OVL_KEY_BYTES];
+		char id[65], key[65] = "-";
+
+		hex_encode(b->revoked[i], OVL_ID_BYTES, id);
+		if (b->revoked_keys && memcmp(b->revoked_keys[i], zero, OVL_KEY_BYTES) != 0)
+			hex_encode(b->revoked_keys[i], OVL_KEY_BYTES, key);
+		len += (size_t)snprintf(text + len, cap - len, "node %s %s\n", id, key);
+	}
+	for (size_t i = 0; i < b->n_crl; i++)
+		len += (size_t)snprintf(text + len, cap - len, "serial %llu\n",
+					(unsigned long long)b->crl_serials[i]);
+	rc = brk_file_write(path, text, len, 0600, err, errlen);
+	free(text);
+	return rc;
+}
+
+static int revoked_load(brk_t *b, char *err, size_t errlen)
+{
+	char path[BRK_PATH_MAX + 16], line[200];
+	unsigned lineno = 0;
+	FILE *f = NULL;
+	int rc = 0;
+
+	if (revoked_path(b, path, sizeof(path)) < 0)
+		return 0;
+	f = fopen(path, "r");
+	if (!f)
+		return errno == ENOENT ? 0 : -errno;
+	while (rc == 0 && fgets(line, sizeof(line), f)) {
+		char a[80], c[80];
+		unsigned long long v;
+		void *g = NULL;
+
+		lineno++;
+		if (line[0] == '#' || line[0] == '\n')
+			continue;
+		if (sscanf(line, "crl_version %llu", &v) == 1) {
+			b->crl_version = v;
+		} else if (sscanf(line, "node %79s %79s", a, c) == 2 && strlen(a) == 64 &&
+			   (strcmp(c, "-") == 0 || strlen(c) == 64)) {
+			g = realloc(b->revoked, (b->n_revoked + 1) * OVL_ID_BYTES);
+			if (g)
+				b->revoked = g;
+			g = g ? realloc(b->revoked_keys, (b->n_revoked + 1) * OVL_KEY_BYTES) : NULL;
+			if (!g) {
+				rc = -ENOMEM;
+				break;
+			}
+			b->revoked_keys = g;
+			memset(b->revoked_keys[b->n_revoked], 0, OVL_KEY_BYTES);
+			if (hex_decode(a, b->revoked[b->n_revoked], OVL_ID_BYTES) < 0 ||
+			    (c[0] != '-' && hex_decode(c, b->revoked_keys[b->n_revoked],
+						       OVL_KEY_BYTES) < 0))
+				rc = -EBADMSG;
+			else
+				b->n_revoked++;
+		} else if (sscanf(line, "serial %llu", &v) == 1) {
+			g = realloc(b->crl_serials, (b->n_crl + 1) * sizeof(uint64_t));
+			if (!g) {
+				rc = -ENOMEM;
+				break;
+			}
+			b->crl_serials = g;
+			b->crl_serials[b->n_crl++] = v;
+		} else {
+			rc = -EBADMSG;
+		}
+	}
+	fclose(f);
+	if (rc == -EBADMSG)
+		snprintf(err, errlen, "'%s' line %u is not a valid revocation entry", path, lineno);
+	else if (rc < 0)
+		snprintf(err, errlen, "cannot load '%s': %s", path, strerror(-rc));
+	else if (b->crl_version)
+		/* the same version and serials: members holding it see nothing new */
+		rc = ovl_crl_sign(b->crl_version, b->crl_serials, b->n_crl, b->site->id->sign_sk,
+				  &b->crl, &b->crl_len, err, errlen);
+	return rc;
+}
+
 int brk_revoke(brk_t *b, const uint8_t node_id[OVL_ID_BYTES], char *err, size_t errlen)
 {
 	struct node *n = ht_find(b, &b->by_id, node_id);
@@ -1280,13 +1403,16 @@ int brk_revoke(brk_t *b, const uint8_t node_id[OVL_ID_BYTES], char *err, size_t 
 	b->crl_len = crl_len;
 	event(b, BRK_EV_REVOKE, "event=revoke node=%s serial=%llu crl_version=%llu", nfp,
 	      n ? (unsigned long long)n->serial : 0ULL, (unsigned long long)b->crl_version);
+	rc = revoked_save(b, err, errlen);
+	if (rc < 0)
+		event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
 	if (n) {
 		/* the members learn of it with this delta, which carries the new list */
 		while (n->nslices)
 			slice_leave(b, n->slices[n->nslices - 1], n, true);
 		node_forget(b, n);
 	}
-	return 0;
+	return rc; /* in force either way; an error says it would not survive a restart */
 }
 
 static void handle_admin(brk_t *b, const struct brk_peer *from, const struct ovl_msg *m)
@@ -1413,6 +1539,15 @@ void brk_refuse_oversized(brk_t *b, const struct brk_peer *from, size_t limit)
 	b->st.bad_messages++;
 	snprintf(reason, sizeof(reason), "message larger than %zu bytes refused", limit);
 	refuse(b, from, 0, OVL_MSG_ERR_BAD_REQUEST, NULL, reason);
+}
+
+void brk_refuse_rate(brk_t *b, const struct brk_peer *from, unsigned per_s, unsigned burst)
+{
+	char reason[160];
+
+	snprintf(reason, sizeof(reason), "rate limited: more than %u messages a second (burst %u) "
+		 "from this key; the excess is dropped", per_s, burst);
+	refuse(b, from, 0, OVL_MSG_ERR_BUSY, NULL, reason);
 }
 
 void brk_handle(brk_t *b, const struct brk_peer *from, const void *buf, size_t len)
@@ -1710,6 +1845,11 @@ int brk_new(brk_t **out, const struct brk_site *site, const struct brk_params *p
 			return rc;
 		}
 		used_load(b);
+	}
+	rc = revoked_load(b, err, errlen);
+	if (rc < 0) {
+		brk_destroy(&b);
+		return rc;
 	}
 	*out = b;
 	return 0;

@@ -156,8 +156,10 @@ static int sign_cert(struct ovl_cert *c, const struct ovl_id *subject, enum ovl_
 	return ovl_cert_sign(c, issuer->sign_sk, out, outlen, err, errlen);
 }
 
-int brk_site_init(const char *dir, const char *site, char *out, size_t outlen, char *err,
-		  size_t errlen)
+/* A new site (ca_in NULL: a new CA, written to ca.key) or a new broker of
+ * the site whose CA is ca_in (borrowed). */
+static int site_make(const char *dir, const char *site, struct ovl_id *ca_in, char *out,
+		     size_t outlen, char *err, size_t errlen)
 {
 	char path[BRK_PATH_MAX + 32], z85[OVL_ID_Z85_BYTES], cahex[OVL_ID_HEX_BYTES];
 	char fp_ca[OVL_ID_FP_BYTES], fp_b[OVL_ID_FP_BYTES], line[128];
@@ -184,14 +186,18 @@ int brk_site_init(const char *dir, const char *site, char *out, size_t outlen, c
 		snprintf(err, errlen, "'%s' already holds a site (broker.key exists)", dir);
 		return -EEXIST;
 	}
-	if ((rc = ovl_id_generate(&ca)) < 0 || (rc = ovl_id_generate(&broker)) < 0 ||
+	if ((!ca_in && (rc = ovl_id_generate(&ca)) < 0) || (rc = ovl_id_generate(&broker)) < 0 ||
 	    (rc = ovl_id_generate(&admin)) < 0) {
 		snprintf(err, errlen, "cannot generate keys: %s", strerror(-rc));
 		goto out;
 	}
-	snprintf(path, sizeof(path), "%s/ca.key", dir);
-	if ((rc = ovl_id_save(ca, path, err, errlen)) < 0)
-		goto out;
+	if (ca_in) {
+		ca = ca_in;
+	} else {
+		snprintf(path, sizeof(path), "%s/ca.key", dir);
+		if ((rc = ovl_id_save(ca, path, err, errlen)) < 0)
+			goto out;
+	}
 	snprintf(path, sizeof(path), "%s/broker.key", dir);
 	if ((rc = ovl_id_save(broker, path, err, errlen)) < 0)
 		goto out;
@@ -229,17 +235,107 @@ int brk_site_init(const char *dir, const char *site, char *out, size_t outlen, c
 		 "broker key:      %s   (CURVE server key for nodes and the CLI; also in %s/broker.pub)\n"
 		 "CA public key:   %s   (fingerprint %s; also in %s/ca.pub)\n"
 		 "broker id:       fingerprint %s\n"
-		 "admin identity:  %s/admin.key with %s/admin.cert\n"
-		 "IMPORTANT: %s/ca.key is the site CA's secret key. Move it offline now;\n"
-		 "the broker does not need it to run.\n",
-		 site, z85, dir, cahex, fp_ca, dir, fp_b, dir, dir, dir);
+		 "admin identity:  %s/admin.key with %s/admin.cert\n",
+		 site, z85, dir, cahex, fp_ca, dir, fp_b, dir, dir);
+	if (!ca_in)
+		snprintf(out + strlen(out), outlen - strlen(out),
+			 "IMPORTANT: %s/ca.key is the site CA's secret key. Move it offline now;\n"
+			 "the broker does not need it to run.\n", dir);
 	goto out;
 fail_n:
 	rc = n < 0 ? n : -EINVAL;
 out:
-	ovl_id_destroy(&ca);
+	if (ca != ca_in)
+		ovl_id_destroy(&ca);
 	ovl_id_destroy(&broker);
 	ovl_id_destroy(&admin);
+	return rc;
+}
+
+int brk_site_init(const char *dir, const char *site, char *out, size_t outlen, char *err,
+		  size_t errlen)
+{
+	return site_make(dir, site, NULL, out, outlen, err, errlen);
+}
+
+/* Copy the file src to dst (small files: certificates). */
+static int copy_small(const char *src, const char *dst, char *err, size_t errlen)
+{
+	uint8_t buf[OVL_CERT_MAX_BYTES + 1];
+	size_t len = 0;
+	int rc = read_small(src, buf, sizeof(buf), &len, err, errlen);
+
+	return rc < 0 ? rc : brk_file_write(dst, buf, len, 0644, err, errlen);
+}
+
+int brk_site_add_broker(const char *dir, const char *from, char *out, size_t outlen, char *err,
+			size_t errlen)
+{
+	char path[BRK_PATH_MAX + 96], dst[BRK_PATH_MAX + 96], fp_new[OVL_ID_FP_BYTES];
+	char fp_from[OVL_ID_FP_BYTES], summary[1536];
+	struct brk_site old, nw;
+	struct ovl_id *ca = NULL;
+	struct dirent *de;
+	DIR *d = NULL;
+	int rc;
+
+	memset(&old, 0, sizeof(old));
+	memset(&nw, 0, sizeof(nw));
+	if ((rc = brk_site_load(&old, from, err, errlen)) < 0)
+		return rc;
+	snprintf(path, sizeof(path), "%s/ca.key", from);
+	if ((rc = ovl_id_load(&ca, path, err, errlen)) < 0)
+		goto out;
+	if (memcmp(ca->sign_pk, old.ca_pk, OVL_ID_BYTES) != 0) {
+		snprintf(err, errlen, "'%s' is not the CA key of '%s/ca.pub'", path, from);
+		rc = -EKEYREJECTED;
+		goto out;
+	}
+	if ((rc = site_make(dir, old.site, ca, summary, sizeof(summary), err, errlen)) < 0)
+		goto out;
+	if ((rc = brk_site_load(&nw, dir, err, errlen)) < 0)
+		goto out;
+	/* each side gets the other's certificate; the new one also gets the peers
+	 * `from` knows, so a third broker knows the first two */
+	snprintf(path, sizeof(path), "%s/peers", dir);
+	mkdir(path, 0700);
+	snprintf(path, sizeof(path), "%s/peers", from);
+	mkdir(path, 0700);
+	ovl_nodeid_fingerprint(old.id->sign_pk, fp_from);
+	ovl_nodeid_fingerprint(nw.id->sign_pk, fp_new);
+	snprintf(path, sizeof(path), "%s/broker.cert", from);
+	snprintf(dst, sizeof(dst), "%s/peers/%s.cert", dir, fp_from);
+	if ((rc = copy_small(path, dst, err, errlen)) < 0)
+		goto out;
+	snprintf(path, sizeof(path), "%s/broker.cert", dir);
+	snprintf(dst, sizeof(dst), "%s/peers/%s.cert", from, fp_new);
+	if ((rc = copy_small(path, dst, err, errlen)) < 0)
+		goto out;
+	snprintf(path, sizeof(path), "%s/peers", from);
+	d = opendir(path);
+	while (d && (de = readdir(d))) {
+		size_t l = strlen(de->d_name);
+
+		if (de->d_name[0] == '.' || l < 6 || strcmp(de->d_name + l - 5, ".cert") != 0 ||
+		    strncmp(de->d_name, fp_new, strlen(fp_new)) == 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/peers/%.64s", from, de->d_name);
+		snprintf(dst, sizeof(dst), "%s/peers/%.64s", dir, de->d_name);
+		if ((rc = copy_small(path, dst, err, errlen)) < 0)
+			goto out;
+	}
+	snprintf(out, outlen,
+		 "%sbroker %s added to site '%s' (CA from %s).\n"
+		 "peers: %s/peers/%s.cert and %s/peers/%s.cert were written; every other\n"
+		 "broker of the site needs %s/broker.cert copied into its peers/ directory.\n"
+		 "Restart running brokers so they read peers/. Move %s/ca.key offline again.\n",
+		 summary, fp_new, old.site, from, dir, fp_from, from, fp_new, dir, from);
+out:
+	if (d)
+		closedir(d);
+	ovl_id_destroy(&ca);
+	brk_site_release(&old);
+	brk_site_release(&nw);
 	return rc;
 }
 
@@ -253,6 +349,86 @@ static int parse_hex(const char *s, uint8_t *out, size_t n)
 		out[i] = (uint8_t)v;
 	}
 	return 0;
+}
+
+/* DIR/peers/NAME.cert: broker certificates of the same site, under the CA. */
+static int peers_load(struct brk_site *s, const char *dir, char *err, size_t errlen)
+{
+	char path[BRK_PATH_MAX + 96], e2[200];
+	uint8_t buf[OVL_CERT_MAX_BYTES + 1];
+	uint64_t now = (uint64_t)time(NULL);
+	struct dirent *de;
+	struct ovl_cert pc;
+	size_t len;
+	DIR *d = NULL;
+	int rc = 0;
+
+	snprintf(path, sizeof(path), "%s/peers", dir);
+	d = opendir(path);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while (rc == 0 && (de = readdir(d))) {
+		size_t l = strlen(de->d_name);
+		bool dup = false;
+
+		if (de->d_name[0] == '.' || l < 6 || strcmp(de->d_name + l - 5, ".cert") != 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/peers/%.64s", dir, de->d_name);
+		rc = read_small(path, buf, sizeof(buf), &len, e2, sizeof(e2));
+		if (rc == 0)
+			rc = ovl_cert_verify(&pc, buf, len, s->ca_pk, now, e2, sizeof(e2));
+		if (rc == 0 && pc.role != OVL_ROLE_BROKER) {
+			rc = -EPERM;
+			snprintf(e2, sizeof(e2), "role is not broker");
+		}
+		if (rc == 0 && strcmp(pc.site, s->site) != 0) {
+			rc = -EPERM;
+			snprintf(e2, sizeof(e2), "site '%s' is not '%s'", pc.site, s->site);
+		}
+		if (rc < 0) {
+			snprintf(err, errlen, "peer broker certificate '%s': %s", path, e2);
+			break;
+		}
+		dup = memcmp(pc.sign_pk, s->id->sign_pk, OVL_ID_BYTES) == 0;
+		for (unsigned i = 0; i < s->n_peers; i++)
+			dup = dup || memcmp(s->peers[i], pc.sign_pk, OVL_ID_BYTES) == 0;
+		if (dup)
+			continue;
+		if (s->n_peers == BRK_PEERS_MAX) {
+			snprintf(err, errlen, "'%s/peers': more than %d peer brokers", dir,
+				 BRK_PEERS_MAX);
+			rc = -E2BIG;
+			break;
+		}
+		memcpy(s->peers[s->n_peers++], pc.sign_pk, OVL_ID_BYTES);
+	}
+	closedir(d);
+	return rc;
+}
+
+void brk_slice_owner(const struct brk_site *s, const char *name, uint8_t owner[OVL_ID_BYTES])
+{
+	uint64_t best = 0;
+
+	memcpy(owner, s->id->sign_pk, OVL_ID_BYTES);
+	for (unsigned i = 0; i <= s->n_peers; i++) {
+		const uint8_t *k = i < s->n_peers ? s->peers[i] : s->id->sign_pk;
+		crypto_generichash_state st;
+		uint8_t h[8];
+		uint64_t v;
+
+		crypto_generichash_init(&st, NULL, 0, sizeof(h));
+		crypto_generichash_update(&st, (const uint8_t *)name, strlen(name));
+		crypto_generichash_update(&st, k, OVL_ID_BYTES);
+		crypto_generichash_final(&st, h, sizeof(h));
+		v = ((uint64_t)h[0] << 56) | ((uint64_t)h[1] << 48) | ((uint64_t)h[2] << 40) |
+		    ((uint64_t)h[3] << 32) | ((uint64_t)h[4] << 24) | ((uint64_t)h[5] << 16) |
+		    ((uint64_t)h[6] << 8) | h[7];
+		if (i == 0 || v > best || (v == best && memcmp(k, owner, OVL_ID_BYTES) < 0)) {
+			best = v;
+			memcpy(owner, k, OVL_ID_BYTES);
+		}
+	}
 }
 
 int brk_site_load(struct brk_site *s, const char *dir, char *err, size_t errlen)
@@ -300,6 +476,8 @@ int brk_site_load(struct brk_site *s, const char *dir, char *err, size_t errlen)
 	    ovl_cert_verify(&adm, buf, len, s->id->sign_pk, now, e2, sizeof(e2)) == 0 &&
 	    adm.role == OVL_ROLE_ADMIN)
 		memcpy(s->admin_keys[s->n_admins++], adm.curve_pk, OVL_ID_CURVE_BYTES);
+	if ((rc = peers_load(s, dir, err, errlen)) < 0)
+		goto out;
 	rc = 0;
 out:
 	if (rc < 0)

@@ -16,6 +16,8 @@
 struct bucket {
 	uint64_t last_ms;  /* last refill */
 	uint32_t milli;    /* tokens held, in thousandths */
+	uint32_t told_ms;  /* low 32 bits of the last time a refusal was answered */
+	bool told;
 };
 
 struct brk_rate {
@@ -61,6 +63,12 @@ void brk_rate_destroy(struct brk_rate **r)
 
 bool brk_rate_take(struct brk_rate *r, const uint8_t key[OVL_KEY_BYTES], uint64_t now_ms)
 {
+	return brk_rate_check(r, key, now_ms) == BRK_RATE_OK;
+}
+
+enum brk_rate_verdict brk_rate_check(struct brk_rate *r, const uint8_t key[OVL_KEY_BYTES],
+				     uint64_t now_ms)
+{
 	uint8_t h[crypto_shorthash_BYTES];
 	uint64_t idx, add;
 	struct bucket *b;
@@ -76,8 +84,15 @@ bool brk_rate_take(struct brk_rate *r, const uint8_t key[OVL_KEY_BYTES], uint64_
 			b->milli += (uint32_t)add;
 		b->last_ms = now_ms;
 	}
-	if (b->milli < 1000)
-		return false;
+	if (b->milli < 1000) {
+		/* one answer per bucket and BRK_RATE_TELL_MS, however fast the flood */
+		if (!b->told || (uint32_t)now_ms - b->told_ms >= BRK_RATE_TELL_MS) {
+			b->told = true;
+			b->told_ms = (uint32_t)now_ms;
+			return BRK_RATE_REFUSE;
+		}
+		return BRK_RATE_DROP;
+	}
 	b->milli -= 1000;
-	return true;
+	return BRK_RATE_OK;
 }

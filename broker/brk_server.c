@@ -22,7 +22,28 @@ struct server {
 	ovl_link_server_t *srv;
 	struct brk_rate *rate;
 	brk_t *core;
+	struct ovl_link_server_stats logged; /* link drops already logged */
 };
+
+/* Messages the link layer dropped before the core saw them (several frames,
+ * no routing id, a key no longer allowed): one summary line per tick. */
+static void log_link_drops(struct server *s)
+{
+	struct ovl_link_server_stats st;
+
+	ovl_link_server_stats_get(s->srv, &st);
+	if (st.dropped_malformed != s->logged.dropped_malformed ||
+	    st.dropped_unauthorised != s->logged.dropped_unauthorised ||
+	    st.dropped_too_big != s->logged.dropped_too_big)
+		ovl_warn("event=refuse what=link malformed=%llu unauthorised=%llu too_big=%llu "
+			 "reason=\"not exactly one frame, or no longer allowed: dropped without "
+			 "an answer\"",
+			 (unsigned long long)(st.dropped_malformed - s->logged.dropped_malformed),
+			 (unsigned long long)(st.dropped_unauthorised -
+					      s->logged.dropped_unauthorised),
+			 (unsigned long long)(st.dropped_too_big - s->logged.dropped_too_big));
+	s->logged = st;
+}
 
 static uint64_t mono_ms(void *arg)
 {
@@ -78,7 +99,7 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 	struct brk_site site;
 	struct brk_params params = { 0 };
 	struct brk_io io = { 0 };
-	struct server s = { NULL, NULL, NULL };
+	struct server s;
 	struct ovl_link_opts opts = ovl_link_opts_default;
 	struct ovl_link_server_cfg scfg = { 0 };
 	char state_dir[BRK_PATH_MAX + 8], ep[OVL_LINK_ENDPOINT_MAX_CHARS], z85[OVL_ID_Z85_BYTES];
@@ -90,6 +111,7 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 	int rc;
 
 	memset(&site, 0, sizeof(site));
+	memset(&s, 0, sizeof(s));
 	rc = brk_site_load(&site, cfg->dir, err, errlen);
 	if (rc < 0)
 		return rc;
@@ -145,6 +167,9 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 	scfg.endpoint = cfg->listen;
 	scfg.domain = OVL_LINK_DOMAIN_NODE;
 	scfg.secret_key = site.id->curve_sk;
+	/* the receive cap is enforced by libzmq (ZMQ_MAXMSGSIZE): a larger frame closes
+	 * its connection while its header is decoded, before anything is allocated */
+	opts.max_recv_bytes = BRK_RECV_MAX_BYTES;
 	scfg.opts = &opts;
 	if ((rc = ovl_link_server_new(&s.srv, zap, &scfg, err, errlen)) < 0)
 		goto out;
@@ -173,6 +198,7 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 		for (int i = 0; i < BRK_DRAIN_MAX; i++) {
 			struct ovl_link_peer from;
 			struct brk_peer p;
+			enum brk_rate_verdict verdict;
 			int n = ovl_link_server_recv(s.srv, &from, buf, BRK_RECV_MAX_BYTES, 0);
 
 			if (n == -ETIMEDOUT || n == -EINTR)
@@ -185,8 +211,12 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 			memcpy(p.key, from.key, OVL_KEY_BYTES);
 			p.rid_len = from.rid_len <= BRK_RID_MAX_BYTES ? (uint8_t)from.rid_len : 0;
 			memcpy(p.rid, from.rid, p.rid_len);
-			if (!brk_rate_take(s.rate, from.key, mono_ms(NULL))) {
+			verdict = brk_rate_check(s.rate, from.key, mono_ms(NULL));
+			if (verdict != BRK_RATE_OK) {
 				brk_count_rate_limited(s.core);
+				if (verdict == BRK_RATE_REFUSE && p.rid_len)
+					brk_refuse_rate(s.core, &p, (unsigned)cfg->rate_per_s,
+							(unsigned)cfg->rate_burst);
 				continue;
 			}
 			if (p.rid_len == 0) {
@@ -199,6 +229,7 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 				brk_handle(s.core, &p, buf, (size_t)n);
 		}
 		if (mono_ms(NULL) >= next_tick) {
+			log_link_drops(&s);
 			brk_tick(s.core);
 			next_tick = mono_ms(NULL) + BRK_TICK_MS;
 		}

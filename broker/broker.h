@@ -41,6 +41,7 @@
 #define BRK_SLICES_MAX 1024                 /* slices per broker (OVL_MSG_SLICES_MAX) */
 #define BRK_NODE_SLICES_MAX 64              /* slices one node may be in */
 #define BRK_ADMINS_MAX 16                   /* admin keys */
+#define BRK_PEERS_MAX 15                    /* other brokers of the site (DIR/peers) */
 #define BRK_TOKENS_MAX 4096                 /* enrolment tokens held */
 #define BRK_PREAUTH_MAX 65536               /* pre-authorised node ids */
 #define BRK_STRINGS_MAX 65536               /* distinct board/site/... strings */
@@ -118,7 +119,30 @@ struct brk_site {
 	char site[64];
 	uint8_t admin_keys[BRK_ADMINS_MAX][OVL_ID_CURVE_BYTES]; /* from admin*.cert */
 	unsigned n_admins;
+	/* the other brokers of the site: Ed25519 keys from DIR/peers/NAME.cert (broker
+	 * certificates of the same site, verified under the CA); see brk_slice_owner */
+	uint8_t peers[BRK_PEERS_MAX][OVL_ID_BYTES];
+	unsigned n_peers;
 };
+
+/*
+ * Add a broker to the site of `from` (a site directory holding ca.key):
+ * `dir` gets ca.pub, a new broker.key and broker.cert signed by the site CA,
+ * broker.pub, an admin identity, and peers/ with the certificates of the
+ * brokers `from` knows (its own and its peers'); from/peers/ gets the new
+ * broker's certificate. Other brokers of the site need it copied into their
+ * peers/ too (out says so).
+ */
+int brk_site_add_broker(const char *dir, const char *from, char *out, size_t outlen, char *err,
+			size_t errlen);
+
+/*
+ * Which broker of the site owns slice `name`: the one whose Ed25519 key
+ * scores highest under BLAKE2b-64(name || key), among this broker and its
+ * peers (rendezvous hashing). Only the owner may create the slice, so two
+ * brokers that know each other never issue epochs for one slice.
+ */
+void brk_slice_owner(const struct brk_site *s, const char *name, uint8_t owner[OVL_ID_BYTES]);
 
 /* Load and verify the site directory. Free with brk_site_release(). */
 int brk_site_load(struct brk_site *s, const char *dir, char *err, size_t errlen);
@@ -148,6 +172,16 @@ int brk_rate_new(struct brk_rate **out, unsigned per_s, unsigned burst, unsigned
 void brk_rate_destroy(struct brk_rate **r);
 /* Take one token for `key` at now_ms: true when allowed. */
 bool brk_rate_take(struct brk_rate *r, const uint8_t key[OVL_KEY_BYTES], uint64_t now_ms);
+
+#define BRK_RATE_TELL_MS 1000 /* a flooding key is told at most this often */
+enum brk_rate_verdict {
+	BRK_RATE_OK,     /* allowed: one token taken */
+	BRK_RATE_REFUSE, /* over the limit: answer with an error (once per BRK_RATE_TELL_MS) */
+	BRK_RATE_DROP,   /* over the limit: drop without an answer */
+};
+/* As brk_rate_take, but says when an over-the-limit message should be answered. */
+enum brk_rate_verdict brk_rate_check(struct brk_rate *r, const uint8_t key[OVL_KEY_BYTES],
+				     uint64_t now_ms);
 
 /* ---- the core --------------------------------------------------------------- */
 
@@ -211,6 +245,8 @@ int brk_reload_files(brk_t *b, const char *dir, char *err, size_t errlen);
 void brk_handle(brk_t *b, const struct brk_peer *from, const void *buf, size_t len);
 /* A message too large to receive: answer it with an error. */
 void brk_refuse_oversized(brk_t *b, const struct brk_peer *from, size_t limit);
+/* A key over its rate limit: answer `busy` with the limit (log it too). */
+void brk_refuse_rate(brk_t *b, const struct brk_peer *from, unsigned per_s, unsigned burst);
 
 /* Liveness and persistence: call every BRK_TICK_MS or so. */
 void brk_tick(brk_t *b);

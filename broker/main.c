@@ -2,6 +2,7 @@
  * shelf-broker: admits nodes, groups them into slices, introduces them.
  *
  *   shelf-broker init --dir DIR --site SITE
+ *   shelf-broker add-broker --dir NEWDIR --from SITEDIR
  *   shelf-broker token --dir DIR [--uses N] [--ttl DURATION]
  *   shelf-broker preauth --dir DIR NODE_ID
  *   shelf-broker run --dir DIR [--listen tcp://[ADDR]:PORT] [--state DIR]
@@ -30,6 +31,7 @@ static int usage(FILE *f)
 {
 	fprintf(f,
 		"usage: shelf-broker init --dir DIR --site SITE\n"
+		"       shelf-broker add-broker --dir NEWDIR --from SITEDIR\n"
 		"       shelf-broker token --dir DIR [--uses N] [--ttl DURATION]\n"
 		"       shelf-broker preauth --dir DIR NODE_ID\n"
 		"       shelf-broker client --dir DIR --name NAME --slices S1[,S2...] [--ttl DURATION]\n"
@@ -38,6 +40,9 @@ static int usage(FILE *f)
 		"\n"
 		"init     create a site: CA key (move it offline), broker key and certificate,\n"
 		"         admin identity for the shelf CLI\n"
+		"add-broker  a second (third...) broker of the site of SITEDIR, which must hold\n"
+		"         ca.key for the moment; the brokers list each other in peers/ and split\n"
+		"         slice ownership between them\n"
 		"token    mint an enrolment token (default: 1 use, valid 24h); stored hashed\n"
 		"preauth  pre-authorise a node id (64 hex digits, see `shelf id show`)\n"
 		"client   issue a client identity and certificate for slices (DIR/clients/NAME)\n"
@@ -57,12 +62,13 @@ int main(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' }, { "set", required_argument, NULL, 'o' },
 		{ "log-level", required_argument, NULL, 'L' }, { "help", no_argument, NULL, 'h' },
 		{ "name", required_argument, NULL, 'n' }, { "slices", required_argument, NULL, 'C' },
+		{ "from", required_argument, NULL, 'f' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct brk_config cfg;
-	char err[512] = "", out[2048];
+	char err[512] = "", out[4096];
 	const char *cmd = argc > 1 ? argv[1] : NULL, *site = NULL, *ttl = "24h";
-	const char *name = NULL, *slices = NULL;
+	const char *name = NULL, *slices = NULL, *from = NULL;
 	const char *sets[64];
 	unsigned nsets = 0, uses = 1;
 	int c, rc;
@@ -80,6 +86,7 @@ int main(int argc, char **argv)
 		case 'd': rc = ovl_conf_set(brk_conf, &cfg, "dir", optarg, err, sizeof(err)); break;
 		case 's': site = optarg; rc = 0; break;
 		case 'n': name = optarg; rc = 0; break;
+		case 'f': from = optarg; rc = 0; break;
 		case 'C': slices = optarg; rc = 0; break;
 		case 'u': uses = (unsigned)strtoul(optarg, NULL, 10); rc = 0; break;
 		case 't': ttl = optarg; rc = 0; break;
@@ -115,6 +122,14 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		rc = brk_site_init(cfg.dir, site, out, sizeof(out), err, sizeof(err));
+		if (rc == 0)
+			fputs(out, stdout);
+	} else if (strcmp(cmd, "add-broker") == 0) {
+		if (!from) {
+			fprintf(stderr, "shelf-broker add-broker: --from SITEDIR is required\n");
+			return 2;
+		}
+		rc = brk_site_add_broker(cfg.dir, from, out, sizeof(out), err, sizeof(err));
 		if (rc == 0)
 			fputs(out, stdout);
 	} else if (strcmp(cmd, "token") == 0) {

@@ -55,6 +55,13 @@ int ovl_link_opts_check(const struct ovl_link_opts *o, char *err, size_t errlen)
 			 o->max_msg_bytes, OVL_LINK_MAX_MSG_BYTES_MIN, OVL_LINK_MAX_MSG_BYTES_LIMIT);
 		return -EINVAL;
 	}
+	if (o->max_recv_bytes && (o->max_recv_bytes < OVL_LINK_MAX_MSG_BYTES_MIN ||
+				  o->max_recv_bytes > o->max_msg_bytes)) {
+		snprintf(err, errlen, "link option 'max_recv_bytes' = %zu is out of range %d..%zu "
+			 "(max_msg_bytes)", o->max_recv_bytes, OVL_LINK_MAX_MSG_BYTES_MIN,
+			 o->max_msg_bytes);
+		return -EINVAL;
+	}
 	for (size_t i = 0; i < sizeof(opt_ranges) / sizeof(opt_ranges[0]); i++) {
 		const struct opt_range *r = &opt_ranges[i];
 		int v;
@@ -203,7 +210,8 @@ static int set_bytes(void *sock, int opt, const char *name, const void *v, size_
 static int apply_opts(void *sock, const struct ovl_link_opts *o, bool client, char *err,
 		      size_t errlen)
 {
-	int64_t maxmsg = (int64_t)(o->max_msg_bytes + OVL_LINK_CURVE_OVERHEAD_BYTES);
+	size_t recv_max = o->max_recv_bytes ? o->max_recv_bytes : o->max_msg_bytes;
+	int64_t maxmsg = (int64_t)(recv_max + OVL_LINK_CURVE_OVERHEAD_BYTES);
 	int rc = 0;
 
 	if (zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof(maxmsg)) < 0) {

@@ -90,6 +90,9 @@ struct ovl_link_opts {
 	int rcvhwm_msgs;          /* ZMQ_RCVHWM, 1..OVL_LINK_HWM_MAX_MSGS */
 	int reconnect_ivl_ms;     /* ZMQ_RECONNECT_IVL (clients only) */
 	int reconnect_ivl_max_ms; /* ZMQ_RECONNECT_IVL_MAX, >= reconnect_ivl_ms */
+	size_t max_recv_bytes;    /* 0: as max_msg_bytes. Otherwise the largest payload
+				     received (ZMQ_MAXMSGSIZE is this plus the overhead),
+				     for a server that sends more than it accepts */
 };
 
 /* The OVL_LINK_* defaults above. */

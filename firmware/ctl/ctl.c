@@ -601,13 +601,68 @@ static bool ts_ok(node_ctl_t *c, unsigned bi, struct ovl_msg_bin ts)
 	return true;
 }
 
+static const struct def *def_find(const node_ctl_t *c, const char *name)
+{
+	for (unsigned i = 0; i < c->n_defs; i++)
+		if (strcmp(c->defs[i].name, name) == 0)
+			return &c->defs[i];
+	return NULL;
+}
+
+/*
+ * Several brokers: only a slice's owner issues its epochs (docs/PROTOCOL.md
+ * 6.6), so maps and deltas are taken from the owner alone. Before the
+ * definition is known, any broker's map is taken.
+ */
+static bool from_owner(const node_ctl_t *c, unsigned bi, const char *slice)
+{
+	static const uint8_t zero[OVL_ID_BYTES];
+	const struct def *d = def_find(c, slice);
+
+	if (!d || memcmp(d->owner, zero, OVL_ID_BYTES) == 0)
+		return true;
+	return c->b[bi].have_key && memcmp(d->owner, c->b[bi].sign_pk, OVL_ID_BYTES) == 0;
+}
+
+/* Forget the map of a slice (its owner changed): the new owner's map replaces it. */
+static void map_drop(node_ctl_t *c, const char *name)
+{
+	struct node_ctl_map *m = map_find(c, name);
+	char p[CTL_FILE_MAX], file[OVL_MSG_NAME_SIZE + 8];
+
+	if (!m)
+		return;
+	map_clear(m);
+	*m = c->maps[--c->n_maps];
+	memset(&c->maps[c->n_maps], 0, sizeof(c->maps[c->n_maps]));
+	snprintf(file, sizeof(file), "map-%s", name);
+	path_of(c, p, sizeof(p), file);
+	unlink(p);
+}
+
 static void def_set(node_ctl_t *c, const struct ovl_msg_slice *s)
 {
+	static const uint8_t zero[OVL_ID_BYTES];
 	struct def *d = NULL;
 
 	for (unsigned i = 0; i < c->n_defs; i++)
 		if (strcmp(c->defs[i].name, s->name) == 0)
 			d = &c->defs[i];
+	if (d && memcmp(d->owner, zero, OVL_ID_BYTES) != 0 &&
+	    memcmp(s->owner, zero, OVL_ID_BYTES) != 0 &&
+	    memcmp(d->owner, s->owner, OVL_ID_BYTES) != 0) {
+		/* two brokers claim the slice (brokers that do not list each other as
+		 * peers): every node keeps the lower key, so all follow the same one */
+		char a[OVL_ID_FP_BYTES], b[OVL_ID_FP_BYTES];
+
+		ovl_nodeid_fingerprint(d->owner, a);
+		ovl_nodeid_fingerprint(s->owner, b);
+		note(c, "slice '%s' claimed by brokers %s and %s: following %s", s->name, a, b,
+		     memcmp(s->owner, d->owner, OVL_ID_BYTES) < 0 ? b : a);
+		if (memcmp(s->owner, d->owner, OVL_ID_BYTES) > 0)
+			return;
+		map_drop(c, s->name);
+	}
 	if (!d) {
 		if (c->n_defs >= NODE_CTL_SLICES_MAX)
 			return;
@@ -700,6 +755,8 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 			break;
 		c->b[bi].hb_outstanding = 0;
 		for (uint32_t i = 0; i < m.u.hb_ok.n_slices; i++) {
+			if (!from_owner(c, bi, m.u.hb_ok.slices[i].name))
+				continue;
 			mp = map_find(c, m.u.hb_ok.slices[i].name);
 			if (!mp || mp->epoch < m.u.hb_ok.slices[i].epoch)
 				send_map_get(c, bi, m.u.hb_ok.slices[i].name, mp ? mp->epoch : 0);
@@ -708,16 +765,26 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 	case OVL_MSG_MAP:
 		if (!ts_ok(c, bi, m.u.map.ts))
 			break;
+		crl_offer(c, m.u.map.crl.ptr, m.u.map.crl.len);
+		if (!from_owner(c, bi, m.u.map.slice)) {
+			note(c, "broker %u: map of slice '%s' ignored: another broker owns it", bi,
+			     m.u.map.slice);
+			break;
+		}
 		mp = map_find(c, m.u.map.slice);
 		if (!mp || m.u.map.epoch > mp->epoch)
 			changed = map_set(c, m.u.map.slice, m.u.map.epoch, m.u.map.replicas,
 					  m.u.map.members, m.u.map.n_members) > 0;
-		crl_offer(c, m.u.map.crl.ptr, m.u.map.crl.len);
 		break;
 	case OVL_MSG_MAP_DELTA:
 		if (!ts_ok(c, bi, m.u.delta.ts))
 			break;
 		crl_offer(c, m.u.delta.crl.ptr, m.u.delta.crl.len);
+		if (!from_owner(c, bi, m.u.delta.slice)) {
+			note(c, "broker %u: delta of slice '%s' ignored: another broker owns it", bi,
+			     m.u.delta.slice);
+			break;
+		}
 		mp = map_find(c, m.u.delta.slice);
 		if (mp && mp->epoch == m.u.delta.base_epoch)
 			changed = map_apply_delta(c, mp, &m.u.delta) > 0;
@@ -959,6 +1026,14 @@ const struct node_ctl_map *node_ctl_map_at(const node_ctl_t *c, unsigned i)
 const struct node_ctl_map *node_ctl_map_find(const node_ctl_t *c, const char *slice)
 {
 	return map_find((node_ctl_t *)c, slice);
+}
+
+const uint8_t *node_ctl_slice_owner(const node_ctl_t *c, const char *slice)
+{
+	static const uint8_t zero[OVL_ID_BYTES];
+	const struct def *d = def_find(c, slice);
+
+	return d && memcmp(d->owner, zero, OVL_ID_BYTES) != 0 ? d->owner : NULL;
 }
 
 const struct ovl_crl *node_ctl_crl(const node_ctl_t *c)

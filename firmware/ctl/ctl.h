@@ -90,6 +90,9 @@ const uint8_t *node_ctl_cert(const node_ctl_t *c, size_t *len);
 unsigned node_ctl_map_count(const node_ctl_t *c);
 const struct node_ctl_map *node_ctl_map_at(const node_ctl_t *c, unsigned i);
 const struct node_ctl_map *node_ctl_map_find(const node_ctl_t *c, const char *slice);
+/* The Ed25519 key of the broker that owns `slice` (whose maps are taken), or
+ * NULL when the slice's definition is not known. */
+const uint8_t *node_ctl_slice_owner(const node_ctl_t *c, const char *slice);
 /* Broker certificate i of those held (from any broker), or NULL past the
  * last; borrowed, valid until the next poll. */
 const uint8_t *node_ctl_broker_cert(const node_ctl_t *c, unsigned i, size_t *len);

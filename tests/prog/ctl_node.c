@@ -12,7 +12,8 @@
  * 200 ms it rewrites DIR/status:
  *   id=<node id hex>
  *   registered=<0|1>
- *   map <slice> epoch=<e> members=<n> up=<n> down=<n> out=<n> digest=<hex>
+ *   brokers=<0|1 per --broker, in order>   (registered with each)
+ *   map <slice> epoch=<e> members=<n> up=<n> down=<n> out=<n> owner=<fp|-> digest=<hex>
  *   peer=<ok|refused|fail> <detail>        (with --peer-connect)
  *   crl=<version>
  * The digest covers the sorted (id, state, address) of every member, so two
@@ -45,6 +46,7 @@
 #define PEER_MAX 1024
 
 static volatile int stop_flag;
+static unsigned n_brokers;
 
 static void on_signal(int sig)
 {
@@ -117,7 +119,10 @@ static void write_status(node_ctl_t *c, const char *dir, const struct ovl_id *id
 	if (!f)
 		return;
 	ovl_nodeid_format(id->sign_pk, hex);
-	fprintf(f, "id=%s\nregistered=%d\n", hex, node_ctl_registered(c));
+	fprintf(f, "id=%s\nregistered=%d\nbrokers=", hex, node_ctl_registered(c));
+	for (unsigned i = 0; i < n_brokers; i++)
+		fputc(node_ctl_broker_registered(c, i) ? '1' : '0', f);
+	fputc('\n', f);
 	for (unsigned i = 0; i < node_ctl_map_count(c); i++) {
 		const struct node_ctl_map *m = node_ctl_map_at(c, i);
 		unsigned st[4] = { 0 };
@@ -125,9 +130,15 @@ static void write_status(node_ctl_t *c, const char *dir, const struct ovl_id *id
 
 		for (uint32_t k = 0; k < m->n_members; k++)
 			st[m->members[k].state & 3]++;
+		const uint8_t *owner = node_ctl_slice_owner(c, m->name);
+		char ofp[OVL_ID_FP_BYTES] = "-";
+
+		if (owner)
+			ovl_nodeid_fingerprint(owner, ofp);
 		digest(m, d);
-		fprintf(f, "map %s epoch=%llu members=%u up=%u down=%u out=%u digest=%s\n", m->name,
-			(unsigned long long)m->epoch, m->n_members, st[1], st[2], st[3], d);
+		fprintf(f, "map %s epoch=%llu members=%u up=%u down=%u out=%u owner=%s digest=%s\n",
+			m->name, (unsigned long long)m->epoch, m->n_members, st[1], st[2], st[3], ofp,
+			d);
 	}
 	if (ps->status[0])
 		fprintf(f, "peer=%s\n", ps->status);
@@ -379,6 +390,7 @@ int main(int argc, char **argv)
 		goto out;
 	cfg.id = id;
 	cfg.state_dir = state;
+	n_brokers = cfg.n_brokers;
 	zctx = zmq_ctx_new();
 	if (!zctx || node_ctl_new(&c, zctx, &cfg, err, sizeof(err)) < 0)
 		goto out;

@@ -599,6 +599,124 @@ static void test_revocation(void **state)
 	expect_error(w, w->nodes[2], OVL_MSG_ERR_REVOKED, "revoked");
 }
 
+/* Revocations survive a restart; the list's version never goes backwards. */
+static void test_revocation_persists(void **state)
+{
+	struct world *w = *state;
+	char err[256], path[128];
+	uint8_t stranger[32];
+	struct ovl_msg m;
+	struct ovl_crl *crl = NULL;
+
+	snprintf(w->state_dir, sizeof(w->state_dir), "/tmp/test_broker_rv.%d", (int)getpid());
+	brk_destroy(&w->b);
+	new_core(w, w->state_dir);
+	assert_int_equal(brk_slice_create(w->b, "hot", 2, "all", err, sizeof(err)), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(brk_preauth_add(w->b, w->nodes[i]->sign_pk), 1);
+		register_node(w, i, NULL);
+	}
+	assert_int_equal(brk_revoke(w->b, w->nodes[1]->sign_pk, err, sizeof(err)), 0);
+	randombytes_buf(stranger, sizeof(stranger));
+	assert_int_equal(brk_revoke(w->b, stranger, err, sizeof(err)), 0); /* never registered */
+	brk_destroy(&w->b);
+	new_core(w, w->state_dir);
+	/* the revoked node is refused, by id, whatever admits it otherwise */
+	assert_int_equal(brk_preauth_add(w->b, w->nodes[1]->sign_pk), 1);
+	clear_out(w);
+	register_node(w, 1, NULL);
+	expect_error(w, w->nodes[1], OVL_MSG_ERR_REVOKED, "revoked");
+	assert_int_equal(brk_revoke(w->b, stranger, err, sizeof(err)), -EALREADY);
+	/* the others get the same list (version 2) when they come back */
+	assert_int_equal(brk_preauth_add(w->b, w->nodes[0]->sign_pk), 1);
+	clear_out(w);
+	register_node(w, 0, NULL);
+	assert_int_equal(first_to(w, w->nodes[0], OVL_MSG_REGISTER_OK, &m), 0);
+	assert_int_equal(ovl_crl_decode(&crl, m.u.reg_ok.crl.ptr, m.u.reg_ok.crl.len,
+					w->site.id->sign_pk, err, sizeof(err)), 0);
+	assert_int_equal(ovl_crl_version(crl), 2);
+	assert_int_equal(ovl_crl_count(crl), 1);
+	ovl_crl_destroy(&crl);
+	ovl_msg_release(&m);
+	/* the next revocation continues at 3 */
+	assert_int_equal(brk_revoke(w->b, w->nodes[0]->sign_pk, err, sizeof(err)), 0);
+	brk_destroy(&w->b);
+	/* a damaged file stops the broker with a clear error */
+	snprintf(path, sizeof(path), "echo 'node zz' >> %s/revoked", w->state_dir);
+	assert_int_equal(system(path), 0);
+	{
+		struct brk_params p = { 0 };
+		struct brk_io io = { w_send, w_now, w_unix, w_event, w };
+
+		p.state_dir = w->state_dir;
+		assert_int_equal(brk_new(&w->b, &w->site, &p, &io, err, sizeof(err)), -EBADMSG);
+		assert_non_null(strstr(err, "revoked"));
+	}
+	snprintf(path, sizeof(path), "grep -q '^crl_version 3$' %s/revoked", w->state_dir);
+	assert_int_equal(system(path), 0);
+	snprintf(path, sizeof(path), "rm -rf %s", w->state_dir);
+	assert_int_equal(system(path), 0);
+	new_core(w, NULL);
+}
+
+/* Several brokers: one owner per slice name, the same on every broker. */
+static void test_slice_owner(void **state)
+{
+	struct world *w = *state;
+	struct brk_site other;
+	uint8_t o1[32], o2[32];
+	char err[256];
+	unsigned mine = 0, theirs = 0;
+
+	memset(&other, 0, sizeof(other));
+	assert_int_equal(ovl_id_generate(&other.id), 0);
+	memcpy(w->site.peers[0], other.id->sign_pk, 32);
+	w->site.n_peers = 1;
+	memcpy(other.peers[0], w->site.id->sign_pk, 32);
+	other.n_peers = 1;
+	for (int i = 0; i < 64; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "s%d", i);
+		brk_slice_owner(&w->site, name, o1);
+		brk_slice_owner(&other, name, o2);
+		assert_memory_equal(o1, o2, 32); /* both brokers agree */
+		if (memcmp(o1, w->site.id->sign_pk, 32) == 0) {
+			mine++;
+			assert_int_equal(brk_slice_create(w->b, name, 1, "all", err, sizeof(err)), 0);
+		} else {
+			theirs++;
+			assert_int_equal(brk_slice_create(w->b, name, 1, "all", err, sizeof(err)),
+					 -EXDEV);
+			assert_non_null(strstr(err, "create it there"));
+		}
+	}
+	assert_true(mine > 10 && theirs > 10);
+	ovl_id_destroy(&other.id);
+}
+
+static void test_rate_verdicts(void **state)
+{
+	struct brk_rate *r = NULL;
+	uint8_t a[32] = { 3 };
+	unsigned refuse = 0, drop = 0;
+
+	(void)state;
+	assert_int_equal(brk_rate_new(&r, 1, 1, 16), 0);
+	assert_int_equal(brk_rate_check(r, a, 10000), BRK_RATE_OK);
+	for (int i = 0; i < 100; i++) {
+		enum brk_rate_verdict v = brk_rate_check(r, a, 10000 + (uint64_t)i * 5);
+
+		refuse += v == BRK_RATE_REFUSE;
+		drop += v == BRK_RATE_DROP;
+	}
+	assert_int_equal(refuse, 1); /* one answer, the rest dropped */
+	assert_int_equal(drop, 99);
+	assert_int_equal(brk_rate_check(r, a, 10000 + BRK_RATE_TELL_MS + 1), BRK_RATE_OK);
+	assert_int_equal(brk_rate_check(r, a, 10000 + BRK_RATE_TELL_MS + 2), BRK_RATE_REFUSE);
+	brk_rate_destroy(&r);
+}
+
 static void test_rate_limiter(void **state)
 {
 	struct brk_rate *r = NULL;
@@ -652,6 +770,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_liveness, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_revocation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_revocation_persists, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_slice_owner, setup, teardown),
+		cmocka_unit_test(test_rate_verdicts),
 		cmocka_unit_test(test_rate_limiter),
 		cmocka_unit_test(test_site_files),
 	};

@@ -378,6 +378,12 @@ static void test_opts_check(void **state)
 	assert_int_equal(ovl_link_opts_check(&o, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "'max_msg_bytes'"));
 	o = ovl_link_opts_default;
+	o.max_recv_bytes = o.max_msg_bytes + 1; /* receives more than it may send: no */
+	assert_int_equal(ovl_link_opts_check(&o, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "'max_recv_bytes'"));
+	o.max_recv_bytes = 4096;
+	assert_int_equal(ovl_link_opts_check(&o, err, sizeof(err)), 0);
+	o = ovl_link_opts_default;
 	o.heartbeat_timeout_ms = o.heartbeat_ivl_ms - 1;
 	assert_int_equal(ovl_link_opts_check(&o, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "'heartbeat_timeout_ms'"));

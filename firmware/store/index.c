@@ -139,41 +139,67 @@ static uint32_t find_blk(const struct sidx *ix, const uint8_t *key, size_t klen)
 }
 
 /*
- * Find the first entry of b whose key is >= key (after: > key), decoding keys
- * into kb[0] and kb[1] as it goes. true and h filled if there is one; false
- * with h->off = b->len and h->prev the block's last key if not.
+ * Find the first entry of b whose key is >= key (after: > key). true and h
+ * filled if there is one; false with h->off = b->len (and h->prev the
+ * block's last key) if not. With kb, the keys of the entry and of the one
+ * before it are rebuilt in kb[1] and kb[0] (h->cur, h->prev); without, h
+ * holds only off, size, cmp and loc.
+ *
+ * Keys are not compared whole: m is the length of the prefix the previous
+ * key shares with `key`, and since `shared` is always the longest common
+ * prefix, an entry sharing more than m with the previous key is still below
+ * `key`, one sharing less is above it, and only one sharing exactly m needs
+ * its suffix compared.
  */
 static bool scan(const struct blk *b, const uint8_t *key, size_t klen, bool after,
 		 uint8_t kb[2][SIDX_KEY_MAX], struct hit *h)
 {
-	uint8_t *prev = kb[0], *cur = kb[1];
-	size_t plen = 0, clen;
+	uint8_t *run = kb ? kb[1] : NULL;
+	size_t m = 0, rlen = 0;
 	uint32_t off = 0;
 	struct ent e;
 
 	while (off < b->len) {
+		size_t newm = m;
 		int c;
 
 		dec(b->mem + off, &e);
-		memcpy(cur, prev, e.shared);
-		memcpy(cur + e.shared, e.suffix, e.slen);
-		clen = e.shared + e.slen;
-		c = keycmp(cur, clen, key, klen);
+		if (e.shared > m) {
+			c = -1;
+		} else if (e.shared < m) {
+			c = 1;
+		} else {
+			size_t n = klen - m < e.slen ? klen - m : e.slen, j = 0;
+
+			while (j < n && e.suffix[j] == key[m + j])
+				j++;
+			if (j < n)
+				c = e.suffix[j] < key[m + j] ? -1 : 1;
+			else
+				c = e.slen < klen - m ? -1 : e.slen > klen - m;
+			newm = m + j;
+		}
 		if (c > 0 || (c == 0 && !after)) {
-			*h = (struct hit){ .off = off, .size = e.size, .cmp = c, .loc = e.loc,
-					   .prev = prev, .prevlen = plen, .cur = cur, .curlen = clen };
+			*h = (struct hit){ .off = off, .size = e.size, .cmp = c, .loc = e.loc };
+			if (run) {
+				memcpy(kb[0], run, rlen);
+				memcpy(run + e.shared, e.suffix, e.slen);
+				h->prev = kb[0];
+				h->prevlen = off ? rlen : 0;
+				h->cur = run;
+				h->curlen = e.shared + e.slen;
+			}
 			return true;
 		}
-		off += e.size;
-		{
-			uint8_t *t = prev;
-
-			prev = cur;
-			cur = t;
-			plen = clen;
+		if (run) {
+			memcpy(run + e.shared, e.suffix, e.slen);
+			rlen = e.shared + e.slen;
 		}
+		m = newm;
+		off += e.size;
 	}
-	*h = (struct hit){ .off = b->len, .cmp = 1, .prev = prev, .prevlen = plen, .cur = cur };
+	*h = (struct hit){ .off = b->len, .cmp = 1, .prev = run, .prevlen = rlen,
+			   .cur = kb ? kb[0] : NULL };
 	return false;
 }
 
@@ -370,10 +396,9 @@ void sidx_destroy(struct sidx **ixp)
 
 int sidx_get(const struct sidx *ix, const void *key, size_t klen, uint64_t *loc)
 {
-	uint8_t kb[2][SIDX_KEY_MAX];
 	struct hit h;
 
-	if (!ix->ndir || !scan(&ix->dir[find_blk(ix, key, klen)], key, klen, false, kb, &h) ||
+	if (!ix->ndir || !scan(&ix->dir[find_blk(ix, key, klen)], key, klen, false, NULL, &h) ||
 	    h.cmp != 0)
 		return 0;
 	*loc = h.loc;

@@ -567,7 +567,8 @@ static int rss_under(struct load *l, int streams, pid_t pid, long *peak)
 /*
  * The node's memory with 1,000,000 small objects (16-byte keys) stored: a
  * freshly executed node configured for the sim board (a forked one would
- * carry the bench's pages), at idle, under GET and PUT load, and idle again.
+ * carry the bench's pages), at idle, under load (32 streams of 16-byte GETs,
+ * 32 of 4 KiB PUTs, 8 of 1 MiB PUTs), and idle again.
  */
 static int rss_run(const char *dir, uint16_t port)
 {
@@ -578,10 +579,10 @@ static int rss_run(const char *dir, uint16_t port)
 	ovl_keyring_t *kr = NULL;
 	struct pki p = { 0 };
 	struct load l = { 0 };
-	uint8_t v16[16], *v4k = NULL;
+	uint8_t v16[16], *v4k = NULL, *big = NULL;
 	uint64_t seed = (uint64_t)time(NULL) << 20 ^ (uint64_t)getpid() ^ 1;
 	int inflight = 0, ready[2] = { -1, -1 }, ret = -1;
-	long idle, after, pget = 0, pput = 0;
+	long idle, after, pget = 0, pput = 0, pbig = 0;
 	pid_t node = -1;
 	char c;
 
@@ -589,7 +590,7 @@ static int rss_run(const char *dir, uint16_t port)
 	unlink(drive);
 	node_store_opts_init(&so);
 	so.path = drive;
-	so.create_size = 2ull << 30;
+	so.create_size = 8ull << 30; /* sparse; room for the 1 MiB PUTs */
 	so.format = true;
 	so.segment_bytes = 128u << 20;
 	if (node_store_open(&st, &so, err, sizeof(err)) < 0) {
@@ -650,12 +651,21 @@ static int rss_run(const char *dir, uint16_t port)
 	l.data = v4k;
 	if (rss_under(&l, 32, node, &pput) < 0)
 		goto out;
+	big = malloc(1u << 20);
+	if (!big)
+		goto out;
+	memset(big, 5, 1u << 20);
+	l.obj = 1u << 20;
+	l.data = big;
+	if (rss_under(&l, 8, node, &pbig) < 0)
+		goto out;
 	sleep(2); /* the node gives memory back once it is idle */
 	after = rss_kib(node);
 	rss_print("idle again after the load", node);
 	bench_line("node_rss_mib_1m_objects", idle / 1024.0, 0, "MiB", "-");
 	bench_line("node_rss_mib_1m_objects_get", pget / 1024.0, 0, "MiB", "-");
 	bench_line("node_rss_mib_1m_objects_put", pput / 1024.0, 0, "MiB", "-");
+	bench_line("node_rss_mib_1m_objects_put_1m", pbig / 1024.0, 0, "MiB", "-");
 	bench_line("node_rss_mib_1m_objects_after", after / 1024.0, 0, "MiB", "-");
 	ret = 0;
 out:
@@ -667,6 +677,7 @@ out:
 	}
 	close(ready[0]);
 	free(v4k);
+	free(big);
 	ovl_peers_destroy(&peers);
 	ovl_keyring_destroy(&kr);
 	return ret;

@@ -1100,6 +1100,7 @@ static void release_idle(struct node_store *s)
 	sidx_shrink(s->ix);
 	malloc_trim(0);
 	s->released = true;
+	s->st.idle_releases++;
 }
 
 int node_store_poll(struct node_store *s, bool wait)

@@ -4,46 +4,105 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ENTRY_HDR_BYTES 10u /* u64 loc + u16 klen */
-#define CHUNKS_MAX 4096u    /* u32 ref = chunk (12 bits) | offset (20 bits) */
+#define ENTRY_MAX (2 + 2 + SIDX_KEY_MAX + 6 + 4) /* longest encoded entry */
+#define BLK_MIN (SIDX_BLOCK_BYTES / 4)             /* merge a block smaller than this */
+#define LO_MASK ((UINT64_C(1) << SIDX_LOC_SPLIT) - 1)
+#define MALLOC_HDR 8u                              /* glibc's per-chunk header */
 
-struct sidx {
-	uint8_t **chunks;
-	uint32_t nchunks, capchunks;
-	uint32_t tail;          /* bytes used in the last chunk */
-	uint32_t *main;
-	uint32_t nmain, capmain, main_dead;
-	uint32_t delta[SIDX_DELTA_MAX];
-	uint32_t ndelta;
-	uint64_t count;         /* live keys */
-	uint64_t key_bytes;     /* sum of the live keys' lengths */
-	uint64_t garbage;       /* arena bytes of dead entries */
+enum { IT_START, IT_FROM, IT_AFTER };
+
+struct blk {
+	uint8_t *mem;           /* entries; the first holds its key whole */
+	uint32_t len, cap;      /* bytes used, bytes allocated */
 };
 
-static uint8_t *entry(const struct sidx *ix, uint32_t ref)
+struct sidx {
+	struct blk *dir;        /* in key order */
+	uint32_t ndir, capdir;
+	uint64_t count;         /* live keys */
+	uint64_t key_bytes;     /* sum of the live keys' lengths */
+	uint64_t gen;           /* changes made, for iterators */
+	size_t mem_bytes;       /* block bytes allocated, headers included */
+	/* the last key of the last block, while tail_ok: appends need it */
+	bool tail_ok;
+	uint16_t tail_klen;
+	uint8_t tail_key[SIDX_KEY_MAX];
+};
+
+/* One decoded entry. */
+struct ent {
+	uint32_t shared, slen, size; /* shared prefix, suffix bytes, encoded bytes */
+	const uint8_t *suffix;
+	uint64_t loc;
+};
+
+/* Where a key falls in a block (see scan()). */
+struct hit {
+	uint32_t off, size;     /* the entry found and its encoded size; off = len if none */
+	int cmp;                /* its key against the one searched for */
+	uint64_t loc;
+	uint8_t *prev, *cur;    /* the key before it (prevlen 0: none) and its key */
+	size_t prevlen, curlen;
+};
+
+static size_t put_var(uint8_t *p, uint64_t v)
 {
-	return ix->chunks[ref >> 20] + (ref & (SIDX_CHUNK_BYTES - 1));
+	size_t n = 0;
+
+	while (v >= 0x80) {
+		p[n++] = (uint8_t)(v | 0x80);
+		v >>= 7;
+	}
+	p[n++] = (uint8_t)v;
+	return n;
 }
 
-static uint64_t entry_loc(const uint8_t *e)
+/* Blocks are written only by this file, so decoding trusts them. */
+static const uint8_t *get_var(const uint8_t *p, uint64_t *v)
 {
-	uint64_t v;
+	uint64_t r = 0;
+	unsigned sh = 0;
 
-	memcpy(&v, e, 8);
-	return v;
+	while (*p & 0x80) {
+		r |= (uint64_t)(*p++ & 0x7f) << sh;
+		sh += 7;
+	}
+	*v = r | (uint64_t)*p++ << sh;
+	return p;
 }
 
-static void entry_set_loc(uint8_t *e, uint64_t loc)
+static void dec(const uint8_t *p, struct ent *e)
 {
-	memcpy(e, &loc, 8);
+	const uint8_t *q = p;
+	uint64_t a, hi, lo;
+
+	q = get_var(q, &a);
+	e->shared = (uint32_t)a;
+	q = get_var(q, &a);
+	e->slen = (uint32_t)a;
+	e->suffix = q;
+	q += e->slen;
+	q = get_var(q, &hi);
+	q = get_var(q, &lo);
+	e->loc = hi << SIDX_LOC_SPLIT | lo;
+	e->size = (uint32_t)(q - p);
 }
 
-static size_t entry_klen(const uint8_t *e)
+/* Encode key (after prev, which may be NULL) into p; returns its size. */
+static size_t enc(uint8_t *p, const uint8_t *prev, size_t plen, const uint8_t *key, size_t klen,
+		  uint64_t loc)
 {
-	uint16_t v;
+	size_t s = 0, n, m = plen < klen ? plen : klen;
 
-	memcpy(&v, e + 8, 2);
-	return v;
+	while (prev && s < m && prev[s] == key[s])
+		s++;
+	n = put_var(p, s);
+	n += put_var(p + n, klen - s);
+	memcpy(p + n, key + s, klen - s);
+	n += klen - s;
+	n += put_var(p + n, loc >> SIDX_LOC_SPLIT);
+	n += put_var(p + n, loc & LO_MASK);
+	return n;
 }
 
 static int keycmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
@@ -55,40 +114,266 @@ static int keycmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
 	return alen < blen ? -1 : alen > blen;
 }
 
-static int cmp_ref(const struct sidx *ix, uint32_t ref, const void *key, size_t klen)
+static int cmp_first(const struct blk *b, const uint8_t *key, size_t klen)
 {
-	const uint8_t *e = entry(ix, ref);
+	uint64_t slen;
+	const uint8_t *p = get_var(b->mem + 1, &slen); /* mem[0]: shared, always 0 */
 
-	return keycmp(e + ENTRY_HDR_BYTES, entry_klen(e), key, klen);
+	return keycmp(p, slen, key, klen);
 }
 
-/* First position in arr[0..n) whose key is >= key (or > key). */
-static uint32_t lower_bound(const struct sidx *ix, const uint32_t *arr, uint32_t n,
-			    const void *key, size_t klen, bool after)
+/* The block a key belongs in: the last whose first key is <= key, or 0. */
+static uint32_t find_blk(const struct sidx *ix, const uint8_t *key, size_t klen)
 {
-	uint32_t lo = 0, hi = n;
+	uint32_t lo = 0, hi = ix->ndir;
 
 	while (lo < hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
-		int c = cmp_ref(ix, arr[mid], key, klen);
 
-		if (c < 0 || (after && c == 0))
+		if (cmp_first(&ix->dir[mid], key, klen) <= 0)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return lo;
+	return lo ? lo - 1 : 0;
 }
 
-/* Position of key in arr, or -1. */
-static int64_t find(const struct sidx *ix, const uint32_t *arr, uint32_t n, const void *key,
-		    size_t klen)
+/*
+ * Find the first entry of b whose key is >= key (after: > key). true and h
+ * filled if there is one; false with h->off = b->len (and h->prev the
+ * block's last key) if not. With kb, the keys of the entry and of the one
+ * before it are rebuilt in kb[1] and kb[0] (h->cur, h->prev); without, h
+ * holds only off, size, cmp and loc.
+ *
+ * Keys are not compared whole: m is the length of the prefix the previous
+ * key shares with `key`, and since `shared` is always the longest common
+ * prefix, an entry sharing more than m with the previous key is still below
+ * `key`, one sharing less is above it, and only one sharing exactly m needs
+ * its suffix compared.
+ */
+static bool scan(const struct blk *b, const uint8_t *key, size_t klen, bool after,
+		 uint8_t kb[2][SIDX_KEY_MAX], struct hit *h)
 {
-	uint32_t i = lower_bound(ix, arr, n, key, klen, false);
+	uint8_t *run = kb ? kb[1] : NULL;
+	size_t m = 0, rlen = 0;
+	uint32_t off = 0;
+	struct ent e;
 
-	if (i < n && cmp_ref(ix, arr[i], key, klen) == 0)
-		return i;
-	return -1;
+	while (off < b->len) {
+		size_t newm = m;
+		int c;
+
+		dec(b->mem + off, &e);
+		if (e.shared > m) {
+			c = -1;
+		} else if (e.shared < m) {
+			c = 1;
+		} else {
+			size_t n = klen - m < e.slen ? klen - m : e.slen, j = 0;
+
+			while (j < n && e.suffix[j] == key[m + j])
+				j++;
+			if (j < n)
+				c = e.suffix[j] < key[m + j] ? -1 : 1;
+			else
+				c = e.slen < klen - m ? -1 : e.slen > klen - m;
+			newm = m + j;
+		}
+		if (c > 0 || (c == 0 && !after)) {
+			*h = (struct hit){ .off = off, .size = e.size, .cmp = c, .loc = e.loc };
+			if (run) {
+				memcpy(kb[0], run, rlen);
+				memcpy(run + e.shared, e.suffix, e.slen);
+				h->prev = kb[0];
+				h->prevlen = off ? rlen : 0;
+				h->cur = run;
+				h->curlen = e.shared + e.slen;
+			}
+			return true;
+		}
+		if (run) {
+			memcpy(run + e.shared, e.suffix, e.slen);
+			rlen = e.shared + e.slen;
+		}
+		m = newm;
+		off += e.size;
+	}
+	*h = (struct hit){ .off = b->len, .cmp = 1, .prev = run, .prevlen = rlen,
+			   .cur = kb ? kb[0] : NULL };
+	return false;
+}
+
+/* Capacity for len bytes: whole 32-byte malloc chunks, the header included. */
+static uint32_t cap_for(uint32_t len)
+{
+	return ((len + MALLOC_HDR + 31) & ~31u) - MALLOC_HDR;
+}
+
+/* Replace [off, off+oldn) of block b with the n bytes at p. 0 or -ENOMEM. */
+static int splice(struct sidx *ix, struct blk *b, uint32_t off, uint32_t oldn, const uint8_t *p,
+		  uint32_t n)
+{
+	uint32_t len = b->len - oldn + n, cap = cap_for(len);
+
+	if (len > b->cap) {
+		uint8_t *m = realloc(b->mem, cap);
+
+		if (!m)
+			return -ENOMEM;
+		ix->mem_bytes += cap - b->cap;
+		b->mem = m;
+		b->cap = cap;
+	}
+	memmove(b->mem + off + n, b->mem + off + oldn, b->len - off - oldn);
+	memcpy(b->mem + off, p, n);
+	b->len = len;
+	if (b->cap >= cap + 64) { /* give back what a shrunken block no longer needs */
+		uint8_t *m = realloc(b->mem, cap);
+
+		if (m) {
+			ix->mem_bytes -= b->cap - cap;
+			b->mem = m;
+			b->cap = cap;
+		}
+	}
+	return 0;
+}
+
+/* Insert an empty slot in the directory at pos. 0 or -ENOMEM. */
+static int dir_insert(struct sidx *ix, uint32_t pos)
+{
+	if (ix->ndir == ix->capdir) {
+		uint32_t cap = ix->capdir < 16 ? 16 : ix->capdir + ix->capdir / 2;
+		void *d = realloc(ix->dir, (size_t)cap * sizeof(*ix->dir));
+
+		if (!d)
+			return -ENOMEM;
+		ix->dir = d;
+		ix->capdir = cap;
+	}
+	memmove(ix->dir + pos + 1, ix->dir + pos, (size_t)(ix->ndir - pos) * sizeof(*ix->dir));
+	ix->dir[pos] = (struct blk){ NULL, 0, 0 };
+	ix->ndir++;
+	return 0;
+}
+
+static void dir_remove(struct sidx *ix, uint32_t pos)
+{
+	ix->mem_bytes -= ix->dir[pos].cap + MALLOC_HDR;
+	free(ix->dir[pos].mem);
+	memmove(ix->dir + pos, ix->dir + pos + 1, (size_t)(ix->ndir - pos - 1) * sizeof(*ix->dir));
+	ix->ndir--;
+}
+
+/* A new block at directory position pos holding the n bytes at p. */
+static int blk_new(struct sidx *ix, uint32_t pos, const uint8_t *p, uint32_t n)
+{
+	uint32_t cap = cap_for(n);
+	uint8_t *m = malloc(cap);
+
+	if (!m)
+		return -ENOMEM;
+	if (dir_insert(ix, pos) < 0) {
+		free(m);
+		return -ENOMEM;
+	}
+	memcpy(m, p, n);
+	ix->dir[pos] = (struct blk){ m, n, cap };
+	ix->mem_bytes += cap + MALLOC_HDR;
+	return 0;
+}
+
+/* Split block i in two near its middle when it has outgrown its size.
+ * A failed allocation leaves it whole (larger, still correct). */
+static void maybe_split(struct sidx *ix, uint32_t i)
+{
+	struct blk *b = &ix->dir[i];
+	uint8_t key[SIDX_KEY_MAX], first[ENTRY_MAX];
+	uint32_t off = 0, n, rest;
+	struct ent e;
+
+	if (b->len <= SIDX_BLOCK_BYTES)
+		return;
+	/* walk to the first entry at or past the middle, keeping its key */
+	for (;;) {
+		dec(b->mem + off, &e);
+		memcpy(key + e.shared, e.suffix, e.slen);
+		if (off && off + e.size / 2 >= b->len / 2)
+			break;
+		off += e.size;
+		if (off >= b->len)
+			return; /* a single entry: nothing to split */
+	}
+	n = (uint32_t)enc(first, NULL, 0, key, e.shared + e.slen, e.loc);
+	rest = b->len - off - e.size;
+	{
+		uint32_t cap = cap_for(n + rest);
+		uint8_t *m = malloc(cap);
+
+		if (!m)
+			return;
+		memcpy(m, first, n);
+		memcpy(m + n, b->mem + off + e.size, rest);
+		if (dir_insert(ix, i + 1) < 0) {
+			free(m);
+			return;
+		}
+		ix->dir[i + 1] = (struct blk){ m, n + rest, cap };
+		ix->mem_bytes += cap + MALLOC_HDR;
+	}
+	b = &ix->dir[i];
+	b->len = off;
+	{
+		uint32_t cap = cap_for(off);
+		uint8_t *m = realloc(b->mem, cap);
+
+		if (m) {
+			ix->mem_bytes -= b->cap - cap;
+			b->mem = m;
+			b->cap = cap;
+		}
+	}
+}
+
+/* Merge block i+1 into block i when block i has become small and both fit
+ * in one. A failed allocation leaves them apart. */
+static void maybe_merge(struct sidx *ix, uint32_t i)
+{
+	struct blk *a = &ix->dir[i], *b;
+	uint8_t key[SIDX_KEY_MAX], first[ENTRY_MAX], bkey[SIDX_KEY_MAX];
+	size_t klen = 0;
+	uint32_t off = 0, n;
+	struct ent e, f;
+
+	if (a->len >= BLK_MIN || i + 1 >= ix->ndir)
+		return;
+	b = &ix->dir[i + 1];
+	if (a->len + b->len > SIDX_BLOCK_BYTES)
+		return;
+	while (off < a->len) {
+		dec(a->mem + off, &e);
+		memcpy(key + e.shared, e.suffix, e.slen);
+		klen = e.shared + e.slen;
+		off += e.size;
+	}
+	dec(b->mem, &f);
+	memcpy(bkey, f.suffix, f.slen);
+	n = (uint32_t)enc(first, key, klen, bkey, f.slen, f.loc);
+	/* room for both parts first, so nothing is half done on failure */
+	if (a->len + n + b->len - f.size > a->cap) {
+		uint32_t cap = cap_for(a->len + n + b->len - f.size);
+		uint8_t *m = realloc(a->mem, cap);
+
+		if (!m)
+			return;
+		ix->mem_bytes += cap - a->cap;
+		a->mem = m;
+		a->cap = cap;
+	}
+	memcpy(a->mem + a->len, first, n);
+	memcpy(a->mem + a->len + n, b->mem + f.size, b->len - f.size);
+	a->len += n + b->len - f.size;
+	dir_remove(ix, i + 1);
 }
 
 struct sidx *sidx_new(void)
@@ -102,222 +387,161 @@ void sidx_destroy(struct sidx **ixp)
 
 	if (!ix)
 		return;
-	for (uint32_t i = 0; i < ix->nchunks; i++)
-		free(ix->chunks[i]);
-	free(ix->chunks);
-	free(ix->main);
+	for (uint32_t i = 0; i < ix->ndir; i++)
+		free(ix->dir[i].mem);
+	free(ix->dir);
 	free(ix);
 	*ixp = NULL;
 }
 
-/* Chunks grow from 64 KiB to SIDX_CHUNK_BYTES, so a small index stays small. */
-static uint32_t chunk_bytes(uint32_t i)
-{
-	return i >= 4 ? SIDX_CHUNK_BYTES : (SIDX_CHUNK_BYTES >> 4) << i;
-}
-
-/* Allocate an entry in the arena; returns its ref or UINT32_MAX. */
-static uint32_t arena_add(struct sidx *ix, const void *key, size_t klen, uint64_t loc)
-{
-	size_t need = ENTRY_HDR_BYTES + klen;
-	uint16_t k16 = (uint16_t)klen;
-	uint8_t *e;
-
-	if (ix->nchunks == 0 || ix->tail + need > chunk_bytes(ix->nchunks - 1)) {
-		if (ix->nchunks == CHUNKS_MAX)
-			return UINT32_MAX;
-		if (ix->nchunks == ix->capchunks) {
-			uint32_t cap = ix->capchunks ? ix->capchunks * 2 : 16;
-			void *c = realloc(ix->chunks, cap * sizeof(*ix->chunks));
-
-			if (!c)
-				return UINT32_MAX;
-			ix->chunks = c;
-			ix->capchunks = cap;
-		}
-		ix->chunks[ix->nchunks] = malloc(chunk_bytes(ix->nchunks));
-		if (!ix->chunks[ix->nchunks])
-			return UINT32_MAX;
-		ix->nchunks++;
-		ix->tail = 0;
-	}
-	e = ix->chunks[ix->nchunks - 1] + ix->tail;
-	entry_set_loc(e, loc);
-	memcpy(e + 8, &k16, 2);
-	memcpy(e + ENTRY_HDR_BYTES, key, klen);
-	ix->tail += (uint32_t)need;
-	return (ix->nchunks - 1) << 20 | (ix->tail - (uint32_t)need);
-}
-
-/*
- * Merge delta into main, dropping dead entries; when the arena is mostly
- * garbage, copy the live entries into fresh chunks (in key order).
- */
-static int merge(struct sidx *ix)
-{
-	uint32_t n = ix->nmain - ix->main_dead + ix->ndelta, i = 0, j = 0, k = 0;
-	uint32_t *out = malloc((n ? n : 1) * sizeof(*out));
-	bool repack = ix->garbage > SIDX_CHUNK_BYTES * 4 &&
-		      ix->garbage * 2 > (uint64_t)ix->nchunks * SIDX_CHUNK_BYTES;
-
-	if (!out)
-		return -ENOMEM;
-	while (i < ix->nmain || j < ix->ndelta) {
-		uint32_t ref;
-
-		if (j >= ix->ndelta ||
-		    (i < ix->nmain && cmp_ref(ix, ix->main[i], entry(ix, ix->delta[j]) + ENTRY_HDR_BYTES,
-					      entry_klen(entry(ix, ix->delta[j]))) < 0))
-			ref = ix->main[i++];
-		else
-			ref = ix->delta[j++];
-		if (entry_loc(entry(ix, ref)) != 0)
-			out[k++] = ref;
-	}
-	free(ix->main);
-	ix->main = out;
-	ix->nmain = k;
-	ix->capmain = n ? n : 1;
-	ix->main_dead = 0;
-	ix->ndelta = 0;
-	if (repack) {
-		struct sidx fresh = { 0 };
-
-		for (i = 0; i < k; i++) {
-			const uint8_t *e = entry(ix, out[i]);
-
-			uint32_t ref = arena_add(&fresh, e + ENTRY_HDR_BYTES, entry_klen(e),
-						 entry_loc(e));
-
-			if (ref == UINT32_MAX) {
-				for (uint32_t c = 0; c < fresh.nchunks; c++)
-					free(fresh.chunks[c]);
-				free(fresh.chunks);
-				return 0; /* keep the old arena; nothing lost */
-			}
-			out[i] = ref;
-		}
-		for (uint32_t c = 0; c < ix->nchunks; c++)
-			free(ix->chunks[c]);
-		free(ix->chunks);
-		ix->chunks = fresh.chunks;
-		ix->nchunks = fresh.nchunks;
-		ix->capchunks = fresh.capchunks;
-		ix->tail = fresh.tail;
-		ix->garbage = 0;
-	}
-	return 0;
-}
-
 int sidx_get(const struct sidx *ix, const void *key, size_t klen, uint64_t *loc)
 {
-	int64_t p = find(ix, ix->delta, ix->ndelta, key, klen);
-	uint64_t l;
+	struct hit h;
 
-	if (p < 0)
-		p = find(ix, ix->main, ix->nmain, key, klen), l = p < 0 ? 0 : entry_loc(entry(ix, ix->main[p]));
-	else
-		l = entry_loc(entry(ix, ix->delta[p]));
-	if (!l)
+	if (!ix->ndir || !scan(&ix->dir[find_blk(ix, key, klen)], key, klen, false, NULL, &h) ||
+	    h.cmp != 0)
 		return 0;
-	*loc = l;
+	*loc = h.loc;
 	return 1;
 }
 
 int sidx_set(struct sidx *ix, const void *key, size_t klen, uint64_t loc, uint64_t *old)
 {
-	int64_t p;
-	uint32_t ref, pos;
-	uint8_t *e;
+	uint8_t kb[2][SIDX_KEY_MAX], p[2 * ENTRY_MAX];
+	const uint8_t *prev;
+	struct blk *b;
+	struct hit h;
+	uint32_t i, n;
+	bool found;
 
 	*old = 0;
-	p = find(ix, ix->delta, ix->ndelta, key, klen);
-	e = p >= 0 ? entry(ix, ix->delta[p]) : NULL;
-	if (!e) {
-		p = find(ix, ix->main, ix->nmain, key, klen);
-		e = p >= 0 ? entry(ix, ix->main[p]) : NULL;
-		if (e && entry_loc(e) == 0) { /* revive a deleted entry */
-			ix->main_dead--;
-			ix->garbage -= ENTRY_HDR_BYTES + klen;
-			ix->count++;
-			ix->key_bytes += klen;
-		}
+	if (!klen || klen > SIDX_KEY_MAX || !loc)
+		return -EINVAL;
+	if (!ix->ndir) {
+		n = (uint32_t)enc(p, NULL, 0, key, klen, loc);
+		if (blk_new(ix, 0, p, n) < 0)
+			return -ENOMEM;
+		goto added;
 	}
-	if (e) {
-		*old = entry_loc(e);
-		entry_set_loc(e, loc);
+	i = find_blk(ix, key, klen);
+	b = &ix->dir[i];
+	found = scan(b, key, klen, false, kb, &h);
+	prev = h.prevlen ? h.prev : NULL;
+	if (found && h.cmp == 0) {
+		*old = h.loc;
+		n = (uint32_t)enc(p, prev, h.prevlen, h.cur, h.curlen, loc);
+		if (n == h.size)
+			memcpy(b->mem + h.off, p, n);
+		else if (splice(ix, b, h.off, h.size, p, n) < 0)
+			return -ENOMEM;
+		ix->gen++;
 		return 0;
 	}
-	if (ix->ndelta == SIDX_DELTA_MAX && merge(ix) < 0)
+	n = (uint32_t)enc(p, prev, h.prevlen, key, klen, loc);
+	if (!found && b->len + n > SIDX_BLOCK_BYTES) {
+		/* past the end of a full block: start the next one (so keys
+		 * added in order fill their blocks) */
+		n = (uint32_t)enc(p, NULL, 0, key, klen, loc);
+		if (blk_new(ix, i + 1, p, n) < 0)
+			return -ENOMEM;
+		goto added;
+	}
+	if (found) /* the key that was first now follows the new one */
+		n += (uint32_t)enc(p + n, key, klen, h.cur, h.curlen, h.loc);
+	if (splice(ix, b, h.off, found ? h.size : 0, p, n) < 0)
 		return -ENOMEM;
-	ref = arena_add(ix, key, klen, loc);
-	if (ref == UINT32_MAX)
-		return -ENOMEM;
-	pos = lower_bound(ix, ix->delta, ix->ndelta, key, klen, false);
-	memmove(ix->delta + pos + 1, ix->delta + pos, (ix->ndelta - pos) * sizeof(uint32_t));
-	ix->delta[pos] = ref;
-	ix->ndelta++;
+	maybe_split(ix, i);
+added:
 	ix->count++;
 	ix->key_bytes += klen;
+	ix->gen++;
+	ix->tail_ok = false;
 	return 0;
 }
 
 int sidx_del(struct sidx *ix, const void *key, size_t klen, uint64_t *old)
 {
-	int64_t p = find(ix, ix->delta, ix->ndelta, key, klen);
-	uint8_t *e;
+	uint8_t kb[2][SIDX_KEY_MAX], p[ENTRY_MAX], next[SIDX_KEY_MAX];
+	struct blk *b;
+	struct hit h;
+	uint32_t i, n = 0, gone;
 
 	*old = 0;
-	if (p >= 0) {
-		e = entry(ix, ix->delta[p]);
-		*old = entry_loc(e);
-		memmove(ix->delta + p, ix->delta + p + 1, (ix->ndelta - p - 1) * sizeof(uint32_t));
-		ix->ndelta--;
-		ix->garbage += ENTRY_HDR_BYTES + klen;
-		ix->count--;
-		ix->key_bytes -= klen;
-		return 1;
+	if (!ix->ndir || !klen || klen > SIDX_KEY_MAX)
+		return 0;
+	i = find_blk(ix, key, klen);
+	b = &ix->dir[i];
+	if (!scan(b, key, klen, false, kb, &h) || h.cmp != 0)
+		return 0;
+	gone = h.size;
+	if (h.off + h.size < b->len) { /* the next entry now follows the previous one */
+		struct ent e;
+
+		dec(b->mem + h.off + h.size, &e);
+		memcpy(next, h.cur, e.shared);
+		memcpy(next + e.shared, e.suffix, e.slen);
+		n = (uint32_t)enc(p, h.prevlen ? h.prev : NULL, h.prevlen, next, e.shared + e.slen,
+				  e.loc);
+		gone += e.size;
 	}
-	p = find(ix, ix->main, ix->nmain, key, klen);
-	if (p < 0)
-		return 0;
-	e = entry(ix, ix->main[p]);
-	if (entry_loc(e) == 0)
-		return 0;
-	*old = entry_loc(e);
-	entry_set_loc(e, 0);
-	ix->main_dead++;
-	ix->garbage += ENTRY_HDR_BYTES + klen;
+	/* n <= gone (the next key's suffix grows by at most the deleted
+	 * entry's suffix, and its varints by less than the deleted entry's),
+	 * and splice reallocates only to grow: this cannot fail */
+	splice(ix, b, h.off, gone, p, n);
+	*old = h.loc;
+	if (!b->len)
+		dir_remove(ix, i);
+	else
+		maybe_merge(ix, i);
 	ix->count--;
 	ix->key_bytes -= klen;
-	if (ix->main_dead > 1024 && ix->main_dead > ix->nmain / 4)
-		merge(ix); /* failure only delays the cleanup */
+	ix->gen++;
+	ix->tail_ok = false;
 	return 1;
 }
 
 int sidx_append_sorted(struct sidx *ix, const void *key, size_t klen, uint64_t loc)
 {
-	uint32_t ref;
+	uint8_t p[ENTRY_MAX];
+	uint32_t n;
 
-	if (ix->ndelta && merge(ix) < 0)
-		return -ENOMEM;
-	if (ix->nmain && cmp_ref(ix, ix->main[ix->nmain - 1], key, klen) >= 0)
+	if (!klen || klen > SIDX_KEY_MAX || !loc)
 		return -EINVAL;
-	if (ix->nmain == ix->capmain) {
-		uint32_t cap = ix->capmain < 16 ? 16 : ix->capmain * 2;
-		void *m = realloc(ix->main, cap * sizeof(uint32_t));
+	if (ix->ndir && !ix->tail_ok) {
+		const struct blk *b = &ix->dir[ix->ndir - 1];
+		uint32_t off = 0;
+		struct ent e;
 
-		if (!m)
-			return -ENOMEM;
-		ix->main = m;
-		ix->capmain = cap;
+		while (off < b->len) {
+			dec(b->mem + off, &e);
+			memcpy(ix->tail_key + e.shared, e.suffix, e.slen);
+			ix->tail_klen = (uint16_t)(e.shared + e.slen);
+			off += e.size;
+		}
+		ix->tail_ok = true;
 	}
-	ref = arena_add(ix, key, klen, loc);
-	if (ref == UINT32_MAX)
+	if (ix->ndir && keycmp(ix->tail_key, ix->tail_klen, key, klen) >= 0)
+		return -EINVAL;
+	if (ix->ndir) {
+		struct blk *b = &ix->dir[ix->ndir - 1];
+
+		n = (uint32_t)enc(p, ix->tail_key, ix->tail_klen, key, klen, loc);
+		if (b->len + n <= SIDX_BLOCK_BYTES) {
+			if (splice(ix, b, b->len, 0, p, n) < 0)
+				return -ENOMEM;
+			goto added;
+		}
+	}
+	n = (uint32_t)enc(p, NULL, 0, key, klen, loc);
+	if (blk_new(ix, ix->ndir, p, n) < 0)
 		return -ENOMEM;
-	ix->main[ix->nmain++] = ref;
+added:
+	memcpy(ix->tail_key, key, klen);
+	ix->tail_klen = (uint16_t)klen;
+	ix->tail_ok = true;
 	ix->count++;
 	ix->key_bytes += klen;
+	ix->gen++;
 	return 0;
 }
 
@@ -333,51 +557,84 @@ uint64_t sidx_key_bytes(const struct sidx *ix)
 
 size_t sidx_bytes(const struct sidx *ix)
 {
-	size_t arena = 0;
+	return sizeof(*ix) + MALLOC_HDR + ix->mem_bytes + (size_t)ix->capdir * sizeof(*ix->dir);
+}
 
-	for (uint32_t i = 0; i < ix->nchunks; i++)
-		arena += chunk_bytes(i);
-	return arena + (size_t)ix->capmain * sizeof(uint32_t) +
-	       sizeof(*ix) + ix->capchunks * sizeof(void *);
+void sidx_shrink(struct sidx *ix)
+{
+	uint32_t cap = ix->ndir + ix->ndir / 64;
+	void *d;
+
+	if (!ix->ndir || ix->capdir <= cap + 16)
+		return;
+	d = realloc(ix->dir, (size_t)cap * sizeof(*ix->dir));
+	if (d) {
+		ix->dir = d;
+		ix->capdir = cap;
+	}
 }
 
 void sidx_seek(const struct sidx *ix, struct sidx_iter *it, const void *key, size_t klen,
 	       bool after)
 {
-	if (!key) {
-		it->im = it->id = 0;
-		return;
+	it->gen = UINT64_MAX; /* positioned by the first sidx_next */
+	it->mode = key ? (after ? IT_AFTER : IT_FROM) : IT_START;
+	/* no stored key is longer than SIDX_KEY_MAX: one that is longer sorts
+	 * where its first SIDX_KEY_MAX bytes would if it came after them */
+	if (key && klen > SIDX_KEY_MAX) {
+		klen = SIDX_KEY_MAX;
+		it->mode = IT_AFTER;
 	}
-	it->im = lower_bound(ix, ix->main, ix->nmain, key, klen, after);
-	it->id = lower_bound(ix, ix->delta, ix->ndelta, key, klen, after);
+	it->klen = (uint16_t)(key ? klen : 0);
+	if (key)
+		memcpy(it->key, key, klen);
+	(void)ix;
 }
 
 bool sidx_next(const struct sidx *ix, struct sidx_iter *it, const uint8_t **key, size_t *klen,
 	       uint64_t *loc)
 {
-	while (it->im < ix->nmain || it->id < ix->ndelta) {
-		uint32_t ref;
-		const uint8_t *e;
+	struct ent e;
 
-		if (it->id >= ix->ndelta)
-			ref = ix->main[it->im++];
-		else if (it->im >= ix->nmain)
-			ref = ix->delta[it->id++];
-		else {
-			const uint8_t *d = entry(ix, ix->delta[it->id]);
+	if (it->gen != ix->gen) {
+		/* (re)position: the first entry after where the walk stands */
+		uint8_t kb[2][SIDX_KEY_MAX];
+		struct hit h;
+		uint32_t i;
 
-			if (cmp_ref(ix, ix->main[it->im], d + ENTRY_HDR_BYTES, entry_klen(d)) < 0)
-				ref = ix->main[it->im++];
-			else
-				ref = ix->delta[it->id++];
+		it->gen = ix->gen;
+		if (!ix->ndir) {
+			it->blk = 0;
+			it->off = 0;
+		} else if (it->mode == IT_START) {
+			it->blk = 0;
+			it->off = 0;
+		} else {
+			i = find_blk(ix, it->key, it->klen);
+			if (scan(&ix->dir[i], it->key, it->klen, it->mode == IT_AFTER, kb, &h)) {
+				/* decode it below: its predecessor's key comes along */
+				memcpy(it->key, h.prev, h.prevlen);
+				it->blk = i;
+				it->off = h.off;
+			} else {
+				it->blk = i + 1;
+				it->off = 0;
+			}
 		}
-		e = entry(ix, ref);
-		if (entry_loc(e) == 0)
-			continue;
-		*key = e + ENTRY_HDR_BYTES;
-		*klen = entry_klen(e);
-		*loc = entry_loc(e);
-		return true;
 	}
-	return false;
+	if (it->blk < ix->ndir && it->off >= ix->dir[it->blk].len) {
+		it->blk++;
+		it->off = 0;
+	}
+	if (it->blk >= ix->ndir)
+		return false;
+	dec(ix->dir[it->blk].mem + it->off, &e);
+	memcpy(it->key + e.shared, e.suffix, e.slen);
+	it->klen = (uint16_t)(e.shared + e.slen);
+	it->off += e.size;
+	it->mode = IT_AFTER;
+	*key = it->key;
+	*klen = it->klen;
+	*loc = e.loc;
+	return true;
 }

@@ -1,14 +1,24 @@
 /*
  * The store's in-memory index: key -> location, in key order.
  *
- * Layout, chosen for bytes per object (docs/FORMAT.md, "Index"):
- *  - an arena of 1 MiB chunks holding entries [u64 loc][u16 klen][key];
- *  - `main`, a sorted array of u32 references into the arena;
- *  - `delta`, a small sorted array (at most SIDX_DELTA_MAX references) that
- *    takes new keys and is merged into `main` when full.
- * So an object costs 4 (main) + 10 (loc, klen) + its key bytes. Lookups are
- * binary searches. Deleted keys in `main` keep their entry with loc 0 until
- * the next merge, which also compacts the arena when it is mostly garbage.
+ * Layout, chosen for bytes per object (docs/FORMAT.md, "Index"): a sorted
+ * directory of blocks; each block is one malloc'd run of at most about
+ * SIDX_BLOCK_BYTES holding entries in key order, each entry
+ *
+ *   varint shared, varint suffix_len, suffix, varint loc_hi, varint loc_lo
+ *
+ * where `shared` is the number of leading bytes the key has in common with
+ * the previous key of the same block (0 for a block's first entry, which
+ * therefore holds its key whole), and loc_hi/loc_lo are loc >> SIDX_LOC_SPLIT
+ * and the low SIDX_LOC_SPLIT bits (the store keeps a record's size there, so
+ * a small record's location takes a few bytes instead of eight). Varints
+ * are LEB128: 7 bits a byte, low bits first.
+ *
+ * Lookups binary-search the directory on each block's first key and then
+ * scan one block. Inserts, updates and deletes splice one block; a block that
+ * grows past SIDX_BLOCK_BYTES is split, one that shrinks below a quarter of
+ * it is merged with its successor when they fit together. Nothing is kept
+ * per object outside the blocks, and nothing for deleted keys.
  *
  * loc is opaque to the index except that 0 means "absent".
  */
@@ -19,8 +29,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SIDX_DELTA_MAX 4096u
-#define SIDX_CHUNK_BYTES (1u << 20)
+#define SIDX_KEY_MAX 1024u      /* longest key, bytes */
+#define SIDX_BLOCK_BYTES 512u   /* a block is split when its entries outgrow this */
+#define SIDX_LOC_SPLIT 23       /* loc's low bits are stored as their own varint */
 
 struct sidx;
 
@@ -30,30 +41,45 @@ void sidx_destroy(struct sidx **ix);
 /* 1 and *loc if present, 0 if not. */
 int sidx_get(const struct sidx *ix, const void *key, size_t klen, uint64_t *loc);
 
-/* Insert or replace. *old receives the previous loc (0 if none). 0 or -ENOMEM. */
+/* Insert or replace (loc must not be 0). *old receives the previous loc (0
+ * if none). 0, -ENOMEM, or -EINVAL for an empty key or one longer than
+ * SIDX_KEY_MAX. */
 int sidx_set(struct sidx *ix, const void *key, size_t klen, uint64_t loc, uint64_t *old);
 
 /* Remove. Returns 1 and *old if it was present, 0 if not. */
 int sidx_del(struct sidx *ix, const void *key, size_t klen, uint64_t *old);
 
-/* Append a key greater than every key present (checkpoint load). */
+/* Append a key greater than every key present (checkpoint load): 0,
+ * -ENOMEM, or -EINVAL when it is not greater or not a valid key. */
 int sidx_append_sorted(struct sidx *ix, const void *key, size_t klen, uint64_t loc);
 
 uint64_t sidx_count(const struct sidx *ix);
 /* Sum of the live keys' lengths. */
 uint64_t sidx_key_bytes(const struct sidx *ix);
-/* Bytes of memory held (arena chunks and arrays). */
+/* Bytes of memory held (blocks, directory and the index itself). */
 size_t sidx_bytes(const struct sidx *ix);
 
-/* Iteration in key order. An iterator is invalidated by any change. */
+/* Give back slack: the directory's spare capacity. For idle moments. */
+void sidx_shrink(struct sidx *ix);
+
+/*
+ * Iteration in key order. The iterator holds the current key (the pointer
+ * sidx_next hands out points into it and is valid until the next call). A
+ * change to the index between calls is noticed: the walk then continues
+ * after the last key it returned.
+ */
 struct sidx_iter {
-	uint32_t im, id; /* positions in main and delta */
+	uint64_t gen;           /* the index's change count when positioned */
+	uint32_t blk, off;      /* the next entry to decode: block and offset */
+	uint8_t mode;           /* where to resume: start, at key, or after key */
+	uint16_t klen;
+	uint8_t key[SIDX_KEY_MAX]; /* the seek key, then the last key returned */
 };
 
 /* Position at the first key >= key (after: > key). key NULL: the start. */
 void sidx_seek(const struct sidx *ix, struct sidx_iter *it, const void *key, size_t klen,
 	       bool after);
-/* The next live entry, or false at the end. */
+/* The next entry, or false at the end. */
 bool sidx_next(const struct sidx *ix, struct sidx_iter *it, const uint8_t **key,
 	       size_t *klen, uint64_t *loc);
 

@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "index.h"
 #include "overlay.h"
@@ -43,7 +44,10 @@
 #define CKPT_PART_BYTES (1u << 20)
 #define REPLAY_WINDOW_BYTES (1u << 20)
 #define SMALL_READ_BYTES (256u << 10)
+#define IDLE_RELEASE_NS 1000000000ull /* idle this long: give memory back */
 #define LOC_LEN_BITS 23
+_Static_assert(LOC_LEN_BITS == SIDX_LOC_SPLIT, "the index stores a loc's size bits apart");
+_Static_assert(NODE_STORE_KEY_MAX <= SIDX_KEY_MAX, "the index holds every key");
 #define SEG_FREE 0
 #define SEG_USED 1
 #define SEG_HEAD 2
@@ -160,6 +164,9 @@ struct node_store {
 	} *rcache;
 	unsigned nrcache, caprcache;
 	size_t rcache_bytes;
+	/* idle: since when (0: busy), and whether memory was given back */
+	uint64_t idle_since_ns;
+	bool released;
 	/* scrub */
 	uint8_t *scrub_key;
 	size_t scrub_klen;
@@ -1060,6 +1067,42 @@ unsigned node_store_pending(const struct node_store *s)
 	       (s->ck_state != CK_IDLE ? 1 : 0);
 }
 
+/*
+ * Once the store has been idle for IDLE_RELEASE_NS, give back what only
+ * work in flight needs: the write buffers' pages (they fault back in, zeroed,
+ * when written), the cached read buffers, the index's spare capacity, and
+ * the heap's free pages. Puts and gets pay nothing for this while busy.
+ */
+static void release_idle(struct node_store *s)
+{
+	uint64_t now;
+
+	if (node_store_pending(s) || s->disk->inflight || s->cur || s->flush_inflight) {
+		s->idle_since_ns = 0;
+		s->released = false;
+		return;
+	}
+	if (s->released)
+		return;
+	now = now_ns(s);
+	if (!s->idle_since_ns) {
+		s->idle_since_ns = now;
+		return;
+	}
+	if (now - s->idle_since_ns < IDLE_RELEASE_NS)
+		return;
+	for (unsigned i = 0; i < s->nbufs; i++)
+		if (!s->bufs[i].busy)
+			madvise(s->bufs[i].mem, s->o.write_buffer_bytes, MADV_DONTNEED);
+	while (s->nrcache)
+		free(s->rcache[--s->nrcache].mem);
+	s->rcache_bytes = 0;
+	sidx_shrink(s->ix);
+	malloc_trim(0);
+	s->released = true;
+	s->st.idle_releases++;
+}
+
 int node_store_poll(struct node_store *s, bool wait)
 {
 	int ret;
@@ -1082,6 +1125,7 @@ int node_store_poll(struct node_store *s, bool wait)
 		if (s->read_only)
 			fail_all(s);
 	}
+	release_idle(s);
 	return 0;
 }
 
@@ -2283,9 +2327,13 @@ int node_store_open(struct node_store **out, const struct node_store_opts *opts,
 	}
 	s->nbufs = s->o.write_buffers;
 	for (unsigned i = 0; i < s->nbufs; i++) {
-		s->bufs[i].mem = aligned_alloc_blocks(s->o.write_buffer_bytes);
+		/* mapped on their own, so their pages can go back to the
+		 * kernel while the store is idle (release_idle()) */
+		s->bufs[i].mem = mmap(NULL, s->o.write_buffer_bytes, PROT_READ | PROT_WRITE,
+				      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		s->bufs[i].s = s;
-		if (!s->bufs[i].mem) {
+		if (s->bufs[i].mem == MAP_FAILED) {
+			s->bufs[i].mem = NULL;
 			ret = -ENOMEM;
 			goto out;
 		}
@@ -2420,7 +2468,8 @@ void node_store_close(struct node_store **sp)
 		node_disk_destroy(&s->disk);
 	}
 	for (unsigned i = 0; s->bufs && i < s->nbufs; i++)
-		free(s->bufs[i].mem);
+		if (s->bufs[i].mem)
+			munmap(s->bufs[i].mem, s->o.write_buffer_bytes);
 	free(s->bufs);
 	free(s->segs);
 	free(s->ck_ptrbuf);

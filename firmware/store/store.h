@@ -176,6 +176,7 @@ struct node_store_stats {
 	uint64_t checksum_errors;   /* mismatches seen by reads and scrub */
 	uint64_t checkpoints, compactions, recovered_records, discarded_tail_bytes;
 	uint64_t seq;               /* last sequence number */
+	uint64_t idle_releases;     /* times idle memory was given back (write and read buffers, heap) */
 	bool read_only;             /* after an I/O failure */
 	bool repaired_superblock;   /* a damaged superblock copy was rewritten at open */
 	char read_only_reason[160];

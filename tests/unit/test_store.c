@@ -456,6 +456,80 @@ static void test_bad_drives(void **state)
 	rmdir(dir);
 }
 
+
+/* A fake monotonic clock the test moves by hand. */
+static uint64_t fake_ns = 1000000000ull;
+static uint64_t fake_now(void *arg) { return fake_ns; }
+static uint64_t fake_wall(void *arg) { return 1700000000u; }
+
+/* After a second of idleness the store gives its buffers back, and then
+ * works as before: what it wrote before is read back, and new writes (into
+ * buffers whose pages were dropped) are durable and correct. */
+static void test_idle_release(void **state)
+{
+	struct node_clock clk = { fake_now, fake_wall, NULL };
+	struct node_store_opts o;
+	struct node_store_stats st;
+	struct node_store *s = NULL;
+	struct node_disk *d = new_disk(11);
+	static uint8_t v[200000];
+	char key[32], err[256];
+
+	node_store_opts_init(&o);
+	o.disk = d;
+	o.format = true;
+	o.segment_bytes = SEG_BYTES;
+	o.write_buffers = 4;
+	o.write_buffer_bytes = 64 << 10;
+	o.clock = &clk;
+	assert_int_equal(node_store_open(&s, &o, err, sizeof(err)), 0);
+	for (int i = 0; i < 20; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		fill(v, sizeof(v), (unsigned)i);
+		assert_int_equal(node_store_put(s, key, strlen(key), v, sizeof(v) - (size_t)i * 999), 0);
+	}
+	check_value(s, "k3", (fill(v, sizeof(v), 3), v), sizeof(v) - 3 * 999);
+	/* not before a second has passed */
+	assert_int_equal(node_store_poll(s, false), 0);
+	fake_ns += 500000000ull;
+	assert_int_equal(node_store_poll(s, false), 0);
+	node_store_stats(s, &st);
+	assert_int_equal(st.idle_releases, 0);
+	fake_ns += 600000000ull;
+	assert_int_equal(node_store_poll(s, false), 0);
+	assert_int_equal(node_store_poll(s, false), 0);
+	node_store_stats(s, &st);
+	assert_int_equal(st.idle_releases, 1);
+	/* the buffers work again, and work resets the idle time */
+	for (int i = 20; i < 40; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		fill(v, sizeof(v), (unsigned)i);
+		assert_int_equal(node_store_put(s, key, strlen(key), v, sizeof(v) - (size_t)i * 999), 0);
+	}
+	fake_ns += 500000000ull; /* idle again since the last put completed */
+	assert_int_equal(node_store_poll(s, false), 0);
+	node_store_stats(s, &st);
+	assert_int_equal(st.idle_releases, 1);
+	fake_ns += 600000000ull;
+	assert_int_equal(node_store_poll(s, false), 0);
+	node_store_stats(s, &st);
+	assert_int_equal(st.idle_releases, 2);
+	for (int i = 0; i < 40; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		fill(v, sizeof(v), (unsigned)i);
+		check_value(s, key, v, sizeof(v) - (size_t)i * 999);
+	}
+	/* and all of it was durable: it survives a power loss */
+	d = node_store_abandon(&s);
+	s = open_on(d, false);
+	for (int i = 0; i < 40; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		fill(v, sizeof(v), (unsigned)i);
+		check_value(s, key, v, sizeof(v) - (size_t)i * 999);
+	}
+	node_store_close(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -468,6 +542,7 @@ int main(void)
 		cmocka_unit_test(test_write_error_goes_read_only),
 		cmocka_unit_test(test_bit_flips_detected),
 		cmocka_unit_test(test_bad_drives),
+		cmocka_unit_test(test_idle_release),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

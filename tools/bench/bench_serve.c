@@ -61,12 +61,26 @@ static int mkcert(const struct ovl_id *subj, enum ovl_role role, uint64_t serial
 	return ovl_cert_sign(&c, issuer->sign_sk, out, OVL_CERT_MAX_BYTES, err, sizeof(err));
 }
 
-static void pki_make(struct pki *p)
+/* Fresh keys, or (seed non-zero) keys derived from seed, so that a node in
+ * another process and the load generator share one PKI. */
+static void pki_make(struct pki *p, uint64_t seed)
 {
-	ovl_id_generate(&p->ca);
-	ovl_id_generate(&p->broker);
-	ovl_id_generate(&p->node);
-	ovl_id_generate(&p->client);
+	struct ovl_id **ids[4] = { &p->ca, &p->broker, &p->node, &p->client };
+
+	for (int i = 0; i < 4; i++) {
+		uint8_t a[OVL_ID_SEED_BYTES] = { 0 }, b[OVL_ID_SEED_BYTES] = { 0 };
+
+		if (!seed) {
+			ovl_id_generate(ids[i]);
+			continue;
+		}
+		memcpy(a, &seed, sizeof(seed));
+		memcpy(b, &seed, sizeof(seed));
+		a[8] = (uint8_t)i;
+		b[8] = (uint8_t)i;
+		b[9] = 1;
+		ovl_id_from_seed(ids[i], a, b);
+	}
 	p->broker_len = mkcert(p->broker, OVL_ROLE_BROKER, 1, p->ca, p->broker_cert);
 	p->node_len = mkcert(p->node, OVL_ROLE_NODE, 2, p->broker, p->node_cert);
 	p->client_len = mkcert(p->client, OVL_ROLE_CLIENT, 3, p->broker, p->client_cert);
@@ -106,7 +120,10 @@ static long rss_kib(pid_t pid)
 static volatile sig_atomic_t node_stop;
 static void on_term(int sig) { node_stop = 1; }
 
-static int node_main(struct pki *p, const char *drive, uint16_t port, int ready_fd)
+/* board NULL: tuned for throughput; otherwise configured as shelf-node
+ * configures itself on that board (for memory measurements) */
+static int node_main(struct pki *p, const char *drive, uint16_t port, int ready_fd,
+		     const struct ovl_board *board)
 {
 	struct node_loop *loop = NULL;
 	struct node_store *store = NULL;
@@ -122,13 +139,18 @@ static int node_main(struct pki *p, const char *drive, uint16_t port, int ready_
 
 	pin(0);
 	signal(SIGTERM, on_term);
-	if (node_loop_new(&loop, 256, err, sizeof(err)) < 0)
+	if (node_loop_new(&loop, board ? (unsigned)board->ring_depth : 256, err, sizeof(err)) < 0)
 		return 1;
 	node_store_opts_init(&so);
 	so.path = drive;
 	so.loop = loop;
 	so.segment_bytes = 128u << 20;
-	so.read_cache_bytes = 32u << 20;
+	if (board) {
+		so.write_buffers = (unsigned)board->write_buffers;
+		so.write_buffer_bytes = board->write_buffer_size;
+	} else {
+		so.read_cache_bytes = 32u << 20;
+	}
 	if (node_store_open(&store, &so, err, sizeof(err)) < 0) {
 		fprintf(stderr, "bench node: %s\n", err);
 		return 1;
@@ -143,8 +165,8 @@ static int node_main(struct pki *p, const char *drive, uint16_t port, int ready_
 	o.peers = peers;
 	o.now_s = now_s;
 	o.max_conns = 256;
-	o.max_inflight = 64;
-	o.max_payload_bytes = 256u << 20;
+	o.max_inflight = board ? 32 : 64;
+	o.max_payload_bytes = board ? OVL_WIRE_PAYLOAD_MAX_BYTES + (1u << 20) : 256u << 20;
 	o.idle_timeout_ms = 60000;
 	o.frame_timeout_ms = 60000;
 	a.sin6_port = htons(port);
@@ -317,6 +339,7 @@ struct load {
 	size_t obj;       /* object size */
 	int nobj;
 	const char *prefix;
+	int width;        /* GET keys: prefix, then the number zero-padded to this */
 	double until;
 	atomic_ullong ops, bytes, errors;
 	double *lat;      /* per-request latency, seconds (single stream only) */
@@ -352,7 +375,7 @@ static void *load_thread(void *arg)
 			rc = cli_call(&c, OVL_WIRE_T_PUT, l->slice, key, l->data, l->obj, false, buf, 16, &got);
 			got = rc == 0 ? l->obj : 0;
 		} else {
-			snprintf(key, sizeof(key), "%s%d", l->prefix, rand_r(&seed) % l->nobj);
+			snprintf(key, sizeof(key), "%s%0*d", l->prefix, l->width, rand_r(&seed) % l->nobj);
 			rc = cli_call(&c, OVL_WIRE_T_GET, l->slice, key, NULL, 0, false, buf,
 				      l->obj + (1u << 20), &got);
 		}
@@ -458,6 +481,208 @@ static int wrk_run(uint16_t port, const char *path, int conns, double *rps, doub
 	return 0;
 }
 
+/* ---- the node's memory ---- */
+
+/* Resident KiB of pid by kind of mapping, from /proc/PID/smaps. */
+struct rss_parts {
+	long heap, anon, ring, file, other;
+};
+
+static void rss_parts(pid_t pid, struct rss_parts *r)
+{
+	char path[64], line[512];
+	long *cur = NULL, v;
+	FILE *f;
+
+	memset(r, 0, sizeof(*r));
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+	f = fopen(path, "r");
+	while (f && fgets(line, sizeof(line), f)) {
+		char name[256] = "";
+		unsigned long lo, hi;
+
+		if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %255s", &lo, &hi, name) >= 2 &&
+		    strchr(line, '-') < strchr(line, ' ')) {
+			cur = !name[0] ? &r->anon : strcmp(name, "[heap]") == 0 ? &r->heap
+			      : strstr(name, "io_uring") ? &r->ring : name[0] == '/' ? &r->file
+			      : &r->other;
+			continue;
+		}
+		if (cur && sscanf(line, "Rss: %ld kB", &v) == 1)
+			*cur += v;
+	}
+	if (f)
+		fclose(f);
+}
+
+static void rss_print(const char *when, pid_t pid)
+{
+	struct rss_parts r;
+
+	rss_parts(pid, &r);
+	fprintf(stderr,
+		"  (node rss %s: %ld KiB = heap %ld + anonymous maps %ld + io_uring rings %ld + files %ld + other %ld)\n",
+		when, r.heap + r.anon + r.ring + r.file + r.other, r.heap, r.anon, r.ring, r.file,
+		r.other);
+}
+
+struct rss_watch {
+	pid_t pid;
+	atomic_bool stop;
+	long peak;
+};
+
+static void *rss_watch_thread(void *arg)
+{
+	struct rss_watch *w = arg;
+
+	while (!atomic_load(&w->stop)) {
+		long v = rss_kib(w->pid);
+
+		if (v > w->peak)
+			w->peak = v;
+		usleep(20000);
+	}
+	return NULL;
+}
+
+/* Peak RSS of pid while l runs with `streams` connections. */
+static int rss_under(struct load *l, int streams, pid_t pid, long *peak)
+{
+	struct rss_watch w = { .pid = pid };
+	pthread_t t;
+	double ops, mbs;
+	int ret;
+
+	atomic_init(&w.stop, false);
+	pthread_create(&t, NULL, rss_watch_thread, &w);
+	ret = run_ours(l, streams, &ops, &mbs, NULL);
+	atomic_store(&w.stop, true);
+	pthread_join(t, NULL);
+	*peak = w.peak;
+	fprintf(stderr, "  (%d streams: %.0f ops/s, peak rss %ld KiB)\n", streams, ops, w.peak);
+	return ret;
+}
+
+/*
+ * The node's memory with 1,000,000 small objects (16-byte keys) stored: a
+ * freshly executed node configured for the sim board (a forked one would
+ * carry the bench's pages), at idle, under load (32 streams of 16-byte GETs,
+ * 32 of 4 KiB PUTs, 8 of 1 MiB PUTs), and idle again.
+ */
+static int rss_run(const char *dir, uint16_t port)
+{
+	char drive[700], err[256], fdtext[16], porttext[16], seedtext[32];
+	struct node_store *st = NULL;
+	struct node_store_opts so;
+	struct ovl_peers *peers = NULL;
+	ovl_keyring_t *kr = NULL;
+	struct pki p = { 0 };
+	struct load l = { 0 };
+	uint8_t v16[16], *v4k = NULL, *big = NULL;
+	uint64_t seed = (uint64_t)time(NULL) << 20 ^ (uint64_t)getpid() ^ 1;
+	int inflight = 0, ready[2] = { -1, -1 }, ret = -1;
+	long idle, after, pget = 0, pput = 0, pbig = 0;
+	pid_t node = -1;
+	char c;
+
+	snprintf(drive, sizeof(drive), "%s/drive1m.img", dir);
+	unlink(drive);
+	node_store_opts_init(&so);
+	so.path = drive;
+	so.create_size = 8ull << 30; /* sparse; room for the 1 MiB PUTs */
+	so.format = true;
+	so.segment_bytes = 128u << 20;
+	if (node_store_open(&st, &so, err, sizeof(err)) < 0) {
+		fprintf(stderr, "shelf-bench serve: %s\n", err);
+		return -1;
+	}
+	memset(v16, 7, sizeof(v16));
+	for (int i = 0; i < 1000000; i++) {
+		char key[32];
+
+		snprintf(key, sizeof(key), "obj/%012d", i);
+		if (node_store_put_async(st, key, 16, v16, sizeof(v16), NULL, NULL) < 0)
+			break;
+		if (++inflight == 1024) {
+			node_store_sync(st);
+			inflight = 0;
+		}
+	}
+	node_store_close(&st);
+	if (pipe(ready) < 0)
+		return -1;
+	snprintf(fdtext, sizeof(fdtext), "%d", ready[1]);
+	snprintf(porttext, sizeof(porttext), "%u", port);
+	snprintf(seedtext, sizeof(seedtext), "%" PRIu64, seed);
+	node = fork();
+	if (node == 0) {
+		close(ready[0]);
+		execl("/proc/self/exe", "shelf-bench", "serve-node", drive, porttext, fdtext, seedtext,
+		      (char *)NULL);
+		_exit(127);
+	}
+	close(ready[1]);
+	if (node < 0 || read(ready[0], &c, 1) != 1) {
+		fprintf(stderr, "shelf-bench serve: the sim-board node did not start\n");
+		goto out;
+	}
+	usleep(200000);
+	idle = rss_kib(node);
+	rss_print("at idle, 1,000,000 objects of 16-byte keys", node);
+	pki_make(&p, seed);
+	kr = ovl_keyring_new();
+	ovl_peers_new(&peers, p.ca->sign_pk, kr);
+	ovl_peers_add_broker(peers, p.broker_cert, p.broker_len, (uint64_t)time(NULL), err, sizeof(err));
+	l.p = &p;
+	l.peers = peers;
+	l.port = port;
+	l.slice = "plain";
+	l.obj = sizeof(v16);
+	l.nobj = 1000000;
+	l.prefix = "obj/";
+	l.width = 12;
+	if (rss_under(&l, 32, node, &pget) < 0)
+		goto out;
+	v4k = malloc(4096);
+	memset(v4k, 9, 4096);
+	l.put = true;
+	l.obj = 4096;
+	l.data = v4k;
+	if (rss_under(&l, 32, node, &pput) < 0)
+		goto out;
+	big = malloc(1u << 20);
+	if (!big)
+		goto out;
+	memset(big, 5, 1u << 20);
+	l.obj = 1u << 20;
+	l.data = big;
+	if (rss_under(&l, 8, node, &pbig) < 0)
+		goto out;
+	sleep(2); /* the node gives memory back once it is idle */
+	after = rss_kib(node);
+	rss_print("idle again after the load", node);
+	bench_line("node_rss_mib_1m_objects", idle / 1024.0, 0, "MiB", "-");
+	bench_line("node_rss_mib_1m_objects_get", pget / 1024.0, 0, "MiB", "-");
+	bench_line("node_rss_mib_1m_objects_put", pput / 1024.0, 0, "MiB", "-");
+	bench_line("node_rss_mib_1m_objects_put_1m", pbig / 1024.0, 0, "MiB", "-");
+	bench_line("node_rss_mib_1m_objects_after", after / 1024.0, 0, "MiB", "-");
+	ret = 0;
+out:
+	if (ret < 0)
+		fprintf(stderr, "shelf-bench serve: a request to the sim-board node failed\n");
+	if (node > 0) {
+		kill(node, SIGTERM);
+		waitpid(node, NULL, 0);
+	}
+	close(ready[0]);
+	free(v4k);
+	free(big);
+	ovl_peers_destroy(&peers);
+	ovl_keyring_destroy(&kr);
+	return ret;
+}
+
 /* ---- driver ---- */
 
 static int put_objects(struct pki *p, struct ovl_peers *peers, uint16_t port, const char *slice,
@@ -508,19 +733,24 @@ static int run_serve(int argc, char **argv)
 	int ready[2], opt, ret = 1;
 	pid_t node = -1, ng = -1;
 	struct load l = { 0 };
-	static const struct option lo[] = { { "dir", 1, NULL, 'd' }, { "help", 0, NULL, 'h' },
-					    { NULL, 0, NULL, 0 } };
+	bool rss_only = false;
+	static const struct option lo[] = { { "dir", 1, NULL, 'd' }, { "rss-only", 0, NULL, 'r' },
+					    { "help", 0, NULL, 'h' }, { NULL, 0, NULL, 0 } };
 
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, "d:h", lo, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "d:rh", lo, NULL)) != -1) {
 		if (opt == 'd')
 			base = optarg;
+		else if (opt == 'r')
+			rss_only = true;
 		else {
-			printf("usage: shelf-bench serve [--dir DIR]\n");
+			printf("usage: shelf-bench serve [--dir DIR] [--rss-only]\n"
+			       "  --rss-only  only the node's memory with 1,000,000 objects (no nginx needed)\n");
 			return opt == 'h' ? 0 : 2;
 		}
 	}
-	if (access("/usr/sbin/nginx", X_OK) != 0 || system("command -v wrk >/dev/null") != 0) {
+	if (!rss_only &&
+	    (access("/usr/sbin/nginx", X_OK) != 0 || system("command -v wrk >/dev/null") != 0)) {
 		fprintf(stderr, "shelf-bench serve: needs nginx (nginx-light) and wrk (make deps)\n");
 		return 1;
 	}
@@ -538,6 +768,8 @@ static int run_serve(int argc, char **argv)
 		return 1;
 	snprintf(drive, sizeof(drive), "%s/drive.img", dir);
 	snprintf(www, sizeof(www), "%s/www", dir);
+	if (rss_only)
+		return rss_run(dir, port + 2) < 0 ? 1 : 0;
 	{
 		struct node_store *st = NULL;
 		struct node_store_opts so;
@@ -554,7 +786,7 @@ static int run_serve(int argc, char **argv)
 		}
 		node_store_close(&st);
 	}
-	pki_make(&p);
+	pki_make(&p, 0);
 	kr = ovl_keyring_new();
 	ovl_peers_new(&peers, p.ca->sign_pk, kr);
 	{
@@ -567,7 +799,7 @@ static int run_serve(int argc, char **argv)
 	node = fork();
 	if (node == 0) {
 		close(ready[0]);
-		_exit(node_main(&p, drive, port, ready[1]));
+		_exit(node_main(&p, drive, port, ready[1], NULL));
 	}
 	close(ready[1]);
 	{
@@ -662,61 +894,8 @@ static int run_serve(int argc, char **argv)
 			   "fio-seqwrite-bs1M-qd32-end_fsync");
 	}
 
-	/* the node's memory with 1,000,000 small objects stored */
-	{
-		char drive2[700], err[256];
-		struct node_store *st = NULL;
-		struct node_store_opts so;
-		uint8_t v16[16];
-		int inflight = 0;
-		long idle;
-
-		snprintf(drive2, sizeof(drive2), "%s/drive1m.img", dir);
-		node_store_opts_init(&so);
-		so.path = drive2;
-		so.create_size = 2ull << 30;
-		so.format = true;
-		so.segment_bytes = 128u << 20;
-		if (node_store_open(&st, &so, err, sizeof(err)) < 0)
-			goto fail;
-		memset(v16, 7, sizeof(v16));
-		for (int i = 0; i < 1000000; i++) {
-			char key[32];
-
-			snprintf(key, sizeof(key), "obj/%012d", i);
-			if (node_store_put_async(st, key, 16, v16, sizeof(v16), NULL, NULL) < 0)
-				break;
-			if (++inflight == 1024) {
-				node_store_sync(st);
-				inflight = 0;
-			}
-		}
-		node_store_close(&st);
-		if (pipe(ready) < 0)
-			goto fail;
-		/* a fresh process: a forked one would carry the bench's pages */
-		node = fork();
-		if (node == 0) {
-			char fdtext[16], porttext[16];
-
-			close(ready[0]);
-			snprintf(fdtext, sizeof(fdtext), "%d", ready[1]);
-			snprintf(porttext, sizeof(porttext), "%u", port + 2);
-			execl("/proc/self/exe", "shelf-bench", "serve-node", drive2, porttext, fdtext,
-			      (char *)NULL);
-			_exit(127);
-		}
-		close(ready[1]);
-		{
-			char c;
-
-			if (read(ready[0], &c, 1) != 1)
-				goto fail;
-		}
-		idle = rss_kib(node);
-		fprintf(stderr, "  (node with 1,000,000 objects of 16-byte keys: rss %ld KiB at idle)\n", idle);
-		bench_line("node_rss_mib_1m_objects", idle / 1024.0, 0, "MiB", "-");
-	}
+	if (rss_run(dir, port + 2) < 0)
+		goto fail;
 	ret = 0;
 	goto out;
 fail:
@@ -741,19 +920,26 @@ out:
 	return ret;
 }
 
-/* The node alone, with a throw-away PKI (for memory measurements). */
+/* The node alone, configured for the sim board, its PKI derived from SEED
+ * (for memory measurements). */
 static int run_serve_node(int argc, char **argv)
 {
 	struct pki p = { 0 };
+	struct ovl_board board;
+	char err[256];
 
-	if (argc != 4)
+	if (argc != 5)
 		return 2;
-	pki_make(&p);
-	return node_main(&p, argv[1], (uint16_t)atoi(argv[2]), atoi(argv[3]));
+	if (ovl_board_load(&board, "sim", NULL, err, sizeof(err)) < 0) {
+		fprintf(stderr, "bench node: %s\n", err);
+		return 1;
+	}
+	pki_make(&p, strtoull(argv[4], NULL, 0));
+	return node_main(&p, argv[1], (uint16_t)atoi(argv[2]), atoi(argv[3]), &board);
 }
 
 static const struct bench_cmd serve_node_cmd = {
-	"serve-node", "(internal) DRIVE PORT READY_FD: a bench node", run_serve_node, false,
+	"serve-node", "(internal) DRIVE PORT READY_FD SEED: a sim-board node", run_serve_node, false,
 };
 BENCH_COMMAND(serve_node_cmd)
 

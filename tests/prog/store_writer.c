@@ -132,8 +132,20 @@ static int do_verify(const char *path, const char *log)
 	uint8_t *want = malloc(VALUE_MAX_BYTES);
 	struct node_store_stats st;
 
-	if (!f || !want || open_store(&s, path) < 0)
+	if (!f || !want) {
+		fprintf(stderr, "store_writer verify: %s: %s\n", f ? "out of memory" : log,
+			strerror(errno));
+		if (f)
+			fclose(f);
+		free(want);
 		return 1;
+	}
+	if (open_store(&s, path) < 0) {
+		fprintf(stderr, "store_writer verify: cannot open the store after the kill\n");
+		fclose(f);
+		free(want);
+		return 1;
+	}
 	node_store_stats(s, &st);
 	while (fscanf(f, "%63s %zu", key, &len) == 2) {
 		void *got = NULL;

@@ -31,6 +31,7 @@ struct admin_opts {
 	bool json;
 	unsigned replicas;
 	const char *selector;
+	bool encrypt;      /* slice create --encrypt */
 	const char *arg;   /* the positional argument */
 };
 
@@ -58,7 +59,7 @@ static int parse(int argc, char **argv, struct admin_opts *o, const char *cmd, c
 {
 	static const struct option lopts[] = {
 		{ "broker", 1, NULL, 'b' }, { "admin", 1, NULL, 'a' }, { "json", 0, NULL, 'j' },
-		{ "replicas", 1, NULL, 'r' }, { "members", 1, NULL, 'm' },
+		{ "replicas", 1, NULL, 'r' }, { "members", 1, NULL, 'm' }, { "encrypt", 0, NULL, 'e' },
 		{ "help", 0, NULL, 'h' }, { NULL, 0, NULL, 0 }
 	};
 	int c;
@@ -78,6 +79,7 @@ static int parse(int argc, char **argv, struct admin_opts *o, const char *cmd, c
 		case 'j': o->json = true; break;
 		case 'r': o->replicas = (unsigned)strtoul(optarg, NULL, 10); break;
 		case 'm': o->selector = optarg; break;
+		case 'e': o->encrypt = true; break;
 		case 'h': return usage(cmd, args, extra, 0) - 1;
 		default: return usage(cmd, args, extra, 2);
 		}
@@ -201,17 +203,20 @@ int cmd_slices(int argc, char **argv)
 	if (o.json)
 		printf("[");
 	else
-		printf("%-24s %8s %10s %8s  %s\n", "SLICE", "REPLICAS", "EPOCH", "MEMBERS", "SELECTOR");
+		printf("%-24s %8s %10s %8s %-7s  %s\n", "SLICE", "REPLICAS", "EPOCH", "MEMBERS",
+		       "ENCRYPT", "SELECTOR");
 	for (uint32_t i = 0; i < a.reply.u.admin_ok.n_slices; i++) {
 		const struct ovl_msg_slice *s = &a.reply.u.admin_ok.slices[i];
 
 		if (o.json)
 			printf("%s\n  {\"name\": \"%s\", \"replicas\": %u, \"epoch\": %llu, "
-			       "\"members\": %u, \"selector\": \"%s\"}", i ? "," : "", s->name,
-			       s->replicas, (unsigned long long)s->epoch, s->members, s->selector);
+			       "\"members\": %u, \"encrypt\": %s, \"selector\": \"%s\"}", i ? "," : "",
+			       s->name, s->replicas, (unsigned long long)s->epoch, s->members,
+			       s->encrypt ? "true" : "false", s->selector);
 		else
-			printf("%-24s %8u %10llu %8u  %s\n", s->name, s->replicas,
-			       (unsigned long long)s->epoch, s->members, s->selector);
+			printf("%-24s %8u %10llu %8u %-7s  %s\n", s->name, s->replicas,
+			       (unsigned long long)s->epoch, s->members, s->encrypt ? "yes" : "no",
+			       s->selector);
 	}
 	if (o.json)
 		printf("\n]\n");
@@ -225,9 +230,12 @@ int cmd_slice_create(int argc, char **argv)
 	struct admin_call a;
 	struct ovl_msg req;
 	char err[256];
-	int rc = parse(argc, argv, &o, "slice create", "NAME --replicas R [--members SELECTOR] ",
+	int rc = parse(argc, argv, &o, "slice create",
+		       "NAME --replicas R [--members SELECTOR] [--encrypt] ",
 		       "  --replicas R       copies per object, 1..16\n"
-		       "  --members SELECTOR all (default), board=X, group=X, chassis=X or site=X\n",
+		       "  --members SELECTOR all (default), board=X, group=X, chassis=X or site=X\n"
+		       "  --encrypt          payloads on this slice must be encrypted (AEAD, fixed\n"
+		       "                     for the slice's life)\n",
 		       true);
 
 	if (rc)
@@ -246,10 +254,12 @@ int cmd_slice_create(int argc, char **argv)
 	req.u.admin.replicas = o.replicas;
 	snprintf(req.u.admin.selector, sizeof(req.u.admin.selector), "%s",
 		 o.selector ? o.selector : "all");
+	req.u.admin.encrypt = o.encrypt;
 	if ((rc = simple("slice create", &o, &req, &a)))
 		return rc;
-	printf("created slice %s (replicas %u, members %s, epoch %llu)\n", o.arg, o.replicas,
-	       o.selector ? o.selector : "all", (unsigned long long)a.reply.u.admin_ok.epoch);
+	printf("created slice %s (replicas %u, members %s, %s, epoch %llu)\n", o.arg, o.replicas,
+	       o.selector ? o.selector : "all", o.encrypt ? "encrypted" : "not encrypted",
+	       (unsigned long long)a.reply.u.admin_ok.epoch);
 	call_release(&a);
 	return 0;
 }
@@ -290,11 +300,13 @@ int cmd_slice_show(int argc, char **argv)
 		return rc;
 	m = &a.reply.u.map;
 	if (o.json)
-		printf("{\"slice\": \"%s\", \"epoch\": %llu, \"replicas\": %u, \"members\": [", m->slice,
-		       (unsigned long long)m->epoch, m->replicas);
+		printf("{\"slice\": \"%s\", \"epoch\": %llu, \"replicas\": %u, \"encrypt\": %s, "
+		       "\"members\": [", m->slice, (unsigned long long)m->epoch, m->replicas,
+		       m->encrypt ? "true" : "false");
 	else
-		printf("slice %s epoch %llu replicas %u members %u\n", m->slice,
-		       (unsigned long long)m->epoch, m->replicas, m->n_members);
+		printf("slice %s epoch %llu replicas %u encrypt %s members %u\n", m->slice,
+		       (unsigned long long)m->epoch, m->replicas, m->encrypt ? "yes" : "no",
+		       m->n_members);
 	for (uint32_t i = 0; i < m->n_members; i++) {
 		const struct ovl_msg_member *mm = &m->members[i];
 		char hex[OVL_ID_HEX_BYTES], addr[OVL_SLICE_ADDR_STRLEN];

@@ -376,6 +376,13 @@ int cmd_status(int argc, char **argv)
 		free(st);
 		return susage(2);
 	}
+	/* the client first: a bad directory is a usage error, before any output */
+	if (st->client) {
+		code = shelf_cli_open("status", st->client, st->broker, st->nodes_opt, st->nnodes_opt,
+				      st->timeout_ms ? st->timeout_ms : 3000, &s);
+		if (code)
+			goto out;
+	}
 	ask_broker(st, &slices_call, &have_slices);
 	if (!st->broker_ok)
 		problem(st, "broker %s: %s", st->broker, st->broker_err);
@@ -412,19 +419,27 @@ int cmd_status(int argc, char **argv)
 	} else {
 		printf("broker %s: NOT reachable: %s\n", st->broker, st->broker_err);
 	}
-	if (st->client) {
-		code = shelf_cli_open("status", st->client, st->broker, st->nodes_opt, st->nnodes_opt,
-				      st->timeout_ms ? st->timeout_ms : 3000, &s);
-		if (code) {
-			if (st->json)
-				printf("]\n}\n");
-			goto out;
-		}
+	if (s) {
 		for (int i = 0; i < nnames; i++)
 			check_slice(st, s, names[i], i == 0);
-	} else if (!st->json) {
-		printf("(no client identity: give --client DIR or SHELF_CLIENT for slice maps and node health)\n");
+	} else if (have_slices) {
+		/* the broker's view only: names, epochs, sizes */
+		for (uint32_t i = 0; i < slices_call.reply.u.admin_ok.n_slices; i++) {
+			const struct ovl_msg_slice *x = &slices_call.reply.u.admin_ok.slices[i];
+
+			if (st->json)
+				printf("%s\n    {\"name\": \"%s\", \"epoch\": %llu, \"replicas\": %u, "
+				       "\"encrypt\": %s, \"members\": %u}", i ? "," : "", x->name,
+				       (unsigned long long)x->epoch, x->replicas,
+				       x->encrypt ? "true" : "false", x->members);
+			else
+				printf("slice %s  epoch %llu  replicas %u  encrypt %s  members %u\n", x->name,
+				       (unsigned long long)x->epoch, x->replicas, x->encrypt ? "yes" : "no",
+				       x->members);
+		}
 	}
+	if (!s && !st->json)
+		printf("(no client identity: give --client DIR or SHELF_CLIENT for node health)\n");
 	/* nodes by state, over what was seen (the broker's list when it answered) */
 	{
 		unsigned up = 0, down = 0, out = 0, other = 0;

@@ -125,6 +125,9 @@ for sl in s["slices"]:
 assert sum(m["counters"]["objects"] for m in names["enc"]["members"]) >= 6, names["enc"]
 PYEOF
 echo "status, healthy: exit 0, JSON: broker reachable, 4 up, slices with encrypt, NODE_STAT per node"
+out=$("$C" exec -- env -u SHELF_CLIENT shelf status 2>&1) || fail "status without a client: $out"
+grep -q "^slice enc  epoch [0-9]*  replicas 1  encrypt yes  members 4" <<<"$out" ||
+	fail "status without a client does not list the broker's slices: $out"
 "$C" kill 3 >/dev/null
 out=$("$C" exec -- shelf status --timeout 1500 2>&1); rc=$?
 [ $rc = 4 ] && grep -q "UNHEALTHY" <<<"$out" && grep -q "unreachable\|down" <<<"$out" ||

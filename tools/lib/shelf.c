@@ -794,8 +794,12 @@ static int nodes_fetch(struct shelf *s, struct map *m, const char *slice, char *
 	bool from_node = false;
 	size_t cap;
 
-	if (cache_load(s, m, slice, e2, sizeof(e2)) == 0)
-		snprintf(s->map_source, sizeof(s->map_source), "cache");
+	{
+		char ec[256]; /* a cache that does not verify is only a missed chance */
+
+		if (cache_load(s, m, slice, ec, sizeof(ec)) == 0)
+			snprintf(s->map_source, sizeof(s->map_source), "cache");
+	}
 	cap = s->nnodes + (m->valid ? m->msg.u.map.n_members : 0);
 	cand = calloc(cap ? cap : 1, sizeof(*cand));
 	if (!cand)

@@ -473,9 +473,6 @@ static int encode_map(brk_t *b, const struct slice *s, uint64_t rid)
 	ovl_msg_init(&m, OVL_MSG_MAP);
 	m.rid = rid;
 	m.u.map.ts = ts_get(b);
-	snprintf(m.u.map.slice, sizeof(m.u.map.slice), "%s", s->name);
-	m.u.map.epoch = s->epoch;
-	m.u.map.replicas = s->replicas;
 	m.u.map.crl = (struct ovl_msg_bin){ b->crl, b->crl_len };
 	rc = map_fill(s, &m.u.map);
 	if (rc == 0)

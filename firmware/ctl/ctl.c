@@ -313,7 +313,7 @@ static int map_set(node_ctl_t *c, const struct ovl_msg_map *mm)
 	nm.replicas = mm->replicas;
 	nm.encrypt = mm->encrypt;
 	memcpy(nm.sig, mm->sig, sizeof(nm.sig));
-	if (mm->ts.len <= sizeof(nm.ts)) {
+	if (mm->ts.len && mm->ts.len <= sizeof(nm.ts)) {
 		memcpy(nm.ts, mm->ts.ptr, mm->ts.len);
 		nm.ts_len = mm->ts.len;
 	}
@@ -390,7 +390,7 @@ static int map_apply_delta(node_ctl_t *c, struct node_ctl_map *m,
 	m->epoch = d->epoch;
 	m->encrypt = d->encrypt;
 	memcpy(m->sig, d->sig, sizeof(m->sig));
-	if (d->ts.len <= sizeof(m->ts)) {
+	if (d->ts.len && d->ts.len <= sizeof(m->ts)) {
 		memcpy(m->ts, d->ts.ptr, d->ts.len);
 		m->ts_len = d->ts.len;
 	}

@@ -1,7 +1,8 @@
 """An independent shelf client, written from docs/PROTOCOL.md alone.
 
 Sections used: 1 (crc32c), 2 (key file, certificates, chain), 4 (map_get /
-map), 5 (CURVE DEALER link to the broker), 7 (data plane), 8 (placement).
+map), 5 (CURVE DEALER link to the broker), 6.4 (map signatures, slice
+encryption), 7 (data plane, MAP from a node), 8 (placement).
 Needs Debian's python3-msgpack, python3-zmq and python3-nacl.
 
     c = Client.from_dir(os.environ["SHELF_CLIENT"], os.environ["SHELF_BROKER"])

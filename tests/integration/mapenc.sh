@@ -72,8 +72,33 @@ a2=$(grep -o "slice 'default': address [0-9a-f:]*" "$SHELF_CLUSTER_DIR/n02/log" 
 "$C" exec -- shelf put keep/1 "$w/cli-enc" || fail "put keep/1"
 "$C" exec -- shelf put keep/e "$w/3m" --slice enc || fail "put keep/e"
 
+# the client caches the map at epoch E; the slice moves on (n04 down, then up)
+"$C" exec -- shelf get keep/1 "$w/k0" >/dev/null || fail "get keep/1"
+cached_epoch() {
+	"$PY" -c 'import msgpack,sys; print(msgpack.unpackb(open(sys.argv[1],"rb").read())["epoch"])' \
+		"$SHELF_CLIENT/cache/default.map"
+}
+e0=$(cached_epoch)
+"$C" kill 4 >/dev/null
+for _ in $(seq 150); do
+	"$C" exec -- shelf slice show default | grep -q " down " && break
+	sleep 0.1
+done
+"$C" start 4 >/dev/null
+for _ in $(seq 150); do
+	"$C" exec -- shelf slice show default | grep -q " down " || break
+	sleep 0.1
+done
+e2=$("$C" exec -- shelf slice show default --json | grep -o '"epoch": [0-9]*' | head -1 | cut -d' ' -f2)
+[ "$e2" -ge $((e0 + 2)) ] || fail "the slice did not move on: epoch $e0 -> $e2"
+
 # the broker dies; the enc slice's encryption holds on nodes restarted from their cache
 kill -KILL "$(cat "$B/pid")"
+# a client whose cached map is old gets stale-map and the newest map from the nodes
+"$C" exec -- shelf get keep/1 "$w/k1" --timeout 1500 || fail "get with an old cached map, broker dead"
+cmp -s "$w/cli-enc" "$w/k1" || fail "keep/1 differs"
+[ "$(cached_epoch)" = "$e2" ] || fail "cache not moved from epoch $e0 to the nodes' $e2: $(cached_epoch)"
+echo "old cached map (epoch $e0), broker dead: stale-map, newest map ($e2) from the nodes, cached"
 "$C" kill 2 >/dev/null && "$C" start 2 >/dev/null || fail "restart n02"
 for _ in $(seq 100); do
 	tac "$SHELF_CLUSTER_DIR/n02/log" | sed '/^--- /q' | grep -q "ready:" && break

@@ -221,20 +221,26 @@ static void save_defs(node_ctl_t *c)
 	file_write(p, text, len);
 }
 
+/* The map as the broker signed it (its members in any order). */
+static void map_view(const struct node_ctl_map *m, struct ovl_msg *msg)
+{
+	ovl_msg_init(msg, OVL_MSG_MAP);
+	snprintf(msg->u.map.slice, sizeof(msg->u.map.slice), "%s", m->name);
+	msg->u.map.epoch = m->epoch;
+	msg->u.map.replicas = m->replicas;
+	msg->u.map.members = m->members;
+	msg->u.map.n_members = m->n_members;
+	msg->u.map.encrypt = m->encrypt;
+	memcpy(msg->u.map.sig, m->sig, sizeof(msg->u.map.sig));
+	msg->u.map.ts = (struct ovl_msg_bin){ m->ts, m->ts_len };
+}
+
 static void save_map(node_ctl_t *c, const struct node_ctl_map *m)
 {
 	struct ovl_msg msg;
 	char p[CTL_FILE_MAX], name[OVL_MSG_NAME_SIZE + 8], err[256];
 
-	ovl_msg_init(&msg, OVL_MSG_MAP);
-	snprintf(msg.u.map.slice, sizeof(msg.u.map.slice), "%s", m->name);
-	msg.u.map.epoch = m->epoch;
-	msg.u.map.replicas = m->replicas;
-	msg.u.map.members = m->members;
-	msg.u.map.n_members = m->n_members;
-	msg.u.map.encrypt = m->encrypt;
-	memcpy(msg.u.map.sig, m->sig, sizeof(msg.u.map.sig));
-	msg.u.map.ts = (struct ovl_msg_bin){ m->ts, m->ts_len };
+	map_view(m, &msg);
 	msgpack_sbuffer_clear(&c->sb);
 	if (ovl_msg_encode(&msg, &c->sb, err, sizeof(err)) < 0) {
 		note(c, "cannot cache map '%s': %s", m->name, err);
@@ -398,19 +404,6 @@ static int map_apply_delta(node_ctl_t *c, struct node_ctl_map *m,
 	return 1;
 }
 
-/* The map as the broker signed it (its members in any order). */
-static void map_view(const struct node_ctl_map *m, struct ovl_msg *msg)
-{
-	ovl_msg_init(msg, OVL_MSG_MAP);
-	snprintf(msg->u.map.slice, sizeof(msg->u.map.slice), "%s", m->name);
-	msg->u.map.epoch = m->epoch;
-	msg->u.map.replicas = m->replicas;
-	msg->u.map.members = m->members;
-	msg->u.map.n_members = m->n_members;
-	msg->u.map.encrypt = m->encrypt;
-	memcpy(msg->u.map.sig, m->sig, sizeof(msg->u.map.sig));
-	msg->u.map.ts = (struct ovl_msg_bin){ m->ts, m->ts_len };
-}
 
 /* ---- cache loading ------------------------------------------------------------------ */
 

@@ -50,6 +50,7 @@ struct slice {
 	char selector[OVL_MSG_SELECTOR_SIZE];
 	uint8_t owner[OVL_ID_BYTES];    /* Ed25519 key of the authoritative broker */
 	unsigned replicas;
+	bool encrypt;                   /* payloads must be encrypted (fixed at creation) */
 	uint64_t epoch;
 	bool ours;                      /* owner is this broker: only then the epoch moves */
 	struct ovl_slice os;
@@ -429,6 +430,40 @@ static void member_fill(struct ovl_msg_member *mm, const struct member *m)
 	mm->cert = (struct ovl_msg_bin){ n->cert, n->cert_len };
 }
 
+/* The members of s into mp (calloc'd array: the caller frees mp->members). */
+static int map_fill(const struct slice *s, struct ovl_msg_map *mp)
+{
+	snprintf(mp->slice, sizeof(mp->slice), "%s", s->name);
+	mp->epoch = s->epoch;
+	mp->replicas = s->replicas;
+	mp->encrypt = s->encrypt;
+	if (s->n) {
+		mp->members = calloc(s->n, sizeof(*mp->members));
+		if (!mp->members)
+			return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < s->n; i++)
+		member_fill(&mp->members[i], &s->m[i]);
+	mp->n_members = s->n;
+	return 0;
+}
+
+/* Sign the current state of s (PROTOCOL.md 6.4): nodes hand it to clients. */
+static int slice_sign(brk_t *b, const struct slice *s, uint8_t sig[OVL_MSG_SIG_BYTES])
+{
+	struct ovl_msg_map mp;
+	int rc;
+
+	memset(&mp, 0, sizeof(mp));
+	rc = map_fill(s, &mp);
+	if (rc == 0)
+		rc = ovl_msg_map_sign(&mp, b->site->id->sign_sk);
+	if (rc == 0)
+		memcpy(sig, mp.sig, OVL_MSG_SIG_BYTES);
+	free(mp.members);
+	return rc;
+}
+
 /* The full map of s into b->sb. */
 static int encode_map(brk_t *b, const struct slice *s, uint64_t rid)
 {
@@ -438,19 +473,12 @@ static int encode_map(brk_t *b, const struct slice *s, uint64_t rid)
 	ovl_msg_init(&m, OVL_MSG_MAP);
 	m.rid = rid;
 	m.u.map.ts = ts_get(b);
-	snprintf(m.u.map.slice, sizeof(m.u.map.slice), "%s", s->name);
-	m.u.map.epoch = s->epoch;
-	m.u.map.replicas = s->replicas;
 	m.u.map.crl = (struct ovl_msg_bin){ b->crl, b->crl_len };
-	if (s->n) {
-		m.u.map.members = calloc(s->n, sizeof(*m.u.map.members));
-		if (!m.u.map.members)
-			return -ENOMEM;
-	}
-	for (uint32_t i = 0; i < s->n; i++)
-		member_fill(&m.u.map.members[i], &s->m[i]);
-	m.u.map.n_members = s->n;
-	rc = encode(b, &m);
+	rc = map_fill(s, &m.u.map);
+	if (rc == 0)
+		rc = ovl_msg_map_sign(&m.u.map, b->site->id->sign_sk);
+	if (rc == 0)
+		rc = encode(b, &m);
 	free(m.u.map.members);
 	return rc;
 }
@@ -495,7 +523,8 @@ static void slice_delta(brk_t *b, struct slice *s, const struct member *changed,
 	}
 	if (with_crl)
 		m.u.delta.crl = (struct ovl_msg_bin){ b->crl, b->crl_len };
-	if (encode(b, &m) < 0)
+	m.u.delta.encrypt = s->encrypt;
+	if (slice_sign(b, s, m.u.delta.sig) < 0 || encode(b, &m) < 0)
 		return;
 	for (uint32_t i = 0; i < s->n; i++) {
 		if (s->m[i].n == skip || s->m[i].n->state == OVL_MSG_STATE_OUT ||
@@ -646,13 +675,14 @@ static int slices_save(brk_t *b)
 	text = malloc(cap);
 	if (!text)
 		return -ENOMEM;
-	len += (size_t)snprintf(text, cap, "# shelf-broker slices v1: name replicas epoch owner selector\n");
+	len += (size_t)snprintf(text, cap, "# shelf-broker slices v1: name replicas epoch owner selector [encrypt]\n");
 	for (unsigned i = 0; i < b->n_slices; i++) {
 		const struct slice *s = b->slices[i];
 
 		hex_encode(s->owner, OVL_ID_BYTES, owner);
-		len += (size_t)snprintf(text + len, cap - len, "%s %u %llu %s %s\n", s->name,
-					s->replicas, (unsigned long long)s->epoch, owner, s->selector);
+		len += (size_t)snprintf(text + len, cap - len, "%s %u %llu %s %s%s\n", s->name,
+					s->replicas, (unsigned long long)s->epoch, owner, s->selector,
+					s->encrypt ? " encrypt" : "");
 	}
 	snprintf(path, sizeof(path), "%s/slices", b->p.state_dir);
 	rc = brk_file_write(path, text, len, 0600, err, sizeof(err));
@@ -676,22 +706,28 @@ static int slices_load(brk_t *b, char *err, size_t errlen)
 	if (!f)
 		return errno == ENOENT ? 0 : -errno;
 	while (fgets(line, sizeof(line), f)) {
-		char name[64], owner[65], sel[128], e2[200];
+		char name[64], owner[65], sel[128], e2[200], flag[16] = "";
 		unsigned replicas;
 		unsigned long long epoch;
 		uint8_t okey[OVL_ID_BYTES];
+		struct slice *ns = NULL;
+		int nf;
 
 		lineno++;
 		if (line[0] == '#' || line[0] == '\n')
 			continue;
-		if (sscanf(line, "%63s %u %llu %64s %127s", name, &replicas, &epoch, owner, sel) != 5 ||
+		/* the sixth word, "encrypt", is optional: older files have five */
+		nf = sscanf(line, "%63s %u %llu %64s %127s %15s", name, &replicas, &epoch, owner, sel,
+			    flag);
+		if (nf < 5 || (nf == 6 && strcmp(flag, "encrypt") != 0) ||
 		    hex_decode(owner, okey, OVL_ID_BYTES) < 0 ||
-		    slice_add(b, name, replicas, sel, okey, epoch, NULL, e2, sizeof(e2)) < 0) {
+		    slice_add(b, name, replicas, sel, okey, epoch, &ns, e2, sizeof(e2)) < 0) {
 			snprintf(err, errlen, "'%s' line %u is not a valid slice definition", path,
 				 lineno);
 			rc = -EBADMSG;
 			break;
 		}
+		ns->encrypt = nf == 6;
 	}
 	fclose(f);
 	b->dirty = false;
@@ -700,6 +736,12 @@ static int slices_load(brk_t *b, char *err, size_t errlen)
 
 int brk_slice_create(brk_t *b, const char *name, unsigned replicas, const char *selector,
 		     char *err, size_t errlen)
+{
+	return brk_slice_define(b, name, replicas, selector, false, err, errlen);
+}
+
+int brk_slice_define(brk_t *b, const char *name, unsigned replicas, const char *selector,
+		     bool encrypt, char *err, size_t errlen)
 {
 	struct slice *s = NULL;
 	uint8_t owner[OVL_ID_BYTES];
@@ -720,8 +762,9 @@ int brk_slice_create(brk_t *b, const char *name, unsigned replicas, const char *
 	rc = slice_add(b, name, replicas, selector, b->site->id->sign_pk, 1, &s, err, errlen);
 	if (rc < 0)
 		return rc;
-	event(b, BRK_EV_SLICE, "event=slice_create slice=%s replicas=%u selector=%s epoch=1", name,
-	      replicas, selector);
+	s->encrypt = encrypt;
+	event(b, BRK_EV_SLICE, "event=slice_create slice=%s replicas=%u selector=%s encrypt=%s "
+	      "epoch=1", name, replicas, selector, encrypt ? "yes" : "no");
 	for (size_t i = 0; i < b->n_nodes; i++) {
 		struct node *n = b->nodes[i];
 
@@ -985,6 +1028,7 @@ static void learn_slices(brk_t *b, const struct ovl_msg_register *r, const char 
 				      nfp, d->name, e2);
 				continue;
 			}
+			s->encrypt = d->encrypt;
 			if (!s->ours)
 				s->epoch = d->epoch;
 			event(b, BRK_EV_SLICE,
@@ -1014,6 +1058,7 @@ static void fill_slice_ref(struct ovl_msg_slice *o, const struct slice *s)
 	o->members = s->n;
 	snprintf(o->selector, sizeof(o->selector), "%s", s->selector);
 	memcpy(o->owner, s->owner, OVL_ID_BYTES);
+	o->encrypt = s->encrypt;
 }
 
 static void handle_register(brk_t *b, const struct brk_peer *from, const struct ovl_msg *m)
@@ -1473,7 +1518,8 @@ static void handle_admin(brk_t *b, const struct brk_peer *from, const struct ovl
 		send_map(b, s, from, m->rid);
 		return;
 	case OVL_MSG_ADMIN_CREATE_SLICE:
-		rc = brk_slice_create(b, a->slice, a->replicas, a->selector, err, sizeof(err));
+		rc = brk_slice_define(b, a->slice, a->replicas, a->selector, a->encrypt, err,
+				      sizeof(err));
 		if (rc == 0)
 			ok.u.admin_ok.epoch = slice_find(b, a->slice)->epoch;
 		break;

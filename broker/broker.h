@@ -254,6 +254,10 @@ void brk_tick(brk_t *b);
 /* Slice operations (also reachable through admin messages). */
 int brk_slice_create(brk_t *b, const char *name, unsigned replicas, const char *selector,
 		     char *err, size_t errlen);
+/* The same, and with encrypt the slice requires payload encryption (carried
+ * in its maps and deltas, persisted with its definition, fixed for its life). */
+int brk_slice_define(brk_t *b, const char *name, unsigned replicas, const char *selector,
+		     bool encrypt, char *err, size_t errlen);
 int brk_slice_delete(brk_t *b, const char *name, char *err, size_t errlen);
 int brk_revoke(brk_t *b, const uint8_t node_id[OVL_ID_BYTES], char *err, size_t errlen);
 

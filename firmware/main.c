@@ -464,6 +464,12 @@ static uint64_t trusted_now(void *arg)
 }
 
 /* Start the data plane once the node holds a certificate. */
+/* A data-plane MAP: the signed map the control plane holds. */
+static int dp_map_get(void *arg, const char *slice, uint8_t **buf, size_t *len)
+{
+	return node_ctl_map_encode(arg, slice, buf, len);
+}
+
 static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 {
 	struct node_dp_opts o = { 0 };
@@ -485,6 +491,8 @@ static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 	o.max_payload_bytes = OVL_WIRE_PAYLOAD_MAX_BYTES + (1u << 20);
 	o.idle_timeout_ms = 60000;
 	o.frame_timeout_ms = 30000;
+	o.map_get = dp_map_get;
+	o.map_arg = n->ctl;
 	any.sin6_addr = in6addr_any;
 	any.sin6_port = htons((uint16_t)n->cfg.data_port);
 	if (node_dp_new(&n->dp, &o, err, sizeof(err)) < 0 ||
@@ -554,7 +562,7 @@ static void ctl_apply(struct node_ctx *n)
 				continue;
 			memcpy(&a, m->members[j].addr, sizeof(a));
 			addr_install(n, &a, m->name);
-			node_dp_slice_set(n->dp, m->name, m->epoch, false);
+			node_dp_slice_set(n->dp, m->name, m->epoch, m->encrypt);
 		}
 	}
 }

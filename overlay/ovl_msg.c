@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <msgpack.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +49,7 @@ static const struct ovl_msg_field slice_fields[] = {
 	      .max = OVL_MSG_MEMBERS_MAX),
 	FIELD("selector", OVL_MSG_F_STR, OPT, struct ovl_msg_slice, selector),
 	FIELD("owner", OVL_MSG_F_FIXBIN, OPT, struct ovl_msg_slice, owner),
+	FIELD("encrypt", OVL_MSG_F_BOOL, OPT, struct ovl_msg_slice, encrypt),
 };
 static const struct ovl_msg_schema slice_schema = {
 	.name = "slice", .fields = slice_fields, .nfields = NFIELDS(slice_fields),
@@ -176,6 +178,8 @@ static const struct ovl_msg_field map_fields[] = {
 	ARRAY("members", REQ, struct ovl_msg_map, members, n_members, member_elem,
 	      OVL_MSG_MEMBERS_MAX),
 	FIELD("crl", OVL_MSG_F_BIN, OPT, struct ovl_msg_map, crl, .max = OVL_MSG_CRL_MAX_BYTES),
+	FIELD("encrypt", OVL_MSG_F_BOOL, OPT, struct ovl_msg_map, encrypt),
+	FIELD("sig", OVL_MSG_F_FIXBIN, OPT, struct ovl_msg_map, sig),
 };
 
 static const struct ovl_msg_field map_delta_fields[] = {
@@ -191,6 +195,8 @@ static const struct ovl_msg_field map_delta_fields[] = {
 	      OVL_MSG_MEMBERS_MAX),
 	FIELD("crl", OVL_MSG_F_BIN, OPT, struct ovl_msg_map_delta, crl,
 	      .max = OVL_MSG_CRL_MAX_BYTES),
+	FIELD("encrypt", OVL_MSG_F_BOOL, OPT, struct ovl_msg_map_delta, encrypt),
+	FIELD("sig", OVL_MSG_F_FIXBIN, OPT, struct ovl_msg_map_delta, sig),
 };
 
 static const struct ovl_msg_field cert_renew_fields[] = {
@@ -220,6 +226,7 @@ static const struct ovl_msg_field admin_fields[] = {
 	FIELD("replicas", OVL_MSG_F_UINT, OPT, struct ovl_msg_admin, replicas,
 	      .max = OVL_MSG_REPLICAS_MAX),
 	FIELD("selector", OVL_MSG_F_STR, OPT, struct ovl_msg_admin, selector),
+	FIELD("encrypt", OVL_MSG_F_BOOL, OPT, struct ovl_msg_admin, encrypt),
 };
 
 static const struct ovl_msg_field admin_ok_fields[] = {
@@ -1486,4 +1493,101 @@ int ovl_msg_encode_buf(const struct ovl_msg *m, void *buf, size_t cap, char *err
 	if (k.len > INT32_MAX)
 		return -E2BIG;
 	return (int)k.len;
+}
+
+/* ---- map signatures ------------------------------------------------------ */
+
+static int member_cmp(const void *a, const void *b)
+{
+	const struct ovl_msg_member *const *x = a, *const *y = b;
+
+	return memcmp((*x)->id, (*y)->id, OVL_MSG_ID_BYTES);
+}
+
+static void pack_str(msgpack_packer *pk, const char *s)
+{
+	size_t n = strlen(s);
+
+	msgpack_pack_str(pk, n);
+	msgpack_pack_str_body(pk, s, n);
+}
+
+static void pack_bin(msgpack_packer *pk, const void *p, size_t n)
+{
+	msgpack_pack_bin(pk, n);
+	msgpack_pack_bin_body(pk, p, n);
+}
+
+int ovl_msg_map_sig_input(const struct ovl_msg_map *m, msgpack_sbuffer *sb)
+{
+	const struct ovl_msg_member **order = NULL;
+	msgpack_packer pk;
+	const char *st;
+
+	if (m->n_members) {
+		order = malloc(m->n_members * sizeof(*order));
+		if (!order)
+			return -ENOMEM;
+		for (uint32_t i = 0; i < m->n_members; i++)
+			order[i] = &m->members[i];
+		qsort(order, m->n_members, sizeof(*order), member_cmp);
+	}
+	msgpack_sbuffer_write(sb, OVL_MSG_MAP_SIG_DOMAIN, sizeof(OVL_MSG_MAP_SIG_DOMAIN));
+	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+	msgpack_pack_array(&pk, 5);
+	pack_str(&pk, m->slice);
+	msgpack_pack_uint64(&pk, m->epoch);
+	msgpack_pack_uint64(&pk, m->replicas);
+	if (m->encrypt)
+		msgpack_pack_true(&pk);
+	else
+		msgpack_pack_false(&pk);
+	msgpack_pack_array(&pk, m->n_members);
+	for (uint32_t i = 0; i < m->n_members; i++) {
+		const struct ovl_msg_member *mb = order[i];
+
+		msgpack_pack_array(&pk, 10);
+		pack_bin(&pk, mb->id, OVL_MSG_ID_BYTES);
+		pack_bin(&pk, mb->curve_key, OVL_MSG_KEY_BYTES);
+		pack_bin(&pk, mb->addr, OVL_MSG_ADDR_BYTES);
+		msgpack_pack_uint64(&pk, mb->port);
+		pack_str(&pk, mb->domain.site);
+		pack_str(&pk, mb->domain.chassis);
+		pack_str(&pk, mb->domain.slot);
+		msgpack_pack_uint64(&pk, mb->capacity);
+		st = ovl_msg_state_name(mb->state);
+		pack_str(&pk, st ? st : "unknown");
+		pack_bin(&pk, mb->cert.ptr ? mb->cert.ptr : (const uint8_t *)"", mb->cert.len);
+	}
+	free(order);
+	return sb->data ? 0 : -ENOMEM;
+}
+
+int ovl_msg_map_sign(struct ovl_msg_map *m, const uint8_t sign_sk[64])
+{
+	msgpack_sbuffer sb;
+	int ret;
+
+	msgpack_sbuffer_init(&sb);
+	ret = ovl_msg_map_sig_input(m, &sb);
+	if (ret == 0)
+		crypto_sign_detached(m->sig, NULL, (const uint8_t *)sb.data, sb.size, sign_sk);
+	msgpack_sbuffer_destroy(&sb);
+	return ret;
+}
+
+int ovl_msg_map_verify(const struct ovl_msg_map *m, const uint8_t sign_pk[OVL_MSG_ID_BYTES])
+{
+	msgpack_sbuffer sb;
+	int ret;
+
+	if (all_zero(m->sig, sizeof(m->sig)))
+		return -EKEYREJECTED;
+	msgpack_sbuffer_init(&sb);
+	ret = ovl_msg_map_sig_input(m, &sb);
+	if (ret == 0 && crypto_sign_verify_detached(m->sig, (const uint8_t *)sb.data, sb.size,
+						    sign_pk) != 0)
+		ret = -EKEYREJECTED;
+	msgpack_sbuffer_destroy(&sb);
+	return ret;
 }

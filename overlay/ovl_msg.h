@@ -164,6 +164,7 @@ struct ovl_msg_slice {
 	uint32_t members;  /* optional: member count */
 	char selector[OVL_MSG_SELECTOR_SIZE]; /* optional (1.1): which nodes belong */
 	uint8_t owner[OVL_MSG_ID_BYTES];      /* optional (1.1): Ed25519 key of the owning broker */
+	bool encrypt;                         /* optional (1.2): payloads must be encrypted */
 };
 
 /* One member of a slice map. */
@@ -251,6 +252,8 @@ struct ovl_msg_map {
 	struct ovl_msg_member *members;
 	uint32_t n_members;
 	struct ovl_msg_bin crl; /* optional (1.1): the broker's revocation list */
+	bool encrypt;           /* optional (1.2): the slice requires payload encryption */
+	uint8_t sig[OVL_MSG_SIG_BYTES]; /* optional (1.2): broker signature, ovl_msg_map_sign() */
 };
 
 struct ovl_msg_map_delta {
@@ -264,6 +267,8 @@ struct ovl_msg_map_delta {
 	uint8_t (*removed)[OVL_MSG_ID_BYTES]; /* optional: ids of members removed */
 	uint32_t n_removed;
 	struct ovl_msg_bin crl;          /* optional (1.1): a newer revocation list */
+	bool encrypt;                    /* optional (1.2): the slice requires encryption */
+	uint8_t sig[OVL_MSG_SIG_BYTES];  /* optional (1.2): signature of the map after it */
 };
 
 struct ovl_msg_cert_renew {
@@ -288,6 +293,7 @@ struct ovl_msg_admin {
 	uint8_t node_id[OVL_MSG_ID_BYTES]; /* revoke_node */
 	uint32_t replicas;                 /* create_slice */
 	char selector[OVL_MSG_SELECTOR_SIZE]; /* optional (1.1), create_slice: "" = "all" */
+	bool encrypt;                      /* optional (1.2), create_slice: require encryption */
 };
 
 struct ovl_msg_admin_ok {
@@ -428,5 +434,28 @@ int ovl_msg_decode(const void *buf, size_t len, struct ovl_msg *out, char *err,
  * messages whose arrays you allocated with malloc(). NULL is fine.
  */
 void ovl_msg_release(struct ovl_msg *m);
+
+/* ---- map signatures (docs/PROTOCOL.md 6.4) --------------------------------
+ *
+ * A broker signs the state of a slice map at each epoch so that anyone
+ * holding its key can check a map that reached them through a node. The
+ * signed bytes are OVL_MSG_MAP_SIG_DOMAIN, a 0x00 byte, and the msgpack array
+ *   [slice, epoch, replicas, encrypt,
+ *    [[id, curve_key, addr, port, site, chassis, slot, capacity, state, cert], ...]]
+ * with the members sorted by id (bytewise), state as its name, cert a bin
+ * (empty when absent); `ts`, `crl` and `sig` are not covered.
+ */
+#define OVL_MSG_MAP_SIG_DOMAIN "shelf-map-v1"
+
+/* The bytes to sign for m (appended to sb, after the domain and 0x00).
+ * 0 or -ENOMEM. */
+int ovl_msg_map_sig_input(const struct ovl_msg_map *m, struct msgpack_sbuffer *sb);
+
+/* Sign m with an Ed25519 secret key (64 bytes, libsodium form) into m->sig.
+ * 0 or -ENOMEM. */
+int ovl_msg_map_sign(struct ovl_msg_map *m, const uint8_t sign_sk[64]);
+
+/* Does m->sig verify under sign_pk? 0, -EKEYREJECTED (absent or wrong), -ENOMEM. */
+int ovl_msg_map_verify(const struct ovl_msg_map *m, const uint8_t sign_pk[OVL_MSG_ID_BYTES]);
 
 #endif

@@ -77,12 +77,14 @@ const char *ovl_wire_type_name(uint8_t type)
 	case OVL_WIRE_T_STAT: return "stat";
 	case OVL_WIRE_T_LIST: return "list";
 	case OVL_WIRE_T_NODE_STAT: return "node-stat";
+	case OVL_WIRE_T_MAP: return "map";
 	case OVL_WIRE_T_PUT | OVL_WIRE_T_RESPONSE: return "put-response";
 	case OVL_WIRE_T_GET | OVL_WIRE_T_RESPONSE: return "get-response";
 	case OVL_WIRE_T_DELETE | OVL_WIRE_T_RESPONSE: return "delete-response";
 	case OVL_WIRE_T_STAT | OVL_WIRE_T_RESPONSE: return "stat-response";
 	case OVL_WIRE_T_LIST | OVL_WIRE_T_RESPONSE: return "list-response";
 	case OVL_WIRE_T_NODE_STAT | OVL_WIRE_T_RESPONSE: return "node-stat-response";
+	case OVL_WIRE_T_MAP | OVL_WIRE_T_RESPONSE: return "map-response";
 	default: return NULL;
 	}
 }
@@ -94,7 +96,7 @@ static bool is_handshake(uint8_t type)
 
 static bool is_request(uint8_t type)
 {
-	return type >= OVL_WIRE_T_PUT && type <= OVL_WIRE_T_NODE_STAT;
+	return type >= OVL_WIRE_T_PUT && type <= OVL_WIRE_T_MAP;
 }
 
 static bool is_response(uint8_t type)
@@ -102,11 +104,12 @@ static bool is_response(uint8_t type)
 	return (type & OVL_WIRE_T_RESPONSE) && is_request(type & ~OVL_WIRE_T_RESPONSE);
 }
 
-/* Only a PUT request, a GET response and a LIST response carry a payload. */
+/* Only a PUT request and GET, LIST and MAP responses carry a payload. */
 static bool has_payload(uint8_t type)
 {
 	return type == OVL_WIRE_T_PUT || type == (OVL_WIRE_T_GET | OVL_WIRE_T_RESPONSE) ||
-	       type == (OVL_WIRE_T_LIST | OVL_WIRE_T_RESPONSE);
+	       type == (OVL_WIRE_T_LIST | OVL_WIRE_T_RESPONSE) ||
+	       type == (OVL_WIRE_T_MAP | OVL_WIRE_T_RESPONSE);
 }
 
 /* ---- payload sizes ------------------------------------------------------- */
@@ -644,6 +647,7 @@ static const struct fschema fschemas[] = {
 	{ OVL_WIRE_T_LIST, BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_PREFIX) | BIT(F_AFTER) | BIT(F_LIMIT),
 	  BIT(F_SLICE) | BIT(F_EPOCH) },
 	{ OVL_WIRE_T_NODE_STAT, BIT(F_SLICE) | BIT(F_EPOCH), BIT(F_SLICE) | BIT(F_EPOCH) },
+	{ OVL_WIRE_T_MAP, BIT(F_SLICE) | BIT(F_EPOCH), BIT(F_SLICE) | BIT(F_EPOCH) },
 	{ OVL_WIRE_T_PUT | OVL_WIRE_T_RESPONSE, RESP_COMMON | BIT(F_SIZE) | BIT(F_CRC) | BIT(F_SEQ),
 	  RESP_COMMON },
 	{ OVL_WIRE_T_GET | OVL_WIRE_T_RESPONSE, RESP_COMMON | BIT(F_SIZE) | BIT(F_CRC) | BIT(F_OFFSET),
@@ -654,6 +658,7 @@ static const struct fschema fschemas[] = {
 	{ OVL_WIRE_T_LIST | OVL_WIRE_T_RESPONSE, RESP_COMMON | BIT(F_COUNT) | BIT(F_MORE) | BIT(F_CRC),
 	  RESP_COMMON },
 	{ OVL_WIRE_T_NODE_STAT | OVL_WIRE_T_RESPONSE, RESP_COMMON | BIT(F_COUNTERS), RESP_COMMON },
+	{ OVL_WIRE_T_MAP | OVL_WIRE_T_RESPONSE, RESP_COMMON | BIT(F_CRC), RESP_COMMON },
 };
 
 static const struct fschema *fschema_find(uint8_t type)
@@ -860,7 +865,8 @@ int ovl_wire_req_encode(const struct ovl_wire_req *r, uint8_t *out, size_t cap, 
 		return fail(err, errlen, -EINVAL, "%s: field 'slice' must be 1..63 printable bytes",
 			    name);
 	if (r->key_len > OVL_WIRE_KEY_MAX_BYTES || r->after_len > OVL_WIRE_KEY_MAX_BYTES ||
-	    (r->type != OVL_WIRE_T_LIST && r->type != OVL_WIRE_T_NODE_STAT && r->key_len == 0))
+	    (r->type != OVL_WIRE_T_LIST && r->type != OVL_WIRE_T_NODE_STAT &&
+	     r->type != OVL_WIRE_T_MAP && r->key_len == 0))
 		return fail(err, errlen, -EINVAL, "%s: field '%s' must be %s..1024 bytes", name,
 			    r->type == OVL_WIRE_T_LIST ? "prefix" : "key",
 			    r->type == OVL_WIRE_T_LIST ? "0" : "1");
@@ -896,7 +902,7 @@ int ovl_wire_req_encode(const struct ovl_wire_req *r, uint8_t *out, size_t cap, 
 			w_key(&w, "limit");
 			w_uint(&w, r->limit);
 		}
-	} else if (r->type != OVL_WIRE_T_NODE_STAT) {
+	} else if (r->type != OVL_WIRE_T_NODE_STAT && r->type != OVL_WIRE_T_MAP) {
 		w_key(&w, "key");
 		w_bin(&w, r->key, r->key_len);
 	}
@@ -997,7 +1003,7 @@ int ovl_wire_resp_encode(const struct ovl_wire_resp *r, uint8_t *out, size_t cap
 			n += 3;
 		else if (op == OVL_WIRE_T_LIST)
 			n += 3;
-		else if (op == OVL_WIRE_T_NODE_STAT)
+		else if (op == OVL_WIRE_T_NODE_STAT || op == OVL_WIRE_T_MAP)
 			n += 1;
 	}
 	w_map(&w, n);
@@ -1025,6 +1031,10 @@ int ovl_wire_resp_encode(const struct ovl_wire_resp *r, uint8_t *out, size_t cap
 		w_uint(&w, r->count);
 		w_key(&w, "more");
 		w_byte(&w, r->more ? 0xc3 : 0xc2);
+		w_key(&w, "crc");
+		w_uint(&w, r->crc);
+	}
+	if (ok && op == OVL_WIRE_T_MAP) {
 		w_key(&w, "crc");
 		w_uint(&w, r->crc);
 	}

@@ -74,6 +74,7 @@ enum ovl_wire_type {
 	OVL_WIRE_T_STAT = 0x14,
 	OVL_WIRE_T_LIST = 0x15,
 	OVL_WIRE_T_NODE_STAT = 0x16,
+	OVL_WIRE_T_MAP = 0x17,       /* the broker-signed slice map the node holds */
 	OVL_WIRE_T_RESPONSE = 0x80,  /* bit set in every response type */
 };
 
@@ -303,7 +304,7 @@ int ovl_wire_error_parse(const uint8_t *meta, size_t len, uint32_t *status,
 /* ---- request and response meta ------------------------------------------- */
 
 struct ovl_wire_req {
-	uint8_t type;                      /* OVL_WIRE_T_PUT .. OVL_WIRE_T_NODE_STAT */
+	uint8_t type;                      /* OVL_WIRE_T_PUT .. OVL_WIRE_T_MAP */
 	char slice[OVL_WIRE_NAME_SIZE];    /* every request: slice name, 1..63 bytes */
 	uint64_t epoch;                    /* every request: the client's map epoch */
 	uint8_t key[OVL_WIRE_KEY_MAX_BYTES]; /* PUT GET DELETE STAT: 1..1024 bytes; LIST: prefix 0..1024 */
@@ -329,7 +330,7 @@ struct ovl_wire_resp {
 	uint64_t epoch;                    /* the node's map epoch (newer one on stale-map) */
 	uint64_t size;                     /* PUT, STAT: object size; GET: whole object size */
 	bool has_crc;
-	uint32_t crc;                      /* PUT, STAT: object crc; GET, LIST: crc of the payload */
+	uint32_t crc;                      /* PUT, STAT: object crc; GET, LIST, MAP: crc of the payload */
 	uint64_t seq;                      /* PUT, STAT: the store's sequence of the object */
 	uint64_t offset;                   /* GET: where the returned bytes start */
 	uint32_t count;                    /* LIST: keys in the payload */

@@ -9,6 +9,15 @@
  * certificate and every payload's crc32c end to end. A node that answers
  * stale-map makes the client fetch the map again and retry once.
  *
+ * Maps carry the broker's signature (section 6.4), checked against the
+ * broker certificate of the client directory whatever their source: the
+ * broker, the cache (client_dir/cache), or a node (data-plane MAP, 7.7).
+ * When no broker answers (or none is given), the client asks the nodes given
+ * with shelf_add_node() and the members of its cached map, and keeps the
+ * newest valid map. On a slice whose map says `encrypt`, PUT payloads are
+ * sent as AEAD chunks and GET and LIST payloads must come back encrypted
+ * (section 7.6).
+ *
  * Every call returns 0 or a negative errno and writes what failed into
  * err, naming the key and the node (`get 'k': node fd12::7 did not answer
  * within 5 s`). -ENOENT: no such key; -EHOSTUNREACH: the node holding the
@@ -19,10 +28,14 @@
 #ifndef SHELF_H
 #define SHELF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define SHELF_TIMEOUT_MS_DEFAULT 5000
+#define SHELF_DATA_PORT_DEFAULT 7480 /* a node's data-plane port when none is given */
+#define SHELF_NODES_MAX 32           /* node addresses given with shelf_add_node() */
+#define SHELF_COUNTERS_MAX 64        /* NODE_STAT counters (OVL_WIRE_COUNTERS_MAX) */
 
 struct shelf;
 
@@ -34,10 +47,18 @@ struct shelf_objstat {
 
 /*
  * Open a client from its directory, talking to broker `broker`
- * (tcp://[addr]:port). Nothing is contacted until the first call.
+ * (tcp://[addr]:port; NULL or "": no broker, maps come from the cache and
+ * the nodes). Nothing is contacted until the first call.
  */
 int shelf_open(struct shelf **out, const char *client_dir, const char *broker, char *err,
 	       size_t errlen);
+
+/*
+ * Add a node to ask for slice maps when no broker answers: "ADDR" (IPv6,
+ * port SHELF_DATA_PORT_DEFAULT) or "[ADDR]:PORT". 0, -EINVAL (not an
+ * address), -ENOSPC (more than SHELF_NODES_MAX).
+ */
+int shelf_add_node(struct shelf *s, const char *node, char *err, size_t errlen);
 
 /* Close connections, free, NULL *s. Accepts NULL. */
 void shelf_close(struct shelf **s);
@@ -80,5 +101,44 @@ int shelf_list(struct shelf *s, const char *slice, const void *prefix, size_t pl
 /* Where key lives: the node's address (text) and data port. */
 int shelf_locate(struct shelf *s, const char *slice, const void *key, size_t klen, char *addr,
 		 size_t addrlen, uint16_t *port, char *err, size_t errlen);
+
+/* A slice map as the client holds it. */
+struct shelf_member {
+	uint8_t id[32];        /* node id */
+	char addr[46];         /* slice address, text */
+	uint16_t port;         /* data-plane port */
+	const char *state;     /* "up", "down", "out" or "unknown" (static strings) */
+	uint64_t capacity;     /* bytes */
+	char site[64], chassis[64], slot[32];
+};
+
+struct shelf_map_info {
+	uint64_t epoch;
+	uint32_t replicas;
+	bool encrypt;          /* payloads are encrypted on this slice */
+	uint32_t n_members;
+	char source[96];       /* "broker tcp://...", "node ADDR" or "cache" */
+};
+
+/*
+ * Fetch the slice's map (broker, else nodes and cache, as for every call)
+ * and describe it: *info and a malloc'd array *members of info->n_members
+ * (the caller frees; may be NULL when there are none).
+ */
+int shelf_map(struct shelf *s, const char *slice, struct shelf_map_info *info,
+	      struct shelf_member **members, char *err, size_t errlen);
+
+/* One NODE_STAT counter (PROTOCOL.md 7.7). */
+struct shelf_counter {
+	char name[64];
+	uint64_t value;
+};
+
+/*
+ * NODE_STAT of the node at addr (text) and port, asked in `slice`: up to
+ * cap counters into out. Returns their number or -errno.
+ */
+int shelf_node_stat(struct shelf *s, const char *slice, const char *addr, uint16_t port,
+		    struct shelf_counter *out, unsigned cap, char *err, size_t errlen);
 
 #endif

@@ -27,6 +27,7 @@ struct def {
 	uint32_t replicas;
 	char selector[OVL_MSG_SELECTOR_SIZE];
 	uint8_t owner[OVL_ID_BYTES];
+	bool encrypt;
 };
 
 struct bconn {
@@ -61,6 +62,15 @@ struct node_ctl {
 	char event[512];
 	msgpack_sbuffer sb;
 };
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	uint8_t acc = 0;
+
+	for (size_t i = 0; i < n; i++)
+		acc |= p[i];
+	return acc == 0;
+}
 
 static uint64_t mono_ms(void)
 {
@@ -203,11 +213,26 @@ static void save_defs(node_ctl_t *c)
 
 		for (int k = 0; k < OVL_ID_BYTES; k++)
 			sprintf(owner + 2 * k, "%02x", d->owner[k]);
-		len += (size_t)snprintf(text + len, sizeof(text) - len, "%s %u %s %s\n", d->name,
-					d->replicas, owner, d->selector[0] ? d->selector : "-");
+		len += (size_t)snprintf(text + len, sizeof(text) - len, "%s %u %s %s%s\n", d->name,
+					d->replicas, owner, d->selector[0] ? d->selector : "-",
+					d->encrypt ? " encrypt" : "");
 	}
 	path_of(c, p, sizeof(p), "slices");
 	file_write(p, text, len);
+}
+
+/* The map as the broker signed it (its members in any order). */
+static void map_view(const struct node_ctl_map *m, struct ovl_msg *msg)
+{
+	ovl_msg_init(msg, OVL_MSG_MAP);
+	snprintf(msg->u.map.slice, sizeof(msg->u.map.slice), "%s", m->name);
+	msg->u.map.epoch = m->epoch;
+	msg->u.map.replicas = m->replicas;
+	msg->u.map.members = m->members;
+	msg->u.map.n_members = m->n_members;
+	msg->u.map.encrypt = m->encrypt;
+	memcpy(msg->u.map.sig, m->sig, sizeof(msg->u.map.sig));
+	msg->u.map.ts = (struct ovl_msg_bin){ m->ts, m->ts_len };
 }
 
 static void save_map(node_ctl_t *c, const struct node_ctl_map *m)
@@ -215,12 +240,7 @@ static void save_map(node_ctl_t *c, const struct node_ctl_map *m)
 	struct ovl_msg msg;
 	char p[CTL_FILE_MAX], name[OVL_MSG_NAME_SIZE + 8], err[256];
 
-	ovl_msg_init(&msg, OVL_MSG_MAP);
-	snprintf(msg.u.map.slice, sizeof(msg.u.map.slice), "%s", m->name);
-	msg.u.map.epoch = m->epoch;
-	msg.u.map.replicas = m->replicas;
-	msg.u.map.members = m->members;
-	msg.u.map.n_members = m->n_members;
+	map_view(m, &msg);
 	msgpack_sbuffer_clear(&c->sb);
 	if (ovl_msg_encode(&msg, &c->sb, err, sizeof(err)) < 0) {
 		note(c, "cannot cache map '%s': %s", m->name, err);
@@ -278,10 +298,13 @@ static bool member_addr_ok(node_ctl_t *c, const char *slice, const struct ovl_ms
 	return ovl_slice_addr_verify(&s, mm->id, &a, OVL_SLICE_COUNTER_MAX_DEFAULT) >= 0;
 }
 
-/* Replace (or add) the map of `name` with members[0..n). */
-static int map_set(node_ctl_t *c, const char *name, uint64_t epoch, uint32_t replicas,
-		   const struct ovl_msg_member *members, uint32_t n)
+/* Replace (or add) the map of mm->slice with mm. */
+static int map_set(node_ctl_t *c, const struct ovl_msg_map *mm)
 {
+	const char *name = mm->slice;
+	uint64_t epoch = mm->epoch;
+	const struct ovl_msg_member *members = mm->members;
+	uint32_t n = mm->n_members;
 	struct node_ctl_map nm, *m = map_find(c, name);
 
 	for (uint32_t i = 0; i < n; i++)
@@ -293,7 +316,13 @@ static int map_set(node_ctl_t *c, const char *name, uint64_t epoch, uint32_t rep
 	memset(&nm, 0, sizeof(nm));
 	snprintf(nm.name, sizeof(nm.name), "%s", name);
 	nm.epoch = epoch;
-	nm.replicas = replicas;
+	nm.replicas = mm->replicas;
+	nm.encrypt = mm->encrypt;
+	memcpy(nm.sig, mm->sig, sizeof(nm.sig));
+	if (mm->ts.len && mm->ts.len <= sizeof(nm.ts)) {
+		memcpy(nm.ts, mm->ts.ptr, mm->ts.len);
+		nm.ts_len = mm->ts.len;
+	}
 	if (n) {
 		nm.members = calloc(n, sizeof(*nm.members));
 		if (!nm.members)
@@ -365,9 +394,16 @@ static int map_apply_delta(node_ctl_t *c, struct node_ctl_map *m,
 	if (d->replicas)
 		m->replicas = d->replicas;
 	m->epoch = d->epoch;
+	m->encrypt = d->encrypt;
+	memcpy(m->sig, d->sig, sizeof(m->sig));
+	if (d->ts.len && d->ts.len <= sizeof(m->ts)) {
+		memcpy(m->ts, d->ts.ptr, d->ts.len);
+		m->ts_len = d->ts.len;
+	}
 	save_map(c, m);
 	return 1;
 }
+
 
 /* ---- cache loading ------------------------------------------------------------------ */
 
@@ -462,11 +498,14 @@ static void load_cache(node_ctl_t *c)
 		for (char *l = strtok_r((char *)buf, "\n", &save); l && c->n_defs < NODE_CTL_SLICES_MAX;
 		     l = strtok_r(NULL, "\n", &save)) {
 			struct def *df = &c->defs[c->n_defs];
-			char owner[65], sel[OVL_MSG_SELECTOR_SIZE];
+			char owner[65], sel[OVL_MSG_SELECTOR_SIZE], flag[16] = "";
 
 			memset(df, 0, sizeof(*df));
-			if (sscanf(l, "%63s %u %64s %127s", df->name, &df->replicas, owner, sel) != 4)
+			/* a fifth word "encrypt" is new; older files have four */
+			if (sscanf(l, "%63s %u %64s %127s %15s", df->name, &df->replicas, owner, sel,
+				   flag) < 4)
 				continue;
+			df->encrypt = strcmp(flag, "encrypt") == 0;
 			for (int k = 0; k < OVL_ID_BYTES; k++) {
 				unsigned v = 0;
 
@@ -491,8 +530,7 @@ static void load_cache(node_ctl_t *c)
 			continue;
 		if (ovl_msg_decode(buf, len, &m, err, sizeof(err)) == 0) {
 			if (m.type == OVL_MSG_MAP)
-				map_set(c, m.u.map.slice, m.u.map.epoch, m.u.map.replicas,
-					m.u.map.members, m.u.map.n_members);
+				map_set(c, &m.u.map);
 			ovl_msg_release(&m);
 		}
 		free(buf);
@@ -562,6 +600,7 @@ static int send_register(node_ctl_t *c, unsigned bi)
 		snprintf(refs[i].name, sizeof(refs[i].name), "%s", c->defs[i].name);
 		refs[i].epoch = mp ? mp->epoch : 0;
 		refs[i].replicas = c->defs[i].replicas;
+		refs[i].encrypt = c->defs[i].encrypt;
 		snprintf(refs[i].selector, sizeof(refs[i].selector), "%s", c->defs[i].selector);
 		memcpy(refs[i].owner, c->defs[i].owner, OVL_ID_BYTES);
 	}
@@ -671,6 +710,7 @@ static void def_set(node_ctl_t *c, const struct ovl_msg_slice *s)
 	memset(d, 0, sizeof(*d));
 	snprintf(d->name, sizeof(d->name), "%s", s->name);
 	d->replicas = s->replicas;
+	d->encrypt = s->encrypt;
 	snprintf(d->selector, sizeof(d->selector), "%s", s->selector);
 	memcpy(d->owner, s->owner, OVL_ID_BYTES);
 }
@@ -773,8 +813,7 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 		}
 		mp = map_find(c, m.u.map.slice);
 		if (!mp || m.u.map.epoch > mp->epoch)
-			changed = map_set(c, m.u.map.slice, m.u.map.epoch, m.u.map.replicas,
-					  m.u.map.members, m.u.map.n_members) > 0;
+			changed = map_set(c, &m.u.map) > 0;
 		break;
 	case OVL_MSG_MAP_DELTA:
 		if (!ts_ok(c, bi, m.u.delta.ts))
@@ -786,8 +825,22 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 			break;
 		}
 		mp = map_find(c, m.u.delta.slice);
-		if (mp && mp->epoch == m.u.delta.base_epoch)
+		if (mp && mp->epoch == m.u.delta.base_epoch) {
+			struct ovl_msg v;
+
 			changed = map_apply_delta(c, mp, &m.u.delta) > 0;
+			map_view(mp, &v);
+			/* the broker signed the map after the delta: ours must be that map,
+			 * or it is not what we would hand to clients */
+			if (changed && !all_zero(mp->sig, sizeof(mp->sig)) &&
+			    ovl_msg_map_verify(&v.u.map, c->b[bi].sign_pk) < 0) {
+				note(c, "delta '%s' epoch %llu: the map after it does not match the "
+				     "broker's signature; asking for the full map", mp->name,
+				     (unsigned long long)mp->epoch);
+				memset(mp->sig, 0, sizeof(mp->sig));
+				send_map_get(c, bi, mp->name, 0);
+			}
+		}
 		else if (!mp || m.u.delta.epoch > mp->epoch)
 			send_map_get(c, bi, m.u.delta.slice, mp ? mp->epoch : 0);
 		break;
@@ -1011,6 +1064,28 @@ const uint8_t *node_ctl_cert(const node_ctl_t *c, size_t *len)
 {
 	*len = c->cert_len;
 	return c->cert;
+}
+
+int node_ctl_map_encode(node_ctl_t *c, const char *slice, uint8_t **buf, size_t *len)
+{
+	const struct node_ctl_map *m = map_find(c, slice);
+	struct ovl_msg msg;
+	char err[256];
+
+	*buf = NULL;
+	*len = 0;
+	if (!m || all_zero(m->sig, sizeof(m->sig)))
+		return -ENOENT;
+	map_view(m, &msg);
+	msgpack_sbuffer_clear(&c->sb);
+	if (ovl_msg_encode(&msg, &c->sb, err, sizeof(err)) < 0)
+		return -EINVAL;
+	*buf = malloc(c->sb.size);
+	if (!*buf)
+		return -ENOMEM;
+	memcpy(*buf, c->sb.data, c->sb.size);
+	*len = c->sb.size;
+	return 0;
 }
 
 unsigned node_ctl_map_count(const node_ctl_t *c)

@@ -61,6 +61,10 @@ struct node_ctl_map {
 	uint32_t replicas;
 	struct ovl_msg_member *members;
 	uint32_t n_members;
+	bool encrypt;                   /* the slice requires payload encryption */
+	uint8_t sig[OVL_MSG_SIG_BYTES]; /* broker signature of this state; all zero: none */
+	uint8_t ts[OVL_TS_MAX_BYTES];   /* the broker timestamp that came with it */
+	size_t ts_len;
 };
 
 typedef struct node_ctl node_ctl_t;
@@ -93,6 +97,15 @@ const struct node_ctl_map *node_ctl_map_find(const node_ctl_t *c, const char *sl
 /* The Ed25519 key of the broker that owns `slice` (whose maps are taken), or
  * NULL when the slice's definition is not known. */
 const uint8_t *node_ctl_slice_owner(const node_ctl_t *c, const char *slice);
+
+/*
+ * The map of slice as a `map` message carrying the broker's signature
+ * (what a node answers a data-plane MAP with), into a malloc'd *buf (the
+ * caller frees). 0, -ENOENT (no map, or one without a signature: a cache
+ * from an older broker), -ENOMEM, -EINVAL.
+ */
+int node_ctl_map_encode(node_ctl_t *c, const char *slice, uint8_t **buf, size_t *len);
+
 /* Broker certificate i of those held (from any broker), or NULL past the
  * last; borrowed, valid until the next poll. */
 const uint8_t *node_ctl_broker_cert(const node_ctl_t *c, unsigned i, size_t *len);

@@ -339,6 +339,30 @@ static void do_node_stat(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint6
 	respond(dc, h->type, h->rid, &r, NULL, 0, false);
 }
 
+/* MAP: the signed map the control plane holds, as it is (never encrypted:
+ * the broker's signature protects it, and it is public to the slice). */
+static void do_map(struct dp_conn *dc, const struct ovl_wire_hdr *h, const struct ovl_wire_req *q,
+		   uint64_t epoch)
+{
+	struct node_dp *dp = dc->dp;
+	struct ovl_wire_resp r = { .epoch = epoch };
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	int ret = dp->o.map_get ? dp->o.map_get(dp->o.map_arg, q->slice, &buf, &len) : -ENOENT;
+
+	if (ret < 0) {
+		respond_status(dc, h->type, h->rid, ret == -ENOENT ? OVL_WIRE_NOT_FOUND : OVL_WIRE_INTERNAL,
+			       epoch, "%s", ret == -ENOENT ? "this node holds no signed map of the slice"
+			       : "cannot encode the map");
+		return;
+	}
+	r.has_crc = true;
+	r.crc = ovl_crc32c(0, buf, len);
+	respond(dc, h->type, h->rid, &r, buf, len, false);
+	dp->st.maps++;
+	free(buf);
+}
+
 /* A complete PUT payload: decrypt, check, store. */
 static void put_payload_done(struct dp_conn *dc)
 {
@@ -471,6 +495,9 @@ static void dispatch(struct dp_conn *dc, const struct ovl_wire_hdr *h, const str
 	case OVL_WIRE_T_NODE_STAT:
 		do_node_stat(dc, h, sl->epoch);
 		return;
+	case OVL_WIRE_T_MAP:
+		do_map(dc, h, q, sl->epoch);
+		return;
 	default:
 		break;
 	}
@@ -591,7 +618,8 @@ static ssize_t dp_data(void *arg, struct node_conn *c, const uint8_t *buf, size_
 			status = OVL_WIRE_WRONG_SLICE;
 			snprintf(msg, sizeof(msg), "%s slice '%s'",
 				 sl ? "this client may not use" : "this node does not serve", q->slice);
-		} else if (q->epoch < sl->epoch) {
+		} else if (q->epoch < sl->epoch && h.type != OVL_WIRE_T_MAP) {
+			/* MAP is how a client with an old (or no) map gets the new one */
 			dp->st.stale_map++;
 			status = OVL_WIRE_STALE_MAP;
 			snprintf(msg, sizeof(msg), "map epoch %" PRIu64 " is stale; the node has %" PRIu64,

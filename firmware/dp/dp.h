@@ -42,10 +42,15 @@ struct node_dp_opts {
 	unsigned max_inflight;          /* requests in flight per connection */
 	uint64_t max_payload_bytes;     /* PUT payload bytes buffered, all connections */
 	uint64_t idle_timeout_ms, frame_timeout_ms;
+	/* MAP requests: the encoded, broker-signed `map` message the node holds
+	 * for slice into a malloc'd *buf (the caller frees). 0, -ENOENT, -ENOMEM.
+	 * NULL: MAP is answered not-found. */
+	int (*map_get)(void *arg, const char *slice, uint8_t **buf, size_t *len);
+	void *map_arg;
 };
 
 struct node_dp_stats {
-	uint64_t handshakes, handshake_failures, requests, puts, gets, deletes, stats, lists;
+	uint64_t handshakes, handshake_failures, requests, puts, gets, deletes, stats, lists, maps;
 	uint64_t refused_busy, stale_map, wrong_slice, checksum_mismatch, auth_failures;
 };
 

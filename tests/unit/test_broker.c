@@ -759,6 +759,133 @@ static void test_site_files(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* Per-slice encryption: in maps and deltas, persisted, recovered from nodes;
+ * every map state is signed by the broker, deltas with the map after them. */
+static void test_slice_encryption_and_signatures(void **state)
+{
+	struct world *w = *state;
+	char err[256], path[160];
+	struct ovl_msg m, d;
+	FILE *f;
+	unsigned deltas = 0;
+
+	snprintf(w->state_dir, sizeof(w->state_dir), "/tmp/test_broker_enc.%d", (int)getpid());
+	brk_destroy(&w->b);
+	new_core(w, w->state_dir);
+	assert_int_equal(brk_slice_define(w->b, "sec", 1, "all", true, err, sizeof(err)), 0);
+	assert_int_equal(brk_slice_create(w->b, "plain", 1, "all", err, sizeof(err)), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(brk_preauth_add(w->b, w->nodes[i]->sign_pk), 1);
+	register_node(w, 0, NULL);
+	register_node(w, 1, NULL);
+	clear_out(w);
+	register_node(w, 2, NULL);
+	/* the newcomer's full maps: encrypt as defined, signed by the broker */
+	assert_int_equal(first_to(w, w->nodes[2], OVL_MSG_MAP, &m), 0);
+	assert_string_equal(m.u.map.slice, "sec");
+	assert_true(m.u.map.encrypt);
+	assert_int_equal(m.u.map.n_members, 3);
+	assert_int_equal(ovl_msg_map_verify(&m.u.map, w->site.id->sign_pk), 0);
+	assert_int_equal(ovl_msg_map_verify(&m.u.map, w->ca->sign_pk), -EKEYREJECTED);
+	/* the others' deltas to the same epoch carry encrypt and the same signature
+	 * (Ed25519 is deterministic: the same map state, the same bytes) */
+	for (unsigned i = 0; i < w->n_out; i++) {
+		char e[256];
+
+		assert_int_equal(ovl_msg_decode(w->out[i].buf, w->out[i].len, &d, e, sizeof(e)), 0);
+		if (d.type == OVL_MSG_MAP_DELTA && strcmp(d.u.delta.slice, "sec") == 0) {
+			assert_true(d.u.delta.encrypt);
+			assert_int_equal(d.u.delta.epoch, m.u.map.epoch);
+			assert_memory_equal(d.u.delta.sig, m.u.map.sig, OVL_MSG_SIG_BYTES);
+			deltas++;
+		} else if (d.type == OVL_MSG_MAP_DELTA) {
+			assert_false(d.u.delta.encrypt);
+		}
+		ovl_msg_release(&d);
+	}
+	assert_int_equal(deltas, 2);
+	ovl_msg_release(&m);
+	/* persisted with the definition; a restarted broker keeps it */
+	brk_destroy(&w->b);
+	snprintf(path, sizeof(path), "%s/slices", w->state_dir);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	{
+		char text[2048];
+		size_t n = fread(text, 1, sizeof(text) - 1, f);
+
+		text[n] = 0;
+		assert_non_null(strstr(text, " all encrypt\n"));
+		assert_non_null(strstr(text, "\nplain 1 "));
+		assert_null(strstr(text, "plain 1 5"));
+	}
+	fclose(f);
+	new_core(w, w->state_dir);
+	clear_out(w);
+	assert_int_equal(brk_preauth_add(w->b, w->nodes[0]->sign_pk), 1);
+	register_node(w, 0, NULL);
+	assert_int_equal(first_to(w, w->nodes[0], OVL_MSG_MAP, &m), 0);
+	assert_true(strcmp(m.u.map.slice, "sec") == 0 ? m.u.map.encrypt : !m.u.map.encrypt);
+	ovl_msg_release(&m);
+	brk_destroy(&w->b);
+	/* an older file (five words a line) means "not encrypted"; a bad sixth word is refused */
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "old 1 7 ");
+	for (int k = 0; k < 32; k++)
+		fprintf(f, "%02x", w->site.id->sign_pk[k]);
+	fprintf(f, " all\n");
+	fclose(f);
+	new_core(w, w->state_dir);
+	clear_out(w);
+	assert_int_equal(brk_preauth_add(w->b, w->nodes[0]->sign_pk), 1);
+	register_node(w, 0, NULL);
+	assert_int_equal(first_to(w, w->nodes[0], OVL_MSG_MAP, &m), 0);
+	assert_string_equal(m.u.map.slice, "old");
+	assert_false(m.u.map.encrypt);
+	ovl_msg_release(&m);
+	brk_destroy(&w->b);
+	f = fopen(path, "a");
+	fprintf(f, "odd 1 7 ");
+	for (int k = 0; k < 32; k++)
+		fprintf(f, "%02x", w->site.id->sign_pk[k]);
+	fprintf(f, " all encrypted\n");
+	fclose(f);
+	{
+		struct brk_params p = { 0 };
+		struct brk_io io = { w_send, w_now, w_unix, w_event, w };
+
+		p.state_dir = w->state_dir;
+		assert_int_equal(brk_new(&w->b, &w->site, &p, &io, err, sizeof(err)), -EBADMSG);
+		assert_non_null(strstr(err, "line 3 is not a valid slice definition"));
+	}
+	/* recovered from a node's cached definition, encryption included */
+	unlink(path);
+	new_core(w, w->state_dir);
+	clear_out(w);
+	assert_int_equal(brk_preauth_add(w->b, w->nodes[1]->sign_pk), 1);
+	reg_msg(&m, w->nodes[1], NULL, "sim");
+	m.u.reg.slices = calloc(1, sizeof(*m.u.reg.slices));
+	m.u.reg.n_slices = 1;
+	snprintf(m.u.reg.slices[0].name, 64, "sec");
+	m.u.reg.slices[0].epoch = 9;
+	m.u.reg.slices[0].replicas = 1;
+	m.u.reg.slices[0].encrypt = true;
+	snprintf(m.u.reg.slices[0].selector, 128, "all");
+	memcpy(m.u.reg.slices[0].owner, w->site.id->sign_pk, 32);
+	send_to_core(w, w->nodes[1], &m);
+	free(m.u.reg.slices);
+	assert_int_equal(first_to(w, w->nodes[1], OVL_MSG_MAP, &m), 0);
+	assert_true(m.u.map.encrypt);
+	assert_true(m.u.map.epoch > 9);
+	assert_int_equal(ovl_msg_map_verify(&m.u.map, w->site.id->sign_pk), 0);
+	ovl_msg_release(&m);
+	brk_destroy(&w->b);
+	snprintf(path, sizeof(path), "rm -rf %s", w->state_dir);
+	assert_int_equal(system(path), 0);
+	new_core(w, NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -773,6 +900,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_revocation_persists, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_slice_owner, setup, teardown),
 		cmocka_unit_test(test_rate_verdicts),
+		cmocka_unit_test_setup_teardown(test_slice_encryption_and_signatures, setup, teardown),
 		cmocka_unit_test(test_rate_limiter),
 		cmocka_unit_test(test_site_files),
 	};

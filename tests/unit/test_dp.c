@@ -325,6 +325,22 @@ static void run_client(struct fx *f, void (*fn)(struct fx *f))
 	pthread_join(t, NULL);
 }
 
+/* The control plane's signed map, as node_dp sees it: bytes for "hot" only. */
+static const char fake_map[] = "a signed map of slice hot";
+
+static int fake_map_get(void *arg, const char *slice, uint8_t **buf, size_t *len)
+{
+	(void)arg;
+	if (strcmp(slice, "hot") != 0)
+		return -ENOENT;
+	*buf = malloc(sizeof(fake_map));
+	if (!*buf)
+		return -ENOMEM;
+	memcpy(*buf, fake_map, sizeof(fake_map));
+	*len = sizeof(fake_map);
+	return 0;
+}
+
 static int setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
@@ -367,6 +383,7 @@ static int setup(void **state)
 	o.max_payload_bytes = 16 << 20;
 	o.idle_timeout_ms = 5000;
 	o.frame_timeout_ms = 1500;
+	o.map_get = fake_map_get;
 	assert_int_equal(node_dp_new(&f->dp, &o, err, sizeof(err)), 0);
 	assert_int_equal(node_dp_slice_set(f->dp, "hot", 5, false), 0);
 	assert_int_equal(node_dp_slice_set(f->dp, "cold", 1, false), 0);
@@ -554,6 +571,51 @@ static void test_refusals(void **state)
 	run_client(*state, client_refusals);
 }
 
+/* MAP (PROTOCOL.md 7.7): any epoch, the map the control plane holds. */
+static void client_map(struct fx *f)
+{
+	struct cli c;
+	struct ovl_wire_req q;
+	struct ovl_wire_resp r;
+	uint8_t *got = NULL;
+	size_t glen = 0;
+	uint32_t st = 0;
+
+	assert_int_equal(cli_connect(&c, &f->addr, f->pki.client, f->pki.client_cert,
+				     (size_t)f->pki.client_len, f->cpeers, f->pki.now, &st), 0);
+	memset(&q, 0, sizeof(q));
+	snprintf(q.slice, sizeof(q.slice), "hot");
+	q.epoch = 0; /* a client without a map: never stale-map */
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_MAP, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	assert_int_equal(r.epoch, 5);
+	assert_int_equal(glen, sizeof(fake_map));
+	assert_memory_equal(got, fake_map, glen);
+	assert_true(r.has_crc);
+	assert_int_equal(r.crc, ovl_crc32c(0, got, glen));
+	free(got);
+	got = NULL;
+	/* a slice the node serves but holds no signed map of: not-found */
+	snprintf(q.slice, sizeof(q.slice), "enc");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_MAP, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+	assert_int_equal(glen, 0);
+	free(got);
+	got = NULL;
+	/* a slice the client may not use: wrong-slice, nothing revealed */
+	snprintf(q.slice, sizeof(q.slice), "cold");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_MAP, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(r.status, OVL_WIRE_WRONG_SLICE);
+	assert_int_equal(glen, 0);
+	free(got);
+	close(c.fd);
+}
+
+static void test_map(void **state)
+{
+	run_client(*state, client_map);
+}
+
 static void client_hostile(struct fx *f)
 {
 	struct cli c;
@@ -684,6 +746,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_put_get_stat_list_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_map, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_clients, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full_drive, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oversized_and_truncated, setup, teardown),

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <msgpack.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -999,6 +1000,103 @@ static void test_errors_and_api_edges(void **state)
 	assert_null(ovl_msg_schema_find(OVL_MSG_NONE));
 }
 
+/* The sample called name, built into *m (NULL when there is none). */
+static const char *msg_sample_build_named(const char *name, struct ovl_msg *m)
+{
+	for (int i = 0; i < msg_sample_count(); i++) {
+		const char *n = msg_sample_build(i, m);
+
+		if (strcmp(n, name) == 0)
+			return n;
+		ovl_msg_release(m);
+	}
+	return NULL;
+}
+
+/* Map signatures (PROTOCOL.md 6.4): what they cover and what they do not. */
+static void test_map_signature(void **state)
+{
+	uint8_t seed[32], pk[32], sk[64], other_pk[32], other_sk[64];
+	struct ovl_msg m, d;
+	struct ovl_msg_member tmp;
+	msgpack_sbuffer sb, in1, in2;
+	char err[256];
+
+	(void)state;
+	memset(seed, 0x22, sizeof(seed));
+	crypto_sign_seed_keypair(pk, sk, seed);
+	memset(seed, 0x33, sizeof(seed));
+	crypto_sign_seed_keypair(other_pk, other_sk, seed);
+	assert_non_null(msg_sample_build_named("map", &m));
+	/* unsigned: refused */
+	assert_int_equal(ovl_msg_map_verify(&m.u.map, pk), -EKEYREJECTED);
+	assert_int_equal(ovl_msg_map_sign(&m.u.map, sk), 0);
+	assert_int_equal(ovl_msg_map_verify(&m.u.map, pk), 0);
+	assert_int_equal(ovl_msg_map_verify(&m.u.map, other_pk), -EKEYREJECTED);
+
+	/* the signed bytes start with the domain and its 0x00, then an array of 5 */
+	msgpack_sbuffer_init(&in1);
+	assert_int_equal(ovl_msg_map_sig_input(&m.u.map, &in1), 0);
+	assert_memory_equal(in1.data, "shelf-map-v1\0\x95\xa5" "alpha\x09\x03\xc2\x95", 22);
+
+	/* member order does not matter (nodes apply deltas in their own order) */
+	tmp = m.u.map.members[0];
+	m.u.map.members[0] = m.u.map.members[4];
+	m.u.map.members[4] = tmp;
+	msgpack_sbuffer_init(&in2);
+	assert_int_equal(ovl_msg_map_sig_input(&m.u.map, &in2), 0);
+	assert_int_equal(in1.size, in2.size);
+	assert_memory_equal(in1.data, in2.data, in1.size);
+	assert_int_equal(ovl_msg_map_verify(&m.u.map, pk), 0);
+	msgpack_sbuffer_destroy(&in1);
+	msgpack_sbuffer_destroy(&in2);
+
+	/* ts and crl are not covered; everything else is */
+	m.u.map.ts.len--;
+	m.u.map.crl = m.u.map.ts;
+	assert_int_equal(ovl_msg_map_verify(&m.u.map, pk), 0);
+	m.u.map.epoch++;
+	assert_int_equal(ovl_msg_map_verify(&m.u.map, pk), -EKEYREJECTED);
+	m.u.map.epoch--;
+	m.u.map.encrypt = true;
+	assert_int_equal(ovl_msg_map_verify(&m.u.map, pk), -EKEYREJECTED);
+	m.u.map.encrypt = false;
+	{
+		enum ovl_msg_state was = m.u.map.members[2].state;
+
+		m.u.map.members[2].state = was == OVL_MSG_STATE_DOWN ? OVL_MSG_STATE_UP
+								      : OVL_MSG_STATE_DOWN;
+		assert_int_equal(ovl_msg_map_verify(&m.u.map, pk), -EKEYREJECTED);
+		m.u.map.members[2].state = was;
+	}
+	assert_int_equal(ovl_msg_map_verify(&m.u.map, pk), 0);
+	m.u.map.members[3].port ^= 1;
+	assert_int_equal(ovl_msg_map_verify(&m.u.map, pk), -EKEYREJECTED);
+	m.u.map.members[3].port ^= 1;
+	m.u.map.members[1].cert = (struct ovl_msg_bin){ seed, 7 };
+	assert_int_equal(ovl_msg_map_verify(&m.u.map, pk), -EKEYREJECTED);
+	ovl_msg_release(&m);
+
+	/* encrypt and sig survive encoding; a map without them reads as not encrypted */
+	assert_non_null(msg_sample_build_named("map", &m));
+	msgpack_sbuffer_init(&sb);
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), 0);
+	assert_int_equal(ovl_msg_decode(sb.data, sb.size, &d, err, sizeof(err)), 0);
+	assert_false(d.u.map.encrypt);
+	assert_int_equal(ovl_msg_map_verify(&d.u.map, pk), -EKEYREJECTED);
+	ovl_msg_release(&d);
+	msgpack_sbuffer_clear(&sb);
+	m.u.map.encrypt = true;
+	assert_int_equal(ovl_msg_map_sign(&m.u.map, sk), 0);
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), 0);
+	assert_int_equal(ovl_msg_decode(sb.data, sb.size, &d, err, sizeof(err)), 0);
+	assert_true(d.u.map.encrypt);
+	assert_int_equal(ovl_msg_map_verify(&d.u.map, pk), 0);
+	ovl_msg_release(&d);
+	ovl_msg_release(&m);
+	msgpack_sbuffer_destroy(&sb);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1019,6 +1117,7 @@ int main(void)
 		cmocka_unit_test(test_encoder_refuses_invalid),
 		cmocka_unit_test(test_worst_case_small_message_fits),
 		cmocka_unit_test(test_errors_and_api_edges),
+		cmocka_unit_test(test_map_signature),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

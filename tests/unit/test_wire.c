@@ -537,7 +537,19 @@ static void test_header_rules(void **state)
 	REFUSE(c[4] = OVL_WIRE_T_GET, -EBADMSG, "carries no payload");
 	REFUSE(c[4] = OVL_WIRE_T_HELLO; memset(c + 12, 0, 8); c[5] = 0, -EBADMSG, "must be 0");
 	REFUSE(memset(c + 8, 0, 4), -EBADMSG, "meta length is 0");
+	REFUSE(c[4] = OVL_WIRE_T_MAP, -EBADMSG, "carries no payload");
+	REFUSE(c[4] = OVL_WIRE_T_MAP + 1, -EBADMSG, "unknown type");
 #undef REFUSE
+	/* a MAP response carries the map as its payload */
+	{
+		struct ovl_wire_hdr m = { .type = OVL_WIRE_T_MAP | OVL_WIRE_T_RESPONSE, .meta_len = 30,
+					  .payload_len = 5000, .seq = 1, .rid = 2 };
+
+		assert_int_equal(ovl_wire_hdr_pack(&m, b, err, sizeof(err)), 0);
+		assert_int_equal(b[4], 0x97);
+		assert_string_equal(ovl_wire_type_name(0x17), "map");
+		assert_string_equal(ovl_wire_type_name(0x97), "map-response");
+	}
 	/* unencrypted: 64 MiB is fine, one more byte is not */
 	h.flags = 0;
 	h.payload_len = OVL_WIRE_OBJECT_MAX_BYTES;
@@ -656,7 +668,8 @@ static void test_truncations(void **state)
 static void test_meta_round_trips(void **state)
 {
 	static const uint8_t types[] = { OVL_WIRE_T_PUT, OVL_WIRE_T_GET, OVL_WIRE_T_DELETE,
-					 OVL_WIRE_T_STAT, OVL_WIRE_T_LIST, OVL_WIRE_T_NODE_STAT };
+					 OVL_WIRE_T_STAT, OVL_WIRE_T_LIST, OVL_WIRE_T_NODE_STAT,
+					 OVL_WIRE_T_MAP };
 	uint8_t meta[OVL_WIRE_META_MAX_BYTES];
 	struct ovl_wire_req r, g;
 	struct ovl_wire_resp a, b;
@@ -669,7 +682,7 @@ static void test_meta_round_trips(void **state)
 		r.type = types[i];
 		snprintf(r.slice, sizeof(r.slice), "slice-%zu", i);
 		r.epoch = 1ull << 40;
-		if (r.type != OVL_WIRE_T_NODE_STAT) {
+		if (r.type != OVL_WIRE_T_NODE_STAT && r.type != OVL_WIRE_T_MAP) {
 			r.key_len = OVL_WIRE_KEY_MAX_BYTES;
 			memset(r.key, 0xa5, r.key_len);
 		}
@@ -704,6 +717,10 @@ static void test_meta_round_trips(void **state)
 				a.offset = 17;
 			else
 				a.seq = 77;
+		}
+		if (r.type == OVL_WIRE_T_MAP) {
+			a.has_crc = true;
+			a.crc = 0x01020304;
 		}
 		if (r.type == OVL_WIRE_T_LIST) {
 			a.count = 3;

@@ -23,12 +23,19 @@
 #define SHELF_MAP_MAX_BYTES (16u << 20)
 #define SHELF_CONNS_MAX 64
 #define SHELF_SLICES_MAX 16
+#define SHELF_MAP_ANSWERS 3 /* nodes asked for a map that answer, before keeping the newest */
 
 struct map {
 	char slice[OVL_MSG_NAME_SIZE];
 	uint8_t *buf;          /* the encoded map; bins in msg point into it */
+	size_t len;            /* bytes of it */
 	struct ovl_msg msg;
 	bool valid;
+};
+
+struct node_addr {
+	struct in6_addr addr;
+	uint16_t port;
 };
 
 struct conn {
@@ -45,6 +52,10 @@ struct shelf {
 	uint8_t cert[OVL_CERT_MAX_BYTES];
 	size_t cert_len;
 	uint8_t broker_key[OVL_KEY_BYTES];
+	uint8_t broker_sign_pk[OVL_ID_BYTES]; /* checks map signatures (PROTOCOL.md 6.4) */
+	struct node_addr nodes[SHELF_NODES_MAX]; /* asked for maps when no broker answers */
+	unsigned nnodes;
+	char map_source[96];                  /* where the last map came from */
 	ovl_keyring_t *kr;
 	struct ovl_peers *peers;
 	void *zctx;
@@ -56,6 +67,15 @@ struct shelf {
 	shelf_progress_cb progress;
 	void *progress_arg;
 };
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	uint8_t acc = 0;
+
+	for (size_t i = 0; i < n; i++)
+		acc |= p[i];
+	return acc == 0;
+}
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -97,7 +117,7 @@ SHELF_API int shelf_open(struct shelf **out, const char *dir, const char *broker
 		return -ENOMEM;
 	s->timeout_ms = SHELF_TIMEOUT_MS_DEFAULT;
 	snprintf(s->dir, sizeof(s->dir), "%s", dir);
-	snprintf(s->broker, sizeof(s->broker), "%s", broker);
+	snprintf(s->broker, sizeof(s->broker), "%s", broker ? broker : "");
 	snprintf(path, sizeof(path), "%s/id.key", dir);
 	ret = ovl_id_load(&s->id, path, err, errlen);
 	if (ret < 0)
@@ -132,6 +152,13 @@ SHELF_API int shelf_open(struct shelf **out, const char *dir, const char *broker
 	ret = ovl_peers_add_broker(s->peers, buf, len, (uint64_t)time(NULL), err, errlen);
 	if (ret < 0)
 		goto out;
+	{
+		struct ovl_cert bc;
+
+		if ((ret = ovl_cert_decode(&bc, buf, len, err, errlen)) < 0)
+			goto out;
+		memcpy(s->broker_sign_pk, bc.sign_pk, OVL_ID_BYTES);
+	}
 	*out = s;
 	s = NULL;
 out:
@@ -210,8 +237,10 @@ static void cache_store(const struct shelf *s, const char *slice, const uint8_t 
 	unlink(tmp);
 }
 
-/* Decode a map (from the broker or the cache) into m. */
-static int map_decode(struct map *m, const char *slice, size_t len, char *err, size_t errlen)
+/* Decode a map (from the broker, a node or the cache) into m and check the
+ * broker's signature over it. */
+static int map_decode(const struct shelf *s, struct map *m, const char *slice, size_t len,
+		      char *err, size_t errlen)
 {
 	char e2[256];
 	int ret = ovl_msg_decode(m->buf, len, &m->msg, e2, sizeof(e2));
@@ -228,7 +257,17 @@ static int map_decode(struct map *m, const char *slice, size_t len, char *err, s
 		ovl_msg_release(&m->msg);
 		return fail(err, errlen, -EBADMSG, "expected the map of slice '%s'", slice);
 	}
+	if (ovl_msg_map_verify(&m->msg.u.map, s->broker_sign_pk) < 0) {
+		ret = fail(err, errlen, -EKEYREJECTED, "map of slice '%s' epoch %llu: %s", slice,
+			   (unsigned long long)m->msg.u.map.epoch,
+			   all_zero(m->msg.u.map.sig, sizeof(m->msg.u.map.sig))
+				   ? "not signed by a broker"
+				   : "the broker's signature does not verify");
+		ovl_msg_release(&m->msg);
+		return ret;
+	}
 	snprintf(m->slice, sizeof(m->slice), "%s", slice);
+	m->len = len;
 	m->valid = true;
 	return 0;
 }
@@ -241,16 +280,24 @@ static int cache_load(struct shelf *s, struct map *m, const char *slice, char *e
 	cache_path(s, slice, path, sizeof(path));
 	if (read_file(path, m->buf, SHELF_MAP_MAX_BYTES, &len) < 0)
 		return -ENOENT;
-	return map_decode(m, slice, len, err, errlen);
+	return map_decode(s, m, slice, len, err, errlen);
 }
 
 static int broker_fetch(struct shelf *s, struct map *m, const char *slice, char *err,
 			size_t errlen);
 
-/* The map from the broker; when no broker answers, the cached one. */
+static int nodes_fetch(struct shelf *s, struct map *m, const char *slice, char *err,
+		       size_t errlen);
+
+/*
+ * The map from the broker; when no broker answers, the newest of the
+ * cached one and those nodes hold (the nodes given with shelf_add_node()
+ * and the members of the cached map).
+ */
 static int map_fetch(struct shelf *s, const char *slice, struct map **out, char *err, size_t errlen)
 {
 	struct map *m = NULL;
+	char e3[384];
 	int ret;
 
 	for (unsigned i = 0; i < SHELF_SLICES_MAX && !m; i++)
@@ -263,9 +310,23 @@ static int map_fetch(struct shelf *s, const char *slice, struct map **out, char 
 	m->valid = false;
 	if (!m->buf && !(m->buf = malloc(SHELF_MAP_MAX_BYTES)))
 		return -ENOMEM;
-	ret = broker_fetch(s, m, slice, err, errlen);
-	if (ret == -EHOSTUNREACH && cache_load(s, m, slice, err, errlen) == 0)
-		ret = 0; /* the broker is out of the data path: keep going */
+	if (s->broker[0])
+		ret = broker_fetch(s, m, slice, err, errlen);
+	else
+		ret = fail(err, errlen, -EHOSTUNREACH, "no broker given");
+	if (ret == -EHOSTUNREACH) {
+		/* the broker is out of the data path: keep going */
+		int r2 = nodes_fetch(s, m, slice, e3, sizeof(e3));
+
+		if (r2 == 0) {
+			ret = 0;
+		} else {
+			char e4[256];
+
+			snprintf(e4, sizeof(e4), "%s", err);
+			fail(err, errlen, ret, "%s; %s", e4, e3);
+		}
+	}
 	if (ret == 0)
 		*out = m;
 	return ret;
@@ -316,9 +377,11 @@ static int broker_fetch(struct shelf *s, struct map *m, const char *slice, char 
 	{
 		size_t len = (size_t)ret;
 
-		ret = map_decode(m, slice, len, err, errlen);
-		if (ret == 0)
+		ret = map_decode(s, m, slice, len, err, errlen);
+		if (ret == 0) {
 			cache_store(s, slice, m->buf, len);
+			snprintf(s->map_source, sizeof(s->map_source), "broker %.80s", s->broker);
+		}
 	}
 	return ret;
 }
@@ -456,7 +519,7 @@ static int tcp_connect(const struct in6_addr *a, uint16_t port, int timeout_ms)
 	return fd;
 }
 
-static int conn_get(struct shelf *s, const struct ovl_msg_member *mb, const char *slice,
+static int conn_get(struct shelf *s, const uint8_t addr[16], uint16_t port, const char *slice,
 		    struct conn **out, char *err, size_t errlen)
 {
 	struct ovl_wire_hs_cfg cfg = { 0 };
@@ -469,8 +532,8 @@ static int conn_get(struct shelf *s, const struct ovl_msg_member *mb, const char
 	int ret, n = 0;
 
 	for (unsigned i = 0; i < s->nconns; i++)
-		if (s->conns[i].fd >= 0 && s->conns[i].port == mb->port &&
-		    memcmp(&s->conns[i].addr, mb->addr, 16) == 0) {
+		if (s->conns[i].fd >= 0 && s->conns[i].port == port &&
+		    memcmp(&s->conns[i].addr, addr, 16) == 0) {
 			*out = &s->conns[i];
 			return 0;
 		}
@@ -484,14 +547,14 @@ static int conn_get(struct shelf *s, const struct ovl_msg_member *mb, const char
 		conn_close(c);
 	}
 	memset(c, 0, sizeof(*c));
-	memcpy(&c->addr, mb->addr, 16);
-	c->port = mb->port;
-	inet_ntop(AF_INET6, mb->addr, text, sizeof(text));
+	memcpy(&c->addr, addr, 16);
+	c->port = port;
+	inet_ntop(AF_INET6, addr, text, sizeof(text));
 	c->fd = tcp_connect(&c->addr, c->port, s->timeout_ms);
 	if (c->fd < 0) {
 		ret = c->fd;
 		c->fd = -1;
-		return fail(err, errlen, -EHOSTUNREACH, "node %s port %u: %s", text, mb->port,
+		return fail(err, errlen, -EHOSTUNREACH, "node %s port %u: %s", text, port,
 			    ret == -ETIMEDOUT ? "did not answer in time" : strerror(-ret));
 	}
 	cfg.id = s->id;
@@ -522,15 +585,21 @@ static int conn_get(struct shelf *s, const struct ovl_msg_member *mb, const char
 	return 0;
 }
 
-/* One request on a connection: send, read the response and its payload. */
+/*
+ * One request on a connection: send, read the response and its payload.
+ * With encrypt, a request payload goes out as AEAD chunks and a response
+ * payload must arrive as chunks (PROTOCOL.md 7.6); *out is the plaintext.
+ */
 static int call(struct shelf *s, struct conn *c, uint8_t type, struct ovl_wire_req *q,
-		const void *payload, size_t plen, struct ovl_wire_resp *r, uint8_t **out,
-		size_t *outlen, char *err, size_t errlen)
+		const void *payload, size_t plen, bool encrypt, struct ovl_wire_resp *r,
+		uint8_t **out, size_t *outlen, char *err, size_t errlen)
 {
 	struct ovl_wire_hdr h = { 0 }, rh;
 	uint8_t meta[OVL_WIRE_META_MAX_BYTES], head[OVL_WIRE_HEAD_MAX_BYTES], *body = NULL;
+	uint8_t *sealed = NULL;
 	const uint8_t *rmeta = NULL;
 	char e2[256] = "", text[INET6_ADDRSTRLEN];
+	uint64_t plain = 0;
 	int mlen, hl, ret, n = 0;
 
 	inet_ntop(AF_INET6, &c->addr, text, sizeof(text));
@@ -540,13 +609,37 @@ static int call(struct shelf *s, struct conn *c, uint8_t type, struct ovl_wire_r
 		return fail(err, errlen, -EINVAL, "%s", e2);
 	h.type = type;
 	h.payload_len = plen;
+	if (encrypt && plen) {
+		h.flags = OVL_WIRE_FLAG_ENCRYPTED;
+		h.payload_len = ovl_wire_sealed_len(plen);
+		sealed = malloc(h.payload_len);
+		if (!sealed)
+			return -ENOMEM;
+	}
 	h.rid = ++c->rid;
 	hl = ovl_wire_head_seal(&c->ses, &h, meta, (size_t)mlen, head, sizeof(head), e2, sizeof(e2));
-	if (hl < 0)
+	if (hl < 0) {
+		free(sealed);
 		return fail(err, errlen, -EINVAL, "%s", e2);
+	}
+	if (sealed) {
+		uint8_t *dst = sealed;
+
+		/* each chunk is bound to this frame's header, direction, seq and index */
+		for (size_t off = 0, i = 0; off < plen; off += OVL_WIRE_CHUNK_BYTES, i++) {
+			size_t k = plen - off < OVL_WIRE_CHUNK_BYTES ? plen - off : OVL_WIRE_CHUNK_BYTES;
+
+			memcpy(dst, (const uint8_t *)payload + off, k);
+			ovl_wire_chunk_seal(&c->ses, head, (uint32_t)i, dst, k);
+			dst += k + OVL_WIRE_TAG_BYTES;
+		}
+		payload = sealed;
+		plen = h.payload_len;
+	}
 	ret = io_full(c->fd, head, (size_t)hl, true);
 	if (ret == 0 && plen)
 		ret = io_payload(s, c->fd, (uint8_t *)payload, plen, true);
+	free(sealed);
 	if (ret == 0 && (n = read_head(c->fd, true, head, &rh)) < 0)
 		ret = n;
 	if (ret < 0)
@@ -557,10 +650,20 @@ static int call(struct shelf *s, struct conn *c, uint8_t type, struct ovl_wire_r
 		conn_close(c);
 		return fail(err, errlen, -EBADMSG, "node %s sent a bad response: %s", text, e2);
 	}
+	plain = rh.payload_len;
 	if (rh.payload_len) {
-		if (rh.flags & OVL_WIRE_FLAG_ENCRYPTED) {
+		bool enc = rh.flags & OVL_WIRE_FLAG_ENCRYPTED;
+
+		/* an encrypted answer is always welcome (its tags prove it); a
+		 * plaintext one on a slice that requires encryption is not */
+		if (!enc && encrypt) {
 			conn_close(c);
-			return fail(err, errlen, -EPROTO, "node %s sent an encrypted payload this client did not ask for", text);
+			return fail(err, errlen, -EPROTO, "node %s sent a plaintext payload on a slice "
+				    "that requires encryption", text);
+		}
+		if (enc && ovl_wire_plain_len(rh.payload_len, &plain) < 0) {
+			conn_close(c);
+			return fail(err, errlen, -EBADMSG, "node %s sent an invalid encrypted length", text);
 		}
 		body = malloc(rh.payload_len);
 		if (!body)
@@ -570,10 +673,29 @@ static int call(struct shelf *s, struct conn *c, uint8_t type, struct ovl_wire_r
 			free(body);
 			goto io_err;
 		}
+		if (enc) {
+			uint8_t *src = body, *dst = body;
+
+			for (uint64_t off = 0, i = 0; off < plain; off += OVL_WIRE_CHUNK_BYTES, i++) {
+				size_t k = plain - off < OVL_WIRE_CHUNK_BYTES ? (size_t)(plain - off)
+									     : OVL_WIRE_CHUNK_BYTES;
+
+				if (ovl_wire_chunk_open(&c->ses, head, (uint32_t)i, src, k) < 0) {
+					free(body);
+					conn_close(c);
+					return fail(err, errlen, -EIO,
+						    "node %s: payload chunk %llu failed authentication",
+						    text, (unsigned long long)i);
+				}
+				memmove(dst, src, k);
+				src += k + OVL_WIRE_TAG_BYTES;
+				dst += k;
+			}
+		}
 	}
 	if (out) {
 		*out = body;
-		*outlen = rh.payload_len;
+		*outlen = (size_t)plain;
 	} else {
 		free(body);
 	}
@@ -633,13 +755,14 @@ static int keyed(struct shelf *s, const char *what, const char *slice, uint8_t t
 		inet_ntop(AF_INET6, mb->addr, text, sizeof(text));
 		if (mb->state == OVL_MSG_STATE_DOWN && attempt == 0)
 			continue; /* the map may be newer at the broker */
-		ret = conn_get(s, mb, slice, &c, e2, sizeof(e2));
+		ret = conn_get(s, mb->addr, mb->port, slice, &c, e2, sizeof(e2));
 		if (ret == 0) {
 			snprintf(q->slice, sizeof(q->slice), "%s", slice);
 			q->epoch = m->msg.u.map.epoch;
 			memcpy(q->key, key, klen);
 			q->key_len = (uint32_t)klen;
-			ret = call(s, c, type, q, payload, plen, r, out, outlen, e2, sizeof(e2));
+			ret = call(s, c, type, q, payload, plen, m->msg.u.map.encrypt, r, out,
+				   outlen, e2, sizeof(e2));
 		}
 		if (ret == 0 && r->status == OVL_WIRE_STALE_MAP && attempt == 0) {
 			if (out) {
@@ -664,6 +787,105 @@ static int keyed(struct shelf *s, const char *what, const char *slice, uint8_t t
 	if (ret < 0)
 		fail(err, errlen, ret, "%s '%s': %s", what, kshow, e2);
 	return ret;
+}
+
+/* Replace m with the map in buf[0..len) when it verifies and is newer. */
+static bool map_offer(struct shelf *s, struct map *m, const char *slice, uint8_t *buf, size_t len,
+		      const char *source, char *err, size_t errlen)
+{
+	struct map t = { .buf = buf };
+
+	if (len >= SHELF_MAP_MAX_BYTES || map_decode(s, &t, slice, len, err, errlen) < 0)
+		return false;
+	if (m->valid && t.msg.u.map.epoch <= m->msg.u.map.epoch) {
+		ovl_msg_release(&t.msg);
+		return false;
+	}
+	ovl_msg_release(&t.msg);
+	if (m->valid)
+		ovl_msg_release(&m->msg);
+	m->valid = false;
+	memcpy(m->buf, buf, len);
+	if (map_decode(s, m, slice, len, err, errlen) < 0)
+		return false;
+	snprintf(s->map_source, sizeof(s->map_source), "%s", source);
+	return true;
+}
+
+static int nodes_fetch(struct shelf *s, struct map *m, const char *slice, char *err,
+		       size_t errlen)
+{
+	struct node_addr *cand = NULL;
+	unsigned ncand = 0, answers = 0;
+	char e2[384] = "no node address known (give one with --node or SHELF_NODES)";
+	char text[INET6_ADDRSTRLEN + 16];
+	bool from_node = false;
+	size_t cap;
+
+	{
+		char ec[256]; /* a cache that does not verify is only a missed chance */
+
+		if (cache_load(s, m, slice, ec, sizeof(ec)) == 0)
+			snprintf(s->map_source, sizeof(s->map_source), "cache");
+	}
+	cap = s->nnodes + (m->valid ? m->msg.u.map.n_members : 0);
+	cand = calloc(cap ? cap : 1, sizeof(*cand));
+	if (!cand)
+		return -ENOMEM;
+	for (unsigned i = 0; i < s->nnodes; i++)
+		cand[ncand++] = s->nodes[i];
+	for (uint32_t i = 0; m->valid && i < m->msg.u.map.n_members; i++) {
+		const struct ovl_msg_member *mb = &m->msg.u.map.members[i];
+
+		if (mb->state == OVL_MSG_STATE_OUT)
+			continue;
+		memcpy(&cand[ncand].addr, mb->addr, 16);
+		cand[ncand++].port = mb->port;
+	}
+	for (unsigned i = 0; i < ncand && answers < SHELF_MAP_ANSWERS; i++) {
+		struct ovl_wire_req q = { 0 };
+		struct ovl_wire_resp r;
+		struct conn *c = NULL;
+		uint8_t *body = NULL;
+		size_t blen = 0;
+		int ret;
+
+		inet_ntop(AF_INET6, &cand[i].addr, text, INET6_ADDRSTRLEN);
+		snprintf(q.slice, sizeof(q.slice), "%s", slice);
+		q.epoch = m->valid ? m->msg.u.map.epoch : 0;
+		ret = conn_get(s, (const uint8_t *)&cand[i].addr, cand[i].port, slice, &c, e2,
+			       sizeof(e2));
+		if (ret == 0)
+			ret = call(s, c, OVL_WIRE_T_MAP, &q, NULL, 0, false, &r, &body, &blen, e2,
+				   sizeof(e2));
+		if (ret == 0 && r.status != OVL_WIRE_OK) {
+			ret = status_errno(r.status);
+			snprintf(e2, sizeof(e2), "node %s: %s: %s", text,
+				 ovl_wire_status_name(r.status) ? ovl_wire_status_name(r.status) : "error",
+				 r.message);
+		} else if (ret == 0 && r.has_crc && ovl_crc32c(0, body, blen) != r.crc) {
+			ret = -EIO;
+			snprintf(e2, sizeof(e2), "node %s: map checksum mismatch in transit", text);
+		}
+		if (ret == 0) {
+			char src[96], e3[256] = "";
+
+			snprintf(src, sizeof(src), "node %s", text);
+			answers++;
+			if (map_offer(s, m, slice, body, blen, src, e3, sizeof(e3)))
+				from_node = true;
+			else if (e3[0])
+				snprintf(e2, sizeof(e2), "node %s: %s", text, e3);
+		}
+		free(body);
+	}
+	free(cand);
+	if (!m->valid)
+		return fail(err, errlen, -EHOSTUNREACH, "no map of slice '%s' from any node: %s", slice,
+			    e2);
+	if (from_node)
+		cache_store(s, slice, m->buf, m->len); /* for the next start without broker */
+	return 0;
 }
 
 SHELF_API int shelf_put(struct shelf *s, const char *slice, const void *key, size_t klen,
@@ -809,9 +1031,10 @@ SHELF_API int shelf_list(struct shelf *s, const char *slice, const void *prefix,
 			memcpy(q.after, after, alen);
 		q.after_len = (uint32_t)alen;
 		q.limit = limit;
-		ret = conn_get(s, mb, slice, &c, e2, sizeof(e2));
+		ret = conn_get(s, mb->addr, mb->port, slice, &c, e2, sizeof(e2));
 		if (ret == 0)
-			ret = call(s, c, OVL_WIRE_T_LIST, &q, NULL, 0, &r, &body, &blen, e2, sizeof(e2));
+			ret = call(s, c, OVL_WIRE_T_LIST, &q, NULL, 0, m->msg.u.map.encrypt, &r, &body,
+				   &blen, e2, sizeof(e2));
 		if (ret == 0 && r.status != OVL_WIRE_OK) {
 			ret = status_errno(r.status);
 			snprintf(e2, sizeof(e2), "node %s: %s", text, r.message);
@@ -866,5 +1089,120 @@ out:
 		free(all.owned[i]);
 	free(all.k);
 	free(all.owned);
+	return ret;
+}
+
+SHELF_API int shelf_add_node(struct shelf *s, const char *node, char *err, size_t errlen)
+{
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *end;
+	unsigned long port = SHELF_DATA_PORT_DEFAULT;
+	struct node_addr *na;
+
+	if (s->nnodes >= SHELF_NODES_MAX)
+		return fail(err, errlen, -ENOSPC, "more than %d node addresses", SHELF_NODES_MAX);
+	if (node[0] == '[') {
+		char *pe = NULL;
+
+		end = strchr(node, ']');
+		if (!end || (size_t)(end - node - 1) >= sizeof(host) || end[1] != ':')
+			goto bad;
+		memcpy(host, node + 1, (size_t)(end - node - 1));
+		host[end - node - 1] = 0;
+		errno = 0;
+		port = strtoul(end + 2, &pe, 10);
+		if (errno || !end[2] || *pe || port < 1 || port > 65535)
+			goto bad;
+	} else {
+		if (strlen(node) >= sizeof(host))
+			goto bad;
+		snprintf(host, sizeof(host), "%s", node);
+	}
+	na = &s->nodes[s->nnodes];
+	if (inet_pton(AF_INET6, host, &na->addr) != 1)
+		goto bad;
+	na->port = (uint16_t)port;
+	s->nnodes++;
+	return 0;
+bad:
+	return fail(err, errlen, -EINVAL, "node '%s': expected an IPv6 address or [ADDR]:PORT", node);
+}
+
+SHELF_API int shelf_map(struct shelf *s, const char *slice, struct shelf_map_info *info,
+			struct shelf_member **members, char *err, size_t errlen)
+{
+	struct map *m = NULL;
+	struct shelf_member *out = NULL;
+	const struct ovl_msg_map *mp;
+	int ret;
+
+	*members = NULL;
+	memset(info, 0, sizeof(*info));
+	if (!slice || !*slice)
+		return fail(err, errlen, -EINVAL, "no slice named");
+	ret = map_fetch(s, slice, &m, err, errlen);
+	if (ret < 0)
+		return ret;
+	mp = &m->msg.u.map;
+	if (mp->n_members && !(out = calloc(mp->n_members, sizeof(*out))))
+		return -ENOMEM;
+	for (uint32_t i = 0; i < mp->n_members; i++) {
+		const struct ovl_msg_member *mb = &mp->members[i];
+		const char *st = ovl_msg_state_name(mb->state);
+
+		memcpy(out[i].id, mb->id, sizeof(out[i].id));
+		inet_ntop(AF_INET6, mb->addr, out[i].addr, sizeof(out[i].addr));
+		out[i].port = mb->port;
+		out[i].state = st ? st : "unknown";
+		out[i].capacity = mb->capacity;
+		snprintf(out[i].site, sizeof(out[i].site), "%s", mb->domain.site);
+		snprintf(out[i].chassis, sizeof(out[i].chassis), "%s", mb->domain.chassis);
+		snprintf(out[i].slot, sizeof(out[i].slot), "%s", mb->domain.slot);
+	}
+	info->epoch = mp->epoch;
+	info->replicas = mp->replicas;
+	info->encrypt = mp->encrypt;
+	info->n_members = mp->n_members;
+	snprintf(info->source, sizeof(info->source), "%.95s", s->map_source);
+	*members = out;
+	return 0;
+}
+
+SHELF_API int shelf_node_stat(struct shelf *s, const char *slice, const char *addr, uint16_t port,
+			      struct shelf_counter *out, unsigned cap, char *err, size_t errlen)
+{
+	struct ovl_wire_req q = { 0 };
+	struct ovl_wire_resp *r = NULL;
+	struct in6_addr a;
+	struct conn *c = NULL;
+	char e2[384];
+	int ret;
+
+	if (!slice || !*slice || inet_pton(AF_INET6, addr, &a) != 1)
+		return fail(err, errlen, -EINVAL, "node-stat: a slice and an IPv6 address are needed");
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	snprintf(q.slice, sizeof(q.slice), "%s", slice);
+	q.epoch = UINT64_MAX; /* never stale: NODE_STAT does not depend on placement */
+	ret = conn_get(s, (const uint8_t *)&a, port, slice, &c, e2, sizeof(e2));
+	if (ret == 0)
+		ret = call(s, c, OVL_WIRE_T_NODE_STAT, &q, NULL, 0, false, r, NULL, NULL, e2,
+			   sizeof(e2));
+	if (ret == 0 && r->status != OVL_WIRE_OK) {
+		ret = status_errno(r->status);
+		snprintf(e2, sizeof(e2), "node %s: %s", addr, r->message);
+	}
+	if (ret < 0) {
+		fail(err, errlen, ret, "node-stat: %s", e2);
+		goto out;
+	}
+	for (uint32_t i = 0; i < r->ncounters && i < cap; i++) {
+		snprintf(out[i].name, sizeof(out[i].name), "%s", r->counters[i].name);
+		out[i].value = r->counters[i].value;
+	}
+	ret = (int)(r->ncounters < cap ? r->ncounters : cap);
+out:
+	free(r);
 	return ret;
 }

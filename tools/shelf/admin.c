@@ -31,15 +31,10 @@ struct admin_opts {
 	bool json;
 	unsigned replicas;
 	const char *selector;
+	bool encrypt;      /* slice create --encrypt */
 	const char *arg;   /* the positional argument */
 };
 
-struct admin_call {
-	void *ctx;
-	ovl_link_client_t *cl;
-	uint8_t *buf;
-	struct ovl_msg reply;
-};
 
 static int usage(const char *cmd, const char *args, const char *extra, int code)
 {
@@ -58,7 +53,7 @@ static int parse(int argc, char **argv, struct admin_opts *o, const char *cmd, c
 {
 	static const struct option lopts[] = {
 		{ "broker", 1, NULL, 'b' }, { "admin", 1, NULL, 'a' }, { "json", 0, NULL, 'j' },
-		{ "replicas", 1, NULL, 'r' }, { "members", 1, NULL, 'm' },
+		{ "replicas", 1, NULL, 'r' }, { "members", 1, NULL, 'm' }, { "encrypt", 0, NULL, 'e' },
 		{ "help", 0, NULL, 'h' }, { NULL, 0, NULL, 0 }
 	};
 	int c;
@@ -78,6 +73,7 @@ static int parse(int argc, char **argv, struct admin_opts *o, const char *cmd, c
 		case 'j': o->json = true; break;
 		case 'r': o->replicas = (unsigned)strtoul(optarg, NULL, 10); break;
 		case 'm': o->selector = optarg; break;
+		case 'e': o->encrypt = true; break;
 		case 'h': return usage(cmd, args, extra, 0) - 1;
 		default: return usage(cmd, args, extra, 2);
 		}
@@ -89,7 +85,7 @@ static int parse(int argc, char **argv, struct admin_opts *o, const char *cmd, c
 	return 0;
 }
 
-static void call_release(struct admin_call *a)
+void admin_call_release(struct admin_call *a)
 {
 	ovl_msg_release(&a->reply);
 	ovl_link_client_destroy(&a->cl);
@@ -99,11 +95,10 @@ static void call_release(struct admin_call *a)
 	memset(a, 0, sizeof(*a));
 }
 
-/* Send req and wait for the reply; prints the error and returns an exit code. */
-static int call(const char *cmd, const struct admin_opts *o, struct ovl_msg *req,
-		struct admin_call *a)
+int admin_query(const char *broker, const char *dir, int timeout_ms, struct ovl_msg *req,
+		struct admin_call *a, char *err, size_t errlen)
 {
-	char path[400], z85[64], err[512] = "";
+	char path[400], z85[64];
 	uint8_t server_key[OVL_KEY_BYTES];
 	struct ovl_link_opts lo = ovl_link_opts_default;
 	struct ovl_link_client_cfg cfg = { 0 };
@@ -114,68 +109,77 @@ static int call(const char *cmd, const struct admin_opts *o, struct ovl_msg *req
 
 	memset(a, 0, sizeof(*a));
 	msgpack_sbuffer_init(&sb);
-	snprintf(path, sizeof(path), "%s/broker.pub", o->dir);
+	snprintf(path, sizeof(path), "%s/broker.pub", dir);
 	f = fopen(path, "r");
 	if (!f || !fgets(z85, sizeof(z85), f) || (z85[strcspn(z85, "\r\n")] = 0) ||
 	    ovl_key_z85_decode(z85, server_key) < 0) {
-		snprintf(err, sizeof(err), "cannot read the broker key from '%s'", path);
+		snprintf(err, errlen, "cannot read the broker key from '%s'", path);
 		goto out;
 	}
-	snprintf(path, sizeof(path), "%s/admin.key", o->dir);
-	if (ovl_id_load(&id, path, err, sizeof(err)) < 0)
+	snprintf(path, sizeof(path), "%s/admin.key", dir);
+	if (ovl_id_load(&id, path, err, errlen) < 0)
 		goto out;
 	a->ctx = zmq_ctx_new();
 	a->buf = malloc(ADMIN_RECV_MAX_BYTES);
 	if (!a->ctx || !a->buf) {
-		snprintf(err, sizeof(err), "out of memory");
+		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
 	lo.max_msg_bytes = ADMIN_RECV_MAX_BYTES;
 	lo.linger_ms = 0;
-	cfg.endpoint = o->broker;
+	cfg.endpoint = broker;
 	cfg.server_key = server_key;
 	cfg.secret_key = id->curve_sk;
 	cfg.opts = &lo;
-	if (ovl_link_client_new(&a->cl, a->ctx, &cfg, err, sizeof(err)) < 0)
+	if (ovl_link_client_new(&a->cl, a->ctx, &cfg, err, errlen) < 0)
 		goto out;
-	rc = ovl_link_client_wait_ready(a->cl, ADMIN_TIMEOUT_MS, err, sizeof(err));
+	rc = ovl_link_client_wait_ready(a->cl, timeout_ms, err, errlen);
 	if (rc < 0) {
 		char e2[512];
 
-		snprintf(e2, sizeof(e2), "cannot reach broker '%s': %s", o->broker, err);
-		snprintf(err, sizeof(err), "%s", e2);
+		snprintf(e2, sizeof(e2), "cannot reach broker '%s': %s", broker, err);
+		snprintf(err, errlen, "%s", e2);
 		goto out;
 	}
 	req->rid = 1;
-	if (ovl_msg_encode(req, &sb, err, sizeof(err)) < 0)
+	if (ovl_msg_encode(req, &sb, err, errlen) < 0)
 		goto out;
-	if (ovl_link_client_send(a->cl, sb.data, sb.size, ADMIN_TIMEOUT_MS) < 0) {
-		snprintf(err, sizeof(err), "cannot send to broker '%s'", o->broker);
+	if (ovl_link_client_send(a->cl, sb.data, sb.size, timeout_ms) < 0) {
+		snprintf(err, errlen, "cannot send to broker '%s'", broker);
 		goto out;
 	}
-	rc = ovl_link_client_recv(a->cl, a->buf, ADMIN_RECV_MAX_BYTES, ADMIN_TIMEOUT_MS);
+	rc = ovl_link_client_recv(a->cl, a->buf, ADMIN_RECV_MAX_BYTES, timeout_ms);
 	if (rc < 0) {
-		snprintf(err, sizeof(err), "no answer from broker '%s': %s", o->broker,
-			 strerror(-rc));
+		snprintf(err, errlen, "no answer from broker '%s': %s", broker, strerror(-rc));
 		goto out;
 	}
-	if (ovl_msg_decode(a->buf, (size_t)rc, &a->reply, err, sizeof(err)) < 0)
+	if (ovl_msg_decode(a->buf, (size_t)rc, &a->reply, err, errlen) < 0)
 		goto out;
 	if (a->reply.type == OVL_MSG_ERROR) {
-		snprintf(err, sizeof(err), "%s", a->reply.u.error.message);
+		snprintf(err, errlen, "%s", a->reply.u.error.message);
 		code = a->reply.u.error.code == OVL_MSG_ERR_NOT_FOUND ? 3 : 1;
 		goto out;
 	}
 	code = 0;
 out:
-	if (code) {
-		fprintf(stderr, "shelf %s: %s\n", cmd, err);
-		call_release(a);
-	}
+	if (code)
+		admin_call_release(a);
 	if (f)
 		fclose(f);
 	ovl_id_destroy(&id);
 	msgpack_sbuffer_destroy(&sb);
+	return code;
+}
+
+/* Send req and wait for the reply; prints the error and returns an exit code. */
+static int call(const char *cmd, const struct admin_opts *o, struct ovl_msg *req,
+		struct admin_call *a)
+{
+	char err[512] = "";
+	int code = admin_query(o->broker, o->dir, ADMIN_TIMEOUT_MS, req, a, err, sizeof(err));
+
+	if (code)
+		fprintf(stderr, "shelf %s: %s\n", cmd, err);
 	return code;
 }
 
@@ -201,21 +205,24 @@ int cmd_slices(int argc, char **argv)
 	if (o.json)
 		printf("[");
 	else
-		printf("%-24s %8s %10s %8s  %s\n", "SLICE", "REPLICAS", "EPOCH", "MEMBERS", "SELECTOR");
+		printf("%-24s %8s %10s %8s %-7s  %s\n", "SLICE", "REPLICAS", "EPOCH", "MEMBERS",
+		       "ENCRYPT", "SELECTOR");
 	for (uint32_t i = 0; i < a.reply.u.admin_ok.n_slices; i++) {
 		const struct ovl_msg_slice *s = &a.reply.u.admin_ok.slices[i];
 
 		if (o.json)
 			printf("%s\n  {\"name\": \"%s\", \"replicas\": %u, \"epoch\": %llu, "
-			       "\"members\": %u, \"selector\": \"%s\"}", i ? "," : "", s->name,
-			       s->replicas, (unsigned long long)s->epoch, s->members, s->selector);
+			       "\"members\": %u, \"encrypt\": %s, \"selector\": \"%s\"}", i ? "," : "",
+			       s->name, s->replicas, (unsigned long long)s->epoch, s->members,
+			       s->encrypt ? "true" : "false", s->selector);
 		else
-			printf("%-24s %8u %10llu %8u  %s\n", s->name, s->replicas,
-			       (unsigned long long)s->epoch, s->members, s->selector);
+			printf("%-24s %8u %10llu %8u %-7s  %s\n", s->name, s->replicas,
+			       (unsigned long long)s->epoch, s->members, s->encrypt ? "yes" : "no",
+			       s->selector);
 	}
 	if (o.json)
 		printf("\n]\n");
-	call_release(&a);
+	admin_call_release(&a);
 	return 0;
 }
 
@@ -225,9 +232,12 @@ int cmd_slice_create(int argc, char **argv)
 	struct admin_call a;
 	struct ovl_msg req;
 	char err[256];
-	int rc = parse(argc, argv, &o, "slice create", "NAME --replicas R [--members SELECTOR] ",
+	int rc = parse(argc, argv, &o, "slice create",
+		       "NAME --replicas R [--members SELECTOR] [--encrypt] ",
 		       "  --replicas R       copies per object, 1..16\n"
-		       "  --members SELECTOR all (default), board=X, group=X, chassis=X or site=X\n",
+		       "  --members SELECTOR all (default), board=X, group=X, chassis=X or site=X\n"
+		       "  --encrypt          payloads on this slice must be encrypted (AEAD, fixed\n"
+		       "                     for the slice's life)\n",
 		       true);
 
 	if (rc)
@@ -246,11 +256,13 @@ int cmd_slice_create(int argc, char **argv)
 	req.u.admin.replicas = o.replicas;
 	snprintf(req.u.admin.selector, sizeof(req.u.admin.selector), "%s",
 		 o.selector ? o.selector : "all");
+	req.u.admin.encrypt = o.encrypt;
 	if ((rc = simple("slice create", &o, &req, &a)))
 		return rc;
-	printf("created slice %s (replicas %u, members %s, epoch %llu)\n", o.arg, o.replicas,
-	       o.selector ? o.selector : "all", (unsigned long long)a.reply.u.admin_ok.epoch);
-	call_release(&a);
+	printf("created slice %s (replicas %u, members %s, %s, epoch %llu)\n", o.arg, o.replicas,
+	       o.selector ? o.selector : "all", o.encrypt ? "encrypted" : "not encrypted",
+	       (unsigned long long)a.reply.u.admin_ok.epoch);
+	admin_call_release(&a);
 	return 0;
 }
 
@@ -269,7 +281,7 @@ int cmd_slice_rm(int argc, char **argv)
 	if ((rc = simple("slice rm", &o, &req, &a)))
 		return rc;
 	printf("deleted slice %s\n", o.arg);
-	call_release(&a);
+	admin_call_release(&a);
 	return 0;
 }
 
@@ -290,11 +302,13 @@ int cmd_slice_show(int argc, char **argv)
 		return rc;
 	m = &a.reply.u.map;
 	if (o.json)
-		printf("{\"slice\": \"%s\", \"epoch\": %llu, \"replicas\": %u, \"members\": [", m->slice,
-		       (unsigned long long)m->epoch, m->replicas);
+		printf("{\"slice\": \"%s\", \"epoch\": %llu, \"replicas\": %u, \"encrypt\": %s, "
+		       "\"members\": [", m->slice, (unsigned long long)m->epoch, m->replicas,
+		       m->encrypt ? "true" : "false");
 	else
-		printf("slice %s epoch %llu replicas %u members %u\n", m->slice,
-		       (unsigned long long)m->epoch, m->replicas, m->n_members);
+		printf("slice %s epoch %llu replicas %u encrypt %s members %u\n", m->slice,
+		       (unsigned long long)m->epoch, m->replicas, m->encrypt ? "yes" : "no",
+		       m->n_members);
 	for (uint32_t i = 0; i < m->n_members; i++) {
 		const struct ovl_msg_member *mm = &m->members[i];
 		char hex[OVL_ID_HEX_BYTES], addr[OVL_SLICE_ADDR_STRLEN];
@@ -316,7 +330,7 @@ int cmd_slice_show(int argc, char **argv)
 	}
 	if (o.json)
 		printf("\n]}\n");
-	call_release(&a);
+	admin_call_release(&a);
 	return 0;
 }
 
@@ -359,7 +373,7 @@ int cmd_nodes(int argc, char **argv)
 	}
 	if (o.json)
 		printf("\n]\n");
-	call_release(&a);
+	admin_call_release(&a);
 	return 0;
 }
 
@@ -382,7 +396,7 @@ int cmd_node_revoke(int argc, char **argv)
 		return rc;
 	printf("revoked node %s (revocation list version %llu)\n", o.arg,
 	       (unsigned long long)a.reply.u.admin_ok.epoch);
-	call_release(&a);
+	admin_call_release(&a);
 	return 0;
 }
 
@@ -411,6 +425,6 @@ int cmd_broker_stats(int argc, char **argv)
 	}
 	if (o.json)
 		printf("\n}\n");
-	call_release(&a);
+	admin_call_release(&a);
 	return 0;
 }

@@ -3,8 +3,10 @@
  *
  * Common options: --slice NAME (default $SHELF_SLICE, else "default"),
  * --client DIR (default $SHELF_CLIENT: made by `shelf-broker client`),
- * --broker ENDPOINT (default $SHELF_BROKER, else tcp://[::1]:7400),
- * --timeout MS, --json on listings.
+ * --broker ENDPOINT (default $SHELF_BROKER, else tcp://[::1]:7400; "none":
+ * no broker), --node ADDR (repeatable; default $SHELF_NODES, comma-separated:
+ * nodes asked for the slice map when no broker answers), --timeout MS,
+ * --json on listings.
  * Exit codes: 0 ok, 1 failed, 2 usage, 3 not found.
  */
 #include <errno.h>
@@ -26,6 +28,8 @@
 
 struct dopts {
 	const char *slice, *client, *broker, *range, *after;
+	const char *nodes[SHELF_NODES_MAX];
+	int nnodes;
 	unsigned limit;
 	int timeout_ms;
 	bool json;
@@ -39,7 +43,10 @@ static int dusage(const char *cmd, const char *args, int code)
 		"usage: shelf %s %s [--slice NAME] [--client DIR] [--broker ENDPOINT] [--timeout MS]%s\n"
 		"  --slice NAME       slice (default $SHELF_SLICE, else 'default')\n"
 		"  --client DIR       client identity from `shelf-broker client` (default $SHELF_CLIENT)\n"
-		"  --broker ENDPOINT  broker (default $SHELF_BROKER, else tcp://[::1]:7400)\n",
+		"  --broker ENDPOINT  broker (default $SHELF_BROKER, else tcp://[::1]:7400; 'none': no broker)\n"
+		"  --node ADDR        a node to ask for the slice map when no broker answers: an IPv6\n"
+		"                     address (port 7480) or [ADDR]:PORT; repeat it, or set\n"
+		"                     $SHELF_NODES (comma-separated)\n",
 		cmd, args,
 		strcmp(cmd, "ls") == 0 ? " [--limit N] [--after KEY] [--json]\n"
 		"  --limit N          at most N keys (default: all, fetched a page at a time)\n"
@@ -63,6 +70,7 @@ static int dparse(int argc, char **argv, const char *cmd, const char *args, int 
 		{ "slice", 1, NULL, 's' }, { "client", 1, NULL, 'c' }, { "broker", 1, NULL, 'b' },
 		{ "timeout", 1, NULL, 't' }, { "range", 1, NULL, 'r' }, { "limit", 1, NULL, 'l' },
 		{ "json", 0, NULL, 'j' }, { "help", 0, NULL, 'h' }, { "after", 1, NULL, 'a' },
+		{ "node", 1, NULL, 'n' },
 		{ NULL, 0, NULL, 0 },
 	};
 	unsigned long v;
@@ -107,6 +115,13 @@ static int dparse(int argc, char **argv, const char *cmd, const char *args, int 
 			o->after = optarg;
 			break;
 		case 'j': o->json = true; break;
+		case 'n':
+			if (o->nnodes == SHELF_NODES_MAX) {
+				fprintf(stderr, "shelf %s: at most %d --node\n", cmd, SHELF_NODES_MAX);
+				return 2;
+			}
+			o->nodes[o->nnodes++] = optarg;
+			break;
 		case 'h': return dusage(cmd, args, 0) - 1;
 		default: return dusage(cmd, args, 2);
 		}
@@ -126,17 +141,57 @@ static int dparse(int argc, char **argv, const char *cmd, const char *args, int 
 	return 0;
 }
 
-static int open_client(const char *cmd, const struct dopts *o, struct shelf **s)
+/* Node addresses from --node, else from $SHELF_NODES (comma-separated). */
+static int add_nodes(const char *cmd, const struct dopts *o, struct shelf *s)
 {
-	char err[512];
+	const char *env = getenv("SHELF_NODES");
+	char err[256], *copy = NULL, *save = NULL;
+	int ret = 0;
 
-	if (shelf_open(s, o->client, o->broker, err, sizeof(err)) < 0) {
+	for (int i = 0; i < o->nnodes && ret == 0; i++)
+		ret = shelf_add_node(s, o->nodes[i], err, sizeof(err));
+	if (o->nnodes == 0 && env && *env) {
+		copy = strdup(env);
+		if (!copy)
+			return 1;
+		for (char *t = strtok_r(copy, ", ", &save); t && ret == 0; t = strtok_r(NULL, ", ", &save))
+			ret = shelf_add_node(s, t, err, sizeof(err));
+		free(copy);
+	}
+	if (ret < 0) {
+		fprintf(stderr, "shelf %s: %s\n", cmd, err);
+		return 2;
+	}
+	return 0;
+}
+
+int shelf_cli_open(const char *cmd, const char *client, const char *broker,
+		   const char *const *nodes, int nnodes, int timeout_ms, struct shelf **s)
+{
+	struct dopts o = { .client = client, .broker = broker, .nnodes = nnodes,
+			   .timeout_ms = timeout_ms };
+	char err[512];
+	int rc;
+
+	for (int i = 0; i < nnodes && i < SHELF_NODES_MAX; i++)
+		o.nodes[i] = nodes[i];
+	if (shelf_open(s, o.client, strcmp(o.broker, "none") == 0 ? NULL : o.broker, err,
+		       sizeof(err)) < 0) {
 		fprintf(stderr, "shelf %s: %s\n", cmd, err);
 		return 1;
 	}
-	if (o->timeout_ms)
-		shelf_set_timeout(*s, o->timeout_ms);
+	if ((rc = add_nodes(cmd, &o, *s)) != 0) {
+		shelf_close(s);
+		return rc;
+	}
+	if (o.timeout_ms)
+		shelf_set_timeout(*s, o.timeout_ms);
 	return 0;
+}
+
+static int open_client(const char *cmd, const struct dopts *o, struct shelf **s)
+{
+	return shelf_cli_open(cmd, o->client, o->broker, o->nodes, o->nnodes, o->timeout_ms, s);
 }
 
 static int exit_code(int ret)

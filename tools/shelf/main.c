@@ -2,7 +2,7 @@
  * shelf: the command-line tool.
  *
  * Exit codes: 0 success; 1 the operation failed (the message says why);
- * 2 usage error; 3 not found.
+ * 2 usage error; 3 not found; 4 (status) something is unhealthy.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -209,6 +209,7 @@ static const struct cmd cmds[] = {
 	{ "nodes", NULL, cmd_nodes, "list the broker's nodes with their states" },
 	{ "node", "revoke", cmd_node_revoke, "revoke a node: its peers refuse it from the next delta" },
 	{ "broker", "stats", cmd_broker_stats, "broker counters: nodes by state, registrations, ..." },
+	{ "status", NULL, cmd_status, "cluster health: broker, slices, nodes by state, NODE_STAT per node" },
 };
 
 static void usage(FILE *f)
@@ -217,7 +218,7 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		fprintf(f, "  %-6s %-6s %s\n", cmds[i].group, cmds[i].name ? cmds[i].name : "",
 			cmds[i].summary);
-	fprintf(f, "\nexit codes: 0 ok, 1 failed, 2 usage, 3 not found\n");
+	fprintf(f, "\nexit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unhealthy (status)\n");
 }
 
 int main(int argc, char **argv)

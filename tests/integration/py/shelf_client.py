@@ -1,7 +1,8 @@
 """An independent shelf client, written from docs/PROTOCOL.md alone.
 
 Sections used: 1 (crc32c), 2 (key file, certificates, chain), 4 (map_get /
-map), 5 (CURVE DEALER link to the broker), 7 (data plane), 8 (placement).
+map), 5 (CURVE DEALER link to the broker), 6.4 (map signatures, slice
+encryption), 7 (data plane, MAP from a node), 8 (placement).
 Needs Debian's python3-msgpack, python3-zmq and python3-nacl.
 
     c = Client.from_dir(os.environ["SHELF_CLIENT"], os.environ["SHELF_BROKER"])
@@ -289,7 +290,7 @@ def addr_verify(site, name, pk, addr, cmax=2):
 
 # ---- section 7: data plane ---------------------------------------------------
 HELLO, HELLO_OK, ERROR = 0x01, 0x02, 0x03
-PUT, GET, DELETE, STAT, LIST, NODE_STAT = 0x11, 0x12, 0x13, 0x14, 0x15, 0x16
+PUT, GET, DELETE, STAT, LIST, NODE_STAT, MAP = 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17
 HDR = struct.Struct(">4sBBHIQQI")
 MAX_META = 16384
 MAX_OBJ = 64 << 20
@@ -395,7 +396,8 @@ class Conn:
         ncert = verify_chain(ncert_raw, c.broker_cert, c.ca_pk)
         if ncert.role != "node":
             raise ShelfError(f"peer certificate has role {ncert.role}, not node")
-        if ncert.id != self.member["id"] or ncert.curve != self.member["curve_key"]:
+        if self.member.get("id") is not None and (ncert.id != self.member["id"]
+                                                  or ncert.curve != self.member["curve_key"]):
             raise ShelfError("node certificate is not the slice map's member")
         self.node_cert = ncert
         rx, tx = nb.crypto_kx_client_session_keys(c.ident.curve_pk, c.ident.curve_sk, ncert.curve)
@@ -437,6 +439,7 @@ class Conn:
 
     def read_response(self, req_type, rid):
         h, typ, flags, plen, rrid, meta = self._read_head(self.mac_s2c)
+        self.last_flags = flags
         if typ != req_type | 0x80:
             raise ShelfError(f"response type {typ:#x} to request {req_type:#x}")
         if rrid != rid:
@@ -444,7 +447,7 @@ class Conn:
         for k in ("status", "message", "epoch"):
             if k not in meta:
                 raise ShelfError(f"response without {k}")
-        if plen and typ not in (GET | 0x80, LIST | 0x80):
+        if plen and typ not in (GET | 0x80, LIST | 0x80, MAP | 0x80):
             raise ShelfError("payload on a response type without one")
         if plen > (MAX_OBJ + 16 * 1024 if flags & 1 else MAX_OBJ):
             raise ShelfError("payload too long")
@@ -468,8 +471,9 @@ class Conn:
             payload = self._recv(plen) if plen else b""
         return meta, payload
 
-    def request(self, typ, meta, payload=b"", encrypt=False):
-        full = {"slice": self.slice, "epoch": self.client.epoch(self.slice)}
+    def request(self, typ, meta, payload=b"", encrypt=False, epoch=None):
+        full = {"slice": self.slice,
+                "epoch": self.client.epoch(self.slice) if epoch is None else epoch}
         full.update(meta)
         rid = self.send_request(typ, full, payload, encrypt)
         meta, payload = self.read_response(typ, rid)
@@ -479,6 +483,30 @@ class Conn:
                 raise ShelfError("payload on a failed response")
             raise ShelfError(f"{STATUS.get(st, st)}: {meta.get('message')}", status=st)
         return meta, payload
+
+
+# ---- section 6.4: map signatures ----------------------------------------------
+def map_sig_input(m):
+    """The bytes a broker signs for map m (a decoded `map` message)."""
+    return b"shelf-map-v1\0" + map_sig_body(m)
+
+
+def map_sig_body(m):
+    mem = sorted(m["members"], key=lambda x: x["id"])
+    arr = [m["slice"], m["epoch"], m["replicas"], bool(m.get("encrypt", False)),
+           [[x["id"], x["curve_key"], x["addr"], x["port"], x["domain"]["site"],
+             x["domain"]["chassis"], x["domain"]["slot"], x["capacity"],
+             x["state"] if x["state"] in ("up", "down", "out") else "unknown",
+             x.get("cert", b"")] for x in mem]]
+    return msgpack.packb(arr, use_bin_type=True)
+
+
+def verify_map(m, broker_sign_pk):
+    sig = m.get("sig")
+    if not isinstance(sig, bytes) or len(sig) != 64:
+        raise ShelfError(f"map {m.get('slice')} epoch {m.get('epoch')}: not signed by a broker")
+    if not verify_sig(b"shelf-map-v1", map_sig_body(m), sig, broker_sign_pk):
+        raise ShelfError(f"map {m.get('slice')} epoch {m.get('epoch')}: signature does not verify")
 
 
 class Client:
@@ -514,11 +542,30 @@ class Client:
             body, sig = decode_envelope(m["ts"], 256)
             if not verify_sig(b"shelf-time-v1", body, sig, self.broker_cert.sign):
                 raise ShelfError("map: ts does not verify under the broker key")
+        return self.accept_map(slice_name, m)
+
+    def accept_map(self, slice_name, m):
+        """Check a map from any source (6.4, 3.5); keep it unless an older epoch."""
+        if m.get("t") != "map" or m.get("slice") != slice_name:
+            raise ShelfError(f"expected the map of slice {slice_name}")
+        verify_map(m, self.broker_cert.sign)
         for mem in m["members"]:
             if not addr_verify(self.site, slice_name, mem["id"], mem["addr"]):
                 raise ShelfError(f"map: member {mem['id'].hex()} address does not belong to its key")
-        self.maps[slice_name] = m
-        return m
+        old = self.maps.get(slice_name)
+        if old is None or old["epoch"] <= m["epoch"]:
+            self.maps[slice_name] = m
+        return self.maps[slice_name]
+
+    def map_from_node(self, slice_name, addr, port=7480):
+        """MAP (7.7) from the node at addr: the broker-signed map it holds."""
+        with Conn(self, {"addr": socket.inet_pton(socket.AF_INET6, addr), "port": port},
+                  slice_name) as c:
+            r, payload = c.request(MAP, {}, epoch=0)
+            if crc32c(payload) != r.get("crc"):
+                raise ShelfError("map: payload crc mismatch")
+            m = msgpack.unpackb(payload, raw=False)
+            return self.accept_map(slice_name, m)
 
     def map(self, slice_name):
         return self.maps.get(slice_name) or self.fetch_map(slice_name)
@@ -552,8 +599,10 @@ class Client:
     def put(self, key, data, slice_name="default"):
         meta = {"key": key, "size": len(data), "crc": crc32c(data)}
 
+        enc = self.encrypt or bool(self.map(slice_name).get("encrypt"))
+
         def fn(c):
-            r, _ = c.request(PUT, meta, data, self.encrypt)
+            r, _ = c.request(PUT, meta, data, enc)
             if r.get("size") != len(data) or r.get("crc") != meta["crc"]:
                 raise ShelfError(f"put: node stored size {r.get('size')} crc {r.get('crc')}")
             return r

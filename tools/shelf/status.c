@@ -1,0 +1,501 @@
+/*
+ * shelf status: one summary of the cluster for an operator.
+ *
+ * It asks the broker (admin interface) for its nodes and slices when it
+ * answers; then, with a client identity, reads each slice's map (from the
+ * broker, else from the nodes and the cache, as every command does) and asks
+ * every member that is not `out` for NODE_STAT (capacity, counters, health).
+ * Without a broker the slices are those the client certificate lists, and
+ * node states come from the maps.
+ *
+ * Exit codes: 0 everything healthy; 4 something is unhealthy (the broker does
+ * not answer, a node is down, out or unreachable, read-only, reports checksum
+ * errors, or has no free segment); 1 nothing could be reached at all;
+ * 2 usage.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin.h"
+#include "data.h"
+#include "overlay.h"
+#include "shelf.h"
+
+#define STATUS_EXIT_UNHEALTHY 4
+#define STATUS_BROKER_TIMEOUT_MS 3000
+#define STATUS_SLICES_MAX 64
+#define STATUS_PROBLEMS_MAX 64
+
+/* One node seen in a map, with its NODE_STAT. */
+struct snode {
+	uint8_t id[32];
+	char addr[46];
+	uint16_t port;
+	const char *state;      /* from the broker when it answered, else the map */
+	bool asked, reached;
+	char error[256];
+	struct shelf_counter c[SHELF_COUNTERS_MAX];
+	int nc;
+	const char *health;     /* "ok", "down", "out", "unreachable", "read-only", ... */
+};
+
+struct status {
+	bool json;
+	const char *broker, *admin_dir, *client;
+	const char *nodes_opt[SHELF_NODES_MAX];
+	int nnodes_opt, timeout_ms;
+	const char *slices_opt[STATUS_SLICES_MAX];
+	int nslices_opt;
+	/* what was learned */
+	bool broker_ok;
+	char broker_err[512];
+	unsigned b_up, b_down, b_out, b_nodes;
+	struct admin_call nodes_call;
+	bool have_nodes;
+	struct snode *nodes;
+	size_t n_nodes, cap_nodes;
+	char problems[STATUS_PROBLEMS_MAX][200];
+	unsigned n_problems;
+};
+
+static void problem(struct status *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(struct status *st, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (st->n_problems == STATUS_PROBLEMS_MAX)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(st->problems[st->n_problems++], sizeof(st->problems[0]), fmt, ap);
+	va_end(ap);
+}
+
+static int susage(int code)
+{
+	fprintf(code ? stderr : stdout,
+		"usage: shelf status [--broker ENDPOINT] [--admin DIR] [--client DIR] [--slice NAME]...\n"
+		"                    [--node ADDR]... [--timeout MS] [--json]\n"
+		"  --broker ENDPOINT  broker (default $SHELF_BROKER, else tcp://[::1]:7400; 'none': skip it)\n"
+		"  --admin DIR        admin identity from `shelf-broker init` (default $SHELF_ADMIN, else .)\n"
+		"  --client DIR       client identity for node health (default $SHELF_CLIENT); without\n"
+		"                     one only the broker's view is shown\n"
+		"  --slice NAME       slices to check (default: the broker's slices the client may use,\n"
+		"                     else those its certificate lists); repeatable\n"
+		"  --node ADDR        node to ask for maps when no broker answers (or $SHELF_NODES)\n"
+		"  --json             print JSON\n"
+		"exit codes: 0 healthy, 4 something unhealthy (listed), 1 nothing reachable, 2 usage\n");
+	return code;
+}
+
+static const char *envor(const char *name, const char *def)
+{
+	const char *v = getenv(name);
+
+	return v && *v ? v : def;
+}
+
+static struct snode *node_get(struct status *st, const uint8_t id[32])
+{
+	for (size_t i = 0; i < st->n_nodes; i++)
+		if (memcmp(st->nodes[i].id, id, 32) == 0)
+			return &st->nodes[i];
+	if (st->n_nodes == st->cap_nodes) {
+		size_t cap = st->cap_nodes ? st->cap_nodes * 2 : 32;
+		struct snode *g = realloc(st->nodes, cap * sizeof(*g));
+
+		if (!g)
+			return NULL;
+		st->nodes = g;
+		st->cap_nodes = cap;
+	}
+	memset(&st->nodes[st->n_nodes], 0, sizeof(st->nodes[0]));
+	memcpy(st->nodes[st->n_nodes].id, id, 32);
+	return &st->nodes[st->n_nodes++];
+}
+
+static uint64_t counter(const struct snode *n, const char *name)
+{
+	for (int i = 0; i < n->nc; i++)
+		if (strcmp(n->c[i].name, name) == 0)
+			return n->c[i].value;
+	return 0;
+}
+
+/* The broker's view: node states and slice names. */
+static void ask_broker(struct status *st, struct admin_call *slices_call, bool *have_slices)
+{
+	struct ovl_msg req;
+	char err[512];
+
+	*have_slices = false;
+	if (strcmp(st->broker, "none") == 0) {
+		snprintf(st->broker_err, sizeof(st->broker_err), "no broker given");
+		return;
+	}
+	ovl_msg_init(&req, OVL_MSG_ADMIN);
+	req.u.admin.op = OVL_MSG_ADMIN_LIST_NODES;
+	if (admin_query(st->broker, st->admin_dir, STATUS_BROKER_TIMEOUT_MS, &req, &st->nodes_call,
+			err, sizeof(err)) != 0) {
+		snprintf(st->broker_err, sizeof(st->broker_err), "%s", err);
+		return;
+	}
+	st->have_nodes = true;
+	st->broker_ok = true;
+	for (uint32_t i = 0; i < st->nodes_call.reply.u.admin_ok.n_nodes; i++) {
+		const struct ovl_msg_node_info *n = &st->nodes_call.reply.u.admin_ok.nodes[i];
+
+		st->b_nodes++;
+		st->b_up += n->state == OVL_MSG_STATE_UP;
+		st->b_down += n->state == OVL_MSG_STATE_DOWN;
+		st->b_out += n->state == OVL_MSG_STATE_OUT;
+	}
+	ovl_msg_init(&req, OVL_MSG_ADMIN);
+	req.u.admin.op = OVL_MSG_ADMIN_LIST_SLICES;
+	if (admin_query(st->broker, st->admin_dir, STATUS_BROKER_TIMEOUT_MS, &req, slices_call, err,
+			sizeof(err)) == 0)
+		*have_slices = true;
+}
+
+/* The slices the client certificate lists (who may read what). */
+static int client_slices(const char *dir, char names[][OVL_MSG_NAME_SIZE], int cap)
+{
+	char path[600];
+	uint8_t buf[OVL_CERT_MAX_BYTES + 1];
+	struct ovl_cert c;
+	char err[256];
+	size_t n;
+	FILE *f;
+	int k = 0;
+
+	snprintf(path, sizeof(path), "%s/client.cert", dir);
+	f = fopen(path, "rb");
+	if (!f)
+		return 0;
+	n = fread(buf, 1, sizeof(buf), f);
+	fclose(f);
+	if (ovl_cert_decode(&c, buf, n, err, sizeof(err)) < 0)
+		return 0;
+	for (unsigned i = 0; i < c.nslices && k < cap; i++)
+		snprintf(names[k++], OVL_MSG_NAME_SIZE, "%s", c.slices[i]);
+	return k;
+}
+
+static bool listed(char names[][OVL_MSG_NAME_SIZE], int n, const char *name)
+{
+	for (int i = 0; i < n; i++)
+		if (strcmp(names[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* Health of a member from its state and its NODE_STAT. */
+static void judge(struct status *st, struct snode *n, const char *slice)
+{
+	char hex[OVL_ID_HEX_BYTES];
+
+	ovl_nodeid_format(n->id, hex);
+	if (strcmp(n->state, "out") == 0)
+		n->health = "out";
+	else if (!n->reached)
+		n->health = strcmp(n->state, "down") == 0 ? "down" : "unreachable";
+	else if (counter(n, "read_only"))
+		n->health = "read-only";
+	else if (counter(n, "checksum_errors"))
+		n->health = "checksum-errors";
+	else if (counter(n, "capacity_bytes") && !counter(n, "segments_free"))
+		n->health = "full";
+	else if (strcmp(n->state, "up") != 0)
+		n->health = n->state; /* answers, but the broker has not heard from it */
+	else
+		n->health = "ok";
+	if (strcmp(n->health, "ok") != 0)
+		problem(st, "slice %s: node %.16s (%s) is %s%s%s", slice, hex, n->addr, n->health,
+			n->error[0] ? ": " : "", n->error);
+}
+
+static void json_escape(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			printf("\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			printf("\\u%04x", *s);
+		else
+			putchar(*s);
+	}
+	putchar('"');
+}
+
+static void print_node(const struct status *st, const struct snode *n, bool first)
+{
+	char hex[OVL_ID_HEX_BYTES];
+	uint64_t cap = counter(n, "capacity_bytes"), used = counter(n, "live_bytes");
+
+	ovl_nodeid_format(n->id, hex);
+	if (!st->json) {
+		if (n->reached)
+			printf("  %.16s  %-5s %-39s %10.1f %10.1f %9llu  %s\n", hex, n->state, n->addr,
+			       used / 1048576.0, (cap > used ? cap - used : 0) / 1048576.0,
+			       (unsigned long long)counter(n, "objects"), n->health);
+		else
+			printf("  %.16s  %-5s %-39s %10s %10s %9s  %s%s%s\n", hex, n->state, n->addr, "-",
+			       "-", "-", n->health, n->error[0] ? ": " : "", n->error);
+		return;
+	}
+	printf("%s\n      {\"id\": \"%s\", \"addr\": \"%s\", \"port\": %u, \"state\": \"%s\", "
+	       "\"health\": \"%s\", \"reachable\": %s, \"error\": ", first ? "" : ",", hex, n->addr,
+	       n->port, n->state, n->health, n->reached ? "true" : "false");
+	json_escape(n->error);
+	printf(", \"counters\": {");
+	for (int i = 0; i < n->nc; i++)
+		printf("%s\"%s\": %llu", i ? ", " : "", n->c[i].name, (unsigned long long)n->c[i].value);
+	printf("}}");
+}
+
+/* Look at one slice: its map, then each member's NODE_STAT. */
+static void check_slice(struct status *st, struct shelf *s, const char *slice, bool first)
+{
+	struct shelf_map_info info;
+	struct shelf_member *mb = NULL;
+	char err[512];
+	bool firstn = true;
+
+	if (shelf_map(s, slice, &info, &mb, err, sizeof(err)) < 0) {
+		problem(st, "slice %s: no map: %s", slice, err);
+		if (st->json) {
+			printf("%s\n    {\"name\": ", first ? "" : ",");
+			json_escape(slice);
+			printf(", \"error\": ");
+			json_escape(err);
+			printf("}");
+		} else {
+			printf("slice %s: no map: %s\n", slice, err);
+		}
+		return;
+	}
+	if (st->json) {
+		printf("%s\n    {\"name\": ", first ? "" : ",");
+		json_escape(slice);
+		printf(", \"epoch\": %llu, \"replicas\": %u, \"encrypt\": %s, \"map_source\": ",
+		       (unsigned long long)info.epoch, info.replicas, info.encrypt ? "true" : "false");
+		json_escape(info.source);
+		printf(", \"members\": [");
+	} else {
+		printf("\nslice %s  epoch %llu  replicas %u  encrypt %s  members %u  (map from %s)\n",
+		       slice, (unsigned long long)info.epoch, info.replicas,
+		       info.encrypt ? "yes" : "no", info.n_members, info.source);
+		printf("  %-16s  %-5s %-39s %10s %10s %9s  %s\n", "NODE", "STATE", "ADDRESS",
+		       "USED_MIB", "FREE_MIB", "OBJECTS", "HEALTH");
+	}
+	for (uint32_t i = 0; i < info.n_members; i++) {
+		struct snode *n = node_get(st, mb[i].id);
+		int r;
+
+		if (!n)
+			break;
+		snprintf(n->addr, sizeof(n->addr), "%s", mb[i].addr);
+		n->port = mb[i].port;
+		if (!n->state)
+			n->state = mb[i].state;
+		if (st->have_nodes) {
+			const struct ovl_msg_admin_ok *ok = &st->nodes_call.reply.u.admin_ok;
+
+			for (uint32_t k = 0; k < ok->n_nodes; k++)
+				if (memcmp(ok->nodes[k].id, n->id, 32) == 0)
+					n->state = ovl_msg_state_name(ok->nodes[k].state);
+		}
+		if (!n->state)
+			n->state = "unknown";
+		if (!n->asked && strcmp(n->state, "out") != 0) {
+			n->asked = true;
+			r = shelf_node_stat(s, slice, n->addr, n->port, n->c, SHELF_COUNTERS_MAX, err,
+					    sizeof(err));
+			if (r >= 0) {
+				n->nc = r;
+				n->reached = true;
+			} else {
+				snprintf(n->error, sizeof(n->error), "%.255s", err);
+			}
+		}
+		judge(st, n, slice);
+		print_node(st, n, firstn);
+		firstn = false;
+	}
+	if (st->json)
+		printf("\n    ]}");
+	free(mb);
+}
+
+int cmd_status(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "broker", 1, NULL, 'b' }, { "admin", 1, NULL, 'a' }, { "client", 1, NULL, 'c' },
+		{ "slice", 1, NULL, 's' }, { "node", 1, NULL, 'n' }, { "timeout", 1, NULL, 't' },
+		{ "json", 0, NULL, 'j' }, { "help", 0, NULL, 'h' }, { NULL, 0, NULL, 0 },
+	};
+	struct status *st = calloc(1, sizeof(*st));
+	struct admin_call slices_call;
+	char names[STATUS_SLICES_MAX][OVL_MSG_NAME_SIZE], allowed[STATUS_SLICES_MAX][OVL_MSG_NAME_SIZE];
+	struct shelf *s = NULL;
+	bool have_slices = false;
+	int c, nnames = 0, nallowed = 0, code = 0, nreached = 0;
+
+	if (!st)
+		return 1;
+	memset(&slices_call, 0, sizeof(slices_call));
+	st->broker = envor("SHELF_BROKER", "tcp://[::1]:7400");
+	st->admin_dir = envor("SHELF_ADMIN", ".");
+	st->client = envor("SHELF_CLIENT", NULL);
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'b': st->broker = optarg; break;
+		case 'a': st->admin_dir = optarg; break;
+		case 'c': st->client = optarg; break;
+		case 's':
+			if (st->nslices_opt < STATUS_SLICES_MAX)
+				st->slices_opt[st->nslices_opt++] = optarg;
+			break;
+		case 'n':
+			if (st->nnodes_opt < SHELF_NODES_MAX)
+				st->nodes_opt[st->nnodes_opt++] = optarg;
+			break;
+		case 't': st->timeout_ms = atoi(optarg); break;
+		case 'j': st->json = true; break;
+		case 'h': free(st); return susage(0);
+		default: free(st); return susage(2);
+		}
+	}
+	if (optind != argc) {
+		free(st);
+		return susage(2);
+	}
+	/* the client first: a bad directory is a usage error, before any output */
+	if (st->client) {
+		code = shelf_cli_open("status", st->client, st->broker, st->nodes_opt, st->nnodes_opt,
+				      st->timeout_ms ? st->timeout_ms : 3000, &s);
+		if (code)
+			goto out;
+	}
+	ask_broker(st, &slices_call, &have_slices);
+	if (!st->broker_ok)
+		problem(st, "broker %s: %s", st->broker, st->broker_err);
+	if (st->client)
+		nallowed = client_slices(st->client, allowed, STATUS_SLICES_MAX);
+	/* which slices: asked for, else the broker's the client may read, else the cert's */
+	for (int i = 0; i < st->nslices_opt && nnames < STATUS_SLICES_MAX; i++)
+		snprintf(names[nnames++], OVL_MSG_NAME_SIZE, "%s", st->slices_opt[i]);
+	if (!nnames && have_slices) {
+		for (uint32_t i = 0; i < slices_call.reply.u.admin_ok.n_slices && nnames < STATUS_SLICES_MAX;
+		     i++) {
+			const char *n = slices_call.reply.u.admin_ok.slices[i].name;
+
+			if (!st->client || listed(allowed, nallowed, n))
+				snprintf(names[nnames++], OVL_MSG_NAME_SIZE, "%s", n);
+		}
+	}
+	if (!nnames && !have_slices)
+		for (int i = 0; i < nallowed; i++)
+			snprintf(names[nnames++], OVL_MSG_NAME_SIZE, "%s", allowed[i]);
+	if (st->json) {
+		printf("{\n  \"broker\": {\"endpoint\": ");
+		json_escape(st->broker);
+		printf(", \"reachable\": %s, \"error\": ", st->broker_ok ? "true" : "false");
+		json_escape(st->broker_ok ? "" : st->broker_err);
+		if (st->broker_ok)
+			printf(", \"nodes\": %u, \"up\": %u, \"down\": %u, \"out\": %u", st->b_nodes,
+			       st->b_up, st->b_down, st->b_out);
+		printf("},\n  \"slices\": [");
+	} else if (st->broker_ok) {
+		printf("broker %s: reachable, %u nodes (%u up, %u down, %u out), %u slices\n",
+		       st->broker, st->b_nodes, st->b_up, st->b_down, st->b_out,
+		       have_slices ? slices_call.reply.u.admin_ok.n_slices : 0);
+	} else {
+		printf("broker %s: NOT reachable: %s\n", st->broker, st->broker_err);
+	}
+	if (s) {
+		for (int i = 0; i < nnames; i++)
+			check_slice(st, s, names[i], i == 0);
+	} else if (have_slices) {
+		/* the broker's view only: names, epochs, sizes */
+		for (uint32_t i = 0; i < slices_call.reply.u.admin_ok.n_slices; i++) {
+			const struct ovl_msg_slice *x = &slices_call.reply.u.admin_ok.slices[i];
+
+			if (st->json)
+				printf("%s\n    {\"name\": \"%s\", \"epoch\": %llu, \"replicas\": %u, "
+				       "\"encrypt\": %s, \"members\": %u}", i ? "," : "", x->name,
+				       (unsigned long long)x->epoch, x->replicas,
+				       x->encrypt ? "true" : "false", x->members);
+			else
+				printf("slice %s  epoch %llu  replicas %u  encrypt %s  members %u\n", x->name,
+				       (unsigned long long)x->epoch, x->replicas, x->encrypt ? "yes" : "no",
+				       x->members);
+		}
+	}
+	if (!s && !st->json)
+		printf("(no client identity: give --client DIR or SHELF_CLIENT for node health)\n");
+	/* nodes by state, over what was seen (the broker's list when it answered) */
+	{
+		unsigned up = 0, down = 0, out = 0, other = 0;
+
+		for (size_t i = 0; i < st->n_nodes; i++) {
+			const char *x = st->nodes[i].state;
+
+			nreached += st->nodes[i].reached;
+			if (strcmp(x, "up") == 0)
+				up++;
+			else if (strcmp(x, "down") == 0)
+				down++;
+			else if (strcmp(x, "out") == 0)
+				out++;
+			else
+				other++;
+		}
+		if (st->broker_ok) {
+			up = st->b_up;
+			down = st->b_down;
+			out = st->b_out;
+			other = st->b_nodes - up - down - out;
+			if (down)
+				problem(st, "%u node(s) down", down);
+			if (out)
+				problem(st, "%u node(s) out", out);
+		}
+		if (st->json)
+			printf("\n  ],\n  \"nodes\": {\"up\": %u, \"down\": %u, \"out\": %u, \"unknown\": %u},\n",
+			       up, down, out, other);
+		else
+			printf("\nnodes: %u up, %u down, %u out%s\n", up, down, out,
+			       other ? " (and some in an unknown state)" : "");
+	}
+	code = st->n_problems ? STATUS_EXIT_UNHEALTHY : 0;
+	if (!st->broker_ok && nreached == 0)
+		code = 1;
+	if (st->json) {
+		printf("  \"healthy\": %s,\n  \"problems\": [", st->n_problems ? "false" : "true");
+		for (unsigned i = 0; i < st->n_problems; i++) {
+			printf("%s\n    ", i ? "," : "");
+			json_escape(st->problems[i]);
+		}
+		printf("%s]\n}\n", st->n_problems ? "\n  " : "");
+	} else {
+		printf("status: %s\n", st->n_problems ? "UNHEALTHY" : "healthy");
+		for (unsigned i = 0; i < st->n_problems; i++)
+			printf("  - %s\n", st->problems[i]);
+	}
+out:
+	shelf_close(&s);
+	if (have_slices)
+		admin_call_release(&slices_call);
+	if (st->have_nodes)
+		admin_call_release(&st->nodes_call);
+	free(st->nodes);
+	free(st);
+	return code;
+}

@@ -70,7 +70,8 @@ static struct bytes sample(const char *name)
 	return b;
 }
 
-static char *dump(const struct ovl_msg *m)
+/* noinline: gcc 12 takes the memstream buffer for the local pointer (-Wdangling-pointer) */
+__attribute__((noinline)) static char *dump(const struct ovl_msg *m)
 {
 	char *s = NULL;
 	size_t n = 0;

@@ -133,7 +133,8 @@ done
 "$C" exec -- shelf slices | grep -q "^enc .* yes " || fail "restarted broker lost enc's encryption"
 for _ in $(seq 100); do
 	out=$("$C" exec -- shelf status --json 2>&1); rc=$?
-	[ $rc = 0 ] && break
+	# healthy, and every node back with the restarted broker
+	[ $rc = 0 ] && grep -q '"up": 4,' <<<"$out" && break
 	sleep 0.2
 done
 [ $rc = 0 ] || fail "status of a healthy cluster: exit $rc: $out"

@@ -10,6 +10,7 @@
  *   --json              machine-readable output (listings)
  */
 #include "admin.h"
+#include "json.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -211,10 +212,10 @@ int cmd_slices(int argc, char **argv)
 		const struct ovl_msg_slice *s = &a.reply.u.admin_ok.slices[i];
 
 		if (o.json)
-			printf("%s\n  {\"name\": \"%s\", \"replicas\": %u, \"epoch\": %llu, "
-			       "\"members\": %u, \"encrypt\": %s, \"selector\": \"%s\"}", i ? "," : "",
-			       s->name, s->replicas, (unsigned long long)s->epoch, s->members,
-			       s->encrypt ? "true" : "false", s->selector);
+			printf("%s\n  {\"name\": %s, \"replicas\": %u, \"epoch\": %llu, "
+			       "\"members\": %u, \"encrypt\": %s, \"selector\": %s}", i ? "," : "",
+			       cli_json_q(s->name), s->replicas, (unsigned long long)s->epoch, s->members,
+			       s->encrypt ? "true" : "false", cli_json_q(s->selector));
 		else
 			printf("%-24s %8u %10llu %8u %-7s  %s\n", s->name, s->replicas,
 			       (unsigned long long)s->epoch, s->members, s->encrypt ? "yes" : "no",
@@ -302,8 +303,8 @@ int cmd_slice_show(int argc, char **argv)
 		return rc;
 	m = &a.reply.u.map;
 	if (o.json)
-		printf("{\"slice\": \"%s\", \"epoch\": %llu, \"replicas\": %u, \"encrypt\": %s, "
-		       "\"members\": [", m->slice, (unsigned long long)m->epoch, m->replicas,
+		printf("{\"slice\": %s, \"epoch\": %llu, \"replicas\": %u, \"encrypt\": %s, "
+		       "\"members\": [", cli_json_q(m->slice), (unsigned long long)m->epoch, m->replicas,
 		       m->encrypt ? "true" : "false");
 	else
 		printf("slice %s epoch %llu replicas %u encrypt %s members %u\n", m->slice,
@@ -319,10 +320,11 @@ int cmd_slice_show(int argc, char **argv)
 		ovl_slice_addr_format(&in, addr, sizeof(addr));
 		if (o.json)
 			printf("%s\n  {\"id\": \"%s\", \"state\": \"%s\", \"addr\": \"%s\", "
-			       "\"port\": %u, \"site\": \"%s\", \"chassis\": \"%s\", \"slot\": \"%s\", "
+			       "\"port\": %u, \"site\": %s, \"chassis\": %s, \"slot\": %s, "
 			       "\"capacity\": %llu}", i ? "," : "", hex,
-			       ovl_msg_state_name(mm->state), addr, mm->port, mm->domain.site,
-			       mm->domain.chassis, mm->domain.slot, (unsigned long long)mm->capacity);
+			       ovl_msg_state_name(mm->state), addr, mm->port, cli_json_q(mm->domain.site),
+			       cli_json_q(mm->domain.chassis), cli_json_q(mm->domain.slot),
+			       (unsigned long long)mm->capacity);
 		else
 			printf("  %.16s  %-5s %s port %u  %s/%s/%s\n", hex,
 			       ovl_msg_state_name(mm->state), addr, mm->port, mm->domain.site,
@@ -360,11 +362,12 @@ int cmd_nodes(int argc, char **argv)
 		snprintf(dom, sizeof(dom), "%s/%s/%s", n->domain.site, n->domain.chassis,
 			 n->domain.slot);
 		if (o.json)
-			printf("%s\n  {\"id\": \"%s\", \"state\": \"%s\", \"board\": \"%s\", "
-			       "\"version\": \"%s\", \"site\": \"%s\", \"chassis\": \"%s\", "
-			       "\"slot\": \"%s\", \"capacity\": %llu, \"used\": %llu, \"seen_ms\": %llu}",
-			       i ? "," : "", hex, ovl_msg_state_name(n->state), n->board, n->version,
-			       n->domain.site, n->domain.chassis, n->domain.slot,
+			printf("%s\n  {\"id\": \"%s\", \"state\": \"%s\", \"board\": %s, "
+			       "\"version\": %s, \"site\": %s, \"chassis\": %s, "
+			       "\"slot\": %s, \"capacity\": %llu, \"used\": %llu, \"seen_ms\": %llu}",
+			       i ? "," : "", hex, ovl_msg_state_name(n->state), cli_json_q(n->board),
+			       cli_json_q(n->version), cli_json_q(n->domain.site),
+			       cli_json_q(n->domain.chassis), cli_json_q(n->domain.slot),
 			       (unsigned long long)n->capacity, (unsigned long long)n->used,
 			       (unsigned long long)n->seen_ms);
 		else
@@ -419,7 +422,7 @@ int cmd_broker_stats(int argc, char **argv)
 		const struct ovl_msg_stat *s = &a.reply.u.admin_ok.stats[i];
 
 		if (o.json)
-			printf("%s\n  \"%s\": %llu", i ? "," : "", s->name, (unsigned long long)s->value);
+			printf("%s\n  %s: %llu", i ? "," : "", cli_json_q(s->name), (unsigned long long)s->value);
 		else
 			printf("%-16s %llu\n", s->name, (unsigned long long)s->value);
 	}

@@ -1,6 +1,8 @@
 #include "json.h"
 
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* Length of the valid UTF-8 sequence at s[0..n), or 0. */
 static size_t utf8_len(const uint8_t *s, size_t n)
@@ -57,4 +59,25 @@ void cli_json_str(FILE *f, const void *str, size_t n)
 		i += l ? l : 1;
 	}
 	fputc('"', f);
+}
+
+const char *cli_json_q(const char *s)
+{
+	static char *ring[16];
+	static unsigned next;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (!f)
+		return "\"\"";
+	cli_json_str(f, s, strlen(s));
+	if (fclose(f) != 0) {
+		free(buf);
+		return "\"\"";
+	}
+	free(ring[next]);
+	ring[next] = buf;
+	next = (next + 1) % 16;
+	return buf;
 }

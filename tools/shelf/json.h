@@ -12,4 +12,11 @@
  */
 void cli_json_str(FILE *f, const void *s, size_t n);
 
+/*
+ * The same for a C string, as a borrowed string (quotes included) for
+ * printf's %s: valid until 16 more calls (a ring of buffers), so one printf
+ * may take several. "" if out of memory.
+ */
+const char *cli_json_q(const char *s);
+
 #endif

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "admin.h"
+#include "json.h"
 #include "data.h"
 #include "overlay.h"
 #include "shelf.h"
@@ -220,16 +221,7 @@ static void judge(struct status *st, struct snode *n, const char *slice)
 
 static void json_escape(const char *s)
 {
-	putchar('"');
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			printf("\\%c", *s);
-		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", *s);
-		else
-			putchar(*s);
-	}
-	putchar('"');
+	cli_json_str(stdout, s, strlen(s));
 }
 
 static void print_node(const struct status *st, const struct snode *n, bool first)
@@ -254,7 +246,7 @@ static void print_node(const struct status *st, const struct snode *n, bool firs
 	json_escape(n->error);
 	printf(", \"counters\": {");
 	for (int i = 0; i < n->nc; i++)
-		printf("%s\"%s\": %llu", i ? ", " : "", n->c[i].name, (unsigned long long)n->c[i].value);
+		printf("%s%s: %llu", i ? ", " : "", cli_json_q(n->c[i].name), (unsigned long long)n->c[i].value);
 	printf("}}");
 }
 
@@ -428,8 +420,8 @@ int cmd_status(int argc, char **argv)
 			const struct ovl_msg_slice *x = &slices_call.reply.u.admin_ok.slices[i];
 
 			if (st->json)
-				printf("%s\n    {\"name\": \"%s\", \"epoch\": %llu, \"replicas\": %u, "
-				       "\"encrypt\": %s, \"members\": %u}", i ? "," : "", x->name,
+				printf("%s\n    {\"name\": %s, \"epoch\": %llu, \"replicas\": %u, "
+				       "\"encrypt\": %s, \"members\": %u}", i ? "," : "", cli_json_q(x->name),
 				       (unsigned long long)x->epoch, x->replicas,
 				       x->encrypt ? "true" : "false", x->members);
 			else

@@ -909,7 +909,13 @@ static void timers(node_ctl_t *c)
 			ovl_msg_init(&m, OVL_MSG_HEARTBEAT);
 			memcpy(m.u.hb.node_id, c->cfg.id->sign_pk, OVL_ID_BYTES);
 			m.u.hb.seq = ++b->hb_seq;
-			send_msg(c, i, &m);
+			if (send_msg(c, i, &m) < 0) {
+				/* not connected (the broker restarting?): try again soon, so
+				 * a broker that comes back hears from us, and re-admits us,
+				 * within a reconnect interval rather than a heartbeat */
+				b->next_hb_ms = now + NODE_CTL_HB_RETRY_MS;
+				continue;
+			}
 			b->hb_outstanding++;
 			b->next_hb_ms = now + (b->hb_ms ? b->hb_ms : OVL_MSG_HEARTBEAT_MS);
 		}
@@ -1010,7 +1016,8 @@ int node_ctl_new(node_ctl_t **out, void *zctx, const struct node_ctl_cfg *cfg, c
 	}
 	load_cache(c);
 	opts.max_msg_bytes = NODE_CTL_RECV_MAX_BYTES;
-	opts.reconnect_ivl_max_ms = 1000; /* a restarted broker is found within a second */
+	/* a restarted broker is found within a quarter of a second */
+	opts.reconnect_ivl_max_ms = NODE_CTL_RECONNECT_MAX_MS;
 	for (unsigned i = 0; i < cfg->n_brokers; i++) {
 		struct ovl_link_client_cfg lc = { cfg->brokers[i].endpoint, cfg->brokers[i].server_key,
 						  cfg->id->curve_sk, &opts };

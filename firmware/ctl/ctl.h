@@ -32,6 +32,8 @@
 #define NODE_CTL_RECV_MAX_BYTES (16u << 20) /* largest map accepted */
 #define NODE_CTL_REGISTER_RETRY_MS 1000     /* between registration attempts */
 #define NODE_CTL_LOST_HEARTBEATS 3          /* unanswered heartbeats: broker lost */
+#define NODE_CTL_HB_RETRY_MS 100            /* a heartbeat that could not be sent */
+#define NODE_CTL_RECONNECT_MAX_MS 250       /* longest wait between reconnect attempts */
 #define NODE_CTL_RENEW_RETRY_MS 10000       /* between renewal requests */
 #define NODE_CTL_VERSION "shelf 0.1.0"
 

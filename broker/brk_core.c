@@ -105,6 +105,7 @@ struct brk {
 	uint64_t ts_sec;
 	msgpack_sbuffer sb;
 	bool dirty;                     /* slice epochs not yet on disk */
+	bool used_dirty;                /* token uses not yet on disk */
 	uint64_t flushed_ms;
 	struct stat tok_st, pre_st;     /* what brk_reload_files() read last */
 	struct brk_stats st;
@@ -410,6 +411,15 @@ static int member_index(const struct slice *s, const struct node *n)
 		if (s->m[i].n == n)
 			return (int)i;
 	return -1;
+}
+
+/* Is n a member of s? O(slices of n), not O(members of s). */
+static bool node_in(const struct node *n, const struct slice *s)
+{
+	for (unsigned k = 0; k < n->nslices; k++)
+		if (n->slices[k] == s)
+			return true;
+	return false;
 }
 
 static void member_fill(struct ovl_msg_member *mm, const struct member *m)
@@ -852,6 +862,8 @@ static void used_save(brk_t *b)
 	snprintf(path, sizeof(path), "%s/tokens.used", b->p.state_dir);
 	if (brk_file_write(path, text, len, 0600, err, sizeof(err)) < 0)
 		event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
+	else
+		b->used_dirty = false;
 	free(text);
 }
 
@@ -890,7 +902,14 @@ static int token_consume(brk_t *b, const char *token, char *reason, size_t rlen)
 			u->count = 0;
 		}
 		u->count++;
-		used_save(b);
+		/* the use that exhausts a token reaches the disk before the reply, so
+		 * a spent token never comes back after a crash; other uses ride the
+		 * next flush (within BRK_SLICE_FLUSH_MS): one fsync per registration
+		 * would bound admission at a few hundred nodes a second */
+		if (u->count >= t->uses)
+			used_save(b);
+		else
+			b->used_dirty = true;
 		return 0;
 	}
 	snprintf(reason, rlen, "enrolment token is not valid");
@@ -1153,7 +1172,7 @@ static void handle_register(brk_t *b, const struct brk_peer *from, const struct 
 	for (unsigned i = 0; i < b->n_slices; i++) {
 		struct slice *s = b->slices[i];
 
-		if (s->ours && member_index(s, n) < 0 && selector_match(s->selector, n))
+		if (s->ours && !node_in(n, s) && selector_match(s->selector, n))
 			slice_join(b, s, n);
 	}
 	ovl_msg_init(&ok, OVL_MSG_REGISTER_OK);
@@ -1542,8 +1561,11 @@ void brk_tick(brk_t *b)
 			set_state(b, n, OVL_MSG_STATE_OUT, silent);
 		i++;
 	}
-	if (b->dirty && now - b->flushed_ms >= BRK_SLICE_FLUSH_MS) {
-		slices_save(b);
+	if ((b->dirty || b->used_dirty) && now - b->flushed_ms >= BRK_SLICE_FLUSH_MS) {
+		if (b->dirty)
+			slices_save(b);
+		if (b->used_dirty)
+			used_save(b);
 		b->flushed_ms = now;
 	}
 }
@@ -1723,6 +1745,8 @@ void brk_destroy(brk_t **bp)
 		return;
 	if (b->dirty)
 		slices_save(b);
+	if (b->used_dirty)
+		used_save(b);
 	for (size_t i = 0; i < b->n_nodes; i++)
 		node_free(b->nodes[i]);
 	for (unsigned i = 0; i < b->n_slices; i++)

@@ -100,6 +100,8 @@ struct brk {
 	size_t crl_len;
 	char **strings;                 /* interned strings */
 	size_t n_strings;
+	char **str_slot;                /* their hash index (open addressing, power of 2) */
+	size_t str_cap;
 	uint8_t ts[OVL_TS_MAX_BYTES];   /* cached timestamp token of ts_sec */
 	size_t ts_len;
 	uint64_t ts_sec;
@@ -226,16 +228,56 @@ static void ht_remove(brk_t *b, struct ht *h, const struct node *n)
 	}
 }
 
+static uint64_t shash(brk_t *b, const char *s)
+{
+	uint8_t h[crypto_shorthash_BYTES];
+	uint64_t v;
+
+	crypto_shorthash(h, (const uint8_t *)s, strlen(s), b->sipkey);
+	memcpy(&v, h, sizeof(v));
+	return v;
+}
+
+/* The slot of s in the string index: where it is, or the empty one where it
+ * goes. The index is never full (load at most 1/2). */
+static size_t str_slot(brk_t *b, const char *s)
+{
+	size_t mask = b->str_cap - 1, i;
+
+	for (i = shash(b, s) & mask; b->str_slot[i]; i = (i + 1) & mask)
+		if (strcmp(b->str_slot[i], s) == 0)
+			break;
+	return i;
+}
+
+/* One copy of each distinct board, version, site, chassis, slot and group
+ * string, found by hash: a registration costs O(1) here whatever the
+ * number of chassis. NULL when out of memory or past BRK_STRINGS_MAX. */
 static const char *intern(brk_t *b, const char *s)
 {
 	char *c = NULL, **grown = NULL;
+	size_t i;
 
-	/* few distinct values in practice; a linear scan over a small set */
-	for (size_t i = 0; i < b->n_strings; i++)
-		if (strcmp(b->strings[i], s) == 0)
-			return b->strings[i];
+	if (b->str_cap && b->str_slot[i = str_slot(b, s)])
+		return b->str_slot[i];
 	if (b->n_strings >= BRK_STRINGS_MAX)
 		return NULL;
+	if ((b->n_strings + 1) * 2 > b->str_cap) {
+		size_t cap = b->str_cap ? b->str_cap * 2 : 64;
+		char **old = b->str_slot;
+		size_t ocap = b->str_cap;
+
+		b->str_slot = calloc(cap, sizeof(*b->str_slot));
+		if (!b->str_slot) {
+			b->str_slot = old;
+			return NULL;
+		}
+		b->str_cap = cap;
+		for (size_t k = 0; k < ocap; k++)
+			if (old[k])
+				b->str_slot[str_slot(b, old[k])] = old[k];
+		free(old);
+	}
 	if ((b->n_strings & (b->n_strings - 1)) == 0 || b->n_strings == 0) {
 		grown = realloc(b->strings, (b->n_strings ? b->n_strings * 2 : 16) * sizeof(char *));
 		if (!grown)
@@ -246,6 +288,7 @@ static const char *intern(brk_t *b, const char *s)
 	if (!c)
 		return NULL;
 	b->strings[b->n_strings++] = c;
+	b->str_slot[str_slot(b, c)] = c;
 	return c;
 }
 
@@ -422,6 +465,16 @@ static bool node_in(const struct node *n, const struct slice *s)
 	return false;
 }
 
+/* Copy an interned string into a fixed field (a map encodes one per member
+ * and field: no printf machinery). */
+static void field_copy(char *dst, size_t cap, const char *src)
+{
+	size_t len = strnlen(src, cap - 1);
+
+	memcpy(dst, src, len);
+	dst[len] = 0;
+}
+
 static void member_fill(struct ovl_msg_member *mm, const struct member *m)
 {
 	const struct node *n = m->n;
@@ -431,9 +484,9 @@ static void member_fill(struct ovl_msg_member *mm, const struct member *m)
 	memcpy(mm->curve_key, n->peer.key, OVL_KEY_BYTES);
 	memcpy(mm->addr, &m->addr, OVL_MSG_ADDR_BYTES);
 	mm->port = n->port;
-	snprintf(mm->domain.site, sizeof(mm->domain.site), "%s", n->site);
-	snprintf(mm->domain.chassis, sizeof(mm->domain.chassis), "%s", n->chassis);
-	snprintf(mm->domain.slot, sizeof(mm->domain.slot), "%s", n->slot);
+	field_copy(mm->domain.site, sizeof(mm->domain.site), n->site);
+	field_copy(mm->domain.chassis, sizeof(mm->domain.chassis), n->chassis);
+	field_copy(mm->domain.slot, sizeof(mm->domain.slot), n->slot);
 	mm->capacity = n->capacity;
 	mm->state = n->state;
 	mm->cert = (struct ovl_msg_bin){ n->cert, n->cert_len };
@@ -1754,6 +1807,7 @@ void brk_destroy(brk_t **bp)
 	for (size_t i = 0; i < b->n_strings; i++)
 		free(b->strings[i]);
 	free(b->strings);
+	free(b->str_slot);
 	free(b->nodes);
 	free(b->by_id.slot);
 	free(b->by_curve.slot);

@@ -7,7 +7,7 @@
  * Memory: a node costs its struct (about 230 bytes), its certificate (about
  * 330 bytes), one pointer in each of two hash tables and one in the node
  * vector, and 24 bytes per slice it is in. Strings that repeat across nodes
- * (board, version, site, chassis, slot, group) are interned.
+ * (board, version, site, chassis, slot, group) are interned (hash-indexed).
  */
 #include "broker.h"
 
@@ -1827,7 +1827,8 @@ void brk_destroy(brk_t **bp)
 
 void brk_stats_get(brk_t *b, struct brk_stats *st)
 {
-	uint64_t mem = sizeof(*b) + (b->by_id.cap + b->by_curve.cap + b->cap_nodes) * sizeof(void *);
+	uint64_t mem = sizeof(*b) + (b->by_id.cap + b->by_curve.cap + b->cap_nodes + b->str_cap) *
+				    sizeof(void *);
 
 	*st = b->st;
 	st->nodes = b->n_nodes;

@@ -1161,6 +1161,7 @@ static int broker_run(int argc, char **argv)
 	}
 	if (sodium_init() < 0)
 		return 1;
+	signal(SIGPIPE, SIG_IGN); /* a fleet process that died is reported, not fatal here */
 	find_bin("shelf-broker", b.bin_broker, sizeof(b.bin_broker));
 	find_bin("shelf", b.bin_shelf, sizeof(b.bin_shelf));
 	if (base && mkdir(base, 0700) < 0 && errno != EEXIST) {

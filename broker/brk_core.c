@@ -7,7 +7,7 @@
  * Memory: a node costs its struct (about 230 bytes), its certificate (about
  * 330 bytes), one pointer in each of two hash tables and one in the node
  * vector, and 24 bytes per slice it is in. Strings that repeat across nodes
- * (board, version, site, chassis, slot, group) are interned.
+ * (board, version, site, chassis, slot, group) are interned (hash-indexed).
  */
 #include "broker.h"
 
@@ -101,11 +101,14 @@ struct brk {
 	size_t crl_len;
 	char **strings;                 /* interned strings */
 	size_t n_strings;
+	char **str_slot;                /* their hash index (open addressing, power of 2) */
+	size_t str_cap;
 	uint8_t ts[OVL_TS_MAX_BYTES];   /* cached timestamp token of ts_sec */
 	size_t ts_len;
 	uint64_t ts_sec;
 	msgpack_sbuffer sb;
 	bool dirty;                     /* slice epochs not yet on disk */
+	bool used_dirty;                /* token uses not yet on disk */
 	uint64_t flushed_ms;
 	struct stat tok_st, pre_st;     /* what brk_reload_files() read last */
 	struct brk_stats st;
@@ -226,16 +229,56 @@ static void ht_remove(brk_t *b, struct ht *h, const struct node *n)
 	}
 }
 
+static uint64_t shash(brk_t *b, const char *s)
+{
+	uint8_t h[crypto_shorthash_BYTES];
+	uint64_t v;
+
+	crypto_shorthash(h, (const uint8_t *)s, strlen(s), b->sipkey);
+	memcpy(&v, h, sizeof(v));
+	return v;
+}
+
+/* The slot of s in the string index: where it is, or the empty one where it
+ * goes. The index is never full (load at most 1/2). */
+static size_t str_slot(brk_t *b, const char *s)
+{
+	size_t mask = b->str_cap - 1, i;
+
+	for (i = shash(b, s) & mask; b->str_slot[i]; i = (i + 1) & mask)
+		if (strcmp(b->str_slot[i], s) == 0)
+			break;
+	return i;
+}
+
+/* One copy of each distinct board, version, site, chassis, slot and group
+ * string, found by hash: a registration costs O(1) here whatever the
+ * number of chassis. NULL when out of memory or past BRK_STRINGS_MAX. */
 static const char *intern(brk_t *b, const char *s)
 {
 	char *c = NULL, **grown = NULL;
+	size_t i;
 
-	/* few distinct values in practice; a linear scan over a small set */
-	for (size_t i = 0; i < b->n_strings; i++)
-		if (strcmp(b->strings[i], s) == 0)
-			return b->strings[i];
+	if (b->str_cap && b->str_slot[i = str_slot(b, s)])
+		return b->str_slot[i];
 	if (b->n_strings >= BRK_STRINGS_MAX)
 		return NULL;
+	if ((b->n_strings + 1) * 2 > b->str_cap) {
+		size_t cap = b->str_cap ? b->str_cap * 2 : 64;
+		char **old = b->str_slot;
+		size_t ocap = b->str_cap;
+
+		b->str_slot = calloc(cap, sizeof(*b->str_slot));
+		if (!b->str_slot) {
+			b->str_slot = old;
+			return NULL;
+		}
+		b->str_cap = cap;
+		for (size_t k = 0; k < ocap; k++)
+			if (old[k])
+				b->str_slot[str_slot(b, old[k])] = old[k];
+		free(old);
+	}
 	if ((b->n_strings & (b->n_strings - 1)) == 0 || b->n_strings == 0) {
 		grown = realloc(b->strings, (b->n_strings ? b->n_strings * 2 : 16) * sizeof(char *));
 		if (!grown)
@@ -246,6 +289,7 @@ static const char *intern(brk_t *b, const char *s)
 	if (!c)
 		return NULL;
 	b->strings[b->n_strings++] = c;
+	b->str_slot[str_slot(b, c)] = c;
 	return c;
 }
 
@@ -413,6 +457,25 @@ static int member_index(const struct slice *s, const struct node *n)
 	return -1;
 }
 
+/* Is n a member of s? O(slices of n), not O(members of s). */
+static bool node_in(const struct node *n, const struct slice *s)
+{
+	for (unsigned k = 0; k < n->nslices; k++)
+		if (n->slices[k] == s)
+			return true;
+	return false;
+}
+
+/* Copy an interned string into a fixed field (a map encodes one per member
+ * and field: no printf machinery). */
+static void field_copy(char *dst, size_t cap, const char *src)
+{
+	size_t len = strnlen(src, cap - 1);
+
+	memcpy(dst, src, len);
+	dst[len] = 0;
+}
+
 static void member_fill(struct ovl_msg_member *mm, const struct member *m)
 {
 	const struct node *n = m->n;
@@ -422,9 +485,9 @@ static void member_fill(struct ovl_msg_member *mm, const struct member *m)
 	memcpy(mm->curve_key, n->peer.key, OVL_KEY_BYTES);
 	memcpy(mm->addr, &m->addr, OVL_MSG_ADDR_BYTES);
 	mm->port = n->port;
-	snprintf(mm->domain.site, sizeof(mm->domain.site), "%s", n->site);
-	snprintf(mm->domain.chassis, sizeof(mm->domain.chassis), "%s", n->chassis);
-	snprintf(mm->domain.slot, sizeof(mm->domain.slot), "%s", n->slot);
+	field_copy(mm->domain.site, sizeof(mm->domain.site), n->site);
+	field_copy(mm->domain.chassis, sizeof(mm->domain.chassis), n->chassis);
+	field_copy(mm->domain.slot, sizeof(mm->domain.slot), n->slot);
 	mm->capacity = n->capacity;
 	mm->state = n->state;
 	mm->cert = (struct ovl_msg_bin){ n->cert, n->cert_len };
@@ -906,6 +969,8 @@ static void used_save(brk_t *b)
 	snprintf(path, sizeof(path), "%s/tokens.used", b->p.state_dir);
 	if (brk_file_write(path, text, len, 0600, err, sizeof(err)) < 0)
 		event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
+	else
+		b->used_dirty = false;
 	free(text);
 }
 
@@ -944,7 +1009,14 @@ static int token_consume(brk_t *b, const char *token, char *reason, size_t rlen)
 			u->count = 0;
 		}
 		u->count++;
-		used_save(b);
+		/* the use that exhausts a token reaches the disk before the reply, so
+		 * a spent token never comes back after a crash; other uses ride the
+		 * next flush (within BRK_SLICE_FLUSH_MS): one fsync per registration
+		 * would bound admission at a few hundred nodes a second */
+		if (u->count >= t->uses)
+			used_save(b);
+		else
+			b->used_dirty = true;
 		return 0;
 	}
 	snprintf(reason, rlen, "enrolment token is not valid");
@@ -1209,7 +1281,7 @@ static void handle_register(brk_t *b, const struct brk_peer *from, const struct 
 	for (unsigned i = 0; i < b->n_slices; i++) {
 		struct slice *s = b->slices[i];
 
-		if (s->ours && member_index(s, n) < 0 && selector_match(s->selector, n))
+		if (s->ours && !node_in(n, s) && selector_match(s->selector, n))
 			slice_join(b, s, n);
 	}
 	ovl_msg_init(&ok, OVL_MSG_REGISTER_OK);
@@ -1723,8 +1795,11 @@ void brk_tick(brk_t *b)
 			set_state(b, n, OVL_MSG_STATE_OUT, silent);
 		i++;
 	}
-	if (b->dirty && now - b->flushed_ms >= BRK_SLICE_FLUSH_MS) {
-		slices_save(b);
+	if ((b->dirty || b->used_dirty) && now - b->flushed_ms >= BRK_SLICE_FLUSH_MS) {
+		if (b->dirty)
+			slices_save(b);
+		if (b->used_dirty)
+			used_save(b);
 		b->flushed_ms = now;
 	}
 }
@@ -1909,6 +1984,8 @@ void brk_destroy(brk_t **bp)
 		return;
 	if (b->dirty)
 		slices_save(b);
+	if (b->used_dirty)
+		used_save(b);
 	for (size_t i = 0; i < b->n_nodes; i++)
 		node_free(b->nodes[i]);
 	for (unsigned i = 0; i < b->n_slices; i++)
@@ -1916,6 +1993,7 @@ void brk_destroy(brk_t **bp)
 	for (size_t i = 0; i < b->n_strings; i++)
 		free(b->strings[i]);
 	free(b->strings);
+	free(b->str_slot);
 	free(b->nodes);
 	free(b->by_id.slot);
 	free(b->by_curve.slot);
@@ -1935,7 +2013,8 @@ void brk_destroy(brk_t **bp)
 
 void brk_stats_get(brk_t *b, struct brk_stats *st)
 {
-	uint64_t mem = sizeof(*b) + (b->by_id.cap + b->by_curve.cap + b->cap_nodes) * sizeof(void *);
+	uint64_t mem = sizeof(*b) + (b->by_id.cap + b->by_curve.cap + b->cap_nodes + b->str_cap) *
+				    sizeof(void *);
 
 	*st = b->st;
 	st->nodes = b->n_nodes;

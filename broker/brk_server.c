@@ -82,6 +82,18 @@ static void io_event(void *arg, enum brk_event ev, const char *line)
 		ovl_info("%s", line);
 }
 
+void brk_link_opts(struct ovl_link_opts *o)
+{
+	*o = ovl_link_opts_default;
+	o->max_msg_bytes = BRK_SEND_MAX_BYTES;
+	o->sndhwm_msgs = 10000;
+	o->rcvhwm_msgs = 10000;
+	/* no ZMTP heartbeat timers per connection (see ovl_link.h): liveness is
+	 * the nodes' own heartbeat messages, dead TCP peers go by keepalive */
+	o->heartbeat_ivl_ms = 0;
+	o->heartbeat_ttl_ms = 0;
+}
+
 /* Enrolment policy: any CURVE key may connect; the application decides. */
 static int admit_any(void *arg, const uint8_t key[OVL_KEY_BYTES],
 		     const struct ovl_keyring_entry *entry, uint64_t now, int verdict)
@@ -161,9 +173,7 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 		snprintf(err, errlen, "cannot register the node domain: %s", strerror(-rc));
 		goto out;
 	}
-	opts.max_msg_bytes = BRK_SEND_MAX_BYTES;
-	opts.sndhwm_msgs = 10000;
-	opts.rcvhwm_msgs = 10000;
+	brk_link_opts(&opts);
 	scfg.endpoint = cfg->listen;
 	scfg.domain = OVL_LINK_DOMAIN_NODE;
 	scfg.secret_key = site.id->curve_sk;

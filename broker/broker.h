@@ -282,6 +282,11 @@ void brk_count_rate_limited(brk_t *b);
 
 /* ---- the server ------------------------------------------------------------- */
 
+/* The link options of the broker's socket: ovl_link_opts_default with room
+ * for 16 MiB maps, queues of 10,000 messages, and no ZMTP heartbeats (no
+ * libzmq timer per connection; TCP keepalive instead). */
+void brk_link_opts(struct ovl_link_opts *o);
+
 /* Run the broker on cfg->listen until *stop becomes non-zero (a signal
  * handler sets it). Logs through ovl_log. Returns 0 or -errno. */
 int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, size_t errlen);

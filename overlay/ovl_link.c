@@ -31,20 +31,24 @@ struct opt_range {
 	const char *name;
 	size_t offset; /* of an int in struct ovl_link_opts */
 	int min, max;
+	bool zero_ok;  /* 0 (off) is allowed besides min..max */
 };
 
-/* Zero would mean "never" or "unbounded" to libzmq for most of these. */
+/* Zero would mean "never" or "unbounded" to libzmq for most of these; for
+ * the heartbeat interval and TTL it means "off" and is allowed. */
 static const struct opt_range opt_ranges[] = {
-	{ "heartbeat_ivl_ms", offsetof(struct ovl_link_opts, heartbeat_ivl_ms), 100, 600000 },
-	{ "heartbeat_timeout_ms", offsetof(struct ovl_link_opts, heartbeat_timeout_ms), 100, 3600000 },
+	{ "heartbeat_ivl_ms", offsetof(struct ovl_link_opts, heartbeat_ivl_ms), 100, 600000, true },
+	{ "heartbeat_timeout_ms", offsetof(struct ovl_link_opts, heartbeat_timeout_ms), 100, 3600000,
+	  false },
 	/* libzmq sends the TTL in deciseconds in 16 bits */
-	{ "heartbeat_ttl_ms", offsetof(struct ovl_link_opts, heartbeat_ttl_ms), 100, 6553500 },
-	{ "handshake_ivl_ms", offsetof(struct ovl_link_opts, handshake_ivl_ms), 100, 600000 },
-	{ "linger_ms", offsetof(struct ovl_link_opts, linger_ms), 0, OVL_LINK_LINGER_MAX_MS },
-	{ "sndhwm_msgs", offsetof(struct ovl_link_opts, sndhwm_msgs), 1, OVL_LINK_HWM_MAX_MSGS },
-	{ "rcvhwm_msgs", offsetof(struct ovl_link_opts, rcvhwm_msgs), 1, OVL_LINK_HWM_MAX_MSGS },
-	{ "reconnect_ivl_ms", offsetof(struct ovl_link_opts, reconnect_ivl_ms), 10, 600000 },
-	{ "reconnect_ivl_max_ms", offsetof(struct ovl_link_opts, reconnect_ivl_max_ms), 10, 3600000 },
+	{ "heartbeat_ttl_ms", offsetof(struct ovl_link_opts, heartbeat_ttl_ms), 100, 6553500, true },
+	{ "handshake_ivl_ms", offsetof(struct ovl_link_opts, handshake_ivl_ms), 100, 600000, false },
+	{ "linger_ms", offsetof(struct ovl_link_opts, linger_ms), 0, OVL_LINK_LINGER_MAX_MS, false },
+	{ "sndhwm_msgs", offsetof(struct ovl_link_opts, sndhwm_msgs), 1, OVL_LINK_HWM_MAX_MSGS, false },
+	{ "rcvhwm_msgs", offsetof(struct ovl_link_opts, rcvhwm_msgs), 1, OVL_LINK_HWM_MAX_MSGS, false },
+	{ "reconnect_ivl_ms", offsetof(struct ovl_link_opts, reconnect_ivl_ms), 10, 600000, false },
+	{ "reconnect_ivl_max_ms", offsetof(struct ovl_link_opts, reconnect_ivl_max_ms), 10, 3600000,
+	  false },
 };
 
 int ovl_link_opts_check(const struct ovl_link_opts *o, char *err, size_t errlen)
@@ -67,13 +71,13 @@ int ovl_link_opts_check(const struct ovl_link_opts *o, char *err, size_t errlen)
 		int v;
 
 		memcpy(&v, (const char *)o + r->offset, sizeof(v));
-		if (v < r->min || v > r->max) {
-			snprintf(err, errlen, "link option '%s' = %d is out of range %d..%d", r->name,
-				 v, r->min, r->max);
+		if ((v < r->min || v > r->max) && !(v == 0 && r->zero_ok)) {
+			snprintf(err, errlen, "link option '%s' = %d is out of range %s%d..%d",
+				 r->name, v, r->zero_ok ? "0 (off) or " : "", r->min, r->max);
 			return -EINVAL;
 		}
 	}
-	if (o->heartbeat_timeout_ms < o->heartbeat_ivl_ms) {
+	if (o->heartbeat_ivl_ms && o->heartbeat_timeout_ms < o->heartbeat_ivl_ms) {
 		snprintf(err, errlen,
 			 "link option 'heartbeat_timeout_ms' = %d is shorter than 'heartbeat_ivl_ms' = %d",
 			 o->heartbeat_timeout_ms, o->heartbeat_ivl_ms);
@@ -226,13 +230,27 @@ static int apply_opts(void *sock, const struct ovl_link_opts *o, bool client, ch
 	    (rc = set_int(sock, ZMQ_RCVHWM, "ZMQ_RCVHWM", o->rcvhwm_msgs, err, errlen)) < 0 ||
 	    (rc = set_int(sock, ZMQ_HANDSHAKE_IVL, "ZMQ_HANDSHAKE_IVL", o->handshake_ivl_ms, err,
 			  errlen)) < 0 ||
-	    (rc = set_int(sock, ZMQ_HEARTBEAT_IVL, "ZMQ_HEARTBEAT_IVL", o->heartbeat_ivl_ms, err,
-			  errlen)) < 0 ||
-	    (rc = set_int(sock, ZMQ_HEARTBEAT_TIMEOUT, "ZMQ_HEARTBEAT_TIMEOUT",
-			  o->heartbeat_timeout_ms, err, errlen)) < 0 ||
 	    (rc = set_int(sock, ZMQ_HEARTBEAT_TTL, "ZMQ_HEARTBEAT_TTL", o->heartbeat_ttl_ms, err,
 			  errlen)) < 0)
 		return rc;
+	if (o->heartbeat_ivl_ms) {
+		if ((rc = set_int(sock, ZMQ_HEARTBEAT_IVL, "ZMQ_HEARTBEAT_IVL", o->heartbeat_ivl_ms,
+				  err, errlen)) < 0 ||
+		    (rc = set_int(sock, ZMQ_HEARTBEAT_TIMEOUT, "ZMQ_HEARTBEAT_TIMEOUT",
+				  o->heartbeat_timeout_ms, err, errlen)) < 0)
+			return rc;
+	} else if ((rc = set_int(sock, ZMQ_TCP_KEEPALIVE, "ZMQ_TCP_KEEPALIVE", 1, err,
+				 errlen)) < 0 ||
+		   (rc = set_int(sock, ZMQ_TCP_KEEPALIVE_IDLE, "ZMQ_TCP_KEEPALIVE_IDLE",
+				 OVL_LINK_KEEPALIVE_IDLE_S, err, errlen)) < 0 ||
+		   (rc = set_int(sock, ZMQ_TCP_KEEPALIVE_INTVL, "ZMQ_TCP_KEEPALIVE_INTVL",
+				 OVL_LINK_KEEPALIVE_INTVL_S, err, errlen)) < 0 ||
+		   (rc = set_int(sock, ZMQ_TCP_KEEPALIVE_CNT, "ZMQ_TCP_KEEPALIVE_CNT",
+				 OVL_LINK_KEEPALIVE_CNT, err, errlen)) < 0) {
+		/* no ZMTP heartbeats: the kernel finds dead peers instead, without a
+		 * libzmq timer per connection */
+		return rc;
+	}
 	if (!client)
 		return 0;
 	if ((rc = set_int(sock, ZMQ_RECONNECT_IVL, "ZMQ_RECONNECT_IVL", o->reconnect_ivl_ms, err,

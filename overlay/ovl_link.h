@@ -45,6 +45,9 @@
 #define OVL_LINK_HEARTBEAT_IVL_MS 5000       /* ZMQ_HEARTBEAT_IVL: PING every 5 s */
 #define OVL_LINK_HEARTBEAT_TIMEOUT_MS 15000  /* ZMQ_HEARTBEAT_TIMEOUT: no traffic for 15 s closes */
 #define OVL_LINK_HEARTBEAT_TTL_MS 15000      /* ZMQ_HEARTBEAT_TTL: the peer's timeout for us */
+#define OVL_LINK_KEEPALIVE_IDLE_S 60         /* heartbeats off: TCP keepalive after 60 s idle, */
+#define OVL_LINK_KEEPALIVE_INTVL_S 10        /* probes 10 s apart, */
+#define OVL_LINK_KEEPALIVE_CNT 6             /* 6 unanswered close the connection */
 #define OVL_LINK_HANDSHAKE_IVL_MS 5000       /* ZMQ_HANDSHAKE_IVL: CURVE+ZAP must finish in 5 s */
 #define OVL_LINK_LINGER_MS 1000              /* ZMQ_LINGER: unsent messages at close */
 #define OVL_LINK_HWM_MSGS 1000               /* ZMQ_SNDHWM and ZMQ_RCVHWM, messages */
@@ -81,9 +84,15 @@
 struct ovl_link_opts {
 	size_t max_msg_bytes;     /* largest payload, sent or received (ZMQ_MAXMSGSIZE
 				     is this plus OVL_LINK_CURVE_OVERHEAD_BYTES) */
-	int heartbeat_ivl_ms;     /* ZMQ_HEARTBEAT_IVL */
-	int heartbeat_timeout_ms; /* ZMQ_HEARTBEAT_TIMEOUT, >= heartbeat_ivl_ms */
-	int heartbeat_ttl_ms;     /* ZMQ_HEARTBEAT_TTL */
+	/* ZMQ_HEARTBEAT_IVL. 0: no ZMTP heartbeats from this end, and TCP
+	 * keepalive (OVL_LINK_KEEPALIVE_*) finds a dead peer instead. libzmq
+	 * (4.3) keeps heartbeat timers per connection in one ordered map per I/O
+	 * thread and cancels them by a linear scan, so with thousands of
+	 * connections every handshake and PONG costs O(connections): a server
+	 * holding that many (the broker) turns them off. */
+	int heartbeat_ivl_ms;
+	int heartbeat_timeout_ms; /* ZMQ_HEARTBEAT_TIMEOUT, >= heartbeat_ivl_ms (unused when it is 0) */
+	int heartbeat_ttl_ms;     /* ZMQ_HEARTBEAT_TTL; 0: the peer keeps no timer for us */
 	int handshake_ivl_ms;     /* ZMQ_HANDSHAKE_IVL */
 	int linger_ms;            /* ZMQ_LINGER, 0..OVL_LINK_LINGER_MAX_MS */
 	int sndhwm_msgs;          /* ZMQ_SNDHWM, 1..OVL_LINK_HWM_MAX_MSGS */

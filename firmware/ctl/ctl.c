@@ -1018,6 +1018,9 @@ int node_ctl_new(node_ctl_t **out, void *zctx, const struct node_ctl_cfg *cfg, c
 	opts.max_msg_bytes = NODE_CTL_RECV_MAX_BYTES;
 	/* a restarted broker is found within a quarter of a second */
 	opts.reconnect_ivl_max_ms = NODE_CTL_RECONNECT_MAX_MS;
+	/* our PINGs find a dead broker; no TTL, so the broker keeps no timer per
+	 * node (it has our heartbeat messages, and TCP keepalive) */
+	opts.heartbeat_ttl_ms = 0;
 	for (unsigned i = 0; i < cfg->n_brokers; i++) {
 		struct ovl_link_client_cfg lc = { cfg->brokers[i].endpoint, cfg->brokers[i].server_key,
 						  cfg->id->curve_sk, &opts };

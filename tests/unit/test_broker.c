@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -563,6 +564,63 @@ static void test_persistence(void **state)
 	new_core(w, NULL);
 }
 
+/* Token uses reach state/tokens.used: the use that exhausts a token at once
+ * (a spent token never comes back after a crash), the others within a flush
+ * interval (no fsync per registration). */
+static uint64_t file_size(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+static void test_token_use_persistence(void **state)
+{
+	struct world *w = *state;
+	char path[128], cmd[160];
+	FILE *f = NULL;
+	unsigned count = 0;
+	char hex[65];
+
+	snprintf(w->state_dir, sizeof(w->state_dir), "/tmp/test_broker_tok.%d", (int)getpid());
+	brk_destroy(&w->b);
+	new_core(w, w->state_dir);
+	snprintf(path, sizeof(path), "%s/tokens.used", w->state_dir);
+	add_token(w, "shelf-tok-three", 3, w->unix_s + 60);
+	add_token(w, "shelf-tok-one", 1, w->unix_s + 60);
+	register_node(w, 0, "shelf-tok-three");
+	expect_ok(w, w->nodes[0]);
+	assert_int_equal(file_size(path), 0); /* not yet: rides the next flush */
+	w->now_ms += BRK_SLICE_FLUSH_MS;
+	brk_tick(w->b);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	assert_int_equal(fscanf(f, "%64s %u", hex, &count), 2);
+	fclose(f);
+	assert_int_equal(count, 1);
+	/* a single-use token is on disk before the reply */
+	clear_out(w);
+	register_node(w, 1, "shelf-tok-one");
+	expect_ok(w, w->nodes[1]);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	count = 0;
+	while (fgets(cmd, sizeof(cmd), f))
+		count++;
+	fclose(f);
+	assert_int_equal(count, 2);
+	/* a restarted broker (same state directory) knows it is spent */
+	brk_destroy(&w->b);
+	new_core(w, w->state_dir);
+	add_token(w, "shelf-tok-one", 1, w->unix_s + 60);
+	register_node(w, 2, "shelf-tok-one");
+	expect_error(w, w->nodes[2], OVL_MSG_ERR_DENIED, "already been used");
+	brk_destroy(&w->b);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", w->state_dir);
+	assert_int_equal(system(cmd), 0);
+	new_core(w, NULL);
+}
+
 static void test_revocation(void **state)
 {
 	struct world *w = *state;
@@ -896,6 +954,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_delta_is_constant_per_member, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_liveness, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_token_use_persistence, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_revocation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_revocation_persists, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_slice_owner, setup, teardown),

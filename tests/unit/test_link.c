@@ -387,6 +387,14 @@ static void test_opts_check(void **state)
 	o.heartbeat_timeout_ms = o.heartbeat_ivl_ms - 1;
 	assert_int_equal(ovl_link_opts_check(&o, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "'heartbeat_timeout_ms'"));
+	/* heartbeats off is allowed (and then the timeout is not compared) */
+	o = ovl_link_opts_default;
+	o.heartbeat_ivl_ms = 0;
+	o.heartbeat_ttl_ms = 0;
+	assert_int_equal(ovl_link_opts_check(&o, err, sizeof(err)), 0);
+	o.heartbeat_ivl_ms = 50;
+	assert_int_equal(ovl_link_opts_check(&o, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "'heartbeat_ivl_ms' = 50 is out of range 0 (off) or 100..600000"));
 }
 
 /* ---- links --------------------------------------------------------------- */

@@ -34,6 +34,7 @@ struct bconn {
 	ovl_link_client_t *link;
 	bool registered;
 	unsigned hb_outstanding;
+	uint64_t hb_unsent_since_ms; /* first heartbeat that could not be sent; 0: none */
 	uint64_t hb_seq;
 	uint64_t next_reg_ms, next_hb_ms;
 	uint32_t hb_ms;
@@ -768,6 +769,7 @@ static int on_register_ok(node_ctl_t *c, unsigned bi, const struct ovl_msg_regis
 	save_defs(c);
 	c->b[bi].registered = true;
 	c->b[bi].hb_outstanding = 0;
+	c->b[bi].hb_unsent_since_ms = 0;
 	c->b[bi].hb_ms = r->heartbeat_ms;
 	c->b[bi].next_hb_ms = mono_ms() + r->heartbeat_ms;
 	note(c, "broker %u: registered, certificate serial %llu valid until %llu, %u slices", bi,
@@ -899,10 +901,16 @@ static void timers(node_ctl_t *c)
 		} else if (b->registered && now >= b->next_hb_ms) {
 			struct ovl_msg m;
 
-			if (b->hb_outstanding >= NODE_CTL_LOST_HEARTBEATS) {
-				note(c, "broker %u: %u heartbeats unanswered; registering again", i,
-				     b->hb_outstanding);
+			uint32_t ivl = b->hb_ms ? b->hb_ms : OVL_MSG_HEARTBEAT_MS;
+
+			if (b->hb_outstanding >= NODE_CTL_LOST_HEARTBEATS ||
+			    (b->hb_unsent_since_ms &&
+			     now - b->hb_unsent_since_ms >= (uint64_t)NODE_CTL_LOST_HEARTBEATS * ivl)) {
+				note(c, "broker %u: %s; registering again", i,
+				     b->hb_outstanding >= NODE_CTL_LOST_HEARTBEATS
+					     ? "heartbeats unanswered" : "not connected");
 				b->registered = false;
+				b->hb_unsent_since_ms = 0;
 				b->next_reg_ms = now;
 				continue;
 			}
@@ -912,12 +920,16 @@ static void timers(node_ctl_t *c)
 			if (send_msg(c, i, &m) < 0) {
 				/* not connected (the broker restarting?): try again soon, so
 				 * a broker that comes back hears from us, and re-admits us,
-				 * within a reconnect interval rather than a heartbeat */
+				 * within a reconnect interval rather than a heartbeat; after
+				 * as long as LOST_HEARTBEATS would take, it counts as lost */
+				if (!b->hb_unsent_since_ms)
+					b->hb_unsent_since_ms = now;
 				b->next_hb_ms = now + NODE_CTL_HB_RETRY_MS;
 				continue;
 			}
+			b->hb_unsent_since_ms = 0;
 			b->hb_outstanding++;
-			b->next_hb_ms = now + (b->hb_ms ? b->hb_ms : OVL_MSG_HEARTBEAT_MS);
+			b->next_hb_ms = now + ivl;
 		}
 	}
 	if (c->cert && now >= c->next_renew_ms) {

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #define DP_ERR_BYTES 256
 
@@ -88,15 +89,40 @@ static void free_cb(void *arg, int res)
 	free(arg);
 }
 
-/* Seal and queue a response (payload encrypted when asked). */
-static void respond(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_wire_resp *r,
-		    const uint8_t *payload, uint64_t plen, bool encrypt)
+/* A response on its way out: the sealed head (and a copied or sealed
+ * payload) in `buf`, or a payload sent from a store read buffer. */
+struct dp_tx {
+	struct node_dp *dp;
+	void *rmem;         /* store read buffer holding the payload, or NULL */
+	size_t rcap;
+	uint8_t buf[];
+};
+
+static void tx_done(void *arg, int res)
+{
+	struct dp_tx *tx = arg;
+
+	if (tx->rmem)
+		node_store_read_release(tx->dp->o.store, tx->rmem, tx->rcap);
+	free(tx);
+}
+
+/*
+ * Seal and queue a response (payload encrypted when asked). With from_store
+ * (inside a store get callback), a plaintext payload is sent straight from
+ * the store's read buffer, which is kept until the send completes.
+ */
+static void respond_x(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_wire_resp *r,
+		      const uint8_t *payload, uint64_t plen, bool encrypt, bool from_store)
 {
 	struct ovl_wire_hdr h = { 0 };
 	uint8_t meta[OVL_WIRE_META_MAX_BYTES], *out = NULL;
+	struct dp_tx *tx = NULL;
+	struct iovec iov[2];
 	char err[DP_ERR_BYTES];
 	int mlen, hl;
 	uint64_t wire;
+	size_t headcap;
 
 	if (!dc->c)
 		return;
@@ -118,17 +144,44 @@ static void respond(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_w
 	h.flags = encrypt && plen ? OVL_WIRE_FLAG_ENCRYPTED : 0;
 	h.payload_len = wire;
 	h.rid = rid;
-	out = malloc(OVL_WIRE_HEAD_MAX_BYTES + wire);
-	if (!out) {
+	headcap = OVL_WIRE_HDR_BYTES + (size_t)mlen + OVL_WIRE_MAC_BYTES;
+	from_store = from_store && plen && !h.flags;
+	tx = malloc(sizeof(*tx) + headcap + (from_store ? 0 : wire));
+	if (!tx) {
 		node_conn_close(dc->c, false);
 		return;
 	}
-	hl = ovl_wire_head_seal(&dc->ses, &h, meta, (size_t)mlen, out, OVL_WIRE_HEAD_MAX_BYTES, err,
-				sizeof(err));
+	tx->dp = dc->dp;
+	tx->rmem = NULL;
+	tx->rcap = 0;
+	out = tx->buf;
+	hl = ovl_wire_head_seal(&dc->ses, &h, meta, (size_t)mlen, out, headcap, err, sizeof(err));
 	if (hl < 0) {
-		free(out);
+		free(tx);
 		node_conn_close(dc->c, false);
 		return;
+	}
+	if (from_store)
+		tx->rmem = node_store_read_take(dc->dp->o.store, &tx->rcap);
+	if (tx->rmem) {
+		/* no copy: the header, then the bytes where the disk put them */
+		iov[0] = (struct iovec){ .iov_base = out, .iov_len = (size_t)hl };
+		iov[1] = (struct iovec){ .iov_base = (void *)payload, .iov_len = (size_t)plen };
+		if (node_conn_sendv(dc->c, iov, 2, tx_done, tx) < 0)
+			tx_done(tx, -EPIPE);
+		return;
+	}
+	if (from_store) {
+		/* the buffer could not be kept: copy after all */
+		struct dp_tx *n = realloc(tx, sizeof(*tx) + headcap + wire);
+
+		if (!n) {
+			free(tx);
+			node_conn_close(dc->c, false);
+			return;
+		}
+		tx = n;
+		out = tx->buf;
 	}
 	if (h.flags & OVL_WIRE_FLAG_ENCRYPTED) {
 		uint8_t *dst = out + hl;
@@ -143,8 +196,14 @@ static void respond(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_w
 	} else if (plen) {
 		memcpy(out + hl, payload, plen);
 	}
-	if (node_conn_send(dc->c, out, (size_t)hl + wire, free_cb, out) < 0)
-		free(out);
+	if (node_conn_send(dc->c, out, (size_t)hl + wire, tx_done, tx) < 0)
+		free(tx);
+}
+
+static void respond(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_wire_resp *r,
+		    const uint8_t *payload, uint64_t plen, bool encrypt)
+{
+	respond_x(dc, type, rid, r, payload, plen, encrypt, false);
 }
 
 static void respond_status(struct dp_conn *dc, uint8_t type, uint32_t rid, uint32_t status,
@@ -232,8 +291,10 @@ static void store_done(void *arg, int res, const void *data, size_t len,
 		r.size = st ? st->size : len;
 		r.offset = op->offset;
 		r.has_crc = true;
-		r.crc = ovl_crc32c(0, data, len);
-		respond(dc, op->type, op->rid, &r, data, len, op->encrypt);
+		/* a whole value was just verified against its stored crc32c:
+		 * that is the crc; a range needs its own */
+		r.crc = st && op->offset == 0 && len == st->size ? st->crc : ovl_crc32c(0, data, len);
+		respond_x(dc, op->type, op->rid, &r, data, len, op->encrypt, true);
 		op_done(op);
 		return;
 	case OVL_WIRE_T_STAT:

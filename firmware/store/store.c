@@ -160,6 +160,7 @@ struct node_store {
 	} *rcache;
 	unsigned nrcache, caprcache;
 	size_t rcache_bytes;
+	struct op *reading;   /* the read whose callback is running (read_take) */
 	/* scrub */
 	uint8_t *scrub_key;
 	size_t scrub_klen;
@@ -1195,9 +1196,32 @@ static void read_finish(struct node_store *s, struct op *op, int res, const void
 {
 	if (res == -EIO)
 		s->st.checksum_errors++;
-	if (op->cb)
+	if (op->cb) {
+		s->reading = op;
 		op->cb(op->arg, res, data, len, st);
+		s->reading = NULL;
+	}
 	op_free(op);
+}
+
+void *node_store_read_take(struct node_store *s, size_t *cap)
+{
+	struct op *op = s->reading;
+	void *mem = NULL;
+
+	*cap = 0;
+	if (!op || !op->rbuf)
+		return NULL;
+	mem = op->rbuf;
+	*cap = op->rbuflen;
+	op->rbuf = NULL;
+	op->rbuflen = 0;
+	return mem;
+}
+
+void node_store_read_release(struct node_store *s, void *mem, size_t cap)
+{
+	rbuf_put(s, mem, cap);
 }
 
 /* Check the header, key and chunk table at rec (avail bytes). */

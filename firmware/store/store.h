@@ -104,6 +104,17 @@ int node_store_delete_async(struct node_store *s, const void *key, size_t klen,
 int node_store_get_async(struct node_store *s, const void *key, size_t klen, uint64_t off,
 			 uint64_t len, node_store_cb cb, void *arg);
 
+/*
+ * Inside a get callback only: keep the read buffer that holds `data` past
+ * the callback (to send it without copying). Returns the buffer (the
+ * caller's until released; `data` stays valid inside it) and its capacity
+ * in *cap, or NULL outside a get callback or when it was taken already.
+ * Give it back with node_store_read_release(s, mem, cap), to the same store,
+ * before node_store_close().
+ */
+void *node_store_read_take(struct node_store *s, size_t *cap);
+void node_store_read_release(struct node_store *s, void *mem, size_t cap);
+
 /* Size, crc and sequence of a key; st is passed to cb. */
 int node_store_stat_async(struct node_store *s, const void *key, size_t klen, node_store_cb cb,
 			  void *arg);

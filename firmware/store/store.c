@@ -77,7 +77,9 @@ struct op {
 	size_t rbuflen;
 	int stage;
 	struct node_disk_io io;
-	struct node_store_stream *stream; /* RESV: its stream, until placed */
+	/* RESV: its stream until placed; COMMIT: its stream until every
+	 * write of the region has completed (serialize waits for it) */
+	struct node_store_stream *stream;
 	struct op *next;
 };
 
@@ -218,8 +220,7 @@ struct node_store_stream {
 	unsigned ios;           /* writes in flight */
 	int err;
 	uint32_t want_crc;
-	node_store_cb cb;
-	void *cb_arg;
+	struct op *commit;      /* queued at finish, released when the region is written */
 	void (*ready)(void *arg);
 	void *ready_arg;
 	bool want_ready;
@@ -724,6 +725,13 @@ static void serialize(struct node_store *s)
 	struct op *op;
 
 	while ((op = s->appendq.head)) {
+		if (op->kind == OP_COMMIT && op->stream)
+			return; /* its region is still being written */
+		if (op->kind == OP_COMMIT && op->stage < 0) {
+			q_pop(&s->appendq);
+			op_finish(s, op, op->stage);
+			continue;
+		}
 		if (!op->started) {
 			int ret = place(s, op);
 
@@ -909,7 +917,14 @@ static void op_finish(struct node_store *s, struct op *op, int res)
 		s->ck_err = res;
 	if (op->kind == OP_RESV && op->stream)
 		stream_resv_failed(s, op, res < 0 ? res : -EIO);
-	if (op->kind == OP_COMMIT) {
+	if (op->kind == OP_COMMIT && op->stream) {
+		/* failed before its region was written (read-only): the stream
+		 * keeps its pin and learns of it */
+		op->stream->commit = NULL;
+		op->stream->err = res < 0 ? res : -EIO;
+		op->stream->kick = true;
+		op->stream = NULL;
+	} else if (op->kind == OP_COMMIT && op->stage == 0) {
 		/* the stream's segment pin ends with its commit, either way */
 		s->segs[seg_of(s, loc_off(op->aux))].streams--;
 		if (op->cb && res == 0) {
@@ -1732,8 +1747,12 @@ static void stream_maybe_free(struct node_store_stream *st)
 		s->segs[st->seg].streams--;
 		st->pinned = false;
 	}
-	if (st->finishing && !st->committed && st->cb)
-		st->cb(st->cb_arg, st->err, NULL, 0, NULL);
+	if (st->commit) {
+		/* the queued commit fails with the stream */
+		st->commit->stream = NULL;
+		st->commit->stage = st->err;
+		st->commit = NULL;
+	}
 	stream_free(st);
 }
 
@@ -1779,18 +1798,13 @@ static void stream_build_head(struct node_store_stream *st)
 	st->hcrc = h.hcrc;
 }
 
+/* Every byte of the region is written: let the queued commit go. */
 static void stream_commit(struct node_store_stream *st)
 {
-	struct node_store *s = st->s;
-	struct op *op = op_new(s, OP_COMMIT, st->key, st->klen);
+	struct op *op = st->commit;
 
-	if (op)
-		op->owned_val = malloc(16);
-	if (!op || !op->owned_val) {
-		op_free(op);
-		st->err = -ENOMEM;
+	if (!op) /* it failed meanwhile (read-only) */
 		return;
-	}
 	le_put32(op->owned_val, st->hcrc);
 	le_put32(op->owned_val + 4, st->crc);
 	le_put64(op->owned_val + 8, st->vlen);
@@ -1798,9 +1812,8 @@ static void stream_commit(struct node_store_stream *st)
 	op->vlen = 16;
 	op->aux = loc_make(st->region_off, st->rsize);
 	op->loc = st->seq;
-	op->cb = st->cb;
-	op->arg = st->cb_arg;
-	q_push(&s->appendq, op);
+	op->stream = NULL;
+	st->commit = NULL;
 	st->committed = true;
 	st->pinned = false; /* the commit holds the segment now */
 }
@@ -2060,6 +2073,7 @@ int node_store_stream_finish(struct node_store_stream **stp, uint32_t crc, node_
 {
 	struct node_store_stream *st = *stp;
 	struct node_store *s = st->s;
+	struct op *op = NULL;
 	int ret = st->err;
 
 	if (ret == 0 && st->got != st->vlen) {
@@ -2076,10 +2090,25 @@ int node_store_stream_finish(struct node_store_stream **stp, uint32_t crc, node_
 		node_store_stream_abort(stp);
 		return ret;
 	}
+	/* the commit takes its place in the log's order now, and waits there
+	 * for the region's writes: later operations apply after it */
+	op = op_new(s, OP_COMMIT, st->key, st->klen);
+	if (op)
+		op->owned_val = malloc(16);
+	if (!op || !op->owned_val) {
+		op_free(op);
+		node_store_stream_abort(stp);
+		return -ENOMEM;
+	}
+	op->val = op->owned_val;
+	op->vlen = 16;
+	op->cb = cb;
+	op->arg = arg;
+	op->stream = st;
+	st->commit = op;
+	q_push(&s->appendq, op);
 	st->finishing = true;
 	st->released = true;
-	st->cb = cb;
-	st->cb_arg = arg;
 	*stp = NULL;
 	stream_advance(st);
 	return 0;
@@ -3031,10 +3060,6 @@ void node_store_close(struct node_store **sp)
 			;
 		fail_all(s);
 		node_disk_destroy(&s->disk);
-		/* streams their owners did not end: a finished one is told */
-		for (struct node_store_stream *st = s->streams; st; st = st->next)
-			if (st->released && st->finishing && !st->committed && st->cb)
-				st->cb(st->cb_arg, st->err ? st->err : -ESHUTDOWN, NULL, 0, NULL);
 	}
 	while (s->streams)
 		stream_free(s->streams);

@@ -337,6 +337,13 @@ void node_conn_pause(struct node_conn *c)
 	c->paused = true;
 }
 
+void node_conn_frame_done(struct node_conn *c)
+{
+	c->in_frame = c->rlen > 0;
+	c->last_rx_ms = now_ms();
+	c->frame_start_ms = c->last_rx_ms;
+}
+
 void node_conn_resume(struct node_conn *c)
 {
 	if (!c->paused)

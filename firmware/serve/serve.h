@@ -106,6 +106,10 @@ int node_conn_sendv(struct node_conn *c, const struct iovec *iov, unsigned n,
 void node_conn_pause(struct node_conn *c);
 void node_conn_resume(struct node_conn *c);
 
+/* The frame in progress ended outside on_data (a paused payload finished
+ * later): the slow-peer timer stops, the idle timer starts now. */
+void node_conn_frame_done(struct node_conn *c);
+
 /* Close after the queued sends (graceful) or at once. */
 void node_conn_close(struct node_conn *c, bool graceful);
 

@@ -2063,6 +2063,11 @@ ssize_t node_store_stream_write(struct node_store_stream *st, const void *buf, s
 	return (ssize_t)done;
 }
 
+size_t node_store_stream_bytes(const struct node_store *s)
+{
+	return 2 * s->o.write_buffer_bytes + 3 * DISK_BLOCK_BYTES + sizeof(struct node_store_stream);
+}
+
 uint32_t node_store_stream_crc(const struct node_store_stream *st)
 {
 	return st->crc;

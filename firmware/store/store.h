@@ -145,6 +145,9 @@ int node_store_stream_begin(struct node_store *s, const void *key, size_t klen, 
  * for `ready`), or -errno (-EINVAL beyond the declared size, -EROFS...). */
 ssize_t node_store_stream_write(struct node_store_stream *st, const void *buf, size_t len);
 
+/* Memory one stream holds, in bytes (for budgets). */
+size_t node_store_stream_bytes(const struct node_store *s);
+
 /* crc32c of the bytes written so far. */
 uint32_t node_store_stream_crc(const struct node_store_stream *st);
 

@@ -31,7 +31,7 @@
 #define VALUE_MAX 20000
 #define DISK_BYTES (8u << 20)
 #define STREAMS 2
-#define STREAM_MAX 150000
+#define STREAM_MAX 80000
 
 struct kstate {
 	int version; /* -1: absent */
@@ -313,7 +313,7 @@ static void run_seed(uint64_t seed, int crashes, uint64_t *total_acks)
 					free(p->buf);
 					memset(p, 0, sizeof(*p));
 				}
-			} else if (what < 75) {
+			} else if (what < 68) {
 				stream_step(s, &m, &rng, &version);
 			} else if (what < 97) {
 				node_store_poll(s, node_rng_below(&rng, 2));

@@ -727,14 +727,13 @@ static void payload_begin(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint
 	dc->pay_len = h->payload_len;
 	dc->pay_got = 0;
 	dc->skip = status != OVL_WIRE_OK;
-	if (!dc->skip && dp->payload_bytes + h->payload_len > dp->o.max_payload_bytes) {
+	if (!dc->skip && dc->req.size > DP_STREAM_MIN_BYTES) {
+		stream_begin(dc, h, &status, &msg); /* its own budget check */
+	} else if (!dc->skip && dp->payload_bytes + h->payload_len > dp->o.max_payload_bytes) {
 		dp->st.refused_busy++;
 		dc->skip = true;
 		status = OVL_WIRE_BUSY;
 		msg = "node busy: too many bytes of payload in flight; retry";
-	}
-	if (!dc->skip && dc->req.size > DP_STREAM_MIN_BYTES) {
-		stream_begin(dc, h, &status, &msg);
 	} else if (!dc->skip) {
 		dc->pay = malloc(h->payload_len ? h->payload_len : 1);
 		if (!dc->pay) {

@@ -207,7 +207,7 @@ struct node_store_stream {
 	size_t tlen, hlen;      /* hlen: header + key + table bytes */
 	uint64_t rsize, region_len;
 	struct op *resv;        /* the RESV op until it is placed */
-	bool placed, finishing, released, committed, head_io;
+	bool placed, finishing, released, committed, head_io, head_done;
 	bool pinned;            /* holds its segment's `streams` count */
 	bool kick;              /* placed or failed: advance it from the poll loop */
 	uint64_t region_off, seq, next_roff;
@@ -1829,8 +1829,10 @@ static void stream_advance(struct node_store_stream *st)
 			    stream_submit(st, &b->io, b->mem, b->cap, b->roff) == 0)
 				b->state = SB_IO;
 		}
-		if (st->finishing && !st->head_io && !st->ios && st->b[0].state == SB_FREE &&
-		    st->b[1].state == SB_FREE) {
+		/* the checksums are known at finish: the head goes out with the
+		 * last value blocks, not after them */
+		if (st->finishing && !st->head_io && st->b[0].state != SB_FULL &&
+		    st->b[1].state != SB_FULL) {
 			stream_build_head(st);
 			if (stream_submit(st, &st->head_io_req, st->head, st->head_len, 0) == 0)
 				st->head_io = true;
@@ -1854,7 +1856,9 @@ static void stream_wdone(struct node_disk_io *io)
 	}
 	if (!head)
 		((struct sbuf *)((char *)io - offsetof(struct sbuf, io)))->state = SB_FREE;
-	else if (!st->err)
+	else
+		st->head_done = true;
+	if (st->head_done && !st->ios && !st->err)
 		/* every byte of the region is written: the commit may follow */
 		stream_commit(st);
 	if (st->released) {

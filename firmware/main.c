@@ -486,9 +486,9 @@ static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 	o.now_arg = n->ctl;
 	o.max_conns = 256;
 	o.max_inflight = 32;
-	/* PUT payloads are buffered whole until they stream into the store:
-	 * one largest object in flight (this can exceed the memory budget) */
-	o.max_payload_bytes = OVL_WIRE_PAYLOAD_MAX_BYTES + (1u << 20);
+	/* PUT payloads up to 128 KiB are buffered whole; larger ones stream
+	 * into the store through about 0.6 MiB each, whatever their size */
+	o.max_payload_bytes = 16u << 20;
 	o.idle_timeout_ms = 60000;
 	o.frame_timeout_ms = 30000;
 	o.map_get = dp_map_get;

@@ -6,8 +6,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #define DP_ERR_BYTES 256
+/* PUT payloads above this stream into the store as they arrive (memory per
+ * connection: the store's two stream buffers and one sealed chunk); smaller
+ * ones are buffered whole and stored in one record with others. */
+#define DP_STREAM_MIN_BYTES (128u << 10)
+#define DP_SEALED_CHUNK_BYTES (OVL_WIRE_CHUNK_BYTES + OVL_WIRE_TAG_BYTES)
 
 struct dp_slice {
 	char name[OVL_WIRE_NAME_SIZE];
@@ -47,6 +53,15 @@ struct dp_conn {
 	uint64_t pay_len, pay_got;
 	uint32_t skip_status;
 	char skip_msg[OVL_WIRE_TEXT_SIZE];
+	/* a streamed PUT: the store's stream, the budget it holds, and for an
+	 * encrypted payload the sealed chunk being gathered (`seal`), then its
+	 * plaintext [plain_off, plain_end) until the store has taken it */
+	struct node_store_stream *stream;
+	uint64_t stream_budget;
+	uint8_t *seal;
+	size_t seal_fill, seal_need, plain_off, plain_end;
+	uint32_t chunk_no;
+	uint64_t plain_left;        /* plaintext bytes still to come */
 };
 
 /* A store operation in flight for a request. */
@@ -62,10 +77,20 @@ struct dp_op {
 	uint32_t crc;
 };
 
+static void stream_drop(struct dp_conn *dc)
+{
+	node_store_stream_abort(&dc->stream);
+	dc->dp->payload_bytes -= dc->stream_budget;
+	dc->stream_budget = 0;
+	free(dc->seal);
+	dc->seal = NULL;
+}
+
 static void dc_unref(struct dp_conn *dc)
 {
 	if (--dc->refs)
 		return;
+	stream_drop(dc);
 	ovl_wire_hs_destroy(&dc->hs);
 	ovl_wire_session_clear(&dc->ses);
 	if (dc->pay) {
@@ -88,15 +113,40 @@ static void free_cb(void *arg, int res)
 	free(arg);
 }
 
-/* Seal and queue a response (payload encrypted when asked). */
-static void respond(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_wire_resp *r,
-		    const uint8_t *payload, uint64_t plen, bool encrypt)
+/* A response on its way out: the sealed head (and a copied or sealed
+ * payload) in `buf`, or a payload sent from a store read buffer. */
+struct dp_tx {
+	struct node_dp *dp;
+	void *rmem;         /* store read buffer holding the payload, or NULL */
+	size_t rcap;
+	uint8_t buf[];
+};
+
+static void tx_done(void *arg, int res)
+{
+	struct dp_tx *tx = arg;
+
+	if (tx->rmem)
+		node_store_read_release(tx->dp->o.store, tx->rmem, tx->rcap);
+	free(tx);
+}
+
+/*
+ * Seal and queue a response (payload encrypted when asked). With from_store
+ * (inside a store get callback), a plaintext payload is sent straight from
+ * the store's read buffer, which is kept until the send completes.
+ */
+static void respond_x(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_wire_resp *r,
+		      const uint8_t *payload, uint64_t plen, bool encrypt, bool from_store)
 {
 	struct ovl_wire_hdr h = { 0 };
 	uint8_t meta[OVL_WIRE_META_MAX_BYTES], *out = NULL;
+	struct dp_tx *tx = NULL;
+	struct iovec iov[2];
 	char err[DP_ERR_BYTES];
 	int mlen, hl;
 	uint64_t wire;
+	size_t headcap;
 
 	if (!dc->c)
 		return;
@@ -118,17 +168,44 @@ static void respond(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_w
 	h.flags = encrypt && plen ? OVL_WIRE_FLAG_ENCRYPTED : 0;
 	h.payload_len = wire;
 	h.rid = rid;
-	out = malloc(OVL_WIRE_HEAD_MAX_BYTES + wire);
-	if (!out) {
+	headcap = OVL_WIRE_HDR_BYTES + (size_t)mlen + OVL_WIRE_MAC_BYTES;
+	from_store = from_store && plen && !h.flags;
+	tx = malloc(sizeof(*tx) + headcap + (from_store ? 0 : wire));
+	if (!tx) {
 		node_conn_close(dc->c, false);
 		return;
 	}
-	hl = ovl_wire_head_seal(&dc->ses, &h, meta, (size_t)mlen, out, OVL_WIRE_HEAD_MAX_BYTES, err,
-				sizeof(err));
+	tx->dp = dc->dp;
+	tx->rmem = NULL;
+	tx->rcap = 0;
+	out = tx->buf;
+	hl = ovl_wire_head_seal(&dc->ses, &h, meta, (size_t)mlen, out, headcap, err, sizeof(err));
 	if (hl < 0) {
-		free(out);
+		free(tx);
 		node_conn_close(dc->c, false);
 		return;
+	}
+	if (from_store)
+		tx->rmem = node_store_read_take(dc->dp->o.store, &tx->rcap);
+	if (tx->rmem) {
+		/* no copy: the header, then the bytes where the disk put them */
+		iov[0] = (struct iovec){ .iov_base = out, .iov_len = (size_t)hl };
+		iov[1] = (struct iovec){ .iov_base = (void *)payload, .iov_len = (size_t)plen };
+		if (node_conn_sendv(dc->c, iov, 2, tx_done, tx) < 0)
+			tx_done(tx, -EPIPE);
+		return;
+	}
+	if (from_store) {
+		/* the buffer could not be kept: copy after all */
+		struct dp_tx *n = realloc(tx, sizeof(*tx) + headcap + wire);
+
+		if (!n) {
+			free(tx);
+			node_conn_close(dc->c, false);
+			return;
+		}
+		tx = n;
+		out = tx->buf;
 	}
 	if (h.flags & OVL_WIRE_FLAG_ENCRYPTED) {
 		uint8_t *dst = out + hl;
@@ -143,8 +220,14 @@ static void respond(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_w
 	} else if (plen) {
 		memcpy(out + hl, payload, plen);
 	}
-	if (node_conn_send(dc->c, out, (size_t)hl + wire, free_cb, out) < 0)
-		free(out);
+	if (node_conn_send(dc->c, out, (size_t)hl + wire, tx_done, tx) < 0)
+		free(tx);
+}
+
+static void respond(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_wire_resp *r,
+		    const uint8_t *payload, uint64_t plen, bool encrypt)
+{
+	respond_x(dc, type, rid, r, payload, plen, encrypt, false);
 }
 
 static void respond_status(struct dp_conn *dc, uint8_t type, uint32_t rid, uint32_t status,
@@ -196,10 +279,8 @@ static void op_done(struct dp_op *op)
 	struct dp_conn *dc = op->dc;
 
 	dc->inflight--;
-	if (op->pay) {
-		dc->dp->payload_bytes -= op->pay_bytes;
-		free(op->pay);
-	}
+	dc->dp->payload_bytes -= op->pay_bytes;
+	free(op->pay);
 	free(op);
 	dc_unref(dc);
 }
@@ -232,8 +313,10 @@ static void store_done(void *arg, int res, const void *data, size_t len,
 		r.size = st ? st->size : len;
 		r.offset = op->offset;
 		r.has_crc = true;
-		r.crc = ovl_crc32c(0, data, len);
-		respond(dc, op->type, op->rid, &r, data, len, op->encrypt);
+		/* a whole value was just verified against its stored crc32c:
+		 * that is the crc; a range needs its own */
+		r.crc = st && op->offset == 0 && len == st->size ? st->crc : ovl_crc32c(0, data, len);
+		respond_x(dc, op->type, op->rid, &r, data, len, op->encrypt, true);
 		op_done(op);
 		return;
 	case OVL_WIRE_T_STAT:
@@ -378,6 +461,40 @@ static void put_payload_done(struct dp_conn *dc)
 			       dc->skip_msg);
 		return;
 	}
+	if (dc->stream) {
+		uint32_t crc = node_store_stream_crc(dc->stream);
+
+		if (crc != dc->req.crc) {
+			dp->st.checksum_mismatch++;
+			stream_drop(dc);
+			respond_status(dc, dc->hdr.type, dc->hdr.rid, OVL_WIRE_CHECKSUM_MISMATCH, sl->epoch,
+				       "payload crc32c %08x does not match the request's %08x; nothing stored",
+				       crc, dc->req.crc);
+			return;
+		}
+		op = op_new(dc, &dc->hdr, sl->epoch, false);
+		if (!op) {
+			stream_drop(dc);
+			respond_status(dc, dc->hdr.type, dc->hdr.rid, OVL_WIRE_BUSY, sl->epoch, "out of memory");
+			return;
+		}
+		/* the store's buffers stay busy until the commit: so does the budget */
+		op->pay_bytes = dc->stream_budget;
+		dc->stream_budget = 0;
+		op->size = dc->req.size;
+		op->crc = dc->req.crc;
+		free(dc->seal);
+		dc->seal = NULL;
+		ret = node_store_stream_finish(&dc->stream, dc->req.crc, store_done, op);
+		if (ret < 0) {
+			respond_status(dc, dc->hdr.type, dc->hdr.rid, status_of(ret), sl->epoch, "%s",
+				       node_store_errmsg(dp->o.store));
+			op_done(op);
+			return;
+		}
+		dp->st.puts++;
+		return;
+	}
 	if (dc->hdr.flags & OVL_WIRE_FLAG_ENCRYPTED) {
 		uint8_t *src = dc->pay, *dst = dc->pay;
 
@@ -434,12 +551,131 @@ drop:
 	dc->pay = NULL;
 }
 
+/* The stream failed: skip the rest of the payload, then answer. */
+static void stream_fail(struct dp_conn *dc, uint32_t status, const char *msg)
+{
+	stream_drop(dc);
+	dc->skip = true;
+	dc->skip_status = status;
+	snprintf(dc->skip_msg, sizeof(dc->skip_msg), "%s", msg);
+}
+
+/* Hand the decrypted chunk to the store. false: it must wait (paused). */
+static bool stream_plain(struct dp_conn *dc)
+{
+	while (dc->stream && dc->plain_off < dc->plain_end) {
+		ssize_t w = node_store_stream_write(dc->stream, dc->seal + dc->plain_off,
+						    dc->plain_end - dc->plain_off);
+
+		if (w < 0) {
+			stream_fail(dc, status_of((int)w), node_store_errmsg(dc->dp->o.store));
+			return true;
+		}
+		if (w == 0)
+			return false;
+		dc->plain_off += (size_t)w;
+	}
+	return true;
+}
+
+/* Streamed payload bytes; returns how many were taken (the connection is
+ * paused when the store cannot take more). */
+static size_t stream_bytes(struct dp_conn *dc, const uint8_t *buf, size_t n)
+{
+	size_t used = 0;
+
+	if (!(dc->hdr.flags & OVL_WIRE_FLAG_ENCRYPTED)) {
+		ssize_t w = node_store_stream_write(dc->stream, buf, n);
+
+		if (w < 0) {
+			stream_fail(dc, status_of((int)w), node_store_errmsg(dc->dp->o.store));
+			return n;
+		}
+		if ((size_t)w < n)
+			node_conn_pause(dc->c);
+		return (size_t)w;
+	}
+	while (used < n && dc->stream) {
+		size_t k;
+
+		if (!stream_plain(dc)) {
+			node_conn_pause(dc->c);
+			return used;
+		}
+		if (!dc->stream)
+			break;
+		k = dc->seal_need - dc->seal_fill;
+		if (k > n - used)
+			k = n - used;
+		memcpy(dc->seal + dc->seal_fill, buf + used, k);
+		dc->seal_fill += k;
+		used += k;
+		if (dc->seal_fill < dc->seal_need)
+			break;
+		if (ovl_wire_chunk_open(&dc->ses, dc->hdr_bytes, dc->chunk_no, dc->seal,
+					dc->seal_need - OVL_WIRE_TAG_BYTES) < 0) {
+			char msg[80];
+
+			dc->dp->st.auth_failures++;
+			snprintf(msg, sizeof(msg), "payload chunk %" PRIu32 " failed authentication",
+				 dc->chunk_no);
+			stream_fail(dc, OVL_WIRE_AUTH_FAILED, msg);
+			break;
+		}
+		dc->plain_off = 0;
+		dc->plain_end = dc->seal_need - OVL_WIRE_TAG_BYTES;
+		dc->plain_left -= dc->plain_end;
+		dc->chunk_no++;
+		dc->seal_fill = 0;
+		dc->seal_need = (size_t)(dc->plain_left < OVL_WIRE_CHUNK_BYTES ? dc->plain_left
+										: OVL_WIRE_CHUNK_BYTES) +
+				OVL_WIRE_TAG_BYTES;
+	}
+	if (dc->stream && !stream_plain(dc))
+		node_conn_pause(dc->c);
+	return dc->stream ? used : n;
+}
+
+/* A streamed PUT is complete when every byte arrived and the store took
+ * every plaintext byte. */
+static bool stream_complete(const struct dp_conn *dc)
+{
+	return dc->pay_got == dc->pay_len && (!dc->stream || dc->plain_off == dc->plain_end);
+}
+
+/* The store can take more of a paused stream. */
+static void stream_ready(void *arg)
+{
+	struct dp_conn *dc = arg;
+
+	if (!dc->c || !dc->in_payload)
+		return;
+	if (!stream_plain(dc))
+		return; /* still full: the store calls again */
+	if (stream_complete(dc)) {
+		/* the last bytes arrived earlier: nothing more will call on_data */
+		put_payload_done(dc);
+		if (dc->c)
+			node_conn_frame_done(dc->c);
+	}
+	if (dc->c)
+		node_conn_resume(dc->c);
+}
+
 /* Consume payload bytes of the current PUT. */
 static ssize_t payload_bytes(struct dp_conn *dc, const uint8_t *buf, size_t len, bool *in_frame)
 {
 	uint64_t want = dc->pay_len - dc->pay_got;
 	size_t n = len < want ? len : (size_t)want;
 
+	if (dc->stream) {
+		n = stream_bytes(dc, buf, n);
+		dc->pay_got += n;
+		*in_frame = !stream_complete(dc);
+		if (!*in_frame)
+			put_payload_done(dc);
+		return (ssize_t)n;
+	}
 	if (!dc->skip)
 		memcpy(dc->pay + dc->pay_got, buf, n);
 	dc->pay_got += n;
@@ -447,6 +683,62 @@ static ssize_t payload_bytes(struct dp_conn *dc, const uint8_t *buf, size_t len,
 	if (dc->pay_got == dc->pay_len)
 		put_payload_done(dc);
 	return (ssize_t)n;
+}
+
+/* Start streaming a large PUT into the store; on failure set dc->skip with
+ * the refusal in *status and *msg. */
+static void stream_begin(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint32_t *status,
+			 const char **msg)
+{
+	struct node_dp *dp = dc->dp;
+	bool enc = h->flags & OVL_WIRE_FLAG_ENCRYPTED;
+	uint64_t plain = h->payload_len, budget;
+	int ret;
+
+	if (enc && ovl_wire_plain_len(h->payload_len, &plain) < 0)
+		plain = UINT64_MAX;
+	if (plain != dc->req.size) {
+		dc->skip = true;
+		*status = OVL_WIRE_BAD_REQUEST;
+		snprintf(dc->skip_msg, sizeof(dc->skip_msg),
+			 "payload has %" PRIu64 " bytes, the request says %" PRIu64, plain, dc->req.size);
+		*msg = NULL;
+		return;
+	}
+	budget = node_store_stream_bytes(dp->o.store) + (enc ? DP_SEALED_CHUNK_BYTES : 0);
+	if (dp->payload_bytes + budget > dp->o.max_payload_bytes) {
+		dp->st.refused_busy++;
+		dc->skip = true;
+		*status = OVL_WIRE_BUSY;
+		*msg = "node busy: too many bytes of payload in flight; retry";
+		return;
+	}
+	if (enc) {
+		dc->seal = malloc(DP_SEALED_CHUNK_BYTES);
+		if (!dc->seal) {
+			dc->skip = true;
+			*status = OVL_WIRE_BUSY;
+			*msg = "out of memory for the payload";
+			return;
+		}
+		dc->plain_left = plain;
+		dc->seal_fill = dc->plain_off = dc->plain_end = 0;
+		dc->seal_need = (size_t)(plain < OVL_WIRE_CHUNK_BYTES ? plain : OVL_WIRE_CHUNK_BYTES) +
+				OVL_WIRE_TAG_BYTES;
+		dc->chunk_no = 0;
+	}
+	ret = node_store_stream_begin(dp->o.store, dc->req.key, dc->req.key_len, plain, stream_ready,
+				      dc, &dc->stream);
+	if (ret < 0) {
+		free(dc->seal);
+		dc->seal = NULL;
+		dc->skip = true;
+		*status = status_of(ret);
+		*msg = node_store_errmsg(dp->o.store);
+		return;
+	}
+	dc->stream_budget = budget;
+	dp->payload_bytes += budget;
 }
 
 /* Set up the reception of a PUT's payload, or its skipping after a refusal. */
@@ -459,13 +751,14 @@ static void payload_begin(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint
 	dc->pay_len = h->payload_len;
 	dc->pay_got = 0;
 	dc->skip = status != OVL_WIRE_OK;
-	if (!dc->skip && dp->payload_bytes + h->payload_len > dp->o.max_payload_bytes) {
+	if (!dc->skip && dc->req.size > DP_STREAM_MIN_BYTES) {
+		stream_begin(dc, h, &status, &msg); /* its own budget check */
+	} else if (!dc->skip && dp->payload_bytes + h->payload_len > dp->o.max_payload_bytes) {
 		dp->st.refused_busy++;
 		dc->skip = true;
 		status = OVL_WIRE_BUSY;
 		msg = "node busy: too many bytes of payload in flight; retry";
-	}
-	if (!dc->skip) {
+	} else if (!dc->skip) {
 		dc->pay = malloc(h->payload_len ? h->payload_len : 1);
 		if (!dc->pay) {
 			dc->skip = true;
@@ -476,7 +769,8 @@ static void payload_begin(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint
 		}
 	}
 	dc->skip_status = status;
-	snprintf(dc->skip_msg, sizeof(dc->skip_msg), "%s", msg ? msg : "");
+	if (msg)
+		snprintf(dc->skip_msg, sizeof(dc->skip_msg), "%s", msg);
 	if (h->payload_len == 0)
 		put_payload_done(dc);
 }
@@ -680,6 +974,7 @@ static void dp_close(void *arg, struct node_conn *c, int reason)
 	if (!dc)
 		return;
 	dc->c = NULL;
+	stream_drop(dc); /* nothing of an unfinished PUT becomes visible */
 	dc_unref(dc);
 }
 

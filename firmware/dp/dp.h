@@ -8,7 +8,8 @@
  * one this node serves and the client's certificate lists, its epoch is
  * compared with the node's (an older one gets stale-map and the node's
  * epoch), PUT payloads are checked against their crc32c before anything is
- * stored, and slices that require encryption refuse plaintext payloads.
+ * stored (payloads above 128 KiB stream into the store as they arrive and
+ * become visible only once checked), and slices that require encryption refuse plaintext payloads.
  * Refusals are responses with a status code and a message; only a frame
  * that fails authentication closes the connection.
  */
@@ -40,7 +41,9 @@ struct node_dp_opts {
 	void *now_arg;
 	unsigned max_conns;
 	unsigned max_inflight;          /* requests in flight per connection */
-	uint64_t max_payload_bytes;     /* PUT payload bytes buffered, all connections */
+	/* PUT payload memory, all connections: small payloads buffered whole,
+	 * node_store_stream_bytes() (plus a sealed chunk) per streamed one */
+	uint64_t max_payload_bytes;
 	uint64_t idle_timeout_ms, frame_timeout_ms;
 	/* MAP requests: the encoded, broker-signed `map` message the node holds
 	 * for slice into a malloc'd *buf (the caller frees). 0, -ENOENT, -ENOMEM.

@@ -7,12 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
+#define CONN_SEND_IOV_MAX 16 /* pieces gathered into one sendmsg */
+
 struct send_item {
-	const uint8_t *buf;
-	size_t len, off;
+	struct iovec iov[NODE_CONN_IOV_MAX]; /* iov[i..n) is what is left to send */
+	unsigned n, i;
 	void (*done)(void *arg, int res);
 	void *arg;
 	struct send_item *next;
@@ -32,6 +35,10 @@ struct node_conn {
 	bool in_frame;
 	uint64_t last_rx_ms, frame_start_ms;
 	struct send_item *sq_head, *sq_tail;
+	/* what the armed send sends: the queue's first CONN_SEND_IOV_MAX pieces */
+	struct iovec siov[CONN_SEND_IOV_MAX];
+	struct msghdr smsg;
+	bool paused;               /* the protocol asked to stop receiving */
 	void *data;
 	struct node_conn *prev, *next;
 };
@@ -137,39 +144,40 @@ static void conn_arm_recv(struct node_conn *c)
 
 static void conn_arm_send(struct node_conn *c)
 {
-	struct send_item *it = c->sq_head;
 	struct io_uring_sqe *sqe;
+	unsigned n = 0;
 
-	if (c->send_armed || !it || c->shut)
+	if (c->send_armed || !c->sq_head || c->shut)
 		return;
+	/* everything queued goes out in one sendmsg: replies to pipelined
+	 * requests share a system call, a header travels with its payload */
+	for (struct send_item *it = c->sq_head; it && n < CONN_SEND_IOV_MAX; it = it->next)
+		for (unsigned i = it->i; i < it->n && n < CONN_SEND_IOV_MAX; i++)
+			c->siov[n++] = it->iov[i];
 	sqe = node_loop_sqe(c->s->o.loop, &c->send_ev);
 	if (!sqe) {
 		conn_begin_close(c, -EBUSY, false);
 		return;
 	}
-	io_uring_prep_send(sqe, c->fd, it->buf + it->off, it->len - it->off, MSG_NOSIGNAL);
+	if (n == 1) {
+		io_uring_prep_send(sqe, c->fd, c->siov[0].iov_base, c->siov[0].iov_len, MSG_NOSIGNAL);
+	} else {
+		memset(&c->smsg, 0, sizeof(c->smsg));
+		c->smsg.msg_iov = c->siov;
+		c->smsg.msg_iovlen = n;
+		io_uring_prep_sendmsg(sqe, c->fd, &c->smsg, MSG_NOSIGNAL);
+	}
 	c->send_armed = true;
 }
 
-static void conn_recv_done(struct node_loop_ev *ev, int res, uint32_t flags)
+/* Hand the buffered bytes to the protocol until it stops consuming them or
+ * pauses; then receive more (growing the buffer when a frame needs it). */
+static void conn_process(struct node_conn *c, uint64_t now)
 {
-	struct node_conn *c = CONTAINER(ev, struct node_conn, recv_ev);
 	struct node_serve *s = c->s;
-	uint64_t now = now_ms();
 
-	c->recv_armed = false;
-	if (c->closing) {
-		conn_maybe_free(c);
-		return;
-	}
-	if (res <= 0) {
-		conn_begin_close(c, res == 0 ? 0 : res, false);
-		return;
-	}
-	c->rlen += (size_t)res;
-	c->last_rx_ms = now;
 	c->holds++;
-	for (;;) {
+	while (c->rlen && !c->paused && !c->closing) {
 		bool was = c->in_frame, in_frame = false;
 		ssize_t used = s->o.proto->on_data(s->o.proto_arg, c, c->rbuf, c->rlen, &in_frame);
 
@@ -186,7 +194,7 @@ static void conn_recv_done(struct node_loop_ev *ev, int res, uint32_t flags)
 		 * last: trickling bytes (a payload at 1 byte/s) does not renew it */
 		if (c->in_frame && (!was || !in_frame))
 			c->frame_start_ms = now;
-		if (used == 0 || c->rlen == 0 || c->closing)
+		if (used == 0)
 			break;
 	}
 	c->holds--;
@@ -194,6 +202,8 @@ static void conn_recv_done(struct node_loop_ev *ev, int res, uint32_t flags)
 		conn_maybe_free(c);
 		return;
 	}
+	if (c->paused)
+		return;
 	if (c->rlen == c->rcap) {
 		/* the protocol needs more than is buffered: grow, up to the cap */
 		size_t cap = c->rcap * 2 > s->o.max_conn_buf_bytes ? s->o.max_conn_buf_bytes : c->rcap * 2;
@@ -215,27 +225,59 @@ static void conn_recv_done(struct node_loop_ev *ev, int res, uint32_t flags)
 	conn_arm_recv(c);
 }
 
+static void conn_recv_done(struct node_loop_ev *ev, int res, uint32_t flags)
+{
+	struct node_conn *c = CONTAINER(ev, struct node_conn, recv_ev);
+	uint64_t now = now_ms();
+
+	c->recv_armed = false;
+	if (c->closing) {
+		conn_maybe_free(c);
+		return;
+	}
+	if (res <= 0) {
+		conn_begin_close(c, res == 0 ? 0 : res, false);
+		return;
+	}
+	c->rlen += (size_t)res;
+	c->last_rx_ms = now;
+	conn_process(c, now);
+}
+
 static void conn_send_done(struct node_loop_ev *ev, int res, uint32_t flags)
 {
 	struct node_conn *c = CONTAINER(ev, struct node_conn, send_ev);
-	struct send_item *it = c->sq_head;
+	size_t left = res > 0 ? (size_t)res : 0;
 
 	c->send_armed = false;
-	if (res <= 0 || !it) {
+	if (res <= 0 || !c->sq_head) {
 		conn_begin_close(c, res < 0 ? res : -EPIPE, false);
 		return;
 	}
-	it->off += (size_t)res;
-	if (it->off == it->len) {
+	c->holds++;
+	while (c->sq_head) {
+		struct send_item *it = c->sq_head;
+
+		while (left && it->i < it->n) {
+			struct iovec *v = &it->iov[it->i];
+			size_t k = left < v->iov_len ? left : v->iov_len;
+
+			v->iov_base = (uint8_t *)v->iov_base + k;
+			v->iov_len -= k;
+			left -= k;
+			if (v->iov_len == 0)
+				it->i++;
+		}
+		if (it->i < it->n)
+			break;
 		c->sq_head = it->next;
 		if (!c->sq_head)
 			c->sq_tail = NULL;
-		c->holds++;
 		if (it->done)
 			it->done(it->arg, 0);
-		c->holds--;
 		free(it);
 	}
+	c->holds--;
 	if (c->sq_head) {
 		conn_arm_send(c);
 		return;
@@ -244,22 +286,25 @@ static void conn_send_done(struct node_loop_ev *ev, int res, uint32_t flags)
 		c->graceful = false;
 		shutdown(c->fd, SHUT_RDWR);
 		c->shut = true;
-		conn_maybe_free(c);
 	}
+	conn_maybe_free(c);
 }
 
-int node_conn_send(struct node_conn *c, const void *buf, size_t len,
-		   void (*done)(void *arg, int res), void *arg)
+int node_conn_sendv(struct node_conn *c, const struct iovec *iov, unsigned n,
+		    void (*done)(void *arg, int res), void *arg)
 {
 	struct send_item *it;
 
+	if (n > NODE_CONN_IOV_MAX)
+		return -EINVAL;
 	if (c->closing && !c->graceful)
 		return -EPIPE;
 	it = calloc(1, sizeof(*it));
 	if (!it)
 		return -ENOMEM;
-	it->buf = buf;
-	it->len = len;
+	for (unsigned i = 0; i < n; i++)
+		if (iov[i].iov_len)
+			it->iov[it->n++] = iov[i];
 	it->done = done;
 	it->arg = arg;
 	if (c->sq_tail)
@@ -267,8 +312,46 @@ int node_conn_send(struct node_conn *c, const void *buf, size_t len,
 	else
 		c->sq_head = it;
 	c->sq_tail = it;
+	if (it->n == 0 && it == c->sq_head) {
+		/* nothing to send and nothing before it: done at once */
+		c->sq_head = c->sq_tail = NULL;
+		if (done)
+			done(arg, 0);
+		free(it);
+		return 0;
+	}
 	conn_arm_send(c);
 	return 0;
+}
+
+int node_conn_send(struct node_conn *c, const void *buf, size_t len,
+		   void (*done)(void *arg, int res), void *arg)
+{
+	struct iovec v = { .iov_base = (void *)buf, .iov_len = len };
+
+	return node_conn_sendv(c, &v, 1, done, arg);
+}
+
+void node_conn_pause(struct node_conn *c)
+{
+	c->paused = true;
+}
+
+void node_conn_frame_done(struct node_conn *c)
+{
+	c->in_frame = c->rlen > 0;
+	c->last_rx_ms = now_ms();
+	c->frame_start_ms = c->last_rx_ms;
+}
+
+void node_conn_resume(struct node_conn *c)
+{
+	if (!c->paused)
+		return;
+	c->paused = false;
+	if (c->closing || c->recv_armed)
+		return;
+	conn_process(c, now_ms());
 }
 
 void node_conn_close(struct node_conn *c, bool graceful)

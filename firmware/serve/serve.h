@@ -29,7 +29,9 @@
 
 #define NODE_SERVE_LISTEN_MAX 8       /* listening sockets (slice addresses) */
 #define NODE_SERVE_RECV_CHUNK_BYTES 16384
+#define NODE_CONN_IOV_MAX 4           /* pieces of one node_conn_sendv() */
 
+struct iovec;
 struct node_serve;
 struct node_conn;
 
@@ -85,6 +87,28 @@ void node_serve_stats(const struct node_serve *s, struct node_serve_stats *st);
  */
 int node_conn_send(struct node_conn *c, const void *buf, size_t len,
 		   void (*done)(void *arg, int res), void *arg);
+
+/*
+ * The same for up to NODE_CONN_IOV_MAX pieces sent as one reply (a header
+ * and a payload that lives elsewhere, without copying them together). The
+ * iovec array is copied; the bytes are borrowed until `done` runs. Queued
+ * replies leave in one sendmsg where they can.
+ */
+int node_conn_sendv(struct node_conn *c, const struct iovec *iov, unsigned n,
+		    void (*done)(void *arg, int res), void *arg);
+
+/*
+ * Flow control: after node_conn_pause() (typically from on_data, when the
+ * protocol cannot take more bytes yet) nothing more is handed to on_data and
+ * nothing more is received; node_conn_resume() hands over what is buffered
+ * and receives again. The frame timer keeps running meanwhile.
+ */
+void node_conn_pause(struct node_conn *c);
+void node_conn_resume(struct node_conn *c);
+
+/* The frame in progress ended outside on_data (a paused payload finished
+ * later): the slow-peer timer stops, the idle timer starts now. */
+void node_conn_frame_done(struct node_conn *c);
 
 /* Close after the queued sends (graceful) or at once. */
 void node_conn_close(struct node_conn *c, bool graceful);

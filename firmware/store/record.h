@@ -28,6 +28,8 @@ enum rec_type {
 	REC_NEXT = 4,      /* the log continues at segment `aux`, offset 0 */
 	REC_CKPT_PART = 5, /* part of a checkpoint; payload = items */
 	REC_CKPT_END = 6,  /* end of a checkpoint; payload = part list */
+	REC_RESV = 7,      /* aux bytes reserved for a streamed put from the next block */
+	REC_COMMIT = 8,    /* a streamed put is complete; aux = loc of its record */
 };
 
 /* Little-endian field access, for everything the store puts on disk. */

@@ -54,7 +54,8 @@ _Static_assert(NODE_STORE_KEY_MAX <= SIDX_KEY_MAX, "the index holds every key");
 #define CK_ITEM_SEG 1
 #define CK_ITEM_KEY 2
 
-enum op_kind { OP_PUT, OP_DEL, OP_RELOC, OP_NEXT, OP_CKPT_PART, OP_CKPT_END, OP_GET, OP_STAT };
+enum op_kind { OP_PUT, OP_DEL, OP_RELOC, OP_NEXT, OP_CKPT_PART, OP_CKPT_END, OP_GET, OP_STAT,
+	       OP_RESV, OP_COMMIT };
 
 struct op {
 	enum op_kind kind;
@@ -80,6 +81,9 @@ struct op {
 	size_t rbuflen;
 	int stage;
 	struct node_disk_io io;
+	/* RESV: its stream until placed; COMMIT: its stream until every
+	 * write of the region has completed (serialize waits for it) */
+	struct node_store_stream *stream;
 	struct op *next;
 };
 
@@ -99,6 +103,7 @@ struct seg {
 	uint64_t live;      /* bytes of live PUT records */
 	uint64_t max_seq;   /* newest record written into it */
 	uint8_t state;
+	uint32_t streams;   /* streamed puts writing into it: not reclaimed */
 };
 
 struct opq {
@@ -167,6 +172,9 @@ struct node_store {
 	/* idle: since when (0: busy), and whether memory was given back */
 	uint64_t idle_since_ns;
 	bool released;
+	struct op *reading;   /* the read whose callback is running (read_take) */
+	struct node_store_stream *streams; /* open (or draining) streamed puts */
+	unsigned stream_ios;  /* their writes in flight */
 	/* scrub */
 	uint8_t *scrub_key;
 	size_t scrub_klen;
@@ -175,6 +183,61 @@ struct node_store {
 };
 
 enum { CK_IDLE, CK_WAIT, CK_PARTS, CK_END, CK_PTR_WRITE, CK_PTR_FLUSH };
+
+/*
+ * A streamed put (node_store_stream_*). A RESV record reserves a region of
+ * the log, from the block after it, for the whole record; the value goes
+ * into the region through `b[]` as it arrives, block-aligned writes of the
+ * store's write-buffer size. The region's first blocks (`head`: header,
+ * key, chunk table and the value's first bytes) are written at finish,
+ * once the checksums are known; when every write of the region has
+ * completed, a COMMIT record goes through the log like any put and, once
+ * durable, points the index at the streamed record. Until then nothing is
+ * visible, and after an abort the region is dead space for compaction.
+ */
+struct sbuf {
+	uint8_t *mem;
+	uint64_t roff;      /* region offset of mem[0] */
+	size_t fill, cap;
+	int state;          /* SB_FREE, SB_FILL, SB_FULL (waits for a place), SB_IO */
+	struct node_disk_io io;
+};
+enum { SB_FREE, SB_FILL, SB_FULL, SB_IO };
+
+struct node_store_stream {
+	struct node_store *s;
+	uint8_t *key;
+	size_t klen;
+	uint64_t vlen, got;     /* value bytes declared, received */
+	uint32_t crc, ccrc;     /* running crc32c of the value, of its current 64 KiB chunk */
+	uint8_t *table;         /* per-chunk crcs, as in every record */
+	size_t tlen, hlen;      /* hlen: header + key + table bytes */
+	uint64_t rsize, region_len;
+	struct op *resv;        /* the RESV op until it is placed */
+	bool placed, finishing, released, committed, head_io, head_done;
+	bool pinned;            /* holds its segment's `streams` count */
+	bool kick;              /* placed or failed: advance it from the poll loop */
+	uint64_t region_off, seq, next_roff;
+	uint32_t prev, seg, hcrc;
+	uint8_t *head;          /* the region's first head_len bytes */
+	size_t head_len;
+	struct node_disk_io head_io_req;
+	struct sbuf b[2];
+	unsigned cur;           /* the buffer being filled */
+	unsigned ios;           /* writes in flight */
+	int err;
+	uint32_t want_crc;
+	struct op *commit;      /* queued at finish, released when the region is written */
+	void (*ready)(void *arg);
+	void *ready_arg;
+	bool want_ready;
+	struct node_store_stream *next;
+};
+
+static void stream_placed(struct node_store *s, struct op *op, uint32_t si);
+static void stream_resv_failed(struct node_store *s, struct op *op, int res);
+static void stream_advance(struct node_store_stream *st);
+static void streams_kick(struct node_store *s);
 
 /* ---- small helpers ---- */
 
@@ -374,7 +437,7 @@ static bool seg_reclaimable(const struct node_store *s, uint32_t i)
 {
 	const struct seg *g = &s->segs[i];
 
-	return g->state == SEG_USED && g->live == 0 && g->max_seq < s->ck_old_p0_seq;
+	return g->state == SEG_USED && g->live == 0 && g->max_seq < s->ck_old_p0_seq && !g->streams;
 }
 
 static void reclaim_segments(struct node_store *s)
@@ -532,6 +595,8 @@ static uint8_t rec_type_of(enum op_kind k)
 	case OP_NEXT: return REC_NEXT;
 	case OP_CKPT_PART: return REC_CKPT_PART;
 	case OP_CKPT_END: return REC_CKPT_END;
+	case OP_RESV: return REC_RESV;
+	case OP_COMMIT: return REC_COMMIT;
 	default: return 0;
 	}
 }
@@ -543,21 +608,25 @@ static uint8_t rec_type_of(enum op_kind k)
 static int place(struct node_store *s, struct op *op)
 {
 	uint32_t si = seg_of(s, s->head);
-	uint64_t rsize = rec_size(op->klen, op->vlen);
+	uint64_t rsize = rec_size(op->klen, op->vlen), span = rsize;
 
 	if (s->read_only)
 		return -EROFS;
-	if (rsize > s->seg_bytes - 2 * DISK_BLOCK_BYTES) {
+	if (op->kind == OP_RESV) /* the record, then the region from the next block */
+		span = align_up(s->head + rsize, DISK_BLOCK_BYTES) - s->head + op->aux;
+	if ((op->kind == OP_RESV ? DISK_BLOCK_BYTES + op->aux : rsize) >
+	    s->seg_bytes - 2 * DISK_BLOCK_BYTES) {
 		set_err(s, "record of %" PRIu64 " bytes does not fit in a %" PRIu64 "-byte segment",
 			rsize, s->seg_bytes);
 		return -E2BIG;
 	}
-	if (op->kind != OP_NEXT && s->head + rsize > seg_limit(s, si)) {
+	if (op->kind != OP_NEXT && s->head + span > seg_limit(s, si)) {
 		struct op *nx = NULL;
 		int64_t t;
 		/* puts leave the reserve alone; deletes may dig into it but
 		 * leave compaction and checkpoints room to free space */
-		uint32_t floor = op->kind == OP_PUT ? reserve_segments(s) : op->kind == OP_DEL ? 1 : 0;
+		uint32_t floor = op->kind == OP_PUT || op->kind == OP_RESV ? reserve_segments(s)
+				 : op->kind == OP_DEL ? 1 : 0;
 
 		if (s->nfree <= floor) {
 			set_err(s, "drive '%s' is full: %u of %u segments free, %u kept for compaction",
@@ -585,9 +654,18 @@ static int place(struct node_store *s, struct op *op)
 	op->pos = s->head;
 	op->rsize = rsize;
 	build_header(s, op, rec_type_of(op->kind));
-	s->head += rsize;
+	s->head += span;
 	s->segs[si].max_seq = op->seq;
 	op->started = true;
+	if (op->kind == OP_RESV)
+		stream_placed(s, op, si);
+	if (op->kind == OP_COMMIT) {
+		/* replay from any checkpoint that sees this record reads the
+		 * streamed record: keep its segment as long */
+		struct seg *g = &s->segs[seg_of(s, loc_off(op->aux))];
+
+		g->max_seq = g->max_seq > op->seq ? g->max_seq : op->seq;
+	}
 	s->ck_records_since++;
 	return 0;
 }
@@ -654,6 +732,13 @@ static void serialize(struct node_store *s)
 	struct op *op;
 
 	while ((op = s->appendq.head)) {
+		if (op->kind == OP_COMMIT && op->stream)
+			return; /* its region is still being written */
+		if (op->kind == OP_COMMIT && op->stage < 0) {
+			q_pop(&s->appendq);
+			op_finish(s, op, op->stage);
+			continue;
+		}
 		if (!op->started) {
 			int ret = place(s, op);
 
@@ -668,6 +753,13 @@ static void serialize(struct node_store *s)
 		if (!copy_op(s, op))
 			return;
 		q_pop(&s->appendq);
+		if (op->kind == OP_RESV) {
+			/* the region belongs to the stream: the log resumes after it */
+			uint64_t end = s->head;
+
+			close_batch(s);
+			s->head = end;
+		}
 		if (op->kind == OP_NEXT) {
 			/* the log jumps: what follows goes to another place */
 			s->segs[seg_of(s, op->pos)].state = SEG_USED;
@@ -788,6 +880,17 @@ static void complete_durable(struct node_store *s)
 		case OP_CKPT_END:
 			ck_end_durable(s, op);
 			break;
+		case OP_COMMIT:
+			ret = sidx_set(s->ix, op->key, op->klen, op->aux, &old);
+			if (ret == 0) {
+				if (old)
+					seg_live_add(s, old, -1);
+				seg_live_add(s, op->aux, +1);
+				s->st.puts++;
+			} else {
+				go_read_only(s, "out of memory for the index");
+			}
+			break;
 		default:
 			break;
 		}
@@ -819,6 +922,26 @@ static void op_finish(struct node_store *s, struct op *op, int res)
 
 	if (res < 0 && (op->kind == OP_CKPT_PART || op->kind == OP_CKPT_END))
 		s->ck_err = res;
+	if (op->kind == OP_RESV && op->stream)
+		stream_resv_failed(s, op, res < 0 ? res : -EIO);
+	if (op->kind == OP_COMMIT && op->stream) {
+		/* failed before its region was written (read-only): the stream
+		 * keeps its pin and learns of it */
+		op->stream->commit = NULL;
+		op->stream->err = res < 0 ? res : -EIO;
+		op->stream->kick = true;
+		op->stream = NULL;
+	} else if (op->kind == OP_COMMIT && op->stage == 0) {
+		/* the stream's segment pin ends with its commit, either way */
+		s->segs[seg_of(s, loc_off(op->aux))].streams--;
+		if (op->cb && res == 0) {
+			st = (struct node_store_objstat){ .size = le_get64(op->owned_val + 8),
+							  .crc = le_get32(op->owned_val + 4),
+							  .seq = op->loc };
+			op->cb(op->arg, res, NULL, 0, &st);
+			op->cb = NULL;
+		}
+	}
 	if (op->cb && res == 0 && op->kind == OP_PUT) {
 		/* what was made durable: size, checksum and sequence */
 		st = (struct node_store_objstat){ .size = op->vlen, .crc = le_get32(op->hdr + 32),
@@ -1063,7 +1186,7 @@ static void ck_step(struct node_store *s)
 
 unsigned node_store_pending(const struct node_store *s)
 {
-	return s->appendq.n + s->commitq.n + s->reads_inflight +
+	return s->appendq.n + s->commitq.n + s->reads_inflight + s->stream_ios +
 	       (s->ck_state != CK_IDLE ? 1 : 0);
 }
 
@@ -1110,6 +1233,7 @@ int node_store_poll(struct node_store *s, bool wait)
 	for (int round = 0; round < 2; round++) {
 		ck_step(s);
 		serialize(s);
+		streams_kick(s);
 		if (s->cur && s->cur->fill &&
 		    !(s->appendq.head && s->appendq.head->started) &&
 		    (!any_write_inflight(s) ||
@@ -1126,6 +1250,7 @@ int node_store_poll(struct node_store *s, bool wait)
 			fail_all(s);
 	}
 	release_idle(s);
+	streams_kick(s);
 	return 0;
 }
 
@@ -1177,7 +1302,8 @@ static bool key_pending(const struct node_store *s, const void *key, size_t klen
 
 	for (int i = 0; i < 2; i++)
 		for (const struct op *op = qs[i]->head; op; op = op->next)
-			if (op->kind == OP_PUT && op->klen == klen && memcmp(op->key, key, klen) == 0)
+			if ((op->kind == OP_PUT || op->kind == OP_COMMIT) && op->klen == klen &&
+			    memcmp(op->key, key, klen) == 0)
 				return true;
 	return false;
 }
@@ -1239,9 +1365,32 @@ static void read_finish(struct node_store *s, struct op *op, int res, const void
 {
 	if (res == -EIO)
 		s->st.checksum_errors++;
-	if (op->cb)
+	if (op->cb) {
+		s->reading = op;
 		op->cb(op->arg, res, data, len, st);
+		s->reading = NULL;
+	}
 	op_free(op);
+}
+
+void *node_store_read_take(struct node_store *s, size_t *cap)
+{
+	struct op *op = s->reading;
+	void *mem = NULL;
+
+	*cap = 0;
+	if (!op || !op->rbuf)
+		return NULL;
+	mem = op->rbuf;
+	*cap = op->rbuflen;
+	op->rbuf = NULL;
+	op->rbuflen = 0;
+	return mem;
+}
+
+void node_store_read_release(struct node_store *s, void *mem, size_t cap)
+{
+	rbuf_put(s, mem, cap);
 }
 
 /* Check the header, key and chunk table at rec (avail bytes). */
@@ -1537,9 +1686,19 @@ int node_store_stat(struct node_store *s, const void *key, size_t klen,
 	return ret;
 }
 
+/* A finished stream whose commit is not queued yet. */
+static bool streams_finishing(const struct node_store *s)
+{
+	for (const struct node_store_stream *st = s->streams; st; st = st->next)
+		if (st->finishing && !st->committed && !st->err)
+			return true;
+	return false;
+}
+
 int node_store_sync(struct node_store *s)
 {
-	while (!s->read_only && (s->appendq.head || s->commitq.head || (s->cur && s->cur->fill))) {
+	while (!s->read_only && (s->appendq.head || s->commitq.head || (s->cur && s->cur->fill) ||
+				 streams_finishing(s))) {
 		int ret = node_store_poll(s, true);
 
 		if (ret < 0)
@@ -1598,6 +1757,448 @@ int node_store_list(struct node_store *s, const void *prefix, size_t plen,
 			break;
 	}
 	return (int)n;
+}
+
+/* ---- streamed puts ---- */
+
+static void stream_free(struct node_store_stream *st)
+{
+	struct node_store *s = st->s;
+
+	for (struct node_store_stream **pp = &s->streams; *pp; pp = &(*pp)->next) {
+		if (*pp == st) {
+			*pp = st->next;
+			break;
+		}
+	}
+	for (int i = 0; i < 2; i++)
+		free(st->b[i].mem);
+	free(st->head);
+	free(st->table);
+	free(st->key);
+	free(st);
+}
+
+/* Free a stream its owner let go of, once nothing refers to it; a finished
+ * one that failed gets its callback first. */
+static void stream_maybe_free(struct node_store_stream *st)
+{
+	struct node_store *s = st->s;
+
+	if (!st->released || st->ios || st->resv || (!st->committed && !st->err))
+		return;
+	if (st->pinned) {
+		s->segs[st->seg].streams--;
+		st->pinned = false;
+	}
+	if (st->commit) {
+		/* the queued commit fails with the stream */
+		st->commit->stream = NULL;
+		st->commit->stage = st->err;
+		st->commit = NULL;
+	}
+	stream_free(st);
+}
+
+static void stream_wdone(struct node_disk_io *io);
+
+static int stream_submit(struct node_store_stream *st, struct node_disk_io *io, void *buf,
+			 size_t len, uint64_t roff)
+{
+	struct node_store *s = st->s;
+	int ret;
+
+	*io = (struct node_disk_io){ .op = DISK_WRITE, .buf = buf, .len = len,
+				     .off = st->region_off + roff, .done = stream_wdone, .arg = st };
+	ret = node_disk_submit(s->disk, io);
+	if (ret < 0) {
+		go_read_only(s, "cannot queue write at %" PRIu64 ": %s", io->off, strerror(-ret));
+		st->err = -EROFS;
+		return ret;
+	}
+	st->ios++;
+	s->stream_ios++;
+	return 0;
+}
+
+/* The record's first blocks: header, key, chunk table, first value bytes. */
+static void stream_build_head(struct node_store_stream *st)
+{
+	struct rec_hdr h = { 0 };
+
+	h.type = REC_PUT;
+	h.klen = (uint16_t)st->klen;
+	h.vlen = (uint32_t)st->vlen;
+	h.flags = st->vlen > REC_CHUNK_BYTES ? REC_FLAG_CHUNKED : 0;
+	h.prev = st->prev; /* never a link of the log: the RESV's hcrc */
+	h.seq = st->seq;
+	h.vcrc = st->crc;
+	memcpy(st->head + REC_HDR_BYTES, st->key, st->klen);
+	if (st->tlen)
+		memcpy(st->head + REC_HDR_BYTES + st->klen, st->table, st->tlen);
+	rec_hdr_pack(&h, st->head);
+	h.hcrc = rec_hcrc(st->head, st->key, st->klen, st->table, st->tlen);
+	rec_hdr_pack(&h, st->head);
+	st->hcrc = h.hcrc;
+}
+
+/* Every byte of the region is written: let the queued commit go. */
+static void stream_commit(struct node_store_stream *st)
+{
+	struct op *op = st->commit;
+
+	if (!op) /* it failed meanwhile (read-only) */
+		return;
+	le_put32(op->owned_val, st->hcrc);
+	le_put32(op->owned_val + 4, st->crc);
+	le_put64(op->owned_val + 8, st->vlen);
+	op->val = op->owned_val;
+	op->vlen = 16;
+	op->aux = loc_make(st->region_off, st->rsize);
+	op->loc = st->seq;
+	op->stream = NULL;
+	st->commit = NULL;
+	st->committed = true;
+	st->pinned = false; /* the commit holds the segment now */
+}
+
+/* Submit what can be written; at the end, the head; then the commit. */
+static void stream_advance(struct node_store_stream *st)
+{
+	if (!st->err && st->placed) {
+		for (int i = 0; i < 2; i++) {
+			struct sbuf *b = &st->b[i];
+
+			if (b->state == SB_FULL &&
+			    stream_submit(st, &b->io, b->mem, b->cap, b->roff) == 0)
+				b->state = SB_IO;
+		}
+		/* the checksums are known at finish: the head goes out with the
+		 * last value blocks, not after them */
+		if (st->finishing && !st->head_io && st->b[0].state != SB_FULL &&
+		    st->b[1].state != SB_FULL) {
+			stream_build_head(st);
+			if (stream_submit(st, &st->head_io_req, st->head, st->head_len, 0) == 0)
+				st->head_io = true;
+		}
+	}
+	stream_maybe_free(st);
+}
+
+static void stream_wdone(struct node_disk_io *io)
+{
+	struct node_store_stream *st = io->arg;
+	struct node_store *s = st->s;
+	bool head = io == &st->head_io_req;
+
+	st->ios--;
+	s->stream_ios--;
+	if (io->res < 0 || (size_t)io->res != io->len) {
+		go_read_only(s, "write of %zu bytes at offset %" PRIu64 " failed: %s", io->len, io->off,
+			     io->res < 0 ? strerror(-io->res) : "short write");
+		st->err = -EROFS;
+	}
+	if (!head)
+		((struct sbuf *)((char *)io - offsetof(struct sbuf, io)))->state = SB_FREE;
+	else
+		st->head_done = true;
+	if (st->head_done && !st->ios && !st->err)
+		/* every byte of the region is written: the commit may follow */
+		stream_commit(st);
+	if (st->released) {
+		stream_advance(st);
+		return;
+	}
+	stream_advance(st);
+	if (st->want_ready && st->ready) {
+		st->want_ready = false;
+		st->ready(st->ready_arg); /* last: it may end the stream */
+	}
+}
+
+/* After serialize: start the writes of newly placed streams, and tell
+ * waiting owners about failures. */
+static void streams_kick(struct node_store *s)
+{
+	for (struct node_store_stream *st = s->streams, *next; st; st = next) {
+		next = st->next;
+		if (!st->kick)
+			continue;
+		st->kick = false;
+		stream_advance(st);
+		if (!st->released && st->want_ready && st->ready) {
+			st->want_ready = false;
+			st->ready(st->ready_arg);
+		}
+	}
+}
+
+static void stream_placed(struct node_store *s, struct op *op, uint32_t si)
+{
+	struct node_store_stream *st = op->stream;
+
+	op->stream = NULL;
+	st->resv = NULL;
+	st->placed = true;
+	st->region_off = align_up(op->pos + op->rsize, DISK_BLOCK_BYTES);
+	st->seq = op->seq;
+	st->prev = s->chain; /* the RESV's hcrc */
+	st->seg = si;
+	s->segs[si].streams++;
+	st->pinned = true;
+	st->kick = true;
+}
+
+static void stream_resv_failed(struct node_store *s, struct op *op, int res)
+{
+	struct node_store_stream *st = op->stream;
+
+	op->stream = NULL;
+	st->resv = NULL;
+	st->err = res;
+	st->kick = true;
+}
+
+int node_store_stream_begin(struct node_store *s, const void *key, size_t klen, uint64_t size,
+			    void (*ready)(void *arg), void *arg, struct node_store_stream **out)
+{
+	struct node_store_stream *st = NULL;
+	struct op *op = NULL;
+	uint64_t rsize;
+	int ret = check_key(s, key, klen);
+
+	*out = NULL;
+	if (ret < 0)
+		return ret;
+	rsize = rec_size(klen, size);
+	if (size > NODE_STORE_VALUE_MAX ||
+	    DISK_BLOCK_BYTES + align_up(rsize, DISK_BLOCK_BYTES) > s->seg_bytes - 2 * DISK_BLOCK_BYTES) {
+		set_err(s, "value of %" PRIu64 " bytes refused (at most %u bytes, and a record must fit in one %" PRIu64 "-byte segment)",
+			size, NODE_STORE_VALUE_MAX, s->seg_bytes);
+		return -E2BIG;
+	}
+	if (s->read_only) {
+		set_err(s, "store on '%s' is read-only: %s", s->disk->name, s->ro_reason);
+		return -EROFS;
+	}
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->s = s;
+	st->klen = klen;
+	st->vlen = size;
+	st->rsize = rsize;
+	st->region_len = align_up(rsize, DISK_BLOCK_BYTES);
+	st->tlen = rec_table_bytes(size);
+	st->hlen = REC_HDR_BYTES + klen + st->tlen;
+	st->head_len = (size_t)align_up(st->hlen, DISK_BLOCK_BYTES);
+	st->next_roff = st->head_len;
+	st->ready = ready;
+	st->ready_arg = arg;
+	st->key = malloc(klen);
+	st->table = calloc(1, st->tlen ? st->tlen : 1);
+	st->head = aligned_alloc_blocks(st->head_len);
+	if (!st->key || !st->table || !st->head) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	memcpy(st->key, key, klen);
+	memset(st->head, 0, st->head_len);
+	for (int i = 0; i < 2 && st->region_len > st->head_len; i++) {
+		st->b[i].mem = aligned_alloc_blocks(s->o.write_buffer_bytes);
+		if (!st->b[i].mem) {
+			ret = -ENOMEM;
+			goto fail;
+		}
+		st->b[i].state = SB_FREE;
+	}
+	op = op_new(s, OP_RESV, NULL, 0);
+	if (!op) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	op->val = (const uint8_t *)"";
+	op->aux = st->region_len;
+	op->stream = st;
+	st->resv = op;
+	q_push(&s->appendq, op);
+	st->next = s->streams;
+	s->streams = st;
+	*out = st;
+	return 0;
+fail:
+	stream_free(st);
+	return ret;
+}
+
+/* Running checksums: the whole value's and each 64 KiB chunk's. */
+static void stream_crc(struct node_store_stream *st, const uint8_t *p, size_t n)
+{
+	uint64_t v = st->got;
+
+	st->crc = ovl_crc32c(st->crc, p, n);
+	while (st->tlen && n) {
+		size_t take = REC_CHUNK_BYTES - (size_t)(v % REC_CHUNK_BYTES);
+
+		if (take > n)
+			take = n;
+		st->ccrc = ovl_crc32c(st->ccrc, p, take);
+		v += take;
+		p += take;
+		n -= take;
+		if (v % REC_CHUNK_BYTES == 0 || v == st->vlen) {
+			le_put32(st->table + 4 * ((v - 1) / REC_CHUNK_BYTES), st->ccrc);
+			st->ccrc = 0;
+		}
+	}
+}
+
+ssize_t node_store_stream_write(struct node_store_stream *st, const void *buf, size_t len)
+{
+	struct node_store *s = st->s;
+	const uint8_t *p = buf;
+	size_t done = 0;
+
+	if (st->err)
+		return st->err;
+	if (st->finishing || st->released || len > st->vlen - st->got) {
+		set_err(s, "stream of '%.*s': %zu bytes more than the %" PRIu64 " declared", (int)st->klen,
+			(const char *)st->key, len, st->vlen);
+		return -EINVAL;
+	}
+	while (done < len) {
+		uint64_t roff = st->hlen + st->got; /* where the next byte goes in the region */
+		size_t n = len - done;
+		struct sbuf *b = NULL;
+
+		if (roff < st->head_len) {
+			if (n > st->head_len - roff)
+				n = (size_t)(st->head_len - roff);
+			memcpy(st->head + roff, p + done, n);
+		} else {
+			b = &st->b[st->cur];
+			if (b->state == SB_FREE) {
+				b->roff = st->next_roff;
+				b->cap = (size_t)(st->region_len - b->roff < s->o.write_buffer_bytes
+							  ? st->region_len - b->roff : s->o.write_buffer_bytes);
+				b->fill = 0;
+				b->state = SB_FILL;
+				st->next_roff += b->cap;
+			}
+			if (b->state != SB_FILL) {
+				st->want_ready = true; /* both buffers on their way to the disk */
+				break;
+			}
+			if (n > b->cap - b->fill)
+				n = b->cap - b->fill;
+			memcpy(b->mem + b->fill, p + done, n);
+			b->fill += n;
+		}
+		stream_crc(st, p + done, n);
+		st->got += n;
+		done += n;
+		if (b && st->got == st->vlen) {
+			/* the record's padding to its block */
+			memset(b->mem + b->fill, 0, b->cap - b->fill);
+			b->fill = b->cap;
+		}
+		if (b && b->fill == b->cap) {
+			b->state = SB_FULL;
+			st->cur ^= 1;
+		}
+	}
+	stream_advance(st);
+	return (ssize_t)done;
+}
+
+size_t node_store_stream_bytes(const struct node_store *s)
+{
+	return 2 * s->o.write_buffer_bytes + 3 * DISK_BLOCK_BYTES + sizeof(struct node_store_stream);
+}
+
+uint32_t node_store_stream_crc(const struct node_store_stream *st)
+{
+	return st->crc;
+}
+
+int node_store_stream_finish(struct node_store_stream **stp, uint32_t crc, node_store_cb cb,
+			     void *arg)
+{
+	struct node_store_stream *st = *stp;
+	struct node_store *s = st->s;
+	struct op *op = NULL;
+	int ret = st->err;
+
+	if (ret == 0 && st->got != st->vlen) {
+		set_err(s, "stream of '%.*s' ended after %" PRIu64 " of %" PRIu64 " bytes", (int)st->klen,
+			(const char *)st->key, st->got, st->vlen);
+		ret = -EINVAL;
+	}
+	if (ret == 0 && st->crc != crc) {
+		set_err(s, "value of '%.*s' has crc32c %08x, not %08x; nothing stored", (int)st->klen,
+			(const char *)st->key, st->crc, crc);
+		ret = -EBADMSG;
+	}
+	if (ret < 0) {
+		node_store_stream_abort(stp);
+		return ret;
+	}
+	/* the commit takes its place in the log's order now, and waits there
+	 * for the region's writes: later operations apply after it */
+	op = op_new(s, OP_COMMIT, st->key, st->klen);
+	if (op)
+		op->owned_val = malloc(16);
+	if (!op || !op->owned_val) {
+		op_free(op);
+		node_store_stream_abort(stp);
+		return -ENOMEM;
+	}
+	op->val = op->owned_val;
+	op->vlen = 16;
+	op->cb = cb;
+	op->arg = arg;
+	op->stream = st;
+	st->commit = op;
+	q_push(&s->appendq, op);
+	st->finishing = true;
+	st->released = true;
+	*stp = NULL;
+	stream_advance(st);
+	return 0;
+}
+
+void node_store_stream_abort(struct node_store_stream **stp)
+{
+	struct node_store_stream *st = stp ? *stp : NULL;
+
+	if (!st)
+		return;
+	*stp = NULL;
+	st->released = true;
+	st->finishing = false;
+	if (!st->err)
+		st->err = -ECANCELED;
+	if (st->resv && !st->resv->started) {
+		/* never placed: take the reservation back */
+		struct opq *q = &st->s->appendq;
+		struct op *prev = NULL;
+
+		for (struct op *op = q->head; op; prev = op, op = op->next) {
+			if (op != st->resv)
+				continue;
+			if (prev)
+				prev->next = op->next;
+			else
+				q->head = op->next;
+			if (q->tail == op)
+				q->tail = prev;
+			q->n--;
+			op_free(op);
+			break;
+		}
+		st->resv = NULL;
+	}
+	stream_maybe_free(st);
 }
 
 /* ---- compaction ---- */
@@ -1663,7 +2264,7 @@ int node_store_compact(struct node_store *s)
 	for (uint32_t i = 0; i < s->nsegs; i++) {
 		const struct seg *g = &s->segs[i];
 
-		if (g->state != SEG_USED || g->max_seq >= s->ck_old_p0_seq)
+		if (g->state != SEG_USED || g->max_seq >= s->ck_old_p0_seq || g->streams)
 			continue;
 		if (g->live < best && g->live < s->seg_bytes * 3 / 4) {
 			best = g->live;
@@ -2090,6 +2691,42 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return true;
 }
 
+/*
+ * A COMMIT met during replay: apply it only if the streamed record it names
+ * is whole (every checksum) and is the one it committed (its hcrc). A commit
+ * that made it to the drive without its region was never acknowledged (the
+ * region's writes had completed before the commit was written, and an
+ * acknowledgement needs a flush after that).
+ */
+static int replay_commit(struct node_store *s, const uint8_t *rec, const struct rec_hdr *h)
+{
+	const uint8_t *key = rec + REC_HDR_BYTES, *val = key + h->klen;
+	uint64_t loc = h->aux, off = loc_off(loc), size = loc_size(loc), old;
+	uint8_t *buf = NULL;
+	const uint8_t *inner = NULL;
+	struct rec_hdr ih;
+	int ret;
+
+	if (h->klen == 0 || h->klen > NODE_STORE_KEY_MAX || h->vlen != 16 ||
+	    off < s->data_start || off + size > s->data_start + (uint64_t)s->nsegs * s->seg_bytes) {
+		s->st.discarded_tail_bytes++;
+		return 0;
+	}
+	ret = read_record(s, off, size, &buf, &inner, &ih);
+	if (ret == -ENOMEM)
+		return ret;
+	if (ret == 0 && ih.type == REC_PUT && ih.klen == h->klen &&
+	    memcmp(inner + REC_HDR_BYTES, key, h->klen) == 0 && ih.hcrc == le_get32(val) &&
+	    rec_size(ih.klen, ih.vlen) == size) {
+		ret = sidx_set(s->ix, key, h->klen, loc, &old);
+	} else {
+		s->st.discarded_tail_bytes++;
+		ret = 0;
+	}
+	free(buf);
+	return ret;
+}
+
 /* Replay the log from the checkpoint's P0; stop at the first record that
  * is missing, torn or not linked to the one before. */
 static int replay(struct node_store *s, const struct ptr_slot *ps)
@@ -2152,6 +2789,11 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 		case REC_TOMB:
 			sidx_del(s->ix, p + REC_HDR_BYTES, h.klen, &old);
 			break;
+		case REC_COMMIT:
+			ret = replay_commit(s, p, &h);
+			if (ret < 0)
+				goto out;
+			break;
 		default:
 			break;
 		}
@@ -2163,6 +2805,15 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 		if (h.type != REC_CKPT_PART && h.type != REC_CKPT_END)
 			s->st.recovered_records++;
 		last_end = pos + rsize;
+		if (h.type == REC_RESV) {
+			/* a streamed put's region follows: the log resumes after it */
+			uint64_t end = align_up(last_end, DISK_BLOCK_BYTES) + h.aux;
+
+			if (h.aux % DISK_BLOCK_BYTES || end > seg_limit(s, si))
+				goto bad;
+			pos = last_end = end;
+			continue;
+		}
 		if (h.type == REC_NEXT) {
 			if (h.aux >= s->nsegs)
 				goto bad;
@@ -2467,6 +3118,8 @@ void node_store_close(struct node_store **sp)
 		fail_all(s);
 		node_disk_destroy(&s->disk);
 	}
+	while (s->streams)
+		stream_free(s->streams);
 	for (unsigned i = 0; s->bufs && i < s->nbufs; i++)
 		if (s->bufs[i].mem)
 			munmap(s->bufs[i].mem, s->o.write_buffer_bytes);

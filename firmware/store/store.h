@@ -27,6 +27,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "disk.h"
 
@@ -104,9 +105,65 @@ int node_store_delete_async(struct node_store *s, const void *key, size_t klen,
 int node_store_get_async(struct node_store *s, const void *key, size_t klen, uint64_t off,
 			 uint64_t len, node_store_cb cb, void *arg);
 
+/*
+ * Inside a get callback only: keep the read buffer that holds `data` past
+ * the callback (to send it without copying). Returns the buffer (the
+ * caller's until released; `data` stays valid inside it) and its capacity
+ * in *cap, or NULL outside a get callback or when it was taken already.
+ * Give it back with node_store_read_release(s, mem, cap), to the same store,
+ * before node_store_close().
+ */
+void *node_store_read_take(struct node_store *s, size_t *cap);
+void node_store_read_release(struct node_store *s, void *mem, size_t cap);
+
 /* Size, crc and sequence of a key; st is passed to cb. */
 int node_store_stat_async(struct node_store *s, const void *key, size_t klen, node_store_cb cb,
 			  void *arg);
+
+/*
+ * ---- streamed puts ----
+ *
+ * A put whose value arrives in pieces, with memory bounded by two write
+ * buffers (write_buffer_bytes each) whatever its size:
+ * node_store_stream_begin() with the key and the value's size, then
+ * node_store_stream_write() for the bytes in order, then
+ * node_store_stream_finish() with the whole value's crc32c. The object
+ * becomes visible, and durable, only when finish's callback reports
+ * success: a crash or an abort before that leaves the key as it was, and
+ * the space for compaction. docs/FORMAT.md (RESV and COMMIT records).
+ */
+struct node_store_stream;
+
+/* 0 or -errno (-E2BIG, -EROFS, -EINVAL). `ready(arg)` (may be NULL) is
+ * called once when a write that accepted less than it was given can take
+ * more (or has failed: the next write returns the error). */
+int node_store_stream_begin(struct node_store *s, const void *key, size_t klen, uint64_t size,
+			    void (*ready)(void *arg), void *arg, struct node_store_stream **out);
+
+/* Copy up to len bytes of the value. Returns how many were taken (fewer
+ * than len, maybe 0, while both buffers are on their way to the drive: wait
+ * for `ready`), or -errno (-EINVAL beyond the declared size, -EROFS...). */
+ssize_t node_store_stream_write(struct node_store_stream *st, const void *buf, size_t len);
+
+/* Memory one stream holds, in bytes (for budgets). */
+size_t node_store_stream_bytes(const struct node_store *s);
+
+/* crc32c of the bytes written so far. */
+uint32_t node_store_stream_crc(const struct node_store_stream *st);
+
+/*
+ * Every byte written: if the value's crc32c is `crc`, commit it; cb runs
+ * when it is durable (with size, crc and sequence) or has failed. Returns 0,
+ * or -errno with nothing stored and cb never called: -EBADMSG the crc does
+ * not match, -EINVAL bytes are missing, or the stream's earlier error.
+ * Consumes the stream and NULLs *st in every case.
+ */
+int node_store_stream_finish(struct node_store_stream **st, uint32_t crc, node_store_cb cb,
+			     void *arg);
+
+/* Give up (disconnect, bad payload): nothing becomes visible. NULLs *st;
+ * accepts NULL. */
+void node_store_stream_abort(struct node_store_stream **st);
 
 /* Drive I/O and run callbacks; with wait, block until something happens.
  * Returns 0 or -errno. */

@@ -380,7 +380,7 @@ static int setup(void **state)
 	o.now_s = now_s;
 	o.max_conns = 16;
 	o.max_inflight = 8;
-	o.max_payload_bytes = 16 << 20;
+	o.max_payload_bytes = 2 << 20; /* less than the 4 MiB objects: those stream */
 	o.idle_timeout_ms = 5000;
 	o.frame_timeout_ms = 1500;
 	o.map_get = fake_map_get;
@@ -531,6 +531,74 @@ static void client_refusals(struct fx *f)
 	req_init(&q, "hot", 5, "bad");
 	assert_int_equal(cli_call(&c, OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
 	assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+	/* the same for a payload large enough to stream into the store */
+	{
+		size_t n = (1 << 20) + 12345;
+		uint8_t *big = malloc(n), *bgot = NULL;
+		size_t blen = 0;
+
+		fill(big, n, 4);
+		req_init(&q, "hot", 5, "bigbad");
+		q.size = n;
+		q.crc = ovl_crc32c(0, big, n) ^ 1;
+		assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, big, n, false, &r, NULL, NULL), 0);
+		assert_int_equal(r.status, OVL_WIRE_CHECKSUM_MISMATCH);
+		assert_non_null(strstr(r.message, "nothing stored"));
+		req_init(&q, "hot", 5, "bigbad");
+		assert_int_equal(cli_call(&c, OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+		assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+		/* a streamed payload whose size disagrees with the request */
+		req_init(&q, "hot", 5, "bigshort");
+		q.size = n + 1;
+		q.crc = ovl_crc32c(0, big, n);
+		assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, big, n, false, &r, NULL, NULL), 0);
+		assert_int_equal(r.status, OVL_WIRE_BAD_REQUEST);
+		/* streamed and encrypted: decrypted chunk by chunk into the store */
+		req_init(&q, "enc", 1, "bigsecret");
+		q.size = n;
+		q.crc = ovl_crc32c(0, big, n);
+		assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, big, n, true, &r, NULL, NULL), 0);
+		assert_int_equal(r.status, OVL_WIRE_OK);
+		assert_int_equal(r.size, n);
+		req_init(&q, "enc", 1, "bigsecret");
+		assert_int_equal(cli_call(&c, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &bgot, &blen), 0);
+		assert_int_equal(blen, n);
+		assert_memory_equal(bgot, big, n);
+		assert_int_equal(r.crc, ovl_crc32c(0, big, n));
+		free(bgot);
+		/* a client that leaves half-way through a streamed PUT: nothing
+		 * of it is ever visible */
+		{
+			struct cli c2;
+			struct ovl_wire_hdr h = { 0 };
+			uint8_t meta[512], head[OVL_WIRE_HEAD_MAX_BYTES];
+			char err[256];
+			int mlen, hl;
+
+			assert_int_equal(cli_connect(&c2, &f->addr, f->pki.client, f->pki.client_cert,
+						     (size_t)f->pki.client_len, f->cpeers, f->pki.now, &st), 0);
+			req_init(&q, "hot", 5, "bighalf");
+			q.type = OVL_WIRE_T_PUT;
+			q.size = n;
+			q.crc = ovl_crc32c(0, big, n);
+			mlen = ovl_wire_req_encode(&q, meta, sizeof(meta), err, sizeof(err));
+			h.type = OVL_WIRE_T_PUT;
+			h.payload_len = n;
+			h.rid = 1;
+			hl = ovl_wire_head_seal(&c2.ses, &h, meta, (size_t)mlen, head, sizeof(head), err,
+						sizeof(err));
+			assert_int_equal(write_full(c2.fd, head, (size_t)hl), 0);
+			assert_int_equal(write_full(c2.fd, big, n / 2), 0);
+			close(c2.fd);
+		}
+		req_init(&q, "hot", 5, "bighalf");
+		for (int i = 0; i < 20; i++) { /* the node notices the close */
+			assert_int_equal(cli_call(&c, OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+			assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+			usleep(10000);
+		}
+		free(big);
+	}
 	/* a stale epoch is answered with the node's */
 	req_init(&q, "hot", 4, "k");
 	assert_int_equal(cli_call(&c, OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);

@@ -215,6 +215,174 @@ static void test_reopen_clean_and_many_keys(void **state)
 	node_store_close(&s);
 }
 
+/* Stream `n` bytes of v into key in pieces of `piece`, polling whenever the
+ * store cannot take more; finish with `crc`. Returns finish's result or
+ * the callback's. */
+struct sdone {
+	bool done;
+	int res;
+	struct node_store_objstat st;
+};
+
+static void sdone_cb(void *arg, int res, const void *data, size_t len,
+		     const struct node_store_objstat *st)
+{
+	struct sdone *d = arg;
+
+	d->done = true;
+	d->res = res;
+	if (st)
+		d->st = *st;
+}
+
+static int stream_put(struct node_store *s, const char *key, const uint8_t *v, size_t n,
+		      size_t piece, uint32_t crc, struct sdone *d)
+{
+	struct node_store_stream *st = NULL;
+	size_t off = 0;
+	int ret = node_store_stream_begin(s, key, strlen(key), n, NULL, NULL, &st);
+
+	if (ret < 0)
+		return ret;
+	while (off < n) {
+		size_t k = n - off < piece ? n - off : piece;
+		ssize_t w = node_store_stream_write(st, v + off, k);
+
+		if (w < 0) {
+			node_store_stream_abort(&st);
+			return (int)w;
+		}
+		off += (size_t)w;
+		if ((size_t)w < k)
+			assert_int_equal(node_store_poll(s, true), 0);
+	}
+	memset(d, 0, sizeof(*d));
+	ret = node_store_stream_finish(&st, crc, sdone_cb, d);
+	assert_null(st);
+	if (ret < 0)
+		return ret;
+	while (!d->done)
+		assert_int_equal(node_store_poll(s, true), 0);
+	return d->res;
+}
+
+static void test_streamed_puts(void **state)
+{
+	struct node_disk *d = new_disk(11);
+	struct node_store *s = open_on(d, true);
+	static const size_t sizes[] = { 0, 1, 4000, 4096, 65536, 65537, 200000, 300 << 10, 700 << 10 };
+	size_t big = 700 << 10;
+	uint8_t *v = malloc(big);
+	struct node_store_stream *st = NULL, *st2 = NULL;
+	struct node_store_objstat os;
+	struct node_store_stats ss;
+	struct sdone dn;
+	char key[32];
+	uint8_t x[100];
+
+	for (unsigned i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		snprintf(key, sizeof(key), "s%u", i);
+		fill(v, sizes[i], i);
+		/* a small put between them: the log goes on around the regions */
+		assert_int_equal(node_store_put(s, "small", 5, key, strlen(key)), 0);
+		assert_int_equal(stream_put(s, key, v, sizes[i], 1000 + i * 7777,
+					    ovl_crc32c(0, v, sizes[i]), &dn), 0);
+		assert_int_equal(dn.st.size, sizes[i]);
+		assert_int_equal(dn.st.crc, ovl_crc32c(0, v, sizes[i]));
+		check_value(s, key, v, sizes[i]);
+		assert_int_equal(node_store_stat(s, key, strlen(key), &os), 0);
+		assert_int_equal(os.size, sizes[i]);
+		assert_int_equal(os.seq, dn.st.seq);
+	}
+	/* a range of a streamed large value, across chunks */
+	{
+		uint8_t r[70000];
+		size_t got = 0;
+
+		fill(v, 700 << 10, 8);
+		assert_int_equal(node_store_get_range(s, "s8", 2, 60001, sizeof(r), r, &got), 0);
+		assert_int_equal(got, sizeof(r));
+		assert_memory_equal(r, v + 60001, sizeof(r));
+	}
+	/* a wrong checksum stores nothing; the old value stays */
+	fill(v, 200000, 99);
+	assert_int_equal(stream_put(s, "s6", v, 200000, 5000, 0x12345678, &dn), -EBADMSG);
+	fill(v, 200000, 6);
+	check_value(s, "s6", v, 200000);
+	/* too many bytes, too few bytes, too large */
+	assert_int_equal(node_store_stream_begin(s, "t", 1, 10, NULL, NULL, &st), 0);
+	assert_int_equal(node_store_stream_write(st, x, 11), -EINVAL);
+	assert_int_equal(node_store_stream_write(st, x, 5), 5);
+	assert_int_equal(node_store_stream_finish(&st, ovl_crc32c(0, x, 5), sdone_cb, &dn), -EINVAL);
+	assert_null(st);
+	assert_int_equal(node_store_stream_begin(s, "t", 1, SEG_BYTES, NULL, NULL, &st), -E2BIG);
+	assert_int_equal(node_store_stream_begin(s, "", 0, 10, NULL, NULL, &st), -EINVAL);
+	/* an abort, placed or not, leaves nothing */
+	assert_int_equal(node_store_stream_begin(s, "ab1", 3, 300000, NULL, NULL, &st), 0);
+	assert_int_equal(node_store_stream_begin(s, "ab2", 3, 300000, NULL, NULL, &st2), 0);
+	node_store_stream_abort(&st2); /* before placement */
+	assert_int_equal(node_store_sync(s), 0);
+	assert_true(node_store_stream_write(st, v, 100000) > 0);
+	assert_int_equal(node_store_sync(s), 0);
+	node_store_stream_abort(&st); /* with writes done */
+	node_store_stream_abort(&st);  /* NULL: nothing */
+	assert_int_equal(node_store_sync(s), 0);
+	assert_int_equal(node_store_stat(s, "ab1", 3, &os), -ENOENT);
+	assert_int_equal(node_store_stat(s, "ab2", 3, &os), -ENOENT);
+	/* an open stream across a checkpoint, finished after it */
+	fill(v, 300000, 42);
+	assert_int_equal(node_store_stream_begin(s, "ck", 2, 300000, NULL, NULL, &st), 0);
+	assert_int_equal(node_store_sync(s), 0);
+	assert_int_equal(node_store_checkpoint(s), 0);
+	for (size_t off = 0; off < 300000;) {
+		ssize_t w = node_store_stream_write(st, v + off, 300000 - off);
+
+		assert_true(w >= 0);
+		off += (size_t)w;
+		if (off < 300000)
+			assert_int_equal(node_store_poll(s, true), 0);
+	}
+	memset(&dn, 0, sizeof(dn));
+	assert_int_equal(node_store_stream_finish(&st, ovl_crc32c(0, v, 300000), sdone_cb, &dn), 0);
+	assert_int_equal(node_store_sync(s), 0);
+	assert_true(dn.done);
+	assert_int_equal(dn.res, 0);
+	/* replay finds the commits (after the checkpoint) and the checkpoint
+	 * the older ones */
+	d = node_store_abandon(&s);
+	s = open_on(d, false);
+	for (unsigned i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		snprintf(key, sizeof(key), "s%u", i);
+		fill(v, sizes[i], i);
+		check_value(s, key, v, sizes[i]);
+	}
+	fill(v, 300000, 42);
+	check_value(s, "ck", v, 300000);
+	assert_int_equal(node_store_stat(s, "ab1", 3, &os), -ENOENT);
+	/* compaction moves streamed records like any other */
+	for (int round = 0; round < 3; round++) {
+		for (unsigned i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+			snprintf(key, sizeof(key), "s%u", i);
+			fill(v, sizes[i], i + 100 * round);
+			assert_int_equal(stream_put(s, key, v, sizes[i], 65536,
+						    ovl_crc32c(0, v, sizes[i]), &dn), 0);
+		}
+		assert_int_equal(node_store_checkpoint(s), 0);
+		assert_int_equal(node_store_checkpoint(s), 0);
+		while (node_store_compact(s) == 1)
+			;
+	}
+	node_store_stats(s, &ss);
+	assert_true(ss.compactions > 0);
+	for (unsigned i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		snprintf(key, sizeof(key), "s%u", i);
+		fill(v, sizes[i], i + 200);
+		check_value(s, key, v, sizes[i]);
+	}
+	node_store_close(&s);
+	free(v);
+}
+
 static void test_full_drive(void **state)
 {
 	struct node_store *s = open_on(new_disk(7), true);
@@ -538,6 +706,7 @@ int main(void)
 		cmocka_unit_test(test_range_reads),
 		cmocka_unit_test(test_list),
 		cmocka_unit_test(test_reopen_clean_and_many_keys),
+		cmocka_unit_test(test_streamed_puts),
 		cmocka_unit_test(test_full_drive),
 		cmocka_unit_test(test_write_error_goes_read_only),
 		cmocka_unit_test(test_bit_flips_detected),

@@ -14,15 +14,7 @@
 set -eu
 cd "$(dirname "$0")/../.."
 . tests/integration/broker_lib.sh
-PY=""
-for p in /usr/bin/python3 python3; do
-	if command -v "$p" >/dev/null 2>&1 &&
-		"$p" -c 'import sys, zmq, msgpack, nacl.signing; sys.exit(0 if zmq.has("curve") else 1)' 2>/dev/null; then
-		PY=$p
-		break
-	fi
-done
-[ -n "$PY" ] || { echo "skip: needs python3-zmq with CURVE , python3-msgpack and python3-nacl"; exit 77; }
+need_python_curve
 
 "$B/shelf-broker" init --dir "$D/site" --site sim-site >/dev/null
 TOKEN=$("$B/shelf-broker" token --dir "$D/site" --uses 10 --ttl 10m)

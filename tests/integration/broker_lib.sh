@@ -75,3 +75,17 @@ wait_until() {
 	return 1
 }
 status_line() { grep "^map $2 " "$D/$1/status" 2>/dev/null; }
+
+# need_python_curve: PY = a python3 with zmq (CURVE), msgpack and nacl, or skip
+need_python_curve() {
+	PY=""
+	for p in /usr/bin/python3 python3; do
+		if command -v "$p" >/dev/null 2>&1 &&
+			"$p" -c 'import sys, zmq, msgpack, nacl.signing; sys.exit(0 if zmq.has("curve") else 1)' 2>/dev/null; then
+			PY=$p
+			return 0
+		fi
+	done
+	echo "skip: needs python3-zmq with CURVE, python3-msgpack and python3-nacl"
+	exit 77
+}

@@ -394,7 +394,8 @@ static void conn_recv_done(struct node_loop_ev *ev, int res, uint32_t flags)
 	if (ring && res == -ENOBUFS) {
 		/* every ring buffer is in use: this once, into an own buffer */
 		s->st.recv_nobufs++;
-		conn_arm_recv_how(c, true);
+		if (!c->paused)
+			conn_arm_recv_how(c, true);
 		return;
 	}
 	if (res <= 0) {
@@ -672,6 +673,11 @@ int node_serve_new(struct node_serve **out, const struct node_serve_opts *o, cha
 	if (bsize < 64 || bsize > NODE_SERVE_RECV_BUF_BYTES_MAX) {
 		snprintf(err, errlen, "serve: receive buffers of %zu bytes: 64 to %u are allowed", bsize,
 			 NODE_SERVE_RECV_BUF_BYTES_MAX);
+		return -EINVAL;
+	}
+	if ((uint64_t)nbufs * bsize > NODE_SERVE_RECV_RING_BYTES_MAX) {
+		snprintf(err, errlen, "serve: %u receive buffers of %zu bytes exceed %u bytes", nbufs,
+			 bsize, NODE_SERVE_RECV_RING_BYTES_MAX);
 		return -EINVAL;
 	}
 	s = calloc(1, sizeof(*s));

@@ -64,7 +64,7 @@ struct node_serve_opts {
 	 * NODE_SERVE_RECV_BUFS_MAX; 0 picks NODE_SERVE_RECV_BUFS) of
 	 * recv_buf_bytes each (0 picks NODE_SERVE_RECV_CHUNK_BYTES; at least
 	 * 64, at most NODE_SERVE_RECV_BUF_BYTES_MAX; never more than
-	 * max_conn_buf_bytes). A connection with nothing buffered receives into
+	 * max_conn_buf_bytes; all of them at most NODE_SERVE_RECV_RING_BYTES_MAX). A connection with nothing buffered receives into
 	 * the ring, so an idle one holds no receive memory; only the unconsumed
 	 * tail of what arrived (a partial frame) is copied into a buffer of its
 	 * own. Where the kernel lacks buffer rings, or the ring is empty,
@@ -77,6 +77,7 @@ struct node_serve_opts {
 #define NODE_SERVE_RECV_BUFS 64
 #define NODE_SERVE_RECV_BUFS_MAX 32768
 #define NODE_SERVE_RECV_BUF_BYTES_MAX (1u << 20)
+#define NODE_SERVE_RECV_RING_BYTES_MAX (256u << 20)
 
 struct node_serve_stats {
 	uint64_t accepted, refused_busy, closed, timed_out_idle, timed_out_slow, overflowed;

@@ -481,6 +481,10 @@ static void test_ring_opts_checked(void **state)
 	assert_int_equal(node_serve_new(&srv, &o, err, sizeof(err)), -EINVAL);
 	o.recv_buf_bytes = (size_t)NODE_SERVE_RECV_BUF_BYTES_MAX + 1;
 	assert_int_equal(node_serve_new(&srv, &o, err, sizeof(err)), -EINVAL);
+	o.recv_bufs = NODE_SERVE_RECV_BUFS_MAX;
+	o.recv_buf_bytes = NODE_SERVE_RECV_BUF_BYTES_MAX;
+	assert_int_equal(node_serve_new(&srv, &o, err, sizeof(err)), -EINVAL);
+	o.recv_bufs = 8;
 	assert_null(srv);
 	/* two servers on one loop get their own buffer groups */
 	{

@@ -64,10 +64,17 @@ struct node_serve {
 	struct io_uring_buf_ring *br;
 	size_t br_map_bytes;
 	uint8_t *bufs;             /* nbufs buffers of buf_bytes */
+	size_t bufs_map_bytes;
 	unsigned nbufs;
 	size_t buf_bytes;
 	int bgid;
+	unsigned ring_armed;       /* recvs that may pick a ring buffer */
+	bool ring_dirty;           /* buffers hold pages since the last give-back */
+	uint64_t ring_used_ms;
 };
+
+/* buffers unused this long while no recv can pick one: pages go back */
+#define SERVE_RING_IDLE_MS 1000
 
 static uint64_t now_ms(void)
 {
@@ -191,6 +198,7 @@ static void conn_arm_recv_how(struct node_conn *c, bool own)
 		io_uring_prep_recv(sqe, c->fd, NULL, (unsigned)s->buf_bytes, 0);
 		sqe->flags |= IOSQE_BUFFER_SELECT;
 		sqe->buf_group = (unsigned short)s->bgid;
+		s->ring_armed++;
 	} else {
 		io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
 	}
@@ -370,7 +378,6 @@ static void conn_recv_done(struct node_loop_ev *ev, int res, uint32_t flags)
 {
 	struct node_conn *c = CONTAINER(ev, struct node_conn, recv_ev);
 	uint64_t now = now_ms();
-
 	struct node_serve *s = c->s;
 	bool ring = c->recv_ring;
 	bool has_buf = ring && (flags & IORING_CQE_F_BUFFER);
@@ -378,6 +385,8 @@ static void conn_recv_done(struct node_loop_ev *ev, int res, uint32_t flags)
 
 	c->recv_armed = false;
 	c->recv_ring = false;
+	if (ring)
+		s->ring_armed--;
 	if (has_buf && (bid >= s->nbufs || res <= 0 || (size_t)res > s->buf_bytes)) {
 		if (bid < s->nbufs)
 			ring_recycle(s, bid);
@@ -405,6 +414,8 @@ static void conn_recv_done(struct node_loop_ev *ev, int res, uint32_t flags)
 	c->last_rx_ms = now;
 	if (has_buf) {
 		s->st.recv_ring++;
+		s->ring_dirty = true;
+		s->ring_used_ms = now;
 		conn_ring_data(c, bid, (size_t)res, now);
 		return;
 	}
@@ -619,8 +630,11 @@ static void ring_setup(struct node_serve *s)
 	mem = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (mem == MAP_FAILED)
 		return;
-	s->bufs = malloc((size_t)s->nbufs * s->buf_bytes);
-	if (!s->bufs) {
+	s->bufs_map_bytes = (size_t)s->nbufs * s->buf_bytes;
+	s->bufs = mmap(NULL, s->bufs_map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		       -1, 0);
+	if (s->bufs == MAP_FAILED) {
+		s->bufs = NULL;
 		munmap(mem, map);
 		return;
 	}
@@ -637,7 +651,7 @@ static void ring_setup(struct node_serve *s)
 			s->bgid = id;
 	}
 	if (ret < 0) {
-		free(s->bufs);
+		munmap(s->bufs, s->bufs_map_bytes);
 		s->bufs = NULL;
 		munmap(mem, map);
 		return;
@@ -741,6 +755,13 @@ void node_serve_tick(struct node_serve *s, uint64_t now)
 {
 	struct node_conn *c = s->conns, *next;
 
+	if (s->ring_dirty && !s->ring_armed && now - s->ring_used_ms > SERVE_RING_IDLE_MS) {
+		/* nothing can write into the buffers now: give their pages back
+		 * (the kernel faults fresh ones in when they are used again) */
+		if (madvise(s->bufs, s->bufs_map_bytes, MADV_DONTNEED) == 0)
+			s->ring_dirty = false;
+	}
+
 	for (; c; c = next) {
 		next = c->next;
 		if (c->closing)
@@ -793,7 +814,7 @@ void node_serve_destroy(struct node_serve **sp)
 	if (s->br) {
 		io_uring_unregister_buf_ring(node_loop_ring(s->o.loop), s->bgid);
 		munmap(s->br, s->br_map_bytes);
-		free(s->bufs);
+		munmap(s->bufs, s->bufs_map_bytes);
 	}
 	free(s);
 	*sp = NULL;

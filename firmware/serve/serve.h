@@ -9,6 +9,12 @@
  * as from a client that sends one byte per second). A refused or
  * timed-out connection is closed and its buffer freed at once.
  *
+ * Connections receive into one ring of buffers shared by the server (an
+ * io_uring provided-buffer ring) whenever they hold no unconsumed bytes;
+ * the protocol reads the bytes in place and only a leftover partial frame
+ * is copied into the connection's own buffer, which is freed once it is
+ * empty again. So an idle connection holds no receive memory.
+ *
  * What the bytes mean is the protocol's business (struct node_serve_proto):
  * the server hands it each connection's received bytes and the protocol
  * says how many it consumed and whether a frame is in progress. Replies are

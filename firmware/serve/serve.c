@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -29,6 +30,8 @@ struct node_conn {
 	size_t rlen, rcap;
 	struct node_loop_ev recv_ev, send_ev;
 	bool recv_armed, send_armed;
+	bool recv_ring;            /* the armed recv selects a ring buffer */
+	bool feeding;              /* inside on_data */
 	bool closing, graceful, shut;
 	unsigned holds;            /* callbacks running: not freed under them */
 	int close_reason;
@@ -57,7 +60,21 @@ struct node_serve {
 	struct node_conn *conns;
 	struct node_serve_stats st;
 	bool stopping;
+	/* the provided-buffer ring (br NULL: not in use) */
+	struct io_uring_buf_ring *br;
+	size_t br_map_bytes;
+	uint8_t *bufs;             /* nbufs buffers of buf_bytes */
+	size_t bufs_map_bytes;
+	unsigned nbufs;
+	size_t buf_bytes;
+	int bgid;
+	unsigned ring_armed;       /* recvs that may pick a ring buffer */
+	bool ring_dirty;           /* buffers hold pages since the last give-back */
+	uint64_t ring_used_ms;
 };
+
+/* buffers unused this long while no recv can pick one: pages go back */
+#define SERVE_RING_IDLE_MS 1000
 
 static uint64_t now_ms(void)
 {
@@ -112,34 +129,86 @@ static void conn_maybe_free(struct node_conn *c)
 		s->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	s->st.conn_buf_bytes -= c->rcap;
 	free(c->rbuf);
 	free(c);
 	s->st.closed++;
 	s->st.open--;
 }
 
-static void conn_arm_recv(struct node_conn *c)
+/* The connection's own buffer holds at least `need` bytes (never more
+ * than the cap allows). 0 or -ENOMEM. */
+static int conn_rbuf_alloc(struct node_conn *c, size_t need)
 {
+	struct node_serve *s = c->s;
+	size_t cap = NODE_SERVE_RECV_CHUNK_BYTES < s->o.max_conn_buf_bytes
+			     ? NODE_SERVE_RECV_CHUNK_BYTES : s->o.max_conn_buf_bytes;
+
+	if (c->rbuf)
+		return 0;
+	if (cap < need)
+		cap = need;
+	c->rbuf = malloc(cap);
+	if (!c->rbuf)
+		return -ENOMEM;
+	c->rcap = cap;
+	s->st.conn_buf_bytes += cap;
+	return 0;
+}
+
+/* An empty own buffer goes back while the ring can take the next bytes. */
+static void conn_rbuf_release(struct node_conn *c)
+{
+	if (c->rlen || !c->rbuf || !c->s->br)
+		return;
+	c->s->st.conn_buf_bytes -= c->rcap;
+	free(c->rbuf);
+	c->rbuf = NULL;
+	c->rcap = 0;
+}
+
+/* Give ring buffer `bid` back to the kernel. */
+static void ring_recycle(struct node_serve *s, unsigned bid)
+{
+	io_uring_buf_ring_add(s->br, s->bufs + (size_t)bid * s->buf_bytes, (unsigned)s->buf_bytes,
+			      (unsigned short)bid, io_uring_buf_ring_mask(s->nbufs), 0);
+	io_uring_buf_ring_advance(s->br, 1);
+}
+
+/* Receive: into a ring buffer when nothing is buffered (and `own` is not
+ * asked for), else into the connection's own buffer after what it holds. */
+static void conn_arm_recv_how(struct node_conn *c, bool own)
+{
+	struct node_serve *s = c->s;
 	struct io_uring_sqe *sqe;
+	bool ring = s->br && !own && c->rlen == 0;
 
 	if (c->recv_armed || c->closing)
 		return;
-	if (!c->rbuf) {
-		c->rcap = NODE_SERVE_RECV_CHUNK_BYTES < c->s->o.max_conn_buf_bytes
-				  ? NODE_SERVE_RECV_CHUNK_BYTES : c->s->o.max_conn_buf_bytes;
-		c->rbuf = malloc(c->rcap);
-		if (!c->rbuf) {
-			conn_begin_close(c, -ENOMEM, false);
-			return;
-		}
+	if (!ring && conn_rbuf_alloc(c, 0) < 0) {
+		conn_begin_close(c, -ENOMEM, false);
+		return;
 	}
-	sqe = node_loop_sqe(c->s->o.loop, &c->recv_ev);
+	sqe = node_loop_sqe(s->o.loop, &c->recv_ev);
 	if (!sqe) {
 		conn_begin_close(c, -EBUSY, false);
 		return;
 	}
-	io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+	if (ring) {
+		io_uring_prep_recv(sqe, c->fd, NULL, (unsigned)s->buf_bytes, 0);
+		sqe->flags |= IOSQE_BUFFER_SELECT;
+		sqe->buf_group = (unsigned short)s->bgid;
+		s->ring_armed++;
+	} else {
+		io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+	}
+	c->recv_ring = ring;
 	c->recv_armed = true;
+}
+
+static void conn_arm_recv(struct node_conn *c)
+{
+	conn_arm_recv_how(c, false);
 }
 
 static void conn_arm_send(struct node_conn *c)
@@ -170,26 +239,26 @@ static void conn_arm_send(struct node_conn *c)
 	c->send_armed = true;
 }
 
-/* Hand the buffered bytes to the protocol until it stops consuming them or
- * pauses; then receive more (growing the buffer when a frame needs it). */
-static void conn_process(struct node_conn *c, uint64_t now)
+/* Hand `len` bytes to the protocol until it stops consuming them, pauses
+ * or the connection closes; how many it consumed. The caller holds c. */
+static size_t conn_feed(struct node_conn *c, const uint8_t *buf, size_t len, uint64_t now)
 {
 	struct node_serve *s = c->s;
+	size_t off = 0;
 
-	c->holds++;
-	while (c->rlen && !c->paused && !c->closing) {
+	c->feeding = true;
+	while (off < len && !c->paused && !c->closing) {
 		bool was = c->in_frame, in_frame = false;
-		ssize_t used = s->o.proto->on_data(s->o.proto_arg, c, c->rbuf, c->rlen, &in_frame);
+		ssize_t used = s->o.proto->on_data(s->o.proto_arg, c, buf + off, len - off, &in_frame);
 
 		if (used < 0) {
 			conn_begin_close(c, (int)used, true);
 			break;
 		}
-		if ((size_t)used > c->rlen)
-			used = (ssize_t)c->rlen;
-		memmove(c->rbuf, c->rbuf + used, c->rlen - (size_t)used);
-		c->rlen -= (size_t)used;
-		c->in_frame = in_frame || c->rlen > 0;
+		if ((size_t)used > len - off)
+			used = (ssize_t)(len - off);
+		off += (size_t)used;
+		c->in_frame = in_frame || off < len;
 		/* the slow-peer allowance runs from a frame's first byte to its
 		 * last: trickling bytes (a payload at 1 byte/s) does not renew it */
 		if (c->in_frame && (!was || !in_frame))
@@ -197,14 +266,24 @@ static void conn_process(struct node_conn *c, uint64_t now)
 		if (used == 0)
 			break;
 	}
-	c->holds--;
+	c->feeding = false;
+	return off;
+}
+
+/* After the protocol had its bytes: free, wait (paused) or receive more
+ * (growing the own buffer when a frame needs more than it holds). */
+static void conn_next(struct node_conn *c)
+{
+	struct node_serve *s = c->s;
+
 	if (c->closing) {
 		conn_maybe_free(c);
 		return;
 	}
 	if (c->paused)
 		return;
-	if (c->rlen == c->rcap) {
+	conn_rbuf_release(c);
+	if (c->rbuf && c->rlen == c->rcap) {
 		/* the protocol needs more than is buffered: grow, up to the cap */
 		size_t cap = c->rcap * 2 > s->o.max_conn_buf_bytes ? s->o.max_conn_buf_bytes : c->rcap * 2;
 		uint8_t *n;
@@ -219,28 +298,133 @@ static void conn_process(struct node_conn *c, uint64_t now)
 			conn_begin_close(c, -ENOMEM, false);
 			return;
 		}
+		s->st.conn_buf_bytes += cap - c->rcap;
 		c->rbuf = n;
 		c->rcap = cap;
 	}
 	conn_arm_recv(c);
 }
 
+/* Hand the own buffer's bytes to the protocol, then go on. */
+static void conn_process(struct node_conn *c, uint64_t now)
+{
+	size_t used;
+
+	c->holds++;
+	used = c->rlen ? conn_feed(c, c->rbuf, c->rlen, now) : 0;
+	if (used) {
+		memmove(c->rbuf, c->rbuf + used, c->rlen - used);
+		c->rlen -= used;
+	}
+	c->holds--;
+	conn_next(c);
+}
+
+/* Bytes that arrived in a ring buffer: the protocol reads them in place;
+ * what it leaves (a partial frame, or bytes it paused before) is copied
+ * into the connection's own buffer, and the ring buffer goes back. */
+static void conn_ring_data(struct node_conn *c, unsigned bid, size_t len, uint64_t now)
+{
+	struct node_serve *s = c->s;
+	const uint8_t *buf = s->bufs + (size_t)bid * s->buf_bytes;
+	size_t used, left;
+
+	c->holds++;
+	if (c->rlen) {
+		/* bytes are already waiting (not armed that way; be safe): append */
+		if (c->rcap - c->rlen < len) {
+			size_t cap = c->rlen + len;
+			uint8_t *n;
+
+			if (cap > s->o.max_conn_buf_bytes) {
+				s->st.overflowed++;
+				conn_begin_close(c, -EMSGSIZE, false);
+				goto out;
+			}
+			n = realloc(c->rbuf, cap);
+			if (!n) {
+				conn_begin_close(c, -ENOMEM, false);
+				goto out;
+			}
+			s->st.conn_buf_bytes += cap - c->rcap;
+			c->rbuf = n;
+			c->rcap = cap;
+		}
+		memcpy(c->rbuf + c->rlen, buf, len);
+		c->rlen += len;
+		ring_recycle(s, bid);
+		c->holds--;
+		conn_process(c, now);
+		return;
+	}
+	used = conn_feed(c, buf, len, now);
+	left = len - used;
+	if (left && !c->closing) {
+		/* fits: a ring buffer is never larger than the cap */
+		if (conn_rbuf_alloc(c, left) < 0) {
+			conn_begin_close(c, -ENOMEM, false);
+			goto out;
+		}
+		memcpy(c->rbuf, buf + used, left);
+		c->rlen = left;
+	}
+out:
+	ring_recycle(s, bid);
+	c->holds--;
+	conn_next(c);
+}
+
 static void conn_recv_done(struct node_loop_ev *ev, int res, uint32_t flags)
 {
 	struct node_conn *c = CONTAINER(ev, struct node_conn, recv_ev);
 	uint64_t now = now_ms();
+	struct node_serve *s = c->s;
+	bool ring = c->recv_ring;
+	bool has_buf = ring && (flags & IORING_CQE_F_BUFFER);
+	unsigned bid = has_buf ? flags >> IORING_CQE_BUFFER_SHIFT : 0;
 
 	c->recv_armed = false;
+	c->recv_ring = false;
+	if (ring)
+		s->ring_armed--;
+	if (has_buf && (bid >= s->nbufs || res <= 0 || (size_t)res > s->buf_bytes)) {
+		if (bid < s->nbufs)
+			ring_recycle(s, bid);
+		if (res > 0)
+			res = -EIO; /* not a buffer of ours: cannot happen */
+		has_buf = false;
+	}
 	if (c->closing) {
+		if (has_buf)
+			ring_recycle(s, bid);
 		conn_maybe_free(c);
+		return;
+	}
+	if (ring && res == -ENOBUFS) {
+		/* every ring buffer is in use: this once, into an own buffer */
+		s->st.recv_nobufs++;
+		if (!c->paused)
+			conn_arm_recv_how(c, true);
 		return;
 	}
 	if (res <= 0) {
 		conn_begin_close(c, res == 0 ? 0 : res, false);
 		return;
 	}
-	c->rlen += (size_t)res;
 	c->last_rx_ms = now;
+	if (has_buf) {
+		s->st.recv_ring++;
+		s->ring_dirty = true;
+		s->ring_used_ms = now;
+		conn_ring_data(c, bid, (size_t)res, now);
+		return;
+	}
+	if (ring) {
+		conn_begin_close(c, -EIO, false); /* data without a buffer: cannot happen */
+		return;
+	}
+	s->st.recv_own++;
+	c->rlen += (size_t)res;
 	conn_process(c, now);
 }
 
@@ -349,7 +533,8 @@ void node_conn_resume(struct node_conn *c)
 	if (!c->paused)
 		return;
 	c->paused = false;
-	if (c->closing || c->recv_armed)
+	/* inside on_data the feeding loop goes on by itself */
+	if (c->closing || c->recv_armed || c->feeding)
 		return;
 	conn_process(c, now_ms());
 }
@@ -427,10 +612,66 @@ static void accept_done(struct node_loop_ev *ev, int res, uint32_t flags)
 	conn_arm_recv(c);
 }
 
+#define SERVE_BGID_TRIES 64 /* buffer group ids tried on a shared loop */
+
+/* Set up the shared ring of receive buffers; where the kernel cannot (too
+ * old, or no memory for it) connections use buffers of their own. */
+static void ring_setup(struct node_serve *s)
+{
+	struct io_uring *ring = node_loop_ring(s->o.loop);
+	size_t map = (size_t)s->nbufs * sizeof(struct io_uring_buf);
+	long page = sysconf(_SC_PAGESIZE);
+	void *mem;
+	int ret = -EEXIST;
+
+	if (page <= 0)
+		page = 4096;
+	map = (map + (size_t)page - 1) / (size_t)page * (size_t)page;
+	mem = mmap(NULL, map, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED)
+		return;
+	s->bufs_map_bytes = (size_t)s->nbufs * s->buf_bytes;
+	s->bufs = mmap(NULL, s->bufs_map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+		       -1, 0);
+	if (s->bufs == MAP_FAILED) {
+		s->bufs = NULL;
+		munmap(mem, map);
+		return;
+	}
+	/* another server on the same loop may hold a group id already */
+	for (int id = 0; id < SERVE_BGID_TRIES && ret == -EEXIST; id++) {
+		struct io_uring_buf_reg reg;
+
+		memset(&reg, 0, sizeof(reg));
+		reg.ring_addr = (uintptr_t)mem;
+		reg.ring_entries = s->nbufs;
+		reg.bgid = (unsigned short)id;
+		ret = io_uring_register_buf_ring(ring, &reg, 0);
+		if (ret == 0)
+			s->bgid = id;
+	}
+	if (ret < 0) {
+		munmap(s->bufs, s->bufs_map_bytes);
+		s->bufs = NULL;
+		munmap(mem, map);
+		return;
+	}
+	s->br = mem;
+	s->br_map_bytes = map;
+	io_uring_buf_ring_init(s->br);
+	for (unsigned i = 0; i < s->nbufs; i++)
+		io_uring_buf_ring_add(s->br, s->bufs + (size_t)i * s->buf_bytes, (unsigned)s->buf_bytes,
+				      (unsigned short)i, io_uring_buf_ring_mask(s->nbufs), (int)i);
+	io_uring_buf_ring_advance(s->br, (int)s->nbufs);
+	s->st.ring_bufs = s->nbufs;
+}
+
 int node_serve_new(struct node_serve **out, const struct node_serve_opts *o, char *err,
 		   size_t errlen)
 {
 	struct node_serve *s = NULL;
+	unsigned nbufs = o->recv_bufs ? o->recv_bufs : NODE_SERVE_RECV_BUFS;
+	size_t bsize = o->recv_buf_bytes ? o->recv_buf_bytes : NODE_SERVE_RECV_CHUNK_BYTES;
 
 	*out = NULL;
 	if (!o->loop || !o->proto || !o->proto->on_data || !o->max_conns ||
@@ -438,10 +679,29 @@ int node_serve_new(struct node_serve **out, const struct node_serve_opts *o, cha
 		snprintf(err, errlen, "serve: loop, protocol, connection limit, buffer cap and timeouts are required");
 		return -EINVAL;
 	}
+	if (nbufs > NODE_SERVE_RECV_BUFS_MAX || (nbufs & (nbufs - 1))) {
+		snprintf(err, errlen, "serve: %u receive buffers: a power of two up to %u is required",
+			 nbufs, NODE_SERVE_RECV_BUFS_MAX);
+		return -EINVAL;
+	}
+	if (bsize < 64 || bsize > NODE_SERVE_RECV_BUF_BYTES_MAX) {
+		snprintf(err, errlen, "serve: receive buffers of %zu bytes: 64 to %u are allowed", bsize,
+			 NODE_SERVE_RECV_BUF_BYTES_MAX);
+		return -EINVAL;
+	}
+	if ((uint64_t)nbufs * bsize > NODE_SERVE_RECV_RING_BYTES_MAX) {
+		snprintf(err, errlen, "serve: %u receive buffers of %zu bytes exceed %u bytes", nbufs,
+			 bsize, NODE_SERVE_RECV_RING_BYTES_MAX);
+		return -EINVAL;
+	}
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
 	s->o = *o;
+	/* what arrives in one buffer and is left over must fit the cap */
+	s->nbufs = nbufs;
+	s->buf_bytes = bsize < o->max_conn_buf_bytes ? bsize : o->max_conn_buf_bytes;
+	ring_setup(s);
 	*out = s;
 	return 0;
 }
@@ -495,6 +755,13 @@ void node_serve_tick(struct node_serve *s, uint64_t now)
 {
 	struct node_conn *c = s->conns, *next;
 
+	if (s->ring_dirty && !s->ring_armed && now - s->ring_used_ms > SERVE_RING_IDLE_MS) {
+		/* nothing can write into the buffers now: give their pages back
+		 * (the kernel faults fresh ones in when they are used again) */
+		if (madvise(s->bufs, s->bufs_map_bytes, MADV_DONTNEED) == 0)
+			s->ring_dirty = false;
+	}
+
 	for (; c; c = next) {
 		next = c->next;
 		if (c->closing)
@@ -544,6 +811,11 @@ void node_serve_destroy(struct node_serve **sp)
 	}
 	for (unsigned i = 0; i < s->nls; i++)
 		close(s->ls[i].fd);
+	if (s->br) {
+		io_uring_unregister_buf_ring(node_loop_ring(s->o.loop), s->bgid);
+		munmap(s->br, s->br_map_bytes);
+		munmap(s->bufs, s->bufs_map_bytes);
+	}
 	free(s);
 	*sp = NULL;
 }

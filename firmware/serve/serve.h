@@ -9,6 +9,12 @@
  * as from a client that sends one byte per second). A refused or
  * timed-out connection is closed and its buffer freed at once.
  *
+ * Connections receive into one ring of buffers shared by the server (an
+ * io_uring provided-buffer ring) whenever they hold no unconsumed bytes;
+ * the protocol reads the bytes in place and only a leftover partial frame
+ * is copied into the connection's own buffer, which is freed once it is
+ * empty again. So an idle connection holds no receive memory.
+ *
  * What the bytes mean is the protocol's business (struct node_serve_proto):
  * the server hands it each connection's received bytes and the protocol
  * says how many it consumed and whether a frame is in progress. Replies are
@@ -58,11 +64,35 @@ struct node_serve_opts {
 	size_t max_conn_buf_bytes;   /* unconsumed bytes a connection may hold */
 	uint64_t idle_timeout_ms;    /* no frame in progress and nothing received */
 	uint64_t frame_timeout_ms;   /* a frame in progress must complete in this */
+	/*
+	 * Receive buffers shared by every connection (an io_uring provided
+	 * buffer ring): recv_bufs buffers (a power of two, at most
+	 * NODE_SERVE_RECV_BUFS_MAX; 0 picks NODE_SERVE_RECV_BUFS) of
+	 * recv_buf_bytes each (0 picks NODE_SERVE_RECV_CHUNK_BYTES; at least
+	 * 64, at most NODE_SERVE_RECV_BUF_BYTES_MAX; never more than
+	 * max_conn_buf_bytes; all of them at most NODE_SERVE_RECV_RING_BYTES_MAX). A connection with nothing buffered receives into
+	 * the ring, so an idle one holds no receive memory; only the unconsumed
+	 * tail of what arrived (a partial frame) is copied into a buffer of its
+	 * own. Where the kernel lacks buffer rings, or the ring is empty,
+	 * connections receive into buffers of their own.
+	 */
+	unsigned recv_bufs;
+	size_t recv_buf_bytes;
 };
+
+#define NODE_SERVE_RECV_BUFS 64
+#define NODE_SERVE_RECV_BUFS_MAX 32768
+#define NODE_SERVE_RECV_BUF_BYTES_MAX (1u << 20)
+#define NODE_SERVE_RECV_RING_BYTES_MAX (256u << 20)
 
 struct node_serve_stats {
 	uint64_t accepted, refused_busy, closed, timed_out_idle, timed_out_slow, overflowed;
 	unsigned open;
+	unsigned ring_bufs;       /* buffers in the shared ring; 0: not in use */
+	uint64_t recv_ring;       /* receives that landed in a ring buffer */
+	uint64_t recv_own;        /* receives into a connection's own buffer */
+	uint64_t recv_nobufs;     /* the ring was empty: received into an own buffer */
+	size_t conn_buf_bytes;    /* bytes allocated for connections' own buffers now */
 };
 
 /* 0 or -errno with err. */

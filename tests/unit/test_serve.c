@@ -1,8 +1,10 @@
 /*
  * node_serve: connection limits on a real io_uring and real sockets, with a
  * line protocol standing in for the data plane ("PING\n" -> "PONG\n").
- * Busy refusals, idle and slow-peer timeouts, buffer caps, and that a
- * dropped connection frees its buffer.
+ * Busy refusals, idle and slow-peer timeouts, buffer caps, that a
+ * dropped connection frees its buffer, and the shared ring of receive
+ * buffers: idle connections hold none, frames split across receives and
+ * buffers still parse, an empty ring falls back to own buffers.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -103,7 +105,8 @@ static void pump(struct fx *f, uint64_t for_ms, const int *until, int want)
 	}
 }
 
-static int fx_setup(void **state, unsigned max_conns, size_t cap, uint64_t idle, uint64_t slow)
+static int fx_setup_ring(void **state, unsigned max_conns, size_t cap, uint64_t idle,
+			 uint64_t slow, unsigned nbufs, size_t buf_bytes)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	struct node_serve_opts o = { 0 };
@@ -117,6 +120,8 @@ static int fx_setup(void **state, unsigned max_conns, size_t cap, uint64_t idle,
 	o.max_conn_buf_bytes = cap;
 	o.idle_timeout_ms = idle;
 	o.frame_timeout_ms = slow;
+	o.recv_bufs = nbufs;
+	o.recv_buf_bytes = buf_bytes;
 	assert_int_equal(node_serve_new(&f->srv, &o, err, sizeof(err)), 0);
 	f->addr.sin6_family = AF_INET6;
 	f->addr.sin6_addr = in6addr_loopback;
@@ -124,6 +129,23 @@ static int fx_setup(void **state, unsigned max_conns, size_t cap, uint64_t idle,
 		fail_msg("%s", err);
 	*state = f;
 	return 0;
+}
+
+static int fx_setup(void **state, unsigned max_conns, size_t cap, uint64_t idle, uint64_t slow)
+{
+	return fx_setup_ring(state, max_conns, cap, idle, slow, 0, 0);
+}
+
+/* 64-byte ring buffers: frames straddle them */
+static int setup_small_bufs(void **state)
+{
+	return fx_setup_ring(state, 4, 32 << 10, 2000, 2000, 4, 64);
+}
+
+/* one ring buffer for eight busy connections */
+static int setup_one_buf(void **state)
+{
+	return fx_setup_ring(state, 8, 32 << 10, 2000, 2000, 1, 4096);
 }
 
 static int setup(void **state)
@@ -286,6 +308,201 @@ static void test_buffer_cap(void **state)
 	close(fd);
 }
 
+/* Read exactly `want` bytes the server sends (pumping meanwhile). */
+static void client_read_n(struct fx *f, int fd, char *buf, size_t want)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < 500 && n < want; i++) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		ssize_t r;
+
+		pump(f, 5, NULL, 0);
+		if (poll(&p, 1, 0) <= 0)
+			continue;
+		r = recv(fd, buf + n, want - n, MSG_DONTWAIT);
+		assert_true(r > 0);
+		n += (size_t)r;
+	}
+	assert_int_equal(n, want);
+}
+
+static void expect_pongs(struct fx *f, int fd, unsigned count)
+{
+	char *buf = malloc(count * 5 + 1);
+
+	client_read_n(f, fd, buf, count * 5);
+	for (unsigned i = 0; i < count; i++)
+		assert_memory_equal(buf + i * 5, "PONG\n", 5);
+	free(buf);
+}
+
+static void need_ring(struct fx *f)
+{
+	struct node_serve_stats st;
+
+	node_serve_stats(f->srv, &st);
+	if (!st.ring_bufs)
+		skip(); /* the kernel has no provided-buffer rings */
+}
+
+static void test_idle_conns_hold_no_buffer(void **state)
+{
+	struct fx *f = *state;
+	struct node_serve_stats st;
+	int fds[3];
+
+	need_ring(f);
+	for (int i = 0; i < 3; i++)
+		fds[i] = client(f);
+	pump(f, 100, &f->opened, 3);
+	assert_int_equal(f->opened, 3);
+	node_serve_stats(f->srv, &st);
+	assert_int_equal(st.ring_bufs, NODE_SERVE_RECV_BUFS);
+	assert_int_equal(st.conn_buf_bytes, 0); /* three idle connections, no memory */
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(write(fds[i], "PING\n", 5), 5);
+		expect_pongs(f, fds[i], 1);
+	}
+	node_serve_stats(f->srv, &st);
+	assert_int_equal(st.conn_buf_bytes, 0);
+	assert_true(st.recv_ring >= 3);
+	/* a partial frame is held in an own buffer until it completes */
+	assert_int_equal(write(fds[0], "PI", 2), 2);
+	pump(f, 30, NULL, 0);
+	node_serve_stats(f->srv, &st);
+	assert_true(st.conn_buf_bytes > 0);
+	assert_true(st.conn_buf_bytes <= NODE_SERVE_RECV_CHUNK_BYTES);
+	assert_int_equal(write(fds[0], "NG\n", 3), 3);
+	expect_pongs(f, fds[0], 1);
+	node_serve_stats(f->srv, &st);
+	assert_int_equal(st.conn_buf_bytes, 0);
+	for (int i = 0; i < 3; i++)
+		close(fds[i]);
+	pump(f, 100, &f->closed, 3);
+	node_serve_stats(f->srv, &st);
+	assert_int_equal(st.open, 0);
+	assert_int_equal(st.conn_buf_bytes, 0);
+}
+
+static void test_split_and_batched_frames(void **state)
+{
+	struct fx *f = *state;
+	struct node_serve_stats st;
+	char many[300 * 5];
+	int fd;
+
+	need_ring(f);
+	fd = client(f);
+	/* one frame in many receives: a byte at a time */
+	for (int k = 0; k < 3; k++) {
+		for (int i = 0; i < 5; i++) {
+			assert_int_equal(write(fd, "PING\n" + i, 1), 1);
+			pump(f, 3, NULL, 0);
+		}
+		expect_pongs(f, fd, 1);
+	}
+	/* many frames in one send, across 64-byte ring buffers: frames
+	 * straddle buffers, tails are kept and completed */
+	for (int i = 0; i < 300; i++)
+		memcpy(many + i * 5, "PING\n", 5);
+	assert_int_equal(write(fd, many, sizeof(many)), (ssize_t)sizeof(many));
+	expect_pongs(f, fd, 300);
+	/* and a frame split over three sends, each of several frames */
+	assert_int_equal(write(fd, "PING\nPING\nPI", 12), 12);
+	pump(f, 10, NULL, 0);
+	assert_int_equal(write(fd, "NG\nPING\nP", 9), 9);
+	pump(f, 10, NULL, 0);
+	assert_int_equal(write(fd, "ING\n", 4), 4);
+	expect_pongs(f, fd, 4);
+	node_serve_stats(f->srv, &st);
+	assert_true(st.recv_ring > 0);
+	assert_int_equal(st.conn_buf_bytes, 0);
+	assert_int_equal(f->closed, 0);
+	close(fd);
+}
+
+static void test_ring_exhausted(void **state)
+{
+	struct fx *f = *state;
+	struct node_serve_stats st;
+	char many[50 * 5];
+	int fds[8];
+
+	need_ring(f);
+	for (int i = 0; i < 50; i++)
+		memcpy(many + i * 5, "PING\n", 5);
+	for (int i = 0; i < 8; i++)
+		fds[i] = client(f);
+	pump(f, 100, &f->opened, 8);
+	assert_int_equal(f->opened, 8);
+	/* everyone sends at once: more receives ready than the one buffer */
+	for (int round = 0; round < 20; round++) {
+		for (int i = 0; i < 8; i++)
+			assert_int_equal(write(fds[i], many, sizeof(many)), (ssize_t)sizeof(many));
+		for (int i = 0; i < 8; i++)
+			expect_pongs(f, fds[i], 50);
+		node_serve_stats(f->srv, &st);
+		if (st.recv_nobufs && round >= 2)
+			break;
+	}
+	node_serve_stats(f->srv, &st);
+	assert_true(st.recv_nobufs > 0); /* the fallback ran */
+	assert_true(st.recv_own > 0);
+	assert_int_equal(st.conn_buf_bytes, 0);
+	assert_int_equal(f->closed, 0);
+	for (int i = 0; i < 8; i++)
+		close(fds[i]);
+	pump(f, 200, &f->closed, 8);
+	node_serve_stats(f->srv, &st);
+	assert_int_equal(st.open, 0);
+}
+
+static void test_ring_opts_checked(void **state)
+{
+	struct node_loop *loop = NULL;
+	struct node_serve *srv = NULL;
+	struct node_serve_opts o = { 0 };
+	char err[256];
+
+	assert_int_equal(node_loop_new(&loop, 64, err, sizeof(err)), 0);
+	o.loop = loop;
+	o.proto = &line_proto;
+	o.max_conns = 1;
+	o.max_conn_buf_bytes = 4096;
+	o.idle_timeout_ms = o.frame_timeout_ms = 1000;
+	o.recv_bufs = 3;
+	assert_int_equal(node_serve_new(&srv, &o, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "power of two"));
+	o.recv_bufs = NODE_SERVE_RECV_BUFS_MAX * 2;
+	assert_int_equal(node_serve_new(&srv, &o, err, sizeof(err)), -EINVAL);
+	o.recv_bufs = 8;
+	o.recv_buf_bytes = 10;
+	assert_int_equal(node_serve_new(&srv, &o, err, sizeof(err)), -EINVAL);
+	o.recv_buf_bytes = (size_t)NODE_SERVE_RECV_BUF_BYTES_MAX + 1;
+	assert_int_equal(node_serve_new(&srv, &o, err, sizeof(err)), -EINVAL);
+	o.recv_bufs = NODE_SERVE_RECV_BUFS_MAX;
+	o.recv_buf_bytes = NODE_SERVE_RECV_BUF_BYTES_MAX;
+	assert_int_equal(node_serve_new(&srv, &o, err, sizeof(err)), -EINVAL);
+	o.recv_bufs = 8;
+	assert_null(srv);
+	/* two servers on one loop get their own buffer groups */
+	{
+		struct node_serve *b = NULL;
+		struct node_serve_stats sa, sb;
+
+		o.recv_buf_bytes = 0;
+		assert_int_equal(node_serve_new(&srv, &o, err, sizeof(err)), 0);
+		assert_int_equal(node_serve_new(&b, &o, err, sizeof(err)), 0);
+		node_serve_stats(srv, &sa);
+		node_serve_stats(b, &sb);
+		assert_int_equal(sa.ring_bufs, sb.ring_bufs);
+		node_serve_destroy(&b);
+		node_serve_destroy(&srv);
+	}
+	node_loop_destroy(&loop);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -294,6 +511,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_slow_peer_dropped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_peer_dropped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_buffer_cap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_conns_hold_no_buffer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_split_and_batched_frames, setup_small_bufs, teardown),
+		cmocka_unit_test_setup_teardown(test_ring_exhausted, setup_one_buf, teardown),
+		cmocka_unit_test(test_ring_opts_checked),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "ovl_mp.h"
+#include "ovl_mpr.h"
 
 _Static_assert(sizeof(enum ovl_msg_state) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum ovl_msg_admin_op) == sizeof(int), "enums are stored as int");
@@ -473,163 +474,7 @@ static int efail(const struct ectx *c, int ret, const struct path *p, const char
 	return ret;
 }
 
-/* ---- the reader ------------------------------------------------------------
- * Reads msgpack that ovl_mp_check() has already accepted; still checks every
- * bound, so a bug elsewhere cannot turn into an out-of-bounds read. */
-
-enum mk { MK_NIL, MK_BOOL, MK_UINT, MK_NEG, MK_FLOAT, MK_STR, MK_BIN, MK_EXT, MK_ARRAY, MK_MAP };
-
-struct mv {
-	enum mk kind;
-	uint64_t n;         /* UINT value, BOOL, STR/BIN/EXT length, ARRAY/MAP count */
-	const uint8_t *ptr; /* STR/BIN/EXT payload */
-};
-
-struct rd {
-	const uint8_t *p, *end;
-};
-
-/* Big-endian unsigned integer of n = 1, 2, 4 or 8 bytes. */
-static uint64_t be(const uint8_t *p, unsigned n)
-{
-	uint32_t x4;
-	uint64_t x8;
-
-	switch (n) {
-	case 1:
-		return p[0];
-	case 2:
-		return (uint64_t)p[0] << 8 | p[1];
-	case 4:
-		memcpy(&x4, p, 4);
-		return __builtin_bswap32(x4);
-	default:
-		memcpy(&x8, p, 8);
-		return __builtin_bswap64(x8);
-	}
-}
-
-/* Reads one header (and the payload of a str/bin/ext/scalar). 0 or -EBADMSG. */
-static int rd_next_slow(struct rd *r, struct mv *v)
-{
-	const uint8_t *p = r->p;
-	size_t left = (size_t)(r->end - p), h = 1, payload = 0;
-	unsigned nb = 0; /* width of the length/count/value after the type byte */
-	uint8_t b;
-
-	if (left == 0)
-		return -EBADMSG;
-	b = p[0];
-	v->ptr = NULL;
-	if (b <= 0x7f) {
-		v->kind = MK_UINT;
-		v->n = b;
-	} else if (b >= 0xe0) {
-		v->kind = MK_NEG;
-		v->n = 0;
-	} else if (b <= 0x8f) {
-		v->kind = MK_MAP;
-		v->n = b & 0x0f;
-	} else if (b <= 0x9f) {
-		v->kind = MK_ARRAY;
-		v->n = b & 0x0f;
-	} else if (b <= 0xbf) {
-		v->kind = MK_STR;
-		v->n = payload = b & 0x1f;
-	} else {
-		switch (b) {
-		case 0xc0: v->kind = MK_NIL; v->n = 0; break;
-		case 0xc2: case 0xc3: v->kind = MK_BOOL; v->n = b & 1; break;
-		case 0xc4: case 0xc5: case 0xc6: v->kind = MK_BIN; nb = 1u << (b - 0xc4); break;
-		case 0xc7: case 0xc8: case 0xc9: v->kind = MK_EXT; nb = 1u << (b - 0xc7); break;
-		case 0xca: v->kind = MK_FLOAT; h = 5; break;
-		case 0xcb: v->kind = MK_FLOAT; h = 9; break;
-		case 0xcc: case 0xcd: case 0xce: case 0xcf:
-			v->kind = MK_UINT; nb = 1u << (b - 0xcc); break;
-		case 0xd0: case 0xd1: case 0xd2: case 0xd3:
-			v->kind = MK_UINT; nb = 1u << (b - 0xd0); break; /* sign fixed below */
-		case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8:
-			v->kind = MK_EXT; h = 2; v->n = payload = 1u << (b - 0xd4); break;
-		case 0xd9: case 0xda: case 0xdb: v->kind = MK_STR; nb = 1u << (b - 0xd9); break;
-		case 0xdc: case 0xdd: v->kind = MK_ARRAY; nb = 2u << (b - 0xdc); break;
-		case 0xde: case 0xdf: v->kind = MK_MAP; nb = 2u << (b - 0xde); break;
-		default: return -EBADMSG; /* 0xc1 */
-		}
-		if (nb) {
-			h = 1 + nb + (v->kind == MK_EXT);
-			if (left < h)
-				return -EBADMSG;
-			v->n = be(p + 1, nb);
-			if (b >= 0xd0 && b <= 0xd3) {
-				int64_t s = (int64_t)(v->n << (64 - 8 * nb)) >> (64 - 8 * nb);
-
-				if (s < 0)
-					v->kind = MK_NEG;
-				v->n = s < 0 ? 0 : (uint64_t)s;
-			} else if (v->kind == MK_STR || v->kind == MK_BIN || v->kind == MK_EXT) {
-				payload = v->n;
-			}
-		}
-	}
-	if (left < h || payload > left - h)
-		return -EBADMSG;
-	if (v->kind == MK_STR || v->kind == MK_BIN || v->kind == MK_EXT)
-		v->ptr = p + h;
-	r->p = p + h + payload;
-	return 0;
-}
-
-/* rd_next_slow() with the one-byte headers most keys and values use inline. */
-static inline int rd_next(struct rd *r, struct mv *v)
-{
-	const uint8_t *p = r->p;
-	uint8_t b;
-
-	if (p >= r->end)
-		return -EBADMSG;
-	b = *p;
-	if (b <= 0x7f) {
-		v->kind = MK_UINT;
-		v->n = b;
-		r->p = p + 1;
-		return 0;
-	}
-	if ((b & 0xe0) == 0xa0) {
-		size_t n = b & 0x1f;
-
-		if (n >= (size_t)(r->end - p))
-			return -EBADMSG;
-		v->kind = MK_STR;
-		v->n = n;
-		v->ptr = p + 1;
-		r->p = p + 1 + n;
-		return 0;
-	}
-	if ((b & 0xe0) == 0x80) {
-		v->kind = b < 0x90 ? MK_MAP : MK_ARRAY;
-		v->n = b & 0x0f;
-		r->p = p + 1;
-		return 0;
-	}
-	return rd_next_slow(r, v);
-}
-
-/* Skips n whole objects. */
-static int rd_skip(struct rd *r, uint64_t n)
-{
-	struct mv v;
-
-	while (n > 0) {
-		if (rd_next(r, &v) < 0)
-			return -EBADMSG;
-		n--;
-		if (v.kind == MK_ARRAY)
-			n += v.n;
-		else if (v.kind == MK_MAP)
-			n += 2 * v.n;
-	}
-	return 0;
-}
+/* ---- the reader: ovl_mpr (msgpack that ovl_mp_check() has accepted) ---- */
 
 static const char *kind_article(uint8_t ftype)
 {
@@ -677,16 +522,16 @@ struct dctx {
 	struct ectx e;
 };
 
-static int decode_map(struct dctx *c, struct rd *r, uint64_t count,
+static int decode_map(struct dctx *c, struct ovl_mpr *r, uint64_t count,
 		      const struct ovl_msg_schema *s, void *obj, const struct path *path,
 		      struct ovl_msg *env);
 
-static int decode_value(struct dctx *c, struct rd *r, const struct ovl_msg_field *f, void *dst,
+static int decode_value(struct dctx *c, struct ovl_mpr *r, const struct ovl_msg_field *f, void *dst,
 			const struct path *p);
 
 /* The rarer kinds live apart so that decode_value() stays small and quick. */
 static int __attribute__((noinline))
-decode_enum(struct dctx *c, const struct ovl_msg_field *f, const struct mv *v, void *dst,
+decode_enum(struct dctx *c, const struct ovl_msg_field *f, const struct ovl_mpr_val *v, void *dst,
 	    const struct path *p)
 {
 	char q[40];
@@ -707,7 +552,7 @@ decode_enum(struct dctx *c, const struct ovl_msg_field *f, const struct mv *v, v
 }
 
 static int __attribute__((noinline))
-decode_array(struct dctx *c, struct rd *r, const struct ovl_msg_field *f, const struct mv *v,
+decode_array(struct dctx *c, struct ovl_mpr *r, const struct ovl_msg_field *f, const struct ovl_mpr_val *v,
 	     void *dst, const struct path *p)
 {
 	const struct ovl_msg_field *e = f->elem;
@@ -741,13 +586,13 @@ decode_array(struct dctx *c, struct rd *r, const struct ovl_msg_field *f, const 
 
 /* A scalar field's value v, already read, into dst. Inlined into the loops. */
 static inline __attribute__((always_inline)) int
-decode_scalar(struct dctx *c, const struct ovl_msg_field *f, const struct mv *v, void *dst,
+decode_scalar(struct dctx *c, const struct ovl_msg_field *f, const struct ovl_mpr_val *v, void *dst,
 	      const struct path *p)
 {
 	switch (f->type) {
 	case OVL_MSG_F_UINT:
-		if (v->kind != MK_UINT)
-			return efail(&c->e, -EBADMSG, p, v->kind == MK_NEG ? "is negative"
+		if (v->kind != OVL_MPR_UINT)
+			return efail(&c->e, -EBADMSG, p, v->kind == OVL_MPR_NEG ? "is negative"
 									  : "is not an unsigned integer");
 		if (v->n < f->min)
 			return efail(&c->e, -EBADMSG, p, "is %llu, below the minimum %llu",
@@ -758,7 +603,7 @@ decode_scalar(struct dctx *c, const struct ovl_msg_field *f, const struct mv *v,
 		store_uint(dst, f->size, v->n);
 		return 0;
 	case OVL_MSG_F_STR:
-		if (v->kind != MK_STR)
+		if (v->kind != OVL_MPR_STR)
 			break;
 		if (v->n > f->size - 1)
 			return efail(&c->e, -EBADMSG, p, "is longer than %zu bytes", f->size - 1);
@@ -769,7 +614,7 @@ decode_scalar(struct dctx *c, const struct ovl_msg_field *f, const struct mv *v,
 		((char *)dst)[v->n] = '\0';
 		return 0;
 	case OVL_MSG_F_FIXBIN:
-		if (v->kind != MK_BIN)
+		if (v->kind != OVL_MPR_BIN)
 			break;
 		if (v->n != f->size)
 			return efail(&c->e, -EBADMSG, p, "must be %zu bytes, not %llu", f->size,
@@ -777,7 +622,7 @@ decode_scalar(struct dctx *c, const struct ovl_msg_field *f, const struct mv *v,
 		memcpy(dst, v->ptr, f->size);
 		return 0;
 	case OVL_MSG_F_BIN:
-		if (v->kind != MK_BIN)
+		if (v->kind != OVL_MPR_BIN)
 			break;
 		if (v->n > f->max)
 			return efail(&c->e, -EBADMSG, p, "is longer than %llu bytes",
@@ -786,12 +631,12 @@ decode_scalar(struct dctx *c, const struct ovl_msg_field *f, const struct mv *v,
 		((struct ovl_msg_bin *)dst)->len = v->n;
 		return 0;
 	case OVL_MSG_F_BOOL:
-		if (v->kind != MK_BOOL)
+		if (v->kind != OVL_MPR_BOOL)
 			break;
 		*(bool *)dst = v->n != 0;
 		return 0;
 	default: /* OVL_MSG_F_ENUM */
-		if (v->kind != MK_STR)
+		if (v->kind != OVL_MPR_STR)
 			break;
 		return decode_enum(c, f, v, dst, p);
 	}
@@ -804,32 +649,32 @@ static bool is_container(const struct ovl_msg_field *f)
 }
 
 /* A map or array field's header v, already read; its elements follow in r. */
-static int decode_container(struct dctx *c, struct rd *r, const struct ovl_msg_field *f,
-			    const struct mv *v, void *dst, const struct path *p)
+static int decode_container(struct dctx *c, struct ovl_mpr *r, const struct ovl_msg_field *f,
+			    const struct ovl_mpr_val *v, void *dst, const struct path *p)
 {
 	if (f->type == OVL_MSG_F_STRUCT) {
-		if (v->kind != MK_MAP)
+		if (v->kind != OVL_MPR_MAP)
 			return efail(&c->e, -EBADMSG, p, "is not a map");
 		return decode_map(c, r, v->n, f->sub, dst, p, NULL);
 	}
-	if (v->kind != MK_ARRAY)
+	if (v->kind != OVL_MPR_ARRAY)
 		return efail(&c->e, -EBADMSG, p, "is not an array");
 	return decode_array(c, r, f, v, dst, p);
 }
 
-static int decode_value(struct dctx *c, struct rd *r, const struct ovl_msg_field *f, void *dst,
+static int decode_value(struct dctx *c, struct ovl_mpr *r, const struct ovl_msg_field *f, void *dst,
 			const struct path *p)
 {
-	struct mv v;
+	struct ovl_mpr_val v;
 
-	if (rd_next(r, &v) < 0)
+	if (ovl_mpr_next(r, &v) < 0)
 		return efail(&c->e, -EBADMSG, p, "is truncated");
 	if (is_container(f))
 		return decode_container(c, r, f, &v, dst, p);
 	return decode_scalar(c, f, &v, dst, p);
 }
 
-static inline bool name_is(const struct ovl_msg_field *f, const struct mv *key)
+static inline bool name_is(const struct ovl_msg_field *f, const struct ovl_mpr_val *key)
 {
 	const uint8_t *a = (const uint8_t *)f->name, *b = key->ptr;
 	size_t n = key->n;
@@ -860,7 +705,7 @@ static inline bool name_is(const struct ovl_msg_field *f, const struct mv *key)
 
 /* The field named by key; *idx is tried first (encoders write schema order). */
 static const struct ovl_msg_field *find_field(const struct ovl_msg_schema *s,
-					      const struct mv *key, unsigned *idx)
+					      const struct ovl_mpr_val *key, unsigned *idx)
 {
 	if (key->n == 0)
 		return NULL;
@@ -875,7 +720,7 @@ static const struct ovl_msg_field *find_field(const struct ovl_msg_schema *s,
 	return NULL;
 }
 
-static bool key_is(const struct mv *key, const char *name, size_t n)
+static bool key_is(const struct ovl_mpr_val *key, const char *name, size_t n)
 {
 	return key->n == n && memcmp(key->ptr, name, n) == 0;
 }
@@ -885,7 +730,7 @@ static bool key_is(const struct mv *key, const char *name, size_t n)
  * (env != NULL) the envelope keys are recognised too: "v" and "t" were read
  * before and are only checked for duplicates here; "rid" goes into env.
  */
-static int decode_map(struct dctx *c, struct rd *r, uint64_t count,
+static int decode_map(struct dctx *c, struct ovl_mpr *r, uint64_t count,
 		      const struct ovl_msg_schema *s, void *obj, const struct path *path,
 		      struct ovl_msg *env)
 {
@@ -907,12 +752,12 @@ static int decode_map(struct dctx *c, struct rd *r, uint64_t count,
 		const struct ovl_msg_field *f = NULL;
 		uint64_t bit = 0;
 		unsigned idx = hint;
-		struct mv key;
+		struct ovl_mpr_val key;
 		char q[40];
 
-		if (rd_next(r, &key) < 0)
+		if (ovl_mpr_next(r, &key) < 0)
 			return efail(&c->e, -EBADMSG, path, "is truncated");
-		if (key.kind != MK_STR) {
+		if (key.kind != OVL_MPR_STR) {
 			if (path)
 				return efail(&c->e, -EBADMSG, path, "has a key that is not a string");
 			return efail(&c->e, -EBADMSG, NULL, "a key is not a string");
@@ -941,13 +786,13 @@ static int decode_map(struct dctx *c, struct rd *r, uint64_t count,
 			}
 			seen |= bit;
 			if (!f) {
-				ret = rd_skip(r, 1);
+				ret = ovl_mpr_skip(r, 1);
 			} else {
 				struct path fp = { .up = path, .f = f };
 				uint8_t *dst = (uint8_t *)(f == &rid_field ? (void *)env : obj) + f->offset;
-				struct mv v;
+				struct ovl_mpr_val v;
 
-				if (rd_next(r, &v) < 0)
+				if (ovl_mpr_next(r, &v) < 0)
 					ret = efail(&c->e, -EBADMSG, &fp, "is truncated");
 				else if (is_container(f))
 					ret = decode_container(c, r, f, &v, dst, &fp);
@@ -975,7 +820,7 @@ static int decode_map(struct dctx *c, struct rd *r, uint64_t count,
 		}
 		unknown[nunknown] = key.ptr;
 		unknown_len[nunknown++] = (uint32_t)key.n;
-		if (rd_skip(r, 1) < 0)
+		if (ovl_mpr_skip(r, 1) < 0)
 			return efail(&c->e, -EBADMSG, path, "is truncated");
 	}
 	/* every field present (the usual case) needs no search for a missing one */
@@ -1046,23 +891,23 @@ static enum ovl_msg_type type_lookup(const uint8_t *name, size_t n)
  */
 static enum ovl_msg_type peek_type(const uint8_t *buf, size_t len, uint64_t *minor)
 {
-	struct rd r = { buf, buf + len };
-	struct mv v;
+	struct ovl_mpr r = { buf, buf + len };
+	struct ovl_mpr_val v;
 
-	if (rd_next(&r, &v) < 0 || v.kind != MK_MAP || v.n < 2)
+	if (ovl_mpr_next(&r, &v) < 0 || v.kind != OVL_MPR_MAP || v.n < 2)
 		return OVL_MSG_NONE;
-	if (rd_next(&r, &v) < 0 || v.kind != MK_STR || !key_is(&v, "v", 1))
+	if (ovl_mpr_next(&r, &v) < 0 || v.kind != OVL_MPR_STR || !key_is(&v, "v", 1))
 		return OVL_MSG_NONE;
-	if (rd_next(&r, &v) < 0 || v.kind != MK_ARRAY || v.n != 2)
+	if (ovl_mpr_next(&r, &v) < 0 || v.kind != OVL_MPR_ARRAY || v.n != 2)
 		return OVL_MSG_NONE;
-	if (rd_next(&r, &v) < 0 || v.kind != MK_UINT || v.n != OVL_MSG_VERSION_MAJOR)
+	if (ovl_mpr_next(&r, &v) < 0 || v.kind != OVL_MPR_UINT || v.n != OVL_MSG_VERSION_MAJOR)
 		return OVL_MSG_NONE;
-	if (rd_next(&r, &v) < 0 || v.kind != MK_UINT || v.n > UINT32_MAX)
+	if (ovl_mpr_next(&r, &v) < 0 || v.kind != OVL_MPR_UINT || v.n > UINT32_MAX)
 		return OVL_MSG_NONE;
 	*minor = v.n;
-	if (rd_next(&r, &v) < 0 || v.kind != MK_STR || !key_is(&v, "t", 1))
+	if (ovl_mpr_next(&r, &v) < 0 || v.kind != OVL_MPR_STR || !key_is(&v, "t", 1))
 		return OVL_MSG_NONE;
-	if (rd_next(&r, &v) < 0 || v.kind != MK_STR)
+	if (ovl_mpr_next(&r, &v) < 0 || v.kind != OVL_MPR_STR)
 		return OVL_MSG_NONE;
 	return type_lookup(v.ptr, v.n);
 }
@@ -1100,49 +945,49 @@ static int walk(struct ectx *e, const void *buf, size_t len, const struct ovl_mp
 static int read_envelope(struct dctx *c, const void *buf, size_t len, enum ovl_msg_type *type,
 			 uint64_t *major, uint64_t *minor)
 {
-	struct rd r = { buf, (const uint8_t *)buf + len };
-	struct mv top, key, ver = { .kind = MK_NIL }, t = { .kind = MK_NIL };
+	struct ovl_mpr r = { buf, (const uint8_t *)buf + len };
+	struct ovl_mpr_val top, key, ver = { .kind = OVL_MPR_NIL }, t = { .kind = OVL_MPR_NIL };
 	bool have_v = false, have_t = false;
 	struct ovl_mp_limits lim;
 
-	if (rd_next(&r, &top) < 0 || top.kind != MK_MAP)
+	if (ovl_mpr_next(&r, &top) < 0 || top.kind != OVL_MPR_MAP)
 		return efail(&c->e, -EBADMSG, NULL, "not a map");
 	if (top.n > OVL_MSG_KEYS_MAX)
 		return efail(&c->e, -EBADMSG, NULL, "message has %llu keys, more than %u",
 			     (unsigned long long)top.n, OVL_MSG_KEYS_MAX);
 	for (uint64_t i = 0; i < top.n && !(have_v && have_t); i++) {
-		if (rd_next(&r, &key) < 0 || key.kind != MK_STR)
+		if (ovl_mpr_next(&r, &key) < 0 || key.kind != OVL_MPR_STR)
 			return efail(&c->e, -EBADMSG, NULL, "a key is not a string");
 		if (!have_v && key_is(&key, "v", 1)) {
-			struct rd vr = r;
-			struct mv a, b;
+			struct ovl_mpr vr = r;
+			struct ovl_mpr_val a, b;
 
 			have_v = true;
-			if (rd_next(&vr, &ver) == 0 && ver.kind == MK_ARRAY && ver.n == 2 &&
-			    rd_next(&vr, &a) == 0 && a.kind == MK_UINT && a.n <= UINT32_MAX &&
-			    rd_next(&vr, &b) == 0 && b.kind == MK_UINT && b.n <= UINT32_MAX) {
+			if (ovl_mpr_next(&vr, &ver) == 0 && ver.kind == OVL_MPR_ARRAY && ver.n == 2 &&
+			    ovl_mpr_next(&vr, &a) == 0 && a.kind == OVL_MPR_UINT && a.n <= UINT32_MAX &&
+			    ovl_mpr_next(&vr, &b) == 0 && b.kind == OVL_MPR_UINT && b.n <= UINT32_MAX) {
 				*major = a.n;
 				*minor = b.n;
 			} else {
-				ver.kind = MK_NIL; /* marks "malformed" */
+				ver.kind = OVL_MPR_NIL; /* marks "malformed" */
 			}
 		} else if (!have_t && key_is(&key, "t", 1)) {
-			struct rd tr = r;
+			struct ovl_mpr tr = r;
 
 			have_t = true;
-			if (rd_next(&tr, &t) < 0)
-				t.kind = MK_NIL;
+			if (ovl_mpr_next(&tr, &t) < 0)
+				t.kind = OVL_MPR_NIL;
 		}
-		if (rd_skip(&r, 1) < 0)
+		if (ovl_mpr_skip(&r, 1) < 0)
 			return efail(&c->e, -EBADMSG, NULL, "truncated");
 	}
-	if (have_t && t.kind == MK_STR)
+	if (have_t && t.kind == OVL_MPR_STR)
 		*type = type_lookup(t.ptr, t.n);
 	if (*type)
 		c->e.msg = msg_schemas[*type].name;
 	if (!have_v)
 		return efail(&c->e, -EBADMSG, NULL, "required field 'v' is missing");
-	if (ver.kind != MK_ARRAY)
+	if (ver.kind != OVL_MPR_ARRAY)
 		return efail(&c->e, -EBADMSG, NULL,
 			     "field 'v' is not an array of two unsigned integers");
 	if (*major != OVL_MSG_VERSION_MAJOR)
@@ -1151,7 +996,7 @@ static int read_envelope(struct dctx *c, const void *buf, size_t len, enum ovl_m
 			     (unsigned long long)*major, OVL_MSG_VERSION_MAJOR);
 	if (!have_t)
 		return efail(&c->e, -EBADMSG, NULL, "required field 't' is missing");
-	if (t.kind != MK_STR)
+	if (t.kind != OVL_MPR_STR)
 		return efail(&c->e, -EBADMSG, NULL, "field 't' is not a string");
 	if (!*type) {
 		char q[40];
@@ -1168,10 +1013,10 @@ int ovl_msg_decode(const void *buf, size_t len, struct ovl_msg *out, char *err, 
 	struct dctx c = { .e = { .msg = "message", .err = err, .errlen = errlen } };
 	const struct ovl_msg_schema *s = NULL;
 	struct ovl_mp_limits lim;
-	struct rd r = { buf, (const uint8_t *)buf + len };
+	struct ovl_mpr r = { buf, (const uint8_t *)buf + len };
 	enum ovl_msg_type type = OVL_MSG_NONE;
 	uint64_t major = OVL_MSG_VERSION_MAJOR, minor = 0;
-	struct mv top;
+	struct ovl_mpr_val top;
 	int ret = 0;
 
 	memset(out, 0, sizeof(*out));
@@ -1204,7 +1049,7 @@ int ovl_msg_decode(const void *buf, size_t len, struct ovl_msg *out, char *err, 
 	out->type = type;
 	out->ver_major = (uint32_t)major;
 	out->ver_minor = (uint32_t)minor;
-	if (rd_next(&r, &top) < 0 || top.kind != MK_MAP) {
+	if (ovl_mpr_next(&r, &top) < 0 || top.kind != OVL_MPR_MAP) {
 		ret = efail(&c.e, -EBADMSG, NULL, "not a map");
 		goto out;
 	}

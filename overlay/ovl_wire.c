@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ovl_mp.h"
+#include "ovl_mpr.h"
 #include "ovl_peers.h"
 
 #define DIR_C2S 1
@@ -472,102 +473,7 @@ static void w_version(struct wb *w, uint32_t major)
 	w_uint(w, OVL_WIRE_VERSION_MINOR);
 }
 
-/* ---- msgpack reader (after ovl_mp_check has accepted the bytes) ------------ */
-
-enum mk { MK_NIL, MK_BOOL, MK_UINT, MK_NEG, MK_FLOAT, MK_STR, MK_BIN, MK_EXT, MK_ARRAY, MK_MAP };
-
-struct mv {
-	uint8_t kind;
-	uint64_t n;         /* value, length or count */
-	const uint8_t *ptr; /* str/bin payload; container: first element */
-};
-
-struct rd {
-	const uint8_t *p, *end;
-};
-
-static int rd_next(struct rd *r, struct mv *v)
-{
-	size_t left = (size_t)(r->end - r->p), h = 1, payload = 0;
-	unsigned nb = 0;
-	uint8_t b;
-
-	if (left == 0)
-		return -EBADMSG;
-	b = r->p[0];
-	v->ptr = NULL;
-	v->n = 0;
-	if (b <= 0x7f) {
-		v->kind = MK_UINT;
-		v->n = b;
-	} else if (b >= 0xe0) {
-		v->kind = MK_NEG;
-	} else if (b <= 0x8f) {
-		v->kind = MK_MAP;
-		v->n = b & 0x0f;
-	} else if (b <= 0x9f) {
-		v->kind = MK_ARRAY;
-		v->n = b & 0x0f;
-	} else if (b <= 0xbf) {
-		v->kind = MK_STR;
-		v->n = payload = b & 0x1f;
-	} else {
-		switch (b) {
-		case 0xc0: v->kind = MK_NIL; break;
-		case 0xc2: case 0xc3: v->kind = MK_BOOL; v->n = b & 1; break;
-		case 0xc4: case 0xc5: case 0xc6: v->kind = MK_BIN; nb = 1u << (b - 0xc4); break;
-		case 0xc7: case 0xc8: case 0xc9: v->kind = MK_EXT; nb = 1u << (b - 0xc7); break;
-		case 0xca: v->kind = MK_FLOAT; h = 5; break;
-		case 0xcb: v->kind = MK_FLOAT; h = 9; break;
-		case 0xcc: case 0xcd: case 0xce: case 0xcf:
-			v->kind = MK_UINT; nb = 1u << (b - 0xcc); break;
-		case 0xd0: case 0xd1: case 0xd2: case 0xd3:
-			v->kind = MK_UINT; nb = 1u << (b - 0xd0); break;
-		case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8:
-			v->kind = MK_EXT; h = 2; payload = 1u << (b - 0xd4); break;
-		case 0xd9: case 0xda: case 0xdb: v->kind = MK_STR; nb = 1u << (b - 0xd9); break;
-		case 0xdc: case 0xdd: v->kind = MK_ARRAY; nb = 2u << (b - 0xdc); break;
-		case 0xde: case 0xdf: v->kind = MK_MAP; nb = 2u << (b - 0xde); break;
-		default: return -EBADMSG;
-		}
-		if (nb) {
-			h = 1 + nb + (v->kind == MK_EXT);
-			if (left < h)
-				return -EBADMSG;
-			v->n = get_be(r->p + 1, nb);
-			if (b >= 0xd0 && b <= 0xd3) {
-				int64_t sv = (int64_t)(v->n << (64 - 8 * nb)) >> (64 - 8 * nb);
-
-				if (sv < 0)
-					v->kind = MK_NEG;
-				v->n = sv < 0 ? 0 : (uint64_t)sv;
-			} else if (v->kind == MK_STR || v->kind == MK_BIN || v->kind == MK_EXT) {
-				payload = v->n;
-			}
-		}
-	}
-	if (left < h || payload > left - h)
-		return -EBADMSG;
-	v->ptr = r->p + h;
-	r->p += h + payload;
-	return 0;
-}
-
-static int rd_skip(struct rd *r, uint64_t n)
-{
-	struct mv v;
-
-	while (n > 0) {
-		if (rd_next(r, &v) < 0)
-			return -EBADMSG;
-		n--;
-		if (v.kind == MK_ARRAY)
-			n += v.n;
-		else if (v.kind == MK_MAP)
-			n += 2 * v.n;
-	}
-	return 0;
-}
+/* ---- the reader: ovl_mpr (msgpack that ovl_mp_check() has accepted) ---- */
 
 /* Printable ASCII? (Slice and counter names; msgpack str otherwise UTF-8.) */
 static bool printable(const uint8_t *s, size_t n)
@@ -674,7 +580,7 @@ struct meta {
 	const char *frame;   /* type name, for errors */
 	const uint8_t *end;  /* end of the meta */
 	uint32_t seen;
-	struct mv val[F_COUNT_ALL];
+	struct ovl_mpr_val val[F_COUNT_ALL];
 	uint64_t ver_major, ver_minor;
 };
 
@@ -687,15 +593,15 @@ static const struct ovl_mp_limits meta_limits = {
 	.allow_float = false,
 };
 
-static int check_value(struct meta *m, enum fid id, struct rd *r, const struct mv *v, char *err,
+static int check_value(struct meta *m, enum fid id, struct ovl_mpr *r, const struct ovl_mpr_val *v, char *err,
 		       size_t errlen)
 {
 	const struct fdesc *d = &fdescs[id];
-	struct mv a, b;
+	struct ovl_mpr_val a, b;
 
 	switch (d->kind) {
 	case K_UINT:
-		if (v->kind != MK_UINT)
+		if (v->kind != OVL_MPR_UINT)
 			return fail(err, errlen, -EBADMSG, "%s: field '%s' is not an unsigned integer",
 				    m->frame, d->name);
 		if (v->n < d->min || v->n > d->max)
@@ -705,13 +611,13 @@ static int check_value(struct meta *m, enum fid id, struct rd *r, const struct m
 				    (unsigned long long)d->max);
 		return 0;
 	case K_BOOL:
-		if (v->kind != MK_BOOL)
+		if (v->kind != OVL_MPR_BOOL)
 			return fail(err, errlen, -EBADMSG, "%s: field '%s' is not a boolean",
 				    m->frame, d->name);
 		return 0;
 	case K_STR:
 	case K_NAME:
-		if (v->kind != MK_STR)
+		if (v->kind != OVL_MPR_STR)
 			return fail(err, errlen, -EBADMSG, "%s: field '%s' is not a string",
 				    m->frame, d->name);
 		if (v->n < d->min || v->n > d->max)
@@ -723,7 +629,7 @@ static int check_value(struct meta *m, enum fid id, struct rd *r, const struct m
 				    d->name, d->kind == K_NAME ? "printable ASCII" : "valid UTF-8");
 		return 0;
 	case K_BIN:
-		if (v->kind != MK_BIN)
+		if (v->kind != OVL_MPR_BIN)
 			return fail(err, errlen, -EBADMSG, "%s: field '%s' is not a bin", m->frame,
 				    d->name);
 		if (v->n < d->min || v->n > d->max)
@@ -732,22 +638,22 @@ static int check_value(struct meta *m, enum fid id, struct rd *r, const struct m
 				    (unsigned long long)d->min, (unsigned long long)d->max);
 		return 0;
 	case K_VERSION:
-		if (v->kind != MK_ARRAY || v->n != 2 || rd_next(r, &a) < 0 || rd_next(r, &b) < 0 ||
-		    a.kind != MK_UINT || b.kind != MK_UINT || a.n > UINT32_MAX || b.n > UINT32_MAX)
+		if (v->kind != OVL_MPR_ARRAY || v->n != 2 || ovl_mpr_next(r, &a) < 0 || ovl_mpr_next(r, &b) < 0 ||
+		    a.kind != OVL_MPR_UINT || b.kind != OVL_MPR_UINT || a.n > UINT32_MAX || b.n > UINT32_MAX)
 			return fail(err, errlen, -EBADMSG,
 				    "%s: field 'v' is not an array of two unsigned integers", m->frame);
 		m->ver_major = a.n;
 		m->ver_minor = b.n;
 		return 0;
 	default: /* K_COUNTERS: entries checked when they are read */
-		if (v->kind != MK_MAP)
+		if (v->kind != OVL_MPR_MAP)
 			return fail(err, errlen, -EBADMSG, "%s: field '%s' is not a map", m->frame,
 				    d->name);
 		if (v->n > d->max)
 			return fail(err, errlen, -EBADMSG, "%s: field '%s' has %llu entries, more than %llu",
 				    m->frame, d->name, (unsigned long long)v->n,
 				    (unsigned long long)d->max);
-		return rd_skip(r, 2 * v->n) < 0
+		return ovl_mpr_skip(r, 2 * v->n) < 0
 			       ? fail(err, errlen, -EBADMSG, "%s: field '%s' is truncated", m->frame,
 				      d->name)
 			       : 0;
@@ -762,10 +668,10 @@ static int meta_read(struct meta *m, uint8_t type, const uint8_t *buf, size_t le
 	const uint8_t *unknown[META_KEYS_MAX];
 	size_t unknown_len[META_KEYS_MAX];
 	unsigned nunknown = 0;
-	struct rd r = { buf, buf + len };
+	struct ovl_mpr r = { buf, buf + len };
 	size_t used = 0;
 	char why[160];
-	struct mv v;
+	struct ovl_mpr_val v;
 	int ret;
 
 	memset(m, 0, sizeof(*m));
@@ -782,16 +688,16 @@ static int meta_read(struct meta *m, uint8_t type, const uint8_t *buf, size_t le
 	if (used != len)
 		return fail(err, errlen, -EBADMSG, "%s: %zu bytes follow the meta map", m->frame,
 			    len - used);
-	if (rd_next(&r, &v) < 0 || v.kind != MK_MAP)
+	if (ovl_mpr_next(&r, &v) < 0 || v.kind != OVL_MPR_MAP)
 		return fail(err, errlen, -EBADMSG, "%s: meta is not a map", m->frame);
 	if (v.n > META_KEYS_MAX)
 		return fail(err, errlen, -EBADMSG, "%s: meta has %llu keys, more than %d", m->frame,
 			    (unsigned long long)v.n, META_KEYS_MAX);
 	for (uint64_t i = v.n; i > 0; i--) {
-		struct mv key, val;
+		struct ovl_mpr_val key, val;
 		int id = -1;
 
-		if (rd_next(&r, &key) < 0 || key.kind != MK_STR)
+		if (ovl_mpr_next(&r, &key) < 0 || key.kind != OVL_MPR_STR)
 			return fail(err, errlen, -EBADMSG, "%s: a meta key is not a string", m->frame);
 		for (int f = 0; f < F_COUNT_ALL; f++)
 			if ((s->known & BIT(f)) && strlen(fdescs[f].name) == key.n &&
@@ -807,14 +713,14 @@ static int meta_read(struct meta *m, uint8_t type, const uint8_t *buf, size_t le
 						    m->frame);
 			unknown[nunknown] = key.ptr;
 			unknown_len[nunknown++] = key.n;
-			if (rd_skip(&r, 1) < 0)
+			if (ovl_mpr_skip(&r, 1) < 0)
 				return fail(err, errlen, -EBADMSG, "%s: meta is truncated", m->frame);
 			continue;
 		}
 		if (m->seen & BIT(id))
 			return fail(err, errlen, -EBADMSG, "%s: duplicate key '%s'", m->frame,
 				    fdescs[id].name);
-		if (rd_next(&r, &val) < 0)
+		if (ovl_mpr_next(&r, &val) < 0)
 			return fail(err, errlen, -EBADMSG, "%s: field '%s' is truncated", m->frame,
 				    fdescs[id].name);
 		ret = check_value(m, (enum fid)id, &r, &val, err, errlen);
@@ -837,7 +743,7 @@ static int meta_required(const struct meta *m, uint8_t type, char *err, size_t e
 	return 0;
 }
 
-static void copy_str(char *dst, const struct mv *v)
+static void copy_str(char *dst, const struct ovl_mpr_val *v)
 {
 	memcpy(dst, v->ptr, v->n);
 	dst[v->n] = '\0';
@@ -1053,20 +959,20 @@ int ovl_wire_resp_encode(const struct ovl_wire_resp *r, uint8_t *out, size_t cap
 
 static int counters_read(struct meta *m, struct ovl_wire_resp *r, char *err, size_t errlen)
 {
-	const struct mv *cv = &m->val[F_COUNTERS];
-	struct rd rd = { cv->ptr, m->end };
+	const struct ovl_mpr_val *cv = &m->val[F_COUNTERS];
+	struct ovl_mpr rd = { cv->ptr, m->end };
 
 	for (uint32_t i = 0; i < cv->n; i++) {
-		struct mv k, v;
+		struct ovl_mpr_val k, v;
 
-		if (rd_next(&rd, &k) < 0 || rd_next(&rd, &v) < 0)
+		if (ovl_mpr_next(&rd, &k) < 0 || ovl_mpr_next(&rd, &v) < 0)
 			return fail(err, errlen, -EBADMSG, "%s: field 'counters' is truncated", m->frame);
-		if (k.kind != MK_STR || k.n < 1 || k.n > OVL_WIRE_NAME_SIZE - 1 ||
+		if (k.kind != OVL_MPR_STR || k.n < 1 || k.n > OVL_WIRE_NAME_SIZE - 1 ||
 		    !printable(k.ptr, k.n))
 			return fail(err, errlen, -EBADMSG,
 				    "%s: field 'counters' has a name that is not 1..63 printable bytes",
 				    m->frame);
-		if (v.kind != MK_UINT)
+		if (v.kind != OVL_MPR_UINT)
 			return fail(err, errlen, -EBADMSG,
 				    "%s: field 'counters' has a value that is not an unsigned integer",
 				    m->frame);
@@ -1146,10 +1052,10 @@ int ovl_wire_keys_decode(const uint8_t *buf, size_t len, struct ovl_wire_bin **k
 		.max_str = OVL_WIRE_KEY_MAX_BYTES,
 	};
 	struct ovl_wire_bin *arr = NULL;
-	struct rd r = { buf, buf + len };
+	struct ovl_mpr r = { buf, buf + len };
 	size_t used = 0;
 	char why[160];
-	struct mv v;
+	struct ovl_mpr_val v;
 	int ret;
 
 	*keys = NULL;
@@ -1161,7 +1067,7 @@ int ovl_wire_keys_decode(const uint8_t *buf, size_t len, struct ovl_wire_bin **k
 	if (used != len)
 		return fail(err, errlen, -EBADMSG, "list payload: %zu bytes follow the array",
 			    len - used);
-	if (rd_next(&r, &v) < 0 || v.kind != MK_ARRAY)
+	if (ovl_mpr_next(&r, &v) < 0 || v.kind != OVL_MPR_ARRAY)
 		return fail(err, errlen, -EBADMSG, "list payload: not an array");
 	if (v.n > OVL_WIRE_LIST_MAX)
 		return fail(err, errlen, -E2BIG, "list payload: %llu keys, more than %d",
@@ -1170,9 +1076,9 @@ int ovl_wire_keys_decode(const uint8_t *buf, size_t len, struct ovl_wire_bin **k
 	if (!arr)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < v.n; i++) {
-		struct mv k;
+		struct ovl_mpr_val k;
 
-		if (rd_next(&r, &k) < 0 || k.kind != MK_BIN || k.n < 1 ||
+		if (ovl_mpr_next(&r, &k) < 0 || k.kind != OVL_MPR_BIN || k.n < 1 ||
 		    k.n > OVL_WIRE_KEY_MAX_BYTES) {
 			free(arr);
 			return fail(err, errlen, -EBADMSG, "list payload: key %u is not a bin of "
@@ -1299,7 +1205,7 @@ static uint32_t hs_major(const struct ovl_wire_hs *hs)
 	return hs->cfg.ver_major ? hs->cfg.ver_major : OVL_WIRE_VERSION_MAJOR;
 }
 
-static int hs_verify(struct ovl_wire_hs *hs, const struct mv *cert, const char *slice,
+static int hs_verify(struct ovl_wire_hs *hs, const struct ovl_mpr_val *cert, const char *slice,
 		     struct ovl_cert *out, char *err, size_t errlen)
 {
 	int ret;

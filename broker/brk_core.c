@@ -293,7 +293,7 @@ static const char *intern(brk_t *b, const char *s)
 	return c;
 }
 
-static void hex_encode(const uint8_t *in, size_t n, char *out)
+void brk_hex_encode(const uint8_t *in, size_t n, char *out)
 {
 	static const char digits[] = "0123456789abcdef";
 
@@ -304,7 +304,7 @@ static void hex_encode(const uint8_t *in, size_t n, char *out)
 	out[2 * n] = 0;
 }
 
-static int hex_decode(const char *s, uint8_t *out, size_t n)
+int brk_hex_decode(const char *s, uint8_t *out, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		unsigned v;
@@ -742,7 +742,7 @@ static int slices_save(brk_t *b)
 	for (unsigned i = 0; i < b->n_slices; i++) {
 		const struct slice *s = b->slices[i];
 
-		hex_encode(s->owner, OVL_ID_BYTES, owner);
+		brk_hex_encode(s->owner, OVL_ID_BYTES, owner);
 		len += (size_t)snprintf(text + len, cap - len, "%s %u %llu %s %s%s\n", s->name,
 					s->replicas, (unsigned long long)s->epoch, owner, s->selector,
 					s->encrypt ? " encrypt" : "");
@@ -783,7 +783,7 @@ static int slices_load(brk_t *b, char *err, size_t errlen)
 		nf = sscanf(line, "%63s %u %llu %64s %127s %15s", name, &replicas, &epoch, owner, sel,
 			    flag);
 		if (nf < 5 || (nf == 6 && strcmp(flag, "encrypt") != 0) ||
-		    hex_decode(owner, okey, OVL_ID_BYTES) < 0 ||
+		    brk_hex_decode(owner, okey, OVL_ID_BYTES) < 0 ||
 		    slice_add(b, name, replicas, sel, okey, epoch, &ns, e2, sizeof(e2)) < 0) {
 			snprintf(err, errlen, "'%s' line %u is not a valid slice definition", path,
 				 lineno);
@@ -962,7 +962,7 @@ static void used_save(brk_t *b)
 		return;
 	text[0] = 0;
 	for (size_t i = 0; i < b->n_used; i++) {
-		hex_encode(b->used[i].hash, 32, text + len);
+		brk_hex_encode(b->used[i].hash, 32, text + len);
 		len += 64;
 		len += (size_t)sprintf(text + len, " %u\n", b->used[i].count);
 	}
@@ -1390,9 +1390,9 @@ static int revoked_save(brk_t *b, char *err, size_t errlen)
 		static const uint8_t zero[OVL_KEY_BYTES];
 		char id[65], key[65] = "-";
 
-		hex_encode(b->revoked[i], OVL_ID_BYTES, id);
+		brk_hex_encode(b->revoked[i], OVL_ID_BYTES, id);
 		if (b->revoked_keys && memcmp(b->revoked_keys[i], zero, OVL_KEY_BYTES) != 0)
-			hex_encode(b->revoked_keys[i], OVL_KEY_BYTES, key);
+			brk_hex_encode(b->revoked_keys[i], OVL_KEY_BYTES, key);
 		len += (size_t)snprintf(text + len, cap - len, "node %s %s\n", id, key);
 	}
 	for (size_t i = 0; i < b->n_crl; i++)
@@ -1437,8 +1437,8 @@ static int revoked_load(brk_t *b, char *err, size_t errlen)
 			}
 			b->revoked_keys = g;
 			memset(b->revoked_keys[b->n_revoked], 0, OVL_KEY_BYTES);
-			if (hex_decode(a, b->revoked[b->n_revoked], OVL_ID_BYTES) < 0 ||
-			    (c[0] != '-' && hex_decode(c, b->revoked_keys[b->n_revoked],
+			if (brk_hex_decode(a, b->revoked[b->n_revoked], OVL_ID_BYTES) < 0 ||
+			    (c[0] != '-' && brk_hex_decode(c, b->revoked_keys[b->n_revoked],
 						       OVL_KEY_BYTES) < 0))
 				rc = -EBADMSG;
 			else
@@ -1869,7 +1869,7 @@ int brk_reload_files(brk_t *b, const char *dir, char *err, size_t errlen)
 			uint8_t h[32];
 
 			if (sscanf(line, "%64s %u %llu", hex, &uses, &exp) == 3 &&
-			    hex_decode(hex, h, 32) == 0 && brk_token_add(b, h, uses, exp) == 0)
+			    brk_hex_decode(hex, h, 32) == 0 && brk_token_add(b, h, uses, exp) == 0)
 				added++;
 		}
 		fclose(f);
@@ -1905,7 +1905,7 @@ static void used_load(brk_t *b)
 		uint8_t h[32];
 		struct used *g = NULL;
 
-		if (sscanf(line, "%64s %u", hex, &count) != 2 || hex_decode(hex, h, 32) < 0)
+		if (sscanf(line, "%64s %u", hex, &count) != 2 || brk_hex_decode(hex, h, 32) < 0)
 			continue;
 		g = realloc(b->used, (b->n_used + 1) * sizeof(*g));
 		if (!g)

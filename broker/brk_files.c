@@ -128,17 +128,6 @@ static int read_small(const char *path, uint8_t *buf, size_t cap, size_t *len, c
 	return 0;
 }
 
-static void hex_encode(const uint8_t *in, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * n] = 0;
-}
-
 static int sign_cert(struct ovl_cert *c, const struct ovl_id *subject, enum ovl_role role,
 		     const char *site, const struct ovl_id *issuer, uint64_t lifetime_s,
 		     uint8_t *out, size_t outlen, char *err, size_t errlen)
@@ -204,7 +193,7 @@ static int site_make(const char *dir, const char *site, struct ovl_id *ca_in, ch
 	snprintf(path, sizeof(path), "%s/admin.key", dir);
 	if ((rc = ovl_id_save(admin, path, err, errlen)) < 0)
 		goto out;
-	hex_encode(ca->sign_pk, OVL_ID_BYTES, cahex);
+	brk_hex_encode(ca->sign_pk, OVL_ID_BYTES, cahex);
 	snprintf(line, sizeof(line), "%s\n", cahex);
 	snprintf(path, sizeof(path), "%s/ca.pub", dir);
 	if ((rc = brk_file_write(path, line, strlen(line), 0644, err, errlen)) < 0)
@@ -339,18 +328,6 @@ out:
 	return rc;
 }
 
-static int parse_hex(const char *s, uint8_t *out, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		unsigned v;
-
-		if (!s[2 * i] || !s[2 * i + 1] || sscanf(s + 2 * i, "%2x", &v) != 1)
-			return -EINVAL;
-		out[i] = (uint8_t)v;
-	}
-	return 0;
-}
-
 /* DIR/peers/NAME.cert: broker certificates of the same site, under the CA. */
 static int peers_load(struct brk_site *s, const char *dir, char *err, size_t errlen)
 {
@@ -452,7 +429,7 @@ int brk_site_load(struct brk_site *s, const char *dir, char *err, size_t errlen)
 	if ((rc = read_small(path, buf, sizeof(buf), &len, err, errlen)) < 0)
 		goto out;
 	buf[len < sizeof(buf) ? len : sizeof(buf) - 1] = 0;
-	if (len < 64 || parse_hex((const char *)buf, s->ca_pk, OVL_ID_BYTES) < 0) {
+	if (len < 64 || brk_hex_decode((const char *)buf, s->ca_pk, OVL_ID_BYTES) < 0) {
 		snprintf(err, errlen, "'%s' does not hold 64 hex digits", path);
 		rc = -EINVAL;
 		goto out;
@@ -524,10 +501,10 @@ int brk_token_mint(const char *dir, unsigned uses, uint64_t ttl_s, char *out, si
 		return -EINVAL;
 	}
 	randombytes_buf(raw, sizeof(raw));
-	hex_encode(raw, sizeof(raw), hex);
+	brk_hex_encode(raw, sizeof(raw), hex);
 	snprintf(out, outlen, BRK_TOKEN_PREFIX "%s", hex);
 	crypto_generichash(hash, sizeof(hash), (const uint8_t *)out, strlen(out), NULL, 0);
-	hex_encode(hash, sizeof(hash), hhex);
+	brk_hex_encode(hash, sizeof(hash), hhex);
 	snprintf(line, sizeof(line), "%s %u %llu\n", hhex, uses,
 		 (unsigned long long)((uint64_t)time(NULL) + ttl_s));
 	snprintf(path, sizeof(path), "%s/tokens", dir);

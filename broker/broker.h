@@ -291,4 +291,11 @@ void brk_link_opts(struct ovl_link_opts *o);
  * handler sets it). Logs through ovl_log. Returns 0 or -errno. */
 int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, size_t errlen);
 
+/* Lower-case hex of in[0..n) into out (2n + 1 bytes, NUL-terminated). */
+void brk_hex_encode(const uint8_t *in, size_t n, char *out);
+
+/* The first 2n hex digits of s into out[0..n). 0, or -EINVAL when s is
+ * shorter or not hex there. */
+int brk_hex_decode(const char *s, uint8_t *out, size_t n);
+
 #endif

@@ -21,15 +21,7 @@ for i in $(seq 1 6); do mkns "c$i" $((i + 10)); done
 start_broker
 admin slice create hot --replicas 2 --members all
 for i in 1 2 3; do start_node "c$i" --token "$TOKEN" --slot "$i"; done
-same() { # N: clients 1..N hold members=N up=N, one digest
-	local d="" line
-	for i in $(seq 1 "$1"); do
-		line=$(status_line "c$i" hot) || return 1
-		case "$line" in *" members=$1 up=$1 "*) ;; *) return 1 ;; esac
-		[ -z "$d" ] && d=${line##*digest=}
-		[ "${line##*digest=}" = "$d" ] || return 1
-	done
-}
+same() { slice_agree hot "$1"; } # N: clients 1..N agree on slice hot, N up
 wait_until 30 "same 3" || { echo "FAIL: 3 clients do not agree"; exit 1; }
 
 (nsx f "$PY" tests/integration/py/broker_hostile.py flood "$BROKER_EP" "$D/site/broker.pub" "$SECS" \

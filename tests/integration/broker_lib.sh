@@ -89,3 +89,14 @@ need_python_curve() {
 	echo "skip: needs python3-zmq with CURVE, python3-msgpack and python3-nacl"
 	exit 77
 }
+
+# slice_agree SLICE N: clients c1..cN hold SLICE with members=N up=N, one digest
+slice_agree() {
+	local d="" line i
+	for i in $(seq 1 "$2"); do
+		line=$(status_line "c$i" "$1") || return 1
+		case "$line" in *" members=$2 up=$2 "*) ;; *) return 1 ;; esac
+		[ -z "$d" ] && d=${line##*digest=}
+		[ "${line##*digest=}" = "$d" ] || return 1
+	done
+}

@@ -11,6 +11,8 @@
 #include <sodium.h>
 #include <zmq.h>
 
+#include "ovl_id.h"
+
 #define PROBE_REQUEST_ID "ovl-link-probe"
 #define SEND_RETRY_MS 2 /* sleep between tries when one ROUTER peer's queue is full */
 
@@ -161,30 +163,11 @@ static bool key_is_zero(const uint8_t *key)
 	return acc == 0;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Parses a User-Id: exactly 64 hex digits. Returns 0 or -EBADMSG. */
 static int user_id_parse(const char *s, uint8_t key[OVL_KEY_BYTES])
 {
-	if (!s || strlen(s) != 2 * OVL_KEY_BYTES)
-		return -EBADMSG;
-	for (size_t i = 0; i < OVL_KEY_BYTES; i++) {
-		int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return -EBADMSG;
-		key[i] = (uint8_t)(hi << 4 | lo);
-	}
-	return 0;
+	_Static_assert(OVL_KEY_BYTES == OVL_ID_BYTES, "a User-Id is written as a node id is");
+	return ovl_nodeid_parse(s, key) < 0 ? -EBADMSG : 0;
 }
 
 static int set_int(void *sock, int opt, const char *name, int v, char *err, size_t errlen)

@@ -357,17 +357,24 @@ static int chunk_prep(const uint8_t hdr[OVL_WIRE_HDR_BYTES], uint8_t dir, uint32
 	return 0;
 }
 
-int ovl_wire_chunk_seal(const struct ovl_wire_session *s, const uint8_t hdr[OVL_WIRE_HDR_BYTES],
-			uint32_t idx, uint8_t *buf, size_t len)
+int ovl_wire_chunk_seal_detached(const struct ovl_wire_session *s,
+				 const uint8_t hdr[OVL_WIRE_HDR_BYTES], uint32_t idx, uint8_t *buf,
+				 size_t len, uint8_t tag[OVL_WIRE_TAG_BYTES])
 {
 	uint8_t nonce[12];
 
 	if (chunk_prep(hdr, s->tx_dir, idx, len, nonce) < 0)
 		return -EINVAL;
-	crypto_aead_chacha20poly1305_ietf_encrypt_detached(buf, buf + len, NULL, buf, len, hdr,
+	crypto_aead_chacha20poly1305_ietf_encrypt_detached(buf, tag, NULL, buf, len, hdr,
 							   OVL_WIRE_HDR_BYTES, NULL, nonce,
 							   s->tx_aead);
 	return 0;
+}
+
+int ovl_wire_chunk_seal(const struct ovl_wire_session *s, const uint8_t hdr[OVL_WIRE_HDR_BYTES],
+			uint32_t idx, uint8_t *buf, size_t len)
+{
+	return ovl_wire_chunk_seal_detached(s, hdr, idx, buf, len, buf + len);
 }
 
 int ovl_wire_chunk_open(const struct ovl_wire_session *s, const uint8_t hdr[OVL_WIRE_HDR_BYTES],

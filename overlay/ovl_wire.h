@@ -209,6 +209,12 @@ int ovl_wire_head_open(struct ovl_wire_session *s, const uint8_t *buf, size_t le
 int ovl_wire_chunk_seal(const struct ovl_wire_session *s, const uint8_t hdr[OVL_WIRE_HDR_BYTES],
 			uint32_t idx, uint8_t *buf, size_t len);
 
+/* The same with the tag written to tag[0..16) instead of after the chunk
+ * (a sender that gathers chunks and tags from different buffers). */
+int ovl_wire_chunk_seal_detached(const struct ovl_wire_session *s,
+				 const uint8_t hdr[OVL_WIRE_HDR_BYTES], uint32_t idx, uint8_t *buf,
+				 size_t len, uint8_t tag[OVL_WIRE_TAG_BYTES]);
+
 /*
  * Decrypt chunk `idx` in place: buf[0..len) ciphertext followed by its tag
  * at buf[len..len+16) becomes plaintext in buf[0..len). Uses the rx AEAD

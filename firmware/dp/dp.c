@@ -132,20 +132,123 @@ static void tx_done(void *arg, int res)
 }
 
 /*
+ * An encrypted payload from a store read buffer: each chunk is sealed in
+ * place, and the chunks go out with their tags between them (gathered from
+ * the tx) without copying the payload into a new sealed buffer. Falls back to
+ * the copying path when the buffer cannot be kept. Returns nothing; the
+ * response is queued or the connection closed.
+ */
+static void respond_copy(struct dp_conn *dc, struct ovl_wire_hdr *h, const uint8_t *meta,
+			 size_t mlen, const uint8_t *payload, uint64_t plen);
+
+static void respond_sealed(struct dp_conn *dc, struct ovl_wire_hdr *h, const uint8_t *meta,
+			   size_t mlen, const uint8_t *payload, uint64_t plen)
+{
+	size_t headcap = OVL_WIRE_HDR_BYTES + mlen + OVL_WIRE_MAC_BYTES;
+	size_t nchunks = (size_t)((plen + OVL_WIRE_CHUNK_BYTES - 1) / OVL_WIRE_CHUNK_BYTES);
+	struct dp_tx *tx = malloc(sizeof(*tx) + headcap + nchunks * OVL_WIRE_TAG_BYTES);
+	struct iovec *iov = calloc(1 + 2 * nchunks, sizeof(*iov));
+	uint8_t *tags, *p = (uint8_t *)payload;
+	char err[DP_ERR_BYTES];
+	unsigned n = 0;
+	int hl;
+
+	if (!tx || !iov || 1 + 2 * nchunks > NODE_CONN_IOV_MAX) {
+		free(tx);
+		free(iov);
+		respond_copy(dc, h, meta, mlen, payload, plen);
+		return;
+	}
+	tx->dp = dc->dp;
+	tx->rmem = node_store_read_take(dc->dp->o.store, &tx->rcap);
+	if (!tx->rmem) {
+		free(tx);
+		free(iov);
+		respond_copy(dc, h, meta, mlen, payload, plen);
+		return;
+	}
+	hl = ovl_wire_head_seal(&dc->ses, h, meta, mlen, tx->buf, headcap, err, sizeof(err));
+	if (hl < 0) {
+		tx_done(tx, 0);
+		free(iov);
+		node_conn_close(dc->c, false);
+		return;
+	}
+	tags = tx->buf + hl;
+	iov[n++] = (struct iovec){ .iov_base = tx->buf, .iov_len = (size_t)hl };
+	for (uint64_t off = 0, i = 0; off < plen; off += OVL_WIRE_CHUNK_BYTES, i++) {
+		size_t k = plen - off < OVL_WIRE_CHUNK_BYTES ? (size_t)(plen - off) : OVL_WIRE_CHUNK_BYTES;
+		uint8_t *tag = tags + i * OVL_WIRE_TAG_BYTES;
+
+		ovl_wire_chunk_seal_detached(&dc->ses, tx->buf, (uint32_t)i, p + off, k, tag);
+		iov[n++] = (struct iovec){ .iov_base = p + off, .iov_len = k };
+		iov[n++] = (struct iovec){ .iov_base = tag, .iov_len = OVL_WIRE_TAG_BYTES };
+	}
+	if (node_conn_sendv(dc->c, iov, n, tx_done, tx) < 0)
+		tx_done(tx, -EPIPE);
+	free(iov);
+}
+
+/*
  * Seal and queue a response (payload encrypted when asked). With from_store
  * (inside a store get callback), a plaintext payload is sent straight from
  * the store's read buffer, which is kept until the send completes.
+ */
+static void respond_copy(struct dp_conn *dc, struct ovl_wire_hdr *h, const uint8_t *meta,
+			 size_t mlen, const uint8_t *payload, uint64_t plen)
+{
+	size_t headcap = OVL_WIRE_HDR_BYTES + mlen + OVL_WIRE_MAC_BYTES;
+	struct dp_tx *tx = malloc(sizeof(*tx) + headcap + h->payload_len);
+	char err[DP_ERR_BYTES];
+	uint8_t *out;
+	int hl;
+
+	if (!tx) {
+		node_conn_close(dc->c, false);
+		return;
+	}
+	tx->dp = dc->dp;
+	tx->rmem = NULL;
+	tx->rcap = 0;
+	out = tx->buf;
+	hl = ovl_wire_head_seal(&dc->ses, h, meta, mlen, out, headcap, err, sizeof(err));
+	if (hl < 0) {
+		free(tx);
+		node_conn_close(dc->c, false);
+		return;
+	}
+	if (h->flags & OVL_WIRE_FLAG_ENCRYPTED) {
+		uint8_t *dst = out + hl;
+
+		for (uint64_t off = 0, i = 0; off < plen; off += OVL_WIRE_CHUNK_BYTES, i++) {
+			size_t n = plen - off < OVL_WIRE_CHUNK_BYTES ? (size_t)(plen - off) : OVL_WIRE_CHUNK_BYTES;
+
+			memcpy(dst, payload + off, n);
+			ovl_wire_chunk_seal(&dc->ses, out, (uint32_t)i, dst, n);
+			dst += n + OVL_WIRE_TAG_BYTES;
+		}
+	} else if (plen) {
+		memcpy(out + hl, payload, plen);
+	}
+	if (node_conn_send(dc->c, out, (size_t)hl + h->payload_len, tx_done, tx) < 0)
+		free(tx);
+}
+
+/*
+ * Seal and queue a response (payload encrypted when asked). With from_store
+ * (inside a store get callback), the payload is sent straight from the
+ * store's read buffer, which is kept until the send completes: as it is, or
+ * sealed in place when encrypted.
  */
 static void respond_x(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_wire_resp *r,
 		      const uint8_t *payload, uint64_t plen, bool encrypt, bool from_store)
 {
 	struct ovl_wire_hdr h = { 0 };
-	uint8_t meta[OVL_WIRE_META_MAX_BYTES], *out = NULL;
+	uint8_t meta[OVL_WIRE_META_MAX_BYTES];
 	struct dp_tx *tx = NULL;
 	struct iovec iov[2];
 	char err[DP_ERR_BYTES];
 	int mlen, hl;
-	uint64_t wire;
 	size_t headcap;
 
 	if (!dc->c)
@@ -163,65 +266,40 @@ static void respond_x(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl
 		if (mlen < 0)
 			return;
 	}
-	wire = encrypt && plen ? ovl_wire_sealed_len(plen) : plen;
 	h.type = type | OVL_WIRE_T_RESPONSE;
 	h.flags = encrypt && plen ? OVL_WIRE_FLAG_ENCRYPTED : 0;
-	h.payload_len = wire;
+	h.payload_len = h.flags ? ovl_wire_sealed_len(plen) : plen;
 	h.rid = rid;
+	if (!from_store || !plen) {
+		respond_copy(dc, &h, meta, (size_t)mlen, payload, plen);
+		return;
+	}
+	if (h.flags) {
+		respond_sealed(dc, &h, meta, (size_t)mlen, payload, plen);
+		return;
+	}
 	headcap = OVL_WIRE_HDR_BYTES + (size_t)mlen + OVL_WIRE_MAC_BYTES;
-	from_store = from_store && plen && !h.flags;
-	tx = malloc(sizeof(*tx) + headcap + (from_store ? 0 : wire));
-	if (!tx) {
-		node_conn_close(dc->c, false);
+	tx = malloc(sizeof(*tx) + headcap);
+	if (tx)
+		tx->rmem = node_store_read_take(dc->dp->o.store, &tx->rcap);
+	if (!tx || !tx->rmem) {
+		/* the buffer could not be kept: copy after all */
+		free(tx);
+		respond_copy(dc, &h, meta, (size_t)mlen, payload, plen);
 		return;
 	}
 	tx->dp = dc->dp;
-	tx->rmem = NULL;
-	tx->rcap = 0;
-	out = tx->buf;
-	hl = ovl_wire_head_seal(&dc->ses, &h, meta, (size_t)mlen, out, headcap, err, sizeof(err));
+	hl = ovl_wire_head_seal(&dc->ses, &h, meta, (size_t)mlen, tx->buf, headcap, err, sizeof(err));
 	if (hl < 0) {
-		free(tx);
+		tx_done(tx, 0);
 		node_conn_close(dc->c, false);
 		return;
 	}
-	if (from_store)
-		tx->rmem = node_store_read_take(dc->dp->o.store, &tx->rcap);
-	if (tx->rmem) {
-		/* no copy: the header, then the bytes where the disk put them */
-		iov[0] = (struct iovec){ .iov_base = out, .iov_len = (size_t)hl };
-		iov[1] = (struct iovec){ .iov_base = (void *)payload, .iov_len = (size_t)plen };
-		if (node_conn_sendv(dc->c, iov, 2, tx_done, tx) < 0)
-			tx_done(tx, -EPIPE);
-		return;
-	}
-	if (from_store) {
-		/* the buffer could not be kept: copy after all */
-		struct dp_tx *n = realloc(tx, sizeof(*tx) + headcap + wire);
-
-		if (!n) {
-			free(tx);
-			node_conn_close(dc->c, false);
-			return;
-		}
-		tx = n;
-		out = tx->buf;
-	}
-	if (h.flags & OVL_WIRE_FLAG_ENCRYPTED) {
-		uint8_t *dst = out + hl;
-
-		for (uint64_t off = 0, i = 0; off < plen; off += OVL_WIRE_CHUNK_BYTES, i++) {
-			size_t n = plen - off < OVL_WIRE_CHUNK_BYTES ? (size_t)(plen - off) : OVL_WIRE_CHUNK_BYTES;
-
-			memcpy(dst, payload + off, n);
-			ovl_wire_chunk_seal(&dc->ses, out, (uint32_t)i, dst, n);
-			dst += n + OVL_WIRE_TAG_BYTES;
-		}
-	} else if (plen) {
-		memcpy(out + hl, payload, plen);
-	}
-	if (node_conn_send(dc->c, out, (size_t)hl + wire, tx_done, tx) < 0)
-		free(tx);
+	/* no copy: the header, then the bytes where the disk put them */
+	iov[0] = (struct iovec){ .iov_base = tx->buf, .iov_len = (size_t)hl };
+	iov[1] = (struct iovec){ .iov_base = (void *)payload, .iov_len = (size_t)plen };
+	if (node_conn_sendv(dc->c, iov, 2, tx_done, tx) < 0)
+		tx_done(tx, -EPIPE);
 }
 
 static void respond(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_wire_resp *r,

@@ -15,11 +15,11 @@
 #define CONN_SEND_IOV_MAX 16 /* pieces gathered into one sendmsg */
 
 struct send_item {
-	struct iovec iov[NODE_CONN_IOV_MAX]; /* iov[i..n) is what is left to send */
 	unsigned n, i;
 	void (*done)(void *arg, int res);
 	void *arg;
 	struct send_item *next;
+	struct iovec iov[]; /* iov[i..n) is what is left to send */
 };
 
 struct node_conn {
@@ -483,7 +483,7 @@ int node_conn_sendv(struct node_conn *c, const struct iovec *iov, unsigned n,
 		return -EINVAL;
 	if (c->closing && !c->graceful)
 		return -EPIPE;
-	it = calloc(1, sizeof(*it));
+	it = calloc(1, sizeof(*it) + n * sizeof(it->iov[0]));
 	if (!it)
 		return -ENOMEM;
 	for (unsigned i = 0; i < n; i++)

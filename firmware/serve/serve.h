@@ -35,7 +35,7 @@
 
 #define NODE_SERVE_LISTEN_MAX 8       /* listening sockets (slice addresses) */
 #define NODE_SERVE_RECV_CHUNK_BYTES 16384
-#define NODE_CONN_IOV_MAX 4           /* pieces of one node_conn_sendv() */
+#define NODE_CONN_IOV_MAX 4096        /* pieces of one node_conn_sendv() */
 
 struct iovec;
 struct node_serve;

@@ -566,6 +566,18 @@ static void client_refusals(struct fx *f)
 		assert_memory_equal(bgot, big, n);
 		assert_int_equal(r.crc, ovl_crc32c(0, big, n));
 		free(bgot);
+		/* an encrypted range at an odd offset, sealed in place in the
+		 * store's read buffer: two chunks and a short one */
+		req_init(&q, "enc", 1, "bigsecret");
+		q.has_range = true;
+		q.offset = 70001;
+		q.length = 2 * OVL_WIRE_CHUNK_BYTES + 999;
+		bgot = NULL;
+		assert_int_equal(cli_call(&c, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &bgot, &blen), 0);
+		assert_int_equal(r.status, OVL_WIRE_OK);
+		assert_int_equal(blen, q.length);
+		assert_memory_equal(bgot, big + 70001, blen);
+		free(bgot);
 		/* a client that leaves half-way through a streamed PUT: nothing
 		 * of it is ever visible */
 		{

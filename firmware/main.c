@@ -355,6 +355,7 @@ static int open_drive(struct node_ctx *n, bool format)
 	o.segment_bytes = n->board.segment_size;
 	o.write_buffers = (unsigned)n->board.write_buffers;
 	o.write_buffer_bytes = n->board.write_buffer_size;
+	o.page_cache_reads = n->board.page_cache_reads;
 	o.ckpt_records = (uint64_t)n->cfg.checkpoint_records;
 	o.commit_window_us = (uint64_t)n->cfg.commit_window_us;
 	ret = node_store_open(&n->store, &o, err, sizeof(err));

@@ -35,6 +35,8 @@ const struct ovl_conf_item ovl_board_conf[] = {
 	  "store write buffers that may be in flight" },
 	{ "write_buffer_size", OVL_CONF_SIZE, "256K", B(write_buffer_size), 0, 4096, 64 << 20,
 	  "bytes per store write buffer (multiple of 4K)" },
+	{ "page_cache_reads", OVL_CONF_BOOL, "true", B(page_cache_reads), 0, 0, 0,
+	  "GETs may be answered from the kernel's page cache (reclaimable, outside the node's RSS)" },
 	{ "site", OVL_CONF_STR, "site0", B(site), BS(site), 0, 0, "failure domain: site" },
 	{ "chassis", OVL_CONF_STR, "chassis0", B(chassis), BS(chassis), 0, 0,
 	  "failure domain: chassis" },

@@ -32,6 +32,7 @@ struct ovl_board {
 	uint64_t memory_budget;         /* RSS the node must stay within, bytes */
 	int64_t ring_depth;             /* io_uring submission queue entries */
 	int64_t write_buffers;          /* store write buffers in flight */
+	bool page_cache_reads;          /* GETs through the kernel's page cache */
 	uint64_t write_buffer_size;     /* bytes per store write buffer */
 	char site[64];                  /* failure domain: site, chassis, slot */
 	char chassis[64];

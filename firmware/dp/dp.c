@@ -483,6 +483,7 @@ static void do_node_stat(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint6
 	const struct { const char *name; uint64_t v; } c[] = {
 		{ "objects", 0 }, { "live_bytes", 0 }, { "capacity_bytes", 0 }, { "segments_free", 0 },
 		{ "read_only", 0 }, { "checksum_errors", 0 }, { "puts", 0 }, { "gets", 0 },
+		{ "cache_rereads", 0 },
 	};
 
 	node_store_stats(dc->dp->o.store, &st);
@@ -497,6 +498,7 @@ static void do_node_stat(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint6
 	r.counters[5].value = st.checksum_errors;
 	r.counters[6].value = st.puts;
 	r.counters[7].value = st.gets;
+	r.counters[8].value = st.cache_rereads;
 	respond(dc, h->type, h->rid, &r, NULL, 0, false);
 }
 

@@ -35,6 +35,9 @@ struct node_disk_io {
 	void *buf;         /* DISK_BLOCK_BYTES aligned */
 	size_t len;        /* multiple of DISK_BLOCK_BYTES */
 	uint64_t off;      /* multiple of DISK_BLOCK_BYTES */
+	bool cached;       /* a read that may come from the OS page cache (it
+			    * can be stale if a write raced it: a reader
+			    * that finds a bad checksum reads again without) */
 	int res;           /* on completion: bytes transferred or -errno */
 	void (*done)(struct node_disk_io *io);
 	void *arg;         /* the submitter's */
@@ -79,7 +82,8 @@ int node_disk_sync_io(struct node_disk *d, enum node_disk_op op, void *buf, size
 
 /*
  * Open `path` (block device or regular file) with O_DIRECT on a new
- * io_uring of `depth` entries. With create_size > 0 a missing file is
+ * io_uring of `depth` entries, and a second, read-only descriptor without
+ * O_DIRECT (readahead off) for reads marked `cached`. With create_size > 0 a missing file is
  * created sparse with that size. Errors name the path.
  */
 int node_disk_uring_open(struct node_disk **out, const char *path, unsigned depth,
@@ -123,6 +127,11 @@ void node_faultdisk_fail(struct node_faultdisk *f, enum node_disk_op op, int ski
 
 /* Flip one bit of the durable and current image at byte `off`. */
 void node_faultdisk_flip(struct node_faultdisk *f, uint64_t off, unsigned bit);
+
+/* Make the next `count` reads marked `cached` return zeros, as pages cached
+ * before the blocks were written would; reads without the mark are
+ * unaffected. */
+void node_faultdisk_stale_cache(struct node_faultdisk *f, int count);
 
 /* Counters, for tests. */
 uint64_t node_faultdisk_writes(struct node_faultdisk *f);

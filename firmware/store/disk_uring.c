@@ -17,6 +17,7 @@ struct disk_uring {
 	struct node_disk d;
 	struct io_uring ring;
 	int fd;
+	int cfd;         /* read-only, through the page cache; -1: none */
 	bool ring_ready;
 	unsigned queued; /* prepared, not yet submitted to the kernel */
 };
@@ -38,7 +39,8 @@ static int ur_submit(struct node_disk *d, struct node_disk_io *io)
 	}
 	switch (io->op) {
 	case DISK_READ:
-		io_uring_prep_read(sqe, 0, io->buf, io->len, io->off);
+		/* registered file 1 is the page-cache descriptor */
+		io_uring_prep_read(sqe, io->cached && u->cfd >= 0 ? 1 : 0, io->buf, io->len, io->off);
 		break;
 	case DISK_WRITE:
 		io_uring_prep_write(sqe, 0, io->buf, io->len, io->off);
@@ -90,6 +92,8 @@ static void ur_destroy(struct node_disk *d)
 		io_uring_queue_exit(&u->ring);
 	if (u->fd >= 0)
 		close(u->fd);
+	if (u->cfd >= 0)
+		close(u->cfd);
 	free(u);
 }
 
@@ -109,6 +113,21 @@ static int ring_init(struct io_uring *ring, unsigned depth)
 		ret = io_uring_queue_init_params(depth, ring, &p);
 	}
 	return ret;
+}
+
+/*
+ * The descriptor for cached reads: the same drive without O_DIRECT,
+ * read-only, readahead off (a GET reads exactly what it needs). Direct
+ * writes through the other descriptor invalidate the pages they cover, so
+ * it sees them. -1 when it cannot be opened (then every read is direct).
+ */
+static int cached_open(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd >= 0)
+		posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+	return fd;
 }
 
 /* Open (or create sparse) the drive with O_DIRECT; its size in *size. */
@@ -169,16 +188,22 @@ int node_disk_uring_open(struct node_disk **out, const char *path, unsigned dept
 	if (!u)
 		return -ENOMEM;
 	snprintf(u->d.name, sizeof(u->d.name), "%s", path);
+	u->cfd = -1;
 	ret = drive_open(path, create_size, &u->fd, &u->d.size, err, errlen);
 	if (ret < 0)
 		goto out;
+	u->cfd = cached_open(path);
 	ret = ring_init(&u->ring, depth);
 	if (ret < 0) {
 		snprintf(err, errlen, "cannot set up io_uring for '%s': %s", path, strerror(-ret));
 		goto out;
 	}
 	u->ring_ready = true;
-	ret = io_uring_register_files(&u->ring, &u->fd, 1);
+	{
+		int fds[2] = { u->fd, u->cfd };
+
+		ret = io_uring_register_files(&u->ring, fds, u->cfd >= 0 ? 2 : 1);
+	}
 	if (ret < 0) {
 		snprintf(err, errlen, "cannot register '%s' with io_uring: %s", path, strerror(-ret));
 		goto out;
@@ -198,6 +223,7 @@ struct disk_on_loop {
 	struct node_disk d;
 	struct node_loop *loop;
 	int fd;
+	int cfd; /* read-only, through the page cache; -1: none */
 };
 
 static void dl_complete(struct node_loop_ev *ev, int res, uint32_t flags)
@@ -221,7 +247,8 @@ static int dl_submit(struct node_disk *d, struct node_disk_io *io)
 		return -EBUSY;
 	switch (io->op) {
 	case DISK_READ:
-		io_uring_prep_read(sqe, dl->fd, io->buf, io->len, io->off);
+		io_uring_prep_read(sqe, io->cached && dl->cfd >= 0 ? dl->cfd : dl->fd, io->buf, io->len,
+				   io->off);
 		break;
 	case DISK_WRITE:
 		io_uring_prep_write(sqe, dl->fd, io->buf, io->len, io->off);
@@ -249,6 +276,8 @@ static void dl_destroy(struct node_disk *d)
 		;
 	if (dl->fd >= 0)
 		close(dl->fd);
+	if (dl->cfd >= 0)
+		close(dl->cfd);
 	free(dl);
 }
 
@@ -270,6 +299,7 @@ int node_disk_loop_open(struct node_disk **out, struct node_loop *loop, const ch
 		free(dl);
 		return ret;
 	}
+	dl->cfd = cached_open(path);
 	dl->d.ops = &loop_ops;
 	*out = &dl->d;
 	return 0;

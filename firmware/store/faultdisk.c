@@ -36,6 +36,7 @@ struct node_faultdisk {
 		int skip, count, err;
 	} fail[3];
 	uint64_t writes, flushes;
+	int stale;  /* cached reads still to return stale (zeroed) bytes */
 };
 
 struct node_faultdisk *node_faultdisk_of(struct node_disk *d)
@@ -100,6 +101,11 @@ static int execute(struct node_faultdisk *f, struct node_disk_io *io)
 		return io->op == DISK_WRITE ? -ENOSPC : 0;
 	if (io->op == DISK_READ) {
 		memcpy(io->buf, f->image + io->off, io->len);
+		if (io->cached && f->stale > 0) {
+			/* what a page cached before the write would hold here */
+			f->stale--;
+			memset(io->buf, 0, io->len);
+		}
 		return (int)io->len;
 	}
 	if (f->ncache == f->capcache) {
@@ -240,6 +246,11 @@ void node_faultdisk_flip(struct node_faultdisk *f, uint64_t off, unsigned bit)
 		return;
 	f->image[off] ^= (uint8_t)(1u << (bit & 7));
 	f->durable[off] ^= (uint8_t)(1u << (bit & 7));
+}
+
+void node_faultdisk_stale_cache(struct node_faultdisk *f, int count)
+{
+	f->stale = count;
 }
 
 uint64_t node_faultdisk_writes(struct node_faultdisk *f)

@@ -1353,6 +1353,7 @@ static int read_submit(struct node_store *s, struct op *op, uint64_t from, uint6
 	op->rbase = a;
 	op->io = (struct node_disk_io){
 		.op = DISK_READ, .buf = op->rbuf, .len = b - a, .off = a, .done = read_done, .arg = op,
+		.cached = s->o.page_cache_reads,
 	};
 	ret = node_disk_submit(s->disk, &op->io);
 	if (ret == 0)
@@ -1411,6 +1412,24 @@ static int read_check_head(struct node_store *s, struct op *op, const uint8_t *r
 	return 0;
 }
 
+/*
+ * A read that came through the page cache and failed a check: the page may
+ * be stale (a direct write raced the read that filled it), so read the same
+ * blocks again from the drive before calling it an error. true: re-read.
+ */
+static bool read_again_direct(struct node_store *s, struct op *op)
+{
+	if (!op->io.cached)
+		return false;
+	op->io.cached = false;
+	op->io.res = 0;
+	if (node_disk_submit(s->disk, &op->io) < 0)
+		return false;
+	s->reads_inflight++;
+	s->st.cache_rereads++;
+	return true;
+}
+
 static void read_done(struct node_disk_io *io)
 {
 	struct op *op = io->arg;
@@ -1426,6 +1445,8 @@ static void read_done(struct node_disk_io *io)
 
 	s->reads_inflight--;
 	if (io->res < 0 || (size_t)io->res != io->len) {
+		if (read_again_direct(s, op))
+			return;
 		set_err(s, "read of %zu bytes at %" PRIu64 " on '%s' failed: %s", io->len, io->off,
 			s->disk->name, io->res < 0 ? strerror(-io->res) : "short read");
 		read_finish(s, op, -EIO, NULL, 0, NULL);
@@ -1447,6 +1468,8 @@ static void read_done(struct node_disk_io *io)
 				ret = -EIO;
 		}
 		if (ret < 0) {
+			if (read_again_direct(s, op))
+				return;
 			set_err(s, "checksum mismatch in a chunk of '%.*s' on '%s'", (int)op->klen,
 				(const char *)op->key, s->disk->name);
 			read_finish(s, op, ret, NULL, 0, NULL);
@@ -1457,6 +1480,8 @@ static void read_done(struct node_disk_io *io)
 	}
 	ret = read_check_head(s, op, rec, avail, &h);
 	if (ret < 0) {
+		if (read_again_direct(s, op))
+			return;
 		set_err(s, "record of '%.*s' at %" PRIu64 " on '%s' failed its header checksum",
 			(int)op->klen, (const char *)op->key, rec_off, s->disk->name);
 		read_finish(s, op, ret, NULL, 0, NULL);
@@ -1476,6 +1501,8 @@ static void read_done(struct node_disk_io *io)
 	if (op->stage == 0) {
 		/* the whole record is here: verify the whole value */
 		if (ovl_crc32c(0, val, h.vlen) != h.vcrc) {
+			if (read_again_direct(s, op))
+				return;
 			set_err(s, "checksum mismatch in '%.*s' on '%s'", (int)op->klen,
 				(const char *)op->key, s->disk->name);
 			read_finish(s, op, -EIO, NULL, 0, NULL);
@@ -2924,6 +2951,7 @@ void node_store_opts_init(struct node_store_opts *o)
 	o->ckpt_records = 1000000;
 	o->commit_window_us = 2000;
 	o->read_cache_bytes = 8u << 20;
+	o->page_cache_reads = true;
 }
 
 int node_store_open(struct node_store **out, const struct node_store_opts *opts, char *err,

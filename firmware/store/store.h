@@ -51,6 +51,9 @@ struct node_store_opts {
 	uint64_t ckpt_records;      /* checkpoint after this many records, default 1,000,000 */
 	uint64_t commit_window_us;  /* longest a record waits for its batch, default 2000 */
 	size_t read_cache_bytes;    /* read buffers kept for reuse, default 8 MiB */
+	bool page_cache_reads;      /* gets and stats may be answered from the OS page
+				     * cache (default true); a checksum failure there
+				     * is read again from the drive before it counts */
 	const struct node_clock *clock; /* default: system clock */
 	uint64_t seed;              /* random source (drive uuid) */
 };
@@ -231,6 +234,8 @@ struct node_store_stats {
 	double index_bytes_per_object;
 	uint64_t puts, gets, deletes, flushes, batches;
 	uint64_t checksum_errors;   /* mismatches seen by reads and scrub */
+	uint64_t cache_rereads;     /* page-cache reads that failed a check and were
+				     * read again from the drive */
 	uint64_t checkpoints, compactions, recovered_records, discarded_tail_bytes;
 	uint64_t seq;               /* last sequence number */
 	uint64_t idle_releases;     /* times idle memory was given back (write and read buffers, heap) */

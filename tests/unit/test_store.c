@@ -502,6 +502,122 @@ static void test_bit_flips_detected(void **state)
 	node_store_close(&s);
 }
 
+/* Reads through the page cache that come back stale are read again from the
+ * drive: the caller gets the right bytes, and no checksum error is counted. */
+static void test_stale_page_cache(void **state)
+{
+	struct node_disk *d = new_disk(12);
+	struct node_faultdisk *f = node_faultdisk_of(d);
+	struct node_store *s = open_on(d, true);
+	struct node_store_stats st;
+	size_t n = 700000, got;
+	uint8_t *v = malloc(n), *buf = malloc(n), small[3000];
+
+	fill(v, n, 12);
+	fill(small, sizeof(small), 13);
+	assert_int_equal(node_store_put(s, "big", 3, v, n), 0);
+	assert_int_equal(node_store_put(s, "small", 5, small, sizeof(small)), 0);
+	/* a whole small value */
+	node_faultdisk_stale_cache(f, 1);
+	check_value(s, "small", small, sizeof(small));
+	node_store_stats(s, &st);
+	assert_int_equal(st.cache_rereads, 1);
+	/* a range of a large value: the header read and the chunk read both
+	 * come back stale */
+	node_faultdisk_stale_cache(f, 2);
+	assert_int_equal(node_store_get_range(s, "big", 3, 123457, 300001, buf, &got), 0);
+	assert_int_equal(got, 300001);
+	assert_memory_equal(buf, v + 123457, got);
+	node_store_stats(s, &st);
+	assert_int_equal(st.cache_rereads, 3);
+	assert_int_equal(st.checksum_errors, 0);
+	/* damage on the drive itself is still an error after the re-read */
+	{
+		uint8_t probe[64];
+		uint64_t off = 0;
+		void *g = NULL;
+		size_t len;
+
+		for (uint64_t o = 1 << 20; o < DISK_BYTES && !off; o += 16) {
+			node_faultdisk_peek(f, o, probe, sizeof(probe));
+			if (memcmp(probe + 40, "small", 5) == 0 && probe[0] == 'S' && probe[1] == 'R')
+				off = o;
+		}
+		assert_true(off != 0);
+		node_faultdisk_flip(f, off + 40 + 5 + 100, 1);
+		node_faultdisk_stale_cache(f, 1);
+		assert_int_equal(node_store_get(s, "small", 5, &g, &len), -EIO);
+		node_store_stats(s, &st);
+		assert_int_equal(st.cache_rereads, 4);
+		assert_int_equal(st.checksum_errors, 1);
+	}
+	d = node_store_abandon(&s);
+	/* with page-cache reads off, every read is direct: nothing to re-read */
+	{
+		struct node_store_opts o;
+		char err[256];
+
+		node_faultdisk_reseed(f, 13);
+		node_store_opts_init(&o);
+		o.disk = d;
+		o.page_cache_reads = false;
+		assert_int_equal(node_store_open(&s, &o, err, sizeof(err)), 0);
+		node_faultdisk_stale_cache(f, 1);
+		assert_int_equal(node_store_get_range(s, "big", 3, 0, n, buf, &got), 0);
+		assert_int_equal(got, n);
+		assert_memory_equal(buf, v, n);
+		node_store_stats(s, &st);
+		assert_int_equal(st.cache_rereads, 0);
+		node_store_close(&s);
+	}
+	free(v);
+	free(buf);
+}
+
+/* On a real drive file: values appended into a block that was already read
+ * through the page cache are seen (direct writes drop the cached pages). */
+static void test_page_cache_coherent(void **state)
+{
+	char path[] = "/tmp/shelf-test-pcache-XXXXXX", err[256];
+	struct node_store_opts o;
+	struct node_store *s = NULL;
+	struct node_store_stats st;
+	uint8_t v[100];
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	close(fd);
+	unlink(path);
+	node_store_opts_init(&o);
+	o.path = path;
+	o.create_size = 64u << 20;
+	o.format = true;
+	o.segment_bytes = SEG_BYTES;
+	if (node_store_open(&s, &o, err, sizeof(err)) < 0) {
+		unlink(path);
+		skip(); /* no O_DIRECT on this file system */
+	}
+	for (int i = 0; i < 200; i++) {
+		char key[16];
+
+		snprintf(key, sizeof(key), "k%d", i);
+		fill(v, sizeof(v), (unsigned)i);
+		assert_int_equal(node_store_put(s, key, strlen(key), v, sizeof(v)), 0);
+		/* every earlier value, read while its block is being appended to */
+		for (int j = i; j >= 0 && j > i - 8; j--) {
+			snprintf(key, sizeof(key), "k%d", j);
+			fill(v, sizeof(v), (unsigned)j);
+			check_value(s, key, v, sizeof(v));
+		}
+	}
+	node_store_stats(s, &st);
+	assert_int_equal(st.checksum_errors, 0);
+	assert_int_equal(st.cache_rereads, 0); /* no stale page was ever read */
+	assert_true(st.gets >= 200);
+	node_store_close(&s);
+	unlink(path);
+}
+
 static int write_image(struct node_disk *d, const char *path)
 {
 	uint8_t *buf = malloc(DISK_BYTES);
@@ -710,6 +826,8 @@ int main(void)
 		cmocka_unit_test(test_full_drive),
 		cmocka_unit_test(test_write_error_goes_read_only),
 		cmocka_unit_test(test_bit_flips_detected),
+		cmocka_unit_test(test_stale_page_cache),
+		cmocka_unit_test(test_page_cache_coherent),
 		cmocka_unit_test(test_bad_drives),
 		cmocka_unit_test(test_idle_release),
 	};

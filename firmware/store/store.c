@@ -45,6 +45,7 @@
 #define REPLAY_WINDOW_BYTES (1u << 20)
 #define SMALL_READ_BYTES (256u << 10)
 #define IDLE_RELEASE_NS 1000000000ull /* idle this long: give memory back */
+#define STORE_FLUSHES_MAX 2           /* fdatasyncs in flight at once */
 #define LOC_LEN_BITS 23
 _Static_assert(LOC_LEN_BITS == SIDX_LOC_SPLIT, "the index stores a loc's size bits apart");
 _Static_assert(NODE_STORE_KEY_MAX <= SIDX_KEY_MAX, "the index holds every key");
@@ -139,9 +140,18 @@ struct node_store {
 	struct wbuf *bufs;
 	unsigned nbufs;
 	struct wbuf *cur;
-	uint64_t next_buf_id, durable_buf_id, flush_target;
-	bool flush_inflight;
-	struct node_disk_io flush_io;
+	uint64_t next_buf_id, durable_buf_id;
+	/* flushes in flight, each covering the write buffers up to its target
+	 * (those completed when it was issued); a second one may start while
+	 * the first is on the device, so a record never waits for a whole
+	 * flush that began before it was written plus its own */
+	struct {
+		struct node_disk_io io;
+		uint64_t target;
+		bool busy;
+	} flush[STORE_FLUSHES_MAX];
+	unsigned flush_inflight;
+	uint64_t flush_issued;  /* highest target of any flush issued */
 	/* state */
 	bool read_only;
 	char ro_reason[160];
@@ -197,6 +207,7 @@ enum { CK_IDLE, CK_WAIT, CK_PARTS, CK_END, CK_PTR_WRITE, CK_PTR_FLUSH };
  */
 struct sbuf {
 	uint8_t *mem;
+	size_t mem_cap;     /* bytes allocated (a reused buffer can be larger) */
 	uint64_t roff;      /* region offset of mem[0] */
 	size_t fill, cap;
 	int state;          /* SB_FREE, SB_FILL, SB_FULL (waits for a place), SB_IO */
@@ -794,15 +805,20 @@ static void serialize(struct node_store *s)
 static void flush_done(struct node_disk_io *io)
 {
 	struct node_store *s = io->arg;
+	unsigned i;
 
-	s->flush_inflight = false;
+	for (i = 0; i < STORE_FLUSHES_MAX && &s->flush[i].io != io; i++)
+		;
+	s->flush[i].busy = false;
+	s->flush_inflight--;
 	s->st.flushes++;
 	if (io->res < 0) {
 		go_read_only(s, "fdatasync failed: %s", strerror(-io->res));
 		return;
 	}
-	if (s->flush_target > s->durable_buf_id)
-		s->durable_buf_id = s->flush_target;
+	/* everything up to its target is durable, whichever flush ends first */
+	if (s->flush[i].target > s->durable_buf_id)
+		s->durable_buf_id = s->flush[i].target;
 }
 
 static bool any_write_inflight(const struct node_store *s);
@@ -810,12 +826,14 @@ static bool any_write_inflight(const struct node_store *s);
 static void start_flush(struct node_store *s)
 {
 	uint64_t w;
+	unsigned i;
 	int ret;
 
-	if (s->flush_inflight || s->read_only || !s->commitq.head)
+	if (s->flush_inflight == STORE_FLUSHES_MAX || s->read_only || !s->commitq.head)
 		return;
 	w = written_upto(s);
-	if (w <= s->durable_buf_id || s->commitq.head->last_buf > w)
+	/* nothing new to cover, or the oldest waiting record is not written */
+	if (w <= s->durable_buf_id || w <= s->flush_issued || s->commitq.head->last_buf > w)
 		return;
 	/*
 	 * While writes are still streaming, one flush per batch: wait until
@@ -830,14 +848,18 @@ static void start_flush(struct node_store *s)
 		    waited < s->o.commit_window_us * 1000)
 			return;
 	}
-	s->flush_target = w;
-	s->flush_io = (struct node_disk_io){ .op = DISK_FLUSH, .done = flush_done, .arg = s };
-	ret = node_disk_submit(s->disk, &s->flush_io);
+	for (i = 0; s->flush[i].busy; i++)
+		;
+	s->flush[i].target = w;
+	s->flush[i].io = (struct node_disk_io){ .op = DISK_FLUSH, .done = flush_done, .arg = s };
+	ret = node_disk_submit(s->disk, &s->flush[i].io);
 	if (ret < 0) {
 		go_read_only(s, "cannot queue fdatasync: %s", strerror(-ret));
 		return;
 	}
-	s->flush_inflight = true;
+	s->flush[i].busy = true;
+	s->flush_inflight++;
+	s->flush_issued = w;
 }
 
 static void ck_end_durable(struct node_store *s, struct op *op);
@@ -1798,8 +1820,10 @@ static void stream_free(struct node_store_stream *st)
 			break;
 		}
 	}
+	/* back to the buffer cache: a fresh 256 KiB buffer per stream costs
+	 * page faults on every PUT */
 	for (int i = 0; i < 2; i++)
-		free(st->b[i].mem);
+		rbuf_put(s, st->b[i].mem, st->b[i].mem_cap);
 	free(st->head);
 	free(st->table);
 	free(st->key);
@@ -2032,7 +2056,7 @@ int node_store_stream_begin(struct node_store *s, const void *key, size_t klen, 
 	memcpy(st->key, key, klen);
 	memset(st->head, 0, st->head_len);
 	for (int i = 0; i < 2 && st->region_len > st->head_len; i++) {
-		st->b[i].mem = aligned_alloc_blocks(s->o.write_buffer_bytes);
+		st->b[i].mem = rbuf_get(s, s->o.write_buffer_bytes, &st->b[i].mem_cap);
 		if (!st->b[i].mem) {
 			ret = -ENOMEM;
 			goto fail;

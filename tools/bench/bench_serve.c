@@ -30,6 +30,9 @@
 
 #define REPS 3
 #define RUN_SECONDS 3
+#define PUT_SECONDS 2    /* three PUT runs must fit the drive */
+#define PUT_STREAMS 32   /* 1 MiB PUTs in flight, as fio's iodepth */
+#define DRIVE_GIB 12
 #define BIG (1u << 20)
 #define SMALL 4096u
 #define N_BIG 64
@@ -411,15 +414,15 @@ static int run_ours(struct load *l, int streams, double *ops, double *mbs, doubl
 	atomic_store(&l->bytes, 0);
 	atomic_store(&l->errors, 0);
 	l->nlat = 0;
-	l->until = bench_now() + RUN_SECONDS;
+	l->until = bench_now() + (l->put ? PUT_SECONDS : RUN_SECONDS);
 	for (int i = 0; i < streams; i++)
 		pthread_create(&t[i], NULL, load_thread, l);
 	for (int i = 0; i < streams; i++)
 		pthread_join(t[i], NULL);
 	if (atomic_load(&l->errors))
 		return -1;
-	*ops = (double)atomic_load(&l->ops) / RUN_SECONDS;
-	*mbs = (double)atomic_load(&l->bytes) / RUN_SECONDS / 1e6;
+	*ops = (double)atomic_load(&l->ops) / (l->put ? PUT_SECONDS : RUN_SECONDS);
+	*mbs = (double)atomic_load(&l->bytes) / (l->put ? PUT_SECONDS : RUN_SECONDS) / 1e6;
 	if (p99_us && l->nlat) {
 		bench_median(l->lat, (int)l->nlat); /* sorts them */
 		*p99_us = l->lat[(size_t)(l->nlat * 0.99)] * 1e6;
@@ -728,6 +731,21 @@ static int put_objects(struct pki *p, struct ovl_peers *peers, uint16_t port, co
 	return 0;
 }
 
+/* fio's sequential 1 MiB write throughput at qd32 on `drive`, in MB/s. */
+static int fio_write_mbs(const char *drive, const char *sync, double *mbs)
+{
+	char args[1024], out[1 << 14], *q;
+
+	snprintf(args, sizeof(args),
+		 "fio --name=w --filename='%s' --ioengine=io_uring --direct=1 --rw=write --bs=1M "
+		 "--iodepth=32 %s --size=2G --output-format=json 2>/dev/null", drive, sync);
+	if (bench_capture(args, out, sizeof(out)) < 0 || !(q = strstr(out, "\"write\" :")) ||
+	    !(q = strstr(q, "\"bw_bytes\" :")))
+		return -1;
+	*mbs = strtod(q + 13, NULL) / 1e6;
+	return 0;
+}
+
 static int run_serve(int argc, char **argv)
 {
 	char dir[512] = "", drive[600], www[600], path[700];
@@ -782,12 +800,26 @@ static int run_serve(int argc, char **argv)
 	{
 		struct node_store *st = NULL;
 		struct node_store_opts so;
-		char err[256];
+		char err[256], fill[900];
 
+		/*
+		 * The drive file is written through once before anything runs,
+		 * as a block device is: writes into the holes of a sparse file
+		 * allocate blocks, and each flush then commits the file
+		 * system's journal too, which fio (run later, over blocks we
+		 * wrote) would not pay.
+		 */
+		snprintf(fill, sizeof(fill),
+			 "fio --name=fill --filename='%s' --ioengine=io_uring --direct=1 --rw=write "
+			 "--bs=1M --iodepth=32 --size=%uG >/dev/null 2>&1", drive, DRIVE_GIB);
+		if (system(fill) != 0) {
+			fprintf(stderr, "shelf-bench serve: cannot write the drive file with fio\n");
+			return 1;
+		}
 		node_store_opts_init(&so);
 		so.path = drive;
-		so.create_size = 8ull << 30; /* sparse; the PUT runs write several GiB */
 		so.format = true;
+		so.force_format = true; /* the file holds fio's bytes */
 		so.segment_bytes = 128u << 20;
 		if (node_store_open(&st, &so, err, sizeof(err)) < 0) {
 			fprintf(stderr, "shelf-bench serve: %s\n", err);
@@ -872,14 +904,16 @@ static int run_serve(int argc, char **argv)
 		   "serve_get_1m");
 	fprintf(stderr, "  (node rss after the GET runs: %ld KiB)\n", rss_kib(node));
 
-	/* durable 1 MiB PUTs, then fio on the same drive file (the node is gone) */
+	/* durable 1 MiB PUTs, then fio on the same drive file (the node is gone):
+	 * as the issue asks, sequential writes with one fsync at the end; and,
+	 * for what durability costs on this drive, the same with an fdatasync
+	 * after every 32 MiB (what our 32 PUTs in flight can share) */
 	{
-		double op[REPS], fr[REPS], t;
-		char args[1024], out_json[1 << 14];
+		double op[REPS], fr[REPS], fd[REPS];
 
 		l.slice = "plain"; l.obj = BIG; l.put = true; l.data = big;
 		for (int r = 0; r < REPS; r++) {
-			if (run_ours(&l, 8, &ops, &mbs, NULL) < 0)
+			if (run_ours(&l, PUT_STREAMS, &ops, &mbs, NULL) < 0)
 				goto fail;
 			op[r] = mbs;
 		}
@@ -887,20 +921,14 @@ static int run_serve(int argc, char **argv)
 		kill(node, SIGTERM);
 		waitpid(node, NULL, 0);
 		node = -1;
-		for (int r = 0; r < REPS; r++) {
-			char *q;
-
-			snprintf(args, sizeof(args),
-				 "fio --name=w --filename=%s --ioengine=io_uring --direct=1 --rw=write --bs=1M "
-				 "--iodepth=32 --end_fsync=1 --size=2G --output-format=json 2>/dev/null", drive);
-			if (bench_capture(args, out_json, sizeof(out_json)) < 0 ||
-			    !(q = strstr(out_json, "\"write\" :")) || !(q = strstr(q, "\"bw_bytes\" :")))
+		for (int r = 0; r < REPS; r++)
+			if (fio_write_mbs(drive, "--end_fsync=1", &fr[r]) < 0 ||
+			    fio_write_mbs(drive, "--fdatasync=32", &fd[r]) < 0)
 				goto fail;
-			t = strtod(q + 13, NULL);
-			fr[r] = t / 1e6;
-		}
 		bench_line("serve_put_1m", bench_median(op, REPS), bench_median(fr, REPS), "MB/s",
 			   "fio-seqwrite-bs1M-qd32-end_fsync");
+		bench_line("serve_put_1m_vs_durable_fio", bench_median(op, REPS), bench_median(fd, REPS),
+			   "MB/s", "fio-seqwrite-bs1M-qd32-fdatasync32");
 	}
 
 	if (rss_run(dir, port + 2) < 0)

@@ -131,6 +131,10 @@ static int store_open(struct node_store **s, const char *drive, bool format, uin
 	o.write_buffers = wbufs;
 	o.write_buffer_bytes = wbuf_bytes;
 	o.read_cache_bytes = 64u << 20; /* 32 reads of 1 MiB in flight */
+	/* the engine against the drive: fio reads with O_DIRECT, so do we
+	 * (the node's GETs go through the page cache; shelf-bench serve
+	 * measures those against nginx) */
+	o.page_cache_reads = false;
 	if (ckpt_records)
 		o.ckpt_records = ckpt_records;
 	ret = node_store_open(s, &o, err, sizeof(err));

@@ -811,7 +811,7 @@ static int run_serve(int argc, char **argv)
 		 */
 		snprintf(fill, sizeof(fill),
 			 "fio --name=fill --filename='%s' --ioengine=io_uring --direct=1 --rw=write "
-			 "--bs=1M --iodepth=32 --size=%uG >/dev/null 2>&1", drive, DRIVE_GIB);
+			 "--bs=1M --iodepth=32 --size=%uG --end_fsync=1 >/dev/null 2>&1", drive, DRIVE_GIB);
 		if (system(fill) != 0) {
 			fprintf(stderr, "shelf-bench serve: cannot write the drive file with fio\n");
 			return 1;

@@ -459,6 +459,20 @@ static void test_write_error_goes_read_only(void **state)
 	node_store_close(&s);
 }
 
+/* The drive offset of the put record of `key` (its header starts "SR"). */
+static uint64_t find_record(struct node_faultdisk *f, const char *key)
+{
+	uint8_t probe[64];
+
+	for (uint64_t o = 1 << 20; o < DISK_BYTES; o += 16) {
+		node_faultdisk_peek(f, o, probe, sizeof(probe));
+		if (memcmp(probe + 40, key, strlen(key)) == 0 && probe[0] == 'S' && probe[1] == 'R')
+			return o;
+	}
+	fail_msg("no record of '%s' on the image", key);
+	return 0;
+}
+
 static void test_bit_flips_detected(void **state)
 {
 	struct node_disk *d = new_disk(10);
@@ -476,12 +490,7 @@ static void test_bit_flips_detected(void **state)
 	assert_int_equal(node_store_put(s, "header", 6, v, sizeof(v)), 0);
 	assert_int_equal(node_store_put(s, "fine", 4, v, sizeof(v)), 0);
 	/* find the records on the image and flip a value bit and a header bit */
-	for (uint64_t o = 1 << 20; o < DISK_BYTES && !off; o += 16) {
-		node_faultdisk_peek(f, o, probe, sizeof(probe));
-		if (memcmp(probe + 40, "victim", 6) == 0 && probe[0] == 'S' && probe[1] == 'R')
-			off = o;
-	}
-	assert_true(off != 0);
+	off = find_record(f, "victim");
 	node_faultdisk_flip(f, off + 40 + 6 + 1000, 3);
 	for (uint64_t o = off; o < off + 8192; o += 16) {
 		node_faultdisk_peek(f, o, probe, sizeof(probe));
@@ -533,17 +542,10 @@ static void test_stale_page_cache(void **state)
 	assert_int_equal(st.checksum_errors, 0);
 	/* damage on the drive itself is still an error after the re-read */
 	{
-		uint8_t probe[64];
-		uint64_t off = 0;
+		uint64_t off = find_record(f, "small");
 		void *g = NULL;
 		size_t len;
 
-		for (uint64_t o = 1 << 20; o < DISK_BYTES && !off; o += 16) {
-			node_faultdisk_peek(f, o, probe, sizeof(probe));
-			if (memcmp(probe + 40, "small", 5) == 0 && probe[0] == 'S' && probe[1] == 'R')
-				off = o;
-		}
-		assert_true(off != 0);
 		node_faultdisk_flip(f, off + 40 + 5 + 100, 1);
 		node_faultdisk_stale_cache(f, 1);
 		assert_int_equal(node_store_get(s, "small", 5, &g, &len), -EIO);

@@ -3,11 +3,8 @@
 # operates it: status, SIGKILL a node and start it again, cut and heal its
 # link, and take everything down leaving no namespace behind.
 set -u
-[ "$(id -u)" = 0 ] || { echo "needs root for network namespaces"; exit 77; }
-command -v ip >/dev/null || { echo "needs iproute2"; exit 77; }
-export SHELF_CLUSTER_NS="t$$" SHELF_CLUSTER_DIR=$(mktemp -d /tmp/shelf-1u-XXXXXX)
-C="${SHELF_SRC:-.}/tools/shelf-cluster"
-trap '"$C" down --wipe >/dev/null 2>&1; rm -rf "$SHELF_CLUSTER_DIR"' EXIT
+. "$(dirname "$0")/cluster_lib.sh"
+cluster_test t shelf-1u
 fail() { echo "FAIL: $*"; "$C" status; exit 1; }
 
 "$C" up --nodes 24 || fail "up"

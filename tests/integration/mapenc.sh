@@ -7,17 +7,10 @@
 # the signed map from a node (--node / SHELF_NODES) and reads and writes;
 # `shelf status` reports health with the right exit codes.
 set -u
-[ "$(id -u)" = 0 ] || { echo "skipped: needs root for network namespaces"; exit 77; }
-command -v ip >/dev/null || { echo "skipped: needs iproute2"; exit 77; }
-PY=/usr/bin/python3
-"$PY" -c 'import msgpack, nacl.bindings, zmq, sys; sys.exit(0 if zmq.has("curve") else 1)' 2>/dev/null ||
-	{ echo "skipped: $PY needs python3-msgpack, python3-nacl and python3-zmq (with CURVE)"; exit 77; }
-
-SRC=$(cd "${SHELF_SRC:-$(dirname "$0")/../..}" && pwd)
-export SHELF_CLUSTER_NS="me$$" SHELF_CLUSTER_DIR=$(mktemp -d /tmp/shelf-mapenc-XXXXXX)
-C="$SRC/tools/shelf-cluster"
+. "$(dirname "$0")/cluster_lib.sh"
+cluster_test me shelf-mapenc
+need_python_client
 B=$SHELF_CLUSTER_DIR/broker
-trap '"$C" down --wipe >/dev/null 2>&1; rm -rf "$SHELF_CLUSTER_DIR"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 T="$SRC/tests/integration/py/mapenc_test.py"
 w=$SHELF_CLUSTER_DIR/w

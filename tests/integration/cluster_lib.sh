@@ -1,0 +1,22 @@
+# Helpers for the tests that run a cluster with tools/shelf-cluster (sourced,
+# not run: not executable).
+
+# cluster_test NS PREFIX: skip without root or iproute2; then SRC (the source
+# tree), C (shelf-cluster), namespaces named NS<pid>* and a fresh
+# SHELF_CLUSTER_DIR under /tmp, all taken down and removed on exit.
+cluster_test() {
+	[ "$(id -u)" = 0 ] || { echo "skipped: needs root for network namespaces"; exit 77; }
+	command -v ip >/dev/null || { echo "skipped: needs iproute2"; exit 77; }
+	SRC=$(cd "${SHELF_SRC:-$(dirname "$0")/../..}" && pwd)
+	export SHELF_CLUSTER_NS="$1$$" SHELF_CLUSTER_DIR=$(mktemp -d "/tmp/$2-XXXXXX")
+	C="$SRC/tools/shelf-cluster"
+	trap '"$C" down --wipe >/dev/null 2>&1; rm -rf "$SHELF_CLUSTER_DIR"' EXIT
+}
+
+# need_python_client: PY=/usr/bin/python3 with msgpack, nacl and zmq (with
+# CURVE), as the independent clients need; else skip.
+need_python_client() {
+	PY=/usr/bin/python3
+	"$PY" -c 'import msgpack, nacl.bindings, zmq, sys; sys.exit(0 if zmq.has("curve") else 1)' 2>/dev/null ||
+		{ echo "skipped: $PY needs python3-msgpack, python3-nacl and python3-zmq (with CURVE)"; exit 77; }
+}

@@ -94,18 +94,6 @@ void brk_link_opts(struct ovl_link_opts *o)
 	o->heartbeat_ttl_ms = 0;
 }
 
-/* Enrolment policy: any CURVE key may connect; the application decides. */
-static int admit_any(void *arg, const uint8_t key[OVL_KEY_BYTES],
-		     const struct ovl_keyring_entry *entry, uint64_t now, int verdict)
-{
-	(void)arg;
-	(void)key;
-	(void)entry;
-	(void)now;
-	(void)verdict;
-	return 0;
-}
-
 int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, size_t errlen)
 {
 	struct brk_site site;
@@ -168,7 +156,8 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 		goto out;
 	if ((rc = ovl_zap_new(&zap, ctx, err, errlen)) < 0)
 		goto out;
-	ovl_keyring_hook_set(kr, admit_any, NULL);
+	/* enrolment policy: any CURVE key may connect; the application decides */
+	ovl_keyring_hook_set(kr, ovl_keyring_admit_any, NULL);
 	if ((rc = ovl_zap_domain_set(zap, OVL_LINK_DOMAIN_NODE, kr)) < 0) {
 		snprintf(err, errlen, "cannot register the node domain: %s", strerror(-rc));
 		goto out;

@@ -103,4 +103,9 @@ size_t ovl_keyring_count(ovl_keyring_t *kr);
  */
 void ovl_keyring_hook_set(ovl_keyring_t *kr, ovl_keyring_hook_fn fn, void *arg);
 
+/* A hook that admits every key (the server that checks identities itself,
+ * above the link, as the broker does). */
+int ovl_keyring_admit_any(void *arg, const uint8_t key[OVL_KEY_BYTES],
+			  const struct ovl_keyring_entry *entry, uint64_t now, int verdict);
+
 #endif

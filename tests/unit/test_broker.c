@@ -177,6 +177,27 @@ static void reg_msg(struct ovl_msg *m, const struct ovl_id *id, const char *toke
 	crypto_sign_detached(m->u.reg.sig, NULL, pop, sizeof(pop), id->sign_sk);
 }
 
+/* Node `n` registers holding a cached definition of one slice owned by the
+ * site's broker (as a node does after the broker lost its state). */
+static void reg_cached_slice(struct world *w, int n, const char *name, uint64_t epoch,
+			     uint32_t replicas, const char *selector, bool encrypt)
+{
+	struct ovl_msg m;
+
+	reg_msg(&m, w->nodes[n], NULL, "sim");
+	m.u.reg.slices = calloc(1, sizeof(*m.u.reg.slices));
+	assert_non_null(m.u.reg.slices);
+	m.u.reg.n_slices = 1;
+	snprintf(m.u.reg.slices[0].name, sizeof(m.u.reg.slices[0].name), "%s", name);
+	m.u.reg.slices[0].epoch = epoch;
+	m.u.reg.slices[0].replicas = replicas;
+	m.u.reg.slices[0].encrypt = encrypt;
+	snprintf(m.u.reg.slices[0].selector, sizeof(m.u.reg.slices[0].selector), "%s", selector);
+	memcpy(m.u.reg.slices[0].owner, w->site.id->sign_pk, 32);
+	send_to_core(w, w->nodes[n], &m);
+	free(m.u.reg.slices);
+}
+
 /* Decode the last message sent to `to` (or NULL). The caller releases it. */
 static int last_to(struct world *w, const struct ovl_id *to, struct ovl_msg *m)
 {
@@ -520,7 +541,6 @@ static void test_persistence(void **state)
 	char err[256], path[128];
 	uint64_t epoch = 0;
 	uint32_t members = 0;
-	struct ovl_msg m;
 
 	snprintf(w->state_dir, sizeof(w->state_dir), "/tmp/test_broker.%d", (int)getpid());
 	brk_destroy(&w->b);
@@ -545,16 +565,7 @@ static void test_persistence(void **state)
 	new_core(w, w->state_dir);
 	assert_int_equal(brk_slice_info(w->b, "hot", NULL, NULL), -ENOENT);
 	assert_int_equal(brk_preauth_add(w->b, w->nodes[0]->sign_pk), 1);
-	reg_msg(&m, w->nodes[0], NULL, "sim");
-	m.u.reg.slices = calloc(1, sizeof(*m.u.reg.slices));
-	m.u.reg.n_slices = 1;
-	snprintf(m.u.reg.slices[0].name, 64, "hot");
-	m.u.reg.slices[0].epoch = 41;
-	m.u.reg.slices[0].replicas = 3;
-	snprintf(m.u.reg.slices[0].selector, 128, "board=sim");
-	memcpy(m.u.reg.slices[0].owner, w->site.id->sign_pk, 32);
-	send_to_core(w, w->nodes[0], &m);
-	free(m.u.reg.slices);
+	reg_cached_slice(w, 0, "hot", 41, 3, "board=sim", false);
 	assert_int_equal(brk_slice_info(w->b, "hot", &epoch, &members), 0);
 	assert_true(epoch > 41);
 	assert_int_equal(members, 1);
@@ -922,17 +933,7 @@ static void test_slice_encryption_and_signatures(void **state)
 	new_core(w, w->state_dir);
 	clear_out(w);
 	assert_int_equal(brk_preauth_add(w->b, w->nodes[1]->sign_pk), 1);
-	reg_msg(&m, w->nodes[1], NULL, "sim");
-	m.u.reg.slices = calloc(1, sizeof(*m.u.reg.slices));
-	m.u.reg.n_slices = 1;
-	snprintf(m.u.reg.slices[0].name, 64, "sec");
-	m.u.reg.slices[0].epoch = 9;
-	m.u.reg.slices[0].replicas = 1;
-	m.u.reg.slices[0].encrypt = true;
-	snprintf(m.u.reg.slices[0].selector, 128, "all");
-	memcpy(m.u.reg.slices[0].owner, w->site.id->sign_pk, 32);
-	send_to_core(w, w->nodes[1], &m);
-	free(m.u.reg.slices);
+	reg_cached_slice(w, 1, "sec", 9, 1, "all", true);
 	assert_int_equal(first_to(w, w->nodes[1], OVL_MSG_MAP, &m), 0);
 	assert_true(m.u.map.encrypt);
 	assert_true(m.u.map.epoch > 9);

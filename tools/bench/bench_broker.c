@@ -714,17 +714,6 @@ struct echo {
 	char endpoint[OVL_LINK_ENDPOINT_MAX_CHARS];
 };
 
-static int admit_any(void *arg, const uint8_t key[OVL_KEY_BYTES],
-		     const struct ovl_keyring_entry *entry, uint64_t now, int verdict)
-{
-	(void)arg;
-	(void)key;
-	(void)entry;
-	(void)now;
-	(void)verdict;
-	return 0;
-}
-
 /* The echo process: an ovl_link server in one thread, as the broker's
  * server is, answering each message with its bytes. Never returns. */
 static void echo_child(int info_w, int stop_r)
@@ -748,7 +737,7 @@ static void echo_child(int info_w, int stop_r)
 	zmq_ctx_set(zctx, ZMQ_MAX_SOCKETS, 65536);
 	if ((rc = ovl_zap_new(&zap, zctx, err, sizeof(err))) < 0)
 		goto out;
-	ovl_keyring_hook_set(kr, admit_any, NULL);
+	ovl_keyring_hook_set(kr, ovl_keyring_admit_any, NULL);
 	if ((rc = ovl_zap_domain_set(zap, OVL_LINK_DOMAIN_NODE, kr)) < 0)
 		goto out;
 	cfg.endpoint = "tcp://[::1]:*";

@@ -527,13 +527,24 @@ static void do_map(struct dp_conn *dc, const struct ovl_wire_hdr *h, const struc
 }
 
 /* A complete PUT payload: decrypt, check, store. */
+/* A PUT was handed to the store (ret 0: its callback answers) or refused. */
+static void put_queued(struct dp_conn *dc, struct dp_op *op, int ret, uint64_t epoch)
+{
+	if (ret < 0) {
+		respond_status(dc, dc->hdr.type, dc->hdr.rid, status_of(ret), epoch, "%s",
+			       node_store_errmsg(dc->dp->o.store));
+		op_done(op);
+		return;
+	}
+	dc->dp->st.puts++;
+}
+
 static void put_payload_done(struct dp_conn *dc)
 {
 	struct node_dp *dp = dc->dp;
 	const struct dp_slice *sl = slice_find(dp, dc->req.slice);
 	struct dp_op *op = NULL;
 	uint64_t plain = dc->pay_len;
-	int ret;
 
 	dc->in_payload = false;
 	if (dc->skip) {
@@ -565,14 +576,8 @@ static void put_payload_done(struct dp_conn *dc)
 		op->crc = dc->req.crc;
 		free(dc->seal);
 		dc->seal = NULL;
-		ret = node_store_stream_finish(&dc->stream, dc->req.crc, store_done, op);
-		if (ret < 0) {
-			respond_status(dc, dc->hdr.type, dc->hdr.rid, status_of(ret), sl->epoch, "%s",
-				       node_store_errmsg(dp->o.store));
-			op_done(op);
-			return;
-		}
-		dp->st.puts++;
+		put_queued(dc, op, node_store_stream_finish(&dc->stream, dc->req.crc, store_done, op),
+			   sl->epoch);
 		return;
 	}
 	if (dc->hdr.flags & OVL_WIRE_FLAG_ENCRYPTED) {
@@ -616,14 +621,10 @@ static void put_payload_done(struct dp_conn *dc)
 	op->size = plain;
 	op->crc = dc->req.crc;
 	dc->pay = NULL;
-	ret = node_store_put_async(dp->o.store, dc->req.key, dc->req.key_len, op->pay, plain, store_done, op);
-	if (ret < 0) {
-		respond_status(dc, dc->hdr.type, dc->hdr.rid, status_of(ret), sl->epoch, "%s",
-			       node_store_errmsg(dp->o.store));
-		op_done(op);
-		return;
-	}
-	dp->st.puts++;
+	put_queued(dc, op,
+		   node_store_put_async(dp->o.store, dc->req.key, dc->req.key_len, op->pay, plain,
+					store_done, op),
+		   sl->epoch);
 	return;
 drop:
 	dp->payload_bytes -= dc->pay_len;

@@ -157,14 +157,6 @@ static int mkdir_p(const char *path, mode_t mode)
 	return 0;
 }
 
-static uint64_t now_monotonic_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static long rss_bytes(void)
 {
 	FILE *f = fopen("/proc/self/statm", "r");
@@ -688,7 +680,7 @@ int main(int argc, char **argv)
 		arm_tick(&n);
 		ctl_tick(&n);
 		if (n.dp)
-			node_dp_tick(n.dp, (uint64_t)(now_monotonic_ms()));
+			node_dp_tick(n.dp, (uint64_t)(ovl_mono_ms()));
 		if (++n.ticks % (NODE_BUDGET_CHECK_MS / NODE_TICK_MS))
 			continue;
 		node_store_stats(n.store, &st);

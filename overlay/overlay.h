@@ -25,5 +25,6 @@
 #include "ovl_peers.h"
 #include "ovl_wire.h"
 #include "ovl_place.h"
+#include "ovl_util.h"
 
 #endif

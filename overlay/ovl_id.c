@@ -1,4 +1,5 @@
 #include "ovl_id.h"
+#include "ovl_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -178,39 +179,6 @@ out:
 	return ret;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		p += n;
-		len -= n;
-	}
-	return 0;
-}
-
-/* fsync the directory holding `path` so that a new name survives a crash. */
-static int sync_parent(const char *path)
-{
-	char *copy = NULL;
-	int fd = -1, ret = 0;
-
-	copy = strdup(path);
-	if (!copy)
-		return -ENOMEM;
-	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd) < 0)
-		ret = -errno;
-	if (fd >= 0)
-		close(fd);
-	free(copy);
-	return ret;
-}
-
 int ovl_id_save(const struct ovl_id *id, const char *path, char *err, size_t errlen)
 {
 	uint8_t img[OVL_ID_FILE_BYTES];
@@ -242,7 +210,7 @@ int ovl_id_save(const struct ovl_id *id, const char *path, char *err, size_t err
 	}
 	ret = fchmod(fd, OVL_ID_FILE_MODE) < 0 ? -errno : 0;
 	if (ret == 0)
-		ret = write_all(fd, img, sizeof(img));
+		ret = ovl_file_write_full(fd, img, sizeof(img));
 	if (ret == 0 && fsync(fd) < 0)
 		ret = -errno;
 	if (ret < 0) {
@@ -260,7 +228,7 @@ int ovl_id_save(const struct ovl_id *id, const char *path, char *err, size_t err
 				 strerror(-ret));
 		goto out;
 	}
-	ret = sync_parent(path);
+	ret = ovl_file_sync_parent(path);
 	if (ret < 0) {
 		snprintf(err, errlen, "cannot sync the directory of key file '%s': %s", path,
 			 strerror(-ret));
@@ -312,48 +280,16 @@ out:
 	return ret;
 }
 
-static void hex_format(const uint8_t *p, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[p[i] >> 4];
-		out[2 * i + 1] = digits[p[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
 void ovl_nodeid_format(const uint8_t id[OVL_ID_BYTES], char out[OVL_ID_HEX_BYTES])
 {
-	hex_format(id, OVL_ID_BYTES, out);
-}
-
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
+	ovl_hex_encode(id, OVL_ID_BYTES, out);
 }
 
 int ovl_nodeid_parse(const char *s, uint8_t id[OVL_ID_BYTES])
 {
-	uint8_t tmp[OVL_ID_BYTES];
-
 	if (!s || strlen(s) != 2 * OVL_ID_BYTES)
 		return -EINVAL;
-	for (size_t i = 0; i < OVL_ID_BYTES; i++) {
-		int hi = hex_digit(s[2 * i]), lo = hex_digit(s[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return -EINVAL;
-		tmp[i] = (uint8_t)(hi << 4 | lo);
-	}
-	memcpy(id, tmp, OVL_ID_BYTES);
-	return 0;
+	return ovl_hex_decode(s, id, OVL_ID_BYTES);
 }
 
 void ovl_keyid_compute(const uint8_t pk[OVL_ID_BYTES], uint8_t keyid[OVL_KEYID_BYTES])
@@ -369,7 +305,7 @@ void ovl_keyid_format(const uint8_t keyid[OVL_KEYID_BYTES], char out[OVL_ID_FP_B
 	char hex[2 * OVL_KEYID_BYTES + 1];
 	size_t o = 0;
 
-	hex_format(keyid, OVL_KEYID_BYTES, hex);
+	ovl_hex_encode(keyid, OVL_KEYID_BYTES, hex);
 	for (size_t i = 0; i < 2 * OVL_KEYID_BYTES; i++) {
 		if (i > 0 && i % 4 == 0)
 			out[o++] = ':';

@@ -12,6 +12,7 @@
 #include <zmq.h>
 
 #include "ovl_id.h"
+#include "ovl_util.h"
 
 #define PROBE_REQUEST_ID "ovl-link-probe"
 #define SEND_RETRY_MS 2 /* sleep between tries when one ROUTER peer's queue is full */
@@ -103,10 +104,7 @@ int ovl_link_key_public(const uint8_t secret[OVL_KEY_BYTES], uint8_t public_key[
 
 static int64_t now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)ovl_mono_ms();
 }
 
 static long remaining_ms(int64_t deadline)
@@ -156,11 +154,7 @@ static void drain(void *sock)
 
 static bool key_is_zero(const uint8_t *key)
 {
-	uint8_t acc = 0;
-
-	for (size_t i = 0; i < OVL_KEY_BYTES; i++)
-		acc |= key[i];
-	return acc == 0;
+	return ovl_mem_is_zero(key, OVL_KEY_BYTES);
 }
 
 /* Parses a User-Id: exactly 64 hex digits. Returns 0 or -EBADMSG. */

@@ -10,6 +10,7 @@
 
 #include "ovl_mp.h"
 #include "ovl_mpr.h"
+#include "ovl_util.h"
 
 _Static_assert(sizeof(enum ovl_msg_state) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum ovl_msg_admin_op) == sizeof(int), "enums are stored as int");
@@ -242,14 +243,6 @@ static const struct ovl_msg_field admin_ok_fields[] = {
 	FIELD("epoch", OVL_MSG_F_UINT, OPT, struct ovl_msg_admin_ok, epoch),
 };
 
-static bool all_zero(const uint8_t *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (p[i])
-			return false;
-	return true;
-}
-
 /* admin: which op needs which optional field */
 static int admin_check(const void *obj, char *err, size_t errlen)
 {
@@ -269,7 +262,7 @@ static int admin_check(const void *obj, char *err, size_t errlen)
 			need = "replicas";
 		break;
 	case OVL_MSG_ADMIN_REVOKE_NODE:
-		if (all_zero(a->node_id, sizeof(a->node_id)))
+		if (ovl_mem_is_zero(a->node_id, sizeof(a->node_id)))
 			need = "node_id";
 		break;
 	default:
@@ -1074,7 +1067,7 @@ static bool value_empty(const struct ovl_msg_field *f, const void *src)
 	case OVL_MSG_F_STR:
 		return ((const char *)src)[0] == '\0';
 	case OVL_MSG_F_FIXBIN:
-		return all_zero(src, f->size);
+		return ovl_mem_is_zero(src, f->size);
 	case OVL_MSG_F_BIN:
 		return ((const struct ovl_msg_bin *)src)->len == 0;
 	case OVL_MSG_F_ENUM:
@@ -1426,7 +1419,7 @@ int ovl_msg_map_verify(const struct ovl_msg_map *m, const uint8_t sign_pk[OVL_MS
 	msgpack_sbuffer sb;
 	int ret;
 
-	if (all_zero(m->sig, sizeof(m->sig)))
+	if (ovl_mem_is_zero(m->sig, sizeof(m->sig)))
 		return -EKEYREJECTED;
 	msgpack_sbuffer_init(&sb);
 	ret = ovl_msg_map_sig_input(m, &sb);

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
+#include "ovl_util.h"
 
 #define ZAP_VERSION "1.0"
 #define ZAP_FRAMES_MAX 8 /* version, id, domain, address, identity, mechanism, 2 credentials */
@@ -41,17 +42,6 @@ static uint64_t clock_system(void *arg)
 	time_t t = time(NULL);
 
 	return t < 0 ? 0 : (uint64_t)t;
-}
-
-static void hex_encode(const uint8_t *key, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < OVL_KEY_BYTES; i++) {
-		out[2 * i] = digits[key[i] >> 4];
-		out[2 * i + 1] = digits[key[i] & 15];
-	}
-	out[2 * OVL_KEY_BYTES] = '\0';
 }
 
 /* The keyring registered for domain[0..len), or NULL; call with zap->lock held. */
@@ -156,7 +146,7 @@ static enum verdict_kind decide(ovl_zap_t *zap, zmq_msg_t *f, size_t nf, bool to
 	}
 	*status = "200";
 	*text = "OK";
-	hex_encode(zmq_msg_data(&f[6]), user_id);
+	ovl_hex_encode(zmq_msg_data(&f[6]), OVL_KEY_BYTES, user_id);
 	return V_ALLOWED;
 }
 

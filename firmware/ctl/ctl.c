@@ -64,23 +64,6 @@ struct node_ctl {
 	msgpack_sbuffer sb;
 };
 
-static bool all_zero(const uint8_t *p, size_t n)
-{
-	uint8_t acc = 0;
-
-	for (size_t i = 0; i < n; i++)
-		acc |= p[i];
-	return acc == 0;
-}
-
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void note(node_ctl_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void note(node_ctl_t *c, const char *fmt, ...)
 {
@@ -101,35 +84,15 @@ uint64_t node_ctl_now(node_ctl_t *c)
 
 /* ---- files -------------------------------------------------------------------- */
 
+/* Crash-safe replace; the node's state files are private to it. */
 static int file_write(const char *path, const void *buf, size_t len)
 {
-	char tmp[CTL_PATH_MAX + 8], dir[CTL_PATH_MAX];
-	char *slash = NULL;
-	int fd, dfd, rc = 0;
+	char err[256];
+	int rc = ovl_file_write_atomic(path, buf, len, 0600, err, sizeof(err));
 
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	if (write(fd, buf, len) != (ssize_t)len || fsync(fd) < 0)
-		rc = -EIO;
-	close(fd);
-	if (rc == 0 && rename(tmp, path) < 0)
-		rc = -errno;
-	if (rc < 0) {
-		unlink(tmp);
-		return rc;
-	}
-	snprintf(dir, sizeof(dir), "%s", path);
-	slash = strrchr(dir, '/');
-	if (slash)
-		*slash = 0;
-	dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
-	return 0;
+	if (rc < 0)
+		ovl_warn("%s", err);
+	return rc;
 }
 
 static int file_read(const char *path, uint8_t **out, size_t *len, size_t max)
@@ -771,7 +734,7 @@ static int on_register_ok(node_ctl_t *c, unsigned bi, const struct ovl_msg_regis
 	c->b[bi].hb_outstanding = 0;
 	c->b[bi].hb_unsent_since_ms = 0;
 	c->b[bi].hb_ms = r->heartbeat_ms;
-	c->b[bi].next_hb_ms = mono_ms() + r->heartbeat_ms;
+	c->b[bi].next_hb_ms = ovl_mono_ms() + r->heartbeat_ms;
 	note(c, "broker %u: registered, certificate serial %llu valid until %llu, %u slices", bi,
 	     (unsigned long long)nc.serial, (unsigned long long)nc.not_after, r->n_slices);
 	return 0;
@@ -834,7 +797,7 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 			map_view(mp, &v);
 			/* the broker signed the map after the delta: ours must be that map,
 			 * or it is not what we would hand to clients */
-			if (changed && !all_zero(mp->sig, sizeof(mp->sig)) &&
+			if (changed && !ovl_mem_is_zero(mp->sig, sizeof(mp->sig)) &&
 			    ovl_msg_map_verify(&v.u.map, c->b[bi].sign_pk) < 0) {
 				note(c, "delta '%s' epoch %llu: the map after it does not match the "
 				     "broker's signature; asking for the full map", mp->name,
@@ -878,7 +841,7 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 		} else if (m.u.error.code == OVL_MSG_ERR_DENIED ||
 			   m.u.error.code == OVL_MSG_ERR_REVOKED) {
 			c->b[bi].registered = false;
-			c->b[bi].next_reg_ms = mono_ms() + 2 * NODE_CTL_REGISTER_RETRY_MS;
+			c->b[bi].next_reg_ms = ovl_mono_ms() + 2 * NODE_CTL_REGISTER_RETRY_MS;
 		}
 		break;
 	default:
@@ -890,7 +853,7 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 
 static void timers(node_ctl_t *c)
 {
-	uint64_t now = mono_ms();
+	uint64_t now = ovl_mono_ms();
 
 	for (unsigned i = 0; i < c->cfg.n_brokers; i++) {
 		struct bconn *b = &c->b[i];
@@ -954,14 +917,14 @@ static void timers(node_ctl_t *c)
 int node_ctl_poll(node_ctl_t *c, int timeout_ms)
 {
 	zmq_pollitem_t items[NODE_CTL_BROKERS_MAX];
-	uint64_t start = mono_ms();
+	uint64_t start = ovl_mono_ms();
 	int changed = 0;
 
 	timers(c);
 	for (unsigned i = 0; i < c->cfg.n_brokers; i++)
 		items[i] = (zmq_pollitem_t){ ovl_link_client_socket(c->b[i].link), 0, ZMQ_POLLIN, 0 };
 	for (;;) {
-		uint64_t now = mono_ms();
+		uint64_t now = ovl_mono_ms();
 		int wait = now - start >= (uint64_t)timeout_ms ? 0 : timeout_ms - (int)(now - start);
 
 		if (wait > 100)
@@ -982,7 +945,7 @@ int node_ctl_poll(node_ctl_t *c, int timeout_ms)
 			}
 		}
 		timers(c);
-		if (changed || mono_ms() - start >= (uint64_t)timeout_ms)
+		if (changed || ovl_mono_ms() - start >= (uint64_t)timeout_ms)
 			break;
 	}
 	return changed;
@@ -1096,7 +1059,7 @@ int node_ctl_map_encode(node_ctl_t *c, const char *slice, uint8_t **buf, size_t 
 
 	*buf = NULL;
 	*len = 0;
-	if (!m || all_zero(m->sig, sizeof(m->sig)))
+	if (!m || ovl_mem_is_zero(m->sig, sizeof(m->sig)))
 		return -ENOENT;
 	map_view(m, &msg);
 	msgpack_sbuffer_clear(&c->sb);

@@ -13,7 +13,33 @@ struct node_loop {
 	struct node_loop_features feat;
 	unsigned inflight; /* submitted, final completion not yet seen */
 	unsigned queued;   /* prepared, not yet submitted */
+	struct {
+		node_loop_hook_fn fn;
+		void *arg;
+	} hooks[NODE_LOOP_HOOKS_MAX]; /* run before every wait, in order */
+	unsigned n_hooks;
 };
+
+int node_loop_before_sleep_add(struct node_loop *l, node_loop_hook_fn fn, void *arg)
+{
+	if (l->n_hooks == NODE_LOOP_HOOKS_MAX)
+		return -ENOSPC;
+	l->hooks[l->n_hooks].fn = fn;
+	l->hooks[l->n_hooks].arg = arg;
+	l->n_hooks++;
+	return 0;
+}
+
+void node_loop_before_sleep_remove(struct node_loop *l, node_loop_hook_fn fn, void *arg)
+{
+	for (unsigned i = 0; i < l->n_hooks; i++) {
+		if (l->hooks[i].fn != fn || l->hooks[i].arg != arg)
+			continue;
+		memmove(&l->hooks[i], &l->hooks[i + 1], (l->n_hooks - i - 1) * sizeof(l->hooks[0]));
+		l->n_hooks--;
+		return;
+	}
+}
 
 static int ring_try(struct node_loop *l, unsigned entries, unsigned flags)
 {
@@ -98,6 +124,8 @@ int node_loop_run(struct node_loop *l, bool wait)
 	struct io_uring_cqe *cqe = NULL;
 	int n = 0, ret;
 
+	for (unsigned i = 0; i < l->n_hooks; i++)
+		l->hooks[i].fn(l->hooks[i].arg);
 	if (l->queued || (wait && l->inflight) || l->feat.defer_taskrun) {
 		ret = io_uring_submit_and_wait(&l->ring, wait && l->inflight ? 1 : 0);
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME)

@@ -11,6 +11,13 @@
  * where the kernel has them (fewer wake-ups, completions run only when we
  * ask), else COOP_TASKRUN, else none. node_loop_features() says which.
  *
+ * Only the loop's owner (the node's main, or a test or bench standing in for
+ * it) calls node_loop_run(). A module that has work to do between
+ * completions (start a batch, arm a timer, re-arm a paused receive)
+ * registers it with node_loop_before_sleep_add(); the loop runs it before
+ * every wait, the way Redis runs aeSetBeforeSleepProc. No module runs the
+ * loop from inside its own calls or callbacks.
+ *
  * Threading: one thread owns a loop (SINGLE_ISSUER requires it).
  */
 #ifndef NODE_LOOP_H
@@ -54,11 +61,27 @@ void node_loop_destroy(struct node_loop **l);
 struct io_uring_sqe *node_loop_sqe(struct node_loop *l, struct node_loop_ev *ev);
 
 /*
- * Submit what is queued and dispatch every completion that is ready; with
- * wait, first block until at least one arrives (if anything is in flight).
+ * Run the before-sleep hooks, submit what is queued and dispatch every
+ * completion that is ready; with wait, first block until at least one
+ * arrives (if anything is in flight). Only the loop's owner calls this.
  * Returns the number of completions dispatched, or -errno.
  */
 int node_loop_run(struct node_loop *l, bool wait);
+
+/* Work a module runs before the loop waits: fn(arg) is called at the start
+ * of every node_loop_run(), before queued entries are submitted, so what it
+ * queues goes out in the same submission. It may queue submissions; it must
+ * not call node_loop_run(). */
+typedef void (*node_loop_hook_fn)(void *arg);
+
+#define NODE_LOOP_HOOKS_MAX 8
+
+/* Register fn(arg) to run before every wait. 0, or -ENOSPC when
+ * NODE_LOOP_HOOKS_MAX hooks are registered already. */
+int node_loop_before_sleep_add(struct node_loop *l, node_loop_hook_fn fn, void *arg);
+
+/* Remove the hook registered with the same fn and arg (nothing if none). */
+void node_loop_before_sleep_remove(struct node_loop *l, node_loop_hook_fn fn, void *arg);
 
 /* Submissions whose final completion has not been dispatched yet. */
 unsigned node_loop_inflight(const struct node_loop *l);

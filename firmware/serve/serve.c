@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "overlay.h"
+
 #define CONN_SEND_IOV_MAX 16 /* pieces gathered into one sendmsg */
 
 struct send_item {
@@ -78,10 +80,7 @@ struct node_serve {
 
 static uint64_t now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return ovl_mono_ms();
 }
 
 #define CONTAINER(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))

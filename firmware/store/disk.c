@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "ovl_util.h"
+
 int node_disk_reap(struct node_disk *d, bool wait)
 {
 	return d->ops->reap(d, wait);
@@ -48,10 +50,7 @@ int node_disk_sync_io(struct node_disk *d, enum node_disk_op op, void *buf, size
 
 static uint64_t sys_now_ns(void *arg)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
+	return ovl_mono_ns();
 }
 
 static uint64_t sys_wall_s(void *arg)

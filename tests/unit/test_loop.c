@@ -71,6 +71,54 @@ static void test_features(void **state)
 	assert_null(l);
 }
 
+struct hook_rec {
+	int calls;
+	struct node_loop *loop;
+	struct net_ev nop;  /* queued by the hook on its first call */
+};
+
+static void hook_fn(void *arg)
+{
+	struct hook_rec *h = arg;
+
+	if (h->calls++ == 0)
+		io_uring_prep_nop(node_loop_sqe(h->loop, &h->nop.ev));
+}
+
+/* Before-sleep hooks run at the start of every node_loop_run(), in the
+ * order they were added; what they queue goes out in the same submission;
+ * removed hooks no longer run; the table is bounded. */
+static void test_before_sleep_hooks(void **state)
+{
+	struct node_loop *l = NULL;
+	struct hook_rec a = { 0 }, b = { 0 };
+	char err[256];
+
+	assert_int_equal(node_loop_new(&l, 8, err, sizeof(err)), 0);
+	a.loop = b.loop = l;
+	a.nop.ev.fn = b.nop.ev.fn = net_done;
+	assert_int_equal(node_loop_before_sleep_add(l, hook_fn, &a), 0);
+	assert_int_equal(node_loop_before_sleep_add(l, hook_fn, &b), 0);
+	/* the nops the hooks queue are submitted and reaped by this very call */
+	assert_int_equal(node_loop_run(l, true), 2);
+	assert_int_equal(a.calls, 1);
+	assert_int_equal(b.calls, 1);
+	assert_int_equal(a.nop.count, 1);
+	assert_int_equal(b.nop.count, 1);
+	node_loop_before_sleep_remove(l, hook_fn, &a);
+	assert_int_equal(node_loop_run(l, false), 0);
+	assert_int_equal(a.calls, 1);
+	assert_int_equal(b.calls, 2);
+	node_loop_before_sleep_remove(l, hook_fn, &b);
+	for (int i = 0; i < NODE_LOOP_HOOKS_MAX; i++)
+		assert_int_equal(node_loop_before_sleep_add(l, hook_fn, &a), 0);
+	assert_int_equal(node_loop_before_sleep_add(l, hook_fn, &a), -ENOSPC);
+	for (int i = 0; i < NODE_LOOP_HOOKS_MAX; i++)
+		node_loop_before_sleep_remove(l, hook_fn, &a);
+	node_loop_destroy(&l);
+	assert_null(l);
+}
+
 static void test_disk_and_network_on_one_ring(void **state)
 {
 	char dir[] = "/tmp/shelf-loop-XXXXXX", path[300], err[256];
@@ -158,6 +206,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_features),
 		cmocka_unit_test(test_disk_and_network_on_one_ring),
+		cmocka_unit_test(test_before_sleep_hooks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "node.h"
+#include "probe.h"
 #include "overlay.h"
 
 struct pki {
@@ -823,6 +824,7 @@ static void test_hostile_clients(void **state)
 
 int main(void)
 {
+	test_require_io_uring();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_put_get_stat_list_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),

@@ -122,9 +122,14 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_REPLAY := $(FUZZ_SRC:tests/fuzz/%.c=$(O)/tests/fuzz/%-replay)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(O)/fuzz/%)
 
-.PHONY: all test check bench fuzz deps install clean run
+.PHONY: all test-bins test check bench fuzz deps install clean run
 .SECONDARY:
 all: $(LIBS_ALL) $(CLI_SO) $(PROGS) $(TPROGS)
+# every test binary, built but not run; a cross build builds them by default
+test-bins: all $(UNITS) $(FUZZ_REPLAY)
+ifneq ($(CROSS),)
+all: $(UNITS) $(FUZZ_REPLAY)
+endif
 
 # ---- layers ----------------------------------------------------------------
 # Each layer compiles with only its own include paths and links only the
@@ -210,13 +215,15 @@ $(O)/tests/fuzz/%-replay: $(O)/tests/fuzz/%.o $(O)/tests/fuzz/replay_main.o $(LI
 
 # ---- tests -----------------------------------------------------------------
 # `make test` rebuilds everything with ASan+UBSan in its own tree and runs the
-# whole suite through tests/run; the last line is `N passed, N failed`.
+# whole suite through tests/run, which also runs the DEVELOPER=1 build
+# ($(O)/developer), the arm64 cross build ($(O)/arm64) and the arm64 unit
+# tests under qemu-user; the last line is `N passed, N failed, N skipped`.
 TEST_O ?= $(O)/san
 test:
-	$(Q)$(MAKE) --no-print-directory O=$(TEST_O) SANITIZE=address,undefined check
+	$(Q)$(MAKE) --no-print-directory O=$(TEST_O) SANITIZE=address,undefined BUILDS_O=$(O) check
 
 check: all $(UNITS) $(FUZZ_REPLAY)
-	$(Q)O=$(O) tests/run
+	$(Q)O=$(O) BUILDS_O=$(or $(BUILDS_O),$(O)) tests/run
 
 bench: all
 	$(Q)$(O)/shelf-bench all --dir $(O)/bench

@@ -32,6 +32,7 @@ struct world {
 	struct brk_site site;
 	struct ovl_id *ca;
 	brk_t *b;
+	struct brk_files *files;        /* the state files behind b, when it has any */
 	uint64_t now_ms, unix_s;
 	struct sent out[MAX_OUT];
 	unsigned n_out;
@@ -92,14 +93,27 @@ static void make_site(struct world *w)
 	snprintf(w->site.site, sizeof(w->site.site), "sim-site");
 }
 
-static void new_core(struct world *w, const char *state_dir)
+/* A core whose state lives in state_dir (NULL: nothing persisted), served
+ * by a files object as in the daemon. 0 or brk_new's error. */
+static int try_core(struct world *w, const char *state_dir, char *err, size_t errlen)
 {
 	struct brk_params p = { 0 };
-	struct brk_io io = { w_send, w_now, w_unix, w_event, w };
+	struct brk_io io = { .send = w_send, .now_ms = w_now, .unix_s = w_unix, .event = w_event,
+			     .arg = w };
+
+	brk_files_destroy(&w->files);
+	if (state_dir) {
+		assert_int_equal(brk_files_new(&w->files, NULL, NULL, state_dir, err, errlen), 0);
+		brk_files_io(w->files, &io);
+	}
+	return brk_new(&w->b, &w->site, &p, &io, err, errlen);
+}
+
+static void new_core(struct world *w, const char *state_dir)
+{
 	char err[256];
 
-	p.state_dir = state_dir;
-	assert_int_equal(brk_new(&w->b, &w->site, &p, &io, err, sizeof(err)), 0);
+	assert_int_equal(try_core(w, state_dir, err, sizeof(err)), 0);
 }
 
 static int setup(void **state)
@@ -122,6 +136,7 @@ static int teardown(void **state)
 	struct world *w = *state;
 
 	brk_destroy(&w->b);
+	brk_files_destroy(&w->files);
 	clear_out(w);
 	for (int i = 0; i < NODES; i++)
 		ovl_id_destroy(&w->nodes[i]);
@@ -713,14 +728,8 @@ static void test_revocation_persists(void **state)
 	/* a damaged file stops the broker with a clear error */
 	snprintf(path, sizeof(path), "echo 'node zz' >> %s/revoked", w->state_dir);
 	assert_int_equal(system(path), 0);
-	{
-		struct brk_params p = { 0 };
-		struct brk_io io = { w_send, w_now, w_unix, w_event, w };
-
-		p.state_dir = w->state_dir;
-		assert_int_equal(brk_new(&w->b, &w->site, &p, &io, err, sizeof(err)), -EBADMSG);
-		assert_non_null(strstr(err, "revoked"));
-	}
+	assert_int_equal(try_core(w, w->state_dir, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "revoked"));
 	snprintf(path, sizeof(path), "grep -q '^crl_version 3$' %s/revoked", w->state_dir);
 	assert_int_equal(system(path), 0);
 	snprintf(path, sizeof(path), "rm -rf %s", w->state_dir);
@@ -920,14 +929,8 @@ static void test_slice_encryption_and_signatures(void **state)
 		fprintf(f, "%02x", w->site.id->sign_pk[k]);
 	fprintf(f, " all encrypted\n");
 	fclose(f);
-	{
-		struct brk_params p = { 0 };
-		struct brk_io io = { w_send, w_now, w_unix, w_event, w };
-
-		p.state_dir = w->state_dir;
-		assert_int_equal(brk_new(&w->b, &w->site, &p, &io, err, sizeof(err)), -EBADMSG);
-		assert_non_null(strstr(err, "line 3 is not a valid slice definition"));
-	}
+	assert_int_equal(try_core(w, w->state_dir, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "line 3 is not a valid slice definition"));
 	/* recovered from a node's cached definition, encryption included */
 	unlink(path);
 	new_core(w, w->state_dir);

@@ -407,6 +407,31 @@ static bool selector_match(const char *sel, const struct node *n)
 	return false;
 }
 
+void brk_slice_owner(const struct brk_site *s, const char *name, uint8_t owner[OVL_ID_BYTES])
+{
+	uint64_t best = 0;
+
+	memcpy(owner, s->id->sign_pk, OVL_ID_BYTES);
+	for (unsigned i = 0; i <= s->n_peers; i++) {
+		const uint8_t *k = i < s->n_peers ? s->peers[i] : s->id->sign_pk;
+		crypto_generichash_state st;
+		uint8_t h[8];
+		uint64_t v;
+
+		crypto_generichash_init(&st, NULL, 0, sizeof(h));
+		crypto_generichash_update(&st, (const uint8_t *)name, strlen(name));
+		crypto_generichash_update(&st, k, OVL_ID_BYTES);
+		crypto_generichash_final(&st, h, sizeof(h));
+		v = ((uint64_t)h[0] << 56) | ((uint64_t)h[1] << 48) | ((uint64_t)h[2] << 40) |
+		    ((uint64_t)h[3] << 32) | ((uint64_t)h[4] << 24) | ((uint64_t)h[5] << 16) |
+		    ((uint64_t)h[6] << 8) | h[7];
+		if (i == 0 || v > best || (v == best && memcmp(k, owner, OVL_ID_BYTES) < 0)) {
+			best = v;
+			memcpy(owner, k, OVL_ID_BYTES);
+		}
+	}
+}
+
 static struct slice *slice_find(brk_t *b, const char *name)
 {
 	for (unsigned i = 0; i < b->n_slices; i++)
@@ -1295,10 +1320,11 @@ static void handle_cert_renew(brk_t *b, struct node *n, const struct brk_peer *f
 }
 
 /*
- * Revocations are saved through the seam at once, whole (brk_state:
- * <site_dir>/revoked): an operator's decision like preauth, not soft state,
- * so a broker restarted with an empty state directory still refuses revoked
- * nodes and never signs a list with a lower version.
+ * Revocations are saved through the seam at once, whole. brk_files keeps them
+ * in <site_dir>/revoked (<state_dir> without a site directory): an operator's
+ * decision like preauth, not soft state, so a broker restarted with an empty
+ * state directory still refuses revoked nodes and never signs a list with a
+ * lower version.
  */
 static int revoked_save(brk_t *b, char *err, size_t errlen)
 {

@@ -329,31 +329,6 @@ static int peers_load(struct brk_site *s, const char *dir, char *err, size_t err
 	return rc;
 }
 
-void brk_slice_owner(const struct brk_site *s, const char *name, uint8_t owner[OVL_ID_BYTES])
-{
-	uint64_t best = 0;
-
-	memcpy(owner, s->id->sign_pk, OVL_ID_BYTES);
-	for (unsigned i = 0; i <= s->n_peers; i++) {
-		const uint8_t *k = i < s->n_peers ? s->peers[i] : s->id->sign_pk;
-		crypto_generichash_state st;
-		uint8_t h[8];
-		uint64_t v;
-
-		crypto_generichash_init(&st, NULL, 0, sizeof(h));
-		crypto_generichash_update(&st, (const uint8_t *)name, strlen(name));
-		crypto_generichash_update(&st, k, OVL_ID_BYTES);
-		crypto_generichash_final(&st, h, sizeof(h));
-		v = ((uint64_t)h[0] << 56) | ((uint64_t)h[1] << 48) | ((uint64_t)h[2] << 40) |
-		    ((uint64_t)h[3] << 32) | ((uint64_t)h[4] << 24) | ((uint64_t)h[5] << 16) |
-		    ((uint64_t)h[6] << 8) | h[7];
-		if (i == 0 || v > best || (v == best && memcmp(k, owner, OVL_ID_BYTES) < 0)) {
-			best = v;
-			memcpy(owner, k, OVL_ID_BYTES);
-		}
-	}
-}
-
 int brk_site_load(struct brk_site *s, const char *dir, char *err, size_t errlen)
 {
 	char path[BRK_PATH_MAX + 32], e2[200];
@@ -414,6 +389,8 @@ void brk_site_release(struct brk_site *s)
 	sodium_memzero(s, sizeof(*s));
 }
 
+/* Append one line to path (created when missing) so that it survives a
+ * crash: written in full, fsynced, and the folder fsynced for a new name. */
 static int append_line(const char *path, const char *line, char *err, size_t errlen)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -427,6 +404,8 @@ static int append_line(const char *path, const char *line, char *err, size_t err
 	rc = ovl_file_write_full(fd, line, strlen(line));
 	if (rc == 0 && fsync(fd) < 0)
 		rc = -errno;
+	if (rc == 0)
+		rc = ovl_file_sync_parent(path);
 	if (rc < 0)
 		snprintf(err, errlen, "cannot write '%s': %s", path, strerror(-rc));
 	close(fd);

@@ -56,12 +56,21 @@ struct slice {
 	struct ovl_slice os;
 	struct member *m;
 	uint32_t n, cap;
+	struct ovl_msg_left *left;      /* records of members removed (oldest first) */
+	uint32_t n_left;
 };
 
 struct ht {
 	struct node **slot;
 	size_t cap, count;
 	size_t off;                     /* offset of the 32-byte key in struct node */
+};
+
+/* A message held until the state it shows is durable (brk_flush). */
+struct held {
+	struct brk_peer to;
+	uint8_t *buf;
+	size_t len;
 };
 
 struct token {
@@ -97,7 +106,10 @@ struct brk {
 	size_t ts_len;
 	uint64_t ts_sec;
 	msgpack_sbuffer sb;
-	bool dirty;                     /* slice epochs not yet on disk */
+	bool dirty;                     /* slice epochs or membership not yet on disk */
+	struct held *held;              /* messages waiting for the next save */
+	size_t n_held, cap_held, held_bytes;
+	bool held_overflow;             /* some were dropped: reported once */
 	bool used_dirty;                /* token uses not yet on disk */
 	uint64_t flushed_ms;
 	struct brk_stats st;
@@ -313,8 +325,50 @@ static int encode(brk_t *b, const struct ovl_msg *m)
 	return rc;
 }
 
+/* Keep b->sb for `to` until the next save; false when out of room. */
+static bool hold(brk_t *b, const struct brk_peer *to)
+{
+	struct held *h = NULL;
+	uint8_t *copy = NULL;
+
+	if (b->held_bytes + b->sb.size > BRK_OUTBOX_MAX_BYTES)
+		return false;
+	if (b->n_held == b->cap_held) {
+		size_t cap = b->cap_held ? b->cap_held * 2 : 64;
+
+		h = realloc(b->held, cap * sizeof(*h));
+		if (!h)
+			return false;
+		b->held = h;
+		b->cap_held = cap;
+	}
+	copy = malloc(b->sb.size ? b->sb.size : 1);
+	if (!copy)
+		return false;
+	memcpy(copy, b->sb.data, b->sb.size);
+	b->held[b->n_held++] = (struct held){ *to, copy, b->sb.size };
+	b->held_bytes += b->sb.size;
+	return true;
+}
+
+/*
+ * Send b->sb to `to`. While a change of membership or epoch is not durable
+ * (or messages already wait), it waits for the next save, in order: a
+ * restarted broker must never have served a state it does not remember.
+ */
 static void send_buf(brk_t *b, const struct brk_peer *to)
 {
+	if (b->io.members_save && (b->dirty || b->n_held)) {
+		if (hold(b, to))
+			return;
+		b->st.send_failures++;
+		if (!b->held_overflow)
+			event(b, BRK_EV_ERROR, "event=error what=hold reason=\"%zu messages (%zu "
+			      "bytes) wait for the state to reach the disk: dropping\"", b->n_held,
+			      b->held_bytes);
+		b->held_overflow = true;
+		return;
+	}
 	if (b->io.send(b->io.arg, to, b->sb.data, b->sb.size) < 0)
 		b->st.send_failures++;
 }
@@ -499,6 +553,8 @@ static int map_fill(const struct slice *s, struct ovl_msg_map *mp)
 	for (uint32_t i = 0; i < s->n; i++)
 		member_fill(&mp->members[i], &s->m[i]);
 	mp->n_members = s->n;
+	mp->left = s->left; /* borrowed */
+	mp->n_left = s->n_left;
 	return 0;
 }
 
@@ -545,6 +601,41 @@ static void send_map(brk_t *b, const struct slice *s, const struct brk_peer *to,
 	send_buf(b, to);
 }
 
+/* Forget the removal record of id in s (it is a member again). */
+static void left_drop(struct slice *s, const uint8_t *id)
+{
+	for (uint32_t i = 0; i < s->n_left; i++)
+		if (memcmp(s->left[i].id, id, OVL_ID_BYTES) == 0) {
+			memmove(&s->left[i], &s->left[i + 1], (s->n_left - i - 1) * sizeof(*s->left));
+			s->n_left--;
+			return;
+		}
+}
+
+/* Record that id left s at epoch, replacing an older record of it; past
+ * BRK_LEFT_MAX the oldest goes. NULL when out of memory (the removal goes
+ * ahead: a node that holds the member then refuses the map and says so). */
+static const struct ovl_msg_left *left_add(struct slice *s, const uint8_t *id, uint64_t epoch,
+					   enum ovl_msg_left_reason why)
+{
+	struct ovl_msg_left *g = NULL;
+
+	left_drop(s, id);
+	if (s->n_left >= BRK_LEFT_MAX) {
+		memmove(&s->left[0], &s->left[1], (s->n_left - 1) * sizeof(*s->left));
+		s->n_left--;
+	}
+	g = realloc(s->left, (s->n_left + 1) * sizeof(*g));
+	if (!g)
+		return NULL;
+	s->left = g;
+	memset(&g[s->n_left], 0, sizeof(*g));
+	memcpy(g[s->n_left].id, id, OVL_ID_BYTES);
+	g[s->n_left].epoch = epoch;
+	g[s->n_left].reason = why;
+	return &g[s->n_left++];
+}
+
 /*
  * Move s to the next epoch and tell every member except `skip` what changed:
  * `changed` (one member, complete) or `removed` (one id), plus the
@@ -552,7 +643,8 @@ static void send_map(brk_t *b, const struct slice *s, const struct brk_peer *to,
  * delta costs O(1) per member whatever the slice's size.
  */
 static void slice_delta(brk_t *b, struct slice *s, const struct member *changed,
-			const uint8_t *removed, bool with_crl, const struct node *skip)
+			const uint8_t *removed, const struct ovl_msg_left *left, bool with_crl,
+			const struct node *skip)
 {
 	struct ovl_msg m;
 	struct ovl_msg_member mm;
@@ -575,6 +667,10 @@ static void slice_delta(brk_t *b, struct slice *s, const struct member *changed,
 		m.u.delta.removed = rm;
 		m.u.delta.n_removed = 1;
 	}
+	if (left) {
+		m.u.delta.left = (struct ovl_msg_left *)left;
+		m.u.delta.n_left = 1;
+	}
 	if (with_crl)
 		m.u.delta.crl = (struct ovl_msg_bin){ b->crl, b->crl_len };
 	m.u.delta.encrypt = s->encrypt;
@@ -591,11 +687,37 @@ static void slice_delta(brk_t *b, struct slice *s, const struct member *changed,
 }
 
 /* Add n to s: assign its address, bump the epoch, delta to the others. */
-static int slice_join(brk_t *b, struct slice *s, struct node *n)
+/* Make n a member of s at addr (no epoch change, no delta). 0 or -ENOMEM, -E2BIG. */
+static int member_push(struct slice *s, struct node *n, const struct in6_addr *addr)
 {
-	struct in6_addr *taken = NULL;
 	struct slice **ns = NULL;
 	struct member *grown = NULL;
+
+	if (n->nslices >= BRK_NODE_SLICES_MAX)
+		return -E2BIG;
+	if (s->n == s->cap) {
+		uint32_t cap = s->cap ? s->cap * 2 : 8;
+
+		grown = realloc(s->m, cap * sizeof(*s->m));
+		if (!grown)
+			return -ENOMEM;
+		s->m = grown;
+		s->cap = cap;
+	}
+	ns = realloc(n->slices, (n->nslices + 1u) * sizeof(*ns));
+	if (!ns)
+		return -ENOMEM;
+	n->slices = ns;
+	s->m[s->n].addr = *addr;
+	s->m[s->n].n = n;
+	s->n++;
+	n->slices[n->nslices++] = s;
+	return 0;
+}
+
+static int slice_join(brk_t *b, struct slice *s, struct node *n)
+{
+	struct in6_addr *taken = NULL, a;
 	char nfp[OVL_ID_FP_BYTES], addr[OVL_SLICE_ADDR_STRLEN];
 	int c, rc = 0;
 
@@ -608,34 +730,16 @@ static int slice_join(brk_t *b, struct slice *s, struct node *n)
 		for (uint32_t i = 0; i < s->n; i++)
 			taken[i] = s->m[i].addr;
 	}
-	if (s->n == s->cap) {
-		uint32_t cap = s->cap ? s->cap * 2 : 8;
-
-		grown = realloc(s->m, cap * sizeof(*s->m));
-		if (!grown) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		s->m = grown;
-		s->cap = cap;
-	}
-	ns = realloc(n->slices, (n->nslices + 1u) * sizeof(*ns));
-	if (!ns) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	n->slices = ns;
-	c = ovl_slice_addr_assign(&s->os, n->id, taken, s->n, OVL_SLICE_COUNTER_MAX_DEFAULT,
-				  &s->m[s->n].addr);
+	c = ovl_slice_addr_assign(&s->os, n->id, taken, s->n, OVL_SLICE_COUNTER_MAX_DEFAULT, &a);
 	if (c < 0) {
 		rc = c;
 		goto out;
 	}
-	s->m[s->n].n = n;
-	s->n++;
-	n->slices[n->nslices++] = s;
+	if ((rc = member_push(s, n, &a)) < 0)
+		goto out;
 	b->st.introductions++;
-	slice_delta(b, s, &s->m[s->n - 1], NULL, false, n);
+	left_drop(s, n->id);
+	slice_delta(b, s, &s->m[s->n - 1], NULL, NULL, false, n);
 	fp(n->id, nfp);
 	ovl_slice_addr_format(&s->m[s->n - 1].addr, addr, sizeof(addr));
 	event(b, BRK_EV_SLICE, "event=join slice=%s node=%s addr=%s counter=%d epoch=%llu members=%u",
@@ -645,13 +749,17 @@ out:
 	return rc;
 }
 
-/* Remove n from s (delta `removed` to the rest). */
-static void slice_leave(brk_t *b, struct slice *s, struct node *n, bool with_crl)
+/* Remove n from s (delta `removed` with its record to the rest). The
+ * record carries the epoch of the removal and why (PROTOCOL.md 6.5). */
+static void slice_leave(brk_t *b, struct slice *s, struct node *n, bool with_crl,
+			enum ovl_msg_left_reason why)
 {
 	int i = member_index(s, n);
+	const struct ovl_msg_left *rec = NULL;
 
 	if (i < 0)
 		return;
+	rec = left_add(s, n->id, s->epoch + 1, why);
 	s->m[i] = s->m[s->n - 1];
 	s->n--;
 	for (unsigned k = 0; k < n->nslices; k++)
@@ -659,7 +767,7 @@ static void slice_leave(brk_t *b, struct slice *s, struct node *n, bool with_crl
 			n->slices[k] = n->slices[--n->nslices];
 			break;
 		}
-	slice_delta(b, s, NULL, n->id, with_crl, NULL);
+	slice_delta(b, s, NULL, n->id, rec, with_crl, NULL);
 }
 
 /* A member changed (state, certificate): delta to every member. */
@@ -670,7 +778,7 @@ static void node_changed(brk_t *b, struct node *n)
 		int i = member_index(s, n);
 
 		if (i >= 0 && s->ours)
-			slice_delta(b, s, &s->m[i], NULL, false, NULL);
+			slice_delta(b, s, &s->m[i], NULL, NULL, false, NULL);
 	}
 }
 
@@ -718,15 +826,97 @@ static int slice_add(brk_t *b, const char *name, unsigned replicas, const char *
 	return 0;
 }
 
-/* The slice definitions and epochs, through the seam. 0 or -errno (reported). */
+/* The membership of every slice as plain values (borrowing the core's
+ * arrays and certificates); the caller frees ms->nodes, ms->slices and each
+ * slice's members with membership_free. */
+static void membership_free(struct brk_membership *ms)
+{
+	for (size_t i = 0; i < ms->n_slices; i++)
+		free(ms->slices[i].members);
+	free(ms->slices);
+	free(ms->nodes);
+	memset(ms, 0, sizeof(*ms));
+}
+
+static int membership_get(brk_t *b, struct brk_membership *ms)
+{
+	memset(ms, 0, sizeof(*ms));
+	ms->slices = calloc(b->n_slices + 1u, sizeof(*ms->slices));
+	ms->nodes = calloc(b->n_nodes + 1u, sizeof(*ms->nodes));
+	if (!ms->slices || !ms->nodes)
+		goto nomem;
+	for (size_t i = 0; i < b->n_nodes; i++) {
+		const struct node *n = b->nodes[i];
+		struct brk_node_rec *r = &ms->nodes[ms->n_nodes];
+
+		if (!n->nslices)
+			continue;
+		memcpy(r->id, n->id, OVL_ID_BYTES);
+		memcpy(r->curve_key, n->peer.key, OVL_KEY_BYTES);
+		field_copy(r->board, sizeof(r->board), n->board);
+		field_copy(r->version, sizeof(r->version), n->version);
+		field_copy(r->group, sizeof(r->group), n->group ? n->group : "");
+		field_copy(r->domain.site, sizeof(r->domain.site), n->site);
+		field_copy(r->domain.chassis, sizeof(r->domain.chassis), n->chassis);
+		field_copy(r->domain.slot, sizeof(r->domain.slot), n->slot);
+		r->capacity = n->capacity;
+		r->serial = n->serial;
+		r->port = n->port;
+		r->state = n->state;
+		r->cert = n->cert;
+		r->cert_len = n->cert_len;
+		ms->n_nodes++;
+	}
+	for (unsigned i = 0; i < b->n_slices; i++) {
+		const struct slice *s = b->slices[i];
+		struct brk_slice_members *o = &ms->slices[i];
+
+		snprintf(o->name, sizeof(o->name), "%s", s->name);
+		o->epoch = s->epoch;
+		o->left = s->left;
+		o->n_left = s->n_left;
+		if (s->n && !(o->members = calloc(s->n, sizeof(*o->members))))
+			goto nomem;
+		for (uint32_t k = 0; k < s->n; k++) {
+			memcpy(o->members[k].id, s->m[k].n->id, OVL_ID_BYTES);
+			memcpy(o->members[k].addr, &s->m[k].addr, OVL_MSG_ADDR_BYTES);
+		}
+		o->n_members = s->n;
+		ms->n_slices++;
+	}
+	return 0;
+nomem:
+	membership_free(ms);
+	return -ENOMEM;
+}
+
+/* The membership, then the slice definitions and epochs, through the seam:
+ * both files hold the epochs, and a load takes the higher. 0 or -errno
+ * (reported). */
 static int slices_save(brk_t *b)
 {
 	struct brk_slice_def *defs = NULL;
+	struct brk_membership ms;
 	char err[256];
 	int rc;
 
-	if (!b->io.slices_save)
+	if (b->io.members_save) {
+		rc = membership_get(b, &ms);
+		if (rc < 0) {
+			event(b, BRK_EV_ERROR, "event=error what=persist reason=\"out of memory\"");
+			return rc;
+		}
+		rc = b->io.members_save(b->io.files, &ms, err, sizeof(err));
+		membership_free(&ms);
+		if (rc < 0) {
+			event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
+			return rc;
+		}
+	}
+	if (!b->io.slices_save) {
+		b->dirty = false;
 		return 0;
+	}
 	defs = calloc(b->n_slices + 1u, sizeof(*defs));
 	if (!defs) {
 		event(b, BRK_EV_ERROR, "event=error what=persist reason=\"out of memory\"");
@@ -817,12 +1007,14 @@ int brk_slice_define(brk_t *b, const char *name, unsigned replicas, const char *
 		if (slice_join(b, s, n) == 0)
 			send_map(b, s, &n->peer, 0);
 	}
-	slices_save(b);
+	slices_save(b); /* a definition change reaches the disk at once */
+	brk_flush(b);
 	return 0;
 }
 
 static void slice_free(struct slice *s)
 {
+	free(s->left);
 	free(s->m);
 	free(s);
 }
@@ -835,13 +1027,14 @@ int brk_slice_delete(brk_t *b, const char *name, char *err, size_t errlen)
 		if (strcmp(s->name, name) != 0)
 			continue;
 		while (s->n)
-			slice_leave(b, s, s->m[s->n - 1].n, false);
+			slice_leave(b, s, s->m[s->n - 1].n, false, OVL_MSG_LEFT_DELETED);
 		b->slices[i] = b->slices[--b->n_slices];
 		event(b, BRK_EV_SLICE, "event=slice_delete slice=%s epoch=%llu", name,
 		      (unsigned long long)s->epoch);
 		slice_free(s);
 		b->dirty = true;
-		slices_save(b);
+		slices_save(b); /* a definition change reaches the disk at once */
+		brk_flush(b);
 		return 0;
 	}
 	snprintf(err, errlen, "slice '%s' does not exist", name);
@@ -859,15 +1052,46 @@ static void node_free(struct node *n)
 	free(n);
 }
 
-static void node_forget(brk_t *b, struct node *n)
+static void node_forget(brk_t *b, struct node *n, enum ovl_msg_left_reason why)
 {
 	while (n->nslices)
-		slice_leave(b, n->slices[n->nslices - 1], n, false);
+		slice_leave(b, n->slices[n->nslices - 1], n, false, why);
 	ht_remove(b, &b->by_id, n);
 	ht_remove(b, &b->by_curve, n);
 	b->nodes[n->idx] = b->nodes[--b->n_nodes];
 	b->nodes[n->idx]->idx = n->idx;
 	node_free(n);
+}
+
+/* A new node in the registry with id and peer (its CURVE key); NULL when out
+ * of memory. */
+static struct node *node_add(brk_t *b, const uint8_t *id, const struct brk_peer *peer)
+{
+	struct node *n = calloc(1, sizeof(*n));
+
+	if (!n)
+		return NULL;
+	memcpy(n->id, id, OVL_ID_BYTES);
+	n->peer = *peer;
+	if (b->n_nodes == b->cap_nodes) {
+		size_t cap = b->cap_nodes ? b->cap_nodes * 2 : 64;
+		struct node **g = realloc(b->nodes, cap * sizeof(*g));
+
+		if (!g) {
+			node_free(n);
+			return NULL;
+		}
+		b->nodes = g;
+		b->cap_nodes = cap;
+	}
+	if (ht_insert(b, &b->by_id, n) < 0 || ht_insert(b, &b->by_curve, n) < 0) {
+		ht_remove(b, &b->by_id, n);
+		node_free(n);
+		return NULL;
+	}
+	n->idx = (uint32_t)b->n_nodes;
+	b->nodes[b->n_nodes++] = n;
+	return n;
 }
 
 static int issue_cert(brk_t *b, struct node *n, char *err, size_t errlen)
@@ -1187,33 +1411,11 @@ static void handle_register(brk_t *b, const struct brk_peer *from, const struct 
 		return;
 	}
 	if (!n) {
-		n = calloc(1, sizeof(*n));
+		n = node_add(b, r->node_id, from);
 		if (!n) {
 			send_error(b, from, m->rid, OVL_MSG_ERR_INTERNAL, "out of memory");
 			return;
 		}
-		memcpy(n->id, r->node_id, OVL_ID_BYTES);
-		n->peer = *from;
-		if (b->n_nodes == b->cap_nodes) {
-			size_t cap = b->cap_nodes ? b->cap_nodes * 2 : 64;
-			struct node **g = realloc(b->nodes, cap * sizeof(*g));
-
-			if (!g) {
-				node_free(n);
-				send_error(b, from, m->rid, OVL_MSG_ERR_INTERNAL, "out of memory");
-				return;
-			}
-			b->nodes = g;
-			b->cap_nodes = cap;
-		}
-		if (ht_insert(b, &b->by_id, n) < 0 || ht_insert(b, &b->by_curve, n) < 0) {
-			ht_remove(b, &b->by_id, n);
-			node_free(n);
-			send_error(b, from, m->rid, OVL_MSG_ERR_INTERNAL, "out of memory");
-			return;
-		}
-		n->idx = (uint32_t)b->n_nodes;
-		b->nodes[b->n_nodes++] = n;
 		fresh = true;
 	}
 	n->peer = *from;
@@ -1230,7 +1432,7 @@ static void handle_register(brk_t *b, const struct brk_peer *from, const struct 
 	rc = issue_cert(b, n, reason, sizeof(reason));
 	if (rc < 0) {
 		if (fresh)
-			node_forget(b, n);
+			node_forget(b, n, OVL_MSG_LEFT_EXPIRED); /* in no slice yet */
 		refuse(b, from, m->rid, OVL_MSG_ERR_BAD_REQUEST, r->node_id, reason);
 		return;
 	}
@@ -1420,8 +1622,8 @@ int brk_revoke(brk_t *b, const uint8_t node_id[OVL_ID_BYTES], char *err, size_t 
 	if (n) {
 		/* the members learn of it with this delta, which carries the new list */
 		while (n->nslices)
-			slice_leave(b, n->slices[n->nslices - 1], n, true);
-		node_forget(b, n);
+			slice_leave(b, n->slices[n->nslices - 1], n, true, OVL_MSG_LEFT_REVOKED);
+		node_forget(b, n, OVL_MSG_LEFT_REVOKED);
 	}
 	return rc; /* in force either way; an error says it would not survive a restart */
 }
@@ -1676,11 +1878,12 @@ void brk_tick(brk_t *b)
 		uint64_t silent = now > n->last_ms ? now - n->last_ms : 0;
 		char nfp[OVL_ID_FP_BYTES];
 
-		if (silent > b->p.ttl_ms) {
+		/* only a member that is out (the grace period) leaves its slices */
+		if (silent > b->p.ttl_ms && n->state == OVL_MSG_STATE_OUT) {
 			fp(n->id, nfp);
 			event(b, BRK_EV_FORGET, "event=forget node=%s silent_ms=%llu", nfp,
 			      (unsigned long long)silent);
-			node_forget(b, n); /* moves the last node into slot i */
+			node_forget(b, n, OVL_MSG_LEFT_EXPIRED); /* moves the last node into slot i */
 			continue;
 		}
 		if (n->state == OVL_MSG_STATE_UP && silent > b->p.down_ms)
@@ -1696,6 +1899,29 @@ void brk_tick(brk_t *b)
 			used_save(b);
 		b->flushed_ms = now;
 	}
+	brk_flush(b);
+}
+
+int brk_flush(brk_t *b)
+{
+	size_t i;
+	int rc;
+
+	if (b->dirty && b->n_held && (rc = slices_save(b)) < 0)
+		return rc;
+	for (i = 0; i < b->n_held && !b->dirty; i++) {
+		if (b->io.send(b->io.arg, &b->held[i].to, b->held[i].buf, b->held[i].len) < 0)
+			b->st.send_failures++;
+		free(b->held[i].buf);
+	}
+	/* a send cannot dirty the state: all went, or none did */
+	rc = (int)i;
+	if (i == b->n_held) {
+		b->n_held = 0;
+		b->held_bytes = 0;
+		b->held_overflow = false;
+	}
+	return rc;
 }
 
 /* ---- admission sources ----------------------------------------------------------- */
@@ -1755,6 +1981,134 @@ static void used_load(brk_t *b)
 	b->n_used = n;
 }
 
+/* ---- restart ------------------------------------------------------------------------ */
+
+/* A node of the saved membership back in the registry, `down` unless it was
+ * `out`, as if heard from now (so `out` comes a grace period after the
+ * restart at the earliest). NULL when it cannot be (reported). */
+static struct node *node_restore(brk_t *b, const struct brk_node_rec *r)
+{
+	struct brk_peer p;
+	struct node *n = NULL;
+	char nfp[OVL_ID_FP_BYTES];
+	uint8_t *cert = NULL;
+
+	fp(r->id, nfp);
+	if (ht_find(b, &b->by_id, r->id) || ht_find(b, &b->by_curve, r->curve_key) ||
+	    id_in(b->rv.ids, b->rv.n_ids, r->id)) {
+		event(b, BRK_EV_ERROR, "event=error what=restore node=%s reason=\"known twice or "
+		      "revoked: not restored\"", nfp);
+		return NULL;
+	}
+	memset(&p, 0, sizeof(p));
+	memcpy(p.key, r->curve_key, OVL_KEY_BYTES); /* no route until it speaks */
+	if (r->cert_len && !(cert = malloc(r->cert_len)))
+		return NULL;
+	if (cert)
+		memcpy(cert, r->cert, r->cert_len);
+	n = node_add(b, r->id, &p);
+	if (!n) {
+		free(cert);
+		return NULL;
+	}
+	n->board = intern(b, r->board);
+	n->version = intern(b, r->version);
+	n->site = intern(b, r->domain.site);
+	n->chassis = intern(b, r->domain.chassis);
+	n->slot = intern(b, r->domain.slot);
+	n->group = r->group[0] ? intern(b, r->group) : NULL;
+	n->cert = cert;
+	n->cert_len = (uint16_t)r->cert_len;
+	n->serial = r->serial;
+	n->port = r->port;
+	n->capacity = r->capacity;
+	n->state = r->state == OVL_MSG_STATE_OUT ? OVL_MSG_STATE_OUT : OVL_MSG_STATE_DOWN;
+	n->last_ms = now_ms(b);
+	if (!n->board || !n->version || !n->site || !n->chassis || !n->slot ||
+	    (r->group[0] && !n->group)) {
+		node_forget(b, n, OVL_MSG_LEFT_EXPIRED); /* in no slice yet */
+		return NULL;
+	}
+	return n;
+}
+
+/*
+ * Bring back the saved membership (PROTOCOL.md 6.5): every member is listed
+ * again, `down` until it speaks (`out` stays `out`), with its removal
+ * records, at an epoch above the saved one when a state changed. A slice
+ * the definitions no longer hold is skipped.
+ */
+static int members_restore(brk_t *b, char *err, size_t errlen)
+{
+	struct brk_membership ms;
+	struct node **restored = NULL;
+	int rc;
+
+	if (!b->io.members_load)
+		return 0;
+	rc = b->io.members_load(b->io.files, &ms, err, errlen);
+	if (rc < 0)
+		return rc;
+	restored = calloc(ms.n_nodes + 1, sizeof(*restored));
+	if (!restored) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < ms.n_nodes; i++)
+		restored[i] = node_restore(b, &ms.nodes[i]);
+	for (size_t i = 0; i < ms.n_slices; i++) {
+		const struct brk_slice_members *sm = &ms.slices[i];
+		struct slice *s = slice_find(b, sm->name);
+		bool changed = false;
+
+		if (!s)
+			continue;
+		if (sm->epoch > s->epoch)
+			s->epoch = sm->epoch;
+		for (size_t k = 0; k < sm->n_members; k++) {
+			struct node *n = ht_find(b, &b->by_id, sm->members[k].id);
+			struct in6_addr a;
+			size_t r;
+
+			for (r = 0; r < ms.n_nodes && restored[r] != n; r++)
+				;
+			if (!n || r == ms.n_nodes || node_in(n, s))
+				continue;
+			memcpy(&a, sm->members[k].addr, sizeof(a));
+			if (member_push(s, n, &a) < 0) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			changed |= ms.nodes[r].state != n->state;
+		}
+		for (size_t k = 0; k < sm->n_left; k++) {
+			int j;
+
+			for (j = 0; j < (int)s->n; j++)
+				if (memcmp(s->m[j].n->id, sm->left[k].id, OVL_ID_BYTES) == 0)
+					break;
+			if (j == (int)s->n && !left_add(s, sm->left[k].id, sm->left[k].epoch,
+							sm->left[k].reason)) {
+				rc = -ENOMEM;
+				goto out;
+			}
+		}
+		if (changed && s->ours) {
+			/* members shown `down` now: a new state, so a new epoch */
+			s->epoch++;
+			b->dirty = true;
+		}
+		event(b, BRK_EV_SLICE, "event=slice_restore slice=%s epoch=%llu members=%u left=%u",
+		      s->name, (unsigned long long)s->epoch, s->n, s->n_left);
+	}
+out:
+	if (rc == -ENOMEM)
+		snprintf(err, errlen, "cannot restore the membership: out of memory");
+	free(restored);
+	brk_membership_release(&ms);
+	return rc;
+}
+
 /* ---- lifecycle ---------------------------------------------------------------------- */
 
 int brk_new(brk_t **out, const struct brk_site *site, const struct brk_params *params,
@@ -1795,6 +2149,8 @@ int brk_new(brk_t **out, const struct brk_site *site, const struct brk_params *p
 		used_load(b);
 		rc = revoked_load(b, err, errlen);
 	}
+	if (rc == 0)
+		rc = members_restore(b, err, errlen);
 	if (rc < 0) {
 		b->dirty = b->used_dirty = false; /* nothing to save: it was not loaded */
 		brk_destroy(&b);
@@ -1814,6 +2170,10 @@ void brk_destroy(brk_t **bp)
 		slices_save(b);
 	if (b->used_dirty)
 		used_save(b);
+	/* what waited for a save is dropped: its receivers ask again */
+	for (size_t i = 0; i < b->n_held; i++)
+		free(b->held[i].buf);
+	free(b->held);
 	for (size_t i = 0; i < b->n_nodes; i++)
 		node_free(b->nodes[i]);
 	for (unsigned i = 0; i < b->n_slices; i++)

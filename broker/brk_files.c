@@ -829,6 +829,17 @@ static int io_uses_save(void *files, const struct brk_token_use *uses, size_t n,
 	return brk_state_uses_save(((struct brk_files *)files)->state_dir, uses, n, err, errlen);
 }
 
+static int io_members_load(void *files, struct brk_membership *m, char *err, size_t errlen)
+{
+	return brk_state_members_load(((struct brk_files *)files)->state_dir, m, err, errlen);
+}
+
+static int io_members_save(void *files, const struct brk_membership *m, char *err,
+			   size_t errlen)
+{
+	return brk_state_members_save(((struct brk_files *)files)->state_dir, m, err, errlen);
+}
+
 static int io_revoked_load(void *files, struct brk_revocations *r, char *err, size_t errlen)
 {
 	return brk_state_revoked_load(revoked_dir(files), r, err, errlen);
@@ -857,6 +868,8 @@ void brk_files_io(struct brk_files *f, struct brk_io *io)
 
 	io->slices_load = state ? io_slices_load : NULL;
 	io->slices_save = state ? io_slices_save : NULL;
+	io->members_load = state ? io_members_load : NULL;
+	io->members_save = state ? io_members_save : NULL;
 	io->uses_load = state ? io_uses_load : NULL;
 	io->uses_save = state ? io_uses_save : NULL;
 	io->revoked_load = state || site ? io_revoked_load : NULL;

@@ -226,6 +226,9 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 			else
 				brk_handle(s.core, &p, buf, (size_t)n);
 		}
+		/* the batch's changes of membership reach the disk in one save, and
+		 * only then do the replies that show them leave */
+		brk_flush(s.core);
 		if (ovl_mono_ms() >= next_tick) {
 			log_link_drops(&s);
 			brk_tick(s.core);

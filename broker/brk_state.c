@@ -321,3 +321,366 @@ int brk_state_revoked_load(const char *dir, struct brk_revocations *r, char *err
 		revocations_release(r);
 	return rc;
 }
+
+/* ---- membership ------------------------------------------------------------------- */
+
+#define MEMBERS_HEADER "# shelf-broker members v1\n"
+
+void brk_membership_release(struct brk_membership *m)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->n_nodes; i++)
+		free((void *)m->nodes[i].cert);
+	for (size_t i = 0; i < m->n_slices; i++) {
+		free(m->slices[i].members);
+		free(m->slices[i].left);
+	}
+	free(m->nodes);
+	free(m->slices);
+	memset(m, 0, sizeof(*m));
+}
+
+/* A growing text buffer; on allocation failure it stays failed (ok false). */
+struct text {
+	char *p;
+	size_t len, cap;
+	bool ok;
+};
+
+static void text_reserve(struct text *t, size_t more)
+{
+	char *g = NULL;
+	size_t cap = t->cap ? t->cap : 4096;
+
+	if (!t->ok || t->len + more + 1 <= t->cap)
+		return;
+	while (cap < t->len + more + 1)
+		cap *= 2;
+	g = realloc(t->p, cap);
+	if (!g) {
+		t->ok = false;
+		return;
+	}
+	t->p = g;
+	t->cap = cap;
+}
+
+static void text_add(struct text *t, const char *s)
+{
+	size_t n = strlen(s);
+
+	text_reserve(t, n);
+	if (!t->ok)
+		return;
+	memcpy(t->p + t->len, s, n + 1);
+	t->len += n;
+}
+
+/* " " and n bytes in hex, or " -" when n is 0. */
+static void text_hex(struct text *t, const void *p, size_t n)
+{
+	text_reserve(t, 2 * n + 2);
+	if (!t->ok)
+		return;
+	t->p[t->len++] = ' ';
+	if (!n) {
+		t->p[t->len++] = '-';
+	} else {
+		ovl_hex_encode(p, n, t->p + t->len);
+		t->len += 2 * n;
+	}
+	t->p[t->len] = 0;
+}
+
+static void text_str(struct text *t, const char *s)
+{
+	text_hex(t, s, strlen(s));
+}
+
+static const char *state_word(uint8_t st)
+{
+	return st == OVL_MSG_STATE_UP ? "up" : st == OVL_MSG_STATE_OUT ? "out" : "down";
+}
+
+int brk_state_members_save(const char *dir, const struct brk_membership *m, char *err,
+			   size_t errlen)
+{
+	char path[STATE_PATH_BYTES], line[256];
+	struct text t = { NULL, 0, 0, true };
+	int rc;
+
+	if ((rc = state_path(path, dir, "members", err, errlen)) < 0)
+		return rc;
+	text_add(&t, MEMBERS_HEADER);
+	for (size_t i = 0; i < m->n_nodes; i++) {
+		const struct brk_node_rec *n = &m->nodes[i];
+
+		text_add(&t, "node");
+		text_hex(&t, n->id, OVL_ID_BYTES);
+		text_hex(&t, n->curve_key, OVL_KEY_BYTES);
+		snprintf(line, sizeof(line), " %u %s %llu %llu", n->port, state_word(n->state),
+			 (unsigned long long)n->capacity, (unsigned long long)n->serial);
+		text_add(&t, line);
+		text_str(&t, n->board);
+		text_str(&t, n->version);
+		text_str(&t, n->domain.site);
+		text_str(&t, n->domain.chassis);
+		text_str(&t, n->domain.slot);
+		text_str(&t, n->group);
+		text_hex(&t, n->cert, n->cert_len);
+		text_add(&t, "\n");
+	}
+	for (size_t i = 0; i < m->n_slices; i++) {
+		const struct brk_slice_members *s = &m->slices[i];
+
+		snprintf(line, sizeof(line), "slice %s %llu\n", s->name,
+			 (unsigned long long)s->epoch);
+		text_add(&t, line);
+		for (size_t k = 0; k < s->n_members; k++) {
+			text_add(&t, "member");
+			text_hex(&t, s->members[k].id, OVL_ID_BYTES);
+			text_hex(&t, s->members[k].addr, OVL_MSG_ADDR_BYTES);
+			text_add(&t, "\n");
+		}
+		for (size_t k = 0; k < s->n_left; k++) {
+			const char *why = ovl_msg_left_reason_name(s->left[k].reason);
+
+			text_add(&t, "left");
+			text_hex(&t, s->left[k].id, OVL_ID_BYTES);
+			snprintf(line, sizeof(line), " %llu %s\n",
+				 (unsigned long long)s->left[k].epoch, why ? why : "unknown");
+			text_add(&t, line);
+		}
+	}
+	if (!t.ok) {
+		snprintf(err, errlen, "cannot write '%s': out of memory", path);
+		free(t.p);
+		return -ENOMEM;
+	}
+	rc = ovl_file_write_atomic(path, t.p, t.len, 0600, err, errlen);
+	free(t.p);
+	return rc;
+}
+
+/* The next space-separated word of *s (NUL-terminated in place), or NULL. */
+static char *word(char **s)
+{
+	char *w = *s;
+
+	while (*w == ' ')
+		w++;
+	if (!*w)
+		return NULL;
+	*s = w + strcspn(w, " ");
+	if (**s)
+		*(*s)++ = 0;
+	return w;
+}
+
+/* Exactly n bytes of hex. */
+static bool hex_exact(const char *w, void *out, size_t n)
+{
+	return w && strlen(w) == 2 * n && ovl_hex_decode(w, out, n) == 0;
+}
+
+/* A hex-encoded string ("-": empty) that fits cap with its NUL and holds no NUL. */
+static bool hex_str(const char *w, char *out, size_t cap)
+{
+	size_t n = w ? strlen(w) : 0;
+
+	if (w && strcmp(w, "-") == 0) {
+		out[0] = 0;
+		return true;
+	}
+	if (!w || !n || (n & 1) || n / 2 >= cap || ovl_hex_decode(w, out, n / 2) < 0)
+		return false;
+	out[n / 2] = 0;
+	return strlen(out) == n / 2;
+}
+
+static bool u64_word(const char *w, uint64_t *v, uint64_t max)
+{
+	char *end = NULL;
+	unsigned long long x;
+
+	if (!w || *w < '0' || *w > '9')
+		return false;
+	errno = 0;
+	x = strtoull(w, &end, 10);
+	if (errno || *end || x > max)
+		return false;
+	*v = x;
+	return true;
+}
+
+static int node_line(char *s, struct brk_node_rec *n)
+{
+	char *w = NULL;
+	uint64_t v = 0;
+	uint8_t *cert = NULL;
+	size_t len;
+
+	memset(n, 0, sizeof(*n));
+	if (!hex_exact(word(&s), n->id, OVL_ID_BYTES) ||
+	    !hex_exact(word(&s), n->curve_key, OVL_KEY_BYTES) ||
+	    !u64_word(word(&s), &v, 65535) || v == 0)
+		return -EBADMSG;
+	n->port = (uint16_t)v;
+	w = word(&s);
+	if (!w)
+		return -EBADMSG;
+	if (strcmp(w, "up") == 0)
+		n->state = OVL_MSG_STATE_UP;
+	else if (strcmp(w, "down") == 0)
+		n->state = OVL_MSG_STATE_DOWN;
+	else if (strcmp(w, "out") == 0)
+		n->state = OVL_MSG_STATE_OUT;
+	else
+		return -EBADMSG;
+	if (!u64_word(word(&s), &n->capacity, UINT64_MAX) ||
+	    !u64_word(word(&s), &n->serial, UINT64_MAX) ||
+	    !hex_str(word(&s), n->board, sizeof(n->board)) ||
+	    !hex_str(word(&s), n->version, sizeof(n->version)) ||
+	    !hex_str(word(&s), n->domain.site, sizeof(n->domain.site)) ||
+	    !hex_str(word(&s), n->domain.chassis, sizeof(n->domain.chassis)) ||
+	    !hex_str(word(&s), n->domain.slot, sizeof(n->domain.slot)) ||
+	    !hex_str(word(&s), n->group, sizeof(n->group)))
+		return -EBADMSG;
+	w = word(&s);
+	if (!w || word(&s))
+		return -EBADMSG;
+	len = strlen(w) / 2;
+	if (strcmp(w, "-") != 0) {
+		if (len > OVL_CERT_MAX_BYTES || !(cert = malloc(len ? len : 1)))
+			return len > OVL_CERT_MAX_BYTES ? -EBADMSG : -ENOMEM;
+		if (!hex_exact(w, cert, len)) {
+			free(cert);
+			return -EBADMSG;
+		}
+		n->cert = cert;
+		n->cert_len = len;
+	}
+	return 0;
+}
+
+/* Append one zeroed element of `size` to *arr (count *n); NULL when out of memory. */
+static void *grow(void *arrp, size_t *n, size_t size)
+{
+	void **arr = arrp;
+	uint8_t *g = realloc(*arr, (*n + 1) * size);
+
+	if (!g)
+		return NULL;
+	*arr = g;
+	memset(g + *n * size, 0, size);
+	return g + (*n)++ * size;
+}
+
+static bool node_known(const struct brk_membership *m, const uint8_t *id)
+{
+	for (size_t i = 0; i < m->n_nodes; i++)
+		if (memcmp(m->nodes[i].id, id, OVL_ID_BYTES) == 0)
+			return true;
+	return false;
+}
+
+static int members_line(char *line, struct brk_membership *m)
+{
+	char *s = line, *w = word(&s);
+	struct brk_slice_members *sl = m->n_slices ? &m->slices[m->n_slices - 1] : NULL;
+
+	if (strcmp(w, "node") == 0) {
+		struct brk_node_rec n, *slot = NULL;
+		int rc = node_line(s, &n);
+
+		if (rc < 0)
+			return rc;
+		if (node_known(m, n.id) || !(slot = grow(&m->nodes, &m->n_nodes, sizeof(n)))) {
+			free((void *)n.cert);
+			return slot ? -EBADMSG : -ENOMEM;
+		}
+		*slot = n;
+		return 0;
+	}
+	if (strcmp(w, "slice") == 0) {
+		struct brk_slice_members *ns = NULL;
+		const char *name = word(&s);
+		uint64_t epoch = 0;
+		char e2[160];
+
+		if (!name || ovl_slice_name_check(name, "slice name", e2, sizeof(e2)) < 0 ||
+		    !u64_word(word(&s), &epoch, UINT64_MAX) || word(&s))
+			return -EBADMSG;
+		if (!(ns = grow(&m->slices, &m->n_slices, sizeof(*ns))))
+			return -ENOMEM;
+		snprintf(ns->name, sizeof(ns->name), "%s", name);
+		ns->epoch = epoch;
+		return 0;
+	}
+	if (strcmp(w, "member") == 0) {
+		struct brk_member_rec r, *slot = NULL;
+
+		if (!sl || !hex_exact(word(&s), r.id, OVL_ID_BYTES) ||
+		    !hex_exact(word(&s), r.addr, OVL_MSG_ADDR_BYTES) || word(&s) ||
+		    !node_known(m, r.id))
+			return -EBADMSG;
+		if (!(slot = grow(&sl->members, &sl->n_members, sizeof(r))))
+			return -ENOMEM;
+		*slot = r;
+		return 0;
+	}
+	if (strcmp(w, "left") == 0) {
+		struct ovl_msg_left l, *slot = NULL;
+		const char *why = NULL;
+
+		memset(&l, 0, sizeof(l));
+		if (!sl || !hex_exact(word(&s), l.id, OVL_ID_BYTES) ||
+		    !u64_word(word(&s), &l.epoch, UINT64_MAX) || !(why = word(&s)) || word(&s))
+			return -EBADMSG;
+		for (int r = OVL_MSG_LEFT_EXPIRED; r <= OVL_MSG_LEFT_DELETED; r++)
+			if (strcmp(why, ovl_msg_left_reason_name((enum ovl_msg_left_reason)r)) == 0)
+				l.reason = (enum ovl_msg_left_reason)r;
+		if (!(slot = grow(&sl->left, &sl->n_left, sizeof(l))))
+			return -ENOMEM;
+		*slot = l;
+		return 0;
+	}
+	return -EBADMSG;
+}
+
+int brk_state_members_load(const char *dir, struct brk_membership *m, char *err,
+			   size_t errlen)
+{
+	char path[STATE_PATH_BYTES], *line = NULL;
+	size_t cap = 0;
+	ssize_t got;
+	unsigned lineno = 0;
+	FILE *f = NULL;
+	int rc;
+
+	memset(m, 0, sizeof(*m));
+	if ((rc = state_path(path, dir, "members", err, errlen)) < 0)
+		return rc;
+	if ((rc = state_open(&f, path, err, errlen)) != 0)
+		return rc < 0 ? rc : 0;
+	while (rc == 0 && (got = getline(&line, &cap, f)) >= 0) {
+		lineno++;
+		if (got && line[got - 1] == '\n')
+			line[--got] = 0;
+		if (line[0] == '#' || line[0] == 0)
+			continue;
+		rc = members_line(line, m);
+	}
+	if (rc == 0 && ferror(f))
+		rc = -EIO;
+	fclose(f);
+	free(line);
+	if (rc == -EBADMSG)
+		snprintf(err, errlen, "'%s' line %u is not a valid membership entry", path, lineno);
+	else if (rc < 0)
+		snprintf(err, errlen, "cannot load '%s': %s", path, strerror(-rc));
+	if (rc < 0)
+		brk_membership_release(m);
+	return rc;
+}

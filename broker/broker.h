@@ -60,6 +60,8 @@
 #define BRK_REGISTER_DOMAIN "shelf-register-v1" /* proof-of-possession signature domain */
 #define BRK_SLICE_FLUSH_MS 1000             /* dirty slice epochs reach the disk within */
 #define BRK_TICK_MS 100                     /* liveness tick of the server loop */
+#define BRK_LEFT_MAX 1024                   /* removal records a slice map keeps */
+#define BRK_OUTBOX_MAX_BYTES (64u << 20)    /* replies held until their state is durable */
 
 /* ---- configuration (one ovl_conf table) -------------------------------- */
 
@@ -167,6 +169,7 @@ int brk_preauth_add_file(const char *dir, const uint8_t node_id[OVL_ID_BYTES], c
  *   DIR/slices       "name replicas epoch owner selector [encrypt]"
  *   DIR/tokens.used  "hash count": uses of enrolment tokens
  *   DIR/revoked      "crl_version V", "node ID KEY|-", "serial S"
+ *   DIR/members      the membership of every slice (brk_membership, below)
  * DIR is the state directory, except for revoked: the site directory when
  * the broker has one (an operator's decision, not soft state).
  */
@@ -195,6 +198,69 @@ struct brk_revocations {
 	uint64_t *serials;              /* revoked certificate serials */
 	size_t n_serials;
 };
+
+/*
+ * The membership of the slices, as the core persists it (DIR/members), so
+ * that a restarted broker lists every member it had, not only those that
+ * came back (docs/PROTOCOL.md 6.5). The file is text:
+ *   "# shelf-broker members v1"
+ *   "node ID CURVE PORT STATE CAPACITY SERIAL BOARD VERSION SITE CHASSIS SLOT
+ *    GROUP CERT": a node that is a member of some slice (keys and the
+ *    certificate in hex; the strings hex-encoded, "-" when empty; STATE up,
+ *    down or out);
+ *   "slice NAME EPOCH": then its members and removal records:
+ *   "member ID ADDR"      (ADDR: its address in the slice, 32 hex digits)
+ *   "left ID EPOCH REASON" (REASON: expired, revoked, deleted)
+ */
+struct brk_node_rec {
+	uint8_t id[OVL_ID_BYTES];
+	uint8_t curve_key[OVL_KEY_BYTES];
+	char board[OVL_MSG_BOARD_SIZE];
+	char version[OVL_MSG_SWVER_SIZE];
+	char group[OVL_MSG_GROUP_SIZE];  /* "" when none */
+	struct ovl_msg_domain domain;
+	uint64_t capacity, serial;
+	uint16_t port;
+	uint8_t state;                   /* enum ovl_msg_state: up, down or out */
+	const uint8_t *cert;             /* loaded: malloc'd (brk_membership_release frees
+					  * it); saved: borrowed */
+	size_t cert_len;
+};
+
+struct brk_member_rec {
+	uint8_t id[OVL_ID_BYTES];
+	uint8_t addr[OVL_MSG_ADDR_BYTES];
+};
+
+struct brk_slice_members {
+	char name[OVL_MSG_NAME_SIZE];
+	uint64_t epoch;
+	struct brk_member_rec *members;  /* loaded: malloc'd; saved: borrowed */
+	size_t n_members;
+	struct ovl_msg_left *left;       /* loaded: malloc'd; saved: borrowed */
+	size_t n_left;
+};
+
+struct brk_membership {
+	struct brk_node_rec *nodes;
+	size_t n_nodes;
+	struct brk_slice_members *slices;
+	size_t n_slices;
+};
+
+/* Free what brk_state_members_load() allocated and zero *m. NULL is fine. */
+void brk_membership_release(struct brk_membership *m);
+/*
+ * Load DIR/members into *m (zeroed first; empty when the file is missing).
+ * Every member must name a node line before it. 0, -EBADMSG ("'PATH' line
+ * N is not a valid membership entry") or -errno with err; on error *m holds
+ * nothing.
+ */
+int brk_state_members_load(const char *dir, struct brk_membership *m, char *err,
+			   size_t errlen);
+/* Replace DIR/members with *m. 0 or -errno with err. */
+int brk_state_members_save(const char *dir, const struct brk_membership *m, char *err,
+			   size_t errlen);
 
 /*
  * Load DIR/slices into *defs (malloc'd, the caller frees it; NULL when
@@ -296,6 +362,13 @@ struct brk_io {
 			 size_t errlen);
 	int (*uses_save)(void *files, const struct brk_token_use *uses, size_t n, char *err,
 			 size_t errlen);
+	/* The membership of the slices (brk_state_members_*). A core with
+	 * members_save holds every message it sends while a change of
+	 * membership or epoch is not yet saved, and sends them once it is
+	 * (brk_flush): no map, delta or epoch leaves before it is durable. */
+	int (*members_load)(void *files, struct brk_membership *m, char *err, size_t errlen);
+	int (*members_save)(void *files, const struct brk_membership *m, char *err,
+			    size_t errlen);
 	int (*revoked_load)(void *files, struct brk_revocations *r, char *err, size_t errlen);
 	int (*revoked_save)(void *files, const struct brk_revocations *r, char *err,
 			    size_t errlen);
@@ -343,8 +416,18 @@ void brk_refuse_oversized(brk_t *b, const struct brk_peer *from, size_t limit);
 /* A key over its rate limit: answer `busy` with the limit (log it too). */
 void brk_refuse_rate(brk_t *b, const struct brk_peer *from, unsigned per_s, unsigned burst);
 
-/* Liveness and persistence: call every BRK_TICK_MS or so. */
+/* Liveness and persistence: call every BRK_TICK_MS or so (it flushes too). */
 void brk_tick(brk_t *b);
+/*
+ * Make every change of membership and epoch durable (one save through the
+ * seam for all the changes since the last) and send the messages held
+ * until then, in order. Call it after each batch of messages handled
+ * (before the loop sleeps): the changes of a batch cost one save. Without
+ * io.members_save nothing is ever held. Returns the number of messages
+ * sent, or -errno when the save failed (they stay held; the next call
+ * tries again).
+ */
+int brk_flush(brk_t *b);
 
 /* Slice operations (also reachable through admin messages). */
 int brk_slice_create(brk_t *b, const char *name, unsigned replicas, const char *selector,

@@ -41,7 +41,44 @@ struct world {
 	struct ovl_id *nodes[NODES];
 	char state_dir[64];
 	char lastev[512];
+	bool check_durable;             /* every map and delta sent is already on disk */
+	unsigned durable_checked;
 };
+
+/* The epoch of slice `name` in state_dir/members, or 0. */
+static uint64_t saved_epoch(const char *dir, const char *name)
+{
+	char path[128], line[256], nm[64];
+	unsigned long long e = 0, found = 0;
+	FILE *f = NULL;
+
+	snprintf(path, sizeof(path), "%s/members", dir);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "slice %63s %llu", nm, &e) == 2 && strcmp(nm, name) == 0)
+			found = e;
+	fclose(f);
+	return found;
+}
+
+static void durable_check(struct world *w, const void *buf, size_t len)
+{
+	struct ovl_msg m;
+	char err[256];
+
+	if (ovl_msg_decode(buf, len, &m, err, sizeof(err)) < 0)
+		return;
+	if (m.type == OVL_MSG_MAP) {
+		assert_true(saved_epoch(w->state_dir, m.u.map.slice) >= m.u.map.epoch);
+		w->durable_checked++;
+	} else if (m.type == OVL_MSG_MAP_DELTA) {
+		assert_true(saved_epoch(w->state_dir, m.u.delta.slice) >= m.u.delta.epoch);
+		w->durable_checked++;
+	}
+	ovl_msg_release(&m);
+}
 
 static int w_send(void *arg, const struct brk_peer *to, const void *buf, size_t len)
 {
@@ -49,6 +86,8 @@ static int w_send(void *arg, const struct brk_peer *to, const void *buf, size_t 
 
 	if (w->n_out >= MAX_OUT)
 		return -ENOBUFS;
+	if (w->check_durable)
+		durable_check(w, buf, len);
 	memcpy(w->out[w->n_out].key, to->key, 32);
 	w->out[w->n_out].buf = malloc(len);
 	memcpy(w->out[w->n_out].buf, buf, len);
@@ -598,6 +637,151 @@ static void test_persistence(void **state)
 	new_core(w, NULL);
 }
 
+/* A map of `slice` as node `i` asks for it (the last map sent to it). */
+static void node_map(struct world *w, int i, const char *slice, struct ovl_msg *m)
+{
+	struct ovl_msg g;
+
+	clear_out(w);
+	ovl_msg_init(&g, OVL_MSG_MAP_GET);
+	snprintf(g.u.map_get.slice, sizeof(g.u.map_get.slice), "%s", slice);
+	send_to_core(w, w->nodes[i], &g);
+	assert_int_equal(last_to(w, w->nodes[i], m), 0);
+	assert_int_equal(m->type, OVL_MSG_MAP);
+}
+
+static int map_state_of(const struct ovl_msg *m, const struct ovl_id *id)
+{
+	for (uint32_t i = 0; i < m->u.map.n_members; i++)
+		if (memcmp(m->u.map.members[i].id, id->sign_pk, 32) == 0)
+			return (int)m->u.map.members[i].state;
+	return -ENOENT;
+}
+
+/*
+ * A restart never shrinks a slice (PROTOCOL.md 6.5): the membership is on
+ * disk before any map or delta that shows it leaves; a broker that crashed
+ * lists every member again, `down` until it speaks, at a higher epoch; a
+ * member leaves only by the `out` rule and expiry or a revocation, with a
+ * record that nodes and clients check (ovl_map_succession_check).
+ */
+static void test_restart_keeps_members(void **state)
+{
+	struct world *w = *state;
+	char err[512], cmd[256], crash[80];
+	struct ovl_msg before, after, m;
+	uint64_t epoch = 0, served = 0;
+	uint32_t members = 0;
+
+	snprintf(w->state_dir, sizeof(w->state_dir), "/tmp/test_broker_mb.%d", (int)getpid());
+	snprintf(crash, sizeof(crash), "%s.crash", w->state_dir);
+	brk_destroy(&w->b);
+	new_core(w, w->state_dir);
+	assert_int_equal(brk_slice_create(w->b, "hot", 2, "all", err, sizeof(err)), 0);
+	w->check_durable = true;
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(brk_preauth_add(w->b, w->nodes[i]->sign_pk), 1);
+		register_node(w, i, NULL);
+	}
+	assert_true(w->durable_checked >= 5);
+	/* a state change is durable before its delta leaves, too */
+	w->now_ms += BRK_DOWN_MS + 100;
+	for (int i = 0; i < 4; i++)
+		heartbeat(w, i, 1);
+	brk_tick(w->b); /* node 4: down */
+	assert_int_equal(brk_node_state(w->b, w->nodes[4]->sign_pk), OVL_MSG_STATE_DOWN);
+	node_map(w, 0, "hot", &before);
+	served = before.u.map.epoch;
+	assert_int_equal(before.u.map.n_members, 5);
+	/* the broker is killed: its state directory is what was on disk */
+	snprintf(cmd, sizeof(cmd), "rm -rf %s && cp -a %s %s", crash, w->state_dir, crash);
+	assert_int_equal(system(cmd), 0);
+	w->check_durable = false;
+	brk_destroy(&w->b);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s && mv %s %s", w->state_dir, crash, w->state_dir);
+	assert_int_equal(system(cmd), 0);
+	new_core(w, w->state_dir);
+	w->check_durable = true;
+	assert_int_equal(brk_slice_info(w->b, "hot", &epoch, &members), 0);
+	assert_int_equal(members, 5);
+	assert_true(epoch > served); /* states changed: never an epoch served before */
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(brk_node_state(w->b, w->nodes[i]->sign_pk), OVL_MSG_STATE_DOWN);
+	/* node 0 speaks (a heartbeat: it is known): up again; the map lists all five */
+	heartbeat(w, 0, 2);
+	assert_int_equal(brk_node_state(w->b, w->nodes[0]->sign_pk), OVL_MSG_STATE_UP);
+	node_map(w, 0, "hot", &after);
+	assert_int_equal(after.u.map.n_members, 5);
+	assert_int_equal(map_state_of(&after, w->nodes[0]), OVL_MSG_STATE_UP);
+	assert_int_equal(map_state_of(&after, w->nodes[3]), OVL_MSG_STATE_DOWN);
+	assert_int_equal(map_state_of(&after, w->nodes[4]), OVL_MSG_STATE_DOWN);
+	assert_int_equal(ovl_msg_map_verify(&after.u.map, w->site.id->sign_pk), 0);
+	assert_int_equal(ovl_map_succession_check(&before.u.map, &after.u.map, err, sizeof(err)),
+			 0);
+	ovl_msg_release(&after);
+	/* node 1 registers again: known, up, still one member */
+	register_node(w, 1, NULL);
+	assert_int_equal(brk_slice_info(w->b, "hot", NULL, &members), 0);
+	assert_int_equal(members, 5);
+	/* grace: node 4 is out and still listed; then it expires, with a record */
+	w->now_ms += BRK_GRACE_MS + 1000;
+	for (int i = 0; i < 3; i++)
+		heartbeat(w, i, 3);
+	brk_tick(w->b);
+	node_map(w, 0, "hot", &m);
+	assert_int_equal(map_state_of(&m, w->nodes[4]), OVL_MSG_STATE_OUT);
+	ovl_msg_release(&m);
+	w->now_ms += BRK_TTL_MS;
+	for (int i = 0; i < 3; i++)
+		heartbeat(w, i, 4);
+	clear_out(w);
+	brk_tick(w->b);
+	assert_int_equal(brk_node_state(w->b, w->nodes[4]->sign_pk), -ENOENT);
+	node_map(w, 0, "hot", &after);
+	assert_int_equal(map_state_of(&after, w->nodes[4]), -ENOENT);
+	assert_true(after.u.map.n_left >= 1);
+	assert_int_equal(ovl_map_succession_check(&before.u.map, &after.u.map, err, sizeof(err)),
+			 0);
+	/* without the record, the same map is refused, naming the member */
+	{
+		uint32_t nl = after.u.map.n_left;
+
+		after.u.map.n_left = 0;
+		assert_int_equal(ovl_map_succession_check(&before.u.map, &after.u.map, err,
+							  sizeof(err)), -EPERM);
+		after.u.map.n_left = nl;
+	}
+	ovl_msg_release(&after);
+	/* a revocation leaves a record too, and records survive a restart */
+	assert_int_equal(brk_revoke(w->b, w->nodes[2]->sign_pk, err, sizeof(err)), 0);
+	brk_flush(w->b);
+	w->check_durable = false;
+	brk_destroy(&w->b);
+	new_core(w, w->state_dir);
+	node_map(w, 0, "hot", &after);
+	assert_int_equal(map_state_of(&after, w->nodes[2]), -ENOENT);
+	assert_int_equal(after.u.map.n_members, 2); /* 3 and 4 expired, 2 revoked */
+	assert_int_equal(after.u.map.n_left, 3);
+	assert_int_equal(ovl_map_succession_check(&before.u.map, &after.u.map, err, sizeof(err)),
+			 0);
+	for (uint32_t i = 0; i < after.u.map.n_left; i++)
+		if (memcmp(after.u.map.left[i].id, w->nodes[2]->sign_pk, 32) == 0)
+			assert_int_equal(after.u.map.left[i].reason, OVL_MSG_LEFT_REVOKED);
+		else
+			assert_int_equal(after.u.map.left[i].reason, OVL_MSG_LEFT_EXPIRED);
+	ovl_msg_release(&after);
+	ovl_msg_release(&before);
+	/* a damaged membership file stops the broker with a clear error */
+	brk_destroy(&w->b);
+	snprintf(cmd, sizeof(cmd), "echo 'member zz' >> %s/members", w->state_dir);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(try_core(w, w->state_dir, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "members"));
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", w->state_dir);
+	assert_int_equal(system(cmd), 0);
+	new_core(w, NULL);
+}
+
 /* Token uses reach state/tokens.used: the use that exhausts a token at once
  * (a spent token never comes back after a crash), the others within a flush
  * interval (no fsync per registration). */
@@ -1102,6 +1286,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_delta_is_constant_per_member, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_liveness, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restart_keeps_members, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_token_use_persistence, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_revocation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_revocation_persists, setup, teardown),

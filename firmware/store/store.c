@@ -68,6 +68,7 @@ struct op {
 	uint8_t *owned_val;
 	uint64_t aux;           /* RELOC: source loc; NEXT: target segment */
 	node_store_cb cb;
+	node_store_get_cb get_cb;  /* OP_GET */
 	void *arg;
 	/* append state */
 	bool started;
@@ -182,7 +183,6 @@ struct node_store {
 	/* idle: since when (0: busy), and whether memory was given back */
 	uint64_t idle_since_ns;
 	bool released;
-	struct op *reading;   /* the read whose callback is running (read_take) */
 	struct node_store_stream *streams; /* open (or draining) streamed puts */
 	unsigned stream_ios;  /* their writes in flight */
 	/* scrub */
@@ -960,7 +960,7 @@ static void op_finish(struct node_store *s, struct op *op, int res)
 			st = (struct node_store_objstat){ .size = le_get64(op->owned_val + 8),
 							  .crc = le_get32(op->owned_val + 4),
 							  .seq = op->loc };
-			op->cb(op->arg, res, NULL, 0, &st);
+			op->cb(op->arg, res, &st);
 			op->cb = NULL;
 		}
 	}
@@ -968,9 +968,9 @@ static void op_finish(struct node_store *s, struct op *op, int res)
 		/* what was made durable: size, checksum and sequence */
 		st = (struct node_store_objstat){ .size = op->vlen, .crc = le_get32(op->hdr + 32),
 						  .seq = op->seq };
-		op->cb(op->arg, res, NULL, 0, &st);
+		op->cb(op->arg, res, &st);
 	} else if (op->cb) {
-		op->cb(op->arg, res, NULL, 0, NULL);
+		op->cb(op->arg, res, NULL);
 	}
 	op_free(op);
 }
@@ -1386,34 +1386,44 @@ static int read_submit(struct node_store *s, struct op *op, uint64_t from, uint6
 static void read_finish(struct node_store *s, struct op *op, int res, const void *data,
 			size_t len, const struct node_store_objstat *st)
 {
+	struct node_store_rbuf *rb = NULL;
+
 	if (res == -EIO)
 		s->st.checksum_errors++;
-	if (op->cb) {
-		s->reading = op;
-		op->cb(op->arg, res, data, len, st);
-		s->reading = NULL;
+	if (op->kind == OP_STAT) {
+		if (op->cb)
+			op->cb(op->arg, res, st);
+		op_free(op);
+		return;
 	}
+	if (res == 0 && op->get_cb) {
+		/* the buffer goes to the callback with the bytes in it */
+		rb = malloc(sizeof(*rb));
+		if (!rb) {
+			res = -ENOMEM;
+			st = NULL;
+		} else {
+			*rb = (struct node_store_rbuf){ .data = data, .len = len, .mem = op->rbuf,
+							.cap = op->rbuflen, .s = s };
+			op->rbuf = NULL;
+			op->rbuflen = 0;
+		}
+	}
+	if (op->get_cb)
+		op->get_cb(op->arg, res, &rb, st);
+	node_store_rbuf_release(&rb); /* the callback did not keep it */
 	op_free(op);
 }
 
-void *node_store_read_take(struct node_store *s, size_t *cap)
+void node_store_rbuf_release(struct node_store_rbuf **rbp)
 {
-	struct op *op = s->reading;
-	void *mem = NULL;
+	struct node_store_rbuf *rb = rbp ? *rbp : NULL;
 
-	*cap = 0;
-	if (!op || !op->rbuf)
-		return NULL;
-	mem = op->rbuf;
-	*cap = op->rbuflen;
-	op->rbuf = NULL;
-	op->rbuflen = 0;
-	return mem;
-}
-
-void node_store_read_release(struct node_store *s, void *mem, size_t cap)
-{
-	rbuf_put(s, mem, cap);
+	if (!rb)
+		return;
+	rbuf_put(rb->s, rb->mem, rb->cap);
+	free(rb);
+	*rbp = NULL;
 }
 
 /* Check the header, key and chunk table at rec (avail bytes). */
@@ -1560,7 +1570,7 @@ static void read_done(struct node_disk_io *io)
 }
 
 static int get_start(struct node_store *s, enum op_kind kind, const void *key, size_t klen,
-		     uint64_t off, uint64_t len, node_store_cb cb, void *arg)
+		     uint64_t off, uint64_t len, node_store_cb cb, node_store_get_cb get_cb, void *arg)
 {
 	struct op *op = NULL;
 	uint64_t loc, from, to, rsize;
@@ -1577,6 +1587,7 @@ static int get_start(struct node_store *s, enum op_kind kind, const void *key, s
 	op->roff = off;
 	op->rlen = len;
 	op->cb = cb;
+	op->get_cb = get_cb;
 	op->arg = arg;
 	from = loc_off(loc);
 	rsize = loc_size(loc);
@@ -1599,15 +1610,15 @@ static int get_start(struct node_store *s, enum op_kind kind, const void *key, s
 }
 
 int node_store_get_async(struct node_store *s, const void *key, size_t klen, uint64_t off,
-			 uint64_t len, node_store_cb cb, void *arg)
+			 uint64_t len, node_store_get_cb cb, void *arg)
 {
-	return get_start(s, OP_GET, key, klen, off, len, cb, arg);
+	return get_start(s, OP_GET, key, klen, off, len, NULL, cb, arg);
 }
 
 int node_store_stat_async(struct node_store *s, const void *key, size_t klen, node_store_cb cb,
 			  void *arg)
 {
-	return get_start(s, OP_STAT, key, klen, 0, 0, cb, arg);
+	return get_start(s, OP_STAT, key, klen, 0, 0, cb, NULL, arg);
 }
 
 /* ---- blocking wrappers ---- */
@@ -1621,8 +1632,7 @@ struct waiter {
 	struct node_store_objstat st;
 };
 
-static void waiter_cb(void *arg, int res, const void *data, size_t len,
-		      const struct node_store_objstat *st)
+static void waiter_cb(void *arg, int res, const struct node_store_objstat *st)
 {
 	struct waiter *w = arg;
 
@@ -1630,6 +1640,16 @@ static void waiter_cb(void *arg, int res, const void *data, size_t len,
 	w->res = res;
 	if (st)
 		w->st = *st;
+}
+
+static void waiter_get_cb(void *arg, int res, struct node_store_rbuf **rb,
+			  const struct node_store_objstat *st)
+{
+	struct waiter *w = arg;
+	const void *data = *rb ? (*rb)->data : NULL;
+	size_t len = *rb ? (*rb)->len : 0;
+
+	waiter_cb(arg, res, st);
 	if (res < 0 || !data)
 		return;
 	if (w->want_alloc) {
@@ -1691,7 +1711,7 @@ int node_store_get(struct node_store *s, const void *key, size_t klen, void **va
 		   size_t *vlen)
 {
 	struct waiter w = { .want_alloc = true };
-	int ret = get_start(s, OP_GET, key, klen, 0, UINT64_MAX, waiter_cb, &w);
+	int ret = get_start(s, OP_GET, key, klen, 0, UINT64_MAX, NULL, waiter_get_cb, &w);
 
 	*val = NULL;
 	*vlen = 0;
@@ -1711,7 +1731,7 @@ int node_store_get_range(struct node_store *s, const void *key, size_t klen, uin
 			 uint64_t len, void *buf, size_t *got)
 {
 	struct waiter w = { .buf = buf, .cap = len };
-	int ret = get_start(s, OP_GET, key, klen, off, len, waiter_cb, &w);
+	int ret = get_start(s, OP_GET, key, klen, off, len, NULL, waiter_get_cb, &w);
 
 	*got = 0;
 	if (ret < 0)
@@ -1725,7 +1745,7 @@ int node_store_stat(struct node_store *s, const void *key, size_t klen,
 		    struct node_store_objstat *st)
 {
 	struct waiter w = { 0 };
-	int ret = get_start(s, OP_STAT, key, klen, 0, 0, waiter_cb, &w);
+	int ret = get_start(s, OP_STAT, key, klen, 0, 0, waiter_cb, NULL, &w);
 
 	if (ret < 0)
 		return ret;
@@ -2417,7 +2437,7 @@ int node_store_scrub(struct node_store *s, uint64_t budget_bytes,
 		s->scrub_klen = kl;
 		s->scrub_started = true;
 		w.cap = 0;
-		ret = get_start(s, OP_GET, key, kl, 0, UINT64_MAX, waiter_cb, &w);
+		ret = get_start(s, OP_GET, key, kl, 0, UINT64_MAX, NULL, waiter_get_cb, &w);
 		if (ret == 0)
 			ret = wait_for(s, &w);
 		r->records++;

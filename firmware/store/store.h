@@ -93,11 +93,36 @@ struct node_store_objstat {
 	uint64_t seq;   /* sequence number of the record */
 };
 
-/* Completion: res is 0 or -errno. For gets, `data`/`len` is the value (or
- * the range) and is valid only during the callback; a successful put or
- * stat passes `st` (size, crc32c, sequence), others NULL. */
-typedef void (*node_store_cb)(void *arg, int res, const void *data, size_t len,
-			      const struct node_store_objstat *st);
+/* Completion of a put, delete, stat or streamed put: res is 0 or -errno; a
+ * successful put or stat passes `st` (size, crc32c, sequence), others NULL. */
+typedef void (*node_store_cb)(void *arg, int res, const struct node_store_objstat *st);
+
+/*
+ * The bytes a get read, in the store's read buffer: `data`/`len` are the
+ * value (or the range). The other members are the store's.
+ */
+struct node_store_rbuf {
+	const void *data;
+	size_t len;
+	/* private */
+	void *mem;              /* the aligned buffer data points into */
+	size_t cap;             /* its size */
+	struct node_store *s;   /* the store whose buffer cache it returns to */
+};
+
+/*
+ * Completion of a get. On success *rb is the read buffer (st: size, crc32c
+ * and sequence of the whole value); on failure *rb is NULL. The buffer is
+ * the store's unless the callback takes it: it copies the pointer and sets
+ * *rb = NULL; it then owns it and gives it back with
+ * node_store_rbuf_release(), before node_store_close(). A buffer left in
+ * *rb is released when the callback returns.
+ */
+typedef void (*node_store_get_cb)(void *arg, int res, struct node_store_rbuf **rb,
+				  const struct node_store_objstat *st);
+
+/* Give a taken read buffer back to its store. NULLs *rb; accepts NULL. */
+void node_store_rbuf_release(struct node_store_rbuf **rb);
 
 /* Queue a put. `val` must stay valid until the callback runs. */
 int node_store_put_async(struct node_store *s, const void *key, size_t klen, const void *val,
@@ -106,18 +131,7 @@ int node_store_delete_async(struct node_store *s, const void *key, size_t klen,
 			    node_store_cb cb, void *arg);
 /* Read [off, off+len) of the value (len UINT64_MAX: to the end). */
 int node_store_get_async(struct node_store *s, const void *key, size_t klen, uint64_t off,
-			 uint64_t len, node_store_cb cb, void *arg);
-
-/*
- * Inside a get callback only: keep the read buffer that holds `data` past
- * the callback (to send it without copying). Returns the buffer (the
- * caller's until released; `data` stays valid inside it) and its capacity
- * in *cap, or NULL outside a get callback or when it was taken already.
- * Give it back with node_store_read_release(s, mem, cap), to the same store,
- * before node_store_close().
- */
-void *node_store_read_take(struct node_store *s, size_t *cap);
-void node_store_read_release(struct node_store *s, void *mem, size_t cap);
+			 uint64_t len, node_store_get_cb cb, void *arg);
 
 /* Size, crc and sequence of a key; st is passed to cb. */
 int node_store_stat_async(struct node_store *s, const void *key, size_t klen, node_store_cb cb,

@@ -1162,8 +1162,10 @@ void node_dp_destroy(struct node_dp **dpp)
 		return;
 	node_serve_destroy(&dp->srv);
 	/* store callbacks still in flight hold their connection state: let
-	 * the store finish them (their answers go nowhere) */
-	while (node_store_pending(dp->o.store) && node_store_poll(dp->o.store, true) == 0)
+	 * the store finish them (their answers go nowhere). The store works
+	 * from the loop's hooks and never runs the loop, so the loop runs here,
+	 * at destroy, as node_serve_destroy() runs it */
+	while (node_store_pending(dp->o.store) && node_loop_run(dp->o.loop, true) >= 0)
 		;
 	free(dp);
 	*dpp = NULL;

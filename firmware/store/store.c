@@ -22,8 +22,10 @@
  */
 #include "store.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <liburing.h>
 #include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -118,8 +120,24 @@ struct ckpt_part {
 	uint32_t size;
 };
 
+/* The commit window's wake-up on a shared loop: an io_uring timeout, so
+ * that the loop does not sleep past a batch or flush that waits for the
+ * window. Allocated apart: at close an armed one is cancelled and frees
+ * itself when the loop delivers its last completion. */
+struct store_timer {
+	struct node_loop_ev ev;
+	struct __kernel_timespec ts;
+	struct node_store *s;  /* NULL once the store has closed */
+	bool armed;
+};
+
 struct node_store {
 	struct node_disk *disk;
+	struct node_loop *loop; /* the shared loop (NULL: the store owns its ring) */
+	unsigned blocking;      /* nesting of blocking calls: on a shared loop,
+				 * their I/O is direct (node_disk_direct()) */
+	struct store_timer *timer; /* shared loop only */
+	bool hooked;            /* store_hook() is registered on the loop */
 	struct node_store_opts o;
 	struct node_clock clock;
 	char err[256];
@@ -1248,7 +1266,18 @@ static void release_idle(struct node_store *s)
 	s->st.idle_releases++;
 }
 
-int node_store_poll(struct node_store *s, bool wait)
+/* Close the open batch when the record at its end is whole and either no
+ * write is in flight or the commit window has passed. */
+static void maybe_close_batch(struct node_store *s)
+{
+	if (s->cur && s->cur->fill && !(s->appendq.head && s->appendq.head->started) &&
+	    (!any_write_inflight(s) ||
+	     now_ns(s) - s->cur->born_ns >= s->o.commit_window_us * 1000))
+		close_batch(s);
+}
+
+/* The store's own ring (or direct I/O): submit, reap, acknowledge. */
+static int poll_own(struct node_store *s, bool wait)
 {
 	int ret;
 
@@ -1256,11 +1285,7 @@ int node_store_poll(struct node_store *s, bool wait)
 		ck_step(s);
 		serialize(s);
 		streams_kick(s);
-		if (s->cur && s->cur->fill &&
-		    !(s->appendq.head && s->appendq.head->started) &&
-		    (!any_write_inflight(s) ||
-		     now_ns(s) - s->cur->born_ns >= s->o.commit_window_us * 1000))
-			close_batch(s);
+		maybe_close_batch(s);
 		start_flush(s);
 		ret = node_disk_reap(s->disk, wait && round == 0 && s->disk->inflight > 0);
 		if (ret < 0) {
@@ -1274,6 +1299,135 @@ int node_store_poll(struct node_store *s, bool wait)
 	release_idle(s);
 	streams_kick(s);
 	return 0;
+}
+
+static void timer_done(struct node_loop_ev *ev, int res, uint32_t flags)
+{
+	struct store_timer *t = (struct store_timer *)ev;
+
+	t->armed = false;
+	if (!t->s)
+		free(t);
+}
+
+/*
+ * The earliest time (store clock) at which work waiting for the commit
+ * window may go: the open batch's close, or the flush that waits for the
+ * oldest record while writes are still streaming. 0: none waits.
+ */
+static uint64_t window_deadline(const struct node_store *s)
+{
+	uint64_t w = s->o.commit_window_us * 1000, d = 0;
+
+	if (!any_write_inflight(s))
+		return 0; /* the next completion, or nothing, wakes the loop */
+	if (s->cur && s->cur->fill)
+		d = s->cur->born_ns + w;
+	if (s->commitq.head && s->flush_inflight < STORE_FLUSHES_MAX && !s->read_only) {
+		/* a flush that start_flush() holds back for the window */
+		uint64_t wu = written_upto(s), f = s->commitq.head->queued_ns + w;
+
+		if (wu > s->durable_buf_id && wu > s->flush_issued &&
+		    s->commitq.head->last_buf <= wu && (!d || f < d))
+			d = f;
+	}
+	return d;
+}
+
+/* On a shared loop: make sure the loop wakes by the commit window. */
+static void timer_arm(struct node_store *s)
+{
+	struct store_timer *t = s->timer;
+	struct io_uring_sqe *sqe = NULL;
+	uint64_t d = window_deadline(s), now, left;
+
+	if (!d || t->armed)
+		return;
+	now = now_ns(s);
+	left = d > now ? d - now : 1000;
+	t->ts.tv_sec = (long long)(left / 1000000000u);
+	t->ts.tv_nsec = (long long)(left % 1000000000u);
+	sqe = node_loop_sqe(s->loop, &t->ev);
+	if (!sqe)
+		return; /* the next completion wakes the loop instead */
+	io_uring_prep_timeout(sqe, &t->ts, 0, 0);
+	t->armed = true;
+}
+
+/*
+ * The store's work between completions, on a shared loop: acknowledge what
+ * became durable, start batches, checkpoints and flushes, and arm the
+ * commit window's timer. Never waits and never runs the loop.
+ */
+static void store_work(struct node_store *s)
+{
+	complete_durable(s);
+	if (s->read_only)
+		fail_all(s);
+	ck_step(s);
+	serialize(s);
+	streams_kick(s);
+	maybe_close_batch(s);
+	start_flush(s);
+	if (s->read_only)
+		fail_all(s);
+	release_idle(s);
+	streams_kick(s);
+	timer_arm(s);
+}
+
+/* The before-sleep hook the store registers on a shared loop. */
+static void store_hook(void *arg)
+{
+	struct node_store *s = arg;
+
+	if (!s->blocking)
+		store_work(s);
+}
+
+int node_store_poll(struct node_store *s, bool wait)
+{
+	if (s->loop && !s->blocking) {
+		store_work(s);
+		return 0;
+	}
+	return poll_own(s, wait);
+}
+
+bool node_store_idle(const struct node_store *s)
+{
+	return !node_store_pending(s) && !s->disk->inflight;
+}
+
+/*
+ * A blocking call begins: on a shared loop its I/O, and everything else the
+ * store does meanwhile, is direct (done by this thread, never through the
+ * loop), which needs nothing of the store in flight on the loop. -EBUSY
+ * when something is. Calls nest.
+ */
+static int blocking_begin(struct node_store *s)
+{
+	int ret;
+
+	if (!s->loop || s->blocking++)
+		return 0;
+	ret = node_disk_direct(s->disk, true);
+	if (ret < 0) {
+		s->blocking--;
+		set_err(s, "store on '%s' has i/o in flight on the node's loop: a blocking call waits until node_store_idle()",
+			s->disk->name);
+	}
+	return ret;
+}
+
+static void blocking_end(struct node_store *s)
+{
+	if (!s->loop || --s->blocking)
+		return;
+	/* nothing may stay queued for direct i/o */
+	while (s->disk->inflight && node_disk_reap(s->disk, true) > 0)
+		;
+	node_disk_direct(s->disk, false);
 }
 
 /* ---- public write operations ---- */
@@ -1678,7 +1832,7 @@ static int wait_for(struct node_store *s, struct waiter *w)
 
 static int maintain_space(struct node_store *s);
 
-int node_store_put(struct node_store *s, const void *key, size_t klen, const void *val,
+static int put_blocking(struct node_store *s, const void *key, size_t klen, const void *val,
 		   size_t vlen)
 {
 	for (int attempt = 0;; attempt++) {
@@ -1693,7 +1847,7 @@ int node_store_put(struct node_store *s, const void *key, size_t klen, const voi
 	}
 }
 
-int node_store_delete(struct node_store *s, const void *key, size_t klen)
+static int delete_blocking(struct node_store *s, const void *key, size_t klen)
 {
 	for (int attempt = 0;; attempt++) {
 		struct waiter w = { 0 };
@@ -1707,7 +1861,7 @@ int node_store_delete(struct node_store *s, const void *key, size_t klen)
 	}
 }
 
-int node_store_get(struct node_store *s, const void *key, size_t klen, void **val,
+static int get_blocking(struct node_store *s, const void *key, size_t klen, void **val,
 		   size_t *vlen)
 {
 	struct waiter w = { .want_alloc = true };
@@ -1727,7 +1881,7 @@ int node_store_get(struct node_store *s, const void *key, size_t klen, void **va
 	return 0;
 }
 
-int node_store_get_range(struct node_store *s, const void *key, size_t klen, uint64_t off,
+static int get_range_blocking(struct node_store *s, const void *key, size_t klen, uint64_t off,
 			 uint64_t len, void *buf, size_t *got)
 {
 	struct waiter w = { .buf = buf, .cap = len };
@@ -1741,7 +1895,7 @@ int node_store_get_range(struct node_store *s, const void *key, size_t klen, uin
 	return ret;
 }
 
-int node_store_stat(struct node_store *s, const void *key, size_t klen,
+static int stat_blocking(struct node_store *s, const void *key, size_t klen,
 		    struct node_store_objstat *st)
 {
 	struct waiter w = { 0 };
@@ -1764,7 +1918,7 @@ static bool streams_finishing(const struct node_store *s)
 	return false;
 }
 
-int node_store_sync(struct node_store *s)
+static int sync_blocking(struct node_store *s)
 {
 	while (!s->read_only && (s->appendq.head || s->commitq.head || (s->cur && s->cur->fill) ||
 				 streams_finishing(s))) {
@@ -1776,7 +1930,7 @@ int node_store_sync(struct node_store *s)
 	return s->read_only ? -EROFS : 0;
 }
 
-int node_store_checkpoint(struct node_store *s)
+static int checkpoint_blocking(struct node_store *s)
 {
 	int ret;
 
@@ -2317,7 +2471,7 @@ static int relocate_one(struct node_store *s, const uint8_t *key, size_t klen, u
 	return 0;
 }
 
-int node_store_compact(struct node_store *s)
+static int compact_blocking(struct node_store *s)
 {
 	int64_t victim = -1;
 	uint64_t best = UINT64_MAX;
@@ -2380,7 +2534,7 @@ out:
 
 /* Try to make room after -ENOSPC: checkpoints release old segments, then
  * compaction empties the emptiest. Returns 1 if a segment came free. */
-int node_store_reclaim(struct node_store *s)
+static int reclaim_blocking(struct node_store *s)
 {
 	return maintain_space(s);
 }
@@ -2407,7 +2561,7 @@ static int maintain_space(struct node_store *s)
 
 /* ---- scrub ---- */
 
-int node_store_scrub(struct node_store *s, uint64_t budget_bytes,
+static int scrub_blocking(struct node_store *s, uint64_t budget_bytes,
 		     struct node_store_scrub_report *r)
 {
 	struct sidx_iter it;
@@ -3038,6 +3192,23 @@ int node_store_open(struct node_store **out, const struct node_store_opts *opts,
 		if (ret < 0)
 			goto out;
 	}
+	if (opts->loop) {
+		/* until it is open, the store's i/o is direct: it never runs
+		 * the loop, and nothing of it is in flight there yet */
+		s->loop = opts->loop;
+		s->timer = calloc(1, sizeof(*s->timer));
+		if (!s->timer) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		s->timer->ev.fn = timer_done;
+		s->timer->s = s;
+		ret = blocking_begin(s);
+		if (ret < 0) {
+			snprintf(err, errlen, "%s", s->err);
+			goto out;
+		}
+	}
 	s->ck_ptrbuf = aligned_alloc_blocks(DISK_BLOCK_BYTES);
 	sb[0] = aligned_alloc_blocks(DISK_BLOCK_BYTES);
 	sb[1] = aligned_alloc_blocks(DISK_BLOCK_BYTES);
@@ -3142,6 +3313,16 @@ int node_store_open(struct node_store **out, const struct node_store_opts *opts,
 	/* loading the index freed its read buffers: give the pages back, the
 	 * node's memory budget counts resident bytes */
 	malloc_trim(0);
+	if (s->loop) {
+		blocking_end(s);
+		ret = node_loop_before_sleep_add(s->loop, store_hook, s);
+		if (ret < 0) {
+			snprintf(err, errlen, "cannot register the store of '%s' on the loop: %s",
+				 s->disk->name, strerror(-ret));
+			goto out;
+		}
+		s->hooked = true;
+	}
 	*out = s;
 	s = NULL;
 out:
@@ -3179,16 +3360,42 @@ void node_store_close(struct node_store **sp)
 
 	if (!s)
 		return;
+	if (s->hooked)
+		node_loop_before_sleep_remove(s->loop, store_hook, s);
+	s->hooked = false;
+	if (s->disk && s->loop && !s->blocking) {
+		/* the owner has drained the store's i/o on the loop
+		 * (node_store_idle()): what is left is done directly */
+		int ret = node_disk_direct(s->disk, true);
+
+		assert(ret == 0);
+		(void)ret;
+		s->blocking = 1;
+	}
 	if (s->disk && s->segs && !s->read_only) {
 		node_store_sync(s);
 		if (s->ck_records_since > 0 && !s->read_only)
 			node_store_checkpoint(s);
 	}
 	if (s->disk) {
-		while (s->disk->inflight && node_disk_reap(s->disk, true) >= 0)
+		while (s->disk->inflight && node_disk_reap(s->disk, true) > 0)
 			;
 		fail_all(s);
+		if (s->loop)
+			node_disk_direct(s->disk, false);
 		node_disk_destroy(&s->disk);
+	}
+	if (s->timer && s->timer->armed) {
+		/* it frees itself when the loop delivers its cancellation */
+		struct io_uring_sqe *sqe = node_loop_sqe(s->loop, NULL);
+
+		s->timer->s = NULL;
+		if (sqe) {
+			io_uring_prep_timeout_remove(sqe, (uint64_t)(uintptr_t)&s->timer->ev, 0);
+			io_uring_sqe_set_data(sqe, NULL);
+		}
+	} else {
+		free(s->timer);
 	}
 	while (s->streams)
 		stream_free(s->streams);
@@ -3207,4 +3414,134 @@ void node_store_close(struct node_store **sp)
 	sidx_destroy(&s->ix);
 	free(s);
 	*sp = NULL;
+}
+
+/* ---- the blocking calls' entry points (blocking_begin()) ---- */
+
+int node_store_put(struct node_store *s, const void *key, size_t klen, const void *val,
+		   size_t vlen)
+{
+	int ret;
+
+	ret = blocking_begin(s);
+	if (ret < 0)
+		return ret;
+	ret = put_blocking(s, key, klen, val, vlen);
+	blocking_end(s);
+	return ret;
+}
+
+int node_store_delete(struct node_store *s, const void *key, size_t klen)
+{
+	int ret;
+
+	ret = blocking_begin(s);
+	if (ret < 0)
+		return ret;
+	ret = delete_blocking(s, key, klen);
+	blocking_end(s);
+	return ret;
+}
+
+int node_store_get(struct node_store *s, const void *key, size_t klen, void **val,
+		   size_t *vlen)
+{
+	int ret;
+
+	*val = NULL;
+	*vlen = 0;
+	ret = blocking_begin(s);
+	if (ret < 0)
+		return ret;
+	ret = get_blocking(s, key, klen, val, vlen);
+	blocking_end(s);
+	return ret;
+}
+
+int node_store_get_range(struct node_store *s, const void *key, size_t klen, uint64_t off,
+			 uint64_t len, void *buf, size_t *got)
+{
+	int ret;
+
+	*got = 0;
+	ret = blocking_begin(s);
+	if (ret < 0)
+		return ret;
+	ret = get_range_blocking(s, key, klen, off, len, buf, got);
+	blocking_end(s);
+	return ret;
+}
+
+int node_store_stat(struct node_store *s, const void *key, size_t klen,
+		    struct node_store_objstat *st)
+{
+	int ret;
+
+	ret = blocking_begin(s);
+	if (ret < 0)
+		return ret;
+	ret = stat_blocking(s, key, klen, st);
+	blocking_end(s);
+	return ret;
+}
+
+int node_store_sync(struct node_store *s)
+{
+	int ret;
+
+	ret = blocking_begin(s);
+	if (ret < 0)
+		return ret;
+	ret = sync_blocking(s);
+	blocking_end(s);
+	return ret;
+}
+
+int node_store_checkpoint(struct node_store *s)
+{
+	int ret;
+
+	ret = blocking_begin(s);
+	if (ret < 0)
+		return ret;
+	ret = checkpoint_blocking(s);
+	blocking_end(s);
+	return ret;
+}
+
+int node_store_compact(struct node_store *s)
+{
+	int ret;
+
+	ret = blocking_begin(s);
+	if (ret < 0)
+		return ret;
+	ret = compact_blocking(s);
+	blocking_end(s);
+	return ret;
+}
+
+int node_store_reclaim(struct node_store *s)
+{
+	int ret;
+
+	ret = blocking_begin(s);
+	if (ret < 0)
+		return ret;
+	ret = reclaim_blocking(s);
+	blocking_end(s);
+	return ret;
+}
+
+int node_store_scrub(struct node_store *s, uint64_t budget_bytes,
+		     struct node_store_scrub_report *r)
+{
+	int ret;
+
+	ret = blocking_begin(s);
+	if (ret < 0)
+		return ret;
+	ret = scrub_blocking(s, budget_bytes, r);
+	blocking_end(s);
+	return ret;
 }

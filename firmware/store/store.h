@@ -11,9 +11,23 @@
  * before it). A failed write or flush puts the store into read-only state;
  * it never acknowledges a write it could not make durable.
  *
- * Threading: a store is used by one thread. The asynchronous calls queue
- * work; node_store_poll() drives I/O and runs callbacks. The blocking calls
- * run the loop themselves until their operation completes.
+ * Threading: a store is used by one thread.
+ *
+ * Two ways to run, chosen at open:
+ *  - Own ring (opts.loop NULL: tools, tests, benchmarks). The asynchronous
+ *    calls queue work; node_store_poll() submits it, reaps the store's ring
+ *    and runs callbacks. The blocking calls drive that ring themselves.
+ *  - On a shared loop (opts.loop: the node's). The store never runs the
+ *    loop. Its completions arrive through the loop's callbacks when the
+ *    loop's owner runs node_loop_run(); its own work between completions
+ *    (acknowledging what is durable, starting batches, flushes and
+ *    checkpoints) runs from a before-sleep hook it registers at open, and
+ *    an io_uring timeout wakes the loop when a batch or a flush waits for
+ *    the commit window. The owner only runs the loop. The blocking calls
+ *    work only while nothing of the store is in flight on the loop
+ *    (node_store_idle()); they then do the store's I/O themselves, directly
+ *    and synchronously, never through the loop, and return -EBUSY
+ *    otherwise.
  *
  * Errors: 0 or -errno. -ENOENT no such key, -EINVAL bad argument,
  * -E2BIG key or value too large, -ENOSPC only the compaction reserve is left,
@@ -71,8 +85,11 @@ void node_store_opts_init(struct node_store_opts *o);
 int node_store_open(struct node_store **out, const struct node_store_opts *opts,
 		    char *err, size_t errlen);
 
-/* Finish in-flight work, write a checkpoint (so the next open does not
- * scan), release everything and NULL *s. Accepts NULL. */
+/* Finish queued work, write a checkpoint (so the next open does not
+ * scan), release everything and NULL *s. Accepts NULL. On a shared loop the
+ * owner first runs the loop until node_store_idle() (the store cannot
+ * finish I/O in flight on the loop without running it, and never does);
+ * the rest is done with direct I/O. Taken read buffers are released before. */
 void node_store_close(struct node_store **s);
 
 /*
@@ -182,14 +199,26 @@ int node_store_stream_finish(struct node_store_stream **st, uint32_t crc, node_s
  * accepts NULL. */
 void node_store_stream_abort(struct node_store_stream **st);
 
-/* Drive I/O and run callbacks; with wait, block until something happens.
- * Returns 0 or -errno. */
+/*
+ * Own ring: submit queued work, reap the store's ring and run callbacks;
+ * with wait, block until something completes. Shared loop: only the work
+ * the before-sleep hook does (acknowledge, start batches and flushes, arm
+ * the commit window's timer); never waits, never runs or reaps the loop,
+ * so it never dispatches anyone's completion. Returns 0 or -errno.
+ */
 int node_store_poll(struct node_store *s, bool wait);
 
 /* Operations queued or in flight. */
 unsigned node_store_pending(const struct node_store *s);
 
-/* ---- blocking interface ---- */
+/* Nothing queued and no I/O in flight: on a shared loop, the store may be
+ * closed, and blocking calls may be made. */
+bool node_store_idle(const struct node_store *s);
+
+/* ---- blocking interface ----
+ *
+ * On a shared loop: only while node_store_idle() is true, else -EBUSY
+ * (see the top of this file). */
 
 int node_store_put(struct node_store *s, const void *key, size_t klen, const void *val,
 		   size_t vlen);

@@ -60,34 +60,77 @@ _Static_assert(NODE_STORE_KEY_MAX <= SIDX_KEY_MAX, "the index holds every key");
 enum op_kind { OP_PUT, OP_DEL, OP_RELOC, OP_NEXT, OP_CKPT_PART, OP_CKPT_END, OP_GET, OP_STAT,
 	       OP_RESV, OP_COMMIT };
 
+/* A record on its way into the log (every kind but OP_GET and OP_STAT). */
+struct op_rec {
+	const uint8_t *val;     /* the record's value: borrowed (put) or owned_val */
+	uint64_t vlen;
+	uint8_t *owned_val;
+	bool started;           /* placed: pos, seq and hdr are set */
+	uint8_t hdr[REC_HDR_BYTES];
+	uint8_t *table;         /* chunk crcs, while it is copied */
+	size_t tlen;
+	uint64_t pos;           /* device offset */
+	uint64_t rsize;         /* record bytes */
+	uint64_t copied;        /* bytes copied into write buffers */
+	uint64_t seq;
+	uint64_t last_buf;      /* id of the write buffer holding its last byte */
+	uint64_t queued_ns;     /* when it entered the commit queue */
+};
+
+enum read_stage {
+	READ_WHOLE,   /* the whole record in one read */
+	READ_HEAD,    /* header and chunk table of a large value first */
+	READ_CHUNKS,  /* then the chunks that cover the range */
+};
+
+/* A get or a stat. */
+struct op_read {
+	uint64_t loc;           /* the record, from the index */
+	uint64_t off, len;      /* the range asked for (narrowed to the value) */
+	enum read_stage stage;
+	uint64_t vlen;          /* READ_CHUNKS: the value's size */
+	uint64_t val_off;       /* READ_CHUNKS: device offset of its first byte */
+	uint8_t *table;         /* READ_CHUNKS: its chunk crcs */
+	size_t tlen;
+	uint8_t *buf;           /* the read buffer (from the buffer cache) */
+	size_t buflen;
+	uint64_t base;          /* device offset of buf[0] */
+	struct node_disk_io io;
+};
+
 struct op {
 	enum op_kind kind;
 	struct node_store *s;
-	uint8_t *key;           /* owned copy */
+	uint8_t *key;           /* owned copy (kinds with a key) */
 	size_t klen;
-	const uint8_t *val;     /* borrowed (put) or owned_val */
-	uint64_t vlen;
-	uint8_t *owned_val;
-	uint64_t aux;           /* RELOC: source loc; NEXT: target segment */
-	node_store_cb cb;
-	node_store_get_cb get_cb;  /* OP_GET */
+	node_store_cb cb;       /* every kind but OP_GET */
+	node_store_get_cb get_cb; /* OP_GET */
 	void *arg;
-	/* append state */
-	bool started;
-	uint8_t hdr[REC_HDR_BYTES];
-	uint8_t *table;
-	size_t tlen;
-	uint64_t pos, rsize, copied, seq, last_buf;
-	uint64_t queued_ns;     /* when it entered the commit queue */
-	/* read state */
-	uint64_t loc, roff, rlen, rbase;
-	uint8_t *rbuf;
-	size_t rbuflen;
-	int stage;
-	struct node_disk_io io;
-	/* RESV: its stream until placed; COMMIT: its stream until every
-	 * write of the region has completed (serialize waits for it) */
-	struct node_store_stream *stream;
+	struct op_rec rec;      /* kinds that write a record */
+	union {
+		struct {
+			uint64_t from;      /* the loc it moves; applied only if still current */
+		} reloc;                    /* OP_RELOC */
+		struct {
+			uint32_t seg;       /* the segment the log continues in */
+		} next;                     /* OP_NEXT */
+		struct {
+			uint64_t p0_seq;    /* the checkpoint's first sequence number */
+		} ckpt;                     /* OP_CKPT_PART, OP_CKPT_END */
+		struct {
+			struct node_store_stream *stream; /* until placed */
+			uint64_t region_len; /* bytes reserved after the record */
+		} resv;                     /* OP_RESV */
+		struct {
+			/* its stream until every write of the region has
+			 * completed (serialize waits for it) */
+			struct node_store_stream *stream;
+			uint64_t loc;       /* the streamed record, once written */
+			uint64_t seq;       /* the streamed record's sequence number */
+			int err;            /* < 0: the stream failed; fail the commit */
+		} commit;                   /* OP_COMMIT */
+		struct op_read rd;          /* OP_GET, OP_STAT */
+	} u;
 	struct op *next;
 };
 
@@ -408,9 +451,12 @@ static void op_free(struct op *op)
 	if (!op)
 		return;
 	free(op->key);
-	free(op->owned_val);
-	free(op->table);
-	rbuf_put(op->s, op->rbuf, op->rbuflen);
+	free(op->rec.owned_val);
+	free(op->rec.table);
+	if (op->kind == OP_GET || op->kind == OP_STAT) {
+		free(op->u.rd.table);
+		rbuf_put(op->s, op->u.rd.buf, op->u.rd.buflen);
+	}
 	free(op);
 }
 
@@ -597,21 +643,35 @@ static void close_batch(struct node_store *s)
 	wbuf_submit(s, b);
 }
 
+/* The header's aux field: what the kind's record carries there. */
+static uint64_t rec_aux(const struct op *op)
+{
+	switch (op->kind) {
+	case OP_RELOC: return op->u.reloc.from;
+	case OP_NEXT: return op->u.next.seg;
+	case OP_CKPT_PART:
+	case OP_CKPT_END: return op->u.ckpt.p0_seq;
+	case OP_RESV: return op->u.resv.region_len;
+	case OP_COMMIT: return op->u.commit.loc;
+	default: return 0;
+	}
+}
+
 static void build_header(struct node_store *s, struct op *op, uint8_t type)
 {
 	struct rec_hdr h = { 0 };
 
 	h.type = type;
 	h.klen = (uint16_t)op->klen;
-	h.vlen = (uint32_t)op->vlen;
-	h.flags = op->vlen > REC_CHUNK_BYTES ? REC_FLAG_CHUNKED : 0;
+	h.vlen = (uint32_t)op->rec.vlen;
+	h.flags = op->rec.vlen > REC_CHUNK_BYTES ? REC_FLAG_CHUNKED : 0;
 	h.prev = s->chain;
-	h.seq = op->seq;
-	h.aux = op->aux;
-	h.vcrc = rec_value_crcs(op->val, op->vlen, op->table);
-	rec_hdr_pack(&h, op->hdr);
-	h.hcrc = rec_hcrc(op->hdr, op->key, op->klen, op->table, op->tlen);
-	rec_hdr_pack(&h, op->hdr);
+	h.seq = op->rec.seq;
+	h.aux = rec_aux(op);
+	h.vcrc = rec_value_crcs(op->rec.val, op->rec.vlen, op->rec.table);
+	rec_hdr_pack(&h, op->rec.hdr);
+	h.hcrc = rec_hcrc(op->rec.hdr, op->key, op->klen, op->rec.table, op->rec.tlen);
+	rec_hdr_pack(&h, op->rec.hdr);
 	s->chain = h.hcrc;
 }
 
@@ -637,13 +697,13 @@ static uint8_t rec_type_of(enum op_kind k)
 static int place(struct node_store *s, struct op *op)
 {
 	uint32_t si = seg_of(s, s->head);
-	uint64_t rsize = rec_size(op->klen, op->vlen), span = rsize;
+	uint64_t rsize = rec_size(op->klen, op->rec.vlen), span = rsize;
 
 	if (s->read_only)
 		return -EROFS;
 	if (op->kind == OP_RESV) /* the record, then the region from the next block */
-		span = align_up(s->head + rsize, DISK_BLOCK_BYTES) - s->head + op->aux;
-	if ((op->kind == OP_RESV ? DISK_BLOCK_BYTES + op->aux : rsize) >
+		span = align_up(s->head + rsize, DISK_BLOCK_BYTES) - s->head + op->u.resv.region_len;
+	if ((op->kind == OP_RESV ? DISK_BLOCK_BYTES + op->u.resv.region_len : rsize) >
 	    s->seg_bytes - 2 * DISK_BLOCK_BYTES) {
 		set_err(s, "record of %" PRIu64 " bytes does not fit in a %" PRIu64 "-byte segment",
 			rsize, s->seg_bytes);
@@ -669,31 +729,31 @@ static int place(struct node_store *s, struct op *op)
 			s->nfree++;
 			return -ENOMEM;
 		}
-		nx->aux = (uint64_t)t;
+		nx->u.next.seg = (uint32_t)t;
 		q_push_front(&s->appendq, nx);
 		return 1;
 	}
-	op->tlen = rec_table_bytes(op->vlen);
-	if (op->tlen) {
-		op->table = malloc(op->tlen);
-		if (!op->table)
+	op->rec.tlen = rec_table_bytes(op->rec.vlen);
+	if (op->rec.tlen) {
+		op->rec.table = malloc(op->rec.tlen);
+		if (!op->rec.table)
 			return -ENOMEM;
 	}
-	op->seq = ++s->seq;
-	op->pos = s->head;
-	op->rsize = rsize;
+	op->rec.seq = ++s->seq;
+	op->rec.pos = s->head;
+	op->rec.rsize = rsize;
 	build_header(s, op, rec_type_of(op->kind));
 	s->head += span;
-	s->segs[si].max_seq = op->seq;
-	op->started = true;
+	s->segs[si].max_seq = op->rec.seq;
+	op->rec.started = true;
 	if (op->kind == OP_RESV)
 		stream_placed(s, op, si);
 	if (op->kind == OP_COMMIT) {
 		/* replay from any checkpoint that sees this record reads the
 		 * streamed record: keep its segment as long */
-		struct seg *g = &s->segs[seg_of(s, loc_off(op->aux))];
+		struct seg *g = &s->segs[seg_of(s, loc_off(op->u.commit.loc))];
 
-		g->max_seq = g->max_seq > op->seq ? g->max_seq : op->seq;
+		g->max_seq = g->max_seq > op->rec.seq ? g->max_seq : op->rec.seq;
 	}
 	s->ck_records_since++;
 	return 0;
@@ -706,8 +766,8 @@ static void record_bytes(const struct op *op, uint64_t from, uint8_t *dst, size_
 		const uint8_t *p;
 		uint64_t len;
 	} pieces[4] = {
-		{ op->hdr, REC_HDR_BYTES }, { op->key, op->klen }, { op->table, op->tlen },
-		{ op->val, op->vlen },
+		{ op->rec.hdr, REC_HDR_BYTES }, { op->key, op->klen }, { op->rec.table, op->rec.tlen },
+		{ op->rec.val, op->rec.vlen },
 	};
 	uint64_t base = 0;
 
@@ -731,21 +791,21 @@ static void record_bytes(const struct op *op, uint64_t from, uint8_t *dst, size_
 /* Copy as much of op as buffers allow. Returns true when fully copied. */
 static bool copy_op(struct node_store *s, struct op *op)
 {
-	while (op->copied < op->rsize) {
+	while (op->rec.copied < op->rec.rsize) {
 		size_t n;
 
 		if (!s->cur) {
-			s->cur = wbuf_acquire(s, op->pos + op->copied);
+			s->cur = wbuf_acquire(s, op->rec.pos + op->rec.copied);
 			if (!s->cur)
 				return false;
 		}
 		n = s->cur->limit - s->cur->fill;
-		if (n > op->rsize - op->copied)
-			n = (size_t)(op->rsize - op->copied);
-		record_bytes(op, op->copied, s->cur->mem + s->cur->fill, n);
+		if (n > op->rec.rsize - op->rec.copied)
+			n = (size_t)(op->rec.rsize - op->rec.copied);
+		record_bytes(op, op->rec.copied, s->cur->mem + s->cur->fill, n);
 		s->cur->fill += n;
-		op->copied += n;
-		op->last_buf = s->cur->id;
+		op->rec.copied += n;
+		op->rec.last_buf = s->cur->id;
 		if (s->cur->fill == s->cur->limit) {
 			struct wbuf *b = s->cur;
 
@@ -761,14 +821,14 @@ static void serialize(struct node_store *s)
 	struct op *op;
 
 	while ((op = s->appendq.head)) {
-		if (op->kind == OP_COMMIT && op->stream)
+		if (op->kind == OP_COMMIT && op->u.commit.stream)
 			return; /* its region is still being written */
-		if (op->kind == OP_COMMIT && op->stage < 0) {
+		if (op->kind == OP_COMMIT && op->u.commit.err < 0) {
 			q_pop(&s->appendq);
-			op_finish(s, op, op->stage);
+			op_finish(s, op, op->u.commit.err);
 			continue;
 		}
-		if (!op->started) {
+		if (!op->rec.started) {
 			int ret = place(s, op);
 
 			if (ret == 1)
@@ -791,31 +851,31 @@ static void serialize(struct node_store *s)
 		}
 		if (op->kind == OP_NEXT) {
 			/* the log jumps: what follows goes to another place */
-			s->segs[seg_of(s, op->pos)].state = SEG_USED;
+			s->segs[seg_of(s, op->rec.pos)].state = SEG_USED;
 			close_batch(s);
-			s->head = seg_start(s, (uint32_t)op->aux);
-			s->segs[op->aux].max_seq = op->seq;
+			s->head = seg_start(s, op->u.next.seg);
+			s->segs[op->u.next.seg].max_seq = op->rec.seq;
 		}
 		if (op->kind == OP_CKPT_PART || op->kind == OP_CKPT_END) {
 			if (s->ck_part_pending == op)
 				s->ck_part_pending = NULL;
 			if (op->kind == OP_CKPT_PART) {
-				s->ck_parts[s->ck_nparts].off = op->pos;
-				s->ck_parts[s->ck_nparts].size = (uint32_t)op->rsize;
+				s->ck_parts[s->ck_nparts].off = op->rec.pos;
+				s->ck_parts[s->ck_nparts].size = (uint32_t)op->rec.rsize;
 				s->ck_nparts++;
 			}
-			free(op->owned_val); /* payload copied; only the place matters now */
-			op->owned_val = NULL;
-			op->val = NULL;
+			free(op->rec.owned_val); /* payload copied; only the place matters now */
+			op->rec.owned_val = NULL;
+			op->rec.val = NULL;
 		}
 		if (op->kind == OP_PUT || op->kind == OP_RELOC) {
-			free(op->owned_val);
-			op->owned_val = NULL;
-			op->val = NULL; /* the caller may reuse the value from here on */
+			free(op->rec.owned_val);
+			op->rec.owned_val = NULL;
+			op->rec.val = NULL; /* the caller may reuse the value from here on */
 		}
-		free(op->table);
-		op->table = NULL;
-		op->queued_ns = now_ns(s);
+		free(op->rec.table);
+		op->rec.table = NULL;
+		op->rec.queued_ns = now_ns(s);
 		q_push(&s->commitq, op);
 	}
 }
@@ -851,7 +911,7 @@ static void start_flush(struct node_store *s)
 		return;
 	w = written_upto(s);
 	/* nothing new to cover, or the oldest waiting record is not written */
-	if (w <= s->durable_buf_id || w <= s->flush_issued || s->commitq.head->last_buf > w)
+	if (w <= s->durable_buf_id || w <= s->flush_issued || s->commitq.head->rec.last_buf > w)
 		return;
 	/*
 	 * While writes are still streaming, one flush per batch: wait until
@@ -859,7 +919,7 @@ static void start_flush(struct node_store *s)
 	 * has waited the commit window. An idle device flushes at once.
 	 */
 	if (any_write_inflight(s)) {
-		uint64_t waited = now_ns(s) - s->commitq.head->queued_ns;
+		uint64_t waited = now_ns(s) - s->commitq.head->rec.queued_ns;
 		uint64_t batch = (uint64_t)s->nbufs * s->o.write_buffer_bytes / 2;
 
 		if ((w - s->durable_buf_id) * s->o.write_buffer_bytes < batch &&
@@ -887,12 +947,12 @@ static void complete_durable(struct node_store *s)
 {
 	struct op *op;
 
-	while ((op = s->commitq.head) && op->last_buf <= s->durable_buf_id) {
-		uint64_t loc = loc_make(op->pos, op->rsize), old = 0;
+	while ((op = s->commitq.head) && op->rec.last_buf <= s->durable_buf_id) {
+		uint64_t loc = loc_make(op->rec.pos, op->rec.rsize), old = 0;
 		int ret = 0;
 
 		q_pop(&s->commitq);
-		s->seq_done = op->seq;
+		s->seq_done = op->rec.seq;
 		switch (op->kind) {
 		case OP_PUT:
 			ret = sidx_set(s->ix, op->key, op->klen, loc, &old);
@@ -911,7 +971,7 @@ static void complete_durable(struct node_store *s)
 			s->st.deletes++;
 			break;
 		case OP_RELOC:
-			if (sidx_get(s->ix, op->key, op->klen, &old) == 1 && old == op->aux) {
+			if (sidx_get(s->ix, op->key, op->klen, &old) == 1 && old == op->u.reloc.from) {
 				sidx_set(s->ix, op->key, op->klen, loc, &old);
 				seg_live_add(s, old, -1);
 				seg_live_add(s, loc, +1);
@@ -921,11 +981,11 @@ static void complete_durable(struct node_store *s)
 			ck_end_durable(s, op);
 			break;
 		case OP_COMMIT:
-			ret = sidx_set(s->ix, op->key, op->klen, op->aux, &old);
+			ret = sidx_set(s->ix, op->key, op->klen, op->u.commit.loc, &old);
 			if (ret == 0) {
 				if (old)
 					seg_live_add(s, old, -1);
-				seg_live_add(s, op->aux, +1);
+				seg_live_add(s, op->u.commit.loc, +1);
 				s->st.puts++;
 			} else {
 				go_read_only(s, "out of memory for the index");
@@ -962,30 +1022,32 @@ static void op_finish(struct node_store *s, struct op *op, int res)
 
 	if (res < 0 && (op->kind == OP_CKPT_PART || op->kind == OP_CKPT_END))
 		s->ck_err = res;
-	if (op->kind == OP_RESV && op->stream)
+	if (op->kind == OP_RESV && op->u.resv.stream)
 		stream_resv_failed(s, op, res < 0 ? res : -EIO);
-	if (op->kind == OP_COMMIT && op->stream) {
+	if (op->kind == OP_COMMIT && op->u.commit.stream) {
 		/* failed before its region was written (read-only): the stream
 		 * keeps its pin and learns of it */
-		op->stream->commit = NULL;
-		op->stream->err = res < 0 ? res : -EIO;
-		op->stream->kick = true;
-		op->stream = NULL;
-	} else if (op->kind == OP_COMMIT && op->stage == 0) {
+		struct node_store_stream *stream = op->u.commit.stream;
+
+		stream->commit = NULL;
+		stream->err = res < 0 ? res : -EIO;
+		stream->kick = true;
+		op->u.commit.stream = NULL;
+	} else if (op->kind == OP_COMMIT && op->u.commit.err == 0) {
 		/* the stream's segment pin ends with its commit, either way */
-		s->segs[seg_of(s, loc_off(op->aux))].streams--;
+		s->segs[seg_of(s, loc_off(op->u.commit.loc))].streams--;
 		if (op->cb && res == 0) {
-			st = (struct node_store_objstat){ .size = le_get64(op->owned_val + 8),
-							  .crc = le_get32(op->owned_val + 4),
-							  .seq = op->loc };
+			st = (struct node_store_objstat){ .size = le_get64(op->rec.owned_val + 8),
+							  .crc = le_get32(op->rec.owned_val + 4),
+							  .seq = op->u.commit.seq };
 			op->cb(op->arg, res, &st);
 			op->cb = NULL;
 		}
 	}
 	if (op->cb && res == 0 && op->kind == OP_PUT) {
 		/* what was made durable: size, checksum and sequence */
-		st = (struct node_store_objstat){ .size = op->vlen, .crc = le_get32(op->hdr + 32),
-						  .seq = op->seq };
+		st = (struct node_store_objstat){ .size = op->rec.vlen, .crc = le_get32(op->rec.hdr + 32),
+						  .seq = op->rec.seq };
 		op->cb(op->arg, res, &st);
 	} else if (op->cb) {
 		op->cb(op->arg, res, NULL);
@@ -1045,7 +1107,7 @@ static int ck_start(struct node_store *s)
 	if (s->read_only)
 		return -EROFS;
 	/* only at a record boundary: the batch must close cleanly */
-	if (s->appendq.head && s->appendq.head->started)
+	if (s->appendq.head && s->appendq.head->rec.started)
 		return -EAGAIN;
 	close_batch(s);
 	s->ck_p0_off = s->head;
@@ -1085,8 +1147,8 @@ static void ck_end_durable(struct node_store *s, struct op *op)
 	int ret;
 
 	/* Point recovery at this checkpoint: write the other slot, then flush. */
-	ptr_pack(s->ck_ptrbuf, s->ck_gen + 1, s->ck_p0_off, s->ck_p0_seq, s->ck_p0_prev, op->pos,
-		 op->rsize, le_get32(op->hdr + 36));
+	ptr_pack(s->ck_ptrbuf, s->ck_gen + 1, s->ck_p0_off, s->ck_p0_seq, s->ck_p0_prev, op->rec.pos,
+		 op->rec.rsize, le_get32(op->rec.hdr + 36));
 	s->ck_io = (struct node_disk_io){
 		.op = DISK_WRITE, .buf = s->ck_ptrbuf, .len = DISK_BLOCK_BYTES,
 		.off = PTR_SLOT_OFF((s->ck_gen + 1) % 2), .done = ck_ptr_done, .arg = s,
@@ -1163,8 +1225,8 @@ static void ck_step(struct node_store *s)
 
 			op = op_new(s, OP_CKPT_PART, NULL, 0);
 			if (op)
-				op->owned_val = malloc(cap);
-			if (!op || !op->owned_val) {
+				op->rec.owned_val = malloc(cap);
+			if (!op || !op->rec.owned_val) {
 				op_free(op);
 				s->ck_err = -ENOMEM;
 				s->ck_state = CK_IDLE;
@@ -1183,10 +1245,10 @@ static void ck_step(struct node_store *s)
 				s->ck_parts = np;
 				s->ck_capparts = ncap;
 			}
-			ck_part_add_items(s, op->owned_val, cap, &used);
-			op->val = op->owned_val;
-			op->vlen = used;
-			op->aux = s->ck_p0_seq;
+			ck_part_add_items(s, op->rec.owned_val, cap, &used);
+			op->rec.val = op->rec.owned_val;
+			op->rec.vlen = used;
+			op->u.ckpt.p0_seq = s->ck_p0_seq;
 			s->ck_part_pending = op;
 			q_push(&s->appendq, op);
 			return;
@@ -1194,25 +1256,25 @@ static void ck_step(struct node_store *s)
 		/* every part placed: the END record lists them */
 		op = op_new(s, OP_CKPT_END, NULL, 0);
 		if (op)
-			op->owned_val = malloc(32 + (size_t)s->ck_nparts * 12);
-		if (!op || !op->owned_val) {
+			op->rec.owned_val = malloc(32 + (size_t)s->ck_nparts * 12);
+		if (!op || !op->rec.owned_val) {
 			op_free(op);
 			s->ck_err = -ENOMEM;
 			s->ck_state = CK_IDLE;
 			return;
 		}
-		le_put64(op->owned_val, s->ck_p0_off);
-		le_put64(op->owned_val + 8, s->ck_p0_seq);
-		le_put32(op->owned_val + 16, s->ck_p0_prev);
-		le_put32(op->owned_val + 20, s->ck_nparts);
-		le_put64(op->owned_val + 24, s->ck_items);
+		le_put64(op->rec.owned_val, s->ck_p0_off);
+		le_put64(op->rec.owned_val + 8, s->ck_p0_seq);
+		le_put32(op->rec.owned_val + 16, s->ck_p0_prev);
+		le_put32(op->rec.owned_val + 20, s->ck_nparts);
+		le_put64(op->rec.owned_val + 24, s->ck_items);
 		for (uint32_t i = 0; i < s->ck_nparts; i++) {
-			le_put64(op->owned_val + 32 + 12 * i, s->ck_parts[i].off);
-			le_put32(op->owned_val + 40 + 12 * i, s->ck_parts[i].size);
+			le_put64(op->rec.owned_val + 32 + 12 * i, s->ck_parts[i].off);
+			le_put32(op->rec.owned_val + 40 + 12 * i, s->ck_parts[i].size);
 		}
-		op->val = op->owned_val;
-		op->vlen = 32 + (size_t)s->ck_nparts * 12;
-		op->aux = s->ck_p0_seq;
+		op->rec.val = op->rec.owned_val;
+		op->rec.vlen = 32 + (size_t)s->ck_nparts * 12;
+		op->u.ckpt.p0_seq = s->ck_p0_seq;
 		q_push(&s->appendq, op);
 		s->ck_state = CK_END;
 		return;
@@ -1270,7 +1332,7 @@ static void release_idle(struct node_store *s)
  * write is in flight or the commit window has passed. */
 static void maybe_close_batch(struct node_store *s)
 {
-	if (s->cur && s->cur->fill && !(s->appendq.head && s->appendq.head->started) &&
+	if (s->cur && s->cur->fill && !(s->appendq.head && s->appendq.head->rec.started) &&
 	    (!any_write_inflight(s) ||
 	     now_ns(s) - s->cur->born_ns >= s->o.commit_window_us * 1000))
 		close_batch(s);
@@ -1325,10 +1387,10 @@ static uint64_t window_deadline(const struct node_store *s)
 		d = s->cur->born_ns + w;
 	if (s->commitq.head && s->flush_inflight < STORE_FLUSHES_MAX && !s->read_only) {
 		/* a flush that start_flush() holds back for the window */
-		uint64_t wu = written_upto(s), f = s->commitq.head->queued_ns + w;
+		uint64_t wu = written_upto(s), f = s->commitq.head->rec.queued_ns + w;
 
 		if (wu > s->durable_buf_id && wu > s->flush_issued &&
-		    s->commitq.head->last_buf <= wu && (!d || f < d))
+		    s->commitq.head->rec.last_buf <= wu && (!d || f < d))
 			d = f;
 	}
 	return d;
@@ -1464,8 +1526,8 @@ int node_store_put_async(struct node_store *s, const void *key, size_t klen, con
 	op = op_new(s, OP_PUT, key, klen);
 	if (!op)
 		return -ENOMEM;
-	op->val = vlen ? val : (const uint8_t *)"";
-	op->vlen = vlen;
+	op->rec.val = vlen ? val : (const uint8_t *)"";
+	op->rec.vlen = vlen;
 	op->cb = cb;
 	op->arg = arg;
 	q_push(&s->appendq, op);
@@ -1517,21 +1579,21 @@ static int read_submit(struct node_store *s, struct op *op, uint64_t from, uint6
 	uint64_t a = align_down(from, DISK_BLOCK_BYTES), b = align_up(to, DISK_BLOCK_BYTES);
 	int ret;
 
-	if (b - a > op->rbuflen) {
-		rbuf_put(s, op->rbuf, op->rbuflen);
-		op->rbuflen = 0;
-		op->rbuf = rbuf_get(s, b - a, &op->rbuflen);
-		if (!op->rbuf) {
-			op->rbuflen = 0;
+	if (b - a > op->u.rd.buflen) {
+		rbuf_put(s, op->u.rd.buf, op->u.rd.buflen);
+		op->u.rd.buflen = 0;
+		op->u.rd.buf = rbuf_get(s, b - a, &op->u.rd.buflen);
+		if (!op->u.rd.buf) {
+			op->u.rd.buflen = 0;
 			return -ENOMEM;
 		}
 	}
-	op->rbase = a;
-	op->io = (struct node_disk_io){
-		.op = DISK_READ, .buf = op->rbuf, .len = b - a, .off = a, .done = read_done, .arg = op,
+	op->u.rd.base = a;
+	op->u.rd.io = (struct node_disk_io){
+		.op = DISK_READ, .buf = op->u.rd.buf, .len = b - a, .off = a, .done = read_done, .arg = op,
 		.cached = s->o.page_cache_reads,
 	};
-	ret = node_disk_submit(s->disk, &op->io);
+	ret = node_disk_submit(s->disk, &op->u.rd.io);
 	if (ret == 0)
 		s->reads_inflight++;
 	return ret;
@@ -1557,10 +1619,10 @@ static void read_finish(struct node_store *s, struct op *op, int res, const void
 			res = -ENOMEM;
 			st = NULL;
 		} else {
-			*rb = (struct node_store_rbuf){ .data = data, .len = len, .mem = op->rbuf,
-							.cap = op->rbuflen, .s = s };
-			op->rbuf = NULL;
-			op->rbuflen = 0;
+			*rb = (struct node_store_rbuf){ .data = data, .len = len, .mem = op->u.rd.buf,
+							.cap = op->u.rd.buflen, .s = s };
+			op->u.rd.buf = NULL;
+			op->u.rd.buflen = 0;
 		}
 	}
 	if (op->get_cb)
@@ -1589,7 +1651,7 @@ static int read_check_head(struct node_store *s, struct op *op, const uint8_t *r
 	if (rec_hdr_unpack(rec, h) < 0 || (h->type != REC_PUT && h->type != REC_RELOC))
 		return -EIO;
 	tlen = rec_table_bytes(h->vlen);
-	if (REC_HDR_BYTES + h->klen + tlen > avail || rec_size(h->klen, h->vlen) != loc_size(op->loc))
+	if (REC_HDR_BYTES + h->klen + tlen > avail || rec_size(h->klen, h->vlen) != loc_size(op->u.rd.loc))
 		return -EIO;
 	if (rec_hcrc(rec, rec + REC_HDR_BYTES, h->klen, rec + REC_HDR_BYTES + h->klen, tlen) != h->hcrc)
 		return -EIO;
@@ -1605,11 +1667,11 @@ static int read_check_head(struct node_store *s, struct op *op, const uint8_t *r
  */
 static bool read_again_direct(struct node_store *s, struct op *op)
 {
-	if (!op->io.cached)
+	if (!op->u.rd.io.cached)
 		return false;
-	op->io.cached = false;
-	op->io.res = 0;
-	if (node_disk_submit(s->disk, &op->io) < 0)
+	op->u.rd.io.cached = false;
+	op->u.rd.io.res = 0;
+	if (node_disk_submit(s->disk, &op->u.rd.io) < 0)
 		return false;
 	s->reads_inflight++;
 	s->st.cache_rereads++;
@@ -1620,9 +1682,9 @@ static void read_done(struct node_disk_io *io)
 {
 	struct op *op = io->arg;
 	struct node_store *s = op->s;
-	uint64_t rec_off = loc_off(op->loc);
-	const uint8_t *rec = op->rbuf + (rec_off - op->rbase);
-	size_t avail = op->rbase + io->len - rec_off;
+	uint64_t rec_off = loc_off(op->u.rd.loc);
+	const uint8_t *rec = op->u.rd.buf + (rec_off - op->u.rd.base);
+	size_t avail = op->u.rd.base + io->len - rec_off;
 	struct node_store_objstat st;
 	struct rec_hdr h;
 	const uint8_t *table, *val;
@@ -1638,19 +1700,19 @@ static void read_done(struct node_disk_io *io)
 		read_finish(s, op, -EIO, NULL, 0, NULL);
 		return;
 	}
-	if (op->stage == 2) {
+	if (op->u.rd.stage == READ_CHUNKS) {
 		/* a range of a large value: verify each chunk read */
 		ret = 0;
-		c0 = op->roff / REC_CHUNK_BYTES;
-		c1 = (op->roff + op->rlen + REC_CHUNK_BYTES - 1) / REC_CHUNK_BYTES;
+		c0 = op->u.rd.off / REC_CHUNK_BYTES;
+		c1 = (op->u.rd.off + op->u.rd.len + REC_CHUNK_BYTES - 1) / REC_CHUNK_BYTES;
 		/* aux = device offset of the value's first byte */
 		for (uint64_t c = c0; c < c1 && ret == 0; c++) {
-			uint64_t n = op->vlen - c * REC_CHUNK_BYTES;
-			const uint8_t *chunk = op->rbuf + (op->aux + c * REC_CHUNK_BYTES - op->rbase);
+			uint64_t n = op->u.rd.vlen - c * REC_CHUNK_BYTES;
+			const uint8_t *chunk = op->u.rd.buf + (op->u.rd.val_off + c * REC_CHUNK_BYTES - op->u.rd.base);
 
 			if (n > REC_CHUNK_BYTES)
 				n = REC_CHUNK_BYTES;
-			if (ovl_crc32c(0, chunk, n) != le_get32(op->table + 4 * c))
+			if (ovl_crc32c(0, chunk, n) != le_get32(op->u.rd.table + 4 * c))
 				ret = -EIO;
 		}
 		if (ret < 0) {
@@ -1661,7 +1723,7 @@ static void read_done(struct node_disk_io *io)
 			read_finish(s, op, ret, NULL, 0, NULL);
 			return;
 		}
-		read_finish(s, op, 0, op->rbuf + (op->aux + op->roff - op->rbase), op->rlen, NULL);
+		read_finish(s, op, 0, op->u.rd.buf + (op->u.rd.val_off + op->u.rd.off - op->u.rd.base), op->u.rd.len, NULL);
 		return;
 	}
 	ret = read_check_head(s, op, rec, avail, &h);
@@ -1680,11 +1742,11 @@ static void read_done(struct node_disk_io *io)
 		read_finish(s, op, 0, NULL, 0, &st);
 		return;
 	}
-	if (op->roff > h.vlen)
-		op->roff = h.vlen;
-	end = op->rlen > h.vlen - op->roff ? h.vlen : op->roff + op->rlen;
-	op->rlen = end - op->roff;
-	if (op->stage == 0) {
+	if (op->u.rd.off > h.vlen)
+		op->u.rd.off = h.vlen;
+	end = op->u.rd.len > h.vlen - op->u.rd.off ? h.vlen : op->u.rd.off + op->u.rd.len;
+	op->u.rd.len = end - op->u.rd.off;
+	if (op->u.rd.stage == READ_WHOLE) {
 		/* the whole record is here: verify the whole value */
 		if (ovl_crc32c(0, val, h.vlen) != h.vcrc) {
 			if (read_again_direct(s, op))
@@ -1695,30 +1757,30 @@ static void read_done(struct node_disk_io *io)
 			return;
 		}
 		s->st.gets++;
-		read_finish(s, op, 0, val + op->roff, op->rlen, &st);
+		read_finish(s, op, 0, val + op->u.rd.off, op->u.rd.len, &st);
 		return;
 	}
 	/* stage 1: header and table of a large value; fetch the chunks */
-	op->vlen = h.vlen;
-	op->tlen = rec_table_bytes(h.vlen);
-	op->table = malloc(op->tlen ? op->tlen : 1);
-	if (!op->table) {
+	op->u.rd.vlen = h.vlen;
+	op->u.rd.tlen = rec_table_bytes(h.vlen);
+	op->u.rd.table = malloc(op->u.rd.tlen ? op->u.rd.tlen : 1);
+	if (!op->u.rd.table) {
 		read_finish(s, op, -ENOMEM, NULL, 0, NULL);
 		return;
 	}
-	memcpy(op->table, table, op->tlen);
-	if (op->rlen == 0 || op->tlen == 0) {
+	memcpy(op->u.rd.table, table, op->u.rd.tlen);
+	if (op->u.rd.len == 0 || op->u.rd.tlen == 0) {
 		s->st.gets++;
-		read_finish(s, op, 0, val + op->roff, 0, &st);
+		read_finish(s, op, 0, val + op->u.rd.off, 0, &st);
 		return;
 	}
-	op->aux = rec_off + REC_HDR_BYTES + h.klen + op->tlen;
-	c0 = op->roff / REC_CHUNK_BYTES;
-	c1 = (op->roff + op->rlen + REC_CHUNK_BYTES - 1) / REC_CHUNK_BYTES;
+	op->u.rd.val_off = rec_off + REC_HDR_BYTES + h.klen + op->u.rd.tlen;
+	c0 = op->u.rd.off / REC_CHUNK_BYTES;
+	c1 = (op->u.rd.off + op->u.rd.len + REC_CHUNK_BYTES - 1) / REC_CHUNK_BYTES;
 	end = c1 * REC_CHUNK_BYTES < h.vlen ? c1 * REC_CHUNK_BYTES : h.vlen;
-	op->stage = 2;
+	op->u.rd.stage = READ_CHUNKS;
 	s->st.gets++;
-	ret = read_submit(s, op, op->aux + c0 * REC_CHUNK_BYTES, op->aux + end);
+	ret = read_submit(s, op, op->u.rd.val_off + c0 * REC_CHUNK_BYTES, op->u.rd.val_off + end);
 	if (ret < 0)
 		read_finish(s, op, ret, NULL, 0, NULL);
 }
@@ -1737,9 +1799,9 @@ static int get_start(struct node_store *s, enum op_kind kind, const void *key, s
 	op = op_new(s, kind, key, klen);
 	if (!op)
 		return -ENOMEM;
-	op->loc = loc;
-	op->roff = off;
-	op->rlen = len;
+	op->u.rd.loc = loc;
+	op->u.rd.off = off;
+	op->u.rd.len = len;
 	op->cb = cb;
 	op->get_cb = get_cb;
 	op->arg = arg;
@@ -1748,14 +1810,14 @@ static int get_start(struct node_store *s, enum op_kind kind, const void *key, s
 	/* small records and whole values: one read; else header first */
 	if (rsize <= SMALL_READ_BYTES || (kind == OP_GET && off == 0 && len >= rsize)) {
 		to = from + rsize;
-		op->stage = 0;
+		op->u.rd.stage = READ_WHOLE;
 	} else {
 		uint64_t tmax = rec_table_bytes(rsize);
 
 		to = from + REC_HDR_BYTES + klen + tmax;
 		if (to > from + rsize)
 			to = from + rsize;
-		op->stage = 1;
+		op->u.rd.stage = READ_HEAD;
 	}
 	ret = read_submit(s, op, from, to);
 	if (ret < 0)
@@ -2018,8 +2080,8 @@ static void stream_maybe_free(struct node_store_stream *st)
 	}
 	if (st->commit) {
 		/* the queued commit fails with the stream */
-		st->commit->stream = NULL;
-		st->commit->stage = st->err;
+		st->commit->u.commit.stream = NULL;
+		st->commit->u.commit.err = st->err;
 		st->commit = NULL;
 	}
 	stream_free(st);
@@ -2074,14 +2136,14 @@ static void stream_commit(struct node_store_stream *st)
 
 	if (!op) /* it failed meanwhile (read-only) */
 		return;
-	le_put32(op->owned_val, st->hcrc);
-	le_put32(op->owned_val + 4, st->crc);
-	le_put64(op->owned_val + 8, st->vlen);
-	op->val = op->owned_val;
-	op->vlen = 16;
-	op->aux = loc_make(st->region_off, st->rsize);
-	op->loc = st->seq;
-	op->stream = NULL;
+	le_put32(op->rec.owned_val, st->hcrc);
+	le_put32(op->rec.owned_val + 4, st->crc);
+	le_put64(op->rec.owned_val + 8, st->vlen);
+	op->rec.val = op->rec.owned_val;
+	op->rec.vlen = 16;
+	op->u.commit.loc = loc_make(st->region_off, st->rsize);
+	op->u.commit.seq = st->seq;
+	op->u.commit.stream = NULL;
 	st->commit = NULL;
 	st->committed = true;
 	st->pinned = false; /* the commit holds the segment now */
@@ -2160,13 +2222,13 @@ static void streams_kick(struct node_store *s)
 
 static void stream_placed(struct node_store *s, struct op *op, uint32_t si)
 {
-	struct node_store_stream *st = op->stream;
+	struct node_store_stream *st = op->u.resv.stream;
 
-	op->stream = NULL;
+	op->u.resv.stream = NULL;
 	st->resv = NULL;
 	st->placed = true;
-	st->region_off = align_up(op->pos + op->rsize, DISK_BLOCK_BYTES);
-	st->seq = op->seq;
+	st->region_off = align_up(op->rec.pos + op->rec.rsize, DISK_BLOCK_BYTES);
+	st->seq = op->rec.seq;
 	st->prev = s->chain; /* the RESV's hcrc */
 	st->seg = si;
 	s->segs[si].streams++;
@@ -2176,9 +2238,9 @@ static void stream_placed(struct node_store *s, struct op *op, uint32_t si)
 
 static void stream_resv_failed(struct node_store *s, struct op *op, int res)
 {
-	struct node_store_stream *st = op->stream;
+	struct node_store_stream *st = op->u.resv.stream;
 
-	op->stream = NULL;
+	op->u.resv.stream = NULL;
 	st->resv = NULL;
 	st->err = res;
 	st->kick = true;
@@ -2242,9 +2304,9 @@ int node_store_stream_begin(struct node_store *s, const void *key, size_t klen, 
 		ret = -ENOMEM;
 		goto fail;
 	}
-	op->val = (const uint8_t *)"";
-	op->aux = st->region_len;
-	op->stream = st;
+	op->rec.val = (const uint8_t *)"";
+	op->u.resv.region_len = st->region_len;
+	op->u.resv.stream = st;
 	st->resv = op;
 	q_push(&s->appendq, op);
 	st->next = s->streams;
@@ -2372,17 +2434,17 @@ int node_store_stream_finish(struct node_store_stream **stp, uint32_t crc, node_
 	 * for the region's writes: later operations apply after it */
 	op = op_new(s, OP_COMMIT, st->key, st->klen);
 	if (op)
-		op->owned_val = malloc(16);
-	if (!op || !op->owned_val) {
+		op->rec.owned_val = malloc(16);
+	if (!op || !op->rec.owned_val) {
 		op_free(op);
 		node_store_stream_abort(stp);
 		return -ENOMEM;
 	}
-	op->val = op->owned_val;
-	op->vlen = 16;
+	op->rec.val = op->rec.owned_val;
+	op->rec.vlen = 16;
 	op->cb = cb;
 	op->arg = arg;
-	op->stream = st;
+	op->u.commit.stream = st;
 	st->commit = op;
 	q_push(&s->appendq, op);
 	st->finishing = true;
@@ -2403,7 +2465,7 @@ void node_store_stream_abort(struct node_store_stream **stp)
 	st->finishing = false;
 	if (!st->err)
 		st->err = -ECANCELED;
-	if (st->resv && !st->resv->started) {
+	if (st->resv && !st->resv->rec.started) {
 		/* never placed: take the reservation back */
 		struct opq *q = &st->s->appendq;
 		struct op *prev = NULL;
@@ -2456,16 +2518,16 @@ static int relocate_one(struct node_store *s, const uint8_t *key, size_t klen, u
 		op_free(op);
 		return ret == -EIO ? 0 : ret;
 	}
-	op->vlen = h.vlen;
-	op->owned_val = malloc(h.vlen ? h.vlen : 1);
-	if (!op->owned_val) {
+	op->rec.vlen = h.vlen;
+	op->rec.owned_val = malloc(h.vlen ? h.vlen : 1);
+	if (!op->rec.owned_val) {
 		free(buf);
 		op_free(op);
 		return -ENOMEM;
 	}
-	memcpy(op->owned_val, buf + (from - a) + REC_HDR_BYTES + klen + rec_table_bytes(h.vlen), h.vlen);
-	op->val = op->owned_val;
-	op->aux = loc;
+	memcpy(op->rec.owned_val, buf + (from - a) + REC_HDR_BYTES + klen + rec_table_bytes(h.vlen), h.vlen);
+	op->rec.val = op->rec.owned_val;
+	op->u.reloc.from = loc;
 	free(buf);
 	q_push(&s->appendq, op);
 	return 0;

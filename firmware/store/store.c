@@ -174,6 +174,51 @@ struct store_timer {
 	bool armed;
 };
 
+/* Checkpoints (store_ckpt.c): the one being written, and the two that
+ * recovery may start from. */
+struct store_ckpt {
+	int state;              /* CK_* */
+	uint64_t gen;           /* generation of the newest pointer written */
+	uint64_t new_p0_seq, old_p0_seq; /* first sequence numbers of the two */
+	uint64_t records_since; /* records placed since the last one began */
+	/* the one being written: where its replay starts (P0) */
+	uint64_t p0_off, p0_seq;
+	uint32_t p0_prev;
+	uint32_t seg_cursor;    /* next segment to list */
+	uint8_t *key;           /* last key listed (NODE_STORE_KEY_MAX bytes) */
+	size_t klen;
+	bool keys_started, keys_done;
+	struct op *part_pending; /* the part queued and not yet placed */
+	struct ckpt_part *parts; /* parts placed, for the END record */
+	uint32_t nparts, capparts;
+	uint64_t items;
+	uint8_t *ptrbuf;        /* one aligned block: pointer slots, superblocks */
+	struct node_disk_io io; /* the pointer's write, then flush */
+	int err;
+};
+
+/* Reads (store_read.c): the read buffers kept for reuse (a fresh aligned
+ * megabyte costs page faults and a TLB shootdown on every get), and the
+ * scrub's place. */
+struct store_reads {
+	struct rbuf_free {
+		void *mem;
+		size_t cap;
+	} *cache;
+	unsigned ncache, capcache;
+	size_t cache_bytes;
+	unsigned inflight;      /* reads on the device */
+	uint8_t *scrub_key;     /* the last key scrubbed */
+	size_t scrub_klen;
+	bool scrub_started;
+};
+
+/* Streamed puts (store_stream.c). */
+struct store_streams {
+	struct node_store_stream *list; /* open (or draining) */
+	unsigned ios;           /* their writes in flight */
+};
+
 struct node_store {
 	struct node_disk *disk;
 	struct node_loop *loop; /* the shared loop (NULL: the store owns its ring) */
@@ -197,7 +242,6 @@ struct node_store {
 	uint64_t seq_done;    /* last sequence number applied */
 	struct sidx *ix;
 	struct opq appendq, commitq;
-	unsigned reads_inflight;
 	/* buffers */
 	struct wbuf *bufs;
 	unsigned nbufs;
@@ -217,39 +261,12 @@ struct node_store {
 	/* state */
 	bool read_only;
 	char ro_reason[160];
-	/* checkpoints */
-	int ck_state;
-	uint64_t ck_gen, ck_new_p0_seq, ck_old_p0_seq, ck_records_since;
-	uint64_t ck_p0_off, ck_p0_seq;
-	uint32_t ck_p0_prev;
-	uint32_t ck_seg_cursor;
-	uint8_t *ck_key;
-	size_t ck_klen;
-	bool ck_keys_started, ck_keys_done, ck_ptr_inflight;
-	struct op *ck_part_pending;
-	struct ckpt_part *ck_parts;
-	uint32_t ck_nparts, ck_capparts;
-	uint64_t ck_items;
-	uint8_t *ck_ptrbuf;
-	struct node_disk_io ck_io;
-	int ck_err;
-	/* read buffers kept for reuse: a fresh aligned megabyte costs page
-	 * faults and a TLB shootdown on every get */
-	struct rbuf_free {
-		void *mem;
-		size_t cap;
-	} *rcache;
-	unsigned nrcache, caprcache;
-	size_t rcache_bytes;
+	struct store_ckpt ck;
+	struct store_reads reads;
+	struct store_streams streams;
 	/* idle: since when (0: busy), and whether memory was given back */
 	uint64_t idle_since_ns;
 	bool released;
-	struct node_store_stream *streams; /* open (or draining) streamed puts */
-	unsigned stream_ios;  /* their writes in flight */
-	/* scrub */
-	uint8_t *scrub_key;
-	size_t scrub_klen;
-	bool scrub_started;
 	struct node_store_stats st;
 };
 
@@ -405,16 +422,16 @@ static void *rbuf_get(struct node_store *s, size_t need, size_t *cap)
 {
 	int best = -1;
 
-	for (unsigned i = 0; i < s->nrcache; i++)
-		if (s->rcache[i].cap >= need && s->rcache[i].cap <= 2 * need + DISK_BLOCK_BYTES &&
-		    (best < 0 || s->rcache[i].cap < s->rcache[best].cap))
+	for (unsigned i = 0; i < s->reads.ncache; i++)
+		if (s->reads.cache[i].cap >= need && s->reads.cache[i].cap <= 2 * need + DISK_BLOCK_BYTES &&
+		    (best < 0 || s->reads.cache[i].cap < s->reads.cache[best].cap))
 			best = (int)i;
 	if (best >= 0) {
-		void *m = s->rcache[best].mem;
+		void *m = s->reads.cache[best].mem;
 
-		*cap = s->rcache[best].cap;
-		s->rcache_bytes -= *cap;
-		s->rcache[best] = s->rcache[--s->nrcache];
+		*cap = s->reads.cache[best].cap;
+		s->reads.cache_bytes -= *cap;
+		s->reads.cache[best] = s->reads.cache[--s->reads.ncache];
 		return m;
 	}
 	*cap = align_up(need, DISK_BLOCK_BYTES);
@@ -425,25 +442,25 @@ static void rbuf_put(struct node_store *s, void *mem, size_t cap)
 {
 	if (!mem)
 		return;
-	if (s->rcache_bytes + cap > s->o.read_cache_bytes) {
+	if (s->reads.cache_bytes + cap > s->o.read_cache_bytes) {
 		free(mem);
 		return;
 	}
-	if (s->nrcache == s->caprcache) {
-		unsigned c = s->caprcache ? s->caprcache * 2 : 16;
-		void *n = realloc(s->rcache, c * sizeof(*s->rcache));
+	if (s->reads.ncache == s->reads.capcache) {
+		unsigned c = s->reads.capcache ? s->reads.capcache * 2 : 16;
+		void *n = realloc(s->reads.cache, c * sizeof(*s->reads.cache));
 
 		if (!n) {
 			free(mem);
 			return;
 		}
-		s->rcache = n;
-		s->caprcache = c;
+		s->reads.cache = n;
+		s->reads.capcache = c;
 	}
-	s->rcache[s->nrcache].mem = mem;
-	s->rcache[s->nrcache].cap = cap;
-	s->nrcache++;
-	s->rcache_bytes += cap;
+	s->reads.cache[s->reads.ncache].mem = mem;
+	s->reads.cache[s->reads.ncache].cap = cap;
+	s->reads.ncache++;
+	s->reads.cache_bytes += cap;
 }
 
 static void op_free(struct op *op)
@@ -512,7 +529,7 @@ static bool seg_reclaimable(const struct node_store *s, uint32_t i)
 {
 	const struct seg *g = &s->segs[i];
 
-	return g->state == SEG_USED && g->live == 0 && g->max_seq < s->ck_old_p0_seq && !g->streams;
+	return g->state == SEG_USED && g->live == 0 && g->max_seq < s->ck.old_p0_seq && !g->streams;
 }
 
 static void reclaim_segments(struct node_store *s)
@@ -755,7 +772,7 @@ static int place(struct node_store *s, struct op *op)
 
 		g->max_seq = g->max_seq > op->rec.seq ? g->max_seq : op->rec.seq;
 	}
-	s->ck_records_since++;
+	s->ck.records_since++;
 	return 0;
 }
 
@@ -857,12 +874,12 @@ static void serialize(struct node_store *s)
 			s->segs[op->u.next.seg].max_seq = op->rec.seq;
 		}
 		if (op->kind == OP_CKPT_PART || op->kind == OP_CKPT_END) {
-			if (s->ck_part_pending == op)
-				s->ck_part_pending = NULL;
+			if (s->ck.part_pending == op)
+				s->ck.part_pending = NULL;
 			if (op->kind == OP_CKPT_PART) {
-				s->ck_parts[s->ck_nparts].off = op->rec.pos;
-				s->ck_parts[s->ck_nparts].size = (uint32_t)op->rec.rsize;
-				s->ck_nparts++;
+				s->ck.parts[s->ck.nparts].off = op->rec.pos;
+				s->ck.parts[s->ck.nparts].size = (uint32_t)op->rec.rsize;
+				s->ck.nparts++;
 			}
 			free(op->rec.owned_val); /* payload copied; only the place matters now */
 			op->rec.owned_val = NULL;
@@ -1006,8 +1023,8 @@ static void fail_all(struct node_store *s)
 	while ((op = q_pop(&s->commitq)))
 		op_finish(s, op, -EROFS);
 	while ((op = q_pop(&s->appendq))) {
-		if (op == s->ck_part_pending)
-			s->ck_part_pending = NULL;
+		if (op == s->ck.part_pending)
+			s->ck.part_pending = NULL;
 		op_finish(s, op, -EROFS);
 	}
 	if (s->cur) {
@@ -1021,7 +1038,7 @@ static void op_finish(struct node_store *s, struct op *op, int res)
 	struct node_store_objstat st;
 
 	if (res < 0 && (op->kind == OP_CKPT_PART || op->kind == OP_CKPT_END))
-		s->ck_err = res;
+		s->ck.err = res;
 	if (op->kind == OP_RESV && op->u.resv.stream)
 		stream_resv_failed(s, op, res < 0 ? res : -EIO);
 	if (op->kind == OP_COMMIT && op->u.commit.stream) {
@@ -1061,27 +1078,27 @@ static int ck_part_add_items(struct node_store *s, uint8_t *buf, size_t cap, siz
 {
 	size_t n = 0;
 
-	while (s->ck_seg_cursor < s->nsegs && n + 14 <= cap) {
-		const struct seg *g = &s->segs[s->ck_seg_cursor];
+	while (s->ck.seg_cursor < s->nsegs && n + 14 <= cap) {
+		const struct seg *g = &s->segs[s->ck.seg_cursor];
 
 		buf[n] = CK_ITEM_SEG;
-		le_put32(buf + n + 1, s->ck_seg_cursor);
+		le_put32(buf + n + 1, s->ck.seg_cursor);
 		buf[n + 5] = g->state == SEG_FREE ? SEG_FREE : SEG_USED;
 		le_put64(buf + n + 6, g->max_seq);
 		n += 14;
-		s->ck_seg_cursor++;
-		s->ck_items++;
+		s->ck.seg_cursor++;
+		s->ck.items++;
 	}
-	if (s->ck_seg_cursor == s->nsegs && !s->ck_keys_done) {
+	if (s->ck.seg_cursor == s->nsegs && !s->ck.keys_done) {
 		struct sidx_iter it;
 		const uint8_t *k;
 		size_t kl;
 		uint64_t loc;
 
-		sidx_seek(s->ix, &it, s->ck_keys_started ? s->ck_key : NULL, s->ck_klen, true);
+		sidx_seek(s->ix, &it, s->ck.keys_started ? s->ck.key : NULL, s->ck.klen, true);
 		while (n + 11 + NODE_STORE_KEY_MAX <= cap) {
 			if (!sidx_next(s->ix, &it, &k, &kl, &loc)) {
-				s->ck_keys_done = true;
+				s->ck.keys_done = true;
 				break;
 			}
 			buf[n] = CK_ITEM_KEY;
@@ -1090,10 +1107,10 @@ static int ck_part_add_items(struct node_store *s, uint8_t *buf, size_t cap, siz
 			memcpy(buf + n + 3, k, kl);
 			le_put64(buf + n + 3 + kl, loc);
 			n += 11 + kl;
-			s->ck_items++;
-			memcpy(s->ck_key, k, kl);
-			s->ck_klen = kl;
-			s->ck_keys_started = true;
+			s->ck.items++;
+			memcpy(s->ck.key, k, kl);
+			s->ck.klen = kl;
+			s->ck.keys_started = true;
 		}
 	}
 	*used = n;
@@ -1102,7 +1119,7 @@ static int ck_part_add_items(struct node_store *s, uint8_t *buf, size_t cap, siz
 
 static int ck_start(struct node_store *s)
 {
-	if (s->ck_state != CK_IDLE)
+	if (s->ck.state != CK_IDLE)
 		return -EBUSY;
 	if (s->read_only)
 		return -EROFS;
@@ -1110,17 +1127,17 @@ static int ck_start(struct node_store *s)
 	if (s->appendq.head && s->appendq.head->rec.started)
 		return -EAGAIN;
 	close_batch(s);
-	s->ck_p0_off = s->head;
-	s->ck_p0_seq = s->seq + 1;
-	s->ck_p0_prev = s->chain;
-	s->ck_seg_cursor = 0;
-	s->ck_keys_started = s->ck_keys_done = false;
-	s->ck_klen = 0;
-	s->ck_nparts = 0;
-	s->ck_items = 0;
-	s->ck_err = 0;
-	s->ck_records_since = 0;
-	s->ck_state = CK_WAIT;
+	s->ck.p0_off = s->head;
+	s->ck.p0_seq = s->seq + 1;
+	s->ck.p0_prev = s->chain;
+	s->ck.seg_cursor = 0;
+	s->ck.keys_started = s->ck.keys_done = false;
+	s->ck.klen = 0;
+	s->ck.nparts = 0;
+	s->ck.items = 0;
+	s->ck.err = 0;
+	s->ck.records_since = 0;
+	s->ck.state = CK_WAIT;
 	return 0;
 }
 
@@ -1147,19 +1164,19 @@ static void ck_end_durable(struct node_store *s, struct op *op)
 	int ret;
 
 	/* Point recovery at this checkpoint: write the other slot, then flush. */
-	ptr_pack(s->ck_ptrbuf, s->ck_gen + 1, s->ck_p0_off, s->ck_p0_seq, s->ck_p0_prev, op->rec.pos,
+	ptr_pack(s->ck.ptrbuf, s->ck.gen + 1, s->ck.p0_off, s->ck.p0_seq, s->ck.p0_prev, op->rec.pos,
 		 op->rec.rsize, le_get32(op->rec.hdr + 36));
-	s->ck_io = (struct node_disk_io){
-		.op = DISK_WRITE, .buf = s->ck_ptrbuf, .len = DISK_BLOCK_BYTES,
-		.off = PTR_SLOT_OFF((s->ck_gen + 1) % 2), .done = ck_ptr_done, .arg = s,
+	s->ck.io = (struct node_disk_io){
+		.op = DISK_WRITE, .buf = s->ck.ptrbuf, .len = DISK_BLOCK_BYTES,
+		.off = PTR_SLOT_OFF((s->ck.gen + 1) % 2), .done = ck_ptr_done, .arg = s,
 	};
-	ret = node_disk_submit(s->disk, &s->ck_io);
+	ret = node_disk_submit(s->disk, &s->ck.io);
 	if (ret < 0) {
 		go_read_only(s, "cannot write checkpoint pointer: %s", strerror(-ret));
-		s->ck_state = CK_IDLE;
+		s->ck.state = CK_IDLE;
 		return;
 	}
-	s->ck_state = CK_PTR_WRITE;
+	s->ck.state = CK_PTR_WRITE;
 }
 
 static void ck_ptr_done(struct node_disk_io *io)
@@ -1169,25 +1186,25 @@ static void ck_ptr_done(struct node_disk_io *io)
 
 	if (io->res < 0) {
 		go_read_only(s, "checkpoint pointer %s failed: %s",
-			     s->ck_state == CK_PTR_WRITE ? "write" : "flush", strerror(-io->res));
-		s->ck_state = CK_IDLE;
+			     s->ck.state == CK_PTR_WRITE ? "write" : "flush", strerror(-io->res));
+		s->ck.state = CK_IDLE;
 		return;
 	}
-	if (s->ck_state == CK_PTR_WRITE) {
-		s->ck_io = (struct node_disk_io){ .op = DISK_FLUSH, .done = ck_ptr_done, .arg = s };
-		ret = node_disk_submit(s->disk, &s->ck_io);
+	if (s->ck.state == CK_PTR_WRITE) {
+		s->ck.io = (struct node_disk_io){ .op = DISK_FLUSH, .done = ck_ptr_done, .arg = s };
+		ret = node_disk_submit(s->disk, &s->ck.io);
 		if (ret < 0) {
 			go_read_only(s, "cannot flush checkpoint pointer: %s", strerror(-ret));
-			s->ck_state = CK_IDLE;
+			s->ck.state = CK_IDLE;
 			return;
 		}
-		s->ck_state = CK_PTR_FLUSH;
+		s->ck.state = CK_PTR_FLUSH;
 		return;
 	}
-	s->ck_gen++;
-	s->ck_old_p0_seq = s->ck_new_p0_seq;
-	s->ck_new_p0_seq = s->ck_p0_seq;
-	s->ck_state = CK_IDLE;
+	s->ck.gen++;
+	s->ck.old_p0_seq = s->ck.new_p0_seq;
+	s->ck.new_p0_seq = s->ck.p0_seq;
+	s->ck.state = CK_IDLE;
 	s->st.checkpoints++;
 	reclaim_segments(s);
 }
@@ -1197,29 +1214,29 @@ static void ck_step(struct node_store *s)
 {
 	struct op *op = NULL;
 
-	if (s->ck_err && s->ck_state != CK_IDLE && s->ck_state < CK_PTR_WRITE) {
-		s->ck_state = CK_IDLE;
+	if (s->ck.err && s->ck.state != CK_IDLE && s->ck.state < CK_PTR_WRITE) {
+		s->ck.state = CK_IDLE;
 		return;
 	}
-	switch (s->ck_state) {
+	switch (s->ck.state) {
 	case CK_IDLE:
-		if (s->o.ckpt_records && s->ck_records_since >= s->o.ckpt_records)
+		if (s->o.ckpt_records && s->ck.records_since >= s->o.ckpt_records)
 			ck_start(s);
 		return;
 	case CK_WAIT:
 		/* everything before P0 must be applied before the snapshot */
-		if (s->seq_done + 1 < s->ck_p0_seq)
+		if (s->seq_done + 1 < s->ck.p0_seq)
 			return;
-		s->ck_state = CK_PARTS;
+		s->ck.state = CK_PARTS;
 		/* fallthrough */
 	case CK_PARTS: {
 		size_t used = 0;
 
-		if (s->ck_part_pending)
+		if (s->ck.part_pending)
 			return;
-		if (s->ck_seg_cursor < s->nsegs || !s->ck_keys_done) {
+		if (s->ck.seg_cursor < s->nsegs || !s->ck.keys_done) {
 			/* room for what is left, at most one part */
-			uint64_t left = (uint64_t)(s->nsegs - s->ck_seg_cursor) * 14 +
+			uint64_t left = (uint64_t)(s->nsegs - s->ck.seg_cursor) * 14 +
 					sidx_count(s->ix) * 11 + sidx_key_bytes(s->ix) + 11 + NODE_STORE_KEY_MAX;
 			size_t cap = left < CKPT_PART_BYTES ? (size_t)left : CKPT_PART_BYTES;
 
@@ -1228,55 +1245,55 @@ static void ck_step(struct node_store *s)
 				op->rec.owned_val = malloc(cap);
 			if (!op || !op->rec.owned_val) {
 				op_free(op);
-				s->ck_err = -ENOMEM;
-				s->ck_state = CK_IDLE;
+				s->ck.err = -ENOMEM;
+				s->ck.state = CK_IDLE;
 				return;
 			}
-			if (s->ck_nparts == s->ck_capparts) {
-				uint32_t ncap = s->ck_capparts ? s->ck_capparts * 2 : 16;
-				void *np = realloc(s->ck_parts, ncap * sizeof(*s->ck_parts));
+			if (s->ck.nparts == s->ck.capparts) {
+				uint32_t ncap = s->ck.capparts ? s->ck.capparts * 2 : 16;
+				void *np = realloc(s->ck.parts, ncap * sizeof(*s->ck.parts));
 
 				if (!np) {
 					op_free(op);
-					s->ck_err = -ENOMEM;
-					s->ck_state = CK_IDLE;
+					s->ck.err = -ENOMEM;
+					s->ck.state = CK_IDLE;
 					return;
 				}
-				s->ck_parts = np;
-				s->ck_capparts = ncap;
+				s->ck.parts = np;
+				s->ck.capparts = ncap;
 			}
 			ck_part_add_items(s, op->rec.owned_val, cap, &used);
 			op->rec.val = op->rec.owned_val;
 			op->rec.vlen = used;
-			op->u.ckpt.p0_seq = s->ck_p0_seq;
-			s->ck_part_pending = op;
+			op->u.ckpt.p0_seq = s->ck.p0_seq;
+			s->ck.part_pending = op;
 			q_push(&s->appendq, op);
 			return;
 		}
 		/* every part placed: the END record lists them */
 		op = op_new(s, OP_CKPT_END, NULL, 0);
 		if (op)
-			op->rec.owned_val = malloc(32 + (size_t)s->ck_nparts * 12);
+			op->rec.owned_val = malloc(32 + (size_t)s->ck.nparts * 12);
 		if (!op || !op->rec.owned_val) {
 			op_free(op);
-			s->ck_err = -ENOMEM;
-			s->ck_state = CK_IDLE;
+			s->ck.err = -ENOMEM;
+			s->ck.state = CK_IDLE;
 			return;
 		}
-		le_put64(op->rec.owned_val, s->ck_p0_off);
-		le_put64(op->rec.owned_val + 8, s->ck_p0_seq);
-		le_put32(op->rec.owned_val + 16, s->ck_p0_prev);
-		le_put32(op->rec.owned_val + 20, s->ck_nparts);
-		le_put64(op->rec.owned_val + 24, s->ck_items);
-		for (uint32_t i = 0; i < s->ck_nparts; i++) {
-			le_put64(op->rec.owned_val + 32 + 12 * i, s->ck_parts[i].off);
-			le_put32(op->rec.owned_val + 40 + 12 * i, s->ck_parts[i].size);
+		le_put64(op->rec.owned_val, s->ck.p0_off);
+		le_put64(op->rec.owned_val + 8, s->ck.p0_seq);
+		le_put32(op->rec.owned_val + 16, s->ck.p0_prev);
+		le_put32(op->rec.owned_val + 20, s->ck.nparts);
+		le_put64(op->rec.owned_val + 24, s->ck.items);
+		for (uint32_t i = 0; i < s->ck.nparts; i++) {
+			le_put64(op->rec.owned_val + 32 + 12 * i, s->ck.parts[i].off);
+			le_put32(op->rec.owned_val + 40 + 12 * i, s->ck.parts[i].size);
 		}
 		op->rec.val = op->rec.owned_val;
-		op->rec.vlen = 32 + (size_t)s->ck_nparts * 12;
-		op->u.ckpt.p0_seq = s->ck_p0_seq;
+		op->rec.vlen = 32 + (size_t)s->ck.nparts * 12;
+		op->u.ckpt.p0_seq = s->ck.p0_seq;
 		q_push(&s->appendq, op);
-		s->ck_state = CK_END;
+		s->ck.state = CK_END;
 		return;
 	}
 	default:
@@ -1288,8 +1305,8 @@ static void ck_step(struct node_store *s)
 
 unsigned node_store_pending(const struct node_store *s)
 {
-	return s->appendq.n + s->commitq.n + s->reads_inflight + s->stream_ios +
-	       (s->ck_state != CK_IDLE ? 1 : 0);
+	return s->appendq.n + s->commitq.n + s->reads.inflight + s->streams.ios +
+	       (s->ck.state != CK_IDLE ? 1 : 0);
 }
 
 /*
@@ -1319,9 +1336,9 @@ static void release_idle(struct node_store *s)
 	for (unsigned i = 0; i < s->nbufs; i++)
 		if (!s->bufs[i].busy)
 			madvise(s->bufs[i].mem, s->o.write_buffer_bytes, MADV_DONTNEED);
-	while (s->nrcache)
-		free(s->rcache[--s->nrcache].mem);
-	s->rcache_bytes = 0;
+	while (s->reads.ncache)
+		free(s->reads.cache[--s->reads.ncache].mem);
+	s->reads.cache_bytes = 0;
 	sidx_shrink(s->ix);
 	malloc_trim(0);
 	s->released = true;
@@ -1595,7 +1612,7 @@ static int read_submit(struct node_store *s, struct op *op, uint64_t from, uint6
 	};
 	ret = node_disk_submit(s->disk, &op->u.rd.io);
 	if (ret == 0)
-		s->reads_inflight++;
+		s->reads.inflight++;
 	return ret;
 }
 
@@ -1673,7 +1690,7 @@ static bool read_again_direct(struct node_store *s, struct op *op)
 	op->u.rd.io.res = 0;
 	if (node_disk_submit(s->disk, &op->u.rd.io) < 0)
 		return false;
-	s->reads_inflight++;
+	s->reads.inflight++;
 	s->st.cache_rereads++;
 	return true;
 }
@@ -1691,7 +1708,7 @@ static void read_done(struct node_disk_io *io)
 	uint64_t end, c0, c1;
 	int ret;
 
-	s->reads_inflight--;
+	s->reads.inflight--;
 	if (io->res < 0 || (size_t)io->res != io->len) {
 		if (read_again_direct(s, op))
 			return;
@@ -1974,7 +1991,7 @@ static int stat_blocking(struct node_store *s, const void *key, size_t klen,
 /* A finished stream whose commit is not queued yet. */
 static bool streams_finishing(const struct node_store *s)
 {
-	for (const struct node_store_stream *st = s->streams; st; st = st->next)
+	for (const struct node_store_stream *st = s->streams.list; st; st = st->next)
 		if (st->finishing && !st->committed && !st->err)
 			return true;
 	return false;
@@ -2003,13 +2020,13 @@ static int checkpoint_blocking(struct node_store *s)
 	}
 	if (ret < 0)
 		return ret;
-	while (s->ck_state != CK_IDLE) {
+	while (s->ck.state != CK_IDLE) {
 		ret = node_store_poll(s, true);
 		if (ret < 0)
 			return ret;
 	}
-	if (s->ck_err)
-		return s->ck_err;
+	if (s->ck.err)
+		return s->ck.err;
 	return s->read_only ? -EROFS : 0;
 }
 
@@ -2050,7 +2067,7 @@ static void stream_free(struct node_store_stream *st)
 {
 	struct node_store *s = st->s;
 
-	for (struct node_store_stream **pp = &s->streams; *pp; pp = &(*pp)->next) {
+	for (struct node_store_stream **pp = &s->streams.list; *pp; pp = &(*pp)->next) {
 		if (*pp == st) {
 			*pp = st->next;
 			break;
@@ -2104,7 +2121,7 @@ static int stream_submit(struct node_store_stream *st, struct node_disk_io *io, 
 		return ret;
 	}
 	st->ios++;
-	s->stream_ios++;
+	s->streams.ios++;
 	return 0;
 }
 
@@ -2179,7 +2196,7 @@ static void stream_wdone(struct node_disk_io *io)
 	bool head = io == &st->head_io_req;
 
 	st->ios--;
-	s->stream_ios--;
+	s->streams.ios--;
 	if (io->res < 0 || (size_t)io->res != io->len) {
 		go_read_only(s, "write of %zu bytes at offset %" PRIu64 " failed: %s", io->len, io->off,
 			     io->res < 0 ? strerror(-io->res) : "short write");
@@ -2207,7 +2224,7 @@ static void stream_wdone(struct node_disk_io *io)
  * waiting owners about failures. */
 static void streams_kick(struct node_store *s)
 {
-	for (struct node_store_stream *st = s->streams, *next; st; st = next) {
+	for (struct node_store_stream *st = s->streams.list, *next; st; st = next) {
 		next = st->next;
 		if (!st->kick)
 			continue;
@@ -2309,8 +2326,8 @@ int node_store_stream_begin(struct node_store *s, const void *key, size_t klen, 
 	op->u.resv.stream = st;
 	st->resv = op;
 	q_push(&s->appendq, op);
-	st->next = s->streams;
-	s->streams = st;
+	st->next = s->streams.list;
+	s->streams.list = st;
 	*out = st;
 	return 0;
 fail:
@@ -2551,7 +2568,7 @@ static int compact_blocking(struct node_store *s)
 	for (uint32_t i = 0; i < s->nsegs; i++) {
 		const struct seg *g = &s->segs[i];
 
-		if (g->state != SEG_USED || g->max_seq >= s->ck_old_p0_seq || g->streams)
+		if (g->state != SEG_USED || g->max_seq >= s->ck.old_p0_seq || g->streams)
 			continue;
 		if (g->live < best && g->live < s->seg_bytes * 3 / 4) {
 			best = g->live;
@@ -2633,25 +2650,25 @@ static int scrub_blocking(struct node_store *s, uint64_t budget_bytes,
 	int ret = 0;
 
 	memset(r, 0, sizeof(*r));
-	if (!s->scrub_key) {
-		s->scrub_key = malloc(NODE_STORE_KEY_MAX);
-		if (!s->scrub_key)
+	if (!s->reads.scrub_key) {
+		s->reads.scrub_key = malloc(NODE_STORE_KEY_MAX);
+		if (!s->reads.scrub_key)
 			return -ENOMEM;
 	}
 	while (r->bytes < budget_bytes) {
 		struct waiter w = { 0 };
 		uint8_t key[NODE_STORE_KEY_MAX];
 
-		sidx_seek(s->ix, &it, s->scrub_started ? s->scrub_key : NULL, s->scrub_klen, true);
+		sidx_seek(s->ix, &it, s->reads.scrub_started ? s->reads.scrub_key : NULL, s->reads.scrub_klen, true);
 		if (!sidx_next(s->ix, &it, &k, &kl, &loc)) {
-			s->scrub_started = false;
+			s->reads.scrub_started = false;
 			r->wrapped = true;
 			break;
 		}
 		memcpy(key, k, kl);
-		memcpy(s->scrub_key, k, kl);
-		s->scrub_klen = kl;
-		s->scrub_started = true;
+		memcpy(s->reads.scrub_key, k, kl);
+		s->reads.scrub_klen = kl;
+		s->reads.scrub_started = true;
 		w.cap = 0;
 		ret = get_start(s, OP_GET, key, kl, 0, UINT64_MAX, NULL, waiter_get_cb, &w);
 		if (ret == 0)
@@ -2748,14 +2765,14 @@ static int sb_unpack(struct node_store *s, const uint8_t *b, char *err, size_t e
 static int write_ptr_slot(struct node_store *s, unsigned slot, uint64_t gen, uint64_t p0_off,
 			  uint64_t p0_seq, uint32_t p0_prev)
 {
-	ptr_pack(s->ck_ptrbuf, gen, p0_off, p0_seq, p0_prev, 0, 0, 0);
-	return node_disk_sync_io(s->disk, DISK_WRITE, s->ck_ptrbuf, DISK_BLOCK_BYTES,
+	ptr_pack(s->ck.ptrbuf, gen, p0_off, p0_seq, p0_prev, 0, 0, 0);
+	return node_disk_sync_io(s->disk, DISK_WRITE, s->ck.ptrbuf, DISK_BLOCK_BYTES,
 				 PTR_SLOT_OFF(slot));
 }
 
 static int format(struct node_store *s, char *err, size_t errlen)
 {
-	uint8_t *b = s->ck_ptrbuf;
+	uint8_t *b = s->ck.ptrbuf;
 	struct node_rng rng;
 	uint64_t r;
 	int ret;
@@ -2933,13 +2950,13 @@ out:
 }
 
 /* Window reader for replay. */
-struct rwin {
+struct store_recovery {
 	uint8_t *buf;
 	uint64_t base;
 	size_t len, cap;
 };
 
-static const uint8_t *win_get(struct node_store *s, struct rwin *w, uint64_t off, size_t len)
+static const uint8_t *win_get(struct node_store *s, struct store_recovery *w, uint64_t off, size_t len)
 {
 	uint64_t a, b;
 
@@ -3018,7 +3035,7 @@ static int replay_commit(struct node_store *s, const uint8_t *rec, const struct 
  * is missing, torn or not linked to the one before. */
 static int replay(struct node_store *s, const struct ptr_slot *ps)
 {
-	struct rwin w = { 0 };
+	struct store_recovery w = { 0 };
 	uint64_t pos = ps->p0_off, seq = ps->p0_seq, last_end = ps->p0_off, old;
 	uint32_t prev = ps->p0_prev, si = seg_of(s, pos);
 	int ret = 0;
@@ -3151,7 +3168,7 @@ static void rebuild_accounting(struct node_store *s)
 static int recover(struct node_store *s, char *err, size_t errlen)
 {
 	struct ptr_slot slots[2], *order[2];
-	uint8_t *b = s->ck_ptrbuf;
+	uint8_t *b = s->ck.ptrbuf;
 	int ret = -EUCLEAN, tried = 0;
 
 	for (unsigned i = 0; i < 2; i++) {
@@ -3180,13 +3197,13 @@ static int recover(struct node_store *s, char *err, size_t errlen)
 		ret = replay(s, ps);
 		if (ret < 0)
 			break;
-		s->ck_gen = ps->gen;
-		s->ck_new_p0_seq = ps->p0_seq;
+		s->ck.gen = ps->gen;
+		s->ck.new_p0_seq = ps->p0_seq;
 		/* the other slot, if valid and older, is the fallback */
-		s->ck_old_p0_seq = order[1 - i]->valid && order[1 - i]->gen < ps->gen
+		s->ck.old_p0_seq = order[1 - i]->valid && order[1 - i]->gen < ps->gen
 					   ? order[1 - i]->p0_seq : ps->p0_seq;
 		if (i == 1)
-			s->ck_old_p0_seq = ps->p0_seq;
+			s->ck.old_p0_seq = ps->p0_seq;
 		rebuild_accounting(s);
 		return 0;
 	}
@@ -3271,13 +3288,13 @@ int node_store_open(struct node_store **out, const struct node_store_opts *opts,
 			goto out;
 		}
 	}
-	s->ck_ptrbuf = aligned_alloc_blocks(DISK_BLOCK_BYTES);
+	s->ck.ptrbuf = aligned_alloc_blocks(DISK_BLOCK_BYTES);
 	sb[0] = aligned_alloc_blocks(DISK_BLOCK_BYTES);
 	sb[1] = aligned_alloc_blocks(DISK_BLOCK_BYTES);
 	s->bufs = calloc(s->o.write_buffers, sizeof(*s->bufs));
-	s->ck_key = malloc(NODE_STORE_KEY_MAX);
+	s->ck.key = malloc(NODE_STORE_KEY_MAX);
 	s->ix = sidx_new();
-	if (!s->ck_ptrbuf || !sb[0] || !sb[1] || !s->bufs || !s->ck_key || !s->ix) {
+	if (!s->ck.ptrbuf || !sb[0] || !sb[1] || !s->bufs || !s->ck.key || !s->ix) {
 		ret = -ENOMEM;
 		goto out;
 	}
@@ -3436,7 +3453,7 @@ void node_store_close(struct node_store **sp)
 	}
 	if (s->disk && s->segs && !s->read_only) {
 		node_store_sync(s);
-		if (s->ck_records_since > 0 && !s->read_only)
+		if (s->ck.records_since > 0 && !s->read_only)
 			node_store_checkpoint(s);
 	}
 	if (s->disk) {
@@ -3459,20 +3476,20 @@ void node_store_close(struct node_store **sp)
 	} else {
 		free(s->timer);
 	}
-	while (s->streams)
-		stream_free(s->streams);
+	while (s->streams.list)
+		stream_free(s->streams.list);
 	for (unsigned i = 0; s->bufs && i < s->nbufs; i++)
 		if (s->bufs[i].mem)
 			munmap(s->bufs[i].mem, s->o.write_buffer_bytes);
 	free(s->bufs);
 	free(s->segs);
-	free(s->ck_ptrbuf);
-	free(s->ck_key);
-	free(s->ck_parts);
-	free(s->scrub_key);
-	while (s->nrcache)
-		free(s->rcache[--s->nrcache].mem);
-	free(s->rcache);
+	free(s->ck.ptrbuf);
+	free(s->ck.key);
+	free(s->ck.parts);
+	free(s->reads.scrub_key);
+	while (s->reads.ncache)
+		free(s->reads.cache[--s->reads.ncache].mem);
+	free(s->reads.cache);
 	sidx_destroy(&s->ix);
 	free(s);
 	*sp = NULL;

@@ -255,14 +255,14 @@ out:
 	return ret;
 }
 
-/* Window reader for replay. */
-struct store_recovery {
+/* Window reader for replay: one large read serves many records. */
+struct replay_win {
 	uint8_t *buf;
 	uint64_t base;
 	size_t len, cap;
 };
 
-static const uint8_t *win_get(struct node_store *s, struct store_recovery *w, uint64_t off, size_t len)
+static const uint8_t *win_get(struct node_store *s, struct replay_win *w, uint64_t off, size_t len)
 {
 	uint64_t a, b;
 
@@ -341,7 +341,7 @@ static int replay_commit(struct node_store *s, const uint8_t *rec, const struct 
  * is missing, torn or not linked to the one before. */
 static int replay(struct node_store *s, const struct ptr_slot *ps)
 {
-	struct store_recovery w = { 0 };
+	struct replay_win w = { 0 };
 	uint64_t pos = ps->p0_off, seq = ps->p0_seq, last_end = ps->p0_off, old;
 	uint32_t prev = ps->p0_prev, si = seg_of(s, pos);
 	int ret = 0;

@@ -24,10 +24,12 @@
  *    checkpoints) runs from a before-sleep hook it registers at open, and
  *    an io_uring timeout wakes the loop when a batch or a flush waits for
  *    the commit window. The owner only runs the loop. The blocking calls
- *    work only while nothing of the store is in flight on the loop
- *    (node_store_idle()); they then do the store's I/O themselves, directly
- *    and synchronously, never through the loop, and return -EBUSY
- *    otherwise.
+ *    work only while none of the store's I/O is in flight on the loop
+ *    (node_store_idle() says so), and return -EBUSY otherwise: the store
+ *    could not see that I/O complete without running the loop. They then
+ *    do all of the store's I/O themselves, directly and synchronously on
+ *    the calling thread, never through the loop; callbacks of asynchronous
+ *    operations that complete meanwhile run inside them.
  *
  * Errors: 0 or -errno. -ENOENT no such key, -EINVAL bad argument,
  * -E2BIG key or value too large, -ENOSPC only the compaction reserve is left,

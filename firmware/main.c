@@ -665,10 +665,8 @@ int main(int argc, char **argv)
 	while (!n.stop) {
 		struct node_store_stats st;
 
-		/* the store's own work first, then sleep until anything completes */
-		ret = node_store_poll(n.store, false);
-		if (ret == 0)
-			ret = node_loop_run(n.loop, true);
+		/* modules' work runs from the loop's before-sleep hooks */
+		ret = node_loop_run(n.loop, true);
 		if (ret < 0) {
 			ovl_err("event loop failed: %s", strerror(-ret));
 			code = NODE_EXIT_RUNTIME;
@@ -706,6 +704,9 @@ int main(int argc, char **argv)
 out:
 	shutdown_net(&n);
 	if (n.store) {
+		/* the store's i/o on the loop completes first; close does the rest */
+		while (!node_store_idle(n.store) && node_loop_run(n.loop, true) >= 0)
+			;
 		node_store_close(&n.store);
 		ovl_info("store closed cleanly");
 	}

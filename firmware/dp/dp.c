@@ -117,8 +117,7 @@ static void free_cb(void *arg, int res)
  * payload) in `buf`, or a payload sent from a store read buffer. */
 struct dp_tx {
 	struct node_dp *dp;
-	void *rmem;         /* store read buffer holding the payload, or NULL */
-	size_t rcap;
+	struct node_store_rbuf *rb; /* store read buffer holding the payload, or NULL */
 	uint8_t buf[];
 };
 
@@ -126,8 +125,7 @@ static void tx_done(void *arg, int res)
 {
 	struct dp_tx *tx = arg;
 
-	if (tx->rmem)
-		node_store_read_release(tx->dp->o.store, tx->rmem, tx->rcap);
+	node_store_rbuf_release(&tx->rb);
 	free(tx);
 }
 
@@ -142,7 +140,8 @@ static void respond_copy(struct dp_conn *dc, struct ovl_wire_hdr *h, const uint8
 			 size_t mlen, const uint8_t *payload, uint64_t plen);
 
 static void respond_sealed(struct dp_conn *dc, struct ovl_wire_hdr *h, const uint8_t *meta,
-			   size_t mlen, const uint8_t *payload, uint64_t plen)
+			   size_t mlen, const uint8_t *payload, uint64_t plen,
+			   struct node_store_rbuf **rb)
 {
 	size_t headcap = OVL_WIRE_HDR_BYTES + mlen + OVL_WIRE_MAC_BYTES;
 	size_t nchunks = (size_t)((plen + OVL_WIRE_CHUNK_BYTES - 1) / OVL_WIRE_CHUNK_BYTES);
@@ -160,13 +159,8 @@ static void respond_sealed(struct dp_conn *dc, struct ovl_wire_hdr *h, const uin
 		return;
 	}
 	tx->dp = dc->dp;
-	tx->rmem = node_store_read_take(dc->dp->o.store, &tx->rcap);
-	if (!tx->rmem) {
-		free(tx);
-		free(iov);
-		respond_copy(dc, h, meta, mlen, payload, plen);
-		return;
-	}
+	tx->rb = *rb; /* kept until the send completes */
+	*rb = NULL;
 	hl = ovl_wire_head_seal(&dc->ses, h, meta, mlen, tx->buf, headcap, err, sizeof(err));
 	if (hl < 0) {
 		tx_done(tx, 0);
@@ -208,8 +202,7 @@ static void respond_copy(struct dp_conn *dc, struct ovl_wire_hdr *h, const uint8
 		return;
 	}
 	tx->dp = dc->dp;
-	tx->rmem = NULL;
-	tx->rcap = 0;
+	tx->rb = NULL;
 	out = tx->buf;
 	hl = ovl_wire_head_seal(&dc->ses, h, meta, mlen, out, headcap, err, sizeof(err));
 	if (hl < 0) {
@@ -235,13 +228,13 @@ static void respond_copy(struct dp_conn *dc, struct ovl_wire_hdr *h, const uint8
 }
 
 /*
- * Seal and queue a response (payload encrypted when asked). With from_store
- * (inside a store get callback), the payload is sent straight from the
- * store's read buffer, which is kept until the send completes: as it is, or
- * sealed in place when encrypted.
+ * Seal and queue a response (payload encrypted when asked). With rb (the
+ * store read buffer `payload` points into), the payload is sent straight
+ * from it: the response takes the buffer (*rb = NULL) and keeps it until the
+ * send completes, sending it as it is, or sealed in place when encrypted.
  */
 static void respond_x(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_wire_resp *r,
-		      const uint8_t *payload, uint64_t plen, bool encrypt, bool from_store)
+		      const uint8_t *payload, uint64_t plen, bool encrypt, struct node_store_rbuf **rb)
 {
 	struct ovl_wire_hdr h = { 0 };
 	uint8_t meta[OVL_WIRE_META_MAX_BYTES];
@@ -270,19 +263,21 @@ static void respond_x(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl
 	h.flags = encrypt && plen ? OVL_WIRE_FLAG_ENCRYPTED : 0;
 	h.payload_len = h.flags ? ovl_wire_sealed_len(plen) : plen;
 	h.rid = rid;
-	if (!from_store || !plen) {
+	if (!rb || !*rb || !plen) {
 		respond_copy(dc, &h, meta, (size_t)mlen, payload, plen);
 		return;
 	}
 	if (h.flags) {
-		respond_sealed(dc, &h, meta, (size_t)mlen, payload, plen);
+		respond_sealed(dc, &h, meta, (size_t)mlen, payload, plen, rb);
 		return;
 	}
 	headcap = OVL_WIRE_HDR_BYTES + (size_t)mlen + OVL_WIRE_MAC_BYTES;
 	tx = malloc(sizeof(*tx) + headcap);
-	if (tx)
-		tx->rmem = node_store_read_take(dc->dp->o.store, &tx->rcap);
-	if (!tx || !tx->rmem) {
+	if (tx) {
+		tx->rb = *rb; /* kept until the send completes */
+		*rb = NULL;
+	}
+	if (!tx) {
 		/* the buffer could not be kept: copy after all */
 		free(tx);
 		respond_copy(dc, &h, meta, (size_t)mlen, payload, plen);
@@ -305,7 +300,7 @@ static void respond_x(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl
 static void respond(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_wire_resp *r,
 		    const uint8_t *payload, uint64_t plen, bool encrypt)
 {
-	respond_x(dc, type, rid, r, payload, plen, encrypt, false);
+	respond_x(dc, type, rid, r, payload, plen, encrypt, NULL);
 }
 
 static void respond_status(struct dp_conn *dc, uint8_t type, uint32_t rid, uint32_t status,
@@ -363,8 +358,7 @@ static void op_done(struct dp_op *op)
 	dc_unref(dc);
 }
 
-static void store_done(void *arg, int res, const void *data, size_t len,
-		       const struct node_store_objstat *st)
+static void store_done(void *arg, int res, const struct node_store_objstat *st)
 {
 	struct dp_op *op = arg;
 	struct dp_conn *dc = op->dc;
@@ -385,18 +379,6 @@ static void store_done(void *arg, int res, const void *data, size_t len,
 		r.crc = op->crc;
 		r.seq = st ? st->seq : 0;
 		break;
-	case OVL_WIRE_T_GET:
-		/* the bytes were verified against the drive's checksums; this crc
-		 * lets the client verify them end to end */
-		r.size = st ? st->size : len;
-		r.offset = op->offset;
-		r.has_crc = true;
-		/* a whole value was just verified against its stored crc32c:
-		 * that is the crc; a range needs its own */
-		r.crc = st && op->offset == 0 && len == st->size ? st->crc : ovl_crc32c(0, data, len);
-		respond_x(dc, op->type, op->rid, &r, data, len, op->encrypt, true);
-		op_done(op);
-		return;
 	case OVL_WIRE_T_STAT:
 		r.size = st->size;
 		r.has_crc = true;
@@ -407,6 +389,34 @@ static void store_done(void *arg, int res, const void *data, size_t len,
 		break;
 	}
 	respond(dc, op->type, op->rid, &r, NULL, 0, false);
+	op_done(op);
+}
+
+/* A GET's answer: the payload goes out from the store's read buffer,
+ * which the response keeps until it is sent. */
+static void store_get_done(void *arg, int res, struct node_store_rbuf **rb,
+			   const struct node_store_objstat *st)
+{
+	struct dp_op *op = arg;
+	struct ovl_wire_resp r = { .epoch = op->epoch };
+	const void *data = NULL;
+	size_t len = 0;
+
+	if (res < 0) {
+		store_done(arg, res, st);
+		return;
+	}
+	data = (*rb)->data;
+	len = (*rb)->len;
+	/* the bytes were verified against the drive's checksums; this crc
+	 * lets the client verify them end to end */
+	r.size = st ? st->size : len;
+	r.offset = op->offset;
+	r.has_crc = true;
+	/* a whole value was just verified against its stored crc32c:
+	 * that is the crc; a range needs its own */
+	r.crc = st && op->offset == 0 && len == st->size ? st->crc : ovl_crc32c(0, data, len);
+	respond_x(op->dc, op->type, op->rid, &r, data, len, op->encrypt, rb);
 	op_done(op);
 }
 
@@ -885,7 +895,7 @@ static void dispatch(struct dp_conn *dc, const struct ovl_wire_hdr *h, const str
 	case OVL_WIRE_T_GET:
 		op->offset = q->has_range ? q->offset : 0;
 		ret = node_store_get_async(dp->o.store, q->key, q->key_len, op->offset,
-					   q->has_range ? q->length : UINT64_MAX, store_done, op);
+					   q->has_range ? q->length : UINT64_MAX, store_get_done, op);
 		dp->st.gets++;
 		break;
 	case OVL_WIRE_T_DELETE:
@@ -1152,8 +1162,10 @@ void node_dp_destroy(struct node_dp **dpp)
 		return;
 	node_serve_destroy(&dp->srv);
 	/* store callbacks still in flight hold their connection state: let
-	 * the store finish them (their answers go nowhere) */
-	while (node_store_pending(dp->o.store) && node_store_poll(dp->o.store, true) == 0)
+	 * the store finish them (their answers go nowhere). The store works
+	 * from the loop's hooks and never runs the loop, so the loop runs here,
+	 * at destroy, as node_serve_destroy() runs it */
+	while (node_store_pending(dp->o.store) && node_loop_run(dp->o.loop, true) >= 0)
 		;
 	free(dp);
 	*dpp = NULL;

@@ -314,7 +314,6 @@ static void run_client(struct fx *f, void (*fn)(struct fx *f))
 			io_uring_prep_timeout(sqe, &f->tick_ts, 0, 0);
 			f->tick_armed = true;
 		}
-		node_store_poll(f->store, false);
 		node_loop_run(f->loop, true);
 		{
 			struct timespec ts;
@@ -401,7 +400,7 @@ static int teardown(void **state)
 	struct fx *f = *state;
 
 	node_dp_destroy(&f->dp);
-	while (f->tick_armed)
+	while (f->tick_armed || !node_store_idle(f->store))
 		node_loop_run(f->loop, true);
 	node_store_close(&f->store);
 	node_loop_destroy(&f->loop);

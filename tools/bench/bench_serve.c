@@ -190,7 +190,6 @@ static int node_main(struct pki *p, const char *drive, uint16_t port, int ready_
 			io_uring_prep_timeout(sqe, &ts, 0, 0);
 		}
 		tick.fn = NULL;
-		node_store_poll(store, false);
 		node_loop_run(loop, true);
 		/* the data plane's timers, as shelf-node runs them (every 100 ms) */
 		clock_gettime(CLOCK_MONOTONIC, &now);
@@ -201,6 +200,8 @@ static int node_main(struct pki *p, const char *drive, uint16_t port, int ready_
 		}
 	}
 	node_dp_destroy(&dp);
+	while (!node_store_idle(store) && node_loop_run(loop, true) >= 0)
+		;
 	node_store_close(&store);
 	return 0;
 }

@@ -32,6 +32,7 @@ struct ovl_dpc {
 	/* send side */
 	struct txi *tx_head, *tx_tail;
 	uint64_t tx_pending;
+	bool tx_lent;               /* a driver may be reading what ovl_dpc_tx_iov() gave */
 	/* started calls: waiting for the session (not sealed yet), then sealed */
 	struct ovl_dpc_call *wait_head, *wait_tail;
 	struct ovl_dpc_call *sent_head, *sent_tail;
@@ -157,6 +158,20 @@ static void progress(const struct ovl_dpc_call *call, uint64_t before, uint64_t 
 
 /* ---- failure ---------------------------------------------------------------- */
 
+/* Nothing more goes out: a borrowed payload is not touched again. */
+static void tx_drop(struct ovl_dpc *c)
+{
+	while (c->tx_head) {
+		struct txi *t = c->tx_head;
+
+		c->tx_head = t->next;
+		free(t->sealed);
+		free(t);
+	}
+	c->tx_tail = NULL;
+	c->tx_pending = 0;
+}
+
 static void rx_body_drop(struct ovl_dpc *c)
 {
 	if (c->body_owned)
@@ -179,19 +194,24 @@ static int fail(struct ovl_dpc *c, int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(c->err, sizeof(c->err), fmt, ap);
 	va_end(ap);
-	/* nothing more goes out: a borrowed payload is not touched again */
-	while (c->tx_head) {
-		struct txi *t = c->tx_head;
-
-		c->tx_head = t->next;
-		free(t->sealed);
-		free(t);
-	}
-	c->tx_tail = NULL;
 	c->tx_pending = 0;
 	rx_body_drop(c);
-	while (c->sent_head)
-		complete(c, c->sent_head, code, c->err);
+	if (!c->tx_lent) {
+		tx_drop(c);
+	} else {
+		/* a send may still read the queued bytes: the calls whose bytes
+		 * they are complete when it ends (ovl_dpc_tx_done()) */
+		struct ovl_dpc_call *next = NULL;
+
+		for (struct ovl_dpc_call *call = c->sent_head; call; call = next) {
+			next = call->next;
+			if (call->sent)
+				complete(c, call, code, c->err);
+		}
+	}
+	if (!c->tx_lent)
+		while (c->sent_head)
+			complete(c, c->sent_head, code, c->err);
 	while (c->wait_head)
 		complete(c, c->wait_head, code, c->err);
 	return code;
@@ -267,7 +287,11 @@ void ovl_dpc_destroy(struct ovl_dpc **cp)
 
 	if (!c)
 		return;
+	c->tx_lent = false; /* the caller's promise: no send reads them any more */
 	fail(c, -ECONNABORTED, "connection closed");
+	tx_drop(c);
+	while (c->sent_head)
+		complete(c, c->sent_head, c->failed, c->err);
 	ovl_wire_hs_destroy(&c->hs);
 	ovl_wire_session_clear(&c->ses);
 	sodium_memzero(c->head, sizeof(c->head));
@@ -394,9 +418,12 @@ int ovl_dpc_call_start(struct ovl_dpc *c, struct ovl_dpc_call *call, char *err, 
 	return 0;
 }
 
-int ovl_dpc_tx_iov(const struct ovl_dpc *c, struct iovec *iov, int n)
+int ovl_dpc_tx_iov(struct ovl_dpc *c, struct iovec *iov, int n)
 {
 	int k = 0;
+
+	if (c->failed)
+		return 0;
 
 	for (const struct txi *t = c->tx_head; t && k < n; t = t->next) {
 		if (t->off < t->hlen)
@@ -409,6 +436,8 @@ int ovl_dpc_tx_iov(const struct ovl_dpc *c, struct iovec *iov, int n)
 						   .iov_len = (size_t)(t->plen - start) };
 		}
 	}
+	if (k)
+		c->tx_lent = true;
 	return k;
 }
 
@@ -419,6 +448,14 @@ uint64_t ovl_dpc_tx_pending(const struct ovl_dpc *c)
 
 void ovl_dpc_tx_done(struct ovl_dpc *c, size_t n)
 {
+	c->tx_lent = false;
+	if (c->failed) {
+		/* the send that may have read them has ended */
+		tx_drop(c);
+		while (c->sent_head)
+			complete(c, c->sent_head, c->failed, c->err);
+		return;
+	}
 	while (n && c->tx_head) {
 		struct txi *t = c->tx_head;
 		uint64_t rest = t->hlen + t->plen - t->off, take = n < rest ? n : rest;

@@ -156,17 +156,22 @@ unsigned ovl_dpc_inflight(const struct ovl_dpc *c);
 
 /*
  * Bytes to send: fills iov[0..n) with the next pending bytes, in order, and
- * returns how many entries it filled (0: nothing to send). The memory stays
- * valid and unchanged until ovl_dpc_tx_done() or ovl_dpc_destroy(); starting
- * more calls does not move it.
+ * returns how many entries it filled (0: nothing to send, or failed). The
+ * bytes are lent to the driver until it calls ovl_dpc_tx_done(): they stay
+ * valid and unchanged, even if the engine fails meanwhile (then the calls
+ * whose bytes they are complete only at ovl_dpc_tx_done()), and starting
+ * more calls does not move them. Do not destroy the engine while they are
+ * lent.
  */
-int ovl_dpc_tx_iov(const struct ovl_dpc *c, struct iovec *iov, int n);
+int ovl_dpc_tx_iov(struct ovl_dpc *c, struct iovec *iov, int n);
 
 /* Bytes waiting to be sent. */
 uint64_t ovl_dpc_tx_pending(const struct ovl_dpc *c);
 
-/* The first n of the pending bytes went out (n at most what is pending).
- * A call whose answer had already arrived may complete here. */
+/* The send of what ovl_dpc_tx_iov() lent has ended, and the first n of the
+ * pending bytes went out (n at most what is pending; 0 when the send
+ * failed). A call whose answer had already arrived may complete here, and
+ * after a failure, the calls whose bytes were lent. */
 void ovl_dpc_tx_done(struct ovl_dpc *c, size_t n);
 
 /*

@@ -105,8 +105,12 @@ static int flush(struct ovl_dpc_conn *cn)
 		r = sendmsg(cn->fd, &mh, MSG_NOSIGNAL);
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r <= 0)
-			return r == 0 ? -ECONNRESET : sock_err(errno);
+		if (r <= 0) {
+			int ret = r == 0 ? -ECONNRESET : sock_err(errno);
+
+			ovl_dpc_tx_done(cn->c, 0);
+			return ret;
+		}
 		ovl_dpc_tx_done(cn->c, (size_t)r);
 	}
 	return 0;

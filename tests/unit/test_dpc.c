@@ -526,12 +526,57 @@ static void test_refused_and_destroyed(void **state)
 	assert_null(f->c);
 }
 
+/* The engine fails while a driver's send still holds its bytes: the PUT
+ * whose payload they are completes only when that send ends. */
+static void test_failure_while_lent(void **state)
+{
+	struct fx *f = *state;
+	uint8_t v[3000], *out = malloc(WIRE_MAX);
+	struct ovl_dpc_call put, stat;
+	struct iovec iov[4];
+	struct seen s = { 0 };
+	char err[256];
+	size_t n;
+
+	fill(v, sizeof(v), 4);
+	new_client(f);
+	assert_int_equal(serve_hello(f, 0), 0);
+	req(&stat, OVL_WIRE_T_STAT, "s");
+	stat.done = on_done;
+	stat.done_arg = &s;
+	assert_int_equal(ovl_dpc_call_start(f->c, &stat, err, sizeof(err)), 0);
+	drain(f);
+	req(&put, OVL_WIRE_T_PUT, "p");
+	put.payload = v;
+	put.payload_len = sizeof(v);
+	put.req.size = sizeof(v);
+	put.req.crc = ovl_crc32c(0, v, sizeof(v));
+	put.done = on_done;
+	put.done_arg = &s;
+	assert_int_equal(ovl_dpc_call_start(f->c, &put, err, sizeof(err)), 0);
+	assert_int_equal(ovl_dpc_tx_iov(f->c, iov, 4), 2); /* lent: head and payload */
+	n = answer(f, OVL_WIRE_T_STAT, 99, OVL_WIRE_OK, NULL, 0, false, out);
+	assert_int_equal(give(f, out, n), -EBADMSG);
+	assert_int_equal(s.n, 1);
+	assert_ptr_equal(s.order[0], &stat);
+	assert_false(put.complete);
+	assert_ptr_equal(iov[1].iov_base, v); /* still the caller's payload, still lent */
+	assert_int_equal(ovl_dpc_tx_iov(f->c, iov, 4), 0);
+	ovl_dpc_tx_done(f->c, 0);
+	assert_int_equal(s.n, 2);
+	assert_int_equal(put.result, -EBADMSG);
+	ovl_dpc_call_release(&put);
+	ovl_dpc_call_release(&stat);
+	free(out);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_pipelined_out_of_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_answers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refused_and_destroyed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failure_while_lent, setup, teardown),
 	};
 
 	if (sodium_init() < 0)

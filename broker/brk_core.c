@@ -1,8 +1,10 @@
 /*
  * brk_core: the broker's registry, slices, admission, certificates, maps,
  * deltas, liveness and admin requests. No I/O of its own (see broker.h):
- * everything leaves through b->io, so tests drive it with a fake clock and
- * capture what it sends.
+ * messages, the clocks, the state files and the look-up of issued clients
+ * all go through b->io, so tests drive it with a fake clock and capture what
+ * it sends. What it persists is turned into plain values (struct
+ * brk_slice_def, brk_token_use, brk_revocations) and handed to the seam.
  *
  * Memory: a node costs its struct (about 230 bytes), its certificate (about
  * 330 bytes), one pointer in each of two hash tables and one in the node
@@ -16,8 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <sys/stat.h>
 
 #include <msgpack.h>
 #include <sodium.h>
@@ -70,11 +70,6 @@ struct token {
 	uint64_t expires;
 };
 
-struct used {
-	uint8_t hash[32];
-	unsigned count;
-};
-
 struct brk {
 	const struct brk_site *site;
 	struct brk_params p;
@@ -87,17 +82,12 @@ struct brk {
 	unsigned n_slices;
 	struct token *tokens;
 	size_t n_tokens;
-	struct used *used;
+	struct brk_token_use *used;     /* uses of the tokens (persisted) */
 	size_t n_used;
 	uint8_t (*preauth)[OVL_ID_BYTES]; /* sorted */
 	size_t n_preauth;
-	uint8_t (*revoked)[OVL_ID_BYTES]; /* revoked node ids */
-	size_t n_revoked;
-	uint8_t (*revoked_keys)[OVL_KEY_BYTES];
-	uint64_t *crl_serials;
-	size_t n_crl;
-	uint64_t crl_version;
-	uint8_t *crl;                   /* encoded, signed list (owned) */
+	struct brk_revocations rv;      /* revoked ids, their keys, serials (persisted) */
+	uint8_t *crl;                   /* rv signed: the encoded list (owned) */
 	size_t crl_len;
 	char **strings;                 /* interned strings */
 	size_t n_strings;
@@ -110,7 +100,6 @@ struct brk {
 	bool dirty;                     /* slice epochs not yet on disk */
 	bool used_dirty;                /* token uses not yet on disk */
 	uint64_t flushed_ms;
-	struct stat tok_st, pre_st;     /* what brk_reload_files() read last */
 	struct brk_stats st;
 	char line[512];                 /* event line */
 };
@@ -293,29 +282,6 @@ static const char *intern(brk_t *b, const char *s)
 	return c;
 }
 
-void brk_hex_encode(const uint8_t *in, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * n] = 0;
-}
-
-int brk_hex_decode(const char *s, uint8_t *out, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		unsigned v;
-
-		if (!s[2 * i] || !s[2 * i + 1] || sscanf(s + 2 * i, "%2x", &v) != 1)
-			return -EINVAL;
-		out[i] = (uint8_t)v;
-	}
-	return 0;
-}
-
 /* ---- sending -------------------------------------------------------------------- */
 
 static struct ovl_msg_bin ts_get(brk_t *b)
@@ -439,6 +405,31 @@ static bool selector_match(const char *sel, const struct node *n)
 	if (strncmp(sel, "site=", 5) == 0)
 		return strcmp(n->site, v) == 0;
 	return false;
+}
+
+void brk_slice_owner(const struct brk_site *s, const char *name, uint8_t owner[OVL_ID_BYTES])
+{
+	uint64_t best = 0;
+
+	memcpy(owner, s->id->sign_pk, OVL_ID_BYTES);
+	for (unsigned i = 0; i <= s->n_peers; i++) {
+		const uint8_t *k = i < s->n_peers ? s->peers[i] : s->id->sign_pk;
+		crypto_generichash_state st;
+		uint8_t h[8];
+		uint64_t v;
+
+		crypto_generichash_init(&st, NULL, 0, sizeof(h));
+		crypto_generichash_update(&st, (const uint8_t *)name, strlen(name));
+		crypto_generichash_update(&st, k, OVL_ID_BYTES);
+		crypto_generichash_final(&st, h, sizeof(h));
+		v = ((uint64_t)h[0] << 56) | ((uint64_t)h[1] << 48) | ((uint64_t)h[2] << 40) |
+		    ((uint64_t)h[3] << 32) | ((uint64_t)h[4] << 24) | ((uint64_t)h[5] << 16) |
+		    ((uint64_t)h[6] << 8) | h[7];
+		if (i == 0 || v > best || (v == best && memcmp(k, owner, OVL_ID_BYTES) < 0)) {
+			best = v;
+			memcpy(owner, k, OVL_ID_BYTES);
+		}
+	}
 }
 
 static struct slice *slice_find(brk_t *b, const char *name)
@@ -727,72 +718,62 @@ static int slice_add(brk_t *b, const char *name, unsigned replicas, const char *
 	return 0;
 }
 
+/* The slice definitions and epochs, through the seam. 0 or -errno (reported). */
 static int slices_save(brk_t *b)
 {
-	char path[BRK_PATH_MAX + 16], owner[65], err[256], *text = NULL;
-	size_t len = 0, cap = 256 + b->n_slices * 400u;
+	struct brk_slice_def *defs = NULL;
+	char err[256];
 	int rc;
 
-	if (!b->p.state_dir)
+	if (!b->io.slices_save)
 		return 0;
-	text = malloc(cap);
-	if (!text)
+	defs = calloc(b->n_slices + 1u, sizeof(*defs));
+	if (!defs) {
+		event(b, BRK_EV_ERROR, "event=error what=persist reason=\"out of memory\"");
 		return -ENOMEM;
-	len += (size_t)snprintf(text, cap, "# shelf-broker slices v1: name replicas epoch owner selector [encrypt]\n");
+	}
 	for (unsigned i = 0; i < b->n_slices; i++) {
 		const struct slice *s = b->slices[i];
+		struct brk_slice_def *d = &defs[i];
 
-		brk_hex_encode(s->owner, OVL_ID_BYTES, owner);
-		len += (size_t)snprintf(text + len, cap - len, "%s %u %llu %s %s%s\n", s->name,
-					s->replicas, (unsigned long long)s->epoch, owner, s->selector,
-					s->encrypt ? " encrypt" : "");
+		snprintf(d->name, sizeof(d->name), "%s", s->name);
+		snprintf(d->selector, sizeof(d->selector), "%s", s->selector);
+		memcpy(d->owner, s->owner, OVL_ID_BYTES);
+		d->replicas = s->replicas;
+		d->epoch = s->epoch;
+		d->encrypt = s->encrypt;
 	}
-	snprintf(path, sizeof(path), "%s/slices", b->p.state_dir);
-	rc = brk_file_write(path, text, len, 0600, err, sizeof(err));
+	rc = b->io.slices_save(b->io.files, defs, b->n_slices, err, sizeof(err));
 	if (rc < 0)
 		event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
 	else
 		b->dirty = false;
-	free(text);
+	free(defs);
 	return rc;
 }
 
 static int slices_load(brk_t *b, char *err, size_t errlen)
 {
-	char path[BRK_PATH_MAX + 16], line[512];
-	FILE *f = NULL;
-	unsigned lineno = 0;
-	int rc = 0;
+	struct brk_slice_def *defs = NULL;
+	size_t n = 0;
+	int rc;
 
-	snprintf(path, sizeof(path), "%s/slices", b->p.state_dir);
-	f = fopen(path, "r");
-	if (!f)
-		return errno == ENOENT ? 0 : -errno;
-	while (fgets(line, sizeof(line), f)) {
-		char name[64], owner[65], sel[128], e2[200], flag[16] = "";
-		unsigned replicas;
-		unsigned long long epoch;
-		uint8_t okey[OVL_ID_BYTES];
+	if (!b->io.slices_load)
+		return 0;
+	rc = b->io.slices_load(b->io.files, &defs, &n, err, errlen);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		const struct brk_slice_def *d = &defs[i];
 		struct slice *ns = NULL;
-		int nf;
+		char e2[200];
 
-		lineno++;
-		if (line[0] == '#' || line[0] == '\n')
-			continue;
-		/* the sixth word, "encrypt", is optional: older files have five */
-		nf = sscanf(line, "%63s %u %llu %64s %127s %15s", name, &replicas, &epoch, owner, sel,
-			    flag);
-		if (nf < 5 || (nf == 6 && strcmp(flag, "encrypt") != 0) ||
-		    brk_hex_decode(owner, okey, OVL_ID_BYTES) < 0 ||
-		    slice_add(b, name, replicas, sel, okey, epoch, &ns, e2, sizeof(e2)) < 0) {
-			snprintf(err, errlen, "'%s' line %u is not a valid slice definition", path,
-				 lineno);
-			rc = -EBADMSG;
-			break;
-		}
-		ns->encrypt = nf == 6;
+		rc = slice_add(b, d->name, d->replicas, d->selector, d->owner, d->epoch, &ns, e2,
+			       sizeof(e2));
+		if (rc < 0)
+			snprintf(err, errlen, "saved slice definition '%s' refused: %s", d->name, e2);
+		else
+			ns->encrypt = d->encrypt;
 	}
-	fclose(f);
+	free(defs);
 	b->dirty = false;
 	return rc;
 }
@@ -942,7 +923,7 @@ static bool preauthorised(brk_t *b, const uint8_t *id)
 	return b->n_preauth && bsearch(id, b->preauth, b->n_preauth, OVL_ID_BYTES, cmp_id);
 }
 
-static struct used *used_find(brk_t *b, const uint8_t hash[32])
+static struct brk_token_use *used_find(brk_t *b, const uint8_t hash[32])
 {
 	for (size_t i = 0; i < b->n_used; i++)
 		if (memcmp(b->used[i].hash, hash, 32) == 0)
@@ -952,33 +933,21 @@ static struct used *used_find(brk_t *b, const uint8_t hash[32])
 
 static void used_save(brk_t *b)
 {
-	char path[BRK_PATH_MAX + 16], err[256], *text = NULL;
-	size_t len = 0;
+	char err[256];
 
-	if (!b->p.state_dir)
+	if (!b->io.uses_save)
 		return;
-	text = malloc(b->n_used * 80 + 1);
-	if (!text)
-		return;
-	text[0] = 0;
-	for (size_t i = 0; i < b->n_used; i++) {
-		brk_hex_encode(b->used[i].hash, 32, text + len);
-		len += 64;
-		len += (size_t)sprintf(text + len, " %u\n", b->used[i].count);
-	}
-	snprintf(path, sizeof(path), "%s/tokens.used", b->p.state_dir);
-	if (brk_file_write(path, text, len, 0600, err, sizeof(err)) < 0)
+	if (b->io.uses_save(b->io.files, b->used, b->n_used, err, sizeof(err)) < 0)
 		event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
 	else
 		b->used_dirty = false;
-	free(text);
 }
 
 /* Check and consume an enrolment token. 0, or -EACCES with reason. */
 static int token_consume(brk_t *b, const char *token, char *reason, size_t rlen)
 {
 	uint8_t hash[32];
-	struct used *u = NULL;
+	struct brk_token_use *u = NULL;
 	uint64_t now = b->io.unix_s(b->io.arg);
 
 	crypto_generichash(hash, sizeof(hash), (const uint8_t *)token, strlen(token), NULL, 0);
@@ -997,7 +966,7 @@ static int token_consume(brk_t *b, const char *token, char *reason, size_t rlen)
 			return -EACCES;
 		}
 		if (!u) {
-			struct used *g = realloc(b->used, (b->n_used + 1) * sizeof(*g));
+			struct brk_token_use *g = realloc(b->used, (b->n_used + 1) * sizeof(*g));
 
 			if (!g) {
 				snprintf(reason, rlen, "out of memory");
@@ -1063,8 +1032,8 @@ static int cert_admits(brk_t *b, const struct ovl_msg_register *r, char *reason,
 		snprintf(reason, rlen, "certificate refused: role is not node");
 		return -EACCES;
 	}
-	for (size_t i = 0; i < b->n_crl; i++)
-		if (b->crl_serials[i] == nc.serial &&
+	for (size_t i = 0; i < b->rv.n_serials; i++)
+		if (b->rv.serials[i] == nc.serial &&
 		    memcmp(bc.sign_pk, b->site->id->sign_pk, OVL_ID_BYTES) == 0) {
 			snprintf(reason, rlen, "certificate serial %llu is revoked",
 				 (unsigned long long)nc.serial);
@@ -1087,11 +1056,10 @@ static void learn_slices(brk_t *b, const struct ovl_msg_register *r, const char 
 	for (uint32_t i = 0; i < r->n_slices; i++) {
 		const struct ovl_msg_slice *d = &r->slices[i];
 		struct slice *s = slice_find(b, d->name);
-		uint8_t zero[OVL_ID_BYTES] = { 0 };
 		char e2[200];
 
 		if (!s && d->selector[0] && d->replicas) {
-			const uint8_t *owner = memcmp(d->owner, zero, OVL_ID_BYTES) ?
+			const uint8_t *owner = !ovl_mem_is_zero(d->owner, OVL_ID_BYTES) ?
 						       d->owner : b->site->id->sign_pk;
 
 			if (slice_add(b, d->name, d->replicas, d->selector, owner, d->epoch + 1, &s,
@@ -1155,7 +1123,7 @@ static void handle_register(brk_t *b, const struct brk_peer *from, const struct 
 		       "register: proof of possession of node_id failed (field 'sig')");
 		return;
 	}
-	if (id_in(b->revoked, b->n_revoked, r->node_id)) {
+	if (id_in(b->rv.ids, b->rv.n_ids, r->node_id)) {
 		refuse(b, from, m->rid, OVL_MSG_ERR_REVOKED, r->node_id, "node is revoked");
 		return;
 	}
@@ -1176,13 +1144,9 @@ static void handle_register(brk_t *b, const struct brk_peer *from, const struct 
 		       "routing id longer than 16 bytes: do not set ZMQ_ROUTING_ID");
 		return;
 	}
-	if (!n && b->p.site_dir) {
-		char e2[64];
-
-		/* a token or preauth minted a moment ago: re-read the files (stat only
-		 * when unchanged) */
-		brk_reload_files(b, b->p.site_dir, e2, sizeof(e2));
-	}
+	if (!n && b->io.admission_refresh)
+		/* a token or preauth minted a moment ago (a stat when unchanged) */
+		b->io.admission_refresh(b->io.files, b);
 	if (!n) {
 		if (r->cert.len && cert_admits(b, r, reason, sizeof(reason)) == 0)
 			via = "certificate";
@@ -1356,114 +1320,44 @@ static void handle_cert_renew(brk_t *b, struct node *n, const struct brk_peer *f
 }
 
 /*
- * Revocations are written to <site_dir>/revoked (or <state_dir>/revoked when
- * no site directory is set): an operator's decision like preauth, not soft
- * state, so a broker restarted with an empty state directory still refuses
- * revoked nodes and never signs a list with a lower version. Crash-safe
- * (brk_file_write), rewritten whole on every revocation.
+ * Revocations are saved through the seam at once, whole. brk_files keeps them
+ * in <site_dir>/revoked (<state_dir> without a site directory): an operator's
+ * decision like preauth, not soft state, so a broker restarted with an empty
+ * state directory still refuses revoked nodes and never signs a list with a
+ * lower version.
  */
-static int revoked_path(const brk_t *b, char *out, size_t len)
-{
-	const char *dir = b->p.site_dir ? b->p.site_dir : b->p.state_dir;
-
-	if (!dir)
-		return -ENOENT;
-	if (snprintf(out, len, "%s/revoked", dir) >= (int)len)
-		return -ENAMETOOLONG;
-	return 0;
-}
-
 static int revoked_save(brk_t *b, char *err, size_t errlen)
 {
-	char path[BRK_PATH_MAX + 16], *text = NULL;
-	size_t cap = 128 + b->n_revoked * 140 + b->n_crl * 32, len = 0;
-	int rc;
-
-	if (revoked_path(b, path, sizeof(path)) < 0)
+	if (!b->io.revoked_save)
 		return 0;
-	text = malloc(cap);
-	if (!text)
-		return -ENOMEM;
-	len += (size_t)snprintf(text, cap, "# shelf-broker revocations v1\ncrl_version %llu\n",
-				(unsigned long long)b->crl_version);
-	for (size_t i = 0; i < b->n_revoked; i++) {
-		static const uint8_t zero[OVL_KEY_BYTES];
-		char id[65], key[65] = "-";
+	return b->io.revoked_save(b->io.files, &b->rv, err, errlen);
+}
 
-		brk_hex_encode(b->revoked[i], OVL_ID_BYTES, id);
-		if (b->revoked_keys && memcmp(b->revoked_keys[i], zero, OVL_KEY_BYTES) != 0)
-			brk_hex_encode(b->revoked_keys[i], OVL_KEY_BYTES, key);
-		len += (size_t)snprintf(text + len, cap - len, "node %s %s\n", id, key);
-	}
-	for (size_t i = 0; i < b->n_crl; i++)
-		len += (size_t)snprintf(text + len, cap - len, "serial %llu\n",
-					(unsigned long long)b->crl_serials[i]);
-	rc = brk_file_write(path, text, len, 0600, err, errlen);
-	free(text);
-	return rc;
+static void revocations_free(struct brk_revocations *r)
+{
+	free(r->ids);
+	free(r->keys);
+	free(r->serials);
+	memset(r, 0, sizeof(*r));
 }
 
 static int revoked_load(brk_t *b, char *err, size_t errlen)
 {
-	char path[BRK_PATH_MAX + 16], line[200];
-	unsigned lineno = 0;
-	FILE *f = NULL;
-	int rc = 0;
+	struct brk_revocations r;
+	int rc;
 
-	if (revoked_path(b, path, sizeof(path)) < 0)
+	if (!b->io.revoked_load)
 		return 0;
-	f = fopen(path, "r");
-	if (!f)
-		return errno == ENOENT ? 0 : -errno;
-	while (rc == 0 && fgets(line, sizeof(line), f)) {
-		char a[80], c[80];
-		unsigned long long v;
-		void *g = NULL;
-
-		lineno++;
-		if (line[0] == '#' || line[0] == '\n')
-			continue;
-		if (sscanf(line, "crl_version %llu", &v) == 1) {
-			b->crl_version = v;
-		} else if (sscanf(line, "node %79s %79s", a, c) == 2 && strlen(a) == 64 &&
-			   (strcmp(c, "-") == 0 || strlen(c) == 64)) {
-			g = realloc(b->revoked, (b->n_revoked + 1) * OVL_ID_BYTES);
-			if (g)
-				b->revoked = g;
-			g = g ? realloc(b->revoked_keys, (b->n_revoked + 1) * OVL_KEY_BYTES) : NULL;
-			if (!g) {
-				rc = -ENOMEM;
-				break;
-			}
-			b->revoked_keys = g;
-			memset(b->revoked_keys[b->n_revoked], 0, OVL_KEY_BYTES);
-			if (brk_hex_decode(a, b->revoked[b->n_revoked], OVL_ID_BYTES) < 0 ||
-			    (c[0] != '-' && brk_hex_decode(c, b->revoked_keys[b->n_revoked],
-						       OVL_KEY_BYTES) < 0))
-				rc = -EBADMSG;
-			else
-				b->n_revoked++;
-		} else if (sscanf(line, "serial %llu", &v) == 1) {
-			g = realloc(b->crl_serials, (b->n_crl + 1) * sizeof(uint64_t));
-			if (!g) {
-				rc = -ENOMEM;
-				break;
-			}
-			b->crl_serials = g;
-			b->crl_serials[b->n_crl++] = v;
-		} else {
-			rc = -EBADMSG;
-		}
-	}
-	fclose(f);
-	if (rc == -EBADMSG)
-		snprintf(err, errlen, "'%s' line %u is not a valid revocation entry", path, lineno);
-	else if (rc < 0)
-		snprintf(err, errlen, "cannot load '%s': %s", path, strerror(-rc));
-	else if (b->crl_version)
+	memset(&r, 0, sizeof(r));
+	rc = b->io.revoked_load(b->io.files, &r, err, errlen);
+	if (rc < 0)
+		return rc;
+	revocations_free(&b->rv);
+	b->rv = r;
+	if (b->rv.crl_version)
 		/* the same version and serials: members holding it see nothing new */
-		rc = ovl_crl_sign(b->crl_version, b->crl_serials, b->n_crl, b->site->id->sign_sk,
-				  &b->crl, &b->crl_len, err, errlen);
+		rc = ovl_crl_sign(b->rv.crl_version, b->rv.serials, b->rv.n_serials,
+				  b->site->id->sign_sk, &b->crl, &b->crl_len, err, errlen);
 	return rc;
 }
 
@@ -1479,47 +1373,47 @@ int brk_revoke(brk_t *b, const uint8_t node_id[OVL_ID_BYTES], char *err, size_t 
 	int rc;
 
 	fp(node_id, nfp);
-	if (id_in(b->revoked, b->n_revoked, node_id)) {
+	if (id_in(b->rv.ids, b->rv.n_ids, node_id)) {
 		snprintf(err, errlen, "node %s is already revoked", nfp);
 		return -EALREADY;
 	}
-	g = realloc(b->revoked, (b->n_revoked + 1) * sizeof(*g));
+	g = realloc(b->rv.ids, (b->rv.n_ids + 1) * sizeof(*g));
 	if (!g)
 		return -ENOMEM;
-	b->revoked = g;
-	memcpy(b->revoked[b->n_revoked++], node_id, OVL_ID_BYTES);
+	b->rv.ids = g;
+	memcpy(b->rv.ids[b->rv.n_ids++], node_id, OVL_ID_BYTES);
 	if (n) {
-		gk = realloc(b->revoked_keys, b->n_revoked * sizeof(*gk));
-		gs = realloc(b->crl_serials, (b->n_crl + 1) * sizeof(*gs));
+		gk = realloc(b->rv.keys, b->rv.n_ids * sizeof(*gk));
+		gs = realloc(b->rv.serials, (b->rv.n_serials + 1) * sizeof(*gs));
 		if (gk)
-			b->revoked_keys = gk;
+			b->rv.keys = gk;
 		if (gs)
-			b->crl_serials = gs;
+			b->rv.serials = gs;
 		if (!gk || !gs)
 			return -ENOMEM;
-		memcpy(b->revoked_keys[b->n_revoked - 1], n->peer.key, OVL_KEY_BYTES);
-		b->crl_serials[b->n_crl++] = n->serial;
-	} else if (b->revoked_keys) {
-		gk = realloc(b->revoked_keys, b->n_revoked * sizeof(*gk));
+		memcpy(b->rv.keys[b->rv.n_ids - 1], n->peer.key, OVL_KEY_BYTES);
+		b->rv.serials[b->rv.n_serials++] = n->serial;
+	} else if (b->rv.keys) {
+		gk = realloc(b->rv.keys, b->rv.n_ids * sizeof(*gk));
 		if (!gk)
 			return -ENOMEM;
-		b->revoked_keys = gk;
-		memset(b->revoked_keys[b->n_revoked - 1], 0, OVL_KEY_BYTES);
+		b->rv.keys = gk;
+		memset(b->rv.keys[b->rv.n_ids - 1], 0, OVL_KEY_BYTES);
 	} else {
-		gk = calloc(b->n_revoked, sizeof(*gk));
+		gk = calloc(b->rv.n_ids, sizeof(*gk));
 		if (!gk)
 			return -ENOMEM;
-		b->revoked_keys = gk;
+		b->rv.keys = gk;
 	}
-	rc = ovl_crl_sign(++b->crl_version, b->crl_serials, b->n_crl, b->site->id->sign_sk, &crl,
-			  &crl_len, err, errlen);
+	rc = ovl_crl_sign(++b->rv.crl_version, b->rv.serials, b->rv.n_serials,
+			  b->site->id->sign_sk, &crl, &crl_len, err, errlen);
 	if (rc < 0)
 		return rc;
 	free(b->crl);
 	b->crl = crl;
 	b->crl_len = crl_len;
 	event(b, BRK_EV_REVOKE, "event=revoke node=%s serial=%llu crl_version=%llu", nfp,
-	      n ? (unsigned long long)n->serial : 0ULL, (unsigned long long)b->crl_version);
+	      n ? (unsigned long long)n->serial : 0ULL, (unsigned long long)b->rv.crl_version);
 	rc = revoked_save(b, err, errlen);
 	if (rc < 0)
 		event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
@@ -1600,7 +1494,7 @@ static void handle_admin(brk_t *b, const struct brk_peer *from, const struct ovl
 		break;
 	case OVL_MSG_ADMIN_REVOKE_NODE:
 		rc = brk_revoke(b, a->node_id, err, sizeof(err));
-		ok.u.admin_ok.epoch = b->crl_version;
+		ok.u.admin_ok.epoch = b->rv.crl_version;
 		break;
 	case OVL_MSG_ADMIN_STATS: {
 		unsigned k = 0;
@@ -1675,8 +1569,8 @@ void brk_handle(brk_t *b, const struct brk_peer *from, const void *buf, size_t l
 	char err[256];
 	int rc;
 
-	for (size_t i = 0; b->revoked_keys && i < b->n_revoked; i++)
-		if (memcmp(b->revoked_keys[i], from->key, OVL_KEY_BYTES) == 0) {
+	for (size_t i = 0; b->rv.keys && i < b->rv.n_ids; i++)
+		if (memcmp(b->rv.keys[i], from->key, OVL_KEY_BYTES) == 0) {
 			refuse(b, from, 0, OVL_MSG_ERR_REVOKED, NULL, "this key is revoked");
 			return;
 		}
@@ -1710,11 +1604,11 @@ void brk_handle(brk_t *b, const struct brk_peer *from, const void *buf, size_t l
 				   m.u.map_get.slice);
 		goto out;
 	}
-	if (!n && m.type == OVL_MSG_MAP_GET && b->p.site_dir) {
+	if (!n && m.type == OVL_MSG_MAP_GET && b->io.client_slices) {
 		/* a client the broker issued may read the maps of its slices */
 		struct slice *s = slice_find(b, m.u.map_get.slice);
-		int ok = brk_client_slices(b->p.site_dir, from->key, m.u.map_get.slice,
-					   (uint64_t)time(NULL));
+		int ok = b->io.client_slices(b->io.files, from->key, m.u.map_get.slice,
+					     b->io.unix_s(b->io.arg));
 
 		if (ok == 0 && s) {
 			send_map(b, s, from, m.rid);
@@ -1840,81 +1734,25 @@ int brk_preauth_add(brk_t *b, const uint8_t node_id[OVL_ID_BYTES])
 	return 1;
 }
 
-static bool changed(const char *path, struct stat *last)
+void brk_token_clear(brk_t *b)
 {
-	struct stat st;
-
-	if (stat(path, &st) < 0)
-		return false;
-	if (st.st_size == last->st_size && st.st_mtim.tv_sec == last->st_mtim.tv_sec &&
-	    st.st_mtim.tv_nsec == last->st_mtim.tv_nsec && st.st_ino == last->st_ino)
-		return false;
-	*last = st;
-	return true;
-}
-
-int brk_reload_files(brk_t *b, const char *dir, char *err, size_t errlen)
-{
-	char path[BRK_PATH_MAX + 16], line[256];
-	FILE *f = NULL;
-	int added = 0;
-
-	snprintf(path, sizeof(path), "%s/tokens", dir);
-	if (changed(path, &b->tok_st) && (f = fopen(path, "r"))) {
-		b->n_tokens = 0;
-		while (fgets(line, sizeof(line), f)) {
-			char hex[65];
-			unsigned uses;
-			unsigned long long exp;
-			uint8_t h[32];
-
-			if (sscanf(line, "%64s %u %llu", hex, &uses, &exp) == 3 &&
-			    brk_hex_decode(hex, h, 32) == 0 && brk_token_add(b, h, uses, exp) == 0)
-				added++;
-		}
-		fclose(f);
-	}
-	snprintf(path, sizeof(path), "%s/preauth", dir);
-	if (changed(path, &b->pre_st) && (f = fopen(path, "r"))) {
-		while (fgets(line, sizeof(line), f)) {
-			uint8_t id[OVL_ID_BYTES];
-
-			line[strcspn(line, "\r\n")] = 0;
-			if (ovl_nodeid_parse(line, id) == 0 && brk_preauth_add(b, id) > 0)
-				added++;
-		}
-		fclose(f);
-	}
-	(void)err;
-	(void)errlen;
-	return added;
+	b->n_tokens = 0;
 }
 
 static void used_load(brk_t *b)
 {
-	char path[BRK_PATH_MAX + 16], line[160];
-	FILE *f = NULL;
+	struct brk_token_use *uses = NULL;
+	size_t n = 0;
+	char err[256];
 
-	snprintf(path, sizeof(path), "%s/tokens.used", b->p.state_dir);
-	f = fopen(path, "r");
-	if (!f)
+	if (!b->io.uses_load)
 		return;
-	while (fgets(line, sizeof(line), f)) {
-		char hex[65];
-		unsigned count;
-		uint8_t h[32];
-		struct used *g = NULL;
-
-		if (sscanf(line, "%64s %u", hex, &count) != 2 || brk_hex_decode(hex, h, 32) < 0)
-			continue;
-		g = realloc(b->used, (b->n_used + 1) * sizeof(*g));
-		if (!g)
-			break;
-		b->used = g;
-		memcpy(g[b->n_used].hash, h, 32);
-		g[b->n_used++].count = count;
-	}
-	fclose(f);
+	/* a broker without them still runs: a token may be used again */
+	if (b->io.uses_load(b->io.files, &uses, &n, err, sizeof(err)) < 0)
+		event(b, BRK_EV_ERROR, "event=error what=load reason=\"%s\"", err);
+	free(b->used);
+	b->used = uses;
+	b->n_used = n;
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------- */
@@ -1952,23 +1790,13 @@ int brk_new(brk_t **out, const struct brk_site *site, const struct brk_params *p
 	b->by_curve.off = offsetof(struct node, peer.key);
 	msgpack_sbuffer_init(&b->sb);
 	b->flushed_ms = now_ms(b);
-	if (b->p.state_dir) {
-		if (mkdir(b->p.state_dir, 0700) < 0 && errno != EEXIST) {
-			rc = -errno;
-			snprintf(err, errlen, "cannot create state directory '%s': %s",
-				 b->p.state_dir, strerror(errno));
-			brk_destroy(&b);
-			return rc;
-		}
-		rc = slices_load(b, err, errlen);
-		if (rc < 0) {
-			brk_destroy(&b);
-			return rc;
-		}
+	rc = slices_load(b, err, errlen);
+	if (rc == 0) {
 		used_load(b);
+		rc = revoked_load(b, err, errlen);
 	}
-	rc = revoked_load(b, err, errlen);
 	if (rc < 0) {
+		b->dirty = b->used_dirty = false; /* nothing to save: it was not loaded */
 		brk_destroy(&b);
 		return rc;
 	}
@@ -2000,9 +1828,7 @@ void brk_destroy(brk_t **bp)
 	free(b->tokens);
 	free(b->used);
 	free(b->preauth);
-	free(b->revoked);
-	free(b->revoked_keys);
-	free(b->crl_serials);
+	revocations_free(&b->rv);
 	free(b->crl);
 	msgpack_sbuffer_destroy(&b->sb);
 	free(b);

@@ -5,12 +5,19 @@
  * The broker admits nodes, groups them into slices, signs short-lived node
  * certificates and sends slice maps and deltas (docs/PROTOCOL.md section 6).
  * It is split into:
- *   - the core (brk_t): registry, slices, admission, maps, deltas, liveness,
- *     admin requests. It does no I/O of its own: messages come in through
- *     brk_handle(), replies and deltas leave through the io seam, and time
- *     comes from the same seam, so tests drive it deterministically;
- *   - files (brk_site_*, brk_token_*, brk_preauth_*, brk_slices_*): the site
- *     directory written by `shelf-broker init` and the state directory;
+ *   - the core (brk_t, brk_core.c): registry, slices, admission, maps,
+ *     deltas, liveness, admin requests. It does no I/O of its own: messages
+ *     come in through brk_handle(), replies and deltas leave through the io
+ *     seam (struct brk_io), time comes from the same seam, and so do its
+ *     state files and the look-up of issued clients, so tests drive it
+ *     deterministically;
+ *   - state (brk_state_*, brk_state.c): the files of the state directory
+ *     (slices, token uses, revocations) as plain values;
+ *   - files (brk_site_*, brk_token_mint, brk_preauth_add_file,
+ *     brk_client_issue, brk_files_*: brk_files.c): the site directory written
+ *     by `shelf-broker init`, and the files object that serves a running core
+ *     through its seam (state, tokens and pre-authorisations, the index of
+ *     issued clients, each re-read only when its files change);
  *   - the rate limiter (brk_rate_*), a token bucket per key;
  *   - the server (brk_server_*), the ZeroMQ loop around the core.
  *
@@ -101,14 +108,6 @@ int brk_site_init(const char *dir, const char *site, char *out, size_t outlen, c
 int brk_client_issue(const char *dir, const char *name, const char *slices, uint64_t ttl_s,
 		     char *out, size_t outlen, char *err, size_t errlen);
 
-/*
- * May the client holding CURVE key `key` read slice `slice`'s map? Looks
- * for a valid client certificate of this broker in DIR/clients. 0 yes,
- * -EACCES (a client, not of that slice), -ENOENT (no such client), -EIO.
- */
-int brk_client_slices(const char *dir, const uint8_t key[OVL_KEY_BYTES], const char *slice,
-		      uint64_t now);
-
 /* What a running broker loads from the site directory. */
 struct brk_site {
 	struct ovl_id *id;            /* broker identity (owned) */
@@ -159,10 +158,73 @@ int brk_token_mint(const char *dir, unsigned uses, uint64_t ttl_s, char *out, si
 int brk_preauth_add_file(const char *dir, const uint8_t node_id[OVL_ID_BYTES], char *err,
 			 size_t errlen);
 
-/* Crash-safe file replacement: temporary file, fsync, rename, fsync of the
- * directory. mode e.g. 0600. */
-int brk_file_write(const char *path, const void *buf, size_t len, unsigned mode, char *err,
-		   size_t errlen);
+/* ---- state directory (brk_state.c) ------------------------------------------- */
+
+/*
+ * What a core keeps across restarts, as plain values, and the text files
+ * that hold them (one entry a line, '#' comments, each rewritten whole with
+ * ovl_file_write_atomic):
+ *   DIR/slices       "name replicas epoch owner selector [encrypt]"
+ *   DIR/tokens.used  "hash count": uses of enrolment tokens
+ *   DIR/revoked      "crl_version V", "node ID KEY|-", "serial S"
+ * DIR is the state directory, except for revoked: the site directory when
+ * the broker has one (an operator's decision, not soft state).
+ */
+struct brk_slice_def {
+	char name[OVL_MSG_NAME_SIZE];
+	char selector[OVL_MSG_SELECTOR_SIZE];
+	uint8_t owner[OVL_ID_BYTES];    /* Ed25519 key of the broker that owns it */
+	unsigned replicas;
+	uint64_t epoch;
+	bool encrypt;                   /* payloads must be encrypted */
+};
+
+struct brk_token_use {
+	uint8_t hash[32];               /* BLAKE2b-256 of the token text */
+	unsigned count;                 /* registrations it admitted */
+};
+
+/* The revocations of a broker. Every array is malloc'd and owned by whoever
+ * holds the struct (free each). */
+struct brk_revocations {
+	uint64_t crl_version;           /* version of the last signed list; 0: none */
+	uint8_t (*ids)[OVL_ID_BYTES];   /* revoked node ids */
+	uint8_t (*keys)[OVL_KEY_BYTES]; /* their CURVE keys (parallel to ids, zero when
+					 * unknown); NULL when no key is known */
+	size_t n_ids;
+	uint64_t *serials;              /* revoked certificate serials */
+	size_t n_serials;
+};
+
+/*
+ * Load DIR/slices into *defs (malloc'd, the caller frees it; NULL when
+ * empty) and *n. A missing file is empty. Every definition is checked as
+ * brk_slice_define would (name, replicas, selector, no duplicates, at most
+ * BRK_SLICES_MAX). 0, -EBADMSG ("'PATH' line N is not a valid slice
+ * definition") or -errno, with err.
+ */
+int brk_state_slices_load(const char *dir, struct brk_slice_def **defs, size_t *n, char *err,
+			  size_t errlen);
+/* Replace DIR/slices with defs[0..n). 0 or -errno with err. */
+int brk_state_slices_save(const char *dir, const struct brk_slice_def *defs, size_t n,
+			  char *err, size_t errlen);
+/*
+ * Load DIR/tokens.used into *uses (malloc'd, the caller frees it) and *n;
+ * lines that do not parse are skipped, a missing file is empty. 0 or -errno
+ * with err; what was read before an error is handed over all the same.
+ */
+int brk_state_uses_load(const char *dir, struct brk_token_use **uses, size_t *n, char *err,
+			size_t errlen);
+/* Replace DIR/tokens.used with uses[0..n). 0 or -errno with err. */
+int brk_state_uses_save(const char *dir, const struct brk_token_use *uses, size_t n,
+			char *err, size_t errlen);
+/* Load DIR/revoked into *r (zeroed first; all empty when the file is
+ * missing). 0, -EBADMSG or -errno with err; on error *r holds nothing. */
+int brk_state_revoked_load(const char *dir, struct brk_revocations *r, char *err,
+			   size_t errlen);
+/* Replace DIR/revoked with *r. 0 or -errno with err. */
+int brk_state_revoked_save(const char *dir, const struct brk_revocations *r, char *err,
+			   size_t errlen);
 
 /* ---- rate limiter --------------------------------------------------------- */
 
@@ -205,7 +267,8 @@ enum brk_event {
 	BRK_EV_ERROR,     /* the broker failed at something (disk, encoding) */
 };
 
-/* The seam between the core and the world. */
+/* The seam between the core and the world: the only way the core reaches
+ * the network, the clocks and the disk. */
 struct brk_io {
 	/* Send buf to a peer. Return 0 or -errno (the core counts failures). */
 	int (*send)(void *arg, const struct brk_peer *to, const void *buf, size_t len);
@@ -214,20 +277,52 @@ struct brk_io {
 	/* One structured line per admission, refusal, state and slice change. */
 	void (*event)(void *arg, enum brk_event ev, const char *line);
 	void *arg;
+
+	/*
+	 * The files behind the core, called with `files` (brk_files_io() sets
+	 * every one of them). Each may be NULL: then that thing is neither
+	 * loaded, saved nor looked up (tests, the benchmark). Loads run in
+	 * brk_new() and have the meaning of the brk_state_*_load functions
+	 * (arrays are malloc'd and become the core's); saves run when the state
+	 * changed (slice epochs and token uses at most every
+	 * BRK_SLICE_FLUSH_MS, a token's last use and a revocation at once).
+	 * Each returns 0 or -errno with err.
+	 */
+	int (*slices_load)(void *files, struct brk_slice_def **defs, size_t *n, char *err,
+			   size_t errlen);
+	int (*slices_save)(void *files, const struct brk_slice_def *defs, size_t n, char *err,
+			   size_t errlen);
+	int (*uses_load)(void *files, struct brk_token_use **uses, size_t *n, char *err,
+			 size_t errlen);
+	int (*uses_save)(void *files, const struct brk_token_use *uses, size_t n, char *err,
+			 size_t errlen);
+	int (*revoked_load)(void *files, struct brk_revocations *r, char *err, size_t errlen);
+	int (*revoked_save)(void *files, const struct brk_revocations *r, char *err,
+			    size_t errlen);
+	/* An unknown node registers: take up enrolment tokens and pre-authorised
+	 * ids added since the last look (through brk_token_* and
+	 * brk_preauth_add on b). Cheap when nothing changed. */
+	void (*admission_refresh)(void *files, brk_t *b);
+	/* May the client holding CURVE key `key` read slice `slice`'s map at
+	 * unix time `now` (from unix_s)? 0 yes, -EACCES a client not of that
+	 * slice, -ENOENT no client valid at now, -EIO. */
+	int (*client_slices)(void *files, const uint8_t key[OVL_KEY_BYTES], const char *slice,
+			     uint64_t now);
+	void *files;
 };
 
 struct brk_params {
 	uint64_t heartbeat_ms, down_ms, grace_ms, ttl_ms;
 	uint64_t cert_lifetime_s;
 	uint64_t max_nodes;
-	const char *state_dir;          /* NULL: nothing persisted (tests, bench) */
-	const char *site_dir;           /* site directory: issued clients, tokens and preauth re-read on a miss */
 };
 
 /*
- * Create a broker core for `site` (borrowed, must outlive it). When
- * params->state_dir is set, slice definitions and token use are loaded from
- * and saved to it. Returns 0 or -errno.
+ * Create a broker core for `site` (borrowed, must outlive it). Slice
+ * definitions, token uses and revocations are loaded through the io seam
+ * (a load error fails, except for token uses: reported as an event); io's
+ * `files` must outlive the core, which saves through it until
+ * brk_destroy(). Returns 0 or -errno with err.
  */
 int brk_new(brk_t **out, const struct brk_site *site, const struct brk_params *params,
 	    const struct brk_io *io, char *err, size_t errlen);
@@ -236,9 +331,9 @@ void brk_destroy(brk_t **b);
 /* Admission sources. */
 int brk_token_add(brk_t *b, const uint8_t hash[32], unsigned uses, uint64_t expires_unix);
 int brk_preauth_add(brk_t *b, const uint8_t node_id[OVL_ID_BYTES]);
-/* Reload <dir>/tokens and <dir>/preauth when they changed. Returns how many
- * entries were added, or -errno. */
-int brk_reload_files(brk_t *b, const char *dir, char *err, size_t errlen);
+/* Forget every enrolment token (their uses are kept), before the tokens of
+ * a changed tokens file are added again. */
+void brk_token_clear(brk_t *b);
 
 /* Handle one message from `from`. Never fails the broker: bad input is
  * answered with an error message and reported through io->event. */
@@ -280,6 +375,50 @@ int brk_slice_info(brk_t *b, const char *name, uint64_t *epoch, uint32_t *member
 /* Count a message dropped by the rate limiter (for stats). */
 void brk_count_rate_limited(brk_t *b);
 
+/* ---- the files behind a running core (brk_files.c) ---------------------------- */
+
+struct brk_files;
+
+/*
+ * Serve a core's seam from the site directory `site_dir` (tokens, preauth,
+ * revoked, clients/; NULL: none) and the state directory `state_dir`
+ * (slices, tokens.used; created when missing; NULL: none). `site` (borrowed,
+ * for the life of f) names the broker whose client certificates count; it
+ * may be NULL without a site directory. 0 or -errno with err.
+ */
+int brk_files_new(struct brk_files **out, const struct brk_site *site, const char *site_dir,
+		  const char *state_dir, char *err, size_t errlen);
+/* Free f (NULL is fine) and NULL *f. Destroy the core it serves first. */
+void brk_files_destroy(struct brk_files **f);
+/* Point io's file members and `files` at f. */
+void brk_files_io(struct brk_files *f, struct brk_io *io);
+/*
+ * Look at the site directory again: when DIR/tokens changed, its tokens
+ * replace the core's (brk_token_clear, brk_token_add); ids new in
+ * DIR/preauth are added; when DIR/clients changed, the client index is
+ * rebuilt. Each file costs a stat() when unchanged. Returns how many tokens
+ * and ids were added (the server calls it every second).
+ */
+int brk_files_reload(struct brk_files *f, brk_t *b);
+/*
+ * May the client holding `key` read slice's map at unix time `now`? Answers
+ * from the client index: built from DIR/clients/NAME/client.cert (client
+ * certificates signed by this broker, their signatures checked once) on
+ * first use, rebuilt only when a file under DIR/clients changed (checked
+ * with stat() when the key is not answered with 0). Validity is checked
+ * against `now`. 0, -EACCES, -ENOENT, as brk_io.client_slices.
+ */
+int brk_files_client_slices(struct brk_files *f, const uint8_t key[OVL_KEY_BYTES],
+			    const char *slice, uint64_t now);
+
+struct brk_files_stats {
+	uint64_t client_loads;          /* client index (re)builds */
+	uint64_t client_certs_checked;  /* client certificates read and verified */
+	uint64_t client_lookups;        /* brk_files_client_slices() calls */
+	uint64_t clients;               /* clients in the index now */
+};
+void brk_files_stats_get(const struct brk_files *f, struct brk_files_stats *st);
+
 /* ---- the server ------------------------------------------------------------- */
 
 /* The link options of the broker's socket: ovl_link_opts_default with room
@@ -290,12 +429,5 @@ void brk_link_opts(struct ovl_link_opts *o);
 /* Run the broker on cfg->listen until *stop becomes non-zero (a signal
  * handler sets it). Logs through ovl_log. Returns 0 or -errno. */
 int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, size_t errlen);
-
-/* Lower-case hex of in[0..n) into out (2n + 1 bytes, NUL-terminated). */
-void brk_hex_encode(const uint8_t *in, size_t n, char *out);
-
-/* The first 2n hex digits of s into out[0..n). 0, or -EINVAL when s is
- * shorter or not hex there. */
-int brk_hex_decode(const char *s, uint8_t *out, size_t n);
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * test_broker: the broker core (admission, selectors, persistence, deltas,
  * liveness, revocation) driven through brk_handle() with a fake clock and
- * captured output, and the rate limiter.
+ * captured output, the files behind it (state, the index of issued
+ * clients), and the rate limiter.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -32,6 +34,7 @@ struct world {
 	struct brk_site site;
 	struct ovl_id *ca;
 	brk_t *b;
+	struct brk_files *files;        /* the state files behind b, when it has any */
 	uint64_t now_ms, unix_s;
 	struct sent out[MAX_OUT];
 	unsigned n_out;
@@ -92,14 +95,27 @@ static void make_site(struct world *w)
 	snprintf(w->site.site, sizeof(w->site.site), "sim-site");
 }
 
-static void new_core(struct world *w, const char *state_dir)
+/* A core whose state lives in state_dir (NULL: nothing persisted), served
+ * by a files object as in the daemon. 0 or brk_new's error. */
+static int try_core(struct world *w, const char *state_dir, char *err, size_t errlen)
 {
 	struct brk_params p = { 0 };
-	struct brk_io io = { w_send, w_now, w_unix, w_event, w };
+	struct brk_io io = { .send = w_send, .now_ms = w_now, .unix_s = w_unix, .event = w_event,
+			     .arg = w };
+
+	brk_files_destroy(&w->files);
+	if (state_dir) {
+		assert_int_equal(brk_files_new(&w->files, NULL, NULL, state_dir, err, errlen), 0);
+		brk_files_io(w->files, &io);
+	}
+	return brk_new(&w->b, &w->site, &p, &io, err, errlen);
+}
+
+static void new_core(struct world *w, const char *state_dir)
+{
 	char err[256];
 
-	p.state_dir = state_dir;
-	assert_int_equal(brk_new(&w->b, &w->site, &p, &io, err, sizeof(err)), 0);
+	assert_int_equal(try_core(w, state_dir, err, sizeof(err)), 0);
 }
 
 static int setup(void **state)
@@ -122,6 +138,7 @@ static int teardown(void **state)
 	struct world *w = *state;
 
 	brk_destroy(&w->b);
+	brk_files_destroy(&w->files);
 	clear_out(w);
 	for (int i = 0; i < NODES; i++)
 		ovl_id_destroy(&w->nodes[i]);
@@ -713,14 +730,8 @@ static void test_revocation_persists(void **state)
 	/* a damaged file stops the broker with a clear error */
 	snprintf(path, sizeof(path), "echo 'node zz' >> %s/revoked", w->state_dir);
 	assert_int_equal(system(path), 0);
-	{
-		struct brk_params p = { 0 };
-		struct brk_io io = { w_send, w_now, w_unix, w_event, w };
-
-		p.state_dir = w->state_dir;
-		assert_int_equal(brk_new(&w->b, &w->site, &p, &io, err, sizeof(err)), -EBADMSG);
-		assert_non_null(strstr(err, "revoked"));
-	}
+	assert_int_equal(try_core(w, w->state_dir, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "revoked"));
 	snprintf(path, sizeof(path), "grep -q '^crl_version 3$' %s/revoked", w->state_dir);
 	assert_int_equal(system(path), 0);
 	snprintf(path, sizeof(path), "rm -rf %s", w->state_dir);
@@ -920,14 +931,8 @@ static void test_slice_encryption_and_signatures(void **state)
 		fprintf(f, "%02x", w->site.id->sign_pk[k]);
 	fprintf(f, " all encrypted\n");
 	fclose(f);
-	{
-		struct brk_params p = { 0 };
-		struct brk_io io = { w_send, w_now, w_unix, w_event, w };
-
-		p.state_dir = w->state_dir;
-		assert_int_equal(brk_new(&w->b, &w->site, &p, &io, err, sizeof(err)), -EBADMSG);
-		assert_non_null(strstr(err, "line 3 is not a valid slice definition"));
-	}
+	assert_int_equal(try_core(w, w->state_dir, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "line 3 is not a valid slice definition"));
 	/* recovered from a node's cached definition, encryption included */
 	unlink(path);
 	new_core(w, w->state_dir);
@@ -942,6 +947,142 @@ static void test_slice_encryption_and_signatures(void **state)
 	brk_destroy(&w->b);
 	snprintf(path, sizeof(path), "rm -rf %s", w->state_dir);
 	assert_int_equal(system(path), 0);
+	new_core(w, NULL);
+}
+
+static void map_get(struct world *w, const struct ovl_id *from, const char *slice)
+{
+	struct ovl_msg m;
+
+	ovl_msg_init(&m, OVL_MSG_MAP_GET);
+	m.rid = 7;
+	snprintf(m.u.map_get.slice, sizeof(m.u.map_get.slice), "%s", slice);
+	clear_out(w);
+	send_to_core(w, from, &m);
+}
+
+static void expect_map(struct world *w, const struct ovl_id *to, const char *slice)
+{
+	struct ovl_msg m;
+
+	assert_int_equal(last_to(w, to, &m), 0);
+	assert_int_equal(m.type, OVL_MSG_MAP);
+	assert_string_equal(m.u.map.slice, slice);
+	ovl_msg_release(&m);
+}
+
+static struct ovl_id *client_id(const char *dir, const char *name)
+{
+	char path[160], err[256];
+	struct ovl_id *id = NULL;
+
+	snprintf(path, sizeof(path), "%s/clients/%s/id.key", dir, name);
+	assert_int_equal(ovl_id_load(&id, path, err, sizeof(err)), 0);
+	return id;
+}
+
+/*
+ * The files behind a core, as the daemon has them (brk_files over a site
+ * directory): a client's MAP_GET asks the seam, which answers from an index
+ * built once and rebuilt only when the files under clients/ change, and the
+ * core's clock (not the machine's) decides whether a certificate is valid.
+ */
+static void test_client_index(void **state)
+{
+	struct world *w = *state;
+	struct brk_params p = { 0 };
+	struct brk_io io = { .send = w_send, .now_ms = w_now, .unix_s = w_unix, .event = w_event,
+			     .arg = w };
+	struct brk_files_stats st;
+	struct brk_site site;
+	struct ovl_id *c1 = NULL, *c2 = NULL;
+	char dir[64], out[2048], err[512], tok[128];
+	uint64_t t0 = (uint64_t)time(NULL);
+
+	snprintf(dir, sizeof(dir), "/tmp/test_broker_cl.%d", (int)getpid());
+	assert_int_equal(brk_site_init(dir, "sim-site", out, sizeof(out), err, sizeof(err)), 0);
+	assert_int_equal(brk_client_issue(dir, "c1", "hot", 3600, out, sizeof(out), err,
+					  sizeof(err)), 0);
+	c1 = client_id(dir, "c1");
+	assert_int_equal(brk_site_load(&site, dir, err, sizeof(err)), 0);
+	brk_destroy(&w->b);
+	assert_int_equal(brk_files_new(&w->files, &site, dir, NULL, err, sizeof(err)), 0);
+	brk_files_io(w->files, &io);
+	assert_non_null(io.client_slices);
+	assert_int_equal(brk_new(&w->b, &site, &p, &io, err, sizeof(err)), 0);
+	assert_int_equal(brk_slice_create(w->b, "hot", 1, "all", err, sizeof(err)), 0);
+	assert_int_equal(brk_slice_create(w->b, "cold", 1, "all", err, sizeof(err)), 0);
+	/* the core's clock: c1 is valid from t0 - 300 to t0 + 3600 */
+	w->unix_s = t0;
+
+	/* (a) one build of the index; MAP_GETs neither read nor verify again */
+	for (int i = 0; i < 5; i++) {
+		map_get(w, c1, "hot");
+		expect_map(w, c1, "hot");
+	}
+	map_get(w, c1, "cold");
+	expect_error(w, c1, OVL_MSG_ERR_DENIED, "does not list slice 'cold'");
+	map_get(w, w->nodes[0], "hot"); /* not a client: a stat() shows nothing changed */
+	expect_error(w, w->nodes[0], OVL_MSG_ERR_NOT_FOUND, "not registered");
+	assert_int_equal(brk_files_reload(w->files, w->b), 0);
+	brk_files_stats_get(w->files, &st);
+	assert_int_equal(st.client_lookups, 7); /* every MAP_GET went through the seam */
+	assert_int_equal(st.client_loads, 1);
+	assert_int_equal(st.client_certs_checked, 1);
+	assert_int_equal(st.clients, 1);
+
+	/* (b) a client issued now is found at its first MAP_GET: clients/ changed */
+	assert_int_equal(brk_client_issue(dir, "c2", "cold", 60, out, sizeof(out), err,
+					  sizeof(err)), 0);
+	c2 = client_id(dir, "c2");
+	map_get(w, c2, "cold");
+	expect_map(w, c2, "cold");
+	brk_files_stats_get(w->files, &st);
+	assert_int_equal(st.client_loads, 2);
+	assert_int_equal(st.clients, 2);
+	map_get(w, c2, "cold");
+	expect_map(w, c2, "cold");
+	brk_files_stats_get(w->files, &st);
+	assert_int_equal(st.client_loads, 2);
+	/* a client whose folder is removed is gone at the next reload */
+	snprintf(out, sizeof(out), "rm -rf %s/clients/c1", dir);
+	assert_int_equal(system(out), 0);
+	assert_int_equal(brk_files_reload(w->files, w->b), 0);
+	brk_files_stats_get(w->files, &st);
+	assert_int_equal(st.client_loads, 3);
+	assert_int_equal(st.clients, 1);
+	map_get(w, c1, "hot");
+	expect_error(w, c1, OVL_MSG_ERR_NOT_FOUND, "not registered");
+
+	/* (c) the seam's clock decides: c2 (60 s from about t0) is refused an hour
+	 * later and before it was issued, whatever time() says, and taken again
+	 * within its life; none of it reads the files again */
+	w->unix_s = t0 + 3600;
+	map_get(w, c2, "cold");
+	expect_error(w, c2, OVL_MSG_ERR_NOT_FOUND, "not registered");
+	w->unix_s = t0 - 1000;
+	map_get(w, c2, "cold");
+	expect_error(w, c2, OVL_MSG_ERR_NOT_FOUND, "not registered");
+	w->unix_s = t0 + 30;
+	map_get(w, c2, "cold");
+	expect_map(w, c2, "cold");
+	brk_files_stats_get(w->files, &st);
+	assert_int_equal(st.client_loads, 3);
+
+	/* a token minted into the site directory admits at once (admission_refresh) */
+	assert_int_equal(brk_token_mint(dir, 1, 600, tok, sizeof(tok), err, sizeof(err)), 0);
+	clear_out(w);
+	register_node(w, 0, tok); /* neither pre-authorised nor certified: the token */
+	expect_ok(w, w->nodes[0]);
+
+	brk_destroy(&w->b);
+	brk_files_destroy(&w->files);
+	assert_null(w->files);
+	brk_site_release(&site);
+	ovl_id_destroy(&c1);
+	ovl_id_destroy(&c2);
+	snprintf(out, sizeof(out), "rm -rf %s", dir);
+	assert_int_equal(system(out), 0);
 	new_core(w, NULL);
 }
 
@@ -963,6 +1104,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_slice_encryption_and_signatures, setup, teardown),
 		cmocka_unit_test(test_rate_limiter),
 		cmocka_unit_test(test_site_files),
+		cmocka_unit_test_setup_teardown(test_client_index, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

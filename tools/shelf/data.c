@@ -21,6 +21,7 @@
 
 #include "data.h"
 #include "json.h"
+#include "overlay.h"
 #include "shelf.h"
 
 #define DATA_MAX_BYTES (64u << 20)
@@ -262,10 +263,7 @@ static void bar_end(struct bar *b, struct shelf *s, uint64_t bytes, bool ok)
 
 static double mono(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
+	return ovl_mono_ns() / 1e9;
 }
 
 static int read_input(const char *path, uint8_t **buf, size_t *len)

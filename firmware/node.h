@@ -8,6 +8,7 @@
 
 #include "loop/loop.h"
 #include "serve/serve.h"
+#include "req/req.h"
 #include "dp/dp.h"
 #include "store/disk.h"
 #include "store/store.h"

@@ -136,6 +136,7 @@ static void store_done(void *arg, int res, const void *data, size_t len,
 	struct node_req *rq = op->rq;
 	struct node_req_result r = { .type = op->type, .res = res };
 	struct node_req_buf *b = NULL;
+	bool offered;
 
 	if (res < 0) {
 		r.msg = fail_msg(rq, res);
@@ -160,9 +161,12 @@ static void store_done(void *arg, int res, const void *data, size_t len,
 		r.len = len;
 		op->buf.mem = node_store_read_take(rq->o.store, &op->buf.cap);
 		b = op->buf.mem ? &op->buf : NULL;
+		offered = b != NULL;
 		op->done(op->arg, &r, &b);
-		if (op->buf.mem && !b)
-			return; /* kept: the op lives until node_req_buf_release() */
+		/* taken: the op lives until node_req_buf_release(), which the
+		 * taker may have called already (op is not touched again) */
+		if (offered && !b)
+			return;
 		op_free(op);
 		return;
 	case NODE_REQ_STAT:

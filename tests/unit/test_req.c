@@ -32,6 +32,7 @@ struct done {
 	uint8_t *data;            /* GET: a copy of the bytes */
 	bool offered;             /* GET: a buffer was handed over */
 	bool keep;                /* take the buffer (and release it later) */
+	bool release_now;         /* take it and release it inside the completion */
 	struct node_req_buf *kept;
 	const uint8_t *kept_data; /* r.data, which stays valid in the kept buffer */
 	char keys[16][32];        /* LIST */
@@ -56,6 +57,13 @@ static void on_done(void *arg, const struct node_req_result *r, struct node_req_
 			d->kept = *buf;
 			d->kept_data = r->data;
 			*buf = NULL;
+		}
+		if (d->release_now && *buf) {
+			struct node_req_buf *b = *buf;
+
+			*buf = NULL;
+			node_req_buf_release(&b); /* as a send that fails at once does */
+			assert_null(b);
 		}
 	} else {
 		assert_null(buf);
@@ -237,8 +245,19 @@ static void test_get_buffer_kept(void **state)
 	run_until(f, &d.calls, 1);
 	assert_non_null(d.kept);
 	assert_memory_equal(d.kept_data, val, sizeof(val));
-	/* more requests meanwhile do not disturb it */
+	/* more requests meanwhile do not disturb it, nor one that takes its
+	 * buffer and gives it back inside the completion */
 	put(f, "other", "x", 1);
+	assert_memory_equal(d.kept_data, val, sizeof(val));
+	{
+		struct done d2 = { .release_now = true };
+
+		assert_int_equal(node_req_start(f->rq, &a, on_done, &d2), 0);
+		run_until(f, &d2.calls, 1);
+		assert_true(d2.offered);
+		assert_memory_equal(d2.data, val, sizeof(val));
+		free(d2.data);
+	}
 	assert_memory_equal(d.kept_data, val, sizeof(val));
 	/* the layer goes first; the buffer keeps what it needs */
 	node_req_destroy(&f->rq);

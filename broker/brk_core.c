@@ -1,8 +1,10 @@
 /*
  * brk_core: the broker's registry, slices, admission, certificates, maps,
  * deltas, liveness and admin requests. No I/O of its own (see broker.h):
- * everything leaves through b->io, so tests drive it with a fake clock and
- * capture what it sends.
+ * messages, the clocks, the state files and the look-up of issued clients
+ * all go through b->io, so tests drive it with a fake clock and capture what
+ * it sends. What it persists is turned into plain values (struct
+ * brk_slice_def, brk_token_use, brk_revocations) and handed to the seam.
  *
  * Memory: a node costs its struct (about 230 bytes), its certificate (about
  * 330 bytes), one pointer in each of two hash tables and one in the node
@@ -16,8 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <sys/stat.h>
 
 #include <msgpack.h>
 #include <sodium.h>
@@ -56,6 +56,8 @@ struct slice {
 	struct ovl_slice os;
 	struct member *m;
 	uint32_t n, cap;
+	struct ovl_msg_left *left;      /* records of members removed (oldest first) */
+	uint32_t n_left;
 };
 
 struct ht {
@@ -64,15 +66,17 @@ struct ht {
 	size_t off;                     /* offset of the 32-byte key in struct node */
 };
 
+/* A message held until the state it shows is durable (brk_flush). */
+struct held {
+	struct brk_peer to;
+	uint8_t *buf;
+	size_t len;
+};
+
 struct token {
 	uint8_t hash[32];
 	unsigned uses;
 	uint64_t expires;
-};
-
-struct used {
-	uint8_t hash[32];
-	unsigned count;
 };
 
 struct brk {
@@ -87,17 +91,12 @@ struct brk {
 	unsigned n_slices;
 	struct token *tokens;
 	size_t n_tokens;
-	struct used *used;
+	struct brk_token_use *used;     /* uses of the tokens (persisted) */
 	size_t n_used;
 	uint8_t (*preauth)[OVL_ID_BYTES]; /* sorted */
 	size_t n_preauth;
-	uint8_t (*revoked)[OVL_ID_BYTES]; /* revoked node ids */
-	size_t n_revoked;
-	uint8_t (*revoked_keys)[OVL_KEY_BYTES];
-	uint64_t *crl_serials;
-	size_t n_crl;
-	uint64_t crl_version;
-	uint8_t *crl;                   /* encoded, signed list (owned) */
+	struct brk_revocations rv;      /* revoked ids, their keys, serials (persisted) */
+	uint8_t *crl;                   /* rv signed: the encoded list (owned) */
 	size_t crl_len;
 	char **strings;                 /* interned strings */
 	size_t n_strings;
@@ -107,10 +106,12 @@ struct brk {
 	size_t ts_len;
 	uint64_t ts_sec;
 	msgpack_sbuffer sb;
-	bool dirty;                     /* slice epochs not yet on disk */
+	bool dirty;                     /* slice epochs or membership not yet on disk */
+	struct held *held;              /* messages waiting for the next save */
+	size_t n_held, cap_held, held_bytes;
+	bool held_overflow;             /* some were dropped: reported once */
 	bool used_dirty;                /* token uses not yet on disk */
 	uint64_t flushed_ms;
-	struct stat tok_st, pre_st;     /* what brk_reload_files() read last */
 	struct brk_stats st;
 	char line[512];                 /* event line */
 };
@@ -293,29 +294,6 @@ static const char *intern(brk_t *b, const char *s)
 	return c;
 }
 
-void brk_hex_encode(const uint8_t *in, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * n] = 0;
-}
-
-int brk_hex_decode(const char *s, uint8_t *out, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		unsigned v;
-
-		if (!s[2 * i] || !s[2 * i + 1] || sscanf(s + 2 * i, "%2x", &v) != 1)
-			return -EINVAL;
-		out[i] = (uint8_t)v;
-	}
-	return 0;
-}
-
 /* ---- sending -------------------------------------------------------------------- */
 
 static struct ovl_msg_bin ts_get(brk_t *b)
@@ -347,8 +325,50 @@ static int encode(brk_t *b, const struct ovl_msg *m)
 	return rc;
 }
 
+/* Keep b->sb for `to` until the next save; false when out of room. */
+static bool hold(brk_t *b, const struct brk_peer *to)
+{
+	struct held *h = NULL;
+	uint8_t *copy = NULL;
+
+	if (b->held_bytes + b->sb.size > BRK_OUTBOX_MAX_BYTES)
+		return false;
+	if (b->n_held == b->cap_held) {
+		size_t cap = b->cap_held ? b->cap_held * 2 : 64;
+
+		h = realloc(b->held, cap * sizeof(*h));
+		if (!h)
+			return false;
+		b->held = h;
+		b->cap_held = cap;
+	}
+	copy = malloc(b->sb.size ? b->sb.size : 1);
+	if (!copy)
+		return false;
+	memcpy(copy, b->sb.data, b->sb.size);
+	b->held[b->n_held++] = (struct held){ *to, copy, b->sb.size };
+	b->held_bytes += b->sb.size;
+	return true;
+}
+
+/*
+ * Send b->sb to `to`. While a change of membership or epoch is not durable
+ * (or messages already wait), it waits for the next save, in order: a
+ * restarted broker must never have served a state it does not remember.
+ */
 static void send_buf(brk_t *b, const struct brk_peer *to)
 {
+	if (b->io.members_save && (b->dirty || b->n_held)) {
+		if (hold(b, to))
+			return;
+		b->st.send_failures++;
+		if (!b->held_overflow)
+			event(b, BRK_EV_ERROR, "event=error what=hold reason=\"%zu messages (%zu "
+			      "bytes) wait for the state to reach the disk: dropping\"", b->n_held,
+			      b->held_bytes);
+		b->held_overflow = true;
+		return;
+	}
 	if (b->io.send(b->io.arg, to, b->sb.data, b->sb.size) < 0)
 		b->st.send_failures++;
 }
@@ -441,6 +461,31 @@ static bool selector_match(const char *sel, const struct node *n)
 	return false;
 }
 
+void brk_slice_owner(const struct brk_site *s, const char *name, uint8_t owner[OVL_ID_BYTES])
+{
+	uint64_t best = 0;
+
+	memcpy(owner, s->id->sign_pk, OVL_ID_BYTES);
+	for (unsigned i = 0; i <= s->n_peers; i++) {
+		const uint8_t *k = i < s->n_peers ? s->peers[i] : s->id->sign_pk;
+		crypto_generichash_state st;
+		uint8_t h[8];
+		uint64_t v;
+
+		crypto_generichash_init(&st, NULL, 0, sizeof(h));
+		crypto_generichash_update(&st, (const uint8_t *)name, strlen(name));
+		crypto_generichash_update(&st, k, OVL_ID_BYTES);
+		crypto_generichash_final(&st, h, sizeof(h));
+		v = ((uint64_t)h[0] << 56) | ((uint64_t)h[1] << 48) | ((uint64_t)h[2] << 40) |
+		    ((uint64_t)h[3] << 32) | ((uint64_t)h[4] << 24) | ((uint64_t)h[5] << 16) |
+		    ((uint64_t)h[6] << 8) | h[7];
+		if (i == 0 || v > best || (v == best && memcmp(k, owner, OVL_ID_BYTES) < 0)) {
+			best = v;
+			memcpy(owner, k, OVL_ID_BYTES);
+		}
+	}
+}
+
 static struct slice *slice_find(brk_t *b, const char *name)
 {
 	for (unsigned i = 0; i < b->n_slices; i++)
@@ -508,6 +553,8 @@ static int map_fill(const struct slice *s, struct ovl_msg_map *mp)
 	for (uint32_t i = 0; i < s->n; i++)
 		member_fill(&mp->members[i], &s->m[i]);
 	mp->n_members = s->n;
+	mp->left = s->left; /* borrowed */
+	mp->n_left = s->n_left;
 	return 0;
 }
 
@@ -554,6 +601,41 @@ static void send_map(brk_t *b, const struct slice *s, const struct brk_peer *to,
 	send_buf(b, to);
 }
 
+/* Forget the removal record of id in s (it is a member again). */
+static void left_drop(struct slice *s, const uint8_t *id)
+{
+	for (uint32_t i = 0; i < s->n_left; i++)
+		if (memcmp(s->left[i].id, id, OVL_ID_BYTES) == 0) {
+			memmove(&s->left[i], &s->left[i + 1], (s->n_left - i - 1) * sizeof(*s->left));
+			s->n_left--;
+			return;
+		}
+}
+
+/* Record that id left s at epoch, replacing an older record of it; past
+ * BRK_LEFT_MAX the oldest goes. NULL when out of memory (the removal goes
+ * ahead: a node that holds the member then refuses the map and says so). */
+static const struct ovl_msg_left *left_add(struct slice *s, const uint8_t *id, uint64_t epoch,
+					   enum ovl_msg_left_reason why)
+{
+	struct ovl_msg_left *g = NULL;
+
+	left_drop(s, id);
+	if (s->n_left >= BRK_LEFT_MAX) {
+		memmove(&s->left[0], &s->left[1], (s->n_left - 1) * sizeof(*s->left));
+		s->n_left--;
+	}
+	g = realloc(s->left, (s->n_left + 1) * sizeof(*g));
+	if (!g)
+		return NULL;
+	s->left = g;
+	memset(&g[s->n_left], 0, sizeof(*g));
+	memcpy(g[s->n_left].id, id, OVL_ID_BYTES);
+	g[s->n_left].epoch = epoch;
+	g[s->n_left].reason = why;
+	return &g[s->n_left++];
+}
+
 /*
  * Move s to the next epoch and tell every member except `skip` what changed:
  * `changed` (one member, complete) or `removed` (one id), plus the
@@ -561,7 +643,8 @@ static void send_map(brk_t *b, const struct slice *s, const struct brk_peer *to,
  * delta costs O(1) per member whatever the slice's size.
  */
 static void slice_delta(brk_t *b, struct slice *s, const struct member *changed,
-			const uint8_t *removed, bool with_crl, const struct node *skip)
+			const uint8_t *removed, const struct ovl_msg_left *left, bool with_crl,
+			const struct node *skip)
 {
 	struct ovl_msg m;
 	struct ovl_msg_member mm;
@@ -584,6 +667,10 @@ static void slice_delta(brk_t *b, struct slice *s, const struct member *changed,
 		m.u.delta.removed = rm;
 		m.u.delta.n_removed = 1;
 	}
+	if (left) {
+		m.u.delta.left = (struct ovl_msg_left *)left;
+		m.u.delta.n_left = 1;
+	}
 	if (with_crl)
 		m.u.delta.crl = (struct ovl_msg_bin){ b->crl, b->crl_len };
 	m.u.delta.encrypt = s->encrypt;
@@ -600,11 +687,37 @@ static void slice_delta(brk_t *b, struct slice *s, const struct member *changed,
 }
 
 /* Add n to s: assign its address, bump the epoch, delta to the others. */
-static int slice_join(brk_t *b, struct slice *s, struct node *n)
+/* Make n a member of s at addr (no epoch change, no delta). 0 or -ENOMEM, -E2BIG. */
+static int member_push(struct slice *s, struct node *n, const struct in6_addr *addr)
 {
-	struct in6_addr *taken = NULL;
 	struct slice **ns = NULL;
 	struct member *grown = NULL;
+
+	if (n->nslices >= BRK_NODE_SLICES_MAX)
+		return -E2BIG;
+	if (s->n == s->cap) {
+		uint32_t cap = s->cap ? s->cap * 2 : 8;
+
+		grown = realloc(s->m, cap * sizeof(*s->m));
+		if (!grown)
+			return -ENOMEM;
+		s->m = grown;
+		s->cap = cap;
+	}
+	ns = realloc(n->slices, (n->nslices + 1u) * sizeof(*ns));
+	if (!ns)
+		return -ENOMEM;
+	n->slices = ns;
+	s->m[s->n].addr = *addr;
+	s->m[s->n].n = n;
+	s->n++;
+	n->slices[n->nslices++] = s;
+	return 0;
+}
+
+static int slice_join(brk_t *b, struct slice *s, struct node *n)
+{
+	struct in6_addr *taken = NULL, a;
 	char nfp[OVL_ID_FP_BYTES], addr[OVL_SLICE_ADDR_STRLEN];
 	int c, rc = 0;
 
@@ -617,34 +730,16 @@ static int slice_join(brk_t *b, struct slice *s, struct node *n)
 		for (uint32_t i = 0; i < s->n; i++)
 			taken[i] = s->m[i].addr;
 	}
-	if (s->n == s->cap) {
-		uint32_t cap = s->cap ? s->cap * 2 : 8;
-
-		grown = realloc(s->m, cap * sizeof(*s->m));
-		if (!grown) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		s->m = grown;
-		s->cap = cap;
-	}
-	ns = realloc(n->slices, (n->nslices + 1u) * sizeof(*ns));
-	if (!ns) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	n->slices = ns;
-	c = ovl_slice_addr_assign(&s->os, n->id, taken, s->n, OVL_SLICE_COUNTER_MAX_DEFAULT,
-				  &s->m[s->n].addr);
+	c = ovl_slice_addr_assign(&s->os, n->id, taken, s->n, OVL_SLICE_COUNTER_MAX_DEFAULT, &a);
 	if (c < 0) {
 		rc = c;
 		goto out;
 	}
-	s->m[s->n].n = n;
-	s->n++;
-	n->slices[n->nslices++] = s;
+	if ((rc = member_push(s, n, &a)) < 0)
+		goto out;
 	b->st.introductions++;
-	slice_delta(b, s, &s->m[s->n - 1], NULL, false, n);
+	left_drop(s, n->id);
+	slice_delta(b, s, &s->m[s->n - 1], NULL, NULL, false, n);
 	fp(n->id, nfp);
 	ovl_slice_addr_format(&s->m[s->n - 1].addr, addr, sizeof(addr));
 	event(b, BRK_EV_SLICE, "event=join slice=%s node=%s addr=%s counter=%d epoch=%llu members=%u",
@@ -654,13 +749,17 @@ out:
 	return rc;
 }
 
-/* Remove n from s (delta `removed` to the rest). */
-static void slice_leave(brk_t *b, struct slice *s, struct node *n, bool with_crl)
+/* Remove n from s (delta `removed` with its record to the rest). The
+ * record carries the epoch of the removal and why (PROTOCOL.md 6.5). */
+static void slice_leave(brk_t *b, struct slice *s, struct node *n, bool with_crl,
+			enum ovl_msg_left_reason why)
 {
 	int i = member_index(s, n);
+	const struct ovl_msg_left *rec = NULL;
 
 	if (i < 0)
 		return;
+	rec = left_add(s, n->id, s->epoch + 1, why);
 	s->m[i] = s->m[s->n - 1];
 	s->n--;
 	for (unsigned k = 0; k < n->nslices; k++)
@@ -668,7 +767,7 @@ static void slice_leave(brk_t *b, struct slice *s, struct node *n, bool with_crl
 			n->slices[k] = n->slices[--n->nslices];
 			break;
 		}
-	slice_delta(b, s, NULL, n->id, with_crl, NULL);
+	slice_delta(b, s, NULL, n->id, rec, with_crl, NULL);
 }
 
 /* A member changed (state, certificate): delta to every member. */
@@ -679,7 +778,7 @@ static void node_changed(brk_t *b, struct node *n)
 		int i = member_index(s, n);
 
 		if (i >= 0 && s->ours)
-			slice_delta(b, s, &s->m[i], NULL, false, NULL);
+			slice_delta(b, s, &s->m[i], NULL, NULL, false, NULL);
 	}
 }
 
@@ -727,72 +826,144 @@ static int slice_add(brk_t *b, const char *name, unsigned replicas, const char *
 	return 0;
 }
 
-static int slices_save(brk_t *b)
+/* The membership of every slice as plain values (borrowing the core's
+ * arrays and certificates); the caller frees ms->nodes, ms->slices and each
+ * slice's members with membership_free. */
+static void membership_free(struct brk_membership *ms)
 {
-	char path[BRK_PATH_MAX + 16], owner[65], err[256], *text = NULL;
-	size_t len = 0, cap = 256 + b->n_slices * 400u;
-	int rc;
+	for (size_t i = 0; i < ms->n_slices; i++)
+		free(ms->slices[i].members);
+	free(ms->slices);
+	free(ms->nodes);
+	memset(ms, 0, sizeof(*ms));
+}
 
-	if (!b->p.state_dir)
-		return 0;
-	text = malloc(cap);
-	if (!text)
-		return -ENOMEM;
-	len += (size_t)snprintf(text, cap, "# shelf-broker slices v1: name replicas epoch owner selector [encrypt]\n");
+static int membership_get(brk_t *b, struct brk_membership *ms)
+{
+	memset(ms, 0, sizeof(*ms));
+	ms->slices = calloc(b->n_slices + 1u, sizeof(*ms->slices));
+	ms->nodes = calloc(b->n_nodes + 1u, sizeof(*ms->nodes));
+	if (!ms->slices || !ms->nodes)
+		goto nomem;
+	for (size_t i = 0; i < b->n_nodes; i++) {
+		const struct node *n = b->nodes[i];
+		struct brk_node_rec *r = &ms->nodes[ms->n_nodes];
+
+		if (!n->nslices)
+			continue;
+		memcpy(r->id, n->id, OVL_ID_BYTES);
+		memcpy(r->curve_key, n->peer.key, OVL_KEY_BYTES);
+		field_copy(r->board, sizeof(r->board), n->board);
+		field_copy(r->version, sizeof(r->version), n->version);
+		field_copy(r->group, sizeof(r->group), n->group ? n->group : "");
+		field_copy(r->domain.site, sizeof(r->domain.site), n->site);
+		field_copy(r->domain.chassis, sizeof(r->domain.chassis), n->chassis);
+		field_copy(r->domain.slot, sizeof(r->domain.slot), n->slot);
+		r->capacity = n->capacity;
+		r->serial = n->serial;
+		r->port = n->port;
+		r->state = n->state;
+		r->cert = n->cert;
+		r->cert_len = n->cert_len;
+		ms->n_nodes++;
+	}
 	for (unsigned i = 0; i < b->n_slices; i++) {
 		const struct slice *s = b->slices[i];
+		struct brk_slice_members *o = &ms->slices[i];
 
-		brk_hex_encode(s->owner, OVL_ID_BYTES, owner);
-		len += (size_t)snprintf(text + len, cap - len, "%s %u %llu %s %s%s\n", s->name,
-					s->replicas, (unsigned long long)s->epoch, owner, s->selector,
-					s->encrypt ? " encrypt" : "");
+		snprintf(o->name, sizeof(o->name), "%s", s->name);
+		o->epoch = s->epoch;
+		o->left = s->left;
+		o->n_left = s->n_left;
+		if (s->n && !(o->members = calloc(s->n, sizeof(*o->members))))
+			goto nomem;
+		for (uint32_t k = 0; k < s->n; k++) {
+			memcpy(o->members[k].id, s->m[k].n->id, OVL_ID_BYTES);
+			memcpy(o->members[k].addr, &s->m[k].addr, OVL_MSG_ADDR_BYTES);
+		}
+		o->n_members = s->n;
+		ms->n_slices++;
 	}
-	snprintf(path, sizeof(path), "%s/slices", b->p.state_dir);
-	rc = brk_file_write(path, text, len, 0600, err, sizeof(err));
+	return 0;
+nomem:
+	membership_free(ms);
+	return -ENOMEM;
+}
+
+/* The membership, then the slice definitions and epochs, through the seam:
+ * both files hold the epochs, and a load takes the higher. 0 or -errno
+ * (reported). */
+static int slices_save(brk_t *b)
+{
+	struct brk_slice_def *defs = NULL;
+	struct brk_membership ms;
+	char err[256];
+	int rc;
+
+	if (b->io.members_save) {
+		rc = membership_get(b, &ms);
+		if (rc < 0) {
+			event(b, BRK_EV_ERROR, "event=error what=persist reason=\"out of memory\"");
+			return rc;
+		}
+		rc = b->io.members_save(b->io.files, &ms, err, sizeof(err));
+		membership_free(&ms);
+		if (rc < 0) {
+			event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
+			return rc;
+		}
+	}
+	if (!b->io.slices_save) {
+		b->dirty = false;
+		return 0;
+	}
+	defs = calloc(b->n_slices + 1u, sizeof(*defs));
+	if (!defs) {
+		event(b, BRK_EV_ERROR, "event=error what=persist reason=\"out of memory\"");
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < b->n_slices; i++) {
+		const struct slice *s = b->slices[i];
+		struct brk_slice_def *d = &defs[i];
+
+		snprintf(d->name, sizeof(d->name), "%s", s->name);
+		snprintf(d->selector, sizeof(d->selector), "%s", s->selector);
+		memcpy(d->owner, s->owner, OVL_ID_BYTES);
+		d->replicas = s->replicas;
+		d->epoch = s->epoch;
+		d->encrypt = s->encrypt;
+	}
+	rc = b->io.slices_save(b->io.files, defs, b->n_slices, err, sizeof(err));
 	if (rc < 0)
 		event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
 	else
 		b->dirty = false;
-	free(text);
+	free(defs);
 	return rc;
 }
 
 static int slices_load(brk_t *b, char *err, size_t errlen)
 {
-	char path[BRK_PATH_MAX + 16], line[512];
-	FILE *f = NULL;
-	unsigned lineno = 0;
-	int rc = 0;
+	struct brk_slice_def *defs = NULL;
+	size_t n = 0;
+	int rc;
 
-	snprintf(path, sizeof(path), "%s/slices", b->p.state_dir);
-	f = fopen(path, "r");
-	if (!f)
-		return errno == ENOENT ? 0 : -errno;
-	while (fgets(line, sizeof(line), f)) {
-		char name[64], owner[65], sel[128], e2[200], flag[16] = "";
-		unsigned replicas;
-		unsigned long long epoch;
-		uint8_t okey[OVL_ID_BYTES];
+	if (!b->io.slices_load)
+		return 0;
+	rc = b->io.slices_load(b->io.files, &defs, &n, err, errlen);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		const struct brk_slice_def *d = &defs[i];
 		struct slice *ns = NULL;
-		int nf;
+		char e2[200];
 
-		lineno++;
-		if (line[0] == '#' || line[0] == '\n')
-			continue;
-		/* the sixth word, "encrypt", is optional: older files have five */
-		nf = sscanf(line, "%63s %u %llu %64s %127s %15s", name, &replicas, &epoch, owner, sel,
-			    flag);
-		if (nf < 5 || (nf == 6 && strcmp(flag, "encrypt") != 0) ||
-		    brk_hex_decode(owner, okey, OVL_ID_BYTES) < 0 ||
-		    slice_add(b, name, replicas, sel, okey, epoch, &ns, e2, sizeof(e2)) < 0) {
-			snprintf(err, errlen, "'%s' line %u is not a valid slice definition", path,
-				 lineno);
-			rc = -EBADMSG;
-			break;
-		}
-		ns->encrypt = nf == 6;
+		rc = slice_add(b, d->name, d->replicas, d->selector, d->owner, d->epoch, &ns, e2,
+			       sizeof(e2));
+		if (rc < 0)
+			snprintf(err, errlen, "saved slice definition '%s' refused: %s", d->name, e2);
+		else
+			ns->encrypt = d->encrypt;
 	}
-	fclose(f);
+	free(defs);
 	b->dirty = false;
 	return rc;
 }
@@ -836,12 +1007,14 @@ int brk_slice_define(brk_t *b, const char *name, unsigned replicas, const char *
 		if (slice_join(b, s, n) == 0)
 			send_map(b, s, &n->peer, 0);
 	}
-	slices_save(b);
+	slices_save(b); /* a definition change reaches the disk at once */
+	brk_flush(b);
 	return 0;
 }
 
 static void slice_free(struct slice *s)
 {
+	free(s->left);
 	free(s->m);
 	free(s);
 }
@@ -854,13 +1027,14 @@ int brk_slice_delete(brk_t *b, const char *name, char *err, size_t errlen)
 		if (strcmp(s->name, name) != 0)
 			continue;
 		while (s->n)
-			slice_leave(b, s, s->m[s->n - 1].n, false);
+			slice_leave(b, s, s->m[s->n - 1].n, false, OVL_MSG_LEFT_DELETED);
 		b->slices[i] = b->slices[--b->n_slices];
 		event(b, BRK_EV_SLICE, "event=slice_delete slice=%s epoch=%llu", name,
 		      (unsigned long long)s->epoch);
 		slice_free(s);
 		b->dirty = true;
-		slices_save(b);
+		slices_save(b); /* a definition change reaches the disk at once */
+		brk_flush(b);
 		return 0;
 	}
 	snprintf(err, errlen, "slice '%s' does not exist", name);
@@ -878,15 +1052,46 @@ static void node_free(struct node *n)
 	free(n);
 }
 
-static void node_forget(brk_t *b, struct node *n)
+static void node_forget(brk_t *b, struct node *n, enum ovl_msg_left_reason why)
 {
 	while (n->nslices)
-		slice_leave(b, n->slices[n->nslices - 1], n, false);
+		slice_leave(b, n->slices[n->nslices - 1], n, false, why);
 	ht_remove(b, &b->by_id, n);
 	ht_remove(b, &b->by_curve, n);
 	b->nodes[n->idx] = b->nodes[--b->n_nodes];
 	b->nodes[n->idx]->idx = n->idx;
 	node_free(n);
+}
+
+/* A new node in the registry with id and peer (its CURVE key); NULL when out
+ * of memory. */
+static struct node *node_add(brk_t *b, const uint8_t *id, const struct brk_peer *peer)
+{
+	struct node *n = calloc(1, sizeof(*n));
+
+	if (!n)
+		return NULL;
+	memcpy(n->id, id, OVL_ID_BYTES);
+	n->peer = *peer;
+	if (b->n_nodes == b->cap_nodes) {
+		size_t cap = b->cap_nodes ? b->cap_nodes * 2 : 64;
+		struct node **g = realloc(b->nodes, cap * sizeof(*g));
+
+		if (!g) {
+			node_free(n);
+			return NULL;
+		}
+		b->nodes = g;
+		b->cap_nodes = cap;
+	}
+	if (ht_insert(b, &b->by_id, n) < 0 || ht_insert(b, &b->by_curve, n) < 0) {
+		ht_remove(b, &b->by_id, n);
+		node_free(n);
+		return NULL;
+	}
+	n->idx = (uint32_t)b->n_nodes;
+	b->nodes[b->n_nodes++] = n;
+	return n;
 }
 
 static int issue_cert(brk_t *b, struct node *n, char *err, size_t errlen)
@@ -942,7 +1147,7 @@ static bool preauthorised(brk_t *b, const uint8_t *id)
 	return b->n_preauth && bsearch(id, b->preauth, b->n_preauth, OVL_ID_BYTES, cmp_id);
 }
 
-static struct used *used_find(brk_t *b, const uint8_t hash[32])
+static struct brk_token_use *used_find(brk_t *b, const uint8_t hash[32])
 {
 	for (size_t i = 0; i < b->n_used; i++)
 		if (memcmp(b->used[i].hash, hash, 32) == 0)
@@ -952,33 +1157,21 @@ static struct used *used_find(brk_t *b, const uint8_t hash[32])
 
 static void used_save(brk_t *b)
 {
-	char path[BRK_PATH_MAX + 16], err[256], *text = NULL;
-	size_t len = 0;
+	char err[256];
 
-	if (!b->p.state_dir)
+	if (!b->io.uses_save)
 		return;
-	text = malloc(b->n_used * 80 + 1);
-	if (!text)
-		return;
-	text[0] = 0;
-	for (size_t i = 0; i < b->n_used; i++) {
-		brk_hex_encode(b->used[i].hash, 32, text + len);
-		len += 64;
-		len += (size_t)sprintf(text + len, " %u\n", b->used[i].count);
-	}
-	snprintf(path, sizeof(path), "%s/tokens.used", b->p.state_dir);
-	if (brk_file_write(path, text, len, 0600, err, sizeof(err)) < 0)
+	if (b->io.uses_save(b->io.files, b->used, b->n_used, err, sizeof(err)) < 0)
 		event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
 	else
 		b->used_dirty = false;
-	free(text);
 }
 
 /* Check and consume an enrolment token. 0, or -EACCES with reason. */
 static int token_consume(brk_t *b, const char *token, char *reason, size_t rlen)
 {
 	uint8_t hash[32];
-	struct used *u = NULL;
+	struct brk_token_use *u = NULL;
 	uint64_t now = b->io.unix_s(b->io.arg);
 
 	crypto_generichash(hash, sizeof(hash), (const uint8_t *)token, strlen(token), NULL, 0);
@@ -997,7 +1190,7 @@ static int token_consume(brk_t *b, const char *token, char *reason, size_t rlen)
 			return -EACCES;
 		}
 		if (!u) {
-			struct used *g = realloc(b->used, (b->n_used + 1) * sizeof(*g));
+			struct brk_token_use *g = realloc(b->used, (b->n_used + 1) * sizeof(*g));
 
 			if (!g) {
 				snprintf(reason, rlen, "out of memory");
@@ -1063,8 +1256,8 @@ static int cert_admits(brk_t *b, const struct ovl_msg_register *r, char *reason,
 		snprintf(reason, rlen, "certificate refused: role is not node");
 		return -EACCES;
 	}
-	for (size_t i = 0; i < b->n_crl; i++)
-		if (b->crl_serials[i] == nc.serial &&
+	for (size_t i = 0; i < b->rv.n_serials; i++)
+		if (b->rv.serials[i] == nc.serial &&
 		    memcmp(bc.sign_pk, b->site->id->sign_pk, OVL_ID_BYTES) == 0) {
 			snprintf(reason, rlen, "certificate serial %llu is revoked",
 				 (unsigned long long)nc.serial);
@@ -1087,11 +1280,10 @@ static void learn_slices(brk_t *b, const struct ovl_msg_register *r, const char 
 	for (uint32_t i = 0; i < r->n_slices; i++) {
 		const struct ovl_msg_slice *d = &r->slices[i];
 		struct slice *s = slice_find(b, d->name);
-		uint8_t zero[OVL_ID_BYTES] = { 0 };
 		char e2[200];
 
 		if (!s && d->selector[0] && d->replicas) {
-			const uint8_t *owner = memcmp(d->owner, zero, OVL_ID_BYTES) ?
+			const uint8_t *owner = !ovl_mem_is_zero(d->owner, OVL_ID_BYTES) ?
 						       d->owner : b->site->id->sign_pk;
 
 			if (slice_add(b, d->name, d->replicas, d->selector, owner, d->epoch + 1, &s,
@@ -1155,7 +1347,7 @@ static void handle_register(brk_t *b, const struct brk_peer *from, const struct 
 		       "register: proof of possession of node_id failed (field 'sig')");
 		return;
 	}
-	if (id_in(b->revoked, b->n_revoked, r->node_id)) {
+	if (id_in(b->rv.ids, b->rv.n_ids, r->node_id)) {
 		refuse(b, from, m->rid, OVL_MSG_ERR_REVOKED, r->node_id, "node is revoked");
 		return;
 	}
@@ -1176,13 +1368,9 @@ static void handle_register(brk_t *b, const struct brk_peer *from, const struct 
 		       "routing id longer than 16 bytes: do not set ZMQ_ROUTING_ID");
 		return;
 	}
-	if (!n && b->p.site_dir) {
-		char e2[64];
-
-		/* a token or preauth minted a moment ago: re-read the files (stat only
-		 * when unchanged) */
-		brk_reload_files(b, b->p.site_dir, e2, sizeof(e2));
-	}
+	if (!n && b->io.admission_refresh)
+		/* a token or preauth minted a moment ago (a stat when unchanged) */
+		b->io.admission_refresh(b->io.files, b);
 	if (!n) {
 		if (r->cert.len && cert_admits(b, r, reason, sizeof(reason)) == 0)
 			via = "certificate";
@@ -1223,33 +1411,11 @@ static void handle_register(brk_t *b, const struct brk_peer *from, const struct 
 		return;
 	}
 	if (!n) {
-		n = calloc(1, sizeof(*n));
+		n = node_add(b, r->node_id, from);
 		if (!n) {
 			send_error(b, from, m->rid, OVL_MSG_ERR_INTERNAL, "out of memory");
 			return;
 		}
-		memcpy(n->id, r->node_id, OVL_ID_BYTES);
-		n->peer = *from;
-		if (b->n_nodes == b->cap_nodes) {
-			size_t cap = b->cap_nodes ? b->cap_nodes * 2 : 64;
-			struct node **g = realloc(b->nodes, cap * sizeof(*g));
-
-			if (!g) {
-				node_free(n);
-				send_error(b, from, m->rid, OVL_MSG_ERR_INTERNAL, "out of memory");
-				return;
-			}
-			b->nodes = g;
-			b->cap_nodes = cap;
-		}
-		if (ht_insert(b, &b->by_id, n) < 0 || ht_insert(b, &b->by_curve, n) < 0) {
-			ht_remove(b, &b->by_id, n);
-			node_free(n);
-			send_error(b, from, m->rid, OVL_MSG_ERR_INTERNAL, "out of memory");
-			return;
-		}
-		n->idx = (uint32_t)b->n_nodes;
-		b->nodes[b->n_nodes++] = n;
 		fresh = true;
 	}
 	n->peer = *from;
@@ -1266,7 +1432,7 @@ static void handle_register(brk_t *b, const struct brk_peer *from, const struct 
 	rc = issue_cert(b, n, reason, sizeof(reason));
 	if (rc < 0) {
 		if (fresh)
-			node_forget(b, n);
+			node_forget(b, n, OVL_MSG_LEFT_EXPIRED); /* in no slice yet */
 		refuse(b, from, m->rid, OVL_MSG_ERR_BAD_REQUEST, r->node_id, reason);
 		return;
 	}
@@ -1356,114 +1522,44 @@ static void handle_cert_renew(brk_t *b, struct node *n, const struct brk_peer *f
 }
 
 /*
- * Revocations are written to <site_dir>/revoked (or <state_dir>/revoked when
- * no site directory is set): an operator's decision like preauth, not soft
- * state, so a broker restarted with an empty state directory still refuses
- * revoked nodes and never signs a list with a lower version. Crash-safe
- * (brk_file_write), rewritten whole on every revocation.
+ * Revocations are saved through the seam at once, whole. brk_files keeps them
+ * in <site_dir>/revoked (<state_dir> without a site directory): an operator's
+ * decision like preauth, not soft state, so a broker restarted with an empty
+ * state directory still refuses revoked nodes and never signs a list with a
+ * lower version.
  */
-static int revoked_path(const brk_t *b, char *out, size_t len)
-{
-	const char *dir = b->p.site_dir ? b->p.site_dir : b->p.state_dir;
-
-	if (!dir)
-		return -ENOENT;
-	if (snprintf(out, len, "%s/revoked", dir) >= (int)len)
-		return -ENAMETOOLONG;
-	return 0;
-}
-
 static int revoked_save(brk_t *b, char *err, size_t errlen)
 {
-	char path[BRK_PATH_MAX + 16], *text = NULL;
-	size_t cap = 128 + b->n_revoked * 140 + b->n_crl * 32, len = 0;
-	int rc;
-
-	if (revoked_path(b, path, sizeof(path)) < 0)
+	if (!b->io.revoked_save)
 		return 0;
-	text = malloc(cap);
-	if (!text)
-		return -ENOMEM;
-	len += (size_t)snprintf(text, cap, "# shelf-broker revocations v1\ncrl_version %llu\n",
-				(unsigned long long)b->crl_version);
-	for (size_t i = 0; i < b->n_revoked; i++) {
-		static const uint8_t zero[OVL_KEY_BYTES];
-		char id[65], key[65] = "-";
+	return b->io.revoked_save(b->io.files, &b->rv, err, errlen);
+}
 
-		brk_hex_encode(b->revoked[i], OVL_ID_BYTES, id);
-		if (b->revoked_keys && memcmp(b->revoked_keys[i], zero, OVL_KEY_BYTES) != 0)
-			brk_hex_encode(b->revoked_keys[i], OVL_KEY_BYTES, key);
-		len += (size_t)snprintf(text + len, cap - len, "node %s %s\n", id, key);
-	}
-	for (size_t i = 0; i < b->n_crl; i++)
-		len += (size_t)snprintf(text + len, cap - len, "serial %llu\n",
-					(unsigned long long)b->crl_serials[i]);
-	rc = brk_file_write(path, text, len, 0600, err, errlen);
-	free(text);
-	return rc;
+static void revocations_free(struct brk_revocations *r)
+{
+	free(r->ids);
+	free(r->keys);
+	free(r->serials);
+	memset(r, 0, sizeof(*r));
 }
 
 static int revoked_load(brk_t *b, char *err, size_t errlen)
 {
-	char path[BRK_PATH_MAX + 16], line[200];
-	unsigned lineno = 0;
-	FILE *f = NULL;
-	int rc = 0;
+	struct brk_revocations r;
+	int rc;
 
-	if (revoked_path(b, path, sizeof(path)) < 0)
+	if (!b->io.revoked_load)
 		return 0;
-	f = fopen(path, "r");
-	if (!f)
-		return errno == ENOENT ? 0 : -errno;
-	while (rc == 0 && fgets(line, sizeof(line), f)) {
-		char a[80], c[80];
-		unsigned long long v;
-		void *g = NULL;
-
-		lineno++;
-		if (line[0] == '#' || line[0] == '\n')
-			continue;
-		if (sscanf(line, "crl_version %llu", &v) == 1) {
-			b->crl_version = v;
-		} else if (sscanf(line, "node %79s %79s", a, c) == 2 && strlen(a) == 64 &&
-			   (strcmp(c, "-") == 0 || strlen(c) == 64)) {
-			g = realloc(b->revoked, (b->n_revoked + 1) * OVL_ID_BYTES);
-			if (g)
-				b->revoked = g;
-			g = g ? realloc(b->revoked_keys, (b->n_revoked + 1) * OVL_KEY_BYTES) : NULL;
-			if (!g) {
-				rc = -ENOMEM;
-				break;
-			}
-			b->revoked_keys = g;
-			memset(b->revoked_keys[b->n_revoked], 0, OVL_KEY_BYTES);
-			if (brk_hex_decode(a, b->revoked[b->n_revoked], OVL_ID_BYTES) < 0 ||
-			    (c[0] != '-' && brk_hex_decode(c, b->revoked_keys[b->n_revoked],
-						       OVL_KEY_BYTES) < 0))
-				rc = -EBADMSG;
-			else
-				b->n_revoked++;
-		} else if (sscanf(line, "serial %llu", &v) == 1) {
-			g = realloc(b->crl_serials, (b->n_crl + 1) * sizeof(uint64_t));
-			if (!g) {
-				rc = -ENOMEM;
-				break;
-			}
-			b->crl_serials = g;
-			b->crl_serials[b->n_crl++] = v;
-		} else {
-			rc = -EBADMSG;
-		}
-	}
-	fclose(f);
-	if (rc == -EBADMSG)
-		snprintf(err, errlen, "'%s' line %u is not a valid revocation entry", path, lineno);
-	else if (rc < 0)
-		snprintf(err, errlen, "cannot load '%s': %s", path, strerror(-rc));
-	else if (b->crl_version)
+	memset(&r, 0, sizeof(r));
+	rc = b->io.revoked_load(b->io.files, &r, err, errlen);
+	if (rc < 0)
+		return rc;
+	revocations_free(&b->rv);
+	b->rv = r;
+	if (b->rv.crl_version)
 		/* the same version and serials: members holding it see nothing new */
-		rc = ovl_crl_sign(b->crl_version, b->crl_serials, b->n_crl, b->site->id->sign_sk,
-				  &b->crl, &b->crl_len, err, errlen);
+		rc = ovl_crl_sign(b->rv.crl_version, b->rv.serials, b->rv.n_serials,
+				  b->site->id->sign_sk, &b->crl, &b->crl_len, err, errlen);
 	return rc;
 }
 
@@ -1479,55 +1575,55 @@ int brk_revoke(brk_t *b, const uint8_t node_id[OVL_ID_BYTES], char *err, size_t 
 	int rc;
 
 	fp(node_id, nfp);
-	if (id_in(b->revoked, b->n_revoked, node_id)) {
+	if (id_in(b->rv.ids, b->rv.n_ids, node_id)) {
 		snprintf(err, errlen, "node %s is already revoked", nfp);
 		return -EALREADY;
 	}
-	g = realloc(b->revoked, (b->n_revoked + 1) * sizeof(*g));
+	g = realloc(b->rv.ids, (b->rv.n_ids + 1) * sizeof(*g));
 	if (!g)
 		return -ENOMEM;
-	b->revoked = g;
-	memcpy(b->revoked[b->n_revoked++], node_id, OVL_ID_BYTES);
+	b->rv.ids = g;
+	memcpy(b->rv.ids[b->rv.n_ids++], node_id, OVL_ID_BYTES);
 	if (n) {
-		gk = realloc(b->revoked_keys, b->n_revoked * sizeof(*gk));
-		gs = realloc(b->crl_serials, (b->n_crl + 1) * sizeof(*gs));
+		gk = realloc(b->rv.keys, b->rv.n_ids * sizeof(*gk));
+		gs = realloc(b->rv.serials, (b->rv.n_serials + 1) * sizeof(*gs));
 		if (gk)
-			b->revoked_keys = gk;
+			b->rv.keys = gk;
 		if (gs)
-			b->crl_serials = gs;
+			b->rv.serials = gs;
 		if (!gk || !gs)
 			return -ENOMEM;
-		memcpy(b->revoked_keys[b->n_revoked - 1], n->peer.key, OVL_KEY_BYTES);
-		b->crl_serials[b->n_crl++] = n->serial;
-	} else if (b->revoked_keys) {
-		gk = realloc(b->revoked_keys, b->n_revoked * sizeof(*gk));
+		memcpy(b->rv.keys[b->rv.n_ids - 1], n->peer.key, OVL_KEY_BYTES);
+		b->rv.serials[b->rv.n_serials++] = n->serial;
+	} else if (b->rv.keys) {
+		gk = realloc(b->rv.keys, b->rv.n_ids * sizeof(*gk));
 		if (!gk)
 			return -ENOMEM;
-		b->revoked_keys = gk;
-		memset(b->revoked_keys[b->n_revoked - 1], 0, OVL_KEY_BYTES);
+		b->rv.keys = gk;
+		memset(b->rv.keys[b->rv.n_ids - 1], 0, OVL_KEY_BYTES);
 	} else {
-		gk = calloc(b->n_revoked, sizeof(*gk));
+		gk = calloc(b->rv.n_ids, sizeof(*gk));
 		if (!gk)
 			return -ENOMEM;
-		b->revoked_keys = gk;
+		b->rv.keys = gk;
 	}
-	rc = ovl_crl_sign(++b->crl_version, b->crl_serials, b->n_crl, b->site->id->sign_sk, &crl,
-			  &crl_len, err, errlen);
+	rc = ovl_crl_sign(++b->rv.crl_version, b->rv.serials, b->rv.n_serials,
+			  b->site->id->sign_sk, &crl, &crl_len, err, errlen);
 	if (rc < 0)
 		return rc;
 	free(b->crl);
 	b->crl = crl;
 	b->crl_len = crl_len;
 	event(b, BRK_EV_REVOKE, "event=revoke node=%s serial=%llu crl_version=%llu", nfp,
-	      n ? (unsigned long long)n->serial : 0ULL, (unsigned long long)b->crl_version);
+	      n ? (unsigned long long)n->serial : 0ULL, (unsigned long long)b->rv.crl_version);
 	rc = revoked_save(b, err, errlen);
 	if (rc < 0)
 		event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
 	if (n) {
 		/* the members learn of it with this delta, which carries the new list */
 		while (n->nslices)
-			slice_leave(b, n->slices[n->nslices - 1], n, true);
-		node_forget(b, n);
+			slice_leave(b, n->slices[n->nslices - 1], n, true, OVL_MSG_LEFT_REVOKED);
+		node_forget(b, n, OVL_MSG_LEFT_REVOKED);
 	}
 	return rc; /* in force either way; an error says it would not survive a restart */
 }
@@ -1600,7 +1696,7 @@ static void handle_admin(brk_t *b, const struct brk_peer *from, const struct ovl
 		break;
 	case OVL_MSG_ADMIN_REVOKE_NODE:
 		rc = brk_revoke(b, a->node_id, err, sizeof(err));
-		ok.u.admin_ok.epoch = b->crl_version;
+		ok.u.admin_ok.epoch = b->rv.crl_version;
 		break;
 	case OVL_MSG_ADMIN_STATS: {
 		unsigned k = 0;
@@ -1675,8 +1771,8 @@ void brk_handle(brk_t *b, const struct brk_peer *from, const void *buf, size_t l
 	char err[256];
 	int rc;
 
-	for (size_t i = 0; b->revoked_keys && i < b->n_revoked; i++)
-		if (memcmp(b->revoked_keys[i], from->key, OVL_KEY_BYTES) == 0) {
+	for (size_t i = 0; b->rv.keys && i < b->rv.n_ids; i++)
+		if (memcmp(b->rv.keys[i], from->key, OVL_KEY_BYTES) == 0) {
 			refuse(b, from, 0, OVL_MSG_ERR_REVOKED, NULL, "this key is revoked");
 			return;
 		}
@@ -1710,11 +1806,11 @@ void brk_handle(brk_t *b, const struct brk_peer *from, const void *buf, size_t l
 				   m.u.map_get.slice);
 		goto out;
 	}
-	if (!n && m.type == OVL_MSG_MAP_GET && b->p.site_dir) {
+	if (!n && m.type == OVL_MSG_MAP_GET && b->io.client_slices) {
 		/* a client the broker issued may read the maps of its slices */
 		struct slice *s = slice_find(b, m.u.map_get.slice);
-		int ok = brk_client_slices(b->p.site_dir, from->key, m.u.map_get.slice,
-					   (uint64_t)time(NULL));
+		int ok = b->io.client_slices(b->io.files, from->key, m.u.map_get.slice,
+					     b->io.unix_s(b->io.arg));
 
 		if (ok == 0 && s) {
 			send_map(b, s, from, m.rid);
@@ -1782,11 +1878,12 @@ void brk_tick(brk_t *b)
 		uint64_t silent = now > n->last_ms ? now - n->last_ms : 0;
 		char nfp[OVL_ID_FP_BYTES];
 
-		if (silent > b->p.ttl_ms) {
+		/* only a member that is out (the grace period) leaves its slices */
+		if (silent > b->p.ttl_ms && n->state == OVL_MSG_STATE_OUT) {
 			fp(n->id, nfp);
 			event(b, BRK_EV_FORGET, "event=forget node=%s silent_ms=%llu", nfp,
 			      (unsigned long long)silent);
-			node_forget(b, n); /* moves the last node into slot i */
+			node_forget(b, n, OVL_MSG_LEFT_EXPIRED); /* moves the last node into slot i */
 			continue;
 		}
 		if (n->state == OVL_MSG_STATE_UP && silent > b->p.down_ms)
@@ -1802,6 +1899,29 @@ void brk_tick(brk_t *b)
 			used_save(b);
 		b->flushed_ms = now;
 	}
+	brk_flush(b);
+}
+
+int brk_flush(brk_t *b)
+{
+	size_t i;
+	int rc;
+
+	if (b->dirty && b->n_held && (rc = slices_save(b)) < 0)
+		return rc;
+	for (i = 0; i < b->n_held && !b->dirty; i++) {
+		if (b->io.send(b->io.arg, &b->held[i].to, b->held[i].buf, b->held[i].len) < 0)
+			b->st.send_failures++;
+		free(b->held[i].buf);
+	}
+	/* a send cannot dirty the state: all went, or none did */
+	rc = (int)i;
+	if (i == b->n_held) {
+		b->n_held = 0;
+		b->held_bytes = 0;
+		b->held_overflow = false;
+	}
+	return rc;
 }
 
 /* ---- admission sources ----------------------------------------------------------- */
@@ -1840,81 +1960,153 @@ int brk_preauth_add(brk_t *b, const uint8_t node_id[OVL_ID_BYTES])
 	return 1;
 }
 
-static bool changed(const char *path, struct stat *last)
+void brk_token_clear(brk_t *b)
 {
-	struct stat st;
-
-	if (stat(path, &st) < 0)
-		return false;
-	if (st.st_size == last->st_size && st.st_mtim.tv_sec == last->st_mtim.tv_sec &&
-	    st.st_mtim.tv_nsec == last->st_mtim.tv_nsec && st.st_ino == last->st_ino)
-		return false;
-	*last = st;
-	return true;
-}
-
-int brk_reload_files(brk_t *b, const char *dir, char *err, size_t errlen)
-{
-	char path[BRK_PATH_MAX + 16], line[256];
-	FILE *f = NULL;
-	int added = 0;
-
-	snprintf(path, sizeof(path), "%s/tokens", dir);
-	if (changed(path, &b->tok_st) && (f = fopen(path, "r"))) {
-		b->n_tokens = 0;
-		while (fgets(line, sizeof(line), f)) {
-			char hex[65];
-			unsigned uses;
-			unsigned long long exp;
-			uint8_t h[32];
-
-			if (sscanf(line, "%64s %u %llu", hex, &uses, &exp) == 3 &&
-			    brk_hex_decode(hex, h, 32) == 0 && brk_token_add(b, h, uses, exp) == 0)
-				added++;
-		}
-		fclose(f);
-	}
-	snprintf(path, sizeof(path), "%s/preauth", dir);
-	if (changed(path, &b->pre_st) && (f = fopen(path, "r"))) {
-		while (fgets(line, sizeof(line), f)) {
-			uint8_t id[OVL_ID_BYTES];
-
-			line[strcspn(line, "\r\n")] = 0;
-			if (ovl_nodeid_parse(line, id) == 0 && brk_preauth_add(b, id) > 0)
-				added++;
-		}
-		fclose(f);
-	}
-	(void)err;
-	(void)errlen;
-	return added;
+	b->n_tokens = 0;
 }
 
 static void used_load(brk_t *b)
 {
-	char path[BRK_PATH_MAX + 16], line[160];
-	FILE *f = NULL;
+	struct brk_token_use *uses = NULL;
+	size_t n = 0;
+	char err[256];
 
-	snprintf(path, sizeof(path), "%s/tokens.used", b->p.state_dir);
-	f = fopen(path, "r");
-	if (!f)
+	if (!b->io.uses_load)
 		return;
-	while (fgets(line, sizeof(line), f)) {
-		char hex[65];
-		unsigned count;
-		uint8_t h[32];
-		struct used *g = NULL;
+	/* a broker without them still runs: a token may be used again */
+	if (b->io.uses_load(b->io.files, &uses, &n, err, sizeof(err)) < 0)
+		event(b, BRK_EV_ERROR, "event=error what=load reason=\"%s\"", err);
+	free(b->used);
+	b->used = uses;
+	b->n_used = n;
+}
 
-		if (sscanf(line, "%64s %u", hex, &count) != 2 || brk_hex_decode(hex, h, 32) < 0)
-			continue;
-		g = realloc(b->used, (b->n_used + 1) * sizeof(*g));
-		if (!g)
-			break;
-		b->used = g;
-		memcpy(g[b->n_used].hash, h, 32);
-		g[b->n_used++].count = count;
+/* ---- restart ------------------------------------------------------------------------ */
+
+/* A node of the saved membership back in the registry, `down` unless it was
+ * `out`, as if heard from now (so `out` comes a grace period after the
+ * restart at the earliest). NULL when it cannot be (reported). */
+static struct node *node_restore(brk_t *b, const struct brk_node_rec *r)
+{
+	struct brk_peer p;
+	struct node *n = NULL;
+	char nfp[OVL_ID_FP_BYTES];
+	uint8_t *cert = NULL;
+
+	fp(r->id, nfp);
+	if (ht_find(b, &b->by_id, r->id) || ht_find(b, &b->by_curve, r->curve_key) ||
+	    id_in(b->rv.ids, b->rv.n_ids, r->id)) {
+		event(b, BRK_EV_ERROR, "event=error what=restore node=%s reason=\"known twice or "
+		      "revoked: not restored\"", nfp);
+		return NULL;
 	}
-	fclose(f);
+	memset(&p, 0, sizeof(p));
+	memcpy(p.key, r->curve_key, OVL_KEY_BYTES); /* no route until it speaks */
+	if (r->cert_len && !(cert = malloc(r->cert_len)))
+		return NULL;
+	if (cert)
+		memcpy(cert, r->cert, r->cert_len);
+	n = node_add(b, r->id, &p);
+	if (!n) {
+		free(cert);
+		return NULL;
+	}
+	n->board = intern(b, r->board);
+	n->version = intern(b, r->version);
+	n->site = intern(b, r->domain.site);
+	n->chassis = intern(b, r->domain.chassis);
+	n->slot = intern(b, r->domain.slot);
+	n->group = r->group[0] ? intern(b, r->group) : NULL;
+	n->cert = cert;
+	n->cert_len = (uint16_t)r->cert_len;
+	n->serial = r->serial;
+	n->port = r->port;
+	n->capacity = r->capacity;
+	n->state = r->state == OVL_MSG_STATE_OUT ? OVL_MSG_STATE_OUT : OVL_MSG_STATE_DOWN;
+	n->last_ms = now_ms(b);
+	if (!n->board || !n->version || !n->site || !n->chassis || !n->slot ||
+	    (r->group[0] && !n->group)) {
+		node_forget(b, n, OVL_MSG_LEFT_EXPIRED); /* in no slice yet */
+		return NULL;
+	}
+	return n;
+}
+
+/*
+ * Bring back the saved membership (PROTOCOL.md 6.5): every member is listed
+ * again, `down` until it speaks (`out` stays `out`), with its removal
+ * records, at an epoch above the saved one when a state changed. A slice
+ * the definitions no longer hold is skipped.
+ */
+static int members_restore(brk_t *b, char *err, size_t errlen)
+{
+	struct brk_membership ms;
+	struct node **restored = NULL;
+	int rc;
+
+	if (!b->io.members_load)
+		return 0;
+	rc = b->io.members_load(b->io.files, &ms, err, errlen);
+	if (rc < 0)
+		return rc;
+	restored = calloc(ms.n_nodes + 1, sizeof(*restored));
+	if (!restored) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < ms.n_nodes; i++)
+		restored[i] = node_restore(b, &ms.nodes[i]);
+	for (size_t i = 0; i < ms.n_slices; i++) {
+		const struct brk_slice_members *sm = &ms.slices[i];
+		struct slice *s = slice_find(b, sm->name);
+		bool changed = false;
+
+		if (!s)
+			continue;
+		if (sm->epoch > s->epoch)
+			s->epoch = sm->epoch;
+		for (size_t k = 0; k < sm->n_members; k++) {
+			struct node *n = ht_find(b, &b->by_id, sm->members[k].id);
+			struct in6_addr a;
+			size_t r;
+
+			for (r = 0; r < ms.n_nodes && restored[r] != n; r++)
+				;
+			if (!n || r == ms.n_nodes || node_in(n, s))
+				continue;
+			memcpy(&a, sm->members[k].addr, sizeof(a));
+			if (member_push(s, n, &a) < 0) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			changed |= ms.nodes[r].state != n->state;
+		}
+		for (size_t k = 0; k < sm->n_left; k++) {
+			int j;
+
+			for (j = 0; j < (int)s->n; j++)
+				if (memcmp(s->m[j].n->id, sm->left[k].id, OVL_ID_BYTES) == 0)
+					break;
+			if (j == (int)s->n && !left_add(s, sm->left[k].id, sm->left[k].epoch,
+							sm->left[k].reason)) {
+				rc = -ENOMEM;
+				goto out;
+			}
+		}
+		if (changed && s->ours) {
+			/* members shown `down` now: a new state, so a new epoch */
+			s->epoch++;
+			b->dirty = true;
+		}
+		event(b, BRK_EV_SLICE, "event=slice_restore slice=%s epoch=%llu members=%u left=%u",
+		      s->name, (unsigned long long)s->epoch, s->n, s->n_left);
+	}
+out:
+	if (rc == -ENOMEM)
+		snprintf(err, errlen, "cannot restore the membership: out of memory");
+	free(restored);
+	brk_membership_release(&ms);
+	return rc;
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------- */
@@ -1952,23 +2144,15 @@ int brk_new(brk_t **out, const struct brk_site *site, const struct brk_params *p
 	b->by_curve.off = offsetof(struct node, peer.key);
 	msgpack_sbuffer_init(&b->sb);
 	b->flushed_ms = now_ms(b);
-	if (b->p.state_dir) {
-		if (mkdir(b->p.state_dir, 0700) < 0 && errno != EEXIST) {
-			rc = -errno;
-			snprintf(err, errlen, "cannot create state directory '%s': %s",
-				 b->p.state_dir, strerror(errno));
-			brk_destroy(&b);
-			return rc;
-		}
-		rc = slices_load(b, err, errlen);
-		if (rc < 0) {
-			brk_destroy(&b);
-			return rc;
-		}
+	rc = slices_load(b, err, errlen);
+	if (rc == 0) {
 		used_load(b);
+		rc = revoked_load(b, err, errlen);
 	}
-	rc = revoked_load(b, err, errlen);
+	if (rc == 0)
+		rc = members_restore(b, err, errlen);
 	if (rc < 0) {
+		b->dirty = b->used_dirty = false; /* nothing to save: it was not loaded */
 		brk_destroy(&b);
 		return rc;
 	}
@@ -1986,6 +2170,10 @@ void brk_destroy(brk_t **bp)
 		slices_save(b);
 	if (b->used_dirty)
 		used_save(b);
+	/* what waited for a save is dropped: its receivers ask again */
+	for (size_t i = 0; i < b->n_held; i++)
+		free(b->held[i].buf);
+	free(b->held);
 	for (size_t i = 0; i < b->n_nodes; i++)
 		node_free(b->nodes[i]);
 	for (unsigned i = 0; i < b->n_slices; i++)
@@ -2000,9 +2188,7 @@ void brk_destroy(brk_t **bp)
 	free(b->tokens);
 	free(b->used);
 	free(b->preauth);
-	free(b->revoked);
-	free(b->revoked_keys);
-	free(b->crl_serials);
+	revocations_free(&b->rv);
 	free(b->crl);
 	msgpack_sbuffer_destroy(&b->sb);
 	free(b);

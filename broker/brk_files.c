@@ -1,14 +1,16 @@
 /*
  * brk_files: the site directory (keys and certificates made by
- * `shelf-broker init`), enrolment tokens, pre-authorised ids, the
- * configuration table and crash-safe file writes.
+ * `shelf-broker init`), enrolment tokens, pre-authorised ids, issued
+ * clients, the configuration table, and the files object (struct brk_files)
+ * that serves a running core through its io seam: the state files
+ * (brk_state), tokens and pre-authorisations, and the index of issued
+ * clients, each read again only when stat() says its files changed.
  */
 #include "broker.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,62 +50,6 @@ const struct ovl_conf_item brk_conf[] = {
 	  "error, warn, info or debug" },
 	OVL_CONF_END
 };
-
-int brk_file_write(const char *path, const void *buf, size_t len, unsigned mode, char *err,
-		   size_t errlen)
-{
-	char tmp[BRK_PATH_MAX + 16], dirbuf[BRK_PATH_MAX];
-	const uint8_t *p = buf;
-	size_t off = 0;
-	int fd = -1, dfd = -1, rc = 0;
-
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp) ||
-	    snprintf(dirbuf, sizeof(dirbuf), "%s", path) >= (int)sizeof(dirbuf)) {
-		snprintf(err, errlen, "path '%s' is too long", path);
-		return -ENAMETOOLONG;
-	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-	if (fd < 0) {
-		rc = -errno;
-		snprintf(err, errlen, "cannot create '%s': %s", tmp, strerror(-rc));
-		goto out;
-	}
-	while (off < len) {
-		ssize_t n = write(fd, p + off, len - off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = -errno;
-			snprintf(err, errlen, "cannot write '%s': %s", tmp, strerror(-rc));
-			goto out;
-		}
-		off += (size_t)n;
-	}
-	if (fsync(fd) < 0 || close(fd) < 0) {
-		rc = -errno;
-		fd = -1;
-		snprintf(err, errlen, "cannot sync '%s': %s", tmp, strerror(-rc));
-		goto out;
-	}
-	fd = -1;
-	if (rename(tmp, path) < 0) {
-		rc = -errno;
-		snprintf(err, errlen, "cannot rename '%s' to '%s': %s", tmp, path, strerror(-rc));
-		goto out;
-	}
-	dfd = open(dirname(dirbuf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0)
-		fsync(dfd);
-out:
-	if (fd >= 0) {
-		close(fd);
-		unlink(tmp);
-	}
-	if (dfd >= 0)
-		close(dfd);
-	return rc;
-}
 
 static int read_small(const char *path, uint8_t *buf, size_t cap, size_t *len, char *err,
 		      size_t errlen)
@@ -193,29 +139,29 @@ static int site_make(const char *dir, const char *site, struct ovl_id *ca_in, ch
 	snprintf(path, sizeof(path), "%s/admin.key", dir);
 	if ((rc = ovl_id_save(admin, path, err, errlen)) < 0)
 		goto out;
-	brk_hex_encode(ca->sign_pk, OVL_ID_BYTES, cahex);
+	ovl_hex_encode(ca->sign_pk, OVL_ID_BYTES, cahex);
 	snprintf(line, sizeof(line), "%s\n", cahex);
 	snprintf(path, sizeof(path), "%s/ca.pub", dir);
-	if ((rc = brk_file_write(path, line, strlen(line), 0644, err, errlen)) < 0)
+	if ((rc = ovl_file_write_atomic(path, line, strlen(line), 0644, err, errlen)) < 0)
 		goto out;
 	n = sign_cert(&c, broker, OVL_ROLE_BROKER, site, ca, BRK_BROKER_CERT_LIFETIME_S, cert,
 		      sizeof(cert), err, errlen);
 	if (n < 0 || (rc = 0))
 		goto fail_n;
 	snprintf(path, sizeof(path), "%s/broker.cert", dir);
-	if ((rc = brk_file_write(path, cert, (size_t)n, 0644, err, errlen)) < 0)
+	if ((rc = ovl_file_write_atomic(path, cert, (size_t)n, 0644, err, errlen)) < 0)
 		goto out;
 	n = sign_cert(&c, admin, OVL_ROLE_ADMIN, site, broker, BRK_BROKER_CERT_LIFETIME_S, cert,
 		      sizeof(cert), err, errlen);
 	if (n < 0)
 		goto fail_n;
 	snprintf(path, sizeof(path), "%s/admin.cert", dir);
-	if ((rc = brk_file_write(path, cert, (size_t)n, 0644, err, errlen)) < 0)
+	if ((rc = ovl_file_write_atomic(path, cert, (size_t)n, 0644, err, errlen)) < 0)
 		goto out;
 	ovl_key_z85_encode(broker->curve_pk, z85);
 	snprintf(line, sizeof(line), "%s\n", z85);
 	snprintf(path, sizeof(path), "%s/broker.pub", dir);
-	if ((rc = brk_file_write(path, line, strlen(line), 0644, err, errlen)) < 0)
+	if ((rc = ovl_file_write_atomic(path, line, strlen(line), 0644, err, errlen)) < 0)
 		goto out;
 	ovl_nodeid_fingerprint(ca->sign_pk, fp_ca);
 	ovl_nodeid_fingerprint(broker->sign_pk, fp_b);
@@ -254,7 +200,7 @@ static int copy_small(const char *src, const char *dst, char *err, size_t errlen
 	size_t len = 0;
 	int rc = read_small(src, buf, sizeof(buf), &len, err, errlen);
 
-	return rc < 0 ? rc : brk_file_write(dst, buf, len, 0644, err, errlen);
+	return rc < 0 ? rc : ovl_file_write_atomic(dst, buf, len, 0644, err, errlen);
 }
 
 int brk_site_add_broker(const char *dir, const char *from, char *out, size_t outlen, char *err,
@@ -383,31 +329,6 @@ static int peers_load(struct brk_site *s, const char *dir, char *err, size_t err
 	return rc;
 }
 
-void brk_slice_owner(const struct brk_site *s, const char *name, uint8_t owner[OVL_ID_BYTES])
-{
-	uint64_t best = 0;
-
-	memcpy(owner, s->id->sign_pk, OVL_ID_BYTES);
-	for (unsigned i = 0; i <= s->n_peers; i++) {
-		const uint8_t *k = i < s->n_peers ? s->peers[i] : s->id->sign_pk;
-		crypto_generichash_state st;
-		uint8_t h[8];
-		uint64_t v;
-
-		crypto_generichash_init(&st, NULL, 0, sizeof(h));
-		crypto_generichash_update(&st, (const uint8_t *)name, strlen(name));
-		crypto_generichash_update(&st, k, OVL_ID_BYTES);
-		crypto_generichash_final(&st, h, sizeof(h));
-		v = ((uint64_t)h[0] << 56) | ((uint64_t)h[1] << 48) | ((uint64_t)h[2] << 40) |
-		    ((uint64_t)h[3] << 32) | ((uint64_t)h[4] << 24) | ((uint64_t)h[5] << 16) |
-		    ((uint64_t)h[6] << 8) | h[7];
-		if (i == 0 || v > best || (v == best && memcmp(k, owner, OVL_ID_BYTES) < 0)) {
-			best = v;
-			memcpy(owner, k, OVL_ID_BYTES);
-		}
-	}
-}
-
 int brk_site_load(struct brk_site *s, const char *dir, char *err, size_t errlen)
 {
 	char path[BRK_PATH_MAX + 32], e2[200];
@@ -429,7 +350,7 @@ int brk_site_load(struct brk_site *s, const char *dir, char *err, size_t errlen)
 	if ((rc = read_small(path, buf, sizeof(buf), &len, err, errlen)) < 0)
 		goto out;
 	buf[len < sizeof(buf) ? len : sizeof(buf) - 1] = 0;
-	if (len < 64 || brk_hex_decode((const char *)buf, s->ca_pk, OVL_ID_BYTES) < 0) {
+	if (len < 64 || ovl_hex_decode((const char *)buf, s->ca_pk, OVL_ID_BYTES) < 0) {
 		snprintf(err, errlen, "'%s' does not hold 64 hex digits", path);
 		rc = -EINVAL;
 		goto out;
@@ -468,6 +389,8 @@ void brk_site_release(struct brk_site *s)
 	sodium_memzero(s, sizeof(*s));
 }
 
+/* Append one line to path (created when missing) so that it survives a
+ * crash: written in full, fsynced, and the folder fsynced for a new name. */
 static int append_line(const char *path, const char *line, char *err, size_t errlen)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -478,10 +401,13 @@ static int append_line(const char *path, const char *line, char *err, size_t err
 		snprintf(err, errlen, "cannot open '%s': %s", path, strerror(errno));
 		return rc;
 	}
-	if (write(fd, line, strlen(line)) != (ssize_t)strlen(line) || fsync(fd) < 0) {
-		rc = -EIO;
-		snprintf(err, errlen, "cannot write '%s': %s", path, strerror(errno));
-	}
+	rc = ovl_file_write_full(fd, line, strlen(line));
+	if (rc == 0 && fsync(fd) < 0)
+		rc = -errno;
+	if (rc == 0)
+		rc = ovl_file_sync_parent(path);
+	if (rc < 0)
+		snprintf(err, errlen, "cannot write '%s': %s", path, strerror(-rc));
 	close(fd);
 	return rc;
 }
@@ -501,10 +427,10 @@ int brk_token_mint(const char *dir, unsigned uses, uint64_t ttl_s, char *out, si
 		return -EINVAL;
 	}
 	randombytes_buf(raw, sizeof(raw));
-	brk_hex_encode(raw, sizeof(raw), hex);
+	ovl_hex_encode(raw, sizeof(raw), hex);
 	snprintf(out, outlen, BRK_TOKEN_PREFIX "%s", hex);
 	crypto_generichash(hash, sizeof(hash), (const uint8_t *)out, strlen(out), NULL, 0);
-	brk_hex_encode(hash, sizeof(hash), hhex);
+	ovl_hex_encode(hash, sizeof(hash), hhex);
 	snprintf(line, sizeof(line), "%s %u %llu\n", hhex, uses,
 		 (unsigned long long)((uint64_t)time(NULL) + ttl_s));
 	snprintf(path, sizeof(path), "%s/tokens", dir);
@@ -572,7 +498,7 @@ int brk_client_issue(const char *dir, const char *name, const char *slices, uint
 		goto out;
 	}
 	snprintf(path, sizeof(path), "%s/client.cert", cdir);
-	if ((rc = brk_file_write(path, cert, (size_t)n, 0644, err, errlen)) < 0)
+	if ((rc = ovl_file_write_atomic(path, cert, (size_t)n, 0644, err, errlen)) < 0)
 		goto out;
 	/* what the client needs to trust and reach the site */
 	{
@@ -583,7 +509,7 @@ int brk_client_issue(const char *dir, const char *name, const char *slices, uint
 			if ((rc = read_small(path, buf, sizeof(buf), &len, err, errlen)) < 0)
 				goto out;
 			snprintf(path, sizeof(path), "%s/%s", cdir, files[i]);
-			if ((rc = brk_file_write(path, buf, len, 0644, err, errlen)) < 0)
+			if ((rc = ovl_file_write_atomic(path, buf, len, 0644, err, errlen)) < 0)
 				goto out;
 		}
 	}
@@ -595,39 +521,413 @@ out:
 	return rc;
 }
 
-int brk_client_slices(const char *dir, const uint8_t key[OVL_KEY_BYTES], const char *slice,
-		      uint64_t now)
-{
-	char path[BRK_PATH_MAX + 96], e[256];
-	uint8_t buf[OVL_CERT_MAX_BYTES], bpk[OVL_ID_BYTES];
-	struct brk_site site;
-	struct ovl_cert c;
-	struct dirent *de;
-	DIR *d = NULL;
-	size_t len;
-	int rc = -ENOENT;
+/* ---- the files behind a running core ------------------------------------------ */
 
-	memset(&site, 0, sizeof(site));
-	if (brk_site_load(&site, dir, e, sizeof(e)) < 0)
-		return -EIO;
-	memcpy(bpk, site.id->sign_pk, sizeof(bpk));
-	brk_site_release(&site);
-	snprintf(path, sizeof(path), "%s/clients", dir);
-	d = opendir(path);
-	while (d && rc == -ENOENT && (de = readdir(d))) {
-		if (de->d_name[0] == '.')
-			continue;
-		snprintf(path, sizeof(path), "%s/clients/%.64s/client.cert", dir, de->d_name);
-		if (read_small(path, buf, sizeof(buf), &len, e, sizeof(e)) < 0 ||
-		    ovl_cert_verify(&c, buf, len, bpk, now, e, sizeof(e)) < 0 ||
-		    c.role != OVL_ROLE_CLIENT || memcmp(c.curve_pk, key, OVL_KEY_BYTES) != 0)
-			continue;
-		rc = -EACCES;
-		for (uint32_t i = 0; i < c.nslices; i++)
-			if (strcmp(c.slices[i], slice) == 0)
-				rc = 0;
+/* What stat() says of a file: a change in any of these is a change. */
+struct fsig {
+	bool exists;
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtim;
+};
+
+/* A subdirectory of DIR/clients as last read: its certificate's fsig. */
+struct client_dir {
+	char name[256];
+	struct fsig cert;
+};
+
+/* A client certificate of this broker, its signature checked. */
+struct client {
+	uint8_t key[OVL_KEY_BYTES];     /* CURVE key */
+	uint64_t not_before, not_after; /* unix seconds, inclusive */
+	uint32_t nslices;
+	char slices[OVL_CERT_LIST_MAX][OVL_CERT_NAME_BYTES];
+};
+
+struct brk_files {
+	char site_dir[BRK_PATH_MAX];    /* "": none */
+	char state_dir[BRK_PATH_MAX];   /* "": none */
+	uint8_t broker_pk[OVL_ID_BYTES]; /* issuer of the clients that count */
+	struct fsig tokens, preauth;    /* the files as last read */
+	struct fsig clients_dir;        /* DIR/clients as last read */
+	struct client_dir *seen;        /* its subdirectories then */
+	size_t n_seen;
+	struct client *clients;         /* the index */
+	size_t n_clients;
+	bool clients_loaded;            /* the index was built */
+	struct brk_files_stats st;
+};
+
+static void fsig_get(const char *path, struct fsig *g)
+{
+	struct stat st;
+
+	memset(g, 0, sizeof(*g));
+	if (stat(path, &st) < 0)
+		return;
+	g->exists = true;
+	g->dev = st.st_dev;
+	g->ino = st.st_ino;
+	g->size = st.st_size;
+	g->mtim = st.st_mtim;
+}
+
+static bool fsig_same(const struct fsig *a, const struct fsig *b)
+{
+	return a->exists == b->exists && a->dev == b->dev && a->ino == b->ino &&
+	       a->size == b->size && a->mtim.tv_sec == b->mtim.tv_sec &&
+	       a->mtim.tv_nsec == b->mtim.tv_nsec;
+}
+
+/* Does path differ from *last? Then *last becomes what it is now. A file that
+ * cannot be looked at counts as unchanged (its entries are kept). */
+static bool file_changed(const char *path, struct fsig *last)
+{
+	struct fsig now;
+
+	fsig_get(path, &now);
+	if (!now.exists || fsig_same(&now, last))
+		return false;
+	*last = now;
+	return true;
+}
+
+/* DIR/tokens when it changed (its tokens replace the core's) and ids new in
+ * DIR/preauth. How many were added. */
+static int admission_reload(struct brk_files *f, brk_t *b)
+{
+	char path[BRK_PATH_MAX + 16], line[256];
+	FILE *fp = NULL;
+	int added = 0;
+
+	if (!f->site_dir[0])
+		return 0;
+	snprintf(path, sizeof(path), "%s/tokens", f->site_dir);
+	if (file_changed(path, &f->tokens) && (fp = fopen(path, "r"))) {
+		brk_token_clear(b);
+		while (fgets(line, sizeof(line), fp)) {
+			char hex[65];
+			unsigned uses;
+			unsigned long long exp;
+			uint8_t h[32];
+
+			if (sscanf(line, "%64s %u %llu", hex, &uses, &exp) == 3 &&
+			    ovl_hex_decode(hex, h, sizeof(h)) == 0 &&
+			    brk_token_add(b, h, uses, exp) == 0)
+				added++;
+		}
+		fclose(fp);
 	}
+	snprintf(path, sizeof(path), "%s/preauth", f->site_dir);
+	if (file_changed(path, &f->preauth) && (fp = fopen(path, "r"))) {
+		while (fgets(line, sizeof(line), fp)) {
+			uint8_t id[OVL_ID_BYTES];
+
+			line[strcspn(line, "\r\n")] = 0;
+			if (ovl_nodeid_parse(line, id) == 0 && brk_preauth_add(b, id) > 0)
+				added++;
+		}
+		fclose(fp);
+	}
+	return added;
+}
+
+static int cert_path(char *out, size_t len, const struct brk_files *f, const char *name)
+{
+	if (snprintf(out, len, "%s/clients/%s/client.cert", f->site_dir, name) >= (int)len)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* Did anything under DIR/clients change since the index was built? A stat of
+ * the folder and one per client certificate. */
+static bool clients_changed(struct brk_files *f)
+{
+	char path[BRK_PATH_MAX + 300];
+	struct fsig g;
+
+	if (!f->clients_loaded)
+		return true;
+	snprintf(path, sizeof(path), "%s/clients", f->site_dir);
+	fsig_get(path, &g);
+	if (!fsig_same(&g, &f->clients_dir))
+		return true;
+	for (size_t i = 0; i < f->n_seen; i++) {
+		if (cert_path(path, sizeof(path), f, f->seen[i].name) < 0)
+			continue;
+		fsig_get(path, &g);
+		if (!fsig_same(&g, &f->seen[i].cert))
+			return true;
+	}
+	return false;
+}
+
+/* Build the index from DIR/clients/NAME/client.cert: certificates of role
+ * client signed by this broker. Each signature is checked here, once; the
+ * validity window is kept and checked at each look-up. 0 or -ENOMEM (the
+ * index is then rebuilt at the next look-up). */
+static int clients_load(struct brk_files *f)
+{
+	char path[BRK_PATH_MAX + 300], e[256];
+	uint8_t buf[OVL_CERT_MAX_BYTES];
+	struct client_dir *seen = NULL;
+	struct client *clients = NULL;
+	size_t n_seen = 0, n_clients = 0;
+	struct dirent *de;
+	struct fsig dir;
+	DIR *d = NULL;
+	int rc = 0;
+
+	snprintf(path, sizeof(path), "%s/clients", f->site_dir);
+	/* looked at before reading: a change while reading shows next time */
+	fsig_get(path, &dir);
+	d = opendir(path);
+	while (d && (de = readdir(d))) {
+		struct client_dir *cd = NULL;
+		struct ovl_cert c;
+		size_t len = 0;
+		void *g = NULL;
+
+		if (de->d_name[0] == '.' || strlen(de->d_name) >= sizeof(cd->name) ||
+		    cert_path(path, sizeof(path), f, de->d_name) < 0)
+			continue;
+		g = realloc(seen, (n_seen + 1) * sizeof(*seen));
+		if (!g) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		seen = g;
+		cd = &seen[n_seen++];
+		snprintf(cd->name, sizeof(cd->name), "%s", de->d_name);
+		fsig_get(path, &cd->cert);
+		if (!cd->cert.exists || read_small(path, buf, sizeof(buf), &len, e, sizeof(e)) < 0)
+			continue;
+		f->st.client_certs_checked++;
+		/* the signature now; the time at each look-up, by the core's clock */
+		if (ovl_cert_decode(&c, buf, len, e, sizeof(e)) < 0 ||
+		    ovl_cert_verify(&c, buf, len, f->broker_pk, c.not_before, e, sizeof(e)) < 0 ||
+		    c.role != OVL_ROLE_CLIENT)
+			continue;
+		g = realloc(clients, (n_clients + 1) * sizeof(*clients));
+		if (!g) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		clients = g;
+		memcpy(clients[n_clients].key, c.curve_pk, OVL_KEY_BYTES);
+		clients[n_clients].not_before = c.not_before;
+		clients[n_clients].not_after = c.not_after;
+		clients[n_clients].nslices = c.nslices;
+		memcpy(clients[n_clients].slices, c.slices, sizeof(c.slices));
+		n_clients++;
+	}
+	free(f->seen);
+	free(f->clients);
+	f->seen = seen;
+	f->n_seen = n_seen;
+	f->clients = clients;
+	f->n_clients = n_clients;
+	f->clients_dir = dir;
+	f->clients_loaded = true;
+	f->st.client_loads++;
+	seen = NULL;
+	clients = NULL;
+out:
 	if (d)
 		closedir(d);
+	free(seen);
+	free(clients);
+	if (rc < 0)
+		f->clients_loaded = false;
 	return rc;
+}
+
+static int clients_find(const struct brk_files *f, const uint8_t key[OVL_KEY_BYTES],
+			const char *slice, uint64_t now)
+{
+	int rc = -ENOENT;
+
+	for (size_t i = 0; i < f->n_clients; i++) {
+		const struct client *c = &f->clients[i];
+
+		if (memcmp(c->key, key, OVL_KEY_BYTES) != 0 || now < c->not_before ||
+		    now > c->not_after)
+			continue;
+		rc = -EACCES;
+		for (uint32_t k = 0; k < c->nslices; k++)
+			if (strcmp(c->slices[k], slice) == 0)
+				return 0;
+	}
+	return rc;
+}
+
+int brk_files_client_slices(struct brk_files *f, const uint8_t key[OVL_KEY_BYTES],
+			    const char *slice, uint64_t now)
+{
+	int rc;
+
+	f->st.client_lookups++;
+	if (!f->site_dir[0])
+		return -ENOENT;
+	if (!f->clients_loaded && clients_load(f) < 0)
+		return -EIO;
+	rc = clients_find(f, key, slice, now);
+	/* a client issued a moment ago: look again when the files changed */
+	if (rc != 0 && clients_changed(f)) {
+		if (clients_load(f) < 0)
+			return -EIO;
+		rc = clients_find(f, key, slice, now);
+	}
+	return rc;
+}
+
+int brk_files_reload(struct brk_files *f, brk_t *b)
+{
+	int added = admission_reload(f, b);
+
+	if (f->site_dir[0] && clients_changed(f))
+		clients_load(f);
+	return added;
+}
+
+void brk_files_stats_get(const struct brk_files *f, struct brk_files_stats *st)
+{
+	*st = f->st;
+	st->clients = f->n_clients;
+}
+
+/* ---- the seam ------------------------------------------------------------------- */
+
+static const char *revoked_dir(const struct brk_files *f)
+{
+	return f->site_dir[0] ? f->site_dir : f->state_dir;
+}
+
+static int io_slices_load(void *files, struct brk_slice_def **defs, size_t *n, char *err,
+			  size_t errlen)
+{
+	return brk_state_slices_load(((struct brk_files *)files)->state_dir, defs, n, err, errlen);
+}
+
+static int io_slices_save(void *files, const struct brk_slice_def *defs, size_t n, char *err,
+			  size_t errlen)
+{
+	return brk_state_slices_save(((struct brk_files *)files)->state_dir, defs, n, err, errlen);
+}
+
+static int io_uses_load(void *files, struct brk_token_use **uses, size_t *n, char *err,
+			size_t errlen)
+{
+	return brk_state_uses_load(((struct brk_files *)files)->state_dir, uses, n, err, errlen);
+}
+
+static int io_uses_save(void *files, const struct brk_token_use *uses, size_t n, char *err,
+			size_t errlen)
+{
+	return brk_state_uses_save(((struct brk_files *)files)->state_dir, uses, n, err, errlen);
+}
+
+static int io_members_load(void *files, struct brk_membership *m, char *err, size_t errlen)
+{
+	return brk_state_members_load(((struct brk_files *)files)->state_dir, m, err, errlen);
+}
+
+static int io_members_save(void *files, const struct brk_membership *m, char *err,
+			   size_t errlen)
+{
+	return brk_state_members_save(((struct brk_files *)files)->state_dir, m, err, errlen);
+}
+
+static int io_revoked_load(void *files, struct brk_revocations *r, char *err, size_t errlen)
+{
+	return brk_state_revoked_load(revoked_dir(files), r, err, errlen);
+}
+
+static int io_revoked_save(void *files, const struct brk_revocations *r, char *err,
+			   size_t errlen)
+{
+	return brk_state_revoked_save(revoked_dir(files), r, err, errlen);
+}
+
+static void io_admission_refresh(void *files, brk_t *b)
+{
+	admission_reload(files, b);
+}
+
+static int io_client_slices(void *files, const uint8_t key[OVL_KEY_BYTES], const char *slice,
+			    uint64_t now)
+{
+	return brk_files_client_slices(files, key, slice, now);
+}
+
+void brk_files_io(struct brk_files *f, struct brk_io *io)
+{
+	bool state = f->state_dir[0], site = f->site_dir[0];
+
+	io->slices_load = state ? io_slices_load : NULL;
+	io->slices_save = state ? io_slices_save : NULL;
+	io->members_load = state ? io_members_load : NULL;
+	io->members_save = state ? io_members_save : NULL;
+	io->uses_load = state ? io_uses_load : NULL;
+	io->uses_save = state ? io_uses_save : NULL;
+	io->revoked_load = state || site ? io_revoked_load : NULL;
+	io->revoked_save = state || site ? io_revoked_save : NULL;
+	io->admission_refresh = site ? io_admission_refresh : NULL;
+	io->client_slices = site ? io_client_slices : NULL;
+	io->files = f;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------ */
+
+int brk_files_new(struct brk_files **out, const struct brk_site *site, const char *site_dir,
+		  const char *state_dir, char *err, size_t errlen)
+{
+	struct brk_files *f = NULL;
+	int rc = 0;
+
+	*out = NULL;
+	if (site_dir && !site) {
+		snprintf(err, errlen, "a site directory needs its site");
+		return -EINVAL;
+	}
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	for (int i = 0; i < 2; i++) {
+		const char *dir = i ? state_dir : site_dir;
+		char *to = i ? f->state_dir : f->site_dir;
+
+		if (dir && snprintf(to, BRK_PATH_MAX, "%s", dir) >= BRK_PATH_MAX) {
+			snprintf(err, errlen, "directory '%s' is too long", dir);
+			rc = -ENAMETOOLONG;
+			goto out;
+		}
+	}
+	if (site)
+		memcpy(f->broker_pk, site->id->sign_pk, OVL_ID_BYTES);
+	if (state_dir && mkdir(state_dir, 0700) < 0 && errno != EEXIST) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot create state directory '%s': %s", state_dir,
+			 strerror(errno));
+		goto out;
+	}
+out:
+	if (rc < 0)
+		brk_files_destroy(&f);
+	*out = f;
+	return rc;
+}
+
+void brk_files_destroy(struct brk_files **fp)
+{
+	struct brk_files *f = fp ? *fp : NULL;
+
+	if (!f)
+		return;
+	free(f->seen);
+	free(f->clients);
+	free(f);
+	*fp = NULL;
 }

@@ -16,12 +16,13 @@
 #include <zmq.h>
 
 #define BRK_DRAIN_MAX 256      /* messages handled before liveness gets a turn */
-#define BRK_RELOAD_MS 1000     /* tokens and preauth files are re-read this often */
+#define BRK_RELOAD_MS 1000     /* tokens, preauth and clients are looked at this often */
 
 struct server {
 	ovl_link_server_t *srv;
 	struct brk_rate *rate;
 	brk_t *core;
+	struct brk_files *files;        /* the site and state files behind the core */
 	struct ovl_link_server_stats logged; /* link drops already logged */
 };
 
@@ -45,16 +46,13 @@ static void log_link_drops(struct server *s)
 	s->logged = st;
 }
 
-static uint64_t mono_ms(void *arg)
+static uint64_t io_now_ms(void *arg)
 {
-	struct timespec ts;
-
 	(void)arg;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return ovl_mono_ms();
 }
 
-static uint64_t unix_s(void *arg)
+static uint64_t io_unix_s(void *arg)
 {
 	(void)arg;
 	return (uint64_t)time(NULL);
@@ -125,17 +123,15 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 		snprintf(state_dir, sizeof(state_dir), "%s", cfg->state_dir);
 	else
 		snprintf(state_dir, sizeof(state_dir), "%s/state", cfg->dir);
-	params.site_dir = cfg->dir;
 	params.heartbeat_ms = (uint64_t)cfg->heartbeat_ms;
 	params.down_ms = (uint64_t)cfg->down_ms;
 	params.grace_ms = (uint64_t)cfg->grace_ms;
 	params.ttl_ms = (uint64_t)cfg->ttl_ms;
 	params.cert_lifetime_s = (uint64_t)cfg->cert_lifetime_ms / 1000;
 	params.max_nodes = (uint64_t)cfg->max_nodes;
-	params.state_dir = state_dir;
 	io.send = io_send;
-	io.now_ms = mono_ms;
-	io.unix_s = unix_s;
+	io.now_ms = io_now_ms;
+	io.unix_s = io_unix_s;
 	io.event = io_event;
 	io.arg = &s;
 	buf = malloc(BRK_RECV_MAX_BYTES);
@@ -152,6 +148,9 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 		snprintf(err, errlen, "cannot create the rate limiter: %s", strerror(-rc));
 		goto out;
 	}
+	if ((rc = brk_files_new(&s.files, &site, cfg->dir, state_dir, err, errlen)) < 0)
+		goto out;
+	brk_files_io(s.files, &io);
 	if ((rc = brk_new(&s.core, &site, &params, &io, err, errlen)) < 0)
 		goto out;
 	if ((rc = ovl_zap_new(&zap, ctx, err, errlen)) < 0)
@@ -176,14 +175,14 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 	ovl_key_z85_encode(site.id->curve_pk, z85);
 	ovl_info("event=listen endpoint=%s key=%s site=%s state_dir=%s", ep, z85, site.site,
 		 state_dir);
-	next_tick = mono_ms(NULL) + BRK_TICK_MS;
+	next_tick = ovl_mono_ms() + BRK_TICK_MS;
 	while (!*stop) {
-		uint64_t now = mono_ms(NULL);
+		uint64_t now = ovl_mono_ms();
 		int wait = now >= next_tick ? 0 : (int)(next_tick - now);
 		zmq_pollitem_t it = { ovl_link_server_socket(s.srv), 0, ZMQ_POLLIN, 0 };
 
 		if (now >= next_reload) {
-			int added = brk_reload_files(s.core, cfg->dir, err, errlen);
+			int added = brk_files_reload(s.files, s.core);
 
 			if (added > 0)
 				ovl_info("event=reload tokens_and_preauth=%d", added);
@@ -210,7 +209,7 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 			memcpy(p.key, from.key, OVL_KEY_BYTES);
 			p.rid_len = from.rid_len <= BRK_RID_MAX_BYTES ? (uint8_t)from.rid_len : 0;
 			memcpy(p.rid, from.rid, p.rid_len);
-			verdict = brk_rate_check(s.rate, from.key, mono_ms(NULL));
+			verdict = brk_rate_check(s.rate, from.key, ovl_mono_ms());
 			if (verdict != BRK_RATE_OK) {
 				brk_count_rate_limited(s.core);
 				if (verdict == BRK_RATE_REFUSE && p.rid_len)
@@ -227,17 +226,21 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 			else
 				brk_handle(s.core, &p, buf, (size_t)n);
 		}
-		if (mono_ms(NULL) >= next_tick) {
+		/* the batch's changes of membership reach the disk in one save, and
+		 * only then do the replies that show them leave */
+		brk_flush(s.core);
+		if (ovl_mono_ms() >= next_tick) {
 			log_link_drops(&s);
 			brk_tick(s.core);
-			next_tick = mono_ms(NULL) + BRK_TICK_MS;
+			next_tick = ovl_mono_ms() + BRK_TICK_MS;
 		}
 	}
 	ovl_info("event=stop");
 	rc = 0;
 out:
 	ovl_link_server_destroy(&s.srv);
-	brk_destroy(&s.core);
+	brk_destroy(&s.core); /* saves through s.files: before it goes */
+	brk_files_destroy(&s.files);
 	ovl_zap_destroy(&zap);
 	ovl_keyring_destroy(&kr);
 	brk_rate_destroy(&s.rate);

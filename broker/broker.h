@@ -5,12 +5,19 @@
  * The broker admits nodes, groups them into slices, signs short-lived node
  * certificates and sends slice maps and deltas (docs/PROTOCOL.md section 6).
  * It is split into:
- *   - the core (brk_t): registry, slices, admission, maps, deltas, liveness,
- *     admin requests. It does no I/O of its own: messages come in through
- *     brk_handle(), replies and deltas leave through the io seam, and time
- *     comes from the same seam, so tests drive it deterministically;
- *   - files (brk_site_*, brk_token_*, brk_preauth_*, brk_slices_*): the site
- *     directory written by `shelf-broker init` and the state directory;
+ *   - the core (brk_t, brk_core.c): registry, slices, admission, maps,
+ *     deltas, liveness, admin requests. It does no I/O of its own: messages
+ *     come in through brk_handle(), replies and deltas leave through the io
+ *     seam (struct brk_io), time comes from the same seam, and so do its
+ *     state files and the look-up of issued clients, so tests drive it
+ *     deterministically;
+ *   - state (brk_state_*, brk_state.c): the files of the state directory
+ *     (slices, token uses, revocations) as plain values;
+ *   - files (brk_site_*, brk_token_mint, brk_preauth_add_file,
+ *     brk_client_issue, brk_files_*: brk_files.c): the site directory written
+ *     by `shelf-broker init`, and the files object that serves a running core
+ *     through its seam (state, tokens and pre-authorisations, the index of
+ *     issued clients, each re-read only when its files change);
  *   - the rate limiter (brk_rate_*), a token bucket per key;
  *   - the server (brk_server_*), the ZeroMQ loop around the core.
  *
@@ -53,6 +60,8 @@
 #define BRK_REGISTER_DOMAIN "shelf-register-v1" /* proof-of-possession signature domain */
 #define BRK_SLICE_FLUSH_MS 1000             /* dirty slice epochs reach the disk within */
 #define BRK_TICK_MS 100                     /* liveness tick of the server loop */
+#define BRK_LEFT_MAX 1024                   /* removal records a slice map keeps */
+#define BRK_OUTBOX_MAX_BYTES (64u << 20)    /* replies held until their state is durable */
 
 /* ---- configuration (one ovl_conf table) -------------------------------- */
 
@@ -100,14 +109,6 @@ int brk_site_init(const char *dir, const char *site, char *out, size_t outlen, c
  */
 int brk_client_issue(const char *dir, const char *name, const char *slices, uint64_t ttl_s,
 		     char *out, size_t outlen, char *err, size_t errlen);
-
-/*
- * May the client holding CURVE key `key` read slice `slice`'s map? Looks
- * for a valid client certificate of this broker in DIR/clients. 0 yes,
- * -EACCES (a client, not of that slice), -ENOENT (no such client), -EIO.
- */
-int brk_client_slices(const char *dir, const uint8_t key[OVL_KEY_BYTES], const char *slice,
-		      uint64_t now);
 
 /* What a running broker loads from the site directory. */
 struct brk_site {
@@ -159,10 +160,137 @@ int brk_token_mint(const char *dir, unsigned uses, uint64_t ttl_s, char *out, si
 int brk_preauth_add_file(const char *dir, const uint8_t node_id[OVL_ID_BYTES], char *err,
 			 size_t errlen);
 
-/* Crash-safe file replacement: temporary file, fsync, rename, fsync of the
- * directory. mode e.g. 0600. */
-int brk_file_write(const char *path, const void *buf, size_t len, unsigned mode, char *err,
-		   size_t errlen);
+/* ---- state directory (brk_state.c) ------------------------------------------- */
+
+/*
+ * What a core keeps across restarts, as plain values, and the text files
+ * that hold them (one entry a line, '#' comments, each rewritten whole with
+ * ovl_file_write_atomic):
+ *   DIR/slices       "name replicas epoch owner selector [encrypt]"
+ *   DIR/tokens.used  "hash count": uses of enrolment tokens
+ *   DIR/revoked      "crl_version V", "node ID KEY|-", "serial S"
+ *   DIR/members      the membership of every slice (brk_membership, below)
+ * DIR is the state directory, except for revoked: the site directory when
+ * the broker has one (an operator's decision, not soft state).
+ */
+struct brk_slice_def {
+	char name[OVL_MSG_NAME_SIZE];
+	char selector[OVL_MSG_SELECTOR_SIZE];
+	uint8_t owner[OVL_ID_BYTES];    /* Ed25519 key of the broker that owns it */
+	unsigned replicas;
+	uint64_t epoch;
+	bool encrypt;                   /* payloads must be encrypted */
+};
+
+struct brk_token_use {
+	uint8_t hash[32];               /* BLAKE2b-256 of the token text */
+	unsigned count;                 /* registrations it admitted */
+};
+
+/* The revocations of a broker. Every array is malloc'd and owned by whoever
+ * holds the struct (free each). */
+struct brk_revocations {
+	uint64_t crl_version;           /* version of the last signed list; 0: none */
+	uint8_t (*ids)[OVL_ID_BYTES];   /* revoked node ids */
+	uint8_t (*keys)[OVL_KEY_BYTES]; /* their CURVE keys (parallel to ids, zero when
+					 * unknown); NULL when no key is known */
+	size_t n_ids;
+	uint64_t *serials;              /* revoked certificate serials */
+	size_t n_serials;
+};
+
+/*
+ * The membership of the slices, as the core persists it (DIR/members), so
+ * that a restarted broker lists every member it had, not only those that
+ * came back (docs/PROTOCOL.md 6.5). The file is text:
+ *   "# shelf-broker members v1"
+ *   "node ID CURVE PORT STATE CAPACITY SERIAL BOARD VERSION SITE CHASSIS SLOT
+ *    GROUP CERT": a node that is a member of some slice (keys and the
+ *    certificate in hex; the strings hex-encoded, "-" when empty; STATE up,
+ *    down or out);
+ *   "slice NAME EPOCH": then its members and removal records:
+ *   "member ID ADDR"      (ADDR: its address in the slice, 32 hex digits)
+ *   "left ID EPOCH REASON" (REASON: expired, revoked, deleted)
+ */
+struct brk_node_rec {
+	uint8_t id[OVL_ID_BYTES];
+	uint8_t curve_key[OVL_KEY_BYTES];
+	char board[OVL_MSG_BOARD_SIZE];
+	char version[OVL_MSG_SWVER_SIZE];
+	char group[OVL_MSG_GROUP_SIZE];  /* "" when none */
+	struct ovl_msg_domain domain;
+	uint64_t capacity, serial;
+	uint16_t port;
+	uint8_t state;                   /* enum ovl_msg_state: up, down or out */
+	const uint8_t *cert;             /* loaded: malloc'd (brk_membership_release frees
+					  * it); saved: borrowed */
+	size_t cert_len;
+};
+
+struct brk_member_rec {
+	uint8_t id[OVL_ID_BYTES];
+	uint8_t addr[OVL_MSG_ADDR_BYTES];
+};
+
+struct brk_slice_members {
+	char name[OVL_MSG_NAME_SIZE];
+	uint64_t epoch;
+	struct brk_member_rec *members;  /* loaded: malloc'd; saved: borrowed */
+	size_t n_members;
+	struct ovl_msg_left *left;       /* loaded: malloc'd; saved: borrowed */
+	size_t n_left;
+};
+
+struct brk_membership {
+	struct brk_node_rec *nodes;
+	size_t n_nodes;
+	struct brk_slice_members *slices;
+	size_t n_slices;
+};
+
+/* Free what brk_state_members_load() allocated and zero *m. NULL is fine. */
+void brk_membership_release(struct brk_membership *m);
+/*
+ * Load DIR/members into *m (zeroed first; empty when the file is missing).
+ * Every member must name a node line before it. 0, -EBADMSG ("'PATH' line
+ * N is not a valid membership entry") or -errno with err; on error *m holds
+ * nothing.
+ */
+int brk_state_members_load(const char *dir, struct brk_membership *m, char *err,
+			   size_t errlen);
+/* Replace DIR/members with *m. 0 or -errno with err. */
+int brk_state_members_save(const char *dir, const struct brk_membership *m, char *err,
+			   size_t errlen);
+
+/*
+ * Load DIR/slices into *defs (malloc'd, the caller frees it; NULL when
+ * empty) and *n. A missing file is empty. Every definition is checked as
+ * brk_slice_define would (name, replicas, selector, no duplicates, at most
+ * BRK_SLICES_MAX). 0, -EBADMSG ("'PATH' line N is not a valid slice
+ * definition") or -errno, with err.
+ */
+int brk_state_slices_load(const char *dir, struct brk_slice_def **defs, size_t *n, char *err,
+			  size_t errlen);
+/* Replace DIR/slices with defs[0..n). 0 or -errno with err. */
+int brk_state_slices_save(const char *dir, const struct brk_slice_def *defs, size_t n,
+			  char *err, size_t errlen);
+/*
+ * Load DIR/tokens.used into *uses (malloc'd, the caller frees it) and *n;
+ * lines that do not parse are skipped, a missing file is empty. 0 or -errno
+ * with err; what was read before an error is handed over all the same.
+ */
+int brk_state_uses_load(const char *dir, struct brk_token_use **uses, size_t *n, char *err,
+			size_t errlen);
+/* Replace DIR/tokens.used with uses[0..n). 0 or -errno with err. */
+int brk_state_uses_save(const char *dir, const struct brk_token_use *uses, size_t n,
+			char *err, size_t errlen);
+/* Load DIR/revoked into *r (zeroed first; all empty when the file is
+ * missing). 0, -EBADMSG or -errno with err; on error *r holds nothing. */
+int brk_state_revoked_load(const char *dir, struct brk_revocations *r, char *err,
+			   size_t errlen);
+/* Replace DIR/revoked with *r. 0 or -errno with err. */
+int brk_state_revoked_save(const char *dir, const struct brk_revocations *r, char *err,
+			   size_t errlen);
 
 /* ---- rate limiter --------------------------------------------------------- */
 
@@ -205,7 +333,8 @@ enum brk_event {
 	BRK_EV_ERROR,     /* the broker failed at something (disk, encoding) */
 };
 
-/* The seam between the core and the world. */
+/* The seam between the core and the world: the only way the core reaches
+ * the network, the clocks and the disk. */
 struct brk_io {
 	/* Send buf to a peer. Return 0 or -errno (the core counts failures). */
 	int (*send)(void *arg, const struct brk_peer *to, const void *buf, size_t len);
@@ -214,20 +343,59 @@ struct brk_io {
 	/* One structured line per admission, refusal, state and slice change. */
 	void (*event)(void *arg, enum brk_event ev, const char *line);
 	void *arg;
+
+	/*
+	 * The files behind the core, called with `files` (brk_files_io() sets
+	 * every one of them). Each may be NULL: then that thing is neither
+	 * loaded, saved nor looked up (tests, the benchmark). Loads run in
+	 * brk_new() and have the meaning of the brk_state_*_load functions
+	 * (arrays are malloc'd and become the core's); saves run when the state
+	 * changed (slice epochs and token uses at most every
+	 * BRK_SLICE_FLUSH_MS, a token's last use and a revocation at once).
+	 * Each returns 0 or -errno with err.
+	 */
+	int (*slices_load)(void *files, struct brk_slice_def **defs, size_t *n, char *err,
+			   size_t errlen);
+	int (*slices_save)(void *files, const struct brk_slice_def *defs, size_t n, char *err,
+			   size_t errlen);
+	int (*uses_load)(void *files, struct brk_token_use **uses, size_t *n, char *err,
+			 size_t errlen);
+	int (*uses_save)(void *files, const struct brk_token_use *uses, size_t n, char *err,
+			 size_t errlen);
+	/* The membership of the slices (brk_state_members_*). A core with
+	 * members_save holds every message it sends while a change of
+	 * membership or epoch is not yet saved, and sends them once it is
+	 * (brk_flush): no map, delta or epoch leaves before it is durable. */
+	int (*members_load)(void *files, struct brk_membership *m, char *err, size_t errlen);
+	int (*members_save)(void *files, const struct brk_membership *m, char *err,
+			    size_t errlen);
+	int (*revoked_load)(void *files, struct brk_revocations *r, char *err, size_t errlen);
+	int (*revoked_save)(void *files, const struct brk_revocations *r, char *err,
+			    size_t errlen);
+	/* An unknown node registers: take up enrolment tokens and pre-authorised
+	 * ids added since the last look (through brk_token_* and
+	 * brk_preauth_add on b). Cheap when nothing changed. */
+	void (*admission_refresh)(void *files, brk_t *b);
+	/* May the client holding CURVE key `key` read slice `slice`'s map at
+	 * unix time `now` (from unix_s)? 0 yes, -EACCES a client not of that
+	 * slice, -ENOENT no client valid at now, -EIO. */
+	int (*client_slices)(void *files, const uint8_t key[OVL_KEY_BYTES], const char *slice,
+			     uint64_t now);
+	void *files;
 };
 
 struct brk_params {
 	uint64_t heartbeat_ms, down_ms, grace_ms, ttl_ms;
 	uint64_t cert_lifetime_s;
 	uint64_t max_nodes;
-	const char *state_dir;          /* NULL: nothing persisted (tests, bench) */
-	const char *site_dir;           /* site directory: issued clients, tokens and preauth re-read on a miss */
 };
 
 /*
- * Create a broker core for `site` (borrowed, must outlive it). When
- * params->state_dir is set, slice definitions and token use are loaded from
- * and saved to it. Returns 0 or -errno.
+ * Create a broker core for `site` (borrowed, must outlive it). Slice
+ * definitions, token uses and revocations are loaded through the io seam
+ * (a load error fails, except for token uses: reported as an event); io's
+ * `files` must outlive the core, which saves through it until
+ * brk_destroy(). Returns 0 or -errno with err.
  */
 int brk_new(brk_t **out, const struct brk_site *site, const struct brk_params *params,
 	    const struct brk_io *io, char *err, size_t errlen);
@@ -236,9 +404,9 @@ void brk_destroy(brk_t **b);
 /* Admission sources. */
 int brk_token_add(brk_t *b, const uint8_t hash[32], unsigned uses, uint64_t expires_unix);
 int brk_preauth_add(brk_t *b, const uint8_t node_id[OVL_ID_BYTES]);
-/* Reload <dir>/tokens and <dir>/preauth when they changed. Returns how many
- * entries were added, or -errno. */
-int brk_reload_files(brk_t *b, const char *dir, char *err, size_t errlen);
+/* Forget every enrolment token (their uses are kept), before the tokens of
+ * a changed tokens file are added again. */
+void brk_token_clear(brk_t *b);
 
 /* Handle one message from `from`. Never fails the broker: bad input is
  * answered with an error message and reported through io->event. */
@@ -248,8 +416,18 @@ void brk_refuse_oversized(brk_t *b, const struct brk_peer *from, size_t limit);
 /* A key over its rate limit: answer `busy` with the limit (log it too). */
 void brk_refuse_rate(brk_t *b, const struct brk_peer *from, unsigned per_s, unsigned burst);
 
-/* Liveness and persistence: call every BRK_TICK_MS or so. */
+/* Liveness and persistence: call every BRK_TICK_MS or so (it flushes too). */
 void brk_tick(brk_t *b);
+/*
+ * Make every change of membership and epoch durable (one save through the
+ * seam for all the changes since the last) and send the messages held
+ * until then, in order. Call it after each batch of messages handled
+ * (before the loop sleeps): the changes of a batch cost one save. Without
+ * io.members_save nothing is ever held. Returns the number of messages
+ * sent, or -errno when the save failed (they stay held; the next call
+ * tries again).
+ */
+int brk_flush(brk_t *b);
 
 /* Slice operations (also reachable through admin messages). */
 int brk_slice_create(brk_t *b, const char *name, unsigned replicas, const char *selector,
@@ -280,6 +458,50 @@ int brk_slice_info(brk_t *b, const char *name, uint64_t *epoch, uint32_t *member
 /* Count a message dropped by the rate limiter (for stats). */
 void brk_count_rate_limited(brk_t *b);
 
+/* ---- the files behind a running core (brk_files.c) ---------------------------- */
+
+struct brk_files;
+
+/*
+ * Serve a core's seam from the site directory `site_dir` (tokens, preauth,
+ * revoked, clients/; NULL: none) and the state directory `state_dir`
+ * (slices, tokens.used; created when missing; NULL: none). `site` (borrowed,
+ * for the life of f) names the broker whose client certificates count; it
+ * may be NULL without a site directory. 0 or -errno with err.
+ */
+int brk_files_new(struct brk_files **out, const struct brk_site *site, const char *site_dir,
+		  const char *state_dir, char *err, size_t errlen);
+/* Free f (NULL is fine) and NULL *f. Destroy the core it serves first. */
+void brk_files_destroy(struct brk_files **f);
+/* Point io's file members and `files` at f. */
+void brk_files_io(struct brk_files *f, struct brk_io *io);
+/*
+ * Look at the site directory again: when DIR/tokens changed, its tokens
+ * replace the core's (brk_token_clear, brk_token_add); ids new in
+ * DIR/preauth are added; when DIR/clients changed, the client index is
+ * rebuilt. Each file costs a stat() when unchanged. Returns how many tokens
+ * and ids were added (the server calls it every second).
+ */
+int brk_files_reload(struct brk_files *f, brk_t *b);
+/*
+ * May the client holding `key` read slice's map at unix time `now`? Answers
+ * from the client index: built from DIR/clients/NAME/client.cert (client
+ * certificates signed by this broker, their signatures checked once) on
+ * first use, rebuilt only when a file under DIR/clients changed (checked
+ * with stat() when the key is not answered with 0). Validity is checked
+ * against `now`. 0, -EACCES, -ENOENT, as brk_io.client_slices.
+ */
+int brk_files_client_slices(struct brk_files *f, const uint8_t key[OVL_KEY_BYTES],
+			    const char *slice, uint64_t now);
+
+struct brk_files_stats {
+	uint64_t client_loads;          /* client index (re)builds */
+	uint64_t client_certs_checked;  /* client certificates read and verified */
+	uint64_t client_lookups;        /* brk_files_client_slices() calls */
+	uint64_t clients;               /* clients in the index now */
+};
+void brk_files_stats_get(const struct brk_files *f, struct brk_files_stats *st);
+
 /* ---- the server ------------------------------------------------------------- */
 
 /* The link options of the broker's socket: ovl_link_opts_default with room
@@ -290,12 +512,5 @@ void brk_link_opts(struct ovl_link_opts *o);
 /* Run the broker on cfg->listen until *stop becomes non-zero (a signal
  * handler sets it). Logs through ovl_log. Returns 0 or -errno. */
 int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, size_t errlen);
-
-/* Lower-case hex of in[0..n) into out (2n + 1 bytes, NUL-terminated). */
-void brk_hex_encode(const uint8_t *in, size_t n, char *out);
-
-/* The first 2n hex digits of s into out[0..n). 0, or -EINVAL when s is
- * shorter or not hex there. */
-int brk_hex_decode(const char *s, uint8_t *out, size_t n);
 
 #endif

@@ -56,6 +56,7 @@ struct node_config {
 	bool syslog;
 	char site[64], chassis[64], slot[32]; /* failure domain; empty: the board's */
 	char interface[32];                   /* for slice addresses; empty: the board's */
+	uint64_t drive_size;                  /* a drive file created now; 0: the board's */
 };
 
 #define C(f) offsetof(struct node_config, f)
@@ -90,6 +91,8 @@ static const struct ovl_conf_item node_conf[] = {
 	{ "slot", OVL_CONF_STR, "", C(slot), CS(slot), 0, 0, "failure domain: slot (default: the board's)" },
 	{ "interface", OVL_CONF_STR, "", C(interface), CS(interface), 0, 0,
 	  "interface for slice addresses (default: the board's)" },
+	{ "drive_size", OVL_CONF_SIZE, "0", C(drive_size), 0, 0, INT64_MAX,
+	  "size of a drive file created on first start (default 0: the board's drive_size)" },
 	OVL_CONF_END
 };
 
@@ -324,6 +327,15 @@ static int parse_args(struct node_ctx *n, int argc, char **argv, bool *format, b
 		snprintf(n->board.slot, sizeof(n->board.slot), "%s", n->cfg.slot);
 	if (n->cfg.interface[0])
 		snprintf(n->board.interface, sizeof(n->board.interface), "%s", n->cfg.interface);
+	if (n->cfg.drive_size) {
+		if (n->cfg.drive_size < 4 * n->board.segment_size) {
+			fprintf(stderr, "shelf-node: config key 'drive_size': %" PRIu64
+				" bytes is less than 4 segments of board '%s' (%" PRIu64 " bytes)\n",
+				n->cfg.drive_size, n->board.name, 4 * n->board.segment_size);
+			return NODE_EXIT_CONFIG;
+		}
+		n->board.drive_size = n->cfg.drive_size;
+	}
 	return 0;
 }
 
@@ -593,9 +605,9 @@ static void ctl_tick(struct node_ctx *n)
 /*
  * Shutting down, as the loop's owner: stop the data plane (its closes and
  * cancellations are queued on the loop), then run the loop until nothing
- * but the tick is in flight and the store has nothing pending, or
- * NODE_DRAIN_MS passed; the modules are destroyed after this. No module
- * runs the loop from its destroy. true when drained.
+ * but the tick is in flight and the store is idle, or NODE_DRAIN_MS
+ * passed; the modules are destroyed after this. No module runs the loop
+ * from its destroy. true when drained.
  */
 static bool drain(struct node_ctx *n)
 {
@@ -606,14 +618,12 @@ static bool drain(struct node_ctx *n)
 	for (;;) {
 		unsigned tick = n->tick_armed ? 1 : 0;
 
-		if (node_loop_inflight(n->loop) <= tick && !(n->store && node_store_pending(n->store)))
+		if (node_loop_inflight(n->loop) <= tick && (!n->store || node_store_idle(n->store)))
 			return true;
 		if (ovl_mono_ms() >= end)
 			return false;
 		/* the tick bounds each wait, so the deadline is seen */
 		if (!n->tick_armed && arm_tick(n) < 0)
-			return false;
-		if (n->store && node_store_poll(n->store, false) < 0)
 			return false;
 		if (node_loop_run(n->loop, true) < 0)
 			return false;
@@ -641,7 +651,7 @@ static void shutdown_net(struct node_ctx *n)
 int main(int argc, char **argv)
 {
 	struct node_ctx n;
-	bool format = false, check = false, created = false;
+	bool format = false, check = false, created = false, drained;
 	char err[512], idpath[NODE_PATH_BYTES + 16], hex[OVL_ID_HEX_BYTES], fp[OVL_ID_FP_BYTES];
 	int ret, code = 0;
 
@@ -706,10 +716,8 @@ int main(int argc, char **argv)
 	while (!n.stop) {
 		struct node_store_stats st;
 
-		/* the store's own work first, then sleep until anything completes */
-		ret = node_store_poll(n.store, false);
-		if (ret == 0)
-			ret = node_loop_run(n.loop, true);
+		/* modules' work runs from the loop's before-sleep hooks */
+		ret = node_loop_run(n.loop, true);
 		if (ret < 0) {
 			ovl_err("event loop failed: %s", strerror(-ret));
 			code = NODE_EXIT_RUNTIME;
@@ -745,12 +753,16 @@ int main(int argc, char **argv)
 	if (n.stop)
 		ovl_info("signal %d: shutting down (syncing and checkpointing the store)", n.stop_signal);
 out:
-	if (n.loop && !drain(&n))
-		ovl_warn("shutdown: %u operations still in flight after %d ms", node_loop_inflight(n.loop),
-			 NODE_DRAIN_MS);
+	drained = !n.loop || drain(&n);
 	shutdown_net(&n);
 	node_req_destroy(&n.req);
-	if (n.store) {
+	if (n.store && !drained) {
+		/* i/o still on the loop: the store cannot be closed under it;
+		 * the next start recovers it as after a crash */
+		ovl_err("shutdown: %u operations still in flight after %d ms; the store is left to recovery",
+			node_loop_inflight(n.loop), NODE_DRAIN_MS);
+		code = NODE_EXIT_RUNTIME;
+	} else if (n.store) {
 		node_store_close(&n.store);
 		ovl_info("store closed cleanly");
 	}

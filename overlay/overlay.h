@@ -22,6 +22,7 @@
 #include "ovl_id.h"
 #include "ovl_cert.h"
 #include "ovl_msg.h"
+#include "ovl_map.h"
 #include "ovl_peers.h"
 #include "ovl_wire.h"
 #include "ovl_place.h"

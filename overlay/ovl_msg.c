@@ -14,6 +14,7 @@
 
 _Static_assert(sizeof(enum ovl_msg_state) == sizeof(int), "enums are stored as int");
 _Static_assert(sizeof(enum ovl_msg_admin_op) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(enum ovl_msg_left_reason) == sizeof(int), "enums are stored as int");
 
 /* ---- schemas --------------------------------------------------------------
  * FIELD() fills a descriptor from a struct member; the rest is per field. */
@@ -30,6 +31,8 @@ _Static_assert(sizeof(enum ovl_msg_admin_op) == sizeof(int), "enums are stored a
 #define OPT false
 
 static const char *const state_names[] = { "unknown", "up", "down", "out", NULL };
+static const char *const left_reason_names[] = { "unknown", "expired", "revoked", "deleted",
+							  NULL };
 static const char *const op_names[] = { NULL, "list_nodes", "list_slices", "show_map",
 					"create_slice", "delete_slice", "revoke_node", "stats",
 					NULL };
@@ -83,6 +86,19 @@ static const struct ovl_msg_field member_elem = {
 
 static const struct ovl_msg_field id_elem = {
 	.type = OVL_MSG_F_FIXBIN, .size = OVL_MSG_ID_BYTES,
+};
+
+static const struct ovl_msg_field left_fields[] = {
+	FIELD("id", OVL_MSG_F_FIXBIN, REQ, struct ovl_msg_left, id),
+	FIELD("epoch", OVL_MSG_F_UINT, REQ, struct ovl_msg_left, epoch),
+	FIELD("reason", OVL_MSG_F_ENUM, REQ, struct ovl_msg_left, reason,
+	      .names = left_reason_names, .open = true),
+};
+static const struct ovl_msg_schema left_schema = {
+	.name = "left", .fields = left_fields, .nfields = NFIELDS(left_fields),
+};
+static const struct ovl_msg_field left_elem = {
+	.type = OVL_MSG_F_STRUCT, .size = sizeof(struct ovl_msg_left), .sub = &left_schema,
 };
 
 static const struct ovl_msg_field node_info_fields[] = {
@@ -182,6 +198,7 @@ static const struct ovl_msg_field map_fields[] = {
 	FIELD("crl", OVL_MSG_F_BIN, OPT, struct ovl_msg_map, crl, .max = OVL_MSG_CRL_MAX_BYTES),
 	FIELD("encrypt", OVL_MSG_F_BOOL, OPT, struct ovl_msg_map, encrypt),
 	FIELD("sig", OVL_MSG_F_FIXBIN, OPT, struct ovl_msg_map, sig),
+	ARRAY("left", OPT, struct ovl_msg_map, left, n_left, left_elem, OVL_MSG_MEMBERS_MAX),
 };
 
 static const struct ovl_msg_field map_delta_fields[] = {
@@ -199,6 +216,8 @@ static const struct ovl_msg_field map_delta_fields[] = {
 	      .max = OVL_MSG_CRL_MAX_BYTES),
 	FIELD("encrypt", OVL_MSG_F_BOOL, OPT, struct ovl_msg_map_delta, encrypt),
 	FIELD("sig", OVL_MSG_F_FIXBIN, OPT, struct ovl_msg_map_delta, sig),
+	ARRAY("left", OPT, struct ovl_msg_map_delta, left, n_left, left_elem,
+	      OVL_MSG_MEMBERS_MAX),
 };
 
 static const struct ovl_msg_field cert_renew_fields[] = {
@@ -345,6 +364,13 @@ const char *ovl_msg_state_name(enum ovl_msg_state state)
 	if ((int)state < 0 || state > OVL_MSG_STATE_OUT)
 		return NULL;
 	return state_names[state];
+}
+
+const char *ovl_msg_left_reason_name(enum ovl_msg_left_reason reason)
+{
+	if ((int)reason <= OVL_MSG_LEFT_UNKNOWN || reason > OVL_MSG_LEFT_DELETED)
+		return NULL;
+	return left_reason_names[reason];
 }
 
 const char *ovl_msg_admin_op_name(enum ovl_msg_admin_op op)
@@ -1342,6 +1368,13 @@ static int member_cmp(const void *a, const void *b)
 	return memcmp((*x)->id, (*y)->id, OVL_MSG_ID_BYTES);
 }
 
+static int left_cmp(const void *a, const void *b)
+{
+	const struct ovl_msg_left *const *x = a, *const *y = b;
+
+	return memcmp((*x)->id, (*y)->id, OVL_MSG_ID_BYTES);
+}
+
 static void pack_str(msgpack_packer *pk, const char *s)
 {
 	size_t n = strlen(s);
@@ -1359,20 +1392,32 @@ static void pack_bin(msgpack_packer *pk, const void *p, size_t n)
 int ovl_msg_map_sig_input(const struct ovl_msg_map *m, msgpack_sbuffer *sb)
 {
 	const struct ovl_msg_member **order = NULL;
+	const struct ovl_msg_left **lorder = NULL;
 	msgpack_packer pk;
 	const char *st;
 
+	if (m->n_left) {
+		lorder = malloc(m->n_left * sizeof(*lorder));
+		if (!lorder)
+			return -ENOMEM;
+		for (uint32_t i = 0; i < m->n_left; i++)
+			lorder[i] = &m->left[i];
+		qsort(lorder, m->n_left, sizeof(*lorder), left_cmp);
+	}
 	if (m->n_members) {
 		order = malloc(m->n_members * sizeof(*order));
-		if (!order)
+		if (!order) {
+			free(lorder);
 			return -ENOMEM;
+		}
 		for (uint32_t i = 0; i < m->n_members; i++)
 			order[i] = &m->members[i];
 		qsort(order, m->n_members, sizeof(*order), member_cmp);
 	}
 	msgpack_sbuffer_write(sb, OVL_MSG_MAP_SIG_DOMAIN, sizeof(OVL_MSG_MAP_SIG_DOMAIN));
 	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-	msgpack_pack_array(&pk, 5);
+	/* records only when there are some: a map without them signs as before 1.3 */
+	msgpack_pack_array(&pk, m->n_left ? 6 : 5);
 	pack_str(&pk, m->slice);
 	msgpack_pack_uint64(&pk, m->epoch);
 	msgpack_pack_uint64(&pk, m->replicas);
@@ -1397,7 +1442,20 @@ int ovl_msg_map_sig_input(const struct ovl_msg_map *m, msgpack_sbuffer *sb)
 		pack_str(&pk, st ? st : "unknown");
 		pack_bin(&pk, mb->cert.ptr ? mb->cert.ptr : (const uint8_t *)"", mb->cert.len);
 	}
+	if (m->n_left) {
+		msgpack_pack_array(&pk, m->n_left);
+		for (uint32_t i = 0; i < m->n_left; i++) {
+			const struct ovl_msg_left *l = lorder[i];
+			const char *rn = ovl_msg_left_reason_name(l->reason);
+
+			msgpack_pack_array(&pk, 3);
+			pack_bin(&pk, l->id, OVL_MSG_ID_BYTES);
+			msgpack_pack_uint64(&pk, l->epoch);
+			pack_str(&pk, rn ? rn : "unknown");
+		}
+	}
 	free(order);
+	free(lorder);
 	return sb->data ? 0 : -ENOMEM;
 }
 

@@ -119,6 +119,15 @@ enum ovl_msg_state {
 	OVL_MSG_STATE_OUT,  /* leaving: placement no longer picks it, data moves away */
 };
 
+/* Why a member was removed from a slice map (a `left` record, PROTOCOL.md 6.4);
+ * "unknown" is what a newer reason decodes to. */
+enum ovl_msg_left_reason {
+	OVL_MSG_LEFT_UNKNOWN = 0,
+	OVL_MSG_LEFT_EXPIRED,  /* out (the grace period), then silent for ttl_ms: forgotten */
+	OVL_MSG_LEFT_REVOKED,  /* an admin revoked it */
+	OVL_MSG_LEFT_DELETED,  /* an admin deleted the slice */
+};
+
 enum ovl_msg_admin_op {
 	OVL_MSG_ADMIN_NONE = 0, /* not valid on the wire */
 	OVL_MSG_ADMIN_LIST_NODES,
@@ -177,6 +186,14 @@ struct ovl_msg_member {
 	uint64_t capacity;                    /* drive capacity, bytes */
 	enum ovl_msg_state state;
 	struct ovl_msg_bin cert;              /* optional (1.1): the member's node certificate */
+};
+
+/* The record of a member's removal from a slice map: without one, a map
+ * that drops a member must not replace one that lists it (ovl_map.h). */
+struct ovl_msg_left {
+	uint8_t id[OVL_MSG_ID_BYTES];         /* the member's node id */
+	uint64_t epoch;                       /* the epoch whose change removed it */
+	enum ovl_msg_left_reason reason;
 };
 
 /* One node in an admin list_nodes reply. */
@@ -254,6 +271,8 @@ struct ovl_msg_map {
 	struct ovl_msg_bin crl; /* optional (1.1): the broker's revocation list */
 	bool encrypt;           /* optional (1.2): the slice requires payload encryption */
 	uint8_t sig[OVL_MSG_SIG_BYTES]; /* optional (1.2): broker signature, ovl_msg_map_sign() */
+	struct ovl_msg_left *left;      /* optional (1.3): members removed, and why */
+	uint32_t n_left;
 };
 
 struct ovl_msg_map_delta {
@@ -269,6 +288,8 @@ struct ovl_msg_map_delta {
 	struct ovl_msg_bin crl;          /* optional (1.1): a newer revocation list */
 	bool encrypt;                    /* optional (1.2): the slice requires encryption */
 	uint8_t sig[OVL_MSG_SIG_BYTES];  /* optional (1.2): signature of the map after it */
+	struct ovl_msg_left *left;       /* optional (1.3): records of the members `removed` */
+	uint32_t n_left;
 };
 
 struct ovl_msg_cert_renew {
@@ -380,6 +401,8 @@ const struct ovl_msg_schema *ovl_msg_schema_find(enum ovl_msg_type type);
 /* "register", ... ; NULL when unknown. */
 const char *ovl_msg_type_name(enum ovl_msg_type type);
 const char *ovl_msg_state_name(enum ovl_msg_state state);
+/* "expired", "revoked", "deleted", or NULL for a value with no name. */
+const char *ovl_msg_left_reason_name(enum ovl_msg_left_reason reason);
 const char *ovl_msg_admin_op_name(enum ovl_msg_admin_op op);
 
 /* ---- codec --------------------------------------------------------------- */
@@ -443,7 +466,10 @@ void ovl_msg_release(struct ovl_msg *m);
  *   [slice, epoch, replicas, encrypt,
  *    [[id, curve_key, addr, port, site, chassis, slot, capacity, state, cert], ...]]
  * with the members sorted by id (bytewise), state as its name, cert a bin
- * (empty when absent); `ts`, `crl` and `sig` are not covered.
+ * (empty when absent); `ts`, `crl` and `sig` are not covered. A map with
+ * `left` records appends a sixth element, [[id, epoch, reason], ...] sorted
+ * by id (reason as its name, "unknown" for any other), so that a map
+ * without records signs exactly as before.
  */
 #define OVL_MSG_MAP_SIG_DOMAIN "shelf-map-v1"
 

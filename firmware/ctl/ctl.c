@@ -197,6 +197,8 @@ static void map_view(const struct node_ctl_map *m, struct ovl_msg *msg)
 	msg->u.map.encrypt = m->encrypt;
 	memcpy(msg->u.map.sig, m->sig, sizeof(msg->u.map.sig));
 	msg->u.map.ts = (struct ovl_msg_bin){ m->ts, m->ts_len };
+	msg->u.map.left = m->left;
+	msg->u.map.n_left = m->n_left;
 }
 
 static void save_map(node_ctl_t *c, const struct node_ctl_map *m)
@@ -223,6 +225,7 @@ static void map_clear(struct node_ctl_map *m)
 	for (uint32_t i = 0; i < m->n_members; i++)
 		free((void *)m->members[i].cert.ptr);
 	free(m->members);
+	free(m->left);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -292,6 +295,15 @@ static int map_set(node_ctl_t *c, const struct ovl_msg_map *mm)
 		if (!nm.members)
 			return -ENOMEM;
 	}
+	if (mm->n_left) {
+		nm.left = malloc(mm->n_left * sizeof(*nm.left));
+		if (!nm.left) {
+			map_clear(&nm);
+			return -ENOMEM;
+		}
+		memcpy(nm.left, mm->left, mm->n_left * sizeof(*nm.left));
+		nm.n_left = mm->n_left;
+	}
 	for (uint32_t i = 0; i < n; i++) {
 		if (member_copy(&nm.members[i], &members[i]) < 0) {
 			map_clear(&nm);
@@ -313,6 +325,31 @@ static int map_set(node_ctl_t *c, const struct ovl_msg_map *mm)
 	return 1;
 }
 
+/* Forget the removal record of id (as the broker does when it rejoins). */
+static void left_drop(struct node_ctl_map *m, const uint8_t *id)
+{
+	for (uint32_t i = 0; i < m->n_left; i++)
+		if (memcmp(m->left[i].id, id, OVL_ID_BYTES) == 0) {
+			m->left[i] = m->left[--m->n_left];
+			return;
+		}
+}
+
+/*
+ * The succession rule (ovl_map.h) refused a map or delta of m's slice at
+ * `epoch`: keep m, say so once per epoch (the broker's heartbeats repeat
+ * it) and do not ask for that epoch again.
+ */
+static void succession_refused(node_ctl_t *c, struct node_ctl_map *m, uint64_t epoch,
+			       const char *why)
+{
+	if (m->refused_epoch != epoch)
+		ovl_warn("control plane: %s; keeping the map held (epoch %llu)", why,
+			 (unsigned long long)m->epoch);
+	m->refused_epoch = epoch;
+	note(c, "map '%s' epoch %llu refused: %s", m->name, (unsigned long long)epoch, why);
+}
+
 static int map_apply_delta(node_ctl_t *c, struct node_ctl_map *m,
 			   const struct ovl_msg_map_delta *d)
 {
@@ -322,6 +359,18 @@ static int map_apply_delta(node_ctl_t *c, struct node_ctl_map *m,
 			     m->name, (unsigned long long)d->epoch);
 			return -EKEYREJECTED;
 		}
+	for (uint32_t k = 0; k < d->n_left; k++) {
+		struct ovl_msg_left *g = NULL;
+
+		left_drop(m, d->left[k].id);
+		g = realloc(m->left, (m->n_left + 1) * sizeof(*g));
+		if (!g)
+			return -ENOMEM;
+		m->left = g;
+		m->left[m->n_left++] = d->left[k];
+	}
+	for (uint32_t k = 0; k < d->n_members; k++)
+		left_drop(m, d->members[k].id); /* a member again */
 	for (uint32_t r = 0; r < d->n_removed; r++)
 		for (uint32_t i = 0; i < m->n_members; i++)
 			if (memcmp(m->members[i].id, d->removed[r], OVL_ID_BYTES) == 0) {
@@ -763,7 +812,9 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 			if (!from_owner(c, bi, m.u.hb_ok.slices[i].name))
 				continue;
 			mp = map_find(c, m.u.hb_ok.slices[i].name);
-			if (!mp || mp->epoch < m.u.hb_ok.slices[i].epoch)
+			/* an epoch refused by the succession rule is not asked for again */
+			if (!mp || (mp->epoch < m.u.hb_ok.slices[i].epoch &&
+				    mp->refused_epoch != m.u.hb_ok.slices[i].epoch))
 				send_map_get(c, bi, m.u.hb_ok.slices[i].name, mp ? mp->epoch : 0);
 		}
 		break;
@@ -777,8 +828,17 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 			break;
 		}
 		mp = map_find(c, m.u.map.slice);
-		if (!mp || m.u.map.epoch > mp->epoch)
+		if (!mp) {
 			changed = map_set(c, &m.u.map) > 0;
+		} else if (m.u.map.epoch > mp->epoch) {
+			struct ovl_msg held;
+
+			map_view(mp, &held);
+			if (ovl_map_succession_check(&held.u.map, &m.u.map, err, sizeof(err)) < 0)
+				succession_refused(c, mp, m.u.map.epoch, err);
+			else
+				changed = map_set(c, &m.u.map) > 0;
+		}
 		break;
 	case OVL_MSG_MAP_DELTA:
 		if (!ts_ok(c, bi, m.u.delta.ts))
@@ -793,6 +853,11 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 		if (mp && mp->epoch == m.u.delta.base_epoch) {
 			struct ovl_msg v;
 
+			map_view(mp, &v);
+			if (ovl_map_delta_check(&v.u.map, &m.u.delta, err, sizeof(err)) < 0) {
+				succession_refused(c, mp, m.u.delta.epoch, err);
+				break;
+			}
 			changed = map_apply_delta(c, mp, &m.u.delta) > 0;
 			map_view(mp, &v);
 			/* the broker signed the map after the delta: ours must be that map,

@@ -13,6 +13,10 @@
  * Several brokers are merged by epoch: a map replaces the one held only
  * when its epoch is higher, and a delta applies only to the map at its
  * base_epoch (otherwise the client asks that broker for the full map).
+ * Neither may drop a member of the map held without a record of its
+ * removal (ovl_map_succession_check(), docs/PROTOCOL.md 6.5): such a map
+ * or delta is refused, the map held stays, and the refusal is logged
+ * (ovl_warn, naming the slice, both epochs and the members dropped).
  *
  * Single-threaded: one thread calls node_ctl_poll() in a loop. The library
  * never logs; node_ctl_last_event() says what happened last, for the caller
@@ -67,6 +71,9 @@ struct node_ctl_map {
 	uint8_t sig[OVL_MSG_SIG_BYTES]; /* broker signature of this state; all zero: none */
 	uint8_t ts[OVL_TS_MAX_BYTES];   /* the broker timestamp that came with it */
 	size_t ts_len;
+	struct ovl_msg_left *left;      /* records of members removed (owned) */
+	uint32_t n_left;
+	uint64_t refused_epoch;         /* last epoch refused by the succession rule; 0: none */
 };
 
 typedef struct node_ctl node_ctl_t;

@@ -19,9 +19,7 @@ struct node_req {
 
 /* A GET's read buffer, handed to the caller with its bytes. */
 struct node_req_buf {
-	struct node_req *rq;
-	void *mem;        /* the store's read buffer (NULL: none) */
-	size_t cap;
+	struct node_store_rbuf *srb; /* the store's read buffer (NULL: none) */
 };
 
 /* One request in flight in the store. A GET's op holds the buffer handle:
@@ -103,7 +101,6 @@ static struct req_op *op_new(struct node_req *rq, enum node_req_type type, node_
 	op->type = type;
 	op->done = done;
 	op->arg = arg;
-	op->buf.rq = rq;
 	rq->live++;
 	return op;
 }
@@ -112,8 +109,7 @@ static void op_free(struct req_op *op)
 {
 	struct node_req *rq = op->rq;
 
-	if (op->buf.mem)
-		node_store_read_release(rq->o.store, op->buf.mem, op->buf.cap);
+	node_store_rbuf_release(&op->buf.srb);
 	free(op);
 	rq_put(rq);
 }
@@ -129,55 +125,61 @@ void node_req_buf_release(struct node_req_buf **bp)
 }
 
 /* The store finished a request: map its result, hand it on. */
-static void store_done(void *arg, int res, const void *data, size_t len,
-		       const struct node_store_objstat *st)
+static void store_done(void *arg, int res, const struct node_store_objstat *st)
 {
 	struct req_op *op = arg;
-	struct node_req *rq = op->rq;
+	struct node_req_result r = { .type = op->type, .res = res };
+
+	if (res < 0) {
+		r.msg = fail_msg(op->rq, res);
+	} else if (op->type == NODE_REQ_PUT) {
+		r.size = op->size;
+		r.crc = op->crc;
+		r.seq = st ? st->seq : 0;
+	} else if (op->type == NODE_REQ_STAT) {
+		r.size = st->size;
+		r.crc = st->crc;
+		r.seq = st->seq;
+	}
+	op->done(op->arg, &r, NULL);
+	op_free(op);
+}
+
+/* A GET's bytes, in the store's read buffer: taken from the store, then
+ * offered to the caller with the result. */
+static void get_done(void *arg, int res, struct node_store_rbuf **srb,
+		     const struct node_store_objstat *st)
+{
+	struct req_op *op = arg;
 	struct node_req_result r = { .type = op->type, .res = res };
 	struct node_req_buf *b = NULL;
 	bool offered;
 
 	if (res < 0) {
-		r.msg = fail_msg(rq, res);
+		r.msg = fail_msg(op->rq, res);
 		op->done(op->arg, &r, NULL);
 		op_free(op);
 		return;
 	}
-	switch (op->type) {
-	case NODE_REQ_PUT:
-		r.size = op->size;
-		r.crc = op->crc;
-		r.seq = st ? st->seq : 0;
-		break;
-	case NODE_REQ_GET:
-		/* the bytes were verified against the drive's checksums; the crc
-		 * lets the client verify them end to end: a whole value was just
-		 * verified against its stored crc32c, a range needs its own */
-		r.size = st ? st->size : len;
-		r.offset = op->offset;
-		r.crc = st && op->offset == 0 && len == st->size ? st->crc : ovl_crc32c(0, data, len);
-		r.data = data;
-		r.len = len;
-		op->buf.mem = node_store_read_take(rq->o.store, &op->buf.cap);
-		b = op->buf.mem ? &op->buf : NULL;
-		offered = b != NULL;
-		op->done(op->arg, &r, &b);
-		/* taken: the op lives until node_req_buf_release(), which the
-		 * taker may have called already (op is not touched again) */
-		if (offered && !b)
-			return;
-		op_free(op);
-		return;
-	case NODE_REQ_STAT:
-		r.size = st->size;
-		r.crc = st->crc;
-		r.seq = st->seq;
-		break;
-	default:
-		break;
+	if (srb && *srb) {
+		op->buf.srb = *srb;
+		*srb = NULL;
+		r.data = op->buf.srb->data;
+		r.len = op->buf.srb->len;
+		b = &op->buf;
 	}
-	op->done(op->arg, &r, NULL);
+	/* the bytes were verified against the drive's checksums; the crc lets
+	 * the client verify them end to end: a whole value was just verified
+	 * against its stored crc32c, a range needs its own */
+	r.size = st ? st->size : r.len;
+	r.offset = op->offset;
+	r.crc = st && op->offset == 0 && r.len == st->size ? st->crc : ovl_crc32c(0, r.data, r.len);
+	offered = b != NULL;
+	op->done(op->arg, &r, &b);
+	/* taken: the op lives until node_req_buf_release(), which the taker
+	 * may have called already (op is not touched again) */
+	if (offered && !b)
+		return;
 	op_free(op);
 }
 
@@ -270,7 +272,7 @@ int node_req_start(struct node_req *rq, const struct node_req_args *a, node_req_
 	case NODE_REQ_GET:
 		op->offset = a->offset;
 		ret = node_store_get_async(rq->o.store, a->key, a->klen, a->offset, a->length,
-					   store_done, op);
+					   get_done, op);
 		if (ret < 0)
 			rq->msg = fail_msg(rq, ret);
 		break;

@@ -12,6 +12,11 @@ int node_disk_reap(struct node_disk *d, bool wait)
 	return d->ops->reap(d, wait);
 }
 
+int node_disk_direct(struct node_disk *d, bool on)
+{
+	return d->ops->direct ? d->ops->direct(d, on) : 0;
+}
+
 void node_disk_destroy(struct node_disk **d)
 {
 	if (!d || !*d)

@@ -43,6 +43,7 @@ struct node_disk_io {
 	void *arg;         /* the submitter's */
 	struct node_loop_ev ev;   /* backend use: completion on a shared loop */
 	struct node_disk *disk;   /* backend use */
+	struct node_disk_io *next; /* backend use: queued for direct I/O */
 };
 
 struct node_disk;
@@ -55,6 +56,9 @@ struct node_disk_ops {
 	 * in flight). Returns completions delivered or -errno. */
 	int (*reap)(struct node_disk *d, bool wait);
 	void (*destroy)(struct node_disk *d);
+	/* Backends on a shared loop only (NULL elsewhere): see
+	 * node_disk_direct(). */
+	int (*direct)(struct node_disk *d, bool on);
 };
 
 struct node_disk {
@@ -76,6 +80,17 @@ static inline int node_disk_submit(struct node_disk *d, struct node_disk_io *io)
 int node_disk_reap(struct node_disk *d, bool wait);
 void node_disk_destroy(struct node_disk **d);
 
+/*
+ * A backend on a shared loop completes requests through the loop: the
+ * loop's owner dispatches them, and node_disk_reap() delivers nothing.
+ * With direct on, new requests never touch the loop: node_disk_reap() does
+ * them, synchronously, on the calling thread, and delivers them (the
+ * store's blocking calls). Turning it on fails with -EBUSY while requests
+ * are in flight through the loop; turn it off only when nothing is queued.
+ * 0 on a backend that owns its ring (its reap is always its own).
+ */
+int node_disk_direct(struct node_disk *d, bool on);
+
 /* Run one operation to completion (for start-up and tools). */
 int node_disk_sync_io(struct node_disk *d, enum node_disk_op op, void *buf, size_t len,
 		      uint64_t off);
@@ -91,9 +106,11 @@ int node_disk_uring_open(struct node_disk **out, const char *path, unsigned dept
 
 /*
  * The same on a shared node_loop (borrowed; it must outlive the disk): the
- * store's I/O completes on the loop's ring next to the network's, and
- * node_disk_reap() runs the whole loop. No registered file: the ring is
- * shared, so the file table stays the caller's.
+ * store's I/O completes on the loop's ring next to the network's, delivered
+ * when the loop's owner runs the loop; node_disk_reap() never runs the loop
+ * (it only does direct requests, node_disk_direct()). No registered file:
+ * the ring is shared, so the file table stays the caller's. Destroy it only
+ * when nothing is in flight through the loop.
  */
 int node_disk_loop_open(struct node_disk **out, struct node_loop *loop, const char *path,
 			uint64_t create_size, char *err, size_t errlen);

@@ -163,7 +163,7 @@ static void fd_destroy(struct node_disk *d)
 	free(f);
 }
 
-static const struct node_disk_ops fault_ops = { fd_submit, fd_reap, fd_destroy };
+static const struct node_disk_ops fault_ops = { fd_submit, fd_reap, fd_destroy, NULL };
 
 int node_faultdisk_new(struct node_disk **out, uint64_t size, uint64_t seed)
 {

@@ -11,9 +11,25 @@
  * before it). A failed write or flush puts the store into read-only state;
  * it never acknowledges a write it could not make durable.
  *
- * Threading: a store is used by one thread. The asynchronous calls queue
- * work; node_store_poll() drives I/O and runs callbacks. The blocking calls
- * run the loop themselves until their operation completes.
+ * Threading: a store is used by one thread.
+ *
+ * Two ways to run, chosen at open:
+ *  - Own ring (opts.loop NULL: tools, tests, benchmarks). The asynchronous
+ *    calls queue work; node_store_poll() submits it, reaps the store's ring
+ *    and runs callbacks. The blocking calls drive that ring themselves.
+ *  - On a shared loop (opts.loop: the node's). The store never runs the
+ *    loop. Its completions arrive through the loop's callbacks when the
+ *    loop's owner runs node_loop_run(); its own work between completions
+ *    (acknowledging what is durable, starting batches, flushes and
+ *    checkpoints) runs from a before-sleep hook it registers at open, and
+ *    an io_uring timeout wakes the loop when a batch or a flush waits for
+ *    the commit window. The owner only runs the loop. The blocking calls
+ *    work only while none of the store's I/O is in flight on the loop
+ *    (node_store_idle() says so), and return -EBUSY otherwise: the store
+ *    could not see that I/O complete without running the loop. They then
+ *    do all of the store's I/O themselves, directly and synchronously on
+ *    the calling thread, never through the loop; callbacks of asynchronous
+ *    operations that complete meanwhile run inside them.
  *
  * Errors: 0 or -errno. -ENOENT no such key, -EINVAL bad argument,
  * -E2BIG key or value too large, -ENOSPC only the compaction reserve is left,
@@ -71,8 +87,11 @@ void node_store_opts_init(struct node_store_opts *o);
 int node_store_open(struct node_store **out, const struct node_store_opts *opts,
 		    char *err, size_t errlen);
 
-/* Finish in-flight work, write a checkpoint (so the next open does not
- * scan), release everything and NULL *s. Accepts NULL. */
+/* Finish queued work, write a checkpoint (so the next open does not
+ * scan), release everything and NULL *s. Accepts NULL. On a shared loop the
+ * owner first runs the loop until node_store_idle() (the store cannot
+ * finish I/O in flight on the loop without running it, and never does);
+ * the rest is done with direct I/O. Taken read buffers are released before. */
 void node_store_close(struct node_store **s);
 
 /*
@@ -93,11 +112,36 @@ struct node_store_objstat {
 	uint64_t seq;   /* sequence number of the record */
 };
 
-/* Completion: res is 0 or -errno. For gets, `data`/`len` is the value (or
- * the range) and is valid only during the callback; a successful put or
- * stat passes `st` (size, crc32c, sequence), others NULL. */
-typedef void (*node_store_cb)(void *arg, int res, const void *data, size_t len,
-			      const struct node_store_objstat *st);
+/* Completion of a put, delete, stat or streamed put: res is 0 or -errno; a
+ * successful put or stat passes `st` (size, crc32c, sequence), others NULL. */
+typedef void (*node_store_cb)(void *arg, int res, const struct node_store_objstat *st);
+
+/*
+ * The bytes a get read, in the store's read buffer: `data`/`len` are the
+ * value (or the range). The other members are the store's.
+ */
+struct node_store_rbuf {
+	const void *data;
+	size_t len;
+	/* private */
+	void *mem;              /* the aligned buffer data points into */
+	size_t cap;             /* its size */
+	struct node_store *s;   /* the store whose buffer cache it returns to */
+};
+
+/*
+ * Completion of a get. On success *rb is the read buffer (st: size, crc32c
+ * and sequence of the whole value); on failure *rb is NULL. The buffer is
+ * the store's unless the callback takes it: it copies the pointer and sets
+ * *rb = NULL; it then owns it and gives it back with
+ * node_store_rbuf_release(), before node_store_close(). A buffer left in
+ * *rb is released when the callback returns.
+ */
+typedef void (*node_store_get_cb)(void *arg, int res, struct node_store_rbuf **rb,
+				  const struct node_store_objstat *st);
+
+/* Give a taken read buffer back to its store. NULLs *rb; accepts NULL. */
+void node_store_rbuf_release(struct node_store_rbuf **rb);
 
 /* Queue a put. `val` must stay valid until the callback runs. */
 int node_store_put_async(struct node_store *s, const void *key, size_t klen, const void *val,
@@ -106,18 +150,7 @@ int node_store_delete_async(struct node_store *s, const void *key, size_t klen,
 			    node_store_cb cb, void *arg);
 /* Read [off, off+len) of the value (len UINT64_MAX: to the end). */
 int node_store_get_async(struct node_store *s, const void *key, size_t klen, uint64_t off,
-			 uint64_t len, node_store_cb cb, void *arg);
-
-/*
- * Inside a get callback only: keep the read buffer that holds `data` past
- * the callback (to send it without copying). Returns the buffer (the
- * caller's until released; `data` stays valid inside it) and its capacity
- * in *cap, or NULL outside a get callback or when it was taken already.
- * Give it back with node_store_read_release(s, mem, cap), to the same store,
- * before node_store_close().
- */
-void *node_store_read_take(struct node_store *s, size_t *cap);
-void node_store_read_release(struct node_store *s, void *mem, size_t cap);
+			 uint64_t len, node_store_get_cb cb, void *arg);
 
 /* Size, crc and sequence of a key; st is passed to cb. */
 int node_store_stat_async(struct node_store *s, const void *key, size_t klen, node_store_cb cb,
@@ -168,14 +201,26 @@ int node_store_stream_finish(struct node_store_stream **st, uint32_t crc, node_s
  * accepts NULL. */
 void node_store_stream_abort(struct node_store_stream **st);
 
-/* Drive I/O and run callbacks; with wait, block until something happens.
- * Returns 0 or -errno. */
+/*
+ * Own ring: submit queued work, reap the store's ring and run callbacks;
+ * with wait, block until something completes. Shared loop: only the work
+ * the before-sleep hook does (acknowledge, start batches and flushes, arm
+ * the commit window's timer); never waits, never runs or reaps the loop,
+ * so it never dispatches anyone's completion. Returns 0 or -errno.
+ */
 int node_store_poll(struct node_store *s, bool wait);
 
 /* Operations queued or in flight. */
 unsigned node_store_pending(const struct node_store *s);
 
-/* ---- blocking interface ---- */
+/* Nothing queued and no I/O in flight: on a shared loop, the store may be
+ * closed, and blocking calls may be made. */
+bool node_store_idle(const struct node_store *s);
+
+/* ---- blocking interface ----
+ *
+ * On a shared loop: only while node_store_idle() is true, else -EBUSY
+ * (see the top of this file). */
 
 int node_store_put(struct node_store *s, const void *key, size_t klen, const void *val,
 		   size_t vlen);

@@ -69,7 +69,7 @@ struct slot {
 	bool done;
 };
 
-static void put_cb(void *arg, int res, const void *d, size_t l, const struct node_store_objstat *st)
+static void put_cb(void *arg, int res, const struct node_store_objstat *st)
 {
 	struct slot *sl = arg;
 

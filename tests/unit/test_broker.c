@@ -1,7 +1,8 @@
 /*
  * test_broker: the broker core (admission, selectors, persistence, deltas,
  * liveness, revocation) driven through brk_handle() with a fake clock and
- * captured output, and the rate limiter.
+ * captured output, the files behind it (state, the index of issued
+ * clients), and the rate limiter.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -32,13 +34,51 @@ struct world {
 	struct brk_site site;
 	struct ovl_id *ca;
 	brk_t *b;
+	struct brk_files *files;        /* the state files behind b, when it has any */
 	uint64_t now_ms, unix_s;
 	struct sent out[MAX_OUT];
 	unsigned n_out;
 	struct ovl_id *nodes[NODES];
 	char state_dir[64];
 	char lastev[512];
+	bool check_durable;             /* every map and delta sent is already on disk */
+	unsigned durable_checked;
 };
+
+/* The epoch of slice `name` in state_dir/members, or 0. */
+static uint64_t saved_epoch(const char *dir, const char *name)
+{
+	char path[128], line[256], nm[64];
+	unsigned long long e = 0, found = 0;
+	FILE *f = NULL;
+
+	snprintf(path, sizeof(path), "%s/members", dir);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "slice %63s %llu", nm, &e) == 2 && strcmp(nm, name) == 0)
+			found = e;
+	fclose(f);
+	return found;
+}
+
+static void durable_check(struct world *w, const void *buf, size_t len)
+{
+	struct ovl_msg m;
+	char err[256];
+
+	if (ovl_msg_decode(buf, len, &m, err, sizeof(err)) < 0)
+		return;
+	if (m.type == OVL_MSG_MAP) {
+		assert_true(saved_epoch(w->state_dir, m.u.map.slice) >= m.u.map.epoch);
+		w->durable_checked++;
+	} else if (m.type == OVL_MSG_MAP_DELTA) {
+		assert_true(saved_epoch(w->state_dir, m.u.delta.slice) >= m.u.delta.epoch);
+		w->durable_checked++;
+	}
+	ovl_msg_release(&m);
+}
 
 static int w_send(void *arg, const struct brk_peer *to, const void *buf, size_t len)
 {
@@ -46,6 +86,8 @@ static int w_send(void *arg, const struct brk_peer *to, const void *buf, size_t 
 
 	if (w->n_out >= MAX_OUT)
 		return -ENOBUFS;
+	if (w->check_durable)
+		durable_check(w, buf, len);
 	memcpy(w->out[w->n_out].key, to->key, 32);
 	w->out[w->n_out].buf = malloc(len);
 	memcpy(w->out[w->n_out].buf, buf, len);
@@ -92,14 +134,27 @@ static void make_site(struct world *w)
 	snprintf(w->site.site, sizeof(w->site.site), "sim-site");
 }
 
-static void new_core(struct world *w, const char *state_dir)
+/* A core whose state lives in state_dir (NULL: nothing persisted), served
+ * by a files object as in the daemon. 0 or brk_new's error. */
+static int try_core(struct world *w, const char *state_dir, char *err, size_t errlen)
 {
 	struct brk_params p = { 0 };
-	struct brk_io io = { w_send, w_now, w_unix, w_event, w };
+	struct brk_io io = { .send = w_send, .now_ms = w_now, .unix_s = w_unix, .event = w_event,
+			     .arg = w };
+
+	brk_files_destroy(&w->files);
+	if (state_dir) {
+		assert_int_equal(brk_files_new(&w->files, NULL, NULL, state_dir, err, errlen), 0);
+		brk_files_io(w->files, &io);
+	}
+	return brk_new(&w->b, &w->site, &p, &io, err, errlen);
+}
+
+static void new_core(struct world *w, const char *state_dir)
+{
 	char err[256];
 
-	p.state_dir = state_dir;
-	assert_int_equal(brk_new(&w->b, &w->site, &p, &io, err, sizeof(err)), 0);
+	assert_int_equal(try_core(w, state_dir, err, sizeof(err)), 0);
 }
 
 static int setup(void **state)
@@ -122,6 +177,7 @@ static int teardown(void **state)
 	struct world *w = *state;
 
 	brk_destroy(&w->b);
+	brk_files_destroy(&w->files);
 	clear_out(w);
 	for (int i = 0; i < NODES; i++)
 		ovl_id_destroy(&w->nodes[i]);
@@ -151,6 +207,7 @@ static void send_to_core(struct world *w, const struct ovl_id *from, const struc
 	msgpack_sbuffer_init(&sb);
 	assert_int_equal(ovl_msg_encode(m, &sb, err, sizeof(err)), 0);
 	brk_handle(w->b, &p, sb.data, sb.size);
+	brk_flush(w->b); /* as the server does after each batch */
 	msgpack_sbuffer_destroy(&sb);
 }
 
@@ -552,8 +609,11 @@ static void test_persistence(void **state)
 	brk_destroy(&w->b); /* saves dirty epochs */
 	new_core(w, w->state_dir);
 	assert_int_equal(brk_slice_info(w->b, "hot", &epoch, &members), 0);
-	assert_int_equal(epoch, 2);
-	assert_int_equal(members, 0); /* members are soft state */
+	/* members are kept (PROTOCOL.md 6.5): node 0 is listed, `down` until it
+	 * speaks, and that change of state is a new epoch */
+	assert_int_equal(epoch, 3);
+	assert_int_equal(members, 1);
+	assert_int_equal(brk_node_state(w->b, w->nodes[0]->sign_pk), OVL_MSG_STATE_DOWN);
 	assert_int_equal(brk_slice_info(w->b, "cold", &epoch, NULL), 0);
 	/* an empty state directory: definitions come back from a node's cache,
 	 * at an epoch above the one the node reports */
@@ -561,6 +621,8 @@ static void test_persistence(void **state)
 	snprintf(path, sizeof(path), "%s/slices", w->state_dir);
 	unlink(path);
 	snprintf(path, sizeof(path), "%s/tokens.used", w->state_dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/members", w->state_dir);
 	unlink(path);
 	new_core(w, w->state_dir);
 	assert_int_equal(brk_slice_info(w->b, "hot", NULL, NULL), -ENOENT);
@@ -572,6 +634,151 @@ static void test_persistence(void **state)
 	brk_destroy(&w->b);
 	snprintf(path, sizeof(path), "rm -rf %s", w->state_dir);
 	assert_int_equal(system(path), 0);
+	new_core(w, NULL);
+}
+
+/* A map of `slice` as node `i` asks for it (the last map sent to it). */
+static void node_map(struct world *w, int i, const char *slice, struct ovl_msg *m)
+{
+	struct ovl_msg g;
+
+	clear_out(w);
+	ovl_msg_init(&g, OVL_MSG_MAP_GET);
+	snprintf(g.u.map_get.slice, sizeof(g.u.map_get.slice), "%s", slice);
+	send_to_core(w, w->nodes[i], &g);
+	assert_int_equal(last_to(w, w->nodes[i], m), 0);
+	assert_int_equal(m->type, OVL_MSG_MAP);
+}
+
+static int map_state_of(const struct ovl_msg *m, const struct ovl_id *id)
+{
+	for (uint32_t i = 0; i < m->u.map.n_members; i++)
+		if (memcmp(m->u.map.members[i].id, id->sign_pk, 32) == 0)
+			return (int)m->u.map.members[i].state;
+	return -ENOENT;
+}
+
+/*
+ * A restart never shrinks a slice (PROTOCOL.md 6.5): the membership is on
+ * disk before any map or delta that shows it leaves; a broker that crashed
+ * lists every member again, `down` until it speaks, at a higher epoch; a
+ * member leaves only by the `out` rule and expiry or a revocation, with a
+ * record that nodes and clients check (ovl_map_succession_check).
+ */
+static void test_restart_keeps_members(void **state)
+{
+	struct world *w = *state;
+	char err[512], cmd[256], crash[80];
+	struct ovl_msg before, after, m;
+	uint64_t epoch = 0, served = 0;
+	uint32_t members = 0;
+
+	snprintf(w->state_dir, sizeof(w->state_dir), "/tmp/test_broker_mb.%d", (int)getpid());
+	snprintf(crash, sizeof(crash), "%s.crash", w->state_dir);
+	brk_destroy(&w->b);
+	new_core(w, w->state_dir);
+	assert_int_equal(brk_slice_create(w->b, "hot", 2, "all", err, sizeof(err)), 0);
+	w->check_durable = true;
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(brk_preauth_add(w->b, w->nodes[i]->sign_pk), 1);
+		register_node(w, i, NULL);
+	}
+	assert_true(w->durable_checked >= 5);
+	/* a state change is durable before its delta leaves, too */
+	w->now_ms += BRK_DOWN_MS + 100;
+	for (int i = 0; i < 4; i++)
+		heartbeat(w, i, 1);
+	brk_tick(w->b); /* node 4: down */
+	assert_int_equal(brk_node_state(w->b, w->nodes[4]->sign_pk), OVL_MSG_STATE_DOWN);
+	node_map(w, 0, "hot", &before);
+	served = before.u.map.epoch;
+	assert_int_equal(before.u.map.n_members, 5);
+	/* the broker is killed: its state directory is what was on disk */
+	snprintf(cmd, sizeof(cmd), "rm -rf %s && cp -a %s %s", crash, w->state_dir, crash);
+	assert_int_equal(system(cmd), 0);
+	w->check_durable = false;
+	brk_destroy(&w->b);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s && mv %s %s", w->state_dir, crash, w->state_dir);
+	assert_int_equal(system(cmd), 0);
+	new_core(w, w->state_dir);
+	w->check_durable = true;
+	assert_int_equal(brk_slice_info(w->b, "hot", &epoch, &members), 0);
+	assert_int_equal(members, 5);
+	assert_true(epoch > served); /* states changed: never an epoch served before */
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(brk_node_state(w->b, w->nodes[i]->sign_pk), OVL_MSG_STATE_DOWN);
+	/* node 0 speaks (a heartbeat: it is known): up again; the map lists all five */
+	heartbeat(w, 0, 2);
+	assert_int_equal(brk_node_state(w->b, w->nodes[0]->sign_pk), OVL_MSG_STATE_UP);
+	node_map(w, 0, "hot", &after);
+	assert_int_equal(after.u.map.n_members, 5);
+	assert_int_equal(map_state_of(&after, w->nodes[0]), OVL_MSG_STATE_UP);
+	assert_int_equal(map_state_of(&after, w->nodes[3]), OVL_MSG_STATE_DOWN);
+	assert_int_equal(map_state_of(&after, w->nodes[4]), OVL_MSG_STATE_DOWN);
+	assert_int_equal(ovl_msg_map_verify(&after.u.map, w->site.id->sign_pk), 0);
+	assert_int_equal(ovl_map_succession_check(&before.u.map, &after.u.map, err, sizeof(err)),
+			 0);
+	ovl_msg_release(&after);
+	/* node 1 registers again: known, up, still one member */
+	register_node(w, 1, NULL);
+	assert_int_equal(brk_slice_info(w->b, "hot", NULL, &members), 0);
+	assert_int_equal(members, 5);
+	/* grace: node 4 is out and still listed; then it expires, with a record */
+	w->now_ms += BRK_GRACE_MS + 1000;
+	for (int i = 0; i < 3; i++)
+		heartbeat(w, i, 3);
+	brk_tick(w->b);
+	node_map(w, 0, "hot", &m);
+	assert_int_equal(map_state_of(&m, w->nodes[4]), OVL_MSG_STATE_OUT);
+	ovl_msg_release(&m);
+	w->now_ms += BRK_TTL_MS;
+	for (int i = 0; i < 3; i++)
+		heartbeat(w, i, 4);
+	clear_out(w);
+	brk_tick(w->b);
+	assert_int_equal(brk_node_state(w->b, w->nodes[4]->sign_pk), -ENOENT);
+	node_map(w, 0, "hot", &after);
+	assert_int_equal(map_state_of(&after, w->nodes[4]), -ENOENT);
+	assert_true(after.u.map.n_left >= 1);
+	assert_int_equal(ovl_map_succession_check(&before.u.map, &after.u.map, err, sizeof(err)),
+			 0);
+	/* without the record, the same map is refused, naming the member */
+	{
+		uint32_t nl = after.u.map.n_left;
+
+		after.u.map.n_left = 0;
+		assert_int_equal(ovl_map_succession_check(&before.u.map, &after.u.map, err,
+							  sizeof(err)), -EPERM);
+		after.u.map.n_left = nl;
+	}
+	ovl_msg_release(&after);
+	/* a revocation leaves a record too, and records survive a restart */
+	assert_int_equal(brk_revoke(w->b, w->nodes[2]->sign_pk, err, sizeof(err)), 0);
+	brk_flush(w->b);
+	w->check_durable = false;
+	brk_destroy(&w->b);
+	new_core(w, w->state_dir);
+	node_map(w, 0, "hot", &after);
+	assert_int_equal(map_state_of(&after, w->nodes[2]), -ENOENT);
+	assert_int_equal(after.u.map.n_members, 2); /* 3 and 4 expired, 2 revoked */
+	assert_int_equal(after.u.map.n_left, 3);
+	assert_int_equal(ovl_map_succession_check(&before.u.map, &after.u.map, err, sizeof(err)),
+			 0);
+	for (uint32_t i = 0; i < after.u.map.n_left; i++)
+		if (memcmp(after.u.map.left[i].id, w->nodes[2]->sign_pk, 32) == 0)
+			assert_int_equal(after.u.map.left[i].reason, OVL_MSG_LEFT_REVOKED);
+		else
+			assert_int_equal(after.u.map.left[i].reason, OVL_MSG_LEFT_EXPIRED);
+	ovl_msg_release(&after);
+	ovl_msg_release(&before);
+	/* a damaged membership file stops the broker with a clear error */
+	brk_destroy(&w->b);
+	snprintf(cmd, sizeof(cmd), "echo 'member zz' >> %s/members", w->state_dir);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(try_core(w, w->state_dir, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "members"));
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", w->state_dir);
+	assert_int_equal(system(cmd), 0);
 	new_core(w, NULL);
 }
 
@@ -713,14 +920,8 @@ static void test_revocation_persists(void **state)
 	/* a damaged file stops the broker with a clear error */
 	snprintf(path, sizeof(path), "echo 'node zz' >> %s/revoked", w->state_dir);
 	assert_int_equal(system(path), 0);
-	{
-		struct brk_params p = { 0 };
-		struct brk_io io = { w_send, w_now, w_unix, w_event, w };
-
-		p.state_dir = w->state_dir;
-		assert_int_equal(brk_new(&w->b, &w->site, &p, &io, err, sizeof(err)), -EBADMSG);
-		assert_non_null(strstr(err, "revoked"));
-	}
+	assert_int_equal(try_core(w, w->state_dir, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "revoked"));
 	snprintf(path, sizeof(path), "grep -q '^crl_version 3$' %s/revoked", w->state_dir);
 	assert_int_equal(system(path), 0);
 	snprintf(path, sizeof(path), "rm -rf %s", w->state_dir);
@@ -920,14 +1121,8 @@ static void test_slice_encryption_and_signatures(void **state)
 		fprintf(f, "%02x", w->site.id->sign_pk[k]);
 	fprintf(f, " all encrypted\n");
 	fclose(f);
-	{
-		struct brk_params p = { 0 };
-		struct brk_io io = { w_send, w_now, w_unix, w_event, w };
-
-		p.state_dir = w->state_dir;
-		assert_int_equal(brk_new(&w->b, &w->site, &p, &io, err, sizeof(err)), -EBADMSG);
-		assert_non_null(strstr(err, "line 3 is not a valid slice definition"));
-	}
+	assert_int_equal(try_core(w, w->state_dir, err, sizeof(err)), -EBADMSG);
+	assert_non_null(strstr(err, "line 3 is not a valid slice definition"));
 	/* recovered from a node's cached definition, encryption included */
 	unlink(path);
 	new_core(w, w->state_dir);
@@ -945,6 +1140,142 @@ static void test_slice_encryption_and_signatures(void **state)
 	new_core(w, NULL);
 }
 
+static void map_get(struct world *w, const struct ovl_id *from, const char *slice)
+{
+	struct ovl_msg m;
+
+	ovl_msg_init(&m, OVL_MSG_MAP_GET);
+	m.rid = 7;
+	snprintf(m.u.map_get.slice, sizeof(m.u.map_get.slice), "%s", slice);
+	clear_out(w);
+	send_to_core(w, from, &m);
+}
+
+static void expect_map(struct world *w, const struct ovl_id *to, const char *slice)
+{
+	struct ovl_msg m;
+
+	assert_int_equal(last_to(w, to, &m), 0);
+	assert_int_equal(m.type, OVL_MSG_MAP);
+	assert_string_equal(m.u.map.slice, slice);
+	ovl_msg_release(&m);
+}
+
+static struct ovl_id *client_id(const char *dir, const char *name)
+{
+	char path[160], err[256];
+	struct ovl_id *id = NULL;
+
+	snprintf(path, sizeof(path), "%s/clients/%s/id.key", dir, name);
+	assert_int_equal(ovl_id_load(&id, path, err, sizeof(err)), 0);
+	return id;
+}
+
+/*
+ * The files behind a core, as the daemon has them (brk_files over a site
+ * directory): a client's MAP_GET asks the seam, which answers from an index
+ * built once and rebuilt only when the files under clients/ change, and the
+ * core's clock (not the machine's) decides whether a certificate is valid.
+ */
+static void test_client_index(void **state)
+{
+	struct world *w = *state;
+	struct brk_params p = { 0 };
+	struct brk_io io = { .send = w_send, .now_ms = w_now, .unix_s = w_unix, .event = w_event,
+			     .arg = w };
+	struct brk_files_stats st;
+	struct brk_site site;
+	struct ovl_id *c1 = NULL, *c2 = NULL;
+	char dir[64], out[2048], err[512], tok[128];
+	uint64_t t0 = (uint64_t)time(NULL);
+
+	snprintf(dir, sizeof(dir), "/tmp/test_broker_cl.%d", (int)getpid());
+	assert_int_equal(brk_site_init(dir, "sim-site", out, sizeof(out), err, sizeof(err)), 0);
+	assert_int_equal(brk_client_issue(dir, "c1", "hot", 3600, out, sizeof(out), err,
+					  sizeof(err)), 0);
+	c1 = client_id(dir, "c1");
+	assert_int_equal(brk_site_load(&site, dir, err, sizeof(err)), 0);
+	brk_destroy(&w->b);
+	assert_int_equal(brk_files_new(&w->files, &site, dir, NULL, err, sizeof(err)), 0);
+	brk_files_io(w->files, &io);
+	assert_non_null(io.client_slices);
+	assert_int_equal(brk_new(&w->b, &site, &p, &io, err, sizeof(err)), 0);
+	assert_int_equal(brk_slice_create(w->b, "hot", 1, "all", err, sizeof(err)), 0);
+	assert_int_equal(brk_slice_create(w->b, "cold", 1, "all", err, sizeof(err)), 0);
+	/* the core's clock: c1 is valid from t0 - 300 to t0 + 3600 */
+	w->unix_s = t0;
+
+	/* (a) one build of the index; MAP_GETs neither read nor verify again */
+	for (int i = 0; i < 5; i++) {
+		map_get(w, c1, "hot");
+		expect_map(w, c1, "hot");
+	}
+	map_get(w, c1, "cold");
+	expect_error(w, c1, OVL_MSG_ERR_DENIED, "does not list slice 'cold'");
+	map_get(w, w->nodes[0], "hot"); /* not a client: a stat() shows nothing changed */
+	expect_error(w, w->nodes[0], OVL_MSG_ERR_NOT_FOUND, "not registered");
+	assert_int_equal(brk_files_reload(w->files, w->b), 0);
+	brk_files_stats_get(w->files, &st);
+	assert_int_equal(st.client_lookups, 7); /* every MAP_GET went through the seam */
+	assert_int_equal(st.client_loads, 1);
+	assert_int_equal(st.client_certs_checked, 1);
+	assert_int_equal(st.clients, 1);
+
+	/* (b) a client issued now is found at its first MAP_GET: clients/ changed */
+	assert_int_equal(brk_client_issue(dir, "c2", "cold", 60, out, sizeof(out), err,
+					  sizeof(err)), 0);
+	c2 = client_id(dir, "c2");
+	map_get(w, c2, "cold");
+	expect_map(w, c2, "cold");
+	brk_files_stats_get(w->files, &st);
+	assert_int_equal(st.client_loads, 2);
+	assert_int_equal(st.clients, 2);
+	map_get(w, c2, "cold");
+	expect_map(w, c2, "cold");
+	brk_files_stats_get(w->files, &st);
+	assert_int_equal(st.client_loads, 2);
+	/* a client whose folder is removed is gone at the next reload */
+	snprintf(out, sizeof(out), "rm -rf %s/clients/c1", dir);
+	assert_int_equal(system(out), 0);
+	assert_int_equal(brk_files_reload(w->files, w->b), 0);
+	brk_files_stats_get(w->files, &st);
+	assert_int_equal(st.client_loads, 3);
+	assert_int_equal(st.clients, 1);
+	map_get(w, c1, "hot");
+	expect_error(w, c1, OVL_MSG_ERR_NOT_FOUND, "not registered");
+
+	/* (c) the seam's clock decides: c2 (60 s from about t0) is refused an hour
+	 * later and before it was issued, whatever time() says, and taken again
+	 * within its life; none of it reads the files again */
+	w->unix_s = t0 + 3600;
+	map_get(w, c2, "cold");
+	expect_error(w, c2, OVL_MSG_ERR_NOT_FOUND, "not registered");
+	w->unix_s = t0 - 1000;
+	map_get(w, c2, "cold");
+	expect_error(w, c2, OVL_MSG_ERR_NOT_FOUND, "not registered");
+	w->unix_s = t0 + 30;
+	map_get(w, c2, "cold");
+	expect_map(w, c2, "cold");
+	brk_files_stats_get(w->files, &st);
+	assert_int_equal(st.client_loads, 3);
+
+	/* a token minted into the site directory admits at once (admission_refresh) */
+	assert_int_equal(brk_token_mint(dir, 1, 600, tok, sizeof(tok), err, sizeof(err)), 0);
+	clear_out(w);
+	register_node(w, 0, tok); /* neither pre-authorised nor certified: the token */
+	expect_ok(w, w->nodes[0]);
+
+	brk_destroy(&w->b);
+	brk_files_destroy(&w->files);
+	assert_null(w->files);
+	brk_site_release(&site);
+	ovl_id_destroy(&c1);
+	ovl_id_destroy(&c2);
+	snprintf(out, sizeof(out), "rm -rf %s", dir);
+	assert_int_equal(system(out), 0);
+	new_core(w, NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -955,6 +1286,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_delta_is_constant_per_member, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_liveness, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restart_keeps_members, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_token_use_persistence, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_revocation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_revocation_persists, setup, teardown),
@@ -963,6 +1295,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_slice_encryption_and_signatures, setup, teardown),
 		cmocka_unit_test(test_rate_limiter),
 		cmocka_unit_test(test_site_files),
+		cmocka_unit_test_setup_teardown(test_client_index, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

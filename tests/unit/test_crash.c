@@ -75,8 +75,7 @@ static void gen_value(uint8_t *buf, size_t len, int key, int version)
 	}
 }
 
-static void op_cb(void *arg, int res, const void *data, size_t len,
-		  const struct node_store_objstat *st)
+static void op_cb(void *arg, int res, const struct node_store_objstat *st)
 {
 	struct pend *p = arg;
 

@@ -314,7 +314,6 @@ static void run_client(struct fx *f, void (*fn)(struct fx *f))
 			io_uring_prep_timeout(sqe, &f->tick_ts, 0, 0);
 			f->tick_armed = true;
 		}
-		node_store_poll(f->store, false);
 		node_loop_run(f->loop, true);
 		{
 			struct timespec ts;
@@ -406,10 +405,8 @@ static int teardown(void **state)
 
 	/* the test owns the loop: stop the data plane, drain, then free */
 	node_dp_stop(f->dp);
-	while (node_loop_inflight(f->loop) || node_store_pending(f->store)) {
-		node_store_poll(f->store, false);
+	while (node_loop_inflight(f->loop) || !node_store_idle(f->store))
 		node_loop_run(f->loop, true);
-	}
 	node_dp_destroy(&f->dp);
 	assert_null(f->dp);
 	node_req_destroy(&f->req);

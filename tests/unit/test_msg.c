@@ -1098,6 +1098,232 @@ static void test_map_signature(void **state)
 	msgpack_sbuffer_destroy(&sb);
 }
 
+/* Removal records (`left`, 1.3): they survive encoding, a map with them
+ * signs them (a sixth element), a map without them signs as before. */
+static void test_map_left_records(void **state)
+{
+	uint8_t seed[32], pk[32], sk[64];
+	struct ovl_msg m, d;
+	struct ovl_msg_left rec[2];
+	msgpack_sbuffer sb, in;
+	char err[256];
+
+	(void)state;
+	memset(seed, 0x22, sizeof(seed));
+	crypto_sign_seed_keypair(pk, sk, seed);
+	assert_non_null(msg_sample_build_named("map", &m));
+	memset(rec, 0, sizeof(rec));
+	memset(rec[0].id, 0xee, OVL_MSG_ID_BYTES);
+	rec[0].epoch = 7;
+	rec[0].reason = OVL_MSG_LEFT_EXPIRED;
+	memset(rec[1].id, 0x11, OVL_MSG_ID_BYTES);
+	rec[1].epoch = 8;
+	rec[1].reason = OVL_MSG_LEFT_REVOKED;
+	m.u.map.left = rec;
+	m.u.map.n_left = 2;
+	msgpack_sbuffer_init(&in);
+	assert_int_equal(ovl_msg_map_sig_input(&m.u.map, &in), 0);
+	assert_memory_equal(in.data, "shelf-map-v1\0\x96", 14);
+	msgpack_sbuffer_destroy(&in);
+	assert_int_equal(ovl_msg_map_sign(&m.u.map, sk), 0);
+	msgpack_sbuffer_init(&sb);
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), 0);
+	assert_int_equal(ovl_msg_decode(sb.data, sb.size, &d, err, sizeof(err)), 0);
+	assert_int_equal(d.u.map.n_left, 2);
+	assert_int_equal(d.u.map.left[1].epoch, 8);
+	assert_int_equal(d.u.map.left[1].reason, OVL_MSG_LEFT_REVOKED);
+	assert_string_equal(ovl_msg_left_reason_name(d.u.map.left[0].reason), "expired");
+	assert_int_equal(ovl_msg_map_verify(&d.u.map, pk), 0);
+	/* records are covered: another epoch, another reason, or none, fail */
+	d.u.map.left[0].epoch++;
+	assert_int_equal(ovl_msg_map_verify(&d.u.map, pk), -EKEYREJECTED);
+	d.u.map.left[0].epoch--;
+	d.u.map.left[1].reason = OVL_MSG_LEFT_DELETED;
+	assert_int_equal(ovl_msg_map_verify(&d.u.map, pk), -EKEYREJECTED);
+	d.u.map.left[1].reason = OVL_MSG_LEFT_REVOKED;
+	d.u.map.n_left = 1;
+	assert_int_equal(ovl_msg_map_verify(&d.u.map, pk), -EKEYREJECTED);
+	d.u.map.n_left = 2;
+	/* their order does not matter */
+	rec[0] = d.u.map.left[1];
+	d.u.map.left[1] = d.u.map.left[0];
+	d.u.map.left[0] = rec[0];
+	assert_int_equal(ovl_msg_map_verify(&d.u.map, pk), 0);
+	ovl_msg_release(&d);
+	msgpack_sbuffer_destroy(&sb);
+	m.u.map.left = NULL;
+	m.u.map.n_left = 0;
+	ovl_msg_release(&m);
+}
+
+/* ---- the succession rule (ovl_map.h) ------------------------------------ */
+
+static void succ_map(struct ovl_msg_map *m, uint64_t epoch, unsigned n, unsigned first)
+{
+	memset(m, 0, sizeof(*m));
+	snprintf(m->slice, sizeof(m->slice), "hot");
+	m->epoch = epoch;
+	m->replicas = 2;
+	m->members = calloc(n + 1, sizeof(*m->members));
+	assert_non_null(m->members);
+	for (unsigned i = 0; i < n; i++) {
+		msg_sample_member(&m->members[i], first + i);
+		m->members[i].state = OVL_MSG_STATE_UP;
+	}
+	m->n_members = n;
+}
+
+static void succ_free(struct ovl_msg_map *m)
+{
+	free(m->members);
+	free(m->left);
+	memset(m, 0, sizeof(*m));
+}
+
+static void succ_left(struct ovl_msg_map *m, const uint8_t *id, uint64_t epoch)
+{
+	struct ovl_msg_left *g = realloc(m->left, (m->n_left + 1) * sizeof(*g));
+
+	assert_non_null(g);
+	m->left = g;
+	memset(&g[m->n_left], 0, sizeof(*g));
+	memcpy(g[m->n_left].id, id, OVL_MSG_ID_BYTES);
+	g[m->n_left].epoch = epoch;
+	g[m->n_left++].reason = OVL_MSG_LEFT_EXPIRED;
+}
+
+static void test_map_succession(void **state)
+{
+	struct ovl_msg_map held, next;
+	char err[512], fp[OVL_ID_FP_BYTES];
+
+	(void)state;
+	succ_map(&held, 10, 8, 0);
+	/* nothing held: anything goes */
+	succ_map(&next, 1, 0, 0);
+	assert_int_equal(ovl_map_succession_check(NULL, &next, err, sizeof(err)), 0);
+	succ_free(&next);
+	/* the same members, later: accepted; not later: refused */
+	succ_map(&next, 11, 8, 0);
+	assert_int_equal(ovl_map_succession_check(&held, &next, err, sizeof(err)), 0);
+	next.epoch = 10;
+	assert_int_equal(ovl_map_succession_check(&held, &next, err, sizeof(err)), -ESTALE);
+	assert_non_null(strstr(err, "epoch 10 is not newer"));
+	next.epoch = 9;
+	assert_int_equal(ovl_map_succession_check(&held, &next, err, sizeof(err)), -ESTALE);
+	next.epoch = 11;
+	/* a state change (down, out), another certificate or port: accepted */
+	next.members[3].state = OVL_MSG_STATE_DOWN;
+	next.members[4].state = OVL_MSG_STATE_OUT;
+	next.members[5].port ^= 1;
+	assert_int_equal(ovl_map_succession_check(&held, &next, err, sizeof(err)), 0);
+	succ_free(&next);
+	/* a member added: accepted */
+	succ_map(&next, 12, 9, 0);
+	assert_int_equal(ovl_map_succession_check(&held, &next, err, sizeof(err)), 0);
+	succ_free(&next);
+	/* members in another order: accepted */
+	succ_map(&next, 12, 8, 0);
+	{
+		struct ovl_msg_member t = next.members[0];
+
+		next.members[0] = next.members[7];
+		next.members[7] = t;
+	}
+	assert_int_equal(ovl_map_succession_check(&held, &next, err, sizeof(err)), 0);
+	succ_free(&next);
+	/* a member dropped without a record: refused, naming it and the epochs */
+	succ_map(&next, 12, 7, 0);
+	assert_int_equal(ovl_map_succession_check(&held, &next, err, sizeof(err)), -EPERM);
+	ovl_nodeid_fingerprint(held.members[7].id, fp);
+	assert_non_null(strstr(err, fp));
+	assert_non_null(strstr(err, "slice 'hot' epoch 12 drops 1 member of the map held "
+				    "(epoch 10)"));
+	/* with a record of its removal after the held epoch: accepted */
+	succ_left(&next, held.members[7].id, 11);
+	assert_int_equal(ovl_map_succession_check(&held, &next, err, sizeof(err)), 0);
+	/* a record at or before the held epoch (an older removal, then a
+	 * rejoin) or after the new epoch does not count */
+	next.left[0].epoch = 10;
+	assert_int_equal(ovl_map_succession_check(&held, &next, err, sizeof(err)), -EPERM);
+	next.left[0].epoch = 13;
+	assert_int_equal(ovl_map_succession_check(&held, &next, err, sizeof(err)), -EPERM);
+	next.left[0].epoch = 12;
+	assert_int_equal(ovl_map_succession_check(&held, &next, err, sizeof(err)), 0);
+	/* a record of another member does not count */
+	memcpy(next.left[0].id, held.members[0].id, OVL_MSG_ID_BYTES);
+	assert_int_equal(ovl_map_succession_check(&held, &next, err, sizeof(err)), -EPERM);
+	succ_free(&next);
+	/* an empty map after a broker lost its state: refused, up to 4 named */
+	succ_map(&next, 40, 0, 0);
+	assert_int_equal(ovl_map_succession_check(&held, &next, err, sizeof(err)), -EPERM);
+	assert_non_null(strstr(err, "drops 8 members"));
+	assert_non_null(strstr(err, ", ..."));
+	succ_free(&next);
+	/* a map with only the members that came back (the restart bug): refused */
+	succ_map(&next, 41, 5, 3);
+	assert_int_equal(ovl_map_succession_check(&held, &next, err, sizeof(err)), -EPERM);
+	assert_non_null(strstr(err, "drops 3 members"));
+	succ_free(&next);
+	/* another slice */
+	succ_map(&next, 41, 8, 0);
+	snprintf(next.slice, sizeof(next.slice), "cold");
+	assert_int_equal(ovl_map_succession_check(&held, &next, err, sizeof(err)), -EINVAL);
+	succ_free(&next);
+	succ_free(&held);
+}
+
+static void test_delta_succession(void **state)
+{
+	struct ovl_msg_map held;
+	struct ovl_msg_map_delta d;
+	struct ovl_msg_left rec;
+	uint8_t rm[2][OVL_MSG_ID_BYTES];
+	struct ovl_msg_member added;
+	char err[512];
+
+	(void)state;
+	succ_map(&held, 10, 4, 0);
+	memset(&d, 0, sizeof(d));
+	snprintf(d.slice, sizeof(d.slice), "hot");
+	d.base_epoch = 10;
+	d.epoch = 11;
+	/* a state change */
+	added = held.members[1];
+	added.state = OVL_MSG_STATE_DOWN;
+	d.members = &added;
+	d.n_members = 1;
+	assert_int_equal(ovl_map_delta_check(&held, &d, err, sizeof(err)), 0);
+	/* not at the held epoch */
+	d.base_epoch = 9;
+	assert_int_equal(ovl_map_delta_check(&held, &d, err, sizeof(err)), -ESTALE);
+	d.base_epoch = 10;
+	/* a removal without a record: refused; with one: accepted */
+	d.members = NULL;
+	d.n_members = 0;
+	memcpy(rm[0], held.members[2].id, OVL_MSG_ID_BYTES);
+	d.removed = rm;
+	d.n_removed = 1;
+	assert_int_equal(ovl_map_delta_check(&held, &d, err, sizeof(err)), -EPERM);
+	assert_non_null(strstr(err, "delta of slice 'hot' epoch 11 drops 1 member"));
+	memset(&rec, 0, sizeof(rec));
+	memcpy(rec.id, rm[0], OVL_MSG_ID_BYTES);
+	rec.epoch = 11;
+	rec.reason = OVL_MSG_LEFT_REVOKED;
+	d.left = &rec;
+	d.n_left = 1;
+	assert_int_equal(ovl_map_delta_check(&held, &d, err, sizeof(err)), 0);
+	rec.epoch = 10;
+	assert_int_equal(ovl_map_delta_check(&held, &d, err, sizeof(err)), -EPERM);
+	/* removing an id the map does not hold needs nothing */
+	memset(rm[1], 0x5a, OVL_MSG_ID_BYTES);
+	d.removed = &rm[1];
+	d.left = NULL;
+	d.n_left = 0;
+	assert_int_equal(ovl_map_delta_check(&held, &d, err, sizeof(err)), 0);
+	succ_free(&held);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1119,6 +1345,9 @@ int main(void)
 		cmocka_unit_test(test_worst_case_small_message_fits),
 		cmocka_unit_test(test_errors_and_api_edges),
 		cmocka_unit_test(test_map_signature),
+		cmocka_unit_test(test_map_left_records),
+		cmocka_unit_test(test_map_succession),
+		cmocka_unit_test(test_delta_succession),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

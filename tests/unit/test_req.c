@@ -76,10 +76,8 @@ static void on_done(void *arg, const struct node_req_result *r, struct node_req_
 /* Run the loop, as its owner, until *calls reaches want. */
 static void run_until(struct fx *f, const int *calls, int want)
 {
-	for (int i = 0; i < RUN_ROUNDS_MAX && *calls < want; i++) {
-		node_store_poll(f->store, false);
+	for (int i = 0; i < RUN_ROUNDS_MAX && *calls < want; i++)
 		assert_true(node_loop_run(f->loop, true) >= 0);
-	}
 	assert_int_equal(*calls, want);
 }
 
@@ -115,10 +113,8 @@ static int teardown(void **state)
 	char cmd[128];
 
 	/* drain as the owner, then free in order */
-	while (node_loop_inflight(f->loop) || node_store_pending(f->store)) {
-		node_store_poll(f->store, false);
+	while (node_loop_inflight(f->loop) || !node_store_idle(f->store))
 		node_loop_run(f->loop, true);
-	}
 	node_req_destroy(&f->rq);
 	assert_null(f->rq);
 	node_store_close(&f->store);
@@ -423,10 +419,8 @@ static void test_stream_abort_and_bad_crc(void **state)
 	assert_null(st);
 	assert_true(strlen(node_req_errmsg(f->rq)) > 0);
 	/* done never runs for a refused finish */
-	for (int i = 0; i < 10; i++) {
-		node_store_poll(f->store, false);
+	for (int i = 0; i < 10; i++)
 		node_loop_run(f->loop, false);
-	}
 	assert_int_equal(d.calls, 0);
 
 	a = args(NODE_REQ_GET, "s");
@@ -463,10 +457,8 @@ static void test_refusals(void **state)
 	a = args(NODE_REQ_GET, "x");
 	assert_int_equal(node_req_stream_begin(f->rq, &a, NULL, NULL, &st), -EINVAL);
 	assert_null(st);
-	for (int i = 0; i < 10; i++) {
-		node_store_poll(f->store, false);
+	for (int i = 0; i < 10; i++)
 		node_loop_run(f->loop, false);
-	}
 	assert_int_equal(d.calls, 0);
 }
 

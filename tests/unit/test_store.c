@@ -224,8 +224,7 @@ struct sdone {
 	struct node_store_objstat st;
 };
 
-static void sdone_cb(void *arg, int res, const void *data, size_t len,
-		     const struct node_store_objstat *st)
+static void sdone_cb(void *arg, int res, const struct node_store_objstat *st)
 {
 	struct sdone *d = arg;
 

@@ -857,7 +857,8 @@ static int registry_bytes(struct bench_brk *b, unsigned count, double *heap, dou
 	struct brk_site site;
 	struct brk_params p = { 0 };
 	struct reg_io rio = { 0 };
-	struct brk_io io = { reg_send, reg_now_ms, reg_unix_s, NULL, &rio };
+	struct brk_io io = { .send = reg_send, .now_ms = reg_now_ms, .unix_s = reg_unix_s,
+			     .arg = &rio };
 	struct brk_stats st;
 	brk_t *core = NULL;
 	uint8_t buf[BENCH_BRK_MSG_BYTES], hash[32];

@@ -198,7 +198,6 @@ static int node_main(struct pki *p, const char *drive, uint16_t port, int ready_
 			io_uring_prep_timeout(sqe, &ts, 0, 0);
 		}
 		tick.fn = NULL;
-		node_store_poll(store, false);
 		node_loop_run(loop, true);
 		/* the data plane's timers, as shelf-node runs them (every 100 ms) */
 		clock_gettime(CLOCK_MONOTONIC, &now);
@@ -210,10 +209,8 @@ static int node_main(struct pki *p, const char *drive, uint16_t port, int ready_
 	}
 	/* as shelf-node shuts down: stop, drain the loop as its owner, free */
 	node_dp_stop(dp);
-	for (int i = 0; i < 5000 && (node_loop_inflight(loop) || node_store_pending(store)); i++) {
-		node_store_poll(store, false);
+	for (int i = 0; i < 5000 && (node_loop_inflight(loop) || !node_store_idle(store)); i++)
 		node_loop_run(loop, true);
-	}
 	node_dp_destroy(&dp);
 	node_req_destroy(&req);
 	node_store_close(&store);

@@ -75,14 +75,24 @@ struct driver {
 	const char *prefix;
 };
 
-static void drv_cb(void *arg, int res, const void *data, size_t len,
-		   const struct node_store_objstat *st)
+static void drv_cb(void *arg, int res, const struct node_store_objstat *st)
 {
 	struct driver *d = arg;
 
 	d->inflight--;
 	d->done++;
-	if (res < 0 || (d->get && len != d->vlen))
+	if (res < 0)
+		d->errors++;
+}
+
+static void drv_get_cb(void *arg, int res, struct node_store_rbuf **rb,
+		       const struct node_store_objstat *st)
+{
+	struct driver *d = arg;
+
+	d->inflight--;
+	d->done++;
+	if (res < 0 || (*rb)->len != d->vlen)
 		d->errors++;
 }
 
@@ -95,7 +105,7 @@ static int drive_ops(struct driver *d)
 			int ret;
 
 			snprintf(key, sizeof(key), "%s%012" PRIu64, d->prefix, n);
-			ret = d->get ? node_store_get_async(d->s, key, strlen(key), 0, UINT64_MAX, drv_cb, d)
+			ret = d->get ? node_store_get_async(d->s, key, strlen(key), 0, UINT64_MAX, drv_get_cb, d)
 				     : node_store_put_async(d->s, key, strlen(key), d->val, d->vlen, drv_cb, d);
 			if (ret < 0) {
 				fprintf(stderr, "shelf-bench: %s '%s': %s\n", d->get ? "get" : "put", key,

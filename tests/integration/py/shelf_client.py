@@ -498,6 +498,12 @@ def map_sig_body(m):
              x["domain"]["chassis"], x["domain"]["slot"], x["capacity"],
              x["state"] if x["state"] in ("up", "down", "out") else "unknown",
              x.get("cert", b"")] for x in mem]]
+    left = sorted(m.get("left") or [], key=lambda x: x["id"])
+    if left:
+        # removal records (1.3) are signed only when present: older maps sign as before
+        arr.append([[x["id"], x["epoch"],
+                     x["reason"] if x["reason"] in ("expired", "revoked", "deleted") else "unknown"]
+                    for x in left])
     return msgpack.packb(arr, use_bin_type=True)
 
 

@@ -1,0 +1,276 @@
+/*
+ * Checkpoints (docs/FORMAT.md, section 6): the index and the segment table
+ * written into the log as PART records and an END record that lists them,
+ * then a pointer slot naming the END, written and flushed. A step at a time
+ * from the store's work (store_ckpt_step()), never blocking the write path.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "overlay.h"
+#include "store_int.h"
+
+/* ---- checkpoints ---- */
+
+static int ck_part_add_items(struct node_store *s, uint8_t *buf, size_t cap, size_t *used)
+{
+	size_t n = 0;
+
+	while (s->ck.seg_cursor < s->nsegs && n + 14 <= cap) {
+		const struct seg *g = &s->segs[s->ck.seg_cursor];
+
+		buf[n] = CK_ITEM_SEG;
+		le_put32(buf + n + 1, s->ck.seg_cursor);
+		buf[n + 5] = g->state == SEG_FREE ? SEG_FREE : SEG_USED;
+		le_put64(buf + n + 6, g->max_seq);
+		n += 14;
+		s->ck.seg_cursor++;
+		s->ck.items++;
+	}
+	if (s->ck.seg_cursor == s->nsegs && !s->ck.keys_done) {
+		struct sidx_iter it;
+		const uint8_t *k;
+		size_t kl;
+		uint64_t loc;
+
+		sidx_seek(s->ix, &it, s->ck.keys_started ? s->ck.key : NULL, s->ck.klen, true);
+		while (n + 11 + NODE_STORE_KEY_MAX <= cap) {
+			if (!sidx_next(s->ix, &it, &k, &kl, &loc)) {
+				s->ck.keys_done = true;
+				break;
+			}
+			buf[n] = CK_ITEM_KEY;
+			buf[n + 1] = kl & 0xff;
+			buf[n + 2] = kl >> 8;
+			memcpy(buf + n + 3, k, kl);
+			le_put64(buf + n + 3 + kl, loc);
+			n += 11 + kl;
+			s->ck.items++;
+			memcpy(s->ck.key, k, kl);
+			s->ck.klen = kl;
+			s->ck.keys_started = true;
+		}
+	}
+	*used = n;
+	return 0;
+}
+
+static int ck_start(struct node_store *s)
+{
+	if (s->ck.state != CK_IDLE)
+		return -EBUSY;
+	if (s->read_only)
+		return -EROFS;
+	/* only at a record boundary: the batch must close cleanly */
+	if (s->appendq.head && s->appendq.head->rec.started)
+		return -EAGAIN;
+	store_close_batch(s);
+	s->ck.p0_off = s->head;
+	s->ck.p0_seq = s->seq + 1;
+	s->ck.p0_prev = s->chain;
+	s->ck.seg_cursor = 0;
+	s->ck.keys_started = s->ck.keys_done = false;
+	s->ck.klen = 0;
+	s->ck.nparts = 0;
+	s->ck.items = 0;
+	s->ck.err = 0;
+	s->ck.records_since = 0;
+	s->ck.state = CK_WAIT;
+	return 0;
+}
+
+static void ck_ptr_done(struct node_disk_io *io);
+
+/* Fill one checkpoint pointer block (docs/FORMAT.md, section 6). */
+void store_ptr_pack(uint8_t *p, uint64_t gen, uint64_t p0_off, uint64_t p0_seq, uint32_t p0_prev,
+		     uint64_t end_off, uint64_t end_size, uint32_t end_hcrc)
+{
+	memset(p, 0, DISK_BLOCK_BYTES);
+	memcpy(p, PTR_MAGIC, 8);
+	le_put64(p + 8, gen);
+	le_put64(p + 16, p0_off);
+	le_put64(p + 24, p0_seq);
+	le_put32(p + 32, p0_prev);
+	le_put64(p + 36, end_off);
+	le_put64(p + 44, end_size);
+	le_put32(p + 52, end_hcrc);
+	le_put32(p + 60, ovl_crc32c(0, p, 60));
+}
+
+void store_ckpt_end_durable(struct node_store *s, struct op *op)
+{
+	int ret;
+
+	/* Point recovery at this checkpoint: write the other slot, then flush. */
+	store_ptr_pack(s->ck.ptrbuf, s->ck.gen + 1, s->ck.p0_off, s->ck.p0_seq, s->ck.p0_prev, op->rec.pos,
+		 op->rec.rsize, le_get32(op->rec.hdr + 36));
+	s->ck.io = (struct node_disk_io){
+		.op = DISK_WRITE, .buf = s->ck.ptrbuf, .len = DISK_BLOCK_BYTES,
+		.off = PTR_SLOT_OFF((s->ck.gen + 1) % 2), .done = ck_ptr_done, .arg = s,
+	};
+	ret = node_disk_submit(s->disk, &s->ck.io);
+	if (ret < 0) {
+		store_go_read_only(s, "cannot write checkpoint pointer: %s", strerror(-ret));
+		s->ck.state = CK_IDLE;
+		return;
+	}
+	s->ck.state = CK_PTR_WRITE;
+}
+
+static void ck_ptr_done(struct node_disk_io *io)
+{
+	struct node_store *s = io->arg;
+	int ret;
+
+	if (io->res < 0) {
+		store_go_read_only(s, "checkpoint pointer %s failed: %s",
+			     s->ck.state == CK_PTR_WRITE ? "write" : "flush", strerror(-io->res));
+		s->ck.state = CK_IDLE;
+		return;
+	}
+	if (s->ck.state == CK_PTR_WRITE) {
+		s->ck.io = (struct node_disk_io){ .op = DISK_FLUSH, .done = ck_ptr_done, .arg = s };
+		ret = node_disk_submit(s->disk, &s->ck.io);
+		if (ret < 0) {
+			store_go_read_only(s, "cannot flush checkpoint pointer: %s", strerror(-ret));
+			s->ck.state = CK_IDLE;
+			return;
+		}
+		s->ck.state = CK_PTR_FLUSH;
+		return;
+	}
+	s->ck.gen++;
+	s->ck.old_p0_seq = s->ck.new_p0_seq;
+	s->ck.new_p0_seq = s->ck.p0_seq;
+	s->ck.state = CK_IDLE;
+	s->st.checkpoints++;
+	store_reclaim_segments(s);
+}
+
+/* Advance the checkpoint a step; never blocks. */
+void store_ckpt_step(struct node_store *s)
+{
+	struct op *op = NULL;
+
+	if (s->ck.err && s->ck.state != CK_IDLE && s->ck.state < CK_PTR_WRITE) {
+		s->ck.state = CK_IDLE;
+		return;
+	}
+	switch (s->ck.state) {
+	case CK_IDLE:
+		if (s->o.ckpt_records && s->ck.records_since >= s->o.ckpt_records)
+			ck_start(s);
+		return;
+	case CK_WAIT:
+		/* everything before P0 must be applied before the snapshot */
+		if (s->seq_done + 1 < s->ck.p0_seq)
+			return;
+		s->ck.state = CK_PARTS;
+		/* fallthrough */
+	case CK_PARTS: {
+		size_t used = 0;
+
+		if (s->ck.part_pending)
+			return;
+		if (s->ck.seg_cursor < s->nsegs || !s->ck.keys_done) {
+			/* room for what is left, at most one part */
+			uint64_t left = (uint64_t)(s->nsegs - s->ck.seg_cursor) * 14 +
+					sidx_count(s->ix) * 11 + sidx_key_bytes(s->ix) + 11 + NODE_STORE_KEY_MAX;
+			size_t cap = left < CKPT_PART_BYTES ? (size_t)left : CKPT_PART_BYTES;
+
+			op = store_op_new(s, OP_CKPT_PART, NULL, 0);
+			if (op)
+				op->rec.owned_val = malloc(cap);
+			if (!op || !op->rec.owned_val) {
+				store_op_free(op);
+				s->ck.err = -ENOMEM;
+				s->ck.state = CK_IDLE;
+				return;
+			}
+			if (s->ck.nparts == s->ck.capparts) {
+				uint32_t ncap = s->ck.capparts ? s->ck.capparts * 2 : 16;
+				void *np = realloc(s->ck.parts, ncap * sizeof(*s->ck.parts));
+
+				if (!np) {
+					store_op_free(op);
+					s->ck.err = -ENOMEM;
+					s->ck.state = CK_IDLE;
+					return;
+				}
+				s->ck.parts = np;
+				s->ck.capparts = ncap;
+			}
+			ck_part_add_items(s, op->rec.owned_val, cap, &used);
+			op->rec.val = op->rec.owned_val;
+			op->rec.vlen = used;
+			op->u.ckpt.p0_seq = s->ck.p0_seq;
+			s->ck.part_pending = op;
+			store_q_push(&s->appendq, op);
+			return;
+		}
+		/* every part placed: the END record lists them */
+		op = store_op_new(s, OP_CKPT_END, NULL, 0);
+		if (op)
+			op->rec.owned_val = malloc(32 + (size_t)s->ck.nparts * 12);
+		if (!op || !op->rec.owned_val) {
+			store_op_free(op);
+			s->ck.err = -ENOMEM;
+			s->ck.state = CK_IDLE;
+			return;
+		}
+		le_put64(op->rec.owned_val, s->ck.p0_off);
+		le_put64(op->rec.owned_val + 8, s->ck.p0_seq);
+		le_put32(op->rec.owned_val + 16, s->ck.p0_prev);
+		le_put32(op->rec.owned_val + 20, s->ck.nparts);
+		le_put64(op->rec.owned_val + 24, s->ck.items);
+		for (uint32_t i = 0; i < s->ck.nparts; i++) {
+			le_put64(op->rec.owned_val + 32 + 12 * i, s->ck.parts[i].off);
+			le_put32(op->rec.owned_val + 40 + 12 * i, s->ck.parts[i].size);
+		}
+		op->rec.val = op->rec.owned_val;
+		op->rec.vlen = 32 + (size_t)s->ck.nparts * 12;
+		op->u.ckpt.p0_seq = s->ck.p0_seq;
+		store_q_push(&s->appendq, op);
+		s->ck.state = CK_END;
+		return;
+	}
+	default:
+		return;
+	}
+}
+
+static int checkpoint_blocking(struct node_store *s)
+{
+	int ret;
+
+	while ((ret = ck_start(s)) == -EAGAIN || ret == -EBUSY) {
+		ret = node_store_poll(s, true);
+		if (ret < 0)
+			return ret;
+	}
+	if (ret < 0)
+		return ret;
+	while (s->ck.state != CK_IDLE) {
+		ret = node_store_poll(s, true);
+		if (ret < 0)
+			return ret;
+	}
+	if (s->ck.err)
+		return s->ck.err;
+	return s->read_only ? -EROFS : 0;
+}
+
+int node_store_checkpoint(struct node_store *s)
+{
+	int ret;
+
+	ret = store_blocking_begin(s);
+	if (ret < 0)
+		return ret;
+	ret = checkpoint_blocking(s);
+	store_blocking_end(s);
+	return ret;
+}

@@ -1,0 +1,379 @@
+/*
+ * The store engine's own header: what its files (store.c, store_ckpt.c,
+ * store_read.c, store_stream.c, store_recover.c) share. Not for use
+ * outside firmware/store/.
+ */
+#ifndef NODE_STORE_INT_H
+#define NODE_STORE_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "index.h"
+#include "record.h"
+#include "store.h"
+
+#define SB_MAGIC "SHELFST1"
+#define SB_VERSION 1u
+#define SB_COPY_OFF(i) ((uint64_t)(i) * DISK_BLOCK_BYTES)       /* blocks 0 and 1 */
+#define PTR_SLOT_OFF(i) ((uint64_t)(2 + (i)) * DISK_BLOCK_BYTES) /* blocks 2 and 3 */
+#define PTR_MAGIC "SHELFCP1"
+#define DATA_START_BYTES (1u << 20)
+#define CKPT_PART_BYTES (1u << 20)
+#define REPLAY_WINDOW_BYTES (1u << 20)
+#define SMALL_READ_BYTES (256u << 10)
+#define IDLE_RELEASE_NS 1000000000ull /* idle this long: give memory back */
+#define STORE_FLUSHES_MAX 2           /* fdatasyncs in flight at once */
+#define LOC_LEN_BITS 23
+_Static_assert(LOC_LEN_BITS == SIDX_LOC_SPLIT, "the index stores a loc's size bits apart");
+_Static_assert(NODE_STORE_KEY_MAX <= SIDX_KEY_MAX, "the index holds every key");
+#define SEG_FREE 0
+#define SEG_USED 1
+#define SEG_HEAD 2
+#define CK_ITEM_SEG 1
+#define CK_ITEM_KEY 2
+
+enum op_kind { OP_PUT, OP_DEL, OP_RELOC, OP_NEXT, OP_CKPT_PART, OP_CKPT_END, OP_GET, OP_STAT,
+	       OP_RESV, OP_COMMIT };
+
+/* A record on its way into the log (every kind but OP_GET and OP_STAT). */
+struct op_rec {
+	const uint8_t *val;     /* the record's value: borrowed (put) or owned_val */
+	uint64_t vlen;
+	uint8_t *owned_val;
+	bool started;           /* placed: pos, seq and hdr are set */
+	uint8_t hdr[REC_HDR_BYTES];
+	uint8_t *table;         /* chunk crcs, while it is copied */
+	size_t tlen;
+	uint64_t pos;           /* device offset */
+	uint64_t rsize;         /* record bytes */
+	uint64_t copied;        /* bytes copied into write buffers */
+	uint64_t seq;
+	uint64_t last_buf;      /* id of the write buffer holding its last byte */
+	uint64_t queued_ns;     /* when it entered the commit queue */
+};
+
+enum read_stage {
+	READ_WHOLE,   /* the whole record in one read */
+	READ_HEAD,    /* header and chunk table of a large value first */
+	READ_CHUNKS,  /* then the chunks that cover the range */
+};
+
+/* A get or a stat. */
+struct op_read {
+	uint64_t loc;           /* the record, from the index */
+	uint64_t off, len;      /* the range asked for (narrowed to the value) */
+	enum read_stage stage;
+	uint64_t vlen;          /* READ_CHUNKS: the value's size */
+	uint64_t val_off;       /* READ_CHUNKS: device offset of its first byte */
+	uint8_t *table;         /* READ_CHUNKS: its chunk crcs */
+	size_t tlen;
+	uint8_t *buf;           /* the read buffer (from the buffer cache) */
+	size_t buflen;
+	uint64_t base;          /* device offset of buf[0] */
+	struct node_disk_io io;
+};
+
+struct op {
+	enum op_kind kind;
+	struct node_store *s;
+	uint8_t *key;           /* owned copy (kinds with a key) */
+	size_t klen;
+	node_store_cb cb;       /* every kind but OP_GET */
+	node_store_get_cb get_cb; /* OP_GET */
+	void *arg;
+	struct op_rec rec;      /* kinds that write a record */
+	union {
+		struct {
+			uint64_t from;      /* the loc it moves; applied only if still current */
+		} reloc;                    /* OP_RELOC */
+		struct {
+			uint32_t seg;       /* the segment the log continues in */
+		} next;                     /* OP_NEXT */
+		struct {
+			uint64_t p0_seq;    /* the checkpoint's first sequence number */
+		} ckpt;                     /* OP_CKPT_PART, OP_CKPT_END */
+		struct {
+			struct node_store_stream *stream; /* until placed */
+			uint64_t region_len; /* bytes reserved after the record */
+		} resv;                     /* OP_RESV */
+		struct {
+			/* its stream until every write of the region has
+			 * completed (serialize waits for it) */
+			struct node_store_stream *stream;
+			uint64_t loc;       /* the streamed record, once written */
+			uint64_t seq;       /* the streamed record's sequence number */
+			int err;            /* < 0: the stream failed; fail the commit */
+		} commit;                   /* OP_COMMIT */
+		struct op_read rd;          /* OP_GET, OP_STAT */
+	} u;
+	struct op *next;
+};
+
+struct wbuf {
+	uint8_t *mem;
+	uint64_t off;       /* device offset of mem[0] */
+	size_t fill;
+	size_t limit;       /* ends at a multiple of the buffer size on the device */
+	uint64_t id;        /* acquisition order = submission order */
+	uint64_t born_ns;
+	bool busy, inflight;
+	struct node_disk_io io;
+	struct node_store *s;
+};
+
+struct seg {
+	uint64_t live;      /* bytes of live PUT records */
+	uint64_t max_seq;   /* newest record written into it */
+	uint8_t state;
+	uint32_t streams;   /* streamed puts writing into it: not reclaimed */
+};
+
+struct opq {
+	struct op *head, *tail;
+	unsigned n;
+};
+
+struct ckpt_part {
+	uint64_t off;
+	uint32_t size;
+};
+
+
+/* Checkpoints (store_ckpt.c): the one being written, and the two that
+ * recovery may start from. */
+struct store_ckpt {
+	int state;              /* CK_* */
+	uint64_t gen;           /* generation of the newest pointer written */
+	uint64_t new_p0_seq, old_p0_seq; /* first sequence numbers of the two */
+	uint64_t records_since; /* records placed since the last one began */
+	/* the one being written: where its replay starts (P0) */
+	uint64_t p0_off, p0_seq;
+	uint32_t p0_prev;
+	uint32_t seg_cursor;    /* next segment to list */
+	uint8_t *key;           /* last key listed (NODE_STORE_KEY_MAX bytes) */
+	size_t klen;
+	bool keys_started, keys_done;
+	struct op *part_pending; /* the part queued and not yet placed */
+	struct ckpt_part *parts; /* parts placed, for the END record */
+	uint32_t nparts, capparts;
+	uint64_t items;
+	uint8_t *ptrbuf;        /* one aligned block: pointer slots, superblocks */
+	struct node_disk_io io; /* the pointer's write, then flush */
+	int err;
+};
+
+/* Reads (store_read.c): the read buffers kept for reuse (a fresh aligned
+ * megabyte costs page faults and a TLB shootdown on every get), and the
+ * scrub's place. */
+struct store_reads {
+	struct rbuf_free {
+		void *mem;
+		size_t cap;
+	} *cache;
+	unsigned ncache, capcache;
+	size_t cache_bytes;
+	unsigned inflight;      /* reads on the device */
+	uint8_t *scrub_key;     /* the last key scrubbed */
+	size_t scrub_klen;
+	bool scrub_started;
+};
+
+/* Streamed puts (store_stream.c). */
+struct store_streams {
+	struct node_store_stream *list; /* open (or draining) */
+	unsigned ios;           /* their writes in flight */
+};
+
+struct store_timer;
+
+struct node_store {
+	struct node_disk *disk;
+	struct node_loop *loop; /* the shared loop (NULL: the store owns its ring) */
+	unsigned blocking;      /* nesting of blocking calls: on a shared loop,
+				 * their I/O is direct (node_disk_direct()) */
+	struct store_timer *timer; /* shared loop only */
+	bool hooked;            /* store_hook() is registered on the loop */
+	struct node_store_opts o;
+	struct node_clock clock;
+	char err[256];
+	/* superblock */
+	uint8_t uuid[16];
+	uint64_t seg_bytes, data_start, created_at;
+	uint32_t nsegs;
+	struct seg *segs;
+	uint32_t nfree;
+	/* log */
+	uint64_t head;        /* device offset of the next record */
+	uint32_t chain;       /* hcrc of the last record placed */
+	uint64_t seq;         /* last sequence number placed */
+	uint64_t seq_done;    /* last sequence number applied */
+	struct sidx *ix;
+	struct opq appendq, commitq;
+	/* buffers */
+	struct wbuf *bufs;
+	unsigned nbufs;
+	struct wbuf *cur;
+	uint64_t next_buf_id, durable_buf_id;
+	/* flushes in flight, each covering the write buffers up to its target
+	 * (those completed when it was issued); a second one may start while
+	 * the first is on the device, so a record never waits for a whole
+	 * flush that began before it was written plus its own */
+	struct {
+		struct node_disk_io io;
+		uint64_t target;
+		bool busy;
+	} flush[STORE_FLUSHES_MAX];
+	unsigned flush_inflight;
+	uint64_t flush_issued;  /* highest target of any flush issued */
+	/* state */
+	bool read_only;
+	char ro_reason[160];
+	struct store_ckpt ck;
+	struct store_reads reads;
+	struct store_streams streams;
+	/* idle: since when (0: busy), and whether memory was given back */
+	uint64_t idle_since_ns;
+	bool released;
+	struct node_store_stats st;
+};
+
+enum { CK_IDLE, CK_WAIT, CK_PARTS, CK_END, CK_PTR_WRITE, CK_PTR_FLUSH };
+
+/*
+ * A streamed put (node_store_stream_*). A RESV record reserves a region of
+ * the log, from the block after it, for the whole record; the value goes
+ * into the region through `b[]` as it arrives, block-aligned writes of the
+ * store's write-buffer size. The region's first blocks (`head`: header,
+ * key, chunk table and the value's first bytes) are written at finish,
+ * once the checksums are known; when every write of the region has
+ * completed, a COMMIT record goes through the log like any put and, once
+ * durable, points the index at the streamed record. Until then nothing is
+ * visible, and after an abort the region is dead space for compaction.
+ */
+struct sbuf {
+	uint8_t *mem;
+	size_t mem_cap;     /* bytes allocated (a reused buffer can be larger) */
+	uint64_t roff;      /* region offset of mem[0] */
+	size_t fill, cap;
+	int state;          /* SB_FREE, SB_FILL, SB_FULL (waits for a place), SB_IO */
+	struct node_disk_io io;
+};
+enum { SB_FREE, SB_FILL, SB_FULL, SB_IO };
+
+struct node_store_stream {
+	struct node_store *s;
+	uint8_t *key;
+	size_t klen;
+	uint64_t vlen, got;     /* value bytes declared, received */
+	uint32_t crc, ccrc;     /* running crc32c of the value, of its current 64 KiB chunk */
+	uint8_t *table;         /* per-chunk crcs, as in every record */
+	size_t tlen, hlen;      /* hlen: header + key + table bytes */
+	uint64_t rsize, region_len;
+	struct op *resv;        /* the RESV op until it is placed */
+	bool placed, finishing, released, committed, head_io, head_done;
+	bool pinned;            /* holds its segment's `streams` count */
+	bool kick;              /* placed or failed: advance it from the poll loop */
+	uint64_t region_off, seq, next_roff;
+	uint32_t prev, seg, hcrc;
+	uint8_t *head;          /* the region's first head_len bytes */
+	size_t head_len;
+	struct node_disk_io head_io_req;
+	struct sbuf b[2];
+	unsigned cur;           /* the buffer being filled */
+	unsigned ios;           /* writes in flight */
+	int err;
+	uint32_t want_crc;
+	struct op *commit;      /* queued at finish, released when the region is written */
+	void (*ready)(void *arg);
+	void *ready_arg;
+	bool want_ready;
+	struct node_store_stream *next;
+};
+
+/* What a superblock copy holds (store_sb_check()). */
+enum sb_verdict { SBV_OK, SBV_ZERO, SBV_FOREIGN, SBV_CORRUPT, SBV_VERSION };
+
+/* A blocking call waiting for its operation (store_wait_for()). */
+struct store_waiter {
+	bool done;
+	int res;
+	void *buf;       /* get: destination (malloc'd when want_alloc) */
+	size_t cap, got;
+	bool want_alloc;
+	struct node_store_objstat st;
+};
+
+/* ---- small helpers ---- */
+
+static inline uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
+static inline uint64_t align_down(uint64_t v, uint64_t a) { return v & ~(a - 1); }
+
+/* A record's place and size in one word, as the index keeps it. */
+static inline uint64_t loc_make(uint64_t off, uint64_t size)
+{
+	return (off >> 4) << LOC_LEN_BITS | size >> 4;
+}
+static inline uint64_t loc_off(uint64_t loc) { return (loc >> LOC_LEN_BITS) << 4; }
+static inline uint64_t loc_size(uint64_t loc) { return (loc & ((1u << LOC_LEN_BITS) - 1)) << 4; }
+
+static inline uint32_t seg_of(const struct node_store *s, uint64_t off)
+{
+	return (uint32_t)((off - s->data_start) / s->seg_bytes);
+}
+static inline uint64_t seg_start(const struct node_store *s, uint32_t i)
+{
+	return s->data_start + (uint64_t)i * s->seg_bytes;
+}
+/* Records end at or before this; the last block is kept for a NEXT record. */
+static inline uint64_t seg_limit(const struct node_store *s, uint32_t i)
+{
+	return seg_start(s, i) + s->seg_bytes - DISK_BLOCK_BYTES;
+}
+
+/* store.c: the write path, the loop, open and close */
+void store_set_err(struct node_store *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+uint64_t store_now_ns(struct node_store *s);
+void *store_alloc_blocks(size_t len);
+void store_q_push(struct opq *q, struct op *op);
+void store_op_free(struct op *op);
+struct op *store_op_new(struct node_store *s, enum op_kind kind, const void *key, size_t klen);
+/* Stop accepting writes after an I/O failure, saying why. */
+void store_go_read_only(struct node_store *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void store_seg_live_add(struct node_store *s, uint64_t loc, int64_t sign);
+void store_reclaim_segments(struct node_store *s);
+void store_close_batch(struct node_store *s);
+int store_blocking_begin(struct node_store *s);
+void store_blocking_end(struct node_store *s);
+int store_check_key(struct node_store *s, const void *key, size_t klen);
+void store_waiter_cb(void *arg, int res, const struct node_store_objstat *st);
+int store_wait_for(struct node_store *s, struct store_waiter *w);
+
+/* store_ckpt.c: checkpoints */
+void store_ptr_pack(uint8_t *p, uint64_t gen, uint64_t p0_off, uint64_t p0_seq, uint32_t p0_prev,
+		     uint64_t end_off, uint64_t end_size, uint32_t end_hcrc);
+void store_ckpt_end_durable(struct node_store *s, struct op *op);
+void store_ckpt_step(struct node_store *s);
+
+/* store_read.c: reads, read buffers and scrub */
+void *store_rbuf_get(struct node_store *s, size_t need, size_t *cap);
+void store_rbuf_put(struct node_store *s, void *mem, size_t cap);
+
+/* store_stream.c: streamed puts */
+bool store_streams_finishing(const struct node_store *s);
+void store_stream_free(struct node_store_stream *st);
+void store_streams_kick(struct node_store *s);
+void store_stream_placed(struct node_store *s, struct op *op, uint32_t si);
+void store_stream_resv_failed(struct node_store *s, struct op *op, int res);
+
+/* store_recover.c: superblock, format and recovery */
+void store_sb_pack(const struct node_store *s, uint8_t *b);
+enum sb_verdict store_sb_check(const uint8_t *b);
+int store_sb_unpack(struct node_store *s, const uint8_t *b, char *err, size_t errlen);
+int store_format(struct node_store *s, char *err, size_t errlen);
+int store_recover(struct node_store *s, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,525 @@
+/*
+ * The superblock, format, and recovery at open: load the newest usable
+ * checkpoint, replay the log from its P0 to the first record that is
+ * missing, torn or not linked, and rebuild the segments' accounting.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "overlay.h"
+#include "store_int.h"
+
+/* ---- superblock, format, recovery ---- */
+
+void store_sb_pack(const struct node_store *s, uint8_t *b)
+{
+	memset(b, 0, DISK_BLOCK_BYTES);
+	memcpy(b, SB_MAGIC, 8);
+	le_put32(b + 8, SB_VERSION);
+	le_put32(b + 12, 0);
+	memcpy(b + 16, s->uuid, 16);
+	le_put64(b + 32, s->seg_bytes);
+	le_put32(b + 40, s->nsegs);
+	le_put64(b + 44, s->data_start);
+	le_put64(b + 52, s->disk->size);
+	le_put64(b + 60, s->created_at);
+	le_put32(b + 124, ovl_crc32c(0, b, 124));
+}
+
+
+enum sb_verdict store_sb_check(const uint8_t *b)
+{
+	bool zero = true;
+
+	for (unsigned i = 0; i < DISK_BLOCK_BYTES && zero; i++)
+		zero = b[i] == 0;
+	if (zero)
+		return SBV_ZERO;
+	if (memcmp(b, SB_MAGIC, 6) != 0)
+		return SBV_FOREIGN;
+	if (le_get32(b + 124) != ovl_crc32c(0, b, 124))
+		return SBV_CORRUPT;
+	if (memcmp(b, SB_MAGIC, 8) != 0 || le_get32(b + 8) != SB_VERSION)
+		return SBV_VERSION;
+	return SBV_OK;
+}
+
+int store_sb_unpack(struct node_store *s, const uint8_t *b, char *err, size_t errlen)
+{
+	memcpy(s->uuid, b + 16, 16);
+	s->seg_bytes = le_get64(b + 32);
+	s->nsegs = le_get32(b + 40);
+	s->data_start = le_get64(b + 44);
+	s->created_at = le_get64(b + 60);
+	if (s->seg_bytes < NODE_STORE_SEGMENT_MIN || (s->seg_bytes & (s->seg_bytes - 1)) ||
+	    s->data_start < 4 * DISK_BLOCK_BYTES || s->data_start % DISK_BLOCK_BYTES || s->nsegs < 4) {
+		snprintf(err, errlen, "superblock of '%s' has impossible geometry", s->disk->name);
+		return -EUCLEAN;
+	}
+	if (s->data_start + (uint64_t)s->nsegs * s->seg_bytes > s->disk->size) {
+		snprintf(err, errlen,
+			 "drive '%s' is smaller (%" PRIu64 " bytes) than the store on it (%" PRIu64 " bytes): truncated?",
+			 s->disk->name, s->disk->size, s->data_start + (uint64_t)s->nsegs * s->seg_bytes);
+		return -EUCLEAN;
+	}
+	return 0;
+}
+
+static int write_ptr_slot(struct node_store *s, unsigned slot, uint64_t gen, uint64_t p0_off,
+			  uint64_t p0_seq, uint32_t p0_prev)
+{
+	store_ptr_pack(s->ck.ptrbuf, gen, p0_off, p0_seq, p0_prev, 0, 0, 0);
+	return node_disk_sync_io(s->disk, DISK_WRITE, s->ck.ptrbuf, DISK_BLOCK_BYTES,
+				 PTR_SLOT_OFF(slot));
+}
+
+int store_format(struct node_store *s, char *err, size_t errlen)
+{
+	uint8_t *b = s->ck.ptrbuf;
+	struct node_rng rng;
+	uint64_t r;
+	int ret;
+
+	s->seg_bytes = s->o.segment_bytes;
+	s->data_start = DATA_START_BYTES;
+	if (s->disk->size < s->data_start + 4 * s->seg_bytes) {
+		snprintf(err, errlen,
+			 "drive '%s' is too small (%" PRIu64 " bytes): a store needs at least %" PRIu64 " bytes with %" PRIu64 "-byte segments",
+			 s->disk->name, s->disk->size, s->data_start + 4 * s->seg_bytes, s->seg_bytes);
+		return -ENOSPC;
+	}
+	s->nsegs = (uint32_t)((s->disk->size - s->data_start) / s->seg_bytes);
+	node_rng_seed(&rng, s->o.seed ^ store_now_ns(s));
+	for (int i = 0; i < 16; i += 8) {
+		r = node_rng_next(&rng);
+		memcpy(s->uuid + i, &r, 8);
+	}
+	s->created_at = s->clock.wall_s(s->clock.arg);
+	/* erase both pointer slots first, so a half-done format never looks valid */
+	memset(b, 0, DISK_BLOCK_BYTES);
+	for (unsigned i = 0; i < 2; i++) {
+		ret = node_disk_sync_io(s->disk, DISK_WRITE, b, DISK_BLOCK_BYTES, PTR_SLOT_OFF(i));
+		if (ret < 0)
+			goto io_err;
+	}
+	/* the chain starts from the drive uuid: stale records never link */
+	ret = write_ptr_slot(s, 1, 1, s->data_start, 1, ovl_crc32c(0, s->uuid, 16));
+	if (ret < 0)
+		goto io_err;
+	ret = node_disk_sync_io(s->disk, DISK_FLUSH, NULL, 0, 0);
+	if (ret < 0)
+		goto io_err;
+	for (unsigned i = 0; i < 2; i++) {
+		store_sb_pack(s, b);
+		ret = node_disk_sync_io(s->disk, DISK_WRITE, b, DISK_BLOCK_BYTES, SB_COPY_OFF(i));
+		if (ret < 0)
+			goto io_err;
+	}
+	ret = node_disk_sync_io(s->disk, DISK_FLUSH, NULL, 0, 0);
+	if (ret < 0)
+		goto io_err;
+	return 0;
+io_err:
+	snprintf(err, errlen, "cannot format drive '%s': %s", s->disk->name, strerror(-ret));
+	return ret;
+}
+
+struct ptr_slot {
+	bool valid;
+	uint64_t gen, p0_off, p0_seq, end_off, end_size;
+	uint32_t p0_prev, end_hcrc;
+};
+
+static void ptr_parse(const uint8_t *p, struct ptr_slot *ps)
+{
+	memset(ps, 0, sizeof(*ps));
+	if (memcmp(p, PTR_MAGIC, 8) != 0 || le_get32(p + 60) != ovl_crc32c(0, p, 60))
+		return;
+	ps->gen = le_get64(p + 8);
+	ps->p0_off = le_get64(p + 16);
+	ps->p0_seq = le_get64(p + 24);
+	ps->p0_prev = le_get32(p + 32);
+	ps->end_off = le_get64(p + 36);
+	ps->end_size = le_get64(p + 44);
+	ps->end_hcrc = le_get32(p + 52);
+	ps->valid = ps->gen > 0;
+}
+
+/* Read a whole record at off (size bytes) into a fresh buffer; verify it. */
+static int read_record(struct node_store *s, uint64_t off, uint64_t size, uint8_t **bufp,
+		       const uint8_t **rec, struct rec_hdr *h)
+{
+	uint64_t a = align_down(off, DISK_BLOCK_BYTES), b = align_up(off + size, DISK_BLOCK_BYTES);
+	uint8_t *buf = NULL;
+	int ret;
+
+	*bufp = NULL;
+	if (off < s->data_start || b > s->disk->size || size < REC_HDR_BYTES)
+		return -EBADMSG;
+	buf = store_alloc_blocks(b - a);
+	if (!buf)
+		return -ENOMEM;
+	ret = node_disk_sync_io(s->disk, DISK_READ, buf, b - a, a);
+	if (ret == 0)
+		ret = rec_check(buf + (off - a), size, h);
+	if (ret < 0) {
+		free(buf);
+		return ret;
+	}
+	*bufp = buf;
+	*rec = buf + (off - a);
+	return 0;
+}
+
+static int load_part_items(struct node_store *s, const uint8_t *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		if (p[i] == CK_ITEM_SEG && i + 14 <= n) {
+			uint32_t si = le_get32(p + i + 1);
+
+			if (si >= s->nsegs || p[i + 5] > SEG_USED)
+				return -EBADMSG;
+			s->segs[si].state = p[i + 5];
+			s->segs[si].max_seq = le_get64(p + i + 6);
+			i += 14;
+		} else if (p[i] == CK_ITEM_KEY && i + 3 <= n) {
+			size_t kl = p[i + 1] | (size_t)p[i + 2] << 8;
+			uint64_t loc;
+
+			if (kl == 0 || kl > NODE_STORE_KEY_MAX || i + 11 + kl > n)
+				return -EBADMSG;
+			loc = le_get64(p + i + 3 + kl);
+			if (loc_off(loc) < s->data_start || loc_off(loc) + loc_size(loc) > s->disk->size)
+				return -EBADMSG;
+			if (sidx_append_sorted(s->ix, p + i + 3, kl, loc) < 0)
+				return -EBADMSG;
+			i += 11 + kl;
+		} else {
+			return -EBADMSG;
+		}
+	}
+	return 0;
+}
+
+static int load_checkpoint(struct node_store *s, const struct ptr_slot *ps)
+{
+	uint8_t *buf = NULL, *pbuf = NULL;
+	const uint8_t *rec = NULL, *pl = NULL, *prec = NULL;
+	struct rec_hdr h, ph;
+	uint32_t nparts;
+	int ret = 0;
+
+	for (uint32_t i = 0; i < s->nsegs; i++)
+		s->segs[i] = (struct seg){ 0 };
+	sidx_destroy(&s->ix);
+	s->ix = sidx_new();
+	if (!s->ix)
+		return -ENOMEM;
+	if (ps->end_off == 0) /* a fresh store: empty */
+		return 0;
+	ret = read_record(s, ps->end_off, ps->end_size, &buf, &rec, &h);
+	if (ret < 0)
+		goto out;
+	pl = rec + REC_HDR_BYTES + h.klen + rec_table_bytes(h.vlen);
+	if (h.type != REC_CKPT_END || h.hcrc != ps->end_hcrc || h.vlen < 32) {
+		ret = -EBADMSG;
+		goto out;
+	}
+	nparts = le_get32(pl + 20);
+	if (le_get64(pl) != ps->p0_off || le_get64(pl + 8) != ps->p0_seq ||
+	    32 + (uint64_t)nparts * 12 != h.vlen) {
+		ret = -EBADMSG;
+		goto out;
+	}
+	for (uint32_t i = 0; i < nparts; i++) {
+		ret = read_record(s, le_get64(pl + 32 + 12 * i), le_get32(pl + 40 + 12 * i), &pbuf,
+				  &prec, &ph);
+		if (ret == 0 && (ph.type != REC_CKPT_PART || ph.aux != ps->p0_seq))
+			ret = -EBADMSG;
+		if (ret == 0)
+			ret = load_part_items(s, prec + REC_HDR_BYTES + rec_table_bytes(ph.vlen), ph.vlen);
+		free(pbuf);
+		pbuf = NULL;
+		if (ret < 0)
+			goto out;
+	}
+	if (sidx_count(s->ix) + s->nsegs != le_get64(pl + 24))
+		ret = -EBADMSG;
+out:
+	free(buf);
+	return ret;
+}
+
+/* Window reader for replay: one large read serves many records. */
+struct replay_win {
+	uint8_t *buf;
+	uint64_t base;
+	size_t len, cap;
+};
+
+static const uint8_t *win_get(struct node_store *s, struct replay_win *w, uint64_t off, size_t len)
+{
+	uint64_t a, b;
+
+	if (w->len && off >= w->base && off + len <= w->base + w->len)
+		return w->buf + (off - w->base);
+	a = align_down(off, DISK_BLOCK_BYTES);
+	b = align_up(off + len, DISK_BLOCK_BYTES);
+	if (b - a < REPLAY_WINDOW_BYTES)
+		b = a + (REPLAY_WINDOW_BYTES < s->seg_bytes / 4 ? REPLAY_WINDOW_BYTES : s->seg_bytes / 4);
+	if (b < align_up(off + len, DISK_BLOCK_BYTES))
+		b = align_up(off + len, DISK_BLOCK_BYTES);
+	if (b > s->disk->size)
+		b = s->disk->size;
+	if (off + len > b)
+		return NULL;
+	if (b - a > w->cap) {
+		free(w->buf);
+		w->buf = store_alloc_blocks(b - a);
+		w->cap = w->buf ? b - a : 0;
+		if (!w->buf)
+			return NULL;
+	}
+	w->len = 0;
+	if (node_disk_sync_io(s->disk, DISK_READ, w->buf, b - a, a) < 0)
+		return NULL;
+	w->base = a;
+	w->len = b - a;
+	return w->buf + (off - a);
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/*
+ * A COMMIT met during replay: apply it only if the streamed record it names
+ * is whole (every checksum) and is the one it committed (its hcrc). A commit
+ * that made it to the drive without its region was never acknowledged (the
+ * region's writes had completed before the commit was written, and an
+ * acknowledgement needs a flush after that).
+ */
+static int replay_commit(struct node_store *s, const uint8_t *rec, const struct rec_hdr *h)
+{
+	const uint8_t *key = rec + REC_HDR_BYTES, *val = key + h->klen;
+	uint64_t loc = h->aux, off = loc_off(loc), size = loc_size(loc), old;
+	uint8_t *buf = NULL;
+	const uint8_t *inner = NULL;
+	struct rec_hdr ih;
+	int ret;
+
+	if (h->klen == 0 || h->klen > NODE_STORE_KEY_MAX || h->vlen != 16 ||
+	    off < s->data_start || off + size > s->data_start + (uint64_t)s->nsegs * s->seg_bytes) {
+		s->st.discarded_tail_bytes++;
+		return 0;
+	}
+	ret = read_record(s, off, size, &buf, &inner, &ih);
+	if (ret == -ENOMEM)
+		return ret;
+	if (ret == 0 && ih.type == REC_PUT && ih.klen == h->klen &&
+	    memcmp(inner + REC_HDR_BYTES, key, h->klen) == 0 && ih.hcrc == le_get32(val) &&
+	    rec_size(ih.klen, ih.vlen) == size) {
+		ret = sidx_set(s->ix, key, h->klen, loc, &old);
+	} else {
+		s->st.discarded_tail_bytes++;
+		ret = 0;
+	}
+	free(buf);
+	return ret;
+}
+
+/* Replay the log from the checkpoint's P0; stop at the first record that
+ * is missing, torn or not linked to the one before. */
+static int replay(struct node_store *s, const struct ptr_slot *ps)
+{
+	struct replay_win w = { 0 };
+	uint64_t pos = ps->p0_off, seq = ps->p0_seq, last_end = ps->p0_off, old;
+	uint32_t prev = ps->p0_prev, si = seg_of(s, pos);
+	int ret = 0;
+
+	s->segs[si].state = SEG_HEAD;
+	for (;;) {
+		const uint8_t *p;
+		struct rec_hdr h;
+		uint64_t rsize, loc;
+
+		si = seg_of(s, pos);
+		if (pos + REC_HDR_BYTES > seg_start(s, si) + s->seg_bytes)
+			break;
+		p = win_get(s, &w, pos, REC_HDR_BYTES);
+		if (!p)
+			break;
+		rsize = 0;
+		if (rec_hdr_unpack(p, &h) == 0 && h.prev == prev && h.seq == seq) {
+			rsize = rec_size(h.klen, h.vlen);
+			if (pos + rsize > seg_start(s, si) + s->seg_bytes)
+				rsize = 0;
+			else if (!(p = win_get(s, &w, pos, rsize)) || rec_check(p, rsize, &h) < 0)
+				rsize = 0;
+		}
+		if (rsize == 0) {
+			/*
+			 * Not the next record. Mid-block, the rest of the block
+			 * is batch padding, or the torn tail of a batch that was
+			 * never acknowledged; a later life of the log continues
+			 * at the next block, and the chain proves it. On a block
+			 * boundary, the log ends here.
+			 */
+			if (pos % DISK_BLOCK_BYTES) {
+				if (!all_zero(p, REC_HDR_BYTES))
+					s->st.discarded_tail_bytes += align_up(pos, DISK_BLOCK_BYTES) - pos;
+				pos = align_up(pos, DISK_BLOCK_BYTES);
+				continue;
+			}
+			break;
+		}
+		loc = loc_make(pos, rsize);
+		switch (h.type) {
+		case REC_PUT:
+			if (h.klen == 0 || h.klen > NODE_STORE_KEY_MAX)
+				goto bad;
+			if (sidx_set(s->ix, p + REC_HDR_BYTES, h.klen, loc, &old) < 0) {
+				ret = -ENOMEM;
+				goto out;
+			}
+			break;
+		case REC_RELOC:
+			if (sidx_get(s->ix, p + REC_HDR_BYTES, h.klen, &old) == 1 && old == h.aux)
+				sidx_set(s->ix, p + REC_HDR_BYTES, h.klen, loc, &old);
+			break;
+		case REC_TOMB:
+			sidx_del(s->ix, p + REC_HDR_BYTES, h.klen, &old);
+			break;
+		case REC_COMMIT:
+			ret = replay_commit(s, p, &h);
+			if (ret < 0)
+				goto out;
+			break;
+		default:
+			break;
+		}
+		s->segs[si].max_seq = h.seq;
+		if (s->segs[si].state == SEG_FREE)
+			s->segs[si].state = SEG_HEAD;
+		prev = h.hcrc;
+		seq++;
+		if (h.type != REC_CKPT_PART && h.type != REC_CKPT_END)
+			s->st.recovered_records++;
+		last_end = pos + rsize;
+		if (h.type == REC_RESV) {
+			/* a streamed put's region follows: the log resumes after it */
+			uint64_t end = align_up(last_end, DISK_BLOCK_BYTES) + h.aux;
+
+			if (h.aux % DISK_BLOCK_BYTES || end > seg_limit(s, si))
+				goto bad;
+			pos = last_end = end;
+			continue;
+		}
+		if (h.type == REC_NEXT) {
+			if (h.aux >= s->nsegs)
+				goto bad;
+			s->segs[si].state = SEG_USED;
+			pos = last_end = seg_start(s, (uint32_t)h.aux);
+			s->segs[h.aux].state = SEG_HEAD;
+			continue;
+		}
+		pos = last_end;
+	}
+	goto done;
+bad:
+	/* a record that passed its checksums but makes no sense: stop here */
+	s->st.discarded_tail_bytes += 1;
+done:
+	s->head = align_up(last_end, DISK_BLOCK_BYTES);
+	s->chain = prev;
+	s->seq = seq - 1;
+	s->seq_done = s->seq;
+	/* exactly one head: the segment the log ends in */
+	for (uint32_t i = 0; i < s->nsegs; i++)
+		if (s->segs[i].state == SEG_HEAD && i != seg_of(s, s->head))
+			s->segs[i].state = SEG_USED;
+	s->segs[seg_of(s, s->head)].state = SEG_HEAD;
+out:
+	free(w.buf);
+	return ret;
+}
+
+static void rebuild_accounting(struct node_store *s)
+{
+	struct sidx_iter it;
+	const uint8_t *k;
+	size_t kl;
+	uint64_t loc;
+
+	for (uint32_t i = 0; i < s->nsegs; i++)
+		s->segs[i].live = 0;
+	sidx_seek(s->ix, &it, NULL, 0, false);
+	while (sidx_next(s->ix, &it, &k, &kl, &loc))
+		store_seg_live_add(s, loc, +1);
+	s->nfree = 0;
+	for (uint32_t i = 0; i < s->nsegs; i++)
+		s->nfree += s->segs[i].state == SEG_FREE;
+	store_reclaim_segments(s);
+}
+
+int store_recover(struct node_store *s, char *err, size_t errlen)
+{
+	struct ptr_slot slots[2], *order[2];
+	uint8_t *b = s->ck.ptrbuf;
+	int ret = -EUCLEAN, tried = 0;
+
+	for (unsigned i = 0; i < 2; i++) {
+		ret = node_disk_sync_io(s->disk, DISK_READ, b, DISK_BLOCK_BYTES, PTR_SLOT_OFF(i));
+		if (ret < 0) {
+			snprintf(err, errlen, "cannot read checkpoint pointer of '%s': %s",
+				 s->disk->name, strerror(-ret));
+			return ret;
+		}
+		ptr_parse(b, &slots[i]);
+	}
+	order[0] = slots[0].gen >= slots[1].gen ? &slots[0] : &slots[1];
+	order[1] = order[0] == &slots[0] ? &slots[1] : &slots[0];
+	for (unsigned i = 0; i < 2; i++) {
+		const struct ptr_slot *ps = order[i];
+
+		if (!ps->valid || ps->p0_off < s->data_start ||
+		    ps->p0_off >= s->data_start + (uint64_t)s->nsegs * s->seg_bytes)
+			continue;
+		tried++;
+		ret = load_checkpoint(s, ps);
+		if (ret == -ENOMEM)
+			break;
+		if (ret < 0)
+			continue;
+		ret = replay(s, ps);
+		if (ret < 0)
+			break;
+		s->ck.gen = ps->gen;
+		s->ck.new_p0_seq = ps->p0_seq;
+		/* the other slot, if valid and older, is the fallback */
+		s->ck.old_p0_seq = order[1 - i]->valid && order[1 - i]->gen < ps->gen
+					   ? order[1 - i]->p0_seq : ps->p0_seq;
+		if (i == 1)
+			s->ck.old_p0_seq = ps->p0_seq;
+		rebuild_accounting(s);
+		return 0;
+	}
+	if (ret == -ENOMEM) {
+		snprintf(err, errlen, "out of memory while loading the index of '%s'", s->disk->name);
+		return ret;
+	}
+	snprintf(err, errlen,
+		 tried ? "both checkpoints of '%s' are damaged; refusing to guess (the data is still on the drive)"
+		       : "no valid checkpoint pointer on '%s'; refusing to guess",
+		 s->disk->name);
+	return -EUCLEAN;
+}

@@ -10,6 +10,7 @@
 #include "serve/serve.h"
 #include "req/req.h"
 #include "dp/dp.h"
+#include "peer/peer.h"
 #include "store/disk.h"
 #include "store/store.h"
 #include "ctl/ctl.h"

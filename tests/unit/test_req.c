@@ -14,6 +14,7 @@
 
 #include "node.h"
 #include "overlay.h"
+#include "probe.h"
 
 #define RUN_ROUNDS_MAX 100000 /* loop turns before a test gives up waiting */
 
@@ -484,6 +485,7 @@ static void test_counters(void **state)
 
 int main(void)
 {
+	test_require_io_uring();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_put_get_stat_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_get_buffer_kept, setup, teardown),

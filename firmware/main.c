@@ -39,6 +39,7 @@
 #define NODE_TICK_MS 100           /* control plane, data-plane timers */
 #define NODE_BUDGET_CHECK_MS 10000 /* how often RSS is compared with the budget */
 #define NODE_ADDRS_MAX 16          /* slice addresses installed */
+#define NODE_DRAIN_MS 5000         /* shutdown: longest wait for the loop to drain */
 
 struct node_config {
 	char state_dir[NODE_PATH_BYTES];
@@ -101,6 +102,7 @@ struct node_ctx {
 	struct ovl_board board;
 	struct node_loop *loop;
 	struct node_store *store;
+	struct node_req *req;          /* the request layer over the store */
 	struct ovl_id *id;
 	char drive_path[NODE_PATH_BYTES];
 	int sigfd;
@@ -209,7 +211,8 @@ static int arm_tick(struct node_ctx *n)
 	return 0;
 }
 
-/* Cancel an armed request and wait for its completion. */
+/* Cancel an armed request and wait for its completion (main owns the
+ * loop: it alone runs it). */
 static void disarm(struct node_ctx *n, struct node_loop_ev *ev, bool *armed)
 {
 	struct io_uring_sqe *sqe;
@@ -481,8 +484,16 @@ static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 	struct sockaddr_in6 any = { .sin6_family = AF_INET6 };
 	char err[512];
 
+	if (!n->req) {
+		struct node_req_opts ro = { .loop = n->loop, .store = n->store };
+
+		if (node_req_new(&n->req, &ro, err, sizeof(err)) < 0) {
+			ovl_err("data plane: %s", err);
+			return;
+		}
+	}
 	o.loop = n->loop;
-	o.store = n->store;
+	o.req = n->req;
 	o.id = n->id;
 	o.cert = cert;
 	o.cert_len = len;
@@ -591,6 +602,34 @@ static void ctl_tick(struct node_ctx *n)
 		ctl_apply(n);
 }
 
+/*
+ * Shutting down, as the loop's owner: stop the data plane (its closes and
+ * cancellations are queued on the loop), then run the loop until nothing
+ * but the tick is in flight and the store is idle, or NODE_DRAIN_MS
+ * passed; the modules are destroyed after this. No module runs the loop
+ * from its destroy. true when drained.
+ */
+static bool drain(struct node_ctx *n)
+{
+	uint64_t end = ovl_mono_ms() + NODE_DRAIN_MS;
+
+	node_dp_stop(n->dp);
+	disarm(n, &n->sig_ev, &n->sig_armed);
+	for (;;) {
+		unsigned tick = n->tick_armed ? 1 : 0;
+
+		if (node_loop_inflight(n->loop) <= tick && (!n->store || node_store_idle(n->store)))
+			return true;
+		if (ovl_mono_ms() >= end)
+			return false;
+		/* the tick bounds each wait, so the deadline is seen */
+		if (!n->tick_armed && arm_tick(n) < 0)
+			return false;
+		if (node_loop_run(n->loop, true) < 0)
+			return false;
+	}
+}
+
 static void shutdown_net(struct node_ctx *n)
 {
 	char err[512];
@@ -612,7 +651,7 @@ static void shutdown_net(struct node_ctx *n)
 int main(int argc, char **argv)
 {
 	struct node_ctx n;
-	bool format = false, check = false, created = false;
+	bool format = false, check = false, created = false, drained;
 	char err[512], idpath[NODE_PATH_BYTES + 16], hex[OVL_ID_HEX_BYTES], fp[OVL_ID_FP_BYTES];
 	int ret, code = 0;
 
@@ -714,11 +753,16 @@ int main(int argc, char **argv)
 	if (n.stop)
 		ovl_info("signal %d: shutting down (syncing and checkpointing the store)", n.stop_signal);
 out:
+	drained = !n.loop || drain(&n);
 	shutdown_net(&n);
-	if (n.store) {
-		/* the store's i/o on the loop completes first; close does the rest */
-		while (!node_store_idle(n.store) && node_loop_run(n.loop, true) >= 0)
-			;
+	node_req_destroy(&n.req);
+	if (n.store && !drained) {
+		/* i/o still on the loop: the store cannot be closed under it;
+		 * the next start recovers it as after a crash */
+		ovl_err("shutdown: %u operations still in flight after %d ms; the store is left to recovery",
+			node_loop_inflight(n.loop), NODE_DRAIN_MS);
+		code = NODE_EXIT_RUNTIME;
+	} else if (n.store) {
 		node_store_close(&n.store);
 		ovl_info("store closed cleanly");
 	}

@@ -8,6 +8,7 @@
 
 #include "loop/loop.h"
 #include "serve/serve.h"
+#include "req/req.h"
 #include "dp/dp.h"
 #include "peer/peer.h"
 #include "store/disk.h"

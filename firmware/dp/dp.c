@@ -9,9 +9,9 @@
 #include <sys/uio.h>
 
 #define DP_ERR_BYTES 256
-/* PUT payloads above this stream into the store as they arrive (memory per
- * connection: the store's two stream buffers and one sealed chunk); smaller
- * ones are buffered whole and stored in one record with others. */
+/* PUT payloads above this stream into the request layer as they arrive
+ * (memory per connection: the stream's buffers, node_req_stream_bytes(),
+ * and one sealed chunk); smaller ones are buffered whole. */
 #define DP_STREAM_MIN_BYTES (128u << 10)
 #define DP_SEALED_CHUNK_BYTES (OVL_WIRE_CHUNK_BYTES + OVL_WIRE_TAG_BYTES)
 
@@ -20,6 +20,8 @@ struct dp_slice {
 	uint64_t epoch;
 	bool encrypt;
 };
+
+struct dp_conn;
 
 struct node_dp {
 	struct node_dp_opts o;
@@ -30,16 +32,21 @@ struct node_dp {
 	unsigned nslices;
 	uint64_t payload_bytes; /* PUT payloads buffered now */
 	struct node_dp_stats st;
+	struct dp_conn *ready;  /* paused streams that can go on: resumed before the loop sleeps */
+	unsigned nconns;        /* connection states alive (open, or held by requests) */
+	bool stopped, dying;    /* node_dp_stop(); node_dp_destroy() with states alive */
 };
 
 enum { PH_HELLO, PH_OPEN };
 
-/* One connection's protocol state; outlives the connection while store
- * operations it started are in flight (refs). */
+/* One connection's protocol state; outlives the connection while requests
+ * it started are in flight (refs). */
 struct dp_conn {
 	struct node_dp *dp;
 	struct node_conn *c;        /* NULL once the connection is gone */
 	unsigned refs;
+	struct dp_conn *ready_next; /* on dp->ready (holding a ref) */
+	bool on_ready;
 	int phase;
 	struct ovl_wire_hs *hs;
 	struct ovl_wire_session ses;
@@ -53,10 +60,10 @@ struct dp_conn {
 	uint64_t pay_len, pay_got;
 	uint32_t skip_status;
 	char skip_msg[OVL_WIRE_TEXT_SIZE];
-	/* a streamed PUT: the store's stream, the budget it holds, and for an
-	 * encrypted payload the sealed chunk being gathered (`seal`), then its
-	 * plaintext [plain_off, plain_end) until the store has taken it */
-	struct node_store_stream *stream;
+	/* a streamed PUT: the request layer's stream, the budget it holds, and
+	 * for an encrypted payload the sealed chunk being gathered (`seal`), then
+	 * its plaintext [plain_off, plain_end) until the stream has taken it */
+	struct node_req_stream *stream;
 	uint64_t stream_budget;
 	uint8_t *seal;
 	size_t seal_fill, seal_need, plain_off, plain_end;
@@ -64,7 +71,7 @@ struct dp_conn {
 	uint64_t plain_left;        /* plaintext bytes still to come */
 };
 
-/* A store operation in flight for a request. */
+/* A request in flight in the request layer; its completion answers it. */
 struct dp_op {
 	struct dp_conn *dc;
 	uint8_t type;
@@ -73,13 +80,11 @@ struct dp_op {
 	bool encrypt;
 	uint8_t *pay;       /* PUT: the value (freed when done) */
 	uint64_t pay_bytes; /* counted against max_payload_bytes */
-	uint64_t size, offset;
-	uint32_t crc;
 };
 
 static void stream_drop(struct dp_conn *dc)
 {
-	node_store_stream_abort(&dc->stream);
+	node_req_stream_abort(&dc->stream);
 	dc->dp->payload_bytes -= dc->stream_budget;
 	dc->stream_budget = 0;
 	free(dc->seal);
@@ -88,6 +93,8 @@ static void stream_drop(struct dp_conn *dc)
 
 static void dc_unref(struct dp_conn *dc)
 {
+	struct node_dp *dp = NULL;
+
 	if (--dc->refs)
 		return;
 	stream_drop(dc);
@@ -97,7 +104,10 @@ static void dc_unref(struct dp_conn *dc)
 		dc->dp->payload_bytes -= dc->pay_len;
 		free(dc->pay);
 	}
+	dp = dc->dp;
 	free(dc);
+	if (--dp->nconns == 0 && dp->dying)
+		free(dp);
 }
 
 static const struct dp_slice *slice_find(const struct node_dp *dp, const char *name)
@@ -114,10 +124,9 @@ static void free_cb(void *arg, int res)
 }
 
 /* A response on its way out: the sealed head (and a copied or sealed
- * payload) in `buf`, or a payload sent from a store read buffer. */
+ * payload) in `buf`, or a payload sent from a GET's read buffer. */
 struct dp_tx {
-	struct node_dp *dp;
-	struct node_store_rbuf *rb; /* store read buffer holding the payload, or NULL */
+	struct node_req_buf *rb; /* the read buffer holding the payload, or NULL */
 	uint8_t buf[];
 };
 
@@ -125,12 +134,13 @@ static void tx_done(void *arg, int res)
 {
 	struct dp_tx *tx = arg;
 
-	node_store_rbuf_release(&tx->rb);
+	node_req_buf_release(&tx->rb);
 	free(tx);
 }
 
 /*
- * An encrypted payload from a store read buffer: each chunk is sealed in
+ * An encrypted payload from a GET's read buffer (*rb, kept when it can be):
+ * each chunk is sealed in
  * place, and the chunks go out with their tags between them (gathered from
  * the tx) without copying the payload into a new sealed buffer. Falls back to
  * the copying path when the buffer cannot be kept. Returns nothing; the
@@ -141,7 +151,7 @@ static void respond_copy(struct dp_conn *dc, struct ovl_wire_hdr *h, const uint8
 
 static void respond_sealed(struct dp_conn *dc, struct ovl_wire_hdr *h, const uint8_t *meta,
 			   size_t mlen, const uint8_t *payload, uint64_t plen,
-			   struct node_store_rbuf **rb)
+			   struct node_req_buf **rb)
 {
 	size_t headcap = OVL_WIRE_HDR_BYTES + mlen + OVL_WIRE_MAC_BYTES;
 	size_t nchunks = (size_t)((plen + OVL_WIRE_CHUNK_BYTES - 1) / OVL_WIRE_CHUNK_BYTES);
@@ -158,8 +168,13 @@ static void respond_sealed(struct dp_conn *dc, struct ovl_wire_hdr *h, const uin
 		respond_copy(dc, h, meta, mlen, payload, plen);
 		return;
 	}
-	tx->dp = dc->dp;
-	tx->rb = *rb; /* kept until the send completes */
+	if (!*rb) {
+		free(tx);
+		free(iov);
+		respond_copy(dc, h, meta, mlen, payload, plen);
+		return;
+	}
+	tx->rb = *rb;
 	*rb = NULL;
 	hl = ovl_wire_head_seal(&dc->ses, h, meta, mlen, tx->buf, headcap, err, sizeof(err));
 	if (hl < 0) {
@@ -183,11 +198,8 @@ static void respond_sealed(struct dp_conn *dc, struct ovl_wire_hdr *h, const uin
 	free(iov);
 }
 
-/*
- * Seal and queue a response (payload encrypted when asked). With from_store
- * (inside a store get callback), a plaintext payload is sent straight from
- * the store's read buffer, which is kept until the send completes.
- */
+/* Seal and queue a response (payload encrypted when asked), the payload
+ * copied after the head. */
 static void respond_copy(struct dp_conn *dc, struct ovl_wire_hdr *h, const uint8_t *meta,
 			 size_t mlen, const uint8_t *payload, uint64_t plen)
 {
@@ -201,7 +213,6 @@ static void respond_copy(struct dp_conn *dc, struct ovl_wire_hdr *h, const uint8
 		node_conn_close(dc->c, false);
 		return;
 	}
-	tx->dp = dc->dp;
 	tx->rb = NULL;
 	out = tx->buf;
 	hl = ovl_wire_head_seal(&dc->ses, h, meta, mlen, out, headcap, err, sizeof(err));
@@ -228,13 +239,13 @@ static void respond_copy(struct dp_conn *dc, struct ovl_wire_hdr *h, const uint8
 }
 
 /*
- * Seal and queue a response (payload encrypted when asked). With rb (the
- * store read buffer `payload` points into), the payload is sent straight
- * from it: the response takes the buffer (*rb = NULL) and keeps it until the
- * send completes, sending it as it is, or sealed in place when encrypted.
+ * Seal and queue a response (payload encrypted when asked). With rb (a
+ * GET's completion: the payload lies in the read buffer *rb), the payload
+ * is sent straight from that buffer, which is taken from *rb and kept until
+ * the send completes: as it is, or sealed in place when encrypted.
  */
 static void respond_x(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_wire_resp *r,
-		      const uint8_t *payload, uint64_t plen, bool encrypt, struct node_store_rbuf **rb)
+		      const uint8_t *payload, uint64_t plen, bool encrypt, struct node_req_buf **rb)
 {
 	struct ovl_wire_hdr h = { 0 };
 	uint8_t meta[OVL_WIRE_META_MAX_BYTES];
@@ -263,7 +274,7 @@ static void respond_x(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl
 	h.flags = encrypt && plen ? OVL_WIRE_FLAG_ENCRYPTED : 0;
 	h.payload_len = h.flags ? ovl_wire_sealed_len(plen) : plen;
 	h.rid = rid;
-	if (!rb || !*rb || !plen) {
+	if (!rb || !plen) {
 		respond_copy(dc, &h, meta, (size_t)mlen, payload, plen);
 		return;
 	}
@@ -273,17 +284,14 @@ static void respond_x(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl
 	}
 	headcap = OVL_WIRE_HDR_BYTES + (size_t)mlen + OVL_WIRE_MAC_BYTES;
 	tx = malloc(sizeof(*tx) + headcap);
-	if (tx) {
-		tx->rb = *rb; /* kept until the send completes */
-		*rb = NULL;
-	}
-	if (!tx) {
+	if (!tx || !*rb) {
 		/* the buffer could not be kept: copy after all */
 		free(tx);
 		respond_copy(dc, &h, meta, (size_t)mlen, payload, plen);
 		return;
 	}
-	tx->dp = dc->dp;
+	tx->rb = *rb;
+	*rb = NULL;
 	hl = ovl_wire_head_seal(&dc->ses, &h, meta, (size_t)mlen, tx->buf, headcap, err, sizeof(err));
 	if (hl < 0) {
 		tx_done(tx, 0);
@@ -358,33 +366,73 @@ static void op_done(struct dp_op *op)
 	dc_unref(dc);
 }
 
-static void store_done(void *arg, int res, const struct node_store_objstat *st)
+/* A LIST's keys: encoded as the payload, with their crc. */
+static void list_respond(struct dp_op *op, const struct node_req_result *res)
+{
+	struct dp_conn *dc = op->dc;
+	struct ovl_wire_resp r = { .epoch = op->epoch };
+	uint8_t *payload = NULL;
+	size_t cap = 16;
+	int plen;
+
+	for (uint32_t i = 0; i < res->nkeys; i++)
+		cap += res->keys[i].len + 8;
+	payload = malloc(cap);
+	if (!payload) {
+		respond_status(dc, op->type, op->rid, OVL_WIRE_BUSY, op->epoch, "out of memory for a list");
+		return;
+	}
+	r.more = res->more;
+	r.count = res->nkeys;
+	plen = ovl_wire_keys_encode(res->keys, res->nkeys, payload, cap);
+	if (plen < 0) {
+		respond_status(dc, op->type, op->rid, OVL_WIRE_INTERNAL, op->epoch,
+			       "cannot encode the key list");
+		free(payload);
+		return;
+	}
+	r.has_crc = true;
+	r.crc = ovl_crc32c(0, payload, (size_t)plen);
+	respond(dc, op->type, op->rid, &r, payload, (uint64_t)plen, op->encrypt);
+	dc->dp->st.lists++;
+	free(payload);
+}
+
+/* A request's completion (node_req_done_fn): answer it. A GET's read
+ * buffer is taken from *rb when the payload can be sent from it. */
+static void req_done(void *arg, const struct node_req_result *res, struct node_req_buf **rb)
 {
 	struct dp_op *op = arg;
 	struct dp_conn *dc = op->dc;
 	struct ovl_wire_resp r = { .epoch = op->epoch };
 
-	if (res < 0) {
-		r.status = status_of(res);
-		snprintf(r.message, sizeof(r.message), "%s",
-			 res == -ENOENT ? "no such key" : node_store_errmsg(dc->dp->o.store));
+	if (res->res < 0) {
+		r.status = status_of(res->res);
+		snprintf(r.message, sizeof(r.message), "%s", res->msg);
 		respond(dc, op->type, op->rid, &r, NULL, 0, false);
 		op_done(op);
 		return;
 	}
 	switch (op->type) {
 	case OVL_WIRE_T_PUT:
-		r.size = op->size;
-		r.has_crc = true;
-		r.crc = op->crc;
-		r.seq = st ? st->seq : 0;
-		break;
 	case OVL_WIRE_T_STAT:
-		r.size = st->size;
+		r.size = res->size;
 		r.has_crc = true;
-		r.crc = st->crc;
-		r.seq = st->seq;
+		r.crc = res->crc;
+		r.seq = res->seq;
 		break;
+	case OVL_WIRE_T_GET:
+		r.size = res->size;
+		r.offset = res->offset;
+		r.has_crc = true;
+		r.crc = res->crc;
+		respond_x(dc, op->type, op->rid, &r, res->data, res->len, op->encrypt, rb);
+		op_done(op);
+		return;
+	case OVL_WIRE_T_LIST:
+		list_respond(op, res);
+		op_done(op);
+		return;
 	default:
 		break;
 	}
@@ -392,123 +440,12 @@ static void store_done(void *arg, int res, const struct node_store_objstat *st)
 	op_done(op);
 }
 
-/* A GET's answer: the payload goes out from the store's read buffer,
- * which the response keeps until it is sent. */
-static void store_get_done(void *arg, int res, struct node_store_rbuf **rb,
-			   const struct node_store_objstat *st)
-{
-	struct dp_op *op = arg;
-	struct ovl_wire_resp r = { .epoch = op->epoch };
-	const void *data = NULL;
-	size_t len = 0;
-
-	if (res < 0) {
-		store_done(arg, res, st);
-		return;
-	}
-	data = (*rb)->data;
-	len = (*rb)->len;
-	/* the bytes were verified against the drive's checksums; this crc
-	 * lets the client verify them end to end */
-	r.size = st ? st->size : len;
-	r.offset = op->offset;
-	r.has_crc = true;
-	/* a whole value was just verified against its stored crc32c:
-	 * that is the crc; a range needs its own */
-	r.crc = st && op->offset == 0 && len == st->size ? st->crc : ovl_crc32c(0, data, len);
-	respond_x(op->dc, op->type, op->rid, &r, data, len, op->encrypt, rb);
-	op_done(op);
-}
-
-struct list_ctx {
-	struct ovl_wire_bin *keys;
-	uint8_t *arena;
-	size_t used, cap;
-	uint32_t n, max;
-};
-
-static int list_cb(void *arg, const void *key, size_t klen)
-{
-	struct list_ctx *l = arg;
-
-	if (l->n == l->max || l->used + klen > l->cap)
-		return 1;
-	memcpy(l->arena + l->used, key, klen);
-	l->keys[l->n].ptr = l->arena + l->used;
-	l->keys[l->n].len = (uint32_t)klen;
-	l->used += klen;
-	l->n++;
-	return 0;
-}
-
-static void do_list(struct dp_conn *dc, const struct ovl_wire_hdr *h, const struct ovl_wire_req *q,
-		    uint64_t epoch, bool encrypt)
-{
-	struct list_ctx l = { 0 };
-	struct ovl_wire_resp r = { .epoch = epoch };
-	uint8_t *payload = NULL;
-	int plen, n;
-
-	l.max = q->limit ? q->limit : OVL_WIRE_LIST_MAX;
-	/* one more than asked, to tell the client whether more follow */
-	l.keys = calloc(l.max + 1, sizeof(*l.keys));
-	l.cap = (size_t)(l.max + 1) * 64 < (4u << 20) ? (size_t)(l.max + 1) * 64 : (4u << 20);
-	l.arena = malloc(l.cap);
-	payload = malloc(l.cap + (size_t)(l.max + 1) * 8 + 16);
-	if (!l.keys || !l.arena || !payload) {
-		respond_status(dc, h->type, h->rid, OVL_WIRE_BUSY, epoch, "out of memory for a list");
-		goto out;
-	}
-	l.max++;
-	n = node_store_list(dc->dp->o.store, q->key, q->key_len, q->after_len ? q->after : NULL,
-			    q->after_len, l.max, list_cb, &l);
-	if (n < 0) {
-		respond_status(dc, h->type, h->rid, status_of(n), epoch, "list failed");
-		goto out;
-	}
-	l.max--;
-	r.more = l.n > l.max;
-	if (r.more)
-		l.n = l.max;
-	r.count = l.n;
-	plen = ovl_wire_keys_encode(l.keys, l.n, payload, l.cap + (size_t)(l.max + 1) * 8 + 16);
-	if (plen < 0) {
-		respond_status(dc, h->type, h->rid, OVL_WIRE_INTERNAL, epoch, "cannot encode the key list");
-		goto out;
-	}
-	r.has_crc = true;
-	r.crc = ovl_crc32c(0, payload, (size_t)plen);
-	respond(dc, h->type, h->rid, &r, payload, (uint64_t)plen, encrypt);
-	dc->dp->st.lists++;
-out:
-	free(l.keys);
-	free(l.arena);
-	free(payload);
-}
-
+/* NODE-STAT: the node's counters, as the request layer reports them. */
 static void do_node_stat(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint64_t epoch)
 {
-	struct node_store_stats st;
 	struct ovl_wire_resp r = { .epoch = epoch };
-	const struct { const char *name; uint64_t v; } c[] = {
-		{ "objects", 0 }, { "live_bytes", 0 }, { "capacity_bytes", 0 }, { "segments_free", 0 },
-		{ "read_only", 0 }, { "checksum_errors", 0 }, { "puts", 0 }, { "gets", 0 },
-		{ "cache_rereads", 0 },
-	};
 
-	node_store_stats(dc->dp->o.store, &st);
-	r.ncounters = sizeof(c) / sizeof(c[0]);
-	for (uint32_t i = 0; i < r.ncounters; i++)
-		snprintf(r.counters[i].name, sizeof(r.counters[i].name), "%s", c[i].name);
-	r.counters[0].value = st.objects;
-	r.counters[1].value = st.live_bytes;
-	r.counters[2].value = st.capacity_bytes;
-	r.counters[3].value = st.segments_free;
-	r.counters[4].value = st.read_only;
-	r.counters[5].value = st.checksum_errors;
-	r.counters[6].value = st.puts;
-	r.counters[7].value = st.gets;
-	r.counters[8].value = st.cache_rereads;
+	r.ncounters = node_req_counters(dc->dp->o.req, r.counters, OVL_WIRE_COUNTERS_MAX);
 	respond(dc, h->type, h->rid, &r, NULL, 0, false);
 }
 
@@ -536,23 +473,39 @@ static void do_map(struct dp_conn *dc, const struct ovl_wire_hdr *h, const struc
 	free(buf);
 }
 
-/* A complete PUT payload: decrypt, check, store. */
-/* A PUT was handed to the store (ret 0: its callback answers) or refused. */
+/* A PUT was handed to the request layer (ret 0: its completion answers)
+ * or refused. */
 static void put_queued(struct dp_conn *dc, struct dp_op *op, int ret, uint64_t epoch)
 {
 	if (ret < 0) {
 		respond_status(dc, dc->hdr.type, dc->hdr.rid, status_of(ret), epoch, "%s",
-			       node_store_errmsg(dc->dp->o.store));
+			       node_req_errmsg(dc->dp->o.req));
 		op_done(op);
 		return;
 	}
 	dc->dp->st.puts++;
 }
 
+/* A PUT's arguments for the request layer: the key, the declared size and
+ * crc32c (the value, when buffered, is added by the caller). */
+static struct node_req_args put_args(const struct dp_conn *dc)
+{
+	struct node_req_args a = { .type = NODE_REQ_PUT };
+
+	a.slice = dc->req.slice;
+	a.key = dc->req.key;
+	a.klen = dc->req.key_len;
+	a.size = dc->req.size;
+	a.crc = dc->req.crc;
+	return a;
+}
+
+/* A complete PUT payload: decrypt, check, hand it to the request layer. */
 static void put_payload_done(struct dp_conn *dc)
 {
 	struct node_dp *dp = dc->dp;
 	const struct dp_slice *sl = slice_find(dp, dc->req.slice);
+	struct node_req_args a = put_args(dc);
 	struct dp_op *op = NULL;
 	uint64_t plain = dc->pay_len;
 
@@ -563,7 +516,7 @@ static void put_payload_done(struct dp_conn *dc)
 		return;
 	}
 	if (dc->stream) {
-		uint32_t crc = node_store_stream_crc(dc->stream);
+		uint32_t crc = node_req_stream_crc(dc->stream);
 
 		if (crc != dc->req.crc) {
 			dp->st.checksum_mismatch++;
@@ -579,15 +532,12 @@ static void put_payload_done(struct dp_conn *dc)
 			respond_status(dc, dc->hdr.type, dc->hdr.rid, OVL_WIRE_BUSY, sl->epoch, "out of memory");
 			return;
 		}
-		/* the store's buffers stay busy until the commit: so does the budget */
+		/* the stream's buffers stay busy until the commit: so does the budget */
 		op->pay_bytes = dc->stream_budget;
 		dc->stream_budget = 0;
-		op->size = dc->req.size;
-		op->crc = dc->req.crc;
 		free(dc->seal);
 		dc->seal = NULL;
-		put_queued(dc, op, node_store_stream_finish(&dc->stream, dc->req.crc, store_done, op),
-			   sl->epoch);
+		put_queued(dc, op, node_req_stream_finish(&dc->stream, req_done, op), sl->epoch);
 		return;
 	}
 	if (dc->hdr.flags & OVL_WIRE_FLAG_ENCRYPTED) {
@@ -628,13 +578,10 @@ static void put_payload_done(struct dp_conn *dc)
 	}
 	op->pay = dc->pay;
 	op->pay_bytes = dc->pay_len;
-	op->size = plain;
-	op->crc = dc->req.crc;
 	dc->pay = NULL;
-	put_queued(dc, op,
-		   node_store_put_async(dp->o.store, dc->req.key, dc->req.key_len, op->pay, plain,
-					store_done, op),
-		   sl->epoch);
+	a.val = op->pay;
+	a.size = plain;
+	put_queued(dc, op, node_req_start(dp->o.req, &a, req_done, op), sl->epoch);
 	return;
 drop:
 	dp->payload_bytes -= dc->pay_len;
@@ -651,15 +598,15 @@ static void stream_fail(struct dp_conn *dc, uint32_t status, const char *msg)
 	snprintf(dc->skip_msg, sizeof(dc->skip_msg), "%s", msg);
 }
 
-/* Hand the decrypted chunk to the store. false: it must wait (paused). */
+/* Hand the decrypted chunk to the stream. false: it must wait (paused). */
 static bool stream_plain(struct dp_conn *dc)
 {
 	while (dc->stream && dc->plain_off < dc->plain_end) {
-		ssize_t w = node_store_stream_write(dc->stream, dc->seal + dc->plain_off,
-						    dc->plain_end - dc->plain_off);
+		ssize_t w = node_req_stream_write(dc->stream, dc->seal + dc->plain_off,
+						  dc->plain_end - dc->plain_off);
 
 		if (w < 0) {
-			stream_fail(dc, status_of((int)w), node_store_errmsg(dc->dp->o.store));
+			stream_fail(dc, status_of((int)w), node_req_errmsg(dc->dp->o.req));
 			return true;
 		}
 		if (w == 0)
@@ -670,16 +617,16 @@ static bool stream_plain(struct dp_conn *dc)
 }
 
 /* Streamed payload bytes; returns how many were taken (the connection is
- * paused when the store cannot take more). */
+ * paused when the stream cannot take more). */
 static size_t stream_bytes(struct dp_conn *dc, const uint8_t *buf, size_t n)
 {
 	size_t used = 0;
 
 	if (!(dc->hdr.flags & OVL_WIRE_FLAG_ENCRYPTED)) {
-		ssize_t w = node_store_stream_write(dc->stream, buf, n);
+		ssize_t w = node_req_stream_write(dc->stream, buf, n);
 
 		if (w < 0) {
-			stream_fail(dc, status_of((int)w), node_store_errmsg(dc->dp->o.store));
+			stream_fail(dc, status_of((int)w), node_req_errmsg(dc->dp->o.req));
 			return n;
 		}
 		if ((size_t)w < n)
@@ -727,22 +674,21 @@ static size_t stream_bytes(struct dp_conn *dc, const uint8_t *buf, size_t n)
 	return dc->stream ? used : n;
 }
 
-/* A streamed PUT is complete when every byte arrived and the store took
+/* A streamed PUT is complete when every byte arrived and the stream took
  * every plaintext byte. */
 static bool stream_complete(const struct dp_conn *dc)
 {
 	return dc->pay_got == dc->pay_len && (!dc->stream || dc->plain_off == dc->plain_end);
 }
 
-/* The store can take more of a paused stream. */
-static void stream_ready(void *arg)
+/* A paused stream can take more: go on with the connection's bytes (from
+ * the before-sleep hook, not from inside the stream's completion). */
+static void stream_resume(struct dp_conn *dc)
 {
-	struct dp_conn *dc = arg;
-
 	if (!dc->c || !dc->in_payload)
 		return;
 	if (!stream_plain(dc))
-		return; /* still full: the store calls again */
+		return; /* still full: `ready` comes again */
 	if (stream_complete(dc)) {
 		/* the last bytes arrived earlier: nothing more will call on_data */
 		put_payload_done(dc);
@@ -751,6 +697,38 @@ static void stream_ready(void *arg)
 	}
 	if (dc->c)
 		node_conn_resume(dc->c);
+}
+
+/* The stream's `ready` (from a completion on the loop): note the
+ * connection, which the before-sleep hook resumes, so that the bytes it
+ * holds never re-enter the stream from inside the stream's own completion. */
+static void stream_ready(void *arg)
+{
+	struct dp_conn *dc = arg;
+	struct node_dp *dp = dc->dp;
+
+	if (dc->on_ready)
+		return;
+	dc->on_ready = true;
+	dc->refs++;
+	dc->ready_next = dp->ready;
+	dp->ready = dc;
+}
+
+/* Before the loop sleeps: resume the streams that became ready. */
+static void dp_before_sleep(void *arg)
+{
+	struct node_dp *dp = arg;
+
+	while (dp->ready) {
+		struct dp_conn *dc = dp->ready;
+
+		dp->ready = dc->ready_next;
+		dc->ready_next = NULL;
+		dc->on_ready = false;
+		stream_resume(dc);
+		dc_unref(dc);
+	}
 }
 
 /* Consume payload bytes of the current PUT. */
@@ -776,12 +754,13 @@ static ssize_t payload_bytes(struct dp_conn *dc, const uint8_t *buf, size_t len,
 	return (ssize_t)n;
 }
 
-/* Start streaming a large PUT into the store; on failure set dc->skip with
+/* Start streaming a large PUT into the request layer; on failure set dc->skip with
  * the refusal in *status and *msg. */
 static void stream_begin(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint32_t *status,
 			 const char **msg)
 {
 	struct node_dp *dp = dc->dp;
+	struct node_req_args a = put_args(dc);
 	bool enc = h->flags & OVL_WIRE_FLAG_ENCRYPTED;
 	uint64_t plain = h->payload_len, budget;
 	int ret;
@@ -796,7 +775,7 @@ static void stream_begin(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint3
 		*msg = NULL;
 		return;
 	}
-	budget = node_store_stream_bytes(dp->o.store) + (enc ? DP_SEALED_CHUNK_BYTES : 0);
+	budget = node_req_stream_bytes(dp->o.req) + (enc ? DP_SEALED_CHUNK_BYTES : 0);
 	if (dp->payload_bytes + budget > dp->o.max_payload_bytes) {
 		dp->st.refused_busy++;
 		dc->skip = true;
@@ -818,14 +797,14 @@ static void stream_begin(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint3
 				OVL_WIRE_TAG_BYTES;
 		dc->chunk_no = 0;
 	}
-	ret = node_store_stream_begin(dp->o.store, dc->req.key, dc->req.key_len, plain, stream_ready,
-				      dc, &dc->stream);
+	a.size = plain;
+	ret = node_req_stream_begin(dp->o.req, &a, stream_ready, dc, &dc->stream);
 	if (ret < 0) {
 		free(dc->seal);
 		dc->seal = NULL;
 		dc->skip = true;
 		*status = status_of(ret);
-		*msg = node_store_errmsg(dp->o.store);
+		*msg = node_req_errmsg(dp->o.req);
 		return;
 	}
 	dc->stream_budget = budget;
@@ -866,17 +845,17 @@ static void payload_begin(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint
 		put_payload_done(dc);
 }
 
+/* A request without a payload: to the request layer, whose completion
+ * answers it (NODE-STAT and MAP are answered here). */
 static void dispatch(struct dp_conn *dc, const struct ovl_wire_hdr *h, const struct ovl_wire_req *q,
 		     const struct dp_slice *sl)
 {
 	struct node_dp *dp = dc->dp;
+	struct node_req_args a = { .slice = q->slice, .key = q->key, .klen = q->key_len };
 	struct dp_op *op = NULL;
 	int ret = 0;
 
 	switch (h->type) {
-	case OVL_WIRE_T_LIST:
-		do_list(dc, h, q, sl->epoch, sl->encrypt);
-		return;
 	case OVL_WIRE_T_NODE_STAT:
 		do_node_stat(dc, h, sl->epoch);
 		return;
@@ -893,26 +872,36 @@ static void dispatch(struct dp_conn *dc, const struct ovl_wire_hdr *h, const str
 	}
 	switch (h->type) {
 	case OVL_WIRE_T_GET:
-		op->offset = q->has_range ? q->offset : 0;
-		ret = node_store_get_async(dp->o.store, q->key, q->key_len, op->offset,
-					   q->has_range ? q->length : UINT64_MAX, store_get_done, op);
+		a.type = NODE_REQ_GET;
+		a.offset = q->has_range ? q->offset : 0;
+		a.length = q->has_range ? q->length : UINT64_MAX;
 		dp->st.gets++;
 		break;
 	case OVL_WIRE_T_DELETE:
-		ret = node_store_delete_async(dp->o.store, q->key, q->key_len, store_done, op);
+		a.type = NODE_REQ_DELETE;
 		dp->st.deletes++;
 		break;
 	case OVL_WIRE_T_STAT:
-		ret = node_store_stat_async(dp->o.store, q->key, q->key_len, store_done, op);
+		a.type = NODE_REQ_STAT;
 		dp->st.stats++;
 		break;
-	default:
-		ret = -EINVAL;
+	case OVL_WIRE_T_LIST:
+		a.type = NODE_REQ_LIST;
+		a.after = q->after_len ? q->after : NULL;
+		a.after_len = q->after_len;
+		a.limit = q->limit ? q->limit : OVL_WIRE_LIST_MAX;
 		break;
+	default:
+		respond_status(dc, h->type, h->rid, OVL_WIRE_BAD_REQUEST, sl->epoch, "unknown request type");
+		op_done(op);
+		return;
 	}
+	/* on success the completion answers, maybe before this returns (LIST):
+	 * op is not touched after */
+	ret = node_req_start(dp->o.req, &a, req_done, op);
 	if (ret < 0) {
 		respond_status(dc, h->type, h->rid, status_of(ret), sl->epoch, "%s",
-			       ret == -ENOENT ? "no such key" : node_store_errmsg(dp->o.store));
+			       node_req_errmsg(dp->o.req));
 		op_done(op);
 	}
 }
@@ -1054,6 +1043,7 @@ static int dp_open(void *arg, struct node_conn *c)
 		free(dc);
 		return -ENOMEM;
 	}
+	dp->nconns++;
 	node_conn_set_data(c, dc);
 	return 0;
 }
@@ -1078,9 +1068,9 @@ int node_dp_new(struct node_dp **out, const struct node_dp_opts *o, char *err, s
 	int ret;
 
 	*out = NULL;
-	if (!o->loop || !o->store || !o->id || !o->cert || !o->peers || !o->now_s ||
+	if (!o->loop || !o->req || !o->id || !o->cert || !o->peers || !o->now_s ||
 	    !o->max_inflight || !o->max_payload_bytes) {
-		snprintf(err, errlen, "data plane: loop, store, identity, certificate, peers, clock and limits are required");
+		snprintf(err, errlen, "data plane: loop, request layer, identity, certificate, peers, clock and limits are required");
 		return -EINVAL;
 	}
 	dp = calloc(1, sizeof(*dp));
@@ -1101,6 +1091,14 @@ int node_dp_new(struct node_dp **out, const struct node_dp_opts *o, char *err, s
 	so.frame_timeout_ms = o->frame_timeout_ms;
 	ret = node_serve_new(&dp->srv, &so, err, errlen);
 	if (ret < 0) {
+		free(dp);
+		return ret;
+	}
+	ret = node_loop_before_sleep_add(o->loop, dp_before_sleep, dp);
+	if (ret < 0) {
+		snprintf(err, errlen, "data plane: cannot add a before-sleep hook to the loop: %s",
+			 strerror(-ret));
+		node_serve_destroy(&dp->srv);
 		free(dp);
 		return ret;
 	}
@@ -1154,19 +1152,36 @@ void node_dp_serve_stats(const struct node_dp *dp, struct node_serve_stats *st)
 	node_serve_stats(dp->srv, st);
 }
 
+void node_dp_stop(struct node_dp *dp)
+{
+	if (!dp || dp->stopped)
+		return;
+	dp->stopped = true;
+	node_serve_stop(dp->srv);
+}
+
 void node_dp_destroy(struct node_dp **dpp)
 {
 	struct node_dp *dp = dpp ? *dpp : NULL;
 
 	if (!dp)
 		return;
-	node_serve_destroy(&dp->srv);
-	/* store callbacks still in flight hold their connection state: let
-	 * the store finish them (their answers go nowhere). The store works
-	 * from the loop's hooks and never runs the loop, so the loop runs here,
-	 * at destroy, as node_serve_destroy() runs it */
-	while (node_store_pending(dp->o.store) && node_loop_run(dp->o.loop, true) >= 0)
-		;
-	free(dp);
 	*dpp = NULL;
+	node_dp_stop(dp);
+	node_serve_destroy(&dp->srv);
+	node_loop_before_sleep_remove(dp->o.loop, dp_before_sleep, dp);
+	while (dp->ready) {
+		struct dp_conn *dc = dp->ready;
+
+		dp->ready = dc->ready_next;
+		dc->on_ready = false;
+		dc_unref(dc);
+	}
+	if (dp->nconns) {
+		/* requests or connections still in flight (the loop was not
+		 * drained): the last of them frees dp */
+		dp->dying = true;
+		return;
+	}
+	free(dp);
 }

@@ -1,17 +1,38 @@
 /*
- * node_dp: the node's data plane. The wire protocol of docs/PROTOCOL.md
- * section 7 (ovl_wire) served over node_serve connections from the node's
- * store, all on the node's one io_uring.
+ * node_dp: the node's data plane, the session layer. The wire protocol of
+ * docs/PROTOCOL.md section 7 (ovl_wire) served over node_serve connections,
+ * all on the node's one io_uring.
+ *
+ * Layers (firmware/req/req.h says more): node_serve carries bytes; node_dp
+ * is the session: framing, the handshake, MACs, payload crypto, admission,
+ * flow control, the memory budgets for what it holds, and the responses on
+ * the wire; node_req says what each request means on this node and is the
+ * only one that calls the store. node_dp never calls the store: PUT, GET,
+ * DELETE, STAT and LIST go to node_req (a streamed PUT through a
+ * node_req_stream), whose completions node_dp turns into responses;
+ * NODE-STAT reads the node's counters through node_req too; MAP reads the
+ * control plane's map through the map_get hook.
  *
  * A connection starts with the handshake (the client's certificate is
  * judged by `peers`); then every request is authenticated, its slice must be
  * one this node serves and the client's certificate lists, its epoch is
  * compared with the node's (an older one gets stale-map and the node's
  * epoch), PUT payloads are checked against their crc32c before anything is
- * stored (payloads above 128 KiB stream into the store as they arrive and
- * become visible only once checked), and slices that require encryption refuse plaintext payloads.
- * Refusals are responses with a status code and a message; only a frame
- * that fails authentication closes the connection.
+ * stored (payloads above 128 KiB stream into the request layer as they
+ * arrive and become visible only once checked), and slices that require
+ * encryption refuse plaintext payloads. Refusals are responses with a
+ * status code and a message; only a frame that fails authentication closes
+ * the connection.
+ *
+ * The loop: node_dp never runs it. It registers a before-sleep hook
+ * (node_loop_before_sleep_add) that resumes connections paused on a full
+ * stream once the stream can take more. Shutting down is two steps around
+ * the owner's drain: node_dp_stop() stops accepting and closes every
+ * connection (the closes and cancellations are queued on the loop); the
+ * owner then runs the loop until node_loop_inflight() is 0 (or a deadline),
+ * and node_dp_destroy() frees. What is still in flight at destroy (the
+ * owner did not drain) keeps what it needs and the last of it frees the
+ * rest; destroy before node_req_destroy() and node_store_close().
  */
 #ifndef NODE_DP_H
 #define NODE_DP_H
@@ -22,8 +43,8 @@
 #include <stdint.h>
 
 #include "../loop/loop.h"
+#include "../req/req.h"
 #include "../serve/serve.h"
-#include "../store/store.h"
 #include "overlay.h"
 
 #define NODE_DP_SLICES_MAX 16
@@ -32,7 +53,7 @@ struct node_dp;
 
 struct node_dp_opts {
 	struct node_loop *loop;
-	struct node_store *store;       /* on the same loop */
+	struct node_req *req;           /* the request layer, on the same loop (borrowed) */
 	const struct ovl_id *id;        /* the node's identity (borrowed) */
 	const uint8_t *cert;            /* its certificate (copied) */
 	size_t cert_len;
@@ -42,7 +63,7 @@ struct node_dp_opts {
 	unsigned max_conns;
 	unsigned max_inflight;          /* requests in flight per connection */
 	/* PUT payload memory, all connections: small payloads buffered whole,
-	 * node_store_stream_bytes() (plus a sealed chunk) per streamed one */
+	 * node_req_stream_bytes() (plus a sealed chunk) per streamed one */
 	uint64_t max_payload_bytes;
 	uint64_t idle_timeout_ms, frame_timeout_ms;
 	/* MAP requests: the encoded, broker-signed `map` message the node holds
@@ -75,7 +96,13 @@ void node_dp_tick(struct node_dp *dp, uint64_t now_ms);
 void node_dp_stats(const struct node_dp *dp, struct node_dp_stats *st);
 void node_dp_serve_stats(const struct node_dp *dp, struct node_serve_stats *st);
 
-/* Close every connection (answers to requests in flight are dropped), free. */
+/* Stop: no more connections; close every open one (answers to requests in
+ * flight are dropped). Queues the closes and cancellations on the loop and
+ * returns; the loop's owner then drains the loop. Accepts NULL; once only. */
+void node_dp_stop(struct node_dp *dp);
+
+/* Free after the owner drained the loop (stops first if node_dp_stop() was
+ * not called), NULL *dp. Accepts NULL. */
 void node_dp_destroy(struct node_dp **dp);
 
 #endif

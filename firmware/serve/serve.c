@@ -61,7 +61,8 @@ struct node_serve {
 	unsigned nls;
 	struct node_conn *conns;
 	struct node_serve_stats st;
-	bool stopping;
+	bool stopping;             /* node_serve_stop(): no new connections */
+	bool destroyed;            /* node_serve_destroy() while busy: the last completion frees */
 	/* the provided-buffer ring (br NULL: not in use) */
 	struct io_uring_buf_ring *br;
 	size_t br_map_bytes;
@@ -88,6 +89,7 @@ static uint64_t now_ms(void)
 static void conn_recv_done(struct node_loop_ev *ev, int res, uint32_t flags);
 static void conn_send_done(struct node_loop_ev *ev, int res, uint32_t flags);
 static void conn_maybe_free(struct node_conn *c);
+static void serve_maybe_free(struct node_serve *s);
 
 static void conn_begin_close(struct node_conn *c, int reason, bool graceful)
 {
@@ -133,6 +135,7 @@ static void conn_maybe_free(struct node_conn *c)
 	free(c);
 	s->st.closed++;
 	s->st.open--;
+	serve_maybe_free(s);
 }
 
 /* The connection's own buffer holds at least `need` bytes (never more
@@ -577,12 +580,14 @@ static void accept_done(struct node_loop_ev *ev, int res, uint32_t flags)
 				l->armed = true;
 			}
 		}
+		serve_maybe_free(s);
 		return;
 	}
 	if (s->stopping || s->st.open >= s->o.max_conns) {
 		/* busy: the peer sees the connection closed at once */
 		close(res);
 		s->st.refused_busy++;
+		serve_maybe_free(s);
 		return;
 	}
 	c = calloc(1, sizeof(*c));
@@ -780,11 +785,9 @@ void node_serve_stats(const struct node_serve *s, struct node_serve_stats *st)
 	*st = s->st;
 }
 
-void node_serve_destroy(struct node_serve **sp)
+void node_serve_stop(struct node_serve *s)
 {
-	struct node_serve *s = sp ? *sp : NULL;
-
-	if (!s)
+	if (s->stopping)
 		return;
 	s->stopping = true;
 	for (unsigned i = 0; i < s->nls; i++) {
@@ -799,15 +802,20 @@ void node_serve_destroy(struct node_serve **sp)
 		n = c->next;
 		conn_begin_close(c, -ESHUTDOWN, false);
 	}
-	/* let every cancelled accept and woken recv/send complete */
-	for (int i = 0; i < 1000; i++) {
-		bool busy = s->conns != NULL;
+}
 
-		for (unsigned j = 0; j < s->nls; j++)
-			busy |= s->ls[j].armed;
-		if (!busy || node_loop_run(s->o.loop, true) < 0)
-			break;
-	}
+/* Accepts or connections still wait for a completion. */
+static bool serve_busy(const struct node_serve *s)
+{
+	bool busy = s->conns != NULL;
+
+	for (unsigned i = 0; i < s->nls; i++)
+		busy |= s->ls[i].armed;
+	return busy;
+}
+
+static void serve_free(struct node_serve *s)
+{
 	for (unsigned i = 0; i < s->nls; i++)
 		close(s->ls[i].fd);
 	if (s->br) {
@@ -816,5 +824,28 @@ void node_serve_destroy(struct node_serve **sp)
 		munmap(s->bufs, s->bufs_map_bytes);
 	}
 	free(s);
+}
+
+/* After a completion: a destroyed server goes with its last one. */
+static void serve_maybe_free(struct node_serve *s)
+{
+	if (s->destroyed && !serve_busy(s))
+		serve_free(s);
+}
+
+void node_serve_destroy(struct node_serve **sp)
+{
+	struct node_serve *s = sp ? *sp : NULL;
+
+	if (!s)
+		return;
 	*sp = NULL;
+	node_serve_stop(s);
+	if (serve_busy(s)) {
+		/* the owner did not drain the loop: the cancelled accepts and the
+		 * woken receives and sends still complete into s */
+		s->destroyed = true;
+		return;
+	}
+	serve_free(s);
 }

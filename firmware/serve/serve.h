@@ -20,7 +20,8 @@
  * says how many it consumed and whether a frame is in progress. Replies are
  * queued with node_conn_send() and go out in order.
  *
- * Everything runs on the caller's node_loop, on the thread that owns it.
+ * Everything runs on the caller's node_loop, on the thread that owns it;
+ * the server never runs the loop itself.
  */
 #ifndef NODE_SERVE_H
 #define NODE_SERVE_H
@@ -105,7 +106,18 @@ int node_serve_listen(struct node_serve *s, struct sockaddr_in6 *addr, char *err
 /* Close every timed-out connection; call it periodically (every ~100 ms). */
 void node_serve_tick(struct node_serve *s, uint64_t now_ms);
 
-/* Stop accepting, close every connection, free, NULL *s. */
+/*
+ * Shutting down is two steps around the loop owner's drain, since only the
+ * owner runs the loop. node_serve_stop() stops accepting and closes every
+ * connection: the cancellations and the shutdowns are queued on the loop,
+ * and on_close runs for each connection as its receive and send complete.
+ * The owner then runs the loop until node_loop_inflight() is 0 (or a
+ * deadline passes) and calls node_serve_destroy(), which frees and NULLs
+ * *s (stopping first if needed; accepts NULL). If completions are still
+ * outstanding then, the server stays until the last of them (which the
+ * loop's later runs or node_loop_destroy() deliver) and frees itself.
+ */
+void node_serve_stop(struct node_serve *s);
 void node_serve_destroy(struct node_serve **s);
 
 void node_serve_stats(const struct node_serve *s, struct node_serve_stats *st);

@@ -270,6 +270,7 @@ struct fx {
 	char dir[64], path[128];
 	struct node_loop *loop;
 	struct node_store *store;
+	struct node_req *req;
 	ovl_keyring_t *kr, *ckr;
 	struct ovl_peers *peers, *cpeers;
 	struct node_dp *dp;
@@ -350,6 +351,7 @@ static int setup(void **state)
 	struct fx *f = calloc(1, sizeof(*f));
 	struct node_store_opts so;
 	struct node_dp_opts o = { 0 };
+	struct node_req_opts ro = { 0 };
 	char err[256];
 
 	pki_make(&f->pki);
@@ -375,8 +377,11 @@ static int setup(void **state)
 	assert_int_equal(ovl_peers_new(&f->cpeers, f->pki.ca->sign_pk, f->ckr), 0);
 	assert_int_equal(ovl_peers_add_broker(f->cpeers, f->pki.broker_cert, f->pki.broker_len,
 					      f->pki.now, err, sizeof(err)), 0);
+	ro.loop = f->loop;
+	ro.store = f->store;
+	assert_int_equal(node_req_new(&f->req, &ro, err, sizeof(err)), 0);
 	o.loop = f->loop;
-	o.store = f->store;
+	o.req = f->req;
 	o.id = f->pki.node;
 	o.cert = f->pki.node_cert;
 	o.cert_len = (size_t)f->pki.node_len;
@@ -403,9 +408,13 @@ static int teardown(void **state)
 {
 	struct fx *f = *state;
 
-	node_dp_destroy(&f->dp);
-	while (f->tick_armed || !node_store_idle(f->store))
+	/* the test owns the loop: stop the data plane, drain, then free */
+	node_dp_stop(f->dp);
+	while (node_loop_inflight(f->loop) || !node_store_idle(f->store))
 		node_loop_run(f->loop, true);
+	node_dp_destroy(&f->dp);
+	assert_null(f->dp);
+	node_req_destroy(&f->req);
 	node_store_close(&f->store);
 	node_loop_destroy(&f->loop);
 	ovl_peers_destroy(&f->peers);

@@ -21,6 +21,7 @@
 
 #include "node.h"
 #include "overlay.h"
+#include "probe.h"
 
 #define BIG_BYTES (6u << 20) /* above the data plane's payload budget: it streams */
 #define RUN_MS 30000
@@ -34,6 +35,7 @@ struct fx {
 	char dir[64], path[128];
 	struct node_loop *loop;
 	struct node_store *store;
+	struct node_req *req;
 	ovl_keyring_t *kr, *ckr;
 	struct ovl_peers *peers, *cpeers;
 	struct node_dp *dp;
@@ -113,6 +115,7 @@ static int setup(void **state)
 	struct fx *f = calloc(1, sizeof(*f));
 	struct node_store_opts so;
 	struct node_dp_opts o = { 0 };
+	struct node_req_opts ro = { 0 };
 	char err[256];
 
 	f->now = (uint64_t)time(NULL);
@@ -149,8 +152,11 @@ static int setup(void **state)
 	assert_int_equal(ovl_peers_new(&f->cpeers, f->ca->sign_pk, f->ckr), 0);
 	assert_int_equal(ovl_peers_add_broker(f->cpeers, f->broker_cert, f->broker_len, f->now,
 					      err, sizeof(err)), 0);
+	ro.loop = f->loop;
+	ro.store = f->store;
+	assert_int_equal(node_req_new(&f->req, &ro, err, sizeof(err)), 0);
 	o.loop = f->loop;
-	o.store = f->store;
+	o.req = f->req;
 	o.id = f->node;
 	o.cert = f->node_cert;
 	o.cert_len = (size_t)f->node_len;
@@ -176,9 +182,12 @@ static int teardown(void **state)
 	struct fx *f = *state;
 
 	node_peer_destroy(&f->peer);
-	node_dp_destroy(&f->dp);
-	for (int i = 0; i < 50 && (f->tick_armed || node_loop_inflight(f->loop)); i++)
+	/* the test owns the loop: stop the data plane, drain, then free */
+	node_dp_stop(f->dp);
+	for (int i = 0; i < 50 && (node_loop_inflight(f->loop) || !node_store_idle(f->store)); i++)
 		node_loop_run(f->loop, true);
+	node_dp_destroy(&f->dp);
+	node_req_destroy(&f->req);
 	node_store_close(&f->store);
 	node_loop_destroy(&f->loop);
 	ovl_peers_destroy(&f->peers);
@@ -403,6 +412,7 @@ static void test_refusals_and_close(void **state)
 
 int main(void)
 {
+	test_require_io_uring();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_plain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_encrypted, setup, teardown),

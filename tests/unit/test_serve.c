@@ -158,10 +158,12 @@ static int teardown(void **state)
 {
 	struct fx *f = *state;
 
+	/* the test owns the loop: stop the server, drain, then free */
+	node_serve_stop(f->srv);
+	while (node_loop_inflight(f->loop))
+		node_loop_run(f->loop, true);
 	node_serve_destroy(&f->srv);
 	assert_null(f->srv);
-	while (f->tick_armed)
-		node_loop_run(f->loop, true);
 	node_loop_destroy(&f->loop);
 	free(f);
 	return 0;

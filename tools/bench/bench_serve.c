@@ -132,6 +132,8 @@ static int node_main(struct pki *p, const char *drive, uint16_t port, int ready_
 	struct node_store *store = NULL;
 	struct node_store_opts so;
 	struct node_dp_opts o = { 0 };
+	struct node_req_opts ro = { 0 };
+	struct node_req *req = NULL;
 	struct node_dp *dp = NULL;
 	ovl_keyring_t *kr = ovl_keyring_new();
 	struct ovl_peers *peers = NULL;
@@ -162,8 +164,14 @@ static int node_main(struct pki *p, const char *drive, uint16_t port, int ready_
 	}
 	ovl_peers_new(&peers, p->ca->sign_pk, kr);
 	ovl_peers_add_broker(peers, p->broker_cert, p->broker_len, (uint64_t)time(NULL), err, sizeof(err));
+	ro.loop = loop;
+	ro.store = store;
+	if (node_req_new(&req, &ro, err, sizeof(err)) < 0) {
+		fprintf(stderr, "bench node: %s\n", err);
+		return 1;
+	}
 	o.loop = loop;
-	o.store = store;
+	o.req = req;
 	o.id = p->node;
 	o.cert = p->node_cert;
 	o.cert_len = (size_t)p->node_len;
@@ -199,9 +207,12 @@ static int node_main(struct pki *p, const char *drive, uint16_t port, int ready_
 			last_tick_ms = now_ms;
 		}
 	}
+	/* as shelf-node shuts down: stop, drain the loop as its owner, free */
+	node_dp_stop(dp);
+	for (int i = 0; i < 5000 && (node_loop_inflight(loop) || !node_store_idle(store)); i++)
+		node_loop_run(loop, true);
 	node_dp_destroy(&dp);
-	while (!node_store_idle(store) && node_loop_run(loop, true) >= 0)
-		;
+	node_req_destroy(&req);
 	node_store_close(&store);
 	return 0;
 }

@@ -1,0 +1,409 @@
+#include "req.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* LIST: keys are gathered into one arena of about this many bytes per key
+ * asked for, and never more than REQ_LIST_ARENA_MAX_BYTES */
+#define REQ_LIST_KEY_BYTES 64u
+#define REQ_LIST_ARENA_MAX_BYTES (4u << 20)
+
+struct node_req {
+	struct node_req_opts o;
+	const char *msg;  /* the last failure: a literal or the store's message */
+	unsigned live;    /* requests in flight, streams and kept buffers */
+	bool dying;       /* destroyed: freed with the last of them */
+};
+
+/* A GET's read buffer, handed to the caller with its bytes. */
+struct node_req_buf {
+	struct node_store_rbuf *srb; /* the store's read buffer (NULL: none) */
+};
+
+/* One request in flight in the store. A GET's op holds the buffer handle:
+ * when the caller keeps the buffer, the op lives until it is released. */
+struct req_op {
+	struct node_req *rq;
+	enum node_req_type type;
+	node_req_done_fn done;
+	void *arg;
+	uint64_t size, offset;
+	uint32_t crc;
+	struct node_req_buf buf;
+};
+
+struct node_req_stream {
+	struct node_req *rq;
+	struct node_store_stream *st;
+	uint64_t size;
+	uint32_t crc;
+};
+
+static void rq_put(struct node_req *rq)
+{
+	if (--rq->live == 0 && rq->dying)
+		free(rq);
+}
+
+int node_req_new(struct node_req **out, const struct node_req_opts *o, char *err, size_t errlen)
+{
+	struct node_req *rq = NULL;
+
+	*out = NULL;
+	if (!o->loop || !o->store) {
+		snprintf(err, errlen, "request layer: loop and store are required");
+		return -EINVAL;
+	}
+	rq = calloc(1, sizeof(*rq));
+	if (!rq) {
+		snprintf(err, errlen, "request layer: out of memory");
+		return -ENOMEM;
+	}
+	rq->o = *o;
+	*out = rq;
+	return 0;
+}
+
+void node_req_destroy(struct node_req **rqp)
+{
+	struct node_req *rq = rqp ? *rqp : NULL;
+
+	if (!rq)
+		return;
+	*rqp = NULL;
+	if (rq->live) {
+		rq->dying = true;
+		return;
+	}
+	free(rq);
+}
+
+const char *node_req_errmsg(const struct node_req *rq)
+{
+	return rq->msg ? rq->msg : "";
+}
+
+static const char *fail_msg(struct node_req *rq, int res)
+{
+	return res == -ENOENT ? "no such key" : node_store_errmsg(rq->o.store);
+}
+
+static struct req_op *op_new(struct node_req *rq, enum node_req_type type, node_req_done_fn done,
+			     void *arg)
+{
+	struct req_op *op = calloc(1, sizeof(*op));
+
+	if (!op)
+		return NULL;
+	op->rq = rq;
+	op->type = type;
+	op->done = done;
+	op->arg = arg;
+	rq->live++;
+	return op;
+}
+
+static void op_free(struct req_op *op)
+{
+	struct node_req *rq = op->rq;
+
+	node_store_rbuf_release(&op->buf.srb);
+	free(op);
+	rq_put(rq);
+}
+
+void node_req_buf_release(struct node_req_buf **bp)
+{
+	struct node_req_buf *b = bp ? *bp : NULL;
+
+	if (!b)
+		return;
+	*bp = NULL;
+	op_free((struct req_op *)((char *)b - offsetof(struct req_op, buf)));
+}
+
+/* The store finished a request: map its result, hand it on. */
+static void store_done(void *arg, int res, const struct node_store_objstat *st)
+{
+	struct req_op *op = arg;
+	struct node_req_result r = { .type = op->type, .res = res };
+
+	if (res < 0) {
+		r.msg = fail_msg(op->rq, res);
+	} else if (op->type == NODE_REQ_PUT) {
+		r.size = op->size;
+		r.crc = op->crc;
+		r.seq = st ? st->seq : 0;
+	} else if (op->type == NODE_REQ_STAT) {
+		r.size = st->size;
+		r.crc = st->crc;
+		r.seq = st->seq;
+	}
+	op->done(op->arg, &r, NULL);
+	op_free(op);
+}
+
+/* A GET's bytes, in the store's read buffer: taken from the store, then
+ * offered to the caller with the result. */
+static void get_done(void *arg, int res, struct node_store_rbuf **srb,
+		     const struct node_store_objstat *st)
+{
+	struct req_op *op = arg;
+	struct node_req_result r = { .type = op->type, .res = res };
+	struct node_req_buf *b = NULL;
+	bool offered;
+
+	if (res < 0) {
+		r.msg = fail_msg(op->rq, res);
+		op->done(op->arg, &r, NULL);
+		op_free(op);
+		return;
+	}
+	if (srb && *srb) {
+		op->buf.srb = *srb;
+		*srb = NULL;
+		r.data = op->buf.srb->data;
+		r.len = op->buf.srb->len;
+		b = &op->buf;
+	}
+	/* the bytes were verified against the drive's checksums; the crc lets
+	 * the client verify them end to end: a whole value was just verified
+	 * against its stored crc32c, a range needs its own */
+	r.size = st ? st->size : r.len;
+	r.offset = op->offset;
+	r.crc = st && op->offset == 0 && r.len == st->size ? st->crc : ovl_crc32c(0, r.data, r.len);
+	offered = b != NULL;
+	op->done(op->arg, &r, &b);
+	/* taken: the op lives until node_req_buf_release(), which the taker
+	 * may have called already (op is not touched again) */
+	if (offered && !b)
+		return;
+	op_free(op);
+}
+
+struct list_ctx {
+	struct ovl_wire_bin *keys;
+	uint8_t *arena;
+	size_t used, cap;
+	uint32_t n, max;
+};
+
+static int list_cb(void *arg, const void *key, size_t klen)
+{
+	struct list_ctx *l = arg;
+
+	if (l->n == l->max || l->used + klen > l->cap)
+		return 1;
+	memcpy(l->arena + l->used, key, klen);
+	l->keys[l->n].ptr = l->arena + l->used;
+	l->keys[l->n].len = (uint32_t)klen;
+	l->used += klen;
+	l->n++;
+	return 0;
+}
+
+/* LIST: the store answers from memory, so `done` runs before this returns. */
+static int req_list(struct node_req *rq, const struct node_req_args *a, node_req_done_fn done,
+		    void *arg)
+{
+	struct node_req_result r = { .type = NODE_REQ_LIST };
+	struct list_ctx l = { 0 };
+	uint64_t cap = ((uint64_t)a->limit + 1) * REQ_LIST_KEY_BYTES;
+	int n, ret = 0;
+
+	if (a->limit == 0) {
+		rq->msg = "a list of no keys";
+		return -EINVAL;
+	}
+	l.max = a->limit;
+	/* one more than asked, to tell the caller whether more follow */
+	l.keys = calloc((size_t)l.max + 1, sizeof(*l.keys));
+	l.cap = cap < REQ_LIST_ARENA_MAX_BYTES ? (size_t)cap : REQ_LIST_ARENA_MAX_BYTES;
+	l.arena = malloc(l.cap);
+	if (!l.keys || !l.arena) {
+		rq->msg = "out of memory for a list";
+		ret = -EBUSY;
+		goto out;
+	}
+	l.max++;
+	n = node_store_list(rq->o.store, a->key, a->klen, a->after, a->after_len, l.max, list_cb, &l);
+	if (n < 0) {
+		rq->msg = "list failed";
+		ret = n;
+		goto out;
+	}
+	l.max--;
+	r.more = l.n > l.max;
+	if (r.more)
+		l.n = l.max;
+	r.keys = l.keys;
+	r.nkeys = l.n;
+	done(arg, &r, NULL);
+out:
+	free(l.keys);
+	free(l.arena);
+	return ret;
+}
+
+int node_req_start(struct node_req *rq, const struct node_req_args *a, node_req_done_fn done,
+		   void *arg)
+{
+	struct req_op *op = NULL;
+	int ret;
+
+	if (a->type == NODE_REQ_LIST)
+		return req_list(rq, a, done, arg);
+	op = op_new(rq, a->type, done, arg);
+	if (!op) {
+		rq->msg = "out of memory";
+		return -EBUSY;
+	}
+	switch (a->type) {
+	case NODE_REQ_PUT:
+		op->size = a->size;
+		op->crc = a->crc;
+		ret = node_store_put_async(rq->o.store, a->key, a->klen, a->val, (size_t)a->size,
+					   store_done, op);
+		if (ret < 0)
+			rq->msg = node_store_errmsg(rq->o.store);
+		break;
+	case NODE_REQ_GET:
+		op->offset = a->offset;
+		ret = node_store_get_async(rq->o.store, a->key, a->klen, a->offset, a->length,
+					   get_done, op);
+		if (ret < 0)
+			rq->msg = fail_msg(rq, ret);
+		break;
+	case NODE_REQ_DELETE:
+		ret = node_store_delete_async(rq->o.store, a->key, a->klen, store_done, op);
+		if (ret < 0)
+			rq->msg = fail_msg(rq, ret);
+		break;
+	case NODE_REQ_STAT:
+		ret = node_store_stat_async(rq->o.store, a->key, a->klen, store_done, op);
+		if (ret < 0)
+			rq->msg = fail_msg(rq, ret);
+		break;
+	default:
+		rq->msg = "unknown request type";
+		ret = -EINVAL;
+		break;
+	}
+	if (ret < 0)
+		op_free(op);
+	return ret;
+}
+
+size_t node_req_stream_bytes(const struct node_req *rq)
+{
+	return node_store_stream_bytes(rq->o.store);
+}
+
+int node_req_stream_begin(struct node_req *rq, const struct node_req_args *a,
+			  void (*ready)(void *arg), void *arg, struct node_req_stream **out)
+{
+	struct node_req_stream *st = NULL;
+	int ret;
+
+	*out = NULL;
+	if (a->type != NODE_REQ_PUT) {
+		rq->msg = "only a PUT streams";
+		return -EINVAL;
+	}
+	st = calloc(1, sizeof(*st));
+	if (!st) {
+		rq->msg = "out of memory";
+		return -EBUSY;
+	}
+	st->rq = rq;
+	st->size = a->size;
+	st->crc = a->crc;
+	ret = node_store_stream_begin(rq->o.store, a->key, a->klen, a->size, ready, arg, &st->st);
+	if (ret < 0) {
+		rq->msg = node_store_errmsg(rq->o.store);
+		free(st);
+		return ret;
+	}
+	rq->live++;
+	*out = st;
+	return 0;
+}
+
+ssize_t node_req_stream_write(struct node_req_stream *st, const void *buf, size_t len)
+{
+	ssize_t w = node_store_stream_write(st->st, buf, len);
+
+	if (w < 0)
+		st->rq->msg = node_store_errmsg(st->rq->o.store);
+	return w;
+}
+
+uint32_t node_req_stream_crc(const struct node_req_stream *st)
+{
+	return node_store_stream_crc(st->st);
+}
+
+static void stream_free(struct node_req_stream **stp)
+{
+	struct node_req_stream *st = *stp;
+
+	*stp = NULL;
+	node_store_stream_abort(&st->st);
+	rq_put(st->rq);
+	free(st);
+}
+
+int node_req_stream_finish(struct node_req_stream **stp, node_req_done_fn done, void *arg)
+{
+	struct node_req_stream *st = *stp;
+	struct node_req *rq = st->rq;
+	struct req_op *op = op_new(rq, NODE_REQ_PUT, done, arg);
+	int ret;
+
+	if (!op) {
+		rq->msg = "out of memory";
+		stream_free(stp);
+		return -EBUSY;
+	}
+	op->size = st->size;
+	op->crc = st->crc;
+	ret = node_store_stream_finish(&st->st, st->crc, store_done, op);
+	if (ret < 0) {
+		rq->msg = node_store_errmsg(rq->o.store);
+		op_free(op);
+	}
+	stream_free(stp);
+	return ret;
+}
+
+void node_req_stream_abort(struct node_req_stream **stp)
+{
+	if (stp && *stp)
+		stream_free(stp);
+}
+
+unsigned node_req_counters(const struct node_req *rq, struct ovl_wire_counter *c, unsigned max)
+{
+	static const char *const names[] = {
+		"objects", "live_bytes", "capacity_bytes", "segments_free", "read_only",
+		"checksum_errors", "puts", "gets", "cache_rereads",
+	};
+	struct node_store_stats st;
+	unsigned n = 0;
+
+	node_store_stats(rq->o.store, &st);
+	{
+		const uint64_t val[] = {
+			st.objects, st.live_bytes, st.capacity_bytes, st.segments_free, st.read_only,
+			st.checksum_errors, st.puts, st.gets, st.cache_rereads,
+		};
+
+		for (; n < max && n < sizeof(names) / sizeof(names[0]); n++) {
+			snprintf(c[n].name, sizeof(c[n].name), "%s", names[n]);
+			c[n].value = val[n];
+		}
+	}
+	return n;
+}

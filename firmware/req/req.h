@@ -1,0 +1,188 @@
+/*
+ * node_req: the request layer, what a request means on this node.
+ *
+ * A request passes through three layers, each in its own files:
+ *   - the session (firmware/dp): framing, handshake, MACs, payload crypto,
+ *     admission, flow control and the memory budgets for what it holds. It
+ *     checks what the client sent (authentication, lengths, the payload's
+ *     crc32c) and turns results into responses on the wire;
+ *   - the request layer (this file): what PUT, GET, DELETE, STAT and LIST
+ *     mean on this node. Today that is one call into the store and its
+ *     result mapped into a struct node_req_result; forwarding to replicas,
+ *     hints and versions come here next;
+ *   - the store (firmware/store): one drive.
+ * The session never calls the store; the request layer never sees a frame,
+ * a key from a session or a status code on the wire.
+ *
+ * A request is a key (a prefix for LIST), maybe a payload, and an
+ * asynchronous completion: node_req_start() takes the request and a `done`
+ * callback. A PUT's payload is either given whole (`val`) or streamed
+ * (node_req_stream_begin/write/finish/abort) as it arrives.
+ *
+ * Completions, and when they run:
+ *   - A call that returns 0 has accepted the request: `done` runs exactly
+ *     once, with the result. A call that returns -errno has not: `done`
+ *     never runs, and node_req_errmsg() says why.
+ *   - `done` runs from the node's loop (a store completion), or, for LIST,
+ *     which the store answers from memory, before node_req_start() returns.
+ *     A caller must be ready for both: it must not touch what `done` frees
+ *     after a call that returned 0.
+ *   - A stream's `ready` runs from the loop, never inside the call that
+ *     made it wait (node_req_stream_write()).
+ *   - Nothing here runs the loop. Only the loop's owner does
+ *     (firmware/loop/loop.h).
+ *
+ * Ownership: everything passed in is borrowed; a PUT's `val` must stay
+ * valid until `done` runs. A result (and every pointer in it) is valid only
+ * during `done`, except a GET's bytes, which the callee may keep with the
+ * buffer handle passed with them (node_req_buf).
+ *
+ * Errors (-errno): -ENOENT no such key, -EINVAL a bad argument, -E2BIG a
+ * key or value too large, -ENOSPC the drive is full, -EROFS the store is
+ * read-only after an I/O failure, -EIO a checksum mismatch or read error,
+ * -EBUSY no memory for the request now (retry), -EBADMSG a streamed
+ * value's crc32c does not match. Every failure sets node_req_errmsg().
+ *
+ * Threading: one thread, the loop's owner's.
+ */
+#ifndef NODE_REQ_H
+#define NODE_REQ_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../loop/loop.h"
+#include "../store/store.h"
+#include "overlay.h"
+
+struct node_req;
+struct node_req_stream;
+struct node_req_buf;
+
+struct node_req_opts {
+	struct node_loop *loop;   /* the node's loop (borrowed) */
+	struct node_store *store; /* on that loop (borrowed; outlives the layer) */
+};
+
+enum node_req_type {
+	NODE_REQ_PUT,
+	NODE_REQ_GET,
+	NODE_REQ_DELETE,
+	NODE_REQ_STAT,
+	NODE_REQ_LIST,
+};
+
+/* One request. Every pointer is borrowed for the call (a PUT's val until
+ * `done` runs). */
+struct node_req_args {
+	enum node_req_type type;
+	const char *slice;        /* the slice it is for (the session has admitted it) */
+	const uint8_t *key;       /* LIST: the prefix (may be empty) */
+	size_t klen;
+	const uint8_t *val;       /* PUT: the whole value, checked by the session */
+	uint64_t size;            /* PUT: the value's bytes (a stream's declared size) */
+	uint32_t crc;             /* PUT: the value's crc32c */
+	uint64_t offset, length;  /* GET: the range (length UINT64_MAX: to the end) */
+	const uint8_t *after;     /* LIST: only keys after this one (NULL: from the start) */
+	size_t after_len;
+	uint32_t limit;           /* LIST: at most this many keys (at least 1) */
+};
+
+/* What a request came to. Valid during `done` only. */
+struct node_req_result {
+	enum node_req_type type;
+	int res;                  /* 0 or -errno */
+	const char *msg;          /* res < 0: why, in words */
+	uint64_t size;            /* PUT, STAT: the object's bytes; GET: the whole object's */
+	uint32_t crc;             /* PUT, STAT: the object's crc32c; GET: the returned bytes' */
+	uint64_t seq;             /* PUT, STAT: the store's sequence of the object */
+	uint64_t offset;          /* GET: where the returned bytes start */
+	const uint8_t *data;      /* GET: the bytes (inside the buffer handed with them) */
+	size_t len;
+	const struct ovl_wire_bin *keys; /* LIST: the keys, in byte order */
+	uint32_t nkeys;
+	bool more;                /* LIST: more keys follow the last one */
+};
+
+/*
+ * A completion. `buf` is non-NULL for a successful GET only; *buf is then
+ * the buffer that holds r->data (or NULL when it cannot be kept: copy the
+ * bytes during the call). The callee keeps it by taking *buf and setting
+ * *buf = NULL; it is then the callee's until node_req_buf_release(), and
+ * r->data stays valid (and writable: sealing in place is allowed) until
+ * then. A buffer left in *buf is released when `done` returns.
+ */
+typedef void (*node_req_done_fn)(void *arg, const struct node_req_result *r,
+				 struct node_req_buf **buf);
+
+/* A request layer over opts->store. 0 or -errno with err. */
+int node_req_new(struct node_req **out, const struct node_req_opts *o, char *err, size_t errlen);
+
+/*
+ * Free the layer and NULL *rq (accepts NULL). Call it after the loop's
+ * owner has drained the loop: requests still in flight then, and buffers
+ * still held, keep what they need; the layer is freed with the last of
+ * them. Before node_store_close().
+ */
+void node_req_destroy(struct node_req **rq);
+
+/* The reason for the most recent refusal or failure, in words. */
+const char *node_req_errmsg(const struct node_req *rq);
+
+/*
+ * Start a request (PUT with the whole value, GET, DELETE, STAT or LIST).
+ * 0: `done(arg, ...)` will run once (see the top of this file); -errno:
+ * refused, `done` never runs.
+ */
+int node_req_start(struct node_req *rq, const struct node_req_args *a, node_req_done_fn done,
+		   void *arg);
+
+/*
+ * ---- streamed PUT ----
+ *
+ * A PUT whose value arrives in pieces: begin with the key, size and
+ * crc32c (a->type NODE_REQ_PUT, a->val unused), write the bytes in order,
+ * then finish; or abort. The object becomes visible only when finish's
+ * `done` reports success; an abort, or a crash before that, leaves the key
+ * as it was.
+ */
+
+/* Memory one stream holds (for the session's budget), in bytes. */
+size_t node_req_stream_bytes(const struct node_req *rq);
+
+/* 0 and the stream in *out, or -errno. ready(arg) (may be NULL) runs once
+ * after a write took fewer bytes than it was given, when more can be taken
+ * (or the stream failed: the next write says so). */
+int node_req_stream_begin(struct node_req *rq, const struct node_req_args *a,
+			  void (*ready)(void *arg), void *arg, struct node_req_stream **out);
+
+/* Take up to len bytes. How many were taken (fewer, maybe 0: wait for
+ * `ready`), or -errno (the stream is failed; abort it). */
+ssize_t node_req_stream_write(struct node_req_stream *st, const void *buf, size_t len);
+
+/* crc32c of the bytes taken so far. */
+uint32_t node_req_stream_crc(const struct node_req_stream *st);
+
+/* Every byte written: commit. Consumes the stream (NULLs *st) in every
+ * case. 0: `done` runs once, from the loop; -errno: nothing stored. */
+int node_req_stream_finish(struct node_req_stream **st, node_req_done_fn done, void *arg);
+
+/* Give up: nothing becomes visible. NULLs *st; accepts NULL. */
+void node_req_stream_abort(struct node_req_stream **st);
+
+/* ---- buffers handed over with a GET's bytes ---- */
+
+/* Give a kept buffer back. NULLs *b; accepts NULL. */
+void node_req_buf_release(struct node_req_buf **b);
+
+/*
+ * ---- node state ----
+ *
+ * The counters a NODE-STAT answers with (objects, bytes, capacity...), into
+ * c[0..max): how many were written.
+ */
+unsigned node_req_counters(const struct node_req *rq, struct ovl_wire_counter *c, unsigned max);
+
+#endif

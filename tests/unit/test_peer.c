@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "node.h"
+#include "probe.h"
 #include "overlay.h"
 
 #define BIG_BYTES (6u << 20) /* above the data plane's payload budget: it streams */
@@ -403,6 +404,7 @@ static void test_refusals_and_close(void **state)
 
 int main(void)
 {
+	test_require_io_uring();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_plain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_encrypted, setup, teardown),

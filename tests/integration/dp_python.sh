@@ -9,8 +9,8 @@ cluster_test py shelf-dppy
 need_python_client
 fail() { echo "FAIL: $*"; exit 1; }
 
-"$C" up --nodes 3 --drive-size 12Q 2>"$SHELF_CLUSTER_DIR.err" && fail "up took --drive-size 12Q"
-grep -q "is not a size" "$SHELF_CLUSTER_DIR.err" || fail "bad --drive-size: $(cat "$SHELF_CLUSTER_DIR.err")"
+"$C" up --nodes 3 --drive-size 12Q 2>"$SHELF_CLUSTER_DIR/up.err" && fail "up took --drive-size 12Q"
+grep -q "is not a size" "$SHELF_CLUSTER_DIR/up.err" || fail "bad --drive-size: $(cat "$SHELF_CLUSTER_DIR/up.err")"
 "$C" up --nodes 3 --drive-size 768M || fail "cluster up"
 for n in n01 n02 n03; do
 	sz=$(stat -c %s "$SHELF_CLUSTER_DIR/$n/drive.img")

@@ -28,7 +28,7 @@ static void cache_store(const struct shelf *s, const char *slice, const uint8_t 
 	snprintf(path, sizeof(path), "%s/cache", s->dir);
 	mkdir(path, 0700);
 	cache_path(s, slice, path, sizeof(path));
-	ovl_file_write_atomic(path, buf, len, 0666, e, sizeof(e));
+	ovl_file_write_atomic(path, buf, len, 0644, e, sizeof(e));
 }
 
 /* Decode a map (from the broker, a node or the cache) into m and check the
@@ -84,13 +84,62 @@ static int nodes_fetch(struct shelf *s, struct sh_map *m, const char *slice, cha
 		       size_t errlen);
 
 /*
+ * The map held before a fetch, into h (which gets its own buffer): m when
+ * it is valid, else the cached one. false when there is none.
+ */
+static bool held_load(struct shelf *s, const struct sh_map *m, const char *slice, struct sh_map *h)
+{
+	char e[256];
+
+	h->buf = malloc(SHELF_MAP_MAX_BYTES);
+	if (!h->buf)
+		return false;
+	if (!m->valid)
+		return cache_load(s, h, slice, e, sizeof(e)) == 0;
+	memcpy(h->buf, m->buf, m->len);
+	return map_decode(s, h, slice, m->len, e, sizeof(e)) == 0;
+}
+
+/*
+ * Whether the map just fetched into m may replace `held`
+ * (ovl_map_succession_check, docs/PROTOCOL.md 6.5). When it may not, m
+ * gets the held map back: an older fetched map quietly (the client keeps
+ * the newer one it has), one that drops members without a record with a
+ * warning. Returns true when m is the fetched map, or -errno.
+ */
+static int map_succeed(struct shelf *s, struct sh_map *m, struct sh_map *held, const char *slice,
+		       char *err, size_t errlen)
+{
+	char e[512], w[768];
+	int rc;
+
+	if (m->msg.u.map.epoch == held->msg.u.map.epoch)
+		return true; /* the same epoch: the same map */
+	rc = ovl_map_succession_check(&held->msg.u.map, &m->msg.u.map, e, sizeof(e));
+	if (rc == 0)
+		return true;
+	if (rc != -ESTALE && s->warn) {
+		snprintf(w, sizeof(w), "refusing the map from %s: %s; keeping epoch %llu", s->map_source,
+			 e, (unsigned long long)held->msg.u.map.epoch);
+		s->warn(s->warn_arg, w);
+	}
+	ovl_msg_release(&m->msg);
+	m->valid = false;
+	memcpy(m->buf, held->buf, held->len);
+	rc = map_decode(s, m, slice, held->len, err, errlen);
+	return rc < 0 ? rc : false;
+}
+
+/*
  * The map from the broker; when no broker answers, the newest of the
  * cached one and those nodes hold (the nodes given with shelf_add_node()
- * and the members of the cached map).
+ * and the members of the cached map). A map that may not replace the one
+ * held (see map_succeed) leaves the held one in place.
  */
 int sh_map_fetch(struct shelf *s, const char *slice, struct sh_map **out, char *err, size_t errlen)
 {
-	struct sh_map *m = NULL;
+	struct sh_map *m = NULL, held = { 0 };
+	bool have_held, from_broker = false;
 	char e3[384];
 	int ret;
 
@@ -99,14 +148,18 @@ int sh_map_fetch(struct shelf *s, const char *slice, struct sh_map **out, char *
 			m = &s->maps[i];
 	if (!m)
 		m = &s->maps[0];
+	have_held = held_load(s, m, slice, &held);
 	if (m->valid)
 		ovl_msg_release(&m->msg);
 	m->valid = false;
-	if (!m->buf && !(m->buf = malloc(SHELF_MAP_MAX_BYTES)))
-		return -ENOMEM;
-	if (s->broker[0])
+	if (!m->buf && !(m->buf = malloc(SHELF_MAP_MAX_BYTES))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (s->broker[0]) {
 		ret = broker_fetch(s, m, slice, err, errlen);
-	else
+		from_broker = ret == 0;
+	} else
 		ret = sh_fail(err, errlen, -EHOSTUNREACH, "no broker given");
 	if (ret == -EHOSTUNREACH) {
 		/* the broker is out of the data path: keep going */
@@ -121,8 +174,20 @@ int sh_map_fetch(struct shelf *s, const char *slice, struct sh_map **out, char *
 			sh_fail(err, errlen, ret, "%s; %s", e4, e3);
 		}
 	}
+	if (ret == 0 && have_held) {
+		int r = map_succeed(s, m, &held, slice, err, errlen);
+
+		ret = r < 0 ? r : 0;
+		from_broker = from_broker && r == true;
+	}
+	if (ret == 0 && from_broker)
+		cache_store(s, slice, m->buf, m->len);
 	if (ret == 0)
 		*out = m;
+out:
+	if (have_held)
+		ovl_msg_release(&held.msg);
+	free(held.buf);
 	return ret;
 }
 
@@ -173,7 +238,6 @@ static int broker_fetch(struct shelf *s, struct sh_map *m, const char *slice, ch
 
 		ret = map_decode(s, m, slice, len, err, errlen);
 		if (ret == 0) {
-			cache_store(s, slice, m->buf, len);
 			snprintf(s->map_source, sizeof(s->map_source), "broker %.80s", s->broker);
 		}
 	}

@@ -128,6 +128,12 @@ SHELF_API void shelf_set_progress(struct shelf *s, shelf_progress_cb cb, void *a
 	s->progress_arg = arg;
 }
 
+SHELF_API void shelf_set_warn(struct shelf *s, shelf_warn_cb cb, void *arg)
+{
+	s->warn = cb;
+	s->warn_arg = arg;
+}
+
 /*
  * Run one keyed request against the key's node, refreshing the map and
  * retrying once on stale-map or a node that went away.

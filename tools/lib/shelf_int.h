@@ -66,6 +66,8 @@ struct shelf {
 	int timeout_ms;
 	shelf_progress_cb progress;
 	void *progress_arg;
+	shelf_warn_cb warn;                   /* shelf_set_warn(); NULL: none */
+	void *warn_arg;
 };
 
 /* printf into err[0..errlen) and return code. */

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "node.h"
+#include "probe.h"
 #include "overlay.h"
 #include "probe.h"
 

@@ -71,7 +71,7 @@ static const struct {
 	[OVL_WIRE_NOT_FOUND] = { "not-found", -ENOENT, -ENOENT },
 	[OVL_WIRE_NO_SPACE] = { "no-space", -ENOSPC, -ENOSPC },
 	[OVL_WIRE_TOO_LARGE] = { "too-large", -E2BIG, -E2BIG },
-	[OVL_WIRE_CHECKSUM_MISMATCH] = { "checksum-mismatch", -EIO, 0 },
+	[OVL_WIRE_CHECKSUM_MISMATCH] = { "checksum-mismatch", -EIO, -EIO },
 	[OVL_WIRE_BUSY] = { "busy", -EBUSY, -EBUSY },
 	[OVL_WIRE_TIMEOUT] = { "timeout", -ETIMEDOUT, 0 },
 	[OVL_WIRE_READ_ONLY] = { "read-only", -EROFS, -EROFS },
@@ -1510,7 +1510,10 @@ static int version_check(const struct meta *m, char *err, size_t errlen)
 	return 0;
 }
 
-static uint32_t status_of(int ret)
+/* Why a HELLO is refused: not the status table (ovl_wire_errno_to_status),
+ * because a failed certificate check comes as many errnos that all mean
+ * auth-failed to the client. */
+static uint32_t hello_refusal(int ret)
 {
 	switch (ret) {
 	case -EPROTONOSUPPORT: return OVL_WIRE_VERSION;
@@ -1598,7 +1601,7 @@ out:
 	if (ret < 0) {
 		sodium_memzero(&hs->sess, sizeof(hs->sess));
 		fail(err, errlen, ret, "%s", why);
-		n = ovl_wire_error_frame(status_of(ret), why, out, cap);
+		n = ovl_wire_error_frame(hello_refusal(ret), why, out, cap);
 		*outlen = n > 0 ? (size_t)n : 0;
 	}
 	return ret;

@@ -114,7 +114,9 @@ const char *ovl_wire_status_name(uint32_t status);
  * ovl_wire_errno_to_status: the status a node answers for a refusal its
  * own layers gave as 0 or a negative errno: ok, not-found (-ENOENT),
  * no-space (-ENOSPC), read-only (-EROFS), too-large (-E2BIG), bad-request
- * (-EINVAL), busy (-EBUSY), and internal for every other errno.
+ * (-EINVAL), busy (-EBUSY), checksum-mismatch (-EIO: the store found a
+ * record damaged, or could not read it; never wrong bytes), and internal
+ * for every other errno.
  */
 int ovl_wire_status_to_errno(uint32_t status);
 uint32_t ovl_wire_errno_to_status(int err);

@@ -66,9 +66,8 @@ struct dp_conn {
 	struct node_req_stream *stream;
 	uint64_t stream_budget;
 	uint8_t *seal;
-	size_t seal_fill, seal_need, plain_off, plain_end;
-	uint32_t chunk_no;
-	uint64_t plain_left;        /* plaintext bytes still to come */
+	struct ovl_wire_opener opener; /* opens the sealed chunks into `seal` */
+	size_t plain_off, plain_end;
 };
 
 /* A request in flight in the request layer; its completion answers it. */
@@ -185,13 +184,13 @@ static void respond_sealed(struct dp_conn *dc, struct ovl_wire_hdr *h, const uin
 	}
 	tags = tx->buf + hl;
 	iov[n++] = (struct iovec){ .iov_base = tx->buf, .iov_len = (size_t)hl };
+	ovl_wire_payload_seal_detached(&dc->ses, tx->buf, p, plen, tags);
 	for (uint64_t off = 0, i = 0; off < plen; off += OVL_WIRE_CHUNK_BYTES, i++) {
 		size_t k = plen - off < OVL_WIRE_CHUNK_BYTES ? (size_t)(plen - off) : OVL_WIRE_CHUNK_BYTES;
-		uint8_t *tag = tags + i * OVL_WIRE_TAG_BYTES;
 
-		ovl_wire_chunk_seal_detached(&dc->ses, tx->buf, (uint32_t)i, p + off, k, tag);
 		iov[n++] = (struct iovec){ .iov_base = p + off, .iov_len = k };
-		iov[n++] = (struct iovec){ .iov_base = tag, .iov_len = OVL_WIRE_TAG_BYTES };
+		iov[n++] = (struct iovec){ .iov_base = tags + i * OVL_WIRE_TAG_BYTES,
+					   .iov_len = OVL_WIRE_TAG_BYTES };
 	}
 	if (node_conn_sendv(dc->c, iov, n, tx_done, tx) < 0)
 		tx_done(tx, -EPIPE);
@@ -222,15 +221,7 @@ static void respond_copy(struct dp_conn *dc, struct ovl_wire_hdr *h, const uint8
 		return;
 	}
 	if (h->flags & OVL_WIRE_FLAG_ENCRYPTED) {
-		uint8_t *dst = out + hl;
-
-		for (uint64_t off = 0, i = 0; off < plen; off += OVL_WIRE_CHUNK_BYTES, i++) {
-			size_t n = plen - off < OVL_WIRE_CHUNK_BYTES ? (size_t)(plen - off) : OVL_WIRE_CHUNK_BYTES;
-
-			memcpy(dst, payload + off, n);
-			ovl_wire_chunk_seal(&dc->ses, out, (uint32_t)i, dst, n);
-			dst += n + OVL_WIRE_TAG_BYTES;
-		}
+		ovl_wire_payload_seal(&dc->ses, out, payload, plen, out + hl);
 	} else if (plen) {
 		memcpy(out + hl, payload, plen);
 	}
@@ -325,19 +316,6 @@ static void respond_status(struct dp_conn *dc, uint8_t type, uint32_t rid, uint3
 	respond(dc, type, rid, &r, NULL, 0, false);
 }
 
-static uint32_t status_of(int err)
-{
-	switch (err) {
-	case -ENOENT: return OVL_WIRE_NOT_FOUND;
-	case -ENOSPC: return OVL_WIRE_NO_SPACE;
-	case -EROFS: return OVL_WIRE_READ_ONLY;
-	case -E2BIG: return OVL_WIRE_TOO_LARGE;
-	case -EINVAL: return OVL_WIRE_BAD_REQUEST;
-	case -EBUSY: return OVL_WIRE_BUSY;
-	default: return OVL_WIRE_INTERNAL;
-	}
-}
-
 static struct dp_op *op_new(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint64_t epoch,
 			    bool encrypt)
 {
@@ -407,7 +385,7 @@ static void req_done(void *arg, const struct node_req_result *res, struct node_r
 	struct ovl_wire_resp r = { .epoch = op->epoch };
 
 	if (res->res < 0) {
-		r.status = status_of(res->res);
+		r.status = ovl_wire_errno_to_status(res->res);
 		snprintf(r.message, sizeof(r.message), "%s", res->msg);
 		respond(dc, op->type, op->rid, &r, NULL, 0, false);
 		op_done(op);
@@ -478,7 +456,7 @@ static void do_map(struct dp_conn *dc, const struct ovl_wire_hdr *h, const struc
 static void put_queued(struct dp_conn *dc, struct dp_op *op, int ret, uint64_t epoch)
 {
 	if (ret < 0) {
-		respond_status(dc, dc->hdr.type, dc->hdr.rid, status_of(ret), epoch, "%s",
+		respond_status(dc, dc->hdr.type, dc->hdr.rid, ovl_wire_errno_to_status(ret), epoch, "%s",
 			       node_req_errmsg(dc->dp->o.req));
 		op_done(op);
 		return;
@@ -541,21 +519,14 @@ static void put_payload_done(struct dp_conn *dc)
 		return;
 	}
 	if (dc->hdr.flags & OVL_WIRE_FLAG_ENCRYPTED) {
-		uint8_t *src = dc->pay, *dst = dc->pay;
+		uint32_t bad = 0;
 
-		ovl_wire_plain_len(dc->pay_len, &plain);
-		for (uint64_t off = 0, i = 0; off < plain; off += OVL_WIRE_CHUNK_BYTES, i++) {
-			size_t n = plain - off < OVL_WIRE_CHUNK_BYTES ? (size_t)(plain - off) : OVL_WIRE_CHUNK_BYTES;
-
-			if (ovl_wire_chunk_open(&dc->ses, dc->hdr_bytes, (uint32_t)i, src, n) < 0) {
-				dp->st.auth_failures++;
-				respond_status(dc, dc->hdr.type, dc->hdr.rid, OVL_WIRE_AUTH_FAILED,
-					       sl->epoch, "payload chunk %" PRIu64 " failed authentication", i);
-				goto drop;
-			}
-			memmove(dst, src, n);
-			src += n + OVL_WIRE_TAG_BYTES;
-			dst += n;
+		if (ovl_wire_payload_open(&dc->ses, dc->hdr_bytes, dc->pay, dc->pay_len, &plain,
+					  &bad) < 0) {
+			dp->st.auth_failures++;
+			respond_status(dc, dc->hdr.type, dc->hdr.rid, OVL_WIRE_AUTH_FAILED, sl->epoch,
+				       "payload chunk %" PRIu32 " failed authentication", bad);
+			goto drop;
 		}
 	}
 	if (plain != dc->req.size) {
@@ -606,7 +577,7 @@ static bool stream_plain(struct dp_conn *dc)
 						  dc->plain_end - dc->plain_off);
 
 		if (w < 0) {
-			stream_fail(dc, status_of((int)w), node_req_errmsg(dc->dp->o.req));
+			stream_fail(dc, ovl_wire_errno_to_status((int)w), node_req_errmsg(dc->dp->o.req));
 			return true;
 		}
 		if (w == 0)
@@ -626,7 +597,7 @@ static size_t stream_bytes(struct dp_conn *dc, const uint8_t *buf, size_t n)
 		ssize_t w = node_req_stream_write(dc->stream, buf, n);
 
 		if (w < 0) {
-			stream_fail(dc, status_of((int)w), node_req_errmsg(dc->dp->o.req));
+			stream_fail(dc, ovl_wire_errno_to_status((int)w), node_req_errmsg(dc->dp->o.req));
 			return n;
 		}
 		if ((size_t)w < n)
@@ -634,7 +605,8 @@ static size_t stream_bytes(struct dp_conn *dc, const uint8_t *buf, size_t n)
 		return (size_t)w;
 	}
 	while (used < n && dc->stream) {
-		size_t k;
+		size_t plain = 0;
+		ssize_t t;
 
 		if (!stream_plain(dc)) {
 			node_conn_pause(dc->c);
@@ -642,32 +614,21 @@ static size_t stream_bytes(struct dp_conn *dc, const uint8_t *buf, size_t n)
 		}
 		if (!dc->stream)
 			break;
-		k = dc->seal_need - dc->seal_fill;
-		if (k > n - used)
-			k = n - used;
-		memcpy(dc->seal + dc->seal_fill, buf + used, k);
-		dc->seal_fill += k;
-		used += k;
-		if (dc->seal_fill < dc->seal_need)
-			break;
-		if (ovl_wire_chunk_open(&dc->ses, dc->hdr_bytes, dc->chunk_no, dc->seal,
-					dc->seal_need - OVL_WIRE_TAG_BYTES) < 0) {
+		t = ovl_wire_opener_feed(&dc->opener, dc->seal, buf + used, n - used, &plain);
+		if (t < 0) {
 			char msg[80];
 
 			dc->dp->st.auth_failures++;
 			snprintf(msg, sizeof(msg), "payload chunk %" PRIu32 " failed authentication",
-				 dc->chunk_no);
+				 dc->opener.idx);
 			stream_fail(dc, OVL_WIRE_AUTH_FAILED, msg);
 			break;
 		}
+		used += (size_t)t;
+		if (!plain)
+			break;
 		dc->plain_off = 0;
-		dc->plain_end = dc->seal_need - OVL_WIRE_TAG_BYTES;
-		dc->plain_left -= dc->plain_end;
-		dc->chunk_no++;
-		dc->seal_fill = 0;
-		dc->seal_need = (size_t)(dc->plain_left < OVL_WIRE_CHUNK_BYTES ? dc->plain_left
-										: OVL_WIRE_CHUNK_BYTES) +
-				OVL_WIRE_TAG_BYTES;
+		dc->plain_end = plain;
 	}
 	if (dc->stream && !stream_plain(dc))
 		node_conn_pause(dc->c);
@@ -791,11 +752,15 @@ static void stream_begin(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint3
 			*msg = "out of memory for the payload";
 			return;
 		}
-		dc->plain_left = plain;
-		dc->seal_fill = dc->plain_off = dc->plain_end = 0;
-		dc->seal_need = (size_t)(plain < OVL_WIRE_CHUNK_BYTES ? plain : OVL_WIRE_CHUNK_BYTES) +
-				OVL_WIRE_TAG_BYTES;
-		dc->chunk_no = 0;
+		dc->plain_off = dc->plain_end = 0;
+		if (ovl_wire_opener_init(&dc->opener, &dc->ses, dc->hdr_bytes) < 0) {
+			free(dc->seal);
+			dc->seal = NULL;
+			dc->skip = true;
+			*status = OVL_WIRE_BAD_REQUEST;
+			*msg = "the encrypted payload's length is no run of chunks";
+			return;
+		}
 	}
 	a.size = plain;
 	ret = node_req_stream_begin(dp->o.req, &a, stream_ready, dc, &dc->stream);
@@ -803,7 +768,7 @@ static void stream_begin(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint3
 		free(dc->seal);
 		dc->seal = NULL;
 		dc->skip = true;
-		*status = status_of(ret);
+		*status = ovl_wire_errno_to_status(ret);
 		*msg = node_req_errmsg(dp->o.req);
 		return;
 	}
@@ -900,7 +865,7 @@ static void dispatch(struct dp_conn *dc, const struct ovl_wire_hdr *h, const str
 	 * op is not touched after */
 	ret = node_req_start(dp->o.req, &a, req_done, op);
 	if (ret < 0) {
-		respond_status(dc, h->type, h->rid, status_of(ret), sl->epoch, "%s",
+		respond_status(dc, h->type, h->rid, ovl_wire_errno_to_status(ret), sl->epoch, "%s",
 			       node_req_errmsg(dp->o.req));
 		op_done(op);
 	}

@@ -518,7 +518,7 @@ static void test_status_table(void **state)
 		{ OVL_WIRE_TIMEOUT, -ETIMEDOUT }, { OVL_WIRE_READ_ONLY, -EROFS },
 		{ OVL_WIRE_INTERNAL, -EPROTO },
 	};
-	static const int round_trip[] = { 0, -ENOENT, -ENOSPC, -E2BIG, -EBUSY, -EROFS };
+	static const int round_trip[] = { 0, -ENOENT, -ENOSPC, -E2BIG, -EBUSY, -EROFS, -EIO };
 
 	(void)state;
 	assert_int_equal(sizeof(want) / sizeof(want[0]), OVL_WIRE_STATUS_COUNT);
@@ -534,7 +534,7 @@ static void test_status_table(void **state)
 		assert_int_equal(ovl_wire_status_to_errno(ovl_wire_errno_to_status(round_trip[i])),
 				 round_trip[i]);
 	assert_int_equal(ovl_wire_errno_to_status(-EINVAL), OVL_WIRE_BAD_REQUEST);
-	assert_int_equal(ovl_wire_errno_to_status(-EIO), OVL_WIRE_INTERNAL);
+	assert_int_equal(ovl_wire_errno_to_status(-EIO), OVL_WIRE_CHECKSUM_MISMATCH);
 	assert_int_equal(ovl_wire_errno_to_status(-ENOMEM), OVL_WIRE_INTERNAL);
 	assert_int_equal(ovl_wire_errno_to_status(-EACCES), OVL_WIRE_INTERNAL);
 	/* every status a node answers for an errno names that errno for a client,

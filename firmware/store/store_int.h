@@ -23,6 +23,7 @@
 #define FR_MAGIC "SHELFFR1"
 #define FR_SLOT_OFF (4u * DISK_BLOCK_BYTES) /* blocks 4 and 5: two identical copies */
 #define FR_BYTES (2u * DISK_BLOCK_BYTES)
+#define FR_VOIDS_MAX 256u
 #define DAMAGED_LOC_SIZE 0 /* an index entry whose size part is 0: newest version damaged */
 #define DATA_START_BYTES (1u << 20)
 #define CKPT_PART_BYTES (1u << 20)
@@ -206,6 +207,11 @@ struct store_frontier {
 	uint64_t damage_seq;    /* newest damaged record already counted */
 	uint8_t *buf;           /* FR_BYTES, aligned */
 	struct node_disk_io io;
+	/* COMMITs recovery found with their region missing above the
+	 * frontier (never acknowledged): below it later, they are still void,
+	 * not damage. Kept while a checkpoint's replay may meet them. */
+	uint64_t voids[FR_VOIDS_MAX];
+	unsigned nvoids;
 };
 enum { FR_IDLE, FR_WRITE, FR_FLUSH };
 
@@ -395,8 +401,11 @@ void store_frontier_step(struct node_store *s);
 /* Write the frontier (and the persistent counters) now, synchronously. */
 int store_frontier_write_sync(struct node_store *s);
 /* Parse one copy: true and *d, counters, when it is valid. */
-bool store_frontier_parse(const uint8_t *b, uint64_t *d, uint64_t *damaged, uint64_t *damage_seq,
-			  uint64_t *cksum_errors);
+bool store_frontier_parse(struct node_store *s, const uint8_t *b, uint64_t *d, uint64_t *damaged,
+			  uint64_t *damage_seq, uint64_t *cksum_errors);
+/* Remember a void COMMIT (sequence number); true when seq is one. */
+void store_frontier_void_add(struct node_store *s, uint64_t seq);
+bool store_frontier_is_void(const struct node_store *s, uint64_t seq);
 
 /* store_read.c: reads, read buffers and scrub */
 void *store_rbuf_get(struct node_store *s, size_t need, size_t *cap);

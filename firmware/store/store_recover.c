@@ -341,8 +341,9 @@ static void count_damage(struct node_store *s, uint64_t seq, bool unknown)
  * is whole (every checksum) and is the one it committed (its hcrc). A commit
  * that made it to the drive without its region was never acknowledged (the
  * region's writes had completed before the commit was written, and an
- * acknowledgement needs a flush after that) -- unless the commit is below
- * the flush frontier: then its region was durable, and is damaged.
+ * acknowledgement needs a flush after that): it is skipped, and
+ * remembered as void in the frontier. Below the flush frontier (and not
+ * void) its region was durable: it is damaged, and so is the key.
  */
 static int replay_commit(struct node_store *s, const uint8_t *rec, const struct rec_hdr *h,
 			 uint64_t pos, const struct replay_dmg *dm)
@@ -359,6 +360,10 @@ static int replay_commit(struct node_store *s, const uint8_t *rec, const struct 
 		s->st.discarded_tail_bytes++;
 		return 0;
 	}
+	/* the streamed record's segment is kept as long as this commit may be
+	 * replayed (FORMAT.md §7), after a restart too */
+	if (s->segs[seg_of(s, off)].max_seq < h->seq)
+		s->segs[seg_of(s, off)].max_seq = h->seq;
 	ret = read_record(s, off, size, &buf, &inner, &ih);
 	if (ret == -ENOMEM)
 		return ret;
@@ -366,11 +371,14 @@ static int replay_commit(struct node_store *s, const uint8_t *rec, const struct 
 	    memcmp(inner + REC_HDR_BYTES, key, h->klen) == 0 && ih.hcrc == le_get32(val) &&
 	    rec_size(ih.klen, ih.vlen) == size) {
 		ret = sidx_set(s->ix, key, h->klen, loc, &old);
-	} else if (h->seq <= dm->limit) {
+	} else if (h->seq <= dm->limit && !store_frontier_is_void(s, h->seq)) {
 		count_damage(s, h->seq, false);
 		ret = mark_damaged(s, key, h->klen, pos);
 	} else {
+		/* never acknowledged: remembered, so that it never later
+		 * passes for a durable commit whose region is damaged */
 		s->st.discarded_tail_bytes++;
+		store_frontier_void_add(s, h->seq);
 		ret = 0;
 	}
 	free(buf);
@@ -647,7 +655,8 @@ static int load_frontier(struct node_store *s, char *err, size_t errlen)
 		uint64_t d, dmg, dseq, ck;
 
 		zero = zero && all_zero(c, DISK_BLOCK_BYTES);
-		if (!store_frontier_parse(c, &d, &dmg, &dseq, &ck) || (any && d <= s->fr.loaded))
+		if ((any && le_get64(c + 8) <= s->fr.loaded) ||
+		    !store_frontier_parse(s, c, &d, &dmg, &dseq, &ck))
 			continue;
 		any = true;
 		s->fr.loaded = d;

@@ -235,6 +235,14 @@ int node_store_stat(struct node_store *s, const void *key, size_t klen,
 		    struct node_store_objstat *st);
 
 /*
+ * Where the newest record of a key is on the drive (for tests and repair
+ * tools): its device offset and its size in bytes, padding included.
+ * 0, -ENOENT, or -EIO when the key's newest version is damaged.
+ */
+int node_store_locate(struct node_store *s, const void *key, size_t klen, uint64_t *off,
+		      uint64_t *size);
+
+/*
  * Keys in byte order that start with `prefix` and sort after `start_after`
  * (NULL/0: from the start), at most `limit`. cb is called per key and may
  * stop the walk by returning non-zero. Returns the number of keys given.

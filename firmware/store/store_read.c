@@ -402,6 +402,18 @@ static int stat_blocking(struct node_store *s, const void *key, size_t klen,
 	return ret;
 }
 
+int node_store_locate(struct node_store *s, const void *key, size_t klen, uint64_t *off,
+		      uint64_t *size)
+{
+	uint64_t loc;
+
+	if (sidx_get(s->ix, key, klen, &loc) == 0)
+		return -ENOENT;
+	*off = loc_off(loc);
+	*size = loc_size(loc);
+	return loc_is_damaged(loc) ? -EIO : 0;
+}
+
 /* ---- scrub ---- */
 
 static int scrub_blocking(struct node_store *s, uint64_t budget_bytes,

@@ -115,9 +115,12 @@ int store_format(struct node_store *s, char *err, size_t errlen)
 			goto io_err;
 	}
 	/* the chain starts from the drive uuid: stale records never link */
-	ret = write_ptr_slot(s, 1, 1, s->data_start, 1, ovl_crc32c(0, s->uuid, 16));
-	if (ret < 0)
-		goto io_err;
+	/* both slots: one damaged pointer still leaves the other */
+	for (unsigned i = 0; i < 2; i++) {
+		ret = write_ptr_slot(s, i, 1, s->data_start, 1, ovl_crc32c(0, s->uuid, 16));
+		if (ret < 0)
+			goto io_err;
+	}
 	ret = node_disk_sync_io(s->disk, DISK_FLUSH, NULL, 0, 0);
 	if (ret < 0)
 		goto io_err;
@@ -409,6 +412,60 @@ static bool header_ok(struct node_store *s, struct replay_win *w, uint64_t pos, 
 }
 
 /*
+ * A header that fails only by one damaged byte: the record's place in the
+ * chain (seq and prev are known) and its hcrc let recovery find the byte,
+ * so the key of a record with one flipped header byte is still known.
+ * On success the corrected header, key and table are in *fixed (malloc'd).
+ */
+static bool header_fix(struct node_store *s, struct replay_win *w, uint64_t pos, uint64_t seq,
+		       uint32_t prev, struct rec_hdr *h, uint8_t **fixed)
+{
+	uint64_t send = seg_start(s, seg_of(s, pos)) + s->seg_bytes;
+	size_t cap = REC_HDR_BYTES + NODE_STORE_KEY_MAX + rec_table_bytes(NODE_STORE_VALUE_MAX);
+	const uint8_t *p;
+	uint8_t *b = NULL;
+	bool ok = false;
+
+	if (pos + cap > send)
+		cap = (size_t)(send - pos);
+	if (cap < REC_HDR_BYTES || !(p = win_get(s, w, pos, cap)) || !(b = malloc(cap)))
+		return false;
+	memcpy(b, p, cap);
+	for (size_t i = 0; i < cap && !ok; i++) {
+		uint8_t orig = b[i];
+		struct rec_hdr g;
+
+		/* past the header, only when the header itself is sound */
+		if (i == REC_HDR_BYTES && (rec_hdr_unpack(b, &g) < 0 || g.seq != seq || g.prev != prev))
+			break;
+		for (unsigned v = 1; v < 256 && !ok; v++) {
+			size_t tl, hl;
+
+			b[i] = orig ^ (uint8_t)v;
+			if (rec_hdr_unpack(b, &g) == 0 && g.seq == seq && g.prev == prev &&
+			    g.klen <= NODE_STORE_KEY_MAX) {
+				tl = rec_table_bytes(g.vlen);
+				hl = REC_HDR_BYTES + g.klen + tl;
+				ok = i < hl && hl <= cap && pos + rec_size(g.klen, g.vlen) <= send &&
+				     rec_hcrc(b, b + REC_HDR_BYTES, g.klen, b + REC_HDR_BYTES + g.klen, tl) == g.hcrc;
+				if (ok)
+					*h = g;
+			}
+			if (i >= REC_HDR_BYTES && !ok)
+				continue;
+		}
+		if (!ok)
+			b[i] = orig;
+	}
+	if (!ok) {
+		free(b);
+		return false;
+	}
+	*fixed = b;
+	return true;
+}
+
+/*
  * After a record whose header is destroyed: find the next record of the
  * log, the first header with a sequence number in (seq, limit] further in
  * the segment, or at offset 0 of a segment (the destroyed record was a
@@ -454,6 +511,7 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 	struct replay_dmg dm = { 0 };
 	uint64_t pos = ps->p0_off, seq = ps->p0_seq, last_end = ps->p0_off, old, fpos = 0;
 	uint32_t prev = ps->p0_prev, si = seg_of(s, pos);
+	uint8_t *fixed = NULL;
 	int ret = 0;
 
 	dm.limit = s->fr.loaded > ps->p0_seq - 1 ? s->fr.loaded : ps->p0_seq - 1;
@@ -464,6 +522,8 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 		uint64_t rsize, loc;
 		bool hok;
 
+		free(fixed);
+		fixed = NULL;
 		si = seg_of(s, pos);
 		p = NULL;
 		rsize = 0;
@@ -497,15 +557,25 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 				break;
 			/* damage: is its header whole (mid-block, or at the block
 			 * after batch padding)? */
+			/* the block boundary first: a failed record mid-block
+			 * before it may be the torn tail an earlier recovery
+			 * ended the log at (the log went on at the boundary) */
 			hok = false;
-			if (fpos && header_ok(s, &w, fpos, seq, seq, true, prev, &h, &p)) {
+			if (header_ok(s, &w, pos, seq, seq, true, prev, &h, &p)) {
+				hok = true;
+			} else if (fpos && header_ok(s, &w, fpos, seq, seq, true, prev, &h, &p)) {
 				pos = fpos;
 				hok = true;
-			} else if (header_ok(s, &w, pos, seq, seq, true, prev, &h, &p)) {
+			} else if (header_fix(s, &w, pos, seq, prev, &h, &fixed)) {
+				hok = true;
+			} else if (fpos && header_fix(s, &w, fpos, seq, prev, &h, &fixed)) {
+				pos = fpos;
 				hok = true;
 			} else if (fpos) {
 				pos = fpos;
 			}
+			if (fixed)
+				p = fixed;
 			fpos = 0;
 			if (hok) {
 				rsize = rec_size(h.klen, h.vlen);
@@ -609,6 +679,7 @@ done:
 			s->segs[i].state = SEG_USED;
 	s->segs[seg_of(s, s->head)].state = SEG_HEAD;
 out:
+	free(fixed);
 	free(w.buf);
 	return ret;
 }

@@ -326,6 +326,9 @@ static uint32_t status_of(int err)
 	case -E2BIG: return OVL_WIRE_TOO_LARGE;
 	case -EINVAL: return OVL_WIRE_BAD_REQUEST;
 	case -EBUSY: return OVL_WIRE_BUSY;
+	/* the store's -EIO: a record failed its checksums (damage) or could not
+	 * be read; it never hands back wrong bytes */
+	case -EIO: return OVL_WIRE_CHECKSUM_MISMATCH;
 	default: return OVL_WIRE_INTERNAL;
 	}
 }
@@ -505,7 +508,8 @@ static void do_node_stat(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint6
 	r.counters[2].value = st.capacity_bytes;
 	r.counters[3].value = st.segments_free;
 	r.counters[4].value = st.read_only;
-	r.counters[5].value = st.checksum_errors;
+	/* damage recovery found counts too: both persist across restarts */
+	r.counters[5].value = st.checksum_errors + st.damaged_records;
 	r.counters[6].value = st.puts;
 	r.counters[7].value = st.gets;
 	r.counters[8].value = st.cache_rereads;

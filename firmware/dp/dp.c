@@ -493,7 +493,8 @@ static void do_node_stat(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint6
 	const struct { const char *name; uint64_t v; } c[] = {
 		{ "objects", 0 }, { "live_bytes", 0 }, { "capacity_bytes", 0 }, { "segments_free", 0 },
 		{ "read_only", 0 }, { "checksum_errors", 0 }, { "puts", 0 }, { "gets", 0 },
-		{ "cache_rereads", 0 },
+		{ "cache_rereads", 0 }, { "full", 0 }, { "nearly_full", 0 }, { "usable_bytes", 0 },
+		{ "segments_reserved", 0 },
 	};
 
 	node_store_stats(dc->dp->o.store, &st);
@@ -509,6 +510,10 @@ static void do_node_stat(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint6
 	r.counters[6].value = st.puts;
 	r.counters[7].value = st.gets;
 	r.counters[8].value = st.cache_rereads;
+	r.counters[9].value = st.full;          /* puts are refused */
+	r.counters[10].value = st.nearly_full;  /* live above 90% of usable_bytes */
+	r.counters[11].value = st.usable_bytes; /* capacity less the compaction reserve */
+	r.counters[12].value = st.segments_reserved;
 	respond(dc, h->type, h->rid, &r, NULL, 0, false);
 }
 

@@ -110,7 +110,7 @@ static uint64_t min_gain(const struct node_store *s, const struct seg *g)
 
 	if (!big)
 		big = s->sp.max_rec > s->seg_bytes / 16 ? s->sp.max_rec : s->seg_bytes / 16;
-	return big + s->seg_bytes / 32;
+	return big + s->seg_bytes / 64;
 }
 
 static bool seg_compactable(const struct node_store *s, const struct seg *g)

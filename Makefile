@@ -10,24 +10,45 @@
 #
 # Knobs: O=dir  SANITIZE=address,undefined  DEVELOPER=1 (-Werror)  V=1
 
+# Cross-building: CROSS=<triplet>- (e.g. CROSS=aarch64-linux-gnu-) uses that
+# toolchain, the multiarch -dev libraries of that triplet, and its own O.
+CROSS    ?=
+ifneq ($(CROSS),)
+TRIPLET  := $(patsubst %-,%,$(CROSS))
+DEB_ARCH := $(patsubst aarch64,arm64,$(firstword $(subst -, ,$(TRIPLET))))
+O        ?= build/$(DEB_ARCH)
+ifeq ($(origin CC),default)
+CC       := $(CROSS)gcc
+endif
+ifeq ($(origin AR),default)
+AR       := $(CROSS)ar
+endif
+ifneq ($(shell command -v $(CROSS)pkg-config 2>/dev/null),)
+PKG_CONFIG ?= $(CROSS)pkg-config
+else
+PKG_CONFIG ?= PKG_CONFIG_LIBDIR=/usr/lib/$(TRIPLET)/pkgconfig:/usr/share/pkgconfig pkg-config
+endif
+endif
 O        ?= build
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 CC       ?= cc
 AR       ?= ar
 OPT      ?= -O2 -g
+PKG_CONFIG ?= pkg-config
 
 PKGS     := libzmq msgpack libnl-3.0 libnl-route-3.0 liburing libsodium
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
+CMOCKA_LIBS := $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null)
 
 WARN     := -Wall -Wextra -Wmissing-prototypes -Wstrict-prototypes -Wvla \
             -Wshadow -Wno-unused-parameter
 CFLAGS   ?= $(OPT)
-ALL_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -msse4.2 -pthread \
+# No -I here: each layer gets its own include paths (see "layers" below).
+ALL_CFLAGS := -std=gnu11 $(WARN) -D_GNU_SOURCE -pthread \
               -DSHELF_BOARD_DIR='"$(PREFIX)/share/shelf/boards"' \
-              -I. -Ioverlay -Ifirmware -Ibroker -Itools $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
+              $(PKG_CFLAGS) $(CFLAGS) -MMD -MP
 ALL_LDFLAGS := -pthread $(LDFLAGS)
 LIBS     := $(PKG_LIBS) -lm
 
@@ -101,17 +122,66 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_REPLAY := $(FUZZ_SRC:tests/fuzz/%.c=$(O)/tests/fuzz/%-replay)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(O)/fuzz/%)
 
-.PHONY: all test check bench fuzz deps install clean run
+.PHONY: all test-bins test check bench fuzz deps install clean run
 .SECONDARY:
 all: $(LIBS_ALL) $(CLI_SO) $(PROGS) $(TPROGS)
+# every test binary, built but not run; a cross build builds them by default
+test-bins: all $(UNITS) $(FUZZ_REPLAY)
+ifneq ($(CROSS),)
+all: $(UNITS) $(FUZZ_REPLAY)
+endif
+
+# ---- layers ----------------------------------------------------------------
+# Each layer compiles with only its own include paths and links only the
+# archives below it:
+#   overlay/         -Ioverlay                     (nothing above it)
+#   firmware/        -Ifirmware -Ioverlay          node + overlay archives
+#   broker/          -Ibroker -Ioverlay            broker + overlay archives
+#   tools/lib, tools/shelf  -Itools -Ioverlay      libshelf + overlay archives
+# and after each compile the header list (-MMD) is checked, so that a
+# relative path ("../../broker/broker.h") cannot reach another layer either.
+#
+# Named exceptions, which get every include path and every archive:
+#   tools/bench/     shelf-bench drives the store, the data plane and the
+#                    broker core in-process to measure them;
+#   tests/           unit tests, test programs and fuzz harnesses test the
+#                    modules from inside.
+INC_overlay     := -Ioverlay
+INC_firmware    := -Ifirmware -Ioverlay
+INC_broker      := -Ibroker -Ioverlay
+INC_tools       := -Itools -Ioverlay
+INC_tools/bench := -Itools -Ifirmware -Ibroker -Ioverlay
+INC_tests       := -I. -Itools -Ifirmware -Ibroker -Ioverlay
+# the folders whose headers a layer may use (none listed: not checked)
+ALLOW_overlay   := overlay
+ALLOW_firmware  := firmware overlay
+ALLOW_broker    := broker overlay
+ALLOW_tools     := tools overlay
+ALLOW_tools/bench :=
+
+# $(call layer,src.c): the key above for a source file (longest match)
+layer = $(if $(filter tools/bench/%,$1),tools/bench,$(firstword $(subst /, ,$1)))
+src_inc = $(INC_$(call layer,$1))
+# Fails the compile of $1 (src) when its dependency file $2 names a header
+# outside the folders its layer may use. Absolute paths are system headers.
+check_layer = $(if $(ALLOW_$(call layer,$1)),\
+	bad=$$(sed -e 's/\\$$//' -e 's/^[^:]*://' $2 | tr ' ' '\n' | \
+		grep -v -e '^/' -e '^$$' -e ':$$' | sort -u | \
+		xargs -r realpath -m --relative-to=. | \
+		grep -v $(foreach d,$(ALLOW_$(call layer,$1)),-e '^$d/')); \
+	if [ -n "$$bad" ]; then \
+		echo "$1: layer $(call layer,$1) may use only $(ALLOW_$(call layer,$1)) and not" $$bad >&2; \
+		rm -f $(2:.d=.o) $2; exit 1; fi)
 
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(call say,CC,$<)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+	$(call say,CC,$<)$(CC) $(ALL_CFLAGS) $(call src_inc,$<) -c -o $@ $<
+	$(Q)$(call check_layer,$<,$(@:.o=.d))
 
 $(O)/pic/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(call say,CC,$<)$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -c -o $@ $<
+	$(call say,CC,$<)$(CC) $(ALL_CFLAGS) $(call src_inc,$<) -fPIC -fvisibility=hidden -c -o $@ $<
+	$(Q)$(call check_layer,$<,$(@:.o=.d))
 
 $(OVL_LIB): $(OVL_OBJ)
 $(NODE_LIB): $(NODE_OBJ)
@@ -128,10 +198,12 @@ $(O)/shelf-node: $(O)/firmware/main.o $(NODE_LIB) $(OVL_LIB)
 	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
 $(O)/shelf-broker: $(O)/broker/main.o $(BRK_LIB) $(OVL_LIB)
 	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
-$(O)/shelf: $(patsubst %.c,$(O)/%.o,$(wildcard tools/shelf/*.c)) $(LIBS_ALL)
+$(O)/shelf: $(patsubst %.c,$(O)/%.o,$(wildcard tools/shelf/*.c)) $(CLI_LIB) $(OVL_LIB)
 	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
+# exception (see "layers"): the bench links every archive
 $(O)/shelf-bench: $(patsubst %.c,$(O)/%.o,$(wildcard tools/bench/*.c)) $(LIBS_ALL)
 	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
+# exception (see "layers"): tests link every archive
 $(O)/tests/prog/%: $(O)/tests/prog/%.o $(UNIT_SUPPORT_OBJ) $(LIBS_ALL)
 	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
 
@@ -143,13 +215,15 @@ $(O)/tests/fuzz/%-replay: $(O)/tests/fuzz/%.o $(O)/tests/fuzz/replay_main.o $(LI
 
 # ---- tests -----------------------------------------------------------------
 # `make test` rebuilds everything with ASan+UBSan in its own tree and runs the
-# whole suite through tests/run; the last line is `N passed, N failed`.
+# whole suite through tests/run, which also runs the DEVELOPER=1 build
+# ($(O)/developer), the arm64 cross build ($(O)/arm64) and the arm64 unit
+# tests under qemu-user; the last line is `N passed, N failed, N skipped`.
 TEST_O ?= $(O)/san
 test:
-	$(Q)$(MAKE) --no-print-directory O=$(TEST_O) SANITIZE=address,undefined check
+	$(Q)$(MAKE) --no-print-directory O=$(TEST_O) SANITIZE=address,undefined BUILDS_O=$(O) check
 
 check: all $(UNITS) $(FUZZ_REPLAY)
-	$(Q)O=$(O) tests/run
+	$(Q)O=$(O) BUILDS_O=$(or $(BUILDS_O),$(O)) tests/run
 
 bench: all
 	$(Q)$(O)/shelf-bench all --dir $(O)/bench

@@ -55,6 +55,7 @@ struct node_config {
 	bool syslog;
 	char site[64], chassis[64], slot[32]; /* failure domain; empty: the board's */
 	char interface[32];                   /* for slice addresses; empty: the board's */
+	uint64_t drive_size;                  /* a drive file created now; 0: the board's */
 };
 
 #define C(f) offsetof(struct node_config, f)
@@ -89,6 +90,8 @@ static const struct ovl_conf_item node_conf[] = {
 	{ "slot", OVL_CONF_STR, "", C(slot), CS(slot), 0, 0, "failure domain: slot (default: the board's)" },
 	{ "interface", OVL_CONF_STR, "", C(interface), CS(interface), 0, 0,
 	  "interface for slice addresses (default: the board's)" },
+	{ "drive_size", OVL_CONF_SIZE, "0", C(drive_size), 0, 0, INT64_MAX,
+	  "size of a drive file created on first start (default 0: the board's drive_size)" },
 	OVL_CONF_END
 };
 
@@ -322,6 +325,15 @@ static int parse_args(struct node_ctx *n, int argc, char **argv, bool *format, b
 		snprintf(n->board.slot, sizeof(n->board.slot), "%s", n->cfg.slot);
 	if (n->cfg.interface[0])
 		snprintf(n->board.interface, sizeof(n->board.interface), "%s", n->cfg.interface);
+	if (n->cfg.drive_size) {
+		if (n->cfg.drive_size < 4 * n->board.segment_size) {
+			fprintf(stderr, "shelf-node: config key 'drive_size': %" PRIu64
+				" bytes is less than 4 segments of board '%s' (%" PRIu64 " bytes)\n",
+				n->cfg.drive_size, n->board.name, 4 * n->board.segment_size);
+			return NODE_EXIT_CONFIG;
+		}
+		n->board.drive_size = n->cfg.drive_size;
+	}
 	return 0;
 }
 

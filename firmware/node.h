@@ -9,6 +9,7 @@
 #include "loop/loop.h"
 #include "serve/serve.h"
 #include "dp/dp.h"
+#include "peer/peer.h"
 #include "store/disk.h"
 #include "store/store.h"
 #include "ctl/ctl.h"

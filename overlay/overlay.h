@@ -25,6 +25,7 @@
 #include "ovl_map.h"
 #include "ovl_peers.h"
 #include "ovl_wire.h"
+#include "ovl_dpc.h"
 #include "ovl_place.h"
 #include "ovl_util.h"
 

@@ -55,15 +55,47 @@ static int fail(char *err, size_t errlen, int ret, const char *fmt, ...)
 	return ret;
 }
 
-static const char *const status_names[OVL_WIRE_STATUS_COUNT] = {
-	"ok", "bad-request", "auth-failed", "version", "stale-map", "wrong-slice",
-	"not-found", "no-space", "too-large", "checksum-mismatch", "busy", "timeout",
-	"read-only", "internal",
+/* The one status table: the name, what a client reports for the status,
+ * and which errno of the node's own layers it answers (0: none does). */
+static const struct {
+	const char *name;
+	int to_errno;
+	int from_errno;
+} statuses[OVL_WIRE_STATUS_COUNT] = {
+	[OVL_WIRE_OK] = { "ok", 0, 0 },
+	[OVL_WIRE_BAD_REQUEST] = { "bad-request", -EPROTO, -EINVAL },
+	[OVL_WIRE_AUTH_FAILED] = { "auth-failed", -EACCES, 0 },
+	[OVL_WIRE_VERSION] = { "version", -EPROTO, 0 },
+	[OVL_WIRE_STALE_MAP] = { "stale-map", -ESTALE, 0 },
+	[OVL_WIRE_WRONG_SLICE] = { "wrong-slice", -EACCES, 0 },
+	[OVL_WIRE_NOT_FOUND] = { "not-found", -ENOENT, -ENOENT },
+	[OVL_WIRE_NO_SPACE] = { "no-space", -ENOSPC, -ENOSPC },
+	[OVL_WIRE_TOO_LARGE] = { "too-large", -E2BIG, -E2BIG },
+	[OVL_WIRE_CHECKSUM_MISMATCH] = { "checksum-mismatch", -EIO, 0 },
+	[OVL_WIRE_BUSY] = { "busy", -EBUSY, -EBUSY },
+	[OVL_WIRE_TIMEOUT] = { "timeout", -ETIMEDOUT, 0 },
+	[OVL_WIRE_READ_ONLY] = { "read-only", -EROFS, -EROFS },
+	[OVL_WIRE_INTERNAL] = { "internal", -EPROTO, 0 },
 };
 
 const char *ovl_wire_status_name(uint32_t status)
 {
-	return status < OVL_WIRE_STATUS_COUNT ? status_names[status] : NULL;
+	return status < OVL_WIRE_STATUS_COUNT ? statuses[status].name : NULL;
+}
+
+int ovl_wire_status_to_errno(uint32_t status)
+{
+	return status < OVL_WIRE_STATUS_COUNT ? statuses[status].to_errno : -EPROTO;
+}
+
+uint32_t ovl_wire_errno_to_status(int err)
+{
+	if (err == 0)
+		return OVL_WIRE_OK;
+	for (uint32_t st = 0; st < OVL_WIRE_STATUS_COUNT; st++)
+		if (statuses[st].from_errno == err)
+			return st;
+	return OVL_WIRE_INTERNAL;
 }
 
 const char *ovl_wire_type_name(uint8_t type)
@@ -388,6 +420,146 @@ int ovl_wire_chunk_open(const struct ovl_wire_session *s, const uint8_t hdr[OVL_
 							       OVL_WIRE_HDR_BYTES, nonce,
 							       s->rx_aead) != 0)
 		return -EBADMSG;
+	return 0;
+}
+
+/* ---- whole payloads ------------------------------------------------------ */
+
+uint32_t ovl_wire_chunk_count(uint64_t plain)
+{
+	return (uint32_t)((plain + OVL_WIRE_CHUNK_BYTES - 1) / OVL_WIRE_CHUNK_BYTES);
+}
+
+/* hdr describes an encrypted payload of exactly plen plaintext bytes. */
+static bool payload_fits(const uint8_t hdr[OVL_WIRE_HDR_BYTES], uint64_t plen)
+{
+	uint64_t plain = 0;
+
+	return (hdr[5] & OVL_WIRE_FLAG_ENCRYPTED) &&
+	       ovl_wire_plain_len(get_be(hdr + 12, 8), &plain) == 0 && plain == plen;
+}
+
+static size_t chunk_len(uint64_t left)
+{
+	return left < OVL_WIRE_CHUNK_BYTES ? (size_t)left : OVL_WIRE_CHUNK_BYTES;
+}
+
+int ovl_wire_payload_seal(const struct ovl_wire_session *s, const uint8_t hdr[OVL_WIRE_HDR_BYTES],
+			  const uint8_t *plain, uint64_t plen, uint8_t *out)
+{
+	uint32_t i = 0;
+
+	if (!payload_fits(hdr, plen))
+		return -EINVAL;
+	for (uint64_t off = 0; off < plen; off += OVL_WIRE_CHUNK_BYTES, i++) {
+		size_t k = chunk_len(plen - off);
+
+		memcpy(out, plain + off, k);
+		/* each chunk is bound to this frame's header, direction, seq and index */
+		if (ovl_wire_chunk_seal(s, hdr, i, out, k) < 0)
+			return -EINVAL;
+		out += k + OVL_WIRE_TAG_BYTES;
+	}
+	return 0;
+}
+
+int ovl_wire_payload_seal_detached(const struct ovl_wire_session *s,
+				   const uint8_t hdr[OVL_WIRE_HDR_BYTES], uint8_t *buf,
+				   uint64_t plen, uint8_t *tags)
+{
+	uint32_t i = 0;
+
+	if (!payload_fits(hdr, plen))
+		return -EINVAL;
+	for (uint64_t off = 0; off < plen; off += OVL_WIRE_CHUNK_BYTES, i++)
+		if (ovl_wire_chunk_seal_detached(s, hdr, i, buf + off, chunk_len(plen - off),
+						 tags + (size_t)i * OVL_WIRE_TAG_BYTES) < 0)
+			return -EINVAL;
+	return 0;
+}
+
+int ovl_wire_opener_init(struct ovl_wire_opener *o, const struct ovl_wire_session *s,
+			 const uint8_t hdr[OVL_WIRE_HDR_BYTES])
+{
+	uint64_t wire = get_be(hdr + 12, 8), plain = wire;
+
+	memset(o, 0, sizeof(*o));
+	o->s = s;
+	memcpy(o->hdr, hdr, OVL_WIRE_HDR_BYTES);
+	o->encrypted = hdr[5] & OVL_WIRE_FLAG_ENCRYPTED;
+	if (o->encrypted && ovl_wire_plain_len(wire, &plain) < 0)
+		return -EBADMSG;
+	o->wire_left = wire;
+	o->plain_left = plain;
+	o->need = o->encrypted && plain ? chunk_len(plain) + OVL_WIRE_TAG_BYTES : 0;
+	return 0;
+}
+
+size_t ovl_wire_opener_want(const struct ovl_wire_opener *o)
+{
+	if (!o->encrypted)
+		return o->wire_left > SIZE_MAX ? SIZE_MAX : (size_t)o->wire_left;
+	return o->need - o->fill;
+}
+
+bool ovl_wire_opener_done(const struct ovl_wire_opener *o)
+{
+	return o->wire_left == 0 && o->fill == 0;
+}
+
+ssize_t ovl_wire_opener_feed(struct ovl_wire_opener *o, uint8_t *piece, const uint8_t *in,
+			     size_t len, size_t *plain)
+{
+	size_t k = ovl_wire_opener_want(o), n;
+
+	*plain = 0;
+	if (k > len)
+		k = len;
+	if (k && in != piece + o->fill)
+		memmove(piece + o->fill, in, k);
+	o->wire_left -= k;
+	if (!o->encrypted) {
+		o->plain_left -= k;
+		*plain = k;
+		return (ssize_t)k;
+	}
+	o->fill += k;
+	if (o->fill < o->need)
+		return (ssize_t)k;
+	n = o->need - OVL_WIRE_TAG_BYTES;
+	if (ovl_wire_chunk_open(o->s, o->hdr, o->idx, piece, n) < 0)
+		return -EBADMSG;
+	o->plain_left -= n;
+	o->idx++;
+	o->fill = 0;
+	o->need = o->plain_left ? chunk_len(o->plain_left) + OVL_WIRE_TAG_BYTES : 0;
+	*plain = n;
+	return (ssize_t)k;
+}
+
+int ovl_wire_payload_open(const struct ovl_wire_session *s, const uint8_t hdr[OVL_WIRE_HDR_BYTES],
+			  uint8_t *buf, uint64_t wire, uint64_t *plain, uint32_t *bad_chunk)
+{
+	struct ovl_wire_opener o;
+	uint64_t in = 0, out = 0;
+
+	*plain = 0;
+	if (ovl_wire_opener_init(&o, s, hdr) < 0 || o.wire_left != wire)
+		return -EBADMSG;
+	while (!ovl_wire_opener_done(&o)) {
+		size_t n = 0;
+		size_t step = wire - in < SIZE_MAX ? (size_t)(wire - in) : SIZE_MAX;
+		ssize_t k = ovl_wire_opener_feed(&o, buf + out, buf + in, step, &n);
+
+		if (k < 0) {
+			if (bad_chunk)
+				*bad_chunk = o.idx;
+			return -EBADMSG;
+		}
+		in += (uint64_t)k;
+		out += n;
+	}
+	*plain = out;
 	return 0;
 }
 

@@ -31,6 +31,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "ovl_cert.h"
 #include "ovl_id.h"
@@ -99,6 +100,24 @@ enum ovl_wire_status {
 
 /* "ok", "bad-request", ...; NULL for a code this build does not know. */
 const char *ovl_wire_status_name(uint32_t status);
+
+/*
+ * The one table between statuses and errno values (both directions read
+ * the same table in ovl_wire.c).
+ *
+ * ovl_wire_status_to_errno: what a client reports for a response status: 0
+ * (ok), -ENOENT (not-found), -ENOSPC (no-space), -E2BIG (too-large), -EIO
+ * (checksum-mismatch), -EACCES (auth-failed, wrong-slice), -EBUSY, -EROFS
+ * (read-only), -ETIMEDOUT (timeout), -ESTALE (stale-map), and -EPROTO for
+ * bad-request, version, internal and every code this build does not know.
+ *
+ * ovl_wire_errno_to_status: the status a node answers for a refusal its
+ * own layers gave as 0 or a negative errno: ok, not-found (-ENOENT),
+ * no-space (-ENOSPC), read-only (-EROFS), too-large (-E2BIG), bad-request
+ * (-EINVAL), busy (-EBUSY), and internal for every other errno.
+ */
+int ovl_wire_status_to_errno(uint32_t status);
+uint32_t ovl_wire_errno_to_status(int err);
 
 /* "hello", "put", "put-response", ...; NULL when unknown. */
 const char *ovl_wire_type_name(uint8_t type);
@@ -225,6 +244,108 @@ int ovl_wire_chunk_seal_detached(const struct ovl_wire_session *s,
  */
 int ovl_wire_chunk_open(const struct ovl_wire_session *s, const uint8_t hdr[OVL_WIRE_HDR_BYTES],
 			uint32_t idx, uint8_t *buf, size_t len);
+
+/* ---- whole payloads ----------------------------------------------------------
+ *
+ * The one implementation of the chunk loop: a sender seals a whole payload
+ * with ovl_wire_payload_seal() (into a second buffer) or
+ * ovl_wire_payload_seal_detached() (in place, tags apart, for a sender that
+ * gathers chunks and tags with an iovec); a receiver opens bytes as they
+ * arrive, in pieces of any size, with a struct ovl_wire_opener, or a whole
+ * received payload in place with ovl_wire_payload_open().
+ */
+
+/* Chunks in an encrypted payload of `plain` bytes (0 when plain is 0). */
+uint32_t ovl_wire_chunk_count(uint64_t plain);
+
+/*
+ * Seal plain[0..plen) into out[0..ovl_wire_sealed_len(plen)): each chunk
+ * followed by its tag, bound to the frame whose sealed header bytes are hdr
+ * (it must carry OVL_WIRE_FLAG_ENCRYPTED and payload_len
+ * ovl_wire_sealed_len(plen)). out must not overlap plain. Uses the tx AEAD
+ * key. 0 or -EINVAL (hdr does not describe plen encrypted bytes).
+ */
+int ovl_wire_payload_seal(const struct ovl_wire_session *s, const uint8_t hdr[OVL_WIRE_HDR_BYTES],
+			  const uint8_t *plain, uint64_t plen, uint8_t *out);
+
+/*
+ * Seal buf[0..plen) in place: it becomes ciphertext, and the tag of chunk i
+ * goes to tags[16 i .. 16 i + 16) (tags holds ovl_wire_chunk_count(plen) *
+ * OVL_WIRE_TAG_BYTES bytes). What goes on the wire is chunk 0, tag 0, chunk
+ * 1, tag 1, ... 0 or -EINVAL as ovl_wire_payload_seal().
+ */
+int ovl_wire_payload_seal_detached(const struct ovl_wire_session *s,
+				   const uint8_t hdr[OVL_WIRE_HDR_BYTES], uint8_t *buf,
+				   uint64_t plen, uint8_t *tags);
+
+/*
+ * Incremental receive of one frame's payload, encrypted or not. A plain
+ * value: embed it, ovl_wire_opener_init() it per frame; it holds no memory
+ * (the bytes live in the caller's buffers) and borrows the session.
+ *
+ * The payload arrives as pieces: for an encrypted payload a piece is one
+ * chunk, for a plaintext one whatever arrived. A piece accumulates from the
+ * start of a buffer of the caller's (`piece`, with room for at least
+ * OVL_WIRE_CHUNK_BYTES + OVL_WIRE_TAG_BYTES bytes, or the whole rest of a
+ * plaintext payload as ovl_wire_opener_want() says), passed unchanged until
+ * the piece completes; then its plaintext is at piece[0..n). A receiver can
+ * point `piece` into its object buffer at the plaintext received so far and
+ * get the object in place with no further copy.
+ */
+struct ovl_wire_opener {
+	const struct ovl_wire_session *s;  /* borrowed: the rx key */
+	uint8_t hdr[OVL_WIRE_HDR_BYTES];   /* the received header bytes (the AEAD binds them) */
+	bool encrypted;
+	uint64_t wire_left;                /* payload bytes not yet taken */
+	uint64_t plain_left;               /* plaintext bytes not yet given back */
+	uint32_t idx;                      /* chunk being received (the failed one after -EBADMSG) */
+	size_t fill;                       /* bytes of the current chunk held in the piece */
+	size_t need;                       /* sealed size of the current chunk */
+};
+
+/*
+ * Start on the payload of the frame whose header bytes (as received and
+ * opened with ovl_wire_head_open()) are hdr. 0, or -EBADMSG when hdr says
+ * encrypted and its payload_len is no run of chunks.
+ */
+int ovl_wire_opener_init(struct ovl_wire_opener *o, const struct ovl_wire_session *s,
+			 const uint8_t hdr[OVL_WIRE_HDR_BYTES]);
+
+/*
+ * Payload bytes the current piece can still take: for an encrypted payload
+ * the rest of the current chunk with its tag, for a plaintext one the rest
+ * of the payload; 0 when the payload is complete. A receiver may receive
+ * straight into piece + o->fill, at most this many bytes, and pass that as
+ * `in` (then nothing is copied).
+ */
+size_t ovl_wire_opener_want(const struct ovl_wire_opener *o);
+
+/* Whether every payload byte was taken (and every chunk opened). */
+bool ovl_wire_opener_done(const struct ovl_wire_opener *o);
+
+/*
+ * Take payload bytes in[0..len) into piece + o->fill (copied with memmove,
+ * so in may overlap the piece; nothing is copied when in == piece +
+ * o->fill). Stops at the end of a chunk, and at the end of the payload:
+ * returns how many bytes were taken (0..len). *plain is 0 while the piece is
+ * incomplete; when it completes, *plain is its plaintext length and
+ * piece[0..*plain) holds the plaintext (the next piece starts afresh, in a
+ * buffer the caller chooses). Returns -EBADMSG when a chunk's tag does not
+ * verify (tampered, reordered, truncated or replayed; o->idx names the
+ * chunk; its bytes are wiped): the payload is lost, close the connection.
+ */
+ssize_t ovl_wire_opener_feed(struct ovl_wire_opener *o, uint8_t *piece, const uint8_t *in,
+			     size_t len, size_t *plain);
+
+/*
+ * Open a whole received payload in place: buf[0..wire) holds the payload of
+ * the frame whose header bytes are hdr (payload_len == wire); afterwards
+ * buf[0..*plain) is the plaintext. A plaintext frame is left as it is.
+ * 0, or -EBADMSG (a bad length, or a chunk that does not verify: *bad_chunk,
+ * may be NULL, names it).
+ */
+int ovl_wire_payload_open(const struct ovl_wire_session *s, const uint8_t hdr[OVL_WIRE_HDR_BYTES],
+			  uint8_t *buf, uint64_t wire, uint64_t *plain, uint32_t *bad_chunk);
 
 /* ---- handshake ------------------------------------------------------------ */
 

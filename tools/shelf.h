@@ -74,6 +74,16 @@ void shelf_set_timeout(struct shelf *s, int timeout_ms);
 typedef void (*shelf_progress_cb)(void *arg, uint64_t done, uint64_t total);
 void shelf_set_progress(struct shelf *s, shelf_progress_cb cb, void *arg);
 
+/*
+ * Warnings that are not a call's failure: cb(arg, text) is called, for
+ * example, when a map is refused because it drops members of the map held
+ * without a record of their removal (docs/PROTOCOL.md 6.5); the client then
+ * keeps the map it holds. The text is valid during the call. NULL cb: no
+ * calls (the default).
+ */
+typedef void (*shelf_warn_cb)(void *arg, const char *text);
+void shelf_set_warn(struct shelf *s, shelf_warn_cb cb, void *arg);
+
 int shelf_put(struct shelf *s, const char *slice, const void *key, size_t klen, const void *data,
 	      size_t len, char *err, size_t errlen);
 

@@ -85,6 +85,15 @@ done
 e2=$("$C" exec -- shelf slice show default --json | grep -o '"epoch": [0-9]*' | head -1 | cut -d' ' -f2)
 [ "$e2" -ge $((e0 + 2)) ] || fail "the slice did not move on: epoch $e0 -> $e2"
 
+# every node holds epoch e2 before the broker dies (its deltas are on their way)
+for n in n01 n02 n03 n04; do
+	a=$(grep -o "slice 'default': address [0-9a-f:]*" "$SHELF_CLUSTER_DIR/$n/log" | head -1 | awk '{print $4}')
+	for _ in $(seq 50); do
+		"$C" exec -- env SHELF_CLIENT="$SHELF_CLIENT" "$PY" "$T" "$w" node-map "$a" "$e2" \
+			>/dev/null 2>&1 && break
+		sleep 0.1
+	done
+done
 # the broker dies; the enc slice's encryption holds on nodes restarted from their cache
 kill -KILL "$(cat "$B/pid")"
 # a client whose cached map is old gets stale-map and the newest map from the nodes

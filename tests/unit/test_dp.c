@@ -2,6 +2,10 @@
  * The node's data plane end to end: a client thread speaks the wire protocol
  * (docs/PROTOCOL.md section 7) over a real TCP connection to node_dp, which
  * serves a real store on the same io_uring in the main thread.
+ *
+ * The client here is deliberately minimal and written against ovl_wire
+ * alone, not the shared client (ovl_dpc): it checks the node, and through
+ * it the shared client, independently of that client's code.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +24,7 @@
 #include <unistd.h>
 
 #include "node.h"
+#include "probe.h"
 #include "overlay.h"
 
 struct pki {
@@ -822,6 +827,7 @@ static void test_hostile_clients(void **state)
 
 int main(void)
 {
+	test_require_io_uring();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_put_get_stat_list_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "node.h"
+#include "probe.h"
 
 struct net_ev {
 	struct node_loop_ev ev;
@@ -525,6 +526,7 @@ static void test_store_commit_window_on_loop(void **state)
 
 int main(void)
 {
+	test_require_io_uring();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_features),
 		cmocka_unit_test(test_disk_and_network_on_one_ring),

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "node.h"
+#include "probe.h"
 
 struct fx {
 	struct node_loop_ev tick_ev; /* first: the tick callback finds fx from it */
@@ -505,6 +506,7 @@ static void test_ring_opts_checked(void **state)
 
 int main(void)
 {
+	test_require_io_uring();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_ping_pong_and_graceful_close, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_many_connections, setup, teardown),

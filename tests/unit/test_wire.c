@@ -502,6 +502,197 @@ static void test_aead_chunks(void **state)
 	free(head);
 }
 
+/* Every status through the one table, both ways, and the codes a client
+ * and a node gave before the table was shared. */
+static void test_status_table(void **state)
+{
+	static const struct {
+		uint32_t st;
+		int to;
+	} want[] = {
+		{ OVL_WIRE_OK, 0 }, { OVL_WIRE_BAD_REQUEST, -EPROTO }, { OVL_WIRE_AUTH_FAILED, -EACCES },
+		{ OVL_WIRE_VERSION, -EPROTO }, { OVL_WIRE_STALE_MAP, -ESTALE },
+		{ OVL_WIRE_WRONG_SLICE, -EACCES }, { OVL_WIRE_NOT_FOUND, -ENOENT },
+		{ OVL_WIRE_NO_SPACE, -ENOSPC }, { OVL_WIRE_TOO_LARGE, -E2BIG },
+		{ OVL_WIRE_CHECKSUM_MISMATCH, -EIO }, { OVL_WIRE_BUSY, -EBUSY },
+		{ OVL_WIRE_TIMEOUT, -ETIMEDOUT }, { OVL_WIRE_READ_ONLY, -EROFS },
+		{ OVL_WIRE_INTERNAL, -EPROTO },
+	};
+	static const int round_trip[] = { 0, -ENOENT, -ENOSPC, -E2BIG, -EBUSY, -EROFS };
+
+	(void)state;
+	assert_int_equal(sizeof(want) / sizeof(want[0]), OVL_WIRE_STATUS_COUNT);
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		assert_non_null(ovl_wire_status_name(want[i].st));
+		assert_int_equal(ovl_wire_status_to_errno(want[i].st), want[i].to);
+	}
+	assert_int_equal(ovl_wire_status_to_errno(OVL_WIRE_STATUS_COUNT), -EPROTO);
+	assert_int_equal(ovl_wire_status_to_errno(UINT32_MAX), -EPROTO);
+	assert_null(ovl_wire_status_name(OVL_WIRE_STATUS_COUNT));
+	/* the errnos that mean the same on both sides go there and back */
+	for (size_t i = 0; i < sizeof(round_trip) / sizeof(round_trip[0]); i++)
+		assert_int_equal(ovl_wire_status_to_errno(ovl_wire_errno_to_status(round_trip[i])),
+				 round_trip[i]);
+	assert_int_equal(ovl_wire_errno_to_status(-EINVAL), OVL_WIRE_BAD_REQUEST);
+	assert_int_equal(ovl_wire_errno_to_status(-EIO), OVL_WIRE_INTERNAL);
+	assert_int_equal(ovl_wire_errno_to_status(-ENOMEM), OVL_WIRE_INTERNAL);
+	assert_int_equal(ovl_wire_errno_to_status(-EACCES), OVL_WIRE_INTERNAL);
+	/* every status a node answers for an errno names that errno for a client,
+	 * except bad-request, which a client reports as a protocol error */
+	for (uint32_t st = 0; st < OVL_WIRE_STATUS_COUNT; st++) {
+		for (int e = 0; e < 200; e++) {
+			if (ovl_wire_errno_to_status(-e) != st || st == OVL_WIRE_INTERNAL ||
+			    st == OVL_WIRE_BAD_REQUEST)
+				continue;
+			assert_int_equal(ovl_wire_status_to_errno(st), -e);
+		}
+	}
+}
+
+/* A payload sealed in one call (and in place with detached tags), opened
+ * in pieces of random sizes, in place and into chunk buffers; tampering
+ * anywhere is caught. */
+static void test_payload_pieces(void **state)
+{
+	struct fx *f = *state;
+	const char *env = getenv("SEED");
+	unsigned seed = env ? (unsigned)strtoul(env, NULL, 0) : (unsigned)time(NULL);
+	const uint64_t sizes[] = { 1, 1000, OVL_WIRE_CHUNK_BYTES, OVL_WIRE_CHUNK_BYTES + 1,
+				   3 * OVL_WIRE_CHUNK_BYTES + 4321 };
+	uint8_t *head = malloc(BUF_BYTES), rxhdr[OVL_WIRE_HDR_BYTES];
+	const size_t piece_cap = OVL_WIRE_CHUNK_BYTES + OVL_WIRE_TAG_BYTES;
+
+	print_message("test_payload_pieces: SEED=%u\n", seed);
+	srand(seed);
+	handshake_ok(f);
+	for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+		uint64_t plain = sizes[si], wire = ovl_wire_sealed_len(plain), got = 0;
+		uint8_t *data = malloc(plain), *pay = malloc(wire), *det = malloc(plain);
+		uint8_t *tags = malloc((size_t)ovl_wire_chunk_count(plain) * OVL_WIRE_TAG_BYTES);
+		uint8_t *obj = malloc(plain + OVL_WIRE_TAG_BYTES), *tmp = malloc(wire);
+		struct ovl_wire_opener o;
+		struct ovl_wire_req req;
+		struct ovl_wire_hdr h;
+		uint32_t bad = 0;
+		char err[256];
+		size_t hl, in = 0;
+
+		randombytes_buf(data, plain);
+		make_put(&req, "obj", plain, ovl_crc32c(0, data, plain));
+		hl = seal_req(&f->cs, &req, wire, OVL_WIRE_FLAG_ENCRYPTED, 5, head);
+		assert_int_equal(ovl_wire_payload_seal(&f->cs, head, data, plain, pay), 0);
+		/* in place with the tags apart: the same bytes once gathered */
+		memcpy(det, data, plain);
+		assert_int_equal(ovl_wire_payload_seal_detached(&f->cs, head, det, plain, tags), 0);
+		for (uint32_t i = 0, off = 0; off < plain; i++) {
+			size_t k = plain - off < OVL_WIRE_CHUNK_BYTES ? plain - off : OVL_WIRE_CHUNK_BYTES;
+
+			assert_memory_equal(pay + off + i * OVL_WIRE_TAG_BYTES, det + off, k);
+			assert_memory_equal(pay + off + i * OVL_WIRE_TAG_BYTES + k,
+					    tags + i * OVL_WIRE_TAG_BYTES, OVL_WIRE_TAG_BYTES);
+			off += (uint32_t)k;
+		}
+		/* a header that does not describe the payload is refused */
+		assert_int_equal(ovl_wire_payload_seal(&f->cs, head, data, plain + 1, tmp), -EINVAL);
+		assert_int_equal(ovl_wire_head_open(&f->ss, head, hl, &h, NULL, err, sizeof(err)), 0);
+		memcpy(rxhdr, head, sizeof(rxhdr));
+
+		/* random pieces, received straight into the object buffer */
+		assert_int_equal(ovl_wire_opener_init(&o, &f->ss, rxhdr), 0);
+		while (!ovl_wire_opener_done(&o)) {
+			size_t len = 1 + (size_t)rand() % (OVL_WIRE_CHUNK_BYTES / 3), n = 0;
+			ssize_t k;
+
+			if (len > wire - in)
+				len = wire - in;
+			k = ovl_wire_opener_feed(&o, obj + got, pay + in, len, &n);
+			assert_true(k > 0 && (size_t)k <= len);
+			in += (size_t)k;
+			got += n;
+		}
+		assert_int_equal(in, wire);
+		assert_int_equal(got, plain);
+		assert_memory_equal(obj, data, plain);
+
+		/* the whole payload in place */
+		memcpy(tmp, pay, wire);
+		assert_int_equal(ovl_wire_payload_open(&f->ss, rxhdr, tmp, wire, &got, &bad), 0);
+		assert_int_equal(got, plain);
+		assert_memory_equal(tmp, data, plain);
+
+		/* one byte flipped anywhere: the chunk that holds it fails, by piece
+		 * and in place, and no plaintext of it is given back */
+		for (int t = 0; t < 8; t++) {
+			size_t at = (size_t)rand() % wire, piece_fill = 0;
+			uint32_t chunk = (uint32_t)(at / piece_cap);
+			uint8_t *pc = malloc(piece_cap);
+			ssize_t k = 0;
+
+			memcpy(tmp, pay, wire);
+			tmp[at] ^= (uint8_t)(1u << (rand() % 8));
+			in = 0;
+			assert_int_equal(ovl_wire_opener_init(&o, &f->ss, rxhdr), 0);
+			while (!ovl_wire_opener_done(&o)) {
+				size_t len = 1 + (size_t)rand() % 5000, n = 0;
+
+				if (len > wire - in)
+					len = wire - in;
+				k = ovl_wire_opener_feed(&o, pc, tmp + in, len, &n);
+				if (k < 0)
+					break;
+				in += (size_t)k;
+				piece_fill = n ? 0 : piece_fill + (size_t)k;
+			}
+			(void)piece_fill;
+			assert_int_equal(k, -EBADMSG);
+			assert_int_equal(o.idx, chunk);
+			memcpy(tmp, pay, wire);
+			tmp[at] ^= 0x01;
+			assert_int_equal(ovl_wire_payload_open(&f->ss, rxhdr, tmp, wire, &got, &bad),
+					 -EBADMSG);
+			assert_int_equal(bad, chunk);
+			free(pc);
+		}
+		/* the client's own key cannot open what it sent */
+		memcpy(tmp, pay, wire);
+		assert_int_equal(ovl_wire_payload_open(&f->cs, rxhdr, tmp, wire, &got, &bad), -EBADMSG);
+		assert_int_equal(bad, 0);
+		free(data);
+		free(pay);
+		free(det);
+		free(tags);
+		free(obj);
+		free(tmp);
+	}
+	/* a plaintext payload is given back as it arrives */
+	{
+		struct ovl_wire_req req;
+		struct ovl_wire_opener o;
+		uint8_t pay[3000], obj[3000];
+		size_t in = 0, got = 0, n;
+		uint64_t plain = 0;
+
+		randombytes_buf(pay, sizeof(pay));
+		make_put(&req, "obj", sizeof(pay), ovl_crc32c(0, pay, sizeof(pay)));
+		seal_req(&f->cs, &req, sizeof(pay), 0, 6, head);
+		assert_int_equal(ovl_wire_opener_init(&o, &f->ss, head), 0);
+		assert_int_equal(ovl_wire_opener_want(&o), sizeof(pay));
+		while (!ovl_wire_opener_done(&o)) {
+			ssize_t k = ovl_wire_opener_feed(&o, obj + got, pay + in, 1 + (size_t)rand() % 700, &n);
+
+			assert_true(k > 0);
+			assert_int_equal((size_t)k, n);
+			in += (size_t)k;
+			got += n;
+		}
+		assert_int_equal(got, sizeof(pay));
+		assert_memory_equal(obj, pay, sizeof(pay));
+		assert_int_equal(ovl_wire_payload_open(&f->ss, head, pay, sizeof(pay), &plain, NULL), 0);
+		assert_int_equal(plain, sizeof(pay));
+	}
+	free(head);
+}
+
 static void test_header_rules(void **state)
 {
 	uint8_t b[OVL_WIRE_HDR_BYTES];
@@ -878,6 +1069,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_wrong_client_key_refused_by_mac, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mac_tamper_and_sequence, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_aead_chunks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_payload_pieces, setup, teardown),
+		cmocka_unit_test(test_status_table),
 		cmocka_unit_test_setup_teardown(test_truncations, setup, teardown),
 	};
 

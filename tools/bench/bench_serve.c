@@ -208,58 +208,39 @@ static int node_main(struct pki *p, const char *drive, uint16_t port, int ready_
 
 /* ---- the load generator: one connection per thread ---- */
 
+#define CLI_TIMEOUT_MS 60000
+
+/* A client connection: libshelf's own (ovl_dpc's blocking driver). */
 struct cli {
-	int fd;
-	struct ovl_wire_session ses;
-	uint32_t rid;
+	struct ovl_dpc_conn *cn;
 };
-
-static int io_full(int fd, uint8_t *b, size_t n, bool wr)
-{
-	while (n) {
-		ssize_t r = wr ? send(fd, b, n, MSG_NOSIGNAL) : recv(fd, b, n, 0);
-
-		if (r <= 0)
-			return -1;
-		b += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
 
 static int cli_open(struct cli *c, struct pki *p, struct ovl_peers *peers, uint16_t port)
 {
 	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT,
 				  .sin6_port = htons(port) };
-	struct ovl_wire_hs_cfg cfg = { 0 };
-	struct ovl_wire_hs *hs = NULL;
-	struct ovl_wire_hdr h;
-	uint8_t buf[OVL_WIRE_HEAD_MAX_BYTES];
-	size_t need = 0;
-	char err[256];
-	int n, one = 1, ret = -1;
+	struct ovl_dpc_cfg cfg = { 0 };
+	char err[OVL_DPC_ERR_BYTES];
 
 	memset(c, 0, sizeof(*c));
-	c->fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(c->fd, (struct sockaddr *)&a, sizeof(a)) < 0)
-		return -1;
 	cfg.id = p->client;
 	cfg.cert = p->client_cert;
 	cfg.cert_len = (size_t)p->client_len;
 	cfg.peers = peers;
 	cfg.now = (uint64_t)time(NULL);
-	if (ovl_wire_client_new(&hs, &cfg, err, sizeof(err)) < 0)
+	if (ovl_dpc_conn_open(&c->cn, &a, &cfg, CLI_TIMEOUT_MS, err, sizeof(err)) < 0 ||
+	    ovl_dpc_conn_handshake(c->cn, CLI_TIMEOUT_MS, err, sizeof(err)) < 0) {
+		if (getenv("BENCH_DEBUG"))
+			fprintf(stderr, "connect: %s\n", err);
+		ovl_dpc_conn_close(&c->cn);
 		return -1;
-	n = ovl_wire_client_hello(hs, buf, sizeof(buf), err, sizeof(err));
-	if (n > 0 && io_full(c->fd, buf, (size_t)n, true) == 0 &&
-	    io_full(c->fd, buf, OVL_WIRE_HDR_BYTES, false) == 0 &&
-	    ovl_wire_head_need(buf, OVL_WIRE_HDR_BYTES, false, &h, &need, err, sizeof(err)) == 0 &&
-	    io_full(c->fd, buf + OVL_WIRE_HDR_BYTES, need, false) == 0 &&
-	    ovl_wire_client_finish(hs, buf, OVL_WIRE_HDR_BYTES + need, NULL, err, sizeof(err)) == 0)
-		ret = ovl_wire_hs_session(hs, &c->ses);
-	ovl_wire_hs_destroy(&hs);
-	return ret;
+	}
+	return 0;
+}
+
+static void cli_close(struct cli *c)
+{
+	ovl_dpc_conn_close(&c->cn);
 }
 
 /* One request; the response payload is read into buf (cap bytes). */
@@ -267,81 +248,42 @@ static int cli_call(struct cli *c, uint8_t type, const char *slice, const char *
 		    const uint8_t *payload, size_t plen, bool encrypt, uint8_t *buf, size_t cap,
 		    size_t *got)
 {
-	struct ovl_wire_req q = { 0 };
-	struct ovl_wire_resp r;
-	struct ovl_wire_hdr h = { 0 }, rh;
-	uint8_t meta[2048], head[OVL_WIRE_HEAD_MAX_BYTES];
-	const uint8_t *rmeta = NULL;
-	size_t need = 0;
-	char err[256];
-	int mlen, hl;
+	struct ovl_dpc_call call;
+	int ret;
 
-	q.type = type;
-	snprintf(q.slice, sizeof(q.slice), "%s", slice);
-	q.epoch = 1;
-	q.key_len = (uint32_t)strlen(key);
-	memcpy(q.key, key, q.key_len);
-	q.size = plen;
+	ovl_dpc_call_init(&call);
+	call.req.type = type;
+	snprintf(call.req.slice, sizeof(call.req.slice), "%s", slice);
+	call.req.epoch = 1;
+	call.req.key_len = (uint32_t)strlen(key);
+	memcpy(call.req.key, key, call.req.key_len);
+	call.req.size = plen;
 	if (type == OVL_WIRE_T_PUT)
-		q.crc = ovl_crc32c(0, payload, plen);
-	mlen = ovl_wire_req_encode(&q, meta, sizeof(meta), err, sizeof(err));
-	h.type = type;
-	h.flags = encrypt && plen ? OVL_WIRE_FLAG_ENCRYPTED : 0;
-	h.payload_len = h.flags ? ovl_wire_sealed_len(plen) : plen;
-	h.rid = ++c->rid;
-	hl = ovl_wire_head_seal(&c->ses, &h, meta, (size_t)mlen, head, sizeof(head), err, sizeof(err));
-	if (hl < 0 || io_full(c->fd, head, (size_t)hl, true) < 0)
-		return -1;
-	if (h.flags) {
-		uint8_t *sealed = malloc(h.payload_len), *dst = sealed;
-		int bad;
-
-		for (size_t off = 0, i = 0; sealed && off < plen; off += OVL_WIRE_CHUNK_BYTES, i++) {
-			size_t k = plen - off < OVL_WIRE_CHUNK_BYTES ? plen - off : OVL_WIRE_CHUNK_BYTES;
-
-			memcpy(dst, payload + off, k);
-			ovl_wire_chunk_seal(&c->ses, head, (uint32_t)i, dst, k);
-			dst += k + OVL_WIRE_TAG_BYTES;
-		}
-		bad = !sealed || io_full(c->fd, sealed, h.payload_len, true) < 0;
-		free(sealed);
-		if (bad)
-			return -1;
-	} else if (plen && io_full(c->fd, (uint8_t *)payload, plen, true) < 0) {
-		return -1;
-	}
-	if (io_full(c->fd, head, OVL_WIRE_HDR_BYTES, false) < 0 ||
-	    ovl_wire_head_need(head, OVL_WIRE_HDR_BYTES, true, &rh, &need, err, sizeof(err)) < 0 ||
-	    io_full(c->fd, head + OVL_WIRE_HDR_BYTES, need, false) < 0 ||
-	    ovl_wire_head_open(&c->ses, head, OVL_WIRE_HDR_BYTES + need, &rh, &rmeta, err, sizeof(err)) < 0 ||
-	    ovl_wire_resp_decode(rh.type, rmeta, rh.meta_len, &r, err, sizeof(err)) < 0)
-		return -1;
-	if (rh.payload_len > cap || (rh.payload_len && io_full(c->fd, buf, rh.payload_len, false) < 0))
-		return -1;
-	if (rh.flags & OVL_WIRE_FLAG_ENCRYPTED) {
-		/* decrypt as a client must; the cost is part of the figure */
-		uint8_t *src = buf, *dst = buf;
-		uint64_t plain = 0;
-
-		ovl_wire_plain_len(rh.payload_len, &plain);
-		for (uint64_t off = 0, i = 0; off < plain; off += OVL_WIRE_CHUNK_BYTES, i++) {
-			size_t k = plain - off < OVL_WIRE_CHUNK_BYTES ? plain - off : OVL_WIRE_CHUNK_BYTES;
-
-			if (ovl_wire_chunk_open(&c->ses, head, (uint32_t)i, src, k) < 0)
-				return -1;
-			memmove(dst, src, k);
-			src += k + OVL_WIRE_TAG_BYTES;
-			dst += k;
-		}
-		*got = plain;
+		call.req.crc = ovl_crc32c(0, payload, plen);
+	call.payload = payload;
+	call.payload_len = plen;
+	call.encrypt = encrypt;
+	/* an encrypted answer is decrypted as a client must: the cost is part of the figure */
+	call.rbuf = buf;
+	call.rcap = cap;
+	ret = ovl_dpc_conn_call(c->cn, &call, CLI_TIMEOUT_MS);
+	if (ret == 0 && call.result == 0) {
+		*got = (size_t)call.body_len;
+		if (call.body_len && call.body != buf)
+			ret = -1; /* did not fit */
+		else if (call.resp.status != OVL_WIRE_OK && getenv("BENCH_DEBUG"))
+			fprintf(stderr, "%s '%s': %s: %s\n", ovl_wire_type_name(type), key,
+				ovl_wire_status_name(call.resp.status), call.resp.message);
+		if (call.resp.status != OVL_WIRE_OK)
+			ret = -1;
 	} else {
-		*got = rh.payload_len;
+		if (getenv("BENCH_DEBUG"))
+			fprintf(stderr, "%s '%s': %s\n", ovl_wire_type_name(type), key,
+				call.err[0] ? call.err : strerror(ret < 0 ? -ret : -call.result));
+		ret = -1;
 	}
-	(void)encrypt;
-	if (r.status != OVL_WIRE_OK && getenv("BENCH_DEBUG"))
-		fprintf(stderr, "%s '%s': %s: %s\n", ovl_wire_type_name(type), key,
-			ovl_wire_status_name(r.status), r.message);
-	return r.status == OVL_WIRE_OK ? 0 : -1;
+	ovl_dpc_call_release(&call);
+	return ret;
 }
 
 struct load {
@@ -401,7 +343,7 @@ static void *load_thread(void *arg)
 		atomic_fetch_add(&l->ops, 1);
 		atomic_fetch_add(&l->bytes, got);
 	}
-	close(c.fd);
+	cli_close(&c);
 	free(buf);
 	return NULL;
 }
@@ -716,7 +658,7 @@ static int put_objects(struct pki *p, struct ovl_peers *peers, uint16_t port, co
 		snprintf(key, sizeof(key), "%s%d", prefix, i);
 		if (cli_call(&c, OVL_WIRE_T_PUT, slice, key, data, len, strcmp(slice, "enc") == 0, dummy,
 			     sizeof(dummy), &got) < 0) {
-			close(c.fd);
+			cli_close(&c);
 			return -1;
 		}
 		if (wwwdir) { /* the same bytes for nginx */
@@ -728,7 +670,7 @@ static int put_objects(struct pki *p, struct ovl_peers *peers, uint16_t port, co
 			}
 		}
 	}
-	close(c.fd);
+	cli_close(&c);
 	return 0;
 }
 

@@ -21,6 +21,7 @@
 
 #include "data.h"
 #include "json.h"
+#include "overlay.h"
 #include "shelf.h"
 
 #define DATA_MAX_BYTES (64u << 20)
@@ -165,6 +166,12 @@ static int add_nodes(const char *cmd, const struct dopts *o, struct shelf *s)
 	return 0;
 }
 
+/* libshelf's warnings (a refused map...) go to stderr, named by the command. */
+static void warn_cb(void *arg, const char *text)
+{
+	fprintf(stderr, "shelf %s: warning: %s\n", (const char *)arg, text);
+}
+
 int shelf_cli_open(const char *cmd, const char *client, const char *broker,
 		   const char *const *nodes, int nnodes, int timeout_ms, struct shelf **s)
 {
@@ -180,6 +187,7 @@ int shelf_cli_open(const char *cmd, const char *client, const char *broker,
 		fprintf(stderr, "shelf %s: %s\n", cmd, err);
 		return 1;
 	}
+	shelf_set_warn(*s, warn_cb, (void *)cmd);
 	if ((rc = add_nodes(cmd, &o, *s)) != 0) {
 		shelf_close(s);
 		return rc;
@@ -262,10 +270,7 @@ static void bar_end(struct bar *b, struct shelf *s, uint64_t bytes, bool ok)
 
 static double mono(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
+	return ovl_mono_ns() / 1e9;
 }
 
 static int read_input(const char *path, uint8_t **buf, size_t *len)

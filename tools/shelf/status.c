@@ -407,7 +407,7 @@ int cmd_status(int argc, char **argv)
 	}
 	if (!nnames && !have_slices)
 		for (int i = 0; i < nallowed; i++)
-			snprintf(names[nnames++], OVL_MSG_NAME_SIZE, "%s", allowed[i]);
+			snprintf(names[nnames++], OVL_MSG_NAME_SIZE, "%.*s", OVL_MSG_NAME_SIZE - 1, allowed[i]);
 	if (st->json) {
 		printf("{\n  \"broker\": {\"endpoint\": ");
 		json_escape(st->broker);

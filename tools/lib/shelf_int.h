@@ -1,0 +1,123 @@
+/*
+ * shelf_int.h: libshelf's private header, shared by its three parts:
+ *
+ * - map.c: slice maps: fetched from the broker or the nodes, cached in the
+ *   client directory, decoded and verified, and placement lookups;
+ * - client.c: connections to nodes (through ovl_dpc) and one request on one;
+ * - shelf.c: the public API (shelf_* of tools/shelf.h).
+ *
+ * Every function returns 0 or a negative errno and writes what failed into
+ * err, as the public API does.
+ */
+#ifndef SHELF_INT_H
+#define SHELF_INT_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "overlay.h"
+#include "shelf.h"
+
+#define SHELF_API __attribute__((visibility("default")))
+#define SHELF_MAP_MAX_BYTES (16u << 20)
+#define SHELF_CONNS_MAX 64
+#define SHELF_SLICES_MAX 16
+#define SHELF_MAP_ANSWERS 3 /* nodes asked for a map that answer, before keeping the newest */
+
+struct sh_map {
+	char slice[OVL_MSG_NAME_SIZE];
+	uint8_t *buf;          /* the encoded map; bins in msg point into it */
+	size_t len;            /* bytes of it */
+	struct ovl_msg msg;
+	bool valid;
+};
+
+struct sh_node_addr {
+	struct in6_addr addr;
+	uint16_t port;
+};
+
+/* A connection to a node; cn is NULL when the slot is free. */
+struct sh_conn {
+	struct in6_addr addr;
+	uint16_t port;
+	struct ovl_dpc_conn *cn;
+};
+
+struct shelf {
+	char dir[512], broker[256];
+	struct ovl_id *id;
+	uint8_t cert[OVL_CERT_MAX_BYTES];
+	size_t cert_len;
+	uint8_t broker_key[OVL_KEY_BYTES];
+	uint8_t broker_sign_pk[OVL_ID_BYTES]; /* checks map signatures (PROTOCOL.md 6.4) */
+	struct sh_node_addr nodes[SHELF_NODES_MAX]; /* asked for maps when no broker answers */
+	unsigned nnodes;
+	char map_source[96];                  /* where the last map came from */
+	ovl_keyring_t *kr;
+	struct ovl_peers *peers;
+	void *zctx;
+	ovl_link_client_t *link;
+	struct sh_map maps[SHELF_SLICES_MAX];
+	struct sh_conn conns[SHELF_CONNS_MAX];
+	unsigned nconns;
+	int timeout_ms;
+	shelf_progress_cb progress;
+	void *progress_arg;
+	shelf_warn_cb warn;                   /* shelf_set_warn(); NULL: none */
+	void *warn_arg;
+};
+
+/* printf into err[0..errlen) and return code. */
+int sh_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* Read a whole small file into buf[0..cap-1), NUL-terminated; 0 or -errno. */
+int sh_read_file(const char *path, uint8_t *buf, size_t cap, size_t *len);
+
+/* ---- map.c ---- */
+
+/* The map to use: the one in memory, else the cached one (nodes answer
+ * stale-map when it is behind, and then it is fetched again), else the
+ * broker's. *out is borrowed from s. */
+int sh_map_get(struct shelf *s, const char *slice, struct sh_map **out, char *err, size_t errlen);
+
+/* A fresh map from the broker; when no broker answers, the newest of the
+ * cached one and those nodes hold. */
+int sh_map_fetch(struct shelf *s, const char *slice, struct sh_map **out, char *err,
+		 size_t errlen);
+
+/* The member holding key (the primary, by placement over members up). */
+int sh_map_locate(const struct sh_map *m, const void *key, size_t klen,
+		  const struct ovl_msg_member **out, char *err, size_t errlen);
+
+/* Free every map s holds. */
+void sh_maps_release(struct shelf *s);
+
+/* ---- client.c ---- */
+
+/* A handshaken connection to the node at addr:port (reused when open).
+ * *out is borrowed from s. -EHOSTUNREACH (no answer), -EACCES (refused),
+ * or the handshake's error. */
+int sh_conn_get(struct shelf *s, const uint8_t addr[16], uint16_t port, const char *slice,
+		struct sh_conn **out, char *err, size_t errlen);
+
+/*
+ * One request of `type` (q's other fields are the caller's) on c: send,
+ * wait for the answer and its payload. With encrypt, a request payload goes
+ * out as AEAD chunks and a response payload must arrive as chunks
+ * (PROTOCOL.md 7.6). *r is the answer (whatever its status); *out (when
+ * out is given) the plaintext payload, malloc'd, the caller frees it.
+ * -EHOSTUNREACH when the node went away or did not answer; -EBADMSG,
+ * -EPROTO, -EIO when it answered wrongly (the connection is closed).
+ */
+int sh_call(struct shelf *s, struct sh_conn *c, uint8_t type, struct ovl_wire_req *q,
+	    const void *payload, size_t plen, bool encrypt, struct ovl_wire_resp *r,
+	    uint8_t **out, size_t *outlen, char *err, size_t errlen);
+
+/* Close every connection. */
+void sh_conns_close(struct shelf *s);
+
+#endif

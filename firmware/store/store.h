@@ -32,7 +32,8 @@
  *    operations that complete meanwhile run inside them.
  *
  * Errors: 0 or -errno. -ENOENT no such key, -EINVAL bad argument,
- * -E2BIG key or value too large, -ENOSPC only the compaction reserve is left,
+ * -E2BIG key or value too large, -ENOSPC the drive is full (compaction can
+ * free no segment, or live data would pass the usable capacity: see below),
  * -EROFS the store is read-only after an I/O failure, -EIO a checksum
  * mismatch or a read error (never wrong bytes). node_store_errmsg() gives
  * the reason of the last failure in words.

@@ -473,8 +473,10 @@ void store_space_step(struct node_store *s)
 		sp->full = false;
 	if (!sp->held.head)
 		return;
-	if (s->nfree > reserve) {
-		release_held(s); /* serialize() places them, or holds them again */
+	if (s->nfree > reserve || (sp->held.head->kind != OP_PUT && sp->held.head->kind != OP_RESV)) {
+		/* room, or the put they waited behind is gone: serialize()
+		 * places them, or holds them again */
+		release_held(s);
 		return;
 	}
 	if (!can_progress(s)) {

@@ -982,6 +982,10 @@ static void test_churn_on_shared_loop(void **state)
 	int puts = 0;
 
 	(void)state;
+	if (!test_have_io_uring(err, sizeof(err))) {
+		print_message("%s\n", err); /* the shared loop is an io_uring */
+		skip();
+	}
 	memset(&c, 0, sizeof(c));
 	if (!mkdtemp(dir)) {
 		memcpy(dir, "/tmp/", 5); /* no /dev/shm: the same on /tmp */

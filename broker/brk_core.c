@@ -1902,6 +1902,11 @@ void brk_tick(brk_t *b)
 	brk_flush(b);
 }
 
+bool brk_flush_pending(const brk_t *b)
+{
+	return b->dirty && b->n_held;
+}
+
 int brk_flush(brk_t *b)
 {
 	size_t i;

@@ -60,6 +60,9 @@
 #define BRK_REGISTER_DOMAIN "shelf-register-v1" /* proof-of-possession signature domain */
 #define BRK_SLICE_FLUSH_MS 1000             /* dirty slice epochs reach the disk within */
 #define BRK_TICK_MS 100                     /* liveness tick of the server loop */
+#define BRK_GROUP_SAVE_MS 20                /* saves of membership at most this often: the
+					     * changes of a burst share one, and the
+					     * replies wait at most this long for it */
 #define BRK_LEFT_MAX 1024                   /* removal records a slice map keeps */
 #define BRK_OUTBOX_MAX_BYTES (64u << 20)    /* replies held until their state is durable */
 
@@ -428,6 +431,9 @@ void brk_tick(brk_t *b);
  * tries again).
  */
 int brk_flush(brk_t *b);
+
+/* Whether brk_flush() has a save to make before held messages can go. */
+bool brk_flush_pending(const brk_t *b);
 
 /* Slice operations (also reachable through admin messages). */
 int brk_slice_create(brk_t *b, const char *name, unsigned replicas, const char *selector,

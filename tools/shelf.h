@@ -108,6 +108,18 @@ int shelf_list(struct shelf *s, const char *slice, const void *prefix, size_t pl
 	       const void *after, size_t alen, unsigned limit, shelf_list_cb cb, void *arg,
 	       char *err, size_t errlen);
 
+/*
+ * The same, but a member that does not answer (unreachable, or no answer
+ * within the timeout) is skipped instead of failing the call:
+ * missing(arg, node, why) names it (its address, text, and the reason; both
+ * valid during the call), and the keys of the others are given. Without
+ * missing (NULL) it is shelf_list().
+ */
+typedef void (*shelf_missing_cb)(void *arg, const char *node, const char *why);
+int shelf_list_partial(struct shelf *s, const char *slice, const void *prefix, size_t plen,
+		       const void *after, size_t alen, unsigned limit, shelf_list_cb cb, void *arg,
+		       shelf_missing_cb missing, void *missing_arg, char *err, size_t errlen);
+
 /* Where key lives: the node's address (text) and data port. */
 int shelf_locate(struct shelf *s, const char *slice, const void *key, size_t klen, char *addr,
 		 size_t addrlen, uint16_t *port, char *err, size_t errlen);

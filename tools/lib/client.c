@@ -57,15 +57,19 @@ int sh_conn_get(struct shelf *s, const uint8_t addr[16], uint16_t port, const ch
 	cfg.now = (uint64_t)time(NULL);
 	cfg.slice = slice;
 	cfg.name = name;
-	ret = ovl_dpc_conn_open(&c->cn, &sa, &cfg, s->timeout_ms, e2, sizeof(e2));
+	ret = ovl_dpc_conn_open(&c->cn, &sa, &cfg, sh_left_ms(s), e2, sizeof(e2));
 	if (ret < 0)
 		return sh_fail(err, errlen, -EHOSTUNREACH, "node %s port %u: %s", text, port, e2);
-	ret = ovl_dpc_conn_handshake(c->cn, s->timeout_ms, e2, sizeof(e2));
+	ret = ovl_dpc_conn_handshake(c->cn, sh_left_ms(s), e2, sizeof(e2));
 	if (ret < 0) {
 		conn_close(c);
 		if (ret == -ETIMEDOUT)
 			return sh_fail(err, errlen, -EHOSTUNREACH, "node %s did not answer within %d ms",
 				       text, s->timeout_ms);
+		/* the node hung up, or the connection broke: nobody to ask */
+		if (ret == -ECONNRESET || ret == -EPIPE)
+			return sh_fail(err, errlen, -EHOSTUNREACH, "handshake with node %s: %s", text,
+				       e2[0] ? e2 : strerror(-ret));
 		return sh_fail(err, errlen, ret == -ECONNREFUSED ? -EACCES : ret,
 			       "handshake with node %s: %s", text, e2[0] ? e2 : strerror(-ret));
 	}
@@ -92,7 +96,7 @@ int sh_call(struct shelf *s, struct sh_conn *c, uint8_t type, struct ovl_wire_re
 	call->encrypt = encrypt;
 	call->progress = s->progress;
 	call->progress_arg = s->progress_arg;
-	ret = ovl_dpc_conn_call(c->cn, call, s->timeout_ms);
+	ret = ovl_dpc_conn_call(c->cn, call, sh_left_ms(s));
 	if (ret < 0 && !call->complete) {
 		/* not started: a request that cannot be sealed, or no memory */
 		if (ret == -EINVAL)
@@ -105,7 +109,8 @@ int sh_call(struct shelf *s, struct sh_conn *c, uint8_t type, struct ovl_wire_re
 			ret = sh_fail(err, errlen, -EHOSTUNREACH, "node %s did not answer within %d ms",
 				      text, s->timeout_ms);
 		else
-			ret = sh_fail(err, errlen, -EHOSTUNREACH, "node %s: %s", text, strerror(-ret));
+			ret = sh_fail(err, errlen, -EHOSTUNREACH, "node %s: %s", text,
+				      call->err[0] ? call->err : strerror(-ret));
 		goto out;
 	}
 	if (call->result < 0) {

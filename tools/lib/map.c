@@ -77,11 +77,19 @@ static int cache_load(struct shelf *s, struct sh_map *m, const char *slice, char
 	return map_decode(s, m, slice, len, err, errlen);
 }
 
-static int broker_fetch(struct shelf *s, struct sh_map *m, const char *slice, char *err,
-			size_t errlen);
+static int broker_fetch(struct shelf *s, struct sh_map *m, const char *slice, int budget_ms,
+			char *err, size_t errlen);
 
 static int nodes_fetch(struct shelf *s, struct sh_map *m, const char *slice, char *err,
 		       size_t errlen);
+
+/* Milliseconds until end (ovl_mono_ms), at least 1. */
+static int left_of(uint64_t end)
+{
+	uint64_t now = ovl_mono_ms();
+
+	return now >= end ? 1 : (int)(end - now);
+}
 
 /*
  * The map held before a fetch, into h (which gets its own buffer): m when
@@ -157,7 +165,13 @@ int sh_map_fetch(struct shelf *s, const char *slice, struct sh_map **out, char *
 		goto out;
 	}
 	if (s->broker[0]) {
-		ret = broker_fetch(s, m, slice, err, errlen);
+		/* when nodes can be asked instead (given ones, or the members of a
+		 * map held), the broker gets half of the time left, not all of it */
+		int budget = sh_left_ms(s);
+
+		if ((s->nnodes || have_held) && budget > 1)
+			budget /= 2;
+		ret = broker_fetch(s, m, slice, budget, err, errlen);
 		from_broker = ret == 0;
 	} else
 		ret = sh_fail(err, errlen, -EHOSTUNREACH, "no broker given");
@@ -191,9 +205,10 @@ out:
 	return ret;
 }
 
-static int broker_fetch(struct shelf *s, struct sh_map *m, const char *slice, char *err,
-			size_t errlen)
+static int broker_fetch(struct shelf *s, struct sh_map *m, const char *slice, int budget_ms,
+			char *err, size_t errlen)
 {
+	uint64_t end = ovl_mono_ms() + (uint64_t)budget_ms;
 	struct ovl_link_opts lo = ovl_link_opts_default;
 	struct ovl_link_client_cfg cfg = { 0 };
 	struct ovl_msg req;
@@ -211,7 +226,7 @@ static int broker_fetch(struct shelf *s, struct sh_map *m, const char *slice, ch
 		cfg.opts = &lo;
 		if (!s->zctx || ovl_link_client_new(&s->link, s->zctx, &cfg, e2, sizeof(e2)) < 0)
 			return sh_fail(err, errlen, -EHOSTUNREACH, "cannot reach broker '%s': %s", s->broker, e2);
-		ret = ovl_link_client_wait_ready(s->link, s->timeout_ms, e2, sizeof(e2));
+		ret = ovl_link_client_wait_ready(s->link, budget_ms, e2, sizeof(e2));
 		if (ret < 0) {
 			ovl_link_client_destroy(&s->link);
 			return sh_fail(err, errlen, -EHOSTUNREACH, "cannot reach broker '%s': %s", s->broker, e2);
@@ -223,15 +238,15 @@ static int broker_fetch(struct shelf *s, struct sh_map *m, const char *slice, ch
 	msgpack_sbuffer_init(&sb);
 	ret = ovl_msg_encode(&req, &sb, e2, sizeof(e2));
 	if (ret == 0)
-		ret = ovl_link_client_send(s->link, sb.data, sb.size, s->timeout_ms);
+		ret = ovl_link_client_send(s->link, sb.data, sb.size, left_of(end));
 	msgpack_sbuffer_destroy(&sb);
 	if (ret < 0)
 		return sh_fail(err, errlen, -EHOSTUNREACH, "cannot send to broker '%s'", s->broker);
-	ret = ovl_link_client_recv(s->link, m->buf, SHELF_MAP_MAX_BYTES, s->timeout_ms);
+	ret = ovl_link_client_recv(s->link, m->buf, SHELF_MAP_MAX_BYTES, left_of(end));
 	if (ret < 0) {
 		ovl_link_client_destroy(&s->link); /* a late answer must not be read as the next */
 		return sh_fail(err, errlen, -EHOSTUNREACH, "broker '%s' did not answer within %d ms",
-			    s->broker, s->timeout_ms);
+			    s->broker, budget_ms);
 	}
 	{
 		size_t len = (size_t)ret;
@@ -338,10 +353,12 @@ static int nodes_fetch(struct shelf *s, struct sh_map *m, const char *slice, cha
 		if (cache_load(s, m, slice, ec, sizeof(ec)) == 0)
 			snprintf(s->map_source, sizeof(s->map_source), "cache");
 	}
-	cap = s->nnodes + (m->valid ? m->msg.u.map.n_members : 0);
-	cand = calloc(cap ? cap : 1, sizeof(*cand));
+	cap = 1 + s->nnodes + (m->valid ? m->msg.u.map.n_members : 0);
+	cand = calloc(cap, sizeof(*cand));
 	if (!cand)
 		return -ENOMEM;
+	if (s->has_hint)
+		cand[ncand++] = s->hint; /* it said stale-map: it holds a newer map */
 	for (unsigned i = 0; i < s->nnodes; i++)
 		cand[ncand++] = s->nodes[i];
 	for (uint32_t i = 0; m->valid && i < m->msg.u.map.n_members; i++) {

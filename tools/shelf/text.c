@@ -58,41 +58,12 @@ int cli_range_parse(const char *s, uint64_t *off, uint64_t *len, char *err, size
 	return 0;
 }
 
-/* Length of the valid UTF-8 sequence at s[0..n), or 0. */
-static size_t utf8_len(const uint8_t *s, size_t n)
-{
-	size_t len;
-	uint32_t cp;
-
-	if (s[0] < 0x80)
-		return 1;
-	if ((s[0] & 0xe0) == 0xc0)
-		len = 2, cp = s[0] & 0x1f;
-	else if ((s[0] & 0xf0) == 0xe0)
-		len = 3, cp = s[0] & 0x0f;
-	else if ((s[0] & 0xf8) == 0xf0)
-		len = 4, cp = s[0] & 0x07;
-	else
-		return 0;
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-	    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-		return 0;
-	return len;
-}
-
 bool cli_utf8_valid(const void *key, size_t n)
 {
 	const uint8_t *s = key;
 
 	for (size_t i = 0; i < n;) {
-		size_t l = utf8_len(s + i, n - i);
+		size_t l = cli_utf8_len(s + i, n - i);
 
 		if (!l)
 			return false;
@@ -104,7 +75,7 @@ bool cli_utf8_valid(const void *key, size_t n)
 static bool needs_quote(const uint8_t *s, size_t n)
 {
 	for (size_t i = 0; i < n;) {
-		size_t l = utf8_len(s + i, n - i);
+		size_t l = cli_utf8_len(s + i, n - i);
 
 		if (!l || (l == 1 && (s[i] < 0x20 || s[i] == 0x7f || s[i] == '"' || s[i] == '\\')))
 			return true;
@@ -124,7 +95,7 @@ void cli_key_quote(FILE *f, const void *key, size_t n)
 	}
 	fputc('"', f);
 	for (size_t i = 0; i < n;) {
-		size_t l = utf8_len(s + i, n - i);
+		size_t l = cli_utf8_len(s + i, n - i);
 		const char *e = l == 1 && s[i] ? strchr(esc, s[i]) : NULL;
 
 		if (e)

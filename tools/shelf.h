@@ -7,7 +7,9 @@
  * computes placement itself (docs/PROTOCOL.md section 8) and talks to the
  * nodes directly over the data plane (section 7), verifying each node's
  * certificate and every payload's crc32c end to end. A node that answers
- * stale-map makes the client fetch the map again and retry once.
+ * stale-map makes the client fetch the map again (from the broker, else
+ * asking that node first) and retry once; the caller sees stale-map only
+ * when the retry gets it too.
  *
  * Maps carry the broker's signature (section 6.4), checked against the
  * broker certificate of the client directory whatever their source: the
@@ -22,6 +24,8 @@
  * err, naming the key and the node (`get 'k': node fd12::7 did not answer
  * within 5 s`). -ENOENT: no such key; -EHOSTUNREACH: the node holding the
  * key is down or unreachable; -EACCES: refused; -EIO: checksum mismatch.
+ * A node's answer is named by its status (`node fd12::7: checksum-mismatch:
+ * ...`).
  *
  * A struct shelf is used by one thread at a time.
  */
@@ -63,7 +67,13 @@ int shelf_add_node(struct shelf *s, const char *node, char *err, size_t errlen);
 /* Close connections, free, NULL *s. Accepts NULL. */
 void shelf_close(struct shelf **s);
 
-/* Per-operation timeout (default SHELF_TIMEOUT_MS_DEFAULT). */
+/*
+ * The timeout of each call as a whole (default SHELF_TIMEOUT_MS_DEFAULT):
+ * fetching the map, connecting, the handshake, the request and any retry
+ * all end within it. When nodes can be asked for the map, the broker gets
+ * at most half of it; shelf_list() gives each node an even share of what
+ * is left.
+ */
 void shelf_set_timeout(struct shelf *s, int timeout_ms);
 
 /*

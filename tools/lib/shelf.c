@@ -370,6 +370,7 @@ SHELF_API int shelf_list_partial(struct shelf *s, const char *slice, const void 
 		struct sh_conn *c = NULL;
 		uint8_t *body = NULL;
 		size_t blen = 0;
+		uint64_t end, share;
 
 		if (mb->state == OVL_MSG_STATE_OUT)
 			continue;
@@ -383,10 +384,16 @@ SHELF_API int shelf_list_partial(struct shelf *s, const char *slice, const void 
 			memcpy(q.after, after, alen);
 		q.after_len = (uint32_t)alen;
 		q.limit = limit;
+		/* each node gets an even share of the time left, so that one that
+		 * does not answer leaves time for the others */
+		end = s->deadline_ms;
+		share = (uint64_t)sh_left_ms(s) / (m->msg.u.map.n_members - i);
+		s->deadline_ms = ovl_mono_ms() + (share ? share : 1);
 		ret = sh_conn_get(s, mb->addr, mb->port, slice, &c, e2, sizeof(e2));
 		if (ret == 0)
 			ret = sh_call(s, c, OVL_WIRE_T_LIST, &q, NULL, 0, m->msg.u.map.encrypt, &r, &body,
 				   &blen, e2, sizeof(e2));
+		s->deadline_ms = end;
 		if (ret == 0 && r.status != OVL_WIRE_OK) {
 			ret = ovl_wire_status_to_errno(r.status);
 			snprintf(e2, sizeof(e2), "node %s: %s%s%s", text,

@@ -22,8 +22,8 @@
  *
  * Every call returns 0 or a negative errno and writes what failed into
  * err, naming the key and the node (`get 'k': node fd12::7 did not answer
- * within 5 s`). -ENOENT: no such key; -EHOSTUNREACH: the node holding the
- * key is down or unreachable; -EACCES: refused; -EIO: checksum mismatch.
+ * within 5000 ms`; an err of SHELF_ERR_BYTES holds it whole). -ENOENT: no
+ * such key; -EHOSTUNREACH: the node holding the key is down or unreachable; -EACCES: refused; -EIO: checksum mismatch.
  * A node's answer is named by its status (`node fd12::7: checksum-mismatch:
  * ...`).
  *
@@ -40,6 +40,7 @@
 #define SHELF_DATA_PORT_DEFAULT 7480 /* a node's data-plane port when none is given */
 #define SHELF_NODES_MAX 32           /* node addresses given with shelf_add_node() */
 #define SHELF_COUNTERS_MAX 64        /* NODE_STAT counters (OVL_WIRE_COUNTERS_MAX) */
+#define SHELF_ERR_BYTES 1024         /* an err buffer of this size holds every message whole */
 
 struct shelf;
 

@@ -59,7 +59,9 @@ static void test_range(void **state)
 	range_ok("0-", 0, UINT64_MAX);
 	range_ok("0-67108863", 0, 64u << 20);
 	range_ok("100-67108963", 100, 64u << 20);
-	range_ok("18446744073709551615-", UINT64_MAX, UINT64_MAX);
+	range_ok("67108864-", 64u << 20, UINT64_MAX);
+	range_bad("67108865-");
+	range_bad("18446744073709551615-");
 	range_bad("1-2-3");
 	range_bad("2-5xyz");
 	range_bad("5-2");

@@ -148,7 +148,7 @@ int sh_map_fetch(struct shelf *s, const char *slice, struct sh_map **out, char *
 {
 	struct sh_map *m = NULL, held = { 0 };
 	bool have_held, from_broker = false;
-	char e3[384];
+	char e3[768];
 	int ret;
 
 	for (unsigned i = 0; i < SHELF_SLICES_MAX && !m; i++)
@@ -182,7 +182,7 @@ int sh_map_fetch(struct shelf *s, const char *slice, struct sh_map **out, char *
 		if (r2 == 0) {
 			ret = 0;
 		} else {
-			char e4[256];
+			char e4[SHELF_ERR_BYTES];
 
 			snprintf(e4, sizeof(e4), "%s", err);
 			sh_fail(err, errlen, ret, "%s; %s", e4, e3);
@@ -342,7 +342,7 @@ static int nodes_fetch(struct shelf *s, struct sh_map *m, const char *slice, cha
 {
 	struct sh_node_addr *cand = NULL;
 	unsigned ncand = 0, answers = 0;
-	char e2[384] = "no node address known (give one with --node or SHELF_NODES)";
+	char e2[768] = "no node address known (give one with --node or SHELF_NODES)";
 	char text[INET6_ADDRSTRLEN + 16];
 	bool from_node = false;
 	size_t cap;
@@ -375,16 +375,23 @@ static int nodes_fetch(struct shelf *s, struct sh_map *m, const char *slice, cha
 		struct sh_conn *c = NULL;
 		uint8_t *body = NULL;
 		size_t blen = 0;
+		uint64_t end;
 		int ret;
 
 		inet_ntop(AF_INET6, &cand[i].addr, text, INET6_ADDRSTRLEN);
 		snprintf(q.slice, sizeof(q.slice), "%s", slice);
 		q.epoch = m->valid ? m->msg.u.map.epoch : 0;
+		/* an even share of the time left each, so that a node that does
+		 * not answer leaves time for the others */
+		end = s->deadline_ms;
+		if (end)
+			s->deadline_ms = ovl_mono_ms() + (uint64_t)sh_left_ms(s) / (ncand - i);
 		ret = sh_conn_get(s, (const uint8_t *)&cand[i].addr, cand[i].port, slice, &c, e2,
 			       sizeof(e2));
 		if (ret == 0)
 			ret = sh_call(s, c, OVL_WIRE_T_MAP, &q, NULL, 0, false, &r, &body, &blen, e2,
 				   sizeof(e2));
+		s->deadline_ms = end;
 		if (ret == 0 && r.status != OVL_WIRE_OK) {
 			ret = ovl_wire_status_to_errno(r.status);
 			snprintf(e2, sizeof(e2), "node %s: %s: %s", text,

@@ -162,15 +162,20 @@ static int keyed(struct shelf *s, const char *what, const char *slice, uint8_t t
 		 size_t plen, struct ovl_wire_resp *r, uint8_t **out, size_t *outlen, char *err,
 		 size_t errlen)
 {
-	char e2[384], kshow[80], text[INET6_ADDRSTRLEN];
+	char e2[768], kshow[80], text[INET6_ADDRSTRLEN];
 	bool stale_retried = false, lost_retried = false;
 	int ret = 0;
 
 	sh_op_begin(s);
-	snprintf(kshow, sizeof(kshow), "%.*s", (int)(klen < 64 ? klen : 64), (const char *)key);
-	if (!slice || !*slice || klen == 0 || klen > OVL_WIRE_KEY_MAX_BYTES)
-		return sh_fail(err, errlen, -EINVAL, "%s '%s': the key must be 1..%u bytes and a slice named",
-			    what, kshow, OVL_WIRE_KEY_MAX_BYTES);
+	/* the key as errors show it: its first 64 bytes, "..." when longer */
+	snprintf(kshow, sizeof(kshow), "%.*s%s", (int)(klen < 64 ? klen : 64), (const char *)key,
+		 klen > 64 ? "..." : "");
+	if (!slice || !*slice)
+		return sh_fail(err, errlen, -EINVAL, "%s '%s': no slice named", what, kshow);
+	if (klen == 0 || klen > OVL_WIRE_KEY_MAX_BYTES)
+		return sh_fail(err, errlen, -EINVAL,
+			       "%s '%s': a key is 1 to %u bytes long, and this one is %zu bytes",
+			       what, kshow, OVL_WIRE_KEY_MAX_BYTES, klen);
 	/* at most one retry for a stale map and one for a node down or gone,
 	 * each with a fresh map, and none once the time is up */
 	for (int attempt = 0; attempt < 3; attempt++) {
@@ -255,7 +260,8 @@ SHELF_API int shelf_get(struct shelf *s, const char *slice, const void *key, siz
 	if (off || len != UINT64_MAX) {
 		q.has_range = true;
 		q.offset = off;
-		q.length = len;
+		/* to the end: no object is longer than the largest length */
+		q.length = len == UINT64_MAX ? OVL_WIRE_OBJECT_MAX_BYTES : len;
 	}
 	ret = keyed(s, "get", slice, OVL_WIRE_T_GET, key, klen, &q, NULL, 0, &r, &body, &blen, err,
 		    errlen);
@@ -347,7 +353,7 @@ SHELF_API int shelf_list_partial(struct shelf *s, const char *slice, const void 
 {
 	struct sh_map *m = NULL;
 	struct klist all = { 0 };
-	char e2[384], text[INET6_ADDRSTRLEN];
+	char e2[768], text[INET6_ADDRSTRLEN];
 	unsigned given = 0;
 	int ret;
 

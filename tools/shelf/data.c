@@ -185,7 +185,7 @@ int shelf_cli_open(const char *cmd, const char *client, const char *broker,
 {
 	struct dopts o = { .client = client, .broker = broker, .nnodes = nnodes,
 			   .timeout_ms = timeout_ms };
-	char err[512];
+	char err[SHELF_ERR_BYTES];
 	int rc;
 
 	for (int i = 0; i < nnodes && i < SHELF_NODES_MAX; i++)
@@ -360,7 +360,7 @@ int cmd_put(int argc, char **argv)
 	struct shelf *s = NULL;
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	char err[512];
+	char err[SHELF_ERR_BYTES];
 	double t0 = mono();
 	int ret = dparse(argc, argv, "put", "KEY [FILE|-]", 1, 2, &o);
 
@@ -402,7 +402,7 @@ int cmd_get(int argc, char **argv)
 	void *data = NULL;
 	size_t dlen = 0;
 	uint64_t off = 0, len = UINT64_MAX;
-	char err[512];
+	char err[SHELF_ERR_BYTES];
 	double t0 = mono();
 	struct bar pb;
 	FILE *f = NULL;
@@ -444,7 +444,7 @@ int cmd_rm(int argc, char **argv)
 {
 	struct dopts o;
 	struct shelf *s = NULL;
-	char err[512];
+	char err[SHELF_ERR_BYTES];
 	int ret = dparse(argc, argv, "rm", "KEY", 1, 1, &o);
 
 	if (ret)
@@ -463,7 +463,7 @@ int cmd_stat(int argc, char **argv)
 	struct dopts o;
 	struct shelf *s = NULL;
 	struct shelf_objstat st;
-	char err[512], addr[64] = "?";
+	char err[SHELF_ERR_BYTES], addr[64] = "?";
 	uint16_t port = 0;
 	int ret = dparse(argc, argv, "stat", "KEY", 1, 1, &o);
 
@@ -539,7 +539,7 @@ int cmd_ls(int argc, char **argv)
 	struct dopts o;
 	struct shelf *s = NULL;
 	struct ls_ctx l = { 0 };
-	char err[512];
+	char err[SHELF_ERR_BYTES];
 	const char *prefix;
 	unsigned page;
 	int ret = dparse(argc, argv, "ls", "[PREFIX]", 0, 1, &o);

@@ -38,6 +38,11 @@ int cli_range_parse(const char *s, uint64_t *off, uint64_t *len, char *err, size
 			 "offsets, END inclusive, nothing else)", s);
 		return -EINVAL;
 	}
+	if (a > CLI_RANGE_MAX_BYTES) {
+		snprintf(err, errlen, "--range '%s': START %llu is beyond 64 MiB, the largest object",
+			 s, (unsigned long long)a);
+		return -EINVAL;
+	}
 	if (!dash[1]) {
 		*off = a;
 		*len = UINT64_MAX;

@@ -17,7 +17,8 @@
  * Parse a --range value: "START-END" (bytes START..END, inclusive) or
  * "START-" (from START to the end of the object). START and END are
  * decimal digits only (no sign, no spaces, nothing after), START <= END,
- * and a closed range spans at most CLI_RANGE_MAX_BYTES. *off is START,
+ * START is at most CLI_RANGE_MAX_BYTES and a closed range spans at most
+ * CLI_RANGE_MAX_BYTES. *off is START,
  * *len END-START+1 (UINT64_MAX for "START-"). 0, or -EINVAL with a
  * sentence naming --range in err.
  */

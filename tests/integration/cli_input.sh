@@ -63,6 +63,34 @@ import json, sys
 assert json.load(sys.stdin)["key_hex"] == "6e6c2fff"' || fail "stat --json of a key that is not UTF-8"
 echo "ls: keys with control bytes or invalid UTF-8 quoted, one line each; --json key or key_hex: ok"
 
+# ---- error text ----
+long=$(head -c 2000 /dev/zero | tr '\0' k)
+out=$(sh put "$long" "$t/ten" 2>&1); rc=$?
+[ $rc = 1 ] && grep -q "a key is 1 to 1024 bytes long, and this one is 2000 bytes$" <<<"$out" ||
+	fail "the key-length error: exit $rc: $out"
+node_of() { # key -> the number of the node holding it
+	local a; a=$(sh stat "$1" | awk '/^node/{print $2}')
+	grep -l "address $a" "$SHELF_CLUSTER_DIR"/n*/log | head -1 | sed 's|.*/n0*\([0-9]*\)/log|\1|'
+}
+# one byte of an object flipped on its node's drive: checksum-mismatch, by name
+head -c 65536 /dev/urandom >"$t/rand"
+sh put cs/obj "$t/rand" || fail "put cs/obj"
+n=$(node_of cs/obj)
+python3 - "$SHELF_CLUSTER_DIR/n0$n/drive.img" "$t/rand" <<'PY' || fail "cs/obj not found on its drive"
+import mmap, sys
+want = open(sys.argv[2], "rb").read()[:4096]
+with open(sys.argv[1], "r+b") as f:
+    m = mmap.mmap(f.fileno(), 0)
+    at = m.find(want)
+    if at < 0:
+        sys.exit(1)
+    m[at + 100] ^= 0xff
+    m.flush()
+PY
+out=$(sh get cs/obj 2>&1 >/dev/null); rc=$?
+[ $rc = 1 ] && grep -q "checksum-mismatch" <<<"$out" || fail "a damaged object: exit $rc: $out"
+echo "errors: the key-length sentence whole, checksum-mismatch by its name: ok"
+
 # ---- a stale cached map: retried transparently ----
 # keep the client's map, make the epoch move on (a node killed turns down),
 # put the old map back: the node answers stale-map, the client refetches
@@ -72,10 +100,6 @@ cp "$cache" "$t/old.map"
 epoch() { sh slice show default --admin "$SHELF_CLUSTER_DIR/broker" --json |
 	python3 -c 'import json, sys; print(json.load(sys.stdin)["epoch"])'; }
 e0=$(epoch) || fail "slice show"
-node_of() { # key -> the number of the node holding it
-	local a; a=$(sh stat "$1" | awk '/^node/{print $2}')
-	grep -l "address $a" "$SHELF_CLUSTER_DIR"/n*/log | head -1 | sed 's|.*/n0*\([0-9]*\)/log|\1|'
-}
 nk=$(node_of r/ten)
 victim=$(( nk % 3 + 1 ))
 "$C" kill "$victim" >/dev/null

@@ -30,7 +30,7 @@
 
 #define DATA_MAX_BYTES CLI_RANGE_MAX_BYTES
 #define EXIT_PARTIAL 5
-#define SHELF_CONNS_NAMED 64 /* missing nodes ls remembers, to name each once */
+#define LS_MISSING_MAX 64 /* missing nodes ls remembers, to name each once */
 #define LS_PAGE 1000u /* keys asked of the nodes per page */
 
 struct dopts {
@@ -372,7 +372,8 @@ int cmd_put(int argc, char **argv)
 
 		if (ret == -EISDIR || ret == -EINVAL) {
 			fprintf(stderr, "shelf put: '%s' is %s: the input must be a regular file, a "
-				"pipe or stdin ('-')\n", in, ret == -EISDIR ? "a directory" : "not a regular file or a pipe");
+				"pipe or stdin ('-')\n", in,
+				ret == -EISDIR ? "a directory" : "not a regular file or a pipe");
 			return 2;
 		}
 		fprintf(stderr, "shelf put: cannot read '%s': %s\n", in,
@@ -496,7 +497,7 @@ int cmd_stat(int argc, char **argv)
 
 struct ls_ctx {
 	bool json;
-	char missing[SHELF_CONNS_NAMED][64]; /* nodes named on stderr as not listed */
+	char missing[LS_MISSING_MAX][64]; /* nodes named on stderr as not listed */
 	unsigned nmissing;
 	uint64_t n;
 	uint8_t last[1024]; /* the last key given: where the next page starts */
@@ -529,7 +530,7 @@ static void ls_missing(void *arg, const char *node, const char *why)
 	for (unsigned i = 0; i < l->nmissing; i++)
 		if (strcmp(l->missing[i], node) == 0)
 			return;
-	if (l->nmissing < SHELF_CONNS_NAMED)
+	if (l->nmissing < LS_MISSING_MAX)
 		snprintf(l->missing[l->nmissing++], sizeof(l->missing[0]), "%s", node);
 	fprintf(stderr, "shelf ls: node %s did not answer; its keys are not listed (%s)\n", node, why);
 }

@@ -219,7 +219,8 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		fprintf(f, "  %-6s %-6s %s\n", cmds[i].group, cmds[i].name ? cmds[i].name : "",
 			cmds[i].summary);
-	fprintf(f, "\nexit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unhealthy (status),\n            5 partial (ls: a node did not answer)\n");
+	fprintf(f, "\nexit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unhealthy (status),\n"
+		   "            5 partial (ls: a node did not answer)\n");
 }
 
 int main(int argc, char **argv)

@@ -376,6 +376,12 @@ static int open_drive(struct node_ctx *n, bool format)
 	ovl_info("drive '%s': %s%" PRIu64 " objects, %" PRIu64 " of %" PRIu64 " segments free, %" PRIu64 " records replayed",
 		 n->drive_path, created ? "created and formatted, " : "", st.objects,
 		 st.segments_free, st.segments, st.recovered_records);
+	if (st.damaged_objects || st.damaged_unknown)
+		ovl_warn("drive '%s': %" PRIu64 " objects are damaged (their newest version failed its checks; they answer checksum-mismatch until rewritten or deleted); %" PRIu64 " damaged records of unknown key found at this start; %" PRIu64 " damaged records over the drive's life",
+			 n->drive_path, st.damaged_objects, st.damaged_unknown, st.damaged_records);
+	if (st.frontier_lost)
+		ovl_warn("drive '%s': both copies of the flush frontier are damaged: a failed record after the checkpoint was taken for the end of the log",
+			 n->drive_path);
 	return 0;
 }
 

@@ -397,7 +397,8 @@ unsigned node_req_counters(const struct node_req *rq, struct ovl_wire_counter *c
 	{
 		const uint64_t val[] = {
 			st.objects, st.live_bytes, st.capacity_bytes, st.segments_free, st.read_only,
-			st.checksum_errors, st.puts, st.gets, st.cache_rereads,
+			/* damage found by recovery counts too: both persist across restarts */
+			st.checksum_errors + st.damaged_records, st.puts, st.gets, st.cache_rereads,
 		};
 
 		for (; n < max && n < sizeof(names) / sizeof(names[0]); n++) {

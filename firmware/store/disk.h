@@ -145,6 +145,10 @@ void node_faultdisk_fail(struct node_faultdisk *f, enum node_disk_op op, int ski
 /* Flip one bit of the durable and current image at byte `off`. */
 void node_faultdisk_flip(struct node_faultdisk *f, uint64_t off, unsigned bit);
 
+/* Zero len bytes of the durable and current image at `off` (a block the
+ * medium lost). */
+void node_faultdisk_zero(struct node_faultdisk *f, uint64_t off, size_t len);
+
 /* Make the next `count` reads marked `cached` return zeros, as pages cached
  * before the blocks were written would; reads without the mark are
  * unaffected. */

@@ -248,6 +248,14 @@ void node_faultdisk_flip(struct node_faultdisk *f, uint64_t off, unsigned bit)
 	f->durable[off] ^= (uint8_t)(1u << (bit & 7));
 }
 
+void node_faultdisk_zero(struct node_faultdisk *f, uint64_t off, size_t len)
+{
+	if (off >= f->d.size || len > f->d.size - off)
+		return;
+	memset(f->image + off, 0, len);
+	memset(f->durable + off, 0, len);
+}
+
 void node_faultdisk_stale_cache(struct node_faultdisk *f, int count)
 {
 	f->stale = count;

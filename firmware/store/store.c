@@ -166,6 +166,8 @@ void store_seg_live_add(struct node_store *s, uint64_t loc, int64_t sign)
 {
 	struct seg *g = &s->segs[seg_of(s, loc_off(loc))];
 
+	if (loc_is_damaged(loc))
+		s->st.damaged_objects += sign > 0 ? 1 : s->st.damaged_objects ? (uint64_t)-1 : 0;
 	if (sign > 0)
 		g->live += loc_size(loc);
 	else
@@ -606,7 +608,19 @@ static void start_flush(struct node_store *s)
 }
 
 
-/* Apply durable operations to the index, in log order, and acknowledge. */
+/* Sequence number of the last operation of the durable prefix of commitq. */
+static uint64_t durable_prefix_seq(const struct node_store *s)
+{
+	uint64_t d = 0;
+
+	for (const struct op *op = s->commitq.head; op && op->rec.last_buf <= s->durable_buf_id;
+	     op = op->next)
+		d = op->rec.seq;
+	return d;
+}
+
+/* Apply durable operations to the index, in log order, and acknowledge
+ * them once the flush frontier covering them is durable too. */
 static void complete_durable(struct node_store *s)
 {
 	struct op *op;
@@ -614,6 +628,10 @@ static void complete_durable(struct node_store *s)
 	while ((op = s->commitq.head) && op->rec.last_buf <= s->durable_buf_id) {
 		uint64_t loc = loc_make(op->rec.pos, op->rec.rsize), old = 0;
 		int ret = 0;
+
+		if (!store_frontier_covers(s, op->rec.seq,
+					   op->rec.seq > s->fr.want ? durable_prefix_seq(s) : 0))
+			break;
 
 		q_pop(&s->commitq);
 		s->seq_done = op->rec.seq;
@@ -660,6 +678,7 @@ static void complete_durable(struct node_store *s)
 		}
 		op_finish(s, op, ret);
 	}
+	store_frontier_step(s);
 }
 
 /* Fail everything queued after the store went read-only. */
@@ -1185,7 +1204,7 @@ static int compact_blocking(struct node_store *s)
 		while (sidx_next(s->ix, &it, &k, &kl, &loc)) {
 			memcpy(last, k, kl);
 			lastlen = kl;
-			if (seg_of(s, loc_off(loc)) != (uint32_t)victim)
+			if (seg_of(s, loc_off(loc)) != (uint32_t)victim || loc_is_damaged(loc))
 				continue;
 			ret = relocate_one(s, k, kl, loc);
 			if (ret < 0)
@@ -1254,6 +1273,7 @@ void node_store_stats(const struct node_store *s, struct node_store_stats *st)
 	st->index_bytes = sidx_bytes(s->ix);
 	st->index_bytes_per_object = st->objects ? (double)st->index_bytes / st->objects : 0;
 	st->seq = s->seq;
+	st->frontier_seq = s->fr.durable;
 	st->read_only = s->read_only;
 	snprintf(st->read_only_reason, sizeof(st->read_only_reason), "%s", s->ro_reason);
 }
@@ -1387,7 +1407,7 @@ int node_store_open(struct node_store **out, const struct node_store_opts *opts,
 
 		snprintf(err, errlen,
 			 w == SBV_FOREIGN ? "drive '%s' holds something that is not a shelf store; refusing to overwrite it"
-			 : w == SBV_VERSION ? "drive '%s' holds a shelf store of a format version this build does not read (it reads version 1)"
+			 : w == SBV_VERSION ? "drive '%s' holds a shelf store of a format version this build does not read (it reads versions 1 and 2)"
 					   : "both superblock copies of '%s' are corrupt; refusing to touch the drive",
 			 s->disk->name);
 		ret = w == SBV_VERSION ? -EPROTONOSUPPORT : -EUCLEAN;
@@ -1495,6 +1515,8 @@ void node_store_close(struct node_store **sp)
 		node_store_sync(s);
 		if (s->ck.records_since > 0 && !s->read_only)
 			node_store_checkpoint(s);
+		if (!s->read_only)
+			store_frontier_write_sync(s); /* the counters, as they are now */
 	}
 	if (s->disk) {
 		while (s->disk->inflight && node_disk_reap(s->disk, true) > 0)
@@ -1524,6 +1546,7 @@ void node_store_close(struct node_store **sp)
 	free(s->bufs);
 	free(s->segs);
 	free(s->ck.ptrbuf);
+	free(s->fr.buf);
 	free(s->ck.key);
 	free(s->ck.parts);
 	free(s->reads.scrub_key);

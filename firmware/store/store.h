@@ -235,6 +235,14 @@ int node_store_stat(struct node_store *s, const void *key, size_t klen,
 		    struct node_store_objstat *st);
 
 /*
+ * Where the newest record of a key is on the drive (for tests and repair
+ * tools): its device offset and its size in bytes, padding included.
+ * 0, -ENOENT, or -EIO when the key's newest version is damaged.
+ */
+int node_store_locate(struct node_store *s, const void *key, size_t klen, uint64_t *off,
+		      uint64_t *size);
+
+/*
  * Keys in byte order that start with `prefix` and sort after `start_after`
  * (NULL/0: from the start), at most `limit`. cb is called per key and may
  * stop the walk by returning non-zero. Returns the number of keys given.
@@ -278,7 +286,17 @@ struct node_store_stats {
 	uint64_t index_bytes;       /* RAM held by the index, keys included */
 	double index_bytes_per_object;
 	uint64_t puts, gets, deletes, flushes, batches;
-	uint64_t checksum_errors;   /* mismatches seen by reads and scrub */
+	uint64_t checksum_errors;   /* mismatches seen by reads and scrub, over the
+				     * drive's life (kept in the flush frontier) */
+	uint64_t damaged_records;   /* log records recovery found damaged (not a torn
+				     * tail), over the drive's life */
+	uint64_t damaged_unknown;   /* of those found at this open: whose key could not
+				     * be known (header destroyed) */
+	uint64_t damaged_objects;   /* keys whose newest version is damaged: they answer
+				     * -EIO until a put or delete replaces them */
+	uint64_t frontier_seq;      /* flush frontier: every record up to it is durable */
+	bool frontier_lost;         /* no valid frontier copy at open: a failed record
+				     * after the checkpoint was taken for the log's end */
 	uint64_t cache_rereads;     /* page-cache reads that failed a check and were
 				     * read again from the drive */
 	uint64_t checkpoints, compactions, recovered_records, discarded_tail_bytes;

@@ -274,3 +274,137 @@ int node_store_checkpoint(struct node_store *s)
 	store_blocking_end(s);
 	return ret;
 }
+
+/* ---- the flush frontier (FORMAT.md §4) ---- */
+
+static uint32_t fr_crc(const uint8_t *b, uint32_t n)
+{
+	return ovl_crc32c(ovl_crc32c(0, b, 60), b + 64, (size_t)n * 8);
+}
+
+static void fr_pack(struct node_store *s, uint8_t *b, uint64_t d)
+{
+	unsigned n = 0;
+
+	/* void commits no checkpoint's replay reaches any more are forgotten */
+	for (unsigned i = 0; i < s->fr.nvoids; i++)
+		if (s->fr.voids[i] >= s->ck.old_p0_seq)
+			s->fr.voids[n++] = s->fr.voids[i];
+	s->fr.nvoids = n;
+	memset(b, 0, FR_BYTES);
+	memcpy(b, FR_MAGIC, 8);
+	le_put64(b + 8, d);
+	le_put64(b + 16, s->st.damaged_records);
+	le_put64(b + 24, s->fr.damage_seq);
+	le_put64(b + 32, s->st.checksum_errors);
+	le_put32(b + 40, n);
+	for (unsigned i = 0; i < n; i++)
+		le_put64(b + 64 + 8 * i, s->fr.voids[i]);
+	le_put32(b + 60, fr_crc(b, n));
+	memcpy(b + DISK_BLOCK_BYTES, b, DISK_BLOCK_BYTES);
+}
+
+bool store_frontier_parse(struct node_store *s, const uint8_t *b, uint64_t *d, uint64_t *damaged,
+			  uint64_t *damage_seq, uint64_t *cksum_errors)
+{
+	uint32_t n = le_get32(b + 40);
+
+	if (memcmp(b, FR_MAGIC, 8) != 0 || n > FR_VOIDS_MAX || le_get32(b + 60) != fr_crc(b, n))
+		return false;
+	*d = le_get64(b + 8);
+	*damaged = le_get64(b + 16);
+	*damage_seq = le_get64(b + 24);
+	*cksum_errors = le_get64(b + 32);
+	s->fr.nvoids = n;
+	for (uint32_t i = 0; i < n; i++)
+		s->fr.voids[i] = le_get64(b + 64 + 8 * i);
+	return true;
+}
+
+void store_frontier_void_add(struct node_store *s, uint64_t seq)
+{
+	if (store_frontier_is_void(s, seq))
+		return;
+	if (s->fr.nvoids == FR_VOIDS_MAX) /* the oldest goes */
+		memmove(s->fr.voids, s->fr.voids + 1, (FR_VOIDS_MAX - 1) * sizeof(s->fr.voids[0]));
+	else
+		s->fr.nvoids++;
+	s->fr.voids[s->fr.nvoids - 1] = seq;
+}
+
+bool store_frontier_is_void(const struct node_store *s, uint64_t seq)
+{
+	for (unsigned i = 0; i < s->fr.nvoids; i++)
+		if (s->fr.voids[i] == seq)
+			return true;
+	return false;
+}
+
+bool store_frontier_covers(struct node_store *s, uint64_t seq, uint64_t durable)
+{
+	if (!s->fr.buf || seq <= s->fr.durable)
+		return true;
+	if (durable > s->fr.want)
+		s->fr.want = durable;
+	return false;
+}
+
+static void fr_done(struct node_disk_io *io)
+{
+	struct node_store *s = io->arg;
+	int ret;
+
+	if (io->res < 0 || (s->fr.state == FR_WRITE && (size_t)io->res != io->len)) {
+		store_go_read_only(s, "flush frontier %s failed: %s",
+				   s->fr.state == FR_WRITE ? "write" : "flush",
+				   io->res < 0 ? strerror(-io->res) : "short write");
+		s->fr.state = FR_IDLE;
+		return;
+	}
+	if (s->fr.state == FR_WRITE) {
+		s->fr.io = (struct node_disk_io){ .op = DISK_FLUSH, .done = fr_done, .arg = s };
+		ret = node_disk_submit(s->disk, &s->fr.io);
+		if (ret < 0) {
+			store_go_read_only(s, "cannot flush the flush frontier: %s", strerror(-ret));
+			s->fr.state = FR_IDLE;
+			return;
+		}
+		s->fr.state = FR_FLUSH;
+		return;
+	}
+	s->fr.durable = s->fr.writing;
+	s->fr.state = FR_IDLE;
+}
+
+void store_frontier_step(struct node_store *s)
+{
+	int ret;
+
+	if (!s->fr.buf || s->fr.state != FR_IDLE || s->fr.want <= s->fr.durable || s->read_only)
+		return;
+	s->fr.writing = s->fr.want;
+	fr_pack(s, s->fr.buf, s->fr.writing);
+	s->fr.io = (struct node_disk_io){
+		.op = DISK_WRITE, .buf = s->fr.buf, .len = FR_BYTES, .off = FR_SLOT_OFF,
+		.done = fr_done, .arg = s,
+	};
+	ret = node_disk_submit(s->disk, &s->fr.io);
+	if (ret < 0) {
+		store_go_read_only(s, "cannot write the flush frontier: %s", strerror(-ret));
+		return;
+	}
+	s->fr.state = FR_WRITE;
+}
+
+int store_frontier_write_sync(struct node_store *s)
+{
+	int ret;
+
+	if (!s->fr.buf)
+		return 0;
+	fr_pack(s, s->fr.buf, s->fr.durable);
+	ret = node_disk_sync_io(s->disk, DISK_WRITE, s->fr.buf, FR_BYTES, FR_SLOT_OFF);
+	if (ret == 0)
+		ret = node_disk_sync_io(s->disk, DISK_FLUSH, NULL, 0, 0);
+	return ret;
+}

@@ -15,10 +15,16 @@
 #include "store.h"
 
 #define SB_MAGIC "SHELFST1"
-#define SB_VERSION 1u
+#define SB_VERSION 2u
+#define SB_VERSION_MIN 1u  /* version 1 drives are read and written too (FORMAT.md §2) */
 #define SB_COPY_OFF(i) ((uint64_t)(i) * DISK_BLOCK_BYTES)       /* blocks 0 and 1 */
 #define PTR_SLOT_OFF(i) ((uint64_t)(2 + (i)) * DISK_BLOCK_BYTES) /* blocks 2 and 3 */
 #define PTR_MAGIC "SHELFCP1"
+#define FR_MAGIC "SHELFFR1"
+#define FR_SLOT_OFF (4u * DISK_BLOCK_BYTES) /* blocks 4 and 5: two identical copies */
+#define FR_BYTES (2u * DISK_BLOCK_BYTES)
+#define FR_VOIDS_MAX 256u
+#define DAMAGED_LOC_SIZE 0 /* an index entry whose size part is 0: newest version damaged */
 #define DATA_START_BYTES (1u << 20)
 #define CKPT_PART_BYTES (1u << 20)
 #define REPLAY_WINDOW_BYTES (1u << 20)
@@ -186,6 +192,29 @@ struct store_streams {
 	unsigned ios;           /* their writes in flight */
 };
 
+/*
+ * The flush frontier (FORMAT.md §4): every record with seq <= D is durable.
+ * Written to blocks 4 and 5 after a flush made new records durable, and
+ * flushed; a record is acknowledged only once a frontier covering it is.
+ * With it recovery tells a damaged record (seq <= D) from a torn tail.
+ */
+struct store_frontier {
+	int state;              /* FR_IDLE, FR_WRITE, FR_FLUSH */
+	uint64_t want;          /* highest durable seq waiting to be recorded */
+	uint64_t writing;       /* D of the write or flush in flight */
+	uint64_t durable;       /* D of the newest frontier made durable */
+	uint64_t loaded;        /* D found at open (0: none) */
+	uint64_t damage_seq;    /* newest damaged record already counted */
+	uint8_t *buf;           /* FR_BYTES, aligned */
+	struct node_disk_io io;
+	/* COMMITs recovery found with their region missing above the
+	 * frontier (never acknowledged): below it later, they are still void,
+	 * not damage. Kept while a checkpoint's replay may meet them. */
+	uint64_t voids[FR_VOIDS_MAX];
+	unsigned nvoids;
+};
+enum { FR_IDLE, FR_WRITE, FR_FLUSH };
+
 struct store_timer;
 
 struct node_store {
@@ -231,6 +260,7 @@ struct node_store {
 	bool read_only;
 	char ro_reason[160];
 	struct store_ckpt ck;
+	struct store_frontier fr;
 	struct store_reads reads;
 	struct store_streams streams;
 	/* idle: since when (0: busy), and whether memory was given back */
@@ -317,6 +347,10 @@ static inline uint64_t loc_make(uint64_t off, uint64_t size)
 }
 static inline uint64_t loc_off(uint64_t loc) { return (loc >> LOC_LEN_BITS) << 4; }
 static inline uint64_t loc_size(uint64_t loc) { return (loc & ((1u << LOC_LEN_BITS) - 1)) << 4; }
+/* The index's mark for a key whose newest record failed its checks at
+ * recovery: the record's offset, size 0 (no record is that small). */
+static inline uint64_t loc_damaged(uint64_t off) { return loc_make(off, DAMAGED_LOC_SIZE); }
+static inline bool loc_is_damaged(uint64_t loc) { return loc_size(loc) == 0; }
 
 static inline uint32_t seg_of(const struct node_store *s, uint64_t off)
 {
@@ -357,6 +391,21 @@ void store_ptr_pack(uint8_t *p, uint64_t gen, uint64_t p0_off, uint64_t p0_seq, 
 		     uint64_t end_off, uint64_t end_size, uint32_t end_hcrc);
 void store_ckpt_end_durable(struct node_store *s, struct op *op);
 void store_ckpt_step(struct node_store *s);
+
+/* store_ckpt.c: the flush frontier */
+/* Records up to seq may be acknowledged (always true on a drive without a
+ * frontier in use); otherwise ask for a frontier write covering `durable`. */
+bool store_frontier_covers(struct node_store *s, uint64_t seq, uint64_t durable);
+/* Advance the frontier's write and flush; called from the store's work. */
+void store_frontier_step(struct node_store *s);
+/* Write the frontier (and the persistent counters) now, synchronously. */
+int store_frontier_write_sync(struct node_store *s);
+/* Parse one copy: true and *d, counters, when it is valid. */
+bool store_frontier_parse(struct node_store *s, const uint8_t *b, uint64_t *d, uint64_t *damaged,
+			  uint64_t *damage_seq, uint64_t *cksum_errors);
+/* Remember a void COMMIT (sequence number); true when seq is one. */
+void store_frontier_void_add(struct node_store *s, uint64_t seq);
+bool store_frontier_is_void(const struct node_store *s, uint64_t seq);
 
 /* store_read.c: reads, read buffers and scrub */
 void *store_rbuf_get(struct node_store *s, size_t need, size_t *cap);

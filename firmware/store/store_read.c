@@ -285,6 +285,11 @@ static int get_start(struct node_store *s, enum op_kind kind, const void *key, s
 		return ret;
 	if (sidx_get(s->ix, key, klen, &loc) == 0)
 		return -ENOENT;
+	if (loc_is_damaged(loc)) {
+		store_set_err(s, "the newest version of this key is damaged on '%s' (record at offset %" PRIu64 " failed its checks at recovery)",
+			      s->disk->name, loc_off(loc));
+		return -EIO;
+	}
 	op = store_op_new(s, kind, key, klen);
 	if (!op)
 		return -ENOMEM;
@@ -395,6 +400,18 @@ static int stat_blocking(struct node_store *s, const void *key, size_t klen,
 	if (ret == 0)
 		*st = w.st;
 	return ret;
+}
+
+int node_store_locate(struct node_store *s, const void *key, size_t klen, uint64_t *off,
+		      uint64_t *size)
+{
+	uint64_t loc;
+
+	if (sidx_get(s->ix, key, klen, &loc) == 0)
+		return -ENOENT;
+	*off = loc_off(loc);
+	*size = loc_size(loc);
+	return loc_is_damaged(loc) ? -EIO : 0;
 }
 
 /* ---- scrub ---- */

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <liburing.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -664,6 +665,60 @@ static void test_refusals(void **state)
 	run_client(*state, client_refusals);
 }
 
+/* A value damaged on the drive: GET answers checksum-mismatch (the store's
+ * -EIO), never internal, and NODE_STAT counts it. */
+static void client_damage(struct fx *f)
+{
+	struct cli c;
+	struct ovl_wire_req q;
+	struct ovl_wire_resp r;
+	uint8_t v[8000], *got = NULL, *drive = malloc(32 << 20), *at;
+	size_t glen;
+	ssize_t n;
+	uint32_t st = 0;
+	uint64_t errors = UINT64_MAX;
+	int fd;
+
+	assert_non_null(drive);
+	fill(v, sizeof(v), 9);
+	assert_int_equal(cli_connect(&c, &f->addr, f->pki.client, f->pki.client_cert,
+				     (size_t)f->pki.client_len, f->cpeers, f->pki.now, &st), 0);
+	req_init(&q, "hot", 5, "dmg");
+	q.size = sizeof(v);
+	q.crc = ovl_crc32c(0, v, sizeof(v));
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, v, sizeof(v), false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	/* find the value's bytes in the drive file and flip one in the middle */
+	fd = open(f->path, O_RDWR);
+	assert_true(fd >= 0);
+	n = pread(fd, drive, 32 << 20, 0);
+	assert_true(n > 0);
+	at = memmem(drive, (size_t)n, v, 256);
+	assert_non_null(at);
+	at[4000] ^= 0x20;
+	assert_int_equal(pwrite(fd, at + 4000, 1, (at + 4000) - drive), 1);
+	close(fd);
+	free(drive);
+	req_init(&q, "hot", 5, "dmg");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(r.status, OVL_WIRE_CHECKSUM_MISMATCH);
+	free(got);
+	got = NULL;
+	req_init(&q, "hot", 5, "x");
+	q.key_len = 0;
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_NODE_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	for (uint32_t i = 0; i < r.ncounters; i++)
+		if (strcmp(r.counters[i].name, "checksum_errors") == 0)
+			errors = r.counters[i].value;
+	assert_true(errors >= 1 && errors != UINT64_MAX);
+	close(c.fd);
+}
+
+static void test_damaged_value(void **state)
+{
+	run_client(*state, client_damage);
+}
+
 /* MAP (PROTOCOL.md 7.7): any epoch, the map the control plane holds. */
 static void client_map(struct fx *f)
 {
@@ -840,6 +895,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_put_get_stat_list_delete, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_damaged_value, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_map, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_clients, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full_drive, setup, teardown),

@@ -103,6 +103,7 @@ struct node_ctx {
 	struct node_loop *loop;
 	struct node_store *store;
 	struct node_req *req;          /* the request layer over the store */
+	int space_state;           /* last logged: 0 ok, 1 nearly full, 2 full */
 	struct ovl_id *id;
 	char drive_path[NODE_PATH_BYTES];
 	int sigfd;
@@ -742,15 +743,14 @@ int main(int argc, char **argv)
 		if (st.read_only)
 			ovl_err("store is read-only (writes refused, reads served): %s",
 				st.read_only_reason);
-		else if (st.segments_free <= st.segments_reserved + 1) {
-			/* before puts start failing: checkpoint and compact now */
-			ret = node_store_reclaim(n.store);
-			node_store_stats(n.store, &st);
-			/* a full drive with nothing to free would say so every tick */
-			ovl_log(ret > 0 ? OVL_LOG_INFO : OVL_LOG_DEBUG,
-				"space: reclaim %s, %" PRIu64 " of %" PRIu64 " segments free (%" PRIu64 " reserved)",
-				ret > 0 ? "freed segments" : ret == 0 ? "found nothing to free" : strerror(-ret),
-				st.segments_free, st.segments, st.segments_reserved);
+		else if ((st.full ? 2 : st.nearly_full ? 1 : 0) != n.space_state) {
+			/* the store compacts by itself; say when its state changes */
+			n.space_state = st.full ? 2 : st.nearly_full ? 1 : 0;
+			ovl_log(n.space_state ? OVL_LOG_WARN : OVL_LOG_INFO,
+				"space: %s, %" PRIu64 " MiB live of %" PRIu64 " MiB usable, %" PRIu64 " of %" PRIu64 " segments free (%" PRIu64 " reserved)",
+				st.full ? "full: puts are refused" : st.nearly_full ? "nearly full" : "ok",
+				st.live_bytes >> 20, st.usable_bytes >> 20, st.segments_free, st.segments,
+				st.segments_reserved);
 		}
 		if (rss_bytes() > (long)n.board.memory_budget)
 			ovl_warn("rss %ld KiB is over the board's budget of %" PRIu64 " KiB",

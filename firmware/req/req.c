@@ -388,7 +388,8 @@ unsigned node_req_counters(const struct node_req *rq, struct ovl_wire_counter *c
 {
 	static const char *const names[] = {
 		"objects", "live_bytes", "capacity_bytes", "segments_free", "read_only",
-		"checksum_errors", "puts", "gets", "cache_rereads",
+		"checksum_errors", "puts", "gets", "cache_rereads", "full", "nearly_full",
+		"usable_bytes", "segments_reserved",
 	};
 	struct node_store_stats st;
 	unsigned n = 0;
@@ -399,6 +400,10 @@ unsigned node_req_counters(const struct node_req *rq, struct ovl_wire_counter *c
 			st.objects, st.live_bytes, st.capacity_bytes, st.segments_free, st.read_only,
 			/* damage found by recovery counts too: both persist across restarts */
 			st.checksum_errors + st.damaged_records, st.puts, st.gets, st.cache_rereads,
+			st.full,              /* puts are refused */
+			st.nearly_full,       /* live above 90% of usable_bytes */
+			st.usable_bytes,      /* capacity less the compaction reserve */
+			st.segments_reserved,
 		};
 
 		for (; n < max && n < sizeof(names) / sizeof(names[0]); n++) {

@@ -99,7 +99,7 @@ static void q_push_front(struct opq *q, struct op *op)
 	q->n++;
 }
 
-static struct op *q_pop(struct opq *q)
+struct op *store_q_pop(struct opq *q)
 {
 	struct op *op = q->head;
 
@@ -165,13 +165,21 @@ void store_go_read_only(struct node_store *s, const char *fmt, ...)
 void store_seg_live_add(struct node_store *s, uint64_t loc, int64_t sign)
 {
 	struct seg *g = &s->segs[seg_of(s, loc_off(loc))];
+	uint64_t d = loc_size(loc);
 
 	if (loc_is_damaged(loc))
 		s->st.damaged_objects += sign > 0 ? 1 : s->st.damaged_objects ? (uint64_t)-1 : 0;
-	if (sign > 0)
-		g->live += loc_size(loc);
-	else
-		g->live -= loc_size(loc) <= g->live ? loc_size(loc) : g->live;
+	if (sign > 0) {
+		g->live += d;
+		s->sp.live += d;
+		return;
+	}
+	d = d <= g->live ? d : g->live;
+	g->live -= d;
+	s->sp.live -= d <= s->sp.live ? d : s->sp.live;
+	g->skip = false; /* more of it died: worth another look */
+	if (g->live == 0)
+		s->sp.dirty = true;
 }
 
 /* Reusable: nothing live and nothing recovery might still replay. */
@@ -188,17 +196,13 @@ void store_reclaim_segments(struct node_store *s)
 		if (seg_reclaimable(s, i)) {
 			s->segs[i].state = SEG_FREE;
 			s->segs[i].max_seq = 0;
+			s->segs[i].waste = 0;
+			s->segs[i].maxrec = 0;
+			s->segs[i].skip = false;
+			s->segs[i].data = false;
 			s->nfree++;
 		}
 	}
-}
-
-/* Segments kept free so compaction and checkpoints can always proceed. */
-static uint32_t reserve_segments(const struct node_store *s)
-{
-	uint64_t ckpt = sidx_count(s->ix) * (16 + 24) + (uint64_t)s->nsegs * 14 + CKPT_PART_BYTES;
-
-	return 2 + (uint32_t)((ckpt + s->seg_bytes - 1) / s->seg_bytes);
 }
 
 static int64_t seg_take_free(struct node_store *s)
@@ -207,6 +211,10 @@ static int64_t seg_take_free(struct node_store *s)
 		if (s->segs[i].state == SEG_FREE) {
 			s->segs[i].state = SEG_HEAD;
 			s->segs[i].live = 0;
+			s->segs[i].waste = 0;
+			s->segs[i].maxrec = 0;
+			s->segs[i].skip = false;
+			s->segs[i].data = false;
 			s->nfree--;
 			return i;
 		}
@@ -359,7 +367,8 @@ static uint8_t rec_type_of(enum op_kind k)
 
 /*
  * Give op its place in the log. Returns 0, 1 when a NEXT record was queued
- * in front of it (call again later), or -errno to fail the op.
+ * in front of it (call again later), 2 when it must wait for space
+ * (store_space_hold()), or -errno to fail the op.
  */
 static int place(struct node_store *s, struct op *op)
 {
@@ -376,17 +385,25 @@ static int place(struct node_store *s, struct op *op)
 			rsize, s->seg_bytes);
 		return -E2BIG;
 	}
+	if (op->kind == OP_PUT || op->kind == OP_RESV) {
+		/* puts leave the reserve alone, and wait while compaction
+		 * can still free a segment (store_space.c) */
+		int ret = store_space_admit(s, op, span, s->head + span > seg_limit(s, si));
+
+		if (ret)
+			return ret;
+	}
 	if (op->kind != OP_NEXT && s->head + span > seg_limit(s, si)) {
 		struct op *nx = NULL;
 		int64_t t;
-		/* puts leave the reserve alone; deletes may dig into it but
-		 * leave compaction and checkpoints room to free space */
-		uint32_t floor = op->kind == OP_PUT || op->kind == OP_RESV ? reserve_segments(s)
+		/* deletes may dig into the reserve but leave compaction and
+		 * checkpoints room to free space */
+		uint32_t floor = op->kind == OP_PUT || op->kind == OP_RESV ? store_space_reserve(s)
 				 : op->kind == OP_DEL ? 1 : 0;
 
 		if (s->nfree <= floor) {
 			store_set_err(s, "drive '%s' is full: %u of %u segments free, %u kept for compaction",
-				s->disk->name, s->nfree, s->nsegs, reserve_segments(s));
+				s->disk->name, s->nfree, s->nsegs, store_space_reserve(s));
 			return -ENOSPC;
 		}
 		t = seg_take_free(s);
@@ -411,6 +428,13 @@ static int place(struct node_store *s, struct op *op)
 	op->rec.rsize = rsize;
 	build_header(s, op, rec_type_of(op->kind));
 	s->head += span;
+	s->sp.placed += span;
+	if (span > s->segs[si].maxrec)
+		s->segs[si].maxrec = span;
+	if (op->kind != OP_CKPT_PART && op->kind != OP_CKPT_END && op->kind != OP_NEXT)
+		s->segs[si].data = true;
+	if (span > s->sp.max_rec)
+		s->sp.max_rec = span;
 	s->segs[si].max_seq = op->rec.seq;
 	op->rec.started = true;
 	if (op->kind == OP_RESV)
@@ -491,24 +515,35 @@ static void serialize(struct node_store *s)
 		if (op->kind == OP_COMMIT && op->u.commit.stream)
 			return; /* its region is still being written */
 		if (op->kind == OP_COMMIT && op->u.commit.err < 0) {
-			q_pop(&s->appendq);
+			store_q_pop(&s->appendq);
 			op_finish(s, op, op->u.commit.err);
 			continue;
 		}
 		if (!op->rec.started) {
-			int ret = place(s, op);
+			int ret;
 
+			if ((op->kind == OP_PUT || op->kind == OP_DEL || op->kind == OP_COMMIT) &&
+			    store_space_key_held(s, op->key, op->klen)) {
+				/* its key's earlier put waits for space: keep their order */
+				store_space_hold(s, store_q_pop(&s->appendq));
+				continue;
+			}
+			ret = place(s, op);
 			if (ret == 1)
 				continue;
+			if (ret == 2) {
+				store_space_hold(s, store_q_pop(&s->appendq));
+				continue;
+			}
 			if (ret < 0) {
-				q_pop(&s->appendq);
+				store_q_pop(&s->appendq);
 				op_finish(s, op, ret);
 				continue;
 			}
 		}
 		if (!copy_op(s, op))
 			return;
-		q_pop(&s->appendq);
+		store_q_pop(&s->appendq);
 		if (op->kind == OP_RESV) {
 			/* the region belongs to the stream: the log resumes after it */
 			uint64_t end = s->head;
@@ -518,7 +553,12 @@ static void serialize(struct node_store *s)
 		}
 		if (op->kind == OP_NEXT) {
 			/* the log jumps: what follows goes to another place */
-			s->segs[seg_of(s, op->rec.pos)].state = SEG_USED;
+			struct seg *g = &s->segs[seg_of(s, op->rec.pos)];
+
+			g->state = SEG_USED;
+			g->waste = seg_start(s, seg_of(s, op->rec.pos)) + s->seg_bytes -
+				   (op->rec.pos + op->rec.rsize);
+			s->sp.dirty = true;
 			store_close_batch(s);
 			s->head = seg_start(s, op->u.next.seg);
 			s->segs[op->u.next.seg].max_seq = op->rec.seq;
@@ -633,7 +673,7 @@ static void complete_durable(struct node_store *s)
 					   op->rec.seq > s->fr.want ? durable_prefix_seq(s) : 0))
 			break;
 
-		q_pop(&s->commitq);
+		store_q_pop(&s->commitq);
 		s->seq_done = op->rec.seq;
 		switch (op->kind) {
 		case OP_PUT:
@@ -681,14 +721,21 @@ static void complete_durable(struct node_store *s)
 	store_frontier_step(s);
 }
 
+void store_op_finish(struct node_store *s, struct op *op, int res)
+{
+	op_finish(s, op, res);
+}
+
 /* Fail everything queued after the store went read-only. */
 static void fail_all(struct node_store *s)
 {
 	struct op *op;
 
-	while ((op = q_pop(&s->commitq)))
+	while ((op = store_q_pop(&s->sp.held)))
 		op_finish(s, op, -EROFS);
-	while ((op = q_pop(&s->appendq))) {
+	while ((op = store_q_pop(&s->commitq)))
+		op_finish(s, op, -EROFS);
+	while ((op = store_q_pop(&s->appendq))) {
 		if (op == s->ck.part_pending)
 			s->ck.part_pending = NULL;
 		op_finish(s, op, -EROFS);
@@ -743,7 +790,7 @@ static void op_finish(struct node_store *s, struct op *op, int res)
 unsigned node_store_pending(const struct node_store *s)
 {
 	return s->appendq.n + s->commitq.n + s->reads.inflight + s->streams.ios +
-	       (s->ck.state != CK_IDLE ? 1 : 0);
+	       (s->ck.state != CK_IDLE ? 1 : 0) + s->sp.held.n + s->sp.reading;
 }
 
 /*
@@ -798,6 +845,7 @@ static int poll_own(struct node_store *s, bool wait)
 	int ret;
 
 	for (int round = 0; round < 2; round++) {
+		store_space_step(s);
 		store_ckpt_step(s);
 		serialize(s);
 		store_streams_kick(s);
@@ -835,6 +883,8 @@ static uint64_t window_deadline(const struct node_store *s)
 {
 	uint64_t w = s->o.commit_window_us * 1000, d = 0;
 
+	if (store_space_busy(s))
+		return 1; /* compaction's index walk goes on: wake at once */
 	if (!any_write_inflight(s))
 		return 0; /* the next completion, or nothing, wakes the loop */
 	if (s->cur && s->cur->fill)
@@ -880,6 +930,7 @@ static void store_work(struct node_store *s)
 	complete_durable(s);
 	if (s->read_only)
 		fail_all(s);
+	store_space_step(s);
 	store_ckpt_step(s);
 	serialize(s);
 	store_streams_kick(s);
@@ -990,9 +1041,9 @@ int node_store_put_async(struct node_store *s, const void *key, size_t klen, con
 
 static bool key_pending(const struct node_store *s, const void *key, size_t klen)
 {
-	const struct opq *qs[2] = { &s->appendq, &s->commitq };
+	const struct opq *qs[3] = { &s->appendq, &s->commitq, &s->sp.held };
 
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < 3; i++)
 		for (const struct op *op = qs[i]->head; op; op = op->next)
 			if ((op->kind == OP_PUT || op->kind == OP_COMMIT) && op->klen == klen &&
 			    memcmp(op->key, key, klen) == 0)
@@ -1081,8 +1132,8 @@ static int delete_blocking(struct node_store *s, const void *key, size_t klen)
 
 static int sync_blocking(struct node_store *s)
 {
-	while (!s->read_only && (s->appendq.head || s->commitq.head || (s->cur && s->cur->fill) ||
-				 store_streams_finishing(s))) {
+	while (!s->read_only && (s->appendq.head || s->commitq.head || s->sp.held.head ||
+				 (s->cur && s->cur->fill) || store_streams_finishing(s))) {
 		int ret = node_store_poll(s, true);
 
 		if (ret < 0)
@@ -1122,111 +1173,7 @@ int node_store_list(struct node_store *s, const void *prefix, size_t plen,
 	return (int)n;
 }
 
-/* ---- compaction ---- */
-
-static int relocate_one(struct node_store *s, const uint8_t *key, size_t klen, uint64_t loc)
-{
-	struct op *op = store_op_new(s, OP_RELOC, key, klen);
-	uint64_t from = loc_off(loc), size = loc_size(loc);
-	uint64_t a = align_down(from, DISK_BLOCK_BYTES), b = align_up(from + size, DISK_BLOCK_BYTES);
-	uint8_t *buf = NULL;
-	struct rec_hdr h;
-	int ret;
-
-	if (!op)
-		return -ENOMEM;
-	buf = store_alloc_blocks(b - a);
-	if (!buf) {
-		store_op_free(op);
-		return -ENOMEM;
-	}
-	ret = node_disk_sync_io(s->disk, DISK_READ, buf, b - a, a);
-	if (ret == 0)
-		ret = rec_check(buf + (from - a), size, &h);
-	if (ret == 0 && (h.klen != klen || memcmp(buf + (from - a) + REC_HDR_BYTES, key, klen)))
-		ret = -EIO;
-	if (ret < 0) {
-		/* leave a damaged record where it is: scrub reports it */
-		s->st.checksum_errors += ret == -EIO;
-		free(buf);
-		store_op_free(op);
-		return ret == -EIO ? 0 : ret;
-	}
-	op->rec.vlen = h.vlen;
-	op->rec.owned_val = malloc(h.vlen ? h.vlen : 1);
-	if (!op->rec.owned_val) {
-		free(buf);
-		store_op_free(op);
-		return -ENOMEM;
-	}
-	memcpy(op->rec.owned_val, buf + (from - a) + REC_HDR_BYTES + klen + rec_table_bytes(h.vlen), h.vlen);
-	op->rec.val = op->rec.owned_val;
-	op->u.reloc.from = loc;
-	free(buf);
-	store_q_push(&s->appendq, op);
-	return 0;
-}
-
-static int compact_blocking(struct node_store *s)
-{
-	int64_t victim = -1;
-	uint64_t best = UINT64_MAX;
-	struct sidx_iter it;
-	const uint8_t *k;
-	size_t kl;
-	uint64_t loc, queued = 0;
-	uint8_t *last = NULL;
-	size_t lastlen = 0;
-	int ret = 0;
-
-	if (s->read_only)
-		return -EROFS;
-	store_reclaim_segments(s);
-	for (uint32_t i = 0; i < s->nsegs; i++) {
-		const struct seg *g = &s->segs[i];
-
-		if (g->state != SEG_USED || g->max_seq >= s->ck.old_p0_seq || g->streams)
-			continue;
-		if (g->live < best && g->live < s->seg_bytes * 3 / 4) {
-			best = g->live;
-			victim = i;
-		}
-	}
-	if (victim < 0)
-		return 0;
-	last = malloc(NODE_STORE_KEY_MAX);
-	if (!last)
-		return -ENOMEM;
-	/* Walk the index in bounded rounds; resume after the last key seen. */
-	for (bool more = true; more;) {
-		sidx_seek(s->ix, &it, lastlen ? last : NULL, lastlen, true);
-		more = false;
-		while (sidx_next(s->ix, &it, &k, &kl, &loc)) {
-			memcpy(last, k, kl);
-			lastlen = kl;
-			if (seg_of(s, loc_off(loc)) != (uint32_t)victim || loc_is_damaged(loc))
-				continue;
-			ret = relocate_one(s, k, kl, loc);
-			if (ret < 0)
-				goto out;
-			queued += loc_size(loc);
-			if (queued >= 4 * s->o.write_buffer_bytes) {
-				queued = 0;
-				more = true;
-				break; /* the index may change while we flush */
-			}
-		}
-		ret = node_store_sync(s);
-		if (ret < 0)
-			goto out;
-	}
-	s->st.compactions++;
-	store_reclaim_segments(s);
-	ret = 1;
-out:
-	free(last);
-	return ret;
-}
+/* ---- compaction (store_space.c does the work) ---- */
 
 /* Try to make room after -ENOSPC: checkpoints release old segments, then
  * compaction empties the emptiest. Returns 1 if a segment came free. */
@@ -1242,13 +1189,13 @@ static int maintain_space(struct node_store *s)
 
 	for (int i = 0; i < 2; i++) {
 		store_reclaim_segments(s);
-		if (s->nfree > reserve_segments(s))
+		if (s->nfree > store_space_reserve(s))
 			return 1;
 		ret = node_store_checkpoint(s);
 		if (ret < 0)
 			return ret;
 	}
-	while ((ret = node_store_compact(s)) == 1 && s->nfree <= reserve_segments(s))
+	while ((ret = node_store_compact(s)) == 1 && s->nfree <= store_space_reserve(s))
 		;
 	if (ret < 0)
 		return ret;
@@ -1269,7 +1216,10 @@ void node_store_stats(const struct node_store *s, struct node_store_stats *st)
 	st->capacity_bytes = (uint64_t)s->nsegs * s->seg_bytes;
 	st->segments = s->nsegs;
 	st->segments_free = s->nfree;
-	st->segments_reserved = reserve_segments(s);
+	st->segments_reserved = store_space_reserve(s);
+	st->usable_bytes = store_space_usable(s);
+	st->full = s->sp.full;
+	st->nearly_full = s->sp.full || live * 10 > st->usable_bytes * 9;
 	st->index_bytes = sidx_bytes(s->ix);
 	st->index_bytes_per_object = st->objects ? (double)st->index_bytes / st->objects : 0;
 	st->seq = s->seq;
@@ -1449,6 +1399,9 @@ int node_store_open(struct node_store **out, const struct node_store_opts *opts,
 	ret = store_recover(s, err, errlen);
 	if (ret < 0)
 		goto out;
+	ret = store_space_init(s);
+	if (ret < 0)
+		goto out;
 	/* loading the index freed its read buffers: give the pages back, the
 	 * node's memory budget counts resident bytes */
 	malloc_trim(0);
@@ -1485,9 +1438,11 @@ struct node_disk *node_store_abandon(struct node_store **sp)
 		return NULL;
 	d = s->disk;
 	s->disk = NULL;
-	while ((op = q_pop(&s->commitq)))
+	while ((op = store_q_pop(&s->commitq)))
 		store_op_free(op);
-	while ((op = q_pop(&s->appendq)))
+	while ((op = store_q_pop(&s->appendq)))
+		store_op_free(op);
+	while ((op = store_q_pop(&s->sp.held)))
 		store_op_free(op);
 	node_store_close(sp);
 	return d;
@@ -1502,6 +1457,7 @@ void node_store_close(struct node_store **sp)
 	if (s->hooked)
 		node_loop_before_sleep_remove(s->loop, store_hook, s);
 	s->hooked = false;
+	s->sp.stopped = true; /* no new compaction while closing */
 	if (s->disk && s->loop && !s->blocking) {
 		/* the owner has drained the store's i/o on the loop
 		 * (node_store_idle()): what is left is done directly */
@@ -1540,6 +1496,7 @@ void node_store_close(struct node_store **sp)
 	}
 	while (s->streams.list)
 		store_stream_free(s->streams.list);
+	store_space_release(s);
 	for (unsigned i = 0; s->bufs && i < s->nbufs; i++)
 		if (s->bufs[i].mem)
 			munmap(s->bufs[i].mem, s->o.write_buffer_bytes);
@@ -1604,7 +1561,7 @@ int node_store_compact(struct node_store *s)
 	ret = store_blocking_begin(s);
 	if (ret < 0)
 		return ret;
-	ret = compact_blocking(s);
+	ret = store_space_compact_blocking(s);
 	store_blocking_end(s);
 	return ret;
 }

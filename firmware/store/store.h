@@ -32,7 +32,8 @@
  *    operations that complete meanwhile run inside them.
  *
  * Errors: 0 or -errno. -ENOENT no such key, -EINVAL bad argument,
- * -E2BIG key or value too large, -ENOSPC only the compaction reserve is left,
+ * -E2BIG key or value too large, -ENOSPC the drive is full (compaction can
+ * free no segment, or live data would pass the usable capacity: see below),
  * -EROFS the store is read-only after an I/O failure, -EIO a checksum
  * mismatch or a read error (never wrong bytes). node_store_errmsg() gives
  * the reason of the last failure in words.
@@ -258,8 +259,24 @@ int node_store_sync(struct node_store *s);
 /* Write a checkpoint now (normally done every ckpt_records records). */
 int node_store_checkpoint(struct node_store *s);
 
-/* Compact the emptiest eligible segment. Returns 1 if one was compacted,
- * 0 if none was eligible, or -errno. */
+/*
+ * Compaction runs by itself in the background (from node_store_poll() or,
+ * on a shared loop, the store's before-sleep hook), in bounded steps: when
+ * free segments run low it empties the eligible segment with the most
+ * garbage, moving its live records through the log as RELOC records
+ * (applied only if the key still points at the copy's source, so a put or
+ * delete racing it always wins), and the segment is reused only once those
+ * are durable and two checkpoints are past it. Checkpoints are also started
+ * for space, so that segments emptied by overwrites and deletes come free
+ * within about a second. A put that needs a new segment when only the
+ * reserve is left waits while compaction can still free one, and fails
+ * with -ENOSPC only when it cannot: then node_store_stats() says `full`
+ * until deletes bring space back, and every put is refused meanwhile.
+ * A put is also refused when live bytes would pass usable_bytes.
+ */
+
+/* Compact the eligible segment with the most garbage now. Returns 1 if one
+ * was compacted, 0 if none was eligible, or -errno. */
 int node_store_compact(struct node_store *s);
 
 /* Make room after -ENOSPC: two checkpoints release old segments, then the
@@ -283,6 +300,14 @@ struct node_store_stats {
 	uint64_t live_bytes;        /* record bytes of live objects */
 	uint64_t capacity_bytes;    /* bytes of all segments */
 	uint64_t segments, segments_free, segments_reserved;
+	uint64_t usable_bytes;      /* capacity less the compaction reserve: puts
+				     * are refused once live bytes would pass it */
+	bool full;                  /* puts are refused (-ENOSPC) until deletes or
+				     * compaction bring space back */
+	bool nearly_full;           /* full, or live bytes above 90% of usable_bytes */
+	uint64_t relocations;       /* records moved by compaction */
+	uint64_t space_waits;       /* puts that waited for compaction to free a segment */
+	uint64_t space_refusals;    /* puts refused with -ENOSPC */
 	uint64_t index_bytes;       /* RAM held by the index, keys included */
 	double index_bytes_per_object;
 	uint64_t puts, gets, deletes, flushes, batches;

@@ -82,6 +82,11 @@ static int ck_start(struct node_store *s)
 	return 0;
 }
 
+int store_ckpt_begin(struct node_store *s)
+{
+	return ck_start(s);
+}
+
 static void ck_ptr_done(struct node_disk_io *io);
 
 /* Fill one checkpoint pointer block (docs/FORMAT.md, section 6). */

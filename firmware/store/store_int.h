@@ -132,7 +132,13 @@ struct wbuf {
 struct seg {
 	uint64_t live;      /* bytes of live PUT records */
 	uint64_t max_seq;   /* newest record written into it */
+	uint64_t waste;     /* bytes after its last record, left when the log moved on
+			     * (0: not known, after a restart) */
+	uint64_t maxrec;    /* largest record placed in it since open (0: not known) */
 	uint8_t state;
+	bool data;          /* objects were written into it (not only checkpoints) */
+	bool skip;          /* a compaction left something in it (damage): not
+			     * picked again until more of it dies */
 	uint32_t streams;   /* streamed puts writing into it: not reclaimed */
 };
 
@@ -215,6 +221,39 @@ struct store_frontier {
 };
 enum { FR_IDLE, FR_WRITE, FR_FLUSH };
 
+/*
+ * Space (store_space.c): background compaction, reclaim, and the admission
+ * of puts. A put that needs a new segment while only the reserve is left
+ * waits in `held` while compaction can still free one, and fails with
+ * ENOSPC (the store is then `full`) when it cannot.
+ */
+struct store_space {
+	uint64_t live;          /* sum of the segments' live bytes */
+	uint64_t placed;        /* log bytes placed since open */
+	uint64_t max_rec;       /* largest record placed since open */
+	struct opq held;        /* puts (and ops on their keys) waiting for a segment */
+	bool full;              /* puts are refused until space comes back */
+	uint64_t full_live;     /* live bytes when it became full */
+	bool dirty;             /* something changed: look at the segments again */
+	bool stopped;           /* closing: no new background work */
+	uint64_t next_scan_ns;
+	/* the checkpoints space asks for */
+	uint64_t ck_placed, ck_began_ns;
+	/* the compaction under way */
+	int64_t victim;         /* segment being emptied, -1 none */
+	uint8_t *cursor;        /* last key looked at (NODE_STORE_KEY_MAX bytes) */
+	size_t cursor_len;
+	bool cursor_set, scan_done;
+	bool victim_damaged;    /* a record could not be moved: it stays */
+	unsigned relocs;        /* RELOC records queued, not yet applied */
+	bool reading;           /* a live record's read is in flight */
+	struct node_disk_io io;
+	uint8_t *rkey;          /* its key (NODE_STORE_KEY_MAX bytes) */
+	size_t rklen;
+	uint64_t rloc;          /* its location */
+	uint8_t *rbuf;          /* the blocks it reads into */
+};
+
 struct store_timer;
 
 struct node_store {
@@ -263,6 +302,7 @@ struct node_store {
 	struct store_frontier fr;
 	struct store_reads reads;
 	struct store_streams streams;
+	struct store_space sp;
 	/* idle: since when (0: busy), and whether memory was given back */
 	uint64_t idle_since_ns;
 	bool released;
@@ -391,6 +431,30 @@ void store_ptr_pack(uint8_t *p, uint64_t gen, uint64_t p0_off, uint64_t p0_seq, 
 		     uint64_t end_off, uint64_t end_size, uint32_t end_hcrc);
 void store_ckpt_end_durable(struct node_store *s, struct op *op);
 void store_ckpt_step(struct node_store *s);
+/* Begin a checkpoint now (0), or -EBUSY/-EAGAIN/-EROFS. */
+int store_ckpt_begin(struct node_store *s);
+
+/* store_space.c: compaction, reclaim and the admission of puts */
+int store_space_init(struct node_store *s);
+void store_space_release(struct node_store *s);
+/* A put or RESV of `span` log bytes: 0 place it, 2 hold it (a segment may
+ * come free), or -ENOSPC (err set). need_seg: it needs a new segment. */
+int store_space_admit(struct node_store *s, struct op *op, uint64_t span, bool need_seg);
+void store_space_hold(struct node_store *s, struct op *op);
+/* An op of the same key as a held one must wait behind it. */
+bool store_space_key_held(const struct node_store *s, const void *key, size_t klen);
+/* Take a never-placed op out of the held queue. true if it was there. */
+bool store_space_unhold(struct node_store *s, struct op *op);
+/* Background work: reclaim, checkpoints for space, compaction steps. */
+void store_space_step(struct node_store *s);
+/* More CPU work waits (an index scan): the loop should not sleep. */
+bool store_space_busy(const struct node_store *s);
+uint32_t store_space_reserve(const struct node_store *s);
+uint64_t store_space_usable(const struct node_store *s);
+int store_space_compact_blocking(struct node_store *s);
+/* the op queues (store.c) */
+struct op *store_q_pop(struct opq *q);
+void store_op_finish(struct node_store *s, struct op *op, int res);
 
 /* store_ckpt.c: the flush frontier */
 /* Records up to seq may be acknowledged (always true on a drive without a

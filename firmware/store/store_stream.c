@@ -444,11 +444,15 @@ void node_store_stream_abort(struct node_store_stream **stp)
 	if (!st->err)
 		st->err = -ECANCELED;
 	if (st->resv && !st->resv->rec.started) {
-		/* never placed: take the reservation back */
+		/* never placed (maybe waiting for space): take the reservation back */
 		struct opq *q = &st->s->appendq;
 		struct op *prev = NULL;
 
-		for (struct op *op = q->head; op; prev = op, op = op->next) {
+		if (store_space_unhold(st->s, st->resv)) {
+			store_op_free(st->resv);
+			q = NULL;
+		}
+		for (struct op *op = q ? q->head : NULL; op; prev = op, op = op->next) {
 			if (op != st->resv)
 				continue;
 			if (prev)

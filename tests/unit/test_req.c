@@ -473,7 +473,11 @@ static void test_counters(void **state)
 	put(f, "a", "1", 1);
 	put(f, "b", "2", 1);
 	n = node_req_counters(f->rq, c, OVL_WIRE_COUNTERS_MAX);
-	assert_int_equal(n, 9);
+	assert_int_equal(n, 13);
+	assert_string_equal(c[9].name, "full");
+	assert_int_equal(c[9].value, 0);
+	assert_string_equal(c[11].name, "usable_bytes");
+	assert_true(c[11].value > 0);
 	assert_string_equal(c[0].name, "objects");
 	assert_int_equal(c[0].value, 2);
 	assert_string_equal(c[6].name, "puts");

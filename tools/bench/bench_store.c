@@ -394,6 +394,110 @@ out:
 	return ret;
 }
 
+/*
+ * Space under churn: 8 MiB puts, four in flight, half of them overwriting
+ * a random existing key and half adding one, on a drive of its own
+ * (SPACE_DRIVE_BYTES, 128 MiB segments), until the first no-space.
+ * store_live_fraction_at_enospc is the live bytes then over the capacity
+ * (every segment's bytes).
+ */
+#define SPACE_DRIVE_BYTES (8ull << 30)
+#define SPACE_VAL_BYTES (8u << 20)
+#define SPACE_SLOTS 4
+
+struct space_put {
+	bool done;
+	int res;
+};
+
+static void space_put_done(void *arg, int res, const struct node_store_objstat *st)
+{
+	struct space_put *p = arg;
+
+	(void)st;
+	p->done = true;
+	p->res = res;
+}
+
+static int bench_space(const char *dir_path)
+{
+	char path[600];
+	struct node_store *s = NULL;
+	struct node_store_opts o;
+	struct node_store_stats st;
+	struct space_put p[SPACE_SLOTS];
+	uint8_t *val = NULL;
+	char err[256], key[32];
+	uint64_t nkeys = 0, rng = 0x9e3779b97f4a7c15ull, live = 0, puts = 0;
+	int ret = -1, fd;
+	double t0;
+
+	snprintf(path, sizeof(path), "%s/store-space.img", dir_path);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0 || ftruncate(fd, (off_t)SPACE_DRIVE_BYTES) < 0) {
+		fprintf(stderr, "shelf-bench: cannot create drive '%s': %s\n", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	val = malloc(SPACE_VAL_BYTES);
+	if (!val)
+		goto out;
+	memset(val, 0x5a, SPACE_VAL_BYTES);
+	node_store_opts_init(&o);
+	o.path = path;
+	o.format = o.force_format = true;
+	o.segment_bytes = 128u << 20;
+	o.page_cache_reads = false;
+	if (node_store_open(&s, &o, err, sizeof(err)) < 0) {
+		fprintf(stderr, "shelf-bench: %s\n", err);
+		goto out;
+	}
+	t0 = bench_now();
+	for (bool refused = false; !refused;) {
+		node_store_stats(s, &st);
+		live = st.live_bytes;
+		for (int i = 0; i < SPACE_SLOTS; i++) {
+			uint64_t k;
+
+			rng ^= rng << 13;
+			rng ^= rng >> 7;
+			rng ^= rng << 17;
+			k = nkeys && (rng & 1) ? (rng >> 1) % nkeys : nkeys++;
+			snprintf(key, sizeof(key), "space/%08" PRIu64, k);
+			p[i] = (struct space_put){ 0 };
+			if (node_store_put_async(s, key, strlen(key), val, SPACE_VAL_BYTES, space_put_done,
+						 &p[i]) < 0)
+				goto out;
+		}
+		for (int i = 0; i < SPACE_SLOTS; i++) {
+			while (!p[i].done)
+				if (node_store_poll(s, true) < 0)
+					goto out;
+			if (p[i].res == -ENOSPC)
+				refused = true;
+			else if (p[i].res < 0) {
+				fprintf(stderr, "shelf-bench: put failed: %s\n", node_store_errmsg(s));
+				goto out;
+			}
+			puts++;
+		}
+	}
+	node_store_stats(s, &st);
+	bench_line("store_live_fraction_at_enospc", (double)live / st.capacity_bytes, 0, "fraction", "-");
+	fprintf(stderr, "  (%" PRIu64 " puts of 8 MiB in %.1f s, half overwrites; first no-space at %" PRIu64
+		" MiB live of %" PRIu64 " MiB capacity, %" PRIu64 " MiB usable; %" PRIu64 " relocations: %s)\n",
+		puts, bench_now() - t0, live >> 20, st.capacity_bytes >> 20, st.usable_bytes >> 20,
+		st.relocations, node_store_errmsg(s));
+	ret = 0;
+out:
+	node_store_close(&s);
+	free(val);
+	unlink(path);
+	return ret;
+}
+
 static int run_store(int argc, char **argv)
 {
 	struct bench_ctx c = { .size = 2ull << 30, .index_objects = 1000000, .recover_records = 100000 };
@@ -446,6 +550,8 @@ static int run_store(int argc, char **argv)
 	ret = bench_big_and_small(&c);
 	if (ret == 0)
 		ret = bench_index(&c);
+	if (ret == 0)
+		ret = bench_space(dir ? dir : ".");
 	return ret;
 }
 

@@ -10,8 +10,9 @@
  *
  * Exit codes: 0 everything healthy; 4 something is unhealthy (the broker does
  * not answer, a node is down, out or unreachable, read-only, reports checksum
- * errors, or has no free segment); 1 nothing could be reached at all;
- * 2 usage.
+ * errors, or is full: refuses puts); 1 nothing could be reached at all;
+ * 2 usage. A node whose live data is above 90% of its usable capacity is
+ * shown `nearly-full`, which is not a problem by itself.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -42,7 +43,7 @@ struct snode {
 	char error[256];
 	struct shelf_counter c[SHELF_COUNTERS_MAX];
 	int nc;
-	const char *health;     /* "ok", "down", "out", "unreachable", "read-only", ... */
+	const char *health;     /* "ok", "nearly-full", "full", "down", "out", "unreachable", "read-only", ... */
 };
 
 struct status {
@@ -127,6 +128,14 @@ static uint64_t counter(const struct snode *n, const char *name)
 	return 0;
 }
 
+static bool has_counter(const struct snode *n, const char *name)
+{
+	for (int i = 0; i < n->nc; i++)
+		if (strcmp(n->c[i].name, name) == 0)
+			return true;
+	return false;
+}
+
 /* The broker's view: node states and slice names. */
 static void ask_broker(struct status *st, struct admin_call *slices_call, bool *have_slices)
 {
@@ -208,13 +217,17 @@ static void judge(struct status *st, struct snode *n, const char *slice)
 		n->health = "read-only";
 	else if (counter(n, "checksum_errors"))
 		n->health = "checksum-errors";
-	else if (counter(n, "capacity_bytes") && !counter(n, "segments_free"))
-		n->health = "full";
+	else if (has_counter(n, "full") ? counter(n, "full") != 0
+		 : counter(n, "capacity_bytes") && !counter(n, "segments_free"))
+		n->health = "full"; /* puts are refused (older nodes: no segment free) */
+	else if (counter(n, "nearly_full"))
+		n->health = "nearly-full";
 	else if (strcmp(n->state, "up") != 0)
 		n->health = n->state; /* answers, but the broker has not heard from it */
 	else
 		n->health = "ok";
-	if (strcmp(n->health, "ok") != 0)
+	/* nearly-full is shown, not a problem: puts still succeed */
+	if (strcmp(n->health, "ok") != 0 && strcmp(n->health, "nearly-full") != 0)
 		problem(st, "slice %s: node %.16s (%s) is %s%s%s", slice, hex, n->addr, n->health,
 			n->error[0] ? ": " : "", n->error);
 }

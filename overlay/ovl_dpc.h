@@ -14,8 +14,8 @@
  *   driver below, or the node's io_uring loop (firmware/peer/).
  *
  * - A blocking driver (struct ovl_dpc_conn): a TCP socket, a connect with a
- *   deadline (poll) and one request at a time, every wait bounded by the
- *   caller's timeout. For libshelf and the tools.
+ *   deadline (poll) and one request at a time, the handshake and each
+ *   request bounded as a whole by the caller's timeout. For libshelf and the tools.
  *
  * Threading: an engine or a connection belongs to one thread at a time.
  * Errors: 0 or a negative errno; words in an err buffer. Nothing logs.
@@ -216,8 +216,9 @@ int ovl_dpc_conn_open(struct ovl_dpc_conn **out, const struct sockaddr_in6 *addr
 		      const struct ovl_dpc_cfg *cfg, int timeout_ms, char *err, size_t errlen);
 
 /*
- * Run the handshake, every wait at most timeout_ms. 0, or: -ETIMEDOUT (no
- * answer in time), -ECONNRESET and other socket errors, or the handshake's
+ * Run the handshake, all of it within timeout_ms. 0, or: -ETIMEDOUT (no
+ * answer in time), -ECONNRESET (err: "connection closed by the node during
+ * the handshake" when it closed it) and other socket errors, or the handshake's
  * own errors (-ECONNREFUSED: the node sent ERROR, see ovl_dpc_refusal();
  * -EBADE, -EPROTONOSUPPORT, -EBADMSG, the verifier's); err says why. After
  * an error, close the connection.
@@ -225,8 +226,8 @@ int ovl_dpc_conn_open(struct ovl_dpc_conn **out, const struct sockaddr_in6 *addr
 int ovl_dpc_conn_handshake(struct ovl_dpc_conn *cn, int timeout_ms, char *err, size_t errlen);
 
 /*
- * Start call and drive the connection until it completes, every wait (for
- * the socket to take or give bytes) at most timeout_ms. Returns 0 when the
+ * Start call and drive the connection until it completes, all of it (every
+ * wait for the socket to take or give bytes) within timeout_ms. Returns 0 when the
  * call completed: call->result is 0 (call->resp is the node's answer) or
  * the protocol failure (-EBADMSG a bad response, -EPROTO a plaintext
  * payload where encryption is required, -EIO a payload chunk that failed

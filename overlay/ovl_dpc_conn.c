@@ -1,6 +1,8 @@
 /* The blocking driver of ovl_dpc (see ovl_dpc.h): one TCP socket, one
- * request at a time, every wait bounded by the caller's timeout. */
+ * request at a time, the handshake and each request bounded as a whole by
+ * the caller's timeout. */
 #include "ovl_dpc.h"
+#include "ovl_util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +20,8 @@
 struct ovl_dpc_conn {
 	int fd;
 	int timeout_ms;           /* what SO_RCVTIMEO and SO_SNDTIMEO are set to */
+	uint64_t deadline_ms;     /* the handshake's or the call's end (ovl_mono_ms) */
+	bool eof;                 /* the node closed the connection */
 	struct ovl_dpc *c;
 };
 
@@ -31,6 +35,18 @@ static void set_timeout(struct ovl_dpc_conn *cn, int timeout_ms)
 	setsockopt(cn->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(cn->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	cn->timeout_ms = timeout_ms;
+}
+
+/* The next send or receive waits at most until the deadline: 0, or
+ * -ETIMEDOUT when it has passed. */
+static int arm(struct ovl_dpc_conn *cn)
+{
+	uint64_t now = ovl_mono_ms();
+
+	if (now >= cn->deadline_ms)
+		return -ETIMEDOUT;
+	set_timeout(cn, cn->deadline_ms - now > INT32_MAX ? INT32_MAX : (int)(cn->deadline_ms - now));
+	return 0;
 }
 
 static int tcp_connect(const struct sockaddr_in6 *sa, int timeout_ms)
@@ -99,15 +115,17 @@ static int flush(struct ovl_dpc_conn *cn)
 		struct iovec iov[TX_IOV_MAX];
 		struct msghdr mh = { 0 };
 		ssize_t r;
+		int ret = arm(cn);
 
+		if (ret < 0)
+			return ret;
 		mh.msg_iov = iov;
 		mh.msg_iovlen = (size_t)ovl_dpc_tx_iov(cn->c, iov, TX_IOV_MAX);
 		r = sendmsg(cn->fd, &mh, MSG_NOSIGNAL);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0) {
-			int ret = r == 0 ? -ECONNRESET : sock_err(errno);
-
+			ret = r == 0 ? -ECONNRESET : sock_err(errno);
 			ovl_dpc_tx_done(cn->c, 0);
 			return ret;
 		}
@@ -122,10 +140,16 @@ static int pump(struct ovl_dpc_conn *cn, bool (*done)(const void *arg), const vo
 	while (!done(arg) && !ovl_dpc_failed(cn->c)) {
 		uint8_t *buf = NULL;
 		size_t room = ovl_dpc_rx_space(cn->c, &buf);
-		ssize_t r = recv(cn->fd, buf, room, 0);
+		ssize_t r;
+		int ret = arm(cn);
 
+		if (ret < 0)
+			return ret;
+		r = recv(cn->fd, buf, room, 0);
 		if (r < 0 && errno == EINTR)
 			continue;
+		if (r == 0)
+			cn->eof = true;
 		if (r <= 0)
 			return r == 0 ? -ECONNRESET : sock_err(errno);
 		ovl_dpc_rx_done(cn->c, (size_t)r);
@@ -145,15 +169,18 @@ static bool call_done(const void *arg)
 
 int ovl_dpc_conn_handshake(struct ovl_dpc_conn *cn, int timeout_ms, char *err, size_t errlen)
 {
+	const char *why;
 	int ret;
 
-	set_timeout(cn, timeout_ms);
+	cn->deadline_ms = ovl_mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
 	ret = flush(cn);
 	if (ret == 0)
 		ret = pump(cn, hs_done, cn->c);
 	if (ret < 0) {
-		ovl_dpc_abort(cn->c, ret, strerror(-ret));
-		snprintf(err, errlen, "%s", strerror(-ret));
+		why = cn->eof ? "connection closed by the node during the handshake"
+		    : ret == -ETIMEDOUT ? "no answer in time" : strerror(-ret);
+		ovl_dpc_abort(cn->c, ret, why);
+		snprintf(err, errlen, "%s", why);
 		return ret;
 	}
 	if (ovl_dpc_failed(cn->c)) {
@@ -169,12 +196,13 @@ int ovl_dpc_conn_call(struct ovl_dpc_conn *cn, struct ovl_dpc_call *call, int ti
 
 	if (ret < 0)
 		return ret;
-	set_timeout(cn, timeout_ms);
+	cn->deadline_ms = ovl_mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
 	ret = flush(cn);
 	if (ret == 0)
 		ret = pump(cn, call_done, call);
 	if (ret < 0)
-		ovl_dpc_abort(cn->c, ret, strerror(-ret));
+		ovl_dpc_abort(cn->c, ret, cn->eof ? "connection closed by the node"
+				  : ret == -ETIMEDOUT ? "no answer in time" : strerror(-ret));
 	return ret;
 }
 

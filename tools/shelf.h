@@ -7,7 +7,9 @@
  * computes placement itself (docs/PROTOCOL.md section 8) and talks to the
  * nodes directly over the data plane (section 7), verifying each node's
  * certificate and every payload's crc32c end to end. A node that answers
- * stale-map makes the client fetch the map again and retry once.
+ * stale-map makes the client fetch the map again (from the broker, else
+ * asking that node first) and retry once; the caller sees stale-map only
+ * when the retry gets it too.
  *
  * Maps carry the broker's signature (section 6.4), checked against the
  * broker certificate of the client directory whatever their source: the
@@ -20,8 +22,10 @@
  *
  * Every call returns 0 or a negative errno and writes what failed into
  * err, naming the key and the node (`get 'k': node fd12::7 did not answer
- * within 5 s`). -ENOENT: no such key; -EHOSTUNREACH: the node holding the
- * key is down or unreachable; -EACCES: refused; -EIO: checksum mismatch.
+ * within 5000 ms`; an err of SHELF_ERR_BYTES holds it whole). -ENOENT: no
+ * such key; -EHOSTUNREACH: the node holding the key is down or unreachable; -EACCES: refused; -EIO: checksum mismatch.
+ * A node's answer is named by its status (`node fd12::7: checksum-mismatch:
+ * ...`).
  *
  * A struct shelf is used by one thread at a time.
  */
@@ -36,6 +40,7 @@
 #define SHELF_DATA_PORT_DEFAULT 7480 /* a node's data-plane port when none is given */
 #define SHELF_NODES_MAX 32           /* node addresses given with shelf_add_node() */
 #define SHELF_COUNTERS_MAX 64        /* NODE_STAT counters (OVL_WIRE_COUNTERS_MAX) */
+#define SHELF_ERR_BYTES 1024         /* an err buffer of this size holds every message whole */
 
 struct shelf;
 
@@ -63,7 +68,13 @@ int shelf_add_node(struct shelf *s, const char *node, char *err, size_t errlen);
 /* Close connections, free, NULL *s. Accepts NULL. */
 void shelf_close(struct shelf **s);
 
-/* Per-operation timeout (default SHELF_TIMEOUT_MS_DEFAULT). */
+/*
+ * The timeout of each call as a whole (default SHELF_TIMEOUT_MS_DEFAULT):
+ * fetching the map, connecting, the handshake, the request and any retry
+ * all end within it. When nodes can be asked for the map, the broker gets
+ * at most half of it; shelf_list() gives each node an even share of what
+ * is left.
+ */
 void shelf_set_timeout(struct shelf *s, int timeout_ms);
 
 /*
@@ -107,6 +118,18 @@ typedef int (*shelf_list_cb)(void *arg, const void *key, size_t klen);
 int shelf_list(struct shelf *s, const char *slice, const void *prefix, size_t plen,
 	       const void *after, size_t alen, unsigned limit, shelf_list_cb cb, void *arg,
 	       char *err, size_t errlen);
+
+/*
+ * The same, but a member that does not answer (unreachable, or no answer
+ * within the timeout) is skipped instead of failing the call:
+ * missing(arg, node, why) names it (its address, text, and the reason; both
+ * valid during the call), and the keys of the others are given. Without
+ * missing (NULL) it is shelf_list().
+ */
+typedef void (*shelf_missing_cb)(void *arg, const char *node, const char *why);
+int shelf_list_partial(struct shelf *s, const char *slice, const void *prefix, size_t plen,
+		       const void *after, size_t alen, unsigned limit, shelf_list_cb cb, void *arg,
+		       shelf_missing_cb missing, void *missing_arg, char *err, size_t errlen);
 
 /* Where key lives: the node's address (text) and data port. */
 int shelf_locate(struct shelf *s, const char *slice, const void *key, size_t klen, char *addr,

@@ -51,8 +51,8 @@ if [ -x "${SHELF_BUILD:-build}/shelf-broker" ]; then
 	[ "$("$C" exec -- env SHELF_LS_PAGE=2 shelf ls ds/ --limit 3 | wc -l)" = 3 ] || fail "ls --limit 3 in pages of two"
 	"$C" exec -- shelf ls ds/ --limit x >/dev/null 2>&1; [ $? = 2 ] || fail "ls --limit x: not a usage error"
 	# keys that need escaping still give valid JSON
-	"$C" exec -- shelf put 'js/q"u\o	t' /dev/null || fail "put a key with a quote"
-	"$C" exec -- shelf ls js/ --json | python3 -c 'import json, sys; assert json.load(sys.stdin) == ["js/q\"u\\o\tt"]' ||
+	"$C" exec -- shelf put 'js/q"u\o	t' "$t/0" || fail "put a key with a quote"
+	"$C" exec -- shelf ls js/ --json | python3 -c 'import json, sys; assert json.load(sys.stdin) == [{"key": "js/q\"u\\o\tt"}]' ||
 		fail "ls --json: $("$C" exec -- shelf ls js/ --json)"
 	"$C" exec -- shelf get ds/none >/dev/null 2>&1; [ $? = 3 ] || fail "missing key: exit code"
 	echo "objects of 0 B, 1 B, 4 KiB, 1 MiB, 64 MiB, a range, ls: ok"

@@ -27,7 +27,7 @@ int sh_conn_get(struct shelf *s, const uint8_t addr[16], uint16_t port, const ch
 	struct ovl_dpc_cfg cfg = { 0 };
 	char text[INET6_ADDRSTRLEN], name[INET6_ADDRSTRLEN + 8], e2[OVL_DPC_ERR_BYTES] = "";
 	struct sh_conn *c = NULL;
-	int ret;
+	int ret, budget;
 
 	for (unsigned i = 0; i < s->nconns; i++)
 		if (s->conns[i].cn && s->conns[i].port == port &&
@@ -57,15 +57,20 @@ int sh_conn_get(struct shelf *s, const uint8_t addr[16], uint16_t port, const ch
 	cfg.now = (uint64_t)time(NULL);
 	cfg.slice = slice;
 	cfg.name = name;
-	ret = ovl_dpc_conn_open(&c->cn, &sa, &cfg, s->timeout_ms, e2, sizeof(e2));
+	budget = sh_left_ms(s);
+	ret = ovl_dpc_conn_open(&c->cn, &sa, &cfg, budget, e2, sizeof(e2));
 	if (ret < 0)
 		return sh_fail(err, errlen, -EHOSTUNREACH, "node %s port %u: %s", text, port, e2);
-	ret = ovl_dpc_conn_handshake(c->cn, s->timeout_ms, e2, sizeof(e2));
+	ret = ovl_dpc_conn_handshake(c->cn, sh_left_ms(s), e2, sizeof(e2));
 	if (ret < 0) {
 		conn_close(c);
 		if (ret == -ETIMEDOUT)
 			return sh_fail(err, errlen, -EHOSTUNREACH, "node %s did not answer within %d ms",
-				       text, s->timeout_ms);
+				       text, budget);
+		/* the node hung up, or the connection broke: nobody to ask */
+		if (ret == -ECONNRESET || ret == -EPIPE)
+			return sh_fail(err, errlen, -EHOSTUNREACH, "handshake with node %s: %s", text,
+				       e2[0] ? e2 : strerror(-ret));
 		return sh_fail(err, errlen, ret == -ECONNREFUSED ? -EACCES : ret,
 			       "handshake with node %s: %s", text, e2[0] ? e2 : strerror(-ret));
 	}
@@ -79,7 +84,7 @@ int sh_call(struct shelf *s, struct sh_conn *c, uint8_t type, struct ovl_wire_re
 {
 	struct ovl_dpc_call *call = malloc(sizeof(*call));
 	char text[INET6_ADDRSTRLEN];
-	int ret;
+	int ret, budget = sh_left_ms(s);
 
 	if (!call)
 		return -ENOMEM;
@@ -92,7 +97,7 @@ int sh_call(struct shelf *s, struct sh_conn *c, uint8_t type, struct ovl_wire_re
 	call->encrypt = encrypt;
 	call->progress = s->progress;
 	call->progress_arg = s->progress_arg;
-	ret = ovl_dpc_conn_call(c->cn, call, s->timeout_ms);
+	ret = ovl_dpc_conn_call(c->cn, call, budget);
 	if (ret < 0 && !call->complete) {
 		/* not started: a request that cannot be sealed, or no memory */
 		if (ret == -EINVAL)
@@ -103,9 +108,10 @@ int sh_call(struct shelf *s, struct sh_conn *c, uint8_t type, struct ovl_wire_re
 		conn_close(c);
 		if (ret == -ETIMEDOUT)
 			ret = sh_fail(err, errlen, -EHOSTUNREACH, "node %s did not answer within %d ms",
-				      text, s->timeout_ms);
+				      text, budget);
 		else
-			ret = sh_fail(err, errlen, -EHOSTUNREACH, "node %s: %s", text, strerror(-ret));
+			ret = sh_fail(err, errlen, -EHOSTUNREACH, "node %s: %s", text,
+				      call->err[0] ? call->err : strerror(-ret));
 		goto out;
 	}
 	if (call->result < 0) {

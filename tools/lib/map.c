@@ -77,11 +77,19 @@ static int cache_load(struct shelf *s, struct sh_map *m, const char *slice, char
 	return map_decode(s, m, slice, len, err, errlen);
 }
 
-static int broker_fetch(struct shelf *s, struct sh_map *m, const char *slice, char *err,
-			size_t errlen);
+static int broker_fetch(struct shelf *s, struct sh_map *m, const char *slice, int budget_ms,
+			char *err, size_t errlen);
 
 static int nodes_fetch(struct shelf *s, struct sh_map *m, const char *slice, char *err,
 		       size_t errlen);
+
+/* Milliseconds until end (ovl_mono_ms), at least 1. */
+static int left_of(uint64_t end)
+{
+	uint64_t now = ovl_mono_ms();
+
+	return now >= end ? 1 : (int)(end - now);
+}
 
 /*
  * The map held before a fetch, into h (which gets its own buffer): m when
@@ -140,7 +148,7 @@ int sh_map_fetch(struct shelf *s, const char *slice, struct sh_map **out, char *
 {
 	struct sh_map *m = NULL, held = { 0 };
 	bool have_held, from_broker = false;
-	char e3[384];
+	char e3[768];
 	int ret;
 
 	for (unsigned i = 0; i < SHELF_SLICES_MAX && !m; i++)
@@ -157,7 +165,13 @@ int sh_map_fetch(struct shelf *s, const char *slice, struct sh_map **out, char *
 		goto out;
 	}
 	if (s->broker[0]) {
-		ret = broker_fetch(s, m, slice, err, errlen);
+		/* when nodes can be asked instead (given ones, or the members of a
+		 * map held), the broker gets half of the time left, not all of it */
+		int budget = sh_left_ms(s);
+
+		if ((s->nnodes || have_held) && budget > 1)
+			budget /= 2;
+		ret = broker_fetch(s, m, slice, budget, err, errlen);
 		from_broker = ret == 0;
 	} else
 		ret = sh_fail(err, errlen, -EHOSTUNREACH, "no broker given");
@@ -168,7 +182,7 @@ int sh_map_fetch(struct shelf *s, const char *slice, struct sh_map **out, char *
 		if (r2 == 0) {
 			ret = 0;
 		} else {
-			char e4[256];
+			char e4[SHELF_ERR_BYTES];
 
 			snprintf(e4, sizeof(e4), "%s", err);
 			sh_fail(err, errlen, ret, "%s; %s", e4, e3);
@@ -191,9 +205,10 @@ out:
 	return ret;
 }
 
-static int broker_fetch(struct shelf *s, struct sh_map *m, const char *slice, char *err,
-			size_t errlen)
+static int broker_fetch(struct shelf *s, struct sh_map *m, const char *slice, int budget_ms,
+			char *err, size_t errlen)
 {
+	uint64_t end = ovl_mono_ms() + (uint64_t)budget_ms;
 	struct ovl_link_opts lo = ovl_link_opts_default;
 	struct ovl_link_client_cfg cfg = { 0 };
 	struct ovl_msg req;
@@ -211,7 +226,7 @@ static int broker_fetch(struct shelf *s, struct sh_map *m, const char *slice, ch
 		cfg.opts = &lo;
 		if (!s->zctx || ovl_link_client_new(&s->link, s->zctx, &cfg, e2, sizeof(e2)) < 0)
 			return sh_fail(err, errlen, -EHOSTUNREACH, "cannot reach broker '%s': %s", s->broker, e2);
-		ret = ovl_link_client_wait_ready(s->link, s->timeout_ms, e2, sizeof(e2));
+		ret = ovl_link_client_wait_ready(s->link, budget_ms, e2, sizeof(e2));
 		if (ret < 0) {
 			ovl_link_client_destroy(&s->link);
 			return sh_fail(err, errlen, -EHOSTUNREACH, "cannot reach broker '%s': %s", s->broker, e2);
@@ -223,15 +238,15 @@ static int broker_fetch(struct shelf *s, struct sh_map *m, const char *slice, ch
 	msgpack_sbuffer_init(&sb);
 	ret = ovl_msg_encode(&req, &sb, e2, sizeof(e2));
 	if (ret == 0)
-		ret = ovl_link_client_send(s->link, sb.data, sb.size, s->timeout_ms);
+		ret = ovl_link_client_send(s->link, sb.data, sb.size, left_of(end));
 	msgpack_sbuffer_destroy(&sb);
 	if (ret < 0)
 		return sh_fail(err, errlen, -EHOSTUNREACH, "cannot send to broker '%s'", s->broker);
-	ret = ovl_link_client_recv(s->link, m->buf, SHELF_MAP_MAX_BYTES, s->timeout_ms);
+	ret = ovl_link_client_recv(s->link, m->buf, SHELF_MAP_MAX_BYTES, left_of(end));
 	if (ret < 0) {
 		ovl_link_client_destroy(&s->link); /* a late answer must not be read as the next */
 		return sh_fail(err, errlen, -EHOSTUNREACH, "broker '%s' did not answer within %d ms",
-			    s->broker, s->timeout_ms);
+			    s->broker, budget_ms);
 	}
 	{
 		size_t len = (size_t)ret;
@@ -327,7 +342,7 @@ static int nodes_fetch(struct shelf *s, struct sh_map *m, const char *slice, cha
 {
 	struct sh_node_addr *cand = NULL;
 	unsigned ncand = 0, answers = 0;
-	char e2[384] = "no node address known (give one with --node or SHELF_NODES)";
+	char e2[768] = "no node address known (give one with --node or SHELF_NODES)";
 	char text[INET6_ADDRSTRLEN + 16];
 	bool from_node = false;
 	size_t cap;
@@ -338,10 +353,12 @@ static int nodes_fetch(struct shelf *s, struct sh_map *m, const char *slice, cha
 		if (cache_load(s, m, slice, ec, sizeof(ec)) == 0)
 			snprintf(s->map_source, sizeof(s->map_source), "cache");
 	}
-	cap = s->nnodes + (m->valid ? m->msg.u.map.n_members : 0);
-	cand = calloc(cap ? cap : 1, sizeof(*cand));
+	cap = 1 + s->nnodes + (m->valid ? m->msg.u.map.n_members : 0);
+	cand = calloc(cap, sizeof(*cand));
 	if (!cand)
 		return -ENOMEM;
+	if (s->has_hint)
+		cand[ncand++] = s->hint; /* it said stale-map: it holds a newer map */
 	for (unsigned i = 0; i < s->nnodes; i++)
 		cand[ncand++] = s->nodes[i];
 	for (uint32_t i = 0; m->valid && i < m->msg.u.map.n_members; i++) {
@@ -358,16 +375,23 @@ static int nodes_fetch(struct shelf *s, struct sh_map *m, const char *slice, cha
 		struct sh_conn *c = NULL;
 		uint8_t *body = NULL;
 		size_t blen = 0;
+		uint64_t end;
 		int ret;
 
 		inet_ntop(AF_INET6, &cand[i].addr, text, INET6_ADDRSTRLEN);
 		snprintf(q.slice, sizeof(q.slice), "%s", slice);
 		q.epoch = m->valid ? m->msg.u.map.epoch : 0;
+		/* an even share of the time left each, so that a node that does
+		 * not answer leaves time for the others */
+		end = s->deadline_ms;
+		if (end)
+			s->deadline_ms = ovl_mono_ms() + (uint64_t)sh_left_ms(s) / (ncand - i);
 		ret = sh_conn_get(s, (const uint8_t *)&cand[i].addr, cand[i].port, slice, &c, e2,
 			       sizeof(e2));
 		if (ret == 0)
 			ret = sh_call(s, c, OVL_WIRE_T_MAP, &q, NULL, 0, false, &r, &body, &blen, e2,
 				   sizeof(e2));
+		s->deadline_ms = end;
 		if (ret == 0 && r.status != OVL_WIRE_OK) {
 			ret = ovl_wire_status_to_errno(r.status);
 			snprintf(e2, sizeof(e2), "node %s: %s: %s", text,

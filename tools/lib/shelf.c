@@ -22,6 +22,25 @@ int sh_fail(char *err, size_t errlen, int code, const char *fmt, ...)
 	return code;
 }
 
+void sh_op_begin(struct shelf *s)
+{
+	s->deadline_ms = ovl_mono_ms() + (uint64_t)s->timeout_ms;
+}
+
+int sh_left_ms(const struct shelf *s)
+{
+	uint64_t now = ovl_mono_ms();
+
+	if (!s->deadline_ms)
+		return s->timeout_ms; /* outside an operation */
+	return now >= s->deadline_ms ? 1 : (int)(s->deadline_ms - now);
+}
+
+bool sh_expired(const struct shelf *s)
+{
+	return s->deadline_ms && ovl_mono_ms() >= s->deadline_ms;
+}
+
 int sh_read_file(const char *path, uint8_t *buf, size_t cap, size_t *len)
 {
 	FILE *f = fopen(path, "rb");
@@ -143,26 +162,38 @@ static int keyed(struct shelf *s, const char *what, const char *slice, uint8_t t
 		 size_t plen, struct ovl_wire_resp *r, uint8_t **out, size_t *outlen, char *err,
 		 size_t errlen)
 {
-	char e2[384], kshow[80], text[INET6_ADDRSTRLEN];
+	char e2[768], kshow[80], text[INET6_ADDRSTRLEN];
+	bool stale_retried = false, lost_retried = false;
 	int ret = 0;
 
-	snprintf(kshow, sizeof(kshow), "%.*s", (int)(klen < 64 ? klen : 64), (const char *)key);
-	if (!slice || !*slice || klen == 0 || klen > OVL_WIRE_KEY_MAX_BYTES)
-		return sh_fail(err, errlen, -EINVAL, "%s '%s': the key must be 1..%u bytes and a slice named",
-			    what, kshow, OVL_WIRE_KEY_MAX_BYTES);
-	for (int attempt = 0; attempt < 2; attempt++) {
+	sh_op_begin(s);
+	/* the key as errors show it: its first 64 bytes, "..." when longer */
+	snprintf(kshow, sizeof(kshow), "%.*s%s", (int)(klen < 64 ? klen : 64), (const char *)key,
+		 klen > 64 ? "..." : "");
+	if (!slice || !*slice)
+		return sh_fail(err, errlen, -EINVAL, "%s '%s': no slice named", what, kshow);
+	if (klen == 0 || klen > OVL_WIRE_KEY_MAX_BYTES)
+		return sh_fail(err, errlen, -EINVAL,
+			       "%s '%s': a key is 1 to %u bytes long, and this one is %zu bytes",
+			       what, kshow, OVL_WIRE_KEY_MAX_BYTES, klen);
+	/* at most one retry for a stale map and one for a node down or gone,
+	 * each with a fresh map, and none once the time is up */
+	for (int attempt = 0; attempt < 3; attempt++) {
 		struct sh_map *m = NULL;
 		const struct ovl_msg_member *mb = NULL;
 		struct sh_conn *c = NULL;
 
+		r->status = OVL_WIRE_OK;
 		ret = attempt ? sh_map_fetch(s, slice, &m, e2, sizeof(e2)) : sh_map_get(s, slice, &m, e2, sizeof(e2));
 		if (ret == 0)
 			ret = sh_map_locate(m, key, klen, &mb, e2, sizeof(e2));
 		if (ret < 0)
 			break;
 		inet_ntop(AF_INET6, mb->addr, text, sizeof(text));
-		if (mb->state == OVL_MSG_STATE_DOWN && attempt == 0)
+		if (mb->state == OVL_MSG_STATE_DOWN && attempt == 0) {
+			lost_retried = true;
 			continue; /* the map may be newer at the broker */
+		}
 		ret = sh_conn_get(s, mb->addr, mb->port, slice, &c, e2, sizeof(e2));
 		if (ret == 0) {
 			snprintf(q->slice, sizeof(q->slice), "%s", slice);
@@ -171,13 +202,6 @@ static int keyed(struct shelf *s, const char *what, const char *slice, uint8_t t
 			q->key_len = (uint32_t)klen;
 			ret = sh_call(s, c, type, q, payload, plen, m->msg.u.map.encrypt, r, out,
 				   outlen, e2, sizeof(e2));
-		}
-		if (ret == 0 && r->status == OVL_WIRE_STALE_MAP && attempt == 0) {
-			if (out) {
-				free(*out);
-				*out = NULL;
-			}
-			continue;
 		}
 		if (ret == 0 && r->status != OVL_WIRE_OK) {
 			ret = ovl_wire_status_to_errno(r->status);
@@ -189,9 +213,21 @@ static int keyed(struct shelf *s, const char *what, const char *slice, uint8_t t
 				*out = NULL;
 			}
 		}
-		if (ret != -EHOSTUNREACH || attempt)
-			break;
+		if (ret < 0 && r->status == OVL_WIRE_STALE_MAP && !stale_retried && !sh_expired(s)) {
+			/* this node has a newer map: ask it first when the broker cannot answer */
+			stale_retried = true;
+			memcpy(&s->hint.addr, mb->addr, 16);
+			s->hint.port = mb->port;
+			s->has_hint = true;
+			continue;
+		}
+		if (ret == -EHOSTUNREACH && !lost_retried && !sh_expired(s)) {
+			lost_retried = true;
+			continue;
+		}
+		break;
 	}
+	s->has_hint = false;
 	if (ret < 0)
 		sh_fail(err, errlen, ret, "%s '%s': %s", what, kshow, e2);
 	return ret;
@@ -224,7 +260,8 @@ SHELF_API int shelf_get(struct shelf *s, const char *slice, const void *key, siz
 	if (off || len != UINT64_MAX) {
 		q.has_range = true;
 		q.offset = off;
-		q.length = len;
+		/* to the end: no object is longer than the largest length */
+		q.length = len == UINT64_MAX ? OVL_WIRE_OBJECT_MAX_BYTES : len;
 	}
 	ret = keyed(s, "get", slice, OVL_WIRE_T_GET, key, klen, &q, NULL, 0, &r, &body, &blen, err,
 		    errlen);
@@ -274,8 +311,10 @@ SHELF_API int shelf_locate(struct shelf *s, const char *slice, const void *key, 
 {
 	struct sh_map *m = NULL;
 	const struct ovl_msg_member *mb = NULL;
-	int ret = sh_map_get(s, slice, &m, err, errlen);
+	int ret;
 
+	sh_op_begin(s);
+	ret = sh_map_get(s, slice, &m, err, errlen);
 	if (ret == 0)
 		ret = sh_map_locate(m, key, klen, &mb, err, errlen);
 	if (ret == 0) {
@@ -303,12 +342,22 @@ SHELF_API int shelf_list(struct shelf *s, const char *slice, const void *prefix,
 			 const void *after, size_t alen, unsigned limit, shelf_list_cb cb,
 			 void *arg, char *err, size_t errlen)
 {
+	return shelf_list_partial(s, slice, prefix, plen, after, alen, limit, cb, arg, NULL, NULL,
+				  err, errlen);
+}
+
+SHELF_API int shelf_list_partial(struct shelf *s, const char *slice, const void *prefix,
+				 size_t plen, const void *after, size_t alen, unsigned limit,
+				 shelf_list_cb cb, void *arg, shelf_missing_cb missing,
+				 void *missing_arg, char *err, size_t errlen)
+{
 	struct sh_map *m = NULL;
 	struct klist all = { 0 };
-	char e2[384], text[INET6_ADDRSTRLEN];
+	char e2[768], text[INET6_ADDRSTRLEN];
 	unsigned given = 0;
 	int ret;
 
+	sh_op_begin(s);
 	if (!limit)
 		limit = 1000;
 	if (limit > OVL_WIRE_LIST_MAX || plen > OVL_WIRE_KEY_MAX_BYTES || alen > OVL_WIRE_KEY_MAX_BYTES)
@@ -327,6 +376,7 @@ SHELF_API int shelf_list(struct shelf *s, const char *slice, const void *prefix,
 		struct sh_conn *c = NULL;
 		uint8_t *body = NULL;
 		size_t blen = 0;
+		uint64_t end, share;
 
 		if (mb->state == OVL_MSG_STATE_OUT)
 			continue;
@@ -340,16 +390,30 @@ SHELF_API int shelf_list(struct shelf *s, const char *slice, const void *prefix,
 			memcpy(q.after, after, alen);
 		q.after_len = (uint32_t)alen;
 		q.limit = limit;
+		/* each node gets an even share of the time left, so that one that
+		 * does not answer leaves time for the others */
+		end = s->deadline_ms;
+		share = (uint64_t)sh_left_ms(s) / (m->msg.u.map.n_members - i);
+		s->deadline_ms = ovl_mono_ms() + (share ? share : 1);
 		ret = sh_conn_get(s, mb->addr, mb->port, slice, &c, e2, sizeof(e2));
 		if (ret == 0)
 			ret = sh_call(s, c, OVL_WIRE_T_LIST, &q, NULL, 0, m->msg.u.map.encrypt, &r, &body,
 				   &blen, e2, sizeof(e2));
+		s->deadline_ms = end;
 		if (ret == 0 && r.status != OVL_WIRE_OK) {
 			ret = ovl_wire_status_to_errno(r.status);
-			snprintf(e2, sizeof(e2), "node %s: %s", text, r.message);
+			snprintf(e2, sizeof(e2), "node %s: %s%s%s", text,
+				 ovl_wire_status_name(r.status) ? ovl_wire_status_name(r.status) : "error",
+				 r.message[0] ? ": " : "", r.message);
 		}
 		if (ret == 0)
 			ret = ovl_wire_keys_decode(body, blen, &keys, &nk, e2, sizeof(e2));
+		if (ret == -EHOSTUNREACH && missing) {
+			missing(missing_arg, text, e2);
+			free(body);
+			ret = 0;
+			continue;
+		}
 		if (ret < 0) {
 			free(body);
 			sh_fail(err, errlen, ret, "ls: %s", e2);
@@ -445,6 +509,7 @@ SHELF_API int shelf_map(struct shelf *s, const char *slice, struct shelf_map_inf
 	const struct ovl_msg_map *mp;
 	int ret;
 
+	sh_op_begin(s);
 	*members = NULL;
 	memset(info, 0, sizeof(*info));
 	if (!slice || !*slice)
@@ -492,6 +557,7 @@ SHELF_API int shelf_node_stat(struct shelf *s, const char *slice, const char *ad
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
+	sh_op_begin(s);
 	snprintf(q.slice, sizeof(q.slice), "%s", slice);
 	q.epoch = UINT64_MAX; /* never stale: NODE_STAT does not depend on placement */
 	ret = sh_conn_get(s, (const uint8_t *)&a, port, slice, &c, e2, sizeof(e2));
@@ -500,7 +566,9 @@ SHELF_API int shelf_node_stat(struct shelf *s, const char *slice, const char *ad
 			   sizeof(e2));
 	if (ret == 0 && r->status != OVL_WIRE_OK) {
 		ret = ovl_wire_status_to_errno(r->status);
-		snprintf(e2, sizeof(e2), "node %s: %s", addr, r->message);
+		snprintf(e2, sizeof(e2), "node %s: %s%s%s", addr,
+			 ovl_wire_status_name(r->status) ? ovl_wire_status_name(r->status) : "error",
+			 r->message[0] ? ": " : "", r->message);
 	}
 	if (ret < 0) {
 		sh_fail(err, errlen, ret, "node-stat: %s", e2);

@@ -55,6 +55,8 @@ struct shelf {
 	uint8_t broker_sign_pk[OVL_ID_BYTES]; /* checks map signatures (PROTOCOL.md 6.4) */
 	struct sh_node_addr nodes[SHELF_NODES_MAX]; /* asked for maps when no broker answers */
 	unsigned nnodes;
+	struct sh_node_addr hint;             /* a node that answered stale-map: it has a newer map */
+	bool has_hint;
 	char map_source[96];                  /* where the last map came from */
 	ovl_keyring_t *kr;
 	struct ovl_peers *peers;
@@ -64,6 +66,7 @@ struct shelf {
 	struct sh_conn conns[SHELF_CONNS_MAX];
 	unsigned nconns;
 	int timeout_ms;
+	uint64_t deadline_ms;                 /* the current operation's end (ovl_mono_ms) */
 	shelf_progress_cb progress;
 	void *progress_arg;
 	shelf_warn_cb warn;                   /* shelf_set_warn(); NULL: none */
@@ -73,6 +76,17 @@ struct shelf {
 /* printf into err[0..errlen) and return code. */
 int sh_fail(char *err, size_t errlen, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+
+/* A public operation starts: its whole work (map fetch, connect, handshake,
+ * request, retry) ends by now + timeout_ms. */
+void sh_op_begin(struct shelf *s);
+
+/* Milliseconds left of the current operation, at least 1 (a wait with no
+ * time left still fails at once rather than blocking). */
+int sh_left_ms(const struct shelf *s);
+
+/* The current operation's time is up. */
+bool sh_expired(const struct shelf *s);
 
 /* Read a whole small file into buf[0..cap-1), NUL-terminated; 0 or -errno. */
 int sh_read_file(const char *path, uint8_t *buf, size_t cap, size_t *len);

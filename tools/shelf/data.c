@@ -7,7 +7,9 @@
  * no broker), --node ADDR (repeatable; default $SHELF_NODES, comma-separated:
  * nodes asked for the slice map when no broker answers), --timeout MS,
  * --json on listings.
- * Exit codes: 0 ok, 1 failed, 2 usage, 3 not found.
+ * Exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 5 partial (ls: some
+ * node did not answer; the keys of the others are listed, each missing node
+ * is named on stderr).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,8 +26,11 @@
 #include "json.h"
 #include "overlay.h"
 #include "shelf.h"
+#include "text.h"
 
-#define DATA_MAX_BYTES (64u << 20)
+#define DATA_MAX_BYTES CLI_RANGE_MAX_BYTES
+#define EXIT_PARTIAL 5
+#define LS_MISSING_MAX 64 /* missing nodes ls remembers, to name each once */
 #define LS_PAGE 1000u /* keys asked of the nodes per page */
 
 struct dopts {
@@ -52,7 +58,9 @@ static int dusage(const char *cmd, const char *args, int code)
 		strcmp(cmd, "ls") == 0 ? " [--limit N] [--after KEY] [--json]\n"
 		"  --limit N          at most N keys (default: all, fetched a page at a time)\n"
 		"  --after KEY        start after KEY (the last key of the previous page)"
-		: strcmp(cmd, "get") == 0 ? " [--range A-B]"
+		: strcmp(cmd, "get") == 0 ? " [--range START-END|START-]\n"
+		"  --range R          bytes START..END (inclusive) or START- (to the end):\n"
+		"                     decimal digits only, START <= END, at most 64 MiB"
 		: strcmp(cmd, "stat") == 0 ? " [--json]" : "");
 	return code;
 }
@@ -177,7 +185,7 @@ int shelf_cli_open(const char *cmd, const char *client, const char *broker,
 {
 	struct dopts o = { .client = client, .broker = broker, .nnodes = nnodes,
 			   .timeout_ms = timeout_ms };
-	char err[512];
+	char err[SHELF_ERR_BYTES];
 	int rc;
 
 	for (int i = 0; i < nnodes && i < SHELF_NODES_MAX; i++)
@@ -273,15 +281,34 @@ static double mono(void)
 	return ovl_mono_ns() / 1e9;
 }
 
+/*
+ * The whole input: a regular file, a pipe, or stdin ("-"). Anything else
+ * (a directory, a device...) is refused with -EISDIR or -EINVAL and
+ * nothing is read.
+ */
 static int read_input(const char *path, uint8_t **buf, size_t *len)
 {
-	FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+	bool std = strcmp(path, "-") == 0;
+	struct stat st;
+	FILE *f = NULL;
 	size_t cap = 1 << 16, n = 0;
-	uint8_t *b = malloc(cap);
+	uint8_t *b = NULL;
 
-	if (!f || !b) {
-		free(b);
+	if (std ? fstat(0, &st) < 0 : stat(path, &st) < 0)
 		return -errno;
+	if (S_ISDIR(st.st_mode))
+		return -EISDIR;
+	if (!std && !S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode))
+		return -EINVAL;
+	f = std ? stdin : fopen(path, "rb");
+	b = malloc(cap);
+	if (!f || !b) {
+		int e = errno ? errno : ENOMEM;
+
+		if (f && f != stdin)
+			fclose(f);
+		free(b);
+		return -e;
 	}
 	for (;;) {
 		size_t r;
@@ -296,6 +323,8 @@ static int read_input(const char *path, uint8_t **buf, size_t *len)
 			nb = realloc(b, cap * 2);
 			if (!nb) {
 				free(b);
+				if (f != stdin)
+					fclose(f);
 				return -ENOMEM;
 			}
 			b = nb;
@@ -305,6 +334,14 @@ static int read_input(const char *path, uint8_t **buf, size_t *len)
 		if (r == 0)
 			break;
 		n += r;
+	}
+	if (ferror(f)) {
+		int e = errno ? errno : EIO;
+
+		if (f != stdin)
+			fclose(f);
+		free(b);
+		return -e;
 	}
 	if (f != stdin)
 		fclose(f);
@@ -323,7 +360,7 @@ int cmd_put(int argc, char **argv)
 	struct shelf *s = NULL;
 	uint8_t *buf = NULL;
 	size_t len = 0;
-	char err[512];
+	char err[SHELF_ERR_BYTES];
 	double t0 = mono();
 	int ret = dparse(argc, argv, "put", "KEY [FILE|-]", 1, 2, &o);
 
@@ -331,7 +368,15 @@ int cmd_put(int argc, char **argv)
 		return ret < 0 ? 0 : ret;
 	ret = read_input(o.nargs > 1 ? o.args[1] : "-", &buf, &len);
 	if (ret < 0) {
-		fprintf(stderr, "shelf put: cannot read '%s': %s\n", o.nargs > 1 ? o.args[1] : "-",
+		const char *in = o.nargs > 1 ? o.args[1] : "-";
+
+		if (ret == -EISDIR || ret == -EINVAL) {
+			fprintf(stderr, "shelf put: '%s' is %s: the input must be a regular file, a "
+				"pipe or stdin ('-')\n", in,
+				ret == -EISDIR ? "a directory" : "not a regular file or a pipe");
+			return 2;
+		}
+		fprintf(stderr, "shelf put: cannot read '%s': %s\n", in,
 			ret == -E2BIG ? "larger than 64 MiB" : strerror(-ret));
 		return 1;
 	}
@@ -358,7 +403,7 @@ int cmd_get(int argc, char **argv)
 	void *data = NULL;
 	size_t dlen = 0;
 	uint64_t off = 0, len = UINT64_MAX;
-	char err[512];
+	char err[SHELF_ERR_BYTES];
 	double t0 = mono();
 	struct bar pb;
 	FILE *f = NULL;
@@ -366,15 +411,9 @@ int cmd_get(int argc, char **argv)
 
 	if (ret)
 		return ret < 0 ? 0 : ret;
-	if (o.range) {
-		unsigned long long a, b;
-
-		if (sscanf(o.range, "%llu-%llu", &a, &b) != 2 || b < a) {
-			fprintf(stderr, "shelf get: --range '%s' is not A-B (bytes, inclusive)\n", o.range);
-			return 2;
-		}
-		off = a;
-		len = b - a + 1;
+	if (o.range && cli_range_parse(o.range, &off, &len, err, sizeof(err)) < 0) {
+		fprintf(stderr, "shelf get: %s\n", err);
+		return 2;
 	}
 	if ((ret = open_client("get", &o, &s)))
 		return ret;
@@ -406,7 +445,7 @@ int cmd_rm(int argc, char **argv)
 {
 	struct dopts o;
 	struct shelf *s = NULL;
-	char err[512];
+	char err[SHELF_ERR_BYTES];
 	int ret = dparse(argc, argv, "rm", "KEY", 1, 1, &o);
 
 	if (ret)
@@ -425,7 +464,7 @@ int cmd_stat(int argc, char **argv)
 	struct dopts o;
 	struct shelf *s = NULL;
 	struct shelf_objstat st;
-	char err[512], addr[64] = "?";
+	char err[SHELF_ERR_BYTES], addr[64] = "?";
 	uint16_t port = 0;
 	int ret = dparse(argc, argv, "stat", "KEY", 1, 1, &o);
 
@@ -440,13 +479,17 @@ int cmd_stat(int argc, char **argv)
 		shelf_locate(s, o.slice, o.args[0], strlen(o.args[0]), addr, sizeof(addr), &port, err,
 			     sizeof(err));
 		if (o.json) {
-			printf("{\"key\": ");
-			cli_json_str(stdout, o.args[0], strlen(o.args[0]));
+			printf("{");
+			cli_json_key(stdout, o.args[0], strlen(o.args[0]));
 			printf(", \"size\": %" PRIu64 ", \"crc32c\": \"%08x\", \"seq\": %" PRIu64
 			       ", \"node\": \"%s\"}\n", st.size, st.crc, st.seq, addr);
 		} else
-			printf("key     %s\nsize    %" PRIu64 "\ncrc32c  %08x\nseq     %" PRIu64 "\nnode    %s port %u\n",
-			       o.args[0], st.size, st.crc, st.seq, addr, port);
+		{
+			printf("key     ");
+			cli_key_quote(stdout, o.args[0], strlen(o.args[0]));
+			printf("\nsize    %" PRIu64 "\ncrc32c  %08x\nseq     %" PRIu64 "\nnode    %s port %u\n",
+			       st.size, st.crc, st.seq, addr, port);
+		}
 	}
 	shelf_close(&s);
 	return exit_code(ret);
@@ -454,6 +497,8 @@ int cmd_stat(int argc, char **argv)
 
 struct ls_ctx {
 	bool json;
+	char missing[LS_MISSING_MAX][64]; /* nodes named on stderr as not listed */
+	unsigned nmissing;
 	uint64_t n;
 	uint8_t last[1024]; /* the last key given: where the next page starts */
 	size_t last_len;
@@ -464,10 +509,12 @@ static int ls_cb(void *arg, const void *key, size_t klen)
 	struct ls_ctx *l = arg;
 
 	if (l->json) {
-		printf("%s", l->n ? ", " : "");
-		cli_json_str(stdout, key, klen);
+		printf("%s{", l->n ? ", " : "");
+		cli_json_key(stdout, key, klen);
+		printf("}");
 	} else {
-		printf("%.*s\n", (int)klen, (const char *)key);
+		cli_key_quote(stdout, key, klen);
+		putchar('\n');
 	}
 	l->n++;
 	l->last_len = klen < sizeof(l->last) ? klen : sizeof(l->last);
@@ -475,12 +522,25 @@ static int ls_cb(void *arg, const void *key, size_t klen)
 	return 0;
 }
 
+/* A node that did not answer: named on stderr once, and the answer is partial. */
+static void ls_missing(void *arg, const char *node, const char *why)
+{
+	struct ls_ctx *l = arg;
+
+	for (unsigned i = 0; i < l->nmissing; i++)
+		if (strcmp(l->missing[i], node) == 0)
+			return;
+	if (l->nmissing < LS_MISSING_MAX)
+		snprintf(l->missing[l->nmissing++], sizeof(l->missing[0]), "%s", node);
+	fprintf(stderr, "shelf ls: node %s did not answer; its keys are not listed (%s)\n", node, why);
+}
+
 int cmd_ls(int argc, char **argv)
 {
 	struct dopts o;
 	struct shelf *s = NULL;
 	struct ls_ctx l = { 0 };
-	char err[512];
+	char err[SHELF_ERR_BYTES];
 	const char *prefix;
 	unsigned page;
 	int ret = dparse(argc, argv, "ls", "[PREFIX]", 0, 1, &o);
@@ -508,9 +568,9 @@ int cmd_ls(int argc, char **argv)
 
 		if (want == 0)
 			break;
-		ret = shelf_list(s, o.slice, prefix, strlen(prefix), l.last_len ? l.last : NULL,
-				 l.last_len, want < page ? (unsigned)want : page, ls_cb, &l, err,
-				 sizeof(err));
+		ret = shelf_list_partial(s, o.slice, prefix, strlen(prefix), l.last_len ? l.last : NULL,
+					 l.last_len, want < page ? (unsigned)want : page, ls_cb, &l,
+					 ls_missing, &l, err, sizeof(err));
 		if (ret < 0 || l.n - before < (want < page ? want : page))
 			break;
 	}
@@ -519,5 +579,10 @@ int cmd_ls(int argc, char **argv)
 	if (ret < 0)
 		fprintf(stderr, "shelf %s\n", err);
 	shelf_close(&s);
+	if (ret >= 0 && l.nmissing) {
+		fprintf(stderr, "shelf ls: partial answer: %u node%s did not answer\n", l.nmissing,
+			l.nmissing == 1 ? "" : "s");
+		return EXIT_PARTIAL;
+	}
 	return exit_code(ret < 0 ? ret : 0);
 }

@@ -4,8 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Length of the valid UTF-8 sequence at s[0..n), or 0. */
-static size_t utf8_len(const uint8_t *s, size_t n)
+size_t cli_utf8_len(const uint8_t *s, size_t n)
 {
 	size_t len;
 	uint32_t cp;
@@ -40,7 +39,7 @@ void cli_json_str(FILE *f, const void *str, size_t n)
 
 	fputc('"', f);
 	for (size_t i = 0; i < n;) {
-		size_t l = utf8_len(s + i, n - i);
+		size_t l = cli_utf8_len(s + i, n - i);
 
 		if (l == 1 && s[i] == '"')
 			fputs("\\\"", f);

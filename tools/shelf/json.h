@@ -2,7 +2,13 @@
 #define SHELF_CLI_JSON_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
+
+/* Length of the valid UTF-8 sequence at s[0..n) (n >= 1), or 0 when the
+ * bytes there are not one (overlong forms, surrogates and code points
+ * beyond U+10FFFF are not). */
+size_t cli_utf8_len(const uint8_t *s, size_t n);
 
 /*
  * Print bytes as one JSON string, quotes included: '"', '\\' and control

@@ -2,7 +2,8 @@
  * shelf: the command-line tool.
  *
  * Exit codes: 0 success; 1 the operation failed (the message says why);
- * 2 usage error; 3 not found; 4 (status) something is unhealthy.
+ * 2 usage error; 3 not found; 4 (status) something is unhealthy; 5 (ls) a
+ * partial answer: some node did not answer, the others' keys are listed.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -218,7 +219,8 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		fprintf(f, "  %-6s %-6s %s\n", cmds[i].group, cmds[i].name ? cmds[i].name : "",
 			cmds[i].summary);
-	fprintf(f, "\nexit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unhealthy (status)\n");
+	fprintf(f, "\nexit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 unhealthy (status),\n"
+		   "            5 partial (ls: a node did not answer)\n");
 }
 
 int main(int argc, char **argv)

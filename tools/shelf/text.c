@@ -1,0 +1,130 @@
+/* The CLI's pure text helpers (text.h). */
+#include "text.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "json.h"
+
+/* A decimal number of s[0..n): digits only, no overflow. */
+static int dec(const char *s, size_t n, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (n == 0 || n > 20)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		unsigned d;
+
+		if (s[i] < '0' || s[i] > '9')
+			return -EINVAL;
+		d = (unsigned)(s[i] - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return -EINVAL;
+		v = v * 10 + d;
+	}
+	*out = v;
+	return 0;
+}
+
+int cli_range_parse(const char *s, uint64_t *off, uint64_t *len, char *err, size_t errlen)
+{
+	const char *dash = strchr(s, '-');
+	uint64_t a = 0, b = 0;
+
+	if (!dash || dec(s, (size_t)(dash - s), &a) < 0 ||
+	    (dash[1] && dec(dash + 1, strlen(dash + 1), &b) < 0)) {
+		snprintf(err, errlen, "--range '%s' is not START-END or START- (decimal byte "
+			 "offsets, END inclusive, nothing else)", s);
+		return -EINVAL;
+	}
+	if (a > CLI_RANGE_MAX_BYTES) {
+		snprintf(err, errlen, "--range '%s': START %llu is beyond 64 MiB, the largest object",
+			 s, (unsigned long long)a);
+		return -EINVAL;
+	}
+	if (!dash[1]) {
+		*off = a;
+		*len = UINT64_MAX;
+		return 0;
+	}
+	if (b < a) {
+		snprintf(err, errlen, "--range '%s': END %llu is before START %llu", s,
+			 (unsigned long long)b, (unsigned long long)a);
+		return -EINVAL;
+	}
+	if (b - a >= CLI_RANGE_MAX_BYTES) {
+		snprintf(err, errlen, "--range '%s' spans %llu bytes; at most %u (64 MiB, the "
+			 "largest object)", s, (unsigned long long)(b - a) + 1, CLI_RANGE_MAX_BYTES);
+		return -EINVAL;
+	}
+	*off = a;
+	*len = b - a + 1;
+	return 0;
+}
+
+bool cli_utf8_valid(const void *key, size_t n)
+{
+	const uint8_t *s = key;
+
+	for (size_t i = 0; i < n;) {
+		size_t l = cli_utf8_len(s + i, n - i);
+
+		if (!l)
+			return false;
+		i += l;
+	}
+	return true;
+}
+
+static bool needs_quote(const uint8_t *s, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		size_t l = cli_utf8_len(s + i, n - i);
+
+		if (!l || (l == 1 && (s[i] < 0x20 || s[i] == 0x7f || s[i] == '"' || s[i] == '\\')))
+			return true;
+		i += l;
+	}
+	return false;
+}
+
+void cli_key_quote(FILE *f, const void *key, size_t n)
+{
+	static const char esc[] = "\a\b\t\n\v\f\r\"\\", chr[] = "abtnvfr\"\\";
+	const uint8_t *s = key;
+
+	if (!needs_quote(s, n)) {
+		fwrite(s, 1, n, f);
+		return;
+	}
+	fputc('"', f);
+	for (size_t i = 0; i < n;) {
+		size_t l = cli_utf8_len(s + i, n - i);
+		const char *e = l == 1 && s[i] ? strchr(esc, s[i]) : NULL;
+
+		if (e)
+			fprintf(f, "\\%c", chr[e - esc]);
+		else if (!l || (l == 1 && (s[i] < 0x20 || s[i] == 0x7f)))
+			fprintf(f, "\\%03o", s[i]);
+		else
+			fwrite(s + i, 1, l, f);
+		i += l ? l : 1;
+	}
+	fputc('"', f);
+}
+
+void cli_json_key(FILE *f, const void *key, size_t n)
+{
+	const uint8_t *s = key;
+
+	if (cli_utf8_valid(key, n)) {
+		fputs("\"key\": ", f);
+		cli_json_str(f, key, n);
+		return;
+	}
+	fputs("\"key_hex\": \"", f);
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "%02x", s[i]);
+	fputc('"', f);
+}

@@ -1,0 +1,45 @@
+#ifndef SHELF_CLI_TEXT_H
+#define SHELF_CLI_TEXT_H
+
+/*
+ * The CLI's pure text helpers (no I/O besides the FILE given; unit-tested
+ * by tests/unit/test_cli.c): the --range grammar, keys quoted for a line of
+ * `ls`, and keys rendered losslessly in JSON.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CLI_RANGE_MAX_BYTES (64u << 20) /* the largest object, so the largest range */
+
+/*
+ * Parse a --range value: "START-END" (bytes START..END, inclusive) or
+ * "START-" (from START to the end of the object). START and END are
+ * decimal digits only (no sign, no spaces, nothing after), START <= END,
+ * START is at most CLI_RANGE_MAX_BYTES and a closed range spans at most
+ * CLI_RANGE_MAX_BYTES. *off is START,
+ * *len END-START+1 (UINT64_MAX for "START-"). 0, or -EINVAL with a
+ * sentence naming --range in err.
+ */
+int cli_range_parse(const char *s, uint64_t *off, uint64_t *len, char *err, size_t errlen);
+
+/* Whether key[0..n) is valid UTF-8 (no overlong forms, no surrogates). */
+bool cli_utf8_valid(const void *key, size_t n);
+
+/*
+ * Print a key on one line of text the way git quotes paths: as it is
+ * when it is valid UTF-8 with no control character, '"' or '\\'; else in
+ * double quotes with C escapes (\a \b \t \n \v \f \r \" \\) and \ooo
+ * (three octal digits) for every other control byte and every byte that is
+ * not part of valid UTF-8. Valid multi-byte UTF-8 is printed as it is.
+ */
+void cli_key_quote(FILE *f, const void *key, size_t n);
+
+/*
+ * Print a key as one JSON member, losslessly: "key": "TEXT" when it is
+ * valid UTF-8, else "key_hex": "HEX" (its bytes, lowercase hex).
+ */
+void cli_json_key(FILE *f, const void *key, size_t n);
+
+#endif

@@ -140,7 +140,6 @@ static int node_main(struct pki *p, const char *drive, uint16_t port, int ready_
 	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT };
 	struct node_loop_ev tick = { NULL };
 	struct __kernel_timespec ts = { 0, 100000000 };
-	struct timespec now;
 	uint64_t now_ms, last_tick_ms = 0;
 	char err[512];
 
@@ -200,8 +199,7 @@ static int node_main(struct pki *p, const char *drive, uint16_t port, int ready_
 		tick.fn = NULL;
 		node_loop_run(loop, true);
 		/* the data plane's timers, as shelf-node runs them (every 100 ms) */
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		now_ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+		now_ms = ovl_mono_ms();
 		if (now_ms - last_tick_ms >= 100) {
 			node_dp_tick(dp, now_ms);
 			last_tick_ms = now_ms;

@@ -33,10 +33,7 @@ void bench_line(const char *name, double ours, double ref, const char *unit,
 
 double bench_now(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
+	return (double)ovl_mono_ns() / 1e9;
 }
 
 uint64_t bench_size_arg(const char *what, const char *s)

@@ -25,13 +25,14 @@ SECS=20
 [ "${LONG:-0}" = 1 ] && SECS=60
 t=$SHELF_CLUSTER_DIR/t
 mkdir -p "$t"
+: >"$t/empty" # put takes a regular file or a pipe, not a device
 
 "$C" up --nodes 1 >/dev/null || fail "up"
 for _ in $(seq 100); do
-	"$C" exec -- shelf put probe /dev/null 2>/dev/null && break
+	"$C" exec -- shelf put probe "$t/empty" 2>/dev/null && break
 	sleep 0.2
 done
-"$C" exec -- shelf put probe /dev/null || fail "the node does not take puts"
+"$C" exec -- shelf put probe "$t/empty" || fail "the node does not take puts"
 
 # the node's health and space counters, from `shelf status --json`
 health() {

@@ -355,6 +355,7 @@ SHELF_API int shelf_list_partial(struct shelf *s, const char *slice, const void 
 	struct klist all = { 0 };
 	char e2[768], text[INET6_ADDRSTRLEN];
 	unsigned given = 0;
+	bool retried = false;
 	int ret;
 
 	sh_op_begin(s);
@@ -366,6 +367,7 @@ SHELF_API int shelf_list_partial(struct shelf *s, const char *slice, const void 
 	ret = sh_map_fetch(s, slice, &m, err, errlen);
 	if (ret < 0)
 		return ret;
+again:
 	/* every node holds part of the slice: ask each, merge in key order */
 	for (uint32_t i = 0; i < m->msg.u.map.n_members; i++) {
 		const struct ovl_msg_member *mb = &m->msg.u.map.members[i];
@@ -413,6 +415,20 @@ SHELF_API int shelf_list_partial(struct shelf *s, const char *slice, const void 
 			free(body);
 			ret = 0;
 			continue;
+		}
+		if (ret == -ESTALE && !retried) {
+			/* the slice moved on while we listed: fetch its map and list
+			 * again from the start, once (a node already named as not
+			 * answering may be named again) */
+			free(body);
+			retried = true;
+			for (size_t k = 0; k < all.n; k++)
+				free(all.owned[k]);
+			all.n = 0;
+			ret = sh_map_fetch(s, slice, &m, err, errlen);
+			if (ret < 0)
+				goto out;
+			goto again;
 		}
 		if (ret < 0) {
 			free(body);

@@ -1542,38 +1542,29 @@ int node_store_delete(struct node_store *s, const void *key, size_t klen)
 	return ret;
 }
 
-int node_store_sync(struct node_store *s)
+/* A blocking call that takes only the store, between begin and end. */
+static int blocking_call(struct node_store *s, int (*fn)(struct node_store *s))
 {
-	int ret;
+	int ret = store_blocking_begin(s);
 
-	ret = store_blocking_begin(s);
 	if (ret < 0)
 		return ret;
-	ret = sync_blocking(s);
+	ret = fn(s);
 	store_blocking_end(s);
 	return ret;
+}
+
+int node_store_sync(struct node_store *s)
+{
+	return blocking_call(s, sync_blocking);
 }
 
 int node_store_compact(struct node_store *s)
 {
-	int ret;
-
-	ret = store_blocking_begin(s);
-	if (ret < 0)
-		return ret;
-	ret = store_space_compact_blocking(s);
-	store_blocking_end(s);
-	return ret;
+	return blocking_call(s, store_space_compact_blocking);
 }
 
 int node_store_reclaim(struct node_store *s)
 {
-	int ret;
-
-	ret = store_blocking_begin(s);
-	if (ret < 0)
-		return ret;
-	ret = reclaim_blocking(s);
-	store_blocking_end(s);
-	return ret;
+	return blocking_call(s, reclaim_blocking);
 }

@@ -188,13 +188,14 @@ static void roundtrip(struct fx *f, ovl_link_server_t *srv, ovl_link_client_t *c
 	assert_memory_equal(f->buf, reply, strlen(reply));
 }
 
-/* Waits up to 3 x T_READY_MS until the ZAP handler's counter at `offset`
+/* Waits up to 6 x T_READY_MS until the ZAP handler's counter at `offset`
  * reaches `target` (a refusal is counted a little after the client gives up,
- * and a reconnecting client's next attempt can be seconds away under load;
+ * and a reconnecting client's next attempt can be seconds away under load,
+ * and many more under qemu-user emulation;
  * the counter only grows, so a long deadline costs nothing when it passes). */
 static void zap_wait_count(struct fx *f, size_t offset, uint64_t target)
 {
-	int64_t deadline = mono_ms() + 3 * T_READY_MS;
+	int64_t deadline = mono_ms() + 6 * T_READY_MS;
 	struct ovl_zap_stats zs;
 	uint64_t v = 0;
 

@@ -283,7 +283,7 @@ int node_store_checkpoint(struct node_store *s);
  * sizes: records up to compact_piece_bytes are moved whole (two queued and
  * one being read at most), larger ones in pieces of compact_piece_bytes
  * through a streamed region (node_store_stream_bytes()); never both at
- * their peaks at once. About 3.6 MiB with the defaults.
+ * their peaks at once. About 4 MiB with the defaults.
  */
 size_t node_store_compact_mem_max(const struct node_store *s);
 

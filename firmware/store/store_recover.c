@@ -519,8 +519,9 @@ static int replay_commit(struct node_store *s, const uint8_t *rec, const struct 
 	} else if (h->seq <= dm->limit && !store_frontier_is_void(s, h->seq)) {
 		bool counted = count_damage(s, h->seq, false);
 
-		/* a damaged copy changes nothing: the key keeps its source */
-		if (!move) {
+		/* a damaged copy the key had moved to is its newest version:
+		 * the source may be in a segment reused since, never trusted */
+		if (!move || (sidx_get(s->ix, key, h->klen, &old) == 1 && old == from)) {
 			note_found(dm, pos, pos + 1, counted);
 			ret = mark_damaged(s, key, h->klen, pos);
 		}
@@ -645,6 +646,52 @@ static uint64_t resync(struct node_store *s, struct replay_win *w, uint64_t from
 }
 
 /*
+ * A durable record whose header is whole but which fails its checks: does
+ * it make its key damaged? A PUT, TOMB or COMMIT of a put: yes. A RELOC,
+ * or a COMMIT of a move, only if the key still points at the record it
+ * copies (else it was moot): once applied, the copy was the key's newest
+ * version and its source's segment may have been reused since. A move
+ * COMMIT's own value is not trusted for that: the source is read from its
+ * copy's header, and if that fails too the key is marked.
+ */
+static bool damaged_marks(struct node_store *s, const struct rec_hdr *h, const uint8_t *key)
+{
+	uint64_t cur = 0, from = h->aux;
+
+	if (h->type == REC_PUT || h->type == REC_TOMB || (h->type == REC_COMMIT && h->vlen != 24))
+		return true;
+	if (h->type == REC_COMMIT) {
+		uint64_t off = loc_off(h->aux), size = loc_size(h->aux);
+		uint64_t a = align_down(off, DISK_BLOCK_BYTES);
+		size_t hl = REC_HDR_BYTES + h->klen + rec_table_bytes(size);
+		uint8_t *b = NULL;
+		struct rec_hdr ih;
+		bool known = false;
+
+		if (off < s->data_start || off + hl > s->disk->size || size < hl)
+			return true;
+		b = store_alloc_blocks(align_up(off + hl, DISK_BLOCK_BYTES) - a);
+		if (b && node_disk_sync_io(s->disk, DISK_READ, b, align_up(off + hl, DISK_BLOCK_BYTES) - a, a) == 0) {
+			const uint8_t *p = b + (off - a);
+
+			known = rec_hdr_unpack(p, &ih) == 0 && ih.type == REC_RELOC && ih.klen == h->klen &&
+				REC_HDR_BYTES + ih.klen + rec_table_bytes(ih.vlen) <= hl &&
+				rec_hcrc(p, p + REC_HDR_BYTES, ih.klen, p + REC_HDR_BYTES + ih.klen,
+					 rec_table_bytes(ih.vlen)) == ih.hcrc &&
+				memcmp(p + REC_HDR_BYTES, key, h->klen) == 0;
+			from = ih.aux;
+		}
+		free(b);
+		if (!known)
+			return true;
+	} else if (h->type != REC_RELOC) {
+		return false;
+	}
+	return h->klen && h->klen <= NODE_STORE_KEY_MAX && sidx_get(s->ix, key, h->klen, &cur) == 1 &&
+	       cur == from;
+}
+
+/*
  * Replay the log from the checkpoint's P0 (FORMAT.md §4). A record that
  * fails its checks ends the log when it is after the flush frontier (a torn
  * tail); at or below the frontier it is damage: its key (when the header
@@ -728,7 +775,7 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 				rsize = rec_size(h.klen, h.vlen);
 				counted = count_damage(s, seq, false);
 				note_found(&dm, pos, pos + 1, counted);
-				if (h.type == REC_PUT || h.type == REC_TOMB || h.type == REC_COMMIT)
+				if (damaged_marks(s, &h, p + REC_HDR_BYTES))
 					ret = mark_damaged(s, p + REC_HDR_BYTES, h.klen, pos);
 				if (ret < 0)
 					goto out;
@@ -853,8 +900,14 @@ static void rebuild_accounting(struct node_store *s)
 		s->segs[i].live = 0;
 	s->st.damaged_objects = 0;
 	sidx_seek(s->ix, &it, NULL, 0, false);
-	while (sidx_next(s->ix, &it, &k, &kl, &loc))
+	while (sidx_next(s->ix, &it, &k, &kl, &loc)) {
 		store_seg_live_add(s, loc, +1);
+		/* a record the index points at is never in a free segment (a
+		 * move's source kept when its copy was damaged may be in one
+		 * the checkpoint lists as free) */
+		if (!loc_is_damaged(loc) && s->segs[seg_of(s, loc_off(loc))].state == SEG_FREE)
+			s->segs[seg_of(s, loc_off(loc))].state = SEG_USED;
+	}
 	s->nfree = 0;
 	for (uint32_t i = 0; i < s->nsegs; i++)
 		s->nfree += s->segs[i].state == SEG_FREE;

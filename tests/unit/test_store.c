@@ -716,6 +716,108 @@ static void test_page_cache_coherent(void **state)
 	unlink(path);
 }
 
+/*
+ * Compaction of 64 MiB records, on a real drive file: each is moved in
+ * pieces (compact_piece_bytes) through a streamed region, so the memory
+ * compaction holds stays under node_store_compact_mem_max() (a few MiB)
+ * while it moves 256 MiB; every record reads back exactly, before and
+ * after a restart.
+ */
+static void test_compact_large_records(void **state)
+{
+	char path[] = "/tmp/shelf-test-bigcompact-XXXXXX", err[256];
+	const size_t big = NODE_STORE_VALUE_MAX;
+	const char *keep[4] = { "A", "B", "C", "D" }, *drop[3] = { "X1", "X2", "X3" };
+	struct node_store_opts o;
+	struct node_store *s = NULL;
+	struct node_store_stats st;
+	struct node_store_objstat os;
+	uint32_t crc[4];
+	uint8_t *v = malloc(big);
+	uint64_t off, size, before[4];
+	void *got = NULL;
+	size_t len;
+	int fd = mkstemp(path);
+
+	assert_non_null(v);
+	assert_true(fd >= 0);
+	close(fd);
+	unlink(path);
+	node_store_opts_init(&o);
+	o.path = path;
+	o.create_size = (1u << 20) + 5 * (512ull << 20);
+	o.format = true;
+	o.segment_bytes = 512u << 20;
+	if (node_store_open(&s, &o, err, sizeof(err)) < 0) {
+		unlink(path);
+		free(v);
+		print_message("skipped: %s\n", err);
+		skip(); /* no io_uring or no O_DIRECT here */
+	}
+	/* A X1 B X2 C X3 D in the first segment, then the X's deleted */
+	for (int i = 0; i < 7; i++) {
+		const char *k = i % 2 ? drop[i / 2] : keep[i / 2];
+
+		fill(v, big, 100 + (unsigned)i);
+		if (i % 2 == 0)
+			crc[i / 2] = ovl_crc32c(0, v, big);
+		assert_int_equal(node_store_put(s, k, strlen(k), v, big), 0);
+	}
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(node_store_delete(s, drop[i], strlen(drop[i])), 0);
+	/* one more does not fit: the log moves on to segment 1 */
+	fill(v, big, 107);
+	assert_int_equal(node_store_put(s, "E", 1, v, big), 0);
+	assert_int_equal(node_store_locate(s, "E", 1, &off, &size), 0);
+	assert_true(off >= (1u << 20) + (512u << 20));
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(node_store_locate(s, keep[i], 1, &before[i], &size), 0);
+		assert_true(before[i] < (1u << 20) + (512u << 20)); /* all in segment 0 */
+	}
+	assert_int_equal(node_store_checkpoint(s), 0);
+	assert_int_equal(node_store_checkpoint(s), 0);
+	node_store_stats(s, &st);
+	assert_int_equal(st.compaction_bytes_peak, 0);
+	assert_int_equal(node_store_compact(s), 1);
+	node_store_stats(s, &st);
+	print_message("compaction moved %" PRIu64 " records of 64 MiB holding at most %" PRIu64 " bytes (bound %zu)\n",
+		      st.relocations_streamed, st.compaction_bytes_peak, node_store_compact_mem_max(s));
+	assert_int_equal(st.relocations_streamed, 4);
+	assert_int_equal(st.relocations, 4);
+	assert_int_equal(st.compaction_bytes, 0);
+	assert_true(st.compaction_bytes_peak > 0);
+	assert_true(st.compaction_bytes_peak <= node_store_compact_mem_max(s));
+	assert_true(node_store_compact_mem_max(s) <= (5u << 20));
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(node_store_locate(s, keep[i], 1, &off, &size), 0);
+		assert_true(off != before[i]); /* moved */
+		assert_int_equal(node_store_stat(s, keep[i], 1, &os), 0);
+		assert_int_equal(os.size, big);
+		assert_int_equal(os.crc, crc[i]);
+	}
+	fill(v, big, 102);
+	assert_int_equal(node_store_get(s, "B", 1, &got, &len), 0);
+	assert_int_equal(len, big);
+	assert_memory_equal(got, v, big);
+	free(got);
+	node_store_close(&s);
+	o.format = false;
+	assert_int_equal(node_store_open(&s, &o, err, sizeof(err)), 0);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(node_store_locate(s, keep[i], 1, &off, &size), 0);
+		assert_true(off != before[i]);
+		assert_int_equal(node_store_get(s, keep[i], 1, &got, &len), 0);
+		assert_int_equal(len, big);
+		assert_int_equal(ovl_crc32c(0, got, len), crc[i]);
+		free(got);
+	}
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(node_store_get(s, drop[i], strlen(drop[i]), &got, &len), -ENOENT);
+	node_store_close(&s);
+	unlink(path);
+	free(v);
+}
+
 static int write_image(struct node_disk *d, const char *path)
 {
 	uint8_t *buf = malloc(DISK_BYTES);
@@ -1223,6 +1325,7 @@ int main(void)
 		cmocka_unit_test(test_write_error_goes_read_only),
 		cmocka_unit_test(test_bit_flips_detected),
 		cmocka_unit_test(test_read_damage_survives_crash),
+		cmocka_unit_test(test_compact_large_records),
 		cmocka_unit_test(test_stale_page_cache),
 		cmocka_unit_test(test_page_cache_coherent),
 		cmocka_unit_test(test_bad_drives),

@@ -536,7 +536,10 @@ static void serialize(struct node_store *s)
 		if (!op->rec.started) {
 			int ret;
 
-			if ((op->kind == OP_PUT || op->kind == OP_DEL || op->kind == OP_COMMIT) &&
+			/* (a move's commit is conditional, and compaction, which
+			 * frees the space held puts wait for, waits for it) */
+			if ((op->kind == OP_PUT || op->kind == OP_DEL ||
+			     (op->kind == OP_COMMIT && !op->u.commit.from)) &&
 			    store_space_key_held(s, op->key, op->klen)) {
 				/* its key's earlier put waits for space: keep their order */
 				store_space_hold(s, store_q_pop(&s->appendq));

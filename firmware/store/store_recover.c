@@ -676,10 +676,8 @@ done:
 	s->chain = prev;
 	s->seq = seq - 1;
 	s->seq_done = s->seq;
-	/* every record after P0 but checkpoint records (damaged ones too) is
-	 * outside the checkpoint: the next one is due after fewer, and a clean
-	 * close takes one, so the next open need not replay them again */
-	s->ck.records_since = seq - ps->p0_seq >= nckpt ? seq - ps->p0_seq - nckpt : 0;
+	/* every record after P0 but checkpoint records, damaged ones too */
+	s->ck.replayed = seq - ps->p0_seq >= nckpt ? seq - ps->p0_seq - nckpt : 0;
 	/* exactly one head: the segment the log ends in */
 	for (uint32_t i = 0; i < s->nsegs; i++)
 		if (s->segs[i].state == SEG_HEAD && i != seg_of(s, s->head))

@@ -20,6 +20,10 @@
 #define REC_ALIGN_BYTES 16u
 #define REC_CHUNK_BYTES (64u << 10)
 #define REC_FLAG_CHUNKED 0x01u
+/* The first record a store writes after a recovery: its seq is not the
+ * previous record's plus one but jumps past every sequence number the
+ * crashed life may have left on the drive (docs/FORMAT.md §4). */
+#define REC_FLAG_JUMP 0x02u
 
 enum rec_type {
 	REC_PUT = 1,       /* key -> value */

@@ -350,6 +350,11 @@ static void build_header(struct node_store *s, struct op *op, uint8_t type)
 	h.klen = (uint16_t)op->klen;
 	h.vlen = (uint32_t)op->rec.vlen;
 	h.flags = op->rec.vlen > REC_CHUNK_BYTES ? REC_FLAG_CHUNKED : 0;
+	if (s->fr.jump_pending) {
+		/* the first record after a recovery: its seq jumped */
+		h.flags |= REC_FLAG_JUMP;
+		s->fr.jump_pending = false;
+	}
 	h.prev = s->chain;
 	h.seq = op->rec.seq;
 	h.aux = rec_aux(op);
@@ -536,6 +541,10 @@ static void serialize(struct node_store *s)
 		if (!op->rec.started) {
 			int ret;
 
+			/* at most SEQ_AHEAD_MAX records beyond the durable
+			 * frontier (what a recovery's jump must pass) */
+			if (!store_seq_gate_open(s))
+				return;
 			/* (a move's commit is conditional, and compaction, which
 			 * frees the space held puts wait for, waits for it) */
 			if ((op->kind == OP_PUT || op->kind == OP_DEL ||
@@ -1451,6 +1460,15 @@ int node_store_open(struct node_store **out, const struct node_store_opts *opts,
 	ret = store_space_init(s);
 	if (ret < 0)
 		goto out;
+	if (s->ck.repair) {
+		/* recovery could not use the newest checkpoint, or lost a
+		 * pointer slot: take one now, so that one more damage does
+		 * not leave the drive without a usable checkpoint. If it
+		 * fails the store still works (the next one repairs). */
+		if (node_store_checkpoint(s) == 0)
+			s->st.checkpoint_repaired = true;
+		s->ck.repair = false;
+	}
 	/* loading the index freed its read buffers: give the pages back, the
 	 * node's memory budget counts resident bytes */
 	malloc_trim(0);

@@ -356,6 +356,13 @@ struct node_store_stats {
 	uint64_t idle_releases;     /* times idle memory was given back (write and read buffers, heap) */
 	bool read_only;             /* after an I/O failure */
 	bool repaired_superblock;   /* a damaged superblock copy was rewritten at open */
+	bool checkpoint_fallback;   /* the newest checkpoint was damaged: recovery
+				     * started from the one before it */
+	bool checkpoint_repaired;   /* open rewrote a damaged or stale checkpoint
+				     * pointer copy, or took a checkpoint to replace
+				     * a damaged one */
+	uint32_t upgraded_from;     /* format version this open upgraded the drive
+				     * from (0: none) */
 	char read_only_reason[160];
 };
 

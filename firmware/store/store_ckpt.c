@@ -133,11 +133,26 @@ static void ck_ptr_done(struct node_disk_io *io)
 
 	if (io->res < 0) {
 		store_go_read_only(s, "checkpoint pointer %s failed: %s",
-			     s->ck.state == CK_PTR_WRITE ? "write" : "flush", strerror(-io->res));
+			     s->ck.state == CK_PTR_FLUSH ? "flush" : "write", strerror(-io->res));
 		s->ck.state = CK_IDLE;
 		return;
 	}
 	if (s->ck.state == CK_PTR_WRITE) {
+		/* the slot's mirror (FORMAT.md §6): the same block */
+		s->ck.io = (struct node_disk_io){
+			.op = DISK_WRITE, .buf = s->ck.ptrbuf, .len = DISK_BLOCK_BYTES,
+			.off = PTR_MIRROR_OFF((s->ck.gen + 1) % 2), .done = ck_ptr_done, .arg = s,
+		};
+		ret = node_disk_submit(s->disk, &s->ck.io);
+		if (ret < 0) {
+			store_go_read_only(s, "cannot write checkpoint pointer: %s", strerror(-ret));
+			s->ck.state = CK_IDLE;
+			return;
+		}
+		s->ck.state = CK_PTR_MIRROR;
+		return;
+	}
+	if (s->ck.state == CK_PTR_MIRROR) {
 		s->ck.io = (struct node_disk_io){ .op = DISK_FLUSH, .done = ck_ptr_done, .arg = s };
 		ret = node_disk_submit(s->disk, &s->ck.io);
 		if (ret < 0) {
@@ -153,6 +168,7 @@ static void ck_ptr_done(struct node_disk_io *io)
 	s->ck.new_p0_seq = s->ck.p0_seq;
 	s->ck.state = CK_IDLE;
 	s->st.checkpoints++;
+	store_frontier_jumps_prune(s);
 	store_reclaim_segments(s);
 }
 
@@ -167,7 +183,10 @@ void store_ckpt_step(struct node_store *s)
 	}
 	switch (s->ck.state) {
 	case CK_IDLE:
-		if (s->o.ckpt_records && s->ck.records_since >= s->o.ckpt_records)
+		/* every ckpt_records records; and while the jump list is more
+		 * than half full (a run of crashes), until it empties */
+		if ((s->o.ckpt_records && s->ck.records_since >= s->o.ckpt_records) ||
+		    s->fr.njumps > FR_JUMPS_MAX / 2)
 			ck_start(s);
 		return;
 	case CK_WAIT:
@@ -283,9 +302,13 @@ int node_store_checkpoint(struct node_store *s)
 
 /* ---- the flush frontier (FORMAT.md §4) ---- */
 
-static uint32_t fr_crc(const uint8_t *b, uint32_t n)
+/* crc of bytes 0..59, the n void commits and the j jumps (with j = 0, the
+ * crc of a version 2 frontier) */
+static uint32_t fr_crc(const uint8_t *b, uint32_t n, uint32_t j)
 {
-	return ovl_crc32c(ovl_crc32c(0, b, 60), b + 64, (size_t)n * 8);
+	uint32_t c = ovl_crc32c(ovl_crc32c(0, b, 60), b + 64, (size_t)n * 8);
+
+	return ovl_crc32c(c, b + FR_JUMPS_OFF, (size_t)j * 16);
 }
 
 /*
@@ -316,6 +339,7 @@ static void fr_pack(struct node_store *s, uint8_t *b, uint64_t d)
 		if (s->fr.voids[i] >= s->ck.old_p0_seq)
 			s->fr.voids[n++] = s->fr.voids[i];
 	s->fr.nvoids = n;
+	store_frontier_jumps_prune(s);
 	memset(b, 0, FR_BYTES);
 	memcpy(b, FR_MAGIC, 8);
 	le_put64(b + 8, d);
@@ -323,18 +347,24 @@ static void fr_pack(struct node_store *s, uint8_t *b, uint64_t d)
 	le_put64(b + 24, s->fr.damage_seq);
 	le_put64(b + 32, cksum_errors_upto(s, d));
 	le_put32(b + 40, n);
+	le_put32(b + 44, s->fr.njumps);
 	for (unsigned i = 0; i < n; i++)
 		le_put64(b + 64 + 8 * i, s->fr.voids[i]);
-	le_put32(b + 60, fr_crc(b, n));
+	for (unsigned i = 0; i < s->fr.njumps; i++) {
+		le_put64(b + FR_JUMPS_OFF + 16 * i, s->fr.jumps[i].from);
+		le_put64(b + FR_JUMPS_OFF + 16 * i + 8, s->fr.jumps[i].to);
+	}
+	le_put32(b + 60, fr_crc(b, n, s->fr.njumps));
 	memcpy(b + DISK_BLOCK_BYTES, b, DISK_BLOCK_BYTES);
 }
 
 bool store_frontier_parse(struct node_store *s, const uint8_t *b, uint64_t *d, uint64_t *damaged,
 			  uint64_t *damage_seq, uint64_t *cksum_errors)
 {
-	uint32_t n = le_get32(b + 40);
+	uint32_t n = le_get32(b + 40), j = le_get32(b + 44);
 
-	if (memcmp(b, FR_MAGIC, 8) != 0 || n > FR_VOIDS_MAX || le_get32(b + 60) != fr_crc(b, n))
+	if (memcmp(b, FR_MAGIC, 8) != 0 || n > FR_VOIDS_MAX || j > FR_JUMPS_MAX ||
+	    le_get32(b + 60) != fr_crc(b, n, j))
 		return false;
 	*d = le_get64(b + 8);
 	*damaged = le_get64(b + 16);
@@ -343,7 +373,63 @@ bool store_frontier_parse(struct node_store *s, const uint8_t *b, uint64_t *d, u
 	s->fr.nvoids = n;
 	for (uint32_t i = 0; i < n; i++)
 		s->fr.voids[i] = le_get64(b + 64 + 8 * i);
+	s->fr.njumps = 0;
+	for (uint32_t i = 0; i < j; i++) {
+		uint64_t from = le_get64(b + FR_JUMPS_OFF + 16 * i), to = le_get64(b + FR_JUMPS_OFF + 16 * i + 8);
+
+		if (from < to) /* (a valid crc over nonsense: ignored) */
+			s->fr.jumps[s->fr.njumps++] = (struct fr_jump){ from, to };
+	}
 	return true;
+}
+
+void store_frontier_jump_add(struct node_store *s, uint64_t from, uint64_t to)
+{
+	for (unsigned i = 0; i < s->fr.njumps; i++) {
+		if (s->fr.jumps[i].from == from) {
+			s->fr.jumps[i].to = to;
+			return;
+		}
+	}
+	if (s->fr.njumps == FR_JUMPS_MAX) /* the oldest goes (FORMAT.md §4, "Limits") */
+		memmove(s->fr.jumps, s->fr.jumps + 1, (FR_JUMPS_MAX - 1) * sizeof(s->fr.jumps[0]));
+	else
+		s->fr.njumps++;
+	s->fr.jumps[s->fr.njumps - 1] = (struct fr_jump){ from, to };
+}
+
+uint64_t store_frontier_jump_to(const struct node_store *s, uint64_t seq)
+{
+	for (unsigned i = 0; i < s->fr.njumps; i++)
+		if (s->fr.jumps[i].from == seq)
+			return s->fr.jumps[i].to;
+	return seq;
+}
+
+bool store_frontier_in_gap(const struct node_store *s, uint64_t seq)
+{
+	for (unsigned i = 0; i < s->fr.njumps; i++)
+		if (seq >= s->fr.jumps[i].from && seq < s->fr.jumps[i].to)
+			return true;
+	return false;
+}
+
+void store_frontier_jumps_prune(struct node_store *s)
+{
+	unsigned n = 0;
+
+	/* a replay from P0 at or past `to` never meets the jump */
+	for (unsigned i = 0; i < s->fr.njumps; i++)
+		if (s->fr.jumps[i].to > s->ck.old_p0_seq)
+			s->fr.jumps[n++] = s->fr.jumps[i];
+	s->fr.njumps = n;
+}
+
+bool store_seq_gate_open(const struct node_store *s)
+{
+	uint64_t base = s->fr.durable > s->fr.jump_base ? s->fr.durable : s->fr.jump_base;
+
+	return !s->fr.buf || s->seq < base + SEQ_AHEAD_MAX;
 }
 
 void store_frontier_void_add(struct node_store *s, uint64_t seq)

@@ -15,15 +15,24 @@
 #include "store.h"
 
 #define SB_MAGIC "SHELFST1"
-#define SB_VERSION 2u
-#define SB_VERSION_MIN 1u  /* version 1 drives are read and written too (FORMAT.md §2) */
+#define SB_VERSION 3u
+#define SB_VERSION_MIN 1u  /* versions 1 and 2 are read, and upgraded to 3 at open (FORMAT.md §2) */
 #define SB_COPY_OFF(i) ((uint64_t)(i) * DISK_BLOCK_BYTES)       /* blocks 0 and 1 */
 #define PTR_SLOT_OFF(i) ((uint64_t)(2 + (i)) * DISK_BLOCK_BYTES) /* blocks 2 and 3 */
+/* mirrors of the two slots, blocks 6 and 7 (format version 3) */
+#define PTR_MIRROR_OFF(i) ((uint64_t)(6 + (i)) * DISK_BLOCK_BYTES)
 #define PTR_MAGIC "SHELFCP1"
 #define FR_MAGIC "SHELFFR1"
 #define FR_SLOT_OFF (4u * DISK_BLOCK_BYTES) /* blocks 4 and 5: two identical copies */
 #define FR_BYTES (2u * DISK_BLOCK_BYTES)
 #define FR_VOIDS_MAX 256u
+#define FR_JUMPS_MAX 64u
+#define FR_JUMPS_OFF (64u + 8u * FR_VOIDS_MAX) /* jump list, after the largest void list */
+/* A recovery's first record jumps this far past every sequence number the
+ * crashed life may have placed; a life places at most SEQ_AHEAD_MAX
+ * records beyond its durable frontier (FORMAT.md §4). */
+#define SEQ_JUMP (1ull << 32)
+#define SEQ_AHEAD_MAX (1ull << 24)
 #define DAMAGED_LOC_SIZE 0 /* an index entry whose size part is 0: newest version damaged */
 #define DATA_START_BYTES (1u << 20)
 #define CKPT_PART_BYTES (1u << 20)
@@ -181,6 +190,8 @@ struct store_ckpt {
 	struct ckpt_part *parts; /* parts placed, for the END record */
 	uint32_t nparts, capparts;
 	uint64_t items;
+	bool repair;            /* recovery could not use the newest checkpoint, or lost
+				 * a slot: open takes a checkpoint before it returns */
 	uint8_t *ptrbuf;        /* one aligned block: pointer slots, superblocks */
 	struct node_disk_io io; /* the pointer's write, then flush */
 	int err;
@@ -229,6 +240,16 @@ struct store_frontier {
 	 * not damage. Kept while a checkpoint's replay may meet them. */
 	uint64_t voids[FR_VOIDS_MAX];
 	unsigned nvoids;
+	/* Jumps (FORMAT.md §4): at `from` the log went on at `to`; no record
+	 * of the log has a seq in [from, to), and what the drive holds there
+	 * is from a crashed life. Kept while a checkpoint's replay may pass
+	 * `from`. */
+	struct fr_jump {
+		uint64_t from, to;
+	} jumps[FR_JUMPS_MAX];
+	unsigned njumps;
+	bool jump_pending;      /* the next record placed carries REC_FLAG_JUMP */
+	uint64_t jump_base;     /* seq before the jump's target (placement gate) */
 };
 enum { FR_IDLE, FR_WRITE, FR_FLUSH };
 
@@ -304,6 +325,7 @@ struct node_store {
 	uint8_t uuid[16];
 	uint64_t seg_bytes, data_start, created_at;
 	uint32_t nsegs;
+	uint32_t sb_version;  /* as found at open (upgraded to SB_VERSION by recovery) */
 	struct seg *segs;
 	uint32_t nfree;
 	/* log */
@@ -343,7 +365,7 @@ struct node_store {
 	struct node_store_stats st;
 };
 
-enum { CK_IDLE, CK_WAIT, CK_PARTS, CK_END, CK_PTR_WRITE, CK_PTR_FLUSH };
+enum { CK_IDLE, CK_WAIT, CK_PARTS, CK_END, CK_PTR_WRITE, CK_PTR_MIRROR, CK_PTR_FLUSH };
 
 /*
  * A streamed put (node_store_stream_*). A RESV record reserves a region of
@@ -507,6 +529,19 @@ bool store_frontier_parse(struct node_store *s, const uint8_t *b, uint64_t *d, u
 /* Remember a void COMMIT (sequence number); true when seq is one. */
 void store_frontier_void_add(struct node_store *s, uint64_t seq);
 bool store_frontier_is_void(const struct node_store *s, uint64_t seq);
+/* Record that the log jumps from `from` to `to` (an entry for `from`
+ * already there is replaced); the oldest goes when the list is full. */
+void store_frontier_jump_add(struct node_store *s, uint64_t from, uint64_t to);
+/* The seq the record expected at `seq` carries: the jump's target when the
+ * log jumps there, else seq. */
+uint64_t store_frontier_jump_to(const struct node_store *s, uint64_t seq);
+/* seq lies in a jumped-over range: no record of the log has it. */
+bool store_frontier_in_gap(const struct node_store *s, uint64_t seq);
+/* Forget jumps no checkpoint's replay can pass any more. */
+void store_frontier_jumps_prune(struct node_store *s);
+/* The next record may be placed (its seq is within SEQ_AHEAD_MAX of the
+ * durable frontier). */
+bool store_seq_gate_open(const struct node_store *s);
 
 /* store_read.c: reads, read buffers and scrub */
 void *store_rbuf_get(struct node_store *s, size_t need, size_t *cap);

@@ -51,6 +51,7 @@ enum sb_verdict store_sb_check(const uint8_t *b)
 int store_sb_unpack(struct node_store *s, const uint8_t *b, char *err, size_t errlen)
 {
 	memcpy(s->uuid, b + 16, 16);
+	s->sb_version = le_get32(b + 8);
 	s->seg_bytes = le_get64(b + 32);
 	s->nsegs = le_get32(b + 40);
 	s->data_start = le_get64(b + 44);
@@ -69,23 +70,30 @@ int store_sb_unpack(struct node_store *s, const uint8_t *b, char *err, size_t er
 	return 0;
 }
 
+/* Write pointer slot `slot` and its mirror. */
 static int write_ptr_slot(struct node_store *s, unsigned slot, uint64_t gen, uint64_t p0_off,
 			  uint64_t p0_seq, uint32_t p0_prev)
 {
+	int ret;
+
 	store_ptr_pack(s->ck.ptrbuf, gen, p0_off, p0_seq, p0_prev, 0, 0, 0);
-	return node_disk_sync_io(s->disk, DISK_WRITE, s->ck.ptrbuf, DISK_BLOCK_BYTES,
-				 PTR_SLOT_OFF(slot));
+	ret = node_disk_sync_io(s->disk, DISK_WRITE, s->ck.ptrbuf, DISK_BLOCK_BYTES, PTR_SLOT_OFF(slot));
+	if (ret == 0)
+		ret = node_disk_sync_io(s->disk, DISK_WRITE, s->ck.ptrbuf, DISK_BLOCK_BYTES,
+					PTR_MIRROR_OFF(slot));
+	return ret;
 }
 
 int store_format(struct node_store *s, char *err, size_t errlen)
 {
 	uint8_t *b = s->ck.ptrbuf;
 	struct node_rng rng;
-	uint64_t r;
+	uint64_t r, first;
 	int ret;
 
 	s->seg_bytes = s->o.segment_bytes;
 	s->data_start = DATA_START_BYTES;
+	s->sb_version = SB_VERSION;
 	if (s->disk->size < s->data_start + 4 * s->seg_bytes) {
 		snprintf(err, errlen,
 			 "drive '%s' is too small (%" PRIu64 " bytes): a store needs at least %" PRIu64 " bytes with %" PRIu64 "-byte segments",
@@ -98,11 +106,18 @@ int store_format(struct node_store *s, char *err, size_t errlen)
 		r = node_rng_next(&rng);
 		memcpy(s->uuid + i, &r, 8);
 	}
+	/* the first sequence number: random in [2^62, 2^63), so that records
+	 * an earlier store left on the drive never have one recovery looks
+	 * for (FORMAT.md §3) */
+	first = 1ull << 62 | node_rng_next(&rng) >> 2;
 	s->created_at = s->clock.wall_s(s->clock.arg);
-	/* erase both pointer slots first, so a half-done format never looks valid */
+	/* erase the pointer slots and their mirrors first, so a half-done
+	 * format never looks valid */
 	memset(b, 0, DISK_BLOCK_BYTES);
 	for (unsigned i = 0; i < 2; i++) {
 		ret = node_disk_sync_io(s->disk, DISK_WRITE, b, DISK_BLOCK_BYTES, PTR_SLOT_OFF(i));
+		if (ret == 0)
+			ret = node_disk_sync_io(s->disk, DISK_WRITE, b, DISK_BLOCK_BYTES, PTR_MIRROR_OFF(i));
 		if (ret < 0)
 			goto io_err;
 	}
@@ -117,7 +132,7 @@ int store_format(struct node_store *s, char *err, size_t errlen)
 	/* the chain starts from the drive uuid: stale records never link */
 	/* both slots: one damaged pointer still leaves the other */
 	for (unsigned i = 0; i < 2; i++) {
-		ret = write_ptr_slot(s, i, 1, s->data_start, 1, ovl_crc32c(0, s->uuid, 16));
+		ret = write_ptr_slot(s, i, 1, s->data_start, first, ovl_crc32c(0, s->uuid, 16));
 		if (ret < 0)
 			goto io_err;
 	}
@@ -615,7 +630,8 @@ static bool header_fix(struct node_store *s, struct replay_win *w, uint64_t pos,
  * After a record whose header is destroyed: find the next record of the
  * log, the first header with a sequence number in (seq, limit] further in
  * the segment, or at offset 0 of a segment (the destroyed record was a
- * NEXT). Returns its position, or 0.
+ * NEXT). Never one in a jumped-over range: what has those is left from a
+ * crashed life (FORMAT.md §4). Returns its position, or 0.
  */
 static uint64_t resync(struct node_store *s, struct replay_win *w, uint64_t from, uint64_t seq,
 		       uint64_t limit)
@@ -631,13 +647,15 @@ static uint64_t resync(struct node_store *s, struct replay_win *w, uint64_t from
 			break;
 		if (le_get16(p) != REC_MAGIC)
 			continue;
-		if (header_ok(s, w, pos, seq + 1, limit, false, 0, &h, &p))
+		if (header_ok(s, w, pos, seq + 1, limit, false, 0, &h, &p) &&
+		    !store_frontier_in_gap(s, h.seq))
 			return pos;
 	}
 	for (uint32_t i = 0; i < s->nsegs; i++) {
 		uint64_t pos = seg_start(s, i);
 
-		if (header_ok(s, w, pos, seq + 1, limit, false, 0, &h, &p) && h.seq < bseq) {
+		if (header_ok(s, w, pos, seq + 1, limit, false, 0, &h, &p) &&
+		    !store_frontier_in_gap(s, h.seq) && h.seq < bseq) {
 			bseq = h.seq;
 			best = pos;
 		}
@@ -692,6 +710,36 @@ static bool damaged_marks(struct node_store *s, const struct rec_hdr *h, const u
 }
 
 /*
+ * The record at the place of `seq` in the chain: seq itself, or, where the
+ * log jumps (the first record after a recovery), a record flagged
+ * REC_FLAG_JUMP with the jump's target (any larger seq when the jump is
+ * not listed: the frontier that listed it was lost).
+ */
+static bool seq_follows(const struct node_store *s, const struct rec_hdr *h, uint64_t seq)
+{
+	uint64_t to = store_frontier_jump_to(s, seq);
+
+	if (to != seq)
+		return h->seq == to && (h->flags & REC_FLAG_JUMP);
+	return h->seq == seq || ((h->flags & REC_FLAG_JUMP) && h->seq > seq);
+}
+
+/* Sequence numbers of the log in [lo, hi): jumped-over ranges aside. */
+static uint64_t seqs_between(const struct node_store *s, uint64_t lo, uint64_t hi)
+{
+	uint64_t n = hi > lo ? hi - lo : 0;
+
+	for (unsigned i = 0; i < s->fr.njumps && n; i++) {
+		uint64_t a = s->fr.jumps[i].from > lo ? s->fr.jumps[i].from : lo;
+		uint64_t b = s->fr.jumps[i].to < hi ? s->fr.jumps[i].to : hi;
+
+		if (a < b)
+			n -= b - a < n ? b - a : n;
+	}
+	return n;
+}
+
+/*
  * Replay the log from the checkpoint's P0 (FORMAT.md §4). A record that
  * fails its checks ends the log when it is after the flush frontier (a torn
  * tail); at or below the frontier it is damage: its key (when the header
@@ -703,6 +751,7 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 	struct replay_dmg dm = { 0 };
 	uint64_t pos = ps->p0_off, seq = ps->p0_seq, last_end = ps->p0_off, old, fpos = 0;
 	uint64_t nckpt = 0; /* checkpoint records after P0 */
+	uint64_t passed = 0; /* records after P0, damaged and skipped ones too */
 	uint32_t prev = ps->p0_prev, si = seg_of(s, pos);
 	uint8_t *fixed = NULL;
 	int ret = 0;
@@ -712,7 +761,7 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 	for (;;) {
 		const uint8_t *p;
 		struct rec_hdr h;
-		uint64_t rsize, loc;
+		uint64_t rsize, loc, want;
 		bool hok;
 
 		free(fixed);
@@ -722,7 +771,7 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 		rsize = 0;
 		if (pos + REC_HDR_BYTES <= seg_start(s, si) + s->seg_bytes)
 			p = win_get(s, &w, pos, REC_HDR_BYTES);
-		if (p && rec_hdr_unpack(p, &h) == 0 && h.prev == prev && h.seq == seq) {
+		if (p && rec_hdr_unpack(p, &h) == 0 && h.prev == prev && seq_follows(s, &h, seq)) {
 			rsize = rec_size(h.klen, h.vlen);
 			if (pos + rsize > seg_start(s, si) + s->seg_bytes)
 				rsize = 0;
@@ -746,7 +795,10 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 				pos = align_up(pos, DISK_BLOCK_BYTES);
 				continue;
 			}
-			if (seq > dm.limit)
+			/* the record expected here carries `want` (a jump's
+			 * target, when the log jumps here) */
+			want = store_frontier_jump_to(s, seq);
+			if (want > dm.limit)
 				break;
 			/* damage: is its header whole (mid-block, or at the block
 			 * after batch padding)? */
@@ -754,14 +806,14 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 			 * before it may be the torn tail an earlier recovery
 			 * ended the log at (the log went on at the boundary) */
 			hok = false;
-			if (header_ok(s, &w, pos, seq, seq, true, prev, &h, &p)) {
+			if (header_ok(s, &w, pos, want, want, true, prev, &h, &p)) {
 				hok = true;
-			} else if (fpos && header_ok(s, &w, fpos, seq, seq, true, prev, &h, &p)) {
+			} else if (fpos && header_ok(s, &w, fpos, want, want, true, prev, &h, &p)) {
 				pos = fpos;
 				hok = true;
-			} else if (header_fix(s, &w, pos, seq, prev, &h, &fixed)) {
+			} else if (header_fix(s, &w, pos, want, prev, &h, &fixed)) {
 				hok = true;
-			} else if (fpos && header_fix(s, &w, fpos, seq, prev, &h, &fixed)) {
+			} else if (fpos && header_fix(s, &w, fpos, want, prev, &h, &fixed)) {
 				pos = fpos;
 				hok = true;
 			} else if (fpos) {
@@ -774,7 +826,7 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 				bool counted;
 
 				rsize = rec_size(h.klen, h.vlen);
-				counted = count_damage(s, seq, false);
+				counted = count_damage(s, want, false);
 				note_found(&dm, pos, pos + 1, counted);
 				if (damaged_marks(s, &h, p + REC_HDR_BYTES))
 					ret = mark_damaged(s, p + REC_HDR_BYTES, h.klen, pos);
@@ -785,18 +837,31 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 					h.type = REC_CKPT_PART; /* nothing more to apply */
 				loc = 0;
 			} else {
-				uint64_t at = resync(s, &w, pos, seq, dm.limit);
+				uint64_t at = resync(s, &w, pos, want, dm.limit), lo, n;
 				const uint8_t *q;
 				struct rec_hdr nh;
 				unsigned counted = 0;
 
 				if (!at) {
-					count_damage(s, seq, true);
+					count_damage(s, want, true);
+					passed++;
 					break; /* nothing durable found after it */
 				}
-				(void)header_ok(s, &w, at, seq + 1, dm.limit, false, 0, &nh, &q);
-				for (uint64_t q2 = seq; q2 < nh.seq; q2++)
-					counted += count_damage(s, q2, true);
+				(void)header_ok(s, &w, at, want + 1, dm.limit, false, 0, &nh, &q);
+				/* the records skipped, each counted once over the
+				 * drive's life (count_damage(), without a loop over
+				 * what may be a wide range) */
+				n = seqs_between(s, want, nh.seq);
+				passed += n;
+				s->st.damaged_unknown += n;
+				lo = want > s->fr.damage_seq + 1 ? want : s->fr.damage_seq + 1;
+				if (nh.seq > lo) {
+					uint64_t c = seqs_between(s, lo, nh.seq);
+
+					s->st.damaged_records += c;
+					counted = c > UINT32_MAX ? UINT32_MAX : (unsigned)c;
+					s->fr.damage_seq = nh.seq - 1;
+				}
 				/* what was skipped, when the log goes on in the same segment */
 				note_found(&dm, pos, seg_of(s, at) == si ? at : seg_start(s, si) + s->seg_bytes,
 					   counted);
@@ -811,6 +876,10 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 			}
 		} else {
 			fpos = 0;
+			if (h.seq != seq)
+				/* a jump the frontier did not list (it was lost):
+				 * list it again, resync needs it */
+				store_frontier_jump_add(s, seq, h.seq);
 			loc = loc_make(pos, rsize);
 			switch (h.type) {
 			case REC_PUT:
@@ -846,7 +915,8 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 		if (s->segs[si].state == SEG_FREE)
 			s->segs[si].state = SEG_HEAD;
 		prev = h.hcrc;
-		seq++;
+		seq = h.seq + 1;
+		passed++;
 		if (h.type != REC_CKPT_PART && h.type != REC_CKPT_END)
 			s->st.recovered_records++;
 		else
@@ -881,7 +951,7 @@ done:
 	s->seq = seq - 1;
 	s->seq_done = s->seq;
 	/* every record after P0 but checkpoint records, damaged ones too */
-	s->ck.replayed = seq - ps->p0_seq >= nckpt ? seq - ps->p0_seq - nckpt : 0;
+	s->ck.replayed = passed >= nckpt ? passed - nckpt : 0;
 	/* exactly one head: the segment the log ends in */
 	for (uint32_t i = 0; i < s->nsegs; i++)
 		if (s->segs[i].state == SEG_HEAD && i != seg_of(s, s->head))
@@ -955,13 +1025,14 @@ static int load_frontier(struct node_store *s, char *err, size_t errlen)
 	return 0;
 }
 
-/* After replay: make what recovery kept durable, and record the frontier
- * and the counters. */
+/*
+ * After replay: make what recovery kept durable, and record the frontier,
+ * the counters and the jump (below), before anything new is written.
+ */
 static int settle_frontier(struct node_store *s, char *err, size_t errlen)
 {
 	int ret = node_disk_sync_io(s->disk, DISK_FLUSH, NULL, 0, 0);
 
-	s->fr.durable = s->seq > s->fr.loaded ? s->seq : s->fr.loaded;
 	s->fr.want = s->fr.durable;
 	if (ret == 0)
 		ret = store_frontier_write_sync(s);
@@ -971,60 +1042,238 @@ static int settle_frontier(struct node_store *s, char *err, size_t errlen)
 	return ret;
 }
 
+/*
+ * The new life's sequence numbers (FORMAT.md §4): the crashed life may have
+ * left records after the last one kept, with the sequence numbers the log
+ * would now reuse. So the next record jumps past all of them: to SEQ_JUMP
+ * beyond the last one kept, the frontier and every jump listed (a life
+ * places at most SEQ_AHEAD_MAX records beyond its durable frontier), and
+ * the jump is listed in the frontier written next, so that resync never
+ * takes what is in between for the log.
+ */
+static void begin_life(struct node_store *s)
+{
+	uint64_t from = s->seq + 1, to = from;
+
+	s->fr.durable = s->seq > s->fr.loaded ? s->seq : s->fr.loaded;
+	if (s->fr.durable + 1 > to)
+		to = s->fr.durable + 1;
+	for (unsigned i = 0; i < s->fr.njumps; i++)
+		if (s->fr.jumps[i].to > to)
+			to = s->fr.jumps[i].to;
+	to += SEQ_JUMP;
+	store_frontier_jump_add(s, from, to);
+	s->seq = to - 1;
+	s->seq_done = s->seq;
+	s->fr.jump_pending = true;
+	s->fr.jump_base = to - 1;
+}
+
+/* Upgrade a version 1 or 2 drive to the version this build writes (its
+ * log is read as it is; FORMAT.md §2): copy 0, flushed, then copy 1. */
+static int upgrade_superblock(struct node_store *s, char *err, size_t errlen)
+{
+	uint8_t *b = s->ck.ptrbuf;
+	int ret = 0;
+
+	if (s->sb_version >= SB_VERSION)
+		return 0;
+	for (unsigned i = 0; i < 2 && ret == 0; i++) {
+		ret = node_disk_sync_io(s->disk, DISK_READ, b, DISK_BLOCK_BYTES, SB_COPY_OFF(0));
+		if (ret == 0 && store_sb_check(b) != SBV_OK)
+			ret = node_disk_sync_io(s->disk, DISK_READ, b, DISK_BLOCK_BYTES, SB_COPY_OFF(1));
+		if (ret == 0 && store_sb_check(b) != SBV_OK)
+			ret = -EIO;
+		if (ret < 0)
+			break;
+		le_put32(b + 8, SB_VERSION);
+		le_put32(b + 124, ovl_crc32c(0, b, 124));
+		ret = node_disk_sync_io(s->disk, DISK_WRITE, b, DISK_BLOCK_BYTES, SB_COPY_OFF(i));
+		if (ret == 0)
+			ret = node_disk_sync_io(s->disk, DISK_FLUSH, NULL, 0, 0);
+	}
+	if (ret < 0) {
+		snprintf(err, errlen, "cannot upgrade the superblock of '%s' to format version %u: %s",
+			 s->disk->name, SB_VERSION, strerror(-ret));
+		return ret;
+	}
+	s->st.upgraded_from = s->sb_version;
+	s->sb_version = SB_VERSION;
+	return 0;
+}
+
+/* Of slot j and its mirror (j + 2): the valid one with the higher
+ * generation (the slot when equal, or when neither is valid). */
+static unsigned newer_of(const struct ptr_slot *c, unsigned j)
+{
+	if (!c[j + 2].valid)
+		return j;
+	if (!c[j].valid)
+		return j + 2;
+	return c[j].gen >= c[j + 2].gen ? j : j + 2;
+}
+
+/* The four pointer blocks: slot 0, slot 1, mirror of 0, mirror of 1. */
+static uint64_t ptr_block_off(unsigned i)
+{
+	return i < 2 ? PTR_SLOT_OFF(i) : PTR_MIRROR_OFF(i - 2);
+}
+
+/*
+ * Make each slot and its mirror hold the same pointer, the newer of the
+ * two when both are valid (a checkpoint that ended between the writes of
+ * the two, or a mirror a version 2 drive never had): a damaged or stale
+ * copy never stays behind to be trusted later. Returns 0 or -errno.
+ */
+static int repair_pointers(struct node_store *s, const struct ptr_slot *c, uint8_t raw[4][64],
+			   const bool *zero, unsigned chosen)
+{
+	uint8_t *b = s->ck.ptrbuf;
+	bool wrote = false;
+	int ret = 0;
+
+	for (unsigned j = 0; j < 2 && ret == 0; j++) {
+		/* the one recovery started from, else the newer */
+		unsigned good = chosen % 2 == j ? chosen : newer_of(c, j);
+		unsigned bad = good == j ? j + 2 : j;
+
+		if (!c[good].valid || (c[bad].valid && memcmp(raw[bad], raw[good], 64) == 0))
+			continue;
+		memset(b, 0, DISK_BLOCK_BYTES);
+		memcpy(b, raw[good], 64);
+		ret = node_disk_sync_io(s->disk, DISK_WRITE, b, DISK_BLOCK_BYTES, ptr_block_off(bad));
+		wrote = true;
+		/* a mirror a version 2 drive never wrote is not damage */
+		if (!(bad >= 2 && zero[bad]))
+			s->st.checkpoint_repaired = true;
+	}
+	if (ret == 0 && wrote)
+		ret = node_disk_sync_io(s->disk, DISK_FLUSH, NULL, 0, 0);
+	return ret;
+}
+
+static const char *ckpt_why(int err)
+{
+	switch (err) {
+	case -EIO: return "a record of it fails its checksums";
+	case -EBADMSG: return "a record of it is not what the pointer names";
+	default: return strerror(-err);
+	}
+}
+
 int store_recover(struct node_store *s, char *err, size_t errlen)
 {
-	struct ptr_slot slots[2], *order[2];
+	struct ptr_slot c[4];
+	uint8_t raw[4][64];
+	bool zero[4], tried[4] = { false };
+	int why[4] = { 0 }, ret = -EUCLEAN, chosen = -1;
 	uint8_t *b = s->ck.ptrbuf;
-	int ret = -EUCLEAN, tried = 0;
 
 	ret = load_frontier(s, err, errlen);
 	if (ret < 0)
 		return ret;
-	ret = -EUCLEAN;
-
-	for (unsigned i = 0; i < 2; i++) {
-		ret = node_disk_sync_io(s->disk, DISK_READ, b, DISK_BLOCK_BYTES, PTR_SLOT_OFF(i));
+	for (unsigned i = 0; i < 4; i++) {
+		ret = node_disk_sync_io(s->disk, DISK_READ, b, DISK_BLOCK_BYTES, ptr_block_off(i));
 		if (ret < 0) {
 			snprintf(err, errlen, "cannot read checkpoint pointer of '%s': %s",
 				 s->disk->name, strerror(-ret));
 			return ret;
 		}
-		ptr_parse(b, &slots[i]);
+		ptr_parse(b, &c[i]);
+		memcpy(raw[i], b, 64);
+		zero[i] = all_zero(b, DISK_BLOCK_BYTES);
+		if (c[i].p0_off < s->data_start ||
+		    c[i].p0_off >= s->data_start + (uint64_t)s->nsegs * s->seg_bytes)
+			c[i].valid = false;
 	}
-	order[0] = slots[0].gen >= slots[1].gen ? &slots[0] : &slots[1];
-	order[1] = order[0] == &slots[0] ? &slots[1] : &slots[0];
-	for (unsigned i = 0; i < 2; i++) {
-		const struct ptr_slot *ps = order[i];
+	ret = -EUCLEAN;
+	/*
+	 * The newest valid pointer first, then older ones: any pointer still
+	 * on the drive names a checkpoint whose replay the reclaim rule kept
+	 * (FORMAT.md §6, §7). A copy equal to one tried is not tried again.
+	 */
+	for (;;) {
+		int i = -1;
 
-		if (!ps->valid || ps->p0_off < s->data_start ||
-		    ps->p0_off >= s->data_start + (uint64_t)s->nsegs * s->seg_bytes)
-			continue;
-		tried++;
-		ret = load_checkpoint(s, ps);
+		for (unsigned k = 0; k < 4; k++) {
+			bool dup = false;
+
+			for (unsigned t = 0; t < 4; t++)
+				dup = dup || (tried[t] && memcmp(raw[t], raw[k], 64) == 0);
+			if (c[k].valid && !tried[k] && !dup && (i < 0 || c[k].gen > c[i].gen))
+				i = (int)k;
+		}
+		if (i < 0)
+			break;
+		tried[i] = true;
+		ret = load_checkpoint(s, &c[i]);
+		why[i] = ret;
 		if (ret == -ENOMEM)
 			break;
 		if (ret < 0)
 			continue;
-		ret = replay(s, ps);
+		ret = replay(s, &c[i]);
 		if (ret < 0)
 			break;
-		s->ck.gen = ps->gen;
-		s->ck.new_p0_seq = ps->p0_seq;
-		/* the other slot, if valid and older, is the fallback */
-		s->ck.old_p0_seq = order[1 - i]->valid && order[1 - i]->gen < ps->gen
-					   ? order[1 - i]->p0_seq : ps->p0_seq;
-		if (i == 1)
-			s->ck.old_p0_seq = ps->p0_seq;
-		rebuild_accounting(s);
-		return settle_frontier(s, err, errlen);
+		chosen = i;
+		break;
 	}
 	if (ret == -ENOMEM) {
 		snprintf(err, errlen, "out of memory while loading the index of '%s'", s->disk->name);
 		return ret;
 	}
-	snprintf(err, errlen,
-		 tried ? "both checkpoints of '%s' are damaged; refusing to guess (the data is still on the drive)"
-		       : "no valid checkpoint pointer on '%s'; refusing to guess",
-		 s->disk->name);
-	return -EUCLEAN;
+	if (chosen < 0 && ret < 0 && ret != -EIO && ret != -EBADMSG && ret != -EUCLEAN) {
+		snprintf(err, errlen, "cannot recover '%s': %s", s->disk->name, strerror(-ret));
+		return ret;
+	}
+	if (chosen < 0) {
+		char part[2][112];
+
+		for (unsigned j = 0; j < 2; j++) {
+			unsigned k = newer_of(c, j);
+
+			/* a copy not tried was equal to one that was */
+			for (unsigned t = 0; t < 4 && !why[k]; t++)
+				if (tried[t] && memcmp(raw[t], raw[k], 64) == 0)
+					why[k] = why[t];
+			if (!c[k].valid)
+				snprintf(part[j], sizeof(part[j]), "slot %u: pointer damaged", j);
+			else
+				snprintf(part[j], sizeof(part[j]), "slot %u: checkpoint %" PRIu64 ", %s", j,
+					 c[k].gen, ckpt_why(why[k] ? why[k] : -EBADMSG));
+		}
+		snprintf(err, errlen,
+			 "no usable checkpoint on '%s' (%s; %s): refusing to guess, nothing was written. "
+			 "Keep the drive as it is (copy it first), restore its objects from other copies, "
+			 "or format it (--format) to use it again",
+			 s->disk->name, part[0], part[1]);
+		return -EUCLEAN;
+	}
+	s->ck.gen = c[chosen].gen;
+	s->ck.new_p0_seq = c[chosen].p0_seq;
+	/* the other slot's checkpoint, when older, is the fallback */
+	{
+		const struct ptr_slot *f = &c[newer_of(c, chosen % 2 ? 0 : 1)];
+
+		s->ck.old_p0_seq = f->valid && f->gen < c[chosen].gen ? f->p0_seq : c[chosen].p0_seq;
+		/* a newer one that failed, or a slot with no pointer left:
+		 * open takes a checkpoint to have two again */
+		for (unsigned k = 0; k < 4; k++)
+			s->ck.repair = s->ck.repair || (c[k].valid && c[k].gen > c[chosen].gen);
+		s->st.checkpoint_fallback = s->ck.repair;
+		if (!f->valid)
+			s->ck.repair = true;
+	}
+	rebuild_accounting(s);
+	ret = upgrade_superblock(s, err, errlen);
+	if (ret < 0)
+		return ret;
+	ret = repair_pointers(s, c, raw, zero, (unsigned)chosen);
+	if (ret < 0) {
+		snprintf(err, errlen, "cannot repair a checkpoint pointer of '%s': %s", s->disk->name,
+			 strerror(-ret));
+		return ret;
+	}
+	begin_life(s);
+	return settle_frontier(s, err, errlen);
 }

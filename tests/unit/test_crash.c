@@ -13,8 +13,9 @@
  * The damage model: after every crash the medium is damaged too, once
  * (sometimes twice): a flipped byte anywhere in the newest record of an
  * acknowledged key (header, key, chunk table or value), a zeroed 4 KiB
- * block inside a value, or a flipped byte in a checkpoint pointer, a
- * checkpoint's END record, a superblock copy or a flush frontier copy.
+ * block inside a value, or a flipped byte in a checkpoint pointer (with
+ * its mirror zeroed, half the time), a checkpoint's END record, a
+ * superblock copy or a flush frontier copy.
  * After recovery a damaged key answers -EIO (or its exact acknowledged
  * bytes, when an intact copy remains: a compaction's source), never
  * -ENOENT and never an older version; every other key is exactly as the
@@ -301,13 +302,17 @@ meta:
 				    (unsigned)node_rng_below(rng, 8));
 		break;
 	case 1: { /* a checkpoint pointer slot, while the other is whole (a torn
-		   * pointer write at the crash is the first fault) */
+		   * pointer write at the crash is the first fault); half the
+		   * time its mirror (block 6 + i) too: the slot is lost */
 		uint64_t i = node_rng_below(rng, 2);
 
 		node_faultdisk_peek(f, 8192 + 4096 * (1 - i), blk, sizeof(blk));
-		if (memcmp(blk, "SHELFCP1", 8) == 0 && le32(blk + 60) == ovl_crc32c(0, blk, 60))
+		if (memcmp(blk, "SHELFCP1", 8) == 0 && le32(blk + 60) == ovl_crc32c(0, blk, 60)) {
 			node_faultdisk_flip(f, 8192 + 4096 * i + node_rng_below(rng, 64),
 					    (unsigned)node_rng_below(rng, 8));
+			if (node_rng_below(rng, 2))
+				node_faultdisk_zero(f, 4096 * (6 + i), 4096);
+		}
 		break;
 	}
 	case 2: /* a flush frontier copy */
@@ -502,9 +507,12 @@ static void run_seed(uint64_t seed, int crashes, uint64_t *total_acks)
 		}
 		d = node_store_abandon(&s);
 		node_faultdisk_crash(node_faultdisk_of(d));
-		/* compaction runs damage records only: with metadata damage too
-		 * they meet a case left open (see test_crash_during_compaction) */
-		damage_once(node_faultdisk_of(d), &m, &rng, big_mode);
+		/* records, or metadata (compaction runs too: seed 1000199 once
+		 * met a damaged END record of the newest checkpoint, then a
+		 * damaged pointer of the other two crashes later; recovery now
+		 * replaces a checkpoint it could not use before it returns, and
+		 * each slot has a mirror) */
+		damage_once(node_faultdisk_of(d), &m, &rng, false);
 		if (node_rng_below(&rng, 4) == 0)
 			damage_once(node_faultdisk_of(d), &m, &rng, true);
 		s = open_store(d, false, seed);
@@ -548,9 +556,8 @@ static void test_crash_consistency(void **state)
  * Crashes during compaction: a small drive filled with records larger than
  * the compaction piece, overwritten and deleted, so compaction runs all
  * the time and moves each record in pieces; the crash (and the damage)
- * lands at random points of those moves (records only: with a damaged
- * checkpoint pointer too, seed 1000199 ends with both checkpoints
- * unusable, with or without moves in pieces, an open case). Every undamaged acknowledged
+ * lands at random points of those moves, and damages records and
+ * metadata as test_crash_consistency does. Every undamaged acknowledged
  * record reads back exactly after recovery; the copy being written when
  * the crash came is garbage and its source stays live. CRASHES=n as above
  * (default 1500; LONG=1: 7500); their seeds start at BIG_SEED_BASE, and

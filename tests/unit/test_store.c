@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "node.h"
+#include "store/record.h"
 #include "probe.h"
 #include "overlay.h"
 
@@ -992,6 +993,399 @@ static void test_bad_drives(void **state)
 	rmdir(dir);
 }
 
+/* ---- stale records of a discarded tail; checkpoint damage; upgrade ---- */
+
+/* The crashed life's records were never acknowledged: forget the flush
+ * frontier that covered them (as if the crash came before it was
+ * written). */
+static void forget_frontier(struct node_faultdisk *f)
+{
+	node_faultdisk_zero(f, 16384, 8192);
+}
+
+static void expect_absent(struct node_store *s, const char *key)
+{
+	void *got = NULL;
+	size_t len = 0;
+	int ret = node_store_get(s, key, strlen(key), &got, &len);
+
+	free(got);
+	if (ret != -ENOENT)
+		fail_msg("'%s' answers %d (%zu bytes): it was never acknowledged", key, ret, len);
+}
+
+/*
+ * A torn tail is discarded, the new life reuses its space, then damage
+ * destroys the new life's first records: the search for the next record
+ * (resync) must not land on a record left from the discarded tail. Before
+ * sequence numbers jumped at every recovery, the stale record had the
+ * very sequence number the log expected there and was replayed: an
+ * object never acknowledged appeared.
+ */
+static void test_stale_tail_after_resync(void **state)
+{
+	struct node_disk *d = new_disk(61);
+	struct node_faultdisk *f = node_faultdisk_of(d);
+	struct node_store *s = open_on(d, true);
+	struct node_store_stats st;
+	uint8_t a[300], t[9000];
+	uint64_t toff, tsize, coff, csize, voff, vsize;
+	void *got = NULL;
+	size_t len;
+
+	fill(a, sizeof(a), 1);
+	fill(t, sizeof(t), 2);
+	assert_int_equal(node_store_put(s, "a", 1, a, sizeof(a)), 0);
+	assert_int_equal(node_store_put(s, "b", 1, a, sizeof(a)), 0);
+	/* one batch: t spans three blocks, v lies after it in the third */
+	assert_int_equal(node_store_put_async(s, "t", 1, t, sizeof(t), NULL, NULL), 0);
+	assert_int_equal(node_store_put_async(s, "v", 1, "STALE", 5, NULL, NULL), 0);
+	assert_int_equal(node_store_sync(s), 0);
+	assert_int_equal(node_store_locate(s, "t", 1, &toff, &tsize), 0);
+	assert_int_equal(node_store_locate(s, "v", 1, &voff, &vsize), 0);
+	assert_true(toff % 4096 == 0 && voff / 4096 > toff / 4096);
+	/* the crash: t torn (a value byte), neither acknowledged */
+	d = node_store_abandon(&s);
+	node_faultdisk_crash(f);
+	forget_frontier(f);
+	node_faultdisk_flip(f, toff + 41 + 5000, 2);
+	s = open_on(d, false);
+	expect_absent(s, "t");
+	expect_absent(s, "v");
+	check_value(s, "b", a, sizeof(a));
+	/* the new life: c and d in one batch, in t's first block */
+	assert_int_equal(node_store_put_async(s, "c", 1, "C", 1, NULL, NULL), 0);
+	assert_int_equal(node_store_put_async(s, "d", 1, "D", 1, NULL, NULL), 0);
+	assert_int_equal(node_store_sync(s), 0);
+	assert_int_equal(node_store_locate(s, "c", 1, &coff, &csize), 0);
+	assert_int_equal(coff, toff);
+	d = node_store_abandon(&s);
+	node_faultdisk_crash(f);
+	/* the medium loses that block: c's and d's headers are destroyed */
+	node_faultdisk_zero(f, coff, 4096);
+	s = open_on(d, false);
+	expect_absent(s, "v");
+	expect_absent(s, "t");
+	check_value(s, "a", a, sizeof(a));
+	check_value(s, "b", a, sizeof(a));
+	/* c and d: lost with their headers (FORMAT.md §4, "Limits") */
+	for (const char *k = "c"; *k <= 'd'; k = *k == 'c' ? "d" : "e") {
+		int ret = node_store_get(s, k, 1, &got, &len);
+
+		free(got);
+		got = NULL;
+		assert_true(ret == -ENOENT || ret == -EIO);
+	}
+	node_store_stats(s, &st);
+	assert_true(st.damaged_records >= 1);
+	/* and the store goes on */
+	assert_int_equal(node_store_put(s, "e", 1, a, sizeof(a)), 0);
+	d = node_store_abandon(&s);
+	node_faultdisk_crash(f);
+	s = open_on(d, false);
+	check_value(s, "e", a, sizeof(a));
+	check_value(s, "a", a, sizeof(a));
+	expect_absent(s, "v");
+	node_store_close(&s);
+}
+
+/*
+ * The same from the other side: the torn record is mid-block (its header
+ * whole, its value torn), right after a kept record of its batch; the new
+ * life's first record, at the next block, is destroyed. The torn record
+ * has the expected place, chain and sequence number, but was never
+ * acknowledged: it must not be taken for a damaged durable record (that
+ * marked an acknowledged key damaged, or brought back an older version).
+ */
+static void test_stale_torn_record_mid_block(void **state)
+{
+	struct node_disk *d = new_disk(62);
+	struct node_faultdisk *f = node_faultdisk_of(d);
+	struct node_store *s = open_on(d, true);
+	uint8_t k1[200], k2[2500];
+	uint64_t toff, tsize, coff, csize;
+
+	fill(k1, sizeof(k1), 3);
+	fill(k2, sizeof(k2), 4);
+	assert_int_equal(node_store_put(s, "k", 1, k1, sizeof(k1)), 0);
+	/* one batch: b (kept), then k's overwrite, torn */
+	assert_int_equal(node_store_put_async(s, "b", 1, "B", 1, NULL, NULL), 0);
+	assert_int_equal(node_store_put_async(s, "k", 1, k2, sizeof(k2), NULL, NULL), 0);
+	assert_int_equal(node_store_sync(s), 0);
+	assert_int_equal(node_store_locate(s, "k", 1, &toff, &tsize), 0);
+	assert_true(toff % 4096 != 0);
+	d = node_store_abandon(&s);
+	node_faultdisk_crash(f);
+	forget_frontier(f);
+	node_faultdisk_flip(f, toff + 41 + 2000, 6);
+	s = open_on(d, false);
+	check_value(s, "k", k1, sizeof(k1));
+	check_value(s, "b", "B", 1);
+	assert_int_equal(node_store_put(s, "c", 1, "C", 1), 0);
+	assert_int_equal(node_store_locate(s, "c", 1, &coff, &csize), 0);
+	assert_int_equal(coff, (toff + 4095) / 4096 * 4096);
+	d = node_store_abandon(&s);
+	node_faultdisk_crash(f);
+	node_faultdisk_zero(f, coff, 4096);
+	s = open_on(d, false);
+	/* k holds its acknowledged version: neither damaged nor the torn one */
+	check_value(s, "k", k1, sizeof(k1));
+	check_value(s, "b", "B", 1);
+	node_store_close(&s);
+}
+
+/* A pointer block's END record offset (bytes 36..43), and its generation. */
+static uint64_t ptr_end(struct node_faultdisk *f, unsigned block, uint64_t *gen)
+{
+	uint8_t p[64];
+	uint64_t e = 0, g = 0;
+
+	node_faultdisk_peek(f, 4096 * (uint64_t)block, p, sizeof(p));
+	for (int i = 7; i >= 0; i--) {
+		e = e << 8 | p[36 + i];
+		g = g << 8 | p[8 + i];
+	}
+	if (gen)
+		*gen = memcmp(p, "SHELFCP1", 8) == 0 ? g : 0;
+	return e;
+}
+
+static struct node_store *ckpt_store(struct node_disk *d, uint8_t *v, size_t n, unsigned *newest)
+{
+	struct node_store *s = open_on(d, true);
+	uint64_t g2, g3;
+	char key[16];
+
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 20; i++) {
+			snprintf(key, sizeof(key), "k%d", i);
+			fill(v, n, (unsigned)(i + 100 * round));
+			assert_int_equal(node_store_put(s, key, strlen(key), v, n), 0);
+		}
+		assert_int_equal(node_store_checkpoint(s), 0);
+	}
+	ptr_end(node_faultdisk_of(d), 2, &g2);
+	ptr_end(node_faultdisk_of(d), 3, &g3);
+	*newest = g3 > g2 ? 3 : 2;
+	return s;
+}
+
+static void check_round(struct node_store *s, uint8_t *v, size_t n, unsigned round)
+{
+	char key[16];
+
+	for (int i = 0; i < 20; i++) {
+		snprintf(key, sizeof(key), "k%d", i);
+		fill(v, n, (unsigned)(i + 100 * (int)round));
+		check_value(s, key, v, n);
+	}
+}
+
+/*
+ * Checkpoint damage: the newest checkpoint's END record damaged, then,
+ * after a restart, the other checkpoint's pointer slot and its mirror
+ * destroyed (seed 3845 of test_crash, with LONG=1, found this: recovery
+ * fell back to the older checkpoint and left the damaged one in place,
+ * so the second damage left none). A slot with a damaged byte is read
+ * from its mirror. Both truly destroyed: refused, with what to do.
+ */
+static void test_checkpoint_damage(void **state)
+{
+	struct node_disk *d = new_disk(63);
+	struct node_faultdisk *f = node_faultdisk_of(d);
+	struct node_store_stats st;
+	struct node_store_opts o;
+	struct node_store *s = NULL;
+	uint8_t v[700];
+	unsigned newest, older, nn, no;
+	char err[512];
+
+	/* 1: newest END damaged; open falls back and replaces it */
+	s = ckpt_store(d, v, sizeof(v), &newest);
+	older = newest == 2 ? 3 : 2;
+	d = node_store_abandon(&s);
+	node_faultdisk_crash(f);
+	node_faultdisk_flip(f, ptr_end(f, newest, NULL) + 20, 1);
+	s = open_on(d, false);
+	node_store_stats(s, &st);
+	assert_true(st.checkpoint_fallback);
+	assert_true(st.checkpoint_repaired);
+	check_round(s, v, sizeof(v), 1);
+	d = node_store_abandon(&s);
+	node_faultdisk_crash(f);
+	/* the checkpoint open took is in the damaged one's slot: destroying
+	 * the other slot (and its mirror) leaves it */
+	node_faultdisk_zero(f, 4096 * (uint64_t)older, 4096);
+	node_faultdisk_zero(f, 4096 * (uint64_t)(older + 4), 4096);
+	s = open_on(d, false);
+	node_store_stats(s, &st);
+	assert_false(st.checkpoint_fallback);
+	assert_true(st.checkpoint_repaired);
+	check_round(s, v, sizeof(v), 1);
+	node_store_close(&s);
+
+	/* 2: a flipped byte in the newest slot, and the older checkpoint's END
+	 * damaged at the same time: the mirror still names the newest */
+	d = new_disk(64);
+	f = node_faultdisk_of(d);
+	s = ckpt_store(d, v, sizeof(v), &newest);
+	older = newest == 2 ? 3 : 2;
+	d = node_store_abandon(&s);
+	node_faultdisk_crash(f);
+	node_faultdisk_flip(f, 4096 * (uint64_t)newest + 17, 4);
+	node_faultdisk_flip(f, ptr_end(f, older, NULL) + 20, 1);
+	s = open_on(d, false);
+	node_store_stats(s, &st);
+	assert_false(st.checkpoint_fallback);
+	assert_true(st.checkpoint_repaired); /* the slot, from its mirror */
+	check_round(s, v, sizeof(v), 1);
+	node_store_close(&s);
+
+	/* 3: both destroyed (the newest's END, the older's slot and mirror):
+	 * refused, nothing written, and the message says what to do */
+	d = new_disk(65);
+	f = node_faultdisk_of(d);
+	s = ckpt_store(d, v, sizeof(v), &newest);
+	older = newest == 2 ? 3 : 2;
+	d = node_store_abandon(&s);
+	node_faultdisk_crash(f);
+	node_faultdisk_flip(f, ptr_end(f, newest, NULL) + 20, 1);
+	node_faultdisk_zero(f, 4096 * (uint64_t)older, 4096);
+	node_faultdisk_zero(f, 4096 * (uint64_t)(older + 4), 4096);
+	nn = (unsigned)node_faultdisk_writes(f);
+	node_store_opts_init(&o);
+	o.disk = d;
+	o.segment_bytes = SEG_BYTES;
+	assert_int_equal(node_store_open(&s, &o, err, sizeof(err)), -EUCLEAN);
+	assert_null(s);
+	no = (unsigned)node_faultdisk_writes(f);
+	assert_int_equal(no, nn);
+	assert_non_null(strstr(err, "no usable checkpoint"));
+	assert_non_null(strstr(err, "pointer damaged"));
+	assert_non_null(strstr(err, "fails its checksums"));
+	assert_non_null(strstr(err, "nothing was written"));
+	assert_non_null(strstr(err, "--format"));
+	node_disk_destroy(&d);
+}
+
+/* A record of a version 2 drive: header, key, value, padding. */
+static size_t v2_record(uint8_t *out, uint8_t type, const char *key, const void *val, size_t vlen,
+			uint32_t prev, uint64_t seq, uint32_t *hcrc)
+{
+	struct rec_hdr h = { 0 };
+	size_t klen = strlen(key), n = rec_size(klen, vlen);
+
+	memset(out, 0, n);
+	h.type = type;
+	h.klen = (uint16_t)klen;
+	h.vlen = (uint32_t)vlen;
+	h.prev = prev;
+	h.seq = seq;
+	h.vcrc = ovl_crc32c(0, val, vlen);
+	rec_hdr_pack(&h, out);
+	h.hcrc = rec_hcrc(out, key, klen, NULL, 0);
+	rec_hdr_pack(&h, out);
+	memcpy(out + REC_HDR_BYTES, key, klen);
+	memcpy(out + REC_HDR_BYTES + klen, val, vlen);
+	*hcrc = h.hcrc;
+	return n;
+}
+
+/*
+ * A version 2 drive (written here byte by byte as a version 2 build wrote
+ * it: sequence numbers from 1, no jumps, no pointer mirrors) opens, reads
+ * back, and is upgraded to version 3; a crash in the middle of the
+ * upgrade (copy 0 rewritten, copy 1 not) is repaired.
+ */
+static void test_upgrade_from_version_2(void **state)
+{
+	struct node_disk *d = new_disk(66);
+	struct node_faultdisk *f = node_faultdisk_of(d);
+	struct node_store_stats st;
+	struct node_store *s = NULL;
+	uint8_t *b = aligned_alloc(4096, 4 * 4096), uuid[16], sb[4096], *blk = aligned_alloc(4096, 4096);
+	uint32_t prev, h1;
+	size_t at = 0;
+
+	for (int i = 0; i < 16; i++)
+		uuid[i] = (uint8_t)(i * 37 + 5);
+	/* superblock, version 2 */
+	memset(sb, 0, sizeof(sb));
+	memcpy(sb, "SHELFST1", 8);
+	le_put32(sb + 8, 2);
+	memcpy(sb + 16, uuid, 16);
+	le_put64(sb + 32, SEG_BYTES);
+	le_put32(sb + 40, (DISK_BYTES - (1u << 20)) / SEG_BYTES);
+	le_put64(sb + 44, 1u << 20);
+	le_put64(sb + 52, DISK_BYTES);
+	le_put64(sb + 60, 1700000000);
+	le_put32(sb + 124, ovl_crc32c(0, sb, 124));
+	memcpy(blk, sb, 4096);
+	assert_int_equal(node_disk_sync_io(d, DISK_WRITE, blk, 4096, 0), 0);
+	assert_int_equal(node_disk_sync_io(d, DISK_WRITE, blk, 4096, 4096), 0);
+	/* both pointer slots: generation 1, the log from the start */
+	prev = ovl_crc32c(0, uuid, 16);
+	memset(blk, 0, 4096);
+	memcpy(blk, "SHELFCP1", 8);
+	le_put64(blk + 8, 1);
+	le_put64(blk + 16, 1u << 20);
+	le_put64(blk + 24, 1);
+	le_put32(blk + 32, prev);
+	le_put32(blk + 60, ovl_crc32c(0, blk, 60));
+	assert_int_equal(node_disk_sync_io(d, DISK_WRITE, blk, 4096, 8192), 0);
+	assert_int_equal(node_disk_sync_io(d, DISK_WRITE, blk, 4096, 12288), 0);
+	/* three records, one batch: x1, x2, then x1 deleted */
+	memset(b, 0, 4 * 4096);
+	at += v2_record(b + at, REC_PUT, "x1", "one", 3, prev, 1, &h1);
+	prev = h1;
+	at += v2_record(b + at, REC_PUT, "x2", "two", 3, prev, 2, &h1);
+	prev = h1;
+	at += v2_record(b + at, REC_TOMB, "x1", "", 0, prev, 3, &h1);
+	assert_int_equal(node_disk_sync_io(d, DISK_WRITE, b, 4096, 1u << 20), 0);
+	/* the flush frontier: D = 3, both copies */
+	memset(blk, 0, 4096);
+	memcpy(blk, "SHELFFR1", 8);
+	le_put64(blk + 8, 3);
+	le_put32(blk + 60, ovl_crc32c(0, blk, 60));
+	assert_int_equal(node_disk_sync_io(d, DISK_WRITE, blk, 4096, 16384), 0);
+	assert_int_equal(node_disk_sync_io(d, DISK_WRITE, blk, 4096, 20480), 0);
+	assert_int_equal(node_disk_sync_io(d, DISK_FLUSH, NULL, 0, 0), 0);
+
+	s = open_on(d, false);
+	node_store_stats(s, &st);
+	assert_int_equal(st.upgraded_from, 2);
+	assert_int_equal(st.objects, 1);
+	check_value(s, "x2", "two", 3);
+	expect_absent(s, "x1");
+	for (unsigned i = 0; i < 2; i++) {
+		node_faultdisk_peek(f, 4096 * (uint64_t)i, sb, sizeof(sb));
+		assert_int_equal(le_get32(sb + 8), 3);
+		node_faultdisk_peek(f, 4096 * (uint64_t)(6 + i), sb, 64);
+		assert_memory_equal(sb, "SHELFCP1", 8); /* the mirrors, from the slots */
+	}
+	assert_int_equal(node_store_put(s, "x3", 2, "three", 5), 0);
+	d = node_store_abandon(&s);
+	node_faultdisk_crash(f);
+	/* an upgrade cut after copy 0: copy 1 still says 2 */
+	node_faultdisk_peek(f, 4096, sb, sizeof(sb));
+	le_put32(sb + 8, 2);
+	le_put32(sb + 124, ovl_crc32c(0, sb, 124));
+	memcpy(blk, sb, 4096);
+	assert_int_equal(node_disk_sync_io(d, DISK_WRITE, blk, 4096, 4096), 0);
+	assert_int_equal(node_disk_sync_io(d, DISK_FLUSH, NULL, 0, 0), 0);
+	s = open_on(d, false);
+	node_store_stats(s, &st);
+	assert_true(st.repaired_superblock);
+	assert_int_equal(st.upgraded_from, 0);
+	check_value(s, "x2", "two", 3);
+	check_value(s, "x3", "three", 5);
+	node_faultdisk_peek(f, 4096, sb, sizeof(sb));
+	assert_int_equal(le_get32(sb + 8), 3);
+	node_store_close(&s);
+	free(b);
+	free(blk);
+}
+
 
 /* A fake monotonic clock the test moves by hand. */
 static uint64_t fake_ns = 1000000000ull;
@@ -1377,6 +1771,10 @@ int main(void)
 		cmocka_unit_test(test_stale_page_cache),
 		cmocka_unit_test(test_page_cache_coherent),
 		cmocka_unit_test(test_bad_drives),
+		cmocka_unit_test(test_stale_tail_after_resync),
+		cmocka_unit_test(test_stale_torn_record_mid_block),
+		cmocka_unit_test(test_checkpoint_damage),
+		cmocka_unit_test(test_upgrade_from_version_2),
 		cmocka_unit_test(test_close_after_recovery_checkpoints),
 		cmocka_unit_test(test_idle_release),
 		cmocka_unit_test(test_churn_on_shared_loop),

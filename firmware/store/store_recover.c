@@ -1152,6 +1152,23 @@ static int repair_pointers(struct node_store *s, const struct ptr_slot *c, uint8
 	return ret;
 }
 
+/* The END record a pointer names verifies (a cheap look at the fallback
+ * checkpoint: its parts are read only when it is used). */
+static bool end_ok(struct node_store *s, const struct ptr_slot *ps)
+{
+	uint8_t *buf = NULL;
+	const uint8_t *rec;
+	struct rec_hdr h;
+	bool ok;
+
+	if (ps->end_off == 0)
+		return true;
+	ok = read_record(s, ps->end_off, ps->end_size, &buf, &rec, &h) == 0 &&
+	     h.type == REC_CKPT_END && h.hcrc == ps->end_hcrc;
+	free(buf);
+	return ok;
+}
+
 static const char *ckpt_why(int err)
 {
 	switch (err) {
@@ -1261,7 +1278,7 @@ int store_recover(struct node_store *s, char *err, size_t errlen)
 		for (unsigned k = 0; k < 4; k++)
 			s->ck.repair = s->ck.repair || (c[k].valid && c[k].gen > c[chosen].gen);
 		s->st.checkpoint_fallback = s->ck.repair;
-		if (!f->valid)
+		if (!f->valid || (f->gen < c[chosen].gen && !end_ok(s, f)))
 			s->ck.repair = true;
 	}
 	rebuild_accounting(s);

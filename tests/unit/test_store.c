@@ -1198,6 +1198,7 @@ static void test_checkpoint_damage(void **state)
 	struct node_store *s = NULL;
 	uint8_t v[700];
 	unsigned newest, older, nn, no;
+	uint64_t g[2];
 	char err[512];
 
 	/* 1: newest END damaged; open falls back and replaces it */
@@ -1238,6 +1239,17 @@ static void test_checkpoint_damage(void **state)
 	node_store_stats(s, &st);
 	assert_false(st.checkpoint_fallback);
 	assert_true(st.checkpoint_repaired); /* the slot, from its mirror */
+	check_round(s, v, sizeof(v), 1);
+	/* the older checkpoint's damaged END was seen at open, and replaced:
+	 * damage to the newest one now still leaves one */
+	d = node_store_abandon(&s);
+	node_faultdisk_crash(f);
+	ptr_end(f, 2, &g[0]);
+	ptr_end(f, 3, &g[1]);
+	node_faultdisk_flip(f, ptr_end(f, g[1] > g[0] ? 3 : 2, NULL) + 20, 1);
+	s = open_on(d, false);
+	node_store_stats(s, &st);
+	assert_true(st.checkpoint_fallback);
 	check_round(s, v, sizeof(v), 1);
 	node_store_close(&s);
 

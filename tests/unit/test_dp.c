@@ -391,8 +391,12 @@ static int setup(void **state)
 	o.max_conns = 16;
 	o.max_inflight = 8;
 	o.max_payload_bytes = 2 << 20; /* less than the 4 MiB objects: those stream */
+	o.max_unauth = 8;
+	o.max_unauth_per_addr = 8;
+	o.handshake_timeout_ms = 5000;
 	o.idle_timeout_ms = 5000;
-	o.frame_timeout_ms = 1500;
+	o.progress_interval_ms = 1500;
+	o.progress_min_bytes = 1;
 	o.map_get = fake_map_get;
 	assert_int_equal(node_dp_new(&f->dp, &o, err, sizeof(err)), 0);
 	assert_int_equal(node_dp_slice_set(f->dp, "hot", 5, false), 0);

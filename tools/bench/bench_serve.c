@@ -176,11 +176,17 @@ static int node_main(struct pki *p, const char *drive, uint16_t port, int ready_
 	o.cert_len = (size_t)p->node_len;
 	o.peers = peers;
 	o.now_s = now_s;
-	o.max_conns = 256;
+	/* admission and timers as shelf-node's defaults */
+	o.max_conns = NODE_DP_MAX_CONNS_DEFAULT;
+	o.max_unauth = NODE_DP_MAX_UNAUTH_DEFAULT;
+	o.max_unauth_per_addr = NODE_DP_MAX_UNAUTH_PER_ADDR_DEFAULT;
+	o.max_conns_per_key = NODE_DP_MAX_CONNS_PER_KEY_DEFAULT;
 	o.max_inflight = board ? 32 : 64;
 	o.max_payload_bytes = board ? OVL_WIRE_PAYLOAD_MAX_BYTES + (1u << 20) : 256u << 20;
+	o.handshake_timeout_ms = NODE_DP_HANDSHAKE_TIMEOUT_S_DEFAULT * 1000;
 	o.idle_timeout_ms = 60000;
-	o.frame_timeout_ms = 60000;
+	o.progress_interval_ms = NODE_DP_PROGRESS_INTERVAL_S_DEFAULT * 1000;
+	o.progress_min_bytes = NODE_DP_PROGRESS_KIB_DEFAULT << 10;
 	a.sin6_port = htons(port);
 	if (node_dp_new(&dp, &o, err, sizeof(err)) < 0 || node_dp_listen(dp, &a, err, sizeof(err)) < 0) {
 		fprintf(stderr, "bench node: %s\n", err);

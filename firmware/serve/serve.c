@@ -674,11 +674,12 @@ static void accept_done(struct node_loop_ev *ev, int res, uint32_t flags)
 	struct sockaddr_in6 peer;
 	socklen_t len;
 
-	if (!(flags & IORING_CQE_F_MORE))
+	if (!(flags & IORING_CQE_F_MORE)) {
 		l->armed = false;
-	if (res < 0) {
-		if (!l->armed && !s->stopping && res != -ECANCELED) {
-			/* the multishot ended (e.g. EMFILE): re-arm */
+		if (!s->stopping && !s->destroyed && res != -ECANCELED) {
+			/* the multishot ended: on an error (EMFILE), or with a
+			 * connection when the completion queue overflowed (a burst of
+			 * accepts): re-arm, or the listener goes deaf */
 			struct io_uring_sqe *sqe = node_loop_sqe(s->o.loop, &l->ev);
 
 			if (sqe) {
@@ -686,6 +687,8 @@ static void accept_done(struct node_loop_ev *ev, int res, uint32_t flags)
 				l->armed = true;
 			}
 		}
+	}
+	if (res < 0) {
 		serve_maybe_free(s);
 		return;
 	}

@@ -452,7 +452,13 @@ static void conn_recv_done(struct node_loop_ev *ev, int res, uint32_t flags)
 		return;
 	}
 	c->last_rx_ms = now;
+	/* the minimum progress made: the next interval starts now, so a stall
+	 * is cut one interval after the last progress, not up to two */
 	c->win_bytes += (uint64_t)res;
+	if (c->win_bytes >= s->o.progress_min_bytes) {
+		c->win_start_ms = now;
+		c->win_bytes = 0;
+	}
 	if (has_buf) {
 		s->st.recv_ring++;
 		s->ring_dirty = true;

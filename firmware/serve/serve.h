@@ -18,10 +18,12 @@
  * - Timers. handshake_timeout_ms from accept to node_conn_admit(); an idle
  *   timeout (nothing received, no frame in progress and nothing queued to
  *   send for idle_timeout_ms); and a progress timeout: while a frame is in
- *   progress (and the protocol has not paused the connection), every
- *   progress_interval_ms must bring at least progress_min_bytes, so a slow
- *   but steady transfer of any length completes and a stalled one is cut
- *   within about one interval.
+ *   progress (and the protocol has not paused the connection), at least
+ *   progress_min_bytes must arrive within progress_interval_ms of the
+ *   frame's start, and again within progress_interval_ms of each time they
+ *   did. So a slow but steady transfer of any length completes, and one
+ *   that stalls is cut progress_interval_ms after its last progress (plus
+ *   the tick).
  *
  * Before the server closes a connection for a protocol-visible reason (an
  * eviction, the handshake deadline, a stall) it calls proto->on_expire,

@@ -2,8 +2,8 @@
 # The data plane under hostile and slow clients, with shelf-node's default
 # limits, on a one-node cluster (tests/integration/py/dp_admit.py does the
 # protocol work):
-# - the per-address cap at its boundary (16 silent connections held, the
-#   17th ERROR busy), and ERROR timeout at the 5 s handshake deadline;
+# - the per-address cap at its boundary (64 silent connections held, the
+#   65th ERROR busy), and ERROR timeout at the 5 s handshake deadline;
 # - the unauthenticated cap at its boundary (384 held; one more closes the
 #   oldest with ERROR busy);
 # - 256, then 1,000, silent connections from one address and from 100

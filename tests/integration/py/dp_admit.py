@@ -1,13 +1,13 @@
 """Checks run by tests/integration/dp_admission.sh in the cluster's backplane,
 against a one-node cluster with shelf-node's default limits (max_conns 512,
-max_unauth_conns 384, max_unauth_per_addr 16, handshake_timeout 5s,
+max_unauth_conns 384, max_unauth_per_addr 64, handshake_timeout 5s,
 progress_interval 10s, progress_bytes 16K).
 
 argv: MODE [args]. Modes:
-  peraddr SRC            16 silent connections from SRC stay; a 17th gets
-                         ERROR busy at once; at the handshake deadline the 16
+  peraddr SRC            64 silent connections from SRC stay; a 65th gets
+                         ERROR busy at once; at the handshake deadline the 64
                          get ERROR timeout
-  unauth SRC...          384 silent connections spread over the SRCs (16 each)
+  unauth SRC...          384 silent connections spread over the SRCs (64 each)
                          all stay; one more (from the last SRC) makes the
                          node close the oldest with ERROR busy
   flood N SRC...         N silent connections spread over the SRCs; keeps them
@@ -33,7 +33,7 @@ from shelf_client import (Client, ShelfError, crc32c, H, HDR, header, ERROR, PUT
 import msgpack
 
 HANDSHAKE_S, PROGRESS_S = 5, 10
-PER_ADDR, UNAUTH = 16, 384
+PER_ADDR, UNAUTH = 64, 384
 
 
 def fail(why):
@@ -155,7 +155,7 @@ elif mode == "unauth":
     time.sleep(0.5)
     if not quiet(socks, 0.5):
         fail(f"{UNAUTH} silent connections (the cap): one was closed")
-    print(f"{UNAUTH} silent connections from {len(srcs) - 1} addresses held: ok")
+    print(f"{UNAUTH} silent connections from {UNAUTH // PER_ADDR} addresses held: ok")
     one = silent(member, srcs[-1])
     code = read_error(socks[0], 3)
     if code != 10:

@@ -39,6 +39,7 @@ struct node_conn {
 	int close_reason;
 	bool in_frame;
 	uint64_t last_rx_ms, frame_start_ms;
+	uint64_t last_tx_ms;       /* the send queue last made progress (or became busy) */
 	struct send_item *sq_head, *sq_tail;
 	/* what the armed send sends: the queue's first CONN_SEND_IOV_MAX pieces */
 	struct iovec siov[CONN_SEND_IOV_MAX];
@@ -440,6 +441,7 @@ static void conn_send_done(struct node_loop_ev *ev, int res, uint32_t flags)
 		conn_begin_close(c, res < 0 ? res : -EPIPE, false);
 		return;
 	}
+	c->last_tx_ms = now_ms();
 	c->holds++;
 	while (c->sq_head) {
 		struct send_item *it = c->sq_head;
@@ -493,6 +495,8 @@ int node_conn_sendv(struct node_conn *c, const struct iovec *iov, unsigned n,
 			it->iov[it->n++] = iov[i];
 	it->done = done;
 	it->arg = arg;
+	if (!c->sq_head)
+		c->last_tx_ms = now_ms(); /* the send timer runs from here */
 	if (c->sq_tail)
 		c->sq_tail->next = it;
 	else
@@ -702,6 +706,8 @@ int node_serve_new(struct node_serve **out, const struct node_serve_opts *o, cha
 	if (!s)
 		return -ENOMEM;
 	s->o = *o;
+	if (!s->o.send_timeout_ms)
+		s->o.send_timeout_ms = o->idle_timeout_ms;
 	/* what arrives in one buffer and is left over must fit the cap */
 	s->nbufs = nbufs;
 	s->buf_bytes = bsize < o->max_conn_buf_bytes ? bsize : o->max_conn_buf_bytes;
@@ -770,7 +776,12 @@ void node_serve_tick(struct node_serve *s, uint64_t now)
 		next = c->next;
 		if (c->closing)
 			continue;
-		if (c->in_frame && now - c->frame_start_ms > s->o.frame_timeout_ms) {
+		if (c->sq_head && now - c->last_tx_ms > s->o.send_timeout_ms) {
+			/* the peer stopped reading: what it held goes with it */
+			s->st.timed_out_send++;
+			conn_begin_close(c, -ETIMEDOUT, false);
+		} else if (c->in_frame && !(c->paused && c->sq_head) &&
+			   now - c->frame_start_ms > s->o.frame_timeout_ms) {
 			s->st.timed_out_slow++;
 			conn_begin_close(c, -ETIMEDOUT, false);
 		} else if (!c->in_frame && !c->sq_head && now - c->last_rx_ms > s->o.idle_timeout_ms) {

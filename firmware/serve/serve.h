@@ -4,7 +4,9 @@
  * It owns listening sockets and connections and enforces the limits every
  * node needs whatever it speaks: a maximum number of connections, a cap on
  * each connection's buffered bytes, an idle timeout (nothing received and
- * no frame in progress for too long) and a slow-peer timeout (a frame, its
+ * no frame in progress for too long), a send timeout (queued replies that
+ * make no progress for too long: a peer that stopped reading; everything
+ * queued is then freed) and a slow-peer timeout (a frame, its
  * payload included, not finished within frame_timeout_ms of its first byte,
  * as from a client that sends one byte per second). A refused or
  * timed-out connection is closed and its buffer freed at once.
@@ -65,6 +67,9 @@ struct node_serve_opts {
 	size_t max_conn_buf_bytes;   /* unconsumed bytes a connection may hold */
 	uint64_t idle_timeout_ms;    /* no frame in progress and nothing received */
 	uint64_t frame_timeout_ms;   /* a frame in progress must complete in this */
+	/* queued sends that make no progress this long close the connection
+	 * (a peer that stops reading); 0: idle_timeout_ms */
+	uint64_t send_timeout_ms;
 	/*
 	 * Receive buffers shared by every connection (an io_uring provided
 	 * buffer ring): recv_bufs buffers (a power of two, at most
@@ -88,6 +93,7 @@ struct node_serve_opts {
 
 struct node_serve_stats {
 	uint64_t accepted, refused_busy, closed, timed_out_idle, timed_out_slow, overflowed;
+	uint64_t timed_out_send;  /* closed: queued sends made no progress for send_timeout_ms */
 	unsigned open;
 	unsigned ring_bufs;       /* buffers in the shared ring; 0: not in use */
 	uint64_t recv_ring;       /* receives that landed in a ring buffer */
@@ -143,7 +149,9 @@ int node_conn_sendv(struct node_conn *c, const struct iovec *iov, unsigned n,
  * Flow control: after node_conn_pause() (typically from on_data, when the
  * protocol cannot take more bytes yet) nothing more is handed to on_data and
  * nothing more is received; node_conn_resume() hands over what is buffered
- * and receives again. The frame timer keeps running meanwhile.
+ * and receives again. The frame timer keeps running meanwhile, except while
+ * sends are queued (a protocol that paused for its replies to drain: the
+ * send timeout watches those).
  */
 void node_conn_pause(struct node_conn *c);
 void node_conn_resume(struct node_conn *c);

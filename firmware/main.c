@@ -57,6 +57,9 @@ struct node_config {
 	char site[64], chassis[64], slot[32]; /* failure domain; empty: the board's */
 	char interface[32];                   /* for slice addresses; empty: the board's */
 	uint64_t drive_size;                  /* a drive file created now; 0: the board's */
+	/* GET answers (node_dp_opts) */
+	uint64_t response_budget, response_conn_share, response_piece;
+	int64_t send_timeout_ms;
 };
 
 #define C(f) offsetof(struct node_config, f)
@@ -93,6 +96,16 @@ static const struct ovl_conf_item node_conf[] = {
 	  "interface for slice addresses (default: the board's)" },
 	{ "drive_size", OVL_CONF_SIZE, "0", C(drive_size), 0, 0, INT64_MAX,
 	  "size of a drive file created on first start (default 0: the board's drive_size)" },
+	/* sized for the sim board's 32 MiB: 16 connections that stop reading
+	 * hold at most 16 x 2 pieces (8.3 MiB), and the rest serves others */
+	{ "response_budget", OVL_CONF_SIZE, "12M", C(response_budget), 0, 1 << 20, 1ll << 40,
+	  "GET answer bytes the node holds in memory, all connections; a GET without room waits" },
+	{ "response_conn_share", OVL_CONF_SIZE, "640K", C(response_conn_share), 0, 128 << 10, 1ll << 40,
+	  "GET answer bytes one connection may hold (at least response_piece + 72K); over it, it is not read until its sends drain" },
+	{ "response_piece", OVL_CONF_SIZE, "256K", C(response_piece), 0, 64 << 10, 1 << 20,
+	  "a GET is read from the drive in pieces of this size (a multiple of 64K) as the socket drains" },
+	{ "send_timeout", OVL_CONF_MS, "30s", C(send_timeout_ms), 0, 1000, 3600000,
+	  "a connection whose sends make no progress this long is closed, and what it held freed" },
 	OVL_CONF_END
 };
 
@@ -337,6 +350,23 @@ static int parse_args(struct node_ctx *n, int argc, char **argv, bool *format, b
 		}
 		n->board.drive_size = n->cfg.drive_size;
 	}
+	if (n->cfg.response_piece % (64 << 10)) {
+		fprintf(stderr, "shelf-node: config key 'response_piece': %" PRIu64
+			" bytes is not a multiple of 64K\n", n->cfg.response_piece);
+		return NODE_EXIT_CONFIG;
+	}
+	if (n->cfg.response_conn_share < n->cfg.response_piece + NODE_DP_PIECE_SLACK_BYTES) {
+		fprintf(stderr, "shelf-node: config key 'response_conn_share': %" PRIu64
+			" bytes is less than response_piece and 72K (%" PRIu64 " bytes)\n",
+			n->cfg.response_conn_share, n->cfg.response_piece + NODE_DP_PIECE_SLACK_BYTES);
+		return NODE_EXIT_CONFIG;
+	}
+	if (n->cfg.response_budget < n->cfg.response_conn_share) {
+		fprintf(stderr, "shelf-node: config key 'response_budget': %" PRIu64
+			" bytes is less than response_conn_share (%" PRIu64 " bytes)\n",
+			n->cfg.response_budget, n->cfg.response_conn_share);
+		return NODE_EXIT_CONFIG;
+	}
 	return 0;
 }
 
@@ -514,6 +544,10 @@ static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 	o.max_payload_bytes = 16u << 20;
 	o.idle_timeout_ms = 60000;
 	o.frame_timeout_ms = 30000;
+	o.resp_budget_bytes = n->cfg.response_budget;
+	o.resp_conn_bytes = n->cfg.response_conn_share;
+	o.resp_piece_bytes = (size_t)n->cfg.response_piece;
+	o.send_timeout_ms = (uint64_t)n->cfg.send_timeout_ms;
 	o.map_get = dp_map_get;
 	o.map_arg = n->ctl;
 	any.sin6_addr = in6addr_any;

@@ -275,21 +275,35 @@ static void get_fail(struct node_req_get *g, struct req_op *op, int res, const c
 	get_deliver(g, op, res, msg, NULL, 0);
 }
 
+/* Start over (the object changed while a range's crc was computed, and
+ * nothing was delivered yet): the GET then answers the new version. */
+static void get_restart(struct node_req_get *g)
+{
+	int ret;
+
+	g->phase = GET_FIRST;
+	ret = get_read(g, g->req_off, min_u64(g->piece, g->req_len));
+	if (ret < 0)
+		get_deliver(g, NULL, ret, node_req_errmsg(g->rq), NULL, 0);
+}
+
 /* The next read of the CRC pass, or the first delivered piece after it. */
 static void get_crc_next(struct node_req_get *g, struct req_op *op)
 {
 	int ret;
 
 	op_free(op);
-	if (g->pos < g->end) {
-		ret = get_read(g, g->pos, min_u64(g->piece, g->end - g->pos));
-	} else {
+	if (g->pos >= g->end) {
 		g->phase = GET_SEND;
 		g->pos = g->start;
-		ret = get_read(g, g->pos, min_u64(g->piece, g->end - g->pos));
+	}
+	ret = get_read(g, g->pos, min_u64(g->piece, g->end - g->pos));
+	if (ret == -ENOENT && g->restarts++ < REQ_GET_RESTARTS) {
+		get_restart(g); /* deleted meanwhile: answer that */
+		return;
 	}
 	if (ret < 0)
-		get_deliver(g, NULL, ret, node_req_errmsg(g->rq), NULL, 0);
+		get_deliver(g, NULL, ret == -ENOENT ? -EBUSY : ret, node_req_errmsg(g->rq), NULL, 0);
 }
 
 static void piece_done(void *arg, int res, struct node_store_rbuf **srb,
@@ -317,12 +331,8 @@ static void piece_done(void *arg, int res, struct node_store_rbuf **srb,
 	if (g->phase != GET_FIRST && (res == -ENOENT || (res == 0 && st->seq != g->seq))) {
 		/* replaced or deleted since the first piece */
 		if (g->phase == GET_CRC && g->restarts++ < REQ_GET_RESTARTS) {
-			node_store_rbuf_release(&op->buf.srb);
 			op_free(op);
-			g->phase = GET_FIRST;
-			res = get_read(g, g->req_off, min_u64(g->piece, g->req_len));
-			if (res < 0)
-				get_deliver(g, NULL, res, node_req_errmsg(g->rq), NULL, 0);
+			get_restart(g);
 			return;
 		}
 		get_fail(g, op, g->phase == GET_CRC ? -EBUSY : -EAGAIN,
@@ -411,11 +421,18 @@ int node_req_get_start(struct node_req *rq, const struct node_req_args *a, size_
 
 int node_req_get_next(struct node_req_get *g)
 {
+	int ret;
+
 	if (g->reading || g->ended || g->phase != GET_SEND || g->pos >= g->end) {
 		g->rq->msg = "no piece to read now";
 		return -EINVAL;
 	}
-	return get_read(g, g->pos, min_u64(g->piece, g->end - g->pos));
+	ret = get_read(g, g->pos, min_u64(g->piece, g->end - g->pos));
+	if (ret == -ENOENT) {
+		g->rq->msg = "the object was deleted while it was read";
+		return -EAGAIN;
+	}
+	return ret;
 }
 
 bool node_req_get_finished(const struct node_req_get *g)

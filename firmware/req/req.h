@@ -183,7 +183,7 @@ void node_req_stream_abort(struct node_req_stream **st);
  *
  * node_req_get_start(): 0, and `done` runs once with the first piece, or
  * with the GET's failure (r->res: -ENOENT...); -errno: refused, `done`
- * never runs. The first piece's result says what the whole answer is:
+ * never runs (-ENOENT: no such key, as node_req_start()). The first piece's result says what the whole answer is:
  * r->size (the whole object's bytes), r->offset (where the answer starts),
  * r->length (the answer's bytes: the range clipped to the object) and
  * r->crc (the crc32c of the whole answer: the stored crc for a whole
@@ -205,7 +205,8 @@ int node_req_get_start(struct node_req *rq, const struct node_req_args *a, size_
  * while the pieces so far are fewer than r->length bytes): 0, and `done`
  * runs once more with it, or with -EIO (a read or checksum failure) or
  * -EAGAIN (the object was replaced or deleted since the first piece: the
- * rest of this version is gone); -errno: refused, `done` never runs. */
+ * rest of this version is gone); -errno: refused, `done` never runs
+ * (-EAGAIN there too when the key is gone). */
 int node_req_get_next(struct node_req_get *g);
 
 /* Whether every piece of the answer has been delivered. */

@@ -40,6 +40,7 @@ struct node_conn {
 	bool in_frame;
 	uint64_t last_rx_ms, frame_start_ms;
 	uint64_t last_tx_ms;       /* the send queue last made progress (or became busy) */
+	size_t tx_progress;        /* bytes sent since then */
 	struct send_item *sq_head, *sq_tail;
 	/* what the armed send sends: the queue's first CONN_SEND_IOV_MAX pieces */
 	struct iovec siov[CONN_SEND_IOV_MAX];
@@ -437,11 +438,17 @@ static void conn_send_done(struct node_loop_ev *ev, int res, uint32_t flags)
 	size_t left = res > 0 ? (size_t)res : 0;
 
 	c->send_armed = false;
+	if (c->closing && !c->graceful) {
+		/* woken by the shutdown: the connection goes now (a paused one has
+		 * no receive armed whose completion would free it) */
+		conn_maybe_free(c);
+		return;
+	}
 	if (res <= 0 || !c->sq_head) {
 		conn_begin_close(c, res < 0 ? res : -EPIPE, false);
 		return;
 	}
-	c->last_tx_ms = now_ms();
+	c->tx_progress += left;
 	c->holds++;
 	while (c->sq_head) {
 		struct send_item *it = c->sq_head;
@@ -461,9 +468,16 @@ static void conn_send_done(struct node_loop_ev *ev, int res, uint32_t flags)
 		c->sq_head = it->next;
 		if (!c->sq_head)
 			c->sq_tail = NULL;
+		c->tx_progress = NODE_SERVE_SEND_PROGRESS_BYTES; /* a reply went out */
 		if (it->done)
 			it->done(it->arg, 0);
 		free(it);
+	}
+	/* progress: a reply finished, or NODE_SERVE_SEND_PROGRESS_BYTES went
+	 * out (a peer that takes a few bytes now and then does not count) */
+	if (c->tx_progress >= NODE_SERVE_SEND_PROGRESS_BYTES) {
+		c->last_tx_ms = now_ms();
+		c->tx_progress = 0;
 	}
 	c->holds--;
 	if (c->sq_head) {
@@ -495,8 +509,10 @@ int node_conn_sendv(struct node_conn *c, const struct iovec *iov, unsigned n,
 			it->iov[it->n++] = iov[i];
 	it->done = done;
 	it->arg = arg;
-	if (!c->sq_head)
+	if (!c->sq_head) {
 		c->last_tx_ms = now_ms(); /* the send timer runs from here */
+		c->tx_progress = 0;
+	}
 	if (c->sq_tail)
 		c->sq_tail->next = it;
 	else
@@ -777,7 +793,12 @@ void node_serve_tick(struct node_serve *s, uint64_t now)
 		if (c->closing)
 			continue;
 		if (c->sq_head && now - c->last_tx_ms > s->o.send_timeout_ms) {
-			/* the peer stopped reading: what it held goes with it */
+			/* the peer stopped reading: what it held goes with it, the
+			 * kernel's send buffer too (a reset, not a FIN that would
+			 * wait behind the bytes it does not read) */
+			struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+			setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 			s->st.timed_out_send++;
 			conn_begin_close(c, -ETIMEDOUT, false);
 		} else if (c->in_frame && !(c->paused && c->sq_head) &&

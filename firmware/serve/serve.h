@@ -39,6 +39,7 @@
 #define NODE_SERVE_LISTEN_MAX 8       /* listening sockets (slice addresses) */
 #define NODE_SERVE_RECV_CHUNK_BYTES 16384
 #define NODE_CONN_IOV_MAX 4096        /* pieces of one node_conn_sendv() */
+#define NODE_SERVE_SEND_PROGRESS_BYTES (64u << 10) /* restarts the send timer */
 
 struct iovec;
 struct node_serve;
@@ -68,7 +69,9 @@ struct node_serve_opts {
 	uint64_t idle_timeout_ms;    /* no frame in progress and nothing received */
 	uint64_t frame_timeout_ms;   /* a frame in progress must complete in this */
 	/* queued sends that make no progress this long close the connection
-	 * (a peer that stops reading); 0: idle_timeout_ms */
+	 * (a peer that stops reading) with a reset; 0: idle_timeout_ms.
+	 * Progress is a reply sent to its end, or NODE_SERVE_SEND_PROGRESS_BYTES
+	 * sent: a peer that takes a few bytes now and then is cut too */
 	uint64_t send_timeout_ms;
 	/*
 	 * Receive buffers shared by every connection (an io_uring provided

@@ -681,6 +681,20 @@ static void get_finish(struct dp_op *op)
 	op_finish(op);
 }
 
+/* The GET's answer is on the wire but cannot be completed: the GET is
+ * over, and the connection closes (after: a close may free the connection
+ * state at once, and op with it). */
+static void get_abort(struct dp_op *op)
+{
+	struct dp_conn *dc = op->dc;
+
+	dc->refs++;
+	get_finish(op);
+	if (dc->c)
+		node_conn_close(dc->c, false);
+	dc_unref(dc);
+}
+
 /* Read the GET's next piece (its first: start it) when the connection's
  * share and the node's budget have room for it; else it waits, for this
  * connection's sends or (in order) for the node's budget. */
@@ -721,12 +735,13 @@ static void get_pump(struct dp_op *op, bool from_wait)
 	}
 	if (ret < 0) {
 		op->reading = false;
-		if (!op->head_sent)
+		if (!op->head_sent) {
 			respond_status(dc, op->type, op->rid, ovl_wire_errno_to_status(ret), op->epoch, "%s",
 				       node_req_errmsg(dp->o.req));
-		else
-			node_conn_close(dc->c, false); /* the answer cannot be completed */
-		get_finish(op);
+			get_finish(op);
+		} else {
+			get_abort(op); /* the answer cannot be completed */
+		}
 	}
 }
 
@@ -854,19 +869,17 @@ static void get_piece_done(void *arg, const struct node_req_result *res, struct 
 			r.status = ovl_wire_errno_to_status(res->res);
 			snprintf(r.message, sizeof(r.message), "%s", res->msg);
 			respond(dc, op->type, op->rid, &r, NULL, 0, false);
+			get_finish(op);
 		} else {
 			/* the head promised bytes that cannot come: end the connection */
-			node_conn_close(dc->c, false);
+			get_abort(op);
 		}
-		get_finish(op);
 		return;
 	}
 	if (first && res->len < res->length)
 		dc->streaming = op; /* more pieces follow: other answers wait */
 	if (get_send_piece(op, res, rb) < 0) {
-		if (dc->c)
-			node_conn_close(dc->c, false);
-		get_finish(op);
+		get_abort(op);
 		return;
 	}
 	if (node_req_get_finished(op->g)) {

@@ -62,6 +62,9 @@ struct node_config {
 	int64_t max_conns, max_unauth_conns, max_unauth_per_addr, max_conns_per_key, max_inflight;
 	uint64_t put_budget, progress_bytes;
 	int64_t handshake_timeout_ms, idle_timeout_ms, progress_interval_ms;
+	/* GET answers (node_dp_opts) */
+	uint64_t response_budget, response_conn_share, response_piece;
+	int64_t send_timeout_ms;
 };
 
 #define C(f) offsetof(struct node_config, f)
@@ -130,6 +133,16 @@ static const struct ovl_conf_item node_conf[] = {
 	{ "progress_bytes", OVL_CONF_SIZE, XSTR(NODE_DP_PROGRESS_KIB_DEFAULT) "K", C(progress_bytes), 0, 1, 64 << 20,
 	  "the minimum progress; less: status (PUT) or ERROR (HELLO) timeout, the close, "
 	  "nothing stored" },
+	/* sized for the sim board's 32 MiB: 16 connections that stop reading
+	 * hold at most 16 x 2 pieces (8.3 MiB), and the rest serves others */
+	{ "response_budget", OVL_CONF_SIZE, "8M", C(response_budget), 0, 1 << 20, 1ll << 40,
+	  "GET answer bytes the node holds in memory, all connections; a GET without room waits" },
+	{ "response_conn_share", OVL_CONF_SIZE, "640K", C(response_conn_share), 0, 128 << 10, 1ll << 40,
+	  "GET answer bytes one connection may hold (at least response_piece + 72K); over it, it is not read until its sends drain" },
+	{ "response_piece", OVL_CONF_SIZE, "256K", C(response_piece), 0, 64 << 10, 1 << 20,
+	  "a GET is read from the drive in pieces of this size (a multiple of 64K) as the socket drains" },
+	{ "send_timeout", OVL_CONF_MS, "30s", C(send_timeout_ms), 0, 1000, 3600000,
+	  "a connection whose sends make no progress this long is closed, and what it held freed" },
 	OVL_CONF_END
 };
 
@@ -413,6 +426,23 @@ static int parse_args(struct node_ctx *n, int argc, char **argv, bool *format, b
 		}
 		n->board.drive_size = n->cfg.drive_size;
 	}
+	if (n->cfg.response_piece % (64 << 10)) {
+		fprintf(stderr, "shelf-node: config key 'response_piece': %" PRIu64
+			" bytes is not a multiple of 64K\n", n->cfg.response_piece);
+		return NODE_EXIT_CONFIG;
+	}
+	if (n->cfg.response_conn_share < n->cfg.response_piece + NODE_DP_PIECE_SLACK_BYTES) {
+		fprintf(stderr, "shelf-node: config key 'response_conn_share': %" PRIu64
+			" bytes is less than response_piece and 72K (%" PRIu64 " bytes)\n",
+			n->cfg.response_conn_share, n->cfg.response_piece + NODE_DP_PIECE_SLACK_BYTES);
+		return NODE_EXIT_CONFIG;
+	}
+	if (n->cfg.response_budget < n->cfg.response_conn_share) {
+		fprintf(stderr, "shelf-node: config key 'response_budget': %" PRIu64
+			" bytes is less than response_conn_share (%" PRIu64 " bytes)\n",
+			n->cfg.response_budget, n->cfg.response_conn_share);
+		return NODE_EXIT_CONFIG;
+	}
 	return 0;
 }
 
@@ -595,6 +625,10 @@ static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 	o.idle_timeout_ms = (uint64_t)n->cfg.idle_timeout_ms;
 	o.progress_interval_ms = (uint64_t)n->cfg.progress_interval_ms;
 	o.progress_min_bytes = n->cfg.progress_bytes;
+	o.resp_budget_bytes = n->cfg.response_budget;
+	o.resp_conn_bytes = n->cfg.response_conn_share;
+	o.resp_piece_bytes = (size_t)n->cfg.response_piece;
+	o.send_timeout_ms = (uint64_t)n->cfg.send_timeout_ms;
 	o.map_get = dp_map_get;
 	o.map_arg = n->ctl;
 	any.sin6_addr = in6addr_any;

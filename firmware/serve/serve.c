@@ -39,6 +39,8 @@ struct node_conn {
 	int close_reason;
 	bool in_frame;
 	uint64_t last_rx_ms;
+	uint64_t last_tx_ms;       /* the send queue last made progress (or became busy) */
+	size_t tx_progress;        /* bytes sent since then */
 	/* admission: node_conn_admit() ran (authed); else on the server's list
 	 * of unauthenticated connections, oldest first */
 	bool authed, on_ua;
@@ -481,10 +483,17 @@ static void conn_send_done(struct node_loop_ev *ev, int res, uint32_t flags)
 	size_t left = res > 0 ? (size_t)res : 0;
 
 	c->send_armed = false;
+	if (c->closing && !c->graceful) {
+		/* woken by the shutdown: the connection goes now (a paused one has
+		 * no receive armed whose completion would free it) */
+		conn_maybe_free(c);
+		return;
+	}
 	if (res <= 0 || !c->sq_head) {
 		conn_begin_close(c, res < 0 ? res : -EPIPE, false);
 		return;
 	}
+	c->tx_progress += left;
 	c->holds++;
 	while (c->sq_head) {
 		struct send_item *it = c->sq_head;
@@ -504,9 +513,16 @@ static void conn_send_done(struct node_loop_ev *ev, int res, uint32_t flags)
 		c->sq_head = it->next;
 		if (!c->sq_head)
 			c->sq_tail = NULL;
+		c->tx_progress = NODE_SERVE_SEND_PROGRESS_BYTES; /* a reply went out */
 		if (it->done)
 			it->done(it->arg, 0);
 		free(it);
+	}
+	/* progress: a reply finished, or NODE_SERVE_SEND_PROGRESS_BYTES went
+	 * out (a peer that takes a few bytes now and then does not count) */
+	if (c->tx_progress >= NODE_SERVE_SEND_PROGRESS_BYTES) {
+		c->last_tx_ms = now_ms();
+		c->tx_progress = 0;
 	}
 	c->holds--;
 	if (c->sq_head) {
@@ -538,6 +554,10 @@ int node_conn_sendv(struct node_conn *c, const struct iovec *iov, unsigned n,
 			it->iov[it->n++] = iov[i];
 	it->done = done;
 	it->arg = arg;
+	if (!c->sq_head) {
+		c->last_tx_ms = now_ms(); /* the send timer runs from here */
+		c->tx_progress = 0;
+	}
 	if (c->sq_tail)
 		c->sq_tail->next = it;
 	else
@@ -859,6 +879,8 @@ int node_serve_new(struct node_serve **out, const struct node_serve_opts *o, cha
 	if (o->refuse_msg_len)
 		memcpy(s->refuse_msg, o->refuse_msg, o->refuse_msg_len);
 	s->refuse_len = o->refuse_msg_len;
+	if (!s->o.send_timeout_ms)
+		s->o.send_timeout_ms = o->idle_timeout_ms;
 	/* what arrives in one buffer and is left over must fit the cap */
 	s->nbufs = nbufs;
 	s->buf_bytes = bsize < o->max_conn_buf_bytes ? bsize : o->max_conn_buf_bytes;
@@ -931,13 +953,26 @@ void node_serve_tick(struct node_serve *s, uint64_t now)
 				conn_begin_close(c, c->close_reason, false);
 			continue;
 		}
+		if (c->sq_head && now - c->last_tx_ms > s->o.send_timeout_ms) {
+			/* the peer stopped reading: what it held goes with it, the
+			 * kernel's send buffer too (a reset, not a FIN that would
+			 * wait behind the bytes it does not read) */
+			struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+			setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+			s->st.timed_out_send++;
+			conn_begin_close(c, -ETIMEDOUT, false);
+			continue;
+		}
 		if (!c->authed && now - c->accepted_ms > s->o.handshake_timeout_ms) {
 			s->st.timed_out_handshake++;
 			conn_expire(c, NODE_SERVE_EXPIRE_HANDSHAKE, -ETIMEDOUT);
 			continue;
 		}
 		if (!c->in_frame || c->paused) {
-			/* no frame, or the node's own wait: no window runs */
+			/* no frame, or the node's own wait (for PUT budget, or for its
+			 * answers to drain: the send timeout watches those): no
+			 * window runs */
 			c->win_start_ms = now;
 			c->win_bytes = 0;
 		} else if (now - c->win_start_ms >= s->o.progress_interval_ms) {

@@ -17,13 +17,15 @@
  *   authenticated connections.
  * - Timers. handshake_timeout_ms from accept to node_conn_admit(); an idle
  *   timeout (nothing received, no frame in progress and nothing queued to
- *   send for idle_timeout_ms); and a progress timeout: while a frame is in
- *   progress (and the protocol has not paused the connection), at least
- *   progress_min_bytes must arrive within progress_interval_ms of the
- *   frame's start, and again within progress_interval_ms of each time they
- *   did. So a slow but steady transfer of any length completes, and one
- *   that stalls is cut progress_interval_ms after its last progress (plus
- *   the tick).
+ *   send for idle_timeout_ms); a send timeout (queued replies that make no
+ *   progress for send_timeout_ms: a peer that stopped reading; the
+ *   connection is reset and everything queued freed); and a progress
+ *   timeout: while a frame is in progress (and the protocol has not paused
+ *   the connection), at least progress_min_bytes must arrive within
+ *   progress_interval_ms of the frame's start, and again within
+ *   progress_interval_ms of each time they did. So a slow but steady
+ *   transfer of any length completes, and one that stalls is cut
+ *   progress_interval_ms after its last progress (plus the tick).
  *
  * Before the server closes a connection for a protocol-visible reason (an
  * eviction, the handshake deadline, a stall) it calls proto->on_expire,
@@ -62,6 +64,7 @@
 #define NODE_SERVE_ID_BYTES 32        /* an identity for node_conn_admit() */
 #define NODE_SERVE_LINGER_MS 2000     /* a graceful close after on_expire, at most */
 #define NODE_SERVE_REFUSE_MSG_MAX 512 /* opts.refuse_msg, bytes */
+#define NODE_SERVE_SEND_PROGRESS_BYTES (64u << 10) /* restarts the send timer */
 
 struct iovec;
 struct node_serve;
@@ -108,6 +111,11 @@ struct node_serve_opts {
 	uint64_t idle_timeout_ms;    /* no frame in progress and nothing received */
 	uint64_t progress_interval_ms; /* a frame in progress must receive ... */
 	uint64_t progress_min_bytes;   /* ... at least this many bytes every interval */
+	/* queued sends that make no progress this long close the connection
+	 * (a peer that stops reading) with a reset; 0: idle_timeout_ms.
+	 * Progress is a reply sent to its end, or NODE_SERVE_SEND_PROGRESS_BYTES
+	 * sent: a peer that takes a few bytes now and then is cut too */
+	uint64_t send_timeout_ms;
 	/* sent to a connection refused at accept (copied; at most
 	 * NODE_SERVE_REFUSE_MSG_MAX bytes; may be empty) */
 	const uint8_t *refuse_msg;
@@ -139,6 +147,7 @@ struct node_serve_stats {
 	uint64_t evicted;             /* unauthenticated, closed to make room */
 	uint64_t timed_out_handshake; /* not admitted in time */
 	uint64_t refused_id;          /* node_conn_admit() refusals: identity at its cap */
+	uint64_t timed_out_send;  /* closed: queued sends made no progress for send_timeout_ms */
 	unsigned open;
 	unsigned unauth;              /* open and not yet admitted (closing ones excluded) */
 	unsigned ring_bufs;       /* buffers in the shared ring; 0: not in use */
@@ -196,7 +205,8 @@ int node_conn_sendv(struct node_conn *c, const struct iovec *iov, unsigned n,
  * protocol cannot take more bytes yet) nothing more is handed to on_data and
  * nothing more is received; node_conn_resume() hands over what is buffered
  * and receives again. The progress timer does not run meanwhile (the
- * wait is the node's, not the peer's); the handshake deadline does.
+ * wait is the node's, not the peer's; while sends are queued the send
+ * timeout watches the peer); the handshake deadline does.
  */
 void node_conn_pause(struct node_conn *c);
 void node_conn_resume(struct node_conn *c);

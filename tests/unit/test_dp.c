@@ -353,6 +353,12 @@ struct limits {
 	uint64_t put_budget, handshake_ms, progress_ms, progress_bytes;
 };
 
+/* Response limits for the next setup() (0: the node's defaults). */
+static struct {
+	uint64_t budget, share, send_timeout_ms;
+	size_t piece;
+} knobs;
+
 static int setup(void **state)
 {
 	const struct limits *l = *state;
@@ -416,7 +422,12 @@ static int setup(void **state)
 		o.progress_min_bytes = l->progress_bytes ? l->progress_bytes : o.progress_min_bytes;
 	}
 	o.map_get = fake_map_get;
-	assert_int_equal(node_dp_new(&f->dp, &o, err, sizeof(err)), 0);
+	o.resp_budget_bytes = knobs.budget;
+	o.resp_conn_bytes = knobs.share;
+	o.resp_piece_bytes = knobs.piece;
+	o.send_timeout_ms = knobs.send_timeout_ms;
+	if (node_dp_new(&f->dp, &o, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
 	assert_int_equal(node_dp_slice_set(f->dp, "hot", 5, false), 0);
 	assert_int_equal(node_dp_slice_set(f->dp, "cold", 1, false), 0);
 	assert_int_equal(node_dp_slice_set(f->dp, "enc", 1, true), 0);
@@ -1285,6 +1296,393 @@ static const struct limits lim_admit = { .max_conns = 3, .max_unauth = 2, .hands
 static const struct limits lim_progress = { .progress_ms = 300, .progress_bytes = 8 << 10,
 					    .put_budget = 8 << 20 };
 
+/* ---- pipelining: requests sent before their answers are read ---- */
+
+/* Send one request without waiting; its rid. */
+static uint32_t cli_send(struct cli *c, uint8_t type, const struct ovl_wire_req *q,
+			 const void *payload, size_t plen)
+{
+	struct ovl_wire_hdr h = { 0 };
+	uint8_t meta[OVL_WIRE_META_MAX_BYTES], head[OVL_WIRE_HEAD_MAX_BYTES];
+	struct ovl_wire_req typed = *q;
+	char err[256];
+	int mlen, hl;
+
+	typed.type = type;
+	mlen = ovl_wire_req_encode(&typed, meta, sizeof(meta), err, sizeof(err));
+	if (mlen < 0)
+		fail_msg("encode: %s", err);
+	h.type = type;
+	h.payload_len = plen;
+	h.rid = ++c->rid;
+	hl = ovl_wire_head_seal(&c->ses, &h, meta, (size_t)mlen, head, sizeof(head), err, sizeof(err));
+	assert_true(hl > 0);
+	assert_int_equal(write_full(c->fd, head, (size_t)hl), 0);
+	if (plen)
+		assert_int_equal(write_full(c->fd, payload, plen), 0);
+	return h.rid;
+}
+
+/* Read the next answer, whichever it is: its rid, meta and (decrypted)
+ * payload in *out (malloc'd). 0 or -ECONNRESET. */
+static int cli_recv(struct cli *c, uint32_t *rid, struct ovl_wire_resp *r, uint8_t **out,
+		    size_t *outlen)
+{
+	uint8_t head[OVL_WIRE_HEAD_MAX_BYTES];
+	const uint8_t *rmeta = NULL;
+	struct ovl_wire_hdr rh;
+	uint64_t plain;
+	char err[256];
+	int n = read_head(c->fd, true, head, &rh);
+
+	*out = NULL;
+	*outlen = 0;
+	if (n < 0)
+		return -ECONNRESET;
+	if (ovl_wire_head_open(&c->ses, head, (size_t)n, &rh, &rmeta, err, sizeof(err)) < 0)
+		fail_msg("response head: %s", err);
+	if (ovl_wire_resp_decode(rh.type, rmeta, rh.meta_len, r, err, sizeof(err)) < 0)
+		fail_msg("response meta: %s", err);
+	*rid = rh.rid;
+	*out = malloc(rh.payload_len + 1);
+	*outlen = rh.payload_len;
+	if (rh.payload_len && read_full(c->fd, *out, rh.payload_len) < 0)
+		return -ECONNRESET;
+	if (rh.flags & OVL_WIRE_FLAG_ENCRYPTED) {
+		uint8_t *src = *out, *dst = *out;
+
+		assert_int_equal(ovl_wire_plain_len(rh.payload_len, &plain), 0);
+		for (uint64_t off = 0, i = 0; off < plain; off += OVL_WIRE_CHUNK_BYTES, i++) {
+			size_t k = plain - off < OVL_WIRE_CHUNK_BYTES ? plain - off : OVL_WIRE_CHUNK_BYTES;
+
+			assert_int_equal(ovl_wire_chunk_open(&c->ses, head, (uint32_t)i, src, k), 0);
+			memmove(dst, src, k);
+			src += k + OVL_WIRE_TAG_BYTES;
+			dst += k;
+		}
+		*outlen = plain;
+	}
+	return 0;
+}
+
+/* The node's own counter `name` (NODE-STAT), or UINT64_MAX. */
+static uint64_t node_counter(struct cli *c, const char *name)
+{
+	struct ovl_wire_req q;
+	struct ovl_wire_resp r;
+
+	req_init(&q, "hot", 5, "x");
+	q.key_len = 0;
+	assert_int_equal(cli_call(c, OVL_WIRE_T_NODE_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	for (uint32_t i = 0; i < r.ncounters; i++)
+		if (strcmp(r.counters[i].name, name) == 0)
+			return r.counters[i].value;
+	return UINT64_MAX;
+}
+
+/* Wait (up to 5 s) until the node holds no response bytes. */
+static void wait_resp_drained(struct cli *c)
+{
+	uint64_t v = UINT64_MAX;
+
+	for (int i = 0; i < 500 && (v = node_counter(c, "response_bytes_held")) != 0; i++)
+		usleep(10000);
+	assert_int_equal(v, 0);
+}
+
+static void connect_ok(struct fx *f, struct cli *c)
+{
+	uint32_t st = 0;
+
+	assert_int_equal(cli_connect(c, &f->addr, f->pki.client, f->pki.client_cert,
+				     (size_t)f->pki.client_len, f->cpeers, f->pki.now, &st), 0);
+}
+
+#define ORDER_REQS 8
+
+/* Requests on one key, all sent before any answer is read, take effect in
+ * the order sent: a GET sees the PUT before it (buffered or streamed), a
+ * GET after a DELETE is not-found; unrelated requests are answered too. */
+static void client_order(struct fx *f)
+{
+	size_t big = 300u << 10; /* streams into the store (over 128 KiB) */
+	uint8_t *v1 = malloc(1000), *v2 = malloc(big), *v3 = malloc(5000);
+	struct ovl_wire_req q;
+	struct cli c;
+
+	fill(v1, 1000, 11);
+	fill(v2, big, 12);
+	fill(v3, 5000, 13);
+	connect_ok(f, &c);
+	for (int round = 0; round < 20; round++) {
+		uint32_t rid[ORDER_REQS];
+		bool seen[ORDER_REQS] = { false };
+		char key[32];
+		int n = 0;
+
+		snprintf(key, sizeof(key), "order/%d", round);
+		req_init(&q, "hot", 5, key);
+		q.size = 1000;
+		q.crc = ovl_crc32c(0, v1, 1000);
+		rid[n++] = cli_send(&c, OVL_WIRE_T_PUT, &q, v1, 1000);   /* 0 */
+		req_init(&q, "hot", 5, key);
+		rid[n++] = cli_send(&c, OVL_WIRE_T_GET, &q, NULL, 0);    /* 1: v1 */
+		q.size = big;
+		q.crc = ovl_crc32c(0, v2, big);
+		rid[n++] = cli_send(&c, OVL_WIRE_T_PUT, &q, v2, big);    /* 2 */
+		req_init(&q, "hot", 5, key);
+		rid[n++] = cli_send(&c, OVL_WIRE_T_GET, &q, NULL, 0);    /* 3: v2 */
+		rid[n++] = cli_send(&c, OVL_WIRE_T_STAT, &q, NULL, 0);   /* 4: v2's size */
+		rid[n++] = cli_send(&c, OVL_WIRE_T_DELETE, &q, NULL, 0); /* 5 */
+		rid[n++] = cli_send(&c, OVL_WIRE_T_GET, &q, NULL, 0);    /* 6: not-found */
+		req_init(&q, "hot", 5, "order/other");
+		q.size = 5000;
+		q.crc = ovl_crc32c(0, v3, 5000);
+		rid[n++] = cli_send(&c, OVL_WIRE_T_PUT, &q, v3, 5000);   /* 7: unrelated */
+		for (int i = 0; i < n; i++) {
+			struct ovl_wire_resp r;
+			uint8_t *got = NULL;
+			size_t glen = 0;
+			uint32_t id = 0;
+			int k;
+
+			assert_int_equal(cli_recv(&c, &id, &r, &got, &glen), 0);
+			for (k = 0; k < n && rid[k] != id; k++)
+				;
+			assert_true(k < n);
+			assert_false(seen[k]);
+			seen[k] = true;
+			switch (k) {
+			case 1:
+				assert_int_equal(r.status, OVL_WIRE_OK);
+				assert_int_equal(glen, 1000);
+				assert_memory_equal(got, v1, 1000);
+				break;
+			case 3:
+				assert_int_equal(r.status, OVL_WIRE_OK);
+				assert_int_equal(glen, big);
+				assert_memory_equal(got, v2, big);
+				assert_int_equal(r.crc, ovl_crc32c(0, v2, big));
+				break;
+			case 4:
+				assert_int_equal(r.status, OVL_WIRE_OK);
+				assert_int_equal(r.size, big);
+				break;
+			case 6:
+				assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+				assert_int_equal(glen, 0);
+				break;
+			default:
+				assert_int_equal(r.status, OVL_WIRE_OK);
+				break;
+			}
+			free(got);
+		}
+	}
+	close(c.fd);
+	free(v1);
+	free(v2);
+	free(v3);
+}
+
+static void test_order(void **state)
+{
+	run_client(*state, client_order);
+}
+
+#define PIECE_OBJ (4u << 20)
+
+/* GETs answered in pieces much smaller than the object, plain and
+ * encrypted, whole and ranged, several pipelined on one connection: the
+ * bytes and crcs are right, and nothing stays held afterwards. */
+static void client_pieces(struct fx *f)
+{
+	uint8_t *v = malloc(PIECE_OBJ), *w = malloc(PIECE_OBJ);
+	struct ovl_wire_req q;
+	struct ovl_wire_resp r;
+	uint8_t *got = NULL;
+	size_t glen = 0;
+	uint32_t rid[4];
+	struct cli c;
+
+	fill(v, PIECE_OBJ, 21);
+	fill(w, PIECE_OBJ, 22);
+	connect_ok(f, &c);
+	req_init(&q, "hot", 5, "p/v");
+	q.size = PIECE_OBJ;
+	q.crc = ovl_crc32c(0, v, PIECE_OBJ);
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, v, PIECE_OBJ, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	req_init(&q, "enc", 1, "p/w");
+	q.size = PIECE_OBJ;
+	q.crc = ovl_crc32c(0, w, PIECE_OBJ);
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, w, PIECE_OBJ, true, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	/* whole, plain and encrypted */
+	req_init(&q, "hot", 5, "p/v");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	assert_int_equal(glen, PIECE_OBJ);
+	assert_memory_equal(got, v, PIECE_OBJ);
+	assert_int_equal(r.crc, ovl_crc32c(0, v, PIECE_OBJ));
+	free(got);
+	req_init(&q, "enc", 1, "p/w");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	assert_int_equal(glen, PIECE_OBJ);
+	assert_memory_equal(got, w, PIECE_OBJ);
+	free(got);
+	/* a range over many pieces, not on a chunk, plain and encrypted */
+	for (int e = 0; e < 2; e++) {
+		req_init(&q, e ? "enc" : "hot", e ? 1 : 5, e ? "p/w" : "p/v");
+		q.has_range = true;
+		q.offset = 77777;
+		q.length = 1234567;
+		assert_int_equal(cli_call(&c, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &got, &glen), 0);
+		assert_int_equal(r.status, OVL_WIRE_OK);
+		assert_int_equal(r.size, PIECE_OBJ);
+		assert_int_equal(r.offset, 77777);
+		assert_int_equal(glen, 1234567);
+		assert_memory_equal(got, (e ? w : v) + 77777, 1234567);
+		assert_int_equal(r.crc, ovl_crc32c(0, got, glen));
+		free(got);
+	}
+	/* four GETs pipelined, with a STAT between: all answered, whole */
+	req_init(&q, "hot", 5, "p/v");
+	rid[0] = cli_send(&c, OVL_WIRE_T_GET, &q, NULL, 0);
+	rid[1] = cli_send(&c, OVL_WIRE_T_GET, &q, NULL, 0);
+	rid[2] = cli_send(&c, OVL_WIRE_T_STAT, &q, NULL, 0);
+	rid[3] = cli_send(&c, OVL_WIRE_T_GET, &q, NULL, 0);
+	for (int i = 0; i < 4; i++) {
+		uint32_t id = 0;
+
+		assert_int_equal(cli_recv(&c, &id, &r, &got, &glen), 0);
+		assert_int_equal(r.status, OVL_WIRE_OK);
+		if (id == rid[2]) {
+			assert_int_equal(r.size, PIECE_OBJ);
+		} else {
+			assert_true(id == rid[0] || id == rid[1] || id == rid[3]);
+			assert_int_equal(glen, PIECE_OBJ);
+			assert_memory_equal(got, v, PIECE_OBJ);
+		}
+		free(got);
+	}
+	wait_resp_drained(&c);
+	assert_int_equal(node_counter(&c, "put_bytes_held"), 0);
+	close(c.fd);
+	free(v);
+	free(w);
+}
+
+static int setup_pieces(void **state)
+{
+	knobs.piece = 64u << 10;
+	knobs.share = 64u * 3 << 10;  /* a piece and its slack, and a bit */
+	knobs.budget = 1u << 20;
+	knobs.send_timeout_ms = 1000;
+	return setup(state);
+}
+
+static int teardown_pieces(void **state)
+{
+	memset(&knobs, 0, sizeof(knobs));
+	return teardown(state);
+}
+
+static void test_pieces(void **state)
+{
+	run_client(*state, client_pieces);
+}
+
+#define STALLED 12
+
+/* Connections that send GETs of a 4 MiB object and never read: the node
+ * holds at most the budget (each connection at most its share), pauses
+ * them, closes them after the send timeout and frees what they held; a GET
+ * from another client that finds the budget full waits, and is answered. */
+static void client_stalled(struct fx *f)
+{
+	uint8_t *v = malloc(PIECE_OBJ), *got = NULL;
+	struct cli s[STALLED], c, d;
+	struct ovl_wire_req q;
+	struct ovl_wire_resp r;
+	size_t glen = 0;
+	uint64_t held;
+	struct timespec t0, t1;
+
+	fill(v, PIECE_OBJ, 31);
+	connect_ok(f, &c);
+	req_init(&q, "hot", 5, "s/v");
+	q.size = PIECE_OBJ;
+	q.crc = ovl_crc32c(0, v, PIECE_OBJ);
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, v, PIECE_OBJ, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	for (int i = 0; i < STALLED; i++) {
+		int small = 4096;
+		struct timeval tv = { .tv_sec = 10 };
+
+		connect_ok(f, &s[i]);
+		/* a tiny window, never read: the node's sends stop at once */
+		setsockopt(s[i].fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+		setsockopt(s[i].fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		req_init(&q, "hot", 5, "s/v");
+		for (int k = 0; k < 4; k++) /* pipelined: the rest waits its turn */
+			cli_send(&s[i], OVL_WIRE_T_GET, &q, NULL, 0);
+	}
+	usleep(300000);
+	/* more requests now, when each holds its share: not read (paused) */
+	for (int i = 0; i < STALLED; i++)
+		cli_send(&s[i], OVL_WIRE_T_STAT, &q, NULL, 0);
+	usleep(100000);
+	held = node_counter(&c, "response_bytes_held");
+	assert_true(held > 0);
+	assert_true(held <= 1u << 20); /* the budget */
+	/* the budget is taken: this GET waits for the stalled ones to go */
+	connect_ok(f, &d);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	req_init(&q, "hot", 5, "s/v");
+	assert_int_equal(cli_call(&d, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &got, &glen), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	assert_int_equal(glen, PIECE_OBJ);
+	assert_memory_equal(got, v, PIECE_OBJ);
+	free(got);
+	/* answered within the send timeout and a margin */
+	assert_true((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 < 5000);
+	/* each stalled connection was closed: what it gets ends well short of
+	 * its four answers */
+	for (int i = 0; i < STALLED; i++) {
+		uint8_t buf[65536];
+		size_t total = 0;
+		ssize_t n;
+
+		while ((n = recv(s[i].fd, buf, sizeof(buf), 0)) > 0)
+			total += (size_t)n;
+		assert_true(n == 0 || errno == ECONNRESET);
+		assert_true(total < 4 * (size_t)PIECE_OBJ);
+		close(s[i].fd);
+	}
+	wait_resp_drained(&c);
+	close(c.fd);
+	close(d.fd);
+	free(v);
+}
+
+static void test_stalled_readers(void **state)
+{
+	struct fx *f = *state;
+	struct node_serve_stats ss;
+	struct node_dp_stats st;
+
+	run_client(f, client_stalled);
+	node_dp_serve_stats(f->dp, &ss);
+	node_dp_stats(f->dp, &st);
+	assert_true(ss.timed_out_send >= STALLED);
+	assert_true(st.resp_waits > 0);
+	assert_true(st.paused_for_responses > 0);
+	assert_int_equal(st.resp_bytes, 0);
+}
+
 int main(void)
 {
 	test_require_io_uring();
@@ -1296,6 +1694,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hostile_clients, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full_drive, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oversized_and_truncated, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pieces, setup_pieces, teardown_pieces),
+		cmocka_unit_test_setup_teardown(test_stalled_readers, setup_pieces, teardown_pieces),
 		cmocka_unit_test_setup_teardown(test_response_frame_closes, setup, teardown),
 		cmocka_unit_test_prestate_setup_teardown(test_inflight_limit, setup, teardown,
 							 (void *)&lim_inflight),

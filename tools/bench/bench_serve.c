@@ -558,6 +558,135 @@ static int rss_under(struct load *l, int streams, pid_t pid, long *peak)
 	return ret;
 }
 
+/* ---- clients that stop reading ---- */
+
+#define HOSTILE_CONNS 16
+#define HOSTILE_OBJ (64u << 20)
+
+static int send_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int recv_all(int fd, uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t r = recv(fd, p, n, 0);
+
+		if (r <= 0)
+			return -1;
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+/* A connection that completes the handshake, sends GET key and never
+ * reads the answer: its socket, or -1. */
+static int hostile_get(struct pki *p, struct ovl_peers *peers, uint16_t port, const char *key)
+{
+	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+				  .sin6_port = htons(port) };
+	struct ovl_wire_hs_cfg cfg = { 0 };
+	struct ovl_wire_hs *hs = NULL;
+	struct ovl_wire_session ses;
+	struct ovl_wire_hdr h = { 0 };
+	struct ovl_wire_req q = { 0 };
+	uint8_t buf[OVL_WIRE_HEAD_MAX_BYTES], meta[OVL_WIRE_META_MAX_BYTES];
+	size_t need = 0;
+	uint32_t status = 0;
+	char err[256];
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0), n, ok = -1;
+
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		goto out;
+	cfg.id = p->client;
+	cfg.cert = p->client_cert;
+	cfg.cert_len = (size_t)p->client_len;
+	cfg.peers = peers;
+	cfg.now = (uint64_t)time(NULL);
+	if (ovl_wire_client_new(&hs, &cfg, err, sizeof(err)) < 0)
+		goto out;
+	n = ovl_wire_client_hello(hs, buf, sizeof(buf), err, sizeof(err));
+	if (n < 0 || send_all(fd, buf, (size_t)n) < 0 || recv_all(fd, buf, OVL_WIRE_HDR_BYTES) < 0 ||
+	    ovl_wire_head_need(buf, OVL_WIRE_HDR_BYTES, false, &h, &need, err, sizeof(err)) < 0 ||
+	    recv_all(fd, buf + OVL_WIRE_HDR_BYTES, need) < 0 ||
+	    ovl_wire_client_finish(hs, buf, OVL_WIRE_HDR_BYTES + need, &status, err, sizeof(err)) < 0 ||
+	    ovl_wire_hs_session(hs, &ses) < 0)
+		goto out;
+	q.type = OVL_WIRE_T_GET;
+	snprintf(q.slice, sizeof(q.slice), "plain");
+	q.epoch = 1;
+	q.key_len = (uint32_t)strlen(key);
+	memcpy(q.key, key, q.key_len);
+	n = ovl_wire_req_encode(&q, meta, sizeof(meta), err, sizeof(err));
+	memset(&h, 0, sizeof(h));
+	h.type = OVL_WIRE_T_GET;
+	h.rid = 1;
+	if (n < 0)
+		goto out;
+	n = ovl_wire_head_seal(&ses, &h, meta, (size_t)n, buf, sizeof(buf), err, sizeof(err));
+	if (n < 0 || send_all(fd, buf, (size_t)n) < 0)
+		goto out;
+	ok = 0;
+out:
+	ovl_wire_hs_destroy(&hs);
+	if (ok < 0 && fd >= 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+/* The node's peak RSS while HOSTILE_CONNS connections hold unread GETs of
+ * a 64 MiB object (serve_rss_mib_hostile); in KiB, or -1. */
+static long rss_hostile(struct pki *p, struct ovl_peers *peers, uint16_t port, pid_t node)
+{
+	uint8_t *big = malloc(HOSTILE_OBJ), dummy[16];
+	int fds[HOSTILE_CONNS];
+	long peak = -1;
+	size_t got;
+	struct cli c;
+
+	for (int i = 0; i < HOSTILE_CONNS; i++)
+		fds[i] = -1;
+	if (!big || cli_open(&c, p, peers, port) < 0) {
+		free(big);
+		return -1;
+	}
+	for (size_t i = 0; i < HOSTILE_OBJ; i++)
+		big[i] = (uint8_t)(i * 13 + (i >> 16));
+	if (cli_call(&c, OVL_WIRE_T_PUT, "plain", "hostile/64m", big, HOSTILE_OBJ, false, dummy,
+		     sizeof(dummy), &got) < 0)
+		goto out;
+	for (int i = 0; i < HOSTILE_CONNS; i++)
+		if ((fds[i] = hostile_get(p, peers, port, "hostile/64m")) < 0)
+			goto out;
+	peak = 0;
+	for (int i = 0; i < 30; i++) { /* 3 s, well inside the send timeout */
+		long v = rss_kib(node);
+
+		if (v > peak)
+			peak = v;
+		usleep(100000);
+	}
+out:
+	for (int i = 0; i < HOSTILE_CONNS; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	cli_close(&c);
+	free(big);
+	return peak;
+}
+
 /*
  * The node's memory with 1,000,000 small objects (16-byte keys) stored: a
  * freshly executed node configured for the sim board (a forked one would
@@ -576,7 +705,8 @@ static int rss_run(const char *dir, uint16_t port)
 	uint8_t v16[16], *v4k = NULL, *big = NULL;
 	uint64_t seed = (uint64_t)time(NULL) << 20 ^ (uint64_t)getpid() ^ 1;
 	int inflight = 0, ready[2] = { -1, -1 }, ret = -1;
-	long idle, after, pget = 0, pput = 0, pbig = 0;
+	long idle, after, pget = 0, pput = 0, pbig = 0, phostile = -1;
+	struct ovl_board board;
 	pid_t node = -1;
 	char c;
 
@@ -656,11 +786,18 @@ static int rss_run(const char *dir, uint16_t port)
 	sleep(2); /* the node gives memory back once it is idle */
 	after = rss_kib(node);
 	rss_print("idle again after the load", node);
+	phostile = rss_hostile(&p, peers, port, node);
+	if (phostile < 0 || ovl_board_load(&board, "sim", NULL, err, sizeof(err)) < 0)
+		goto out;
+	fprintf(stderr, "  (%d connections holding unread GETs of 64 MiB: peak rss %ld KiB)\n",
+		HOSTILE_CONNS, phostile);
 	bench_line("node_rss_mib_1m_objects", idle / 1024.0, 0, "MiB", "-");
 	bench_line("node_rss_mib_1m_objects_get", pget / 1024.0, 0, "MiB", "-");
 	bench_line("node_rss_mib_1m_objects_put", pput / 1024.0, 0, "MiB", "-");
 	bench_line("node_rss_mib_1m_objects_put_1m", pbig / 1024.0, 0, "MiB", "-");
 	bench_line("node_rss_mib_1m_objects_after", after / 1024.0, 0, "MiB", "-");
+	bench_line("serve_rss_mib_hostile", phostile / 1024.0, board.memory_budget / 1048576.0, "MiB",
+		   "sim-board-memory_budget");
 	ret = 0;
 out:
 	if (ret < 0)

@@ -12,7 +12,8 @@
  *     state files and the look-up of issued clients, so tests drive it
  *     deterministically;
  *   - state (brk_state_*, brk_state.c): the files of the state directory
- *     (slices, token uses, revocations) as plain values;
+ *     (slices, token uses, revocations) as plain values; the membership's
+ *     base and journal (brk_members_log_*, brk_members.c);
  *   - files (brk_site_*, brk_token_mint, brk_preauth_add_file,
  *     brk_client_issue, brk_files_*: brk_files.c): the site directory written
  *     by `shelf-broker init`, and the files object that serves a running core
@@ -61,7 +62,9 @@
 #define BRK_SLICE_FLUSH_MS 1000             /* dirty slice epochs reach the disk within */
 #define BRK_TICK_MS 100                     /* liveness tick of the server loop */
 #define BRK_LEFT_MAX 1024                   /* removal records a slice map keeps */
-#define BRK_OUTBOX_MAX_BYTES (64u << 20)    /* replies held until their state is durable */
+#define BRK_OUTBOX_MAX_BYTES (64u << 20)    /* replies held until their state is durable
+					     * (a delta's bytes count once, however many
+					     * members it goes to); past it, a save at once */
 
 /* ---- configuration (one ovl_conf table) -------------------------------- */
 
@@ -526,17 +529,21 @@ void brk_refuse_rate(brk_t *b, const struct brk_peer *from, unsigned per_s, unsi
 /* Liveness and persistence: call every BRK_TICK_MS or so (it flushes too). */
 void brk_tick(brk_t *b);
 /*
- * Make every change of membership and epoch durable (one save through the
- * seam for all the changes since the last) and send the messages held
- * until then, in order. Call it after each batch of messages handled
- * (before the loop sleeps): the changes of a batch cost one save. Without
- * io.members_save nothing is ever held. Returns the number of messages
- * sent, or -errno when the save failed (they stay held; the next call
- * tries again).
+ * Make every change of membership and epoch durable (one append to the
+ * journal through io.members_append for all the changes since the last, or
+ * a whole save when one is due), save DIR/slices when a definition
+ * changed, and send the messages held until then, in order; then compact
+ * the journal when it asked for it (after the sends: nothing waits for
+ * that). Call it after each batch of messages handled, before the loop
+ * sleeps (group commit: the changes of a batch cost one fdatasync). While
+ * held messages would pass BRK_OUTBOX_MAX_BYTES, the core flushes by
+ * itself. Without io.members_append nothing is ever held. Returns the
+ * number of messages sent, or -errno when the save failed (they stay held;
+ * a call BRK_TICK_MS later tries again, saving whole).
  */
 int brk_flush(brk_t *b);
 
-/* Whether brk_flush() has a save to make before held messages can go. */
+/* Whether brk_flush() has a save to make or held messages to send. */
 bool brk_flush_pending(const brk_t *b);
 
 /* Slice operations (also reachable through admin messages). */

@@ -72,7 +72,10 @@ int ovl_place(const struct ovl_place_member *m, size_t n, const void *key, size_
 			}
 			if (taken)
 				continue;
-			if (level > best_level || (level == best_level && score[i] > score[best])) {
+			if (level > best_level ||
+			    (level == best_level && (score[i] > score[best] ||
+						     (score[i] == score[best] &&
+						      memcmp(m[i].id, m[best].id, 32) < 0)))) {
 				best = (int)i;
 				best_level = level;
 			}

@@ -11,6 +11,8 @@
  * (chassis, site) remains, so the first copies land on different sites,
  * then chassis, then slots, before any domain holds two.
  * Members whose state is not "up" can be excluded by the caller.
+ * The answer does not depend on the order of m[]: equal scores (which
+ * need equal weights and equal hashes) go to the lower node id.
  */
 #ifndef OVL_PLACE_H
 #define OVL_PLACE_H

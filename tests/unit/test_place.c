@@ -93,6 +93,89 @@ static void test_minimal_movement(void **state)
 	assert_true(moved > keys / 25 * 0.8 && moved < keys / 25 * 1.2);
 }
 
+/*
+ * The known-answer vectors of docs/PROTOCOL.md section 8.1 (also recomputed
+ * from the document's formula by tests/integration/place_python.sh): six
+ * members, id = 32 bytes of 0x10 + i, weight = TiB << 40, domains below.
+ */
+static void kat_members(struct ovl_place_member *m)
+{
+	static const struct {
+		const char *site, *chassis, *slot;
+		uint64_t tib;
+	} spec[6] = {
+		{ "east", "c1", "1", 4 }, { "east", "c1", "2", 4 }, { "east", "c2", "1", 8 },
+		{ "west", "c1", "1", 4 }, { "west", "c1", "2", 0 }, { "west", "c2", "1", 2 },
+	};
+
+	for (unsigned i = 0; i < 6; i++) {
+		memset(m[i].id, 0x10 + (int)i, 32);
+		m[i].weight = spec[i].tib << 40;
+		m[i].site = spec[i].site;
+		m[i].chassis = spec[i].chassis;
+		m[i].slot = spec[i].slot;
+	}
+}
+
+static void test_known_answers(void **state)
+{
+	static const struct {
+		const char *key;
+		size_t klen;
+		unsigned order[5]; /* all five members with a weight, R = 6 */
+	} kat[] = {
+		{ "a", 1, { 1, 3, 2, 5, 0 } },
+		{ "photo.jpg", 9, { 0, 5, 2, 3, 1 } },
+		{ "dataset/shard-00017.tar", 23, { 2, 3, 1, 5, 0 } },
+		{ "\xff\x00k", 3, { 2, 3, 1, 5, 0 } },
+	};
+	struct ovl_place_member m[6];
+	unsigned out[6];
+
+	(void)state;
+	kat_members(m);
+	for (size_t k = 0; k < sizeof(kat) / sizeof(kat[0]); k++) {
+		assert_int_equal(ovl_place(m, 6, kat[k].key, kat[k].klen, 6, out), 5);
+		for (unsigned j = 0; j < 5; j++)
+			assert_int_equal(out[j], kat[k].order[j]);
+		/* R = 3 is the prefix of the same order */
+		assert_int_equal(ovl_place(m, 6, kat[k].key, kat[k].klen, 3, out), 3);
+		for (unsigned j = 0; j < 3; j++)
+			assert_int_equal(out[j], kat[k].order[j]);
+	}
+}
+
+/* The answer is a set of ids that does not depend on the map's member order. */
+static void test_order_independent(void **state)
+{
+	struct ovl_place_member m[N], p[N];
+	unsigned a[4], b[4], perm[N];
+
+	(void)state;
+	make(N, 3);
+	memcpy(m, mem, sizeof(m));
+	for (unsigned i = 0; i < N; i++)
+		perm[i] = i;
+	srand(7);
+	for (int round = 0; round < 50; round++) {
+		char key[24];
+
+		for (unsigned i = N - 1; i > 0; i--) {
+			unsigned j = (unsigned)rand() % (i + 1), t = perm[i];
+
+			perm[i] = perm[j];
+			perm[j] = t;
+		}
+		for (unsigned i = 0; i < N; i++)
+			p[i] = m[perm[i]];
+		snprintf(key, sizeof(key), "order-%d", round);
+		assert_int_equal(ovl_place(m, N, key, strlen(key), 4, a), 4);
+		assert_int_equal(ovl_place(p, N, key, strlen(key), 4, b), 4);
+		for (unsigned j = 0; j < 4; j++)
+			assert_memory_equal(m[a[j]].id, p[b[j]].id, 32);
+	}
+}
+
 static void test_edges(void **state)
 {
 	unsigned out[16];
@@ -111,6 +194,8 @@ int main(void)
 		cmocka_unit_test(test_weights),
 		cmocka_unit_test(test_minimal_movement),
 		cmocka_unit_test(test_edges),
+		cmocka_unit_test(test_known_answers),
+		cmocka_unit_test(test_order_independent),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

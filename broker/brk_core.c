@@ -1133,6 +1133,8 @@ static int compact_now(brk_t *b)
 	}
 	changes_clear(b);
 	b->compact = b->compact_due = false;
+	if (b->dirty)
+		slices_save(b); /* its epochs catch up (only a definition must not lag) */
 	return 0;
 }
 
@@ -2122,8 +2124,11 @@ void brk_tick(brk_t *b)
 			set_state(b, n, OVL_MSG_STATE_OUT, silent);
 		i++;
 	}
-	if ((b->dirty || b->used_dirty) && now - b->flushed_ms >= BRK_SLICE_FLUSH_MS) {
-		if (b->dirty)
+	/* with a journal, the epochs are durable there: DIR/slices is written
+	 * with definitions and compactions only, not from the loop every second */
+	if (((b->dirty && !journaled(b)) || b->used_dirty) &&
+	    now - b->flushed_ms >= BRK_SLICE_FLUSH_MS) {
+		if (b->dirty && !journaled(b))
 			slices_save(b);
 		if (b->used_dirty)
 			used_save(b);

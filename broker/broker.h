@@ -59,7 +59,8 @@
 #define BRK_TOKEN_BYTES 16                  /* random bytes in an enrolment token */
 #define BRK_TOKEN_PREFIX "shelf-tok-"
 #define BRK_REGISTER_DOMAIN "shelf-register-v1" /* proof-of-possession signature domain */
-#define BRK_SLICE_FLUSH_MS 1000             /* dirty slice epochs reach the disk within */
+#define BRK_SLICE_FLUSH_MS 1000             /* dirty token uses (and slice epochs, without a
+					     * membership journal) reach the disk within */
 #define BRK_TICK_MS 100                     /* liveness tick of the server loop */
 #define BRK_LEFT_MAX 1024                   /* removal records a slice map keeps */
 #define BRK_OUTBOX_MAX_BYTES (64u << 20)    /* replies held until their state is durable
@@ -452,8 +453,10 @@ struct brk_io {
 	 * loaded, saved nor looked up (tests, the benchmark). Loads run in
 	 * brk_new() and have the meaning of the brk_state_*_load functions
 	 * (arrays are malloc'd and become the core's); saves run when the state
-	 * changed (slice epochs and token uses at most every
-	 * BRK_SLICE_FLUSH_MS, a token's last use and a revocation at once).
+	 * changed (token uses at most every BRK_SLICE_FLUSH_MS, a token's last
+	 * use and a revocation at once; slice definitions at once, their epochs
+	 * with each compaction of the membership, or every BRK_SLICE_FLUSH_MS
+	 * without members_append).
 	 * Each returns 0 or -errno with err.
 	 */
 	int (*slices_load)(void *files, struct brk_slice_def **defs, size_t *n, char *err,

@@ -345,10 +345,11 @@ static int encode(brk_t *b, const struct ovl_msg *m)
 	return rc;
 }
 
-/* Whether the membership is saved through a journal (then messages wait for it). */
+/* Whether the membership is saved through a journal (then messages wait for
+ * it); a journal needs its compaction (members_save) too. */
 static bool journaled(const brk_t *b)
 {
-	return b->io.members_append != NULL;
+	return b->io.members_append && b->io.members_save;
 }
 
 /* Whether a save is due before held messages may go. */

@@ -1159,6 +1159,10 @@ static int journal_read(const char *path, uint64_t base_gen, struct mstate *st,
 				commit_line = lineno;
 				ji->good_bytes = (size_t)(p - buf) + n + 1;
 				ji->next_seq = 1;
+				if (ji->gen != base_gen) {
+					p[n] = save;
+					break; /* stale or too new: the rest is not looked at */
+				}
 			} else if (w && strcmp(w, "commit") == 0) {
 				if (!u64_word(word(&s), &v, UINT64_MAX) || v != in_batch) {
 					why = "is a commit that does not match its batch: the journal "
@@ -1190,7 +1194,7 @@ static int journal_read(const char *path, uint64_t base_gen, struct mstate *st,
 		rc = -EBADMSG;
 		goto out;
 	}
-	ji->dropped = lineno - commit_line;
+	ji->dropped = ji->gen == base_gen ? lineno - commit_line : 0;
 	if (ji->gen > base_gen) {
 		snprintf(err, errlen, "'%s' continues generation %llu of the membership, but the "
 			 "base is of generation %llu: the base is older than its journal",

@@ -475,7 +475,8 @@ struct brk_io {
 	 * members_load loads (and opens the journal); members_append appends a
 	 * batch of changes durably (0, 1: compact soon, or -errno);
 	 * members_save replaces the whole membership (a compaction). Without
-	 * members_append nothing is held and the membership is not saved.
+	 * both members_append and members_save nothing is held and the
+	 * membership is not saved.
 	 */
 	int (*members_load)(void *files, struct brk_membership *m, char *err, size_t errlen);
 	int (*members_append)(void *files, const struct brk_change *c, size_t n, char *err,

@@ -693,6 +693,10 @@ static void test_compaction_crash(void **state)
 	file_copy(b1, f->base);
 	file_copy(j0, f->log);
 	load_equal(f, &model);
+	/* a stale journal is not read past its first record: damage in it
+	 * does not matter (its records are all in the base) */
+	flip(f->log, 3, 20);
+	load_equal(f, &model);
 	/* opening replaces the stale journal; appending then counts */
 	l = open_log(f, &got);
 	membership_equal(&got, &model);

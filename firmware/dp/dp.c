@@ -48,7 +48,8 @@ struct dp_conn {
 	struct dp_conn *ready_next; /* on dp->ready (holding a ref) */
 	bool on_ready;
 	int phase;
-	struct ovl_wire_hs *hs;
+	bool admitted;              /* node_conn_admit() took the client's key */
+	struct ovl_wire_hs *hs;     /* only while HELLO is judged */
 	struct ovl_wire_session ses;
 	unsigned inflight;
 	/* a PUT payload being received (or skipped after a refusal) */
@@ -886,6 +887,19 @@ static ssize_t hello(struct dp_conn *dc, const uint8_t *buf, size_t len, bool *i
 		return 0;
 	}
 	hl = ret == 0 ? ovl_wire_head_len(&h, false) : len;
+	/* the handshake state (16 KiB and more) exists only while HELLO is
+	 * judged, so that connections that send nothing hold little */
+	{
+		struct ovl_wire_hs_cfg cfg = { 0 };
+
+		cfg.id = dp->o.id;
+		cfg.cert = dp->cert;
+		cfg.cert_len = dp->cert_len;
+		cfg.peers = dp->o.peers;
+		cfg.now = dp->o.now_s(dp->o.now_arg);
+		if (ovl_wire_server_new(&dc->hs, &cfg, err, sizeof(err)) < 0)
+			return -ENOMEM;
+	}
 	out = malloc(OVL_WIRE_HEAD_MAX_BYTES);
 	if (!out)
 		return -ENOMEM;
@@ -896,6 +910,7 @@ static ssize_t hello(struct dp_conn *dc, const uint8_t *buf, size_t len, bool *i
 	free(out);
 	if (ret < 0) {
 		dp->st.handshake_failures++;
+		ovl_wire_hs_destroy(&dc->hs);
 		node_conn_close(dc->c, true); /* the ERROR frame goes out first */
 		return (ssize_t)len;
 	}
@@ -926,6 +941,11 @@ static ssize_t dp_data(void *arg, struct node_conn *c, const uint8_t *buf, size_
 	ret = ovl_wire_head_need(buf, len, true, &h, &need, err, sizeof(err));
 	if (ret < 0)
 		return ret; /* malformed or oversized from the header alone: close */
+	if (h.type & OVL_WIRE_T_RESPONSE) {
+		/* a client sends requests only: a rule of section 7 broken, close */
+		dp->st.response_frames++;
+		return -EPROTO;
+	}
 	if (need) {
 		*in_frame = true;
 		return 0;
@@ -935,6 +955,20 @@ static ssize_t dp_data(void *arg, struct node_conn *c, const uint8_t *buf, size_
 	if (ret < 0) {
 		dp->st.auth_failures++;
 		return ret; /* forged, tampered or replayed: nothing to answer */
+	}
+	if (!dc->admitted) {
+		/* the first MAC proved the client's key: it is authenticated now,
+		 * unless its key already holds its share of the connections */
+		if (node_conn_admit(c, dc->ses.peer.curve_pk) < 0) {
+			dp->st.refused_key++;
+			dp->st.refused_busy++;
+			respond_status(dc, h.type, h.rid, OVL_WIRE_BUSY, 0,
+				       "node busy: this client key holds %u connections already; retry",
+				       dp->o.max_conns_per_key);
+			node_conn_close(c, true);
+			return (ssize_t)len;
+		}
+		dc->admitted = true;
 	}
 	memcpy(dc->hdr_bytes, buf, OVL_WIRE_HDR_BYTES);
 	dc->hdr = h;
@@ -991,23 +1025,12 @@ static int dp_open(void *arg, struct node_conn *c)
 {
 	struct node_dp *dp = arg;
 	struct dp_conn *dc = calloc(1, sizeof(*dc));
-	struct ovl_wire_hs_cfg cfg = { 0 };
-	char err[DP_ERR_BYTES];
 
 	if (!dc)
 		return -ENOMEM;
 	dc->dp = dp;
 	dc->c = c;
 	dc->refs = 1;
-	cfg.id = dp->o.id;
-	cfg.cert = dp->cert;
-	cfg.cert_len = dp->cert_len;
-	cfg.peers = dp->o.peers;
-	cfg.now = dp->o.now_s(dp->o.now_arg);
-	if (ovl_wire_server_new(&dc->hs, &cfg, err, sizeof(err)) < 0) {
-		free(dc);
-		return -ENOMEM;
-	}
 	dp->nconns++;
 	node_conn_set_data(c, dc);
 	return 0;
@@ -1024,12 +1047,64 @@ static void dp_close(void *arg, struct node_conn *c, int reason)
 	dc_unref(dc);
 }
 
-static const struct node_serve_proto dp_proto = { dp_open, dp_data, dp_close };
+/* The server closes the connection (evicted, handshake deadline, stall):
+ * tell the client why where the protocol has a way to. */
+static void dp_expire(void *arg, struct node_conn *c, int why)
+{
+	struct node_dp *dp = arg;
+	struct dp_conn *dc = node_conn_data(c);
+	const struct dp_slice *sl = NULL;
+
+	if (!dc)
+		return;
+	if (dc->phase == PH_HELLO) {
+		/* no keys yet: an ERROR frame */
+		uint32_t status = why == NODE_SERVE_EXPIRE_EVICTED ? OVL_WIRE_BUSY : OVL_WIRE_TIMEOUT;
+		char msg[OVL_WIRE_TEXT_SIZE];
+		uint8_t *buf = malloc(OVL_WIRE_HEAD_MAX_BYTES);
+		int n;
+
+		if (why == NODE_SERVE_EXPIRE_EVICTED)
+			snprintf(msg, sizeof(msg), "node busy: too many connections that have not "
+				 "authenticated; retry");
+		else if (why == NODE_SERVE_EXPIRE_HANDSHAKE)
+			snprintf(msg, sizeof(msg), "handshake not finished within %" PRIu64 " ms",
+				 dp->o.handshake_timeout_ms);
+		else
+			snprintf(msg, sizeof(msg), "HELLO stalled: fewer than %" PRIu64 " bytes in %"
+				 PRIu64 " ms", dp->o.progress_min_bytes, dp->o.progress_interval_ms);
+		n = buf ? ovl_wire_error_frame(status, msg, buf, OVL_WIRE_HEAD_MAX_BYTES) : -ENOMEM;
+		if (n > 0 && node_conn_send(c, buf, (size_t)n, free_cb, buf) == 0) {
+			buf = NULL;
+			if (status == OVL_WIRE_BUSY)
+				dp->st.refused_busy++;
+			else
+				dp->st.timed_out++;
+		}
+		free(buf);
+		return;
+	}
+	if (why == NODE_SERVE_EXPIRE_STALLED && dc->in_payload) {
+		/* a PUT whose payload stalled: its answer, then the close (the
+		 * close drops what arrived of it: nothing is stored) */
+		sl = slice_find(dp, dc->req.slice);
+		respond_status(dc, dc->hdr.type, dc->hdr.rid, OVL_WIRE_TIMEOUT, sl ? sl->epoch : 0,
+			       "payload stalled: fewer than %" PRIu64 " bytes in %" PRIu64
+			       " ms; nothing stored", dp->o.progress_min_bytes,
+			       dp->o.progress_interval_ms);
+		dp->st.timed_out++;
+	}
+	/* keys exist but no request to answer (a stalled head, or no first
+	 * request by the handshake deadline): the close says it */
+}
+
+static const struct node_serve_proto dp_proto = { dp_open, dp_data, dp_expire, dp_close };
 
 int node_dp_new(struct node_dp **out, const struct node_dp_opts *o, char *err, size_t errlen)
 {
 	struct node_dp *dp = NULL;
 	struct node_serve_opts so = { 0 };
+	uint8_t busy[NODE_SERVE_REFUSE_MSG_MAX];
 	int ret;
 
 	*out = NULL;
@@ -1051,9 +1126,24 @@ int node_dp_new(struct node_dp **out, const struct node_dp_opts *o, char *err, s
 	so.proto = &dp_proto;
 	so.proto_arg = dp;
 	so.max_conns = o->max_conns;
+	so.max_unauth = o->max_unauth;
+	so.max_unauth_per_addr = o->max_unauth_per_addr;
+	so.max_per_id = o->max_conns_per_key;
 	so.max_conn_buf_bytes = OVL_WIRE_HEAD_MAX_BYTES + NODE_SERVE_RECV_CHUNK_BYTES;
+	so.handshake_timeout_ms = o->handshake_timeout_ms;
 	so.idle_timeout_ms = o->idle_timeout_ms;
-	so.frame_timeout_ms = o->frame_timeout_ms;
+	so.progress_interval_ms = o->progress_interval_ms;
+	so.progress_min_bytes = o->progress_min_bytes;
+	/* a connection refused at accept: ERROR busy, before any HELLO */
+	ret = ovl_wire_error_frame(OVL_WIRE_BUSY, "node busy: too many connections; retry later",
+				   busy, sizeof(busy));
+	if (ret < 0) {
+		snprintf(err, errlen, "data plane: cannot build the busy frame");
+		free(dp);
+		return ret;
+	}
+	so.refuse_msg = busy;
+	so.refuse_msg_len = (size_t)ret;
 	ret = node_serve_new(&dp->srv, &so, err, errlen);
 	if (ret < 0) {
 		free(dp);

@@ -21,8 +21,13 @@
  * stored (payloads above 128 KiB stream into the request layer as they
  * arrive and become visible only once checked), and slices that require
  * encryption refuse plaintext payloads. Refusals are responses with a
- * status code and a message; only a frame that fails authentication closes
- * the connection.
+ * status code and a message; only a frame that fails authentication, or a
+ * response-type frame from the client (a client sends requests only),
+ * closes the connection. Admission and the timers are node_serve's (see
+ * struct node_dp_opts); what the peer is told before such a close: while
+ * in HELLO, an ERROR frame (busy when evicted, timeout at the handshake
+ * deadline or a stall); a PUT whose payload stalls, its response with status
+ * timeout; otherwise (keys exist but no request to answer) only the close.
  *
  * The loop: node_dp never runs it. It registers a before-sleep hook
  * (node_loop_before_sleep_add) that resumes connections paused on a full
@@ -49,6 +54,19 @@
 
 #define NODE_DP_SLICES_MAX 16
 
+/* shelf-node's default limits (its configuration table says what each
+ * means); sized for the sim board's 32 MiB memory budget */
+#define NODE_DP_MAX_CONNS_DEFAULT 512
+#define NODE_DP_MAX_UNAUTH_DEFAULT 384
+#define NODE_DP_MAX_UNAUTH_PER_ADDR_DEFAULT 64
+#define NODE_DP_MAX_CONNS_PER_KEY_DEFAULT 64
+#define NODE_DP_MAX_INFLIGHT_DEFAULT 32
+#define NODE_DP_PUT_BUDGET_MIB_DEFAULT 8
+#define NODE_DP_HANDSHAKE_TIMEOUT_S_DEFAULT 5
+#define NODE_DP_IDLE_TIMEOUT_S_DEFAULT 60
+#define NODE_DP_PROGRESS_INTERVAL_S_DEFAULT 10
+#define NODE_DP_PROGRESS_KIB_DEFAULT 16
+
 struct node_dp;
 
 struct node_dp_opts {
@@ -60,12 +78,22 @@ struct node_dp_opts {
 	struct ovl_peers *peers;        /* judges client certificates (borrowed) */
 	uint64_t (*now_s)(void *arg);   /* trusted unix time for certificates */
 	void *now_arg;
-	unsigned max_conns;
+	/* admission (node_serve, serve.h): connections; of them not yet
+	 * authenticated, in all and per source address; authenticated per
+	 * client key (0: no cap). A connection is authenticated when its first
+	 * request's MAC verifies (that proves the key); until then it is
+	 * unauthenticated, must get there within handshake_timeout_ms, and may
+	 * be closed (ERROR busy while in HELLO) to make room for a new one. */
+	unsigned max_conns, max_unauth, max_unauth_per_addr, max_conns_per_key;
 	unsigned max_inflight;          /* requests in flight per connection */
 	/* PUT payload memory, all connections: small payloads buffered whole,
 	 * node_req_stream_bytes() (plus a sealed chunk) per streamed one */
 	uint64_t max_payload_bytes;
-	uint64_t idle_timeout_ms, frame_timeout_ms;
+	uint64_t handshake_timeout_ms, idle_timeout_ms;
+	/* a frame being received (a PUT payload included) must bring at least
+	 * progress_min_bytes every progress_interval_ms, else ERROR timeout /
+	 * status timeout and the close (nothing of a PUT is stored) */
+	uint64_t progress_interval_ms, progress_min_bytes;
 	/* MAP requests: the encoded, broker-signed `map` message the node holds
 	 * for slice into a malloc'd *buf (the caller frees). 0, -ENOENT, -ENOMEM.
 	 * NULL: MAP is answered not-found. */
@@ -76,6 +104,9 @@ struct node_dp_opts {
 struct node_dp_stats {
 	uint64_t handshakes, handshake_failures, requests, puts, gets, deletes, stats, lists, maps;
 	uint64_t refused_busy, stale_map, wrong_slice, checksum_mismatch, auth_failures;
+	uint64_t refused_key;     /* authenticated, but the key held max_conns_per_key */
+	uint64_t timed_out;       /* ERROR or status timeout sent before a close */
+	uint64_t response_frames; /* a client sent a response-type frame: closed */
 };
 
 int node_dp_new(struct node_dp **out, const struct node_dp_opts *o, char *err, size_t errlen);

@@ -47,7 +47,7 @@ int rec_hdr_unpack(const uint8_t in[REC_HDR_BYTES], struct rec_hdr *h)
 	h->aux = le_get64(in + 24);
 	h->vcrc = le_get32(in + 32);
 	h->hcrc = le_get32(in + 36);
-	if (h->type < REC_PUT || h->type > REC_COMMIT || (h->flags & ~REC_FLAG_CHUNKED))
+	if (h->type < REC_PUT || h->type > REC_DAMAGE || (h->flags & ~REC_FLAG_CHUNKED))
 		return -EBADMSG;
 	if (!!(h->flags & REC_FLAG_CHUNKED) != (h->vlen > REC_CHUNK_BYTES))
 		return -EBADMSG;

@@ -29,7 +29,8 @@ enum rec_type {
 	REC_CKPT_PART = 5, /* part of a checkpoint; payload = items */
 	REC_CKPT_END = 6,  /* end of a checkpoint; payload = part list */
 	REC_RESV = 7,      /* aux bytes reserved for a streamed put from the next block */
-	REC_COMMIT = 8,    /* a streamed put is complete; aux = loc of its record */
+	REC_COMMIT = 8,    /* a streamed put or move is complete; aux = loc of its record */
+	REC_DAMAGE = 9,    /* a read found the key's record at aux damaged */
 };
 
 /* Little-endian field access, for everything the store puts on disk. */

@@ -120,6 +120,15 @@ void store_op_free(struct op *op)
 	free(op->key);
 	free(op->rec.owned_val);
 	free(op->rec.table);
+	if (op->kind == OP_RELOC && op->rec.owned_val)
+		store_space_mem(op->s, -(int64_t)op->u.reloc.held);
+	if (op->kind == OP_DAMAGE) {
+		/* never finished (abandoned): its reads go with it */
+		for (struct op *w = op->u.damage.waiters, *n; w; w = n) {
+			n = w->next;
+			store_op_free(w);
+		}
+	}
 	if (op->kind == OP_GET || op->kind == OP_STAT) {
 		free(op->u.rd.table);
 		store_rbuf_put(op->s, op->u.rd.buf, op->u.rd.buflen);
@@ -328,6 +337,7 @@ static uint64_t rec_aux(const struct op *op)
 	case OP_CKPT_END: return op->u.ckpt.p0_seq;
 	case OP_RESV: return op->u.resv.region_len;
 	case OP_COMMIT: return op->u.commit.loc;
+	case OP_DAMAGE: return op->u.damage.loc;
 	default: return 0;
 	}
 }
@@ -361,6 +371,7 @@ static uint8_t rec_type_of(enum op_kind k)
 	case OP_CKPT_END: return REC_CKPT_END;
 	case OP_RESV: return REC_RESV;
 	case OP_COMMIT: return REC_COMMIT;
+	case OP_DAMAGE: return REC_DAMAGE;
 	default: return 0;
 	}
 }
@@ -374,6 +385,8 @@ static int place(struct node_store *s, struct op *op)
 {
 	uint32_t si = seg_of(s, s->head);
 	uint64_t rsize = rec_size(op->klen, op->rec.vlen), span = rsize;
+	/* a put or a streamed put's reservation: compaction's moves are not */
+	bool put = op->kind == OP_PUT || (op->kind == OP_RESV && !op->u.resv.move);
 
 	if (s->read_only)
 		return -EROFS;
@@ -385,7 +398,7 @@ static int place(struct node_store *s, struct op *op)
 			rsize, s->seg_bytes);
 		return -E2BIG;
 	}
-	if (op->kind == OP_PUT || op->kind == OP_RESV) {
+	if (put) {
 		/* puts leave the reserve alone, and wait while compaction
 		 * can still free a segment (store_space.c) */
 		int ret = store_space_admit(s, op, span, s->head + span > seg_limit(s, si));
@@ -398,8 +411,7 @@ static int place(struct node_store *s, struct op *op)
 		int64_t t;
 		/* deletes may dig into the reserve but leave compaction and
 		 * checkpoints room to free space */
-		uint32_t floor = op->kind == OP_PUT || op->kind == OP_RESV ? store_space_reserve(s)
-				 : op->kind == OP_DEL ? 1 : 0;
+		uint32_t floor = put ? store_space_reserve(s) : op->kind == OP_DEL ? 1 : 0;
 
 		if (s->nfree <= floor) {
 			store_set_err(s, "drive '%s' is full: %u of %u segments free, %u kept for compaction",
@@ -437,6 +449,8 @@ static int place(struct node_store *s, struct op *op)
 		s->sp.max_rec = span;
 	s->segs[si].max_seq = op->rec.seq;
 	op->rec.started = true;
+	if (op->kind == OP_DAMAGE)
+		s->fr.damage_pending++;
 	if (op->kind == OP_RESV)
 		store_stream_placed(s, op, si);
 	if (op->kind == OP_COMMIT) {
@@ -522,7 +536,10 @@ static void serialize(struct node_store *s)
 		if (!op->rec.started) {
 			int ret;
 
-			if ((op->kind == OP_PUT || op->kind == OP_DEL || op->kind == OP_COMMIT) &&
+			/* (a move's commit is conditional, and compaction, which
+			 * frees the space held puts wait for, waits for it) */
+			if ((op->kind == OP_PUT || op->kind == OP_DEL ||
+			     (op->kind == OP_COMMIT && !op->u.commit.from)) &&
 			    store_space_key_held(s, op->key, op->klen)) {
 				/* its key's earlier put waits for space: keep their order */
 				store_space_hold(s, store_q_pop(&s->appendq));
@@ -575,6 +592,8 @@ static void serialize(struct node_store *s)
 			op->rec.owned_val = NULL;
 			op->rec.val = NULL;
 		}
+		if (op->kind == OP_RELOC && op->rec.owned_val)
+			store_space_mem(s, -(int64_t)op->u.reloc.held);
 		if (op->kind == OP_PUT || op->kind == OP_RELOC) {
 			free(op->rec.owned_val);
 			op->rec.owned_val = NULL;
@@ -703,6 +722,17 @@ static void complete_durable(struct node_store *s)
 			store_ckpt_end_durable(s, op);
 			break;
 		case OP_COMMIT:
+			if (op->u.commit.from) {
+				/* a move: like a RELOC, only if the key still
+				 * points at the record it copies */
+				if (sidx_get(s->ix, op->key, op->klen, &old) == 1 &&
+				    old == op->u.commit.from) {
+					sidx_set(s->ix, op->key, op->klen, op->u.commit.loc, &old);
+					store_seg_live_add(s, old, -1);
+					store_seg_live_add(s, op->u.commit.loc, +1);
+				}
+				break;
+			}
 			ret = sidx_set(s->ix, op->key, op->klen, op->u.commit.loc, &old);
 			if (ret == 0) {
 				if (old)
@@ -712,6 +742,9 @@ static void complete_durable(struct node_store *s)
 			} else {
 				store_go_read_only(s, "out of memory for the index");
 			}
+			break;
+		case OP_DAMAGE:
+			store_damage_apply(s, op);
 			break;
 		default:
 			break;
@@ -754,6 +787,12 @@ static void op_finish(struct node_store *s, struct op *op, int res)
 		s->ck.err = res;
 	if (op->kind == OP_RESV && op->u.resv.stream)
 		store_stream_resv_failed(s, op, res < 0 ? res : -EIO);
+	if (op->kind == OP_DAMAGE) {
+		/* not durable (read-only): marked in memory all the same */
+		if (res < 0)
+			store_damage_apply(s, op);
+		store_read_damage_done(s, &op->u.damage.waiters);
+	}
 	if (op->kind == OP_COMMIT && op->u.commit.stream) {
 		/* failed before its region was written (read-only): the stream
 		 * keeps its pin and learns of it */
@@ -790,7 +829,7 @@ static void op_finish(struct node_store *s, struct op *op, int res)
 unsigned node_store_pending(const struct node_store *s)
 {
 	return s->appendq.n + s->commitq.n + s->reads.inflight + s->streams.ios +
-	       (s->ck.state != CK_IDLE ? 1 : 0) + s->sp.held.n + s->sp.reading;
+	       (s->ck.state != CK_IDLE ? 1 : 0) + s->sp.held.n + s->sp.reading + s->sp.mv.reading;
 }
 
 /*
@@ -1220,6 +1259,8 @@ void node_store_stats(const struct node_store *s, struct node_store_stats *st)
 	st->usable_bytes = store_space_usable(s);
 	st->full = s->sp.full;
 	st->nearly_full = s->sp.full || live * 10 > st->usable_bytes * 9;
+	st->compaction_bytes = s->sp.mem;
+	st->compaction_bytes_peak = s->sp.mem_peak;
 	st->index_bytes = sidx_bytes(s->ix);
 	st->index_bytes_per_object = st->objects ? (double)st->index_bytes / st->objects : 0;
 	st->seq = s->seq;
@@ -1238,6 +1279,7 @@ void node_store_opts_init(struct node_store_opts *o)
 	o->ckpt_records = 1000000;
 	o->commit_window_us = 2000;
 	o->read_cache_bytes = 8u << 20;
+	o->compact_piece_bytes = 1u << 20;
 	o->page_cache_reads = true;
 }
 
@@ -1258,6 +1300,13 @@ int node_store_open(struct node_store **out, const struct node_store_opts *opts,
 	if (!s->o.write_buffers || s->o.write_buffer_bytes < DISK_BLOCK_BYTES ||
 	    s->o.write_buffer_bytes % DISK_BLOCK_BYTES) {
 		snprintf(err, errlen, "write buffers must be at least one and a multiple of 4 KiB");
+		ret = -EINVAL;
+		goto out;
+	}
+	if (!s->o.compact_piece_bytes || s->o.compact_piece_bytes % REC_CHUNK_BYTES ||
+	    s->o.compact_piece_bytes > NODE_STORE_VALUE_MAX) {
+		snprintf(err, errlen, "compaction piece of %zu bytes refused: a multiple of 64 KiB up to 64 MiB",
+			 s->o.compact_piece_bytes);
 		ret = -EINVAL;
 		goto out;
 	}
@@ -1469,7 +1518,8 @@ void node_store_close(struct node_store **sp)
 	}
 	if (s->disk && s->segs && !s->read_only) {
 		node_store_sync(s);
-		if (s->ck.records_since > 0 && !s->read_only)
+		/* replayed records too: else every later open replays them again */
+		if ((s->ck.records_since > 0 || s->ck.replayed > 0) && !s->read_only)
 			node_store_checkpoint(s);
 		if (!s->read_only)
 			store_frontier_write_sync(s); /* the counters, as they are now */

@@ -68,6 +68,9 @@ struct node_store_opts {
 	uint64_t ckpt_records;      /* checkpoint after this many records, default 1,000,000 */
 	uint64_t commit_window_us;  /* longest a record waits for its batch, default 2000 */
 	size_t read_cache_bytes;    /* read buffers kept for reuse, default 8 MiB */
+	size_t compact_piece_bytes; /* compaction moves a record larger than this in
+				     * pieces of this size (default 1 MiB; a
+				     * multiple of 64 KiB) */
 	bool page_cache_reads;      /* gets and stats may be answered from the OS page
 				     * cache (default true); a checksum failure there
 				     * is read again from the drive before it counts */
@@ -275,6 +278,15 @@ int node_store_checkpoint(struct node_store *s);
  * A put is also refused when live bytes would pass usable_bytes.
  */
 
+/*
+ * The most memory compaction holds at once, in bytes, whatever the record
+ * sizes: records up to compact_piece_bytes are moved whole (two queued and
+ * one being read at most), larger ones in pieces of compact_piece_bytes
+ * through a streamed region (node_store_stream_bytes()); never both at
+ * their peaks at once. About 4 MiB with the defaults.
+ */
+size_t node_store_compact_mem_max(const struct node_store *s);
+
 /* Compact the eligible segment with the most garbage now. Returns 1 if one
  * was compacted, 0 if none was eligible, or -errno. */
 int node_store_compact(struct node_store *s);
@@ -306,13 +318,28 @@ struct node_store_stats {
 				     * compaction bring space back */
 	bool nearly_full;           /* full, or live bytes above 90% of usable_bytes */
 	uint64_t relocations;       /* records moved by compaction */
+	uint64_t relocations_streamed; /* of those: larger than compact_piece_bytes,
+				     * moved in pieces through a RESV region */
+	uint64_t compaction_bytes;  /* memory compaction holds now */
+	uint64_t compaction_bytes_peak; /* the most it held at once since open; never
+				     * above node_store_compact_mem_max() */
 	uint64_t space_waits;       /* puts that waited for compaction to free a segment */
 	uint64_t space_refusals;    /* puts refused with -ENOSPC */
 	uint64_t index_bytes;       /* RAM held by the index, keys included */
 	double index_bytes_per_object;
 	uint64_t puts, gets, deletes, flushes, batches;
-	uint64_t checksum_errors;   /* mismatches seen by reads and scrub, over the
-				     * drive's life (kept in the flush frontier) */
+	uint64_t checksum_errors;   /* damaged records found by reads, scrub and
+				     * compaction, over the drive's life (kept in the
+				     * flush frontier): each counts once, when found
+				     * while it is its key's newest version; the key
+				     * is then marked damaged, durably (a DAMAGE
+				     * record) before the read answers -EIO */
+	uint64_t damaged_reads;     /* since open: gets, stats and scrub reads
+				     * answered -EIO because of damage (a record
+				     * failing its checks, or a key marked damaged) */
+	uint64_t read_errors;       /* since open: reads the drive itself failed (i/o
+				     * error, short read): answered -EIO, nothing
+				     * marked, the bytes may well be sound */
 	uint64_t damaged_records;   /* log records recovery found damaged (not a torn
 				     * tail), over the drive's life */
 	uint64_t damaged_unknown;   /* of those found at this open: whose key could not

@@ -78,6 +78,7 @@ static int ck_start(struct node_store *s)
 	s->ck.items = 0;
 	s->ck.err = 0;
 	s->ck.records_since = 0;
+	s->ck.replayed = 0;
 	s->ck.state = CK_WAIT;
 	return 0;
 }
@@ -287,6 +288,25 @@ static uint32_t fr_crc(const uint8_t *b, uint32_t n)
 	return ovl_crc32c(ovl_crc32c(0, b, 60), b + 64, (size_t)n * 8);
 }
 
+/*
+ * The damaged records reads found, as of the frontier `d`: those whose
+ * DAMAGE record is applied, and those durable at or below d and not yet
+ * applied (they are applied once this frontier is durable). So the count
+ * covers exactly the DAMAGE records up to d, and recovery counts the ones
+ * after it (FORMAT.md §4).
+ */
+static uint64_t cksum_errors_upto(const struct node_store *s, uint64_t d)
+{
+	uint64_t n = s->st.checksum_errors;
+
+	if (!s->fr.damage_pending)
+		return n;
+	for (const struct op *op = s->commitq.head; op; op = op->next)
+		if (op->kind == OP_DAMAGE && op->rec.seq <= d)
+			n++;
+	return n;
+}
+
 static void fr_pack(struct node_store *s, uint8_t *b, uint64_t d)
 {
 	unsigned n = 0;
@@ -301,7 +321,7 @@ static void fr_pack(struct node_store *s, uint8_t *b, uint64_t d)
 	le_put64(b + 8, d);
 	le_put64(b + 16, s->st.damaged_records);
 	le_put64(b + 24, s->fr.damage_seq);
-	le_put64(b + 32, s->st.checksum_errors);
+	le_put64(b + 32, cksum_errors_upto(s, d));
 	le_put32(b + 40, n);
 	for (unsigned i = 0; i < n; i++)
 		le_put64(b + 64 + 8 * i, s->fr.voids[i]);

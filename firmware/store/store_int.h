@@ -41,7 +41,7 @@ _Static_assert(NODE_STORE_KEY_MAX <= SIDX_KEY_MAX, "the index holds every key");
 #define CK_ITEM_KEY 2
 
 enum op_kind { OP_PUT, OP_DEL, OP_RELOC, OP_NEXT, OP_CKPT_PART, OP_CKPT_END, OP_GET, OP_STAT,
-	       OP_RESV, OP_COMMIT };
+	       OP_RESV, OP_COMMIT, OP_DAMAGE };
 
 /* A record on its way into the log (every kind but OP_GET and OP_STAT). */
 struct op_rec {
@@ -93,7 +93,12 @@ struct op {
 	union {
 		struct {
 			uint64_t from;      /* the loc it moves; applied only if still current */
+			size_t held;        /* bytes of owned_val counted in sp.mem */
 		} reloc;                    /* OP_RELOC */
+		struct {
+			uint64_t loc;       /* the record found damaged; marked only if still current */
+			struct op *waiters; /* reads answered -EIO once it is durable (chained by next) */
+		} damage;                   /* OP_DAMAGE */
 		struct {
 			uint32_t seg;       /* the segment the log continues in */
 		} next;                     /* OP_NEXT */
@@ -103,6 +108,7 @@ struct op {
 		struct {
 			struct node_store_stream *stream; /* until placed */
 			uint64_t region_len; /* bytes reserved after the record */
+			bool move;          /* compaction's: not a put (no admission) */
 		} resv;                     /* OP_RESV */
 		struct {
 			/* its stream until every write of the region has
@@ -110,6 +116,7 @@ struct op {
 			struct node_store_stream *stream;
 			uint64_t loc;       /* the streamed record, once written */
 			uint64_t seq;       /* the streamed record's sequence number */
+			uint64_t from;      /* a move's: the record it copies (0: a put) */
 			int err;            /* < 0: the stream failed; fail the commit */
 		} commit;                   /* OP_COMMIT */
 		struct op_read rd;          /* OP_GET, OP_STAT */
@@ -160,6 +167,9 @@ struct store_ckpt {
 	uint64_t gen;           /* generation of the newest pointer written */
 	uint64_t new_p0_seq, old_p0_seq; /* first sequence numbers of the two */
 	uint64_t records_since; /* records placed since the last one began */
+	uint64_t replayed;      /* records recovery found after the checkpoint it
+				 * started from (checkpoint records aside), until
+				 * the next one begins: a clean close takes one */
 	/* the one being written: where its replay starts (P0) */
 	uint64_t p0_off, p0_seq;
 	uint32_t p0_prev;
@@ -211,6 +221,7 @@ struct store_frontier {
 	uint64_t durable;       /* D of the newest frontier made durable */
 	uint64_t loaded;        /* D found at open (0: none) */
 	uint64_t damage_seq;    /* newest damaged record already counted */
+	unsigned damage_pending; /* DAMAGE records placed and not yet applied */
 	uint8_t *buf;           /* FR_BYTES, aligned */
 	struct node_disk_io io;
 	/* COMMITs recovery found with their region missing above the
@@ -252,6 +263,29 @@ struct store_space {
 	size_t rklen;
 	uint64_t rloc;          /* its location */
 	uint8_t *rbuf;          /* the blocks it reads into */
+	size_t rbuf_bytes;      /* their size (counted in mem) */
+	/* a record larger than compact_piece_bytes, moved in pieces through a
+	 * streamed region (store_space.c, "moves") */
+	struct store_move {
+		bool active;        /* rkey/rloc name the record moved */
+		bool reading;       /* a read of it is in flight */
+		bool feeding;       /* in feed(): a ready callback must not re-enter */
+		bool committing;    /* finished: its COMMIT is on its way */
+		struct node_store_stream *st; /* the copy, until finished */
+		size_t st_bytes;    /* what the stream holds (counted in mem) */
+		struct node_disk_io io;
+		uint64_t vlen;      /* the value's bytes */
+		uint64_t val_off;   /* device offset of its first byte */
+		uint32_t vcrc;      /* its crc32c, from the verified header */
+		uint8_t *table;     /* its chunk crcs (verified through hcrc) */
+		size_t tlen;
+		uint8_t *buf;       /* one piece, block-aligned */
+		size_t buf_bytes;
+		uint64_t base, len; /* value bytes [base, base+len) are in buf ... */
+		uint64_t skip;      /* ... from buf[skip] */
+		uint64_t fed;       /* of those, given to the stream */
+	} mv;
+	uint64_t mem, mem_peak; /* bytes compaction holds (stats) */
 };
 
 struct store_timer;
@@ -355,6 +389,7 @@ struct node_store_stream {
 	unsigned ios;           /* writes in flight */
 	int err;
 	uint32_t want_crc;
+	uint64_t move_from;     /* compaction's copy of the record there (0: a put) */
 	struct op *commit;      /* queued at finish, released when the region is written */
 	void (*ready)(void *arg);
 	void *ready_arg;
@@ -449,6 +484,8 @@ bool store_space_unhold(struct node_store *s, struct op *op);
 void store_space_step(struct node_store *s);
 /* More CPU work waits (an index scan): the loop should not sleep. */
 bool store_space_busy(const struct node_store *s);
+/* Count bytes compaction allocates (+) or frees (-). */
+void store_space_mem(struct node_store *s, int64_t delta);
 uint32_t store_space_reserve(const struct node_store *s);
 uint64_t store_space_usable(const struct node_store *s);
 int store_space_compact_blocking(struct node_store *s);
@@ -474,6 +511,20 @@ bool store_frontier_is_void(const struct node_store *s, uint64_t seq);
 /* store_read.c: reads, read buffers and scrub */
 void *store_rbuf_get(struct node_store *s, size_t need, size_t *cap);
 void store_rbuf_put(struct node_store *s, void *mem, size_t cap);
+/*
+ * A read found the record at loc, key's newest version, damaged: queue a
+ * DAMAGE record (unless one for it is on its way). `waiter`, a read op, is
+ * answered -EIO when it is durable; cb (if set) runs then. Returns 0 when
+ * queued (waiter and cb are taken), 1 when nothing was queued (the key
+ * changed, the damage is already on its way and cb was asked, or the store
+ * is read-only: then marked in memory only), or -ENOMEM.
+ */
+int store_damage_found(struct node_store *s, const uint8_t *key, size_t klen, uint64_t loc,
+		       struct op *waiter, node_store_cb cb, void *arg);
+/* A DAMAGE record is durable (or failed): count it, mark its key. */
+void store_damage_apply(struct node_store *s, struct op *op);
+/* Answer the reads that waited for a DAMAGE record: -EIO. */
+void store_read_damage_done(struct node_store *s, struct op **waiters);
 
 /* store_stream.c: streamed puts */
 bool store_streams_finishing(const struct node_store *s);
@@ -481,6 +532,12 @@ void store_stream_free(struct node_store_stream *st);
 void store_streams_kick(struct node_store *s);
 void store_stream_placed(struct node_store *s, struct op *op, uint32_t si);
 void store_stream_resv_failed(struct node_store *s, struct op *op, int res);
+/* A stream that copies the record at `from` for compaction: its RESV is
+ * not a put (no admission), its record is a RELOC, and its COMMIT applies
+ * only if the key still points at `from` (FORMAT.md §3). */
+int store_stream_begin_move(struct node_store *s, const void *key, size_t klen, uint64_t size,
+			    uint64_t from, void (*ready)(void *arg), void *arg,
+			    struct node_store_stream **out);
 
 /* store_recover.c: superblock, format and recovery */
 void store_sb_pack(const struct node_store *s, uint8_t *b);

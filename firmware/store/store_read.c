@@ -62,6 +62,107 @@ void store_rbuf_put(struct node_store *s, void *mem, size_t cap)
 /* ---- reads ---- */
 
 static void read_done(struct node_disk_io *io);
+static void read_finish(struct node_store *s, struct op *op, int res, const void *data,
+			size_t len, const struct node_store_objstat *st);
+
+/* ---- damage found by reads ---- */
+
+/* A DAMAGE record of (key, loc) already on its way into the log. */
+static struct op *damage_pending(struct node_store *s, const uint8_t *key, size_t klen, uint64_t loc)
+{
+	const struct opq *qs[2] = { &s->appendq, &s->commitq };
+
+	for (int i = 0; i < 2; i++)
+		for (struct op *op = qs[i]->head; op; op = op->next)
+			if (op->kind == OP_DAMAGE && op->u.damage.loc == loc && op->klen == klen &&
+			    memcmp(op->key, key, klen) == 0)
+				return op;
+	return NULL;
+}
+
+void store_damage_apply(struct node_store *s, struct op *op)
+{
+	uint64_t cur = 0, old = 0;
+
+	if (op->rec.started && s->fr.damage_pending)
+		s->fr.damage_pending--;
+	s->st.checksum_errors++;
+	if (sidx_get(s->ix, op->key, op->klen, &cur) != 1 || cur != op->u.damage.loc)
+		return; /* replaced meanwhile: the damaged version is gone anyway */
+	if (sidx_set(s->ix, op->key, op->klen, loc_damaged(loc_off(cur)), &old) < 0) {
+		store_go_read_only(s, "out of memory for the index");
+		return;
+	}
+	store_seg_live_add(s, cur, -1);
+	store_seg_live_add(s, loc_damaged(loc_off(cur)), +1);
+}
+
+int store_damage_found(struct node_store *s, const uint8_t *key, size_t klen, uint64_t loc,
+		       struct op *waiter, node_store_cb cb, void *arg)
+{
+	struct op *d = NULL;
+	uint64_t cur = 0;
+
+	if (sidx_get(s->ix, key, klen, &cur) != 1 || cur != loc)
+		return 1; /* no longer the key's newest version (or already marked) */
+	d = damage_pending(s, key, klen, loc);
+	if (d && cb)
+		return 1; /* the caller needs its own callback: nothing more to do */
+	if (!d) {
+		d = store_op_new(s, OP_DAMAGE, key, klen);
+		if (!d)
+			return -ENOMEM;
+		d->rec.val = (const uint8_t *)"";
+		d->u.damage.loc = loc;
+		d->cb = cb;
+		d->arg = arg;
+		if (s->read_only) {
+			/* nothing can be written: marked in memory only */
+			store_damage_apply(s, d);
+			store_op_free(d);
+			return 1;
+		}
+		store_q_push(&s->appendq, d);
+	}
+	if (waiter) {
+		waiter->next = d->u.damage.waiters;
+		d->u.damage.waiters = waiter;
+	}
+	return 0;
+}
+
+void store_read_damage_done(struct node_store *s, struct op **waiters)
+{
+	struct op *w = *waiters;
+
+	*waiters = NULL;
+	while (w) {
+		struct op *n = w->next;
+
+		w->next = NULL;
+		store_set_err(s, "checksum mismatch: the record of '%.*s' at offset %" PRIu64 " on '%s' is damaged (recorded)",
+			      (int)w->klen, (const char *)w->key, loc_off(w->u.rd.loc), s->disk->name);
+		read_finish(s, w, -EIO, NULL, 0, NULL);
+		w = n;
+	}
+}
+
+/*
+ * A read whose bytes came from the drive itself and failed their checks:
+ * the record is damaged. The first read to find it writes a DAMAGE record
+ * (FORMAT.md §4) that marks the key damaged; this read and any other that
+ * finds the same record meanwhile answer -EIO once it is durable, so the
+ * damage a read reported survives a crash. Its read buffer goes back now.
+ */
+static void read_damaged(struct node_store *s, struct op *op)
+{
+	s->st.damaged_reads++;
+	store_rbuf_put(s, op->u.rd.buf, op->u.rd.buflen);
+	op->u.rd.buf = NULL;
+	op->u.rd.buflen = 0;
+	if (store_damage_found(s, op->key, op->klen, op->u.rd.loc, op, NULL, NULL) != 0)
+		read_finish(s, op, -EIO, NULL, 0, NULL);
+}
 
 static int read_submit(struct node_store *s, struct op *op, uint64_t from, uint64_t to)
 {
@@ -93,8 +194,6 @@ static void read_finish(struct node_store *s, struct op *op, int res, const void
 {
 	struct node_store_rbuf *rb = NULL;
 
-	if (res == -EIO)
-		s->st.checksum_errors++;
 	if (op->kind == OP_STAT) {
 		if (op->cb)
 			op->cb(op->arg, res, st);
@@ -186,6 +285,7 @@ static void read_done(struct node_disk_io *io)
 			return;
 		store_set_err(s, "read of %zu bytes at %" PRIu64 " on '%s' failed: %s", io->len, io->off,
 			s->disk->name, io->res < 0 ? strerror(-io->res) : "short read");
+		s->st.read_errors++;
 		read_finish(s, op, -EIO, NULL, 0, NULL);
 		return;
 	}
@@ -209,7 +309,7 @@ static void read_done(struct node_disk_io *io)
 				return;
 			store_set_err(s, "checksum mismatch in a chunk of '%.*s' on '%s'", (int)op->klen,
 				(const char *)op->key, s->disk->name);
-			read_finish(s, op, ret, NULL, 0, NULL);
+			read_damaged(s, op);
 			return;
 		}
 		read_finish(s, op, 0, op->u.rd.buf + (op->u.rd.val_off + op->u.rd.off - op->u.rd.base), op->u.rd.len, NULL);
@@ -221,7 +321,7 @@ static void read_done(struct node_disk_io *io)
 			return;
 		store_set_err(s, "record of '%.*s' at %" PRIu64 " on '%s' failed its header checksum",
 			(int)op->klen, (const char *)op->key, rec_off, s->disk->name);
-		read_finish(s, op, ret, NULL, 0, NULL);
+		read_damaged(s, op);
 		return;
 	}
 	table = rec + REC_HDR_BYTES + h.klen;
@@ -242,7 +342,7 @@ static void read_done(struct node_disk_io *io)
 				return;
 			store_set_err(s, "checksum mismatch in '%.*s' on '%s'", (int)op->klen,
 				(const char *)op->key, s->disk->name);
-			read_finish(s, op, -EIO, NULL, 0, NULL);
+			read_damaged(s, op);
 			return;
 		}
 		s->st.gets++;
@@ -286,8 +386,9 @@ static int get_start(struct node_store *s, enum op_kind kind, const void *key, s
 	if (sidx_get(s->ix, key, klen, &loc) == 0)
 		return -ENOENT;
 	if (loc_is_damaged(loc)) {
-		store_set_err(s, "the newest version of this key is damaged on '%s' (record at offset %" PRIu64 " failed its checks at recovery)",
+		store_set_err(s, "checksum mismatch: the newest version of this key is damaged on '%s' (its record at offset %" PRIu64 " failed its checks)",
 			      s->disk->name, loc_off(loc));
+		s->st.damaged_reads++;
 		return -EIO;
 	}
 	op = store_op_new(s, kind, key, klen);

@@ -317,7 +317,39 @@ static bool all_zero(const uint8_t *p, size_t n)
  * damage, and what was found. */
 struct replay_dmg {
 	uint64_t limit;         /* records up to this seq were durable (FORMAT.md §4) */
+	/* damaged records this replay found, [from, to) on the drive: a
+	 * record whose key is known (to = from + 1), or records skipped
+	 * after a destroyed header; counted: how many of them it counted
+	 * (a later DAMAGE record for one of them was counted by the read
+	 * that wrote it, so the two are one) */
+	struct dmg_range {
+		uint64_t from, to;
+		unsigned counted;
+	} *found;
+	unsigned nfound, capfound;
 };
+
+static void note_found(struct replay_dmg *dm, uint64_t from, uint64_t to, unsigned counted)
+{
+	if (dm->nfound == dm->capfound) {
+		unsigned cap = dm->capfound ? dm->capfound * 2 : 16;
+		void *n = realloc(dm->found, cap * sizeof(*dm->found));
+
+		if (!n)
+			return; /* only the counts' merge of a rare case is lost */
+		dm->found = n;
+		dm->capfound = cap;
+	}
+	dm->found[dm->nfound++] = (struct dmg_range){ from, to, counted };
+}
+
+static struct dmg_range *found_at(struct replay_dmg *dm, uint64_t off)
+{
+	for (unsigned i = 0; i < dm->nfound; i++)
+		if (off >= dm->found[i].from && off < dm->found[i].to)
+			return &dm->found[i];
+	return NULL;
+}
 
 /* A damaged record whose key is known: its newest version is lost. */
 static int mark_damaged(struct node_store *s, const uint8_t *key, size_t klen, uint64_t off)
@@ -329,14 +361,118 @@ static int mark_damaged(struct node_store *s, const uint8_t *key, size_t klen, u
 	return sidx_set(s->ix, key, klen, loc_damaged(off), &old) < 0 ? -ENOMEM : 0;
 }
 
-static void count_damage(struct node_store *s, uint64_t seq, bool unknown)
+/* Count a damaged record once over the drive's life. true if counted now. */
+static bool count_damage(struct node_store *s, uint64_t seq, bool unknown)
 {
+	bool counted = false;
+
 	if (seq > s->fr.damage_seq) {
 		s->st.damaged_records++;
 		s->fr.damage_seq = seq;
+		counted = true;
 	}
 	if (unknown)
 		s->st.damaged_unknown++;
+	return counted;
+}
+
+/*
+ * A DAMAGE record: a read found the key's record at `aux` damaged. Mark the
+ * key damaged if it still points there, or if this replay found that
+ * record damaged itself (when its header was destroyed, the key was left
+ * at its previous version: the DAMAGE record knows better). Counted by the
+ * frontier when it is at or below it, else here; a record this replay
+ * counted too is counted once.
+ */
+static int replay_damage(struct node_store *s, const uint8_t *key, const struct rec_hdr *h,
+			 struct replay_dmg *dm)
+{
+	uint64_t off = loc_off(h->aux), cur = 0, old;
+	struct dmg_range *r = found_at(dm, off);
+	bool have;
+
+	if (h->seq > s->fr.loaded)
+		s->st.checksum_errors++;
+	if (h->klen == 0 || h->klen > NODE_STORE_KEY_MAX)
+		return 0;
+	have = sidx_get(s->ix, key, h->klen, &cur) == 1;
+	if (r && r->counted) {
+		r->counted--;
+		s->st.damaged_records--;
+		if (r->to > r->from + 1 && s->st.damaged_unknown)
+			s->st.damaged_unknown--;
+	}
+	if ((have && cur == h->aux) || (r && !(have && loc_is_damaged(cur) && loc_off(cur) == off)))
+		return sidx_set(s->ix, key, h->klen, loc_damaged(off), &old) < 0 ? -ENOMEM : 0;
+	return 0;
+}
+
+/*
+ * Verify the record at off (size bytes) of key, a piece at a time (a
+ * streamed record may be 64 MiB; recovery holds at most a piece of it):
+ * its header, key and chunk table, then every chunk of its value, then
+ * the whole value's crc. 0 and *h, -EIO (fails a check), -ENOMEM.
+ */
+static int verify_record(struct node_store *s, uint64_t off, uint64_t size, const uint8_t *key,
+			 size_t klen, struct rec_hdr *h)
+{
+	size_t piece = s->o.compact_piece_bytes, tlen;
+	uint64_t a, hl, vlen, voff;
+	uint8_t *buf = NULL, *table = NULL;
+	const uint8_t *p;
+	uint32_t crc = 0;
+	int ret = -EIO;
+
+	if (size < REC_HDR_BYTES || off + size > s->disk->size)
+		return -EIO;
+	hl = REC_HDR_BYTES + klen + rec_table_bytes(size);
+	if (hl > size)
+		hl = size;
+	buf = store_alloc_blocks(piece + 2 * DISK_BLOCK_BYTES > hl + 2 * DISK_BLOCK_BYTES
+					 ? piece + 2 * DISK_BLOCK_BYTES : hl + 2 * DISK_BLOCK_BYTES);
+	if (!buf)
+		return -ENOMEM;
+	a = align_down(off, DISK_BLOCK_BYTES);
+	if (node_disk_sync_io(s->disk, DISK_READ, buf, align_up(off + hl, DISK_BLOCK_BYTES) - a, a) < 0)
+		goto out;
+	p = buf + (off - a);
+	if (rec_hdr_unpack(p, h) < 0 || h->klen != klen || memcmp(p + REC_HDR_BYTES, key, klen) != 0 ||
+	    rec_size(h->klen, h->vlen) != size)
+		goto out;
+	vlen = h->vlen;
+	tlen = rec_table_bytes(vlen);
+	if (REC_HDR_BYTES + klen + tlen > hl ||
+	    rec_hcrc(p, p + REC_HDR_BYTES, klen, p + REC_HDR_BYTES + klen, tlen) != h->hcrc)
+		goto out;
+	table = malloc(tlen ? tlen : 1);
+	if (!table) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	memcpy(table, p + REC_HDR_BYTES + klen, tlen);
+	voff = off + REC_HDR_BYTES + klen + tlen;
+	for (uint64_t base = 0; base < vlen; base += piece) {
+		uint64_t n = vlen - base < piece ? vlen - base : piece;
+		uint64_t ra = align_down(voff + base, DISK_BLOCK_BYTES);
+
+		if (node_disk_sync_io(s->disk, DISK_READ, buf, align_up(voff + base + n, DISK_BLOCK_BYTES) - ra,
+				      ra) < 0)
+			goto out;
+		p = buf + (voff + base - ra);
+		for (uint64_t c = 0; tlen && c < n; c += REC_CHUNK_BYTES) {
+			uint64_t cn = n - c < REC_CHUNK_BYTES ? n - c : REC_CHUNK_BYTES;
+
+			if (ovl_crc32c(0, p + c, cn) != le_get32(table + 4 * ((base + c) / REC_CHUNK_BYTES)))
+				goto out;
+		}
+		crc = ovl_crc32c(crc, p, n);
+	}
+	if (crc == h->vcrc)
+		ret = 0;
+out:
+	free(table);
+	free(buf);
+	return ret;
 }
 
 /*
@@ -349,42 +485,52 @@ static void count_damage(struct node_store *s, uint64_t seq, bool unknown)
  * void) its region was durable: it is damaged, and so is the key.
  */
 static int replay_commit(struct node_store *s, const uint8_t *rec, const struct rec_hdr *h,
-			 uint64_t pos, const struct replay_dmg *dm)
+			 uint64_t pos, struct replay_dmg *dm)
 {
 	const uint8_t *key = rec + REC_HDR_BYTES, *val = key + h->klen;
-	uint64_t loc = h->aux, off = loc_off(loc), size = loc_size(loc), old;
-	uint8_t *buf = NULL;
-	const uint8_t *inner = NULL;
+	uint64_t loc = h->aux, off = loc_off(loc), size = loc_size(loc), old, from = 0;
 	struct rec_hdr ih;
+	bool move = h->vlen == 24, whole;
 	int ret;
 
-	if (h->klen == 0 || h->klen > NODE_STORE_KEY_MAX || h->vlen != 16 ||
+	if (h->klen == 0 || h->klen > NODE_STORE_KEY_MAX || (h->vlen != 16 && !move) ||
 	    off < s->data_start || off + size > s->data_start + (uint64_t)s->nsegs * s->seg_bytes) {
 		s->st.discarded_tail_bytes++;
 		return 0;
 	}
+	if (move)
+		from = le_get64(val + 16);
 	/* the streamed record's segment is kept as long as this commit may be
 	 * replayed (FORMAT.md §7), after a restart too */
 	if (s->segs[seg_of(s, off)].max_seq < h->seq)
 		s->segs[seg_of(s, off)].max_seq = h->seq;
-	ret = read_record(s, off, size, &buf, &inner, &ih);
+	ret = verify_record(s, off, size, key, h->klen, &ih);
 	if (ret == -ENOMEM)
 		return ret;
-	if (ret == 0 && ih.type == REC_PUT && ih.klen == h->klen &&
-	    memcmp(inner + REC_HDR_BYTES, key, h->klen) == 0 && ih.hcrc == le_get32(val) &&
-	    rec_size(ih.klen, ih.vlen) == size) {
+	whole = ret == 0 && ih.type == (move ? REC_RELOC : REC_PUT) && (!move || ih.aux == from) &&
+		ih.hcrc == le_get32(val);
+	ret = 0;
+	if (whole && !move) {
 		ret = sidx_set(s->ix, key, h->klen, loc, &old);
+	} else if (whole) {
+		/* a move: like a RELOC, only if the key still points at its source */
+		if (sidx_get(s->ix, key, h->klen, &old) == 1 && old == from)
+			ret = sidx_set(s->ix, key, h->klen, loc, &old);
 	} else if (h->seq <= dm->limit && !store_frontier_is_void(s, h->seq)) {
-		count_damage(s, h->seq, false);
-		ret = mark_damaged(s, key, h->klen, pos);
+		bool counted = count_damage(s, h->seq, false);
+
+		/* a damaged copy the key had moved to is its newest version:
+		 * the source may be in a segment reused since, never trusted */
+		if (!move || (sidx_get(s->ix, key, h->klen, &old) == 1 && old == from)) {
+			note_found(dm, pos, pos + 1, counted);
+			ret = mark_damaged(s, key, h->klen, pos);
+		}
 	} else {
 		/* never acknowledged: remembered, so that it never later
 		 * passes for a durable commit whose region is damaged */
 		s->st.discarded_tail_bytes++;
 		store_frontier_void_add(s, h->seq);
-		ret = 0;
 	}
-	free(buf);
 	return ret;
 }
 
@@ -500,6 +646,52 @@ static uint64_t resync(struct node_store *s, struct replay_win *w, uint64_t from
 }
 
 /*
+ * A durable record whose header is whole but which fails its checks: does
+ * it make its key damaged? A PUT, TOMB or COMMIT of a put: yes. A RELOC,
+ * or a COMMIT of a move, only if the key still points at the record it
+ * copies (else it was moot): once applied, the copy was the key's newest
+ * version and its source's segment may have been reused since. A move
+ * COMMIT's own value is not trusted for that: the source is read from its
+ * copy's header, and if that fails too the key is marked.
+ */
+static bool damaged_marks(struct node_store *s, const struct rec_hdr *h, const uint8_t *key)
+{
+	uint64_t cur = 0, from = h->aux;
+
+	if (h->type == REC_PUT || h->type == REC_TOMB || (h->type == REC_COMMIT && h->vlen != 24))
+		return true;
+	if (h->type == REC_COMMIT) {
+		uint64_t off = loc_off(h->aux), size = loc_size(h->aux);
+		uint64_t a = align_down(off, DISK_BLOCK_BYTES);
+		size_t hl = REC_HDR_BYTES + h->klen + rec_table_bytes(size);
+		uint8_t *b = NULL;
+		struct rec_hdr ih;
+		bool known = false;
+
+		if (off < s->data_start || off + hl > s->disk->size || size < hl)
+			return true;
+		b = store_alloc_blocks(align_up(off + hl, DISK_BLOCK_BYTES) - a);
+		if (b && node_disk_sync_io(s->disk, DISK_READ, b, align_up(off + hl, DISK_BLOCK_BYTES) - a, a) == 0) {
+			const uint8_t *p = b + (off - a);
+
+			known = rec_hdr_unpack(p, &ih) == 0 && ih.type == REC_RELOC && ih.klen == h->klen &&
+				REC_HDR_BYTES + ih.klen + rec_table_bytes(ih.vlen) <= hl &&
+				rec_hcrc(p, p + REC_HDR_BYTES, ih.klen, p + REC_HDR_BYTES + ih.klen,
+					 rec_table_bytes(ih.vlen)) == ih.hcrc &&
+				memcmp(p + REC_HDR_BYTES, key, h->klen) == 0;
+			from = ih.aux;
+		}
+		free(b);
+		if (!known)
+			return true;
+	} else if (h->type != REC_RELOC) {
+		return false;
+	}
+	return h->klen && h->klen <= NODE_STORE_KEY_MAX && sidx_get(s->ix, key, h->klen, &cur) == 1 &&
+	       cur == from;
+}
+
+/*
  * Replay the log from the checkpoint's P0 (FORMAT.md §4). A record that
  * fails its checks ends the log when it is after the flush frontier (a torn
  * tail); at or below the frontier it is damage: its key (when the header
@@ -510,6 +702,7 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 	struct replay_win w = { 0 };
 	struct replay_dmg dm = { 0 };
 	uint64_t pos = ps->p0_off, seq = ps->p0_seq, last_end = ps->p0_off, old, fpos = 0;
+	uint64_t nckpt = 0; /* checkpoint records after P0 */
 	uint32_t prev = ps->p0_prev, si = seg_of(s, pos);
 	uint8_t *fixed = NULL;
 	int ret = 0;
@@ -578,9 +771,12 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 				p = fixed;
 			fpos = 0;
 			if (hok) {
+				bool counted;
+
 				rsize = rec_size(h.klen, h.vlen);
-				count_damage(s, seq, false);
-				if (h.type == REC_PUT || h.type == REC_TOMB || h.type == REC_COMMIT)
+				counted = count_damage(s, seq, false);
+				note_found(&dm, pos, pos + 1, counted);
+				if (damaged_marks(s, &h, p + REC_HDR_BYTES))
 					ret = mark_damaged(s, p + REC_HDR_BYTES, h.klen, pos);
 				if (ret < 0)
 					goto out;
@@ -592,6 +788,7 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 				uint64_t at = resync(s, &w, pos, seq, dm.limit);
 				const uint8_t *q;
 				struct rec_hdr nh;
+				unsigned counted = 0;
 
 				if (!at) {
 					count_damage(s, seq, true);
@@ -599,7 +796,10 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 				}
 				(void)header_ok(s, &w, at, seq + 1, dm.limit, false, 0, &nh, &q);
 				for (uint64_t q2 = seq; q2 < nh.seq; q2++)
-					count_damage(s, q2, true);
+					counted += count_damage(s, q2, true);
+				/* what was skipped, when the log goes on in the same segment */
+				note_found(&dm, pos, seg_of(s, at) == si ? at : seg_start(s, si) + s->seg_bytes,
+					   counted);
 				if (seg_of(s, at) != si) {
 					s->segs[si].state = SEG_USED;
 					s->segs[seg_of(s, at)].state = SEG_HEAD;
@@ -633,6 +833,11 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 				if (ret < 0)
 					goto out;
 				break;
+			case REC_DAMAGE:
+				ret = replay_damage(s, p + REC_HDR_BYTES, &h, &dm);
+				if (ret < 0)
+					goto out;
+				break;
 			default:
 				break;
 			}
@@ -644,6 +849,8 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 		seq++;
 		if (h.type != REC_CKPT_PART && h.type != REC_CKPT_END)
 			s->st.recovered_records++;
+		else
+			nckpt++;
 		last_end = pos + rsize;
 		if (h.type == REC_RESV) {
 			/* a streamed put's region follows: the log resumes after it */
@@ -673,6 +880,8 @@ done:
 	s->chain = prev;
 	s->seq = seq - 1;
 	s->seq_done = s->seq;
+	/* every record after P0 but checkpoint records, damaged ones too */
+	s->ck.replayed = seq - ps->p0_seq >= nckpt ? seq - ps->p0_seq - nckpt : 0;
 	/* exactly one head: the segment the log ends in */
 	for (uint32_t i = 0; i < s->nsegs; i++)
 		if (s->segs[i].state == SEG_HEAD && i != seg_of(s, s->head))
@@ -681,6 +890,7 @@ done:
 out:
 	free(fixed);
 	free(w.buf);
+	free(dm.found);
 	return ret;
 }
 
@@ -695,8 +905,14 @@ static void rebuild_accounting(struct node_store *s)
 		s->segs[i].live = 0;
 	s->st.damaged_objects = 0;
 	sidx_seek(s->ix, &it, NULL, 0, false);
-	while (sidx_next(s->ix, &it, &k, &kl, &loc))
+	while (sidx_next(s->ix, &it, &k, &kl, &loc)) {
 		store_seg_live_add(s, loc, +1);
+		/* a record the index points at is never in a free segment (a
+		 * move's source kept when its copy was damaged may be in one
+		 * the checkpoint lists as free) */
+		if (!loc_is_damaged(loc) && s->segs[seg_of(s, loc_off(loc))].state == SEG_FREE)
+			s->segs[seg_of(s, loc_off(loc))].state = SEG_USED;
+	}
 	s->nfree = 0;
 	for (uint32_t i = 0; i < s->nsegs; i++)
 		s->nfree += s->segs[i].state == SEG_FREE;

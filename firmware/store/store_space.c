@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "overlay.h"
 #include "store_int.h"
 
 #define SPACE_SCAN_NS 100000000ull      /* look at the segments at least this often */
@@ -86,8 +87,14 @@ void store_space_release(struct node_store *s)
 
 	free(sp->cursor);
 	free(sp->rkey);
-	/* a read abandoned with its disk (node_store_abandon()) never completes */
+	/* a read abandoned with its disk (node_store_abandon()) never completes;
+	 * a move's stream is freed with the store's streams */
 	free(sp->rbuf);
+	free(sp->mv.buf);
+	free(sp->mv.table);
+	sp->mv.buf = sp->mv.table = NULL;
+	sp->mv.st = NULL;
+	sp->mv.active = sp->mv.reading = false;
 	sp->cursor = sp->rkey = sp->rbuf = NULL;
 	sp->reading = false;
 }
@@ -278,6 +285,36 @@ static void fail_held(struct node_store *s, int res)
 
 /* ---- compaction ---- */
 
+void store_space_mem(struct node_store *s, int64_t delta)
+{
+	struct store_space *sp = &s->sp;
+
+	sp->mem += (uint64_t)delta;
+	if (sp->mem > sp->mem_peak)
+		sp->mem_peak = sp->mem;
+}
+
+/* What one move's stream holds: two write buffers (a reused one may be up
+ * to twice the size asked for), its head and chunk table, itself. */
+static size_t stream_bytes(const struct node_store_stream *st)
+{
+	return st->b[0].mem_cap + st->b[1].mem_cap + st->head_len + st->tlen + st->klen +
+	       sizeof(*st);
+}
+
+size_t node_store_compact_mem_max(const struct node_store *s)
+{
+	size_t piece = s->o.compact_piece_bytes + 2 * DISK_BLOCK_BYTES;
+	size_t table = rec_table_bytes(NODE_STORE_VALUE_MAX);
+	size_t stream = 2 * (2 * s->o.write_buffer_bytes + DISK_BLOCK_BYTES) +
+			align_up(REC_HDR_BYTES + NODE_STORE_KEY_MAX + table, DISK_BLOCK_BYTES) +
+			table + NODE_STORE_KEY_MAX + sizeof(struct node_store_stream);
+
+	/* RELOCs queued (each owns its record, up to a piece), and one
+	 * record being read, or one move: its piece, chunk table and stream */
+	return SPACE_RELOCS_MAX * piece + piece + table + stream;
+}
+
 static void reloc_done(void *arg, int res, const struct node_store_objstat *st)
 {
 	struct node_store *s = arg;
@@ -287,11 +324,49 @@ static void reloc_done(void *arg, int res, const struct node_store_objstat *st)
 	s->sp.relocs--;
 }
 
+static void rbuf_free(struct node_store *s)
+{
+	struct store_space *sp = &s->sp;
+
+	if (!sp->rbuf)
+		return;
+	free(sp->rbuf);
+	store_space_mem(s, -(int64_t)sp->rbuf_bytes);
+	sp->rbuf = NULL;
+	sp->rbuf_bytes = 0;
+}
+
+/*
+ * The record rkey/rloc failed its checks when compaction read it: it is
+ * damaged. It is marked so (a DAMAGE record, as a get would), which also
+ * takes it out of the segment's live bytes; if that cannot be done now it
+ * stays where it is, and the segment is not picked again for now.
+ */
+static void found_damage(struct node_store *s)
+{
+	struct store_space *sp = &s->sp;
+	int ret = store_damage_found(s, sp->rkey, sp->rklen, sp->rloc, NULL, reloc_done, s);
+
+	if (ret == 0)
+		sp->relocs++; /* its completion is awaited like a RELOC's */
+	else
+		sp->victim_damaged = true;
+}
+
+/* Overwritten or deleted meanwhile, or closing: nothing to move. */
+static bool move_moot(struct node_store *s)
+{
+	uint64_t cur = 0;
+
+	return s->sp.stopped || s->read_only ||
+	       sidx_get(s->ix, s->sp.rkey, s->sp.rklen, &cur) != 1 || cur != s->sp.rloc;
+}
+
 static void read_done(struct node_disk_io *io)
 {
 	struct node_store *s = io->arg;
 	struct store_space *sp = &s->sp;
-	uint64_t from = loc_off(sp->rloc), size = loc_size(sp->rloc), cur = 0;
+	uint64_t from = loc_off(sp->rloc), size = loc_size(sp->rloc);
 	uint64_t a = align_down(from, DISK_BLOCK_BYTES);
 	uint8_t *rec = sp->rbuf + (from - a);
 	struct op *op = NULL;
@@ -299,43 +374,46 @@ static void read_done(struct node_disk_io *io)
 	int ret = io->res < 0 ? io->res : (size_t)io->res != io->len ? -EIO : 0;
 
 	sp->reading = false;
-	if (ret == 0)
-		ret = rec_check(rec, size, &h);
-	if (ret == 0 && (h.klen != sp->rklen || memcmp(rec + REC_HDR_BYTES, sp->rkey, sp->rklen)))
-		ret = -EIO;
 	if (ret < 0) {
-		/* leave a record that fails its checks where it is: the segment
-		 * is not reused, and scrub and reads report it */
-		s->st.checksum_errors += ret == -EIO || ret == -EBADMSG;
+		/* the drive failed the read: leave the record where it is */
+		s->st.read_errors++;
 		sp->victim_damaged = true;
 		goto out;
 	}
-	/* overwritten or deleted meanwhile, or closing: nothing to move */
-	if (sp->stopped || s->read_only || sidx_get(s->ix, sp->rkey, sp->rklen, &cur) != 1 ||
-	    cur != sp->rloc)
+	ret = rec_check(rec, size, &h);
+	if (ret == 0 && (h.klen != sp->rklen || memcmp(rec + REC_HDR_BYTES, sp->rkey, sp->rklen)))
+		ret = -EIO;
+	if (ret < 0) {
+		if (!move_moot(s))
+			found_damage(s);
+		goto out;
+	}
+	if (move_moot(s))
 		goto out;
 	op = store_op_new(s, OP_RELOC, sp->rkey, sp->rklen);
 	if (!op) {
 		sp->victim_damaged = true; /* cannot empty it now */
 		goto out;
 	}
-	/* the value stays in the read buffer, which the op now owns */
+	/* the value stays in the read buffer, which the op now owns (and
+	 * which stays counted as compaction's until it is copied) */
 	op->rec.owned_val = sp->rbuf;
+	op->u.reloc.held = sp->rbuf_bytes;
 	op->rec.val = rec + REC_HDR_BYTES + sp->rklen + rec_table_bytes(h.vlen);
 	op->rec.vlen = h.vlen;
 	op->u.reloc.from = sp->rloc;
 	op->cb = reloc_done;
 	op->arg = s;
 	sp->rbuf = NULL;
+	sp->rbuf_bytes = 0;
 	sp->relocs++;
 	s->st.relocations++;
 	store_q_push(&s->appendq, op);
 out:
-	free(sp->rbuf);
-	sp->rbuf = NULL;
+	rbuf_free(s);
 }
 
-static int start_read(struct node_store *s, const uint8_t *key, size_t klen, uint64_t loc)
+static int start_read(struct node_store *s, uint64_t loc)
 {
 	struct store_space *sp = &s->sp;
 	uint64_t from = loc_off(loc), size = loc_size(loc);
@@ -345,20 +423,264 @@ static int start_read(struct node_store *s, const uint8_t *key, size_t klen, uin
 	sp->rbuf = store_alloc_blocks(b - a);
 	if (!sp->rbuf)
 		return -ENOMEM;
-	memcpy(sp->rkey, key, klen);
-	sp->rklen = klen;
-	sp->rloc = loc;
+	sp->rbuf_bytes = b - a;
+	store_space_mem(s, (int64_t)sp->rbuf_bytes);
 	sp->io = (struct node_disk_io){
 		.op = DISK_READ, .buf = sp->rbuf, .len = b - a, .off = a, .done = read_done, .arg = s,
 	};
 	ret = node_disk_submit(s->disk, &sp->io);
 	if (ret < 0) {
-		free(sp->rbuf);
-		sp->rbuf = NULL;
+		rbuf_free(s);
 		return ret;
 	}
 	sp->reading = true;
 	return 0;
+}
+
+/*
+ * ---- moves: records larger than compact_piece_bytes ----
+ *
+ * Read the header, key and chunk table and verify them; open a stream that
+ * copies the record (store_stream_begin_move(): a RESV region, a RELOC
+ * record in it, and a COMMIT that applies only if the key still points at
+ * the source); then read the value a piece at a time, verify each piece's
+ * chunks, and write it into the stream. The copy becomes live only when its
+ * COMMIT is durable, after every byte of the region; a crash or an abort
+ * before that leaves the source live and the region dead space. Memory: one
+ * piece, the chunk table and the stream's two buffers.
+ */
+
+/* Free the piece and the table; abort the stream unless it committed. */
+static void move_free(struct node_store *s)
+{
+	struct store_move *mv = &s->sp.mv;
+
+	if (mv->st) {
+		node_store_stream_abort(&mv->st);
+		store_space_mem(s, -(int64_t)mv->st_bytes);
+		mv->st_bytes = 0;
+	}
+	if (mv->buf)
+		store_space_mem(s, -(int64_t)mv->buf_bytes);
+	if (mv->table)
+		store_space_mem(s, -(int64_t)mv->tlen);
+	free(mv->buf);
+	free(mv->table);
+	mv->buf = NULL;
+	mv->table = NULL;
+	mv->buf_bytes = mv->tlen = 0;
+	mv->active = mv->committing;
+	s->sp.dirty = true;
+}
+
+/* The move stops: damaged (the record failed a check), or given up. */
+static void move_stop(struct node_store *s, bool damaged, bool keep)
+{
+	if (damaged && !move_moot(s))
+		found_damage(s);
+	else if (keep)
+		s->sp.victim_damaged = true; /* it stays; not picked again for now */
+	move_free(s);
+}
+
+/* The copy's COMMIT is durable (applied if the key still pointed at the
+ * source), or failed: the stream is gone, the move is over. */
+static void move_commit_done(void *arg, int res, const struct node_store_objstat *st)
+{
+	struct node_store *s = arg;
+	struct store_move *mv = &s->sp.mv;
+
+	(void)st;
+	store_space_mem(s, -(int64_t)mv->st_bytes);
+	mv->st_bytes = 0;
+	mv->committing = mv->active = false;
+	s->sp.dirty = true;
+	if (res == 0) {
+		s->st.relocations++;
+		s->st.relocations_streamed++;
+	}
+}
+
+static void move_read_done(struct node_disk_io *io);
+
+static int move_read(struct node_store *s, uint64_t from, uint64_t to)
+{
+	struct store_move *mv = &s->sp.mv;
+	uint64_t a = align_down(from, DISK_BLOCK_BYTES), b = align_up(to, DISK_BLOCK_BYTES);
+	int ret;
+
+	if (b - a > mv->buf_bytes)
+		return -EIO; /* cannot happen: pieces fit the buffer */
+	mv->skip = from - a;
+	mv->io = (struct node_disk_io){
+		.op = DISK_READ, .buf = mv->buf, .len = b - a, .off = a, .done = move_read_done, .arg = s,
+	};
+	ret = node_disk_submit(s->disk, &mv->io);
+	if (ret == 0)
+		mv->reading = true;
+	return ret;
+}
+
+/* Read the next piece of the value, or finish when all of it is written. */
+static void move_next(struct node_store *s)
+{
+	struct store_move *mv = &s->sp.mv;
+	uint64_t base = mv->base + mv->len, n = mv->vlen - base;
+	int ret;
+
+	if (move_moot(s)) {
+		move_stop(s, false, false);
+		return;
+	}
+	if (base == mv->vlen) {
+		/* the move stays active until its commit is done: one stream
+		 * of compaction's at a time */
+		ret = node_store_stream_finish(&mv->st, mv->vcrc, move_commit_done, s);
+		mv->st = NULL;
+		if (ret == 0) {
+			mv->committing = true;
+		} else {
+			store_space_mem(s, -(int64_t)mv->st_bytes);
+			mv->st_bytes = 0;
+		}
+		/* -EBADMSG: every chunk matched, the whole value did not */
+		move_stop(s, ret == -EBADMSG, ret < 0);
+		return;
+	}
+	if (n > s->o.compact_piece_bytes)
+		n = s->o.compact_piece_bytes;
+	mv->base = base;
+	mv->len = n;
+	mv->fed = 0;
+	ret = move_read(s, mv->val_off + base, mv->val_off + base + n);
+	if (ret < 0)
+		move_stop(s, false, true);
+}
+
+/* Give the stream what it takes of the piece in hand. */
+static void move_feed(struct node_store *s)
+{
+	struct store_move *mv = &s->sp.mv;
+
+	if (!mv->active || mv->reading || mv->feeding || !mv->st)
+		return;
+	mv->feeding = true;
+	while (mv->fed < mv->len) {
+		ssize_t w = node_store_stream_write(mv->st, mv->buf + mv->skip + mv->fed,
+						    (size_t)(mv->len - mv->fed));
+
+		if (w < 0) {
+			mv->feeding = false;
+			move_stop(s, false, true);
+			return;
+		}
+		if (w == 0)
+			break; /* both buffers on their way: `ready` calls again */
+		mv->fed += (uint64_t)w;
+	}
+	mv->feeding = false;
+	if (mv->fed == mv->len)
+		move_next(s);
+}
+
+static void move_ready(void *arg)
+{
+	move_feed(arg);
+}
+
+static void move_read_done(struct node_disk_io *io)
+{
+	struct node_store *s = io->arg;
+	struct store_move *mv = &s->sp.mv;
+	const uint8_t *p = mv->buf + mv->skip;
+	uint64_t c0 = mv->base / REC_CHUNK_BYTES;
+
+	mv->reading = false;
+	if (io->res < 0 || (size_t)io->res != io->len) {
+		s->st.read_errors++;
+		move_stop(s, false, true);
+		return;
+	}
+	if (!mv->st) {
+		/* the head: header, key and chunk table */
+		struct rec_hdr h;
+		size_t tlen;
+		int ret;
+
+		if (rec_hdr_unpack(p, &h) < 0 || (h.type != REC_PUT && h.type != REC_RELOC) ||
+		    h.klen != s->sp.rklen || rec_size(h.klen, h.vlen) != loc_size(s->sp.rloc) ||
+		    REC_HDR_BYTES + h.klen + rec_table_bytes(h.vlen) > io->len - mv->skip ||
+		    rec_hcrc(p, p + REC_HDR_BYTES, h.klen, p + REC_HDR_BYTES + h.klen,
+			     rec_table_bytes(h.vlen)) != h.hcrc ||
+		    memcmp(p + REC_HDR_BYTES, s->sp.rkey, h.klen) != 0) {
+			move_stop(s, true, true);
+			return;
+		}
+		if (move_moot(s)) {
+			move_stop(s, false, false);
+			return;
+		}
+		tlen = rec_table_bytes(h.vlen);
+		mv->table = malloc(tlen ? tlen : 1);
+		if (!mv->table) {
+			move_stop(s, false, true);
+			return;
+		}
+		mv->tlen = tlen;
+		store_space_mem(s, (int64_t)tlen);
+		memcpy(mv->table, p + REC_HDR_BYTES + h.klen, tlen);
+		mv->vlen = h.vlen;
+		mv->vcrc = h.vcrc;
+		mv->val_off = loc_off(s->sp.rloc) + REC_HDR_BYTES + h.klen + tlen;
+		ret = store_stream_begin_move(s, s->sp.rkey, s->sp.rklen, h.vlen, s->sp.rloc,
+					      move_ready, s, &mv->st);
+		if (ret < 0) {
+			move_stop(s, false, true);
+			return;
+		}
+		mv->st_bytes = stream_bytes(mv->st);
+		store_space_mem(s, (int64_t)mv->st_bytes);
+		mv->base = mv->len = 0;
+		move_next(s);
+		return;
+	}
+	/* a piece: every chunk in it (pieces are whole chunks, but the last) */
+	for (uint64_t off = 0; off < mv->len; off += REC_CHUNK_BYTES) {
+		uint64_t n = mv->len - off < REC_CHUNK_BYTES ? mv->len - off : REC_CHUNK_BYTES;
+		uint64_t c = c0 + off / REC_CHUNK_BYTES;
+
+		if (!mv->tlen || 4 * c + 4 > mv->tlen ||
+		    ovl_crc32c(0, p + off, n) != le_get32(mv->table + 4 * c)) {
+			move_stop(s, true, true);
+			return;
+		}
+	}
+	move_feed(s);
+}
+
+/* Start moving the record rkey/rloc in pieces: read its head first. */
+static int move_start(struct node_store *s)
+{
+	struct store_move *mv = &s->sp.mv;
+	uint64_t from = loc_off(s->sp.rloc), size = loc_size(s->sp.rloc);
+	uint64_t hl = REC_HDR_BYTES + s->sp.rklen + rec_table_bytes(size);
+	int ret;
+
+	memset(mv, 0, sizeof(*mv));
+	mv->buf_bytes = s->o.compact_piece_bytes + 2 * DISK_BLOCK_BYTES;
+	if (align_up(hl, DISK_BLOCK_BYTES) + DISK_BLOCK_BYTES > mv->buf_bytes)
+		mv->buf_bytes = align_up(hl, DISK_BLOCK_BYTES) + DISK_BLOCK_BYTES;
+	mv->buf = store_alloc_blocks(mv->buf_bytes);
+	if (!mv->buf)
+		return -ENOMEM;
+	store_space_mem(s, (int64_t)mv->buf_bytes);
+	mv->active = true;
+	if (hl > size)
+		hl = size;
+	ret = move_read(s, from, from + hl);
+	if (ret < 0)
+		move_free(s);
+	return ret;
 }
 
 static void start_victim(struct node_store *s, int64_t v)
@@ -383,8 +705,10 @@ static void compact_advance(struct node_store *s)
 
 	if (sp->victim < 0)
 		return;
-	if (!sp->scan_done && !sp->reading && sp->relocs < SPACE_RELOCS_MAX && !sp->stopped &&
-	    !s->read_only) {
+	if (sp->mv.active && !sp->mv.reading && !sp->mv.committing && (sp->stopped || s->read_only))
+		move_stop(s, false, false);
+	if (!sp->scan_done && !sp->reading && !sp->mv.active && sp->relocs < SPACE_RELOCS_MAX &&
+	    !sp->stopped && !s->read_only) {
 		sidx_seek(s->ix, &it, sp->cursor_set ? sp->cursor : NULL, sp->cursor_len, true);
 		for (;;) {
 			if (n++ == SPACE_SCAN_KEYS)
@@ -400,12 +724,17 @@ static void compact_advance(struct node_store *s)
 			 * checksum-mismatch wherever its offset points */
 			if (loc_is_damaged(loc) || seg_of(s, loc_off(loc)) != (uint32_t)sp->victim)
 				continue;
-			if (start_read(s, k, kl, loc) < 0)
+			memcpy(sp->rkey, k, kl);
+			sp->rklen = kl;
+			sp->rloc = loc;
+			/* a large record moves in pieces, one at a time, alone */
+			if ((loc_size(loc) > s->o.compact_piece_bytes ? move_start(s) : start_read(s, loc)) < 0)
 				sp->victim_damaged = true; /* out of memory: try again later */
 			break;
 		}
 	}
-	if ((sp->scan_done || sp->stopped || s->read_only) && !sp->reading && !sp->relocs) {
+	if ((sp->scan_done || sp->stopped || s->read_only) && !sp->reading && !sp->mv.active &&
+	    !sp->relocs) {
 		struct seg *g = &s->segs[sp->victim];
 
 		if (g->live && sp->scan_done)
@@ -422,8 +751,8 @@ bool store_space_busy(const struct node_store *s)
 {
 	const struct store_space *sp = &s->sp;
 
-	return sp->victim >= 0 && !sp->scan_done && !sp->reading && sp->relocs < SPACE_RELOCS_MAX &&
-	       !sp->stopped && !s->read_only;
+	return sp->victim >= 0 && !sp->scan_done && !sp->reading && !sp->mv.active &&
+	       sp->relocs < SPACE_RELOCS_MAX && !sp->stopped && !s->read_only;
 }
 
 static bool want_ckpt(struct node_store *s, uint64_t now, bool short_of_space)

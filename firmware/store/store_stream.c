@@ -91,7 +91,9 @@ static void stream_build_head(struct node_store_stream *st)
 {
 	struct rec_hdr h = { 0 };
 
-	h.type = REC_PUT;
+	/* a move's copy is a RELOC naming its source, like one in the log */
+	h.type = st->move_from ? REC_RELOC : REC_PUT;
+	h.aux = st->move_from;
 	h.klen = (uint16_t)st->klen;
 	h.vlen = (uint32_t)st->vlen;
 	h.flags = st->vlen > REC_CHUNK_BYTES ? REC_FLAG_CHUNKED : 0;
@@ -117,9 +119,15 @@ static void stream_commit(struct node_store_stream *st)
 	le_put32(op->rec.owned_val, st->hcrc);
 	le_put32(op->rec.owned_val + 4, st->crc);
 	le_put64(op->rec.owned_val + 8, st->vlen);
-	op->rec.val = op->rec.owned_val;
 	op->rec.vlen = 16;
+	if (st->move_from) {
+		/* a move's commit says so, and names the source */
+		le_put64(op->rec.owned_val + 16, st->move_from);
+		op->rec.vlen = 24;
+	}
+	op->rec.val = op->rec.owned_val;
 	op->u.commit.loc = loc_make(st->region_off, st->rsize);
+	op->u.commit.from = st->move_from;
 	op->u.commit.seq = st->seq;
 	op->u.commit.stream = NULL;
 	st->commit = NULL;
@@ -224,8 +232,9 @@ void store_stream_resv_failed(struct node_store *s, struct op *op, int res)
 	st->kick = true;
 }
 
-int node_store_stream_begin(struct node_store *s, const void *key, size_t klen, uint64_t size,
-			    void (*ready)(void *arg), void *arg, struct node_store_stream **out)
+static int stream_begin(struct node_store *s, const void *key, size_t klen, uint64_t size,
+			uint64_t move_from, void (*ready)(void *arg), void *arg,
+			struct node_store_stream **out)
 {
 	struct node_store_stream *st = NULL;
 	struct op *op = NULL;
@@ -250,6 +259,7 @@ int node_store_stream_begin(struct node_store *s, const void *key, size_t klen, 
 	if (!st)
 		return -ENOMEM;
 	st->s = s;
+	st->move_from = move_from;
 	st->klen = klen;
 	st->vlen = size;
 	st->rsize = rsize;
@@ -285,6 +295,7 @@ int node_store_stream_begin(struct node_store *s, const void *key, size_t klen, 
 	op->rec.val = (const uint8_t *)"";
 	op->u.resv.region_len = st->region_len;
 	op->u.resv.stream = st;
+	op->u.resv.move = move_from != 0;
 	st->resv = op;
 	store_q_push(&s->appendq, op);
 	st->next = s->streams.list;
@@ -294,6 +305,19 @@ int node_store_stream_begin(struct node_store *s, const void *key, size_t klen, 
 fail:
 	store_stream_free(st);
 	return ret;
+}
+
+int node_store_stream_begin(struct node_store *s, const void *key, size_t klen, uint64_t size,
+			    void (*ready)(void *arg), void *arg, struct node_store_stream **out)
+{
+	return stream_begin(s, key, klen, size, 0, ready, arg, out);
+}
+
+int store_stream_begin_move(struct node_store *s, const void *key, size_t klen, uint64_t size,
+			    uint64_t from, void (*ready)(void *arg), void *arg,
+			    struct node_store_stream **out)
+{
+	return stream_begin(s, key, klen, size, from, ready, arg, out);
 }
 
 /* Running checksums: the whole value's and each 64 KiB chunk's. */
@@ -412,14 +436,14 @@ int node_store_stream_finish(struct node_store_stream **stp, uint32_t crc, node_
 	 * for the region's writes: later operations apply after it */
 	op = store_op_new(s, OP_COMMIT, st->key, st->klen);
 	if (op)
-		op->rec.owned_val = malloc(16);
+		op->rec.owned_val = malloc(24);
 	if (!op || !op->rec.owned_val) {
 		store_op_free(op);
 		node_store_stream_abort(stp);
 		return -ENOMEM;
 	}
 	op->rec.val = op->rec.owned_val;
-	op->rec.vlen = 16;
+	op->rec.vlen = st->move_from ? 24 : 16;
 	op->cb = cb;
 	op->arg = arg;
 	op->u.commit.stream = st;

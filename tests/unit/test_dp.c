@@ -347,8 +347,15 @@ static int fake_map_get(void *arg, const char *slice, uint8_t **buf, size_t *len
 	return 0;
 }
 
+/* Limits a test sets (cmocka's prestate); 0 fields keep setup's. */
+struct limits {
+	unsigned max_conns, max_unauth, max_per_key, max_inflight;
+	uint64_t put_budget, handshake_ms, progress_ms, progress_bytes;
+};
+
 static int setup(void **state)
 {
+	const struct limits *l = *state;
 	struct fx *f = calloc(1, sizeof(*f));
 	struct node_store_opts so;
 	struct node_dp_opts o = { 0 };
@@ -391,8 +398,23 @@ static int setup(void **state)
 	o.max_conns = 16;
 	o.max_inflight = 8;
 	o.max_payload_bytes = 2 << 20; /* less than the 4 MiB objects: those stream */
+	o.max_unauth = 8;
+	o.max_unauth_per_addr = 8;
+	o.handshake_timeout_ms = 5000;
 	o.idle_timeout_ms = 5000;
-	o.frame_timeout_ms = 1500;
+	o.progress_interval_ms = 1500;
+	o.progress_min_bytes = 1;
+	if (l) {
+		o.max_conns = l->max_conns ? l->max_conns : o.max_conns;
+		o.max_unauth = l->max_unauth ? l->max_unauth : o.max_unauth;
+		o.max_unauth_per_addr = o.max_unauth;
+		o.max_conns_per_key = l->max_per_key;
+		o.max_inflight = l->max_inflight ? l->max_inflight : o.max_inflight;
+		o.max_payload_bytes = l->put_budget ? l->put_budget : o.max_payload_bytes;
+		o.handshake_timeout_ms = l->handshake_ms ? l->handshake_ms : o.handshake_timeout_ms;
+		o.progress_interval_ms = l->progress_ms ? l->progress_ms : o.progress_interval_ms;
+		o.progress_min_bytes = l->progress_bytes ? l->progress_bytes : o.progress_min_bytes;
+	}
 	o.map_get = fake_map_get;
 	assert_int_equal(node_dp_new(&f->dp, &o, err, sizeof(err)), 0);
 	assert_int_equal(node_dp_slice_set(f->dp, "hot", 5, false), 0);
@@ -889,6 +911,380 @@ static void test_hostile_clients(void **state)
 	assert_true(st.auth_failures >= 1);
 }
 
+/* ---- admission, limits and timers ---- */
+
+/* A sealed request frame (head and payload) as the client would send it. */
+static size_t req_frame(struct cli *c, uint8_t type, const struct ovl_wire_req *q,
+			const void *payload, size_t plen, uint8_t *out, size_t cap)
+{
+	struct ovl_wire_hdr h = { 0 };
+	struct ovl_wire_req typed = *q;
+	uint8_t meta[OVL_WIRE_META_MAX_BYTES];
+	char err[256];
+	int mlen, hl;
+
+	typed.type = type;
+	mlen = ovl_wire_req_encode(&typed, meta, sizeof(meta), err, sizeof(err));
+	assert_true(mlen > 0);
+	h.type = type;
+	h.payload_len = plen;
+	h.rid = ++c->rid;
+	hl = ovl_wire_head_seal(&c->ses, &h, meta, (size_t)mlen, out, cap, err, sizeof(err));
+	assert_true(hl > 0);
+	assert_true((size_t)hl + plen <= cap);
+	if (plen)
+		memcpy(out + hl, payload, plen);
+	return (size_t)hl + plen;
+}
+
+/* Read one response (no payload expected unless *skip); its rid and status. */
+static int read_resp(struct cli *c, uint32_t *rid, struct ovl_wire_resp *r)
+{
+	uint8_t head[OVL_WIRE_HEAD_MAX_BYTES];
+	struct ovl_wire_hdr rh;
+	const uint8_t *rmeta = NULL;
+	char err[256];
+	int n = read_head(c->fd, true, head, &rh);
+
+	if (n < 0)
+		return -1;
+	if (ovl_wire_head_open(&c->ses, head, (size_t)n, &rh, &rmeta, err, sizeof(err)) < 0)
+		fail_msg("response head: %s", err);
+	if (ovl_wire_resp_decode(rh.type, rmeta, rh.meta_len, r, err, sizeof(err)) < 0)
+		fail_msg("response meta: %s", err);
+	*rid = rh.rid;
+	if (rh.payload_len) {
+		uint8_t *skip = malloc(rh.payload_len);
+
+		assert_int_equal(read_full(c->fd, skip, rh.payload_len), 0);
+		free(skip);
+	}
+	return 0;
+}
+
+/* An unauthenticated ERROR frame: its code. */
+static uint32_t read_error(int fd, char *text)
+{
+	uint8_t head[OVL_WIRE_HEAD_MAX_BYTES];
+	struct ovl_wire_hdr h;
+	uint32_t status = 0;
+	char err[256];
+	int n = read_head(fd, false, head, &h);
+
+	assert_true(n > 0);
+	assert_int_equal(h.type, OVL_WIRE_T_ERROR);
+	assert_int_equal(ovl_wire_error_parse(head + OVL_WIRE_HDR_BYTES, h.meta_len, &status, text, err,
+					      sizeof(err)), 0);
+	return status;
+}
+
+static bool closed(int fd)
+{
+	uint8_t b;
+
+	return recv(fd, &b, 1, 0) <= 0;
+}
+
+static int connect_as(struct fx *f, struct cli *c, bool node_key)
+{
+	uint32_t st = 0;
+
+	return cli_connect(c, &f->addr, node_key ? f->pki.node : f->pki.client,
+			   node_key ? f->pki.node_cert : f->pki.client_cert,
+			   (size_t)(node_key ? f->pki.node_len : f->pki.client_len), f->cpeers, f->pki.now,
+			   &st);
+}
+
+/* A response-type frame from a client (correctly MAC'd): the node closes
+ * the connection without an answer. */
+static void client_response_frame(struct fx *f)
+{
+	struct cli c;
+	struct ovl_wire_hdr h = { 0 };
+	struct ovl_wire_resp r = { .type = OVL_WIRE_T_STAT | OVL_WIRE_T_RESPONSE };
+	uint8_t meta[512], head[OVL_WIRE_HEAD_MAX_BYTES];
+	char err[256];
+	int mlen, hl;
+
+	assert_int_equal(connect_as(f, &c, false), 0);
+	mlen = ovl_wire_resp_encode(&r, meta, sizeof(meta), err, sizeof(err));
+	assert_true(mlen > 0);
+	h.type = OVL_WIRE_T_STAT | OVL_WIRE_T_RESPONSE;
+	h.rid = 1;
+	hl = ovl_wire_head_seal(&c.ses, &h, meta, (size_t)mlen, head, sizeof(head), err, sizeof(err));
+	assert_true(hl > 0);
+	assert_int_equal(write_full(c.fd, head, (size_t)hl), 0);
+	assert_true(closed(c.fd));
+	close(c.fd);
+}
+
+static void test_response_frame_closes(void **state)
+{
+	struct fx *f = *state;
+	struct node_dp_stats st;
+
+	run_client(f, client_response_frame);
+	node_dp_stats(f->dp, &st);
+	assert_int_equal(st.response_frames, 1);
+	assert_int_equal(st.requests, 0);
+}
+
+/* max_inflight 4: 4 GETs pipelined are all served; a 5th in the same
+ * burst is answered busy, the others still served. */
+static void client_inflight(struct fx *f)
+{
+	struct cli c;
+	struct ovl_wire_req q;
+	struct ovl_wire_resp r;
+	uint8_t v[100], *wire = malloc(64 << 10);
+	size_t n = 0;
+	uint32_t rid, busy = 0, ok = 0;
+
+	fill(v, sizeof(v), 7);
+	assert_int_equal(connect_as(f, &c, false), 0);
+	req_init(&q, "hot", 5, "inflight");
+	q.size = sizeof(v);
+	q.crc = ovl_crc32c(0, v, sizeof(v));
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, v, sizeof(v), false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	for (int round = 4; round <= 5; round++) {
+		n = 0;
+		busy = ok = 0;
+		req_init(&q, "hot", 5, "inflight");
+		for (int i = 0; i < round; i++)
+			n += req_frame(&c, OVL_WIRE_T_GET, &q, NULL, 0, wire + n, (64 << 10) - n);
+		assert_int_equal(write_full(c.fd, wire, n), 0);
+		for (int i = 0; i < round; i++) {
+			assert_int_equal(read_resp(&c, &rid, &r), 0);
+			if (r.status == OVL_WIRE_BUSY) {
+				busy++;
+				assert_non_null(strstr(r.message, "in flight"));
+			} else {
+				assert_int_equal(r.status, OVL_WIRE_OK);
+				ok++;
+			}
+		}
+		assert_int_equal(busy, round == 4 ? 0 : 1); /* at the limit all; one past: busy */
+		assert_int_equal(ok, 4);
+	}
+	free(wire);
+	close(c.fd);
+}
+
+static void test_inflight_limit(void **state)
+{
+	run_client(*state, client_inflight);
+}
+
+/* put_budget 100,000 bytes: a PUT of exactly that is stored; one byte more
+ * is answered busy and nothing is stored. */
+static void client_put_budget(struct fx *f)
+{
+	struct cli c;
+	struct ovl_wire_req q;
+	struct ovl_wire_resp r;
+	uint8_t *v = malloc(100001);
+
+	fill(v, 100001, 8);
+	assert_int_equal(connect_as(f, &c, false), 0);
+	req_init(&q, "hot", 5, "atbudget");
+	q.size = 100000;
+	q.crc = ovl_crc32c(0, v, 100000);
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, v, 100000, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	req_init(&q, "hot", 5, "overbudget");
+	q.size = 100001;
+	q.crc = ovl_crc32c(0, v, 100001);
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, v, 100001, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_BUSY);
+	req_init(&q, "hot", 5, "overbudget");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+	free(v);
+	close(c.fd);
+}
+
+static void test_put_budget_limit(void **state)
+{
+	run_client(*state, client_put_budget);
+}
+
+/* max_conns_per_key 2: a key's 2 connections are served; its third gets
+ * busy to its first request and the close; another key is served. */
+static void client_per_key(struct fx *f)
+{
+	struct cli c[4];
+	struct ovl_wire_req q;
+	struct ovl_wire_resp r;
+
+	req_init(&q, "hot", 5, "nope");
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(connect_as(f, &c[i], i == 3), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(cli_call(&c[i], OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+		assert_int_equal(r.status, OVL_WIRE_NOT_FOUND); /* served */
+	}
+	assert_int_equal(cli_call(&c[2], OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_BUSY);
+	assert_non_null(strstr(r.message, "client key"));
+	assert_true(closed(c[2].fd));
+	assert_int_equal(cli_call(&c[3], OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+	/* one of the key's connections goes: the key may have another */
+	close(c[0].fd);
+	usleep(100000);
+	assert_int_equal(connect_as(f, &c[0], false), 0);
+	assert_int_equal(cli_call(&c[0], OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+	for (int i = 0; i < 4; i++)
+		close(c[i].fd);
+}
+
+static void test_per_key_limit(void **state)
+{
+	run_client(*state, client_per_key);
+}
+
+/* max_conns 3, max_unauth 2, handshake 400 ms: a silent connection gets
+ * ERROR timeout at the deadline; one with keys but no request is just
+ * closed; with 2 authenticated and 1 silent, a new connection evicts the
+ * silent one (ERROR busy); with 3 authenticated, a new one gets ERROR busy
+ * at once. */
+static void client_admission(struct fx *f)
+{
+	struct cli c[4];
+	struct ovl_wire_req q;
+	struct ovl_wire_resp r;
+	char text[OVL_WIRE_TEXT_SIZE];
+	struct timespec t0, t1;
+	int s1, s2, s3;
+
+	req_init(&q, "hot", 5, "nope");
+	/* the handshake deadline, in HELLO and after it */
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	s1 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(connect(s1, (struct sockaddr *)&f->addr, sizeof(f->addr)), 0);
+	assert_int_equal(connect_as(f, &c[0], false), 0);
+	assert_int_equal(read_error(s1, text), OVL_WIRE_TIMEOUT);
+	assert_non_null(strstr(text, "handshake"));
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_true((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 >= 400);
+	assert_true(closed(s1));
+	assert_true(closed(c[0].fd));
+	close(s1);
+	close(c[0].fd);
+	/* two authenticated clients and one silent connection: full */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(connect_as(f, &c[i], i == 1), 0);
+		assert_int_equal(cli_call(&c[i], OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	}
+	s2 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(connect(s2, (struct sockaddr *)&f->addr, sizeof(f->addr)), 0);
+	usleep(50000);
+	/* a legitimate client: the silent one makes room and is told busy */
+	assert_int_equal(connect_as(f, &c[2], false), 0);
+	assert_int_equal(read_error(s2, text), OVL_WIRE_BUSY);
+	assert_true(closed(s2));
+	close(s2);
+	assert_int_equal(cli_call(&c[2], OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+	/* three authenticated: the next connection gets ERROR busy at once */
+	s3 = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_int_equal(connect(s3, (struct sockaddr *)&f->addr, sizeof(f->addr)), 0);
+	assert_int_equal(read_error(s3, text), OVL_WIRE_BUSY);
+	assert_non_null(strstr(text, "too many connections"));
+	assert_true(closed(s3));
+	close(s3);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(cli_call(&c[i], OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+		close(c[i].fd);
+	}
+}
+
+static void test_admission(void **state)
+{
+	struct fx *f = *state;
+	struct node_serve_stats st;
+
+	run_client(f, client_admission);
+	node_dp_serve_stats(f->dp, &st);
+	assert_int_equal(st.timed_out_handshake, 2);
+	assert_int_equal(st.evicted, 1);
+	assert_int_equal(st.refused_busy, 1);
+}
+
+/* progress 300 ms / 8 KiB: a 600 KiB PUT (streamed) at ~40 KiB per 100 ms
+ * completes over several intervals; one that stops half-way gets status
+ * timeout and the close, and nothing is stored. */
+static void client_progress(struct fx *f)
+{
+	struct cli c;
+	struct ovl_wire_req q;
+	struct ovl_wire_resp r;
+	size_t n = 600 << 10, len, off;
+	uint8_t *v = malloc(n), *wire = malloc(n + OVL_WIRE_HEAD_MAX_BYTES);
+	uint32_t rid;
+	struct timespec t0, t1;
+
+	fill(v, n, 11);
+	assert_int_equal(connect_as(f, &c, false), 0);
+	for (int stall = 0; stall <= 1; stall++) {
+		req_init(&q, "hot", 5, stall ? "stalled" : "steady");
+		q.type = OVL_WIRE_T_PUT;
+		q.size = n;
+		q.crc = ovl_crc32c(0, v, n);
+		len = req_frame(&c, OVL_WIRE_T_PUT, &q, v, n, wire, n + OVL_WIRE_HEAD_MAX_BYTES);
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		for (off = 0; off < (stall ? len / 2 : len); ) {
+			size_t k = len - off < (40u << 10) ? len - off : (40u << 10);
+
+			assert_int_equal(write_full(c.fd, wire + off, k), 0);
+			off += k;
+			usleep(100000);
+		}
+		assert_int_equal(read_resp(&c, &rid, &r), 0);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		assert_int_equal(rid, c.rid);
+		if (!stall) {
+			assert_int_equal(r.status, OVL_WIRE_OK);
+			assert_true(t1.tv_sec - t0.tv_sec >= 1); /* several intervals */
+			continue;
+		}
+		assert_int_equal(r.status, OVL_WIRE_TIMEOUT);
+		assert_non_null(strstr(r.message, "nothing stored"));
+		assert_true(closed(c.fd));
+		close(c.fd);
+	}
+	assert_int_equal(connect_as(f, &c, false), 0);
+	req_init(&q, "hot", 5, "stalled");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+	req_init(&q, "hot", 5, "steady");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	assert_int_equal(r.size, n);
+	close(c.fd);
+	free(v);
+	free(wire);
+}
+
+static void test_progress(void **state)
+{
+	struct fx *f = *state;
+	struct node_dp_stats st;
+
+	run_client(f, client_progress);
+	node_dp_stats(f->dp, &st);
+	assert_int_equal(st.timed_out, 1);
+}
+
+static const struct limits lim_inflight = { .max_inflight = 4 };
+static const struct limits lim_budget = { .put_budget = 100000 };
+static const struct limits lim_key = { .max_per_key = 2 };
+static const struct limits lim_admit = { .max_conns = 3, .max_unauth = 2, .handshake_ms = 400 };
+static const struct limits lim_progress = { .progress_ms = 300, .progress_bytes = 8 << 10,
+					    .put_budget = 8 << 20 };
+
 int main(void)
 {
 	test_require_io_uring();
@@ -900,6 +1296,17 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hostile_clients, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full_drive, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oversized_and_truncated, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_response_frame_closes, setup, teardown),
+		cmocka_unit_test_prestate_setup_teardown(test_inflight_limit, setup, teardown,
+							 (void *)&lim_inflight),
+		cmocka_unit_test_prestate_setup_teardown(test_put_budget_limit, setup, teardown,
+							 (void *)&lim_budget),
+		cmocka_unit_test_prestate_setup_teardown(test_per_key_limit, setup, teardown,
+							 (void *)&lim_key),
+		cmocka_unit_test_prestate_setup_teardown(test_admission, setup, teardown,
+							 (void *)&lim_admit),
+		cmocka_unit_test_prestate_setup_teardown(test_progress, setup, teardown,
+							 (void *)&lim_progress),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -38,6 +39,7 @@
 #define N_BIG 64
 #define N_SMALL 4096
 #define LAT_SAMPLES_MAX 2000000
+#define FLOOD_CONNS 1000 /* silent connections of serve_get_4k_p99_us_under_flood */
 
 struct pki {
 	struct ovl_id *ca, *broker, *node, *client;
@@ -176,11 +178,19 @@ static int node_main(struct pki *p, const char *drive, uint16_t port, int ready_
 	o.cert_len = (size_t)p->node_len;
 	o.peers = peers;
 	o.now_s = now_s;
-	o.max_conns = 256;
+	/* admission and timers as shelf-node's defaults; but the throughput
+	 * node holds FLOOD_CONNS unauthenticated connections from loopback's
+	 * one address, standing in for as many sources (the flood line) */
+	o.max_conns = board ? NODE_DP_MAX_CONNS_DEFAULT : 2 * FLOOD_CONNS;
+	o.max_unauth = board ? NODE_DP_MAX_UNAUTH_DEFAULT : FLOOD_CONNS + 64;
+	o.max_unauth_per_addr = board ? NODE_DP_MAX_UNAUTH_PER_ADDR_DEFAULT : FLOOD_CONNS + 64;
+	o.max_conns_per_key = NODE_DP_MAX_CONNS_PER_KEY_DEFAULT;
 	o.max_inflight = board ? 32 : 64;
 	o.max_payload_bytes = board ? OVL_WIRE_PAYLOAD_MAX_BYTES + (1u << 20) : 256u << 20;
+	o.handshake_timeout_ms = NODE_DP_HANDSHAKE_TIMEOUT_S_DEFAULT * 1000;
 	o.idle_timeout_ms = 60000;
-	o.frame_timeout_ms = 60000;
+	o.progress_interval_ms = NODE_DP_PROGRESS_INTERVAL_S_DEFAULT * 1000;
+	o.progress_min_bytes = NODE_DP_PROGRESS_KIB_DEFAULT << 10;
 	a.sin6_port = htons(port);
 	if (node_dp_new(&dp, &o, err, sizeof(err)) < 0 || node_dp_listen(dp, &a, err, sizeof(err)) < 0) {
 		fprintf(stderr, "bench node: %s\n", err);
@@ -355,6 +365,26 @@ static void *load_thread(void *arg)
 	cli_close(&c);
 	free(buf);
 	return NULL;
+}
+
+/* Open n TCP connections to the node that send nothing (a flood that never
+ * authenticates) into fds; how many opened. The file limit is raised first. */
+static int flood_open(uint16_t port, int n, int *fds)
+{
+	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+				  .sin6_port = htons(port) };
+	int k = 0;
+
+	for (; k < n; k++) {
+		fds[k] = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fds[k] < 0)
+			break;
+		if (connect(fds[k], (struct sockaddr *)&a, sizeof(a)) < 0) {
+			close(fds[k]);
+			break;
+		}
+	}
+	return k;
 }
 
 /* Run `streams` connections for RUN_SECONDS; fills ops/s and MB/s (and p99). */
@@ -787,6 +817,15 @@ static int run_serve(int argc, char **argv)
 
 		ovl_peers_add_broker(peers, p.broker_cert, p.broker_len, (uint64_t)time(NULL), err, sizeof(err));
 	}
+	{
+		/* the flood's connections, on both ends */
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 4 * FLOOD_CONNS) {
+			rl.rlim_cur = rl.rlim_max < 4 * FLOOD_CONNS ? rl.rlim_max : 4 * FLOOD_CONNS;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
 	if (pipe(ready) < 0)
 		return 1;
 	node = fork();
@@ -854,6 +893,32 @@ static int run_serve(int argc, char **argv)
 		   "nginx-sendfile-1worker+wrk-c1");
 	bench_line("serve_encrypted_get_1m", bench_median(oe, REPS), bench_median(o1, REPS), "MB/s",
 		   "serve_get_1m");
+	/* the same one-in-flight 4 KiB GETs while FLOOD_CONNS connections that
+	 * never authenticate are open (each run fits in the node's 5 s
+	 * handshake deadline); the reference is the quiet p99 above */
+	{
+		double fl[REPS];
+		int *fds = malloc(FLOOD_CONNS * sizeof(int)), nf = 0;
+
+		for (int r = 0; r < REPS; r++) {
+			nf = flood_open(port, FLOOD_CONNS, fds);
+			if (nf < FLOOD_CONNS)
+				fprintf(stderr, "  (flood: only %d connections opened: ulimit -n?)\n", nf);
+			usleep(200000); /* the node accepts them */
+			l.slice = "plain"; l.obj = SMALL; l.nobj = N_SMALL; l.prefix = "small/";
+			if (run_ours(&l, 1, &ops, &mbs, &p99) < 0) {
+				free(fds);
+				goto fail;
+			}
+			fl[r] = p99;
+			for (int i = 0; i < nf; i++)
+				close(fds[i]);
+			usleep(300000);
+		}
+		free(fds);
+		bench_line("serve_get_4k_p99_us_under_flood", bench_median(fl, REPS),
+			   bench_median(ol, REPS), "us", "serve_get_4k_p99_us");
+	}
 	fprintf(stderr, "  (node rss after the GET runs: %ld KiB)\n", rss_kib(node));
 
 	/* durable 1 MiB PUTs, then fio on the same drive file (the node is gone):

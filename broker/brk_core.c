@@ -66,11 +66,18 @@ struct ht {
 	size_t off;                     /* offset of the 32-byte key in struct node */
 };
 
-/* A message held until the state it shows is durable (brk_flush). */
+/* Encoded bytes held until the state they show is durable (brk_flush),
+ * shared by every receiver of the same message (a delta goes to every
+ * member: one copy, not one per member). */
+struct held_buf {
+	size_t refs, len;
+	uint8_t data[];
+};
+
+/* A message held: its receiver and its bytes. */
 struct held {
 	struct brk_peer to;
-	uint8_t *buf;
-	size_t len;
+	struct held_buf *buf;
 };
 
 struct token {
@@ -106,9 +113,21 @@ struct brk {
 	size_t ts_len;
 	uint64_t ts_sec;
 	msgpack_sbuffer sb;
-	bool dirty;                     /* slice epochs or membership not yet on disk */
+	uint64_t sb_gen;                /* counts encodings into sb */
+	bool dirty;                     /* slice definitions or epochs not yet in DIR/slices */
+	bool defs_dirty;                /* definitions changed: DIR/slices before anything leaves */
+	struct brk_change *changes;     /* membership changes not yet in the journal (a NODE's
+					 * cert is a malloc'd copy) */
+	size_t n_changes, cap_changes;
+	bool compact;                   /* the whole membership must be saved (a compaction)
+					 * before anything leaves: after a restore, or when a
+					 * change could not be recorded or appended */
+	bool compact_due;               /* the journal outgrew its base: compact after sending */
+	uint64_t retry_ms;              /* a failed save is not tried again before this */
 	struct held *held;              /* messages waiting for the next save */
 	size_t n_held, cap_held, held_bytes;
+	struct held_buf *held_last;     /* the buffer of the last message held ... */
+	uint64_t held_last_gen;         /* ... and the encoding it holds */
 	bool held_overflow;             /* some were dropped: reported once */
 	bool used_dirty;                /* token uses not yet on disk */
 	uint64_t flushed_ms;
@@ -318,6 +337,7 @@ static int encode(brk_t *b, const struct ovl_msg *m)
 	int rc;
 
 	msgpack_sbuffer_clear(&b->sb);
+	b->sb_gen++;
 	rc = ovl_msg_encode(m, &b->sb, err, sizeof(err));
 	if (rc < 0)
 		event(b, BRK_EV_ERROR, "event=error what=encode type=%s reason=\"%s\"",
@@ -325,14 +345,34 @@ static int encode(brk_t *b, const struct ovl_msg *m)
 	return rc;
 }
 
-/* Keep b->sb for `to` until the next save; false when out of room. */
+/* Whether the membership is saved through a journal (then messages wait for
+ * it); a journal needs its compaction (members_save) too. */
+static bool journaled(const brk_t *b)
+{
+	return b->io.members_append && b->io.members_save;
+}
+
+/* Whether a save is due before held messages may go. */
+static bool persist_pending(const brk_t *b)
+{
+	return (journaled(b) && (b->n_changes || b->compact)) || b->defs_dirty;
+}
+
+/* Bytes a message held for `to` would add (its buffer is shared when b->sb was held last). */
+static size_t hold_cost(const brk_t *b)
+{
+	bool shared = b->held_last && b->held_last_gen == b->sb_gen;
+
+	return sizeof(struct held) + (shared ? 0 : sizeof(struct held_buf) + b->sb.size);
+}
+
+/* Keep b->sb for `to` until the next save; false when out of memory. */
 static bool hold(brk_t *b, const struct brk_peer *to)
 {
 	struct held *h = NULL;
-	uint8_t *copy = NULL;
+	struct held_buf *hb = NULL;
+	size_t cost = hold_cost(b);
 
-	if (b->held_bytes + b->sb.size > BRK_OUTBOX_MAX_BYTES)
-		return false;
 	if (b->n_held == b->cap_held) {
 		size_t cap = b->cap_held ? b->cap_held * 2 : 64;
 
@@ -342,24 +382,42 @@ static bool hold(brk_t *b, const struct brk_peer *to)
 		b->held = h;
 		b->cap_held = cap;
 	}
-	copy = malloc(b->sb.size ? b->sb.size : 1);
-	if (!copy)
-		return false;
-	memcpy(copy, b->sb.data, b->sb.size);
-	b->held[b->n_held++] = (struct held){ *to, copy, b->sb.size };
-	b->held_bytes += b->sb.size;
+	if (b->held_last && b->held_last_gen == b->sb_gen) {
+		hb = b->held_last;
+	} else {
+		hb = malloc(sizeof(*hb) + b->sb.size);
+		if (!hb)
+			return false;
+		hb->refs = 0;
+		hb->len = b->sb.size;
+		memcpy(hb->data, b->sb.data, b->sb.size);
+		b->held_last = hb;
+		b->held_last_gen = b->sb_gen;
+	}
+	hb->refs++;
+	b->held[b->n_held++] = (struct held){ *to, hb };
+	b->held_bytes += cost;
 	return true;
 }
+
+static int flush_held(brk_t *b);
 
 /*
  * Send b->sb to `to`. While a change of membership or epoch is not durable
  * (or messages already wait), it waits for the next save, in order: a
  * restarted broker must never have served a state it does not remember.
+ * When the held messages would pass BRK_OUTBOX_MAX_BYTES, the save is made
+ * at once and they go (b->sb is untouched by that), so nothing is dropped
+ * unless the save fails.
  */
 static void send_buf(brk_t *b, const struct brk_peer *to)
 {
-	if (b->io.members_save && (b->dirty || b->n_held)) {
-		if (hold(b, to))
+	if (journaled(b) && (persist_pending(b) || b->n_held)) {
+		if (b->held_bytes + hold_cost(b) > BRK_OUTBOX_MAX_BYTES)
+			flush_held(b);
+	}
+	if (journaled(b) && (persist_pending(b) || b->n_held)) {
+		if (b->held_bytes + hold_cost(b) <= BRK_OUTBOX_MAX_BYTES && hold(b, to))
 			return;
 		b->st.send_failures++;
 		if (!b->held_overflow)
@@ -601,6 +659,136 @@ static void send_map(brk_t *b, const struct slice *s, const struct brk_peer *to,
 	send_buf(b, to);
 }
 
+/* ---- the journal of membership changes ------------------------------------------- */
+
+/* n as a plain record (its certificate borrowed). */
+static void node_rec_fill(struct brk_node_rec *r, const struct node *n)
+{
+	memset(r, 0, sizeof(*r));
+	memcpy(r->id, n->id, OVL_ID_BYTES);
+	memcpy(r->curve_key, n->peer.key, OVL_KEY_BYTES);
+	field_copy(r->board, sizeof(r->board), n->board);
+	field_copy(r->version, sizeof(r->version), n->version);
+	field_copy(r->group, sizeof(r->group), n->group ? n->group : "");
+	field_copy(r->domain.site, sizeof(r->domain.site), n->site);
+	field_copy(r->domain.chassis, sizeof(r->domain.chassis), n->chassis);
+	field_copy(r->domain.slot, sizeof(r->domain.slot), n->slot);
+	r->capacity = n->capacity;
+	r->serial = n->serial;
+	r->port = n->port;
+	r->state = n->state;
+	r->cert = n->cert;
+	r->cert_len = n->cert_len;
+}
+
+static void changes_clear(brk_t *b)
+{
+	for (size_t i = 0; i < b->n_changes; i++)
+		if (b->changes[i].op == BRK_CHANGE_NODE)
+			free((void *)b->changes[i].node.cert);
+	b->n_changes = 0;
+}
+
+/* A new change record of op for slice s (NULL: none), or NULL: then the
+ * next save is a whole one (b->compact), which records it all the same. */
+static struct brk_change *change_new(brk_t *b, enum brk_change_op op, const struct slice *s)
+{
+	struct brk_change *c = NULL;
+
+	if (!journaled(b) || b->compact)
+		return NULL;
+	if (b->n_changes == b->cap_changes) {
+		size_t cap = b->cap_changes ? b->cap_changes * 2 : 64;
+
+		c = realloc(b->changes, cap * sizeof(*c));
+		if (!c) {
+			changes_clear(b);
+			b->compact = true;
+			return NULL;
+		}
+		b->changes = c;
+		b->cap_changes = cap;
+	}
+	c = &b->changes[b->n_changes++];
+	memset(c, 0, sizeof(*c));
+	c->op = op;
+	if (s)
+		snprintf(c->slice, sizeof(c->slice), "%s", s->name);
+	return c;
+}
+
+/* n (a member of some slice) as it is now, certificate included. */
+static void log_node(brk_t *b, const struct node *n)
+{
+	struct brk_change *c = change_new(b, BRK_CHANGE_NODE, NULL);
+	uint8_t *cert = NULL;
+
+	if (!c)
+		return;
+	node_rec_fill(&c->node, n);
+	c->node.cert = NULL;
+	if (n->cert_len) {
+		cert = malloc(n->cert_len);
+		if (!cert) {
+			b->n_changes--;
+			changes_clear(b);
+			b->compact = true;
+			return;
+		}
+		memcpy(cert, n->cert, n->cert_len);
+		c->node.cert = cert;
+	}
+}
+
+static void log_state(brk_t *b, const struct node *n)
+{
+	struct brk_change *c = change_new(b, BRK_CHANGE_STATE, NULL);
+
+	if (!c)
+		return;
+	memcpy(c->node.id, n->id, OVL_ID_BYTES);
+	c->node.state = n->state;
+}
+
+static void log_epoch(brk_t *b, const struct slice *s)
+{
+	struct brk_change *c = change_new(b, BRK_CHANGE_EPOCH, s);
+
+	if (c)
+		c->epoch = s->epoch;
+}
+
+static void log_member(brk_t *b, const struct slice *s, const struct member *m)
+{
+	struct brk_change *c = change_new(b, BRK_CHANGE_MEMBER, s);
+
+	if (!c)
+		return;
+	memcpy(c->member.id, m->n->id, OVL_ID_BYTES);
+	memcpy(c->member.addr, &m->addr, OVL_MSG_ADDR_BYTES);
+}
+
+static void log_remove(brk_t *b, const struct slice *s, const uint8_t *id)
+{
+	struct brk_change *c = change_new(b, BRK_CHANGE_REMOVE, s);
+
+	if (c)
+		memcpy(c->member.id, id, OVL_ID_BYTES);
+}
+
+static void log_left(brk_t *b, const struct slice *s, const struct ovl_msg_left *l)
+{
+	struct brk_change *c = change_new(b, BRK_CHANGE_LEFT, s);
+
+	if (c)
+		c->left = *l;
+}
+
+static void log_drop(brk_t *b, const struct slice *s)
+{
+	change_new(b, BRK_CHANGE_DROP, s);
+}
+
 /* Forget the removal record of id in s (it is a member again). */
 static void left_drop(struct slice *s, const uint8_t *id)
 {
@@ -656,6 +844,7 @@ static void slice_delta(brk_t *b, struct slice *s, const struct member *changed,
 	m.u.delta.base_epoch = s->epoch;
 	s->epoch++;
 	b->dirty = true;
+	log_epoch(b, s); /* after the records of the change itself (the callers') */
 	m.u.delta.epoch = s->epoch;
 	if (changed) {
 		member_fill(&mm, changed);
@@ -739,6 +928,9 @@ static int slice_join(brk_t *b, struct slice *s, struct node *n)
 		goto out;
 	b->st.introductions++;
 	left_drop(s, n->id);
+	if (n->nslices == 1)
+		log_node(b, n); /* its first slice: the journal learns the node */
+	log_member(b, s, &s->m[s->n - 1]);
 	slice_delta(b, s, &s->m[s->n - 1], NULL, NULL, false, n);
 	fp(n->id, nfp);
 	ovl_slice_addr_format(&s->m[s->n - 1].addr, addr, sizeof(addr));
@@ -760,6 +952,9 @@ static void slice_leave(brk_t *b, struct slice *s, struct node *n, bool with_crl
 	if (i < 0)
 		return;
 	rec = left_add(s, n->id, s->epoch + 1, why);
+	if (rec)
+		log_left(b, s, rec);
+	log_remove(b, s, n->id);
 	s->m[i] = s->m[s->n - 1];
 	s->n--;
 	for (unsigned k = 0; k < n->nslices; k++)
@@ -770,9 +965,14 @@ static void slice_leave(brk_t *b, struct slice *s, struct node *n, bool with_crl
 	slice_delta(b, s, NULL, n->id, rec, with_crl, NULL);
 }
 
-/* A member changed (state, certificate): delta to every member. */
-static void node_changed(brk_t *b, struct node *n)
+/* A member changed: its state only, or more (certificate, port...: `full`).
+ * Delta to every member. */
+static void node_changed(brk_t *b, struct node *n, bool full)
 {
+	if (n->nslices && full)
+		log_node(b, n);
+	else if (n->nslices)
+		log_state(b, n);
 	for (unsigned k = 0; k < n->nslices; k++) {
 		struct slice *s = n->slices[k];
 		int i = member_index(s, n);
@@ -821,6 +1021,7 @@ static int slice_add(brk_t *b, const char *name, unsigned replicas, const char *
 	s->epoch = epoch;
 	b->slices[b->n_slices++] = s;
 	b->dirty = true;
+	b->defs_dirty = true;
 	if (out)
 		*out = s;
 	return 0;
@@ -845,28 +1046,9 @@ static int membership_get(brk_t *b, struct brk_membership *ms)
 	ms->nodes = calloc(b->n_nodes + 1u, sizeof(*ms->nodes));
 	if (!ms->slices || !ms->nodes)
 		goto nomem;
-	for (size_t i = 0; i < b->n_nodes; i++) {
-		const struct node *n = b->nodes[i];
-		struct brk_node_rec *r = &ms->nodes[ms->n_nodes];
-
-		if (!n->nslices)
-			continue;
-		memcpy(r->id, n->id, OVL_ID_BYTES);
-		memcpy(r->curve_key, n->peer.key, OVL_KEY_BYTES);
-		field_copy(r->board, sizeof(r->board), n->board);
-		field_copy(r->version, sizeof(r->version), n->version);
-		field_copy(r->group, sizeof(r->group), n->group ? n->group : "");
-		field_copy(r->domain.site, sizeof(r->domain.site), n->site);
-		field_copy(r->domain.chassis, sizeof(r->domain.chassis), n->chassis);
-		field_copy(r->domain.slot, sizeof(r->domain.slot), n->slot);
-		r->capacity = n->capacity;
-		r->serial = n->serial;
-		r->port = n->port;
-		r->state = n->state;
-		r->cert = n->cert;
-		r->cert_len = n->cert_len;
-		ms->n_nodes++;
-	}
+	for (size_t i = 0; i < b->n_nodes; i++)
+		if (b->nodes[i]->nslices)
+			node_rec_fill(&ms->nodes[ms->n_nodes++], b->nodes[i]);
 	for (unsigned i = 0; i < b->n_slices; i++) {
 		const struct slice *s = b->slices[i];
 		struct brk_slice_members *o = &ms->slices[i];
@@ -890,31 +1072,18 @@ nomem:
 	return -ENOMEM;
 }
 
-/* The membership, then the slice definitions and epochs, through the seam:
- * both files hold the epochs, and a load takes the higher. 0 or -errno
+/* The slice definitions and epochs into DIR/slices. A load takes the higher
+ * epoch of this file and the membership's, so the epochs may lag here (they
+ * are written every BRK_SLICE_FLUSH_MS), the definitions not. 0 or -errno
  * (reported). */
 static int slices_save(brk_t *b)
 {
 	struct brk_slice_def *defs = NULL;
-	struct brk_membership ms;
 	char err[256];
 	int rc;
 
-	if (b->io.members_save) {
-		rc = membership_get(b, &ms);
-		if (rc < 0) {
-			event(b, BRK_EV_ERROR, "event=error what=persist reason=\"out of memory\"");
-			return rc;
-		}
-		rc = b->io.members_save(b->io.files, &ms, err, sizeof(err));
-		membership_free(&ms);
-		if (rc < 0) {
-			event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
-			return rc;
-		}
-	}
 	if (!b->io.slices_save) {
-		b->dirty = false;
+		b->dirty = b->defs_dirty = false;
 		return 0;
 	}
 	defs = calloc(b->n_slices + 1u, sizeof(*defs));
@@ -937,8 +1106,68 @@ static int slices_save(brk_t *b)
 	if (rc < 0)
 		event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
 	else
-		b->dirty = false;
+		b->dirty = b->defs_dirty = false;
 	free(defs);
+	return rc;
+}
+
+/* The whole membership through members_save: a compaction. It holds every
+ * change recorded so far, which are dropped. 0 or -errno (reported). */
+static int compact_now(brk_t *b)
+{
+	struct brk_membership ms;
+	char err[256];
+	int rc = 0;
+
+	if (b->io.members_save) {
+		rc = membership_get(b, &ms);
+		if (rc < 0) {
+			event(b, BRK_EV_ERROR, "event=error what=persist reason=\"out of memory\"");
+			return rc;
+		}
+		rc = b->io.members_save(b->io.files, &ms, err, sizeof(err));
+		membership_free(&ms);
+		if (rc < 0) {
+			event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
+			return rc;
+		}
+	}
+	changes_clear(b);
+	b->compact = b->compact_due = false;
+	if (b->dirty)
+		slices_save(b); /* its epochs catch up (only a definition must not lag) */
+	return 0;
+}
+
+/*
+ * Make the membership durable: the changes recorded since the last save,
+ * appended to the journal in one batch (one fdatasync), or the whole of it
+ * when b->compact; then DIR/slices when a definition changed. The journal
+ * goes first: a slice it lists without a definition is skipped on load,
+ * while a definition without its journal would come back without members.
+ * 0 or -errno (reported; after a failed append the next try saves whole).
+ */
+static int persist(brk_t *b)
+{
+	char err[256];
+	int rc = 0;
+
+	if (journaled(b) && b->compact) {
+		rc = compact_now(b);
+	} else if (journaled(b) && b->n_changes) {
+		rc = b->io.members_append(b->io.files, b->changes, b->n_changes, err, sizeof(err));
+		if (rc < 0) {
+			event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
+			changes_clear(b);
+			b->compact = true;
+		} else {
+			changes_clear(b);
+			b->compact_due |= rc == 1;
+			rc = 0;
+		}
+	}
+	if (rc == 0 && b->defs_dirty)
+		rc = slices_save(b);
 	return rc;
 }
 
@@ -964,7 +1193,7 @@ static int slices_load(brk_t *b, char *err, size_t errlen)
 			ns->encrypt = d->encrypt;
 	}
 	free(defs);
-	b->dirty = false;
+	b->dirty = b->defs_dirty = false;
 	return rc;
 }
 
@@ -997,6 +1226,7 @@ int brk_slice_define(brk_t *b, const char *name, unsigned replicas, const char *
 	if (rc < 0)
 		return rc;
 	s->encrypt = encrypt;
+	log_epoch(b, s);
 	event(b, BRK_EV_SLICE, "event=slice_create slice=%s replicas=%u selector=%s encrypt=%s "
 	      "epoch=1", name, replicas, selector, encrypt ? "yes" : "no");
 	for (size_t i = 0; i < b->n_nodes; i++) {
@@ -1007,8 +1237,7 @@ int brk_slice_define(brk_t *b, const char *name, unsigned replicas, const char *
 		if (slice_join(b, s, n) == 0)
 			send_map(b, s, &n->peer, 0);
 	}
-	slices_save(b); /* a definition change reaches the disk at once */
-	brk_flush(b);
+	brk_flush(b); /* a definition change reaches the disk at once */
 	return 0;
 }
 
@@ -1031,10 +1260,10 @@ int brk_slice_delete(brk_t *b, const char *name, char *err, size_t errlen)
 		b->slices[i] = b->slices[--b->n_slices];
 		event(b, BRK_EV_SLICE, "event=slice_delete slice=%s epoch=%llu", name,
 		      (unsigned long long)s->epoch);
+		log_drop(b, s);
 		slice_free(s);
-		b->dirty = true;
-		slices_save(b); /* a definition change reaches the disk at once */
-		brk_flush(b);
+		b->dirty = b->defs_dirty = true;
+		brk_flush(b); /* a definition change reaches the disk at once */
 		return 0;
 	}
 	snprintf(err, errlen, "slice '%s' does not exist", name);
@@ -1295,6 +1524,7 @@ static void learn_slices(brk_t *b, const struct ovl_msg_register *r, const char 
 			s->encrypt = d->encrypt;
 			if (!s->ours)
 				s->epoch = d->epoch;
+			log_epoch(b, s);
 			event(b, BRK_EV_SLICE,
 			      "event=slice_recover slice=%s replicas=%u selector=%s epoch=%llu "
 			      "owner=%s from=%s", s->name, s->replicas, s->selector,
@@ -1307,8 +1537,11 @@ static void learn_slices(brk_t *b, const struct ovl_msg_register *r, const char 
 			/* never hand out an epoch a node already holds with other content */
 			s->epoch = d->epoch + 1;
 			b->dirty = true;
+			log_epoch(b, s);
 		} else if (!s->ours && d->epoch > s->epoch) {
 			s->epoch = d->epoch;
+			b->dirty = true;
+			log_epoch(b, s);
 		}
 	}
 }
@@ -1443,7 +1676,7 @@ static void handle_register(brk_t *b, const struct brk_peer *from, const struct 
 	      nfp, via, n->board, n->site, n->chassis, n->slot, (unsigned long long)n->serial,
 	      fresh ? "" : " again=1");
 	/* join every slice it matches; an existing member gets its new cert to the others */
-	node_changed(b, n);
+	node_changed(b, n, true);
 	for (unsigned i = 0; i < b->n_slices; i++) {
 		struct slice *s = b->slices[i];
 
@@ -1500,7 +1733,7 @@ static void set_state(brk_t *b, struct node *n, enum ovl_msg_state st, uint64_t 
 	event(b, BRK_EV_STATE, "event=state node=%s from=%s to=%s silent_ms=%llu", nfp,
 	      ovl_msg_state_name(n->state), ovl_msg_state_name(st), (unsigned long long)silent_ms);
 	n->state = st;
-	node_changed(b, n);
+	node_changed(b, n, false);
 }
 
 static void handle_cert_renew(brk_t *b, struct node *n, const struct brk_peer *from,
@@ -1513,7 +1746,7 @@ static void handle_cert_renew(brk_t *b, struct node *n, const struct brk_peer *f
 		send_error(b, from, m->rid, OVL_MSG_ERR_INTERNAL, "%s", reason);
 		return;
 	}
-	node_changed(b, n);
+	node_changed(b, n, true);
 	ovl_msg_init(&ok, OVL_MSG_CERT);
 	ok.rid = m->rid;
 	ok.u.cert.ts = ts_get(b);
@@ -1892,8 +2125,11 @@ void brk_tick(brk_t *b)
 			set_state(b, n, OVL_MSG_STATE_OUT, silent);
 		i++;
 	}
-	if ((b->dirty || b->used_dirty) && now - b->flushed_ms >= BRK_SLICE_FLUSH_MS) {
-		if (b->dirty)
+	/* with a journal, the epochs are durable there: DIR/slices is written
+	 * with definitions and compactions only, not from the loop every second */
+	if (((b->dirty && !journaled(b)) || b->used_dirty) &&
+	    now - b->flushed_ms >= BRK_SLICE_FLUSH_MS) {
+		if (b->dirty && !journaled(b))
 			slices_save(b);
 		if (b->used_dirty)
 			used_save(b);
@@ -1904,28 +2140,54 @@ void brk_tick(brk_t *b)
 
 bool brk_flush_pending(const brk_t *b)
 {
-	return b->dirty && b->n_held;
+	return persist_pending(b) || b->n_held;
+}
+
+static void held_release(struct held *h)
+{
+	if (h->buf && --h->buf->refs == 0)
+		free(h->buf);
+	h->buf = NULL;
+}
+
+/* Save what is pending, then send every held message in order. The number
+ * sent, or -errno when the save failed (they stay held). */
+static int flush_held(brk_t *b)
+{
+	uint64_t now = now_ms(b);
+	size_t i;
+	int rc;
+
+	if (persist_pending(b)) {
+		if (now < b->retry_ms)
+			return -EAGAIN;
+		if ((rc = persist(b)) < 0) {
+			b->retry_ms = now + BRK_TICK_MS;
+			return rc;
+		}
+	}
+	for (i = 0; i < b->n_held; i++) {
+		struct held *h = &b->held[i];
+
+		if (b->io.send(b->io.arg, &h->to, h->buf->data, h->buf->len) < 0)
+			b->st.send_failures++;
+		held_release(h);
+	}
+	b->n_held = 0;
+	b->held_bytes = 0;
+	b->held_last = NULL;
+	b->held_overflow = false;
+	return (int)i;
 }
 
 int brk_flush(brk_t *b)
 {
-	size_t i;
-	int rc;
+	int rc = flush_held(b);
 
-	if (b->dirty && b->n_held && (rc = slices_save(b)) < 0)
-		return rc;
-	for (i = 0; i < b->n_held && !b->dirty; i++) {
-		if (b->io.send(b->io.arg, &b->held[i].to, b->held[i].buf, b->held[i].len) < 0)
-			b->st.send_failures++;
-		free(b->held[i].buf);
-	}
-	/* a send cannot dirty the state: all went, or none did */
-	rc = (int)i;
-	if (i == b->n_held) {
-		b->n_held = 0;
-		b->held_bytes = 0;
-		b->held_overflow = false;
-	}
+	/* after the sends: nothing waits for a compaction (the journal already
+	 * holds it all), and its cost falls between batches */
+	if (rc >= 0 && b->compact_due && now_ms(b) >= b->retry_ms && compact_now(b) < 0)
+		b->retry_ms = now_ms(b) + BRK_SLICE_FLUSH_MS;
 	return rc;
 }
 
@@ -2046,7 +2308,7 @@ static struct node *node_restore(brk_t *b, const struct brk_node_rec *r)
 static int members_restore(brk_t *b, char *err, size_t errlen)
 {
 	struct brk_membership ms;
-	struct node **restored = NULL;
+	uint8_t *saved_state = NULL; /* by node index: the state on disk, 0 when not restored */
 	int rc;
 
 	if (!b->io.members_load)
@@ -2054,13 +2316,18 @@ static int members_restore(brk_t *b, char *err, size_t errlen)
 	rc = b->io.members_load(b->io.files, &ms, err, errlen);
 	if (rc < 0)
 		return rc;
-	restored = calloc(ms.n_nodes + 1, sizeof(*restored));
-	if (!restored) {
+	/* the registry is empty before a restore: every node in it comes from ms */
+	saved_state = calloc(b->n_nodes + ms.n_nodes + 1, 1);
+	if (!saved_state) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	for (size_t i = 0; i < ms.n_nodes; i++)
-		restored[i] = node_restore(b, &ms.nodes[i]);
+	for (size_t i = 0; i < ms.n_nodes; i++) {
+		struct node *n = node_restore(b, &ms.nodes[i]);
+
+		if (n)
+			saved_state[n->idx] = ms.nodes[i].state;
+	}
 	for (size_t i = 0; i < ms.n_slices; i++) {
 		const struct brk_slice_members *sm = &ms.slices[i];
 		struct slice *s = slice_find(b, sm->name);
@@ -2073,27 +2340,21 @@ static int members_restore(brk_t *b, char *err, size_t errlen)
 		for (size_t k = 0; k < sm->n_members; k++) {
 			struct node *n = ht_find(b, &b->by_id, sm->members[k].id);
 			struct in6_addr a;
-			size_t r;
 
-			for (r = 0; r < ms.n_nodes && restored[r] != n; r++)
-				;
-			if (!n || r == ms.n_nodes || node_in(n, s))
+			if (!n || !saved_state[n->idx] || node_in(n, s))
 				continue;
 			memcpy(&a, sm->members[k].addr, sizeof(a));
 			if (member_push(s, n, &a) < 0) {
 				rc = -ENOMEM;
 				goto out;
 			}
-			changed |= ms.nodes[r].state != n->state;
+			changed |= saved_state[n->idx] != n->state;
 		}
 		for (size_t k = 0; k < sm->n_left; k++) {
-			int j;
+			struct node *ln = ht_find(b, &b->by_id, sm->left[k].id);
 
-			for (j = 0; j < (int)s->n; j++)
-				if (memcmp(s->m[j].n->id, sm->left[k].id, OVL_ID_BYTES) == 0)
-					break;
-			if (j == (int)s->n && !left_add(s, sm->left[k].id, sm->left[k].epoch,
-							sm->left[k].reason)) {
+			if ((!ln || !node_in(ln, s)) &&
+			    !left_add(s, sm->left[k].id, sm->left[k].epoch, sm->left[k].reason)) {
 				rc = -ENOMEM;
 				goto out;
 			}
@@ -2109,7 +2370,7 @@ static int members_restore(brk_t *b, char *err, size_t errlen)
 out:
 	if (rc == -ENOMEM)
 		snprintf(err, errlen, "cannot restore the membership: out of memory");
-	free(restored);
+	free(saved_state);
 	brk_membership_release(&ms);
 	return rc;
 }
@@ -2157,10 +2418,14 @@ int brk_new(brk_t **out, const struct brk_site *site, const struct brk_params *p
 	if (rc == 0)
 		rc = members_restore(b, err, errlen);
 	if (rc < 0) {
-		b->dirty = b->used_dirty = false; /* nothing to save: it was not loaded */
+		/* nothing to save: it was not loaded */
+		b->dirty = b->defs_dirty = b->used_dirty = false;
 		brk_destroy(&b);
 		return rc;
 	}
+	/* what was restored (members `down`, higher epochs) is saved whole before
+	 * anything leaves; it also rewrites a base of an older format */
+	b->compact = journaled(b) && (b->n_slices || b->n_nodes);
 	*out = b;
 	return 0;
 }
@@ -2171,14 +2436,18 @@ void brk_destroy(brk_t **bp)
 
 	if (!b)
 		return;
+	if (persist_pending(b))
+		persist(b);
 	if (b->dirty)
 		slices_save(b);
 	if (b->used_dirty)
 		used_save(b);
 	/* what waited for a save is dropped: its receivers ask again */
 	for (size_t i = 0; i < b->n_held; i++)
-		free(b->held[i].buf);
+		held_release(&b->held[i]);
 	free(b->held);
+	changes_clear(b);
+	free(b->changes);
 	for (size_t i = 0; i < b->n_nodes; i++)
 		node_free(b->nodes[i]);
 	for (unsigned i = 0; i < b->n_slices; i++)

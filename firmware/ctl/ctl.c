@@ -335,17 +335,58 @@ static void left_drop(struct node_ctl_map *m, const uint8_t *id)
 		}
 }
 
+static int send_msg(node_ctl_t *c, unsigned bi, const struct ovl_msg *m);
+
+/*
+ * Hand the map held of a slice, with the broker's signature, to broker bi
+ * (map_report, docs/PROTOCOL.md 6.5): a broker that lost its state learns
+ * from it the members it lacks. The report must fit the broker's 1 MiB
+ * message limit; it is checked with the decoder the broker runs before it
+ * goes. 0, -ENOENT (no signature: nothing the broker can trust), -E2BIG
+ * (too large to report) or the send's error.
+ */
+static int report_map(node_ctl_t *c, unsigned bi, const struct node_ctl_map *m)
+{
+	struct ovl_msg msg, check;
+	char err[256];
+	int rc;
+
+	if (ovl_mem_is_zero(m->sig, sizeof(m->sig)))
+		return -ENOENT;
+	map_view(m, &msg);
+	msg.type = OVL_MSG_MAP_REPORT;
+	msgpack_sbuffer_clear(&c->sb);
+	rc = ovl_msg_encode(&msg, &c->sb, err, sizeof(err));
+	if (rc == 0) {
+		rc = ovl_msg_decode(c->sb.data, c->sb.size, &check, err, sizeof(err));
+		ovl_msg_release(&check);
+	}
+	if (rc < 0)
+		return -E2BIG;
+	return ovl_link_client_send(c->b[bi].link, c->sb.data, c->sb.size, 0);
+}
+
 /*
  * The succession rule (ovl_map.h) refused a map or delta of m's slice at
- * `epoch`: keep m, say so once per epoch (the broker's heartbeats repeat
- * it) and do not ask for that epoch again.
+ * `epoch` from broker bi: keep m, say so once per epoch (the broker's
+ * heartbeats repeat it) and do not ask for that epoch again; report the
+ * map held to that broker, once per refused epoch, so that it learns the
+ * members it lacks and sends a map this node takes.
  */
-static void succession_refused(node_ctl_t *c, struct node_ctl_map *m, uint64_t epoch,
-			       const char *why)
+static void succession_refused(node_ctl_t *c, unsigned bi, struct node_ctl_map *m,
+			       uint64_t epoch, const char *why)
 {
-	if (m->refused_epoch != epoch)
-		ovl_warn("control plane: %s; keeping the map held (epoch %llu)", why,
-			 (unsigned long long)m->epoch);
+	const char *told = "";
+	int rc = 0;
+
+	if (m->refused_epoch != epoch) {
+		rc = report_map(c, bi, m);
+		told = rc == 0 ? "; reported it to the broker" :
+		       rc == -E2BIG ? "; it is too large to report to the broker (1 MiB): restore "
+				      "the broker's state directory" : "";
+		ovl_warn("control plane: %s; keeping the map held (epoch %llu)%s", why,
+			 (unsigned long long)m->epoch, told);
+	}
 	m->refused_epoch = epoch;
 	note(c, "map '%s' epoch %llu refused: %s", m->name, (unsigned long long)epoch, why);
 }
@@ -835,7 +876,7 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 
 			map_view(mp, &held);
 			if (ovl_map_succession_check(&held.u.map, &m.u.map, err, sizeof(err)) < 0)
-				succession_refused(c, mp, m.u.map.epoch, err);
+				succession_refused(c, bi, mp, m.u.map.epoch, err);
 			else
 				changed = map_set(c, &m.u.map) > 0;
 		}
@@ -855,7 +896,7 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 
 			map_view(mp, &v);
 			if (ovl_map_delta_check(&v.u.map, &m.u.delta, err, sizeof(err)) < 0) {
-				succession_refused(c, mp, m.u.delta.epoch, err);
+				succession_refused(c, bi, mp, m.u.delta.epoch, err);
 				break;
 			}
 			changed = map_apply_delta(c, mp, &m.u.delta) > 0;

@@ -69,6 +69,7 @@ static struct ovl_msg_member *members(unsigned n, unsigned first)
 static const char *const sample_names[] = {
 	"register", "register_min", "register_ok", "heartbeat", "heartbeat_ok", "map_get",
 	"map", "map_big", "map_delta", "cert_renew", "cert", "error", "admin", "admin_ok",
+	"map_report",
 };
 
 int msg_sample_count(void)
@@ -156,6 +157,24 @@ const char *msg_sample_build(int i, struct ovl_msg *m)
 		if (d->removed)
 			msg_sample_bytes(d->removed[0], OVL_MSG_ID_BYTES, 11);
 		d->n_removed = 1;
+	} else if (strcmp(name, "map_report") == 0) {
+		struct ovl_msg_map *r = &m->u.report;
+
+		ovl_msg_init(m, OVL_MSG_MAP_REPORT);
+		snprintf(r->slice, sizeof(r->slice), "alpha");
+		r->epoch = 9;
+		r->replicas = 3;
+		r->members = members(3, 0);
+		r->n_members = 3;
+		r->encrypt = true;
+		msg_sample_bytes(r->sig, sizeof(r->sig), 14);
+		r->left = calloc(1, sizeof(*r->left));
+		if (r->left) {
+			msg_sample_bytes(r->left[0].id, OVL_MSG_ID_BYTES, 15);
+			r->left[0].epoch = 8;
+			r->left[0].reason = OVL_MSG_LEFT_EXPIRED;
+			r->n_left = 1;
+		}
 	} else if (strcmp(name, "cert_renew") == 0) {
 		ovl_msg_init(m, OVL_MSG_CERT_RENEW);
 		msg_sample_bytes(m->u.cert_renew.node_id, OVL_MSG_ID_BYTES, 1);

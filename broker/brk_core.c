@@ -593,6 +593,10 @@ static int encode_map(brk_t *b, const struct slice *s, uint64_t rid)
 	m.u.map.ts = ts_get(b);
 	m.u.map.crl = (struct ovl_msg_bin){ b->crl, b->crl_len };
 	rc = map_fill(s, &m.u.map);
+	/* the definition too (1.4): a node that joined after it registered keeps
+	 * it, and hands it back to a broker that lost its state */
+	snprintf(m.u.map.selector, sizeof(m.u.map.selector), "%s", s->selector);
+	memcpy(m.u.map.owner, s->owner, OVL_ID_BYTES);
 	if (rc == 0)
 		rc = ovl_msg_map_sign(&m.u.map, b->site->id->sign_sk);
 	if (rc == 0)

@@ -199,6 +199,8 @@ static const struct ovl_msg_field map_fields[] = {
 	FIELD("encrypt", OVL_MSG_F_BOOL, OPT, struct ovl_msg_map, encrypt),
 	FIELD("sig", OVL_MSG_F_FIXBIN, OPT, struct ovl_msg_map, sig),
 	ARRAY("left", OPT, struct ovl_msg_map, left, n_left, left_elem, OVL_MSG_MEMBERS_MAX),
+	FIELD("selector", OVL_MSG_F_STR, OPT, struct ovl_msg_map, selector),
+	FIELD("owner", OVL_MSG_F_FIXBIN, OPT, struct ovl_msg_map, owner),
 };
 
 static const struct ovl_msg_field map_delta_fields[] = {

@@ -275,6 +275,11 @@ struct ovl_msg_map {
 	uint8_t sig[OVL_MSG_SIG_BYTES]; /* optional (1.2): broker signature, ovl_msg_map_sign() */
 	struct ovl_msg_left *left;      /* optional (1.3): members removed, and why */
 	uint32_t n_left;
+	/* optional (1.4), in maps the owning broker sends: the slice's
+	 * definition, so that a member that joined after it registered holds it
+	 * too (not signed: the broker's link vouches for it) */
+	char selector[OVL_MSG_SELECTOR_SIZE];
+	uint8_t owner[OVL_MSG_ID_BYTES];
 };
 
 struct ovl_msg_map_delta {

@@ -769,6 +769,33 @@ static void def_set(node_ctl_t *c, const struct ovl_msg_slice *s)
 	memcpy(d->owner, s->owner, OVL_ID_BYTES);
 }
 
+/*
+ * A full map from the slice's owner carries its definition (1.4): a node
+ * that joined the slice after it registered learns it here, and hands it
+ * to a broker that lost its state in its next register (PROTOCOL.md 6.5).
+ */
+static void def_learn(node_ctl_t *c, unsigned bi, const struct ovl_msg_map *mp)
+{
+	const struct def *d = def_find(c, mp->slice);
+	struct ovl_msg_slice ref;
+
+	if (!mp->selector[0] || !c->b[bi].have_key ||
+	    memcmp(mp->owner, c->b[bi].sign_pk, OVL_ID_BYTES) != 0)
+		return;
+	if (d && strcmp(d->selector, mp->selector) == 0 &&
+	    memcmp(d->owner, mp->owner, OVL_ID_BYTES) == 0 && d->replicas == mp->replicas &&
+	    d->encrypt == mp->encrypt)
+		return;
+	memset(&ref, 0, sizeof(ref));
+	snprintf(ref.name, sizeof(ref.name), "%s", mp->slice);
+	snprintf(ref.selector, sizeof(ref.selector), "%s", mp->selector);
+	memcpy(ref.owner, mp->owner, OVL_ID_BYTES);
+	ref.replicas = mp->replicas;
+	ref.encrypt = mp->encrypt;
+	def_set(c, &ref);
+	save_defs(c);
+}
+
 static int on_register_ok(node_ctl_t *c, unsigned bi, const struct ovl_msg_register_ok *r)
 {
 	struct ovl_cert bc, nc;
@@ -868,6 +895,7 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 			     m.u.map.slice);
 			break;
 		}
+		def_learn(c, bi, &m.u.map);
 		mp = map_find(c, m.u.map.slice);
 		if (!mp) {
 			changed = map_set(c, &m.u.map) > 0;

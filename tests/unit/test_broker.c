@@ -1029,6 +1029,9 @@ static void test_map_report(void **state)
 	report_map(w, 0, &older.m.u.map);
 	assert_int_equal(keep_last(w, w->nodes[0], OVL_MSG_MAP, &reply), 0);
 	assert_int_equal(reply.m.rid, 7);
+	/* a map from the broker carries the definition, so members keep it (1.4) */
+	assert_string_equal(reply.m.u.map.selector, "all");
+	assert_memory_equal(reply.m.u.map.owner, w->site.id->sign_pk, 32);
 	assert_int_equal(ovl_msg_map_verify(&reply.m.u.map, w->site.id->sign_pk), 0);
 	assert_true(reply.m.u.map.epoch > before.m.u.map.epoch);
 	assert_int_equal(reply.m.u.map.n_members, 6); /* 0, 1, 2, 4, 5 and 6 */

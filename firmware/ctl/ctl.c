@@ -341,14 +341,15 @@ static int send_msg(node_ctl_t *c, unsigned bi, const struct ovl_msg *m);
  * Hand the map held of a slice, with the broker's signature, to broker bi
  * (map_report, docs/PROTOCOL.md 6.5): a broker that lost its state learns
  * from it the members it lacks. The report must fit the broker's 1 MiB
- * message limit; it is checked with the decoder the broker runs before it
- * goes. 0, -ENOENT (no signature: nothing the broker can trust), -E2BIG
- * (too large to report) or the send's error.
+ * message limit (bytes and objects); it is checked with the decoder the
+ * broker runs before it goes. 0, -ENOENT (no signature: nothing the broker
+ * can trust), -E2BIG (too large to report), another -errno with err (it
+ * does not encode), or the send's error.
  */
-static int report_map(node_ctl_t *c, unsigned bi, const struct node_ctl_map *m)
+static int report_map(node_ctl_t *c, unsigned bi, const struct node_ctl_map *m, char *err,
+		      size_t errlen)
 {
 	struct ovl_msg msg, check;
-	char err[256];
 	int rc;
 
 	if (ovl_mem_is_zero(m->sig, sizeof(m->sig)))
@@ -356,13 +357,13 @@ static int report_map(node_ctl_t *c, unsigned bi, const struct node_ctl_map *m)
 	map_view(m, &msg);
 	msg.type = OVL_MSG_MAP_REPORT;
 	msgpack_sbuffer_clear(&c->sb);
-	rc = ovl_msg_encode(&msg, &c->sb, err, sizeof(err));
+	rc = ovl_msg_encode(&msg, &c->sb, err, errlen);
 	if (rc == 0) {
-		rc = ovl_msg_decode(c->sb.data, c->sb.size, &check, err, sizeof(err));
+		rc = ovl_msg_decode(c->sb.data, c->sb.size, &check, err, errlen);
 		ovl_msg_release(&check);
 	}
 	if (rc < 0)
-		return -E2BIG;
+		return rc;
 	return ovl_link_client_send(c->b[bi].link, c->sb.data, c->sb.size, 0);
 }
 
@@ -376,14 +377,21 @@ static int report_map(node_ctl_t *c, unsigned bi, const struct node_ctl_map *m)
 static void succession_refused(node_ctl_t *c, unsigned bi, struct node_ctl_map *m,
 			       uint64_t epoch, const char *why)
 {
-	const char *told = "";
+	char told[320] = "", err[256] = "";
 	int rc = 0;
 
 	if (m->refused_epoch != epoch) {
-		rc = report_map(c, bi, m);
-		told = rc == 0 ? "; reported it to the broker" :
-		       rc == -E2BIG ? "; it is too large to report to the broker (1 MiB): restore "
-				      "the broker's state directory" : "";
+		rc = report_map(c, bi, m, err, sizeof(err));
+		if (rc == 0)
+			snprintf(told, sizeof(told), "; reported it to the broker");
+		else if (rc == -E2BIG)
+			snprintf(told, sizeof(told), "; it is too large to report to the broker (%s): "
+				 "restore the broker's state directory", err);
+		else if (rc == -ENOENT)
+			snprintf(told, sizeof(told), "; it carries no broker signature to report");
+		else
+			snprintf(told, sizeof(told), "; cannot report it to the broker: %s",
+				 err[0] ? err : strerror(-rc));
 		ovl_warn("control plane: %s; keeping the map held (epoch %llu)%s", why,
 			 (unsigned long long)m->epoch, told);
 	}

@@ -1469,7 +1469,8 @@ void node_store_close(struct node_store **sp)
 	}
 	if (s->disk && s->segs && !s->read_only) {
 		node_store_sync(s);
-		if (s->ck.records_since > 0 && !s->read_only)
+		/* replayed records too: else every later open replays them again */
+		if ((s->ck.records_since > 0 || s->ck.replayed > 0) && !s->read_only)
 			node_store_checkpoint(s);
 		if (!s->read_only)
 			store_frontier_write_sync(s); /* the counters, as they are now */

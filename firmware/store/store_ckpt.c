@@ -78,6 +78,7 @@ static int ck_start(struct node_store *s)
 	s->ck.items = 0;
 	s->ck.err = 0;
 	s->ck.records_since = 0;
+	s->ck.replayed = 0;
 	s->ck.state = CK_WAIT;
 	return 0;
 }

@@ -160,6 +160,9 @@ struct store_ckpt {
 	uint64_t gen;           /* generation of the newest pointer written */
 	uint64_t new_p0_seq, old_p0_seq; /* first sequence numbers of the two */
 	uint64_t records_since; /* records placed since the last one began */
+	uint64_t replayed;      /* records recovery found after the checkpoint it
+				 * started from (checkpoint records aside), until
+				 * the next one begins: a clean close takes one */
 	/* the one being written: where its replay starts (P0) */
 	uint64_t p0_off, p0_seq;
 	uint32_t p0_prev;

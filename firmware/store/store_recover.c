@@ -510,6 +510,7 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 	struct replay_win w = { 0 };
 	struct replay_dmg dm = { 0 };
 	uint64_t pos = ps->p0_off, seq = ps->p0_seq, last_end = ps->p0_off, old, fpos = 0;
+	uint64_t nckpt = 0; /* checkpoint records after P0 */
 	uint32_t prev = ps->p0_prev, si = seg_of(s, pos);
 	uint8_t *fixed = NULL;
 	int ret = 0;
@@ -644,6 +645,8 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 		seq++;
 		if (h.type != REC_CKPT_PART && h.type != REC_CKPT_END)
 			s->st.recovered_records++;
+		else
+			nckpt++;
 		last_end = pos + rsize;
 		if (h.type == REC_RESV) {
 			/* a streamed put's region follows: the log resumes after it */
@@ -673,6 +676,8 @@ done:
 	s->chain = prev;
 	s->seq = seq - 1;
 	s->seq_done = s->seq;
+	/* every record after P0 but checkpoint records, damaged ones too */
+	s->ck.replayed = seq - ps->p0_seq >= nckpt ? seq - ps->p0_seq - nckpt : 0;
 	/* exactly one head: the segment the log ends in */
 	for (uint32_t i = 0; i < s->nsegs; i++)
 		if (s->segs[i].state == SEG_HEAD && i != seg_of(s, s->head))

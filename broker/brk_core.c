@@ -35,6 +35,7 @@ struct node {
 	uint16_t cert_len;
 	uint16_t port;
 	uint8_t state;                  /* enum ovl_msg_state */
+	bool heard;                     /* a message came from it since this broker started */
 	uint8_t nslices;
 	struct slice **slices;          /* slices it is a member of (owned array) */
 	uint32_t idx;                   /* position in b->nodes */
@@ -43,6 +44,10 @@ struct node {
 struct member {
 	struct node *n;
 	struct in6_addr addr;
+	/* the epoch of the map this entry was taken from while its node has not
+	 * been heard (a node's map_report, or state/members at start); 0: the
+	 * broker's own knowledge. A newer reported map may update or remove it. */
+	uint64_t learned;
 };
 
 struct slice {
@@ -58,6 +63,9 @@ struct slice {
 	uint32_t n, cap;
 	struct ovl_msg_left *left;      /* records of members removed (oldest first) */
 	uint32_t n_left;
+	/* a node's map_report at or below this epoch teaches nothing: the
+	 * membership loaded from state/members is as new (0: none was loaded) */
+	uint64_t learn_lo;
 };
 
 struct ht {
@@ -643,6 +651,10 @@ static int encode_map(brk_t *b, const struct slice *s, uint64_t rid)
 	m.u.map.ts = ts_get(b);
 	m.u.map.crl = (struct ovl_msg_bin){ b->crl, b->crl_len };
 	rc = map_fill(s, &m.u.map);
+	/* the definition too (1.4): a node that joined after it registered keeps
+	 * it, and hands it back to a broker that lost its state */
+	snprintf(m.u.map.selector, sizeof(m.u.map.selector), "%s", s->selector);
+	memcpy(m.u.map.owner, s->owner, OVL_ID_BYTES);
 	if (rc == 0)
 		rc = ovl_msg_map_sign(&m.u.map, b->site->id->sign_sk);
 	if (rc == 0)
@@ -824,42 +836,43 @@ static const struct ovl_msg_left *left_add(struct slice *s, const uint8_t *id, u
 	return &g[s->n_left++];
 }
 
+/* What one epoch changed in a slice: members added or changed (complete),
+ * ids removed, and removal records (those of `removed`, and records learned
+ * from a node's map). Arrays are borrowed. */
+struct change {
+	struct ovl_msg_member *members;
+	uint32_t n_members;
+	uint8_t (*removed)[OVL_MSG_ID_BYTES];
+	uint32_t n_removed;
+	struct ovl_msg_left *left;
+	uint32_t n_left;
+};
+
 /*
- * Move s to the next epoch and tell every member except `skip` what changed:
- * `changed` (one member, complete) or `removed` (one id), plus the
- * revocation list when with_crl. The same bytes go to every member, so a
- * delta costs O(1) per member whatever the slice's size.
+ * Move s (already changed) from its epoch to `epoch` and tell every member
+ * except `skip` what changed, plus the revocation list when with_crl. The
+ * same bytes go to every member, so a delta costs O(1) per member whatever
+ * the slice's size.
  */
-static void slice_delta(brk_t *b, struct slice *s, const struct member *changed,
-			const uint8_t *removed, const struct ovl_msg_left *left, bool with_crl,
-			const struct node *skip)
+static void slice_delta_to(brk_t *b, struct slice *s, uint64_t epoch, const struct change *c,
+			   bool with_crl, const struct node *skip)
 {
 	struct ovl_msg m;
-	struct ovl_msg_member mm;
-	uint8_t rm[1][OVL_MSG_ID_BYTES];
 
 	ovl_msg_init(&m, OVL_MSG_MAP_DELTA);
 	m.u.delta.ts = ts_get(b);
 	snprintf(m.u.delta.slice, sizeof(m.u.delta.slice), "%s", s->name);
 	m.u.delta.base_epoch = s->epoch;
-	s->epoch++;
+	s->epoch = epoch;
 	b->dirty = true;
 	log_epoch(b, s); /* after the records of the change itself (the callers') */
 	m.u.delta.epoch = s->epoch;
-	if (changed) {
-		member_fill(&mm, changed);
-		m.u.delta.members = &mm;
-		m.u.delta.n_members = 1;
-	}
-	if (removed) {
-		memcpy(rm[0], removed, OVL_MSG_ID_BYTES);
-		m.u.delta.removed = rm;
-		m.u.delta.n_removed = 1;
-	}
-	if (left) {
-		m.u.delta.left = (struct ovl_msg_left *)left;
-		m.u.delta.n_left = 1;
-	}
+	m.u.delta.members = c->members;
+	m.u.delta.n_members = c->n_members;
+	m.u.delta.removed = c->removed;
+	m.u.delta.n_removed = c->n_removed;
+	m.u.delta.left = c->left;
+	m.u.delta.n_left = c->n_left;
 	if (with_crl)
 		m.u.delta.crl = (struct ovl_msg_bin){ b->crl, b->crl_len };
 	m.u.delta.encrypt = s->encrypt;
@@ -873,6 +886,36 @@ static void slice_delta(brk_t *b, struct slice *s, const struct member *changed,
 		b->st.delta_bytes += b->sb.size;
 		send_buf(b, &s->m[i].n->peer);
 	}
+}
+
+/* The next epoch of s, with `changed` (one member, complete) or `removed`
+ * (one id, with its record `left`). */
+static void slice_delta(brk_t *b, struct slice *s, const struct member *changed,
+			const uint8_t *removed, const struct ovl_msg_left *left, bool with_crl,
+			const struct node *skip)
+{
+	struct ovl_msg_member mm;
+	uint8_t rm[1][OVL_MSG_ID_BYTES];
+	struct ovl_msg_left rec;
+	struct change c;
+
+	memset(&c, 0, sizeof(c));
+	if (changed) {
+		member_fill(&mm, changed);
+		c.members = &mm;
+		c.n_members = 1;
+	}
+	if (removed) {
+		memcpy(rm[0], removed, OVL_MSG_ID_BYTES);
+		c.removed = rm;
+		c.n_removed = 1;
+	}
+	if (left) {
+		rec = *left;
+		c.left = &rec;
+		c.n_left = 1;
+	}
+	slice_delta_to(b, s, s->epoch + 1, &c, with_crl, skip);
 }
 
 /* Add n to s: assign its address, bump the epoch, delta to the others. */
@@ -899,6 +942,7 @@ static int member_push(struct slice *s, struct node *n, const struct in6_addr *a
 	n->slices = ns;
 	s->m[s->n].addr = *addr;
 	s->m[s->n].n = n;
+	s->m[s->n].learned = 0;
 	s->n++;
 	n->slices[n->nslices++] = s;
 	return 0;
@@ -941,20 +985,13 @@ out:
 	return rc;
 }
 
-/* Remove n from s (delta `removed` with its record to the rest). The
- * record carries the epoch of the removal and why (PROTOCOL.md 6.5). */
-static void slice_leave(brk_t *b, struct slice *s, struct node *n, bool with_crl,
-			enum ovl_msg_left_reason why)
+/* Take n out of s's members (no epoch change, no record, no delta). */
+static void member_remove(struct slice *s, struct node *n)
 {
 	int i = member_index(s, n);
-	const struct ovl_msg_left *rec = NULL;
 
 	if (i < 0)
 		return;
-	rec = left_add(s, n->id, s->epoch + 1, why);
-	if (rec)
-		log_left(b, s, rec);
-	log_remove(b, s, n->id);
 	s->m[i] = s->m[s->n - 1];
 	s->n--;
 	for (unsigned k = 0; k < n->nslices; k++)
@@ -962,6 +999,22 @@ static void slice_leave(brk_t *b, struct slice *s, struct node *n, bool with_crl
 			n->slices[k] = n->slices[--n->nslices];
 			break;
 		}
+}
+
+/* Remove n from s (delta `removed` with its record to the rest). The
+ * record carries the epoch of the removal and why (PROTOCOL.md 6.5). */
+static void slice_leave(brk_t *b, struct slice *s, struct node *n, bool with_crl,
+			enum ovl_msg_left_reason why)
+{
+	const struct ovl_msg_left *rec = NULL;
+
+	if (member_index(s, n) < 0)
+		return;
+	rec = left_add(s, n->id, s->epoch + 1, why);
+	if (rec)
+		log_left(b, s, rec);
+	log_remove(b, s, n->id);
+	member_remove(s, n);
 	slice_delta(b, s, NULL, n->id, rec, with_crl, NULL);
 }
 
@@ -1662,6 +1715,7 @@ static void handle_register(brk_t *b, const struct brk_peer *from, const struct 
 	n->port = r->port;
 	n->last_ms = now_ms(b);
 	n->state = OVL_MSG_STATE_UP;
+	n->heard = true;
 	rc = issue_cert(b, n, reason, sizeof(reason));
 	if (rc < 0) {
 		if (fresh)
@@ -1979,6 +2033,331 @@ static void handle_admin(brk_t *b, const struct brk_peer *from, const struct ovl
 	free(ok.u.admin_ok.slices);
 }
 
+/* ---- what nodes hold: map_report (PROTOCOL.md 6.5) --------------------------------- */
+
+static struct ovl_msg_left *left_find(struct slice *s, const uint8_t *id)
+{
+	for (uint32_t i = 0; i < s->n_left; i++)
+		if (memcmp(s->left[i].id, id, OVL_ID_BYTES) == 0)
+			return &s->left[i];
+	return NULL;
+}
+
+static bool map_lists(const struct ovl_msg_map *r, const uint8_t *id)
+{
+	for (uint32_t i = 0; i < r->n_members; i++)
+		if (memcmp(r->members[i].id, id, OVL_ID_BYTES) == 0)
+			return true;
+	return false;
+}
+
+/* Give n the certificate of mm when it differs (a copy); false when out of
+ * memory (n keeps its own). */
+static bool cert_take(struct node *n, const struct ovl_msg_member *mm)
+{
+	struct ovl_cert c;
+	uint8_t *copy = NULL;
+	char err[128];
+
+	if (!mm->cert.len ||
+	    (n->cert_len == mm->cert.len && memcmp(n->cert, mm->cert.ptr, mm->cert.len) == 0))
+		return true;
+	copy = malloc(mm->cert.len);
+	if (!copy)
+		return false;
+	memcpy(copy, mm->cert.ptr, mm->cert.len);
+	free(n->cert);
+	n->cert = copy;
+	n->cert_len = (uint16_t)mm->cert.len;
+	if (ovl_cert_decode(&c, copy, mm->cert.len, err, sizeof(err)) == 0)
+		n->serial = c.serial;
+	return true;
+}
+
+/*
+ * A node known only from a map this broker signed: back in the registry
+ * with the keys, address fields, capacity and certificate the map gives,
+ * `down` (`out` when the map says so) and silent from now on, as a node
+ * restored from state/members is. Its board, version and group are unknown
+ * until it registers. NULL with why when it cannot be.
+ */
+static struct node *node_learn(brk_t *b, const struct ovl_msg_member *mm, char *why,
+			       size_t whylen)
+{
+	struct brk_peer p;
+	struct node *n = NULL;
+
+	if (b->n_nodes >= b->p.max_nodes) {
+		snprintf(why, whylen, "the registry is full");
+		return NULL;
+	}
+	if (ht_find(b, &b->by_curve, mm->curve_key)) {
+		snprintf(why, whylen, "its curve key is registered for another node id");
+		return NULL;
+	}
+	memset(&p, 0, sizeof(p));
+	memcpy(p.key, mm->curve_key, OVL_KEY_BYTES); /* no route until it speaks */
+	n = node_add(b, mm->id, &p);
+	if (!n) {
+		snprintf(why, whylen, "out of memory");
+		return NULL;
+	}
+	n->board = intern(b, "");
+	n->version = intern(b, "");
+	n->site = intern(b, mm->domain.site);
+	n->chassis = intern(b, mm->domain.chassis);
+	n->slot = intern(b, mm->domain.slot);
+	n->port = mm->port;
+	n->capacity = mm->capacity;
+	n->state = mm->state == OVL_MSG_STATE_OUT ? OVL_MSG_STATE_OUT : OVL_MSG_STATE_DOWN;
+	n->last_ms = now_ms(b);
+	if (!n->board || !n->version || !n->site || !n->chassis || !n->slot ||
+	    !cert_take(n, mm)) {
+		node_forget(b, n, OVL_MSG_LEFT_EXPIRED); /* in no slice yet */
+		snprintf(why, whylen, "out of memory or too many distinct domain names");
+		return NULL;
+	}
+	return n;
+}
+
+/*
+ * A member entry of s that only a map told the broker about (its node has
+ * not spoken since the broker started) takes what a newer map r says of
+ * it: its state (`out` stays `out`; anything else is `down` until it
+ * speaks), port, capacity and certificate. true when the node changed.
+ */
+static bool member_update(struct member *e, const struct ovl_msg_member *mm, uint64_t epoch)
+{
+	struct node *n = e->n;
+	uint8_t st = mm->state == OVL_MSG_STATE_OUT ? OVL_MSG_STATE_OUT : OVL_MSG_STATE_DOWN;
+	bool changed = n->state != st || n->port != mm->port || n->capacity != mm->capacity ||
+		       (mm->cert.len && (n->cert_len != mm->cert.len ||
+					 memcmp(n->cert, mm->cert.ptr, mm->cert.len) != 0));
+
+	n->state = st;
+	n->port = mm->port;
+	n->capacity = mm->capacity;
+	cert_take(n, mm);
+	e->learned = epoch;
+	return changed;
+}
+
+/*
+ * A node reports the map of a slice it holds, signed by this broker, because
+ * it refused this broker's map (PROTOCOL.md 6.5): a broker that lost its
+ * state (or runs from an old copy of it) knows fewer members than the nodes
+ * hold, and nodes never take a map that drops a member without a record.
+ * The broker checks the signature (its own key: it owns the slice), that the
+ * sender is a member of the map, and that the map is newer than what
+ * state/members gave it; then it learns:
+ *   - a member it lacks is added (`down`, or `out` when the map says so),
+ *     unless it holds a record that the member left after that map; a
+ *     member since revoked leaves again with a record;
+ *   - a member only known from an older map (or from state/) takes the
+ *     newer map's state; one the newer map records as removed leaves again;
+ *   - the map's records of members it does not list are kept.
+ * Members heard since the broker started are its own knowledge and are not
+ * touched. The slice moves to an epoch above both its own and the map's,
+ * with one delta to the members and the full map to the sender; like every
+ * change it is saved before they leave.
+ */
+static void handle_map_report(brk_t *b, struct node *from_n, const struct brk_peer *from,
+			      const struct ovl_msg *m)
+{
+	const struct ovl_msg_map *r = &m->u.report;
+	struct slice *s = slice_find(b, r->slice);
+	struct node **added = NULL, **updated = NULL;
+	uint32_t n_added = 0, n_updated = 0, n_removed = 0, n_records = 0, skipped = 0;
+	struct ovl_msg_member *mms = NULL;
+	uint8_t (*rm)[OVL_MSG_ID_BYTES] = NULL;
+	struct ovl_msg_left *recs = NULL;
+	char reason[256], nfp[OVL_ID_FP_BYTES], xfp[OVL_ID_FP_BYTES], why[128];
+	uint64_t epoch;
+	struct change c;
+
+	fp(from_n->id, nfp);
+	if (!s || !s->ours) {
+		snprintf(reason, sizeof(reason), "map_report: slice '%s' %s", r->slice,
+			 s ? "is owned by another broker; this one does not change it"
+			   : "does not exist on this broker");
+		refuse(b, from, m->rid, OVL_MSG_ERR_NOT_FOUND, from_n->id, reason);
+		return;
+	}
+	if (ovl_mem_is_zero(r->sig, sizeof(r->sig)) ||
+	    ovl_msg_map_verify(r, b->site->id->sign_pk) < 0) {
+		snprintf(reason, sizeof(reason), "map_report of slice '%s' epoch %llu: %s", r->slice,
+			 (unsigned long long)r->epoch, ovl_mem_is_zero(r->sig, sizeof(r->sig)) ?
+			 "the map is not signed" :
+			 "the signature does not verify under this broker's key");
+		refuse(b, from, m->rid, OVL_MSG_ERR_BAD_REQUEST, from_n->id, reason);
+		return;
+	}
+	if (!map_lists(r, from_n->id)) {
+		snprintf(reason, sizeof(reason), "map_report of slice '%s' epoch %llu: the "
+			 "reporting node is not a member of it", r->slice,
+			 (unsigned long long)r->epoch);
+		refuse(b, from, m->rid, OVL_MSG_ERR_BAD_REQUEST, from_n->id, reason);
+		return;
+	}
+	if (r->epoch <= s->learn_lo) {
+		/* state/members is as new: nothing to learn; the current map answers */
+		event(b, BRK_EV_SLICE, "event=slice_learn slice=%s from=%s reported=%llu "
+		      "result=older-than-state epoch=%llu", s->name, nfp,
+		      (unsigned long long)r->epoch, (unsigned long long)s->epoch);
+		send_map(b, s, from, m->rid);
+		return;
+	}
+	epoch = (r->epoch > s->epoch ? r->epoch : s->epoch) + 1;
+	added = calloc(r->n_members + 1u, sizeof(*added));
+	updated = calloc(r->n_members + 1u, sizeof(*updated));
+	rm = calloc(r->n_left + 1u, sizeof(*rm));
+	recs = calloc(r->n_left + r->n_members + 1u, sizeof(*recs));
+	if (!added || !updated || !rm || !recs) {
+		send_error(b, from, m->rid, OVL_MSG_ERR_INTERNAL, "out of memory");
+		goto out;
+	}
+	for (uint32_t k = 0; k < r->n_members; k++) {
+		const struct ovl_msg_member *mm = &r->members[k];
+		struct node *x = ht_find(b, &b->by_id, mm->id);
+		struct ovl_msg_left *g = NULL;
+		int i = x && node_in(x, s) ? member_index(s, x) : -1;
+		struct in6_addr a;
+		bool taken = false;
+
+		if (i >= 0) {
+			if (!x->heard && s->m[i].learned && s->m[i].learned < r->epoch &&
+			    member_update(&s->m[i], mm, r->epoch))
+				updated[n_updated++] = x;
+			continue;
+		}
+		g = left_find(s, mm->id);
+		if (g && g->epoch > r->epoch)
+			continue; /* it left after this map */
+		fp(mm->id, xfp);
+		if (id_in(b->rv.ids, b->rv.n_ids, mm->id)) {
+			/* revoked since: it leaves again, with a record the nodes accept */
+			if (!(g = (struct ovl_msg_left *)left_add(s, mm->id, epoch,
+								   OVL_MSG_LEFT_REVOKED))) {
+				skipped++;
+				continue;
+			}
+			recs[n_records++] = *g;
+			continue;
+		}
+		if (x && memcmp(x->peer.key, mm->curve_key, OVL_KEY_BYTES) != 0) {
+			event(b, BRK_EV_ERROR, "event=error what=learn slice=%s node=%s reason=\"the "
+			      "map gives it another curve key than the registry\"", s->name, xfp);
+			skipped++;
+			continue;
+		}
+		memcpy(&a, mm->addr, sizeof(a));
+		for (uint32_t j = 0; j < s->n && !taken; j++)
+			taken = memcmp(&s->m[j].addr, &a, sizeof(a)) == 0;
+		if (taken) {
+			event(b, BRK_EV_ERROR, "event=error what=learn slice=%s node=%s reason=\"its "
+			      "address belongs to another member now\"", s->name, xfp);
+			skipped++;
+			continue;
+		}
+		if (!x && !(x = node_learn(b, mm, why, sizeof(why)))) {
+			event(b, BRK_EV_ERROR, "event=error what=learn slice=%s node=%s reason=\"%s\"",
+			      s->name, xfp, why);
+			skipped++;
+			continue;
+		}
+		if (member_push(s, x, &a) < 0) {
+			event(b, BRK_EV_ERROR, "event=error what=learn slice=%s node=%s reason=\"out "
+			      "of memory or in too many slices\"", s->name, xfp);
+			skipped++;
+			continue;
+		}
+		s->m[s->n - 1].learned = r->epoch;
+		left_drop(s, mm->id);
+		added[n_added++] = x;
+	}
+	for (uint32_t k = 0; k < r->n_left; k++) {
+		const struct ovl_msg_left *l = &r->left[k];
+		struct node *x = ht_find(b, &b->by_id, l->id);
+		int i = x && node_in(x, s) ? member_index(s, x) : -1;
+		const struct ovl_msg_left *g = NULL;
+
+		if (i >= 0) {
+			/* known only from an older map: it left after that one */
+			if (x->heard || !s->m[i].learned || s->m[i].learned >= l->epoch ||
+			    map_lists(r, l->id))
+				continue;
+			if (!(g = left_add(s, l->id, epoch, l->reason))) {
+				skipped++;
+				continue;
+			}
+			member_remove(s, x);
+			memcpy(rm[n_removed++], l->id, OVL_MSG_ID_BYTES);
+			recs[n_records++] = *g;
+			continue;
+		}
+		g = left_find(s, l->id);
+		if (g && g->epoch >= l->epoch)
+			continue;
+		if (!(g = left_add(s, l->id, l->epoch, l->reason))) {
+			skipped++;
+			continue;
+		}
+		recs[n_records++] = *g;
+	}
+	if (!n_added && !n_updated && !n_removed && !n_records && r->epoch < s->epoch) {
+		event(b, BRK_EV_SLICE, "event=slice_learn slice=%s from=%s reported=%llu "
+		      "result=nothing-new skipped=%u epoch=%llu", s->name, nfp,
+		      (unsigned long long)r->epoch, skipped, (unsigned long long)s->epoch);
+		send_map(b, s, from, m->rid);
+		goto out;
+	}
+	/* one delta for it all: members added or changed (complete), removals
+	 * with their records, and the records learned */
+	mms = calloc(n_added + n_updated + 1u, sizeof(*mms));
+	if (!mms) {
+		send_error(b, from, m->rid, OVL_MSG_ERR_INTERNAL, "out of memory");
+		goto out;
+	}
+	memset(&c, 0, sizeof(c));
+	for (uint32_t k = 0; k < n_added + n_updated; k++) {
+		struct node *x = k < n_added ? added[k] : updated[k - n_added];
+		int i = member_index(s, x);
+
+		if (i >= 0)
+			member_fill(&mms[c.n_members++], &s->m[i]);
+	}
+	c.members = mms;
+	c.removed = rm;
+	c.n_removed = n_removed;
+	c.left = recs;
+	c.n_left = n_records;
+	/* learning changes members, nodes and records together without
+	 * journal records of its own: the next save is a whole one */
+	changes_clear(b);
+	b->compact = true;
+	slice_delta_to(b, s, epoch, &c, false, from_n);
+	event(b, BRK_EV_SLICE, "event=slice_learn slice=%s from=%s reported=%llu added=%u "
+	      "updated=%u removed=%u records=%u skipped=%u epoch=%llu members=%u", s->name, nfp,
+	      (unsigned long long)r->epoch, n_added, n_updated, n_removed, n_records, skipped,
+	      (unsigned long long)s->epoch, s->n);
+	send_map(b, s, from, m->rid);
+	/* a node is one registry entry: its other slices learn of its new state too */
+	for (uint32_t k = 0; k < n_updated; k++)
+		for (unsigned j = 0; j < updated[k]->nslices; j++) {
+			struct slice *o = updated[k]->slices[j];
+			int i = member_index(o, updated[k]);
+
+			if (o != s && o->ours && i >= 0)
+				slice_delta(b, o, &o->m[i], NULL, NULL, false, NULL);
+		}
+out:
+	free(mms);
+	free(recs);
+	free(rm);
+	free(updated);
+	free(added);
+}
+
 void brk_refuse_oversized(brk_t *b, const struct brk_peer *from, size_t limit)
 {
 	char reason[128];
@@ -2064,6 +2443,7 @@ void brk_handle(brk_t *b, const struct brk_peer *from, const void *buf, size_t l
 	}
 	n->peer = *from;
 	n->last_ms = now_ms(b);
+	n->heard = true;
 	switch (m.type) {
 	case OVL_MSG_HEARTBEAT:
 		if (memcmp(m.u.hb.node_id, n->id, OVL_ID_BYTES) != 0) {
@@ -2092,6 +2472,9 @@ void brk_handle(brk_t *b, const struct brk_peer *from, const void *buf, size_t l
 	}
 	case OVL_MSG_CERT_RENEW:
 		handle_cert_renew(b, n, from, &m);
+		break;
+	case OVL_MSG_MAP_REPORT:
+		handle_map_report(b, n, from, &m);
 		break;
 	default:
 		b->st.bad_messages++;
@@ -2337,6 +2720,7 @@ static int members_restore(brk_t *b, char *err, size_t errlen)
 			continue;
 		if (sm->epoch > s->epoch)
 			s->epoch = sm->epoch;
+		s->learn_lo = sm->epoch;
 		for (size_t k = 0; k < sm->n_members; k++) {
 			struct node *n = ht_find(b, &b->by_id, sm->members[k].id);
 			struct in6_addr a;
@@ -2348,6 +2732,8 @@ static int members_restore(brk_t *b, char *err, size_t errlen)
 				rc = -ENOMEM;
 				goto out;
 			}
+			/* what state/ says, until the node speaks or a newer map it held says more */
+			s->m[s->n - 1].learned = sm->epoch;
 			changed |= saved_state[n->idx] != n->state;
 		}
 		for (size_t k = 0; k < sm->n_left; k++) {

@@ -135,7 +135,7 @@ static const struct ovl_conf_item node_conf[] = {
 	  "nothing stored" },
 	/* sized for the sim board's 32 MiB: 16 connections that stop reading
 	 * hold at most 16 x 2 pieces (8.3 MiB), and the rest serves others */
-	{ "response_budget", OVL_CONF_SIZE, "8M", C(response_budget), 0, 1 << 20, 1ll << 40,
+	{ "response_budget", OVL_CONF_SIZE, "12M", C(response_budget), 0, 1 << 20, 1ll << 40,
 	  "GET answer bytes the node holds in memory, all connections; a GET without room waits" },
 	{ "response_conn_share", OVL_CONF_SIZE, "640K", C(response_conn_share), 0, 128 << 10, 1ll << 40,
 	  "GET answer bytes one connection may hold (at least response_piece + 72K); over it, it is not read until its sends drain" },

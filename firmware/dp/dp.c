@@ -116,6 +116,7 @@ struct dp_op {
 	struct dp_op *bnext;   /* on dp's budget wait list */
 	bool on_bwait, reading, head_sent;
 	uint64_t reserved;     /* response budget reserved for the piece being read */
+	uint64_t bwait_ms;     /* when it started waiting for the budget */
 	uint8_t hdr[OVL_WIRE_HDR_BYTES]; /* the response's sealed header (the chunks' aad) */
 	uint32_t chunk;        /* index of the next payload chunk */
 };
@@ -713,6 +714,7 @@ static void get_pump(struct dp_op *op, bool from_wait)
 		return; /* this connection's sends make room: resp_release() */
 	if (dp->resp_bytes + need > dp->o.resp_budget_bytes || (dp->bwait_head && !from_wait)) {
 		op->on_bwait = true;
+		op->bwait_ms = ovl_mono_ms();
 		if (dp->bwait_tail)
 			dp->bwait_tail->bnext = op;
 		else
@@ -1756,6 +1758,12 @@ int node_dp_listen(struct node_dp *dp, struct sockaddr_in6 *addr, char *err, siz
 void node_dp_tick(struct node_dp *dp, uint64_t now_ms)
 {
 	node_serve_tick(dp->srv, now_ms);
+	/* GETs wait for memory that peers who stopped reading hold: those
+	 * peers go first, one a tick, before their send timeout (a peer that
+	 * reads at all makes progress well within NODE_DP_PRESSURE_STALL_MS) */
+	if (dp->bwait_head && now_ms >= dp->bwait_head->bwait_ms + NODE_DP_PRESSURE_WAIT_MS &&
+	    node_serve_reset_stalled(dp->srv, now_ms, NODE_DP_PRESSURE_STALL_MS))
+		dp->st.reset_for_budget++;
 }
 
 void node_dp_stats(const struct node_dp *dp, struct node_dp_stats *st)

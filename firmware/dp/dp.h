@@ -76,7 +76,12 @@
  * board's 32 MiB memory budget; shelf-node's configuration sets them) */
 #define NODE_DP_PIECE_BYTES (256u << 10)      /* one ranged read of the store */
 #define NODE_DP_PIECE_MAX_BYTES (1u << 20)
-#define NODE_DP_RESP_BUDGET_BYTES (8u << 20)  /* response bytes held, all connections */
+#define NODE_DP_RESP_BUDGET_BYTES (12u << 20) /* response bytes held, all connections */
+/* A GET that waits this long for the budget makes the node reset the
+ * connection whose answers have made no progress for the longest, at
+ * least NODE_DP_PRESSURE_STALL_MS (one a tick), before its send timeout */
+#define NODE_DP_PRESSURE_WAIT_MS 200
+#define NODE_DP_PRESSURE_STALL_MS 2000
 #define NODE_DP_RESP_CONN_BYTES (640u << 10)  /* ... one connection: two pieces in flight */
 /* a piece's read buffer is at most the piece and this much (alignment) */
 #define NODE_DP_PIECE_SLACK_BYTES (72u << 10)
@@ -138,6 +143,7 @@ struct node_dp_stats {
 	uint64_t timed_out;       /* ERROR or status timeout sent before a close */
 	uint64_t response_frames; /* a client sent a response-type frame: closed */
 	uint64_t resp_waits;           /* GET pieces that waited for the node's response budget */
+	uint64_t reset_for_budget;     /* stalled readers reset early for waiting GETs */
 	uint64_t paused_for_responses; /* connections not read until their answers drained */
 	uint64_t resp_bytes;           /* now: response bytes held (reserved, queued, waiting) */
 	uint64_t put_bytes;            /* now: PUT payload bytes held (buffered, stream buffers) */

@@ -934,6 +934,34 @@ int node_serve_listen(struct node_serve *s, struct sockaddr_in6 *addr, char *err
 	return 0;
 }
 
+/* The peer stopped reading: what it held goes with it, the kernel's send
+ * buffer too (a reset, not a FIN that would wait behind the bytes it does
+ * not read). */
+static void conn_reset(struct node_conn *c)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	conn_begin_close(c, -ETIMEDOUT, false);
+}
+
+int node_serve_reset_stalled(struct node_serve *s, uint64_t now, uint64_t min_stall_ms)
+{
+	struct node_conn *c, *worst = NULL;
+
+	for (c = s->conns; c; c = c->next) {
+		if (c->closing || !c->sq_head || now - c->last_tx_ms < min_stall_ms)
+			continue;
+		if (!worst || c->last_tx_ms < worst->last_tx_ms)
+			worst = c;
+	}
+	if (!worst)
+		return 0;
+	s->st.reset_stalled++;
+	conn_reset(worst);
+	return 1;
+}
+
 void node_serve_tick(struct node_serve *s, uint64_t now)
 {
 	struct node_conn *c = s->conns, *next;
@@ -954,14 +982,8 @@ void node_serve_tick(struct node_serve *s, uint64_t now)
 			continue;
 		}
 		if (c->sq_head && now - c->last_tx_ms > s->o.send_timeout_ms) {
-			/* the peer stopped reading: what it held goes with it, the
-			 * kernel's send buffer too (a reset, not a FIN that would
-			 * wait behind the bytes it does not read) */
-			struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-
-			setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 			s->st.timed_out_send++;
-			conn_begin_close(c, -ETIMEDOUT, false);
+			conn_reset(c);
 			continue;
 		}
 		if (!c->authed && now - c->accepted_ms > s->o.handshake_timeout_ms) {

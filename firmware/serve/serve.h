@@ -148,6 +148,7 @@ struct node_serve_stats {
 	uint64_t timed_out_handshake; /* not admitted in time */
 	uint64_t refused_id;          /* node_conn_admit() refusals: identity at its cap */
 	uint64_t timed_out_send;  /* closed: queued sends made no progress for send_timeout_ms */
+	uint64_t reset_stalled;   /* closed early by node_serve_reset_stalled() */
 	unsigned open;
 	unsigned unauth;              /* open and not yet admitted (closing ones excluded) */
 	unsigned ring_bufs;       /* buffers in the shared ring; 0: not in use */
@@ -182,6 +183,15 @@ void node_serve_stop(struct node_serve *s);
 void node_serve_destroy(struct node_serve **s);
 
 void node_serve_stats(const struct node_serve *s, struct node_serve_stats *st);
+
+/*
+ * Memory pressure: reset the connection whose queued sends have made no
+ * progress for the longest time, if that is at least min_stall_ms (a peer
+ * that stopped reading), before its send timeout, freeing what it holds.
+ * The protocol calls it when others wait for memory such peers hold.
+ * Returns 1 when one was reset, 0 when none qualifies.
+ */
+int node_serve_reset_stalled(struct node_serve *s, uint64_t now, uint64_t min_stall_ms);
 
 /*
  * Queue `len` bytes of `buf` (borrowed until `done` runs; done may be NULL)

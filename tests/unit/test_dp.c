@@ -1596,6 +1596,10 @@ static void test_pieces(void **state)
 
 #define STALLED 12
 
+/* client_stalled with the send timeout far away (30 s): the waiting GET
+ * must get its memory by the node resetting a stalled reader early */
+static bool stalled_pressure;
+
 /* Connections that send GETs of a 4 MiB object and never read: the node
  * holds at most the budget (each connection at most its share), pauses
  * them, closes them after the send timeout and frees what they held; a GET
@@ -1650,8 +1654,11 @@ static void client_stalled(struct fx *f)
 	/* answered within the send timeout and a margin */
 	assert_true((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000 < 5000);
 	/* each stalled connection was closed: what it gets ends well short of
-	 * its four answers */
-	for (int i = 0; i < STALLED; i++) {
+	 * its four answers (under pressure only some were, and the rest are
+	 * closed here) */
+	for (int i = 0; i < STALLED && stalled_pressure; i++)
+		close(s[i].fd);
+	for (int i = 0; i < STALLED && !stalled_pressure; i++) {
 		uint8_t buf[65536];
 		size_t total = 0;
 		ssize_t n;
@@ -1683,6 +1690,41 @@ static void test_stalled_readers(void **state)
 	assert_int_equal(st.resp_bytes, 0);
 }
 
+static int setup_pressure(void **state)
+{
+	stalled_pressure = true;
+	knobs.piece = 64u << 10;
+	knobs.share = 64u * 3 << 10;
+	knobs.budget = 1u << 20;
+	knobs.send_timeout_ms = 30000;
+	return setup(state);
+}
+
+static int teardown_pressure(void **state)
+{
+	stalled_pressure = false;
+	return teardown_pieces(state);
+}
+
+/* The same stalled readers with a 30 s send timeout: the GET that waits
+ * for the budget is answered within seconds (client_stalled checks < 5 s),
+ * because the node resets the reader stalled longest once the GET has
+ * waited NODE_DP_PRESSURE_WAIT_MS, not after the send timeout. */
+static void test_stalled_readers_pressure(void **state)
+{
+	struct fx *f = *state;
+	struct node_serve_stats ss;
+	struct node_dp_stats st;
+
+	run_client(f, client_stalled);
+	node_dp_serve_stats(f->dp, &ss);
+	node_dp_stats(f->dp, &st);
+	assert_true(st.reset_for_budget >= 1);
+	assert_int_equal(ss.reset_stalled, st.reset_for_budget);
+	assert_int_equal(ss.timed_out_send, 0);
+	assert_int_equal(st.resp_bytes, 0);
+}
+
 int main(void)
 {
 	test_require_io_uring();
@@ -1697,6 +1739,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pieces, setup_pieces, teardown_pieces),
 		cmocka_unit_test_setup_teardown(test_stalled_readers, setup_pieces, teardown_pieces),
+		cmocka_unit_test_setup_teardown(test_stalled_readers_pressure, setup_pressure,
+						teardown_pressure),
 		cmocka_unit_test_setup_teardown(test_response_frame_closes, setup, teardown),
 		cmocka_unit_test_prestate_setup_teardown(test_inflight_limit, setup, teardown,
 							 (void *)&lim_inflight),

@@ -35,6 +35,7 @@ struct node {
 	uint16_t cert_len;
 	uint16_t port;
 	uint8_t state;                  /* enum ovl_msg_state */
+	bool heard;                     /* a message came from it since this broker started */
 	uint8_t nslices;
 	struct slice **slices;          /* slices it is a member of (owned array) */
 	uint32_t idx;                   /* position in b->nodes */
@@ -43,6 +44,10 @@ struct node {
 struct member {
 	struct node *n;
 	struct in6_addr addr;
+	/* the epoch of the map this entry was taken from while its node has not
+	 * been heard (a node's map_report, or state/members at start); 0: the
+	 * broker's own knowledge. A newer reported map may update or remove it. */
+	uint64_t learned;
 };
 
 struct slice {
@@ -58,6 +63,9 @@ struct slice {
 	uint32_t n, cap;
 	struct ovl_msg_left *left;      /* records of members removed (oldest first) */
 	uint32_t n_left;
+	/* a node's map_report at or below this epoch teaches nothing: the
+	 * membership loaded from state/members is as new (0: none was loaded) */
+	uint64_t learn_lo;
 };
 
 struct ht {
@@ -66,11 +74,18 @@ struct ht {
 	size_t off;                     /* offset of the 32-byte key in struct node */
 };
 
-/* A message held until the state it shows is durable (brk_flush). */
+/* Encoded bytes held until the state they show is durable (brk_flush),
+ * shared by every receiver of the same message (a delta goes to every
+ * member: one copy, not one per member). */
+struct held_buf {
+	size_t refs, len;
+	uint8_t data[];
+};
+
+/* A message held: its receiver and its bytes. */
 struct held {
 	struct brk_peer to;
-	uint8_t *buf;
-	size_t len;
+	struct held_buf *buf;
 };
 
 struct token {
@@ -106,9 +121,21 @@ struct brk {
 	size_t ts_len;
 	uint64_t ts_sec;
 	msgpack_sbuffer sb;
-	bool dirty;                     /* slice epochs or membership not yet on disk */
+	uint64_t sb_gen;                /* counts encodings into sb */
+	bool dirty;                     /* slice definitions or epochs not yet in DIR/slices */
+	bool defs_dirty;                /* definitions changed: DIR/slices before anything leaves */
+	struct brk_change *changes;     /* membership changes not yet in the journal (a NODE's
+					 * cert is a malloc'd copy) */
+	size_t n_changes, cap_changes;
+	bool compact;                   /* the whole membership must be saved (a compaction)
+					 * before anything leaves: after a restore, or when a
+					 * change could not be recorded or appended */
+	bool compact_due;               /* the journal outgrew its base: compact after sending */
+	uint64_t retry_ms;              /* a failed save is not tried again before this */
 	struct held *held;              /* messages waiting for the next save */
 	size_t n_held, cap_held, held_bytes;
+	struct held_buf *held_last;     /* the buffer of the last message held ... */
+	uint64_t held_last_gen;         /* ... and the encoding it holds */
 	bool held_overflow;             /* some were dropped: reported once */
 	bool used_dirty;                /* token uses not yet on disk */
 	uint64_t flushed_ms;
@@ -318,6 +345,7 @@ static int encode(brk_t *b, const struct ovl_msg *m)
 	int rc;
 
 	msgpack_sbuffer_clear(&b->sb);
+	b->sb_gen++;
 	rc = ovl_msg_encode(m, &b->sb, err, sizeof(err));
 	if (rc < 0)
 		event(b, BRK_EV_ERROR, "event=error what=encode type=%s reason=\"%s\"",
@@ -325,14 +353,34 @@ static int encode(brk_t *b, const struct ovl_msg *m)
 	return rc;
 }
 
-/* Keep b->sb for `to` until the next save; false when out of room. */
+/* Whether the membership is saved through a journal (then messages wait for
+ * it); a journal needs its compaction (members_save) too. */
+static bool journaled(const brk_t *b)
+{
+	return b->io.members_append && b->io.members_save;
+}
+
+/* Whether a save is due before held messages may go. */
+static bool persist_pending(const brk_t *b)
+{
+	return (journaled(b) && (b->n_changes || b->compact)) || b->defs_dirty;
+}
+
+/* Bytes a message held for `to` would add (its buffer is shared when b->sb was held last). */
+static size_t hold_cost(const brk_t *b)
+{
+	bool shared = b->held_last && b->held_last_gen == b->sb_gen;
+
+	return sizeof(struct held) + (shared ? 0 : sizeof(struct held_buf) + b->sb.size);
+}
+
+/* Keep b->sb for `to` until the next save; false when out of memory. */
 static bool hold(brk_t *b, const struct brk_peer *to)
 {
 	struct held *h = NULL;
-	uint8_t *copy = NULL;
+	struct held_buf *hb = NULL;
+	size_t cost = hold_cost(b);
 
-	if (b->held_bytes + b->sb.size > BRK_OUTBOX_MAX_BYTES)
-		return false;
 	if (b->n_held == b->cap_held) {
 		size_t cap = b->cap_held ? b->cap_held * 2 : 64;
 
@@ -342,24 +390,42 @@ static bool hold(brk_t *b, const struct brk_peer *to)
 		b->held = h;
 		b->cap_held = cap;
 	}
-	copy = malloc(b->sb.size ? b->sb.size : 1);
-	if (!copy)
-		return false;
-	memcpy(copy, b->sb.data, b->sb.size);
-	b->held[b->n_held++] = (struct held){ *to, copy, b->sb.size };
-	b->held_bytes += b->sb.size;
+	if (b->held_last && b->held_last_gen == b->sb_gen) {
+		hb = b->held_last;
+	} else {
+		hb = malloc(sizeof(*hb) + b->sb.size);
+		if (!hb)
+			return false;
+		hb->refs = 0;
+		hb->len = b->sb.size;
+		memcpy(hb->data, b->sb.data, b->sb.size);
+		b->held_last = hb;
+		b->held_last_gen = b->sb_gen;
+	}
+	hb->refs++;
+	b->held[b->n_held++] = (struct held){ *to, hb };
+	b->held_bytes += cost;
 	return true;
 }
+
+static int flush_held(brk_t *b);
 
 /*
  * Send b->sb to `to`. While a change of membership or epoch is not durable
  * (or messages already wait), it waits for the next save, in order: a
  * restarted broker must never have served a state it does not remember.
+ * When the held messages would pass BRK_OUTBOX_MAX_BYTES, the save is made
+ * at once and they go (b->sb is untouched by that), so nothing is dropped
+ * unless the save fails.
  */
 static void send_buf(brk_t *b, const struct brk_peer *to)
 {
-	if (b->io.members_save && (b->dirty || b->n_held)) {
-		if (hold(b, to))
+	if (journaled(b) && (persist_pending(b) || b->n_held)) {
+		if (b->held_bytes + hold_cost(b) > BRK_OUTBOX_MAX_BYTES)
+			flush_held(b);
+	}
+	if (journaled(b) && (persist_pending(b) || b->n_held)) {
+		if (b->held_bytes + hold_cost(b) <= BRK_OUTBOX_MAX_BYTES && hold(b, to))
 			return;
 		b->st.send_failures++;
 		if (!b->held_overflow)
@@ -585,6 +651,10 @@ static int encode_map(brk_t *b, const struct slice *s, uint64_t rid)
 	m.u.map.ts = ts_get(b);
 	m.u.map.crl = (struct ovl_msg_bin){ b->crl, b->crl_len };
 	rc = map_fill(s, &m.u.map);
+	/* the definition too (1.4): a node that joined after it registered keeps
+	 * it, and hands it back to a broker that lost its state */
+	snprintf(m.u.map.selector, sizeof(m.u.map.selector), "%s", s->selector);
+	memcpy(m.u.map.owner, s->owner, OVL_ID_BYTES);
 	if (rc == 0)
 		rc = ovl_msg_map_sign(&m.u.map, b->site->id->sign_sk);
 	if (rc == 0)
@@ -599,6 +669,136 @@ static void send_map(brk_t *b, const struct slice *s, const struct brk_peer *to,
 		return;
 	b->st.maps_sent++;
 	send_buf(b, to);
+}
+
+/* ---- the journal of membership changes ------------------------------------------- */
+
+/* n as a plain record (its certificate borrowed). */
+static void node_rec_fill(struct brk_node_rec *r, const struct node *n)
+{
+	memset(r, 0, sizeof(*r));
+	memcpy(r->id, n->id, OVL_ID_BYTES);
+	memcpy(r->curve_key, n->peer.key, OVL_KEY_BYTES);
+	field_copy(r->board, sizeof(r->board), n->board);
+	field_copy(r->version, sizeof(r->version), n->version);
+	field_copy(r->group, sizeof(r->group), n->group ? n->group : "");
+	field_copy(r->domain.site, sizeof(r->domain.site), n->site);
+	field_copy(r->domain.chassis, sizeof(r->domain.chassis), n->chassis);
+	field_copy(r->domain.slot, sizeof(r->domain.slot), n->slot);
+	r->capacity = n->capacity;
+	r->serial = n->serial;
+	r->port = n->port;
+	r->state = n->state;
+	r->cert = n->cert;
+	r->cert_len = n->cert_len;
+}
+
+static void changes_clear(brk_t *b)
+{
+	for (size_t i = 0; i < b->n_changes; i++)
+		if (b->changes[i].op == BRK_CHANGE_NODE)
+			free((void *)b->changes[i].node.cert);
+	b->n_changes = 0;
+}
+
+/* A new change record of op for slice s (NULL: none), or NULL: then the
+ * next save is a whole one (b->compact), which records it all the same. */
+static struct brk_change *change_new(brk_t *b, enum brk_change_op op, const struct slice *s)
+{
+	struct brk_change *c = NULL;
+
+	if (!journaled(b) || b->compact)
+		return NULL;
+	if (b->n_changes == b->cap_changes) {
+		size_t cap = b->cap_changes ? b->cap_changes * 2 : 64;
+
+		c = realloc(b->changes, cap * sizeof(*c));
+		if (!c) {
+			changes_clear(b);
+			b->compact = true;
+			return NULL;
+		}
+		b->changes = c;
+		b->cap_changes = cap;
+	}
+	c = &b->changes[b->n_changes++];
+	memset(c, 0, sizeof(*c));
+	c->op = op;
+	if (s)
+		snprintf(c->slice, sizeof(c->slice), "%s", s->name);
+	return c;
+}
+
+/* n (a member of some slice) as it is now, certificate included. */
+static void log_node(brk_t *b, const struct node *n)
+{
+	struct brk_change *c = change_new(b, BRK_CHANGE_NODE, NULL);
+	uint8_t *cert = NULL;
+
+	if (!c)
+		return;
+	node_rec_fill(&c->node, n);
+	c->node.cert = NULL;
+	if (n->cert_len) {
+		cert = malloc(n->cert_len);
+		if (!cert) {
+			b->n_changes--;
+			changes_clear(b);
+			b->compact = true;
+			return;
+		}
+		memcpy(cert, n->cert, n->cert_len);
+		c->node.cert = cert;
+	}
+}
+
+static void log_state(brk_t *b, const struct node *n)
+{
+	struct brk_change *c = change_new(b, BRK_CHANGE_STATE, NULL);
+
+	if (!c)
+		return;
+	memcpy(c->node.id, n->id, OVL_ID_BYTES);
+	c->node.state = n->state;
+}
+
+static void log_epoch(brk_t *b, const struct slice *s)
+{
+	struct brk_change *c = change_new(b, BRK_CHANGE_EPOCH, s);
+
+	if (c)
+		c->epoch = s->epoch;
+}
+
+static void log_member(brk_t *b, const struct slice *s, const struct member *m)
+{
+	struct brk_change *c = change_new(b, BRK_CHANGE_MEMBER, s);
+
+	if (!c)
+		return;
+	memcpy(c->member.id, m->n->id, OVL_ID_BYTES);
+	memcpy(c->member.addr, &m->addr, OVL_MSG_ADDR_BYTES);
+}
+
+static void log_remove(brk_t *b, const struct slice *s, const uint8_t *id)
+{
+	struct brk_change *c = change_new(b, BRK_CHANGE_REMOVE, s);
+
+	if (c)
+		memcpy(c->member.id, id, OVL_ID_BYTES);
+}
+
+static void log_left(brk_t *b, const struct slice *s, const struct ovl_msg_left *l)
+{
+	struct brk_change *c = change_new(b, BRK_CHANGE_LEFT, s);
+
+	if (c)
+		c->left = *l;
+}
+
+static void log_drop(brk_t *b, const struct slice *s)
+{
+	change_new(b, BRK_CHANGE_DROP, s);
 }
 
 /* Forget the removal record of id in s (it is a member again). */
@@ -636,41 +836,43 @@ static const struct ovl_msg_left *left_add(struct slice *s, const uint8_t *id, u
 	return &g[s->n_left++];
 }
 
+/* What one epoch changed in a slice: members added or changed (complete),
+ * ids removed, and removal records (those of `removed`, and records learned
+ * from a node's map). Arrays are borrowed. */
+struct change {
+	struct ovl_msg_member *members;
+	uint32_t n_members;
+	uint8_t (*removed)[OVL_MSG_ID_BYTES];
+	uint32_t n_removed;
+	struct ovl_msg_left *left;
+	uint32_t n_left;
+};
+
 /*
- * Move s to the next epoch and tell every member except `skip` what changed:
- * `changed` (one member, complete) or `removed` (one id), plus the
- * revocation list when with_crl. The same bytes go to every member, so a
- * delta costs O(1) per member whatever the slice's size.
+ * Move s (already changed) from its epoch to `epoch` and tell every member
+ * except `skip` what changed, plus the revocation list when with_crl. The
+ * same bytes go to every member, so a delta costs O(1) per member whatever
+ * the slice's size.
  */
-static void slice_delta(brk_t *b, struct slice *s, const struct member *changed,
-			const uint8_t *removed, const struct ovl_msg_left *left, bool with_crl,
-			const struct node *skip)
+static void slice_delta_to(brk_t *b, struct slice *s, uint64_t epoch, const struct change *c,
+			   bool with_crl, const struct node *skip)
 {
 	struct ovl_msg m;
-	struct ovl_msg_member mm;
-	uint8_t rm[1][OVL_MSG_ID_BYTES];
 
 	ovl_msg_init(&m, OVL_MSG_MAP_DELTA);
 	m.u.delta.ts = ts_get(b);
 	snprintf(m.u.delta.slice, sizeof(m.u.delta.slice), "%s", s->name);
 	m.u.delta.base_epoch = s->epoch;
-	s->epoch++;
+	s->epoch = epoch;
 	b->dirty = true;
+	log_epoch(b, s); /* after the records of the change itself (the callers') */
 	m.u.delta.epoch = s->epoch;
-	if (changed) {
-		member_fill(&mm, changed);
-		m.u.delta.members = &mm;
-		m.u.delta.n_members = 1;
-	}
-	if (removed) {
-		memcpy(rm[0], removed, OVL_MSG_ID_BYTES);
-		m.u.delta.removed = rm;
-		m.u.delta.n_removed = 1;
-	}
-	if (left) {
-		m.u.delta.left = (struct ovl_msg_left *)left;
-		m.u.delta.n_left = 1;
-	}
+	m.u.delta.members = c->members;
+	m.u.delta.n_members = c->n_members;
+	m.u.delta.removed = c->removed;
+	m.u.delta.n_removed = c->n_removed;
+	m.u.delta.left = c->left;
+	m.u.delta.n_left = c->n_left;
 	if (with_crl)
 		m.u.delta.crl = (struct ovl_msg_bin){ b->crl, b->crl_len };
 	m.u.delta.encrypt = s->encrypt;
@@ -684,6 +886,36 @@ static void slice_delta(brk_t *b, struct slice *s, const struct member *changed,
 		b->st.delta_bytes += b->sb.size;
 		send_buf(b, &s->m[i].n->peer);
 	}
+}
+
+/* The next epoch of s, with `changed` (one member, complete) or `removed`
+ * (one id, with its record `left`). */
+static void slice_delta(brk_t *b, struct slice *s, const struct member *changed,
+			const uint8_t *removed, const struct ovl_msg_left *left, bool with_crl,
+			const struct node *skip)
+{
+	struct ovl_msg_member mm;
+	uint8_t rm[1][OVL_MSG_ID_BYTES];
+	struct ovl_msg_left rec;
+	struct change c;
+
+	memset(&c, 0, sizeof(c));
+	if (changed) {
+		member_fill(&mm, changed);
+		c.members = &mm;
+		c.n_members = 1;
+	}
+	if (removed) {
+		memcpy(rm[0], removed, OVL_MSG_ID_BYTES);
+		c.removed = rm;
+		c.n_removed = 1;
+	}
+	if (left) {
+		rec = *left;
+		c.left = &rec;
+		c.n_left = 1;
+	}
+	slice_delta_to(b, s, s->epoch + 1, &c, with_crl, skip);
 }
 
 /* Add n to s: assign its address, bump the epoch, delta to the others. */
@@ -710,6 +942,7 @@ static int member_push(struct slice *s, struct node *n, const struct in6_addr *a
 	n->slices = ns;
 	s->m[s->n].addr = *addr;
 	s->m[s->n].n = n;
+	s->m[s->n].learned = 0;
 	s->n++;
 	n->slices[n->nslices++] = s;
 	return 0;
@@ -739,6 +972,9 @@ static int slice_join(brk_t *b, struct slice *s, struct node *n)
 		goto out;
 	b->st.introductions++;
 	left_drop(s, n->id);
+	if (n->nslices == 1)
+		log_node(b, n); /* its first slice: the journal learns the node */
+	log_member(b, s, &s->m[s->n - 1]);
 	slice_delta(b, s, &s->m[s->n - 1], NULL, NULL, false, n);
 	fp(n->id, nfp);
 	ovl_slice_addr_format(&s->m[s->n - 1].addr, addr, sizeof(addr));
@@ -749,17 +985,13 @@ out:
 	return rc;
 }
 
-/* Remove n from s (delta `removed` with its record to the rest). The
- * record carries the epoch of the removal and why (PROTOCOL.md 6.5). */
-static void slice_leave(brk_t *b, struct slice *s, struct node *n, bool with_crl,
-			enum ovl_msg_left_reason why)
+/* Take n out of s's members (no epoch change, no record, no delta). */
+static void member_remove(struct slice *s, struct node *n)
 {
 	int i = member_index(s, n);
-	const struct ovl_msg_left *rec = NULL;
 
 	if (i < 0)
 		return;
-	rec = left_add(s, n->id, s->epoch + 1, why);
 	s->m[i] = s->m[s->n - 1];
 	s->n--;
 	for (unsigned k = 0; k < n->nslices; k++)
@@ -767,12 +999,33 @@ static void slice_leave(brk_t *b, struct slice *s, struct node *n, bool with_crl
 			n->slices[k] = n->slices[--n->nslices];
 			break;
 		}
+}
+
+/* Remove n from s (delta `removed` with its record to the rest). The
+ * record carries the epoch of the removal and why (PROTOCOL.md 6.5). */
+static void slice_leave(brk_t *b, struct slice *s, struct node *n, bool with_crl,
+			enum ovl_msg_left_reason why)
+{
+	const struct ovl_msg_left *rec = NULL;
+
+	if (member_index(s, n) < 0)
+		return;
+	rec = left_add(s, n->id, s->epoch + 1, why);
+	if (rec)
+		log_left(b, s, rec);
+	log_remove(b, s, n->id);
+	member_remove(s, n);
 	slice_delta(b, s, NULL, n->id, rec, with_crl, NULL);
 }
 
-/* A member changed (state, certificate): delta to every member. */
-static void node_changed(brk_t *b, struct node *n)
+/* A member changed: its state only, or more (certificate, port...: `full`).
+ * Delta to every member. */
+static void node_changed(brk_t *b, struct node *n, bool full)
 {
+	if (n->nslices && full)
+		log_node(b, n);
+	else if (n->nslices)
+		log_state(b, n);
 	for (unsigned k = 0; k < n->nslices; k++) {
 		struct slice *s = n->slices[k];
 		int i = member_index(s, n);
@@ -821,6 +1074,7 @@ static int slice_add(brk_t *b, const char *name, unsigned replicas, const char *
 	s->epoch = epoch;
 	b->slices[b->n_slices++] = s;
 	b->dirty = true;
+	b->defs_dirty = true;
 	if (out)
 		*out = s;
 	return 0;
@@ -845,28 +1099,9 @@ static int membership_get(brk_t *b, struct brk_membership *ms)
 	ms->nodes = calloc(b->n_nodes + 1u, sizeof(*ms->nodes));
 	if (!ms->slices || !ms->nodes)
 		goto nomem;
-	for (size_t i = 0; i < b->n_nodes; i++) {
-		const struct node *n = b->nodes[i];
-		struct brk_node_rec *r = &ms->nodes[ms->n_nodes];
-
-		if (!n->nslices)
-			continue;
-		memcpy(r->id, n->id, OVL_ID_BYTES);
-		memcpy(r->curve_key, n->peer.key, OVL_KEY_BYTES);
-		field_copy(r->board, sizeof(r->board), n->board);
-		field_copy(r->version, sizeof(r->version), n->version);
-		field_copy(r->group, sizeof(r->group), n->group ? n->group : "");
-		field_copy(r->domain.site, sizeof(r->domain.site), n->site);
-		field_copy(r->domain.chassis, sizeof(r->domain.chassis), n->chassis);
-		field_copy(r->domain.slot, sizeof(r->domain.slot), n->slot);
-		r->capacity = n->capacity;
-		r->serial = n->serial;
-		r->port = n->port;
-		r->state = n->state;
-		r->cert = n->cert;
-		r->cert_len = n->cert_len;
-		ms->n_nodes++;
-	}
+	for (size_t i = 0; i < b->n_nodes; i++)
+		if (b->nodes[i]->nslices)
+			node_rec_fill(&ms->nodes[ms->n_nodes++], b->nodes[i]);
 	for (unsigned i = 0; i < b->n_slices; i++) {
 		const struct slice *s = b->slices[i];
 		struct brk_slice_members *o = &ms->slices[i];
@@ -890,31 +1125,18 @@ nomem:
 	return -ENOMEM;
 }
 
-/* The membership, then the slice definitions and epochs, through the seam:
- * both files hold the epochs, and a load takes the higher. 0 or -errno
+/* The slice definitions and epochs into DIR/slices. A load takes the higher
+ * epoch of this file and the membership's, so the epochs may lag here (they
+ * are written every BRK_SLICE_FLUSH_MS), the definitions not. 0 or -errno
  * (reported). */
 static int slices_save(brk_t *b)
 {
 	struct brk_slice_def *defs = NULL;
-	struct brk_membership ms;
 	char err[256];
 	int rc;
 
-	if (b->io.members_save) {
-		rc = membership_get(b, &ms);
-		if (rc < 0) {
-			event(b, BRK_EV_ERROR, "event=error what=persist reason=\"out of memory\"");
-			return rc;
-		}
-		rc = b->io.members_save(b->io.files, &ms, err, sizeof(err));
-		membership_free(&ms);
-		if (rc < 0) {
-			event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
-			return rc;
-		}
-	}
 	if (!b->io.slices_save) {
-		b->dirty = false;
+		b->dirty = b->defs_dirty = false;
 		return 0;
 	}
 	defs = calloc(b->n_slices + 1u, sizeof(*defs));
@@ -937,8 +1159,68 @@ static int slices_save(brk_t *b)
 	if (rc < 0)
 		event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
 	else
-		b->dirty = false;
+		b->dirty = b->defs_dirty = false;
 	free(defs);
+	return rc;
+}
+
+/* The whole membership through members_save: a compaction. It holds every
+ * change recorded so far, which are dropped. 0 or -errno (reported). */
+static int compact_now(brk_t *b)
+{
+	struct brk_membership ms;
+	char err[256];
+	int rc = 0;
+
+	if (b->io.members_save) {
+		rc = membership_get(b, &ms);
+		if (rc < 0) {
+			event(b, BRK_EV_ERROR, "event=error what=persist reason=\"out of memory\"");
+			return rc;
+		}
+		rc = b->io.members_save(b->io.files, &ms, err, sizeof(err));
+		membership_free(&ms);
+		if (rc < 0) {
+			event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
+			return rc;
+		}
+	}
+	changes_clear(b);
+	b->compact = b->compact_due = false;
+	if (b->dirty)
+		slices_save(b); /* its epochs catch up (only a definition must not lag) */
+	return 0;
+}
+
+/*
+ * Make the membership durable: the changes recorded since the last save,
+ * appended to the journal in one batch (one fdatasync), or the whole of it
+ * when b->compact; then DIR/slices when a definition changed. The journal
+ * goes first: a slice it lists without a definition is skipped on load,
+ * while a definition without its journal would come back without members.
+ * 0 or -errno (reported; after a failed append the next try saves whole).
+ */
+static int persist(brk_t *b)
+{
+	char err[256];
+	int rc = 0;
+
+	if (journaled(b) && b->compact) {
+		rc = compact_now(b);
+	} else if (journaled(b) && b->n_changes) {
+		rc = b->io.members_append(b->io.files, b->changes, b->n_changes, err, sizeof(err));
+		if (rc < 0) {
+			event(b, BRK_EV_ERROR, "event=error what=persist reason=\"%s\"", err);
+			changes_clear(b);
+			b->compact = true;
+		} else {
+			changes_clear(b);
+			b->compact_due |= rc == 1;
+			rc = 0;
+		}
+	}
+	if (rc == 0 && b->defs_dirty)
+		rc = slices_save(b);
 	return rc;
 }
 
@@ -964,7 +1246,7 @@ static int slices_load(brk_t *b, char *err, size_t errlen)
 			ns->encrypt = d->encrypt;
 	}
 	free(defs);
-	b->dirty = false;
+	b->dirty = b->defs_dirty = false;
 	return rc;
 }
 
@@ -997,6 +1279,7 @@ int brk_slice_define(brk_t *b, const char *name, unsigned replicas, const char *
 	if (rc < 0)
 		return rc;
 	s->encrypt = encrypt;
+	log_epoch(b, s);
 	event(b, BRK_EV_SLICE, "event=slice_create slice=%s replicas=%u selector=%s encrypt=%s "
 	      "epoch=1", name, replicas, selector, encrypt ? "yes" : "no");
 	for (size_t i = 0; i < b->n_nodes; i++) {
@@ -1007,8 +1290,7 @@ int brk_slice_define(brk_t *b, const char *name, unsigned replicas, const char *
 		if (slice_join(b, s, n) == 0)
 			send_map(b, s, &n->peer, 0);
 	}
-	slices_save(b); /* a definition change reaches the disk at once */
-	brk_flush(b);
+	brk_flush(b); /* a definition change reaches the disk at once */
 	return 0;
 }
 
@@ -1031,10 +1313,10 @@ int brk_slice_delete(brk_t *b, const char *name, char *err, size_t errlen)
 		b->slices[i] = b->slices[--b->n_slices];
 		event(b, BRK_EV_SLICE, "event=slice_delete slice=%s epoch=%llu", name,
 		      (unsigned long long)s->epoch);
+		log_drop(b, s);
 		slice_free(s);
-		b->dirty = true;
-		slices_save(b); /* a definition change reaches the disk at once */
-		brk_flush(b);
+		b->dirty = b->defs_dirty = true;
+		brk_flush(b); /* a definition change reaches the disk at once */
 		return 0;
 	}
 	snprintf(err, errlen, "slice '%s' does not exist", name);
@@ -1295,6 +1577,7 @@ static void learn_slices(brk_t *b, const struct ovl_msg_register *r, const char 
 			s->encrypt = d->encrypt;
 			if (!s->ours)
 				s->epoch = d->epoch;
+			log_epoch(b, s);
 			event(b, BRK_EV_SLICE,
 			      "event=slice_recover slice=%s replicas=%u selector=%s epoch=%llu "
 			      "owner=%s from=%s", s->name, s->replicas, s->selector,
@@ -1307,8 +1590,11 @@ static void learn_slices(brk_t *b, const struct ovl_msg_register *r, const char 
 			/* never hand out an epoch a node already holds with other content */
 			s->epoch = d->epoch + 1;
 			b->dirty = true;
+			log_epoch(b, s);
 		} else if (!s->ours && d->epoch > s->epoch) {
 			s->epoch = d->epoch;
+			b->dirty = true;
+			log_epoch(b, s);
 		}
 	}
 }
@@ -1429,6 +1715,7 @@ static void handle_register(brk_t *b, const struct brk_peer *from, const struct 
 	n->port = r->port;
 	n->last_ms = now_ms(b);
 	n->state = OVL_MSG_STATE_UP;
+	n->heard = true;
 	rc = issue_cert(b, n, reason, sizeof(reason));
 	if (rc < 0) {
 		if (fresh)
@@ -1443,7 +1730,7 @@ static void handle_register(brk_t *b, const struct brk_peer *from, const struct 
 	      nfp, via, n->board, n->site, n->chassis, n->slot, (unsigned long long)n->serial,
 	      fresh ? "" : " again=1");
 	/* join every slice it matches; an existing member gets its new cert to the others */
-	node_changed(b, n);
+	node_changed(b, n, true);
 	for (unsigned i = 0; i < b->n_slices; i++) {
 		struct slice *s = b->slices[i];
 
@@ -1500,7 +1787,7 @@ static void set_state(brk_t *b, struct node *n, enum ovl_msg_state st, uint64_t 
 	event(b, BRK_EV_STATE, "event=state node=%s from=%s to=%s silent_ms=%llu", nfp,
 	      ovl_msg_state_name(n->state), ovl_msg_state_name(st), (unsigned long long)silent_ms);
 	n->state = st;
-	node_changed(b, n);
+	node_changed(b, n, false);
 }
 
 static void handle_cert_renew(brk_t *b, struct node *n, const struct brk_peer *from,
@@ -1513,7 +1800,7 @@ static void handle_cert_renew(brk_t *b, struct node *n, const struct brk_peer *f
 		send_error(b, from, m->rid, OVL_MSG_ERR_INTERNAL, "%s", reason);
 		return;
 	}
-	node_changed(b, n);
+	node_changed(b, n, true);
 	ovl_msg_init(&ok, OVL_MSG_CERT);
 	ok.rid = m->rid;
 	ok.u.cert.ts = ts_get(b);
@@ -1746,6 +2033,331 @@ static void handle_admin(brk_t *b, const struct brk_peer *from, const struct ovl
 	free(ok.u.admin_ok.slices);
 }
 
+/* ---- what nodes hold: map_report (PROTOCOL.md 6.5) --------------------------------- */
+
+static struct ovl_msg_left *left_find(struct slice *s, const uint8_t *id)
+{
+	for (uint32_t i = 0; i < s->n_left; i++)
+		if (memcmp(s->left[i].id, id, OVL_ID_BYTES) == 0)
+			return &s->left[i];
+	return NULL;
+}
+
+static bool map_lists(const struct ovl_msg_map *r, const uint8_t *id)
+{
+	for (uint32_t i = 0; i < r->n_members; i++)
+		if (memcmp(r->members[i].id, id, OVL_ID_BYTES) == 0)
+			return true;
+	return false;
+}
+
+/* Give n the certificate of mm when it differs (a copy); false when out of
+ * memory (n keeps its own). */
+static bool cert_take(struct node *n, const struct ovl_msg_member *mm)
+{
+	struct ovl_cert c;
+	uint8_t *copy = NULL;
+	char err[128];
+
+	if (!mm->cert.len ||
+	    (n->cert_len == mm->cert.len && memcmp(n->cert, mm->cert.ptr, mm->cert.len) == 0))
+		return true;
+	copy = malloc(mm->cert.len);
+	if (!copy)
+		return false;
+	memcpy(copy, mm->cert.ptr, mm->cert.len);
+	free(n->cert);
+	n->cert = copy;
+	n->cert_len = (uint16_t)mm->cert.len;
+	if (ovl_cert_decode(&c, copy, mm->cert.len, err, sizeof(err)) == 0)
+		n->serial = c.serial;
+	return true;
+}
+
+/*
+ * A node known only from a map this broker signed: back in the registry
+ * with the keys, address fields, capacity and certificate the map gives,
+ * `down` (`out` when the map says so) and silent from now on, as a node
+ * restored from state/members is. Its board, version and group are unknown
+ * until it registers. NULL with why when it cannot be.
+ */
+static struct node *node_learn(brk_t *b, const struct ovl_msg_member *mm, char *why,
+			       size_t whylen)
+{
+	struct brk_peer p;
+	struct node *n = NULL;
+
+	if (b->n_nodes >= b->p.max_nodes) {
+		snprintf(why, whylen, "the registry is full");
+		return NULL;
+	}
+	if (ht_find(b, &b->by_curve, mm->curve_key)) {
+		snprintf(why, whylen, "its curve key is registered for another node id");
+		return NULL;
+	}
+	memset(&p, 0, sizeof(p));
+	memcpy(p.key, mm->curve_key, OVL_KEY_BYTES); /* no route until it speaks */
+	n = node_add(b, mm->id, &p);
+	if (!n) {
+		snprintf(why, whylen, "out of memory");
+		return NULL;
+	}
+	n->board = intern(b, "");
+	n->version = intern(b, "");
+	n->site = intern(b, mm->domain.site);
+	n->chassis = intern(b, mm->domain.chassis);
+	n->slot = intern(b, mm->domain.slot);
+	n->port = mm->port;
+	n->capacity = mm->capacity;
+	n->state = mm->state == OVL_MSG_STATE_OUT ? OVL_MSG_STATE_OUT : OVL_MSG_STATE_DOWN;
+	n->last_ms = now_ms(b);
+	if (!n->board || !n->version || !n->site || !n->chassis || !n->slot ||
+	    !cert_take(n, mm)) {
+		node_forget(b, n, OVL_MSG_LEFT_EXPIRED); /* in no slice yet */
+		snprintf(why, whylen, "out of memory or too many distinct domain names");
+		return NULL;
+	}
+	return n;
+}
+
+/*
+ * A member entry of s that only a map told the broker about (its node has
+ * not spoken since the broker started) takes what a newer map r says of
+ * it: its state (`out` stays `out`; anything else is `down` until it
+ * speaks), port, capacity and certificate. true when the node changed.
+ */
+static bool member_update(struct member *e, const struct ovl_msg_member *mm, uint64_t epoch)
+{
+	struct node *n = e->n;
+	uint8_t st = mm->state == OVL_MSG_STATE_OUT ? OVL_MSG_STATE_OUT : OVL_MSG_STATE_DOWN;
+	bool changed = n->state != st || n->port != mm->port || n->capacity != mm->capacity ||
+		       (mm->cert.len && (n->cert_len != mm->cert.len ||
+					 memcmp(n->cert, mm->cert.ptr, mm->cert.len) != 0));
+
+	n->state = st;
+	n->port = mm->port;
+	n->capacity = mm->capacity;
+	cert_take(n, mm);
+	e->learned = epoch;
+	return changed;
+}
+
+/*
+ * A node reports the map of a slice it holds, signed by this broker, because
+ * it refused this broker's map (PROTOCOL.md 6.5): a broker that lost its
+ * state (or runs from an old copy of it) knows fewer members than the nodes
+ * hold, and nodes never take a map that drops a member without a record.
+ * The broker checks the signature (its own key: it owns the slice), that the
+ * sender is a member of the map, and that the map is newer than what
+ * state/members gave it; then it learns:
+ *   - a member it lacks is added (`down`, or `out` when the map says so),
+ *     unless it holds a record that the member left after that map; a
+ *     member since revoked leaves again with a record;
+ *   - a member only known from an older map (or from state/) takes the
+ *     newer map's state; one the newer map records as removed leaves again;
+ *   - the map's records of members it does not list are kept.
+ * Members heard since the broker started are its own knowledge and are not
+ * touched. The slice moves to an epoch above both its own and the map's,
+ * with one delta to the members and the full map to the sender; like every
+ * change it is saved before they leave.
+ */
+static void handle_map_report(brk_t *b, struct node *from_n, const struct brk_peer *from,
+			      const struct ovl_msg *m)
+{
+	const struct ovl_msg_map *r = &m->u.report;
+	struct slice *s = slice_find(b, r->slice);
+	struct node **added = NULL, **updated = NULL;
+	uint32_t n_added = 0, n_updated = 0, n_removed = 0, n_records = 0, skipped = 0;
+	struct ovl_msg_member *mms = NULL;
+	uint8_t (*rm)[OVL_MSG_ID_BYTES] = NULL;
+	struct ovl_msg_left *recs = NULL;
+	char reason[256], nfp[OVL_ID_FP_BYTES], xfp[OVL_ID_FP_BYTES], why[128];
+	uint64_t epoch;
+	struct change c;
+
+	fp(from_n->id, nfp);
+	if (!s || !s->ours) {
+		snprintf(reason, sizeof(reason), "map_report: slice '%s' %s", r->slice,
+			 s ? "is owned by another broker; this one does not change it"
+			   : "does not exist on this broker");
+		refuse(b, from, m->rid, OVL_MSG_ERR_NOT_FOUND, from_n->id, reason);
+		return;
+	}
+	if (ovl_mem_is_zero(r->sig, sizeof(r->sig)) ||
+	    ovl_msg_map_verify(r, b->site->id->sign_pk) < 0) {
+		snprintf(reason, sizeof(reason), "map_report of slice '%s' epoch %llu: %s", r->slice,
+			 (unsigned long long)r->epoch, ovl_mem_is_zero(r->sig, sizeof(r->sig)) ?
+			 "the map is not signed" :
+			 "the signature does not verify under this broker's key");
+		refuse(b, from, m->rid, OVL_MSG_ERR_BAD_REQUEST, from_n->id, reason);
+		return;
+	}
+	if (!map_lists(r, from_n->id)) {
+		snprintf(reason, sizeof(reason), "map_report of slice '%s' epoch %llu: the "
+			 "reporting node is not a member of it", r->slice,
+			 (unsigned long long)r->epoch);
+		refuse(b, from, m->rid, OVL_MSG_ERR_BAD_REQUEST, from_n->id, reason);
+		return;
+	}
+	if (r->epoch <= s->learn_lo) {
+		/* state/members is as new: nothing to learn; the current map answers */
+		event(b, BRK_EV_SLICE, "event=slice_learn slice=%s from=%s reported=%llu "
+		      "result=older-than-state epoch=%llu", s->name, nfp,
+		      (unsigned long long)r->epoch, (unsigned long long)s->epoch);
+		send_map(b, s, from, m->rid);
+		return;
+	}
+	epoch = (r->epoch > s->epoch ? r->epoch : s->epoch) + 1;
+	added = calloc(r->n_members + 1u, sizeof(*added));
+	updated = calloc(r->n_members + 1u, sizeof(*updated));
+	rm = calloc(r->n_left + 1u, sizeof(*rm));
+	recs = calloc(r->n_left + r->n_members + 1u, sizeof(*recs));
+	if (!added || !updated || !rm || !recs) {
+		send_error(b, from, m->rid, OVL_MSG_ERR_INTERNAL, "out of memory");
+		goto out;
+	}
+	for (uint32_t k = 0; k < r->n_members; k++) {
+		const struct ovl_msg_member *mm = &r->members[k];
+		struct node *x = ht_find(b, &b->by_id, mm->id);
+		struct ovl_msg_left *g = NULL;
+		int i = x && node_in(x, s) ? member_index(s, x) : -1;
+		struct in6_addr a;
+		bool taken = false;
+
+		if (i >= 0) {
+			if (!x->heard && s->m[i].learned && s->m[i].learned < r->epoch &&
+			    member_update(&s->m[i], mm, r->epoch))
+				updated[n_updated++] = x;
+			continue;
+		}
+		g = left_find(s, mm->id);
+		if (g && g->epoch > r->epoch)
+			continue; /* it left after this map */
+		fp(mm->id, xfp);
+		if (id_in(b->rv.ids, b->rv.n_ids, mm->id)) {
+			/* revoked since: it leaves again, with a record the nodes accept */
+			if (!(g = (struct ovl_msg_left *)left_add(s, mm->id, epoch,
+								   OVL_MSG_LEFT_REVOKED))) {
+				skipped++;
+				continue;
+			}
+			recs[n_records++] = *g;
+			continue;
+		}
+		if (x && memcmp(x->peer.key, mm->curve_key, OVL_KEY_BYTES) != 0) {
+			event(b, BRK_EV_ERROR, "event=error what=learn slice=%s node=%s reason=\"the "
+			      "map gives it another curve key than the registry\"", s->name, xfp);
+			skipped++;
+			continue;
+		}
+		memcpy(&a, mm->addr, sizeof(a));
+		for (uint32_t j = 0; j < s->n && !taken; j++)
+			taken = memcmp(&s->m[j].addr, &a, sizeof(a)) == 0;
+		if (taken) {
+			event(b, BRK_EV_ERROR, "event=error what=learn slice=%s node=%s reason=\"its "
+			      "address belongs to another member now\"", s->name, xfp);
+			skipped++;
+			continue;
+		}
+		if (!x && !(x = node_learn(b, mm, why, sizeof(why)))) {
+			event(b, BRK_EV_ERROR, "event=error what=learn slice=%s node=%s reason=\"%s\"",
+			      s->name, xfp, why);
+			skipped++;
+			continue;
+		}
+		if (member_push(s, x, &a) < 0) {
+			event(b, BRK_EV_ERROR, "event=error what=learn slice=%s node=%s reason=\"out "
+			      "of memory or in too many slices\"", s->name, xfp);
+			skipped++;
+			continue;
+		}
+		s->m[s->n - 1].learned = r->epoch;
+		left_drop(s, mm->id);
+		added[n_added++] = x;
+	}
+	for (uint32_t k = 0; k < r->n_left; k++) {
+		const struct ovl_msg_left *l = &r->left[k];
+		struct node *x = ht_find(b, &b->by_id, l->id);
+		int i = x && node_in(x, s) ? member_index(s, x) : -1;
+		const struct ovl_msg_left *g = NULL;
+
+		if (i >= 0) {
+			/* known only from an older map: it left after that one */
+			if (x->heard || !s->m[i].learned || s->m[i].learned >= l->epoch ||
+			    map_lists(r, l->id))
+				continue;
+			if (!(g = left_add(s, l->id, epoch, l->reason))) {
+				skipped++;
+				continue;
+			}
+			member_remove(s, x);
+			memcpy(rm[n_removed++], l->id, OVL_MSG_ID_BYTES);
+			recs[n_records++] = *g;
+			continue;
+		}
+		g = left_find(s, l->id);
+		if (g && g->epoch >= l->epoch)
+			continue;
+		if (!(g = left_add(s, l->id, l->epoch, l->reason))) {
+			skipped++;
+			continue;
+		}
+		recs[n_records++] = *g;
+	}
+	if (!n_added && !n_updated && !n_removed && !n_records && r->epoch < s->epoch) {
+		event(b, BRK_EV_SLICE, "event=slice_learn slice=%s from=%s reported=%llu "
+		      "result=nothing-new skipped=%u epoch=%llu", s->name, nfp,
+		      (unsigned long long)r->epoch, skipped, (unsigned long long)s->epoch);
+		send_map(b, s, from, m->rid);
+		goto out;
+	}
+	/* one delta for it all: members added or changed (complete), removals
+	 * with their records, and the records learned */
+	mms = calloc(n_added + n_updated + 1u, sizeof(*mms));
+	if (!mms) {
+		send_error(b, from, m->rid, OVL_MSG_ERR_INTERNAL, "out of memory");
+		goto out;
+	}
+	memset(&c, 0, sizeof(c));
+	for (uint32_t k = 0; k < n_added + n_updated; k++) {
+		struct node *x = k < n_added ? added[k] : updated[k - n_added];
+		int i = member_index(s, x);
+
+		if (i >= 0)
+			member_fill(&mms[c.n_members++], &s->m[i]);
+	}
+	c.members = mms;
+	c.removed = rm;
+	c.n_removed = n_removed;
+	c.left = recs;
+	c.n_left = n_records;
+	/* learning changes members, nodes and records together without
+	 * journal records of its own: the next save is a whole one */
+	changes_clear(b);
+	b->compact = true;
+	slice_delta_to(b, s, epoch, &c, false, from_n);
+	event(b, BRK_EV_SLICE, "event=slice_learn slice=%s from=%s reported=%llu added=%u "
+	      "updated=%u removed=%u records=%u skipped=%u epoch=%llu members=%u", s->name, nfp,
+	      (unsigned long long)r->epoch, n_added, n_updated, n_removed, n_records, skipped,
+	      (unsigned long long)s->epoch, s->n);
+	send_map(b, s, from, m->rid);
+	/* a node is one registry entry: its other slices learn of its new state too */
+	for (uint32_t k = 0; k < n_updated; k++)
+		for (unsigned j = 0; j < updated[k]->nslices; j++) {
+			struct slice *o = updated[k]->slices[j];
+			int i = member_index(o, updated[k]);
+
+			if (o != s && o->ours && i >= 0)
+				slice_delta(b, o, &o->m[i], NULL, NULL, false, NULL);
+		}
+out:
+	free(mms);
+	free(recs);
+	free(rm);
+	free(updated);
+	free(added);
+}
+
 void brk_refuse_oversized(brk_t *b, const struct brk_peer *from, size_t limit)
 {
 	char reason[128];
@@ -1831,6 +2443,7 @@ void brk_handle(brk_t *b, const struct brk_peer *from, const void *buf, size_t l
 	}
 	n->peer = *from;
 	n->last_ms = now_ms(b);
+	n->heard = true;
 	switch (m.type) {
 	case OVL_MSG_HEARTBEAT:
 		if (memcmp(m.u.hb.node_id, n->id, OVL_ID_BYTES) != 0) {
@@ -1859,6 +2472,9 @@ void brk_handle(brk_t *b, const struct brk_peer *from, const void *buf, size_t l
 	}
 	case OVL_MSG_CERT_RENEW:
 		handle_cert_renew(b, n, from, &m);
+		break;
+	case OVL_MSG_MAP_REPORT:
+		handle_map_report(b, n, from, &m);
 		break;
 	default:
 		b->st.bad_messages++;
@@ -1892,8 +2508,11 @@ void brk_tick(brk_t *b)
 			set_state(b, n, OVL_MSG_STATE_OUT, silent);
 		i++;
 	}
-	if ((b->dirty || b->used_dirty) && now - b->flushed_ms >= BRK_SLICE_FLUSH_MS) {
-		if (b->dirty)
+	/* with a journal, the epochs are durable there: DIR/slices is written
+	 * with definitions and compactions only, not from the loop every second */
+	if (((b->dirty && !journaled(b)) || b->used_dirty) &&
+	    now - b->flushed_ms >= BRK_SLICE_FLUSH_MS) {
+		if (b->dirty && !journaled(b))
 			slices_save(b);
 		if (b->used_dirty)
 			used_save(b);
@@ -1904,28 +2523,54 @@ void brk_tick(brk_t *b)
 
 bool brk_flush_pending(const brk_t *b)
 {
-	return b->dirty && b->n_held;
+	return persist_pending(b) || b->n_held;
+}
+
+static void held_release(struct held *h)
+{
+	if (h->buf && --h->buf->refs == 0)
+		free(h->buf);
+	h->buf = NULL;
+}
+
+/* Save what is pending, then send every held message in order. The number
+ * sent, or -errno when the save failed (they stay held). */
+static int flush_held(brk_t *b)
+{
+	uint64_t now = now_ms(b);
+	size_t i;
+	int rc;
+
+	if (persist_pending(b)) {
+		if (now < b->retry_ms)
+			return -EAGAIN;
+		if ((rc = persist(b)) < 0) {
+			b->retry_ms = now + BRK_TICK_MS;
+			return rc;
+		}
+	}
+	for (i = 0; i < b->n_held; i++) {
+		struct held *h = &b->held[i];
+
+		if (b->io.send(b->io.arg, &h->to, h->buf->data, h->buf->len) < 0)
+			b->st.send_failures++;
+		held_release(h);
+	}
+	b->n_held = 0;
+	b->held_bytes = 0;
+	b->held_last = NULL;
+	b->held_overflow = false;
+	return (int)i;
 }
 
 int brk_flush(brk_t *b)
 {
-	size_t i;
-	int rc;
+	int rc = flush_held(b);
 
-	if (b->dirty && b->n_held && (rc = slices_save(b)) < 0)
-		return rc;
-	for (i = 0; i < b->n_held && !b->dirty; i++) {
-		if (b->io.send(b->io.arg, &b->held[i].to, b->held[i].buf, b->held[i].len) < 0)
-			b->st.send_failures++;
-		free(b->held[i].buf);
-	}
-	/* a send cannot dirty the state: all went, or none did */
-	rc = (int)i;
-	if (i == b->n_held) {
-		b->n_held = 0;
-		b->held_bytes = 0;
-		b->held_overflow = false;
-	}
+	/* after the sends: nothing waits for a compaction (the journal already
+	 * holds it all), and its cost falls between batches */
+	if (rc >= 0 && b->compact_due && now_ms(b) >= b->retry_ms && compact_now(b) < 0)
+		b->retry_ms = now_ms(b) + BRK_SLICE_FLUSH_MS;
 	return rc;
 }
 
@@ -2046,7 +2691,7 @@ static struct node *node_restore(brk_t *b, const struct brk_node_rec *r)
 static int members_restore(brk_t *b, char *err, size_t errlen)
 {
 	struct brk_membership ms;
-	struct node **restored = NULL;
+	uint8_t *saved_state = NULL; /* by node index: the state on disk, 0 when not restored */
 	int rc;
 
 	if (!b->io.members_load)
@@ -2054,13 +2699,18 @@ static int members_restore(brk_t *b, char *err, size_t errlen)
 	rc = b->io.members_load(b->io.files, &ms, err, errlen);
 	if (rc < 0)
 		return rc;
-	restored = calloc(ms.n_nodes + 1, sizeof(*restored));
-	if (!restored) {
+	/* the registry is empty before a restore: every node in it comes from ms */
+	saved_state = calloc(b->n_nodes + ms.n_nodes + 1, 1);
+	if (!saved_state) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	for (size_t i = 0; i < ms.n_nodes; i++)
-		restored[i] = node_restore(b, &ms.nodes[i]);
+	for (size_t i = 0; i < ms.n_nodes; i++) {
+		struct node *n = node_restore(b, &ms.nodes[i]);
+
+		if (n)
+			saved_state[n->idx] = ms.nodes[i].state;
+	}
 	for (size_t i = 0; i < ms.n_slices; i++) {
 		const struct brk_slice_members *sm = &ms.slices[i];
 		struct slice *s = slice_find(b, sm->name);
@@ -2070,30 +2720,27 @@ static int members_restore(brk_t *b, char *err, size_t errlen)
 			continue;
 		if (sm->epoch > s->epoch)
 			s->epoch = sm->epoch;
+		s->learn_lo = sm->epoch;
 		for (size_t k = 0; k < sm->n_members; k++) {
 			struct node *n = ht_find(b, &b->by_id, sm->members[k].id);
 			struct in6_addr a;
-			size_t r;
 
-			for (r = 0; r < ms.n_nodes && restored[r] != n; r++)
-				;
-			if (!n || r == ms.n_nodes || node_in(n, s))
+			if (!n || !saved_state[n->idx] || node_in(n, s))
 				continue;
 			memcpy(&a, sm->members[k].addr, sizeof(a));
 			if (member_push(s, n, &a) < 0) {
 				rc = -ENOMEM;
 				goto out;
 			}
-			changed |= ms.nodes[r].state != n->state;
+			/* what state/ says, until the node speaks or a newer map it held says more */
+			s->m[s->n - 1].learned = sm->epoch;
+			changed |= saved_state[n->idx] != n->state;
 		}
 		for (size_t k = 0; k < sm->n_left; k++) {
-			int j;
+			struct node *ln = ht_find(b, &b->by_id, sm->left[k].id);
 
-			for (j = 0; j < (int)s->n; j++)
-				if (memcmp(s->m[j].n->id, sm->left[k].id, OVL_ID_BYTES) == 0)
-					break;
-			if (j == (int)s->n && !left_add(s, sm->left[k].id, sm->left[k].epoch,
-							sm->left[k].reason)) {
+			if ((!ln || !node_in(ln, s)) &&
+			    !left_add(s, sm->left[k].id, sm->left[k].epoch, sm->left[k].reason)) {
 				rc = -ENOMEM;
 				goto out;
 			}
@@ -2109,7 +2756,7 @@ static int members_restore(brk_t *b, char *err, size_t errlen)
 out:
 	if (rc == -ENOMEM)
 		snprintf(err, errlen, "cannot restore the membership: out of memory");
-	free(restored);
+	free(saved_state);
 	brk_membership_release(&ms);
 	return rc;
 }
@@ -2157,10 +2804,14 @@ int brk_new(brk_t **out, const struct brk_site *site, const struct brk_params *p
 	if (rc == 0)
 		rc = members_restore(b, err, errlen);
 	if (rc < 0) {
-		b->dirty = b->used_dirty = false; /* nothing to save: it was not loaded */
+		/* nothing to save: it was not loaded */
+		b->dirty = b->defs_dirty = b->used_dirty = false;
 		brk_destroy(&b);
 		return rc;
 	}
+	/* what was restored (members `down`, higher epochs) is saved whole before
+	 * anything leaves; it also rewrites a base of an older format */
+	b->compact = journaled(b) && (b->n_slices || b->n_nodes);
 	*out = b;
 	return 0;
 }
@@ -2171,14 +2822,18 @@ void brk_destroy(brk_t **bp)
 
 	if (!b)
 		return;
+	if (persist_pending(b))
+		persist(b);
 	if (b->dirty)
 		slices_save(b);
 	if (b->used_dirty)
 		used_save(b);
 	/* what waited for a save is dropped: its receivers ask again */
 	for (size_t i = 0; i < b->n_held; i++)
-		free(b->held[i].buf);
+		held_release(&b->held[i]);
 	free(b->held);
+	changes_clear(b);
+	free(b->changes);
 	for (size_t i = 0; i < b->n_nodes; i++)
 		node_free(b->nodes[i]);
 	for (unsigned i = 0; i < b->n_slices; i++)

@@ -557,6 +557,7 @@ struct brk_files {
 	struct client *clients;         /* the index */
 	size_t n_clients;
 	bool clients_loaded;            /* the index was built */
+	struct brk_members_log *members; /* the membership journal, open once loaded */
 	struct brk_files_stats st;
 };
 
@@ -829,15 +830,45 @@ static int io_uses_save(void *files, const struct brk_token_use *uses, size_t n,
 	return brk_state_uses_save(((struct brk_files *)files)->state_dir, uses, n, err, errlen);
 }
 
+/* Loading opens the journal (again: a core loads once, but a test may load twice). */
 static int io_members_load(void *files, struct brk_membership *m, char *err, size_t errlen)
 {
-	return brk_state_members_load(((struct brk_files *)files)->state_dir, m, err, errlen);
+	struct brk_files *f = files;
+
+	brk_members_log_close(&f->members);
+	return brk_members_log_open(&f->members, f->state_dir, m, err, errlen);
+}
+
+/* The journal, opened (its content dropped) when the core saves before it loaded. */
+static int members_open(struct brk_files *f, char *err, size_t errlen)
+{
+	struct brk_membership m;
+	int rc;
+
+	if (f->members)
+		return 0;
+	rc = brk_members_log_open(&f->members, f->state_dir, &m, err, errlen);
+	brk_membership_release(&m);
+	return rc;
+}
+
+static int io_members_append(void *files, const struct brk_change *c, size_t n, char *err,
+			     size_t errlen)
+{
+	int rc = members_open(files, err, errlen);
+
+	return rc < 0 ? rc : brk_members_log_append(((struct brk_files *)files)->members, c, n,
+						      err, errlen);
 }
 
 static int io_members_save(void *files, const struct brk_membership *m, char *err,
 			   size_t errlen)
 {
-	return brk_state_members_save(((struct brk_files *)files)->state_dir, m, err, errlen);
+	struct brk_files *f = files;
+	int rc = members_open(f, err, errlen);
+
+	/* a damaged journal is never replaced here: it is reported, and stays */
+	return rc < 0 ? rc : brk_members_log_compact(f->members, m, err, errlen);
 }
 
 static int io_revoked_load(void *files, struct brk_revocations *r, char *err, size_t errlen)
@@ -869,6 +900,7 @@ void brk_files_io(struct brk_files *f, struct brk_io *io)
 	io->slices_load = state ? io_slices_load : NULL;
 	io->slices_save = state ? io_slices_save : NULL;
 	io->members_load = state ? io_members_load : NULL;
+	io->members_append = state ? io_members_append : NULL;
 	io->members_save = state ? io_members_save : NULL;
 	io->uses_load = state ? io_uses_load : NULL;
 	io->uses_save = state ? io_uses_save : NULL;
@@ -926,6 +958,7 @@ void brk_files_destroy(struct brk_files **fp)
 
 	if (!f)
 		return;
+	brk_members_log_close(&f->members);
 	free(f->seen);
 	free(f->clients);
 	free(f);

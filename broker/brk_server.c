@@ -105,7 +105,7 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 	ovl_zap_t *zap = NULL;
 	uint8_t *buf = NULL;
 	void *ctx = NULL;
-	uint64_t next_tick, next_reload = 0, next_save = 0;
+	uint64_t next_tick, next_reload = 0;
 	int rc;
 
 	memset(&site, 0, sizeof(site));
@@ -179,10 +179,6 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 	while (!*stop) {
 		uint64_t now = ovl_mono_ms();
 		int wait = now >= next_tick ? 0 : (int)(next_tick - now);
-
-		/* held replies wake the loop when their group save is due */
-		if (brk_flush_pending(s.core))
-			wait = now >= next_save ? 0 : (int)(next_save - now) < wait ? (int)(next_save - now) : wait;
 		zmq_pollitem_t it = { ovl_link_server_socket(s.srv), 0, ZMQ_POLLIN, 0 };
 
 		if (now >= next_reload) {
@@ -230,15 +226,11 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 			else
 				brk_handle(s.core, &p, buf, (size_t)n);
 		}
-		/* the changes of membership of every batch in the last
-		 * BRK_GROUP_SAVE_MS reach the disk in one save, and only then do the
-		 * replies that show them leave (a lone change is saved at once) */
-		if (!brk_flush_pending(s.core)) {
-			brk_flush(s.core);
-		} else if (ovl_mono_ms() >= next_save) {
-			brk_flush(s.core);
-			next_save = ovl_mono_ms() + BRK_GROUP_SAVE_MS;
-		}
+		/* group commit: the changes of membership of the messages handled
+		 * since the last save reach the disk in one append (one fdatasync),
+		 * and only then do the replies that show them leave; what arrives
+		 * meanwhile waits in the socket and forms the next batch */
+		brk_flush(s.core);
 		if (ovl_mono_ms() >= next_tick) {
 			log_link_drops(&s);
 			brk_tick(s.core);

@@ -12,7 +12,8 @@
  *     state files and the look-up of issued clients, so tests drive it
  *     deterministically;
  *   - state (brk_state_*, brk_state.c): the files of the state directory
- *     (slices, token uses, revocations) as plain values;
+ *     (slices, token uses, revocations) as plain values; the membership's
+ *     base and journal (brk_members_log_*, brk_members.c);
  *   - files (brk_site_*, brk_token_mint, brk_preauth_add_file,
  *     brk_client_issue, brk_files_*: brk_files.c): the site directory written
  *     by `shelf-broker init`, and the files object that serves a running core
@@ -58,13 +59,13 @@
 #define BRK_TOKEN_BYTES 16                  /* random bytes in an enrolment token */
 #define BRK_TOKEN_PREFIX "shelf-tok-"
 #define BRK_REGISTER_DOMAIN "shelf-register-v1" /* proof-of-possession signature domain */
-#define BRK_SLICE_FLUSH_MS 1000             /* dirty slice epochs reach the disk within */
+#define BRK_SLICE_FLUSH_MS 1000             /* dirty token uses (and slice epochs, without a
+					     * membership journal) reach the disk within */
 #define BRK_TICK_MS 100                     /* liveness tick of the server loop */
-#define BRK_GROUP_SAVE_MS 20                /* saves of membership at most this often: the
-					     * changes of a burst share one, and the
-					     * replies wait at most this long for it */
 #define BRK_LEFT_MAX 1024                   /* removal records a slice map keeps */
-#define BRK_OUTBOX_MAX_BYTES (64u << 20)    /* replies held until their state is durable */
+#define BRK_OUTBOX_MAX_BYTES (64u << 20)    /* replies held until their state is durable
+					     * (a delta's bytes count once, however many
+					     * members it goes to); past it, a save at once */
 
 /* ---- configuration (one ovl_conf table) -------------------------------- */
 
@@ -172,7 +173,7 @@ int brk_preauth_add_file(const char *dir, const uint8_t node_id[OVL_ID_BYTES], c
  *   DIR/slices       "name replicas epoch owner selector [encrypt]"
  *   DIR/tokens.used  "hash count": uses of enrolment tokens
  *   DIR/revoked      "crl_version V", "node ID KEY|-", "serial S"
- *   DIR/members      the membership of every slice (brk_membership, below)
+ *   DIR/members, DIR/members.log  the membership of every slice (below)
  * DIR is the state directory, except for revoked: the site directory when
  * the broker has one (an operator's decision, not soft state).
  */
@@ -203,17 +204,51 @@ struct brk_revocations {
 };
 
 /*
- * The membership of the slices, as the core persists it (DIR/members), so
- * that a restarted broker lists every member it had, not only those that
- * came back (docs/PROTOCOL.md 6.5). The file is text:
- *   "# shelf-broker members v1"
- *   "node ID CURVE PORT STATE CAPACITY SERIAL BOARD VERSION SITE CHASSIS SLOT
- *    GROUP CERT": a node that is a member of some slice (keys and the
- *    certificate in hex; the strings hex-encoded, "-" when empty; STATE up,
- *    down or out);
- *   "slice NAME EPOCH": then its members and removal records:
- *   "member ID ADDR"      (ADDR: its address in the slice, 32 hex digits)
- *   "left ID EPOCH REASON" (REASON: expired, revoked, deleted)
+ * The membership of the slices, as the core persists it, so that a restarted
+ * broker lists every member it had, not only those that came back
+ * (docs/PROTOCOL.md 6.5). Two text files of the state directory hold it
+ * (brk_members.c; one entry a line, IDs, keys, addresses and certificates
+ * in hex, strings hex-encoded or "-" when empty, STATE up, down or out,
+ * REASON expired, revoked or deleted):
+ *
+ *   DIR/members      the base, a snapshot; rewritten whole (ovl_file_write_atomic)
+ *                    only by a compaction:
+ *     "# shelf-broker members v2"
+ *     "generation G"
+ *     "node ID CURVE PORT STATE CAPACITY SERIAL BOARD VERSION SITE CHASSIS SLOT
+ *      GROUP CERT"   a node that is a member of some slice
+ *     "slice NAME EPOCH", then its "member ID ADDR" (ADDR: its address in the
+ *      slice, 32 hex digits) and "left ID EPOCH REASON" (removal records)
+ *     "end CRC"      last: the crc32c of every byte before this line (8 hex digits)
+ *   A file of the previous format ("# shelf-broker members v1": no generation
+ *   and no end line) reads as generation 0.
+ *
+ *   DIR/members.log  the journal: appended to, one batch of changes and one
+ *                    fdatasync at a time. Every line is "CRC SEQ OP ARGS": CRC is
+ *                    the crc32c of "SEQ OP ARGS" (8 hex digits), SEQ counts 0, 1, 2..
+ *     "journal G"                     record 0: it continues the base of generation G
+ *     "node ..."                      (as in the base) add or replace a node
+ *     "state ID STATE"                a node's state
+ *     "epoch NAME EPOCH"              a slice's epoch (the slice is listed from then on)
+ *     "member NAME ID ADDR"           a member joins (its removal record goes)
+ *     "remove NAME ID"                a member goes
+ *     "left NAME ID EPOCH REASON"     a removal record (replacing the member's older
+ *                                     one; past BRK_LEFT_MAX the oldest goes)
+ *     "drop NAME"                     a slice is deleted, its members and records too
+ *     "commit N"                      closes a batch of the N records before it
+ *
+ * Loading is the base, then the committed batches of a journal of the same
+ * generation (a journal of an older generation is stale: a compaction wrote
+ * the base and crashed before it replaced the journal; its records are all
+ * in the base). A record that fails its check (CRC, or no newline) with no
+ * valid record after it is a torn tail: it and its uncommitted batch are
+ * dropped (they were never acknowledged). One followed by a valid record is
+ * damage: loading fails with -EBADMSG naming the file and line, and never
+ * goes on with less. So do a damaged base, a journal of a newer generation
+ * than the base, or a record out of sequence.
+ *
+ * A compaction writes the base at generation G+1, then replaces the journal
+ * with one that holds only "journal G+1" (both with ovl_file_write_atomic).
  */
 struct brk_node_rec {
 	uint8_t id[OVL_ID_BYTES];
@@ -251,19 +286,84 @@ struct brk_membership {
 	size_t n_slices;
 };
 
-/* Free what brk_state_members_load() allocated and zero *m. NULL is fine. */
+/* One change of the membership: one record of the journal. */
+enum brk_change_op {
+	BRK_CHANGE_NODE = 1, /* node: add the node, or replace the record of node.id */
+	BRK_CHANGE_STATE,    /* node.id (a known node) is now in node.state */
+	BRK_CHANGE_EPOCH,    /* slice is at epoch (created when unknown) */
+	BRK_CHANGE_MEMBER,   /* member (of a known node) joins slice; its removal record goes */
+	BRK_CHANGE_REMOVE,   /* member.id (a member) leaves slice */
+	BRK_CHANGE_LEFT,     /* slice records left */
+	BRK_CHANGE_DROP,     /* slice is deleted */
+};
+
+struct brk_change {
+	enum brk_change_op op;
+	char slice[OVL_MSG_NAME_SIZE];   /* all but NODE and STATE */
+	uint64_t epoch;                  /* EPOCH */
+	struct brk_node_rec node;        /* NODE (cert borrowed); STATE: id and state */
+	struct brk_member_rec member;    /* MEMBER; REMOVE: id */
+	struct ovl_msg_left left;        /* LEFT */
+};
+
+/* Free what a load allocated and zero *m. NULL is fine. */
 void brk_membership_release(struct brk_membership *m);
 /*
- * Load DIR/members into *m (zeroed first; empty when the file is missing).
- * Every member must name a node line before it. 0, -EBADMSG ("'PATH' line
- * N is not a valid membership entry") or -errno with err; on error *m holds
- * nothing.
+ * Apply c to *m as a journal replay does (arrays grow with realloc; a NODE's
+ * certificate is copied). 0, -EBADMSG when c does not fit m (a STATE or
+ * MEMBER of an unknown node, a REMOVE of a non-member, a bad op) or -ENOMEM.
+ */
+int brk_membership_apply(struct brk_membership *m, const struct brk_change *c);
+/*
+ * Load DIR/members and DIR/members.log into *m (zeroed first; empty when
+ * both are missing) as described above, without changing either file.
+ * Nodes in no slice are left out. 0, -EBADMSG ("'PATH' line N: ...") or
+ * -errno with err; on error *m holds nothing.
  */
 int brk_state_members_load(const char *dir, struct brk_membership *m, char *err,
 			   size_t errlen);
-/* Replace DIR/members with *m. 0 or -errno with err. */
+/* Replace the membership in DIR with *m: a compaction (base at the next
+ * generation, then an empty journal). 0 or -errno with err. */
 int brk_state_members_save(const char *dir, const struct brk_membership *m, char *err,
 			   size_t errlen);
+
+#define BRK_MEMBERS_LOG_MIN_BYTES (1u << 20) /* a journal below this is never compacted */
+#define BRK_MEMBERS_LOG_RATIO 2              /* ...nor one below RATIO times its base */
+
+/* The membership of a state directory, open for appending. */
+struct brk_members_log;
+/*
+ * Load DIR's membership into *m as brk_state_members_load does and open its
+ * journal for appending: a torn tail is cut off (ftruncate, fdatasync), a
+ * missing or stale journal is replaced by an empty one of the base's
+ * generation. 0 or -errno with err; on error nothing is open and *m holds
+ * nothing.
+ */
+int brk_members_log_open(struct brk_members_log **out, const char *dir,
+			 struct brk_membership *m, char *err, size_t errlen);
+/*
+ * Append c[0..n) and "commit n" in one write, then fdatasync. Returns 0
+ * when they are durable, 1 when they are and the journal has outgrown its
+ * base (BRK_MEMBERS_LOG_RATIO times it and BRK_MEMBERS_LOG_MIN_BYTES:
+ * compact soon), or -errno with err: then the journal is as it was before
+ * the call (a failed write is cut off again; if even that fails, every
+ * append fails until brk_members_log_compact succeeds).
+ */
+int brk_members_log_append(struct brk_members_log *l, const struct brk_change *c, size_t n,
+			   char *err, size_t errlen);
+/*
+ * Compaction: *m (the whole membership, every change appended so far
+ * included) becomes the base of the next generation, and the journal starts
+ * again empty. Crash-safe at every step. 0 or -errno with err (the files
+ * then still hold the membership as it was, or already *m).
+ */
+int brk_members_log_compact(struct brk_members_log *l, const struct brk_membership *m,
+			    char *err, size_t errlen);
+/* Bytes in the base and in the journal now, and the generation. */
+void brk_members_log_sizes(const struct brk_members_log *l, uint64_t *base_bytes,
+			   uint64_t *log_bytes, uint64_t *generation);
+/* Close l (NULL is fine) and NULL *l. */
+void brk_members_log_close(struct brk_members_log **l);
 
 /*
  * Load DIR/slices into *defs (malloc'd, the caller frees it; NULL when
@@ -353,8 +453,10 @@ struct brk_io {
 	 * loaded, saved nor looked up (tests, the benchmark). Loads run in
 	 * brk_new() and have the meaning of the brk_state_*_load functions
 	 * (arrays are malloc'd and become the core's); saves run when the state
-	 * changed (slice epochs and token uses at most every
-	 * BRK_SLICE_FLUSH_MS, a token's last use and a revocation at once).
+	 * changed (token uses at most every BRK_SLICE_FLUSH_MS, a token's last
+	 * use and a revocation at once; slice definitions at once, their epochs
+	 * with each compaction of the membership, or every BRK_SLICE_FLUSH_MS
+	 * without members_append).
 	 * Each returns 0 or -errno with err.
 	 */
 	int (*slices_load)(void *files, struct brk_slice_def **defs, size_t *n, char *err,
@@ -365,11 +467,20 @@ struct brk_io {
 			 size_t errlen);
 	int (*uses_save)(void *files, const struct brk_token_use *uses, size_t n, char *err,
 			 size_t errlen);
-	/* The membership of the slices (brk_state_members_*). A core with
-	 * members_save holds every message it sends while a change of
-	 * membership or epoch is not yet saved, and sends them once it is
-	 * (brk_flush): no map, delta or epoch leaves before it is durable. */
+	/*
+	 * The membership of the slices (brk_members_log_*). A core with
+	 * members_append holds every message it sends while a change of
+	 * membership or epoch is not yet durable, and sends them once it is
+	 * (brk_flush): no map, delta or epoch leaves before it is on disk.
+	 * members_load loads (and opens the journal); members_append appends a
+	 * batch of changes durably (0, 1: compact soon, or -errno);
+	 * members_save replaces the whole membership (a compaction). Without
+	 * both members_append and members_save nothing is held and the
+	 * membership is not saved.
+	 */
 	int (*members_load)(void *files, struct brk_membership *m, char *err, size_t errlen);
+	int (*members_append)(void *files, const struct brk_change *c, size_t n, char *err,
+			      size_t errlen);
 	int (*members_save)(void *files, const struct brk_membership *m, char *err,
 			    size_t errlen);
 	int (*revoked_load)(void *files, struct brk_revocations *r, char *err, size_t errlen);
@@ -422,17 +533,21 @@ void brk_refuse_rate(brk_t *b, const struct brk_peer *from, unsigned per_s, unsi
 /* Liveness and persistence: call every BRK_TICK_MS or so (it flushes too). */
 void brk_tick(brk_t *b);
 /*
- * Make every change of membership and epoch durable (one save through the
- * seam for all the changes since the last) and send the messages held
- * until then, in order. Call it after each batch of messages handled
- * (before the loop sleeps): the changes of a batch cost one save. Without
- * io.members_save nothing is ever held. Returns the number of messages
- * sent, or -errno when the save failed (they stay held; the next call
- * tries again).
+ * Make every change of membership and epoch durable (one append to the
+ * journal through io.members_append for all the changes since the last, or
+ * a whole save when one is due), save DIR/slices when a definition
+ * changed, and send the messages held until then, in order; then compact
+ * the journal when it asked for it (after the sends: nothing waits for
+ * that). Call it after each batch of messages handled, before the loop
+ * sleeps (group commit: the changes of a batch cost one fdatasync). While
+ * held messages would pass BRK_OUTBOX_MAX_BYTES, the core flushes by
+ * itself. Without io.members_append nothing is ever held. Returns the
+ * number of messages sent, or -errno when the save failed (they stay held;
+ * a call BRK_TICK_MS later tries again, saving whole).
  */
 int brk_flush(brk_t *b);
 
-/* Whether brk_flush() has a save to make before held messages can go. */
+/* Whether brk_flush() has a save to make or held messages to send. */
 bool brk_flush_pending(const brk_t *b);
 
 /* Slice operations (also reachable through admin messages). */

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <arpa/inet.h>
 #include <sys/stat.h>
@@ -57,10 +58,19 @@ struct node_config {
 	char site[64], chassis[64], slot[32]; /* failure domain; empty: the board's */
 	char interface[32];                   /* for slice addresses; empty: the board's */
 	uint64_t drive_size;                  /* a drive file created now; 0: the board's */
+	/* data-plane limits (node_dp_opts) */
+	int64_t max_conns, max_unauth_conns, max_unauth_per_addr, max_conns_per_key, max_inflight;
+	uint64_t put_budget, progress_bytes;
+	int64_t handshake_timeout_ms, idle_timeout_ms, progress_interval_ms;
+	/* GET answers (node_dp_opts) */
+	uint64_t response_budget, response_conn_share, response_piece;
+	int64_t send_timeout_ms;
 };
 
 #define C(f) offsetof(struct node_config, f)
 #define CS(f) sizeof(((struct node_config *)0)->f)
+#define STR(x) #x
+#define XSTR(x) STR(x) /* a default of dp.h as the table's text */
 
 static const struct ovl_conf_item node_conf[] = {
 	{ "state_dir", OVL_CONF_STR, "/var/lib/shelf/node", C(state_dir), CS(state_dir), 0, 0,
@@ -93,6 +103,46 @@ static const struct ovl_conf_item node_conf[] = {
 	  "interface for slice addresses (default: the board's)" },
 	{ "drive_size", OVL_CONF_SIZE, "0", C(drive_size), 0, 0, INT64_MAX,
 	  "size of a drive file created on first start (default 0: the board's drive_size)" },
+	/* data-plane limits; the defaults fit the sim board's 32 MiB budget:
+	 * PUTs 8 MiB, connections at most ~6 KiB each (3 MiB), the rest for
+	 * the store, the receive ring and responses */
+	{ "max_conns", OVL_CONF_INT, XSTR(NODE_DP_MAX_CONNS_DEFAULT), C(max_conns), 0, 2, 65536,
+	  "data-plane connections open at once; a new one beyond: the oldest unauthenticated "
+	  "is closed for it, or when all are authenticated it gets ERROR busy" },
+	{ "max_unauth_conns", OVL_CONF_INT, XSTR(NODE_DP_MAX_UNAUTH_DEFAULT), C(max_unauth_conns), 0, 1, 65535,
+	  "of them, not yet authenticated (below max_conns); at it the oldest is closed "
+	  "(ERROR busy) for a new one" },
+	{ "max_unauth_per_addr", OVL_CONF_INT, XSTR(NODE_DP_MAX_UNAUTH_PER_ADDR_DEFAULT), C(max_unauth_per_addr), 0, 1, 65535,
+	  "not yet authenticated from one source address (at most max_unauth_conns); "
+	  "one more gets ERROR busy" },
+	{ "max_conns_per_key", OVL_CONF_INT, XSTR(NODE_DP_MAX_CONNS_PER_KEY_DEFAULT), C(max_conns_per_key), 0, 0, 65536,
+	  "authenticated connections of one client key (0: no cap); one more: its first "
+	  "request answered busy, then closed" },
+	{ "max_inflight", OVL_CONF_INT, XSTR(NODE_DP_MAX_INFLIGHT_DEFAULT), C(max_inflight), 0, 1, 4096,
+	  "requests in flight per connection; one more is answered busy" },
+	{ "put_budget", OVL_CONF_SIZE, XSTR(NODE_DP_PUT_BUDGET_MIB_DEFAULT) "M", C(put_budget), 0, 1 << 20, 1LL << 32,
+	  "PUT payload memory, all connections (small payloads whole, ~0.6 MiB per "
+	  "streamed one); a PUT beyond it is answered busy" },
+	{ "handshake_timeout", OVL_CONF_MS, XSTR(NODE_DP_HANDSHAKE_TIMEOUT_S_DEFAULT) "s", C(handshake_timeout_ms), 0, 100, 600000,
+	  "from accept to the first authenticated request; then ERROR timeout (in HELLO) "
+	  "and the close" },
+	{ "idle_timeout", OVL_CONF_MS, XSTR(NODE_DP_IDLE_TIMEOUT_S_DEFAULT) "s", C(idle_timeout_ms), 0, 1000, 86400000,
+	  "nothing received, no frame in progress and nothing to send: the close" },
+	{ "progress_interval", OVL_CONF_MS, XSTR(NODE_DP_PROGRESS_INTERVAL_S_DEFAULT) "s", C(progress_interval_ms), 0, 100, 3600000,
+	  "a frame being received must bring progress_bytes in every such interval" },
+	{ "progress_bytes", OVL_CONF_SIZE, XSTR(NODE_DP_PROGRESS_KIB_DEFAULT) "K", C(progress_bytes), 0, 1, 64 << 20,
+	  "the minimum progress; less: status (PUT) or ERROR (HELLO) timeout, the close, "
+	  "nothing stored" },
+	/* sized for the sim board's 32 MiB: 16 connections that stop reading
+	 * hold at most 16 x 2 pieces (8.3 MiB), and the rest serves others */
+	{ "response_budget", OVL_CONF_SIZE, "12M", C(response_budget), 0, 1 << 20, 1ll << 40,
+	  "GET answer bytes the node holds in memory, all connections; a GET without room waits" },
+	{ "response_conn_share", OVL_CONF_SIZE, "640K", C(response_conn_share), 0, 128 << 10, 1ll << 40,
+	  "GET answer bytes one connection may hold (at least response_piece + 72K); over it, it is not read until its sends drain" },
+	{ "response_piece", OVL_CONF_SIZE, "256K", C(response_piece), 0, 64 << 10, 1 << 20,
+	  "a GET is read from the drive in pieces of this size (a multiple of 64K) as the socket drains" },
+	{ "send_timeout", OVL_CONF_MS, "30s", C(send_timeout_ms), 0, 1000, 3600000,
+	  "a connection whose sends make no progress this long is closed, and what it held freed" },
 	OVL_CONF_END
 };
 
@@ -177,6 +227,41 @@ static long rss_bytes(void)
 }
 
 static void on_signal(struct node_loop_ev *ev, int res, uint32_t flags);
+
+#define NODE_FDS_SPARE 128 /* descriptors beyond the connections: drive, sockets, files */
+
+/* The data-plane limits that depend on each other, and enough file
+ * descriptors for max_conns (the soft limit is raised up to the hard one). */
+static int limits_check(const struct node_config *c, char *err, size_t errlen)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)c->max_conns * 2 + NODE_FDS_SPARE; /* closing ones linger */
+
+	if (c->max_unauth_conns >= c->max_conns) {
+		snprintf(err, errlen, "config key 'max_unauth_conns': %" PRId64 " must be below "
+			 "max_conns (%" PRId64 ")", c->max_unauth_conns, c->max_conns);
+		return -EINVAL;
+	}
+	if (c->max_unauth_per_addr > c->max_unauth_conns) {
+		snprintf(err, errlen, "config key 'max_unauth_per_addr': %" PRId64 " is above "
+			 "max_unauth_conns (%" PRId64 ")", c->max_unauth_per_addr, c->max_unauth_conns);
+		return -EINVAL;
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 0;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+		rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		if (rl.rlim_cur < (rlim_t)c->max_conns + NODE_FDS_SPARE) {
+			snprintf(err, errlen, "config key 'max_conns': %" PRId64 " connections need %llu "
+				 "file descriptors; the limit is %llu (ulimit -n)", c->max_conns,
+				 (unsigned long long)((rlim_t)c->max_conns + NODE_FDS_SPARE),
+				 (unsigned long long)rl.rlim_cur);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
 
 static int arm_signal(struct node_ctx *n)
 {
@@ -305,6 +390,10 @@ static int parse_args(struct node_ctx *n, int argc, char **argv, bool *format, b
 			return NODE_EXIT_CONFIG;
 		}
 	}
+	if (limits_check(&n->cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "shelf-node: %s\n", err);
+		return NODE_EXIT_CONFIG;
+	}
 	{
 		enum ovl_log_level lvl;
 
@@ -336,6 +425,23 @@ static int parse_args(struct node_ctx *n, int argc, char **argv, bool *format, b
 			return NODE_EXIT_CONFIG;
 		}
 		n->board.drive_size = n->cfg.drive_size;
+	}
+	if (n->cfg.response_piece % (64 << 10)) {
+		fprintf(stderr, "shelf-node: config key 'response_piece': %" PRIu64
+			" bytes is not a multiple of 64K\n", n->cfg.response_piece);
+		return NODE_EXIT_CONFIG;
+	}
+	if (n->cfg.response_conn_share < n->cfg.response_piece + NODE_DP_PIECE_SLACK_BYTES) {
+		fprintf(stderr, "shelf-node: config key 'response_conn_share': %" PRIu64
+			" bytes is less than response_piece and 72K (%" PRIu64 " bytes)\n",
+			n->cfg.response_conn_share, n->cfg.response_piece + NODE_DP_PIECE_SLACK_BYTES);
+		return NODE_EXIT_CONFIG;
+	}
+	if (n->cfg.response_budget < n->cfg.response_conn_share) {
+		fprintf(stderr, "shelf-node: config key 'response_budget': %" PRIu64
+			" bytes is less than response_conn_share (%" PRIu64 " bytes)\n",
+			n->cfg.response_budget, n->cfg.response_conn_share);
+		return NODE_EXIT_CONFIG;
 	}
 	return 0;
 }
@@ -507,13 +613,22 @@ static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 	o.peers = n->peers;
 	o.now_s = trusted_now;
 	o.now_arg = n->ctl;
-	o.max_conns = 256;
-	o.max_inflight = 32;
+	o.max_conns = (unsigned)n->cfg.max_conns;
+	o.max_unauth = (unsigned)n->cfg.max_unauth_conns;
+	o.max_unauth_per_addr = (unsigned)n->cfg.max_unauth_per_addr;
+	o.max_conns_per_key = (unsigned)n->cfg.max_conns_per_key;
+	o.max_inflight = (unsigned)n->cfg.max_inflight;
 	/* PUT payloads up to 128 KiB are buffered whole; larger ones stream
 	 * into the store through about 0.6 MiB each, whatever their size */
-	o.max_payload_bytes = 16u << 20;
-	o.idle_timeout_ms = 60000;
-	o.frame_timeout_ms = 30000;
+	o.max_payload_bytes = n->cfg.put_budget;
+	o.handshake_timeout_ms = (uint64_t)n->cfg.handshake_timeout_ms;
+	o.idle_timeout_ms = (uint64_t)n->cfg.idle_timeout_ms;
+	o.progress_interval_ms = (uint64_t)n->cfg.progress_interval_ms;
+	o.progress_min_bytes = n->cfg.progress_bytes;
+	o.resp_budget_bytes = n->cfg.response_budget;
+	o.resp_conn_bytes = n->cfg.response_conn_share;
+	o.resp_piece_bytes = (size_t)n->cfg.response_piece;
+	o.send_timeout_ms = (uint64_t)n->cfg.send_timeout_ms;
 	o.map_get = dp_map_get;
 	o.map_arg = n->ctl;
 	any.sin6_addr = in6addr_any;

@@ -199,6 +199,8 @@ static const struct ovl_msg_field map_fields[] = {
 	FIELD("encrypt", OVL_MSG_F_BOOL, OPT, struct ovl_msg_map, encrypt),
 	FIELD("sig", OVL_MSG_F_FIXBIN, OPT, struct ovl_msg_map, sig),
 	ARRAY("left", OPT, struct ovl_msg_map, left, n_left, left_elem, OVL_MSG_MEMBERS_MAX),
+	FIELD("selector", OVL_MSG_F_STR, OPT, struct ovl_msg_map, selector),
+	FIELD("owner", OVL_MSG_F_FIXBIN, OPT, struct ovl_msg_map, owner),
 };
 
 static const struct ovl_msg_field map_delta_fields[] = {
@@ -218,6 +220,22 @@ static const struct ovl_msg_field map_delta_fields[] = {
 	FIELD("sig", OVL_MSG_F_FIXBIN, OPT, struct ovl_msg_map_delta, sig),
 	ARRAY("left", OPT, struct ovl_msg_map_delta, left, n_left, left_elem,
 	      OVL_MSG_MEMBERS_MAX),
+};
+
+/* map_report: what a node holds of a slice map, signature included, so that a
+ * broker that lost its state learns the members it lacks (PROTOCOL.md 6.5).
+ * The map's fields but `ts` and `crl`; `sig` is optional here so that the
+ * broker refuses an unsigned map with its own reason. */
+static const struct ovl_msg_field map_report_fields[] = {
+	FIELD("slice", OVL_MSG_F_STR, REQ, struct ovl_msg_map, slice),
+	FIELD("epoch", OVL_MSG_F_UINT, REQ, struct ovl_msg_map, epoch),
+	FIELD("replicas", OVL_MSG_F_UINT, REQ, struct ovl_msg_map, replicas, .min = 1,
+	      .max = OVL_MSG_REPLICAS_MAX),
+	ARRAY("members", REQ, struct ovl_msg_map, members, n_members, member_elem,
+	      OVL_MSG_MEMBERS_MAX),
+	FIELD("encrypt", OVL_MSG_F_BOOL, OPT, struct ovl_msg_map, encrypt),
+	FIELD("sig", OVL_MSG_F_FIXBIN, OPT, struct ovl_msg_map, sig),
+	ARRAY("left", OPT, struct ovl_msg_map, left, n_left, left_elem, OVL_MSG_MEMBERS_MAX),
 };
 
 static const struct ovl_msg_field cert_renew_fields[] = {
@@ -323,6 +341,7 @@ static const struct ovl_msg_schema msg_schemas[OVL_MSG_TYPE_COUNT] = {
 	MSG(OVL_MSG_ERROR, "error", error_fields, SMALL),
 	MSG(OVL_MSG_ADMIN, "admin", admin_fields, SMALL, .check = admin_check),
 	MSG(OVL_MSG_ADMIN_OK, "admin_ok", admin_ok_fields, LARGE),
+	MSG(OVL_MSG_MAP_REPORT, "map_report", map_report_fields, SMALL),
 };
 
 /* The walk before the type is known must admit every type. */

@@ -83,7 +83,8 @@ struct msgpack_sbuffer;
 #define OVL_MSG_KEYS_MAX 64          /* entries in any one msgpack map */
 #define OVL_MSG_DEPTH_MAX 8          /* nesting of containers, unknown fields included */
 #define OVL_MSG_STR_MAX_BYTES 65536  /* any str or bin, unknown fields included */
-#define OVL_MSG_SMALL_MAX_BYTES (1u << 20)  /* every message but the three below */
+#define OVL_MSG_SMALL_MAX_BYTES (1u << 20)  /* every message but the three below
+					    * (map_report too: it is small) */
 #define OVL_MSG_LARGE_MAX_BYTES (64u << 20) /* map, map_delta, admin_ok */
 #define OVL_MSG_SMALL_MAX_ELEMS 65536u      /* walker element limit, small messages */
 #define OVL_MSG_LARGE_MAX_ELEMS (8u << 20)  /* walker element limit, large messages */
@@ -108,6 +109,7 @@ enum ovl_msg_type {
 	OVL_MSG_ERROR,        /* any reply that failed */
 	OVL_MSG_ADMIN,        /* admin tool -> broker */
 	OVL_MSG_ADMIN_OK,     /* broker -> admin tool */
+	OVL_MSG_MAP_REPORT,   /* node -> broker: the signed map the node holds (1.4) */
 	OVL_MSG_TYPE_COUNT
 };
 
@@ -273,6 +275,11 @@ struct ovl_msg_map {
 	uint8_t sig[OVL_MSG_SIG_BYTES]; /* optional (1.2): broker signature, ovl_msg_map_sign() */
 	struct ovl_msg_left *left;      /* optional (1.3): members removed, and why */
 	uint32_t n_left;
+	/* optional (1.4), in maps the owning broker sends: the slice's
+	 * definition, so that a member that joined after it registered holds it
+	 * too (not signed: the broker's link vouches for it) */
+	char selector[OVL_MSG_SELECTOR_SIZE];
+	uint8_t owner[OVL_MSG_ID_BYTES];
 };
 
 struct ovl_msg_map_delta {
@@ -342,6 +349,9 @@ struct ovl_msg {
 		struct ovl_msg_map_get map_get;
 		struct ovl_msg_map map;
 		struct ovl_msg_map_delta delta;
+		/* map_report: the map as the node holds it (no ts, no crl);
+		 * a small message, so at most 1 MiB */
+		struct ovl_msg_map report;
 		struct ovl_msg_cert_renew cert_renew;
 		struct ovl_msg_cert cert;
 		struct ovl_msg_error error;

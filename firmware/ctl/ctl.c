@@ -335,17 +335,66 @@ static void left_drop(struct node_ctl_map *m, const uint8_t *id)
 		}
 }
 
+static int send_msg(node_ctl_t *c, unsigned bi, const struct ovl_msg *m);
+
+/*
+ * Hand the map held of a slice, with the broker's signature, to broker bi
+ * (map_report, docs/PROTOCOL.md 6.5): a broker that lost its state learns
+ * from it the members it lacks. The report must fit the broker's 1 MiB
+ * message limit (bytes and objects); it is checked with the decoder the
+ * broker runs before it goes. 0, -ENOENT (no signature: nothing the broker
+ * can trust), -E2BIG (too large to report), another -errno with err (it
+ * does not encode), or the send's error.
+ */
+static int report_map(node_ctl_t *c, unsigned bi, const struct node_ctl_map *m, char *err,
+		      size_t errlen)
+{
+	struct ovl_msg msg, check;
+	int rc;
+
+	if (ovl_mem_is_zero(m->sig, sizeof(m->sig)))
+		return -ENOENT;
+	map_view(m, &msg);
+	msg.type = OVL_MSG_MAP_REPORT;
+	msgpack_sbuffer_clear(&c->sb);
+	rc = ovl_msg_encode(&msg, &c->sb, err, errlen);
+	if (rc == 0) {
+		rc = ovl_msg_decode(c->sb.data, c->sb.size, &check, err, errlen);
+		ovl_msg_release(&check);
+	}
+	if (rc < 0)
+		return rc;
+	return ovl_link_client_send(c->b[bi].link, c->sb.data, c->sb.size, 0);
+}
+
 /*
  * The succession rule (ovl_map.h) refused a map or delta of m's slice at
- * `epoch`: keep m, say so once per epoch (the broker's heartbeats repeat
- * it) and do not ask for that epoch again.
+ * `epoch` from broker bi: keep m, say so once per epoch (the broker's
+ * heartbeats repeat it) and do not ask for that epoch again; report the
+ * map held to that broker, once per refused epoch, so that it learns the
+ * members it lacks and sends a map this node takes.
  */
-static void succession_refused(node_ctl_t *c, struct node_ctl_map *m, uint64_t epoch,
-			       const char *why)
+static void succession_refused(node_ctl_t *c, unsigned bi, struct node_ctl_map *m,
+			       uint64_t epoch, const char *why)
 {
-	if (m->refused_epoch != epoch)
-		ovl_warn("control plane: %s; keeping the map held (epoch %llu)", why,
-			 (unsigned long long)m->epoch);
+	char told[320] = "", err[256] = "";
+	int rc = 0;
+
+	if (m->refused_epoch != epoch) {
+		rc = report_map(c, bi, m, err, sizeof(err));
+		if (rc == 0)
+			snprintf(told, sizeof(told), "; reported it to the broker");
+		else if (rc == -E2BIG)
+			snprintf(told, sizeof(told), "; it is too large to report to the broker (%s): "
+				 "restore the broker's state directory", err);
+		else if (rc == -ENOENT)
+			snprintf(told, sizeof(told), "; it carries no broker signature to report");
+		else
+			snprintf(told, sizeof(told), "; cannot report it to the broker: %s",
+				 err[0] ? err : strerror(-rc));
+		ovl_warn("control plane: %s; keeping the map held (epoch %llu)%s", why,
+			 (unsigned long long)m->epoch, told);
+	}
 	m->refused_epoch = epoch;
 	note(c, "map '%s' epoch %llu refused: %s", m->name, (unsigned long long)epoch, why);
 }
@@ -728,6 +777,33 @@ static void def_set(node_ctl_t *c, const struct ovl_msg_slice *s)
 	memcpy(d->owner, s->owner, OVL_ID_BYTES);
 }
 
+/*
+ * A full map from the slice's owner carries its definition (1.4): a node
+ * that joined the slice after it registered learns it here, and hands it
+ * to a broker that lost its state in its next register (PROTOCOL.md 6.5).
+ */
+static void def_learn(node_ctl_t *c, unsigned bi, const struct ovl_msg_map *mp)
+{
+	const struct def *d = def_find(c, mp->slice);
+	struct ovl_msg_slice ref;
+
+	if (!mp->selector[0] || !c->b[bi].have_key ||
+	    memcmp(mp->owner, c->b[bi].sign_pk, OVL_ID_BYTES) != 0)
+		return;
+	if (d && strcmp(d->selector, mp->selector) == 0 &&
+	    memcmp(d->owner, mp->owner, OVL_ID_BYTES) == 0 && d->replicas == mp->replicas &&
+	    d->encrypt == mp->encrypt)
+		return;
+	memset(&ref, 0, sizeof(ref));
+	snprintf(ref.name, sizeof(ref.name), "%s", mp->slice);
+	snprintf(ref.selector, sizeof(ref.selector), "%s", mp->selector);
+	memcpy(ref.owner, mp->owner, OVL_ID_BYTES);
+	ref.replicas = mp->replicas;
+	ref.encrypt = mp->encrypt;
+	def_set(c, &ref);
+	save_defs(c);
+}
+
 static int on_register_ok(node_ctl_t *c, unsigned bi, const struct ovl_msg_register_ok *r)
 {
 	struct ovl_cert bc, nc;
@@ -827,6 +903,7 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 			     m.u.map.slice);
 			break;
 		}
+		def_learn(c, bi, &m.u.map);
 		mp = map_find(c, m.u.map.slice);
 		if (!mp) {
 			changed = map_set(c, &m.u.map) > 0;
@@ -835,7 +912,7 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 
 			map_view(mp, &held);
 			if (ovl_map_succession_check(&held.u.map, &m.u.map, err, sizeof(err)) < 0)
-				succession_refused(c, mp, m.u.map.epoch, err);
+				succession_refused(c, bi, mp, m.u.map.epoch, err);
 			else
 				changed = map_set(c, &m.u.map) > 0;
 		}
@@ -855,7 +932,7 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 
 			map_view(mp, &v);
 			if (ovl_map_delta_check(&v.u.map, &m.u.delta, err, sizeof(err)) < 0) {
-				succession_refused(c, mp, m.u.delta.epoch, err);
+				succession_refused(c, bi, mp, m.u.delta.epoch, err);
 				break;
 			}
 			changed = map_apply_delta(c, mp, &m.u.delta) > 0;

@@ -14,6 +14,10 @@
  * and one sealed chunk); smaller ones are buffered whole. */
 #define DP_STREAM_MIN_BYTES (128u << 10)
 #define DP_SEALED_CHUNK_BYTES (OVL_WIRE_CHUNK_BYTES + OVL_WIRE_TAG_BYTES)
+/* A piece's read buffer is the piece plus block alignment on both ends,
+ * plus the rest of a chunk when the answer does not start on a chunk
+ * (the store reads and verifies whole chunks). */
+#define DP_PIECE_ALIGN_BYTES (8u << 10)
 
 struct dp_slice {
 	char name[OVL_WIRE_NAME_SIZE];
@@ -22,6 +26,7 @@ struct dp_slice {
 };
 
 struct dp_conn;
+struct dp_op;
 
 struct node_dp {
 	struct node_dp_opts o;
@@ -31,16 +36,29 @@ struct node_dp {
 	struct dp_slice slices[NODE_DP_SLICES_MAX];
 	unsigned nslices;
 	uint64_t payload_bytes; /* PUT payloads buffered now */
+	uint64_t resp_bytes;    /* response bytes held now (reserved for reads, queued, deferred) */
 	struct node_dp_stats st;
-	struct dp_conn *ready;  /* paused streams that can go on: resumed before the loop sleeps */
+	struct dp_conn *ready;  /* connections to resume before the loop sleeps */
+	struct dp_op *bwait_head, *bwait_tail; /* GETs waiting for the response budget, in order */
 	unsigned nconns;        /* connection states alive (open, or held by requests) */
 	bool stopped, dying;    /* node_dp_stop(); node_dp_destroy() with states alive */
 };
 
 enum { PH_HELLO, PH_OPEN };
 
+/* A response that waits for a GET's payload to finish on the wire. */
+struct dp_defer {
+	struct dp_defer *next;
+	struct ovl_wire_hdr h;
+	uint8_t *payload;
+	uint64_t plen;
+	uint64_t held;    /* counted in resp_bytes */
+	size_t mlen;
+	uint8_t meta[];
+};
+
 /* One connection's protocol state; outlives the connection while requests
- * it started are in flight (refs). */
+ * it started, or responses it queued, are in flight (refs). */
 struct dp_conn {
 	struct node_dp *dp;
 	struct node_conn *c;        /* NULL once the connection is gone */
@@ -48,7 +66,8 @@ struct dp_conn {
 	struct dp_conn *ready_next; /* on dp->ready (holding a ref) */
 	bool on_ready;
 	int phase;
-	struct ovl_wire_hs *hs;
+	bool admitted;              /* node_conn_admit() took the client's key */
+	struct ovl_wire_hs *hs;     /* only while HELLO is judged */
 	struct ovl_wire_session ses;
 	unsigned inflight;
 	/* a PUT payload being received (or skipped after a refusal) */
@@ -68,9 +87,17 @@ struct dp_conn {
 	uint8_t *seal;
 	struct ovl_wire_opener opener; /* opens the sealed chunks into `seal` */
 	size_t plain_off, plain_end;
+	/* responses */
+	uint64_t resp_bytes;         /* this connection's part of dp->resp_bytes */
+	struct dp_op *ord_head, *ord_tail; /* requests not yet in effect, in the order sent */
+	bool kicking, kick_again;    /* order_kick() running; run it once more */
+	struct dp_op *get;           /* the GET being read (one at a time) */
+	struct dp_op *streaming;     /* a GET whose payload is partly on the wire */
+	struct dp_defer *defer_head, *defer_tail; /* responses waiting for it */
+	bool tx_paused;              /* not read: over its share of the response budget */
 };
 
-/* A request in flight in the request layer; its completion answers it. */
+/* A request in flight; its completion answers it. */
 struct dp_op {
 	struct dp_conn *dc;
 	uint8_t type;
@@ -79,6 +106,19 @@ struct dp_op {
 	bool encrypt;
 	uint8_t *pay;       /* PUT: the value (freed when done) */
 	uint64_t pay_bytes; /* counted against max_payload_bytes */
+	struct node_req_stream *stream; /* a streamed PUT waiting for its turn to commit */
+	struct ovl_wire_req q;          /* the request (its key, for ordering and a later start) */
+	/* ordering: on dc's list until the request has taken effect */
+	struct dp_op *oprev, *onext;
+	bool in_order, waiting;
+	/* a GET in pieces */
+	struct node_req_get *g;
+	struct dp_op *bnext;   /* on dp's budget wait list */
+	bool on_bwait, reading, head_sent;
+	uint64_t reserved;     /* response budget reserved for the piece being read */
+	uint64_t bwait_ms;     /* when it started waiting for the budget */
+	uint8_t hdr[OVL_WIRE_HDR_BYTES]; /* the response's sealed header (the chunks' aad) */
+	uint32_t chunk;        /* index of the next payload chunk */
 };
 
 static void stream_drop(struct dp_conn *dc)
@@ -90,6 +130,20 @@ static void stream_drop(struct dp_conn *dc)
 	dc->seal = NULL;
 }
 
+static void defer_drop(struct dp_conn *dc)
+{
+	struct dp_defer *d;
+
+	while ((d = dc->defer_head)) {
+		dc->defer_head = d->next;
+		dc->dp->resp_bytes -= d->held;
+		dc->resp_bytes -= d->held;
+		free(d->payload);
+		free(d);
+	}
+	dc->defer_tail = NULL;
+}
+
 static void dc_unref(struct dp_conn *dc)
 {
 	struct node_dp *dp = NULL;
@@ -97,6 +151,7 @@ static void dc_unref(struct dp_conn *dc)
 	if (--dc->refs)
 		return;
 	stream_drop(dc);
+	defer_drop(dc);
 	ovl_wire_hs_destroy(&dc->hs);
 	ovl_wire_session_clear(&dc->ses);
 	if (dc->pay) {
@@ -122,9 +177,104 @@ static void free_cb(void *arg, int res)
 	free(arg);
 }
 
+/* Note the connection for the before-sleep hook (which resumes it), never
+ * from inside the completion that made room. */
+static void dc_mark_ready(struct dp_conn *dc)
+{
+	struct node_dp *dp = dc->dp;
+
+	if (dc->on_ready)
+		return;
+	dc->on_ready = true;
+	dc->refs++;
+	dc->ready_next = dp->ready;
+	dp->ready = dc;
+}
+
+/* ---- the response budget ---- */
+
+/* The budget one piece read of op reserves. */
+static uint64_t piece_reserve(const struct dp_op *op)
+{
+	const struct node_dp *dp = op->dc->dp;
+	uint64_t off = op->q.has_range ? op->q.offset : 0;
+
+	return dp->o.resp_piece_bytes + DP_PIECE_ALIGN_BYTES +
+	       (off % OVL_WIRE_CHUNK_BYTES ? OVL_WIRE_CHUNK_BYTES : 0);
+}
+
+/* The connection can take no more response bytes: do not read it. */
+static bool dc_over_share(const struct dp_conn *dc)
+{
+	const struct node_dp *dp = dc->dp;
+
+	return dc->resp_bytes + dp->o.resp_piece_bytes + DP_PIECE_ALIGN_BYTES > dp->o.resp_conn_bytes;
+}
+
+static void get_pump(struct dp_op *op, bool from_wait);
+
+static void bwait_remove(struct dp_op *op)
+{
+	struct node_dp *dp = op->dc->dp;
+	struct dp_op **pp = &dp->bwait_head, *prev = NULL;
+
+	if (!op->on_bwait)
+		return;
+	while (*pp && *pp != op) {
+		prev = *pp;
+		pp = &(*pp)->bnext;
+	}
+	if (*pp)
+		*pp = op->bnext;
+	if (dp->bwait_tail == op)
+		dp->bwait_tail = prev;
+	op->bnext = NULL;
+	op->on_bwait = false;
+}
+
+/* GETs waiting for the node's budget go on, first come first served. */
+static void bwait_pump(struct node_dp *dp)
+{
+	while (dp->bwait_head) {
+		struct dp_op *op = dp->bwait_head;
+
+		if (dp->resp_bytes + piece_reserve(op) > dp->o.resp_budget_bytes)
+			return;
+		bwait_remove(op);
+		get_pump(op, true);
+		if (op->on_bwait) /* cannot happen: there was room; do not spin */
+			return;
+	}
+}
+
+static void resp_hold(struct dp_conn *dc, uint64_t n)
+{
+	dc->dp->resp_bytes += n;
+	dc->resp_bytes += n;
+}
+
+/* Response bytes went: the connection's GET may read on, GETs waiting for
+ * the node's budget may start, and a connection paused for its share may
+ * be read again. */
+static void resp_release(struct dp_conn *dc, uint64_t n)
+{
+	struct node_dp *dp = dc->dp;
+
+	dp->resp_bytes -= n;
+	dc->resp_bytes -= n;
+	if (dc->get && dc->c)
+		get_pump(dc->get, false);
+	bwait_pump(dp);
+	if (dc->tx_paused && dc->c && !dc_over_share(dc))
+		dc_mark_ready(dc);
+}
+
 /* A response on its way out: the sealed head (and a copied or sealed
- * payload) in `buf`, or a payload sent from a GET's read buffer. */
+ * payload) in `buf`, and for a GET's piece the read buffer holding it and
+ * the tags of its chunks. */
 struct dp_tx {
+	struct dp_conn *dc;      /* holds a ref while held is counted */
+	uint64_t held;
 	struct node_req_buf *rb; /* the read buffer holding the payload, or NULL */
 	uint8_t buf[];
 };
@@ -132,69 +282,14 @@ struct dp_tx {
 static void tx_done(void *arg, int res)
 {
 	struct dp_tx *tx = arg;
+	struct dp_conn *dc = tx->dc;
 
 	node_req_buf_release(&tx->rb);
+	if (dc) {
+		resp_release(dc, tx->held);
+		dc_unref(dc);
+	}
 	free(tx);
-}
-
-/*
- * An encrypted payload from a GET's read buffer (*rb, kept when it can be):
- * each chunk is sealed in
- * place, and the chunks go out with their tags between them (gathered from
- * the tx) without copying the payload into a new sealed buffer. Falls back to
- * the copying path when the buffer cannot be kept. Returns nothing; the
- * response is queued or the connection closed.
- */
-static void respond_copy(struct dp_conn *dc, struct ovl_wire_hdr *h, const uint8_t *meta,
-			 size_t mlen, const uint8_t *payload, uint64_t plen);
-
-static void respond_sealed(struct dp_conn *dc, struct ovl_wire_hdr *h, const uint8_t *meta,
-			   size_t mlen, const uint8_t *payload, uint64_t plen,
-			   struct node_req_buf **rb)
-{
-	size_t headcap = OVL_WIRE_HDR_BYTES + mlen + OVL_WIRE_MAC_BYTES;
-	size_t nchunks = (size_t)((plen + OVL_WIRE_CHUNK_BYTES - 1) / OVL_WIRE_CHUNK_BYTES);
-	struct dp_tx *tx = malloc(sizeof(*tx) + headcap + nchunks * OVL_WIRE_TAG_BYTES);
-	struct iovec *iov = calloc(1 + 2 * nchunks, sizeof(*iov));
-	uint8_t *tags, *p = (uint8_t *)payload;
-	char err[DP_ERR_BYTES];
-	unsigned n = 0;
-	int hl;
-
-	if (!tx || !iov || 1 + 2 * nchunks > NODE_CONN_IOV_MAX) {
-		free(tx);
-		free(iov);
-		respond_copy(dc, h, meta, mlen, payload, plen);
-		return;
-	}
-	if (!*rb) {
-		free(tx);
-		free(iov);
-		respond_copy(dc, h, meta, mlen, payload, plen);
-		return;
-	}
-	tx->rb = *rb;
-	*rb = NULL;
-	hl = ovl_wire_head_seal(&dc->ses, h, meta, mlen, tx->buf, headcap, err, sizeof(err));
-	if (hl < 0) {
-		tx_done(tx, 0);
-		free(iov);
-		node_conn_close(dc->c, false);
-		return;
-	}
-	tags = tx->buf + hl;
-	iov[n++] = (struct iovec){ .iov_base = tx->buf, .iov_len = (size_t)hl };
-	ovl_wire_payload_seal_detached(&dc->ses, tx->buf, p, plen, tags);
-	for (uint64_t off = 0, i = 0; off < plen; off += OVL_WIRE_CHUNK_BYTES, i++) {
-		size_t k = plen - off < OVL_WIRE_CHUNK_BYTES ? (size_t)(plen - off) : OVL_WIRE_CHUNK_BYTES;
-
-		iov[n++] = (struct iovec){ .iov_base = p + off, .iov_len = k };
-		iov[n++] = (struct iovec){ .iov_base = tags + i * OVL_WIRE_TAG_BYTES,
-					   .iov_len = OVL_WIRE_TAG_BYTES };
-	}
-	if (node_conn_sendv(dc->c, iov, n, tx_done, tx) < 0)
-		tx_done(tx, -EPIPE);
-	free(iov);
 }
 
 /* Seal and queue a response (payload encrypted when asked), the payload
@@ -203,21 +298,29 @@ static void respond_copy(struct dp_conn *dc, struct ovl_wire_hdr *h, const uint8
 			 size_t mlen, const uint8_t *payload, uint64_t plen)
 {
 	size_t headcap = OVL_WIRE_HDR_BYTES + mlen + OVL_WIRE_MAC_BYTES;
-	struct dp_tx *tx = malloc(sizeof(*tx) + headcap + h->payload_len);
+	struct dp_tx *tx = NULL;
 	char err[DP_ERR_BYTES];
 	uint8_t *out;
 	int hl;
 
+	if (!dc->c)
+		return;
+	tx = malloc(sizeof(*tx) + headcap + h->payload_len);
 	if (!tx) {
 		node_conn_close(dc->c, false);
 		return;
 	}
 	tx->rb = NULL;
+	tx->dc = dc;
+	tx->held = sizeof(*tx) + headcap + h->payload_len;
+	dc->refs++;
+	resp_hold(dc, tx->held);
 	out = tx->buf;
 	hl = ovl_wire_head_seal(&dc->ses, h, meta, mlen, out, headcap, err, sizeof(err));
 	if (hl < 0) {
-		free(tx);
-		node_conn_close(dc->c, false);
+		tx_done(tx, 0);
+		if (dc->c)
+			node_conn_close(dc->c, false);
 		return;
 	}
 	if (h->flags & OVL_WIRE_FLAG_ENCRYPTED) {
@@ -226,80 +329,99 @@ static void respond_copy(struct dp_conn *dc, struct ovl_wire_hdr *h, const uint8
 		memcpy(out + hl, payload, plen);
 	}
 	if (node_conn_send(dc->c, out, (size_t)hl + h->payload_len, tx_done, tx) < 0)
-		free(tx);
+		tx_done(tx, -EPIPE);
 }
 
-/*
- * Seal and queue a response (payload encrypted when asked). With rb (a
- * GET's completion: the payload lies in the read buffer *rb), the payload
- * is sent straight from that buffer, which is taken from *rb and kept until
- * the send completes: as it is, or sealed in place when encrypted.
- */
-static void respond_x(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_wire_resp *r,
-		      const uint8_t *payload, uint64_t plen, bool encrypt, struct node_req_buf **rb)
+/* A response while a GET's payload is on the wire waits for its end (a
+ * frame never goes out inside another's payload). */
+static void respond_defer(struct dp_conn *dc, const struct ovl_wire_hdr *h, const uint8_t *meta,
+			  size_t mlen, const uint8_t *payload, uint64_t plen)
 {
-	struct ovl_wire_hdr h = { 0 };
-	uint8_t meta[OVL_WIRE_META_MAX_BYTES];
-	struct dp_tx *tx = NULL;
-	struct iovec iov[2];
-	char err[DP_ERR_BYTES];
-	int mlen, hl;
-	size_t headcap;
+	struct dp_defer *d = malloc(sizeof(*d) + mlen);
 
-	if (!dc->c)
+	if (!d || (plen && !(d->payload = malloc(plen)))) {
+		free(d);
+		node_conn_close(dc->c, false);
 		return;
+	}
+	d->next = NULL;
+	d->h = *h;
+	d->mlen = mlen;
+	memcpy(d->meta, meta, mlen);
+	if (plen)
+		memcpy(d->payload, payload, plen);
+	else
+		d->payload = NULL;
+	d->plen = plen;
+	d->held = sizeof(*d) + mlen + plen;
+	resp_hold(dc, d->held);
+	if (dc->defer_tail)
+		dc->defer_tail->next = d;
+	else
+		dc->defer_head = d;
+	dc->defer_tail = d;
+}
+
+/* The GET on the wire finished its payload: what waited goes out. */
+static void defer_flush(struct dp_conn *dc)
+{
+	struct dp_defer *d;
+
+	while (!dc->streaming && (d = dc->defer_head)) {
+		dc->defer_head = d->next;
+		if (!dc->defer_head)
+			dc->defer_tail = NULL;
+		/* counted again by the response's tx */
+		dc->dp->resp_bytes -= d->held;
+		dc->resp_bytes -= d->held;
+		respond_copy(dc, &d->h, d->meta, d->mlen, d->payload, d->plen);
+		free(d->payload);
+		free(d);
+	}
+}
+
+/* Encode a response's meta into meta[OVL_WIRE_META_MAX_BYTES]; on our own
+ * encoding bug, an internal error instead (payload dropped). The length. */
+static int resp_meta(uint8_t type, struct ovl_wire_resp *r, uint8_t *meta, uint64_t *plen)
+{
+	char err[DP_ERR_BYTES];
+	int mlen;
+
 	r->type = type | OVL_WIRE_T_RESPONSE;
-	mlen = ovl_wire_resp_encode(r, meta, sizeof(meta), err, sizeof(err));
+	mlen = ovl_wire_resp_encode(r, meta, OVL_WIRE_META_MAX_BYTES, err, sizeof(err));
 	if (mlen < 0) {
 		/* our own bug; tell the client rather than go silent */
 		struct ovl_wire_resp e = { .type = r->type, .status = OVL_WIRE_INTERNAL, .epoch = r->epoch };
 
 		snprintf(e.message, sizeof(e.message), "cannot encode response: %.200s", err);
-		mlen = ovl_wire_resp_encode(&e, meta, sizeof(meta), err, sizeof(err));
-		payload = NULL;
-		plen = 0;
-		if (mlen < 0)
-			return;
+		mlen = ovl_wire_resp_encode(&e, meta, OVL_WIRE_META_MAX_BYTES, err, sizeof(err));
+		*plen = 0;
 	}
+	return mlen;
+}
+
+/* Seal and queue a response (payload encrypted when asked), or keep it
+ * until the GET on the wire has finished. */
+static void respond(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_wire_resp *r,
+		    const uint8_t *payload, uint64_t plen, bool encrypt)
+{
+	struct ovl_wire_hdr h = { 0 };
+	uint8_t meta[OVL_WIRE_META_MAX_BYTES];
+	int mlen;
+
+	if (!dc->c)
+		return;
+	mlen = resp_meta(type, r, meta, &plen);
+	if (mlen < 0)
+		return;
 	h.type = type | OVL_WIRE_T_RESPONSE;
 	h.flags = encrypt && plen ? OVL_WIRE_FLAG_ENCRYPTED : 0;
 	h.payload_len = h.flags ? ovl_wire_sealed_len(plen) : plen;
 	h.rid = rid;
-	if (!rb || !plen) {
+	if (dc->streaming)
+		respond_defer(dc, &h, meta, (size_t)mlen, payload, plen);
+	else
 		respond_copy(dc, &h, meta, (size_t)mlen, payload, plen);
-		return;
-	}
-	if (h.flags) {
-		respond_sealed(dc, &h, meta, (size_t)mlen, payload, plen, rb);
-		return;
-	}
-	headcap = OVL_WIRE_HDR_BYTES + (size_t)mlen + OVL_WIRE_MAC_BYTES;
-	tx = malloc(sizeof(*tx) + headcap);
-	if (!tx || !*rb) {
-		/* the buffer could not be kept: copy after all */
-		free(tx);
-		respond_copy(dc, &h, meta, (size_t)mlen, payload, plen);
-		return;
-	}
-	tx->rb = *rb;
-	*rb = NULL;
-	hl = ovl_wire_head_seal(&dc->ses, &h, meta, (size_t)mlen, tx->buf, headcap, err, sizeof(err));
-	if (hl < 0) {
-		tx_done(tx, 0);
-		node_conn_close(dc->c, false);
-		return;
-	}
-	/* no copy: the header, then the bytes where the disk put them */
-	iov[0] = (struct iovec){ .iov_base = tx->buf, .iov_len = (size_t)hl };
-	iov[1] = (struct iovec){ .iov_base = (void *)payload, .iov_len = (size_t)plen };
-	if (node_conn_sendv(dc->c, iov, 2, tx_done, tx) < 0)
-		tx_done(tx, -EPIPE);
-}
-
-static void respond(struct dp_conn *dc, uint8_t type, uint32_t rid, struct ovl_wire_resp *r,
-		    const uint8_t *payload, uint64_t plen, bool encrypt)
-{
-	respond_x(dc, type, rid, r, payload, plen, encrypt, NULL);
 }
 
 static void respond_status(struct dp_conn *dc, uint8_t type, uint32_t rid, uint32_t status,
@@ -315,6 +437,8 @@ static void respond_status(struct dp_conn *dc, uint8_t type, uint32_t rid, uint3
 	va_end(ap);
 	respond(dc, type, rid, &r, NULL, 0, false);
 }
+
+/* ---- requests and their order ---- */
 
 static struct dp_op *op_new(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint64_t epoch,
 			    bool encrypt)
@@ -339,9 +463,131 @@ static void op_done(struct dp_op *op)
 
 	dc->inflight--;
 	dc->dp->payload_bytes -= op->pay_bytes;
+	node_req_stream_abort(&op->stream);
 	free(op->pay);
 	free(op);
 	dc_unref(dc);
+}
+
+static bool is_write(const struct dp_op *op)
+{
+	return op->type == OVL_WIRE_T_PUT || op->type == OVL_WIRE_T_DELETE;
+}
+
+static bool same_key(const struct dp_op *a, const struct dp_op *b)
+{
+	return a->q.key_len == b->q.key_len && memcmp(a->q.key, b->q.key, a->q.key_len) == 0;
+}
+
+/* A LIST's prefix covers a write's key. */
+static bool list_covers(const struct dp_op *list, const struct dp_op *w)
+{
+	return w->q.key_len >= list->q.key_len && memcmp(w->q.key, list->q.key, list->q.key_len) == 0;
+}
+
+/* Must `later` wait until `earlier` has taken effect? Requests on the same
+ * key wait when either writes (and a LIST for writes under its prefix);
+ * GETs go one at a time, since one GET's payload occupies the wire. */
+static bool op_conflicts(const struct dp_op *earlier, const struct dp_op *later)
+{
+	if (earlier->type == OVL_WIRE_T_GET && later->type == OVL_WIRE_T_GET)
+		return true;
+	if (!is_write(earlier) && !is_write(later))
+		return false;
+	if (later->type == OVL_WIRE_T_LIST)
+		return list_covers(later, earlier);
+	if (earlier->type == OVL_WIRE_T_LIST)
+		return list_covers(earlier, later);
+	return same_key(earlier, later);
+}
+
+static bool op_may_start(const struct dp_op *op)
+{
+	for (const struct dp_op *e = op->dc->ord_head; e && e != op; e = e->onext)
+		if (op_conflicts(e, op))
+			return false;
+	return true;
+}
+
+static void order_add(struct dp_op *op)
+{
+	struct dp_conn *dc = op->dc;
+
+	op->oprev = dc->ord_tail;
+	op->onext = NULL;
+	if (dc->ord_tail)
+		dc->ord_tail->onext = op;
+	else
+		dc->ord_head = op;
+	dc->ord_tail = op;
+	op->in_order = true;
+}
+
+static void op_begin(struct dp_op *op);
+
+/* Start every waiting request that no earlier one holds back any more. */
+static void order_kick(struct dp_conn *dc)
+{
+	if (dc->kicking) {
+		dc->kick_again = true;
+		return;
+	}
+	dc->kicking = true;
+	do {
+		dc->kick_again = false;
+		for (struct dp_op *op = dc->ord_head; op; op = op->onext) {
+			if (op->waiting && dc->c && op_may_start(op)) {
+				op->waiting = false;
+				op_begin(op); /* may finish op, and change the list */
+				dc->kick_again = true;
+				break;
+			}
+		}
+	} while (dc->kick_again);
+	dc->kicking = false;
+}
+
+/* The request has taken effect (or failed): later ones may go. */
+static void op_effected(struct dp_op *op)
+{
+	struct dp_conn *dc = op->dc;
+
+	if (!op->in_order)
+		return;
+	if (op->oprev)
+		op->oprev->onext = op->onext;
+	else
+		dc->ord_head = op->onext;
+	if (op->onext)
+		op->onext->oprev = op->oprev;
+	else
+		dc->ord_tail = op->oprev;
+	op->in_order = false;
+	op->oprev = op->onext = NULL;
+	order_kick(dc);
+}
+
+/* Answered (or dropped): out of the order, and freed. */
+static void op_finish(struct dp_op *op)
+{
+	struct dp_conn *dc = op->dc;
+
+	dc->refs++; /* op_effected may start others; dc stays */
+	op_effected(op);
+	op_done(op);
+	dc_unref(dc);
+}
+
+/* Queue a request in the connection's order: started now, or when the
+ * earlier requests it waits for have taken effect. */
+static void op_submit(struct dp_op *op)
+{
+	order_add(op);
+	if (op_may_start(op)) {
+		op_begin(op);
+		return;
+	}
+	op->waiting = true;
 }
 
 /* A LIST's keys: encoded as the payload, with their crc. */
@@ -376,8 +622,7 @@ static void list_respond(struct dp_op *op, const struct node_req_result *res)
 	free(payload);
 }
 
-/* A request's completion (node_req_done_fn): answer it. A GET's read
- * buffer is taken from *rb when the payload can be sent from it. */
+/* A request's completion (node_req_done_fn), all but GET: answer it. */
 static void req_done(void *arg, const struct node_req_result *res, struct node_req_buf **rb)
 {
 	struct dp_op *op = arg;
@@ -388,7 +633,7 @@ static void req_done(void *arg, const struct node_req_result *res, struct node_r
 		r.status = ovl_wire_errno_to_status(res->res);
 		snprintf(r.message, sizeof(r.message), "%s", res->msg);
 		respond(dc, op->type, op->rid, &r, NULL, 0, false);
-		op_done(op);
+		op_finish(op);
 		return;
 	}
 	switch (op->type) {
@@ -399,31 +644,346 @@ static void req_done(void *arg, const struct node_req_result *res, struct node_r
 		r.crc = res->crc;
 		r.seq = res->seq;
 		break;
-	case OVL_WIRE_T_GET:
-		r.size = res->size;
-		r.offset = res->offset;
-		r.has_crc = true;
-		r.crc = res->crc;
-		respond_x(dc, op->type, op->rid, &r, res->data, res->len, op->encrypt, rb);
-		op_done(op);
-		return;
 	case OVL_WIRE_T_LIST:
 		list_respond(op, res);
-		op_done(op);
+		op_finish(op);
 		return;
 	default:
 		break;
 	}
 	respond(dc, op->type, op->rid, &r, NULL, 0, false);
-	op_done(op);
+	op_finish(op);
 }
 
-/* NODE-STAT: the node's counters, as the request layer reports them. */
+/* ---- a GET, answered in pieces as the connection drains ---- */
+
+static void get_piece_done(void *arg, const struct node_req_result *res, struct node_req_buf **rb);
+
+/* The GET is over (answered, failed or dropped): the next may go. */
+static void get_finish(struct dp_op *op)
+{
+	struct dp_conn *dc = op->dc;
+
+	bwait_remove(op);
+	node_req_get_end(&op->g);
+	if (op->reserved) {
+		uint64_t n = op->reserved;
+
+		op->reserved = 0;
+		dc->dp->resp_bytes -= n;
+		dc->resp_bytes -= n;
+	}
+	if (dc->get == op)
+		dc->get = NULL;
+	if (dc->streaming == op) {
+		dc->streaming = NULL;
+		defer_flush(dc);
+	}
+	bwait_pump(dc->dp);
+	op_finish(op);
+}
+
+/* The GET's answer is on the wire but cannot be completed: the GET is
+ * over, and the connection closes (after: a close may free the connection
+ * state at once, and op with it). */
+static void get_abort(struct dp_op *op)
+{
+	struct dp_conn *dc = op->dc;
+
+	dc->refs++;
+	get_finish(op);
+	if (dc->c)
+		node_conn_close(dc->c, false);
+	dc_unref(dc);
+}
+
+/* Read the GET's next piece (its first: start it) when the connection's
+ * share and the node's budget have room for it; else it waits, for this
+ * connection's sends or (in order) for the node's budget. */
+static void get_pump(struct dp_op *op, bool from_wait)
+{
+	struct dp_conn *dc = op->dc;
+	struct node_dp *dp = dc->dp;
+	uint64_t need = piece_reserve(op);
+	struct node_req_args a = { .type = NODE_REQ_GET };
+	int ret;
+
+	if (op->reading || op->on_bwait || !dc->c || (op->g && node_req_get_finished(op->g)))
+		return;
+	if (dc->resp_bytes + need > dp->o.resp_conn_bytes)
+		return; /* this connection's sends make room: resp_release() */
+	if (dp->resp_bytes + need > dp->o.resp_budget_bytes || (dp->bwait_head && !from_wait)) {
+		op->on_bwait = true;
+		op->bwait_ms = ovl_mono_ms();
+		if (dp->bwait_tail)
+			dp->bwait_tail->bnext = op;
+		else
+			dp->bwait_head = op;
+		dp->bwait_tail = op;
+		dp->st.resp_waits++;
+		return;
+	}
+	op->reserved = need;
+	resp_hold(dc, need);
+	op->reading = true;
+	if (op->g) {
+		ret = node_req_get_next(op->g);
+	} else {
+		a.slice = op->q.slice;
+		a.key = op->q.key;
+		a.klen = op->q.key_len;
+		a.offset = op->q.has_range ? op->q.offset : 0;
+		a.length = op->q.has_range ? op->q.length : UINT64_MAX;
+		ret = node_req_get_start(dp->o.req, &a, dp->o.resp_piece_bytes, get_piece_done, op, &op->g);
+	}
+	if (ret < 0) {
+		op->reading = false;
+		if (!op->head_sent) {
+			respond_status(dc, op->type, op->rid, ovl_wire_errno_to_status(ret), op->epoch, "%s",
+				       node_req_errmsg(dp->o.req));
+			get_finish(op);
+		} else {
+			get_abort(op); /* the answer cannot be completed */
+		}
+	}
+}
+
+/* The GET's answer meta (from its first piece's result) into meta; its
+ * length or -EINVAL. */
+static int get_meta(struct dp_op *op, const struct node_req_result *res, uint8_t *meta)
+{
+	struct ovl_wire_resp r = { .epoch = op->epoch };
+	uint64_t plen = res->length;
+	int mlen;
+
+	r.size = res->size;
+	r.offset = res->offset;
+	r.has_crc = true;
+	r.crc = res->crc;
+	mlen = resp_meta(op->type, &r, meta, &plen);
+	return mlen < 0 || plen != res->length ? -EINVAL : mlen;
+}
+
+/* Queue one piece (after the answer's head, for the first): from the read
+ * buffer *rb when it can be kept (sealed in place when encrypted, the tags
+ * gathered from the tx), else copied. 0 or -errno (close). */
+static int get_send_piece(struct dp_op *op, const struct node_req_result *res,
+			  struct node_req_buf **rb)
+{
+	struct dp_conn *dc = op->dc;
+	struct node_dp *dp = dc->dp;
+	bool first = !op->head_sent, enc = op->encrypt && res->length;
+	size_t len = res->len, nchunks = (len + OVL_WIRE_CHUNK_BYTES - 1) / OVL_WIRE_CHUNK_BYTES;
+	size_t headcap = 0, tagcap = enc ? nchunks * OVL_WIRE_TAG_BYTES : 0;
+	bool keep = rb && *rb;
+	struct iovec iov[1 + 2 * (NODE_DP_PIECE_MAX_BYTES / OVL_WIRE_CHUNK_BYTES)];
+	uint8_t meta[OVL_WIRE_META_MAX_BYTES], *p, *tags;
+	struct dp_tx *tx = NULL;
+	char err[DP_ERR_BYTES];
+	uint64_t held, slack;
+	unsigned n = 0;
+	int mlen = 0, hl;
+
+	if (nchunks > NODE_DP_PIECE_MAX_BYTES / OVL_WIRE_CHUNK_BYTES)
+		return -EINVAL;
+	if (first) {
+		mlen = get_meta(op, res, meta);
+		if (mlen < 0)
+			return mlen;
+		headcap = OVL_WIRE_HDR_BYTES + (size_t)mlen + OVL_WIRE_MAC_BYTES;
+	}
+	tx = malloc(sizeof(*tx) + headcap + tagcap + (keep ? 0 : len));
+	if (!tx)
+		return -ENOMEM;
+	tx->dc = dc;
+	tx->rb = NULL;
+	/* the piece's reservation rides with its bytes until they are sent,
+	 * cut to what it holds (the read buffer: the piece and its alignment) */
+	slack = op->reserved > dp->o.resp_piece_bytes ? op->reserved - dp->o.resp_piece_bytes : 0;
+	held = sizeof(*tx) + headcap + tagcap + len + (keep ? slack : 0);
+	if (held > op->reserved)
+		held = op->reserved;
+	dp->resp_bytes -= op->reserved - held;
+	dc->resp_bytes -= op->reserved - held;
+	tx->held = held;
+	op->reserved = 0;
+	dc->refs++;
+	if (first) {
+		struct ovl_wire_hdr h = { 0 };
+
+		h.type = op->type | OVL_WIRE_T_RESPONSE;
+		h.flags = enc ? OVL_WIRE_FLAG_ENCRYPTED : 0;
+		h.payload_len = enc ? ovl_wire_sealed_len(res->length) : res->length;
+		h.rid = op->rid;
+		hl = ovl_wire_head_seal(&dc->ses, &h, meta, (size_t)mlen, tx->buf, headcap, err,
+					sizeof(err));
+		if (hl < 0) {
+			tx_done(tx, 0);
+			return hl;
+		}
+		memcpy(op->hdr, tx->buf, OVL_WIRE_HDR_BYTES);
+		op->head_sent = true;
+		iov[n++] = (struct iovec){ .iov_base = tx->buf, .iov_len = (size_t)hl };
+	}
+	tags = tx->buf + headcap;
+	if (keep) {
+		tx->rb = *rb;
+		*rb = NULL;
+		p = (uint8_t *)res->data;
+	} else {
+		p = tags + tagcap;
+		if (len)
+			memcpy(p, res->data, len);
+	}
+	if (!enc && len) {
+		iov[n++] = (struct iovec){ .iov_base = p, .iov_len = len };
+	} else if (enc) {
+		for (size_t off = 0, i = 0; off < len; off += OVL_WIRE_CHUNK_BYTES, i++) {
+			size_t k = len - off < OVL_WIRE_CHUNK_BYTES ? len - off : OVL_WIRE_CHUNK_BYTES;
+			uint8_t *tag = tags + i * OVL_WIRE_TAG_BYTES;
+
+			ovl_wire_chunk_seal_detached(&dc->ses, op->hdr, op->chunk++, p + off, k, tag);
+			iov[n++] = (struct iovec){ .iov_base = p + off, .iov_len = k };
+			iov[n++] = (struct iovec){ .iov_base = tag, .iov_len = OVL_WIRE_TAG_BYTES };
+		}
+	}
+	if (node_conn_sendv(dc->c, iov, n, tx_done, tx) < 0)
+		tx_done(tx, -EPIPE);
+	return 0;
+}
+
+/* A piece of a GET (node_req_done_fn): the first one answers (or the
+ * GET's failure does); each goes out as it is read, and the next is read
+ * when there is room for it. */
+static void get_piece_done(void *arg, const struct node_req_result *res, struct node_req_buf **rb)
+{
+	struct dp_op *op = arg;
+	struct dp_conn *dc = op->dc;
+	struct ovl_wire_resp r = { .epoch = op->epoch };
+	bool first = !op->head_sent;
+
+	op->reading = false;
+	if (!dc->c) {
+		get_finish(op);
+		return;
+	}
+	if (res->res < 0) {
+		if (first) {
+			r.status = ovl_wire_errno_to_status(res->res);
+			snprintf(r.message, sizeof(r.message), "%s", res->msg);
+			respond(dc, op->type, op->rid, &r, NULL, 0, false);
+			get_finish(op);
+		} else {
+			/* the head promised bytes that cannot come: end the connection */
+			get_abort(op);
+		}
+		return;
+	}
+	if (first && res->len < res->length)
+		dc->streaming = op; /* more pieces follow: other answers wait */
+	if (get_send_piece(op, res, rb) < 0) {
+		get_abort(op);
+		return;
+	}
+	if (node_req_get_finished(op->g)) {
+		get_finish(op);
+		return;
+	}
+	dc->refs++;
+	get_pump(op, false);
+	bwait_pump(dc->dp); /* the piece's reservation may have shrunk */
+	dc_unref(dc);
+}
+
+/* Start a request that no earlier one holds back. */
+static void op_begin(struct dp_op *op)
+{
+	struct dp_conn *dc = op->dc;
+	struct node_dp *dp = dc->dp;
+	struct node_req_args a = { .slice = op->q.slice, .key = op->q.key, .klen = op->q.key_len };
+	int ret;
+
+	switch (op->type) {
+	case OVL_WIRE_T_GET:
+		dc->get = op;
+		get_pump(op, false);
+		return;
+	case OVL_WIRE_T_PUT:
+		if (op->stream) {
+			ret = node_req_stream_finish(&op->stream, req_done, op);
+			break;
+		}
+		a.type = NODE_REQ_PUT;
+		a.val = op->pay;
+		a.size = op->q.size;
+		a.crc = op->q.crc;
+		ret = node_req_start(dp->o.req, &a, req_done, op);
+		break;
+	case OVL_WIRE_T_DELETE:
+		a.type = NODE_REQ_DELETE;
+		ret = node_req_start(dp->o.req, &a, req_done, op);
+		break;
+	case OVL_WIRE_T_STAT:
+		a.type = NODE_REQ_STAT;
+		ret = node_req_start(dp->o.req, &a, req_done, op);
+		break;
+	case OVL_WIRE_T_LIST:
+		a.type = NODE_REQ_LIST;
+		a.after = op->q.after_len ? op->q.after : NULL;
+		a.after_len = op->q.after_len;
+		a.limit = op->q.limit ? op->q.limit : OVL_WIRE_LIST_MAX;
+		/* answered before this returns: op is not touched after */
+		ret = node_req_start(dp->o.req, &a, req_done, op);
+		break;
+	default:
+		ret = -EINVAL;
+		break;
+	}
+	if (ret < 0) {
+		respond_status(dc, op->type, op->rid, ovl_wire_errno_to_status(ret), op->epoch, "%s",
+			       node_req_errmsg(dp->o.req));
+		op_finish(op);
+	}
+}
+
+/* The connection is gone: requests that never started are dropped (a PUT
+ * that waited stores nothing); a GET stops at its next piece. */
+static void order_drop(struct dp_conn *dc)
+{
+	struct dp_op *op = dc->ord_head, *next;
+
+	dc->refs++;
+	for (; op; op = next) {
+		next = op->onext;
+		if (op->waiting) {
+			op->waiting = false;
+			op_finish(op);
+		} else if (op == dc->get && !op->reading) {
+			get_finish(op);
+		}
+	}
+	dc_unref(dc);
+}
+
+/* NODE-STAT: the node's counters, as the request layer reports them, and
+ * the session's: the memory its answers and PUT payloads hold now. */
 static void do_node_stat(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint64_t epoch)
 {
 	struct ovl_wire_resp r = { .epoch = epoch };
 
+	const struct {
+		const char *name;
+		uint64_t value;
+	} own[] = {
+		{ "response_bytes_held", dc->dp->resp_bytes }, /* GET pieces, queued answers */
+		{ "put_bytes_held", dc->dp->payload_bytes },   /* buffered and streaming PUTs */
+	};
+
 	r.ncounters = node_req_counters(dc->dp->o.req, r.counters, OVL_WIRE_COUNTERS_MAX);
+	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]) && r.ncounters < OVL_WIRE_COUNTERS_MAX; i++) {
+		snprintf(r.counters[r.ncounters].name, sizeof(r.counters[0].name), "%s", own[i].name);
+		r.counters[r.ncounters++].value = own[i].value;
+	}
 	respond(dc, h->type, h->rid, &r, NULL, 0, false);
 }
 
@@ -451,19 +1011,6 @@ static void do_map(struct dp_conn *dc, const struct ovl_wire_hdr *h, const struc
 	free(buf);
 }
 
-/* A PUT was handed to the request layer (ret 0: its completion answers)
- * or refused. */
-static void put_queued(struct dp_conn *dc, struct dp_op *op, int ret, uint64_t epoch)
-{
-	if (ret < 0) {
-		respond_status(dc, dc->hdr.type, dc->hdr.rid, ovl_wire_errno_to_status(ret), epoch, "%s",
-			       node_req_errmsg(dc->dp->o.req));
-		op_done(op);
-		return;
-	}
-	dc->dp->st.puts++;
-}
-
 /* A PUT's arguments for the request layer: the key, the declared size and
  * crc32c (the value, when buffered, is added by the caller). */
 static struct node_req_args put_args(const struct dp_conn *dc)
@@ -483,7 +1030,6 @@ static void put_payload_done(struct dp_conn *dc)
 {
 	struct node_dp *dp = dc->dp;
 	const struct dp_slice *sl = slice_find(dp, dc->req.slice);
-	struct node_req_args a = put_args(dc);
 	struct dp_op *op = NULL;
 	uint64_t plain = dc->pay_len;
 
@@ -515,7 +1061,11 @@ static void put_payload_done(struct dp_conn *dc)
 		dc->stream_budget = 0;
 		free(dc->seal);
 		dc->seal = NULL;
-		put_queued(dc, op, node_req_stream_finish(&dc->stream, req_done, op), sl->epoch);
+		op->stream = dc->stream;
+		dc->stream = NULL;
+		op->q = dc->req;
+		dp->st.puts++;
+		op_submit(op); /* commits when earlier requests on the key have taken effect */
 		return;
 	}
 	if (dc->hdr.flags & OVL_WIRE_FLAG_ENCRYPTED) {
@@ -550,9 +1100,10 @@ static void put_payload_done(struct dp_conn *dc)
 	op->pay = dc->pay;
 	op->pay_bytes = dc->pay_len;
 	dc->pay = NULL;
-	a.val = op->pay;
-	a.size = plain;
-	put_queued(dc, op, node_req_start(dp->o.req, &a, req_done, op), sl->epoch);
+	op->q = dc->req;
+	op->q.size = plain;
+	dp->st.puts++;
+	op_submit(op);
 	return;
 drop:
 	dp->payload_bytes -= dc->pay_len;
@@ -665,18 +1216,11 @@ static void stream_resume(struct dp_conn *dc)
  * holds never re-enter the stream from inside the stream's own completion. */
 static void stream_ready(void *arg)
 {
-	struct dp_conn *dc = arg;
-	struct node_dp *dp = dc->dp;
-
-	if (dc->on_ready)
-		return;
-	dc->on_ready = true;
-	dc->refs++;
-	dc->ready_next = dp->ready;
-	dp->ready = dc;
+	dc_mark_ready(arg);
 }
 
-/* Before the loop sleeps: resume the streams that became ready. */
+/* Before the loop sleeps: resume the streams that became ready, and the
+ * connections whose answers drained below their share. */
 static void dp_before_sleep(void *arg)
 {
 	struct node_dp *dp = arg;
@@ -687,7 +1231,14 @@ static void dp_before_sleep(void *arg)
 		dp->ready = dc->ready_next;
 		dc->ready_next = NULL;
 		dc->on_ready = false;
-		stream_resume(dc);
+		if (dc->tx_paused) {
+			if (dc->c && !dc_over_share(dc)) {
+				dc->tx_paused = false;
+				node_conn_resume(dc->c);
+			}
+		} else {
+			stream_resume(dc);
+		}
 		dc_unref(dc);
 	}
 }
@@ -810,15 +1361,13 @@ static void payload_begin(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint
 		put_payload_done(dc);
 }
 
-/* A request without a payload: to the request layer, whose completion
- * answers it (NODE-STAT and MAP are answered here). */
+/* A request without a payload: to the request layer, in the connection's
+ * order, whose completion answers it (NODE-STAT and MAP are answered here). */
 static void dispatch(struct dp_conn *dc, const struct ovl_wire_hdr *h, const struct ovl_wire_req *q,
 		     const struct dp_slice *sl)
 {
 	struct node_dp *dp = dc->dp;
-	struct node_req_args a = { .slice = q->slice, .key = q->key, .klen = q->key_len };
 	struct dp_op *op = NULL;
-	int ret = 0;
 
 	switch (h->type) {
 	case OVL_WIRE_T_NODE_STAT:
@@ -827,48 +1376,28 @@ static void dispatch(struct dp_conn *dc, const struct ovl_wire_hdr *h, const str
 	case OVL_WIRE_T_MAP:
 		do_map(dc, h, q, sl->epoch);
 		return;
-	default:
+	case OVL_WIRE_T_GET:
+		dp->st.gets++;
 		break;
+	case OVL_WIRE_T_DELETE:
+		dp->st.deletes++;
+		break;
+	case OVL_WIRE_T_STAT:
+		dp->st.stats++;
+		break;
+	case OVL_WIRE_T_LIST:
+		break;
+	default:
+		respond_status(dc, h->type, h->rid, OVL_WIRE_BAD_REQUEST, sl->epoch, "unknown request type");
+		return;
 	}
 	op = op_new(dc, h, sl->epoch, sl->encrypt);
 	if (!op) {
 		respond_status(dc, h->type, h->rid, OVL_WIRE_BUSY, sl->epoch, "out of memory");
 		return;
 	}
-	switch (h->type) {
-	case OVL_WIRE_T_GET:
-		a.type = NODE_REQ_GET;
-		a.offset = q->has_range ? q->offset : 0;
-		a.length = q->has_range ? q->length : UINT64_MAX;
-		dp->st.gets++;
-		break;
-	case OVL_WIRE_T_DELETE:
-		a.type = NODE_REQ_DELETE;
-		dp->st.deletes++;
-		break;
-	case OVL_WIRE_T_STAT:
-		a.type = NODE_REQ_STAT;
-		dp->st.stats++;
-		break;
-	case OVL_WIRE_T_LIST:
-		a.type = NODE_REQ_LIST;
-		a.after = q->after_len ? q->after : NULL;
-		a.after_len = q->after_len;
-		a.limit = q->limit ? q->limit : OVL_WIRE_LIST_MAX;
-		break;
-	default:
-		respond_status(dc, h->type, h->rid, OVL_WIRE_BAD_REQUEST, sl->epoch, "unknown request type");
-		op_done(op);
-		return;
-	}
-	/* on success the completion answers, maybe before this returns (LIST):
-	 * op is not touched after */
-	ret = node_req_start(dp->o.req, &a, req_done, op);
-	if (ret < 0) {
-		respond_status(dc, h->type, h->rid, ovl_wire_errno_to_status(ret), sl->epoch, "%s",
-			       node_req_errmsg(dp->o.req));
-		op_done(op);
-	}
+	op->q = *q;
+	op_submit(op);
 }
 
 static ssize_t hello(struct dp_conn *dc, const uint8_t *buf, size_t len, bool *in_frame)
@@ -886,6 +1415,19 @@ static ssize_t hello(struct dp_conn *dc, const uint8_t *buf, size_t len, bool *i
 		return 0;
 	}
 	hl = ret == 0 ? ovl_wire_head_len(&h, false) : len;
+	/* the handshake state (16 KiB and more) exists only while HELLO is
+	 * judged, so that connections that send nothing hold little */
+	{
+		struct ovl_wire_hs_cfg cfg = { 0 };
+
+		cfg.id = dp->o.id;
+		cfg.cert = dp->cert;
+		cfg.cert_len = dp->cert_len;
+		cfg.peers = dp->o.peers;
+		cfg.now = dp->o.now_s(dp->o.now_arg);
+		if (ovl_wire_server_new(&dc->hs, &cfg, err, sizeof(err)) < 0)
+			return -ENOMEM;
+	}
 	out = malloc(OVL_WIRE_HEAD_MAX_BYTES);
 	if (!out)
 		return -ENOMEM;
@@ -896,6 +1438,7 @@ static ssize_t hello(struct dp_conn *dc, const uint8_t *buf, size_t len, bool *i
 	free(out);
 	if (ret < 0) {
 		dp->st.handshake_failures++;
+		ovl_wire_hs_destroy(&dc->hs);
 		node_conn_close(dc->c, true); /* the ERROR frame goes out first */
 		return (ssize_t)len;
 	}
@@ -923,9 +1466,22 @@ static ssize_t dp_data(void *arg, struct node_conn *c, const uint8_t *buf, size_
 		return hello(dc, buf, len, in_frame);
 	if (dc->in_payload)
 		return payload_bytes(dc, buf, len, in_frame);
+	if (dc_over_share(dc)) {
+		/* its answers are not being read: take no more requests until
+		 * they drain (resp_release() resumes it) */
+		dc->tx_paused = true;
+		dp->st.paused_for_responses++;
+		node_conn_pause(c);
+		return 0;
+	}
 	ret = ovl_wire_head_need(buf, len, true, &h, &need, err, sizeof(err));
 	if (ret < 0)
 		return ret; /* malformed or oversized from the header alone: close */
+	if (h.type & OVL_WIRE_T_RESPONSE) {
+		/* a client sends requests only: a rule of section 7 broken, close */
+		dp->st.response_frames++;
+		return -EPROTO;
+	}
 	if (need) {
 		*in_frame = true;
 		return 0;
@@ -935,6 +1491,20 @@ static ssize_t dp_data(void *arg, struct node_conn *c, const uint8_t *buf, size_
 	if (ret < 0) {
 		dp->st.auth_failures++;
 		return ret; /* forged, tampered or replayed: nothing to answer */
+	}
+	if (!dc->admitted) {
+		/* the first MAC proved the client's key: it is authenticated now,
+		 * unless its key already holds its share of the connections */
+		if (node_conn_admit(c, dc->ses.peer.curve_pk) < 0) {
+			dp->st.refused_key++;
+			dp->st.refused_busy++;
+			respond_status(dc, h.type, h.rid, OVL_WIRE_BUSY, 0,
+				       "node busy: this client key holds %u connections already; retry",
+				       dp->o.max_conns_per_key);
+			node_conn_close(c, true);
+			return (ssize_t)len;
+		}
+		dc->admitted = true;
 	}
 	memcpy(dc->hdr_bytes, buf, OVL_WIRE_HDR_BYTES);
 	dc->hdr = h;
@@ -991,23 +1561,12 @@ static int dp_open(void *arg, struct node_conn *c)
 {
 	struct node_dp *dp = arg;
 	struct dp_conn *dc = calloc(1, sizeof(*dc));
-	struct ovl_wire_hs_cfg cfg = { 0 };
-	char err[DP_ERR_BYTES];
 
 	if (!dc)
 		return -ENOMEM;
 	dc->dp = dp;
 	dc->c = c;
 	dc->refs = 1;
-	cfg.id = dp->o.id;
-	cfg.cert = dp->cert;
-	cfg.cert_len = dp->cert_len;
-	cfg.peers = dp->o.peers;
-	cfg.now = dp->o.now_s(dp->o.now_arg);
-	if (ovl_wire_server_new(&dc->hs, &cfg, err, sizeof(err)) < 0) {
-		free(dc);
-		return -ENOMEM;
-	}
 	dp->nconns++;
 	node_conn_set_data(c, dc);
 	return 0;
@@ -1021,15 +1580,69 @@ static void dp_close(void *arg, struct node_conn *c, int reason)
 		return;
 	dc->c = NULL;
 	stream_drop(dc); /* nothing of an unfinished PUT becomes visible */
+	order_drop(dc);  /* nor of one that waited for its turn */
+	defer_drop(dc);
 	dc_unref(dc);
 }
 
-static const struct node_serve_proto dp_proto = { dp_open, dp_data, dp_close };
+/* The server closes the connection (evicted, handshake deadline, stall):
+ * tell the client why where the protocol has a way to. */
+static void dp_expire(void *arg, struct node_conn *c, int why)
+{
+	struct node_dp *dp = arg;
+	struct dp_conn *dc = node_conn_data(c);
+	const struct dp_slice *sl = NULL;
+
+	if (!dc)
+		return;
+	if (dc->phase == PH_HELLO) {
+		/* no keys yet: an ERROR frame */
+		uint32_t status = why == NODE_SERVE_EXPIRE_EVICTED ? OVL_WIRE_BUSY : OVL_WIRE_TIMEOUT;
+		char msg[OVL_WIRE_TEXT_SIZE];
+		uint8_t *buf = malloc(OVL_WIRE_HEAD_MAX_BYTES);
+		int n;
+
+		if (why == NODE_SERVE_EXPIRE_EVICTED)
+			snprintf(msg, sizeof(msg), "node busy: too many connections that have not "
+				 "authenticated; retry");
+		else if (why == NODE_SERVE_EXPIRE_HANDSHAKE)
+			snprintf(msg, sizeof(msg), "handshake not finished within %" PRIu64 " ms",
+				 dp->o.handshake_timeout_ms);
+		else
+			snprintf(msg, sizeof(msg), "HELLO stalled: fewer than %" PRIu64 " bytes in %"
+				 PRIu64 " ms", dp->o.progress_min_bytes, dp->o.progress_interval_ms);
+		n = buf ? ovl_wire_error_frame(status, msg, buf, OVL_WIRE_HEAD_MAX_BYTES) : -ENOMEM;
+		if (n > 0 && node_conn_send(c, buf, (size_t)n, free_cb, buf) == 0) {
+			buf = NULL;
+			if (status == OVL_WIRE_BUSY)
+				dp->st.refused_busy++;
+			else
+				dp->st.timed_out++;
+		}
+		free(buf);
+		return;
+	}
+	if (why == NODE_SERVE_EXPIRE_STALLED && dc->in_payload) {
+		/* a PUT whose payload stalled: its answer, then the close (the
+		 * close drops what arrived of it: nothing is stored) */
+		sl = slice_find(dp, dc->req.slice);
+		respond_status(dc, dc->hdr.type, dc->hdr.rid, OVL_WIRE_TIMEOUT, sl ? sl->epoch : 0,
+			       "payload stalled: fewer than %" PRIu64 " bytes in %" PRIu64
+			       " ms; nothing stored", dp->o.progress_min_bytes,
+			       dp->o.progress_interval_ms);
+		dp->st.timed_out++;
+	}
+	/* keys exist but no request to answer (a stalled head, or no first
+	 * request by the handshake deadline): the close says it */
+}
+
+static const struct node_serve_proto dp_proto = { dp_open, dp_data, dp_expire, dp_close };
 
 int node_dp_new(struct node_dp **out, const struct node_dp_opts *o, char *err, size_t errlen)
 {
 	struct node_dp *dp = NULL;
 	struct node_serve_opts so = { 0 };
+	uint8_t busy[NODE_SERVE_REFUSE_MSG_MAX];
 	int ret;
 
 	*out = NULL;
@@ -1042,6 +1655,30 @@ int node_dp_new(struct node_dp **out, const struct node_dp_opts *o, char *err, s
 	if (!dp)
 		return -ENOMEM;
 	dp->o = *o;
+	if (!dp->o.resp_piece_bytes)
+		dp->o.resp_piece_bytes = NODE_DP_PIECE_BYTES;
+	if (!dp->o.resp_budget_bytes)
+		dp->o.resp_budget_bytes = NODE_DP_RESP_BUDGET_BYTES;
+	if (!dp->o.resp_conn_bytes)
+		dp->o.resp_conn_bytes = NODE_DP_RESP_CONN_BYTES;
+	if (!dp->o.send_timeout_ms)
+		dp->o.send_timeout_ms = o->idle_timeout_ms;
+	if (dp->o.resp_piece_bytes % OVL_WIRE_CHUNK_BYTES ||
+	    dp->o.resp_piece_bytes > NODE_DP_PIECE_MAX_BYTES) {
+		snprintf(err, errlen, "data plane: GET pieces of %zu bytes: a multiple of %u up to %u is required",
+			 dp->o.resp_piece_bytes, OVL_WIRE_CHUNK_BYTES, NODE_DP_PIECE_MAX_BYTES);
+		free(dp);
+		return -EINVAL;
+	}
+	if (dp->o.resp_conn_bytes < dp->o.resp_piece_bytes + NODE_DP_PIECE_SLACK_BYTES ||
+	    dp->o.resp_budget_bytes < dp->o.resp_conn_bytes) {
+		snprintf(err, errlen, "data plane: a connection's share of responses (%" PRIu64
+			 " bytes) must hold a piece of %zu bytes and %u more, and fit the node's budget (%" PRIu64 " bytes)",
+			 dp->o.resp_conn_bytes, dp->o.resp_piece_bytes, NODE_DP_PIECE_SLACK_BYTES,
+			 dp->o.resp_budget_bytes);
+		free(dp);
+		return -EINVAL;
+	}
 	if (node_dp_cert_set(dp, o->cert, o->cert_len) < 0) {
 		snprintf(err, errlen, "data plane: certificate of %zu bytes is too large", o->cert_len);
 		free(dp);
@@ -1051,9 +1688,25 @@ int node_dp_new(struct node_dp **out, const struct node_dp_opts *o, char *err, s
 	so.proto = &dp_proto;
 	so.proto_arg = dp;
 	so.max_conns = o->max_conns;
+	so.max_unauth = o->max_unauth;
+	so.max_unauth_per_addr = o->max_unauth_per_addr;
+	so.max_per_id = o->max_conns_per_key;
 	so.max_conn_buf_bytes = OVL_WIRE_HEAD_MAX_BYTES + NODE_SERVE_RECV_CHUNK_BYTES;
+	so.handshake_timeout_ms = o->handshake_timeout_ms;
 	so.idle_timeout_ms = o->idle_timeout_ms;
-	so.frame_timeout_ms = o->frame_timeout_ms;
+	so.progress_interval_ms = o->progress_interval_ms;
+	so.progress_min_bytes = o->progress_min_bytes;
+	so.send_timeout_ms = dp->o.send_timeout_ms;
+	/* a connection refused at accept: ERROR busy, before any HELLO */
+	ret = ovl_wire_error_frame(OVL_WIRE_BUSY, "node busy: too many connections; retry later",
+				   busy, sizeof(busy));
+	if (ret < 0) {
+		snprintf(err, errlen, "data plane: cannot build the busy frame");
+		free(dp);
+		return ret;
+	}
+	so.refuse_msg = busy;
+	so.refuse_msg_len = (size_t)ret;
 	ret = node_serve_new(&dp->srv, &so, err, errlen);
 	if (ret < 0) {
 		free(dp);
@@ -1105,11 +1758,19 @@ int node_dp_listen(struct node_dp *dp, struct sockaddr_in6 *addr, char *err, siz
 void node_dp_tick(struct node_dp *dp, uint64_t now_ms)
 {
 	node_serve_tick(dp->srv, now_ms);
+	/* GETs wait for memory that peers who stopped reading hold: those
+	 * peers go first, one a tick, before their send timeout (a peer that
+	 * reads at all makes progress well within NODE_DP_PRESSURE_STALL_MS) */
+	if (dp->bwait_head && now_ms >= dp->bwait_head->bwait_ms + NODE_DP_PRESSURE_WAIT_MS &&
+	    node_serve_reset_stalled(dp->srv, now_ms, NODE_DP_PRESSURE_STALL_MS))
+		dp->st.reset_for_budget++;
 }
 
 void node_dp_stats(const struct node_dp *dp, struct node_dp_stats *st)
 {
 	*st = dp->st;
+	st->resp_bytes = dp->resp_bytes;
+	st->put_bytes = dp->payload_bytes;
 }
 
 void node_dp_serve_stats(const struct node_dp *dp, struct node_serve_stats *st)

@@ -10,7 +10,8 @@
  * only one that calls the store. node_dp never calls the store: PUT, GET,
  * DELETE, STAT and LIST go to node_req (a streamed PUT through a
  * node_req_stream), whose completions node_dp turns into responses;
- * NODE-STAT reads the node's counters through node_req too; MAP reads the
+ * NODE-STAT reads the node's counters through node_req too, and adds the
+ * session's own (response_bytes_held, put_bytes_held); MAP reads the
  * control plane's map through the map_get hook.
  *
  * A connection starts with the handshake (the client's certificate is
@@ -20,9 +21,19 @@
  * epoch), PUT payloads are checked against their crc32c before anything is
  * stored (payloads above 128 KiB stream into the request layer as they
  * arrive and become visible only once checked), and slices that require
- * encryption refuse plaintext payloads. Refusals are responses with a
- * status code and a message; only a frame that fails authentication closes
- * the connection.
+ * encryption refuse plaintext payloads. Requests on the same key take
+ * effect in the order the connection sent them (a GET after a PUT of the
+ * key reads that PUT; a LIST waits for earlier writes under its prefix);
+ * unrelated ones may complete, and be answered, out of order. One GET at a
+ * time is read on a connection, since its payload holds the wire until it
+ * ends; answers that complete meanwhile wait for it. Refusals are responses
+ * with a status code and a message; only a frame that fails authentication,
+ * or a response-type frame from the client (a client sends requests only),
+ * closes the connection. Admission and the timers are node_serve's (see
+ * struct node_dp_opts); what the peer is told before such a close: while
+ * in HELLO, an ERROR frame (busy when evicted, timeout at the handshake
+ * deadline or a stall); a PUT whose payload stalls, its response with status
+ * timeout; otherwise (keys exist but no request to answer) only the close.
  *
  * The loop: node_dp never runs it. It registers a before-sleep hook
  * (node_loop_before_sleep_add) that resumes connections paused on a full
@@ -49,6 +60,32 @@
 
 #define NODE_DP_SLICES_MAX 16
 
+/* shelf-node's default limits (its configuration table says what each
+ * means); sized for the sim board's 32 MiB memory budget */
+#define NODE_DP_MAX_CONNS_DEFAULT 512
+#define NODE_DP_MAX_UNAUTH_DEFAULT 384
+#define NODE_DP_MAX_UNAUTH_PER_ADDR_DEFAULT 64
+#define NODE_DP_MAX_CONNS_PER_KEY_DEFAULT 64
+#define NODE_DP_MAX_INFLIGHT_DEFAULT 32
+#define NODE_DP_PUT_BUDGET_MIB_DEFAULT 8
+#define NODE_DP_HANDSHAKE_TIMEOUT_S_DEFAULT 5
+#define NODE_DP_IDLE_TIMEOUT_S_DEFAULT 60
+#define NODE_DP_PROGRESS_INTERVAL_S_DEFAULT 10
+#define NODE_DP_PROGRESS_KIB_DEFAULT 16
+/* GET answers are read from the drive in pieces (defaults for the sim
+ * board's 32 MiB memory budget; shelf-node's configuration sets them) */
+#define NODE_DP_PIECE_BYTES (256u << 10)      /* one ranged read of the store */
+#define NODE_DP_PIECE_MAX_BYTES (1u << 20)
+#define NODE_DP_RESP_BUDGET_BYTES (12u << 20) /* response bytes held, all connections */
+/* A GET that waits this long for the budget makes the node reset the
+ * connection whose answers have made no progress for the longest, at
+ * least NODE_DP_PRESSURE_STALL_MS (one a tick), before its send timeout */
+#define NODE_DP_PRESSURE_WAIT_MS 200
+#define NODE_DP_PRESSURE_STALL_MS 2000
+#define NODE_DP_RESP_CONN_BYTES (640u << 10)  /* ... one connection: two pieces in flight */
+/* a piece's read buffer is at most the piece and this much (alignment) */
+#define NODE_DP_PIECE_SLACK_BYTES (72u << 10)
+
 struct node_dp;
 
 struct node_dp_opts {
@@ -60,12 +97,38 @@ struct node_dp_opts {
 	struct ovl_peers *peers;        /* judges client certificates (borrowed) */
 	uint64_t (*now_s)(void *arg);   /* trusted unix time for certificates */
 	void *now_arg;
-	unsigned max_conns;
+	/* admission (node_serve, serve.h): connections; of them not yet
+	 * authenticated, in all and per source address; authenticated per
+	 * client key (0: no cap). A connection is authenticated when its first
+	 * request's MAC verifies (that proves the key); until then it is
+	 * unauthenticated, must get there within handshake_timeout_ms, and may
+	 * be closed (ERROR busy while in HELLO) to make room for a new one. */
+	unsigned max_conns, max_unauth, max_unauth_per_addr, max_conns_per_key;
 	unsigned max_inflight;          /* requests in flight per connection */
 	/* PUT payload memory, all connections: small payloads buffered whole,
 	 * node_req_stream_bytes() (plus a sealed chunk) per streamed one */
 	uint64_t max_payload_bytes;
-	uint64_t idle_timeout_ms, frame_timeout_ms;
+	uint64_t handshake_timeout_ms, idle_timeout_ms;
+	/* a frame being received (a PUT payload included) must bring at least
+	 * progress_min_bytes every progress_interval_ms, else ERROR timeout /
+	 * status timeout and the close (nothing of a PUT is stored) */
+	uint64_t progress_interval_ms, progress_min_bytes;
+	/*
+	 * Responses. A GET's answer is read in pieces of resp_piece_bytes (0:
+	 * NODE_DP_PIECE_BYTES; a multiple of 64 KiB, at most
+	 * NODE_DP_PIECE_MAX_BYTES) as the connection drains: a piece is read
+	 * only when it fits both the node's resp_budget_bytes (0:
+	 * NODE_DP_RESP_BUDGET_BYTES) of response bytes held and the
+	 * connection's share, resp_conn_bytes (0: NODE_DP_RESP_CONN_BYTES; at
+	 * least a piece and NODE_DP_PIECE_SLACK_BYTES, at most the budget). A
+	 * GET without room waits (first come, first served), it is not failed;
+	 * a connection without room for another piece is not read until its
+	 * sends drain. A send that makes no progress for send_timeout_ms (0:
+	 * idle_timeout_ms) closes the connection and frees what it held.
+	 */
+	uint64_t resp_budget_bytes, resp_conn_bytes;
+	size_t resp_piece_bytes;
+	uint64_t send_timeout_ms;
 	/* MAP requests: the encoded, broker-signed `map` message the node holds
 	 * for slice into a malloc'd *buf (the caller frees). 0, -ENOENT, -ENOMEM.
 	 * NULL: MAP is answered not-found. */
@@ -76,6 +139,14 @@ struct node_dp_opts {
 struct node_dp_stats {
 	uint64_t handshakes, handshake_failures, requests, puts, gets, deletes, stats, lists, maps;
 	uint64_t refused_busy, stale_map, wrong_slice, checksum_mismatch, auth_failures;
+	uint64_t refused_key;     /* authenticated, but the key held max_conns_per_key */
+	uint64_t timed_out;       /* ERROR or status timeout sent before a close */
+	uint64_t response_frames; /* a client sent a response-type frame: closed */
+	uint64_t resp_waits;           /* GET pieces that waited for the node's response budget */
+	uint64_t reset_for_budget;     /* stalled readers reset early for waiting GETs */
+	uint64_t paused_for_responses; /* connections not read until their answers drained */
+	uint64_t resp_bytes;           /* now: response bytes held (reserved, queued, waiting) */
+	uint64_t put_bytes;            /* now: PUT payload bytes held (buffered, stream buffers) */
 };
 
 int node_dp_new(struct node_dp **out, const struct node_dp_opts *o, char *err, size_t errlen);

@@ -34,6 +34,30 @@ struct req_op {
 	struct node_req_buf buf;
 };
 
+/* A GET in pieces. Phases: FIRST reads the first piece (which tells the
+ * object's size and version); CRC reads a long range once to compute its
+ * crc32c; SEND reads the pieces that are delivered. */
+enum { GET_FIRST, GET_CRC, GET_SEND };
+
+#define REQ_GET_RESTARTS 4 /* a range replaced while its crc is computed: start again */
+
+struct node_req_get {
+	struct node_req *rq;
+	node_req_done_fn done;
+	void *arg;
+	uint8_t key[NODE_STORE_KEY_MAX];
+	size_t klen;
+	uint64_t req_off, req_len; /* as asked */
+	size_t piece;
+	int phase;
+	unsigned restarts;
+	uint64_t size, seq;        /* the version being answered */
+	uint64_t start, end;       /* the answer: [start, end) of the object */
+	uint64_t pos;              /* next byte to read (CRC and SEND) */
+	uint32_t crc;              /* of the answer (CRC: so far) */
+	bool reading, ended;
+};
+
 struct node_req_stream {
 	struct node_req *rq;
 	struct node_store_stream *st;
@@ -181,6 +205,251 @@ static void get_done(void *arg, int res, struct node_store_rbuf **srb,
 	if (offered && !b)
 		return;
 	op_free(op);
+}
+
+/* ---- a GET in pieces ---- */
+
+static void piece_done(void *arg, int res, struct node_store_rbuf **srb,
+		       const struct node_store_objstat *st);
+
+static void get_free(struct node_req_get *g)
+{
+	struct node_req *rq = g->rq;
+
+	free(g);
+	rq_put(rq);
+}
+
+/* Read [off, off + len) of the key: its completion is piece_done(). */
+static int get_read(struct node_req_get *g, uint64_t off, uint64_t len)
+{
+	struct node_req *rq = g->rq;
+	struct req_op *op = op_new(rq, NODE_REQ_GET, NULL, g);
+	int ret;
+
+	if (!op) {
+		rq->msg = "out of memory";
+		return -EBUSY;
+	}
+	op->offset = off;
+	ret = node_store_get_async(rq->o.store, g->key, g->klen, off, len, piece_done, op);
+	if (ret < 0) {
+		rq->msg = fail_msg(rq, ret);
+		op_free(op);
+		return ret;
+	}
+	g->reading = true;
+	return 0;
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+/* Report a failure (or a piece, with op's buffer offered) to the caller. */
+static void get_deliver(struct node_req_get *g, struct req_op *op, int res, const char *msg,
+			const void *data, size_t len)
+{
+	struct node_req_result r = { .type = NODE_REQ_GET, .res = res, .msg = msg };
+	struct node_req_buf *b = op && op->buf.srb ? &op->buf : NULL;
+	bool offered = b != NULL;
+
+	if (res == 0) {
+		r.size = g->size;
+		r.offset = g->start;
+		r.length = g->end - g->start;
+		r.crc = g->crc;
+		r.data = data;
+		r.len = len;
+		g->pos += len;
+	}
+	g->done(g->arg, &r, res == 0 ? &b : NULL);
+	if (op && !(offered && !b))
+		op_free(op);
+}
+
+static void get_fail(struct node_req_get *g, struct req_op *op, int res, const char *msg)
+{
+	node_store_rbuf_release(&op->buf.srb);
+	get_deliver(g, op, res, msg, NULL, 0);
+}
+
+/* Start over (the object changed while a range's crc was computed, and
+ * nothing was delivered yet): the GET then answers the new version. */
+static void get_restart(struct node_req_get *g)
+{
+	int ret;
+
+	g->phase = GET_FIRST;
+	ret = get_read(g, g->req_off, min_u64(g->piece, g->req_len));
+	if (ret < 0)
+		get_deliver(g, NULL, ret, node_req_errmsg(g->rq), NULL, 0);
+}
+
+/* The next read of the CRC pass, or the first delivered piece after it. */
+static void get_crc_next(struct node_req_get *g, struct req_op *op)
+{
+	int ret;
+
+	op_free(op);
+	if (g->pos >= g->end) {
+		g->phase = GET_SEND;
+		g->pos = g->start;
+	}
+	ret = get_read(g, g->pos, min_u64(g->piece, g->end - g->pos));
+	if (ret == -ENOENT && g->restarts++ < REQ_GET_RESTARTS) {
+		get_restart(g); /* deleted meanwhile: answer that */
+		return;
+	}
+	if (ret < 0)
+		get_deliver(g, NULL, ret == -ENOENT ? -EBUSY : ret, node_req_errmsg(g->rq), NULL, 0);
+}
+
+static void piece_done(void *arg, int res, struct node_store_rbuf **srb,
+		       const struct node_store_objstat *st)
+{
+	struct req_op *op = arg;
+	struct node_req_get *g = op->arg;
+	const uint8_t *data = NULL;
+	size_t len = 0;
+
+	g->reading = false;
+	if (srb && *srb) {
+		op->buf.srb = *srb;
+		*srb = NULL;
+		data = op->buf.srb->data;
+		len = op->buf.srb->len;
+	}
+	if (g->ended) {
+		op_free(op);
+		get_free(g);
+		return;
+	}
+	if (res == 0 && !st)
+		res = -EIO; /* the store always reports the version; be safe */
+	if (g->phase != GET_FIRST && (res == -ENOENT || (res == 0 && st->seq != g->seq))) {
+		/* replaced or deleted since the first piece */
+		if (g->phase == GET_CRC && g->restarts++ < REQ_GET_RESTARTS) {
+			op_free(op);
+			get_restart(g);
+			return;
+		}
+		get_fail(g, op, g->phase == GET_CRC ? -EBUSY : -EAGAIN,
+			 "the object was replaced while it was read");
+		return;
+	}
+	if (res < 0) {
+		get_fail(g, op, res, fail_msg(g->rq, res));
+		return;
+	}
+	if (len != min_u64(g->piece, (g->phase == GET_FIRST ? UINT64_MAX : g->end - g->pos)) &&
+	    g->phase != GET_FIRST) {
+		get_fail(g, op, -EIO, "a piece came back short");
+		return;
+	}
+	switch (g->phase) {
+	case GET_FIRST:
+		g->size = st->size;
+		g->seq = st->seq;
+		g->start = min_u64(g->req_off, st->size);
+		g->end = g->start + min_u64(g->req_len, st->size - g->start);
+		g->pos = g->start;
+		if (g->start == 0 && g->end == st->size) {
+			g->crc = st->crc; /* verified against it as it is read */
+		} else if (g->end - g->start <= len) {
+			g->crc = ovl_crc32c(0, data, len);
+		} else {
+			/* the range's crc must lead the answer: read it once for it */
+			g->phase = GET_CRC;
+			g->crc = ovl_crc32c(0, data, len);
+			g->pos += len;
+			node_store_rbuf_release(&op->buf.srb);
+			get_crc_next(g, op);
+			return;
+		}
+		g->phase = GET_SEND;
+		get_deliver(g, op, 0, NULL, data, len);
+		return;
+	case GET_CRC:
+		g->crc = ovl_crc32c(g->crc, data, len);
+		g->pos += len;
+		node_store_rbuf_release(&op->buf.srb);
+		get_crc_next(g, op);
+		return;
+	default:
+		get_deliver(g, op, 0, NULL, data, len);
+		return;
+	}
+}
+
+int node_req_get_start(struct node_req *rq, const struct node_req_args *a, size_t piece_bytes,
+		       node_req_done_fn done, void *arg, struct node_req_get **out)
+{
+	struct node_req_get *g = NULL;
+	int ret;
+
+	*out = NULL;
+	if (a->type != NODE_REQ_GET || !a->key || a->klen == 0 || a->klen > NODE_STORE_KEY_MAX ||
+	    piece_bytes < OVL_WIRE_CHUNK_BYTES || piece_bytes % OVL_WIRE_CHUNK_BYTES) {
+		rq->msg = "a GET in pieces needs a key and whole chunks per piece";
+		return -EINVAL;
+	}
+	g = calloc(1, sizeof(*g));
+	if (!g) {
+		rq->msg = "out of memory";
+		return -EBUSY;
+	}
+	g->rq = rq;
+	g->done = done;
+	g->arg = arg;
+	memcpy(g->key, a->key, a->klen);
+	g->klen = a->klen;
+	g->req_off = a->offset;
+	g->req_len = a->length;
+	g->piece = piece_bytes;
+	g->phase = GET_FIRST;
+	rq->live++;
+	ret = get_read(g, g->req_off, min_u64(g->piece, g->req_len));
+	if (ret < 0) {
+		get_free(g);
+		return ret;
+	}
+	*out = g;
+	return 0;
+}
+
+int node_req_get_next(struct node_req_get *g)
+{
+	int ret;
+
+	if (g->reading || g->ended || g->phase != GET_SEND || g->pos >= g->end) {
+		g->rq->msg = "no piece to read now";
+		return -EINVAL;
+	}
+	ret = get_read(g, g->pos, min_u64(g->piece, g->end - g->pos));
+	if (ret == -ENOENT) {
+		g->rq->msg = "the object was deleted while it was read";
+		return -EAGAIN;
+	}
+	return ret;
+}
+
+bool node_req_get_finished(const struct node_req_get *g)
+{
+	return g->phase == GET_SEND && g->pos >= g->end;
+}
+
+void node_req_get_end(struct node_req_get **gp)
+{
+	struct node_req_get *g = gp ? *gp : NULL;
+
+	if (!g)
+		return;
+	*gp = NULL;
+	g->ended = true;
+	if (!g->reading)
+		get_free(g);
 }
 
 struct list_ctx {

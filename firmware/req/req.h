@@ -99,6 +99,7 @@ struct node_req_result {
 	uint32_t crc;             /* PUT, STAT: the object's crc32c; GET: the returned bytes' */
 	uint64_t seq;             /* PUT, STAT: the store's sequence of the object */
 	uint64_t offset;          /* GET: where the returned bytes start */
+	uint64_t length;          /* GET in pieces: the answer's bytes, every piece together */
 	const uint8_t *data;      /* GET: the bytes (inside the buffer handed with them) */
 	size_t len;
 	const struct ovl_wire_bin *keys; /* LIST: the keys, in byte order */
@@ -171,6 +172,50 @@ int node_req_stream_finish(struct node_req_stream **st, node_req_done_fn done, v
 
 /* Give up: nothing becomes visible. NULLs *st; accepts NULL. */
 void node_req_stream_abort(struct node_req_stream **st);
+
+/*
+ * ---- a GET in pieces ----
+ *
+ * A GET's answer read from the drive in pieces of at most piece_bytes, so
+ * that an object of any size is never held whole: the caller asks for the
+ * next piece when it has room for it. Every piece comes from the same
+ * version of the object (the store's sequence is checked on each read).
+ *
+ * node_req_get_start(): 0, and `done` runs once with the first piece, or
+ * with the GET's failure (r->res: -ENOENT...); -errno: refused, `done`
+ * never runs (-ENOENT: no such key, as node_req_start()). The first piece's result says what the whole answer is:
+ * r->size (the whole object's bytes), r->offset (where the answer starts),
+ * r->length (the answer's bytes: the range clipped to the object) and
+ * r->crc (the crc32c of the whole answer: the stored crc for a whole
+ * object; for a range longer than one piece the range is read once more,
+ * piece by piece, to compute it before the first piece is delivered). Each
+ * piece is r->data/r->len, with the buffer handle as for node_req_start();
+ * pieces follow each other, and their lengths add up to r->length. A
+ * caller may keep a piece's buffer while it asks for the next.
+ *
+ * piece_bytes: a multiple of OVL_WIRE_CHUNK_BYTES (so that every piece but
+ * the last is a whole number of payload chunks), at least one chunk.
+ */
+struct node_req_get;
+
+int node_req_get_start(struct node_req *rq, const struct node_req_args *a, size_t piece_bytes,
+		       node_req_done_fn done, void *arg, struct node_req_get **out);
+
+/* Read the next piece (only after `done` ran for the previous one, and
+ * while the pieces so far are fewer than r->length bytes): 0, and `done`
+ * runs once more with it, or with -EIO (a read or checksum failure) or
+ * -EAGAIN (the object was replaced or deleted since the first piece: the
+ * rest of this version is gone); -errno: refused, `done` never runs
+ * (-EAGAIN there too when the key is gone). */
+int node_req_get_next(struct node_req_get *g);
+
+/* Whether every piece of the answer has been delivered. */
+bool node_req_get_finished(const struct node_req_get *g);
+
+/* Finish with the GET (after its last piece, a failure, or to give up): a
+ * read still in flight completes without calling `done`. Buffers kept
+ * stay valid until released. NULLs *g; accepts NULL. */
+void node_req_get_end(struct node_req_get **g);
 
 /* ---- buffers handed over with a GET's bytes ---- */
 

@@ -38,7 +38,19 @@ struct node_conn {
 	unsigned holds;            /* callbacks running: not freed under them */
 	int close_reason;
 	bool in_frame;
-	uint64_t last_rx_ms, frame_start_ms;
+	uint64_t last_rx_ms;
+	uint64_t last_tx_ms;       /* the send queue last made progress (or became busy) */
+	size_t tx_progress;        /* bytes sent since then */
+	/* admission: node_conn_admit() ran (authed); else on the server's list
+	 * of unauthenticated connections, oldest first */
+	bool authed, on_ua;
+	uint8_t id[NODE_SERVE_ID_BYTES];
+	uint64_t accepted_ms;
+	struct node_conn *ua_prev, *ua_next;
+	/* the progress window: bytes received since win_start_ms */
+	uint64_t win_start_ms, win_bytes;
+	bool expired;              /* on_expire ran: the graceful close is bounded */
+	uint64_t close_ms;
 	struct send_item *sq_head, *sq_tail;
 	/* what the armed send sends: the queue's first CONN_SEND_IOV_MAX pieces */
 	struct iovec siov[CONN_SEND_IOV_MAX];
@@ -60,6 +72,10 @@ struct node_serve {
 	struct listener ls[NODE_SERVE_LISTEN_MAX];
 	unsigned nls;
 	struct node_conn *conns;
+	struct node_conn *ua_head, *ua_tail; /* unauthenticated, oldest first */
+	unsigned live;             /* open and not closing */
+	uint8_t refuse_msg[NODE_SERVE_REFUSE_MSG_MAX];
+	size_t refuse_len;
 	struct node_serve_stats st;
 	bool stopping;             /* node_serve_stop(): no new connections */
 	bool destroyed;            /* node_serve_destroy() while busy: the last completion frees */
@@ -91,12 +107,35 @@ static void conn_send_done(struct node_loop_ev *ev, int res, uint32_t flags);
 static void conn_maybe_free(struct node_conn *c);
 static void serve_maybe_free(struct node_serve *s);
 
+/* Off the list of unauthenticated connections (admitted or closing). */
+static void ua_unlink(struct node_conn *c)
+{
+	struct node_serve *s = c->s;
+
+	if (!c->on_ua)
+		return;
+	if (c->ua_prev)
+		c->ua_prev->ua_next = c->ua_next;
+	else
+		s->ua_head = c->ua_next;
+	if (c->ua_next)
+		c->ua_next->ua_prev = c->ua_prev;
+	else
+		s->ua_tail = c->ua_prev;
+	c->ua_prev = c->ua_next = NULL;
+	c->on_ua = false;
+	s->st.unauth--;
+}
+
 static void conn_begin_close(struct node_conn *c, int reason, bool graceful)
 {
 	if (c->closing && !(c->graceful && !graceful))
 		return;
-	if (!c->closing)
+	if (!c->closing) {
 		c->close_reason = reason;
+		ua_unlink(c);
+		c->s->live--;
+	}
 	c->closing = true;
 	c->graceful = graceful && c->sq_head;
 	if (!c->graceful && !c->shut) {
@@ -261,10 +300,11 @@ static size_t conn_feed(struct node_conn *c, const uint8_t *buf, size_t len, uin
 			used = (ssize_t)(len - off);
 		off += (size_t)used;
 		c->in_frame = in_frame || off < len;
-		/* the slow-peer allowance runs from a frame's first byte to its
-		 * last: trickling bytes (a payload at 1 byte/s) does not renew it */
-		if (c->in_frame && (!was || !in_frame))
-			c->frame_start_ms = now;
+		/* a frame starts: its first progress window starts with it */
+		if (c->in_frame && !was) {
+			c->win_start_ms = now;
+			c->win_bytes = len - off + (size_t)used;
+		}
 		if (used == 0)
 			break;
 	}
@@ -414,6 +454,13 @@ static void conn_recv_done(struct node_loop_ev *ev, int res, uint32_t flags)
 		return;
 	}
 	c->last_rx_ms = now;
+	/* the minimum progress made: the next interval starts now, so a stall
+	 * is cut one interval after the last progress, not up to two */
+	c->win_bytes += (uint64_t)res;
+	if (c->win_bytes >= s->o.progress_min_bytes) {
+		c->win_start_ms = now;
+		c->win_bytes = 0;
+	}
 	if (has_buf) {
 		s->st.recv_ring++;
 		s->ring_dirty = true;
@@ -436,10 +483,17 @@ static void conn_send_done(struct node_loop_ev *ev, int res, uint32_t flags)
 	size_t left = res > 0 ? (size_t)res : 0;
 
 	c->send_armed = false;
+	if (c->closing && !c->graceful) {
+		/* woken by the shutdown: the connection goes now (a paused one has
+		 * no receive armed whose completion would free it) */
+		conn_maybe_free(c);
+		return;
+	}
 	if (res <= 0 || !c->sq_head) {
 		conn_begin_close(c, res < 0 ? res : -EPIPE, false);
 		return;
 	}
+	c->tx_progress += left;
 	c->holds++;
 	while (c->sq_head) {
 		struct send_item *it = c->sq_head;
@@ -459,9 +513,16 @@ static void conn_send_done(struct node_loop_ev *ev, int res, uint32_t flags)
 		c->sq_head = it->next;
 		if (!c->sq_head)
 			c->sq_tail = NULL;
+		c->tx_progress = NODE_SERVE_SEND_PROGRESS_BYTES; /* a reply went out */
 		if (it->done)
 			it->done(it->arg, 0);
 		free(it);
+	}
+	/* progress: a reply finished, or NODE_SERVE_SEND_PROGRESS_BYTES went
+	 * out (a peer that takes a few bytes now and then does not count) */
+	if (c->tx_progress >= NODE_SERVE_SEND_PROGRESS_BYTES) {
+		c->last_tx_ms = now_ms();
+		c->tx_progress = 0;
 	}
 	c->holds--;
 	if (c->sq_head) {
@@ -493,6 +554,10 @@ int node_conn_sendv(struct node_conn *c, const struct iovec *iov, unsigned n,
 			it->iov[it->n++] = iov[i];
 	it->done = done;
 	it->arg = arg;
+	if (!c->sq_head) {
+		c->last_tx_ms = now_ms(); /* the send timer runs from here */
+		c->tx_progress = 0;
+	}
 	if (c->sq_tail)
 		c->sq_tail->next = it;
 	else
@@ -527,7 +592,73 @@ void node_conn_frame_done(struct node_conn *c)
 {
 	c->in_frame = c->rlen > 0;
 	c->last_rx_ms = now_ms();
-	c->frame_start_ms = c->last_rx_ms;
+	c->win_start_ms = c->last_rx_ms;
+	c->win_bytes = c->rlen;
+}
+
+int node_conn_admit(struct node_conn *c, const uint8_t id[NODE_SERVE_ID_BYTES])
+{
+	struct node_serve *s = c->s;
+	unsigned n = 0;
+
+	if (c->authed)
+		return 0;
+	if (s->o.max_per_id) {
+		for (struct node_conn *o = s->conns; o; o = o->next)
+			if (o->authed && !o->closing && memcmp(o->id, id, NODE_SERVE_ID_BYTES) == 0)
+				n++;
+		if (n >= s->o.max_per_id) {
+			s->st.refused_id++;
+			return -EBUSY;
+		}
+	}
+	memcpy(c->id, id, NODE_SERVE_ID_BYTES);
+	c->authed = true;
+	ua_unlink(c);
+	return 0;
+}
+
+/* The server closes c for a reason the peer should hear of: the protocol
+ * may queue a last message, which goes out first (NODE_SERVE_LINGER_MS at
+ * most). */
+static void conn_expire(struct node_conn *c, int why, int reason)
+{
+	struct node_serve *s = c->s;
+
+	c->holds++;
+	if (s->o.proto->on_expire)
+		s->o.proto->on_expire(s->o.proto_arg, c, why);
+	c->holds--;
+	c->expired = true;
+	c->close_ms = now_ms();
+	conn_begin_close(c, reason, true);
+}
+
+/* Refuse a connection that was never opened: the protocol's refusal (a
+ * fresh socket's buffer always takes it), then the close. */
+static void refuse_fd(struct node_serve *s, int fd)
+{
+	uint8_t junk[1024];
+
+	s->st.refused_busy++;
+	if (s->refuse_len)
+		(void)send(fd, s->refuse_msg, s->refuse_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	/* what the peer sent already is read, so that the close is a FIN, not
+	 * a reset that may discard the refusal before the peer reads it */
+	for (int i = 0; i < 16 && recv(fd, junk, sizeof(junk), MSG_DONTWAIT) > 0; i++)
+		;
+	close(fd);
+}
+
+/* Unauthenticated connections from the same address as `peer`. */
+static unsigned ua_from(const struct node_serve *s, const struct sockaddr_in6 *peer)
+{
+	unsigned n = 0;
+
+	for (const struct node_conn *c = s->ua_head; c; c = c->ua_next)
+		if (memcmp(&c->peer.sin6_addr, &peer->sin6_addr, sizeof(peer->sin6_addr)) == 0)
+			n++;
+	return n;
 }
 
 void node_conn_resume(struct node_conn *c)
@@ -566,13 +697,15 @@ static void accept_done(struct node_loop_ev *ev, int res, uint32_t flags)
 	struct listener *l = CONTAINER(ev, struct listener, ev);
 	struct node_serve *s = l->s;
 	struct node_conn *c = NULL;
+	struct sockaddr_in6 peer;
 	socklen_t len;
 
-	if (!(flags & IORING_CQE_F_MORE))
+	if (!(flags & IORING_CQE_F_MORE)) {
 		l->armed = false;
-	if (res < 0) {
-		if (!l->armed && !s->stopping && res != -ECANCELED) {
-			/* the multishot ended (e.g. EMFILE): re-arm */
+		if (!s->stopping && !s->destroyed && res != -ECANCELED) {
+			/* the multishot ended: on an error (EMFILE), or with a
+			 * connection when the completion queue overflowed (a burst of
+			 * accepts): re-arm, or the listener goes deaf */
 			struct io_uring_sqe *sqe = node_loop_sqe(s->o.loop, &l->ev);
 
 			if (sqe) {
@@ -580,33 +713,59 @@ static void accept_done(struct node_loop_ev *ev, int res, uint32_t flags)
 				l->armed = true;
 			}
 		}
+	}
+	if (res < 0) {
 		serve_maybe_free(s);
 		return;
 	}
-	if (s->stopping || s->st.open >= s->o.max_conns) {
-		/* busy: the peer sees the connection closed at once */
-		close(res);
-		s->st.refused_busy++;
+	len = sizeof(peer);
+	memset(&peer, 0, sizeof(peer));
+	getpeername(res, (struct sockaddr *)&peer, &len);
+	/* closing connections linger NODE_SERVE_LINGER_MS at most; beyond
+	 * twice the table, refuse rather than let them pile up */
+	if (s->stopping || s->st.open >= 2 * s->o.max_conns) {
+		refuse_fd(s, res);
 		serve_maybe_free(s);
 		return;
+	}
+	if (ua_from(s, &peer) >= s->o.max_unauth_per_addr) {
+		s->st.refused_addr++;
+		refuse_fd(s, res);
+		return;
+	}
+	if (s->live >= s->o.max_conns || s->st.unauth >= s->o.max_unauth) {
+		if (!s->ua_head) {
+			/* every slot holds an authenticated client */
+			refuse_fd(s, res);
+			return;
+		}
+		s->st.evicted++;
+		conn_expire(s->ua_head, NODE_SERVE_EXPIRE_EVICTED, -EBUSY);
 	}
 	c = calloc(1, sizeof(*c));
 	if (!c) {
-		close(res);
-		s->st.refused_busy++;
+		refuse_fd(s, res);
 		return;
 	}
 	c->s = s;
 	c->fd = res;
 	c->recv_ev.fn = conn_recv_done;
 	c->send_ev.fn = conn_send_done;
-	c->last_rx_ms = now_ms();
-	len = sizeof(c->peer);
-	getpeername(c->fd, (struct sockaddr *)&c->peer, &len);
+	c->last_rx_ms = c->accepted_ms = c->win_start_ms = now_ms();
+	c->peer = peer;
 	c->next = s->conns;
 	if (s->conns)
 		s->conns->prev = c;
 	s->conns = c;
+	c->ua_prev = s->ua_tail;
+	if (s->ua_tail)
+		s->ua_tail->ua_next = c;
+	else
+		s->ua_head = c;
+	s->ua_tail = c;
+	c->on_ua = true;
+	s->st.unauth++;
+	s->live++;
 	s->st.open++;
 	s->st.accepted++;
 	if (s->o.proto->on_open && s->o.proto->on_open(s->o.proto_arg, c) != 0) {
@@ -679,8 +838,22 @@ int node_serve_new(struct node_serve **out, const struct node_serve_opts *o, cha
 
 	*out = NULL;
 	if (!o->loop || !o->proto || !o->proto->on_data || !o->max_conns ||
-	    o->max_conn_buf_bytes < 64 || !o->idle_timeout_ms || !o->frame_timeout_ms) {
-		snprintf(err, errlen, "serve: loop, protocol, connection limit, buffer cap and timeouts are required");
+	    o->max_conn_buf_bytes < 64 || !o->idle_timeout_ms || !o->handshake_timeout_ms ||
+	    !o->progress_interval_ms || !o->progress_min_bytes) {
+		snprintf(err, errlen, "serve: loop, protocol, connection limit, buffer cap, timeouts "
+			 "and minimum progress are required");
+		return -EINVAL;
+	}
+	if (!o->max_unauth || o->max_unauth > o->max_conns || !o->max_unauth_per_addr ||
+	    o->max_unauth_per_addr > o->max_unauth) {
+		snprintf(err, errlen, "serve: %u unauthenticated connections (%u per address) with "
+			 "%u connections: 1 <= per address <= unauthenticated <= connections is "
+			 "required", o->max_unauth, o->max_unauth_per_addr, o->max_conns);
+		return -EINVAL;
+	}
+	if (o->refuse_msg_len > NODE_SERVE_REFUSE_MSG_MAX || (o->refuse_msg_len && !o->refuse_msg)) {
+		snprintf(err, errlen, "serve: a refusal message of %zu bytes (at most %u)",
+			 o->refuse_msg_len, NODE_SERVE_REFUSE_MSG_MAX);
 		return -EINVAL;
 	}
 	if (nbufs > NODE_SERVE_RECV_BUFS_MAX || (nbufs & (nbufs - 1))) {
@@ -702,6 +875,12 @@ int node_serve_new(struct node_serve **out, const struct node_serve_opts *o, cha
 	if (!s)
 		return -ENOMEM;
 	s->o = *o;
+	s->o.refuse_msg = NULL;
+	if (o->refuse_msg_len)
+		memcpy(s->refuse_msg, o->refuse_msg, o->refuse_msg_len);
+	s->refuse_len = o->refuse_msg_len;
+	if (!s->o.send_timeout_ms)
+		s->o.send_timeout_ms = o->idle_timeout_ms;
 	/* what arrives in one buffer and is left over must fit the cap */
 	s->nbufs = nbufs;
 	s->buf_bytes = bsize < o->max_conn_buf_bytes ? bsize : o->max_conn_buf_bytes;
@@ -755,6 +934,34 @@ int node_serve_listen(struct node_serve *s, struct sockaddr_in6 *addr, char *err
 	return 0;
 }
 
+/* The peer stopped reading: what it held goes with it, the kernel's send
+ * buffer too (a reset, not a FIN that would wait behind the bytes it does
+ * not read). */
+static void conn_reset(struct node_conn *c)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+	setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	conn_begin_close(c, -ETIMEDOUT, false);
+}
+
+int node_serve_reset_stalled(struct node_serve *s, uint64_t now, uint64_t min_stall_ms)
+{
+	struct node_conn *c, *worst = NULL;
+
+	for (c = s->conns; c; c = c->next) {
+		if (c->closing || !c->sq_head || now - c->last_tx_ms < min_stall_ms)
+			continue;
+		if (!worst || c->last_tx_ms < worst->last_tx_ms)
+			worst = c;
+	}
+	if (!worst)
+		return 0;
+	s->st.reset_stalled++;
+	conn_reset(worst);
+	return 1;
+}
+
 void node_serve_tick(struct node_serve *s, uint64_t now)
 {
 	struct node_conn *c = s->conns, *next;
@@ -768,12 +975,38 @@ void node_serve_tick(struct node_serve *s, uint64_t now)
 
 	for (; c; c = next) {
 		next = c->next;
-		if (c->closing)
+		if (c->closing) {
+			/* a last message that does not leave in time is dropped */
+			if (c->expired && c->graceful && now - c->close_ms > NODE_SERVE_LINGER_MS)
+				conn_begin_close(c, c->close_reason, false);
 			continue;
-		if (c->in_frame && now - c->frame_start_ms > s->o.frame_timeout_ms) {
-			s->st.timed_out_slow++;
-			conn_begin_close(c, -ETIMEDOUT, false);
-		} else if (!c->in_frame && !c->sq_head && now - c->last_rx_ms > s->o.idle_timeout_ms) {
+		}
+		if (c->sq_head && now - c->last_tx_ms > s->o.send_timeout_ms) {
+			s->st.timed_out_send++;
+			conn_reset(c);
+			continue;
+		}
+		if (!c->authed && now - c->accepted_ms > s->o.handshake_timeout_ms) {
+			s->st.timed_out_handshake++;
+			conn_expire(c, NODE_SERVE_EXPIRE_HANDSHAKE, -ETIMEDOUT);
+			continue;
+		}
+		if (!c->in_frame || c->paused) {
+			/* no frame, or the node's own wait (for PUT budget, or for its
+			 * answers to drain: the send timeout watches those): no
+			 * window runs */
+			c->win_start_ms = now;
+			c->win_bytes = 0;
+		} else if (now - c->win_start_ms >= s->o.progress_interval_ms) {
+			if (c->win_bytes < s->o.progress_min_bytes) {
+				s->st.timed_out_slow++;
+				conn_expire(c, NODE_SERVE_EXPIRE_STALLED, -ETIMEDOUT);
+				continue;
+			}
+			c->win_start_ms = now;
+			c->win_bytes = 0;
+		}
+		if (!c->in_frame && !c->sq_head && now - c->last_rx_ms > s->o.idle_timeout_ms) {
 			s->st.timed_out_idle++;
 			conn_begin_close(c, -ETIMEDOUT, false);
 		}

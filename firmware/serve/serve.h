@@ -2,12 +2,36 @@
  * node_serve: the data plane's TCP server on the node's io_uring.
  *
  * It owns listening sockets and connections and enforces the limits every
- * node needs whatever it speaks: a maximum number of connections, a cap on
- * each connection's buffered bytes, an idle timeout (nothing received and
- * no frame in progress for too long) and a slow-peer timeout (a frame, its
- * payload included, not finished within frame_timeout_ms of its first byte,
- * as from a client that sends one byte per second). A refused or
- * timed-out connection is closed and its buffer freed at once.
+ * node needs whatever it speaks:
+ *
+ * - Admission. At most max_conns connections. A connection is
+ *   unauthenticated from its accept until the protocol vouches for it with
+ *   node_conn_admit(); at most max_unauth of those, and at most
+ *   max_unauth_per_addr from one source address (all 128 bits of it). A
+ *   new connection from an address already at its cap is refused. When the
+ *   table is full, or max_unauth is reached, the oldest unauthenticated
+ *   connection is closed to make room for the new one; only when every slot
+ *   holds an authenticated connection is the new one refused. A refused
+ *   connection is sent opts.refuse_msg (the protocol's "busy") and closed.
+ *   node_conn_admit() refuses an identity that already holds max_per_id
+ *   authenticated connections.
+ * - Timers. handshake_timeout_ms from accept to node_conn_admit(); an idle
+ *   timeout (nothing received, no frame in progress and nothing queued to
+ *   send for idle_timeout_ms); a send timeout (queued replies that make no
+ *   progress for send_timeout_ms: a peer that stopped reading; the
+ *   connection is reset and everything queued freed); and a progress
+ *   timeout: while a frame is in progress (and the protocol has not paused
+ *   the connection), at least progress_min_bytes must arrive within
+ *   progress_interval_ms of the frame's start, and again within
+ *   progress_interval_ms of each time they did. So a slow but steady
+ *   transfer of any length completes, and one that stalls is cut
+ *   progress_interval_ms after its last progress (plus the tick).
+ *
+ * Before the server closes a connection for a protocol-visible reason (an
+ * eviction, the handshake deadline, a stall) it calls proto->on_expire,
+ * which may queue a last message (node_conn_send); the close is then
+ * graceful but bounded by NODE_SERVE_LINGER_MS. Other refusals and timeouts
+ * close at once and free the connection's buffer.
  *
  * Connections receive into one ring of buffers shared by the server (an
  * io_uring provided-buffer ring) whenever they hold no unconsumed bytes;
@@ -37,6 +61,10 @@
 #define NODE_SERVE_LISTEN_MAX 8       /* listening sockets (slice addresses) */
 #define NODE_SERVE_RECV_CHUNK_BYTES 16384
 #define NODE_CONN_IOV_MAX 4096        /* pieces of one node_conn_sendv() */
+#define NODE_SERVE_ID_BYTES 32        /* an identity for node_conn_admit() */
+#define NODE_SERVE_LINGER_MS 2000     /* a graceful close after on_expire, at most */
+#define NODE_SERVE_REFUSE_MSG_MAX 512 /* opts.refuse_msg, bytes */
+#define NODE_SERVE_SEND_PROGRESS_BYTES (64u << 10) /* restarts the send timer */
 
 struct iovec;
 struct node_serve;
@@ -49,22 +77,49 @@ struct node_serve_proto {
 	 * Bytes received (len > 0), starting with whatever on_data left
 	 * unconsumed last time. Return how many were consumed (0..len), or
 	 * -errno to close the connection. *in_frame: true while a frame has
-	 * started but not completed (the slow-peer timer runs).
+	 * started but not completed (the progress timer runs).
 	 */
 	ssize_t (*on_data)(void *arg, struct node_conn *c, const uint8_t *buf, size_t len,
 			   bool *in_frame);
+	/*
+	 * The server is about to close the connection (reason
+	 * NODE_SERVE_EXPIRE_*); the protocol may queue a last message with
+	 * node_conn_send(), which goes out before the close. May be NULL.
+	 */
+	void (*on_expire)(void *arg, struct node_conn *c, int reason);
 	/* The connection is gone (peer closed, error, timeout or refusal). */
 	void (*on_close)(void *arg, struct node_conn *c, int reason);
+};
+
+/* Why on_expire runs. */
+enum {
+	NODE_SERVE_EXPIRE_EVICTED = 1, /* the oldest unauthenticated, closed for a newer one */
+	NODE_SERVE_EXPIRE_HANDSHAKE,   /* not admitted within handshake_timeout_ms */
+	NODE_SERVE_EXPIRE_STALLED,     /* a frame made less than the minimum progress */
 };
 
 struct node_serve_opts {
 	struct node_loop *loop;
 	const struct node_serve_proto *proto;
 	void *proto_arg;
-	unsigned max_conns;          /* beyond it new connections are closed at once */
+	unsigned max_conns;          /* connections open (see admission above) */
+	unsigned max_unauth;         /* unauthenticated ones, 1..max_conns-1 */
+	unsigned max_unauth_per_addr; /* unauthenticated ones from one address, 1..max_unauth */
+	unsigned max_per_id;         /* authenticated ones of one identity; 0: no cap */
 	size_t max_conn_buf_bytes;   /* unconsumed bytes a connection may hold */
+	uint64_t handshake_timeout_ms; /* from accept to node_conn_admit() */
 	uint64_t idle_timeout_ms;    /* no frame in progress and nothing received */
-	uint64_t frame_timeout_ms;   /* a frame in progress must complete in this */
+	uint64_t progress_interval_ms; /* a frame in progress must receive ... */
+	uint64_t progress_min_bytes;   /* ... at least this many bytes every interval */
+	/* queued sends that make no progress this long close the connection
+	 * (a peer that stops reading) with a reset; 0: idle_timeout_ms.
+	 * Progress is a reply sent to its end, or NODE_SERVE_SEND_PROGRESS_BYTES
+	 * sent: a peer that takes a few bytes now and then is cut too */
+	uint64_t send_timeout_ms;
+	/* sent to a connection refused at accept (copied; at most
+	 * NODE_SERVE_REFUSE_MSG_MAX bytes; may be empty) */
+	const uint8_t *refuse_msg;
+	size_t refuse_msg_len;
 	/*
 	 * Receive buffers shared by every connection (an io_uring provided
 	 * buffer ring): recv_bufs buffers (a power of two, at most
@@ -88,7 +143,14 @@ struct node_serve_opts {
 
 struct node_serve_stats {
 	uint64_t accepted, refused_busy, closed, timed_out_idle, timed_out_slow, overflowed;
+	uint64_t refused_addr;        /* of refused_busy: the source address was at its cap */
+	uint64_t evicted;             /* unauthenticated, closed to make room */
+	uint64_t timed_out_handshake; /* not admitted in time */
+	uint64_t refused_id;          /* node_conn_admit() refusals: identity at its cap */
+	uint64_t timed_out_send;  /* closed: queued sends made no progress for send_timeout_ms */
+	uint64_t reset_stalled;   /* closed early by node_serve_reset_stalled() */
 	unsigned open;
+	unsigned unauth;              /* open and not yet admitted (closing ones excluded) */
 	unsigned ring_bufs;       /* buffers in the shared ring; 0: not in use */
 	uint64_t recv_ring;       /* receives that landed in a ring buffer */
 	uint64_t recv_own;        /* receives into a connection's own buffer */
@@ -123,6 +185,15 @@ void node_serve_destroy(struct node_serve **s);
 void node_serve_stats(const struct node_serve *s, struct node_serve_stats *st);
 
 /*
+ * Memory pressure: reset the connection whose queued sends have made no
+ * progress for the longest time, if that is at least min_stall_ms (a peer
+ * that stopped reading), before its send timeout, freeing what it holds.
+ * The protocol calls it when others wait for memory such peers hold.
+ * Returns 1 when one was reset, 0 when none qualifies.
+ */
+int node_serve_reset_stalled(struct node_serve *s, uint64_t now, uint64_t min_stall_ms);
+
+/*
  * Queue `len` bytes of `buf` (borrowed until `done` runs; done may be NULL)
  * for the connection, after what is already queued. 0 or -errno (-EPIPE when
  * the connection is closing).
@@ -143,14 +214,26 @@ int node_conn_sendv(struct node_conn *c, const struct iovec *iov, unsigned n,
  * Flow control: after node_conn_pause() (typically from on_data, when the
  * protocol cannot take more bytes yet) nothing more is handed to on_data and
  * nothing more is received; node_conn_resume() hands over what is buffered
- * and receives again. The frame timer keeps running meanwhile.
+ * and receives again. The progress timer does not run meanwhile (the
+ * wait is the node's, not the peer's; while sends are queued the send
+ * timeout watches the peer); the handshake deadline does.
  */
 void node_conn_pause(struct node_conn *c);
 void node_conn_resume(struct node_conn *c);
 
 /* The frame in progress ended outside on_data (a paused payload finished
- * later): the slow-peer timer stops, the idle timer starts now. */
+ * later): the progress timer stops, the idle timer starts now. */
 void node_conn_frame_done(struct node_conn *c);
+
+/*
+ * The protocol vouches for the connection's peer as `id` (e.g. the client
+ * key its first authenticated frame proved). 0: the connection counts as
+ * authenticated from now on (no handshake deadline, never evicted);
+ * -EBUSY: `id` already holds max_per_id authenticated connections (the
+ * connection stays unauthenticated; the protocol answers and closes it).
+ * Admitting an admitted connection again returns 0 and changes nothing.
+ */
+int node_conn_admit(struct node_conn *c, const uint8_t id[NODE_SERVE_ID_BYTES]);
 
 /* Close after the queued sends (graceful) or at once. */
 void node_conn_close(struct node_conn *c, bool graceful);

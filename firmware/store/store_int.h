@@ -81,6 +81,7 @@ struct op_read {
 	uint64_t off, len;      /* the range asked for (narrowed to the value) */
 	enum read_stage stage;
 	uint64_t vlen;          /* READ_CHUNKS: the value's size */
+	struct node_store_objstat st; /* READ_CHUNKS: size, crc and sequence (from the header) */
 	uint64_t val_off;       /* READ_CHUNKS: device offset of its first byte */
 	uint8_t *table;         /* READ_CHUNKS: its chunk crcs */
 	size_t tlen;

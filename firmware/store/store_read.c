@@ -312,7 +312,8 @@ static void read_done(struct node_disk_io *io)
 			read_damaged(s, op);
 			return;
 		}
-		read_finish(s, op, 0, op->u.rd.buf + (op->u.rd.val_off + op->u.rd.off - op->u.rd.base), op->u.rd.len, NULL);
+		read_finish(s, op, 0, op->u.rd.buf + (op->u.rd.val_off + op->u.rd.off - op->u.rd.base),
+			    op->u.rd.len, &op->u.rd.st);
 		return;
 	}
 	ret = read_check_head(s, op, rec, avail, &h);
@@ -351,6 +352,7 @@ static void read_done(struct node_disk_io *io)
 	}
 	/* stage 1: header and table of a large value; fetch the chunks */
 	op->u.rd.vlen = h.vlen;
+	op->u.rd.st = st;
 	op->u.rd.tlen = rec_table_bytes(h.vlen);
 	op->u.rd.table = malloc(op->u.rd.tlen ? op->u.rd.tlen : 1);
 	if (!op->u.rd.table) {

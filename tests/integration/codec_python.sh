@@ -83,6 +83,10 @@ SAMPLES = {
     "map_get": env("map_get", 43, slice="alpha", epoch=7),
     "map": env("map", 43, ts=B(6, 64), slice="alpha", epoch=9, replicas=3,
                members=[member(i) for i in range(5)]),
+    "map_def": env("map", ts=B(6, 64), slice="alpha", epoch=9, replicas=3,
+                   members=[member(i) for i in range(2)], sig=B(14, 64),
+                   left=[{"id": B(15, 32), "epoch": 8, "reason": "revoked"}],
+                   selector="board=sim", owner=B(16, 32)),
     "map_big": env("map", 43, ts=B(6, 64), slice="alpha", epoch=9, replicas=3,
                    members=[member(i) for i in range(1000)]),
     "map_delta": env("map_delta", ts=B(7, 64), slice="alpha", base_epoch=9, epoch=10,
@@ -97,6 +101,9 @@ SAMPLES = {
                             {"name": "beta", "epoch": 10, "replicas": 2, "members": 25}],
                     stats=[{"name": "nodes", "value": 3}, {"name": "slices", "value": 2}],
                     epoch=11),
+    "map_report": env("map_report", slice="alpha", epoch=9, replicas=3,
+                      members=[member(i) for i in range(3)], encrypt=True, sig=B(14, 64),
+                      left=[{"id": B(15, 32), "epoch": 8, "reason": "expired"}]),
 }
 
 def no_dups(pairs):
@@ -148,8 +155,8 @@ for name in names:
         fail("%s: C's bytes differ from Python's canonical encoding" % name)
     types_seen.add(got["t"])
 print("python decoded %d C messages (%d types)" % (len(names), len(types_seen)))
-if len(types_seen) != 12:
-    fail("expected 12 message types, saw %d" % len(types_seen))
+if len(types_seen) != 13:
+    fail("expected 13 message types, saw %d" % len(types_seen))
 
 # ---- 2. Python encodes, C decodes -------------------------------------------
 def esc(s):
@@ -229,7 +236,7 @@ def future(msg, minor):
     m["v"] = [1, minor]
     return m
 
-for name in ("register", "map", "map_delta", "admin_ok", "error"):
+for name in ("register", "map", "map_delta", "admin_ok", "error", "map_report"):
     check_ok(name + "_minor", future(SAMPLES[name], 9))
 
 # keys in another order: the type and version come last

@@ -62,3 +62,21 @@ truncate -s 2G "$dir/other/drive.img"
 out=$("$N" --board sim --state-dir "$dir/other" --check 2>&1); rc=$?
 [ $rc -eq 3 ] && grep -q "not a shelf store" <<<"$out" || fail "foreign drive: $rc $out"
 echo "bad configuration and a foreign drive refused: ok"
+
+# the data-plane limits: in --help with their defaults, and refused when
+# they contradict each other (at the boundary: equal to max_conns is refused,
+# one below is taken by --check)
+help=$("$N" --help 2>&1)
+for k in max_conns max_unauth_conns max_unauth_per_addr max_conns_per_key max_inflight \
+	put_budget handshake_timeout idle_timeout progress_interval progress_bytes; do
+	grep -q "^  $k " <<<"$help" || fail "--help does not list '$k'"
+done
+out=$("$N" --board sim --state-dir "$dir/state" --set max_conns=100 --set max_unauth_conns=100 --check 2>&1); rc=$?
+[ $rc -eq 2 ] && grep -q "'max_unauth_conns'.*below" <<<"$out" || fail "max_unauth_conns = max_conns: $rc $out"
+"$N" --board sim --state-dir "$dir/state" --set max_conns=100 --set max_unauth_conns=99 \
+	--set max_unauth_per_addr=99 --check >/dev/null 2>&1 || fail "max_unauth_conns one below max_conns refused"
+out=$("$N" --board sim --state-dir "$dir/state" --set max_unauth_per_addr=400 --check 2>&1); rc=$?
+[ $rc -eq 2 ] && grep -q "'max_unauth_per_addr'" <<<"$out" || fail "max_unauth_per_addr > max_unauth_conns: $rc $out"
+out=$("$N" --board sim --state-dir "$dir/state" --set progress_bytes=0 --check 2>&1); rc=$?
+[ $rc -eq 2 ] && grep -q "'progress_bytes'" <<<"$out" || fail "progress_bytes=0: $rc $out"
+echo "data-plane limits: listed in --help, contradictions refused by key: ok"

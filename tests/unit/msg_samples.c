@@ -69,6 +69,7 @@ static struct ovl_msg_member *members(unsigned n, unsigned first)
 static const char *const sample_names[] = {
 	"register", "register_min", "register_ok", "heartbeat", "heartbeat_ok", "map_get",
 	"map", "map_big", "map_delta", "cert_renew", "cert", "error", "admin", "admin_ok",
+	"map_report", "map_def",
 };
 
 int msg_sample_count(void)
@@ -156,6 +157,44 @@ const char *msg_sample_build(int i, struct ovl_msg *m)
 		if (d->removed)
 			msg_sample_bytes(d->removed[0], OVL_MSG_ID_BYTES, 11);
 		d->n_removed = 1;
+	} else if (strcmp(name, "map_def") == 0) {
+		/* a map as its owning broker sends it: signed, with a removal
+		 * record and the slice's definition (1.4) */
+		ovl_msg_init(m, OVL_MSG_MAP);
+		m->u.map.ts = bin(3, 6, 64);
+		snprintf(m->u.map.slice, sizeof(m->u.map.slice), "alpha");
+		m->u.map.epoch = 9;
+		m->u.map.replicas = 3;
+		m->u.map.members = members(2, 0);
+		m->u.map.n_members = 2;
+		msg_sample_bytes(m->u.map.sig, sizeof(m->u.map.sig), 14);
+		m->u.map.left = calloc(1, sizeof(*m->u.map.left));
+		if (m->u.map.left) {
+			msg_sample_bytes(m->u.map.left[0].id, OVL_MSG_ID_BYTES, 15);
+			m->u.map.left[0].epoch = 8;
+			m->u.map.left[0].reason = OVL_MSG_LEFT_REVOKED;
+			m->u.map.n_left = 1;
+		}
+		snprintf(m->u.map.selector, sizeof(m->u.map.selector), "board=sim");
+		msg_sample_bytes(m->u.map.owner, OVL_MSG_ID_BYTES, 16);
+	} else if (strcmp(name, "map_report") == 0) {
+		struct ovl_msg_map *r = &m->u.report;
+
+		ovl_msg_init(m, OVL_MSG_MAP_REPORT);
+		snprintf(r->slice, sizeof(r->slice), "alpha");
+		r->epoch = 9;
+		r->replicas = 3;
+		r->members = members(3, 0);
+		r->n_members = 3;
+		r->encrypt = true;
+		msg_sample_bytes(r->sig, sizeof(r->sig), 14);
+		r->left = calloc(1, sizeof(*r->left));
+		if (r->left) {
+			msg_sample_bytes(r->left[0].id, OVL_MSG_ID_BYTES, 15);
+			r->left[0].epoch = 8;
+			r->left[0].reason = OVL_MSG_LEFT_EXPIRED;
+			r->n_left = 1;
+		}
 	} else if (strcmp(name, "cert_renew") == 0) {
 		ovl_msg_init(m, OVL_MSG_CERT_RENEW);
 		msg_sample_bytes(m->u.cert_renew.node_id, OVL_MSG_ID_BYTES, 1);

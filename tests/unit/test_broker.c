@@ -45,22 +45,20 @@ struct world {
 	unsigned durable_checked;
 };
 
-/* The epoch of slice `name` in state_dir/members, or 0. */
+/* The epoch of slice `name` in the membership saved in dir (base and
+ * journal), or 0. */
 static uint64_t saved_epoch(const char *dir, const char *name)
 {
-	char path[128], line[256], nm[64];
-	unsigned long long e = 0, found = 0;
-	FILE *f = NULL;
+	struct brk_membership m;
+	char err[256];
+	uint64_t e = 0;
 
-	snprintf(path, sizeof(path), "%s/members", dir);
-	f = fopen(path, "r");
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "slice %63s %llu", nm, &e) == 2 && strcmp(nm, name) == 0)
-			found = e;
-	fclose(f);
-	return found;
+	assert_int_equal(brk_state_members_load(dir, &m, err, sizeof(err)), 0);
+	for (size_t i = 0; i < m.n_slices; i++)
+		if (strcmp(m.slices[i].name, name) == 0)
+			e = m.slices[i].epoch;
+	brk_membership_release(&m);
+	return e;
 }
 
 static void durable_check(struct world *w, const void *buf, size_t len)
@@ -152,9 +150,12 @@ static int try_core(struct world *w, const char *state_dir, char *err, size_t er
 
 static void new_core(struct world *w, const char *state_dir)
 {
-	char err[256];
+	char err[256] = "";
+	int rc = try_core(w, state_dir, err, sizeof(err));
 
-	assert_int_equal(try_core(w, state_dir, err, sizeof(err)), 0);
+	if (rc < 0)
+		print_message("brk_new: %s\n", err);
+	assert_int_equal(rc, 0);
 }
 
 static int setup(void **state)
@@ -624,6 +625,8 @@ static void test_persistence(void **state)
 	unlink(path);
 	snprintf(path, sizeof(path), "%s/members", w->state_dir);
 	unlink(path);
+	snprintf(path, sizeof(path), "%s/members.log", w->state_dir);
+	unlink(path);
 	new_core(w, w->state_dir);
 	assert_int_equal(brk_slice_info(w->b, "hot", NULL, NULL), -ENOENT);
 	assert_int_equal(brk_preauth_add(w->b, w->nodes[0]->sign_pk), 1);
@@ -700,6 +703,9 @@ static void test_restart_keeps_members(void **state)
 	brk_destroy(&w->b);
 	snprintf(cmd, sizeof(cmd), "rm -rf %s && mv %s %s", w->state_dir, crash, w->state_dir);
 	assert_int_equal(system(cmd), 0);
+	/* it died in the middle of an append: the journal ends in half a record */
+	snprintf(cmd, sizeof(cmd), "printf '0badf00d 99 node 01' >> %s/members.log", w->state_dir);
+	assert_int_equal(system(cmd), 0);
 	new_core(w, w->state_dir);
 	w->check_durable = true;
 	assert_int_equal(brk_slice_info(w->b, "hot", &epoch, &members), 0);
@@ -709,6 +715,19 @@ static void test_restart_keeps_members(void **state)
 		assert_int_equal(brk_node_state(w->b, w->nodes[i]->sign_pk), OVL_MSG_STATE_DOWN);
 	/* node 0 speaks (a heartbeat: it is known): up again; the map lists all five */
 	heartbeat(w, 0, 2);
+	/* what was restored was saved whole before that: a base of the current
+	 * format, and a journal of its generation */
+	{
+		char path[128], line[64] = "";
+		FILE *fp = NULL;
+
+		snprintf(path, sizeof(path), "%s/members", w->state_dir);
+		fp = fopen(path, "r");
+		assert_non_null(fp);
+		assert_non_null(fgets(line, sizeof(line), fp));
+		assert_string_equal(line, "# shelf-broker members v2\n");
+		fclose(fp);
+	}
 	assert_int_equal(brk_node_state(w->b, w->nodes[0]->sign_pk), OVL_MSG_STATE_UP);
 	node_map(w, 0, "hot", &after);
 	assert_int_equal(after.u.map.n_members, 5);
@@ -778,6 +797,330 @@ static void test_restart_keeps_members(void **state)
 	assert_int_equal(try_core(w, w->state_dir, err, sizeof(err)), -EBADMSG);
 	assert_non_null(strstr(err, "members"));
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", w->state_dir);
+	assert_int_equal(system(cmd), 0);
+	new_core(w, NULL);
+}
+
+/* ---- map_report: a broker without state learns members from nodes' maps -------- */
+
+/* A map kept beyond clear_out(): the decoded message borrows from buf. */
+struct kept_map {
+	uint8_t *buf;
+	size_t len;
+	struct ovl_msg m;
+};
+
+static void keep_release(struct kept_map *k)
+{
+	ovl_msg_release(&k->m);
+	free(k->buf);
+	memset(k, 0, sizeof(*k));
+}
+
+/* The last message of `type` sent to `to`, kept (or -ENOENT). */
+static int keep_last(struct world *w, const struct ovl_id *to, enum ovl_msg_type type,
+		     struct kept_map *k)
+{
+	char err[256];
+
+	for (int i = (int)w->n_out - 1; i >= 0; i--) {
+		struct ovl_msg m;
+
+		if (memcmp(w->out[i].key, to->curve_pk, 32) != 0 ||
+		    ovl_msg_decode(w->out[i].buf, w->out[i].len, &m, err, sizeof(err)) < 0)
+			continue;
+		ovl_msg_release(&m);
+		if (m.type != OVL_MSG_NONE && (int)type != (int)m.type)
+			continue;
+		k->buf = malloc(w->out[i].len);
+		assert_non_null(k->buf);
+		memcpy(k->buf, w->out[i].buf, w->out[i].len);
+		k->len = w->out[i].len;
+		assert_int_equal(ovl_msg_decode(k->buf, k->len, &k->m, err, sizeof(err)), 0);
+		if (k->m.type == type)
+			return 0;
+		keep_release(k);
+	}
+	return -ENOENT;
+}
+
+/* The map node i gets when it asks for it, kept. */
+static void keep_map(struct world *w, int i, const char *slice, struct kept_map *k)
+{
+	struct ovl_msg g;
+
+	clear_out(w);
+	ovl_msg_init(&g, OVL_MSG_MAP_GET);
+	snprintf(g.u.map_get.slice, sizeof(g.u.map_get.slice), "%s", slice);
+	send_to_core(w, w->nodes[i], &g);
+	assert_int_equal(keep_last(w, w->nodes[i], OVL_MSG_MAP, k), 0);
+}
+
+/* Node i reports map mp (its arrays borrowed) with request id 7. */
+static void report_map(struct world *w, int i, const struct ovl_msg_map *mp)
+{
+	struct ovl_msg r;
+
+	ovl_msg_init(&r, OVL_MSG_MAP_REPORT);
+	r.rid = 7;
+	r.u.report = *mp;
+	r.u.report.ts = (struct ovl_msg_bin){ NULL, 0 };
+	r.u.report.crl = (struct ovl_msg_bin){ NULL, 0 };
+	clear_out(w);
+	send_to_core(w, w->nodes[i], &r);
+}
+
+static bool id_listed(const uint8_t (*ids)[32], uint32_t n, const uint8_t *id)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (memcmp(ids[i], id, 32) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Node i holds map h and applies the last delta sent to it, as firmware/ctl
+ * does: the delta passes the succession rule and the map after it is the
+ * one the broker signed (so the node serves a signed map without asking).
+ */
+static void expect_delta_applies(struct world *w, int i, const struct ovl_msg_map *h)
+{
+	struct kept_map d;
+	const struct ovl_msg_map_delta *dd = &d.m.u.delta;
+	struct ovl_msg_map nm;
+	char err[512];
+
+	assert_int_equal(keep_last(w, w->nodes[i], OVL_MSG_MAP_DELTA, &d), 0);
+	assert_int_equal(dd->base_epoch, h->epoch);
+	if (ovl_map_delta_check(h, dd, err, sizeof(err)) < 0)
+		fail_msg("delta refused: %s", err);
+	nm = *h;
+	nm.members = calloc(h->n_members + dd->n_members + 1, sizeof(*nm.members));
+	nm.left = calloc(h->n_left + dd->n_left + 1, sizeof(*nm.left));
+	assert_true(nm.members && nm.left);
+	nm.n_members = nm.n_left = 0;
+	for (uint32_t k = 0; k < h->n_members; k++) {
+		bool replaced = id_listed(dd->removed, dd->n_removed, h->members[k].id);
+
+		for (uint32_t j = 0; j < dd->n_members; j++)
+			replaced |= memcmp(dd->members[j].id, h->members[k].id, 32) == 0;
+		if (!replaced)
+			nm.members[nm.n_members++] = h->members[k];
+	}
+	for (uint32_t j = 0; j < dd->n_members; j++)
+		nm.members[nm.n_members++] = dd->members[j];
+	for (uint32_t k = 0; k < h->n_left; k++) {
+		bool replaced = false;
+
+		for (uint32_t j = 0; j < dd->n_left; j++)
+			replaced |= memcmp(dd->left[j].id, h->left[k].id, 32) == 0;
+		for (uint32_t j = 0; j < dd->n_members; j++)
+			replaced |= memcmp(dd->members[j].id, h->left[k].id, 32) == 0;
+		if (!replaced)
+			nm.left[nm.n_left++] = h->left[k];
+	}
+	for (uint32_t j = 0; j < dd->n_left; j++)
+		nm.left[nm.n_left++] = dd->left[j];
+	nm.epoch = dd->epoch;
+	memcpy(nm.sig, dd->sig, sizeof(nm.sig));
+	assert_int_equal(ovl_msg_map_verify(&nm, w->site.id->sign_pk), 0);
+	free(nm.members);
+	free(nm.left);
+	keep_release(&d);
+}
+
+static int kept_state_of(const struct kept_map *k, const struct ovl_id *id)
+{
+	return map_state_of(&k->m, id);
+}
+
+static bool has_record(const struct ovl_msg_map *mp, const struct ovl_id *id,
+		       enum ovl_msg_left_reason why)
+{
+	for (uint32_t i = 0; i < mp->n_left; i++)
+		if (memcmp(mp->left[i].id, id->sign_pk, 32) == 0)
+			return mp->left[i].reason == why;
+	return false;
+}
+
+/*
+ * A broker that lost its state directory (PROTOCOL.md 6.5, "A broker with
+ * an empty state directory") learns the members it lacks from the signed
+ * maps nodes report (map_report): a member that never comes back is listed
+ * `down` (`out` stays `out`), removals and revocations are kept with
+ * records, and the result passes the succession rule against every map
+ * the nodes held. Forged, unsigned, tampered and foreign reports are
+ * refused with a reason; a map older than state/ teaches nothing.
+ */
+static void test_map_report(void **state)
+{
+	struct world *w = *state;
+	struct kept_map older, before, partial, n1, reply, copy;
+	struct ovl_msg_map bad;
+	char err[512], cmd[160];
+	uint32_t members = 0;
+	uint64_t epoch = 0;
+
+	snprintf(w->state_dir, sizeof(w->state_dir), "/tmp/test_broker_rp.%d", (int)getpid());
+	brk_destroy(&w->b);
+	new_core(w, w->state_dir);
+	assert_int_equal(brk_slice_create(w->b, "hot", 2, "all", err, sizeof(err)), 0);
+	for (int i = 0; i < 6; i++) {
+		assert_int_equal(brk_preauth_add(w->b, w->nodes[i]->sign_pk), 1);
+		register_node(w, i, NULL);
+	}
+	/* node 5 goes silent: out (older shows it so), then forgotten with a record */
+	w->now_ms += BRK_GRACE_MS + 1000;
+	for (int i = 0; i < 5; i++)
+		heartbeat(w, i, 1);
+	brk_tick(w->b);
+	brk_tick(w->b);
+	keep_map(w, 0, "hot", &older);
+	assert_int_equal(older.m.u.map.n_members, 6);
+	assert_int_equal(kept_state_of(&older, w->nodes[5]), OVL_MSG_STATE_OUT);
+	w->now_ms += BRK_TTL_MS;
+	for (int i = 0; i < 5; i++)
+		heartbeat(w, i, 2);
+	brk_tick(w->b);
+	/* node 4 goes silent: down, then out */
+	w->now_ms += BRK_GRACE_MS + 1000;
+	for (int i = 0; i < 4; i++)
+		heartbeat(w, i, 3);
+	brk_tick(w->b);
+	brk_tick(w->b);
+	keep_map(w, 0, "hot", &before);
+	assert_int_equal(before.m.u.map.n_members, 5);
+	assert_int_equal(kept_state_of(&before, w->nodes[4]), OVL_MSG_STATE_OUT);
+	assert_true(has_record(&before.m.u.map, w->nodes[5], OVL_MSG_LEFT_EXPIRED));
+	assert_true(before.m.u.map.epoch > older.m.u.map.epoch);
+
+	/* the state directory is lost; node 3 was revoked meanwhile */
+	brk_destroy(&w->b);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", w->state_dir);
+	assert_int_equal(system(cmd), 0);
+	new_core(w, w->state_dir);
+	w->check_durable = true;
+	for (int i = 0; i < 7; i++)
+		assert_int_equal(brk_preauth_add(w->b, w->nodes[i]->sign_pk), 1);
+	assert_int_equal(brk_revoke(w->b, w->nodes[3]->sign_pk, err, sizeof(err)), 0);
+	clear_out(w);
+	reg_cached_slice(w, 0, "hot", before.m.u.map.epoch, 2, "all", false);
+	assert_int_equal(keep_last(w, w->nodes[0], OVL_MSG_MAP, &partial), 0);
+	assert_int_equal(partial.m.u.map.n_members, 1);
+	/* the node refuses it: that is what it reports upon */
+	assert_int_equal(ovl_map_succession_check(&before.m.u.map, &partial.m.u.map, err,
+						  sizeof(err)), -EPERM);
+	keep_release(&partial);
+	reg_cached_slice(w, 1, "hot", before.m.u.map.epoch, 2, "all", false);
+	register_node(w, 6, NULL);
+	keep_map(w, 1, "hot", &n1); /* node 1 holds the broker's map (a node that had none) */
+	assert_int_equal(n1.m.u.map.n_members, 3);
+
+	/* refused, with the reason, and nothing changes */
+	bad = before.m.u.map;
+	memset(bad.sig, 0, sizeof(bad.sig));
+	report_map(w, 0, &bad);
+	expect_error(w, w->nodes[0], OVL_MSG_ERR_BAD_REQUEST, "the map is not signed");
+	assert_non_null(strstr(w->lastev, "event=refuse"));
+	bad = before.m.u.map;
+	assert_int_equal(ovl_msg_map_sign(&bad, w->ca->sign_sk), 0); /* not the broker's key */
+	report_map(w, 0, &bad);
+	expect_error(w, w->nodes[0], OVL_MSG_ERR_BAD_REQUEST, "does not verify");
+	bad = before.m.u.map;
+	bad.n_members--; /* a member dropped from a signed map */
+	report_map(w, 0, &bad);
+	expect_error(w, w->nodes[0], OVL_MSG_ERR_BAD_REQUEST, "does not verify");
+	bad = before.m.u.map;
+	bad.epoch += 1000; /* an epoch the broker never signed */
+	report_map(w, 0, &bad);
+	expect_error(w, w->nodes[0], OVL_MSG_ERR_BAD_REQUEST, "does not verify");
+	report_map(w, 6, &before.m.u.map);
+	expect_error(w, w->nodes[6], OVL_MSG_ERR_BAD_REQUEST, "not a member of it");
+	bad = before.m.u.map;
+	snprintf(bad.slice, sizeof(bad.slice), "cold");
+	report_map(w, 0, &bad);
+	expect_error(w, w->nodes[0], OVL_MSG_ERR_NOT_FOUND, "does not exist");
+	assert_int_equal(brk_slice_info(w->b, "hot", NULL, &members), 0);
+	assert_int_equal(members, 3);
+
+	/* the older map first: node 5 comes back as it was (out), 2 and 4 down,
+	 * 3 leaves again with a record (revoked) */
+	report_map(w, 0, &older.m.u.map);
+	assert_int_equal(keep_last(w, w->nodes[0], OVL_MSG_MAP, &reply), 0);
+	assert_int_equal(reply.m.rid, 7);
+	/* a map from the broker carries the definition, so members keep it (1.4) */
+	assert_string_equal(reply.m.u.map.selector, "all");
+	assert_memory_equal(reply.m.u.map.owner, w->site.id->sign_pk, 32);
+	assert_int_equal(ovl_msg_map_verify(&reply.m.u.map, w->site.id->sign_pk), 0);
+	assert_true(reply.m.u.map.epoch > before.m.u.map.epoch);
+	assert_int_equal(reply.m.u.map.n_members, 6); /* 0, 1, 2, 4, 5 and 6 */
+	assert_int_equal(kept_state_of(&reply, w->nodes[0]), OVL_MSG_STATE_UP);
+	assert_int_equal(kept_state_of(&reply, w->nodes[2]), OVL_MSG_STATE_DOWN);
+	assert_int_equal(kept_state_of(&reply, w->nodes[4]), OVL_MSG_STATE_DOWN);
+	assert_int_equal(kept_state_of(&reply, w->nodes[5]), OVL_MSG_STATE_OUT);
+	assert_int_equal(kept_state_of(&reply, w->nodes[3]), -ENOENT);
+	assert_true(has_record(&reply.m.u.map, w->nodes[3], OVL_MSG_LEFT_REVOKED));
+	assert_int_equal(ovl_map_succession_check(&older.m.u.map, &reply.m.u.map, err,
+						  sizeof(err)), 0);
+	assert_non_null(strstr(w->lastev, "event=slice_learn slice=hot"));
+	expect_delta_applies(w, 1, &n1.m.u.map);
+	keep_release(&reply);
+	keep_release(&n1);
+
+	/* then the newer one: 5 leaves again (its record), 4 is out as it was */
+	keep_map(w, 1, "hot", &n1);
+	report_map(w, 0, &before.m.u.map);
+	assert_int_equal(keep_last(w, w->nodes[0], OVL_MSG_MAP, &reply), 0);
+	assert_int_equal(reply.m.u.map.n_members, 5); /* 0, 1, 2, 4, 6 */
+	assert_int_equal(kept_state_of(&reply, w->nodes[4]), OVL_MSG_STATE_OUT);
+	assert_int_equal(kept_state_of(&reply, w->nodes[5]), -ENOENT);
+	assert_true(has_record(&reply.m.u.map, w->nodes[5], OVL_MSG_LEFT_EXPIRED));
+	assert_true(has_record(&reply.m.u.map, w->nodes[3], OVL_MSG_LEFT_REVOKED));
+	if (ovl_map_succession_check(&before.m.u.map, &reply.m.u.map, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	if (ovl_map_succession_check(&older.m.u.map, &reply.m.u.map, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
+	expect_delta_applies(w, 1, &n1.m.u.map);
+	keep_release(&n1);
+	epoch = reply.m.u.map.epoch;
+
+	/* the older map again teaches nothing: no member comes back, out stays out */
+	report_map(w, 0, &older.m.u.map);
+	assert_int_equal(keep_last(w, w->nodes[0], OVL_MSG_MAP, &copy), 0);
+	assert_int_equal(copy.m.u.map.epoch, epoch);
+	assert_int_equal(copy.m.u.map.n_members, 5);
+	assert_int_equal(kept_state_of(&copy, w->nodes[4]), OVL_MSG_STATE_OUT);
+	assert_non_null(strstr(w->lastev, "result=nothing-new"));
+	keep_release(&copy);
+	keep_release(&reply);
+
+	/* node 2 speaks: up; the node it was learned from is the same node */
+	register_node(w, 2, NULL);
+	expect_ok(w, w->nodes[2]);
+	assert_int_equal(brk_node_state(w->b, w->nodes[2]->sign_pk), OVL_MSG_STATE_UP);
+	assert_int_equal(brk_slice_info(w->b, "hot", &epoch, &members), 0);
+	assert_int_equal(members, 5);
+	assert_true(w->durable_checked > 0);
+
+	/* what was learned is on disk: a restart lists it; a map no newer than
+	 * state/ teaches nothing */
+	w->check_durable = false;
+	brk_destroy(&w->b);
+	new_core(w, w->state_dir);
+	assert_int_equal(brk_slice_info(w->b, "hot", NULL, &members), 0);
+	assert_int_equal(members, 5);
+	assert_int_equal(brk_node_state(w->b, w->nodes[4]->sign_pk), OVL_MSG_STATE_OUT);
+	assert_int_equal(brk_node_state(w->b, w->nodes[5]->sign_pk), -ENOENT);
+	heartbeat(w, 0, 9);
+	report_map(w, 0, &before.m.u.map);
+	assert_non_null(strstr(w->lastev, "result=older-than-state"));
+	assert_int_equal(keep_last(w, w->nodes[0], OVL_MSG_MAP, &copy), 0);
+	assert_int_equal(copy.m.u.map.n_members, 5);
+	keep_release(&copy);
+
+	keep_release(&before);
+	keep_release(&older);
+	brk_destroy(&w->b);
 	assert_int_equal(system(cmd), 0);
 	new_core(w, NULL);
 }
@@ -1287,6 +1630,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_liveness, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_keeps_members, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_map_report, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_token_use_persistence, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_revocation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_revocation_persists, setup, teardown),

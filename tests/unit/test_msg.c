@@ -307,6 +307,59 @@ static void test_round_trip_every_message(void **state)
 		assert_true(seen[t]);
 }
 
+/*
+ * map_report is a small message (1 MiB, 65,536 objects): it holds a map of
+ * 1,500 members with 420-byte certificates and long domain names
+ * (PROTOCOL.md 4.5); 2,000 such members do not fit, and 4,000 members
+ * without certificates pass the byte limit but not the object limit (21
+ * objects a member), which the decoder (the broker's) refuses.
+ */
+static void test_map_report_limits(void **state)
+{
+	static uint8_t cert[420];
+	struct ovl_msg m, d;
+	msgpack_sbuffer sb;
+	char err[256];
+	uint32_t n = 4000;
+
+	(void)state;
+	ovl_msg_init(&m, OVL_MSG_MAP_REPORT);
+	strcpy(m.u.report.slice, "big");
+	m.u.report.epoch = 1ull << 40;
+	m.u.report.replicas = 3;
+	memset(m.u.report.sig, 7, sizeof(m.u.report.sig));
+	m.u.report.members = calloc(n, sizeof(*m.u.report.members));
+	assert_non_null(m.u.report.members);
+	memset(cert, 0xa5, sizeof(cert));
+	for (uint32_t i = 0; i < n; i++) {
+		struct ovl_msg_member *mb = &m.u.report.members[i];
+
+		msg_sample_member(mb, i);
+		memset(mb->domain.site, 's', 15);
+		memset(mb->domain.chassis, 'c', 15);
+		mb->cert = (struct ovl_msg_bin){ cert, sizeof(cert) };
+	}
+	msgpack_sbuffer_init(&sb);
+	m.u.report.n_members = 1500;
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), 0);
+	assert_true(sb.size <= OVL_MSG_SMALL_MAX_BYTES);
+	assert_int_equal(ovl_msg_decode(sb.data, sb.size, &d, err, sizeof(err)), 0);
+	assert_int_equal(d.u.report.n_members, 1500);
+	ovl_msg_release(&d);
+	msgpack_sbuffer_clear(&sb);
+	m.u.report.n_members = 2000;
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), -E2BIG);
+	for (uint32_t i = 0; i < n; i++)
+		m.u.report.members[i].cert = (struct ovl_msg_bin){ NULL, 0 };
+	msgpack_sbuffer_clear(&sb);
+	m.u.report.n_members = n;
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), 0);
+	assert_true(sb.size <= OVL_MSG_SMALL_MAX_BYTES);
+	assert_int_equal(ovl_msg_decode(sb.data, sb.size, &d, err, sizeof(err)), -E2BIG);
+	msgpack_sbuffer_destroy(&sb);
+	ovl_msg_release(&m);
+}
+
 static void test_round_trip_100k_members(void **state)
 {
 	struct ovl_msg m, d;
@@ -1329,6 +1382,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_round_trip_every_message),
 		cmocka_unit_test(test_round_trip_100k_members),
+		cmocka_unit_test(test_map_report_limits),
 		cmocka_unit_test(test_truncated_every_prefix),
 		cmocka_unit_test(test_wrong_types),
 		cmocka_unit_test(test_wrong_type_variants_accepted),

@@ -166,8 +166,12 @@ static int setup(void **state)
 	o.max_conns = 16;
 	o.max_inflight = 8;
 	o.max_payload_bytes = 2 << 20; /* less than BIG_BYTES: that one streams */
+	o.max_unauth = 8;
+	o.max_unauth_per_addr = 8;
+	o.handshake_timeout_ms = 5000;
 	o.idle_timeout_ms = 5000;
-	o.frame_timeout_ms = 5000;
+	o.progress_interval_ms = 5000;
+	o.progress_min_bytes = 1;
 	assert_int_equal(node_dp_new(&f->dp, &o, err, sizeof(err)), 0);
 	assert_int_equal(node_dp_slice_set(f->dp, "hot", 5, false), 0);
 	assert_int_equal(node_dp_slice_set(f->dp, "enc", 5, true), 0);

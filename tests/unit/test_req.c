@@ -487,6 +487,202 @@ static void test_counters(void **state)
 	assert_int_equal(node_req_counters(f->rq, c, 3), 3);
 }
 
+/* ---- a GET in pieces ---- */
+
+struct pieces {
+	int calls;
+	int res;
+	struct node_req_result first;
+	uint8_t *got;             /* the pieces, in order */
+	size_t len;
+	size_t max_piece;
+	struct node_req_buf *kept[64]; /* every piece kept until the end */
+	unsigned nkept;
+};
+
+static void on_piece(void *arg, const struct node_req_result *r, struct node_req_buf **buf)
+{
+	struct pieces *p = arg;
+
+	if (p->calls++ == 0)
+		p->first = *r;
+	p->res = r->res;
+	if (r->res < 0)
+		return;
+	assert_int_equal(r->length, p->first.length); /* every piece says the same */
+	assert_int_equal(r->crc, p->first.crc);
+	assert_true(p->len + r->len <= r->length);
+	if (r->len)
+		memcpy(p->got + p->len, r->data, r->len);
+	p->len += r->len;
+	if (r->len > p->max_piece)
+		p->max_piece = r->len;
+	/* kept while the next piece is read: each piece is its own buffer */
+	if (*buf && p->nkept < 64) {
+		p->kept[p->nkept++] = *buf;
+		*buf = NULL;
+	}
+}
+
+static void pieces_release(struct pieces *p)
+{
+	for (unsigned i = 0; i < p->nkept; i++)
+		node_req_buf_release(&p->kept[i]);
+	p->nkept = 0;
+	free(p->got);
+	p->got = NULL;
+}
+
+/* Read a whole answer in pieces of `piece` bytes; the GET handle stays for
+ * the caller to end (NULL on a refusal). */
+static int get_pieces(struct fx *f, const char *key, uint64_t off, uint64_t len, size_t piece,
+		      struct pieces *p, struct node_req_get **g)
+{
+	struct node_req_args a = args(NODE_REQ_GET, key);
+	int ret;
+
+	a.offset = off;
+	a.length = len;
+	ret = node_req_get_start(f->rq, &a, piece, on_piece, p, g);
+	if (ret < 0)
+		return ret;
+	assert_int_equal(p->calls, 0);
+	run_until(f, &p->calls, 1);
+	while (p->res == 0 && !node_req_get_finished(*g)) {
+		int want = p->calls + 1;
+
+		assert_int_equal(node_req_get_next(*g), 0);
+		assert_int_equal(node_req_get_next(*g), -EINVAL); /* one read at a time */
+		run_until(f, &p->calls, want);
+	}
+	return 0;
+}
+
+static void test_get_pieces(void **state)
+{
+	struct fx *f = *state;
+	size_t n = (1u << 20) + 12345;
+	uint8_t *val = malloc(n);
+	struct pieces p = { 0 };
+	struct node_req_get *g = NULL;
+	struct node_req_args a = args(NODE_REQ_GET, "big");
+
+	for (size_t i = 0; i < n; i++)
+		val[i] = (uint8_t)(i * 7 + (i >> 11));
+	put(f, "big", val, n);
+	/* the whole object, in 64 KiB pieces: the stored crc, every byte */
+	p.got = malloc(n);
+	assert_int_equal(get_pieces(f, "big", 0, UINT64_MAX, 64 << 10, &p, &g), 0);
+	assert_int_equal(p.res, 0);
+	assert_int_equal(p.first.size, n);
+	assert_int_equal(p.first.offset, 0);
+	assert_int_equal(p.first.length, n);
+	assert_int_equal(p.first.crc, ovl_crc32c(0, val, n));
+	assert_int_equal(p.len, n);
+	assert_int_equal(p.max_piece, 64 << 10);
+	assert_memory_equal(p.got, val, n);
+	assert_int_equal(p.calls, (int)((n + (64 << 10) - 1) / (64 << 10)));
+	assert_int_equal(node_req_get_next(g), -EINVAL); /* nothing left */
+	node_req_get_end(&g);
+	assert_null(g);
+	pieces_release(&p);
+	/* a range longer than a piece, not on a chunk: its own crc, computed first */
+	memset(&p, 0, sizeof(p));
+	p.got = malloc(n);
+	assert_int_equal(get_pieces(f, "big", 100001, 300000, 128 << 10, &p, &g), 0);
+	assert_int_equal(p.res, 0);
+	assert_int_equal(p.first.size, n); /* the whole object's size, not the range's */
+	assert_int_equal(p.first.offset, 100001);
+	assert_int_equal(p.first.length, 300000);
+	assert_int_equal(p.first.crc, ovl_crc32c(0, val + 100001, 300000));
+	assert_memory_equal(p.got, val + 100001, 300000);
+	node_req_get_end(&g);
+	pieces_release(&p);
+	/* a range clipped at the end, and one past it (no bytes) */
+	memset(&p, 0, sizeof(p));
+	p.got = malloc(n);
+	assert_int_equal(get_pieces(f, "big", n - 1000, 1 << 20, 64 << 10, &p, &g), 0);
+	assert_int_equal(p.first.length, 1000);
+	assert_memory_equal(p.got, val + n - 1000, 1000);
+	node_req_get_end(&g);
+	pieces_release(&p);
+	memset(&p, 0, sizeof(p));
+	assert_int_equal(get_pieces(f, "big", n + 5, 10, 64 << 10, &p, &g), 0);
+	assert_int_equal(p.res, 0);
+	assert_int_equal(p.first.length, 0);
+	assert_int_equal(p.first.offset, n);
+	assert_true(node_req_get_finished(g));
+	node_req_get_end(&g);
+	pieces_release(&p);
+	/* no such key: the first `done` says so */
+	memset(&p, 0, sizeof(p));
+	assert_int_equal(get_pieces(f, "none", 0, UINT64_MAX, 64 << 10, &p, &g), -ENOENT);
+	assert_int_equal(p.calls, 0);
+	assert_null(g);
+	/* refusals: pieces not a whole number of chunks */
+	assert_int_equal(node_req_get_start(f->rq, &a, 1000, on_piece, &p, &g), -EINVAL);
+	assert_null(g);
+	/* ended with a read in flight: the read completes quietly */
+	memset(&p, 0, sizeof(p));
+	p.got = malloc(n);
+	assert_int_equal(node_req_get_start(f->rq, &a, 64 << 10, on_piece, &p, &g), 0);
+	node_req_get_end(&g);
+	while (node_loop_inflight(f->loop))
+		node_loop_run(f->loop, true);
+	assert_int_equal(p.calls, 0);
+	free(p.got);
+	free(val);
+}
+
+/* The object replaced between pieces: the rest of the old version is not
+ * mixed with the new one (-EAGAIN); replaced while a range's crc is being
+ * computed (nothing delivered yet): the GET starts again on the new one. */
+static void test_get_pieces_replaced(void **state)
+{
+	struct fx *f = *state;
+	size_t n = 512u << 10;
+	uint8_t *v1 = malloc(n), *v2 = malloc(n);
+	struct pieces p = { 0 };
+	struct node_req_get *g = NULL;
+	struct node_req_args a = args(NODE_REQ_GET, "obj");
+
+	memset(v1, 1, n);
+	memset(v2, 2, n);
+	put(f, "obj", v1, n);
+	p.got = malloc(n);
+	assert_int_equal(node_req_get_start(f->rq, &a, 64 << 10, on_piece, &p, &g), 0);
+	run_until(f, &p.calls, 1);
+	assert_int_equal(p.res, 0);
+	assert_int_equal(p.first.crc, ovl_crc32c(0, v1, n));
+	put(f, "obj", v2, n);
+	assert_int_equal(node_req_get_next(g), 0);
+	run_until(f, &p.calls, 2);
+	assert_int_equal(p.res, -EAGAIN);
+	assert_memory_equal(p.got, v1, p.len); /* what was delivered is all v1 */
+	node_req_get_end(&g);
+	pieces_release(&p);
+	/* deleted between pieces: the same */
+	memset(&p, 0, sizeof(p));
+	p.got = malloc(n);
+	assert_int_equal(node_req_get_start(f->rq, &a, 64 << 10, on_piece, &p, &g), 0);
+	run_until(f, &p.calls, 1);
+	{
+		struct node_req_args d = args(NODE_REQ_DELETE, "obj");
+		struct done dd = { 0 };
+
+		assert_int_equal(node_req_start(f->rq, &d, on_done, &dd), 0);
+		run_until(f, &dd.calls, 1);
+		assert_int_equal(dd.r.res, 0);
+	}
+	assert_int_equal(node_req_get_next(g), -EAGAIN);
+	assert_int_equal(p.calls, 1);
+	node_req_get_end(&g);
+	pieces_release(&p);
+	free(p.got);
+	free(v1);
+	free(v2);
+}
+
 int main(void)
 {
 	test_require_io_uring();
@@ -498,6 +694,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stream_abort_and_bad_crc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_counters, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_get_pieces, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_get_pieces_replaced, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,12 @@
 /*
  * node_serve: connection limits on a real io_uring and real sockets, with a
- * line protocol standing in for the data plane ("PING\n" -> "PONG\n").
- * Busy refusals, idle and slow-peer timeouts, buffer caps, that a
+ * line protocol standing in for the data plane ("PING\n" -> "PONG\n";
+ * "AUTH name\n" admits the connection as `name`, as the data plane does
+ * once a client's first MAC verifies). Admission (caps on unauthenticated
+ * connections in all and per address, eviction of the oldest, per-identity
+ * caps, the refusal message), the handshake deadline, idle and progress
+ * timeouts (a stall is cut, a slow but steady frame completes), buffer
+ * caps, that a
  * dropped connection frees its buffer, and the shared ring of receive
  * buffers: idle connections hold none, frames split across receives and
  * buffers still parse, an empty ring falls back to own buffers.
@@ -33,7 +38,7 @@ struct fx {
 	struct node_loop *loop;
 	struct node_serve *srv;
 	struct sockaddr_in6 addr;
-	int opened, closed, last_reason;
+	int opened, closed, last_reason, expired;
 };
 
 static ssize_t line_data(void *arg, struct node_conn *c, const uint8_t *buf, size_t len,
@@ -47,6 +52,18 @@ static ssize_t line_data(void *arg, struct node_conn *c, const uint8_t *buf, siz
 	}
 	if (nl - buf == 4 && memcmp(buf, "PING", 4) == 0)
 		node_conn_send(c, "PONG\n", 5, NULL, NULL);
+	else if (nl - buf > 5 && memcmp(buf, "AUTH ", 5) == 0) {
+		uint8_t id[NODE_SERVE_ID_BYTES] = { 0 };
+		size_t n = (size_t)(nl - buf) - 5;
+
+		memcpy(id, buf + 5, n < sizeof(id) ? n : sizeof(id));
+		if (node_conn_admit(c, id) == 0)
+			node_conn_send(c, "OK\n", 3, NULL, NULL);
+		else
+			node_conn_send(c, "BUSY\n", 5, NULL, NULL);
+	}
+	else if (nl - buf > 5 && memcmp(buf, "SLOW ", 5) == 0)
+		node_conn_send(c, "DONE\n", 5, NULL, NULL); /* a long frame arrived whole */
 	else if (nl - buf == 4 && memcmp(buf, "QUIT", 4) == 0) {
 		node_conn_send(c, "BYE\n", 4, NULL, NULL);
 		node_conn_close(c, true);
@@ -70,7 +87,16 @@ static void line_close(void *arg, struct node_conn *c, int reason)
 	f->last_reason = reason;
 }
 
-static const struct node_serve_proto line_proto = { line_open, line_data, line_close };
+/* Last words before the server closes: why. */
+static void line_expire(void *arg, struct node_conn *c, int why)
+{
+	static const char *const words[] = { "", "EXP evicted\n", "EXP handshake\n", "EXP stalled\n" };
+
+	((struct fx *)arg)->expired++;
+	node_conn_send(c, words[why], strlen(words[why]), NULL, NULL);
+}
+
+static const struct node_serve_proto line_proto = { line_open, line_data, line_expire, line_close };
 
 static uint64_t ms(void)
 {
@@ -106,30 +132,46 @@ static void pump(struct fx *f, uint64_t for_ms, const int *until, int want)
 	}
 }
 
-static int fx_setup_ring(void **state, unsigned max_conns, size_t cap, uint64_t idle,
-			 uint64_t slow, unsigned nbufs, size_t buf_bytes)
+#define LINE_REFUSAL "BUSY refused\n"
+#define PROGRESS_MIN_BYTES 8 /* per progress interval (`slow`) */
+
+/* A server with the given options (loop, protocol and refusal are filled). */
+static int fx_setup_opts(void **state, struct node_serve_opts *o)
 {
 	struct fx *f = calloc(1, sizeof(*f));
-	struct node_serve_opts o = { 0 };
 	char err[256];
 
 	assert_int_equal(node_loop_new(&f->loop, 256, err, sizeof(err)), 0);
-	o.loop = f->loop;
-	o.proto = &line_proto;
-	o.proto_arg = f;
-	o.max_conns = max_conns;
-	o.max_conn_buf_bytes = cap;
-	o.idle_timeout_ms = idle;
-	o.frame_timeout_ms = slow;
-	o.recv_bufs = nbufs;
-	o.recv_buf_bytes = buf_bytes;
-	assert_int_equal(node_serve_new(&f->srv, &o, err, sizeof(err)), 0);
+	o->loop = f->loop;
+	o->proto = &line_proto;
+	o->proto_arg = f;
+	o->refuse_msg = (const uint8_t *)LINE_REFUSAL;
+	o->refuse_msg_len = strlen(LINE_REFUSAL);
+	if (node_serve_new(&f->srv, o, err, sizeof(err)) < 0)
+		fail_msg("%s", err);
 	f->addr.sin6_family = AF_INET6;
 	f->addr.sin6_addr = in6addr_loopback;
 	if (node_serve_listen(f->srv, &f->addr, err, sizeof(err)) < 0)
 		fail_msg("%s", err);
 	*state = f;
 	return 0;
+}
+
+/* No admission caps below max_conns, no handshake deadline within a test. */
+static int fx_setup_ring(void **state, unsigned max_conns, size_t cap, uint64_t idle,
+			 uint64_t slow, unsigned nbufs, size_t buf_bytes)
+{
+	struct node_serve_opts o = { 0 };
+
+	o.max_conns = o.max_unauth = o.max_unauth_per_addr = max_conns;
+	o.max_conn_buf_bytes = cap;
+	o.handshake_timeout_ms = 60000;
+	o.idle_timeout_ms = idle;
+	o.progress_interval_ms = slow;
+	o.progress_min_bytes = PROGRESS_MIN_BYTES;
+	o.recv_bufs = nbufs;
+	o.recv_buf_bytes = buf_bytes;
+	return fx_setup_opts(state, &o);
 }
 
 static int fx_setup(void **state, unsigned max_conns, size_t cap, uint64_t idle, uint64_t slow)
@@ -234,13 +276,23 @@ static void test_too_many_connections(void **state)
 	int fds[6];
 	char buf[16];
 
-	for (int i = 0; i < 6; i++)
+	/* four authenticated connections fill the table */
+	for (int i = 0; i < 4; i++) {
 		fds[i] = client(f);
-	pump(f, 100, &f->opened, 4);
+		assert_int_equal(write(fds[i], "AUTH a\n", 7), 7);
+		assert_int_equal(client_read(f, fds[i], buf, sizeof(buf)), 3);
+	}
+	for (int i = 4; i < 6; i++)
+		fds[i] = client(f);
+	pump(f, 100, NULL, 0);
 	node_serve_stats(f->srv, &st);
 	assert_int_equal(st.open, 4);
 	assert_int_equal(st.refused_busy, 2);
-	/* the refused ones see their connection closed; the others work */
+	assert_int_equal(st.evicted, 0);
+	/* the refused ones get the refusal, then see their connection closed;
+	 * the others work */
+	assert_int_equal(client_read(f, fds[5], buf, sizeof(buf)), (int)strlen(LINE_REFUSAL));
+	assert_string_equal(buf, LINE_REFUSAL);
 	assert_int_equal(client_read(f, fds[5], buf, sizeof(buf)), -1);
 	assert_int_equal(write(fds[0], "PING\n", 5), 5);
 	assert_int_equal(client_read(f, fds[0], buf, sizeof(buf)), 5);
@@ -256,7 +308,7 @@ static void test_slow_peer_dropped(void **state)
 	int fd = client(f);
 	char buf[16];
 
-	/* one byte every 50 ms: never a whole frame within 300 ms */
+	/* one byte every 50 ms: 6 bytes per 300 ms interval, below the minimum 8 */
 	for (int i = 0; i < 20 && f->closed == 0; i++) {
 		if (send(fd, "P", 1, MSG_NOSIGNAL) != 1)
 			break;
@@ -268,6 +320,9 @@ static void test_slow_peer_dropped(void **state)
 	node_serve_stats(f->srv, &st);
 	assert_int_equal(st.timed_out_slow, 1);
 	assert_int_equal(st.open, 0); /* its buffer is gone with it */
+	/* told why (the protocol's last words), then closed */
+	assert_int_equal(client_read(f, fd, buf, sizeof(buf)), 12);
+	assert_string_equal(buf, "EXP stalled\n");
 	assert_int_equal(client_read(f, fd, buf, sizeof(buf)), -1);
 	close(fd);
 }
@@ -471,9 +526,10 @@ static void test_ring_opts_checked(void **state)
 	assert_int_equal(node_loop_new(&loop, 64, err, sizeof(err)), 0);
 	o.loop = loop;
 	o.proto = &line_proto;
-	o.max_conns = 1;
+	o.max_conns = o.max_unauth = o.max_unauth_per_addr = 1;
 	o.max_conn_buf_bytes = 4096;
-	o.idle_timeout_ms = o.frame_timeout_ms = 1000;
+	o.handshake_timeout_ms = o.idle_timeout_ms = o.progress_interval_ms = 1000;
+	o.progress_min_bytes = 1;
 	o.recv_bufs = 3;
 	assert_int_equal(node_serve_new(&srv, &o, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "power of two"));
@@ -506,6 +562,260 @@ static void test_ring_opts_checked(void **state)
 	node_loop_destroy(&loop);
 }
 
+/* ---- admission and progress ---- */
+
+/* 6 connections, at most 4 unauthenticated, 2 per address (all of these
+ * come from ::1), an identity at most 2 times, handshake within 300 ms */
+static int setup_admit(void **state)
+{
+	struct node_serve_opts o = { 0 };
+
+	o.max_conns = 6;
+	o.max_unauth = 4;
+	o.max_unauth_per_addr = 2;
+	o.max_per_id = 2;
+	o.max_conn_buf_bytes = 32 << 10;
+	o.handshake_timeout_ms = 300;
+	o.idle_timeout_ms = 5000;
+	o.progress_interval_ms = 300;
+	o.progress_min_bytes = PROGRESS_MIN_BYTES;
+	return fx_setup_opts(state, &o);
+}
+
+static void auth(struct fx *f, int fd, const char *name, const char *want)
+{
+	char line[32], buf[16];
+
+	snprintf(line, sizeof(line), "AUTH %s\n", name);
+	assert_int_equal(write(fd, line, strlen(line)), (ssize_t)strlen(line));
+	assert_true(client_read(f, fd, buf, sizeof(buf)) > 0);
+	assert_string_equal(buf, want);
+}
+
+/* At the per-address cap a connection is accepted; one more from the same
+ * address gets the refusal and the close; authenticated ones do not count. */
+static void test_unauth_per_addr(void **state)
+{
+	struct fx *f = *state;
+	struct node_serve_stats st;
+	char buf[32];
+	int a = client(f), b = client(f), c, d;
+
+	pump(f, 50, &f->opened, 2);
+	assert_int_equal(f->opened, 2); /* at the cap: both in */
+	c = client(f);
+	assert_int_equal(client_read(f, c, buf, sizeof(buf)), (int)strlen(LINE_REFUSAL));
+	assert_string_equal(buf, LINE_REFUSAL);
+	assert_int_equal(client_read(f, c, buf, sizeof(buf)), -1);
+	node_serve_stats(f->srv, &st);
+	assert_int_equal(st.refused_addr, 1);
+	assert_int_equal(st.refused_busy, 1);
+	assert_int_equal(st.unauth, 2);
+	assert_int_equal(st.evicted, 0);
+	/* one of them authenticates: room for one more from the address */
+	auth(f, a, "alice", "OK\n");
+	d = client(f);
+	pump(f, 50, &f->opened, 3);
+	assert_int_equal(f->opened, 3);
+	assert_int_equal(write(d, "PING\n", 5), 5);
+	assert_int_equal(client_read(f, d, buf, sizeof(buf)), 5);
+	node_serve_stats(f->srv, &st);
+	assert_int_equal(st.unauth, 2);
+	close(a);
+	close(b);
+	close(c);
+	close(d);
+}
+
+/* An identity at its cap: one more admission is refused (the protocol
+ * answers); another identity is admitted; a closed one frees its share. */
+static void test_per_id_cap(void **state)
+{
+	struct fx *f = *state;
+	struct node_serve_stats st;
+	int a = client(f), b = client(f), c, d;
+
+	auth(f, a, "alice", "OK\n");
+	auth(f, b, "alice", "OK\n"); /* at the cap */
+	c = client(f);
+	auth(f, c, "alice", "BUSY\n"); /* one past */
+	auth(f, c, "bob", "OK\n");
+	node_serve_stats(f->srv, &st);
+	assert_int_equal(st.refused_id, 1);
+	close(a);
+	pump(f, 100, &f->closed, 1);
+	d = client(f);
+	auth(f, d, "alice", "OK\n");
+	close(b);
+	close(c);
+	close(d);
+}
+
+/* The table full: the oldest unauthenticated connection is told
+ * (on_expire) and closed for the new one; a full table of authenticated
+ * connections refuses the next one. */
+static int setup_evict(void **state)
+{
+	struct node_serve_opts o = { 0 };
+
+	o.max_conns = 4;
+	o.max_unauth = 3; /* (all from ::1: the unauthenticated cap itself, with */
+	o.max_unauth_per_addr = 3; /* many addresses, is tests/integration/dp_flood.sh's) */
+	o.max_conn_buf_bytes = 32 << 10;
+	o.handshake_timeout_ms = 60000;
+	o.idle_timeout_ms = 60000;
+	o.progress_interval_ms = 1000;
+	o.progress_min_bytes = 1;
+	return fx_setup_opts(state, &o);
+}
+
+static void test_oldest_unauth_evicted(void **state)
+{
+	struct fx *f = *state;
+	struct node_serve_stats st;
+	char buf[32];
+	int fds[8], n = 0;
+
+	/* two authenticated, two not: the table is full */
+	fds[n++] = client(f);
+	auth(f, fds[0], "a", "OK\n");
+	fds[n++] = client(f);
+	auth(f, fds[1], "b", "OK\n");
+	fds[n++] = client(f);
+	pump(f, 30, &f->opened, 3);
+	fds[n++] = client(f);
+	pump(f, 30, &f->opened, 4);
+	assert_int_equal(f->opened, 4);
+	/* a fifth: the oldest unauthenticated (fds[2]) makes room */
+	fds[n++] = client(f);
+	assert_int_equal(client_read(f, fds[2], buf, sizeof(buf)), 12);
+	assert_string_equal(buf, "EXP evicted\n");
+	assert_int_equal(client_read(f, fds[2], buf, sizeof(buf)), -1);
+	pump(f, 30, &f->opened, 5);
+	assert_int_equal(f->opened, 5);
+	node_serve_stats(f->srv, &st);
+	assert_int_equal(st.evicted, 1);
+	assert_int_equal(st.refused_busy, 0);
+	assert_int_equal(st.open, 4);
+	assert_int_equal(st.unauth, 2);
+	/* the newest works and may authenticate */
+	auth(f, fds[4], "c", "OK\n");
+	auth(f, fds[3], "d", "OK\n");
+	/* four authenticated: a new connection is refused, nobody evicted */
+	fds[n++] = client(f);
+	assert_int_equal(client_read(f, fds[5], buf, sizeof(buf)), (int)strlen(LINE_REFUSAL));
+	assert_string_equal(buf, LINE_REFUSAL);
+	node_serve_stats(f->srv, &st);
+	assert_int_equal(st.evicted, 1);
+	assert_int_equal(st.refused_busy, 1);
+	assert_int_equal(st.open, 4);
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+/* Not admitted within the deadline: told, then closed; admitted: stays. */
+static void test_handshake_deadline(void **state)
+{
+	struct fx *f = *state;
+	struct node_serve_stats st;
+	uint64_t t0 = ms();
+	char buf[32];
+	int a = client(f), b = client(f);
+
+	auth(f, b, "bob", "OK\n");
+	assert_int_equal(client_read(f, a, buf, sizeof(buf)), 14);
+	assert_string_equal(buf, "EXP handshake\n");
+	assert_int_equal(client_read(f, a, buf, sizeof(buf)), -1);
+	assert_true(ms() - t0 >= 300);
+	assert_true(ms() - t0 < 1500);
+	node_serve_stats(f->srv, &st);
+	assert_int_equal(st.timed_out_handshake, 1);
+	pump(f, 400, NULL, 0);
+	assert_int_equal(write(b, "PING\n", 5), 5);
+	assert_int_equal(client_read(f, b, buf, sizeof(buf)), 5);
+	close(a);
+	close(b);
+}
+
+/* Progress: a frame trickling below the minimum is cut (told first); one
+ * that goes on for many intervals at just above it completes. */
+static void test_progress(void **state)
+{
+	struct fx *f = *state;
+	struct node_serve_stats st;
+	char buf[32];
+	int a = client(f), b = client(f);
+	uint64_t t0;
+
+	auth(f, a, "a", "OK\n");
+	auth(f, b, "b", "OK\n");
+	/* b: "SLOW " then 2 bytes every 60 ms (10 per 300 ms, the minimum is
+	 * 8) for 1.5 s, five intervals, then the newline */
+	assert_int_equal(write(b, "SLOW ", 5), 5);
+	t0 = ms();
+	while (ms() - t0 < 1500) {
+		assert_int_equal(write(b, "xx", 2), 2);
+		pump(f, 60, NULL, 0);
+	}
+	assert_int_equal(write(b, "\n", 1), 1);
+	assert_int_equal(client_read(f, b, buf, sizeof(buf)), 5);
+	assert_string_equal(buf, "DONE\n");
+	/* a: 1 byte every 60 ms (5 per 300 ms): cut within two intervals */
+	assert_int_equal(write(a, "SLOW ", 5), 5);
+	t0 = ms();
+	while (f->expired == 0 && ms() - t0 < 2000) {
+		if (send(a, "x", 1, MSG_NOSIGNAL) != 1)
+			break;
+		pump(f, 60, &f->expired, 1);
+	}
+	assert_int_equal(f->expired, 1);
+	assert_true(ms() - t0 < 800);
+	assert_int_equal(client_read(f, a, buf, sizeof(buf)), 12);
+	assert_string_equal(buf, "EXP stalled\n");
+	assert_int_equal(client_read(f, a, buf, sizeof(buf)), -1);
+	node_serve_stats(f->srv, &st);
+	assert_int_equal(st.timed_out_slow, 1);
+	/* b still works */
+	assert_int_equal(write(b, "PING\n", 5), 5);
+	assert_int_equal(client_read(f, b, buf, sizeof(buf)), 5);
+	close(a);
+	close(b);
+}
+
+static void test_admission_opts_checked(void **state)
+{
+	struct node_loop *loop = NULL;
+	struct node_serve *srv = NULL;
+	struct node_serve_opts o = { 0 };
+	char err[256];
+
+	assert_int_equal(node_loop_new(&loop, 8, err, sizeof(err)), 0);
+	o.loop = loop;
+	o.proto = &line_proto;
+	o.max_conns = 4;
+	o.max_unauth = 5; /* above max_conns */
+	o.max_unauth_per_addr = 1;
+	o.max_conn_buf_bytes = 4096;
+	o.handshake_timeout_ms = o.idle_timeout_ms = o.progress_interval_ms = 1000;
+	o.progress_min_bytes = 1;
+	assert_int_equal(node_serve_new(&srv, &o, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "unauthenticated"));
+	o.max_unauth = 2;
+	o.max_unauth_per_addr = 3; /* above max_unauth */
+	assert_int_equal(node_serve_new(&srv, &o, err, sizeof(err)), -EINVAL);
+	o.max_unauth_per_addr = 2;
+	o.progress_min_bytes = 0;
+	assert_int_equal(node_serve_new(&srv, &o, err, sizeof(err)), -EINVAL);
+	o.progress_min_bytes = 1;
+	o.refuse_msg_len = NODE_SERVE_REFUSE_MSG_MAX + 1;
+	o.refuse_msg = (const uint8_t *)err;
+	assert_int_equal(node_serve_new(&srv, &o, err, sizeof(err)), -EINVAL);
+	o.refuse_msg_len = 0;
+	assert_int_equal(node_serve_new(&srv, &o, err, sizeof(err)), 0);
+	node_serve_destroy(&srv);
+	node_loop_destroy(&loop);
+}
+
 int main(void)
 {
 	test_require_io_uring();
@@ -519,6 +829,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_split_and_batched_frames, setup_small_bufs, teardown),
 		cmocka_unit_test_setup_teardown(test_ring_exhausted, setup_one_buf, teardown),
 		cmocka_unit_test(test_ring_opts_checked),
+		cmocka_unit_test_setup_teardown(test_unauth_per_addr, setup_admit, teardown),
+		cmocka_unit_test_setup_teardown(test_per_id_cap, setup_admit, teardown),
+		cmocka_unit_test_setup_teardown(test_handshake_deadline, setup_admit, teardown),
+		cmocka_unit_test_setup_teardown(test_progress, setup_admit, teardown),
+		cmocka_unit_test_setup_teardown(test_oldest_unauth_evicted, setup_evict, teardown),
+		cmocka_unit_test(test_admission_opts_checked),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

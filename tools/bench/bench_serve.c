@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -38,6 +39,7 @@
 #define N_BIG 64
 #define N_SMALL 4096
 #define LAT_SAMPLES_MAX 2000000
+#define FLOOD_CONNS 1000 /* silent connections of serve_get_4k_p99_us_under_flood */
 
 struct pki {
 	struct ovl_id *ca, *broker, *node, *client;
@@ -176,11 +178,19 @@ static int node_main(struct pki *p, const char *drive, uint16_t port, int ready_
 	o.cert_len = (size_t)p->node_len;
 	o.peers = peers;
 	o.now_s = now_s;
-	o.max_conns = 256;
+	/* admission and timers as shelf-node's defaults; but the throughput
+	 * node holds FLOOD_CONNS unauthenticated connections from loopback's
+	 * one address, standing in for as many sources (the flood line) */
+	o.max_conns = board ? NODE_DP_MAX_CONNS_DEFAULT : 2 * FLOOD_CONNS;
+	o.max_unauth = board ? NODE_DP_MAX_UNAUTH_DEFAULT : FLOOD_CONNS + 64;
+	o.max_unauth_per_addr = board ? NODE_DP_MAX_UNAUTH_PER_ADDR_DEFAULT : FLOOD_CONNS + 64;
+	o.max_conns_per_key = NODE_DP_MAX_CONNS_PER_KEY_DEFAULT;
 	o.max_inflight = board ? 32 : 64;
 	o.max_payload_bytes = board ? OVL_WIRE_PAYLOAD_MAX_BYTES + (1u << 20) : 256u << 20;
+	o.handshake_timeout_ms = NODE_DP_HANDSHAKE_TIMEOUT_S_DEFAULT * 1000;
 	o.idle_timeout_ms = 60000;
-	o.frame_timeout_ms = 60000;
+	o.progress_interval_ms = NODE_DP_PROGRESS_INTERVAL_S_DEFAULT * 1000;
+	o.progress_min_bytes = NODE_DP_PROGRESS_KIB_DEFAULT << 10;
 	a.sin6_port = htons(port);
 	if (node_dp_new(&dp, &o, err, sizeof(err)) < 0 || node_dp_listen(dp, &a, err, sizeof(err)) < 0) {
 		fprintf(stderr, "bench node: %s\n", err);
@@ -357,6 +367,26 @@ static void *load_thread(void *arg)
 	return NULL;
 }
 
+/* Open n TCP connections to the node that send nothing (a flood that never
+ * authenticates) into fds; how many opened. The file limit is raised first. */
+static int flood_open(uint16_t port, int n, int *fds)
+{
+	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+				  .sin6_port = htons(port) };
+	int k = 0;
+
+	for (; k < n; k++) {
+		fds[k] = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fds[k] < 0)
+			break;
+		if (connect(fds[k], (struct sockaddr *)&a, sizeof(a)) < 0) {
+			close(fds[k]);
+			break;
+		}
+	}
+	return k;
+}
+
 /* Run `streams` connections for RUN_SECONDS; fills ops/s and MB/s (and p99). */
 static int run_ours(struct load *l, int streams, double *ops, double *mbs, double *p99_us)
 {
@@ -528,6 +558,135 @@ static int rss_under(struct load *l, int streams, pid_t pid, long *peak)
 	return ret;
 }
 
+/* ---- clients that stop reading ---- */
+
+#define HOSTILE_CONNS 16
+#define HOSTILE_OBJ (64u << 20)
+
+static int send_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int recv_all(int fd, uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t r = recv(fd, p, n, 0);
+
+		if (r <= 0)
+			return -1;
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+/* A connection that completes the handshake, sends GET key and never
+ * reads the answer: its socket, or -1. */
+static int hostile_get(struct pki *p, struct ovl_peers *peers, uint16_t port, const char *key)
+{
+	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+				  .sin6_port = htons(port) };
+	struct ovl_wire_hs_cfg cfg = { 0 };
+	struct ovl_wire_hs *hs = NULL;
+	struct ovl_wire_session ses;
+	struct ovl_wire_hdr h = { 0 };
+	struct ovl_wire_req q = { 0 };
+	uint8_t buf[OVL_WIRE_HEAD_MAX_BYTES], meta[OVL_WIRE_META_MAX_BYTES];
+	size_t need = 0;
+	uint32_t status = 0;
+	char err[256];
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0), n, ok = -1;
+
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		goto out;
+	cfg.id = p->client;
+	cfg.cert = p->client_cert;
+	cfg.cert_len = (size_t)p->client_len;
+	cfg.peers = peers;
+	cfg.now = (uint64_t)time(NULL);
+	if (ovl_wire_client_new(&hs, &cfg, err, sizeof(err)) < 0)
+		goto out;
+	n = ovl_wire_client_hello(hs, buf, sizeof(buf), err, sizeof(err));
+	if (n < 0 || send_all(fd, buf, (size_t)n) < 0 || recv_all(fd, buf, OVL_WIRE_HDR_BYTES) < 0 ||
+	    ovl_wire_head_need(buf, OVL_WIRE_HDR_BYTES, false, &h, &need, err, sizeof(err)) < 0 ||
+	    recv_all(fd, buf + OVL_WIRE_HDR_BYTES, need) < 0 ||
+	    ovl_wire_client_finish(hs, buf, OVL_WIRE_HDR_BYTES + need, &status, err, sizeof(err)) < 0 ||
+	    ovl_wire_hs_session(hs, &ses) < 0)
+		goto out;
+	q.type = OVL_WIRE_T_GET;
+	snprintf(q.slice, sizeof(q.slice), "plain");
+	q.epoch = 1;
+	q.key_len = (uint32_t)strlen(key);
+	memcpy(q.key, key, q.key_len);
+	n = ovl_wire_req_encode(&q, meta, sizeof(meta), err, sizeof(err));
+	memset(&h, 0, sizeof(h));
+	h.type = OVL_WIRE_T_GET;
+	h.rid = 1;
+	if (n < 0)
+		goto out;
+	n = ovl_wire_head_seal(&ses, &h, meta, (size_t)n, buf, sizeof(buf), err, sizeof(err));
+	if (n < 0 || send_all(fd, buf, (size_t)n) < 0)
+		goto out;
+	ok = 0;
+out:
+	ovl_wire_hs_destroy(&hs);
+	if (ok < 0 && fd >= 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+/* The node's peak RSS while HOSTILE_CONNS connections hold unread GETs of
+ * a 64 MiB object (serve_rss_mib_hostile); in KiB, or -1. */
+static long rss_hostile(struct pki *p, struct ovl_peers *peers, uint16_t port, pid_t node)
+{
+	uint8_t *big = malloc(HOSTILE_OBJ), dummy[16];
+	int fds[HOSTILE_CONNS];
+	long peak = -1;
+	size_t got;
+	struct cli c;
+
+	for (int i = 0; i < HOSTILE_CONNS; i++)
+		fds[i] = -1;
+	if (!big || cli_open(&c, p, peers, port) < 0) {
+		free(big);
+		return -1;
+	}
+	for (size_t i = 0; i < HOSTILE_OBJ; i++)
+		big[i] = (uint8_t)(i * 13 + (i >> 16));
+	if (cli_call(&c, OVL_WIRE_T_PUT, "plain", "hostile/64m", big, HOSTILE_OBJ, false, dummy,
+		     sizeof(dummy), &got) < 0)
+		goto out;
+	for (int i = 0; i < HOSTILE_CONNS; i++)
+		if ((fds[i] = hostile_get(p, peers, port, "hostile/64m")) < 0)
+			goto out;
+	peak = 0;
+	for (int i = 0; i < 30; i++) { /* 3 s, well inside the send timeout */
+		long v = rss_kib(node);
+
+		if (v > peak)
+			peak = v;
+		usleep(100000);
+	}
+out:
+	for (int i = 0; i < HOSTILE_CONNS; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	cli_close(&c);
+	free(big);
+	return peak;
+}
+
 /*
  * The node's memory with 1,000,000 small objects (16-byte keys) stored: a
  * freshly executed node configured for the sim board (a forked one would
@@ -546,7 +705,8 @@ static int rss_run(const char *dir, uint16_t port)
 	uint8_t v16[16], *v4k = NULL, *big = NULL;
 	uint64_t seed = (uint64_t)time(NULL) << 20 ^ (uint64_t)getpid() ^ 1;
 	int inflight = 0, ready[2] = { -1, -1 }, ret = -1;
-	long idle, after, pget = 0, pput = 0, pbig = 0;
+	long idle, after, pget = 0, pput = 0, pbig = 0, phostile = -1;
+	struct ovl_board board;
 	pid_t node = -1;
 	char c;
 
@@ -626,11 +786,18 @@ static int rss_run(const char *dir, uint16_t port)
 	sleep(2); /* the node gives memory back once it is idle */
 	after = rss_kib(node);
 	rss_print("idle again after the load", node);
+	phostile = rss_hostile(&p, peers, port, node);
+	if (phostile < 0 || ovl_board_load(&board, "sim", NULL, err, sizeof(err)) < 0)
+		goto out;
+	fprintf(stderr, "  (%d connections holding unread GETs of 64 MiB: peak rss %ld KiB)\n",
+		HOSTILE_CONNS, phostile);
 	bench_line("node_rss_mib_1m_objects", idle / 1024.0, 0, "MiB", "-");
 	bench_line("node_rss_mib_1m_objects_get", pget / 1024.0, 0, "MiB", "-");
 	bench_line("node_rss_mib_1m_objects_put", pput / 1024.0, 0, "MiB", "-");
 	bench_line("node_rss_mib_1m_objects_put_1m", pbig / 1024.0, 0, "MiB", "-");
 	bench_line("node_rss_mib_1m_objects_after", after / 1024.0, 0, "MiB", "-");
+	bench_line("serve_rss_mib_hostile", phostile / 1024.0, board.memory_budget / 1048576.0, "MiB",
+		   "sim-board-memory_budget");
 	ret = 0;
 out:
 	if (ret < 0)
@@ -787,6 +954,15 @@ static int run_serve(int argc, char **argv)
 
 		ovl_peers_add_broker(peers, p.broker_cert, p.broker_len, (uint64_t)time(NULL), err, sizeof(err));
 	}
+	{
+		/* the flood's connections, on both ends */
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 4 * FLOOD_CONNS) {
+			rl.rlim_cur = rl.rlim_max < 4 * FLOOD_CONNS ? rl.rlim_max : 4 * FLOOD_CONNS;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
 	if (pipe(ready) < 0)
 		return 1;
 	node = fork();
@@ -854,6 +1030,32 @@ static int run_serve(int argc, char **argv)
 		   "nginx-sendfile-1worker+wrk-c1");
 	bench_line("serve_encrypted_get_1m", bench_median(oe, REPS), bench_median(o1, REPS), "MB/s",
 		   "serve_get_1m");
+	/* the same one-in-flight 4 KiB GETs while FLOOD_CONNS connections that
+	 * never authenticate are open (each run fits in the node's 5 s
+	 * handshake deadline); the reference is the quiet p99 above */
+	{
+		double fl[REPS];
+		int *fds = malloc(FLOOD_CONNS * sizeof(int)), nf = 0;
+
+		for (int r = 0; r < REPS; r++) {
+			nf = flood_open(port, FLOOD_CONNS, fds);
+			if (nf < FLOOD_CONNS)
+				fprintf(stderr, "  (flood: only %d connections opened: ulimit -n?)\n", nf);
+			usleep(200000); /* the node accepts them */
+			l.slice = "plain"; l.obj = SMALL; l.nobj = N_SMALL; l.prefix = "small/";
+			if (run_ours(&l, 1, &ops, &mbs, &p99) < 0) {
+				free(fds);
+				goto fail;
+			}
+			fl[r] = p99;
+			for (int i = 0; i < nf; i++)
+				close(fds[i]);
+			usleep(300000);
+		}
+		free(fds);
+		bench_line("serve_get_4k_p99_us_under_flood", bench_median(fl, REPS),
+			   bench_median(ol, REPS), "us", "serve_get_4k_p99_us");
+	}
 	fprintf(stderr, "  (node rss after the GET runs: %ld KiB)\n", rss_kib(node));
 
 	/* durable 1 MiB PUTs, then fio on the same drive file (the node is gone):

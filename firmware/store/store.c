@@ -1415,7 +1415,7 @@ int node_store_open(struct node_store **out, const struct node_store_opts *opts,
 
 		snprintf(err, errlen,
 			 w == SBV_FOREIGN ? "drive '%s' holds something that is not a shelf store; refusing to overwrite it"
-			 : w == SBV_VERSION ? "drive '%s' holds a shelf store of a format version this build does not read (it reads versions 1 and 2)"
+			 : w == SBV_VERSION ? "drive '%s' holds a shelf store of a format version this build does not read (it reads versions 1 to 3)"
 					   : "both superblock copies of '%s' are corrupt; refusing to touch the drive",
 			 s->disk->name);
 		ret = w == SBV_VERSION ? -EPROTONOSUPPORT : -EUCLEAN;

@@ -480,6 +480,15 @@ static int open_drive(struct node_ctx *n, bool format)
 	node_store_stats(n->store, &st);
 	if (st.repaired_superblock)
 		ovl_warn("drive '%s': a damaged superblock copy was repaired", n->drive_path);
+	if (st.upgraded_from)
+		ovl_info("drive '%s': upgraded from store format version %" PRIu32 " (older builds now refuse it)",
+			 n->drive_path, st.upgraded_from);
+	if (st.checkpoint_fallback)
+		ovl_warn("drive '%s': the newest checkpoint is damaged; recovery started from the one before it",
+			 n->drive_path);
+	if (st.checkpoint_repaired)
+		ovl_warn("drive '%s': a damaged or stale checkpoint pointer was rewritten, or a damaged checkpoint replaced",
+			 n->drive_path);
 	ovl_info("drive '%s': %s%" PRIu64 " objects, %" PRIu64 " of %" PRIu64 " segments free, %" PRIu64 " records replayed",
 		 n->drive_path, created ? "created and formatted, " : "", st.objects,
 		 st.segments_free, st.segments, st.recovered_records);

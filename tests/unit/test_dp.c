@@ -925,8 +925,9 @@ static void test_hostile_clients(void **state)
 /* ---- admission, limits and timers ---- */
 
 /* A sealed request frame (head and payload) as the client would send it. */
-static size_t req_frame(struct cli *c, uint8_t type, const struct ovl_wire_req *q,
-			const void *payload, size_t plen, uint8_t *out, size_t cap)
+/* The sealed head of a request (the next rid) into out; its length. */
+static size_t req_head(struct cli *c, uint8_t type, const struct ovl_wire_req *q, size_t plen,
+		       uint8_t *out, size_t cap)
 {
 	struct ovl_wire_hdr h = { 0 };
 	struct ovl_wire_req typed = *q;
@@ -936,41 +937,78 @@ static size_t req_frame(struct cli *c, uint8_t type, const struct ovl_wire_req *
 
 	typed.type = type;
 	mlen = ovl_wire_req_encode(&typed, meta, sizeof(meta), err, sizeof(err));
-	assert_true(mlen > 0);
+	if (mlen < 0)
+		fail_msg("encode: %s", err);
 	h.type = type;
 	h.payload_len = plen;
 	h.rid = ++c->rid;
 	hl = ovl_wire_head_seal(&c->ses, &h, meta, (size_t)mlen, out, cap, err, sizeof(err));
 	assert_true(hl > 0);
-	assert_true((size_t)hl + plen <= cap);
-	if (plen)
-		memcpy(out + hl, payload, plen);
-	return (size_t)hl + plen;
+	return (size_t)hl;
 }
 
-/* Read one response (no payload expected unless *skip); its rid and status. */
-static int read_resp(struct cli *c, uint32_t *rid, struct ovl_wire_resp *r)
+static size_t req_frame(struct cli *c, uint8_t type, const struct ovl_wire_req *q,
+			const void *payload, size_t plen, uint8_t *out, size_t cap)
+{
+	size_t hl = req_head(c, type, q, plen, out, cap);
+
+	assert_true(hl + plen <= cap);
+	if (plen)
+		memcpy(out + hl, payload, plen);
+	return hl + plen;
+}
+
+/* Read the next answer, whichever it is: its rid, meta and (decrypted)
+ * payload in *out (malloc'd). 0 or -ECONNRESET. */
+static int cli_recv(struct cli *c, uint32_t *rid, struct ovl_wire_resp *r, uint8_t **out,
+		    size_t *outlen)
 {
 	uint8_t head[OVL_WIRE_HEAD_MAX_BYTES];
-	struct ovl_wire_hdr rh;
 	const uint8_t *rmeta = NULL;
+	struct ovl_wire_hdr rh;
+	uint64_t plain;
 	char err[256];
 	int n = read_head(c->fd, true, head, &rh);
 
+	*out = NULL;
+	*outlen = 0;
 	if (n < 0)
-		return -1;
+		return -ECONNRESET;
 	if (ovl_wire_head_open(&c->ses, head, (size_t)n, &rh, &rmeta, err, sizeof(err)) < 0)
 		fail_msg("response head: %s", err);
 	if (ovl_wire_resp_decode(rh.type, rmeta, rh.meta_len, r, err, sizeof(err)) < 0)
 		fail_msg("response meta: %s", err);
 	*rid = rh.rid;
-	if (rh.payload_len) {
-		uint8_t *skip = malloc(rh.payload_len);
+	*out = malloc(rh.payload_len + 1);
+	*outlen = rh.payload_len;
+	if (rh.payload_len && read_full(c->fd, *out, rh.payload_len) < 0)
+		return -ECONNRESET;
+	if (rh.flags & OVL_WIRE_FLAG_ENCRYPTED) {
+		uint8_t *src = *out, *dst = *out;
 
-		assert_int_equal(read_full(c->fd, skip, rh.payload_len), 0);
-		free(skip);
+		assert_int_equal(ovl_wire_plain_len(rh.payload_len, &plain), 0);
+		for (uint64_t off = 0, i = 0; off < plain; off += OVL_WIRE_CHUNK_BYTES, i++) {
+			size_t k = plain - off < OVL_WIRE_CHUNK_BYTES ? plain - off : OVL_WIRE_CHUNK_BYTES;
+
+			assert_int_equal(ovl_wire_chunk_open(&c->ses, head, (uint32_t)i, src, k), 0);
+			memmove(dst, src, k);
+			src += k + OVL_WIRE_TAG_BYTES;
+			dst += k;
+		}
+		*outlen = plain;
 	}
 	return 0;
+}
+
+/* Read one response, its payload discarded; its rid and status. */
+static int read_resp(struct cli *c, uint32_t *rid, struct ovl_wire_resp *r)
+{
+	uint8_t *payload = NULL;
+	size_t len = 0;
+	int ret = cli_recv(c, rid, r, &payload, &len);
+
+	free(payload);
+	return ret;
 }
 
 /* An unauthenticated ERROR frame: its code. */
@@ -1302,68 +1340,15 @@ static const struct limits lim_progress = { .progress_ms = 300, .progress_bytes 
 static uint32_t cli_send(struct cli *c, uint8_t type, const struct ovl_wire_req *q,
 			 const void *payload, size_t plen)
 {
-	struct ovl_wire_hdr h = { 0 };
-	uint8_t meta[OVL_WIRE_META_MAX_BYTES], head[OVL_WIRE_HEAD_MAX_BYTES];
-	struct ovl_wire_req typed = *q;
-	char err[256];
-	int mlen, hl;
+	uint8_t head[OVL_WIRE_HEAD_MAX_BYTES];
+	size_t hl = req_head(c, type, q, plen, head, sizeof(head));
 
-	typed.type = type;
-	mlen = ovl_wire_req_encode(&typed, meta, sizeof(meta), err, sizeof(err));
-	if (mlen < 0)
-		fail_msg("encode: %s", err);
-	h.type = type;
-	h.payload_len = plen;
-	h.rid = ++c->rid;
-	hl = ovl_wire_head_seal(&c->ses, &h, meta, (size_t)mlen, head, sizeof(head), err, sizeof(err));
-	assert_true(hl > 0);
-	assert_int_equal(write_full(c->fd, head, (size_t)hl), 0);
+	assert_int_equal(write_full(c->fd, head, hl), 0);
 	if (plen)
 		assert_int_equal(write_full(c->fd, payload, plen), 0);
-	return h.rid;
+	return c->rid;
 }
 
-/* Read the next answer, whichever it is: its rid, meta and (decrypted)
- * payload in *out (malloc'd). 0 or -ECONNRESET. */
-static int cli_recv(struct cli *c, uint32_t *rid, struct ovl_wire_resp *r, uint8_t **out,
-		    size_t *outlen)
-{
-	uint8_t head[OVL_WIRE_HEAD_MAX_BYTES];
-	const uint8_t *rmeta = NULL;
-	struct ovl_wire_hdr rh;
-	uint64_t plain;
-	char err[256];
-	int n = read_head(c->fd, true, head, &rh);
-
-	*out = NULL;
-	*outlen = 0;
-	if (n < 0)
-		return -ECONNRESET;
-	if (ovl_wire_head_open(&c->ses, head, (size_t)n, &rh, &rmeta, err, sizeof(err)) < 0)
-		fail_msg("response head: %s", err);
-	if (ovl_wire_resp_decode(rh.type, rmeta, rh.meta_len, r, err, sizeof(err)) < 0)
-		fail_msg("response meta: %s", err);
-	*rid = rh.rid;
-	*out = malloc(rh.payload_len + 1);
-	*outlen = rh.payload_len;
-	if (rh.payload_len && read_full(c->fd, *out, rh.payload_len) < 0)
-		return -ECONNRESET;
-	if (rh.flags & OVL_WIRE_FLAG_ENCRYPTED) {
-		uint8_t *src = *out, *dst = *out;
-
-		assert_int_equal(ovl_wire_plain_len(rh.payload_len, &plain), 0);
-		for (uint64_t off = 0, i = 0; off < plain; off += OVL_WIRE_CHUNK_BYTES, i++) {
-			size_t k = plain - off < OVL_WIRE_CHUNK_BYTES ? plain - off : OVL_WIRE_CHUNK_BYTES;
-
-			assert_int_equal(ovl_wire_chunk_open(&c->ses, head, (uint32_t)i, src, k), 0);
-			memmove(dst, src, k);
-			src += k + OVL_WIRE_TAG_BYTES;
-			dst += k;
-		}
-		*outlen = plain;
-	}
-	return 0;
-}
 
 /* The node's own counter `name` (NODE-STAT), or UINT64_MAX. */
 static uint64_t node_counter(struct cli *c, const char *name)

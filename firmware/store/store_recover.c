@@ -466,12 +466,38 @@ static int replay_damage(struct node_store *s, const uint8_t *key, const struct 
 		if (r->to > r->from + 1 && s->st.damaged_unknown)
 			s->st.damaged_unknown--;
 	}
+	if (have) {
+		struct sidx_val v;
+
+		/* a tombstone of the key came after the damaged object: nothing
+		 * of that object is the key's any more */
+		if (sidx_find(s->ix, key, h->klen, &v) && v.tomb)
+			return 0;
+	}
 	if ((have && cur == h->aux) || (r && !(have && loc_is_damaged(cur) && loc_off(cur) == off))) {
 		/* the key's version stays with its mark */
 		if (have)
 			return sidx_set_loc(s->ix, key, h->klen, loc_damaged(off), &old) < 0 ? -ENOMEM : 0;
 		return sidx_set(s->ix, key, h->klen, loc_damaged(off), &old) < 0 ? -ENOMEM : 0;
 	}
+	return 0;
+}
+
+/* A damaged tombstone record whose header is whole: a TOMB applies by the
+ * version rule, a tombstone's RELOC if the key still points at its source. */
+static int replay_tomb_damaged(struct node_store *s, const uint8_t *key, const struct rec_hdr *h,
+			       uint64_t loc)
+{
+	struct sidx_val v = { .loc = loc, .hlc = h->hlc, .node = h->node, .tomb = true };
+	uint64_t old;
+
+	if (h->klen == 0 || h->klen > NODE_STORE_KEY_MAX)
+		return 0;
+	if (h->type == REC_TOMB)
+		return replay_applies(s, key, h->klen, h->hlc, h->node) &&
+		       sidx_put(s->ix, key, h->klen, &v, NULL) < 0 ? -ENOMEM : 0;
+	if (sidx_get(s->ix, key, h->klen, &old) == 1 && old == h->aux)
+		return sidx_set_loc(s->ix, key, h->klen, loc, &old) < 0 ? -ENOMEM : 0;
 	return 0;
 }
 
@@ -887,9 +913,16 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 				rsize = rec_hsize(&h);
 				counted = count_damage(s, want, false);
 				note_found(&dm, pos, pos + 1, counted);
-				if (damaged_marks(s, &h, p + rec_key_off(&h)))
+				if (ver_is_set(&(struct node_store_ver){ h.hlc, h.node }) &&
+				    (h.type == REC_TOMB || (h.type == REC_RELOC && (h.flags & REC_FLAG_TOMB)))) {
+					/* a tombstone's record: its whole header (hcrc covers
+					 * the version) says all a tombstone is, so it applies
+					 * as one; compaction rewrites it from the index */
+					ret = replay_tomb_damaged(s, p + rec_key_off(&h), &h, loc_make(pos, rsize));
+				} else if (damaged_marks(s, &h, p + rec_key_off(&h))) {
 					ret = mark_damaged(s, p + rec_key_off(&h), h.klen, pos, &h,
 							   h.type == REC_RELOC || h.type == REC_COMMIT);
+				}
 				if (ret < 0)
 					goto out;
 				/* follow it as if whole: its size and links are sound */

@@ -668,6 +668,33 @@ static void test_compaction_keeps_versions(void **state)
 	free(fillv);
 }
 
+/*
+ * A tombstone whose TOMB record was damaged on the drive (one flipped byte,
+ * found at replay through its hcrc, or bits in its header): it is still
+ * known, key and version, and an older put is still refused.
+ */
+static void test_damaged_tombstone_record(void **state)
+{
+	struct node_disk *d = new_disk(8);
+	struct node_store *s = open_on(d, true);
+	struct node_store_objstat st;
+	uint64_t off, size;
+
+	assert_int_equal(put_ver(s, "obj", "v1", 10, 1, &st), 0);
+	assert_int_equal(del_ver(s, "obj", 11, 1, &st), 0);
+	assert_int_equal(put_ver(s, "after", "x", 12, 1, &st), 0);
+	assert_int_equal(node_store_locate(s, "obj", 3, &off, &size), 0);
+	d = node_store_abandon(&s);
+	node_faultdisk_crash(node_faultdisk_of(d));
+	/* a bit of its key: replay fixes the header through its hcrc */
+	node_faultdisk_flip(node_faultdisk_of(d), off + REC_HDR_MAX_BYTES + 1, 3);
+	s = open_on(d, false);
+	expect_held(s, "obj", true, 11, 1);
+	assert_int_equal(put_ver(s, "obj", "zombie", 10, 9, &st), -EALREADY);
+	check_value(s, "after", "x");
+	node_store_close(&s);
+}
+
 /* ---- format 3 drives ---- */
 
 /*
@@ -774,6 +801,7 @@ int main(void)
 		cmocka_unit_test(test_crash_and_checkpoint),
 		cmocka_unit_test(test_restart_from_checkpoint),
 		cmocka_unit_test(test_compaction_keeps_versions),
+		cmocka_unit_test(test_damaged_tombstone_record),
 		cmocka_unit_test(test_upgrade_from_format_3),
 	};
 

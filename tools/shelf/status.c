@@ -43,15 +43,13 @@
 #include "data.h"
 #include "overlay.h"
 #include "shelf.h"
+#include "text.h"
 
 #define STATUS_EXIT_UNHEALTHY 4
 #define STATUS_BROKER_TIMEOUT_MS 3000
 #define STATUS_SLICES_MAX 64
 #define STATUS_PROBLEMS_MAX 64
 #define STATUS_HINT_TARGETS_SENT 32  /* what nodes are asked to keep to (documentation) */
-#define HINTS_TOTAL "hints_waiting"
-#define HINTS_FOR "hints_for_"
-#define HINTS_HEX_MIN 8
 
 /* One node seen in a map, with its NODE_STAT. */
 struct snode {
@@ -174,7 +172,7 @@ static bool has_counter(const struct snode *n, const char *name)
 static bool hints_reported(const struct status *st)
 {
 	for (size_t i = 0; i < st->n_nodes; i++)
-		if (st->nodes[i].reached && has_counter(&st->nodes[i], HINTS_TOTAL))
+		if (st->nodes[i].reached && has_counter(&st->nodes[i], CLI_HINTS_TOTAL))
 			return true;
 	return false;
 }
@@ -184,7 +182,6 @@ static bool hints_reported(const struct status *st)
 static uint64_t hints_for(const struct status *st, const uint8_t id[32])
 {
 	char hex[OVL_ID_HEX_BYTES];
-	size_t pl = strlen(HINTS_FOR);
 	uint64_t sum = 0;
 
 	ovl_nodeid_format(id, hex);
@@ -194,17 +191,10 @@ static uint64_t hints_for(const struct status *st, const uint8_t id[32])
 		if (!n->reached)
 			continue;
 		for (int k = 0; k < n->nc; k++) {
-			const char *x = n->c[k].name + pl;
-			size_t len;
+			uint64_t v = cli_hints_for(n->c[k].name, n->c[k].value, hex);
 
-			if (strncmp(n->c[k].name, HINTS_FOR, pl) != 0)
-				continue;
-			len = strlen(x);
-			if (len < HINTS_HEX_MIN || len > 64 || strspn(x, "0123456789abcdef") != len ||
-			    strncmp(hex, x, len) != 0)
-				continue;
 			/* the values come from the network: saturate, never wrap */
-			sum = sum + n->c[k].value < sum ? UINT64_MAX : sum + n->c[k].value;
+			sum = sum + v < sum ? UINT64_MAX : sum + v;
 		}
 	}
 	return sum;
@@ -464,6 +454,10 @@ static void check_slice(struct status *st, struct shelf *s, const char *slice,
 		warning(st, "slice %s: replicas %u but its members span %u failure domain%s (distinct "
 			"site/chassis): copies share a chassis", slice, info.replicas, domains,
 			domains == 1 ? "" : "s");
+	if (info.replicas > 1 && up + down + other < info.replicas)
+		warning(st, "slice %s: replicas %u but only %u member%s not out: fewer copies than "
+			"replicas", slice, info.replicas, up + down + other,
+			up + down + other == 1 ? "" : "s");
 	if (w && up < w)
 		problem(st, "slice %s: %u member%s up, fewer than min-write %u: writes fail", slice, up,
 			up == 1 ? "" : "s", w);

@@ -887,6 +887,30 @@ static void test_slice_policy(void **state)
 	admin_slice(w, admin, "olde", &def);
 	assert_int_equal(def.min_write_replicas, 2);
 	assert_true(def.encrypt);
+	/* an empty state directory: W comes back from a node's cached definition */
+	brk_destroy(&w->b);
+	assert_int_equal(unlink(path), 0);
+	new_core(w, w->state_dir);
+	{
+		struct ovl_msg rm;
+
+		assert_int_equal(brk_preauth_add(w->b, w->nodes[6]->sign_pk), 1);
+		reg_msg(&rm, w->nodes[6], NULL, "sim");
+		rm.u.reg.slices = calloc(1, sizeof(*rm.u.reg.slices));
+		assert_non_null(rm.u.reg.slices);
+		rm.u.reg.n_slices = 1;
+		snprintf(rm.u.reg.slices[0].name, OVL_MSG_NAME_SIZE, "cached");
+		rm.u.reg.slices[0].epoch = 9;
+		rm.u.reg.slices[0].replicas = 3;
+		rm.u.reg.slices[0].min_write_replicas = 2;
+		snprintf(rm.u.reg.slices[0].selector, OVL_MSG_SELECTOR_SIZE, "all");
+		memcpy(rm.u.reg.slices[0].owner, w->site.id->sign_pk, 32);
+		send_to_core(w, w->nodes[6], &rm);
+		free(rm.u.reg.slices);
+	}
+	admin_slice(w, admin, "cached", &def);
+	assert_int_equal(def.replicas, 3);
+	assert_int_equal(def.min_write_replicas, 2);
 	/* a damaged policy word is refused, never misread */
 	brk_destroy(&w->b);
 	{

@@ -236,12 +236,13 @@ int cmd_slices(int argc, char **argv)
 		unsigned w = s->min_write_replicas ? s->min_write_replicas : s->replicas;
 
 		if (o.json)
-			printf("%s\n  {\"name\": %s, \"replicas\": %u, \"min_write_replicas\": %u, "
-			       "\"allow_same_domain\": %s, \"epoch\": %llu, "
-			       "\"members\": %u, \"encrypt\": %s, \"selector\": %s}", i ? "," : "",
-			       cli_json_q(s->name), s->replicas, w,
-			       s->allow_same_domain ? "true" : "false", (unsigned long long)s->epoch,
-			       s->members, s->encrypt ? "true" : "false", cli_json_q(s->selector));
+			/* new keys after the older ones: readers that match text keep working */
+			printf("%s\n  {\"name\": %s, \"replicas\": %u, \"epoch\": %llu, "
+			       "\"members\": %u, \"encrypt\": %s, \"selector\": %s, "
+			       "\"min_write_replicas\": %u, \"allow_same_domain\": %s}", i ? "," : "",
+			       cli_json_q(s->name), s->replicas, (unsigned long long)s->epoch,
+			       s->members, s->encrypt ? "true" : "false", cli_json_q(s->selector), w,
+			       s->allow_same_domain ? "true" : "false");
 		else
 			printf("%-24s %8u %9u %10llu %8u %-7s  %s%s\n", s->name, s->replicas, w,
 			       (unsigned long long)s->epoch, s->members, s->encrypt ? "yes" : "no",
@@ -350,10 +351,10 @@ int cmd_slice_show(int argc, char **argv)
 		return rc;
 	m = &a.reply.u.map;
 	if (o.json)
-		printf("{\"slice\": %s, \"epoch\": %llu, \"replicas\": %u, "
-		       "\"min_write_replicas\": %u, \"encrypt\": %s, \"members\": [",
-		       cli_json_q(m->slice), (unsigned long long)m->epoch, m->replicas,
-		       ovl_msg_map_min_write(m), m->encrypt ? "true" : "false");
+		printf("{\"slice\": %s, \"epoch\": %llu, \"replicas\": %u, \"encrypt\": %s, "
+		       "\"min_write_replicas\": %u, \"members\": [", cli_json_q(m->slice),
+		       (unsigned long long)m->epoch, m->replicas, m->encrypt ? "true" : "false",
+		       ovl_msg_map_min_write(m));
 	else
 		printf("slice %s epoch %llu replicas %u min-write %u encrypt %s members %u\n", m->slice,
 		       (unsigned long long)m->epoch, m->replicas, ovl_msg_map_min_write(m),

@@ -464,15 +464,16 @@ static void check_slice(struct status *st, struct shelf *s, const char *slice,
 	if (st->json) {
 		printf("%s\n    {\"name\": ", first ? "" : ",");
 		json_escape(slice);
-		printf(", \"epoch\": %llu, \"replicas\": %u", (unsigned long long)info.epoch,
-		       info.replicas);
+		/* the keys of older versions first, in their order */
+		printf(", \"epoch\": %llu, \"replicas\": %u, \"encrypt\": %s, \"map_source\": ",
+		       (unsigned long long)info.epoch, info.replicas, info.encrypt ? "true" : "false");
+		json_escape(info.source);
 		if (w)
 			printf(", \"min_write_replicas\": %u", w);
 		if (def)
 			printf(", \"allow_same_domain\": %s", def->allow_same_domain ? "true" : "false");
-		printf(", \"encrypt\": %s, \"domains\": %u, \"member_states\": {\"up\": %u, "
-		       "\"down\": %u, \"out\": %u, \"unknown\": %u}, \"down\": [",
-		       info.encrypt ? "true" : "false", domains, up, down, out, other);
+		printf(", \"domains\": %u, \"member_states\": {\"up\": %u, \"down\": %u, "
+		       "\"out\": %u, \"unknown\": %u}, \"down\": [", domains, up, down, out, other);
 		for (uint32_t i = 0, k = 0; i < info.n_members && rows[i]; i++) {
 			char hex[OVL_ID_HEX_BYTES];
 
@@ -484,8 +485,6 @@ static void check_slice(struct status *st, struct shelf *s, const char *slice,
 		printf("]");
 		if (hints)
 			printf(", \"hints_waiting\": %llu", (unsigned long long)hints_total);
-		printf(", \"map_source\": ");
-		json_escape(info.source);
 		printf(", \"members\": [");
 	} else {
 		char wtxt[16] = "?";
@@ -616,11 +615,11 @@ int cmd_status(int argc, char **argv)
 
 			if (st->json)
 				printf("%s\n    {\"name\": %s, \"epoch\": %llu, \"replicas\": %u, "
-				       "\"min_write_replicas\": %u, \"allow_same_domain\": %s, "
-				       "\"encrypt\": %s, \"members\": %u}", i ? "," : "", cli_json_q(x->name),
-				       (unsigned long long)x->epoch, x->replicas, w,
-				       x->allow_same_domain ? "true" : "false",
-				       x->encrypt ? "true" : "false", x->members);
+				       "\"encrypt\": %s, \"members\": %u, \"min_write_replicas\": %u, "
+				       "\"allow_same_domain\": %s}", i ? "," : "", cli_json_q(x->name),
+				       (unsigned long long)x->epoch, x->replicas,
+				       x->encrypt ? "true" : "false", x->members, w,
+				       x->allow_same_domain ? "true" : "false");
 			else
 				printf("slice %s  epoch %llu  replicas %u  encrypt %s  members %u  "
 				       "min-write %u%s\n", x->name, (unsigned long long)x->epoch,

@@ -6,7 +6,8 @@
 #   make fuzz         libFuzzer harnesses (clang)
 #   make deps         install missing Debian packages
 #   make install      PREFIX=/usr/local DESTDIR=
-#   make run          deps + build + a local 24-node 1U on the sim board
+#   make run          deps + build + a local 1U on the sim board: 24 nodes over
+#                     3 chassis, default slice with 2 copies (shelf-cluster demo)
 #
 # Knobs: O=dir  SANITIZE=address,undefined  DEVELOPER=1 (-Werror)  V=1
 

@@ -55,7 +55,9 @@ struct slice {
 	char selector[OVL_MSG_SELECTOR_SIZE];
 	uint8_t owner[OVL_ID_BYTES];    /* Ed25519 key of the authoritative broker */
 	unsigned replicas;
+	unsigned min_write;             /* copies a write needs, 1..replicas (fixed at creation) */
 	bool encrypt;                   /* payloads must be encrypted (fixed at creation) */
+	bool allow_same_domain;         /* created with more replicas than failure domains */
 	uint64_t epoch;
 	bool ours;                      /* owner is this broker: only then the epoch moves */
 	struct ovl_slice os;
@@ -610,6 +612,8 @@ static int map_fill(const struct slice *s, struct ovl_msg_map *mp)
 	snprintf(mp->slice, sizeof(mp->slice), "%s", s->name);
 	mp->epoch = s->epoch;
 	mp->replicas = s->replicas;
+	/* only below replicas: a map of the default policy is, and signs, as before */
+	mp->min_write_replicas = s->min_write < s->replicas ? s->min_write : 0;
 	mp->encrypt = s->encrypt;
 	if (s->n) {
 		mp->members = calloc(s->n, sizeof(*mp->members));
@@ -1071,6 +1075,7 @@ static int slice_add(brk_t *b, const char *name, unsigned replicas, const char *
 	memcpy(s->owner, owner, OVL_ID_BYTES);
 	s->ours = memcmp(owner, b->site->id->sign_pk, OVL_ID_BYTES) == 0;
 	s->replicas = replicas;
+	s->min_write = replicas;
 	s->epoch = epoch;
 	b->slices[b->n_slices++] = s;
 	b->dirty = true;
@@ -1152,8 +1157,10 @@ static int slices_save(brk_t *b)
 		snprintf(d->selector, sizeof(d->selector), "%s", s->selector);
 		memcpy(d->owner, s->owner, OVL_ID_BYTES);
 		d->replicas = s->replicas;
+		d->min_write = s->min_write;
 		d->epoch = s->epoch;
 		d->encrypt = s->encrypt;
+		d->allow_same_domain = s->allow_same_domain;
 	}
 	rc = b->io.slices_save(b->io.files, defs, b->n_slices, err, sizeof(err));
 	if (rc < 0)
@@ -1240,15 +1247,26 @@ static int slices_load(brk_t *b, char *err, size_t errlen)
 
 		rc = slice_add(b, d->name, d->replicas, d->selector, d->owner, d->epoch, &ns, e2,
 			       sizeof(e2));
-		if (rc < 0)
+		if (rc == 0 && d->min_write > d->replicas) {
+			snprintf(e2, sizeof(e2), "min_write %u is above replicas %u", d->min_write,
+				 d->replicas);
+			rc = -EINVAL;
+		}
+		if (rc < 0) {
 			snprintf(err, errlen, "saved slice definition '%s' refused: %s", d->name, e2);
-		else
+		} else {
 			ns->encrypt = d->encrypt;
+			ns->min_write = d->min_write ? d->min_write : d->replicas;
+			ns->allow_same_domain = d->allow_same_domain;
+		}
 	}
 	free(defs);
 	b->dirty = b->defs_dirty = false;
 	return rc;
 }
+
+static int slice_define(brk_t *b, const char *name, const char *selector,
+			const struct brk_slice_policy *p, bool check, char *err, size_t errlen);
 
 int brk_slice_create(brk_t *b, const char *name, unsigned replicas, const char *selector,
 		     char *err, size_t errlen)
@@ -1259,12 +1277,125 @@ int brk_slice_create(brk_t *b, const char *name, unsigned replicas, const char *
 int brk_slice_define(brk_t *b, const char *name, unsigned replicas, const char *selector,
 		     bool encrypt, char *err, size_t errlen)
 {
+	struct brk_slice_policy p = { .replicas = replicas, .encrypt = encrypt };
+
+	return slice_define(b, name, selector, &p, false, err, errlen);
+}
+
+/* Copy src into dst[0..cap) (NUL-terminated), cut at a character boundary. */
+static void utf8_copy(char *dst, size_t cap, const char *src)
+{
+	size_t n = strnlen(src, cap - 1);
+
+	/* back off to the start of a sequence when the next byte continues one */
+	while (n > 0 && src[n] && ((unsigned char)src[n] & 0xc0) == 0x80)
+		n--;
+	memcpy(dst, src, n);
+	dst[n] = 0;
+}
+
+/* Drop an incomplete UTF-8 sequence at the end of s (after a truncation). */
+static void utf8_trim_tail(char *s)
+{
+	size_t n = strlen(s), k = n, need;
+	unsigned char c;
+
+	while (k > 0 && ((unsigned char)s[k - 1] & 0xc0) == 0x80)
+		k--;
+	if (k == 0)
+		return;
+	c = (unsigned char)s[k - 1];
+	need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+	if (n - (k - 1) < need)
+		s[k - 1] = 0;
+}
+
+#define DOMAINS_SHOWN 4 /* failure domains named in a refusal */
+
+/*
+ * The failure-domain check of brk_slice_define_policy: do the nodes that
+ * `selector` matches now (not `out`) span at least `replicas` distinct
+ * (site, chassis) pairs? Counting stops at `replicas`, so this is
+ * O(nodes x replicas). 0, or -EINVAL with err saying how many domains
+ * there are and which replicas was asked for.
+ */
+static int domains_check(brk_t *b, const char *name, const char *selector, unsigned replicas,
+			 char *err, size_t errlen)
+{
+	const struct node *seen[BRK_REPLICAS_MAX];
+	unsigned n_seen = 0;
+	size_t matched = 0;
+	char list[DOMAINS_SHOWN * 40 + 8] = "";
+
+	if (replicas < 2)
+		return 0;
+	for (size_t i = 0; i < b->n_nodes && n_seen < replicas; i++) {
+		const struct node *n = b->nodes[i];
+		unsigned k;
+
+		if (n->state == OVL_MSG_STATE_OUT || !selector_match(selector, n))
+			continue;
+		matched++;
+		for (k = 0; k < n_seen; k++)
+			if (strcmp(seen[k]->site, n->site) == 0 &&
+			    strcmp(seen[k]->chassis, n->chassis) == 0)
+				break;
+		if (k == n_seen)
+			seen[n_seen++] = n;
+	}
+	if (n_seen >= replicas)
+		return 0;
+	if (!matched) {
+		snprintf(err, errlen, "slice '%s': replicas %u needs %u failure domains (distinct "
+			 "site/chassis) but no registered node matches selector '%s' yet: create it "
+			 "once its nodes have registered, or use --allow-same-domain", name, replicas,
+			 replicas, selector);
+		return -EINVAL;
+	}
+	for (unsigned k = 0; k < n_seen && k < DOMAINS_SHOWN; k++) {
+		char site[20], chassis[20];
+		size_t len = strlen(list);
+
+		utf8_copy(site, sizeof(site), seen[k]->site);
+		utf8_copy(chassis, sizeof(chassis), seen[k]->chassis);
+		snprintf(list + len, sizeof(list) - len, "%s%s/%s", k ? ", " : "", site, chassis);
+	}
+	snprintf(err, errlen, "slice '%s': replicas %u needs %u failure domains (distinct "
+		 "site/chassis) but the %zu node(s) selector '%s' matches span %u (%s): add nodes "
+		 "in other chassis, lower --replicas, or use --allow-same-domain", name, replicas,
+		 replicas, matched, selector, n_seen, list);
+	utf8_trim_tail(err);
+	return -EINVAL;
+}
+
+int brk_slice_define_policy(brk_t *b, const char *name, const char *selector,
+			    const struct brk_slice_policy *p, char *err, size_t errlen)
+{
+	return slice_define(b, name, selector, p, !p->allow_same_domain, err, errlen);
+}
+
+/* brk_slice_define_policy, with the failure-domain check only when `check`. */
+static int slice_define(brk_t *b, const char *name, const char *selector,
+			const struct brk_slice_policy *p, bool check, char *err, size_t errlen)
+{
 	struct slice *s = NULL;
 	uint8_t owner[OVL_ID_BYTES];
+	unsigned replicas = p->replicas, min_write = p->min_write ? p->min_write : p->replicas;
+	bool encrypt = p->encrypt;
 	int rc;
 
 	if (!selector || !*selector)
 		selector = "all";
+	if (replicas < 1 || replicas > BRK_REPLICAS_MAX) {
+		snprintf(err, errlen, "slice '%s': replicas %u is outside 1..%d", name, replicas,
+			 BRK_REPLICAS_MAX);
+		return -EINVAL;
+	}
+	if (min_write > replicas) {
+		snprintf(err, errlen, "slice '%s': min_write_replicas %u is outside 1..%u (replicas)",
+			 name, min_write, replicas);
+		return -EINVAL;
+	}
 	brk_slice_owner(b->site, name, owner);
 	if (memcmp(owner, b->site->id->sign_pk, OVL_ID_BYTES) != 0 && !slice_find(b, name)) {
 		char ofp[OVL_ID_FP_BYTES];
@@ -1275,13 +1406,21 @@ int brk_slice_define(brk_t *b, const char *name, unsigned replicas, const char *
 			 b->site->n_peers + 1);
 		return -EXDEV;
 	}
+	if (!slice_find(b, name) && (rc = brk_selector_check(selector, err, errlen)) < 0)
+		return rc;
+	if (!slice_find(b, name) && check &&
+	    (rc = domains_check(b, name, selector, replicas, err, errlen)) < 0)
+		return rc;
 	rc = slice_add(b, name, replicas, selector, b->site->id->sign_pk, 1, &s, err, errlen);
 	if (rc < 0)
 		return rc;
 	s->encrypt = encrypt;
+	s->min_write = min_write;
+	s->allow_same_domain = p->allow_same_domain;
 	log_epoch(b, s);
-	event(b, BRK_EV_SLICE, "event=slice_create slice=%s replicas=%u selector=%s encrypt=%s "
-	      "epoch=1", name, replicas, selector, encrypt ? "yes" : "no");
+	event(b, BRK_EV_SLICE, "event=slice_create slice=%s replicas=%u min_write=%u selector=%s "
+	      "encrypt=%s same_domain=%s epoch=1", name, replicas, min_write, selector,
+	      encrypt ? "yes" : "no", p->allow_same_domain ? "allowed" : "no");
 	for (size_t i = 0; i < b->n_nodes; i++) {
 		struct node *n = b->nodes[i];
 
@@ -1575,6 +1714,8 @@ static void learn_slices(brk_t *b, const struct ovl_msg_register *r, const char 
 				continue;
 			}
 			s->encrypt = d->encrypt;
+			if (d->min_write_replicas && d->min_write_replicas <= s->replicas)
+				s->min_write = d->min_write_replicas;
 			if (!s->ours)
 				s->epoch = d->epoch;
 			log_epoch(b, s);
@@ -1609,6 +1750,8 @@ static void fill_slice_ref(struct ovl_msg_slice *o, const struct slice *s)
 	snprintf(o->selector, sizeof(o->selector), "%s", s->selector);
 	memcpy(o->owner, s->owner, OVL_ID_BYTES);
 	o->encrypt = s->encrypt;
+	o->min_write_replicas = s->min_write;
+	o->allow_same_domain = s->allow_same_domain;
 }
 
 static void handle_register(brk_t *b, const struct brk_peer *from, const struct ovl_msg *m)
@@ -1973,8 +2116,14 @@ static void handle_admin(brk_t *b, const struct brk_peer *from, const struct ovl
 		send_map(b, s, from, m->rid);
 		return;
 	case OVL_MSG_ADMIN_CREATE_SLICE:
-		rc = brk_slice_define(b, a->slice, a->replicas, a->selector, a->encrypt, err,
-				      sizeof(err));
+		{
+			struct brk_slice_policy p = {
+				.replicas = a->replicas, .min_write = a->min_write_replicas,
+				.encrypt = a->encrypt, .allow_same_domain = a->allow_same_domain,
+			};
+
+			rc = brk_slice_define_policy(b, a->slice, a->selector, &p, err, sizeof(err));
+		}
 		if (rc == 0)
 			ok.u.admin_ok.epoch = slice_find(b, a->slice)->epoch;
 		break;

@@ -58,14 +58,19 @@ int brk_state_slices_save(const char *dir, const struct brk_slice_def *defs, siz
 		return -ENOMEM;
 	}
 	len += (size_t)snprintf(text, cap, "# shelf-broker slices v1: name replicas epoch owner "
-				"selector [encrypt]\n");
+				"selector [encrypt] [min_write=W] [same_domain]\n");
 	for (size_t i = 0; i < n; i++) {
 		const struct brk_slice_def *d = &defs[i];
+		char mw[32] = "";
 
+		/* only below replicas: a default slice's line is as older brokers wrote it */
+		if (d->min_write && d->min_write < d->replicas)
+			snprintf(mw, sizeof(mw), " min_write=%u", d->min_write);
 		ovl_hex_encode(d->owner, OVL_ID_BYTES, owner);
-		len += (size_t)snprintf(text + len, cap - len, "%s %u %llu %s %s%s\n", d->name,
+		len += (size_t)snprintf(text + len, cap - len, "%s %u %llu %s %s%s%s%s\n", d->name,
 					d->replicas, (unsigned long long)d->epoch, owner,
-					d->selector, d->encrypt ? " encrypt" : "");
+					d->selector, d->encrypt ? " encrypt" : "", mw,
+					d->allow_same_domain ? " same_domain" : "");
 	}
 	rc = ovl_file_write_atomic(path, text, len, 0600, err, errlen);
 	free(text);
@@ -79,7 +84,7 @@ static int slice_def_check(const struct brk_slice_def *d, const struct brk_slice
 	if (ovl_slice_name_check(d->name, "slice name", err, errlen) < 0 ||
 	    brk_selector_check(d->selector, err, errlen) < 0)
 		return -EINVAL;
-	if (d->replicas < 1 || d->replicas > OVL_MSG_REPLICAS_MAX)
+	if (d->replicas < 1 || d->replicas > OVL_MSG_REPLICAS_MAX || d->min_write > d->replicas)
 		return -EINVAL;
 	if (n_seen >= BRK_SLICES_MAX)
 		return -ENOSPC;
@@ -106,20 +111,37 @@ int brk_state_slices_load(const char *dir, struct brk_slice_def **defs, size_t *
 	if ((rc = state_open(&f, path, err, errlen)) != 0)
 		return rc < 0 ? rc : 0;
 	while (fgets(line, sizeof(line), f)) {
-		char owner[65], flag[16] = "";
+		char owner[65], flag[3][16];
 		unsigned long long epoch;
 		struct brk_slice_def d;
 		int nf;
+		bool bad = false;
 
 		lineno++;
 		if (line[0] == '#' || line[0] == '\n')
 			continue;
 		memset(&d, 0, sizeof(d));
-		/* the sixth word, "encrypt", is optional: older files have five */
-		nf = sscanf(line, "%63s %u %llu %64s %127s %15s", d.name, &d.replicas, &epoch, owner,
-			    d.selector, flag);
-		if (nf < 5 || (nf == 6 && strcmp(flag, "encrypt") != 0) ||
-		    ovl_hex_decode(owner, d.owner, OVL_ID_BYTES) < 0 ||
+		/* words after the fifth are optional, in any order, each at most
+		 * once: "encrypt", "min_write=W", "same_domain" (older files have
+		 * none, or "encrypt") */
+		nf = sscanf(line, "%63s %u %llu %64s %127s %15s %15s %15s", d.name, &d.replicas,
+			    &epoch, owner, d.selector, flag[0], flag[1], flag[2]);
+		for (int k = 0; k + 5 < nf; k++) {
+			unsigned w;
+			char end;
+
+			if (strcmp(flag[k], "encrypt") == 0 && !d.encrypt)
+				d.encrypt = true;
+			else if (strcmp(flag[k], "same_domain") == 0 && !d.allow_same_domain)
+				d.allow_same_domain = true;
+			else if (sscanf(flag[k], "min_write=%u%c", &w, &end) == 1 && w >= 1 &&
+				 !d.min_write && strspn(flag[k] + 10, "0123456789") ==
+				 strlen(flag[k] + 10))
+				d.min_write = w;
+			else
+				bad = true;
+		}
+		if (nf < 5 || bad || ovl_hex_decode(owner, d.owner, OVL_ID_BYTES) < 0 ||
 		    slice_def_check(&d, v, count, e2, sizeof(e2)) < 0) {
 			snprintf(err, errlen, "'%s' line %u is not a valid slice definition", path,
 				 lineno);
@@ -127,7 +149,6 @@ int brk_state_slices_load(const char *dir, struct brk_slice_def **defs, size_t *
 			goto out;
 		}
 		d.epoch = epoch;
-		d.encrypt = nf == 6;
 		if (count == cap) {
 			size_t ncap = cap ? cap * 2 : 16;
 			struct brk_slice_def *g = realloc(v, ncap * sizeof(*g));

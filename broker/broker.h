@@ -63,6 +63,8 @@
 					     * membership journal) reach the disk within */
 #define BRK_TICK_MS 100                     /* liveness tick of the server loop */
 #define BRK_LEFT_MAX 1024                   /* removal records a slice map keeps */
+#define BRK_REPLICAS_MAX 5                  /* copies a new slice may ask for (the codec
+					     * carries up to OVL_MSG_REPLICAS_MAX) */
 #define BRK_OUTBOX_MAX_BYTES (64u << 20)    /* replies held until their state is durable
 					     * (a delta's bytes count once, however many
 					     * members it goes to); past it, a save at once */
@@ -170,7 +172,10 @@ int brk_preauth_add_file(const char *dir, const uint8_t node_id[OVL_ID_BYTES], c
  * What a core keeps across restarts, as plain values, and the text files
  * that hold them (one entry a line, '#' comments, each rewritten whole with
  * ovl_file_write_atomic):
- *   DIR/slices       "name replicas epoch owner selector [encrypt]"
+ *   DIR/slices       "name replicas epoch owner selector [encrypt] [min_write=W]
+ *                    [same_domain]" (the optional words in any order, each at
+ *                    most once; min_write only when W < replicas, so a file
+ *                    without it, as older brokers wrote, reads as W = replicas)
  *   DIR/tokens.used  "hash count": uses of enrolment tokens
  *   DIR/revoked      "crl_version V", "node ID KEY|-", "serial S"
  *   DIR/members, DIR/members.log  the membership of every slice (below)
@@ -182,8 +187,10 @@ struct brk_slice_def {
 	char selector[OVL_MSG_SELECTOR_SIZE];
 	uint8_t owner[OVL_ID_BYTES];    /* Ed25519 key of the broker that owns it */
 	unsigned replicas;
+	unsigned min_write;             /* copies a write needs, 1..replicas; 0 = replicas */
 	uint64_t epoch;
 	bool encrypt;                   /* payloads must be encrypted */
+	bool allow_same_domain;         /* created with more replicas than failure domains */
 };
 
 struct brk_token_use {
@@ -550,11 +557,41 @@ int brk_flush(brk_t *b);
 /* Whether brk_flush() has a save to make or held messages to send. */
 bool brk_flush_pending(const brk_t *b);
 
-/* Slice operations (also reachable through admin messages). */
+/* A slice's policy, fixed for its life. */
+struct brk_slice_policy {
+	unsigned replicas;        /* copies per object, 1..BRK_REPLICAS_MAX */
+	unsigned min_write;       /* copies a write needs before it is acknowledged,
+				   * 1..replicas; 0 = replicas */
+	bool encrypt;             /* payloads must be encrypted */
+	bool allow_same_domain;   /* skip the failure-domain check (below) */
+};
+
+/*
+ * Create slice `name` with members `selector` ("" or NULL: "all") and
+ * policy *p (the admin request create_slice). The failure-domain check:
+ * with replicas R >= 2, the nodes the selector matches now (registered and
+ * not `out`) must span at least R failure domains, a domain being a
+ * distinct (site, chassis) pair of their board profiles: the level at which
+ * ovl_place() spreads copies past a single node (a slot holds one node).
+ * Otherwise the slice is refused unless p->allow_same_domain, and err says
+ * how many domains the matched nodes span and which R was asked for (also
+ * when no node matches yet: create replicated slices once their nodes have
+ * registered). Nodes that match later join as always; a slice whose
+ * members span fewer domains later (nodes out, revoked) is not changed:
+ * `shelf status` warns. The policy is persisted with the definition;
+ * min_write goes into the slice's signed maps when it is below replicas.
+ * Returns 0, -EINVAL (bad name, selector or policy; err says which),
+ * -EEXIST, -EXDEV (another broker owns the name), -ENOSPC, -ENOMEM.
+ */
+int brk_slice_define_policy(brk_t *b, const char *name, const char *selector,
+			    const struct brk_slice_policy *p, char *err, size_t errlen);
+/* brk_slice_define_policy with min_write = replicas, without the
+ * failure-domain check (for tests and tools that define slices before their
+ * nodes register; the slice is not marked allow_same_domain, so `shelf
+ * status` still warns when its members share domains) and, for
+ * brk_slice_define, encrypt. */
 int brk_slice_create(brk_t *b, const char *name, unsigned replicas, const char *selector,
 		     char *err, size_t errlen);
-/* The same, and with encrypt the slice requires payload encryption (carried
- * in its maps and deltas, persisted with its definition, fixed for its life). */
 int brk_slice_define(brk_t *b, const char *name, unsigned replicas, const char *selector,
 		     bool encrypt, char *err, size_t errlen);
 int brk_slice_delete(brk_t *b, const char *name, char *err, size_t errlen);

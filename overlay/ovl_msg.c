@@ -55,9 +55,35 @@ static const struct ovl_msg_field slice_fields[] = {
 	FIELD("selector", OVL_MSG_F_STR, OPT, struct ovl_msg_slice, selector),
 	FIELD("owner", OVL_MSG_F_FIXBIN, OPT, struct ovl_msg_slice, owner),
 	FIELD("encrypt", OVL_MSG_F_BOOL, OPT, struct ovl_msg_slice, encrypt),
+	FIELD("min_write_replicas", OVL_MSG_F_UINT, OPT, struct ovl_msg_slice, min_write_replicas,
+	      .max = OVL_MSG_REPLICAS_MAX),
+	FIELD("allow_same_domain", OVL_MSG_F_BOOL, OPT, struct ovl_msg_slice, allow_same_domain),
 };
+
+/* min_write_replicas, when present, is 1..replicas (and needs replicas) */
+static int min_write_check(uint32_t min_write, uint32_t replicas, char *err, size_t errlen)
+{
+	if (!min_write || (replicas && min_write <= replicas))
+		return 0;
+	if (!replicas)
+		snprintf(err, errlen, "field 'min_write_replicas' (%u) needs field 'replicas'",
+			 min_write);
+	else
+		snprintf(err, errlen, "field 'min_write_replicas' (%u) must be at most 'replicas' (%u)",
+			 min_write, replicas);
+	return -EINVAL;
+}
+
+static int slice_check(const void *obj, char *err, size_t errlen)
+{
+	const struct ovl_msg_slice *s = obj;
+
+	return min_write_check(s->min_write_replicas, s->replicas, err, errlen);
+}
+
 static const struct ovl_msg_schema slice_schema = {
 	.name = "slice", .fields = slice_fields, .nfields = NFIELDS(slice_fields),
+	.check = slice_check,
 };
 static const struct ovl_msg_field slice_elem = {
 	.type = OVL_MSG_F_STRUCT, .size = sizeof(struct ovl_msg_slice), .sub = &slice_schema,
@@ -201,6 +227,8 @@ static const struct ovl_msg_field map_fields[] = {
 	ARRAY("left", OPT, struct ovl_msg_map, left, n_left, left_elem, OVL_MSG_MEMBERS_MAX),
 	FIELD("selector", OVL_MSG_F_STR, OPT, struct ovl_msg_map, selector),
 	FIELD("owner", OVL_MSG_F_FIXBIN, OPT, struct ovl_msg_map, owner),
+	FIELD("min_write_replicas", OVL_MSG_F_UINT, OPT, struct ovl_msg_map, min_write_replicas,
+	      .max = OVL_MSG_REPLICAS_MAX),
 };
 
 static const struct ovl_msg_field map_delta_fields[] = {
@@ -236,6 +264,8 @@ static const struct ovl_msg_field map_report_fields[] = {
 	FIELD("encrypt", OVL_MSG_F_BOOL, OPT, struct ovl_msg_map, encrypt),
 	FIELD("sig", OVL_MSG_F_FIXBIN, OPT, struct ovl_msg_map, sig),
 	ARRAY("left", OPT, struct ovl_msg_map, left, n_left, left_elem, OVL_MSG_MEMBERS_MAX),
+	FIELD("min_write_replicas", OVL_MSG_F_UINT, OPT, struct ovl_msg_map, min_write_replicas,
+	      .max = OVL_MSG_REPLICAS_MAX),
 };
 
 static const struct ovl_msg_field cert_renew_fields[] = {
@@ -266,6 +296,9 @@ static const struct ovl_msg_field admin_fields[] = {
 	      .max = OVL_MSG_REPLICAS_MAX),
 	FIELD("selector", OVL_MSG_F_STR, OPT, struct ovl_msg_admin, selector),
 	FIELD("encrypt", OVL_MSG_F_BOOL, OPT, struct ovl_msg_admin, encrypt),
+	FIELD("min_write_replicas", OVL_MSG_F_UINT, OPT, struct ovl_msg_admin, min_write_replicas,
+	      .max = OVL_MSG_REPLICAS_MAX),
+	FIELD("allow_same_domain", OVL_MSG_F_BOOL, OPT, struct ovl_msg_admin, allow_same_domain),
 };
 
 static const struct ovl_msg_field admin_ok_fields[] = {
@@ -297,6 +330,8 @@ static int admin_check(const void *obj, char *err, size_t errlen)
 			need = "slice";
 		else if (!a->replicas)
 			need = "replicas";
+		else if (min_write_check(a->min_write_replicas, a->replicas, err, errlen) < 0)
+			return -EINVAL;
 		break;
 	case OVL_MSG_ADMIN_REVOKE_NODE:
 		if (ovl_mem_is_zero(a->node_id, sizeof(a->node_id)))
@@ -323,6 +358,14 @@ static int map_delta_check(const void *obj, char *err, size_t errlen)
 	return -EINVAL;
 }
 
+/* map, map_report: min_write_replicas is at most replicas */
+static int map_check(const void *obj, char *err, size_t errlen)
+{
+	const struct ovl_msg_map *m = obj;
+
+	return min_write_check(m->min_write_replicas, m->replicas, err, errlen);
+}
+
 #define MSG(id, key, tab, size, ...)                                                      \
 	[id] = { .name = key, .fields = tab, .nfields = NFIELDS(tab),                    \
 		 .max_bytes = OVL_MSG_##size##_MAX_BYTES,                                  \
@@ -334,14 +377,14 @@ static const struct ovl_msg_schema msg_schemas[OVL_MSG_TYPE_COUNT] = {
 	MSG(OVL_MSG_HEARTBEAT, "heartbeat", heartbeat_fields, SMALL),
 	MSG(OVL_MSG_HEARTBEAT_OK, "heartbeat_ok", heartbeat_ok_fields, SMALL),
 	MSG(OVL_MSG_MAP_GET, "map_get", map_get_fields, SMALL),
-	MSG(OVL_MSG_MAP, "map", map_fields, LARGE),
+	MSG(OVL_MSG_MAP, "map", map_fields, LARGE, .check = map_check),
 	MSG(OVL_MSG_MAP_DELTA, "map_delta", map_delta_fields, LARGE, .check = map_delta_check),
 	MSG(OVL_MSG_CERT_RENEW, "cert_renew", cert_renew_fields, SMALL),
 	MSG(OVL_MSG_CERT, "cert", cert_fields, SMALL),
 	MSG(OVL_MSG_ERROR, "error", error_fields, SMALL),
 	MSG(OVL_MSG_ADMIN, "admin", admin_fields, SMALL, .check = admin_check),
 	MSG(OVL_MSG_ADMIN_OK, "admin_ok", admin_ok_fields, LARGE),
-	MSG(OVL_MSG_MAP_REPORT, "map_report", map_report_fields, SMALL),
+	MSG(OVL_MSG_MAP_REPORT, "map_report", map_report_fields, SMALL, .check = map_check),
 };
 
 /* The walk before the type is known must admit every type. */
@@ -1435,8 +1478,9 @@ int ovl_msg_map_sig_input(const struct ovl_msg_map *m, msgpack_sbuffer *sb)
 	}
 	msgpack_sbuffer_write(sb, OVL_MSG_MAP_SIG_DOMAIN, sizeof(OVL_MSG_MAP_SIG_DOMAIN));
 	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-	/* records only when there are some: a map without them signs as before 1.3 */
-	msgpack_pack_array(&pk, m->n_left ? 6 : 5);
+	/* records only when there are some (or a min_write_replicas follows them):
+	 * a map without either signs as before 1.3 */
+	msgpack_pack_array(&pk, m->min_write_replicas ? 7 : m->n_left ? 6 : 5);
 	pack_str(&pk, m->slice);
 	msgpack_pack_uint64(&pk, m->epoch);
 	msgpack_pack_uint64(&pk, m->replicas);
@@ -1461,7 +1505,7 @@ int ovl_msg_map_sig_input(const struct ovl_msg_map *m, msgpack_sbuffer *sb)
 		pack_str(&pk, st ? st : "unknown");
 		pack_bin(&pk, mb->cert.ptr ? mb->cert.ptr : (const uint8_t *)"", mb->cert.len);
 	}
-	if (m->n_left) {
+	if (m->n_left || m->min_write_replicas) {
 		msgpack_pack_array(&pk, m->n_left);
 		for (uint32_t i = 0; i < m->n_left; i++) {
 			const struct ovl_msg_left *l = lorder[i];
@@ -1473,9 +1517,16 @@ int ovl_msg_map_sig_input(const struct ovl_msg_map *m, msgpack_sbuffer *sb)
 			pack_str(&pk, rn ? rn : "unknown");
 		}
 	}
+	if (m->min_write_replicas)
+		msgpack_pack_uint64(&pk, m->min_write_replicas);
 	free(order);
 	free(lorder);
 	return sb->data ? 0 : -ENOMEM;
+}
+
+uint32_t ovl_msg_map_min_write(const struct ovl_msg_map *m)
+{
+	return m->min_write_replicas ? m->min_write_replicas : m->replicas;
 }
 
 int ovl_msg_map_sign(struct ovl_msg_map *m, const uint8_t sign_sk[64])

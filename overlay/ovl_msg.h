@@ -176,6 +176,12 @@ struct ovl_msg_slice {
 	char selector[OVL_MSG_SELECTOR_SIZE]; /* optional (1.1): which nodes belong */
 	uint8_t owner[OVL_MSG_ID_BYTES];      /* optional (1.1): Ed25519 key of the owning broker */
 	bool encrypt;                         /* optional (1.2): payloads must be encrypted */
+	/* optional (1.5), admin lists and node registrations: how many copies a
+	 * write needs before it is acknowledged, 1..replicas; 0 = replicas */
+	uint32_t min_write_replicas;
+	/* optional (1.5), admin lists: the slice was created with
+	 * --allow-same-domain (more replicas than failure domains) */
+	bool allow_same_domain;
 };
 
 /* One member of a slice map. */
@@ -280,6 +286,12 @@ struct ovl_msg_map {
 	 * too (not signed: the broker's link vouches for it) */
 	char selector[OVL_MSG_SELECTOR_SIZE];
 	uint8_t owner[OVL_MSG_ID_BYTES];
+	/* optional (1.5): copies a write needs before it is acknowledged,
+	 * 1..replicas; 0 (absent) = replicas. Signed (ovl_msg_map_sign). A
+	 * broker sends it only when it is below replicas, so that a map of a
+	 * slice with the default policy is, and signs, as before. Use
+	 * ovl_msg_map_min_write() for the value in force. */
+	uint32_t min_write_replicas;
 };
 
 struct ovl_msg_map_delta {
@@ -322,6 +334,9 @@ struct ovl_msg_admin {
 	uint32_t replicas;                 /* create_slice */
 	char selector[OVL_MSG_SELECTOR_SIZE]; /* optional (1.1), create_slice: "" = "all" */
 	bool encrypt;                      /* optional (1.2), create_slice: require encryption */
+	uint32_t min_write_replicas;       /* optional (1.5), create_slice: 1..replicas; 0 = replicas */
+	bool allow_same_domain;            /* optional (1.5), create_slice: allow more replicas
+					    * than the members' failure domains */
 };
 
 struct ovl_msg_admin_ok {
@@ -479,13 +494,20 @@ void ovl_msg_release(struct ovl_msg *m);
  * (empty when absent); `ts`, `crl` and `sig` are not covered. A map with
  * `left` records appends a sixth element, [[id, epoch, reason], ...] sorted
  * by id (reason as its name, "unknown" for any other), so that a map
- * without records signs exactly as before.
+ * without records signs exactly as before. A map with min_write_replicas
+ * (1.5) appends that left array (empty when there are no records) and
+ * then min_write_replicas as a uint: seven elements; a map without it
+ * signs exactly as before.
  */
 #define OVL_MSG_MAP_SIG_DOMAIN "shelf-map-v1"
 
 /* The bytes to sign for m (appended to sb, after the domain and 0x00).
  * 0 or -ENOMEM. */
 int ovl_msg_map_sig_input(const struct ovl_msg_map *m, struct msgpack_sbuffer *sb);
+
+/* The copies a write on m's slice needs: m->min_write_replicas when set,
+ * else m->replicas. */
+uint32_t ovl_msg_map_min_write(const struct ovl_msg_map *m);
 
 /* Sign m with an Ed25519 secret key (64 bytes, libsodium form) into m->sig.
  * 0 or -ENOMEM. */

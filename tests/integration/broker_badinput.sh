@@ -21,7 +21,7 @@ TOKEN=$("$B/shelf-broker" token --dir "$D/site" --uses 10 --ttl 10m)
 mkns b 1; mkns h 2
 for i in 1 2 3 4; do mkns "c$i" $((i + 10)); done
 start_broker
-admin slice create hot --replicas 2 --members all
+admin slice create hot --replicas 2 --members all --allow-same-domain
 for i in 1 2 3; do start_node "c$i" --token "$TOKEN" --slot "$i"; done
 same() { slice_agree hot "$1"; } # N: clients 1..N agree on slice hot, N up
 wait_until 30 "same 3" || { echo "FAIL: 3 clients do not agree"; tail -20 "$D/broker.log"; exit 1; }

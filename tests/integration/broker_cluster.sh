@@ -18,7 +18,7 @@ TOKEN=$("$B/shelf-broker" token --dir "$D/site" --uses 30 --ttl 10m)
 mkns b 1
 for i in $(seq 1 $((N + 1))); do mkns "c$i" $((i + 10)); done
 start_broker
-admin slice create hot --replicas 3 --members all
+admin slice create hot --replicas 3 --members all --allow-same-domain
 for i in $(seq 1 $N); do start_node "c$i" --token "$TOKEN" --slot "$i"; done
 
 all_same() { # COUNT: every client 1..$1 holds members=COUNT up=UP with one digest

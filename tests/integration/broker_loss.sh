@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../.."
 TOKEN=$("$B/shelf-broker" token --dir "$D/site" --uses 5)
 mkns b 1; mkns a 11; mkns nb 12; mkns r 13
 start_broker
-admin slice create hot --replicas 2 --members all
+admin slice create hot --replicas 2 --members all --allow-same-domain
 start_node a --token "$TOKEN" --slot 1 --peer-serve hot --ifname eth0 --port 7100
 wait_until 20 "grep -qs ^id= $D/a/status" || { echo "FAIL: a has no status"; exit 1; }
 AID=$(sed -n 's/^id=//p' "$D/a/status")

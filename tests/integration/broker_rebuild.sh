@@ -41,7 +41,7 @@ fail() {
 now_ms() { date +%s%3N; }
 refusals() { grep -c "$REFUSAL" "$D/n0$1/log"; }
 
-"$C" up --nodes $N >/dev/null || fail "up"
+"$C" up --nodes $N --replicas 1 >/dev/null || fail "up"
 members() { "$C" exec -- shelf slice show default --admin "$D/broker" --json 2>/dev/null | grep -c '"id"'; }
 for _ in $(seq 100); do [ "$(members)" = $N ] && break; sleep 0.1; done
 [ "$(members)" = $N ] || fail "the default slice has $(members) members, not $N"

@@ -18,7 +18,7 @@ N=8
 D=$SHELF_CLUSTER_DIR
 PYD=$SRC/tests/integration/py
 
-"$C" up --nodes $N >/dev/null || fail "up"
+"$C" up --nodes $N --replicas 1 >/dev/null || fail "up"
 members() { "$C" exec -- shelf slice show default --admin "$D/broker" --json 2>/dev/null | grep -c '"id"'; }
 for _ in $(seq 100); do [ "$(members)" = $N ] && break; sleep 0.1; done
 [ "$(members)" = $N ] || fail "the default slice has $(members) members, not $N"
@@ -32,7 +32,7 @@ echo "seed ${SEED:-$$}"
 restart_broker() {
 	kill -KILL "$(cat "$D/broker/pid")"
 	sleep "${1:-0}"
-	"$C" up --nodes $N >/dev/null || fail "broker restart"
+	"$C" up --nodes $N --replicas 1 >/dev/null || fail "broker restart"
 }
 sleep 3
 "$C" cut 3 >/dev/null

@@ -21,7 +21,7 @@ cd "$(dirname "$0")/../.."
 TOKEN=$("$B/shelf-broker" token --dir "$D/site" --uses 5 --ttl 10m)
 mkns b 1; mkns a 11; mkns nb 12; mkns r 13
 start_broker
-admin slice create hot --replicas 2 --members all
+admin slice create hot --replicas 2 --members all --allow-same-domain
 start_node a --token "$TOKEN" --slot 1
 start_node nb --token "$TOKEN" --slot 2
 start_node r --token "$TOKEN" --slot 3

@@ -44,13 +44,13 @@ admin_b() { nsx b2 "$B/shelf" "$@" --broker "$EP_B" --admin "$D/siteB"; }
 SA=""; SB=""
 for i in $(seq 0 40); do
 	name="s$i"
-	if admin_a slice create "$name" --replicas 2 --members all >"$D/create.out" 2>&1; then
-		admin_b slice create "$name" --replicas 2 --members all >"$D/create.out" 2>&1 &&
+	if admin_a slice create "$name" --replicas 2 --members all --allow-same-domain >"$D/create.out" 2>&1; then
+		admin_b slice create "$name" --replicas 2 --members all --allow-same-domain >"$D/create.out" 2>&1 &&
 			{ echo "FAIL: both brokers created $name"; exit 1; }
 		[ -z "$SA" ] && SA=$name
 	else
 		grep -q "belongs to broker" "$D/create.out" || { echo "FAIL: A refused $name oddly"; cat "$D/create.out"; exit 1; }
-		admin_b slice create "$name" --replicas 2 --members all >/dev/null ||
+		admin_b slice create "$name" --replicas 2 --members all --allow-same-domain >/dev/null ||
 			{ echo "FAIL: neither broker owns $name"; exit 1; }
 		[ -z "$SB" ] && SB=$name
 	fi

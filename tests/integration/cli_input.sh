@@ -12,7 +12,7 @@ cluster_test ci shelf-cli
 fail() { echo "FAIL: $*"; exit 1; }
 [ -x "${SHELF_BUILD:-$SRC/build}/shelf-broker" ] || { echo "skipped: no shelf-broker built"; exit 77; }
 
-"$C" up --nodes 3 --drive-size 1G >/dev/null || fail "up"
+"$C" up --nodes 3 --replicas 1 --drive-size 1G >/dev/null || fail "up"
 t=$SHELF_CLUSTER_DIR/t
 mkdir -p "$t"
 sh() { "$C" exec -- shelf "$@"; }

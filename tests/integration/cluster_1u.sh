@@ -7,8 +7,12 @@ set -u
 cluster_test t shelf-1u
 fail() { echo "FAIL: $*"; "$C" status; exit 1; }
 
-"$C" up --nodes 24 || fail "up"
+# one copy per object: a killed node's objects fail (below) until it returns
+"$C" up --nodes 24 --replicas 1 || fail "up"
 [ "$("$C" status | grep -c '^n[0-9].* running$')" = 24 ] || fail "not 24 running"
+# the default: 3 chassis of 8 slots
+"$C" status | grep -q "^n01 .*c1/1 " && "$C" status | grep -q "^n09 .*c2/1 " &&
+	"$C" status | grep -q "^n24 .*c3/8 " || fail "nodes not spread over 3 chassis of 8"
 if [ -x "${SHELF_BUILD:-build}/shelf-broker" ]; then
 	"$C" status | grep -q "^broker: running" || fail "broker not running"
 	# every node registered, got a certificate and joined the default slice

@@ -11,7 +11,7 @@ fail() { echo "FAIL: $*"; exit 1; }
 
 "$C" up --nodes 3 --drive-size 12Q 2>"$SHELF_CLUSTER_DIR/up.err" && fail "up took --drive-size 12Q"
 grep -q "is not a size" "$SHELF_CLUSTER_DIR/up.err" || fail "bad --drive-size: $(cat "$SHELF_CLUSTER_DIR/up.err")"
-"$C" up --nodes 3 --drive-size 768M || fail "cluster up"
+"$C" up --nodes 3 --replicas 1 --drive-size 768M || fail "cluster up"
 for n in n01 n02 n03; do
 	sz=$(stat -c %s "$SHELF_CLUSTER_DIR/$n/drive.img")
 	[ "$sz" = $((768 << 20)) ] || fail "$n: --drive-size 768M made a drive of $sz bytes"

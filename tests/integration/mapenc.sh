@@ -16,7 +16,7 @@ T="$SRC/tests/integration/py/mapenc_test.py"
 w=$SHELF_CLUSTER_DIR/w
 mkdir -p "$w"
 
-"$C" up --nodes 4 >/dev/null || fail "cluster up"
+"$C" up --nodes 4 --replicas 1 >/dev/null || fail "cluster up"
 for _ in $(seq 100); do
 	[ "$(grep -l "slice 'default': address" "$SHELF_CLUSTER_DIR"/n*/log | wc -l)" = 4 ] && break
 	sleep 0.1
@@ -127,7 +127,7 @@ echo "broker dead, empty cache: map from a node (--node, SHELF_NODES), reads and
 out=$("$C" exec -- shelf status --node "$a1" --timeout 1500 2>&1); rc=$?
 [ $rc = 4 ] || fail "status with the broker dead: exit $rc: $out"
 grep -q "NOT reachable" <<<"$out" && grep -q "slice enc" <<<"$out" || fail "status text: $out"
-"$C" up --nodes 4 >/dev/null || fail "broker restart"
+"$C" up --nodes 4 --replicas 1 >/dev/null || fail "broker restart"
 for _ in $(seq 100); do
 	"$C" exec -- shelf slices 2>/dev/null | grep -q "^enc .* yes " && break
 	sleep 0.1

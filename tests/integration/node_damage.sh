@@ -38,7 +38,7 @@ sh() { "$C" exec -- shelf "$@"; }
 TO=(--timeout 30000)
 now() { date +%s; }
 
-"$C" up --nodes 3 --drive-size 1G >/dev/null || fail "up"
+"$C" up --nodes 3 --replicas 1 --drive-size 1G >/dev/null || fail "up"
 t0=$(now)
 until [ "$(grep -l "slice 'default': address" "$D"/n*/log | wc -l)" = 3 ] &&
 	sh put warm/0 "$SRC/LICENSE" --timeout 10000 2>/dev/null; do

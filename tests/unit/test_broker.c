@@ -661,6 +661,279 @@ static int map_state_of(const struct ovl_msg *m, const struct ovl_id *id)
 	return -ENOENT;
 }
 
+/* Node i registers (pre-authorised) in chassis `chassis` of sim-site. */
+static void register_in(struct world *w, int i, const char *chassis)
+{
+	struct ovl_msg m;
+
+	assert_true(brk_preauth_add(w->b, w->nodes[i]->sign_pk) >= 0);
+	reg_msg(&m, w->nodes[i], NULL, "sim");
+	snprintf(m.u.reg.domain.chassis, sizeof(m.u.reg.domain.chassis), "%s", chassis);
+	send_to_core(w, w->nodes[i], &m);
+}
+
+/* An admin create_slice from admin identity `admin` (one of w->nodes, made
+ * an admin key of the site); the reply decoded into *r (release it). */
+static void admin_create(struct world *w, int admin, const char *name, unsigned replicas,
+			 unsigned min_write, bool same_domain, struct ovl_msg *r)
+{
+	struct ovl_msg m;
+
+	memcpy(w->site.admin_keys[0], w->nodes[admin]->curve_pk, 32);
+	w->site.n_admins = 1;
+	ovl_msg_init(&m, OVL_MSG_ADMIN);
+	m.u.admin.op = OVL_MSG_ADMIN_CREATE_SLICE;
+	snprintf(m.u.admin.slice, sizeof(m.u.admin.slice), "%s", name);
+	m.u.admin.replicas = replicas;
+	m.u.admin.min_write_replicas = min_write;
+	m.u.admin.allow_same_domain = same_domain;
+	snprintf(m.u.admin.selector, sizeof(m.u.admin.selector), "all");
+	send_to_core(w, w->nodes[admin], &m);
+	assert_int_equal(last_to(w, w->nodes[admin], r), 0);
+}
+
+/* The broker's admin list entry of slice `name` (into *out). */
+static void admin_slice(struct world *w, int admin, const char *name, struct ovl_msg_slice *out)
+{
+	struct ovl_msg m, r;
+	bool found = false;
+
+	ovl_msg_init(&m, OVL_MSG_ADMIN);
+	m.u.admin.op = OVL_MSG_ADMIN_LIST_SLICES;
+	send_to_core(w, w->nodes[admin], &m);
+	assert_int_equal(last_to(w, w->nodes[admin], &r), 0);
+	assert_int_equal(r.type, OVL_MSG_ADMIN_OK);
+	for (uint32_t i = 0; i < r.u.admin_ok.n_slices; i++)
+		if (strcmp(r.u.admin_ok.slices[i].name, name) == 0) {
+			*out = r.u.admin_ok.slices[i];
+			found = true;
+		}
+	ovl_msg_release(&r);
+	assert_true(found);
+}
+
+/*
+ * The slice policy (PROTOCOL.md 6.4, 6.9): R above the failure domains
+ * (distinct site/chassis) of the nodes the selector matches is refused
+ * with a message that says how many and which R, unless
+ * allow_same_domain; min_write_replicas is 1..R, persisted (an older state
+ * file without it reads as W = R), in the signed map only when below R, and
+ * in the admin list.
+ */
+static void test_slice_policy(void **state)
+{
+	struct world *w = *state;
+	const int admin = NODES - 1;
+	struct brk_slice_policy p = { .replicas = 2 };
+	struct ovl_msg r, m;
+	struct ovl_msg_slice def;
+	char err[256], path[160], cmd[200];
+	FILE *f;
+
+	snprintf(w->state_dir, sizeof(w->state_dir), "/tmp/test_broker_pol.%d", (int)getpid());
+	brk_destroy(&w->b);
+	new_core(w, w->state_dir);
+	/* no node registered yet: R >= 2 is refused, R = 1 is not */
+	assert_int_equal(brk_slice_define_policy(w->b, "early", "all", &p, err, sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "replicas 2 needs 2 failure domains"));
+	assert_non_null(strstr(err, "no registered node matches selector 'all'"));
+	assert_non_null(strstr(err, "--allow-same-domain"));
+	p.replicas = 1;
+	assert_int_equal(brk_slice_define_policy(w->b, "single", "all", &p, err, sizeof(err)), 0);
+	/* three nodes in chassis c1, two in c2 */
+	for (int i = 0; i < 3; i++)
+		register_in(w, i, "c1");
+	for (int i = 3; i < 5; i++)
+		register_in(w, i, "c2");
+	p.replicas = 3;
+	assert_int_equal(brk_slice_define_policy(w->b, "three", "all", &p, err, sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "replicas 3 needs 3 failure domains (distinct site/chassis)"));
+	assert_non_null(strstr(err, "the 5 node(s) selector 'all' matches span 2"));
+	assert_non_null(strstr(err, "sim-site/c1"));
+	assert_non_null(strstr(err, "sim-site/c2"));
+	assert_int_equal(brk_slice_info(w->b, "three", NULL, NULL), -ENOENT);
+	/* a selector narrows the domains: one chassis */
+	p.replicas = 2;
+	assert_int_equal(brk_slice_define_policy(w->b, "narrow", "chassis=c2", &p, err,
+						 sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "span 1 (sim-site/c2)"));
+	/* through the admin request: the same refusal, as bad-request */
+	admin_create(w, admin, "three", 3, 0, false, &r);
+	assert_int_equal(r.type, OVL_MSG_ERROR);
+	assert_int_equal(r.u.error.code, OVL_MSG_ERR_BAD_REQUEST);
+	assert_non_null(strstr(r.u.error.message, "replicas 3 needs 3 failure domains"));
+	assert_non_null(strstr(r.u.error.message, "span 2"));
+	ovl_msg_release(&r);
+	/* --allow-same-domain accepts it */
+	admin_create(w, admin, "three", 3, 0, true, &r);
+	assert_int_equal(r.type, OVL_MSG_ADMIN_OK);
+	ovl_msg_release(&r);
+	assert_int_equal(brk_slice_info(w->b, "three", NULL, NULL), 0);
+	/* W out of range: refused by the encoder (W > R) and by the core */
+	p = (struct brk_slice_policy){ .replicas = 2, .min_write = 3 };
+	assert_int_equal(brk_slice_define_policy(w->b, "badw", "all", &p, err, sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "min_write_replicas 3 is outside 1..2"));
+	p = (struct brk_slice_policy){ .replicas = 6 };
+	assert_int_equal(brk_slice_define_policy(w->b, "badr", "all", &p, err, sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "replicas 6 is outside 1..5"));
+	{
+		struct ovl_msg bad;
+		msgpack_sbuffer sb;
+
+		ovl_msg_init(&bad, OVL_MSG_ADMIN);
+		bad.u.admin.op = OVL_MSG_ADMIN_CREATE_SLICE;
+		snprintf(bad.u.admin.slice, sizeof(bad.u.admin.slice), "badw");
+		bad.u.admin.replicas = 2;
+		bad.u.admin.min_write_replicas = 3;
+		msgpack_sbuffer_init(&sb);
+		assert_int_equal(ovl_msg_encode(&bad, &sb, err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "'min_write_replicas' (3) must be at most 'replicas' (2)"));
+		msgpack_sbuffer_destroy(&sb);
+	}
+	/* R=2 over two chassis, W=1: accepted; the map carries W, signed */
+	admin_create(w, admin, "hot", 2, 1, false, &r);
+	assert_int_equal(r.type, OVL_MSG_ADMIN_OK);
+	ovl_msg_release(&r);
+	node_map(w, 0, "hot", &m);
+	assert_int_equal(m.u.map.replicas, 2);
+	assert_int_equal(m.u.map.min_write_replicas, 1);
+	assert_int_equal(ovl_msg_map_min_write(&m.u.map), 1);
+	assert_int_equal(m.u.map.n_members, 5);
+	assert_int_equal(ovl_msg_map_verify(&m.u.map, w->site.id->sign_pk), 0);
+	m.u.map.min_write_replicas = 2; /* covered by the signature */
+	assert_int_equal(ovl_msg_map_verify(&m.u.map, w->site.id->sign_pk), -EKEYREJECTED);
+	ovl_msg_release(&m);
+	/* W = R: not in the map (it signs as before 1.5), W = R in force */
+	admin_create(w, admin, "warm", 2, 2, false, &r);
+	assert_int_equal(r.type, OVL_MSG_ADMIN_OK);
+	ovl_msg_release(&r);
+	node_map(w, 0, "warm", &m);
+	assert_int_equal(m.u.map.min_write_replicas, 0);
+	assert_int_equal(ovl_msg_map_min_write(&m.u.map), 2);
+	assert_int_equal(ovl_msg_map_verify(&m.u.map, w->site.id->sign_pk), 0);
+	ovl_msg_release(&m);
+	/* the admin list: W and the same-domain flag */
+	admin_slice(w, admin, "hot", &def);
+	assert_int_equal(def.replicas, 2);
+	assert_int_equal(def.min_write_replicas, 1);
+	assert_false(def.allow_same_domain);
+	admin_slice(w, admin, "three", &def);
+	assert_int_equal(def.min_write_replicas, 3);
+	assert_true(def.allow_same_domain);
+	/* a node joining later is admitted whatever its chassis (no check then) */
+	register_in(w, 5, "c1");
+	{
+		uint32_t members = 0;
+
+		assert_int_equal(brk_slice_info(w->b, "hot", NULL, &members), 0);
+		assert_int_equal(members, 6);
+	}
+	/* persisted: the words of DIR/slices, then a restarted broker keeps them */
+	brk_destroy(&w->b);
+	snprintf(path, sizeof(path), "%s/slices", w->state_dir);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	{
+		char text[4096];
+		size_t n = fread(text, 1, sizeof(text) - 1, f);
+
+		text[n] = 0;
+		assert_non_null(strstr(text, " all min_write=1\n"));
+		assert_non_null(strstr(text, " all same_domain\n"));
+		{
+			/* W = R: the line as before 1.5 */
+			char *line = strstr(text, "\nwarm 2 ");
+
+			assert_non_null(line);
+			*strchr(line + 1, '\n') = 0;
+			assert_null(strstr(line, "min_write"));
+			assert_null(strstr(line, "same_domain"));
+		}
+	}
+	fclose(f);
+	new_core(w, w->state_dir);
+	admin_slice(w, admin, "hot", &def);
+	assert_int_equal(def.min_write_replicas, 1);
+	assert_false(def.allow_same_domain);
+	admin_slice(w, admin, "three", &def);
+	assert_true(def.allow_same_domain);
+	admin_slice(w, admin, "warm", &def);
+	assert_int_equal(def.min_write_replicas, 2);
+	node_map(w, 0, "hot", &m);
+	assert_int_equal(m.u.map.min_write_replicas, 1);
+	assert_int_equal(ovl_msg_map_verify(&m.u.map, w->site.id->sign_pk), 0);
+	ovl_msg_release(&m);
+	/* an older state file (no optional words, or only encrypt) reads as W = R */
+	brk_destroy(&w->b);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "# shelf-broker slices v1: name replicas epoch owner selector [encrypt]\n");
+	{
+		char owner[65];
+
+		ovl_hex_encode(w->site.id->sign_pk, 32, owner);
+		fprintf(f, "old 3 7 %s all\nolde 2 4 %s all encrypt\n", owner, owner);
+	}
+	fclose(f);
+	new_core(w, w->state_dir);
+	admin_slice(w, admin, "old", &def);
+	assert_int_equal(def.replicas, 3);
+	assert_int_equal(def.min_write_replicas, 3);
+	assert_false(def.allow_same_domain);
+	admin_slice(w, admin, "olde", &def);
+	assert_int_equal(def.min_write_replicas, 2);
+	assert_true(def.encrypt);
+	/* an empty state directory: W comes back from a node's cached definition */
+	brk_destroy(&w->b);
+	assert_int_equal(unlink(path), 0);
+	new_core(w, w->state_dir);
+	{
+		struct ovl_msg rm;
+
+		assert_int_equal(brk_preauth_add(w->b, w->nodes[6]->sign_pk), 1);
+		reg_msg(&rm, w->nodes[6], NULL, "sim");
+		rm.u.reg.slices = calloc(1, sizeof(*rm.u.reg.slices));
+		assert_non_null(rm.u.reg.slices);
+		rm.u.reg.n_slices = 1;
+		snprintf(rm.u.reg.slices[0].name, OVL_MSG_NAME_SIZE, "cached");
+		rm.u.reg.slices[0].epoch = 9;
+		rm.u.reg.slices[0].replicas = 3;
+		rm.u.reg.slices[0].min_write_replicas = 2;
+		snprintf(rm.u.reg.slices[0].selector, OVL_MSG_SELECTOR_SIZE, "all");
+		memcpy(rm.u.reg.slices[0].owner, w->site.id->sign_pk, 32);
+		send_to_core(w, w->nodes[6], &rm);
+		free(rm.u.reg.slices);
+	}
+	admin_slice(w, admin, "cached", &def);
+	assert_int_equal(def.replicas, 3);
+	assert_int_equal(def.min_write_replicas, 2);
+	/* a damaged policy word is refused, never misread */
+	brk_destroy(&w->b);
+	{
+		static const char *const bad[] = { "min_write=0", "min_write=4", "min_write=x",
+						   "min_write=2 min_write=2", "min_write=-1",
+						   "same_domain same_domain", "samedomain" };
+		char owner[65];
+
+		ovl_hex_encode(w->site.id->sign_pk, 32, owner);
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			f = fopen(path, "w");
+			assert_non_null(f);
+			fprintf(f, "old 3 7 %s all %s\n", owner, bad[i]);
+			fclose(f);
+			assert_int_equal(try_core(w, w->state_dir, err, sizeof(err)), -EBADMSG);
+			assert_non_null(strstr(err, "is not a valid slice definition"));
+		}
+	}
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", w->state_dir);
+	assert_int_equal(system(cmd), 0);
+	new_core(w, NULL);
+}
+
 /*
  * A restart never shrinks a slice (PROTOCOL.md 6.5): the membership is on
  * disk before any map or delta that shows it leaves; a broker that crashed
@@ -1629,6 +1902,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_delta_is_constant_per_member, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_liveness, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_persistence, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_slice_policy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restart_keeps_members, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_map_report, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_token_use_persistence, setup, teardown),

@@ -250,6 +250,30 @@ static int conn_open(struct conn_fx *f, struct ovl_dpc_conn **cn)
 }
 
 /* The node reads the HELLO and closes the connection. */
+/* `shelf status`: which hint counters count for which node */
+static void test_hints_for(void **state)
+{
+	const char *id = "1a2b3c4d5e6f7a8b99aabbccddeeff00112233445566778899aabbccddeeff00";
+
+	(void)state;
+	assert_int_equal(cli_hints_for("hints_for_1a2b3c4d5e6f7a8b", 7, id), 7);
+	assert_int_equal(cli_hints_for("hints_for_1a2b3c4d", 5, id), 5);     /* 8 digits */
+	assert_int_equal(cli_hints_for("hints_for_1a2b3c4", 5, id), 0);      /* too short */
+	assert_int_equal(cli_hints_for(
+		"hints_for_1a2b3c4d5e6f7a8b99aabbccddeeff00112233445566778899aabbccddeeff00", 9,
+		id), 9);                                                         /* all 64 */
+	assert_int_equal(cli_hints_for(
+		"hints_for_1a2b3c4d5e6f7a8b99aabbccddeeff00112233445566778899aabbccddeeff001", 9,
+		id), 0);                                                         /* 65 */
+	assert_int_equal(cli_hints_for("hints_for_1a2b3c4d5e6f7a8c", 7, id), 0); /* another node */
+	assert_int_equal(cli_hints_for("hints_for_1A2B3C4D5E6F7A8B", 7, id), 0); /* upper case */
+	assert_int_equal(cli_hints_for("hints_for_1a2b3c4d5e6f7a8b ", 7, id), 0);
+	assert_int_equal(cli_hints_for("hints_for_", 7, id), 0);
+	assert_int_equal(cli_hints_for("hints_waiting", 7, id), 0);
+	assert_int_equal(cli_hints_for("objects", 7, id), 0);
+	assert_int_equal(cli_hints_for("hint_for_1a2b3c4d5e6f7a8b", 7, id), 0);
+}
+
 static void test_hangup_in_handshake(void **state)
 {
 	struct conn_fx *f = *state;
@@ -308,6 +332,7 @@ int main(void)
 		cmocka_unit_test(test_range),
 		cmocka_unit_test(test_quote),
 		cmocka_unit_test(test_json_key),
+		cmocka_unit_test(test_hints_for),
 		cmocka_unit_test_setup_teardown(test_hangup_in_handshake, conn_setup, conn_teardown),
 		cmocka_unit_test_setup_teardown(test_silent_node_timed, conn_setup, conn_teardown),
 	};

@@ -1209,6 +1209,183 @@ static void test_map_left_records(void **state)
 	ovl_msg_release(&m);
 }
 
+/*
+ * min_write_replicas (1.5): an optional uint in map and map_report (signed),
+ * in slice references and in admin create_slice; at most replicas; absent
+ * means replicas; a map without it is, and signs, exactly as before.
+ */
+static void test_map_min_write(void **state)
+{
+	uint8_t seed[32], pk[32], sk[64];
+	struct bytes plain = sample("map"), with = { NULL, 0 }, old = { NULL, 0 },
+		     renamed = { NULL, 0 };
+	struct ovl_msg m, d;
+	msgpack_sbuffer sb, in1, in2;
+	char err[512];
+
+	(void)state;
+	memset(seed, 0x22, sizeof(seed));
+	crypto_sign_seed_keypair(pk, sk, seed);
+
+	/* absent: W = replicas, and the encoding has no such key */
+	assert_non_null(msg_sample_build_named("map", &m));
+	assert_int_equal(m.u.map.replicas, 3);
+	assert_int_equal(ovl_msg_map_min_write(&m.u.map), 3);
+	msgpack_sbuffer_init(&sb);
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), 0);
+	assert_int_equal(sb.size, plain.n);
+	assert_memory_equal(sb.data, plain.p, plain.n);
+	assert_null(memmem(sb.data, sb.size, "min_write_replicas", 18));
+	msgpack_sbuffer_destroy(&sb);
+	msgpack_sbuffer_init(&in1);
+	assert_int_equal(ovl_msg_map_sig_input(&m.u.map, &in1), 0);
+
+	/* round trip with W = 2, signed: the signed array grows to 7 elements,
+	 * [..., members, left (empty), 2] */
+	m.u.map.min_write_replicas = 2;
+	assert_int_equal(ovl_msg_map_min_write(&m.u.map), 2);
+	msgpack_sbuffer_init(&in2);
+	assert_int_equal(ovl_msg_map_sig_input(&m.u.map, &in2), 0);
+	assert_memory_equal(in2.data, "shelf-map-v1\0\x97", 14);
+	assert_int_equal(in2.size, in1.size + 2);
+	assert_memory_equal(in2.data + 14, in1.data + 14, in1.size - 14);
+	assert_memory_equal(in2.data + in1.size, "\x90\x02", 2);
+	msgpack_sbuffer_destroy(&in1);
+	msgpack_sbuffer_destroy(&in2);
+	assert_int_equal(ovl_msg_map_sign(&m.u.map, sk), 0);
+	msgpack_sbuffer_init(&sb);
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), 0);
+	assert_int_equal(ovl_msg_decode(sb.data, sb.size, &d, err, sizeof(err)), 0);
+	assert_int_equal(d.u.map.min_write_replicas, 2);
+	assert_int_equal(ovl_msg_map_verify(&d.u.map, pk), 0);
+	/* covered by the signature: another W, or none, fails */
+	d.u.map.min_write_replicas = 3;
+	assert_int_equal(ovl_msg_map_verify(&d.u.map, pk), -EKEYREJECTED);
+	d.u.map.min_write_replicas = 0;
+	assert_int_equal(ovl_msg_map_verify(&d.u.map, pk), -EKEYREJECTED);
+	ovl_msg_release(&d);
+	with.p = malloc(sb.size);
+	assert_non_null(with.p);
+	memcpy(with.p, sb.data, sb.size);
+	with.n = sb.size;
+	msgpack_sbuffer_destroy(&sb);
+
+	/* an older reader: the key is one it does not know, skipped like any
+	 * other (shown here under a name this build does not know either); it
+	 * then cannot verify the map (W is signed), so it refuses the map
+	 * rather than act on it without W: a broker sends W only below R */
+	edit_obj(with.p, with.n, "min_write_replicas", DROP, NULL, 0, &old);
+	edit_obj(old.p, old.n, "min_write_replicaz", SET, V("\x02"), &renamed);
+	assert_int_equal(ovl_msg_decode(renamed.p, renamed.n, &d, err, sizeof(err)), 0);
+	assert_int_equal(d.u.map.min_write_replicas, 0);
+	assert_int_equal(d.u.map.replicas, 3);
+	assert_int_equal(d.u.map.n_members, m.u.map.n_members);
+	assert_int_equal(ovl_msg_map_verify(&d.u.map, pk), -EKEYREJECTED);
+	ovl_msg_release(&d);
+	bytes_free(&old);
+	bytes_free(&renamed);
+
+	/* bounds: 1..replicas (3 here), and 16 at most anywhere */
+	expect_edit("map", "min_write_replicas", SET, V("\x03"), 0, "");
+	expect_edit("map", "min_write_replicas", SET, V("\x01"), 0, "");
+	expect_edit("map", "min_write_replicas", SET, V("\x04"), -EBADMSG,
+		    "map: field 'min_write_replicas' (4) must be at most 'replicas' (3)");
+	expect_edit("map", "min_write_replicas", SET, V("\x11"), -EBADMSG,
+		    "map: field 'min_write_replicas' is 17, above the maximum 16");
+	expect_edit("map", "min_write_replicas", SET, V("\xa1" "2"), -EBADMSG,
+		    "map: field 'min_write_replicas' is not an unsigned integer");
+	expect_edit("map", "min_write_replicas", SET, V("\xcf\xff\xff\xff\xff\xff\xff\xff\xff"),
+		    -EBADMSG, "map: field 'min_write_replicas' is 18446744073709551615, above the maximum 16");
+	expect_edit("map", "min_write_replicas", SET, V("\xff"), -EBADMSG,
+		    "map: field 'min_write_replicas' is negative");
+	/* the encoder refuses what the decoder would */
+	m.u.map.min_write_replicas = 4;
+	msgpack_sbuffer_init(&sb);
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "map: field 'min_write_replicas' (4) must be at most 'replicas' (3)");
+	assert_int_equal(sb.size, 0);
+	msgpack_sbuffer_destroy(&sb);
+	/* map_report: the same field and rule */
+	m.type = OVL_MSG_MAP_REPORT;
+	m.u.map.min_write_replicas = 2;
+	msgpack_sbuffer_init(&sb);
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), 0);
+	assert_int_equal(ovl_msg_decode(sb.data, sb.size, &d, err, sizeof(err)), 0);
+	assert_int_equal(d.type, OVL_MSG_MAP_REPORT);
+	assert_int_equal(d.u.report.min_write_replicas, 2);
+	assert_int_equal(ovl_msg_map_verify(&d.u.report, pk), 0);
+	ovl_msg_release(&d);
+	msgpack_sbuffer_destroy(&sb);
+	m.u.map.min_write_replicas = 5;
+	msgpack_sbuffer_init(&sb);
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "map_report: field 'min_write_replicas' (5) must be at most "
+			    "'replicas' (3)");
+	msgpack_sbuffer_destroy(&sb);
+	m.type = OVL_MSG_MAP;
+	ovl_msg_release(&m);
+
+	/* a slice reference: W and allow_same_domain round trip; W needs replicas */
+	{
+		struct ovl_msg a;
+
+		ovl_msg_init(&a, OVL_MSG_ADMIN_OK);
+		a.u.admin_ok.ts = (struct ovl_msg_bin){ seed, 8 };
+		a.u.admin_ok.op = OVL_MSG_ADMIN_LIST_SLICES;
+		a.u.admin_ok.slices = calloc(2, sizeof(*a.u.admin_ok.slices));
+		assert_non_null(a.u.admin_ok.slices);
+		a.u.admin_ok.n_slices = 2;
+		snprintf(a.u.admin_ok.slices[0].name, OVL_MSG_NAME_SIZE, "hot");
+		a.u.admin_ok.slices[0].replicas = 3;
+		a.u.admin_ok.slices[0].min_write_replicas = 2;
+		a.u.admin_ok.slices[0].allow_same_domain = true;
+		snprintf(a.u.admin_ok.slices[1].name, OVL_MSG_NAME_SIZE, "cold");
+		a.u.admin_ok.slices[1].replicas = 1;
+		msgpack_sbuffer_init(&sb);
+		assert_int_equal(ovl_msg_encode(&a, &sb, err, sizeof(err)), 0);
+		assert_int_equal(ovl_msg_decode(sb.data, sb.size, &d, err, sizeof(err)), 0);
+		assert_int_equal(d.u.admin_ok.slices[0].min_write_replicas, 2);
+		assert_true(d.u.admin_ok.slices[0].allow_same_domain);
+		assert_int_equal(d.u.admin_ok.slices[1].min_write_replicas, 0);
+		assert_false(d.u.admin_ok.slices[1].allow_same_domain);
+		ovl_msg_release(&d);
+		msgpack_sbuffer_destroy(&sb);
+		a.u.admin_ok.slices[1].replicas = 0;
+		a.u.admin_ok.slices[1].min_write_replicas = 1;
+		msgpack_sbuffer_init(&sb);
+		assert_int_equal(ovl_msg_encode(&a, &sb, err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "field 'min_write_replicas' (1) needs field 'replicas'"));
+		msgpack_sbuffer_destroy(&sb);
+		ovl_msg_release(&a);
+	}
+	/* admin create_slice: W at most replicas */
+	{
+		struct ovl_msg a;
+
+		ovl_msg_init(&a, OVL_MSG_ADMIN);
+		a.u.admin.op = OVL_MSG_ADMIN_CREATE_SLICE;
+		snprintf(a.u.admin.slice, sizeof(a.u.admin.slice), "hot");
+		a.u.admin.replicas = 2;
+		a.u.admin.min_write_replicas = 1;
+		a.u.admin.allow_same_domain = true;
+		msgpack_sbuffer_init(&sb);
+		assert_int_equal(ovl_msg_encode(&a, &sb, err, sizeof(err)), 0);
+		assert_int_equal(ovl_msg_decode(sb.data, sb.size, &d, err, sizeof(err)), 0);
+		assert_int_equal(d.u.admin.min_write_replicas, 1);
+		assert_true(d.u.admin.allow_same_domain);
+		ovl_msg_release(&d);
+		msgpack_sbuffer_destroy(&sb);
+		a.u.admin.min_write_replicas = 3;
+		msgpack_sbuffer_init(&sb);
+		assert_int_equal(ovl_msg_encode(&a, &sb, err, sizeof(err)), -EINVAL);
+		assert_string_equal(err, "admin: field 'min_write_replicas' (3) must be at most "
+				    "'replicas' (2)");
+		msgpack_sbuffer_destroy(&sb);
+	}
+	bytes_free(&with);
+	bytes_free(&plain);
+}
+
 /* ---- the succession rule (ovl_map.h) ------------------------------------ */
 
 static void succ_map(struct ovl_msg_map *m, uint64_t epoch, unsigned n, unsigned first)
@@ -1400,6 +1577,7 @@ int main(void)
 		cmocka_unit_test(test_errors_and_api_edges),
 		cmocka_unit_test(test_map_signature),
 		cmocka_unit_test(test_map_left_records),
+		cmocka_unit_test(test_map_min_write),
 		cmocka_unit_test(test_map_succession),
 		cmocka_unit_test(test_delta_succession),
 	};

@@ -30,12 +30,31 @@ struct admin_opts {
 	const char *broker;
 	const char *dir;
 	bool json;
-	unsigned replicas;
+	const char *replicas;  /* slice create --replicas (checked there) */
+	const char *min_write; /* slice create --min-write-replicas */
 	const char *selector;
 	bool encrypt;      /* slice create --encrypt */
+	bool same_domain;  /* slice create --allow-same-domain */
 	const char *arg;   /* the positional argument */
 };
 
+
+#define BRK_CLI_REPLICAS_MAX 5 /* as the broker's BRK_REPLICAS_MAX */
+
+/* A decimal count lo..hi, digits only: 0 or -EINVAL. */
+static int parse_count(const char *s, unsigned lo, unsigned hi, unsigned *out)
+{
+	unsigned long v;
+	char *end = NULL;
+
+	if (!s || !*s || strspn(s, "0123456789") != strlen(s) || strlen(s) > 9)
+		return -EINVAL;
+	v = strtoul(s, &end, 10);
+	if (v < lo || v > hi)
+		return -EINVAL;
+	*out = (unsigned)v;
+	return 0;
+}
 
 static int usage(const char *cmd, const char *args, const char *extra, int code)
 {
@@ -55,6 +74,7 @@ static int parse(int argc, char **argv, struct admin_opts *o, const char *cmd, c
 	static const struct option lopts[] = {
 		{ "broker", 1, NULL, 'b' }, { "admin", 1, NULL, 'a' }, { "json", 0, NULL, 'j' },
 		{ "replicas", 1, NULL, 'r' }, { "members", 1, NULL, 'm' }, { "encrypt", 0, NULL, 'e' },
+		{ "min-write-replicas", 1, NULL, 'w' }, { "allow-same-domain", 0, NULL, 'd' },
 		{ "help", 0, NULL, 'h' }, { NULL, 0, NULL, 0 }
 	};
 	int c;
@@ -72,7 +92,9 @@ static int parse(int argc, char **argv, struct admin_opts *o, const char *cmd, c
 		case 'b': o->broker = optarg; break;
 		case 'a': o->dir = optarg; break;
 		case 'j': o->json = true; break;
-		case 'r': o->replicas = (unsigned)strtoul(optarg, NULL, 10); break;
+		case 'r': o->replicas = optarg; break;
+		case 'w': o->min_write = optarg; break;
+		case 'd': o->same_domain = true; break;
 		case 'm': o->selector = optarg; break;
 		case 'e': o->encrypt = true; break;
 		case 'h': return usage(cmd, args, extra, 0) - 1;
@@ -206,20 +228,25 @@ int cmd_slices(int argc, char **argv)
 	if (o.json)
 		printf("[");
 	else
-		printf("%-24s %8s %10s %8s %-7s  %s\n", "SLICE", "REPLICAS", "EPOCH", "MEMBERS",
-		       "ENCRYPT", "SELECTOR");
+		printf("%-24s %8s %9s %10s %8s %-7s  %s\n", "SLICE", "REPLICAS", "MIN_WRITE", "EPOCH",
+		       "MEMBERS", "ENCRYPT", "SELECTOR");
 	for (uint32_t i = 0; i < a.reply.u.admin_ok.n_slices; i++) {
 		const struct ovl_msg_slice *s = &a.reply.u.admin_ok.slices[i];
+		/* a broker without the field (before 1.5) has W = replicas */
+		unsigned w = s->min_write_replicas ? s->min_write_replicas : s->replicas;
 
 		if (o.json)
+			/* new keys after the older ones: readers that match text keep working */
 			printf("%s\n  {\"name\": %s, \"replicas\": %u, \"epoch\": %llu, "
-			       "\"members\": %u, \"encrypt\": %s, \"selector\": %s}", i ? "," : "",
-			       cli_json_q(s->name), s->replicas, (unsigned long long)s->epoch, s->members,
-			       s->encrypt ? "true" : "false", cli_json_q(s->selector));
+			       "\"members\": %u, \"encrypt\": %s, \"selector\": %s, "
+			       "\"min_write_replicas\": %u, \"allow_same_domain\": %s}", i ? "," : "",
+			       cli_json_q(s->name), s->replicas, (unsigned long long)s->epoch,
+			       s->members, s->encrypt ? "true" : "false", cli_json_q(s->selector), w,
+			       s->allow_same_domain ? "true" : "false");
 		else
-			printf("%-24s %8u %10llu %8u %-7s  %s\n", s->name, s->replicas,
+			printf("%-24s %8u %9u %10llu %8u %-7s  %s%s\n", s->name, s->replicas, w,
 			       (unsigned long long)s->epoch, s->members, s->encrypt ? "yes" : "no",
-			       s->selector);
+			       s->selector, s->allow_same_domain ? " (same domain allowed)" : "");
 	}
 	if (o.json)
 		printf("\n]\n");
@@ -233,18 +260,34 @@ int cmd_slice_create(int argc, char **argv)
 	struct admin_call a;
 	struct ovl_msg req;
 	char err[256];
+	unsigned replicas = 0, min_write = 0;
 	int rc = parse(argc, argv, &o, "slice create",
-		       "NAME --replicas R [--members SELECTOR] [--encrypt] ",
-		       "  --replicas R       copies per object, 1..16\n"
+		       "NAME --replicas R [--min-write-replicas W] [--members SELECTOR]\n"
+		       "       [--allow-same-domain] [--encrypt] ",
+		       "  --replicas R       copies per object, 1..5, each in its own failure domain\n"
+		       "                     (distinct site/chassis): the broker refuses an R above\n"
+		       "                     the domains of the nodes SELECTOR matches now\n"
+		       "  --min-write-replicas W\n"
+		       "                     copies a write needs before it is acknowledged while\n"
+		       "                     members are down, 1..R (default R)\n"
 		       "  --members SELECTOR all (default), board=X, group=X, chassis=X or site=X\n"
+		       "  --allow-same-domain\n"
+		       "                     accept an R above the failure domains (copies may\n"
+		       "                     share a chassis)\n"
 		       "  --encrypt          payloads on this slice must be encrypted (AEAD, fixed\n"
 		       "                     for the slice's life)\n",
 		       true);
 
 	if (rc)
 		return rc < 0 ? 0 : rc;
-	if (o.replicas < 1 || o.replicas > OVL_MSG_REPLICAS_MAX) {
-		fprintf(stderr, "shelf slice create: --replicas must be 1..%d\n", OVL_MSG_REPLICAS_MAX);
+	if (!o.replicas || parse_count(o.replicas, 1, BRK_CLI_REPLICAS_MAX, &replicas) < 0) {
+		fprintf(stderr, "shelf slice create: --replicas must be 1..%d\n", BRK_CLI_REPLICAS_MAX);
+		return 2;
+	}
+	min_write = replicas;
+	if (o.min_write && parse_count(o.min_write, 1, replicas, &min_write) < 0) {
+		fprintf(stderr, "shelf slice create: --min-write-replicas must be 1..%u (--replicas)\n",
+			replicas);
 		return 2;
 	}
 	if (ovl_slice_name_check(o.arg, "slice name", err, sizeof(err)) < 0) {
@@ -254,14 +297,19 @@ int cmd_slice_create(int argc, char **argv)
 	ovl_msg_init(&req, OVL_MSG_ADMIN);
 	req.u.admin.op = OVL_MSG_ADMIN_CREATE_SLICE;
 	snprintf(req.u.admin.slice, sizeof(req.u.admin.slice), "%s", o.arg);
-	req.u.admin.replicas = o.replicas;
+	req.u.admin.replicas = replicas;
+	/* only when below R: a broker before 1.5 would skip it, and R is its W */
+	req.u.admin.min_write_replicas = min_write < replicas ? min_write : 0;
+	req.u.admin.allow_same_domain = o.same_domain;
 	snprintf(req.u.admin.selector, sizeof(req.u.admin.selector), "%s",
 		 o.selector ? o.selector : "all");
 	req.u.admin.encrypt = o.encrypt;
 	if ((rc = simple("slice create", &o, &req, &a)))
 		return rc;
-	printf("created slice %s (replicas %u, members %s, %s, epoch %llu)\n", o.arg, o.replicas,
-	       o.selector ? o.selector : "all", o.encrypt ? "encrypted" : "not encrypted",
+	printf("created slice %s (replicas %u, min-write %u, members %s%s, %s, epoch %llu)\n", o.arg,
+	       replicas, min_write, o.selector ? o.selector : "all",
+	       o.same_domain ? ", same domain allowed" : "",
+	       o.encrypt ? "encrypted" : "not encrypted",
 	       (unsigned long long)a.reply.u.admin_ok.epoch);
 	admin_call_release(&a);
 	return 0;
@@ -304,12 +352,13 @@ int cmd_slice_show(int argc, char **argv)
 	m = &a.reply.u.map;
 	if (o.json)
 		printf("{\"slice\": %s, \"epoch\": %llu, \"replicas\": %u, \"encrypt\": %s, "
-		       "\"members\": [", cli_json_q(m->slice), (unsigned long long)m->epoch, m->replicas,
-		       m->encrypt ? "true" : "false");
+		       "\"min_write_replicas\": %u, \"members\": [", cli_json_q(m->slice),
+		       (unsigned long long)m->epoch, m->replicas, m->encrypt ? "true" : "false",
+		       ovl_msg_map_min_write(m));
 	else
-		printf("slice %s epoch %llu replicas %u encrypt %s members %u\n", m->slice,
-		       (unsigned long long)m->epoch, m->replicas, m->encrypt ? "yes" : "no",
-		       m->n_members);
+		printf("slice %s epoch %llu replicas %u min-write %u encrypt %s members %u\n", m->slice,
+		       (unsigned long long)m->epoch, m->replicas, ovl_msg_map_min_write(m),
+		       m->encrypt ? "yes" : "no", m->n_members);
 	for (uint32_t i = 0; i < m->n_members; i++) {
 		const struct ovl_msg_member *mm = &m->members[i];
 		char hex[OVL_ID_HEX_BYTES], addr[OVL_SLICE_ADDR_STRLEN];

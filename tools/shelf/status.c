@@ -8,11 +8,27 @@
  * Without a broker the slices are those the client certificate lists, and
  * node states come from the maps.
  *
+ * Per slice it shows the policy (replicas R, min-write W: W from the
+ * broker's list, "?" without a broker), the members by state (which are
+ * down), and, when any node reports hint counters, the hints waiting for
+ * each member (below).
+ *
  * Exit codes: 0 everything healthy; 4 something is unhealthy (the broker does
  * not answer, a node is down, out or unreachable, read-only, reports checksum
- * errors, or is full: refuses puts); 1 nothing could be reached at all;
- * 2 usage. A node whose live data is above 90% of its usable capacity is
- * shown `nearly-full`, which is not a problem by itself.
+ * errors, or is full: refuses puts; fewer members up than a slice's
+ * min-write); 1 nothing could be reached at all; 2 usage. A node whose live
+ * data is above 90% of its usable capacity is shown `nearly-full`, which is
+ * not a problem by itself; nor is a slice whose members (not `out`) span
+ * fewer failure domains (distinct site/chassis) than its replicas: that is
+ * a warning, unless the slice was created with --allow-same-domain.
+ *
+ * Hint counters (NODE_STAT, PROTOCOL.md 7.7), reported by a node that holds
+ * hinted copies for other nodes: `hints_waiting`, the hints it holds in all;
+ * `hints_for_<hex>`, the hints it holds for the node whose id, in lower-case
+ * hex, starts with <hex> (8 to 64 digits; nodes send 16). Counters of
+ * targets without hints are left out, and a node lists at most
+ * STATUS_HINT_TARGETS_SENT targets (the largest), so they fit the 64
+ * counters of a NODE_STAT answer; `hints_waiting` still counts them all.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -27,11 +43,13 @@
 #include "data.h"
 #include "overlay.h"
 #include "shelf.h"
+#include "text.h"
 
 #define STATUS_EXIT_UNHEALTHY 4
 #define STATUS_BROKER_TIMEOUT_MS 3000
 #define STATUS_SLICES_MAX 64
 #define STATUS_PROBLEMS_MAX 64
+#define STATUS_HINT_TARGETS_SENT 32  /* what nodes are asked to keep to (documentation) */
 
 /* One node seen in a map, with its NODE_STAT. */
 struct snode {
@@ -63,6 +81,8 @@ struct status {
 	size_t n_nodes, cap_nodes;
 	char problems[STATUS_PROBLEMS_MAX][200];
 	unsigned n_problems;
+	char warnings[STATUS_PROBLEMS_MAX][200]; /* shown, but not unhealthy */
+	unsigned n_warnings;
 };
 
 static void problem(struct status *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -74,6 +94,18 @@ static void problem(struct status *st, const char *fmt, ...)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(st->problems[st->n_problems++], sizeof(st->problems[0]), fmt, ap);
+	va_end(ap);
+}
+
+static void warning(struct status *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warning(struct status *st, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (st->n_warnings == STATUS_PROBLEMS_MAX)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(st->warnings[st->n_warnings++], sizeof(st->warnings[0]), fmt, ap);
 	va_end(ap);
 }
 
@@ -134,6 +166,38 @@ static bool has_counter(const struct snode *n, const char *name)
 		if (strcmp(n->c[i].name, name) == 0)
 			return true;
 	return false;
+}
+
+/* Does any node reached report hint counters? */
+static bool hints_reported(const struct status *st)
+{
+	for (size_t i = 0; i < st->n_nodes; i++)
+		if (st->nodes[i].reached && has_counter(&st->nodes[i], CLI_HINTS_TOTAL))
+			return true;
+	return false;
+}
+
+/* The hints the nodes reached hold for node `id`: the sum of their
+ * hints_for_<hex> counters whose <hex> starts id's hex form. */
+static uint64_t hints_for(const struct status *st, const uint8_t id[32])
+{
+	char hex[OVL_ID_HEX_BYTES];
+	uint64_t sum = 0;
+
+	ovl_nodeid_format(id, hex);
+	for (size_t i = 0; i < st->n_nodes; i++) {
+		const struct snode *n = &st->nodes[i];
+
+		if (!n->reached)
+			continue;
+		for (int k = 0; k < n->nc; k++) {
+			uint64_t v = cli_hints_for(n->c[k].name, n->c[k].value, hex);
+
+			/* the values come from the network: saturate, never wrap */
+			sum = sum + v < sum ? UINT64_MAX : sum + v;
+		}
+	}
+	return sum;
 }
 
 /* The broker's view: node states and slice names. */
@@ -237,39 +301,68 @@ static void json_escape(const char *s)
 	cli_json_str(stdout, s, strlen(s));
 }
 
-static void print_node(const struct status *st, const struct snode *n, bool first)
+static void print_node(const struct status *st, const struct snode *n, bool first, bool hints,
+		       uint64_t nhints)
 {
-	char hex[OVL_ID_HEX_BYTES];
+	char hex[OVL_ID_HEX_BYTES], hcol[24] = "";
 	uint64_t cap = counter(n, "capacity_bytes"), used = counter(n, "live_bytes");
 
 	ovl_nodeid_format(n->id, hex);
+	if (hints)
+		snprintf(hcol, sizeof(hcol), " %13llu", (unsigned long long)nhints);
 	if (!st->json) {
 		if (n->reached)
-			printf("  %.16s  %-5s %-39s %10.1f %10.1f %9llu  %s\n", hex, n->state, n->addr,
+			printf("  %.16s  %-5s %-39s %10.1f %10.1f %9llu%s  %s\n", hex, n->state, n->addr,
 			       used / 1048576.0, (cap > used ? cap - used : 0) / 1048576.0,
-			       (unsigned long long)counter(n, "objects"), n->health);
+			       (unsigned long long)counter(n, "objects"), hcol, n->health);
 		else
-			printf("  %.16s  %-5s %-39s %10s %10s %9s  %s%s%s\n", hex, n->state, n->addr, "-",
-			       "-", "-", n->health, n->error[0] ? ": " : "", n->error);
+			printf("  %.16s  %-5s %-39s %10s %10s %9s%s  %s%s%s\n", hex, n->state, n->addr, "-",
+			       "-", "-", hcol, n->health, n->error[0] ? ": " : "", n->error);
 		return;
 	}
 	printf("%s\n      {\"id\": \"%s\", \"addr\": \"%s\", \"port\": %u, \"state\": \"%s\", "
 	       "\"health\": \"%s\", \"reachable\": %s, \"error\": ", first ? "" : ",", hex, n->addr,
 	       n->port, n->state, n->health, n->reached ? "true" : "false");
 	json_escape(n->error);
+	if (hints)
+		printf(", \"hints_waiting\": %llu", (unsigned long long)nhints);
 	printf(", \"counters\": {");
 	for (int i = 0; i < n->nc; i++)
 		printf("%s%s: %llu", i ? ", " : "", cli_json_q(n->c[i].name), (unsigned long long)n->c[i].value);
 	printf("}}");
 }
 
-/* Look at one slice: its map, then each member's NODE_STAT. */
-static void check_slice(struct status *st, struct shelf *s, const char *slice, bool first)
+/* How many distinct (site, chassis) pairs the members not `out` span. */
+static unsigned domains_of(const struct shelf_member *mb, uint32_t n)
+{
+	unsigned d = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t k;
+
+		if (strcmp(mb[i].state, "out") == 0)
+			continue;
+		for (k = 0; k < i; k++)
+			if (strcmp(mb[k].state, "out") != 0 && strcmp(mb[k].site, mb[i].site) == 0 &&
+			    strcmp(mb[k].chassis, mb[i].chassis) == 0)
+				break;
+		d += k == i;
+	}
+	return d;
+}
+
+/* Look at one slice: its map, then each member's NODE_STAT, then print it.
+ * def: the broker's entry for the slice (policy), NULL when unknown. */
+static void check_slice(struct status *st, struct shelf *s, const char *slice,
+			const struct ovl_msg_slice *def, bool first)
 {
 	struct shelf_map_info info;
 	struct shelf_member *mb = NULL;
-	char err[512];
-	bool firstn = true;
+	struct snode **rows = NULL;
+	char err[512], downs[160] = "";
+	unsigned up = 0, down = 0, out = 0, other = 0, domains, w = 0;
+	uint64_t hints_total = 0;
+	bool hints;
 
 	if (shelf_map(s, slice, &info, &mb, err, sizeof(err)) < 0) {
 		problem(st, "slice %s: no map: %s", slice, err);
@@ -284,26 +377,20 @@ static void check_slice(struct status *st, struct shelf *s, const char *slice, b
 		}
 		return;
 	}
-	if (st->json) {
-		printf("%s\n    {\"name\": ", first ? "" : ",");
-		json_escape(slice);
-		printf(", \"epoch\": %llu, \"replicas\": %u, \"encrypt\": %s, \"map_source\": ",
-		       (unsigned long long)info.epoch, info.replicas, info.encrypt ? "true" : "false");
-		json_escape(info.source);
-		printf(", \"members\": [");
-	} else {
-		printf("\nslice %s  epoch %llu  replicas %u  encrypt %s  members %u  (map from %s)\n",
-		       slice, (unsigned long long)info.epoch, info.replicas,
-		       info.encrypt ? "yes" : "no", info.n_members, info.source);
-		printf("  %-16s  %-5s %-39s %10s %10s %9s  %s\n", "NODE", "STATE", "ADDRESS",
-		       "USED_MIB", "FREE_MIB", "OBJECTS", "HEALTH");
+	rows = calloc(info.n_members + 1u, sizeof(*rows));
+	if (!rows) {
+		problem(st, "slice %s: out of memory", slice);
+		free(mb);
+		return;
 	}
+	/* every member's NODE_STAT first: hints for one are held by the others */
 	for (uint32_t i = 0; i < info.n_members; i++) {
 		struct snode *n = node_get(st, mb[i].id);
 		int r;
 
 		if (!n)
 			break;
+		rows[i] = n;
 		snprintf(n->addr, sizeof(n->addr), "%s", mb[i].addr);
 		n->port = mb[i].port;
 		if (!n->state)
@@ -329,11 +416,98 @@ static void check_slice(struct status *st, struct shelf *s, const char *slice, b
 			}
 		}
 		judge(st, n, slice);
-		print_node(st, n, firstn);
-		firstn = false;
 	}
+	/* `rows` may be shorter than the map when node_get ran out of memory */
+	for (uint32_t i = 0; i < info.n_members && rows[i]; i++) {
+		const char *x = rows[i]->state;
+
+		if (strcmp(x, "up") == 0) {
+			up++;
+		} else if (strcmp(x, "down") == 0) {
+			char hex[OVL_ID_HEX_BYTES];
+			size_t len = strlen(downs);
+
+			down++;
+			ovl_nodeid_format(rows[i]->id, hex);
+			if (down <= 8)
+				snprintf(downs + len, sizeof(downs) - len, "%s%.16s", down > 1 ? " " : "",
+					 hex);
+			else if (down == 9)
+				snprintf(downs + len, sizeof(downs) - len, " ...");
+		} else if (strcmp(x, "out") == 0) {
+			out++;
+		} else {
+			other++;
+		}
+	}
+	hints = hints_reported(st);
+	if (hints)
+		for (uint32_t i = 0; i < info.n_members && rows[i]; i++) {
+			uint64_t h = hints_for(st, rows[i]->id);
+
+			hints_total = hints_total + h < hints_total ? UINT64_MAX : hints_total + h;
+		}
+	domains = domains_of(mb, info.n_members);
+	if (def)
+		w = def->min_write_replicas ? def->min_write_replicas : def->replicas;
+	if (info.replicas > 1 && domains < info.replicas && !(def && def->allow_same_domain))
+		warning(st, "slice %s: replicas %u but its members span %u failure domain%s (distinct "
+			"site/chassis): copies share a chassis", slice, info.replicas, domains,
+			domains == 1 ? "" : "s");
+	if (info.replicas > 1 && up + down + other < info.replicas)
+		warning(st, "slice %s: replicas %u but only %u member%s not out: fewer copies than "
+			"replicas", slice, info.replicas, up + down + other,
+			up + down + other == 1 ? "" : "s");
+	if (w && up < w)
+		problem(st, "slice %s: %u member%s up, fewer than min-write %u: writes fail", slice, up,
+			up == 1 ? "" : "s", w);
+	if (st->json) {
+		printf("%s\n    {\"name\": ", first ? "" : ",");
+		json_escape(slice);
+		/* the keys of older versions first, in their order */
+		printf(", \"epoch\": %llu, \"replicas\": %u, \"encrypt\": %s, \"map_source\": ",
+		       (unsigned long long)info.epoch, info.replicas, info.encrypt ? "true" : "false");
+		json_escape(info.source);
+		if (w)
+			printf(", \"min_write_replicas\": %u", w);
+		if (def)
+			printf(", \"allow_same_domain\": %s", def->allow_same_domain ? "true" : "false");
+		printf(", \"domains\": %u, \"member_states\": {\"up\": %u, \"down\": %u, "
+		       "\"out\": %u, \"unknown\": %u}, \"down\": [", domains, up, down, out, other);
+		for (uint32_t i = 0, k = 0; i < info.n_members && rows[i]; i++) {
+			char hex[OVL_ID_HEX_BYTES];
+
+			if (strcmp(rows[i]->state, "down") != 0)
+				continue;
+			ovl_nodeid_format(rows[i]->id, hex);
+			printf("%s\"%s\"", k++ ? ", " : "", hex);
+		}
+		printf("]");
+		if (hints)
+			printf(", \"hints_waiting\": %llu", (unsigned long long)hints_total);
+		printf(", \"members\": [");
+	} else {
+		char wtxt[16] = "?";
+
+		if (w)
+			snprintf(wtxt, sizeof(wtxt), "%u", w);
+		printf("\nslice %s  epoch %llu  replicas %u  encrypt %s  members %u  min-write %s  "
+		       "(map from %s)\n", slice, (unsigned long long)info.epoch, info.replicas,
+		       info.encrypt ? "yes" : "no", info.n_members, wtxt, info.source);
+		printf("  members: %u up, %u down%s%s%s, %u out%s; %u failure domain%s%s\n", up, down,
+		       down ? " (" : "", downs, down ? ")" : "", out, other ? ", some unknown" : "",
+		       domains, domains == 1 ? "" : "s",
+		       def && def->allow_same_domain ? " (same domain allowed)" : "");
+		if (hints)
+			printf("  hints waiting: %llu\n", (unsigned long long)hints_total);
+		printf("  %-16s  %-5s %-39s %10s %10s %9s%s  %s\n", "NODE", "STATE", "ADDRESS",
+		       "USED_MIB", "FREE_MIB", "OBJECTS", hints ? " HINTS_WAITING" : "", "HEALTH");
+	}
+	for (uint32_t i = 0; i < info.n_members && rows[i]; i++)
+		print_node(st, rows[i], i == 0, hints, hints ? hints_for(st, rows[i]->id) : 0);
 	if (st->json)
 		printf("\n    ]}");
+	free(rows);
 	free(mb);
 }
 
@@ -425,22 +599,32 @@ int cmd_status(int argc, char **argv)
 		printf("broker %s: NOT reachable: %s\n", st->broker, st->broker_err);
 	}
 	if (s) {
-		for (int i = 0; i < nnames; i++)
-			check_slice(st, s, names[i], i == 0);
+		for (int i = 0; i < nnames; i++) {
+			const struct ovl_msg_slice *def = NULL;
+
+			for (uint32_t k = 0; have_slices && k < slices_call.reply.u.admin_ok.n_slices; k++)
+				if (strcmp(slices_call.reply.u.admin_ok.slices[k].name, names[i]) == 0)
+					def = &slices_call.reply.u.admin_ok.slices[k];
+			check_slice(st, s, names[i], def, i == 0);
+		}
 	} else if (have_slices) {
-		/* the broker's view only: names, epochs, sizes */
+		/* the broker's view only: names, epochs, sizes, policy */
 		for (uint32_t i = 0; i < slices_call.reply.u.admin_ok.n_slices; i++) {
 			const struct ovl_msg_slice *x = &slices_call.reply.u.admin_ok.slices[i];
+			unsigned w = x->min_write_replicas ? x->min_write_replicas : x->replicas;
 
 			if (st->json)
 				printf("%s\n    {\"name\": %s, \"epoch\": %llu, \"replicas\": %u, "
-				       "\"encrypt\": %s, \"members\": %u}", i ? "," : "", cli_json_q(x->name),
+				       "\"encrypt\": %s, \"members\": %u, \"min_write_replicas\": %u, "
+				       "\"allow_same_domain\": %s}", i ? "," : "", cli_json_q(x->name),
 				       (unsigned long long)x->epoch, x->replicas,
-				       x->encrypt ? "true" : "false", x->members);
+				       x->encrypt ? "true" : "false", x->members, w,
+				       x->allow_same_domain ? "true" : "false");
 			else
-				printf("slice %s  epoch %llu  replicas %u  encrypt %s  members %u\n", x->name,
-				       (unsigned long long)x->epoch, x->replicas, x->encrypt ? "yes" : "no",
-				       x->members);
+				printf("slice %s  epoch %llu  replicas %u  encrypt %s  members %u  "
+				       "min-write %u%s\n", x->name, (unsigned long long)x->epoch,
+				       x->replicas, x->encrypt ? "yes" : "no", x->members, w,
+				       x->allow_same_domain ? "  (same domain allowed)" : "");
 		}
 	}
 	if (!s && !st->json)
@@ -488,11 +672,18 @@ int cmd_status(int argc, char **argv)
 			printf("%s\n    ", i ? "," : "");
 			json_escape(st->problems[i]);
 		}
-		printf("%s]\n}\n", st->n_problems ? "\n  " : "");
+		printf("%s],\n  \"warnings\": [", st->n_problems ? "\n  " : "");
+		for (unsigned i = 0; i < st->n_warnings; i++) {
+			printf("%s\n    ", i ? "," : "");
+			json_escape(st->warnings[i]);
+		}
+		printf("%s]\n}\n", st->n_warnings ? "\n  " : "");
 	} else {
 		printf("status: %s\n", st->n_problems ? "UNHEALTHY" : "healthy");
 		for (unsigned i = 0; i < st->n_problems; i++)
 			printf("  - %s\n", st->problems[i]);
+		for (unsigned i = 0; i < st->n_warnings; i++)
+			printf("warning: %s\n", st->warnings[i]);
 	}
 out:
 	shelf_close(&s);

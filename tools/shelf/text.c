@@ -114,6 +114,20 @@ void cli_key_quote(FILE *f, const void *key, size_t n)
 	fputc('"', f);
 }
 
+uint64_t cli_hints_for(const char *name, uint64_t value, const char *hexid)
+{
+	size_t pl = strlen(CLI_HINTS_FOR), len;
+	const char *x = name + pl;
+
+	if (strncmp(name, CLI_HINTS_FOR, pl) != 0)
+		return 0;
+	len = strlen(x);
+	if (len < CLI_HINTS_HEX_MIN || len > 64 || strspn(x, "0123456789abcdef") != len ||
+	    strncmp(hexid, x, len) != 0)
+		return 0;
+	return value;
+}
+
 void cli_json_key(FILE *f, const void *key, size_t n)
 {
 	const uint8_t *s = key;

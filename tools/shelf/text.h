@@ -37,6 +37,20 @@ bool cli_utf8_valid(const void *key, size_t n);
 void cli_key_quote(FILE *f, const void *key, size_t n);
 
 /*
+ * Hint counters of NODE_STAT (a node holding hinted copies for others):
+ * CLI_HINTS_TOTAL is the hints it holds in all; CLI_HINTS_FOR followed by
+ * CLI_HINTS_HEX_MIN..64 lower-case hex digits counts those for the node
+ * whose id, in hex, starts with them (nodes send 16 digits).
+ * cli_hints_for(name, value, hexid): the hints a counter `name` of value
+ * `value` counts for the node of 64-digit hex id `hexid`: value when name
+ * is CLI_HINTS_FOR<prefix of hexid>, else 0.
+ */
+#define CLI_HINTS_TOTAL "hints_waiting"
+#define CLI_HINTS_FOR "hints_for_"
+#define CLI_HINTS_HEX_MIN 8
+uint64_t cli_hints_for(const char *name, uint64_t value, const char *hexid);
+
+/*
  * Print a key as one JSON member, losslessly: "key": "TEXT" when it is
  * valid UTF-8, else "key_hex": "HEX" (its bytes, lowercase hex).
  */

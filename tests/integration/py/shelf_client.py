@@ -499,11 +499,16 @@ def map_sig_body(m):
              x["state"] if x["state"] in ("up", "down", "out") else "unknown",
              x.get("cert", b"")] for x in mem]]
     left = sorted(m.get("left") or [], key=lambda x: x["id"])
-    if left:
-        # removal records (1.3) are signed only when present: older maps sign as before
+    w = m.get("min_write_replicas", 0)
+    if left or w:
+        # removal records (1.3) are signed only when present (or W follows):
+        # older maps sign as before
         arr.append([[x["id"], x["epoch"],
                      x["reason"] if x["reason"] in ("expired", "revoked", "deleted") else "unknown"]
                     for x in left])
+    if w:
+        # min_write_replicas (1.5): a seventh element, only when the map carries it
+        arr.append(w)
     return msgpack.packb(arr, use_bin_type=True)
 
 

@@ -1555,7 +1555,11 @@ static ssize_t dp_data(void *arg, struct node_conn *c, const uint8_t *buf, size_
 		uint32_t status = OVL_WIRE_OK;
 		char msg[OVL_WIRE_TEXT_SIZE] = "";
 
-		if (!sl || !ovl_wire_session_allows(&dc->ses, q->slice)) {
+		/* a node's certificate names no slices: its forwarded writes are
+		 * judged by the slice's membership in the request layer */
+		bool node_fwd = dc->ses.peer.role == OVL_ROLE_NODE && (q->has_fwd || q->has_ver);
+
+		if (!sl || (!node_fwd && !ovl_wire_session_allows(&dc->ses, q->slice))) {
 			dp->st.wrong_slice++;
 			status = OVL_WIRE_WRONG_SLICE;
 			snprintf(msg, sizeof(msg), "%s slice '%s'",

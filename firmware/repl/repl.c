@@ -407,7 +407,9 @@ static int peer_get(struct node_repl *r, const struct node_ctl_map *m, uint32_t 
 	po.dpc.cert_len = rp->cert_len;
 	po.dpc.peers = r->o.peers;
 	po.dpc.now = r->o.now_s(r->o.arg);
-	po.dpc.slice = m->name;
+	/* a node's certificate lists no slices: HELLO names none, and each
+	 * forwarded write is judged by the slice's membership */
+	po.dpc.slice = NULL;
 	{
 		char nm[OVL_DPC_NAME_BYTES];
 

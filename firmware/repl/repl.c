@@ -169,6 +169,7 @@ struct repl_peer {
 	struct node_peer *p;           /* NULL: none now (made on the next use) */
 	uint8_t cert[OVL_CERT_MAX_BYTES]; /* our certificate, as its handshake borrows it */
 	size_t cert_len;
+	uint64_t down_until;           /* monotonic ms: unreachable until then */
 };
 
 struct node_repl {
@@ -322,6 +323,22 @@ uint64_t node_repl_max_skew_ms(const struct node_repl *r)
 	return r->o.max_clock_skew_ms;
 }
 
+void node_repl_avoid(struct node_repl *r, const struct node_ctl_map *m, bool *avoid)
+{
+	uint64_t now = mono_ms();
+
+	for (unsigned i = 0; i < r->npeers; i++) {
+		const struct repl_peer *rp = r->peers[i];
+		int mi;
+
+		if (rp->down_until <= now || strcmp(rp->slice, m->name) != 0)
+			continue;
+		mi = node_repl_member_find(m->members, m->n_members, rp->id);
+		if (mi >= 0)
+			avoid[mi] = true;
+	}
+}
+
 void node_repl_ver_next(struct node_repl *r, struct ovl_wire_ver *out)
 {
 	r->last_hlc = node_repl_hlc_next(r->last_hlc, r->seen_hlc, node_repl_now_ms(r));
@@ -461,6 +478,8 @@ static void call_done(struct ovl_dpc_call *call, void *arg)
 	}
 	res.res = e;
 	res.msg = msg;
+	res.unreachable = f->timed_out || call->result < 0;
+	f->rp->down_until = res.unreachable ? mono_ms() + NODE_REPL_UNREACHABLE_MS : 0;
 	if (e == 0) {
 		res.held = (const uint8_t(*)[OVL_ID_BYTES])call->resp.held;
 		res.nheld = call->resp.has_held ? call->resp.nheld : 0;

@@ -43,6 +43,7 @@
 #define NODE_REPL_FORWARD_TIMEOUT_MS_DEFAULT 5000
 #define NODE_REPL_MAX_CLOCK_SKEW_MS_DEFAULT 60000
 #define NODE_REPL_PEERS_MAX 128         /* connections kept to other nodes */
+#define NODE_REPL_UNREACHABLE_MS 5000   /* a node that failed a forward is passed over this long */
 #define NODE_REPL_HLC_COUNTER_BITS 16
 #define NODE_REPL_ERR_BYTES 256
 
@@ -150,6 +151,11 @@ const uint8_t *node_repl_self(const struct node_repl *r);
  * default R), at most R. */
 unsigned node_repl_min_write(const struct node_ctl_map *m);
 
+/* Mark in avoid[0..m->n_members) the members this node found unreachable
+ * (a forward to them failed to connect, broke or timed out) in the last
+ * NODE_REPL_UNREACHABLE_MS: node_repl_plan() passes them over. */
+void node_repl_avoid(struct node_repl *r, const struct node_ctl_map *m, bool *avoid);
+
 /* A new version for a write this node heads. */
 void node_repl_ver_next(struct node_repl *r, struct ovl_wire_ver *out);
 
@@ -187,6 +193,8 @@ struct node_repl_fwd_result {
 	unsigned nheld;
 	unsigned homes;               /* of them, at their proper home */
 	bool superseded;
+	bool unreachable;             /* res < 0 because the next hop could not be reached,
+				       * broke the connection or timed out (not a refusal) */
 };
 
 typedef void (*node_repl_fwd_done_fn)(void *arg, const struct node_repl_fwd_result *r);

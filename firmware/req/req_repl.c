@@ -27,11 +27,15 @@ struct req_rw {
 	struct ovl_wire_ver ver;
 	uint8_t key[NODE_STORE_KEY_MAX];
 	size_t klen;
+	char slice[OVL_WIRE_NAME_SIZE];
+	const uint8_t *val;          /* a whole PUT's value (borrowed until done) */
+	bool retried;                /* the head forwarded once more, around a node that failed */
 	uint64_t size;
 	uint32_t crc;
 	/* a streamed PUT */
 	struct node_store_stream *st;
 	uint32_t crc_run;            /* of the bytes taken, when none are stored here */
+	uint64_t fwd_written;        /* payload bytes handed to the forward */
 	void (*ready)(void *arg);    /* the stream's writer may go on */
 	void *ready_arg;
 	/* the forward to the next node */
@@ -151,12 +155,31 @@ out:
 	rw_free(rw);
 }
 
+static void rw_forward_again(struct req_rw *rw);
+
 static void fwd_done(void *arg, const struct node_repl_fwd_result *fr)
 {
 	struct req_rw *rw = arg;
 
 	rw->fwd = NULL;
 	rw->fwd_pending = false;
+	/* a whole value or a DELETE can go again; a stream only while none of
+	 * its bytes went (they wait for the next node's session) */
+	if (fr->res < 0 && fr->unreachable && rw->head && !rw->retried &&
+	    ((rw->finishing && (rw->val || rw->type == NODE_REQ_DELETE)) ||
+	     (!rw->finishing && !rw->val && rw->fwd_written == 0))) {
+		/* the next node is gone: once more, a substitute standing in */
+		snprintf(rw->fwd_msg, sizeof(rw->fwd_msg), "%s", fr->msg ? fr->msg : "forward failed");
+		rw->retried = true;
+		rw_forward_again(rw);
+		if (rw->fwd_pending)
+			return;
+		rw->fwd_res = fr->res;
+		if (!rw->finishing && rw->ready)
+			rw->ready(rw->ready_arg); /* no forward to wait for any more */
+		rw_answer(rw);
+		return;
+	}
 	rw->fwd_res = fr->res;
 	if (fr->res < 0) {
 		snprintf(rw->fwd_msg, sizeof(rw->fwd_msg), "%s", fr->msg ? fr->msg : "forward failed");
@@ -213,8 +236,16 @@ static int rw_plan(struct req_rw *rw, const struct node_req_args *a, struct ovl_
 		return refuse(rq, -EXDEV, "this node holds no map of slice '%s'", a->slice);
 	}
 	rw->replicas = m->replicas ? m->replicas : 1;
-	ret = node_repl_plan(m->members, m->n_members, rw->replicas, self, a->key, a->klen, NULL,
-			     &plan);
+	{
+		/* a client's write passes over the nodes found unreachable */
+		bool *avoid = a->fwd ? NULL : calloc(m->n_members ? m->n_members : 1, sizeof(*avoid));
+
+		if (avoid)
+			node_repl_avoid(repl, m, avoid);
+		ret = node_repl_plan(m->members, m->n_members, rw->replicas, self, a->key, a->klen,
+				     avoid, &plan);
+		free(avoid);
+	}
 	if (ret < 0)
 		return refuse(rq, ret == -ENOMEM ? -EBUSY : ret, "cannot place the key in slice '%s'",
 			      a->slice);
@@ -302,6 +333,7 @@ static struct req_rw *rw_new(struct node_req *rq, const struct node_req_args *a)
 	rw->type = a->type;
 	memcpy(rw->key, a->key, a->klen);
 	rw->klen = a->klen;
+	snprintf(rw->slice, sizeof(rw->slice), "%s", a->slice ? a->slice : "");
 	rw->size = a->size;
 	rw->crc = a->crc;
 	rq->live++;
@@ -359,6 +391,32 @@ static int local_finish(struct req_rw *rw, uint32_t crc)
 	return node_store_stream_finish(&rw->st, crc, local_done, rw);
 }
 
+/* Plan the client's write again (the node that failed now passed over)
+ * and forward it to the new chain, with the same version: a node that
+ * already holds it acknowledges it as held. */
+static void rw_forward_again(struct req_rw *rw)
+{
+	struct node_req_args a = { .type = rw->type };
+	struct ovl_wire_hop chain[OVL_PLACE_REPLICAS_MAX];
+	struct ovl_wire_ver ver = rw->ver;
+	unsigned nchain = 0;
+
+	a.slice = rw->slice;
+	a.key = rw->key;
+	a.klen = rw->klen;
+	a.size = rw->size;
+	a.crc = rw->crc;
+	if (rw_plan(rw, &a, chain, &nchain) < 0 || !nchain) {
+		rw->ver = ver;
+		return;
+	}
+	rw->ver = ver; /* the write keeps its version */
+	rw_forward(rw, &a, chain, nchain, rw->type == NODE_REQ_PUT ? rw->val : NULL,
+		   rw->val ? NULL : rw->ready, rw->ready_arg);
+	if (!rw->finishing && rw->ready)
+		rw->ready(rw->ready_arg); /* a stream's writer waits for the new forward's room */
+}
+
 int req_rw_start(struct node_req *rq, const struct node_req_args *a, node_req_done_fn done,
 		 void *arg)
 {
@@ -372,6 +430,8 @@ int req_rw_start(struct node_req *rq, const struct node_req_args *a, node_req_do
 			      a->key && a->klen ? "out of memory" : "a write needs a key");
 	rw->done = done;
 	rw->arg = arg;
+	if (a->type == NODE_REQ_PUT)
+		rw->val = a->val ? a->val : (const uint8_t *)"";
 	ret = rw_plan(rw, a, chain, &nchain);
 	if (ret < 0) {
 		rw_free(rw);
@@ -464,6 +524,8 @@ ssize_t req_rw_stream_write(struct req_rw *rw, const void *buf, size_t len)
 	}
 	if (rw->fwd && n) {
 		k = node_repl_fwd_write(rw->fwd, buf, n);
+		if (k > 0)
+			rw->fwd_written += (uint64_t)k;
 		if (k != (ssize_t)n && rw->fwd) {
 			/* the forward failed (its done may have run already) */
 			node_repl_fwd_abort(&rw->fwd);

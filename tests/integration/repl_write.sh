@@ -3,7 +3,8 @@
 # 0 B to 9 MiB written through the head, the second home and a node that is
 # no home are on both homes byte for byte (read from each node directly,
 # with the same version); overwrites and deletes follow; forwarded writes
-# that break a rule are refused with nothing stored.
+# that break a rule are refused with nothing stored. With a home SIGKILLed,
+# writes succeed through a substitute and say one copy is at its home.
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
 cluster_test rw shelf-repl
@@ -24,4 +25,10 @@ done
 	fail "not every node joined r2"
 "$C" exec -- env SHELF_CLIENT="$B/clients/r2c" "$PY" "$SRC/tests/integration/py/repl_test.py" \
 	main "$SHELF_CLUSTER_DIR" || fail "replicated writes"
+# SIGKILL the second home of a key: writes go on with a substitute
+v=$("$C" exec -- env SHELF_CLIENT="$B/clients/r2c" "$PY" "$SRC/tests/integration/py/repl_test.py" \
+	victim "$SHELF_CLUSTER_DIR") || fail "victim: $v"
+"$C" kill "$v" >/dev/null || fail "kill $v"
+"$C" exec -- env SHELF_CLIENT="$B/clients/r2c" "$PY" "$SRC/tests/integration/py/repl_test.py" \
+	killed "$SHELF_CLUSTER_DIR" "$v" || fail "writes with $v killed"
 echo "all checks passed"

@@ -3,7 +3,10 @@ replicated writes on slice r2 (R = 2).
 
 argv: MODE CLUSTER_DIR. Modes: main (writes through the head, the second
 home and a relay, read back from each replica directly; deletes; the
-refusals of forwarded writes). Exits 1 on the first failure.
+refusals of forwarded writes); victim (prints the node directory of the
+second home of key r/k/0, for the script to kill); killed NAME (with that
+node killed: writes whose homes include it succeed with a substitute, and
+the answer counts one copy at its home). Exits 1 on the first failure.
 """
 import os
 import sys
@@ -155,3 +158,43 @@ if mode == "main":
             fail(f"a refused forward stored {k!r} on {x['id'].hex()[:8]}")
     print("refused, nothing stored: a forward from a client certificate, for a key not placed "
           "on the node, from the future, with a hint for a non-member, with a stale epoch")
+
+def node_dir_of(member):
+    for n in sorted(os.listdir(cdir)):
+        log = os.path.join(cdir, n, "log")
+        if n.startswith("n") and os.path.exists(log) and \
+                ("identity " + member["id"].hex()) in open(log, errors="replace").read():
+            return n
+    fail(f"no node directory for {member['id'].hex()[:8]}")
+
+
+if mode == "victim":
+    print(node_dir_of(homes(b"r/k/0")[1]))
+
+if mode == "killed":
+    dead = [x for x in members if node_dir_of(x) == sys.argv[3]][0]
+    n_sub = 0
+    for i in range(12):
+        k = b"r/k/%d" % i
+        d = os.urandom(1000 + i * 20000)
+        h = homes(k)
+        head = h[0] if h[0] is not dead else h[1]
+        r = put_via(head, k, d)
+        held = r.get("held") or []
+        if len(held) != 2 or dead["id"] in held:
+            fail(f"{k!r} with a home dead: held {[x.hex()[:8] for x in held]}")
+        if dead in h:
+            n_sub += 1
+            if r.get("homes") != 1:
+                fail(f"{k!r}: homes {r.get('homes')} with one home dead")
+        for x in members:
+            if x is dead:
+                continue
+            back, _ = get_from(x, k)
+            if (x["id"] in held) != (back == d):
+                fail(f"{k!r}: node {x['id'].hex()[:8]} holds {back is not None}, held says "
+                     f"{x['id'] in held}")
+    if not n_sub:
+        fail("no key had the dead node as a home")
+    print(f"one node SIGKILLed: 12 writes succeed, {n_sub} of them with a substitute holding the "
+          "dead home's copy (homes 1), each copy where `held` says")

@@ -673,6 +673,10 @@ static void req_done(void *arg, const struct node_req_result *res, struct node_r
 		r.has_crc = true;
 		r.crc = res->crc;
 		r.seq = res->seq;
+		if (op->type == OVL_WIRE_T_STAT && (res->ver.hlc || res->ver.node)) {
+			r.has_ver = true;
+			r.ver = res->ver;
+		}
 		break;
 	case OVL_WIRE_T_LIST:
 		list_respond(op, res);

@@ -158,6 +158,8 @@ static void store_done(void *arg, int res, const struct node_store_objstat *st)
 		r.size = st->size;
 		r.crc = st->crc;
 		r.seq = st->seq;
+		r.ver.hlc = st->ver.hlc; /* (0, 0): written without a version */
+		r.ver.node = st->ver.node;
 	}
 	op->done(op->arg, &r, NULL);
 	op_free(op);

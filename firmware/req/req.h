@@ -120,7 +120,7 @@ struct node_req_result {
 	bool more;                /* LIST: more keys follow the last one */
 	/* PUT, DELETE through the replicated write path (replicated true) */
 	bool replicated;
-	struct ovl_wire_ver ver;  /* the write's version */
+	struct ovl_wire_ver ver;  /* the write's version; STAT: the object's ((0, 0): none) */
 	const uint8_t (*held)[OVL_ID_BYTES]; /* the nodes that hold it durably, this one first */
 	unsigned nheld;
 	unsigned homes;           /* of them, at their proper home */

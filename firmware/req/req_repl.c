@@ -202,6 +202,12 @@ static void local_done(void *arg, int res, const struct node_store_objstat *st)
 		/* the store holds this version or a newer one: held, nothing written */
 		rw->local_superseded = true;
 		stats(rw)->superseded++;
+		if (st) {
+			/* what it holds is newer: later versions from here go above it */
+			struct ovl_wire_ver v = { st->ver.hlc, st->ver.node };
+
+			node_repl_ver_seen(rw->rq->o.repl, &v);
+		}
 		res = 0;
 	}
 	if (res == -ENOENT && rw->type == NODE_REQ_DELETE)
@@ -371,24 +377,35 @@ static void rw_forward(struct req_rw *rw, const struct node_req_args *a,
 	rw->fwd_pending = true;
 }
 
-/*
- * The local copy, with the write's version. (Until the store keeps
- * versions these write unversioned: the newest arrival wins.)
- */
+/* The local copy, with the write's version: stored only if newer than
+ * what the store holds (else -EALREADY: superseded, held). */
+static struct node_store_ver store_ver(const struct req_rw *rw)
+{
+	struct node_store_ver v = { rw->ver.hlc, rw->ver.node };
+
+	return v;
+}
+
 static int local_put(struct req_rw *rw, const uint8_t *val)
 {
-	return node_store_put_async(rw->rq->o.store, rw->key, rw->klen, val, (size_t)rw->size,
-				    local_done, rw);
+	struct node_store_ver v = store_ver(rw);
+
+	return node_store_put_ver_async(rw->rq->o.store, rw->key, rw->klen, val, (size_t)rw->size,
+					&v, local_done, rw);
 }
 
 static int local_delete(struct req_rw *rw)
 {
-	return node_store_delete_async(rw->rq->o.store, rw->key, rw->klen, local_done, rw);
+	struct node_store_ver v = store_ver(rw);
+
+	return node_store_delete_ver_async(rw->rq->o.store, rw->key, rw->klen, &v, local_done, rw);
 }
 
 static int local_finish(struct req_rw *rw, uint32_t crc)
 {
-	return node_store_stream_finish(&rw->st, crc, local_done, rw);
+	struct node_store_ver v = store_ver(rw);
+
+	return node_store_stream_finish_ver(&rw->st, crc, &v, local_done, rw);
 }
 
 /* Plan the client's write again (the node that failed now passed over)

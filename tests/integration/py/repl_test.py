@@ -82,8 +82,10 @@ def check_copies(key, data, r, how):
             if back != data:
                 fail(f"{key!r} ({how}): replica {x['id'].hex()[:8]} has "
                      f"{None if back is None else len(back)} bytes, not the {len(data)} put")
-            if "ver" in gr and gr["ver"] != r["ver"]:
-                fail(f"{key!r} ({how}): replica {x['id'].hex()[:8]} version {gr['ver']} != {r['ver']}")
+            with c.connect(SL, x) as cn:
+                st, _ = cn.request(STAT, {"key": key})
+            if st.get("ver") != r["ver"]:
+                fail(f"{key!r} ({how}): replica {x['id'].hex()[:8]} version {st.get('ver')} != {r['ver']}")
         elif back is not None:
             fail(f"{key!r} ({how}): node {x['id'].hex()[:8]}, no home, holds a copy")
 
@@ -156,6 +158,29 @@ if mode == "main":
     for x in members:
         if get_from(x, k)[0] is not None:
             fail(f"a refused forward stored {k!r} on {x['id'].hex()[:8]}")
+
+    # versions: an older write arriving later is acknowledged as superseded
+    # and not stored; a delete is a tombstone an older write cannot undo
+    k = b"r/ver"
+    d = os.urandom(3000)
+    r = put_via(homes(k)[0], k, d)
+    old = [r["ver"][0] - 1, r["ver"][1]]
+    stale = {"key": k, "size": 5, "crc": crc32c(b"older"), "ver": old,
+             "fwd": {"chain": [], "home": None}}
+    with nc.connect(SL, homes(k)[1], hello_meta=no_slice) as cn:
+        rr, _ = cn.request(PUT, stale, b"older")
+    if not rr.get("superseded") or rr.get("held") != [homes(k)[1]["id"]]:
+        fail(f"an older forwarded write: {rr}")
+    if get_from(homes(k)[1], k)[0] != d:
+        fail("an older forwarded write replaced the newer copy")
+    with c.connect(SL, homes(k)[1]) as cn:
+        dr, _ = cn.request(DELETE, {"key": k})
+    for x in homes(k):
+        with nc.connect(SL, x, hello_meta=no_slice) as cn:
+            rr, _ = cn.request(PUT, dict(stale, ver=r["ver"]), b"older")
+        if not rr.get("superseded") or get_from(x, k)[0] is not None:
+            fail(f"a write older than the delete came back on {x['id'].hex()[:8]}: {rr}")
+    print("an older write is acknowledged as superseded and not stored; a delete is not undone by one")
     print("refused, nothing stored: a forward from a client certificate, for a key not placed "
           "on the node, from the future, with a hint for a non-member, with a stale epoch")
 

@@ -400,6 +400,7 @@ static int peer_get(struct node_repl *r, const struct node_ctl_map *m, uint32_t 
 				return -EBUSY;
 			}
 			peer_drop(rp);
+			rp->down_until = 0; /* another node's entry now */
 		} else {
 			rp = calloc(1, sizeof(*rp));
 			if (!rp) {

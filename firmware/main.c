@@ -65,6 +65,8 @@ struct node_config {
 	/* GET answers (node_dp_opts) */
 	uint64_t response_budget, response_conn_share, response_piece;
 	int64_t send_timeout_ms;
+	/* replication (node_repl_opts) */
+	int64_t forward_timeout_ms, max_clock_skew_ms;
 };
 
 #define C(f) offsetof(struct node_config, f)
@@ -143,6 +145,13 @@ static const struct ovl_conf_item node_conf[] = {
 	  "a GET is read from the drive in pieces of this size (a multiple of 64K) as the socket drains" },
 	{ "send_timeout", OVL_CONF_MS, "30s", C(send_timeout_ms), 0, 1000, 3600000,
 	  "a connection whose sends make no progress this long is closed, and what it held freed" },
+	/* replicated slices */
+	{ "forward_timeout", OVL_CONF_MS, "5s", C(forward_timeout_ms), 0, 100, 600000,
+	  "a replica a write is forwarded to that shows no progress this long (per hop after it) "
+	  "counts as down: the write fails over it" },
+	{ "max_clock_skew_ms", OVL_CONF_MS, "60s", C(max_clock_skew_ms), 0, 1, 86400000,
+	  "a forwarded write whose version is further ahead of this node's clock is refused "
+	  "(bad-request, version from the future)" },
 	OVL_CONF_END
 };
 
@@ -153,6 +162,7 @@ struct node_ctx {
 	struct node_loop *loop;
 	struct node_store *store;
 	struct node_req *req;          /* the request layer over the store */
+	struct node_repl *repl;        /* replication: forwards to the other nodes */
 	int space_state;           /* last logged: 0 ok, 1 nearly full, 2 full */
 	struct ovl_id *id;
 	char drive_path[NODE_PATH_BYTES];
@@ -600,14 +610,69 @@ static int dp_map_get(void *arg, const char *slice, uint8_t **buf, size_t *len)
 	return node_ctl_map_encode(arg, slice, buf, len);
 }
 
+static const struct node_ctl_map *repl_map_find(void *arg, const char *slice)
+{
+	struct node_ctx *n = arg;
+
+	return n->ctl ? node_ctl_map_find(n->ctl, slice) : NULL;
+}
+
+static const uint8_t *repl_cert_get(void *arg, size_t *len)
+{
+	struct node_ctx *n = arg;
+
+	return n->ctl ? node_ctl_cert(n->ctl, len) : NULL;
+}
+
+static uint64_t repl_now_s(void *arg)
+{
+	struct node_ctx *n = arg;
+
+	return node_ctl_now(n->ctl);
+}
+
+/* Versions' clock, unix ms: the system clock while it agrees with the
+ * trusted (broker-signed) time within a second; the trusted time when it
+ * does not (a board without a real-time clock). */
+static uint64_t repl_now_ms(void *arg)
+{
+	struct node_ctx *n = arg;
+	struct timespec ts;
+	uint64_t sys, trusted = node_ctl_now(n->ctl) * 1000;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	sys = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	if (!trusted || (sys + 1000 >= trusted && sys <= trusted + 2000))
+		return sys;
+	return trusted;
+}
+
 static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 {
 	struct node_dp_opts o = { 0 };
 	struct sockaddr_in6 any = { .sin6_family = AF_INET6 };
 	char err[512];
 
+	if (!n->repl && n->ctl) {
+		struct node_repl_opts po = { 0 };
+
+		po.loop = n->loop;
+		po.id = n->id;
+		po.peers = n->peers;
+		po.map_find = repl_map_find;
+		po.cert_get = repl_cert_get;
+		po.now_s = repl_now_s;
+		po.now_ms = repl_now_ms;
+		po.arg = n;
+		po.forward_timeout_ms = (uint64_t)n->cfg.forward_timeout_ms;
+		po.max_clock_skew_ms = (uint64_t)n->cfg.max_clock_skew_ms;
+		if (node_repl_new(&n->repl, &po, err, sizeof(err)) < 0) {
+			ovl_err("data plane: %s", err);
+			return;
+		}
+	}
 	if (!n->req) {
-		struct node_req_opts ro = { .loop = n->loop, .store = n->store };
+		struct node_req_opts ro = { .loop = n->loop, .store = n->store, .repl = n->repl };
 
 		if (node_req_new(&n->req, &ro, err, sizeof(err)) < 0) {
 			ovl_err("data plane: %s", err);
@@ -745,6 +810,7 @@ static bool drain(struct node_ctx *n)
 	uint64_t end = ovl_mono_ms() + NODE_DRAIN_MS;
 
 	node_dp_stop(n->dp);
+	node_repl_stop(n->repl); /* its connections to other nodes close */
 	disarm(n, &n->sig_ev, &n->sig_armed);
 	for (;;) {
 		unsigned tick = n->tick_armed ? 1 : 0;
@@ -861,6 +927,8 @@ int main(int argc, char **argv)
 		ctl_tick(&n);
 		if (n.dp)
 			node_dp_tick(n.dp, (uint64_t)(ovl_mono_ms()));
+		if (n.repl)
+			node_repl_tick(n.repl, ovl_mono_ms());
 		if (++n.ticks % (NODE_BUDGET_CHECK_MS / NODE_TICK_MS))
 			continue;
 		node_store_stats(n.store, &st);
@@ -886,6 +954,7 @@ out:
 	drained = !n.loop || drain(&n);
 	shutdown_net(&n);
 	node_req_destroy(&n.req);
+	node_repl_destroy(&n.repl);
 	if (n.store && !drained) {
 		/* i/o still on the loop: the store cannot be closed under it;
 		 * the next start recovers it as after a crash */

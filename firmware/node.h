@@ -11,6 +11,7 @@
 #include "req/req.h"
 #include "dp/dp.h"
 #include "peer/peer.h"
+#include "repl/repl.h"
 #include "store/disk.h"
 #include "store/store.h"
 #include "ctl/ctl.h"

@@ -16,6 +16,8 @@ struct txi {
 	const uint8_t *payload;     /* what follows the head */
 	uint64_t plen;
 	uint64_t off;               /* bytes of head and payload sent */
+	size_t fill;                /* a stream's chunk: plaintext bytes written into it */
+	struct ovl_dpc_call *scall; /* a stream's chunk: its call (counted in st_queued while open) */
 	size_t hlen;
 	uint8_t head[];
 };
@@ -37,6 +39,8 @@ struct ovl_dpc {
 	struct ovl_dpc_call *wait_head, *wait_tail;
 	struct ovl_dpc_call *sent_head, *sent_tail;
 	unsigned inflight;
+	struct ovl_dpc_call *streaming; /* a stream whose head is out and payload not all written */
+	uint64_t st_queued;         /* its chunks' bytes queued and not yet sent */
 	/* receive side: a head, then the payload of the call it answers */
 	uint8_t head[OVL_WIRE_HEAD_MAX_BYTES];
 	size_t fill, need;          /* head bytes held; bytes the head has in all (32 until known) */
@@ -156,6 +160,8 @@ static void progress(const struct ovl_dpc_call *call, uint64_t before, uint64_t 
 		call->progress(call->progress_arg, now, total);
 }
 
+static int wait_flush(struct ovl_dpc *c);
+
 /* ---- failure ---------------------------------------------------------------- */
 
 /* Nothing more goes out: a borrowed payload is not touched again. */
@@ -195,6 +201,15 @@ static int fail(struct ovl_dpc *c, int code, const char *fmt, ...)
 	vsnprintf(c->err, sizeof(c->err), fmt, ap);
 	va_end(ap);
 	c->tx_pending = 0;
+	if (c->streaming) {
+		struct txi *seg = c->streaming->st_seg;
+
+		if (seg)
+			free(seg->sealed);
+		free(seg);
+		c->streaming->st_seg = NULL;
+		c->streaming = NULL;
+	}
 	rx_body_drop(c);
 	if (!c->tx_lent) {
 		tx_drop(c);
@@ -352,6 +367,34 @@ static int call_seal(struct ovl_dpc *c, struct ovl_dpc_call *call, char *err, si
 		return mlen;
 	h.type = call->req.type;
 	h.flags = call->encrypt && call->payload_len ? OVL_WIRE_FLAG_ENCRYPTED : 0;
+	if (call->stream) {
+		/* the payload follows as it is written, sealed chunk by chunk */
+		h.payload_len = h.flags ? ovl_wire_sealed_len(call->payload_len) : call->payload_len;
+		if (++c->rid == 0)
+			c->rid = 1;
+		h.rid = c->rid;
+		cap = OVL_WIRE_HDR_BYTES + (size_t)mlen + OVL_WIRE_MAC_BYTES;
+		t = malloc(sizeof(*t) + cap);
+		if (!t)
+			return -ENOMEM;
+		memset(t, 0, sizeof(*t));
+		hl = ovl_wire_head_seal(&c->ses, &h, meta, (size_t)mlen, t->head, cap, err, errlen);
+		if (hl < 0) {
+			free(t);
+			return -EINVAL;
+		}
+		t->hlen = (size_t)hl;
+		memcpy(call->shdr, t->head, OVL_WIRE_HDR_BYTES);
+		call->rid = h.rid;
+		call->st_left = call->payload_len;
+		call->st_chunk = 0;
+		call->st_seg = NULL;
+		tx_push(c, t);
+		list_push(&c->sent_head, &c->sent_tail, call);
+		c->streaming = call;
+		c->st_queued = 0;
+		return 0;
+	}
 	h.payload_len = h.flags ? ovl_wire_sealed_len(call->payload_len) : call->payload_len;
 	if (++c->rid == 0)
 		c->rid = 1;
@@ -398,12 +441,19 @@ int ovl_dpc_call_start(struct ovl_dpc *c, struct ovl_dpc_call *call, char *err, 
 	call->body_owned = false;
 	call->sent = call->answered = false;
 	call->next = NULL;
+	call->st_seg = NULL;
+	call->st_left = 0;
+	if (call->stream && (call->req.type != OVL_WIRE_T_PUT || call->payload_len == 0))
+		call->stream = false; /* nothing to stream: an ordinary call */
+	if (call->stream)
+		call->payload = NULL;
 	if (c->failed) {
 		set_err(err, errlen, "%s", c->err);
 		return c->failed;
 	}
-	if (!c->ready || c->wait_head) {
-		/* checked now, sealed when the session is up (in the order started) */
+	if (!c->ready || c->wait_head || c->streaming) {
+		/* checked now, sealed when the session is up and no stream is
+		 * open (in the order started) */
 		ret = call_meta(call, meta, sizeof(meta), err, errlen);
 		if (ret < 0)
 			return ret;
@@ -448,6 +498,8 @@ uint64_t ovl_dpc_tx_pending(const struct ovl_dpc *c)
 
 void ovl_dpc_tx_done(struct ovl_dpc *c, size_t n)
 {
+	uint64_t queued = c->st_queued;
+
 	c->tx_lent = false;
 	if (c->failed) {
 		/* the send that may have read them has ended */
@@ -473,6 +525,8 @@ void ovl_dpc_tx_done(struct ovl_dpc *c, size_t n)
 		c->tx_head = t->next;
 		if (!c->tx_head)
 			c->tx_tail = NULL;
+		if (t->scall && t->scall == c->streaming)
+			c->st_queued -= t->plen;
 		free(t->sealed);
 		free(t);
 		if (call) {
@@ -481,6 +535,91 @@ void ovl_dpc_tx_done(struct ovl_dpc *c, size_t n)
 				complete(c, call, 0, NULL);
 		}
 	}
+	/* the stream's queue drained some: its writer may go on */
+	if (c->streaming && c->st_queued < queued && c->streaming->room)
+		c->streaming->room(c->streaming->room_arg);
+}
+
+uint64_t ovl_dpc_call_room(const struct ovl_dpc *c, const struct ovl_dpc_call *call)
+{
+	uint64_t room;
+
+	if (c->failed || c->streaming != call || c->st_queued >= OVL_DPC_STREAM_QUEUE_BYTES)
+		return 0;
+	room = OVL_DPC_STREAM_QUEUE_BYTES - c->st_queued;
+	return room < call->st_left ? room : call->st_left;
+}
+
+ssize_t ovl_dpc_call_write(struct ovl_dpc *c, struct ovl_dpc_call *call, const void *buf,
+			   size_t len)
+{
+	const uint8_t *in = buf;
+	uint64_t room;
+	size_t used = 0;
+
+	if (c->failed)
+		return c->failed;
+	if (c->streaming != call)
+		return 0; /* not its turn yet (or every byte is written) */
+	room = ovl_dpc_call_room(c, call);
+	if (len > room)
+		len = (size_t)room;
+	while (used < len) {
+		struct txi *t = call->st_seg;
+		size_t k;
+
+		if (!t) {
+			t = calloc(1, sizeof(*t));
+			if (t)
+				t->sealed = malloc(OVL_WIRE_CHUNK_BYTES + OVL_WIRE_TAG_BYTES);
+			if (!t || !t->sealed) {
+				free(t);
+				return used ? (ssize_t)used
+					    : fail(c, -ENOMEM, "no memory for a streamed payload");
+			}
+			t->scall = call;
+			t->payload = t->sealed;
+			call->st_seg = t;
+		}
+		k = OVL_WIRE_CHUNK_BYTES - t->fill;
+		if (k > len - used)
+			k = len - used;
+		memcpy(t->sealed + t->fill, in + used, k);
+		t->fill += k;
+		used += k;
+		call->st_left -= k;
+		if (t->fill < OVL_WIRE_CHUNK_BYTES && call->st_left)
+			continue;
+		/* a whole chunk (or the last): sealed and queued */
+		t->plen = t->fill;
+		if (call->encrypt) {
+			if (ovl_wire_chunk_seal(&c->ses, call->shdr, call->st_chunk, t->sealed,
+						t->fill) < 0) {
+				free(t->sealed);
+				free(t);
+				call->st_seg = NULL;
+				return fail(c, -EINVAL, "cannot seal chunk %u of a streamed payload",
+					    call->st_chunk);
+			}
+			t->plen += OVL_WIRE_TAG_BYTES;
+		}
+		call->st_chunk++;
+		call->st_seg = NULL;
+		if (!call->st_left)
+			t->call = call; /* its last bytes: sent when they are */
+		tx_push(c, t);
+		c->st_queued += t->plen;
+		if (!call->st_left) {
+			int ret;
+
+			c->streaming = NULL;
+			c->st_queued = 0;
+			ret = wait_flush(c);
+			if (ret < 0)
+				return ret;
+		}
+	}
+	return (ssize_t)used;
 }
 
 /* ---- receive ------------------------------------------------------------------ */
@@ -497,6 +636,30 @@ size_t ovl_dpc_rx_space(struct ovl_dpc *c, uint8_t **buf)
 	return c->need - c->fill;
 }
 
+/* Seal the calls that waited (for the session, or for a stream to end),
+ * in order, until a stream opens. 0 or the engine's failure. */
+static int wait_flush(struct ovl_dpc *c)
+{
+	char e[OVL_DPC_ERR_BYTES] = "";
+	int ret;
+
+	while (c->wait_head && !c->streaming && !c->failed) {
+		struct ovl_dpc_call *call = c->wait_head;
+
+		list_remove(&c->wait_head, &c->wait_tail, call);
+		ret = call_seal(c, call, e, sizeof(e));
+		if (ret == -EINVAL) {
+			complete(c, call, ret, e); /* a request the session refuses to seal */
+		} else if (ret < 0) {
+			list_push(&c->wait_head, &c->wait_tail, call);
+			return fail(c, ret, "%s", e[0] ? e : strerror(-ret));
+		} else if (call->stream && call->room) {
+			call->room(call->room_arg); /* its turn: bytes may come */
+		}
+	}
+	return c->failed;
+}
+
 /* The handshake's answer is complete in c->head. */
 static int hs_finish(struct ovl_dpc *c)
 {
@@ -509,19 +672,7 @@ static int hs_finish(struct ovl_dpc *c)
 	if (ret < 0)
 		return fail(c, ret, "%s", e[0] ? e : strerror(-ret));
 	c->ready = true;
-	while (c->wait_head) {
-		struct ovl_dpc_call *call = c->wait_head;
-
-		list_remove(&c->wait_head, &c->wait_tail, call);
-		ret = call_seal(c, call, e, sizeof(e));
-		if (ret == -EINVAL) {
-			complete(c, call, ret, e); /* a request the session refuses to seal */
-		} else if (ret < 0) {
-			list_push(&c->wait_head, &c->wait_tail, call);
-			return fail(c, ret, "%s", e[0] ? e : strerror(-ret));
-		}
-	}
-	return 0;
+	return wait_flush(c);
 }
 
 static void rx_complete(struct ovl_dpc *c)

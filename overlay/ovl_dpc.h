@@ -67,6 +67,13 @@ struct ovl_dpc_call {
 	void *done_arg;
 	ovl_dpc_progress_fn progress;      /* optional */
 	void *progress_arg;
+	/* a streamed PUT: the payload is not given up front (payload unused,
+	 * payload_len its plaintext bytes) but written with ovl_dpc_call_write()
+	 * as it becomes known; room(room_arg) (optional) runs when the stream
+	 * can take more after a write took fewer bytes than offered */
+	bool stream;
+	void (*room)(void *arg);
+	void *room_arg;
 	/* out, once complete */
 	bool complete;
 	int result;                        /* 0: resp is the node's answer; <0: no answer (err says why) */
@@ -78,6 +85,10 @@ struct ovl_dpc_call {
 	struct ovl_dpc_call *next;
 	uint32_t rid;
 	bool sent, answered, body_owned;
+	uint8_t shdr[OVL_WIRE_HDR_BYTES];  /* stream: its sealed header (the chunks' aad) */
+	uint64_t st_left;                  /* stream: plaintext bytes not yet written */
+	uint32_t st_chunk;                 /* stream: index of the chunk being filled */
+	void *st_seg;                      /* stream: that chunk (the engine's) */
 };
 
 /* Zero a call (every field), ready to fill its "in" fields. */
@@ -153,6 +164,30 @@ int ovl_dpc_call_start(struct ovl_dpc *c, struct ovl_dpc_call *call, char *err, 
 
 /* Requests started and not yet complete. */
 unsigned ovl_dpc_inflight(const struct ovl_dpc *c);
+
+/*
+ * ---- streamed PUTs ----
+ *
+ * A call started with call->stream set sends its head once its turn
+ * comes (after the handshake and the calls started before it); its
+ * payload follows as the caller writes it. Frames never interleave: calls
+ * started while a stream is open wait until its last byte was written.
+ * The engine holds at most OVL_DPC_STREAM_QUEUE_BYTES of a stream's bytes
+ * not yet sent (copied, sealed chunk by chunk when call->encrypt), so a
+ * writer is bounded in memory and paced by the connection.
+ */
+#define OVL_DPC_STREAM_QUEUE_BYTES (256u << 10)
+
+/* How many bytes the stream of `call` can take now (0: not yet its turn,
+ * its queue is full, or every byte was written; room() runs when that
+ * changes). */
+uint64_t ovl_dpc_call_room(const struct ovl_dpc *c, const struct ovl_dpc_call *call);
+
+/* Copy up to len of the stream's next bytes into the engine: how many
+ * were taken (at most ovl_dpc_call_room(); 0 when it is not the stream's
+ * turn yet, or its every byte was written), or the engine's failure. */
+ssize_t ovl_dpc_call_write(struct ovl_dpc *c, struct ovl_dpc_call *call, const void *buf,
+			   size_t len);
 
 /*
  * Bytes to send: fills iov[0..n) with the next pending bytes, in order, and

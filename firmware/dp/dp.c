@@ -438,6 +438,26 @@ static void respond_status(struct dp_conn *dc, uint8_t type, uint32_t rid, uint3
 	respond(dc, type, rid, &r, NULL, 0, false);
 }
 
+/* The status for a refusal of the request layer: its errno, with the
+ * forwarding refusals (req.h, "Replicated writes") named as such. */
+static uint32_t req_status(int err)
+{
+	if (err == -EACCES)
+		return OVL_WIRE_AUTH_FAILED; /* a forward from no member of the slice */
+	if (err == -EXDEV)
+		return OVL_WIRE_WRONG_SLICE; /* a forward for a key not placed here */
+	return ovl_wire_errno_to_status(err);
+}
+
+/* A forwarded write's version, `fwd` and sender, for the request layer. */
+static void fwd_args(const struct dp_conn *dc, const struct ovl_wire_req *q,
+		     struct node_req_args *a)
+{
+	a->ver = q->has_ver ? &q->ver : NULL;
+	a->fwd = q->has_fwd ? &q->fwd : NULL;
+	a->peer_id = q->has_fwd || q->has_ver ? dc->ses.peer.node_id : NULL;
+}
+
 /* ---- requests and their order ---- */
 
 static struct dp_op *op_new(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint64_t epoch,
@@ -630,11 +650,21 @@ static void req_done(void *arg, const struct node_req_result *res, struct node_r
 	struct ovl_wire_resp r = { .epoch = op->epoch };
 
 	if (res->res < 0) {
-		r.status = ovl_wire_errno_to_status(res->res);
+		r.status = req_status(res->res);
 		snprintf(r.message, sizeof(r.message), "%s", res->msg);
 		respond(dc, op->type, op->rid, &r, NULL, 0, false);
 		op_finish(op);
 		return;
+	}
+	if (res->replicated) {
+		/* who holds the write, and its version */
+		r.has_ver = true;
+		r.ver = res->ver;
+		r.has_held = true;
+		r.nheld = res->nheld < OVL_WIRE_HELD_MAX ? res->nheld : OVL_WIRE_HELD_MAX;
+		memcpy(r.held, res->held, (size_t)r.nheld * OVL_WIRE_NODE_ID_BYTES);
+		r.homes = res->homes < r.nheld ? res->homes : r.nheld;
+		r.superseded = res->superseded;
 	}
 	switch (op->type) {
 	case OVL_WIRE_T_PUT:
@@ -643,6 +673,10 @@ static void req_done(void *arg, const struct node_req_result *res, struct node_r
 		r.has_crc = true;
 		r.crc = res->crc;
 		r.seq = res->seq;
+		if (op->type == OVL_WIRE_T_STAT && (res->ver.hlc || res->ver.node)) {
+			r.has_ver = true;
+			r.ver = res->ver;
+		}
 		break;
 	case OVL_WIRE_T_LIST:
 		list_respond(op, res);
@@ -917,10 +951,12 @@ static void op_begin(struct dp_op *op)
 		a.val = op->pay;
 		a.size = op->q.size;
 		a.crc = op->q.crc;
+		fwd_args(dc, &op->q, &a);
 		ret = node_req_start(dp->o.req, &a, req_done, op);
 		break;
 	case OVL_WIRE_T_DELETE:
 		a.type = NODE_REQ_DELETE;
+		fwd_args(dc, &op->q, &a);
 		ret = node_req_start(dp->o.req, &a, req_done, op);
 		break;
 	case OVL_WIRE_T_STAT:
@@ -940,7 +976,7 @@ static void op_begin(struct dp_op *op)
 		break;
 	}
 	if (ret < 0) {
-		respond_status(dc, op->type, op->rid, ovl_wire_errno_to_status(ret), op->epoch, "%s",
+		respond_status(dc, op->type, op->rid, req_status(ret), op->epoch, "%s",
 			       node_req_errmsg(dp->o.req));
 		op_finish(op);
 	}
@@ -1022,6 +1058,7 @@ static struct node_req_args put_args(const struct dp_conn *dc)
 	a.klen = dc->req.key_len;
 	a.size = dc->req.size;
 	a.crc = dc->req.crc;
+	fwd_args(dc, &dc->req, &a);
 	return a;
 }
 
@@ -1319,7 +1356,7 @@ static void stream_begin(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint3
 		free(dc->seal);
 		dc->seal = NULL;
 		dc->skip = true;
-		*status = ovl_wire_errno_to_status(ret);
+		*status = req_status(ret);
 		*msg = node_req_errmsg(dp->o.req);
 		return;
 	}
@@ -1522,7 +1559,11 @@ static ssize_t dp_data(void *arg, struct node_conn *c, const uint8_t *buf, size_
 		uint32_t status = OVL_WIRE_OK;
 		char msg[OVL_WIRE_TEXT_SIZE] = "";
 
-		if (!sl || !ovl_wire_session_allows(&dc->ses, q->slice)) {
+		/* a node's certificate names no slices: its forwarded writes are
+		 * judged by the slice's membership in the request layer */
+		bool node_fwd = dc->ses.peer.role == OVL_ROLE_NODE && (q->has_fwd || q->has_ver);
+
+		if (!sl || (!node_fwd && !ovl_wire_session_allows(&dc->ses, q->slice))) {
 			dp->st.wrong_slice++;
 			status = OVL_WIRE_WRONG_SLICE;
 			snprintf(msg, sizeof(msg), "%s slice '%s'",
@@ -1533,6 +1574,12 @@ static ssize_t dp_data(void *arg, struct node_conn *c, const uint8_t *buf, size_
 			status = OVL_WIRE_STALE_MAP;
 			snprintf(msg, sizeof(msg), "map epoch %" PRIu64 " is stale; the node has %" PRIu64,
 				 q->epoch, sl->epoch);
+		} else if ((q->has_fwd || q->has_ver) && dc->ses.peer.role != OVL_ROLE_NODE) {
+			/* only nodes forward writes (and carry versions) */
+			dp->st.refused_forward++;
+			status = OVL_WIRE_AUTH_FAILED;
+			snprintf(msg, sizeof(msg), "a %s certificate cannot forward writes",
+				 ovl_role_name(dc->ses.peer.role) ? ovl_role_name(dc->ses.peer.role) : "non-node");
 		} else if (h.type == OVL_WIRE_T_PUT && sl->encrypt &&
 			   !(h.flags & OVL_WIRE_FLAG_ENCRYPTED) && h.payload_len) {
 			status = OVL_WIRE_BAD_REQUEST;

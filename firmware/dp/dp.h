@@ -140,6 +140,7 @@ struct node_dp_stats {
 	uint64_t handshakes, handshake_failures, requests, puts, gets, deletes, stats, lists, maps;
 	uint64_t refused_busy, stale_map, wrong_slice, checksum_mismatch, auth_failures;
 	uint64_t refused_key;     /* authenticated, but the key held max_conns_per_key */
+	uint64_t refused_forward; /* a forwarded write (ver, fwd) from a certificate not a node's */
 	uint64_t timed_out;       /* ERROR or status timeout sent before a close */
 	uint64_t response_frames; /* a client sent a response-type frame: closed */
 	uint64_t resp_waits;           /* GET pieces that waited for the node's response budget */

@@ -213,6 +213,23 @@ int node_peer_call(struct node_peer *p, struct ovl_dpc_call *call, char *err, si
 	return ret;
 }
 
+uint64_t node_peer_room(const struct node_peer *p, const struct ovl_dpc_call *call)
+{
+	return p->dying ? 0 : ovl_dpc_call_room(p->c, call);
+}
+
+ssize_t node_peer_write(struct node_peer *p, struct ovl_dpc_call *call, const void *buf, size_t len)
+{
+	ssize_t n;
+
+	if (p->dying)
+		return -ECONNABORTED;
+	n = ovl_dpc_call_write(p->c, call, buf, len);
+	if (n > 0)
+		kick(p);
+	return n;
+}
+
 bool node_peer_ready(const struct node_peer *p)
 {
 	return ovl_dpc_ready(p->c);

@@ -56,6 +56,12 @@ int node_peer_new(struct node_peer **out, const struct node_peer_opts *o, char *
  */
 int node_peer_call(struct node_peer *p, struct ovl_dpc_call *call, char *err, size_t errlen);
 
+/* A streamed call (call->stream, see ovl_dpc.h): how many more bytes it
+ * takes now, and write them (copied; sent as the connection drains). The
+ * call's room() runs from the loop when more can be taken. */
+uint64_t node_peer_room(const struct node_peer *p, const struct ovl_dpc_call *call);
+ssize_t node_peer_write(struct node_peer *p, struct ovl_dpc_call *call, const void *buf, size_t len);
+
 /* The session is up. */
 bool node_peer_ready(const struct node_peer *p);
 

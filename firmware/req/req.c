@@ -1,4 +1,4 @@
-#include "req.h"
+#include "req_int.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -9,13 +9,6 @@
  * asked for, and never more than REQ_LIST_ARENA_MAX_BYTES */
 #define REQ_LIST_KEY_BYTES 64u
 #define REQ_LIST_ARENA_MAX_BYTES (4u << 20)
-
-struct node_req {
-	struct node_req_opts o;
-	const char *msg;  /* the last failure: a literal or the store's message */
-	unsigned live;    /* requests in flight, streams and kept buffers */
-	bool dying;       /* destroyed: freed with the last of them */
-};
 
 /* A GET's read buffer, handed to the caller with its bytes. */
 struct node_req_buf {
@@ -60,12 +53,13 @@ struct node_req_get {
 
 struct node_req_stream {
 	struct node_req *rq;
+	struct req_rw *rw;            /* a replicated write (then st is unused) */
 	struct node_store_stream *st;
 	uint64_t size;
 	uint32_t crc;
 };
 
-static void rq_put(struct node_req *rq)
+void req_rq_put(struct node_req *rq)
 {
 	if (--rq->live == 0 && rq->dying)
 		free(rq);
@@ -135,7 +129,7 @@ static void op_free(struct req_op *op)
 
 	node_store_rbuf_release(&op->buf.srb);
 	free(op);
-	rq_put(rq);
+	req_rq_put(rq);
 }
 
 void node_req_buf_release(struct node_req_buf **bp)
@@ -164,6 +158,8 @@ static void store_done(void *arg, int res, const struct node_store_objstat *st)
 		r.size = st->size;
 		r.crc = st->crc;
 		r.seq = st->seq;
+		r.ver.hlc = st->ver.hlc; /* (0, 0): written without a version */
+		r.ver.node = st->ver.node;
 	}
 	op->done(op->arg, &r, NULL);
 	op_free(op);
@@ -217,7 +213,7 @@ static void get_free(struct node_req_get *g)
 	struct node_req *rq = g->rq;
 
 	free(g);
-	rq_put(rq);
+	req_rq_put(rq);
 }
 
 /* Read [off, off + len) of the key: its completion is piece_done(). */
@@ -524,6 +520,8 @@ int node_req_start(struct node_req *rq, const struct node_req_args *a, node_req_
 
 	if (a->type == NODE_REQ_LIST)
 		return req_list(rq, a, done, arg);
+	if ((a->type == NODE_REQ_PUT || a->type == NODE_REQ_DELETE) && req_rw_wanted(rq, a))
+		return req_rw_start(rq, a, done, arg);
 	op = op_new(rq, a->type, done, arg);
 	if (!op) {
 		rq->msg = "out of memory";
@@ -589,6 +587,16 @@ int node_req_stream_begin(struct node_req *rq, const struct node_req_args *a,
 	st->rq = rq;
 	st->size = a->size;
 	st->crc = a->crc;
+	if (req_rw_wanted(rq, a)) {
+		ret = req_rw_stream_begin(rq, a, ready, arg, &st->rw);
+		if (ret < 0) {
+			free(st);
+			return ret;
+		}
+		rq->live++;
+		*out = st;
+		return 0;
+	}
 	ret = node_store_stream_begin(rq->o.store, a->key, a->klen, a->size, ready, arg, &st->st);
 	if (ret < 0) {
 		rq->msg = node_store_errmsg(rq->o.store);
@@ -602,7 +610,11 @@ int node_req_stream_begin(struct node_req *rq, const struct node_req_args *a,
 
 ssize_t node_req_stream_write(struct node_req_stream *st, const void *buf, size_t len)
 {
-	ssize_t w = node_store_stream_write(st->st, buf, len);
+	ssize_t w;
+
+	if (st->rw)
+		return req_rw_stream_write(st->rw, buf, len);
+	w = node_store_stream_write(st->st, buf, len);
 
 	if (w < 0)
 		st->rq->msg = node_store_errmsg(st->rq->o.store);
@@ -611,6 +623,8 @@ ssize_t node_req_stream_write(struct node_req_stream *st, const void *buf, size_
 
 uint32_t node_req_stream_crc(const struct node_req_stream *st)
 {
+	if (st->rw)
+		return req_rw_stream_crc(st->rw);
 	return node_store_stream_crc(st->st);
 }
 
@@ -619,8 +633,10 @@ static void stream_free(struct node_req_stream **stp)
 	struct node_req_stream *st = *stp;
 
 	*stp = NULL;
+	if (st->rw)
+		req_rw_stream_abort(st->rw);
 	node_store_stream_abort(&st->st);
-	rq_put(st->rq);
+	req_rq_put(st->rq);
 	free(st);
 }
 
@@ -628,9 +644,18 @@ int node_req_stream_finish(struct node_req_stream **stp, node_req_done_fn done, 
 {
 	struct node_req_stream *st = *stp;
 	struct node_req *rq = st->rq;
-	struct req_op *op = op_new(rq, NODE_REQ_PUT, done, arg);
+	struct req_op *op = NULL;
 	int ret;
 
+	if (st->rw) {
+		struct req_rw *rw = st->rw;
+
+		st->rw = NULL; /* the write is rw's now: finish consumes it */
+		ret = req_rw_stream_finish(rw, st->crc, done, arg);
+		stream_free(stp);
+		return ret;
+	}
+	op = op_new(rq, NODE_REQ_PUT, done, arg);
 	if (!op) {
 		rq->msg = "out of memory";
 		stream_free(stp);
@@ -653,7 +678,7 @@ void node_req_stream_abort(struct node_req_stream **stp)
 		stream_free(stp);
 }
 
-unsigned node_req_counters(const struct node_req *rq, struct ovl_wire_counter *c, unsigned max)
+static unsigned store_counters(const struct node_req *rq, struct ovl_wire_counter *c, unsigned max)
 {
 	static const char *const names[] = {
 		"objects", "live_bytes", "capacity_bytes", "segments_free", "read_only",
@@ -680,5 +705,15 @@ unsigned node_req_counters(const struct node_req *rq, struct ovl_wire_counter *c
 			c[n].value = val[n];
 		}
 	}
+	return n;
+}
+
+unsigned node_req_counters(const struct node_req *rq, struct ovl_wire_counter *c, unsigned max)
+{
+	unsigned n = store_counters(rq, c, max);
+
+	/* the store's first, then replication's */
+	if (rq->o.repl && n < max)
+		n += node_repl_counters(rq->o.repl, c + n, max - n);
 	return n;
 }

@@ -61,9 +61,16 @@ struct node_req;
 struct node_req_stream;
 struct node_req_buf;
 
+struct node_repl;
+
 struct node_req_opts {
 	struct node_loop *loop;   /* the node's loop (borrowed) */
 	struct node_store *store; /* on that loop (borrowed; outlives the layer) */
+	/* replication (borrowed; NULL: none, every write stays on this node).
+	 * With it, a PUT or DELETE on a slice whose map has R > 1 replicas, or
+	 * one another node forwarded, goes through the replicated write path
+	 * (see "Replicated writes" below); R = 1 slices keep the plain path. */
+	struct node_repl *repl;
 };
 
 enum node_req_type {
@@ -88,6 +95,12 @@ struct node_req_args {
 	const uint8_t *after;     /* LIST: only keys after this one (NULL: from the start) */
 	size_t after_len;
 	uint32_t limit;           /* LIST: at most this many keys (at least 1) */
+	/* PUT, DELETE forwarded by another node: its version, `fwd`, and the
+	 * sender's node id (the session has checked that the sender holds a
+	 * node certificate); all NULL for a client's write */
+	const struct ovl_wire_ver *ver;
+	const struct ovl_wire_fwd *fwd;
+	const uint8_t *peer_id;
 };
 
 /* What a request came to. Valid during `done` only. */
@@ -105,6 +118,13 @@ struct node_req_result {
 	const struct ovl_wire_bin *keys; /* LIST: the keys, in byte order */
 	uint32_t nkeys;
 	bool more;                /* LIST: more keys follow the last one */
+	/* PUT, DELETE through the replicated write path (replicated true) */
+	bool replicated;
+	struct ovl_wire_ver ver;  /* the write's version; STAT: the object's ((0, 0): none) */
+	const uint8_t (*held)[OVL_ID_BYTES]; /* the nodes that hold it durably, this one first */
+	unsigned nheld;
+	unsigned homes;           /* of them, at their proper home */
+	bool superseded;          /* this node held a newer version: nothing stored here */
 };
 
 /*
@@ -221,6 +241,35 @@ void node_req_get_end(struct node_req_get **g);
 
 /* Give a kept buffer back. NULLs *b; accepts NULL. */
 void node_req_buf_release(struct node_req_buf **b);
+
+/*
+ * ---- replicated writes ----
+ *
+ * A client's PUT or DELETE on a slice of R > 1 replicas: this node plans
+ * the key's placement over the map's members (node_repl_plan()). If it is
+ * one of the key's R homes it heads the write: it assigns the version,
+ * stores locally and at the same time forwards the write (a PUT's payload
+ * streaming through as it arrives) to the other homes in placement order,
+ * a live substitute standing in for a home that is down; if it is no home
+ * it only forwards (it relays the write to the homes, storing nothing).
+ * The answer's `held` lists every node that holds the write durably; it is
+ * ok only when they are at least the slice's min_write_replicas (default
+ * R), else -EBUSY ("only N of R copies are durable", retry) — never an ok
+ * for fewer copies.
+ *
+ * A write another node forwarded (a->ver and a->fwd) is stored here and
+ * forwarded on to fwd->chain; its answer is ok when it is stored here,
+ * `held` naming this node and whoever after it holds it. Refused, nothing
+ * stored: -EACCES the sender is no member of the slice; -EXDEV the key's
+ * placement does not give this node and no `home` hint names another; or
+ * no map is held for the slice; -EINVAL a hint for a node that is no
+ * member, a chain naming one, or a version more than max_clock_skew_ms
+ * ahead of this node's clock.
+ *
+ * Versions: a replica keeps the newest; an older one that arrives later
+ * is acknowledged with `superseded` and counts as held. A DELETE is a
+ * versioned tombstone through the same path.
+ */
 
 /*
  * ---- node state ----

@@ -415,12 +415,148 @@ static void test_refusals_and_close(void **state)
 	}
 }
 
+/* A streamed PUT: the payload written in uneven pieces as the engine
+ * makes room (never more than its queue), a call started meanwhile waits
+ * for the stream's end, and both arrive whole, plaintext and encrypted. */
+struct st_writer {
+	struct fx *f;
+	struct ovl_dpc_call *call;
+	const uint8_t *src;
+	size_t len, off;
+	unsigned rooms;
+};
+
+static void st_room(void *arg)
+{
+	struct st_writer *w = arg;
+
+	w->rooms++;
+}
+
+static void st_pump(struct st_writer *w)
+{
+	while (w->off < w->len) {
+		size_t piece = 7777 + (w->off % 50000);
+		uint64_t room = node_peer_room(w->f->peer, w->call);
+		ssize_t n;
+
+		assert_true(room <= OVL_DPC_STREAM_QUEUE_BYTES);
+		if (piece > w->len - w->off)
+			piece = w->len - w->off;
+		n = node_peer_write(w->f->peer, w->call, w->src + w->off, piece);
+		assert_true(n >= 0);
+		assert_true((uint64_t)n <= room);
+		if (n == 0)
+			return;
+		w->off += (size_t)n;
+	}
+}
+
+static void stream_round(struct fx *f, const char *slice)
+{
+	size_t len = (3u << 20) + 12345;
+	uint8_t *big = malloc(len), small[500];
+	struct ovl_dpc_call c[4];
+	struct st_writer w = { .f = f, .call = &c[0], .src = big, .len = len };
+	uint64_t end = ovl_mono_ms() + RUN_MS;
+
+	fill(big, len, 3);
+	fill(small, sizeof(small), 4);
+	peer_open(f, slice);
+	f->done = 0;
+	put_init(f, &c[0], slice, "s/big", big, len);
+	c[0].payload = NULL;
+	c[0].stream = true;
+	c[0].room = st_room;
+	c[0].room_arg = &w;
+	start(f, &c[0]);
+	/* not its turn before the session is up */
+	assert_int_equal(node_peer_room(f->peer, &c[0]), 0);
+	put_init(f, &c[1], slice, "s/small", small, sizeof(small));
+	start(f, &c[1]);
+	while (w.off < len) {
+		if (ovl_mono_ms() > end)
+			fail_msg("stream stuck at %zu of %zu bytes", w.off, len);
+		st_pump(&w);
+		turn(f);
+	}
+	assert_true(w.rooms > 1);
+	run_until(f, 2);
+	expect_ok(&c[0]);
+	expect_ok(&c[1]);
+	assert_int_equal(c[0].resp.size, len);
+	call_init(f, &c[2], OVL_WIRE_T_GET, slice, "s/big");
+	call_init(f, &c[3], OVL_WIRE_T_GET, slice, "s/small");
+	start(f, &c[2]);
+	start(f, &c[3]);
+	run_until(f, 4);
+	expect_ok(&c[2]);
+	expect_ok(&c[3]);
+	assert_int_equal(c[2].body_len, len);
+	assert_memory_equal(c[2].body, big, len);
+	assert_memory_equal(c[3].body, small, sizeof(small));
+	for (int i = 0; i < 4; i++)
+		ovl_dpc_call_release(&c[i]);
+	node_peer_destroy(&f->peer);
+	free(big);
+}
+
+static void test_stream_plain(void **state)
+{
+	stream_round(*state, "hot");
+}
+
+static void test_stream_encrypted(void **state)
+{
+	stream_round(*state, "enc");
+}
+
+/* A stream cut short: the connection closes and the node stores nothing. */
+static void test_stream_abandoned(void **state)
+{
+	struct fx *f = *state;
+	uint8_t buf[100000];
+	struct ovl_dpc_call c[2];
+	uint64_t end = ovl_mono_ms() + RUN_MS;
+
+	fill(buf, sizeof(buf), 8);
+	peer_open(f, "hot");
+	f->done = 0;
+	put_init(f, &c[0], "hot", "s/cut", buf, sizeof(buf));
+	c[0].req.size = 1 << 20; /* more than will ever be written */
+	c[0].payload = NULL;
+	c[0].payload_len = 1 << 20;
+	c[0].stream = true;
+	start(f, &c[0]);
+	while (node_peer_room(f->peer, &c[0]) == 0) {
+		if (ovl_mono_ms() > end)
+			fail_msg("no room for the stream");
+		turn(f);
+	}
+	assert_int_equal(node_peer_write(f->peer, &c[0], buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	for (int i = 0; i < 10; i++)
+		turn(f);
+	node_peer_destroy(&f->peer);
+	run_until(f, 1);
+	assert_int_equal(c[0].result, -ECONNABORTED);
+	ovl_dpc_call_release(&c[0]);
+	peer_open(f, "hot");
+	call_init(f, &c[1], OVL_WIRE_T_STAT, "hot", "s/cut");
+	start(f, &c[1]);
+	run_until(f, 2);
+	assert_int_equal(ovl_dpc_call_errno(&c[1]), -ENOENT);
+	ovl_dpc_call_release(&c[1]);
+}
+
 int main(void)
 {
 	test_require_io_uring();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_plain, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_encrypted, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stream_plain, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stream_encrypted, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stream_abandoned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals_and_close, setup, teardown),
 	};
 

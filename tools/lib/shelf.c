@@ -748,29 +748,22 @@ SHELF_API int shelf_stat(struct shelf *s, const char *slice, const void *key, si
 	return ret;
 }
 
-SHELF_API int shelf_stat_replicas(struct shelf *s, const char *slice, const void *key,
-				  size_t klen, struct shelf_replica **outp, unsigned *np, char *err,
-				  size_t errlen)
+/* One pass of shelf_stat_replicas() over map m; *stale when a node holds
+ * a newer map. */
+static int stat_pass(struct shelf *s, const char *slice, const void *key, size_t klen,
+		     const char *kshow, struct sh_map *m, struct shelf_replica **outp, unsigned *np,
+		     bool *stale, char *err, size_t errlen)
 {
 	struct ovl_wire_resp *r = calloc(1, sizeof(*r));
 	struct shelf_replica *out = NULL;
-	struct sh_map *m = NULL;
 	struct sh_order o = { 0 };
 	bool *dead = NULL;
-	char kshow[80], e2[768];
+	char e2[768];
 	unsigned n = 0;
-	int ret;
+	int ret = 0;
 
-	*outp = NULL;
-	*np = 0;
-	if (!r)
-		return -ENOMEM;
-	sh_op_begin(s);
-	key_show(key, klen, kshow);
-	ret = key_check("stat", slice, kshow, klen, err, errlen);
-	if (ret == 0)
-		ret = sh_map_get(s, slice, &m, err, errlen);
-	if (ret == 0 && !(dead = dead_members(s, &m->msg.u.map)))
+	*stale = false;
+	if (!r || !(dead = dead_members(s, &m->msg.u.map)))
 		ret = -ENOMEM;
 	if (ret == 0) {
 		/* homes in placement order (no chassis preference: all are asked) */
@@ -843,6 +836,11 @@ SHELF_API int shelf_stat_replicas(struct shelf *s, const char *slice, const void
 				rp->state = "damaged";
 				s->counters.checksum_errors++;
 				break;
+			case OVL_WIRE_STALE_MAP:
+				*stale = true;
+				rp->state = "error";
+				snprintf(rp->why, sizeof(rp->why), "%.*s", (int)sizeof(rp->why) - 1, e2);
+				break;
 			case OVL_WIRE_BUSY:
 				rp->state = "busy";
 				s->counters.busy++;
@@ -867,6 +865,37 @@ out:
 	free(dead);
 	free(out);
 	free(r);
+	return ret;
+}
+
+SHELF_API int shelf_stat_replicas(struct shelf *s, const char *slice, const void *key,
+				  size_t klen, struct shelf_replica **outp, unsigned *np, char *err,
+				  size_t errlen)
+{
+	struct sh_map *m = NULL;
+	char kshow[80];
+	bool stale = true;
+	int ret;
+
+	*outp = NULL;
+	*np = 0;
+	sh_op_begin(s);
+	key_show(key, klen, kshow);
+	ret = key_check("stat", slice, kshow, klen, err, errlen);
+	/* a node that holds a newer map: ask everyone again with it, once */
+	for (int attempt = 0; ret == 0 && attempt < 2 && stale; attempt++) {
+		if (attempt) {
+			if (sh_expired(s))
+				break;
+			free(*outp);
+			*outp = NULL;
+			*np = 0;
+		}
+		ret = attempt ? sh_map_fetch(s, slice, &m, err, errlen)
+			      : sh_map_get(s, slice, &m, err, errlen);
+		if (ret == 0)
+			ret = stat_pass(s, slice, key, klen, kshow, m, outp, np, &stale, err, errlen);
+	}
 	return ret;
 }
 

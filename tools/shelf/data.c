@@ -620,11 +620,25 @@ int cmd_stat(int argc, char **argv)
 			       id, vt, rp[i].state, rp[i].why[0] ? ": " : "", rp[i].why);
 		}
 	}
-	if (!best) {
-		fprintf(stderr, "shelf stat '%s': %s\n", o.args[0],
-			definite ? "not found on any replica"
-				 : "no replica could say (damaged or unreachable)");
-		ret = definite ? -ENOENT : -EIO;
+	if (!best && definite) {
+		fprintf(stderr, "shelf stat '%s': not found on any replica\n", o.args[0]);
+		ret = -ENOENT;
+	} else if (!best) {
+		/* name what the first replica that could not say said */
+		const struct shelf_replica *bad = n ? &rp[0] : NULL;
+
+		for (unsigned i = 0; i < n; i++)
+			if (strcmp(rp[i].state, "damaged") == 0) {
+				bad = &rp[i];
+				break;
+			}
+		if (bad && strcmp(bad->state, "damaged") == 0)
+			fprintf(stderr, "shelf stat '%s': node %s: checksum-mismatch: the replica is "
+				"damaged\n", o.args[0], bad->addr);
+		else
+			fprintf(stderr, "shelf stat '%s': no replica answered%s%s\n", o.args[0],
+				bad ? ": " : "", bad ? bad->why : "");
+		ret = -EIO;
 	}
 	free(rp);
 	shelf_close(&s);

@@ -88,6 +88,7 @@ struct node_req_args {
 	const uint8_t *after;     /* LIST: only keys after this one (NULL: from the start) */
 	size_t after_len;
 	uint32_t limit;           /* LIST: at most this many keys (at least 1) */
+	bool vers;                /* LIST: every entry with its version, tombstones too (vkeys) */
 };
 
 /* What a request came to. Valid during `done` only. */
@@ -103,8 +104,12 @@ struct node_req_result {
 	const uint8_t *data;      /* GET: the bytes (inside the buffer handed with them) */
 	size_t len;
 	const struct ovl_wire_bin *keys; /* LIST: the keys, in byte order */
+	const struct ovl_wire_vkey *vkeys; /* LIST with vers: the entries instead of keys */
 	uint32_t nkeys;
 	bool more;                /* LIST: more keys follow the last one */
+	struct node_store_ver ver; /* GET, STAT: the object's version ((0, 0): none);
+				    * STAT -ENOENT with tomb: the tombstone's */
+	bool tomb;                /* STAT -ENOENT: the key is a tombstone at ver */
 };
 
 /*

@@ -373,6 +373,38 @@ static struct ovl_wire_ver resp_ver(const struct ovl_wire_resp *r)
 }
 
 /*
+ * The tombstones of the members that answered a GET with a plain
+ * not-found (a GET does not name tombstones): asked with STAT, which does,
+ * before an object found after them counts (docs/PROTOCOL.md 8.2).
+ */
+static void tombs_probe(struct shelf *s, const struct sh_map *m, const char *slice,
+			const void *key, size_t klen, const unsigned *idx, unsigned n,
+			struct sh_tombs *tombs)
+{
+	struct ovl_wire_resp *r = calloc(1, sizeof(*r));
+	char e2[256];
+
+	for (unsigned i = 0; r && i < n && !sh_expired(s); i++) {
+		const struct ovl_msg_member *mb = &m->msg.u.map.members[idx[i]];
+		struct ovl_wire_req q = { 0 };
+		struct sh_conn *c = NULL;
+
+		if (sh_conn_get_within(s, mb->addr, mb->port, slice, cand_budget(s, false), &c, e2,
+				       sizeof(e2)) < 0)
+			continue;
+		snprintf(q.slice, sizeof(q.slice), "%s", slice);
+		q.epoch = m->msg.u.map.epoch;
+		memcpy(q.key, key, klen);
+		q.key_len = (uint32_t)klen;
+		if (sh_call(s, c, OVL_WIRE_T_STAT, &q, NULL, 0, false, r, NULL, NULL, e2,
+			    sizeof(e2)) == 0 && r->status == OVL_WIRE_NOT_FOUND && r->tomb &&
+		    r->has_ver)
+			sh_tombs_note(tombs, &r->ver);
+	}
+	free(r);
+}
+
+/*
  * GET or STAT of key across its replicas (shelf.h, "Replicas"): the first
  * answer with the object that is newer than every tombstone seen. On
  * success *r is that answer and *out (GET) its payload; *from the node's
@@ -398,7 +430,7 @@ static int read_path(struct shelf *s, const char *what, const char *slice, uint8
 		struct sh_order o = { 0 };
 		struct sh_tombs tombs = { 0 };
 		bool *dead = NULL;
-		unsigned homes_final = 0, tried = 0;
+		unsigned homes_final = 0, tried = 0, nf[OVL_PLACE_REPLICAS_MAX], nnf = 0;
 
 		again = false;
 		fail.rank = RK_NONE;
@@ -474,6 +506,10 @@ static int read_path(struct shelf *s, const char *what, const char *slice, uint8
 				rd_note(&fail, RK_DAMAGED, -EIO, e2);
 			} else if (r->status == OVL_WIRE_OK) {
 				v = resp_ver(r);
+				if (type == OVL_WIRE_T_GET && nnf) {
+					tombs_probe(s, m, slice, key, klen, nf, nnf, &tombs);
+					nnf = 0;
+				}
 				found = sh_tombs_allow(&tombs, &v);
 				if (!found) {
 					/* an older copy than a delete seen on another replica */
@@ -487,6 +523,8 @@ static int read_path(struct shelf *s, const char *what, const char *slice, uint8
 				} else if (o.home[i]) {
 					rd_note(&fail, RK_NOT_FOUND, -ENOENT, e2);
 				}
+				if (!r->tomb && nnf < OVL_PLACE_REPLICAS_MAX)
+					nf[nnf++] = o.idx[i];
 				homes_final += o.home[i];
 			} else if (r->status == OVL_WIRE_CHECKSUM_MISMATCH) {
 				node_damaged(s, what, kshow, mb, e2);

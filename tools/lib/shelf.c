@@ -438,11 +438,13 @@ static int read_path(struct shelf *s, const char *what, const char *slice, uint8
 				    : sh_map_get(s, slice, &m, e2, sizeof(e2));
 		if (ret == 0 && !(dead = dead_members(s, &m->msg.u.map)))
 			ret = -ENOMEM;
-		if (ret == 0)
+		if (ret == 0) {
 			ret = sh_order_build(&m->msg.u.map, key, klen, dead, true, s->site, s->chassis,
 					     &o);
-		if (ret == -EHOSTUNREACH)
-			snprintf(e2, sizeof(e2), "slice '%s' has no member to hold objects", slice);
+			if (ret == -EHOSTUNREACH)
+				snprintf(e2, sizeof(e2), "slice '%s' has no member to hold objects",
+					 slice);
+		}
 		if (ret < 0) {
 			free(dead);
 			rd_note(&fail, RK_MAP, ret, e2);
@@ -598,10 +600,12 @@ static int write_path(struct shelf *s, const char *what, const char *slice, uint
 				    : sh_map_get(s, slice, &m, e2, sizeof(e2));
 		if (ret == 0 && !(dead = dead_members(s, &m->msg.u.map)))
 			ret = -ENOMEM;
-		if (ret == 0)
+		if (ret == 0) {
 			ret = sh_order_build(&m->msg.u.map, key, klen, dead, false, NULL, NULL, &o);
-		if (ret == -EHOSTUNREACH)
-			snprintf(e2, sizeof(e2), "slice '%s' has no member to hold objects", slice);
+			if (ret == -EHOSTUNREACH)
+				snprintf(e2, sizeof(e2), "slice '%s' has no member to hold objects",
+					 slice);
+		}
 		free(dead);
 		if (ret < 0)
 			break;

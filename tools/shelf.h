@@ -45,7 +45,11 @@
  * client_dir/cache/unreachable, so the next process knows too) and tried
  * last. put and rm go to the first live member in placement order (the
  * head, which forwards to the other replicas) and fall over to the next one
- * when it refuses or does not answer (only when R > 1).
+ * when it refuses or does not answer (only when R > 1); a head that answers
+ * busy (say, fewer copies durable than the slice requires because the map
+ * just changed) is asked again with a fresh map, at most
+ * SHELF_WRITE_BUSY_RETRIES times, after 100, 200, 400 ms, while the timeout
+ * allows.
  *
  * A struct shelf is used by one thread at a time.
  */
@@ -57,6 +61,7 @@
 #include <stdint.h>
 
 #define SHELF_TIMEOUT_MS_DEFAULT 5000
+#define SHELF_WRITE_BUSY_RETRIES 3 /* a replicated write answered busy is sent again */
 #define SHELF_DATA_PORT_DEFAULT 7480 /* a node's data-plane port when none is given */
 #define SHELF_NODES_MAX 32           /* node addresses given with shelf_add_node() */
 #define SHELF_COUNTERS_MAX 64        /* NODE_STAT counters (OVL_WIRE_COUNTERS_MAX) */

@@ -578,7 +578,11 @@ static int read_path(struct shelf *s, const char *what, const char *slice, uint8
  * PUT or DELETE on a slice with R > 1: to the first live member in
  * placement order (the head), falling over to the next when one refuses
  * the connection or does not answer. Any answer is the node's verdict
- * (stale-map: a fresh map, and once again).
+ * (stale-map: a fresh map, and once again; busy: a fresh map and again
+ * after a pause, SHELF_WRITE_BUSY_RETRIES times at most, while time is
+ * left: the head says busy when too few copies were durable, as when a
+ * replica's map was newer than its own; a write sent again carries a new
+ * version, so at worst it replaces the copy the busy one left).
  */
 static int write_path(struct shelf *s, const char *what, const char *slice, uint8_t type,
 		      const void *key, size_t klen, struct ovl_wire_req *q, const void *payload,
@@ -586,7 +590,8 @@ static int write_path(struct shelf *s, const char *what, const char *slice, uint
 		      size_t errlen)
 {
 	char kshow[80], e2[768] = "no node answered", text[INET6_ADDRSTRLEN];
-	bool stale_retried = false, again = true;
+	bool stale_retried = false, fresh = false, again = true;
+	unsigned busy_retries = 0;
 	int ret = 0;
 
 	key_show(key, klen, kshow);
@@ -596,8 +601,8 @@ static int write_path(struct shelf *s, const char *what, const char *slice, uint
 		bool *dead = NULL;
 
 		again = false;
-		ret = stale_retried ? sh_map_fetch(s, slice, &m, e2, sizeof(e2))
-				    : sh_map_get(s, slice, &m, e2, sizeof(e2));
+		ret = fresh ? sh_map_fetch(s, slice, &m, e2, sizeof(e2))
+			    : sh_map_get(s, slice, &m, e2, sizeof(e2));
 		if (ret == 0 && !(dead = dead_members(s, &m->msg.u.map)))
 			ret = -ENOMEM;
 		if (ret == 0) {
@@ -644,10 +649,17 @@ static int write_path(struct shelf *s, const char *what, const char *slice, uint
 			if (r->status == OVL_WIRE_BUSY)
 				s->counters.busy++;
 			if (r->status == OVL_WIRE_STALE_MAP && !stale_retried && !sh_expired(s)) {
-				stale_retried = again = true;
+				stale_retried = fresh = again = true;
 				memcpy(&s->hint.addr, mb->addr, 16);
 				s->hint.port = mb->port;
 				s->has_hint = true;
+			} else if (r->status == OVL_WIRE_BUSY && busy_retries < SHELF_WRITE_BUSY_RETRIES &&
+				   sh_left_ms(s) > (100 << busy_retries) + 100) {
+				struct timespec ts = { .tv_nsec = (100L << busy_retries) * 1000000L };
+
+				nanosleep(&ts, NULL);
+				busy_retries++;
+				fresh = again = true;
 			}
 		}
 		sh_order_release(&o);

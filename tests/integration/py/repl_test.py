@@ -158,6 +158,47 @@ if mode == "main":
     for x in members:
         if get_from(x, k)[0] is not None:
             fail(f"a refused forward stored {k!r} on {x['id'].hex()[:8]}")
+    # a chain that names a node that is not a member
+    bad_chain = dict(fwd_meta, fwd={"chain": [[stranger, None]], "home": None})
+    expect(nc, h[0], bad_chain, 1, "member", "a chain naming a node that is not a member")
+    for x in members:
+        if get_from(x, k)[0] is not None:
+            fail(f"a forward with a non-member in its chain stored {k!r} on {x['id'].hex()[:8]}")
+
+    # the same refusals for a forwarded DELETE, newer than the object it
+    # would delete: the object stays on both homes
+    def expect_del(cl, member, meta, status, words, what, epoch=None):
+        kw = {"hello_meta": no_slice} if cl is not c else {}
+        with cl.connect(SL, member, **kw) as cn:
+            try:
+                cn.request(DELETE, meta, epoch=epoch)
+            except ShelfError as e:
+                if e.status != status or words not in str(e):
+                    fail(f"{what} (delete): {e} (status {e.status})")
+                return
+        fail(f"{what} (delete): accepted")
+
+    k = b"r/refused-del"
+    d = os.urandom(3000)
+    h = homes(k)
+    other = [x for x in members if x not in h]
+    check_copies(k, d, put_via(h[0], k, d), "before the refused deletes")
+    soon = (int(time.time() * 1000) + 1000) << 16
+    del_meta = {"key": k, "ver": [soon, 7], "fwd": {"chain": [], "home": None}}
+    expect_del(c, h[0], del_meta, 2, "cannot forward", "a forward from a client certificate")
+    expect_del(nc, other[0], del_meta, 5, "does not give this node", "a forward for a key not placed there")
+    expect_del(nc, h[1], dict(del_meta, ver=fut["ver"]), 1, "from the future", "a version from the future")
+    expect_del(nc, other[0], dict(del_meta, fwd={"chain": [], "home": stranger}), 1, "not a member",
+               "a hint for a node that is not a member")
+    expect_del(nc, h[0], del_meta, 4, "stale", "a forward with a stale epoch", epoch=m["epoch"] - 1)
+    for x in h:
+        if get_from(x, k)[0] != d:
+            fail(f"a refused forwarded delete removed {k!r} from {x['id'].hex()[:8]}")
+    for x in other:
+        if get_from(x, k)[0] is not None:
+            fail(f"a refused forwarded delete left {k!r} on {x['id'].hex()[:8]}")
+    print("refused, nothing deleted: the same forwarded DELETEs; refused, nothing stored: a chain "
+          "naming a non-member")
 
     # versions: an older write arriving later is acknowledged as superseded
     # and not stored; a delete is a tombstone an older write cannot undo

@@ -1701,8 +1701,16 @@ static void test_whole_reads(void **state)
 		before = st.resp_reads;
 		run_client(f, client_whole);
 		node_dp_stats(f->dp, &st);
-		if (whole_step == 0)
+		if (whole_step == 0) {
+			uint64_t off = 0, rec = 0;
+
+			/* the records are what the bound above says */
+			assert_int_equal(node_store_locate(f->store, "w/a", 3, &off, &rec), 0);
+			assert_int_equal(rec + WHOLE_ALIGN, WHOLE_SHARE);
+			assert_int_equal(node_store_locate(f->store, "w/b", 3, &off, &rec), 0);
+			assert_true(rec + WHOLE_ALIGN > WHOLE_SHARE);
 			assert_int_equal(st.resp_reads, before);
+		}
 		else if (whole_step == 1 || whole_step == 3)
 			assert_int_equal(st.resp_reads - before, 1);
 		else if (whole_step == 2)

@@ -14,9 +14,10 @@
 #define DIR_C2S 1
 #define DIR_S2C 2
 #define KDF_DOMAIN "shelf-wire-v1"   /* every derivation starts with it and a NUL */
-#define META_DEPTH_MAX 3             /* map > counters map / version array */
+#define META_DEPTH_MAX 4             /* map > fwd map > chain array > [id, home] */
 #define META_ELEMS_MAX 2048u         /* msgpack objects in one meta */
 #define META_KEYS_MAX 32             /* entries in a meta map (the counters map: 64) */
+#define FWD_KEYS_MAX 8               /* entries in a `fwd` map */
 #define PROOF_BYTES 16
 
 _Static_assert(OVL_WIRE_CHUNKS_MAX < (1u << 24), "chunk index fits 3 nonce bytes");
@@ -96,6 +97,15 @@ uint32_t ovl_wire_errno_to_status(int err)
 		if (statuses[st].from_errno == err)
 			return st;
 	return OVL_WIRE_INTERNAL;
+}
+
+int ovl_wire_ver_cmp(const struct ovl_wire_ver *a, const struct ovl_wire_ver *b)
+{
+	if (a->hlc != b->hlc)
+		return a->hlc < b->hlc ? -1 : 1;
+	if (a->node != b->node)
+		return a->node < b->node ? -1 : 1;
+	return 0;
 }
 
 const char *ovl_wire_type_name(uint8_t type)
@@ -644,6 +654,34 @@ static void w_map(struct wb *w, size_t n)
 		w_head(w, 0xde, n, 2);
 }
 
+static void w_array(struct wb *w, size_t n)
+{
+	if (n < 16)
+		w_byte(w, (uint8_t)(0x90 | n));
+	else
+		w_head(w, 0xdc, n, 2);
+}
+
+static void w_bool(struct wb *w, bool b)
+{
+	w_byte(w, b ? 0xc3 : 0xc2);
+}
+
+static void w_ver(struct wb *w, const struct ovl_wire_ver *v)
+{
+	w_array(w, 2);
+	w_uint(w, v->hlc);
+	w_uint(w, v->node);
+}
+
+static void w_id_or_nil(struct wb *w, bool has, const uint8_t *id)
+{
+	if (has)
+		w_bin(w, id, OVL_WIRE_NODE_ID_BYTES);
+	else
+		w_byte(w, 0xc0);
+}
+
 static void w_version(struct wb *w, uint32_t major)
 {
 	w_key(w, "v");
@@ -672,10 +710,12 @@ static bool printable(const uint8_t *s, size_t n)
 enum fid {
 	F_V, F_CERT, F_NONCE, F_SLICE, F_PROOF, F_CODE, F_MESSAGE, F_EPOCH, F_KEY, F_PREFIX,
 	F_AFTER, F_SIZE, F_CRC, F_OFFSET, F_LENGTH, F_LIMIT, F_STATUS, F_SEQ, F_COUNT, F_MORE,
-	F_COUNTERS, F_COUNT_ALL
+	F_COUNTERS, F_VER, F_FWD, F_VERS, F_HELD, F_HOMES, F_SUPERSEDED, F_TOMB, F_COUNT_ALL
 };
 
-enum fkind { K_UINT, K_STR, K_NAME, K_BIN, K_BOOL, K_VERSION, K_COUNTERS };
+_Static_assert(F_COUNT_ALL <= 32, "field bits fit a uint32_t");
+
+enum fkind { K_UINT, K_STR, K_NAME, K_BIN, K_BOOL, K_VERSION, K_COUNTERS, K_VER, K_FWD, K_HELD };
 
 struct fdesc {
 	const char *name;
@@ -705,10 +745,19 @@ static const struct fdesc fdescs[F_COUNT_ALL] = {
 	[F_COUNT] = { "count", K_UINT, 0, OVL_WIRE_LIST_MAX },
 	[F_MORE] = { "more", K_BOOL, 0, 0 },
 	[F_COUNTERS] = { "counters", K_COUNTERS, 0, OVL_WIRE_COUNTERS_MAX },
+	[F_VER] = { "ver", K_VER, 0, 0 },
+	[F_FWD] = { "fwd", K_FWD, 0, OVL_WIRE_CHAIN_MAX },
+	[F_VERS] = { "vers", K_BOOL, 0, 0 },
+	[F_HELD] = { "held", K_HELD, 0, OVL_WIRE_HELD_MAX },
+	[F_HOMES] = { "homes", K_UINT, 0, OVL_WIRE_HELD_MAX },
+	[F_SUPERSEDED] = { "superseded", K_BOOL, 0, 0 },
+	[F_TOMB] = { "tomb", K_BOOL, 0, 0 },
 };
 
 #define BIT(f) (1u << (f))
 #define RESP_COMMON (BIT(F_STATUS) | BIT(F_MESSAGE) | BIT(F_EPOCH))
+#define WRITE_REPL (BIT(F_VER) | BIT(F_FWD))
+#define WRITE_ANSWER (BIT(F_VER) | BIT(F_HELD) | BIT(F_HOMES) | BIT(F_SUPERSEDED))
 
 struct fschema {
 	uint8_t type;
@@ -721,27 +770,31 @@ static const struct fschema fschemas[] = {
 	{ OVL_WIRE_T_HELLO_OK, BIT(F_V) | BIT(F_CERT) | BIT(F_NONCE) | BIT(F_PROOF),
 	  BIT(F_V) | BIT(F_CERT) | BIT(F_NONCE) | BIT(F_PROOF) },
 	{ OVL_WIRE_T_ERROR, BIT(F_CODE) | BIT(F_MESSAGE), BIT(F_CODE) | BIT(F_MESSAGE) },
-	{ OVL_WIRE_T_PUT, BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_KEY) | BIT(F_SIZE) | BIT(F_CRC),
+	{ OVL_WIRE_T_PUT,
+	  BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_KEY) | BIT(F_SIZE) | BIT(F_CRC) | WRITE_REPL,
 	  BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_KEY) | BIT(F_SIZE) | BIT(F_CRC) },
 	{ OVL_WIRE_T_GET, BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_KEY) | BIT(F_OFFSET) | BIT(F_LENGTH),
 	  BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_KEY) },
-	{ OVL_WIRE_T_DELETE, BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_KEY),
+	{ OVL_WIRE_T_DELETE, BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_KEY) | WRITE_REPL,
 	  BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_KEY) },
 	{ OVL_WIRE_T_STAT, BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_KEY),
 	  BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_KEY) },
-	{ OVL_WIRE_T_LIST, BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_PREFIX) | BIT(F_AFTER) | BIT(F_LIMIT),
+	{ OVL_WIRE_T_LIST,
+	  BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_PREFIX) | BIT(F_AFTER) | BIT(F_LIMIT) | BIT(F_VERS),
 	  BIT(F_SLICE) | BIT(F_EPOCH) },
 	{ OVL_WIRE_T_NODE_STAT, BIT(F_SLICE) | BIT(F_EPOCH), BIT(F_SLICE) | BIT(F_EPOCH) },
 	{ OVL_WIRE_T_MAP, BIT(F_SLICE) | BIT(F_EPOCH), BIT(F_SLICE) | BIT(F_EPOCH) },
-	{ OVL_WIRE_T_PUT | OVL_WIRE_T_RESPONSE, RESP_COMMON | BIT(F_SIZE) | BIT(F_CRC) | BIT(F_SEQ),
+	{ OVL_WIRE_T_PUT | OVL_WIRE_T_RESPONSE,
+	  RESP_COMMON | BIT(F_SIZE) | BIT(F_CRC) | BIT(F_SEQ) | WRITE_ANSWER, RESP_COMMON },
+	{ OVL_WIRE_T_GET | OVL_WIRE_T_RESPONSE,
+	  RESP_COMMON | BIT(F_SIZE) | BIT(F_CRC) | BIT(F_OFFSET) | BIT(F_VER) | BIT(F_TOMB),
 	  RESP_COMMON },
-	{ OVL_WIRE_T_GET | OVL_WIRE_T_RESPONSE, RESP_COMMON | BIT(F_SIZE) | BIT(F_CRC) | BIT(F_OFFSET),
+	{ OVL_WIRE_T_DELETE | OVL_WIRE_T_RESPONSE, RESP_COMMON | WRITE_ANSWER, RESP_COMMON },
+	{ OVL_WIRE_T_STAT | OVL_WIRE_T_RESPONSE,
+	  RESP_COMMON | BIT(F_SIZE) | BIT(F_CRC) | BIT(F_SEQ) | BIT(F_VER) | BIT(F_TOMB),
 	  RESP_COMMON },
-	{ OVL_WIRE_T_DELETE | OVL_WIRE_T_RESPONSE, RESP_COMMON, RESP_COMMON },
-	{ OVL_WIRE_T_STAT | OVL_WIRE_T_RESPONSE, RESP_COMMON | BIT(F_SIZE) | BIT(F_CRC) | BIT(F_SEQ),
-	  RESP_COMMON },
-	{ OVL_WIRE_T_LIST | OVL_WIRE_T_RESPONSE, RESP_COMMON | BIT(F_COUNT) | BIT(F_MORE) | BIT(F_CRC),
-	  RESP_COMMON },
+	{ OVL_WIRE_T_LIST | OVL_WIRE_T_RESPONSE,
+	  RESP_COMMON | BIT(F_COUNT) | BIT(F_MORE) | BIT(F_CRC) | BIT(F_VERS), RESP_COMMON },
 	{ OVL_WIRE_T_NODE_STAT | OVL_WIRE_T_RESPONSE, RESP_COMMON | BIT(F_COUNTERS), RESP_COMMON },
 	{ OVL_WIRE_T_MAP | OVL_WIRE_T_RESPONSE, RESP_COMMON | BIT(F_CRC), RESP_COMMON },
 };
@@ -761,6 +814,10 @@ struct meta {
 	uint32_t seen;
 	struct ovl_mpr_val val[F_COUNT_ALL];
 	uint64_t ver_major, ver_minor;
+	struct ovl_wire_ver ver;          /* F_VER */
+	struct ovl_wire_fwd fwd;          /* F_FWD */
+	uint32_t nheld;                   /* F_HELD */
+	uint8_t held[OVL_WIRE_HELD_MAX][OVL_WIRE_NODE_ID_BYTES];
 };
 
 static const struct ovl_mp_limits meta_limits = {
@@ -771,6 +828,165 @@ static const struct ovl_mp_limits meta_limits = {
 	.allow_ext = false,
 	.allow_float = false,
 };
+
+/* [hlc, node]: an array of exactly two unsigned integers. */
+static int read_ver(struct meta *m, const char *field, struct ovl_mpr *r,
+		    const struct ovl_mpr_val *v, struct ovl_wire_ver *out, char *err, size_t errlen)
+{
+	struct ovl_mpr_val a, b;
+
+	if (v->kind != OVL_MPR_ARRAY || v->n != 2 || ovl_mpr_next(r, &a) < 0 ||
+	    ovl_mpr_next(r, &b) < 0 || a.kind != OVL_MPR_UINT || b.kind != OVL_MPR_UINT)
+		return fail(err, errlen, -EBADMSG,
+			    "%s: field '%s' is not an array of two unsigned integers [hlc, node]",
+			    m->frame, field);
+	out->hlc = a.n;
+	out->node = b.n;
+	return 0;
+}
+
+/* A node id: bin of exactly 32 bytes. */
+static int read_id(struct meta *m, const char *field, const struct ovl_mpr_val *v, uint8_t *out,
+		   char *err, size_t errlen)
+{
+	if (v->kind != OVL_MPR_BIN || v->n != OVL_WIRE_NODE_ID_BYTES)
+		return fail(err, errlen, -EBADMSG, "%s: field '%s' has a node id that is not a bin "
+			    "of 32 bytes", m->frame, field);
+	memcpy(out, v->ptr, OVL_WIRE_NODE_ID_BYTES);
+	return 0;
+}
+
+/* A node id or nil (then *has is false). */
+static int read_id_or_nil(struct meta *m, const char *field, const struct ovl_mpr_val *v,
+			  bool *has, uint8_t *out, char *err, size_t errlen)
+{
+	*has = v->kind != OVL_MPR_NIL;
+	return *has ? read_id(m, field, v, out, err, errlen) : 0;
+}
+
+/* fwd.chain: 0..OVL_WIRE_CHAIN_MAX entries [id, home|nil], ids distinct, home != id. */
+static int read_chain(struct meta *m, struct ovl_mpr *r, const struct ovl_mpr_val *v, char *err,
+		      size_t errlen)
+{
+	struct ovl_wire_fwd *f = &m->fwd;
+	int ret;
+
+	if (v->kind != OVL_MPR_ARRAY)
+		return fail(err, errlen, -EBADMSG, "%s: field 'fwd.chain' is not an array", m->frame);
+	if (v->n > OVL_WIRE_CHAIN_MAX)
+		return fail(err, errlen, -EBADMSG,
+			    "%s: field 'fwd.chain' has %llu entries, more than %d", m->frame,
+			    (unsigned long long)v->n, OVL_WIRE_CHAIN_MAX);
+	for (uint32_t i = 0; i < v->n; i++) {
+		struct ovl_wire_hop *h = &f->chain[i];
+		struct ovl_mpr_val e, id, home;
+
+		if (ovl_mpr_next(r, &e) < 0 || e.kind != OVL_MPR_ARRAY || e.n != 2 ||
+		    ovl_mpr_next(r, &id) < 0 || ovl_mpr_next(r, &home) < 0)
+			return fail(err, errlen, -EBADMSG,
+				    "%s: field 'fwd.chain' entry %u is not an array [id, home]",
+				    m->frame, i);
+		ret = read_id(m, "fwd.chain", &id, h->id, err, errlen);
+		if (ret == 0)
+			ret = read_id_or_nil(m, "fwd.chain", &home, &h->has_home, h->home, err,
+					     errlen);
+		if (ret < 0)
+			return ret;
+		if (h->has_home && memcmp(h->id, h->home, OVL_WIRE_NODE_ID_BYTES) == 0)
+			return fail(err, errlen, -EBADMSG,
+				    "%s: field 'fwd.chain' entry %u names itself as its home",
+				    m->frame, i);
+		for (uint32_t j = 0; j < i; j++)
+			if (memcmp(f->chain[j].id, h->id, OVL_WIRE_NODE_ID_BYTES) == 0)
+				return fail(err, errlen, -EBADMSG,
+					    "%s: field 'fwd.chain' names a node twice", m->frame);
+	}
+	f->nchain = (uint32_t)v->n;
+	return 0;
+}
+
+/* fwd: a map with `chain` and `home` (both required); other keys are skipped. */
+static int read_fwd(struct meta *m, struct ovl_mpr *r, const struct ovl_mpr_val *v, char *err,
+		    size_t errlen)
+{
+	const uint8_t *keys[FWD_KEYS_MAX];
+	size_t klen[FWD_KEYS_MAX];
+	bool chain = false, home = false;
+	int ret;
+
+	memset(&m->fwd, 0, sizeof(m->fwd));
+	if (v->kind != OVL_MPR_MAP)
+		return fail(err, errlen, -EBADMSG, "%s: field 'fwd' is not a map", m->frame);
+	if (v->n > FWD_KEYS_MAX)
+		return fail(err, errlen, -EBADMSG, "%s: field 'fwd' has %llu keys, more than %d",
+			    m->frame, (unsigned long long)v->n, FWD_KEYS_MAX);
+	for (uint32_t i = 0; i < v->n; i++) {
+		struct ovl_mpr_val k, val;
+
+		if (ovl_mpr_next(r, &k) < 0 || k.kind != OVL_MPR_STR ||
+		    !ovl_mp_utf8_valid(k.ptr, k.n))
+			return fail(err, errlen, -EBADMSG, "%s: field 'fwd' has a key that is not a "
+				    "UTF-8 string", m->frame);
+		for (uint32_t j = 0; j < i; j++)
+			if (klen[j] == k.n && memcmp(keys[j], k.ptr, k.n) == 0)
+				return fail(err, errlen, -EBADMSG, "%s: field 'fwd' has a duplicate "
+					    "key", m->frame);
+		keys[i] = k.ptr;
+		klen[i] = k.n;
+		if (k.n == 5 && memcmp(k.ptr, "chain", 5) == 0) {
+			if (ovl_mpr_next(r, &val) < 0)
+				return fail(err, errlen, -EBADMSG, "%s: field 'fwd' is truncated",
+					    m->frame);
+			ret = read_chain(m, r, &val, err, errlen);
+			chain = true;
+		} else if (k.n == 4 && memcmp(k.ptr, "home", 4) == 0) {
+			if (ovl_mpr_next(r, &val) < 0)
+				return fail(err, errlen, -EBADMSG, "%s: field 'fwd' is truncated",
+					    m->frame);
+			ret = read_id_or_nil(m, "fwd.home", &val, &m->fwd.has_home, m->fwd.home,
+					     err, errlen);
+			home = true;
+		} else {
+			ret = ovl_mpr_skip(r, 1) < 0 ? fail(err, errlen, -EBADMSG,
+							    "%s: field 'fwd' is truncated", m->frame)
+						     : 0;
+		}
+		if (ret < 0)
+			return ret;
+	}
+	if (!chain || !home)
+		return fail(err, errlen, -EBADMSG, "%s: field 'fwd' lacks '%s'", m->frame,
+			    chain ? "home" : "chain");
+	return 0;
+}
+
+/* held: 0..OVL_WIRE_HELD_MAX distinct node ids. */
+static int read_held(struct meta *m, struct ovl_mpr *r, const struct ovl_mpr_val *v, char *err,
+		     size_t errlen)
+{
+	int ret;
+
+	if (v->kind != OVL_MPR_ARRAY)
+		return fail(err, errlen, -EBADMSG, "%s: field 'held' is not an array", m->frame);
+	if (v->n > OVL_WIRE_HELD_MAX)
+		return fail(err, errlen, -EBADMSG, "%s: field 'held' has %llu entries, more than %d",
+			    m->frame, (unsigned long long)v->n, OVL_WIRE_HELD_MAX);
+	for (uint32_t i = 0; i < v->n; i++) {
+		struct ovl_mpr_val e;
+
+		if (ovl_mpr_next(r, &e) < 0)
+			return fail(err, errlen, -EBADMSG, "%s: field 'held' is truncated", m->frame);
+		ret = read_id(m, "held", &e, m->held[i], err, errlen);
+		if (ret < 0)
+			return ret;
+		for (uint32_t j = 0; j < i; j++)
+			if (memcmp(m->held[j], m->held[i], OVL_WIRE_NODE_ID_BYTES) == 0)
+				return fail(err, errlen, -EBADMSG,
+					    "%s: field 'held' names a node twice", m->frame);
+	}
+	m->nheld = (uint32_t)v->n;
+	return 0;
+}
 
 static int check_value(struct meta *m, enum fid id, struct ovl_mpr *r, const struct ovl_mpr_val *v, char *err,
 		       size_t errlen)
@@ -824,6 +1040,12 @@ static int check_value(struct meta *m, enum fid id, struct ovl_mpr *r, const str
 		m->ver_major = a.n;
 		m->ver_minor = b.n;
 		return 0;
+	case K_VER:
+		return read_ver(m, d->name, r, v, &m->ver, err, errlen);
+	case K_FWD:
+		return read_fwd(m, r, v, err, errlen);
+	case K_HELD:
+		return read_held(m, r, v, err, errlen);
 	default: /* K_COUNTERS: entries checked when they are read */
 		if (v->kind != OVL_MPR_MAP)
 			return fail(err, errlen, -EBADMSG, "%s: field '%s' is not a map", m->frame,
@@ -937,12 +1159,42 @@ static bool name_ok(const char *s, size_t max)
 	return n >= 1 && n <= max && printable((const uint8_t *)s, n);
 }
 
+/* The rules read_fwd() and ovl_wire_req_decode() apply to `ver` and `fwd`. */
+static int req_repl_check(const struct ovl_wire_req *r, const char *name, char *err,
+			  size_t errlen)
+{
+	const struct ovl_wire_fwd *f = &r->fwd;
+
+	if (r->type != OVL_WIRE_T_PUT && r->type != OVL_WIRE_T_DELETE)
+		return fail(err, errlen, -EINVAL, "%s: fields 'ver' and 'fwd' are for PUT and "
+			    "DELETE only", name);
+	if (r->has_ver != r->has_fwd)
+		return fail(err, errlen, -EINVAL, "%s: fields 'ver' and 'fwd' go together", name);
+	if (r->ver.hlc == 0)
+		return fail(err, errlen, -EINVAL, "%s: field 'ver' has hlc 0 (no version)", name);
+	if (f->nchain > OVL_WIRE_CHAIN_MAX)
+		return fail(err, errlen, -EINVAL, "%s: field 'fwd.chain' has more than %d entries",
+			    name, OVL_WIRE_CHAIN_MAX);
+	for (uint32_t i = 0; i < f->nchain; i++) {
+		if (f->chain[i].has_home &&
+		    memcmp(f->chain[i].id, f->chain[i].home, OVL_WIRE_NODE_ID_BYTES) == 0)
+			return fail(err, errlen, -EINVAL, "%s: field 'fwd.chain' entry %u names "
+				    "itself as its home", name, i);
+		for (uint32_t j = 0; j < i; j++)
+			if (memcmp(f->chain[j].id, f->chain[i].id, OVL_WIRE_NODE_ID_BYTES) == 0)
+				return fail(err, errlen, -EINVAL, "%s: field 'fwd.chain' names a "
+					    "node twice", name);
+	}
+	return 0;
+}
+
 int ovl_wire_req_encode(const struct ovl_wire_req *r, uint8_t *out, size_t cap, char *err,
 			size_t errlen)
 {
 	const char *name = ovl_wire_type_name(r->type);
 	struct wb w = { out, cap, 0, false };
 	size_t n = 2;
+	int ret;
 
 	if (!is_request(r->type))
 		return fail(err, errlen, -EINVAL, "request: type 0x%02x is not a request", r->type);
@@ -962,11 +1214,21 @@ int ovl_wire_req_encode(const struct ovl_wire_req *r, uint8_t *out, size_t cap, 
 		return fail(err, errlen, -EINVAL, "get: field 'offset' or 'length' is over 64 MiB");
 	if (r->type == OVL_WIRE_T_LIST && r->limit > OVL_WIRE_LIST_MAX)
 		return fail(err, errlen, -EINVAL, "list: field 'limit' is over %d", OVL_WIRE_LIST_MAX);
+	if (r->vers && r->type != OVL_WIRE_T_LIST)
+		return fail(err, errlen, -EINVAL, "%s: field 'vers' is for LIST only", name);
+	if (r->has_ver || r->has_fwd) {
+		ret = req_repl_check(r, name, err, errlen);
+		if (ret < 0)
+			return ret;
+		n += 2;
+	}
 	switch (r->type) {
 	case OVL_WIRE_T_PUT: n += 3; break;
 	case OVL_WIRE_T_GET: n += 1 + (r->has_range ? 2 : 0); break;
 	case OVL_WIRE_T_DELETE: case OVL_WIRE_T_STAT: n += 1; break;
-	case OVL_WIRE_T_LIST: n += (r->key_len > 0) + (r->after_len > 0) + (r->limit > 0); break;
+	case OVL_WIRE_T_LIST:
+		n += (r->key_len > 0) + (r->after_len > 0) + (r->limit > 0) + r->vers;
+		break;
 	default: break;
 	}
 	w_map(&w, n);
@@ -987,6 +1249,10 @@ int ovl_wire_req_encode(const struct ovl_wire_req *r, uint8_t *out, size_t cap, 
 			w_key(&w, "limit");
 			w_uint(&w, r->limit);
 		}
+		if (r->vers) {
+			w_key(&w, "vers");
+			w_bool(&w, true);
+		}
 	} else if (r->type != OVL_WIRE_T_NODE_STAT && r->type != OVL_WIRE_T_MAP) {
 		w_key(&w, "key");
 		w_bin(&w, r->key, r->key_len);
@@ -1002,6 +1268,21 @@ int ovl_wire_req_encode(const struct ovl_wire_req *r, uint8_t *out, size_t cap, 
 		w_uint(&w, r->offset);
 		w_key(&w, "length");
 		w_uint(&w, r->length);
+	}
+	if (r->has_ver) {
+		w_key(&w, "ver");
+		w_ver(&w, &r->ver);
+		w_key(&w, "fwd");
+		w_map(&w, 2);
+		w_key(&w, "chain");
+		w_array(&w, r->fwd.nchain);
+		for (uint32_t i = 0; i < r->fwd.nchain; i++) {
+			w_array(&w, 2);
+			w_bin(&w, r->fwd.chain[i].id, OVL_WIRE_NODE_ID_BYTES);
+			w_id_or_nil(&w, r->fwd.chain[i].has_home, r->fwd.chain[i].home);
+		}
+		w_key(&w, "home");
+		w_id_or_nil(&w, r->fwd.has_home, r->fwd.home);
 	}
 	if (w.full || w.len > OVL_WIRE_META_MAX_BYTES)
 		return fail(err, errlen, -ENOSPC, "%s: meta does not fit in %zu bytes", name, cap);
@@ -1022,6 +1303,10 @@ int ovl_wire_req_decode(uint8_t type, const uint8_t *meta, size_t len, struct ov
 		ret = meta_required(&m, type, err, errlen);
 	if (ret == 0 && !!(m.seen & BIT(F_OFFSET)) != !!(m.seen & BIT(F_LENGTH)))
 		ret = fail(err, errlen, -EBADMSG, "get: fields 'offset' and 'length' go together");
+	if (ret == 0 && !!(m.seen & BIT(F_VER)) != !!(m.seen & BIT(F_FWD)))
+		ret = fail(err, errlen, -EBADMSG, "%s: fields 'ver' and 'fwd' go together", m.frame);
+	if (ret == 0 && (m.seen & BIT(F_VER)) && m.ver.hlc == 0)
+		ret = fail(err, errlen, -EBADMSG, "%s: field 'ver' has hlc 0 (no version)", m.frame);
 	if (ret < 0) {
 		memset(r, 0, sizeof(*r));
 		return ret;
@@ -1047,6 +1332,47 @@ int ovl_wire_req_decode(uint8_t type, const uint8_t *meta, size_t len, struct ov
 	r->offset = m.val[F_OFFSET].n;
 	r->length = m.val[F_LENGTH].n;
 	r->limit = (uint32_t)m.val[F_LIMIT].n;
+	r->vers = m.val[F_VERS].n != 0;
+	r->has_ver = (m.seen & BIT(F_VER)) != 0;
+	if (r->has_ver)
+		r->ver = m.ver;
+	r->has_fwd = (m.seen & BIT(F_FWD)) != 0;
+	if (r->has_fwd)
+		r->fwd = m.fwd;
+	return 0;
+}
+
+/* The rules ovl_wire_resp_decode() applies to the replication fields. */
+static int resp_repl_check(const struct ovl_wire_resp *r, uint8_t op, const char *name,
+			   char *err, size_t errlen)
+{
+	bool write = op == OVL_WIRE_T_PUT || op == OVL_WIRE_T_DELETE;
+	bool read = op == OVL_WIRE_T_GET || op == OVL_WIRE_T_STAT;
+
+	if (r->has_ver && !write && !read)
+		return fail(err, errlen, -EINVAL, "%s: field 'ver' is for PUT, DELETE, GET and "
+			    "STAT only", name);
+	if (r->tomb && (!read || !r->has_ver || r->status != OVL_WIRE_NOT_FOUND))
+		return fail(err, errlen, -EINVAL, "%s: field 'tomb' needs 'ver' and status "
+			    "not-found (GET, STAT)", name);
+	if (r->vers && op != OVL_WIRE_T_LIST)
+		return fail(err, errlen, -EINVAL, "%s: field 'vers' is for LIST only", name);
+	if ((r->has_held || r->superseded || r->homes) && !write)
+		return fail(err, errlen, -EINVAL, "%s: fields 'held', 'homes' and 'superseded' are "
+			    "for PUT and DELETE only", name);
+	if (r->homes && !r->has_held)
+		return fail(err, errlen, -EINVAL, "%s: field 'homes' needs 'held'", name);
+	if (r->nheld > OVL_WIRE_HELD_MAX || (!r->has_held && r->nheld))
+		return fail(err, errlen, -EINVAL, "%s: field 'held' has more than %d entries", name,
+			    OVL_WIRE_HELD_MAX);
+	if (r->homes > r->nheld)
+		return fail(err, errlen, -EINVAL, "%s: field 'homes' (%u) is more than 'held' has "
+			    "(%u)", name, r->homes, r->nheld);
+	for (uint32_t i = 0; i < r->nheld; i++)
+		for (uint32_t j = 0; j < i; j++)
+			if (memcmp(r->held[i], r->held[j], OVL_WIRE_NODE_ID_BYTES) == 0)
+				return fail(err, errlen, -EINVAL,
+					    "%s: field 'held' names a node twice", name);
 	return 0;
 }
 
@@ -1060,6 +1386,7 @@ int ovl_wire_resp_encode(const struct ovl_wire_resp *r, uint8_t *out, size_t cap
 	bool sized = op == OVL_WIRE_T_PUT || op == OVL_WIRE_T_GET || op == OVL_WIRE_T_STAT;
 	bool ok = r->status == OVL_WIRE_OK;
 	size_t n = 3;
+	int ret;
 
 	if (!is_response(r->type))
 		return fail(err, errlen, -EINVAL, "response: type 0x%02x is not a response", r->type);
@@ -1080,6 +1407,11 @@ int ovl_wire_resp_encode(const struct ovl_wire_resp *r, uint8_t *out, size_t cap
 		if (!name_ok(r->counters[i].name, OVL_WIRE_NAME_SIZE - 1))
 			return fail(err, errlen, -EINVAL,
 				    "%s: counter %u name must be 1..63 printable bytes", name, i);
+	ret = resp_repl_check(r, op, name, err, errlen);
+	if (ret < 0)
+		return ret;
+	/* replication fields go out whenever set; n counts them */
+	n += r->has_ver + r->tomb + r->vers + (r->has_held ? 2 : 0) + r->superseded;
 	/* per-op fields go out on success only */
 	if (ok) {
 		if (op == OVL_WIRE_T_PUT || op == OVL_WIRE_T_STAT)
@@ -1131,6 +1463,30 @@ int ovl_wire_resp_encode(const struct ovl_wire_resp *r, uint8_t *out, size_t cap
 			w_uint(&w, r->counters[i].value);
 		}
 	}
+	if (r->has_ver) {
+		w_key(&w, "ver");
+		w_ver(&w, &r->ver);
+	}
+	if (r->tomb) {
+		w_key(&w, "tomb");
+		w_bool(&w, true);
+	}
+	if (r->vers) {
+		w_key(&w, "vers");
+		w_bool(&w, true);
+	}
+	if (r->has_held) {
+		w_key(&w, "held");
+		w_array(&w, r->nheld);
+		for (uint32_t i = 0; i < r->nheld; i++)
+			w_bin(&w, r->held[i], OVL_WIRE_NODE_ID_BYTES);
+		w_key(&w, "homes");
+		w_uint(&w, r->homes);
+	}
+	if (r->superseded) {
+		w_key(&w, "superseded");
+		w_bool(&w, true);
+	}
 	if (w.full || w.len > OVL_WIRE_META_MAX_BYTES)
 		return fail(err, errlen, -ENOSPC, "%s: meta does not fit in %zu bytes", name, cap);
 	return (int)w.len;
@@ -1181,6 +1537,15 @@ int ovl_wire_resp_decode(uint8_t type, const uint8_t *meta, size_t len, struct o
 		ret = meta_required(&m, type, err, errlen);
 	if (ret == 0 && (m.seen & BIT(F_COUNTERS)))
 		ret = counters_read(&m, r, err, errlen);
+	if (ret == 0 && m.val[F_TOMB].n &&
+	    (!(m.seen & BIT(F_VER)) || m.val[F_STATUS].n != OVL_WIRE_NOT_FOUND))
+		ret = fail(err, errlen, -EBADMSG, "%s: field 'tomb' needs 'ver' and status "
+			   "not-found", m.frame);
+	if (ret == 0 && (m.seen & BIT(F_HOMES)) && !(m.seen & BIT(F_HELD)))
+		ret = fail(err, errlen, -EBADMSG, "%s: field 'homes' needs 'held'", m.frame);
+	if (ret == 0 && m.val[F_HOMES].n > m.nheld)
+		ret = fail(err, errlen, -EBADMSG, "%s: field 'homes' (%llu) is more than 'held' has "
+			   "(%u)", m.frame, (unsigned long long)m.val[F_HOMES].n, m.nheld);
 	if (ret < 0) {
 		memset(r, 0, sizeof(*r));
 		return ret;
@@ -1196,6 +1561,16 @@ int ovl_wire_resp_decode(uint8_t type, const uint8_t *meta, size_t len, struct o
 	r->offset = m.val[F_OFFSET].n;
 	r->count = (uint32_t)m.val[F_COUNT].n;
 	r->more = m.val[F_MORE].n != 0;
+	r->has_ver = (m.seen & BIT(F_VER)) != 0;
+	if (r->has_ver)
+		r->ver = m.ver;
+	r->tomb = m.val[F_TOMB].n != 0;
+	r->vers = m.val[F_VERS].n != 0;
+	r->has_held = (m.seen & BIT(F_HELD)) != 0;
+	r->nheld = m.nheld;
+	memcpy(r->held, m.held, sizeof(r->held));
+	r->homes = (uint32_t)m.val[F_HOMES].n;
+	r->superseded = m.val[F_SUPERSEDED].n != 0;
 	return 0;
 }
 
@@ -1674,5 +2049,86 @@ int ovl_wire_hs_session(struct ovl_wire_hs *hs, struct ovl_wire_session *s)
 	*s = hs->sess;
 	sodium_memzero(&hs->sess, sizeof(hs->sess));
 	hs->state = 3;
+	return 0;
+}
+
+/* ---- versioned LIST payload -------------------------------------------------------- */
+
+int ovl_wire_vkeys_encode(const struct ovl_wire_vkey *ents, uint32_t n, uint8_t *out, size_t cap)
+{
+	struct wb w = { out, cap, 0, false };
+
+	if (n > OVL_WIRE_LIST_MAX)
+		return -EINVAL;
+	w_array(&w, n);
+	for (uint32_t i = 0; i < n; i++) {
+		if (ents[i].len < 1 || ents[i].len > OVL_WIRE_KEY_MAX_BYTES)
+			return -EINVAL;
+		w_array(&w, 4);
+		w_bin(&w, ents[i].ptr, ents[i].len);
+		w_uint(&w, ents[i].ver.hlc);
+		w_uint(&w, ents[i].ver.node);
+		w_bool(&w, ents[i].tomb);
+	}
+	if (w.full || w.len > INT32_MAX)
+		return -ENOSPC;
+	return (int)w.len;
+}
+
+int ovl_wire_vkeys_decode(const uint8_t *buf, size_t len, struct ovl_wire_vkey **ents,
+			  uint32_t *n, char *err, size_t errlen)
+{
+	static const struct ovl_mp_limits lim = {
+		.max_depth = 2,
+		.max_bytes = OVL_WIRE_OBJECT_MAX_BYTES,
+		.max_elems = 5 * OVL_WIRE_LIST_MAX + 1,
+		.max_str = OVL_WIRE_KEY_MAX_BYTES,
+	};
+	struct ovl_wire_vkey *arr = NULL;
+	struct ovl_mpr r = { buf, buf + len };
+	size_t used = 0;
+	char why[160];
+	struct ovl_mpr_val v;
+	int ret;
+
+	*ents = NULL;
+	*n = 0;
+	why[0] = '\0';
+	ret = ovl_mp_check(buf, len, &lim, &used, why, sizeof(why));
+	if (ret < 0)
+		return fail(err, errlen, ret == -ELOOP ? -EBADMSG : ret, "versioned list payload: %s",
+			    why);
+	if (used != len)
+		return fail(err, errlen, -EBADMSG,
+			    "versioned list payload: %zu bytes follow the array", len - used);
+	if (ovl_mpr_next(&r, &v) < 0 || v.kind != OVL_MPR_ARRAY)
+		return fail(err, errlen, -EBADMSG, "versioned list payload: not an array");
+	if (v.n > OVL_WIRE_LIST_MAX)
+		return fail(err, errlen, -E2BIG, "versioned list payload: %llu entries, more than %d",
+			    (unsigned long long)v.n, OVL_WIRE_LIST_MAX);
+	arr = calloc(v.n ? v.n : 1, sizeof(*arr));
+	if (!arr)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < v.n; i++) {
+		struct ovl_mpr_val e, k, hlc, node, tomb;
+
+		if (ovl_mpr_next(&r, &e) < 0 || e.kind != OVL_MPR_ARRAY || e.n != 4 ||
+		    ovl_mpr_next(&r, &k) < 0 || ovl_mpr_next(&r, &hlc) < 0 ||
+		    ovl_mpr_next(&r, &node) < 0 || ovl_mpr_next(&r, &tomb) < 0 ||
+		    k.kind != OVL_MPR_BIN || k.n < 1 || k.n > OVL_WIRE_KEY_MAX_BYTES ||
+		    hlc.kind != OVL_MPR_UINT || node.kind != OVL_MPR_UINT ||
+		    tomb.kind != OVL_MPR_BOOL) {
+			free(arr);
+			return fail(err, errlen, -EBADMSG, "versioned list payload: entry %u is not "
+				    "[key bin 1..1024, hlc uint, node uint, tomb bool]", i);
+		}
+		arr[i].ptr = k.ptr;
+		arr[i].len = (uint32_t)k.n;
+		arr[i].ver.hlc = hlc.n;
+		arr[i].ver.node = node.n;
+		arr[i].tomb = tomb.n != 0;
+	}
+	*ents = arr;
+	*n = (uint32_t)v.n;
 	return 0;
 }

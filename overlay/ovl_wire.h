@@ -35,6 +35,7 @@
 
 #include "ovl_cert.h"
 #include "ovl_id.h"
+#include "ovl_place.h"
 
 struct ovl_peers;
 
@@ -61,6 +62,9 @@ struct ovl_peers;
 #define OVL_WIRE_TEXT_SIZE 256                  /* error messages, 255 + NUL */
 #define OVL_WIRE_LIST_MAX 10000                 /* keys in one LIST answer */
 #define OVL_WIRE_COUNTERS_MAX 64                /* entries in a NODE_STAT counters map */
+#define OVL_WIRE_NODE_ID_BYTES 32               /* node ids in `fwd` and `held` */
+#define OVL_WIRE_CHAIN_MAX 4                    /* `fwd` chain entries (R <= 5) */
+#define OVL_WIRE_HELD_MAX OVL_PLACE_REPLICAS_MAX /* node ids in a `held` answer */
 
 #define OVL_WIRE_FLAG_ENCRYPTED 0x01            /* payload is AEAD chunks */
 
@@ -432,6 +436,34 @@ int ovl_wire_error_parse(const uint8_t *meta, size_t len, uint32_t *status,
 
 /* ---- request and response meta ------------------------------------------- */
 
+/*
+ * A version (docs/PROTOCOL.md 7.7, "Versions"): ordered by hlc, then node.
+ * (0, 0) is "no version", older than every real one; a version a request
+ * carries has hlc >= 1.
+ */
+struct ovl_wire_ver {
+	uint64_t hlc;   /* hybrid logical clock: (unix ms << 16) | counter */
+	uint64_t node;  /* the head's node id, first 8 bytes big-endian */
+};
+
+/* <0, 0, >0 as a is older than, the same as, newer than b. */
+int ovl_wire_ver_cmp(const struct ovl_wire_ver *a, const struct ovl_wire_ver *b);
+
+/* One entry of a forwarded write's chain: a node that must store the write. */
+struct ovl_wire_hop {
+	uint8_t id[OVL_WIRE_NODE_ID_BYTES];    /* the node */
+	bool has_home;                         /* false: id is a home replica of the key */
+	uint8_t home[OVL_WIRE_NODE_ID_BYTES];  /* has_home: id keeps a hinted copy for home */
+};
+
+/* `fwd` of a forwarded PUT or DELETE (only nodes send it). */
+struct ovl_wire_fwd {
+	uint32_t nchain;                                /* 0..OVL_WIRE_CHAIN_MAX */
+	struct ovl_wire_hop chain[OVL_WIRE_CHAIN_MAX];  /* who stores it after the receiver, in order */
+	bool has_home;                                  /* false: the receiver is a home replica */
+	uint8_t home[OVL_WIRE_NODE_ID_BYTES];           /* has_home: the receiver keeps a hint for home */
+};
+
 struct ovl_wire_req {
 	uint8_t type;                      /* OVL_WIRE_T_PUT .. OVL_WIRE_T_MAP */
 	char slice[OVL_WIRE_NAME_SIZE];    /* every request: slice name, 1..63 bytes */
@@ -445,6 +477,12 @@ struct ovl_wire_req {
 	uint8_t after[OVL_WIRE_KEY_MAX_BYTES]; /* LIST: start strictly after this key (0..1024) */
 	uint32_t after_len;
 	uint32_t limit;                    /* LIST: 1..OVL_WIRE_LIST_MAX; 0 = the maximum */
+	bool vers;                         /* LIST: answer with versions and tombstones */
+	/* PUT, DELETE forwarded by a node: both or neither (`ver` and `fwd` go together) */
+	bool has_ver;
+	struct ovl_wire_ver ver;           /* the write's version, hlc >= 1 */
+	bool has_fwd;
+	struct ovl_wire_fwd fwd;
 };
 
 struct ovl_wire_counter {
@@ -466,6 +504,18 @@ struct ovl_wire_resp {
 	bool more;                         /* LIST: more keys follow `after` the last one */
 	uint32_t ncounters;                /* NODE_STAT */
 	struct ovl_wire_counter counters[OVL_WIRE_COUNTERS_MAX];
+	/* versions: GET and STAT (the object's; with tomb on not-found, the
+	 * tombstone's), PUT and DELETE (the write's) */
+	bool has_ver;
+	struct ovl_wire_ver ver;
+	bool tomb;                         /* GET, STAT not-found: the key is a tombstone at ver */
+	bool vers;                         /* LIST: the payload is the versioned form */
+	/* PUT, DELETE of a replicated write */
+	bool has_held;
+	uint32_t nheld;                    /* 0..OVL_WIRE_HELD_MAX */
+	uint8_t held[OVL_WIRE_HELD_MAX][OVL_WIRE_NODE_ID_BYTES]; /* nodes holding it durably */
+	uint32_t homes;                    /* how many of held are at their proper home (<= nheld) */
+	bool superseded;                   /* this node already held a newer version */
 };
 
 /*
@@ -503,5 +553,23 @@ struct ovl_wire_bin {
 int ovl_wire_keys_encode(const struct ovl_wire_bin *keys, uint32_t n, uint8_t *out, size_t cap);
 int ovl_wire_keys_decode(const uint8_t *buf, size_t len, struct ovl_wire_bin **keys, uint32_t *n,
 			 char *err, size_t errlen);
+
+/*
+ * The versioned LIST payload (a LIST with `vers`, answered with `vers`): a
+ * msgpack array of at most OVL_WIRE_LIST_MAX entries, each an array of
+ * exactly four: [key bin 1..1024, hlc uint, node uint, tomb bool]
+ * (tombstones included). Encode: the length, -ENOSPC or -EINVAL. Decode:
+ * *ents (calloc'd, the caller frees; keys point into buf) and *n; 0,
+ * -EBADMSG or -E2BIG (err says which entry and why), -ENOMEM.
+ */
+struct ovl_wire_vkey {
+	const uint8_t *ptr;       /* the key */
+	uint32_t len;
+	struct ovl_wire_ver ver;  /* (0, 0): written without a version */
+	bool tomb;                /* a tombstone (a delete at ver) */
+};
+int ovl_wire_vkeys_encode(const struct ovl_wire_vkey *ents, uint32_t n, uint8_t *out, size_t cap);
+int ovl_wire_vkeys_decode(const uint8_t *buf, size_t len, struct ovl_wire_vkey **ents, uint32_t *n,
+			  char *err, size_t errlen);
 
 #endif

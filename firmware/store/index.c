@@ -4,7 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ENTRY_MAX (2 + 2 + SIDX_KEY_MAX + 6 + 4) /* longest encoded entry */
+#define ENTRY_MAX (2 + 2 + SIDX_KEY_MAX + 6 + 4 + 8 + 9) /* longest encoded entry */
+#define F_VER 1u                                   /* entry flags (index.h) */
+#define F_TOMB 2u
+#define NHASH_SLOTS (2 * SIDX_NODES_MAX)            /* the node table's hash */
 #define BLK_MIN (SIDX_BLOCK_BYTES / 4)             /* merge a block smaller than this */
 #define LO_MASK ((UINT64_C(1) << SIDX_LOC_SPLIT) - 1)
 #define MALLOC_HDR 8u                              /* glibc's per-chunk header */
@@ -19,7 +22,12 @@ struct blk {
 struct sidx {
 	struct blk *dir;        /* in key order */
 	uint32_t ndir, capdir;
-	uint64_t count;         /* live keys */
+	uint64_t count;         /* live keys, tombstones included */
+	uint64_t tombs;         /* of those, tombstones */
+	uint64_t versioned;     /* of those, entries with a version */
+	uint64_t *nodes;        /* distinct node values of versions, in first-seen order */
+	uint32_t nnodes, capnodes;
+	uint16_t *nhash;        /* NHASH_SLOTS: 1 + index into nodes, 0 empty */
 	uint64_t key_bytes;     /* sum of the live keys' lengths */
 	uint64_t gen;           /* changes made, for iterators */
 	size_t mem_bytes;       /* block bytes allocated, headers included */
@@ -33,14 +41,14 @@ struct sidx {
 struct ent {
 	uint32_t shared, slen, size; /* shared prefix, suffix bytes, encoded bytes */
 	const uint8_t *suffix;
-	uint64_t loc;
+	struct sidx_val v;
 };
 
 /* Where a key falls in a block (see scan()). */
 struct hit {
 	uint32_t off, size;     /* the entry found and its encoded size; off = len if none */
 	int cmp;                /* its key against the one searched for */
-	uint64_t loc;
+	struct sidx_val v;
 	uint8_t *prev, *cur;    /* the key before it (prevlen 0: none) and its key */
 	size_t prevlen, curlen;
 };
@@ -71,37 +79,117 @@ static const uint8_t *get_var(const uint8_t *p, uint64_t *v)
 	return p;
 }
 
-static void dec(const uint8_t *p, struct ent *e)
+static bool has_ver(const struct sidx_val *v)
+{
+	return v->hlc || v->node || v->tomb;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void dec(const struct sidx *ix, const uint8_t *p, struct ent *e)
 {
 	const uint8_t *q = p;
-	uint64_t a, hi, lo;
+	uint64_t a, hi, lo, f;
 
 	q = get_var(q, &a);
 	e->shared = (uint32_t)a;
 	q = get_var(q, &a);
-	e->slen = (uint32_t)a;
+	e->slen = (uint32_t)(a >> 2);
+	f = a & 3;
 	e->suffix = q;
 	q += e->slen;
 	q = get_var(q, &hi);
 	q = get_var(q, &lo);
-	e->loc = hi << SIDX_LOC_SPLIT | lo;
+	e->v.loc = hi << SIDX_LOC_SPLIT | lo;
+	e->v.hlc = e->v.node = 0;
+	e->v.tomb = f & F_TOMB;
+	if (f & F_VER) {
+		e->v.hlc = get64(q);
+		q = get_var(q + 8, &a);
+		if (a) {
+			e->v.node = ix->nodes[a - 1];
+		} else {
+			e->v.node = get64(q);
+			q += 8;
+		}
+	}
 	e->size = (uint32_t)(q - p);
 }
 
+static uint32_t nhash_slot(uint64_t node)
+{
+	return (uint32_t)((node * UINT64_C(0x9E3779B97F4A7C15)) >> 40) % NHASH_SLOTS;
+}
+
+/* The node table's reference for node (1 + its index), adding it when
+ * there is room; 0 when it is not in the table (stored whole). */
+static uint64_t node_ref(struct sidx *ix, uint64_t node)
+{
+	uint32_t i;
+
+	if (!ix->nhash) {
+		ix->nhash = calloc(NHASH_SLOTS, sizeof(*ix->nhash));
+		if (!ix->nhash)
+			return 0;
+	}
+	for (i = nhash_slot(node); ix->nhash[i]; i = (i + 1) % NHASH_SLOTS)
+		if (ix->nodes[ix->nhash[i] - 1] == node)
+			return ix->nhash[i];
+	if (ix->nnodes == SIDX_NODES_MAX)
+		return 0;
+	if (ix->nnodes == ix->capnodes) {
+		uint32_t cap = ix->capnodes ? ix->capnodes * 2 : 16;
+		uint64_t *n = realloc(ix->nodes, cap * sizeof(*n));
+
+		if (!n)
+			return 0;
+		ix->nodes = n;
+		ix->capnodes = cap;
+	}
+	ix->nodes[ix->nnodes++] = node;
+	ix->nhash[i] = (uint16_t)ix->nnodes;
+	return ix->nnodes;
+}
+
 /* Encode key (after prev, which may be NULL) into p; returns its size. */
-static size_t enc(uint8_t *p, const uint8_t *prev, size_t plen, const uint8_t *key, size_t klen,
-		  uint64_t loc)
+static size_t enc(struct sidx *ix, uint8_t *p, const uint8_t *prev, size_t plen,
+		  const uint8_t *key, size_t klen, const struct sidx_val *v)
 {
 	size_t s = 0, n, m = plen < klen ? plen : klen;
+	bool ver = has_ver(v);
+	uint64_t r;
 
 	while (prev && s < m && prev[s] == key[s])
 		s++;
 	n = put_var(p, s);
-	n += put_var(p + n, klen - s);
+	n += put_var(p + n, (uint64_t)(klen - s) << 2 | (ver ? F_VER : 0) | (v->tomb ? F_TOMB : 0));
 	memcpy(p + n, key + s, klen - s);
 	n += klen - s;
-	n += put_var(p + n, loc >> SIDX_LOC_SPLIT);
-	n += put_var(p + n, loc & LO_MASK);
+	n += put_var(p + n, v->loc >> SIDX_LOC_SPLIT);
+	n += put_var(p + n, v->loc & LO_MASK);
+	if (ver) {
+		put64(p + n, v->hlc);
+		n += 8;
+		r = node_ref(ix, v->node);
+		n += put_var(p + n, r);
+		if (!r) {
+			put64(p + n, v->node);
+			n += 8;
+		}
+	}
 	return n;
 }
 
@@ -119,7 +207,7 @@ static int cmp_first(const struct blk *b, const uint8_t *key, size_t klen)
 	uint64_t slen;
 	const uint8_t *p = get_var(b->mem + 1, &slen); /* mem[0]: shared, always 0 */
 
-	return keycmp(p, slen, key, klen);
+	return keycmp(p, slen >> 2, key, klen);
 }
 
 /* The block a key belongs in: the last whose first key is <= key, or 0. */
@@ -151,7 +239,7 @@ static uint32_t find_blk(const struct sidx *ix, const uint8_t *key, size_t klen)
  * `key`, one sharing less is above it, and only one sharing exactly m needs
  * its suffix compared.
  */
-static bool scan(const struct blk *b, const uint8_t *key, size_t klen, bool after,
+static bool scan(const struct sidx *ix, const struct blk *b, const uint8_t *key, size_t klen, bool after,
 		 uint8_t kb[2][SIDX_KEY_MAX], struct hit *h)
 {
 	uint8_t *run = kb ? kb[1] : NULL;
@@ -163,7 +251,7 @@ static bool scan(const struct blk *b, const uint8_t *key, size_t klen, bool afte
 		size_t newm = m;
 		int c;
 
-		dec(b->mem + off, &e);
+		dec(ix, b->mem + off, &e);
 		if (e.shared > m) {
 			c = -1;
 		} else if (e.shared < m) {
@@ -180,7 +268,7 @@ static bool scan(const struct blk *b, const uint8_t *key, size_t klen, bool afte
 			newm = m + j;
 		}
 		if (c > 0 || (c == 0 && !after)) {
-			*h = (struct hit){ .off = off, .size = e.size, .cmp = c, .loc = e.loc };
+			*h = (struct hit){ .off = off, .size = e.size, .cmp = c, .v = e.v };
 			if (run) {
 				memcpy(kb[0], run, rlen);
 				memcpy(run + e.shared, e.suffix, e.slen);
@@ -296,7 +384,7 @@ static void maybe_split(struct sidx *ix, uint32_t i)
 		return;
 	/* walk to the first entry at or past the middle, keeping its key */
 	for (;;) {
-		dec(b->mem + off, &e);
+		dec(ix, b->mem + off, &e);
 		memcpy(key + e.shared, e.suffix, e.slen);
 		if (off && off + e.size / 2 >= b->len / 2)
 			break;
@@ -304,7 +392,7 @@ static void maybe_split(struct sidx *ix, uint32_t i)
 		if (off >= b->len)
 			return; /* a single entry: nothing to split */
 	}
-	n = (uint32_t)enc(first, NULL, 0, key, e.shared + e.slen, e.loc);
+	n = (uint32_t)enc(ix, first, NULL, 0, key, e.shared + e.slen, &e.v);
 	rest = b->len - off - e.size;
 	{
 		uint32_t cap = cap_for(n + rest);
@@ -351,14 +439,14 @@ static void maybe_merge(struct sidx *ix, uint32_t i)
 	if (a->len + b->len > SIDX_BLOCK_BYTES)
 		return;
 	while (off < a->len) {
-		dec(a->mem + off, &e);
+		dec(ix, a->mem + off, &e);
 		memcpy(key + e.shared, e.suffix, e.slen);
 		klen = e.shared + e.slen;
 		off += e.size;
 	}
-	dec(b->mem, &f);
+	dec(ix, b->mem, &f);
 	memcpy(bkey, f.suffix, f.slen);
-	n = (uint32_t)enc(first, key, klen, bkey, f.slen, f.loc);
+	n = (uint32_t)enc(ix, first, key, klen, bkey, f.slen, &f.v);
 	/* room for both parts first, so nothing is half done on failure */
 	if (a->len + n + b->len - f.size > a->cap) {
 		uint32_t cap = cap_for(a->len + n + b->len - f.size);
@@ -390,73 +478,127 @@ void sidx_destroy(struct sidx **ixp)
 	for (uint32_t i = 0; i < ix->ndir; i++)
 		free(ix->dir[i].mem);
 	free(ix->dir);
+	free(ix->nodes);
+	free(ix->nhash);
 	free(ix);
 	*ixp = NULL;
 }
 
-int sidx_get(const struct sidx *ix, const void *key, size_t klen, uint64_t *loc)
+int sidx_find(const struct sidx *ix, const void *key, size_t klen, struct sidx_val *v)
 {
 	struct hit h;
 
-	if (!ix->ndir || !scan(&ix->dir[find_blk(ix, key, klen)], key, klen, false, NULL, &h) ||
-	    h.cmp != 0)
+	if (!ix->ndir || !klen || klen > SIDX_KEY_MAX ||
+	    !scan(ix, &ix->dir[find_blk(ix, key, klen)], key, klen, false, NULL, &h) || h.cmp != 0)
 		return 0;
-	*loc = h.loc;
+	*v = h.v;
 	return 1;
 }
 
-int sidx_set(struct sidx *ix, const void *key, size_t klen, uint64_t loc, uint64_t *old)
+int sidx_get(const struct sidx *ix, const void *key, size_t klen, uint64_t *loc)
+{
+	struct sidx_val v;
+
+	if (!sidx_find(ix, key, klen, &v))
+		return 0;
+	*loc = v.loc;
+	return 1;
+}
+
+/* Insert or replace; with keep_loc_only, replace only the location of a
+ * present key (-ENOENT when absent). */
+static int put_val(struct sidx *ix, const void *key, size_t klen, const struct sidx_val *nv,
+		   struct sidx_val *old, bool loc_only)
 {
 	uint8_t kb[2][SIDX_KEY_MAX], p[2 * ENTRY_MAX];
 	const uint8_t *prev;
+	struct sidx_val v = *nv;
 	struct blk *b;
 	struct hit h;
 	uint32_t i, n;
 	bool found;
 
-	*old = 0;
-	if (!klen || klen > SIDX_KEY_MAX || !loc)
+	if (old)
+		*old = (struct sidx_val){ 0 };
+	if (!klen || klen > SIDX_KEY_MAX || !v.loc || (v.tomb && !v.hlc && !v.node))
 		return -EINVAL;
 	if (!ix->ndir) {
-		n = (uint32_t)enc(p, NULL, 0, key, klen, loc);
+		if (loc_only)
+			return -ENOENT;
+		n = (uint32_t)enc(ix, p, NULL, 0, key, klen, &v);
 		if (blk_new(ix, 0, p, n) < 0)
 			return -ENOMEM;
 		goto added;
 	}
 	i = find_blk(ix, key, klen);
 	b = &ix->dir[i];
-	found = scan(b, key, klen, false, kb, &h);
+	found = scan(ix, b, key, klen, false, kb, &h);
 	prev = h.prevlen ? h.prev : NULL;
 	if (found && h.cmp == 0) {
-		*old = h.loc;
-		n = (uint32_t)enc(p, prev, h.prevlen, h.cur, h.curlen, loc);
+		if (old)
+			*old = h.v;
+		if (loc_only) {
+			v = h.v;
+			v.loc = nv->loc;
+		}
+		n = (uint32_t)enc(ix, p, prev, h.prevlen, h.cur, h.curlen, &v);
 		if (n == h.size)
 			memcpy(b->mem + h.off, p, n);
 		else if (splice(ix, b, h.off, h.size, p, n) < 0)
 			return -ENOMEM;
+		ix->tombs += (uint64_t)v.tomb - (uint64_t)h.v.tomb;
+		ix->versioned += (uint64_t)has_ver(&v) - (uint64_t)has_ver(&h.v);
 		ix->gen++;
 		return 0;
 	}
-	n = (uint32_t)enc(p, prev, h.prevlen, key, klen, loc);
+	if (loc_only)
+		return -ENOENT;
+	n = (uint32_t)enc(ix, p, prev, h.prevlen, key, klen, &v);
 	if (!found && b->len + n > SIDX_BLOCK_BYTES) {
 		/* past the end of a full block: start the next one (so keys
 		 * added in order fill their blocks) */
-		n = (uint32_t)enc(p, NULL, 0, key, klen, loc);
+		n = (uint32_t)enc(ix, p, NULL, 0, key, klen, &v);
 		if (blk_new(ix, i + 1, p, n) < 0)
 			return -ENOMEM;
 		goto added;
 	}
 	if (found) /* the key that was first now follows the new one */
-		n += (uint32_t)enc(p + n, key, klen, h.cur, h.curlen, h.loc);
+		n += (uint32_t)enc(ix, p + n, key, klen, h.cur, h.curlen, &h.v);
 	if (splice(ix, b, h.off, found ? h.size : 0, p, n) < 0)
 		return -ENOMEM;
 	maybe_split(ix, i);
 added:
 	ix->count++;
+	ix->tombs += v.tomb;
+	ix->versioned += has_ver(&v);
 	ix->key_bytes += klen;
 	ix->gen++;
 	ix->tail_ok = false;
 	return 0;
+}
+
+int sidx_put(struct sidx *ix, const void *key, size_t klen, const struct sidx_val *v,
+	     struct sidx_val *old)
+{
+	return put_val(ix, key, klen, v, old, false);
+}
+
+int sidx_set(struct sidx *ix, const void *key, size_t klen, uint64_t loc, uint64_t *old)
+{
+	struct sidx_val v = { .loc = loc }, o;
+	int ret = put_val(ix, key, klen, &v, &o, false);
+
+	*old = o.loc;
+	return ret;
+}
+
+int sidx_set_loc(struct sidx *ix, const void *key, size_t klen, uint64_t loc, uint64_t *old)
+{
+	struct sidx_val v = { .loc = loc }, o;
+	int ret = put_val(ix, key, klen, &v, &o, true);
+
+	*old = o.loc;
+	return ret;
 }
 
 int sidx_del(struct sidx *ix, const void *key, size_t klen, uint64_t *old)
@@ -471,24 +613,27 @@ int sidx_del(struct sidx *ix, const void *key, size_t klen, uint64_t *old)
 		return 0;
 	i = find_blk(ix, key, klen);
 	b = &ix->dir[i];
-	if (!scan(b, key, klen, false, kb, &h) || h.cmp != 0)
+	if (!scan(ix, b, key, klen, false, kb, &h) || h.cmp != 0)
 		return 0;
 	gone = h.size;
 	if (h.off + h.size < b->len) { /* the next entry now follows the previous one */
 		struct ent e;
 
-		dec(b->mem + h.off + h.size, &e);
+		dec(ix, b->mem + h.off + h.size, &e);
 		memcpy(next, h.cur, e.shared);
 		memcpy(next + e.shared, e.suffix, e.slen);
-		n = (uint32_t)enc(p, h.prevlen ? h.prev : NULL, h.prevlen, next, e.shared + e.slen,
-				  e.loc);
+		/* its node reference is already in the table: encodes as before */
+		n = (uint32_t)enc(ix, p, h.prevlen ? h.prev : NULL, h.prevlen, next, e.shared + e.slen,
+				  &e.v);
 		gone += e.size;
 	}
 	/* n <= gone (the next key's suffix grows by at most the deleted
 	 * entry's suffix, and its varints by less than the deleted entry's),
 	 * and splice reallocates only to grow: this cannot fail */
 	splice(ix, b, h.off, gone, p, n);
-	*old = h.loc;
+	*old = h.v.loc;
+	ix->tombs -= h.v.tomb;
+	ix->versioned -= has_ver(&h.v);
 	if (!b->len)
 		dir_remove(ix, i);
 	else
@@ -502,10 +647,18 @@ int sidx_del(struct sidx *ix, const void *key, size_t klen, uint64_t *old)
 
 int sidx_append_sorted(struct sidx *ix, const void *key, size_t klen, uint64_t loc)
 {
+	struct sidx_val v = { .loc = loc };
+
+	return sidx_append_sorted_val(ix, key, klen, &v);
+}
+
+int sidx_append_sorted_val(struct sidx *ix, const void *key, size_t klen,
+			   const struct sidx_val *v)
+{
 	uint8_t p[ENTRY_MAX];
 	uint32_t n;
 
-	if (!klen || klen > SIDX_KEY_MAX || !loc)
+	if (!klen || klen > SIDX_KEY_MAX || !v->loc || (v->tomb && !v->hlc && !v->node))
 		return -EINVAL;
 	if (ix->ndir && !ix->tail_ok) {
 		const struct blk *b = &ix->dir[ix->ndir - 1];
@@ -513,7 +666,7 @@ int sidx_append_sorted(struct sidx *ix, const void *key, size_t klen, uint64_t l
 		struct ent e;
 
 		while (off < b->len) {
-			dec(b->mem + off, &e);
+			dec(ix, b->mem + off, &e);
 			memcpy(ix->tail_key + e.shared, e.suffix, e.slen);
 			ix->tail_klen = (uint16_t)(e.shared + e.slen);
 			off += e.size;
@@ -525,14 +678,14 @@ int sidx_append_sorted(struct sidx *ix, const void *key, size_t klen, uint64_t l
 	if (ix->ndir) {
 		struct blk *b = &ix->dir[ix->ndir - 1];
 
-		n = (uint32_t)enc(p, ix->tail_key, ix->tail_klen, key, klen, loc);
+		n = (uint32_t)enc(ix, p, ix->tail_key, ix->tail_klen, key, klen, v);
 		if (b->len + n <= SIDX_BLOCK_BYTES) {
 			if (splice(ix, b, b->len, 0, p, n) < 0)
 				return -ENOMEM;
 			goto added;
 		}
 	}
-	n = (uint32_t)enc(p, NULL, 0, key, klen, loc);
+	n = (uint32_t)enc(ix, p, NULL, 0, key, klen, v);
 	if (blk_new(ix, ix->ndir, p, n) < 0)
 		return -ENOMEM;
 added:
@@ -540,6 +693,8 @@ added:
 	ix->tail_klen = (uint16_t)klen;
 	ix->tail_ok = true;
 	ix->count++;
+	ix->tombs += v->tomb;
+	ix->versioned += has_ver(v);
 	ix->key_bytes += klen;
 	ix->gen++;
 	return 0;
@@ -550,6 +705,16 @@ uint64_t sidx_count(const struct sidx *ix)
 	return ix->count;
 }
 
+uint64_t sidx_tombs(const struct sidx *ix)
+{
+	return ix->tombs;
+}
+
+uint64_t sidx_versioned(const struct sidx *ix)
+{
+	return ix->versioned;
+}
+
 uint64_t sidx_key_bytes(const struct sidx *ix)
 {
 	return ix->key_bytes;
@@ -557,7 +722,9 @@ uint64_t sidx_key_bytes(const struct sidx *ix)
 
 size_t sidx_bytes(const struct sidx *ix)
 {
-	return sizeof(*ix) + MALLOC_HDR + ix->mem_bytes + (size_t)ix->capdir * sizeof(*ix->dir);
+	return sizeof(*ix) + MALLOC_HDR + ix->mem_bytes + (size_t)ix->capdir * sizeof(*ix->dir) +
+	       (size_t)ix->capnodes * sizeof(*ix->nodes) +
+	       (ix->nhash ? NHASH_SLOTS * sizeof(*ix->nhash) + MALLOC_HDR : 0);
 }
 
 void sidx_shrink(struct sidx *ix)
@@ -594,6 +761,17 @@ void sidx_seek(const struct sidx *ix, struct sidx_iter *it, const void *key, siz
 bool sidx_next(const struct sidx *ix, struct sidx_iter *it, const uint8_t **key, size_t *klen,
 	       uint64_t *loc)
 {
+	struct sidx_val v;
+
+	if (!sidx_next_val(ix, it, key, klen, &v))
+		return false;
+	*loc = v.loc;
+	return true;
+}
+
+bool sidx_next_val(const struct sidx *ix, struct sidx_iter *it, const uint8_t **key,
+		   size_t *klen, struct sidx_val *v)
+{
 	struct ent e;
 
 	if (it->gen != ix->gen) {
@@ -611,7 +789,7 @@ bool sidx_next(const struct sidx *ix, struct sidx_iter *it, const uint8_t **key,
 			it->off = 0;
 		} else {
 			i = find_blk(ix, it->key, it->klen);
-			if (scan(&ix->dir[i], it->key, it->klen, it->mode == IT_AFTER, kb, &h)) {
+			if (scan(ix, &ix->dir[i], it->key, it->klen, it->mode == IT_AFTER, kb, &h)) {
 				/* decode it below: its predecessor's key comes along */
 				memcpy(it->key, h.prev, h.prevlen);
 				it->blk = i;
@@ -628,13 +806,13 @@ bool sidx_next(const struct sidx *ix, struct sidx_iter *it, const uint8_t **key,
 	}
 	if (it->blk >= ix->ndir)
 		return false;
-	dec(ix->dir[it->blk].mem + it->off, &e);
+	dec(ix, ix->dir[it->blk].mem + it->off, &e);
 	memcpy(it->key + e.shared, e.suffix, e.slen);
 	it->klen = (uint16_t)(e.shared + e.slen);
 	it->off += e.size;
 	it->mode = IT_AFTER;
 	*key = it->key;
 	*klen = it->klen;
-	*loc = e.loc;
+	*v = e.v;
 	return true;
 }

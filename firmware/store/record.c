@@ -19,7 +19,7 @@ uint64_t rec_size(size_t klen, uint64_t vlen)
 	return (n + REC_ALIGN_BYTES - 1) & ~(uint64_t)(REC_ALIGN_BYTES - 1);
 }
 
-void rec_hdr_pack(const struct rec_hdr *h, uint8_t out[REC_HDR_BYTES])
+void rec_hdr_pack(const struct rec_hdr *h, uint8_t *out)
 {
 	le_put16(out, REC_MAGIC);
 	out[2] = h->type;
@@ -32,6 +32,19 @@ void rec_hdr_pack(const struct rec_hdr *h, uint8_t out[REC_HDR_BYTES])
 	le_put64(out + 24, h->aux);
 	le_put32(out + 32, h->vcrc);
 	le_put32(out + 36, h->hcrc);
+	if (h->flags & REC_FLAG_VER) {
+		le_put64(out + REC_HDR_BYTES, h->hlc);
+		le_put64(out + REC_HDR_BYTES + 8, h->node);
+	}
+}
+
+void rec_ext_get(const uint8_t *rec, struct rec_hdr *h)
+{
+	h->hlc = h->node = 0;
+	if (h->flags & REC_FLAG_VER) {
+		h->hlc = le_get64(rec + REC_HDR_BYTES);
+		h->node = le_get64(rec + REC_HDR_BYTES + 8);
+	}
 }
 
 int rec_hdr_unpack(const uint8_t in[REC_HDR_BYTES], struct rec_hdr *h)
@@ -47,17 +60,25 @@ int rec_hdr_unpack(const uint8_t in[REC_HDR_BYTES], struct rec_hdr *h)
 	h->aux = le_get64(in + 24);
 	h->vcrc = le_get32(in + 32);
 	h->hcrc = le_get32(in + 36);
-	if (h->type < REC_PUT || h->type > REC_DAMAGE || (h->flags & ~(REC_FLAG_CHUNKED | REC_FLAG_JUMP)))
+	h->hlc = h->node = 0;
+	if (h->type < REC_PUT || h->type > REC_DROP ||
+	    (h->flags & ~(REC_FLAG_CHUNKED | REC_FLAG_JUMP | REC_FLAG_VER | REC_FLAG_TOMB)))
+		return -EBADMSG;
+	/* a tombstone's copy is a RELOC of nothing, and says whose version */
+	if ((h->flags & REC_FLAG_TOMB) && (h->type != REC_RELOC || h->vlen || !(h->flags & REC_FLAG_VER)))
 		return -EBADMSG;
 	if (!!(h->flags & REC_FLAG_CHUNKED) != (h->vlen > REC_CHUNK_BYTES))
 		return -EBADMSG;
 	return 0;
 }
 
-uint32_t rec_hcrc(const uint8_t hdr[REC_HDR_BYTES], const void *key, size_t klen,
-		  const void *table, size_t tlen)
+uint32_t rec_hcrc(const uint8_t *hdr, const void *key, size_t klen, const void *table,
+		  size_t tlen)
 {
 	uint32_t c = ovl_crc32c(0, hdr, REC_HDR_BYTES - 4);
+
+	if (hdr[3] & REC_FLAG_VER)
+		c = ovl_crc32c(c, hdr + REC_HDR_BYTES, REC_EXT_BYTES);
 
 	c = ovl_crc32c(c, key, klen);
 	if (tlen)
@@ -87,9 +108,10 @@ int rec_check(const uint8_t *rec, size_t avail, struct rec_hdr *h)
 	if (avail < REC_HDR_BYTES || rec_hdr_unpack(rec, h) < 0)
 		return -EBADMSG;
 	tlen = rec_table_bytes(h->vlen);
-	if (rec_size(h->klen, h->vlen) > avail)
+	if (rec_hsize(h) > avail)
 		return -EBADMSG;
-	key = rec + REC_HDR_BYTES;
+	rec_ext_get(rec, h);
+	key = rec + rec_key_off(h);
 	table = key + h->klen;
 	val = table + tlen;
 	if (rec_hcrc(rec, key, h->klen, table, tlen) != h->hcrc)

@@ -302,6 +302,8 @@ static void wbuf_done(struct node_disk_io *io)
 /* ---- the append pipeline ---- */
 
 static void op_finish(struct node_store *s, struct op *op, int res);
+static void run_done(struct node_store *s);
+static int index_put(struct node_store *s, struct op *op, uint64_t loc, bool tomb);
 
 static bool any_write_inflight(const struct node_store *s)
 {
@@ -342,6 +344,12 @@ static uint64_t rec_aux(const struct op *op)
 	}
 }
 
+/* Bytes of the version extension op's record carries. */
+static size_t op_ext(const struct op *op)
+{
+	return ver_is_set(&op->ver) ? REC_EXT_BYTES : 0;
+}
+
 static void build_header(struct node_store *s, struct op *op, uint8_t type)
 {
 	struct rec_hdr h = { 0 };
@@ -350,6 +358,13 @@ static void build_header(struct node_store *s, struct op *op, uint8_t type)
 	h.klen = (uint16_t)op->klen;
 	h.vlen = (uint32_t)op->rec.vlen;
 	h.flags = op->rec.vlen > REC_CHUNK_BYTES ? REC_FLAG_CHUNKED : 0;
+	if (op_ext(op)) {
+		h.flags |= REC_FLAG_VER;
+		h.hlc = op->ver.hlc;
+		h.node = op->ver.node;
+	}
+	if (op->kind == OP_RELOC && op->tomb)
+		h.flags |= REC_FLAG_TOMB;
 	if (s->fr.jump_pending) {
 		/* the first record after a recovery: its seq jumped */
 		h.flags |= REC_FLAG_JUMP;
@@ -377,6 +392,7 @@ static uint8_t rec_type_of(enum op_kind k)
 	case OP_RESV: return REC_RESV;
 	case OP_COMMIT: return REC_COMMIT;
 	case OP_DAMAGE: return REC_DAMAGE;
+	case OP_DROP: return REC_DROP;
 	default: return 0;
 	}
 }
@@ -389,7 +405,7 @@ static uint8_t rec_type_of(enum op_kind k)
 static int place(struct node_store *s, struct op *op)
 {
 	uint32_t si = seg_of(s, s->head);
-	uint64_t rsize = rec_size(op->klen, op->rec.vlen), span = rsize;
+	uint64_t rsize = rec_size(op_ext(op) + op->klen, op->rec.vlen), span = rsize;
 	/* a put or a streamed put's reservation: compaction's moves are not */
 	bool put = op->kind == OP_PUT || (op->kind == OP_RESV && !op->u.resv.move);
 
@@ -416,7 +432,7 @@ static int place(struct node_store *s, struct op *op)
 		int64_t t;
 		/* deletes may dig into the reserve but leave compaction and
 		 * checkpoints room to free space */
-		uint32_t floor = put ? store_space_reserve(s) : op->kind == OP_DEL ? 1 : 0;
+		uint32_t floor = put ? store_space_reserve(s) : op->kind == OP_DEL || op->kind == OP_DROP ? 1 : 0;
 
 		if (s->nfree <= floor) {
 			store_set_err(s, "drive '%s' is full: %u of %u segments free, %u kept for compaction",
@@ -476,7 +492,8 @@ static void record_bytes(const struct op *op, uint64_t from, uint8_t *dst, size_
 		const uint8_t *p;
 		uint64_t len;
 	} pieces[4] = {
-		{ op->rec.hdr, REC_HDR_BYTES }, { op->key, op->klen }, { op->rec.table, op->rec.tlen },
+		{ op->rec.hdr, REC_HDR_BYTES + op_ext(op) }, { op->key, op->klen },
+		{ op->rec.table, op->rec.tlen },
 		{ op->rec.val, op->rec.vlen },
 	};
 	uint64_t base = 0;
@@ -526,6 +543,86 @@ static bool copy_op(struct node_store *s, struct op *op)
 	return true;
 }
 
+/* What a key holds, the writes already placed in the log included. */
+struct key_state {
+	bool known;     /* an object or a tombstone */
+	bool tomb;
+	bool damaged;   /* its newest version is damaged */
+	struct node_store_ver ver;
+};
+
+static bool same_key(const struct op *op, const void *key, size_t klen)
+{
+	return op->klen == klen && memcmp(op->key, key, klen) == 0;
+}
+
+static void key_state(const struct node_store *s, const void *key, size_t klen,
+		      struct key_state *ks)
+{
+	struct sidx_val v;
+
+	*ks = (struct key_state){ 0 };
+	if (sidx_find(s->ix, key, klen, &v)) {
+		ks->known = true;
+		ks->tomb = v.tomb;
+		ks->damaged = loc_is_damaged(v.loc);
+		ks->ver = (struct node_store_ver){ v.hlc, v.node };
+	}
+	/* placed and not yet applied: in log order, each passed its own check */
+	for (const struct op *op = s->commitq.head; op; op = op->next) {
+		if (!same_key(op, key, klen))
+			continue;
+		switch (op->kind) {
+		case OP_PUT:
+			*ks = (struct key_state){ .known = true, .ver = op->ver };
+			break;
+		case OP_COMMIT:
+			if (!op->u.commit.from)
+				*ks = (struct key_state){ .known = true, .ver = op->ver };
+			break;
+		case OP_DEL:
+			*ks = (struct key_state){ .known = ver_is_set(&op->ver), .tomb = true, .ver = op->ver };
+			break;
+		case OP_DROP:
+			*ks = (struct key_state){ 0 };
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+/*
+ * The version check of a versioned write, made as it takes its place in
+ * the log: 0 (place it), -EALREADY (the key holds that version or a newer
+ * one; op->held says what), or for a DROP -ENOENT (the tombstone it names
+ * is gone).
+ */
+static int ver_admit(struct node_store *s, struct op *op)
+{
+	struct key_state ks;
+	int c;
+
+	key_state(s, op->key, op->klen, &ks);
+	if (op->kind == OP_DROP)
+		return ks.known && ks.tomb && node_store_ver_cmp(&ks.ver, &op->ver) == 0 ? 0 : -ENOENT;
+	if (!ks.known)
+		return 0;
+	c = node_store_ver_cmp(&op->ver, &ks.ver);
+	/* a damaged newest version takes its own version again: a repair */
+	if (c > 0 || (c == 0 && ks.damaged && !ks.tomb))
+		return 0;
+	op->held = (struct node_store_objstat){ .ver = ks.ver, .tomb = ks.tomb };
+	return -EALREADY;
+}
+
+static bool ver_checked(const struct op *op)
+{
+	return op->kind == OP_DROP ||
+	       (ver_is_set(&op->ver) && (op->kind == OP_PUT || op->kind == OP_DEL ||
+					 (op->kind == OP_COMMIT && !op->u.commit.from)));
+}
+
 static void serialize(struct node_store *s)
 {
 	struct op *op;
@@ -547,11 +644,18 @@ static void serialize(struct node_store *s)
 				return;
 			/* (a move's commit is conditional, and compaction, which
 			 * frees the space held puts wait for, waits for it) */
-			if ((op->kind == OP_PUT || op->kind == OP_DEL ||
+			if ((op->kind == OP_PUT || op->kind == OP_DEL || op->kind == OP_DROP ||
 			     (op->kind == OP_COMMIT && !op->u.commit.from)) &&
 			    store_space_key_held(s, op->key, op->klen)) {
 				/* its key's earlier put waits for space: keep their order */
 				store_space_hold(s, store_q_pop(&s->appendq));
+				continue;
+			}
+			/* a versioned write is checked against everything
+			 * ordered before it, here where its order is fixed */
+			if (ver_checked(op) && (ret = ver_admit(s, op)) < 0) {
+				store_q_pop(&s->appendq);
+				op_finish(s, op, ret);
 				continue;
 			}
 			ret = place(s, op);
@@ -687,6 +791,23 @@ static uint64_t durable_prefix_seq(const struct node_store *s)
 	return d;
 }
 
+/* A durable put, commit or versioned delete: the key now holds the record
+ * at loc, with op's version. */
+static int index_put(struct node_store *s, struct op *op, uint64_t loc, bool tomb)
+{
+	struct sidx_val v = { .loc = loc, .hlc = op->ver.hlc, .node = op->ver.node, .tomb = tomb }, old;
+	int ret = sidx_put(s->ix, op->key, op->klen, &v, &old);
+
+	if (ret < 0) {
+		store_go_read_only(s, "out of memory for the index");
+		return ret;
+	}
+	if (old.loc)
+		store_seg_live_add(s, old.loc, -1);
+	store_seg_live_add(s, loc, +1);
+	return 0;
+}
+
 /* Apply durable operations to the index, in log order, and acknowledge
  * them once the flush frontier covering them is durable too. */
 static void complete_durable(struct node_store *s)
@@ -705,24 +826,31 @@ static void complete_durable(struct node_store *s)
 		s->seq_done = op->rec.seq;
 		switch (op->kind) {
 		case OP_PUT:
-			ret = sidx_set(s->ix, op->key, op->klen, loc, &old);
-			if (ret == 0) {
-				if (old)
-					store_seg_live_add(s, old, -1);
-				store_seg_live_add(s, loc, +1);
+			ret = index_put(s, op, loc, false);
+			if (ret == 0)
 				s->st.puts++;
-			} else {
-				store_go_read_only(s, "out of memory for the index");
-			}
 			break;
 		case OP_DEL:
-			if (sidx_del(s->ix, op->key, op->klen, &old) == 1)
+			if (ver_is_set(&op->ver)) {
+				/* a versioned delete: the tombstone stays, live */
+				ret = index_put(s, op, loc, true);
+			} else if (sidx_del(s->ix, op->key, op->klen, &old) == 1) {
 				store_seg_live_add(s, old, -1);
+			}
 			s->st.deletes++;
 			break;
+		case OP_DROP: {
+			struct sidx_val v;
+
+			if (sidx_find(s->ix, op->key, op->klen, &v) && v.tomb &&
+			    v.hlc == op->ver.hlc && v.node == op->ver.node &&
+			    sidx_del(s->ix, op->key, op->klen, &old) == 1)
+				store_seg_live_add(s, old, -1);
+			break;
+		}
 		case OP_RELOC:
 			if (sidx_get(s->ix, op->key, op->klen, &old) == 1 && old == op->u.reloc.from) {
-				sidx_set(s->ix, op->key, op->klen, loc, &old);
+				sidx_set_loc(s->ix, op->key, op->klen, loc, &old);
 				store_seg_live_add(s, old, -1);
 				store_seg_live_add(s, loc, +1);
 			}
@@ -736,21 +864,15 @@ static void complete_durable(struct node_store *s)
 				 * points at the record it copies */
 				if (sidx_get(s->ix, op->key, op->klen, &old) == 1 &&
 				    old == op->u.commit.from) {
-					sidx_set(s->ix, op->key, op->klen, op->u.commit.loc, &old);
+					sidx_set_loc(s->ix, op->key, op->klen, op->u.commit.loc, &old);
 					store_seg_live_add(s, old, -1);
 					store_seg_live_add(s, op->u.commit.loc, +1);
 				}
 				break;
 			}
-			ret = sidx_set(s->ix, op->key, op->klen, op->u.commit.loc, &old);
-			if (ret == 0) {
-				if (old)
-					store_seg_live_add(s, old, -1);
-				store_seg_live_add(s, op->u.commit.loc, +1);
+			ret = index_put(s, op, op->u.commit.loc, false);
+			if (ret == 0)
 				s->st.puts++;
-			} else {
-				store_go_read_only(s, "out of memory for the index");
-			}
 			break;
 		case OP_DAMAGE:
 			store_damage_apply(s, op);
@@ -777,6 +899,7 @@ static void fail_all(struct node_store *s)
 		op_finish(s, op, -EROFS);
 	while ((op = store_q_pop(&s->commitq)))
 		op_finish(s, op, -EROFS);
+	run_done(s); /* answered already: the answers stand */
 	while ((op = store_q_pop(&s->appendq))) {
 		if (op == s->ck.part_pending)
 			s->ck.part_pending = NULL;
@@ -817,16 +940,21 @@ static void op_finish(struct node_store *s, struct op *op, int res)
 		if (op->cb && res == 0) {
 			st = (struct node_store_objstat){ .size = le_get64(op->rec.owned_val + 8),
 							  .crc = le_get32(op->rec.owned_val + 4),
-							  .seq = op->u.commit.seq };
+							  .seq = op->u.commit.seq, .ver = op->ver };
 			op->cb(op->arg, res, &st);
 			op->cb = NULL;
 		}
 	}
 	if (op->cb && res == 0 && op->kind == OP_PUT) {
-		/* what was made durable: size, checksum and sequence */
+		/* what was made durable: size, checksum, sequence and version */
 		st = (struct node_store_objstat){ .size = op->rec.vlen, .crc = le_get32(op->rec.hdr + 32),
-						  .seq = op->rec.seq };
+						  .seq = op->rec.seq, .ver = op->ver };
 		op->cb(op->arg, res, &st);
+	} else if (op->cb && res == 0 && op->kind == OP_DEL && ver_is_set(&op->ver)) {
+		st = (struct node_store_objstat){ .seq = op->rec.seq, .ver = op->ver, .tomb = true };
+		op->cb(op->arg, res, &st);
+	} else if (op->cb && (res == -EALREADY || op->kind == OP_STAT)) {
+		op->cb(op->arg, res, &op->held);
 	} else if (op->cb) {
 		op->cb(op->arg, res, NULL);
 	}
@@ -835,9 +963,18 @@ static void op_finish(struct node_store *s, struct op *op, int res)
 
 /* ---- the loop ---- */
 
+/* Run the callbacks of what was answered without I/O. */
+static void run_done(struct node_store *s)
+{
+	struct op *op;
+
+	while ((op = store_q_pop(&s->doneq)))
+		op_finish(s, op, 0);
+}
+
 unsigned node_store_pending(const struct node_store *s)
 {
-	return s->appendq.n + s->commitq.n + s->reads.inflight + s->streams.ios +
+	return s->appendq.n + s->commitq.n + s->doneq.n + s->reads.inflight + s->streams.ios +
 	       (s->ck.state != CK_IDLE ? 1 : 0) + s->sp.held.n + s->sp.reading + s->sp.mv.reading;
 }
 
@@ -892,6 +1029,7 @@ static int poll_own(struct node_store *s, bool wait)
 {
 	int ret;
 
+	run_done(s);
 	for (int round = 0; round < 2; round++) {
 		store_space_step(s);
 		store_ckpt_step(s);
@@ -975,6 +1113,7 @@ static void timer_arm(struct node_store *s)
  */
 static void store_work(struct node_store *s)
 {
+	run_done(s);
 	complete_durable(s);
 	if (s->read_only)
 		fail_all(s);
@@ -1056,8 +1195,22 @@ int store_check_key(struct node_store *s, const void *key, size_t klen)
 	return 0;
 }
 
-int node_store_put_async(struct node_store *s, const void *key, size_t klen, const void *val,
-			 size_t vlen, node_store_cb cb, void *arg)
+int node_store_ver_cmp(const struct node_store_ver *a, const struct node_store_ver *b)
+{
+	if (a->hlc != b->hlc)
+		return a->hlc < b->hlc ? -1 : 1;
+	if (a->node != b->node)
+		return a->node < b->node ? -1 : 1;
+	return 0;
+}
+
+bool node_store_ver_is_none(const struct node_store_ver *v)
+{
+	return !ver_is_set(v);
+}
+
+static int put_start(struct node_store *s, const void *key, size_t klen, const void *val,
+		     size_t vlen, const struct node_store_ver *ver, node_store_cb cb, void *arg)
 {
 	struct op *op = NULL;
 	int ret = store_check_key(s, key, klen);
@@ -1065,7 +1218,7 @@ int node_store_put_async(struct node_store *s, const void *key, size_t klen, con
 	if (ret < 0)
 		return ret;
 	if (vlen > NODE_STORE_VALUE_MAX ||
-	    rec_size(klen, vlen) > s->seg_bytes - 2 * DISK_BLOCK_BYTES) {
+	    rec_size((ver ? REC_EXT_BYTES : 0) + klen, vlen) > s->seg_bytes - 2 * DISK_BLOCK_BYTES) {
 		store_set_err(s, "value of %zu bytes refused (at most %u bytes, and a record must fit in one %" PRIu64 "-byte segment)",
 			vlen, NODE_STORE_VALUE_MAX, s->seg_bytes);
 		return -E2BIG;
@@ -1081,10 +1234,37 @@ int node_store_put_async(struct node_store *s, const void *key, size_t klen, con
 		return -ENOMEM;
 	op->rec.val = vlen ? val : (const uint8_t *)"";
 	op->rec.vlen = vlen;
+	if (ver)
+		op->ver = *ver;
 	op->cb = cb;
 	op->arg = arg;
 	store_q_push(&s->appendq, op);
 	return 0;
+}
+
+int node_store_put_async(struct node_store *s, const void *key, size_t klen, const void *val,
+			 size_t vlen, node_store_cb cb, void *arg)
+{
+	return put_start(s, key, klen, val, vlen, NULL, cb, arg);
+}
+
+/* A version a caller gives: present and not (0, 0). */
+static int check_ver(struct node_store *s, const struct node_store_ver *ver)
+{
+	if (!ver || !ver_is_set(ver)) {
+		store_set_err(s, "version (0, 0) refused: a versioned write needs a version");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int node_store_put_ver_async(struct node_store *s, const void *key, size_t klen,
+			     const void *val, size_t vlen, const struct node_store_ver *ver,
+			     node_store_cb cb, void *arg)
+{
+	int ret = check_ver(s, ver);
+
+	return ret < 0 ? ret : put_start(s, key, klen, val, vlen, ver, cb, arg);
 }
 
 static bool key_pending(const struct node_store *s, const void *key, size_t klen)
@@ -1099,11 +1279,11 @@ static bool key_pending(const struct node_store *s, const void *key, size_t klen
 	return false;
 }
 
-int node_store_delete_async(struct node_store *s, const void *key, size_t klen,
-			    node_store_cb cb, void *arg)
+static int delete_start(struct node_store *s, enum op_kind kind, const void *key, size_t klen,
+			const struct node_store_ver *ver, node_store_cb cb, void *arg)
 {
 	struct op *op = NULL;
-	uint64_t loc;
+	struct sidx_val v;
 	int ret = store_check_key(s, key, klen);
 
 	if (ret < 0)
@@ -1112,14 +1292,79 @@ int node_store_delete_async(struct node_store *s, const void *key, size_t klen,
 		store_set_err(s, "store on '%s' is read-only: %s", s->disk->name, s->ro_reason);
 		return -EROFS;
 	}
-	if (sidx_get(s->ix, key, klen, &loc) == 0 && !key_pending(s, key, klen))
+	/* a plain delete needs an object (a tombstone is none); a versioned
+	 * one leaves its tombstone whatever the key holds */
+	if (!ver && (!sidx_find(s->ix, key, klen, &v) || v.tomb) && !key_pending(s, key, klen))
 		return -ENOENT;
-	op = store_op_new(s, OP_DEL, key, klen);
+	op = store_op_new(s, kind, key, klen);
 	if (!op)
 		return -ENOMEM;
+	op->rec.val = (const uint8_t *)"";
+	if (ver)
+		op->ver = *ver;
 	op->cb = cb;
 	op->arg = arg;
 	store_q_push(&s->appendq, op);
+	return 0;
+}
+
+int node_store_delete_async(struct node_store *s, const void *key, size_t klen,
+			    node_store_cb cb, void *arg)
+{
+	return delete_start(s, OP_DEL, key, klen, NULL, cb, arg);
+}
+
+int node_store_delete_ver_async(struct node_store *s, const void *key, size_t klen,
+				const struct node_store_ver *ver, node_store_cb cb, void *arg)
+{
+	int ret = check_ver(s, ver);
+
+	return ret < 0 ? ret : delete_start(s, OP_DEL, key, klen, ver, cb, arg);
+}
+
+int node_store_tomb_drop(struct node_store *s, const void *key, size_t klen,
+			 const struct node_store_ver *ver)
+{
+	struct key_state ks;
+	int ret = check_ver(s, ver);
+
+	if (ret < 0)
+		return ret;
+	ret = store_check_key(s, key, klen);
+	if (ret < 0)
+		return ret;
+	if (s->read_only) {
+		store_set_err(s, "store on '%s' is read-only: %s", s->disk->name, s->ro_reason);
+		return -EROFS;
+	}
+	key_state(s, key, klen, &ks);
+	if (!ks.known || !ks.tomb || node_store_ver_cmp(&ks.ver, ver) != 0)
+		return -ENOENT;
+	return delete_start(s, OP_DROP, key, klen, ver, NULL, NULL);
+}
+
+int node_store_stat_any_async(struct node_store *s, const void *key, size_t klen,
+			      node_store_cb cb, void *arg)
+{
+	struct sidx_val v;
+	struct op *op = NULL;
+	int ret = store_check_key(s, key, klen);
+
+	if (ret < 0)
+		return ret;
+	if (!sidx_find(s->ix, key, klen, &v))
+		return -ENOENT;
+	if (!v.tomb)
+		return node_store_stat_async(s, key, klen, cb, arg);
+	/* a tombstone: the index says all there is; answered from the
+	 * store's work, like every completion */
+	op = store_op_new(s, OP_STAT, NULL, 0);
+	if (!op)
+		return -ENOMEM;
+	op->held = (struct node_store_objstat){ .ver = { v.hlc, v.node }, .tomb = true };
+	op->cb = cb;
+	op->arg = arg;
+	store_q_push(&s->doneq, op);
 	return 0;
 }
 
@@ -1178,6 +1423,26 @@ static int delete_blocking(struct node_store *s, const void *key, size_t klen)
 	}
 }
 
+/* A versioned put (val set) or delete, blocking; st gets the answer. */
+static int write_ver_blocking(struct node_store *s, const void *key, size_t klen, const void *val,
+			      size_t vlen, bool put, const struct node_store_ver *ver,
+			      struct node_store_objstat *st)
+{
+	for (int attempt = 0;; attempt++) {
+		struct store_waiter w = { 0 };
+		int ret = put ? node_store_put_ver_async(s, key, klen, val, vlen, ver, store_waiter_cb, &w)
+			      : node_store_delete_ver_async(s, key, klen, ver, store_waiter_cb, &w);
+
+		if (ret < 0)
+			return ret;
+		ret = store_wait_for(s, &w);
+		if (st)
+			*st = w.st;
+		if (ret != -ENOSPC || attempt > 0 || maintain_space(s) <= 0)
+			return ret;
+	}
+}
+
 static int sync_blocking(struct node_store *s)
 {
 	while (!s->read_only && (s->appendq.head || s->commitq.head || s->sp.held.head ||
@@ -1190,14 +1455,15 @@ static int sync_blocking(struct node_store *s)
 	return s->read_only ? -EROFS : 0;
 }
 
-int node_store_list(struct node_store *s, const void *prefix, size_t plen,
-		    const void *start_after, size_t salen, unsigned limit,
-		    node_store_list_cb cb, void *arg)
+/* The walk of node_store_list() and node_store_list_ver(). */
+static int list_walk(struct node_store *s, const void *prefix, size_t plen,
+		     const void *start_after, size_t salen, unsigned limit, bool tombs,
+		     node_store_list_cb cb, node_store_list_ver_cb vcb, void *arg)
 {
 	struct sidx_iter it;
 	const uint8_t *k;
 	size_t kl;
-	uint64_t loc;
+	struct sidx_val v;
 	unsigned n = 0;
 
 	if (plen > NODE_STORE_KEY_MAX || salen > NODE_STORE_KEY_MAX)
@@ -1208,17 +1474,37 @@ int node_store_list(struct node_store *s, const void *prefix, size_t plen,
 		sidx_seek(s->ix, &it, start_after, salen, true);
 	else
 		sidx_seek(s->ix, &it, plen ? prefix : NULL, plen, false);
-	while (n < limit && sidx_next(s->ix, &it, &k, &kl, &loc)) {
+	while (n < limit && sidx_next_val(s->ix, &it, &k, &kl, &v)) {
+		struct node_store_ver ver = { v.hlc, v.node };
+
 		if (plen && (kl < plen || memcmp(k, prefix, plen) != 0)) {
 			if (memcmp(k, prefix, kl < plen ? kl : plen) > 0)
 				break; /* past every key with the prefix */
 			continue;
 		}
+		if (v.tomb && !tombs)
+			continue;
 		n++;
 		if (cb && cb(arg, k, kl))
 			break;
+		if (vcb && vcb(arg, k, kl, &ver, v.tomb))
+			break;
 	}
 	return (int)n;
+}
+
+int node_store_list(struct node_store *s, const void *prefix, size_t plen,
+		    const void *start_after, size_t salen, unsigned limit,
+		    node_store_list_cb cb, void *arg)
+{
+	return list_walk(s, prefix, plen, start_after, salen, limit, false, cb, NULL, arg);
+}
+
+int node_store_list_ver(struct node_store *s, const void *prefix, size_t plen,
+			const void *start_after, size_t salen, unsigned limit,
+			node_store_list_ver_cb cb, void *arg)
+{
+	return list_walk(s, prefix, plen, start_after, salen, limit, true, NULL, cb, arg);
 }
 
 /* ---- compaction (store_space.c does the work) ---- */
@@ -1259,7 +1545,8 @@ void node_store_stats(const struct node_store *s, struct node_store_stats *st)
 	*st = s->st;
 	for (uint32_t i = 0; i < s->nsegs; i++)
 		live += s->segs[i].live;
-	st->objects = sidx_count(s->ix);
+	st->objects = sidx_count(s->ix) - sidx_tombs(s->ix);
+	st->tombstones = sidx_tombs(s->ix);
 	st->live_bytes = live;
 	st->capacity_bytes = (uint64_t)s->nsegs * s->seg_bytes;
 	st->segments = s->nsegs;
@@ -1271,7 +1558,7 @@ void node_store_stats(const struct node_store *s, struct node_store_stats *st)
 	st->compaction_bytes = s->sp.mem;
 	st->compaction_bytes_peak = s->sp.mem_peak;
 	st->index_bytes = sidx_bytes(s->ix);
-	st->index_bytes_per_object = st->objects ? (double)st->index_bytes / st->objects : 0;
+	st->index_bytes_per_object = sidx_count(s->ix) ? (double)st->index_bytes / sidx_count(s->ix) : 0;
 	st->seq = s->seq;
 	st->frontier_seq = s->fr.durable;
 	st->read_only = s->read_only;
@@ -1411,13 +1698,18 @@ int node_store_open(struct node_store **out, const struct node_store_opts *opts,
 		memcpy(sb[1], sb[0], DISK_BLOCK_BYTES);
 	}
 	if (v[0] != SBV_OK && v[1] != SBV_OK) {
-		enum sb_verdict w = v[0] == SBV_ZERO ? v[1] : v[0];
+		unsigned wi = v[0] == SBV_ZERO ? 1 : 0;
+		enum sb_verdict w = v[wi];
 
-		snprintf(err, errlen,
-			 w == SBV_FOREIGN ? "drive '%s' holds something that is not a shelf store; refusing to overwrite it"
-			 : w == SBV_VERSION ? "drive '%s' holds a shelf store of a format version this build does not read (it reads versions 1 to 3)"
-					   : "both superblock copies of '%s' are corrupt; refusing to touch the drive",
-			 s->disk->name);
+		if (w == SBV_VERSION)
+			snprintf(err, errlen,
+				 "drive '%s' holds a shelf store of format version %u, which this build does not read (it reads versions %u to %u): refusing to open it, nothing was written; use a build that reads it",
+				 s->disk->name, le_get32(sb[wi] + 8), SB_VERSION_MIN, SB_VERSION);
+		else
+			snprintf(err, errlen,
+				 w == SBV_FOREIGN ? "drive '%s' holds something that is not a shelf store; refusing to overwrite it"
+						  : "both superblock copies of '%s' are corrupt; refusing to touch the drive",
+				 s->disk->name);
 		ret = w == SBV_VERSION ? -EPROTONOSUPPORT : -EUCLEAN;
 		goto out;
 	}
@@ -1511,6 +1803,8 @@ struct node_disk *node_store_abandon(struct node_store **sp)
 		store_op_free(op);
 	while ((op = store_q_pop(&s->sp.held)))
 		store_op_free(op);
+	while ((op = store_q_pop(&s->doneq)))
+		store_op_free(op);
 	node_store_close(sp);
 	return d;
 }
@@ -1594,6 +1888,30 @@ int node_store_put(struct node_store *s, const void *key, size_t klen, const voi
 	if (ret < 0)
 		return ret;
 	ret = put_blocking(s, key, klen, val, vlen);
+	store_blocking_end(s);
+	return ret;
+}
+
+int node_store_put_ver(struct node_store *s, const void *key, size_t klen, const void *val,
+		       size_t vlen, const struct node_store_ver *ver, struct node_store_objstat *st)
+{
+	int ret = store_blocking_begin(s);
+
+	if (ret < 0)
+		return ret;
+	ret = write_ver_blocking(s, key, klen, val, vlen, true, ver, st);
+	store_blocking_end(s);
+	return ret;
+}
+
+int node_store_delete_ver(struct node_store *s, const void *key, size_t klen,
+			  const struct node_store_ver *ver, struct node_store_objstat *st)
+{
+	int ret = store_blocking_begin(s);
+
+	if (ret < 0)
+		return ret;
+	ret = write_ver_blocking(s, key, klen, NULL, 0, false, ver, st);
 	store_blocking_end(s);
 	return ret;
 }

@@ -31,6 +31,22 @@
  *    the calling thread, never through the loop; callbacks of asynchronous
  *    operations that complete meanwhile run inside them.
  *
+ * Versions (docs/FORMAT.md §3, "Versions"): a versioned put or delete
+ * carries a version (hlc, node), ordered by hlc then node; (0, 0) is "no
+ * version", older than every real one, and is what unversioned records
+ * (the plain calls, and every record written before format 4) hold. A
+ * versioned write is stored only if its version is newer than what the
+ * store holds for the key, object or tombstone, checked when the record
+ * takes its place in the log (so of two writes of one key in flight, an
+ * older one ordered after a newer one is refused, never wins); otherwise
+ * it completes with -EALREADY and nothing is written. A versioned delete
+ * leaves a tombstone (key, version) in the index, which checkpoints and
+ * recovery keep and compaction moves, until node_store_tomb_drop(). The
+ * plain calls keep their meaning: a plain put replaces whatever the key
+ * holds (the object then has no version), a plain delete removes an object
+ * and its version (and leaves no tombstone); a tombstone reads as absent
+ * to both, to get, stat and list.
+ *
  * Errors: 0 or -errno. -ENOENT no such key, -EINVAL bad argument,
  * -E2BIG key or value too large, -ENOSPC the drive is full (compaction can
  * free no segment, or live data would pass the usable capacity: see below),
@@ -110,14 +126,35 @@ const char *node_store_errmsg(const struct node_store *s);
 
 /* ---- asynchronous interface ---- */
 
-struct node_store_objstat {
-	uint64_t size;  /* value bytes */
-	uint32_t crc;   /* crc32c of the whole value */
-	uint64_t seq;   /* sequence number of the record */
+/* A version: compare hlc, then node. (0, 0): none. */
+struct node_store_ver {
+	uint64_t hlc;   /* hybrid logical clock of the write's head */
+	uint64_t node;  /* the head's node id, first 8 bytes big-endian */
 };
 
-/* Completion of a put, delete, stat or streamed put: res is 0 or -errno; a
- * successful put or stat passes `st` (size, crc32c, sequence), others NULL. */
+/* <0, 0 or >0 as a is older than, equal to, or newer than b. */
+int node_store_ver_cmp(const struct node_store_ver *a, const struct node_store_ver *b);
+
+/* (0, 0): no version. */
+bool node_store_ver_is_none(const struct node_store_ver *v);
+
+struct node_store_objstat {
+	uint64_t size;  /* value bytes (0 for a tombstone) */
+	uint32_t crc;   /* crc32c of the whole value */
+	uint64_t seq;   /* sequence number of the record */
+	struct node_store_ver ver; /* its version ((0, 0): none) */
+	bool tomb;      /* a tombstone (node_store_stat_any(), -EALREADY) */
+};
+
+/*
+ * Completion of a put, delete, stat or streamed put: res is 0 or -errno; a
+ * successful put or stat passes `st` (size, crc32c, sequence, version), a
+ * successful versioned delete `st` with tomb set and its sequence and
+ * version, others NULL. res -EALREADY (versioned writes): the store holds
+ * that version or a newer one for the key and nothing was written; st
+ * gives the version held and whether it is a tombstone (size, crc and seq
+ * are 0: not read).
+ */
 typedef void (*node_store_cb)(void *arg, int res, const struct node_store_objstat *st);
 
 /*
@@ -156,9 +193,47 @@ int node_store_delete_async(struct node_store *s, const void *key, size_t klen,
 int node_store_get_async(struct node_store *s, const void *key, size_t klen, uint64_t off,
 			 uint64_t len, node_store_get_cb cb, void *arg);
 
-/* Size, crc and sequence of a key; st is passed to cb. */
+/* Size, crc, sequence and version of a key; st is passed to cb.
+ * -ENOENT (returned) for a key that is absent or a tombstone. */
 int node_store_stat_async(struct node_store *s, const void *key, size_t klen, node_store_cb cb,
 			  void *arg);
+
+/*
+ * Versioned put and delete: stored only if `ver` (not (0, 0): -EINVAL) is
+ * newer than what the store holds for the key, object or tombstone,
+ * decided when the record is ordered into the log. Else cb gets -EALREADY
+ * and st says what is held (above). A key whose newest version is damaged
+ * takes its own version again (a repair), never an older one. The delete
+ * needs no object: it leaves a tombstone at `ver` either way; its st
+ * (success) has tomb set. `val` must stay valid until the callback runs.
+ */
+int node_store_put_ver_async(struct node_store *s, const void *key, size_t klen,
+			     const void *val, size_t vlen, const struct node_store_ver *ver,
+			     node_store_cb cb, void *arg);
+int node_store_delete_ver_async(struct node_store *s, const void *key, size_t klen,
+				const struct node_store_ver *ver, node_store_cb cb, void *arg);
+
+/*
+ * Like node_store_stat_async(), and a tombstone answers too: res 0 with
+ * st->tomb set, st->ver its version, st->size 0. -ENOENT (returned) only
+ * when the store knows nothing of the key. cb runs from the store's work,
+ * never inside this call.
+ */
+int node_store_stat_any_async(struct node_store *s, const void *key, size_t klen,
+			      node_store_cb cb, void *arg);
+
+/*
+ * Tombstone GC: forget the key's tombstone if it is still exactly `ver`
+ * (checked again when the record goes into the log, and when it is
+ * durable). A DROP record is written; the tombstone leaves the index when
+ * that is durable (normally within the commit window; node_store_sync()
+ * waits for it), and its TOMB record is then garbage for compaction. A
+ * crash before that leaves the tombstone (drop it again). Returns 0
+ * (queued), -ENOENT (the key holds no tombstone of that version now),
+ * -EINVAL, -EROFS. When to call it is the caller's business.
+ */
+int node_store_tomb_drop(struct node_store *s, const void *key, size_t klen,
+			 const struct node_store_ver *ver);
 
 /*
  * ---- streamed puts ----
@@ -201,6 +276,12 @@ uint32_t node_store_stream_crc(const struct node_store_stream *st);
 int node_store_stream_finish(struct node_store_stream **st, uint32_t crc, node_store_cb cb,
 			     void *arg);
 
+/* The same, for a versioned put (`ver` not (0, 0)): the version is checked
+ * when the COMMIT is ordered into the log; an older or equal one completes
+ * with -EALREADY (cb), the streamed bytes left as dead space. */
+int node_store_stream_finish_ver(struct node_store_stream **st, uint32_t crc,
+				 const struct node_store_ver *ver, node_store_cb cb, void *arg);
+
 /* Give up (disconnect, bad payload): nothing becomes visible. NULLs *st;
  * accepts NULL. */
 void node_store_stream_abort(struct node_store_stream **st);
@@ -237,11 +318,20 @@ int node_store_get_range(struct node_store *s, const void *key, size_t klen, uin
 int node_store_delete(struct node_store *s, const void *key, size_t klen);
 int node_store_stat(struct node_store *s, const void *key, size_t klen,
 		    struct node_store_objstat *st);
+/* Versioned, blocking: 0, -EALREADY (st, if not NULL, says what is held),
+ * or -errno. On success st (if not NULL) is what was stored. */
+int node_store_put_ver(struct node_store *s, const void *key, size_t klen, const void *val,
+		       size_t vlen, const struct node_store_ver *ver, struct node_store_objstat *st);
+int node_store_delete_ver(struct node_store *s, const void *key, size_t klen,
+			  const struct node_store_ver *ver, struct node_store_objstat *st);
+int node_store_stat_any(struct node_store *s, const void *key, size_t klen,
+			struct node_store_objstat *st);
 
 /*
  * Where the newest record of a key is on the drive (for tests and repair
- * tools): its device offset and its size in bytes, padding included.
- * 0, -ENOENT, or -EIO when the key's newest version is damaged.
+ * tools): its device offset and its size in bytes, padding included (a
+ * tombstone's record too). 0, -ENOENT, or -EIO when the key's newest
+ * version is damaged.
  */
 int node_store_locate(struct node_store *s, const void *key, size_t klen, uint64_t *off,
 		      uint64_t *size);
@@ -255,6 +345,15 @@ typedef int (*node_store_list_cb)(void *arg, const void *key, size_t klen);
 int node_store_list(struct node_store *s, const void *prefix, size_t plen,
 		    const void *start_after, size_t salen, unsigned limit,
 		    node_store_list_cb cb, void *arg);
+
+/* The same walk over objects and tombstones (node_store_list() hides
+ * tombstones), each with its version ((0, 0): none) and tomb bit; `limit`
+ * counts both. Returns the number of entries given. */
+typedef int (*node_store_list_ver_cb)(void *arg, const void *key, size_t klen,
+				      const struct node_store_ver *ver, bool tomb);
+int node_store_list_ver(struct node_store *s, const void *prefix, size_t plen,
+			const void *start_after, size_t salen, unsigned limit,
+			node_store_list_ver_cb cb, void *arg);
 
 /* Make everything written so far durable. */
 int node_store_sync(struct node_store *s);
@@ -308,7 +407,8 @@ int node_store_scrub(struct node_store *s, uint64_t budget_bytes,
 		     struct node_store_scrub_report *r);
 
 struct node_store_stats {
-	uint64_t objects;
+	uint64_t objects;           /* keys holding an object (tombstones aside) */
+	uint64_t tombstones;        /* versioned tombstones in the index */
 	uint64_t live_bytes;        /* record bytes of live objects */
 	uint64_t capacity_bytes;    /* bytes of all segments */
 	uint64_t segments, segments_free, segments_reserved;
@@ -326,7 +426,7 @@ struct node_store_stats {
 	uint64_t space_waits;       /* puts that waited for compaction to free a segment */
 	uint64_t space_refusals;    /* puts refused with -ENOSPC */
 	uint64_t index_bytes;       /* RAM held by the index, keys included */
-	double index_bytes_per_object;
+	double index_bytes_per_object; /* per key, tombstones included */
 	uint64_t puts, gets, deletes, flushes, batches;
 	uint64_t checksum_errors;   /* damaged records found by reads, scrub and
 				     * compaction, over the drive's life (kept in the

@@ -34,20 +34,29 @@ static int ck_part_add_items(struct node_store *s, uint8_t *buf, size_t cap, siz
 		struct sidx_iter it;
 		const uint8_t *k;
 		size_t kl;
-		uint64_t loc;
+		struct sidx_val v;
 
 		sidx_seek(s->ix, &it, s->ck.keys_started ? s->ck.key : NULL, s->ck.klen, true);
-		while (n + 11 + NODE_STORE_KEY_MAX <= cap) {
-			if (!sidx_next(s->ix, &it, &k, &kl, &loc)) {
+		while (n + CK_VKEY_BYTES + NODE_STORE_KEY_MAX <= cap) {
+			bool ver;
+
+			if (!sidx_next_val(s->ix, &it, &k, &kl, &v)) {
 				s->ck.keys_done = true;
 				break;
 			}
-			buf[n] = CK_ITEM_KEY;
+			/* an unversioned key is written as format 3 wrote it */
+			ver = v.hlc || v.node || v.tomb;
+			buf[n] = ver ? CK_ITEM_VKEY : CK_ITEM_KEY;
 			buf[n + 1] = kl & 0xff;
 			buf[n + 2] = kl >> 8;
 			memcpy(buf + n + 3, k, kl);
-			le_put64(buf + n + 3 + kl, loc);
-			n += 11 + kl;
+			le_put64(buf + n + 3 + kl, v.loc);
+			if (ver) {
+				le_put64(buf + n + 11 + kl, v.hlc);
+				le_put64(buf + n + 19 + kl, v.node);
+				buf[n + 27 + kl] = v.tomb ? 1 : 0;
+			}
+			n += (ver ? CK_VKEY_BYTES : CK_KEY_BYTES) + kl;
 			s->ck.items++;
 			memcpy(s->ck.key, k, kl);
 			s->ck.klen = kl;
@@ -203,7 +212,9 @@ void store_ckpt_step(struct node_store *s)
 		if (s->ck.seg_cursor < s->nsegs || !s->ck.keys_done) {
 			/* room for what is left, at most one part */
 			uint64_t left = (uint64_t)(s->nsegs - s->ck.seg_cursor) * 14 +
-					sidx_count(s->ix) * 11 + sidx_key_bytes(s->ix) + 11 + NODE_STORE_KEY_MAX;
+					sidx_count(s->ix) * CK_KEY_BYTES + sidx_key_bytes(s->ix) +
+					sidx_versioned(s->ix) * (CK_VKEY_BYTES - CK_KEY_BYTES) +
+					CK_VKEY_BYTES + NODE_STORE_KEY_MAX;
 			size_t cap = left < CKPT_PART_BYTES ? (size_t)left : CKPT_PART_BYTES;
 
 			op = store_op_new(s, OP_CKPT_PART, NULL, 0);

@@ -15,8 +15,8 @@
 #include "store.h"
 
 #define SB_MAGIC "SHELFST1"
-#define SB_VERSION 3u
-#define SB_VERSION_MIN 1u  /* versions 1 and 2 are read, and upgraded to 3 at open (FORMAT.md §2) */
+#define SB_VERSION 4u
+#define SB_VERSION_MIN 1u  /* versions 1 to 3 are read, and upgraded to 4 at open (FORMAT.md §2) */
 #define SB_COPY_OFF(i) ((uint64_t)(i) * DISK_BLOCK_BYTES)       /* blocks 0 and 1 */
 #define PTR_SLOT_OFF(i) ((uint64_t)(2 + (i)) * DISK_BLOCK_BYTES) /* blocks 2 and 3 */
 /* mirrors of the two slots, blocks 6 and 7 (format version 3) */
@@ -48,9 +48,12 @@ _Static_assert(NODE_STORE_KEY_MAX <= SIDX_KEY_MAX, "the index holds every key");
 #define SEG_HEAD 2
 #define CK_ITEM_SEG 1
 #define CK_ITEM_KEY 2
+#define CK_ITEM_VKEY 3   /* format 4: a key with a version, or a tombstone */
+#define CK_VKEY_BYTES 28u /* a CK_ITEM_VKEY item less its key */
+#define CK_KEY_BYTES 11u  /* a CK_ITEM_KEY item less its key */
 
 enum op_kind { OP_PUT, OP_DEL, OP_RELOC, OP_NEXT, OP_CKPT_PART, OP_CKPT_END, OP_GET, OP_STAT,
-	       OP_RESV, OP_COMMIT, OP_DAMAGE };
+	       OP_RESV, OP_COMMIT, OP_DAMAGE, OP_DROP };
 
 /* A record on its way into the log (every kind but OP_GET and OP_STAT). */
 struct op_rec {
@@ -58,7 +61,7 @@ struct op_rec {
 	uint64_t vlen;
 	uint8_t *owned_val;
 	bool started;           /* placed: pos, seq and hdr are set */
-	uint8_t hdr[REC_HDR_BYTES];
+	uint8_t hdr[REC_HDR_MAX_BYTES]; /* header, and the version extension when flagged */
 	uint8_t *table;         /* chunk crcs, while it is copied */
 	size_t tlen;
 	uint64_t pos;           /* device offset */
@@ -100,6 +103,13 @@ struct op {
 	node_store_get_cb get_cb; /* OP_GET */
 	void *arg;
 	struct op_rec rec;      /* kinds that write a record */
+	/* the version the record carries ((0, 0): none; OP_PUT, OP_DEL,
+	 * OP_COMMIT, OP_DROP, OP_RELOC); with `tomb`, a RELOC copies a tombstone */
+	struct node_store_ver ver;
+	bool tomb;
+	/* -EALREADY: what the store held (versioned writes); OP_STAT answered
+	 * from the index (a tombstone): its result */
+	struct node_store_objstat held;
 	union {
 		struct {
 			uint64_t from;      /* the loc it moves; applied only if still current */
@@ -336,6 +346,7 @@ struct node_store {
 	uint64_t seq_done;    /* last sequence number applied */
 	struct sidx *ix;
 	struct opq appendq, commitq;
+	struct opq doneq;     /* answered without I/O: callbacks run from the store's work */
 	/* buffers */
 	struct wbuf *bufs;
 	unsigned nbufs;
@@ -413,6 +424,8 @@ struct node_store_stream {
 	int err;
 	uint32_t want_crc;
 	uint64_t move_from;     /* compaction's copy of the record there (0: a put) */
+	struct node_store_ver ver; /* what its record's extension says (every streamed
+				 * record has one; set at finish for a put) */
 	struct op *commit;      /* queued at finish, released when the region is written */
 	void (*ready)(void *arg);
 	void *ready_arg;
@@ -437,6 +450,8 @@ struct store_waiter {
 
 static inline uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) & ~(a - 1); }
 static inline uint64_t align_down(uint64_t v, uint64_t a) { return v & ~(a - 1); }
+
+static inline bool ver_is_set(const struct node_store_ver *v) { return v->hlc || v->node; }
 
 /* A record's place and size in one word, as the index keeps it. */
 static inline uint64_t loc_make(uint64_t off, uint64_t size)
@@ -572,8 +587,8 @@ void store_stream_resv_failed(struct node_store *s, struct op *op, int res);
  * not a put (no admission), its record is a RELOC, and its COMMIT applies
  * only if the key still points at `from` (FORMAT.md §3). */
 int store_stream_begin_move(struct node_store *s, const void *key, size_t klen, uint64_t size,
-			    uint64_t from, void (*ready)(void *arg), void *arg,
-			    struct node_store_stream **out);
+			    uint64_t from, const struct node_store_ver *ver,
+			    void (*ready)(void *arg), void *arg, struct node_store_stream **out);
 
 /* store_recover.c: superblock, format and recovery */
 void store_sb_pack(const struct node_store *s, uint8_t *b);

@@ -89,7 +89,8 @@ void store_damage_apply(struct node_store *s, struct op *op)
 	s->st.checksum_errors++;
 	if (sidx_get(s->ix, op->key, op->klen, &cur) != 1 || cur != op->u.damage.loc)
 		return; /* replaced meanwhile: the damaged version is gone anyway */
-	if (sidx_set(s->ix, op->key, op->klen, loc_damaged(loc_off(cur)), &old) < 0) {
+	/* its version stays: the damaged record was that version */
+	if (sidx_set_loc(s->ix, op->key, op->klen, loc_damaged(loc_off(cur)), &old) < 0) {
 		store_go_read_only(s, "out of memory for the index");
 		return;
 	}
@@ -236,15 +237,17 @@ static int read_check_head(struct node_store *s, struct op *op, const uint8_t *r
 {
 	size_t tlen;
 
-	if (rec_hdr_unpack(rec, h) < 0 || (h->type != REC_PUT && h->type != REC_RELOC))
+	if (rec_hdr_unpack(rec, h) < 0 || (h->type != REC_PUT && h->type != REC_RELOC) ||
+	    (h->flags & REC_FLAG_TOMB))
 		return -EIO;
 	tlen = rec_table_bytes(h->vlen);
-	if (REC_HDR_BYTES + h->klen + tlen > avail || rec_size(h->klen, h->vlen) != loc_size(op->u.rd.loc))
+	if (rec_key_off(h) + h->klen + tlen > avail || rec_hsize(h) != loc_size(op->u.rd.loc))
 		return -EIO;
-	if (rec_hcrc(rec, rec + REC_HDR_BYTES, h->klen, rec + REC_HDR_BYTES + h->klen, tlen) != h->hcrc)
+	if (rec_hcrc(rec, rec + rec_key_off(h), h->klen, rec + rec_key_off(h) + h->klen, tlen) != h->hcrc)
 		return -EIO;
-	if (h->klen != op->klen || memcmp(rec + REC_HDR_BYTES, op->key, op->klen) != 0)
+	if (h->klen != op->klen || memcmp(rec + rec_key_off(h), op->key, op->klen) != 0)
 		return -EIO;
+	rec_ext_get(rec, h);
 	return 0;
 }
 
@@ -325,9 +328,10 @@ static void read_done(struct node_disk_io *io)
 		read_damaged(s, op);
 		return;
 	}
-	table = rec + REC_HDR_BYTES + h.klen;
+	table = rec + rec_key_off(&h) + h.klen;
 	val = table + rec_table_bytes(h.vlen);
-	st = (struct node_store_objstat){ .size = h.vlen, .crc = h.vcrc, .seq = h.seq };
+	st = (struct node_store_objstat){ .size = h.vlen, .crc = h.vcrc, .seq = h.seq,
+					  .ver = { h.hlc, h.node } };
 	if (op->kind == OP_STAT) {
 		read_finish(s, op, 0, NULL, 0, &st);
 		return;
@@ -365,7 +369,7 @@ static void read_done(struct node_disk_io *io)
 		read_finish(s, op, 0, val + op->u.rd.off, 0, &st);
 		return;
 	}
-	op->u.rd.val_off = rec_off + REC_HDR_BYTES + h.klen + op->u.rd.tlen;
+	op->u.rd.val_off = rec_off + rec_key_off(&h) + h.klen + op->u.rd.tlen;
 	c0 = op->u.rd.off / REC_CHUNK_BYTES;
 	c1 = (op->u.rd.off + op->u.rd.len + REC_CHUNK_BYTES - 1) / REC_CHUNK_BYTES;
 	end = c1 * REC_CHUNK_BYTES < h.vlen ? c1 * REC_CHUNK_BYTES : h.vlen;
@@ -381,12 +385,14 @@ static int get_start(struct node_store *s, enum op_kind kind, const void *key, s
 {
 	struct op *op = NULL;
 	uint64_t loc, from, to, rsize;
+	struct sidx_val v;
 	int ret = store_check_key(s, key, klen);
 
 	if (ret < 0)
 		return ret;
-	if (sidx_get(s->ix, key, klen, &loc) == 0)
-		return -ENOENT;
+	if (!sidx_find(s->ix, key, klen, &v) || v.tomb)
+		return -ENOENT; /* a tombstone reads as absent */
+	loc = v.loc;
 	if (loc_is_damaged(loc)) {
 		store_set_err(s, "checksum mismatch: the newest version of this key is damaged on '%s' (its record at offset %" PRIu64 " failed its checks)",
 			      s->disk->name, loc_off(loc));
@@ -411,7 +417,7 @@ static int get_start(struct node_store *s, enum op_kind kind, const void *key, s
 	} else {
 		uint64_t tmax = rec_table_bytes(rsize);
 
-		to = from + REC_HDR_BYTES + klen + tmax;
+		to = from + REC_HDR_MAX_BYTES + klen + tmax;
 		if (to > from + rsize)
 			to = from + rsize;
 		op->u.rd.stage = READ_HEAD;
@@ -525,7 +531,7 @@ static int scrub_blocking(struct node_store *s, uint64_t budget_bytes,
 	struct sidx_iter it;
 	const uint8_t *k;
 	size_t kl;
-	uint64_t loc;
+	struct sidx_val v;
 	int ret = 0;
 
 	memset(r, 0, sizeof(*r));
@@ -539,7 +545,7 @@ static int scrub_blocking(struct node_store *s, uint64_t budget_bytes,
 		uint8_t key[NODE_STORE_KEY_MAX];
 
 		sidx_seek(s->ix, &it, s->reads.scrub_started ? s->reads.scrub_key : NULL, s->reads.scrub_klen, true);
-		if (!sidx_next(s->ix, &it, &k, &kl, &loc)) {
+		if (!sidx_next_val(s->ix, &it, &k, &kl, &v)) {
 			s->reads.scrub_started = false;
 			r->wrapped = true;
 			break;
@@ -548,12 +554,14 @@ static int scrub_blocking(struct node_store *s, uint64_t budget_bytes,
 		memcpy(s->reads.scrub_key, k, kl);
 		s->reads.scrub_klen = kl;
 		s->reads.scrub_started = true;
+		if (v.tomb)
+			continue; /* no value to verify; compaction rewrites it from the index */
 		w.cap = 0;
 		ret = get_start(s, OP_GET, key, kl, 0, UINT64_MAX, NULL, waiter_get_cb, &w);
 		if (ret == 0)
 			ret = store_wait_for(s, &w);
 		r->records++;
-		r->bytes += loc_size(loc);
+		r->bytes += loc_size(v.loc);
 		if (ret == -EIO)
 			r->errors++;
 		else if (ret < 0 && ret != -ENOENT)
@@ -600,6 +608,23 @@ int node_store_stat(struct node_store *s, const void *key, size_t klen,
 	if (ret < 0)
 		return ret;
 	ret = stat_blocking(s, key, klen, st);
+	store_blocking_end(s);
+	return ret;
+}
+
+int node_store_stat_any(struct node_store *s, const void *key, size_t klen,
+			struct node_store_objstat *st)
+{
+	struct store_waiter w = { 0 };
+	int ret = store_blocking_begin(s);
+
+	if (ret < 0)
+		return ret;
+	ret = node_store_stat_any_async(s, key, klen, store_waiter_cb, &w);
+	if (ret == 0)
+		ret = store_wait_for(s, &w);
+	if (ret == 0)
+		*st = w.st;
 	store_blocking_end(s);
 	return ret;
 }

@@ -225,7 +225,26 @@ static int load_part_items(struct node_store *s, const uint8_t *p, size_t n)
 				return -EBADMSG;
 			if (sidx_append_sorted(s->ix, p + i + 3, kl, loc) < 0)
 				return -EBADMSG;
-			i += 11 + kl;
+			i += CK_KEY_BYTES + kl;
+		} else if (p[i] == CK_ITEM_VKEY && i + 3 <= n) {
+			/* format 4: a key with its version, or a tombstone */
+			size_t kl = p[i + 1] | (size_t)p[i + 2] << 8;
+			struct sidx_val v;
+
+			if (kl == 0 || kl > NODE_STORE_KEY_MAX || i + CK_VKEY_BYTES + kl > n)
+				return -EBADMSG;
+			v.loc = le_get64(p + i + 3 + kl);
+			v.hlc = le_get64(p + i + 11 + kl);
+			v.node = le_get64(p + i + 19 + kl);
+			if (p[i + 27 + kl] > 1 || loc_off(v.loc) < s->data_start ||
+			    loc_off(v.loc) + loc_size(v.loc) > s->disk->size)
+				return -EBADMSG;
+			v.tomb = p[i + 27 + kl] == 1;
+			/* a tombstone always has a version; a damaged mark is no tombstone */
+			if ((v.tomb && ((!v.hlc && !v.node) || loc_is_damaged(v.loc))) ||
+			    sidx_append_sorted_val(s->ix, p + i + 3, kl, &v) < 0)
+				return -EBADMSG;
+			i += CK_VKEY_BYTES + kl;
 		} else {
 			return -EBADMSG;
 		}
@@ -366,14 +385,44 @@ static struct dmg_range *found_at(struct replay_dmg *dm, uint64_t off)
 	return NULL;
 }
 
-/* A damaged record whose key is known: its newest version is lost. */
-static int mark_damaged(struct node_store *s, const uint8_t *key, size_t klen, uint64_t off)
+/*
+ * A damaged record whose key is known: its newest version is lost. The
+ * mark takes the version of the record (h: a put, tombstone or commit of
+ * a put, whose header is whole), or keeps the key's (keep: a copy).
+ */
+static int mark_damaged(struct node_store *s, const uint8_t *key, size_t klen, uint64_t off,
+			const struct rec_hdr *h, bool keep)
 {
+	struct sidx_val v = { .loc = loc_damaged(off) };
 	uint64_t old;
 
 	if (klen == 0 || klen > NODE_STORE_KEY_MAX)
 		return 0;
-	return sidx_set(s->ix, key, klen, loc_damaged(off), &old) < 0 ? -ENOMEM : 0;
+	if (keep && sidx_set_loc(s->ix, key, klen, v.loc, &old) == 0)
+		return 0;
+	if (!keep && h) {
+		v.hlc = h->hlc;
+		v.node = h->node;
+	}
+	return sidx_put(s->ix, key, klen, &v, NULL) < 0 ? -ENOMEM : 0;
+}
+
+/*
+ * A versioned record (PUT, TOMB, COMMIT of a put) met at replay: it applies
+ * unless the key holds a newer version (the log never has an older one
+ * after a newer one, but a checkpoint's items may be ahead of its P0:
+ * FORMAT.md §4). An unversioned one always applies.
+ */
+static bool replay_applies(struct node_store *s, const uint8_t *key, size_t klen, uint64_t hlc,
+			   uint64_t node)
+{
+	struct node_store_ver a = { hlc, node }, b;
+	struct sidx_val cur;
+
+	if (!ver_is_set(&a) || !sidx_find(s->ix, key, klen, &cur))
+		return true;
+	b = (struct node_store_ver){ cur.hlc, cur.node };
+	return node_store_ver_cmp(&a, &b) >= 0;
 }
 
 /* Count a damaged record once over the drive's life. true if counted now. */
@@ -417,8 +466,38 @@ static int replay_damage(struct node_store *s, const uint8_t *key, const struct 
 		if (r->to > r->from + 1 && s->st.damaged_unknown)
 			s->st.damaged_unknown--;
 	}
-	if ((have && cur == h->aux) || (r && !(have && loc_is_damaged(cur) && loc_off(cur) == off)))
+	if (have) {
+		struct sidx_val v;
+
+		/* a tombstone of the key came after the damaged object: nothing
+		 * of that object is the key's any more */
+		if (sidx_find(s->ix, key, h->klen, &v) && v.tomb)
+			return 0;
+	}
+	if ((have && cur == h->aux) || (r && !(have && loc_is_damaged(cur) && loc_off(cur) == off))) {
+		/* the key's version stays with its mark */
+		if (have)
+			return sidx_set_loc(s->ix, key, h->klen, loc_damaged(off), &old) < 0 ? -ENOMEM : 0;
 		return sidx_set(s->ix, key, h->klen, loc_damaged(off), &old) < 0 ? -ENOMEM : 0;
+	}
+	return 0;
+}
+
+/* A damaged tombstone record whose header is whole: a TOMB applies by the
+ * version rule, a tombstone's RELOC if the key still points at its source. */
+static int replay_tomb_damaged(struct node_store *s, const uint8_t *key, const struct rec_hdr *h,
+			       uint64_t loc)
+{
+	struct sidx_val v = { .loc = loc, .hlc = h->hlc, .node = h->node, .tomb = true };
+	uint64_t old;
+
+	if (h->klen == 0 || h->klen > NODE_STORE_KEY_MAX)
+		return 0;
+	if (h->type == REC_TOMB)
+		return replay_applies(s, key, h->klen, h->hlc, h->node) &&
+		       sidx_put(s->ix, key, h->klen, &v, NULL) < 0 ? -ENOMEM : 0;
+	if (sidx_get(s->ix, key, h->klen, &old) == 1 && old == h->aux)
+		return sidx_set_loc(s->ix, key, h->klen, loc, &old) < 0 ? -ENOMEM : 0;
 	return 0;
 }
 
@@ -440,7 +519,7 @@ static int verify_record(struct node_store *s, uint64_t off, uint64_t size, cons
 
 	if (size < REC_HDR_BYTES || off + size > s->disk->size)
 		return -EIO;
-	hl = REC_HDR_BYTES + klen + rec_table_bytes(size);
+	hl = REC_HDR_MAX_BYTES + klen + rec_table_bytes(size);
 	if (hl > size)
 		hl = size;
 	buf = store_alloc_blocks(piece + 2 * DISK_BLOCK_BYTES > hl + 2 * DISK_BLOCK_BYTES
@@ -451,21 +530,21 @@ static int verify_record(struct node_store *s, uint64_t off, uint64_t size, cons
 	if (node_disk_sync_io(s->disk, DISK_READ, buf, align_up(off + hl, DISK_BLOCK_BYTES) - a, a) < 0)
 		goto out;
 	p = buf + (off - a);
-	if (rec_hdr_unpack(p, h) < 0 || h->klen != klen || memcmp(p + REC_HDR_BYTES, key, klen) != 0 ||
-	    rec_size(h->klen, h->vlen) != size)
+	if (rec_hdr_unpack(p, h) < 0 || h->klen != klen || rec_hsize(h) != size)
 		goto out;
 	vlen = h->vlen;
 	tlen = rec_table_bytes(vlen);
-	if (REC_HDR_BYTES + klen + tlen > hl ||
-	    rec_hcrc(p, p + REC_HDR_BYTES, klen, p + REC_HDR_BYTES + klen, tlen) != h->hcrc)
+	if (rec_key_off(h) + klen + tlen > hl || memcmp(p + rec_key_off(h), key, klen) != 0 ||
+	    rec_hcrc(p, p + rec_key_off(h), klen, p + rec_key_off(h) + klen, tlen) != h->hcrc)
 		goto out;
+	rec_ext_get(p, h);
 	table = malloc(tlen ? tlen : 1);
 	if (!table) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	memcpy(table, p + REC_HDR_BYTES + klen, tlen);
-	voff = off + REC_HDR_BYTES + klen + tlen;
+	memcpy(table, p + rec_key_off(h) + klen, tlen);
+	voff = off + rec_key_off(h) + klen + tlen;
 	for (uint64_t base = 0; base < vlen; base += piece) {
 		uint64_t n = vlen - base < piece ? vlen - base : piece;
 		uint64_t ra = align_down(voff + base, DISK_BLOCK_BYTES);
@@ -502,7 +581,7 @@ out:
 static int replay_commit(struct node_store *s, const uint8_t *rec, const struct rec_hdr *h,
 			 uint64_t pos, struct replay_dmg *dm)
 {
-	const uint8_t *key = rec + REC_HDR_BYTES, *val = key + h->klen;
+	const uint8_t *key = rec + rec_key_off(h), *val = key + h->klen;
 	uint64_t loc = h->aux, off = loc_off(loc), size = loc_size(loc), old, from = 0;
 	struct rec_hdr ih;
 	bool move = h->vlen == 24, whole;
@@ -526,11 +605,14 @@ static int replay_commit(struct node_store *s, const uint8_t *rec, const struct 
 		ih.hcrc == le_get32(val);
 	ret = 0;
 	if (whole && !move) {
-		ret = sidx_set(s->ix, key, h->klen, loc, &old);
+		struct sidx_val v = { .loc = loc, .hlc = h->hlc, .node = h->node };
+
+		if (replay_applies(s, key, h->klen, h->hlc, h->node))
+			ret = sidx_put(s->ix, key, h->klen, &v, NULL);
 	} else if (whole) {
 		/* a move: like a RELOC, only if the key still points at its source */
 		if (sidx_get(s->ix, key, h->klen, &old) == 1 && old == from)
-			ret = sidx_set(s->ix, key, h->klen, loc, &old);
+			ret = sidx_set_loc(s->ix, key, h->klen, loc, &old);
 	} else if (h->seq <= dm->limit && !store_frontier_is_void(s, h->seq)) {
 		bool counted = count_damage(s, h->seq, false);
 
@@ -538,7 +620,7 @@ static int replay_commit(struct node_store *s, const uint8_t *rec, const struct 
 		 * the source may be in a segment reused since, never trusted */
 		if (!move || (sidx_get(s->ix, key, h->klen, &old) == 1 && old == from)) {
 			note_found(dm, pos, pos + 1, counted);
-			ret = mark_damaged(s, key, h->klen, pos);
+			ret = mark_damaged(s, key, h->klen, pos, h, move);
 		}
 	} else {
 		/* never acknowledged: remembered, so that it never later
@@ -562,12 +644,13 @@ static bool header_ok(struct node_store *s, struct replay_win *w, uint64_t pos, 
 	if (!p || rec_hdr_unpack(p, h) < 0 || h->seq < seq_lo || h->seq > seq_hi ||
 	    (want_prev && h->prev != prev) || h->klen > NODE_STORE_KEY_MAX)
 		return false;
-	hl = REC_HDR_BYTES + h->klen + rec_table_bytes(h->vlen);
-	if (pos + rec_size(h->klen, h->vlen) > send || !(p = win_get(s, w, pos, hl)))
+	hl = rec_key_off(h) + h->klen + rec_table_bytes(h->vlen);
+	if (pos + rec_hsize(h) > send || !(p = win_get(s, w, pos, hl)))
 		return false;
-	if (rec_hcrc(p, p + REC_HDR_BYTES, h->klen, p + REC_HDR_BYTES + h->klen,
+	if (rec_hcrc(p, p + rec_key_off(h), h->klen, p + rec_key_off(h) + h->klen,
 		     rec_table_bytes(h->vlen)) != h->hcrc)
 		return false;
+	rec_ext_get(p, h);
 	*recp = p;
 	return true;
 }
@@ -582,7 +665,7 @@ static bool header_fix(struct node_store *s, struct replay_win *w, uint64_t pos,
 		       uint32_t prev, struct rec_hdr *h, uint8_t **fixed)
 {
 	uint64_t send = seg_start(s, seg_of(s, pos)) + s->seg_bytes;
-	size_t cap = REC_HDR_BYTES + NODE_STORE_KEY_MAX + rec_table_bytes(NODE_STORE_VALUE_MAX);
+	size_t cap = REC_HDR_MAX_BYTES + NODE_STORE_KEY_MAX + rec_table_bytes(NODE_STORE_VALUE_MAX);
 	const uint8_t *p;
 	uint8_t *b = NULL;
 	bool ok = false;
@@ -606,11 +689,13 @@ static bool header_fix(struct node_store *s, struct replay_win *w, uint64_t pos,
 			if (rec_hdr_unpack(b, &g) == 0 && g.seq == seq && g.prev == prev &&
 			    g.klen <= NODE_STORE_KEY_MAX) {
 				tl = rec_table_bytes(g.vlen);
-				hl = REC_HDR_BYTES + g.klen + tl;
-				ok = i < hl && hl <= cap && pos + rec_size(g.klen, g.vlen) <= send &&
-				     rec_hcrc(b, b + REC_HDR_BYTES, g.klen, b + REC_HDR_BYTES + g.klen, tl) == g.hcrc;
-				if (ok)
+				hl = rec_key_off(&g) + g.klen + tl;
+				ok = i < hl && hl <= cap && pos + rec_hsize(&g) <= send &&
+				     rec_hcrc(b, b + rec_key_off(&g), g.klen, b + rec_key_off(&g) + g.klen, tl) == g.hcrc;
+				if (ok) {
+					rec_ext_get(b, &g);
 					*h = g;
+				}
 			}
 			if (i >= REC_HDR_BYTES && !ok)
 				continue;
@@ -681,7 +766,7 @@ static bool damaged_marks(struct node_store *s, const struct rec_hdr *h, const u
 	if (h->type == REC_COMMIT) {
 		uint64_t off = loc_off(h->aux), size = loc_size(h->aux);
 		uint64_t a = align_down(off, DISK_BLOCK_BYTES);
-		size_t hl = REC_HDR_BYTES + h->klen + rec_table_bytes(size);
+		size_t hl = REC_HDR_MAX_BYTES + h->klen + rec_table_bytes(size);
 		uint8_t *b = NULL;
 		struct rec_hdr ih;
 		bool known = false;
@@ -693,10 +778,10 @@ static bool damaged_marks(struct node_store *s, const struct rec_hdr *h, const u
 			const uint8_t *p = b + (off - a);
 
 			known = rec_hdr_unpack(p, &ih) == 0 && ih.type == REC_RELOC && ih.klen == h->klen &&
-				REC_HDR_BYTES + ih.klen + rec_table_bytes(ih.vlen) <= hl &&
-				rec_hcrc(p, p + REC_HDR_BYTES, ih.klen, p + REC_HDR_BYTES + ih.klen,
+				rec_key_off(&ih) + ih.klen + rec_table_bytes(ih.vlen) <= hl &&
+				rec_hcrc(p, p + rec_key_off(&ih), ih.klen, p + rec_key_off(&ih) + ih.klen,
 					 rec_table_bytes(ih.vlen)) == ih.hcrc &&
-				memcmp(p + REC_HDR_BYTES, key, h->klen) == 0;
+				memcmp(p + rec_key_off(&ih), key, h->klen) == 0;
 			from = ih.aux;
 		}
 		free(b);
@@ -759,7 +844,7 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 	dm.limit = s->fr.loaded > ps->p0_seq - 1 ? s->fr.loaded : ps->p0_seq - 1;
 	s->segs[si].state = SEG_HEAD;
 	for (;;) {
-		const uint8_t *p;
+		const uint8_t *p, *key;
 		struct rec_hdr h;
 		uint64_t rsize, loc, want;
 		bool hok;
@@ -772,7 +857,7 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 		if (pos + REC_HDR_BYTES <= seg_start(s, si) + s->seg_bytes)
 			p = win_get(s, &w, pos, REC_HDR_BYTES);
 		if (p && rec_hdr_unpack(p, &h) == 0 && h.prev == prev && seq_follows(s, &h, seq)) {
-			rsize = rec_size(h.klen, h.vlen);
+			rsize = rec_hsize(&h);
 			if (pos + rsize > seg_start(s, si) + s->seg_bytes)
 				rsize = 0;
 			else if (!(p = win_get(s, &w, pos, rsize)) || rec_check(p, rsize, &h) < 0)
@@ -825,11 +910,19 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 			if (hok) {
 				bool counted;
 
-				rsize = rec_size(h.klen, h.vlen);
+				rsize = rec_hsize(&h);
 				counted = count_damage(s, want, false);
 				note_found(&dm, pos, pos + 1, counted);
-				if (damaged_marks(s, &h, p + REC_HDR_BYTES))
-					ret = mark_damaged(s, p + REC_HDR_BYTES, h.klen, pos);
+				if (ver_is_set(&(struct node_store_ver){ h.hlc, h.node }) &&
+				    (h.type == REC_TOMB || (h.type == REC_RELOC && (h.flags & REC_FLAG_TOMB)))) {
+					/* a tombstone's record: its whole header (hcrc covers
+					 * the version) says all a tombstone is, so it applies
+					 * as one; compaction rewrites it from the index */
+					ret = replay_tomb_damaged(s, p + rec_key_off(&h), &h, loc_make(pos, rsize));
+				} else if (damaged_marks(s, &h, p + rec_key_off(&h))) {
+					ret = mark_damaged(s, p + rec_key_off(&h), h.klen, pos, &h,
+							   h.type == REC_RELOC || h.type == REC_COMMIT);
+				}
 				if (ret < 0)
 					goto out;
 				/* follow it as if whole: its size and links are sound */
@@ -881,29 +974,51 @@ static int replay(struct node_store *s, const struct ptr_slot *ps)
 				 * list it again, resync needs it */
 				store_frontier_jump_add(s, seq, h.seq);
 			loc = loc_make(pos, rsize);
+			key = p + rec_key_off(&h);
 			switch (h.type) {
 			case REC_PUT:
+			case REC_TOMB: {
+				struct sidx_val v = { .loc = loc, .hlc = h.hlc, .node = h.node,
+						      .tomb = h.type == REC_TOMB };
+
 				if (h.klen == 0 || h.klen > NODE_STORE_KEY_MAX)
 					goto bad;
-				if (sidx_set(s->ix, p + REC_HDR_BYTES, h.klen, loc, &old) < 0) {
+				if (h.type == REC_TOMB && !ver_is_set(&(struct node_store_ver){ h.hlc, h.node })) {
+					/* a plain delete: the key goes */
+					sidx_del(s->ix, key, h.klen, &old);
+					break;
+				}
+				if (replay_applies(s, key, h.klen, h.hlc, h.node) &&
+				    sidx_put(s->ix, key, h.klen, &v, NULL) < 0) {
 					ret = -ENOMEM;
 					goto out;
 				}
 				break;
+			}
 			case REC_RELOC:
-				if (sidx_get(s->ix, p + REC_HDR_BYTES, h.klen, &old) == 1 && old == h.aux)
-					sidx_set(s->ix, p + REC_HDR_BYTES, h.klen, loc, &old);
+				/* the copy takes the place of its source; the key keeps
+				 * its version (and tombstone bit) */
+				if (sidx_get(s->ix, key, h.klen, &old) == 1 && old == h.aux &&
+				    sidx_set_loc(s->ix, key, h.klen, loc, &old) < 0) {
+					ret = -ENOMEM;
+					goto out;
+				}
 				break;
-			case REC_TOMB:
-				sidx_del(s->ix, p + REC_HDR_BYTES, h.klen, &old);
+			case REC_DROP: {
+				struct sidx_val v;
+
+				if (sidx_find(s->ix, key, h.klen, &v) && v.tomb && v.hlc == h.hlc &&
+				    v.node == h.node)
+					sidx_del(s->ix, key, h.klen, &old);
 				break;
+			}
 			case REC_COMMIT:
 				ret = replay_commit(s, p, &h, pos, &dm);
 				if (ret < 0)
 					goto out;
 				break;
 			case REC_DAMAGE:
-				ret = replay_damage(s, p + REC_HDR_BYTES, &h, &dm);
+				ret = replay_damage(s, key, &h, &dm);
 				if (ret < 0)
 					goto out;
 				break;

@@ -45,7 +45,9 @@
 /* Segments kept free so compaction and checkpoints can always proceed. */
 uint32_t store_space_reserve(const struct node_store *s)
 {
-	uint64_t ckpt = sidx_count(s->ix) * (16 + 24) + (uint64_t)s->nsegs * 14 + CKPT_PART_BYTES;
+	uint64_t ckpt = sidx_count(s->ix) * (16 + 24) +
+			sidx_versioned(s->ix) * (CK_VKEY_BYTES - CK_KEY_BYTES) +
+			(uint64_t)s->nsegs * 14 + CKPT_PART_BYTES;
 
 	return 2 + (uint32_t)((ckpt + s->seg_bytes - 1) / s->seg_bytes);
 }
@@ -307,7 +309,7 @@ size_t node_store_compact_mem_max(const struct node_store *s)
 	size_t piece = s->o.compact_piece_bytes + 2 * DISK_BLOCK_BYTES;
 	size_t table = rec_table_bytes(NODE_STORE_VALUE_MAX);
 	size_t stream = 2 * (2 * s->o.write_buffer_bytes + DISK_BLOCK_BYTES) +
-			align_up(REC_HDR_BYTES + NODE_STORE_KEY_MAX + table, DISK_BLOCK_BYTES) +
+			align_up(REC_HDR_MAX_BYTES + NODE_STORE_KEY_MAX + table, DISK_BLOCK_BYTES) +
 			table + NODE_STORE_KEY_MAX + sizeof(struct node_store_stream);
 
 	/* RELOCs queued (each owns its record, up to a piece), and one
@@ -381,7 +383,9 @@ static void read_done(struct node_disk_io *io)
 		goto out;
 	}
 	ret = rec_check(rec, size, &h);
-	if (ret == 0 && (h.klen != sp->rklen || memcmp(rec + REC_HDR_BYTES, sp->rkey, sp->rklen)))
+	if (ret == 0 && (h.klen != sp->rklen || memcmp(rec + rec_key_off(&h), sp->rkey, sp->rklen) ||
+			 rec_hsize(&h) != size || (h.type != REC_PUT && h.type != REC_RELOC) ||
+			 (h.flags & REC_FLAG_TOMB)))
 		ret = -EIO;
 	if (ret < 0) {
 		if (!move_moot(s))
@@ -399,8 +403,9 @@ static void read_done(struct node_disk_io *io)
 	 * which stays counted as compaction's until it is copied) */
 	op->rec.owned_val = sp->rbuf;
 	op->u.reloc.held = sp->rbuf_bytes;
-	op->rec.val = rec + REC_HDR_BYTES + sp->rklen + rec_table_bytes(h.vlen);
+	op->rec.val = rec + rec_key_off(&h) + sp->rklen + rec_table_bytes(h.vlen);
 	op->rec.vlen = h.vlen;
+	op->ver = (struct node_store_ver){ h.hlc, h.node }; /* the copy keeps its version */
 	op->u.reloc.from = sp->rloc;
 	op->cb = reloc_done;
 	op->arg = s;
@@ -603,19 +608,22 @@ static void move_read_done(struct node_disk_io *io)
 	}
 	if (!mv->st) {
 		/* the head: header, key and chunk table */
+		struct node_store_ver ver;
 		struct rec_hdr h;
 		size_t tlen;
 		int ret;
 
 		if (rec_hdr_unpack(p, &h) < 0 || (h.type != REC_PUT && h.type != REC_RELOC) ||
-		    h.klen != s->sp.rklen || rec_size(h.klen, h.vlen) != loc_size(s->sp.rloc) ||
-		    REC_HDR_BYTES + h.klen + rec_table_bytes(h.vlen) > io->len - mv->skip ||
-		    rec_hcrc(p, p + REC_HDR_BYTES, h.klen, p + REC_HDR_BYTES + h.klen,
+		    (h.flags & REC_FLAG_TOMB) ||
+		    h.klen != s->sp.rklen || rec_hsize(&h) != loc_size(s->sp.rloc) ||
+		    rec_key_off(&h) + h.klen + rec_table_bytes(h.vlen) > io->len - mv->skip ||
+		    rec_hcrc(p, p + rec_key_off(&h), h.klen, p + rec_key_off(&h) + h.klen,
 			     rec_table_bytes(h.vlen)) != h.hcrc ||
-		    memcmp(p + REC_HDR_BYTES, s->sp.rkey, h.klen) != 0) {
+		    memcmp(p + rec_key_off(&h), s->sp.rkey, h.klen) != 0) {
 			move_stop(s, true, true);
 			return;
 		}
+		rec_ext_get(p, &h);
 		if (move_moot(s)) {
 			move_stop(s, false, false);
 			return;
@@ -628,11 +636,12 @@ static void move_read_done(struct node_disk_io *io)
 		}
 		mv->tlen = tlen;
 		store_space_mem(s, (int64_t)tlen);
-		memcpy(mv->table, p + REC_HDR_BYTES + h.klen, tlen);
+		memcpy(mv->table, p + rec_key_off(&h) + h.klen, tlen);
 		mv->vlen = h.vlen;
 		mv->vcrc = h.vcrc;
-		mv->val_off = loc_off(s->sp.rloc) + REC_HDR_BYTES + h.klen + tlen;
-		ret = store_stream_begin_move(s, s->sp.rkey, s->sp.rklen, h.vlen, s->sp.rloc,
+		mv->val_off = loc_off(s->sp.rloc) + rec_key_off(&h) + h.klen + tlen;
+		ver = (struct node_store_ver){ h.hlc, h.node };
+		ret = store_stream_begin_move(s, s->sp.rkey, s->sp.rklen, h.vlen, s->sp.rloc, &ver,
 					      move_ready, s, &mv->st);
 		if (ret < 0) {
 			move_stop(s, false, true);
@@ -663,7 +672,7 @@ static int move_start(struct node_store *s)
 {
 	struct store_move *mv = &s->sp.mv;
 	uint64_t from = loc_off(s->sp.rloc), size = loc_size(s->sp.rloc);
-	uint64_t hl = REC_HDR_BYTES + s->sp.rklen + rec_table_bytes(size);
+	uint64_t hl = REC_HDR_MAX_BYTES + s->sp.rklen + rec_table_bytes(size);
 	int ret;
 
 	memset(mv, 0, sizeof(*mv));
@@ -683,6 +692,32 @@ static int move_start(struct node_store *s)
 	return ret;
 }
 
+/*
+ * A tombstone in the victim: its record holds nothing the index does not
+ * (key, version), so it is written again from the index, without a read,
+ * as a RELOC flagged as a tombstone's (applied, like every RELOC, only if
+ * the key still points at the copy's source). 0, or -ENOMEM.
+ */
+static int tomb_reloc(struct node_store *s, const uint8_t *key, size_t klen,
+		      const struct sidx_val *v)
+{
+	struct op *op = store_op_new(s, OP_RELOC, key, klen);
+
+	if (!op)
+		return -ENOMEM;
+	op->rec.val = (const uint8_t *)"";
+	op->rec.vlen = 0;
+	op->ver = (struct node_store_ver){ v->hlc, v->node };
+	op->tomb = true;
+	op->u.reloc.from = v->loc;
+	op->cb = reloc_done;
+	op->arg = s;
+	s->sp.relocs++;
+	s->st.relocations++;
+	store_q_push(&s->appendq, op);
+	return 0;
+}
+
 static void start_victim(struct node_store *s, int64_t v)
 {
 	s->sp.victim = v;
@@ -700,6 +735,7 @@ static void compact_advance(struct node_store *s)
 	struct sidx_iter it;
 	const uint8_t *k;
 	size_t kl;
+	struct sidx_val v;
 	uint64_t loc;
 	unsigned n = 0;
 
@@ -713,10 +749,11 @@ static void compact_advance(struct node_store *s)
 		for (;;) {
 			if (n++ == SPACE_SCAN_KEYS)
 				break;
-			if (!sidx_next(s->ix, &it, &k, &kl, &loc)) {
+			if (!sidx_next_val(s->ix, &it, &k, &kl, &v)) {
 				sp->scan_done = true;
 				break;
 			}
+			loc = v.loc;
 			memcpy(sp->cursor, k, kl);
 			sp->cursor_len = kl;
 			sp->cursor_set = true;
@@ -724,6 +761,15 @@ static void compact_advance(struct node_store *s)
 			 * checksum-mismatch wherever its offset points */
 			if (loc_is_damaged(loc) || seg_of(s, loc_off(loc)) != (uint32_t)sp->victim)
 				continue;
+			if (v.tomb) {
+				if (tomb_reloc(s, k, kl, &v) < 0) {
+					sp->victim_damaged = true; /* out of memory: try again later */
+					break;
+				}
+				if (sp->relocs >= SPACE_RELOCS_MAX)
+					break;
+				continue;
+			}
 			memcpy(sp->rkey, k, kl);
 			sp->rklen = kl;
 			sp->rloc = loc;

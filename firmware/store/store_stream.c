@@ -97,12 +97,17 @@ static void stream_build_head(struct node_store_stream *st)
 	h.klen = (uint16_t)st->klen;
 	h.vlen = (uint32_t)st->vlen;
 	h.flags = st->vlen > REC_CHUNK_BYTES ? REC_FLAG_CHUNKED : 0;
+	/* every streamed record has the version extension: the version is
+	 * known only at finish, when the region's layout is long fixed */
+	h.flags |= REC_FLAG_VER;
+	h.hlc = st->ver.hlc;
+	h.node = st->ver.node;
 	h.prev = st->prev; /* never a link of the log: the RESV's hcrc */
 	h.seq = st->seq;
 	h.vcrc = st->crc;
-	memcpy(st->head + REC_HDR_BYTES, st->key, st->klen);
+	memcpy(st->head + REC_HDR_MAX_BYTES, st->key, st->klen);
 	if (st->tlen)
-		memcpy(st->head + REC_HDR_BYTES + st->klen, st->table, st->tlen);
+		memcpy(st->head + REC_HDR_MAX_BYTES + st->klen, st->table, st->tlen);
 	rec_hdr_pack(&h, st->head);
 	h.hcrc = rec_hcrc(st->head, st->key, st->klen, st->table, st->tlen);
 	rec_hdr_pack(&h, st->head);
@@ -233,8 +238,8 @@ void store_stream_resv_failed(struct node_store *s, struct op *op, int res)
 }
 
 static int stream_begin(struct node_store *s, const void *key, size_t klen, uint64_t size,
-			uint64_t move_from, void (*ready)(void *arg), void *arg,
-			struct node_store_stream **out)
+			uint64_t move_from, const struct node_store_ver *ver,
+			void (*ready)(void *arg), void *arg, struct node_store_stream **out)
 {
 	struct node_store_stream *st = NULL;
 	struct op *op = NULL;
@@ -244,7 +249,7 @@ static int stream_begin(struct node_store *s, const void *key, size_t klen, uint
 	*out = NULL;
 	if (ret < 0)
 		return ret;
-	rsize = rec_size(klen, size);
+	rsize = rec_size(REC_EXT_BYTES + klen, size);
 	if (size > NODE_STORE_VALUE_MAX ||
 	    DISK_BLOCK_BYTES + align_up(rsize, DISK_BLOCK_BYTES) > s->seg_bytes - 2 * DISK_BLOCK_BYTES) {
 		store_set_err(s, "value of %" PRIu64 " bytes refused (at most %u bytes, and a record must fit in one %" PRIu64 "-byte segment)",
@@ -260,12 +265,14 @@ static int stream_begin(struct node_store *s, const void *key, size_t klen, uint
 		return -ENOMEM;
 	st->s = s;
 	st->move_from = move_from;
+	if (ver)
+		st->ver = *ver;
 	st->klen = klen;
 	st->vlen = size;
 	st->rsize = rsize;
 	st->region_len = align_up(rsize, DISK_BLOCK_BYTES);
 	st->tlen = rec_table_bytes(size);
-	st->hlen = REC_HDR_BYTES + klen + st->tlen;
+	st->hlen = REC_HDR_MAX_BYTES + klen + st->tlen;
 	st->head_len = (size_t)align_up(st->hlen, DISK_BLOCK_BYTES);
 	st->next_roff = st->head_len;
 	st->ready = ready;
@@ -310,14 +317,14 @@ fail:
 int node_store_stream_begin(struct node_store *s, const void *key, size_t klen, uint64_t size,
 			    void (*ready)(void *arg), void *arg, struct node_store_stream **out)
 {
-	return stream_begin(s, key, klen, size, 0, ready, arg, out);
+	return stream_begin(s, key, klen, size, 0, NULL, ready, arg, out);
 }
 
 int store_stream_begin_move(struct node_store *s, const void *key, size_t klen, uint64_t size,
-			    uint64_t from, void (*ready)(void *arg), void *arg,
-			    struct node_store_stream **out)
+			    uint64_t from, const struct node_store_ver *ver,
+			    void (*ready)(void *arg), void *arg, struct node_store_stream **out)
 {
-	return stream_begin(s, key, klen, size, from, ready, arg, out);
+	return stream_begin(s, key, klen, size, from, ver, ready, arg, out);
 }
 
 /* Running checksums: the whole value's and each 64 KiB chunk's. */
@@ -410,8 +417,8 @@ uint32_t node_store_stream_crc(const struct node_store_stream *st)
 	return st->crc;
 }
 
-int node_store_stream_finish(struct node_store_stream **stp, uint32_t crc, node_store_cb cb,
-			     void *arg)
+static int stream_finish(struct node_store_stream **stp, uint32_t crc,
+			 const struct node_store_ver *ver, node_store_cb cb, void *arg)
 {
 	struct node_store_stream *st = *stp;
 	struct node_store *s = st->s;
@@ -444,6 +451,12 @@ int node_store_stream_finish(struct node_store_stream **stp, uint32_t crc, node_
 	}
 	op->rec.val = op->rec.owned_val;
 	op->rec.vlen = st->move_from ? 24 : 16;
+	if (ver) {
+		/* the record and its COMMIT carry it; the check is made when
+		 * the COMMIT takes its place in the log */
+		st->ver = *ver;
+		op->ver = *ver;
+	}
 	op->cb = cb;
 	op->arg = arg;
 	op->u.commit.stream = st;
@@ -454,6 +467,23 @@ int node_store_stream_finish(struct node_store_stream **stp, uint32_t crc, node_
 	*stp = NULL;
 	stream_advance(st);
 	return 0;
+}
+
+int node_store_stream_finish(struct node_store_stream **stp, uint32_t crc, node_store_cb cb,
+			     void *arg)
+{
+	return stream_finish(stp, crc, NULL, cb, arg);
+}
+
+int node_store_stream_finish_ver(struct node_store_stream **stp, uint32_t crc,
+				 const struct node_store_ver *ver, node_store_cb cb, void *arg)
+{
+	if (!ver || !ver_is_set(ver) || (*stp)->move_from) {
+		store_set_err((*stp)->s, "version (0, 0) refused: a versioned write needs a version");
+		node_store_stream_abort(stp);
+		return -EINVAL;
+	}
+	return stream_finish(stp, crc, ver, cb, arg);
 }
 
 void node_store_stream_abort(struct node_store_stream **stp)

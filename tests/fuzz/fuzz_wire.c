@@ -99,6 +99,12 @@ static void fuzz_meta(uint8_t type, const uint8_t *meta, size_t len)
 		if (a->status == 0 && (a->size != b->size || a->crc != b->crc ||
 				       a->ncounters != b->ncounters))
 			die(__LINE__);
+		/* replication fields go out whatever the status */
+		if (a->has_ver != b->has_ver || memcmp(&a->ver, &b->ver, sizeof(a->ver)) != 0 ||
+		    a->tomb != b->tomb || a->vers != b->vers || a->has_held != b->has_held ||
+		    a->nheld != b->nheld || memcmp(a->held, b->held, sizeof(a->held)) != 0 ||
+		    a->homes != b->homes || a->superseded != b->superseded)
+			die(__LINE__);
 	} else {
 		if (ovl_wire_req_decode(type, meta, len, &r, err, sizeof(err)) < 0) {
 			check_err(err, sizeof(err));
@@ -121,6 +127,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct ovl_wire_session sess;
 	struct ovl_wire_hdr h, h2;
 	struct ovl_wire_bin *keys = NULL;
+	struct ovl_wire_vkey *vkeys = NULL;
 	const uint8_t *frame = data + 1;
 	size_t len = size ? size - 1 : 0, need = 0, need2 = 0, head;
 	bool authed;
@@ -189,6 +196,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (h.type == (OVL_WIRE_T_LIST | OVL_WIRE_T_RESPONSE) && len > head) {
 		if (ovl_wire_keys_decode(frame + head, len - head, &keys, &nkeys, err, sizeof(err)) == 0)
 			free(keys);
+		if (ovl_wire_vkeys_decode(frame + head, len - head, &vkeys, &nkeys, err,
+					  sizeof(err)) == 0)
+			free(vkeys);
+		else
+			check_err(err, sizeof(err));
 	}
 	(void)ret;
 	return 0;

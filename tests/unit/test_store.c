@@ -1371,7 +1371,7 @@ static void test_upgrade_from_version_2(void **state)
 	expect_absent(s, "x1");
 	for (unsigned i = 0; i < 2; i++) {
 		node_faultdisk_peek(f, 4096 * (uint64_t)i, sb, sizeof(sb));
-		assert_int_equal(le_get32(sb + 8), 3);
+		assert_int_equal(le_get32(sb + 8), 4);
 		node_faultdisk_peek(f, 4096 * (uint64_t)(6 + i), sb, 64);
 		assert_memory_equal(sb, "SHELFCP1", 8); /* the mirrors, from the slots */
 	}
@@ -1392,7 +1392,7 @@ static void test_upgrade_from_version_2(void **state)
 	check_value(s, "x2", "two", 3);
 	check_value(s, "x3", "three", 5);
 	node_faultdisk_peek(f, 4096, sb, sizeof(sb));
-	assert_int_equal(le_get32(sb + 8), 3);
+	assert_int_equal(le_get32(sb + 8), 4);
 	node_store_close(&s);
 	free(b);
 	free(blk);

@@ -1025,6 +1025,790 @@ static void test_list_payload(void **state)
 					      sizeof(err)), -EBADMSG);
 }
 
+/* ---- replication fields (ver, fwd, vers, held, homes, superseded, tomb) ---- */
+
+/* A tiny msgpack writer for hand-made metas. */
+struct mpb {
+	uint8_t b[4096];
+	size_t n;
+};
+
+static void mpb_raw(struct mpb *m, const void *p, size_t n)
+{
+	assert_true(m->n + n <= sizeof(m->b));
+	memcpy(m->b + m->n, p, n);
+	m->n += n;
+}
+
+static void mpb_byte(struct mpb *m, uint8_t b)
+{
+	mpb_raw(m, &b, 1);
+}
+
+static void mpb_map(struct mpb *m, unsigned n)
+{
+	assert_true(n < 16);
+	mpb_byte(m, (uint8_t)(0x80 | n));
+}
+
+static void mpb_arr(struct mpb *m, unsigned n)
+{
+	if (n < 16) {
+		mpb_byte(m, (uint8_t)(0x90 | n));
+	} else {
+		mpb_byte(m, 0xdc);
+		mpb_byte(m, (uint8_t)(n >> 8));
+		mpb_byte(m, (uint8_t)n);
+	}
+}
+
+static void mpb_str(struct mpb *m, const char *s)
+{
+	mpb_byte(m, (uint8_t)(0xa0 | strlen(s)));
+	mpb_raw(m, s, strlen(s));
+}
+
+static void mpb_bin(struct mpb *m, uint8_t fill, size_t n)
+{
+	mpb_byte(m, 0xc4);
+	mpb_byte(m, (uint8_t)n);
+	for (size_t i = 0; i < n; i++)
+		mpb_byte(m, fill);
+}
+
+static void mpb_uint(struct mpb *m, uint64_t v)
+{
+	mpb_byte(m, 0xcf);
+	for (int i = 7; i >= 0; i--)
+		mpb_byte(m, (uint8_t)(v >> (8 * i)));
+}
+
+/* The common head of a request meta: {slice: "hot", epoch: 1, key: b"k", <extra> more keys} */
+static void mpb_req(struct mpb *m, unsigned extra)
+{
+	m->n = 0;
+	mpb_map(m, 3 + extra);
+	mpb_str(m, "slice");
+	mpb_str(m, "hot");
+	mpb_str(m, "epoch");
+	mpb_byte(m, 1);
+	mpb_str(m, "key");
+	mpb_bin(m, 'k', 1);
+}
+
+/* A response head: {status, message: "", epoch: 3, <extra> more keys} */
+static void mpb_resp(struct mpb *m, uint32_t status, unsigned extra)
+{
+	m->n = 0;
+	mpb_map(m, 3 + extra);
+	mpb_str(m, "status");
+	mpb_byte(m, (uint8_t)status);
+	mpb_str(m, "message");
+	mpb_str(m, "");
+	mpb_str(m, "epoch");
+	mpb_byte(m, 3);
+}
+
+static void mpb_ver(struct mpb *m, uint64_t hlc, uint64_t node)
+{
+	mpb_str(m, "ver");
+	mpb_arr(m, 2);
+	mpb_uint(m, hlc);
+	mpb_uint(m, node);
+}
+
+static void mpb_hop(struct mpb *m, uint8_t id, int home)
+{
+	mpb_arr(m, 2);
+	mpb_bin(m, id, 32);
+	if (home < 0)
+		mpb_byte(m, 0xc0);
+	else
+		mpb_bin(m, (uint8_t)home, 32);
+}
+
+static void expect_req(uint8_t type, const struct mpb *m, int code, const char *text)
+{
+	struct ovl_wire_req r;
+	char err[256] = "";
+	int ret = ovl_wire_req_decode(type, m->b, m->n, &r, err, sizeof(err));
+
+	if (ret != code)
+		fail_msg("request decode: %d, expected %d (%s)", ret, code, err);
+	if (text && !strstr(err, text))
+		fail_msg("request decode error '%s' lacks '%s'", err, text);
+}
+
+static void expect_resp(uint8_t type, const struct mpb *m, int code, const char *text)
+{
+	struct ovl_wire_resp r;
+	char err[256] = "";
+	int ret = ovl_wire_resp_decode(type, m->b, m->n, &r, err, sizeof(err));
+
+	if (ret != code)
+		fail_msg("response decode: %d, expected %d (%s)", ret, code, err);
+	if (text && !strstr(err, text))
+		fail_msg("response decode error '%s' lacks '%s'", err, text);
+}
+
+static void test_repl_round_trips(void **state)
+{
+	uint8_t meta[OVL_WIRE_META_MAX_BYTES];
+	struct ovl_wire_req r, g;
+	struct ovl_wire_resp a, b;
+	struct ovl_wire_ver v1 = { 5, 9 }, v2 = { 5, 10 }, v3 = { 6, 0 }, v0 = { 0, 0 };
+	char err[256];
+	int n;
+
+	(void)state;
+	assert_true(ovl_wire_ver_cmp(&v1, &v2) < 0);
+	assert_true(ovl_wire_ver_cmp(&v2, &v3) < 0);
+	assert_true(ovl_wire_ver_cmp(&v3, &v1) > 0);
+	assert_true(ovl_wire_ver_cmp(&v0, &v1) < 0);
+	assert_int_equal(ovl_wire_ver_cmp(&v2, &v2), 0);
+
+	/* a forwarded PUT: the largest chain, homes and hints mixed, the receiver a substitute */
+	memset(&r, 0, sizeof(r));
+	r.type = OVL_WIRE_T_PUT;
+	snprintf(r.slice, sizeof(r.slice), "hot");
+	r.epoch = 7;
+	r.key_len = 3;
+	memcpy(r.key, "obj", 3);
+	r.size = 10;
+	r.crc = 1;
+	r.has_ver = r.has_fwd = true;
+	r.ver.hlc = UINT64_MAX;
+	r.ver.node = 0x0102030405060708ull;
+	r.fwd.nchain = OVL_WIRE_CHAIN_MAX;
+	for (uint32_t i = 0; i < r.fwd.nchain; i++) {
+		memset(r.fwd.chain[i].id, 0x20 + (int)i, 32);
+		r.fwd.chain[i].has_home = i % 2;
+		if (i % 2)
+			memset(r.fwd.chain[i].home, 0x40 + (int)i, 32);
+	}
+	r.fwd.has_home = true;
+	memset(r.fwd.home, 0x77, 32);
+	n = ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err));
+	if (n < 0)
+		fail_msg("%s", err);
+	assert_int_equal(ovl_wire_req_decode(r.type, meta, (size_t)n, &g, err, sizeof(err)), 0);
+	assert_memory_equal(&r, &g, sizeof(r));
+
+	/* a hand-off DELETE: empty chain, the receiver a home */
+	memset(&r, 0, sizeof(r));
+	r.type = OVL_WIRE_T_DELETE;
+	snprintf(r.slice, sizeof(r.slice), "hot");
+	r.key_len = 1;
+	r.key[0] = 'k';
+	r.has_ver = r.has_fwd = true;
+	r.ver.hlc = 1;
+	n = ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err));
+	if (n < 0)
+		fail_msg("%s", err);
+	assert_int_equal(ovl_wire_req_decode(r.type, meta, (size_t)n, &g, err, sizeof(err)), 0);
+	assert_memory_equal(&r, &g, sizeof(r));
+
+	/* LIST with versions */
+	memset(&r, 0, sizeof(r));
+	r.type = OVL_WIRE_T_LIST;
+	snprintf(r.slice, sizeof(r.slice), "hot");
+	r.vers = true;
+	n = ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err));
+	assert_true(n > 0);
+	assert_int_equal(ovl_wire_req_decode(r.type, meta, (size_t)n, &g, err, sizeof(err)), 0);
+	assert_memory_equal(&r, &g, sizeof(r));
+	assert_true(g.vers);
+
+	/* PUT answer: every node of a slice of R = 16 holds it, 15 at home, superseded */
+	memset(&a, 0, sizeof(a));
+	a.type = OVL_WIRE_T_PUT | OVL_WIRE_T_RESPONSE;
+	a.size = 10;
+	a.has_crc = true;
+	a.crc = 1;
+	a.seq = 4;
+	a.has_ver = true;
+	a.ver = v2;
+	a.has_held = true;
+	a.nheld = OVL_WIRE_HELD_MAX;
+	for (uint32_t i = 0; i < a.nheld; i++)
+		memset(a.held[i], 0x80 + (int)i, 32);
+	a.homes = OVL_WIRE_HELD_MAX - 1;
+	a.superseded = true;
+	n = ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err));
+	if (n < 0)
+		fail_msg("%s", err);
+	assert_int_equal(ovl_wire_resp_decode(a.type, meta, (size_t)n, &b, err, sizeof(err)), 0);
+	assert_memory_equal(&a, &b, sizeof(a));
+
+	/* a failed DELETE may say what was held before it failed; an empty held too */
+	memset(&a, 0, sizeof(a));
+	a.type = OVL_WIRE_T_DELETE | OVL_WIRE_T_RESPONSE;
+	a.status = OVL_WIRE_TIMEOUT;
+	snprintf(a.message, sizeof(a.message), "replica did not answer");
+	a.has_held = true;
+	n = ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err));
+	assert_true(n > 0);
+	assert_int_equal(ovl_wire_resp_decode(a.type, meta, (size_t)n, &b, err, sizeof(err)), 0);
+	assert_memory_equal(&a, &b, sizeof(a));
+	assert_true(b.has_held);
+	assert_int_equal(b.nheld, 0);
+
+	/* GET ok with a version; GET and STAT not-found with a tombstone */
+	static const uint8_t reads[] = { OVL_WIRE_T_GET, OVL_WIRE_T_STAT };
+	for (size_t i = 0; i < sizeof(reads); i++) {
+		memset(&a, 0, sizeof(a));
+		a.type = reads[i] | OVL_WIRE_T_RESPONSE;
+		a.size = 3;
+		a.has_crc = true;
+		a.has_ver = true;
+		a.ver = v1;
+		n = ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err));
+		assert_true(n > 0);
+		assert_int_equal(ovl_wire_resp_decode(a.type, meta, (size_t)n, &b, err, sizeof(err)),
+				 0);
+		assert_memory_equal(&a, &b, sizeof(a));
+
+		memset(&a, 0, sizeof(a));
+		a.type = reads[i] | OVL_WIRE_T_RESPONSE;
+		a.status = OVL_WIRE_NOT_FOUND;
+		snprintf(a.message, sizeof(a.message), "no such key");
+		a.has_ver = true;
+		a.ver = v3;
+		a.tomb = true;
+		n = ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err));
+		assert_true(n > 0);
+		assert_int_equal(ovl_wire_resp_decode(a.type, meta, (size_t)n, &b, err, sizeof(err)),
+				 0);
+		assert_memory_equal(&a, &b, sizeof(a));
+	}
+	/* an unversioned object: ver [0, 0] is allowed in an answer */
+	memset(&a, 0, sizeof(a));
+	a.type = OVL_WIRE_T_STAT | OVL_WIRE_T_RESPONSE;
+	a.has_crc = true;
+	a.has_ver = true;
+	n = ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err));
+	assert_true(n > 0);
+	assert_int_equal(ovl_wire_resp_decode(a.type, meta, (size_t)n, &b, err, sizeof(err)), 0);
+	assert_memory_equal(&a, &b, sizeof(a));
+
+	/* LIST answer in the versioned form */
+	memset(&a, 0, sizeof(a));
+	a.type = OVL_WIRE_T_LIST | OVL_WIRE_T_RESPONSE;
+	a.count = 2;
+	a.has_crc = true;
+	a.vers = true;
+	n = ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err));
+	assert_true(n > 0);
+	assert_int_equal(ovl_wire_resp_decode(a.type, meta, (size_t)n, &b, err, sizeof(err)), 0);
+	assert_memory_equal(&a, &b, sizeof(a));
+}
+
+static void test_repl_encode_refusals(void **state)
+{
+	uint8_t meta[OVL_WIRE_META_MAX_BYTES];
+	struct ovl_wire_req r;
+	struct ovl_wire_resp a;
+	char err[256];
+
+	(void)state;
+	memset(&r, 0, sizeof(r));
+	r.type = OVL_WIRE_T_GET;
+	snprintf(r.slice, sizeof(r.slice), "hot");
+	r.key_len = 1;
+	r.key[0] = 'k';
+	r.has_ver = r.has_fwd = true;
+	r.ver.hlc = 1;
+	assert_int_equal(ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "PUT and DELETE only"));
+	r.type = OVL_WIRE_T_DELETE;
+	assert_true(ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err)) > 0);
+	r.has_fwd = false;
+	assert_int_equal(ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "go together"));
+	r.has_fwd = true;
+	r.ver.hlc = 0;
+	assert_int_equal(ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "hlc 0"));
+	r.ver.hlc = 1;
+	r.fwd.nchain = OVL_WIRE_CHAIN_MAX + 1;
+	assert_int_equal(ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	r.fwd.nchain = 2; /* two entries of the same (all-zero) id */
+	assert_int_equal(ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "twice"));
+	r.fwd.nchain = 1;
+	r.fwd.chain[0].has_home = true; /* home == id (both zero) */
+	assert_int_equal(ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "itself"));
+	r.has_ver = r.has_fwd = false;
+	r.vers = true;
+	assert_int_equal(ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "LIST only"));
+
+	memset(&a, 0, sizeof(a));
+	a.type = OVL_WIRE_T_STAT | OVL_WIRE_T_RESPONSE;
+	a.has_ver = true;
+	a.tomb = true; /* on ok */
+	assert_int_equal(ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	a.status = OVL_WIRE_NOT_FOUND;
+	assert_true(ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err)) > 0);
+	a.has_ver = false;
+	assert_int_equal(ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	a.tomb = false;
+	a.has_held = true; /* not for STAT */
+	assert_int_equal(ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	a.type = OVL_WIRE_T_PUT | OVL_WIRE_T_RESPONSE;
+	assert_true(ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err)) > 0);
+	a.nheld = OVL_WIRE_HELD_MAX + 1;
+	assert_int_equal(ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	a.nheld = 2; /* the same (zero) id twice */
+	assert_int_equal(ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	a.held[1][0] = 1;
+	a.homes = 3;
+	assert_int_equal(ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	a.homes = 2;
+	assert_true(ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err)) > 0);
+	a.has_held = false; /* homes without held */
+	a.nheld = 0;
+	assert_int_equal(ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	a.homes = 0;
+	a.vers = true;
+	assert_int_equal(ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	a.vers = false;
+	a.type = OVL_WIRE_T_LIST | OVL_WIRE_T_RESPONSE;
+	a.has_ver = true;
+	assert_int_equal(ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+}
+
+static void test_repl_decode_refusals(void **state)
+{
+	struct mpb m;
+	struct ovl_wire_req r;
+	struct ovl_wire_resp a;
+	char err[256];
+	const uint8_t P = OVL_WIRE_T_PUT, D = OVL_WIRE_T_DELETE;
+	const uint8_t PR = OVL_WIRE_T_PUT | OVL_WIRE_T_RESPONSE;
+	const uint8_t SR = OVL_WIRE_T_STAT | OVL_WIRE_T_RESPONSE;
+
+	(void)state;
+	/* a well-formed forwarded DELETE, then each field broken in turn */
+	mpb_req(&m, 2);
+	mpb_ver(&m, 9, 1);
+	mpb_str(&m, "fwd");
+	mpb_map(&m, 2);
+	mpb_str(&m, "chain");
+	mpb_arr(&m, 2);
+	mpb_hop(&m, 1, -1);
+	mpb_hop(&m, 2, 3);
+	mpb_str(&m, "home");
+	mpb_byte(&m, 0xc0);
+	assert_int_equal(ovl_wire_req_decode(D, m.b, m.n, &r, err, sizeof(err)), 0);
+	assert_true(r.has_ver && r.has_fwd);
+	assert_int_equal(r.ver.hlc, 9);
+	assert_int_equal(r.fwd.nchain, 2);
+	assert_false(r.fwd.chain[0].has_home);
+	assert_true(r.fwd.chain[1].has_home);
+	assert_int_equal(r.fwd.chain[1].home[31], 3);
+	assert_false(r.fwd.has_home);
+
+	/* ver without fwd, fwd without ver */
+	mpb_req(&m, 1);
+	mpb_ver(&m, 9, 1);
+	expect_req(D, &m, -EBADMSG, "go together");
+	mpb_req(&m, 1);
+	mpb_str(&m, "fwd");
+	mpb_map(&m, 2);
+	mpb_str(&m, "chain");
+	mpb_arr(&m, 0);
+	mpb_str(&m, "home");
+	mpb_byte(&m, 0xc0);
+	expect_req(P, &m, -EBADMSG, NULL); /* PUT: size, crc missing, and no ver */
+	expect_req(D, &m, -EBADMSG, "go together");
+
+#define FWD_HEAD(keys)              \
+	do {                        \
+		mpb_req(&m, 2);     \
+		mpb_ver(&m, 9, 1);  \
+		mpb_str(&m, "fwd"); \
+		mpb_map(&m, keys);  \
+	} while (0)
+	/* ver: not an array, three elements, a string element, hlc 0 */
+	mpb_req(&m, 2);
+	mpb_str(&m, "ver");
+	mpb_byte(&m, 5);
+	mpb_str(&m, "fwd");
+	mpb_map(&m, 0);
+	expect_req(D, &m, -EBADMSG, "'ver' is not an array of two unsigned integers");
+	mpb_req(&m, 1);
+	mpb_str(&m, "ver");
+	mpb_arr(&m, 3);
+	mpb_byte(&m, 1);
+	mpb_byte(&m, 1);
+	mpb_byte(&m, 1);
+	expect_req(D, &m, -EBADMSG, "'ver' is not an array");
+	mpb_req(&m, 1);
+	mpb_str(&m, "ver");
+	mpb_arr(&m, 2);
+	mpb_byte(&m, 1);
+	mpb_byte(&m, 0xff); /* -1 */
+	expect_req(D, &m, -EBADMSG, "'ver' is not an array");
+	mpb_req(&m, 2);
+	mpb_ver(&m, 0, 1);
+	mpb_str(&m, "fwd");
+	mpb_map(&m, 2);
+	mpb_str(&m, "chain");
+	mpb_arr(&m, 0);
+	mpb_str(&m, "home");
+	mpb_byte(&m, 0xc0);
+	expect_req(D, &m, -EBADMSG, "hlc 0");
+
+	/* fwd: not a map, a key missing, a key twice, too many keys, an unknown key */
+	mpb_req(&m, 2);
+	mpb_ver(&m, 9, 1);
+	mpb_str(&m, "fwd");
+	mpb_arr(&m, 0);
+	expect_req(D, &m, -EBADMSG, "'fwd' is not a map");
+	FWD_HEAD(1);
+	mpb_str(&m, "home");
+	mpb_byte(&m, 0xc0);
+	expect_req(D, &m, -EBADMSG, "lacks 'chain'");
+	FWD_HEAD(1);
+	mpb_str(&m, "chain");
+	mpb_arr(&m, 0);
+	expect_req(D, &m, -EBADMSG, "lacks 'home'");
+	FWD_HEAD(3);
+	mpb_str(&m, "chain");
+	mpb_arr(&m, 0);
+	mpb_str(&m, "home");
+	mpb_byte(&m, 0xc0);
+	mpb_str(&m, "chain");
+	mpb_arr(&m, 0);
+	expect_req(D, &m, -EBADMSG, "duplicate");
+	FWD_HEAD(9);
+	for (int i = 0; i < 9; i++) {
+		char k[4];
+
+		snprintf(k, sizeof(k), "k%d", i);
+		mpb_str(&m, k);
+		mpb_byte(&m, 0);
+	}
+	expect_req(D, &m, -EBADMSG, "more than 8");
+	FWD_HEAD(3);
+	mpb_str(&m, "chain");
+	mpb_arr(&m, 0);
+	mpb_str(&m, "later");
+	mpb_arr(&m, 1);
+	mpb_byte(&m, 0);
+	mpb_str(&m, "home");
+	mpb_bin(&m, 7, 32);
+	expect_req(D, &m, 0, NULL); /* unknown keys inside fwd are skipped */
+
+	/* fwd.home: wrong length, a str */
+	FWD_HEAD(2);
+	mpb_str(&m, "chain");
+	mpb_arr(&m, 0);
+	mpb_str(&m, "home");
+	mpb_bin(&m, 7, 31);
+	expect_req(D, &m, -EBADMSG, "not a bin of 32 bytes");
+	FWD_HEAD(2);
+	mpb_str(&m, "chain");
+	mpb_arr(&m, 0);
+	mpb_str(&m, "home");
+	mpb_byte(&m, 0xa1);
+	mpb_byte(&m, 'x');
+	expect_req(D, &m, -EBADMSG, "not a bin of 32 bytes");
+
+	/* fwd.chain: not an array, 5 entries, an entry of 1, an id of 33 bytes, an id that is
+	 * a str, home == id, an id twice, an entry nested too deep */
+	FWD_HEAD(2);
+	mpb_str(&m, "home");
+	mpb_byte(&m, 0xc0);
+	mpb_str(&m, "chain");
+	mpb_map(&m, 0);
+	expect_req(D, &m, -EBADMSG, "'fwd.chain' is not an array");
+	FWD_HEAD(2);
+	mpb_str(&m, "home");
+	mpb_byte(&m, 0xc0);
+	mpb_str(&m, "chain");
+	mpb_arr(&m, 5);
+	for (int i = 0; i < 5; i++)
+		mpb_hop(&m, (uint8_t)i, -1);
+	expect_req(D, &m, -EBADMSG, "more than 4");
+	FWD_HEAD(2);
+	mpb_str(&m, "home");
+	mpb_byte(&m, 0xc0);
+	mpb_str(&m, "chain");
+	mpb_arr(&m, 1);
+	mpb_arr(&m, 1);
+	mpb_bin(&m, 1, 32);
+	expect_req(D, &m, -EBADMSG, "[id, home]");
+	FWD_HEAD(2);
+	mpb_str(&m, "home");
+	mpb_byte(&m, 0xc0);
+	mpb_str(&m, "chain");
+	mpb_arr(&m, 1);
+	mpb_arr(&m, 2);
+	mpb_bin(&m, 1, 33);
+	mpb_byte(&m, 0xc0);
+	expect_req(D, &m, -EBADMSG, "not a bin of 32 bytes");
+	FWD_HEAD(2);
+	mpb_str(&m, "home");
+	mpb_byte(&m, 0xc0);
+	mpb_str(&m, "chain");
+	mpb_arr(&m, 1);
+	mpb_arr(&m, 2);
+	mpb_byte(&m, 0xd9);
+	mpb_byte(&m, 32);
+	for (int i = 0; i < 32; i++)
+		mpb_byte(&m, 'a');
+	mpb_byte(&m, 0xc0);
+	expect_req(D, &m, -EBADMSG, "not a bin of 32 bytes");
+	FWD_HEAD(2);
+	mpb_str(&m, "home");
+	mpb_byte(&m, 0xc0);
+	mpb_str(&m, "chain");
+	mpb_arr(&m, 1);
+	mpb_hop(&m, 4, 4);
+	expect_req(D, &m, -EBADMSG, "names itself as its home");
+	FWD_HEAD(2);
+	mpb_str(&m, "home");
+	mpb_byte(&m, 0xc0);
+	mpb_str(&m, "chain");
+	mpb_arr(&m, 2);
+	mpb_hop(&m, 4, -1);
+	mpb_hop(&m, 4, 5);
+	expect_req(D, &m, -EBADMSG, "names a node twice");
+	FWD_HEAD(2);
+	mpb_str(&m, "home");
+	mpb_byte(&m, 0xc0);
+	mpb_str(&m, "chain");
+	mpb_arr(&m, 1);
+	mpb_arr(&m, 2);
+	mpb_bin(&m, 1, 32);
+	mpb_arr(&m, 1); /* depth 5 */
+	mpb_byte(&m, 0);
+	expect_req(D, &m, -EBADMSG, "deeper");
+#undef FWD_HEAD
+
+	/* ver and fwd are not GET's keys: skipped, as an older node skips them */
+	mpb_req(&m, 1);
+	mpb_ver(&m, 9, 1);
+	assert_int_equal(ovl_wire_req_decode(OVL_WIRE_T_GET, m.b, m.n, &r, err, sizeof(err)), 0);
+	assert_false(r.has_ver);
+	/* vers: a bool */
+	m.n = 0;
+	mpb_map(&m, 3);
+	mpb_str(&m, "slice");
+	mpb_str(&m, "hot");
+	mpb_str(&m, "epoch");
+	mpb_byte(&m, 1);
+	mpb_str(&m, "vers");
+	mpb_byte(&m, 1);
+	expect_req(OVL_WIRE_T_LIST, &m, -EBADMSG, "'vers' is not a boolean");
+	m.n--;
+	mpb_byte(&m, 0xc3);
+	expect_req(OVL_WIRE_T_LIST, &m, 0, NULL);
+
+	/* responses: held over 16, a held id of 31 bytes, an id twice, homes over held,
+	 * homes without held, tomb without ver, tomb on ok, tomb not a bool, superseded not
+	 * a bool */
+	mpb_resp(&m, 0, 1);
+	mpb_str(&m, "held");
+	mpb_arr(&m, 17);
+	for (int i = 0; i < 17; i++)
+		mpb_bin(&m, (uint8_t)i, 32);
+	expect_resp(PR, &m, -EBADMSG, "more than 16");
+	mpb_resp(&m, 0, 1);
+	mpb_str(&m, "held");
+	mpb_arr(&m, 1);
+	mpb_bin(&m, 1, 31);
+	expect_resp(PR, &m, -EBADMSG, "not a bin of 32 bytes");
+	mpb_resp(&m, 0, 1);
+	mpb_str(&m, "held");
+	mpb_arr(&m, 2);
+	mpb_bin(&m, 1, 32);
+	mpb_bin(&m, 1, 32);
+	expect_resp(PR, &m, -EBADMSG, "names a node twice");
+	mpb_resp(&m, 0, 2);
+	mpb_str(&m, "held");
+	mpb_arr(&m, 1);
+	mpb_bin(&m, 1, 32);
+	mpb_str(&m, "homes");
+	mpb_byte(&m, 2);
+	expect_resp(PR, &m, -EBADMSG, "more than 'held' has");
+	m.n--;
+	mpb_byte(&m, 1);
+	expect_resp(PR, &m, 0, NULL);
+	mpb_resp(&m, 0, 1);
+	mpb_str(&m, "homes");
+	mpb_byte(&m, 0);
+	expect_resp(PR, &m, -EBADMSG, "needs 'held'");
+	mpb_resp(&m, OVL_WIRE_NOT_FOUND, 1);
+	mpb_str(&m, "tomb");
+	mpb_byte(&m, 0xc3);
+	expect_resp(SR, &m, -EBADMSG, "needs 'ver'");
+	mpb_resp(&m, OVL_WIRE_OK, 2);
+	mpb_ver(&m, 1, 1);
+	mpb_str(&m, "tomb");
+	mpb_byte(&m, 0xc3);
+	expect_resp(SR, &m, -EBADMSG, "not-found");
+	mpb_resp(&m, OVL_WIRE_NOT_FOUND, 2);
+	mpb_ver(&m, 1, 1);
+	mpb_str(&m, "tomb");
+	mpb_byte(&m, 0xc3);
+	assert_int_equal(ovl_wire_resp_decode(SR, m.b, m.n, &a, err, sizeof(err)), 0);
+	assert_true(a.tomb && a.has_ver && a.ver.hlc == 1);
+	m.n--;
+	mpb_byte(&m, 1);
+	expect_resp(SR, &m, -EBADMSG, "'tomb' is not a boolean");
+	mpb_resp(&m, 0, 1);
+	mpb_str(&m, "superseded");
+	mpb_byte(&m, 0);
+	expect_resp(PR, &m, -EBADMSG, "'superseded' is not a boolean");
+	/* held is not a STAT answer's key: skipped */
+	mpb_resp(&m, 0, 1);
+	mpb_str(&m, "held");
+	mpb_arr(&m, 1);
+	mpb_bin(&m, 1, 31);
+	expect_resp(SR, &m, 0, NULL);
+}
+
+static void test_vlist_payload(void **state)
+{
+	struct ovl_wire_vkey ents[3] = {
+		{ (const uint8_t *)"a", 1, { 0, 0 }, false },
+		{ (const uint8_t *)"bb", 2, { UINT64_MAX, 7 }, true },
+		{ (const uint8_t *)"ccc", 3, { 1u << 20, UINT64_MAX }, false },
+	}, *got = NULL, *big = NULL;
+	uint8_t buf[128], *bigbuf = NULL;
+	uint32_t n = 0;
+	char err[256];
+	struct mpb m;
+	int len;
+
+	(void)state;
+	len = ovl_wire_vkeys_encode(ents, 3, buf, sizeof(buf));
+	assert_true(len > 0);
+	assert_int_equal(ovl_wire_vkeys_decode(buf, (size_t)len, &got, &n, err, sizeof(err)), 0);
+	assert_int_equal(n, 3);
+	for (uint32_t i = 0; i < 3; i++) {
+		assert_int_equal(got[i].len, ents[i].len);
+		assert_memory_equal(got[i].ptr, ents[i].ptr, ents[i].len);
+		assert_int_equal(got[i].ver.hlc, ents[i].ver.hlc);
+		assert_int_equal(got[i].ver.node, ents[i].ver.node);
+		assert_int_equal(got[i].tomb, ents[i].tomb);
+	}
+	free(got);
+	got = NULL;
+	/* the empty answer */
+	len = ovl_wire_vkeys_encode(ents, 0, buf, sizeof(buf));
+	assert_int_equal(len, 1);
+	assert_int_equal(ovl_wire_vkeys_decode(buf, 1, &got, &n, err, sizeof(err)), 0);
+	assert_int_equal(n, 0);
+	free(got);
+	got = NULL;
+	/* encoder refusals: too small, a bad key, too many */
+	assert_int_equal(ovl_wire_vkeys_encode(ents, 3, buf, 8), -ENOSPC);
+	ents[0].len = 0;
+	assert_int_equal(ovl_wire_vkeys_encode(ents, 3, buf, sizeof(buf)), -EINVAL);
+	assert_int_equal(ovl_wire_vkeys_encode(ents, OVL_WIRE_LIST_MAX + 1, buf, sizeof(buf)),
+			 -EINVAL);
+	/* the largest answer decodes; one entry more is refused */
+	big = calloc(OVL_WIRE_LIST_MAX + 1, sizeof(*big));
+	bigbuf = malloc((size_t)(OVL_WIRE_LIST_MAX + 1) * 32);
+	for (uint32_t i = 0; i <= OVL_WIRE_LIST_MAX; i++) {
+		big[i].ptr = (const uint8_t *)"key";
+		big[i].len = 3;
+		big[i].ver.hlc = i;
+	}
+	len = ovl_wire_vkeys_encode(big, OVL_WIRE_LIST_MAX, bigbuf, (size_t)(OVL_WIRE_LIST_MAX + 1) * 32);
+	assert_true(len > 0);
+	assert_int_equal(ovl_wire_vkeys_decode(bigbuf, (size_t)len, &got, &n, err, sizeof(err)), 0);
+	assert_int_equal(n, OVL_WIRE_LIST_MAX);
+	free(got);
+	got = NULL;
+	bigbuf[2] = 0x11; /* array16 count 10000 -> 10001 (0x2711): entries are one short */
+	assert_true(ovl_wire_vkeys_decode(bigbuf, (size_t)len, &got, &n, err, sizeof(err)) < 0);
+	assert_null(got);
+	free(bigbuf);
+	free(big);
+
+#define BAD(code, text)                                                                      \
+	do {                                                                                 \
+		assert_int_equal(ovl_wire_vkeys_decode(m.b, m.n, &got, &n, err, sizeof(err)),  \
+				 code);                                                      \
+		assert_null(got);                                                            \
+		if (text)                                                                    \
+			assert_non_null(strstr(err, (const char *)text));                   \
+	} while (0)
+	/* an entry of three, a key that is a str, an empty key, a negative hlc, a tomb
+	 * that is not a bool, a plain key list, trailing bytes, a map, nesting */
+	m.n = 0;
+	mpb_arr(&m, 1);
+	mpb_arr(&m, 3);
+	mpb_bin(&m, 'k', 1);
+	mpb_byte(&m, 1);
+	mpb_byte(&m, 1);
+	BAD(-EBADMSG, "entry 0 is not");
+	m.n = 0;
+	mpb_arr(&m, 1);
+	mpb_arr(&m, 4);
+	mpb_str(&m, "k");
+	mpb_byte(&m, 1);
+	mpb_byte(&m, 1);
+	mpb_byte(&m, 0xc2);
+	BAD(-EBADMSG, "entry 0 is not");
+	m.n = 0;
+	mpb_arr(&m, 1);
+	mpb_arr(&m, 4);
+	mpb_bin(&m, 'k', 0);
+	mpb_byte(&m, 1);
+	mpb_byte(&m, 1);
+	mpb_byte(&m, 0xc2);
+	BAD(-EBADMSG, "entry 0 is not");
+	m.n = 0;
+	mpb_arr(&m, 2);
+	mpb_arr(&m, 4);
+	mpb_bin(&m, 'k', 1);
+	mpb_byte(&m, 1);
+	mpb_byte(&m, 1);
+	mpb_byte(&m, 0xc2);
+	mpb_arr(&m, 4);
+	mpb_bin(&m, 'l', 1);
+	mpb_byte(&m, 0xff);
+	mpb_byte(&m, 1);
+	mpb_byte(&m, 0xc2);
+	BAD(-EBADMSG, "entry 1 is not");
+	m.n = 0;
+	mpb_arr(&m, 1);
+	mpb_arr(&m, 4);
+	mpb_bin(&m, 'k', 1);
+	mpb_byte(&m, 1);
+	mpb_byte(&m, 1);
+	mpb_byte(&m, 1);
+	BAD(-EBADMSG, "entry 0 is not");
+	m.n = 0;
+	mpb_arr(&m, 1);
+	mpb_bin(&m, 'k', 1);
+	BAD(-EBADMSG, "entry 0 is not");
+	m.n = 0;
+	mpb_arr(&m, 0);
+	mpb_byte(&m, 0);
+	BAD(-EBADMSG, "follow the array");
+	m.n = 0;
+	mpb_map(&m, 0);
+	BAD(-EBADMSG, "not an array");
+	m.n = 0;
+	mpb_arr(&m, 1);
+	mpb_arr(&m, 4);
+	mpb_arr(&m, 1);
+	mpb_byte(&m, 0);
+	mpb_byte(&m, 1);
+	mpb_byte(&m, 1);
+	mpb_byte(&m, 0xc2);
+	BAD(-EBADMSG, "deeper");
+#undef BAD
+}
+
 static void test_error_frame(void **state)
 {
 	uint8_t buf[512];
@@ -1063,6 +1847,10 @@ int main(void)
 		cmocka_unit_test(test_meta_round_trips),
 		cmocka_unit_test(test_meta_refusals),
 		cmocka_unit_test(test_list_payload),
+		cmocka_unit_test(test_repl_round_trips),
+		cmocka_unit_test(test_repl_encode_refusals),
+		cmocka_unit_test(test_repl_decode_refusals),
+		cmocka_unit_test(test_vlist_payload),
 		cmocka_unit_test(test_error_frame),
 		cmocka_unit_test_setup_teardown(test_handshake_and_request, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_handshake_refusals, setup, teardown),

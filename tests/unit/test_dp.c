@@ -1586,7 +1586,10 @@ static void test_pieces(void **state)
 #define WHOLE_ALIGN (8u << 10)
 #define WHOLE_PIECE (64u << 10)
 
+#define WHOLE_PROBE 480000u /* as many chunks as the values at the limit */
+
 static int whole_step;
+static uint64_t whole_ext; /* record bytes beyond rec_size() (a version) */
 
 /* The largest value of a 3-byte key whose record and alignment fit
  * WHOLE_SHARE exactly. */
@@ -1594,20 +1597,21 @@ static uint64_t whole_vmax(void)
 {
 	uint64_t vmax = 0;
 
-	while (rec_size(3, vmax + 1) + WHOLE_ALIGN <= WHOLE_SHARE)
+	while (rec_size(3 + whole_ext, vmax + 1) + WHOLE_ALIGN <= WHOLE_SHARE)
 		vmax++;
-	assert_true(rec_size(3, vmax) + WHOLE_ALIGN == WHOLE_SHARE);
+	assert_true(rec_size(3 + whole_ext, vmax) + WHOLE_ALIGN == WHOLE_SHARE);
 	return vmax;
 }
 
-/* One step of test_whole_reads (whole_step): 0 stores the objects; 1 GETs
- * the one at the limit, 2 the one a byte past it; 3 a range not on a
+/* One step of test_whole_reads (whole_step): 0 stores a probe (which
+ * tells the record's size) and a 4 MiB object; 1 stores the objects at
+ * the limit and a byte past it, and GETs the one at it, 2 the other; 3 a range not on a
  * chunk that fits the share (its chunks, one more, and the alignment); 4
  * leaves a reader stalled with GETs of a 4 MiB object (answers read in
  * pieces). */
 static void client_whole(struct fx *f)
 {
-	uint64_t vmax = whole_vmax(), held;
+	uint64_t vmax = whole_step ? whole_vmax() : 0, held;
 	uint8_t *v = malloc(PIECE_OBJ), *got = NULL;
 	struct ovl_wire_req q;
 	struct ovl_wire_resp r;
@@ -1619,17 +1623,19 @@ static void client_whole(struct fx *f)
 	connect_ok(f, &c);
 	switch (whole_step) {
 	case 0:
-		for (int i = 0; i < 3; i++) {
-			uint64_t n = i == 0 ? vmax : i == 1 ? vmax + 1 : PIECE_OBJ;
+	case 1:
+		for (int i = 0; i < 2; i++) {
+			uint64_t n = whole_step == 0 ? (i ? PIECE_OBJ : WHOLE_PROBE) : vmax + (uint64_t)i;
 
-			req_init(&q, "hot", 5, i == 0 ? "w/a" : i == 1 ? "w/b" : "w/c");
+			req_init(&q, "hot", 5, whole_step == 0 ? (i ? "w/c" : "w/p") : i ? "w/b" : "w/a");
 			q.size = n;
 			q.crc = ovl_crc32c(0, v, n);
 			assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, v, n, false, &r, NULL, NULL), 0);
 			assert_int_equal(r.status, OVL_WIRE_OK);
 		}
-		break;
-	case 1:
+		if (whole_step == 0)
+			break;
+		/* fall through */
 	case 2: {
 		uint64_t n = whole_step == 1 ? vmax : vmax + 1;
 
@@ -1704,12 +1710,20 @@ static void test_whole_reads(void **state)
 		if (whole_step == 0) {
 			uint64_t off = 0, rec = 0;
 
-			/* the records are what the bound above says */
+			/* what a record holds beyond rec_size() (a version) */
+			assert_int_equal(node_store_locate(f->store, "w/p", 3, &off, &rec), 0);
+			assert_true(rec >= rec_size(3, WHOLE_PROBE));
+			whole_ext = rec - rec_size(3, WHOLE_PROBE);
+			assert_int_equal(st.resp_reads, before);
+		}
+		if (whole_step == 1) {
+			uint64_t off = 0, rec = 0;
+
+			/* the records are at the limit, and a byte past it */
 			assert_int_equal(node_store_locate(f->store, "w/a", 3, &off, &rec), 0);
 			assert_int_equal(rec + WHOLE_ALIGN, WHOLE_SHARE);
 			assert_int_equal(node_store_locate(f->store, "w/b", 3, &off, &rec), 0);
 			assert_true(rec + WHOLE_ALIGN > WHOLE_SHARE);
-			assert_int_equal(st.resp_reads, before);
 		}
 		else if (whole_step == 1 || whole_step == 3)
 			assert_int_equal(st.resp_reads - before, 1);

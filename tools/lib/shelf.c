@@ -404,6 +404,12 @@ static void tombs_probe(struct shelf *s, const struct sh_map *m, const char *sli
 	free(r);
 }
 
+/* How many times a replicated read or write starts again with a fresh map
+ * after a node answered stale-map: while nodes come and go the epoch may
+ * move again before the retry arrives (8 nodes of a chassis restarting
+ * make 8 epochs in a second). */
+#define SH_STALE_RETRIES 3
+
 /*
  * GET or STAT of key across its replicas (shelf.h, "Replicas"): the first
  * answer with the object that is newer than every tombstone seen. On
@@ -417,7 +423,8 @@ static int read_path(struct shelf *s, const char *what, const char *slice, uint8
 {
 	char kshow[80], e2[768], text[INET6_ADDRSTRLEN];
 	struct rd_fail fail = { RK_NONE, -EHOSTUNREACH, "" };
-	bool stale_retried = false, again = true;
+	unsigned stale_retries = 0;
+	bool again = true;
 	int ret = 0;
 
 	sh_op_begin(s);
@@ -434,7 +441,7 @@ static int read_path(struct shelf *s, const char *what, const char *slice, uint8
 
 		again = false;
 		fail.rank = RK_NONE;
-		ret = stale_retried ? sh_map_fetch(s, slice, &m, e2, sizeof(e2))
+		ret = stale_retries ? sh_map_fetch(s, slice, &m, e2, sizeof(e2))
 				    : sh_map_get(s, slice, &m, e2, sizeof(e2));
 		if (ret == 0 && !(dead = dead_members(s, &m->msg.u.map)))
 			ret = -ENOMEM;
@@ -534,10 +541,12 @@ static int read_path(struct shelf *s, const char *what, const char *slice, uint8
 			} else if (r->status == OVL_WIRE_BUSY) {
 				s->counters.busy++;
 				rd_note(&fail, RK_BUSY, -EBUSY, e2);
-			} else if (r->status == OVL_WIRE_STALE_MAP && !stale_retried && !sh_expired(s)) {
+			} else if (r->status == OVL_WIRE_STALE_MAP && stale_retries < SH_STALE_RETRIES &&
+				   !sh_expired(s)) {
 				/* this node has a newer map: ask it first when the broker
 				 * cannot answer, and start again */
-				stale_retried = again = true;
+				stale_retries++;
+				again = true;
 				memcpy(&s->hint.addr, mb->addr, 16);
 				s->hint.port = mb->port;
 				s->has_hint = true;
@@ -578,11 +587,12 @@ static int read_path(struct shelf *s, const char *what, const char *slice, uint8
  * PUT or DELETE on a slice with R > 1: to the first live member in
  * placement order (the head), falling over to the next when one refuses
  * the connection or does not answer. Any answer is the node's verdict
- * (stale-map: a fresh map, and once again; busy: a fresh map and again
- * after a pause, SHELF_WRITE_BUSY_RETRIES times at most, while time is
- * left: the head says busy when too few copies were durable, as when a
- * replica's map was newer than its own; a write sent again carries a new
- * version, so at worst it replaces the copy the busy one left).
+ * (stale-map: a fresh map, and again, SH_STALE_RETRIES times at most;
+ * busy: a fresh map and again after a pause, SHELF_WRITE_BUSY_RETRIES times
+ * at most, while time is left: the head says busy when too few copies were
+ * durable, as when a replica's map was newer than its own; a write sent
+ * again carries a new version, so at worst it replaces the copy the busy
+ * one left).
  */
 static int write_path(struct shelf *s, const char *what, const char *slice, uint8_t type,
 		      const void *key, size_t klen, struct ovl_wire_req *q, const void *payload,
@@ -590,7 +600,8 @@ static int write_path(struct shelf *s, const char *what, const char *slice, uint
 		      size_t errlen)
 {
 	char kshow[80], e2[768] = "no node answered", text[INET6_ADDRSTRLEN];
-	bool stale_retried = false, fresh = false, again = true;
+	bool fresh = false, again = true;
+	unsigned stale_retries = 0;
 	unsigned busy_retries = 0;
 	int ret = 0;
 
@@ -648,8 +659,10 @@ static int write_path(struct shelf *s, const char *what, const char *slice, uint
 			status_text(e2, sizeof(e2), text, r);
 			if (r->status == OVL_WIRE_BUSY)
 				s->counters.busy++;
-			if (r->status == OVL_WIRE_STALE_MAP && !stale_retried && !sh_expired(s)) {
-				stale_retried = fresh = again = true;
+			if (r->status == OVL_WIRE_STALE_MAP && stale_retries < SH_STALE_RETRIES &&
+			    !sh_expired(s)) {
+				stale_retries++;
+				fresh = again = true;
 				memcpy(&s->hint.addr, mb->addr, 16);
 				s->hint.port = mb->port;
 				s->has_hint = true;

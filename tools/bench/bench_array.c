@@ -55,6 +55,7 @@ struct cfg {
 	char script[1100];      /* tools/shelf-cluster */
 	char nsp[32];           /* SHELF_CLUSTER_NS */
 	int nodes, chassis, objects, streams, samples;
+	bool keep;              /* --keep: leave the directory (logs) after the cluster went down */
 	uint64_t seed;
 };
 
@@ -189,8 +190,12 @@ static int cluster_up(const struct cfg *c, const char *log)
 		ret = run(log, (char *[]){ (char *)c->script, "exec", "--dir", (char *)c->cdir,
 					   "--", "shelf-broker", "client", "--dir", path, "--name",
 					   "bench", "--slices", SLICE_R2 "," SLICE_R1, NULL });
-	if (ret == 0 && (ret = wait_slice(c, SLICE_R1)) < 0)
-		fprintf(stderr, "array: not every node joined slice '%s' within 20 s\n", SLICE_R1);
+	for (unsigned i = 0; i < 2 && ret == 0; i++) {
+		const char *slice = i ? SLICE_R1 : SLICE_R2;
+
+		if ((ret = wait_slice(c, slice)) < 0)
+			fprintf(stderr, "array: not every node joined slice '%s' within 20 s\n", slice);
+	}
 	if (ret == 0)
 		ret = client_ns_up(c, log);
 	if (ret < 0) {
@@ -332,31 +337,31 @@ static int64_t tx_bytes(void)
 	return v;
 }
 
-static int open_client(const struct cfg *c, struct shelf **out)
+/*
+ * A client of the bench's directory. With fetch, it fetches both slices'
+ * maps from the broker now (so that no timed call does) and checks their R;
+ * without, it contacts nothing until its first call, which then reads the
+ * maps from the client directory's cache, as a fresh `shelf get` does (and
+ * the broker, which limits the messages of one client key to 20 a second,
+ * is not asked by a hundred clients at once).
+ */
+static int open_client(const struct cfg *c, struct shelf **out, bool fetch)
 {
+	static const char *const slices[2] = { SLICE_R1, SLICE_R2 };
 	char err[SHELF_ERR_BYTES];
-	struct shelf_map_info info;
-	struct shelf_member *m = NULL;
 	int ret = shelf_open(out, c->client, BROKER, err, sizeof(err));
 
-	if (ret == 0) {
+	if (ret == 0)
 		shelf_set_timeout(*out, 20000);
-		/* the map now, so that no timed call fetches it */
-		ret = shelf_map(*out, SLICE_R2, &info, &m, err, sizeof(err));
+	for (unsigned r = 1; ret == 0 && fetch && r <= 2; r++) {
+		struct shelf_map_info info;
+		struct shelf_member *m = NULL;
+
+		ret = shelf_map(*out, slices[r - 1], &info, &m, err, sizeof(err));
 		free(m);
-		m = NULL;
-		if (ret == 0 && info.replicas != 2) {
-			snprintf(err, sizeof(err), "slice '%s' has R=%u, not 2", SLICE_R2,
-				 info.replicas);
-			ret = -EINVAL;
-		}
-	}
-	if (ret == 0) {
-		ret = shelf_map(*out, SLICE_R1, &info, &m, err, sizeof(err));
-		free(m);
-		if (ret == 0 && info.replicas != 1) {
-			snprintf(err, sizeof(err), "slice '%s' has R=%u, not 1", SLICE_R1,
-				 info.replicas);
+		if (ret == 0 && info.replicas != r) {
+			snprintf(err, sizeof(err), "slice '%s' has R=%u, not %u", slices[r - 1],
+				 info.replicas, r);
 			ret = -EINVAL;
 		}
 	}
@@ -455,13 +460,13 @@ static int failover(struct work *w, double *p_fail, double *p_norm)
 	snprintf(name, sizeof(name), "n%02d", victim);
 	/* before the kill: the same GETs, each by a fresh client */
 	for (int j = 0; j < c->samples; j++)
-		if (open_client(c, &cl[j]) < 0)
+		if (open_client(c, &cl[j], false) < 0)
 			goto out;
 	if (fresh_gets(w, cl, keys, nkeys, ms) < 0)
 		goto out;
 	*p_norm = p99(ms, c->samples);
 	for (int j = 0; j < c->samples; j++)
-		if (open_client(c, &cl[j]) < 0)
+		if (open_client(c, &cl[j], false) < 0)
 			goto out;
 	fprintf(stderr, "array: SIGKILL %s, the first replica of %d of the %d keys\n", name, nkeys,
 		c->objects);
@@ -512,7 +517,7 @@ static int work_run(const struct cfg *c)
 		memcpy(w.data + i * 8, &x, 8);
 	}
 	for (int i = 0; i < c->streams; i++)
-		if (open_client(c, &w.cl[i]) < 0)
+		if (open_client(c, &w.cl[i], true) < 0)
 			goto out;
 	/* connections to every node on both slices before anything is timed */
 	for (int i = 0; i < c->streams; i++)
@@ -615,13 +620,14 @@ static int run_array(int argc, char **argv)
 	static const struct option lo[] = {
 		{ "dir", 1, NULL, 'd' },     { "nodes", 1, NULL, 'n' },   { "chassis", 1, NULL, 'c' },
 		{ "objects", 1, NULL, 'o' }, { "streams", 1, NULL, 's' }, { "samples", 1, NULL, 'k' },
-		{ "cluster", 1, NULL, 'C' }, { "seed", 1, NULL, 'S' },   { "help", 0, NULL, 'h' },
+		{ "cluster", 1, NULL, 'C' }, { "seed", 1, NULL, 'S' },   { "keep", 0, NULL, 'K' },
+		{ "help", 0, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 
 	c.seed = ovl_mono_ns() | 1;
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, "d:n:c:o:s:k:C:S:h", lo, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "d:n:c:o:s:k:C:S:Kh", lo, NULL)) != -1) {
 		switch (opt) {
 		case 'd': base = optarg; break;
 		case 'n': c.nodes = atoi(optarg); break;
@@ -631,12 +637,14 @@ static int run_array(int argc, char **argv)
 		case 'k': c.samples = atoi(optarg); break;
 		case 'C': script = optarg; break;
 		case 'S': c.seed = strtoull(optarg, NULL, 0) | 1; break;
+		case 'K': c.keep = true; break;
 		default:
 			printf("usage: shelf-bench array [--dir DIR] [--nodes 6] [--chassis 3] "
 			       "[--objects 128] [--streams 4] [--samples 100] [--seed S] "
-			       "[--cluster PATH]\n"
+			       "[--cluster PATH] [--keep]\n"
 			       "  a local cluster (tools/shelf-cluster, or --cluster / $SHELF_CLUSTER) "
-			       "in DIR/array, removed after; needs root\n");
+			       "in DIR/array, removed after (--keep: only taken down, its logs kept);\n"
+			       "  needs root\n");
 			return opt == 'h' ? 0 : 2;
 		}
 	}
@@ -718,8 +726,11 @@ static int run_array(int argc, char **argv)
 out:
 	if (up) {
 		client_ns_down(&c);
-		if (cluster(&c, log, "down", "--wipe", NULL, NULL, NULL, NULL, NULL) < 0)
+		if (cluster(&c, log, "down", c.keep ? NULL : "--wipe", NULL, NULL, NULL, NULL,
+			    NULL) < 0)
 			fprintf(stderr, "shelf-bench array: 'shelf-cluster down' failed; see %s\n", log);
+		else if (c.keep)
+			fprintf(stderr, "array: cluster down, its directory kept: %s\n", c.dir);
 		else
 			run(NULL, (char *[]){ "rm", "-rf", c.dir, NULL });
 	}

@@ -620,7 +620,7 @@ static void list_respond(struct dp_op *op, const struct node_req_result *res)
 	int plen;
 
 	for (uint32_t i = 0; i < res->nkeys; i++)
-		cap += res->keys[i].len + 8;
+		cap += res->keys[i].len + 8 + (res->vkeys ? 24 : 0);
 	payload = malloc(cap);
 	if (!payload) {
 		respond_status(dc, op->type, op->rid, OVL_WIRE_BUSY, op->epoch, "out of memory for a list");
@@ -628,7 +628,9 @@ static void list_respond(struct dp_op *op, const struct node_req_result *res)
 	}
 	r.more = res->more;
 	r.count = res->nkeys;
-	plen = ovl_wire_keys_encode(res->keys, res->nkeys, payload, cap);
+	r.vers = res->vkeys != NULL;
+	plen = res->vkeys ? ovl_wire_vkeys_encode(res->vkeys, res->nkeys, payload, cap)
+			  : ovl_wire_keys_encode(res->keys, res->nkeys, payload, cap);
 	if (plen < 0) {
 		respond_status(dc, op->type, op->rid, OVL_WIRE_INTERNAL, op->epoch,
 			       "cannot encode the key list");
@@ -652,6 +654,11 @@ static void req_done(void *arg, const struct node_req_result *res, struct node_r
 	if (res->res < 0) {
 		r.status = req_status(res->res);
 		snprintf(r.message, sizeof(r.message), "%s", res->msg);
+		if (res->tomb && r.status == OVL_WIRE_NOT_FOUND) {
+			r.has_ver = r.tomb = true;
+			r.ver.hlc = res->ver.hlc;
+			r.ver.node = res->ver.node;
+		}
 		respond(dc, op->type, op->rid, &r, NULL, 0, false);
 		op_finish(op);
 		return;
@@ -673,7 +680,7 @@ static void req_done(void *arg, const struct node_req_result *res, struct node_r
 		r.has_crc = true;
 		r.crc = res->crc;
 		r.seq = res->seq;
-		if (op->type == OVL_WIRE_T_STAT && (res->ver.hlc || res->ver.node)) {
+		if (op->type == OVL_WIRE_T_STAT) { /* [0, 0]: written without a version */
 			r.has_ver = true;
 			r.ver = res->ver;
 		}
@@ -794,6 +801,9 @@ static int get_meta(struct dp_op *op, const struct node_req_result *res, uint8_t
 	r.offset = res->offset;
 	r.has_crc = true;
 	r.crc = res->crc;
+	r.has_ver = true;
+	r.ver.hlc = res->ver.hlc;
+	r.ver.node = res->ver.node;
 	mlen = resp_meta(op->type, &r, meta, &plen);
 	return mlen < 0 || plen != res->length ? -EINVAL : mlen;
 }
@@ -968,6 +978,7 @@ static void op_begin(struct dp_op *op)
 		a.after = op->q.after_len ? op->q.after : NULL;
 		a.after_len = op->q.after_len;
 		a.limit = op->q.limit ? op->q.limit : OVL_WIRE_LIST_MAX;
+		a.vers = op->q.vers;
 		/* answered before this returns: op is not touched after */
 		ret = node_req_start(dp->o.req, &a, req_done, op);
 		break;

@@ -101,6 +101,7 @@ struct node_req_args {
 	const struct ovl_wire_ver *ver;
 	const struct ovl_wire_fwd *fwd;
 	const uint8_t *peer_id;
+	bool vers;                /* LIST: every entry with its version, tombstones too (vkeys) */
 };
 
 /* What a request came to. Valid during `done` only. */
@@ -116,15 +117,18 @@ struct node_req_result {
 	const uint8_t *data;      /* GET: the bytes (inside the buffer handed with them) */
 	size_t len;
 	const struct ovl_wire_bin *keys; /* LIST: the keys, in byte order */
+	const struct ovl_wire_vkey *vkeys; /* LIST with vers: the entries instead of keys */
 	uint32_t nkeys;
 	bool more;                /* LIST: more keys follow the last one */
 	/* PUT, DELETE through the replicated write path (replicated true) */
 	bool replicated;
-	struct ovl_wire_ver ver;  /* the write's version; STAT: the object's ((0, 0): none) */
+	struct ovl_wire_ver ver;  /* the write's version; GET, STAT: the object's ((0, 0):
+				   * none); STAT -ENOENT with tomb: the tombstone's */
 	const uint8_t (*held)[OVL_ID_BYTES]; /* the nodes that hold it durably, this one first */
 	unsigned nheld;
 	unsigned homes;           /* of them, at their proper home */
 	bool superseded;          /* this node held a newer version: nothing stored here */
+	bool tomb;                /* STAT -ENOENT: the key is a tombstone at ver */
 };
 
 /*

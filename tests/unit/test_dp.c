@@ -556,6 +556,121 @@ static void test_put_get_stat_list_delete(void **state)
 	run_client(*state, client_basic);
 }
 
+/* ---- versions: STAT, GET and LIST answer them (issue 13, reads) ---- */
+
+static void ver_cb(void *arg, int res, const struct node_store_objstat *st)
+{
+	int *left = arg;
+
+	(void)st;
+	assert_int_equal(res, 0);
+	(*left)--;
+}
+
+static void client_versions(struct fx *f)
+{
+	struct cli c;
+	struct ovl_wire_req q;
+	struct ovl_wire_resp r;
+	struct ovl_wire_vkey *vk = NULL;
+	struct ovl_wire_bin *keys = NULL;
+	uint8_t *got = NULL;
+	size_t glen = 0;
+	uint32_t st = 0, n = 0;
+	char err[256];
+
+	assert_int_equal(cli_connect(&c, &f->addr, f->pki.client, f->pki.client_cert,
+				     (size_t)f->pki.client_len, f->cpeers, f->pki.now, &st), 0);
+	/* an object at a version: STAT and GET name it */
+	req_init(&q, "hot", 5, "v/obj");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	assert_true(r.has_ver);
+	assert_int_equal(r.ver.hlc, 5ull << 16);
+	assert_int_equal(r.ver.node, 9);
+	assert_false(r.tomb);
+	req_init(&q, "hot", 5, "v/obj");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	assert_true(r.has_ver);
+	assert_int_equal(r.ver.hlc, 5ull << 16);
+	assert_int_equal(glen, 3);
+	free(got);
+	got = NULL;
+	/* a tombstone: not-found, with its version and tomb */
+	req_init(&q, "hot", 5, "v/gone");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+	assert_true(r.tomb && r.has_ver);
+	assert_int_equal(r.ver.hlc, 7ull << 16);
+	assert_int_equal(r.ver.node, 9);
+	req_init(&q, "hot", 5, "v/gone");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+	free(got);
+	got = NULL;
+	/* a key never written: not-found, no tombstone */
+	req_init(&q, "hot", 5, "v/never");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+	assert_false(r.tomb || r.has_ver);
+	/* LIST with versions: both, the tombstone marked */
+	req_init(&q, "hot", 5, "v/");
+	q.vers = true;
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_LIST, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	assert_true(r.vers);
+	assert_int_equal(r.count, 2);
+	assert_int_equal(ovl_wire_vkeys_decode(got, glen, &vk, &n, err, sizeof(err)), 0);
+	assert_int_equal(n, 2);
+	assert_memory_equal(vk[0].ptr, "v/gone", 6);
+	assert_true(vk[0].tomb);
+	assert_int_equal(vk[0].ver.hlc, 7ull << 16);
+	assert_memory_equal(vk[1].ptr, "v/obj", 5);
+	assert_false(vk[1].tomb);
+	assert_int_equal(vk[1].ver.node, 9);
+	free(vk);
+	free(got);
+	got = NULL;
+	/* plain LIST: the object only, the plain form */
+	req_init(&q, "hot", 5, "v/");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_LIST, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_false(r.vers);
+	assert_int_equal(ovl_wire_keys_decode(got, glen, &keys, &n, err, sizeof(err)), 0);
+	assert_int_equal(n, 1);
+	assert_memory_equal(keys[0].ptr, "v/obj", 5);
+	free(keys);
+	free(got);
+	close(c.fd);
+}
+
+static void test_versions(void **state)
+{
+	struct fx *f = *state;
+	struct node_store_ver v1 = { 5ull << 16, 9 }, v2 = { 7ull << 16, 9 };
+	int left = 3;
+
+	/* written on the loop, as the request layer will */
+	assert_int_equal(node_store_put_ver_async(f->store, "v/obj", 5, "abc", 3, &v1, ver_cb,
+						  &left), 0);
+	assert_int_equal(node_store_put_ver_async(f->store, "v/gone", 6, "xyz", 3, &v1, ver_cb,
+						  &left), 0);
+	assert_int_equal(node_store_delete_ver_async(f->store, "v/gone", 6, &v2, ver_cb, &left), 0);
+	while (left) {
+		/* the loop wakes on the tick at least, as run_client() drives it */
+		if (!f->tick_armed) {
+			struct io_uring_sqe *sqe = node_loop_sqe(f->loop, &f->tick_ev);
+
+			f->tick_ev.fn = tick_done;
+			f->tick_ts.tv_nsec = 20 * 1000000;
+			io_uring_prep_timeout(sqe, &f->tick_ts, 0, 0);
+			f->tick_armed = true;
+		}
+		node_loop_run(f->loop, true);
+	}
+	run_client(f, client_versions);
+}
+
 static void client_refusals(struct fx *f)
 {
 	struct cli c;
@@ -1715,6 +1830,7 @@ int main(void)
 	test_require_io_uring();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_put_get_stat_list_delete, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_versions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_value, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_map, setup, teardown),

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -39,7 +40,8 @@
 #include "shelf.h"
 
 #define OBJ (1u << 20)
-#define ROUNDS 3
+#define ROUNDS 5
+#define GET_REPEAT 3 /* a GET pass reads every object this many times */
 #define STREAMS_MAX 64
 /* shelf-cluster's backplane: the broker's address and port, fixed there */
 #define BP_PREFIX "fd00:5e1f:0:1"
@@ -111,15 +113,21 @@ static void tail_log(const char *path)
 
 /* ---- the cluster ---------------------------------------------------------- */
 
-/* A client namespace on the backplane: NSP-cl, its eth0 a veth pair whose
- * other end is a port of the backplane bridge. */
+/*
+ * A client namespace on the backplane: NSP-cl, its eth0 a veth pair whose
+ * other end is a port of the backplane bridge. That end gets the highest
+ * unicast address: a bridge takes the lowest address of its ports, and a
+ * bridge whose address changed under running nodes loses their frames to
+ * the broker (on its address) until their neighbour entries expire, so the
+ * broker would mark every node down.
+ */
 static int client_ns_up(const struct cfg *c, const char *log)
 {
 	char cmd[4096];
 
 	snprintf(cmd, sizeof(cmd),
 		 "set -e; ip netns add %1$s-cl; "
-		 "ip link add %1$sc type veth peer name eth0 netns %1$s-cl; "
+		 "ip link add %1$sc address fe:ff:ff:ff:ff:fe type veth peer name eth0 netns %1$s-cl; "
 		 "ip link set %1$sc netns %1$s-bp; "
 		 "ip -n %1$s-bp link set %1$sc master br0 up; "
 		 "ip -n %1$s-cl link set lo up; ip -n %1$s-cl link set eth0 up; "
@@ -180,7 +188,7 @@ static int cluster_up(const struct cfg *c, const char *log)
 		c->chassis, c->cdir, c->nsp);
 	/* small drives: the bench writes a few hundred MiB over all of them */
 	ret = run(log, (char *[]){ (char *)c->script, "up", "--dir", (char *)c->cdir, "--nodes", n,
-				   "--chassis", ch, "--replicas", "2", "--drive-size", "1G", NULL });
+				   "--chassis", ch, "--replicas", "2", "--drive-size", "2G", NULL });
 	if (ret == 0)
 		ret = run(log, (char *[]){ (char *)c->script, "exec", "--dir", (char *)c->cdir,
 					   "--", "shelf", "slice", "create", SLICE_R1, "--replicas",
@@ -256,7 +264,8 @@ static void *pass_thread(void *arg)
 	struct work *w = p->w;
 	char key[32];
 
-	for (int i = p->stream; i < w->c->objects; i += w->c->streams) {
+	for (int n = p->stream; n < w->c->objects * (p->put ? 1 : GET_REPEAT); n += w->c->streams) {
+		int i = n % w->c->objects;
 		const uint8_t *want = w->data + (size_t)i * OBJ;
 		int ret;
 
@@ -311,7 +320,7 @@ static double pass_run(struct work *w, const char *slice, bool put)
 		}
 	}
 	dt = bench_now() - t0;
-	return fails ? -1 : (double)w->c->objects * OBJ / dt / 1e6;
+	return fails ? -1 : (double)w->c->objects * (put ? 1 : GET_REPEAT) * OBJ / dt / 1e6;
 }
 
 /* Bytes sent by eth0 of this thread's network namespace. */
@@ -372,6 +381,138 @@ static int open_client(const struct cfg *c, struct shelf **out, bool fetch)
 	return ret;
 }
 
+/* What a pass cost: CPU seconds of the nodes and of this client, and the
+ * drive holding the cluster's directory (busy ms, MB written). */
+struct usage {
+	double node_cpu, self_cpu, disk_busy_ms, disk_mb;
+};
+
+static double proc_cpu(const char *pidtext)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long ut = 0, st = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%s/stat", pidtext);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	p = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
+	fclose(f);
+	/* after "pid (comm)": state is field 3, utime 14, stime 15 */
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+			 &st) != 2)
+		return 0;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static void usage_read(const struct cfg *c, struct usage *u)
+{
+	char path[PATH_MAX + 32], pid[32], line[512];
+	struct stat sb;
+	FILE *f;
+
+	memset(u, 0, sizeof(*u));
+	for (int i = 1; i <= c->nodes; i++) {
+		snprintf(path, sizeof(path), "%s/n%02d/pid", c->cdir, i);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(pid, sizeof(pid), f)) {
+			pid[strcspn(pid, "\n")] = 0;
+			u->node_cpu += proc_cpu(pid);
+		}
+		fclose(f);
+	}
+	u->self_cpu = proc_cpu("self");
+	f = stat(c->cdir, &sb) == 0 ? fopen("/proc/diskstats", "r") : NULL;
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned ma, mi;
+		unsigned long long wsec, ticks;
+
+		/* major minor name r rm rsec rms w wm wsec wms inflight io_ticks */
+		if (sscanf(line, "%u %u %*s %*u %*u %*u %*u %*u %*u %llu %*u %*u %llu", &ma, &mi,
+			   &wsec, &ticks) == 4 &&
+		    ma == major(sb.st_dev) && mi == minor(sb.st_dev)) {
+			u->disk_busy_ms = (double)ticks;
+			u->disk_mb = (double)wsec * 512 / 1e6;
+		}
+	}
+	if (f)
+		fclose(f);
+}
+
+static void usage_note(const char *what, const struct usage *a, const struct usage *b,
+		       double mbs, double mb)
+{
+	double wall = mb / mbs;
+
+	fprintf(stderr,
+		"array:   %s %.0f MB/s: nodes %.2f CPU-s (%.0f%% of 2 cores), client %.2f CPU-s, "
+		"nodes+client %.1f CPU-ms/MB; drive %.0f%% busy, %.0f MB written\n",
+		what, mbs, b->node_cpu - a->node_cpu,
+		100 * (b->node_cpu - a->node_cpu) / wall / 2, b->self_cpu - a->self_cpu,
+		1e3 * (b->node_cpu - a->node_cpu + b->self_cpu - a->self_cpu) / mb,
+		100 * (b->disk_busy_ms - a->disk_busy_ms) / 1e3 / wall, b->disk_mb - a->disk_mb);
+}
+
+/* One stream, one PUT at a time: the median latency on slice (ms). */
+static double put_latency(struct work *w, const char *slice)
+{
+	double ms[16];
+	char key[32], err[SHELF_ERR_BYTES];
+
+	for (int i = 0; i < 16; i++) {
+		double t0 = bench_now();
+
+		key_of(i % w->c->objects, key, sizeof(key));
+		if (shelf_put(w->cl[0], slice, key, strlen(key), w->data + (size_t)(i % w->c->objects) * OBJ,
+			      OBJ, err, sizeof(err)) < 0) {
+			fprintf(stderr, "array: %s\n", err);
+			return -1;
+		}
+		ms[i] = (bench_now() - t0) * 1e3;
+	}
+	return bench_median(ms, 16);
+}
+
+/* The nodes' repl_* counters, summed over the slice's members. */
+static void repl_note(struct work *w)
+{
+	struct shelf_map_info info;
+	struct shelf_member *m = NULL;
+	struct shelf_counter cn[SHELF_COUNTERS_MAX];
+	char err[SHELF_ERR_BYTES], names[SHELF_COUNTERS_MAX][64];
+	uint64_t sum[SHELF_COUNTERS_MAX] = { 0 };
+	int nn = 0;
+
+	if (shelf_map(w->cl[0], SLICE_R2, &info, &m, err, sizeof(err)) < 0)
+		return;
+	for (uint32_t i = 0; i < info.n_members; i++) {
+		int n = shelf_node_stat(w->cl[0], SLICE_R2, m[i].addr, m[i].port, cn,
+					SHELF_COUNTERS_MAX, err, sizeof(err));
+
+		for (int k = 0; k < n; k++) {
+			int j = 0;
+
+			if (strncmp(cn[k].name, "repl_", 5) != 0)
+				continue;
+			while (j < nn && strcmp(names[j], cn[k].name) != 0)
+				j++;
+			if (j == nn) {
+				memcpy(names[nn], cn[k].name, sizeof(names[0]) - 1);
+				names[nn++][sizeof(names[0]) - 1] = 0;
+			}
+			sum[j] += cn[k].value;
+		}
+	}
+	free(m);
+	fprintf(stderr, "array: nodes' counters, summed:");
+	for (int j = 0; j < nn; j++)
+		fprintf(stderr, " %s=%" PRIu64, names[j], sum[j]);
+	fprintf(stderr, "\n");
+}
+
 static int cmp_double(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -391,9 +532,11 @@ static double p99(double *v, int n)
 /* Timed GETs of keys (cycled), each by a fresh client of cl[] that has its
  * map but has talked to no node, and remembers no node as unreachable.
  * ms[] gets the latencies. 0, or -1 after printing what failed. */
-static int fresh_gets(struct work *w, struct shelf **cl, const int *keys, int nkeys, double *ms)
+static int fresh_gets(struct work *w, struct shelf **cl, const int *keys, int nkeys, double *ms,
+		      const char *what)
 {
 	char path[PATH_MAX + 32], key[32], err[SHELF_ERR_BYTES];
+	uint64_t fo = 0, unr = 0;
 
 	snprintf(path, sizeof(path), "%s/cache/unreachable", w->c->client);
 	for (int j = 0; j < w->c->samples; j++) {
@@ -414,12 +557,22 @@ static int fresh_gets(struct work *w, struct shelf **cl, const int *keys, int nk
 			ret = -EIO;
 		}
 		free(got);
+		{
+			struct shelf_counters n;
+
+			shelf_get_counters(cl[j], &n);
+			fo += n.failovers;
+			unr += n.unreachable;
+		}
 		shelf_close(&cl[j]);
 		if (ret < 0) {
 			fprintf(stderr, "array: GET %d of %d: %s\n", j + 1, w->c->samples, err);
 			return -1;
 		}
 	}
+	/* evidence that the first try went to the killed node (or, before, not) */
+	fprintf(stderr, "array: %d fresh GETs %s: %" PRIu64 " fell over, %" PRIu64
+		" nodes found unreachable\n", w->c->samples, what, fo, unr);
 	return 0;
 }
 
@@ -462,7 +615,7 @@ static int failover(struct work *w, double *p_fail, double *p_norm)
 	for (int j = 0; j < c->samples; j++)
 		if (open_client(c, &cl[j], false) < 0)
 			goto out;
-	if (fresh_gets(w, cl, keys, nkeys, ms) < 0)
+	if (fresh_gets(w, cl, keys, nkeys, ms, "before the kill") < 0)
 		goto out;
 	*p_norm = p99(ms, c->samples);
 	for (int j = 0; j < c->samples; j++)
@@ -474,7 +627,7 @@ static int failover(struct work *w, double *p_fail, double *p_norm)
 		fprintf(stderr, "array: cannot kill %s\n", name);
 		goto out;
 	}
-	if (fresh_gets(w, cl, keys, nkeys, ms) < 0)
+	if (fresh_gets(w, cl, keys, nkeys, ms, "after it") < 0)
 		goto out;
 	*p_fail = p99(ms, c->samples);
 	ret = 0;
@@ -536,12 +689,17 @@ static int work_run(const struct cfg *c)
 		for (int k = 0; k < 2; k++) {
 			int r2 = (r + k) % 2; /* 1: the R=2 slice */
 			int64_t t0 = tx_bytes(), t1;
+			struct usage u0, u1;
 
+			usage_read(c, &u0);
 			put[r2][r] = pass_run(&w, r2 ? SLICE_R2 : SLICE_R1, true);
 			t1 = tx_bytes();
+			usage_read(c, &u1);
 			if (put[r2][r] < 0 || t0 < 0 || t1 < 0)
 				goto out;
 			(r2 ? up : up1)[r] = (double)(t1 - t0) / c->objects;
+			usage_note(r2 ? "put R=2" : "put R=1", &u0, &u1, put[r2][r],
+				   (double)c->objects * OBJ / 1e6);
 		}
 	for (int r = 0; r < ROUNDS; r++)
 		for (int k = 0; k < 2; k++) {
@@ -551,6 +709,14 @@ static int work_run(const struct cfg *c)
 			if (get[r2][r] < 0)
 				goto out;
 		}
+	{
+		double l1 = put_latency(&w, SLICE_R1), l2 = put_latency(&w, SLICE_R2);
+
+		if (l1 < 0 || l2 < 0)
+			goto out;
+		fprintf(stderr, "array: one PUT at a time, median: R=1 %.1f ms, R=2 %.1f ms\n", l1, l2);
+	}
+	repl_note(&w);
 	for (int r = 0; r < ROUNDS; r++)
 		fprintf(stderr,
 			"array: round %d: put R=1 %.0f MB/s, R=2 %.0f MB/s; get R=1 %.0f, R=2 %.0f MB/s; "

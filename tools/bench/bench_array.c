@@ -449,7 +449,7 @@ static void usage_note(const char *what, const struct usage *a, const struct usa
 
 	fprintf(stderr,
 		"array:   %s %.0f MB/s: nodes %.2f CPU-s (%.0f%% of 2 cores), client %.2f CPU-s, "
-		"nodes+client %.1f CPU-ms/MB; drive %.0f%% busy, %.0f MB written\n",
+		"nodes+client %.1f CPU-ms/MB; the drive (all its writers) %.0f%% busy, %.0f MB written\n",
 		what, mbs, b->node_cpu - a->node_cpu,
 		100 * (b->node_cpu - a->node_cpu) / wall / 2, b->self_cpu - a->self_cpu,
 		1e3 * (b->node_cpu - a->node_cpu + b->self_cpu - a->self_cpu) / mb,

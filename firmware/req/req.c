@@ -41,7 +41,8 @@ struct node_req_get {
 	uint8_t key[NODE_STORE_KEY_MAX];
 	size_t klen;
 	uint64_t req_off, req_len; /* as asked */
-	size_t piece;
+	size_t piece;              /* the first read's (and the CRC pass's) bytes */
+	size_t rd;                 /* the read in flight asked for this many */
 	int phase;
 	unsigned restarts;
 	uint64_t size, seq;        /* the version being answered */
@@ -236,6 +237,7 @@ static int get_read(struct node_req_get *g, uint64_t off, uint64_t len)
 		return -EBUSY;
 	}
 	op->offset = off;
+	g->rd = len;
 	ret = node_store_get_async(rq->o.store, g->key, g->klen, off, len, piece_done, op);
 	if (ret < 0) {
 		rq->msg = fail_msg(rq, ret);
@@ -349,7 +351,7 @@ static void piece_done(void *arg, int res, struct node_store_rbuf **srb,
 		get_fail(g, op, res, fail_msg(g->rq, res));
 		return;
 	}
-	if (len != min_u64(g->piece, (g->phase == GET_FIRST ? UINT64_MAX : g->end - g->pos)) &&
+	if (len != min_u64(g->rd, (g->phase == GET_FIRST ? UINT64_MAX : g->end - g->pos)) &&
 	    g->phase != GET_FIRST) {
 		get_fail(g, op, -EIO, "a piece came back short");
 		return;
@@ -428,17 +430,33 @@ int node_req_get_start(struct node_req *rq, const struct node_req_args *a, size_
 
 int node_req_get_next(struct node_req_get *g)
 {
+	return node_req_get_read(g, g->piece);
+}
+
+int node_req_get_read(struct node_req_get *g, size_t bytes)
+{
 	int ret;
 
-	if (g->reading || g->ended || g->phase != GET_SEND || g->pos >= g->end) {
+	if (g->reading || g->ended || g->phase != GET_SEND || g->pos >= g->end ||
+	    bytes < OVL_WIRE_CHUNK_BYTES || bytes % OVL_WIRE_CHUNK_BYTES) {
 		g->rq->msg = "no piece to read now";
 		return -EINVAL;
 	}
-	ret = get_read(g, g->pos, min_u64(g->piece, g->end - g->pos));
+	ret = get_read(g, g->pos, min_u64(bytes, g->end - g->pos));
 	if (ret == -ENOENT) {
 		g->rq->msg = "the object was deleted while it was read";
 		return -EAGAIN;
 	}
+	return ret;
+}
+
+int node_req_get_bound(struct node_req *rq, const void *key, size_t klen, uint64_t *bytes)
+{
+	uint64_t off = 0;
+	int ret = node_store_locate(rq->o.store, key, klen, &off, bytes);
+
+	if (ret < 0)
+		rq->msg = ret == -ENOENT ? "no such key" : "the key's newest version is damaged";
 	return ret;
 }
 

@@ -233,6 +233,20 @@ int node_req_get_start(struct node_req *rq, const struct node_req_args *a, size_
  * (-EAGAIN there too when the key is gone). */
 int node_req_get_next(struct node_req_get *g);
 
+/* node_req_get_next() with this read's size: at most `bytes` (a multiple
+ * of OVL_WIRE_CHUNK_BYTES, at least one chunk; the rest of the answer when
+ * it is shorter), e.g. the whole rest in one read when the caller has room
+ * for it. Returns as node_req_get_next(). */
+int node_req_get_read(struct node_req_get *g, size_t bytes);
+
+/*
+ * Before a GET: an upper bound on the key's value size and on what one
+ * read of it can hold, from the index, with no I/O: its newest record's
+ * bytes on the drive (value, header, key and chunk table). 0; -ENOENT (no
+ * such key) or -EIO (damaged): the GET would fail the same way.
+ */
+int node_req_get_bound(struct node_req *rq, const void *key, size_t klen, uint64_t *bytes);
+
 /* Whether every piece of the answer has been delivered. */
 bool node_req_get_finished(const struct node_req_get *g);
 

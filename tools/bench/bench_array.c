@@ -722,6 +722,18 @@ static int work_run(const struct cfg *c)
 			"array: round %d: put R=1 %.0f MB/s, R=2 %.0f MB/s; get R=1 %.0f, R=2 %.0f MB/s; "
 			"client sent %.0f B (R=1) / %.0f B (R=2) per 1 MiB PUT\n",
 			r + 1, put[0][r], put[1][r], get[0][r], get[1][r], up1[r], up[r]);
+	{
+		/* the passes of one round ran next to each other: their ratio
+		 * shows how much of a miss is the machine's load drifting */
+		double pr[ROUNDS], gr[ROUNDS];
+
+		for (int r = 0; r < ROUNDS; r++) {
+			pr[r] = put[1][r] / put[0][r];
+			gr[r] = get[1][r] / get[0][r];
+		}
+		fprintf(stderr, "array: R=2/R=1 within each round, median: put %.3f, get %.3f\n",
+			bench_median(pr, ROUNDS), bench_median(gr, ROUNDS));
+	}
 	bench_line("array_put_1m_r2", bench_median(put[1], ROUNDS), bench_median(put[0], ROUNDS),
 		   "MB/s", "same_run_r1");
 	bench_line("array_get_1m_r2", bench_median(get[1], ROUNDS), bench_median(get[0], ROUNDS),

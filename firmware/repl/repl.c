@@ -89,9 +89,11 @@ int node_repl_plan(const struct ovl_msg_member *m, uint32_t n, unsigned replicas
 		pm[i].chassis = m[i].domain.chassis;
 		pm[i].slot = m[i].domain.slot;
 	}
-	/* the whole placement order: its first R are the homes (the choice
+	/* the placement order, as far as ovl_place goes (16: every home and
+	 * substitute a write can use): its first R are the homes (the choice
 	 * is greedy, so a longer answer starts with the shorter one) */
-	norder = ovl_place(pm, n, key, klen, n, order);
+	norder = ovl_place(pm, n, key, klen, n < OVL_PLACE_REPLICAS_MAX ? n : OVL_PLACE_REPLICAS_MAX,
+			   order);
 	if (norder < 0) {
 		ret = norder;
 		goto out;

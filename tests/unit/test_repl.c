@@ -59,6 +59,40 @@ static int idx_of(const struct ovl_msg_member *m, unsigned n, const uint8_t *id)
 	return node_repl_member_find(m, n, id);
 }
 
+/* More members than ovl_place ranks at once (24 > OVL_PLACE_REPLICAS_MAX):
+ * every node still gets a plan, with its homes first in placement order. */
+static void test_plan_many_members(void **state)
+{
+	struct ovl_msg_member m[24];
+	struct ovl_place_member pm[24];
+	unsigned order[2];
+	struct node_repl_plan p;
+	const char *key = "a/b";
+
+	(void)state;
+	members(m, 24);
+	for (unsigned i = 0; i < 24; i++) {
+		memcpy(pm[i].id, m[i].id, 32);
+		pm[i].weight = m[i].capacity;
+		pm[i].site = m[i].domain.site;
+		pm[i].chassis = m[i].domain.chassis;
+		pm[i].slot = m[i].domain.slot;
+	}
+	assert_int_equal(ovl_place(pm, 24, key, strlen(key), 2, order), 2);
+	for (unsigned self = 0; self < 24; self++) {
+		assert_int_equal(node_repl_plan(m, 24, 2, m[self].id, key, strlen(key), NULL, &p), 0);
+		if (self == order[0] || self == order[1]) {
+			assert_int_equal(p.nchain, 1);
+			assert_memory_equal(p.chain[0].id, m[order[self == order[0] ? 1 : 0]].id, 32);
+		} else {
+			assert_int_equal(p.self_home, -1);
+			assert_int_equal(p.nchain, 2);
+			assert_memory_equal(p.chain[0].id, m[order[0]].id, 32);
+			assert_memory_equal(p.chain[1].id, m[order[1]].id, 32);
+		}
+	}
+}
+
 static void test_plan(void **state)
 {
 	struct ovl_msg_member m[6];
@@ -152,6 +186,7 @@ int main(void)
 		cmocka_unit_test(test_hlc),
 		cmocka_unit_test(test_ver_checks),
 		cmocka_unit_test(test_plan),
+		cmocka_unit_test(test_plan_many_members),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

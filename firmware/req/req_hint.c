@@ -917,12 +917,17 @@ static void sync_ask_done(void *arg, struct ovl_dpc_call *call)
 
 	ovl_hex_encode(node_repl_self(hs->rq->o.repl), 8, hex);
 	snprintf(name, sizeof(name), "hints_for_%.16s", hex);
-	if (call->result == 0 && call->resp.status == OVL_WIRE_OK)
+	if (call->result == 0 && call->resp.status == OVL_WIRE_OK) {
 		for (uint32_t i = 0; i < call->resp.ncounters; i++)
 			if (strcmp(call->resp.counters[i].name, name) == 0 &&
 			    call->resp.counters[i].value)
 				hs->sync_more = true;
-	/* a member that cannot be asked cannot hand anything over either */
+	} else if (call->result == 0) {
+		/* it answered, but not with its counters (a stale map here, a
+		 * busy node): ask again */
+		hs->sync_more = true;
+	}
+	/* a member that cannot be reached cannot hand anything over either */
 	hs->sync_outstanding--;
 	free(sa);
 	hs_unref(hs);

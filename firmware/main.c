@@ -139,13 +139,16 @@ static const struct ovl_conf_item node_conf[] = {
 	  "the minimum progress; less: status (PUT) or ERROR (HELLO) timeout, the close, "
 	  "nothing stored" },
 	/* sized for the sim board's 32 MiB: 16 connections that stop reading
-	 * hold at most 16 x 2 pieces (8.3 MiB), and the rest serves others */
+	 * mid-answer hold at most 16 x 2 pieces (8.3 MiB), and the rest serves
+	 * others; a share takes a 1 MiB object whole, in one read and send */
 	{ "response_budget", OVL_CONF_SIZE, "12M", C(response_budget), 0, 1 << 20, 1ll << 40,
 	  "GET answer bytes the node holds in memory, all connections; a GET without room waits" },
-	{ "response_conn_share", OVL_CONF_SIZE, "640K", C(response_conn_share), 0, 128 << 10, 1ll << 40,
-	  "GET answer bytes one connection may hold (at least response_piece + 72K); over it, it is not read until its sends drain" },
+	{ "response_conn_share", OVL_CONF_SIZE, "1152K", C(response_conn_share), 0, 128 << 10, 1ll << 40,
+	  "GET answer bytes one connection may hold (at least response_piece + 72K); an answer whose read fits "
+	  "what is free of it is read and sent whole; over it, the connection is not read until its sends drain" },
 	{ "response_piece", OVL_CONF_SIZE, "256K", C(response_piece), 0, 64 << 10, 1 << 20,
-	  "a GET is read from the drive in pieces of this size (a multiple of 64K) as the socket drains" },
+	  "a GET too long to read whole is read from the drive in pieces of this size (a multiple of 64K), "
+	  "at most two held per connection, as the socket drains" },
 	{ "send_timeout", OVL_CONF_MS, "30s", C(send_timeout_ms), 0, 1000, 3600000,
 	  "a connection whose sends make no progress this long is closed, and what it held freed" },
 	/* replicated slices */

@@ -27,6 +27,26 @@
  * A node's answer is named by its status (`node fd12::7: checksum-mismatch:
  * ...`).
  *
+ * Replicas (a slice whose map says `replicas` R > 1, docs/PROTOCOL.md 8.2):
+ * reads (get, stat) try the key's replicas in order: the R homes of
+ * placement that are live (not `down` or `out` in the map, and not
+ * remembered as unreachable), those in the client's chassis first when it
+ * knows it (shelf_set_chassis()), then placement order; then the other
+ * live members (a substitute may hold a hinted copy); last the homes and
+ * members that are down or were unreachable. A read falls over to the next
+ * on a refused connection, a node that does not answer within the connect
+ * timeout, checksum-mismatch (the bytes are never returned; the warn
+ * callback names the node and the counters count it), busy, and
+ * not-found. A not-found that names a tombstone (the key was deleted at a
+ * version) is remembered: an object found further on is returned only when
+ * it is newer than every tombstone seen. Other members are asked only when
+ * some home gave no answer. A node that refused or timed out is remembered
+ * as unreachable for a while (shelf_set_unreachable_ms(); kept in
+ * client_dir/cache/unreachable, so the next process knows too) and tried
+ * last. put and rm go to the first live member in placement order (the
+ * head, which forwards to the other replicas) and fall over to the next one
+ * when it refuses or does not answer (only when R > 1).
+ *
  * A struct shelf is used by one thread at a time.
  */
 #ifndef SHELF_H
@@ -41,13 +61,23 @@
 #define SHELF_NODES_MAX 32           /* node addresses given with shelf_add_node() */
 #define SHELF_COUNTERS_MAX 64        /* NODE_STAT counters (OVL_WIRE_COUNTERS_MAX) */
 #define SHELF_ERR_BYTES 1024         /* an err buffer of this size holds every message whole */
+#define SHELF_CONNECT_TIMEOUT_MS_DEFAULT 1000 /* connect + handshake with one replica */
+#define SHELF_UNREACHABLE_MS_DEFAULT 5000     /* how long a node that failed is tried last */
 
 struct shelf;
+
+/* An object's version (docs/PROTOCOL.md 7.7): ordered by hlc, then node;
+ * {0, 0} for an object written without one. */
+struct shelf_version {
+	uint64_t hlc;   /* hybrid logical clock: (unix ms << 16) | counter */
+	uint64_t node;  /* the first 8 bytes of the id of the node that assigned it */
+};
 
 struct shelf_objstat {
 	uint64_t size;
 	uint32_t crc;  /* crc32c of the whole object */
 	uint64_t seq;  /* the node's sequence number of the object */
+	struct shelf_version ver; /* the object's version */
 };
 
 /*
@@ -78,6 +108,38 @@ void shelf_close(struct shelf **s);
 void shelf_set_timeout(struct shelf *s, int timeout_ms);
 
 /*
+ * The time one node gets to accept a connection and finish the handshake
+ * when another replica could answer instead (default
+ * SHELF_CONNECT_TIMEOUT_MS_DEFAULT; the last node tried gets whatever is
+ * left of the call's timeout). ms <= 0: the default.
+ */
+void shelf_set_connect_timeout(struct shelf *s, int ms);
+
+/*
+ * How long a node that refused a connection or did not answer is tried
+ * last (default SHELF_UNREACHABLE_MS_DEFAULT); 0: not remembered.
+ */
+void shelf_set_unreachable_ms(struct shelf *s, int ms);
+
+/*
+ * The client's failure domain: reads try the replicas in this chassis
+ * first. "CHASSIS" or "SITE/CHASSIS" (then the site must match too); NULL
+ * or "": unknown (placement order). 0 or -EINVAL (too long).
+ */
+int shelf_set_chassis(struct shelf *s, const char *where, char *err, size_t errlen);
+
+/* What the client met on the way, since shelf_open(). */
+struct shelf_counters {
+	uint64_t failovers;        /* reads and writes answered by another node than the first tried */
+	uint64_t unreachable;      /* nodes that refused a connection or did not answer */
+	uint64_t checksum_errors;  /* replicas that answered checksum-mismatch, or sent bytes
+				    * that failed their crc in transit (never returned) */
+	uint64_t busy;             /* busy answers */
+	uint64_t stale_skipped;    /* objects found older than a tombstone seen on another replica */
+};
+void shelf_get_counters(const struct shelf *s, struct shelf_counters *out);
+
+/*
  * Progress of payload transfers: cb(arg, done, total) is called as a PUT's
  * payload is sent and a GET's payload is received, at most every 256 KiB
  * and once at the end (done == total). NULL cb: no calls (the default).
@@ -98,6 +160,21 @@ void shelf_set_warn(struct shelf *s, shelf_warn_cb cb, void *arg);
 int shelf_put(struct shelf *s, const char *slice, const void *key, size_t klen, const void *data,
 	      size_t len, char *err, size_t errlen);
 
+/* What the last successful put or rm was told (a node that predates
+ * replication gives no `held`: has_held false). */
+struct shelf_write_info {
+	unsigned replicas;         /* R of the slice's map */
+	bool has_held;
+	unsigned held;             /* nodes that hold the write durably */
+	unsigned homes;            /* of which at their proper home */
+	bool superseded;           /* a newer version was there already */
+	bool has_ver;
+	struct shelf_version ver;  /* the write's version */
+	char node[46];             /* the node that answered (the head) */
+};
+/* 0, or -ENOENT when no put or rm succeeded yet. */
+int shelf_last_write(const struct shelf *s, struct shelf_write_info *out);
+
 /* Bytes [off, off+len) of the object (len UINT64_MAX: to the end) into a
  * malloc'd *data (the caller frees); *total (may be NULL) is its size. */
 int shelf_get(struct shelf *s, const char *slice, const void *key, size_t klen, uint64_t off,
@@ -106,13 +183,16 @@ int shelf_get(struct shelf *s, const char *slice, const void *key, size_t klen, 
 int shelf_delete(struct shelf *s, const char *slice, const void *key, size_t klen, char *err,
 		 size_t errlen);
 
+/* STAT through the read path (the first replica that has it, as get). */
 int shelf_stat(struct shelf *s, const char *slice, const void *key, size_t klen,
 	       struct shelf_objstat *st, char *err, size_t errlen);
 
 /*
  * Keys of the slice that start with prefix and sort after `after`, in key
- * order across every node, at most `limit` (0: 1000). cb returns non-zero
- * to stop. Returns the number of keys given, or -errno.
+ * order across every node, at most `limit` (0: 1000). Each key once, at its
+ * newest version across the replicas; a key whose newest version is a
+ * tombstone is not given. cb returns non-zero to stop. Returns the number
+ * of keys given, or -errno.
  */
 typedef int (*shelf_list_cb)(void *arg, const void *key, size_t klen);
 int shelf_list(struct shelf *s, const char *slice, const void *prefix, size_t plen,
@@ -130,6 +210,36 @@ typedef void (*shelf_missing_cb)(void *arg, const char *node, const char *why);
 int shelf_list_partial(struct shelf *s, const char *slice, const void *prefix, size_t plen,
 		       const void *after, size_t alen, unsigned limit, shelf_list_cb cb, void *arg,
 		       shelf_missing_cb missing, void *missing_arg, char *err, size_t errlen);
+
+/* One replica's answer to STAT (shelf_stat_replicas()). */
+struct shelf_replica {
+	uint8_t id[32];         /* node id */
+	char addr[46];          /* slice address, text */
+	uint16_t port;
+	bool home;              /* one of the key's R homes by placement */
+	/*
+	 * "home" (a home holds it), "hinted" (another member holds a copy),
+	 * "missing" (a home answered not-found), "deleted" (the key is a
+	 * tombstone there, at ver), "damaged" (checksum-mismatch),
+	 * "unreachable", "busy", "error" (why says it). Static strings.
+	 */
+	const char *state;
+	bool has_ver;           /* ver is given (a node that predates versions gives none) */
+	struct shelf_version ver;
+	uint64_t size, seq;     /* home, hinted: as STAT answers */
+	uint32_t crc;
+	char why[160];          /* unreachable, busy, error: the reason */
+};
+
+/*
+ * STAT of key on every member that may hold it: the R homes (always listed,
+ * in placement order) and every other member that is not `out` (listed
+ * when it holds the key, a tombstone of it, a damaged copy, or did not
+ * answer). *out is malloc'd (the caller frees), *n its entries. 0 or
+ * -errno (no map, no member).
+ */
+int shelf_stat_replicas(struct shelf *s, const char *slice, const void *key, size_t klen,
+			struct shelf_replica **out, unsigned *n, char *err, size_t errlen);
 
 /* Where key lives: the node's address (text) and data port. */
 int shelf_locate(struct shelf *s, const char *slice, const void *key, size_t klen, char *addr,

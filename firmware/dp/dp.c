@@ -18,6 +18,13 @@
  * plus the rest of a chunk when the answer does not start on a chunk
  * (the store reads and verifies whole chunks). */
 #define DP_PIECE_ALIGN_BYTES (8u << 10)
+/* The store reads a record of at most this many bytes whole, whatever the
+ * range asked (its SMALL_READ_BYTES): such a read holds the record. */
+#define DP_STORE_WHOLE_READ_BYTES (256u << 10)
+/* Reads of an answer too long for one read (pieces of resp_piece_bytes):
+ * at most this many pieces' bytes held per connection, whatever its share,
+ * so that a reader that stalls mid-answer holds little. */
+#define DP_STREAM_PIECES 2u
 
 struct dp_slice {
 	char name[OVL_WIRE_NAME_SIZE];
@@ -116,6 +123,9 @@ struct dp_op {
 	struct dp_op *bnext;   /* on dp's budget wait list */
 	bool on_bwait, reading, head_sent;
 	uint64_t reserved;     /* response budget reserved for the piece being read */
+	uint64_t rd_off;       /* where the next read starts in the object */
+	uint64_t rd_left;      /* answer bytes not read yet (before the first read: a bound) */
+	uint64_t rec;          /* what one read can hold at most: the record's bytes */
 	uint64_t bwait_ms;     /* when it started waiting for the budget */
 	uint8_t hdr[OVL_WIRE_HDR_BYTES]; /* the response's sealed header (the chunks' aad) */
 	uint32_t chunk;        /* index of the next payload chunk */
@@ -193,14 +203,69 @@ static void dc_mark_ready(struct dp_conn *dc)
 
 /* ---- the response budget ---- */
 
-/* The budget one piece read of op reserves. */
-static uint64_t piece_reserve(const struct dp_op *op)
+/* The budget a read of n bytes (a whole number of chunks) from off of op's
+ * object holds: the store's read buffer, i.e. the chunks of the range (one
+ * more when off is inside a chunk), or the whole record (a small one, or
+ * the range covers it), and block alignment on both ends. */
+static uint64_t read_hold(const struct dp_op *op, uint64_t off, uint64_t n)
 {
-	const struct node_dp *dp = op->dc->dp;
-	uint64_t off = op->q.has_range ? op->q.offset : 0;
+	uint64_t h = n + (off % OVL_WIRE_CHUNK_BYTES ? OVL_WIRE_CHUNK_BYTES : 0);
 
-	return dp->o.resp_piece_bytes + DP_PIECE_ALIGN_BYTES +
-	       (off % OVL_WIRE_CHUNK_BYTES ? OVL_WIRE_CHUNK_BYTES : 0);
+	if (op->rec <= DP_STORE_WHOLE_READ_BYTES || h > op->rec)
+		h = op->rec;
+	return h + DP_PIECE_ALIGN_BYTES;
+}
+
+static uint64_t round_chunks(uint64_t n)
+{
+	uint64_t c = (n + OVL_WIRE_CHUNK_BYTES - 1) / OVL_WIRE_CHUNK_BYTES;
+
+	return (c ? c : 1) * OVL_WIRE_CHUNK_BYTES;
+}
+
+/*
+ * op's next read: the whole answer in one read when, at its first read,
+ * its buffer fits what the connection's share has free (up to
+ * NODE_DP_READ_MAX_BYTES), else pieces of resp_piece_bytes. *len: the
+ * bytes to ask (whole chunks), *limit: what the connection may hold with
+ * it (with a piece: DP_STREAM_PIECES pieces, or the read alone). Returns
+ * the budget it reserves, never more than the share (a small record read
+ * whole under a share below it: the read alone).
+ */
+static uint64_t read_plan(struct dp_op *op, size_t *len, uint64_t *limit)
+{
+	struct dp_conn *dc = op->dc;
+	struct node_dp *dp = dc->dp;
+	uint64_t share = dp->o.resp_conn_bytes, piece = dp->o.resp_piece_bytes;
+	uint64_t free_b = share > dc->resp_bytes ? share - dc->resp_bytes : 0;
+	uint64_t whole, n, need, stream;
+
+	if (!op->g) {
+		/* before the first read: bound it by the record (index only) */
+		uint64_t rec = 0;
+
+		op->rd_off = op->q.has_range ? op->q.offset : 0;
+		op->rd_left = op->q.has_range ? op->q.length : UINT64_MAX;
+		op->rec = node_req_get_bound(dp->o.req, op->q.key, op->q.key_len, &rec) == 0 ? rec : UINT64_MAX;
+		if (op->rd_left > op->rec)
+			op->rd_left = op->rec;
+	}
+	whole = round_chunks(op->rd_left);
+	if (!op->g && whole <= NODE_DP_READ_MAX_BYTES && read_hold(op, op->rd_off, whole) <= free_b) {
+		n = whole;
+		*limit = share;
+	} else {
+		n = whole < piece ? whole : piece;
+		stream = DP_STREAM_PIECES * (piece + DP_PIECE_ALIGN_BYTES);
+		*limit = stream < share ? stream : share;
+	}
+	need = read_hold(op, op->rd_off, n);
+	if (need > share)
+		need = share;
+	if (*limit < need)
+		*limit = need;
+	*len = (size_t)n;
+	return need;
 }
 
 /* The connection can take no more response bytes: do not read it. */
@@ -238,7 +303,10 @@ static void bwait_pump(struct node_dp *dp)
 	while (dp->bwait_head) {
 		struct dp_op *op = dp->bwait_head;
 
-		if (dp->resp_bytes + piece_reserve(op) > dp->o.resp_budget_bytes)
+		size_t len;
+		uint64_t limit;
+
+		if (dp->resp_bytes + read_plan(op, &len, &limit) > dp->o.resp_budget_bytes)
 			return;
 		bwait_remove(op);
 		get_pump(op, true);
@@ -620,7 +688,7 @@ static void list_respond(struct dp_op *op, const struct node_req_result *res)
 	int plen;
 
 	for (uint32_t i = 0; i < res->nkeys; i++)
-		cap += res->keys[i].len + 8;
+		cap += res->keys[i].len + 8 + (res->vkeys ? 24 : 0);
 	payload = malloc(cap);
 	if (!payload) {
 		respond_status(dc, op->type, op->rid, OVL_WIRE_BUSY, op->epoch, "out of memory for a list");
@@ -628,7 +696,9 @@ static void list_respond(struct dp_op *op, const struct node_req_result *res)
 	}
 	r.more = res->more;
 	r.count = res->nkeys;
-	plen = ovl_wire_keys_encode(res->keys, res->nkeys, payload, cap);
+	r.vers = res->vkeys != NULL;
+	plen = res->vkeys ? ovl_wire_vkeys_encode(res->vkeys, res->nkeys, payload, cap)
+			  : ovl_wire_keys_encode(res->keys, res->nkeys, payload, cap);
 	if (plen < 0) {
 		respond_status(dc, op->type, op->rid, OVL_WIRE_INTERNAL, op->epoch,
 			       "cannot encode the key list");
@@ -652,6 +722,11 @@ static void req_done(void *arg, const struct node_req_result *res, struct node_r
 	if (res->res < 0) {
 		r.status = req_status(res->res);
 		snprintf(r.message, sizeof(r.message), "%s", res->msg);
+		if (res->tomb && r.status == OVL_WIRE_NOT_FOUND) {
+			r.has_ver = r.tomb = true;
+			r.ver.hlc = res->ver.hlc;
+			r.ver.node = res->ver.node;
+		}
 		respond(dc, op->type, op->rid, &r, NULL, 0, false);
 		op_finish(op);
 		return;
@@ -673,7 +748,7 @@ static void req_done(void *arg, const struct node_req_result *res, struct node_r
 		r.has_crc = true;
 		r.crc = res->crc;
 		r.seq = res->seq;
-		if (op->type == OVL_WIRE_T_STAT && (res->ver.hlc || res->ver.node)) {
+		if (op->type == OVL_WIRE_T_STAT) { /* [0, 0]: written without a version */
 			r.has_ver = true;
 			r.ver = res->ver;
 		}
@@ -738,13 +813,15 @@ static void get_pump(struct dp_op *op, bool from_wait)
 {
 	struct dp_conn *dc = op->dc;
 	struct node_dp *dp = dc->dp;
-	uint64_t need = piece_reserve(op);
 	struct node_req_args a = { .type = NODE_REQ_GET };
+	uint64_t need, limit;
+	size_t len;
 	int ret;
 
 	if (op->reading || op->on_bwait || !dc->c || (op->g && node_req_get_finished(op->g)))
 		return;
-	if (dc->resp_bytes + need > dp->o.resp_conn_bytes)
+	need = read_plan(op, &len, &limit);
+	if (dc->resp_bytes + need > limit)
 		return; /* this connection's sends make room: resp_release() */
 	if (dp->resp_bytes + need > dp->o.resp_budget_bytes || (dp->bwait_head && !from_wait)) {
 		op->on_bwait = true;
@@ -760,15 +837,16 @@ static void get_pump(struct dp_op *op, bool from_wait)
 	op->reserved = need;
 	resp_hold(dc, need);
 	op->reading = true;
+	dp->st.resp_reads++;
 	if (op->g) {
-		ret = node_req_get_next(op->g);
+		ret = node_req_get_read(op->g, len);
 	} else {
 		a.slice = op->q.slice;
 		a.key = op->q.key;
 		a.klen = op->q.key_len;
 		a.offset = op->q.has_range ? op->q.offset : 0;
 		a.length = op->q.has_range ? op->q.length : UINT64_MAX;
-		ret = node_req_get_start(dp->o.req, &a, dp->o.resp_piece_bytes, get_piece_done, op, &op->g);
+		ret = node_req_get_start(dp->o.req, &a, len, get_piece_done, op, &op->g);
 	}
 	if (ret < 0) {
 		op->reading = false;
@@ -794,6 +872,9 @@ static int get_meta(struct dp_op *op, const struct node_req_result *res, uint8_t
 	r.offset = res->offset;
 	r.has_crc = true;
 	r.crc = res->crc;
+	r.has_ver = true;
+	r.ver.hlc = res->ver.hlc;
+	r.ver.node = res->ver.node;
 	mlen = resp_meta(op->type, &r, meta, &plen);
 	return mlen < 0 || plen != res->length ? -EINVAL : mlen;
 }
@@ -810,15 +891,15 @@ static int get_send_piece(struct dp_op *op, const struct node_req_result *res,
 	size_t len = res->len, nchunks = (len + OVL_WIRE_CHUNK_BYTES - 1) / OVL_WIRE_CHUNK_BYTES;
 	size_t headcap = 0, tagcap = enc ? nchunks * OVL_WIRE_TAG_BYTES : 0;
 	bool keep = rb && *rb;
-	struct iovec iov[1 + 2 * (NODE_DP_PIECE_MAX_BYTES / OVL_WIRE_CHUNK_BYTES)];
+	struct iovec iov[1 + 2 * (NODE_DP_READ_MAX_BYTES / OVL_WIRE_CHUNK_BYTES)];
 	uint8_t meta[OVL_WIRE_META_MAX_BYTES], *p, *tags;
 	struct dp_tx *tx = NULL;
 	char err[DP_ERR_BYTES];
-	uint64_t held, slack;
+	uint64_t held;
 	unsigned n = 0;
 	int mlen = 0, hl;
 
-	if (nchunks > NODE_DP_PIECE_MAX_BYTES / OVL_WIRE_CHUNK_BYTES)
+	if (nchunks > NODE_DP_READ_MAX_BYTES / OVL_WIRE_CHUNK_BYTES)
 		return -EINVAL;
 	if (first) {
 		mlen = get_meta(op, res, meta);
@@ -831,10 +912,10 @@ static int get_send_piece(struct dp_op *op, const struct node_req_result *res,
 		return -ENOMEM;
 	tx->dc = dc;
 	tx->rb = NULL;
-	/* the piece's reservation rides with its bytes until they are sent,
-	 * cut to what it holds (the read buffer: the piece and its alignment) */
-	slack = op->reserved > dp->o.resp_piece_bytes ? op->reserved - dp->o.resp_piece_bytes : 0;
-	held = sizeof(*tx) + headcap + tagcap + len + (keep ? slack : 0);
+	/* the read's reservation rides with its bytes until they are sent:
+	 * all of it while the read buffer is kept (it bounds that buffer),
+	 * else cut to the copy */
+	held = keep ? op->reserved : sizeof(*tx) + headcap + tagcap + len;
 	if (held > op->reserved)
 		held = op->reserved;
 	dp->resp_bytes -= op->reserved - held;
@@ -913,6 +994,12 @@ static void get_piece_done(void *arg, const struct node_req_result *res, struct 
 		}
 		return;
 	}
+	if (first) {
+		op->rd_off = res->offset;
+		op->rd_left = res->length;
+	}
+	op->rd_off += res->len;
+	op->rd_left -= res->len < op->rd_left ? res->len : op->rd_left;
 	if (first && res->len < res->length)
 		dc->streaming = op; /* more pieces follow: other answers wait */
 	if (get_send_piece(op, res, rb) < 0) {
@@ -968,6 +1055,7 @@ static void op_begin(struct dp_op *op)
 		a.after = op->q.after_len ? op->q.after : NULL;
 		a.after_len = op->q.after_len;
 		a.limit = op->q.limit ? op->q.limit : OVL_WIRE_LIST_MAX;
+		a.vers = op->q.vers;
 		/* answered before this returns: op is not touched after */
 		ret = node_req_start(dp->o.req, &a, req_done, op);
 		break;

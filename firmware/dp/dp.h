@@ -76,13 +76,17 @@
  * board's 32 MiB memory budget; shelf-node's configuration sets them) */
 #define NODE_DP_PIECE_BYTES (256u << 10)      /* one ranged read of the store */
 #define NODE_DP_PIECE_MAX_BYTES (1u << 20)
+/* an answer that fits the connection's free share is read whole, in one
+ * read, up to this many bytes */
+#define NODE_DP_READ_MAX_BYTES (4u << 20)
 #define NODE_DP_RESP_BUDGET_BYTES (12u << 20) /* response bytes held, all connections */
 /* A GET that waits this long for the budget makes the node reset the
  * connection whose answers have made no progress for the longest, at
  * least NODE_DP_PRESSURE_STALL_MS (one a tick), before its send timeout */
 #define NODE_DP_PRESSURE_WAIT_MS 200
 #define NODE_DP_PRESSURE_STALL_MS 2000
-#define NODE_DP_RESP_CONN_BYTES (640u << 10)  /* ... one connection: two pieces in flight */
+/* ... one connection: a 1 MiB answer read whole (its record and alignment) */
+#define NODE_DP_RESP_CONN_BYTES (1152u << 10)
 /* a piece's read buffer is at most the piece and this much (alignment) */
 #define NODE_DP_PIECE_SLACK_BYTES (72u << 10)
 
@@ -114,13 +118,18 @@ struct node_dp_opts {
 	 * status timeout and the close (nothing of a PUT is stored) */
 	uint64_t progress_interval_ms, progress_min_bytes;
 	/*
-	 * Responses. A GET's answer is read in pieces of resp_piece_bytes (0:
-	 * NODE_DP_PIECE_BYTES; a multiple of 64 KiB, at most
-	 * NODE_DP_PIECE_MAX_BYTES) as the connection drains: a piece is read
-	 * only when it fits both the node's resp_budget_bytes (0:
-	 * NODE_DP_RESP_BUDGET_BYTES) of response bytes held and the
-	 * connection's share, resp_conn_bytes (0: NODE_DP_RESP_CONN_BYTES; at
-	 * least a piece and NODE_DP_PIECE_SLACK_BYTES, at most the budget). A
+	 * Responses. A GET's answer is read as the connection drains: whole,
+	 * in one read and one send, when its read buffer fits what the
+	 * connection's share has free (up to NODE_DP_READ_MAX_BYTES), else in
+	 * pieces of resp_piece_bytes (0: NODE_DP_PIECE_BYTES; a multiple of 64
+	 * KiB, at most NODE_DP_PIECE_MAX_BYTES), two at most held per
+	 * connection. Each read reserves what it can hold (the range asked,
+	 * the record for a small object: sized from the index before the
+	 * first read) and is made only when that fits both the node's
+	 * resp_budget_bytes (0: NODE_DP_RESP_BUDGET_BYTES) of response bytes
+	 * held and the connection's share, resp_conn_bytes (0:
+	 * NODE_DP_RESP_CONN_BYTES; at least a piece and
+	 * NODE_DP_PIECE_SLACK_BYTES, at most the budget). A
 	 * GET without room waits (first come, first served), it is not failed;
 	 * a connection without room for another piece is not read until its
 	 * sends drain. A send that makes no progress for send_timeout_ms (0:
@@ -144,6 +153,7 @@ struct node_dp_stats {
 	uint64_t timed_out;       /* ERROR or status timeout sent before a close */
 	uint64_t response_frames; /* a client sent a response-type frame: closed */
 	uint64_t resp_waits;           /* GET pieces that waited for the node's response budget */
+	uint64_t resp_reads;           /* reads of GET answers (a whole answer, or a piece) */
 	uint64_t reset_for_budget;     /* stalled readers reset early for waiting GETs */
 	uint64_t paused_for_responses; /* connections not read until their answers drained */
 	uint64_t resp_bytes;           /* now: response bytes held (reserved, queued, waiting) */

@@ -41,10 +41,12 @@ struct node_req_get {
 	uint8_t key[NODE_STORE_KEY_MAX];
 	size_t klen;
 	uint64_t req_off, req_len; /* as asked */
-	size_t piece;
+	size_t piece;              /* the first read's (and the CRC pass's) bytes */
+	size_t rd;                 /* the read in flight asked for this many */
 	int phase;
 	unsigned restarts;
 	uint64_t size, seq;        /* the version being answered */
+	struct node_store_ver ver; /* its version */
 	uint64_t start, end;       /* the answer: [start, end) of the object */
 	uint64_t pos;              /* next byte to read (CRC and SEND) */
 	uint32_t crc;              /* of the answer (CRC: so far) */
@@ -168,6 +170,13 @@ static void store_done(void *arg, int res, const struct node_store_objstat *st)
 		r.size = op->size;
 		r.crc = op->crc;
 		r.seq = st ? st->seq : 0;
+	} else if (op->type == NODE_REQ_STAT && st->tomb) {
+		/* a tombstone: not-found, with the version a reader compares */
+		r.res = -ENOENT;
+		r.msg = "no such key (deleted)";
+		r.tomb = true;
+		r.ver.hlc = st->ver.hlc;
+		r.ver.node = st->ver.node;
 	} else if (op->type == NODE_REQ_STAT) {
 		r.size = st->size;
 		r.crc = st->crc;
@@ -242,6 +251,7 @@ static int get_read(struct node_req_get *g, uint64_t off, uint64_t len)
 		return -EBUSY;
 	}
 	op->offset = off;
+	g->rd = len;
 	ret = node_store_get_async(rq->o.store, g->key, g->klen, off, len, piece_done, op);
 	if (ret < 0) {
 		rq->msg = fail_msg(rq, ret);
@@ -270,6 +280,8 @@ static void get_deliver(struct node_req_get *g, struct req_op *op, int res, cons
 		r.offset = g->start;
 		r.length = g->end - g->start;
 		r.crc = g->crc;
+		r.ver.hlc = g->ver.hlc;
+		r.ver.node = g->ver.node;
 		r.data = data;
 		r.len = len;
 		g->pos += len;
@@ -353,7 +365,7 @@ static void piece_done(void *arg, int res, struct node_store_rbuf **srb,
 		get_fail(g, op, res, fail_msg(g->rq, res));
 		return;
 	}
-	if (len != min_u64(g->piece, (g->phase == GET_FIRST ? UINT64_MAX : g->end - g->pos)) &&
+	if (len != min_u64(g->rd, (g->phase == GET_FIRST ? UINT64_MAX : g->end - g->pos)) &&
 	    g->phase != GET_FIRST) {
 		get_fail(g, op, -EIO, "a piece came back short");
 		return;
@@ -362,6 +374,7 @@ static void piece_done(void *arg, int res, struct node_store_rbuf **srb,
 	case GET_FIRST:
 		g->size = st->size;
 		g->seq = st->seq;
+		g->ver = st->ver;
 		g->start = min_u64(g->req_off, st->size);
 		g->end = g->start + min_u64(g->req_len, st->size - g->start);
 		g->pos = g->start;
@@ -434,17 +447,33 @@ int node_req_get_start(struct node_req *rq, const struct node_req_args *a, size_
 
 int node_req_get_next(struct node_req_get *g)
 {
+	return node_req_get_read(g, g->piece);
+}
+
+int node_req_get_read(struct node_req_get *g, size_t bytes)
+{
 	int ret;
 
-	if (g->reading || g->ended || g->phase != GET_SEND || g->pos >= g->end) {
+	if (g->reading || g->ended || g->phase != GET_SEND || g->pos >= g->end ||
+	    bytes < OVL_WIRE_CHUNK_BYTES || bytes % OVL_WIRE_CHUNK_BYTES) {
 		g->rq->msg = "no piece to read now";
 		return -EINVAL;
 	}
-	ret = get_read(g, g->pos, min_u64(g->piece, g->end - g->pos));
+	ret = get_read(g, g->pos, min_u64(bytes, g->end - g->pos));
 	if (ret == -ENOENT) {
 		g->rq->msg = "the object was deleted while it was read";
 		return -EAGAIN;
 	}
+	return ret;
+}
+
+int node_req_get_bound(struct node_req *rq, const void *key, size_t klen, uint64_t *bytes)
+{
+	uint64_t off = 0;
+	int ret = node_store_locate(rq->o.store, key, klen, &off, bytes);
+
+	if (ret < 0)
+		rq->msg = ret == -ENOENT ? "no such key" : "the key's newest version is damaged";
 	return ret;
 }
 
@@ -467,10 +496,30 @@ void node_req_get_end(struct node_req_get **gp)
 
 struct list_ctx {
 	struct ovl_wire_bin *keys;
+	struct ovl_wire_vkey *vkeys;   /* with vers: entries instead of keys */
 	uint8_t *arena;
 	size_t used, cap;
 	uint32_t n, max;
 };
+
+static int list_cb(void *arg, const void *key, size_t klen);
+
+static int list_ver_cb(void *arg, const void *key, size_t klen, const struct node_store_ver *ver,
+		       bool tomb)
+{
+	struct list_ctx *l = arg;
+	uint32_t i = l->n;
+	int ret = list_cb(arg, key, klen);
+
+	if (ret == 0) {
+		l->vkeys[i].ptr = l->keys[i].ptr;
+		l->vkeys[i].len = l->keys[i].len;
+		l->vkeys[i].ver.hlc = ver->hlc;
+		l->vkeys[i].ver.node = ver->node;
+		l->vkeys[i].tomb = tomb;
+	}
+	return ret;
+}
 
 static int list_cb(void *arg, const void *key, size_t klen)
 {
@@ -506,13 +555,18 @@ static int req_list(struct node_req *rq, const struct node_req_args *a, node_req
 	l.keys = calloc((size_t)l.max + 1, sizeof(*l.keys));
 	l.cap = cap < REQ_LIST_ARENA_MAX_BYTES ? (size_t)cap : REQ_LIST_ARENA_MAX_BYTES;
 	l.arena = malloc(l.cap);
-	if (!l.keys || !l.arena) {
+	if (a->vers)
+		l.vkeys = calloc((size_t)l.max + 1, sizeof(*l.vkeys));
+	if (!l.keys || !l.arena || (a->vers && !l.vkeys)) {
 		rq->msg = "out of memory for a list";
 		ret = -EBUSY;
 		goto out;
 	}
 	l.max++;
-	n = node_store_list(rq->o.store, a->key, a->klen, a->after, a->after_len, l.max, list_cb, &l);
+	n = a->vers ? node_store_list_ver(rq->o.store, a->key, a->klen, a->after, a->after_len,
+					  l.max, list_ver_cb, &l)
+		    : node_store_list(rq->o.store, a->key, a->klen, a->after, a->after_len, l.max,
+				      list_cb, &l);
 	if (n < 0) {
 		rq->msg = "list failed";
 		ret = n;
@@ -523,9 +577,11 @@ static int req_list(struct node_req *rq, const struct node_req_args *a, node_req
 	if (r.more)
 		l.n = l.max;
 	r.keys = l.keys;
+	r.vkeys = l.vkeys;
 	r.nkeys = l.n;
 	done(arg, &r, NULL);
 out:
+	free(l.vkeys);
 	free(l.keys);
 	free(l.arena);
 	return ret;
@@ -591,7 +647,8 @@ int node_req_start(struct node_req *rq, const struct node_req_args *a, node_req_
 			rq->msg = fail_msg(rq, ret);
 		break;
 	case NODE_REQ_STAT:
-		ret = node_store_stat_async(rq->o.store, a->key, a->klen, store_done, op);
+		/* a tombstone answers too: store_done() makes it a not-found */
+		ret = node_store_stat_any_async(rq->o.store, a->key, a->klen, store_done, op);
 		if (ret < 0)
 			rq->msg = fail_msg(rq, ret);
 		break;

@@ -116,6 +116,7 @@ struct node_req_args {
 	const struct ovl_wire_ver *ver;
 	const struct ovl_wire_fwd *fwd;
 	const uint8_t *peer_id;
+	bool vers;                /* LIST: every entry with its version, tombstones too (vkeys) */
 };
 
 /* What a request came to. Valid during `done` only. */
@@ -131,15 +132,18 @@ struct node_req_result {
 	const uint8_t *data;      /* GET: the bytes (inside the buffer handed with them) */
 	size_t len;
 	const struct ovl_wire_bin *keys; /* LIST: the keys, in byte order */
+	const struct ovl_wire_vkey *vkeys; /* LIST with vers: the entries instead of keys */
 	uint32_t nkeys;
 	bool more;                /* LIST: more keys follow the last one */
 	/* PUT, DELETE through the replicated write path (replicated true) */
 	bool replicated;
-	struct ovl_wire_ver ver;  /* the write's version; STAT: the object's ((0, 0): none) */
+	struct ovl_wire_ver ver;  /* the write's version; GET, STAT: the object's ((0, 0):
+				   * none); STAT -ENOENT with tomb: the tombstone's */
 	const uint8_t (*held)[OVL_ID_BYTES]; /* the nodes that hold it durably, this one first */
 	unsigned nheld;
 	unsigned homes;           /* of them, at their proper home */
 	bool superseded;          /* this node held a newer version: nothing stored here */
+	bool tomb;                /* STAT -ENOENT: the key is a tombstone at ver */
 };
 
 /*
@@ -243,6 +247,20 @@ int node_req_get_start(struct node_req *rq, const struct node_req_args *a, size_
  * rest of this version is gone); -errno: refused, `done` never runs
  * (-EAGAIN there too when the key is gone). */
 int node_req_get_next(struct node_req_get *g);
+
+/* node_req_get_next() with this read's size: at most `bytes` (a multiple
+ * of OVL_WIRE_CHUNK_BYTES, at least one chunk; the rest of the answer when
+ * it is shorter), e.g. the whole rest in one read when the caller has room
+ * for it. Returns as node_req_get_next(). */
+int node_req_get_read(struct node_req_get *g, size_t bytes);
+
+/*
+ * Before a GET: an upper bound on the key's value size and on what one
+ * read of it can hold, from the index, with no I/O: its newest record's
+ * bytes on the drive (value, header, key and chunk table). 0; -ENOENT (no
+ * such key) or -EIO (damaged): the GET would fail the same way.
+ */
+int node_req_get_bound(struct node_req *rq, const void *key, size_t klen, uint64_t *bytes);
 
 /* Whether every piece of the answer has been delivered. */
 bool node_req_get_finished(const struct node_req_get *g);

@@ -26,6 +26,7 @@
 
 #include "node.h"
 #include "probe.h"
+#include "store/record.h"
 #include "overlay.h"
 
 struct pki {
@@ -554,6 +555,121 @@ static void client_basic(struct fx *f)
 static void test_put_get_stat_list_delete(void **state)
 {
 	run_client(*state, client_basic);
+}
+
+/* ---- versions: STAT, GET and LIST answer them (issue 13, reads) ---- */
+
+static void ver_cb(void *arg, int res, const struct node_store_objstat *st)
+{
+	int *left = arg;
+
+	(void)st;
+	assert_int_equal(res, 0);
+	(*left)--;
+}
+
+static void client_versions(struct fx *f)
+{
+	struct cli c;
+	struct ovl_wire_req q;
+	struct ovl_wire_resp r;
+	struct ovl_wire_vkey *vk = NULL;
+	struct ovl_wire_bin *keys = NULL;
+	uint8_t *got = NULL;
+	size_t glen = 0;
+	uint32_t st = 0, n = 0;
+	char err[256];
+
+	assert_int_equal(cli_connect(&c, &f->addr, f->pki.client, f->pki.client_cert,
+				     (size_t)f->pki.client_len, f->cpeers, f->pki.now, &st), 0);
+	/* an object at a version: STAT and GET name it */
+	req_init(&q, "hot", 5, "v/obj");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	assert_true(r.has_ver);
+	assert_int_equal(r.ver.hlc, 5ull << 16);
+	assert_int_equal(r.ver.node, 9);
+	assert_false(r.tomb);
+	req_init(&q, "hot", 5, "v/obj");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	assert_true(r.has_ver);
+	assert_int_equal(r.ver.hlc, 5ull << 16);
+	assert_int_equal(glen, 3);
+	free(got);
+	got = NULL;
+	/* a tombstone: not-found, with its version and tomb */
+	req_init(&q, "hot", 5, "v/gone");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+	assert_true(r.tomb && r.has_ver);
+	assert_int_equal(r.ver.hlc, 7ull << 16);
+	assert_int_equal(r.ver.node, 9);
+	req_init(&q, "hot", 5, "v/gone");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+	free(got);
+	got = NULL;
+	/* a key never written: not-found, no tombstone */
+	req_init(&q, "hot", 5, "v/never");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_STAT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+	assert_false(r.tomb || r.has_ver);
+	/* LIST with versions: both, the tombstone marked */
+	req_init(&q, "hot", 5, "v/");
+	q.vers = true;
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_LIST, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	assert_true(r.vers);
+	assert_int_equal(r.count, 2);
+	assert_int_equal(ovl_wire_vkeys_decode(got, glen, &vk, &n, err, sizeof(err)), 0);
+	assert_int_equal(n, 2);
+	assert_memory_equal(vk[0].ptr, "v/gone", 6);
+	assert_true(vk[0].tomb);
+	assert_int_equal(vk[0].ver.hlc, 7ull << 16);
+	assert_memory_equal(vk[1].ptr, "v/obj", 5);
+	assert_false(vk[1].tomb);
+	assert_int_equal(vk[1].ver.node, 9);
+	free(vk);
+	free(got);
+	got = NULL;
+	/* plain LIST: the object only, the plain form */
+	req_init(&q, "hot", 5, "v/");
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_LIST, &q, NULL, 0, false, &r, &got, &glen), 0);
+	assert_false(r.vers);
+	assert_int_equal(ovl_wire_keys_decode(got, glen, &keys, &n, err, sizeof(err)), 0);
+	assert_int_equal(n, 1);
+	assert_memory_equal(keys[0].ptr, "v/obj", 5);
+	free(keys);
+	free(got);
+	close(c.fd);
+}
+
+static void test_versions(void **state)
+{
+	struct fx *f = *state;
+	struct node_store_ver v1 = { 5ull << 16, 9 }, v2 = { 7ull << 16, 9 };
+	int left = 3;
+
+	/* written on the loop, as the request layer will */
+	assert_int_equal(node_store_put_ver_async(f->store, "v/obj", 5, "abc", 3, &v1, ver_cb,
+						  &left), 0);
+	assert_int_equal(node_store_put_ver_async(f->store, "v/gone", 6, "xyz", 3, &v1, ver_cb,
+						  &left), 0);
+	assert_int_equal(node_store_delete_ver_async(f->store, "v/gone", 6, &v2, ver_cb, &left), 0);
+	while (left) {
+		/* the loop wakes on the tick at least, as run_client() drives it */
+		if (!f->tick_armed) {
+			struct io_uring_sqe *sqe = node_loop_sqe(f->loop, &f->tick_ev);
+
+			f->tick_ev.fn = tick_done;
+			f->tick_ts.tv_nsec = 20 * 1000000;
+			io_uring_prep_timeout(sqe, &f->tick_ts, 0, 0);
+			f->tick_armed = true;
+		}
+		node_loop_run(f->loop, true);
+	}
+	run_client(f, client_versions);
 }
 
 static void client_refusals(struct fx *f)
@@ -1579,6 +1695,159 @@ static void test_pieces(void **state)
 	run_client(*state, client_pieces);
 }
 
+/* The data plane's bound on a read buffer: the record, or the chunks
+ * asked, and block alignment (8 KiB) */
+#define WHOLE_SHARE (512u << 10)
+#define WHOLE_ALIGN (8u << 10)
+#define WHOLE_PIECE (64u << 10)
+
+#define WHOLE_PROBE 480000u /* as many chunks as the values at the limit */
+
+static int whole_step;
+static uint64_t whole_ext; /* record bytes beyond rec_size() (a version) */
+
+/* The largest value of a 3-byte key whose record and alignment fit
+ * WHOLE_SHARE exactly. */
+static uint64_t whole_vmax(void)
+{
+	uint64_t vmax = 0;
+
+	while (rec_size(3 + whole_ext, vmax + 1) + WHOLE_ALIGN <= WHOLE_SHARE)
+		vmax++;
+	assert_true(rec_size(3 + whole_ext, vmax) + WHOLE_ALIGN == WHOLE_SHARE);
+	return vmax;
+}
+
+/* One step of test_whole_reads (whole_step): 0 stores a probe (which
+ * tells the record's size) and a 4 MiB object; 1 stores the objects at
+ * the limit and a byte past it, and GETs the one at it, 2 the other; 3 a range not on a
+ * chunk that fits the share (its chunks, one more, and the alignment); 4
+ * leaves a reader stalled with GETs of a 4 MiB object (answers read in
+ * pieces). */
+static void client_whole(struct fx *f)
+{
+	uint64_t vmax = whole_step ? whole_vmax() : 0, held;
+	uint8_t *v = malloc(PIECE_OBJ), *got = NULL;
+	struct ovl_wire_req q;
+	struct ovl_wire_resp r;
+	size_t glen = 0;
+	struct cli c, s;
+	int small = 4096;
+
+	fill(v, PIECE_OBJ, 41);
+	connect_ok(f, &c);
+	switch (whole_step) {
+	case 0:
+	case 1:
+		for (int i = 0; i < 2; i++) {
+			uint64_t n = whole_step == 0 ? (i ? PIECE_OBJ : WHOLE_PROBE) : vmax + (uint64_t)i;
+
+			req_init(&q, "hot", 5, whole_step == 0 ? (i ? "w/c" : "w/p") : i ? "w/b" : "w/a");
+			q.size = n;
+			q.crc = ovl_crc32c(0, v, n);
+			assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, v, n, false, &r, NULL, NULL), 0);
+			assert_int_equal(r.status, OVL_WIRE_OK);
+		}
+		if (whole_step == 0)
+			break;
+		/* fall through */
+	case 2: {
+		uint64_t n = whole_step == 1 ? vmax : vmax + 1;
+
+		wait_resp_drained(&c); /* the share is free */
+		req_init(&q, "hot", 5, whole_step == 1 ? "w/a" : "w/b");
+		assert_int_equal(cli_call(&c, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &got, &glen), 0);
+		assert_int_equal(r.status, OVL_WIRE_OK);
+		assert_int_equal(glen, n);
+		assert_memory_equal(got, v, n);
+		assert_int_equal(r.crc, ovl_crc32c(0, v, n));
+		free(got);
+		break;
+	}
+	case 3:
+		wait_resp_drained(&c);
+		req_init(&q, "hot", 5, "w/c");
+		q.has_range = true;
+		q.offset = 100000;
+		q.length = 300000;
+		assert_int_equal(cli_call(&c, OVL_WIRE_T_GET, &q, NULL, 0, false, &r, &got, &glen), 0);
+		assert_int_equal(r.status, OVL_WIRE_OK);
+		assert_int_equal(r.size, PIECE_OBJ);
+		assert_int_equal(glen, 300000);
+		assert_memory_equal(got, v + 100000, 300000);
+		assert_int_equal(r.crc, ovl_crc32c(0, v + 100000, 300000));
+		free(got);
+		break;
+	default:
+		/* holds at most two pieces and their alignment, though its
+		 * share would take seven */
+		wait_resp_drained(&c);
+		connect_ok(f, &s);
+		setsockopt(s.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+		req_init(&q, "hot", 5, "w/c");
+		for (int k = 0; k < 4; k++) /* more than the kernel's buffers take */
+			cli_send(&s, OVL_WIRE_T_GET, &q, NULL, 0);
+		usleep(300000);
+		held = node_counter(&c, "response_bytes_held");
+		assert_true(held > 0);
+		assert_true(held <= 2 * (WHOLE_PIECE + WHOLE_ALIGN));
+		close(s.fd);
+		break;
+	}
+	wait_resp_drained(&c);
+	close(c.fd);
+	free(v);
+}
+
+static int setup_whole(void **state)
+{
+	knobs.piece = WHOLE_PIECE;
+	knobs.share = WHOLE_SHARE;
+	knobs.budget = 4u << 20;
+	knobs.send_timeout_ms = 5000;
+	return setup(state);
+}
+
+/* An answer whose read fits the connection's free share is one read (and
+ * one send); one byte more and it is read in pieces. At the limit the
+ * record and its alignment are the share exactly. */
+static void test_whole_reads(void **state)
+{
+	struct fx *f = *state;
+	struct node_dp_stats st;
+	uint64_t before;
+
+	for (whole_step = 0; whole_step <= 4; whole_step++) {
+		node_dp_stats(f->dp, &st);
+		before = st.resp_reads;
+		run_client(f, client_whole);
+		node_dp_stats(f->dp, &st);
+		if (whole_step == 0) {
+			uint64_t off = 0, rec = 0;
+
+			/* what a record holds beyond rec_size() (a version) */
+			assert_int_equal(node_store_locate(f->store, "w/p", 3, &off, &rec), 0);
+			assert_true(rec >= rec_size(3, WHOLE_PROBE));
+			whole_ext = rec - rec_size(3, WHOLE_PROBE);
+			assert_int_equal(st.resp_reads, before);
+		}
+		if (whole_step == 1) {
+			uint64_t off = 0, rec = 0;
+
+			/* the records are at the limit, and a byte past it */
+			assert_int_equal(node_store_locate(f->store, "w/a", 3, &off, &rec), 0);
+			assert_int_equal(rec + WHOLE_ALIGN, WHOLE_SHARE);
+			assert_int_equal(node_store_locate(f->store, "w/b", 3, &off, &rec), 0);
+			assert_true(rec + WHOLE_ALIGN > WHOLE_SHARE);
+		}
+		else if (whole_step == 1 || whole_step == 3)
+			assert_int_equal(st.resp_reads - before, 1);
+		else if (whole_step == 2)
+			assert_true(st.resp_reads - before >= 2);
+	}
+	assert_int_equal(st.resp_bytes, 0);
+}
+
 #define STALLED 12
 
 /* client_stalled with the send timeout far away (30 s): the waiting GET
@@ -1715,6 +1984,7 @@ int main(void)
 	test_require_io_uring();
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_put_get_stat_list_delete, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_versions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_damaged_value, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_map, setup, teardown),
@@ -1723,6 +1993,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_oversized_and_truncated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pieces, setup_pieces, teardown_pieces),
+		cmocka_unit_test_setup_teardown(test_whole_reads, setup_whole, teardown_pieces),
 		cmocka_unit_test_setup_teardown(test_stalled_readers, setup_pieces, teardown_pieces),
 		cmocka_unit_test_setup_teardown(test_stalled_readers_pressure, setup_pressure,
 						teardown_pressure),

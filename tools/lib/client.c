@@ -23,6 +23,13 @@ void sh_conns_close(struct shelf *s)
 int sh_conn_get(struct shelf *s, const uint8_t addr[16], uint16_t port, const char *slice,
 		struct sh_conn **out, char *err, size_t errlen)
 {
+	return sh_conn_get_within(s, addr, port, slice, sh_left_ms(s), out, err, errlen);
+}
+
+int sh_conn_get_within(struct shelf *s, const uint8_t addr[16], uint16_t port, const char *slice,
+		       int budget_ms, struct sh_conn **out, char *err, size_t errlen)
+{
+	uint64_t end;
 	struct sockaddr_in6 sa = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
 	struct ovl_dpc_cfg cfg = { 0 };
 	char text[INET6_ADDRSTRLEN], name[INET6_ADDRSTRLEN + 8], e2[OVL_DPC_ERR_BYTES] = "";
@@ -58,10 +65,18 @@ int sh_conn_get(struct shelf *s, const uint8_t addr[16], uint16_t port, const ch
 	cfg.slice = slice;
 	cfg.name = name;
 	budget = sh_left_ms(s);
+	if (budget_ms > 0 && budget_ms < budget)
+		budget = budget_ms;
+	/* connect and handshake together within the budget */
+	end = ovl_mono_ms() + (uint64_t)budget;
 	ret = ovl_dpc_conn_open(&c->cn, &sa, &cfg, budget, e2, sizeof(e2));
+	if (ret == -ETIMEDOUT)
+		return sh_fail(err, errlen, -EHOSTUNREACH, "node %s port %u: did not accept a "
+			       "connection within %d ms", text, port, budget);
 	if (ret < 0)
 		return sh_fail(err, errlen, -EHOSTUNREACH, "node %s port %u: %s", text, port, e2);
-	ret = ovl_dpc_conn_handshake(c->cn, sh_left_ms(s), e2, sizeof(e2));
+	ret = ovl_dpc_conn_handshake(c->cn, ovl_mono_ms() >= end ? 1 : (int)(end - ovl_mono_ms()),
+				     e2, sizeof(e2));
 	if (ret < 0) {
 		conn_close(c);
 		if (ret == -ETIMEDOUT)

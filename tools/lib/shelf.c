@@ -68,6 +68,8 @@ SHELF_API int shelf_open(struct shelf **out, const char *dir, const char *broker
 	if (!s)
 		return -ENOMEM;
 	s->timeout_ms = SHELF_TIMEOUT_MS_DEFAULT;
+	s->connect_timeout_ms = SHELF_CONNECT_TIMEOUT_MS_DEFAULT;
+	s->unreach_ms = SHELF_UNREACHABLE_MS_DEFAULT;
 	snprintf(s->dir, sizeof(s->dir), "%s", dir);
 	snprintf(s->broker, sizeof(s->broker), "%s", broker ? broker : "");
 	snprintf(path, sizeof(path), "%s/id.key", dir);
@@ -139,6 +141,43 @@ SHELF_API void shelf_close(struct shelf **sp)
 SHELF_API void shelf_set_timeout(struct shelf *s, int timeout_ms)
 {
 	s->timeout_ms = timeout_ms > 0 ? timeout_ms : SHELF_TIMEOUT_MS_DEFAULT;
+}
+
+SHELF_API void shelf_set_connect_timeout(struct shelf *s, int ms)
+{
+	s->connect_timeout_ms = ms > 0 ? ms : SHELF_CONNECT_TIMEOUT_MS_DEFAULT;
+}
+
+SHELF_API void shelf_set_unreachable_ms(struct shelf *s, int ms)
+{
+	s->unreach_ms = ms > 0 ? ms : 0;
+	s->unreach_loaded = false;
+	s->nunreach = 0;
+}
+
+SHELF_API int shelf_set_chassis(struct shelf *s, const char *where, char *err, size_t errlen)
+{
+	const char *slash = where ? strchr(where, '/') : NULL;
+	size_t slen = slash ? (size_t)(slash - where) : 0;
+	const char *ch = slash ? slash + 1 : where;
+
+	if (!where || !*where) {
+		s->site[0] = s->chassis[0] = '\0';
+		return 0;
+	}
+	if (slen >= sizeof(s->site) || strlen(ch) >= sizeof(s->chassis) || !*ch)
+		return sh_fail(err, errlen, -EINVAL, "chassis '%s': expected CHASSIS or SITE/CHASSIS "
+			       "(site at most %zu bytes, chassis 1..%zu)", where, sizeof(s->site) - 1,
+			       sizeof(s->chassis) - 1);
+	memcpy(s->site, where, slen);
+	s->site[slen] = '\0';
+	snprintf(s->chassis, sizeof(s->chassis), "%s", ch);
+	return 0;
+}
+
+SHELF_API void shelf_get_counters(const struct shelf *s, struct shelf_counters *out)
+{
+	*out = s->counters;
 }
 
 SHELF_API void shelf_set_progress(struct shelf *s, shelf_progress_cb cb, void *arg)
@@ -233,16 +272,462 @@ static int keyed(struct shelf *s, const char *what, const char *slice, uint8_t t
 	return ret;
 }
 
+/* ---- replicas: reads and writes across the key's members ---------------------- */
+
+/* The key as errors show it: its first 64 bytes, "..." when longer. */
+static void key_show(const void *key, size_t klen, char out[80])
+{
+	snprintf(out, 80, "%.*s%s", (int)(klen < 64 ? klen : 64), (const char *)key,
+		 klen > 64 ? "..." : "");
+}
+
+static int key_check(const char *what, const char *slice, const char *kshow, size_t klen,
+		     char *err, size_t errlen)
+{
+	if (!slice || !*slice)
+		return sh_fail(err, errlen, -EINVAL, "%s '%s': no slice named", what, kshow);
+	if (klen == 0 || klen > OVL_WIRE_KEY_MAX_BYTES)
+		return sh_fail(err, errlen, -EINVAL,
+			       "%s '%s': a key is 1 to %u bytes long, and this one is %zu bytes",
+			       what, kshow, OVL_WIRE_KEY_MAX_BYTES, klen);
+	return 0;
+}
+
+/* A node's answer as text: "node ADDR: STATUS: MESSAGE". */
+static void status_text(char *out, size_t len, const char *node, const struct ovl_wire_resp *r)
+{
+	snprintf(out, len, "node %s: %s%s%s", node,
+		 ovl_wire_status_name(r->status) ? ovl_wire_status_name(r->status) : "error",
+		 r->message[0] ? ": " : "", r->message);
+}
+
+/* The answer to give when no replica has the object: the most telling
+ * failure seen, by rank. */
+enum {
+	RK_NONE, RK_OTHER, RK_BUSY, RK_UNREACHABLE, RK_NOT_FOUND, RK_DAMAGED, RK_DELETED,
+	RK_MAP /* no map, no member: nothing was asked */
+};
+
+struct rd_fail {
+	int rank, code;
+	char text[768];
+};
+
+static void rd_note(struct rd_fail *f, int rank, int code, const char *text)
+{
+	if (rank <= f->rank)
+		return;
+	f->rank = rank;
+	f->code = code;
+	snprintf(f->text, sizeof(f->text), "%s", text);
+}
+
+/* The members of a map that are not live now: down in the map, or
+ * remembered as unreachable. calloc'd; NULL on -ENOMEM. */
+static bool *dead_members(struct shelf *s, const struct ovl_msg_map *mp)
+{
+	bool *dead = calloc(mp->n_members ? mp->n_members : 1, sizeof(*dead));
+
+	for (uint32_t i = 0; dead && i < mp->n_members; i++)
+		dead[i] = mp->members[i].state == OVL_MSG_STATE_DOWN ||
+			  sh_unreach_is(s, mp->members[i].addr, mp->members[i].port);
+	return dead;
+}
+
+/* The time a candidate gets to connect: the connect timeout while others
+ * remain, else the rest of the call's time. */
+static int cand_budget(const struct shelf *s, bool last)
+{
+	int left = sh_left_ms(s);
+
+	return last || s->connect_timeout_ms >= left ? left : s->connect_timeout_ms;
+}
+
+/* A node did not answer: remember it and count it. */
+static void node_lost(struct shelf *s, const struct ovl_msg_member *mb)
+{
+	s->counters.unreachable++;
+	sh_unreach_mark(s, mb->addr, mb->port);
+}
+
+static void node_damaged(struct shelf *s, const char *what, const char *kshow,
+			 const struct ovl_msg_member *mb, const char *text)
+{
+	char w[1024], id[17];
+
+	s->counters.checksum_errors++;
+	if (!s->warn)
+		return;
+	for (int i = 0; i < 8; i++)
+		snprintf(id + 2 * i, 3, "%02x", mb->id[i]);
+	snprintf(w, sizeof(w), "%s '%s': replica damaged, reading another one: %s (id %s)", what,
+		 kshow, text, id);
+	s->warn(s->warn_arg, w);
+}
+
+static struct ovl_wire_ver resp_ver(const struct ovl_wire_resp *r)
+{
+	struct ovl_wire_ver v = { 0, 0 };
+
+	return r->has_ver ? r->ver : v;
+}
+
+/*
+ * The tombstones of the members that answered a GET with a plain
+ * not-found (a GET does not name tombstones): asked with STAT, which does,
+ * before an object found after them counts (docs/PROTOCOL.md 8.2).
+ */
+static void tombs_probe(struct shelf *s, const struct sh_map *m, const char *slice,
+			const void *key, size_t klen, const unsigned *idx, unsigned n,
+			struct sh_tombs *tombs)
+{
+	struct ovl_wire_resp *r = calloc(1, sizeof(*r));
+	char e2[256];
+
+	for (unsigned i = 0; r && i < n && !sh_expired(s); i++) {
+		const struct ovl_msg_member *mb = &m->msg.u.map.members[idx[i]];
+		struct ovl_wire_req q = { 0 };
+		struct sh_conn *c = NULL;
+
+		if (sh_conn_get_within(s, mb->addr, mb->port, slice, cand_budget(s, false), &c, e2,
+				       sizeof(e2)) < 0)
+			continue;
+		snprintf(q.slice, sizeof(q.slice), "%s", slice);
+		q.epoch = m->msg.u.map.epoch;
+		memcpy(q.key, key, klen);
+		q.key_len = (uint32_t)klen;
+		if (sh_call(s, c, OVL_WIRE_T_STAT, &q, NULL, 0, false, r, NULL, NULL, e2,
+			    sizeof(e2)) == 0 && r->status == OVL_WIRE_NOT_FOUND && r->tomb &&
+		    r->has_ver)
+			sh_tombs_note(tombs, &r->ver);
+	}
+	free(r);
+}
+
+/*
+ * GET or STAT of key across its replicas (shelf.h, "Replicas"): the first
+ * answer with the object that is newer than every tombstone seen. On
+ * success *r is that answer and *out (GET) its payload; *from the node's
+ * address. Otherwise the most telling failure (rd_fail ranks).
+ */
+static int read_path(struct shelf *s, const char *what, const char *slice, uint8_t type,
+		     const void *key, size_t klen, struct ovl_wire_req *q, struct ovl_wire_resp *r,
+		     uint8_t **out, size_t *outlen, char from[INET6_ADDRSTRLEN], char *err,
+		     size_t errlen)
+{
+	char kshow[80], e2[768], text[INET6_ADDRSTRLEN];
+	struct rd_fail fail = { RK_NONE, -EHOSTUNREACH, "" };
+	bool stale_retried = false, again = true;
+	int ret = 0;
+
+	sh_op_begin(s);
+	key_show(key, klen, kshow);
+	ret = key_check(what, slice, kshow, klen, err, errlen);
+	if (ret < 0)
+		return ret;
+	while (again) {
+		struct sh_map *m = NULL;
+		struct sh_order o = { 0 };
+		struct sh_tombs tombs = { 0 };
+		bool *dead = NULL;
+		unsigned homes_final = 0, tried = 0, nf[OVL_PLACE_REPLICAS_MAX], nnf = 0;
+
+		again = false;
+		fail.rank = RK_NONE;
+		ret = stale_retried ? sh_map_fetch(s, slice, &m, e2, sizeof(e2))
+				    : sh_map_get(s, slice, &m, e2, sizeof(e2));
+		if (ret == 0 && !(dead = dead_members(s, &m->msg.u.map)))
+			ret = -ENOMEM;
+		if (ret == 0) {
+			ret = sh_order_build(&m->msg.u.map, key, klen, dead, true, s->site, s->chassis,
+					     &o);
+			if (ret == -EHOSTUNREACH)
+				snprintf(e2, sizeof(e2), "slice '%s' has no member to hold objects",
+					 slice);
+		}
+		if (ret < 0) {
+			free(dead);
+			rd_note(&fail, RK_MAP, ret, e2);
+			break;
+		}
+		ret = 0;
+		for (unsigned i = 0; i < o.n; i++) {
+			const struct ovl_msg_member *mb = &m->msg.u.map.members[o.idx[i]];
+			struct sh_conn *c = NULL;
+			struct ovl_wire_ver v;
+			bool found = false;
+
+			/* the homes all answered that they do not have it: nobody else
+			 * should (a substitute hands its copy over before its home
+			 * serves reads) */
+			if (!o.home[i] && homes_final == o.nhomes)
+				break;
+			if (sh_expired(s) && tried) {
+				rd_note(&fail, RK_UNREACHABLE, -EHOSTUNREACH, "the time is up");
+				break;
+			}
+			tried++;
+			inet_ntop(AF_INET6, mb->addr, text, sizeof(text));
+			if (out) {
+				*out = NULL;
+				*outlen = 0;
+			}
+			ret = sh_conn_get_within(s, mb->addr, mb->port, slice,
+						 cand_budget(s, i + 1 == o.n), &c, e2, sizeof(e2));
+			if (ret == 0) {
+				snprintf(q->slice, sizeof(q->slice), "%s", slice);
+				q->epoch = m->msg.u.map.epoch;
+				memcpy(q->key, key, klen);
+				q->key_len = (uint32_t)klen;
+				ret = sh_call(s, c, type, q, NULL, 0, m->msg.u.map.encrypt, r, out,
+					      outlen, e2, sizeof(e2));
+			}
+			if (ret == -ENOMEM)
+				break;
+			if (ret == -EHOSTUNREACH) {
+				node_lost(s, mb);
+				rd_note(&fail, o.home[i] ? RK_UNREACHABLE : RK_OTHER, ret, e2);
+				ret = 0;
+				continue;
+			}
+			if (ret < 0) {
+				/* a bad answer (the connection is closed): another replica */
+				if (ret == -EIO)
+					node_damaged(s, what, kshow, mb, e2);
+				rd_note(&fail, ret == -EIO ? RK_DAMAGED : RK_OTHER, ret, e2);
+				ret = 0;
+				continue;
+			}
+			sh_unreach_clear(s, mb->addr, mb->port);
+			status_text(e2, sizeof(e2), text, r);
+			if (r->status == OVL_WIRE_OK && type == OVL_WIRE_T_GET && r->has_crc && out &&
+			    ovl_crc32c(0, *out, *outlen) != r->crc) {
+				snprintf(e2, sizeof(e2), "node %s: payload checksum mismatch in transit",
+					 text);
+				node_damaged(s, what, kshow, mb, e2);
+				rd_note(&fail, RK_DAMAGED, -EIO, e2);
+			} else if (r->status == OVL_WIRE_OK) {
+				v = resp_ver(r);
+				if (type == OVL_WIRE_T_GET && nnf) {
+					tombs_probe(s, m, slice, key, klen, nf, nnf, &tombs);
+					nnf = 0;
+				}
+				found = sh_tombs_allow(&tombs, &v);
+				if (!found) {
+					/* an older copy than a delete seen on another replica */
+					s->counters.stale_skipped++;
+					homes_final += o.home[i];
+				}
+			} else if (r->status == OVL_WIRE_NOT_FOUND) {
+				if (r->tomb && r->has_ver) {
+					sh_tombs_note(&tombs, &r->ver);
+					rd_note(&fail, RK_DELETED, -ENOENT, e2);
+				} else if (o.home[i]) {
+					rd_note(&fail, RK_NOT_FOUND, -ENOENT, e2);
+				}
+				if (!r->tomb && nnf < OVL_PLACE_REPLICAS_MAX)
+					nf[nnf++] = o.idx[i];
+				homes_final += o.home[i];
+			} else if (r->status == OVL_WIRE_CHECKSUM_MISMATCH) {
+				node_damaged(s, what, kshow, mb, e2);
+				rd_note(&fail, RK_DAMAGED, -EIO, e2);
+			} else if (r->status == OVL_WIRE_BUSY) {
+				s->counters.busy++;
+				rd_note(&fail, RK_BUSY, -EBUSY, e2);
+			} else if (r->status == OVL_WIRE_STALE_MAP && !stale_retried && !sh_expired(s)) {
+				/* this node has a newer map: ask it first when the broker
+				 * cannot answer, and start again */
+				stale_retried = again = true;
+				memcpy(&s->hint.addr, mb->addr, 16);
+				s->hint.port = mb->port;
+				s->has_hint = true;
+			} else {
+				rd_note(&fail, RK_OTHER, ovl_wire_status_to_errno(r->status), e2);
+			}
+			if (found) {
+				if (i > 0)
+					s->counters.failovers++;
+				snprintf(from, INET6_ADDRSTRLEN, "%s", text);
+				ret = 1;
+				break;
+			}
+			if (out) {
+				free(*out);
+				*out = NULL;
+				*outlen = 0;
+			}
+			if (again)
+				break;
+		}
+		sh_order_release(&o);
+		free(dead);
+		if (ret == 1 || ret == -ENOMEM)
+			break;
+	}
+	s->has_hint = false;
+	if (ret == 1)
+		return 0;
+	if (ret == -ENOMEM)
+		return ret;
+	if (fail.rank == RK_NONE)
+		snprintf(fail.text, sizeof(fail.text), "no node answered");
+	return sh_fail(err, errlen, fail.code, "%s '%s': %s", what, kshow, fail.text);
+}
+
+/*
+ * PUT or DELETE on a slice with R > 1: to the first live member in
+ * placement order (the head), falling over to the next when one refuses
+ * the connection or does not answer. Any answer is the node's verdict
+ * (stale-map: a fresh map, and once again).
+ */
+static int write_path(struct shelf *s, const char *what, const char *slice, uint8_t type,
+		      const void *key, size_t klen, struct ovl_wire_req *q, const void *payload,
+		      size_t plen, struct ovl_wire_resp *r, char node[INET6_ADDRSTRLEN], char *err,
+		      size_t errlen)
+{
+	char kshow[80], e2[768] = "no node answered", text[INET6_ADDRSTRLEN];
+	bool stale_retried = false, again = true;
+	int ret = 0;
+
+	key_show(key, klen, kshow);
+	while (again) {
+		struct sh_map *m = NULL;
+		struct sh_order o = { 0 };
+		bool *dead = NULL;
+
+		again = false;
+		ret = stale_retried ? sh_map_fetch(s, slice, &m, e2, sizeof(e2))
+				    : sh_map_get(s, slice, &m, e2, sizeof(e2));
+		if (ret == 0 && !(dead = dead_members(s, &m->msg.u.map)))
+			ret = -ENOMEM;
+		if (ret == 0) {
+			ret = sh_order_build(&m->msg.u.map, key, klen, dead, false, NULL, NULL, &o);
+			if (ret == -EHOSTUNREACH)
+				snprintf(e2, sizeof(e2), "slice '%s' has no member to hold objects",
+					 slice);
+		}
+		free(dead);
+		if (ret < 0)
+			break;
+		ret = -EHOSTUNREACH;
+		for (unsigned i = 0; i < o.n && ret == -EHOSTUNREACH; i++) {
+			const struct ovl_msg_member *mb = &m->msg.u.map.members[o.idx[i]];
+			struct sh_conn *c = NULL;
+
+			if (sh_expired(s) && i)
+				break;
+			inet_ntop(AF_INET6, mb->addr, text, sizeof(text));
+			ret = sh_conn_get_within(s, mb->addr, mb->port, slice,
+						 cand_budget(s, i + 1 == o.n), &c, e2, sizeof(e2));
+			if (ret == 0) {
+				snprintf(q->slice, sizeof(q->slice), "%s", slice);
+				q->epoch = m->msg.u.map.epoch;
+				memcpy(q->key, key, klen);
+				q->key_len = (uint32_t)klen;
+				ret = sh_call(s, c, type, q, payload, plen, m->msg.u.map.encrypt, r,
+					      NULL, NULL, e2, sizeof(e2));
+			}
+			if (ret == -EHOSTUNREACH) {
+				node_lost(s, mb);
+				continue;
+			}
+			if (ret < 0)
+				break;
+			sh_unreach_clear(s, mb->addr, mb->port);
+			if (i > 0)
+				s->counters.failovers++;
+			snprintf(node, INET6_ADDRSTRLEN, "%s", text);
+			if (r->status == OVL_WIRE_OK)
+				break;
+			ret = ovl_wire_status_to_errno(r->status);
+			status_text(e2, sizeof(e2), text, r);
+			if (r->status == OVL_WIRE_BUSY)
+				s->counters.busy++;
+			if (r->status == OVL_WIRE_STALE_MAP && !stale_retried && !sh_expired(s)) {
+				stale_retried = again = true;
+				memcpy(&s->hint.addr, mb->addr, 16);
+				s->hint.port = mb->port;
+				s->has_hint = true;
+			}
+		}
+		sh_order_release(&o);
+	}
+	s->has_hint = false;
+	if (ret < 0)
+		sh_fail(err, errlen, ret, "%s '%s': %s", what, kshow, e2);
+	return ret;
+}
+
+/* A put or rm: by R, through the head and its fallbacks, or the one home. */
+static int write_op(struct shelf *s, const char *what, const char *slice, uint8_t type,
+		    const void *key, size_t klen, struct ovl_wire_req *q, const void *payload,
+		    size_t plen, char *err, size_t errlen)
+{
+	struct ovl_wire_resp *r = calloc(1, sizeof(*r));
+	struct sh_map *m = NULL;
+	struct shelf_write_info *wi = &s->last_write.info;
+	char kshow[80], node[INET6_ADDRSTRLEN] = "";
+	unsigned replicas = 1;
+	int ret;
+
+	if (!r)
+		return -ENOMEM;
+	sh_op_begin(s);
+	key_show(key, klen, kshow);
+	ret = key_check(what, slice, kshow, klen, err, errlen);
+	if (ret == 0)
+		ret = sh_map_get(s, slice, &m, err, errlen);
+	if (ret < 0)
+		goto out;
+	replicas = m->msg.u.map.replicas;
+	if (replicas > 1)
+		ret = write_path(s, what, slice, type, key, klen, q, payload, plen, r, node, err,
+				 errlen);
+	else
+		ret = keyed(s, what, slice, type, key, klen, q, payload, plen, r, NULL, NULL, err,
+			    errlen);
+	if (ret < 0)
+		goto out;
+	memset(wi, 0, sizeof(*wi));
+	s->last_write.valid = true;
+	wi->replicas = replicas ? replicas : 1;
+	wi->has_held = r->has_held;
+	wi->held = r->nheld;
+	wi->homes = r->homes;
+	wi->superseded = r->superseded;
+	wi->has_ver = r->has_ver;
+	wi->ver.hlc = r->ver.hlc;
+	wi->ver.node = r->ver.node;
+	snprintf(wi->node, sizeof(wi->node), "%s", node);
+out:
+	free(r);
+	return ret;
+}
+
 SHELF_API int shelf_put(struct shelf *s, const char *slice, const void *key, size_t klen,
 			const void *data, size_t len, char *err, size_t errlen)
 {
 	struct ovl_wire_req q = { 0 };
-	struct ovl_wire_resp r;
 
 	q.size = len;
 	q.crc = ovl_crc32c(0, data, len);
-	return keyed(s, "put", slice, OVL_WIRE_T_PUT, key, klen, &q, data, len, &r, NULL, NULL, err,
-		     errlen);
+	return write_op(s, "put", slice, OVL_WIRE_T_PUT, key, klen, &q, data, len, err, errlen);
+}
+
+SHELF_API int shelf_delete(struct shelf *s, const char *slice, const void *key, size_t klen,
+			   char *err, size_t errlen)
+{
+	struct ovl_wire_req q = { 0 };
+
+	return write_op(s, "rm", slice, OVL_WIRE_T_DELETE, key, klen, &q, NULL, 0, err, errlen);
+}
+
+SHELF_API int shelf_last_write(const struct shelf *s, struct shelf_write_info *out)
+{
+	if (!s->last_write.valid)
+		return -ENOENT;
+	*out = s->last_write.info;
+	return 0;
 }
 
 SHELF_API int shelf_get(struct shelf *s, const char *slice, const void *key, size_t klen,
@@ -250,58 +735,208 @@ SHELF_API int shelf_get(struct shelf *s, const char *slice, const void *key, siz
 			char *err, size_t errlen)
 {
 	struct ovl_wire_req q = { 0 };
-	struct ovl_wire_resp r;
+	struct ovl_wire_resp *r = calloc(1, sizeof(*r));
+	char from[INET6_ADDRSTRLEN];
 	uint8_t *body = NULL;
 	size_t blen = 0;
 	int ret;
 
 	*data = NULL;
 	*dlen = 0;
+	if (!r)
+		return -ENOMEM;
 	if (off || len != UINT64_MAX) {
 		q.has_range = true;
 		q.offset = off;
 		/* to the end: no object is longer than the largest length */
 		q.length = len == UINT64_MAX ? OVL_WIRE_OBJECT_MAX_BYTES : len;
 	}
-	ret = keyed(s, "get", slice, OVL_WIRE_T_GET, key, klen, &q, NULL, 0, &r, &body, &blen, err,
-		    errlen);
-	if (ret < 0)
-		return ret;
-	/* end to end: what arrived is what the node read and verified */
-	if (r.has_crc && ovl_crc32c(0, body, blen) != r.crc) {
-		free(body);
-		return sh_fail(err, errlen, -EIO, "get '%.*s': payload checksum mismatch in transit",
-			    (int)(klen < 64 ? klen : 64), (const char *)key);
+	/* end to end: each replica's bytes are checked against the crc it read
+	 * and verified (read_path), and a mismatch reads another replica */
+	ret = read_path(s, "get", slice, OVL_WIRE_T_GET, key, klen, &q, r, &body, &blen, from, err,
+			errlen);
+	if (ret == 0) {
+		*data = body ? body : malloc(1);
+		*dlen = blen;
+		if (total)
+			*total = r->size;
+		if (!*data)
+			ret = -ENOMEM;
 	}
-	*data = body ? body : malloc(1);
-	*dlen = blen;
-	if (total)
-		*total = r.size;
-	return 0;
-}
-
-SHELF_API int shelf_delete(struct shelf *s, const char *slice, const void *key, size_t klen,
-			   char *err, size_t errlen)
-{
-	struct ovl_wire_req q = { 0 };
-	struct ovl_wire_resp r;
-
-	return keyed(s, "rm", slice, OVL_WIRE_T_DELETE, key, klen, &q, NULL, 0, &r, NULL, NULL, err,
-		     errlen);
+	free(r);
+	return ret;
 }
 
 SHELF_API int shelf_stat(struct shelf *s, const char *slice, const void *key, size_t klen,
 			 struct shelf_objstat *st, char *err, size_t errlen)
 {
 	struct ovl_wire_req q = { 0 };
-	struct ovl_wire_resp r;
-	int ret = keyed(s, "stat", slice, OVL_WIRE_T_STAT, key, klen, &q, NULL, 0, &r, NULL, NULL,
-			err, errlen);
+	struct ovl_wire_resp *r = calloc(1, sizeof(*r));
+	char from[INET6_ADDRSTRLEN];
+	int ret;
 
+	if (!r)
+		return -ENOMEM;
+	ret = read_path(s, "stat", slice, OVL_WIRE_T_STAT, key, klen, &q, r, NULL, NULL, from, err,
+			errlen);
 	if (ret == 0) {
-		st->size = r.size;
-		st->crc = r.crc;
-		st->seq = r.seq;
+		st->size = r->size;
+		st->crc = r->crc;
+		st->seq = r->seq;
+		st->ver.hlc = r->has_ver ? r->ver.hlc : 0;
+		st->ver.node = r->has_ver ? r->ver.node : 0;
+	}
+	free(r);
+	return ret;
+}
+
+/* One pass of shelf_stat_replicas() over map m; *stale when a node holds
+ * a newer map. */
+static int stat_pass(struct shelf *s, const char *slice, const void *key, size_t klen,
+		     const char *kshow, struct sh_map *m, struct shelf_replica **outp, unsigned *np,
+		     bool *stale, char *err, size_t errlen)
+{
+	struct ovl_wire_resp *r = calloc(1, sizeof(*r));
+	struct shelf_replica *out = NULL;
+	struct sh_order o = { 0 };
+	bool *dead = NULL;
+	char e2[768];
+	unsigned n = 0;
+	int ret = 0;
+
+	*stale = false;
+	if (!r || !(dead = dead_members(s, &m->msg.u.map)))
+		ret = -ENOMEM;
+	if (ret == 0) {
+		/* homes in placement order (no chassis preference: all are asked) */
+		ret = sh_order_build(&m->msg.u.map, key, klen, dead, false, NULL, NULL, &o);
+		if (ret == -EHOSTUNREACH)
+			sh_fail(err, errlen, ret, "stat '%s': slice '%s' has no member to hold objects",
+				kshow, slice);
+	}
+	if (ret == 0 && !(out = calloc(o.n ? o.n : 1, sizeof(*out))))
+		ret = -ENOMEM;
+	if (ret < 0)
+		goto out;
+	/* every home first (placement order), then the others */
+	for (int pass = 0; pass < 2; pass++) {
+		for (unsigned i = 0; i < o.n; i++) {
+			const struct ovl_msg_member *mb = &m->msg.u.map.members[o.idx[i]];
+			struct shelf_replica *rp = &out[n];
+			struct ovl_wire_req q = { 0 };
+			struct sh_conn *c = NULL;
+
+			if (o.home[i] != (pass == 0))
+				continue;
+			memset(rp, 0, sizeof(*rp));
+			memcpy(rp->id, mb->id, 32);
+			inet_ntop(AF_INET6, mb->addr, rp->addr, sizeof(rp->addr));
+			rp->port = mb->port;
+			rp->home = o.home[i];
+			if (sh_expired(s)) {
+				rp->state = "unreachable";
+				snprintf(rp->why, sizeof(rp->why), "not asked: the time is up");
+				n += rp->home;
+				continue;
+			}
+			ret = sh_conn_get_within(s, mb->addr, mb->port, slice, cand_budget(s, false),
+						 &c, e2, sizeof(e2));
+			if (ret == 0) {
+				snprintf(q.slice, sizeof(q.slice), "%s", slice);
+				q.epoch = m->msg.u.map.epoch;
+				memcpy(q.key, key, klen);
+				q.key_len = (uint32_t)klen;
+				ret = sh_call(s, c, OVL_WIRE_T_STAT, &q, NULL, 0, false, r, NULL, NULL,
+					      e2, sizeof(e2));
+			}
+			if (ret == -ENOMEM)
+				goto out;
+			if (ret < 0) {
+				if (ret == -EHOSTUNREACH)
+					node_lost(s, mb);
+				rp->state = ret == -EHOSTUNREACH ? "unreachable" : "error";
+				snprintf(rp->why, sizeof(rp->why), "%.*s", (int)sizeof(rp->why) - 1, e2);
+				n++;
+				continue;
+			}
+			sh_unreach_clear(s, mb->addr, mb->port);
+			rp->has_ver = r->has_ver;
+			rp->ver.hlc = r->ver.hlc;
+			rp->ver.node = r->ver.node;
+			status_text(e2, sizeof(e2), rp->addr, r);
+			switch (r->status) {
+			case OVL_WIRE_OK:
+				rp->state = rp->home ? "home" : "hinted";
+				rp->size = r->size;
+				rp->crc = r->crc;
+				rp->seq = r->seq;
+				break;
+			case OVL_WIRE_NOT_FOUND:
+				rp->state = r->tomb ? "deleted" : "missing";
+				break;
+			case OVL_WIRE_CHECKSUM_MISMATCH:
+				rp->state = "damaged";
+				s->counters.checksum_errors++;
+				break;
+			case OVL_WIRE_STALE_MAP:
+				*stale = true;
+				rp->state = "error";
+				snprintf(rp->why, sizeof(rp->why), "%.*s", (int)sizeof(rp->why) - 1, e2);
+				break;
+			case OVL_WIRE_BUSY:
+				rp->state = "busy";
+				s->counters.busy++;
+				snprintf(rp->why, sizeof(rp->why), "%.*s", (int)sizeof(rp->why) - 1, e2);
+				break;
+			default:
+				rp->state = "error";
+				snprintf(rp->why, sizeof(rp->why), "%.*s", (int)sizeof(rp->why) - 1, e2);
+				break;
+			}
+			/* other members are listed only when they have something to say */
+			if (rp->home || strcmp(rp->state, "missing") != 0)
+				n++;
+		}
+	}
+	ret = 0;
+	*outp = out;
+	*np = n;
+	out = NULL;
+out:
+	sh_order_release(&o);
+	free(dead);
+	free(out);
+	free(r);
+	return ret;
+}
+
+SHELF_API int shelf_stat_replicas(struct shelf *s, const char *slice, const void *key,
+				  size_t klen, struct shelf_replica **outp, unsigned *np, char *err,
+				  size_t errlen)
+{
+	struct sh_map *m = NULL;
+	char kshow[80];
+	bool stale = true;
+	int ret;
+
+	*outp = NULL;
+	*np = 0;
+	sh_op_begin(s);
+	key_show(key, klen, kshow);
+	ret = key_check("stat", slice, kshow, klen, err, errlen);
+	/* a node that holds a newer map: ask everyone again with it, once */
+	for (int attempt = 0; ret == 0 && attempt < 2 && stale; attempt++) {
+		if (attempt) {
+			if (sh_expired(s))
+				break;
+			free(*outp);
+			*outp = NULL;
+			*np = 0;
+		}
+		ret = attempt ? sh_map_fetch(s, slice, &m, err, errlen)
+			      : sh_map_get(s, slice, &m, err, errlen);
+		if (ret == 0)
+			ret = stat_pass(s, slice, key, klen, kshow, m, outp, np, &stale, err, errlen);
 	}
 	return ret;
 }
@@ -324,18 +959,145 @@ SHELF_API int shelf_locate(struct shelf *s, const char *slice, const void *key, 
 	return ret;
 }
 
-struct klist {
-	struct ovl_wire_bin *k;
-	uint8_t **owned;
+/* One key as a node listed it. */
+struct vent {
+	uint8_t *key;              /* malloc'd */
+	uint32_t len;
+	struct ovl_wire_ver ver;
+	bool tomb;
+};
+
+struct vlist {
+	struct vent *e;
 	size_t n, cap;
 };
 
-static int kcmp(const void *a, const void *b)
+static int bin_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
 {
-	const struct ovl_wire_bin *x = a, *y = b;
-	int c = memcmp(x->ptr, y->ptr, x->len < y->len ? x->len : y->len);
+	int c = memcmp(a, b, alen < blen ? alen : blen);
 
-	return c ? c : (x->len > y->len) - (x->len < y->len);
+	return c ? c : (alen > blen) - (alen < blen);
+}
+
+/* key order; for one key, the newest version first (and a tombstone before
+ * an object of the same version) */
+static int vent_cmp(const void *a, const void *b)
+{
+	const struct vent *x = a, *y = b;
+	int c = bin_cmp(x->key, x->len, y->key, y->len);
+
+	if (c)
+		return c;
+	c = ovl_wire_ver_cmp(&y->ver, &x->ver);
+	return c ? c : (int)y->tomb - (int)x->tomb;
+}
+
+static int vlist_add(struct vlist *l, const uint8_t *key, uint32_t len,
+		     const struct ovl_wire_ver *ver, bool tomb)
+{
+	uint8_t *copy = malloc(len ? len : 1);
+
+	if (!copy)
+		return -ENOMEM;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 256;
+		struct vent *e = realloc(l->e, cap * sizeof(*e));
+
+		if (!e) {
+			free(copy);
+			return -ENOMEM;
+		}
+		l->e = e;
+		l->cap = cap;
+	}
+	memcpy(copy, key, len);
+	l->e[l->n++] = (struct vent){ copy, len, *ver, tomb };
+	return 0;
+}
+
+static void vlist_clear(struct vlist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->e[i].key);
+	l->n = 0;
+}
+
+/* One node's page: LIST with versions (the plain form from a node that
+ * predates them) into all. *more and last (the page's last key) when the
+ * node has more. 0 or -errno with e2 saying why. */
+static int list_node(struct shelf *s, const struct sh_map *m, const struct ovl_msg_member *mb,
+		     const char *slice, const void *prefix, size_t plen, const uint8_t *after,
+		     size_t alen, unsigned limit, struct vlist *all, bool *more, uint8_t *last,
+		     size_t *last_len, char *e2, size_t e2len)
+{
+	struct ovl_wire_req q = { 0 };
+	struct ovl_wire_resp *r = calloc(1, sizeof(*r));
+	struct ovl_wire_vkey *vk = NULL;
+	struct ovl_wire_bin *keys = NULL;
+	struct sh_conn *c = NULL;
+	char text[INET6_ADDRSTRLEN];
+	uint8_t *body = NULL;
+	size_t blen = 0;
+	uint32_t nk = 0;
+	int ret;
+
+	*more = false;
+	if (!r)
+		return -ENOMEM;
+	inet_ntop(AF_INET6, mb->addr, text, sizeof(text));
+	snprintf(q.slice, sizeof(q.slice), "%s", slice);
+	q.epoch = m->msg.u.map.epoch;
+	if (plen)
+		memcpy(q.key, prefix, plen);
+	q.key_len = (uint32_t)plen;
+	if (alen)
+		memcpy(q.after, after, alen);
+	q.after_len = (uint32_t)alen;
+	q.limit = limit;
+	q.vers = true;
+	ret = sh_conn_get(s, mb->addr, mb->port, slice, &c, e2, e2len);
+	if (ret == 0)
+		ret = sh_call(s, c, OVL_WIRE_T_LIST, &q, NULL, 0, m->msg.u.map.encrypt, r, &body,
+			      &blen, e2, e2len);
+	if (ret == 0 && r->status != OVL_WIRE_OK) {
+		ret = ovl_wire_status_to_errno(r->status);
+		status_text(e2, e2len, text, r);
+	}
+	if (ret == 0 && r->has_crc && ovl_crc32c(0, body, blen) != r->crc) {
+		ret = -EIO;
+		snprintf(e2, e2len, "node %s: list payload checksum mismatch in transit", text);
+	}
+	if (ret == 0 && r->vers) {
+		ret = ovl_wire_vkeys_decode(body, blen, &vk, &nk, e2, e2len);
+		for (uint32_t j = 0; ret == 0 && j < nk; j++)
+			ret = vlist_add(all, vk[j].ptr, vk[j].len, &vk[j].ver, vk[j].tomb);
+		if (ret == 0 && nk) {
+			*last_len = vk[nk - 1].len;
+			memcpy(last, vk[nk - 1].ptr, *last_len);
+		}
+	} else if (ret == 0) {
+		struct ovl_wire_ver none = { 0, 0 };
+
+		ret = ovl_wire_keys_decode(body, blen, &keys, &nk, e2, e2len);
+		for (uint32_t j = 0; ret == 0 && j < nk; j++)
+			ret = vlist_add(all, keys[j].ptr, keys[j].len, &none, false);
+		if (ret == 0 && nk) {
+			*last_len = keys[nk - 1].len;
+			memcpy(last, keys[nk - 1].ptr, *last_len);
+		}
+	}
+	if (ret == 0 && r->count != nk) {
+		ret = -EBADMSG;
+		snprintf(e2, e2len, "node %s: list count %u differs from the payload's %u", text,
+			 r->count, nk);
+	}
+	if (ret == 0)
+		*more = r->more && nk > 0;
+	free(vk);
+	free(keys);
+	free(body);
+	free(r);
+	return ret;
 }
 
 SHELF_API int shelf_list(struct shelf *s, const char *slice, const void *prefix, size_t plen,
@@ -346,16 +1108,25 @@ SHELF_API int shelf_list(struct shelf *s, const char *slice, const void *prefix,
 				  err, errlen);
 }
 
+/*
+ * Every node lists a page of its keys with versions; the merge gives each
+ * key once at its newest version and hides tombstones. A node that has
+ * more keys bounds what is certain: only keys up to the smallest such
+ * node's last key are given from this page, and the next page starts
+ * after that bound (tombstones and replicas may leave a page short).
+ */
 SHELF_API int shelf_list_partial(struct shelf *s, const char *slice, const void *prefix,
 				 size_t plen, const void *after, size_t alen, unsigned limit,
 				 shelf_list_cb cb, void *arg, shelf_missing_cb missing,
 				 void *missing_arg, char *err, size_t errlen)
 {
 	struct sh_map *m = NULL;
-	struct klist all = { 0 };
+	struct vlist all = { 0 };
+	uint8_t *cur = NULL, *bound = NULL, *last = NULL;
+	size_t cur_len = alen, bound_len = 0, last_len = 0;
 	char e2[768], text[INET6_ADDRSTRLEN];
 	unsigned given = 0;
-	bool retried = false;
+	bool retried = false, stop = false;
 	int ret;
 
 	sh_op_begin(s);
@@ -364,120 +1135,95 @@ SHELF_API int shelf_list_partial(struct shelf *s, const char *slice, const void 
 	if (limit > OVL_WIRE_LIST_MAX || plen > OVL_WIRE_KEY_MAX_BYTES || alen > OVL_WIRE_KEY_MAX_BYTES)
 		return sh_fail(err, errlen, -EINVAL, "ls: limit at most %u, prefix at most %u bytes",
 			    OVL_WIRE_LIST_MAX, OVL_WIRE_KEY_MAX_BYTES);
+	cur = malloc(OVL_WIRE_KEY_MAX_BYTES);
+	bound = malloc(OVL_WIRE_KEY_MAX_BYTES);
+	last = malloc(OVL_WIRE_KEY_MAX_BYTES);
+	if (!cur || !bound || !last) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (alen)
+		memcpy(cur, after, alen);
 	ret = sh_map_fetch(s, slice, &m, err, errlen);
 	if (ret < 0)
-		return ret;
-again:
-	/* every node holds part of the slice: ask each, merge in key order */
-	for (uint32_t i = 0; i < m->msg.u.map.n_members; i++) {
-		const struct ovl_msg_member *mb = &m->msg.u.map.members[i];
-		struct ovl_wire_req q = { 0 };
-		struct ovl_wire_resp r;
-		struct ovl_wire_bin *keys = NULL;
-		uint32_t nk = 0;
-		struct sh_conn *c = NULL;
-		uint8_t *body = NULL;
-		size_t blen = 0;
-		uint64_t end, share;
+		goto out;
+	while (!stop) {
+		bool have_bound = false;
 
-		if (mb->state == OVL_MSG_STATE_OUT)
-			continue;
-		inet_ntop(AF_INET6, mb->addr, text, sizeof(text));
-		snprintf(q.slice, sizeof(q.slice), "%s", slice);
-		q.epoch = m->msg.u.map.epoch;
-		if (plen)
-			memcpy(q.key, prefix, plen);
-		q.key_len = (uint32_t)plen;
-		if (alen)
-			memcpy(q.after, after, alen);
-		q.after_len = (uint32_t)alen;
-		q.limit = limit;
-		/* each node gets an even share of the time left, so that one that
-		 * does not answer leaves time for the others */
-		end = s->deadline_ms;
-		share = (uint64_t)sh_left_ms(s) / (m->msg.u.map.n_members - i);
-		s->deadline_ms = ovl_mono_ms() + (share ? share : 1);
-		ret = sh_conn_get(s, mb->addr, mb->port, slice, &c, e2, sizeof(e2));
-		if (ret == 0)
-			ret = sh_call(s, c, OVL_WIRE_T_LIST, &q, NULL, 0, m->msg.u.map.encrypt, &r, &body,
-				   &blen, e2, sizeof(e2));
-		s->deadline_ms = end;
-		if (ret == 0 && r.status != OVL_WIRE_OK) {
-			ret = ovl_wire_status_to_errno(r.status);
-			snprintf(e2, sizeof(e2), "node %s: %s%s%s", text,
-				 ovl_wire_status_name(r.status) ? ovl_wire_status_name(r.status) : "error",
-				 r.message[0] ? ": " : "", r.message);
-		}
-		if (ret == 0)
-			ret = ovl_wire_keys_decode(body, blen, &keys, &nk, e2, sizeof(e2));
-		if (ret == -EHOSTUNREACH && missing) {
-			missing(missing_arg, text, e2);
-			free(body);
-			ret = 0;
-			continue;
-		}
-		if (ret == -ESTALE && !retried) {
-			/* the slice moved on while we listed: fetch its map and list
-			 * again from the start, once (a node already named as not
-			 * answering may be named again) */
-			free(body);
-			retried = true;
-			for (size_t k = 0; k < all.n; k++)
-				free(all.owned[k]);
-			all.n = 0;
-			ret = sh_map_fetch(s, slice, &m, err, errlen);
-			if (ret < 0)
-				goto out;
-			goto again;
-		}
-		if (ret < 0) {
-			free(body);
-			sh_fail(err, errlen, ret, "ls: %s", e2);
-			goto out;
-		}
-		for (uint32_t j = 0; j < nk; j++) {
-			uint8_t *copy = malloc(keys[j].len);
+		vlist_clear(&all);
+		/* every node holds part of the slice: ask each */
+		for (uint32_t i = 0; i < m->msg.u.map.n_members; i++) {
+			const struct ovl_msg_member *mb = &m->msg.u.map.members[i];
+			bool more = false;
+			uint64_t end, share;
 
-			if (all.n == all.cap) {
-				size_t cap = all.cap ? all.cap * 2 : 256;
-				void *a = realloc(all.k, cap * sizeof(*all.k));
-				void *o = realloc(all.owned, cap * sizeof(*all.owned));
-
-				if (a)
-					all.k = a;
-				if (o)
-					all.owned = o;
-				if (!a || !o || !copy) {
-					free(copy);
-					free(keys);
-					free(body);
-					ret = -ENOMEM;
-					goto out;
-				}
-				all.cap = cap;
+			if (mb->state == OVL_MSG_STATE_OUT)
+				continue;
+			inet_ntop(AF_INET6, mb->addr, text, sizeof(text));
+			/* each node gets an even share of the time left, so that one
+			 * that does not answer leaves time for the others */
+			end = s->deadline_ms;
+			share = (uint64_t)sh_left_ms(s) / (m->msg.u.map.n_members - i);
+			s->deadline_ms = ovl_mono_ms() + (share ? share : 1);
+			ret = list_node(s, m, mb, slice, prefix, plen, cur, cur_len, limit - given,
+					&all, &more, last, &last_len, e2, sizeof(e2));
+			s->deadline_ms = end;
+			if ((ret == -EHOSTUNREACH || ret == -EBUSY) && missing) {
+				if (ret == -EHOSTUNREACH)
+					node_lost(s, mb);
+				missing(missing_arg, text, e2);
+				ret = 0;
+				continue;
 			}
-			memcpy(copy, keys[j].ptr, keys[j].len);
-			all.k[all.n].ptr = copy;
-			all.k[all.n].len = keys[j].len;
-			all.owned[all.n++] = copy;
+			if (ret == -ESTALE && !retried) {
+				/* the slice moved on while we listed: fetch its map and
+				 * list this page again, once */
+				retried = true;
+				ret = sh_map_fetch(s, slice, &m, err, errlen);
+				if (ret < 0)
+					goto out;
+				vlist_clear(&all);
+				have_bound = false;
+				i = UINT32_MAX; /* the loop's i++ makes it 0 */
+				continue;
+			}
+			if (ret < 0) {
+				sh_fail(err, errlen, ret, "ls: %s", e2);
+				goto out;
+			}
+			if (more && (!have_bound ||
+				     bin_cmp(last, last_len, bound, bound_len) < 0)) {
+				memcpy(bound, last, last_len);
+				bound_len = last_len;
+				have_bound = true;
+			}
 		}
-		free(keys);
-		free(body);
-	}
-	qsort(all.k, all.n, sizeof(*all.k), kcmp);
-	for (size_t i = 0; i < all.n && given < limit; i++) {
-		if (i && kcmp(&all.k[i - 1], &all.k[i]) == 0)
-			continue; /* a replica's copy */
-		given++;
-		if (cb && cb(arg, all.k[i].ptr, all.k[i].len))
+		qsort(all.e, all.n, sizeof(*all.e), vent_cmp);
+		for (size_t i = 0; i < all.n && !stop; i++) {
+			const struct vent *v = &all.e[i];
+
+			if (i && bin_cmp(all.e[i - 1].key, all.e[i - 1].len, v->key, v->len) == 0)
+				continue; /* an older version, or a replica's copy */
+			if (have_bound && bin_cmp(v->key, v->len, bound, bound_len) > 0)
+				break; /* past what every node has listed */
+			if (v->tomb)
+				continue;
+			given++;
+			if ((cb && cb(arg, v->key, v->len)) || given == limit)
+				stop = true;
+		}
+		if (!have_bound)
 			break;
+		memcpy(cur, bound, bound_len);
+		cur_len = bound_len;
 	}
 	ret = (int)given;
 out:
-	for (size_t i = 0; i < all.n; i++)
-		free(all.owned[i]);
-	free(all.k);
-	free(all.owned);
+	vlist_clear(&all);
+	free(all.e);
+	free(cur);
+	free(bound);
+	free(last);
 	return ret;
 }
 

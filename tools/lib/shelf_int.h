@@ -4,6 +4,8 @@
  * - map.c: slice maps: fetched from the broker or the nodes, cached in the
  *   client directory, decoded and verified, and placement lookups;
  * - client.c: connections to nodes (through ovl_dpc) and one request on one;
+ * - replica.c: the order in which a key's replicas are tried, the nodes
+ *   remembered as unreachable, the tombstone rule;
  * - shelf.c: the public API (shelf_* of tools/shelf.h).
  *
  * Every function returns 0 or a negative errno and writes what failed into
@@ -25,6 +27,7 @@
 #define SHELF_CONNS_MAX 64
 #define SHELF_SLICES_MAX 16
 #define SHELF_MAP_ANSWERS 3 /* nodes asked for a map that answer, before keeping the newest */
+#define SH_UNREACH_MAX 64   /* nodes remembered as unreachable */
 
 struct sh_map {
 	char slice[OVL_MSG_NAME_SIZE];
@@ -44,6 +47,19 @@ struct sh_conn {
 	struct in6_addr addr;
 	uint16_t port;
 	struct ovl_dpc_conn *cn;
+};
+
+/* A node that refused a connection or did not answer, tried last until until_ms. */
+struct sh_unreach {
+	struct in6_addr addr;
+	uint16_t port;
+	uint64_t until_ms;     /* ovl_mono_ms() (CLOCK_MONOTONIC: the same in every process) */
+};
+
+/* The last put or rm's answer (shelf_last_write()). */
+struct sh_write {
+	bool valid;
+	struct shelf_write_info info;
 };
 
 struct shelf {
@@ -71,6 +87,15 @@ struct shelf {
 	void *progress_arg;
 	shelf_warn_cb warn;                   /* shelf_set_warn(); NULL: none */
 	void *warn_arg;
+	int connect_timeout_ms;               /* shelf_set_connect_timeout() */
+	int unreach_ms;                       /* shelf_set_unreachable_ms(); 0: not remembered */
+	char site[OVL_MSG_SITE_SIZE];         /* shelf_set_chassis(): "" unknown */
+	char chassis[OVL_MSG_CHASSIS_SIZE];
+	struct sh_unreach unreach[SH_UNREACH_MAX];
+	unsigned nunreach;
+	bool unreach_loaded;                  /* client_dir/cache/unreachable read */
+	struct shelf_counters counters;
+	struct sh_write last_write;
 };
 
 /* printf into err[0..errlen) and return code. */
@@ -117,6 +142,58 @@ void sh_maps_release(struct shelf *s);
  * or the handshake's error. */
 int sh_conn_get(struct shelf *s, const uint8_t addr[16], uint16_t port, const char *slice,
 		struct sh_conn **out, char *err, size_t errlen);
+
+/* The same, with connect and handshake bounded by budget_ms (at most the
+ * operation's time left). */
+int sh_conn_get_within(struct shelf *s, const uint8_t addr[16], uint16_t port, const char *slice,
+		       int budget_ms, struct sh_conn **out, char *err, size_t errlen);
+
+/* ---- replica.c ---- */
+
+/*
+ * The order in which the members of a map are tried for one key.
+ *  1. the live homes (placement's R over the members not `out`), those in
+ *     the client's chassis first when `reads` and chassis is given, then
+ *     placement order;
+ *  2. the next live members by placement over the live members only (where
+ *     a substitute keeps a hinted copy);
+ *  3. the other live members, in map order;
+ *  4. the homes that are not live, in placement order, then the other
+ *     members that are not live, in map order.
+ * "Live": dead[i] is false (the caller: not `down` in the map and not
+ * remembered as unreachable). `out` members are never listed.
+ */
+struct sh_order {
+	unsigned n;          /* entries */
+	unsigned *idx;       /* member indexes, in the order to try */
+	bool *home;          /* per entry: one of the R homes */
+	unsigned nhomes;     /* homes (<= R; fewer when fewer members can hold objects) */
+	unsigned nlive;      /* the first nlive entries are live */
+};
+
+/* Fill o (its arrays malloc'd; sh_order_release()). site and chassis may be
+ * NULL or "" (unknown). 0, -ENOMEM, -EHOSTUNREACH (no member can hold
+ * objects). */
+int sh_order_build(const struct ovl_msg_map *mp, const void *key, size_t klen, const bool *dead,
+		   bool reads, const char *site, const char *chassis, struct sh_order *o);
+void sh_order_release(struct sh_order *o);
+
+/* Tombstones seen during one read: an object is returned only when it is
+ * newer than every one (docs/PROTOCOL.md 8.2). */
+struct sh_tombs {
+	bool any;
+	struct ovl_wire_ver newest;
+};
+void sh_tombs_note(struct sh_tombs *t, const struct ovl_wire_ver *v);
+bool sh_tombs_allow(const struct sh_tombs *t, const struct ovl_wire_ver *found);
+
+/* Whether addr:port is remembered as unreachable now (loads the client
+ * directory's file the first time). */
+bool sh_unreach_is(struct shelf *s, const uint8_t addr[16], uint16_t port);
+/* Remember it for s->unreach_ms from now / forget it; either saves the file
+ * when something changed (a failure to save costs only a timeout later). */
+void sh_unreach_mark(struct shelf *s, const uint8_t addr[16], uint16_t port);
+void sh_unreach_clear(struct shelf *s, const uint8_t addr[16], uint16_t port);
 
 /*
  * One request of `type` (q's other fields are the caller's) on c: send,

@@ -6,10 +6,12 @@
  * --broker ENDPOINT (default $SHELF_BROKER, else tcp://[::1]:7400; "none":
  * no broker), --node ADDR (repeatable; default $SHELF_NODES, comma-separated:
  * nodes asked for the slice map when no broker answers), --timeout MS,
- * --json on listings.
- * Exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 5 partial (ls: some
- * node did not answer; the keys of the others are listed, each missing node
- * is named on stderr).
+ * --connect-timeout MS (one replica's connect and handshake, when another
+ * could answer), --chassis [SITE/]CHASSIS (default $SHELF_CHASSIS: replicas
+ * there are read first), --json on listings.
+ * Exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 5 partial (ls: R or
+ * more nodes did not answer, so keys held only there may be missing; each
+ * node that did not answer is named on stderr).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -34,7 +36,8 @@
 #define LS_PAGE 1000u /* keys asked of the nodes per page */
 
 struct dopts {
-	const char *slice, *client, *broker, *range, *after;
+	const char *slice, *client, *broker, *range, *after, *chassis;
+	int connect_timeout_ms;
 	const char *nodes[SHELF_NODES_MAX];
 	int nnodes;
 	unsigned limit;
@@ -53,7 +56,11 @@ static int dusage(const char *cmd, const char *args, int code)
 		"  --broker ENDPOINT  broker (default $SHELF_BROKER, else tcp://[::1]:7400; 'none': no broker)\n"
 		"  --node ADDR        a node to ask for the slice map when no broker answers: an IPv6\n"
 		"                     address (port 7480) or [ADDR]:PORT; repeat it, or set\n"
-		"                     $SHELF_NODES (comma-separated)\n",
+		"                     $SHELF_NODES (comma-separated)\n"
+		"  --connect-timeout MS  time one replica gets to connect when another could\n"
+		"                     answer (default 1000)\n"
+		"  --chassis C        this client's chassis ([SITE/]CHASSIS, default $SHELF_CHASSIS):\n"
+		"                     replicas there are read first\n",
 		cmd, args,
 		strcmp(cmd, "ls") == 0 ? " [--limit N] [--after KEY] [--json]\n"
 		"  --limit N          at most N keys (default: all, fetched a page at a time)\n"
@@ -79,7 +86,8 @@ static int dparse(int argc, char **argv, const char *cmd, const char *args, int 
 		{ "slice", 1, NULL, 's' }, { "client", 1, NULL, 'c' }, { "broker", 1, NULL, 'b' },
 		{ "timeout", 1, NULL, 't' }, { "range", 1, NULL, 'r' }, { "limit", 1, NULL, 'l' },
 		{ "json", 0, NULL, 'j' }, { "help", 0, NULL, 'h' }, { "after", 1, NULL, 'a' },
-		{ "node", 1, NULL, 'n' },
+		{ "node", 1, NULL, 'n' }, { "connect-timeout", 1, NULL, 'C' },
+		{ "chassis", 1, NULL, 'H' },
 		{ NULL, 0, NULL, 0 },
 	};
 	unsigned long v;
@@ -90,6 +98,7 @@ static int dparse(int argc, char **argv, const char *cmd, const char *args, int 
 	o->slice = envor("SHELF_SLICE", "default");
 	o->client = envor("SHELF_CLIENT", NULL);
 	o->broker = envor("SHELF_BROKER", "tcp://[::1]:7400");
+	o->chassis = envor("SHELF_CHASSIS", NULL);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (c) {
@@ -105,6 +114,17 @@ static int dparse(int argc, char **argv, const char *cmd, const char *args, int 
 			}
 			o->timeout_ms = (int)v;
 			break;
+		case 'C':
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || v < 1 || v > 3600000) {
+				fprintf(stderr, "shelf %s: --connect-timeout '%s' is not 1..3600000 (ms)\n",
+					cmd, optarg);
+				return 2;
+			}
+			o->connect_timeout_ms = (int)v;
+			break;
+		case 'H': o->chassis = optarg; break;
 		case 'r': o->range = optarg; break;
 		case 'l':
 			errno = 0;
@@ -207,7 +227,19 @@ int shelf_cli_open(const char *cmd, const char *client, const char *broker,
 
 static int open_client(const char *cmd, const struct dopts *o, struct shelf **s)
 {
-	return shelf_cli_open(cmd, o->client, o->broker, o->nodes, o->nnodes, o->timeout_ms, s);
+	char err[256];
+	int rc = shelf_cli_open(cmd, o->client, o->broker, o->nodes, o->nnodes, o->timeout_ms, s);
+
+	if (rc)
+		return rc;
+	if (o->connect_timeout_ms)
+		shelf_set_connect_timeout(*s, o->connect_timeout_ms);
+	if (o->chassis && shelf_set_chassis(*s, o->chassis, err, sizeof(err)) < 0) {
+		fprintf(stderr, "shelf %s: %s\n", cmd, err);
+		shelf_close(s);
+		return 2;
+	}
+	return 0;
 }
 
 static int exit_code(int ret)
@@ -354,6 +386,19 @@ static int read_input(const char *path, uint8_t **buf, size_t *len)
 	return 0;
 }
 
+/* A write held away from some of its homes: say so (the substitutes keep
+ * hints and hand the copies over when the homes are back). */
+static void write_warn(const char *cmd, struct shelf *s, const char *key)
+{
+	struct shelf_write_info wi;
+
+	if (shelf_last_write(s, &wi) < 0 || !wi.has_held || wi.homes >= wi.replicas)
+		return;
+	fprintf(stderr, "shelf %s: warning: '%s' is held by %u node%s, %u of them at %s home "
+		"(R=%u): the others keep hints until their home is back\n", cmd, key, wi.held,
+		wi.held == 1 ? "" : "s", wi.homes, wi.homes == 1 ? "its" : "their", wi.replicas);
+}
+
 int cmd_put(int argc, char **argv)
 {
 	struct dopts o;
@@ -389,6 +434,8 @@ int cmd_put(int argc, char **argv)
 		bar_end(&b, s, len, ret == 0);
 		if (ret < 0)
 			fprintf(stderr, "shelf %s\n", err);
+		else
+			write_warn("put", s, o.args[0]);
 		ret = exit_code(ret);
 	}
 	shelf_close(&s);
@@ -455,49 +502,153 @@ int cmd_rm(int argc, char **argv)
 	ret = shelf_delete(s, o.slice, o.args[0], strlen(o.args[0]), err, sizeof(err));
 	if (ret < 0)
 		fprintf(stderr, "shelf %s\n", err);
+	else
+		write_warn("rm", s, o.args[0]);
 	shelf_close(&s);
 	return exit_code(ret);
 }
 
+/* A version as people read it: "MS.COUNTER/NODE" (the hlc's milliseconds
+ * and counter, the node in hex), "-" for none. */
+static void ver_text(bool has, const struct shelf_version *v, char out[64])
+{
+	if (!has || (v->hlc == 0 && v->node == 0))
+		snprintf(out, 64, "-");
+	else
+		snprintf(out, 64, "%" PRIu64 ".%u/%016" PRIx64, v->hlc >> 16,
+			 (unsigned)(v->hlc & 0xffff), v->node);
+}
+
+static int ver_cmp(const struct shelf_version *a, const struct shelf_version *b)
+{
+	if (a->hlc != b->hlc)
+		return a->hlc < b->hlc ? -1 : 1;
+	return a->node < b->node ? -1 : a->node > b->node;
+}
+
+static void json_ver(bool has, const struct shelf_version *v)
+{
+	if (!has)
+		printf("null");
+	else
+		printf("{\"hlc\": %" PRIu64 ", \"node\": \"%016" PRIx64 "\"}", v->hlc, v->node);
+}
+
+/*
+ * stat KEY: every replica (the R homes and any other member that holds a
+ * copy, a tombstone or a damaged copy, or does not answer), one line each,
+ * and the object as its newest copy describes it. Exit 0 when a replica
+ * holds it (newer than any tombstone), 3 when none does, 1 when none
+ * could say (damaged, unreachable).
+ */
 int cmd_stat(int argc, char **argv)
 {
 	struct dopts o;
 	struct shelf *s = NULL;
-	struct shelf_objstat st;
-	char err[SHELF_ERR_BYTES], addr[64] = "?";
-	uint16_t port = 0;
+	struct shelf_replica *rp = NULL;
+	const struct shelf_replica *best = NULL, *tomb = NULL;
+	char err[SHELF_ERR_BYTES], vt[64];
+	unsigned n = 0, definite = 0;
 	int ret = dparse(argc, argv, "stat", "KEY", 1, 1, &o);
 
 	if (ret)
 		return ret < 0 ? 0 : ret;
 	if ((ret = open_client("stat", &o, &s)))
 		return ret;
-	ret = shelf_stat(s, o.slice, o.args[0], strlen(o.args[0]), &st, err, sizeof(err));
+	ret = shelf_stat_replicas(s, o.slice, o.args[0], strlen(o.args[0]), &rp, &n, err,
+				  sizeof(err));
 	if (ret < 0) {
 		fprintf(stderr, "shelf %s\n", err);
-	} else {
-		shelf_locate(s, o.slice, o.args[0], strlen(o.args[0]), addr, sizeof(addr), &port, err,
-			     sizeof(err));
-		if (o.json) {
-			printf("{");
-			cli_json_key(stdout, o.args[0], strlen(o.args[0]));
+		shelf_close(&s);
+		return exit_code(ret);
+	}
+	for (unsigned i = 0; i < n; i++) {
+		const struct shelf_replica *r = &rp[i];
+		bool holds = strcmp(r->state, "home") == 0 || strcmp(r->state, "hinted") == 0;
+
+		if (holds && (!best || ver_cmp(&r->ver, &best->ver) > 0))
+			best = r;
+		if (strcmp(r->state, "deleted") == 0 && (!tomb || ver_cmp(&r->ver, &tomb->ver) > 0))
+			tomb = r;
+		definite += holds || strcmp(r->state, "deleted") == 0 ||
+			    strcmp(r->state, "missing") == 0;
+	}
+	if (best && tomb && ver_cmp(&best->ver, &tomb->ver) <= 0)
+		best = NULL; /* deleted after the newest copy was written */
+	if (o.json) {
+		printf("{");
+		cli_json_key(stdout, o.args[0], strlen(o.args[0]));
+		if (best) {
 			printf(", \"size\": %" PRIu64 ", \"crc32c\": \"%08x\", \"seq\": %" PRIu64
-			       ", \"node\": \"%s\"}\n", st.size, st.crc, st.seq, addr);
-		} else
-		{
-			printf("key     ");
-			cli_key_quote(stdout, o.args[0], strlen(o.args[0]));
-			printf("\nsize    %" PRIu64 "\ncrc32c  %08x\nseq     %" PRIu64 "\nnode    %s port %u\n",
-			       st.size, st.crc, st.seq, addr, port);
+			       ", \"version\": ", best->size, best->crc, best->seq);
+			json_ver(best->has_ver, &best->ver);
+			printf(", \"node\": \"%s\"", best->addr);
+		}
+		printf(", \"replicas\": [");
+		for (unsigned i = 0; i < n; i++) {
+			printf("%s{\"node\": \"%s\", \"port\": %u, \"id\": \"", i ? ", " : "",
+			       rp[i].addr, rp[i].port);
+			for (int k = 0; k < 32; k++)
+				printf("%02x", rp[i].id[k]);
+			printf("\", \"home\": %s, \"state\": \"%s\", \"version\": ",
+			       rp[i].home ? "true" : "false", rp[i].state);
+			json_ver(rp[i].has_ver, &rp[i].ver);
+			if (rp[i].why[0]) {
+				printf(", \"why\": ");
+				cli_json_str(stdout, rp[i].why, strlen(rp[i].why));
+			}
+			printf("}");
+		}
+		printf("]}\n");
+	} else {
+		printf("key      ");
+		cli_key_quote(stdout, o.args[0], strlen(o.args[0]));
+		putchar('\n');
+		if (best) {
+			ver_text(best->has_ver, &best->ver, vt);
+			printf("size     %" PRIu64 "\ncrc32c   %08x\nseq      %" PRIu64
+			       "\nversion  %s\nnode     %s port %u\n", best->size, best->crc, best->seq,
+			       vt, best->addr, best->port);
+		}
+		for (unsigned i = 0; i < n; i++) {
+			char id[17];
+
+			for (int k = 0; k < 8; k++)
+				snprintf(id + 2 * k, 3, "%02x", rp[i].id[k]);
+			ver_text(rp[i].has_ver, &rp[i].ver, vt);
+			printf("replica  %s port %u id %s version %s %s%s%s\n", rp[i].addr, rp[i].port,
+			       id, vt, rp[i].state, rp[i].why[0] ? ": " : "", rp[i].why);
 		}
 	}
+	if (!best && definite) {
+		fprintf(stderr, "shelf stat '%s': not found on any replica\n", o.args[0]);
+		ret = -ENOENT;
+	} else if (!best) {
+		/* name what the first replica that could not say said */
+		const struct shelf_replica *bad = n ? &rp[0] : NULL;
+
+		for (unsigned i = 0; i < n; i++)
+			if (strcmp(rp[i].state, "damaged") == 0) {
+				bad = &rp[i];
+				break;
+			}
+		if (bad && strcmp(bad->state, "damaged") == 0)
+			fprintf(stderr, "shelf stat '%s': node %s: checksum-mismatch: the replica is "
+				"damaged\n", o.args[0], bad->addr);
+		else
+			fprintf(stderr, "shelf stat '%s': no replica answered%s%s\n", o.args[0],
+				bad ? ": " : "", bad ? bad->why : "");
+		ret = -EIO;
+	}
+	free(rp);
 	shelf_close(&s);
 	return exit_code(ret);
 }
 
 struct ls_ctx {
 	bool json;
-	char missing[LS_MISSING_MAX][64]; /* nodes named on stderr as not listed */
+	char missing[LS_MISSING_MAX][64]; /* nodes that did not answer, named at the end */
+	char why[LS_MISSING_MAX][256];
 	unsigned nmissing;
 	uint64_t n;
 	uint8_t last[1024]; /* the last key given: where the next page starts */
@@ -522,7 +673,7 @@ static int ls_cb(void *arg, const void *key, size_t klen)
 	return 0;
 }
 
-/* A node that did not answer: named on stderr once, and the answer is partial. */
+/* A node that did not answer: remembered once, named at the end. */
 static void ls_missing(void *arg, const char *node, const char *why)
 {
 	struct ls_ctx *l = arg;
@@ -530,9 +681,10 @@ static void ls_missing(void *arg, const char *node, const char *why)
 	for (unsigned i = 0; i < l->nmissing; i++)
 		if (strcmp(l->missing[i], node) == 0)
 			return;
-	if (l->nmissing < LS_MISSING_MAX)
-		snprintf(l->missing[l->nmissing++], sizeof(l->missing[0]), "%s", node);
-	fprintf(stderr, "shelf ls: node %s did not answer; its keys are not listed (%s)\n", node, why);
+	if (l->nmissing < LS_MISSING_MAX) {
+		snprintf(l->missing[l->nmissing], sizeof(l->missing[0]), "%s", node);
+		snprintf(l->why[l->nmissing++], sizeof(l->why[0]), "%s", why);
+	}
 }
 
 int cmd_ls(int argc, char **argv)
@@ -578,11 +730,28 @@ int cmd_ls(int argc, char **argv)
 		printf("]\n");
 	if (ret < 0)
 		fprintf(stderr, "shelf %s\n", err);
-	shelf_close(&s);
 	if (ret >= 0 && l.nmissing) {
-		fprintf(stderr, "shelf ls: partial answer: %u node%s did not answer\n", l.nmissing,
-			l.nmissing == 1 ? "" : "s");
-		return EXIT_PARTIAL;
+		/* every key has R copies on R nodes: fewer than R silent nodes
+		 * leave each key a replica that answered */
+		struct shelf_map_info info = { .replicas = 1 };
+		struct shelf_member *mem = NULL;
+		bool whole;
+
+		if (shelf_map(s, o.slice, &info, &mem, err, sizeof(err)) < 0)
+			info.replicas = 1;
+		free(mem);
+		whole = l.nmissing < (info.replicas ? info.replicas : 1);
+		for (unsigned i = 0; i < l.nmissing; i++)
+			fprintf(stderr, "shelf ls: node %s did not answer; its keys are %s (%s)\n",
+				l.missing[i], whole ? "listed from their other replicas" : "not listed",
+				l.why[i]);
+		if (!whole) {
+			fprintf(stderr, "shelf ls: partial answer: %u node%s did not answer\n",
+				l.nmissing, l.nmissing == 1 ? "" : "s");
+			shelf_close(&s);
+			return EXIT_PARTIAL;
+		}
 	}
+	shelf_close(&s);
 	return exit_code(ret < 0 ? ret : 0);
 }

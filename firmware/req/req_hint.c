@@ -1008,7 +1008,11 @@ static void gc_ask_done(void *arg, struct ovl_dpc_call *call)
 	struct ovl_wire_ver v = { hs->gc_ver.hlc, hs->gc_ver.node };
 	bool ok = false;
 
-	if (call->result == 0 && call->resp.has_ver) {
+	if (call->result == 0 && call->resp.status == OVL_WIRE_NOT_FOUND && !call->resp.has_ver) {
+		/* it holds nothing of the key (it dropped the tombstone too):
+		 * no older copy there could come back */
+		ok = true;
+	} else if (call->result == 0 && call->resp.has_ver) {
 		int c = ovl_wire_ver_cmp(&call->resp.ver, &v);
 
 		/* it holds the tombstone (or something newer) */

@@ -6,7 +6,9 @@
 # copies on its drive and, read directly while it takes its hints back,
 # answers busy or the newest bytes, never an old copy nor the deleted key;
 # then every hint is delivered, the home holds each key at its version,
-# and no substitute keeps a copy. SEED (printed) seeds the data.
+# and no substitute keeps a copy. Then another node is cut off
+# (shelf-cluster cut) during writes and healed: its hints are delivered
+# too. SEED (printed) seeds the data.
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
 cluster_test rh shelf-hints
@@ -40,6 +42,13 @@ echo "victim $v, substitute $s"
 pyn same "$v" || fail "the substitute's hints after its restart"
 "$C" start "$v" >/dev/null || fail "start $v"
 pyn back "$v" || fail "hand-off to $v"
+# a node cut off from the backplane during writes, then healed: its hints
+# are delivered and every copy ends at its home
+"$C" cut "$s" >/dev/null || fail "cut $s"
+pyn cutw "$s" || fail "writes with $s cut"
+sleep 3
+"$C" heal "$s" >/dev/null || fail "heal $s"
+pyn healed "$s" || fail "hand-off to $s after heal"
 grep -q "hints: every member says it holds no hint" "$SHELF_CLUSTER_DIR/$v/log" ||
 	grep -q "hints: taking back" "$SHELF_CLUSTER_DIR/$v/log" || fail "$v logged no sync"
 echo "all checks passed"

@@ -127,6 +127,34 @@ def load():
 
 KEYS = [b"h/%d" % i for i in range(16)]
 
+def delivered(st):
+    # every hint delivered
+    for _ in range(300):
+        left = {node_dir_of(x): hints_of(x) for x in members}
+        if not any(left.values()):
+            break
+        time.sleep(0.1)
+    else:
+        fail(f"hints still waiting after 30 s: {left}")
+    for kh, e in st["data"].items():
+        k = bytes.fromhex(kh)
+        h = homes(k)
+        for x in members:
+            d, r = get_from(x, k)
+            if x in h:
+                if e.get("deleted"):
+                    if d is not None:
+                        fail(f"{k!r}: deleted, still on home {node_dir_of(x)}")
+                elif d is None or crc32c(d) != e["crc"]:
+                    fail(f"{k!r}: home {node_dir_of(x)} does not hold the newest bytes")
+                elif req(x, STAT, {"key": k})[0].get("ver") != e["ver"]:
+                    fail(f"{k!r}: home {node_dir_of(x)} holds version {req(x, STAT, {'key': k})[0].get('ver')}, not {e['ver']}")
+            elif d is not None:
+                fail(f"{k!r}: {node_dir_of(x)}, no home, still holds a copy after the hand-off")
+    print("hints delivered: hints_waiting 0 on every node, the returning node holds every key "
+          "at its version and not the deleted one, no substitute keeps a copy", file=sys.stderr)
+
+
 if mode == "prep":
     wait_up(len(members))
     st = {"data": {}}
@@ -228,28 +256,36 @@ if mode == "back":
         fail("the returning node never answered a read")
     print(f"the returning node: {reads} reads, {busy} answered busy while it synced; "
           "never an old copy or a deleted key", file=sys.stderr)
-    # every hint delivered
-    for _ in range(300):
-        left = {node_dir_of(x): hints_of(x) for x in members}
-        if not any(left.values()):
-            break
-        time.sleep(0.1)
-    else:
-        fail(f"hints still waiting after 30 s: {left}")
-    for kh, e in st["data"].items():
-        k = bytes.fromhex(kh)
-        h = homes(k)
-        for x in members:
-            d, r = get_from(x, k)
-            if x in h:
-                if e.get("deleted"):
-                    if d is not None:
-                        fail(f"{k!r}: deleted, still on home {node_dir_of(x)}")
-                elif d is None or crc32c(d) != e["crc"]:
-                    fail(f"{k!r}: home {node_dir_of(x)} does not hold the newest bytes")
-                elif req(x, STAT, {"key": k})[0].get("ver") != e["ver"]:
-                    fail(f"{k!r}: home {node_dir_of(x)} holds version {req(x, STAT, {'key': k})[0].get('ver')}, not {e['ver']}")
-            elif d is not None:
-                fail(f"{k!r}: {node_dir_of(x)}, no home, still holds a copy after the hand-off")
-    print("hints delivered: hints_waiting 0 on every node, the returning node holds every key "
-          "at its version and not the deleted one, no substitute keeps a copy", file=sys.stderr)
+    delivered(st)
+
+if mode == "cutw":
+    # NODE is cut off: writes of keys it is a home of go to substitutes
+    cut = member_of(sys.argv[3])
+    st = {"data": {}}
+    n = 0
+    for i in range(12):
+        k = b"c/%d" % i
+        d = rnd.randbytes(rnd.choice([1, 900, 40000]))
+        for attempt in range(5):
+            head = [x for x in homes(k) if x is not cut][0]
+            try:
+                r = put_via(head, k, d)
+                break
+            except ShelfError as e:
+                if e.status != 10 or attempt == 4:
+                    fail(f"{k!r} with {sys.argv[3]} cut: {e}")
+        held = r.get("held") or []
+        if len(held) != 2 or cut["id"] in held:
+            fail(f"{k!r} with {sys.argv[3]} cut: held {[x.hex()[:8] for x in held]}")
+        st["data"][k.hex()] = {"crc": crc32c(d), "len": len(d), "ver": r["ver"]}
+        n += cut in homes(k)
+    if not n:
+        fail("the cut node is no home of any key written")
+    save(st)
+    print(f"{sys.argv[3]} cut: 12 writes succeed, {n} of them with a substitute for it",
+          file=sys.stderr)
+
+if mode == "healed":
+    st = load()
+    wait_up(len(members))
+    delivered(st)

@@ -59,6 +59,26 @@ static int idx_of(const struct ovl_msg_member *m, unsigned n, const uint8_t *id)
 	return node_repl_member_find(m, n, id);
 }
 
+/* W: the map's min_write_replicas when set (at most R), else R. */
+static void test_min_write(void **state)
+{
+	struct node_ctl_map m;
+
+	(void)state;
+	memset(&m, 0, sizeof(m));
+	m.replicas = 3;
+	assert_int_equal(node_repl_min_write(&m), 3);
+	m.min_write_replicas = 1;
+	assert_int_equal(node_repl_min_write(&m), 1);
+	m.min_write_replicas = 2;
+	assert_int_equal(node_repl_min_write(&m), 2);
+	m.min_write_replicas = 5; /* never above R */
+	assert_int_equal(node_repl_min_write(&m), 3);
+	m.replicas = 0;
+	m.min_write_replicas = 0;
+	assert_int_equal(node_repl_min_write(&m), 1);
+}
+
 static void test_plan(void **state)
 {
 	struct ovl_msg_member m[6];
@@ -152,6 +172,7 @@ int main(void)
 		cmocka_unit_test(test_hlc),
 		cmocka_unit_test(test_ver_checks),
 		cmocka_unit_test(test_plan),
+		cmocka_unit_test(test_min_write),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -264,11 +264,12 @@ static struct hint_home *home_get(struct req_hints *hs, const uint8_t id[OVL_ID_
 	return &hs->homes[hs->nhomes++];
 }
 
-static int table_add(struct req_hints *hs, const struct hint *h)
+/* Add a hint (dedupe: unless it is known to be new, as at load). */
+static int table_add(struct req_hints *hs, const struct hint *h, bool dedupe)
 {
 	struct hint_home *hh;
 
-	for (unsigned i = 0; i < hs->n; i++)
+	for (unsigned i = 0; dedupe && i < hs->n; i++)
 		if (hs->v[i].slice == h->slice && hs->v[i].type == h->type &&
 		    memcmp(hs->v[i].home, h->home, OVL_ID_BYTES) == 0 &&
 		    memcmp(hs->v[i].hash, h->hash, HINT_HASH_BYTES) == 0 &&
@@ -333,7 +334,7 @@ static int load_cb(void *arg, const void *key, size_t klen)
 
 	memcpy(c->after, key, klen);
 	c->alen = klen;
-	if (hint_parse(c->hs, key, klen, &h) < 0 || table_add(c->hs, &h) < 0)
+	if (hint_parse(c->hs, key, klen, &h) < 0 || table_add(c->hs, &h, false) < 0)
 		c->bad++;
 	return 0;
 }
@@ -427,7 +428,7 @@ static void hint_put_cb(void *arg, int res, const struct node_store_objstat *st)
 
 	(void)st;
 	if (res == 0 && !hs->dying)
-		table_add(hs, &hp->h); /* if it fails, the record is found at the next start */
+		table_add(hs, &hp->h, true); /* if it fails, the record is found at the next start */
 	hp->done(hp->arg, res);
 	free(hp);
 	hs_unref(hs);

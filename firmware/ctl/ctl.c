@@ -178,11 +178,11 @@ static void save_defs(node_ctl_t *c)
 
 		for (int k = 0; k < OVL_ID_BYTES; k++)
 			sprintf(owner + 2 * k, "%02x", d->owner[k]);
-		len += (size_t)snprintf(text + len, sizeof(text) - len, "%s %u %s %s %s", d->name,
+		len += (size_t)snprintf(text + len, sizeof(text) - len, "%s %u %s %s%s", d->name,
 					d->replicas, owner, d->selector[0] ? d->selector : "-",
-					d->encrypt ? "encrypt" : "-");
+					d->encrypt ? " encrypt" : "");
 		if (d->min_write_replicas)
-			len += (size_t)snprintf(text + len, sizeof(text) - len, " w=%u",
+			len += (size_t)snprintf(text + len, sizeof(text) - len, " min_write=%u",
 						d->min_write_replicas);
 		len += (size_t)snprintf(text + len, sizeof(text) - len, "\n");
 	}
@@ -567,17 +567,18 @@ static void load_cache(node_ctl_t *c)
 		for (char *l = strtok_r((char *)buf, "\n", &save); l && c->n_defs < NODE_CTL_SLICES_MAX;
 		     l = strtok_r(NULL, "\n", &save)) {
 			struct def *df = &c->defs[c->n_defs];
-			char owner[65], sel[OVL_MSG_SELECTOR_SIZE], flag[16] = "", wf[16] = "";
+			char owner[65], sel[OVL_MSG_SELECTOR_SIZE], fa[16] = "", fb[16] = "";
 			unsigned w = 0;
 
 			memset(df, 0, sizeof(*df));
-			/* a fifth word "encrypt" (or "-") is newer; older files have
-			 * four; a sixth "w=N" (min_write_replicas) newer still */
+			/* four words, then optional ones in any order: "encrypt",
+			 * "min_write=W" (W below replicas) */
 			if (sscanf(l, "%63s %u %64s %127s %15s %15s", df->name, &df->replicas, owner,
-				   sel, flag, wf) < 4)
+				   sel, fa, fb) < 4)
 				continue;
-			df->encrypt = strcmp(flag, "encrypt") == 0;
-			if (sscanf(wf, "w=%u", &w) == 1 && w <= df->replicas)
+			df->encrypt = strcmp(fa, "encrypt") == 0 || strcmp(fb, "encrypt") == 0;
+			if ((sscanf(fa, "min_write=%u", &w) == 1 || sscanf(fb, "min_write=%u", &w) == 1) &&
+			    w >= 1 && w <= df->replicas)
 				df->min_write_replicas = w;
 			for (int k = 0; k < OVL_ID_BYTES; k++) {
 				unsigned v = 0;

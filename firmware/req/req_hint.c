@@ -377,8 +377,15 @@ int req_hints_new(struct node_req *rq, const struct node_req_opts *o, char *err,
 	else if (errlen)
 		err[0] = 0;
 	free(c);
-	/* a node that starts takes back its hints before it serves reads */
-	req_hints_sync_start(rq);
+	/* a node that starts takes back its hints before it serves reads;
+	 * one whose drive holds no object has nothing stale to serve */
+	{
+		struct node_store_stats st;
+
+		node_store_stats(rq->o.store, &st);
+		if (st.objects)
+			req_hints_sync_start(rq);
+	}
 	return 0;
 }
 

@@ -29,6 +29,13 @@ done
 py() { "$C" exec -- env SHELF_CLIENT="$B/clients/wc" "$PY" \
 	"$SRC/tests/integration/py/wgc_test.py" "$1" "$SHELF_CLUSTER_DIR" "${@:2}"; }
 
+# the nodes of w1 cache its definition with W
+for _ in $(seq 50); do
+	[ "$(grep -l '^w1 2 .* min_write=1' "$SHELF_CLUSTER_DIR"/n0*/slices 2>/dev/null | wc -l)" = 2 ] && break
+	sleep 0.1
+done
+[ "$(grep -l '^w1 2 .* min_write=1' "$SHELF_CLUSTER_DIR"/n0*/slices 2>/dev/null | wc -l)" = 2 ] ||
+	fail "w1's members do not cache W: $(cat "$SHELF_CLUSTER_DIR"/n0*/slices)"
 py gc || fail "tombstone GC"
 v=$(py wvictim) || fail "w1 victim: $v"
 "$C" kill "$v" >/dev/null || fail "kill $v"

@@ -42,10 +42,13 @@ def req(sl, member, typ, meta, payload=b""):
 
 def stat_meta(sl, member, key):
     """the STAT answer's meta, whatever its status"""
-    for _ in range(20):
+    for _ in range(200):
         with c.connect(sl, member) as cn:
             rid = cn.send_request(STAT, {"slice": sl, "epoch": c.epoch(sl), "key": key}, b"", False)
             meta, _ = cn.read_response(STAT, rid)
+        if meta["status"] == 10:
+            time.sleep(0.1)  # the node takes its hints back after its start
+            continue
         if meta["status"] != 4:
             return meta
         c.fetch_map(sl)

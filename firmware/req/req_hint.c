@@ -1207,6 +1207,9 @@ unsigned req_hints_counters(const struct node_req *rq, struct ovl_wire_counter *
 
 	if (!hs)
 		return 0;
+	/* hints_waiting only when there are some, as the per-target
+	 * counters: a node without hints reports none (shelf status then
+	 * shows no hints column) */
 	{
 		const struct {
 			const char *name;
@@ -1218,9 +1221,9 @@ unsigned req_hints_counters(const struct node_req *rq, struct ovl_wire_counter *
 			{ "tombstones_dropped", hs->tombs_dropped },
 		};
 
-		for (; n < max && n < sizeof(t) / sizeof(t[0]); n++) {
-			snprintf(c[n].name, sizeof(c[n].name), "%s", t[n].name);
-			c[n].value = t[n].v;
+		for (size_t i = hs->n ? 0 : 1; n < max && i < sizeof(t) / sizeof(t[0]); i++, n++) {
+			snprintf(c[n].name, sizeof(c[n].name), "%s", t[i].name);
+			c[n].value = t[i].v;
 		}
 	}
 	/* the targets with the most hints, largest first */

@@ -38,6 +38,7 @@
 #define NODE_EXIT_DRIVE 3
 #define NODE_PATH_BYTES 512
 #define NODE_TICK_MS 100           /* control plane, data-plane timers */
+#define NODE_RESYNC_AFTER_MS 5000  /* without a broker this long: take back the hints again */
 #define NODE_BUDGET_CHECK_MS 10000 /* how often RSS is compared with the budget */
 #define NODE_ADDRS_MAX 16          /* slice addresses installed */
 #define NODE_DRAIN_MS 5000         /* shutdown: longest wait for the loop to drain */
@@ -67,6 +68,8 @@ struct node_config {
 	int64_t send_timeout_ms;
 	/* replication (node_repl_opts) */
 	int64_t forward_timeout_ms, max_clock_skew_ms;
+	/* hints and tombstones (node_req_opts) */
+	int64_t hint_sync_timeout_ms, tombstone_gc_after_ms, hints_max;
 };
 
 #define C(f) offsetof(struct node_config, f)
@@ -155,6 +158,14 @@ static const struct ovl_conf_item node_conf[] = {
 	{ "max_clock_skew_ms", OVL_CONF_MS, "60s", C(max_clock_skew_ms), 0, 1, 86400000,
 	  "a forwarded write whose version is further ahead of this node's clock is refused "
 	  "(bad-request, version from the future)" },
+	{ "hint_sync_timeout", OVL_CONF_MS, "10s", C(hint_sync_timeout_ms), 0, 100, 3600000,
+	  "a node that starts (or was cut off from its broker) first takes back the hinted writes other "
+	  "nodes hold for it, answering reads of replicated slices busy: at most this long" },
+	{ "tombstone_gc_after", OVL_CONF_MS, "24h", C(tombstone_gc_after_ms), 0, 1000, 1ll << 40,
+	  "a delete's tombstone is forgotten this long after the delete, once every home of the key holds it" },
+	{ "hints_max", OVL_CONF_INT, "16384", C(hints_max), 0, 16, 1 << 22,
+	  "hinted writes this node keeps for nodes that are down (about 100 bytes of memory each); "
+	  "beyond that a write it would stand in for is refused (busy)" },
 	OVL_CONF_END
 };
 
@@ -184,6 +195,9 @@ struct node_ctx {
 	uint64_t crl_version;
 	char last_event[512];
 	unsigned ticks;
+	uint64_t unreg_since;          /* monotonic ms since no broker answers; 0: registered */
+	bool hint_syncing;
+	uint64_t hint_sync_timeouts;
 	struct node_loop_ev tick_ev;   /* periodic housekeeping */
 	struct __kernel_timespec tick;
 	bool tick_armed, tick_due;
@@ -620,6 +634,13 @@ static const struct node_ctl_map *repl_map_find(void *arg, const char *slice)
 	return n->ctl ? node_ctl_map_find(n->ctl, slice) : NULL;
 }
 
+static const struct node_ctl_map *repl_map_at(void *arg, unsigned i)
+{
+	struct node_ctx *n = arg;
+
+	return n->ctl && i < node_ctl_map_count(n->ctl) ? node_ctl_map_at(n->ctl, i) : NULL;
+}
+
 static const uint8_t *repl_cert_get(void *arg, size_t *len)
 {
 	struct node_ctx *n = arg;
@@ -663,6 +684,7 @@ static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 		po.id = n->id;
 		po.peers = n->peers;
 		po.map_find = repl_map_find;
+		po.map_at = repl_map_at;
 		po.cert_get = repl_cert_get;
 		po.now_s = repl_now_s;
 		po.now_ms = repl_now_ms;
@@ -676,11 +698,20 @@ static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 	}
 	if (!n->req) {
 		struct node_req_opts ro = { .loop = n->loop, .store = n->store, .repl = n->repl };
+		struct node_req_hint_stats hst;
 
+		ro.hint_sync_timeout_ms = (uint64_t)n->cfg.hint_sync_timeout_ms;
+		ro.tombstone_gc_after_ms = (uint64_t)n->cfg.tombstone_gc_after_ms;
+		ro.hints_max = (unsigned)n->cfg.hints_max;
 		if (node_req_new(&n->req, &ro, err, sizeof(err)) < 0) {
 			ovl_err("data plane: %s", err);
 			return;
 		}
+		if (node_req_errmsg(n->req) && node_req_errmsg(n->req)[0])
+			ovl_warn("hints: %s", node_req_errmsg(n->req));
+		node_req_hint_stats(n->req, &hst);
+		if (hst.waiting)
+			ovl_info("hints: %" PRIu64 " hinted writes wait for their homes", hst.waiting);
 	}
 	o.loop = n->loop;
 	o.req = n->req;
@@ -782,6 +813,39 @@ static void ctl_apply(struct node_ctx *n)
 	}
 }
 
+/* Hints: hand-offs, the sync and tombstone GC; a node that was cut off
+ * from every broker for NODE_RESYNC_AFTER_MS takes back its hints again
+ * when it is back (writes made meanwhile went to substitutes). */
+static void hints_tick(struct node_ctx *n)
+{
+	uint64_t now = ovl_mono_ms();
+	bool reg = n->ctl && node_ctl_registered(n->ctl);
+	struct node_req_hint_stats st;
+
+	if (!reg && !n->unreg_since)
+		n->unreg_since = now;
+	if (reg && n->unreg_since) {
+		if (now - n->unreg_since >= NODE_RESYNC_AFTER_MS) {
+			ovl_info("hints: back after %" PRIu64 " ms without a broker: taking back the hinted writes before serving reads",
+				 now - n->unreg_since);
+			node_req_hint_sync(n->req);
+		}
+		n->unreg_since = 0;
+	}
+	node_req_tick(n->req, now);
+	node_req_hint_stats(n->req, &st);
+	if (st.syncing != n->hint_syncing) {
+		if (st.syncing)
+			ovl_info("hints: taking back the hinted writes other nodes hold for this one; reads of replicated slices answer busy meanwhile");
+		else if (st.sync_timeouts > n->hint_sync_timeouts)
+			ovl_warn("hints: the hinted writes were not all taken back within hint_sync_timeout; serving reads");
+		else
+			ovl_info("hints: every member says it holds no hint for this node; serving reads");
+		n->hint_syncing = st.syncing;
+		n->hint_sync_timeouts = st.sync_timeouts;
+	}
+}
+
 static void ctl_tick(struct node_ctx *n)
 {
 	const char *ev;
@@ -813,6 +877,8 @@ static bool drain(struct node_ctx *n)
 	uint64_t end = ovl_mono_ms() + NODE_DRAIN_MS;
 
 	node_dp_stop(n->dp);
+	if (n->req)
+		node_req_stop(n->req); /* no more hand-offs */
 	node_repl_stop(n->repl); /* its connections to other nodes close */
 	disarm(n, &n->sig_ev, &n->sig_armed);
 	for (;;) {
@@ -932,6 +998,8 @@ int main(int argc, char **argv)
 			node_dp_tick(n.dp, (uint64_t)(ovl_mono_ms()));
 		if (n.repl)
 			node_repl_tick(n.repl, ovl_mono_ms());
+		if (n.req)
+			hints_tick(&n);
 		if (++n.ticks % (NODE_BUDGET_CHECK_MS / NODE_TICK_MS))
 			continue;
 		node_store_stats(n.store, &st);

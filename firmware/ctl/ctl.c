@@ -28,6 +28,7 @@ struct def {
 	char selector[OVL_MSG_SELECTOR_SIZE];
 	uint8_t owner[OVL_ID_BYTES];
 	bool encrypt;
+	uint32_t min_write_replicas; /* 0: replicas */
 };
 
 struct bconn {
@@ -177,9 +178,13 @@ static void save_defs(node_ctl_t *c)
 
 		for (int k = 0; k < OVL_ID_BYTES; k++)
 			sprintf(owner + 2 * k, "%02x", d->owner[k]);
-		len += (size_t)snprintf(text + len, sizeof(text) - len, "%s %u %s %s%s\n", d->name,
+		len += (size_t)snprintf(text + len, sizeof(text) - len, "%s %u %s %s%s", d->name,
 					d->replicas, owner, d->selector[0] ? d->selector : "-",
 					d->encrypt ? " encrypt" : "");
+		if (d->min_write_replicas)
+			len += (size_t)snprintf(text + len, sizeof(text) - len, " min_write=%u",
+						d->min_write_replicas);
+		len += (size_t)snprintf(text + len, sizeof(text) - len, "\n");
 	}
 	path_of(c, p, sizeof(p), "slices");
 	file_write(p, text, len);
@@ -195,6 +200,7 @@ static void map_view(const struct node_ctl_map *m, struct ovl_msg *msg)
 	msg->u.map.members = m->members;
 	msg->u.map.n_members = m->n_members;
 	msg->u.map.encrypt = m->encrypt;
+	msg->u.map.min_write_replicas = m->min_write_replicas;
 	memcpy(msg->u.map.sig, m->sig, sizeof(msg->u.map.sig));
 	msg->u.map.ts = (struct ovl_msg_bin){ m->ts, m->ts_len };
 	msg->u.map.left = m->left;
@@ -284,6 +290,7 @@ static int map_set(node_ctl_t *c, const struct ovl_msg_map *mm)
 	snprintf(nm.name, sizeof(nm.name), "%s", name);
 	nm.epoch = epoch;
 	nm.replicas = mm->replicas;
+	nm.min_write_replicas = mm->min_write_replicas;
 	nm.encrypt = mm->encrypt;
 	memcpy(nm.sig, mm->sig, sizeof(nm.sig));
 	if (mm->ts.len && mm->ts.len <= sizeof(nm.ts)) {
@@ -560,14 +567,19 @@ static void load_cache(node_ctl_t *c)
 		for (char *l = strtok_r((char *)buf, "\n", &save); l && c->n_defs < NODE_CTL_SLICES_MAX;
 		     l = strtok_r(NULL, "\n", &save)) {
 			struct def *df = &c->defs[c->n_defs];
-			char owner[65], sel[OVL_MSG_SELECTOR_SIZE], flag[16] = "";
+			char owner[65], sel[OVL_MSG_SELECTOR_SIZE], fa[16] = "", fb[16] = "";
+			unsigned w = 0;
 
 			memset(df, 0, sizeof(*df));
-			/* a fifth word "encrypt" is new; older files have four */
-			if (sscanf(l, "%63s %u %64s %127s %15s", df->name, &df->replicas, owner, sel,
-				   flag) < 4)
+			/* four words, then optional ones in any order: "encrypt",
+			 * "min_write=W" (W below replicas) */
+			if (sscanf(l, "%63s %u %64s %127s %15s %15s", df->name, &df->replicas, owner,
+				   sel, fa, fb) < 4)
 				continue;
-			df->encrypt = strcmp(flag, "encrypt") == 0;
+			df->encrypt = strcmp(fa, "encrypt") == 0 || strcmp(fb, "encrypt") == 0;
+			if ((sscanf(fa, "min_write=%u", &w) == 1 || sscanf(fb, "min_write=%u", &w) == 1) &&
+			    w >= 1 && w <= df->replicas)
+				df->min_write_replicas = w;
 			for (int k = 0; k < OVL_ID_BYTES; k++) {
 				unsigned v = 0;
 
@@ -663,6 +675,7 @@ static int send_register(node_ctl_t *c, unsigned bi)
 		refs[i].epoch = mp ? mp->epoch : 0;
 		refs[i].replicas = c->defs[i].replicas;
 		refs[i].encrypt = c->defs[i].encrypt;
+		refs[i].min_write_replicas = c->defs[i].min_write_replicas;
 		snprintf(refs[i].selector, sizeof(refs[i].selector), "%s", c->defs[i].selector);
 		memcpy(refs[i].owner, c->defs[i].owner, OVL_ID_BYTES);
 	}
@@ -773,6 +786,7 @@ static void def_set(node_ctl_t *c, const struct ovl_msg_slice *s)
 	snprintf(d->name, sizeof(d->name), "%s", s->name);
 	d->replicas = s->replicas;
 	d->encrypt = s->encrypt;
+	d->min_write_replicas = s->min_write_replicas;
 	snprintf(d->selector, sizeof(d->selector), "%s", s->selector);
 	memcpy(d->owner, s->owner, OVL_ID_BYTES);
 }
@@ -792,7 +806,7 @@ static void def_learn(node_ctl_t *c, unsigned bi, const struct ovl_msg_map *mp)
 		return;
 	if (d && strcmp(d->selector, mp->selector) == 0 &&
 	    memcmp(d->owner, mp->owner, OVL_ID_BYTES) == 0 && d->replicas == mp->replicas &&
-	    d->encrypt == mp->encrypt)
+	    d->encrypt == mp->encrypt && d->min_write_replicas == mp->min_write_replicas)
 		return;
 	memset(&ref, 0, sizeof(ref));
 	snprintf(ref.name, sizeof(ref.name), "%s", mp->slice);
@@ -800,6 +814,7 @@ static void def_learn(node_ctl_t *c, unsigned bi, const struct ovl_msg_map *mp)
 	memcpy(ref.owner, mp->owner, OVL_ID_BYTES);
 	ref.replicas = mp->replicas;
 	ref.encrypt = mp->encrypt;
+	ref.min_write_replicas = mp->min_write_replicas;
 	def_set(c, &ref);
 	save_defs(c);
 }

@@ -65,6 +65,9 @@ struct node_ctl_map {
 	char name[OVL_MSG_NAME_SIZE];
 	uint64_t epoch;
 	uint32_t replicas;
+	/* copies a write needs before it is acknowledged (signed with the map),
+	 * 1..replicas; 0: replicas (the map did not carry it) */
+	uint32_t min_write_replicas;
 	struct ovl_msg_member *members;
 	uint32_t n_members;
 	bool encrypt;                   /* the slice requires payload encryption */

@@ -1103,6 +1103,9 @@ static void do_node_stat(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint6
 		{ "put_bytes_held", dc->dp->payload_bytes },   /* buffered and streaming PUTs */
 	};
 
+	/* a node asking is one that wants its hints back: hand them off now */
+	if (dc->ses.peer.role == OVL_ROLE_NODE)
+		node_req_hint_poke(dc->dp->o.req, dc->ses.peer.node_id);
 	r.ncounters = node_req_counters(dc->dp->o.req, r.counters, OVL_WIRE_COUNTERS_MAX);
 	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]) && r.ncounters < OVL_WIRE_COUNTERS_MAX; i++) {
 		snprintf(r.counters[r.ncounters].name, sizeof(r.counters[0].name), "%s", own[i].name);
@@ -1649,7 +1652,9 @@ static ssize_t dp_data(void *arg, struct node_conn *c, const uint8_t *buf, size_
 
 		/* a node's certificate names no slices: its forwarded writes are
 		 * judged by the slice's membership in the request layer */
-		bool node_fwd = dc->ses.peer.role == OVL_ROLE_NODE && (q->has_fwd || q->has_ver);
+		bool node_fwd = dc->ses.peer.role == OVL_ROLE_NODE &&
+				(q->has_fwd || q->has_ver || h.type == OVL_WIRE_T_NODE_STAT ||
+				 h.type == OVL_WIRE_T_STAT);
 
 		if (!sl || (!node_fwd && !ovl_wire_session_allows(&dc->ses, q->slice))) {
 			dp->st.wrong_slice++;

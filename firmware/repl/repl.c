@@ -174,8 +174,21 @@ struct repl_peer {
 	uint64_t down_until;           /* monotonic ms: unreachable until then */
 };
 
+struct node_repl_call {
+	struct node_repl *r;
+	struct node_repl_call *prev, *next;
+	struct repl_peer *rp;
+	struct node_peer *p;
+	struct ovl_dpc_call call;
+	node_repl_call_fn done;
+	void *arg;
+	uint64_t deadline_ms;
+	bool timed_out;
+};
+
 struct node_repl {
 	struct node_repl_opts o;
+	struct node_repl_call *calls;  /* other requests in flight (for the timeouts) */
 	struct repl_peer *peers[NODE_REPL_PEERS_MAX];
 	unsigned npeers;
 	struct node_repl_fwd *fwds;    /* forwards in flight (for the timeouts) */
@@ -271,6 +284,17 @@ static void peer_drop(struct repl_peer *rp)
 void node_repl_tick(struct node_repl *r, uint64_t now)
 {
 	struct node_repl_fwd *f;
+	struct node_repl_call *c;
+
+again_calls:
+	for (c = r->calls; c; c = c->next) {
+		if (now < c->deadline_ms || !c->p || c->rp->p != c->p || c->timed_out)
+			continue;
+		c->timed_out = true;
+		r->st.forward_timeouts++;
+		peer_drop(c->rp);
+		goto again_calls;
+	}
 
 	/* one expired forward closes its connection, which completes (and
 	 * unlinks) every forward on it: start over after each */
@@ -300,6 +324,11 @@ const struct node_ctl_map *node_repl_map(struct node_repl *r, const char *slice)
 	return r->o.map_find(r->o.arg, slice);
 }
 
+const struct node_ctl_map *node_repl_map_at(struct node_repl *r, unsigned i)
+{
+	return r->o.map_at ? r->o.map_at(r->o.arg, i) : NULL;
+}
+
 const uint8_t *node_repl_self(const struct node_repl *r)
 {
 	return r->o.id->sign_pk;
@@ -307,7 +336,11 @@ const uint8_t *node_repl_self(const struct node_repl *r)
 
 unsigned node_repl_min_write(const struct node_ctl_map *m)
 {
-	return m->replicas ? m->replicas : 1;
+	unsigned r = m->replicas ? m->replicas : 1;
+
+	if (m->min_write_replicas && m->min_write_replicas < r)
+		return m->min_write_replicas;
+	return r;
 }
 
 uint64_t node_repl_now_ms(struct node_repl *r)
@@ -639,6 +672,97 @@ void node_repl_fwd_abort(struct node_repl_fwd **fp)
 	 * goes out whole: its answer is dropped when it comes) */
 	if (f->rp->p == f->p && f->streamed && f->written < f->call.payload_len)
 		peer_drop(f->rp); /* completes the call: freed in call_done */
+}
+
+/* ---- other requests ---- */
+
+static void rcall_done(struct ovl_dpc_call *call, void *arg)
+{
+	struct node_repl_call *c = arg;
+	struct node_repl *r = c->r;
+
+	if (c->prev)
+		c->prev->next = c->next;
+	else if (r->calls == c)
+		r->calls = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	if (c->timed_out && call->result >= 0) {
+		call->result = -ETIMEDOUT;
+	} else if (c->timed_out) {
+		call->result = -ETIMEDOUT;
+		snprintf(call->err, sizeof(call->err), "no answer within %" PRIu64 " ms",
+			 r->o.forward_timeout_ms);
+	}
+	if (call->result < 0)
+		c->rp->down_until = mono_ms() + NODE_REPL_UNREACHABLE_MS;
+	c->done(c->arg, call);
+	ovl_dpc_call_release(&c->call);
+	free(c);
+}
+
+int node_repl_call(struct node_repl *r, const struct node_ctl_map *m, uint32_t mi,
+		   const struct ovl_wire_req *req, node_repl_call_fn done, void *arg,
+		   struct node_repl_call **out, char *err, size_t errlen)
+{
+	struct node_repl_call *c = NULL;
+	int ret;
+
+	if (out)
+		*out = NULL;
+	if (mi >= m->n_members || req->type == OVL_WIRE_T_PUT) {
+		snprintf(err, errlen, "no such member, or a request with a payload");
+		return -EINVAL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	c->r = r;
+	c->done = done;
+	c->arg = arg;
+	ret = peer_get(r, m, mi, &c->rp, err, errlen);
+	if (ret < 0) {
+		free(c);
+		return ret;
+	}
+	ovl_dpc_call_init(&c->call);
+	c->call.req = *req;
+	snprintf(c->call.req.slice, sizeof(c->call.req.slice), "%s", m->name);
+	c->call.req.epoch = m->epoch;
+	c->call.done = rcall_done;
+	c->call.done_arg = c;
+	c->p = c->rp->p;
+	c->deadline_ms = mono_ms() + r->o.forward_timeout_ms;
+	ret = node_peer_call(c->p, &c->call, err, errlen);
+	if (ret < 0) {
+		free(c);
+		return ret;
+	}
+	c->next = r->calls;
+	if (r->calls)
+		r->calls->prev = c;
+	r->calls = c;
+	if (out)
+		*out = c;
+	return 0;
+}
+
+bool node_repl_unreachable(struct node_repl *r, const struct node_ctl_map *m, uint32_t mi)
+{
+	uint64_t now = mono_ms();
+
+	if (mi >= m->n_members)
+		return true;
+	for (unsigned i = 0; i < r->npeers; i++) {
+		const struct repl_peer *rp = r->peers[i];
+
+		if (memcmp(rp->id, m->members[mi].id, OVL_ID_BYTES) == 0 &&
+		    strcmp(rp->slice, m->name) == 0)
+			return rp->down_until > now;
+	}
+	return false;
 }
 
 unsigned node_repl_counters(const struct node_repl *r, struct ovl_wire_counter *c, unsigned max)

@@ -104,6 +104,9 @@ struct node_repl_opts {
 	/* the map held for a slice (borrowed until the next call into the
 	 * control plane), or NULL */
 	const struct node_ctl_map *(*map_find)(void *arg, const char *slice);
+	/* the i-th map held (borrowed as map_find()), NULL past the last; may
+	 * be NULL: no enumeration (node_repl_map_at() answers NULL) */
+	const struct node_ctl_map *(*map_at)(void *arg, unsigned i);
 	/* the node's certificate now (borrowed), or NULL */
 	const uint8_t *(*cert_get)(void *arg, size_t *len);
 	uint64_t (*now_s)(void *arg);   /* trusted unix seconds (certificates) */
@@ -143,6 +146,9 @@ struct node_repl_stats *node_repl_stats_mut(struct node_repl *r);
 
 /* The slice's map (borrowed, as map_find()), or NULL. */
 const struct node_ctl_map *node_repl_map(struct node_repl *r, const char *slice);
+
+/* The i-th slice map held (borrowed, as map_find()), or NULL past the last. */
+const struct node_ctl_map *node_repl_map_at(struct node_repl *r, unsigned i);
 
 /* This node's id (32 bytes). */
 const uint8_t *node_repl_self(const struct node_repl *r);
@@ -222,6 +228,26 @@ ssize_t node_repl_fwd_write(struct node_repl_fwd *f, const void *buf, size_t len
  * given the whole value borrows it until it completes, so only a streamed
  * one may be abandoned before `done`. NULLs *f; accepts NULL. */
 void node_repl_fwd_abort(struct node_repl_fwd **f);
+
+/* ---- other requests to another node ----
+ *
+ * A request without a payload (STAT, NODE-STAT...) to member mi of map m,
+ * on the connection forwards use (made if needed). done(arg, call) runs
+ * once from the loop with the completed call (call->result, call->resp;
+ * valid during the callback only); a call that shows no answer within
+ * forward_timeout_ms fails with -ETIMEDOUT and closes its connection.
+ * 0, or -errno with err (done never runs).
+ */
+struct node_repl_call;
+typedef void (*node_repl_call_fn)(void *arg, struct ovl_dpc_call *call);
+
+int node_repl_call(struct node_repl *r, const struct node_ctl_map *m, uint32_t mi,
+		   const struct ovl_wire_req *req, node_repl_call_fn done, void *arg,
+		   struct node_repl_call **out, char *err, size_t errlen);
+
+/* Whether member mi of map m was found unreachable in the last
+ * NODE_REPL_UNREACHABLE_MS. */
+bool node_repl_unreachable(struct node_repl *r, const struct node_ctl_map *m, uint32_t mi);
 
 /* NODE-STAT counters of replication into c[0..max): how many. */
 unsigned node_repl_counters(const struct node_repl *r, struct ovl_wire_counter *c, unsigned max);

@@ -61,6 +61,8 @@ struct node_req_stream {
 	uint32_t crc;
 };
 
+static int req_check(struct node_req *rq, const struct node_req_args *a);
+
 void req_rq_put(struct node_req *rq)
 {
 	if (--rq->live == 0 && rq->dying)
@@ -82,6 +84,19 @@ int node_req_new(struct node_req **out, const struct node_req_opts *o, char *err
 		return -ENOMEM;
 	}
 	rq->o = *o;
+	if (o->repl) {
+		char w[256] = "";
+
+		if (req_hints_new(rq, o, w, sizeof(w)) < 0) {
+			free(rq);
+			snprintf(err, errlen, "request layer: out of memory for hints");
+			return -ENOMEM;
+		}
+		if (w[0]) {
+			snprintf(rq->msgbuf, sizeof(rq->msgbuf), "%s", w);
+			rq->msg = rq->msgbuf;
+		}
+	}
 	*out = rq;
 	return 0;
 }
@@ -93,11 +108,10 @@ void node_req_destroy(struct node_req **rqp)
 	if (!rq)
 		return;
 	*rqp = NULL;
-	if (rq->live) {
-		rq->dying = true;
-		return;
-	}
-	free(rq);
+	rq->live++; /* held while the hints let go */
+	req_hints_destroy(rq);
+	rq->dying = true;
+	req_rq_put(rq); /* freed now, or with the last request in flight */
 }
 
 const char *node_req_errmsg(const struct node_req *rq)
@@ -404,6 +418,9 @@ int node_req_get_start(struct node_req *rq, const struct node_req_args *a, size_
 		rq->msg = "a GET in pieces needs a key and whole chunks per piece";
 		return -EINVAL;
 	}
+	ret = req_check(rq, a);
+	if (ret < 0)
+		return ret;
 	g = calloc(1, sizeof(*g));
 	if (!g) {
 		rq->msg = "out of memory";
@@ -508,6 +525,8 @@ static int list_cb(void *arg, const void *key, size_t klen)
 {
 	struct list_ctx *l = arg;
 
+	if (req_key_reserved(key, klen))
+		return 1; /* the node's own records: every key after is one */
 	if (l->n == l->max || l->used + klen > l->cap)
 		return 1;
 	memcpy(l->arena + l->used, key, klen);
@@ -568,12 +587,35 @@ out:
 	return ret;
 }
 
+/* Refused before anything: a reserved key; a read of a replicated slice
+ * while this node takes back its hints. */
+static int req_check(struct node_req *rq, const struct node_req_args *a)
+{
+	if (a->type != NODE_REQ_LIST && a->key && req_key_reserved(a->key, a->klen)) {
+		rq->msg = "keys that start with 8 bytes 0xff are reserved for the node";
+		return -EINVAL;
+	}
+	if ((a->type == NODE_REQ_GET || a->type == NODE_REQ_STAT || a->type == NODE_REQ_LIST) &&
+	    req_hints_syncing(rq)) {
+		const struct node_ctl_map *m = node_repl_map(rq->o.repl, a->slice);
+
+		if (m && m->replicas > 1) {
+			rq->msg = "this node is taking back the writes it missed (hinted hand-off) before it serves reads; read another replica";
+			return -EBUSY;
+		}
+	}
+	return 0;
+}
+
 int node_req_start(struct node_req *rq, const struct node_req_args *a, node_req_done_fn done,
 		   void *arg)
 {
 	struct req_op *op = NULL;
 	int ret;
 
+	ret = req_check(rq, a);
+	if (ret < 0)
+		return ret;
 	if (a->type == NODE_REQ_LIST)
 		return req_list(rq, a, done, arg);
 	if ((a->type == NODE_REQ_PUT || a->type == NODE_REQ_DELETE) && req_rw_wanted(rq, a))
@@ -636,6 +678,9 @@ int node_req_stream_begin(struct node_req *rq, const struct node_req_args *a,
 		rq->msg = "only a PUT streams";
 		return -EINVAL;
 	}
+	ret = req_check(rq, a);
+	if (ret < 0)
+		return ret;
 	st = calloc(1, sizeof(*st));
 	if (!st) {
 		rq->msg = "out of memory";
@@ -769,8 +814,40 @@ unsigned node_req_counters(const struct node_req *rq, struct ovl_wire_counter *c
 {
 	unsigned n = store_counters(rq, c, max);
 
-	/* the store's first, then replication's */
+	/* the store's first, then replication's, then the hints' */
 	if (rq->o.repl && n < max)
 		n += node_repl_counters(rq->o.repl, c + n, max - n);
+	if (n < max)
+		n += req_hints_counters(rq, c + n, max - n);
 	return n;
+}
+
+void node_req_tick(struct node_req *rq, uint64_t now_mono_ms)
+{
+	req_hints_tick(rq, now_mono_ms);
+}
+
+void node_req_stop(struct node_req *rq)
+{
+	req_hints_stop(rq);
+}
+
+void node_req_hint_sync(struct node_req *rq)
+{
+	req_hints_sync_start(rq);
+}
+
+bool node_req_syncing(const struct node_req *rq)
+{
+	return req_hints_syncing(rq);
+}
+
+void node_req_hint_poke(struct node_req *rq, const uint8_t id[OVL_ID_BYTES])
+{
+	req_hint_poke(rq, id);
+}
+
+void node_req_hint_stats(const struct node_req *rq, struct node_req_hint_stats *st)
+{
+	req_hints_stats(rq, st);
 }

@@ -63,6 +63,14 @@ struct node_req_buf;
 
 struct node_repl;
 
+/* Keys that start with these 8 bytes (all 0xff) are the node's own
+ * records (hints): no request may name one, and LIST never shows one.
+ * Every other key sorts before them. */
+#define NODE_REQ_RESERVED_BYTES 8
+#define NODE_REQ_HINTS_MAX_DEFAULT 16384
+#define NODE_REQ_HINT_SYNC_TIMEOUT_MS_DEFAULT 10000
+#define NODE_REQ_TOMBSTONE_GC_AFTER_MS_DEFAULT (24ull * 3600 * 1000)
+
 struct node_req_opts {
 	struct node_loop *loop;   /* the node's loop (borrowed) */
 	struct node_store *store; /* on that loop (borrowed; outlives the layer) */
@@ -71,6 +79,13 @@ struct node_req_opts {
 	 * one another node forwarded, goes through the replicated write path
 	 * (see "Replicated writes" below); R = 1 slices keep the plain path. */
 	struct node_repl *repl;
+	/* with repl (0: the defaults above): hints kept at most; how long a
+	 * node that starts waits for the hints addressed to it before it
+	 * serves reads of replicated slices anyway; how old a tombstone is
+	 * before it may be dropped (once every home holds it) */
+	unsigned hints_max;
+	uint64_t hint_sync_timeout_ms;
+	uint64_t tombstone_gc_after_ms;
 };
 
 enum node_req_type {
@@ -288,6 +303,66 @@ void node_req_buf_release(struct node_req_buf **b);
  * is acknowledged with `superseded` and counts as held. A DELETE is a
  * versioned tombstone through the same path.
  */
+
+/*
+ * ---- hints (with replication) ----
+ *
+ * A node that stores a write as a substitute (a forwarded write whose
+ * `fwd` names a home) also writes a hint record: the write is acknowledged
+ * only when the copy and the hint are both durable. The hint is kept in
+ * the store under NODE_REQ_RESERVED (so it survives a crash) and in
+ * memory; at most hints_max (a hinted write beyond that is refused, busy).
+ *
+ * Hand-off (node_req_tick()): when a hint's home is up in the map and not
+ * found unreachable (or it asked, see node_req_hint_poke()), the node
+ * pushes what it holds for the key (the hinted version or newer; a
+ * tombstone as a versioned DELETE) to the home as a forwarded write with
+ * an empty chain. On ok (superseded included) it forgets the hints of
+ * that key for that home up to that version, and drops its own copy if it
+ * is no home of the key, no hint for the key remains and the store still
+ * holds the version delivered: an unversioned local delete (or the drop
+ * of the tombstone), which leaves nothing any other node could see. A
+ * failure backs off per home (200 ms doubling to 10 s). At most 4
+ * hand-offs run at once.
+ *
+ * Sync: a node that starts (node_req_new()) or is told to
+ * (node_req_hint_sync()) asks every live member of each replicated slice
+ * it belongs to for NODE-STAT every 250 ms, until none reports a
+ * `hints_for_<its id>` counter, or hint_sync_timeout. Until then GET, STAT
+ * and LIST on a replicated slice answer -EBUSY (clients read another
+ * replica); writes are served.
+ *
+ * Tombstone GC: a tombstone older than tombstone_gc_after (by its
+ * version's clock) is dropped (node_store_tomb_drop()) once every other
+ * home of the key, asked with STAT, answers that it holds that tombstone
+ * or something newer, no hint for the key waits here, and no home is
+ * down. The index is walked in steps of 256 entries per tick.
+ */
+
+/* Housekeeping: hand-offs, the sync, tombstone GC. Call every ~100 ms. */
+void node_req_tick(struct node_req *rq, uint64_t now_mono_ms);
+
+/* Start no more hand-offs (before the loop is drained at shutdown). */
+void node_req_stop(struct node_req *rq);
+
+/* Take back the hints addressed to this node again, reads of replicated
+ * slices busy until done (after the node was cut off for a while). */
+void node_req_hint_sync(struct node_req *rq);
+
+/* Whether the sync runs (reads of replicated slices are busy). */
+bool node_req_syncing(const struct node_req *rq);
+
+/* Node `id` asked for this node's counters: if it has hints here, hand
+ * them off now, whatever the map says of it. */
+void node_req_hint_poke(struct node_req *rq, const uint8_t id[OVL_ID_BYTES]);
+
+struct node_req_hint_stats {
+	uint64_t waiting, handoffs, handoff_failures, copies_dropped;
+	bool syncing;
+	uint64_t sync_timeouts, tombstones_dropped;
+};
+
+void node_req_hint_stats(const struct node_req *rq, struct node_req_hint_stats *st);
 
 /*
  * ---- node state ----

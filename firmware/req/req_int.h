@@ -14,6 +14,8 @@ struct node_req {
 	char msgbuf[OVL_WIRE_TEXT_SIZE]; /* a failure message made here */
 	unsigned live;    /* requests in flight, streams and kept buffers */
 	bool dying;       /* destroyed: freed with the last of them */
+	struct req_hints *hints; /* hints, hand-off, sync, tombstone GC (with repl) */
+	struct req_rw *rws;      /* replicated writes in flight */
 };
 
 /* One of rq->live ended: the layer goes with the last once destroyed. */
@@ -36,5 +38,39 @@ ssize_t req_rw_stream_write(struct req_rw *rw, const void *buf, size_t len);
 uint32_t req_rw_stream_crc(const struct req_rw *rw);
 int req_rw_stream_finish(struct req_rw *rw, uint32_t crc, node_req_done_fn done, void *arg);
 void req_rw_stream_abort(struct req_rw *rw);
+
+/* Whether a replicated write of this key is in flight here. */
+bool req_rw_key_busy(struct node_req *rq, const uint8_t *key, size_t klen);
+
+/* ---- hints (req_hint.c) ---- */
+
+struct req_hints;
+
+/* A key under NODE_REQ_RESERVED: the node's own records. */
+bool req_key_reserved(const uint8_t *key, size_t klen);
+
+/* Set up rq->hints (loading the hints the store holds) and start the
+ * sync. 0 or -ENOMEM; err may hold a warning (empty if none). */
+int req_hints_new(struct node_req *rq, const struct node_req_opts *o, char *err, size_t errlen);
+void req_hints_destroy(struct node_req *rq);
+void req_hints_stop(struct node_req *rq);
+
+typedef void (*req_hint_done_fn)(void *arg, int res);
+
+/* 0 while another hint can be taken, -ENOSPC at hints_max. */
+int req_hint_room(struct node_req *rq);
+
+/* Write the hint record for a hinted copy: done(arg, res) runs from the
+ * loop once it is durable (res 0) or failed. 0 or -errno (done never runs). */
+int req_hint_put(struct node_req *rq, const uint8_t home[OVL_ID_BYTES], const char *slice,
+		 const uint8_t *key, size_t klen, const struct ovl_wire_ver *ver, bool del,
+		 req_hint_done_fn done, void *arg);
+
+void req_hint_poke(struct node_req *rq, const uint8_t id[OVL_ID_BYTES]);
+void req_hints_sync_start(struct node_req *rq);
+bool req_hints_syncing(const struct node_req *rq);
+void req_hints_tick(struct node_req *rq, uint64_t now_mono_ms);
+unsigned req_hints_counters(const struct node_req *rq, struct ovl_wire_counter *c, unsigned max);
+void req_hints_stats(const struct node_req *rq, struct node_req_hint_stats *st);
 
 #endif

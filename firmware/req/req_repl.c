@@ -16,6 +16,12 @@
 
 struct req_rw {
 	struct node_req *rq;
+	struct req_rw *prev, *next;  /* rq->rws */
+	/* a substitute's hint */
+	bool hint;                   /* this node stands in for hint_home */
+	uint8_t hint_home[OVL_ID_BYTES];
+	bool hint_pending;
+	int hint_res;
 	enum node_req_type type;
 	node_req_done_fn done;
 	void *arg;
@@ -88,9 +94,24 @@ static int refuse(struct node_req *rq, int err, const char *fmt, ...)
 	return err;
 }
 
+bool req_rw_key_busy(struct node_req *rq, const uint8_t *key, size_t klen)
+{
+	for (struct req_rw *rw = rq->rws; rw; rw = rw->next)
+		if (rw->klen == klen && memcmp(rw->key, key, klen) == 0)
+			return true;
+	return false;
+}
+
 static void rw_free(struct req_rw *rw)
 {
 	struct node_req *rq = rw->rq;
+
+	if (rw->prev)
+		rw->prev->next = rw->next;
+	else if (rq->rws == rw)
+		rq->rws = rw->next;
+	if (rw->next)
+		rw->next->prev = rw->prev;
 
 	node_store_stream_abort(&rw->st);
 	free(rw);
@@ -110,7 +131,7 @@ static void rw_answer(struct req_rw *rw)
 	char msg[RW_MSG_BYTES * 2];
 	unsigned n = 0;
 
-	if (!rw->finishing || rw->local_pending || rw->fwd_pending)
+	if (!rw->finishing || rw->local_pending || rw->fwd_pending || rw->hint_pending)
 		return;
 	r.ver = rw->ver;
 	r.size = rw->size;
@@ -120,6 +141,14 @@ static void rw_answer(struct req_rw *rw)
 		/* this node's copy failed: the write did not happen here */
 		r.res = rw->local_res;
 		r.msg = rw->local_msg;
+		goto out;
+	}
+	if (rw->hint && rw->hint_res < 0) {
+		/* a hinted copy without its hint would never reach its home */
+		r.res = rw->hint_res == -ENOSPC ? -EBUSY : rw->hint_res;
+		snprintf(msg, sizeof(msg), "the hint for this copy could not be written: %s",
+			 rw->hint_res == -ENOSPC ? "too many hints waiting" : node_store_errmsg(rw->rq->o.store));
+		r.msg = msg;
 		goto out;
 	}
 	if (rw->local) {
@@ -317,10 +346,17 @@ static int rw_plan(struct req_rw *rw, const struct node_req_args *a, struct ovl_
 				      a->slice);
 		}
 	}
+	if (a->fwd->has_home && req_hint_room(rq) < 0) {
+		stats(rw)->refused++;
+		return refuse(rq, -EBUSY, "this node holds too many hints waiting for their homes; retry");
+	}
 	rw->ver = *a->ver;
 	node_repl_ver_seen(repl, a->ver);
 	rw->local = true;
 	rw->local_home = !a->fwd->has_home;
+	rw->hint = a->fwd->has_home;
+	if (rw->hint)
+		memcpy(rw->hint_home, a->fwd->home, OVL_ID_BYTES);
 	memcpy(chain, a->fwd->chain, a->fwd->nchain * sizeof(*chain));
 	*nchain = a->fwd->nchain;
 	return 0;
@@ -342,6 +378,10 @@ static struct req_rw *rw_new(struct node_req *rq, const struct node_req_args *a)
 	snprintf(rw->slice, sizeof(rw->slice), "%s", a->slice ? a->slice : "");
 	rw->size = a->size;
 	rw->crc = a->crc;
+	rw->next = rq->rws;
+	if (rq->rws)
+		rq->rws->prev = rw;
+	rq->rws = rw;
 	rq->live++;
 	return rw;
 }
@@ -399,6 +439,30 @@ static int local_delete(struct req_rw *rw)
 	struct node_store_ver v = store_ver(rw);
 
 	return node_store_delete_ver_async(rw->rq->o.store, rw->key, rw->klen, &v, local_done, rw);
+}
+
+static void hint_done(void *arg, int res)
+{
+	struct req_rw *rw = arg;
+
+	rw->hint_pending = false;
+	rw->hint_res = res;
+	rw_answer(rw);
+}
+
+/* A substitute's hint record, written with its copy. */
+static int local_hint(struct req_rw *rw)
+{
+	int ret;
+
+	if (!rw->hint)
+		return 0;
+	ret = req_hint_put(rw->rq, rw->hint_home, rw->slice, rw->key, rw->klen, &rw->ver,
+			   rw->type == NODE_REQ_DELETE, hint_done, rw);
+	if (ret < 0)
+		return ret;
+	rw->hint_pending = true;
+	return 0;
 }
 
 static int local_finish(struct req_rw *rw, uint32_t crc)
@@ -464,6 +528,11 @@ int req_rw_start(struct node_req *rq, const struct node_req_args *a, node_req_do
 			return refuse(rq, ret, "%s", node_store_errmsg(rq->o.store));
 		}
 		rw->local_pending = ret == 0;
+		ret = local_hint(rw);
+		if (ret < 0) {
+			/* the copy's callback comes; the answer says the hint failed */
+			rw->hint_res = ret;
+		}
 	}
 	/* the whole value is borrowed until `done`, which waits for the forward */
 	rw_forward(rw, a, chain, nchain, a->type == NODE_REQ_PUT ? (a->val ? a->val : (const uint8_t *)"")
@@ -578,6 +647,9 @@ int req_rw_stream_finish(struct req_rw *rw, uint32_t crc, node_req_done_fn done,
 			return ret;
 		}
 		rw->local_pending = true;
+		ret = local_hint(rw);
+		if (ret < 0)
+			rw->hint_res = ret;
 	}
 	rw->finishing = true;
 	if (!rw->local_pending && !rw->fwd_pending) {

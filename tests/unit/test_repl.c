@@ -91,6 +91,24 @@ static void test_plan_many_members(void **state)
 			assert_memory_equal(p.chain[1].id, m[order[1]].id, 32);
 		}
 	}
+/* W: the map's min_write_replicas when set (at most R), else R. */
+static void test_min_write(void **state)
+{
+	struct node_ctl_map m;
+
+	(void)state;
+	memset(&m, 0, sizeof(m));
+	m.replicas = 3;
+	assert_int_equal(node_repl_min_write(&m), 3);
+	m.min_write_replicas = 1;
+	assert_int_equal(node_repl_min_write(&m), 1);
+	m.min_write_replicas = 2;
+	assert_int_equal(node_repl_min_write(&m), 2);
+	m.min_write_replicas = 5; /* never above R */
+	assert_int_equal(node_repl_min_write(&m), 3);
+	m.replicas = 0;
+	m.min_write_replicas = 0;
+	assert_int_equal(node_repl_min_write(&m), 1);
 }
 
 static void test_plan(void **state)
@@ -187,6 +205,7 @@ int main(void)
 		cmocka_unit_test(test_ver_checks),
 		cmocka_unit_test(test_plan),
 		cmocka_unit_test(test_plan_many_members),
+		cmocka_unit_test(test_min_write),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -463,6 +463,71 @@ static void test_refusals(void **state)
 	assert_int_equal(d.calls, 0);
 }
 
+/* Keys under NODE_REQ_RESERVED (8 bytes 0xff: the node's hints) are never
+ * named by a request, nor listed; a key of 7 bytes 0xff is an ordinary
+ * key that sorts before them. */
+static void test_reserved(void **state)
+{
+	struct fx *f = *state;
+	static const char hk[] = "\xff\xff\xff\xff\xff\xff\xff\xffHint";
+	static const char seven[] = "\xff\xff\xff\xff\xff\xff\xffz";
+	const enum node_req_type types[] = { NODE_REQ_PUT, NODE_REQ_GET, NODE_REQ_STAT,
+					     NODE_REQ_DELETE };
+	struct node_req_args a;
+	struct node_req_stream *st = NULL;
+	struct node_req_get *g = NULL;
+	struct done d = { 0 };
+
+	/* a record the node wrote itself, as a hint is */
+	assert_int_equal(node_store_put(f->store, hk, strlen(hk), "k", 1), 0);
+	put(f, "a", "1", 1);
+	put(f, seven, "2", 1);
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		a = args(types[i], hk);
+		a.val = (const uint8_t *)"x";
+		a.size = 1;
+		a.crc = ovl_crc32c(0, "x", 1);
+		assert_int_equal(node_req_start(f->rq, &a, on_done, &d), -EINVAL);
+		assert_non_null(strstr(node_req_errmsg(f->rq), "reserved"));
+	}
+	a = args(NODE_REQ_PUT, hk);
+	a.size = 1;
+	assert_int_equal(node_req_stream_begin(f->rq, &a, NULL, NULL, &st), -EINVAL);
+	assert_null(st);
+	a = args(NODE_REQ_GET, hk);
+	assert_int_equal(node_req_get_start(f->rq, &a, OVL_WIRE_CHUNK_BYTES, on_done, &d, &g),
+			 -EINVAL);
+	assert_null(g);
+	for (int vers = 0; vers < 2; vers++) {
+		memset(&d, 0, sizeof(d));
+		a = args(NODE_REQ_LIST, "");
+		a.limit = 10;
+		a.vers = vers;
+		assert_int_equal(node_req_start(f->rq, &a, on_done, &d), 0);
+		assert_int_equal(d.calls, 1);
+		assert_int_equal(d.r.nkeys, 2);
+		assert_false(d.r.more);
+		assert_string_equal(d.keys[0], "a");
+		assert_string_equal(d.keys[1], seven);
+		/* listing exactly up to the last ordinary key: nothing more */
+		memset(&d, 0, sizeof(d));
+		a.limit = 2;
+		assert_int_equal(node_req_start(f->rq, &a, on_done, &d), 0);
+		assert_int_equal(d.r.nkeys, 2);
+		assert_false(d.r.more);
+	}
+	/* the record is still there, untouched */
+	{
+		void *v = NULL;
+		size_t vl = 0;
+
+		assert_int_equal(node_store_get(f->store, hk, strlen(hk), &v, &vl), 0);
+		assert_int_equal(vl, 1);
+		free(v);
+	}
+	assert_int_equal(d.calls, 1);
+}
+
 /* NODE-STAT's counters come from here. */
 static void test_counters(void **state)
 {
@@ -693,6 +758,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stream_put, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stream_abort_and_bad_crc, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reserved, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_counters, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_get_pieces, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_get_pieces_replaced, setup, teardown),

@@ -22,6 +22,15 @@ runs it: SHELF_CLIENT names a client of SLICE, SHELF_BROKER the broker).
       delete); no other member holds a copy. Exit 1 on the first failure.
   repl_check.py CLUSTER_DIR SLICE wait-up N
       until the slice's map has N members up (30 s at most; exit 1 if not).
+  repl_check.py CLUSTER_DIR SLICE keys-on NODE N PREFIX
+      N keys PREFIX<i> that have node directory NODE among their homes.
+  repl_check.py CLUSTER_DIR SLICE at-home HISTORY SECONDS
+      for every key written in a history_rw.py HISTORY, `shelf stat KEY
+      --json` until, within SECONDS: each of the key's R homes answers it
+      holds it (state home), its tombstone (deleted) or nothing (missing),
+      no other member holds a copy or a tombstone (every hint handed over,
+      its copy dropped), and, for a key every write of which was
+      acknowledged, all homes are in one state at one version. Prints how long that took; exit 1 with what is left if not.
 """
 import hashlib
 import os
@@ -96,6 +105,8 @@ def read_member(c, sl, mb, key):
         if st == 6 and sm.get("tomb"):
             return "tomb", ver_of(sm)
         return "absent", None
+    if gs == 10:
+        return "busy", None
     return f"error: GET status {gs}: {gm.get('message')}", None
 
 
@@ -140,18 +151,75 @@ def main():
                 continue
             if what == want:
                 holders += 1
-            elif what not in ("absent", "tomb", "down"):
+            elif what not in ("absent", "tomb", "down", "busy"):
                 bad.append(f"{name(mb)}: {what}")
         if want is not None:
             print(f"holders {holders}")
             if bad:
                 fail(f"members hold other bytes than {want[:16]}: {bad}")
         return 0
+    if mode == "keys-on":
+        node, n, prefix = sys.argv[4], int(sys.argv[5]), sys.argv[6]
+        out, i = [], 0
+        while len(out) < n and i < 100000:
+            k = f"{prefix}{i}"
+            if node in [name(x) for x in place(members, k.encode(), r, True)]:
+                out.append(k)
+            i += 1
+        print(" ".join(out))
+        return 0
+    if mode == "at-home":
+        return at_home(sys.argv[4], float(sys.argv[5]), r, sl)
     if mode == "converge":
         return converge(c, cdir, sl, m, members, r, name, int(sys.argv[4]), sys.argv[5],
                         sys.argv[7].encode() if len(sys.argv) > 7 and sys.argv[6] == "--key"
                         else b"cv/one")
     sys.exit(__doc__)
+
+
+def at_home(hist, seconds, r, sl):
+    import json
+    import subprocess
+    import history_rw
+    ops = history_rw.parse(hist)
+    keys = sorted({o["key"] for o in ops if o["op"] in ("put", "rm")})
+    clean = {k for k in keys if all(o["status"] == "ok" for o in ops
+                                    if o["key"] == k and o["op"] in ("put", "rm"))}
+    t0 = time.monotonic()
+    left = list(keys)
+    why = {}
+    while left:
+        still = []
+        for k in left:
+            p = subprocess.run(["shelf", "stat", k, "--json", "--slice", sl], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=60)
+            try:
+                st = json.loads(p.stdout)
+            except ValueError:
+                why[k] = f"stat rc {p.returncode}: {p.stderr.decode(errors='replace').strip()}"
+                still.append(k)
+                continue
+            reps = st.get("replicas", [])
+            homes = [x for x in reps if x["home"]]
+            away = [x for x in reps if not x["home"] and x["state"] in ("home", "hinted", "deleted")]
+            bad = [f"{x['node']}: {x['state']}" for x in homes
+                   if x["state"] not in ("home", "deleted", "missing")]
+            vers = {x["state"] + " " + json.dumps(x["version"]) for x in homes}
+            if len(homes) != r or bad or away or (k in clean and len(vers) != 1):
+                why[k] = (f"{len(homes)} homes, {bad or ''} {['away ' + x['node'] + ': ' + x['state'] for x in away] or ''}"
+                          f" versions {sorted(vers)}")
+                still.append(k)
+        left = still
+        if left and time.monotonic() - t0 > seconds:
+            for k in left[:20]:
+                print(f"not at home: {k}: {why[k]}")
+            fail(f"{len(left)} of {len(keys)} keys not at their homes after {seconds:.0f} s")
+        if left:
+            time.sleep(0.5)
+    print(f"every replica of {len(keys)} keys at its home, no copy elsewhere ({len(clean)} keys "
+          f"written only by acknowledged writes: one version on every home), after "
+          f"{time.monotonic() - t0:.1f} s", flush=True)
+    return 0
 
 
 def converge(c, cdir, sl, m, members, r, name, rounds, seed, key):

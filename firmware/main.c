@@ -152,7 +152,7 @@ static const struct ovl_conf_item node_conf[] = {
 	{ "send_timeout", OVL_CONF_MS, "30s", C(send_timeout_ms), 0, 1000, 3600000,
 	  "a connection whose sends make no progress this long is closed, and what it held freed" },
 	/* replicated slices */
-	{ "forward_timeout", OVL_CONF_MS, "5s", C(forward_timeout_ms), 0, 100, 600000,
+	{ "forward_timeout", OVL_CONF_MS, "2s", C(forward_timeout_ms), 0, 100, 600000,
 	  "a replica a write is forwarded to that shows no progress this long (per hop after it) "
 	  "counts as down: the write fails over it" },
 	{ "max_clock_skew_ms", OVL_CONF_MS, "60s", C(max_clock_skew_ms), 0, 1, 86400000,

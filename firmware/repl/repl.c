@@ -194,6 +194,12 @@ struct node_repl {
 	struct node_repl_fwd *fwds;    /* forwards in flight (for the timeouts) */
 	uint64_t last_hlc, seen_hlc;
 	struct node_repl_stats st;
+	/* nodes a forward's answer showed missing further down a chain
+	 * (node_repl_suspect()): passed over like unreachable peers */
+	struct {
+		uint8_t id[OVL_ID_BYTES];
+		uint64_t until;        /* monotonic ms */
+	} suspects[NODE_REPL_SUSPECTS_MAX];
 };
 
 struct node_repl_fwd {
@@ -372,6 +378,33 @@ void node_repl_avoid(struct node_repl *r, const struct node_ctl_map *m, bool *av
 		if (mi >= 0)
 			avoid[mi] = true;
 	}
+	for (unsigned i = 0; i < NODE_REPL_SUSPECTS_MAX; i++) {
+		int mi;
+
+		if (r->suspects[i].until <= now)
+			continue;
+		mi = node_repl_member_find(m->members, m->n_members, r->suspects[i].id);
+		if (mi >= 0)
+			avoid[mi] = true;
+	}
+}
+
+void node_repl_suspect(struct node_repl *r, const uint8_t id[OVL_ID_BYTES])
+{
+	uint64_t now = mono_ms();
+	unsigned pick = 0;
+
+	for (unsigned i = 0; i < NODE_REPL_SUSPECTS_MAX; i++) {
+		if (memcmp(r->suspects[i].id, id, OVL_ID_BYTES) == 0) {
+			pick = i;
+			break;
+		}
+		/* else the slot that expires first (a free one has until 0) */
+		if (r->suspects[i].until < r->suspects[pick].until)
+			pick = i;
+	}
+	memcpy(r->suspects[pick].id, id, OVL_ID_BYTES);
+	r->suspects[pick].until = now + NODE_REPL_UNREACHABLE_MS;
 }
 
 void node_repl_ver_next(struct node_repl *r, struct ovl_wire_ver *out)

@@ -40,7 +40,7 @@
 #include "../peer/peer.h"
 #include "overlay.h"
 
-#define NODE_REPL_FORWARD_TIMEOUT_MS_DEFAULT 5000
+#define NODE_REPL_FORWARD_TIMEOUT_MS_DEFAULT 2000
 #define NODE_REPL_MAX_CLOCK_SKEW_MS_DEFAULT 60000
 #define NODE_REPL_PEERS_MAX 128         /* connections kept to other nodes */
 #define NODE_REPL_UNREACHABLE_MS 5000   /* a node that failed a forward is passed over this long */
@@ -161,6 +161,13 @@ unsigned node_repl_min_write(const struct node_ctl_map *m);
  * (a forward to them failed to connect, broke or timed out) in the last
  * NODE_REPL_UNREACHABLE_MS: node_repl_plan() passes them over. */
 void node_repl_avoid(struct node_repl *r, const struct node_ctl_map *m, bool *avoid);
+
+/* A node a forward's answer showed missing further down the chain (the
+ * hop before it could not store the write there): node_repl_avoid() passes
+ * it over for NODE_REPL_UNREACHABLE_MS as well. At most
+ * NODE_REPL_SUSPECTS_MAX are remembered (the one expiring first goes). */
+#define NODE_REPL_SUSPECTS_MAX 16
+void node_repl_suspect(struct node_repl *r, const uint8_t id[OVL_ID_BYTES]);
 
 /* A new version for a write this node heads. */
 void node_repl_ver_next(struct node_repl *r, struct ovl_wire_ver *out);

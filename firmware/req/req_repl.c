@@ -36,6 +36,8 @@ struct req_rw {
 	char slice[OVL_WIRE_NAME_SIZE];
 	const uint8_t *val;          /* a whole PUT's value (borrowed until done) */
 	bool retried;                /* the head forwarded once more, around a node that failed */
+	struct ovl_wire_hop sent[OVL_PLACE_REPLICAS_MAX]; /* the chain of the last forward */
+	unsigned nsent;
 	uint64_t size;
 	uint32_t crc;
 	/* a streamed PUT */
@@ -208,6 +210,33 @@ static void fwd_done(void *arg, const struct node_repl_fwd_result *fr)
 			rw->ready(rw->ready_arg); /* no forward to wait for any more */
 		rw_answer(rw);
 		return;
+	}
+	if (fr->res == 0 && rw->head && !rw->retried && rw->finishing &&
+	    (rw->val || rw->type == NODE_REQ_DELETE) &&
+	    (rw->local ? 1u : 0u) + fr->nheld < rw->want) {
+		/* the next node answered, but a node after it does not hold the
+		 * write (it died or failed further down the chain): once more,
+		 * with a substitute for each node missing from `held` */
+		unsigned missing = 0;
+
+		for (unsigned i = 0; i < rw->nsent; i++) {
+			bool in = false;
+
+			for (unsigned j = 0; j < fr->nheld; j++)
+				in |= memcmp(fr->held[j], rw->sent[i].id, OVL_ID_BYTES) == 0;
+			if (!in) {
+				node_repl_suspect(rw->rq->o.repl, rw->sent[i].id);
+				missing++;
+			}
+		}
+		if (missing) {
+			snprintf(rw->fwd_msg, sizeof(rw->fwd_msg),
+				 "%u node(s) further down the chain did not store it", missing);
+			rw->retried = true;
+			rw_forward_again(rw);
+			if (rw->fwd_pending)
+				return;
+		}
 	}
 	rw->fwd_res = fr->res;
 	if (fr->res < 0) {
@@ -397,6 +426,8 @@ static void rw_forward(struct req_rw *rw, const struct node_req_args *a,
 	if (!nchain)
 		return;
 	rw->fwd_tried = true;
+	rw->nsent = nchain < OVL_PLACE_REPLICAS_MAX ? nchain : OVL_PLACE_REPLICAS_MAX;
+	memcpy(rw->sent, chain, rw->nsent * sizeof(*chain));
 	fa.type = a->type == NODE_REQ_PUT ? OVL_WIRE_T_PUT : OVL_WIRE_T_DELETE;
 	fa.slice = a->slice;
 	fa.key = a->key;

@@ -91,6 +91,8 @@ static void test_plan_many_members(void **state)
 			assert_memory_equal(p.chain[1].id, m[order[1]].id, 32);
 		}
 	}
+}
+
 /* W: the map's min_write_replicas when set (at most R), else R. */
 static void test_min_write(void **state)
 {

@@ -140,6 +140,12 @@ id3=$(python3 -c 'import json, sys
 for x in json.load(open(sys.argv[1])):
     if x["chassis"] == "c2" and x["slot"] == "1": print(x["id"])' "$t/nodes.json")
 [ ${#id3} = 64 ] || fail "no id for n03"
+# a restarted broker lists every node down until its heartbeat: all 6 up first
+for _ in $(seq 300); do
+	[ "$(admin nodes 2>/dev/null | grep -cE "^[0-9a-f]{64} up")" = 6 ] && break
+	sleep 0.1
+done
+[ "$(admin nodes | grep -cE "^[0-9a-f]{64} up")" = 6 ] || fail "not every node is up after the broker restart: $(admin nodes)"
 "$C" kill 3 >/dev/null
 for _ in $(seq 150); do
 	admin nodes 2>/dev/null | grep -q "^$id3 down" && break

@@ -930,12 +930,13 @@ static void sync_ask_done(void *arg, struct ovl_dpc_call *call)
 			if (strcmp(call->resp.counters[i].name, name) == 0 &&
 			    call->resp.counters[i].value)
 				hs->sync_more = true;
-	} else if (call->result == 0) {
+	} else {
 		/* it answered, but not with its counters (a stale map here, a
-		 * busy node): ask again */
+		 * busy node), or it could not be reached (this node's links may
+		 * still be coming back after a cut, while the member holds
+		 * hints for it): ask again, until hint_sync_timeout */
 		hs->sync_more = true;
 	}
-	/* a member that cannot be reached cannot hand anything over either */
 	hs->sync_outstanding--;
 	free(sa);
 	hs_unref(hs);
@@ -993,6 +994,8 @@ static void sync_round(struct req_hints *hs, uint64_t now)
 			memset(&q, 0, sizeof(q));
 			q.type = OVL_WIRE_T_NODE_STAT;
 			if (node_repl_call(r, m, j, &q, sync_ask_done, sa, NULL, err, sizeof(err)) < 0) {
+				/* not asked (a peer passed over for now): not done */
+				hs->sync_more = true;
 				free(sa);
 				continue;
 			}

@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* forwards once more around failed nodes, per write: R=3 with two homes
+ * dead needs two (one per node found missing) */
+#define RW_RETRIES_MAX 2
 #define RW_MSG_BYTES OVL_WIRE_TEXT_SIZE
 
 struct req_rw {
@@ -35,7 +38,7 @@ struct req_rw {
 	size_t klen;
 	char slice[OVL_WIRE_NAME_SIZE];
 	const uint8_t *val;          /* a whole PUT's value (borrowed until done) */
-	bool retried;                /* the head forwarded once more, around a node that failed */
+	unsigned retries;            /* the head forwarded again, around nodes that failed */
 	struct ovl_wire_hop sent[OVL_PLACE_REPLICAS_MAX]; /* the chain of the last forward */
 	unsigned nsent;
 	uint64_t size;
@@ -196,12 +199,12 @@ static void fwd_done(void *arg, const struct node_repl_fwd_result *fr)
 	rw->fwd_pending = false;
 	/* a whole value or a DELETE can go again; a stream only while none of
 	 * its bytes went (they wait for the next node's session) */
-	if (fr->res < 0 && fr->unreachable && rw->head && !rw->retried &&
+	if (fr->res < 0 && fr->unreachable && rw->head && rw->retries < RW_RETRIES_MAX &&
 	    ((rw->finishing && (rw->val || rw->type == NODE_REQ_DELETE)) ||
 	     (!rw->finishing && !rw->val && rw->fwd_written == 0))) {
 		/* the next node is gone: once more, a substitute standing in */
 		snprintf(rw->fwd_msg, sizeof(rw->fwd_msg), "%s", fr->msg ? fr->msg : "forward failed");
-		rw->retried = true;
+		rw->retries++;
 		rw_forward_again(rw);
 		if (rw->fwd_pending)
 			return;
@@ -211,7 +214,7 @@ static void fwd_done(void *arg, const struct node_repl_fwd_result *fr)
 		rw_answer(rw);
 		return;
 	}
-	if (fr->res == 0 && rw->head && !rw->retried && rw->finishing &&
+	if (fr->res == 0 && rw->head && rw->retries < RW_RETRIES_MAX && rw->finishing &&
 	    (rw->val || rw->type == NODE_REQ_DELETE) &&
 	    (rw->local ? 1u : 0u) + fr->nheld < rw->want) {
 		/* the next node answered, but a node after it does not hold the
@@ -232,7 +235,7 @@ static void fwd_done(void *arg, const struct node_repl_fwd_result *fr)
 		if (missing) {
 			snprintf(rw->fwd_msg, sizeof(rw->fwd_msg),
 				 "%u node(s) further down the chain did not store it", missing);
-			rw->retried = true;
+			rw->retries++;
 			rw_forward_again(rw);
 			if (rw->fwd_pending)
 				return;

@@ -76,6 +76,7 @@ while [ $trial -lt $TRIALS ]; do
 	"$C" start "$second" >/dev/null || fail "start $second"
 	wait_ready "$second"
 	x "$PY" "$RC" "$D" default wait-up 6 || fail "$second is not up again"
+	x "$PY" "$RC" "$D" default wait-serving || fail "a node stays busy"
 	out=$(x "$PY" "$RC" "$D" default replicas "$key" "$sha") ||
 		fail "$key: $(cat "$D/put.err"); $out"
 	holders=$(awk '/^holders / { print $2 }' <<<"$out")

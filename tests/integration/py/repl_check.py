@@ -22,6 +22,9 @@ runs it: SHELF_CLIENT names a client of SLICE, SHELF_BROKER the broker).
       delete); no other member holds a copy. Exit 1 on the first failure.
   repl_check.py CLUSTER_DIR SLICE wait-up N
       until the slice's map has N members up (30 s at most; exit 1 if not).
+  repl_check.py CLUSTER_DIR SLICE wait-serving
+      waits until no member up in the map answers reads busy (a node back
+      from an outage takes back its hints first; 30 s at most per member).
   repl_check.py CLUSTER_DIR SLICE keys-on NODE N PREFIX
       N keys PREFIX<i> that have node directory NODE among their homes.
   repl_check.py CLUSTER_DIR SLICE at-home HISTORY SECONDS
@@ -135,6 +138,20 @@ def main():
     m, members, r = the_map(c, sl)
     names = node_dirs(cdir)
     name = lambda mb: names.get(mb["id"], mb["id"].hex()[:8])
+    if mode == "wait-serving":
+        # a node that came back answers reads busy until it has taken back
+        # its hints (up to its hint_sync_timeout): wait until none does
+        for mb in members:
+            if mb["state"] != "up":
+                continue
+            for _ in range(300):
+                what, _v = read_member(c, sl, mb, b"wait-serving-probe")
+                if what != "busy":
+                    break
+                time.sleep(0.1)
+            else:
+                fail(f"{name(mb)} still answers busy after 30 s")
+        return 0
     if mode == "homes":
         key = sys.argv[4].encode()
         print(" ".join(name(x) for x in place(members, key, r, True)))

@@ -38,7 +38,6 @@
 #define NODE_EXIT_DRIVE 3
 #define NODE_PATH_BYTES 512
 #define NODE_TICK_MS 100           /* control plane, data-plane timers */
-#define NODE_RESYNC_AFTER_MS 5000  /* without a broker this long: take back the hints again */
 #define NODE_BUDGET_CHECK_MS 10000 /* how often RSS is compared with the budget */
 #define NODE_ADDRS_MAX 16          /* slice addresses installed */
 #define NODE_DRAIN_MS 5000         /* shutdown: longest wait for the loop to drain */
@@ -160,7 +159,8 @@ static const struct ovl_conf_item node_conf[] = {
 	  "(bad-request, version from the future)" },
 	{ "hint_sync_timeout", OVL_CONF_MS, "10s", C(hint_sync_timeout_ms), 0, 100, 3600000,
 	  "a node that starts (or was cut off from its broker) first takes back the hinted writes other "
-	  "nodes hold for it, answering reads of replicated slices busy: at most this long" },
+	  "nodes hold for it, answering reads of replicated slices busy: at most this long once it reaches "
+	  "its broker and no member reports hints for it" },
 	{ "tombstone_gc_after", OVL_CONF_MS, "24h", C(tombstone_gc_after_ms), 0, 1000, 1ll << 40,
 	  "a delete's tombstone is forgotten this long after the delete, once every home of the key holds it" },
 	{ "hints_max", OVL_CONF_INT, "16384", C(hints_max), 0, 16, 1 << 22,
@@ -195,7 +195,8 @@ struct node_ctx {
 	uint64_t crl_version;
 	char last_event[512];
 	unsigned ticks;
-	uint64_t unreg_since;          /* monotonic ms since no broker answers; 0: registered */
+	bool alone;                    /* no broker has answered lately (hints_tick()) */
+	bool alone_before;             /* hints_tick() ran before */
 	bool hint_syncing;
 	uint64_t hint_sync_timeouts;
 	struct node_loop_ev tick_ev;   /* periodic housekeeping */
@@ -648,6 +649,15 @@ static const uint8_t *repl_cert_get(void *arg, size_t *len)
 	return n->ctl ? node_ctl_cert(n->ctl, len) : NULL;
 }
 
+static void repl_map_stale(void *arg, const char *slice)
+{
+	struct node_ctx *n = arg;
+
+	(void)slice;
+	if (n->ctl)
+		node_ctl_refresh(n->ctl);
+}
+
 static uint64_t repl_now_s(void *arg)
 {
 	struct node_ctx *n = arg;
@@ -688,6 +698,7 @@ static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 		po.cert_get = repl_cert_get;
 		po.now_s = repl_now_s;
 		po.now_ms = repl_now_ms;
+		po.map_stale = repl_map_stale;
 		po.arg = n;
 		po.forward_timeout_ms = (uint64_t)n->cfg.forward_timeout_ms;
 		po.max_clock_skew_ms = (uint64_t)n->cfg.max_clock_skew_ms;
@@ -813,25 +824,34 @@ static void ctl_apply(struct node_ctx *n)
 	}
 }
 
-/* Hints: hand-offs, the sync and tombstone GC; a node that was cut off
- * from every broker for NODE_RESYNC_AFTER_MS takes back its hints again
- * when it is back (writes made meanwhile went to substitutes). */
+/* Hints: hand-offs, the sync and tombstone GC. A node that no broker has
+ * answered for 1.5 heartbeat intervals may be cut off from the network,
+ * and writes made meanwhile go to substitutes (a head gives up on a
+ * replica after forward_timeout, 2 s by default): it starts taking its
+ * hints back at once, reads of replicated slices busy, and goes on while
+ * it reaches too few of its peers, so that it serves no stale copy when
+ * its links come back. A node whose broker alone is gone reaches its
+ * peers, hears that none holds a hint for it and serves again within one
+ * round. */
 static void hints_tick(struct node_ctx *n)
 {
 	uint64_t now = ovl_mono_ms();
 	bool reg = n->ctl && node_ctl_registered(n->ctl);
+	uint64_t quiet = n->ctl ? node_ctl_quiet_ms(n->ctl, now) : 0;
+	uint64_t limit = n->ctl ? (uint64_t)node_ctl_heartbeat_ms(n->ctl) * 3 / 2 : 0;
+	bool alone = n->ctl && (!reg || quiet > limit);
 	struct node_req_hint_stats st;
 
-	if (!reg && !n->unreg_since)
-		n->unreg_since = now;
-	if (reg && n->unreg_since) {
-		if (now - n->unreg_since >= NODE_RESYNC_AFTER_MS) {
-			ovl_info("hints: back after %" PRIu64 " ms without a broker: taking back the hinted writes before serving reads",
-				 now - n->unreg_since);
-			node_req_hint_sync(n->req);
-		}
-		n->unreg_since = 0;
+	/* at start the node takes its hints back if its drive holds objects
+	 * (node_req_new()); afterwards, each time it finds itself alone */
+	if (alone && !n->alone && n->alone_before) {
+		ovl_info("hints: no broker answered for %" PRIu64 " ms: this node may be cut off; taking back the hinted writes before serving reads",
+			 quiet == UINT64_MAX ? limit : quiet);
+		node_req_hint_sync(n->req);
 	}
+	n->alone = alone;
+	n->alone_before = true;
+	node_req_connected(n->req, !alone);
 	node_req_tick(n->req, now);
 	node_req_hint_stats(n->req, &st);
 	if (st.syncing != n->hint_syncing) {
@@ -840,7 +860,7 @@ static void hints_tick(struct node_ctx *n)
 		else if (st.sync_timeouts > n->hint_sync_timeouts)
 			ovl_warn("hints: the hinted writes were not all taken back within hint_sync_timeout; serving reads");
 		else
-			ovl_info("hints: every member says it holds no hint for this node; serving reads");
+			ovl_info("hints: no member reached holds a hint for this node; serving reads");
 		n->hint_syncing = st.syncing;
 		n->hint_sync_timeouts = st.sync_timeouts;
 	}

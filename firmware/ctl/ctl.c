@@ -39,6 +39,7 @@ struct bconn {
 	uint64_t hb_seq;
 	uint64_t next_reg_ms, next_hb_ms;
 	uint32_t hb_ms;
+	uint64_t heard_ms;           /* monotonic ms of its last REGISTER-OK or HEARTBEAT-OK */
 	uint8_t sign_pk[OVL_ID_BYTES]; /* from its verified certificate; zero until then */
 	bool have_key;
 };
@@ -53,6 +54,7 @@ struct node_ctl {
 	size_t cert_len;
 	uint64_t cert_nb, cert_na;       /* its validity */
 	uint64_t next_renew_ms;
+	uint64_t refresh_ms;             /* last node_ctl_refresh() that sent early */
 	uint8_t *bcert[NODE_CTL_BROKERS_MAX]; /* broker certificates known (any broker) */
 	size_t bcert_len[NODE_CTL_BROKERS_MAX];
 	unsigned n_bcert;
@@ -871,6 +873,7 @@ static int on_register_ok(node_ctl_t *c, unsigned bi, const struct ovl_msg_regis
 			def_set(c, &r->slices[i]);
 	save_defs(c);
 	c->b[bi].registered = true;
+	c->b[bi].heard_ms = ovl_mono_ms();
 	c->b[bi].hb_outstanding = 0;
 	c->b[bi].hb_unsent_since_ms = 0;
 	c->b[bi].hb_ms = r->heartbeat_ms;
@@ -899,6 +902,7 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 		if (!ts_ok(c, bi, m.u.hb_ok.ts))
 			break;
 		c->b[bi].hb_outstanding = 0;
+		c->b[bi].heard_ms = ovl_mono_ms();
 		for (uint32_t i = 0; i < m.u.hb_ok.n_slices; i++) {
 			if (!from_owner(c, bi, m.u.hb_ok.slices[i].name))
 				continue;
@@ -1195,6 +1199,40 @@ bool node_ctl_registered(const node_ctl_t *c)
 		if (c->b[i].registered)
 			return true;
 	return false;
+}
+
+uint64_t node_ctl_quiet_ms(const node_ctl_t *c, uint64_t now_mono_ms)
+{
+	uint64_t last = 0;
+
+	for (unsigned i = 0; i < c->cfg.n_brokers; i++)
+		if (c->b[i].registered && c->b[i].heard_ms > last)
+			last = c->b[i].heard_ms;
+	if (!last)
+		return UINT64_MAX;
+	return now_mono_ms > last ? now_mono_ms - last : 0;
+}
+
+void node_ctl_refresh(node_ctl_t *c)
+{
+	uint64_t now = ovl_mono_ms();
+
+	if (c->refresh_ms && now < c->refresh_ms + 200)
+		return;
+	c->refresh_ms = now;
+	for (unsigned i = 0; i < c->cfg.n_brokers; i++)
+		if (c->b[i].registered && c->b[i].next_hb_ms > now)
+			c->b[i].next_hb_ms = now;
+}
+
+uint32_t node_ctl_heartbeat_ms(const node_ctl_t *c)
+{
+	uint32_t ms = 0;
+
+	for (unsigned i = 0; i < c->cfg.n_brokers; i++)
+		if (c->b[i].registered && c->b[i].hb_ms && (!ms || c->b[i].hb_ms < ms))
+			ms = c->b[i].hb_ms;
+	return ms ? ms : OVL_MSG_HEARTBEAT_MS;
 }
 
 bool node_ctl_broker_registered(const node_ctl_t *c, unsigned i)

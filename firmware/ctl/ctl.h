@@ -98,6 +98,22 @@ int node_ctl_poll(node_ctl_t *c, int timeout_ms);
 
 /* Registered with at least one broker right now. */
 bool node_ctl_registered(const node_ctl_t *c);
+
+/* How long since a broker this node is registered with last answered
+ * (REGISTER-OK or HEARTBEAT-OK), in ms; UINT64_MAX when registered with
+ * none. A heartbeat is answered within one interval, so more than about
+ * 1.5 intervals means the node may be cut off, long before the
+ * NODE_CTL_LOST_HEARTBEATS that end the registration. */
+uint64_t node_ctl_quiet_ms(const node_ctl_t *c, uint64_t now_mono_ms);
+
+/* Send the next heartbeat now (at most every 200 ms): its answer names
+ * each slice's epoch, and a newer map is fetched at once. For a node that
+ * heard from a peer that its map is stale. */
+void node_ctl_refresh(node_ctl_t *c);
+
+/* The shortest heartbeat interval of the brokers registered with (the
+ * default when none). */
+uint32_t node_ctl_heartbeat_ms(const node_ctl_t *c);
 /* Registered with broker i. */
 bool node_ctl_broker_registered(const node_ctl_t *c, unsigned i);
 /* The current certificate (borrowed) or NULL. */

@@ -407,6 +407,16 @@ void node_repl_suspect(struct node_repl *r, const uint8_t id[OVL_ID_BYTES])
 	r->suspects[pick].until = now + NODE_REPL_UNREACHABLE_MS;
 }
 
+void node_repl_heard(struct node_repl *r, const uint8_t id[OVL_ID_BYTES])
+{
+	for (unsigned i = 0; i < NODE_REPL_SUSPECTS_MAX; i++)
+		if (memcmp(r->suspects[i].id, id, OVL_ID_BYTES) == 0)
+			r->suspects[i].until = 0;
+	for (unsigned i = 0; i < r->npeers; i++)
+		if (memcmp(r->peers[i]->id, id, OVL_ID_BYTES) == 0)
+			r->peers[i]->down_until = 0;
+}
+
 void node_repl_ver_next(struct node_repl *r, struct ovl_wire_ver *out)
 {
 	r->last_hlc = node_repl_hlc_next(r->last_hlc, r->seen_hlc, node_repl_now_ms(r));
@@ -538,6 +548,8 @@ static void call_done(struct ovl_dpc_call *call, void *arg)
 	} else if (call->result < 0) {
 		snprintf(msg, sizeof(msg), "%s: %s", f->name, call->err);
 	} else if (call->resp.status != OVL_WIRE_OK) {
+		if (call->resp.status == OVL_WIRE_STALE_MAP && f->r->o.map_stale)
+			f->r->o.map_stale(f->r->o.arg, f->rp->slice);
 		snprintf(msg, sizeof(msg), "%s answered %s: %s", f->name,
 			 ovl_wire_status_name(call->resp.status) ? ovl_wire_status_name(call->resp.status)
 								  : "an unknown status",
@@ -729,6 +741,8 @@ static void rcall_done(struct ovl_dpc_call *call, void *arg)
 	}
 	if (call->result < 0)
 		c->rp->down_until = mono_ms() + NODE_REPL_UNREACHABLE_MS;
+	else if (call->resp.status == OVL_WIRE_STALE_MAP && r->o.map_stale)
+		r->o.map_stale(r->o.arg, c->rp->slice);
 	c->done(c->arg, call);
 	ovl_dpc_call_release(&c->call);
 	free(c);

@@ -111,6 +111,9 @@ struct node_repl_opts {
 	const uint8_t *(*cert_get)(void *arg, size_t *len);
 	uint64_t (*now_s)(void *arg);   /* trusted unix seconds (certificates) */
 	uint64_t (*now_ms)(void *arg);  /* the node's clock, unix ms (versions) */
+	/* may be NULL: another node answered stale-map (its map of the slice
+	 * is newer than this node's): ask the broker for the new one now */
+	void (*map_stale)(void *arg, const char *slice);
 	void *arg;
 	uint64_t forward_timeout_ms;    /* 0: NODE_REPL_FORWARD_TIMEOUT_MS_DEFAULT */
 	uint64_t max_clock_skew_ms;     /* 0: NODE_REPL_MAX_CLOCK_SKEW_MS_DEFAULT */
@@ -168,6 +171,12 @@ void node_repl_avoid(struct node_repl *r, const struct node_ctl_map *m, bool *av
  * NODE_REPL_SUSPECTS_MAX are remembered (the one expiring first goes). */
 #define NODE_REPL_SUSPECTS_MAX 16
 void node_repl_suspect(struct node_repl *r, const uint8_t id[OVL_ID_BYTES]);
+
+/* A node that just reached this one (it asked for its hints back): it is
+ * reachable again, so forget that it was unreachable or suspect. Writes
+ * then go to it rather than to a substitute that would hold yet another
+ * hint for a node that has finished taking its hints back. */
+void node_repl_heard(struct node_repl *r, const uint8_t id[OVL_ID_BYTES]);
 
 /* A new version for a write this node heads. */
 void node_repl_ver_next(struct node_repl *r, struct ovl_wire_ver *out);

@@ -837,6 +837,11 @@ void node_req_hint_sync(struct node_req *rq)
 	req_hints_sync_start(rq);
 }
 
+void node_req_connected(struct node_req *rq, bool connected)
+{
+	req_hints_connected(rq, connected);
+}
+
 bool node_req_syncing(const struct node_req *rq)
 {
 	return req_hints_syncing(rq);

@@ -327,10 +327,14 @@ void node_req_buf_release(struct node_req_buf **b);
  *
  * Sync: a node that starts (node_req_new()) or is told to
  * (node_req_hint_sync()) asks every live member of each replicated slice
- * it belongs to for NODE-STAT every 250 ms, until none reports a
- * `hints_for_<its id>` counter, or hint_sync_timeout. Until then GET, STAT
- * and LIST on a replicated slice answer -EBUSY (clients read another
- * replica); writes are served.
+ * it belongs to for NODE-STAT every 250 ms, until a round in which no
+ * member reached reports a `hints_for_<its id>` counter and the members
+ * reached are at least as many as those not (a dead member does not hold
+ * the sync; a node cut off from its peers keeps syncing), or
+ * hint_sync_timeout, counted while the node reaches its broker
+ * (node_req_connected()) and no member reports hints for it (hand-offs
+ * take as long as they take: no stale copy is served meanwhile). Until then GET, STAT and LIST on a replicated
+ * slice answer -EBUSY (clients read another replica); writes are served.
  *
  * Tombstone GC: a tombstone older than tombstone_gc_after (by its
  * version's clock) is dropped (node_store_tomb_drop()) once every other
@@ -348,6 +352,11 @@ void node_req_stop(struct node_req *rq);
 /* Take back the hints addressed to this node again, reads of replicated
  * slices busy until done (after the node was cut off for a while). */
 void node_req_hint_sync(struct node_req *rq);
+
+/* Whether the control plane reaches a broker (default: yes). While it
+ * does not, hint_sync_timeout does not run: a node cut off from the
+ * network syncs until it reaches its peers again. */
+void node_req_connected(struct node_req *rq, bool connected);
 
 /* Whether the sync runs (reads of replicated slices are busy). */
 bool node_req_syncing(const struct node_req *rq);

@@ -95,6 +95,9 @@ struct req_hints {
 	unsigned sync_outstanding;
 	bool sync_more, sync_round;
 	bool sync_known;                /* a replicated slice of this node's was seen */
+	unsigned sync_answered, sync_unreached; /* this round's members: none for us / not reached */
+	bool sync_held;                 /* this round, a member reported hints for this node */
+	bool connected;                 /* the control plane reaches a broker */
 	uint64_t sync_timeout_ms;
 	/* tombstone GC */
 	uint64_t gc_after_ms, gc_next;
@@ -353,6 +356,7 @@ int req_hints_new(struct node_req *rq, const struct node_req_opts *o, char *err,
 	}
 	hs->rq = rq;
 	hs->max = o->hints_max ? o->hints_max : NODE_REQ_HINTS_MAX_DEFAULT;
+	hs->connected = true;
 	hs->sync_timeout_ms = o->hint_sync_timeout_ms ? o->hint_sync_timeout_ms
 						      : NODE_REQ_HINT_SYNC_TIMEOUT_MS_DEFAULT;
 	hs->gc_after_ms = o->tombstone_gc_after_ms ? o->tombstone_gc_after_ms
@@ -890,6 +894,8 @@ void req_hint_poke(struct node_req *rq, const uint8_t id[OVL_ID_BYTES])
 	struct req_hints *hs = rq->hints;
 	struct hint_home *hh = hs ? home_get(hs, id, false) : NULL;
 
+	if (rq->o.repl)
+		node_repl_heard(rq->o.repl, id);
 	if (!hh || !hh->count)
 		return;
 	hh->poked_ms = now_mono();
@@ -912,6 +918,20 @@ void req_hints_sync_start(struct node_req *rq)
 	hs->sync_known = false;
 }
 
+void req_hints_connected(struct node_req *rq, bool connected)
+{
+	struct req_hints *hs = rq->hints;
+
+	if (!hs || hs->connected == connected)
+		return;
+	hs->connected = connected;
+	/* hint_sync_timeout counts from the moment the node can reach its
+	 * broker again: a node cut off must not give up while it still cannot
+	 * reach the members that hold its hints */
+	if (connected && hs->syncing)
+		hs->sync_deadline = now_mono() + hs->sync_timeout_ms;
+}
+
 bool req_hints_syncing(const struct node_req *rq)
 {
 	return rq->hints && rq->hints->syncing;
@@ -926,16 +946,24 @@ static void sync_ask_done(void *arg, struct ovl_dpc_call *call)
 	ovl_hex_encode(node_repl_self(hs->rq->o.repl), 8, hex);
 	snprintf(name, sizeof(name), "hints_for_%.16s", hex);
 	if (call->result == 0 && call->resp.status == OVL_WIRE_OK) {
+		bool some = false;
+
 		for (uint32_t i = 0; i < call->resp.ncounters; i++)
 			if (strcmp(call->resp.counters[i].name, name) == 0 &&
 			    call->resp.counters[i].value)
-				hs->sync_more = true;
-	} else {
+				some = true;
+		if (some)
+			hs->sync_more = hs->sync_held = true;
+		else
+			hs->sync_answered++;
+	} else if (call->result == 0) {
 		/* it answered, but not with its counters (a stale map here, a
-		 * busy node), or it could not be reached (this node's links may
-		 * still be coming back after a cut, while the member holds
-		 * hints for it): ask again, until hint_sync_timeout */
+		 * busy node): ask again */
 		hs->sync_more = true;
+	} else {
+		/* not reached: this node may still be cut off (its links coming
+		 * back), or the member is dead; see sync_round() */
+		hs->sync_unreached++;
 	}
 	hs->sync_outstanding--;
 	free(sa);
@@ -955,10 +983,19 @@ static void sync_round(struct req_hints *hs, uint64_t now)
 		if (hs->sync_outstanding)
 			return;
 		hs->sync_round = false;
-		if (!hs->sync_more && hs->sync_known) {
+		/* done when no member reached holds a hint for this node and
+		 * the members reached are at least as many as those not: a dead
+		 * member cannot keep a slice's reads busy, while a node cut off
+		 * from most of its peers (it reaches none of them) waits */
+		if (!hs->sync_more && hs->sync_known && hs->sync_answered >= hs->sync_unreached &&
+		    (hs->sync_answered || !hs->sync_unreached)) {
 			hs->syncing = false;
 			return;
 		}
+		/* a member still holds hints for this node: it hands them off
+		 * (however long that takes, never a stale copy served meanwhile) */
+		if (hs->sync_held && hs->sync_deadline < now + hs->sync_timeout_ms)
+			hs->sync_deadline = now + hs->sync_timeout_ms;
 		hs->sync_next = now + SYNC_ROUND_MS;
 	}
 	if (now < hs->sync_next)
@@ -967,6 +1004,8 @@ static void sync_round(struct req_hints *hs, uint64_t now)
 	if (!asked)
 		return;
 	hs->sync_more = false;
+	hs->sync_answered = hs->sync_unreached = 0;
+	hs->sync_held = false;
 	hs->sync_round = true;
 	for (unsigned i = 0; (m = node_repl_map_at(r, i)) != NULL; i++) {
 		if (m->replicas < 2 || node_repl_member_find(m->members, m->n_members, self) < 0)
@@ -994,8 +1033,8 @@ static void sync_round(struct req_hints *hs, uint64_t now)
 			memset(&q, 0, sizeof(q));
 			q.type = OVL_WIRE_T_NODE_STAT;
 			if (node_repl_call(r, m, j, &q, sync_ask_done, sa, NULL, err, sizeof(err)) < 0) {
-				/* not asked (a peer passed over for now): not done */
-				hs->sync_more = true;
+				/* not asked (a peer passed over for now, as unreachable) */
+				hs->sync_unreached++;
 				free(sa);
 				continue;
 			}
@@ -1178,6 +1217,8 @@ void req_hints_tick(struct node_req *rq, uint64_t now)
 	if (!hs || !rq->o.repl)
 		return;
 	if (hs->syncing) {
+		if (!hs->connected && hs->sync_deadline < now + hs->sync_timeout_ms)
+			hs->sync_deadline = now + hs->sync_timeout_ms;
 		if (now >= hs->sync_deadline) {
 			hs->syncing = false;
 			hs->sync_timeouts++;

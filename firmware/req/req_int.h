@@ -69,6 +69,7 @@ int req_hint_put(struct node_req *rq, const uint8_t home[OVL_ID_BYTES], const ch
 void req_hint_poke(struct node_req *rq, const uint8_t id[OVL_ID_BYTES]);
 void req_hints_sync_start(struct node_req *rq);
 bool req_hints_syncing(const struct node_req *rq);
+void req_hints_connected(struct node_req *rq, bool connected);
 void req_hints_tick(struct node_req *rq, uint64_t now_mono_ms);
 unsigned req_hints_counters(const struct node_req *rq, struct ovl_wire_counter *c, unsigned max);
 void req_hints_stats(const struct node_req *rq, struct node_req_hint_stats *st);

@@ -214,12 +214,11 @@ static void fwd_done(void *arg, const struct node_repl_fwd_result *fr)
 		rw_answer(rw);
 		return;
 	}
-	if (fr->res == 0 && rw->head && rw->retries < RW_RETRIES_MAX && rw->finishing &&
-	    (rw->val || rw->type == NODE_REQ_DELETE) &&
-	    (rw->local ? 1u : 0u) + fr->nheld < rw->want) {
+	if (fr->res == 0 && rw->head && (rw->local ? 1u : 0u) + fr->nheld < rw->want) {
 		/* the next node answered, but a node after it does not hold the
-		 * write (it died or failed further down the chain): once more,
-		 * with a substitute for each node missing from `held` */
+		 * write (it died or failed further down the chain): pass it over
+		 * from now on, whether or not this write can go again (a stream
+		 * cannot: the client's next attempt then goes around it) */
 		unsigned missing = 0;
 
 		for (unsigned i = 0; i < rw->nsent; i++) {
@@ -232,13 +231,20 @@ static void fwd_done(void *arg, const struct node_repl_fwd_result *fr)
 				missing++;
 			}
 		}
-		if (missing) {
+		/* a whole value or a DELETE goes once more, with a substitute
+		 * for each node missing from `held` */
+		if (missing && rw->retries < RW_RETRIES_MAX && rw->finishing &&
+		    (rw->val || rw->type == NODE_REQ_DELETE)) {
 			snprintf(rw->fwd_msg, sizeof(rw->fwd_msg),
 				 "%u node(s) further down the chain did not store it", missing);
 			rw->retries++;
 			rw_forward_again(rw);
 			if (rw->fwd_pending)
 				return;
+		} else if (missing) {
+			snprintf(rw->fwd_msg, sizeof(rw->fwd_msg),
+				 "%u node(s) further down the chain did not store it; they are passed over from now on",
+				 missing);
 		}
 	}
 	rw->fwd_res = fr->res;

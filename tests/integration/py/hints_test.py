@@ -289,6 +289,10 @@ if mode == "cutw":
             except ShelfError as e:
                 if e.status != 10 or attempt == 4:
                     fail(f"{k!r} with {sys.argv[3]} cut: {e}")
+                # busy: the broker's new map (the cut node down) may not
+                # have reached the head yet; it asks for it when a peer
+                # answers stale-map
+                time.sleep(0.1 * (attempt + 1))
         held = r.get("held") or []
         if len(held) != 2 or cut["id"] in held:
             fail(f"{k!r} with {sys.argv[3]} cut: held {[x.hex()[:8] for x in held]}")

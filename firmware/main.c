@@ -69,6 +69,7 @@ struct node_config {
 	int64_t forward_timeout_ms, max_clock_skew_ms;
 	/* hints and tombstones (node_req_opts) */
 	int64_t hint_sync_timeout_ms, tombstone_gc_after_ms, hints_max;
+	int64_t antientropy_interval_ms;
 };
 
 #define C(f) offsetof(struct node_config, f)
@@ -166,6 +167,9 @@ static const struct ovl_conf_item node_conf[] = {
 	{ "hints_max", OVL_CONF_INT, "16384", C(hints_max), 0, 16, 1 << 22,
 	  "hinted writes this node keeps for nodes that are down (about 100 bytes of memory each); "
 	  "beyond that a write it would stand in for is refused (busy)" },
+	{ "antientropy_interval", OVL_CONF_MS, "1h", C(antientropy_interval_ms), 0, 1000, 1ll << 40,
+	  "each replicated slice is compared with its other members (digests, then the keys that "
+	  "differ) and repaired this often, +-20 % jitter; at once when a member goes out or joins" },
 	OVL_CONF_END
 };
 
@@ -714,6 +718,7 @@ static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 		ro.hint_sync_timeout_ms = (uint64_t)n->cfg.hint_sync_timeout_ms;
 		ro.tombstone_gc_after_ms = (uint64_t)n->cfg.tombstone_gc_after_ms;
 		ro.hints_max = (unsigned)n->cfg.hints_max;
+		ro.antientropy_interval_ms = (uint64_t)n->cfg.antientropy_interval_ms;
 		if (node_req_new(&n->req, &ro, err, sizeof(err)) < 0) {
 			ovl_err("data plane: %s", err);
 			return;

@@ -779,7 +779,10 @@ unsigned req_scrub_counters(const struct node_req *rq, struct ovl_wire_counter *
 			{ "heal_objects_lost", sc->lost },
 		};
 
-		for (size_t i = 0; n < max && i < sizeof(t) / sizeof(t[0]); i++, n++) {
+		/* heal_objects_lost only where copies could come back from */
+		size_t nt = sizeof(t) / sizeof(t[0]) - (rq->o.repl ? 0 : 1);
+
+		for (size_t i = 0; n < max && i < nt; i++, n++) {
 			snprintf(c[n].name, sizeof(c[n].name), "%s", t[i].name);
 			c[n].value = t[i].v;
 		}

@@ -193,8 +193,14 @@ static void dmg_queue(struct req_scrub *sc, const char *slice, const uint8_t *ke
 
 void req_damage_found(struct node_req *rq, const char *slice, const uint8_t *key, size_t klen)
 {
-	if (rq->scrub && !rq->scrub->dying && rq->o.repl)
-		dmg_queue(rq->scrub, slice, key, klen, false);
+	const struct node_ctl_map *m;
+
+	if (!rq->scrub || rq->scrub->dying || !rq->o.repl)
+		return;
+	/* a read names its slice: only a replicated one has another copy */
+	if (slice && slice[0] && (!(m = node_repl_map(rq->o.repl, slice)) || m->replicas < 2))
+		return;
+	dmg_queue(rq->scrub, slice, key, klen, false);
 }
 
 static void key_hex(const uint8_t *key, size_t klen, char *out /* 2*32+4 */)

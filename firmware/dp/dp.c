@@ -1699,8 +1699,9 @@ static ssize_t dp_data(void *arg, struct node_conn *c, const uint8_t *buf, size_
 		 * judged by the slice's membership in the request layer */
 		bool node_fwd = dc->ses.peer.role == OVL_ROLE_NODE &&
 				(q->has_fwd || q->has_ver || h.type == OVL_WIRE_T_NODE_STAT ||
-				 h.type == OVL_WIRE_T_STAT || h.type == OVL_WIRE_T_DIGEST ||
-				 h.type == OVL_WIRE_T_HEAL ||
+				 h.type == OVL_WIRE_T_STAT ||
+				 h.type == OVL_WIRE_T_GET || /* repair: a damaged copy fetched again */
+				 h.type == OVL_WIRE_T_DIGEST || h.type == OVL_WIRE_T_HEAL ||
 				 (h.type == OVL_WIRE_T_LIST && q->has_bucket));
 		/* digests and bucket listings are between the slice's nodes */
 		bool node_only = h.type == OVL_WIRE_T_DIGEST ||

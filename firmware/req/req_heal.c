@@ -100,7 +100,7 @@ struct hslice {
 	bool recheck;                   /* differences found: look again soon */
 	/* published (the last whole pass) */
 	bool have;
-	uint64_t full_o, full_b, deg_o, deg_b, lost_o;
+	uint64_t full_o, full_b, deg_o, deg_b; /* heal_objects_lost: req_scrub.c's */
 	uint64_t passes, last_unix, diffs_last, bytes_last, bytes_total;
 };
 
@@ -1139,6 +1139,17 @@ static int lwalk_cb(void *arg, const void *key, size_t klen, const struct node_s
 	return 0;
 }
 
+/* A key's bytes on the drive (its newest record: value, header, key),
+ * from the index: 0 when unknown. */
+static uint64_t key_bytes(struct req_heal *he, const uint8_t *key, size_t klen)
+{
+	uint64_t off, size = 0;
+
+	if (node_store_locate(he->rq->o.store, key, klen, &off, &size) < 0)
+		return 0;
+	return size;
+}
+
 static void hint_cb(void *arg, int res)
 {
 	struct req_heal *he = arg;
@@ -1161,8 +1172,8 @@ static void act_newer(struct req_heal *he, int target, const uint8_t *key, size_
 		return;
 	if (req_hint_waiting(he->rq, he->hm.mem[target].id, slice, key, klen, &v))
 		return;
-	if (req_hint_put_repair(he->rq, he->hm.mem[target].id, slice, key, klen, &v, tomb, hint_cb,
-				he) == 0)
+	if (req_hint_put_repair(he->rq, he->hm.mem[target].id, slice, key, klen, &v, tomb,
+				tomb ? 0 : key_bytes(he, key, klen), hint_cb, he) == 0)
 		he_ref(he);
 }
 
@@ -1470,7 +1481,8 @@ static void fjob_end(struct req_heal *he, struct fjob *fj)
 			for (unsigned i = 0; i < fj->nlack; i++)
 				if (!req_hint_waiting(he->rq, fj->lack[i], slice, fj->key, fj->klen, &v) &&
 				    req_hint_put_repair(he->rq, fj->lack[i], slice, fj->key, fj->klen,
-							&v, fj->tomb, hint_cb, he) == 0)
+							&v, fj->tomb, fj->tomb ? 0 : key_bytes(he, fj->key, fj->klen),
+							hint_cb, he) == 0)
 					he_ref(he);
 		} else {
 			fjob_drop(he, fj);
@@ -1748,7 +1760,6 @@ unsigned node_req_heal_counters(const struct node_req *rq, const char *slice,
 			{ "heal_bytes_full", hs ? hs->full_b : 0 },
 			{ "heal_objects_degraded", hs ? hs->deg_o : 0 },
 			{ "heal_bytes_degraded", hs ? hs->deg_b : 0 },
-			{ "heal_objects_lost", hs ? hs->lost_o : 0 },
 			{ "ae_passes", hs ? hs->passes : 0 },
 			{ "ae_last_unix", hs ? hs->last_unix : 0 },
 			{ "ae_diffs_last", hs ? hs->diffs_last : 0 },
@@ -1777,13 +1788,14 @@ static int heal_start(struct node_req *rq, const struct node_req_args *a, node_r
 		rq->msg = "the asking node is no member of the slice";
 		return -EACCES;
 	}
-	if (a->has_rate) {
-		rq->repair_rate_limit = a->rate;
-		rq->repair_limits_set = true;
-	}
-	if (a->has_duty) {
-		rq->repair_duty = a->duty;
-		rq->repair_limits_set = true;
+	if ((a->has_rate || a->has_duty) &&
+	    node_req_repair_set(rq, a->has_rate ? (int64_t)(a->rate > INT64_MAX ? INT64_MAX : a->rate) : -1,
+				a->has_duty ? (int)a->duty : -1) < 0) {
+		snprintf(rq->msgbuf, sizeof(rq->msgbuf),
+			 "rate %" PRIu64 " is below the least limit of %u bytes/s (0: unlimited)",
+			 a->rate, NODE_REQ_REPAIR_RATE_MIN);
+		rq->msg = rq->msgbuf;
+		return -EINVAL;
 	}
 	if (is_repl_member(rq, m) && (hs = slice_get(he, a->slice, true)) != NULL) {
 		/* a pass now (after the one running, if any) */

@@ -116,6 +116,7 @@ struct fjob {
 	bool failed;
 	uint8_t lack[OVL_PLACE_REPLICAS_MAX][OVL_ID_BYTES];
 	unsigned nlack;
+	unsigned nhold;                 /* homes that hold this version or newer */
 };
 
 struct call_ctx {
@@ -144,6 +145,8 @@ struct req_heal {
 	uint64_t *prim_o, *prim_b;      /* per member: primary keys shared with it */
 	bool *failed;                   /* per member: its comparison failed */
 	uint64_t prim_total_o, prim_total_b, deg_o, deg_b, diffs, bytes;
+	uint64_t made;                  /* repair hints written by this pass */
+	unsigned compared, unreached;   /* members compared; of them, not answering */
 	uint8_t cursor[NODE_STORE_KEY_MAX];
 	size_t clen;
 	/* COMPARE */
@@ -820,7 +823,8 @@ static int pass_begin(struct req_heal *he, unsigned si, const struct node_ctl_ma
 	he->check_only = hs->want_check;
 	he->clen = 0;
 	he->prim_total_o = he->prim_total_b = he->deg_o = he->deg_b = 0;
-	he->diffs = he->bytes = 0;
+	he->diffs = he->bytes = he->made = 0;
+	he->compared = he->unreached = 0;
 	he->cs = CS_NEXT;
 	he->peer = 0;
 	he->call_out = false;
@@ -877,6 +881,15 @@ static void pass_done(struct req_heal *he)
 	he->phase = P_IDLE;
 	he->j_ms = 0;
 	he->j_out = false; /* a record in flight completes on its own; this one follows it */
+	for (unsigned p = 0; p < he->hm.n; p++)
+		he->unreached += he->failed[p];
+	if (he->diffs || he->unreached)
+		req_event(rq, NODE_REQ_EV_INFO,
+			  "anti-entropy: slice '%s': pass %" PRIu64 "%s: %u members compared (%u not), "
+			  "%" PRIu64 " keys differ, %" PRIu64 " repair copies queued, %" PRIu64
+			  " objects degraded, %" PRIu64 " bytes exchanged",
+			  hs->name, hs->passes, he->check_only ? " (check only)" : "", he->compared,
+			  he->unreached, he->diffs, he->made, hs->deg_o, he->bytes);
 	j_write(he, hs, P_IDLE, true);
 	he->gen++;
 	pass_free(he);
@@ -1173,8 +1186,10 @@ static void act_newer(struct req_heal *he, int target, const uint8_t *key, size_
 	if (req_hint_waiting(he->rq, he->hm.mem[target].id, slice, key, klen, &v))
 		return;
 	if (req_hint_put_repair(he->rq, he->hm.mem[target].id, slice, key, klen, &v, tomb,
-				tomb ? 0 : key_bytes(he, key, klen), hint_cb, he) == 0)
+				tomb ? 0 : key_bytes(he, key, klen), hint_cb, he) == 0) {
+		he->made++;
 		he_ref(he);
+	}
 }
 
 /* A key that differs: counted; degraded when this node is its primary. */
@@ -1350,6 +1365,7 @@ static void cmp_step(struct req_heal *he)
 			q.type = OVL_WIRE_T_DIGEST;
 			q.buckets = he->resuming ? OVL_WIRE_DIGEST_BUCKETS : 0;
 			ret = send_call(he, &q, digest_done, HEAL_DIGEST_TIMEOUT_MS);
+			he->compared++;
 			if (ret < 0) {
 				he->failed[he->peer] = true;
 				he->peer++;
@@ -1477,13 +1493,19 @@ static void fjob_end(struct req_heal *he, struct fjob *fj)
 			he->diffs++;
 		if (he->check_only) {
 			/* counted only */
+		} else if (fj->nlack && fj->nhold) {
+			/* a home holds it: the pusher among the homes gives it to
+			 * the others (one copy moved, not two); the copy here stays
+			 * until every home holds it (the next pass drops it) */
 		} else if (fj->nlack) {
 			for (unsigned i = 0; i < fj->nlack; i++)
 				if (!req_hint_waiting(he->rq, fj->lack[i], slice, fj->key, fj->klen, &v) &&
 				    req_hint_put_repair(he->rq, fj->lack[i], slice, fj->key, fj->klen,
 							&v, fj->tomb, fj->tomb ? 0 : key_bytes(he, fj->key, fj->klen),
-							hint_cb, he) == 0)
+							hint_cb, he) == 0) {
+					he->made++;
 					he_ref(he);
+				}
 		} else {
 			fjob_drop(he, fj);
 		}
@@ -1511,6 +1533,8 @@ static void fstat_done(void *arg, struct ovl_dpc_call *call)
 		}
 		if (!holds && !lacks)
 			fj->failed = true; /* no answer, busy, stale map: judged next pass */
+		if (holds)
+			fj->nhold++;
 		if (lacks && fj->nlack < OVL_PLACE_REPLICAS_MAX)
 			memcpy(fj->lack[fj->nlack++], cc->home, OVL_ID_BYTES);
 		if (++fj->answered == fj->asked)
@@ -1540,7 +1564,7 @@ static void fjob_start(struct req_heal *he, const uint8_t *key, size_t klen,
 	fj->klen = klen;
 	fj->ver = *ver;
 	fj->tomb = tomb;
-	fj->asked = fj->answered = fj->nlack = 0;
+	fj->asked = fj->answered = fj->nlack = fj->nhold = 0;
 	fj->failed = false;
 	fj->asked = 1; /* held while the questions go out */
 	for (unsigned i = 0; i < n; i++) {

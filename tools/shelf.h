@@ -64,7 +64,7 @@
 #define SHELF_WRITE_BUSY_RETRIES 3 /* a replicated write answered busy is sent again */
 #define SHELF_DATA_PORT_DEFAULT 7480 /* a node's data-plane port when none is given */
 #define SHELF_NODES_MAX 32           /* node addresses given with shelf_add_node() */
-#define SHELF_COUNTERS_MAX 64        /* NODE_STAT counters (OVL_WIRE_COUNTERS_MAX) */
+#define SHELF_COUNTERS_MAX 128       /* NODE_STAT counters (OVL_WIRE_COUNTERS_MAX) */
 #define SHELF_ERR_BYTES 1024         /* an err buffer of this size holds every message whole */
 #define SHELF_CONNECT_TIMEOUT_MS_DEFAULT 1000 /* connect + handshake with one replica */
 #define SHELF_UNREACHABLE_MS_DEFAULT 5000     /* how long a node that failed is tried last */

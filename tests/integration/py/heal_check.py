@@ -116,22 +116,33 @@ def fill(c, sl, n, prefix, seed, size, threads):
     def worker():
         cl = client()
         cl.maps = dict(c.maps)
+        conns = {}  # head id -> an open connection (one handshake per head)
         while True:
             with lock:
                 i = nxt[0]
                 nxt[0] += 1
             if i >= n or errors:
-                return
+                break
             k = f"{prefix}{i}".encode()
+            d = data(seed, i, size)
             for attempt in range(5):
+                head = cl.primary(sl, k, True)
                 try:
-                    cl.put(k, data(seed, i, size), sl)
+                    cn = conns.get(head["id"])
+                    if cn is None:
+                        cn = conns[head["id"]] = cl.connect(sl, head)
+                    cn.request(PUT, {"key": k, "size": len(d), "crc": crc32c(d)}, d)
                     break
                 except (OSError, ShelfError) as e:
+                    x = conns.pop(head["id"], None)
+                    if x:
+                        x.close()
                     if attempt == 4:
                         errors.append(f"put {k!r}: {e}")
                     time.sleep(0.2)
                     cl.fetch_map(sl)
+        for cn in conns.values():
+            cn.close()
 
     ts = [threading.Thread(target=worker) for _ in range(threads)]
     t0 = time.monotonic()

@@ -20,6 +20,9 @@ SHELF_CLIENT names a client of SLICE, SHELF_BROKER the broker).
       whose homes changed moved, that every object is at exactly its R
       homes after, and that the copies per node are within TOL (a
       fraction, e.g. 0.35) of the mean. Exit 1 if not.
+  heal_check.py CLUSTER_DIR SLICE pernode NAME
+      `<node dir> <value|->` of counter NAME for every member not `out`
+      (`<node dir> down` when it does not answer).
   heal_check.py CLUSTER_DIR SLICE counters NAME...
       the sums of the named NODE_STAT counters over the members that are
       not `out`, one `NAME VALUE` line each (`NAME -` when none reports it).
@@ -287,6 +290,22 @@ def counters(c, sl, names_):
         print(n, "-" if sums[n] is None else sums[n])
 
 
+def pernode(c, cdir, sl, name):
+    m = c.fetch_map(sl)
+    names = node_dirs(cdir)
+    for mb in m["members"]:
+        if mb["state"] == "out":
+            continue
+        n = names.get(mb["id"], mb["id"].hex()[:8])
+        try:
+            r, _ = request(c, sl, mb, NODE_STAT, {})
+        except (OSError, ShelfError):
+            print(n, "down")
+            continue
+        v = (r.get("counters") or {}).get(name)
+        print(n, "-" if v is None else v)
+
+
 def main():
     if len(sys.argv) < 4:
         sys.exit(__doc__)
@@ -305,6 +324,8 @@ def main():
         return holdings(c, cdir, sl, rest[0], rest[1])
     if mode == "moved":
         return moved(c, cdir, sl, rest[0], rest[1], set(rest[2].split(",")), float(rest[3]))
+    if mode == "pernode":
+        return pernode(c, cdir, sl, rest[0])
     if mode == "counters":
         return counters(c, sl, rest)
     sys.exit(__doc__)

@@ -3,7 +3,7 @@
 # minio #3768): 12 nodes over 3 chassis, slice 'default' at R=2, grace 3
 # s, OBJECTS keys of 4 KiB. A node V (from the seed) is SIGKILLed; once it
 # is `out` and the slice is back at full redundancy, half of the keys V
-# held are deleted (and a few others overwritten). V is started again: it
+# held are deleted. V is started again: it
 # registers as new and is a home again, with its stale copies on its
 # drive. Once the slice is at full redundancy again: no member holds an
 # object of a deleted key (V's copies were superseded by the newer

@@ -23,6 +23,9 @@ SHELF_CLIENT names a client of SLICE, SHELF_BROKER the broker).
   heal_check.py CLUSTER_DIR SLICE pernode NAME
       `<node dir> <value|->` of counter NAME for every member not `out`
       (`<node dir> down` when it does not answer).
+  heal_check.py CLUSTER_DIR SLICE getlat N PREFIX SEED SECONDS [--size B]
+      GETs of random keys PREFIX<0..N-1> for SECONDS, one at a time, each
+      checked against its bytes; prints `gets K p50_ms X p99_ms Y`.
   heal_check.py CLUSTER_DIR SLICE counters NAME...
       the sums of the named NODE_STAT counters over the members that are
       not `out`, one `NAME VALUE` line each (`NAME -` when none reports it).
@@ -306,6 +309,42 @@ def pernode(c, cdir, sl, name):
         print(n, "-" if v is None else v)
 
 
+def getlat(c, sl, n, prefix, seed, seconds, size):
+    import random
+    rnd = random.Random(f"getlat-{seed}")
+    ms = []
+    t_end = time.monotonic() + seconds
+    conns = {}
+    while time.monotonic() < t_end:
+        i = rnd.randrange(n)
+        k = f"{prefix}{i}".encode()
+        t0 = time.monotonic()
+        got = None
+        for attempt in range(3):
+            mb = c.primary(sl, k, False)
+            try:
+                cn = conns.get(mb["id"])
+                if cn is None:
+                    cn = conns[mb["id"]] = c.connect(sl, mb)
+                _, got = cn.request(GET, {"key": k})
+                break
+            except (OSError, ShelfError) as e:
+                x = conns.pop(mb["id"], None)
+                if x:
+                    x.close()
+                if attempt == 2:
+                    fail(f"get {k!r}: {e}")
+                c.fetch_map(sl)
+        ms.append((time.monotonic() - t0) * 1e3)
+        if got != data(seed, i, size):
+            fail(f"get {k!r}: wrong bytes")
+    for cn in conns.values():
+        cn.close()
+    ms.sort()
+    p = lambda q: ms[max(0, min(len(ms) - 1, int(len(ms) * q + 0.999999) - 1))]
+    print(f"gets {len(ms)} p50_ms {p(0.5):.2f} p99_ms {p(0.99):.2f}", flush=True)
+
+
 def main():
     if len(sys.argv) < 4:
         sys.exit(__doc__)
@@ -324,6 +363,8 @@ def main():
         return holdings(c, cdir, sl, rest[0], rest[1])
     if mode == "moved":
         return moved(c, cdir, sl, rest[0], rest[1], set(rest[2].split(",")), float(rest[3]))
+    if mode == "getlat":
+        return getlat(c, sl, int(rest[0]), rest[1], rest[2], float(rest[3]), int(o["--size"]))
     if mode == "pernode":
         return pernode(c, cdir, sl, rest[0])
     if mode == "counters":

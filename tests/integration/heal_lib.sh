@@ -38,7 +38,7 @@ heal_up() {
 		if [ $first = 1 ]; then
 			[ "$sl" = default ] || fail "heal_up: the first slice must be default"
 			"$C" up --nodes "$n" --chassis "$ch" --replicas "$r" --grace "$grace" \
-				--drive-size 768M >"$D/up.log" 2>&1 || fail "cluster up: $(tail -n 3 "$D/up.log")"
+				--drive-size "${HEAL_DRIVE:-768M}" >"$D/up.log" 2>&1 || fail "cluster up: $(tail -n 3 "$D/up.log")"
 			first=0
 		else
 			"$C" exec -- shelf slice create "$sl" --replicas "$r" --members all >/dev/null ||

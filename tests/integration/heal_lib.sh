@@ -20,8 +20,22 @@ heal_begin() {
 	T0=$SECONDS
 }
 
+# HEAL_KEEP=1: leave the cluster up after a failure, to look at it
+keep_on_fail() {
+	if [ "${HEAL_KEEP:-0}" = 1 ]; then
+		trap - EXIT
+		echo "cluster left up: SHELF_CLUSTER_NS=$SHELF_CLUSTER_NS SHELF_CLUSTER_DIR=$D"
+	fi
+}
+
 fail() {
 	echo "FAIL: $* (seed $SEED, $((SECONDS - T0)) s)"
+	# what the slices looked like: redundancy, repair, hints
+	if [ -d "$D/broker" ]; then
+		echo "--- shelf status:"
+		x shelf status 2>&1 | grep -v "^  [0-9a-f]\{16\}  up .* ok$" | head -n 40
+	fi
+	keep_on_fail
 	exit 1
 }
 

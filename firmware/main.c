@@ -69,6 +69,9 @@ struct node_config {
 	int64_t forward_timeout_ms, max_clock_skew_ms;
 	/* hints and tombstones (node_req_opts) */
 	int64_t hint_sync_timeout_ms, tombstone_gc_after_ms, hints_max;
+	/* background work: pacing, inbound repair, scrub (node_req_opts) */
+	uint64_t repair_rate, scrub_budget;
+	int64_t repair_duty, repair_inbound_max, scrub_interval_ms;
 };
 
 #define C(f) offsetof(struct node_config, f)
@@ -166,6 +169,19 @@ static const struct ovl_conf_item node_conf[] = {
 	{ "hints_max", OVL_CONF_INT, "16384", C(hints_max), 0, 16, 1 << 22,
 	  "hinted writes this node keeps for nodes that are down (about 100 bytes of memory each); "
 	  "beyond that a write it would stand in for is refused (busy)" },
+	/* background work: hand-offs, repair copies, scrub */
+	{ "repair_rate", OVL_CONF_SIZE, "64M", C(repair_rate), 0, 0, 1ll << 40,
+	  "bytes per second every background hand-off together may move (hints and repair copies; "
+	  "0: unlimited, else at least 64K); shelf repair --rate changes it at run time" },
+	{ "repair_duty", OVL_CONF_INT, "100", C(repair_duty), 0, 1, 100,
+	  "percent of each second in which background hand-offs and scrub may run" },
+	{ "repair_inbound_max", OVL_CONF_INT, XSTR(NODE_REQ_REPAIR_INBOUND_MAX_DEFAULT), C(repair_inbound_max), 0, 1, 1024,
+	  "repair copies this node receives at once; one more is answered busy (the sender backs off)" },
+	{ "scrub_interval", OVL_CONF_MS, "24h", C(scrub_interval_ms), 0, 0, 1ll << 40,
+	  "a scrub pass over the whole drive starts this often (±20 % jitter; 0: never); damaged "
+	  "copies are fetched again from a replica" },
+	{ "scrub_budget", OVL_CONF_SIZE, "4M", C(scrub_budget), 0, 64 << 10, 1ll << 30,
+	  "bytes scrub verifies per tick (100 ms), only while the drive has no other work" },
 	OVL_CONF_END
 };
 
@@ -273,6 +289,11 @@ static int limits_check(const struct node_config *c, char *err, size_t errlen)
 	if (c->max_unauth_per_addr > c->max_unauth_conns) {
 		snprintf(err, errlen, "config key 'max_unauth_per_addr': %" PRId64 " is above "
 			 "max_unauth_conns (%" PRId64 ")", c->max_unauth_per_addr, c->max_unauth_conns);
+		return -EINVAL;
+	}
+	if (c->repair_rate && c->repair_rate < NODE_REQ_REPAIR_RATE_MIN) {
+		snprintf(err, errlen, "config key 'repair_rate': %" PRIu64 " bytes/s is below the "
+			 "minimum of %u (0: unlimited)", c->repair_rate, NODE_REQ_REPAIR_RATE_MIN);
 		return -EINVAL;
 	}
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
@@ -714,6 +735,12 @@ static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 		ro.hint_sync_timeout_ms = (uint64_t)n->cfg.hint_sync_timeout_ms;
 		ro.tombstone_gc_after_ms = (uint64_t)n->cfg.tombstone_gc_after_ms;
 		ro.hints_max = (unsigned)n->cfg.hints_max;
+		ro.repair_rate = n->cfg.repair_rate ? (int64_t)n->cfg.repair_rate : -1;
+		ro.repair_duty = (unsigned)n->cfg.repair_duty;
+		ro.repair_inbound_max = (unsigned)n->cfg.repair_inbound_max;
+		ro.scrub_interval_ms = n->cfg.scrub_interval_ms ? (uint64_t)n->cfg.scrub_interval_ms
+							       : UINT64_MAX;
+		ro.scrub_budget = n->cfg.scrub_budget;
 		if (node_req_new(&n->req, &ro, err, sizeof(err)) < 0) {
 			ovl_err("data plane: %s", err);
 			return;
@@ -863,6 +890,24 @@ static void hints_tick(struct node_ctx *n)
 			ovl_info("hints: no member reached holds a hint for this node; serving reads");
 		n->hint_syncing = st.syncing;
 		n->hint_sync_timeouts = st.sync_timeouts;
+	}
+}
+
+/* What the request layer has to say (repair, scrub): it never logs. */
+static void req_events_log(struct node_ctx *n)
+{
+	char text[OVL_WIRE_TEXT_SIZE];
+	int level;
+
+	while (node_req_event_next(n->req, &level, text, sizeof(text))) {
+		if (level >= NODE_REQ_EV_ERROR)
+			ovl_err("%s", text);
+		else if (level == NODE_REQ_EV_WARN)
+			ovl_warn("%s", text);
+		else if (level == NODE_REQ_EV_INFO)
+			ovl_info("%s", text);
+		else
+			ovl_debug("%s", text);
 	}
 }
 
@@ -1018,8 +1063,10 @@ int main(int argc, char **argv)
 			node_dp_tick(n.dp, (uint64_t)(ovl_mono_ms()));
 		if (n.repl)
 			node_repl_tick(n.repl, ovl_mono_ms());
-		if (n.req)
+		if (n.req) {
 			hints_tick(&n);
+			req_events_log(&n);
+		}
 		if (++n.ticks % (NODE_BUDGET_CHECK_MS / NODE_TICK_MS))
 			continue;
 		node_store_stats(n.store, &st);

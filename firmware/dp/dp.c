@@ -1654,7 +1654,8 @@ static ssize_t dp_data(void *arg, struct node_conn *c, const uint8_t *buf, size_
 		 * judged by the slice's membership in the request layer */
 		bool node_fwd = dc->ses.peer.role == OVL_ROLE_NODE &&
 				(q->has_fwd || q->has_ver || h.type == OVL_WIRE_T_NODE_STAT ||
-				 h.type == OVL_WIRE_T_STAT);
+				 h.type == OVL_WIRE_T_STAT ||
+				 h.type == OVL_WIRE_T_GET); /* repair: a damaged copy fetched again */
 
 		if (!sl || (!node_fwd && !ovl_wire_session_allows(&dc->ses, q->slice))) {
 			dp->st.wrong_slice++;

@@ -51,6 +51,7 @@ struct node_req_get {
 	uint64_t pos;              /* next byte to read (CRC and SEND) */
 	uint32_t crc;              /* of the answer (CRC: so far) */
 	bool reading, ended;
+	char slice[OVL_WIRE_NAME_SIZE]; /* for a read repair */
 };
 
 struct node_req_stream {
@@ -84,10 +85,17 @@ int node_req_new(struct node_req **out, const struct node_req_opts *o, char *err
 		return -ENOMEM;
 	}
 	rq->o = *o;
+	req_pace_init(rq, o);
+	if (req_scrub_new(rq, o) < 0) {
+		free(rq);
+		snprintf(err, errlen, "request layer: out of memory for scrub");
+		return -ENOMEM;
+	}
 	if (o->repl) {
 		char w[256] = "";
 
 		if (req_hints_new(rq, o, w, sizeof(w)) < 0) {
+			req_scrub_destroy(rq);
 			free(rq);
 			snprintf(err, errlen, "request layer: out of memory for hints");
 			return -ENOMEM;
@@ -110,6 +118,7 @@ void node_req_destroy(struct node_req **rqp)
 	*rqp = NULL;
 	rq->live++; /* held while the hints let go */
 	req_hints_destroy(rq);
+	req_scrub_destroy(rq);
 	rq->dying = true;
 	req_rq_put(rq); /* freed now, or with the last request in flight */
 }
@@ -235,6 +244,7 @@ static void get_free(struct node_req_get *g)
 {
 	struct node_req *rq = g->rq;
 
+	rq->pace.fg--;
 	free(g);
 	req_rq_put(rq);
 }
@@ -362,6 +372,8 @@ static void piece_done(void *arg, int res, struct node_store_rbuf **srb,
 		return;
 	}
 	if (res < 0) {
+		if (res == -EIO)
+			req_damage_found(g->rq, g->slice, g->key, g->klen);
 		get_fail(g, op, res, fail_msg(g->rq, res));
 		return;
 	}
@@ -435,7 +447,9 @@ int node_req_get_start(struct node_req *rq, const struct node_req_args *a, size_
 	g->req_len = a->length;
 	g->piece = piece_bytes;
 	g->phase = GET_FIRST;
+	snprintf(g->slice, sizeof(g->slice), "%s", a->slice ? a->slice : "");
 	rq->live++;
+	rq->pace.fg++;
 	ret = get_read(g, g->req_off, min_u64(g->piece, g->req_len));
 	if (ret < 0) {
 		get_free(g);
@@ -607,8 +621,70 @@ static int req_check(struct node_req *rq, const struct node_req_args *a)
 	return 0;
 }
 
+/* A client request in flight (client first, req_pace.c), and a read that
+ * found the key damaged starts its repair. */
+struct req_fg {
+	struct node_req *rq;
+	node_req_done_fn done;
+	void *arg;
+	enum node_req_type type;
+	char slice[OVL_WIRE_NAME_SIZE];
+	size_t klen;
+	uint8_t key[];
+};
+
+static void fg_done(void *arg, const struct node_req_result *r, struct node_req_buf **buf)
+{
+	struct req_fg *f = arg;
+	struct node_req *rq = f->rq;
+
+	if (r->res == -EIO && (f->type == NODE_REQ_GET || f->type == NODE_REQ_STAT))
+		req_damage_found(rq, f->slice, f->key, f->klen);
+	f->done(f->arg, r, buf);
+	rq->pace.fg--;
+	free(f);
+	req_rq_put(rq);
+}
+
+static int req_start(struct node_req *rq, const struct node_req_args *a, node_req_done_fn done,
+		     void *arg);
+
 int node_req_start(struct node_req *rq, const struct node_req_args *a, node_req_done_fn done,
 		   void *arg)
+{
+	bool reads = a->type == NODE_REQ_GET || a->type == NODE_REQ_STAT;
+	struct req_fg *f = NULL;
+	int ret;
+
+	if (a->type == NODE_REQ_LIST)
+		return req_start(rq, a, done, arg); /* answered before it returns */
+	f = calloc(1, sizeof(*f) + (reads ? a->klen : 0));
+	if (!f) {
+		rq->msg = "out of memory";
+		return -EBUSY;
+	}
+	f->rq = rq;
+	f->done = done;
+	f->arg = arg;
+	f->type = a->type;
+	if (reads && a->key) {
+		snprintf(f->slice, sizeof(f->slice), "%s", a->slice ? a->slice : "");
+		memcpy(f->key, a->key, a->klen);
+		f->klen = a->klen;
+	}
+	rq->live++;
+	rq->pace.fg++;
+	ret = req_start(rq, a, fg_done, f);
+	if (ret < 0) {
+		rq->pace.fg--;
+		free(f);
+		req_rq_put(rq);
+	}
+	return ret;
+}
+
+static int req_start(struct node_req *rq, const struct node_req_args *a, node_req_done_fn done,
+		     void *arg)
 {
 	struct req_op *op = NULL;
 	int ret;
@@ -696,6 +772,7 @@ int node_req_stream_begin(struct node_req *rq, const struct node_req_args *a,
 			return ret;
 		}
 		rq->live++;
+		rq->pace.fg++;
 		*out = st;
 		return 0;
 	}
@@ -706,6 +783,7 @@ int node_req_stream_begin(struct node_req *rq, const struct node_req_args *a,
 		return ret;
 	}
 	rq->live++;
+	rq->pace.fg++;
 	*out = st;
 	return 0;
 }
@@ -738,6 +816,7 @@ static void stream_free(struct node_req_stream **stp)
 	if (st->rw)
 		req_rw_stream_abort(st->rw);
 	node_store_stream_abort(&st->st);
+	st->rq->pace.fg--;
 	req_rq_put(st->rq);
 	free(st);
 }
@@ -819,12 +898,21 @@ unsigned node_req_counters(const struct node_req *rq, struct ovl_wire_counter *c
 		n += node_repl_counters(rq->o.repl, c + n, max - n);
 	if (n < max)
 		n += req_hints_counters(rq, c + n, max - n);
+	/* background work after the hints (their hints_for_ counters matter
+	 * to a node that syncs) */
+	if (n < max)
+		n += req_pace_counters(rq, c + n, max - n);
+	if (n < max)
+		n += req_scrub_counters(rq, c + n, max - n);
 	return n;
 }
 
 void node_req_tick(struct node_req *rq, uint64_t now_mono_ms)
 {
+	req_pace_tick(rq, now_mono_ms);
 	req_hints_tick(rq, now_mono_ms);
+	req_hints_pace_pump(rq);
+	req_scrub_tick(rq, now_mono_ms);
 }
 
 void node_req_stop(struct node_req *rq)

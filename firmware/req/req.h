@@ -70,6 +70,16 @@ struct node_repl;
 #define NODE_REQ_HINTS_MAX_DEFAULT 16384
 #define NODE_REQ_HINT_SYNC_TIMEOUT_MS_DEFAULT 10000
 #define NODE_REQ_TOMBSTONE_GC_AFTER_MS_DEFAULT (24ull * 3600 * 1000)
+/* background work (hand-offs, repair): 64 MiB/s is about half of a 1 GbE
+ * link and a third of a disk's streaming rate, so a node's clients keep
+ * the larger part of both while it repairs, and 24 nodes repairing in
+ * parallel still move ~1.5 GiB/s */
+#define NODE_REQ_REPAIR_RATE_DEFAULT (64ull << 20)
+#define NODE_REQ_REPAIR_RATE_MIN (64u << 10)    /* a lower limit is refused (-EINVAL) */
+#define NODE_REQ_REPAIR_DUTY_DEFAULT 100
+#define NODE_REQ_REPAIR_INBOUND_MAX_DEFAULT 4
+#define NODE_REQ_SCRUB_INTERVAL_MS_DEFAULT (24ull * 3600 * 1000)
+#define NODE_REQ_SCRUB_BUDGET_DEFAULT (4u << 20)  /* bytes verified per tick (~100 ms) */
 
 struct node_req_opts {
 	struct node_loop *loop;   /* the node's loop (borrowed) */
@@ -86,6 +96,13 @@ struct node_req_opts {
 	unsigned hints_max;
 	uint64_t hint_sync_timeout_ms;
 	uint64_t tombstone_gc_after_ms;
+	/* background work ("Background work" below; 0: the defaults above):
+	 * repair_rate in bytes/s (-1: unlimited), repair_duty in percent */
+	int64_t repair_rate;
+	unsigned repair_duty;
+	unsigned repair_inbound_max;
+	uint64_t scrub_interval_ms;   /* UINT64_MAX: no scrub */
+	uint64_t scrub_budget;
 };
 
 enum node_req_type {
@@ -372,6 +389,53 @@ struct node_req_hint_stats {
 };
 
 void node_req_hint_stats(const struct node_req *rq, struct node_req_hint_stats *st);
+
+/*
+ * ---- background work: pacing, inbound repair, scrub ----
+ *
+ * Every background hand-off (hints and repair hints alike) moves its bytes
+ * through one token bucket (repair_rate bytes/s, 0: unlimited) in pieces
+ * of at most a tenth of a second's bytes (16..256 KiB), and only in the
+ * first repair_duty % of each second. Client first: while 16 or more
+ * client requests are in flight in this layer (REQ_PACE_CLIENT_BUSY) no
+ * new hand-off starts, except one at a time once the node has been that
+ * busy for 30 s (slowed, never starved). Hand-offs under way keep going.
+ *
+ * Pause: while this drive is nearly full (node_store_stats() nearly_full)
+ * inbound repair streams are refused and repair_paused is 1 (reason 1);
+ * a home that answers no-space gets no hand-off for 5 s at a time, and
+ * repair_paused is 2 (reason 2) until a hand-off to it succeeds again.
+ *
+ * Scrub: a whole-drive pass (node_store_scrub_keys()) every scrub_interval
+ * ±20 %, in slices of scrub_budget bytes per tick, only while the store is
+ * idle, no client request is in flight and the duty cycle is open. A key
+ * found damaged (by scrub, or by a GET or STAT that answered -EIO) on a
+ * replicated slice is fetched again from another home (STAT, then GETs of
+ * at most 256 KiB, its version checked on each), streamed into the store
+ * and committed at that version only if its crc32c matches the source's
+ * (node_store_stream_finish_ver(): never wrong bytes, never an older
+ * version over a newer one). A key no home can give back counts in
+ * heal_objects_lost.
+ */
+
+/* Set the background rate (bytes/s; 0: unlimited; -1: unchanged) and duty
+ * cycle (1..100 percent; -1: unchanged) now. 0, or -EINVAL (a rate below
+ * NODE_REQ_REPAIR_RATE_MIN, a duty out of range: nothing changed). */
+int node_req_repair_set(struct node_req *rq, int64_t rate_bps, int duty_pct);
+
+/* An inbound repair stream (a forwarded write with the `repair` flag)
+ * may be received: true, and the caller calls node_req_repair_release()
+ * once it is answered; false: answer busy (repair_inbound_max reached, or
+ * this drive nearly full). */
+bool node_req_repair_admit(struct node_req *rq);
+void node_req_repair_release(struct node_req *rq);
+
+enum { NODE_REQ_PAUSED_NONE, NODE_REQ_PAUSED_DRIVE_FULL, NODE_REQ_PAUSED_TARGET_FULL };
+enum { NODE_REQ_EV_DEBUG, NODE_REQ_EV_INFO, NODE_REQ_EV_WARN, NODE_REQ_EV_ERROR };
+
+/* The next event for the node's log (the request layer never logs):
+ * true, with its level and text copied into buf; false when none waits. */
+bool node_req_event_next(struct node_req *rq, int *level, char *buf, size_t len);
 
 /*
  * ---- node state ----

@@ -49,6 +49,7 @@ struct hint {
 	uint8_t hash[HINT_HASH_BYTES];
 	uint8_t slice;                  /* index into slices[] */
 	bool busy;                      /* in a hand-off */
+	uint64_t size;                  /* a repair hint's object bytes, when known (0: not) */
 };
 
 struct hint_home {
@@ -70,6 +71,7 @@ struct handoff {
 	bool reading;
 	bool end_pending;               /* the forward ended while a read was in flight */
 	int end_res;
+	bool paced;                     /* waits for tokens or the duty cycle (req_hints_pace_pump()) */
 };
 
 struct sync_ask {
@@ -111,6 +113,7 @@ struct req_hints {
 	bool gc_ok;
 	bool dying, stopped;
 	unsigned live;                  /* callbacks pending (store, forwards, calls) */
+	unsigned pace_rr;               /* req_hints_pace_pump()'s rotating start */
 };
 
 static void hs_unref(struct req_hints *hs);
@@ -485,9 +488,118 @@ int req_hint_put(struct node_req *rq, const uint8_t home[OVL_ID_BYTES], const ch
 	return 0;
 }
 
-/* ---- hand-off ---- */
+/* ---- pacing and repair progress (req_pace.c) ---- */
+
+#define HINT_FAIL_LOG_MS 60000          /* a repair key's failure is logged at most this often */
+
+bool hint_is_repair(uint8_t type)
+{
+	return type == 'R' || type == 'T';
+}
+
+/* Whether a new hand-off may start now (client first, duty cycle). */
+static bool ho_pace_may_start(struct req_hints *hs, uint64_t now)
+{
+	unsigned running = 0;
+
+	for (unsigned k = 0; k < HINT_HANDOFFS; k++)
+		running += hs->ho[k].used;
+	return req_pace_may_start(hs->rq, running, now);
+}
+
+void req_hints_repair_left(const struct node_req *rq, uint64_t *objects, uint64_t *bytes,
+			   uint64_t *failed)
+{
+	const struct req_hints *hs = rq->hints;
+
+	*objects = *bytes = *failed = 0;
+	if (!hs)
+		return;
+	for (unsigned i = 0; i < hs->n; i++) {
+		const struct hint *h = &hs->v[i];
+
+		if (!hint_is_repair(h->type))
+			continue;
+		(*objects)++;
+		*bytes += h->size;
+		for (unsigned k = 0; k < hs->nhomes; k++)
+			if (memcmp(hs->homes[k].id, h->home, OVL_ID_BYTES) == 0 && hs->homes[k].backoff_ms)
+				(*failed)++;
+	}
+}
+
+/* A hand-off delivered: repair progress, and a home that was full takes
+ * copies again. */
+static void ho_pace_delivered(struct handoff *ho)
+{
+	struct req_hints *hs = ho->hs;
+
+	if (hint_is_repair(ho->h.type))
+		req_pace_repair_done(hs->rq, ho->st.tomb ? 0 : ho->st.size, now_mono());
+	req_pace_target_full(hs->rq, ho->h.home, false);
+}
+
+/* A hand-off failed: a full home pauses its hand-offs (probed every few
+ * seconds); a repair key's failure goes to the log, at most once a minute
+ * per key. */
+static void ho_pace_failed(struct handoff *ho, struct hint_home *hh, int res)
+{
+	struct req_hints *hs = ho->hs;
+	struct req_pace *p = &hs->rq->pace;
+	uint64_t now = now_mono();
+	char hex[2 * OVL_ID_BYTES + 1], kh[2 * 32 + 1];
+	unsigned slot = 0;
+
+	if (res == -ENOSPC) {
+		hh->next_ms = now + REQ_PACE_FULL_PROBE_MS;
+		req_pace_target_full(hs->rq, ho->h.home, true);
+	}
+	if (!hint_is_repair(ho->h.type) || !ho->klen)
+		return;
+	for (unsigned i = 0; i < REQ_FAIL_LOG_KEYS; i++) {
+		if (memcmp(p->faillog[i].hash, ho->h.hash, sizeof(p->faillog[i].hash)) == 0) {
+			slot = i;
+			break;
+		}
+		if (p->faillog[i].ms < p->faillog[slot].ms)
+			slot = i;
+	}
+	if (p->faillog[slot].ms && now < p->faillog[slot].ms + HINT_FAIL_LOG_MS &&
+	    memcmp(p->faillog[slot].hash, ho->h.hash, sizeof(p->faillog[slot].hash)) == 0)
+		return;
+	memcpy(p->faillog[slot].hash, ho->h.hash, sizeof(p->faillog[slot].hash));
+	p->faillog[slot].ms = now;
+	ovl_hex_encode(ho->h.home, 8, hex);
+	ovl_hex_encode(ho->key, ho->klen < 32 ? ho->klen : 32, kh);
+	req_event(hs->rq, NODE_REQ_EV_WARN,
+		  "repair: copy of key %s%s (slice '%s') to node %.16s failed (%s); retrying in %" PRIu64 " ms",
+		  kh, ho->klen > 32 ? "..." : "", hs->slices[ho->h.slice], hex, strerror(-res),
+		  hh->next_ms > now ? hh->next_ms - now : 0);
+}
 
 static void ho_pump(struct handoff *ho);
+static void hints_schedule(struct req_hints *hs);
+
+void req_hints_pace_pump(struct node_req *rq)
+{
+	struct req_hints *hs = rq->hints;
+	static const unsigned n = HINT_HANDOFFS;
+
+	if (!hs || hs->dying)
+		return;
+	/* from a rotating start, so that no hand-off always comes last */
+	hs->pace_rr = (hs->pace_rr + 1) % n;
+	for (unsigned k = 0; k < n; k++) {
+		struct handoff *ho = &hs->ho[(hs->pace_rr + k) % n];
+
+		if (ho->used && ho->paced && ho->fwd && !ho->reading)
+			ho_pump(ho);
+	}
+	hints_schedule(hs);
+}
+
+/* ---- hand-off ---- */
+
 static void hints_schedule(struct req_hints *hs);
 
 static bool key_has_rw(struct node_req *rq, const uint8_t *key, size_t klen)
@@ -548,6 +660,7 @@ static void ho_end(struct handoff *ho, int res)
 			hh->backoff_ms = HINT_BACKOFF_MAX_MS;
 		hh->next_ms = now_mono() + hh->backoff_ms;
 		hs->handoff_failures++;
+		ho_pace_failed(ho, hh, res);
 	} else if (hh) {
 		hh->backoff_ms = 0;
 		hh->next_ms = 0;
@@ -636,6 +749,7 @@ static void ho_fwd_done(void *arg, const struct node_repl_fwd_result *fr)
 	if (fr->res == 0) {
 		/* the home holds it (or a newer one) durably */
 		hs->handoffs++;
+		ho_pace_delivered(ho);
 		hints_drop(hs, &ho->h, &ver);
 		copy_drop(ho, &ver);
 	}
@@ -687,6 +801,8 @@ static void ho_read_cb(void *arg, int res, struct node_store_rbuf **rb,
 		return;
 	}
 	ho->off += (uint64_t)k;
+	if (hint_is_repair(ho->h.type))
+		req_pace_repair_bytes(hs->rq, (uint64_t)k, now_mono());
 	hs_unref(hs);
 	ho_pump(ho);
 }
@@ -707,6 +823,11 @@ static void ho_pump(struct handoff *ho)
 		want = HINT_READ_PIECE;
 	if (!want)
 		return; /* ho_room() comes back */
+	/* background bytes: the token bucket and the duty cycle */
+	want = req_pace_take(hs->rq, want, now_mono());
+	ho->paced = want == 0;
+	if (!want)
+		return; /* req_hints_pace_pump() comes back */
 	if (node_store_get_async(hs->rq->o.store, ho->key, ho->klen, ho->off, want, ho_read_cb,
 				 ho) < 0) {
 		ho_end(ho, -EIO);
@@ -869,7 +990,7 @@ static void hints_schedule(struct req_hints *hs)
 		for (unsigned k = 0; k < HINT_HANDOFFS && !ho; k++)
 			if (!hs->ho[k].used)
 				ho = &hs->ho[k];
-		if (!ho)
+		if (!ho || !ho_pace_may_start(hs, now))
 			return;
 		if (hs->cursor >= hs->n)
 			hs->cursor = 0;

@@ -6,7 +6,37 @@
 #define NODE_REQ_INT_H
 
 #include "req.h"
+#include "req_bg.h"
 #include "../repl/repl.h"
+
+#define REQ_EVENTS_MAX 32
+#define REQ_FAIL_LOG_KEYS 16
+
+/* Pacing and progress of background work (req_pace.c). */
+struct req_pace {
+	struct req_bucket bucket;        /* over every background byte moved */
+	uint64_t rate_limit;             /* bytes/s, 0: none */
+	unsigned duty;                   /* percent of each second, 1..100 */
+	struct req_rate_avg repair_avg;  /* repair hints' bytes delivered */
+	unsigned fg;                     /* client requests in flight in this layer */
+	uint64_t busy_since_ms;          /* fg at or above the threshold since (0: not) */
+	unsigned inbound, inbound_max;   /* repair streams received now; the cap */
+	uint64_t inbound_refused;
+	uint64_t repair_objects_done, repair_bytes_done;
+	int paused;                      /* 0, or NODE_REQ_PAUSED_* */
+	uint8_t paused_target[OVL_ID_BYTES]; /* NODE_REQ_PAUSED_TARGET_FULL: that home */
+	/* what library code may not log: events for the daemon's log */
+	struct {
+		int level;               /* NODE_REQ_EV_* */
+		char text[OVL_WIRE_TEXT_SIZE];
+	} ev[REQ_EVENTS_MAX];
+	unsigned ev_head, ev_n;
+	uint64_t ev_dropped;
+	struct {
+		uint8_t hash[16];        /* a repair key's hint hash */
+		uint64_t ms;             /* its failure last logged (monotonic) */
+	} faillog[REQ_FAIL_LOG_KEYS];
+};
 
 struct node_req {
 	struct node_req_opts o;
@@ -16,6 +46,8 @@ struct node_req {
 	bool dying;       /* destroyed: freed with the last of them */
 	struct req_hints *hints; /* hints, hand-off, sync, tombstone GC (with repl) */
 	struct req_rw *rws;      /* replicated writes in flight */
+	struct req_pace pace;    /* background work: rate, duty, progress (req_pace.c) */
+	struct req_scrub *scrub; /* scrub and repair of damaged copies (req_scrub.c) */
 };
 
 /* One of rq->live ended: the layer goes with the last once destroyed. */
@@ -73,5 +105,70 @@ void req_hints_connected(struct node_req *rq, bool connected);
 void req_hints_tick(struct node_req *rq, uint64_t now_mono_ms);
 unsigned req_hints_counters(const struct node_req *rq, struct ovl_wire_counter *c, unsigned max);
 void req_hints_stats(const struct node_req *rq, struct node_req_hint_stats *st);
+
+/* ---- pacing of background work (req_pace.c) ---- */
+
+/* Client requests in flight at or above this: no new background hand-off
+ * (or scrub slice) starts. */
+#define REQ_PACE_CLIENT_BUSY 16
+/* Busy this long without a pause: one hand-off at a time may start anyway,
+ * so that background work is slowed, never starved for good. */
+#define REQ_PACE_STARVE_MS 30000
+/* A home that answered no-space is tried again after this long. */
+#define REQ_PACE_FULL_PROBE_MS 5000
+
+void req_pace_init(struct node_req *rq, const struct node_req_opts *o);
+
+/* An event for the daemon's log (printf-style, truncated). */
+void req_event(struct node_req *rq, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Whether a new background hand-off (busy: how many already run) may
+ * start now: client load under the threshold (or starved too long and
+ * none running), the duty cycle open. */
+bool req_pace_may_start(struct node_req *rq, unsigned running, uint64_t now_ms);
+
+/* Bytes a background transfer may move now (0: wait for the next tick):
+ * the duty cycle open, then the token bucket (at most one piece). */
+uint64_t req_pace_take(struct node_req *rq, uint64_t want, uint64_t now_ms);
+
+/* A hand-off of a repair hint delivered an object of `bytes`. */
+void req_pace_repair_done(struct node_req *rq, uint64_t bytes, uint64_t now_ms);
+
+/* Repair bytes moved (for the achieved rate). */
+void req_pace_repair_bytes(struct node_req *rq, uint64_t bytes, uint64_t now_ms);
+
+/* A home answered no-space (full) / took a hand-off again (ok). */
+void req_pace_target_full(struct node_req *rq, const uint8_t id[OVL_ID_BYTES], bool full);
+
+/* Once per tick: this drive's space (pause reason 1). */
+void req_pace_tick(struct node_req *rq, uint64_t now_ms);
+
+unsigned req_pace_counters(const struct node_req *rq, struct ovl_wire_counter *c, unsigned max);
+
+/* Whether a hint type is a repair hint ('R' object, 'T' tombstone). */
+bool hint_is_repair(uint8_t type);
+
+/* Repair hints waiting here: objects, their bytes (as far as known), and
+ * how many of them back off after a failure. */
+void req_hints_repair_left(const struct node_req *rq, uint64_t *objects, uint64_t *bytes,
+			   uint64_t *failed);
+
+/* Move the paced hand-offs on (those waiting for tokens or the duty cycle). */
+void req_hints_pace_pump(struct node_req *rq);
+
+/* ---- scrub and repair of damaged copies (req_scrub.c) ---- */
+
+struct req_scrub;
+
+int req_scrub_new(struct node_req *rq, const struct node_req_opts *o);
+void req_scrub_destroy(struct node_req *rq);
+void req_scrub_tick(struct node_req *rq, uint64_t now_ms);
+unsigned req_scrub_counters(const struct node_req *rq, struct ovl_wire_counter *c, unsigned max);
+
+/* A read found the key damaged here (-EIO): fetch it again from another
+ * home of a replicated slice (slice may be NULL or empty: found by scrub,
+ * the slice is looked up). Queued; nothing runs inside this call. */
+void req_damage_found(struct node_req *rq, const char *slice, const uint8_t *key, size_t klen);
 
 #endif

@@ -406,6 +406,16 @@ struct node_store_scrub_report {
 int node_store_scrub(struct node_store *s, uint64_t budget_bytes,
 		     struct node_store_scrub_report *r);
 
+/* A key whose newest version scrub found damaged, or could not read (one
+ * of r->errors): valid during the call only. */
+typedef void (*node_store_scrub_damaged_fn)(void *arg, const void *key, size_t klen);
+
+/* node_store_scrub() that names each key it counts in r->errors through
+ * damaged(arg, ...) (may be NULL), called inside this call. */
+int node_store_scrub_keys(struct node_store *s, uint64_t budget_bytes,
+			  struct node_store_scrub_report *r, node_store_scrub_damaged_fn damaged,
+			  void *arg);
+
 struct node_store_stats {
 	uint64_t objects;           /* keys holding an object (tombstones aside) */
 	uint64_t tombstones;        /* versioned tombstones in the index */

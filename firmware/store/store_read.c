@@ -526,7 +526,8 @@ int node_store_locate(struct node_store *s, const void *key, size_t klen, uint64
 /* ---- scrub ---- */
 
 static int scrub_blocking(struct node_store *s, uint64_t budget_bytes,
-		     struct node_store_scrub_report *r)
+			  struct node_store_scrub_report *r, node_store_scrub_damaged_fn damaged,
+			  void *arg)
 {
 	struct sidx_iter it;
 	const uint8_t *k;
@@ -562,9 +563,11 @@ static int scrub_blocking(struct node_store *s, uint64_t budget_bytes,
 			ret = store_wait_for(s, &w);
 		r->records++;
 		r->bytes += loc_size(v.loc);
-		if (ret == -EIO)
+		if (ret == -EIO) {
 			r->errors++;
-		else if (ret < 0 && ret != -ENOENT)
+			if (damaged)
+				damaged(arg, key, kl);
+		} else if (ret < 0 && ret != -ENOENT)
 			return ret;
 	}
 	return 0;
@@ -632,12 +635,19 @@ int node_store_stat_any(struct node_store *s, const void *key, size_t klen,
 int node_store_scrub(struct node_store *s, uint64_t budget_bytes,
 		     struct node_store_scrub_report *r)
 {
+	return node_store_scrub_keys(s, budget_bytes, r, NULL, NULL);
+}
+
+int node_store_scrub_keys(struct node_store *s, uint64_t budget_bytes,
+			  struct node_store_scrub_report *r, node_store_scrub_damaged_fn damaged,
+			  void *arg)
+{
 	int ret;
 
 	ret = store_blocking_begin(s);
 	if (ret < 0)
 		return ret;
-	ret = scrub_blocking(s, budget_bytes, r);
+	ret = scrub_blocking(s, budget_bytes, r, damaged, arg);
 	store_blocking_end(s);
 	return ret;
 }

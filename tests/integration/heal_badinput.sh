@@ -10,7 +10,7 @@
 #      connection closed): nothing half-written is visible, and the copy
 #      sent again whole completes;
 #   3. a drive that fills during a rebalance: the members' repair rate is
-#      held low (`shelf repair --rate`), a node joins (`add 1`), and while
+#      held low (`shelf repair --rate 64K --duty 5`), a node joins (`add 1`), and while
 #      the rebalance runs, slice r1 objects placed on the new node fill its
 #      drive. Some member must report repair_paused (and its log says why);
 #      once the r1 objects are deleted and the drive is no longer full, the
@@ -32,7 +32,9 @@ x "$PY" "$B" "$D" default cut hb/cut 1048576 || fail "cut"
 
 # 3
 hc default fill "$OBJECTS" hb/ "$SEED" --size 16384 || fail "fill"
-out=$(x shelf repair default --rate 16K --no-wait) || { echo "$out"; fail "shelf repair --rate 16K"; }
+# slow (the lowest rate a node takes, 64K, and 5 % of each second) so that
+# the rebalance is still running when n13's drive is full
+out=$(x shelf repair default --rate 64K --duty 5 --no-wait) || { echo "$out"; fail "shelf repair --rate 64K --duty 5"; }
 hc default holdings hb/ "$D/before.json" >/dev/null || fail "holdings before"
 "$C" add 1 >/dev/null || fail "add 1"
 wait_joined default 13
@@ -68,7 +70,7 @@ for i in $(seq 150); do
 	sleep 0.2
 done
 echo "r1 objects deleted: n13 no longer full at $((SECONDS - T0)) s"
-out=$(x shelf repair default --rate 0 --no-wait) || { echo "$out"; fail "shelf repair --rate 0"; }
+out=$(x shelf repair default --rate 0 --duty 100 --no-wait) || { echo "$out"; fail "shelf repair --rate 0 --duty 100"; }
 wait_full default 90
 for i in $(seq 60); do
 	p=$(heal_field default repair_paused)

@@ -9,7 +9,8 @@
 # dropped), repair_objects_done summed over the members did not grow (no
 # repair copy was sent), `shelf repair default --check-only` finds no
 # difference between replicas (ae_diffs_last 0 on every member once its
-# pass has ended), and the history has zero anomalies.
+# pass has ended), and the history has zero anomalies (every acknowledged
+# write reads back, no delete comes back, every get succeeded).
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
 . "$(dirname "$0")/heal_lib.sh"
@@ -68,6 +69,8 @@ out=$(x shelf repair default --check-only --json) || { echo "$out"; fail "shelf 
 diffs=$("$PY" -c 'import json, sys; print(json.load(sys.stdin)["totals"]["ae_diffs_last"])' <<<"$out")
 [ "$diffs" = 0 ] || { echo "$out"; fail "anti-entropy found $diffs differences after the cut"; }
 echo "shelf repair default --check-only: 0 differences"
-out=$(x "$PY" "$H" check "$h" --slice default --writes-ok) || { echo "$out"; fail "history anomalies"; }
+# reads only: a write in flight to or through the cut node may time out
+# (unknown), which the checker allows; what was acknowledged must read back
+out=$(x "$PY" "$H" check "$h" --slice default) || { echo "$out"; fail "history anomalies"; }
 echo "$out"
 echo "ok: $v cut for $CUT s: only its hints moved, no difference found, in $((SECONDS - T0)) s"

@@ -21,7 +21,7 @@ heal_up 12 3 3s default:2
 hc default fill "$OBJECTS" hq/ "$SEED" --size "$SIZE" || fail "fill"
 out=$(x shelf repair default --rate "$RATE" --no-wait) || { echo "$out"; fail "shelf repair --rate $RATE"; }
 echo "every member's repair rate limit set to $RATE B/s"
-quiet=$(hc default getlat "$OBJECTS" hq/ "$SEED" 3 --size "$SIZE") || fail "quiet gets"
+quiet=$(hc default getlat "$OBJECTS" hq/ "$SEED" 3 --size "$SIZE") || fail "quiet gets: $quiet"
 echo "quiet: $quiet"
 v=$(printf 'n%02d' $((RANDOM % 12 + 1)))
 "$C" kill "$v" >/dev/null || fail "kill $v"
@@ -42,7 +42,7 @@ sleep "$WINDOW"
 hc default pernode repair_bytes_done >"$D/done1"
 t1=$(date +%s.%N)
 hc default pernode repair_objects_left >"$D/left1"
-wait "$gp" || fail "gets during the repair"
+wait "$gp" || fail "gets during the repair: $(cat "$D/busy")"
 busy=$(cat "$D/busy")
 res=$("$PY" - "$D/done0" "$D/done1" "$D/left1" "$t0" "$t1" "$RATE" <<'PYEOF'
 import sys

@@ -3,9 +3,9 @@
 # over 3 chassis, slice 'default' at R=2, OBJECTS keys of 16 KiB, each
 # node's repair rate limited (repair_rate, so the rebalance lasts a few
 # seconds), grace 60 s (the victims are only `down`).
-#   1. `add 4`; once the rebalance has started (repair_objects_done > 0 and
-#      objects left), the two members with the most repair work left are
-#      SIGKILLed, and started again 2 s later: their repair queue is on
+#   1. `add 4`; once a fifth of the copies have moved, the two members that
+#      sent the most repair copies since the add are SIGKILLed, and
+#      started again 2 s later: their repair queue and pass cursor are on
 #      their drives, so they go on where they were (they report work left,
 #      or have finished, but never start over: the fraction of copies
 #      moved stays under 1.5 times the ideal), and the rebalance completes:
@@ -24,10 +24,12 @@ heal_up 12 3 60s default:2
 hc default fill "$OBJECTS" hr/ "$SEED" --size "$SIZE" || fail "fill"
 n=12
 
-# busiest K: the K members with the most repair_objects_left, most first
-busiest() {
-	hc default pernode repair_objects_left | awk '$2 ~ /^[0-9]+$/ && $2 > 0' | sort -k2,2nr |
-		head -n "$1" | awk '{ print $1 }'
+# senders K: the K members whose repair_objects_done grew the most since
+# the snapshot in FILE (the nodes doing the rebalance), most first
+senders() {
+	hc default pernode repair_objects_done >"$D/done-now"
+	awk 'NR == FNR { d0[$1] = $2; next } $2 ~ /^[0-9]+$/ { print $1, $2 - (d0[$1] + 0) }' \
+		"$2" "$D/done-now" | awk '$2 > 0' | sort -k2,2nr | head -n "$1" | awk '{ print $1 }'
 }
 
 # rebalance ADD INTERRUPT: ADD nodes join; with INTERRUPT, the busiest two
@@ -41,18 +43,21 @@ rebalance() {
 	wait_joined default "$n"
 	echo "$add nodes ($new) joined at $((SECONDS - T0)) s"
 	if [ "$intr" = 1 ]; then
-		for i in $(seq 150); do
-			done=$(heal_field default repair_objects_done)
-			left=$(heal_field default repair_objects_left)
-			[ "$done" = null ] && fail "no member reports repair_objects_done (the progress counters of issue 14 are missing from this firmware)"
-			[ "$done" -gt 0 ] && [ "$left" -gt 0 ] && break
-			sleep 0.2
+		hc default pernode repair_objects_done >"$D/done-add"
+		# a fifth of the copies the ideal rebalance moves
+		want=$((OBJECTS * 2 * add / n / 5))
+		d0=$(heal_field default repair_objects_done)
+		[ "$d0" = null ] && fail "no member reports repair_objects_done (the progress counters of issue 14 are missing from this firmware)"
+		for i in $(seq 300); do
+			done=$(($(heal_field default repair_objects_done) - d0))
+			[ "$done" -ge "$want" ] && break
+			sleep 0.1
 		done
-		[ "$done" -gt 0 ] && [ "$left" -gt 0 ] ||
-			fail "the rebalance did not start within 30 s (done $done, left $left)"
-		v=$(busiest 2)
-		[ -n "$v" ] || fail "no member reports repair work left"
-		echo "rebalance under way (done $done, left $left): killing $(echo $v)"
+		[ "$done" -ge "$want" ] || fail "the rebalance did not reach $want copies within 30 s ($done)"
+		left=$(heal_field default repair_objects_left)
+		v=$(senders 2 "$D/done-add")
+		[ -n "$v" ] || fail "no member sent repair copies"
+		echo "rebalance under way ($done copies sent of about $((want * 5)), $left queued): killing its busiest senders $(echo $v)"
 		for i in $v; do "$C" kill "$i" >/dev/null || fail "kill $i"; done
 		sleep 2
 		for i in $v; do "$C" start "$i" >/dev/null || fail "start $i"; done

@@ -65,6 +65,6 @@ awk -v m="$mean" -v r="$RATE" 'BEGIN { exit !(m >= 0.9 * r && m <= 1.1 * r) }' |
 	fail "measured repair rate $mean B/s is not within 10 % of $RATE"
 qp=$(sed -n 's/.*p99_ms \([0-9.]*\).*/\1/p' <<<"$quiet")
 bp=$(sed -n 's/.*p99_ms \([0-9.]*\).*/\1/p' <<<"$busy")
-echo "client GET p99: $bp ms during the repair against $qp ms quiet (ratio $(awk -v a="$bp" -v b="$qp" 'BEGIN { printf "%.2f", b > 0 ? a / b : 0 }'))"
+echo "client GET p99: $bp ms during the repair against $qp ms quiet (ratio $(awk -v a="$bp" -v b="$qp" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'))"
 wait_full default 120
 echo "ok: repair at $mean B/s under a $RATE B/s limit, in $((SECONDS - T0)) s"

@@ -69,6 +69,7 @@ struct node_config {
 	int64_t forward_timeout_ms, max_clock_skew_ms;
 	/* hints and tombstones (node_req_opts) */
 	int64_t hint_sync_timeout_ms, tombstone_gc_after_ms, hints_max;
+	int64_t antientropy_interval_ms;
 	/* background work: pacing, inbound repair, scrub (node_req_opts) */
 	uint64_t repair_rate, scrub_budget;
 	int64_t repair_duty, repair_inbound_max, scrub_interval_ms;
@@ -169,6 +170,9 @@ static const struct ovl_conf_item node_conf[] = {
 	{ "hints_max", OVL_CONF_INT, "16384", C(hints_max), 0, 16, 1 << 22,
 	  "hinted writes this node keeps for nodes that are down (about 100 bytes of memory each); "
 	  "beyond that a write it would stand in for is refused (busy)" },
+	{ "antientropy_interval", OVL_CONF_MS, "1h", C(antientropy_interval_ms), 0, 1000, 1ll << 40,
+	  "each replicated slice is compared with its other members (digests, then the keys that "
+	  "differ) and repaired this often, +-20 % jitter; at once when a member goes out or joins" },
 	/* background work: hand-offs, repair copies, scrub */
 	{ "repair_rate", OVL_CONF_SIZE, "64M", C(repair_rate), 0, 0, 1ll << 40,
 	  "bytes per second every background hand-off together may move (hints and repair copies; "
@@ -735,6 +739,7 @@ static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 		ro.hint_sync_timeout_ms = (uint64_t)n->cfg.hint_sync_timeout_ms;
 		ro.tombstone_gc_after_ms = (uint64_t)n->cfg.tombstone_gc_after_ms;
 		ro.hints_max = (unsigned)n->cfg.hints_max;
+		ro.antientropy_interval_ms = (uint64_t)n->cfg.antientropy_interval_ms;
 		ro.repair_rate = n->cfg.repair_rate ? (int64_t)n->cfg.repair_rate : -1;
 		ro.repair_duty = (unsigned)n->cfg.repair_duty;
 		ro.repair_inbound_max = (unsigned)n->cfg.repair_inbound_max;

@@ -121,6 +121,8 @@ const char *ovl_wire_type_name(uint8_t type)
 	case OVL_WIRE_T_LIST: return "list";
 	case OVL_WIRE_T_NODE_STAT: return "node-stat";
 	case OVL_WIRE_T_MAP: return "map";
+	case OVL_WIRE_T_DIGEST: return "digest";
+	case OVL_WIRE_T_HEAL: return "heal";
 	case OVL_WIRE_T_PUT | OVL_WIRE_T_RESPONSE: return "put-response";
 	case OVL_WIRE_T_GET | OVL_WIRE_T_RESPONSE: return "get-response";
 	case OVL_WIRE_T_DELETE | OVL_WIRE_T_RESPONSE: return "delete-response";
@@ -128,6 +130,8 @@ const char *ovl_wire_type_name(uint8_t type)
 	case OVL_WIRE_T_LIST | OVL_WIRE_T_RESPONSE: return "list-response";
 	case OVL_WIRE_T_NODE_STAT | OVL_WIRE_T_RESPONSE: return "node-stat-response";
 	case OVL_WIRE_T_MAP | OVL_WIRE_T_RESPONSE: return "map-response";
+	case OVL_WIRE_T_DIGEST | OVL_WIRE_T_RESPONSE: return "digest-response";
+	case OVL_WIRE_T_HEAL | OVL_WIRE_T_RESPONSE: return "heal-response";
 	default: return NULL;
 	}
 }
@@ -139,7 +143,7 @@ static bool is_handshake(uint8_t type)
 
 static bool is_request(uint8_t type)
 {
-	return type >= OVL_WIRE_T_PUT && type <= OVL_WIRE_T_MAP;
+	return type >= OVL_WIRE_T_PUT && type <= OVL_WIRE_T_HEAL;
 }
 
 static bool is_response(uint8_t type)
@@ -147,12 +151,13 @@ static bool is_response(uint8_t type)
 	return (type & OVL_WIRE_T_RESPONSE) && is_request(type & ~OVL_WIRE_T_RESPONSE);
 }
 
-/* Only a PUT request and GET, LIST and MAP responses carry a payload. */
+/* Only a PUT request and GET, LIST, MAP and DIGEST responses carry a payload. */
 static bool has_payload(uint8_t type)
 {
 	return type == OVL_WIRE_T_PUT || type == (OVL_WIRE_T_GET | OVL_WIRE_T_RESPONSE) ||
 	       type == (OVL_WIRE_T_LIST | OVL_WIRE_T_RESPONSE) ||
-	       type == (OVL_WIRE_T_MAP | OVL_WIRE_T_RESPONSE);
+	       type == (OVL_WIRE_T_MAP | OVL_WIRE_T_RESPONSE) ||
+	       type == (OVL_WIRE_T_DIGEST | OVL_WIRE_T_RESPONSE);
 }
 
 /* ---- payload sizes ------------------------------------------------------- */
@@ -710,10 +715,11 @@ static bool printable(const uint8_t *s, size_t n)
 enum fid {
 	F_V, F_CERT, F_NONCE, F_SLICE, F_PROOF, F_CODE, F_MESSAGE, F_EPOCH, F_KEY, F_PREFIX,
 	F_AFTER, F_SIZE, F_CRC, F_OFFSET, F_LENGTH, F_LIMIT, F_STATUS, F_SEQ, F_COUNT, F_MORE,
-	F_COUNTERS, F_VER, F_FWD, F_VERS, F_HELD, F_HOMES, F_SUPERSEDED, F_TOMB, F_COUNT_ALL
+	F_COUNTERS, F_VER, F_FWD, F_VERS, F_HELD, F_HOMES, F_SUPERSEDED, F_TOMB, F_BUCKET,
+	F_BUCKETS, F_CHECK_ONLY, F_RATE, F_DUTY, F_REPAIR, F_COUNT_ALL
 };
 
-_Static_assert(F_COUNT_ALL <= 32, "field bits fit a uint32_t");
+_Static_assert(F_COUNT_ALL <= 64, "field bits fit a uint64_t");
 
 enum fkind { K_UINT, K_STR, K_NAME, K_BIN, K_BOOL, K_VERSION, K_COUNTERS, K_VER, K_FWD, K_HELD };
 
@@ -752,16 +758,22 @@ static const struct fdesc fdescs[F_COUNT_ALL] = {
 	[F_HOMES] = { "homes", K_UINT, 0, OVL_WIRE_HELD_MAX },
 	[F_SUPERSEDED] = { "superseded", K_BOOL, 0, 0 },
 	[F_TOMB] = { "tomb", K_BOOL, 0, 0 },
+	[F_BUCKET] = { "bucket", K_UINT, 0, OVL_WIRE_DIGEST_BUCKETS - 1 },
+	[F_BUCKETS] = { "buckets", K_UINT, 0, OVL_WIRE_DIGEST_BUCKETS },
+	[F_CHECK_ONLY] = { "check_only", K_BOOL, 0, 0 },
+	[F_RATE] = { "rate", K_UINT, 0, UINT64_MAX },
+	[F_DUTY] = { "duty", K_UINT, 1, 100 },
+	[F_REPAIR] = { "repair", K_BOOL, 0, 0 },
 };
 
-#define BIT(f) (1u << (f))
+#define BIT(f) (1ull << (f))
 #define RESP_COMMON (BIT(F_STATUS) | BIT(F_MESSAGE) | BIT(F_EPOCH))
-#define WRITE_REPL (BIT(F_VER) | BIT(F_FWD))
+#define WRITE_REPL (BIT(F_VER) | BIT(F_FWD) | BIT(F_REPAIR))
 #define WRITE_ANSWER (BIT(F_VER) | BIT(F_HELD) | BIT(F_HOMES) | BIT(F_SUPERSEDED))
 
 struct fschema {
 	uint8_t type;
-	uint32_t known, required;
+	uint64_t known, required;
 };
 
 static const struct fschema fschemas[] = {
@@ -780,10 +792,15 @@ static const struct fschema fschemas[] = {
 	{ OVL_WIRE_T_STAT, BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_KEY),
 	  BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_KEY) },
 	{ OVL_WIRE_T_LIST,
-	  BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_PREFIX) | BIT(F_AFTER) | BIT(F_LIMIT) | BIT(F_VERS),
+	  BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_PREFIX) | BIT(F_AFTER) | BIT(F_LIMIT) | BIT(F_VERS) |
+	  BIT(F_BUCKET),
 	  BIT(F_SLICE) | BIT(F_EPOCH) },
 	{ OVL_WIRE_T_NODE_STAT, BIT(F_SLICE) | BIT(F_EPOCH), BIT(F_SLICE) | BIT(F_EPOCH) },
 	{ OVL_WIRE_T_MAP, BIT(F_SLICE) | BIT(F_EPOCH), BIT(F_SLICE) | BIT(F_EPOCH) },
+	{ OVL_WIRE_T_DIGEST, BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_BUCKETS),
+	  BIT(F_SLICE) | BIT(F_EPOCH) },
+	{ OVL_WIRE_T_HEAL, BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_CHECK_ONLY) | BIT(F_RATE) | BIT(F_DUTY),
+	  BIT(F_SLICE) | BIT(F_EPOCH) },
 	{ OVL_WIRE_T_PUT | OVL_WIRE_T_RESPONSE,
 	  RESP_COMMON | BIT(F_SIZE) | BIT(F_CRC) | BIT(F_SEQ) | WRITE_ANSWER, RESP_COMMON },
 	{ OVL_WIRE_T_GET | OVL_WIRE_T_RESPONSE,
@@ -797,6 +814,8 @@ static const struct fschema fschemas[] = {
 	  RESP_COMMON | BIT(F_COUNT) | BIT(F_MORE) | BIT(F_CRC) | BIT(F_VERS), RESP_COMMON },
 	{ OVL_WIRE_T_NODE_STAT | OVL_WIRE_T_RESPONSE, RESP_COMMON | BIT(F_COUNTERS), RESP_COMMON },
 	{ OVL_WIRE_T_MAP | OVL_WIRE_T_RESPONSE, RESP_COMMON | BIT(F_CRC), RESP_COMMON },
+	{ OVL_WIRE_T_DIGEST | OVL_WIRE_T_RESPONSE, RESP_COMMON | BIT(F_CRC), RESP_COMMON },
+	{ OVL_WIRE_T_HEAL | OVL_WIRE_T_RESPONSE, RESP_COMMON | BIT(F_COUNTERS), RESP_COMMON },
 };
 
 static const struct fschema *fschema_find(uint8_t type)
@@ -811,7 +830,7 @@ static const struct fschema *fschema_find(uint8_t type)
 struct meta {
 	const char *frame;   /* type name, for errors */
 	const uint8_t *end;  /* end of the meta */
-	uint32_t seen;
+	uint64_t seen;
 	struct ovl_mpr_val val[F_COUNT_ALL];
 	uint64_t ver_major, ver_minor;
 	struct ovl_wire_ver ver;          /* F_VER */
@@ -1203,7 +1222,8 @@ int ovl_wire_req_encode(const struct ovl_wire_req *r, uint8_t *out, size_t cap, 
 			    name);
 	if (r->key_len > OVL_WIRE_KEY_MAX_BYTES || r->after_len > OVL_WIRE_KEY_MAX_BYTES ||
 	    (r->type != OVL_WIRE_T_LIST && r->type != OVL_WIRE_T_NODE_STAT &&
-	     r->type != OVL_WIRE_T_MAP && r->key_len == 0))
+	     r->type != OVL_WIRE_T_MAP && r->type != OVL_WIRE_T_DIGEST &&
+	     r->type != OVL_WIRE_T_HEAL && r->key_len == 0))
 		return fail(err, errlen, -EINVAL, "%s: field '%s' must be %s..1024 bytes", name,
 			    r->type == OVL_WIRE_T_LIST ? "prefix" : "key",
 			    r->type == OVL_WIRE_T_LIST ? "0" : "1");
@@ -1216,6 +1236,18 @@ int ovl_wire_req_encode(const struct ovl_wire_req *r, uint8_t *out, size_t cap, 
 		return fail(err, errlen, -EINVAL, "list: field 'limit' is over %d", OVL_WIRE_LIST_MAX);
 	if (r->vers && r->type != OVL_WIRE_T_LIST)
 		return fail(err, errlen, -EINVAL, "%s: field 'vers' is for LIST only", name);
+	if (r->has_bucket && r->type != OVL_WIRE_T_LIST)
+		return fail(err, errlen, -EINVAL, "%s: field 'bucket' is for LIST only", name);
+	if (r->buckets && (r->type != OVL_WIRE_T_DIGEST || r->buckets != OVL_WIRE_DIGEST_BUCKETS))
+		return fail(err, errlen, -EINVAL, "%s: field 'buckets' is 0 or %d, for DIGEST only",
+			    name, OVL_WIRE_DIGEST_BUCKETS);
+	if ((r->check_only || r->has_rate || r->has_duty) && r->type != OVL_WIRE_T_HEAL)
+		return fail(err, errlen, -EINVAL, "%s: fields 'check_only', 'rate' and 'duty' are "
+			    "for HEAL only", name);
+	if (r->has_duty && (r->duty < 1 || r->duty > 100))
+		return fail(err, errlen, -EINVAL, "%s: field 'duty' is outside 1..100", name);
+	if (r->repair && !r->has_ver)
+		return fail(err, errlen, -EINVAL, "%s: field 'repair' needs 'ver' and 'fwd'", name);
 	if (r->has_ver || r->has_fwd) {
 		ret = req_repl_check(r, name, err, errlen);
 		if (ret < 0)
@@ -1227,10 +1259,14 @@ int ovl_wire_req_encode(const struct ovl_wire_req *r, uint8_t *out, size_t cap, 
 	case OVL_WIRE_T_GET: n += 1 + (r->has_range ? 2 : 0); break;
 	case OVL_WIRE_T_DELETE: case OVL_WIRE_T_STAT: n += 1; break;
 	case OVL_WIRE_T_LIST:
-		n += (r->key_len > 0) + (r->after_len > 0) + (r->limit > 0) + r->vers;
+		n += (r->key_len > 0) + (r->after_len > 0) + (r->limit > 0) + r->vers +
+		     r->has_bucket;
 		break;
+	case OVL_WIRE_T_DIGEST: n += r->buckets > 0; break;
+	case OVL_WIRE_T_HEAL: n += r->check_only + r->has_rate + r->has_duty; break;
 	default: break;
 	}
+	n += r->repair;
 	w_map(&w, n);
 	w_key(&w, "slice");
 	w_str(&w, r->slice, strlen(r->slice));
@@ -1252,6 +1288,28 @@ int ovl_wire_req_encode(const struct ovl_wire_req *r, uint8_t *out, size_t cap, 
 		if (r->vers) {
 			w_key(&w, "vers");
 			w_bool(&w, true);
+		}
+		if (r->has_bucket) {
+			w_key(&w, "bucket");
+			w_uint(&w, r->bucket);
+		}
+	} else if (r->type == OVL_WIRE_T_DIGEST) {
+		if (r->buckets) {
+			w_key(&w, "buckets");
+			w_uint(&w, r->buckets);
+		}
+	} else if (r->type == OVL_WIRE_T_HEAL) {
+		if (r->check_only) {
+			w_key(&w, "check_only");
+			w_bool(&w, true);
+		}
+		if (r->has_rate) {
+			w_key(&w, "rate");
+			w_uint(&w, r->rate);
+		}
+		if (r->has_duty) {
+			w_key(&w, "duty");
+			w_uint(&w, r->duty);
 		}
 	} else if (r->type != OVL_WIRE_T_NODE_STAT && r->type != OVL_WIRE_T_MAP) {
 		w_key(&w, "key");
@@ -1284,6 +1342,10 @@ int ovl_wire_req_encode(const struct ovl_wire_req *r, uint8_t *out, size_t cap, 
 		w_key(&w, "home");
 		w_id_or_nil(&w, r->fwd.has_home, r->fwd.home);
 	}
+	if (r->repair) {
+		w_key(&w, "repair");
+		w_bool(&w, true);
+	}
 	if (w.full || w.len > OVL_WIRE_META_MAX_BYTES)
 		return fail(err, errlen, -ENOSPC, "%s: meta does not fit in %zu bytes", name, cap);
 	return (int)w.len;
@@ -1307,6 +1369,12 @@ int ovl_wire_req_decode(uint8_t type, const uint8_t *meta, size_t len, struct ov
 		ret = fail(err, errlen, -EBADMSG, "%s: fields 'ver' and 'fwd' go together", m.frame);
 	if (ret == 0 && (m.seen & BIT(F_VER)) && m.ver.hlc == 0)
 		ret = fail(err, errlen, -EBADMSG, "%s: field 'ver' has hlc 0 (no version)", m.frame);
+	if (ret == 0 && m.val[F_REPAIR].n && !(m.seen & BIT(F_VER)))
+		ret = fail(err, errlen, -EBADMSG, "%s: field 'repair' needs 'ver' and 'fwd'", m.frame);
+	if (ret == 0 && (m.seen & BIT(F_BUCKETS)) && m.val[F_BUCKETS].n != 0 &&
+	    m.val[F_BUCKETS].n != OVL_WIRE_DIGEST_BUCKETS)
+		ret = fail(err, errlen, -EBADMSG, "%s: field 'buckets' is %llu, not 0 or %d", m.frame,
+			   (unsigned long long)m.val[F_BUCKETS].n, OVL_WIRE_DIGEST_BUCKETS);
 	if (ret < 0) {
 		memset(r, 0, sizeof(*r));
 		return ret;
@@ -1339,6 +1407,15 @@ int ovl_wire_req_decode(uint8_t type, const uint8_t *meta, size_t len, struct ov
 	r->has_fwd = (m.seen & BIT(F_FWD)) != 0;
 	if (r->has_fwd)
 		r->fwd = m.fwd;
+	r->has_bucket = (m.seen & BIT(F_BUCKET)) != 0;
+	r->bucket = (uint8_t)m.val[F_BUCKET].n;
+	r->buckets = (uint32_t)m.val[F_BUCKETS].n;
+	r->check_only = m.val[F_CHECK_ONLY].n != 0;
+	r->has_rate = (m.seen & BIT(F_RATE)) != 0;
+	r->rate = m.val[F_RATE].n;
+	r->has_duty = (m.seen & BIT(F_DUTY)) != 0;
+	r->duty = (uint32_t)m.val[F_DUTY].n;
+	r->repair = m.val[F_REPAIR].n != 0;
 	return 0;
 }
 
@@ -1385,6 +1462,7 @@ int ovl_wire_resp_encode(const struct ovl_wire_resp *r, uint8_t *out, size_t cap
 	size_t mlen = strnlen(r->message, OVL_WIRE_TEXT_SIZE);
 	bool sized = op == OVL_WIRE_T_PUT || op == OVL_WIRE_T_GET || op == OVL_WIRE_T_STAT;
 	bool ok = r->status == OVL_WIRE_OK;
+	bool counted = op == OVL_WIRE_T_NODE_STAT || op == OVL_WIRE_T_HEAL;
 	size_t n = 3;
 	int ret;
 
@@ -1400,10 +1478,10 @@ int ovl_wire_resp_encode(const struct ovl_wire_resp *r, uint8_t *out, size_t cap
 	if (op == OVL_WIRE_T_LIST && r->count > OVL_WIRE_LIST_MAX)
 		return fail(err, errlen, -EINVAL, "%s: field 'count' is over %d", name,
 			    OVL_WIRE_LIST_MAX);
-	if (op == OVL_WIRE_T_NODE_STAT && r->ncounters > OVL_WIRE_COUNTERS_MAX)
+	if (counted && r->ncounters > OVL_WIRE_COUNTERS_MAX)
 		return fail(err, errlen, -EINVAL, "%s: field 'counters' has more than %d entries",
 			    name, OVL_WIRE_COUNTERS_MAX);
-	for (uint32_t i = 0; op == OVL_WIRE_T_NODE_STAT && i < r->ncounters; i++)
+	for (uint32_t i = 0; counted && i < r->ncounters; i++)
 		if (!name_ok(r->counters[i].name, OVL_WIRE_NAME_SIZE - 1))
 			return fail(err, errlen, -EINVAL,
 				    "%s: counter %u name must be 1..63 printable bytes", name, i);
@@ -1420,7 +1498,7 @@ int ovl_wire_resp_encode(const struct ovl_wire_resp *r, uint8_t *out, size_t cap
 			n += 3;
 		else if (op == OVL_WIRE_T_LIST)
 			n += 3;
-		else if (op == OVL_WIRE_T_NODE_STAT || op == OVL_WIRE_T_MAP)
+		else if (counted || op == OVL_WIRE_T_MAP || op == OVL_WIRE_T_DIGEST)
 			n += 1;
 	}
 	w_map(&w, n);
@@ -1451,11 +1529,11 @@ int ovl_wire_resp_encode(const struct ovl_wire_resp *r, uint8_t *out, size_t cap
 		w_key(&w, "crc");
 		w_uint(&w, r->crc);
 	}
-	if (ok && op == OVL_WIRE_T_MAP) {
+	if (ok && (op == OVL_WIRE_T_MAP || op == OVL_WIRE_T_DIGEST)) {
 		w_key(&w, "crc");
 		w_uint(&w, r->crc);
 	}
-	if (ok && op == OVL_WIRE_T_NODE_STAT) {
+	if (ok && counted) {
 		w_key(&w, "counters");
 		w_map(&w, r->ncounters);
 		for (uint32_t i = 0; i < r->ncounters; i++) {

@@ -61,7 +61,9 @@ struct ovl_peers;
 #define OVL_WIRE_NAME_SIZE 64                   /* slice and counter names, 63 + NUL */
 #define OVL_WIRE_TEXT_SIZE 256                  /* error messages, 255 + NUL */
 #define OVL_WIRE_LIST_MAX 10000                 /* keys in one LIST answer */
-#define OVL_WIRE_COUNTERS_MAX 64                /* entries in a NODE_STAT counters map */
+#define OVL_WIRE_COUNTERS_MAX 128               /* entries in a NODE_STAT (or HEAL) counters map */
+#define OVL_WIRE_DIGEST_BUCKETS 256             /* DIGEST: buckets of a slice's shared keys */
+#define OVL_WIRE_DIGEST_PAIR_BYTES 16           /* DIGEST: count u64 BE, xor u64 BE */
 #define OVL_WIRE_NODE_ID_BYTES 32               /* node ids in `fwd` and `held` */
 #define OVL_WIRE_CHAIN_MAX 4                    /* `fwd` chain entries (R <= 5) */
 #define OVL_WIRE_HELD_MAX OVL_PLACE_REPLICAS_MAX /* node ids in a `held` answer */
@@ -80,6 +82,8 @@ enum ovl_wire_type {
 	OVL_WIRE_T_LIST = 0x15,
 	OVL_WIRE_T_NODE_STAT = 0x16,
 	OVL_WIRE_T_MAP = 0x17,       /* the broker-signed slice map the node holds */
+	OVL_WIRE_T_DIGEST = 0x18,    /* node to node: a digest of the keys both hold (7.13) */
+	OVL_WIRE_T_HEAL = 0x19,      /* start an anti-entropy and repair pass of a slice (7.13) */
 	OVL_WIRE_T_RESPONSE = 0x80,  /* bit set in every response type */
 };
 
@@ -465,7 +469,7 @@ struct ovl_wire_fwd {
 };
 
 struct ovl_wire_req {
-	uint8_t type;                      /* OVL_WIRE_T_PUT .. OVL_WIRE_T_MAP */
+	uint8_t type;                      /* OVL_WIRE_T_PUT .. OVL_WIRE_T_HEAL */
 	char slice[OVL_WIRE_NAME_SIZE];    /* every request: slice name, 1..63 bytes */
 	uint64_t epoch;                    /* every request: the client's map epoch */
 	uint8_t key[OVL_WIRE_KEY_MAX_BYTES]; /* PUT GET DELETE STAT: 1..1024 bytes; LIST: prefix 0..1024 */
@@ -478,6 +482,15 @@ struct ovl_wire_req {
 	uint32_t after_len;
 	uint32_t limit;                    /* LIST: 1..OVL_WIRE_LIST_MAX; 0 = the maximum */
 	bool vers;                         /* LIST: answer with versions and tombstones */
+	bool has_bucket;                   /* LIST (nodes only): only keys of this digest bucket */
+	uint8_t bucket;                    /* ... shared with the asking node (7.13) */
+	uint32_t buckets;                  /* DIGEST: 0 (the root) or OVL_WIRE_DIGEST_BUCKETS */
+	bool check_only;                   /* HEAL: compare and count, repair nothing */
+	bool has_rate;                     /* HEAL: set the node's repair rate limit */
+	uint64_t rate;                     /* ... bytes/s, 0: unlimited */
+	bool has_duty;                     /* HEAL: set the node's repair duty cycle */
+	uint32_t duty;                     /* ... percent, 1..100 */
+	bool repair;                       /* PUT, DELETE forwarded: a repair copy (needs ver/fwd) */
 	/* PUT, DELETE forwarded by a node: both or neither (`ver` and `fwd` go together) */
 	bool has_ver;
 	struct ovl_wire_ver ver;           /* the write's version, hlc >= 1 */
@@ -502,7 +515,7 @@ struct ovl_wire_resp {
 	uint64_t offset;                   /* GET: where the returned bytes start */
 	uint32_t count;                    /* LIST: keys in the payload */
 	bool more;                         /* LIST: more keys follow `after` the last one */
-	uint32_t ncounters;                /* NODE_STAT */
+	uint32_t ncounters;                /* NODE_STAT, HEAL */
 	struct ovl_wire_counter counters[OVL_WIRE_COUNTERS_MAX];
 	/* versions: GET and STAT (the object's; with tomb on not-found, the
 	 * tombstone's), PUT and DELETE (the write's) */

@@ -524,6 +524,14 @@ static void fwd_args(const struct dp_conn *dc, const struct ovl_wire_req *q,
 	a->ver = q->has_ver ? &q->ver : NULL;
 	a->fwd = q->has_fwd ? &q->fwd : NULL;
 	a->peer_id = q->has_fwd || q->has_ver ? dc->ses.peer.node_id : NULL;
+	a->repair = q->repair;
+}
+
+/* The asking node's id for the requests only nodes make (DIGEST, LIST of
+ * a bucket) and HEAL from a node; NULL for a client. */
+static const uint8_t *node_peer_id(const struct dp_conn *dc)
+{
+	return dc->ses.peer.role == OVL_ROLE_NODE ? dc->ses.peer.node_id : NULL;
 }
 
 /* ---- requests and their order ---- */
@@ -757,6 +765,18 @@ static void req_done(void *arg, const struct node_req_result *res, struct node_r
 		list_respond(op, res);
 		op_finish(op);
 		return;
+	case OVL_WIRE_T_DIGEST:
+		/* the digest pairs (PROTOCOL 7.13) */
+		r.has_crc = true;
+		r.crc = ovl_crc32c(0, res->data, res->len);
+		respond(dc, op->type, op->rid, &r, res->data, res->len, op->encrypt);
+		op_finish(op);
+		return;
+	case OVL_WIRE_T_HEAL:
+		r.ncounters = res->ncounters < OVL_WIRE_COUNTERS_MAX ? res->ncounters
+								     : OVL_WIRE_COUNTERS_MAX;
+		memcpy(r.counters, res->counters, r.ncounters * sizeof(r.counters[0]));
+		break;
 	default:
 		break;
 	}
@@ -1056,7 +1076,28 @@ static void op_begin(struct dp_op *op)
 		a.after_len = op->q.after_len;
 		a.limit = op->q.limit ? op->q.limit : OVL_WIRE_LIST_MAX;
 		a.vers = op->q.vers;
+		a.has_bucket = op->q.has_bucket;
+		a.bucket = op->q.bucket;
+		a.peer_id = node_peer_id(dc);
 		/* answered before this returns: op is not touched after */
+		ret = node_req_start(dp->o.req, &a, req_done, op);
+		break;
+	case OVL_WIRE_T_DIGEST:
+		a.type = NODE_REQ_DIGEST;
+		a.buckets = op->q.buckets;
+		a.peer_id = node_peer_id(dc);
+		/* answered from the loop, maybe ticks later */
+		ret = node_req_start(dp->o.req, &a, req_done, op);
+		break;
+	case OVL_WIRE_T_HEAL:
+		a.type = NODE_REQ_HEAL;
+		a.check_only = op->q.check_only;
+		a.has_rate = op->q.has_rate;
+		a.rate = op->q.rate;
+		a.has_duty = op->q.has_duty;
+		a.duty = op->q.duty;
+		a.peer_id = node_peer_id(dc);
+		/* answered before this returns */
 		ret = node_req_start(dp->o.req, &a, req_done, op);
 		break;
 	default:
@@ -1091,7 +1132,8 @@ static void order_drop(struct dp_conn *dc)
 
 /* NODE-STAT: the node's counters, as the request layer reports them, and
  * the session's: the memory its answers and PUT payloads hold now. */
-static void do_node_stat(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint64_t epoch)
+static void do_node_stat(struct dp_conn *dc, const struct ovl_wire_hdr *h, const char *slice,
+			 uint64_t epoch)
 {
 	struct ovl_wire_resp r = { .epoch = epoch };
 
@@ -1106,7 +1148,8 @@ static void do_node_stat(struct dp_conn *dc, const struct ovl_wire_hdr *h, uint6
 	/* a node asking is one that wants its hints back: hand them off now */
 	if (dc->ses.peer.role == OVL_ROLE_NODE)
 		node_req_hint_poke(dc->dp->o.req, dc->ses.peer.node_id);
-	r.ncounters = node_req_counters(dc->dp->o.req, r.counters, OVL_WIRE_COUNTERS_MAX);
+	/* the heal counters are the request's slice's */
+	r.ncounters = node_req_counters(dc->dp->o.req, slice, r.counters, OVL_WIRE_COUNTERS_MAX);
 	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]) && r.ncounters < OVL_WIRE_COUNTERS_MAX; i++) {
 		snprintf(r.counters[r.ncounters].name, sizeof(r.counters[0].name), "%s", own[i].name);
 		r.counters[r.ncounters++].value = own[i].value;
@@ -1499,7 +1542,7 @@ static void dispatch(struct dp_conn *dc, const struct ovl_wire_hdr *h, const str
 
 	switch (h->type) {
 	case OVL_WIRE_T_NODE_STAT:
-		do_node_stat(dc, h, sl->epoch);
+		do_node_stat(dc, h, q->slice, sl->epoch);
 		return;
 	case OVL_WIRE_T_MAP:
 		do_map(dc, h, q, sl->epoch);
@@ -1514,6 +1557,8 @@ static void dispatch(struct dp_conn *dc, const struct ovl_wire_hdr *h, const str
 		dp->st.stats++;
 		break;
 	case OVL_WIRE_T_LIST:
+	case OVL_WIRE_T_DIGEST:
+	case OVL_WIRE_T_HEAL:
 		break;
 	default:
 		respond_status(dc, h->type, h->rid, OVL_WIRE_BAD_REQUEST, sl->epoch, "unknown request type");
@@ -1655,7 +1700,12 @@ static ssize_t dp_data(void *arg, struct node_conn *c, const uint8_t *buf, size_
 		bool node_fwd = dc->ses.peer.role == OVL_ROLE_NODE &&
 				(q->has_fwd || q->has_ver || h.type == OVL_WIRE_T_NODE_STAT ||
 				 h.type == OVL_WIRE_T_STAT ||
-				 h.type == OVL_WIRE_T_GET); /* repair: a damaged copy fetched again */
+				 h.type == OVL_WIRE_T_GET || /* repair: a damaged copy fetched again */
+				 h.type == OVL_WIRE_T_DIGEST || h.type == OVL_WIRE_T_HEAL ||
+				 (h.type == OVL_WIRE_T_LIST && q->has_bucket));
+		/* digests and bucket listings are between the slice's nodes */
+		bool node_only = h.type == OVL_WIRE_T_DIGEST ||
+				 (h.type == OVL_WIRE_T_LIST && q->has_bucket);
 
 		if (!sl || (!node_fwd && !ovl_wire_session_allows(&dc->ses, q->slice))) {
 			dp->st.wrong_slice++;
@@ -1668,6 +1718,10 @@ static ssize_t dp_data(void *arg, struct node_conn *c, const uint8_t *buf, size_
 			status = OVL_WIRE_STALE_MAP;
 			snprintf(msg, sizeof(msg), "map epoch %" PRIu64 " is stale; the node has %" PRIu64,
 				 q->epoch, sl->epoch);
+		} else if (node_only && dc->ses.peer.role != OVL_ROLE_NODE) {
+			status = OVL_WIRE_AUTH_FAILED;
+			snprintf(msg, sizeof(msg), "%s is for node certificates only",
+				 h.type == OVL_WIRE_T_DIGEST ? "DIGEST" : "a LIST of a bucket");
 		} else if ((q->has_fwd || q->has_ver) && dc->ses.peer.role != OVL_ROLE_NODE) {
 			/* only nodes forward writes (and carry versions) */
 			dp->st.refused_forward++;

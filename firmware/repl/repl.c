@@ -646,6 +646,7 @@ int node_repl_fwd_start(struct node_repl *r, const struct node_repl_fwd_args *a,
 	q->has_ver = true;
 	q->ver = a->ver;
 	q->has_fwd = true;
+	q->repair = a->repair;
 	q->fwd.has_home = a->chain[0].has_home;
 	memcpy(q->fwd.home, a->chain[0].home, OVL_ID_BYTES);
 	q->fwd.nchain = a->nchain - 1;
@@ -794,6 +795,11 @@ int node_repl_call(struct node_repl *r, const struct node_ctl_map *m, uint32_t m
 	if (out)
 		*out = c;
 	return 0;
+}
+
+void node_repl_call_timeout(struct node_repl_call *c, uint64_t timeout_ms)
+{
+	c->deadline_ms = mono_ms() + timeout_ms;
 }
 
 bool node_repl_unreachable(struct node_repl *r, const struct node_ctl_map *m, uint32_t mi)

@@ -205,6 +205,7 @@ struct node_repl_fwd_args {
 	struct ovl_wire_ver ver;
 	const struct ovl_wire_hop *chain; /* chain[0] is the next hop; the rest follow it */
 	unsigned nchain;              /* 1..OVL_WIRE_CHAIN_MAX + 1 */
+	bool repair;                  /* a repair copy (`repair` on the wire, PROTOCOL 7.13) */
 };
 
 /* What the next hop answered. Valid during the callback only. */
@@ -260,6 +261,11 @@ typedef void (*node_repl_call_fn)(void *arg, struct ovl_dpc_call *call);
 int node_repl_call(struct node_repl *r, const struct node_ctl_map *m, uint32_t mi,
 		   const struct ovl_wire_req *req, node_repl_call_fn done, void *arg,
 		   struct node_repl_call **out, char *err, size_t errlen);
+
+/* A call that may take long to answer (a DIGEST the peer computes over
+ * several ticks): it fails with -ETIMEDOUT only after timeout_ms from now
+ * instead of forward_timeout_ms. */
+void node_repl_call_timeout(struct node_repl_call *c, uint64_t timeout_ms);
 
 /* Whether member mi of map m was found unreachable in the last
  * NODE_REPL_UNREACHABLE_MS. */

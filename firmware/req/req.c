@@ -104,6 +104,15 @@ int node_req_new(struct node_req **out, const struct node_req_opts *o, char *err
 			snprintf(rq->msgbuf, sizeof(rq->msgbuf), "%s", w);
 			rq->msg = rq->msgbuf;
 		}
+		if (req_heal_new(rq, o) < 0) {
+			rq->live++;
+			req_hints_destroy(rq);
+			req_scrub_destroy(rq);
+			rq->dying = true;
+			req_rq_put(rq);
+			snprintf(err, errlen, "request layer: out of memory for repair");
+			return -ENOMEM;
+		}
 	}
 	*out = rq;
 	return 0;
@@ -117,6 +126,7 @@ void node_req_destroy(struct node_req **rqp)
 		return;
 	*rqp = NULL;
 	rq->live++; /* held while the hints let go */
+	req_heal_destroy(rq);
 	req_hints_destroy(rq);
 	req_scrub_destroy(rq);
 	rq->dying = true;
@@ -514,6 +524,8 @@ struct list_ctx {
 	uint8_t *arena;
 	size_t used, cap;
 	uint32_t n, max;
+	struct req_heal_filter *filter; /* LIST with a bucket: only its shared keys */
+	uint8_t bucket;
 };
 
 static int list_cb(void *arg, const void *key, size_t klen);
@@ -523,7 +535,12 @@ static int list_ver_cb(void *arg, const void *key, size_t klen, const struct nod
 {
 	struct list_ctx *l = arg;
 	uint32_t i = l->n;
-	int ret = list_cb(arg, key, klen);
+	int ret;
+
+	if (l->filter && !req_key_reserved(key, klen) &&
+	    !req_heal_filter_take(l->filter, l->bucket, key, klen))
+		return 0;
+	ret = list_cb(arg, key, klen);
 
 	if (ret == 0) {
 		l->vkeys[i].ptr = l->keys[i].ptr;
@@ -564,6 +581,21 @@ static int req_list(struct node_req *rq, const struct node_req_args *a, node_req
 		rq->msg = "a list of no keys";
 		return -EINVAL;
 	}
+	if (a->has_bucket) {
+		/* a node's LIST of one digest bucket (req.h, "Repair") */
+		if (!a->peer_id || !a->vers) {
+			rq->msg = "a LIST of a bucket is for member nodes, with versions";
+			return a->peer_id ? -EINVAL : -EACCES;
+		}
+		ret = req_heal_filter_new(rq, a->slice, a->peer_id, &l.filter);
+		if (ret < 0) {
+			rq->msg = ret == -EACCES ? "the asking node is no member of the slice"
+				  : ret == -EXDEV ? "this node holds no map of the slice"
+				  : "out of memory for a list";
+			return ret == -ENOMEM ? -EBUSY : ret;
+		}
+		l.bucket = a->bucket;
+	}
 	l.max = a->limit;
 	/* one more than asked, to tell the caller whether more follow */
 	l.keys = calloc((size_t)l.max + 1, sizeof(*l.keys));
@@ -577,8 +609,10 @@ static int req_list(struct node_req *rq, const struct node_req_args *a, node_req
 		goto out;
 	}
 	l.max++;
+	/* with a bucket, the walk passes over the keys of other buckets:
+	 * it stops when the answer is full or at the node's own records */
 	n = a->vers ? node_store_list_ver(rq->o.store, a->key, a->klen, a->after, a->after_len,
-					  l.max, list_ver_cb, &l)
+					  l.filter ? UINT32_MAX : l.max, list_ver_cb, &l)
 		    : node_store_list(rq->o.store, a->key, a->klen, a->after, a->after_len, l.max,
 				      list_cb, &l);
 	if (n < 0) {
@@ -595,6 +629,7 @@ static int req_list(struct node_req *rq, const struct node_req_args *a, node_req
 	r.nkeys = l.n;
 	done(arg, &r, NULL);
 out:
+	req_heal_filter_destroy(&l.filter);
 	free(l.vkeys);
 	free(l.keys);
 	free(l.arena);
@@ -694,6 +729,8 @@ static int req_start(struct node_req *rq, const struct node_req_args *a, node_re
 		return ret;
 	if (a->type == NODE_REQ_LIST)
 		return req_list(rq, a, done, arg);
+	if (a->type == NODE_REQ_DIGEST || a->type == NODE_REQ_HEAL)
+		return req_heal_start(rq, a, done, arg);
 	if ((a->type == NODE_REQ_PUT || a->type == NODE_REQ_DELETE) && req_rw_wanted(rq, a))
 		return req_rw_start(rq, a, done, arg);
 	op = op_new(rq, a->type, done, arg);
@@ -889,7 +926,8 @@ static unsigned store_counters(const struct node_req *rq, struct ovl_wire_counte
 	return n;
 }
 
-unsigned node_req_counters(const struct node_req *rq, struct ovl_wire_counter *c, unsigned max)
+unsigned node_req_counters(const struct node_req *rq, const char *slice,
+			   struct ovl_wire_counter *c, unsigned max)
 {
 	unsigned n = store_counters(rq, c, max);
 
@@ -898,6 +936,8 @@ unsigned node_req_counters(const struct node_req *rq, struct ovl_wire_counter *c
 		n += node_repl_counters(rq->o.repl, c + n, max - n);
 	if (n < max)
 		n += req_hints_counters(rq, c + n, max - n);
+	if (n < max)
+		n += node_req_heal_counters(rq, slice, c + n, max - n);
 	/* background work after the hints (their hints_for_ counters matter
 	 * to a node that syncs) */
 	if (n < max)
@@ -911,6 +951,7 @@ void node_req_tick(struct node_req *rq, uint64_t now_mono_ms)
 {
 	req_pace_tick(rq, now_mono_ms);
 	req_hints_tick(rq, now_mono_ms);
+	req_heal_tick(rq, now_mono_ms);
 	req_hints_pace_pump(rq);
 	req_scrub_tick(rq, now_mono_ms);
 }
@@ -918,6 +959,7 @@ void node_req_tick(struct node_req *rq, uint64_t now_mono_ms)
 void node_req_stop(struct node_req *rq)
 {
 	req_hints_stop(rq);
+	req_heal_stop(rq);
 }
 
 void node_req_hint_sync(struct node_req *rq)

@@ -70,6 +70,7 @@ struct node_repl;
 #define NODE_REQ_HINTS_MAX_DEFAULT 16384
 #define NODE_REQ_HINT_SYNC_TIMEOUT_MS_DEFAULT 10000
 #define NODE_REQ_TOMBSTONE_GC_AFTER_MS_DEFAULT (24ull * 3600 * 1000)
+#define NODE_REQ_ANTIENTROPY_INTERVAL_MS_DEFAULT (3600ull * 1000)
 /* background work (hand-offs, repair): 64 MiB/s is about half of a 1 GbE
  * link and a third of a disk's streaming rate, so a node's clients keep
  * the larger part of both while it repairs, and 24 nodes repairing in
@@ -96,6 +97,9 @@ struct node_req_opts {
 	unsigned hints_max;
 	uint64_t hint_sync_timeout_ms;
 	uint64_t tombstone_gc_after_ms;
+	/* with repl (0: the default above): anti-entropy passes of each
+	 * replicated slice start this often, +-20 % jitter ("Repair") */
+	uint64_t antientropy_interval_ms;
 	/* background work ("Background work" below; 0: the defaults above):
 	 * repair_rate in bytes/s (-1: unlimited), repair_duty in percent */
 	int64_t repair_rate;
@@ -111,6 +115,8 @@ enum node_req_type {
 	NODE_REQ_DELETE,
 	NODE_REQ_STAT,
 	NODE_REQ_LIST,
+	NODE_REQ_DIGEST,  /* a node asks for the digest of the keys both hold ("Repair") */
+	NODE_REQ_HEAL,    /* start an anti-entropy and repair pass of the slice now */
 };
 
 /* One request. Every pointer is borrowed for the call (a PUT's val until
@@ -134,6 +140,18 @@ struct node_req_args {
 	const struct ovl_wire_fwd *fwd;
 	const uint8_t *peer_id;
 	bool vers;                /* LIST: every entry with its version, tombstones too (vkeys) */
+	/* LIST from a node (peer_id): only keys of digest bucket `bucket` that
+	 * both this node and the asker are homes of ("Repair") */
+	bool has_bucket;
+	uint8_t bucket;
+	uint32_t buckets;         /* DIGEST: 0 (the root) or OVL_WIRE_DIGEST_BUCKETS; peer_id asks */
+	/* HEAL: compare and count only; the repair rate limit (bytes/s, 0:
+	 * none) and duty cycle (percent) to set, when has_ */
+	bool check_only;
+	bool has_rate, has_duty;
+	uint64_t rate;
+	uint32_t duty;
+	bool repair;              /* PUT, DELETE forwarded: a repair copy (7.13) */
 };
 
 /* What a request came to. Valid during `done` only. */
@@ -161,6 +179,9 @@ struct node_req_result {
 	unsigned homes;           /* of them, at their proper home */
 	bool superseded;          /* this node held a newer version: nothing stored here */
 	bool tomb;                /* STAT -ENOENT: the key is a tombstone at ver */
+	/* HEAL: the slice's heal and anti-entropy counters now */
+	const struct ovl_wire_counter *counters;
+	unsigned ncounters;
 };
 
 /*
@@ -391,6 +412,46 @@ struct node_req_hint_stats {
 void node_req_hint_stats(const struct node_req *rq, struct node_req_hint_stats *st);
 
 /*
+ * ---- repair and anti-entropy (with replication; docs/PROTOCOL.md 7.13) ----
+ *
+ * Digest: h(K) = the first 8 bytes (big-endian) of BLAKE2b-256 of slice, a
+ * zero byte, key, hlc (8, BE), node (8, BE), type ('P' object, 'D'
+ * tombstone); bucket(K) = the first byte of BLAKE2b-128 of slice, a zero
+ * byte, key. A DIGEST from node X (a->peer_id, a member) is computed over
+ * every key (objects and tombstones, no reserved key) that both this node
+ * and X are homes of under this node's map: per bucket (buckets = 256) or
+ * for all of them (0), each a pair (count u64 BE, xor of h u64 BE). It is
+ * computed by walking the index in steps from node_req_tick() (a few
+ * thousand keys, at most ~10 ms per tick), so `done` runs from the loop,
+ * maybe several ticks later, with the payload in r->data/r->len.
+ *
+ * A LIST with has_bucket (from a member node) gives only the keys of
+ * that bucket shared with it, with versions and tombstones.
+ *
+ * Passes: each replicated slice is compared with every other member
+ * that is up: roots, then buckets, then the differing buckets' keys (LIST
+ * with bucket). For a key this node holds newer than member T, where it is
+ * the pusher (the first `up` home of the key, in placement order, other
+ * than T), it writes a repair hint ('R' object / 'T' tombstone, req_hint.c):
+ * the hand-off delivers it as a forwarded write with `repair`. Then keys
+ * this node holds but is no home of (foreign copies) are STATed at every
+ * home: a repair hint for each home that lacks the version, and the local
+ * copy is dropped (as the hand-off does) once every home holds it or newer.
+ * A pass starts every antientropy_interval (+-20 %), at once when a map
+ * change makes a member `out` or adds one, and on HEAL; after a pass that
+ * found differences, another follows within seconds once this node's
+ * repair hints for the slice are delivered. Its progress is kept in the
+ * store under reserved key 0xff*8 'J' slice (FORMAT.md 7.2), rewritten at
+ * most every second: a node that restarts resumes at its cursor when the
+ * slice's membership is unchanged. A pass pauses at its cursor while the
+ * hint table is more than 3/4 full.
+ */
+
+/* Heal counters of the slice (heal_*, ae_*) into c[0..max): how many. */
+unsigned node_req_heal_counters(const struct node_req *rq, const char *slice,
+				struct ovl_wire_counter *c, unsigned max);
+
+/*
  * ---- background work: pacing, inbound repair, scrub ----
  *
  * Every background hand-off (hints and repair hints alike) moves its bytes
@@ -441,8 +502,10 @@ bool node_req_event_next(struct node_req *rq, int *level, char *buf, size_t len)
  * ---- node state ----
  *
  * The counters a NODE-STAT answers with (objects, bytes, capacity...), into
- * c[0..max): how many were written.
+ * c[0..max): how many were written. slice (may be NULL): the request's
+ * slice, whose heal counters are added.
  */
-unsigned node_req_counters(const struct node_req *rq, struct ovl_wire_counter *c, unsigned max);
+unsigned node_req_counters(const struct node_req *rq, const char *slice,
+			   struct ovl_wire_counter *c, unsigned max);
 
 #endif

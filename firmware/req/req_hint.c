@@ -5,8 +5,12 @@
  * A hint is a record in the store under a reserved key (NODE_REQ_RESERVED,
  * which no client may write, read or list):
  *
- *   RESERVED(8) 'H' home(32) hlc(8, big-endian) node(8) type('P'|'D')
+ *   RESERVED(8) 'H' home(32) hlc(8, big-endian) node(8) type('P'|'D'|'R'|'T')
  *   hash(16) slen(1) slice(slen)          value: the object's key
+ *
+ * 'R' and 'T' are repair hints (an object, a tombstone) written by
+ * anti-entropy (req_heal.c): handed off the same way, the forward marked
+ * `repair`, but not counted in hints_for_ (their target does not sync).
  *
  * hash is BLAKE2b-128 of slice, a zero byte and the key: one record per
  * (home, slice, key, version). It is written with the hinted copy and the
@@ -45,7 +49,7 @@ static const uint8_t reserved[NODE_REQ_RESERVED_BYTES] = { 0xff, 0xff, 0xff, 0xf
 struct hint {
 	uint8_t home[OVL_ID_BYTES];
 	struct ovl_wire_ver ver;
-	uint8_t type;                   /* 'P' or 'D' */
+	uint8_t type;                   /* 'P' or 'D'; repair hints 'R' or 'T' */
 	uint8_t hash[HINT_HASH_BYTES];
 	uint8_t slice;                  /* index into slices[] */
 	bool busy;                      /* in a hand-off */
@@ -55,6 +59,7 @@ struct hint {
 struct hint_home {
 	uint8_t id[OVL_ID_BYTES];
 	unsigned count;
+	unsigned nrepair;               /* of count, repair hints */
 	uint64_t next_ms, backoff_ms;   /* monotonic: not tried before next_ms */
 	uint64_t poked_ms;              /* asked for its hints (monotonic), 0: never */
 };
@@ -83,6 +88,7 @@ struct req_hints {
 	struct node_req *rq;
 	struct hint *v;
 	unsigned n, cap, max;
+	unsigned nrepair;               /* of n, repair hints */
 	char slices[HINT_SLICES_MAX][OVL_WIRE_NAME_SIZE];
 	unsigned nslices;
 	struct hint_home *homes;
@@ -216,6 +222,11 @@ static int slice_idx(struct req_hints *hs, const char *slice)
 	return (int)hs->nslices++;
 }
 
+static bool hint_type_ok(uint8_t type)
+{
+	return type == 'P' || type == 'D' || hint_is_repair(type);
+}
+
 /* Parse a hint key: 0 or -EINVAL (not one). */
 static int hint_parse(struct req_hints *hs, const uint8_t *k, size_t klen, struct hint *h)
 {
@@ -235,7 +246,7 @@ static int hint_parse(struct req_hints *hs, const uint8_t *k, size_t klen, struc
 	memcpy(h->hash, k + n, HINT_HASH_BYTES);
 	n += HINT_HASH_BYTES;
 	sn = k[n++];
-	if ((h->type != 'P' && h->type != 'D') || sn == 0 || sn >= OVL_WIRE_NAME_SIZE ||
+	if (!hint_type_ok(h->type) || sn == 0 || sn >= OVL_WIRE_NAME_SIZE ||
 	    n + sn != klen)
 		return -EINVAL;
 	memcpy(sl, k + n, sn);
@@ -300,6 +311,10 @@ static int table_add(struct req_hints *hs, const struct hint *h, bool dedupe)
 		return -ENOMEM;
 	hs->v[hs->n++] = *h;
 	hh->count++;
+	if (hint_is_repair(h->type)) {
+		hh->nrepair++;
+		hs->nrepair++;
+	}
 	return 0;
 }
 
@@ -309,6 +324,12 @@ static void table_del(struct req_hints *hs, unsigned i)
 
 	if (hh && hh->count)
 		hh->count--;
+	if (hint_is_repair(hs->v[i].type)) {
+		if (hh && hh->nrepair)
+			hh->nrepair--;
+		if (hs->nrepair)
+			hs->nrepair--;
+	}
 	if (hh && !hh->count && !hh->poked_ms) {
 		*hh = hs->homes[--hs->nhomes];
 	}
@@ -448,9 +469,9 @@ static void hint_put_cb(void *arg, int res, const struct node_store_objstat *st)
 	hs_unref(hs);
 }
 
-int req_hint_put(struct node_req *rq, const uint8_t home[OVL_ID_BYTES], const char *slice,
-		 const uint8_t *key, size_t klen, const struct ovl_wire_ver *ver, bool del,
-		 req_hint_done_fn done, void *arg)
+static int hint_put_type(struct node_req *rq, const uint8_t home[OVL_ID_BYTES], const char *slice,
+			 const uint8_t *key, size_t klen, const struct ovl_wire_ver *ver, uint8_t type,
+			 uint64_t size, req_hint_done_fn done, void *arg)
 {
 	struct req_hints *hs = rq->hints;
 	struct hint_put *hp;
@@ -471,7 +492,8 @@ int req_hint_put(struct node_req *rq, const uint8_t home[OVL_ID_BYTES], const ch
 	hp->hs = hs;
 	memcpy(hp->h.home, home, OVL_ID_BYTES);
 	hp->h.ver = *ver;
-	hp->h.type = del ? 'D' : 'P';
+	hp->h.type = type;
+	hp->h.size = size;
 	hint_hash(slice, key, klen, hp->h.hash);
 	hp->h.slice = (uint8_t)si;
 	memcpy(hp->key, key, klen);
@@ -488,6 +510,21 @@ int req_hint_put(struct node_req *rq, const uint8_t home[OVL_ID_BYTES], const ch
 	return 0;
 }
 
+int req_hint_put(struct node_req *rq, const uint8_t home[OVL_ID_BYTES], const char *slice,
+		 const uint8_t *key, size_t klen, const struct ovl_wire_ver *ver, bool del,
+		 req_hint_done_fn done, void *arg)
+{
+	return hint_put_type(rq, home, slice, key, klen, ver, del ? 'D' : 'P', 0, done, arg);
+}
+
+int req_hint_put_repair(struct node_req *rq, const uint8_t home[OVL_ID_BYTES], const char *slice,
+			const uint8_t *key, size_t klen, const struct ovl_wire_ver *ver, bool del,
+			uint64_t size, req_hint_done_fn done, void *arg)
+{
+	return hint_put_type(rq, home, slice, key, klen, ver, del ? 'T' : 'R', size, done, arg);
+}
+
+/* ---- hand-off ---- */
 /* ---- pacing and repair progress (req_pace.c) ---- */
 
 #define HINT_FAIL_LOG_MS 60000          /* a repair key's failure is logged at most this often */
@@ -875,6 +912,7 @@ static void ho_stat_cb(void *arg, int res, const struct node_store_objstat *st)
 	fa.crc = st->crc;
 	fa.val = st->tomb || st->size ? NULL : (const uint8_t *)"";
 	fa.ver = held;
+	fa.repair = hint_is_repair(ho->h.type); /* the receiver counts it as a repair stream */
 	fa.chain = &hop;
 	fa.nchain = 1;
 	if (st->tomb)
@@ -1380,13 +1418,13 @@ unsigned req_hints_counters(const struct node_req *rq, struct ovl_wire_counter *
 			const char *name;
 			uint64_t v;
 		} t[] = {
-			{ "hints_waiting", hs->n },
+			{ "hints_waiting", hs->n - hs->nrepair },
 			{ "hint_handoffs", hs->handoffs },
 			{ "hint_sync", hs->syncing },
 			{ "tombstones_dropped", hs->tombs_dropped },
 		};
 
-		for (size_t i = hs->n ? 0 : 1; n < max && i < sizeof(t) / sizeof(t[0]); i++, n++) {
+		for (size_t i = hs->n > hs->nrepair ? 0 : 1; n < max && i < sizeof(t) / sizeof(t[0]); i++, n++) {
 			snprintf(c[n].name, sizeof(c[n].name), "%s", t[i].name);
 			c[n].value = t[i].v;
 		}
@@ -1398,11 +1436,12 @@ unsigned req_hints_counters(const struct node_req *rq, struct ovl_wire_counter *
 		for (unsigned i = 0; i < hs->nhomes; i++) {
 			bool taken = false;
 
-			if (!hs->homes[i].count)
-				continue;
+			if (hs->homes[i].count <= hs->homes[i].nrepair)
+				continue; /* repair hints make no node sync */
 			for (unsigned k = 0; k < norder; k++)
 				taken |= order[k] == i;
-			if (!taken && (best < 0 || hs->homes[i].count > hs->homes[best].count))
+			if (!taken && (best < 0 || hs->homes[i].count - hs->homes[i].nrepair >
+						       hs->homes[best].count - hs->homes[best].nrepair))
 				best = (int)i;
 		}
 		if (best < 0)
@@ -1414,7 +1453,7 @@ unsigned req_hints_counters(const struct node_req *rq, struct ovl_wire_counter *
 
 		ovl_hex_encode(hs->homes[order[k]].id, 8, hex);
 		snprintf(c[n].name, sizeof(c[n].name), "hints_for_%.16s", hex);
-		c[n].value = hs->homes[order[k]].count;
+		c[n].value = hs->homes[order[k]].count - hs->homes[order[k]].nrepair;
 	}
 	return n;
 }
@@ -1426,11 +1465,64 @@ void req_hints_stats(const struct node_req *rq, struct node_req_hint_stats *st)
 	memset(st, 0, sizeof(*st));
 	if (!hs)
 		return;
-	st->waiting = hs->n;
+	st->waiting = hs->n - hs->nrepair;
 	st->handoffs = hs->handoffs;
 	st->handoff_failures = hs->handoff_failures;
 	st->copies_dropped = hs->copies_dropped;
 	st->syncing = hs->syncing;
 	st->sync_timeouts = hs->sync_timeouts;
 	st->tombstones_dropped = hs->tombs_dropped;
+}
+
+/* ---- for anti-entropy (req_heal.c) ---- */
+
+bool req_hint_waiting(const struct node_req *rq, const uint8_t *home, const char *slice,
+		      const uint8_t *key, size_t klen, const struct ovl_wire_ver *ver)
+{
+	const struct req_hints *hs = rq->hints;
+	uint8_t hash[HINT_HASH_BYTES];
+	int si = -1;
+
+	if (!hs)
+		return false;
+	for (unsigned i = 0; i < hs->nslices; i++)
+		if (strcmp(hs->slices[i], slice) == 0)
+			si = (int)i;
+	if (si < 0)
+		return false;
+	hint_hash(slice, key, klen, hash);
+	for (unsigned i = 0; i < hs->n; i++) {
+		const struct hint *x = &hs->v[i];
+
+		if (x->slice != si || memcmp(x->hash, hash, HINT_HASH_BYTES) != 0)
+			continue;
+		if (!home)
+			return true;
+		if (memcmp(x->home, home, OVL_ID_BYTES) == 0 &&
+		    (!ver || ovl_wire_ver_cmp(&x->ver, ver) >= 0))
+			return true;
+	}
+	return false;
+}
+
+void req_hints_fill(const struct node_req *rq, unsigned *n, unsigned *max)
+{
+	const struct req_hints *hs = rq->hints;
+
+	*n = hs ? hs->n : 0;
+	*max = hs ? hs->max : NODE_REQ_HINTS_MAX_DEFAULT;
+}
+
+unsigned req_hints_repair_waiting(const struct node_req *rq, const char *slice)
+{
+	const struct req_hints *hs = rq->hints;
+	unsigned k = 0;
+
+	if (!hs)
+		return 0;
+	for (unsigned i = 0; i < hs->n; i++)
+		if (hint_is_repair(hs->v[i].type) &&
+		    (!slice || strcmp(hs->slices[hs->v[i].slice], slice) == 0))
+			k++;
+	return k;
 }

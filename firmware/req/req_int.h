@@ -46,6 +46,7 @@ struct node_req {
 	bool dying;       /* destroyed: freed with the last of them */
 	struct req_hints *hints; /* hints, hand-off, sync, tombstone GC (with repl) */
 	struct req_rw *rws;      /* replicated writes in flight */
+	struct req_heal *heal;   /* digests, anti-entropy passes, foreign copies (with repl) */
 	struct req_pace pace;    /* background work: rate, duty, progress (req_pace.c) */
 	struct req_scrub *scrub; /* scrub and repair of damaged copies (req_scrub.c) */
 };
@@ -106,6 +107,51 @@ void req_hints_tick(struct node_req *rq, uint64_t now_mono_ms);
 unsigned req_hints_counters(const struct node_req *rq, struct ovl_wire_counter *c, unsigned max);
 void req_hints_stats(const struct node_req *rq, struct node_req_hint_stats *st);
 
+/* Repair hints ('R' object, 'T' tombstone): delivered by the same
+ * hand-off as hints, with `repair` on the forward, but never counted in
+ * hints_for_ (the target does not sync for them). size: the object's
+ * bytes as far as known (repair_bytes_left; not kept across a restart).
+ * As req_hint_put(). */
+int req_hint_put_repair(struct node_req *rq, const uint8_t home[OVL_ID_BYTES], const char *slice,
+			const uint8_t *key, size_t klen, const struct ovl_wire_ver *ver, bool del,
+			uint64_t size, req_hint_done_fn done, void *arg);
+
+/* Whether a hint of any kind for (home, slice, key) at version ver or
+ * newer waits here (home NULL: for any home, any version). */
+bool req_hint_waiting(const struct node_req *rq, const uint8_t *home, const char *slice,
+		      const uint8_t *key, size_t klen, const struct ovl_wire_ver *ver);
+
+/* Hints held now (every kind) and the table's bound; repair hints of
+ * the slice (NULL: every slice) waiting. */
+void req_hints_fill(const struct node_req *rq, unsigned *n, unsigned *max);
+unsigned req_hints_repair_waiting(const struct node_req *rq, const char *slice);
+
+/* ---- repair and anti-entropy (req_heal.c) ---- */
+
+struct req_heal;
+
+/* Set up rq->heal (the passes saved in the store resume). 0 or -ENOMEM. */
+int req_heal_new(struct node_req *rq, const struct node_req_opts *o);
+void req_heal_destroy(struct node_req *rq);
+void req_heal_stop(struct node_req *rq);
+void req_heal_tick(struct node_req *rq, uint64_t now_mono_ms);
+
+/* DIGEST, HEAL (node_req_start()). */
+int req_heal_start(struct node_req *rq, const struct node_req_args *a, node_req_done_fn done,
+		   void *arg);
+
+/* LIST with a bucket: whether key (in slice) is in `bucket` and both this
+ * node and node `peer` are homes of it under this node's map. */
+struct req_heal_filter;
+int req_heal_filter_new(struct node_req *rq, const char *slice, const uint8_t *peer,
+			struct req_heal_filter **out);
+bool req_heal_filter_take(struct req_heal_filter *f, uint8_t bucket, const uint8_t *key,
+			  size_t klen);
+void req_heal_filter_destroy(struct req_heal_filter **f);
+
+/* The digest of one key: h(K) and bucket(K) (req.h, "Repair"). */
+void req_heal_key_hash(const char *slice, const uint8_t *key, size_t klen,
+		       const struct node_store_ver *ver, bool tomb, uint64_t *h, uint8_t *bucket);
 /* ---- pacing of background work (req_pace.c) ---- */
 
 /* Client requests in flight at or above this: no new background hand-off

@@ -64,6 +64,7 @@ struct req_rw {
 	uint64_t seq;
 	char local_msg[RW_MSG_BYTES];
 	bool finishing;              /* every part started: answer when they complete */
+	bool repair_admitted;        /* an inbound repair copy: counted in repair_inbound */
 	/* the answer */
 	uint8_t held[OVL_WIRE_HELD_MAX][OVL_ID_BYTES];
 };
@@ -119,6 +120,8 @@ static void rw_free(struct req_rw *rw)
 		rw->next->prev = rw->prev;
 
 	node_store_stream_abort(&rw->st);
+	if (rw->repair_admitted)
+		node_req_repair_release(rq);
 	free(rw);
 	req_rq_put(rq);
 }
@@ -400,6 +403,18 @@ static int rw_plan(struct req_rw *rw, const struct node_req_args *a, struct ovl_
 	return 0;
 }
 
+/* A forwarded write marked `repair` (PROTOCOL 7.13) counts against
+ * repair_inbound_max: 0 admitted (or no repair copy), -EBUSY not now. */
+static int rw_admit(struct node_req *rq, const struct node_req_args *a)
+{
+	if (!a->repair || !a->ver || !a->fwd)
+		return 0;
+	if (!node_req_repair_admit(rq))
+		return refuse(rq, -EBUSY, "this node takes no more repair copies now "
+			      "(repair_inbound_max reached, or its drive is nearly full); retry");
+	return 1;
+}
+
 static struct req_rw *rw_new(struct node_req *rq, const struct node_req_args *a)
 {
 	struct req_rw *rw = NULL;
@@ -542,13 +557,19 @@ int req_rw_start(struct node_req *rq, const struct node_req_args *a, node_req_do
 		 void *arg)
 {
 	struct ovl_wire_hop chain[OVL_PLACE_REPLICAS_MAX];
-	struct req_rw *rw = rw_new(rq, a);
+	struct req_rw *rw = NULL;
 	unsigned nchain = 0;
-	int ret;
+	int ret, adm = rw_admit(rq, a);
 
+	if (adm < 0)
+		return adm;
+	rw = rw_new(rq, a);
+	if (!rw && adm)
+		node_req_repair_release(rq);
 	if (!rw)
 		return refuse(rq, a->key && a->klen ? -EBUSY : -EINVAL,
 			      a->key && a->klen ? "out of memory" : "a write needs a key");
+	rw->repair_admitted = adm > 0;
 	rw->done = done;
 	rw->arg = arg;
 	if (a->type == NODE_REQ_PUT)
@@ -593,13 +614,19 @@ int req_rw_stream_begin(struct node_req *rq, const struct node_req_args *a,
 			void (*ready)(void *arg), void *arg, struct req_rw **out)
 {
 	struct ovl_wire_hop chain[OVL_PLACE_REPLICAS_MAX];
-	struct req_rw *rw = rw_new(rq, a);
+	struct req_rw *rw = NULL;
 	unsigned nchain = 0;
-	int ret;
+	int ret, adm = rw_admit(rq, a);
 
 	*out = NULL;
+	if (adm < 0)
+		return adm;
+	rw = rw_new(rq, a);
+	if (!rw && adm)
+		node_req_repair_release(rq);
 	if (!rw)
 		return refuse(rq, -EBUSY, "out of memory");
+	rw->repair_admitted = adm > 0;
 	ret = rw_plan(rw, a, chain, &nchain);
 	if (ret < 0) {
 		rw_free(rw);

@@ -242,7 +242,7 @@ static int teardown(void **state)
 static uint64_t counter(struct fx *f, const char *name, bool *found)
 {
 	struct ovl_wire_counter c[OVL_WIRE_COUNTERS_MAX];
-	unsigned n = node_req_counters(f->rq, c, OVL_WIRE_COUNTERS_MAX);
+	unsigned n = node_req_counters(f->rq, NULL, c, OVL_WIRE_COUNTERS_MAX);
 
 	if (found)
 		*found = false;

@@ -537,7 +537,7 @@ static void test_counters(void **state)
 
 	put(f, "a", "1", 1);
 	put(f, "b", "2", 1);
-	n = node_req_counters(f->rq, c, OVL_WIRE_COUNTERS_MAX);
+	n = node_req_counters(f->rq, NULL, c, OVL_WIRE_COUNTERS_MAX);
 	/* the store's 13, then background work's (12 repair_*, 4 scrub_*:
 	 * repair_eta_s shows 0 with nothing left) */
 	assert_int_equal(n, 13 + 12 + 4);
@@ -556,7 +556,7 @@ static void test_counters(void **state)
 	assert_int_equal(c[6].value, 2);
 	assert_string_equal(c[8].name, "cache_rereads");
 	/* a short array gets what fits */
-	assert_int_equal(node_req_counters(f->rq, c, 3), 3);
+	assert_int_equal(node_req_counters(f->rq, NULL, c, 3), 3);
 }
 
 /* ---- a GET in pieces ---- */

@@ -729,7 +729,7 @@ static void test_header_rules(void **state)
 	REFUSE(c[4] = OVL_WIRE_T_HELLO; memset(c + 12, 0, 8); c[5] = 0, -EBADMSG, "must be 0");
 	REFUSE(memset(c + 8, 0, 4), -EBADMSG, "meta length is 0");
 	REFUSE(c[4] = OVL_WIRE_T_MAP, -EBADMSG, "carries no payload");
-	REFUSE(c[4] = OVL_WIRE_T_MAP + 1, -EBADMSG, "unknown type");
+	REFUSE(c[4] = OVL_WIRE_T_HEAL + 1, -EBADMSG, "unknown type");
 #undef REFUSE
 	/* a MAP response carries the map as its payload */
 	{
@@ -1672,6 +1672,188 @@ static void test_repl_decode_refusals(void **state)
 	expect_resp(SR, &m, 0, NULL);
 }
 
+/* The head of a request meta without a key: {slice: "hot", epoch: 1, <extra>} */
+static void mpb_req_nokey(struct mpb *m, unsigned extra)
+{
+	m->n = 0;
+	mpb_map(m, 2 + extra);
+	mpb_str(m, "slice");
+	mpb_str(m, "hot");
+	mpb_str(m, "epoch");
+	mpb_byte(m, 1);
+}
+
+/* DIGEST, HEAL, LIST's bucket and a write's repair flag (7.13): round
+ * trips, and every bad type or range refused as bad-request. */
+static void test_heal_fields(void **state)
+{
+	uint8_t meta[OVL_WIRE_META_MAX_BYTES];
+	struct ovl_wire_req r, g;
+	struct ovl_wire_resp a, b;
+	struct mpb m;
+	char err[256];
+	int n;
+	const uint8_t DG = OVL_WIRE_T_DIGEST, HL = OVL_WIRE_T_HEAL, LS = OVL_WIRE_T_LIST;
+
+	(void)state;
+	assert_string_equal(ovl_wire_type_name(DG), "digest");
+	assert_string_equal(ovl_wire_type_name(HL | OVL_WIRE_T_RESPONSE), "heal-response");
+	/* DIGEST with every bucket, and with the root only */
+	memset(&r, 0, sizeof(r));
+	r.type = DG;
+	snprintf(r.slice, sizeof(r.slice), "hot");
+	r.epoch = 7;
+	r.buckets = OVL_WIRE_DIGEST_BUCKETS;
+	n = ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err));
+	assert_true(n > 0);
+	assert_int_equal(ovl_wire_req_decode(DG, meta, (size_t)n, &g, err, sizeof(err)), 0);
+	assert_int_equal(g.buckets, OVL_WIRE_DIGEST_BUCKETS);
+	assert_int_equal(g.epoch, 7);
+	r.buckets = 0;
+	n = ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err));
+	assert_int_equal(ovl_wire_req_decode(DG, meta, (size_t)n, &g, err, sizeof(err)), 0);
+	assert_int_equal(g.buckets, 0);
+	r.buckets = 17;
+	assert_int_equal(ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	/* HEAL with every field */
+	memset(&r, 0, sizeof(r));
+	r.type = HL;
+	snprintf(r.slice, sizeof(r.slice), "hot");
+	r.check_only = true;
+	r.has_rate = true;
+	r.rate = 1ull << 40;
+	r.has_duty = true;
+	r.duty = 25;
+	n = ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err));
+	assert_true(n > 0);
+	assert_int_equal(ovl_wire_req_decode(HL, meta, (size_t)n, &g, err, sizeof(err)), 0);
+	assert_true(g.check_only && g.has_rate && g.has_duty);
+	assert_true(g.rate == 1ull << 40);
+	assert_int_equal(g.duty, 25);
+	r.duty = 0;
+	assert_int_equal(ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	r.duty = 101;
+	assert_int_equal(ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	/* HEAL fields on another request, bucket on another than LIST */
+	r.type = OVL_WIRE_T_NODE_STAT;
+	r.duty = 5;
+	assert_int_equal(ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	memset(&r, 0, sizeof(r));
+	r.type = OVL_WIRE_T_STAT;
+	snprintf(r.slice, sizeof(r.slice), "hot");
+	r.key[0] = 'k';
+	r.key_len = 1;
+	r.has_bucket = true;
+	assert_int_equal(ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	/* repair without a forwarded version */
+	r.type = OVL_WIRE_T_DELETE;
+	r.has_bucket = false;
+	r.repair = true;
+	assert_int_equal(ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	/* a forwarded DELETE with repair: round trip */
+	r.has_ver = r.has_fwd = true;
+	r.ver.hlc = 9;
+	n = ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err));
+	assert_true(n > 0);
+	assert_int_equal(ovl_wire_req_decode(OVL_WIRE_T_DELETE, meta, (size_t)n, &g, err, sizeof(err)), 0);
+	assert_true(g.repair && g.has_ver);
+	/* LIST with a bucket */
+	memset(&r, 0, sizeof(r));
+	r.type = LS;
+	snprintf(r.slice, sizeof(r.slice), "hot");
+	r.vers = true;
+	r.has_bucket = true;
+	r.bucket = 255;
+	n = ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err));
+	assert_int_equal(ovl_wire_req_decode(LS, meta, (size_t)n, &g, err, sizeof(err)), 0);
+	assert_true(g.has_bucket && g.vers);
+	assert_int_equal(g.bucket, 255);
+
+	/* hand-made bad metas */
+	mpb_req_nokey(&m, 1);
+	mpb_str(&m, "buckets");
+	mpb_uint(&m, 257);
+	expect_req(DG, &m, -EBADMSG, "buckets");
+	mpb_req_nokey(&m, 1);
+	mpb_str(&m, "buckets");
+	mpb_uint(&m, 16);
+	expect_req(DG, &m, -EBADMSG, "buckets");
+	mpb_req_nokey(&m, 1);
+	mpb_str(&m, "buckets");
+	mpb_str(&m, "all");
+	expect_req(DG, &m, -EBADMSG, "not an unsigned integer");
+	mpb_req_nokey(&m, 1);
+	mpb_str(&m, "bucket");
+	mpb_uint(&m, 256);
+	expect_req(LS, &m, -EBADMSG, "bucket");
+	mpb_req_nokey(&m, 1);
+	mpb_str(&m, "bucket");
+	mpb_byte(&m, 0xc3);
+	expect_req(LS, &m, -EBADMSG, "bucket");
+	mpb_req_nokey(&m, 1);
+	mpb_str(&m, "check_only");
+	mpb_byte(&m, 1);
+	expect_req(HL, &m, -EBADMSG, "not a boolean");
+	mpb_req_nokey(&m, 1);
+	mpb_str(&m, "duty");
+	mpb_byte(&m, 0);
+	expect_req(HL, &m, -EBADMSG, "duty");
+	mpb_req_nokey(&m, 1);
+	mpb_str(&m, "duty");
+	mpb_byte(&m, 101);
+	expect_req(HL, &m, -EBADMSG, "duty");
+	mpb_req_nokey(&m, 1);
+	mpb_str(&m, "rate");
+	mpb_byte(&m, 0xd0); /* int8 -1 */
+	mpb_byte(&m, 0xff);
+	expect_req(HL, &m, -EBADMSG, "rate");
+	mpb_req_nokey(&m, 1);
+	mpb_str(&m, "duty");
+	mpb_byte(&m, 50);
+	expect_req(HL, &m, 0, NULL);
+	/* repair on a plain (unforwarded) write, repair not a bool */
+	mpb_req(&m, 1);
+	mpb_str(&m, "repair");
+	mpb_byte(&m, 0xc3);
+	expect_req(OVL_WIRE_T_DELETE, &m, -EBADMSG, "repair");
+	mpb_req(&m, 1);
+	mpb_str(&m, "repair");
+	mpb_byte(&m, 1);
+	expect_req(OVL_WIRE_T_DELETE, &m, -EBADMSG, "not a boolean");
+
+	/* HEAL answers with counters, 128 of them at most; DIGEST with a crc */
+	memset(&a, 0, sizeof(a));
+	a.type = HL | OVL_WIRE_T_RESPONSE;
+	a.ncounters = OVL_WIRE_COUNTERS_MAX;
+	for (unsigned i = 0; i < a.ncounters; i++) {
+		snprintf(a.counters[i].name, sizeof(a.counters[i].name), "heal_counter_%u", i);
+		a.counters[i].value = i;
+	}
+	n = ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err));
+	assert_true(n > 0);
+	assert_int_equal(ovl_wire_resp_decode(a.type, meta, (size_t)n, &b, err, sizeof(err)), 0);
+	assert_int_equal(b.ncounters, OVL_WIRE_COUNTERS_MAX);
+	assert_string_equal(b.counters[127].name, "heal_counter_127");
+	a.ncounters = OVL_WIRE_COUNTERS_MAX + 1;
+	assert_int_equal(ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	memset(&a, 0, sizeof(a));
+	a.type = DG | OVL_WIRE_T_RESPONSE;
+	a.has_crc = true;
+	a.crc = 0xdeadbeef;
+	n = ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err));
+	assert_int_equal(ovl_wire_resp_decode(a.type, meta, (size_t)n, &b, err, sizeof(err)), 0);
+	assert_true(b.has_crc && b.crc == 0xdeadbeef);
+	/* a DIGEST answer carries a payload; a HEAL answer none */
+	{
+		struct ovl_wire_hdr h = { .type = DG | OVL_WIRE_T_RESPONSE, .meta_len = 1, .payload_len = 4096 };
+		uint8_t hb[OVL_WIRE_HDR_BYTES];
+
+		assert_int_equal(ovl_wire_hdr_pack(&h, hb, err, sizeof(err)), 0);
+		h.type = HL | OVL_WIRE_T_RESPONSE;
+		assert_int_equal(ovl_wire_hdr_pack(&h, hb, err, sizeof(err)), -EINVAL);
+	}
+}
+
 static void test_vlist_payload(void **state)
 {
 	struct ovl_wire_vkey ents[3] = {
@@ -1851,6 +2033,7 @@ int main(void)
 		cmocka_unit_test(test_repl_encode_refusals),
 		cmocka_unit_test(test_repl_decode_refusals),
 		cmocka_unit_test(test_vlist_payload),
+		cmocka_unit_test(test_heal_fields),
 		cmocka_unit_test(test_error_frame),
 		cmocka_unit_test_setup_teardown(test_handshake_and_request, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_handshake_refusals, setup, teardown),

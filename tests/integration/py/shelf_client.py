@@ -291,6 +291,7 @@ def addr_verify(site, name, pk, addr, cmax=2):
 # ---- section 7: data plane ---------------------------------------------------
 HELLO, HELLO_OK, ERROR = 0x01, 0x02, 0x03
 PUT, GET, DELETE, STAT, LIST, NODE_STAT, MAP = 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17
+DIGEST, HEAL = 0x18, 0x19  # 7.13: node-to-node digest; start a repair pass
 HDR = struct.Struct(">4sBBHIQQI")
 MAX_META = 16384
 MAX_OBJ = 64 << 20
@@ -447,7 +448,7 @@ class Conn:
         for k in ("status", "message", "epoch"):
             if k not in meta:
                 raise ShelfError(f"response without {k}")
-        if plen and typ not in (GET | 0x80, LIST | 0x80, MAP | 0x80):
+        if plen and typ not in (GET | 0x80, LIST | 0x80, MAP | 0x80, DIGEST | 0x80):
             raise ShelfError("payload on a response type without one")
         if plen > (MAX_OBJ + 16 * 1024 if flags & 1 else MAX_OBJ):
             raise ShelfError("payload too long")

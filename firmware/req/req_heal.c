@@ -1,0 +1,1851 @@
+/*
+ * Repair and anti-entropy (req.h, "Repair and anti-entropy";
+ * docs/PROTOCOL.md 7.13): the digest a peer asks for, the passes that
+ * compare this node's replicated slices with every other member and write
+ * repair hints for what a member lacks, and the sweep of foreign copies.
+ *
+ * A pass of slice S:
+ *   WALK     walk the index (steps of at most HEAL_STEP_KEYS keys and
+ *            HEAL_STEP_NS per tick): for every key this node is a home of,
+ *            the digest pair of each other home (all buckets), and the
+ *            counts of the keys it is the primary of;
+ *   COMPARE  for each other member that is up: DIGEST root; if it differs,
+ *            DIGEST buckets; for each differing bucket, LIST bucket in
+ *            pages merged with this node's keys of the bucket: a key held
+ *            here newer than there, where this node is the pusher, gets a
+ *            repair hint for that member;
+ *   FOREIGN  walk the index again: a key this node is no home of is STATed
+ *            at every home; repair hints for the homes that lack it, and
+ *            the copy dropped once every home holds it (or newer).
+ * Progress goes to the store under RESERVED 'J' slice (FORMAT.md 7.2).
+ */
+#include "req_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#define HEAL_SLICES_MAX 64
+#define HEAL_STEP_KEYS 4096             /* index entries per walk step */
+#define HEAL_TICK_NS (10ull * 1000 * 1000) /* walking per tick, at most */
+#define HEAL_LIST_LIMIT 1000            /* entries asked per LIST page */
+#define HEAL_LOCAL_MAX 1000             /* local keys merged per page */
+#define HEAL_FOREIGN_INFLIGHT 8         /* foreign keys judged at once */
+#define HEAL_J_EVERY_MS 1000            /* the pass record, at most this often */
+#define HEAL_RECHECK_MS 5000            /* after a pass with differences */
+#define HEAL_DIGEST_TIMEOUT_MS 60000    /* a peer computes its digest over ticks */
+#define HEAL_START_DELAY_MS 2000        /* a trigger waits this long (maps settle) */
+#define HEAL_CALL_OVERHEAD 32           /* bytes counted for a response's meta */
+#define HEAL_J_VERSION 1
+#define HEAL_NB OVL_WIRE_DIGEST_BUCKETS
+#define HEAL_ROOT HEAL_NB               /* acc[HEAL_ROOT]: the root pair */
+
+static const uint8_t reserved8[NODE_REQ_RESERVED_BYTES] = { 0xff, 0xff, 0xff, 0xff,
+							    0xff, 0xff, 0xff, 0xff };
+
+enum { P_IDLE, P_WALK, P_CMP, P_FOREIGN };
+enum { CS_NEXT, CS_WAIT, CS_BUCKET, CS_BWAIT, CS_LIST }; /* WAIT: the root asked; BWAIT: the buckets */
+
+struct pair {
+	uint64_t n, x;
+};
+
+/* A slice map's members, copied for placement. */
+struct hmap {
+	uint64_t epoch;
+	unsigned R, n;
+	int self;                       /* index of this node, -1: none */
+	struct ovl_msg_member *mem;
+	struct ovl_place_member *pm;
+};
+
+struct req_heal_filter {
+	struct hmap hm;
+	char slice[OVL_WIRE_NAME_SIZE];
+	int peer;
+};
+
+/* A DIGEST being computed for a peer. */
+struct dj {
+	struct dj *next;
+	struct hmap hm;
+	char slice[OVL_WIRE_NAME_SIZE];
+	int peer;
+	uint32_t buckets;
+	struct pair acc[HEAL_NB];
+	uint8_t cursor[NODE_STORE_KEY_MAX];
+	size_t clen;
+	node_req_done_fn done;
+	void *arg;
+};
+
+struct hslice {
+	char name[OVL_WIRE_NAME_SIZE];
+	bool seen;                      /* its membership was looked at once */
+	uint8_t memb[crypto_generichash_BYTES]; /* of the members not out */
+	uint64_t next_ms;               /* the next pass (monotonic), 0: not planned */
+	bool want, want_check;          /* a pass asked for (trigger, HEAL) */
+	bool resume;                    /* a saved pass to resume */
+	uint8_t r_phase, r_check;
+	uint8_t r_memb[crypto_generichash_BYTES];
+	uint8_t r_peer[OVL_ID_BYTES];
+	uint16_t r_bucket;
+	uint8_t r_cur[NODE_STORE_KEY_MAX];
+	size_t r_clen;
+	uint64_t r_diffs, r_bytes;
+	bool recheck;                   /* differences found: look again soon */
+	/* published (the last whole pass) */
+	bool have;
+	uint64_t full_o, full_b, deg_o, deg_b; /* heal_objects_lost: req_scrub.c's */
+	uint64_t passes, last_unix, diffs_last, bytes_last, bytes_total;
+};
+
+struct fjob {
+	struct req_heal *he;
+	bool used;
+	uint64_t gen;
+	uint8_t key[NODE_STORE_KEY_MAX];
+	size_t klen;
+	struct node_store_ver ver;
+	bool tomb;
+	unsigned asked, answered;
+	bool failed;
+	uint8_t lack[OVL_PLACE_REPLICAS_MAX][OVL_ID_BYTES];
+	unsigned nlack;
+	unsigned nhold;                 /* homes that hold this version or newer */
+};
+
+struct call_ctx {
+	struct req_heal *he;
+	uint64_t gen;
+	struct fjob *fj;                /* a foreign STAT, or NULL */
+	uint8_t home[OVL_ID_BYTES];
+	uint64_t qbytes;
+};
+
+struct req_heal {
+	struct node_req *rq;
+	uint64_t interval_ms;
+	struct hslice sl[HEAL_SLICES_MAX];
+	unsigned nsl;
+	struct dj *jobs;
+	bool stopped, dying;
+	unsigned live;
+	/* the pass */
+	int phase;
+	int si;                         /* its slice */
+	bool check_only;
+	uint64_t gen;                   /* bumped when a pass ends or aborts */
+	struct hmap hm;
+	struct pair *acc;               /* [hm.n][HEAL_NB] */
+	uint64_t *prim_o, *prim_b;      /* per member: primary keys shared with it */
+	bool *failed;                   /* per member: its comparison failed */
+	uint64_t prim_total_o, prim_total_b, deg_o, deg_b, diffs, bytes;
+	uint64_t made;                  /* repair hints written by this pass */
+	unsigned compared, unreached;   /* members compared; of them, not answering */
+	uint8_t cursor[NODE_STORE_KEY_MAX];
+	size_t clen;
+	/* COMPARE */
+	int cs;
+	unsigned peer;                  /* member index being compared */
+	bool call_out;
+	uint8_t bdiff[HEAL_NB / 8];
+	unsigned bucket;
+	uint8_t lcur[NODE_STORE_KEY_MAX]; /* the bucket's keys up to here are merged */
+	size_t lclen;
+	bool resuming;
+	uint8_t res_peer[OVL_ID_BYTES];
+	unsigned res_bucket;
+	/* FOREIGN */
+	struct fjob fj[HEAL_FOREIGN_INFLIGHT];
+	bool walk_end;
+	/* the pass record */
+	uint64_t j_ms;
+	bool j_out;
+};
+
+static void he_ref(struct req_heal *he)
+{
+	he->live++;
+	he->rq->live++;
+}
+
+static void hmap_free(struct hmap *hm);
+
+static void he_unref(struct req_heal *he)
+{
+	struct node_req *rq = he->rq;
+
+	if (--he->live == 0 && he->dying) {
+		hmap_free(&he->hm);
+		free(he->acc);
+		free(he->prim_o);
+		free(he->prim_b);
+		free(he->failed);
+		free(he);
+	}
+	req_rq_put(rq);
+}
+
+/* ---- hashes and placement ---- */
+
+void req_heal_key_hash(const char *slice, const uint8_t *key, size_t klen,
+		       const struct node_store_ver *ver, bool tomb, uint64_t *h, uint8_t *bucket)
+{
+	crypto_generichash_state g;
+	uint8_t zero = 0, b16[16], out[crypto_generichash_BYTES], tail[17];
+
+	crypto_generichash_init(&g, NULL, 0, sizeof(b16));
+	crypto_generichash_update(&g, (const uint8_t *)slice, strlen(slice));
+	crypto_generichash_update(&g, &zero, 1);
+	crypto_generichash_update(&g, key, klen);
+	crypto_generichash_final(&g, b16, sizeof(b16));
+	*bucket = b16[0];
+	if (!h)
+		return;
+	for (int i = 0; i < 8; i++) {
+		tail[i] = (uint8_t)(ver->hlc >> (56 - 8 * i));
+		tail[8 + i] = (uint8_t)(ver->node >> (56 - 8 * i));
+	}
+	tail[16] = tomb ? 'D' : 'P';
+	crypto_generichash_init(&g, NULL, 0, sizeof(out));
+	crypto_generichash_update(&g, (const uint8_t *)slice, strlen(slice));
+	crypto_generichash_update(&g, &zero, 1);
+	crypto_generichash_update(&g, key, klen);
+	crypto_generichash_update(&g, tail, sizeof(tail));
+	crypto_generichash_final(&g, out, sizeof(out));
+	*h = 0;
+	for (int i = 0; i < 8; i++)
+		*h = *h << 8 | out[i];
+}
+
+static uint8_t key_bucket(const char *slice, const uint8_t *key, size_t klen)
+{
+	uint8_t b;
+
+	req_heal_key_hash(slice, key, klen, NULL, false, NULL, &b);
+	return b;
+}
+
+static void hmap_free(struct hmap *hm)
+{
+	free(hm->mem);
+	free(hm->pm);
+	memset(hm, 0, sizeof(*hm));
+	hm->self = -1;
+}
+
+static int hmap_load(struct hmap *hm, const struct node_ctl_map *m, const uint8_t *self)
+{
+	memset(hm, 0, sizeof(*hm));
+	hm->self = -1;
+	if (!m->n_members)
+		return -EINVAL;
+	hm->mem = calloc(m->n_members, sizeof(*hm->mem));
+	hm->pm = calloc(m->n_members, sizeof(*hm->pm));
+	if (!hm->mem || !hm->pm) {
+		hmap_free(hm);
+		return -ENOMEM;
+	}
+	hm->epoch = m->epoch;
+	hm->n = m->n_members;
+	hm->R = m->replicas ? m->replicas : 1;
+	if (hm->R > OVL_PLACE_REPLICAS_MAX)
+		hm->R = OVL_PLACE_REPLICAS_MAX;
+	for (unsigned i = 0; i < hm->n; i++) {
+		hm->mem[i] = m->members[i];
+		memset(&hm->mem[i].cert, 0, sizeof(hm->mem[i].cert)); /* not kept */
+		memcpy(hm->pm[i].id, hm->mem[i].id, OVL_ID_BYTES);
+		/* out members hold nothing (PROTOCOL 8) */
+		hm->pm[i].weight = hm->mem[i].state == OVL_MSG_STATE_OUT ? 0 : hm->mem[i].capacity;
+		hm->pm[i].site = hm->mem[i].domain.site;
+		hm->pm[i].chassis = hm->mem[i].domain.chassis;
+		hm->pm[i].slot = hm->mem[i].domain.slot;
+		if (memcmp(hm->mem[i].id, self, OVL_ID_BYTES) == 0)
+			hm->self = (int)i;
+	}
+	return 0;
+}
+
+/* The key's homes (member indexes, placement order): how many. */
+static unsigned hmap_homes(const struct hmap *hm, const uint8_t *key, size_t klen,
+			   unsigned out[OVL_PLACE_REPLICAS_MAX])
+{
+	int n = ovl_place(hm->pm, hm->n, key, klen, hm->R, out);
+
+	return n < 0 ? 0 : (unsigned)n;
+}
+
+static bool homes_has(const unsigned *h, unsigned n, int idx)
+{
+	for (unsigned i = 0; i < n; i++)
+		if ((int)h[i] == idx)
+			return true;
+	return false;
+}
+
+/* The first `up` home other than `target` (this node counts as up): the
+ * one that pushes the key to target. -1: none. */
+static int pusher_of(const struct hmap *hm, const unsigned *h, unsigned n, int target)
+{
+	for (unsigned i = 0; i < n; i++)
+		if ((int)h[i] != target &&
+		    ((int)h[i] == hm->self || hm->mem[h[i]].state == OVL_MSG_STATE_UP))
+			return (int)h[i];
+	return -1;
+}
+
+/* The key's primary: its first `up` home (this node counts as up). */
+static int primary_of(const struct hmap *hm, const unsigned *h, unsigned n)
+{
+	return pusher_of(hm, h, n, -1);
+}
+
+/* Order-independent hash of the members that are not out. */
+static void memb_hash(const struct node_ctl_map *m, uint8_t out[crypto_generichash_BYTES])
+{
+	memset(out, 0, crypto_generichash_BYTES);
+	for (uint32_t i = 0; i < m->n_members; i++) {
+		uint8_t h[crypto_generichash_BYTES];
+
+		if (m->members[i].state == OVL_MSG_STATE_OUT)
+			continue;
+		crypto_generichash(h, sizeof(h), m->members[i].id, OVL_ID_BYTES, NULL, 0);
+		for (size_t k = 0; k < sizeof(h); k++)
+			out[k] ^= h[k];
+	}
+}
+
+static bool is_repl_member(struct node_req *rq, const struct node_ctl_map *m)
+{
+	return m && m->replicas > 1 &&
+	       node_repl_member_find(m->members, m->n_members, node_repl_self(rq->o.repl)) >= 0;
+}
+
+/* ---- LIST with a bucket ---- */
+
+int req_heal_filter_new(struct node_req *rq, const char *slice, const uint8_t *peer,
+			struct req_heal_filter **out)
+{
+	const struct node_ctl_map *m = rq->o.repl ? node_repl_map(rq->o.repl, slice) : NULL;
+	struct req_heal_filter *f;
+	int ret;
+
+	*out = NULL;
+	if (!m || !peer)
+		return -EXDEV;
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	ret = hmap_load(&f->hm, m, node_repl_self(rq->o.repl));
+	if (ret < 0) {
+		free(f);
+		return ret;
+	}
+	f->peer = node_repl_member_find(m->members, m->n_members, peer);
+	if (f->peer < 0) {
+		hmap_free(&f->hm);
+		free(f);
+		return -EACCES;
+	}
+	snprintf(f->slice, sizeof(f->slice), "%s", slice);
+	*out = f;
+	return 0;
+}
+
+bool req_heal_filter_take(struct req_heal_filter *f, uint8_t bucket, const uint8_t *key,
+			  size_t klen)
+{
+	unsigned h[OVL_PLACE_REPLICAS_MAX], n;
+
+	if (f->hm.self < 0 || key_bucket(f->slice, key, klen) != bucket)
+		return false;
+	n = hmap_homes(&f->hm, key, klen, h);
+	return homes_has(h, n, f->hm.self) && homes_has(h, n, f->peer);
+}
+
+void req_heal_filter_destroy(struct req_heal_filter **f)
+{
+	if (!f || !*f)
+		return;
+	hmap_free(&(*f)->hm);
+	free(*f);
+	*f = NULL;
+}
+
+/* ---- slices ---- */
+
+static struct hslice *slice_get(struct req_heal *he, const char *name, bool add)
+{
+	for (unsigned i = 0; i < he->nsl; i++)
+		if (strcmp(he->sl[i].name, name) == 0)
+			return &he->sl[i];
+	if (!add || he->nsl == HEAL_SLICES_MAX || strlen(name) >= OVL_WIRE_NAME_SIZE)
+		return NULL;
+	memset(&he->sl[he->nsl], 0, sizeof(he->sl[0]));
+	snprintf(he->sl[he->nsl].name, OVL_WIRE_NAME_SIZE, "%s", name);
+	return &he->sl[he->nsl++];
+}
+
+static uint64_t jittered(uint64_t ms)
+{
+	/* +-20 % */
+	uint64_t span = ms / 5;
+
+	if (!span)
+		return ms;
+	return ms - span + randombytes_uniform((uint32_t)(2 * span < UINT32_MAX ? 2 * span : UINT32_MAX));
+}
+
+/* ---- the pass record ('J') ---- */
+
+static size_t jkey(const char *slice, uint8_t *out)
+{
+	size_t sn = strlen(slice);
+
+	memcpy(out, reserved8, NODE_REQ_RESERVED_BYTES);
+	out[NODE_REQ_RESERVED_BYTES] = 'J';
+	memcpy(out + NODE_REQ_RESERVED_BYTES + 1, slice, sn);
+	return NODE_REQ_RESERVED_BYTES + 1 + sn;
+}
+
+static void put8(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+
+static uint64_t get8(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+#define J_FIXED (1 + 1 + 1 + 8 + crypto_generichash_BYTES + OVL_ID_BYTES + 2 + 2 + 8 * 7)
+
+struct jput {
+	struct req_heal *he;
+	uint8_t val[J_FIXED + NODE_STORE_KEY_MAX];
+};
+
+static void j_cb(void *arg, int res, const struct node_store_objstat *st)
+{
+	struct jput *jp = arg;
+	struct req_heal *he = jp->he;
+
+	(void)res;
+	(void)st;
+	he->j_out = false;
+	free(jp);
+	he_unref(he);
+}
+
+/*
+ * version(1) phase(1) check_only(1) epoch(8) membership(32) peer(32)
+ * bucket(2) clen(2) diffs(8) bytes(8) passes(8) last_unix(8) diffs_last(8)
+ * bytes_last(8) bytes_total(8) cursor(clen)
+ */
+static void j_write(struct req_heal *he, struct hslice *hs, int phase, bool force)
+{
+	struct node_req *rq = he->rq;
+	uint64_t now = ovl_mono_ms();
+	const struct node_ctl_map *m = node_repl_map(rq->o.repl, hs->name);
+	uint8_t key[NODE_REQ_RESERVED_BYTES + 1 + OVL_WIRE_NAME_SIZE];
+	struct jput *jp;
+	size_t kl, n = 0;
+	const uint8_t *cur = phase == P_CMP ? he->lcur : he->cursor;
+	size_t clen = phase == P_CMP ? he->lclen : he->clen;
+
+	if (he->j_out || he->dying || (!force && now < he->j_ms + HEAL_J_EVERY_MS))
+		return;
+	jp = calloc(1, sizeof(*jp));
+	if (!jp)
+		return;
+	jp->he = he;
+	jp->val[n++] = HEAL_J_VERSION;
+	jp->val[n++] = (uint8_t)phase;
+	jp->val[n++] = he->check_only;
+	put8(jp->val + n, he->hm.epoch);
+	n += 8;
+	if (m)
+		memb_hash(m, jp->val + n);
+	n += crypto_generichash_BYTES;
+	if (phase == P_CMP && he->peer < he->hm.n)
+		memcpy(jp->val + n, he->hm.mem[he->peer].id, OVL_ID_BYTES);
+	n += OVL_ID_BYTES;
+	jp->val[n++] = (uint8_t)(he->bucket >> 8);
+	jp->val[n++] = (uint8_t)he->bucket;
+	jp->val[n++] = (uint8_t)(clen >> 8);
+	jp->val[n++] = (uint8_t)clen;
+	{
+		const uint64_t v[] = { he->diffs, he->bytes, hs->passes, hs->last_unix,
+				       hs->diffs_last, hs->bytes_last, hs->bytes_total };
+
+		for (size_t i = 0; i < 7; i++, n += 8)
+			put8(jp->val + n, v[i]);
+	}
+	memcpy(jp->val + n, cur, clen);
+	n += clen;
+	kl = jkey(hs->name, key);
+	if (node_store_put_async(rq->o.store, key, kl, jp->val, n, j_cb, jp) < 0) {
+		free(jp);
+		return;
+	}
+	he->j_out = true;
+	he->j_ms = now;
+	he_ref(he);
+}
+
+/* A saved pass record: 0 or -EINVAL (unreadable: ignored). */
+static int j_parse(struct hslice *hs, const uint8_t *v, size_t len)
+{
+	size_t n = 0, clen;
+
+	if (len < J_FIXED || v[0] != HEAL_J_VERSION || v[1] > P_FOREIGN)
+		return -EINVAL;
+	clen = (size_t)v[J_FIXED - 8 * 7 - 2] << 8 | v[J_FIXED - 8 * 7 - 1];
+	if (clen > NODE_STORE_KEY_MAX || len != J_FIXED + clen)
+		return -EINVAL;
+	n = 3 + 8;
+	hs->r_phase = v[1];
+	hs->r_check = v[2] != 0;
+	memcpy(hs->r_memb, v + n, crypto_generichash_BYTES);
+	n += crypto_generichash_BYTES;
+	memcpy(hs->r_peer, v + n, OVL_ID_BYTES);
+	n += OVL_ID_BYTES;
+	hs->r_bucket = (uint16_t)(v[n] << 8 | v[n + 1]);
+	n += 4;
+	hs->r_diffs = get8(v + n);
+	hs->r_bytes = get8(v + n + 8);
+	hs->passes = get8(v + n + 16);
+	hs->last_unix = get8(v + n + 24);
+	hs->diffs_last = get8(v + n + 32);
+	hs->bytes_last = get8(v + n + 40);
+	hs->bytes_total = get8(v + n + 48);
+	n += 56;
+	memcpy(hs->r_cur, v + n, clen);
+	hs->r_clen = clen;
+	if (hs->r_bucket > HEAL_NB)
+		return -EINVAL;
+	hs->resume = hs->r_phase != P_IDLE;
+	hs->want = hs->resume;
+	hs->want_check = hs->r_check;
+	return 0;
+}
+
+struct jload {
+	uint8_t keys[HEAL_SLICES_MAX][NODE_REQ_RESERVED_BYTES + 1 + OVL_WIRE_NAME_SIZE];
+	size_t klen[HEAL_SLICES_MAX];
+	unsigned n;
+};
+
+static int jload_cb(void *arg, const void *key, size_t klen)
+{
+	struct jload *jl = arg;
+
+	if (jl->n < HEAL_SLICES_MAX && klen <= sizeof(jl->keys[0]) &&
+	    klen > NODE_REQ_RESERVED_BYTES + 1 && klen < NODE_REQ_RESERVED_BYTES + 1 + OVL_WIRE_NAME_SIZE) {
+		memcpy(jl->keys[jl->n], key, klen);
+		jl->klen[jl->n++] = klen;
+	}
+	return 0;
+}
+
+/* ---- life ---- */
+
+int req_heal_new(struct node_req *rq, const struct node_req_opts *o)
+{
+	struct req_heal *he = calloc(1, sizeof(*he));
+	struct jload *jl = calloc(1, sizeof(*jl));
+	uint8_t prefix[NODE_REQ_RESERVED_BYTES + 1];
+
+	if (!he || !jl) {
+		free(he);
+		free(jl);
+		return -ENOMEM;
+	}
+	he->rq = rq;
+	he->interval_ms = o->antientropy_interval_ms ? o->antientropy_interval_ms
+						     : NODE_REQ_ANTIENTROPY_INTERVAL_MS_DEFAULT;
+	he->hm.self = -1;
+	for (unsigned i = 0; i < HEAL_FOREIGN_INFLIGHT; i++)
+		he->fj[i].he = he;
+	rq->heal = he;
+	/* passes saved by a node that stopped: resumed (the store is idle
+	 * while the request layer is made) */
+	memcpy(prefix, reserved8, NODE_REQ_RESERVED_BYTES);
+	prefix[NODE_REQ_RESERVED_BYTES] = 'J';
+	node_store_list(rq->o.store, prefix, sizeof(prefix), NULL, 0, HEAL_SLICES_MAX, jload_cb, jl);
+	for (unsigned i = 0; i < jl->n; i++) {
+		char name[OVL_WIRE_NAME_SIZE];
+		size_t sn = jl->klen[i] - NODE_REQ_RESERVED_BYTES - 1;
+		struct hslice *hs;
+		void *val = NULL;
+		size_t vlen = 0;
+
+		memcpy(name, jl->keys[i] + NODE_REQ_RESERVED_BYTES + 1, sn);
+		name[sn] = 0;
+		hs = slice_get(he, name, true);
+		if (!hs)
+			continue;
+		/* an unreadable record is ignored: the next pass starts afresh */
+		if (node_store_get(rq->o.store, jl->keys[i], jl->klen[i], &val, &vlen) == 0)
+			j_parse(hs, val, vlen);
+		free(val);
+	}
+	free(jl);
+	return 0;
+}
+
+static void jobs_fail(struct req_heal *he)
+{
+	while (he->jobs) {
+		struct dj *j = he->jobs;
+		struct node_req_result r = { .type = NODE_REQ_DIGEST, .res = -ECANCELED };
+
+		he->jobs = j->next;
+		r.msg = "the node is stopping";
+		j->done(j->arg, &r, NULL);
+		hmap_free(&j->hm);
+		free(j);
+		he_unref(he);
+	}
+}
+
+void req_heal_stop(struct node_req *rq)
+{
+	struct req_heal *he = rq->heal;
+
+	if (!he)
+		return;
+	he->stopped = true;
+	he->gen++;
+	jobs_fail(he);
+}
+
+void req_heal_destroy(struct node_req *rq)
+{
+	struct req_heal *he = rq->heal;
+
+	if (!he)
+		return;
+	rq->heal = NULL;
+	he->gen++;
+	he->live++;
+	rq->live++;
+	jobs_fail(he);
+	he->dying = true;
+	he_unref(he);
+}
+
+/* ---- DIGEST (the responder) ---- */
+
+struct walk {
+	const char *slice;
+	const struct hmap *hm;
+	int peer;                       /* DIGEST: the asker */
+	struct pair *acc;
+	uint8_t *cursor;
+	size_t *clen;
+	bool end;
+	unsigned seen;
+};
+
+static int dj_cb(void *arg, const void *key, size_t klen, const struct node_store_ver *ver,
+		 bool tomb)
+{
+	struct walk *w = arg;
+	unsigned h[OVL_PLACE_REPLICAS_MAX], n;
+	uint64_t x;
+	uint8_t b;
+
+	if (req_key_reserved(key, klen)) {
+		w->end = true;
+		return 1;
+	}
+	w->seen++;
+	memcpy(w->cursor, key, klen);
+	*w->clen = klen;
+	n = hmap_homes(w->hm, key, klen, h);
+	if (!homes_has(h, n, w->hm->self) || !homes_has(h, n, w->peer))
+		return 0;
+	req_heal_key_hash(w->slice, key, klen, ver, tomb, &x, &b);
+	w->acc[b].n++;
+	w->acc[b].x ^= x;
+	return 0;
+}
+
+static void dj_finish(struct req_heal *he, struct dj *j)
+{
+	struct node_req_result r = { .type = NODE_REQ_DIGEST };
+	uint8_t buf[HEAL_NB * OVL_WIRE_DIGEST_PAIR_BYTES];
+	struct pair root = { 0, 0 };
+
+	for (unsigned b = 0; b < HEAL_NB; b++) {
+		root.n += j->acc[b].n;
+		root.x ^= j->acc[b].x;
+		put8(buf + b * 16, j->acc[b].n);
+		put8(buf + b * 16 + 8, j->acc[b].x);
+	}
+	if (!j->buckets) {
+		put8(buf, root.n);
+		put8(buf + 8, root.x);
+	}
+	r.data = buf;
+	r.len = j->buckets ? sizeof(buf) : OVL_WIRE_DIGEST_PAIR_BYTES;
+	j->done(j->arg, &r, NULL);
+	(void)he;
+}
+
+/* Work on the digests asked for, within the tick's budget. */
+static void jobs_step(struct req_heal *he, uint64_t deadline_ns)
+{
+	while (he->jobs && ovl_mono_ns() < deadline_ns) {
+		struct dj *j = he->jobs;
+		struct walk w = { .slice = j->slice, .hm = &j->hm, .peer = j->peer, .acc = j->acc,
+				  .cursor = j->cursor, .clen = &j->clen };
+		int n = node_store_list_ver(he->rq->o.store, NULL, 0, j->clen ? j->cursor : NULL,
+					    j->clen, HEAL_STEP_KEYS, dj_cb, &w);
+
+		if (!w.end && n >= (int)HEAL_STEP_KEYS)
+			continue;
+		he->jobs = j->next;
+		dj_finish(he, j);
+		hmap_free(&j->hm);
+		free(j);
+		he_unref(he);
+	}
+}
+
+static int digest_start(struct node_req *rq, const struct node_req_args *a,
+			node_req_done_fn done, void *arg)
+{
+	struct req_heal *he = rq->heal;
+	const struct node_ctl_map *m = node_repl_map(rq->o.repl, a->slice);
+	struct dj *j, **tail;
+	int ret;
+
+	if (!a->peer_id) {
+		rq->msg = "DIGEST is for node certificates only";
+		return -EACCES;
+	}
+	if (!m) {
+		rq->msg = "this node holds no map of the slice";
+		return -EXDEV;
+	}
+	if (node_repl_member_find(m->members, m->n_members, a->peer_id) < 0) {
+		rq->msg = "the asking node is no member of the slice";
+		return -EACCES;
+	}
+	if (he->stopped) {
+		rq->msg = "the node is stopping";
+		return -EBUSY;
+	}
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		rq->msg = "out of memory for a digest";
+		return -EBUSY;
+	}
+	ret = hmap_load(&j->hm, m, node_repl_self(rq->o.repl));
+	if (ret < 0) {
+		free(j);
+		rq->msg = "out of memory for a digest";
+		return -EBUSY;
+	}
+	j->peer = node_repl_member_find(m->members, m->n_members, a->peer_id);
+	snprintf(j->slice, sizeof(j->slice), "%s", a->slice);
+	j->buckets = a->buckets;
+	j->done = done;
+	j->arg = arg;
+	for (tail = &he->jobs; *tail; tail = &(*tail)->next)
+		;
+	*tail = j;
+	he_ref(he);
+	return 0;
+}
+
+/* ---- the pass: common ---- */
+
+static void pass_free(struct req_heal *he)
+{
+	hmap_free(&he->hm);
+	free(he->acc);
+	free(he->prim_o);
+	free(he->prim_b);
+	free(he->failed);
+	he->acc = NULL;
+	he->prim_o = he->prim_b = NULL;
+	he->failed = NULL;
+}
+
+static void pass_abort(struct req_heal *he)
+{
+	struct hslice *hs = he->phase != P_IDLE ? &he->sl[he->si] : NULL;
+
+	he->gen++;
+	he->phase = P_IDLE;
+	he->call_out = false;
+	for (unsigned i = 0; i < HEAL_FOREIGN_INFLIGHT; i++)
+		he->fj[i].used = false;
+	pass_free(he);
+	if (hs) {
+		hs->want = true; /* again, from the start */
+		hs->resume = false;
+		hs->next_ms = ovl_mono_ms() + HEAL_START_DELAY_MS;
+	}
+}
+
+static int pass_begin(struct req_heal *he, unsigned si, const struct node_ctl_map *m)
+{
+	struct hslice *hs = &he->sl[si];
+	int ret = hmap_load(&he->hm, m, node_repl_self(he->rq->o.repl));
+
+	if (ret < 0)
+		return ret;
+	he->acc = calloc((size_t)he->hm.n * HEAL_NB, sizeof(*he->acc));
+	he->prim_o = calloc(he->hm.n, sizeof(*he->prim_o));
+	he->prim_b = calloc(he->hm.n, sizeof(*he->prim_b));
+	he->failed = calloc(he->hm.n, sizeof(*he->failed));
+	if (!he->acc || !he->prim_o || !he->prim_b || !he->failed) {
+		pass_free(he);
+		return -ENOMEM;
+	}
+	he->gen++;
+	he->si = (int)si;
+	he->phase = P_WALK;
+	he->check_only = hs->want_check;
+	he->clen = 0;
+	he->prim_total_o = he->prim_total_b = he->deg_o = he->deg_b = 0;
+	he->diffs = he->bytes = he->made = 0;
+	he->compared = he->unreached = 0;
+	he->cs = CS_NEXT;
+	he->peer = 0;
+	he->call_out = false;
+	he->walk_end = false;
+	he->resuming = false;
+	if (hs->resume) {
+		uint8_t now_memb[crypto_generichash_BYTES];
+
+		memb_hash(m, now_memb);
+		if (memcmp(now_memb, hs->r_memb, sizeof(now_memb)) == 0) {
+			/* the same membership: go on where the pass was */
+			he->resuming = true;
+			he->check_only = hs->r_check;
+			he->diffs = hs->r_diffs;
+			he->bytes = hs->r_bytes;
+			memcpy(he->res_peer, hs->r_peer, OVL_ID_BYTES);
+			he->res_bucket = hs->r_bucket;
+		}
+	}
+	hs->want = hs->want_check = false;
+	hs->resume = false;
+	return 0;
+}
+
+static void pass_done(struct req_heal *he)
+{
+	struct node_req *rq = he->rq;
+	struct hslice *hs = &he->sl[he->si];
+	uint64_t deg_o = he->deg_o, deg_b = he->deg_b;
+
+	for (unsigned p = 0; p < he->hm.n; p++)
+		if (he->failed[p]) {
+			deg_o += he->prim_o[p];
+			deg_b += he->prim_b[p];
+		}
+	if (deg_o > he->prim_total_o)
+		deg_o = he->prim_total_o;
+	if (deg_b > he->prim_total_b)
+		deg_b = he->prim_total_b;
+	hs->have = true;
+	hs->deg_o = deg_o;
+	hs->deg_b = deg_b;
+	hs->full_o = he->prim_total_o - deg_o;
+	hs->full_b = he->prim_total_b - deg_b;
+	hs->passes++;
+	hs->last_unix = node_repl_now_ms(rq->o.repl) / 1000;
+	hs->diffs_last = he->diffs;
+	hs->bytes_last = he->bytes;
+	hs->bytes_total += he->bytes;
+	hs->resume = false;
+	hs->recheck = he->diffs > 0 && !he->check_only;
+	hs->next_ms = ovl_mono_ms() + (hs->want ? 0 : hs->recheck ? HEAL_RECHECK_MS
+								 : jittered(he->interval_ms));
+	he->phase = P_IDLE;
+	he->j_ms = 0;
+	he->j_out = false; /* a record in flight completes on its own; this one follows it */
+	for (unsigned p = 0; p < he->hm.n; p++)
+		he->unreached += he->failed[p];
+	if (he->diffs || he->unreached)
+		req_event(rq, NODE_REQ_EV_INFO,
+			  "anti-entropy: slice '%s': pass %" PRIu64 "%s: %u members compared (%u not), "
+			  "%" PRIu64 " keys differ, %" PRIu64 " repair copies queued, %" PRIu64
+			  " objects degraded, %" PRIu64 " bytes exchanged",
+			  hs->name, hs->passes, he->check_only ? " (check only)" : "", he->compared,
+			  he->unreached, he->diffs, he->made, hs->deg_o, he->bytes);
+	j_write(he, hs, P_IDLE, true);
+	he->gen++;
+	pass_free(he);
+}
+
+/* ---- WALK ---- */
+
+static int walk_cb(void *arg, const void *key, size_t klen, const struct node_store_ver *ver,
+		   bool tomb)
+{
+	struct req_heal *he = arg;
+	const struct hmap *hm = &he->hm;
+	const char *slice = he->sl[he->si].name;
+	unsigned h[OVL_PLACE_REPLICAS_MAX], n;
+	uint64_t x, size = 0, off;
+	uint8_t b;
+	bool primary, down = false;
+
+	if (req_key_reserved(key, klen)) {
+		he->walk_end = true;
+		return 1;
+	}
+	memcpy(he->cursor, key, klen);
+	he->clen = klen;
+	n = hmap_homes(hm, key, klen, h);
+	if (!homes_has(h, n, hm->self))
+		return 0;
+	req_heal_key_hash(slice, key, klen, ver, tomb, &x, &b);
+	primary = primary_of(hm, h, n) == hm->self && !tomb;
+	if (primary)
+		node_store_locate(he->rq->o.store, key, klen, &off, &size);
+	for (unsigned i = 0; i < n; i++) {
+		if ((int)h[i] == hm->self)
+			continue;
+		he->acc[(size_t)h[i] * HEAL_NB + b].n++;
+		he->acc[(size_t)h[i] * HEAL_NB + b].x ^= x;
+		if (hm->mem[h[i]].state != OVL_MSG_STATE_UP)
+			down = true;
+		else if (primary) {
+			he->prim_o[h[i]]++;
+			he->prim_b[h[i]] += size;
+		}
+	}
+	if (primary) {
+		he->prim_total_o++;
+		he->prim_total_b += size;
+		if (down) {
+			/* a home is down: fewer than R copies reachable */
+			he->deg_o++;
+			he->deg_b += size;
+		}
+	}
+	return 0;
+}
+
+static void walk_step(struct req_heal *he, uint64_t deadline_ns)
+{
+	while (he->phase == P_WALK && ovl_mono_ns() < deadline_ns) {
+		int n;
+
+		he->walk_end = false;
+		n = node_store_list_ver(he->rq->o.store, NULL, 0, he->clen ? he->cursor : NULL,
+					he->clen, HEAL_STEP_KEYS, walk_cb, he);
+		if (he->walk_end || n < (int)HEAL_STEP_KEYS) {
+			struct hslice *hs = &he->sl[he->si];
+
+			he->clen = 0;
+			he->lclen = 0;
+			he->peer = 0;
+			he->cs = CS_NEXT;
+			he->phase = P_CMP;
+			if (he->resuming && hs->r_phase == P_FOREIGN) {
+				he->phase = P_FOREIGN;
+				memcpy(he->cursor, hs->r_cur, hs->r_clen);
+				he->clen = hs->r_clen;
+				he->resuming = false;
+			}
+		}
+	}
+}
+
+/* ---- COMPARE ---- */
+
+static void cmp_next_peer(struct req_heal *he)
+{
+	he->peer++;
+	he->cs = CS_NEXT;
+	he->lclen = 0;
+}
+
+static bool bit(const uint8_t *bm, unsigned b)
+{
+	return bm[b / 8] & (1u << (b % 8));
+}
+
+static int send_call(struct req_heal *he, struct ovl_wire_req *q, node_repl_call_fn fn,
+		     uint64_t timeout_ms)
+{
+	struct node_req *rq = he->rq;
+	const struct node_ctl_map *m = node_repl_map(rq->o.repl, he->sl[he->si].name);
+	struct call_ctx *cc;
+	struct node_repl_call *c = NULL;
+	uint8_t meta[OVL_WIRE_META_MAX_BYTES];
+	char err[OVL_WIRE_TEXT_SIZE];
+	int mi, ret;
+
+	if (!m)
+		return -ENOENT;
+	mi = node_repl_member_find(m->members, m->n_members, he->hm.mem[he->peer].id);
+	if (mi < 0)
+		return -ENOENT;
+	cc = calloc(1, sizeof(*cc));
+	if (!cc)
+		return -ENOMEM;
+	cc->he = he;
+	cc->gen = he->gen;
+	snprintf(q->slice, sizeof(q->slice), "%s", m->name);
+	q->epoch = m->epoch;
+	ret = ovl_wire_req_encode(q, meta, sizeof(meta), err, sizeof(err));
+	cc->qbytes = ret > 0 ? (uint64_t)ret + OVL_WIRE_HDR_BYTES + OVL_WIRE_MAC_BYTES : 0;
+	ret = node_repl_call(rq->o.repl, m, (uint32_t)mi, q, fn, cc, &c, err, sizeof(err));
+	if (ret < 0) {
+		free(cc);
+		return ret;
+	}
+	if (timeout_ms && c)
+		node_repl_call_timeout(c, timeout_ms);
+	he->call_out = true;
+	he_ref(he);
+	return 0;
+}
+
+static void count_bytes(struct req_heal *he, const struct call_ctx *cc, const struct ovl_dpc_call *call)
+{
+	he->bytes += cc->qbytes + HEAL_CALL_OVERHEAD + OVL_WIRE_HDR_BYTES + OVL_WIRE_MAC_BYTES +
+		     (call->result == 0 ? call->body_len : 0);
+}
+
+static bool call_ok(const struct ovl_dpc_call *call, uint64_t want_len)
+{
+	return call->result == 0 && call->resp.status == OVL_WIRE_OK &&
+	       (!want_len || (call->body_len == want_len && call->resp.has_crc &&
+			      ovl_crc32c(0, call->body, call->body_len) == call->resp.crc));
+}
+
+static void digest_done(void *arg, struct ovl_dpc_call *call)
+{
+	struct call_ctx *cc = arg;
+	struct req_heal *he = cc->he;
+	bool mine = cc->gen == he->gen && !he->dying && he->phase == P_CMP;
+
+	if (mine) {
+		const struct pair *acc = he->acc + (size_t)he->peer * HEAL_NB;
+
+		he->call_out = false;
+		count_bytes(he, cc, call);
+		if (he->cs == CS_WAIT && call_ok(call, OVL_WIRE_DIGEST_PAIR_BYTES)) {
+			/* the root */
+			struct pair root = { 0, 0 };
+
+			for (unsigned b = 0; b < HEAL_NB; b++) {
+				root.n += acc[b].n;
+				root.x ^= acc[b].x;
+			}
+			if (get8(call->body) == root.n && get8(call->body + 8) == root.x)
+				cmp_next_peer(he);
+			else
+				he->cs = CS_BUCKET; /* ask for the buckets */
+		} else if (he->cs == CS_BWAIT &&
+			   call_ok(call, (uint64_t)HEAL_NB * OVL_WIRE_DIGEST_PAIR_BYTES)) {
+			memset(he->bdiff, 0, sizeof(he->bdiff));
+			for (unsigned b = 0; b < HEAL_NB; b++)
+				if (get8(call->body + 16 * b) != acc[b].n ||
+				    get8(call->body + 16 * b + 8) != acc[b].x)
+					he->bdiff[b / 8] |= (uint8_t)(1u << (b % 8));
+			he->bucket = 0;
+			if (he->resuming && he->res_bucket < HEAL_NB) {
+				struct hslice *hs = &he->sl[he->si];
+
+				he->bucket = he->res_bucket;
+				memcpy(he->lcur, hs->r_cur, hs->r_clen);
+				he->lclen = hs->r_clen;
+			} else {
+				he->lclen = 0;
+			}
+			he->resuming = false;
+			he->cs = CS_LIST;
+		} else {
+			/* unreachable, busy, or a map that differs: its keys count
+			 * as degraded; the next pass tries again */
+			he->failed[he->peer] = true;
+			cmp_next_peer(he);
+		}
+	}
+	free(cc);
+	he_unref(he);
+}
+
+/* One local key of the bucket being merged. */
+struct lkey {
+	uint8_t *key;
+	size_t klen;
+	struct node_store_ver ver;
+	bool tomb;
+};
+
+struct lwalk {
+	struct req_heal *he;
+	const uint8_t *upper;           /* NULL: no bound */
+	size_t ulen;
+	struct lkey *v;
+	unsigned n;
+	uint8_t *arena;
+	size_t used;
+	bool full, end;
+	uint8_t last[NODE_STORE_KEY_MAX];
+	size_t lastlen;
+};
+
+static int keycmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
+{
+	int c = memcmp(a, b, al < bl ? al : bl);
+
+	return c ? c : (al < bl ? -1 : al > bl ? 1 : 0);
+}
+
+static int lwalk_cb(void *arg, const void *key, size_t klen, const struct node_store_ver *ver,
+		    bool tomb)
+{
+	struct lwalk *w = arg;
+	struct req_heal *he = w->he;
+	const char *slice = he->sl[he->si].name;
+	unsigned h[OVL_PLACE_REPLICAS_MAX], n;
+
+	if (req_key_reserved(key, klen)) {
+		w->end = true;
+		return 1;
+	}
+	if (w->upper && keycmp(key, klen, w->upper, w->ulen) > 0) {
+		w->end = true;
+		return 1;
+	}
+	memcpy(w->last, key, klen);
+	w->lastlen = klen;
+	if (key_bucket(slice, key, klen) != he->bucket)
+		return 0;
+	n = hmap_homes(&he->hm, key, klen, h);
+	if (!homes_has(h, n, he->hm.self) || !homes_has(h, n, (int)he->peer))
+		return 0;
+	memcpy(w->arena + w->used, key, klen);
+	w->v[w->n].key = w->arena + w->used;
+	w->v[w->n].klen = klen;
+	w->v[w->n].ver = *ver;
+	w->v[w->n].tomb = tomb;
+	w->used += klen;
+	if (++w->n == HEAL_LOCAL_MAX) {
+		w->full = true;
+		return 1;
+	}
+	return 0;
+}
+
+/* A key's bytes on the drive (its newest record: value, header, key),
+ * from the index: 0 when unknown. */
+static uint64_t key_bytes(struct req_heal *he, const uint8_t *key, size_t klen)
+{
+	uint64_t off, size = 0;
+
+	if (node_store_locate(he->rq->o.store, key, klen, &off, &size) < 0)
+		return 0;
+	return size;
+}
+
+static void hint_cb(void *arg, int res)
+{
+	struct req_heal *he = arg;
+
+	(void)res; /* not written: the next pass finds the key again */
+	he_unref(he);
+}
+
+/* Key K (held here at ver) differs at member `target`: this node holds it
+ * newer (or target lacks it). A repair hint if this node is its pusher. */
+static void act_newer(struct req_heal *he, int target, const uint8_t *key, size_t klen,
+		      const struct node_store_ver *ver, bool tomb)
+{
+	const char *slice = he->sl[he->si].name;
+	struct ovl_wire_ver v = { ver->hlc, ver->node };
+	unsigned h[OVL_PLACE_REPLICAS_MAX], n = hmap_homes(&he->hm, key, klen, h);
+
+	if (he->check_only || node_store_ver_is_none(ver) ||
+	    pusher_of(&he->hm, h, n, target) != he->hm.self)
+		return;
+	if (req_hint_waiting(he->rq, he->hm.mem[target].id, slice, key, klen, &v))
+		return;
+	if (req_hint_put_repair(he->rq, he->hm.mem[target].id, slice, key, klen, &v, tomb,
+				tomb ? 0 : key_bytes(he, key, klen), hint_cb, he) == 0) {
+		he->made++;
+		he_ref(he);
+	}
+}
+
+/* A key that differs: counted; degraded when this node is its primary. */
+static void count_diff(struct req_heal *he, const uint8_t *key, size_t klen, bool tomb, bool held)
+{
+	unsigned h[OVL_PLACE_REPLICAS_MAX], n = hmap_homes(&he->hm, key, klen, h);
+	uint64_t off, size = 0;
+	bool down = false;
+
+	he->diffs++;
+	if (!held || tomb || primary_of(&he->hm, h, n) != he->hm.self)
+		return;
+	for (unsigned i = 0; i < n; i++)
+		down |= (int)h[i] != he->hm.self && he->hm.mem[h[i]].state != OVL_MSG_STATE_UP;
+	if (down)
+		return; /* counted by the walk */
+	node_store_locate(he->rq->o.store, key, klen, &off, &size);
+	he->deg_o++;
+	he->deg_b += size;
+}
+
+static void list_done(void *arg, struct ovl_dpc_call *call)
+{
+	struct call_ctx *cc = arg;
+	struct req_heal *he = cc->he;
+	struct ovl_wire_vkey *e = NULL;
+	uint32_t ne = 0;
+	struct lwalk w = { 0 };
+	char err[OVL_WIRE_TEXT_SIZE];
+
+	if (cc->gen != he->gen || he->dying || he->phase != P_CMP) {
+		free(cc);
+		he_unref(he);
+		return;
+	}
+	he->call_out = false;
+	count_bytes(he, cc, call);
+	if (!call_ok(call, 0) || !call->resp.vers ||
+	    (call->resp.has_crc && ovl_crc32c(0, call->body, call->body_len) != call->resp.crc) ||
+	    ovl_wire_vkeys_decode(call->body, call->body_len, &e, &ne, err, sizeof(err)) < 0) {
+		he->failed[he->peer] = true;
+		cmp_next_peer(he);
+		goto out;
+	}
+	w.he = he;
+	if (call->resp.more && ne) {
+		w.upper = e[ne - 1].ptr;
+		w.ulen = e[ne - 1].len;
+	}
+	w.v = calloc(HEAL_LOCAL_MAX, sizeof(*w.v));
+	w.arena = malloc((size_t)HEAL_LOCAL_MAX * NODE_STORE_KEY_MAX > (64u << 20) ? (64u << 20)
+		       : (size_t)HEAL_LOCAL_MAX * NODE_STORE_KEY_MAX);
+	if (!w.v || !w.arena) {
+		he->failed[he->peer] = true;
+		cmp_next_peer(he);
+		goto out;
+	}
+	/* this node's keys of the bucket after the cursor, up to the page's
+	 * last key (all of them when the peer has no more) */
+	for (;;) {
+		int n = node_store_list_ver(he->rq->o.store, NULL, 0, he->lclen ? he->lcur : NULL,
+					    he->lclen, HEAL_STEP_KEYS, lwalk_cb, &w);
+
+		if (w.lastlen) {
+			memcpy(he->lcur, w.last, w.lastlen);
+			he->lclen = w.lastlen;
+		}
+		if (w.full || w.end || n < (int)HEAL_STEP_KEYS)
+			break;
+	}
+	{
+		/* merge up to the bound: the last local key when the local
+		 * side stopped early, else the page's end */
+		const uint8_t *bound = w.full ? w.v[w.n - 1].key : w.upper;
+		size_t blen = w.full ? w.v[w.n - 1].klen : w.ulen;
+		unsigned i = 0, j = 0;
+
+		while (i < ne || j < w.n) {
+			int c;
+
+			if (i < ne && bound && keycmp(e[i].ptr, e[i].len, bound, blen) > 0)
+				i = ne; /* the next page asks again from the bound */
+			if (i >= ne && j >= w.n)
+				break;
+			if (i >= ne)
+				c = 1;
+			else if (j >= w.n)
+				c = -1;
+			else
+				c = keycmp(e[i].ptr, e[i].len, w.v[j].key, w.v[j].klen);
+			if (c < 0) {
+				/* the peer holds a key this node lacks */
+				count_diff(he, e[i].ptr, e[i].len, e[i].tomb, false);
+				i++;
+			} else if (c > 0) {
+				/* the peer lacks it */
+				count_diff(he, w.v[j].key, w.v[j].klen, w.v[j].tomb, true);
+				act_newer(he, (int)he->peer, w.v[j].key, w.v[j].klen, &w.v[j].ver,
+					  w.v[j].tomb);
+				j++;
+			} else {
+				struct ovl_wire_ver lv = { w.v[j].ver.hlc, w.v[j].ver.node };
+				int vc = ovl_wire_ver_cmp(&lv, &e[i].ver);
+
+				if (vc != 0 || (lv.hlc == 0 && w.v[j].tomb != e[i].tomb))
+					count_diff(he, w.v[j].key, w.v[j].klen, w.v[j].tomb, true);
+				if (vc > 0)
+					act_newer(he, (int)he->peer, w.v[j].key, w.v[j].klen,
+						  &w.v[j].ver, w.v[j].tomb);
+				i++;
+				j++;
+			}
+		}
+		if (bound) {
+			memcpy(he->lcur, bound, blen);
+			he->lclen = blen;
+		} else {
+			/* the bucket is done */
+			he->lclen = 0;
+			he->bucket++;
+		}
+	}
+out:
+	free(e);
+	free(w.v);
+	free(w.arena);
+	free(cc);
+	he_unref(he);
+}
+
+static bool hints_roomy(struct req_heal *he)
+{
+	unsigned n, max;
+
+	req_hints_fill(he->rq, &n, &max);
+	return (uint64_t)n * 4 <= (uint64_t)max * 3;
+}
+
+static void cmp_step(struct req_heal *he)
+{
+	struct ovl_wire_req q;
+	int ret;
+
+	while (he->phase == P_CMP && !he->call_out) {
+		if (he->cs == CS_NEXT) {
+			const struct ovl_msg_member *pm;
+
+			if (he->peer >= he->hm.n) {
+				/* every member compared: the foreign copies */
+				he->phase = P_FOREIGN;
+				he->clen = 0;
+				return;
+			}
+			pm = &he->hm.mem[he->peer];
+			if ((int)he->peer == he->hm.self || pm->state != OVL_MSG_STATE_UP) {
+				he->peer++;
+				continue;
+			}
+			if (he->resuming) {
+				int ri = -1;
+
+				for (unsigned k = 0; k < he->hm.n; k++)
+					if (memcmp(he->hm.mem[k].id, he->res_peer, OVL_ID_BYTES) == 0)
+						ri = (int)k;
+				if (ri < 0 || (int)he->peer > ri) {
+					he->resuming = false;
+				} else if ((int)he->peer < ri) {
+					he->peer++;
+					continue;
+				}
+			}
+			memset(&q, 0, sizeof(q));
+			q.type = OVL_WIRE_T_DIGEST;
+			q.buckets = he->resuming ? OVL_WIRE_DIGEST_BUCKETS : 0;
+			ret = send_call(he, &q, digest_done, HEAL_DIGEST_TIMEOUT_MS);
+			he->compared++;
+			if (ret < 0) {
+				he->failed[he->peer] = true;
+				he->peer++;
+				continue;
+			}
+			he->cs = he->resuming ? CS_BWAIT : CS_WAIT;
+			return;
+		}
+		if (he->cs == CS_BUCKET) {
+			memset(&q, 0, sizeof(q));
+			q.type = OVL_WIRE_T_DIGEST;
+			q.buckets = OVL_WIRE_DIGEST_BUCKETS;
+			ret = send_call(he, &q, digest_done, HEAL_DIGEST_TIMEOUT_MS);
+			if (ret < 0) {
+				he->failed[he->peer] = true;
+				cmp_next_peer(he);
+				continue;
+			}
+			he->cs = CS_BWAIT; /* waiting for the buckets */
+			return;
+		}
+		if (he->cs == CS_LIST) {
+			while (he->bucket < HEAL_NB && !bit(he->bdiff, he->bucket)) {
+				he->bucket++;
+				he->lclen = 0;
+			}
+			if (he->bucket >= HEAL_NB) {
+				cmp_next_peer(he);
+				continue;
+			}
+			if (!he->check_only && !hints_roomy(he))
+				return; /* paused at the cursor while the hints drain */
+			memset(&q, 0, sizeof(q));
+			q.type = OVL_WIRE_T_LIST;
+			q.vers = true;
+			q.has_bucket = true;
+			q.bucket = (uint8_t)he->bucket;
+			q.limit = HEAL_LIST_LIMIT;
+			if (he->lclen) {
+				memcpy(q.after, he->lcur, he->lclen);
+				q.after_len = (uint32_t)he->lclen;
+			}
+			ret = send_call(he, &q, list_done, 0);
+			if (ret < 0) {
+				he->failed[he->peer] = true;
+				cmp_next_peer(he);
+				continue;
+			}
+			j_write(he, &he->sl[he->si], P_CMP, false);
+			return;
+		}
+		return; /* waiting for an answer */
+	}
+}
+
+/* ---- FOREIGN ---- */
+
+static void fjob_drop_cb(void *arg, int res, const struct node_store_objstat *st)
+{
+	struct req_heal *he = arg;
+
+	(void)res;
+	(void)st;
+	he_unref(he);
+}
+
+struct fdrop {
+	struct req_heal *he;
+	char slice[OVL_WIRE_NAME_SIZE];
+	uint8_t key[NODE_STORE_KEY_MAX];
+	size_t klen;
+	struct node_store_ver ver;
+	bool tomb;
+};
+
+static void fdrop_stat_cb(void *arg, int res, const struct node_store_objstat *st)
+{
+	struct fdrop *fd = arg;
+	struct req_heal *he = fd->he;
+	struct node_req *rq = he->rq;
+
+	/* still that version, no hint and no write of the key: not a delete
+	 * another node could see (an unversioned local delete, or the
+	 * tombstone's drop), as the hand-off drops a substitute's copy */
+	if (res == 0 && st && !he->dying && node_store_ver_cmp(&st->ver, &fd->ver) == 0 &&
+	    st->tomb == fd->tomb && !req_hint_waiting(rq, NULL, fd->slice, fd->key, fd->klen, NULL) &&
+	    !req_rw_key_busy(rq, fd->key, fd->klen)) {
+		if (fd->tomb)
+			node_store_tomb_drop(rq->o.store, fd->key, fd->klen, &fd->ver);
+		else if (node_store_delete_async(rq->o.store, fd->key, fd->klen, fjob_drop_cb, he) == 0)
+			he_ref(he);
+	}
+	free(fd);
+	he_unref(he);
+}
+
+/* Every home holds the key at this node's version or newer: drop the
+ * local copy, if it is still that version and nothing else wants it. */
+static void fjob_drop(struct req_heal *he, struct fjob *fj)
+{
+	struct fdrop *fd = calloc(1, sizeof(*fd));
+
+	if (!fd)
+		return;
+	fd->he = he;
+	snprintf(fd->slice, sizeof(fd->slice), "%s", he->sl[he->si].name);
+	memcpy(fd->key, fj->key, fj->klen);
+	fd->klen = fj->klen;
+	fd->ver = fj->ver;
+	fd->tomb = fj->tomb;
+	if (node_store_stat_any_async(he->rq->o.store, fd->key, fd->klen, fdrop_stat_cb, fd) < 0) {
+		free(fd);
+		return;
+	}
+	he_ref(he);
+}
+
+static void fjob_end(struct req_heal *he, struct fjob *fj)
+{
+	const char *slice = he->sl[he->si].name;
+	struct ovl_wire_ver v = { fj->ver.hlc, fj->ver.node };
+
+	if (!fj->failed) {
+		if (fj->nlack)
+			he->diffs++;
+		if (he->check_only) {
+			/* counted only */
+		} else if (fj->nlack && fj->nhold) {
+			/* a home holds it: the pusher among the homes gives it to
+			 * the others (one copy moved, not two); the copy here stays
+			 * until every home holds it (the next pass drops it) */
+		} else if (fj->nlack) {
+			for (unsigned i = 0; i < fj->nlack; i++)
+				if (!req_hint_waiting(he->rq, fj->lack[i], slice, fj->key, fj->klen, &v) &&
+				    req_hint_put_repair(he->rq, fj->lack[i], slice, fj->key, fj->klen,
+							&v, fj->tomb, fj->tomb ? 0 : key_bytes(he, fj->key, fj->klen),
+							hint_cb, he) == 0) {
+					he->made++;
+					he_ref(he);
+				}
+		} else {
+			fjob_drop(he, fj);
+		}
+	}
+	fj->used = false;
+}
+
+static void fstat_done(void *arg, struct ovl_dpc_call *call)
+{
+	struct call_ctx *cc = arg;
+	struct req_heal *he = cc->he;
+	struct fjob *fj = cc->fj;
+
+	if (cc->gen == he->gen && !he->dying && fj->used && fj->gen == cc->gen) {
+		struct ovl_wire_ver mine = { fj->ver.hlc, fj->ver.node };
+		bool holds = false, lacks = false;
+
+		if (call->result == 0 && call->resp.status == OVL_WIRE_OK && call->resp.has_ver) {
+			holds = ovl_wire_ver_cmp(&call->resp.ver, &mine) >= 0;
+			lacks = !holds;
+		} else if (call->result == 0 && call->resp.status == OVL_WIRE_NOT_FOUND) {
+			if (call->resp.has_ver && call->resp.tomb)
+				holds = ovl_wire_ver_cmp(&call->resp.ver, &mine) >= 0;
+			lacks = !holds;
+		}
+		if (!holds && !lacks)
+			fj->failed = true; /* no answer, busy, stale map: judged next pass */
+		if (holds)
+			fj->nhold++;
+		if (lacks && fj->nlack < OVL_PLACE_REPLICAS_MAX)
+			memcpy(fj->lack[fj->nlack++], cc->home, OVL_ID_BYTES);
+		if (++fj->answered == fj->asked)
+			fjob_end(he, fj);
+	}
+	free(cc);
+	he_unref(he);
+}
+
+/* Judge one foreign key: STAT each of its homes. false: no slot now. */
+static void fjob_start(struct req_heal *he, const uint8_t *key, size_t klen,
+		       const struct node_store_ver *ver, bool tomb, const unsigned *h, unsigned n)
+{
+	struct node_req *rq = he->rq;
+	const struct node_ctl_map *m = node_repl_map(rq->o.repl, he->sl[he->si].name);
+	struct fjob *fj = NULL;
+
+	for (unsigned i = 0; i < HEAL_FOREIGN_INFLIGHT && !fj; i++)
+		if (!he->fj[i].used)
+			fj = &he->fj[i];
+	if (!fj || !m)
+		return;
+	memset(fj->lack, 0, sizeof(fj->lack));
+	fj->used = true;
+	fj->gen = he->gen;
+	memcpy(fj->key, key, klen);
+	fj->klen = klen;
+	fj->ver = *ver;
+	fj->tomb = tomb;
+	fj->asked = fj->answered = fj->nlack = fj->nhold = 0;
+	fj->failed = false;
+	fj->asked = 1; /* held while the questions go out */
+	for (unsigned i = 0; i < n; i++) {
+		struct call_ctx *cc = calloc(1, sizeof(*cc));
+		struct ovl_wire_req q;
+		char err[OVL_WIRE_TEXT_SIZE];
+		int mi = node_repl_member_find(m->members, m->n_members, he->hm.mem[h[i]].id);
+
+		if (!cc || mi < 0) {
+			free(cc);
+			fj->failed = true;
+			break;
+		}
+		cc->he = he;
+		cc->gen = he->gen;
+		cc->fj = fj;
+		memcpy(cc->home, he->hm.mem[h[i]].id, OVL_ID_BYTES);
+		memset(&q, 0, sizeof(q));
+		q.type = OVL_WIRE_T_STAT;
+		memcpy(q.key, key, klen);
+		q.key_len = (uint32_t)klen;
+		if (node_repl_call(rq->o.repl, m, (uint32_t)mi, &q, fstat_done, cc, NULL, err,
+				   sizeof(err)) < 0) {
+			free(cc);
+			fj->failed = true;
+			break;
+		}
+		fj->asked++;
+		he_ref(he);
+	}
+	if (++fj->answered == fj->asked)
+		fjob_end(he, fj);
+}
+
+struct fwalk {
+	struct req_heal *he;
+	bool end, full;
+};
+
+static int fwalk_cb(void *arg, const void *key, size_t klen, const struct node_store_ver *ver,
+		    bool tomb)
+{
+	struct fwalk *w = arg;
+	struct req_heal *he = w->he;
+	const char *slice = he->sl[he->si].name;
+	unsigned h[OVL_PLACE_REPLICAS_MAX], n;
+	bool slot = false, ready = true;
+
+	if (req_key_reserved(key, klen)) {
+		w->end = true;
+		return 1;
+	}
+	for (unsigned i = 0; i < HEAL_FOREIGN_INFLIGHT; i++)
+		slot |= !he->fj[i].used;
+	if (!slot) {
+		w->full = true;
+		return 1; /* this key again at the next step */
+	}
+	memcpy(he->cursor, key, klen);
+	he->clen = klen;
+	n = hmap_homes(&he->hm, key, klen, h);
+	if (!n || homes_has(h, n, he->hm.self) || node_store_ver_is_none(ver))
+		return 0;
+	/* a copy kept for hints is the hand-off's; one being written is
+	 * judged later */
+	if (req_hint_waiting(he->rq, NULL, slice, key, klen, NULL) ||
+	    req_rw_key_busy(he->rq, key, klen))
+		return 0;
+	for (unsigned i = 0; i < n; i++)
+		ready &= he->hm.mem[h[i]].state == OVL_MSG_STATE_UP;
+	if (!ready)
+		return 0; /* a home is down: the next pass */
+	fjob_start(he, key, klen, ver, tomb, h, n);
+	return 0;
+}
+
+static void foreign_step(struct req_heal *he, uint64_t deadline_ns)
+{
+	while (he->phase == P_FOREIGN && ovl_mono_ns() < deadline_ns) {
+		struct fwalk w = { .he = he };
+		int n;
+
+		if (!he->check_only && !hints_roomy(he))
+			return; /* paused at the cursor while the hints drain */
+		n = node_store_list_ver(he->rq->o.store, NULL, 0, he->clen ? he->cursor : NULL,
+					he->clen, HEAL_STEP_KEYS, fwalk_cb, &w);
+		if (w.full) {
+			/* every slot busy: this key again at the next step */
+			j_write(he, &he->sl[he->si], P_FOREIGN, false);
+			return;
+		}
+		if (w.end || n < (int)HEAL_STEP_KEYS) {
+			bool busy = false;
+
+			for (unsigned i = 0; i < HEAL_FOREIGN_INFLIGHT; i++)
+				busy |= he->fj[i].used;
+			if (busy)
+				return; /* the last answers first */
+			pass_done(he);
+			return;
+		}
+		j_write(he, &he->sl[he->si], P_FOREIGN, false);
+	}
+}
+
+/* ---- scheduling ---- */
+
+/* Notice new replicated slices and membership changes. */
+static void slices_look(struct req_heal *he, uint64_t now)
+{
+	struct node_req *rq = he->rq;
+	const struct node_ctl_map *m;
+
+	for (unsigned i = 0; (m = node_repl_map_at(rq->o.repl, i)) != NULL; i++) {
+		struct hslice *hs;
+		uint8_t mh[crypto_generichash_BYTES];
+
+		if (!is_repl_member(rq, m))
+			continue;
+		hs = slice_get(he, m->name, true);
+		if (!hs)
+			continue;
+		memb_hash(m, mh);
+		if (!hs->seen) {
+			hs->seen = true;
+			memcpy(hs->memb, mh, sizeof(mh));
+			if (!hs->next_ms)
+				hs->next_ms = now + (hs->want ? HEAL_START_DELAY_MS : jittered(he->interval_ms));
+			continue;
+		}
+		if (memcmp(hs->memb, mh, sizeof(mh)) != 0) {
+			/* a member went out, came in or left: at once */
+			memcpy(hs->memb, mh, sizeof(mh));
+			if (he->phase != P_IDLE && &he->sl[he->si] == hs)
+				pass_abort(he);
+			hs->want = true;
+			hs->resume = false;
+			hs->next_ms = now + HEAL_START_DELAY_MS;
+		}
+	}
+}
+
+static void pass_pick(struct req_heal *he, uint64_t now)
+{
+	struct node_req *rq = he->rq;
+
+	if (he->phase != P_IDLE || he->stopped || req_hints_syncing(rq))
+		return;
+	for (unsigned i = 0; i < he->nsl; i++) {
+		struct hslice *hs = &he->sl[i];
+		const struct node_ctl_map *m = node_repl_map(rq->o.repl, hs->name);
+
+		if (!hs->seen || !is_repl_member(rq, m) || !hs->next_ms || now < hs->next_ms)
+			continue;
+		if (!hs->want && hs->recheck && req_hints_repair_waiting(rq, hs->name) &&
+		    now < hs->next_ms + he->interval_ms) {
+			/* its repairs are on their way: look once they are done */
+			continue;
+		}
+		if (pass_begin(he, i, m) == 0)
+			return;
+		hs->next_ms = now + HEAL_RECHECK_MS;
+	}
+}
+
+void req_heal_tick(struct node_req *rq, uint64_t now)
+{
+	struct req_heal *he = rq->heal;
+	uint64_t deadline;
+
+	if (!he || !rq->o.repl || he->stopped)
+		return;
+	deadline = ovl_mono_ns() + HEAL_TICK_NS;
+	jobs_step(he, deadline);
+	slices_look(he, now);
+	pass_pick(he, now);
+	if (he->phase == P_WALK)
+		walk_step(he, deadline);
+	if (he->phase == P_CMP) {
+		const struct node_ctl_map *m = node_repl_map(rq->o.repl, he->sl[he->si].name);
+
+		if (!is_repl_member(rq, m))
+			pass_abort(he);
+		else
+			cmp_step(he);
+	}
+	if (he->phase == P_FOREIGN)
+		foreign_step(he, deadline);
+}
+
+/* ---- HEAL ---- */
+
+unsigned node_req_heal_counters(const struct node_req *rq, const char *slice,
+				struct ovl_wire_counter *c, unsigned max)
+{
+	const struct req_heal *he = rq->heal;
+	const struct hslice *hs = NULL;
+	unsigned n = 0;
+
+	if (!he || !slice)
+		return 0;
+	for (unsigned i = 0; i < he->nsl; i++)
+		if (strcmp(he->sl[i].name, slice) == 0)
+			hs = &he->sl[i];
+	if (!hs) {
+		const struct node_ctl_map *m = rq->o.repl ? node_repl_map(rq->o.repl, slice) : NULL;
+
+		if (!m || m->replicas < 2)
+			return 0;
+	}
+	{
+		const struct {
+			const char *name;
+			uint64_t v;
+		} t[] = {
+			{ "heal_objects_full", hs ? hs->full_o : 0 },
+			{ "heal_bytes_full", hs ? hs->full_b : 0 },
+			{ "heal_objects_degraded", hs ? hs->deg_o : 0 },
+			{ "heal_bytes_degraded", hs ? hs->deg_b : 0 },
+			{ "ae_passes", hs ? hs->passes : 0 },
+			{ "ae_last_unix", hs ? hs->last_unix : 0 },
+			{ "ae_diffs_last", hs ? hs->diffs_last : 0 },
+			{ "ae_bytes_last", hs ? hs->bytes_last : 0 },
+			{ "ae_bytes_total", hs ? hs->bytes_total : 0 },
+		};
+
+		for (; n < max && n < sizeof(t) / sizeof(t[0]); n++) {
+			snprintf(c[n].name, sizeof(c[n].name), "%s", t[n].name);
+			c[n].value = t[n].v;
+		}
+	}
+	return n;
+}
+
+static int heal_start(struct node_req *rq, const struct node_req_args *a, node_req_done_fn done,
+		      void *arg)
+{
+	struct req_heal *he = rq->heal;
+	const struct node_ctl_map *m = node_repl_map(rq->o.repl, a->slice);
+	struct node_req_result r = { .type = NODE_REQ_HEAL };
+	struct ovl_wire_counter c[16];
+	struct hslice *hs;
+
+	if (a->peer_id && (!m || node_repl_member_find(m->members, m->n_members, a->peer_id) < 0)) {
+		rq->msg = "the asking node is no member of the slice";
+		return -EACCES;
+	}
+	if ((a->has_rate || a->has_duty) &&
+	    node_req_repair_set(rq, a->has_rate ? (int64_t)(a->rate > INT64_MAX ? INT64_MAX : a->rate) : -1,
+				a->has_duty ? (int)a->duty : -1) < 0) {
+		snprintf(rq->msgbuf, sizeof(rq->msgbuf),
+			 "rate %" PRIu64 " is below the least limit of %u bytes/s (0: unlimited)",
+			 a->rate, NODE_REQ_REPAIR_RATE_MIN);
+		rq->msg = rq->msgbuf;
+		return -EINVAL;
+	}
+	if (is_repl_member(rq, m) && (hs = slice_get(he, a->slice, true)) != NULL) {
+		/* a pass now (after the one running, if any) */
+		hs->want = true;
+		hs->want_check = a->check_only;
+		hs->resume = false;
+		hs->next_ms = ovl_mono_ms();
+		if (!hs->seen) {
+			hs->seen = true;
+			memb_hash(m, hs->memb);
+		}
+	}
+	r.ncounters = node_req_heal_counters(rq, a->slice, c, 16);
+	r.counters = c;
+	done(arg, &r, NULL);
+	return 0;
+}
+
+int req_heal_start(struct node_req *rq, const struct node_req_args *a, node_req_done_fn done,
+		   void *arg)
+{
+	if (!rq->heal || !rq->o.repl) {
+		rq->msg = "this node does not replicate";
+		return -EXDEV;
+	}
+	if (a->type == NODE_REQ_DIGEST)
+		return digest_start(rq, a, done, arg);
+	return heal_start(rq, a, done, arg);
+}

@@ -323,30 +323,42 @@ static double one_get(struct hwork *w, uint64_t *rnd, uint8_t *want)
 	return t0;
 }
 
-/* Wait until degraded 0 and repair left 0 (twice in a row), and, with
- * copies, the members' `objects` sum to it. 0, or -1 after HB_WAIT_S. */
-static int wait_full(struct hwork *w, uint64_t copies, const uint8_t *skip)
+/* Wait until degraded 0, repair left 0 and the copies the members hold
+ * (`objects`, which counts a node's own reserved records too) at most
+ * max_copies and unchanged, three readings in a row. 0, or -1 after
+ * HB_WAIT_S. */
+static int wait_full(struct hwork *w, uint64_t max_copies, const uint8_t *skip)
 {
 	static const char *const nm[] = { "heal_objects_degraded", "repair_objects_left", "objects",
 					  "heal_objects_lost" };
-	uint64_t v[4];
+	uint64_t v[4] = { 0 }, last = UINT64_MAX;
 	double until = bench_now() + HB_WAIT_S;
 	int ok = 0;
 
 	while (bench_now() < until) {
 		if (sums(w, nm, 4, v, NULL, skip) > 0 && v[0] == 0 && v[1] == 0 &&
-		    (!copies || v[2] == copies))
+		    v[2] <= max_copies && v[2] == last)
 			ok++;
 		else
 			ok = 0;
+		last = v[2];
 		if (ok >= 3)
 			return 0;
-		usleep(200000);
+		usleep(300000);
 	}
 	fprintf(stderr, "heal: not back at full redundancy after %d s: degraded %" PRIu64
-		", repair left %" PRIu64 ", copies held %" PRIu64 " (want %" PRIu64 "), lost %" PRIu64
-		"\n", HB_WAIT_S, v[0], v[1], v[2], copies, v[3]);
+		", repair left %" PRIu64 ", copies held %" PRIu64 " (want at most %" PRIu64
+		"), lost %" PRIu64 "\n", HB_WAIT_S, v[0], v[1], v[2], max_copies, v[3]);
 	return -1;
+}
+
+/* The copies the members not `out` hold now (`objects` summed), or 0. */
+static uint64_t copies_now(struct hwork *w)
+{
+	static const char *const nm[] = { "objects" };
+	uint64_t v = 0;
+
+	return sums(w, nm, 1, &v, NULL, NULL) > 0 ? v : 0;
 }
 
 /* The member (index into a fresh map, and its id) with node directory
@@ -484,7 +496,8 @@ static int work_run(const struct hcfg *c)
 		goto out;
 	}
 	shelf_set_timeout(w.s, 20000);
-	if (put_all(&w) < 0 || wait_full(&w, copies, NULL) < 0)
+	/* every put was acknowledged with its R copies durable */
+	if (put_all(&w) < 0 || wait_full(&w, copies + (uint64_t)c->nodes, NULL) < 0)
 		goto out;
 
 	/* 1. anti-entropy between replicas that agree */
@@ -525,7 +538,9 @@ static int work_run(const struct hcfg *c)
 		char nadd[8];
 		double t0 = bench_now();
 
-		if (sums(&w, rp_nm, 6, d0, NULL, NULL) <= 0)
+		uint64_t base = copies_now(&w);
+
+		if (sums(&w, rp_nm, 6, d0, NULL, NULL) <= 0 || !base)
 			goto out;
 		snprintf(nadd, sizeof(nadd), "%d", HB_ADD);
 		if (cluster_cmd(&w, "add", nadd) < 0) {
@@ -551,7 +566,15 @@ static int work_run(const struct hcfg *c)
 			}
 			usleep(100000);
 		}
-		if (wait_full(&w, copies, NULL) < 0 || sums(&w, rp_nm, 6, d1, NULL, NULL) <= 0)
+		/* the rebalance has begun (copies sent), then it ends: the copies
+		 * held back to what they were (each old copy dropped once its
+		 * new home holds it), new nodes' own records allowed */
+		for (int t = 0; t < 300; t++) {
+			if (sums(&w, rp_nm, 6, d1, NULL, NULL) > 0 && d1[4] > d0[4])
+				break;
+			usleep(100000);
+		}
+		if (wait_full(&w, base + HB_ADD, NULL) < 0 || sums(&w, rp_nm, 6, d1, NULL, NULL) <= 0)
 			goto out;
 		fprintf(stderr, "heal: rebalance onto %d new nodes: %" PRIu64 " copies sent in %.1f s\n",
 			HB_ADD, d1[4] - d0[4], bench_now() - t0);
@@ -566,8 +589,10 @@ static int work_run(const struct hcfg *c)
 		uint64_t b0, done = 0;
 		double mib_s, ref;
 
+		uint64_t base;
+
 		ho = (struct shelf_heal_opts){ .has_rate = true, .rate = 0 };
-		if (heal_all(&w, &ho) < 0 || wait_full(&w, copies, NULL) < 0)
+		if (heal_all(&w, &ho) < 0 || !(base = copies_now(&w)))
 			goto out;
 		if (member_of_node(&w, 2, victim) < 0 || sums(&w, rp_nm, 6, v, NULL, victim) <= 0)
 			goto out;
@@ -591,7 +616,7 @@ static int work_run(const struct hcfg *c)
 			usleep(HB_POLL_US);
 		}
 		t_end = bench_now();
-		if (wait_full(&w, copies, victim) < 0)
+		if (wait_full(&w, base, victim) < 0)
 			goto out;
 		mib_s = (double)done / 1048576.0 / (t_end - t_out);
 		fprintf(stderr, "heal: %.1f MiB repaired in %.2f s\n", (double)done / 1048576.0,

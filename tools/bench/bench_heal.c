@@ -599,9 +599,16 @@ static int work_run(const struct hcfg *c)
 		b0 = v[0];
 		if (lose(&w, 2, victim, &t_out) < 0)
 			goto out;
-		for (;;) {
+		for (double shown = bench_now();;) {
 			if (sums(&w, rp_nm, 6, v, mx, victim) > 0) {
-				done = v[0] - b0;
+				done = v[0] > b0 ? v[0] - b0 : 0;
+				if (bench_now() - shown > 5) {
+					fprintf(stderr, "heal: repair: %.1f MiB done, %.1f MiB left, "
+						"degraded %" PRIu64 ", ETA %" PRIu64 " s\n",
+						(double)done / 1048576.0, (double)v[1] / 1048576.0, v[3],
+						mx[2]);
+					shown = bench_now();
+				}
 				if (eta10 < 0 && done > 0 && done * 10 >= done + v[1]) {
 					eta10 = (double)mx[2];
 					t10 = bench_now();

@@ -574,7 +574,8 @@ static int work_run(const struct hcfg *c)
 				break;
 			usleep(100000);
 		}
-		if (wait_full(&w, base + HB_ADD, NULL) < 0 || sums(&w, rp_nm, 6, d1, NULL, NULL) <= 0)
+		if (wait_full(&w, base + 2 * HB_ADD, NULL) < 0 ||
+		    sums(&w, rp_nm, 6, d1, NULL, NULL) <= 0)
 			goto out;
 		fprintf(stderr, "heal: rebalance onto %d new nodes: %" PRIu64 " copies sent in %.1f s\n",
 			HB_ADD, d1[4] - d0[4], bench_now() - t0);
@@ -589,10 +590,8 @@ static int work_run(const struct hcfg *c)
 		uint64_t b0, done = 0;
 		double mib_s, ref;
 
-		uint64_t base;
-
 		ho = (struct shelf_heal_opts){ .has_rate = true, .rate = 0 };
-		if (heal_all(&w, &ho) < 0 || !(base = copies_now(&w)))
+		if (heal_all(&w, &ho) < 0)
 			goto out;
 		if (member_of_node(&w, 2, victim) < 0 || sums(&w, rp_nm, 6, v, NULL, victim) <= 0)
 			goto out;
@@ -623,7 +622,8 @@ static int work_run(const struct hcfg *c)
 			usleep(HB_POLL_US);
 		}
 		t_end = bench_now();
-		if (wait_full(&w, base, victim) < 0)
+		/* a repair leaves no copy behind: only degraded and left count */
+		if (wait_full(&w, UINT64_MAX, victim) < 0)
 			goto out;
 		mib_s = (double)done / 1048576.0 / (t_end - t_out);
 		fprintf(stderr, "heal: %.1f MiB repaired in %.2f s\n", (double)done / 1048576.0,

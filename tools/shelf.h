@@ -49,7 +49,8 @@
  * busy (say, fewer copies durable than the slice requires because the map
  * just changed) is asked again with a fresh map, at most
  * SHELF_WRITE_BUSY_RETRIES times, after 100, 200, 400 ms, while the timeout
- * allows.
+ * allows. A read that found no copy while some replica answered busy (it
+ * is taking its hints back) asks again the same way.
  *
  * A struct shelf is used by one thread at a time.
  */
@@ -61,7 +62,7 @@
 #include <stdint.h>
 
 #define SHELF_TIMEOUT_MS_DEFAULT 5000
-#define SHELF_WRITE_BUSY_RETRIES 3 /* a replicated write answered busy is sent again */
+#define SHELF_WRITE_BUSY_RETRIES 3 /* a replicated write (or a read) answered busy is sent again */
 #define SHELF_DATA_PORT_DEFAULT 7480 /* a node's data-plane port when none is given */
 #define SHELF_NODES_MAX 32           /* node addresses given with shelf_add_node() */
 #define SHELF_COUNTERS_MAX 128       /* NODE_STAT counters (OVL_WIRE_COUNTERS_MAX) */

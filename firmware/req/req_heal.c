@@ -1604,6 +1604,27 @@ struct fwalk {
 	bool end, full;
 };
 
+/* Keys carry no slice: a key this node is no home of in the slice of the
+ * pass may be another replicated slice's, of which it is a home. Only a
+ * key it is no home of in any of its replicated slices is foreign. */
+static bool home_elsewhere(struct req_heal *he, const uint8_t *key, size_t klen)
+{
+	struct node_req *rq = he->rq;
+	const uint8_t *self = node_repl_self(rq->o.repl);
+	const struct node_ctl_map *m;
+
+	for (unsigned i = 0; (m = node_repl_map_at(rq->o.repl, i)) != NULL; i++) {
+		struct node_repl_plan plan;
+
+		if (strcmp(m->name, he->sl[he->si].name) == 0 || !is_repl_member(rq, m))
+			continue;
+		if (node_repl_plan(m->members, m->n_members, m->replicas, self, key, klen, NULL,
+				   &plan) < 0 || plan.self_home >= 0)
+			return true; /* a home there (or not known: kept) */
+	}
+	return false;
+}
+
 static int fwalk_cb(void *arg, const void *key, size_t klen, const struct node_store_ver *ver,
 		    bool tomb)
 {
@@ -1626,7 +1647,8 @@ static int fwalk_cb(void *arg, const void *key, size_t klen, const struct node_s
 	memcpy(he->cursor, key, klen);
 	he->clen = klen;
 	n = hmap_homes(&he->hm, key, klen, h);
-	if (!n || homes_has(h, n, he->hm.self) || node_store_ver_is_none(ver))
+	if (!n || homes_has(h, n, he->hm.self) || node_store_ver_is_none(ver) ||
+	    home_elsewhere(he, key, klen))
 		return 0;
 	/* a copy kept for hints is the hand-off's; one being written is
 	 * judged later */

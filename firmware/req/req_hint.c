@@ -930,6 +930,20 @@ static void ho_stat_cb(void *arg, int res, const struct node_store_objstat *st)
 	hs_unref(hs);
 }
 
+/* A repair hint whose target is no home of its key under this node's
+ * map now. */
+static bool repair_target_gone(const struct handoff *ho)
+{
+	struct req_hints *hs = ho->hs;
+	const struct node_ctl_map *m = node_repl_map(hs->rq->o.repl, hs->slices[ho->h.slice]);
+	struct node_repl_plan plan;
+
+	if (!hint_is_repair(ho->h.type) || !m)
+		return false;
+	return node_repl_plan(m->members, m->n_members, m->replicas ? m->replicas : 1, ho->h.home,
+			      ho->key, ho->klen, NULL, &plan) == 0 && plan.self_home < 0;
+}
+
 static void ho_key_cb(void *arg, int res, struct node_store_rbuf **rb,
 		      const struct node_store_objstat *st)
 {
@@ -952,6 +966,15 @@ static void ho_key_cb(void *arg, int res, struct node_store_rbuf **rb,
 	}
 	memcpy(ho->key, (*rb)->data, (*rb)->len);
 	ho->klen = (*rb)->len;
+	if (repair_target_gone(ho)) {
+		/* the target is no home of the key any more (the map changed):
+		 * it would refuse the copy for good; the next pass writes the
+		 * repair hints the new map calls for */
+		hints_drop(hs, &ho->h, &ho->h.ver);
+		ho_end(ho, 0);
+		hs_unref(hs);
+		return;
+	}
 	ret = node_store_stat_any_async(hs->rq->o.store, ho->key, ho->klen, ho_stat_cb, ho);
 	if (ret == -ENOENT) {
 		ho_stat_cb(ho, -ENOENT, NULL);

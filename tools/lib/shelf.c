@@ -410,6 +410,10 @@ static void tombs_probe(struct shelf *s, const struct sh_map *m, const char *sli
  * make 8 epochs in a second). */
 #define SH_STALE_RETRIES 3
 
+/* Members beyond R asked when every home answered a plain not-found (a
+ * rebalance may still be moving the copy from a displaced home). */
+#define SH_REBALANCE_EXTRA 2
+
 /*
  * GET or STAT of key across its replicas (shelf.h, "Replicas"): the first
  * answer with the object that is newer than every tombstone seen. On
@@ -423,7 +427,7 @@ static int read_path(struct shelf *s, const char *what, const char *slice, uint8
 {
 	char kshow[80], e2[768], text[INET6_ADDRSTRLEN];
 	struct rd_fail fail = { RK_NONE, -EHOSTUNREACH, "" };
-	unsigned stale_retries = 0;
+	unsigned stale_retries = 0, busy_retries = 0;
 	bool again = true;
 	int ret = 0;
 
@@ -437,7 +441,8 @@ static int read_path(struct shelf *s, const char *what, const char *slice, uint8
 		struct sh_order o = { 0 };
 		struct sh_tombs tombs = { 0 };
 		bool *dead = NULL;
-		unsigned homes_final = 0, tried = 0, nf[OVL_PLACE_REPLICAS_MAX], nnf = 0;
+		unsigned homes_final = 0, tried = 0, nf[OVL_PLACE_REPLICAS_MAX], nnf = 0, beyond = 0;
+		bool saw_busy = false;
 
 		again = false;
 		fail.rank = RK_NONE;
@@ -466,9 +471,16 @@ static int read_path(struct shelf *s, const char *what, const char *slice, uint8
 
 			/* the homes all answered that they do not have it: nobody else
 			 * should (a substitute hands its copy over before its home
-			 * serves reads) */
-			if (!o.home[i] && homes_final == o.nhomes)
+			 * serves reads), but for a rebalance under way: members that
+			 * joined become homes before the copies reach them, and the
+			 * homes they displaced follow them in placement order. So a
+			 * plain not-found from every home (no tombstone) asks the next
+			 * R + 2 members in placement order too. */
+			if (!o.home[i] && homes_final == o.nhomes &&
+			    (tombs.any || beyond >= o.nhomes + SH_REBALANCE_EXTRA))
 				break;
+			if (!o.home[i] && homes_final == o.nhomes)
+				beyond++;
 			if (sh_expired(s) && tried) {
 				rd_note(&fail, RK_UNREACHABLE, -EHOSTUNREACH, "the time is up");
 				break;
@@ -540,6 +552,7 @@ static int read_path(struct shelf *s, const char *what, const char *slice, uint8
 				rd_note(&fail, RK_DAMAGED, -EIO, e2);
 			} else if (r->status == OVL_WIRE_BUSY) {
 				s->counters.busy++;
+				saw_busy = true;
 				rd_note(&fail, RK_BUSY, -EBUSY, e2);
 			} else if (r->status == OVL_WIRE_STALE_MAP && stale_retries < SH_STALE_RETRIES &&
 				   !sh_expired(s)) {
@@ -572,6 +585,18 @@ static int read_path(struct shelf *s, const char *what, const char *slice, uint8
 		free(dead);
 		if (ret == 1 || ret == -ENOMEM)
 			break;
+		/* a replica answered busy (taking its hints back after a restart or
+		 * a cut, a round of about 250 ms) and none gave the object: what
+		 * the others said may be older than what it is about to hold, so
+		 * ask again after a pause, as a busy write does */
+		if (!again && saw_busy && busy_retries < SHELF_WRITE_BUSY_RETRIES &&
+		    sh_left_ms(s) > (100 << busy_retries) + 100) {
+			struct timespec ts = { .tv_nsec = (100L << busy_retries) * 1000000L };
+
+			nanosleep(&ts, NULL);
+			busy_retries++;
+			again = true;
+		}
 	}
 	s->has_hint = false;
 	if (ret == 1)

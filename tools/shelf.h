@@ -65,7 +65,7 @@
 #define SHELF_WRITE_BUSY_RETRIES 3 /* a replicated write (or a read) answered busy is sent again */
 #define SHELF_DATA_PORT_DEFAULT 7480 /* a node's data-plane port when none is given */
 #define SHELF_NODES_MAX 32           /* node addresses given with shelf_add_node() */
-#define SHELF_COUNTERS_MAX 64        /* NODE_STAT counters (OVL_WIRE_COUNTERS_MAX) */
+#define SHELF_COUNTERS_MAX 128       /* NODE_STAT counters (OVL_WIRE_COUNTERS_MAX) */
 #define SHELF_ERR_BYTES 1024         /* an err buffer of this size holds every message whole */
 #define SHELF_CONNECT_TIMEOUT_MS_DEFAULT 1000 /* connect + handshake with one replica */
 #define SHELF_UNREACHABLE_MS_DEFAULT 5000     /* how long a node that failed is tried last */
@@ -289,5 +289,29 @@ struct shelf_counter {
  */
 int shelf_node_stat(struct shelf *s, const char *slice, const char *addr, uint16_t port,
 		    struct shelf_counter *out, unsigned cap, char *err, size_t errlen);
+
+/* What HEAL asks of a node (docs/PROTOCOL.md 7.13). */
+struct shelf_heal_opts {
+	bool check_only;   /* compare with the other homes and count; repair nothing */
+	bool has_rate;     /* set the node's repair rate limit to rate, now */
+	uint64_t rate;     /* bytes/s; 0: unlimited */
+	bool has_duty;     /* set the node's duty cycle for background work, now */
+	unsigned duty;     /* percent, 1..100 */
+};
+
+/*
+ * HEAL to the node at addr (text) and port, for `slice`: the node starts
+ * an anti-entropy and repair pass of the slice now (o->check_only: it
+ * compares and counts the differences, and creates no repair work), after
+ * setting the rate and duty given. o may be NULL (a full pass, nothing
+ * set). Up to cap of the heal counters it answers with (the names of
+ * NODE_STAT's: heal_*, repair_*, ae_*) into out. Returns their number, or
+ * -EINVAL (no slice, not an IPv6 address, duty not 1..100), -EACCES (the
+ * certificate may not ask), -EPROTO (a node that predates HEAL), or the
+ * errors of shelf_node_stat().
+ */
+int shelf_heal(struct shelf *s, const char *slice, const char *addr, uint16_t port,
+	       const struct shelf_heal_opts *o, struct shelf_counter *out, unsigned cap, char *err,
+	       size_t errlen);
 
 #endif

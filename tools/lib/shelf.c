@@ -1354,28 +1354,29 @@ SHELF_API int shelf_map(struct shelf *s, const char *slice, struct shelf_map_inf
 	return 0;
 }
 
-SHELF_API int shelf_node_stat(struct shelf *s, const char *slice, const char *addr, uint16_t port,
+/* One request without a payload to the node at addr:port, answered with
+ * counters (NODE_STAT, HEAL): up to cap of them into out; their number or
+ * -errno. */
+static int node_counters_call(struct shelf *s, uint8_t type, struct ovl_wire_req *q,
+			      const char *what, const char *addr, uint16_t port,
 			      struct shelf_counter *out, unsigned cap, char *err, size_t errlen)
 {
-	struct ovl_wire_req q = { 0 };
 	struct ovl_wire_resp *r = NULL;
 	struct in6_addr a;
 	struct sh_conn *c = NULL;
 	char e2[384];
 	int ret;
 
-	if (!slice || !*slice || inet_pton(AF_INET6, addr, &a) != 1)
-		return sh_fail(err, errlen, -EINVAL, "node-stat: a slice and an IPv6 address are needed");
+	if (!q->slice[0] || inet_pton(AF_INET6, addr, &a) != 1)
+		return sh_fail(err, errlen, -EINVAL, "%s: a slice and an IPv6 address are needed", what);
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
 	sh_op_begin(s);
-	snprintf(q.slice, sizeof(q.slice), "%s", slice);
-	q.epoch = UINT64_MAX; /* never stale: NODE_STAT does not depend on placement */
-	ret = sh_conn_get(s, (const uint8_t *)&a, port, slice, &c, e2, sizeof(e2));
+	q->epoch = UINT64_MAX; /* never stale: neither depends on the client's placement */
+	ret = sh_conn_get(s, (const uint8_t *)&a, port, q->slice, &c, e2, sizeof(e2));
 	if (ret == 0)
-		ret = sh_call(s, c, OVL_WIRE_T_NODE_STAT, &q, NULL, 0, false, r, NULL, NULL, e2,
-			   sizeof(e2));
+		ret = sh_call(s, c, type, q, NULL, 0, false, r, NULL, NULL, e2, sizeof(e2));
 	if (ret == 0 && r->status != OVL_WIRE_OK) {
 		ret = ovl_wire_status_to_errno(r->status);
 		snprintf(e2, sizeof(e2), "node %s: %s%s%s", addr,
@@ -1383,7 +1384,7 @@ SHELF_API int shelf_node_stat(struct shelf *s, const char *slice, const char *ad
 			 r->message[0] ? ": " : "", r->message);
 	}
 	if (ret < 0) {
-		sh_fail(err, errlen, ret, "node-stat: %s", e2);
+		sh_fail(err, errlen, ret, "%s: %s", what, e2);
 		goto out;
 	}
 	for (uint32_t i = 0; i < r->ncounters && i < cap; i++) {
@@ -1394,4 +1395,38 @@ SHELF_API int shelf_node_stat(struct shelf *s, const char *slice, const char *ad
 out:
 	free(r);
 	return ret;
+}
+
+SHELF_API int shelf_node_stat(struct shelf *s, const char *slice, const char *addr, uint16_t port,
+			      struct shelf_counter *out, unsigned cap, char *err, size_t errlen)
+{
+	struct ovl_wire_req q = { 0 };
+
+	if (!slice || !*slice)
+		return sh_fail(err, errlen, -EINVAL, "node-stat: a slice and an IPv6 address are needed");
+	snprintf(q.slice, sizeof(q.slice), "%s", slice);
+	return node_counters_call(s, OVL_WIRE_T_NODE_STAT, &q, "node-stat", addr, port, out, cap,
+				  err, errlen);
+}
+
+SHELF_API int shelf_heal(struct shelf *s, const char *slice, const char *addr, uint16_t port,
+			 const struct shelf_heal_opts *o, struct shelf_counter *out, unsigned cap,
+			 char *err, size_t errlen)
+{
+	struct ovl_wire_req q = { 0 };
+
+	if (!slice || !*slice)
+		return sh_fail(err, errlen, -EINVAL, "heal: a slice and an IPv6 address are needed");
+	if (o && o->has_duty && (o->duty < 1 || o->duty > 100))
+		return sh_fail(err, errlen, -EINVAL, "heal: duty %u%% is not 1..100", o->duty);
+	snprintf(q.slice, sizeof(q.slice), "%s", slice);
+	if (o) {
+		q.check_only = o->check_only;
+		q.has_rate = o->has_rate;
+		q.rate = o->rate;
+		q.has_duty = o->has_duty;
+		q.duty = o->duty;
+	}
+	return node_counters_call(s, OVL_WIRE_T_HEAL, &q, "heal", addr, port, out, cap, err,
+				  errlen);
 }

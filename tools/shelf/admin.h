@@ -10,6 +10,7 @@ int cmd_nodes(int argc, char **argv);
 int cmd_node_revoke(int argc, char **argv);
 int cmd_broker_stats(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_repair(int argc, char **argv); /* repair.c */
 
 #include "overlay.h"
 

@@ -29,6 +29,21 @@
  * targets without hints are left out, and a node lists at most
  * STATUS_HINT_TARGETS_SENT targets (the largest), so they fit the 64
  * counters of a NODE_STAT answer; `hints_waiting` still counts them all.
+ *
+ * Self-healing (issue 14; counters of NODE_STAT asked with the slice's
+ * name, docs/PROTOCOL.md 7.7): per slice, the sums over the members reached
+ * of heal_objects_full/degraded/lost and heal_bytes_full/degraded (each key
+ * is counted by one member, its primary), the repair work (done and left,
+ * objects and bytes; failed; the rate, the sum of repair_rate_bps; the ETA,
+ * the largest repair_eta_s: the members repair in parallel), anti-entropy
+ * (the oldest ae_last_unix of the members, and the sum of ae_diffs_last)
+ * and scrub (the oldest scrub_last_unix, scrub_damaged, scrub_repaired). A
+ * counter no member reports is shown "-" (JSON null): nodes that predate
+ * it. Lost objects are a problem (exit 4); degraded ones a warning.
+ *
+ * --watch [SECONDS] (default 2) prints the status again every SECONDS,
+ * clearing the screen first on a terminal (plain blocks one after the other
+ * otherwise), until interrupted or, with --count N, N times.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -37,6 +52,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "admin.h"
 #include "json.h"
@@ -113,7 +130,7 @@ static int susage(int code)
 {
 	fprintf(code ? stderr : stdout,
 		"usage: shelf status [--broker ENDPOINT] [--admin DIR] [--client DIR] [--slice NAME]...\n"
-		"                    [--node ADDR]... [--timeout MS] [--json]\n"
+		"                    [--node ADDR]... [--timeout MS] [--json] [--watch [SECONDS]] [--count N]\n"
 		"  --broker ENDPOINT  broker (default $SHELF_BROKER, else tcp://[::1]:7400; 'none': skip it)\n"
 		"  --admin DIR        admin identity from `shelf-broker init` (default $SHELF_ADMIN, else .)\n"
 		"  --client DIR       client identity for node health (default $SHELF_CLIENT); without\n"
@@ -122,6 +139,8 @@ static int susage(int code)
 		"                     else those its certificate lists); repeatable\n"
 		"  --node ADDR        node to ask for maps when no broker answers (or $SHELF_NODES)\n"
 		"  --json             print JSON\n"
+		"  --watch [SECONDS]  print it again every SECONDS (default 2), clearing a terminal\n"
+		"  --count N          with --watch: stop after N refreshes\n"
 		"exit codes: 0 healthy, 4 something unhealthy (listed), 1 nothing reachable, 2 usage\n");
 	return code;
 }
@@ -198,6 +217,167 @@ static uint64_t hints_for(const struct status *st, const uint8_t id[32])
 		}
 	}
 	return sum;
+}
+
+/* The sum of counter `name` over the members reached that report it; false
+ * (and *v 0) when none does. mode 's' sum, 'x' max, 'n' min. */
+static bool heal_sum(struct snode **rows, uint32_t n, const char *name, char mode, uint64_t *v)
+{
+	bool any = false;
+
+	*v = 0;
+	for (uint32_t i = 0; i < n && rows[i]; i++) {
+		uint64_t x;
+
+		if (!rows[i]->reached || !has_counter(rows[i], name))
+			continue;
+		x = counter(rows[i], name);
+		if (!any)
+			*v = x;
+		else if (mode == 's')
+			*v = *v + x < *v ? UINT64_MAX : *v + x; /* from the network: saturate */
+		else if (mode == 'x')
+			*v = x > *v ? x : *v;
+		else
+			*v = x < *v ? x : *v;
+		any = true;
+	}
+	return any;
+}
+
+/* The heal figures of one slice, in the order shown. */
+static const struct {
+	const char *json, *counter;
+	char mode;
+} heal_fields[] = {
+	{ "objects_full", "heal_objects_full", 's' },
+	{ "objects_degraded", "heal_objects_degraded", 's' },
+	{ "objects_lost", "heal_objects_lost", 's' },
+	{ "bytes_full", "heal_bytes_full", 's' },
+	{ "bytes_degraded", "heal_bytes_degraded", 's' },
+	{ "repair_objects_done", "repair_objects_done", 's' },
+	{ "repair_bytes_done", "repair_bytes_done", 's' },
+	{ "repair_objects_left", "repair_objects_left", 's' },
+	{ "repair_bytes_left", "repair_bytes_left", 's' },
+	{ "repair_failed", "repair_failed", 's' },
+	{ "repair_rate_bps", "repair_rate_bps", 's' },
+	{ "repair_eta_s", "repair_eta_s", 'x' },
+	{ "repair_paused", "repair_paused", 's' },
+	{ "repair_inbound", "repair_inbound", 's' },
+	{ "ae_passes", "ae_passes", 's' },
+	{ "ae_last_unix", "ae_last_unix", 'n' },
+	{ "ae_diffs_last", "ae_diffs_last", 's' },
+	{ "ae_bytes_last", "ae_bytes_last", 's' },
+	{ "scrub_passes", "scrub_passes", 's' },
+	{ "scrub_last_unix", "scrub_last_unix", 'n' },
+	{ "scrub_damaged", "scrub_damaged", 's' },
+	{ "scrub_repaired", "scrub_repaired", 's' },
+};
+#define HEAL_FIELDS (sizeof(heal_fields) / sizeof(heal_fields[0]))
+enum {
+	H_OFULL, H_ODEG, H_OLOST, H_BFULL, H_BDEG, H_RODONE, H_RBDONE, H_ROLEFT, H_RBLEFT,
+	H_RFAIL, H_RATE, H_ETA, H_PAUSED, H_INBOUND, H_AEPASS, H_AELAST, H_AEDIFF, H_AEBYTES,
+	H_SCPASS, H_SCLAST, H_SCDMG, H_SCFIX,
+};
+
+struct heal {
+	bool has[HEAL_FIELDS];
+	uint64_t v[HEAL_FIELDS];
+	bool any;               /* some member reports some heal counter */
+};
+
+static void heal_collect(struct snode **rows, uint32_t n, struct heal *h)
+{
+	memset(h, 0, sizeof(*h));
+	for (size_t i = 0; i < HEAL_FIELDS; i++) {
+		h->has[i] = heal_sum(rows, n, heal_fields[i].counter, heal_fields[i].mode, &h->v[i]);
+		h->any |= h->has[i];
+	}
+}
+
+/* A count, or "-" when no member reports it. */
+static const char *hnum(const struct heal *h, int f, char *buf, size_t len)
+{
+	if (!h->has[f])
+		return "-";
+	snprintf(buf, len, "%llu", (unsigned long long)h->v[f]);
+	return buf;
+}
+
+/* Bytes as MiB with one decimal, or "-". */
+static const char *hmib(const struct heal *h, int f, char *buf, size_t len)
+{
+	if (!h->has[f])
+		return "-";
+	snprintf(buf, len, "%.1f MiB", (double)h->v[f] / 1048576.0);
+	return buf;
+}
+
+/* How long ago unix time t was: "12 s ago", "never" (0), "-" (unknown). */
+static const char *hago(const struct heal *h, int f, char *buf, size_t len)
+{
+	time_t now = time(NULL);
+	uint64_t t = h->v[f];
+
+	if (!h->has[f])
+		return "-";
+	if (t == 0)
+		return "never";
+	if ((uint64_t)now <= t)
+		snprintf(buf, len, "just now");
+	else if ((uint64_t)now - t < 120)
+		snprintf(buf, len, "%llu s ago", (unsigned long long)((uint64_t)now - t));
+	else if ((uint64_t)now - t < 7200)
+		snprintf(buf, len, "%llu min ago", (unsigned long long)(((uint64_t)now - t) / 60));
+	else
+		snprintf(buf, len, "%.1f h ago", (double)((uint64_t)now - t) / 3600.0);
+	return buf;
+}
+
+static void heal_print(const struct heal *h)
+{
+	char a[32], b[32], c[32], d[32], e[32], f[32];
+
+	printf("  redundancy: objects %s full, %s degraded, %s lost; bytes %s full, %s degraded\n",
+	       hnum(h, H_OFULL, a, sizeof(a)), hnum(h, H_ODEG, b, sizeof(b)),
+	       hnum(h, H_OLOST, c, sizeof(c)), hmib(h, H_BFULL, d, sizeof(d)),
+	       hmib(h, H_BDEG, e, sizeof(e)));
+	printf("  repair: done %s objects (%s), left %s objects (%s), failed %s", hnum(h, H_RODONE, a,
+	       sizeof(a)), hmib(h, H_RBDONE, b, sizeof(b)), hnum(h, H_ROLEFT, c, sizeof(c)),
+	       hmib(h, H_RBLEFT, d, sizeof(d)), hnum(h, H_RFAIL, e, sizeof(e)));
+	if (h->has[H_RATE])
+		printf(", rate %.1f MiB/s", (double)h->v[H_RATE] / 1048576.0);
+	else
+		printf(", rate -");
+	if (h->has[H_ETA] && h->has[H_ROLEFT] && h->v[H_ROLEFT])
+		printf(", ETA %llu s", (unsigned long long)h->v[H_ETA]);
+	else if (h->has[H_ROLEFT] && !h->v[H_ROLEFT])
+		printf(", ETA 0 s");
+	else
+		printf(", ETA -");
+	if (h->has[H_PAUSED] && h->v[H_PAUSED])
+		printf(", PAUSED on %llu node%s (drive full: see their logs)",
+		       (unsigned long long)h->v[H_PAUSED], h->v[H_PAUSED] == 1 ? "" : "s");
+	printf("\n");
+	printf("  anti-entropy: last run %s (the oldest member's), differences %s, passes %s\n",
+	       hago(h, H_AELAST, a, sizeof(a)), hnum(h, H_AEDIFF, b, sizeof(b)),
+	       hnum(h, H_AEPASS, c, sizeof(c)));
+	printf("  scrub: last pass %s (the oldest member's), damage found %s, fixed %s\n",
+	       hago(h, H_SCLAST, d, sizeof(d)), hnum(h, H_SCDMG, e, sizeof(e)),
+	       hnum(h, H_SCFIX, f, sizeof(f)));
+}
+
+static void heal_json(const struct heal *h)
+{
+	printf(", \"heal\": {");
+	for (size_t i = 0; i < HEAL_FIELDS; i++) {
+		printf("%s\"%s\": ", i ? ", " : "", heal_fields[i].json);
+		if (h->has[i])
+			printf("%llu", (unsigned long long)h->v[i]);
+		else
+			printf("null");
+	}
+	printf("}");
 }
 
 /* The broker's view: node states and slice names. */
@@ -363,6 +543,7 @@ static void check_slice(struct status *st, struct shelf *s, const char *slice,
 	unsigned up = 0, down = 0, out = 0, other = 0, domains, w = 0;
 	uint64_t hints_total = 0;
 	bool hints;
+	struct heal heal;
 
 	if (shelf_map(s, slice, &info, &mb, err, sizeof(err)) < 0) {
 		problem(st, "slice %s: no map: %s", slice, err);
@@ -447,6 +628,17 @@ static void check_slice(struct status *st, struct shelf *s, const char *slice,
 
 			hints_total = hints_total + h < hints_total ? UINT64_MAX : hints_total + h;
 		}
+	heal_collect(rows, info.n_members, &heal);
+	if (heal.has[H_OLOST] && heal.v[H_OLOST])
+		problem(st, "slice %s: %llu object%s lost (no intact copy found on any member)", slice,
+			(unsigned long long)heal.v[H_OLOST], heal.v[H_OLOST] == 1 ? "" : "s");
+	if (heal.has[H_ODEG] && heal.v[H_ODEG])
+		warning(st, "slice %s: %llu object%s degraded (fewer than %u copies): being repaired",
+			slice, (unsigned long long)heal.v[H_ODEG], heal.v[H_ODEG] == 1 ? "" : "s",
+			info.replicas);
+	if (heal.has[H_PAUSED] && heal.v[H_PAUSED])
+		warning(st, "slice %s: repair paused on %llu node%s (a drive is nearly full)", slice,
+			(unsigned long long)heal.v[H_PAUSED], heal.v[H_PAUSED] == 1 ? "" : "s");
 	domains = domains_of(mb, info.n_members);
 	if (def)
 		w = def->min_write_replicas ? def->min_write_replicas : def->replicas;
@@ -485,6 +677,7 @@ static void check_slice(struct status *st, struct shelf *s, const char *slice,
 		printf("]");
 		if (hints)
 			printf(", \"hints_waiting\": %llu", (unsigned long long)hints_total);
+		heal_json(&heal);
 		printf(", \"members\": [");
 	} else {
 		char wtxt[16] = "?";
@@ -500,6 +693,7 @@ static void check_slice(struct status *st, struct shelf *s, const char *slice,
 		       def && def->allow_same_domain ? " (same domain allowed)" : "");
 		if (hints)
 			printf("  hints waiting: %llu\n", (unsigned long long)hints_total);
+		heal_print(&heal);
 		printf("  %-16s  %-5s %-39s %10s %10s %9s%s  %s\n", "NODE", "STATE", "ADDRESS",
 		       "USED_MIB", "FREE_MIB", "OBJECTS", hints ? " HINTS_WAITING" : "", "HEALTH");
 	}
@@ -511,7 +705,7 @@ static void check_slice(struct status *st, struct shelf *s, const char *slice,
 	free(mb);
 }
 
-int cmd_status(int argc, char **argv)
+static int status_once(int argc, char **argv)
 {
 	static const struct option lo[] = {
 		{ "broker", 1, NULL, 'b' }, { "admin", 1, NULL, 'a' }, { "client", 1, NULL, 'c' },
@@ -693,5 +887,80 @@ out:
 		admin_call_release(&st->nodes_call);
 	free(st->nodes);
 	free(st);
+	return code;
+}
+
+/*
+ * --watch [SECONDS] and --count N are taken out of argv here; the rest goes
+ * to status_once() at each refresh. The exit code is the last refresh's.
+ */
+int cmd_status(int argc, char **argv)
+{
+	char **av = calloc((size_t)argc + 1, sizeof(*av));
+	int ac = 0, code = 0;
+	bool watch = false, json = false, tty = isatty(STDOUT_FILENO);
+	long interval = 2, count = 0;
+
+	if (!av)
+		return 1;
+	for (int i = 0; i < argc; i++) {
+		if (i > 0 && (strcmp(argv[i], "--watch") == 0 || strncmp(argv[i], "--watch=", 8) == 0)) {
+			const char *v = argv[i][7] == '=' ? argv[i] + 8 : NULL;
+			char *end = NULL;
+
+			watch = true;
+			if (!v && i + 1 < argc && argv[i + 1][0] >= '0' && argv[i + 1][0] <= '9')
+				v = argv[++i];
+			if (v) {
+				interval = strtol(v, &end, 10);
+				if (*end || interval < 1 || interval > 86400) {
+					fprintf(stderr, "shelf status: --watch '%s': seconds 1..86400\n", v);
+					free(av);
+					return 2;
+				}
+			}
+			continue;
+		}
+		if (i > 0 && strcmp(argv[i], "--count") == 0) {
+			char *end = NULL;
+
+			if (i + 1 >= argc || (count = strtol(argv[i + 1], &end, 10), *end) || count < 1) {
+				fprintf(stderr, "shelf status: --count needs a number >= 1\n");
+				free(av);
+				return 2;
+			}
+			i++;
+			continue;
+		}
+		json |= strcmp(argv[i], "--json") == 0;
+		av[ac++] = argv[i];
+	}
+	if (!watch) {
+		code = status_once(ac, av);
+		free(av);
+		return code;
+	}
+	for (long n = 0; !count || n < count; n++) {
+		char when[32];
+		time_t t = time(NULL);
+
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime(&t));
+		/* JSON: one document after the other, nothing between them */
+		if (tty)
+			printf("\033[H\033[2J");
+		else if (n && !json)
+			printf("\n");
+		if (!json)
+			printf("=== shelf status, %s (every %ld s) ===\n", when, interval);
+		fflush(stdout);
+		code = status_once(ac, av);
+		fflush(stdout);
+		if (code == 2)
+			break;
+		if (count && n + 1 >= count)
+			break;
+		sleep((unsigned)interval);
+	}
+	free(av);
 	return code;
 }

@@ -1650,9 +1650,9 @@ static int fwalk_cb(void *arg, const void *key, size_t klen, const struct node_s
 	if (!n || homes_has(h, n, he->hm.self) || node_store_ver_is_none(ver) ||
 	    home_elsewhere(he, key, klen))
 		return 0;
-	/* a copy kept for hints is the hand-off's; one being written is
-	 * judged later */
-	if (req_hint_waiting(he->rq, NULL, slice, key, klen, NULL) ||
+	/* a copy kept for hints is the hand-off's (but for hints to an `out`
+	 * member: the homes get it now); one being written is judged later */
+	if (req_hint_waiting_live(he->rq, slice, key, klen) ||
 	    req_rw_key_busy(he->rq, key, klen))
 		return 0;
 	for (unsigned i = 0; i < n; i++)

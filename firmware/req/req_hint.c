@@ -1005,6 +1005,17 @@ static bool home_ready(struct req_hints *hs, const struct hint *h, uint64_t now,
 		*gone = true;
 		return false;
 	}
+	if (m->members[mi].state == OVL_MSG_STATE_OUT) {
+		/* `out`: the repair passes give the key's homes their copies
+		 * (req_hint_waiting_live() does not hold them back); the hint
+		 * stays, so that the node, if it comes back, takes it before it
+		 * serves its old copy, for as long as tombstones are kept: a node
+		 * away longer comes back past what any replica remembers */
+		if ((h->ver.hlc >> NODE_REPL_HLC_COUNTER_BITS) + hs->gc_after_ms <
+		    node_repl_now_ms(rq->o.repl))
+			*gone = true;
+		return false;
+	}
 	if (hh && now < hh->next_ms)
 		return false;
 	if (hh && hh->poked_ms && now < hh->poked_ms + HINT_POKE_MS)
@@ -1523,6 +1534,35 @@ bool req_hint_waiting(const struct node_req *rq, const uint8_t *home, const char
 			return true;
 		if (memcmp(x->home, home, OVL_ID_BYTES) == 0 &&
 		    (!ver || ovl_wire_ver_cmp(&x->ver, ver) >= 0))
+			return true;
+	}
+	return false;
+}
+
+bool req_hint_waiting_live(const struct node_req *rq, const char *slice, const uint8_t *key,
+			   size_t klen)
+{
+	const struct req_hints *hs = rq->hints;
+	const struct node_ctl_map *m = rq->o.repl ? node_repl_map(rq->o.repl, slice) : NULL;
+	uint8_t hash[HINT_HASH_BYTES];
+	int si = -1;
+
+	if (!hs)
+		return false;
+	for (unsigned i = 0; i < hs->nslices; i++)
+		if (strcmp(hs->slices[i], slice) == 0)
+			si = (int)i;
+	if (si < 0)
+		return false;
+	hint_hash(slice, key, klen, hash);
+	for (unsigned i = 0; i < hs->n; i++) {
+		const struct hint *x = &hs->v[i];
+		int mi;
+
+		if (x->slice != si || memcmp(x->hash, hash, HINT_HASH_BYTES) != 0)
+			continue;
+		mi = m ? node_repl_member_find(m->members, m->n_members, x->home) : -1;
+		if (mi >= 0 && m->members[mi].state != OVL_MSG_STATE_OUT)
 			return true;
 	}
 	return false;

@@ -120,6 +120,11 @@ int req_hint_put_repair(struct node_req *rq, const uint8_t home[OVL_ID_BYTES], c
  * newer waits here (home NULL: for any home, any version). */
 bool req_hint_waiting(const struct node_req *rq, const uint8_t *home, const char *slice,
 		      const uint8_t *key, size_t klen, const struct ovl_wire_ver *ver);
+/* Whether a hint for key waits here for a member that is not `out` (a
+ * hint for an `out` member keeps the copy here, but the repair passes
+ * move the key to its homes all the same). */
+bool req_hint_waiting_live(const struct node_req *rq, const char *slice, const uint8_t *key,
+			   size_t klen);
 
 /* Hints held now (every kind) and the table's bound; repair hints of
  * the slice (NULL: every slice) waiting. */

@@ -162,7 +162,7 @@ wait_full() {
 
 # at_home SLICE HISTORY SECONDS: every key of the history at its R homes
 at_home() {
-	x "$PY" "$RC" "$D" "$1" at-home "$2" "$3" || fail "slice $1: keys not at their homes"
+	x "$PY" "$RC" "$D" "$1" at-home "$2" "$3" ${4:-} || fail "slice $1: keys not at their homes"
 }
 
 # dir_of_id HEX64: the node directory whose log names that identity

@@ -39,7 +39,7 @@ echo "$victim is out at $((SECONDS - T0)) s"
 for w in "${pids[@]}"; do wait "$w" || fail "a worker failed"; done
 echo "workload over at $((SECONDS - T0)) s"
 wait_full default 60
-at_home default "$h" 60
+at_home default "$h" 60 --hinted-away-ok
 lost_watch_stop
 lost_check "$D/lost"
 out=$(x "$PY" "$H" check "$h" --slice default --writes-ok) || {

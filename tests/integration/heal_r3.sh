@@ -37,7 +37,7 @@ lose() {
 	wait_state "$1" out 30
 	for w in "${pids[@]}"; do wait "$w" || fail "a worker failed"; done
 	wait_full default 60
-	at_home default "$h" 60
+	at_home default "$h" 60 --hinted-away-ok
 	echo "round $2: $1 lost, back at full redundancy (R=3) at $((SECONDS - T0)) s"
 }
 lose "$A" 1

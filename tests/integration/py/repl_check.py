@@ -27,13 +27,17 @@ runs it: SHELF_CLIENT names a client of SLICE, SHELF_BROKER the broker).
       from an outage takes back its hints first; 30 s at most per member).
   repl_check.py CLUSTER_DIR SLICE keys-on NODE N PREFIX
       N keys PREFIX<i> that have node directory NODE among their homes.
-  repl_check.py CLUSTER_DIR SLICE at-home HISTORY SECONDS
+  repl_check.py CLUSTER_DIR SLICE at-home HISTORY SECONDS [--hinted-away-ok]
       for every key written in a history_rw.py HISTORY, `shelf stat KEY
       --json` until, within SECONDS: each of the key's R homes answers it
       holds it (state home), its tombstone (deleted) or nothing (missing),
       no other member holds a copy or a tombstone (every hint handed over,
       its copy dropped), and, for a key every write of which was
       acknowledged, all homes are in one state at one version. Prints how long that took; exit 1 with what is left if not.
+      --hinted-away-ok: copies and tombstones elsewhere are allowed (a hint
+      for a member that is `out` keeps its copy on the substitute, for the
+      member's return, until tombstone_gc_after); the homes are checked as
+      without it.
 """
 import hashlib
 import os
@@ -186,7 +190,8 @@ def main():
         print(" ".join(out))
         return 0
     if mode == "at-home":
-        return at_home(sys.argv[4], float(sys.argv[5]), r, sl)
+        return at_home(sys.argv[4], float(sys.argv[5]), r, sl,
+                       len(sys.argv) > 6 and sys.argv[6] == "--hinted-away-ok")
     if mode == "converge":
         return converge(c, cdir, sl, m, members, r, name, int(sys.argv[4]), sys.argv[5],
                         sys.argv[7].encode() if len(sys.argv) > 7 and sys.argv[6] == "--key"
@@ -194,7 +199,7 @@ def main():
     sys.exit(__doc__)
 
 
-def at_home(hist, seconds, r, sl):
+def at_home(hist, seconds, r, sl, hinted_away_ok=False):
     import json
     import subprocess
     import history_rw
@@ -218,7 +223,11 @@ def at_home(hist, seconds, r, sl):
                 continue
             reps = st.get("replicas", [])
             homes = [x for x in reps if x["home"]]
-            away = [x for x in reps if not x["home"] and x["state"] in ("home", "hinted", "deleted")]
+            # --hinted-away-ok: copies away from the homes are allowed (a hint
+            # for a member that is `out` keeps its copy until the member
+            # returns or tombstone_gc_after passes)
+            away = [x for x in reps if not x["home"] and x["state"] in ("home", "hinted", "deleted")
+                    and not hinted_away_ok]
             bad = [f"{x['node']}: {x['state']}" for x in homes
                    if x["state"] not in ("home", "deleted", "missing")]
             vers = {x["state"] + " " + json.dumps(x["version"]) for x in homes}
@@ -233,7 +242,8 @@ def at_home(hist, seconds, r, sl):
             fail(f"{len(left)} of {len(keys)} keys not at their homes after {seconds:.0f} s")
         if left:
             time.sleep(0.5)
-    print(f"every replica of {len(keys)} keys at its home, no copy elsewhere ({len(clean)} keys "
+    print(f"every replica of {len(keys)} keys at its home, no copy elsewhere"
+          f"{' but copies kept for hints' if hinted_away_ok else ''} ({len(clean)} keys "
           f"written only by acknowledged writes: one version on every home), after "
           f"{time.monotonic() - t0:.1f} s", flush=True)
     return 0

@@ -857,7 +857,7 @@ static void ctl_apply(struct node_ctx *n)
 }
 
 /* Hints: hand-offs, the sync and tombstone GC. A node that no broker has
- * answered for 1.5 heartbeat intervals may be cut off from the network,
+ * answered for 2 heartbeat intervals may be cut off from the network,
  * and writes made meanwhile go to substitutes (a head gives up on a
  * replica after forward_timeout, 2 s by default): it starts taking its
  * hints back at once, reads of replicated slices busy, and goes on while
@@ -870,7 +870,7 @@ static void hints_tick(struct node_ctx *n)
 	uint64_t now = ovl_mono_ms();
 	bool reg = n->ctl && node_ctl_registered(n->ctl);
 	uint64_t quiet = n->ctl ? node_ctl_quiet_ms(n->ctl, now) : 0;
-	uint64_t limit = n->ctl ? (uint64_t)node_ctl_heartbeat_ms(n->ctl) * 3 / 2 : 0;
+	uint64_t limit = n->ctl ? (uint64_t)node_ctl_heartbeat_ms(n->ctl) * 2 : 0;
 	bool alone = n->ctl && (!reg || quiet > limit);
 	struct node_req_hint_stats st;
 

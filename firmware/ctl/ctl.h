@@ -102,7 +102,7 @@ bool node_ctl_registered(const node_ctl_t *c);
 /* How long since a broker this node is registered with last answered
  * (REGISTER-OK or HEARTBEAT-OK), in ms; UINT64_MAX when registered with
  * none. A heartbeat is answered within one interval, so more than about
- * 1.5 intervals means the node may be cut off, long before the
+ * 2 intervals means the node may be cut off, long before the
  * NODE_CTL_LOST_HEARTBEATS that end the registration. */
 uint64_t node_ctl_quiet_ms(const node_ctl_t *c, uint64_t now_mono_ms);
 

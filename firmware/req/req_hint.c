@@ -1510,10 +1510,13 @@ void req_hints_stats(const struct node_req *rq, struct node_req_hint_stats *st)
 
 /* ---- for anti-entropy (req_heal.c) ---- */
 
-bool req_hint_waiting(const struct node_req *rq, const uint8_t *home, const char *slice,
-		      const uint8_t *key, size_t klen, const struct ovl_wire_ver *ver)
+/* Whether a hint for key (of home at ver or newer, when home is given;
+ * of a member not `out` in the current map, when live) waits here. */
+static bool hint_waiting(const struct node_req *rq, const uint8_t *home, const char *slice,
+			 const uint8_t *key, size_t klen, const struct ovl_wire_ver *ver, bool live)
 {
 	const struct req_hints *hs = rq->hints;
+	const struct node_ctl_map *m = live && rq->o.repl ? node_repl_map(rq->o.repl, slice) : NULL;
 	uint8_t hash[HINT_HASH_BYTES];
 	int si = -1;
 
@@ -1530,42 +1533,29 @@ bool req_hint_waiting(const struct node_req *rq, const uint8_t *home, const char
 
 		if (x->slice != si || memcmp(x->hash, hash, HINT_HASH_BYTES) != 0)
 			continue;
-		if (!home)
+		if (live) {
+			int mi = m ? node_repl_member_find(m->members, m->n_members, x->home) : -1;
+
+			if (mi >= 0 && m->members[mi].state != OVL_MSG_STATE_OUT)
+				return true;
+		} else if (!home || (memcmp(x->home, home, OVL_ID_BYTES) == 0 &&
+				     (!ver || ovl_wire_ver_cmp(&x->ver, ver) >= 0))) {
 			return true;
-		if (memcmp(x->home, home, OVL_ID_BYTES) == 0 &&
-		    (!ver || ovl_wire_ver_cmp(&x->ver, ver) >= 0))
-			return true;
+		}
 	}
 	return false;
+}
+
+bool req_hint_waiting(const struct node_req *rq, const uint8_t *home, const char *slice,
+		      const uint8_t *key, size_t klen, const struct ovl_wire_ver *ver)
+{
+	return hint_waiting(rq, home, slice, key, klen, ver, false);
 }
 
 bool req_hint_waiting_live(const struct node_req *rq, const char *slice, const uint8_t *key,
 			   size_t klen)
 {
-	const struct req_hints *hs = rq->hints;
-	const struct node_ctl_map *m = rq->o.repl ? node_repl_map(rq->o.repl, slice) : NULL;
-	uint8_t hash[HINT_HASH_BYTES];
-	int si = -1;
-
-	if (!hs)
-		return false;
-	for (unsigned i = 0; i < hs->nslices; i++)
-		if (strcmp(hs->slices[i], slice) == 0)
-			si = (int)i;
-	if (si < 0)
-		return false;
-	hint_hash(slice, key, klen, hash);
-	for (unsigned i = 0; i < hs->n; i++) {
-		const struct hint *x = &hs->v[i];
-		int mi;
-
-		if (x->slice != si || memcmp(x->hash, hash, HINT_HASH_BYTES) != 0)
-			continue;
-		mi = m ? node_repl_member_find(m->members, m->n_members, x->home) : -1;
-		if (mi >= 0 && m->members[mi].state != OVL_MSG_STATE_OUT)
-			return true;
-	}
-	return false;
+	return hint_waiting(rq, NULL, slice, key, klen, NULL, true);
 }
 
 void req_hints_fill(const struct node_req *rq, unsigned *n, unsigned *max)

@@ -428,7 +428,13 @@ static void test_scrub_schedule(void **state)
 		;
 	n = tick_for(f, &t, 3000, when, 16);
 	assert_true(n >= 1);
-	assert_int_equal(counter(f, "scrub_damaged", NULL), n); /* once per pass */
+	/* once per pass that got past k07: the last pass counted may have
+	 * started near the end and not reached it yet */
+	{
+		uint64_t d = counter(f, "scrub_damaged", NULL);
+
+		assert_true(d >= 1 && d <= n && d + 1 >= n);
+	}
 	assert_true(node_req_event_next(f->rq, &level, text, sizeof(text)));
 	assert_int_equal(level, NODE_REQ_EV_WARN);
 	assert_non_null(strstr(text, "scrub: key 'k07' is damaged"));

@@ -88,14 +88,21 @@ h=$(health)
 echo "churn: every key reads back as its last version; status ok"
 
 # ---- grow until no-space ----
-n=0 nearly=0
+n=0 nearly=0 close=0
 while :; do
 	if ! "$C" exec -- shelf put "fill/$n" "$t/v0.0" 2>"$t/err"; then
 		grep -q "no-space\|full" "$t/err" || fail "fill/$n: $(cat "$t/err")"
 		break
 	fi
 	n=$((n + 1))
-	[ $((n % 8)) = 0 ] && [ "$(health | cut -d' ' -f1)" = nearly-full ] && nearly=1
+	# every 8th put, then every put once live passes 80% of usable: the
+	# nearly-full window (90% of usable to the first no-space) can be
+	# narrower than 8 objects
+	if [ $((n % 8)) = 0 ] || [ $close = 1 ]; then
+		read -r hs live usable _ <<<"$(health)"
+		[ "$hs" = nearly-full ] && nearly=1
+		[ $((live * 10)) -ge $((usable * 8)) ] && close=1
+	fi
 	[ $n -lt 400 ] || fail "400 objects of 8 MiB fit on a 2 GiB drive?"
 done
 read -r hs live usable cap <<<"$(health)"

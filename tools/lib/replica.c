@@ -314,3 +314,204 @@ void sh_unreach_clear(struct shelf *s, const uint8_t addr[16], uint16_t port)
 	s->unreach[i] = s->unreach[--s->nunreach];
 	unreach_save(s);
 }
+
+/* ---- one read across the replicas: the shared rules ---------------------------
+ * (the blocking read path in shelf.c and the asynchronous one in aio.c) */
+
+void sh_key_show(const void *key, size_t klen, char out[SH_KSHOW_BYTES])
+{
+	snprintf(out, SH_KSHOW_BYTES, "%.*s%s", (int)(klen < 64 ? klen : 64), (const char *)key,
+		 klen > 64 ? "..." : "");
+}
+
+int sh_key_check(const char *what, const char *slice, const char *kshow, size_t klen, char *err,
+		 size_t errlen)
+{
+	if (!slice || !*slice)
+		return sh_fail(err, errlen, -EINVAL, "%s '%s': no slice named", what, kshow);
+	if (klen == 0 || klen > OVL_WIRE_KEY_MAX_BYTES)
+		return sh_fail(err, errlen, -EINVAL,
+			       "%s '%s': a key is 1 to %u bytes long, and this one is %zu bytes",
+			       what, kshow, OVL_WIRE_KEY_MAX_BYTES, klen);
+	return 0;
+}
+
+void sh_status_text(char *out, size_t len, const char *node, const struct ovl_wire_resp *r)
+{
+	snprintf(out, len, "node %s: %s%s%s", node,
+		 ovl_wire_status_name(r->status) ? ovl_wire_status_name(r->status) : "error",
+		 r->message[0] ? ": " : "", r->message);
+}
+
+void sh_rd_note(struct sh_rd_fail *f, int rank, int code, const char *text)
+{
+	if (rank <= f->rank)
+		return;
+	f->rank = rank;
+	f->code = code;
+	snprintf(f->text, sizeof(f->text), "%s", text);
+}
+
+bool *sh_dead_members(struct shelf *s, const struct ovl_msg_map *mp)
+{
+	bool *dead = calloc(mp->n_members ? mp->n_members : 1, sizeof(*dead));
+
+	for (uint32_t i = 0; dead && i < mp->n_members; i++)
+		dead[i] = mp->members[i].state == OVL_MSG_STATE_DOWN ||
+			  sh_unreach_is(s, mp->members[i].addr, mp->members[i].port);
+	return dead;
+}
+
+void sh_cand_set(struct sh_cand *c, const struct ovl_msg_member *mb, bool home)
+{
+	memcpy(c->id, mb->id, sizeof(c->id));
+	memcpy(c->addr, mb->addr, sizeof(c->addr));
+	c->port = mb->port;
+	c->home = home;
+	inet_ntop(AF_INET6, mb->addr, c->text, sizeof(c->text));
+}
+
+void sh_node_lost(struct shelf *s, const struct sh_cand *c)
+{
+	s->counters.unreachable++;
+	sh_unreach_mark(s, c->addr, c->port);
+}
+
+void sh_node_damaged(struct shelf *s, const char *what, const char *kshow, const struct sh_cand *c,
+		     const char *text)
+{
+	char w[1024], id[17];
+
+	s->counters.checksum_errors++;
+	if (!s->warn)
+		return;
+	for (int i = 0; i < 8; i++)
+		snprintf(id + 2 * i, 3, "%02x", c->id[i]);
+	snprintf(w, sizeof(w), "%s '%s': replica damaged, reading another one: %s (id %s)", what,
+		 kshow, text, id);
+	s->warn(s->warn_arg, w);
+}
+
+struct ovl_wire_ver sh_resp_ver(const struct ovl_wire_resp *r)
+{
+	struct ovl_wire_ver v = { 0, 0 };
+
+	return r->has_ver ? r->ver : v;
+}
+
+void sh_rd_pass_begin(struct sh_rd_pass *p, bool first)
+{
+	/* the code of a pass in which nothing was noted is the last pass's */
+	int code = first ? -EHOSTUNREACH : p->fail.code;
+
+	memset(p, 0, sizeof(*p));
+	p->fail.rank = SH_RK_NONE;
+	p->fail.code = code;
+}
+
+bool sh_rd_pass_done(struct sh_rd_pass *p, bool home, unsigned nhomes)
+{
+	/* the homes all answered that they do not have it: nobody else should
+	 * (a substitute hands its copy over before its home serves reads), but
+	 * for a rebalance under way: members that joined become homes before
+	 * the copies reach them, and the homes they displaced follow them in
+	 * placement order. So a plain not-found from every home (no tombstone)
+	 * asks the next R + 2 members in placement order too. */
+	if (!home && p->homes_final == nhomes &&
+	    (p->tombs.any || p->beyond >= nhomes + SH_REBALANCE_EXTRA))
+		return true;
+	if (!home && p->homes_final == nhomes)
+		p->beyond++;
+	return false;
+}
+
+void sh_rd_lost(struct shelf *s, struct sh_rd_pass *p, const char *what, const char *kshow,
+		const struct sh_cand *c, int ret, const char *text)
+{
+	if (ret == -EHOSTUNREACH) {
+		sh_node_lost(s, c);
+		sh_rd_note(&p->fail, c->home ? SH_RK_UNREACHABLE : SH_RK_OTHER, ret, text);
+		return;
+	}
+	/* a bad answer (the connection is closed): another replica */
+	if (ret == -EIO)
+		sh_node_damaged(s, what, kshow, c, text);
+	sh_rd_note(&p->fail, ret == -EIO ? SH_RK_DAMAGED : SH_RK_OTHER, ret, text);
+}
+
+enum sh_rd_verdict sh_rd_answer(struct shelf *s, struct sh_rd_pass *p, const char *what,
+				const char *kshow, const struct sh_cand *c, unsigned pos,
+				uint8_t type, const struct ovl_wire_resp *r, const uint8_t *body,
+				size_t blen, bool stale_ok)
+{
+	char e2[768];
+
+	sh_unreach_clear(s, c->addr, c->port);
+	sh_status_text(e2, sizeof(e2), c->text, r);
+	if (r->status == OVL_WIRE_OK && type == OVL_WIRE_T_GET && r->has_crc &&
+	    ovl_crc32c(0, body, blen) != r->crc) {
+		snprintf(e2, sizeof(e2), "node %s: payload checksum mismatch in transit", c->text);
+		sh_node_damaged(s, what, kshow, c, e2);
+		sh_rd_note(&p->fail, SH_RK_DAMAGED, -EIO, e2);
+	} else if (r->status == OVL_WIRE_OK) {
+		return SH_RD_OBJECT;
+	} else if (r->status == OVL_WIRE_NOT_FOUND) {
+		if (r->tomb && r->has_ver) {
+			sh_tombs_note(&p->tombs, &r->ver);
+			sh_rd_note(&p->fail, SH_RK_DELETED, -ENOENT, e2);
+		} else if (c->home) {
+			sh_rd_note(&p->fail, SH_RK_NOT_FOUND, -ENOENT, e2);
+		}
+		if (!r->tomb && p->nnf < OVL_PLACE_REPLICAS_MAX)
+			p->nf[p->nnf++] = pos;
+		p->homes_final += c->home;
+	} else if (r->status == OVL_WIRE_CHECKSUM_MISMATCH) {
+		sh_node_damaged(s, what, kshow, c, e2);
+		sh_rd_note(&p->fail, SH_RK_DAMAGED, -EIO, e2);
+	} else if (r->status == OVL_WIRE_BUSY) {
+		s->counters.busy++;
+		p->saw_busy = true;
+		sh_rd_note(&p->fail, SH_RK_BUSY, -EBUSY, e2);
+	} else if (r->status == OVL_WIRE_STALE_MAP && stale_ok) {
+		/* this node has a newer map: ask it first when the broker cannot
+		 * answer, and start again */
+		memcpy(&s->hint.addr, c->addr, 16);
+		s->hint.port = c->port;
+		s->has_hint = true;
+		return SH_RD_STALE;
+	} else {
+		sh_rd_note(&p->fail, SH_RK_OTHER, ovl_wire_status_to_errno(r->status), e2);
+	}
+	return SH_RD_NEXT;
+}
+
+bool sh_rd_accept(struct shelf *s, struct sh_rd_pass *p, bool home, const struct ovl_wire_resp *r)
+{
+	struct ovl_wire_ver v = sh_resp_ver(r);
+
+	if (sh_tombs_allow(&p->tombs, &v))
+		return true;
+	/* an older copy than a delete seen on another replica */
+	s->counters.stale_skipped++;
+	p->homes_final += home;
+	return false;
+}
+
+void sh_tombs_probe_answer(struct sh_rd_pass *p, const struct ovl_wire_resp *r)
+{
+	if (r->status == OVL_WIRE_NOT_FOUND && r->tomb && r->has_ver)
+		sh_tombs_note(&p->tombs, &r->ver);
+}
+
+int sh_rd_fail_end(struct sh_rd_pass *p, const char *what, const char *kshow, char *err,
+		   size_t errlen)
+{
+	if (p->fail.rank == SH_RK_NONE)
+		snprintf(p->fail.text, sizeof(p->fail.text), "no node answered");
+	return sh_fail(err, errlen, p->fail.code, "%s '%s': %s", what, kshow, p->fail.text);
+}
+
+int sh_busy_pause_ms(unsigned retries)
+{
+	return 100 << retries;
+}

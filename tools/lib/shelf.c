@@ -274,64 +274,13 @@ static int keyed(struct shelf *s, const char *what, const char *slice, uint8_t t
 
 /* ---- replicas: reads and writes across the key's members ---------------------- */
 
-/* The key as errors show it: its first 64 bytes, "..." when longer. */
-static void key_show(const void *key, size_t klen, char out[80])
+/* A node did not answer: remember it and count it. */
+static void member_lost(struct shelf *s, const struct ovl_msg_member *mb)
 {
-	snprintf(out, 80, "%.*s%s", (int)(klen < 64 ? klen : 64), (const char *)key,
-		 klen > 64 ? "..." : "");
-}
+	struct sh_cand c;
 
-static int key_check(const char *what, const char *slice, const char *kshow, size_t klen,
-		     char *err, size_t errlen)
-{
-	if (!slice || !*slice)
-		return sh_fail(err, errlen, -EINVAL, "%s '%s': no slice named", what, kshow);
-	if (klen == 0 || klen > OVL_WIRE_KEY_MAX_BYTES)
-		return sh_fail(err, errlen, -EINVAL,
-			       "%s '%s': a key is 1 to %u bytes long, and this one is %zu bytes",
-			       what, kshow, OVL_WIRE_KEY_MAX_BYTES, klen);
-	return 0;
-}
-
-/* A node's answer as text: "node ADDR: STATUS: MESSAGE". */
-static void status_text(char *out, size_t len, const char *node, const struct ovl_wire_resp *r)
-{
-	snprintf(out, len, "node %s: %s%s%s", node,
-		 ovl_wire_status_name(r->status) ? ovl_wire_status_name(r->status) : "error",
-		 r->message[0] ? ": " : "", r->message);
-}
-
-/* The answer to give when no replica has the object: the most telling
- * failure seen, by rank. */
-enum {
-	RK_NONE, RK_OTHER, RK_BUSY, RK_UNREACHABLE, RK_NOT_FOUND, RK_DAMAGED, RK_DELETED,
-	RK_MAP /* no map, no member: nothing was asked */
-};
-
-struct rd_fail {
-	int rank, code;
-	char text[768];
-};
-
-static void rd_note(struct rd_fail *f, int rank, int code, const char *text)
-{
-	if (rank <= f->rank)
-		return;
-	f->rank = rank;
-	f->code = code;
-	snprintf(f->text, sizeof(f->text), "%s", text);
-}
-
-/* The members of a map that are not live now: down in the map, or
- * remembered as unreachable. calloc'd; NULL on -ENOMEM. */
-static bool *dead_members(struct shelf *s, const struct ovl_msg_map *mp)
-{
-	bool *dead = calloc(mp->n_members ? mp->n_members : 1, sizeof(*dead));
-
-	for (uint32_t i = 0; dead && i < mp->n_members; i++)
-		dead[i] = mp->members[i].state == OVL_MSG_STATE_DOWN ||
-			  sh_unreach_is(s, mp->members[i].addr, mp->members[i].port);
-	return dead;
+	sh_cand_set(&c, mb, false);
+	sh_node_lost(s, &c);
 }
 
 /* The time a candidate gets to connect: the connect timeout while others
@@ -343,49 +292,20 @@ static int cand_budget(const struct shelf *s, bool last)
 	return last || s->connect_timeout_ms >= left ? left : s->connect_timeout_ms;
 }
 
-/* A node did not answer: remember it and count it. */
-static void node_lost(struct shelf *s, const struct ovl_msg_member *mb)
-{
-	s->counters.unreachable++;
-	sh_unreach_mark(s, mb->addr, mb->port);
-}
-
-static void node_damaged(struct shelf *s, const char *what, const char *kshow,
-			 const struct ovl_msg_member *mb, const char *text)
-{
-	char w[1024], id[17];
-
-	s->counters.checksum_errors++;
-	if (!s->warn)
-		return;
-	for (int i = 0; i < 8; i++)
-		snprintf(id + 2 * i, 3, "%02x", mb->id[i]);
-	snprintf(w, sizeof(w), "%s '%s': replica damaged, reading another one: %s (id %s)", what,
-		 kshow, text, id);
-	s->warn(s->warn_arg, w);
-}
-
-static struct ovl_wire_ver resp_ver(const struct ovl_wire_resp *r)
-{
-	struct ovl_wire_ver v = { 0, 0 };
-
-	return r->has_ver ? r->ver : v;
-}
-
 /*
  * The tombstones of the members that answered a GET with a plain
  * not-found (a GET does not name tombstones): asked with STAT, which does,
  * before an object found after them counts (docs/PROTOCOL.md 8.2).
  */
 static void tombs_probe(struct shelf *s, const struct sh_map *m, const char *slice,
-			const void *key, size_t klen, const unsigned *idx, unsigned n,
-			struct sh_tombs *tombs)
+			const void *key, size_t klen, const struct sh_order *o,
+			struct sh_rd_pass *p)
 {
 	struct ovl_wire_resp *r = calloc(1, sizeof(*r));
 	char e2[256];
 
-	for (unsigned i = 0; r && i < n && !sh_expired(s); i++) {
-		const struct ovl_msg_member *mb = &m->msg.u.map.members[idx[i]];
+	for (unsigned i = 0; r && i < p->nnf && !sh_expired(s); i++) {
+		const struct ovl_msg_member *mb = &m->msg.u.map.members[o->idx[p->nf[i]]];
 		struct ovl_wire_req q = { 0 };
 		struct sh_conn *c = NULL;
 
@@ -397,58 +317,49 @@ static void tombs_probe(struct shelf *s, const struct sh_map *m, const char *sli
 		memcpy(q.key, key, klen);
 		q.key_len = (uint32_t)klen;
 		if (sh_call(s, c, OVL_WIRE_T_STAT, &q, NULL, 0, false, r, NULL, NULL, e2,
-			    sizeof(e2)) == 0 && r->status == OVL_WIRE_NOT_FOUND && r->tomb &&
-		    r->has_ver)
-			sh_tombs_note(tombs, &r->ver);
+			    sizeof(e2)) == 0)
+			sh_tombs_probe_answer(p, r);
 	}
+	p->nnf = 0;
 	free(r);
 }
-
-/* How many times a replicated read or write starts again with a fresh map
- * after a node answered stale-map: while nodes come and go the epoch may
- * move again before the retry arrives (8 nodes of a chassis restarting
- * make 8 epochs in a second). */
-#define SH_STALE_RETRIES 3
-
-/* Members beyond R asked when every home answered a plain not-found (a
- * rebalance may still be moving the copy from a displaced home). */
-#define SH_REBALANCE_EXTRA 2
 
 /*
  * GET or STAT of key across its replicas (shelf.h, "Replicas"): the first
  * answer with the object that is newer than every tombstone seen. On
  * success *r is that answer and *out (GET) its payload; *from the node's
- * address. Otherwise the most telling failure (rd_fail ranks).
+ * address. Otherwise the most telling failure (the sh_rd_* rules of
+ * replica.c, which aio.c follows too).
  */
 static int read_path(struct shelf *s, const char *what, const char *slice, uint8_t type,
 		     const void *key, size_t klen, struct ovl_wire_req *q, struct ovl_wire_resp *r,
 		     uint8_t **out, size_t *outlen, char from[INET6_ADDRSTRLEN], char *err,
 		     size_t errlen)
 {
-	char kshow[80], e2[768], text[INET6_ADDRSTRLEN];
-	struct rd_fail fail = { RK_NONE, -EHOSTUNREACH, "" };
+	char kshow[SH_KSHOW_BYTES], e2[768];
+	struct sh_rd_pass *p = calloc(1, sizeof(*p));
 	unsigned stale_retries = 0, busy_retries = 0;
-	bool again = true;
+	bool again = true, first = true;
 	int ret = 0;
 
+	if (!p)
+		return -ENOMEM;
 	sh_op_begin(s);
-	key_show(key, klen, kshow);
-	ret = key_check(what, slice, kshow, klen, err, errlen);
+	sh_key_show(key, klen, kshow);
+	ret = sh_key_check(what, slice, kshow, klen, err, errlen);
 	if (ret < 0)
-		return ret;
+		goto done;
 	while (again) {
 		struct sh_map *m = NULL;
 		struct sh_order o = { 0 };
-		struct sh_tombs tombs = { 0 };
 		bool *dead = NULL;
-		unsigned homes_final = 0, tried = 0, nf[OVL_PLACE_REPLICAS_MAX], nnf = 0, beyond = 0;
-		bool saw_busy = false;
 
 		again = false;
-		fail.rank = RK_NONE;
+		sh_rd_pass_begin(p, first);
+		first = false;
 		ret = stale_retries ? sh_map_fetch(s, slice, &m, e2, sizeof(e2))
 				    : sh_map_get(s, slice, &m, e2, sizeof(e2));
-		if (ret == 0 && !(dead = dead_members(s, &m->msg.u.map)))
+		if (ret == 0 && !(dead = sh_dead_members(s, &m->msg.u.map)))
 			ret = -ENOMEM;
 		if (ret == 0) {
 			ret = sh_order_build(&m->msg.u.map, key, klen, dead, true, s->site, s->chassis,
@@ -459,34 +370,25 @@ static int read_path(struct shelf *s, const char *what, const char *slice, uint8
 		}
 		if (ret < 0) {
 			free(dead);
-			rd_note(&fail, RK_MAP, ret, e2);
+			sh_rd_note(&p->fail, SH_RK_MAP, ret, e2);
 			break;
 		}
 		ret = 0;
 		for (unsigned i = 0; i < o.n; i++) {
 			const struct ovl_msg_member *mb = &m->msg.u.map.members[o.idx[i]];
 			struct sh_conn *c = NULL;
-			struct ovl_wire_ver v;
+			struct sh_cand cand;
+			enum sh_rd_verdict vd;
 			bool found = false;
 
-			/* the homes all answered that they do not have it: nobody else
-			 * should (a substitute hands its copy over before its home
-			 * serves reads), but for a rebalance under way: members that
-			 * joined become homes before the copies reach them, and the
-			 * homes they displaced follow them in placement order. So a
-			 * plain not-found from every home (no tombstone) asks the next
-			 * R + 2 members in placement order too. */
-			if (!o.home[i] && homes_final == o.nhomes &&
-			    (tombs.any || beyond >= o.nhomes + SH_REBALANCE_EXTRA))
+			sh_cand_set(&cand, mb, o.home[i]);
+			if (sh_rd_pass_done(p, o.home[i], o.nhomes))
 				break;
-			if (!o.home[i] && homes_final == o.nhomes)
-				beyond++;
-			if (sh_expired(s) && tried) {
-				rd_note(&fail, RK_UNREACHABLE, -EHOSTUNREACH, "the time is up");
+			if (sh_expired(s) && p->tried) {
+				sh_rd_note(&p->fail, SH_RK_UNREACHABLE, -EHOSTUNREACH, "the time is up");
 				break;
 			}
-			tried++;
-			inet_ntop(AF_INET6, mb->addr, text, sizeof(text));
+			p->tried++;
 			if (out) {
 				*out = NULL;
 				*outlen = 0;
@@ -503,73 +405,26 @@ static int read_path(struct shelf *s, const char *what, const char *slice, uint8
 			}
 			if (ret == -ENOMEM)
 				break;
-			if (ret == -EHOSTUNREACH) {
-				node_lost(s, mb);
-				rd_note(&fail, o.home[i] ? RK_UNREACHABLE : RK_OTHER, ret, e2);
-				ret = 0;
-				continue;
-			}
 			if (ret < 0) {
-				/* a bad answer (the connection is closed): another replica */
-				if (ret == -EIO)
-					node_damaged(s, what, kshow, mb, e2);
-				rd_note(&fail, ret == -EIO ? RK_DAMAGED : RK_OTHER, ret, e2);
+				sh_rd_lost(s, p, what, kshow, &cand, ret, e2);
 				ret = 0;
 				continue;
 			}
-			sh_unreach_clear(s, mb->addr, mb->port);
-			status_text(e2, sizeof(e2), text, r);
-			if (r->status == OVL_WIRE_OK && type == OVL_WIRE_T_GET && r->has_crc && out &&
-			    ovl_crc32c(0, *out, *outlen) != r->crc) {
-				snprintf(e2, sizeof(e2), "node %s: payload checksum mismatch in transit",
-					 text);
-				node_damaged(s, what, kshow, mb, e2);
-				rd_note(&fail, RK_DAMAGED, -EIO, e2);
-			} else if (r->status == OVL_WIRE_OK) {
-				v = resp_ver(r);
-				if (type == OVL_WIRE_T_GET && nnf) {
-					tombs_probe(s, m, slice, key, klen, nf, nnf, &tombs);
-					nnf = 0;
-				}
-				found = sh_tombs_allow(&tombs, &v);
-				if (!found) {
-					/* an older copy than a delete seen on another replica */
-					s->counters.stale_skipped++;
-					homes_final += o.home[i];
-				}
-			} else if (r->status == OVL_WIRE_NOT_FOUND) {
-				if (r->tomb && r->has_ver) {
-					sh_tombs_note(&tombs, &r->ver);
-					rd_note(&fail, RK_DELETED, -ENOENT, e2);
-				} else if (o.home[i]) {
-					rd_note(&fail, RK_NOT_FOUND, -ENOENT, e2);
-				}
-				if (!r->tomb && nnf < OVL_PLACE_REPLICAS_MAX)
-					nf[nnf++] = o.idx[i];
-				homes_final += o.home[i];
-			} else if (r->status == OVL_WIRE_CHECKSUM_MISMATCH) {
-				node_damaged(s, what, kshow, mb, e2);
-				rd_note(&fail, RK_DAMAGED, -EIO, e2);
-			} else if (r->status == OVL_WIRE_BUSY) {
-				s->counters.busy++;
-				saw_busy = true;
-				rd_note(&fail, RK_BUSY, -EBUSY, e2);
-			} else if (r->status == OVL_WIRE_STALE_MAP && stale_retries < SH_STALE_RETRIES &&
-				   !sh_expired(s)) {
-				/* this node has a newer map: ask it first when the broker
-				 * cannot answer, and start again */
+			vd = sh_rd_answer(s, p, what, kshow, &cand, i, type, r, out ? *out : NULL,
+					  out ? *outlen : 0,
+					  stale_retries < SH_STALE_RETRIES && !sh_expired(s));
+			if (vd == SH_RD_OBJECT) {
+				if (type == OVL_WIRE_T_GET && p->nnf)
+					tombs_probe(s, m, slice, key, klen, &o, p);
+				found = sh_rd_accept(s, p, o.home[i], r);
+			} else if (vd == SH_RD_STALE) {
 				stale_retries++;
 				again = true;
-				memcpy(&s->hint.addr, mb->addr, 16);
-				s->hint.port = mb->port;
-				s->has_hint = true;
-			} else {
-				rd_note(&fail, RK_OTHER, ovl_wire_status_to_errno(r->status), e2);
 			}
 			if (found) {
 				if (i > 0)
 					s->counters.failovers++;
-				snprintf(from, INET6_ADDRSTRLEN, "%s", text);
+				snprintf(from, INET6_ADDRSTRLEN, "%s", cand.text);
 				ret = 1;
 				break;
 			}
@@ -589,9 +444,9 @@ static int read_path(struct shelf *s, const char *what, const char *slice, uint8
 		 * a cut, a round of about 250 ms) and none gave the object: what
 		 * the others said may be older than what it is about to hold, so
 		 * ask again after a pause, as a busy write does */
-		if (!again && saw_busy && busy_retries < SHELF_WRITE_BUSY_RETRIES &&
-		    sh_left_ms(s) > (100 << busy_retries) + 100) {
-			struct timespec ts = { .tv_nsec = (100L << busy_retries) * 1000000L };
+		if (!again && p->saw_busy && busy_retries < SHELF_WRITE_BUSY_RETRIES &&
+		    sh_left_ms(s) > sh_busy_pause_ms(busy_retries) + 100) {
+			struct timespec ts = { .tv_nsec = sh_busy_pause_ms(busy_retries) * 1000000L };
 
 			nanosleep(&ts, NULL);
 			busy_retries++;
@@ -600,12 +455,12 @@ static int read_path(struct shelf *s, const char *what, const char *slice, uint8
 	}
 	s->has_hint = false;
 	if (ret == 1)
-		return 0;
-	if (ret == -ENOMEM)
-		return ret;
-	if (fail.rank == RK_NONE)
-		snprintf(fail.text, sizeof(fail.text), "no node answered");
-	return sh_fail(err, errlen, fail.code, "%s '%s': %s", what, kshow, fail.text);
+		ret = 0;
+	else if (ret != -ENOMEM)
+		ret = sh_rd_fail_end(p, what, kshow, err, errlen);
+done:
+	free(p);
+	return ret;
 }
 
 /*
@@ -630,7 +485,7 @@ static int write_path(struct shelf *s, const char *what, const char *slice, uint
 	unsigned busy_retries = 0;
 	int ret = 0;
 
-	key_show(key, klen, kshow);
+	sh_key_show(key, klen, kshow);
 	while (again) {
 		struct sh_map *m = NULL;
 		struct sh_order o = { 0 };
@@ -639,7 +494,7 @@ static int write_path(struct shelf *s, const char *what, const char *slice, uint
 		again = false;
 		ret = fresh ? sh_map_fetch(s, slice, &m, e2, sizeof(e2))
 			    : sh_map_get(s, slice, &m, e2, sizeof(e2));
-		if (ret == 0 && !(dead = dead_members(s, &m->msg.u.map)))
+		if (ret == 0 && !(dead = sh_dead_members(s, &m->msg.u.map)))
 			ret = -ENOMEM;
 		if (ret == 0) {
 			ret = sh_order_build(&m->msg.u.map, key, klen, dead, false, NULL, NULL, &o);
@@ -669,7 +524,7 @@ static int write_path(struct shelf *s, const char *what, const char *slice, uint
 					      NULL, NULL, e2, sizeof(e2));
 			}
 			if (ret == -EHOSTUNREACH) {
-				node_lost(s, mb);
+				member_lost(s, mb);
 				continue;
 			}
 			if (ret < 0)
@@ -681,7 +536,7 @@ static int write_path(struct shelf *s, const char *what, const char *slice, uint
 			if (r->status == OVL_WIRE_OK)
 				break;
 			ret = ovl_wire_status_to_errno(r->status);
-			status_text(e2, sizeof(e2), text, r);
+			sh_status_text(e2, sizeof(e2), text, r);
 			if (r->status == OVL_WIRE_BUSY)
 				s->counters.busy++;
 			if (r->status == OVL_WIRE_STALE_MAP && stale_retries < SH_STALE_RETRIES &&
@@ -723,8 +578,8 @@ static int write_op(struct shelf *s, const char *what, const char *slice, uint8_
 	if (!r)
 		return -ENOMEM;
 	sh_op_begin(s);
-	key_show(key, klen, kshow);
-	ret = key_check(what, slice, kshow, klen, err, errlen);
+	sh_key_show(key, klen, kshow);
+	ret = sh_key_check(what, slice, kshow, klen, err, errlen);
 	if (ret == 0)
 		ret = sh_map_get(s, slice, &m, err, errlen);
 	if (ret < 0)
@@ -855,7 +710,7 @@ static int stat_pass(struct shelf *s, const char *slice, const void *key, size_t
 	int ret = 0;
 
 	*stale = false;
-	if (!r || !(dead = dead_members(s, &m->msg.u.map)))
+	if (!r || !(dead = sh_dead_members(s, &m->msg.u.map)))
 		ret = -ENOMEM;
 	if (ret == 0) {
 		/* homes in placement order (no chassis preference: all are asked) */
@@ -903,7 +758,7 @@ static int stat_pass(struct shelf *s, const char *slice, const void *key, size_t
 				goto out;
 			if (ret < 0) {
 				if (ret == -EHOSTUNREACH)
-					node_lost(s, mb);
+					member_lost(s, mb);
 				rp->state = ret == -EHOSTUNREACH ? "unreachable" : "error";
 				snprintf(rp->why, sizeof(rp->why), "%.*s", (int)sizeof(rp->why) - 1, e2);
 				n++;
@@ -913,7 +768,7 @@ static int stat_pass(struct shelf *s, const char *slice, const void *key, size_t
 			rp->has_ver = r->has_ver;
 			rp->ver.hlc = r->ver.hlc;
 			rp->ver.node = r->ver.node;
-			status_text(e2, sizeof(e2), rp->addr, r);
+			sh_status_text(e2, sizeof(e2), rp->addr, r);
 			switch (r->status) {
 			case OVL_WIRE_OK:
 				rp->state = rp->home ? "home" : "hinted";
@@ -972,8 +827,8 @@ SHELF_API int shelf_stat_replicas(struct shelf *s, const char *slice, const void
 	*outp = NULL;
 	*np = 0;
 	sh_op_begin(s);
-	key_show(key, klen, kshow);
-	ret = key_check("stat", slice, kshow, klen, err, errlen);
+	sh_key_show(key, klen, kshow);
+	ret = sh_key_check("stat", slice, kshow, klen, err, errlen);
 	/* a node that holds a newer map: ask everyone again with it, once */
 	for (int attempt = 0; ret == 0 && attempt < 2 && stale; attempt++) {
 		if (attempt) {
@@ -1111,7 +966,7 @@ static int list_node(struct shelf *s, const struct sh_map *m, const struct ovl_m
 			      &blen, e2, e2len);
 	if (ret == 0 && r->status != OVL_WIRE_OK) {
 		ret = ovl_wire_status_to_errno(r->status);
-		status_text(e2, e2len, text, r);
+		sh_status_text(e2, e2len, text, r);
 	}
 	if (ret == 0 && r->has_crc && ovl_crc32c(0, body, blen) != r->crc) {
 		ret = -EIO;
@@ -1220,7 +1075,7 @@ SHELF_API int shelf_list_partial(struct shelf *s, const char *slice, const void 
 			s->deadline_ms = end;
 			if ((ret == -EHOSTUNREACH || ret == -EBUSY) && missing) {
 				if (ret == -EHOSTUNREACH)
-					node_lost(s, mb);
+					member_lost(s, mb);
 				missing(missing_arg, text, e2);
 				ret = 0;
 				continue;

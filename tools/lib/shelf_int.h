@@ -195,6 +195,116 @@ bool sh_unreach_is(struct shelf *s, const uint8_t addr[16], uint16_t port);
 void sh_unreach_mark(struct shelf *s, const uint8_t addr[16], uint16_t port);
 void sh_unreach_clear(struct shelf *s, const uint8_t addr[16], uint16_t port);
 
+/* ---- replica.c: one read across the replicas (shared by shelf.c and aio.c) ---- */
+
+/* How many times a replicated read or write starts again with a fresh map
+ * after a node answered stale-map: while nodes come and go the epoch may
+ * move again before the retry arrives (8 nodes of a chassis restarting
+ * make 8 epochs in a second). */
+#define SH_STALE_RETRIES 3
+
+/* Members beyond R asked when every home answered a plain not-found (a
+ * rebalance may still be moving the copy from a displaced home). */
+#define SH_REBALANCE_EXTRA 2
+
+#define SH_KSHOW_BYTES 80
+
+/* The key as errors show it: its first 64 bytes, "..." when longer. */
+void sh_key_show(const void *key, size_t klen, char out[SH_KSHOW_BYTES]);
+
+/* A slice is named and the key is 1..OVL_WIRE_KEY_MAX_BYTES: 0, else
+ * -EINVAL with err saying why. */
+int sh_key_check(const char *what, const char *slice, const char *kshow, size_t klen, char *err,
+		 size_t errlen);
+
+/* A node's answer as text: "node ADDR: STATUS: MESSAGE". */
+void sh_status_text(char *out, size_t len, const char *node, const struct ovl_wire_resp *r);
+
+/* The members of a map that are not live now: down in the map, or
+ * remembered as unreachable. calloc'd (the caller frees); NULL on -ENOMEM. */
+bool *sh_dead_members(struct shelf *s, const struct ovl_msg_map *mp);
+
+/* One member to try for a key, copied out of the map (the map may be
+ * replaced while an asynchronous operation still uses it). */
+struct sh_cand {
+	uint8_t id[32];
+	uint8_t addr[16];
+	uint16_t port;
+	bool home;                        /* one of the key's R homes */
+	char text[INET6_ADDRSTRLEN];      /* addr as text */
+};
+void sh_cand_set(struct sh_cand *c, const struct ovl_msg_member *mb, bool home);
+
+/* A node did not answer: counted, and remembered as unreachable. */
+void sh_node_lost(struct shelf *s, const struct sh_cand *c);
+/* A replica is damaged: counted, and the warn callback told. */
+void sh_node_damaged(struct shelf *s, const char *what, const char *kshow, const struct sh_cand *c,
+		     const char *text);
+/* The answer's version, {0, 0} when it gives none. */
+struct ovl_wire_ver sh_resp_ver(const struct ovl_wire_resp *r);
+
+/* The answer to give when no replica has the object: the most telling
+ * failure seen, by rank. */
+enum {
+	SH_RK_NONE, SH_RK_OTHER, SH_RK_BUSY, SH_RK_UNREACHABLE, SH_RK_NOT_FOUND, SH_RK_DAMAGED,
+	SH_RK_DELETED,
+	SH_RK_MAP /* no map, no member: nothing was asked */
+};
+
+struct sh_rd_fail {
+	int rank, code;
+	char text[768];
+};
+/* Keep (rank, code, text) when rank is higher than the one kept. */
+void sh_rd_note(struct sh_rd_fail *f, int rank, int code, const char *text);
+
+/* One pass of a read over a key's candidates (one map). */
+struct sh_rd_pass {
+	struct sh_rd_fail fail;
+	struct sh_tombs tombs;
+	unsigned homes_final;     /* homes whose answer is final (not found, or too old) */
+	unsigned beyond;          /* members asked beyond the homes after that */
+	unsigned tried;           /* candidates asked */
+	unsigned nf[OVL_PLACE_REPLICAS_MAX]; /* positions that answered a plain not-found */
+	unsigned nnf;
+	bool saw_busy;
+};
+/* Start a pass (first: of the operation; else fail.code stays). */
+void sh_rd_pass_begin(struct sh_rd_pass *p, bool first);
+/* Before asking the candidate (home or not): true when the pass is over
+ * (every home answered for good, and the members beyond were asked). */
+bool sh_rd_pass_done(struct sh_rd_pass *p, bool home, unsigned nhomes);
+/* The request to c failed without an answer (ret: -EHOSTUNREACH, or a bad
+ * answer -EBADMSG/-EPROTO/-EIO with the connection closed): counted and
+ * noted. */
+void sh_rd_lost(struct shelf *s, struct sh_rd_pass *p, const char *what, const char *kshow,
+		const struct sh_cand *c, int ret, const char *text);
+
+enum sh_rd_verdict {
+	SH_RD_NEXT,    /* ask the next candidate */
+	SH_RD_OBJECT,  /* the object (checksum verified): probe the positions in nf[] with
+			* STAT when type is GET and nnf > 0 (sh_tombs_probe_answer()), then
+			* sh_rd_accept() */
+	SH_RD_STALE,   /* the node has a newer map (s->hint set): start again with a fresh map */
+};
+/* What c's answer r (body[0..blen) for a GET) at position pos means; the
+ * node is forgotten as unreachable, and counters, tombstones and failures
+ * noted. stale_ok: a stale-map answer may start again. */
+enum sh_rd_verdict sh_rd_answer(struct shelf *s, struct sh_rd_pass *p, const char *what,
+				const char *kshow, const struct sh_cand *c, unsigned pos,
+				uint8_t type, const struct ovl_wire_resp *r, const uint8_t *body,
+				size_t blen, bool stale_ok);
+/* A STAT probe's answer to a member that answered a GET with a plain not-found. */
+void sh_tombs_probe_answer(struct sh_rd_pass *p, const struct ovl_wire_resp *r);
+/* The object answered is newer than every tombstone seen: give it. Else
+ * counted as skipped (false). */
+bool sh_rd_accept(struct shelf *s, struct sh_rd_pass *p, bool home, const struct ovl_wire_resp *r);
+/* The read failed: its most telling failure into err; returns its code. */
+int sh_rd_fail_end(struct sh_rd_pass *p, const char *what, const char *kshow, char *err,
+		   size_t errlen);
+/* The pause before asking again after busy, the retries-th time (ms). */
+int sh_busy_pause_ms(unsigned retries);
+
 /*
  * One request of `type` (q's other fields are the caller's) on c: send,
  * wait for the answer and its payload. With encrypt, a request payload goes

@@ -314,4 +314,165 @@ int shelf_heal(struct shelf *s, const char *slice, const char *addr, uint16_t po
 	       const struct shelf_heal_opts *o, struct shelf_counter *out, unsigned cap, char *err,
 	       size_t errlen);
 
+/*
+ * ---- Many operations in flight, from one thread --------------------------
+ *
+ * shelf_get_async(), shelf_stat_async(), shelf_put_async() and
+ * shelf_delete_async() queue an operation and return at once; shelf_run()
+ * carries them out and calls each one's done callback when it completes.
+ * Each node gets one nonblocking connection on which every request to it
+ * is pipelined (sent without waiting for the answers before), and
+ * shelf_run() waits on all of them with poll(), so many operations across
+ * many nodes progress together from the caller's one thread.
+ *
+ * Each operation follows the rules of its blocking call (see "Replicas"
+ * above): the same replica order, fail-over, tombstone rule, busy answers
+ * asked again after 100, 200, 400 ms, stale-map answered with a fresh map,
+ * remembered unreachable nodes and counters. Differences: the slice's map
+ * is fetched (when needed) by a blocking fetch inside shelf_run(); a
+ * node's connect and handshake get the connect timeout (shelf_set_connect_timeout())
+ * even for the last replica; there is no progress callback.
+ *
+ * Time: an operation's timeout (shelf_set_timeout()) starts when it leaves
+ * the queue (when it is among the max in flight), not when it is started.
+ * When it runs out while a node has sent nothing since the operation's
+ * request, that node is taken as gone (its connection closes, the other
+ * operations on it go to their next replica, it is remembered as
+ * unreachable), as with a blocking call; when the node is alive but slow
+ * the operation alone fails. Either way its callback gets -EHOSTUNREACH.
+ *
+ * Ownership: the library owns every struct shelf_op; it is valid only
+ * during its callback. A PUT's data is borrowed from shelf_put_async()
+ * until its callback returns (or shelf_close()); keys and slice names are
+ * copied at the start.
+ *
+ * Threading: everything here runs on the thread that calls shelf_run(),
+ * which must be the one thread using s. Callbacks run inside shelf_run()
+ * (never inside the start calls). A callback may start more operations
+ * (they run in the same shelf_run()), and may call the blocking calls (at
+ * the cost of stalling every operation meanwhile); it must not call
+ * shelf_run() (-EBUSY) nor shelf_close().
+ *
+ * Memory: at most max in flight operations hold a request and its answer
+ * (shelf_set_max_inflight(), default SHELF_MAX_INFLIGHT_DEFAULT); those
+ * started beyond wait in a queue that holds each one's key (about 2 KiB
+ * with it), so a caller that starts millions should start them in steps
+ * (shelf_get_batch() does).
+ *
+ * Objects are at most 64 MiB here (a whole object, or a range of one).
+ */
+#define SHELF_MAX_INFLIGHT_DEFAULT 64
+#define SHELF_MAX_INFLIGHT_MAX 4096
+
+struct shelf_op;   /* one operation: the library's, valid during its callback */
+
+/*
+ * An operation completed: res is 0 or a negative errno as its blocking call
+ * returns (-ENOENT not found, -EHOSTUNREACH no node answered in time, -EIO
+ * every copy damaged, ...) with shelf_op_error() the words. Runs inside
+ * shelf_run(). The op is freed when the callback returns.
+ */
+typedef void (*shelf_done_fn)(void *arg, int res, const struct shelf_op *op);
+
+/*
+ * Queue a GET of bytes [off, off+len) (len UINT64_MAX: to the end; off 0
+ * and len UINT64_MAX: the whole object). The bytes arrive in a malloc'd
+ * buffer that the callback reads with shelf_op_data() or keeps with
+ * shelf_op_take(). Returns 0 (done will be called exactly once, inside a
+ * later shelf_run()), or at once, without a callback: -EINVAL (no slice, a
+ * slice name over 63 bytes, no callback, a key of 0 or more than 1024
+ * bytes, or one that begins with the reserved prefix fe x 8), -ENOMEM.
+ */
+int shelf_get_async(struct shelf *s, const char *slice, const void *key, size_t klen,
+		    uint64_t off, uint64_t len, shelf_done_fn done, void *arg);
+/* Queue a STAT (as shelf_stat()): shelf_op_stat() in the callback. Returns as shelf_get_async(). */
+int shelf_stat_async(struct shelf *s, const char *slice, const void *key, size_t klen,
+		     shelf_done_fn done, void *arg);
+/* Queue a PUT of data[0..len) (len at most 64 MiB, else -EINVAL): data is
+ * borrowed until the callback returns. shelf_last_write() tells the last
+ * write that completed. Returns as shelf_get_async(). */
+int shelf_put_async(struct shelf *s, const char *slice, const void *key, size_t klen,
+		    const void *data, size_t len, shelf_done_fn done, void *arg);
+/* Queue a DELETE (as shelf_delete()). Returns as shelf_get_async(). */
+int shelf_delete_async(struct shelf *s, const char *slice, const void *key, size_t klen,
+		       shelf_done_fn done, void *arg);
+
+/*
+ * Run until every operation started (those the callbacks start included)
+ * has completed: 0; or until timeout_ms passed (< 0: no limit): -ETIMEDOUT,
+ * and the operations not complete stay for the next shelf_run(). -EBUSY
+ * when called from a callback; -ENOMEM.
+ */
+int shelf_run(struct shelf *s, int timeout_ms);
+
+/* At most n operations in flight (1..SHELF_MAX_INFLIGHT_MAX; 0: the
+ * default); more wait in the queue, in the order they were started. */
+void shelf_set_max_inflight(struct shelf *s, unsigned n);
+
+/* Operations started and not yet complete (queued or in flight). */
+unsigned shelf_pending(const struct shelf *s);
+
+/* In a callback: the key (*klen its length; borrowed). */
+const void *shelf_op_key(const struct shelf_op *op, size_t *klen);
+/* A GET's bytes (*len; borrowed: valid during the callback), NULL when
+ * none (a failed GET, another kind, or taken). */
+const void *shelf_op_data(const struct shelf_op *op, size_t *len);
+/* Take a GET's bytes: a malloc'd buffer (never NULL for a successful GET,
+ * even of 0 bytes) that the caller frees; *len its length. Then
+ * shelf_op_data() gives NULL. */
+void *shelf_op_take(const struct shelf_op *op, size_t *len);
+/* A GET's or STAT's whole object size (a GET of a range too). */
+uint64_t shelf_op_total(const struct shelf_op *op);
+/* A successful GET's or STAT's object (size, crc, seq, version); NULL else. */
+const struct shelf_objstat *shelf_op_stat(const struct shelf_op *op);
+/* Why it failed ("get 'KEY': node ...", as the blocking call's err); "" when it did not. */
+const char *shelf_op_error(const struct shelf_op *op);
+
+/*
+ * ---- Batched reads: shelf_get_batch() ----------------------------------
+ *
+ * Whole objects of many keys in one call, through the asynchronous engine
+ * above (at most max in flight, pipelined on one connection per node).
+ * The keys are taken in windows of SHELF_BATCH_WINDOW; within a window
+ * they are grouped by the node that will be asked first (the key's first
+ * live home, as a read picks it) and each node's keys are sent in key
+ * order, the nodes' requests interleaved so that every node works at once.
+ * (Key order stands in for the order a node stores them in: the client
+ * cannot learn where a key lies on a node's drive without asking.)
+ *
+ * cb(arg, index, res, data, len, why) is called once per item: index is
+ * the item's place in items; res 0 with data[0..len) (borrowed: valid
+ * during the call), or a negative errno (-ENOENT: not found, -EINVAL: a
+ * key the library refuses, see shelf_get_async(); others as shelf_get())
+ * with why the words ("get 'KEY': ..."), data NULL. Items are given in
+ * the order of items, or as they complete with SHELF_BATCH_UNORDERED. In
+ * order, results that completed ahead of the next one to give wait in
+ * memory: at most SHELF_BATCH_WINDOW of them, and no new key is asked
+ * while they hold more than SHELF_BATCH_BUFFER_BYTES (the window then
+ * narrows to the item being waited for).
+ *
+ * Returns the number of items given with res < 0 (0: every one was there),
+ * or a negative errno for the whole call: -EINVAL (no slice, or no cb),
+ * -ENOMEM, -ECANCELED (cb returned non-zero: no more items are given),
+ * or, with SHELF_BATCH_FAIL_MISSING, the res of the first item given
+ * with res < 0 (nothing after it is given); err says why. Items given
+ * before a failure stay given. Runs shelf_run(): other asynchronous
+ * operations started before progress too (their callbacks run). Must not
+ * be called from a callback.
+ */
+#define SHELF_BATCH_UNORDERED 1u        /* give items as they complete */
+#define SHELF_BATCH_FAIL_MISSING 2u     /* stop at the first item that fails */
+#define SHELF_BATCH_WINDOW 4096
+#define SHELF_BATCH_BUFFER_BYTES (256u << 20)
+
+struct shelf_batch_item {
+	const void *key;   /* borrowed for the call */
+	size_t klen;
+};
+typedef int (*shelf_batch_fn)(void *arg, size_t index, int res, const void *data, size_t len,
+			      const char *why);
+int shelf_get_batch(struct shelf *s, const char *slice, const struct shelf_batch_item *items,
+		    size_t n, unsigned flags, shelf_batch_fn cb, void *arg, char *err,
+		    size_t errlen);
+
 #endif

@@ -126,6 +126,7 @@ SHELF_API void shelf_close(struct shelf **sp)
 
 	if (!s)
 		return;
+	sh_aio_destroy(s);
 	sh_conns_close(s);
 	sh_maps_release(s);
 	ovl_link_client_destroy(&s->link);

@@ -96,6 +96,7 @@ struct shelf {
 	bool unreach_loaded;                  /* client_dir/cache/unreachable read */
 	struct shelf_counters counters;
 	struct sh_write last_write;
+	struct sh_aio *aio;                   /* aio.c: the asynchronous operations; NULL until used */
 };
 
 /* printf into err[0..errlen) and return code. */
@@ -304,6 +305,20 @@ int sh_rd_fail_end(struct sh_rd_pass *p, const char *what, const char *kshow, ch
 		   size_t errlen);
 /* The pause before asking again after busy, the retries-th time (ms). */
 int sh_busy_pause_ms(unsigned retries);
+
+/* A key beginning with the SH_KEY_RESERVED_BYTES bytes 0xfe, kept for
+ * libshelf's own objects (chunks, intents). */
+#define SH_KEY_RESERVED_BYTES 8
+bool sh_key_reserved(const void *key, size_t klen);
+
+/* ---- aio.c ---- */
+
+/* Free every asynchronous operation without its callback, and the
+ * connections (shelf_close()). */
+void sh_aio_destroy(struct shelf *s);
+/* Drop the queued (not started) operations with this callback, without
+ * calling it. */
+void sh_aio_cancel_queued(struct shelf *s, shelf_done_fn done);
 
 /*
  * One request of `type` (q's other fields are the caller's) on c: send,

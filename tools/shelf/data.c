@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "batch.h"
 #include "data.h"
 #include "json.h"
 #include "overlay.h"
@@ -454,8 +455,11 @@ int cmd_get(int argc, char **argv)
 	double t0 = mono();
 	struct bar pb;
 	FILE *f = NULL;
-	int ret = dparse(argc, argv, "get", "KEY [FILE|-]", 1, 2, &o);
+	int ret;
 
+	if (cli_get_is_batch(argc, argv))
+		return cmd_get_batch(argc, argv);
+	ret = dparse(argc, argv, "get", "KEY [FILE|-]", 1, 2, &o);
 	if (ret)
 		return ret < 0 ? 0 : ret;
 	if (o.range && cli_range_parse(o.range, &off, &len, err, sizeof(err)) < 0) {

@@ -197,7 +197,7 @@ static int cmd_id_show(int argc, char **argv)
 
 static const struct cmd cmds[] = {
 	{ "put", NULL, cmd_put, "store KEY from FILE or stdin: put KEY [FILE|-]" },
-	{ "get", NULL, cmd_get, "read KEY to FILE or stdout: get KEY [FILE|-] [--range A-B]" },
+	{ "get", NULL, cmd_get, "read KEY to FILE or stdout: get KEY [FILE|-] [--range A-B]; many keys: get --batch LISTFILE (--out DIR | --tar FILE)" },
 	{ "rm", NULL, cmd_rm, "delete KEY" },
 	{ "ls", NULL, cmd_ls, "list keys in key order: ls [PREFIX] [--limit N] [--json]" },
 	{ "stat", NULL, cmd_stat, "size, crc32c, sequence and node of KEY" },

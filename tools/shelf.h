@@ -343,8 +343,8 @@ int shelf_heal(struct shelf *s, const char *slice, const char *addr, uint16_t po
  *
  * Ownership: the library owns every struct shelf_op; it is valid only
  * during its callback. A PUT's data is borrowed from shelf_put_async()
- * until its callback returns (or shelf_close()); keys and slice names are
- * copied at the start.
+ * until its callback is called (the callback may reuse or free it), or
+ * shelf_close(); keys and slice names are copied at the start.
  *
  * Threading: everything here runs on the thread that calls shelf_run(),
  * which must be the one thread using s. Callbacks run inside shelf_run()
@@ -389,7 +389,7 @@ int shelf_get_async(struct shelf *s, const char *slice, const void *key, size_t 
 int shelf_stat_async(struct shelf *s, const char *slice, const void *key, size_t klen,
 		     shelf_done_fn done, void *arg);
 /* Queue a PUT of data[0..len) (len at most 64 MiB, else -EINVAL): data is
- * borrowed until the callback returns. shelf_last_write() tells the last
+ * borrowed until the callback is called. shelf_last_write() tells the last
  * write that completed. Returns as shelf_get_async(). */
 int shelf_put_async(struct shelf *s, const char *slice, const void *key, size_t klen,
 		    const void *data, size_t len, shelf_done_fn done, void *arg);

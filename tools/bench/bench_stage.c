@@ -198,6 +198,25 @@ static double single_pass(struct shelf *s, const struct shelf_batch_item *items,
 	return n / (bench_now() - t0);
 }
 
+/* The machine's CPU seconds busy and in all so far (/proc/stat), to tell
+ * whether a pass was bound by the CPU. */
+static void cpu_read(double *busy, double *all)
+{
+	unsigned long long v[10] = { 0 };
+	FILE *f = fopen("/proc/stat", "r");
+
+	*busy = *all = 0;
+	if (!f)
+		return;
+	if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+		   &v[4], &v[5], &v[6], &v[7]) == 8) {
+		for (int i = 0; i < 8; i++)
+			*all += (double)v[i];
+		*busy = *all - (double)v[3] - (double)v[4];
+	}
+	fclose(f);
+}
+
 static int cmp_int_rand(const void *a, const void *b)
 {
 	const int *x = a, *y = b;
@@ -241,17 +260,28 @@ static int stage_child(void *arg)
 		items[i] = (struct shelf_batch_item){ keys[i], strlen(keys[i]) };
 	}
 	for (int r = 0; r < c->rounds; r++) {
-		if (r % 2 == 0) {
+		double b0, a0, b1, a1, b2, a2, load_ours, load_ref;
+
+		/* each pass's share of the machine's CPU busy: near 100% means
+		 * the nodes and the client together used every core */
+		cpu_read(&b0, &a0);
+		if (r % 2 == 0)
 			ref[r] = single_pass(s, items, idx, c->objects, c->ref_objects);
+		else
 			ours[r] = batch_pass(s, items, idx, c->objects);
-		} else {
+		cpu_read(&b1, &a1);
+		if (r % 2 == 0)
 			ours[r] = batch_pass(s, items, idx, c->objects);
+		else
 			ref[r] = single_pass(s, items, idx, c->objects, c->ref_objects);
-		}
+		cpu_read(&b2, &a2);
 		if (ours[r] < 0 || ref[r] < 0)
 			goto out;
-		fprintf(stderr, "stage: round %d: get_batch %.0f objects/s, one shelf_get at a time "
-			"%.0f objects/s (x%.1f)\n", r + 1, ours[r], ref[r], ours[r] / ref[r]);
+		load_ours = r % 2 ? (b1 - b0) / (a1 - a0) : (b2 - b1) / (a2 - a1);
+		load_ref = r % 2 ? (b2 - b1) / (a2 - a1) : (b1 - b0) / (a1 - a0);
+		fprintf(stderr, "stage: round %d: get_batch %.0f objects/s (CPU %.0f%% busy), one "
+			"shelf_get at a time %.0f objects/s (CPU %.0f%% busy): x%.1f\n", r + 1,
+			ours[r], 100 * load_ours, ref[r], 100 * load_ref, ours[r] / ref[r]);
 	}
 	bench_line("batch_get_8k", bench_median(ours, c->rounds), bench_median(ref, c->rounds),
 		   "obj/s", "shelf_get");

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,17 +33,51 @@ static bool same(const char *a, const char *b)
 	return strcmp(a ? a : "", b ? b : "") == 0;
 }
 
+/* ids[i]: the same small number for members whose field is the same
+ * string (NULL counts as ""), so the loop below compares numbers, not
+ * strings: with R chosen out of n it compares n * R^2 domains. */
+static void domain_ids(const struct ovl_place_member *m, size_t n, size_t field, unsigned *ids)
+{
+	unsigned next = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		const char *v = *(const char *const *)((const char *)&m[i] + field);
+
+		ids[i] = UINT32_MAX;
+		for (size_t k = 0; k < i; k++) {
+			const char *w = *(const char *const *)((const char *)&m[k] + field);
+
+			if (same(v, w)) {
+				ids[i] = ids[k];
+				break;
+			}
+		}
+		if (ids[i] == UINT32_MAX)
+			ids[i] = next++;
+	}
+}
+
 int ovl_place(const struct ovl_place_member *m, size_t n, const void *key, size_t klen,
 	      unsigned replicas, unsigned *out)
 {
 	double *score = NULL;
+	unsigned *site = NULL, *chassis = NULL, *slot = NULL;
 	unsigned chosen = 0;
 
 	if (!m || !out || replicas == 0 || replicas > OVL_PLACE_REPLICAS_MAX)
 		return -EINVAL;
 	score = malloc((n ? n : 1) * sizeof(*score));
-	if (!score)
+	site = malloc((n ? n : 1) * 3 * sizeof(*site));
+	if (!score || !site) {
+		free(score);
+		free(site);
 		return -ENOMEM;
+	}
+	chassis = site + (n ? n : 1);
+	slot = chassis + (n ? n : 1);
+	domain_ids(m, n, offsetof(struct ovl_place_member, site), site);
+	domain_ids(m, n, offsetof(struct ovl_place_member, chassis), chassis);
+	domain_ids(m, n, offsetof(struct ovl_place_member, slot), slot);
 	for (size_t i = 0; i < n; i++)
 		score[i] = m[i].weight ? -(double)m[i].weight / log(unit_hash(m[i].id, key, klen)) : -1;
 	while (chosen < replicas) {
@@ -57,16 +92,16 @@ int ovl_place(const struct ovl_place_member *m, size_t n, const void *key, size_
 			if (score[i] < 0)
 				continue;
 			for (unsigned j = 0; j < chosen; j++) {
-				const struct ovl_place_member *c = &m[out[j]];
+				unsigned c = out[j];
 				int l;
 
-				if (out[j] == i) {
+				if (c == i) {
 					taken = true;
 					break;
 				}
-				l = !same(c->site, m[i].site) ? 3
-				    : !same(c->chassis, m[i].chassis) ? 2
-				    : !same(c->slot, m[i].slot) ? 1 : 0;
+				l = site[c] != site[i] ? 3
+				    : chassis[c] != chassis[i] ? 2
+				    : slot[c] != slot[i] ? 1 : 0;
 				if (l < level)
 					level = l;
 			}
@@ -85,5 +120,6 @@ int ovl_place(const struct ovl_place_member *m, size_t n, const void *key, size_
 		out[chosen++] = (unsigned)best;
 	}
 	free(score);
+	free(site);
 	return (int)chosen;
 }

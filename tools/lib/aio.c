@@ -517,9 +517,8 @@ static int op_call(struct shelf_op *op, unsigned pos, uint8_t type, char *e2, si
 		return ret == -EINVAL || ret == -ENOMEM ? ret : -EHOSTUNREACH;
 	op->call_start = ovl_mono_ms();
 	op->state = OPS_CALL;
-	/* send now: the poll that follows waits for the answer */
-	if (op->conn->connected && ovl_dpc_ready(op->conn->dpc))
-		conn_send(op->conn);
+	/* sent by the run loop once every op of this round has started: the
+	 * requests to one node go out together, in one sendmsg() */
 	return 0;
 }
 

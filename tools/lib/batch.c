@@ -187,16 +187,12 @@ static void window_sort(struct batch *b, struct wkey *wk, size_t k)
 	b->s->deadline_ms = saved;
 	for (size_t i = 0; i < k; i++) {
 		const struct shelf_batch_item *it = &b->items[wk[i].index];
-		struct sh_order o = { 0 };
+		int first = -1;
 
-		wk[i].node = UINT32_MAX;
-		if (dead && it->klen >= 1 && it->klen <= OVL_WIRE_KEY_MAX_BYTES &&
-		    sh_order_build(&m->msg.u.map, it->key, it->klen, dead, true, b->s->site,
-				   b->s->chassis, &o) == 0) {
-			if (o.n)
-				wk[i].node = o.idx[0];
-			sh_order_release(&o);
-		}
+		if (dead && it->klen >= 1 && it->klen <= OVL_WIRE_KEY_MAX_BYTES)
+			first = sh_order_first(&m->msg.u.map, it->key, it->klen, dead, b->s->site,
+					       b->s->chassis);
+		wk[i].node = first >= 0 ? (unsigned)first : UINT32_MAX;
 	}
 	free(dead);
 	qsort_r(wk, k, sizeof(*wk), wkey_cmp, (void *)b->items);

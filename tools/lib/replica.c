@@ -43,6 +43,62 @@ static int place(const struct ovl_msg_map *mp, const uint64_t *w, const void *ke
 	return n;
 }
 
+/* The homes: placement over every member that is not out (a down member
+ * keeps its objects, so placement keeps pointing at it), w the weights
+ * (filled here). Their number, -ENOMEM, or -EHOSTUNREACH (none). */
+static int homes_place(const struct ovl_msg_map *mp, uint64_t *w, const void *key, size_t klen,
+		       unsigned r, unsigned *homes)
+{
+	int nh;
+
+	for (uint32_t i = 0; i < mp->n_members; i++)
+		w[i] = mp->members[i].state == OVL_MSG_STATE_OUT ? 0 : mp->members[i].capacity;
+	nh = place(mp, w, key, klen, r, homes);
+	return nh == 0 ? -EHOSTUNREACH : nh;
+}
+
+/* A home a read asks first: one in the client's chassis. */
+static bool home_near(const struct ovl_msg_map *mp, unsigned m, bool reads, const char *site,
+		      const char *chassis)
+{
+	return reads && in_chassis(&mp->members[m], site, chassis);
+}
+
+static unsigned replicas_of(const struct ovl_msg_map *mp)
+{
+	return mp->replicas < 1 ? 1 : mp->replicas > OVL_PLACE_REPLICAS_MAX
+					      ? OVL_PLACE_REPLICAS_MAX : mp->replicas;
+}
+
+int sh_order_first(const struct ovl_msg_map *mp, const void *key, size_t klen, const bool *dead,
+		   const char *site, const char *chassis)
+{
+	unsigned homes[OVL_PLACE_REPLICAS_MAX];
+	uint64_t *w = calloc(mp->n_members ? mp->n_members : 1, sizeof(*w));
+	struct sh_order o = { 0 };
+	int nh, ret = -EHOSTUNREACH;
+
+	if (!w)
+		return -ENOMEM;
+	nh = homes_place(mp, w, key, klen, replicas_of(mp), homes);
+	free(w);
+	if (nh < 0)
+		return nh;
+	for (int pass = 0; pass < 2 && ret < 0; pass++)
+		for (int i = 0; i < nh && ret < 0; i++)
+			if (!dead[homes[i]] &&
+			    (pass == 1 || home_near(mp, homes[i], true, site, chassis)))
+				ret = (int)homes[i];
+	if (ret >= 0)
+		return ret;
+	/* no home is live: the whole order says */
+	ret = sh_order_build(mp, key, klen, dead, true, site, chassis, &o);
+	if (ret == 0)
+		ret = o.n ? (int)o.idx[0] : -EHOSTUNREACH;
+	sh_order_release(&o);
+	return ret;
+}
+
 void sh_order_release(struct sh_order *o)
 {
 	free(o->idx);
@@ -54,8 +110,7 @@ int sh_order_build(const struct ovl_msg_map *mp, const void *key, size_t klen, c
 		   bool reads, const char *site, const char *chassis, struct sh_order *o)
 {
 	uint32_t n = mp->n_members;
-	unsigned r = mp->replicas < 1 ? 1 : mp->replicas > OVL_PLACE_REPLICAS_MAX
-						    ? OVL_PLACE_REPLICAS_MAX : mp->replicas;
+	unsigned r = replicas_of(mp);
 	unsigned homes[OVL_PLACE_REPLICAS_MAX], subs[OVL_PLACE_REPLICAS_MAX];
 	uint64_t *w = calloc(n ? n : 1, sizeof(*w));
 	bool *listed = calloc(n ? n : 1, sizeof(*listed)), *is_home = calloc(n ? n : 1, 1);
@@ -69,17 +124,9 @@ int sh_order_build(const struct ovl_msg_map *mp, const void *key, size_t klen, c
 		ret = -ENOMEM;
 		goto out;
 	}
-	/* the homes: placement over every member that is not out (a down member
-	 * keeps its objects, so placement keeps pointing at it) */
-	for (uint32_t i = 0; i < n; i++)
-		w[i] = mp->members[i].state == OVL_MSG_STATE_OUT ? 0 : mp->members[i].capacity;
-	nh = place(mp, w, key, klen, r, homes);
+	nh = homes_place(mp, w, key, klen, r, homes);
 	if (nh < 0) {
 		ret = nh;
-		goto out;
-	}
-	if (nh == 0) {
-		ret = -EHOSTUNREACH;
 		goto out;
 	}
 	o->nhomes = (unsigned)nh;
@@ -89,9 +136,8 @@ int sh_order_build(const struct ovl_msg_map *mp, const void *key, size_t klen, c
 	for (int pass = 0; pass < 2; pass++) {
 		for (int i = 0; i < nh; i++) {
 			unsigned m = homes[i];
-			bool near = reads && in_chassis(&mp->members[m], site, chassis);
 
-			if (dead[m] || listed[m] || (pass == 0 && !near))
+			if (dead[m] || listed[m] || (pass == 0 && !home_near(mp, m, reads, site, chassis)))
 				continue;
 			o->idx[o->n] = m;
 			o->home[o->n++] = true;

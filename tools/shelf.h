@@ -339,7 +339,9 @@ int shelf_heal(struct shelf *s, const char *slice, const char *addr, uint16_t po
  * request, that node is taken as gone (its connection closes, the other
  * operations on it go to their next replica, it is remembered as
  * unreachable), as with a blocking call; when the node is alive but slow
- * the operation alone fails. Either way its callback gets -EHOSTUNREACH.
+ * the operation alone gives up on it. Either way the operation then ends
+ * with its most telling failure so far (as a blocking read's; a write's:
+ * -EHOSTUNREACH).
  *
  * Ownership: the library owns every struct shelf_op; it is valid only
  * during its callback. A PUT's data is borrowed from shelf_put_async()
@@ -447,9 +449,10 @@ const char *shelf_op_error(const struct shelf_op *op);
  * with why the words ("get 'KEY': ..."), data NULL. Items are given in
  * the order of items, or as they complete with SHELF_BATCH_UNORDERED. In
  * order, results that completed ahead of the next one to give wait in
- * memory: at most SHELF_BATCH_WINDOW of them, and no new key is asked
- * while they hold more than SHELF_BATCH_BUFFER_BYTES (the window then
- * narrows to the item being waited for).
+ * memory: at most SHELF_BATCH_WINDOW of them (keys are asked only within
+ * SHELF_BATCH_WINDOW of the next one to give), and no new key is asked
+ * while they hold more than SHELF_BATCH_BUFFER_BYTES; so what waits is at
+ * most that plus the objects of the keys already asked.
  *
  * Returns the number of items given with res < 0 (0: every one was there),
  * or a negative errno for the whole call: -EINVAL (no slice, or no cb),

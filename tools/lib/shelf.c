@@ -1430,3 +1430,13 @@ SHELF_API int shelf_heal(struct shelf *s, const char *slice, const char *addr, u
 	return node_counters_call(s, OVL_WIRE_T_HEAL, &q, "heal", addr, port, out, cap, err,
 				  errlen);
 }
+
+SHELF_API uint32_t shelf_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+	return ovl_crc32c(crc, buf, len);
+}
+
+SHELF_API void shelf_free(void *p)
+{
+	free(p);
+}

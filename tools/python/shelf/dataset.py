@@ -119,7 +119,9 @@ def tar_samples(f, key="?"):
     readable tar, or a sample has an extension twice."""
     cur, parts, n = None, {}, 0
     try:
-        tf = tarfile.open(fileobj=f, mode="r|")
+        # "r:" (seekable) rather than a stream: tarfile ends quietly at a
+        # truncated or invalid header, so the end is checked below
+        tf = tarfile.open(fileobj=f, mode="r:")
     except (tarfile.TarError, EOFError) as e:
         raise _bad(key, "not a tar file (%s)" % e) from None
     try:
@@ -129,6 +131,12 @@ def tar_samples(f, key="?"):
             except (tarfile.TarError, EOFError) as e:
                 raise _bad(key, "damaged tar after %d members (%s)" % (n, e)) from None
             if m is None:
+                # a whole tar ends with a zero block where the next header would be
+                f.seek(tf.offset)
+                end = f.read(tarfile.BLOCKSIZE)
+                if len(end) < tarfile.BLOCKSIZE or end.count(0) != tarfile.BLOCKSIZE:
+                    why = "truncated" if len(end) < tarfile.BLOCKSIZE else "not a tar header"
+                    raise _bad(key, "damaged tar at offset %d after %d members (%s)" % (tf.offset, n, why))
                 break
             n += 1
             if not m.isfile():

@@ -1248,7 +1248,8 @@ SHELF_API int shelf_list_partial(struct shelf *s, const char *slice, const void 
 				have_bound = true;
 			}
 		}
-		qsort(all.e, all.n, sizeof(*all.e), vent_cmp);
+		if (all.n) /* an empty page has no array (qsort's base must not be NULL) */
+			qsort(all.e, all.n, sizeof(*all.e), vent_cmp);
 		for (size_t i = 0; i < all.n && !stop; i++) {
 			const struct vent *v = &all.e[i];
 

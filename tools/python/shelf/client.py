@@ -12,6 +12,7 @@ from ._errors import Error, StageError
 
 LIST_PAGE = 1000  # keys asked per LIST call
 OPEN_BUFFER_BYTES = 4 << 20  # open(): bytes read ahead per range GET
+RANGE_MAX_BYTES = 64 << 20  # open(): one range GET asks for at most this
 STAGE_READ_BYTES = 16 << 20  # stage(): crc of a file already there, read in pieces
 KEY_MAX_BYTES = 1024
 
@@ -275,6 +276,8 @@ class Client:
         directory cannot be written (EACCES, EROFS, ENOSPC, EDQUOT)."""
         t0 = time.monotonic()
         root = os.fsencode(os.fspath(directory))
+        if os.path.exists(root) and not os.path.isdir(root):
+            raise StageError(errno.ENOTDIR, "stage: '%s' is not a directory" % os.fsdecode(root))
         try:
             os.makedirs(root, exist_ok=True)
         except OSError as e:
@@ -450,15 +453,25 @@ class ObjectReader(io.RawIOBase):
         return data
 
     def readinto(self, b):
+        """Fills b whole unless the object ends first (never a short read
+        in the middle: tarfile and friends take one as the end)."""
         self._checkClosed()
         mv = memoryview(b).cast("B")
         want = min(len(mv), max(0, self.size - self._pos))
-        if want == 0:
-            return 0
+        got = 0
+        while got < want:
+            n = self._read_some(mv[got:want])
+            if n == 0:
+                break
+            got += n
+        return got
+
+    def _read_some(self, mv):
+        want = len(mv)
         i = self._pos - self._boff
         if not (0 <= i < len(self._buf)):
             if want >= self._bufsize:
-                data = self._range(self._pos, want)
+                data = self._range(self._pos, min(want, RANGE_MAX_BYTES))
                 mv[:len(data)] = data
                 self._pos += len(data)
                 return len(data)

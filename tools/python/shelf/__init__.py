@@ -20,7 +20,7 @@ from .client import Client, ObjectReader, Stat, StageResult
 
 __all__ = ["Client", "ObjectReader", "Stat", "StageResult", "ShardDataset", "Error", "NotFound",
            "AccessDenied", "Unavailable", "ChecksumError", "BadShard", "StageError",
-           "LibraryNotFound", "crc32c", "library_path"]
+           "LibraryNotFound", "crc32c", "library_path", "tune_malloc"]
 
 
 def __getattr__(name):
@@ -35,6 +35,13 @@ def crc32c(data, crc=0):
     """CRC-32C (the checksum stat() gives) of a bytes-like object."""
     from . import _lib
     return _lib.crc32c(data, crc)
+
+
+def tune_malloc(**kw):
+    """glibc: serve GET-sized buffers from the heap and keep them for reuse
+    (see shelf._lib.tune_malloc); ShardDataset calls it when iterating."""
+    from . import _lib
+    return _lib.tune_malloc(**kw)
 
 
 def library_path():

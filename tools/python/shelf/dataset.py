@@ -8,6 +8,7 @@ import random
 import re
 import tarfile
 
+from . import _lib
 from ._errors import BadShard, Error
 
 try:
@@ -63,10 +64,14 @@ class ShardDataset(_Base):
     per sample (consecutive members with the same name before the first
     dot). A shard that is not a readable tar raises BadShard naming it.
     set_epoch(e) before each epoch changes the order.
+
+    tune_malloc (default True): iterating calls shelf.tune_malloc() in the
+    process that iterates (a DataLoader worker), so that shard-sized
+    buffers are reused rather than mapped and faulted in afresh each time.
     """
 
     def __init__(self, client, prefix, shuffle_seed=0, epoch=0, rank=0, world_size=1,
-                 samples=False, sample_buffer=SAMPLE_BUFFER_BYTES):
+                 samples=False, sample_buffer=SAMPLE_BUFFER_BYTES, tune_malloc=True):
         if _tud is not None:
             super().__init__()
         if not (isinstance(world_size, int) and world_size >= 1):
@@ -81,6 +86,7 @@ class ShardDataset(_Base):
         self.world_size = world_size
         self.samples = samples
         self.sample_buffer = sample_buffer
+        self.tune_malloc = tune_malloc
         self.keys = list(client.list(prefix))
 
     def set_epoch(self, epoch):
@@ -95,6 +101,8 @@ class ShardDataset(_Base):
                      self.world_size, worker, num_workers)
 
     def __iter__(self):
+        if self.tune_malloc:
+            _lib.tune_malloc()
         for key in self.shards():
             if self.samples:
                 yield from self._samples(key)

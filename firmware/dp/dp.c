@@ -1064,6 +1064,8 @@ static void op_begin(struct dp_op *op)
 	case OVL_WIRE_T_DELETE:
 		a.type = NODE_REQ_DELETE;
 		fwd_args(dc, &op->q, &a);
+		if (!a.peer_id)
+			a.peer_id = node_peer_id(dc); /* a node's plain DELETE: judged as such */
 		ret = node_req_start(dp->o.req, &a, req_done, op);
 		break;
 	case OVL_WIRE_T_STAT:
@@ -1702,7 +1704,11 @@ static ssize_t dp_data(void *arg, struct node_conn *c, const uint8_t *buf, size_
 				 h.type == OVL_WIRE_T_STAT ||
 				 h.type == OVL_WIRE_T_GET || /* repair: a damaged copy fetched again */
 				 h.type == OVL_WIRE_T_DIGEST || h.type == OVL_WIRE_T_HEAL ||
-				 (h.type == OVL_WIRE_T_LIST && q->has_bucket));
+				 (h.type == OVL_WIRE_T_LIST && q->has_bucket) ||
+				 /* chunk GC: a member deletes and lists large
+				  * objects' reserved keys (fe x8) only */
+				 ((h.type == OVL_WIRE_T_DELETE || h.type == OVL_WIRE_T_LIST) &&
+				  ovl_large_key_reserved(q->key, q->key_len)));
 		/* digests and bucket listings are between the slice's nodes */
 		bool node_only = h.type == OVL_WIRE_T_DIGEST ||
 				 (h.type == OVL_WIRE_T_LIST && q->has_bucket);

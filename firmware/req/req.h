@@ -81,6 +81,8 @@ struct node_repl;
 #define NODE_REQ_REPAIR_INBOUND_MAX_DEFAULT 4
 #define NODE_REQ_SCRUB_INTERVAL_MS_DEFAULT (24ull * 3600 * 1000)
 #define NODE_REQ_SCRUB_BUDGET_DEFAULT (4u << 20)  /* bytes verified per tick (~100 ms) */
+#define NODE_REQ_CHUNK_GC_AFTER_MS_DEFAULT (3600ull * 1000)
+#define NODE_REQ_CHUNK_GC_INTERVAL_MS_DEFAULT (600ull * 1000)
 
 struct node_req_opts {
 	struct node_loop *loop;   /* the node's loop (borrowed) */
@@ -107,6 +109,10 @@ struct node_req_opts {
 	unsigned repair_inbound_max;
 	uint64_t scrub_interval_ms;   /* UINT64_MAX: no scrub */
 	uint64_t scrub_budget;
+	/* with repl ("Chunk GC"; 0: the defaults above): how old an intent
+	 * is before it is settled, and how often a pass starts (+-20 %) */
+	uint64_t chunk_gc_after_ms;
+	uint64_t chunk_gc_interval_ms;
 };
 
 enum node_req_type {
@@ -477,6 +483,41 @@ unsigned node_req_heal_counters(const struct node_req *rq, const char *slice,
  * (node_store_stream_finish_ver(): never wrong bytes, never an older
  * version over a newer one). A key no home can give back counts in
  * heal_objects_lost.
+ */
+
+/*
+ * ---- chunk GC (with replication; large objects, docs/PROTOCOL.md) ----
+ *
+ * Every chunk_gc_interval (+-20 %) a pass walks this node's own intent
+ * keys (fe x8 'G' id, 25 bytes: a prefix walk of the index, never a scan
+ * of every key). An intent is settled by the node that is its first live
+ * home in the one slice whose map makes this node one of its homes (a key
+ * homed here by several slices is left alone: keys carry no slice), once
+ * it is older than chunk_gc_after: age from the later of its record's
+ * version (hlc >> 16, the head's clock) and the unix ms in its value (the
+ * writer's clock). A value that does not parse is deleted (warned,
+ * gc_intents_bad). Else the object key K it names is read (its first 64
+ * bytes, with its stored size) from K's homes in placement order, this
+ * node locally, and, when every home says plain not-found, the next R + 2
+ * members as well (a rebalance under way):
+ *   - every answer a valid manifest head of the intent's id: live, only
+ *     the intent is deleted (gc_intents_live);
+ *   - every answer something else (not found, a tombstone, a plain object,
+ *     a manifest of another id, a damaged one of another id), every home
+ *     answering: every chunk of the id (fe x8 'C' id, listed with LIST on
+ *     every member not `out`, which must all be live) is deleted through
+ *     its head (this node, or a DELETE to the chunk's first live home:
+ *     a replicated, versioned delete), then the intent
+ *     (gc_intents_collected, gc_chunks_deleted);
+ *   - a damaged manifest of the intent's id: nothing (gc_errors);
+ *   - a home that does not answer, answers that disagree, a member that
+ *     cannot list, a chunk that cannot be deleted: the intent waits for a
+ *     later pass (gc_intents_deferred, or gc_errors for a failed delete).
+ * One request at a time, each only when background work may start.
+ *
+ * A plain DELETE, or a LIST without a bucket, from a node certificate
+ * (a->peer_id without ver/fwd) is allowed only for a key (prefix) that
+ * begins with fe x8 and from a member of the slice (-EACCES otherwise).
  */
 
 /* Set the background rate (bytes/s; 0: unlimited; -1: unchanged) and duty

@@ -490,30 +490,36 @@ unsigned node_req_heal_counters(const struct node_req *rq, const char *slice,
  *
  * Every chunk_gc_interval (+-20 %) a pass walks this node's own intent
  * keys (fe x8 'G' id, 25 bytes: a prefix walk of the index, never a scan
- * of every key). An intent is settled by the node that is its first live
- * home in the one slice whose map makes this node one of its homes (a key
- * homed here by several slices is left alone: keys carry no slice), once
- * it is older than chunk_gc_after: age from the later of its record's
- * version (hlc >> 16, the head's clock) and the unix ms in its value (the
- * writer's clock). A value that does not parse is deleted (warned,
- * gc_intents_bad). Else the object key K it names is read (its first 64
- * bytes, with its stored size) from K's homes in placement order, this
- * node locally, and, when every home says plain not-found, the next R + 2
- * members as well (a rebalance under way):
- *   - every answer a valid manifest head of the intent's id: live, only
- *     the intent is deleted (gc_intents_live);
- *   - every answer something else (not found, a tombstone, a plain object,
- *     a manifest of another id, a damaged one of another id), every home
- *     answering: every chunk of the id (fe x8 'C' id, listed with LIST on
- *     every member not `out`, which must all be live) is deleted through
- *     its head (this node, or a DELETE to the chunk's first live home:
- *     a replicated, versioned delete), then the intent
- *     (gc_intents_collected, gc_chunks_deleted);
- *   - a damaged manifest of the intent's id: nothing (gc_errors);
- *   - a home that does not answer, answers that disagree, a member that
- *     cannot list, a chunk that cannot be deleted: the intent waits for a
- *     later pass (gc_intents_deferred, or gc_errors for a failed delete).
- * One request at a time, each only when background work may start.
+ * of every key). Keys carry no slice, so an intent is judged in every
+ * slice this node is a member of (at most 16; replicated slices first),
+ * and settled by this node when it is the key's first live home in at
+ * least one of them, once older than chunk_gc_after: age from the later
+ * of its record's version (hlc >> 16, the head's clock) and the unix ms
+ * in its value (the writer's clock). A value that does not parse (wrong
+ * magic, short, no key, a key over 1024 bytes) is deleted (a warning,
+ * gc_intents_bad). Else the object key K it names is read in each slice
+ * (its first 64 bytes, with its stored size) from K's homes in placement
+ * order, this node locally, and, when every home says plain not-found,
+ * from the next R + 2 members as well (a rebalance under way). A slice's
+ * verdict: live when every answer is a valid manifest head of the
+ * intent's id; not live when every home answered and none holds one (not
+ * found, a tombstone, a plain object, a manifest of another id, a damaged
+ * one of another id); damaged when one holds a manifest of the intent's
+ * id that does not validate; doubt otherwise (a home down or not
+ * answering, answers that disagree). Then:
+ *   - live in any slice: only the intent is deleted (gc_intents_live);
+ *   - a damaged manifest of the id: nothing (gc_errors, a warning);
+ *   - doubt anywhere: nothing this pass (gc_intents_deferred);
+ *   - not live in every slice, and every member of every slice (not
+ *     `out`) live: in each slice, every chunk of the id (fe x8 'C' id,
+ *     listed with LIST on each member) is deleted through its head (this
+ *     node, or a DELETE to the chunk's first live home over the peer
+ *     client: a replicated, versioned delete on a slice of R > 1), then
+ *     the intent through each slice this node is a home of it in
+ *     (gc_intents_collected, gc_chunks_deleted). A chunk that cannot be
+ *     deleted (gc_errors) keeps the intent for a later pass.
+ * One request at a time, each only when background work may start
+ * (req_pace_may_start()). A pass that did anything logs one line.
  *
  * A plain DELETE, or a LIST without a bucket, from a node certificate
  * (a->peer_id without ver/fwd) is allowed only for a key (prefix) that

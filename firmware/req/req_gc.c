@@ -3,13 +3,13 @@
  * docs/PROTOCOL.md): the node's own intent keys (fe x8 'G' id) are listed
  * from the store, and an intent this node is the first live home of, once
  * older than chunk_gc_after, is settled: the object key it names is read
- * through its homes; a manifest of the intent's id there means the chunks
- * are live (only the intent goes), anything else that every home agrees
- * on means they are not (every chunk of the id, listed on every member,
- * is deleted through its head, then the intent). Doubt (a home that does
- * not answer, homes that disagree, a damaged manifest of the same id, a
- * member that cannot list) never deletes a chunk: the intent waits for the
- * next pass.
+ * through its homes (in every slice of this node: keys carry no slice); a
+ * manifest of the intent's id there means the chunks are live (only the
+ * intent goes), anything else that every home agrees on means they are
+ * not (every chunk of the id, listed on every member, is deleted through
+ * its head, then the intent). Doubt (a home that does not answer, homes
+ * that disagree, a damaged manifest of the same id, a member down or that
+ * cannot list) never deletes a chunk: the intent waits for the next pass.
  *
  * One request in flight at a time, each started only when background work
  * may start (req_pace_may_start()), so that a pass goes at the pace of the
@@ -26,6 +26,7 @@
 #define GC_PAGE_KEYS 256      /* chunk keys listed at once from one member */
 #define GC_CAND_MAX OVL_PLACE_REPLICAS_MAX
 #define GC_REBALANCE_EXTRA 2  /* beyond the homes, as a client read asks */
+#define GC_SLICES_MAX 16      /* slices of this node an intent is judged in */
 
 enum gc_phase {
 	GP_IDLE,        /* between passes */
@@ -55,7 +56,12 @@ struct req_gc {
 	uint8_t ikey[OVL_LARGE_INTENT_KEY_BYTES];
 	uint8_t id[OVL_LARGE_ID_BYTES];
 	struct node_store_ver iver;   /* the intent record's version ((0, 0): none) */
-	char slice[OVL_WIRE_NAME_SIZE];
+	/* keys carry no slice: the intent is judged in every slice this node
+	 * is a member of (replicated ones first), the current one sl[si] */
+	char sl[GC_SLICES_MAX][OVL_WIRE_NAME_SIZE];
+	bool sl_ihome[GC_SLICES_MAX]; /* this node is a home of the intent key there */
+	unsigned nsl, si;
+	unsigned v_live, v_doubt, v_damaged; /* the slices' verdicts so far */
 	bool bad;                     /* its value did not parse: it goes alone */
 	uint8_t kkey[OVL_WIRE_KEY_MAX_BYTES]; /* the object key it names */
 	size_t kklen;
@@ -79,6 +85,7 @@ struct req_gc {
 };
 
 static void gc_run(struct req_gc *gc);
+static void chunks_slice(struct req_gc *gc);
 
 static void gc_ref(struct req_gc *gc)
 {
@@ -191,31 +198,71 @@ static int first_live_home(struct node_req *rq, const struct node_ctl_map *m, co
 	return -1;
 }
 
-/* The one slice whose map makes this node a home of key, into gc->slice:
- * 0; -ENOENT when none does, -EEXIST when several do (keys carry no slice:
- * which one the intent is of cannot be told, and a guess could delete a
- * live object's chunks, so it is left alone). */
-static int intent_slice(struct req_gc *gc, const uint8_t *key, size_t klen)
+/* The slices this node is a member of, into gc->sl (replicated ones
+ * first: their versioned deletes settle a key before a plain slice's
+ * listing could show it), each with whether this node is a home of key
+ * there. 0 when it is the first live home of key in at least one of
+ * them; -ENOENT when in none (another node settles the intent); -E2BIG
+ * with more slices than GC_SLICES_MAX (left alone: a slice not looked at
+ * could hold the object). */
+static int intent_slices(struct req_gc *gc, const uint8_t *key, size_t klen)
 {
 	struct node_req *rq = gc->rq;
 	const struct node_ctl_map *m;
-	unsigned found = 0;
+	bool first = false;
 
-	for (unsigned i = 0; (m = node_repl_map_at(rq->o.repl, i)) != NULL; i++) {
-		unsigned order[OVL_PLACE_REPLICAS_MAX];
-		int n;
+	gc->nsl = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		for (unsigned i = 0; (m = node_repl_map_at(rq->o.repl, i)) != NULL; i++) {
+			unsigned order[OVL_PLACE_REPLICAS_MAX];
+			int n, head;
 
-		if (node_repl_member_find(m->members, m->n_members, node_repl_self(rq->o.repl)) < 0)
-			continue;
-		n = gc_place(m, key, klen, order, map_r(m));
-		for (int h = 0; h < n; h++) {
-			if (!is_self(rq, m->members[order[h]].id))
+			if ((map_r(m) > 1) != (pass == 0) ||
+			    node_repl_member_find(m->members, m->n_members,
+						  node_repl_self(rq->o.repl)) < 0)
 				continue;
-			if (!found++)
-				snprintf(gc->slice, sizeof(gc->slice), "%s", m->name);
+			if (gc->nsl == GC_SLICES_MAX)
+				return -E2BIG;
+			snprintf(gc->sl[gc->nsl], sizeof(gc->sl[0]), "%s", m->name);
+			gc->sl_ihome[gc->nsl] = false;
+			n = gc_place(m, key, klen, order, map_r(m));
+			for (int h = 0; h < n; h++)
+				if (is_self(rq, m->members[order[h]].id))
+					gc->sl_ihome[gc->nsl] = true;
+			head = first_live_home(rq, m, key, klen);
+			if (head >= 0 && is_self(rq, m->members[head].id))
+				first = true;
+			gc->nsl++;
 		}
 	}
-	return found == 1 ? 0 : found ? -EEXIST : -ENOENT;
+	return first ? 0 : -ENOENT;
+}
+
+/* Whether key is an object (not a tombstone) in this node's store. */
+struct live_find {
+	size_t klen;
+	bool live;
+};
+
+static int live_cb(void *arg, const void *key, size_t klen, const struct node_store_ver *ver,
+		   bool tomb)
+{
+	struct live_find *f = arg;
+
+	(void)key;
+	(void)ver;
+	f->live = klen == f->klen && !tomb;
+	return 1;
+}
+
+static bool local_live(struct req_gc *gc, const uint8_t *key, size_t klen)
+{
+	struct live_find f = { .klen = klen };
+
+	/* the prefix walk from the key itself: the first entry is the key
+	 * when it is held (a longer key with the same start comes after) */
+	node_store_list_ver(gc->rq->o.store, key, klen, NULL, 0, 1, live_cb, &f);
+	return f.live;
 }
 
 /* ---- small helpers ---- */
@@ -238,7 +285,7 @@ static int local_start(struct req_gc *gc, struct node_req_args *a, node_req_done
 {
 	int ret;
 
-	a->slice = gc->slice;
+	a->slice = gc->sl[gc->si];
 	gc->waiting = true;
 	gc_ref(gc);
 	ret = node_req_start(gc->rq, a, done, gc);
@@ -254,13 +301,13 @@ static int remote_start(struct req_gc *gc, const uint8_t *id, struct ovl_wire_re
 			node_repl_call_fn done)
 {
 	struct node_req *rq = gc->rq;
-	const struct node_ctl_map *m = node_repl_map(rq->o.repl, gc->slice);
+	const struct node_ctl_map *m = node_repl_map(rq->o.repl, gc->sl[gc->si]);
 	char err[NODE_REPL_ERR_BYTES];
 	int mi, ret;
 
 	mi = m ? node_repl_member_find(m->members, m->n_members, id) : -1;
 	if (mi < 0)
-		return -ENOENT;
+		return -ENXIO; /* no member now */
 	gc->waiting = true;
 	gc_ref(gc);
 	ret = node_repl_call(rq->o.repl, m, (uint32_t)mi, q, done, gc, NULL, err, sizeof(err));
@@ -313,24 +360,45 @@ static void del_intent_cb(void *arg, const struct node_req_result *r, struct nod
 			req_event(gc->rq, NODE_REQ_EV_WARN, "chunk gc: cannot delete intent %s: %s", kh,
 				  r->msg ? r->msg : "failed");
 			gc_error(gc);
-		} else if (!gc->bad && gc->n_live) {
-			gc->live_n++;
-			gc->p_live++;
-		} else if (!gc->bad) {
-			gc->collected++;
-			gc->p_collected++;
+			intent_done(gc);
+		} else {
+			gc->si++; /* the next slice it is homed here in */
 		}
-		intent_done(gc);
 	}
 	cb_end(gc);
 }
 
+/* The intent is deleted through every slice this node is a home of it in
+ * (replicated ones first: a plain slice's delete then finds nothing). */
 static bool del_intent(struct req_gc *gc)
 {
 	struct node_req_args a = { .type = NODE_REQ_DELETE, .key = gc->ikey,
 				   .klen = sizeof(gc->ikey) };
+	const struct node_ctl_map *m;
 	int ret;
 
+	while (gc->si < gc->nsl) {
+		m = node_repl_map(gc->rq->o.repl, gc->sl[gc->si]);
+		if (gc->sl_ihome[gc->si] && m &&
+		    (map_r(m) > 1 || local_live(gc, gc->ikey, sizeof(gc->ikey))))
+			break;
+		gc->si++;
+	}
+	if (gc->si == gc->nsl) {
+		if (gc->bad) {
+			/* counted when found */
+		} else if (gc->v_live) {
+			gc->live_n++;
+			gc->p_live++;
+		} else {
+			gc->collected++;
+			gc->p_collected++;
+		}
+		intent_done(gc);
+		return true;
+	}
+	if (!req_pace_may_start(gc->rq, 0, ovl_mono_ms()))
+		return false;
 	ret = local_start(gc, &a, del_intent_cb);
 	if (ret < 0) {
 		if (ret == -EBUSY)
@@ -382,10 +450,16 @@ static void del_chunk_remote_cb(void *arg, struct ovl_dpc_call *call)
 	cb_end(gc);
 }
 
+static void intent_delete_start(struct req_gc *gc)
+{
+	gc->si = 0;
+	gc->phase = GP_DEL_INTENT;
+}
+
 static bool del_chunk(struct req_gc *gc)
 {
 	struct node_req *rq = gc->rq;
-	const struct node_ctl_map *m = node_repl_map(rq->o.repl, gc->slice);
+	const struct node_ctl_map *m = node_repl_map(rq->o.repl, gc->sl[gc->si]);
 	const uint8_t *key;
 	uint8_t id[OVL_LARGE_ID_BYTES];
 	int head, ret;
@@ -396,11 +470,14 @@ static bool del_chunk(struct req_gc *gc)
 		} else {
 			gc->mi++;
 			gc->after_len = 0;
-			gc->phase = gc->mi < gc->nmem ? GP_LIST : GP_DEL_INTENT;
-			if (gc->phase == GP_DEL_INTENT && gc->del_failed) {
-				/* a chunk left: the intent stays for the next pass */
-				intent_done(gc);
-			}
+			if (gc->mi < gc->nmem)
+				gc->phase = GP_LIST;
+			else if (gc->del_failed)
+				intent_done(gc); /* a chunk left: the intent stays for the next pass */
+			else if (++gc->si < gc->nsl)
+				chunks_slice(gc);
+			else
+				intent_delete_start(gc);
 		}
 		return true;
 	}
@@ -534,11 +611,12 @@ static bool list_chunks(struct req_gc *gc)
 	return true;
 }
 
-/* Every member not `out` must be live to list it: else nothing is deleted. */
-static void chunks_start(struct req_gc *gc)
+/* The members of slice sl[si] not `out` to list, all live (else the
+ * intent waits: its chunks are deleted all or none per pass). */
+static void chunks_slice(struct req_gc *gc)
 {
 	struct node_req *rq = gc->rq;
-	const struct node_ctl_map *m = node_repl_map(rq->o.repl, gc->slice);
+	const struct node_ctl_map *m = node_repl_map(rq->o.repl, gc->sl[gc->si]);
 
 	free(gc->mem);
 	gc->mem = NULL;
@@ -556,15 +634,44 @@ static void chunks_start(struct req_gc *gc)
 		if (m->members[i].state == OVL_MSG_STATE_OUT)
 			continue;
 		if (!member_live(rq, m, i)) {
-			defer(gc); /* its chunks cannot be listed: all of them or none */
+			defer(gc);
 			return;
 		}
 		memcpy(gc->mem[gc->nmem++], m->members[i].id, OVL_ID_BYTES);
 	}
 	gc->mi = 0;
 	gc->after_len = 0;
+	gc->npage = gc->pi = 0;
+	gc->more = false;
+	gc->phase = GP_LIST;
+	if (!gc->nmem) {
+		gc->npage = gc->pi = 0;
+		gc->phase = GP_DEL_CHUNK; /* nothing to list: on to the next slice */
+	}
+}
+
+/* Every member of every slice must be live before anything is deleted. */
+static void chunks_start(struct req_gc *gc)
+{
+	struct node_req *rq = gc->rq;
+
+	for (unsigned s = 0; s < gc->nsl; s++) {
+		const struct node_ctl_map *m = node_repl_map(rq->o.repl, gc->sl[s]);
+
+		if (!m) {
+			defer(gc);
+			return;
+		}
+		for (uint32_t i = 0; i < m->n_members; i++) {
+			if (m->members[i].state != OVL_MSG_STATE_OUT && !member_live(rq, m, i)) {
+				defer(gc);
+				return;
+			}
+		}
+	}
+	gc->si = 0;
 	gc->del_failed = false;
-	gc->phase = gc->nmem ? GP_LIST : GP_DEL_INTENT;
+	chunks_slice(gc);
 }
 
 /* ---- reading the object key ---- */
@@ -603,7 +710,7 @@ static enum gc_ans k_classify(struct req_gc *gc, const uint8_t *b, size_t len, u
 	key_hex(gc->kkey, gc->kklen, kh, sizeof(kh));
 	req_event(gc->rq, NODE_REQ_EV_WARN,
 		  "chunk gc: key %s (slice '%s') holds a damaged manifest of the intent's id (%s): its chunks are kept",
-		  kh, gc->slice, why);
+		  kh, gc->sl[gc->si], why);
 	return ANS_DAMAGED;
 }
 
@@ -644,17 +751,31 @@ static void k_remote_cb(void *arg, struct ovl_dpc_call *call)
 }
 
 /* All answers in: settle the intent. */
+static void k_start(struct req_gc *gc);
+
+/* Every answer of slice sl[si] in: its verdict; after the last slice,
+ * settle the intent. Live in any slice: only the intent goes. */
 static void k_decide(struct req_gc *gc)
 {
-	if (gc->n_damaged) {
+	if (gc->n_damaged)
+		gc->v_damaged++;
+	else if (gc->n_live && (gc->n_other || gc->n_nf || gc->n_fail))
+		gc->v_doubt++; /* homes disagree: anti-entropy first */
+	else if (gc->n_live)
+		gc->v_live++;
+	else if (gc->n_fail || gc->n_other + gc->n_nf == 0)
+		gc->v_doubt++; /* not every home answered: never delete on doubt */
+	if (++gc->si < gc->nsl) {
+		k_start(gc);
+		return;
+	}
+	if (gc->v_damaged) {
 		gc_error(gc);
 		intent_done(gc);
-	} else if (gc->n_live && (gc->n_other || gc->n_nf || gc->n_fail)) {
-		defer(gc); /* homes disagree: anti-entropy first */
-	} else if (gc->n_live) {
-		gc->phase = GP_DEL_INTENT; /* live: only the intent goes */
-	} else if (gc->n_fail || gc->n_other + gc->n_nf == 0) {
-		defer(gc); /* not every home answered: never delete on doubt */
+	} else if (gc->v_live) {
+		intent_delete_start(gc);
+	} else if (gc->v_doubt) {
+		defer(gc);
 	} else {
 		chunks_start(gc);
 	}
@@ -671,7 +792,7 @@ static bool k_read(struct req_gc *gc)
 		k_decide(gc);
 		return true;
 	}
-	m = node_repl_map(rq->o.repl, gc->slice);
+	m = node_repl_map(rq->o.repl, gc->sl[gc->si]);
 	id = gc->cand[gc->ci];
 	mi = m ? node_repl_member_find(m->members, m->n_members, id) : -1;
 	if (mi < 0 || !member_live(rq, m, (uint32_t)mi)) {
@@ -706,15 +827,19 @@ static bool k_read(struct req_gc *gc)
 		q->length = OVL_LARGE_MAN_HEAD_BYTES;
 		ret = remote_start(gc, id, q, k_remote_cb);
 		free(q);
+		if (ret == -ENOENT)
+			ret = -EIO;
 	}
-	if (ret < 0)
+	if (ret == -ENOENT)
+		k_answer(gc, ANS_NOTFOUND); /* refused at once: no such key here */
+	else if (ret < 0)
 		k_answer(gc, ANS_FAIL);
 	return true;
 }
 
 static void k_start(struct req_gc *gc)
 {
-	const struct node_ctl_map *m = node_repl_map(gc->rq->o.repl, gc->slice);
+	const struct node_ctl_map *m = node_repl_map(gc->rq->o.repl, gc->sl[gc->si]);
 	unsigned order[GC_CAND_MAX], r, want;
 	int n;
 
@@ -776,11 +901,11 @@ static void intent_read_cb(void *arg, const struct node_req_result *r, struct no
 			key_hex(gc->ikey, sizeof(gc->ikey), kh, sizeof(kh));
 			req_event(gc->rq, NODE_REQ_EV_WARN,
 				  "chunk gc: intent %s (slice '%s') does not parse (%s): deleted", kh,
-				  gc->slice, why);
+				  gc->sl[gc->si], why);
 			gc->bad = true;
 			gc->bad_n++;
 			gc->p_bad++;
-			gc->phase = GP_DEL_INTENT;
+			intent_delete_start(gc);
 		} else {
 			/* the later of the node's and the writer's clock: a client
 			 * clock running behind makes no intent look older */
@@ -794,6 +919,8 @@ static void intent_read_cb(void *arg, const struct node_req_result *r, struct no
 				gc->count = in.count;
 				memcpy(gc->kkey, in.key, in.klen);
 				gc->kklen = in.klen;
+				gc->si = 0;
+				gc->v_live = gc->v_doubt = gc->v_damaged = 0;
 				k_start(gc);
 			}
 		}
@@ -842,8 +969,6 @@ static bool next_intent(struct req_gc *gc)
 	struct node_req *rq = gc->rq;
 	uint8_t prefix[OVL_LARGE_PREFIX_BYTES + 1];
 	struct next_find f = { 0 };
-	const struct node_ctl_map *m;
-	int head;
 
 	if (gc->stopped) {
 		pass_end(gc);
@@ -875,12 +1000,9 @@ static bool next_intent(struct req_gc *gc)
 	memcpy(gc->ikey, f.key, sizeof(gc->ikey));
 	gc->iver = f.ver;
 	gc->bad = false;
-	if (intent_slice(gc, gc->ikey, sizeof(gc->ikey)) < 0)
-		return true;
-	m = node_repl_map(rq->o.repl, gc->slice);
-	head = m ? first_live_home(rq, m, gc->ikey, sizeof(gc->ikey)) : -1;
-	if (head < 0 || !is_self(rq, m->members[head].id))
+	if (intent_slices(gc, gc->ikey, sizeof(gc->ikey)) < 0)
 		return true; /* another home settles it */
+	gc->si = 0;
 	if (f.ver.hlc) {
 		uint64_t stored = f.ver.hlc >> NODE_REPL_HLC_COUNTER_BITS;
 

@@ -27,6 +27,7 @@
 #define GC_CAND_MAX OVL_PLACE_REPLICAS_MAX
 #define GC_REBALANCE_EXTRA 2  /* beyond the homes, as a client read asks */
 #define GC_SLICES_MAX 16      /* slices of this node an intent is judged in */
+#define GC_KEYS_PER_TICK 256  /* intent keys looked at per tick, at most */
 
 enum gc_phase {
 	GP_IDLE,        /* between passes */
@@ -48,6 +49,7 @@ struct req_gc {
 	enum gc_phase phase;
 	bool waiting;                 /* a request is in flight: its callback moves on */
 	bool in_run, dying, stopped;
+	unsigned budget;              /* intent keys this tick may still look at */
 	unsigned live;                /* callbacks pending */
 	/* the pass: the last intent key looked at */
 	uint8_t cur[OVL_LARGE_INTENT_KEY_BYTES];
@@ -974,8 +976,9 @@ static bool next_intent(struct req_gc *gc)
 		pass_end(gc);
 		return false;
 	}
-	if (!req_pace_may_start(rq, 0, ovl_mono_ms()))
-		return false;
+	if (!gc->budget || !req_pace_may_start(rq, 0, ovl_mono_ms()))
+		return false; /* the next tick goes on */
+	gc->budget--;
 	memset(prefix, OVL_LARGE_PREFIX_BYTE, OVL_LARGE_PREFIX_BYTES);
 	prefix[OVL_LARGE_PREFIX_BYTES] = OVL_LARGE_KIND_INTENT;
 	/* only the intent keys: an index walk from the prefix, never a scan */
@@ -1069,6 +1072,7 @@ void req_gc_tick(struct node_req *rq, uint64_t now_ms)
 
 	if (!gc || gc->dying || !rq->o.repl)
 		return;
+	gc->budget = GC_KEYS_PER_TICK;
 	if (gc->phase == GP_IDLE) {
 		if (gc->stopped || now_ms < gc->next_ms)
 			return;

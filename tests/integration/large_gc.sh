@@ -13,6 +13,8 @@
 #   (g) a damaged manifest of the intent's id: nothing deleted (gc_errors);
 #   (f) then an anti-entropy pass of 'default' (`shelf repair`): no deleted
 #       chunk comes back;
+#   node certificates may DELETE and LIST fe x8 keys only, and only on a
+#       slice they are members of (slice 'c1': the nodes of chassis c1);
 #   (e) an intent whose key's two homes are SIGKILLed: nothing is deleted
 #       while they are down (gc_intents_deferred), and everything is
 #       collected once they are back.
@@ -25,6 +27,12 @@ HEAL_DRIVE=640M heal_up 4 2 60s default:2 p1:1
 G=$SRC/tests/integration/py/large_gc.py
 g() { x "$PY" "$G" "$D" "$@"; }
 
+x shelf slice create c1 --replicas 1 --members chassis=c1 >/dev/null || fail "slice create c1"
+"$C" exec -- shelf-broker client --dir "$D/broker" --name gc2 --slices default,p1,c1 >/dev/null ||
+	fail "client gc2"
+wait_joined c1 2
+CL=$D/broker/clients/gc2
+g auth default c1 || fail "node certificates on fe x8 keys"
 g main default p1 || fail "chunk gc (a)-(d), (g)"
 out=$(x shelf repair default 2>&1) || { echo "$out"; fail "shelf repair default"; }
 g gone default "$D/gc_ids.json" || fail "(f) deleted chunks came back"

@@ -30,6 +30,12 @@ run with chunk_gc_after=6s and chunk_gc_interval=1s.
       (K's homes killed) after 4 s + 4 intervals the intent is still held by
       its first home and no chunk held by a live member was deleted; the
       node's gc_intents_deferred grew.
+  large_gc.py CLUSTER_DIR auth SLICE OTHER
+      a node's certificate (not a client's) on SLICE, where it is a member:
+      a plain DELETE and a LIST of fe x8 keys are served, a DELETE or LIST
+      of any other key is refused (wrong-slice); on OTHER, a slice it is no
+      member of, a DELETE of an fe x8 key is refused (auth-failed) and the
+      key stays.
   large_gc.py CLUSTER_DIR e-after SLICE STATEFILE
       (K's homes back) the intent and its chunks are collected.
 Exit 1 on the first failure.
@@ -363,6 +369,71 @@ def e_after(sl, sf):
     print("(e) collected once the object's homes were back", flush=True)
 
 
+def as_node(mb):
+    """A client that presents member mb's node identity and certificate."""
+    from shelf_client import load_key_file
+    for n in sorted(os.listdir(cdir)):
+        log = os.path.join(cdir, n, "log")
+        if n.startswith("n") and os.path.exists(log) and \
+                ("identity " + mb["id"].hex()) in open(log, errors="replace").read():
+            nc = Client.from_dir(os.environ["SHELF_CLIENT"], os.environ["SHELF_BROKER"])
+            nc.ident = load_key_file(os.path.join(cdir, n, "id.key"))
+            nc.cert_raw = open(os.path.join(cdir, n, "cert"), "rb").read()
+            nc.maps = c.maps
+            return nc
+    fail(f"no node directory for {mb['id'].hex()[:8]}")
+
+
+def node_req(nc, sl, target, typ, meta):
+    def no_slice(hm):
+        hm.pop("slice", None)  # a node's certificate lists no slices: HELLO names none
+        return hm
+    with nc.connect(sl, target, hello_meta=no_slice) as cn:
+        full = {"slice": sl, "epoch": c.epoch(sl)}
+        full.update(meta)
+        rid = cn.send_request(typ, full)
+        m, p = cn.read_response(typ, rid)
+    return m["status"], m.get("message"), p
+
+
+def auth(sl, other):
+    ms = members(sl)
+    om = c.fetch_map(other)
+    oids = {mb["id"] for mb in om["members"]}
+    outsider = next((mb for mb in ms if mb["id"] not in oids), None)
+    if outsider is None:
+        fail(f"every member of {sl} is a member of {other}")
+    nc = as_node(outsider)
+    # on its own slice: fe x8 keys only
+    k = chunk_key(new_id(0x90), 0)
+    put(sl, k, b"x" * 100)
+    h = homes(sl, k)[0]
+    st, msg, _ = node_req(nc, sl, h, DELETE, {"key": k})
+    if st != 0:
+        fail(f"a member's node certificate may not DELETE an fe x8 key: {st} {msg}")
+    if held(sl, k):
+        fail("the DELETE of a member's node certificate left the key")
+    st, msg, _ = node_req(nc, sl, h, LIST, {"prefix": PREFIX + b"C"})
+    if st != 0:
+        fail(f"a member's node certificate may not LIST fe x8 keys: {st} {msg}")
+    put(sl, b"lg/plain", b"y" * 10)
+    h = homes(sl, b"lg/plain")[0]
+    st, msg, _ = node_req(nc, sl, h, DELETE, {"key": b"lg/plain"})
+    if st == 0 or not held(sl, b"lg/plain"):
+        fail("a node certificate deleted a client's key")
+    st, msg, _ = node_req(nc, sl, h, LIST, {"prefix": b"lg/"})
+    if st == 0:
+        fail("a node certificate listed a client's keys")
+    # on a slice it is no member of
+    k = chunk_key(new_id(0x91), 0)
+    put(other, k, b"z" * 10)
+    h = homes(other, k)[0]
+    st, msg, _ = node_req(nc, other, h, DELETE, {"key": k})
+    if st != 2 or not held(other, k):
+        fail(f"a non-member's node certificate: DELETE answered {st} ({msg}), not auth-failed")
+    print(f"node certificates: fe x8 keys only, members only ({msg})", flush=True)
+
+
 mode = sys.argv[2]
 if mode == "main":
     main(sys.argv[3], sys.argv[4])
@@ -372,6 +443,8 @@ elif mode == "e-setup":
     e_setup(sys.argv[3], sys.argv[4])
 elif mode == "e-check":
     e_check(sys.argv[3], sys.argv[4])
+elif mode == "auth":
+    auth(sys.argv[3], sys.argv[4])
 elif mode == "e-after":
     e_after(sys.argv[3], sys.argv[4])
 else:

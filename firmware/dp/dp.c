@@ -1064,8 +1064,10 @@ static void op_begin(struct dp_op *op)
 	case OVL_WIRE_T_DELETE:
 		a.type = NODE_REQ_DELETE;
 		fwd_args(dc, &op->q, &a);
-		if (!a.peer_id)
-			a.peer_id = node_peer_id(dc); /* a node's plain DELETE: judged as such */
+		/* a node's plain DELETE its certificate does not allow (the chunk
+		 * GC's, of fe x8 keys): judged by the slice's membership */
+		if (!a.peer_id && !ovl_wire_session_allows(&dc->ses, op->q.slice))
+			a.peer_id = node_peer_id(dc);
 		ret = node_req_start(dp->o.req, &a, req_done, op);
 		break;
 	case OVL_WIRE_T_STAT:
@@ -1080,7 +1082,10 @@ static void op_begin(struct dp_op *op)
 		a.vers = op->q.vers;
 		a.has_bucket = op->q.has_bucket;
 		a.bucket = op->q.bucket;
-		a.peer_id = node_peer_id(dc);
+		/* a bucket's LIST, or one of fe x8 keys its certificate does not
+		 * allow (chunk GC): the asking node, judged by membership */
+		if (op->q.has_bucket || !ovl_wire_session_allows(&dc->ses, op->q.slice))
+			a.peer_id = node_peer_id(dc);
 		/* answered before this returns: op is not touched after */
 		ret = node_req_start(dp->o.req, &a, req_done, op);
 		break;

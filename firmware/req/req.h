@@ -514,7 +514,8 @@ unsigned node_req_heal_counters(const struct node_req *rq, const char *slice,
  *     `out`) live: in each slice, every chunk of the id (fe x8 'C' id,
  *     listed with LIST on each member) is deleted through its head (this
  *     node, or a DELETE to the chunk's first live home over the peer
- *     client: a replicated, versioned delete on a slice of R > 1), then
+ *     client: a replicated, versioned delete) on a slice of R > 1, or on
+ *     the member that listed it on a plain slice (its plain path), then
  *     the intent through each slice this node is a home of it in
  *     (gc_intents_collected, gc_chunks_deleted). A chunk that cannot be
  *     deleted (gc_errors) keeps the intent for a later pass.

@@ -491,7 +491,11 @@ static bool del_chunk(struct req_gc *gc)
 		gc->pi++;
 		return true;
 	}
-	head = first_live_home(rq, m, key, OVL_LARGE_CHUNK_KEY_BYTES);
+	/* a replicated slice: the chunk's head, which writes the versioned
+	 * tombstone on every home; a plain slice: the member that listed it
+	 * (its home, or a node that kept a copy no client would ever read) */
+	head = map_r(m) > 1 ? first_live_home(rq, m, key, OVL_LARGE_CHUNK_KEY_BYTES)
+			    : node_repl_member_find(m->members, m->n_members, gc->mem[gc->mi]);
 	if (head < 0) {
 		del_chunk_cb_res(gc, -EHOSTUNREACH, "no live home");
 		return true;

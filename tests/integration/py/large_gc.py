@@ -68,7 +68,7 @@ def req(sl, mb, typ, meta, payload=b""):
     """(meta, payload) of one request to member mb; a stale map is fetched again."""
     for _ in range(40):
         try:
-            with c.connect(sl, mb, timeout=5.0) as cn:
+            with c.connect(sl, mb, timeout=10.0) as cn:
                 full = {"slice": sl, "epoch": c.epoch(sl)}
                 full.update(meta)
                 rid = cn.send_request(typ, full, payload)
@@ -77,6 +77,9 @@ def req(sl, mb, typ, meta, payload=b""):
             if e.status != 4:
                 raise
             m = {"status": 4}
+        except OSError:  # a node slow to answer on a loaded machine: again
+            time.sleep(0.5)
+            continue
         if m["status"] == 4:
             c.fetch_map(sl)
             time.sleep(0.05)
@@ -108,6 +111,8 @@ def put(sl, key, data):
                 raise
             c.fetch_map(sl)
             time.sleep(0.1)
+        except OSError:  # a node slow to answer on a loaded machine: again
+            time.sleep(0.5)
     fail(f"put {key!r}: busy")
 
 

@@ -256,29 +256,29 @@ def main(sl2, sl1):
     print(f"written in {time.monotonic() - t0:.1f} s", flush=True)
 
     s = wait_until("(b) chunks and intent collected",
-                   lambda: none_held(sl2, chunks(ib, nb_) + [intent_key(ib)]), 30)
+                   lambda: none_held(sl2, chunks(ib, nb_) + [intent_key(ib)]), 60)
     print(f"(b) collected {s:.1f} s later", flush=True)
     for k in chunks(ib, nb_):
         st = state(sl2, k)
         if st != ["tomb", "tomb"]:
             fail(f"(b) chunk {k.hex()} on its homes: {st}, not a tombstone on both")
     wait_until("(b, R=1) chunks and intent collected",
-               lambda: none_held(sl1, chunks(ip, np_) + [intent_key(ip)]), 30)
+               lambda: none_held(sl1, chunks(ip, np_) + [intent_key(ip)]), 60)
     print("(b, R=1) collected", flush=True)
-    wait_until("(a) intent gone", lambda: not held(sl2, intent_key(ia)), 30)
+    wait_until("(a) intent gone", lambda: not held(sl2, intent_key(ia)), 60)
     if not all_held(sl2, chunks(ia, na)) or not held(sl2, ka):
         fail("(a) a live object's chunks or manifest were deleted")
     print("(a) the intent went, the chunks stay", flush=True)
-    wait_until("(c) the old chunks collected", lambda: none_held(sl2, chunks(io, no)), 30)
+    wait_until("(c) the old chunks collected", lambda: none_held(sl2, chunks(io, no)), 60)
     wait_until("(c) both intents gone",
-               lambda: not held(sl2, intent_key(io)) and not held(sl2, intent_key(inn)), 30)
+               lambda: not held(sl2, intent_key(io)) and not held(sl2, intent_key(inn)), 60)
     if not all_held(sl2, chunks(inn, nn)):
         fail("(c) the new object's chunks were deleted")
     got = c.get(kc, sl2)
     if got[:16] != MAGIC or got[48:64] != inn:
         fail("(c) the key no longer holds the new manifest")
     print("(c) the old chunks went, the new stay", flush=True)
-    wait_until("(d) unparsable intents deleted", lambda: none_held(sl2, bad), 30)
+    wait_until("(d) unparsable intents deleted", lambda: none_held(sl2, bad), 60)
     print("(d) unparsable intents deleted", flush=True)
     # (g): by now every other intent was settled; the damaged one is not
     time.sleep(2)

@@ -73,6 +73,8 @@ struct node_config {
 	/* background work: pacing, inbound repair, scrub (node_req_opts) */
 	uint64_t repair_rate, scrub_budget;
 	int64_t repair_duty, repair_inbound_max, scrub_interval_ms;
+	/* large objects' chunk GC (node_req_opts) */
+	int64_t chunk_gc_after_ms, chunk_gc_interval_ms;
 };
 
 #define C(f) offsetof(struct node_config, f)
@@ -186,6 +188,13 @@ static const struct ovl_conf_item node_conf[] = {
 	  "copies are fetched again from a replica" },
 	{ "scrub_budget", OVL_CONF_SIZE, "4M", C(scrub_budget), 0, 64 << 10, 1ll << 30,
 	  "bytes scrub verifies per tick (100 ms), only while the drive has no other work" },
+	/* large objects: intents and their chunks */
+	{ "chunk_gc_after", OVL_CONF_MS, "1h", C(chunk_gc_after_ms), 0, 1000, 1ll << 40,
+	  "a large object's write intent is settled this long after it was written: its chunks "
+	  "are deleted unless the object's manifest names them (a killed PUT, an overwrite, a delete)" },
+	{ "chunk_gc_interval", OVL_CONF_MS, "10m", C(chunk_gc_interval_ms), 0, 1000, 1ll << 40,
+	  "how often (+-20 % jitter) a pass over this node's intents starts; paced like other "
+	  "background work" },
 	OVL_CONF_END
 };
 
@@ -746,6 +755,8 @@ static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 		ro.scrub_interval_ms = n->cfg.scrub_interval_ms ? (uint64_t)n->cfg.scrub_interval_ms
 							       : UINT64_MAX;
 		ro.scrub_budget = n->cfg.scrub_budget;
+		ro.chunk_gc_after_ms = (uint64_t)n->cfg.chunk_gc_after_ms;
+		ro.chunk_gc_interval_ms = (uint64_t)n->cfg.chunk_gc_interval_ms;
 		if (node_req_new(&n->req, &ro, err, sizeof(err)) < 0) {
 			ovl_err("data plane: %s", err);
 			return;

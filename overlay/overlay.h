@@ -28,5 +28,6 @@
 #include "ovl_dpc.h"
 #include "ovl_place.h"
 #include "ovl_util.h"
+#include "ovl_large.h"
 
 #endif

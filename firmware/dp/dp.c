@@ -1064,6 +1064,10 @@ static void op_begin(struct dp_op *op)
 	case OVL_WIRE_T_DELETE:
 		a.type = NODE_REQ_DELETE;
 		fwd_args(dc, &op->q, &a);
+		/* a node's plain DELETE its certificate does not allow (the chunk
+		 * GC's, of fe x8 keys): judged by the slice's membership */
+		if (!a.peer_id && !ovl_wire_session_allows(&dc->ses, op->q.slice))
+			a.peer_id = node_peer_id(dc);
 		ret = node_req_start(dp->o.req, &a, req_done, op);
 		break;
 	case OVL_WIRE_T_STAT:
@@ -1078,7 +1082,10 @@ static void op_begin(struct dp_op *op)
 		a.vers = op->q.vers;
 		a.has_bucket = op->q.has_bucket;
 		a.bucket = op->q.bucket;
-		a.peer_id = node_peer_id(dc);
+		/* a bucket's LIST, or one of fe x8 keys its certificate does not
+		 * allow (chunk GC): the asking node, judged by membership */
+		if (op->q.has_bucket || !ovl_wire_session_allows(&dc->ses, op->q.slice))
+			a.peer_id = node_peer_id(dc);
 		/* answered before this returns: op is not touched after */
 		ret = node_req_start(dp->o.req, &a, req_done, op);
 		break;
@@ -1702,7 +1709,11 @@ static ssize_t dp_data(void *arg, struct node_conn *c, const uint8_t *buf, size_
 				 h.type == OVL_WIRE_T_STAT ||
 				 h.type == OVL_WIRE_T_GET || /* repair: a damaged copy fetched again */
 				 h.type == OVL_WIRE_T_DIGEST || h.type == OVL_WIRE_T_HEAL ||
-				 (h.type == OVL_WIRE_T_LIST && q->has_bucket));
+				 (h.type == OVL_WIRE_T_LIST && q->has_bucket) ||
+				 /* chunk GC: a member deletes and lists large
+				  * objects' reserved keys (fe x8) only */
+				 ((h.type == OVL_WIRE_T_DELETE || h.type == OVL_WIRE_T_LIST) &&
+				  ovl_large_key_reserved(q->key, q->key_len)));
 		/* digests and bucket listings are between the slice's nodes */
 		bool node_only = h.type == OVL_WIRE_T_DIGEST ||
 				 (h.type == OVL_WIRE_T_LIST && q->has_bucket);

@@ -104,8 +104,9 @@ int node_req_new(struct node_req **out, const struct node_req_opts *o, char *err
 			snprintf(rq->msgbuf, sizeof(rq->msgbuf), "%s", w);
 			rq->msg = rq->msgbuf;
 		}
-		if (req_heal_new(rq, o) < 0) {
+		if (req_heal_new(rq, o) < 0 || req_gc_new(rq, o) < 0) {
 			rq->live++;
+			req_heal_destroy(rq);
 			req_hints_destroy(rq);
 			req_scrub_destroy(rq);
 			rq->dying = true;
@@ -126,6 +127,7 @@ void node_req_destroy(struct node_req **rqp)
 		return;
 	*rqp = NULL;
 	rq->live++; /* held while the hints let go */
+	req_gc_destroy(rq);
 	req_heal_destroy(rq);
 	req_hints_destroy(rq);
 	req_scrub_destroy(rq);
@@ -644,6 +646,14 @@ static int req_check(struct node_req *rq, const struct node_req_args *a)
 		rq->msg = "keys that start with 8 bytes 0xff are reserved for the node";
 		return -EINVAL;
 	}
+	/* a node's plain DELETE or LIST: its chunk GC, on fe x8 keys only */
+	if (a->peer_id && !a->ver && !a->fwd &&
+	    (a->type == NODE_REQ_DELETE || (a->type == NODE_REQ_LIST && !a->has_bucket))) {
+		int ret = req_gc_peer_check(rq, a);
+
+		if (ret < 0)
+			return ret;
+	}
 	if ((a->type == NODE_REQ_GET || a->type == NODE_REQ_STAT || a->type == NODE_REQ_LIST) &&
 	    req_hints_syncing(rq)) {
 		const struct node_ctl_map *m = node_repl_map(rq->o.repl, a->slice);
@@ -944,6 +954,8 @@ unsigned node_req_counters(const struct node_req *rq, const char *slice,
 		n += req_pace_counters(rq, c + n, max - n);
 	if (n < max)
 		n += req_scrub_counters(rq, c + n, max - n);
+	if (n < max)
+		n += req_gc_counters(rq, c + n, max - n);
 	return n;
 }
 
@@ -954,12 +966,14 @@ void node_req_tick(struct node_req *rq, uint64_t now_mono_ms)
 	req_heal_tick(rq, now_mono_ms);
 	req_hints_pace_pump(rq);
 	req_scrub_tick(rq, now_mono_ms);
+	req_gc_tick(rq, now_mono_ms);
 }
 
 void node_req_stop(struct node_req *rq)
 {
 	req_hints_stop(rq);
 	req_heal_stop(rq);
+	req_gc_stop(rq);
 }
 
 void node_req_hint_sync(struct node_req *rq)

@@ -81,6 +81,8 @@ struct node_repl;
 #define NODE_REQ_REPAIR_INBOUND_MAX_DEFAULT 4
 #define NODE_REQ_SCRUB_INTERVAL_MS_DEFAULT (24ull * 3600 * 1000)
 #define NODE_REQ_SCRUB_BUDGET_DEFAULT (4u << 20)  /* bytes verified per tick (~100 ms) */
+#define NODE_REQ_CHUNK_GC_AFTER_MS_DEFAULT (3600ull * 1000)
+#define NODE_REQ_CHUNK_GC_INTERVAL_MS_DEFAULT (600ull * 1000)
 
 struct node_req_opts {
 	struct node_loop *loop;   /* the node's loop (borrowed) */
@@ -107,6 +109,10 @@ struct node_req_opts {
 	unsigned repair_inbound_max;
 	uint64_t scrub_interval_ms;   /* UINT64_MAX: no scrub */
 	uint64_t scrub_budget;
+	/* with repl ("Chunk GC"; 0: the defaults above): how old an intent
+	 * is before it is settled, and how often a pass starts (+-20 %) */
+	uint64_t chunk_gc_after_ms;
+	uint64_t chunk_gc_interval_ms;
 };
 
 enum node_req_type {
@@ -477,6 +483,48 @@ unsigned node_req_heal_counters(const struct node_req *rq, const char *slice,
  * (node_store_stream_finish_ver(): never wrong bytes, never an older
  * version over a newer one). A key no home can give back counts in
  * heal_objects_lost.
+ */
+
+/*
+ * ---- chunk GC (with replication; large objects, docs/PROTOCOL.md) ----
+ *
+ * Every chunk_gc_interval (+-20 %) a pass walks this node's own intent
+ * keys (fe x8 'G' id, 25 bytes: a prefix walk of the index, never a scan
+ * of every key). Keys carry no slice, so an intent is judged in every
+ * slice this node is a member of (at most 16; replicated slices first),
+ * and settled by this node when it is the key's first live home in at
+ * least one of them, once older than chunk_gc_after: age from the later
+ * of its record's version (hlc >> 16, the head's clock) and the unix ms
+ * in its value (the writer's clock). A value that does not parse (wrong
+ * magic, short, no key, a key over 1024 bytes) is deleted (a warning,
+ * gc_intents_bad). Else the object key K it names is read in each slice
+ * (its first 64 bytes, with its stored size) from K's homes in placement
+ * order, this node locally, and, when every home says plain not-found,
+ * from the next R + 2 members as well (a rebalance under way). A slice's
+ * verdict: live when every answer is a valid manifest head of the
+ * intent's id; not live when every home answered and none holds one (not
+ * found, a tombstone, a plain object, a manifest of another id, a damaged
+ * one of another id); damaged when one holds a manifest of the intent's
+ * id that does not validate; doubt otherwise (a home down or not
+ * answering, answers that disagree). Then:
+ *   - live in any slice: only the intent is deleted (gc_intents_live);
+ *   - a damaged manifest of the id: nothing (gc_errors, a warning);
+ *   - doubt anywhere: nothing this pass (gc_intents_deferred);
+ *   - not live in every slice, and every member of every slice (not
+ *     `out`) live: in each slice, every chunk of the id (fe x8 'C' id,
+ *     listed with LIST on each member) is deleted through its head (this
+ *     node, or a DELETE to the chunk's first live home over the peer
+ *     client: a replicated, versioned delete) on a slice of R > 1, or on
+ *     the member that listed it on a plain slice (its plain path), then
+ *     the intent through each slice this node is a home of it in
+ *     (gc_intents_collected, gc_chunks_deleted). A chunk that cannot be
+ *     deleted (gc_errors) keeps the intent for a later pass.
+ * One request at a time, each only when background work may start
+ * (req_pace_may_start()). A pass that did anything logs one line.
+ *
+ * A plain DELETE, or a LIST without a bucket, from a node certificate
+ * (a->peer_id without ver/fwd) is allowed only for a key (prefix) that
+ * begins with fe x8 and from a member of the slice (-EACCES otherwise).
  */
 
 /* Set the background rate (bytes/s; 0: unlimited; -1: unchanged) and duty

@@ -49,6 +49,7 @@ struct node_req {
 	struct req_heal *heal;   /* digests, anti-entropy passes, foreign copies (with repl) */
 	struct req_pace pace;    /* background work: rate, duty, progress (req_pace.c) */
 	struct req_scrub *scrub; /* scrub and repair of damaged copies (req_scrub.c) */
+	struct req_gc *gc;       /* large objects' chunk GC (req_gc.c) */
 };
 
 /* One of rq->live ended: the layer goes with the last once destroyed. */
@@ -221,5 +222,20 @@ unsigned req_scrub_counters(const struct node_req *rq, struct ovl_wire_counter *
  * home of a replicated slice (slice may be NULL or empty: found by scrub,
  * the slice is looked up). Queued; nothing runs inside this call. */
 void req_damage_found(struct node_req *rq, const char *slice, const uint8_t *key, size_t klen);
+
+/* ---- large objects' chunk GC (req_gc.c) ---- */
+
+struct req_gc;
+
+int req_gc_new(struct node_req *rq, const struct node_req_opts *o);
+void req_gc_destroy(struct node_req *rq);
+void req_gc_stop(struct node_req *rq);
+void req_gc_tick(struct node_req *rq, uint64_t now_ms);
+unsigned req_gc_counters(const struct node_req *rq, struct ovl_wire_counter *c, unsigned max);
+
+/* A plain DELETE or LIST from a node (a->peer_id without ver/fwd): 0 when
+ * it names a key (prefix) beginning with fe x8 and the node is a member of
+ * the slice; -EACCES (rq->msg says why). */
+int req_gc_peer_check(struct node_req *rq, const struct node_req_args *a);
 
 #endif

@@ -267,6 +267,7 @@ struct shelf_map_info {
 	bool encrypt;          /* payloads are encrypted on this slice */
 	uint32_t n_members;
 	char source[96];       /* "broker tcp://...", "node ADDR" or "cache" */
+	uint32_t chunk_size;   /* bytes: objects larger are stored as chunks (SHELF_CHUNK_*) */
 };
 
 /*

@@ -1349,6 +1349,7 @@ SHELF_API int shelf_map(struct shelf *s, const char *slice, struct shelf_map_inf
 	info->replicas = mp->replicas;
 	info->encrypt = mp->encrypt;
 	info->n_members = mp->n_members;
+	info->chunk_size = ovl_msg_map_chunk_size(mp);
 	snprintf(info->source, sizeof(info->source), "%.95s", s->map_source);
 	*members = out;
 	return 0;

@@ -60,7 +60,12 @@ static void test_range(void **state)
 	range_ok("0-67108863", 0, 64u << 20);
 	range_ok("100-67108963", 100, 64u << 20);
 	range_ok("67108864-", 64u << 20, UINT64_MAX);
-	range_bad("67108865-");
+	/* no 64 MiB limit since large objects (chunks): offsets up to INT64_MAX */
+	range_ok("67108865-", 67108865, UINT64_MAX);
+	range_ok("0-1073741823", 0, 1u << 30);
+	range_ok("9223372036854775807-", INT64_MAX, UINT64_MAX);
+	range_bad("9223372036854775808-");
+	range_bad("0-9223372036854775808");
 	range_bad("18446744073709551615-");
 	range_bad("1-2-3");
 	range_bad("2-5xyz");

@@ -84,13 +84,16 @@ static void test_range(void **state)
 	range_bad("1--2");
 	range_bad("18446744073709551616-");
 	range_bad("0-18446744073709551616");
-	range_bad("0-67108864"); /* 64 MiB + 1 */
+	range_ok("0-67108864", 0, (64u << 20) + 1); /* 64 MiB + 1: no limit since large objects */
 	{
 		uint64_t o, l;
 		char err[256];
 
-		assert_int_equal(cli_range_parse("0-99999999", &o, &l, err, sizeof(err)), -EINVAL);
-		assert_non_null(strstr(err, "64 MiB"));
+		/* the limit is INT64_MAX now (objects of any size), and the error says it */
+		assert_int_equal(cli_range_parse("0-99999999", &o, &l, err, sizeof(err)), 0);
+		assert_int_equal(cli_range_parse("0-9223372036854775808", &o, &l, err, sizeof(err)),
+				 -EINVAL);
+		assert_non_null(strstr(err, "at most 9223372036854775807"));
 	}
 }
 

@@ -820,7 +820,13 @@ int sh_large_get(struct shelf *s, const char *slice, const void *key, size_t kle
 		size_t dlen = 0, hlen = 0;
 		bool man;
 
-		ret = sh_obj_get(s, slice, key, klen, off, len, &data, &dlen, &info, err, errlen);
+		/* nodes refuse offsets and lengths past the largest stored object;
+		 * a plain object has no byte past it anyway */
+		ret = sh_obj_get(s, slice, key, klen,
+				 off < OVL_WIRE_OBJECT_MAX_BYTES ? off : OVL_WIRE_OBJECT_MAX_BYTES,
+				 len < OVL_WIRE_OBJECT_MAX_BYTES || len == UINT64_MAX
+					 ? len : OVL_WIRE_OBJECT_MAX_BYTES, &data,
+				 &dlen, &info, err, errlen);
 		if (ret < 0)
 			return ret;
 		if (total)

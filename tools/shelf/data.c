@@ -565,11 +565,19 @@ int cmd_stat(int argc, char **argv)
 	}
 	if (best && tomb && ver_cmp(&best->ver, &tomb->ver) <= 0)
 		best = NULL; /* deleted after the newest copy was written */
-	if (best && shelf_stat(s, o.slice, o.args[0], strlen(o.args[0]), &ost, err,
-			       sizeof(err)) == 0 && (ost.size != best->size || ost.crc != best->crc)) {
-		/* a large object: the replicas hold its manifest */
-		large = true;
-		stored = best->size;
+	if (best) {
+		int sr = shelf_stat(s, o.slice, o.args[0], strlen(o.args[0]), &ost, err, sizeof(err));
+
+		if (sr == 0 && (ost.size != best->size || ost.crc != best->crc)) {
+			/* a large object: the replicas hold its manifest */
+			large = true;
+			stored = best->size;
+		} else if (sr == -EBADMSG) {
+			fprintf(stderr, "shelf %s\n", err);
+			free(rp);
+			shelf_close(&s);
+			return 1;
+		}
 	}
 	if (o.json) {
 		printf("{");

@@ -73,8 +73,10 @@ heal_up() {
 }
 
 # wait_joined SLICE N: N nodes logged an address in SLICE
+# (60 s: on a loaded machine a node just started can take half a minute to
+# register; how fast nodes join is not what these tests are about)
 wait_joined() {
-	for _ in $(seq 300); do
+	for _ in $(seq 600); do
 		[ "$(grep -l "slice '$1': address" "$D"/n*/log 2>/dev/null | wc -l)" -ge "$2" ] && return 0
 		sleep 0.1
 	done

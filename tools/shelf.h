@@ -393,4 +393,15 @@ int shelf_heal(struct shelf *s, const char *slice, const char *addr, uint16_t po
 	       const struct shelf_heal_opts *o, struct shelf_counter *out, unsigned cap, char *err,
 	       size_t errlen);
 
+/*
+ * CRC-32C (Castagnoli) of buf, continuing from crc (0 to start): the
+ * checksum shelf_stat() reports, for callers that check bytes they hold
+ * (the Python package's stage). Hardware-accelerated where the CPU has it.
+ */
+uint32_t shelf_crc32c(uint32_t crc, const void *buf, size_t len);
+
+/* free() a buffer libshelf malloc'd (shelf_get's *data, ...), for callers
+ * that cannot reach the C library's free() themselves (ctypes). Accepts NULL. */
+void shelf_free(void *p);
+
 #endif

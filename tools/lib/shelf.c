@@ -1383,7 +1383,8 @@ int sh_list(struct shelf *s, const char *slice, const void *prefix, size_t plen,
 				have_bound = true;
 			}
 		}
-		qsort(all.e, all.n, sizeof(*all.e), vent_cmp);
+		if (all.n) /* an empty page has no array (qsort's base must not be NULL) */
+			qsort(all.e, all.n, sizeof(*all.e), vent_cmp);
 		for (size_t i = 0; i < all.n && !stop; i++) {
 			const struct vent *v = &all.e[i];
 
@@ -1567,4 +1568,14 @@ SHELF_API int shelf_heal(struct shelf *s, const char *slice, const char *addr, u
 	}
 	return node_counters_call(s, OVL_WIRE_T_HEAL, &q, "heal", addr, port, out, cap, err,
 				  errlen);
+}
+
+SHELF_API uint32_t shelf_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+	return ovl_crc32c(crc, buf, len);
+}
+
+SHELF_API void shelf_free(void *p)
+{
+	free(p);
 }

@@ -58,6 +58,7 @@ struct slice {
 	unsigned min_write;             /* copies a write needs, 1..replicas (fixed at creation) */
 	bool encrypt;                   /* payloads must be encrypted (fixed at creation) */
 	bool allow_same_domain;         /* created with more replicas than failure domains */
+	uint32_t chunk_size;            /* bytes (fixed at creation; OVL_MSG_CHUNK_SIZE_*) */
 	uint64_t epoch;
 	bool ours;                      /* owner is this broker: only then the epoch moves */
 	struct ovl_slice os;
@@ -615,6 +616,8 @@ static int map_fill(const struct slice *s, struct ovl_msg_map *mp)
 	/* only below replicas: a map of the default policy is, and signs, as before */
 	mp->min_write_replicas = s->min_write < s->replicas ? s->min_write : 0;
 	mp->encrypt = s->encrypt;
+	/* only when not the default: a default slice's map is, and signs, as before */
+	mp->chunk_size = s->chunk_size != OVL_MSG_CHUNK_SIZE_DEFAULT ? s->chunk_size : 0;
 	if (s->n) {
 		mp->members = calloc(s->n, sizeof(*mp->members));
 		if (!mp->members)
@@ -1076,6 +1079,7 @@ static int slice_add(brk_t *b, const char *name, unsigned replicas, const char *
 	s->ours = memcmp(owner, b->site->id->sign_pk, OVL_ID_BYTES) == 0;
 	s->replicas = replicas;
 	s->min_write = replicas;
+	s->chunk_size = OVL_MSG_CHUNK_SIZE_DEFAULT;
 	s->epoch = epoch;
 	b->slices[b->n_slices++] = s;
 	b->dirty = true;
@@ -1161,6 +1165,7 @@ static int slices_save(brk_t *b)
 		d->epoch = s->epoch;
 		d->encrypt = s->encrypt;
 		d->allow_same_domain = s->allow_same_domain;
+		d->chunk_size = s->chunk_size;
 	}
 	rc = b->io.slices_save(b->io.files, defs, b->n_slices, err, sizeof(err));
 	if (rc < 0)
@@ -1252,12 +1257,16 @@ static int slices_load(brk_t *b, char *err, size_t errlen)
 				 d->replicas);
 			rc = -EINVAL;
 		}
+		if (rc == 0)
+			rc = ovl_msg_chunk_size_check(d->chunk_size, e2, sizeof(e2));
 		if (rc < 0) {
 			snprintf(err, errlen, "saved slice definition '%s' refused: %s", d->name, e2);
 		} else {
 			ns->encrypt = d->encrypt;
 			ns->min_write = d->min_write ? d->min_write : d->replicas;
 			ns->allow_same_domain = d->allow_same_domain;
+			if (d->chunk_size)
+				ns->chunk_size = d->chunk_size;
 		}
 	}
 	free(defs);
@@ -1396,6 +1405,12 @@ static int slice_define(brk_t *b, const char *name, const char *selector,
 			 name, min_write, replicas);
 		return -EINVAL;
 	}
+	if (p->chunk_size && ovl_msg_chunk_size_check(p->chunk_size, NULL, 0) < 0) {
+		snprintf(err, errlen, "slice '%s': chunk_size %u is not %u..%u bytes (1 MiB..64 MiB) "
+			 "in multiples of %u (64 KiB)", name, p->chunk_size, OVL_MSG_CHUNK_SIZE_MIN,
+			 OVL_MSG_CHUNK_SIZE_MAX, OVL_MSG_CHUNK_SIZE_ALIGN);
+		return -EINVAL;
+	}
 	brk_slice_owner(b->site, name, owner);
 	if (memcmp(owner, b->site->id->sign_pk, OVL_ID_BYTES) != 0 && !slice_find(b, name)) {
 		char ofp[OVL_ID_FP_BYTES];
@@ -1417,10 +1432,12 @@ static int slice_define(brk_t *b, const char *name, const char *selector,
 	s->encrypt = encrypt;
 	s->min_write = min_write;
 	s->allow_same_domain = p->allow_same_domain;
+	if (p->chunk_size)
+		s->chunk_size = p->chunk_size;
 	log_epoch(b, s);
 	event(b, BRK_EV_SLICE, "event=slice_create slice=%s replicas=%u min_write=%u selector=%s "
-	      "encrypt=%s same_domain=%s epoch=1", name, replicas, min_write, selector,
-	      encrypt ? "yes" : "no", p->allow_same_domain ? "allowed" : "no");
+	      "encrypt=%s same_domain=%s chunk_size=%u epoch=1", name, replicas, min_write, selector,
+	      encrypt ? "yes" : "no", p->allow_same_domain ? "allowed" : "no", s->chunk_size);
 	for (size_t i = 0; i < b->n_nodes; i++) {
 		struct node *n = b->nodes[i];
 
@@ -1716,6 +1733,8 @@ static void learn_slices(brk_t *b, const struct ovl_msg_register *r, const char 
 			s->encrypt = d->encrypt;
 			if (d->min_write_replicas && d->min_write_replicas <= s->replicas)
 				s->min_write = d->min_write_replicas;
+			if (d->chunk_size) /* checked by the codec */
+				s->chunk_size = d->chunk_size;
 			if (!s->ours)
 				s->epoch = d->epoch;
 			log_epoch(b, s);
@@ -1752,6 +1771,7 @@ static void fill_slice_ref(struct ovl_msg_slice *o, const struct slice *s)
 	o->encrypt = s->encrypt;
 	o->min_write_replicas = s->min_write;
 	o->allow_same_domain = s->allow_same_domain;
+	o->chunk_size = s->chunk_size != OVL_MSG_CHUNK_SIZE_DEFAULT ? s->chunk_size : 0;
 }
 
 static void handle_register(brk_t *b, const struct brk_peer *from, const struct ovl_msg *m)
@@ -2120,6 +2140,7 @@ static void handle_admin(brk_t *b, const struct brk_peer *from, const struct ovl
 			struct brk_slice_policy p = {
 				.replicas = a->replicas, .min_write = a->min_write_replicas,
 				.encrypt = a->encrypt, .allow_same_domain = a->allow_same_domain,
+				.chunk_size = a->chunk_size,
 			};
 
 			rc = brk_slice_define_policy(b, a->slice, a->selector, &p, err, sizeof(err));

@@ -58,19 +58,21 @@ int brk_state_slices_save(const char *dir, const struct brk_slice_def *defs, siz
 		return -ENOMEM;
 	}
 	len += (size_t)snprintf(text, cap, "# shelf-broker slices v1: name replicas epoch owner "
-				"selector [encrypt] [min_write=W] [same_domain]\n");
+				"selector [encrypt] [min_write=W] [same_domain] [chunk_size=B]\n");
 	for (size_t i = 0; i < n; i++) {
 		const struct brk_slice_def *d = &defs[i];
-		char mw[32] = "";
+		char mw[32] = "", cs[32] = "";
 
 		/* only below replicas: a default slice's line is as older brokers wrote it */
 		if (d->min_write && d->min_write < d->replicas)
 			snprintf(mw, sizeof(mw), " min_write=%u", d->min_write);
+		if (d->chunk_size && d->chunk_size != OVL_MSG_CHUNK_SIZE_DEFAULT)
+			snprintf(cs, sizeof(cs), " chunk_size=%u", d->chunk_size);
 		ovl_hex_encode(d->owner, OVL_ID_BYTES, owner);
-		len += (size_t)snprintf(text + len, cap - len, "%s %u %llu %s %s%s%s%s\n", d->name,
+		len += (size_t)snprintf(text + len, cap - len, "%s %u %llu %s %s%s%s%s%s\n", d->name,
 					d->replicas, (unsigned long long)d->epoch, owner,
 					d->selector, d->encrypt ? " encrypt" : "", mw,
-					d->allow_same_domain ? " same_domain" : "");
+					d->allow_same_domain ? " same_domain" : "", cs);
 	}
 	rc = ovl_file_write_atomic(path, text, len, 0600, err, errlen);
 	free(text);
@@ -84,7 +86,8 @@ static int slice_def_check(const struct brk_slice_def *d, const struct brk_slice
 	if (ovl_slice_name_check(d->name, "slice name", err, errlen) < 0 ||
 	    brk_selector_check(d->selector, err, errlen) < 0)
 		return -EINVAL;
-	if (d->replicas < 1 || d->replicas > OVL_MSG_REPLICAS_MAX || d->min_write > d->replicas)
+	if (d->replicas < 1 || d->replicas > OVL_MSG_REPLICAS_MAX || d->min_write > d->replicas ||
+	    ovl_msg_chunk_size_check(d->chunk_size, err, errlen) < 0)
 		return -EINVAL;
 	if (n_seen >= BRK_SLICES_MAX)
 		return -ENOSPC;
@@ -111,7 +114,7 @@ int brk_state_slices_load(const char *dir, struct brk_slice_def **defs, size_t *
 	if ((rc = state_open(&f, path, err, errlen)) != 0)
 		return rc < 0 ? rc : 0;
 	while (fgets(line, sizeof(line), f)) {
-		char owner[65], flag[3][16];
+		char owner[65], flag[4][24];
 		unsigned long long epoch;
 		struct brk_slice_def d;
 		int nf;
@@ -124,8 +127,8 @@ int brk_state_slices_load(const char *dir, struct brk_slice_def **defs, size_t *
 		/* words after the fifth are optional, in any order, each at most
 		 * once: "encrypt", "min_write=W", "same_domain" (older files have
 		 * none, or "encrypt") */
-		nf = sscanf(line, "%63s %u %llu %64s %127s %15s %15s %15s", d.name, &d.replicas,
-			    &epoch, owner, d.selector, flag[0], flag[1], flag[2]);
+		nf = sscanf(line, "%63s %u %llu %64s %127s %23s %23s %23s %23s", d.name, &d.replicas,
+			    &epoch, owner, d.selector, flag[0], flag[1], flag[2], flag[3]);
 		for (int k = 0; k + 5 < nf; k++) {
 			unsigned w;
 			char end;
@@ -138,6 +141,10 @@ int brk_state_slices_load(const char *dir, struct brk_slice_def **defs, size_t *
 				 !d.min_write && strspn(flag[k] + 10, "0123456789") ==
 				 strlen(flag[k] + 10))
 				d.min_write = w;
+			else if (sscanf(flag[k], "chunk_size=%u%c", &w, &end) == 1 && w >= 1 &&
+				 !d.chunk_size && strspn(flag[k] + 11, "0123456789") ==
+				 strlen(flag[k] + 11))
+				d.chunk_size = w;
 			else
 				bad = true;
 		}

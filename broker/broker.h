@@ -173,7 +173,8 @@ int brk_preauth_add_file(const char *dir, const uint8_t node_id[OVL_ID_BYTES], c
  * that hold them (one entry a line, '#' comments, each rewritten whole with
  * ovl_file_write_atomic):
  *   DIR/slices       "name replicas epoch owner selector [encrypt] [min_write=W]
- *                    [same_domain]" (the optional words in any order, each at
+ *                    [same_domain] [chunk_size=B]" (chunk_size only when it is
+ *                    not the default; the optional words in any order, each at
  *                    most once; min_write only when W < replicas, so a file
  *                    without it, as older brokers wrote, reads as W = replicas)
  *   DIR/tokens.used  "hash count": uses of enrolment tokens
@@ -191,6 +192,7 @@ struct brk_slice_def {
 	uint64_t epoch;
 	bool encrypt;                   /* payloads must be encrypted */
 	bool allow_same_domain;         /* created with more replicas than failure domains */
+	uint32_t chunk_size;            /* bytes; 0 = OVL_MSG_CHUNK_SIZE_DEFAULT */
 };
 
 struct brk_token_use {
@@ -564,6 +566,8 @@ struct brk_slice_policy {
 				   * 1..replicas; 0 = replicas */
 	bool encrypt;             /* payloads must be encrypted */
 	bool allow_same_domain;   /* skip the failure-domain check (below) */
+	uint32_t chunk_size;      /* bytes, OVL_MSG_CHUNK_SIZE_MIN..MAX in multiples of
+				   * OVL_MSG_CHUNK_SIZE_ALIGN; 0 = OVL_MSG_CHUNK_SIZE_DEFAULT */
 };
 
 /*
@@ -579,7 +583,8 @@ struct brk_slice_policy {
  * registered). Nodes that match later join as always; a slice whose
  * members span fewer domains later (nodes out, revoked) is not changed:
  * `shelf status` warns. The policy is persisted with the definition;
- * min_write goes into the slice's signed maps when it is below replicas.
+ * min_write goes into the slice's signed maps when it is below replicas,
+ * chunk_size when it is not the default (a bad one is -EINVAL).
  * Returns 0, -EINVAL (bad name, selector or policy; err says which),
  * -EEXIST, -EXDEV (another broker owns the name), -ENOSPC, -ENOMEM.
  */

@@ -58,7 +58,20 @@ static const struct ovl_msg_field slice_fields[] = {
 	FIELD("min_write_replicas", OVL_MSG_F_UINT, OPT, struct ovl_msg_slice, min_write_replicas,
 	      .max = OVL_MSG_REPLICAS_MAX),
 	FIELD("allow_same_domain", OVL_MSG_F_BOOL, OPT, struct ovl_msg_slice, allow_same_domain),
+	FIELD("chunk_size", OVL_MSG_F_UINT, OPT, struct ovl_msg_slice, chunk_size,
+	      .max = UINT32_MAX),
 };
+
+int ovl_msg_chunk_size_check(uint32_t cs, char *err, size_t errlen)
+{
+	if (!cs || (cs >= OVL_MSG_CHUNK_SIZE_MIN && cs <= OVL_MSG_CHUNK_SIZE_MAX &&
+		    cs % OVL_MSG_CHUNK_SIZE_ALIGN == 0))
+		return 0;
+	snprintf(err, errlen, "field 'chunk_size' (%u) must be %u..%u bytes (1 MiB..64 MiB), "
+		 "a multiple of %u (64 KiB)", cs, OVL_MSG_CHUNK_SIZE_MIN, OVL_MSG_CHUNK_SIZE_MAX,
+		 OVL_MSG_CHUNK_SIZE_ALIGN);
+	return -EINVAL;
+}
 
 /* min_write_replicas, when present, is 1..replicas (and needs replicas) */
 static int min_write_check(uint32_t min_write, uint32_t replicas, char *err, size_t errlen)
@@ -78,7 +91,9 @@ static int slice_check(const void *obj, char *err, size_t errlen)
 {
 	const struct ovl_msg_slice *s = obj;
 
-	return min_write_check(s->min_write_replicas, s->replicas, err, errlen);
+	if (min_write_check(s->min_write_replicas, s->replicas, err, errlen) < 0)
+		return -EINVAL;
+	return ovl_msg_chunk_size_check(s->chunk_size, err, errlen);
 }
 
 static const struct ovl_msg_schema slice_schema = {
@@ -229,6 +244,7 @@ static const struct ovl_msg_field map_fields[] = {
 	FIELD("owner", OVL_MSG_F_FIXBIN, OPT, struct ovl_msg_map, owner),
 	FIELD("min_write_replicas", OVL_MSG_F_UINT, OPT, struct ovl_msg_map, min_write_replicas,
 	      .max = OVL_MSG_REPLICAS_MAX),
+	FIELD("chunk_size", OVL_MSG_F_UINT, OPT, struct ovl_msg_map, chunk_size, .max = UINT32_MAX),
 };
 
 static const struct ovl_msg_field map_delta_fields[] = {
@@ -266,6 +282,7 @@ static const struct ovl_msg_field map_report_fields[] = {
 	ARRAY("left", OPT, struct ovl_msg_map, left, n_left, left_elem, OVL_MSG_MEMBERS_MAX),
 	FIELD("min_write_replicas", OVL_MSG_F_UINT, OPT, struct ovl_msg_map, min_write_replicas,
 	      .max = OVL_MSG_REPLICAS_MAX),
+	FIELD("chunk_size", OVL_MSG_F_UINT, OPT, struct ovl_msg_map, chunk_size, .max = UINT32_MAX),
 };
 
 static const struct ovl_msg_field cert_renew_fields[] = {
@@ -299,6 +316,7 @@ static const struct ovl_msg_field admin_fields[] = {
 	FIELD("min_write_replicas", OVL_MSG_F_UINT, OPT, struct ovl_msg_admin, min_write_replicas,
 	      .max = OVL_MSG_REPLICAS_MAX),
 	FIELD("allow_same_domain", OVL_MSG_F_BOOL, OPT, struct ovl_msg_admin, allow_same_domain),
+	FIELD("chunk_size", OVL_MSG_F_UINT, OPT, struct ovl_msg_admin, chunk_size, .max = UINT32_MAX),
 };
 
 static const struct ovl_msg_field admin_ok_fields[] = {
@@ -330,7 +348,8 @@ static int admin_check(const void *obj, char *err, size_t errlen)
 			need = "slice";
 		else if (!a->replicas)
 			need = "replicas";
-		else if (min_write_check(a->min_write_replicas, a->replicas, err, errlen) < 0)
+		else if (min_write_check(a->min_write_replicas, a->replicas, err, errlen) < 0 ||
+			 ovl_msg_chunk_size_check(a->chunk_size, err, errlen) < 0)
 			return -EINVAL;
 		break;
 	case OVL_MSG_ADMIN_REVOKE_NODE:
@@ -363,7 +382,9 @@ static int map_check(const void *obj, char *err, size_t errlen)
 {
 	const struct ovl_msg_map *m = obj;
 
-	return min_write_check(m->min_write_replicas, m->replicas, err, errlen);
+	if (min_write_check(m->min_write_replicas, m->replicas, err, errlen) < 0)
+		return -EINVAL;
+	return ovl_msg_chunk_size_check(m->chunk_size, err, errlen);
 }
 
 #define MSG(id, key, tab, size, ...)                                                      \
@@ -1480,7 +1501,7 @@ int ovl_msg_map_sig_input(const struct ovl_msg_map *m, msgpack_sbuffer *sb)
 	msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
 	/* records only when there are some (or a min_write_replicas follows them):
 	 * a map without either signs as before 1.3 */
-	msgpack_pack_array(&pk, m->min_write_replicas ? 7 : m->n_left ? 6 : 5);
+	msgpack_pack_array(&pk, m->chunk_size ? 8 : m->min_write_replicas ? 7 : m->n_left ? 6 : 5);
 	pack_str(&pk, m->slice);
 	msgpack_pack_uint64(&pk, m->epoch);
 	msgpack_pack_uint64(&pk, m->replicas);
@@ -1505,7 +1526,7 @@ int ovl_msg_map_sig_input(const struct ovl_msg_map *m, msgpack_sbuffer *sb)
 		pack_str(&pk, st ? st : "unknown");
 		pack_bin(&pk, mb->cert.ptr ? mb->cert.ptr : (const uint8_t *)"", mb->cert.len);
 	}
-	if (m->n_left || m->min_write_replicas) {
+	if (m->n_left || m->min_write_replicas || m->chunk_size) {
 		msgpack_pack_array(&pk, m->n_left);
 		for (uint32_t i = 0; i < m->n_left; i++) {
 			const struct ovl_msg_left *l = lorder[i];
@@ -1517,8 +1538,10 @@ int ovl_msg_map_sig_input(const struct ovl_msg_map *m, msgpack_sbuffer *sb)
 			pack_str(&pk, rn ? rn : "unknown");
 		}
 	}
-	if (m->min_write_replicas)
+	if (m->min_write_replicas || m->chunk_size)
 		msgpack_pack_uint64(&pk, m->min_write_replicas);
+	if (m->chunk_size)
+		msgpack_pack_uint64(&pk, m->chunk_size);
 	free(order);
 	free(lorder);
 	return sb->data ? 0 : -ENOMEM;
@@ -1527,6 +1550,11 @@ int ovl_msg_map_sig_input(const struct ovl_msg_map *m, msgpack_sbuffer *sb)
 uint32_t ovl_msg_map_min_write(const struct ovl_msg_map *m)
 {
 	return m->min_write_replicas ? m->min_write_replicas : m->replicas;
+}
+
+uint32_t ovl_msg_map_chunk_size(const struct ovl_msg_map *m)
+{
+	return m->chunk_size ? m->chunk_size : OVL_MSG_CHUNK_SIZE_DEFAULT;
 }
 
 int ovl_msg_map_sign(struct ovl_msg_map *m, const uint8_t sign_sk[64])

@@ -79,6 +79,12 @@ struct msgpack_sbuffer;
 #define OVL_MSG_SLICES_MAX 1024      /* slices in any one list */
 #define OVL_MSG_STATS_MAX 256        /* counters in an admin stats reply */
 #define OVL_MSG_REPLICAS_MAX 16      /* copies a slice policy may ask for */
+/* A slice's chunk size (1.6, `chunk_size`): objects larger than it are
+ * stored by libshelf as chunks of this many bytes and a manifest. */
+#define OVL_MSG_CHUNK_SIZE_DEFAULT (16u << 20) /* absent = this */
+#define OVL_MSG_CHUNK_SIZE_MIN (1u << 20)
+#define OVL_MSG_CHUNK_SIZE_MAX (64u << 20)
+#define OVL_MSG_CHUNK_SIZE_ALIGN (64u << 10)   /* a multiple of this */
 
 #define OVL_MSG_KEYS_MAX 64          /* entries in any one msgpack map */
 #define OVL_MSG_DEPTH_MAX 8          /* nesting of containers, unknown fields included */
@@ -182,6 +188,9 @@ struct ovl_msg_slice {
 	/* optional (1.5), admin lists: the slice was created with
 	 * --allow-same-domain (more replicas than failure domains) */
 	bool allow_same_domain;
+	/* optional (1.6), admin lists and node registrations: the chunk size in
+	 * bytes (OVL_MSG_CHUNK_SIZE_*); 0 = absent = the default */
+	uint32_t chunk_size;
 };
 
 /* One member of a slice map. */
@@ -292,6 +301,12 @@ struct ovl_msg_map {
 	 * slice with the default policy is, and signs, as before. Use
 	 * ovl_msg_map_min_write() for the value in force. */
 	uint32_t min_write_replicas;
+	/* optional (1.6): the slice's chunk size in bytes, OVL_MSG_CHUNK_SIZE_MIN..
+	 * _MAX, a multiple of OVL_MSG_CHUNK_SIZE_ALIGN; 0 (absent) = the default.
+	 * Signed. A broker sends it only when it is not the default, so that a
+	 * default slice's map signs as before. ovl_msg_map_chunk_size() gives
+	 * the value in force. */
+	uint32_t chunk_size;
 };
 
 struct ovl_msg_map_delta {
@@ -337,6 +352,7 @@ struct ovl_msg_admin {
 	uint32_t min_write_replicas;       /* optional (1.5), create_slice: 1..replicas; 0 = replicas */
 	bool allow_same_domain;            /* optional (1.5), create_slice: allow more replicas
 					    * than the members' failure domains */
+	uint32_t chunk_size;               /* optional (1.6), create_slice: bytes; 0 = default */
 };
 
 struct ovl_msg_admin_ok {
@@ -497,7 +513,9 @@ void ovl_msg_release(struct ovl_msg *m);
  * without records signs exactly as before. A map with min_write_replicas
  * (1.5) appends that left array (empty when there are no records) and
  * then min_write_replicas as a uint: seven elements; a map without it
- * signs exactly as before.
+ * signs exactly as before. A map with chunk_size (1.6) appends the left
+ * array, min_write_replicas (0 when absent) and chunk_size as a uint:
+ * eight elements; a map without it signs exactly as before.
  */
 #define OVL_MSG_MAP_SIG_DOMAIN "shelf-map-v1"
 
@@ -508,6 +526,14 @@ int ovl_msg_map_sig_input(const struct ovl_msg_map *m, struct msgpack_sbuffer *s
 /* The copies a write on m's slice needs: m->min_write_replicas when set,
  * else m->replicas. */
 uint32_t ovl_msg_map_min_write(const struct ovl_msg_map *m);
+
+/* The chunk size of m's slice: m->chunk_size when set, else
+ * OVL_MSG_CHUNK_SIZE_DEFAULT. */
+uint32_t ovl_msg_map_chunk_size(const struct ovl_msg_map *m);
+
+/* Whether cs is a valid chunk size (0: absent, valid). 0, or -EINVAL with
+ * err naming the field and the rule. */
+int ovl_msg_chunk_size_check(uint32_t cs, char *err, size_t errlen);
 
 /* Sign m with an Ed25519 secret key (64 bytes, libsodium form) into m->sig.
  * 0 or -ENOMEM. */

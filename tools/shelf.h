@@ -60,6 +60,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define SHELF_TIMEOUT_MS_DEFAULT 5000
 #define SHELF_WRITE_BUSY_RETRIES 3 /* a replicated write (or a read) answered busy is sent again */
@@ -189,6 +190,83 @@ int shelf_get(struct shelf *s, const char *slice, const void *key, size_t klen, 
 int shelf_delete(struct shelf *s, const char *slice, const void *key, size_t klen, char *err,
 		 size_t errlen);
 
+/*
+ * Large objects and streaming (docs/PROTOCOL.md, "Large objects").
+ *
+ * An object larger than the slice's chunk size (its map's chunk_size,
+ * default 16 MiB: shelf_map_info.chunk_size), or one whose bytes begin
+ * with the manifest magic "\x89shelf-manifest\n", is stored as chunks (each
+ * under its own key, placed like any key) and a manifest at its key,
+ * written last: a reader sees the old object or the whole new one, never a
+ * part. shelf_put, shelf_get, shelf_stat, shelf_delete and shelf_list work
+ * on large objects as on small ones: get with a range crosses chunk
+ * boundaries at any offset; stat gives the object's size and crc (seq and
+ * ver: the manifest's); list gives the key once and never a chunk. Every
+ * chunk read is checked against the manifest's crc (a mismatch is -EIO, a
+ * chunk not found -ENOENT, both naming the chunk: `get 'K': chunk 7 of 64
+ * (key fe..): not found`), and a whole read against the object's crc; a
+ * damaged manifest is -EBADMSG (`get 'K': damaged manifest: WHY`), checked
+ * before anything is allocated by what it says. Replaced and deleted
+ * objects' chunks are left for the nodes to collect after a delay (the
+ * writer leaves an intent key naming them), so a reader that started on
+ * the old object can finish.
+ *
+ * Keys that begin with 8 bytes 0xfe are libshelf's own (chunks, intents):
+ * put, get, stat, delete and the streaming calls refuse them (-EINVAL);
+ * list skips them. shelf_locate and shelf_stat_replicas accept them (to
+ * find a chunk's nodes).
+ *
+ * Each chunk's request gets the timeout of a call (shelf_set_timeout()) on
+ * its own, so a transfer of any size can finish. The progress callback
+ * counts the whole object's bytes. The whole-buffer calls keep the object
+ * in the caller's memory; the streaming calls hold at most the chunks in
+ * flight (shelf_set_inflight()), whatever the object's size, plus 16 bytes
+ * per chunk for the manifest being written.
+ */
+
+/* Read callback: up to len bytes into buf; returns the bytes read, 0 at the
+ * end, or -errno (the PUT fails with it). */
+typedef ssize_t (*shelf_read_fn)(void *arg, void *buf, size_t len);
+/* Write callback: the next len bytes of the object, in order; 0 or -errno
+ * (the GET stops with it). */
+typedef int (*shelf_write_fn)(void *arg, const void *buf, size_t len);
+
+#define SHELF_SIZE_UNKNOWN UINT64_MAX
+#define SHELF_CHUNK_SIZE_DEFAULT (16u << 20) /* a map without chunk_size */
+
+/*
+ * PUT from fd, from its current offset to its end (size: fstat when a
+ * regular file, else read to EOF). A regular file that ends before its
+ * fstat size is -EIO and stores nothing. 0 or -errno (as shelf_put; read
+ * errors of fd are returned as they are, named in err).
+ */
+int shelf_put_fd(struct shelf *s, const char *slice, const void *key, size_t klen, int fd,
+		 char *err, size_t errlen);
+/*
+ * PUT from a callback; size is the object's size, or SHELF_SIZE_UNKNOWN
+ * (then the source is read to its end). With a known size, a source that
+ * ends early is -EIO; bytes past size are not read. Nothing is visible
+ * under key until the whole object is stored.
+ */
+int shelf_put_stream(struct shelf *s, const char *slice, const void *key, size_t klen,
+		     uint64_t size, shelf_read_fn rd, void *arg, char *err, size_t errlen);
+/*
+ * GET of [off, off+len) (len UINT64_MAX: to the end; a range past the end
+ * is cut at it) written to fd (write(), in order), or given to a callback;
+ * *total (may be NULL) the object's size. Every byte given was checked
+ * (each chunk against its crc before any of it is given); on an error the
+ * bytes given before it are a correct prefix of the range.
+ */
+int shelf_get_fd(struct shelf *s, const char *slice, const void *key, size_t klen,
+		 uint64_t off, uint64_t len, int fd, uint64_t *total, char *err, size_t errlen);
+int shelf_get_stream(struct shelf *s, const char *slice, const void *key, size_t klen,
+		     uint64_t off, uint64_t len, shelf_write_fn wr, void *arg, uint64_t *total,
+		     char *err, size_t errlen);
+/* Chunks in flight for one streaming call (default 4, 1..64; others are
+ * clamped). Until the parallel engine moves chunks, one chunk is moved at
+ * a time whatever this says. */
+void shelf_set_inflight(struct shelf *s, unsigned chunks);
+
 /* STAT through the read path (the first replica that has it, as get). */
 int shelf_stat(struct shelf *s, const char *slice, const void *key, size_t klen,
 	       struct shelf_objstat *st, char *err, size_t errlen);
@@ -267,6 +345,7 @@ struct shelf_map_info {
 	bool encrypt;          /* payloads are encrypted on this slice */
 	uint32_t n_members;
 	char source[96];       /* "broker tcp://...", "node ADDR" or "cache" */
+	uint32_t chunk_size;   /* bytes: objects larger are stored as chunks (SHELF_CHUNK_*) */
 };
 
 /*

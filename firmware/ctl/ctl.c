@@ -29,6 +29,7 @@ struct def {
 	uint8_t owner[OVL_ID_BYTES];
 	bool encrypt;
 	uint32_t min_write_replicas; /* 0: replicas */
+	uint32_t chunk_size;         /* 0: the default */
 };
 
 struct bconn {
@@ -186,6 +187,9 @@ static void save_defs(node_ctl_t *c)
 		if (d->min_write_replicas)
 			len += (size_t)snprintf(text + len, sizeof(text) - len, " min_write=%u",
 						d->min_write_replicas);
+		if (d->chunk_size)
+			len += (size_t)snprintf(text + len, sizeof(text) - len, " chunk_size=%u",
+						d->chunk_size);
 		len += (size_t)snprintf(text + len, sizeof(text) - len, "\n");
 	}
 	path_of(c, p, sizeof(p), "slices");
@@ -203,6 +207,7 @@ static void map_view(const struct node_ctl_map *m, struct ovl_msg *msg)
 	msg->u.map.n_members = m->n_members;
 	msg->u.map.encrypt = m->encrypt;
 	msg->u.map.min_write_replicas = m->min_write_replicas;
+	msg->u.map.chunk_size = m->chunk_size;
 	memcpy(msg->u.map.sig, m->sig, sizeof(msg->u.map.sig));
 	msg->u.map.ts = (struct ovl_msg_bin){ m->ts, m->ts_len };
 	msg->u.map.left = m->left;
@@ -293,6 +298,7 @@ static int map_set(node_ctl_t *c, const struct ovl_msg_map *mm)
 	nm.epoch = epoch;
 	nm.replicas = mm->replicas;
 	nm.min_write_replicas = mm->min_write_replicas;
+	nm.chunk_size = mm->chunk_size;
 	nm.encrypt = mm->encrypt;
 	memcpy(nm.sig, mm->sig, sizeof(nm.sig));
 	if (mm->ts.len && mm->ts.len <= sizeof(nm.ts)) {
@@ -569,19 +575,26 @@ static void load_cache(node_ctl_t *c)
 		for (char *l = strtok_r((char *)buf, "\n", &save); l && c->n_defs < NODE_CTL_SLICES_MAX;
 		     l = strtok_r(NULL, "\n", &save)) {
 			struct def *df = &c->defs[c->n_defs];
-			char owner[65], sel[OVL_MSG_SELECTOR_SIZE], fa[16] = "", fb[16] = "";
+			char owner[65], sel[OVL_MSG_SELECTOR_SIZE], fa[24] = "", fb[24] = "", fc[24] = "";
+			const char *fl[3] = { fa, fb, fc };
 			unsigned w = 0;
 
 			memset(df, 0, sizeof(*df));
 			/* four words, then optional ones in any order: "encrypt",
-			 * "min_write=W" (W below replicas) */
-			if (sscanf(l, "%63s %u %64s %127s %15s %15s", df->name, &df->replicas, owner,
-				   sel, fa, fb) < 4)
+			 * "min_write=W" (W below replicas), "chunk_size=B" */
+			if (sscanf(l, "%63s %u %64s %127s %23s %23s %23s", df->name, &df->replicas,
+				   owner, sel, fa, fb, fc) < 4)
 				continue;
-			df->encrypt = strcmp(fa, "encrypt") == 0 || strcmp(fb, "encrypt") == 0;
-			if ((sscanf(fa, "min_write=%u", &w) == 1 || sscanf(fb, "min_write=%u", &w) == 1) &&
-			    w >= 1 && w <= df->replicas)
-				df->min_write_replicas = w;
+			for (int k = 0; k < 3; k++) {
+				if (strcmp(fl[k], "encrypt") == 0)
+					df->encrypt = true;
+				else if (sscanf(fl[k], "min_write=%u", &w) == 1 && w >= 1 &&
+					 w <= df->replicas)
+					df->min_write_replicas = w;
+				else if (sscanf(fl[k], "chunk_size=%u", &w) == 1 &&
+					 ovl_msg_chunk_size_check(w, NULL, 0) == 0)
+					df->chunk_size = w;
+			}
 			for (int k = 0; k < OVL_ID_BYTES; k++) {
 				unsigned v = 0;
 
@@ -678,6 +691,7 @@ static int send_register(node_ctl_t *c, unsigned bi)
 		refs[i].replicas = c->defs[i].replicas;
 		refs[i].encrypt = c->defs[i].encrypt;
 		refs[i].min_write_replicas = c->defs[i].min_write_replicas;
+		refs[i].chunk_size = c->defs[i].chunk_size;
 		snprintf(refs[i].selector, sizeof(refs[i].selector), "%s", c->defs[i].selector);
 		memcpy(refs[i].owner, c->defs[i].owner, OVL_ID_BYTES);
 	}
@@ -789,6 +803,7 @@ static void def_set(node_ctl_t *c, const struct ovl_msg_slice *s)
 	d->replicas = s->replicas;
 	d->encrypt = s->encrypt;
 	d->min_write_replicas = s->min_write_replicas;
+	d->chunk_size = s->chunk_size;
 	snprintf(d->selector, sizeof(d->selector), "%s", s->selector);
 	memcpy(d->owner, s->owner, OVL_ID_BYTES);
 }
@@ -808,7 +823,8 @@ static void def_learn(node_ctl_t *c, unsigned bi, const struct ovl_msg_map *mp)
 		return;
 	if (d && strcmp(d->selector, mp->selector) == 0 &&
 	    memcmp(d->owner, mp->owner, OVL_ID_BYTES) == 0 && d->replicas == mp->replicas &&
-	    d->encrypt == mp->encrypt && d->min_write_replicas == mp->min_write_replicas)
+	    d->encrypt == mp->encrypt && d->min_write_replicas == mp->min_write_replicas &&
+	    d->chunk_size == mp->chunk_size)
 		return;
 	memset(&ref, 0, sizeof(ref));
 	snprintf(ref.name, sizeof(ref.name), "%s", mp->slice);
@@ -817,6 +833,7 @@ static void def_learn(node_ctl_t *c, unsigned bi, const struct ovl_msg_map *mp)
 	ref.replicas = mp->replicas;
 	ref.encrypt = mp->encrypt;
 	ref.min_write_replicas = mp->min_write_replicas;
+	ref.chunk_size = mp->chunk_size;
 	def_set(c, &ref);
 	save_defs(c);
 }

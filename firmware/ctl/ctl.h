@@ -68,6 +68,7 @@ struct node_ctl_map {
 	/* copies a write needs before it is acknowledged (signed with the map),
 	 * 1..replicas; 0: replicas (the map did not carry it) */
 	uint32_t min_write_replicas;
+	uint32_t chunk_size;            /* signed with the map; 0: the default (absent) */
 	struct ovl_msg_member *members;
 	uint32_t n_members;
 	bool encrypt;                   /* the slice requires payload encryption */

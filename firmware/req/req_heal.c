@@ -37,6 +37,7 @@
 #define HEAL_FOREIGN_INFLIGHT 8         /* foreign keys judged at once */
 #define HEAL_J_EVERY_MS 1000            /* the pass record, at most this often */
 #define HEAL_RECHECK_MS 5000            /* after a pass with differences */
+#define HEAL_RETRY_MS 30000             /* after one that could not judge everything */
 #define HEAL_DIGEST_TIMEOUT_MS 60000    /* a peer computes its digest over ticks */
 #define HEAL_START_DELAY_MS 2000        /* a trigger waits this long (maps settle) */
 #define HEAL_CALL_OVERHEAD 32           /* bytes counted for a response's meta */
@@ -147,6 +148,7 @@ struct req_heal {
 	uint64_t prim_total_o, prim_total_b, deg_o, deg_b, diffs, bytes;
 	uint64_t made;                  /* repair hints written by this pass */
 	unsigned compared, unreached;   /* members compared; of them, not answering */
+	uint64_t undecided;             /* foreign keys whose homes did not all answer */
 	uint8_t cursor[NODE_STORE_KEY_MAX];
 	size_t clen;
 	/* COMPARE */
@@ -825,6 +827,7 @@ static int pass_begin(struct req_heal *he, unsigned si, const struct node_ctl_ma
 	he->prim_total_o = he->prim_total_b = he->deg_o = he->deg_b = 0;
 	he->diffs = he->bytes = he->made = 0;
 	he->compared = he->unreached = 0;
+	he->undecided = 0;
 	he->cs = CS_NEXT;
 	he->peer = 0;
 	he->call_out = false;
@@ -875,14 +878,19 @@ static void pass_done(struct req_heal *he)
 	hs->bytes_last = he->bytes;
 	hs->bytes_total += he->bytes;
 	hs->resume = false;
+	for (unsigned p = 0; p < he->hm.n; p++)
+		he->unreached += he->failed[p];
 	hs->recheck = he->diffs > 0 && !he->check_only;
+	/* a member that did not answer (busy taking back its hints, just
+	 * joined, slow) or a foreign key not judged: what "the next pass
+	 * tries again" means is soon, not after the whole interval (until
+	 * then copies wait at nodes that are no longer their homes) */
 	hs->next_ms = ovl_mono_ms() + (hs->want ? 0 : hs->recheck ? HEAL_RECHECK_MS
-								 : jittered(he->interval_ms));
+				       : (he->unreached || he->undecided) && !he->check_only
+				       ? HEAL_RETRY_MS : jittered(he->interval_ms));
 	he->phase = P_IDLE;
 	he->j_ms = 0;
 	he->j_out = false; /* a record in flight completes on its own; this one follows it */
-	for (unsigned p = 0; p < he->hm.n; p++)
-		he->unreached += he->failed[p];
 	if (he->diffs || he->unreached)
 		req_event(rq, NODE_REQ_EV_INFO,
 			  "anti-entropy: slice '%s': pass %" PRIu64 "%s: %u members compared (%u not), "
@@ -1488,7 +1496,9 @@ static void fjob_end(struct req_heal *he, struct fjob *fj)
 	const char *slice = he->sl[he->si].name;
 	struct ovl_wire_ver v = { fj->ver.hlc, fj->ver.node };
 
-	if (!fj->failed) {
+	if (fj->failed) {
+		he->undecided++; /* judged by a pass soon (pass_done) */
+	} else {
 		if (fj->nlack)
 			he->diffs++;
 		if (he->check_only) {

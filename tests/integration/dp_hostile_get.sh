@@ -33,7 +33,9 @@ if asan "${SHELF_BUILD:-$SRC/build}/shelf-node"; then
 fi
 echo "node: ${SHELF_BUILD:-$SRC/build}/shelf-node (sanitized: $sanitized)"
 
-"$C" up --nodes 1 --drive-size 768M || fail "cluster up"
+# one GET of one whole 32 or 64 MiB object is what is tested: a chunk size
+# of 64 MiB keeps them whole (the default, 16 MiB, would store them as chunks)
+"$C" up --nodes 1 --drive-size 768M --chunk-size 64M || fail "cluster up"
 w=$SHELF_CLUSTER_DIR/w
 mkdir -p "$w"
 head -c $((32 << 20)) /dev/urandom >"$w/32m"

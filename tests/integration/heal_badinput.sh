@@ -21,7 +21,9 @@ set -u
 heal_begin hb shelf-hbad
 B=$SRC/tests/integration/py/heal_bad.py
 OBJECTS=800
-HEAL_DRIVE=640M heal_up 12 3 60s default:2 r1:1
+# 64 MiB chunks: the 48 MiB objects that fill n13's drive stay whole, on
+# n13 (the default chunk size, 16 MiB, would spread them over the slice)
+HEAL_DRIVE=640M HEAL_CHUNK_SIZE=64M heal_up 12 3 60s default:2 r1:1
 
 # 1 and 2
 head -c 5000 /dev/urandom >"$D/obj"

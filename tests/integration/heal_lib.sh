@@ -44,6 +44,8 @@ hc() { x "$PY" "$HC" "$D" "$@"; }
 
 # heal_up NODES CHASSIS GRACE SLICE:R...: the cluster (R of the default
 # slice from the first SLICE:R), the other slices, client `heal` for all.
+# HEAL_DRIVE: the drives' size (768M); HEAL_CHUNK_SIZE: every slice's chunk
+# size (the broker's default, 16M, when unset).
 heal_up() {
 	local n=$1 ch=$2 grace=$3 s sl r first=1 names=
 	shift 3
@@ -52,10 +54,11 @@ heal_up() {
 		if [ $first = 1 ]; then
 			[ "$sl" = default ] || fail "heal_up: the first slice must be default"
 			"$C" up --nodes "$n" --chassis "$ch" --replicas "$r" --grace "$grace" \
-				--drive-size "${HEAL_DRIVE:-768M}" >"$D/up.log" 2>&1 || fail "cluster up: $(tail -n 3 "$D/up.log")"
+				--drive-size "${HEAL_DRIVE:-768M}" ${HEAL_CHUNK_SIZE:+--chunk-size "$HEAL_CHUNK_SIZE"} >"$D/up.log" 2>&1 || fail "cluster up: $(tail -n 3 "$D/up.log")"
 			first=0
 		else
-			"$C" exec -- shelf slice create "$sl" --replicas "$r" --members all >/dev/null ||
+			"$C" exec -- shelf slice create "$sl" --replicas "$r" --members all \
+				${HEAL_CHUNK_SIZE:+--chunk-size "$HEAL_CHUNK_SIZE"} >/dev/null ||
 				fail "slice create $sl"
 		fi
 		names=$names${names:+,}$sl
@@ -70,8 +73,10 @@ heal_up() {
 }
 
 # wait_joined SLICE N: N nodes logged an address in SLICE
+# (60 s: on a loaded machine a node just started can take half a minute to
+# register; how fast nodes join is not what these tests are about)
 wait_joined() {
-	for _ in $(seq 300); do
+	for _ in $(seq 600); do
 		[ "$(grep -l "slice '$1': address" "$D"/n*/log 2>/dev/null | wc -l)" -ge "$2" ] && return 0
 		sleep 0.1
 	done

@@ -60,7 +60,12 @@ static void test_range(void **state)
 	range_ok("0-67108863", 0, 64u << 20);
 	range_ok("100-67108963", 100, 64u << 20);
 	range_ok("67108864-", 64u << 20, UINT64_MAX);
-	range_bad("67108865-");
+	/* no 64 MiB limit since large objects (chunks): offsets up to INT64_MAX */
+	range_ok("67108865-", 67108865, UINT64_MAX);
+	range_ok("0-1073741823", 0, 1u << 30);
+	range_ok("9223372036854775807-", INT64_MAX, UINT64_MAX);
+	range_bad("9223372036854775808-");
+	range_bad("0-9223372036854775808");
 	range_bad("18446744073709551615-");
 	range_bad("1-2-3");
 	range_bad("2-5xyz");
@@ -79,13 +84,16 @@ static void test_range(void **state)
 	range_bad("1--2");
 	range_bad("18446744073709551616-");
 	range_bad("0-18446744073709551616");
-	range_bad("0-67108864"); /* 64 MiB + 1 */
+	range_ok("0-67108864", 0, (64u << 20) + 1); /* 64 MiB + 1: no limit since large objects */
 	{
 		uint64_t o, l;
 		char err[256];
 
-		assert_int_equal(cli_range_parse("0-99999999", &o, &l, err, sizeof(err)), -EINVAL);
-		assert_non_null(strstr(err, "64 MiB"));
+		/* the limit is INT64_MAX now (objects of any size), and the error says it */
+		assert_int_equal(cli_range_parse("0-99999999", &o, &l, err, sizeof(err)), 0);
+		assert_int_equal(cli_range_parse("0-9223372036854775808", &o, &l, err, sizeof(err)),
+				 -EINVAL);
+		assert_non_null(strstr(err, "at most 9223372036854775807"));
 	}
 }
 

@@ -561,15 +561,3 @@ int sh_busy_pause_ms(unsigned retries)
 {
 	return 100 << retries;
 }
-
-bool sh_key_reserved(const void *key, size_t klen)
-{
-	const uint8_t *k = key;
-
-	if (klen < SH_KEY_RESERVED_BYTES)
-		return false;
-	for (unsigned i = 0; i < SH_KEY_RESERVED_BYTES; i++)
-		if (k[i] != 0xfe)
-			return false;
-	return true;
-}

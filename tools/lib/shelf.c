@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "shelf_int.h"
@@ -70,6 +72,7 @@ SHELF_API int shelf_open(struct shelf **out, const char *dir, const char *broker
 	s->timeout_ms = SHELF_TIMEOUT_MS_DEFAULT;
 	s->connect_timeout_ms = SHELF_CONNECT_TIMEOUT_MS_DEFAULT;
 	s->unreach_ms = SHELF_UNREACHABLE_MS_DEFAULT;
+	s->inflight = SH_INFLIGHT_DEFAULT;
 	snprintf(s->dir, sizeof(s->dir), "%s", dir);
 	snprintf(s->broker, sizeof(s->broker), "%s", broker ? broker : "");
 	snprintf(path, sizeof(path), "%s/id.key", dir);
@@ -610,8 +613,8 @@ out:
 	return ret;
 }
 
-SHELF_API int shelf_put(struct shelf *s, const char *slice, const void *key, size_t klen,
-			const void *data, size_t len, char *err, size_t errlen)
+int sh_obj_put(struct shelf *s, const char *slice, const void *key, size_t klen,
+	       const void *data, size_t len, char *err, size_t errlen)
 {
 	struct ovl_wire_req q = { 0 };
 
@@ -620,12 +623,117 @@ SHELF_API int shelf_put(struct shelf *s, const char *slice, const void *key, siz
 	return write_op(s, "put", slice, OVL_WIRE_T_PUT, key, klen, &q, data, len, err, errlen);
 }
 
-SHELF_API int shelf_delete(struct shelf *s, const char *slice, const void *key, size_t klen,
-			   char *err, size_t errlen)
+int sh_obj_delete(struct shelf *s, const char *slice, const void *key, size_t klen, char *err,
+		  size_t errlen)
 {
 	struct ovl_wire_req q = { 0 };
 
 	return write_op(s, "rm", slice, OVL_WIRE_T_DELETE, key, klen, &q, NULL, 0, err, errlen);
+}
+
+/* ---- the public object calls: large.c applies the large-object rules ---- */
+
+SHELF_API int shelf_put(struct shelf *s, const char *slice, const void *key, size_t klen,
+			const void *data, size_t len, char *err, size_t errlen)
+{
+	return sh_large_put(s, slice, key, klen, data ? data : "", len, NULL, NULL, err, errlen);
+}
+
+SHELF_API int shelf_delete(struct shelf *s, const char *slice, const void *key, size_t klen,
+			   char *err, size_t errlen)
+{
+	return sh_large_delete(s, slice, key, klen, err, errlen);
+}
+
+SHELF_API int shelf_get(struct shelf *s, const char *slice, const void *key, size_t klen,
+			uint64_t off, uint64_t len, void **data, size_t *dlen, uint64_t *total,
+			char *err, size_t errlen)
+{
+	return sh_large_get(s, slice, key, klen, off, len, NULL, NULL, data, dlen, total, err,
+			    errlen);
+}
+
+SHELF_API int shelf_stat(struct shelf *s, const char *slice, const void *key, size_t klen,
+			 struct shelf_objstat *st, char *err, size_t errlen)
+{
+	return sh_large_stat(s, slice, key, klen, st, err, errlen);
+}
+
+SHELF_API int shelf_put_stream(struct shelf *s, const char *slice, const void *key, size_t klen,
+			       uint64_t size, shelf_read_fn rd, void *arg, char *err,
+			       size_t errlen)
+{
+	return sh_large_put(s, slice, key, klen, NULL, size, rd, arg, err, errlen);
+}
+
+static ssize_t fd_read(void *arg, void *buf, size_t len)
+{
+	int fd = *(const int *)arg;
+
+	for (;;) {
+		ssize_t r = read(fd, buf, len);
+
+		if (r >= 0)
+			return r;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+SHELF_API int shelf_put_fd(struct shelf *s, const char *slice, const void *key, size_t klen,
+			   int fd, char *err, size_t errlen)
+{
+	uint64_t size = SHELF_SIZE_UNKNOWN;
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return sh_fail(err, errlen, -errno, "put: cannot stat the input: %s", strerror(errno));
+	if (S_ISREG(st.st_mode)) {
+		off_t at = lseek(fd, 0, SEEK_CUR);
+
+		size = (uint64_t)st.st_size - (at > 0 && at <= st.st_size ? (uint64_t)at : 0);
+	}
+	return sh_large_put(s, slice, key, klen, NULL, size, fd_read, &fd, err, errlen);
+}
+
+SHELF_API int shelf_get_stream(struct shelf *s, const char *slice, const void *key, size_t klen,
+			       uint64_t off, uint64_t len, shelf_write_fn wr, void *arg,
+			       uint64_t *total, char *err, size_t errlen)
+{
+	return sh_large_get(s, slice, key, klen, off, len, wr, arg, NULL, NULL, total, err, errlen);
+}
+
+static int fd_write(void *arg, const void *buf, size_t len)
+{
+	int fd = *(const int *)arg;
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t w = write(fd, p, len);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		if (w == 0)
+			return -EIO;
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+SHELF_API int shelf_get_fd(struct shelf *s, const char *slice, const void *key, size_t klen,
+			   uint64_t off, uint64_t len, int fd, uint64_t *total, char *err,
+			   size_t errlen)
+{
+	return sh_large_get(s, slice, key, klen, off, len, fd_write, &fd, NULL, NULL, total, err,
+			    errlen);
+}
+
+SHELF_API void shelf_set_inflight(struct shelf *s, unsigned chunks)
+{
+	s->inflight = chunks < 1 ? 1 : chunks > SH_INFLIGHT_MAX ? SH_INFLIGHT_MAX : chunks;
 }
 
 SHELF_API int shelf_last_write(const struct shelf *s, struct shelf_write_info *out)
@@ -636,9 +744,21 @@ SHELF_API int shelf_last_write(const struct shelf *s, struct shelf_write_info *o
 	return 0;
 }
 
-SHELF_API int shelf_get(struct shelf *s, const char *slice, const void *key, size_t klen,
-			uint64_t off, uint64_t len, void **data, size_t *dlen, uint64_t *total,
-			char *err, size_t errlen)
+static void info_of(const struct ovl_wire_resp *r, struct sh_objinfo *info)
+{
+	if (!info)
+		return;
+	info->size = r->size;
+	info->crc = r->crc;
+	info->seq = r->seq;
+	info->has_ver = r->has_ver;
+	info->ver.hlc = r->has_ver ? r->ver.hlc : 0;
+	info->ver.node = r->has_ver ? r->ver.node : 0;
+}
+
+int sh_obj_get(struct shelf *s, const char *slice, const void *key, size_t klen, uint64_t off,
+	       uint64_t len, uint8_t **data, size_t *dlen, struct sh_objinfo *info, char *err,
+	       size_t errlen)
 {
 	struct ovl_wire_req q = { 0 };
 	struct ovl_wire_resp *r = calloc(1, sizeof(*r));
@@ -664,8 +784,7 @@ SHELF_API int shelf_get(struct shelf *s, const char *slice, const void *key, siz
 	if (ret == 0) {
 		*data = body ? body : malloc(1);
 		*dlen = blen;
-		if (total)
-			*total = r->size;
+		info_of(r, info);
 		if (!*data)
 			ret = -ENOMEM;
 	}
@@ -673,8 +792,8 @@ SHELF_API int shelf_get(struct shelf *s, const char *slice, const void *key, siz
 	return ret;
 }
 
-SHELF_API int shelf_stat(struct shelf *s, const char *slice, const void *key, size_t klen,
-			 struct shelf_objstat *st, char *err, size_t errlen)
+int sh_obj_stat(struct shelf *s, const char *slice, const void *key, size_t klen,
+		struct sh_objinfo *info, char *err, size_t errlen)
 {
 	struct ovl_wire_req q = { 0 };
 	struct ovl_wire_resp *r = calloc(1, sizeof(*r));
@@ -685,13 +804,8 @@ SHELF_API int shelf_stat(struct shelf *s, const char *slice, const void *key, si
 		return -ENOMEM;
 	ret = read_path(s, "stat", slice, OVL_WIRE_T_STAT, key, klen, &q, r, NULL, NULL, from, err,
 			errlen);
-	if (ret == 0) {
-		st->size = r->size;
-		st->crc = r->crc;
-		st->seq = r->seq;
-		st->ver.hlc = r->has_ver ? r->ver.hlc : 0;
-		st->ver.node = r->has_ver ? r->ver.node : 0;
-	}
+	if (ret == 0)
+		info_of(r, info);
 	free(r);
 	return ret;
 }
@@ -1026,6 +1140,25 @@ SHELF_API int shelf_list_partial(struct shelf *s, const char *slice, const void 
 				 shelf_list_cb cb, void *arg, shelf_missing_cb missing,
 				 void *missing_arg, char *err, size_t errlen)
 {
+	return sh_list(s, slice, prefix, plen, after, alen, limit, cb, arg, missing, missing_arg,
+		       false, err, errlen);
+}
+
+/* A cursor inside the reserved keys jumps past all of them: fe x 8, then
+ * 0xff up to the longest key, is the last key with the prefix. */
+static void cursor_skip_reserved(uint8_t *cur, size_t *cur_len)
+{
+	if (!sh_key_reserved(cur, *cur_len))
+		return;
+	memset(cur + SH_RESERVED_PREFIX_BYTES, 0xff,
+	       OVL_WIRE_KEY_MAX_BYTES - SH_RESERVED_PREFIX_BYTES);
+	*cur_len = OVL_WIRE_KEY_MAX_BYTES;
+}
+
+int sh_list(struct shelf *s, const char *slice, const void *prefix, size_t plen,
+	    const void *after, size_t alen, unsigned limit, shelf_list_cb cb, void *arg,
+	    shelf_missing_cb missing, void *missing_arg, bool reserved, char *err, size_t errlen)
+{
 	struct sh_map *m = NULL;
 	struct vlist all = { 0 };
 	uint8_t *cur = NULL, *bound = NULL, *last = NULL;
@@ -1050,6 +1183,8 @@ SHELF_API int shelf_list_partial(struct shelf *s, const char *slice, const void 
 	}
 	if (alen)
 		memcpy(cur, after, alen);
+	if (!reserved)
+		cursor_skip_reserved(cur, &cur_len);
 	ret = sh_map_fetch(s, slice, &m, err, errlen);
 	if (ret < 0)
 		goto out;
@@ -1113,8 +1248,8 @@ SHELF_API int shelf_list_partial(struct shelf *s, const char *slice, const void 
 				continue; /* an older version, or a replica's copy */
 			if (have_bound && bin_cmp(v->key, v->len, bound, bound_len) > 0)
 				break; /* past what every node has listed */
-			if (v->tomb)
-				continue;
+			if (v->tomb || (!reserved && sh_key_reserved(v->key, v->len)))
+				continue; /* deleted; libshelf's own (chunks, intents) */
 			given++;
 			if ((cb && cb(arg, v->key, v->len)) || given == limit)
 				stop = true;
@@ -1123,6 +1258,8 @@ SHELF_API int shelf_list_partial(struct shelf *s, const char *slice, const void 
 			break;
 		memcpy(cur, bound, bound_len);
 		cur_len = bound_len;
+		if (!reserved)
+			cursor_skip_reserved(cur, &cur_len);
 	}
 	ret = (int)given;
 out:
@@ -1206,6 +1343,7 @@ SHELF_API int shelf_map(struct shelf *s, const char *slice, struct shelf_map_inf
 	info->replicas = mp->replicas;
 	info->encrypt = mp->encrypt;
 	info->n_members = mp->n_members;
+	info->chunk_size = ovl_msg_map_chunk_size(mp);
 	snprintf(info->source, sizeof(info->source), "%.95s", s->map_source);
 	*members = out;
 	return 0;

@@ -6,7 +6,8 @@
  * - client.c: connections to nodes (through ovl_dpc) and one request on one;
  * - replica.c: the order in which a key's replicas are tried, the nodes
  *   remembered as unreachable, the tombstone rule;
- * - shelf.c: the public API (shelf_* of tools/shelf.h).
+ * - shelf.c: the public API (shelf_* of tools/shelf.h);
+ * - large.c: large objects (chunks, manifests, intents) and streaming.
  *
  * Every function returns 0 or a negative errno and writes what failed into
  * err, as the public API does.
@@ -97,6 +98,7 @@ struct shelf {
 	struct shelf_counters counters;
 	struct sh_write last_write;
 	struct sh_aio *aio;                   /* aio.c: the asynchronous operations; NULL until used */
+	unsigned inflight;                    /* shelf_set_inflight(): chunks per streaming call */
 };
 
 /* printf into err[0..errlen) and return code. */
@@ -312,10 +314,6 @@ int sh_rd_fail_end(struct sh_rd_pass *p, const char *what, const char *kshow, ch
 /* The pause before asking again after busy, the retries-th time (ms). */
 int sh_busy_pause_ms(unsigned retries);
 
-/* A key beginning with the SH_KEY_RESERVED_BYTES bytes 0xfe, kept for
- * libshelf's own objects (chunks, intents). */
-#define SH_KEY_RESERVED_BYTES 8
-bool sh_key_reserved(const void *key, size_t klen);
 
 /* ---- aio.c ---- */
 
@@ -341,5 +339,124 @@ int sh_call(struct shelf *s, struct sh_conn *c, uint8_t type, struct ovl_wire_re
 
 /* Close every connection. */
 void sh_conns_close(struct shelf *s);
+
+/* ---- shelf.c: one stored object as the nodes hold it ----
+ *
+ * No large-object rule applies here (no reserved-key check, no manifest):
+ * large.c builds large objects from these, and the public calls reach them
+ * through large.c. Each is one operation (its own timeout). */
+
+/* What a node said of an object: its stored size, crc (of the whole
+ * value; of the range for a ranged GET), seq and version. */
+struct sh_objinfo {
+	uint64_t size;
+	uint32_t crc;
+	uint64_t seq;
+	bool has_ver;
+	struct ovl_wire_ver ver;
+};
+
+int sh_obj_put(struct shelf *s, const char *slice, const void *key, size_t klen,
+	       const void *data, size_t len, char *err, size_t errlen);
+/* Bytes [off, off+len) (len UINT64_MAX: to the end) into a malloc'd *data;
+ * info (may be NULL) as the node answered. */
+int sh_obj_get(struct shelf *s, const char *slice, const void *key, size_t klen, uint64_t off,
+	       uint64_t len, uint8_t **data, size_t *dlen, struct sh_objinfo *info, char *err,
+	       size_t errlen);
+int sh_obj_stat(struct shelf *s, const char *slice, const void *key, size_t klen,
+		struct sh_objinfo *info, char *err, size_t errlen);
+int sh_obj_delete(struct shelf *s, const char *slice, const void *key, size_t klen, char *err,
+		  size_t errlen);
+/* shelf_list_partial(), with the reserved keys too when `reserved` (for
+ * tests and tools that look at chunks and intents). */
+int sh_list(struct shelf *s, const char *slice, const void *prefix, size_t plen,
+	    const void *after, size_t alen, unsigned limit, shelf_list_cb cb, void *arg,
+	    shelf_missing_cb missing, void *missing_arg, bool reserved, char *err, size_t errlen);
+
+/* ---- large.c: large objects (docs/PROTOCOL.md, "Large objects") ----
+ *
+ * Keys that begin with SH_RESERVED_PREFIX_BYTES bytes 0xfe are libshelf's:
+ *   chunk:  fe x 8, 'C', id (16), chunk index (u32 big-endian)  29 bytes
+ *   intent: fe x 8, 'G', id (16)                               25 bytes
+ * id: 8 bytes big-endian unix ms of the writer, then 8 random bytes.
+ *
+ * A large object's key holds its manifest (little-endian):
+ *   0 magic (16) | 16 version u32 = 1 | 20 flags u32 = 0 | 24 size u64 |
+ *   32 chunk size u64 | 40 n u32 | 44 crc32c of the object u32 | 48 id (16) |
+ *   64 n x { offset u64, size u32, crc32c u32 } | 64+16n crc32c of [0, 64+16n)
+ */
+#define SH_RESERVED_PREFIX_BYTES 8
+#define SH_RESERVED_BYTE 0xfe
+#define SH_LARGE_ID_BYTES 16
+#define SH_CHUNK_KEY_BYTES 29
+#define SH_INTENT_KEY_BYTES 25
+#define SH_CHUNK_TAG 'C'
+#define SH_INTENT_TAG 'G'
+#define SH_MANIFEST_MAGIC "\x89shelf-manifest\n" /* 16 bytes, no NUL */
+#define SH_MANIFEST_MAGIC_BYTES 16
+#define SH_MANIFEST_VERSION 1
+#define SH_MANIFEST_HEAD_BYTES 64
+#define SH_MANIFEST_ENTRY_BYTES 16
+#define SH_MANIFEST_TAIL_BYTES 4
+#define SH_MANIFEST_CHUNKS_MAX (1u << 24)
+#define SH_INTENT_MAGIC "SGI1"
+#define SH_INTENT_HEAD_BYTES 16              /* magic, count u32, unix ms u64; then the key */
+#define SH_INTENT_COUNT_UNKNOWN 0xffffffffu  /* a PUT of unknown size */
+#define SH_INTENT_REFRESH_MS (15u * 60 * 1000) /* a quarter of the nodes' default chunk_gc_after (1 h) */
+#define SH_INFLIGHT_DEFAULT 4
+#define SH_INFLIGHT_MAX 64
+
+/* key begins with the reserved prefix */
+bool sh_key_reserved(const void *key, size_t klen);
+
+/* A manifest as read: entries point into the caller's bytes (nothing is
+ * allocated). */
+struct sh_manifest {
+	uint64_t size;         /* the object's bytes */
+	uint64_t chunk_size;
+	uint32_t n;            /* chunks */
+	uint32_t crc;          /* crc32c of the whole object */
+	uint8_t id[SH_LARGE_ID_BYTES];
+	const uint8_t *entries; /* n x 16 bytes; NULL after sh_manifest_head() */
+};
+
+/* A stored size that may hold a manifest: >= 84 and (s - 68) % 16 == 0. */
+bool sh_manifest_candidate(uint64_t stored);
+
+/* Check the first SH_MANIFEST_HEAD_BYTES of a stored object of `stored`
+ * bytes (magic, version, flags, chunk size, n against size and against
+ * stored) into *m. 0; -ENOMSG when buf does not begin with the magic (not
+ * a manifest); -EBADMSG when it does but something is wrong (why says
+ * what). */
+int sh_manifest_head(const uint8_t *buf, size_t len, uint64_t stored, struct sh_manifest *m,
+		     char *why, size_t whylen);
+
+/* The same for the whole manifest (len is the stored size), and the
+ * trailing crc and every entry (contiguous from 0, sizes, sum). Nothing is
+ * allocated: m->entries points into buf. */
+int sh_manifest_parse(const uint8_t *buf, size_t len, struct sh_manifest *m, char *why,
+		      size_t whylen);
+
+/* Entry i of a parsed manifest. */
+void sh_manifest_entry(const struct sh_manifest *m, uint32_t i, uint64_t *off, uint32_t *size,
+		       uint32_t *crc);
+
+/* The chunk and intent keys of id. */
+void sh_chunk_key(uint8_t out[SH_CHUNK_KEY_BYTES], const uint8_t id[SH_LARGE_ID_BYTES],
+		  uint32_t index);
+void sh_intent_key(uint8_t out[SH_INTENT_KEY_BYTES], const uint8_t id[SH_LARGE_ID_BYTES]);
+
+/* The public object calls' bodies (shelf.h): put from a source, get to a
+ * sink, stat, delete, with every large-object rule. */
+int sh_large_put(struct shelf *s, const char *slice, const void *key, size_t klen,
+		 const void *data, uint64_t size, shelf_read_fn rd, void *arg, char *err,
+		 size_t errlen);
+int sh_large_get(struct shelf *s, const char *slice, const void *key, size_t klen, uint64_t off,
+		 uint64_t len, shelf_write_fn wr, void *arg, void **whole, size_t *wlen,
+		 uint64_t *total, char *err, size_t errlen);
+int sh_large_stat(struct shelf *s, const char *slice, const void *key, size_t klen,
+		  struct shelf_objstat *st, char *err, size_t errlen);
+int sh_large_delete(struct shelf *s, const char *slice, const void *key, size_t klen, char *err,
+		    size_t errlen);
 
 #endif

@@ -35,6 +35,7 @@ struct admin_opts {
 	const char *selector;
 	bool encrypt;      /* slice create --encrypt */
 	bool same_domain;  /* slice create --allow-same-domain */
+	const char *chunk_size; /* slice create --chunk-size */
 	const char *arg;   /* the positional argument */
 };
 
@@ -75,6 +76,7 @@ static int parse(int argc, char **argv, struct admin_opts *o, const char *cmd, c
 		{ "broker", 1, NULL, 'b' }, { "admin", 1, NULL, 'a' }, { "json", 0, NULL, 'j' },
 		{ "replicas", 1, NULL, 'r' }, { "members", 1, NULL, 'm' }, { "encrypt", 0, NULL, 'e' },
 		{ "min-write-replicas", 1, NULL, 'w' }, { "allow-same-domain", 0, NULL, 'd' },
+		{ "chunk-size", 1, NULL, 'c' },
 		{ "help", 0, NULL, 'h' }, { NULL, 0, NULL, 0 }
 	};
 	int c;
@@ -95,6 +97,7 @@ static int parse(int argc, char **argv, struct admin_opts *o, const char *cmd, c
 		case 'r': o->replicas = optarg; break;
 		case 'w': o->min_write = optarg; break;
 		case 'd': o->same_domain = true; break;
+		case 'c': o->chunk_size = optarg; break;
 		case 'm': o->selector = optarg; break;
 		case 'e': o->encrypt = true; break;
 		case 'h': return usage(cmd, args, extra, 0) - 1;
@@ -239,10 +242,12 @@ int cmd_slices(int argc, char **argv)
 			/* new keys after the older ones: readers that match text keep working */
 			printf("%s\n  {\"name\": %s, \"replicas\": %u, \"epoch\": %llu, "
 			       "\"members\": %u, \"encrypt\": %s, \"selector\": %s, "
-			       "\"min_write_replicas\": %u, \"allow_same_domain\": %s}", i ? "," : "",
+			       "\"min_write_replicas\": %u, \"allow_same_domain\": %s, "
+			       "\"chunk_size\": %u}", i ? "," : "",
 			       cli_json_q(s->name), s->replicas, (unsigned long long)s->epoch,
 			       s->members, s->encrypt ? "true" : "false", cli_json_q(s->selector), w,
-			       s->allow_same_domain ? "true" : "false");
+			       s->allow_same_domain ? "true" : "false",
+			       s->chunk_size ? s->chunk_size : OVL_MSG_CHUNK_SIZE_DEFAULT);
 		else
 			printf("%-24s %8u %9u %10llu %8u %-7s  %s%s\n", s->name, s->replicas, w,
 			       (unsigned long long)s->epoch, s->members, s->encrypt ? "yes" : "no",
@@ -261,9 +266,10 @@ int cmd_slice_create(int argc, char **argv)
 	struct ovl_msg req;
 	char err[256];
 	unsigned replicas = 0, min_write = 0;
+	uint64_t chunk = OVL_MSG_CHUNK_SIZE_DEFAULT;
 	int rc = parse(argc, argv, &o, "slice create",
 		       "NAME --replicas R [--min-write-replicas W] [--members SELECTOR]\n"
-		       "       [--allow-same-domain] [--encrypt] ",
+		       "       [--allow-same-domain] [--encrypt] [--chunk-size SIZE] ",
 		       "  --replicas R       copies per object, 1..5, each in its own failure domain\n"
 		       "                     (distinct site/chassis): the broker refuses an R above\n"
 		       "                     the domains of the nodes SELECTOR matches now\n"
@@ -275,7 +281,10 @@ int cmd_slice_create(int argc, char **argv)
 		       "                     accept an R above the failure domains (copies may\n"
 		       "                     share a chassis)\n"
 		       "  --encrypt          payloads on this slice must be encrypted (AEAD, fixed\n"
-		       "                     for the slice's life)\n",
+		       "                     for the slice's life)\n"
+		       "  --chunk-size SIZE  objects larger than this are stored as chunks of it\n"
+		       "                     and a manifest: 1M..64M in multiples of 64K (default\n"
+		       "                     16M, fixed for the slice's life)\n",
 		       true);
 
 	if (rc)
@@ -290,12 +299,20 @@ int cmd_slice_create(int argc, char **argv)
 			replicas);
 		return 2;
 	}
+	if (o.chunk_size && (ovl_parse_size(o.chunk_size, &chunk) < 0 || chunk > UINT32_MAX ||
+			     ovl_msg_chunk_size_check((uint32_t)chunk, NULL, 0) < 0 || !chunk)) {
+		fprintf(stderr, "shelf slice create: --chunk-size '%s' must be 1M..64M in multiples "
+			"of 64K\n", o.chunk_size);
+		return 2;
+	}
 	if (ovl_slice_name_check(o.arg, "slice name", err, sizeof(err)) < 0) {
 		fprintf(stderr, "shelf slice create: %s\n", err);
 		return 2;
 	}
 	ovl_msg_init(&req, OVL_MSG_ADMIN);
 	req.u.admin.op = OVL_MSG_ADMIN_CREATE_SLICE;
+	/* only when not the default: a broker before 1.6 would skip it */
+	req.u.admin.chunk_size = chunk != OVL_MSG_CHUNK_SIZE_DEFAULT ? (uint32_t)chunk : 0;
 	snprintf(req.u.admin.slice, sizeof(req.u.admin.slice), "%s", o.arg);
 	req.u.admin.replicas = replicas;
 	/* only when below R: a broker before 1.5 would skip it, and R is its W */
@@ -306,10 +323,10 @@ int cmd_slice_create(int argc, char **argv)
 	req.u.admin.encrypt = o.encrypt;
 	if ((rc = simple("slice create", &o, &req, &a)))
 		return rc;
-	printf("created slice %s (replicas %u, min-write %u, members %s%s, %s, epoch %llu)\n", o.arg,
-	       replicas, min_write, o.selector ? o.selector : "all",
+	printf("created slice %s (replicas %u, min-write %u, members %s%s, %s, chunk size %llu, "
+	       "epoch %llu)\n", o.arg, replicas, min_write, o.selector ? o.selector : "all",
 	       o.same_domain ? ", same domain allowed" : "",
-	       o.encrypt ? "encrypted" : "not encrypted",
+	       o.encrypt ? "encrypted" : "not encrypted", (unsigned long long)chunk,
 	       (unsigned long long)a.reply.u.admin_ok.epoch);
 	admin_call_release(&a);
 	return 0;

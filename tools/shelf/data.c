@@ -14,6 +14,7 @@
  * node that did not answer is named on stderr).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -31,7 +32,6 @@
 #include "shelf.h"
 #include "text.h"
 
-#define DATA_MAX_BYTES CLI_RANGE_MAX_BYTES
 #define EXIT_PARTIAL 5
 #define LS_MISSING_MAX 64 /* missing nodes ls remembers, to name each once */
 #define LS_PAGE 1000u /* keys asked of the nodes per page */
@@ -68,7 +68,8 @@ static int dusage(const char *cmd, const char *args, int code)
 		"  --after KEY        start after KEY (the last key of the previous page)"
 		: strcmp(cmd, "get") == 0 ? " [--range START-END|START-]\n"
 		"  --range R          bytes START..END (inclusive) or START- (to the end):\n"
-		"                     decimal digits only, START <= END, at most 64 MiB"
+		"                     decimal digits only, START <= END; any size (large\n"
+		"                     objects are read chunk by chunk)"
 		: strcmp(cmd, "stat") == 0 ? " [--json]" : "");
 	return code;
 }
@@ -315,17 +316,14 @@ static double mono(void)
 }
 
 /*
- * The whole input: a regular file, a pipe, or stdin ("-"). Anything else
- * (a directory, a device...) is refused with -EISDIR or -EINVAL and
+ * The input as an fd: a regular file, a pipe, or stdin ("-"). Anything
+ * else (a directory, a device...) is refused with -EISDIR or -EINVAL and
  * nothing is read.
  */
-static int read_input(const char *path, uint8_t **buf, size_t *len)
+static int open_input(const char *path, int *fd)
 {
 	bool std = strcmp(path, "-") == 0;
 	struct stat st;
-	FILE *f = NULL;
-	size_t cap = 1 << 16, n = 0;
-	uint8_t *b = NULL;
 
 	if (std ? fstat(0, &st) < 0 : stat(path, &st) < 0)
 		return -errno;
@@ -333,58 +331,8 @@ static int read_input(const char *path, uint8_t **buf, size_t *len)
 		return -EISDIR;
 	if (!std && !S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode))
 		return -EINVAL;
-	f = std ? stdin : fopen(path, "rb");
-	b = malloc(cap);
-	if (!f || !b) {
-		int e = errno ? errno : ENOMEM;
-
-		if (f && f != stdin)
-			fclose(f);
-		free(b);
-		return -e;
-	}
-	for (;;) {
-		size_t r;
-
-		if (n == cap) {
-			uint8_t *nb;
-
-			if (cap >= DATA_MAX_BYTES + 1) {
-				n = cap;
-				break;
-			}
-			nb = realloc(b, cap * 2);
-			if (!nb) {
-				free(b);
-				if (f != stdin)
-					fclose(f);
-				return -ENOMEM;
-			}
-			b = nb;
-			cap *= 2;
-		}
-		r = fread(b + n, 1, cap - n, f);
-		if (r == 0)
-			break;
-		n += r;
-	}
-	if (ferror(f)) {
-		int e = errno ? errno : EIO;
-
-		if (f != stdin)
-			fclose(f);
-		free(b);
-		return -e;
-	}
-	if (f != stdin)
-		fclose(f);
-	if (n > DATA_MAX_BYTES) {
-		free(b);
-		return -E2BIG;
-	}
-	*buf = b;
-	*len = n;
-	return 0;
+	*fd = std ? 0 : open(path, O_RDONLY | O_CLOEXEC);
+	return *fd < 0 ? -errno : 0;
 }
 
 /* A write held away from some of its homes: say so (the substitutes keep
@@ -404,15 +352,16 @@ int cmd_put(int argc, char **argv)
 {
 	struct dopts o;
 	struct shelf *s = NULL;
-	uint8_t *buf = NULL;
-	size_t len = 0;
+	struct stat st;
+	uint64_t len = 0;
 	char err[SHELF_ERR_BYTES];
 	double t0 = mono();
+	int fd = -1;
 	int ret = dparse(argc, argv, "put", "KEY [FILE|-]", 1, 2, &o);
 
 	if (ret)
 		return ret < 0 ? 0 : ret;
-	ret = read_input(o.nargs > 1 ? o.args[1] : "-", &buf, &len);
+	ret = open_input(o.nargs > 1 ? o.args[1] : "-", &fd);
 	if (ret < 0) {
 		const char *in = o.nargs > 1 ? o.args[1] : "-";
 
@@ -422,8 +371,7 @@ int cmd_put(int argc, char **argv)
 				ret == -EISDIR ? "a directory" : "not a regular file or a pipe");
 			return 2;
 		}
-		fprintf(stderr, "shelf put: cannot read '%s': %s\n", in,
-			ret == -E2BIG ? "larger than 64 MiB" : strerror(-ret));
+		fprintf(stderr, "shelf put: cannot read '%s': %s\n", in, strerror(-ret));
 		return 1;
 	}
 	if ((ret = open_client("put", &o, &s)) == 0) {
@@ -431,7 +379,10 @@ int cmd_put(int argc, char **argv)
 
 		bar_start(&b, s, "put");
 		b.started = t0;
-		ret = shelf_put(s, o.slice, o.args[0], strlen(o.args[0]), buf, len, err, sizeof(err));
+		/* streamed: a file of any size, in chunks (shelf_put_fd) */
+		ret = shelf_put_fd(s, o.slice, o.args[0], strlen(o.args[0]), fd, err, sizeof(err));
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+			len = (uint64_t)st.st_size;
 		bar_end(&b, s, len, ret == 0);
 		if (ret < 0)
 			fprintf(stderr, "shelf %s\n", err);
@@ -440,21 +391,46 @@ int cmd_put(int argc, char **argv)
 		ret = exit_code(ret);
 	}
 	shelf_close(&s);
-	free(buf);
+	if (fd > 0)
+		close(fd);
 	return ret;
+}
+
+/* Counts the bytes a GET gives, for the bar's last line. */
+struct get_out {
+	int fd;
+	uint64_t bytes;
+};
+
+static int get_write(void *arg, const void *buf, size_t len)
+{
+	struct get_out *g = arg;
+	const uint8_t *p = buf;
+
+	while (len) {
+		ssize_t w = write(g->fd, p, len);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return w < 0 ? -errno : -EIO;
+		p += w;
+		len -= (size_t)w;
+		g->bytes += (uint64_t)w;
+	}
+	return 0;
 }
 
 int cmd_get(int argc, char **argv)
 {
 	struct dopts o;
 	struct shelf *s = NULL;
-	void *data = NULL;
-	size_t dlen = 0;
 	uint64_t off = 0, len = UINT64_MAX;
 	char err[SHELF_ERR_BYTES];
 	double t0 = mono();
 	struct bar pb;
-	FILE *f = NULL;
+	struct get_out g = { 1, 0 };
+	const char *path = NULL;
 	int ret;
 
 	if (cli_get_is_batch(argc, argv))
@@ -468,26 +444,37 @@ int cmd_get(int argc, char **argv)
 	}
 	if ((ret = open_client("get", &o, &s)))
 		return ret;
+	if (o.nargs > 1 && strcmp(o.args[1], "-")) {
+		path = o.args[1];
+		g.fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (g.fd < 0) {
+			fprintf(stderr, "shelf get: cannot write '%s': %s\n", path, strerror(errno));
+			ret = 1;
+			goto out;
+		}
+	}
 	bar_start(&pb, s, "get");
 	pb.started = t0;
-	ret = shelf_get(s, o.slice, o.args[0], strlen(o.args[0]), off, len, &data, &dlen, NULL, err,
-			sizeof(err));
-	bar_end(&pb, s, dlen, ret == 0);
+	/* streamed: an object of any size, chunk by chunk, each checked */
+	ret = shelf_get_stream(s, o.slice, o.args[0], strlen(o.args[0]), off, len, get_write, &g,
+			       NULL, err, sizeof(err));
+	bar_end(&pb, s, g.bytes, ret == 0);
+	if (ret == 0 && path && fsync(g.fd) < 0 && errno != EINVAL) {
+		snprintf(err, sizeof(err), "get: cannot write '%s': %s", path, strerror(errno));
+		ret = -EIO;
+	}
 	if (ret < 0) {
 		fprintf(stderr, "shelf %s\n", err);
+		/* never leave a part of the object looking like the whole */
+		if (path)
+			unlink(path);
 		ret = exit_code(ret);
 		goto out;
 	}
-	f = o.nargs > 1 && strcmp(o.args[1], "-") ? fopen(o.args[1], "wb") : stdout;
-	if (!f || fwrite(data, 1, dlen, f) != dlen || fflush(f) != 0) {
-		fprintf(stderr, "shelf get: cannot write '%s': %s\n", o.nargs > 1 ? o.args[1] : "-",
-			strerror(errno));
-		ret = 1;
-	}
-	if (f && f != stdout)
-		fclose(f);
+	ret = 0;
 out:
-	free(data);
+	if (path && g.fd >= 0)
+		close(g.fd);
 	shelf_close(&s);
 	return ret;
 }
@@ -553,6 +540,9 @@ int cmd_stat(int argc, char **argv)
 	const struct shelf_replica *best = NULL, *tomb = NULL;
 	char err[SHELF_ERR_BYTES], vt[64];
 	unsigned n = 0, definite = 0;
+	struct shelf_objstat ost = { 0 };
+	bool large = false;
+	uint64_t stored = 0;
 	int ret = dparse(argc, argv, "stat", "KEY", 1, 1, &o);
 
 	if (ret)
@@ -579,14 +569,31 @@ int cmd_stat(int argc, char **argv)
 	}
 	if (best && tomb && ver_cmp(&best->ver, &tomb->ver) <= 0)
 		best = NULL; /* deleted after the newest copy was written */
+	if (best) {
+		int sr = shelf_stat(s, o.slice, o.args[0], strlen(o.args[0]), &ost, err, sizeof(err));
+
+		if (sr == 0 && (ost.size != best->size || ost.crc != best->crc)) {
+			/* a large object: the replicas hold its manifest */
+			large = true;
+			stored = best->size;
+		} else if (sr == -EBADMSG) {
+			fprintf(stderr, "shelf %s\n", err);
+			free(rp);
+			shelf_close(&s);
+			return 1;
+		}
+	}
 	if (o.json) {
 		printf("{");
 		cli_json_key(stdout, o.args[0], strlen(o.args[0]));
 		if (best) {
 			printf(", \"size\": %" PRIu64 ", \"crc32c\": \"%08x\", \"seq\": %" PRIu64
-			       ", \"version\": ", best->size, best->crc, best->seq);
+			       ", \"version\": ", large ? ost.size : best->size,
+			       large ? ost.crc : best->crc, best->seq);
 			json_ver(best->has_ver, &best->ver);
 			printf(", \"node\": \"%s\"", best->addr);
+			if (large)
+				printf(", \"manifest_size\": %" PRIu64, stored);
 		}
 		printf(", \"replicas\": [");
 		for (unsigned i = 0; i < n; i++) {
@@ -611,8 +618,11 @@ int cmd_stat(int argc, char **argv)
 		if (best) {
 			ver_text(best->has_ver, &best->ver, vt);
 			printf("size     %" PRIu64 "\ncrc32c   %08x\nseq      %" PRIu64
-			       "\nversion  %s\nnode     %s port %u\n", best->size, best->crc, best->seq,
-			       vt, best->addr, best->port);
+			       "\nversion  %s\nnode     %s port %u\n", large ? ost.size : best->size,
+			       large ? ost.crc : best->crc, best->seq, vt, best->addr, best->port);
+			if (large)
+				printf("chunked  yes (a manifest of %" PRIu64 " bytes; the replicas "
+				       "below hold it)\n", stored);
 		}
 		for (unsigned i = 0; i < n; i++) {
 			char id[17];

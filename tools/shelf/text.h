@@ -11,14 +11,14 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define CLI_RANGE_MAX_BYTES (64u << 20) /* the largest object, so the largest range */
+#define CLI_RANGE_MAX_BYTES ((uint64_t)INT64_MAX) /* offsets: objects have no practical limit */
 
 /*
  * Parse a --range value: "START-END" (bytes START..END, inclusive) or
  * "START-" (from START to the end of the object). START and END are
  * decimal digits only (no sign, no spaces, nothing after), START <= END,
- * START is at most CLI_RANGE_MAX_BYTES and a closed range spans at most
- * CLI_RANGE_MAX_BYTES. *off is START,
+ * START and END are at most CLI_RANGE_MAX_BYTES (large objects have no
+ * practical size limit, so neither has a range). *off is START,
  * *len END-START+1 (UINT64_MAX for "START-"). 0, or -EINVAL with a
  * sentence naming --range in err.
  */

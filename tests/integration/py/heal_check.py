@@ -20,6 +20,10 @@ SHELF_CLIENT names a client of SLICE, SHELF_BROKER the broker).
       whose homes changed moved, that every object is at exactly its R
       homes after, and that the copies per node are within TOL (a
       fraction, e.g. 0.35) of the mean. Exit 1 if not.
+  heal_check.py CLUSTER_DIR SLICE at-home HOLDINGS N PREFIX
+      HOLDINGS (as written by holdings) holds each of the N keys
+      PREFIX<i> (an object, not a tombstone) at exactly its R homes in the
+      map now and nowhere else. Exit 1 (naming the first keys) if not.
   heal_check.py CLUSTER_DIR SLICE pernode NAME
       `<node dir> <value|->` of counter NAME for every member not `out`
       (`<node dir> down` when it does not answer).
@@ -275,6 +279,26 @@ def moved(c, cdir, sl, before, after, new, tol):
     return 0
 
 
+def at_home(c, cdir, sl, hold, n, prefix):
+    h = json.load(open(hold))["nodes"]
+    m = c.fetch_map(sl)
+    names = node_dirs(cdir)
+    members = [x for x in m["members"] if x["state"] != "out"]
+    bad = []
+    for i in range(n):
+        k = f"{prefix}{i}"
+        homes = {names.get(x["id"]) for x in place(members, k.encode(), m["replicas"], True)}
+        holders = {nd for nd, ks in h.items() if k in ks and not ks[k][2]}
+        if holders != homes:
+            bad.append(f"{k}: held by {sorted(holders)}, homes {sorted(homes)}")
+    for b in bad[:10]:
+        print("not at home:", b)
+    if bad:
+        fail(f"{len(bad)} of {n} keys not at exactly their homes")
+    print(f"all {n} keys {prefix}0..{n - 1} at exactly their {m['replicas']} homes", flush=True)
+    return 0
+
+
 def counters(c, sl, names_):
     m = c.fetch_map(sl)
     sums = {n: None for n in names_}
@@ -371,6 +395,8 @@ def main():
         return holdings(c, cdir, sl, rest[0], rest[1])
     if mode == "moved":
         return moved(c, cdir, sl, rest[0], rest[1], set(rest[2].split(",")), float(rest[3]))
+    if mode == "at-home":
+        return at_home(c, cdir, sl, rest[0], int(rest[1]), rest[2])
     if mode == "getlat":
         return getlat(c, sl, int(rest[0]), rest[1], rest[2], float(rest[3]), int(o["--size"]))
     if mode == "pernode":

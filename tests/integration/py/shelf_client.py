@@ -501,15 +501,20 @@ def map_sig_body(m):
              x.get("cert", b"")] for x in mem]]
     left = sorted(m.get("left") or [], key=lambda x: x["id"])
     w = m.get("min_write_replicas", 0)
-    if left or w:
+    cs = m.get("chunk_size", 0)
+    if left or w or cs:
         # removal records (1.3) are signed only when present (or W follows):
         # older maps sign as before
         arr.append([[x["id"], x["epoch"],
                      x["reason"] if x["reason"] in ("expired", "revoked", "deleted") else "unknown"]
                     for x in left])
-    if w:
+    if w or cs:
         # min_write_replicas (1.5): a seventh element, only when the map carries it
+        # (or a chunk_size follows it: then 0 when absent)
         arr.append(w)
+    if cs:
+        # chunk_size (1.6): an eighth element, only when the map carries it
+        arr.append(cs)
     return msgpack.packb(arr, use_bin_type=True)
 
 

@@ -1,0 +1,167 @@
+/*
+ * large_tool: what tests/integration/large_objects.sh needs below libshelf's
+ * public API, to look at and damage large objects' parts:
+ *
+ *   large_tool CLIENT_DIR BROKER SLICE intents
+ *       every intent key (fe x 8 'G' id), one line each:
+ *       "intent ID count=N key=K" (count "unknown" for 0xffffffff)
+ *   large_tool CLIENT_DIR BROKER SLICE manifest KEY
+ *       KEY's manifest, checked: "id ID n N size S chunk_size C", then one
+ *       line per chunk: "chunk I HEXKEY OFF SIZE CRC"
+ *   large_tool CLIENT_DIR BROKER SLICE raw-put KEY FILE
+ *       store FILE's bytes under KEY as one plain object, no large-object
+ *       rule (KEY "hex:..." for a binary key, such as a chunk's)
+ *   large_tool CLIENT_DIR BROKER SLICE raw-rm KEY
+ *       delete KEY as one plain object
+ *
+ * Exit 0, or 1 with the error on stderr.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tools/lib/shelf_int.h"
+
+struct ctx {
+	struct shelf *s;
+	const char *slice;
+};
+
+static int key_arg(const char *a, uint8_t *out, size_t *len)
+{
+	if (strncmp(a, "hex:", 4) == 0) {
+		size_t n = strlen(a + 4) / 2;
+
+		if (n == 0 || n > OVL_WIRE_KEY_MAX_BYTES || ovl_hex_decode(a + 4, out, n) < 0)
+			return -EINVAL;
+		*len = n;
+		return 0;
+	}
+	*len = strlen(a);
+	if (*len == 0 || *len > OVL_WIRE_KEY_MAX_BYTES)
+		return -EINVAL;
+	memcpy(out, a, *len);
+	return 0;
+}
+
+static void print_hex(const uint8_t *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		printf("%02x", b[i]);
+}
+
+static int intent_cb(void *arg, const void *key, size_t klen)
+{
+	struct ctx *c = arg;
+	const uint8_t *k = key;
+	uint8_t *v = NULL;
+	size_t vlen = 0;
+	char err[SHELF_ERR_BYTES];
+	uint32_t count;
+
+	if (klen != SH_INTENT_KEY_BYTES)
+		return 0;
+	if (sh_obj_get(c->s, c->slice, key, klen, 0, UINT64_MAX, &v, &vlen, NULL, err,
+		       sizeof(err)) < 0 || vlen < SH_INTENT_HEAD_BYTES ||
+	    memcmp(v, SH_INTENT_MAGIC, 4) != 0) {
+		printf("intent ");
+		print_hex(k + 9, SH_LARGE_ID_BYTES);
+		printf(" unreadable\n");
+		free(v);
+		return 0;
+	}
+	count = (uint32_t)v[4] | (uint32_t)v[5] << 8 | (uint32_t)v[6] << 16 | (uint32_t)v[7] << 24;
+	printf("intent ");
+	print_hex(k + 9, SH_LARGE_ID_BYTES);
+	if (count == SH_INTENT_COUNT_UNKNOWN)
+		printf(" count=unknown");
+	else
+		printf(" count=%u", count);
+	printf(" key=%.*s\n", (int)(vlen - SH_INTENT_HEAD_BYTES), (const char *)v + SH_INTENT_HEAD_BYTES);
+	free(v);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct ctx c = { NULL, NULL };
+	char err[SHELF_ERR_BYTES], why[256];
+	uint8_t *key = malloc(OVL_WIRE_KEY_MAX_BYTES), *data = NULL;
+	size_t klen = 0, dlen = 0;
+	int ret = -EINVAL;
+
+	if (argc < 5 || !key) {
+		fprintf(stderr, "usage: large_tool CLIENT_DIR BROKER SLICE intents|manifest KEY|"
+			"raw-put KEY FILE|raw-rm KEY\n");
+		free(key);
+		return 2;
+	}
+	c.slice = argv[3];
+	if (shelf_open(&c.s, argv[1], strcmp(argv[2], "none") ? argv[2] : NULL, err,
+		       sizeof(err)) < 0) {
+		fprintf(stderr, "large_tool: %s\n", err);
+		free(key);
+		return 1;
+	}
+	shelf_set_timeout(c.s, 20000);
+	if (strcmp(argv[4], "intents") == 0) {
+		uint8_t prefix[SH_RESERVED_PREFIX_BYTES + 1];
+
+		memset(prefix, SH_RESERVED_BYTE, SH_RESERVED_PREFIX_BYTES);
+		prefix[SH_RESERVED_PREFIX_BYTES] = SH_INTENT_TAG;
+		ret = sh_list(c.s, c.slice, prefix, sizeof(prefix), NULL, 0, 0, intent_cb, &c, NULL,
+			      NULL, true, err, sizeof(err));
+		ret = ret < 0 ? ret : 0;
+	} else if (strcmp(argv[4], "manifest") == 0 && argc == 6 &&
+		   key_arg(argv[5], key, &klen) == 0) {
+		struct sh_manifest m;
+
+		ret = sh_obj_get(c.s, c.slice, key, klen, 0, UINT64_MAX, &data, &dlen, NULL, err,
+				 sizeof(err));
+		if (ret == 0 && (ret = sh_manifest_parse(data, dlen, &m, why, sizeof(why))) < 0)
+			snprintf(err, sizeof(err), "not a manifest: %s", why);
+		if (ret == 0) {
+			printf("id ");
+			print_hex(m.id, SH_LARGE_ID_BYTES);
+			printf(" n %u size %llu chunk_size %llu\n", m.n, (unsigned long long)m.size,
+			       (unsigned long long)m.chunk_size);
+			for (uint32_t i = 0; i < m.n; i++) {
+				uint8_t ck[SH_CHUNK_KEY_BYTES];
+				uint64_t off;
+				uint32_t size, crc;
+
+				sh_manifest_entry(&m, i, &off, &size, &crc);
+				sh_chunk_key(ck, m.id, i);
+				printf("chunk %u ", i);
+				print_hex(ck, sizeof(ck));
+				printf(" %llu %u %08x\n", (unsigned long long)off, size, crc);
+			}
+		}
+	} else if (strcmp(argv[4], "raw-put") == 0 && argc == 7 &&
+		   key_arg(argv[5], key, &klen) == 0) {
+		FILE *f = fopen(argv[6], "rb");
+
+		data = malloc(OVL_WIRE_OBJECT_MAX_BYTES);
+		if (!f || !data) {
+			ret = -errno;
+			snprintf(err, sizeof(err), "cannot read '%s'", argv[6]);
+		} else {
+			dlen = fread(data, 1, OVL_WIRE_OBJECT_MAX_BYTES, f);
+			ret = sh_obj_put(c.s, c.slice, key, klen, data, dlen, err, sizeof(err));
+		}
+		if (f)
+			fclose(f);
+	} else if (strcmp(argv[4], "raw-rm") == 0 && argc == 6 &&
+		   key_arg(argv[5], key, &klen) == 0) {
+		ret = sh_obj_delete(c.s, c.slice, key, klen, err, sizeof(err));
+	} else {
+		snprintf(err, sizeof(err), "bad command or key");
+	}
+	if (ret < 0)
+		fprintf(stderr, "large_tool: %s\n", err);
+	free(data);
+	free(key);
+	shelf_close(&c.s);
+	return ret < 0 ? 1 : 0;
+}

@@ -182,6 +182,15 @@ unsigned req_pace_counters(const struct node_req *rq, struct ovl_wire_counter *c
 	unsigned n = 0;
 
 	req_hints_repair_left(rq, &left, &bytes, &failed);
+	{
+		/* and the copies a pass counted but has not queued yet: the
+		 * whole job is known from its start */
+		uint64_t po, pb;
+
+		req_heal_plan_left(rq, &po, &pb);
+		left += po;
+		bytes += pb;
+	}
 	eta = req_eta_s(bytes, bps);
 	{
 		const struct {

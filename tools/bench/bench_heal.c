@@ -9,10 +9,12 @@
  *
  * Steps and figures (counters are the members' NODE_STAT, summed):
  *   1. OBJECTS objects of SIZE bytes are written; every member is sent
- *      HEAL check_only and, once each member's pass has ended,
- *        array_antientropy_bytes_per_object   the sum of ae_bytes_last over
- *            the sum of `objects` (copies held): bytes a full anti-entropy
- *            pass between replicas that agree costs per object held;
+ *      HEAL check_only twice (each time until every member's pass ended):
+ *        array_antientropy_bytes_per_object   the sum of ae_bytes_last of
+ *            the second pass over the copies written (OBJECTS * R): bytes a
+ *            whole anti-entropy pass between replicas that agree costs per
+ *            copy held, once the pairs are known in sync (the first pass
+ *            after the writes, where every pair compares roots, is printed);
  *   2. quiet GET latencies (SAMPLES GETs, one at a time), for step 5;
  *   3. `shelf-cluster add 4`: when the slice is at full redundancy and every
  *      member holds only what placement gives it (objects = OBJECTS * R),
@@ -468,9 +470,33 @@ static double cp_ref(const struct hcfg *c, uint64_t bytes)
 	return (double)bytes / 1048576.0 / dt;
 }
 
+/* A check-only anti-entropy pass of every member: the bytes all of them
+ * exchanged in it (ae_bytes_last summed). 0 or -1. */
+static int ae_pass(struct hwork *w, uint64_t *bytes)
+{
+	static const char *const ae_nm[] = { "ae_passes", "ae_bytes_last" };
+	struct shelf_heal_opts ho = { .check_only = true };
+	uint64_t before[2], after[2];
+	double until = bench_now() + HB_WAIT_S;
+	int n;
+
+	if (sums(w, ae_nm, 2, before, NULL, NULL) <= 0 || heal_all(w, &ho) < 0)
+		return -1;
+	/* every member's pass has ended: ae_passes grew by the members */
+	do {
+		usleep(200000);
+		n = sums(w, ae_nm, 2, after, NULL, NULL);
+	} while (n > 0 && after[0] < before[0] + (uint64_t)n && bench_now() < until);
+	if (n <= 0 || after[0] < before[0] + (uint64_t)n) {
+		fprintf(stderr, "heal: the anti-entropy passes did not end\n");
+		return -1;
+	}
+	*bytes = after[1];
+	return 0;
+}
+
 static int work_run(const struct hcfg *c)
 {
-	static const char *const ae_nm[] = { "ae_passes", "ae_bytes_last", "objects" };
 	static const char *const rp_nm[] = { "repair_bytes_done", "repair_bytes_left",
 					     "repair_eta_s", "heal_objects_degraded",
 					     "repair_objects_done", "repair_rate_limit" };
@@ -481,7 +507,7 @@ static int work_run(const struct hcfg *c)
 	       eta10 = -1, t_end;
 	uint8_t *want = malloc(c->size), victim[32];
 	struct shelf_heal_opts ho = { 0 };
-	int fd, ret = 1, n;
+	int fd, ret = 1;
 
 	snprintf(w.log, sizeof(w.log), "%s/steps.log", c->dir);
 	snprintf(path, sizeof(path), "/run/netns/%s-bp", c->nsp);
@@ -500,30 +526,20 @@ static int work_run(const struct hcfg *c)
 	if (put_all(&w) < 0 || wait_full(&w, copies + (uint64_t)c->nodes, NULL) < 0)
 		goto out;
 
-	/* 1. anti-entropy between replicas that agree */
+	/* 1. anti-entropy between replicas that agree: a first pass after
+	 * the writes (every pair's roots changed: each asks the other's), then
+	 * a second (pairs known in sync since the first are not asked: the
+	 * steady state, the figure); per copy of the objects written */
 	{
-		uint64_t before[3], after[3];
-		double until = bench_now() + HB_WAIT_S;
+		uint64_t first, second, held = copies;
 
-		if (sums(&w, ae_nm, 3, before, NULL, NULL) <= 0)
+		if (ae_pass(&w, &first) < 0 || ae_pass(&w, &second) < 0)
 			goto out;
-		ho = (struct shelf_heal_opts){ .check_only = true };
-		if (heal_all(&w, &ho) < 0)
-			goto out;
-		/* every member's pass has ended: ae_passes grew by the members */
-		n = 0;
-		do {
-			usleep(200000);
-			n = sums(&w, ae_nm, 3, after, NULL, NULL);
-		} while (n > 0 && after[0] < before[0] + (uint64_t)n && bench_now() < until);
-		if (n <= 0 || after[0] < before[0] + (uint64_t)n) {
-			fprintf(stderr, "heal: the anti-entropy passes did not end\n");
-			goto out;
-		}
-		fprintf(stderr, "heal: anti-entropy over %" PRIu64 " copies held: %" PRIu64
-			" bytes exchanged\n", after[2], after[1]);
-		bench_line("array_antientropy_bytes_per_object",
-			   after[2] ? (double)after[1] / (double)after[2] : 0, 0, "bytes", "-");
+		fprintf(stderr, "heal: anti-entropy over %" PRIu64 " copies of %d objects: a first "
+			"pass after the writes %" PRIu64 " bytes (%.1f per copy), the next %" PRIu64
+			" bytes\n", held, c->objects, first, (double)first / (double)held, second);
+		bench_line("array_antientropy_bytes_per_object", (double)second / (double)held, 0,
+			   "bytes", "-");
 	}
 
 	/* 2. quiet GETs */

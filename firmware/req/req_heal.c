@@ -82,6 +82,7 @@ struct dj {
 	char slice[OVL_WIRE_NAME_SIZE];
 	int peer;
 	uint32_t buckets;
+	bool walking;                   /* in the walk under way (the head's) */
 	struct pair acc[HEAL_NB];
 	uint8_t cursor[NODE_STORE_KEY_MAX];
 	size_t clen;
@@ -896,8 +897,7 @@ static void peer_differs(struct req_heal *he, const struct node_ctl_map *m, cons
 struct walk {
 	const char *slice;
 	const struct hmap *hm;
-	int peer;                       /* DIGEST: the asker */
-	struct pair *acc;
+	struct dj *group;               /* DIGEST: the jobs of this walk (walking), from here */
 	uint8_t *cursor;
 	size_t *clen;
 	bool end;
@@ -920,11 +920,14 @@ static int dj_cb(void *arg, const void *key, size_t klen, const struct node_stor
 	memcpy(w->cursor, key, klen);
 	*w->clen = klen;
 	n = hmap_homes(w->hm, key, klen, h);
-	if (!homes_has(h, n, w->hm->self) || !homes_has(h, n, w->peer))
+	if (n < 2 || !homes_has(h, n, w->hm->self))
 		return 0;
 	req_heal_key_hash(w->slice, key, klen, ver, tomb, &x, &b);
-	w->acc[b].n++;
-	w->acc[b].x ^= x;
+	for (struct dj *j = w->group; j; j = j->next)
+		if (j->walking && homes_has(h, n, j->peer)) {
+			j->acc[b].n++;
+			j->acc[b].x ^= x;
+		}
 	return 0;
 }
 
@@ -950,23 +953,39 @@ static void dj_finish(struct req_heal *he, struct dj *j)
 	(void)he;
 }
 
-/* Work on the digests asked for, within the tick's budget. */
+/* Work on the digests asked for, within the tick's budget. One walk of
+ * the index answers every digest of the same slice and map that was
+ * waiting when it began (after a map change every member asks at once). */
 static void jobs_step(struct req_heal *he, uint64_t deadline_ns)
 {
 	while (he->jobs && ovl_mono_ns() < deadline_ns) {
 		struct dj *j = he->jobs;
-		struct walk w = { .slice = j->slice, .hm = &j->hm, .peer = j->peer, .acc = j->acc,
+		struct walk w = { .slice = j->slice, .hm = &j->hm, .group = j,
 				  .cursor = j->cursor, .clen = &j->clen };
-		int n = node_store_list_ver(he->rq->o.store, NULL, 0, j->clen ? j->cursor : NULL,
-					    j->clen, HEAL_STEP_KEYS, dj_cb, &w);
+		int n;
 
+		if (!j->walking)
+			for (struct dj *k = j; k; k = k->next)
+				k->walking = k == j || (!k->walking && k->hm.epoch == j->hm.epoch &&
+							strcmp(k->slice, j->slice) == 0);
+		n = node_store_list_ver(he->rq->o.store, NULL, 0, j->clen ? j->cursor : NULL,
+					j->clen, HEAL_STEP_KEYS, dj_cb, &w);
 		if (!w.end && n >= (int)HEAL_STEP_KEYS)
 			continue;
-		he->jobs = j->next;
-		dj_finish(he, j);
-		hmap_free(&j->hm);
-		free(j);
-		he_unref(he);
+		/* the walk is over: its jobs are answered */
+		for (struct dj **pp = &he->jobs; *pp;) {
+			struct dj *k = *pp;
+
+			if (!k->walking) {
+				pp = &k->next;
+				continue;
+			}
+			*pp = k->next;
+			dj_finish(he, k);
+			hmap_free(&k->hm);
+			free(k);
+			he_unref(he);
+		}
 	}
 }
 
@@ -2132,9 +2151,15 @@ static void slices_look(struct req_heal *he, uint64_t now)
 			memcpy(hs->memb, mh, sizeof(mh));
 			if (he->phase != P_IDLE && &he->sl[he->si] == hs)
 				pass_abort(he);
-			/* what moved: the keys whose homes differ between the two */
-			hmap_free(&hs->prev);
-			hs->prev = hs->last;
+			/* what moved: the keys whose homes differ between the map
+			 * of the last whole pass and this one (changes that follow
+			 * each other before a pass ends add up) */
+			if (hs->moved) {
+				hmap_free(&hs->last);
+			} else {
+				hmap_free(&hs->prev);
+				hs->prev = hs->last;
+			}
 			memset(&hs->last, 0, sizeof(hs->last));
 			hs->moved = hs->prev.n && hmap_load(&hs->last, m, node_repl_self(rq->o.repl)) == 0;
 			hs->nagree = 0; /* the shared sets changed */
@@ -2160,7 +2185,7 @@ static void pass_pick(struct req_heal *he, uint64_t now)
 
 		if (!hs->seen || !is_repl_member(rq, m) || !hs->next_ms || now < hs->next_ms)
 			continue;
-		if (!hs->want && !hs->soon_at && hs->recheck && req_hints_repair_waiting(rq, hs->name) &&
+		if (!hs->want && hs->recheck && req_hints_repair_waiting(rq, hs->name) &&
 		    now < hs->next_ms + he->interval_ms) {
 			/* its repairs are on their way: look once they are done */
 			continue;

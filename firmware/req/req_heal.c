@@ -37,6 +37,7 @@
 #define HEAL_FOREIGN_INFLIGHT 8         /* foreign keys judged at once */
 #define HEAL_J_EVERY_MS 1000            /* the pass record, at most this often */
 #define HEAL_RECHECK_MS 1000            /* after a pass with differences, once its repairs are delivered */
+#define HEAL_UNJUDGED_MS 5000           /* after a pass that could not judge a member or a foreign key */
 #define HEAL_DIGEST_TIMEOUT_MS 60000    /* a peer computes its digest over ticks */
 #define HEAL_START_DELAY_MS 2000        /* a pass resumed at start, or after members joined, waits this long */
 #define HEAL_CHANGE_DELAY_MS 200        /* a membership change: the other members' maps follow within it */
@@ -184,6 +185,7 @@ struct req_heal {
 	bool plan;                      /* counting the moved keys' copies (hs->prev) */
 	uint64_t plan_o, plan_b;        /* repair copies counted by the walk, not yet queued */
 	uint64_t skipped;               /* members not asked: known in sync */
+	uint64_t fwait;                 /* foreign keys not judged (a home down, busy, no answer) */
 	unsigned tries;                 /* the member being compared: asks so far */
 	uint64_t retry_ms;              /* not asked again before (monotonic) */
 	uint64_t made;                  /* repair hints written by this pass */
@@ -1092,7 +1094,7 @@ static int pass_begin(struct req_heal *he, unsigned si, const struct node_ctl_ma
 	he->prim_total_o = he->prim_total_b = he->deg_o = he->deg_b = 0;
 	he->diffs = he->bytes = he->made = 0;
 	he->compared = he->unreached = 0;
-	he->skipped = 0;
+	he->skipped = he->fwait = 0;
 	he->tries = 0;
 	he->retry_ms = 0;
 	he->plan = hs->moved && hs->prev.n && !hs->want_check;
@@ -1157,16 +1159,19 @@ static void pass_done(struct req_heal *he)
 	for (unsigned i = 0; i < he->track_cap; i++)
 		if (he->track[i].used == 1 && he->track[i].si == (uint8_t)he->si)
 			he->track[i].used = 2;
-	hs->recheck = he->diffs > 0 && !he->check_only;
-	hs->next_ms = ovl_mono_ms() + (hs->want ? 0 : hs->recheck ? HEAL_RECHECK_MS
-								 : jittered(he->interval_ms));
+	for (unsigned p = 0; p < he->hm.n; p++)
+		he->unreached += he->failed[p];
+	/* differences: again once this node's repairs are delivered; members
+	 * or foreign keys that could not be judged (a node syncing after a
+	 * restart answers busy): again a little later, not an interval later */
+	hs->recheck = (he->diffs > 0 || he->unreached || he->fwait) && !he->check_only;
+	hs->next_ms = ovl_mono_ms() + (hs->want ? 0 : !hs->recheck ? jittered(he->interval_ms)
+						: he->diffs ? HEAL_RECHECK_MS : HEAL_UNJUDGED_MS);
 	if (hs->soon_at && hs->soon_at < hs->next_ms)
 		hs->next_ms = hs->soon_at;
 	he->phase = P_IDLE;
 	he->j_ms = 0;
 	he->j_out = false; /* a record in flight completes on its own; this one follows it */
-	for (unsigned p = 0; p < he->hm.n; p++)
-		he->unreached += he->failed[p];
 	if (he->diffs || he->unreached)
 		req_event(rq, NODE_REQ_EV_INFO,
 			  "anti-entropy: slice '%s': pass %" PRIu64 "%s: %u members compared (%u not, "
@@ -1917,6 +1922,8 @@ static void fjob_end(struct req_heal *he, struct fjob *fj)
 		} else {
 			fjob_drop(he, fj);
 		}
+	} else {
+		he->fwait++; /* judged by the next pass */
 	}
 	fj->used = false;
 }
@@ -2060,13 +2067,14 @@ static int fwalk_cb(void *arg, const void *key, size_t klen, const struct node_s
 		return 0;
 	/* a copy kept for hints is the hand-off's (but for hints to an `out`
 	 * member: the homes get it now); one being written is judged later */
-	if (req_hint_waiting_live(he->rq, slice, key, klen) ||
-	    req_rw_key_busy(he->rq, key, klen))
+	if (req_hint_waiting_live(he->rq, slice, key, klen))
 		return 0;
 	for (unsigned i = 0; i < n; i++)
 		ready &= he->hm.mem[h[i]].state == OVL_MSG_STATE_UP;
-	if (!ready)
-		return 0; /* a home is down: the next pass */
+	if (!ready || req_rw_key_busy(he->rq, key, klen)) {
+		he->fwait++; /* a home is down, or a write in flight: the next pass */
+		return 0;
+	}
 	fjob_start(he, key, klen, ver, tomb, h, n);
 	return 0;
 }

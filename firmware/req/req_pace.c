@@ -177,21 +177,15 @@ void req_pace_tick(struct node_req *rq, uint64_t now_ms)
 unsigned req_pace_counters(const struct node_req *rq, struct ovl_wire_counter *c, unsigned max)
 {
 	const struct req_pace *p = &rq->pace;
-	uint64_t now = ovl_mono_ms(), left = 0, bytes = 0, failed = 0;
+	uint64_t now = ovl_mono_ms(), left = 0, bytes = 0, failed = 0, po = 0, pb = 0;
 	uint64_t bps = req_rate_bps(&p->repair_avg, now), eta;
 	unsigned n = 0;
 
 	req_hints_repair_left(rq, &left, &bytes, &failed);
-	{
-		/* and the copies a pass counted but has not queued yet: the
-		 * whole job is known from its start */
-		uint64_t po, pb;
-
-		req_heal_plan_left(rq, &po, &pb);
-		left += po;
-		bytes += pb;
-	}
-	eta = req_eta_s(bytes, bps);
+	/* and the copies the running pass counted from a map change but has
+	 * not queued yet: the ETA holds the whole job from its start */
+	req_heal_plan_left(rq, &po, &pb);
+	eta = req_eta_s(bytes + pb, bps);
 	{
 		const struct {
 			const char *name;
@@ -200,6 +194,8 @@ unsigned req_pace_counters(const struct node_req *rq, struct ovl_wire_counter *c
 		} t[] = {
 			{ "repair_objects_left", left, true },
 			{ "repair_bytes_left", bytes, true },
+			{ "repair_objects_planned", po, true },
+			{ "repair_bytes_planned", pb, true },
 			{ "repair_objects_done", p->repair_objects_done, true },
 			{ "repair_bytes_done", p->repair_bytes_done, true },
 			{ "repair_failed", failed, true },

@@ -325,20 +325,21 @@ static double one_get(struct hwork *w, uint64_t *rnd, uint8_t *want)
 	return t0;
 }
 
-/* Wait until degraded 0, repair left 0 and the copies the members hold
+/* Wait until degraded 0, repair left and planned 0 and the copies the members hold
  * (`objects`, which counts a node's own reserved records too) at most
  * max_copies and unchanged, three readings in a row. 0, or -1 after
  * HB_WAIT_S. */
 static int wait_full(struct hwork *w, uint64_t max_copies, const uint8_t *skip)
 {
 	static const char *const nm[] = { "heal_objects_degraded", "repair_objects_left", "objects",
-					  "heal_objects_lost" };
-	uint64_t v[4] = { 0 }, last = UINT64_MAX;
+					  "heal_objects_lost", "repair_objects_planned" };
+	uint64_t v[5] = { 0 }, last = UINT64_MAX;
 	double until = bench_now() + HB_WAIT_S;
 	int ok = 0;
 
+	/* planned: copies a pass counted from the map change, not queued yet */
 	while (bench_now() < until) {
-		if (sums(w, nm, 4, v, NULL, skip) > 0 && v[0] == 0 && v[1] == 0 &&
+		if (sums(w, nm, 5, v, NULL, skip) > 0 && v[0] == 0 && v[1] == 0 && v[4] == 0 &&
 		    v[2] <= max_copies && v[2] == last)
 			ok++;
 		else

@@ -194,8 +194,6 @@ unsigned req_pace_counters(const struct node_req *rq, struct ovl_wire_counter *c
 		} t[] = {
 			{ "repair_objects_left", left, true },
 			{ "repair_bytes_left", bytes, true },
-			{ "repair_objects_planned", po, true },
-			{ "repair_bytes_planned", pb, true },
 			{ "repair_objects_done", p->repair_objects_done, true },
 			{ "repair_bytes_done", p->repair_bytes_done, true },
 			{ "repair_failed", failed, true },
@@ -206,6 +204,8 @@ unsigned req_pace_counters(const struct node_req *rq, struct ovl_wire_counter *c
 			{ "repair_paused", p->paused != NODE_REQ_PAUSED_NONE, true },
 			{ "repair_paused_reason", (uint64_t)p->paused, true },
 			{ "repair_inbound", p->inbound, true },
+			{ "repair_objects_planned", po, true },
+			{ "repair_bytes_planned", pb, true },
 		};
 
 		for (size_t i = 0; n < max && i < sizeof(t) / sizeof(t[0]); i++) {

@@ -88,11 +88,12 @@ static void rate_roll(struct req_rate_avg *a, uint64_t now_ms)
 
 void req_rate_add(struct req_rate_avg *a, uint64_t bytes, uint64_t now_ms)
 {
-	if (!a->first_ms) {
+	if (!a->first_ms || now_ms > a->last_ms + REQ_BG_AVG_IDLE_MS) {
 		memset(a->slot, 0, sizeof(a->slot));
 		a->cur_s = now_ms / 1000;
 		a->first_ms = now_ms ? now_ms : 1;
 	}
+	a->last_ms = now_ms;
 	rate_roll(a, now_ms);
 	a->slot[a->cur_s % REQ_BG_AVG_SLOTS] += bytes;
 }
@@ -116,8 +117,8 @@ uint64_t req_rate_bps(const struct req_rate_avg *a, uint64_t now_ms)
 	span = (REQ_BG_AVG_SLOTS - 1) * 1000 + now_ms % 1000;
 	if (now_ms - a->first_ms < span)
 		span = now_ms - a->first_ms;
-	if (span < 1000)
-		span = 1000; /* a first burst is not a rate of its own */
+	if (span < REQ_BG_AVG_MIN_SPAN_MS)
+		span = REQ_BG_AVG_MIN_SPAN_MS; /* a first burst is not a rate of its own */
 	return sum * 1000 / span;
 }
 
@@ -127,7 +128,9 @@ uint64_t req_eta_s(uint64_t left_bytes, uint64_t bps)
 		return 0;
 	if (!bps)
 		return UINT64_MAX;
-	return (left_bytes + bps - 1) / bps;
+	/* to the nearest second (rounding up would add half a second on
+	 * average: a short job's ETA would read long), at least 1 */
+	return left_bytes < bps ? 1 : (left_bytes + bps / 2) / bps;
 }
 
 uint64_t req_jitter_ms(uint64_t interval_ms, uint32_t rnd)

@@ -25,6 +25,8 @@
 #define REQ_BG_PIECE_MAX_BYTES (256u << 10) /* and at most this */
 #define REQ_BG_BURST_MS 100              /* tokens kept at most: this much of the rate */
 #define REQ_BG_AVG_SLOTS 10              /* seconds the achieved rate is averaged over */
+#define REQ_BG_AVG_IDLE_MS 2000          /* nothing moved this long: the next bytes start a new window */
+#define REQ_BG_AVG_MIN_SPAN_MS 250       /* a rate is taken over at least this long */
 
 struct req_bucket {
 	uint64_t rate;        /* bytes/s; 0: unlimited */
@@ -54,18 +56,23 @@ bool req_duty_open(unsigned duty_pct, uint64_t now_ms);
 struct req_rate_avg {
 	uint64_t slot[REQ_BG_AVG_SLOTS]; /* bytes per second, by (second % slots) */
 	uint64_t cur_s;                  /* the second slot[cur_s % slots] counts */
-	uint64_t first_ms;               /* first bytes counted (0: none yet) */
+	uint64_t first_ms;               /* first bytes of this window (0: none yet) */
+	uint64_t last_ms;                /* the last bytes counted */
 };
 
 /* Count bytes moved at now. */
 void req_rate_add(struct req_rate_avg *a, uint64_t bytes, uint64_t now_ms);
 
 /* Bytes/s over the last ~10 s (over less while fewer have passed since the
- * first bytes); 0 when nothing moved in that window. */
+ * window's first bytes, but at least REQ_BG_AVG_MIN_SPAN_MS; a window
+ * starts again with the first bytes after REQ_BG_AVG_IDLE_MS without any,
+ * so that a repair's rate is its own, not averaged with the quiet before
+ * it); 0 when nothing moved in that window. */
 uint64_t req_rate_bps(const struct req_rate_avg *a, uint64_t now_ms);
 
-/* The ETA of left bytes at bps: seconds, rounded up; 0 when nothing is
- * left; UINT64_MAX while no rate is known (bps 0). */
+/* The ETA of left bytes at bps: seconds, to the nearest (at least 1 while
+ * anything is left); 0 when nothing is left; UINT64_MAX while no rate is
+ * known (bps 0). */
 uint64_t req_eta_s(uint64_t left_bytes, uint64_t bps);
 
 /* interval_ms with ±20 % jitter from a random value: [0.8, 1.2] x interval. */

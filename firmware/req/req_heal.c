@@ -36,10 +36,16 @@
 #define HEAL_LOCAL_MAX 1000             /* local keys merged per page */
 #define HEAL_FOREIGN_INFLIGHT 8         /* foreign keys judged at once */
 #define HEAL_J_EVERY_MS 1000            /* the pass record, at most this often */
-#define HEAL_RECHECK_MS 5000            /* after a pass with differences */
-#define HEAL_RETRY_MS 30000             /* after one that could not judge everything */
+#define HEAL_RECHECK_MS 1000            /* after a pass with differences, once its repairs are delivered */
+#define HEAL_UNJUDGED_MS 5000           /* after a pass that could not judge a member or a foreign key */
 #define HEAL_DIGEST_TIMEOUT_MS 60000    /* a peer computes its digest over ticks */
-#define HEAL_START_DELAY_MS 2000        /* a trigger waits this long (maps settle) */
+#define HEAL_START_DELAY_MS 2000        /* a pass resumed at start, or after members joined, waits this long */
+#define HEAL_CHANGE_DELAY_MS 200        /* a membership change: the other members' maps follow within it */
+#define HEAL_RETRY_MS 250               /* a member answering stale-map or busy is asked again after this */
+#define HEAL_RETRIES 12                 /* ... this many times, then passed over */
+#define HEAL_PEER_SOON_MS 300           /* a member that found a difference with this node: compared this soon */
+#define HEAL_AGREE_MAX_MS (24ull * 3600 * 1000) /* a pair known in sync is compared again after this anyway */
+#define HEAL_TRACK_MAX 65536            /* degraded keys whose repair copy is awaited, tracked at most */
 #define HEAL_CALL_OVERHEAD 32           /* bytes counted for a response's meta */
 #define HEAL_J_VERSION 1
 #define HEAL_NB OVL_WIRE_DIGEST_BUCKETS
@@ -77,6 +83,7 @@ struct dj {
 	char slice[OVL_WIRE_NAME_SIZE];
 	int peer;
 	uint32_t buckets;
+	bool walking;                   /* in the walk under way (the head's) */
 	struct pair acc[HEAL_NB];
 	uint8_t cursor[NODE_STORE_KEY_MAX];
 	size_t clen;
@@ -99,10 +106,39 @@ struct hslice {
 	size_t r_clen;
 	uint64_t r_diffs, r_bytes;
 	bool recheck;                   /* differences found: look again soon */
+	struct hmap last;               /* the map at the last change of the members not out */
+	struct hmap prev;               /* the one before it (prev.n 0: none): what moved */
+	bool moved;                     /* last differs from prev and no whole pass since */
+	struct agree *agree;            /* per member of `last`: the pair's root when last found equal */
+	unsigned nagree;
+	uint64_t soon_ms;               /* the last pass planned for a member that differs */
+	uint64_t soon_at;               /* such a pass wanted at (monotonic), 0: none */
 	/* published (the last whole pass) */
 	bool have;
 	uint64_t full_o, full_b, deg_o, deg_b; /* heal_objects_lost: req_scrub.c's */
 	uint64_t passes, last_unix, diffs_last, bytes_last, bytes_total;
+};
+
+/* A pair of members known to hold the same shared keys: this node's root
+ * for the member when a DIGEST root answer equalled it. While this node's
+ * root for the member stays the same, a pass does not ask the member: if
+ * the member's side changed, its own pass asks (and its bucket request
+ * makes this node compare again soon). */
+struct agree {
+	uint8_t id[OVL_ID_BYTES];
+	bool valid;
+	bool soon;                      /* the member asked for buckets: compare in the next pass */
+	struct pair root;
+	uint64_t ms;                    /* monotonic, when found equal */
+};
+
+/* A key counted degraded by a pass whose repair copy (this node's repair
+ * hint) is on its way: it stops counting once delivered. */
+struct track {
+	uint8_t used;                   /* 0 free, 1 this pass's, 2 published */
+	uint8_t si;                     /* slice index */
+	uint8_t id[16];                 /* BLAKE2b-128 of target id and key */
+	uint64_t size;
 };
 
 struct fjob {
@@ -146,9 +182,14 @@ struct req_heal {
 	uint64_t *prim_o, *prim_b;      /* per member: primary keys shared with it */
 	bool *failed;                   /* per member: its comparison failed */
 	uint64_t prim_total_o, prim_total_b, deg_o, deg_b, diffs, bytes;
+	bool plan;                      /* counting the moved keys' copies (hs->prev) */
+	uint64_t plan_o, plan_b;        /* repair copies counted by the walk, not yet queued */
+	uint64_t skipped;               /* members not asked: known in sync */
+	uint64_t fwait;                 /* foreign keys not judged (a home down, busy, no answer) */
+	unsigned tries;                 /* the member being compared: asks so far */
+	uint64_t retry_ms;              /* not asked again before (monotonic) */
 	uint64_t made;                  /* repair hints written by this pass */
 	unsigned compared, unreached;   /* members compared; of them, not answering */
-	uint64_t undecided;             /* foreign keys whose homes did not all answer */
 	uint8_t cursor[NODE_STORE_KEY_MAX];
 	size_t clen;
 	/* COMPARE */
@@ -168,6 +209,9 @@ struct req_heal {
 	/* the pass record */
 	uint64_t j_ms;
 	bool j_out;
+	/* degraded keys awaiting their repair copy (open addressing) */
+	struct track *track;
+	unsigned ntrack, track_cap;
 };
 
 static void he_ref(struct req_heal *he)
@@ -183,6 +227,12 @@ static void he_unref(struct req_heal *he)
 	struct node_req *rq = he->rq;
 
 	if (--he->live == 0 && he->dying) {
+		for (unsigned i = 0; i < he->nsl; i++) {
+			hmap_free(&he->sl[i].last);
+			hmap_free(&he->sl[i].prev);
+			free(he->sl[i].agree);
+		}
+		free(he->track);
 		hmap_free(&he->hm);
 		free(he->acc);
 		free(he->prim_o);
@@ -326,6 +376,176 @@ static bool is_repl_member(struct node_req *rq, const struct node_ctl_map *m)
 {
 	return m && m->replicas > 1 &&
 	       node_repl_member_find(m->members, m->n_members, node_repl_self(rq->o.repl)) >= 0;
+}
+
+/* ---- degraded keys awaiting their repair copy ---- */
+
+static void track_id(const uint8_t *target, const uint8_t *key, size_t klen, uint8_t out[16])
+{
+	crypto_generichash_state g;
+
+	crypto_generichash_init(&g, NULL, 0, 16);
+	crypto_generichash_update(&g, target, OVL_ID_BYTES);
+	crypto_generichash_update(&g, key, klen);
+	crypto_generichash_final(&g, out, 16);
+}
+
+static unsigned track_home(const uint8_t id[16], unsigned cap)
+{
+	return ((unsigned)id[0] | (unsigned)id[1] << 8 | (unsigned)id[2] << 16) & (cap - 1);
+}
+
+/* The slot of (si, id), or -1. */
+static int track_find(const struct req_heal *he, unsigned si, const uint8_t id[16])
+{
+	for (unsigned k = 0, i = he->track_cap ? track_home(id, he->track_cap) : 0; k < he->track_cap;
+	     k++, i = (i + 1) & (he->track_cap - 1)) {
+		const struct track *t = &he->track[i];
+
+		if (!t->used)
+			return -1;
+		if (t->si == si && memcmp(t->id, id, 16) == 0)
+			return (int)i;
+	}
+	return -1;
+}
+
+static void track_insert(struct track *v, unsigned cap, const struct track *t)
+{
+	unsigned i = track_home(t->id, cap);
+
+	while (v[i].used)
+		i = (i + 1) & (cap - 1);
+	v[i] = *t;
+}
+
+/* Keep the entries for which keep(entry) holds, in a table of cap slots. */
+static int track_rebuild(struct req_heal *he, unsigned cap, int drop_si)
+{
+	struct track *v = calloc(cap, sizeof(*v));
+	unsigned n = 0;
+
+	if (!v)
+		return -ENOMEM;
+	for (unsigned i = 0; i < he->track_cap; i++)
+		if (he->track[i].used && (int)he->track[i].si != drop_si) {
+			track_insert(v, cap, &he->track[i]);
+			n++;
+		}
+	free(he->track);
+	he->track = v;
+	he->track_cap = cap;
+	he->ntrack = n;
+	return 0;
+}
+
+/* Count key (degraded, size bytes) as awaiting its repair copy to target.
+ * Not tracked when the table is full: it stays degraded until the next
+ * pass. */
+static void track_add(struct req_heal *he, const uint8_t *target, const uint8_t *key, size_t klen,
+		      uint64_t size)
+{
+	struct track t = { .used = 1, .si = (uint8_t)he->si, .size = size };
+
+	track_id(target, key, klen, t.id);
+	if (track_find(he, t.si, t.id) >= 0 || he->ntrack >= HEAL_TRACK_MAX)
+		return;
+	if ((he->ntrack + 1) * 4 > he->track_cap * 3 &&
+	    track_rebuild(he, he->track_cap ? he->track_cap * 2 : 256, -1) < 0)
+		return;
+	track_insert(he->track, he->track_cap, &t);
+	he->ntrack++;
+}
+
+/* Remove slot i (backward shift: no tombstones). */
+static void track_del(struct req_heal *he, unsigned i)
+{
+	unsigned mask = he->track_cap - 1, j = i;
+
+	he->track[i].used = 0;
+	he->ntrack--;
+	for (;;) {
+		unsigned k;
+
+		j = (j + 1) & mask;
+		if (!he->track[j].used)
+			return;
+		k = track_home(he->track[j].id, he->track_cap);
+		if (i < j ? (k <= i || k > j) : (k <= i && k > j)) {
+			he->track[i] = he->track[j];
+			he->track[j].used = 0;
+			i = j;
+		}
+	}
+}
+
+static uint64_t sub_floor(uint64_t a, uint64_t b)
+{
+	return a > b ? a - b : 0;
+}
+
+void req_heal_repair_delivered(struct node_req *rq, const char *slice, const uint8_t *key,
+			       size_t klen, const uint8_t target[OVL_ID_BYTES])
+{
+	struct req_heal *he = rq->heal;
+	uint8_t id[16];
+	int i;
+
+	if (!he || he->dying || !he->ntrack)
+		return;
+	track_id(target, key, klen, id);
+	for (unsigned si = 0; si < he->nsl; si++) {
+		struct hslice *hs = &he->sl[si];
+
+		if (strcmp(hs->name, slice) != 0 || (i = track_find(he, si, id)) < 0)
+			continue;
+		if (he->track[i].used == 2) {
+			/* counted in the published figures: the key is whole again */
+			if (hs->deg_o) {
+				hs->deg_o--;
+				hs->full_o++;
+			}
+			hs->full_b += he->track[i].size < hs->deg_b ? he->track[i].size : hs->deg_b;
+			hs->deg_b = sub_floor(hs->deg_b, he->track[i].size);
+		} else if (he->phase != P_IDLE && (unsigned)he->si == si) {
+			he->deg_o = sub_floor(he->deg_o, 1);
+			he->deg_b = sub_floor(he->deg_b, he->track[i].size);
+		}
+		track_del(he, (unsigned)i);
+		return;
+	}
+}
+
+void req_heal_plan_left(const struct node_req *rq, uint64_t *objects, uint64_t *bytes)
+{
+	const struct req_heal *he = rq->heal;
+
+	*objects = *bytes = 0;
+	if (!he || he->phase == P_IDLE || !he->plan)
+		return;
+	*objects = he->plan_o;
+	*bytes = he->plan_b;
+}
+
+/* ---- pairs known in sync ---- */
+
+static struct agree *agree_get(struct hslice *hs, const uint8_t *id, bool add)
+{
+	struct agree *a;
+
+	for (unsigned i = 0; i < hs->nagree; i++)
+		if (memcmp(hs->agree[i].id, id, OVL_ID_BYTES) == 0)
+			return &hs->agree[i];
+	if (!add)
+		return NULL;
+	a = realloc(hs->agree, (hs->nagree + 1) * sizeof(*a));
+	if (!a)
+		return NULL;
+	hs->agree = a;
+	a = &hs->agree[hs->nagree++];
+	memset(a, 0, sizeof(*a));
+	memcpy(a->id, id, OVL_ID_BYTES);
+	return a;
 }
 
 /* ---- LIST with a bucket ---- */
@@ -649,11 +869,37 @@ void req_heal_destroy(struct node_req *rq)
 
 /* ---- DIGEST (the responder) ---- */
 
+#define HEAL_SOON_EVERY_MS 5000         /* a pass for an asker that differs, at most this often */
+
+/* Member `peer` asked for the buckets: its root differs from this node's,
+ * so this node's own pass compares with it again (its side may be the one
+ * to push), soon. */
+static void peer_differs(struct req_heal *he, const struct node_ctl_map *m, const uint8_t *peer)
+{
+	struct hslice *hs = is_repl_member(he->rq, m) ? slice_get(he, m->name, true) : NULL;
+	struct agree *ag = hs ? agree_get(hs, peer, true) : NULL;
+	uint64_t now = ovl_mono_ms(), at;
+
+	if (!ag)
+		return;
+	ag->valid = false;
+	ag->soon = true;
+	if (!hs->seen)
+		return;
+	at = now + HEAL_PEER_SOON_MS;
+	if (hs->soon_ms && at < hs->soon_ms + HEAL_SOON_EVERY_MS)
+		at = hs->soon_ms + HEAL_SOON_EVERY_MS; /* two sides that keep differing: damped */
+	if (hs->soon_at && hs->soon_at <= at)
+		return; /* planned already */
+	hs->soon_at = hs->soon_ms = at;
+	if (!hs->next_ms || at < hs->next_ms)
+		hs->next_ms = at; /* a pass running now plans its successor in pass_done() */
+}
+
 struct walk {
 	const char *slice;
 	const struct hmap *hm;
-	int peer;                       /* DIGEST: the asker */
-	struct pair *acc;
+	struct dj *group;               /* DIGEST: the jobs of this walk (walking), from here */
 	uint8_t *cursor;
 	size_t *clen;
 	bool end;
@@ -676,11 +922,14 @@ static int dj_cb(void *arg, const void *key, size_t klen, const struct node_stor
 	memcpy(w->cursor, key, klen);
 	*w->clen = klen;
 	n = hmap_homes(w->hm, key, klen, h);
-	if (!homes_has(h, n, w->hm->self) || !homes_has(h, n, w->peer))
+	if (n < 2 || !homes_has(h, n, w->hm->self))
 		return 0;
 	req_heal_key_hash(w->slice, key, klen, ver, tomb, &x, &b);
-	w->acc[b].n++;
-	w->acc[b].x ^= x;
+	for (struct dj *j = w->group; j; j = j->next)
+		if (j->walking && homes_has(h, n, j->peer)) {
+			j->acc[b].n++;
+			j->acc[b].x ^= x;
+		}
 	return 0;
 }
 
@@ -706,23 +955,39 @@ static void dj_finish(struct req_heal *he, struct dj *j)
 	(void)he;
 }
 
-/* Work on the digests asked for, within the tick's budget. */
+/* Work on the digests asked for, within the tick's budget. One walk of
+ * the index answers every digest of the same slice and map that was
+ * waiting when it began (after a map change every member asks at once). */
 static void jobs_step(struct req_heal *he, uint64_t deadline_ns)
 {
 	while (he->jobs && ovl_mono_ns() < deadline_ns) {
 		struct dj *j = he->jobs;
-		struct walk w = { .slice = j->slice, .hm = &j->hm, .peer = j->peer, .acc = j->acc,
+		struct walk w = { .slice = j->slice, .hm = &j->hm, .group = j,
 				  .cursor = j->cursor, .clen = &j->clen };
-		int n = node_store_list_ver(he->rq->o.store, NULL, 0, j->clen ? j->cursor : NULL,
-					    j->clen, HEAL_STEP_KEYS, dj_cb, &w);
+		int n;
 
+		if (!j->walking)
+			for (struct dj *k = j; k; k = k->next)
+				k->walking = k == j || (!k->walking && k->hm.epoch == j->hm.epoch &&
+							strcmp(k->slice, j->slice) == 0);
+		n = node_store_list_ver(he->rq->o.store, NULL, 0, j->clen ? j->cursor : NULL,
+					j->clen, HEAL_STEP_KEYS, dj_cb, &w);
 		if (!w.end && n >= (int)HEAL_STEP_KEYS)
 			continue;
-		he->jobs = j->next;
-		dj_finish(he, j);
-		hmap_free(&j->hm);
-		free(j);
-		he_unref(he);
+		/* the walk is over: its jobs are answered */
+		for (struct dj **pp = &he->jobs; *pp;) {
+			struct dj *k = *pp;
+
+			if (!k->walking) {
+				pp = &k->next;
+				continue;
+			}
+			*pp = k->next;
+			dj_finish(he, k);
+			hmap_free(&k->hm);
+			free(k);
+			he_unref(he);
+		}
 	}
 }
 
@@ -763,6 +1028,8 @@ static int digest_start(struct node_req *rq, const struct node_req_args *a,
 	}
 	j->peer = node_repl_member_find(m->members, m->n_members, a->peer_id);
 	snprintf(j->slice, sizeof(j->slice), "%s", a->slice);
+	if (a->buckets == OVL_WIRE_DIGEST_BUCKETS)
+		peer_differs(he, m, a->peer_id);
 	j->buckets = a->buckets;
 	j->done = done;
 	j->arg = arg;
@@ -827,7 +1094,14 @@ static int pass_begin(struct req_heal *he, unsigned si, const struct node_ctl_ma
 	he->prim_total_o = he->prim_total_b = he->deg_o = he->deg_b = 0;
 	he->diffs = he->bytes = he->made = 0;
 	he->compared = he->unreached = 0;
-	he->undecided = 0;
+	he->skipped = he->fwait = 0;
+	he->tries = 0;
+	he->retry_ms = 0;
+	he->plan = hs->moved && hs->prev.n && !hs->want_check;
+	he->plan_o = he->plan_b = 0;
+	/* this pass counts the slice's degraded keys afresh */
+	if (he->ntrack)
+		track_rebuild(he, he->track_cap, (int)si);
 	he->cs = CS_NEXT;
 	he->peer = 0;
 	he->call_out = false;
@@ -849,6 +1123,7 @@ static int pass_begin(struct req_heal *he, unsigned si, const struct node_ctl_ma
 	}
 	hs->want = hs->want_check = false;
 	hs->resume = false;
+	hs->soon_at = 0;
 	return 0;
 }
 
@@ -878,32 +1153,88 @@ static void pass_done(struct req_heal *he)
 	hs->bytes_last = he->bytes;
 	hs->bytes_total += he->bytes;
 	hs->resume = false;
+	if (!he->check_only)
+		hs->moved = false;
+	he->plan = false;
+	for (unsigned i = 0; i < he->track_cap; i++)
+		if (he->track[i].used == 1 && he->track[i].si == (uint8_t)he->si)
+			he->track[i].used = 2;
 	for (unsigned p = 0; p < he->hm.n; p++)
 		he->unreached += he->failed[p];
-	hs->recheck = he->diffs > 0 && !he->check_only;
-	/* a member that did not answer (busy taking back its hints, just
-	 * joined, slow) or a foreign key not judged: what "the next pass
-	 * tries again" means is soon, not after the whole interval (until
-	 * then copies wait at nodes that are no longer their homes) */
-	hs->next_ms = ovl_mono_ms() + (hs->want ? 0 : hs->recheck ? HEAL_RECHECK_MS
-				       : (he->unreached || he->undecided) && !he->check_only
-				       ? HEAL_RETRY_MS : jittered(he->interval_ms));
+	/* differences: again once this node's repairs are delivered; members
+	 * or foreign keys that could not be judged (a node syncing after a
+	 * restart answers busy): again a little later, not an interval later */
+	hs->recheck = (he->diffs > 0 || he->unreached || he->fwait) && !he->check_only;
+	hs->next_ms = ovl_mono_ms() + (hs->want ? 0 : !hs->recheck ? jittered(he->interval_ms)
+						: he->diffs ? HEAL_RECHECK_MS : HEAL_UNJUDGED_MS);
+	if (hs->soon_at && hs->soon_at < hs->next_ms)
+		hs->next_ms = hs->soon_at;
 	he->phase = P_IDLE;
 	he->j_ms = 0;
 	he->j_out = false; /* a record in flight completes on its own; this one follows it */
 	if (he->diffs || he->unreached)
 		req_event(rq, NODE_REQ_EV_INFO,
-			  "anti-entropy: slice '%s': pass %" PRIu64 "%s: %u members compared (%u not), "
-			  "%" PRIu64 " keys differ, %" PRIu64 " repair copies queued, %" PRIu64
-			  " objects degraded, %" PRIu64 " bytes exchanged",
+			  "anti-entropy: slice '%s': pass %" PRIu64 "%s: %u members compared (%u not, "
+			  "%" PRIu64 " known in sync), %" PRIu64 " keys differ, %" PRIu64
+			  " repair copies queued, %" PRIu64 " objects degraded, %" PRIu64 " bytes exchanged",
 			  hs->name, hs->passes, he->check_only ? " (check only)" : "", he->compared,
-			  he->unreached, he->diffs, he->made, hs->deg_o, he->bytes);
+			  he->unreached, he->skipped, he->diffs, he->made, hs->deg_o, he->bytes);
 	j_write(he, hs, P_IDLE, true);
 	he->gen++;
 	pass_free(he);
 }
 
 /* ---- WALK ---- */
+
+static uint64_t key_bytes(struct req_heal *he, const uint8_t *key, size_t klen);
+
+/* A repair hint queued: the work counted by the walk is now in the queue. */
+static void plan_queued(struct req_heal *he, uint64_t size)
+{
+	he->plan_o = sub_floor(he->plan_o, 1);
+	he->plan_b = sub_floor(he->plan_b, size);
+}
+
+static bool ids_have(const struct hmap *a, const unsigned *h, unsigned n, const uint8_t *id)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (memcmp(a->mem[h[i]].id, id, OVL_ID_BYTES) == 0)
+			return true;
+	return false;
+}
+
+/* The repair copies this node will send for key K because its homes moved
+ * (the previous map's homes against the current ones), counted before any
+ * is queued, so that the work left and its ETA hold the whole job: a new
+ * home of K whose pusher this node is; for a key this node is no home of
+ * any more, each new home when none of them was a home before and this
+ * node was the first old home (the foreign sweep sends those). */
+static void plan_key(struct req_heal *he, const uint8_t *key, size_t klen, const unsigned *h,
+		     unsigned n, bool self_home, bool tomb)
+{
+	const struct hmap *hm = &he->hm, *pm = &he->sl[he->si].prev;
+	const uint8_t *self = hm->mem[hm->self].id;
+	unsigned oh[OVL_PLACE_REPLICAS_MAX], on = hmap_homes(pm, key, klen, oh), copies = 0;
+	uint64_t size = 0;
+
+	if (self_home) {
+		for (unsigned i = 0; i < n; i++)
+			if ((int)h[i] != hm->self && !ids_have(pm, oh, on, hm->mem[h[i]].id) &&
+			    pusher_of(hm, h, n, (int)h[i]) == hm->self)
+				copies++;
+	} else if (on && memcmp(pm->mem[oh[0]].id, self, OVL_ID_BYTES) == 0) {
+		copies = n;
+		for (unsigned i = 0; i < n; i++)
+			if (ids_have(pm, oh, on, hm->mem[h[i]].id))
+				copies = 0;
+	}
+	if (!copies)
+		return;
+	if (!tomb)
+		size = key_bytes(he, key, klen);
+	he->plan_o += copies;
+	he->plan_b += copies * size;
+}
 
 static int walk_cb(void *arg, const void *key, size_t klen, const struct node_store_ver *ver,
 		   bool tomb)
@@ -923,6 +1254,8 @@ static int walk_cb(void *arg, const void *key, size_t klen, const struct node_st
 	memcpy(he->cursor, key, klen);
 	he->clen = klen;
 	n = hmap_homes(hm, key, klen, h);
+	if (he->plan && !node_store_ver_is_none(ver))
+		plan_key(he, key, klen, h, n, homes_has(h, n, hm->self), tomb);
 	if (!homes_has(h, n, hm->self))
 		return 0;
 	req_heal_key_hash(slice, key, klen, ver, tomb, &x, &b);
@@ -986,6 +1319,34 @@ static void cmp_next_peer(struct req_heal *he)
 	he->peer++;
 	he->cs = CS_NEXT;
 	he->lclen = 0;
+	he->tries = 0;
+	he->retry_ms = 0;
+}
+
+/* This node's root for member p: over the keys both are homes of. */
+static struct pair peer_root(const struct req_heal *he, unsigned p)
+{
+	const struct pair *acc = he->acc + (size_t)p * HEAL_NB;
+	struct pair root = { 0, 0 };
+
+	for (unsigned b = 0; b < HEAL_NB; b++) {
+		root.n += acc[b].n;
+		root.x ^= acc[b].x;
+	}
+	return root;
+}
+
+/* A member that answered stale-map (its map is behind or ahead) or busy:
+ * asked again shortly, a few times. */
+static bool cmp_retry(struct req_heal *he, const struct ovl_dpc_call *call)
+{
+	if (call->result != 0 ||
+	    (call->resp.status != OVL_WIRE_STALE_MAP && call->resp.status != OVL_WIRE_BUSY) ||
+	    he->tries >= HEAL_RETRIES)
+		return false;
+	he->tries++;
+	he->retry_ms = ovl_mono_ms() + HEAL_RETRY_MS;
+	return true;
 }
 
 static bool bit(const uint8_t *bm, unsigned b)
@@ -1051,21 +1412,33 @@ static void digest_done(void *arg, struct ovl_dpc_call *call)
 
 	if (mine) {
 		const struct pair *acc = he->acc + (size_t)he->peer * HEAL_NB;
+		struct hslice *hs = &he->sl[he->si];
 
 		he->call_out = false;
 		count_bytes(he, cc, call);
 		if (he->cs == CS_WAIT && call_ok(call, OVL_WIRE_DIGEST_PAIR_BYTES)) {
 			/* the root */
-			struct pair root = { 0, 0 };
+			struct pair root = peer_root(he, he->peer);
+			struct agree *ag = agree_get(hs, he->hm.mem[he->peer].id, true);
 
-			for (unsigned b = 0; b < HEAL_NB; b++) {
-				root.n += acc[b].n;
-				root.x ^= acc[b].x;
-			}
-			if (get8(call->body) == root.n && get8(call->body + 8) == root.x)
+			if (get8(call->body) == root.n && get8(call->body + 8) == root.x) {
+				/* in sync: not asked again while this side stays so */
+				if (ag) {
+					ag->valid = true;
+					ag->soon = false;
+					ag->root = root;
+					ag->ms = ovl_mono_ms();
+				}
 				cmp_next_peer(he);
-			else
+			} else {
+				if (ag)
+					ag->valid = false;
 				he->cs = CS_BUCKET; /* ask for the buckets */
+			}
+		} else if ((he->cs == CS_WAIT || he->cs == CS_BWAIT) && cmp_retry(he, call)) {
+			he->cs = he->cs == CS_WAIT ? CS_NEXT : CS_BUCKET;
+			if (he->cs == CS_NEXT)
+				he->compared--; /* counted again when asked again */
 		} else if (he->cs == CS_BWAIT &&
 			   call_ok(call, (uint64_t)HEAL_NB * OVL_WIRE_DIGEST_PAIR_BYTES)) {
 			memset(he->bdiff, 0, sizeof(he->bdiff));
@@ -1075,8 +1448,6 @@ static void digest_done(void *arg, struct ovl_dpc_call *call)
 					he->bdiff[b / 8] |= (uint8_t)(1u << (b % 8));
 			he->bucket = 0;
 			if (he->resuming && he->res_bucket < HEAL_NB) {
-				struct hslice *hs = &he->sl[he->si];
-
 				he->bucket = he->res_bucket;
 				memcpy(he->lcur, hs->r_cur, hs->r_clen);
 				he->lclen = hs->r_clen;
@@ -1180,28 +1551,40 @@ static void hint_cb(void *arg, int res)
 }
 
 /* Key K (held here at ver) differs at member `target`: this node holds it
- * newer (or target lacks it). A repair hint if this node is its pusher. */
+ * newer (or target lacks it). A repair hint if this node is its pusher;
+ * a key counted degraded (deg_size: its bytes, else UINT64_MAX) stops
+ * counting once that copy is delivered. */
 static void act_newer(struct req_heal *he, int target, const uint8_t *key, size_t klen,
-		      const struct node_store_ver *ver, bool tomb)
+		      const struct node_store_ver *ver, bool tomb, uint64_t deg_size)
 {
 	const char *slice = he->sl[he->si].name;
 	struct ovl_wire_ver v = { ver->hlc, ver->node };
 	unsigned h[OVL_PLACE_REPLICAS_MAX], n = hmap_homes(&he->hm, key, klen, h);
+	uint64_t size;
 
 	if (he->check_only || node_store_ver_is_none(ver) ||
 	    pusher_of(&he->hm, h, n, target) != he->hm.self)
 		return;
-	if (req_hint_waiting(he->rq, he->hm.mem[target].id, slice, key, klen, &v))
+	if (req_hint_waiting(he->rq, he->hm.mem[target].id, slice, key, klen, &v)) {
+		if (deg_size != UINT64_MAX)
+			track_add(he, he->hm.mem[target].id, key, klen, deg_size);
 		return;
-	if (req_hint_put_repair(he->rq, he->hm.mem[target].id, slice, key, klen, &v, tomb,
-				tomb ? 0 : key_bytes(he, key, klen), hint_cb, he) == 0) {
+	}
+	size = tomb ? 0 : key_bytes(he, key, klen);
+	if (req_hint_put_repair(he->rq, he->hm.mem[target].id, slice, key, klen, &v, tomb, size,
+				hint_cb, he) == 0) {
 		he->made++;
+		plan_queued(he, size);
+		if (deg_size != UINT64_MAX)
+			track_add(he, he->hm.mem[target].id, key, klen, deg_size);
 		he_ref(he);
 	}
 }
 
-/* A key that differs: counted; degraded when this node is its primary. */
-static void count_diff(struct req_heal *he, const uint8_t *key, size_t klen, bool tomb, bool held)
+/* A key that differs: counted; degraded when this node is its primary.
+ * Returns the bytes counted degraded, or UINT64_MAX when not counted. */
+static uint64_t count_diff(struct req_heal *he, const uint8_t *key, size_t klen, bool tomb,
+			   bool held)
 {
 	unsigned h[OVL_PLACE_REPLICAS_MAX], n = hmap_homes(&he->hm, key, klen, h);
 	uint64_t off, size = 0;
@@ -1209,14 +1592,15 @@ static void count_diff(struct req_heal *he, const uint8_t *key, size_t klen, boo
 
 	he->diffs++;
 	if (!held || tomb || primary_of(&he->hm, h, n) != he->hm.self)
-		return;
+		return UINT64_MAX;
 	for (unsigned i = 0; i < n; i++)
 		down |= (int)h[i] != he->hm.self && he->hm.mem[h[i]].state != OVL_MSG_STATE_UP;
 	if (down)
-		return; /* counted by the walk */
+		return UINT64_MAX; /* counted by the walk */
 	node_store_locate(he->rq->o.store, key, klen, &off, &size);
 	he->deg_o++;
 	he->deg_b += size;
+	return size;
 }
 
 static void list_done(void *arg, struct ovl_dpc_call *call)
@@ -1294,19 +1678,21 @@ static void list_done(void *arg, struct ovl_dpc_call *call)
 				i++;
 			} else if (c > 0) {
 				/* the peer lacks it */
-				count_diff(he, w.v[j].key, w.v[j].klen, w.v[j].tomb, true);
+				uint64_t deg = count_diff(he, w.v[j].key, w.v[j].klen, w.v[j].tomb, true);
+
 				act_newer(he, (int)he->peer, w.v[j].key, w.v[j].klen, &w.v[j].ver,
-					  w.v[j].tomb);
+					  w.v[j].tomb, deg);
 				j++;
 			} else {
 				struct ovl_wire_ver lv = { w.v[j].ver.hlc, w.v[j].ver.node };
 				int vc = ovl_wire_ver_cmp(&lv, &e[i].ver);
+				uint64_t deg = UINT64_MAX;
 
 				if (vc != 0 || (lv.hlc == 0 && w.v[j].tomb != e[i].tomb))
-					count_diff(he, w.v[j].key, w.v[j].klen, w.v[j].tomb, true);
+					deg = count_diff(he, w.v[j].key, w.v[j].klen, w.v[j].tomb, true);
 				if (vc > 0)
 					act_newer(he, (int)he->peer, w.v[j].key, w.v[j].klen,
-						  &w.v[j].ver, w.v[j].tomb);
+						  &w.v[j].ver, w.v[j].tomb, deg);
 				i++;
 				j++;
 			}
@@ -1356,6 +1742,21 @@ static void cmp_step(struct req_heal *he)
 				he->peer++;
 				continue;
 			}
+			if (he->retry_ms && ovl_mono_ms() < he->retry_ms)
+				return; /* asked again shortly */
+			if (!he->resuming) {
+				struct agree *ag = agree_get(&he->sl[he->si], pm->id, false);
+				struct pair root = peer_root(he, he->peer);
+
+				if (ag && ag->valid && !ag->soon && ag->root.n == root.n &&
+				    ag->root.x == root.x && ovl_mono_ms() < ag->ms + HEAL_AGREE_MAX_MS) {
+					/* nothing changed on this side since the two agreed:
+					 * a change on the member's side makes its pass ask */
+					he->skipped++;
+					cmp_next_peer(he);
+					continue;
+				}
+			}
 			if (he->resuming) {
 				int ri = -1;
 
@@ -1383,6 +1784,8 @@ static void cmp_step(struct req_heal *he)
 			return;
 		}
 		if (he->cs == CS_BUCKET) {
+			if (he->retry_ms && ovl_mono_ms() < he->retry_ms)
+				return; /* asked again shortly */
 			memset(&q, 0, sizeof(q));
 			q.type = OVL_WIRE_T_DIGEST;
 			q.buckets = OVL_WIRE_DIGEST_BUCKETS;
@@ -1496,9 +1899,7 @@ static void fjob_end(struct req_heal *he, struct fjob *fj)
 	const char *slice = he->sl[he->si].name;
 	struct ovl_wire_ver v = { fj->ver.hlc, fj->ver.node };
 
-	if (fj->failed) {
-		he->undecided++; /* judged by a pass soon (pass_done) */
-	} else {
+	if (!fj->failed) {
 		if (fj->nlack)
 			he->diffs++;
 		if (he->check_only) {
@@ -1508,17 +1909,21 @@ static void fjob_end(struct req_heal *he, struct fjob *fj)
 			 * the others (one copy moved, not two); the copy here stays
 			 * until every home holds it (the next pass drops it) */
 		} else if (fj->nlack) {
+			uint64_t size = fj->tomb ? 0 : key_bytes(he, fj->key, fj->klen);
+
 			for (unsigned i = 0; i < fj->nlack; i++)
 				if (!req_hint_waiting(he->rq, fj->lack[i], slice, fj->key, fj->klen, &v) &&
 				    req_hint_put_repair(he->rq, fj->lack[i], slice, fj->key, fj->klen,
-							&v, fj->tomb, fj->tomb ? 0 : key_bytes(he, fj->key, fj->klen),
-							hint_cb, he) == 0) {
+							&v, fj->tomb, size, hint_cb, he) == 0) {
 					he->made++;
+					plan_queued(he, size);
 					he_ref(he);
 				}
 		} else {
 			fjob_drop(he, fj);
 		}
+	} else {
+		he->fwait++; /* judged by the next pass */
 	}
 	fj->used = false;
 }
@@ -1662,13 +2067,14 @@ static int fwalk_cb(void *arg, const void *key, size_t klen, const struct node_s
 		return 0;
 	/* a copy kept for hints is the hand-off's (but for hints to an `out`
 	 * member: the homes get it now); one being written is judged later */
-	if (req_hint_waiting_live(he->rq, slice, key, klen) ||
-	    req_rw_key_busy(he->rq, key, klen))
+	if (req_hint_waiting_live(he->rq, slice, key, klen))
 		return 0;
 	for (unsigned i = 0; i < n; i++)
 		ready &= he->hm.mem[h[i]].state == OVL_MSG_STATE_UP;
-	if (!ready)
-		return 0; /* a home is down: the next pass */
+	if (!ready || req_rw_key_busy(he->rq, key, klen)) {
+		he->fwait++; /* a home is down, or a write in flight: the next pass */
+		return 0;
+	}
 	fjob_start(he, key, klen, ver, tomb, h, n);
 	return 0;
 }
@@ -1704,6 +2110,23 @@ static void foreign_step(struct req_heal *he, uint64_t deadline_ns)
 
 /* ---- scheduling ---- */
 
+/* Whether every member holding data under a (weight > 0) still does under
+ * b: members only joined. */
+static bool only_joined(const struct hmap *a, const struct hmap *b)
+{
+	for (unsigned i = 0; i < a->n; i++) {
+		bool kept = false;
+
+		if (!a->pm[i].weight)
+			continue;
+		for (unsigned k = 0; k < b->n && !kept; k++)
+			kept = b->pm[k].weight && memcmp(a->pm[i].id, b->pm[k].id, OVL_ID_BYTES) == 0;
+		if (!kept)
+			return false;
+	}
+	return true;
+}
+
 /* Notice new replicated slices and membership changes. */
 static void slices_look(struct req_heal *he, uint64_t now)
 {
@@ -1723,18 +2146,37 @@ static void slices_look(struct req_heal *he, uint64_t now)
 		if (!hs->seen) {
 			hs->seen = true;
 			memcpy(hs->memb, mh, sizeof(mh));
+			hmap_free(&hs->last);
+			hmap_load(&hs->last, m, node_repl_self(rq->o.repl));
 			if (!hs->next_ms)
 				hs->next_ms = now + (hs->want ? HEAL_START_DELAY_MS : jittered(he->interval_ms));
 			continue;
 		}
 		if (memcmp(hs->memb, mh, sizeof(mh)) != 0) {
-			/* a member went out, came in or left: at once */
+			/* a member went out, came in or left: at once (the other
+			 * members' maps follow within HEAL_CHANGE_DELAY_MS; one that
+			 * answers stale-map is asked again) */
 			memcpy(hs->memb, mh, sizeof(mh));
 			if (he->phase != P_IDLE && &he->sl[he->si] == hs)
 				pass_abort(he);
+			/* what moved: the keys whose homes differ between the map
+			 * of the last whole pass and this one (changes that follow
+			 * each other before a pass ends add up) */
+			if (hs->moved) {
+				hmap_free(&hs->last);
+			} else {
+				hmap_free(&hs->prev);
+				hs->prev = hs->last;
+			}
+			memset(&hs->last, 0, sizeof(hs->last));
+			hs->moved = hs->prev.n && hmap_load(&hs->last, m, node_repl_self(rq->o.repl)) == 0;
+			hs->nagree = 0; /* the shared sets changed */
 			hs->want = true;
 			hs->resume = false;
-			hs->next_ms = now + HEAL_START_DELAY_MS;
+			/* a copy lost: at once; members joining: a little later, so
+			 * that several joining together move keys once, not twice */
+			hs->next_ms = now + (hs->moved && only_joined(&hs->prev, &hs->last)
+						     ? HEAL_START_DELAY_MS : HEAL_CHANGE_DELAY_MS);
 		}
 	}
 }

@@ -787,6 +787,9 @@ static void ho_fwd_done(void *arg, const struct node_repl_fwd_result *fr)
 		/* the home holds it (or a newer one) durably */
 		hs->handoffs++;
 		ho_pace_delivered(ho);
+		if (hint_is_repair(ho->h.type))
+			req_heal_repair_delivered(hs->rq, hs->slices[ho->h.slice], ho->key, ho->klen,
+						  ho->h.home);
 		hints_drop(hs, &ho->h, &ver);
 		copy_drop(ho, &ver);
 	}

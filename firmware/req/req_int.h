@@ -155,6 +155,16 @@ bool req_heal_filter_take(struct req_heal_filter *f, uint8_t bucket, const uint8
 			  size_t klen);
 void req_heal_filter_destroy(struct req_heal_filter **f);
 
+/* A repair hint of slice for key was delivered to target (it holds that
+ * version or a newer one, durably): a key the last pass counted degraded
+ * for that copy stops counting. */
+void req_heal_repair_delivered(struct node_req *rq, const char *slice, const uint8_t *key,
+			       size_t klen, const uint8_t target[OVL_ID_BYTES]);
+
+/* Repair copies the running pass counted from the map change (the keys
+ * whose homes moved) and has not queued yet: objects and bytes. */
+void req_heal_plan_left(const struct node_req *rq, uint64_t *objects, uint64_t *bytes);
+
 /* The digest of one key: h(K) and bucket(K) (req.h, "Repair"). */
 void req_heal_key_hash(const char *slice, const uint8_t *key, size_t klen,
 		       const struct node_store_ver *ver, bool tomb, uint64_t *h, uint8_t *bucket);

@@ -177,12 +177,15 @@ void req_pace_tick(struct node_req *rq, uint64_t now_ms)
 unsigned req_pace_counters(const struct node_req *rq, struct ovl_wire_counter *c, unsigned max)
 {
 	const struct req_pace *p = &rq->pace;
-	uint64_t now = ovl_mono_ms(), left = 0, bytes = 0, failed = 0;
+	uint64_t now = ovl_mono_ms(), left = 0, bytes = 0, failed = 0, po = 0, pb = 0;
 	uint64_t bps = req_rate_bps(&p->repair_avg, now), eta;
 	unsigned n = 0;
 
 	req_hints_repair_left(rq, &left, &bytes, &failed);
-	eta = req_eta_s(bytes, bps);
+	/* and the copies the running pass counted from a map change but has
+	 * not queued yet: the ETA holds the whole job from its start */
+	req_heal_plan_left(rq, &po, &pb);
+	eta = req_eta_s(bytes + pb, bps);
 	{
 		const struct {
 			const char *name;
@@ -201,6 +204,8 @@ unsigned req_pace_counters(const struct node_req *rq, struct ovl_wire_counter *c
 			{ "repair_paused", p->paused != NODE_REQ_PAUSED_NONE, true },
 			{ "repair_paused_reason", (uint64_t)p->paused, true },
 			{ "repair_inbound", p->inbound, true },
+			{ "repair_objects_planned", po, true },
+			{ "repair_bytes_planned", pb, true },
 		};
 
 		for (size_t i = 0; n < max && i < sizeof(t) / sizeof(t[0]); i++) {

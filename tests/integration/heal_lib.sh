@@ -142,13 +142,16 @@ lost_check() {
 }
 
 # wait_full SLICE SECONDS: until the slice is back at full redundancy:
-# heal_objects_degraded 0 and repair_objects_left 0 summed over its
-# members, twice in a row; prints how long it took
+# heal_objects_degraded 0 and repair_objects_left (and _planned) 0 summed
+# over its members, twice in a row; prints how long it took
 wait_full() {
-	local t=$SECONDS deg left ok=0 full
+	local t=$SECONDS deg left plan ok=0 full
 	while :; do
 		deg=$(heal_field "$1" objects_degraded)
 		left=$(heal_field "$1" repair_objects_left)
+		# copies a pass counted from a map change and has not queued yet
+		plan=$(heal_field "$1" repair_objects_planned)
+		[ "$plan" = null ] || [ "$plan" = 0 ] || left=$((${left/null/0} + plan))
 		[ "$deg" = null ] &&
 			fail "no member of $1 reports heal_objects_degraded (the heal counters of issue 14 are missing from this firmware)"
 		if [ "$deg" = 0 ] && { [ "$left" = 0 ] || [ "$left" = null ]; }; then

@@ -141,16 +141,27 @@ static void test_rate_avg_eta(void **state)
 	assert_true(bps > 4700000 && bps < 5300000);
 	/* nothing for 11 s: no rate */
 	assert_int_equal(req_rate_bps(&a, t + 11000), 0);
-	/* the first second alone is not taken for a rate of its own */
+	/* the first quarter second alone is not taken for a rate of its own */
 	memset(&a, 0, sizeof(a));
 	req_rate_add(&a, 1000, 7000);
-	assert_int_equal(req_rate_bps(&a, 7010), 1000);
+	assert_int_equal(req_rate_bps(&a, 7010), 4000);
+	/* a burst after a quiet spell is its own window: 2 MB/s for 1.5 s
+	 * after 10 MB/s and 5 s of nothing reads 2 MB/s, not an average */
+	memset(&a, 0, sizeof(a));
+	for (t = 10000; t < 20000; t += 100)
+		req_rate_add(&a, 1000000, t);
+	for (t = 25000; t <= 26500; t += 100)
+		req_rate_add(&a, 200000, t);
+	bps = req_rate_bps(&a, t);
+	assert_true(bps > 1900000 && bps < 2300000);
 	/* ETA */
 	assert_int_equal(req_eta_s(0, 0), 0);
 	assert_int_equal(req_eta_s(0, 100), 0);
 	assert_int_equal(req_eta_s(100, 0), UINT64_MAX);
 	assert_int_equal(req_eta_s(100000000, 10000000), 10);
-	assert_int_equal(req_eta_s(100000001, 10000000), 11);
+	assert_int_equal(req_eta_s(100000001, 10000000), 10);
+	assert_int_equal(req_eta_s(105000000, 10000000), 11);
+	assert_int_equal(req_eta_s(1, 10000000), 1);
 }
 
 static void test_jitter(void **state)

@@ -538,14 +538,16 @@ static void test_counters(void **state)
 	put(f, "a", "1", 1);
 	put(f, "b", "2", 1);
 	n = node_req_counters(f->rq, NULL, c, OVL_WIRE_COUNTERS_MAX);
-	/* the store's 13, then background work's (12 repair_*, 4 scrub_*:
+	/* the store's 13, then background work's (14 repair_*, 4 scrub_*:
 	 * repair_eta_s shows 0 with nothing left) */
-	assert_int_equal(n, 13 + 12 + 4);
+	assert_int_equal(n, 13 + 14 + 4);
 	assert_string_equal(c[13].name, "repair_objects_left");
 	assert_int_equal(c[13].value, 0);
 	assert_string_equal(c[20].name, "repair_rate_limit");
 	assert_int_equal(c[20].value, NODE_REQ_REPAIR_RATE_DEFAULT);
-	assert_string_equal(c[25].name, "scrub_passes");
+	assert_string_equal(c[25].name, "repair_objects_planned");
+	assert_int_equal(c[25].value, 0);
+	assert_string_equal(c[27].name, "scrub_passes");
 	assert_string_equal(c[9].name, "full");
 	assert_int_equal(c[9].value, 0);
 	assert_string_equal(c[11].name, "usable_bytes");

@@ -9,10 +9,12 @@
  *
  * Steps and figures (counters are the members' NODE_STAT, summed):
  *   1. OBJECTS objects of SIZE bytes are written; every member is sent
- *      HEAL check_only and, once each member's pass has ended,
- *        array_antientropy_bytes_per_object   the sum of ae_bytes_last over
- *            the sum of `objects` (copies held): bytes a full anti-entropy
- *            pass between replicas that agree costs per object held;
+ *      HEAL check_only twice (each time until every member's pass ended):
+ *        array_antientropy_bytes_per_object   the sum of ae_bytes_last of
+ *            the second pass over the copies written (OBJECTS * R): bytes a
+ *            whole anti-entropy pass between replicas that agree costs per
+ *            copy held, once the pairs are known in sync (the first pass
+ *            after the writes, where every pair compares roots, is printed);
  *   2. quiet GET latencies (SAMPLES GETs, one at a time), for step 5;
  *   3. `shelf-cluster add 4`: when the slice is at full redundancy and every
  *      member holds only what placement gives it (objects = OBJECTS * R),
@@ -323,20 +325,21 @@ static double one_get(struct hwork *w, uint64_t *rnd, uint8_t *want)
 	return t0;
 }
 
-/* Wait until degraded 0, repair left 0 and the copies the members hold
+/* Wait until degraded 0, repair left and planned 0 and the copies the members hold
  * (`objects`, which counts a node's own reserved records too) at most
  * max_copies and unchanged, three readings in a row. 0, or -1 after
  * HB_WAIT_S. */
 static int wait_full(struct hwork *w, uint64_t max_copies, const uint8_t *skip)
 {
 	static const char *const nm[] = { "heal_objects_degraded", "repair_objects_left", "objects",
-					  "heal_objects_lost" };
-	uint64_t v[4] = { 0 }, last = UINT64_MAX;
+					  "heal_objects_lost", "repair_objects_planned" };
+	uint64_t v[5] = { 0 }, last = UINT64_MAX;
 	double until = bench_now() + HB_WAIT_S;
 	int ok = 0;
 
+	/* planned: copies a pass counted from the map change, not queued yet */
 	while (bench_now() < until) {
-		if (sums(w, nm, 4, v, NULL, skip) > 0 && v[0] == 0 && v[1] == 0 &&
+		if (sums(w, nm, 5, v, NULL, skip) > 0 && v[0] == 0 && v[1] == 0 && v[4] == 0 &&
 		    v[2] <= max_copies && v[2] == last)
 			ok++;
 		else
@@ -468,20 +471,45 @@ static double cp_ref(const struct hcfg *c, uint64_t bytes)
 	return (double)bytes / 1048576.0 / dt;
 }
 
+/* A check-only anti-entropy pass of every member: the bytes all of them
+ * exchanged in it (ae_bytes_last summed). 0 or -1. */
+static int ae_pass(struct hwork *w, uint64_t *bytes)
+{
+	static const char *const ae_nm[] = { "ae_passes", "ae_bytes_last" };
+	struct shelf_heal_opts ho = { .check_only = true };
+	uint64_t before[2], after[2];
+	double until = bench_now() + HB_WAIT_S;
+	int n;
+
+	if (sums(w, ae_nm, 2, before, NULL, NULL) <= 0 || heal_all(w, &ho) < 0)
+		return -1;
+	/* every member's pass has ended: ae_passes grew by the members */
+	do {
+		usleep(200000);
+		n = sums(w, ae_nm, 2, after, NULL, NULL);
+	} while (n > 0 && after[0] < before[0] + (uint64_t)n && bench_now() < until);
+	if (n <= 0 || after[0] < before[0] + (uint64_t)n) {
+		fprintf(stderr, "heal: the anti-entropy passes did not end\n");
+		return -1;
+	}
+	*bytes = after[1];
+	return 0;
+}
+
 static int work_run(const struct hcfg *c)
 {
-	static const char *const ae_nm[] = { "ae_passes", "ae_bytes_last", "objects" };
 	static const char *const rp_nm[] = { "repair_bytes_done", "repair_bytes_left",
 					     "repair_eta_s", "heal_objects_degraded",
-					     "repair_objects_done", "repair_rate_limit" };
+					     "repair_objects_done", "repair_rate_limit",
+					     "repair_bytes_planned" };
 	struct hwork w = { .c = c };
 	char path[PATH_MAX + 32], err[SHELF_ERR_BYTES];
-	uint64_t v[6], mx[6], copies = (uint64_t)c->objects * 2, rnd = c->seed | 1, rate_default;
+	uint64_t v[7], mx[7], copies = (uint64_t)c->objects * 2, rnd = c->seed | 1, rate_default;
 	double *ms = calloc((size_t)c->samples + 1, sizeof(double)), p_quiet, t_out, t10 = 0,
 	       eta10 = -1, t_end;
 	uint8_t *want = malloc(c->size), victim[32];
 	struct shelf_heal_opts ho = { 0 };
-	int fd, ret = 1, n;
+	int fd, ret = 1;
 
 	snprintf(w.log, sizeof(w.log), "%s/steps.log", c->dir);
 	snprintf(path, sizeof(path), "/run/netns/%s-bp", c->nsp);
@@ -500,30 +528,20 @@ static int work_run(const struct hcfg *c)
 	if (put_all(&w) < 0 || wait_full(&w, copies + (uint64_t)c->nodes, NULL) < 0)
 		goto out;
 
-	/* 1. anti-entropy between replicas that agree */
+	/* 1. anti-entropy between replicas that agree: a first pass after
+	 * the writes (every pair's roots changed: each asks the other's), then
+	 * a second (pairs known in sync since the first are not asked: the
+	 * steady state, the figure); per copy of the objects written */
 	{
-		uint64_t before[3], after[3];
-		double until = bench_now() + HB_WAIT_S;
+		uint64_t first, second, held = copies;
 
-		if (sums(&w, ae_nm, 3, before, NULL, NULL) <= 0)
+		if (ae_pass(&w, &first) < 0 || ae_pass(&w, &second) < 0)
 			goto out;
-		ho = (struct shelf_heal_opts){ .check_only = true };
-		if (heal_all(&w, &ho) < 0)
-			goto out;
-		/* every member's pass has ended: ae_passes grew by the members */
-		n = 0;
-		do {
-			usleep(200000);
-			n = sums(&w, ae_nm, 3, after, NULL, NULL);
-		} while (n > 0 && after[0] < before[0] + (uint64_t)n && bench_now() < until);
-		if (n <= 0 || after[0] < before[0] + (uint64_t)n) {
-			fprintf(stderr, "heal: the anti-entropy passes did not end\n");
-			goto out;
-		}
-		fprintf(stderr, "heal: anti-entropy over %" PRIu64 " copies held: %" PRIu64
-			" bytes exchanged\n", after[2], after[1]);
-		bench_line("array_antientropy_bytes_per_object",
-			   after[2] ? (double)after[1] / (double)after[2] : 0, 0, "bytes", "-");
+		fprintf(stderr, "heal: anti-entropy over %" PRIu64 " copies of %d objects: a first "
+			"pass after the writes %" PRIu64 " bytes (%.1f per copy), the next %" PRIu64
+			" bytes\n", held, c->objects, first, (double)first / (double)held, second);
+		bench_line("array_antientropy_bytes_per_object", (double)second / (double)held, 0,
+			   "bytes", "-");
 	}
 
 	/* 2. quiet GETs */
@@ -534,13 +552,13 @@ static int work_run(const struct hcfg *c)
 
 	/* 3. four nodes join */
 	{
-		uint64_t d0[6], d1[6];
+		uint64_t d0[7], d1[7];
 		char nadd[8];
 		double t0 = bench_now();
 
 		uint64_t base = copies_now(&w);
 
-		if (sums(&w, rp_nm, 6, d0, NULL, NULL) <= 0 || !base)
+		if (sums(&w, rp_nm, 7, d0, NULL, NULL) <= 0 || !base)
 			goto out;
 		snprintf(nadd, sizeof(nadd), "%d", HB_ADD);
 		if (cluster_cmd(&w, "add", nadd) < 0) {
@@ -570,12 +588,12 @@ static int work_run(const struct hcfg *c)
 		 * held back to what they were (each old copy dropped once its
 		 * new home holds it), new nodes' own records allowed */
 		for (int t = 0; t < 300; t++) {
-			if (sums(&w, rp_nm, 6, d1, NULL, NULL) > 0 && d1[4] > d0[4])
+			if (sums(&w, rp_nm, 7, d1, NULL, NULL) > 0 && d1[4] > d0[4])
 				break;
 			usleep(100000);
 		}
 		if (wait_full(&w, base + 2 * HB_ADD, NULL) < 0 ||
-		    sums(&w, rp_nm, 6, d1, NULL, NULL) <= 0)
+		    sums(&w, rp_nm, 7, d1, NULL, NULL) <= 0)
 			goto out;
 		fprintf(stderr, "heal: rebalance onto %d new nodes: %" PRIu64 " copies sent in %.1f s\n",
 			HB_ADD, d1[4] - d0[4], bench_now() - t0);
@@ -593,13 +611,13 @@ static int work_run(const struct hcfg *c)
 		ho = (struct shelf_heal_opts){ .has_rate = true, .rate = 0 };
 		if (heal_all(&w, &ho) < 0)
 			goto out;
-		if (member_of_node(&w, 2, victim) < 0 || sums(&w, rp_nm, 6, v, NULL, victim) <= 0)
+		if (member_of_node(&w, 2, victim) < 0 || sums(&w, rp_nm, 7, v, NULL, victim) <= 0)
 			goto out;
 		b0 = v[0];
 		if (lose(&w, 2, victim, &t_out) < 0)
 			goto out;
 		for (double shown = bench_now();;) {
-			if (sums(&w, rp_nm, 6, v, mx, victim) > 0) {
+			if (sums(&w, rp_nm, 7, v, mx, victim) > 0) {
 				done = v[0] > b0 ? v[0] - b0 : 0;
 				if (bench_now() - shown > 5) {
 					fprintf(stderr, "heal: repair: %.1f MiB done, %.1f MiB left, "
@@ -608,11 +626,13 @@ static int work_run(const struct hcfg *c)
 						mx[2]);
 					shown = bench_now();
 				}
-				if (eta10 < 0 && done > 0 && done * 10 >= done + v[1]) {
+				/* left: queued, and counted by the passes but not
+				 * queued yet (the ETA holds both) */
+				if (eta10 < 0 && done > 0 && done * 10 >= done + v[1] + v[6]) {
 					eta10 = (double)mx[2];
 					t10 = bench_now();
 				}
-				if (v[1] == 0 && v[3] == 0 && done > 0)
+				if (v[1] == 0 && v[6] == 0 && v[3] == 0 && done > 0)
 					break;
 			}
 			if (bench_now() - t_out > HB_WAIT_S) {
@@ -649,7 +669,7 @@ static int work_run(const struct hcfg *c)
 			goto out;
 		until = bench_now() + HB_WAIT_S;
 		while (k < c->samples && bench_now() < until) {
-			if (sums(&w, rp_nm, 6, v, NULL, victim) > 0 && v[1] == 0 && v[3] == 0 &&
+			if (sums(&w, rp_nm, 7, v, NULL, victim) > 0 && v[1] == 0 && v[3] == 0 &&
 			    bench_now() - t_out > 2)
 				break; /* the repair is over */
 			for (int j = 0; j < 10 && k < c->samples; j++)

@@ -272,12 +272,14 @@ static const struct {
 	{ "scrub_last_unix", "scrub_last_unix", 'n' },
 	{ "scrub_damaged", "scrub_damaged", 's' },
 	{ "scrub_repaired", "scrub_repaired", 's' },
+	{ "repair_objects_planned", "repair_objects_planned", 's' },
+	{ "repair_bytes_planned", "repair_bytes_planned", 's' },
 };
 #define HEAL_FIELDS (sizeof(heal_fields) / sizeof(heal_fields[0]))
 enum {
 	H_OFULL, H_ODEG, H_OLOST, H_BFULL, H_BDEG, H_RODONE, H_RBDONE, H_ROLEFT, H_RBLEFT,
 	H_RFAIL, H_RATE, H_ETA, H_PAUSED, H_INBOUND, H_AEPASS, H_AELAST, H_AEDIFF, H_AEBYTES,
-	H_SCPASS, H_SCLAST, H_SCDMG, H_SCFIX,
+	H_SCPASS, H_SCLAST, H_SCDMG, H_SCFIX, H_ROPLAN, H_RBPLAN,
 };
 
 struct heal {

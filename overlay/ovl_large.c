@@ -165,7 +165,7 @@ int ovl_large_head_parse(const void *buf, size_t len, uint64_t stored, struct ov
 		return -ENOMSG;
 	}
 	if (len < OVL_LARGE_MAN_HEAD_BYTES)
-		return bad(why, whylen, "%zu bytes, shorter than a manifest's head (64)", len);
+		return bad(why, whylen, "%zu bytes, shorter than the 64-byte head", len);
 	version = get32(b + 16);
 	flags = get32(b + 20);
 	h->size = get64(b + 24);
@@ -174,22 +174,24 @@ int ovl_large_head_parse(const void *buf, size_t len, uint64_t stored, struct ov
 	h->crc = get32(b + 44);
 	memcpy(h->id, b + 48, OVL_LARGE_ID_BYTES);
 	if (version != OVL_LARGE_MAN_VERSION)
-		return bad(why, whylen, "format version %u (only 1 is known)", version);
+		return bad(why, whylen, "version %u (this reader knows %u)", version,
+			   OVL_LARGE_MAN_VERSION);
 	if (flags)
-		return bad(why, whylen, "flags 0x%x (none are known)", flags);
+		return bad(why, whylen, "flags %#x (none are defined)", flags);
 	if (!chunk_size_ok(h->chunk_size))
 		return bad(why, whylen,
-			   "chunk size %llu (1 MiB..64 MiB, a multiple of 64 KiB)",
+			   "chunk size %llu is not 1 MiB..64 MiB in multiples of 64 KiB",
 			   (unsigned long long)h->chunk_size);
 	if (h->n < 1 || h->n > OVL_LARGE_CHUNKS_MAX)
-		return bad(why, whylen, "%u chunks (1..%u)", h->n, OVL_LARGE_CHUNKS_MAX);
+		return bad(why, whylen, "chunk count %u is not 1..%u", h->n, OVL_LARGE_CHUNKS_MAX);
 	want = h->size ? (h->size - 1) / h->chunk_size + 1 : 0;
 	if (want != h->n)
-		return bad(why, whylen, "%u chunks for %llu bytes in chunks of %llu (%llu)", h->n,
+		return bad(why, whylen, "%u chunks for %llu bytes in chunks of %llu (that takes %llu)",
+			   h->n,
 			   (unsigned long long)h->size, (unsigned long long)h->chunk_size,
 			   (unsigned long long)want);
 	if (stored != UINT64_MAX && stored != ovl_large_manifest_bytes(h->n))
-		return bad(why, whylen, "%llu bytes stored for %u chunks (%llu)",
+		return bad(why, whylen, "%llu bytes long, but %u chunks take %llu",
 			   (unsigned long long)stored, h->n,
 			   (unsigned long long)ovl_large_manifest_bytes(h->n));
 	return 0;
@@ -211,22 +213,23 @@ int ovl_large_manifest_check(const void *buf, size_t len, struct ovl_large_head 
 		return ret;
 	body = (size_t)ovl_large_manifest_bytes(h->n) - 4;
 	if (ovl_crc32c(0, b, body) != get32(b + body))
-		return bad(why, whylen, "checksum mismatch");
+		return bad(why, whylen, "checksum mismatch (crc32c %08x, stored %08x)",
+			   ovl_crc32c(0, b, body), get32(b + body));
 	for (uint32_t i = 0; i < h->n; i++) {
 		struct ovl_large_entry e;
-		uint64_t want = i + 1 < h->n ? h->chunk_size : h->size - off;
 
 		ovl_large_manifest_entry(buf, i, &e);
 		if (e.offset != off)
-			return bad(why, whylen, "chunk %u at offset %llu, expected %llu", i,
-				   (unsigned long long)e.offset, (unsigned long long)off);
-		if (e.size != want || e.size == 0)
-			return bad(why, whylen, "chunk %u of %u bytes, expected %llu", i, e.size,
-				   (unsigned long long)want);
+			return bad(why, whylen, "chunk %u starts at %llu, not %llu (chunks must follow "
+				   "each other)", i, (unsigned long long)e.offset,
+				   (unsigned long long)off);
+		if (i + 1 < h->n ? e.size != h->chunk_size : e.size < 1 || e.size > h->chunk_size)
+			return bad(why, whylen, "chunk %u holds %u bytes (chunk size %llu)", i, e.size,
+				   (unsigned long long)h->chunk_size);
 		off += e.size;
 	}
 	if (off != h->size)
-		return bad(why, whylen, "chunks sum to %llu bytes, not %llu",
+		return bad(why, whylen, "chunks hold %llu bytes, the object %llu",
 			   (unsigned long long)off, (unsigned long long)h->size);
 	return 0;
 }

@@ -57,28 +57,26 @@ static int intent_cb(void *arg, const void *key, size_t klen)
 	const uint8_t *k = key;
 	uint8_t *v = NULL;
 	size_t vlen = 0;
-	char err[SHELF_ERR_BYTES];
-	uint32_t count;
+	char err[SHELF_ERR_BYTES], why[128];
+	struct ovl_large_intent in;
 
-	if (klen != SH_INTENT_KEY_BYTES)
+	if (ovl_large_intent_key_parse(key, klen, NULL) < 0)
 		return 0;
 	if (sh_obj_get(c->s, c->slice, key, klen, 0, UINT64_MAX, &v, &vlen, NULL, err,
-		       sizeof(err)) < 0 || vlen < SH_INTENT_HEAD_BYTES ||
-	    memcmp(v, SH_INTENT_MAGIC, 4) != 0) {
+		       sizeof(err)) < 0 || ovl_large_intent_parse(v, vlen, &in, why, sizeof(why)) < 0) {
 		printf("intent ");
-		print_hex(k + 9, SH_LARGE_ID_BYTES);
+		print_hex(k + 9, OVL_LARGE_ID_BYTES);
 		printf(" unreadable\n");
 		free(v);
 		return 0;
 	}
-	count = (uint32_t)v[4] | (uint32_t)v[5] << 8 | (uint32_t)v[6] << 16 | (uint32_t)v[7] << 24;
 	printf("intent ");
-	print_hex(k + 9, SH_LARGE_ID_BYTES);
-	if (count == SH_INTENT_COUNT_UNKNOWN)
+	print_hex(k + 9, OVL_LARGE_ID_BYTES);
+	if (in.count == OVL_LARGE_COUNT_UNKNOWN)
 		printf(" count=unknown");
 	else
-		printf(" count=%u", count);
-	printf(" key=%.*s\n", (int)(vlen - SH_INTENT_HEAD_BYTES), (const char *)v + SH_INTENT_HEAD_BYTES);
+		printf(" count=%u", in.count);
+	printf(" key=%.*s\n", (int)in.klen, (const char *)in.key);
 	free(v);
 	return 0;
 }
@@ -106,36 +104,35 @@ int main(int argc, char **argv)
 	}
 	shelf_set_timeout(c.s, 20000);
 	if (strcmp(argv[4], "intents") == 0) {
-		uint8_t prefix[SH_RESERVED_PREFIX_BYTES + 1];
+		uint8_t prefix[OVL_LARGE_PREFIX_BYTES + 1];
 
-		memset(prefix, SH_RESERVED_BYTE, SH_RESERVED_PREFIX_BYTES);
-		prefix[SH_RESERVED_PREFIX_BYTES] = SH_INTENT_TAG;
+		memset(prefix, OVL_LARGE_PREFIX_BYTE, OVL_LARGE_PREFIX_BYTES);
+		prefix[OVL_LARGE_PREFIX_BYTES] = OVL_LARGE_KIND_INTENT;
 		ret = sh_list(c.s, c.slice, prefix, sizeof(prefix), NULL, 0, 0, intent_cb, &c, NULL,
 			      NULL, true, err, sizeof(err));
 		ret = ret < 0 ? ret : 0;
 	} else if (strcmp(argv[4], "manifest") == 0 && argc == 6 &&
 		   key_arg(argv[5], key, &klen) == 0) {
-		struct sh_manifest m;
+		struct ovl_large_head m;
 
 		ret = sh_obj_get(c.s, c.slice, key, klen, 0, UINT64_MAX, &data, &dlen, NULL, err,
 				 sizeof(err));
-		if (ret == 0 && (ret = sh_manifest_parse(data, dlen, &m, why, sizeof(why))) < 0)
+		if (ret == 0 && (ret = ovl_large_manifest_check(data, dlen, &m, why, sizeof(why))) < 0)
 			snprintf(err, sizeof(err), "not a manifest: %s", why);
 		if (ret == 0) {
 			printf("id ");
-			print_hex(m.id, SH_LARGE_ID_BYTES);
+			print_hex(m.id, OVL_LARGE_ID_BYTES);
 			printf(" n %u size %llu chunk_size %llu\n", m.n, (unsigned long long)m.size,
 			       (unsigned long long)m.chunk_size);
 			for (uint32_t i = 0; i < m.n; i++) {
-				uint8_t ck[SH_CHUNK_KEY_BYTES];
-				uint64_t off;
-				uint32_t size, crc;
+				uint8_t ck[OVL_LARGE_CHUNK_KEY_BYTES];
+				struct ovl_large_entry e;
 
-				sh_manifest_entry(&m, i, &off, &size, &crc);
-				sh_chunk_key(ck, m.id, i);
+				ovl_large_manifest_entry(data, i, &e);
+				ovl_large_chunk_key(ck, m.id, i);
 				printf("chunk %u ", i);
 				print_hex(ck, sizeof(ck));
-				printf(" %llu %u %08x\n", (unsigned long long)off, size, crc);
+				printf(" %llu %u %08x\n", (unsigned long long)e.offset, e.size, e.crc);
 			}
 		}
 	} else if (strcmp(argv[4], "raw-put") == 0 && argc == 7 &&

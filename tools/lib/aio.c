@@ -100,6 +100,31 @@ struct shelf_op {
 	struct shelf_objstat st;
 	char e2[768];                  /* writes: the last failure's words */
 	char err[SHELF_ERR_BYTES];
+	bool internal;                 /* libshelf's own (a chunk): reserved keys allowed,
+					* a manifest's bytes given as they are */
+	struct lg *lg;                 /* parked: a GET of a large object, reading its chunks */
+};
+
+/* A caller's GET whose object is a manifest (or may be one): parked off
+ * the active list while its children (a GET of the whole stored object,
+ * then the chunks of the range) run as ordinary internal operations. */
+struct lg {
+	struct shelf_op *op;           /* the parked GET */
+	uint8_t *man;                  /* the manifest's bytes (malloc'd) */
+	size_t mlen;
+	struct ovl_large_head h;
+	uint64_t off, end;             /* the range of the object */
+	uint8_t *buf;                  /* end - off bytes */
+	struct lg_child *kids;         /* one per chunk of the range */
+	unsigned pending;              /* children not complete */
+	int res;                       /* the first failure (lowest chunk), or 0 */
+	uint32_t res_chunk;
+	uint64_t seq, hlc, node;       /* the manifest's version */
+};
+
+struct lg_child {
+	struct lg *lg;
+	uint32_t i;
 };
 
 struct sh_aio {
@@ -107,6 +132,9 @@ struct sh_aio {
 	struct shelf_op *active;         /* started */
 	struct shelf_op *fin_head, *fin_tail;
 	unsigned nactive, nqueued, max;
+	struct shelf_op *parked;         /* GETs of large objects waiting on their chunks */
+	unsigned nparked;
+	uint64_t ndone;                  /* operations completed (sh_aio_run_one) */
 	struct sh_aconn *conns;
 	struct pollfd *pfd;
 	struct sh_aconn **pconn;
@@ -342,6 +370,12 @@ static void op_free(struct shelf_op *op)
 	free(op->keep_body);
 	free(op->body);
 	free(op->key);
+	if (op->lg) {
+		free(op->lg->man);
+		free(op->lg->buf);
+		free(op->lg->kids);
+		free(op->lg);
+	}
 	free(op);
 }
 
@@ -389,8 +423,14 @@ static void op_finish(struct shelf_op *op, int res)
 
 	op->res = res;
 	op->state = OPS_DONE;
-	dl_remove(&a->active, op);
-	a->nactive--;
+	if (op->lg) {
+		dl_remove(&a->parked, op);
+		a->nparked--;
+	} else {
+		dl_remove(&a->active, op);
+		a->nactive--;
+	}
+	a->ndone++;
 	if (op->done)
 		op->done(op->arg, res, op);
 	op_free(op);
@@ -560,6 +600,206 @@ static void read_pass(struct shelf_op *op)
 	read_step(op);
 }
 
+/* ---- a caller's GET of a large object ------------------------------------ */
+
+/* The parked GET ends: its bytes (lg->buf) or lg->res with op->err. */
+static void large_end(struct lg *lg)
+{
+	struct shelf_op *op = lg->op;
+	int res = lg->res;
+
+	if (res == 0 && lg->off == 0 && lg->end == lg->h.size &&
+	    ovl_crc32c(0, lg->buf, (size_t)lg->h.size) != lg->h.crc) {
+		snprintf(op->err, sizeof(op->err), "get '%s': the chunks' bytes have crc32c %08x, "
+			 "the manifest says %08x", op->kshow,
+			 ovl_crc32c(0, lg->buf, (size_t)lg->h.size), lg->h.crc);
+		res = -EIO;
+	}
+	if (res == 0) {
+		free(op->body);
+		op->body = lg->buf;
+		op->blen = (size_t)(lg->end - lg->off);
+		lg->buf = NULL;
+		op->total = lg->h.size;
+		op->st.size = lg->h.size;
+		op->st.crc = lg->h.crc;
+		op->st.seq = lg->seq;
+		op->st.ver.hlc = lg->hlc;
+		op->st.ver.node = lg->node;
+	} else {
+		free(op->body);
+		op->body = NULL;
+		op->blen = 0;
+	}
+	op_finish(op, res);
+}
+
+/* One chunk of a parked GET completed. */
+static void large_chunk_done(void *arg, int res, const struct shelf_op *cop)
+{
+	struct lg_child *k = arg;
+	struct lg *lg = k->lg;
+	struct shelf_op *op = lg->op;
+	char e[800];
+	size_t len = 0;
+	const uint8_t *data = shelf_op_data(cop, &len);
+
+	if (res == 0)
+		res = sh_chunk_check(lg->man, &lg->h, k->i, data, len, e, sizeof(e));
+	else
+		sh_chunk_fail(&lg->h, k->i, res, shelf_op_error(cop), e, sizeof(e));
+	if (res < 0 && (lg->res == 0 || k->i < lg->res_chunk)) {
+		lg->res = res;
+		lg->res_chunk = k->i;
+		snprintf(op->err, sizeof(op->err), "get '%s': %s", op->kshow, e);
+	}
+	if (res == 0) {
+		struct ovl_large_entry en;
+		uint64_t from, to;
+
+		ovl_large_manifest_entry(lg->man, k->i, &en);
+		from = lg->off > en.offset ? lg->off - en.offset : 0;
+		to = lg->end < en.offset + en.size ? lg->end - en.offset : en.size;
+		memcpy(lg->buf + (en.offset + from - lg->off), data + from, (size_t)(to - from));
+	}
+	if (--lg->pending == 0)
+		large_end(lg);
+}
+
+/* The parked GET holds its object's stored bytes in op->body: a plain
+ * object (its range is given) or a manifest (its chunks are read). */
+static void large_stored(struct shelf_op *op)
+{
+	struct lg *lg = op->lg;
+	uint64_t size = op->blen, first, last;
+	char why[256];
+	int ret;
+
+	if (!ovl_large_is_manifest(op->body, op->blen)) {
+		/* a plain object of a size a manifest could have */
+		uint64_t off = op->off < size ? op->off : size;
+		uint64_t end = op->len == UINT64_MAX || op->len > size - off ? size : off + op->len;
+
+		memmove(op->body, op->body + off, (size_t)(end - off));
+		op->blen = (size_t)(end - off);
+		op->total = size;
+		op_finish(op, 0);
+		return;
+	}
+	lg->man = op->body;
+	lg->mlen = op->blen;
+	op->body = NULL;
+	op->blen = 0;
+	ret = ovl_large_manifest_check(lg->man, lg->mlen, &lg->h, why, sizeof(why));
+	if (ret < 0) {
+		snprintf(op->err, sizeof(op->err), "get '%s': damaged manifest: %s", op->kshow, why);
+		op_finish(op, -EBADMSG);
+		return;
+	}
+	lg->off = op->off < lg->h.size ? op->off : lg->h.size;
+	lg->end = op->len == UINT64_MAX || op->len > lg->h.size - lg->off ? lg->h.size
+									   : lg->off + op->len;
+	if (lg->end - lg->off > OVL_WIRE_OBJECT_MAX_BYTES) {
+		snprintf(op->err, sizeof(op->err), "get '%s': %llu bytes, more than the 64 MiB an "
+			 "asynchronous GET holds: read it with shelf_get_fd() or shelf_get_stream()",
+			 op->kshow, (unsigned long long)(lg->end - lg->off));
+		op_finish(op, -EFBIG);
+		return;
+	}
+	lg->buf = malloc(lg->end > lg->off ? (size_t)(lg->end - lg->off) : 1);
+	if (!lg->buf) {
+		op_fail(op, -ENOMEM, "%s", "out of memory");
+		return;
+	}
+	if (lg->end == lg->off) {
+		large_end(lg);
+		return;
+	}
+	first = lg->off / lg->h.chunk_size;
+	last = (lg->end - 1) / lg->h.chunk_size;
+	lg->kids = calloc((size_t)(last - first + 1), sizeof(*lg->kids));
+	if (!lg->kids) {
+		op_fail(op, -ENOMEM, "%s", "out of memory");
+		return;
+	}
+	/* every child is queued before any can complete (they complete
+	 * inside a later turn of the loop) */
+	lg->pending = (unsigned)(last - first + 1);
+	for (uint64_t i = first; i <= last; i++) {
+		struct lg_child *k = &lg->kids[i - first];
+		uint8_t ck[OVL_LARGE_CHUNK_KEY_BYTES];
+
+		k->lg = lg;
+		k->i = (uint32_t)i;
+		ovl_large_chunk_key(ck, lg->h.id, k->i);
+		ret = sh_aio_get_chunk(op->s, op->slice, ck, sizeof(ck), large_chunk_done, k);
+		if (ret < 0) {
+			/* the ones queued complete; this one and the rest fail here */
+			lg->res = lg->res ? lg->res : ret;
+			lg->res_chunk = lg->res_chunk ? lg->res_chunk : k->i;
+			snprintf(op->err, sizeof(op->err), "get '%s': out of memory", op->kshow);
+			lg->pending -= (unsigned)(last - i + 1);
+			if (lg->pending == 0)
+				large_end(lg);
+			return;
+		}
+	}
+}
+
+/* The whole stored object of a parked ranged GET arrived. */
+static void large_whole_done(void *arg, int res, const struct shelf_op *cop)
+{
+	struct shelf_op *op = arg;
+	size_t len = 0;
+
+	if (res < 0) {
+		snprintf(op->err, sizeof(op->err), "%s", shelf_op_error(cop));
+		op_finish(op, res);
+		return;
+	}
+	free(op->body);
+	op->body = shelf_op_take(cop, &len);
+	op->blen = len;
+	op->lg->seq = cop->st.seq;
+	op->lg->hlc = cop->st.ver.hlc;
+	op->lg->node = cop->st.ver.node;
+	large_stored(op);
+}
+
+/* A caller's GET found an object whose stored size a manifest can have
+ * and either its bytes begin with the magic (a whole GET) or it is a range
+ * (then the whole stored object is read first to know). The op leaves the
+ * active list (its slot goes to its children) until its chunks are read. */
+static void large_found(struct shelf_op *op, const struct ovl_wire_resp *r)
+{
+	struct sh_aio *a = op->s->aio;
+	int ret;
+
+	op->lg = calloc(1, sizeof(*op->lg));
+	if (!op->lg) {
+		op_fail(op, -ENOMEM, "%s", "out of memory");
+		return;
+	}
+	op->lg->op = op;
+	op->lg->seq = r->seq;
+	op->lg->hlc = r->has_ver ? r->ver.hlc : 0;
+	op->lg->node = r->has_ver ? r->ver.node : 0;
+	dl_remove(&a->active, op);
+	a->nactive--;
+	dl_push(&a->parked, op);
+	a->nparked++;
+	op->state = OPS_STEP;
+	if (!op->has_range) {
+		op->off = 0;
+		op->len = UINT64_MAX;
+		large_stored(op);
+		return;
+	}
+	ret = sh_aio_get_chunk(op->s, op->slice, op->key, op->klen, large_whole_done, op);
+	if (ret < 0)
+		op_fail(op, ret, "%s", "out of memory");
+}
+
 /* The read found its object in op->keep / keep_body. */
 static void read_found(struct shelf_op *op)
 {
@@ -574,6 +814,11 @@ static void read_found(struct shelf_op *op)
 		op->total = r->size;
 		if (!op->body) {
 			op_fail(op, -ENOMEM, "%s", "out of memory");
+			return;
+		}
+		if (!op->internal && ovl_large_size_may_be_manifest(r->size) &&
+		    (op->has_range || ovl_large_is_manifest(op->body, op->blen))) {
+			large_found(op, r);
 			return;
 		}
 	}
@@ -921,7 +1166,7 @@ static void op_timeout(struct shelf_op *op)
 /* ---- starting ------------------------------------------------------------- */
 
 static int op_new(struct shelf *s, enum op_kind kind, const char *slice, const void *key,
-		  size_t klen, shelf_done_fn done, void *arg, struct shelf_op **out)
+		  size_t klen, bool internal, shelf_done_fn done, void *arg, struct shelf_op **out)
 {
 	static const char *const what[] = { "get", "stat", "put", "rm" };
 	static const uint8_t type[] = { OVL_WIRE_T_GET, OVL_WIRE_T_STAT, OVL_WIRE_T_PUT,
@@ -934,7 +1179,7 @@ static int op_new(struct shelf *s, enum op_kind kind, const char *slice, const v
 		return -EINVAL;
 	sh_key_show(key, klen, kshow);
 	if (sh_key_check(what[kind], slice, kshow, klen, e, sizeof(e)) < 0 ||
-	    strlen(slice) >= OVL_WIRE_NAME_SIZE || sh_key_reserved(key, klen))
+	    strlen(slice) >= OVL_WIRE_NAME_SIZE || (!internal && ovl_large_key_reserved(key, klen)))
 		return -EINVAL;
 	if (aio_get(s, &a) < 0)
 		return -ENOMEM;
@@ -957,6 +1202,7 @@ static int op_new(struct shelf *s, enum op_kind kind, const char *slice, const v
 	snprintf(op->slice, sizeof(op->slice), "%s", slice);
 	op->done = done;
 	op->arg = arg;
+	op->internal = internal;
 	snprintf(op->e2, sizeof(op->e2), "no node answered");
 	*out = op;
 	return 0;
@@ -981,7 +1227,7 @@ SHELF_API int shelf_get_async(struct shelf *s, const char *slice, const void *ke
 			      uint64_t off, uint64_t len, shelf_done_fn done, void *arg)
 {
 	struct shelf_op *op = NULL;
-	int ret = op_new(s, OPK_GET, slice, key, klen, done, arg, &op);
+	int ret = op_new(s, OPK_GET, slice, key, klen, false, done, arg, &op);
 
 	if (ret < 0)
 		return ret;
@@ -998,7 +1244,7 @@ SHELF_API int shelf_stat_async(struct shelf *s, const char *slice, const void *k
 			       shelf_done_fn done, void *arg)
 {
 	struct shelf_op *op = NULL;
-	int ret = op_new(s, OPK_STAT, slice, key, klen, done, arg, &op);
+	int ret = op_new(s, OPK_STAT, slice, key, klen, false, done, arg, &op);
 
 	if (ret == 0)
 		op_queue(s, op);
@@ -1013,7 +1259,7 @@ SHELF_API int shelf_put_async(struct shelf *s, const char *slice, const void *ke
 
 	if (len > OVL_WIRE_OBJECT_MAX_BYTES || (!data && len))
 		return -EINVAL;
-	ret = op_new(s, OPK_PUT, slice, key, klen, done, arg, &op);
+	ret = op_new(s, OPK_PUT, slice, key, klen, false, done, arg, &op);
 	if (ret < 0)
 		return ret;
 	op->data = data;
@@ -1027,7 +1273,7 @@ SHELF_API int shelf_delete_async(struct shelf *s, const char *slice, const void 
 				 shelf_done_fn done, void *arg)
 {
 	struct shelf_op *op = NULL;
-	int ret = op_new(s, OPK_DEL, slice, key, klen, done, arg, &op);
+	int ret = op_new(s, OPK_DEL, slice, key, klen, false, done, arg, &op);
 
 	if (ret == 0)
 		op_queue(s, op);
@@ -1046,7 +1292,7 @@ SHELF_API void shelf_set_max_inflight(struct shelf *s, unsigned n)
 
 SHELF_API unsigned shelf_pending(const struct shelf *s)
 {
-	return s->aio ? s->aio->nactive + s->aio->nqueued : 0;
+	return s->aio ? s->aio->nactive + s->aio->nqueued + s->aio->nparked : 0;
 }
 
 /* ---- the loop -------------------------------------------------------------- */
@@ -1191,14 +1437,17 @@ static int aio_poll(struct sh_aio *a, int wait_ms)
 	return 0;
 }
 
-SHELF_API int shelf_run(struct shelf *s, int timeout_ms)
+/* shelf_run(), or (once) until at least one operation completed. */
+static int aio_run(struct shelf *s, int timeout_ms, bool once)
 {
 	struct sh_aio *a = NULL;
 	uint64_t end = timeout_ms >= 0 ? ovl_mono_ms() + (uint64_t)timeout_ms : UINT64_MAX;
+	uint64_t ndone;
 	int ret = 0;
 
 	if (aio_get(s, &a) < 0)
 		return -ENOMEM;
+	ndone = a->ndone;
 	if (a->running)
 		return -EBUSY;
 	if (!a->rx && !(a->rx = malloc(AIO_RX_BYTES)))
@@ -1215,7 +1464,9 @@ SHELF_API int shelf_run(struct shelf *s, int timeout_ms)
 				conn_send(c);
 		aio_churn(a);
 		conns_reap(a);
-		if (!a->nactive && !a->nqueued)
+		if (!a->nactive && !a->nqueued && !a->nparked)
+			break;
+		if (once && a->ndone != ndone)
 			break;
 		now = ovl_mono_ms();
 		if (now >= end) {
@@ -1235,6 +1486,50 @@ SHELF_API int shelf_run(struct shelf *s, int timeout_ms)
 	}
 	a->running = false;
 	return ret;
+}
+
+SHELF_API int shelf_run(struct shelf *s, int timeout_ms)
+{
+	return aio_run(s, timeout_ms, false);
+}
+
+int sh_aio_run_one(struct shelf *s)
+{
+	return aio_run(s, -1, true);
+}
+
+bool sh_aio_running(const struct shelf *s)
+{
+	return s->aio && s->aio->running;
+}
+
+int sh_aio_get_chunk(struct shelf *s, const char *slice, const void *key, size_t klen,
+		     shelf_done_fn done, void *arg)
+{
+	struct shelf_op *op = NULL;
+	int ret = op_new(s, OPK_GET, slice, key, klen, true, done, arg, &op);
+
+	if (ret == 0)
+		op_queue(s, op);
+	return ret;
+}
+
+int sh_aio_put_chunk(struct shelf *s, const char *slice, const void *key, size_t klen,
+		     const void *data, size_t len, shelf_done_fn done, void *arg)
+{
+	struct shelf_op *op = NULL;
+	int ret;
+
+	if (len > OVL_WIRE_OBJECT_MAX_BYTES)
+		return -EINVAL;
+	ret = op_new(s, OPK_PUT, slice, key, klen, true, done, arg, &op);
+	if (ret < 0)
+		return ret;
+	op->data = data;
+	op->dlen = len;
+	op->crc = ovl_crc32c(0, data, len);
+	op_queue(s, op);
+	return 0;
 }
 
 void sh_aio_destroy(struct shelf *s)
@@ -1261,6 +1556,12 @@ void sh_aio_destroy(struct shelf *s)
 		struct shelf_op *op = a->qhead;
 
 		a->qhead = op->next;
+		op_free(op);
+	}
+	while (a->parked) {
+		struct shelf_op *op = a->parked;
+
+		a->parked = op->next;
 		op_free(op);
 	}
 	free(a->pfd);

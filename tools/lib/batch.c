@@ -276,7 +276,7 @@ static void batch_admit(struct batch *b)
 		if (ret == 0)
 			continue;
 		sh_key_show(it->key, it->klen, kshow);
-		if (ret == -EINVAL && sh_key_reserved(it->key, it->klen))
+		if (ret == -EINVAL && ovl_large_key_reserved(it->key, it->klen))
 			snprintf(why, sizeof(why), "get '%s': key begins with the reserved prefix "
 				 "fe x 8", kshow);
 		else if (ret == -EINVAL)

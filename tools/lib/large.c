@@ -4,11 +4,11 @@
  * the escape rule, and the PUT and GET of any size from a source to a sink,
  * built on the one-object calls of shelf.c (sh_obj_*).
  *
- * Chunks move through chunk_put() and chunk_get(), one request each: the
- * unit the parallel engine runs several of at a time once it exists. The
- * loops below fill and drain a window of chunks; without that engine the
- * window is one chunk, so memory is one chunk's buffer whatever
- * shelf_set_inflight() says.
+ * The byte formats (keys, manifest, intent) are overlay/ovl_large's, shared
+ * with the nodes' chunk collector. Chunks move in a window (struct mover):
+ * up to shelf_set_inflight() of them at once through the asynchronous
+ * engine (aio.c), each to its own key's nodes, from the caller's thread;
+ * memory is that many chunk buffers whatever the object's size.
  */
 #include <errno.h>
 #include <sodium.h>
@@ -21,35 +21,7 @@
 
 #include "shelf_int.h"
 
-/* ---- encoding ------------------------------------------------------------- */
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	for (int i = 0; i < 4; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-	return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
-}
-
-static bool is_magic(const void *buf, size_t len)
-{
-	return len >= SH_MANIFEST_MAGIC_BYTES &&
-	       memcmp(buf, SH_MANIFEST_MAGIC, SH_MANIFEST_MAGIC_BYTES) == 0;
-}
+/* ---- keys and ids ----------------------------------------------------------- */
 
 static uint64_t unix_ms(void)
 {
@@ -59,43 +31,14 @@ static uint64_t unix_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-bool sh_key_reserved(const void *key, size_t klen)
-{
-	const uint8_t *k = key;
-
-	if (klen < SH_RESERVED_PREFIX_BYTES)
-		return false;
-	for (size_t i = 0; i < SH_RESERVED_PREFIX_BYTES; i++)
-		if (k[i] != SH_RESERVED_BYTE)
-			return false;
-	return true;
-}
-
-void sh_chunk_key(uint8_t out[SH_CHUNK_KEY_BYTES], const uint8_t id[SH_LARGE_ID_BYTES],
-		  uint32_t index)
-{
-	memset(out, SH_RESERVED_BYTE, SH_RESERVED_PREFIX_BYTES);
-	out[SH_RESERVED_PREFIX_BYTES] = SH_CHUNK_TAG;
-	memcpy(out + SH_RESERVED_PREFIX_BYTES + 1, id, SH_LARGE_ID_BYTES);
-	for (int i = 0; i < 4; i++)
-		out[SH_CHUNK_KEY_BYTES - 4 + i] = (uint8_t)(index >> (24 - 8 * i));
-}
-
-void sh_intent_key(uint8_t out[SH_INTENT_KEY_BYTES], const uint8_t id[SH_LARGE_ID_BYTES])
-{
-	memset(out, SH_RESERVED_BYTE, SH_RESERVED_PREFIX_BYTES);
-	out[SH_RESERVED_PREFIX_BYTES] = SH_INTENT_TAG;
-	memcpy(out + SH_RESERVED_PREFIX_BYTES + 1, id, SH_LARGE_ID_BYTES);
-}
-
 /* A new write's id: unix ms (big-endian), then 8 random bytes. */
-static void new_id(uint8_t id[SH_LARGE_ID_BYTES])
+static void new_id(uint8_t id[OVL_LARGE_ID_BYTES])
 {
 	uint64_t ms = unix_ms();
 
 	for (int i = 0; i < 8; i++)
 		id[i] = (uint8_t)(ms >> (56 - 8 * i));
-	randombytes_buf(id + 8, SH_LARGE_ID_BYTES - 8);
+	randombytes_buf(id + 8, OVL_LARGE_ID_BYTES - 8);
 }
 
 static void hex(const uint8_t *b, size_t n, char *out)
@@ -107,106 +50,6 @@ static void hex(const uint8_t *b, size_t n, char *out)
 		out[2 * i + 1] = d[b[i] & 15];
 	}
 	out[2 * n] = '\0';
-}
-
-/* ---- the manifest ----------------------------------------------------------- */
-
-static uint64_t manifest_bytes(uint64_t n)
-{
-	return SH_MANIFEST_HEAD_BYTES + SH_MANIFEST_ENTRY_BYTES * n + SH_MANIFEST_TAIL_BYTES;
-}
-
-bool sh_manifest_candidate(uint64_t stored)
-{
-	return stored >= manifest_bytes(1) &&
-	       (stored - manifest_bytes(0)) % SH_MANIFEST_ENTRY_BYTES == 0;
-}
-
-int sh_manifest_head(const uint8_t *buf, size_t len, uint64_t stored, struct sh_manifest *m,
-		     char *why, size_t whylen)
-{
-	uint32_t version, flags;
-	uint64_t want;
-
-	memset(m, 0, sizeof(*m));
-	if (!is_magic(buf, len))
-		return -ENOMSG;
-	if (len < SH_MANIFEST_HEAD_BYTES)
-		return sh_fail(why, whylen, -EBADMSG, "%zu bytes, shorter than the %u-byte head", len,
-			       SH_MANIFEST_HEAD_BYTES);
-	version = get_le32(buf + 16);
-	flags = get_le32(buf + 20);
-	m->size = get_le64(buf + 24);
-	m->chunk_size = get_le64(buf + 32);
-	m->n = get_le32(buf + 40);
-	m->crc = get_le32(buf + 44);
-	memcpy(m->id, buf + 48, SH_LARGE_ID_BYTES);
-	if (version != SH_MANIFEST_VERSION)
-		return sh_fail(why, whylen, -EBADMSG, "version %u (this client reads %u)", version,
-			       SH_MANIFEST_VERSION);
-	if (flags)
-		return sh_fail(why, whylen, -EBADMSG, "flags %#x (none are defined)", flags);
-	if (m->chunk_size < OVL_MSG_CHUNK_SIZE_MIN || m->chunk_size > OVL_MSG_CHUNK_SIZE_MAX ||
-	    m->chunk_size % OVL_MSG_CHUNK_SIZE_ALIGN)
-		return sh_fail(why, whylen, -EBADMSG, "chunk size %llu is not 1 MiB..64 MiB in "
-			       "multiples of 64 KiB", (unsigned long long)m->chunk_size);
-	if (m->n < 1 || m->n > SH_MANIFEST_CHUNKS_MAX)
-		return sh_fail(why, whylen, -EBADMSG, "chunk count %u is not 1..%u", m->n,
-			       SH_MANIFEST_CHUNKS_MAX);
-	want = m->size / m->chunk_size + (m->size % m->chunk_size != 0);
-	if (want != m->n)
-		return sh_fail(why, whylen, -EBADMSG, "%u chunks for %llu bytes in chunks of %llu "
-			       "(that takes %llu)", m->n, (unsigned long long)m->size,
-			       (unsigned long long)m->chunk_size, (unsigned long long)want);
-	if (stored != manifest_bytes(m->n))
-		return sh_fail(why, whylen, -EBADMSG, "%llu bytes long, but %u chunks take %llu",
-			       (unsigned long long)stored, m->n,
-			       (unsigned long long)manifest_bytes(m->n));
-	return 0;
-}
-
-int sh_manifest_parse(const uint8_t *buf, size_t len, struct sh_manifest *m, char *why,
-		      size_t whylen)
-{
-	uint64_t sum = 0;
-	size_t body;
-	int ret = sh_manifest_head(buf, len, len, m, why, whylen);
-
-	if (ret < 0)
-		return ret;
-	body = len - SH_MANIFEST_TAIL_BYTES;
-	if (ovl_crc32c(0, buf, body) != get_le32(buf + body))
-		return sh_fail(why, whylen, -EBADMSG, "checksum mismatch (crc32c %08x, stored %08x)",
-			       ovl_crc32c(0, buf, body), get_le32(buf + body));
-	m->entries = buf + SH_MANIFEST_HEAD_BYTES;
-	for (uint32_t i = 0; i < m->n; i++) {
-		uint64_t off;
-		uint32_t size, crc;
-
-		sh_manifest_entry(m, i, &off, &size, &crc);
-		if (off != sum)
-			return sh_fail(why, whylen, -EBADMSG, "chunk %u starts at %llu, not %llu "
-				       "(chunks must follow each other)", i,
-				       (unsigned long long)off, (unsigned long long)sum);
-		if (i + 1 < m->n ? size != m->chunk_size : size < 1 || size > m->chunk_size)
-			return sh_fail(why, whylen, -EBADMSG, "chunk %u holds %u bytes (chunk size "
-				       "%llu)", i, size, (unsigned long long)m->chunk_size);
-		sum += size;
-	}
-	if (sum != m->size)
-		return sh_fail(why, whylen, -EBADMSG, "chunks hold %llu bytes, the object %llu",
-			       (unsigned long long)sum, (unsigned long long)m->size);
-	return 0;
-}
-
-void sh_manifest_entry(const struct sh_manifest *m, uint32_t i, uint64_t *off, uint32_t *size,
-		       uint32_t *crc)
-{
-	const uint8_t *e = m->entries + (size_t)i * SH_MANIFEST_ENTRY_BYTES;
-
-	*off = get_le64(e);
-	*size = get_le32(e + 8);
-	*crc = get_le32(e + 12);
 }
 
 /* ---- helpers ------------------------------------------------------------------ */
@@ -227,19 +70,10 @@ static int key_check(const char *what, const char *slice, const void *key, size_
 		return sh_fail(err, errlen, -EINVAL,
 			       "%s '%s': a key is 1 to %u bytes long, and this one is %zu bytes",
 			       what, kshow, OVL_WIRE_KEY_MAX_BYTES, klen);
-	if (sh_key_reserved(key, klen))
+	if (ovl_large_key_reserved(key, klen))
 		return sh_fail(err, errlen, -EINVAL, "%s '%s': key begins with the reserved prefix "
 			       "fe×8 (libshelf's own chunks and intents)", what, kshow);
 	return 0;
-}
-
-/* What follows "what 'KEY': " in an error of sh_obj_* on a reserved key
- * (whose text stops at the key's first zero byte or quote). */
-static const char *inner(const char *e)
-{
-	const char *p = strstr(e, "': ");
-
-	return p ? p + 3 : e;
 }
 
 /* The progress of one chunk's request, as the whole transfer's. */
@@ -284,10 +118,10 @@ static void prog_end(struct shelf *s, struct prog *p)
 /* The id and chunk count of the manifest key holds now, if it holds one:
  * 1 (found), 0 (none, or it could not be told), or -ENOMEM. */
 static int old_manifest(struct shelf *s, const char *slice, const void *key, size_t klen,
-			uint8_t id[SH_LARGE_ID_BYTES], uint32_t *n)
+			uint8_t id[OVL_LARGE_ID_BYTES], uint32_t *n)
 {
 	struct sh_objinfo info;
-	struct sh_manifest m;
+	struct ovl_large_head h;
 	uint8_t *head = NULL;
 	size_t hlen = 0;
 	char e2[SHELF_ERR_BYTES], why[160];
@@ -295,13 +129,13 @@ static int old_manifest(struct shelf *s, const char *slice, const void *key, siz
 
 	if (ret < 0)
 		return ret == -ENOMEM ? ret : 0; /* nothing there, or the write will say */
-	if (!sh_manifest_candidate(info.size))
+	if (!ovl_large_size_may_be_manifest(info.size))
 		return 0;
-	ret = sh_obj_get(s, slice, key, klen, 0, SH_MANIFEST_HEAD_BYTES, &head, &hlen, &info, e2,
+	ret = sh_obj_get(s, slice, key, klen, 0, OVL_LARGE_MAN_HEAD_BYTES, &head, &hlen, &info, e2,
 			 sizeof(e2));
-	if (ret == 0 && sh_manifest_head(head, hlen, info.size, &m, why, sizeof(why)) == 0) {
-		memcpy(id, m.id, SH_LARGE_ID_BYTES);
-		*n = m.n;
+	if (ret == 0 && ovl_large_head_parse(head, hlen, info.size, &h, why, sizeof(why)) == 0) {
+		memcpy(id, h.id, OVL_LARGE_ID_BYTES);
+		*n = h.n;
 		ret = 1;
 	}
 	free(head);
@@ -310,94 +144,260 @@ static int old_manifest(struct shelf *s, const char *slice, const void *key, siz
 
 /* Write intent(id): chunks of id may be collected unless key's manifest
  * names id (docs/PROTOCOL.md, "Intents"). */
-static int intent_put(struct shelf *s, const char *slice, const uint8_t id[SH_LARGE_ID_BYTES],
+static int intent_put(struct shelf *s, const char *slice, const uint8_t id[OVL_LARGE_ID_BYTES],
 		      uint32_t count, const void *key, size_t klen, char *err, size_t errlen)
 {
-	uint8_t ik[SH_INTENT_KEY_BYTES], *v = malloc(SH_INTENT_HEAD_BYTES + klen);
-	char e2[SHELF_ERR_BYTES], h[2 * SH_LARGE_ID_BYTES + 1];
+	struct ovl_large_intent in = { .count = count, .ms = unix_ms(), .key = key, .klen = klen };
+	uint8_t ik[OVL_LARGE_INTENT_KEY_BYTES], *v = malloc(OVL_LARGE_INTENT_HEAD_BYTES + klen);
+	char e2[SHELF_ERR_BYTES], h[2 * OVL_LARGE_ID_BYTES + 1];
 	int ret;
 
 	if (!v)
 		return -ENOMEM;
-	memcpy(v, SH_INTENT_MAGIC, 4);
-	put_le32(v + 4, count);
-	put_le64(v + 8, unix_ms());
-	memcpy(v + SH_INTENT_HEAD_BYTES, key, klen);
-	sh_intent_key(ik, id);
-	ret = sh_obj_put(s, slice, ik, sizeof(ik), v, SH_INTENT_HEAD_BYTES + klen, e2, sizeof(e2));
+	ret = ovl_large_intent_encode(&in, v, OVL_LARGE_INTENT_HEAD_BYTES + klen);
+	if (ret >= 0) {
+		ovl_large_intent_key(ik, id);
+		ret = sh_obj_put(s, slice, ik, sizeof(ik), v, (size_t)ret, e2, sizeof(e2));
+	} else {
+		snprintf(e2, sizeof(e2), "a key of %zu bytes", klen);
+	}
 	free(v);
 	if (ret < 0) {
-		hex(id, SH_LARGE_ID_BYTES, h);
-		sh_fail(err, errlen, ret, "intent of write %s: %s", h, inner(e2));
+		hex(id, OVL_LARGE_ID_BYTES, h);
+		sh_fail(err, errlen, ret, "intent of write %s: %s", h, sh_err_inner(e2));
 	}
 	return ret;
 }
 
-/* ---- chunks: the unit several of which will be in flight --------------------- */
+/* ---- chunks: several in flight ------------------------------------------------ */
 
-static void chunk_name(char *out, size_t len, uint32_t i, uint32_t n,
-		       const uint8_t id[SH_LARGE_ID_BYTES])
+const char *sh_err_inner(const char *e)
 {
-	uint8_t ck[SH_CHUNK_KEY_BYTES];
-	char h[2 * SH_CHUNK_KEY_BYTES + 1];
+	const char *p = strstr(e, "': ");
 
-	sh_chunk_key(ck, id, i);
+	return p ? p + 3 : e;
+}
+
+void sh_chunk_name(char *out, size_t len, uint32_t i, uint32_t n,
+		   const uint8_t id[OVL_LARGE_ID_BYTES])
+{
+	uint8_t ck[OVL_LARGE_CHUNK_KEY_BYTES];
+	char h[2 * OVL_LARGE_CHUNK_KEY_BYTES + 1];
+
+	ovl_large_chunk_key(ck, id, i);
 	hex(ck, sizeof(ck), h);
-	if (n == SH_INTENT_COUNT_UNKNOWN)
+	if (n == OVL_LARGE_COUNT_UNKNOWN)
 		snprintf(out, len, "chunk %u (key %s)", i, h);
 	else
 		snprintf(out, len, "chunk %u of %u (key %s)", i, n, h);
 }
 
-/* PUT chunk i of write id. */
-static int chunk_put(struct shelf *s, const char *slice, const uint8_t id[SH_LARGE_ID_BYTES],
-		     uint32_t i, uint32_t n, const void *data, size_t len, char *err,
-		     size_t errlen)
+void sh_chunk_fail(const struct ovl_large_head *h, uint32_t i, int res, const char *e, char *err,
+		   size_t errlen)
 {
-	uint8_t ck[SH_CHUNK_KEY_BYTES];
-	char e2[SHELF_ERR_BYTES], name[128];
-	int ret;
+	char name[128];
 
-	sh_chunk_key(ck, id, i);
-	ret = sh_obj_put(s, slice, ck, sizeof(ck), data, len, e2, sizeof(e2));
-	if (ret < 0) {
-		chunk_name(name, sizeof(name), i, n, id);
-		sh_fail(err, errlen, ret, "%s: %s", name, inner(e2));
-	}
-	return ret;
+	sh_chunk_name(name, sizeof(name), i, h->n, h->id);
+	if (res == -ENOENT)
+		snprintf(err, errlen, "%s: not found", name);
+	else
+		snprintf(err, errlen, "%s: %.800s", name, sh_err_inner(e));
 }
 
-/* GET chunk i of manifest m, checked against its entry: *data malloc'd
- * (the caller frees). -ENOENT (not found), -EIO (damaged), or the read's
- * error, each naming the chunk. */
-static int chunk_get(struct shelf *s, const char *slice, const struct sh_manifest *m, uint32_t i,
-		     uint8_t **data, char *err, size_t errlen)
+int sh_chunk_check(const void *man, const struct ovl_large_head *h, uint32_t i, const void *data,
+		   size_t len, char *err, size_t errlen)
 {
-	uint8_t ck[SH_CHUNK_KEY_BYTES];
-	char e2[SHELF_ERR_BYTES], name[128];
-	uint64_t off;
-	uint32_t size, crc, got;
-	size_t dlen = 0;
+	struct ovl_large_entry en;
+	char name[128];
+	uint32_t got;
+
+	ovl_large_manifest_entry(man, i, &en);
+	sh_chunk_name(name, sizeof(name), i, h->n, h->id);
+	if (len != en.size) {
+		snprintf(err, errlen, "%s: damaged: %zu bytes, the manifest says %u", name, len,
+			 en.size);
+		return -EIO;
+	}
+	got = ovl_crc32c(0, data, len);
+	if (got != en.crc) {
+		snprintf(err, errlen, "%s: damaged: crc32c %08x, the manifest says %08x", name, got,
+			 en.crc);
+		return -EIO;
+	}
+	return 0;
+}
+
+/*
+ * A window of chunk transfers: up to s->inflight at once through the
+ * asynchronous engine (aio.c), each to its own chunk key's nodes, all from
+ * the caller's thread. Slot j carries chunks j, j + n, j + 2n, ...; a
+ * chunk waits for its slot's previous one, so a GET gives chunks in order
+ * holding at most n of them. Inside an engine callback (the engine cannot
+ * run there) the window is one chunk and each moves by the blocking call.
+ */
+struct slot {
+	bool busy;             /* its transfer is in flight */
+	int res;               /* the last transfer's result */
+	uint32_t i;            /* the chunk */
+	uint8_t *buf;          /* PUT: the stream's bytes (malloc'd, chunk size, reused) */
+	bool borrowed;         /* buf is the caller's (not freed) */
+	uint8_t *data;         /* GET: the chunk's bytes (malloc'd), until given */
+	size_t dlen;
+	char err[SHELF_ERR_BYTES];
+	struct mover *mv;
+};
+
+struct mover {
+	struct shelf *s;
+	const char *slice;
+	struct slot *slots;
+	unsigned n;
+	bool sync;
+	unsigned busy;
+};
+
+static int mover_init(struct mover *mv, struct shelf *s, const char *slice, uint32_t chunks)
+{
+	memset(mv, 0, sizeof(*mv));
+	mv->s = s;
+	mv->slice = slice;
+	mv->sync = sh_aio_running(s);
+	mv->n = mv->sync ? 1 : s->inflight;
+	if (mv->n > chunks && chunks)
+		mv->n = chunks;
+	mv->slots = calloc(mv->n, sizeof(*mv->slots));
+	if (!mv->slots)
+		return -ENOMEM;
+	for (unsigned j = 0; j < mv->n; j++)
+		mv->slots[j].mv = mv;
+	return 0;
+}
+
+static void slot_done(void *arg, int res, const struct shelf_op *op)
+{
+	struct slot *sl = arg;
+
+	sl->busy = false;
+	sl->mv->busy--;
+	sl->res = res;
+	if (res < 0)
+		snprintf(sl->err, sizeof(sl->err), "%s", shelf_op_error(op));
+	else if (!sl->data && shelf_op_data(op, NULL))
+		sl->data = shelf_op_take(op, &sl->dlen);
+}
+
+/* Run the engine until sl's transfer completed. 0 or -errno (the engine
+ * failed: then every transfer of the window has been given up). */
+static int slot_wait(struct slot *sl)
+{
+	int fails = 0;
+
+	while (sl->busy) {
+		int ret = sh_aio_run_one(sl->mv->s);
+
+		if (ret < 0 && ++fails >= 3) {
+			/* the engine cannot go on (out of memory): every operation
+			 * is dropped, so no transfer points into our buffers */
+			sh_aio_destroy(sl->mv->s);
+			for (unsigned j = 0; j < sl->mv->n; j++) {
+				if (sl->mv->slots[j].busy) {
+					sl->mv->slots[j].busy = false;
+					sl->mv->slots[j].res = ret;
+					snprintf(sl->mv->slots[j].err, sizeof(sl->mv->slots[j].err),
+						 "%s", strerror(-ret));
+				}
+			}
+			sl->mv->busy = 0;
+			return ret;
+		}
+	}
+	return 0;
+}
+
+/* Every transfer of the window completed (after an error: those in flight
+ * must end before their buffers go). */
+static void mover_drain(struct mover *mv)
+{
+	for (unsigned j = 0; j < mv->n; j++)
+		slot_wait(&mv->slots[j]);
+}
+
+static void mover_release(struct mover *mv)
+{
+	mover_drain(mv);
+	for (unsigned j = 0; mv->slots && j < mv->n; j++) {
+		if (!mv->slots[j].borrowed)
+			free(mv->slots[j].buf);
+		free(mv->slots[j].data);
+	}
+	free(mv->slots);
+	mv->slots = NULL;
+}
+
+/* The words of sl's failed PUT: "chunk I of N (key HEX): WHY". */
+static void slot_err(char *out, size_t len, const struct slot *sl, uint32_t n,
+		     const uint8_t id[OVL_LARGE_ID_BYTES])
+{
+	char name[128];
+
+	sh_chunk_name(name, sizeof(name), sl->i, n, id);
+	snprintf(out, len, "%s: %.800s", name, sh_err_inner(sl->err));
+}
+
+/* Start the PUT of chunk i (data borrowed until it completes) in sl. */
+static void slot_put(struct slot *sl, const uint8_t id[OVL_LARGE_ID_BYTES], uint32_t i,
+		     const void *data, size_t len)
+{
+	struct mover *mv = sl->mv;
+	uint8_t ck[OVL_LARGE_CHUNK_KEY_BYTES];
 	int ret;
 
-	*data = NULL;
-	sh_manifest_entry(m, i, &off, &size, &crc);
-	sh_chunk_key(ck, m->id, i);
-	chunk_name(name, sizeof(name), i, m->n, m->id);
-	ret = sh_obj_get(s, slice, ck, sizeof(ck), 0, UINT64_MAX, data, &dlen, NULL, e2, sizeof(e2));
-	if (ret == -ENOENT)
-		return sh_fail(err, errlen, ret, "%s: not found", name);
-	if (ret < 0)
-		return sh_fail(err, errlen, ret, "%s: %s", name, inner(e2));
-	if (dlen != size || (got = ovl_crc32c(0, *data, dlen)) != crc) {
-		ret = dlen != size ? sh_fail(err, errlen, -EIO, "%s: damaged: %zu bytes, the manifest "
-					     "says %u", name, dlen, size)
-				   : sh_fail(err, errlen, -EIO, "%s: damaged: crc32c %08x, the "
-					     "manifest says %08x", name, got, crc);
-		free(*data);
-		*data = NULL;
+	ovl_large_chunk_key(ck, id, i);
+	sl->i = i;
+	sl->res = 0;
+	sl->err[0] = '\0';
+	if (mv->sync) {
+		sl->res = sh_obj_put(mv->s, mv->slice, ck, sizeof(ck), data, len, sl->err,
+				     sizeof(sl->err));
+		return;
 	}
-	return ret;
+	ret = sh_aio_put_chunk(mv->s, mv->slice, ck, sizeof(ck), data, len, slot_done, sl);
+	if (ret < 0) {
+		sl->res = ret;
+		snprintf(sl->err, sizeof(sl->err), "%s", strerror(-ret));
+		return;
+	}
+	sl->busy = true;
+	mv->busy++;
+}
+
+/* Start the GET of chunk i of id in sl. */
+static void slot_get(struct slot *sl, const uint8_t id[OVL_LARGE_ID_BYTES], uint32_t i)
+{
+	struct mover *mv = sl->mv;
+	uint8_t ck[OVL_LARGE_CHUNK_KEY_BYTES];
+	int ret;
+
+	ovl_large_chunk_key(ck, id, i);
+	sl->i = i;
+	sl->res = 0;
+	sl->err[0] = '\0';
+	free(sl->data);
+	sl->data = NULL;
+	sl->dlen = 0;
+	if (mv->sync) {
+		sl->res = sh_obj_get(mv->s, mv->slice, ck, sizeof(ck), 0, UINT64_MAX, &sl->data,
+				     &sl->dlen, NULL, sl->err, sizeof(sl->err));
+		return;
+	}
+	ret = sh_aio_get_chunk(mv->s, mv->slice, ck, sizeof(ck), slot_done, sl);
+	if (ret < 0) {
+		sl->res = ret;
+		snprintf(sl->err, sizeof(sl->err), "%s", strerror(-ret));
+		return;
+	}
+	sl->busy = true;
+	mv->busy++;
 }
 
 /* ---- sources ------------------------------------------------------------------ */
@@ -479,7 +479,7 @@ static int src_at_end(struct src *sr)
 static int small_put(struct shelf *s, const char *slice, const void *key, size_t klen,
 		     const char *kshow, const void *data, size_t len, char *err, size_t errlen)
 {
-	uint8_t old[SH_LARGE_ID_BYTES];
+	uint8_t old[OVL_LARGE_ID_BYTES];
 	uint32_t n = 0;
 	char e2[SHELF_ERR_BYTES];
 	int ret = old_manifest(s, slice, key, klen, old, &n);
@@ -492,22 +492,27 @@ static int small_put(struct shelf *s, const char *slice, const void *key, size_t
 }
 
 /* The chunks, then the manifest (shelf.h; docs/PROTOCOL.md "Writes"). The
- * first chunk's bytes may be read already (first, nfirst). */
+ * first chunk's bytes may be read already (first, nfirst, in buf, which
+ * holds a chunk when the source is a stream of more than one). */
 static int large_put(struct shelf *s, const char *slice, const void *key, size_t klen,
 		     const char *kshow, uint64_t cs, struct src *sr, uint8_t *buf,
 		     const uint8_t *first, size_t nfirst, char *err, size_t errlen)
 {
-	uint8_t old[SH_LARGE_ID_BYTES], id[SH_LARGE_ID_BYTES], *man = NULL;
-	uint64_t n_known = SH_INTENT_COUNT_UNKNOWN, total = 0, intent_ms;
-	uint64_t max_n = (OVL_WIRE_OBJECT_MAX_BYTES - manifest_bytes(0)) / SH_MANIFEST_ENTRY_BYTES;
-	uint32_t n_old = 0, whole = 0, i = 0;
+	uint8_t old[OVL_LARGE_ID_BYTES], id[OVL_LARGE_ID_BYTES], *man = NULL;
+	uint64_t n_known = OVL_LARGE_COUNT_UNKNOWN, total = 0, intent_ms, done = 0;
+	uint64_t max_n = (OVL_WIRE_OBJECT_MAX_BYTES - ovl_large_manifest_bytes(0)) /
+			 OVL_LARGE_MAN_ENTRY_BYTES;
+	uint32_t n_old = 0, whole = 0, i = 0, *crcs = NULL;
+	struct ovl_large_head h = { 0 };
+	struct mover mv = { 0 };
 	size_t cap = 0;
+	int64_t mlen;
 	char e2[SHELF_ERR_BYTES];
 	struct prog pg;
 	int ret;
 
-	if (max_n > SH_MANIFEST_CHUNKS_MAX)
-		max_n = SH_MANIFEST_CHUNKS_MAX;
+	if (max_n > OVL_LARGE_CHUNKS_MAX)
+		max_n = OVL_LARGE_CHUNKS_MAX;
 	if (sr->size != SHELF_SIZE_UNKNOWN) {
 		n_known = sr->size / cs + (sr->size % cs != 0);
 		if (n_known > max_n)
@@ -526,25 +531,45 @@ static int large_put(struct shelf *s, const char *slice, const void *key, size_t
 	intent_ms = ovl_mono_ms();
 	if (ret < 0)
 		goto fail;
-	cap = n_known != SH_INTENT_COUNT_UNKNOWN ? (size_t)n_known : 64;
-	man = malloc(manifest_bytes(cap));
-	if (!man) {
-		ret = -ENOMEM;
+	cap = n_known != OVL_LARGE_COUNT_UNKNOWN ? (size_t)n_known : 64;
+	crcs = malloc(cap * sizeof(*crcs));
+	ret = crcs ? mover_init(&mv, s, slice, (uint32_t)(n_known != OVL_LARGE_COUNT_UNKNOWN
+							   ? n_known : 0)) : -ENOMEM;
+	if (ret < 0)
 		goto out;
+	if (buf) {
+		mv.slots[0].buf = buf;
+		mv.slots[0].borrowed = true;
 	}
-	/* a window of chunks: fill one, send it, next (the parallel engine
-	 * will keep up to s->inflight of them going) */
 	for (;;) {
+		struct slot *sl = &mv.slots[i % mv.n];
 		const uint8_t *p = NULL;
 		ssize_t len;
 
 		if (sr->size != SHELF_SIZE_UNKNOWN && total == sr->size)
 			break;
+		/* the slot's previous chunk must be stored before its buffer is reused */
+		ret = slot_wait(sl);
+		if (ret == 0 && sl->res < 0 && i >= mv.n)
+			ret = sl->res;
+		if (ret < 0) {
+			slot_err(e2, sizeof(e2), sl, (uint32_t)n_known, id);
+			goto fail;
+		}
+		if (i >= mv.n) {
+			done += cs;
+			if (pg.cb)
+				pg.cb(pg.arg, done, sr->size == SHELF_SIZE_UNKNOWN ? total : sr->size);
+		}
 		if (i == 0 && first) {
 			p = first;
 			len = (ssize_t)nfirst;
 		} else {
-			len = src_next(sr, buf, (size_t)cs, &p);
+			if (!sr->mem && !sl->buf && !(sl->buf = malloc((size_t)cs))) {
+				ret = -ENOMEM;
+				goto out;
+			}
+			len = src_next(sr, sl->buf, (size_t)cs, &p);
 		}
 		if (len < 0) {
 			ret = (int)len;
@@ -569,27 +594,19 @@ static int large_put(struct shelf *s, const char *slice, const void *key, size_t
 			goto fail;
 		}
 		if (i == cap) {
-			uint8_t *g = realloc(man, manifest_bytes((uint64_t)cap * 2));
+			uint32_t *g = realloc(crcs, cap * 2 * sizeof(*crcs));
 
 			if (!g) {
 				ret = -ENOMEM;
 				goto out;
 			}
-			man = g;
+			crcs = g;
 			cap *= 2;
 		}
-		{
-			uint8_t *e = man + SH_MANIFEST_HEAD_BYTES + (size_t)i * SH_MANIFEST_ENTRY_BYTES;
-
-			put_le64(e, total);
-			put_le32(e + 8, (uint32_t)len);
-			put_le32(e + 12, ovl_crc32c(0, p, (size_t)len));
-		}
+		crcs[i] = ovl_crc32c(0, p, (size_t)len);
 		whole = ovl_crc32c(whole, p, (size_t)len);
 		pg.base = total;
-		ret = chunk_put(s, slice, id, i, (uint32_t)n_known, p, (size_t)len, e2, sizeof(e2));
-		if (ret < 0)
-			goto fail;
+		slot_put(sl, id, i, p, (size_t)len);
 		total += (uint64_t)len;
 		i++;
 		if (sr->size == SHELF_SIZE_UNKNOWN && (uint64_t)len < cs)
@@ -602,27 +619,47 @@ static int large_put(struct shelf *s, const char *slice, const void *key, size_t
 			intent_ms = ovl_mono_ms();
 		}
 	}
-	memcpy(man, SH_MANIFEST_MAGIC, SH_MANIFEST_MAGIC_BYTES);
-	put_le32(man + 16, SH_MANIFEST_VERSION);
-	put_le32(man + 20, 0);
-	put_le64(man + 24, total);
-	put_le64(man + 32, cs);
-	put_le32(man + 40, i);
-	put_le32(man + 44, whole);
-	memcpy(man + 48, id, SH_LARGE_ID_BYTES);
-	put_le32(man + manifest_bytes(i) - SH_MANIFEST_TAIL_BYTES,
-		 ovl_crc32c(0, man, manifest_bytes(i) - SH_MANIFEST_TAIL_BYTES));
+	/* every chunk stored before the manifest names them */
+	mover_drain(&mv);
+	for (unsigned j = 0, bad = UINT32_MAX; j < mv.n; j++) {
+		struct slot *sl = &mv.slots[j];
+
+		if (sl->res < 0 && sl->i < bad) {
+			bad = sl->i;
+			ret = sl->res;
+			slot_err(e2, sizeof(e2), sl, (uint32_t)n_known, id);
+		}
+	}
+	if (ret < 0)
+		goto fail;
+	h.size = total;
+	h.chunk_size = cs;
+	h.crc = whole;
+	memcpy(h.id, id, OVL_LARGE_ID_BYTES);
+	man = malloc((size_t)ovl_large_manifest_bytes(i));
+	if (!man) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	mlen = ovl_large_manifest_encode(&h, crcs, man, (size_t)ovl_large_manifest_bytes(i));
+	if (mlen < 0 || h.n != i) {
+		ret = mlen < 0 ? (int)mlen : -EINVAL;
+		snprintf(e2, sizeof(e2), "cannot encode a manifest of %u chunks", i);
+		goto fail;
+	}
 	prog_end(s, &pg);
 	/* the object appears now, whole */
-	ret = sh_obj_put(s, slice, key, klen, man, manifest_bytes(i), e2, sizeof(e2));
+	ret = sh_obj_put(s, slice, key, klen, man, (size_t)mlen, e2, sizeof(e2));
 	if (ret < 0)
-		sh_fail(err, errlen, ret, "put '%s': manifest: %s", kshow, inner(e2));
+		sh_fail(err, errlen, ret, "put '%s': manifest: %s", kshow, sh_err_inner(e2));
 	goto out;
 fail:
 	if (ret != -ENOMEM)
 		sh_fail(err, errlen, ret, "put '%s': %s", kshow, e2);
 out:
+	mover_release(&mv);
 	prog_end(s, &pg);
+	free(crcs);
 	free(man);
 	return ret;
 }
@@ -651,7 +688,7 @@ int sh_large_put(struct shelf *s, const char *slice, const void *key, size_t kle
 		return ret;
 	cs = ovl_msg_map_chunk_size(&m->msg.u.map);
 	if (data) {
-		if (size <= cs && !is_magic(data, (size_t)size))
+		if (size <= cs && !ovl_large_is_manifest(data, (size_t)size))
 			return small_put(s, slice, key, klen, kshow, data, (size_t)size, err, errlen);
 		return large_put(s, slice, key, klen, kshow, cs, &sr, NULL, NULL, 0, err, errlen);
 	}
@@ -671,7 +708,7 @@ int sh_large_put(struct shelf *s, const char *slice, const void *key, size_t kle
 			      kshow, got, (unsigned long long)size);
 		goto out;
 	}
-	if (ret == 1 && !is_magic(p, (size_t)got))
+	if (ret == 1 && !ovl_large_is_manifest(p, (size_t)got))
 		ret = small_put(s, slice, key, klen, kshow, p, (size_t)got, err, errlen);
 	else
 		ret = large_put(s, slice, key, klen, kshow, cs, &sr, buf, p, (size_t)got, err,
@@ -725,23 +762,25 @@ static bool same_version(const struct sh_objinfo *a, const struct sh_objinfo *b)
 	return a->ver.hlc == b->ver.hlc && a->ver.node == b->ver.node;
 }
 
-/* [off, off+len) of the object manifest m describes, chunk by chunk, each
- * checked before any of its bytes reach the sink. */
-static int read_chunks(struct shelf *s, const char *slice, const char *kshow,
-		       const struct sh_manifest *m, uint64_t off, uint64_t len, struct sink *k,
+/* [off, off+len) of the object manifest man (h, checked) describes, its
+ * chunks fetched several at a time, each checked before any of its bytes
+ * reach the sink, given in order. */
+static int read_chunks(struct shelf *s, const char *slice, const char *kshow, const uint8_t *man,
+		       const struct ovl_large_head *h, uint64_t off, uint64_t len, struct sink *k,
 		       char *err, size_t errlen)
 {
-	uint64_t end, first, fetch_total = 0, fetched = 0;
+	uint64_t end, first, last, next, fetch_total = 0, fetched = 0;
 	uint32_t whole = 0;
 	bool full;
 	char e2[SHELF_ERR_BYTES];
+	struct mover mv = { 0 };
 	struct prog pg;
 	int ret = 0;
 
-	if (off > m->size)
-		off = m->size;
-	end = len == UINT64_MAX || len > m->size - off ? m->size : off + len;
-	full = off == 0 && end == m->size;
+	if (off > h->size)
+		off = h->size;
+	end = len == UINT64_MAX || len > h->size - off ? h->size : off + len;
+	full = off == 0 && end == h->size;
 	if (!k->wr) {
 		if (end - off > SIZE_MAX - 1)
 			return sh_fail(err, errlen, -EFBIG, "get '%s': %llu bytes do not fit in memory: "
@@ -752,44 +791,62 @@ static int read_chunks(struct shelf *s, const char *slice, const char *kshow,
 				       (unsigned long long)(end - off));
 		k->len = 0;
 	}
-	first = off / m->chunk_size;
-	if (end > off) {
-		/* the chunks' bytes fetched: whole chunks, the last one maybe short */
-		uint64_t last_end = ((end - 1) / m->chunk_size + 1) * m->chunk_size;
-
-		fetch_total = (last_end < m->size ? last_end : m->size) - first * m->chunk_size;
-	}
+	if (end == off)
+		return 0;
+	first = off / h->chunk_size;
+	last = (end - 1) / h->chunk_size;
+	/* the chunks' bytes fetched: whole chunks, the last one maybe short */
+	fetch_total = ((last + 1) * h->chunk_size < h->size ? (last + 1) * h->chunk_size : h->size) -
+		      first * h->chunk_size;
+	ret = mover_init(&mv, s, slice, (uint32_t)(last - first + 1));
+	if (ret < 0)
+		return ret;
 	prog_begin(s, &pg, fetch_total);
-	/* a window of chunks: fetch one, check it, give it, next (the parallel
-	 * engine will keep up to s->inflight fetches going) */
-	for (uint64_t i = first; i < m->n && ret == 0; i++) {
-		uint64_t coff, from, to;
-		uint32_t csize, ccrc;
-		uint8_t *data = NULL;
+	next = first;
+	for (uint64_t i = first; i <= last && ret == 0; i++) {
+		struct ovl_large_entry en;
+		struct slot *sl;
+		uint64_t from, to;
 
-		sh_manifest_entry(m, (uint32_t)i, &coff, &csize, &ccrc);
-		if (coff >= end)
+		/* keep the window full: chunks i .. i + n - 1 asked for */
+		while (next <= last && next < i + mv.n) {
+			pg.base = fetched;
+			slot_get(&mv.slots[next % mv.n], h->id, (uint32_t)next);
+			next++;
+		}
+		sl = &mv.slots[i % mv.n];
+		ret = slot_wait(sl);
+		if (ret == 0)
+			ret = sl->res;
+		if (ret < 0) {
+			sh_chunk_fail(h, (uint32_t)i, ret, sl->err, e2, sizeof(e2));
+			sh_fail(err, errlen, ret, "get '%s': %s", kshow, e2);
 			break;
-		pg.base = fetched;
-		ret = chunk_get(s, slice, m, (uint32_t)i, &data, e2, sizeof(e2));
+		}
+		ret = sh_chunk_check(man, h, (uint32_t)i, sl->data, sl->dlen, e2, sizeof(e2));
 		if (ret < 0) {
 			sh_fail(err, errlen, ret, "get '%s': %s", kshow, e2);
 			break;
 		}
-		fetched += csize;
+		ovl_large_manifest_entry(man, (uint32_t)i, &en);
+		fetched += en.size;
 		if (full)
-			whole = ovl_crc32c(whole, data, csize);
-		from = off > coff ? off - coff : 0;
-		to = end < coff + csize ? end - coff : csize;
-		ret = sink_put(k, data + from, (size_t)(to - from));
-		free(data);
+			whole = ovl_crc32c(whole, sl->data, en.size);
+		from = off > en.offset ? off - en.offset : 0;
+		to = end < en.offset + en.size ? end - en.offset : en.size;
+		ret = sink_put(k, sl->data + from, (size_t)(to - from));
+		free(sl->data);
+		sl->data = NULL;
 		if (ret < 0)
 			sh_fail(err, errlen, ret, "get '%s': writing: %s", kshow, strerror(-ret));
+		else if (pg.cb && !mv.sync)
+			pg.cb(pg.arg, fetched, fetch_total);
 	}
+	mover_release(&mv);
 	prog_end(s, &pg);
-	if (ret == 0 && full && whole != m->crc)
+	if (ret == 0 && full && whole != h->crc)
 		ret = sh_fail(err, errlen, -EIO, "get '%s': the chunks' bytes have crc32c %08x, the "
-			      "manifest says %08x", kshow, whole, m->crc);
+			      "manifest says %08x", kshow, whole, h->crc);
 	return ret;
 }
 
@@ -815,7 +872,7 @@ int sh_large_get(struct shelf *s, const char *slice, const void *key, size_t kle
 	 * be of the version the first one had, else it is read again */
 	for (int attempt = 0; attempt < 3; attempt++) {
 		struct sh_objinfo info, info2;
-		struct sh_manifest m;
+		struct ovl_large_head h;
 		uint8_t *data = NULL, *head = NULL;
 		size_t dlen = 0, hlen = 0;
 		bool man;
@@ -831,14 +888,14 @@ int sh_large_get(struct shelf *s, const char *slice, const void *key, size_t kle
 			return ret;
 		if (total)
 			*total = info.size;
-		if (!sh_manifest_candidate(info.size)) {
+		if (!ovl_large_size_may_be_manifest(info.size)) {
 			man = false;
-		} else if (off == 0 && dlen >= SH_MANIFEST_MAGIC_BYTES) {
-			man = is_magic(data, dlen);
+		} else if (off == 0 && dlen >= OVL_LARGE_MAGIC_BYTES) {
+			man = ovl_large_is_manifest(data, dlen);
 		} else {
-			ret = sh_obj_get(s, slice, key, klen, 0, SH_MANIFEST_MAGIC_BYTES, &head, &hlen,
+			ret = sh_obj_get(s, slice, key, klen, 0, OVL_LARGE_MAGIC_BYTES, &head, &hlen,
 					 &info2, err, errlen);
-			man = ret == 0 && is_magic(head, hlen);
+			man = ret == 0 && ovl_large_is_manifest(head, hlen);
 			free(head);
 			if (ret < 0 || !same_version(&info, &info2)) {
 				free(data);
@@ -862,21 +919,21 @@ int sh_large_get(struct shelf *s, const char *slice, const void *key, size_t kle
 					 errlen);
 			if (ret < 0)
 				return ret;
-			if (!is_magic(data, dlen)) {
+			if (!ovl_large_is_manifest(data, dlen)) {
 				free(data);
 				done = false;
 				continue; /* replaced by a small object meanwhile: read it */
 			}
 		}
-		ret = sh_manifest_parse(data, dlen, &m, why, sizeof(why));
+		ret = ovl_large_manifest_check(data, dlen, &h, why, sizeof(why));
 		if (ret < 0) {
 			sh_fail(err, errlen, -EBADMSG, "get '%s': damaged manifest: %s", kshow, why);
 			free(data);
 			return -EBADMSG;
 		}
 		if (total)
-			*total = m.size;
-		ret = read_chunks(s, slice, kshow, &m, off, len, &k, err, errlen);
+			*total = h.size;
+		ret = read_chunks(s, slice, kshow, data, &h, off, len, &k, err, errlen);
 		free(data);
 		break;
 	}
@@ -904,7 +961,7 @@ int sh_large_stat(struct shelf *s, const char *slice, const void *key, size_t kl
 	ret = key_check("stat", slice, key, klen, kshow, err, errlen);
 	for (int attempt = 0; ret == 0 && attempt < 3; attempt++) {
 		struct sh_objinfo info, info2;
-		struct sh_manifest m;
+		struct ovl_large_head h;
 		uint8_t *head = NULL;
 		size_t hlen = 0;
 
@@ -916,19 +973,19 @@ int sh_large_stat(struct shelf *s, const char *slice, const void *key, size_t kl
 		st->seq = info.seq;
 		st->ver.hlc = info.ver.hlc;
 		st->ver.node = info.ver.node;
-		if (!sh_manifest_candidate(info.size))
+		if (!ovl_large_size_may_be_manifest(info.size))
 			break;
-		ret = sh_obj_get(s, slice, key, klen, 0, SH_MANIFEST_HEAD_BYTES, &head, &hlen, &info2,
-				 err, errlen);
+		ret = sh_obj_get(s, slice, key, klen, 0, OVL_LARGE_MAN_HEAD_BYTES, &head, &hlen,
+				 &info2, err, errlen);
 		if (ret == 0 && !same_version(&info, &info2)) {
 			free(head);
 			continue; /* replaced meanwhile */
 		}
 		if (ret == 0) {
-			ret = sh_manifest_head(head, hlen, info2.size, &m, why, sizeof(why));
+			ret = ovl_large_head_parse(head, hlen, info2.size, &h, why, sizeof(why));
 			if (ret == 0) {
-				st->size = m.size;
-				st->crc = m.crc;
+				st->size = h.size;
+				st->crc = h.crc;
 			} else if (ret == -ENOMSG) {
 				ret = 0;
 			} else {
@@ -946,7 +1003,7 @@ int sh_large_stat(struct shelf *s, const char *slice, const void *key, size_t kl
 int sh_large_delete(struct shelf *s, const char *slice, const void *key, size_t klen, char *err,
 		    size_t errlen)
 {
-	uint8_t old[SH_LARGE_ID_BYTES];
+	uint8_t old[OVL_LARGE_ID_BYTES];
 	uint32_t n = 0;
 	char kshow[80], e2[SHELF_ERR_BYTES];
 	int ret;

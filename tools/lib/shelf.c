@@ -1148,10 +1148,10 @@ SHELF_API int shelf_list_partial(struct shelf *s, const char *slice, const void 
  * 0xff up to the longest key, is the last key with the prefix. */
 static void cursor_skip_reserved(uint8_t *cur, size_t *cur_len)
 {
-	if (!sh_key_reserved(cur, *cur_len))
+	if (!ovl_large_key_reserved(cur, *cur_len))
 		return;
-	memset(cur + SH_RESERVED_PREFIX_BYTES, 0xff,
-	       OVL_WIRE_KEY_MAX_BYTES - SH_RESERVED_PREFIX_BYTES);
+	memset(cur + OVL_LARGE_PREFIX_BYTES, 0xff,
+	       OVL_WIRE_KEY_MAX_BYTES - OVL_LARGE_PREFIX_BYTES);
 	*cur_len = OVL_WIRE_KEY_MAX_BYTES;
 }
 
@@ -1248,7 +1248,7 @@ int sh_list(struct shelf *s, const char *slice, const void *prefix, size_t plen,
 				continue; /* an older version, or a replica's copy */
 			if (have_bound && bin_cmp(v->key, v->len, bound, bound_len) > 0)
 				break; /* past what every node has listed */
-			if (v->tomb || (!reserved && sh_key_reserved(v->key, v->len)))
+			if (v->tomb || (!reserved && ovl_large_key_reserved(v->key, v->len)))
 				continue; /* deleted; libshelf's own (chunks, intents) */
 			given++;
 			if ((cb && cb(arg, v->key, v->len)) || given == limit)

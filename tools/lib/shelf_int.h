@@ -375,76 +375,43 @@ int sh_list(struct shelf *s, const char *slice, const void *prefix, size_t plen,
 
 /* ---- large.c: large objects (docs/PROTOCOL.md, "Large objects") ----
  *
- * Keys that begin with SH_RESERVED_PREFIX_BYTES bytes 0xfe are libshelf's:
- *   chunk:  fe x 8, 'C', id (16), chunk index (u32 big-endian)  29 bytes
- *   intent: fe x 8, 'G', id (16)                               25 bytes
- * id: 8 bytes big-endian unix ms of the writer, then 8 random bytes.
- *
- * A large object's key holds its manifest (little-endian):
- *   0 magic (16) | 16 version u32 = 1 | 20 flags u32 = 0 | 24 size u64 |
- *   32 chunk size u64 | 40 n u32 | 44 crc32c of the object u32 | 48 id (16) |
- *   64 n x { offset u64, size u32, crc32c u32 } | 64+16n crc32c of [0, 64+16n)
+ * The formats (chunk and intent keys, the manifest, the intent) are
+ * overlay/ovl_large.h's.
  */
-#define SH_RESERVED_PREFIX_BYTES 8
-#define SH_RESERVED_BYTE 0xfe
-#define SH_LARGE_ID_BYTES 16
-#define SH_CHUNK_KEY_BYTES 29
-#define SH_INTENT_KEY_BYTES 25
-#define SH_CHUNK_TAG 'C'
-#define SH_INTENT_TAG 'G'
-#define SH_MANIFEST_MAGIC "\x89shelf-manifest\n" /* 16 bytes, no NUL */
-#define SH_MANIFEST_MAGIC_BYTES 16
-#define SH_MANIFEST_VERSION 1
-#define SH_MANIFEST_HEAD_BYTES 64
-#define SH_MANIFEST_ENTRY_BYTES 16
-#define SH_MANIFEST_TAIL_BYTES 4
-#define SH_MANIFEST_CHUNKS_MAX (1u << 24)
-#define SH_INTENT_MAGIC "SGI1"
-#define SH_INTENT_HEAD_BYTES 16              /* magic, count u32, unix ms u64; then the key */
-#define SH_INTENT_COUNT_UNKNOWN 0xffffffffu  /* a PUT of unknown size */
 #define SH_INTENT_REFRESH_MS (15u * 60 * 1000) /* a quarter of the nodes' default chunk_gc_after (1 h) */
 #define SH_INFLIGHT_DEFAULT 4
 #define SH_INFLIGHT_MAX 64
 
-/* key begins with the reserved prefix */
-bool sh_key_reserved(const void *key, size_t klen);
+/* What follows "what 'KEY': " in an error text (the whole text when that
+ * is not there): borrowed from e. */
+const char *sh_err_inner(const char *e);
 
-/* A manifest as read: entries point into the caller's bytes (nothing is
- * allocated). */
-struct sh_manifest {
-	uint64_t size;         /* the object's bytes */
-	uint64_t chunk_size;
-	uint32_t n;            /* chunks */
-	uint32_t crc;          /* crc32c of the whole object */
-	uint8_t id[SH_LARGE_ID_BYTES];
-	const uint8_t *entries; /* n x 16 bytes; NULL after sh_manifest_head() */
-};
+/* "chunk I of N (key HEX)" (N OVL_LARGE_COUNT_UNKNOWN: "chunk I (key HEX)"). */
+void sh_chunk_name(char *out, size_t len, uint32_t i, uint32_t n,
+		   const uint8_t id[OVL_LARGE_ID_BYTES]);
+/* The words of chunk i's failed read (res; e: the read's error text):
+ * "chunk I of N (key HEX): not found" or ": WHY". */
+void sh_chunk_fail(const struct ovl_large_head *h, uint32_t i, int res, const char *e, char *err,
+		   size_t errlen);
+/* Chunk i's bytes against entry i of the checked manifest man: 0, or -EIO
+ * with err "chunk I of N (key HEX): damaged: ...". */
+int sh_chunk_check(const void *man, const struct ovl_large_head *h, uint32_t i, const void *data,
+		   size_t len, char *err, size_t errlen);
 
-/* A stored size that may hold a manifest: >= 84 and (s - 68) % 16 == 0. */
-bool sh_manifest_candidate(uint64_t stored);
+/* ---- aio.c, for large.c: chunks through the asynchronous engine ---- */
 
-/* Check the first SH_MANIFEST_HEAD_BYTES of a stored object of `stored`
- * bytes (magic, version, flags, chunk size, n against size and against
- * stored) into *m. 0; -ENOMSG when buf does not begin with the magic (not
- * a manifest); -EBADMSG when it does but something is wrong (why says
- * what). */
-int sh_manifest_head(const uint8_t *buf, size_t len, uint64_t stored, struct sh_manifest *m,
-		     char *why, size_t whylen);
-
-/* The same for the whole manifest (len is the stored size), and the
- * trailing crc and every entry (contiguous from 0, sizes, sum). Nothing is
- * allocated: m->entries points into buf. */
-int sh_manifest_parse(const uint8_t *buf, size_t len, struct sh_manifest *m, char *why,
-		      size_t whylen);
-
-/* Entry i of a parsed manifest. */
-void sh_manifest_entry(const struct sh_manifest *m, uint32_t i, uint64_t *off, uint32_t *size,
-		       uint32_t *crc);
-
-/* The chunk and intent keys of id. */
-void sh_chunk_key(uint8_t out[SH_CHUNK_KEY_BYTES], const uint8_t id[SH_LARGE_ID_BYTES],
-		  uint32_t index);
-void sh_intent_key(uint8_t out[SH_INTENT_KEY_BYTES], const uint8_t id[SH_LARGE_ID_BYTES]);
+/* Queue a whole-object GET / a PUT of libshelf's own key (the reserved
+ * prefix allowed; a manifest's bytes are given as they are): as
+ * shelf_get_async() / shelf_put_async(). */
+int sh_aio_get_chunk(struct shelf *s, const char *slice, const void *key, size_t klen,
+		     shelf_done_fn done, void *arg);
+int sh_aio_put_chunk(struct shelf *s, const char *slice, const void *key, size_t klen,
+		     const void *data, size_t len, shelf_done_fn done, void *arg);
+/* Run the engine until at least one operation completed (or none is
+ * left): 0, -EBUSY (inside a callback), -ENOMEM. */
+int sh_aio_run_one(struct shelf *s);
+/* Whether shelf_run() is running (a callback is the caller). */
+bool sh_aio_running(const struct shelf *s);
 
 /* The public object calls' bodies (shelf.h): put from a source, get to a
  * sink, stat, delete, with every large-object rule. */

@@ -16,7 +16,12 @@
 # - bad input: a manifest naming a missing chunk, a chunk with wrong bytes
 #   (written through the protocol), and crafted manifests (overlapping
 #   chunks, an enormous count, a bad crc): clear errors naming the chunk or
-#   the damage, exit 1, never bytes, and no partial file left behind.
+#   the damage, exit 1, never bytes, and no partial file left behind;
+# - 8 chunks in flight (shelf_set_inflight, through large_tool): 400 MiB
+#   byte for byte, the client's peak RSS under 8 chunks + INFLIGHT_BASE_MIB
+#   (well below the object's size: memory is bounded by the window);
+# - a node SIGKILLed during a slow large GET on the R=2 slice: the GET
+#   completes from the replicas, byte for byte.
 # Temporary files live in /dev/shm when it has room (sparse-free and fast),
 # else in the cluster's directory; both are removed on exit.
 set -u
@@ -249,6 +254,36 @@ done
 out=$(sh put "$(printf '\xfe\xfe\xfe\xfe\xfe\xfe\xfe\xfeCx')" "$T/0" 2>&1) && fail "a reserved key was accepted"
 grep -q "reserved prefix" <<<"$out" || fail "reserved key: $out"
 echo "bad input: missing and damaged chunks named, crafted manifests refused, reserved keys refused"
+
+# ---- several chunks in flight: bytes and memory ----------------------------------
+INFLIGHT_BASE_MIB=${INFLIGHT_BASE_MIB:-96}
+mk w $((400 * MIB))
+ASAN_OPTIONS=${ASAN_OPTIONS:-}:quarantine_size_mb=8:malloc_context_size=2 \
+	x /usr/bin/time -v -o "$T/wput.time" "$LT" "$SHELF_CLIENT" "tcp://[fd00:5e1f:0:1::1]:7400" \
+	default put-fd fl/w "$T/w" 8 || fail "put-fd with 8 in flight: $(tail -3 "$T/wput.time")"
+ASAN_OPTIONS=${ASAN_OPTIONS:-}:quarantine_size_mb=8:malloc_context_size=2 \
+	x /usr/bin/time -v -o "$T/wget.time" "$LT" "$SHELF_CLIENT" "tcp://[fd00:5e1f:0:1::1]:7400" \
+	default get-fd fl/w "$T/w.back" 8 || fail "get-fd with 8 in flight: $(tail -3 "$T/wget.time")"
+cmp -s "$T/w" "$T/w.back" || fail "400 MiB with 8 in flight came back different"
+rm -f "$T/w.back"
+pr=$(rss "$T/wput.time"); gr=$(rss "$T/wget.time"); bound=$((8 * 16 + INFLIGHT_BASE_MIB))
+echo "400 MiB, 8 chunks in flight: byte for byte; client peak RSS put $((pr / 1024)) MiB, get $((gr / 1024)) MiB (bound $bound MiB)"
+[ "$pr" -lt $((bound * 1024)) ] && [ "$gr" -lt $((bound * 1024)) ] ||
+	fail "client RSS above $bound MiB with 8 chunks in flight"
+
+# ---- a node killed during a large GET (R=2): completed from the replicas -------
+# the GET's writer sleeps 150 ms per chunk (25 chunks: about 4 s), and a
+# node is killed 1 s in
+x "$LT" "$SHELF_CLIENT" "tcp://[fd00:5e1f:0:1::1]:7400" default get-fd fl/w "$T/w.kill" 4 150 \
+	2>"$T/kill.err" &
+gp=$!
+sleep 1
+kill -0 $gp 2>/dev/null || fail "the slow GET ended before the kill: $(cat "$T/kill.err")"
+"$C" kill 2 >/dev/null || fail "shelf-cluster kill 2"
+wait $gp || fail "the GET failed when a node was killed: $(cat "$T/kill.err")"
+cmp -s "$T/w" "$T/w.kill" || fail "the GET across a node's death gave other bytes"
+rm -f "$T/w" "$T/w.kill"
+echo "a node SIGKILLed during a 400 MiB GET (R=2): completed from the replicas, byte for byte"
 
 for n in "$SHELF_CLUSTER_DIR"/n0*/log; do
 	grep -q "AddressSanitizer\|runtime error" "$n" && fail "sanitizer report in $n"

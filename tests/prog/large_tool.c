@@ -13,15 +13,48 @@
  *       rule (KEY "hex:..." for a binary key, such as a chunk's)
  *   large_tool CLIENT_DIR BROKER SLICE raw-rm KEY
  *       delete KEY as one plain object
+ *   large_tool CLIENT_DIR BROKER SLICE put-fd KEY FILE INFLIGHT
+ *       shelf_put_fd() of FILE with shelf_set_inflight(INFLIGHT)
+ *   large_tool CLIENT_DIR BROKER SLICE get-fd KEY FILE INFLIGHT [SLOW_MS]
+ *       shelf_get_stream() into FILE with shelf_set_inflight(INFLIGHT),
+ *       the write callback sleeping SLOW_MS after each piece (to keep a
+ *       GET going while a test kills a node)
  *
  * Exit 0, or 1 with the error on stderr.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "tools/lib/shelf_int.h"
+
+struct slow {
+	int fd;
+	long ms;
+};
+
+static int slow_write(void *arg, const void *buf, size_t len)
+{
+	struct slow *w = arg;
+	const uint8_t *p = buf;
+	struct timespec ts = { w->ms / 1000, (w->ms % 1000) * 1000000 };
+
+	while (len) {
+		ssize_t n = write(w->fd, p, len);
+
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	if (w->ms > 0)
+		nanosleep(&ts, NULL);
+	return 0;
+}
 
 struct ctx {
 	struct shelf *s;
@@ -152,6 +185,28 @@ int main(int argc, char **argv)
 	} else if (strcmp(argv[4], "raw-rm") == 0 && argc == 6 &&
 		   key_arg(argv[5], key, &klen) == 0) {
 		ret = sh_obj_delete(c.s, c.slice, key, klen, err, sizeof(err));
+	} else if (strcmp(argv[4], "put-fd") == 0 && argc == 8 &&
+		   key_arg(argv[5], key, &klen) == 0) {
+		int fd = open(argv[6], O_RDONLY);
+
+		shelf_set_inflight(c.s, (unsigned)atoi(argv[7]));
+		ret = fd < 0 ? -errno : shelf_put_fd(c.s, c.slice, key, klen, fd, err, sizeof(err));
+		if (fd < 0)
+			snprintf(err, sizeof(err), "cannot open '%s'", argv[6]);
+		else
+			close(fd);
+	} else if (strcmp(argv[4], "get-fd") == 0 && (argc == 8 || argc == 9) &&
+		   key_arg(argv[5], key, &klen) == 0) {
+		struct slow w = { open(argv[6], O_WRONLY | O_CREAT | O_TRUNC, 0644),
+				  argc == 9 ? atol(argv[8]) : 0 };
+
+		shelf_set_inflight(c.s, (unsigned)atoi(argv[7]));
+		ret = w.fd < 0 ? -errno : shelf_get_stream(c.s, c.slice, key, klen, 0, UINT64_MAX,
+							   slow_write, &w, NULL, err, sizeof(err));
+		if (w.fd < 0)
+			snprintf(err, sizeof(err), "cannot create '%s'", argv[6]);
+		else
+			close(w.fd);
 	} else {
 		snprintf(err, sizeof(err), "bad command or key");
 	}

@@ -187,6 +187,17 @@ int bench_cluster_enter(const struct bench_cluster *c)
 	return ret;
 }
 
+int bench_cluster_exec(const struct bench_cluster *c, char *const argv[])
+{
+	char *full[32] = { (char *)c->script, "exec", "--dir", (char *)c->cdir, "--" };
+	int n = 5;
+
+	for (int i = 0; argv[i] && n < 31; i++)
+		full[n++] = argv[i];
+	full[n] = NULL;
+	return run(c->log, full);
+}
+
 int bench_cluster_kill(const struct bench_cluster *c, int node)
 {
 	char name[16];

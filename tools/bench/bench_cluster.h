@@ -50,6 +50,10 @@ int bench_cluster_up(struct bench_cluster *c);
  * and the nodes are reachable). 0 or -errno. */
 int bench_cluster_enter(const struct bench_cluster *c);
 
+/* shelf-cluster exec -- ARGV... (at most 26 words; in the backplane, the
+ * output appended to the set-up log). 0 or -errno (-ECHILD: it failed). */
+int bench_cluster_exec(const struct bench_cluster *c, char *const argv[]);
+
 /* shelf-cluster kill N (1..nodes). 0 or -errno. */
 int bench_cluster_kill(const struct bench_cluster *c, int node);
 

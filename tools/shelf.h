@@ -262,9 +262,20 @@ int shelf_get_fd(struct shelf *s, const char *slice, const void *key, size_t kle
 int shelf_get_stream(struct shelf *s, const char *slice, const void *key, size_t klen,
 		     uint64_t off, uint64_t len, shelf_write_fn wr, void *arg, uint64_t *total,
 		     char *err, size_t errlen);
-/* Chunks in flight for one streaming call (default 4, 1..64; others are
- * clamped). Until the parallel engine moves chunks, one chunk is moved at
- * a time whatever this says. */
+/*
+ * Chunks in flight for one large transfer (default 4, 1..64; others are
+ * clamped). The chunks move through the asynchronous engine below (each
+ * to its own key's nodes, pipelined on one connection per node, from the
+ * caller's thread), so a streaming call holds at most this many chunk
+ * buffers (the slice's chunk size each) whatever the object's size; a GET
+ * still gives its bytes in order, each chunk checked against the manifest
+ * before any of it is given. Writes: every chunk is stored before the
+ * manifest (intents first, manifest last). Called from inside an
+ * asynchronous callback (where the engine cannot run), a large transfer
+ * moves one chunk at a time by the blocking calls. Operations of the
+ * caller's own started with the asynchronous calls progress (and their
+ * callbacks run) while a large transfer runs.
+ */
 void shelf_set_inflight(struct shelf *s, unsigned chunks);
 
 /* STAT through the read path (the first replica that has it, as get). */
@@ -452,6 +463,19 @@ void shelf_free(void *p);
  * (shelf_get_batch() does).
  *
  * Objects are at most 64 MiB here (a whole object, or a range of one).
+ * A GET of a large object (its key holds a manifest, see "Large objects")
+ * reads its chunks: the parts of the range, all at once as operations of
+ * their own (each with the read path's fail-over and its crc checked
+ * against the manifest), assembled into the one buffer; so an object, or
+ * a range, of up to 64 MiB works here whatever its chunks. A larger range
+ * fails with -EFBIG ("get 'K': N bytes, more than the 64 MiB an
+ * asynchronous GET holds: read it with shelf_get_fd() or
+ * shelf_get_stream()"). A ranged GET of an object whose stored size a
+ * manifest could have reads the whole stored object first, to tell.
+ * STAT, PUT and DELETE work on the stored object as they are (a STAT
+ * reports a manifest's own size; use shelf_stat() for large objects; a
+ * PUT is at most 64 MiB and is stored plain: use shelf_put() or the
+ * streaming calls for large ones).
  */
 #define SHELF_MAX_INFLIGHT_DEFAULT 64
 #define SHELF_MAX_INFLIGHT_MAX 4096
@@ -552,6 +576,15 @@ const char *shelf_op_error(const struct shelf_op *op);
  * before a failure stay given. Runs shelf_run(): other asynchronous
  * operations started before progress too (their callbacks run). Must not
  * be called from a callback.
+ *
+ * Large objects (staging shards): an item whose key holds a manifest is
+ * read through its chunks as shelf_get_async() does (the chunks of every
+ * such item in flight with the rest), so objects up to 64 MiB each, large
+ * or not, come back whole and checked; a larger one is given with res
+ * -EFBIG and why naming shelf_get_fd() (read those one at a time with the
+ * streaming calls), and does not fail the batch unless
+ * SHELF_BATCH_FAIL_MISSING. Memory is then up to max in flight objects of
+ * up to 64 MiB, as for plain objects.
  */
 #define SHELF_BATCH_UNORDERED 1u        /* give items as they complete */
 #define SHELF_BATCH_FAIL_MISSING 2u     /* stop at the first item that fails */

@@ -17,6 +17,11 @@
 #   (written through the protocol), and crafted manifests (overlapping
 #   chunks, an enormous count, a bad crc): clear errors naming the chunk or
 #   the damage, exit 1, never bytes, and no partial file left behind;
+# - the asynchronous calls on large objects (large_tool): shelf_get_async
+#   of a 2-chunk object whole and across its boundary, of a range of a
+#   100 MiB one, of a plain object whose size a manifest could have; the
+#   whole 100 MiB one refused (-EFBIG naming shelf_get_fd); shelf_get_batch
+#   of large, plain, missing and too-large keys;
 # - 8 chunks in flight (shelf_set_inflight, through large_tool): 400 MiB
 #   byte for byte, the client's peak RSS under 8 chunks + INFLIGHT_BASE_MIB
 #   (well below the object's size: memory is bounded by the window);
@@ -115,6 +120,30 @@ tool manifest big/h | grep -q "^id [0-9a-f]* n 7 size $((100 * MIB)) chunk_size 
 tool manifest big/eq >/dev/null 2>&1 && fail "16 MiB exactly was stored as a manifest"
 sh stat big/h | grep -q "^chunked  yes" || fail "stat does not say big/h is chunked"
 echo "ls lists each key once, no chunk; 16 MiB is one object, 100 MiB 7 chunks"
+
+# ---- the asynchronous calls on large objects ----------------------------------
+part() { tail -c +$(($2 + 1)) "$1" | head -c "$3"; }
+tool async-get big/p1 0 - "$T/a" | grep -q "^total $((16 * MIB + 1))$" || fail "async-get big/p1"
+cmp -s "$T/a" "$T/p1" || fail "async-get of a 2-chunk object gave other bytes"
+tool async-get big/p1 $((16 * MIB - 7)) 16 "$T/a" >/dev/null || fail "async-get big/p1 range"
+cmp -s "$T/a" <(part "$T/p1" $((16 * MIB - 7)) 16) || fail "async range across the boundary"
+tool async-get big/h $((60 * MIB + 3)) $((8 * MIB)) "$T/a" | grep -q "^total $((100 * MIB))$" ||
+	fail "async-get big/h range"
+cmp -s "$T/a" <(part "$T/h" $((60 * MIB + 3)) $((8 * MIB))) || fail "async range of 100 MiB"
+head -c 84 /dev/urandom >"$T/p84"
+sh put small/84 "$T/p84" || fail "put small/84"
+tool async-get small/84 10 20 "$T/a" | grep -q "^total 84$" || fail "async-get small/84 range"
+cmp -s "$T/a" <(part "$T/p84" 10 20) || fail "async range of a plain 84-byte object"
+out=$(tool async-get big/h 0 - "$T/a" 2>&1) && fail "an async GET of 100 MiB was given"
+grep -q "big/h': 104857600 bytes, more than the 64 MiB .*shelf_get_fd()" <<<"$out" ||
+	fail "async-get of 100 MiB: $out"
+mkdir -p "$T/bt"
+out=$(tool batch-get "$T/bt" big/p1 big/eq big/none big/h) || fail "batch-get: $out"
+cmp -s "$T/bt/0" "$T/p1" && cmp -s "$T/bt/1" "$T/eq" || fail "batch-get gave other bytes"
+grep -q "^2 -2 " <<<"$out" && grep -q "^3 -27 get 'big/h': .*shelf_get_fd()" <<<"$out" ||
+	fail "batch-get: missing and too-large items: $out"
+rm -rf "$T/bt" "$T/a" "$T/p84"
+echo "async GET and get_batch of large objects: whole, ranges across chunks, -EFBIG over 64 MiB"
 
 # the encrypted slice, 1 MiB chunks
 for n in p1 h; do

@@ -19,6 +19,12 @@
  *       shelf_get_stream() into FILE with shelf_set_inflight(INFLIGHT),
  *       the write callback sleeping SLOW_MS after each piece (to keep a
  *       GET going while a test kills a node)
+ *   large_tool CLIENT_DIR BROKER SLICE async-get KEY OFF LEN FILE
+ *       shelf_get_async() of [OFF, OFF+LEN) (LEN "-": to the end) and
+ *       shelf_run(); the bytes into FILE, "total N" on stdout
+ *   large_tool CLIENT_DIR BROKER SLICE batch-get DIR KEY...
+ *       shelf_get_batch() of the KEYs: item i's bytes into DIR/i, or the
+ *       line "i RES WHY" on stdout when it failed
  *
  * Exit 0, or 1 with the error on stderr.
  */
@@ -114,6 +120,49 @@ static int intent_cb(void *arg, const void *key, size_t klen)
 	return 0;
 }
 
+struct aget {
+	int res;
+	uint64_t total;
+	void *data;
+	size_t len;
+	char err[SHELF_ERR_BYTES];
+};
+
+static void aget_done(void *arg, int res, const struct shelf_op *op)
+{
+	struct aget *g = arg;
+
+	g->res = res;
+	g->total = shelf_op_total(op);
+	if (res == 0)
+		g->data = shelf_op_take(op, &g->len);
+	else
+		snprintf(g->err, sizeof(g->err), "%s", shelf_op_error(op));
+}
+
+static int write_file(const char *path, const void *data, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+	int ret = f && fwrite(data, 1, len, f) == len ? 0 : -EIO;
+
+	if (f && fclose(f) != 0)
+		ret = -EIO;
+	return ret;
+}
+
+static int batch_cb(void *arg, size_t index, int res, const void *data, size_t len,
+		    const char *why)
+{
+	char path[1100];
+
+	if (res < 0) {
+		printf("%zu %d %s\n", index, res, why);
+		return 0;
+	}
+	snprintf(path, sizeof(path), "%s/%zu", (const char *)arg, index);
+	return write_file(path, data, len) < 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct ctx c = { NULL, NULL };
@@ -207,6 +256,36 @@ int main(int argc, char **argv)
 			snprintf(err, sizeof(err), "cannot create '%s'", argv[6]);
 		else
 			close(w.fd);
+	} else if (strcmp(argv[4], "async-get") == 0 && argc == 9 &&
+		   key_arg(argv[5], key, &klen) == 0) {
+		struct aget g = { .res = 1 };
+		uint64_t off = strtoull(argv[6], NULL, 10);
+		uint64_t len = strcmp(argv[7], "-") ? strtoull(argv[7], NULL, 10) : UINT64_MAX;
+
+		ret = shelf_get_async(c.s, c.slice, key, klen, off, len, aget_done, &g);
+		if (ret == 0)
+			ret = shelf_run(c.s, -1);
+		if (ret == 0 && g.res < 0)
+			snprintf(err, sizeof(err), "%s", g.err);
+		if (ret == 0)
+			ret = g.res;
+		if (ret == 0 && (ret = write_file(argv[8], g.data, g.len)) < 0)
+			snprintf(err, sizeof(err), "cannot write '%s'", argv[8]);
+		if (ret == 0)
+			printf("total %llu\n", (unsigned long long)g.total);
+		free(g.data);
+	} else if (strcmp(argv[4], "batch-get") == 0 && argc >= 7) {
+		int n = argc - 6;
+		struct shelf_batch_item *it = calloc((size_t)n, sizeof(*it));
+
+		ret = it ? 0 : -ENOMEM;
+		for (int i = 0; i < n && ret == 0; i++)
+			it[i] = (struct shelf_batch_item){ argv[6 + i], strlen(argv[6 + i]) };
+		if (ret == 0)
+			ret = shelf_get_batch(c.s, c.slice, it, (size_t)n, 0, batch_cb, argv[5], err,
+					      sizeof(err));
+		ret = ret > 0 ? 0 : ret;
+		free(it);
 	} else {
 		snprintf(err, sizeof(err), "bad command or key");
 	}

@@ -43,6 +43,7 @@
 struct large_run {
 	const struct bench_cluster *cl;
 	uint64_t bytes;
+	unsigned inflight;              /* shelf_set_inflight(); 0: the library's default */
 	char src[1300], out[1300], res[1300];
 	uint32_t crc;
 };
@@ -120,6 +121,8 @@ static int large_child(void *arg)
 		return 1;
 	}
 	shelf_set_timeout(s, 60000);
+	if (r->inflight)
+		shelf_set_inflight(s, r->inflight);
 	fd = open(r->src, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		fprintf(stderr, "large: cannot open '%s': %s\n", r->src, strerror(errno));
@@ -260,9 +263,9 @@ static double ref_put(const char *wdir, uint64_t bytes)
 	return (double)bytes / (1 << 20) / secs;
 }
 
-int bench_large_run(const struct bench_cluster *cl, uint64_t bytes)
+int bench_large_run(const struct bench_cluster *cl, uint64_t bytes, unsigned inflight)
 {
-	struct large_run r = { .cl = cl, .bytes = bytes };
+	struct large_run r = { .cl = cl, .bytes = bytes, .inflight = inflight };
 	char dir[1100], www[1200], cmd[3000];
 	double put_s = 0, get_s = 0, mib = (double)bytes / (1 << 20), ref_g, ref_p;
 	long hwm = -1;
@@ -308,8 +311,9 @@ int bench_large_run(const struct bench_cluster *cl, uint64_t bytes)
 	fclose(f);
 	ref_g = ref_get(dir, bytes, r.crc);
 	ref_p = ref_put(cl->cdir, bytes);
-	fprintf(stderr, "large: %.0f MiB: shelf_put_fd %.2f s, shelf_get_fd %.2f s, client peak RSS "
-		"%ld KiB\n", mib, put_s, get_s, hwm);
+	fprintf(stderr, "large: %.0f MiB, %s chunks in flight: shelf_put_fd %.2f s, shelf_get_fd "
+		"%.2f s, client peak RSS %ld KiB\n", mib, inflight ? "--large-inflight" : "4 (default)",
+		put_s, get_s, hwm);
 	bench_line("large_get_1g", mib / get_s, ref_g, "MiB/s", "nginx+curl");
 	bench_line("large_put_1g", mib / put_s, ref_p, "MiB/s", "fio");
 	bench_line("client_rss_mib_1g", (double)hwm / 1024, LARGE_RSS_BUDGET_MIB, "MiB", "budget");

@@ -10,9 +10,10 @@
 #include "bench_cluster.h"
 
 /* On cl (up; in the parent): create slice r1 (R=1) and client "large",
- * write a source of `bytes` in cl->dir/large, PUT and GET it from a child
+ * write a source of `bytes` in cl->dir/large, PUT and GET it (inflight
+ * chunks at once; 0: libshelf's default) from a child
  * in the backplane, run nginx+curl and fio for the references, print the
  * three BENCH lines and remove cl->dir/large. 0, or 1 with a message. */
-int bench_large_run(const struct bench_cluster *cl, uint64_t bytes);
+int bench_large_run(const struct bench_cluster *cl, uint64_t bytes, unsigned inflight);
 
 #endif

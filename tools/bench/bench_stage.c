@@ -346,12 +346,14 @@ static int run_stage(int argc, char **argv)
 	struct stage_cfg c = { .objects = 100000, .ref_objects = 5000, .rounds = 3, .inflight = 64 };
 	const char *base = "build/bench", *script = NULL, *only = NULL;
 	uint64_t large = 1ull << 30;
+	unsigned large_inflight = 0;
 	static const struct option lo[] = {
 		{ "dir", 1, NULL, 'd' },      { "nodes", 1, NULL, 'n' },   { "chassis", 1, NULL, 'c' },
 		{ "objects", 1, NULL, 'o' },  { "ref-objects", 1, NULL, 'r' },
 		{ "rounds", 1, NULL, 'R' },   { "inflight", 1, NULL, 'i' },
 		{ "cluster", 1, NULL, 'C' },  { "keep", 0, NULL, 'K' },    { "help", 0, NULL, 'h' },
 		{ "large-size", 1, NULL, 'L' }, { "only", 1, NULL, 'O' },
+		{ "large-inflight", 1, NULL, 'I' },
 		{ NULL, 0, NULL, 0 }
 	};
 	int opt, ret;
@@ -375,10 +377,12 @@ static int run_stage(int argc, char **argv)
 		case 'K': c.cl.keep = true; break;
 		case 'L': large = bench_size_arg("--large-size", optarg); break;
 		case 'O': only = optarg; break;
+		case 'I': large_inflight = (unsigned)atoi(optarg); break;
 		default:
 			printf("usage: shelf-bench stage [--dir DIR] [--nodes 24] [--chassis 3] "
 			       "[--objects 100000] [--ref-objects 5000] [--rounds 3] [--inflight 64] "
-			       "[--cluster PATH] [--keep] [--large-size 1G] [--only large|batch]\n"
+			       "[--cluster PATH] [--keep] [--large-size 1G] [--large-inflight N] "
+			       "[--only large|batch]\n"
 			       "  a local cluster (tools/shelf-cluster) in DIR/stage, removed after; "
 			       "needs root\n");
 			return opt == 'h' ? 0 : 2;
@@ -403,7 +407,7 @@ static int run_stage(int argc, char **argv)
 		return ret == 77 ? 0 : ret;
 	ret = bench_cluster_up(&c.cl) < 0 ? 1 : 0;
 	if (ret == 0 && (!only || !strcmp(only, "large")))
-		ret = bench_large_run(&c.cl, large);
+		ret = bench_large_run(&c.cl, large, large_inflight);
 	if (ret == 0 && (!only || !strcmp(only, "batch")))
 		ret = bench_cluster_child(stage_child, &c);
 	bench_cluster_down(&c.cl);

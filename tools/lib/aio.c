@@ -645,7 +645,8 @@ static void large_chunk_done(void *arg, int res, const struct shelf_op *cop)
 	const uint8_t *data = shelf_op_data(cop, &len);
 
 	if (res == 0)
-		res = sh_chunk_check(lg->man, &lg->h, k->i, data, len, e, sizeof(e));
+		res = sh_chunk_check(lg->man, &lg->h, k->i, len, ovl_crc32c(0, data, len), e,
+				     sizeof(e));
 	else
 		sh_chunk_fail(&lg->h, k->i, res, shelf_op_error(cop), e, sizeof(e));
 	if (res < 0 && (lg->res == 0 || k->i < lg->res_chunk)) {
@@ -732,7 +733,8 @@ static void large_stored(struct shelf_op *op)
 		k->lg = lg;
 		k->i = (uint32_t)i;
 		ovl_large_chunk_key(ck, lg->h.id, k->i);
-		ret = sh_aio_get_chunk(op->s, op->slice, ck, sizeof(ck), large_chunk_done, k);
+		ret = sh_aio_get_chunk(op->s, op->slice, ck, sizeof(ck), 0, UINT64_MAX, large_chunk_done,
+				       k);
 		if (ret < 0) {
 			/* the ones queued complete; this one and the rest fail here */
 			lg->res = lg->res ? lg->res : ret;
@@ -795,7 +797,8 @@ static void large_found(struct shelf_op *op, const struct ovl_wire_resp *r)
 		large_stored(op);
 		return;
 	}
-	ret = sh_aio_get_chunk(op->s, op->slice, op->key, op->klen, large_whole_done, op);
+	ret = sh_aio_get_chunk(op->s, op->slice, op->key, op->klen, 0, UINT64_MAX,
+			       large_whole_done, op);
 	if (ret < 0)
 		op_fail(op, ret, "%s", "out of memory");
 }
@@ -1504,14 +1507,20 @@ bool sh_aio_running(const struct shelf *s)
 }
 
 int sh_aio_get_chunk(struct shelf *s, const char *slice, const void *key, size_t klen,
-		     shelf_done_fn done, void *arg)
+		     uint64_t off, uint64_t len, shelf_done_fn done, void *arg)
 {
 	struct shelf_op *op = NULL;
 	int ret = op_new(s, OPK_GET, slice, key, klen, true, done, arg, &op);
 
-	if (ret == 0)
-		op_queue(s, op);
-	return ret;
+	if (ret < 0)
+		return ret;
+	if (off || len != UINT64_MAX) {
+		op->has_range = true;
+		op->off = off;
+		op->len = len;
+	}
+	op_queue(s, op);
+	return 0;
 }
 
 int sh_aio_put_chunk(struct shelf *s, const char *slice, const void *key, size_t klen,

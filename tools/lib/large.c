@@ -204,12 +204,11 @@ void sh_chunk_fail(const struct ovl_large_head *h, uint32_t i, int res, const ch
 		snprintf(err, errlen, "%s: %.800s", name, sh_err_inner(e));
 }
 
-int sh_chunk_check(const void *man, const struct ovl_large_head *h, uint32_t i, const void *data,
-		   size_t len, char *err, size_t errlen)
+int sh_chunk_check(const void *man, const struct ovl_large_head *h, uint32_t i, size_t len,
+		   uint32_t crc, char *err, size_t errlen)
 {
 	struct ovl_large_entry en;
 	char name[128];
-	uint32_t got;
 
 	ovl_large_manifest_entry(man, i, &en);
 	sh_chunk_name(name, sizeof(name), i, h->n, h->id);
@@ -218,9 +217,8 @@ int sh_chunk_check(const void *man, const struct ovl_large_head *h, uint32_t i, 
 			 en.size);
 		return -EIO;
 	}
-	got = ovl_crc32c(0, data, len);
-	if (got != en.crc) {
-		snprintf(err, errlen, "%s: damaged: crc32c %08x, the manifest says %08x", name, got,
+	if (crc != en.crc) {
+		snprintf(err, errlen, "%s: damaged: crc32c %08x, the manifest says %08x", name, crc,
 			 en.crc);
 		return -EIO;
 	}
@@ -232,17 +230,31 @@ int sh_chunk_check(const void *man, const struct ovl_large_head *h, uint32_t i, 
  * asynchronous engine (aio.c), each to its own chunk key's nodes, all from
  * the caller's thread. Slot j carries chunks j, j + n, j + 2n, ...; a
  * chunk waits for its slot's previous one, so a GET gives chunks in order
- * holding at most n of them. Inside an engine callback (the engine cannot
- * run there) the window is one chunk and each moves by the blocking call.
+ * holding at most n of them. A GET asks for each chunk in SH_CHUNK_PARTS
+ * ranges at once (more requests in flight, to more of the nodes' drive
+ * queue, for the same memory: the parts are the chunk's bytes, checked
+ * together against its crc before any is given). Inside an engine
+ * callback (the engine cannot run there) the window is one chunk and each
+ * moves whole by the blocking call.
  */
+#define SH_CHUNK_PARTS 4
+
+struct part {
+	struct slot *sl;
+	unsigned k;
+};
+
 struct slot {
-	bool busy;             /* its transfer is in flight */
-	int res;               /* the last transfer's result */
+	bool busy;             /* its transfer is in flight (pending > 0) */
+	unsigned pending;      /* requests in flight */
+	int res;               /* the last transfer's result (the first failed part's) */
 	uint32_t i;            /* the chunk */
 	uint8_t *buf;          /* PUT: the stream's bytes (malloc'd, chunk size, reused) */
 	bool borrowed;         /* buf is the caller's (not freed) */
-	uint8_t *data;         /* GET: the chunk's bytes (malloc'd), until given */
-	size_t dlen;
+	unsigned nparts;       /* GET: the chunk's parts */
+	uint8_t *data[SH_CHUNK_PARTS]; /* GET: the parts' bytes (malloc'd), until given */
+	size_t dlen[SH_CHUNK_PARTS];
+	struct part parts[SH_CHUNK_PARTS];
 	char err[SHELF_ERR_BYTES];
 	struct mover *mv;
 };
@@ -268,22 +280,39 @@ static int mover_init(struct mover *mv, struct shelf *s, const char *slice, uint
 	mv->slots = calloc(mv->n, sizeof(*mv->slots));
 	if (!mv->slots)
 		return -ENOMEM;
-	for (unsigned j = 0; j < mv->n; j++)
+	for (unsigned j = 0; j < mv->n; j++) {
 		mv->slots[j].mv = mv;
+		for (unsigned k = 0; k < SH_CHUNK_PARTS; k++)
+			mv->slots[j].parts[k] = (struct part){ &mv->slots[j], k };
+	}
 	return 0;
 }
 
+/* One request of a slot completed (arg: its struct part). */
 static void slot_done(void *arg, int res, const struct shelf_op *op)
 {
-	struct slot *sl = arg;
+	struct part *pt = arg;
+	struct slot *sl = pt->sl;
 
-	sl->busy = false;
-	sl->mv->busy--;
-	sl->res = res;
-	if (res < 0)
+	if (--sl->pending == 0) {
+		sl->busy = false;
+		sl->mv->busy--;
+	}
+	if (res < 0 && sl->res == 0) {
+		sl->res = res;
 		snprintf(sl->err, sizeof(sl->err), "%s", shelf_op_error(op));
-	else if (!sl->data && shelf_op_data(op, NULL))
-		sl->data = shelf_op_take(op, &sl->dlen);
+	} else if (res == 0 && shelf_op_data(op, NULL)) {
+		sl->data[pt->k] = shelf_op_take(op, &sl->dlen[pt->k]);
+	}
+}
+
+static void slot_free_data(struct slot *sl)
+{
+	for (unsigned k = 0; k < SH_CHUNK_PARTS; k++) {
+		free(sl->data[k]);
+		sl->data[k] = NULL;
+		sl->dlen[k] = 0;
+	}
 }
 
 /* Run the engine until sl's transfer completed. 0 or -errno (the engine
@@ -302,6 +331,7 @@ static int slot_wait(struct slot *sl)
 			for (unsigned j = 0; j < sl->mv->n; j++) {
 				if (sl->mv->slots[j].busy) {
 					sl->mv->slots[j].busy = false;
+					sl->mv->slots[j].pending = 0;
 					sl->mv->slots[j].res = ret;
 					snprintf(sl->mv->slots[j].err, sizeof(sl->mv->slots[j].err),
 						 "%s", strerror(-ret));
@@ -328,7 +358,7 @@ static void mover_release(struct mover *mv)
 	for (unsigned j = 0; mv->slots && j < mv->n; j++) {
 		if (!mv->slots[j].borrowed)
 			free(mv->slots[j].buf);
-		free(mv->slots[j].data);
+		slot_free_data(&mv->slots[j]);
 	}
 	free(mv->slots);
 	mv->slots = NULL;
@@ -361,43 +391,61 @@ static void slot_put(struct slot *sl, const uint8_t id[OVL_LARGE_ID_BYTES], uint
 				     sizeof(sl->err));
 		return;
 	}
-	ret = sh_aio_put_chunk(mv->s, mv->slice, ck, sizeof(ck), data, len, slot_done, sl);
+	ret = sh_aio_put_chunk(mv->s, mv->slice, ck, sizeof(ck), data, len, slot_done,
+			       &sl->parts[0]);
 	if (ret < 0) {
 		sl->res = ret;
 		snprintf(sl->err, sizeof(sl->err), "%s", strerror(-ret));
 		return;
 	}
 	sl->busy = true;
+	sl->pending = 1;
 	mv->busy++;
 }
 
-/* Start the GET of chunk i of id in sl. */
-static void slot_get(struct slot *sl, const uint8_t id[OVL_LARGE_ID_BYTES], uint32_t i)
+/* Start the GET of chunk i (size bytes) of id in sl: its parts at once. */
+static void slot_get(struct slot *sl, const uint8_t id[OVL_LARGE_ID_BYTES], uint32_t i,
+		     uint32_t size)
 {
 	struct mover *mv = sl->mv;
 	uint8_t ck[OVL_LARGE_CHUNK_KEY_BYTES];
+	uint32_t step;
 	int ret;
 
 	ovl_large_chunk_key(ck, id, i);
 	sl->i = i;
 	sl->res = 0;
 	sl->err[0] = '\0';
-	free(sl->data);
-	sl->data = NULL;
-	sl->dlen = 0;
+	slot_free_data(sl);
 	if (mv->sync) {
-		sl->res = sh_obj_get(mv->s, mv->slice, ck, sizeof(ck), 0, UINT64_MAX, &sl->data,
-				     &sl->dlen, NULL, sl->err, sizeof(sl->err));
+		sl->nparts = 1;
+		sl->res = sh_obj_get(mv->s, mv->slice, ck, sizeof(ck), 0, UINT64_MAX, &sl->data[0],
+				     &sl->dlen[0], NULL, sl->err, sizeof(sl->err));
 		return;
 	}
-	ret = sh_aio_get_chunk(mv->s, mv->slice, ck, sizeof(ck), slot_done, sl);
-	if (ret < 0) {
-		sl->res = ret;
-		snprintf(sl->err, sizeof(sl->err), "%s", strerror(-ret));
-		return;
+	/* parts of at least 256 KiB */
+	sl->nparts = size / (256u << 10) < SH_CHUNK_PARTS ? size / (256u << 10) : SH_CHUNK_PARTS;
+	if (sl->nparts < 1)
+		sl->nparts = 1;
+	step = size / sl->nparts + (size % sl->nparts != 0);
+	for (unsigned k = 0; k < sl->nparts; k++) {
+		uint64_t off = (uint64_t)k * step;
+		/* the last part: to the end, so that a chunk longer than the
+		 * manifest says shows in its length */
+		uint64_t len = k + 1 == sl->nparts ? UINT64_MAX : step;
+
+		ret = sh_aio_get_chunk(mv->s, mv->slice, ck, sizeof(ck), off, len, slot_done,
+				       &sl->parts[k]);
+		if (ret < 0) {
+			sl->res = ret;
+			snprintf(sl->err, sizeof(sl->err), "%s", strerror(-ret));
+			break;
+		}
+		if (sl->pending++ == 0) {
+			sl->busy = true;
+			mv->busy++;
+		}
 	}
-	sl->busy = true;
-	mv->busy++;
 }
 
 /* ---- sources ------------------------------------------------------------------ */
@@ -811,7 +859,10 @@ static int read_chunks(struct shelf *s, const char *slice, const char *kshow, co
 		/* keep the window full: chunks i .. i + n - 1 asked for */
 		while (next <= last && next < i + mv.n) {
 			pg.base = fetched;
-			slot_get(&mv.slots[next % mv.n], h->id, (uint32_t)next);
+			struct ovl_large_entry ne;
+
+			ovl_large_manifest_entry(man, (uint32_t)next, &ne);
+			slot_get(&mv.slots[next % mv.n], h->id, (uint32_t)next, ne.size);
 			next++;
 		}
 		sl = &mv.slots[i % mv.n];
@@ -823,20 +874,36 @@ static int read_chunks(struct shelf *s, const char *slice, const char *kshow, co
 			sh_fail(err, errlen, ret, "get '%s': %s", kshow, e2);
 			break;
 		}
-		ret = sh_chunk_check(man, h, (uint32_t)i, sl->data, sl->dlen, e2, sizeof(e2));
+		{
+			uint32_t crc = 0;
+			size_t got = 0;
+
+			for (unsigned q = 0; q < sl->nparts; q++) {
+				crc = ovl_crc32c(crc, sl->data[q], sl->dlen[q]);
+				got += sl->dlen[q];
+			}
+			ret = sh_chunk_check(man, h, (uint32_t)i, got, crc, e2, sizeof(e2));
+		}
 		if (ret < 0) {
 			sh_fail(err, errlen, ret, "get '%s': %s", kshow, e2);
 			break;
 		}
 		ovl_large_manifest_entry(man, (uint32_t)i, &en);
 		fetched += en.size;
-		if (full)
-			whole = ovl_crc32c(whole, sl->data, en.size);
 		from = off > en.offset ? off - en.offset : 0;
 		to = end < en.offset + en.size ? end - en.offset : en.size;
-		ret = sink_put(k, sl->data + from, (size_t)(to - from));
-		free(sl->data);
-		sl->data = NULL;
+		/* the parts in order; [from, to) of the chunk to the sink */
+		for (unsigned q = 0, at = 0; q < sl->nparts && ret == 0; q++) {
+			uint64_t a = from > at ? from : at;
+			uint64_t b = to < at + sl->dlen[q] ? to : at + sl->dlen[q];
+
+			if (full)
+				whole = ovl_crc32c(whole, sl->data[q], sl->dlen[q]);
+			if (a < b)
+				ret = sink_put(k, sl->data[q] + (a - at), (size_t)(b - a));
+			at += (unsigned)sl->dlen[q];
+		}
+		slot_free_data(sl);
 		if (ret < 0)
 			sh_fail(err, errlen, ret, "get '%s': writing: %s", kshow, strerror(-ret));
 		else if (pg.cb && !mv.sync)

@@ -393,18 +393,18 @@ void sh_chunk_name(char *out, size_t len, uint32_t i, uint32_t n,
  * "chunk I of N (key HEX): not found" or ": WHY". */
 void sh_chunk_fail(const struct ovl_large_head *h, uint32_t i, int res, const char *e, char *err,
 		   size_t errlen);
-/* Chunk i's bytes against entry i of the checked manifest man: 0, or -EIO
- * with err "chunk I of N (key HEX): damaged: ...". */
-int sh_chunk_check(const void *man, const struct ovl_large_head *h, uint32_t i, const void *data,
-		   size_t len, char *err, size_t errlen);
+/* Chunk i's length and crc32c against entry i of the checked manifest
+ * man: 0, or -EIO with err "chunk I of N (key HEX): damaged: ...". */
+int sh_chunk_check(const void *man, const struct ovl_large_head *h, uint32_t i, size_t len,
+		   uint32_t crc, char *err, size_t errlen);
 
 /* ---- aio.c, for large.c: chunks through the asynchronous engine ---- */
 
-/* Queue a whole-object GET / a PUT of libshelf's own key (the reserved
- * prefix allowed; a manifest's bytes are given as they are): as
+/* Queue a GET of [off, off+len) / a PUT of libshelf's own key (the
+ * reserved prefix allowed; a manifest's bytes are given as they are): as
  * shelf_get_async() / shelf_put_async(). */
 int sh_aio_get_chunk(struct shelf *s, const char *slice, const void *key, size_t klen,
-		     shelf_done_fn done, void *arg);
+		     uint64_t off, uint64_t len, shelf_done_fn done, void *arg);
 int sh_aio_put_chunk(struct shelf *s, const char *slice, const void *key, size_t klen,
 		     const void *data, size_t len, shelf_done_fn done, void *arg);
 /* Run the engine until at least one operation completed (or none is

@@ -282,6 +282,35 @@ static void test_hints_for(void **state)
 	assert_int_equal(cli_hints_for("hint_for_1a2b3c4d5e6f7a8b", 7, id), 0);
 }
 
+/* The path rule of `get --batch --out` and `stage`, and the bar's text. */
+static void test_path_and_bar(void **state)
+{
+	char why[128], line[256], big[300];
+
+	(void)state;
+	assert_null(cli_path_refusal("a/b/c.bin", 9, why, sizeof(why)));
+	assert_null(cli_path_refusal("..a/b.", 6, why, sizeof(why)));
+	assert_non_null(cli_path_refusal("", 0, why, sizeof(why)));
+	assert_non_null(cli_path_refusal("/abs", 4, why, sizeof(why)));
+	assert_non_null(cli_path_refusal("a//b", 4, why, sizeof(why)));
+	assert_non_null(cli_path_refusal("a/", 2, why, sizeof(why)));
+	assert_non_null(cli_path_refusal("a/../b", 6, why, sizeof(why)));
+	assert_non_null(cli_path_refusal("./b", 3, why, sizeof(why)));
+	assert_non_null(cli_path_refusal("a\0b", 3, why, sizeof(why)));
+	assert_non_null(cli_path_refusal("\xfe\xfe\xfe\xfe\xfe\xfe\xfe\xfe" "C", 9, why, sizeof(why)));
+	memset(big, 'x', sizeof(big));
+	assert_string_equal(cli_path_refusal(big, 256, why, sizeof(why)),
+			    "a path component of the key is 256 bytes, at most 255");
+	assert_null(cli_path_refusal(big, 255, why, sizeof(why)));
+	cli_bar_text(line, sizeof(line), "stage", 10, 40, 1 << 20, 4 << 20, 2.0);
+	assert_string_equal(line, "stage [#######                       ]  25% 10/40 files "
+				  "1.0/4.0 MiB 0.5 MB/s ETA 0:06");
+	cli_bar_text(line, sizeof(line), "get", 0, 0, 4 << 20, 4 << 20, 1.0);
+	assert_string_equal(line, "get [##############################] 100% 4.0/4.0 MiB 4.2 MB/s");
+	cli_bar_text(line, sizeof(line), "put", 0, 0, 0, 0, 0.0);
+	assert_string_equal(line, "put [##############################] 100% 0.0/0.0 MiB 0.0 MB/s");
+}
+
 static void test_hangup_in_handshake(void **state)
 {
 	struct conn_fx *f = *state;
@@ -341,6 +370,7 @@ int main(void)
 		cmocka_unit_test(test_quote),
 		cmocka_unit_test(test_json_key),
 		cmocka_unit_test(test_hints_for),
+		cmocka_unit_test(test_path_and_bar),
 		cmocka_unit_test_setup_teardown(test_hangup_in_handshake, conn_setup, conn_teardown),
 		cmocka_unit_test_setup_teardown(test_silent_node_timed, conn_setup, conn_teardown),
 	};

@@ -25,6 +25,7 @@
 #include "bench.h"
 #include "bench_cluster.h"
 #include "bench_large.h"
+#include "bench_stagecmd.h"
 #include "overlay.h"
 #include "shelf.h"
 
@@ -358,6 +359,8 @@ static int run_stage(int argc, char **argv)
 	};
 	int opt, ret;
 
+	if (bench_stagecmd_wanted(argc, argv))
+		return bench_stagecmd_run(argc, argv);
 	c.cl.tag = "stage";
 	c.cl.nodes = 24;
 	c.cl.chassis = 3;

@@ -38,9 +38,9 @@
 #include "shelf.h"
 #include "batch.h"
 #include "data.h"
+#include "text.h"
 
-#define KEY_MAX_BYTES 1024
-#define NAME_MAX_BYTES 255
+#define KEY_MAX_BYTES CLI_KEY_MAX_BYTES
 #define BAD_LINES_SHOWN 10
 #define TAR_BLOCK 512
 
@@ -168,41 +168,6 @@ static int bparse(int argc, char **argv, struct bopts *o)
 
 /* ---- LISTFILE ---- */
 
-/* Why key[0..len) cannot be a key here, or NULL. */
-static const char *key_refusal(const char *key, size_t len, char *why, size_t wlen)
-{
-	size_t comp = 0;
-
-	if (len > KEY_MAX_BYTES) {
-		snprintf(why, wlen, "the key is %zu bytes long, at most %d", len, KEY_MAX_BYTES);
-		return why;
-	}
-	if (memchr(key, 0, len))
-		return "the key holds a NUL byte";
-	if (len >= 8 && memcmp(key, "\xfe\xfe\xfe\xfe\xfe\xfe\xfe\xfe", 8) == 0)
-		return "the key begins with the reserved prefix fe x 8 (libshelf's own objects)";
-	if (key[0] == '/')
-		return "the key is an absolute path";
-	for (size_t i = 0; i <= len; i++) {
-		if (i < len && key[i] != '/') {
-			comp++;
-			continue;
-		}
-		if (comp == 0)
-			return "the key has an empty path component ('//' or a trailing '/')";
-		if ((comp == 1 && key[i - 1] == '.') ||
-		    (comp == 2 && key[i - 1] == '.' && key[i - 2] == '.'))
-			return "the key has a '.' or '..' path component";
-		if (comp > NAME_MAX_BYTES) {
-			snprintf(why, wlen, "a path component of the key is %zu bytes, at most %d", comp,
-				 NAME_MAX_BYTES);
-			return why;
-		}
-		comp = 0;
-	}
-	return NULL;
-}
-
 /* A key and its place in LISTFILE. */
 struct dent {
 	const char *key;
@@ -242,7 +207,7 @@ static int list_read(const char *path, struct blist *l)
 			line[--len] = 0;
 		if (len == 0)
 			continue;
-		no = key_refusal(line, len, why, sizeof(why));
+		no = cli_path_refusal(line, len, why, sizeof(why));
 		if (no) {
 			if (bad++ < BAD_LINES_SHOWN)
 				fprintf(stderr, "shelf get: %s:%zu: %s\n", path, lineno, no);

@@ -31,6 +31,7 @@
 #include "overlay.h"
 #include "shelf.h"
 #include "text.h"
+#include "xfer.h"
 
 #define EXIT_PARTIAL 5
 #define LS_MISSING_MAX 64 /* missing nodes ls remembers, to name each once */
@@ -265,19 +266,14 @@ struct bar {
 static void bar_draw(struct bar *b, uint64_t done, uint64_t total, bool last)
 {
 	double now = mono(), dt = now - b->started;
-	unsigned fill = total ? (unsigned)(done * 30 / total) : 30;
-	char cells[31];
+	char line[256];
 
 	if (dt < 1.0 || (!last && now - b->drawn < 0.1))
 		return;
 	b->drawn = now;
 	b->shown = true;
-	memset(cells, '#', fill);
-	memset(cells + fill, ' ', 30 - fill);
-	cells[30] = 0;
-	fprintf(stderr, "\r%s [%s] %3u%% %.1f/%.1f MiB %.1f MB/s", b->what, cells,
-		total ? (unsigned)(done * 100 / total) : 100, done / 1048576.0, total / 1048576.0,
-		done / dt / 1e6);
+	cli_bar_text(line, sizeof(line), b->what, 0, 0, done, total, dt);
+	fprintf(stderr, "\r%s\033[K", line);
 	if (last)
 		fputc('\n', stderr);
 }
@@ -357,8 +353,11 @@ int cmd_put(int argc, char **argv)
 	char err[SHELF_ERR_BYTES];
 	double t0 = mono();
 	int fd = -1;
-	int ret = dparse(argc, argv, "put", "KEY [FILE|-]", 1, 2, &o);
+	int ret;
 
+	if (cli_put_is_recursive(argc, argv))
+		return cmd_put_recursive(argc, argv);
+	ret = dparse(argc, argv, "put", "KEY [FILE|-]", 1, 2, &o);
 	if (ret)
 		return ret < 0 ? 0 : ret;
 	ret = open_input(o.nargs > 1 ? o.args[1] : "-", &fd);

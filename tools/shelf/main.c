@@ -17,6 +17,7 @@
 #include "admin.h"
 #include "data.h"
 #include "json.h"
+#include "xfer.h"
 
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
@@ -196,9 +197,10 @@ static int cmd_id_show(int argc, char **argv)
 }
 
 static const struct cmd cmds[] = {
-	{ "put", NULL, cmd_put, "store KEY from FILE or stdin: put KEY [FILE|-]" },
+	{ "put", NULL, cmd_put, "store KEY from FILE or stdin: put KEY [FILE|-]; a directory: put -r DIR PREFIX" },
 	{ "get", NULL, cmd_get, "read KEY to FILE or stdout: get KEY [FILE|-] [--range A-B]; many keys: get --batch LISTFILE (--out DIR | --tar FILE)" },
 	{ "rm", NULL, cmd_rm, "delete KEY" },
+	{ "stage", NULL, cmd_stage, "copy every object under PREFIX into DIR: stage PREFIX DIR [--json]" },
 	{ "ls", NULL, cmd_ls, "list keys in key order: ls [PREFIX] [--limit N] [--json]" },
 	{ "stat", NULL, cmd_stat, "size, crc32c, sequence and node of KEY" },
 	{ "id", "new", cmd_id_new, "create this machine's identity (Ed25519 + Curve25519, mode 0600)" },

@@ -137,3 +137,66 @@ void cli_json_key(FILE *f, const void *key, size_t n)
 		fprintf(f, "%02x", s[i]);
 	fputc('"', f);
 }
+
+const char *cli_path_refusal(const char *key, size_t len, char *why, size_t wlen)
+{
+	size_t comp = 0;
+
+	if (len > CLI_KEY_MAX_BYTES) {
+		snprintf(why, wlen, "the key is %zu bytes long, at most %d", len, CLI_KEY_MAX_BYTES);
+		return why;
+	}
+	if (len == 0)
+		return "the key is empty";
+	if (memchr(key, 0, len))
+		return "the key holds a NUL byte";
+	if (len >= 8 && memcmp(key, "\xfe\xfe\xfe\xfe\xfe\xfe\xfe\xfe", 8) == 0)
+		return "the key begins with the reserved prefix fe x 8 (libshelf's own objects)";
+	if (key[0] == '/')
+		return "the key is an absolute path";
+	for (size_t i = 0; i <= len; i++) {
+		if (i < len && key[i] != '/') {
+			comp++;
+			continue;
+		}
+		if (comp == 0)
+			return "the key has an empty path component ('//' or a trailing '/')";
+		if ((comp == 1 && key[i - 1] == '.') ||
+		    (comp == 2 && key[i - 1] == '.' && key[i - 2] == '.'))
+			return "the key has a '.' or '..' path component";
+		if (comp > CLI_NAME_MAX_BYTES) {
+			snprintf(why, wlen, "a path component of the key is %zu bytes, at most %d", comp,
+				 CLI_NAME_MAX_BYTES);
+			return why;
+		}
+		comp = 0;
+	}
+	return NULL;
+}
+
+void cli_bar_text(char *buf, size_t len, const char *what, uint64_t files_done,
+		  uint64_t files_total, uint64_t bytes_done, uint64_t bytes_total, double seconds)
+{
+	uint64_t done = bytes_total ? bytes_done : files_done;
+	uint64_t total = bytes_total ? bytes_total : files_total;
+	unsigned fill = total ? (unsigned)((done > total ? total : done) * 30 / total) : 30;
+	char cells[31], files[64] = "", eta[32] = "";
+	double rate = seconds > 0 ? (double)done / seconds : 0;
+
+	memset(cells, '#', fill);
+	memset(cells + fill, ' ', 30 - fill);
+	cells[30] = 0;
+	if (files_total)
+		snprintf(files, sizeof(files), " %llu/%llu files", (unsigned long long)files_done,
+			 (unsigned long long)files_total);
+	if (done < total && rate > 0) {
+		uint64_t left = (uint64_t)((double)(total - done) / rate + 0.5);
+
+		snprintf(eta, sizeof(eta), " ETA %llu:%02llu", (unsigned long long)(left / 60),
+			 (unsigned long long)(left % 60));
+	}
+	snprintf(buf, len, "%s [%s] %3u%%%s %.1f/%.1f MiB %.1f MB/s%s", what, cells,
+		 total ? (unsigned)((done > total ? total : done) * 100 / total) : 100, files,
+		 bytes_done / 1048576.0, bytes_total / 1048576.0,
+		 seconds > 0 ? bytes_done / seconds / 1e6 : 0.0, eta);
+}

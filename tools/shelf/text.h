@@ -56,4 +56,25 @@ uint64_t cli_hints_for(const char *name, uint64_t value, const char *hexid);
  */
 void cli_json_key(FILE *f, const void *key, size_t n);
 
+/*
+ * Why key[0..len) cannot be written as a relative path under a directory
+ * (`get --batch --out`, `stage`), or NULL when it can: longer than
+ * CLI_KEY_MAX_BYTES, a NUL byte, the reserved prefix fe x 8, absolute, an
+ * empty, '.' or '..' component, a component over CLI_NAME_MAX_BYTES.
+ * The text is static or written into why[0..wlen).
+ */
+#define CLI_KEY_MAX_BYTES 1024
+#define CLI_NAME_MAX_BYTES 255
+const char *cli_path_refusal(const char *key, size_t len, char *why, size_t wlen);
+
+/*
+ * One progress bar line (no '\r', no newline) into buf[0..len):
+ *   WHAT [#####     ]  42% 12/40 files 3.0/7.1 MiB 5.2 MB/s ETA 0:03
+ * files_total 0 leaves the files out; ETA is shown while done < total and
+ * the rate is known (bytes_total 0: from the files). seconds is the time
+ * since the start.
+ */
+void cli_bar_text(char *buf, size_t len, const char *what, uint64_t files_done,
+		  uint64_t files_total, uint64_t bytes_done, uint64_t bytes_total, double seconds);
+
 #endif

@@ -216,8 +216,23 @@ if MODE == "main":
     except shelf.NotFound as e:
         if missing[0] not in str(e):
             fail("fail_missing: %s" % e)
+    # through shelf_get_batch when the library has it (else the loop)
+    if shelf._lib.get_batch_fn() is None:
+        fail("libshelf.so has no shelf_get_batch: get_batch is the fallback loop")
     print("ok: get_batch of %d keys, %d missing named, in order; fail_missing raises" %
           (len(req), len(missing)))
+
+    # ---- put_file (shelf_put_fd: streamed, any size) --------------------------
+    for n in (0, 5000, 3 << 20):
+        src = os.path.join(W, "pf-%d" % n)
+        body = data_of(n, "pf%d" % n)
+        with open(src, "wb") as fh:
+            fh.write(body)
+        c.put_file("pf/%d" % n, src)
+        if c.get("pf/%d" % n) != body or c.stat("pf/%d" % n).size != n:
+            fail("put_file of %d bytes: other bytes back" % n)
+    expect_err(FileNotFoundError, errno.ENOENT, c.put_file, "pf/x", os.path.join(W, "no-such-file"))
+    print("ok: put_file of 0 B, 5000 B, 3 MiB; a missing file is ENOENT")
 
     # ---- stage -------------------------------------------------------------
     for k, v in STAGE.items():

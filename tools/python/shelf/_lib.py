@@ -35,6 +35,38 @@ class ObjStat(ctypes.Structure):
 
 LIST_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
+
+class BatchItem(ctypes.Structure):
+    """struct shelf_batch_item: a key borrowed for the call."""
+    _fields_ = [("key", ctypes.c_void_p), ("klen", ctypes.c_size_t)]
+
+
+# shelf_batch_fn(arg, index, res, data, len, why): non-zero stops the batch
+BATCH_CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
+BATCH_UNORDERED = 1     # SHELF_BATCH_UNORDERED
+BATCH_FAIL_MISSING = 2  # SHELF_BATCH_FAIL_MISSING
+
+
+def get_batch_fn():
+    """shelf_get_batch, or None when the library predates it."""
+    sz, vp, cp = ctypes.c_size_t, ctypes.c_void_p, ctypes.c_char_p
+    return optional("shelf_get_batch", ctypes.c_int,
+                    [vp, cp, ctypes.POINTER(BatchItem), sz, ctypes.c_uint, BATCH_CB, vp, cp, sz])
+
+
+def get_fd_fn():
+    """shelf_get_fd, or None when the library predates it."""
+    sz, vp, cp, u64 = ctypes.c_size_t, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint64
+    return optional("shelf_get_fd", ctypes.c_int,
+                    [vp, cp, vp, sz, u64, u64, ctypes.c_int, ctypes.POINTER(u64), cp, sz])
+
+
+def put_fd_fn():
+    """shelf_put_fd, or None when the library predates it."""
+    sz, vp, cp = ctypes.c_size_t, ctypes.c_void_p, ctypes.c_char_p
+    return optional("shelf_put_fd", ctypes.c_int, [vp, cp, vp, sz, ctypes.c_int, cp, sz])
+
 _lock = threading.Lock()
 _lib = None
 _path = None

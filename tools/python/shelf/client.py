@@ -3,6 +3,7 @@ import collections
 import ctypes
 import errno
 import io
+import itertools
 import os
 import threading
 import time
@@ -15,6 +16,8 @@ OPEN_BUFFER_BYTES = 4 << 20  # open(): bytes read ahead per range GET
 RANGE_MAX_BYTES = 64 << 20  # open(): one range GET asks for at most this
 STAGE_READ_BYTES = 16 << 20  # stage(): crc of a file already there, read in pieces
 KEY_MAX_BYTES = 1024
+BATCH_WINDOW = 4096  # get_batch(): keys per shelf_get_batch() call (SHELF_BATCH_WINDOW)
+LOCAL_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 Stat = collections.namedtuple("Stat", "size crc seq hlc node")
 Stat.__doc__ = """An object's size, crc32c, the node's sequence number and
@@ -157,6 +160,16 @@ class Client:
             r = getattr(self._lib, name)(h, self.slice.encode(), *args, err, _lib.ERR_BYTES)
         return self._check(r, err)
 
+    def _call_rc(self, name, *args):
+        """As _call, but returns (r, the error text) instead of raising."""
+        err = ctypes.create_string_buffer(_lib.ERR_BYTES)
+        if self._conf is None:
+            raise Error(errno.EBADF, "the client is closed")
+        with self._lock:
+            h = self._handle()
+            r = getattr(self._lib, name)(h, self.slice.encode(), *args, err, _lib.ERR_BYTES)
+        return r, err.value.decode("utf-8", "replace")
+
     @staticmethod
     def _check(r, err):
         if r < 0:
@@ -177,6 +190,21 @@ class Client:
             else:
                 buf = ctypes.addressof(ctypes.c_char.from_buffer(mv))
         self._call("shelf_put", k, len(k), buf, n)
+
+    def put_file(self, key, path):
+        """Store the file at path (any size: streamed with shelf_put_fd, in
+        chunks across the nodes, memory bounded by the chunks in flight)."""
+        k = _key(key)
+        fn = _lib.put_fd_fn()
+        fd = os.open(os.fspath(path), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if fn is None:  # a library that predates streaming
+                with os.fdopen(os.dup(fd), "rb") as f:
+                    self._call("shelf_put", k, len(k), f.read(), os.fstat(fd).st_size)
+                return
+            self._call("shelf_put_fd", k, len(k), fd)
+        finally:
+            os.close(fd)
 
     def _get(self, k, off, length):
         """(bytes, the object's total size)."""
@@ -239,10 +267,65 @@ class Client:
         """(key, bytes) for each key, in the order given (ordered=False: as
         they come). A key that cannot be read gives (key, the Error) instead
         (NotFound when it is missing), without failing the others; with
-        fail_missing, a missing key raises NotFound.
+        fail_missing, the batch stops at the first key that cannot be read
+        and raises its Error (the keys given before it were yielded).
 
-        Now a loop of GETs; it becomes one shelf_get_batch() call (keys
-        grouped per node) when the library has it."""
+        One shelf_get_batch() call per BATCH_WINDOW keys: the keys grouped
+        per node, many in flight on one connection per node; the bytes of
+        one window are held until they are yielded."""
+        fn = _lib.get_batch_fn()
+        if fn is None:  # a library that predates shelf_get_batch
+            yield from self._get_batch_loop(keys, fail_missing)
+            return
+        flags = (0 if ordered else _lib.BATCH_UNORDERED) | \
+            (_lib.BATCH_FAIL_MISSING if fail_missing else 0)
+        it = iter(keys)
+        while True:
+            win = list(itertools.islice(it, BATCH_WINDOW))
+            if not win:
+                return
+            out, bufs, idx, exc = [], [], [], []
+            for i, key in enumerate(win):
+                try:
+                    bufs.append(ctypes.create_string_buffer(_key(key), len(_key(key))))
+                    idx.append(i)
+                except (Error, TypeError) as e:
+                    if fail_missing:
+                        raise
+                    out.append((i, e if isinstance(e, Error) else Error(errno.EINVAL, str(e))))
+            items = (_lib.BatchItem * max(1, len(bufs)))()
+            for j, b in enumerate(bufs):
+                items[j].key = ctypes.addressof(b)
+                items[j].klen = len(b)
+
+            def cb(arg, j, res, data, length, why):
+                try:
+                    if res == 0:
+                        v = ctypes.string_at(data, length) if length else b""
+                    else:
+                        v = _errors.from_errno(res, why.decode("utf-8", "replace") if why else
+                                               "get '%s': %s" % (_show(win[idx[j]]),
+                                                                 os.strerror(-res)))
+                    out.append((idx[j], v))
+                    return 0
+                except BaseException as e:  # never through C: stop the batch, raise it here
+                    exc.append(e)
+                    return 1
+
+            r, err = self._call_rc("shelf_get_batch", items, len(bufs), flags, _lib.BATCH_CB(cb),
+                                   None)
+            if exc:
+                raise exc[0]
+            if ordered:
+                out.sort(key=lambda t: t[0])
+            for i, v in out:
+                if fail_missing and isinstance(v, Error):
+                    raise v
+                yield win[i], v
+            if r < 0:
+                raise _errors.from_errno(r, err)
+
+    def _get_batch_loop(self, keys, fail_missing):
         for key in keys:
             try:
                 yield key, self.get(key)
@@ -329,12 +412,59 @@ class Client:
 
     def _stage_one(self, k, dest, dirs):
         """Copies one object to dest: its size, or None when dest was there
-        already with the same size and crc32c."""
+        already with the same size and crc32c. Streams the object into the
+        temporary file with shelf_get_fd (any size, bounded memory), then
+        checks the file's size and crc32c against the object's."""
         st = self.stat(k)
         if _same_file(dest, st):
             return None
         parent = os.path.dirname(dest)
         os.makedirs(parent, exist_ok=True)
+        if _lib.get_fd_fn() is None:  # a library that predates streaming
+            return self._stage_one_whole(k, dest, dirs, st)
+        tmp = os.path.join(parent, b"." + os.path.basename(dest) + b".shelf-part")
+        fd = -1
+        try:
+            for attempt in range(2):
+                if fd >= 0:
+                    os.close(fd)
+                fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+                total = ctypes.c_uint64()
+                r, err = self._call_rc("shelf_get_fd", k, len(k), 0, _lib.UINT64_MAX, fd,
+                                       ctypes.byref(total))
+                if r < 0 and -r in LOCAL_WRITE_ERRNOS:
+                    raise OSError(-r, os.strerror(-r), dest)
+                if r < 0:
+                    raise _errors.from_errno(r, err)
+                size, crc = _fd_crc(fd)
+                if (size, crc) == (st.size, st.crc):
+                    break
+                # overwritten since the stat? look again, once
+                st2 = self.stat(k)
+                if attempt == 1 or (st2.size, st2.crc) == (st.size, st.crc):
+                    raise Error(errno.EIO, "stage: '%s': %d bytes read with crc32c %08x, the "
+                                "object has %d bytes, crc32c %08x" % (_show(k), size, crc,
+                                                                       st2.size, st2.crc))
+                st = st2
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.rename(tmp, dest)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        dirs.add(parent)
+        return st.size
+
+    def _stage_one_whole(self, k, dest, dirs, st):
+        """_stage_one through one whole-object GET (libraries without
+        shelf_get_fd)."""
+        parent = os.path.dirname(dest)
         for attempt in range(2):
             data, total = self._get(k, 0, _lib.UINT64_MAX)
             if len(data) == st.size and _lib.crc32c(data) == st.crc:
@@ -389,6 +519,18 @@ def _same_file(path, st):
         return crc == st.crc
     finally:
         os.close(fd)
+
+
+def _fd_crc(fd):
+    """(size, crc32c) of the file open at fd, read from its start."""
+    crc = size = 0
+    os.lseek(fd, 0, os.SEEK_SET)
+    while True:
+        b = os.read(fd, STAGE_READ_BYTES)
+        if not b:
+            return size, crc
+        size += len(b)
+        crc = _lib.crc32c(b, crc)
 
 
 def _fsync_dir(d):

@@ -441,12 +441,20 @@ static int item_cb(void *arg, size_t index, int res, const void *data, size_t le
 static int dest_check(const struct bopts *o, char *tartmp, size_t tlen, FILE **tar)
 {
 	char probe[PATH_MAX + 64];
+	struct stat st;
 	int fd;
 
 	if (o->tar) {
 		if (strcmp(o->tar, "-") == 0) {
 			*tar = stdout;
 			return 0;
+		}
+		/* the archive replaces FILE by a rename: never a device, a pipe
+		 * or a directory (/dev/null would be replaced by a file) */
+		if (stat(o->tar, &st) == 0 && !S_ISREG(st.st_mode)) {
+			fprintf(stderr, "shelf get: '%s' is not a regular file (use --tar - for "
+				"standard output)\n", o->tar);
+			return 1;
 		}
 		snprintf(tartmp, tlen, "%s.shelf-tmp.%ld", o->tar, (long)getpid());
 		*tar = fopen(tartmp, "wb");

@@ -430,6 +430,7 @@ int cmd_get(int argc, char **argv)
 	struct bar pb;
 	struct get_out g = { 1, 0 };
 	const char *path = NULL;
+	struct stat st;
 	int ret;
 
 	if (cli_get_is_batch(argc, argv))
@@ -464,8 +465,9 @@ int cmd_get(int argc, char **argv)
 	}
 	if (ret < 0) {
 		fprintf(stderr, "shelf %s\n", err);
-		/* never leave a part of the object looking like the whole */
-		if (path)
+		/* never leave a part of the object looking like the whole; only
+		 * a regular file (never /dev/null, a pipe or a device) */
+		if (path && g.fd >= 0 && fstat(g.fd, &st) == 0 && S_ISREG(st.st_mode))
 			unlink(path);
 		ret = exit_code(ret);
 		goto out;

@@ -474,10 +474,15 @@ int cmd_put_recursive(int argc, char **argv)
 	in.o = &o;
 	xbar_start(&bar, "put");
 	xfer_signals();
-	if (stat(o.args[0], &st) < 0 || !S_ISDIR(st.st_mode)) {
-		fprintf(stderr, "shelf put: -r: %s '%s'%s%s\n",
-			S_ISDIR(st.st_mode) ? "cannot read" : "not a directory:", o.args[0],
-			S_ISDIR(st.st_mode) ? ": " : "", S_ISDIR(st.st_mode) ? strerror(errno) : "");
+	/* st is read only when stat() filled it */
+	if (stat(o.args[0], &st) < 0) {
+		fprintf(stderr, "shelf put: -r: not a directory: '%s': %s\n", o.args[0],
+			strerror(errno));
+		ret = 2;
+		goto out;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "shelf put: -r: not a directory: '%s'\n", o.args[0]);
 		ret = 2;
 		goto out;
 	}

@@ -34,15 +34,6 @@ for i in $(seq 100); do
 done
 [ "$left" -gt 0 ] || fail "no repair work after $v went out"
 echo "$v out, repair under way ($left objects left) at $((SECONDS - T0)) s"
-# a pass counts its copies first (repair_objects_planned) and queues them as
-# it walks: measure once they are queued, so no member in the window is
-# still walking instead of sending
-for i in $(seq 50); do
-	planned=$(heal_field default repair_objects_planned)
-	[ "$planned" = 0 ] || [ "$planned" = null ] && break
-	sleep 0.2
-done
-hc default pernode repair_objects_left >"$D/left0"
 hc default getlat "$OBJECTS" hq/ "$SEED" "$WINDOW" --size "$SIZE" >"$D/busy" &
 gp=$!
 hc default pernode repair_bytes_done >"$D/done0"
@@ -53,15 +44,12 @@ t1=$(date +%s.%N)
 hc default pernode repair_objects_left >"$D/left1"
 wait "$gp" || fail "gets during the repair: $(cat "$D/busy")"
 busy=$(cat "$D/busy")
-res=$("$PY" - "$D/done0" "$D/done1" "$D/left1" "$t0" "$t1" "$RATE" "$D/left0" <<'PYEOF'
+res=$("$PY" - "$D/done0" "$D/done1" "$D/left1" "$t0" "$t1" "$RATE" <<'PYEOF'
 import sys
 rd = lambda p: dict(l.split() for l in open(p) if len(l.split()) == 2)
 d0, d1, left = rd(sys.argv[1]), rd(sys.argv[2]), rd(sys.argv[3])
-left0 = rd(sys.argv[7])
 dt, rate = float(sys.argv[5]) - float(sys.argv[4]), int(sys.argv[6])
-# busy throughout: work queued at the start and still left at the end
 busy = [n for n in d1 if left.get(n, "0").isdigit() and int(left[n]) > 0
-        and left0.get(n, "0").isdigit() and int(left0[n]) > 0
         and d0.get(n, "").isdigit() and d1[n].isdigit()]
 if not busy:
     print("none"); sys.exit(0)

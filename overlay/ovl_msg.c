@@ -35,6 +35,7 @@ static const char *const left_reason_names[] = { "unknown", "expired", "revoked"
 							  NULL };
 static const char *const op_names[] = { NULL, "list_nodes", "list_slices", "show_map",
 					"create_slice", "delete_slice", "revoke_node", "stats",
+					"fleet",
 					NULL };
 static const struct ovl_msg_field domain_fields[] = {
 	FIELD("site", OVL_MSG_F_STR, REQ, struct ovl_msg_domain, site),
@@ -214,6 +215,8 @@ static const struct ovl_msg_field heartbeat_fields[] = {
 	FIELD("node_id", OVL_MSG_F_FIXBIN, REQ, struct ovl_msg_heartbeat, node_id),
 	FIELD("seq", OVL_MSG_F_UINT, REQ, struct ovl_msg_heartbeat, seq),
 	FIELD("used", OVL_MSG_F_UINT, OPT, struct ovl_msg_heartbeat, used),
+	FIELD("fleet", OVL_MSG_F_BIN, OPT, struct ovl_msg_heartbeat, fleet,
+	      .max = OVL_MSG_FLEET_MAX_BYTES),
 };
 
 static const struct ovl_msg_field heartbeat_ok_fields[] = {
@@ -221,6 +224,8 @@ static const struct ovl_msg_field heartbeat_ok_fields[] = {
 	FIELD("seq", OVL_MSG_F_UINT, REQ, struct ovl_msg_heartbeat_ok, seq),
 	ARRAY("slices", OPT, struct ovl_msg_heartbeat_ok, slices, n_slices, slice_elem,
 	      OVL_MSG_SLICES_MAX),
+	FIELD("fleet", OVL_MSG_F_BIN, OPT, struct ovl_msg_heartbeat_ok, fleet,
+	      .max = OVL_MSG_FLEET_MAX_BYTES),
 };
 
 static const struct ovl_msg_field map_get_fields[] = {
@@ -317,6 +322,8 @@ static const struct ovl_msg_field admin_fields[] = {
 	      .max = OVL_MSG_REPLICAS_MAX),
 	FIELD("allow_same_domain", OVL_MSG_F_BOOL, OPT, struct ovl_msg_admin, allow_same_domain),
 	FIELD("chunk_size", OVL_MSG_F_UINT, OPT, struct ovl_msg_admin, chunk_size, .max = UINT32_MAX),
+	FIELD("fleet", OVL_MSG_F_BIN, OPT, struct ovl_msg_admin, fleet,
+	      .max = OVL_MSG_FLEET_MAX_BYTES),
 };
 
 static const struct ovl_msg_field admin_ok_fields[] = {
@@ -329,6 +336,8 @@ static const struct ovl_msg_field admin_ok_fields[] = {
 	ARRAY("stats", OPT, struct ovl_msg_admin_ok, stats, n_stats, stat_elem,
 	      OVL_MSG_STATS_MAX),
 	FIELD("epoch", OVL_MSG_F_UINT, OPT, struct ovl_msg_admin_ok, epoch),
+	FIELD("fleet", OVL_MSG_F_BIN, OPT, struct ovl_msg_admin_ok, fleet,
+	      .max = OVL_MSG_FLEET_MAX_BYTES),
 };
 
 /* admin: which op needs which optional field */
@@ -355,6 +364,10 @@ static int admin_check(const void *obj, char *err, size_t errlen)
 	case OVL_MSG_ADMIN_REVOKE_NODE:
 		if (ovl_mem_is_zero(a->node_id, sizeof(a->node_id)))
 			need = "node_id";
+		break;
+	case OVL_MSG_ADMIN_FLEET:
+		if (!a->fleet.len)
+			need = "fleet";
 		break;
 	default:
 		break;
@@ -458,7 +471,7 @@ const char *ovl_msg_left_reason_name(enum ovl_msg_left_reason reason)
 
 const char *ovl_msg_admin_op_name(enum ovl_msg_admin_op op)
 {
-	if ((int)op <= 0 || op > OVL_MSG_ADMIN_STATS)
+	if ((int)op <= 0 || op > OVL_MSG_ADMIN_FLEET)
 		return NULL;
 	return op_names[op];
 }

@@ -73,6 +73,7 @@ struct msgpack_sbuffer;
 #define OVL_MSG_GROUP_SIZE 64        /* a node's group name */
 #define OVL_MSG_SIG_BYTES 64         /* Ed25519 signature */
 #define OVL_MSG_CRL_MAX_BYTES 65536  /* a revocation list (as OVL_CRL_MAX_BYTES) */
+#define OVL_MSG_FLEET_MAX_BYTES 65536 /* (1.7) a fleet document (overlay/ovl_fleet.h) */
 
 #define OVL_MSG_MEMBERS_MAX 100000   /* members in one slice map or delta */
 #define OVL_MSG_NODES_MAX 100000     /* nodes in an admin list */
@@ -145,6 +146,7 @@ enum ovl_msg_admin_op {
 	OVL_MSG_ADMIN_DELETE_SLICE,
 	OVL_MSG_ADMIN_REVOKE_NODE,
 	OVL_MSG_ADMIN_STATS,
+	OVL_MSG_ADMIN_FLEET,        /* (1.7) fleet updates: request and reply in `fleet` */
 };
 
 /* Codes carried by "error" messages. Receivers accept codes they don't know. */
@@ -264,6 +266,9 @@ struct ovl_msg_heartbeat {
 	uint8_t node_id[OVL_MSG_ID_BYTES];
 	uint64_t seq;  /* increments by one per heartbeat */
 	uint64_t used; /* optional: bytes in use on the drive */
+	/* optional (1.7): the node's update report, an ovl_fleet report
+	 * document (overlay/ovl_fleet.h); not signed: the CURVE link vouches */
+	struct ovl_msg_bin fleet;
 };
 
 struct ovl_msg_heartbeat_ok {
@@ -271,6 +276,10 @@ struct ovl_msg_heartbeat_ok {
 	uint64_t seq;                 /* the heartbeat's seq */
 	struct ovl_msg_slice *slices; /* optional: current epochs, to spot missed deltas */
 	uint32_t n_slices;
+	/* optional (1.7): the director's signed assignment for this node
+	 * (overlay/ovl_fleet.h), sent when the node's report shows it does not
+	 * hold the current one */
+	struct ovl_msg_bin fleet;
 };
 
 struct ovl_msg_map_get {
@@ -353,6 +362,7 @@ struct ovl_msg_admin {
 	bool allow_same_domain;            /* optional (1.5), create_slice: allow more replicas
 					    * than the members' failure domains */
 	uint32_t chunk_size;               /* optional (1.6), create_slice: bytes; 0 = default */
+	struct ovl_msg_bin fleet;          /* (1.7) fleet: the request document (ovl_fleet.h) */
 };
 
 struct ovl_msg_admin_ok {
@@ -365,6 +375,7 @@ struct ovl_msg_admin_ok {
 	struct ovl_msg_stat *stats;        /* stats */
 	uint32_t n_stats;
 	uint64_t epoch;                    /* optional: create/delete: the new epoch */
+	struct ovl_msg_bin fleet;          /* optional (1.7), fleet: the reply document */
 };
 
 struct ovl_msg {

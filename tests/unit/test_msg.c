@@ -314,6 +314,44 @@ static void test_round_trip_every_message(void **state)
  * without certificates pass the byte limit but not the object limit (21
  * objects a member), which the decoder (the broker's) refuses.
  */
+/* 1.7: the fleet documents ride as optional bins in heartbeat, heartbeat_ok,
+ * admin and admin_ok; an admin "fleet" request needs its document. */
+static void test_fleet_fields(void **state)
+{
+	static const uint8_t doc[] = { 0x81, 0xa1, 'v', 0x01 };
+	struct ovl_msg m, d;
+	msgpack_sbuffer sb;
+	char err[256];
+
+	(void)state;
+	ovl_msg_init(&m, OVL_MSG_HEARTBEAT);
+	m.u.hb.seq = 7;
+	m.u.hb.fleet = (struct ovl_msg_bin){ doc, sizeof(doc) };
+	msgpack_sbuffer_init(&sb);
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), 0);
+	assert_int_equal(ovl_msg_decode(sb.data, sb.size, &d, err, sizeof(err)), 0);
+	assert_int_equal(d.u.hb.fleet.len, sizeof(doc));
+	assert_memory_equal(d.u.hb.fleet.ptr, doc, sizeof(doc));
+	ovl_msg_release(&d);
+	msgpack_sbuffer_destroy(&sb);
+
+	ovl_msg_init(&m, OVL_MSG_ADMIN);
+	m.u.admin.op = OVL_MSG_ADMIN_FLEET;
+	msgpack_sbuffer_init(&sb);
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "fleet"));
+	msgpack_sbuffer_destroy(&sb);
+	m.u.admin.fleet = (struct ovl_msg_bin){ doc, sizeof(doc) };
+	msgpack_sbuffer_init(&sb);
+	assert_int_equal(ovl_msg_encode(&m, &sb, err, sizeof(err)), 0);
+	assert_int_equal(ovl_msg_decode(sb.data, sb.size, &d, err, sizeof(err)), 0);
+	assert_int_equal(d.u.admin.op, OVL_MSG_ADMIN_FLEET);
+	assert_memory_equal(d.u.admin.fleet.ptr, doc, sizeof(doc));
+	ovl_msg_release(&d);
+	msgpack_sbuffer_destroy(&sb);
+	assert_string_equal(ovl_msg_admin_op_name(OVL_MSG_ADMIN_FLEET), "fleet");
+}
+
 static void test_map_report_limits(void **state)
 {
 	static uint8_t cert[420];
@@ -1560,6 +1598,7 @@ int main(void)
 		cmocka_unit_test(test_round_trip_every_message),
 		cmocka_unit_test(test_round_trip_100k_members),
 		cmocka_unit_test(test_map_report_limits),
+		cmocka_unit_test(test_fleet_fields),
 		cmocka_unit_test(test_truncated_every_prefix),
 		cmocka_unit_test(test_wrong_types),
 		cmocka_unit_test(test_wrong_type_variants_accepted),

@@ -122,6 +122,13 @@ refuse "not an image" "not a shelf image" "$T/payload.tar"
 cp "$T/good.img" "$T/long.img"; printf x >>"$T/long.img"
 refuse "bytes after the payload" "follow the payload" "$T/long.img" "${V[@]}"
 
+cp "$T/payload.tar" "$T/same.tar"
+out=$(build --version 0.2.0 "${K[@]}" --out "$T/payload.tar" 2>&1); rc=$?
+[ $rc = 1 ] && grep -q "is the payload itself" <<<"$out" || fail "--out the payload: exit $rc: $out"
+cmp -s "$T/payload.tar" "$T/same.tar" || fail "the payload was overwritten"
+out=$("$B/shelf" image build --board sim --version 0.2.0 "${K[@]}" --out "$T/e.img" /dev/null 2>&1); rc=$?
+[ $rc = 1 ] && grep -q "not a regular file" <<<"$out" || fail "a device payload: exit $rc: $out"
+
 # usage
 show "$T/good.img" --verify >/dev/null 2>&1; [ $? = 2 ] || fail "--verify without --ca is not a usage error"
 build --version 1.2 "${K[@]}" --out "$T/x.img" >/dev/null 2>&1; [ $? = 2 ] || fail "a bad --version is not a usage error"

@@ -15,5 +15,6 @@
 #include "store/disk.h"
 #include "store/store.h"
 #include "ctl/ctl.h"
+#include "boot/bootstate.h"
 
 #endif

@@ -16,5 +16,6 @@
 #include "store/store.h"
 #include "ctl/ctl.h"
 #include "boot/bootstate.h"
+#include "update/gate.h"
 
 #endif

@@ -239,7 +239,12 @@ rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$(cat "$n1/boot.pid")/status")
 echo "shelf-boot rss: $rss KiB"
 [ "$rss" -lt 8192 ] || fail "shelf-boot uses $rss KiB"
 # objects, so that the sample scrub has records to verify
-for i in $(seq 40); do echo "object $i" >"$T/o"; "$C" exec -- shelf put "fb/$i" "$T/o" >/dev/null || fail "put fb/$i"; done
+for i in $(seq 40); do
+	echo "object $i" >"$T/o"
+	ok=0
+	for _ in $(seq 50); do "$C" exec -- shelf put "fb/$i" "$T/o" >"$T/put" 2>&1 && { ok=1; break; }; sleep 0.2; done
+	[ $ok = 1 ] || fail "put fb/$i: $(cat "$T/put")"
+done
 "$C" exec -- shelf slice show system --json >"$T/sys.json" 2>&1 || fail "no system slice: $(cat "$T/sys.json")"
 grep -q '"replicas": 2' "$T/sys.json" || fail "system slice: $(cat "$T/sys.json")"
 # slot b: the same build as version 0.2.0, installed the way the agent does

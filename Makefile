@@ -82,7 +82,7 @@ OVL_OBJ  := $(OVL_SRC:%.c=$(O)/%.o)
 OVL_LIB  := $(O)/libshelf-overlay.a
 
 # firmware/<module>/: the node's modules, one archive (libshelf-node.a)
-NODE_SRC := $(filter-out firmware/main.c,$(wildcard firmware/*/*.c))
+NODE_SRC := $(filter-out firmware/main.c firmware/boot/boot.c,$(wildcard firmware/*/*.c))
 NODE_OBJ := $(NODE_SRC:%.c=$(O)/%.o)
 NODE_LIB := $(O)/libshelf-node.a
 
@@ -104,6 +104,9 @@ LIBS_ALL := $(CLI_LIB) $(BRK_LIB) $(NODE_LIB) $(OVL_LIB)
 PROGS :=
 ifneq ($(wildcard firmware/main.c),)
 PROGS += $(O)/shelf-node
+endif
+ifneq ($(wildcard firmware/boot/boot.c),)
+PROGS += $(O)/shelf-boot
 endif
 ifneq ($(wildcard broker/main.c),)
 PROGS += $(O)/shelf-broker
@@ -211,6 +214,13 @@ $(CLI_SO): $(CLI_PIC)
 
 $(O)/shelf-node: $(O)/firmware/main.o $(NODE_LIB) $(OVL_LIB)
 	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
+# the boot chooser: tiny beside every node, so it links none of ZeroMQ,
+# msgpack, libsodium or io_uring (the overlay's file helpers and libc); it
+# seeds slot a with the build's VERSION, the same as ovl_fleet_build_version()
+$(O)/firmware/boot/boot.o: $(VERSION_STAMP)
+$(O)/firmware/boot/boot.o: ALL_CFLAGS += -DSHELF_VERSION='"$(VERSION)"'
+$(O)/shelf-boot: $(O)/firmware/boot/boot.o $(O)/firmware/boot/bootstate.o $(OVL_LIB)
+	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS)
 $(O)/shelf-broker: $(O)/broker/main.o $(BRK_LIB) $(OVL_LIB)
 	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
 $(O)/shelf: $(patsubst %.c,$(O)/%.o,$(wildcard tools/shelf/*.c)) $(CLI_LIB) $(OVL_LIB)

@@ -75,6 +75,8 @@ struct node_config {
 	int64_t repair_duty, repair_inbound_max, scrub_interval_ms;
 	/* large objects' chunk GC (node_req_opts) */
 	int64_t chunk_gc_after_ms, chunk_gc_interval_ms;
+	/* fleet updates: the health gate of a slot on trial (firmware/update/gate.h) */
+	int64_t update_gate_deadline_ms;
 };
 
 #define C(f) offsetof(struct node_config, f)
@@ -195,6 +197,10 @@ static const struct ovl_conf_item node_conf[] = {
 	{ "chunk_gc_interval", OVL_CONF_MS, "10m", C(chunk_gc_interval_ms), 0, 1000, 1ll << 40,
 	  "how often (+-20 % jitter) a pass over this node's intents starts; paced like other "
 	  "background work" },
+	{ "update_gate_deadline", OVL_CONF_MS, "120s", C(update_gate_deadline_ms), 0, 1000, 86400000,
+	  "a node started by shelf-boot in a slot on trial must register, pass a sample scrub and "
+	  "answer its own data-plane self-check within this, or it exits 1 (and the slot counts a "
+	  "failed attempt)" },
 	OVL_CONF_END
 };
 
@@ -233,6 +239,7 @@ struct node_ctx {
 	bool tick_armed, tick_due;
 	bool stop;
 	int stop_signal;
+	struct node_gate *gate;        /* the health gate while the slot is on trial */
 };
 
 static void usage(FILE *f)
@@ -946,6 +953,68 @@ static void ctl_tick(struct node_ctx *n)
 		ctl_apply(n);
 }
 
+/* The health gate of a slot on trial (firmware/update/gate.h): one step
+ * per tick; false when it failed (the node exits 1). */
+static bool gate_tick(struct node_ctx *n)
+{
+	struct node_gate_env e = { .store = n->store, .id = n->id, .peers = n->peers };
+	char msg[NODE_GATE_MSG_BYTES];
+	int ret;
+
+	if (n->ctl) {
+		e.registered = node_ctl_registered(n->ctl);
+		e.now_s = node_ctl_now(n->ctl);
+		e.cert = n->dp ? node_ctl_cert(n->ctl, &e.cert_len) : NULL;
+		/* a slice whose address this node installed */
+		for (unsigned i = 0; e.cert && !e.slice && i < node_ctl_map_count(n->ctl); i++) {
+			const struct node_ctl_map *m = node_ctl_map_at(n->ctl, i);
+
+			for (uint32_t j = 0; !e.slice && j < m->n_members; j++)
+				for (unsigned k = 0; k < n->naddrs; k++)
+					if (!memcmp(m->members[j].id, n->id->sign_pk, OVL_ID_BYTES) &&
+					    !memcmp(m->members[j].addr, &n->addrs[k], sizeof(n->addrs[k]))) {
+						e.slice = m->name;
+						e.epoch = m->epoch;
+						e.addr = n->addrs[k];
+						break;
+					}
+		}
+	}
+	ret = node_gate_step(n->gate, &e, ovl_mono_ms(), msg, sizeof(msg));
+	if (ret == NODE_GATE_PENDING)
+		return true;
+	if (ret == NODE_GATE_PASSED)
+		ovl_info("%s", msg);
+	else
+		ovl_err("%s", msg);
+	node_gate_destroy(&n->gate);
+	return ret == NODE_GATE_PASSED;
+}
+
+static void gate_start(struct node_ctx *n)
+{
+	char slot = 0, dir[1024], err[512];
+	struct node_gate_opts o = { .loop = n->loop, .data_port = (uint16_t)n->cfg.data_port };
+	int ret = node_gate_needed(&slot, dir, sizeof(dir), err, sizeof(err));
+
+	if (getenv("SHELF_SLOT"))
+		ovl_info("slot %s, version %s (started by shelf-boot)", getenv("SHELF_SLOT"),
+			 node_running_version());
+	if (ret < 0)
+		ovl_err("health gate: %s", err);
+	if (ret <= 0)
+		return;
+	o.boot_dir = dir;
+	o.slot = slot;
+	o.deadline_ms = (uint64_t)n->cfg.update_gate_deadline_ms;
+	if (node_gate_new(&n->gate, &o, err, sizeof(err)) < 0) {
+		ovl_err("%s", err);
+		return;
+	}
+	ovl_info("slot %c is on trial: health gate within %" PRId64 " ms", slot,
+		 n->cfg.update_gate_deadline_ms);
+}
+
 /*
  * Shutting down, as the loop's owner: stop the data plane (its closes and
  * cancellations are queued on the loop), then run the loop until nothing
@@ -1059,6 +1128,7 @@ int main(int argc, char **argv)
 		ovl_warn("no brokers configured: nothing to register with");
 	ovl_info("ready: node %s, drive '%s', rss %ld KiB of %" PRIu64 " KiB budget", fp,
 		 n.drive_path, rss_bytes() / 1024, n.board.memory_budget / 1024);
+	gate_start(&n);
 	arm_tick(&n);
 	while (!n.stop) {
 		struct node_store_stats st;
@@ -1075,6 +1145,12 @@ int main(int argc, char **argv)
 		n.tick_due = false;
 		arm_tick(&n);
 		ctl_tick(&n);
+		if (n.gate && !gate_tick(&n)) {
+			/* stop the way a signal does (the signalfd read in flight
+			 * completes), then exit 1: the slot failed its trial */
+			code = NODE_EXIT_RUNTIME;
+			kill(getpid(), SIGTERM);
+		}
 		if (n.dp)
 			node_dp_tick(n.dp, (uint64_t)(ovl_mono_ms()));
 		if (n.repl)
@@ -1105,6 +1181,7 @@ int main(int argc, char **argv)
 	if (n.stop)
 		ovl_info("signal %d: shutting down (syncing and checkpointing the store)", n.stop_signal);
 out:
+	node_gate_destroy(&n.gate);
 	drained = !n.loop || drain(&n);
 	shutdown_net(&n);
 	node_req_destroy(&n.req);

@@ -15,5 +15,7 @@
 #include "store/disk.h"
 #include "store/store.h"
 #include "ctl/ctl.h"
+#include "boot/bootstate.h"
+#include "update/gate.h"
 
 #endif

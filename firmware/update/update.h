@@ -65,6 +65,7 @@
 
 #include "../repl/repl.h"
 #include "overlay.h"
+#include "ovl_fleet.h"
 
 #define NODE_UPDATE_RATE_DEFAULT (32ull << 20) /* update_rate, bytes/s */
 #define NODE_UPDATE_INFLIGHT_DEFAULT 4         /* update_inflight */

@@ -79,6 +79,8 @@ struct node_config {
 	/* fleet updates (firmware/update) */
 	uint64_t update_rate;
 	int64_t update_inflight;
+	/* fleet updates: the health gate of a slot on trial (firmware/update/gate.h) */
+	int64_t update_gate_deadline_ms;
 };
 
 #define C(f) offsetof(struct node_config, f)
@@ -206,6 +208,10 @@ static const struct ovl_conf_item node_conf[] = {
 	{ "update_inflight", OVL_CONF_INT, XSTR(NODE_UPDATE_INFLIGHT_DEFAULT), C(update_inflight), 0, 1,
 	  NODE_UPDATE_INFLIGHT_MAX,
 	  "an update's blocks fetched at once (each one piece of at most 256K at a time)" },
+	{ "update_gate_deadline", OVL_CONF_MS, "120s", C(update_gate_deadline_ms), 0, 1000, 86400000,
+	  "a node started by shelf-boot in a slot on trial must register, pass a sample scrub and "
+	  "answer its own data-plane self-check within this, or it exits 1 (and the slot counts a "
+	  "failed attempt)" },
 	OVL_CONF_END
 };
 
@@ -247,6 +253,7 @@ struct node_ctx {
 	bool tick_armed, tick_due;
 	bool stop;
 	int stop_signal;
+	struct node_gate *gate;        /* the health gate while the slot is on trial */
 };
 
 static void usage(FILE *f)
@@ -671,8 +678,6 @@ static int update_start(struct node_ctx *n, const uint8_t ca_pk[OVL_ID_BYTES])
 {
 	struct node_update_opts o = { 0 };
 	const char *dir = getenv("SHELF_BOOT_STATE"), *slot = getenv("SHELF_SLOT");
-	const char *ver = getenv("SHELF_SLOT_VERSION");
-	uint64_t v;
 	char err[512];
 
 	o.dir = dir && *dir ? dir : n->cfg.state_dir;
@@ -680,7 +685,7 @@ static int update_start(struct node_ctx *n, const uint8_t ca_pk[OVL_ID_BYTES])
 	o.node_id = n->id->sign_pk;
 	memcpy(o.ca_pk, ca_pk, OVL_ID_BYTES);
 	o.slot = slot && (strcmp(slot, "a") == 0 || strcmp(slot, "b") == 0) ? slot[0] : 0;
-	o.running = ver && ovl_fleet_version_parse(ver, &v) == 0 ? ver : ovl_fleet_build_version();
+	o.running = node_running_version();
 	o.rate = n->cfg.update_rate;
 	o.inflight = (unsigned)n->cfg.update_inflight;
 	o.now_s = upd_now;
@@ -1070,6 +1075,68 @@ static void ctl_tick(struct node_ctx *n)
 		ctl_apply(n);
 }
 
+/* The health gate of a slot on trial (firmware/update/gate.h): one step
+ * per tick; false when it failed (the node exits 1). */
+static bool gate_tick(struct node_ctx *n)
+{
+	struct node_gate_env e = { .store = n->store, .id = n->id, .peers = n->peers };
+	char msg[NODE_GATE_MSG_BYTES];
+	int ret;
+
+	if (n->ctl) {
+		e.registered = node_ctl_registered(n->ctl);
+		e.now_s = node_ctl_now(n->ctl);
+		e.cert = n->dp ? node_ctl_cert(n->ctl, &e.cert_len) : NULL;
+		/* a slice whose address this node installed */
+		for (unsigned i = 0; e.cert && !e.slice && i < node_ctl_map_count(n->ctl); i++) {
+			const struct node_ctl_map *m = node_ctl_map_at(n->ctl, i);
+
+			for (uint32_t j = 0; !e.slice && j < m->n_members; j++)
+				for (unsigned k = 0; k < n->naddrs; k++)
+					if (!memcmp(m->members[j].id, n->id->sign_pk, OVL_ID_BYTES) &&
+					    !memcmp(m->members[j].addr, &n->addrs[k], sizeof(n->addrs[k]))) {
+						e.slice = m->name;
+						e.epoch = m->epoch;
+						e.addr = n->addrs[k];
+						break;
+					}
+		}
+	}
+	ret = node_gate_step(n->gate, &e, ovl_mono_ms(), msg, sizeof(msg));
+	if (ret == NODE_GATE_PENDING)
+		return true;
+	if (ret == NODE_GATE_PASSED)
+		ovl_info("%s", msg);
+	else
+		ovl_err("%s", msg);
+	node_gate_destroy(&n->gate);
+	return ret == NODE_GATE_PASSED;
+}
+
+static void gate_start(struct node_ctx *n)
+{
+	char slot = 0, dir[1024], err[512];
+	struct node_gate_opts o = { .loop = n->loop, .data_port = (uint16_t)n->cfg.data_port };
+	int ret = node_gate_needed(&slot, dir, sizeof(dir), err, sizeof(err));
+
+	if (getenv("SHELF_SLOT"))
+		ovl_info("slot %s, version %s (started by shelf-boot)", getenv("SHELF_SLOT"),
+			 node_running_version());
+	if (ret < 0)
+		ovl_err("health gate: %s", err);
+	if (ret <= 0)
+		return;
+	o.boot_dir = dir;
+	o.slot = slot;
+	o.deadline_ms = (uint64_t)n->cfg.update_gate_deadline_ms;
+	if (node_gate_new(&n->gate, &o, err, sizeof(err)) < 0) {
+		ovl_err("%s", err);
+		return;
+	}
+	ovl_info("slot %c is on trial: health gate within %" PRId64 " ms", slot,
+		 n->cfg.update_gate_deadline_ms);
+}
+
 /*
  * Shutting down, as the loop's owner: stop the data plane (its closes and
  * cancellations are queued on the loop), then run the loop until nothing
@@ -1183,6 +1250,7 @@ int main(int argc, char **argv)
 		ovl_warn("no brokers configured: nothing to register with");
 	ovl_info("ready: node %s, drive '%s', rss %ld KiB of %" PRIu64 " KiB budget", fp,
 		 n.drive_path, rss_bytes() / 1024, n.board.memory_budget / 1024);
+	gate_start(&n);
 	arm_tick(&n);
 	while (!n.stop) {
 		struct node_store_stats st;
@@ -1199,6 +1267,10 @@ int main(int argc, char **argv)
 		n.tick_due = false;
 		arm_tick(&n);
 		ctl_tick(&n);
+		if (n.gate && !gate_tick(&n)) {
+			code = NODE_EXIT_RUNTIME;
+			break;
+		}
 		if (n.dp)
 			node_dp_tick(n.dp, (uint64_t)(ovl_mono_ms()));
 		if (n.repl)
@@ -1239,6 +1311,7 @@ int main(int argc, char **argv)
 	if (n.stop)
 		ovl_info("signal %d: shutting down (syncing and checkpointing the store)", n.stop_signal);
 out:
+	node_gate_destroy(&n.gate);
 	drained = !n.loop || drain(&n);
 	shutdown_net(&n);
 	node_req_destroy(&n.req);

@@ -17,5 +17,6 @@
 #include "ctl/ctl.h"
 #include "update/update.h"
 #include "boot/bootstate.h"
+#include "update/gate.h"
 
 #endif

@@ -1282,11 +1282,13 @@ int main(int argc, char **argv)
 		if (n.update) {
 			node_update_tick(n.update, ovl_mono_ms());
 			update_events_log(&n);
-			if (node_update_exit_wanted(n.update)) {
+			if (!n.restart && node_update_exit_wanted(n.update)) {
 				ovl_info("update: shutting down to restart into the new slot (exit %d)",
 					 NODE_UPDATE_EXIT_RESTART);
 				n.restart = true;
-				break;
+				/* the way a SIGTERM stops the node: its signalfd read
+				 * completes, so nothing is left to cancel on the loop */
+				kill(getpid(), SIGTERM);
 			}
 		}
 		if (++n.ticks % (NODE_BUDGET_CHECK_MS / NODE_TICK_MS))

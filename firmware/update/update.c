@@ -1449,7 +1449,7 @@ void node_update_tick(struct node_update *u, uint64_t now_ms)
 		break;
 	}
 	if (u->state == OVL_FLEET_STATE_RESTARTING && strcmp(u->running, u->target) != 0 &&
-	    now_ms - u->restart_ms >= UPDATE_RESTART_WAIT_MS)
+	    now_ms >= u->restart_ms + UPDATE_RESTART_WAIT_MS)
 		u->exit_wanted = true;
 	if (now_ms - u->boot_check_ms >= UPDATE_BOOT_CHECK_MS) {
 		struct boot_state st;

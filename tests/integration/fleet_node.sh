@@ -36,6 +36,8 @@ fail() {
 		echo "--- $n: $(cat "$D/$n/boot/state" 2>/dev/null | tr '\n' ' ')"
 		grep -E "update|shelf-boot|health gate" "$D/$n/log" 2>/dev/null | tail -n 12
 	done
+	# FLEET_KEEP=1: leave the cluster up to look at it
+	[ "${FLEET_KEEP:-0}" = 1 ] && { trap - EXIT; echo "left up: SHELF_CLUSTER_NS=$SHELF_CLUSTER_NS SHELF_CLUSTER_DIR=$D"; }
 	exit 1
 }
 x() { "$C" exec -- "$@"; }
@@ -194,7 +196,7 @@ echo "--- restart" >>"$D/n03/log"
 SHELF_NODE_SET="update_inflight=1" "$C" start 3 >/dev/null || fail "(d) start n03"
 wait_since n03 "blocks already verified" 60
 wait_since n03 "update: release 0.2.0 installed in slot b" 120
-got=$(tac "$D/n03/log" | sed '/^--- restart/q' | grep -o "installed in slot b ([0-9]* bytes fetched by this run" |
+got=$(tac "$D/n03/log" | sed '/^--- restart/q' | grep -o "installed in slot b (marked to be tried; [0-9]* bytes fetched by this run" |
 	grep -o "[0-9]* bytes" | cut -d' ' -f1)
 [ -n "$got" ] && [ "$got" -lt "$SIZE" ] || fail "(d) fetched $got bytes after the restart (payload $SIZE)"
 echo "(d) n03 resumed: $got of $SIZE bytes fetched after the restart"

@@ -1433,7 +1433,7 @@ void node_update_tick(struct node_update *u, uint64_t now_ms)
 		if (now_s(u))
 			inject_check(u);
 	}
-	if (u->resume && u->repl && now_s(u))
+	if (u->resume && now_s(u))
 		resume(u);
 	switch (u->phase) {
 	case PH_FETCH:

@@ -105,6 +105,7 @@ struct node_update {
 	uint64_t boot_check_ms, inject_ms;
 	uint8_t last_env[32];               /* hash of the last envelope handled */
 	char last_err[320];                 /* why a home did not answer last */
+	uint64_t nomap_ms;                  /* since when the slice's map is missing (0: it is not) */
 	/* counters */
 	uint64_t bytes_fetched, blocks_bad, blocks_verified;
 	/* events */
@@ -602,9 +603,15 @@ static void slot_ask(struct node_update *u, unsigned si, uint64_t now)
 	int nh = 0, p;
 
 	if (!m) {
-		fail(u, "release %s: this node holds no map of slice '%s'", u->rel.version, u->slice);
+		/* a map that has not come yet (a node just started) */
+		if (!u->nomap_ms)
+			u->nomap_ms = now;
+		else if (now >= u->nomap_ms + UPDATE_NOMAP_MS)
+			fail(u, "release %s: this node holds no map of slice '%s'", u->rel.version,
+			     u->slice);
 		return;
 	}
+	u->nomap_ms = 0;
 	p = pick_home(u, m, s->i, order, &nh);
 	if (p < 0 || (s->off && (unsigned)p != s->cand)) {
 		/* its home is gone mid-block: the block starts over elsewhere */
@@ -1153,7 +1160,7 @@ static void assign_take(struct node_update *u, const uint8_t *buf, size_t len,
 	      a.release_len ? " of slice " : "", a.release_len ? a.slice : "");
 	switch (a.action) {
 	case OVL_FLEET_ACTION_STAY:
-		if (u->state == OVL_FLEET_STATE_INSTALLED)
+		if (u->state == OVL_FLEET_STATE_INSTALLED || u->state == OVL_FLEET_STATE_RESTARTING)
 			untry(u);
 		release_drop(u);
 		u->resume = false;

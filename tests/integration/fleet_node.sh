@@ -107,6 +107,8 @@ for _ in $(seq 600); do
 	[ "$(grep -l "slice 'system': address" "$D"/n*/log 2>/dev/null | wc -l)" -ge 4 ] && break
 	sleep 0.1
 done
+[ "$(grep -l "slice 'system': address" "$D"/n*/log 2>/dev/null | wc -l)" -ge 4 ] ||
+	fail "not every node joined slice 'system'"
 echo "4 nodes up under shelf-boot in $((SECONDS - T0)) s"
 
 # the images: 0.2.0 and 0.3.0 of this build, signed with the cluster's dev key
@@ -129,8 +131,12 @@ publish() {
 	"$FT" blocks "$D/img-$1.img" "$D/blk-$1" >"$D/blk-$1.txt" || fail "fleet_tool blocks $1"
 	read -r _ _ _ _ SIZE _ NBLK <"$D/blk-$1.txt"
 	tail -n +2 "$D/blk-$1.txt" | while read -r i k; do
-		x "$LT" "$CL" "$BROKER" system raw-put "hex:$k" "$D/blk-$1/$i" ||
-			{ echo "raw-put block $i failed"; exit 1; }
+		# a loaded machine: a node may take long to accept its first connection
+		for try in 1 2 3; do
+			x "$LT" "$CL" "$BROKER" system raw-put "hex:$k" "$D/blk-$1/$i" && break
+			[ $try = 3 ] && { echo "raw-put block $i failed"; exit 1; }
+			sleep 2
+		done
 	done || fail "publish $1"
 	echo "published $1: $SIZE bytes in $NBLK blocks"
 }

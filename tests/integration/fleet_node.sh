@@ -125,18 +125,22 @@ mkimg() { # VERSION -> $D/img-VERSION.img
 	"$B/shelf" image build --version "$1" --board sim --key "$KEY" --cert "${KEY%.key}.cert" \
 		--out "$D/img-$1.img" "$D/payload-$1.tar" >/dev/null || fail "shelf image build $1"
 }
+# rawput HEXKEY FILE: a plain object in 'system' (on a loaded machine a
+# node may take long to accept its first connection: tried 3 times)
+rawput() {
+	for try in 1 2 3; do
+		x "$LT" "$CL" "$BROKER" system raw-put "hex:$1" "$2" && return 0
+		sleep 2
+	done
+	return 1
+}
 # publish VERSION: store its blocks in 'system'; NBLK, SIZE, KEYS
 publish() {
 	mkdir -p "$D/blk-$1"
 	"$FT" blocks "$D/img-$1.img" "$D/blk-$1" >"$D/blk-$1.txt" || fail "fleet_tool blocks $1"
 	read -r _ _ _ _ SIZE _ NBLK <"$D/blk-$1.txt"
 	tail -n +2 "$D/blk-$1.txt" | while read -r i k; do
-		# a loaded machine: a node may take long to accept its first connection
-		for try in 1 2 3; do
-			x "$LT" "$CL" "$BROKER" system raw-put "hex:$k" "$D/blk-$1/$i" && break
-			[ $try = 3 ] && { echo "raw-put block $i failed"; exit 1; }
-			sleep 2
-		done
+		rawput "$k" "$D/blk-$1/$i" || { echo "raw-put block $i failed"; exit 1; }
 	done || fail "publish $1"
 	echo "published $1: $SIZE bytes in $NBLK blocks"
 }
@@ -174,7 +178,7 @@ echo "(b) n01 exited 75, shelf-boot started slot b, healthy"
 # (c) a block replaced by wrong bytes (same length): refused, nothing installed
 head -c "$(stat -c %s "$D/blk-0.3.0/1")" /dev/urandom >"$D/bad-block"
 K1=$(sed -n 3p "$D/blk-0.3.0.txt" | cut -d' ' -f2)
-x "$LT" "$CL" "$BROKER" system raw-put "hex:$K1" "$D/bad-block" || fail "(c) raw-put bad block"
+rawput "$K1" "$D/bad-block" || fail "(c) raw-put bad block"
 assign n02 1 fetch 0 "$D/img-0.3.0.img"
 wait_log n02 "update: failed: block 1 of release 0.3.0 does not verify" 60
 bad=$(counter n02 update_blocks_bad)

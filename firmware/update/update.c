@@ -57,6 +57,7 @@ struct ucall {
 	struct node_update *u;
 	unsigned si;
 	uint64_t gen, off, len;
+	uint8_t from[OVL_ID_BYTES];     /* the home asked */
 };
 
 struct node_update {
@@ -666,6 +667,7 @@ static void slot_ask(struct node_update *u, unsigned si, uint64_t now)
 	uc->gen = s->gen;
 	uc->off = s->off;
 	uc->len = got;
+	memcpy(uc->from, m->members[order[p]].id, OVL_ID_BYTES);
 	if (node_repl_call(u->repl, m, order[p], q, piece_done, uc, NULL, err, sizeof(err)) < 0) {
 		free(uc);
 		free(q);
@@ -720,6 +722,7 @@ static void piece_done(void *arg, struct ovl_dpc_call *call)
 	struct fslot *s = &u->slots[uc->si];
 	const struct ovl_wire_resp *rs = &call->resp;
 	uint64_t blen;
+	char fp[OVL_ID_FP_BYTES];
 	int rc;
 
 	if (u->dying || uc->gen != s->gen || !s->busy || u->phase != PH_FETCH) {
@@ -736,13 +739,14 @@ static void piece_done(void *arg, struct ovl_dpc_call *call)
 		return;
 	}
 	u->bytes_fetched += call->body_len;
+	ovl_nodeid_fingerprint(uc->from, fp);
 	if (rs->size != blen || rs->offset != uc->off || call->body_len != uc->len ||
 	    (rs->has_crc && ovl_crc32c(0, call->body, (size_t)call->body_len) != rs->crc)) {
 		u->blocks_bad++;
 		event(u, NODE_UPDATE_EV_WARN,
-		      "update: block %u of release %s: a home answered %" PRIu64 " bytes of an object of %" PRIu64
+		      "update: block %u of release %s: node %s answered %" PRIu64 " bytes of an object of %" PRIu64
 		      " (want %" PRIu64 " of %" PRIu64 "); fetching it from another home",
-		      s->i, u->rel.version, (uint64_t)call->body_len, rs->size, uc->len, blen);
+		      s->i, u->rel.version, fp, (uint64_t)call->body_len, rs->size, uc->len, blen);
 		block_next_home(u, uc->si, true);
 		ucall_free(uc);
 		return;
@@ -755,8 +759,8 @@ static void piece_done(void *arg, struct ovl_dpc_call *call)
 		if (sodium_memcmp(md, u->rel.blocks[s->i], 32) != 0) {
 			u->blocks_bad++;
 			event(u, NODE_UPDATE_EV_WARN,
-			      "update: block %u of release %s does not verify (SHA-256 differs from the release's); "
-			      "fetching it from another home", s->i, u->rel.version);
+			      "update: block %u of release %s from node %s does not verify (SHA-256 differs from "
+			      "the release's); fetching it from another home", s->i, u->rel.version, fp);
 			block_next_home(u, uc->si, true);
 			ucall_free(uc);
 			return;

@@ -12,7 +12,8 @@
  * SIGINT: in-flight work finishes, the store is synced and checkpointed.
  *
  * Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad configuration or
- * usage, 3 the drive could not be opened.
+ * usage, 3 the drive could not be opened, 75 a clean shutdown to restart
+ * into the slot an update installed (shelf-boot starts it).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -75,6 +76,9 @@ struct node_config {
 	int64_t repair_duty, repair_inbound_max, scrub_interval_ms;
 	/* large objects' chunk GC (node_req_opts) */
 	int64_t chunk_gc_after_ms, chunk_gc_interval_ms;
+	/* fleet updates (firmware/update) */
+	uint64_t update_rate;
+	int64_t update_inflight;
 	/* fleet updates: the health gate of a slot on trial (firmware/update/gate.h) */
 	int64_t update_gate_deadline_ms;
 };
@@ -197,6 +201,13 @@ static const struct ovl_conf_item node_conf[] = {
 	{ "chunk_gc_interval", OVL_CONF_MS, "10m", C(chunk_gc_interval_ms), 0, 1000, 1ll << 40,
 	  "how often (+-20 % jitter) a pass over this node's intents starts; paced like other "
 	  "background work" },
+	/* fleet updates */
+	{ "update_rate", OVL_CONF_SIZE, "32M", C(update_rate), 0, 0, 1ll << 40,
+	  "bytes per second an update's blocks are fetched at, at most (0: unlimited); the "
+	  "rollout's own rate, when lower, wins" },
+	{ "update_inflight", OVL_CONF_INT, XSTR(NODE_UPDATE_INFLIGHT_DEFAULT), C(update_inflight), 0, 1,
+	  NODE_UPDATE_INFLIGHT_MAX,
+	  "an update's blocks fetched at once (each one piece of at most 256K at a time)" },
 	{ "update_gate_deadline", OVL_CONF_MS, "120s", C(update_gate_deadline_ms), 0, 1000, 86400000,
 	  "a node started by shelf-boot in a slot on trial must register, pass a sample scrub and "
 	  "answer its own data-plane self-check within this, or it exits 1 (and the slot counts a "
@@ -212,6 +223,9 @@ struct node_ctx {
 	struct node_store *store;
 	struct node_req *req;          /* the request layer over the store */
 	struct node_repl *repl;        /* replication: forwards to the other nodes */
+	struct node_update *update;    /* the update agent (with brokers only) */
+	bool update_time;              /* registered once: trusted time for updates */
+	bool restart;                  /* the agent asked for a restart into its new slot */
 	int space_state;           /* last logged: 0 ok, 1 nearly full, 2 full */
 	struct ovl_id *id;
 	char drive_path[NODE_PATH_BYTES];
@@ -254,7 +268,8 @@ static void usage(FILE *f)
 		"  --check          validate configuration, board and drive, then exit\n\n"
 		"configuration keys:\n");
 	ovl_conf_print_help(node_conf, f);
-	fprintf(f, "\nexit codes: 0 clean shutdown, 1 runtime failure, 2 configuration, 3 drive\n");
+	fprintf(f, "\nexit codes: 0 clean shutdown, 1 runtime failure, 2 configuration, 3 drive,\n"
+		   "            75 restart into the slot an update installed (for shelf-boot)\n");
 }
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -604,6 +619,105 @@ static int key_text(const char *v, char *out, size_t len)
 	return 0;
 }
 
+/* ---- the update agent's view of the node ---- */
+
+static int upd_report(void *arg, uint8_t *buf, size_t cap)
+{
+	struct node_ctx *n = arg;
+
+	return n->update ? node_update_report(n->update, buf, cap) : 0;
+}
+
+static void upd_ok(void *arg, const uint8_t *buf, size_t len, const uint8_t *broker_pk)
+{
+	struct node_ctx *n = arg;
+
+	node_update_heartbeat_ok(n->update, buf, len, broker_pk);
+}
+
+static uint64_t upd_now(void *arg)
+{
+	struct node_ctx *n = arg;
+
+	if (n->ctl && node_ctl_registered(n->ctl))
+		n->update_time = true;
+	return n->update_time ? node_ctl_now(n->ctl) : 0;
+}
+
+static const struct ovl_crl *upd_crl(void *arg)
+{
+	struct node_ctx *n = arg;
+
+	return n->ctl ? node_ctl_crl(n->ctl) : NULL;
+}
+
+static uint64_t upd_degraded(void *arg)
+{
+	struct node_ctx *n = arg;
+
+	return n->req ? node_req_degraded(n->req) : 0;
+}
+
+static const uint8_t *upd_broker_key(void *arg, unsigned i)
+{
+	struct node_ctx *n = arg;
+
+	return n->ctl ? node_ctl_broker_key(n->ctl, i) : NULL;
+}
+
+static unsigned upd_counters(void *arg, struct ovl_wire_counter *c, unsigned max)
+{
+	struct node_ctx *n = arg;
+
+	return node_update_counters(n->update, c, max);
+}
+
+/* The update agent: its directory is the boot state's (shelf-boot says
+ * where, and which slot and version run), else the state directory. */
+static int update_start(struct node_ctx *n, const uint8_t ca_pk[OVL_ID_BYTES])
+{
+	struct node_update_opts o = { 0 };
+	const char *dir = getenv("SHELF_BOOT_STATE"), *slot = getenv("SHELF_SLOT");
+	char err[512];
+
+	o.dir = dir && *dir ? dir : n->cfg.state_dir;
+	o.board = n->board.name;
+	o.node_id = n->id->sign_pk;
+	memcpy(o.ca_pk, ca_pk, OVL_ID_BYTES);
+	o.slot = slot && (strcmp(slot, "a") == 0 || strcmp(slot, "b") == 0) ? slot[0] : 0;
+	o.running = node_running_version();
+	o.rate = n->cfg.update_rate;
+	o.inflight = (unsigned)n->cfg.update_inflight;
+	o.now_s = upd_now;
+	o.crl = upd_crl;
+	o.degraded = upd_degraded;
+	o.broker_key = upd_broker_key;
+	o.arg = n;
+	if (node_update_new(&n->update, &o, err, sizeof(err)) < 0) {
+		ovl_err("update: %s", err);
+		return -EINVAL;
+	}
+	ovl_info("update: running version %s%s%s, updates in '%s/update'", o.running,
+		 o.slot ? " in slot " : " (not started by shelf-boot)", o.slot ? slot : "", o.dir);
+	return 0;
+}
+
+/* What the update agent has to say; it never logs. */
+static void update_events_log(struct node_ctx *n)
+{
+	char text[512];
+	int level;
+
+	while (node_update_event_next(n->update, &level, text, sizeof(text))) {
+		if (level >= NODE_UPDATE_EV_ERROR)
+			ovl_err("%s", text);
+		else if (level == NODE_UPDATE_EV_WARN)
+			ovl_warn("%s", text);
+		else
+			ovl_info("%s", text);
+	}
+}
+
 static int ctl_start(struct node_ctx *n, uint64_t capacity)
 {
 	struct node_ctl_cfg cfg;
@@ -645,6 +759,11 @@ static int ctl_start(struct node_ctx *n, uint64_t capacity)
 	snprintf(cfg.domain.slot, sizeof(cfg.domain.slot), "%s", n->board.slot);
 	cfg.capacity = capacity;
 	cfg.port = (uint16_t)n->cfg.data_port;
+	cfg.fleet_report = upd_report;
+	cfg.fleet_ok = upd_ok;
+	cfg.fleet_arg = n;
+	if (update_start(n, cfg.ca_pk) < 0)
+		return -EINVAL;
 	n->zctx = zmq_ctx_new();
 	if (!n->zctx || node_ctl_new(&n->ctl, n->zctx, &cfg, err, sizeof(err)) < 0) {
 		ovl_err("control plane: %s", n->zctx ? err : "cannot create a zeromq context");
@@ -747,6 +866,7 @@ static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 			ovl_err("data plane: %s", err);
 			return;
 		}
+		node_update_repl_set(n->update, n->repl);
 	}
 	if (!n->req) {
 		struct node_req_opts ro = { .loop = n->loop, .store = n->store, .repl = n->repl };
@@ -764,6 +884,8 @@ static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 		ro.scrub_budget = n->cfg.scrub_budget;
 		ro.chunk_gc_after_ms = (uint64_t)n->cfg.chunk_gc_after_ms;
 		ro.chunk_gc_interval_ms = (uint64_t)n->cfg.chunk_gc_interval_ms;
+		ro.counters = upd_counters;
+		ro.counters_arg = n;
 		if (node_req_new(&n->req, &ro, err, sizeof(err)) < 0) {
 			ovl_err("data plane: %s", err);
 			return;
@@ -1159,6 +1281,18 @@ int main(int argc, char **argv)
 			hints_tick(&n);
 			req_events_log(&n);
 		}
+		if (n.update) {
+			node_update_tick(n.update, ovl_mono_ms());
+			update_events_log(&n);
+			if (!n.restart && node_update_exit_wanted(n.update)) {
+				ovl_info("update: shutting down to restart into the new slot (exit %d)",
+					 NODE_UPDATE_EXIT_RESTART);
+				n.restart = true;
+				/* the way a SIGTERM stops the node: its signalfd read
+				 * completes, so nothing is left to cancel on the loop */
+				kill(getpid(), SIGTERM);
+			}
+		}
 		if (++n.ticks % (NODE_BUDGET_CHECK_MS / NODE_TICK_MS))
 			continue;
 		node_store_stats(n.store, &st);
@@ -1186,6 +1320,7 @@ out:
 	shutdown_net(&n);
 	node_req_destroy(&n.req);
 	node_repl_destroy(&n.repl);
+	node_update_destroy(&n.update);
 	if (n.store && !drained) {
 		/* i/o still on the loop: the store cannot be closed under it;
 		 * the next start recovers it as after a crash */
@@ -1204,5 +1339,7 @@ out:
 	if (n.sigfd >= 0)
 		close(n.sigfd);
 	node_loop_destroy(&n.loop);
+	if (n.restart && code == 0)
+		code = NODE_UPDATE_EXIT_RESTART;
 	return code;
 }

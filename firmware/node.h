@@ -15,6 +15,7 @@
 #include "store/disk.h"
 #include "store/store.h"
 #include "ctl/ctl.h"
+#include "update/update.h"
 #include "boot/bootstate.h"
 #include "update/gate.h"
 

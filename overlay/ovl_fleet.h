@@ -230,6 +230,10 @@ int ovl_fleet_image_read_head(int fd, uint8_t **buf, struct ovl_fleet_image_head
 
 #define OVL_FLEET_BLOCK_KEY_BYTES 45 /* fe x8, 'F', release id (32), index u32 BE */
 #define OVL_FLEET_BLOCK_KEY_TAG 'F'
+/* The slice that holds fleet blocks on a node in several slices: keys carry
+ * no slice, so a node's repair keeps fe x8 'F' keys to this slice and every
+ * other key to its other slices (firmware/req/req_heal.c). */
+#define OVL_FLEET_SYSTEM_SLICE "system"
 
 void ovl_fleet_block_key(uint8_t key[OVL_FLEET_BLOCK_KEY_BYTES], const uint8_t id[32], uint32_t i);
 

@@ -221,7 +221,8 @@ static int intent_slices(struct req_gc *gc, const uint8_t *key, size_t klen)
 
 			if ((map_r(m) > 1) != (pass == 0) ||
 			    node_repl_member_find(m->members, m->n_members,
-						  node_repl_self(rq->o.repl)) < 0)
+						  node_repl_self(rq->o.repl)) < 0 ||
+			    !req_key_in_slice(rq, m->name, key, klen))
 				continue;
 			if (gc->nsl == GC_SLICES_MAX)
 				return -E2BIG;

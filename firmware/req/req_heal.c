@@ -29,6 +29,8 @@
 
 #include <sodium.h>
 
+#include "ovl_fleet.h"
+
 #define HEAL_SLICES_MAX 64
 #define HEAL_STEP_KEYS 4096             /* index entries per walk step */
 #define HEAL_TICK_NS (10ull * 1000 * 1000) /* walking per tick, at most */
@@ -896,7 +898,24 @@ static void peer_differs(struct req_heal *he, const struct node_ctl_map *m, cons
 		hs->next_ms = at; /* a pass running now plans its successor in pass_done() */
 }
 
+/* Keys carry no slice: a node in several slices holds them all in one
+ * store. The fleet's blocks (fe x8 'F' keys, overlay/ovl_fleet.h) belong to
+ * the slice named OVL_FLEET_SYSTEM_SLICE, and every other key to the node's
+ * other slices, so that a pass of one never pushes or counts the other's
+ * keys (a `system` slice on every node of a cluster gave the default
+ * slice's keys extra copies at the system slice's homes). A node that is
+ * not in the system slice counts every key as before. */
+bool req_key_in_slice(struct node_req *rq, const char *slice, const void *key, size_t klen)
+{
+	bool blk = ovl_fleet_is_block_key(key, klen);
+
+	if (strcmp(slice, OVL_FLEET_SYSTEM_SLICE) == 0)
+		return blk;
+	return !blk || !rq->o.repl || !node_repl_map(rq->o.repl, OVL_FLEET_SYSTEM_SLICE);
+}
+
 struct walk {
+	struct node_req *rq;
 	const char *slice;
 	const struct hmap *hm;
 	struct dj *group;               /* DIGEST: the jobs of this walk (walking), from here */
@@ -921,6 +940,8 @@ static int dj_cb(void *arg, const void *key, size_t klen, const struct node_stor
 	w->seen++;
 	memcpy(w->cursor, key, klen);
 	*w->clen = klen;
+	if (!req_key_in_slice(w->rq, w->slice, key, klen))
+		return 0;
 	n = hmap_homes(w->hm, key, klen, h);
 	if (n < 2 || !homes_has(h, n, w->hm->self))
 		return 0;
@@ -962,7 +983,7 @@ static void jobs_step(struct req_heal *he, uint64_t deadline_ns)
 {
 	while (he->jobs && ovl_mono_ns() < deadline_ns) {
 		struct dj *j = he->jobs;
-		struct walk w = { .slice = j->slice, .hm = &j->hm, .group = j,
+		struct walk w = { .rq = he->rq, .slice = j->slice, .hm = &j->hm, .group = j,
 				  .cursor = j->cursor, .clen = &j->clen };
 		int n;
 
@@ -1253,6 +1274,8 @@ static int walk_cb(void *arg, const void *key, size_t klen, const struct node_st
 	}
 	memcpy(he->cursor, key, klen);
 	he->clen = klen;
+	if (!req_key_in_slice(he->rq, slice, key, klen))
+		return 0;
 	n = hmap_homes(hm, key, klen, h);
 	if (he->plan && !node_store_ver_is_none(ver))
 		plan_key(he, key, klen, h, n, homes_has(h, n, hm->self), tomb);
@@ -1513,7 +1536,7 @@ static int lwalk_cb(void *arg, const void *key, size_t klen, const struct node_s
 	}
 	memcpy(w->last, key, klen);
 	w->lastlen = klen;
-	if (key_bucket(slice, key, klen) != he->bucket)
+	if (key_bucket(slice, key, klen) != he->bucket || !req_key_in_slice(he->rq, slice, key, klen))
 		return 0;
 	n = hmap_homes(&he->hm, key, klen, h);
 	if (!homes_has(h, n, he->hm.self) || !homes_has(h, n, (int)he->peer))
@@ -2031,7 +2054,8 @@ static bool home_elsewhere(struct req_heal *he, const uint8_t *key, size_t klen)
 	for (unsigned i = 0; (m = node_repl_map_at(rq->o.repl, i)) != NULL; i++) {
 		struct node_repl_plan plan;
 
-		if (strcmp(m->name, he->sl[he->si].name) == 0 || !is_repl_member(rq, m))
+		if (strcmp(m->name, he->sl[he->si].name) == 0 || !is_repl_member(rq, m) ||
+		    !req_key_in_slice(rq, m->name, key, klen))
 			continue;
 		if (node_repl_plan(m->members, m->n_members, m->replicas, self, key, klen, NULL,
 				   &plan) < 0 || plan.self_home >= 0)
@@ -2061,6 +2085,8 @@ static int fwalk_cb(void *arg, const void *key, size_t klen, const struct node_s
 	}
 	memcpy(he->cursor, key, klen);
 	he->clen = klen;
+	if (!req_key_in_slice(he->rq, slice, key, klen))
+		return 0;
 	n = hmap_homes(&he->hm, key, klen, h);
 	if (!n || homes_has(h, n, he->hm.self) || node_store_ver_is_none(ver) ||
 	    home_elsewhere(he, key, klen))

@@ -1309,7 +1309,8 @@ static bool gc_judge(struct req_hints *hs)
 		uint8_t hash[HINT_HASH_BYTES];
 		bool hinted = false;
 
-		if (m->replicas < 2 || node_repl_member_find(m->members, m->n_members, self) < 0)
+		if (m->replicas < 2 || node_repl_member_find(m->members, m->n_members, self) < 0 ||
+		    !req_key_in_slice(rq, m->name, hs->gc_key, hs->gc_klen))
 			continue;
 		/* a hint still waiting for this key: not every home has it */
 		hint_hash(m->name, hs->gc_key, hs->gc_klen, hash);

@@ -202,6 +202,12 @@ void req_pace_repair_done(struct node_req *rq, uint64_t bytes, uint64_t now_ms);
 /* Repair bytes moved (for the achieved rate). */
 void req_pace_repair_bytes(struct node_req *rq, uint64_t bytes, uint64_t now_ms);
 
+/* Whether key belongs to slice on this node (keys carry no slice): fleet
+ * blocks (fe x8 'F') to the slice OVL_FLEET_SYSTEM_SLICE, every other key
+ * to the node's other slices; every key to every slice on a node that is
+ * no member of the system slice (req_heal.c). */
+bool req_key_in_slice(struct node_req *rq, const char *slice, const void *key, size_t klen);
+
 /* A repair copy started: the achieved rate counts from here. */
 void req_pace_repair_begin(struct node_req *rq, uint64_t now_ms);
 

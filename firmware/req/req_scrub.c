@@ -242,7 +242,8 @@ static const struct node_ctl_map *fix_plan(struct req_scrub *sc)
 		int ret;
 
 		if (m->replicas < 2 || node_repl_member_find(m->members, m->n_members,
-							     node_repl_self(r)) < 0)
+							     node_repl_self(r)) < 0 ||
+		    !req_key_in_slice(rq, m->name, fx->d.key, fx->d.klen))
 			continue;
 		avoid = calloc(m->n_members ? m->n_members : 1, sizeof(*avoid));
 		if (avoid)

@@ -31,6 +31,9 @@ PKG_CONFIG ?= PKG_CONFIG_LIBDIR=/usr/lib/$(TRIPLET)/pkgconfig:/usr/share/pkgconf
 endif
 endif
 O        ?= build
+# the tree's version (MAJOR.MINOR.PATCH): compiled into overlay/ovl_fleet.c
+# only, and the version of the image `make image` builds
+VERSION  ?= 0.1.0
 PREFIX   ?= /usr/local
 DESTDIR  ?=
 CC       ?= cc
@@ -183,6 +186,14 @@ $(O)/pic/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(call say,CC,$<)$(CC) $(ALL_CFLAGS) $(call src_inc,$<) -fPIC -fvisibility=hidden -c -o $@ $<
 	$(Q)$(call check_layer,$<,$(@:.o=.d))
+
+# VERSION goes into ovl_fleet.c alone; the stamp holds the last value built,
+# so that changing VERSION rebuilds just that file (and relinks)
+VERSION_STAMP := $(O)/version.stamp
+$(shell mkdir -p $(O) && [ "$$(cat $(VERSION_STAMP) 2>/dev/null)" = '$(VERSION)' ] || \
+	printf '%s\n' '$(VERSION)' >$(VERSION_STAMP))
+$(O)/overlay/ovl_fleet.o $(O)/pic/overlay/ovl_fleet.o: $(VERSION_STAMP)
+$(O)/overlay/ovl_fleet.o $(O)/pic/overlay/ovl_fleet.o: ALL_CFLAGS += -DSHELF_VERSION='"$(VERSION)"'
 
 $(OVL_LIB): $(OVL_OBJ)
 $(NODE_LIB): $(NODE_OBJ)

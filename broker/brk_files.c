@@ -521,6 +521,110 @@ out:
 	return rc;
 }
 
+int brk_release_key_issue(const char *dir, const char *name, uint64_t ttl_s, char *out,
+			  size_t outlen, char *err, size_t errlen)
+{
+	char path[BRK_PATH_MAX + 96], kpath[BRK_PATH_MAX + 96], cpath[BRK_PATH_MAX + 96];
+	char hex[OVL_ID_HEX_BYTES + 8], fp[OVL_ID_FP_BYTES], until[32];
+	uint8_t cert[OVL_CERT_MAX_BYTES], pub[OVL_ID_BYTES], buf[OVL_CERT_MAX_BYTES + 1];
+	struct ovl_id *ca = NULL, *rk = NULL;
+	struct ovl_cert c, bc;
+	struct stat st;
+	struct tm tm;
+	time_t t;
+	size_t len = 0;
+	int rc, n;
+
+	if (sodium_init() < 0) {
+		snprintf(err, errlen, "cannot initialise libsodium");
+		return -EIO;
+	}
+	rc = ovl_slice_name_check(name, "release key name", err, errlen);
+	if (rc < 0)
+		return rc;
+	if (ttl_s == 0 || ttl_s > 100ull * 365 * 86400) {
+		snprintf(err, errlen, "release key lifetime must be 1 s to 100 years");
+		return -EINVAL;
+	}
+	snprintf(path, sizeof(path), "%s/ca.key", dir);
+	rc = ovl_id_load(&ca, path, err, errlen);
+	if (rc < 0) {
+		if (rc == -ENOENT)
+			snprintf(err, errlen,
+				 "'%s' does not exist: a release key is certified by the site CA, whose secret key must be in the site directory for this",
+				 path);
+		goto out;
+	}
+	/* ca.pub, when there, names the CA nodes trust: the key must be that one */
+	snprintf(path, sizeof(path), "%s/ca.pub", dir);
+	if (read_small(path, buf, sizeof(buf), &len, err, errlen) == 0) {
+		if (len < 2 * OVL_ID_BYTES || ovl_hex_decode((const char *)buf, pub, OVL_ID_BYTES) < 0 ||
+		    memcmp(pub, ca->sign_pk, OVL_ID_BYTES) != 0) {
+			snprintf(err, errlen, "'%s/ca.key' is not the CA key of '%s'", dir, path);
+			rc = -EKEYREJECTED;
+			goto out;
+		}
+	}
+	snprintf(path, sizeof(path), "%s/release", dir);
+	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+		rc = -errno;
+		snprintf(err, errlen, "cannot create '%s': %s", path, strerror(errno));
+		goto out;
+	}
+	snprintf(kpath, sizeof(kpath), "%s/release/%s.key", dir, name);
+	snprintf(cpath, sizeof(cpath), "%s/release/%s.cert", dir, name);
+	if (stat(kpath, &st) == 0 || stat(cpath, &st) == 0) {
+		snprintf(err, errlen, "release key '%s' already exists in '%s/release' (nothing was replaced)",
+			 name, dir);
+		rc = -EEXIST;
+		goto out;
+	}
+	if ((rc = ovl_id_generate(&rk)) < 0) {
+		snprintf(err, errlen, "cannot generate a key: %s", strerror(-rc));
+		goto out;
+	}
+	ovl_cert_init(&c);
+	ovl_cert_set_keys(&c, rk);
+	randombytes_buf(&c.serial, sizeof(c.serial));
+	c.serial >>= 1;
+	c.role = OVL_ROLE_RELEASE;
+	/* the site of the broker certificate, when there is one */
+	snprintf(path, sizeof(path), "%s/broker.cert", dir);
+	if (read_small(path, buf, sizeof(buf), &len, err, errlen) == 0 &&
+	    ovl_cert_decode(&bc, buf, len, err, errlen) == 0)
+		snprintf(c.site, sizeof(c.site), "%s", bc.site);
+	c.not_before = (uint64_t)time(NULL) - 300;
+	c.not_after = (uint64_t)time(NULL) + ttl_s;
+	n = ovl_cert_sign(&c, ca->sign_sk, cert, sizeof(cert), err, errlen);
+	if (n < 0) {
+		rc = n;
+		goto out;
+	}
+	/* the key first: ovl_id_save never replaces a file, so of two runs at
+	 * once only one gets past it */
+	if ((rc = ovl_id_save(rk, kpath, err, errlen)) < 0)
+		goto out;
+	if ((rc = ovl_file_write_atomic(cpath, cert, (size_t)n, 0644, err, errlen)) < 0) {
+		unlink(kpath);
+		goto out;
+	}
+	ovl_nodeid_fingerprint(rk->sign_pk, fp);
+	ovl_hex_encode(rk->sign_pk, OVL_ID_BYTES, hex);
+	t = (time_t)c.not_after;
+	if (!gmtime_r(&t, &tm) || strftime(until, sizeof(until), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(until, sizeof(until), "%llu", (unsigned long long)c.not_after);
+	snprintf(out, outlen,
+		 "release key '%s': %s with %s\n"
+		 "key id %s, certificate serial %llu, valid until %s\n"
+		 "Keep %s secret: it signs the images every node of the site installs.\n",
+		 name, kpath, cpath, fp, (unsigned long long)c.serial, until, kpath);
+	rc = 0;
+out:
+	ovl_id_destroy(&ca);
+	ovl_id_destroy(&rk);
+	return rc;
+}
+
 /* ---- the files behind a running core ------------------------------------------ */
 
 /* What stat() says of a file: a change in any of these is a change. */

@@ -116,6 +116,17 @@ int brk_site_init(const char *dir, const char *site, char *out, size_t outlen, c
 int brk_client_issue(const char *dir, const char *name, const char *slices, uint64_t ttl_s,
 		     char *out, size_t outlen, char *err, size_t errlen);
 
+/*
+ * Issue a release key (fleet updates): DIR/release/NAME.key (an identity,
+ * 0600, the format of every key file) and DIR/release/NAME.cert (a
+ * certificate of role release, signed by the site CA, valid ttl_s seconds).
+ * Needs DIR/ca.key (which must match DIR/ca.pub when that exists). Refuses
+ * a bad NAME (-EINVAL), an existing NAME (-EEXIST: nothing is replaced).
+ * 0 or -errno with err; out says what was written.
+ */
+int brk_release_key_issue(const char *dir, const char *name, uint64_t ttl_s, char *out,
+			  size_t outlen, char *err, size_t errlen);
+
 /* What a running broker loads from the site directory. */
 struct brk_site {
 	struct ovl_id *id;            /* broker identity (owned) */

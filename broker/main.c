@@ -5,6 +5,8 @@
  *   shelf-broker add-broker --dir NEWDIR --from SITEDIR
  *   shelf-broker token --dir DIR [--uses N] [--ttl DURATION]
  *   shelf-broker preauth --dir DIR NODE_ID
+ *   shelf-broker client --dir DIR --name NAME --slices S1[,S2...] [--ttl DURATION]
+ *   shelf-broker release-key --dir DIR --name NAME [--ttl DURATION]
  *   shelf-broker run --dir DIR [--listen tcp://[ADDR]:PORT] [--state DIR]
  *                    [--config FILE] [--set KEY=VALUE]... [--log-level LEVEL]
  *
@@ -12,6 +14,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +38,7 @@ static int usage(FILE *f)
 		"       shelf-broker token --dir DIR [--uses N] [--ttl DURATION]\n"
 		"       shelf-broker preauth --dir DIR NODE_ID\n"
 		"       shelf-broker client --dir DIR --name NAME --slices S1[,S2...] [--ttl DURATION]\n"
+		"       shelf-broker release-key --dir DIR --name NAME [--ttl DURATION]\n"
 		"       shelf-broker run --dir DIR [--listen tcp://[ADDR]:PORT] [--state DIR]\n"
 		"                        [--config FILE] [--set KEY=VALUE]... [--log-level LEVEL]\n"
 		"\n"
@@ -46,6 +50,9 @@ static int usage(FILE *f)
 		"token    mint an enrolment token (default: 1 use, valid 24h); stored hashed\n"
 		"preauth  pre-authorise a node id (64 hex digits, see `shelf id show`)\n"
 		"client   issue a client identity and certificate for slices (DIR/clients/NAME)\n"
+		"release-key  issue a release key for signing images (needs DIR/ca.key): writes\n"
+		"         DIR/release/NAME.key and NAME.cert, certified by the site CA (default\n"
+		"         --ttl 365d)\n"
 		"run      serve (default endpoint tcp://[::]:%d)\n"
 		"\nconfiguration keys (--set KEY=VALUE, or KEY = VALUE lines in --config):\n",
 		BRK_PORT_DEFAULT);
@@ -71,6 +78,7 @@ int main(int argc, char **argv)
 	const char *name = NULL, *slices = NULL, *from = NULL;
 	const char *sets[64];
 	unsigned nsets = 0, uses = 1;
+	bool ttl_given = false;
 	int c, rc;
 
 	if (!cmd || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 ||
@@ -89,7 +97,7 @@ int main(int argc, char **argv)
 		case 'f': from = optarg; rc = 0; break;
 		case 'C': slices = optarg; rc = 0; break;
 		case 'u': uses = (unsigned)strtoul(optarg, NULL, 10); rc = 0; break;
-		case 't': ttl = optarg; rc = 0; break;
+		case 't': ttl = optarg; ttl_given = true; rc = 0; break;
 		case 'l': rc = ovl_conf_set(brk_conf, &cfg, "listen", optarg, err, sizeof(err)); break;
 		case 'S': rc = ovl_conf_set(brk_conf, &cfg, "state_dir", optarg, err, sizeof(err)); break;
 		case 'c': rc = ovl_conf_load_file(brk_conf, &cfg, optarg, err, sizeof(err)); break;
@@ -168,6 +176,23 @@ int main(int argc, char **argv)
 				      sizeof(err));
 		if (rc == 0)
 			printf("%s\n", out);
+	} else if (strcmp(cmd, "release-key") == 0) {
+		int64_t ms;
+
+		if (!name) {
+			fprintf(stderr, "shelf-broker release-key: --name is required\n");
+			return 2;
+		}
+		if (!ttl_given)
+			ttl = "365d"; /* a release key signs for a year unless told */
+		if (ovl_parse_ms(ttl, &ms) < 0 || ms < 1000) {
+			fprintf(stderr, "shelf-broker release-key: invalid --ttl '%s' (e.g. 365d)\n", ttl);
+			return 2;
+		}
+		rc = brk_release_key_issue(cfg.dir, name, (uint64_t)ms / 1000, out, sizeof(out), err,
+					   sizeof(err));
+		if (rc == 0)
+			fputs(out, stdout);
 	} else if (strcmp(cmd, "run") == 0) {
 		enum ovl_log_level lvl;
 		struct sigaction sa;

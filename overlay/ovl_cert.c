@@ -59,6 +59,7 @@ static const char *const role_names[] = {
 	[OVL_ROLE_ADMIN] = "admin",
 	[OVL_ROLE_CLIENT] = "client",
 	[OVL_ROLE_CA] = "ca",
+	[OVL_ROLE_RELEASE] = "release",
 };
 
 const char *ovl_role_name(enum ovl_role role)

@@ -50,9 +50,11 @@ enum ovl_role {
 	OVL_ROLE_ADMIN = 3,  /* an operator's tool: issued by a broker */
 	OVL_ROLE_CLIENT = 4, /* a client: issued by a broker */
 	OVL_ROLE_CA = 5,     /* a CA; never valid inside a chain */
+	OVL_ROLE_RELEASE = 6, /* a release key (fleet updates): issued by the site CA only;
+			       * never valid inside a chain (ovl_fleet_release_cert_verify) */
 };
 
-/* "node", "broker", "admin", "client", "ca", or NULL for anything else. */
+/* "node", "broker", "admin", "client", "ca", "release", or NULL for anything else. */
 const char *ovl_role_name(enum ovl_role role);
 
 /* Parse one of the names above. 0 or -EINVAL. */

@@ -63,6 +63,8 @@ int ovl_parse_ms(const char *s, int64_t *out)
 		mult = 60000;
 	else if (strcmp(end, "h") == 0)
 		mult = 3600000;
+	else if (strcmp(end, "d") == 0)
+		mult = 86400000;
 	else
 		return -EINVAL;
 	if (v > INT64_MAX / mult)

@@ -65,7 +65,7 @@ void ovl_conf_dump(const struct ovl_conf_item *tab, const void *obj, FILE *f);
 /* Parse a byte size such as "64M" or "1G" (powers of 1024). */
 int ovl_parse_size(const char *s, uint64_t *out);
 
-/* Parse a duration such as "250ms", "5s", "10m" into milliseconds. */
+/* Parse a duration such as "250ms", "5s", "10m", "24h", "30d" into milliseconds. */
 int ovl_parse_ms(const char *s, int64_t *out);
 
 #endif

@@ -147,11 +147,6 @@ static void line_copy(char *dst, size_t cap, const char *s)
 	dst[i] = '\0';
 }
 
-static int cmp_id(const void *a, const void *c)
-{
-	return memcmp(a, c, OVL_ID_BYTES);
-}
-
 /* ---- node records ----------------------------------------------------------------- */
 
 static size_t id_hash(const uint8_t *id)
@@ -687,7 +682,7 @@ static void rollout_load(struct brk_fleet *f)
 		rollout_clear(&f->ro);
 		f->ro.state = RO_HALTED;
 		f->ro.unreadable = true;
-		snprintf(f->ro.reason, sizeof(f->ro.reason), "state file unreadable: %s: %s", path,
+		snprintf(f->ro.reason, sizeof(f->ro.reason), "state file unreadable: %.150s: %.200s", path,
 			 err);
 		ev(f, BRK_EV_ERROR, "event=fleet what=rollout reason=\"refused %s: %s; the rollout "
 		   "shows as halted: start a new one or abort it\"", path, err);

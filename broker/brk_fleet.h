@@ -17,6 +17,7 @@
 #define BRK_FLEET_H
 
 #include "broker.h"
+#include "ovl_fleet.h"
 
 #define BRK_FLEET_SEQ_BLOCK 1024          /* seqs reserved per write of the seq file */
 #define BRK_FLEET_STAGES_MAX 16

@@ -8,6 +8,9 @@
 #   make install      PREFIX=/usr/local DESTDIR=
 #   make run          deps + build + a local 1U on the sim board: 24 nodes over
 #                     3 chassis, default slice with 2 copies (shelf-cluster demo)
+#   make image        the sim board's update image of this tree:
+#                     $(O)/image/shelf-sim-$(VERSION).img  [VERSION=x.y.z]
+#                     [RELEASE_KEY=path/NAME.key, NAME.cert beside it]
 #
 # Knobs: O=dir  SANITIZE=address,undefined  DEVELOPER=1 (-Werror)  V=1
 
@@ -126,7 +129,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_REPLAY := $(FUZZ_SRC:tests/fuzz/%.c=$(O)/tests/fuzz/%-replay)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(O)/fuzz/%)
 
-.PHONY: all test-bins test check bench fuzz deps install clean run
+.PHONY: all test-bins test check bench fuzz deps install clean run image
 .SECONDARY:
 all: $(LIBS_ALL) $(CLI_SO) $(PROGS) $(TPROGS)
 # every test binary, built but not run; a cross build builds them by default
@@ -268,6 +271,32 @@ run: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)if [ -x tools/shelf-cluster ]; then tools/shelf-cluster demo; \
 	else echo "shelf-cluster is not built yet; try 'make test'"; fi
+
+# ---- image -----------------------------------------------------------------
+# The sim board's update image (issue 16): a ustar payload of VERSION,
+# bin/shelf-node and boards/, signed with a release key of the site CA
+# (`shelf-broker release-key`; the local cluster makes release/dev.key).
+IMAGE_DIR   := $(O)/image
+RELEASE_KEY ?= $${SHELF_CLUSTER_DIR:-$${XDG_DATA_HOME:-$$HOME/.local/share}/shelf/1u}/broker/release/dev.key
+image: all
+	$(Q)key="$(RELEASE_KEY)"; cert="$${key%.key}.cert"; \
+	if [ ! -f "$$key" ] || [ ! -f "$$cert" ]; then \
+		echo "make image: no release key at $$key (and $$cert)." >&2; \
+		echo "  Start the local cluster first ('make run' or tools/shelf-cluster up: it makes" >&2; \
+		echo "  the release key 'dev'), or issue one with" >&2; \
+		echo "  'shelf-broker release-key --dir SITEDIR --name NAME' and pass" >&2; \
+		echo "  RELEASE_KEY=SITEDIR/release/NAME.key." >&2; \
+		exit 1; \
+	fi; \
+	rm -rf $(IMAGE_DIR)/payload && mkdir -p $(IMAGE_DIR)/payload/bin && \
+	printf '%s\n' '$(VERSION)' >$(IMAGE_DIR)/payload/VERSION && \
+	cp $(O)/shelf-node $(IMAGE_DIR)/payload/bin/shelf-node && \
+	cp -R boards $(IMAGE_DIR)/payload/boards && \
+	tar --format=ustar --owner=0 --group=0 --numeric-owner --sort=name \
+		-cf $(IMAGE_DIR)/shelf-sim-$(VERSION).tar -C $(IMAGE_DIR)/payload VERSION bin boards && \
+	$(O)/shelf image build --version '$(VERSION)' --board sim --key "$$key" --cert "$$cert" \
+		--out $(IMAGE_DIR)/shelf-sim-$(VERSION).img $(IMAGE_DIR)/shelf-sim-$(VERSION).tar && \
+	rm -rf $(IMAGE_DIR)/payload $(IMAGE_DIR)/shelf-sim-$(VERSION).tar
 
 clean:
 	rm -rf $(O)

@@ -29,5 +29,6 @@
 #include "ovl_place.h"
 #include "ovl_util.h"
 #include "ovl_large.h"
+#include "ovl_fleet.h"
 
 #endif

@@ -292,6 +292,30 @@ static void release_pack(msgpack_packer *pk, const struct ovl_fleet_release *r,
 	msgpack_pack_bin_with_body(pk, key, 32);
 }
 
+/* Seal body[0..len) under domain into a new buffer of at most max bytes. */
+static int seal_new(const uint8_t *body, size_t len, const char *domain, const uint8_t sk[64],
+		    size_t max, uint8_t **out, size_t *outlen, const char *what, char *err,
+		    size_t errlen)
+{
+	uint8_t *buf = malloc(max);
+	int ret;
+
+	if (!buf) {
+		snprintf(err, errlen, "%s: out of memory", what);
+		return -ENOMEM;
+	}
+	ret = ovl_signed_seal(body, len, domain, sk, buf, max);
+	if (ret < 0) {
+		snprintf(err, errlen, ret == -E2BIG ? "%s: encoding is larger than %zu bytes"
+						    : "%s: cannot sign (%zu)", what, max);
+		free(buf);
+		return ret;
+	}
+	*out = buf;
+	*outlen = (size_t)ret;
+	return 0;
+}
+
 int ovl_fleet_release_sign(const struct ovl_fleet_release *r,
 			   const uint8_t release_sk[OVL_ID_SIGN_SK_BYTES], uint8_t **out,
 			   size_t *outlen, char *err, size_t errlen)
@@ -315,7 +339,6 @@ int ovl_fleet_release_sign(const struct ovl_fleet_release *r,
 		goto out;
 	}
 	crypto_sign_ed25519_sk_to_pk(pk, release_sk);
-	/* the body goes after the envelope's head; ovl_signed_seal moves it */
 	b.p = buf;
 	b.cap = OVL_FLEET_META_MAX_BYTES - OVL_SIGNED_OVERHEAD_BYTES;
 	msgpack_packer_init(&packer, &b, ovl_signed_buf_write);
@@ -326,15 +349,10 @@ int ovl_fleet_release_sign(const struct ovl_fleet_release *r,
 		ret = -E2BIG;
 		goto out;
 	}
-	ret = ovl_signed_seal(buf, b.len, OVL_FLEET_RELEASE_DOMAIN, release_sk, buf,
-			      OVL_FLEET_META_MAX_BYTES);
-	if (ret < 0) {
-		snprintf(err, errlen, "release metadata: cannot sign: %s", strerror(-ret));
+	ret = seal_new(buf, b.len, OVL_FLEET_RELEASE_DOMAIN, release_sk, OVL_FLEET_META_MAX_BYTES, out,
+		       outlen, "release metadata", err, errlen);
+	if (ret < 0)
 		goto out;
-	}
-	*outlen = (size_t)ret;
-	*out = buf;
-	buf = NULL;
 	ret = 0;
 out:
 	free(buf);
@@ -876,15 +894,10 @@ int ovl_fleet_assign_sign(const struct ovl_fleet_assign *a, const uint8_t broker
 		ret = -E2BIG;
 		goto out;
 	}
-	ret = ovl_signed_seal(buf, b.len, OVL_FLEET_ASSIGN_DOMAIN, broker_sk, buf,
-			      OVL_FLEET_ASSIGN_MAX_BYTES);
-	if (ret < 0) {
-		snprintf(err, errlen, "assignment: cannot sign: %s", strerror(-ret));
+	ret = seal_new(buf, b.len, OVL_FLEET_ASSIGN_DOMAIN, broker_sk, OVL_FLEET_ASSIGN_MAX_BYTES, out,
+		       outlen, "assignment", err, errlen);
+	if (ret < 0)
 		goto out;
-	}
-	*outlen = (size_t)ret;
-	*out = buf;
-	buf = NULL;
 	ret = 0;
 out:
 	free(buf);

@@ -2,6 +2,8 @@
 #ifndef SHELF_CLI_ADMIN_H
 #define SHELF_CLI_ADMIN_H
 
+int cmd_image_build(int argc, char **argv); /* image.c */
+int cmd_image_show(int argc, char **argv);  /* image.c */
 int cmd_slices(int argc, char **argv);
 int cmd_slice_create(int argc, char **argv);
 int cmd_slice_rm(int argc, char **argv);

@@ -205,6 +205,8 @@ static const struct cmd cmds[] = {
 	{ "stat", NULL, cmd_stat, "size, crc32c, sequence and node of KEY" },
 	{ "id", "new", cmd_id_new, "create this machine's identity (Ed25519 + Curve25519, mode 0600)" },
 	{ "id", "show", cmd_id_show, "print the node id, keys, and the address in a slice" },
+	{ "image", "build", cmd_image_build, "sign a payload into a fleet update image (--version --board --key --cert --out)" },
+	{ "image", "show", cmd_image_show, "print an image's release metadata; --verify --ca CA.pub checks every byte" },
 	{ "slice", "create", cmd_slice_create, "create a slice: NAME --replicas R --members SELECTOR" },
 	{ "slice", "rm", cmd_slice_rm, "delete a slice" },
 	{ "slice", "show", cmd_slice_show, "print a slice's map (members, addresses, states)" },

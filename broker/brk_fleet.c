@@ -689,6 +689,13 @@ static void rollout_load(struct brk_fleet *f)
 		return;
 	}
 	f->ro.started_ms = now_ms(f);
+	/* nodes that failed since the last resume stay where they are */
+	for (uint32_t i = f->ro.failed_base; i < f->ro.n_fails; i++) {
+		struct fnode *n = node_get(f, f->ro.fails[i].id);
+
+		if (n)
+			n->blocked = true;
+	}
 	if (f->ro.soaking)
 		f->ro.soak_start_ms = now_ms(f); /* the soak starts again */
 }
@@ -1028,6 +1035,7 @@ static void reconcile(struct brk_fleet *f)
 				ev(f, BRK_EV_ADMIT, "event=fleet_stage version=%s stage=%s nodes=%u",
 				   r->version, r->stage_name[r->stage], r->cum[r->stage]);
 				rollout_save(f);
+				reconcile(f); /* the new stage's nodes get their word now */
 			}
 		}
 		return;

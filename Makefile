@@ -43,6 +43,8 @@ CC       ?= cc
 AR       ?= ar
 OPT      ?= -O2 -g
 PKG_CONFIG ?= pkg-config
+# the tree's release version (MAJOR.MINOR.PATCH): what shelf-boot seeds slot a with
+VERSION  ?= 0.1.0
 
 PKGS     := libzmq msgpack libnl-3.0 libnl-route-3.0 liburing libsodium
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
@@ -82,7 +84,7 @@ OVL_OBJ  := $(OVL_SRC:%.c=$(O)/%.o)
 OVL_LIB  := $(O)/libshelf-overlay.a
 
 # firmware/<module>/: the node's modules, one archive (libshelf-node.a)
-NODE_SRC := $(filter-out firmware/main.c,$(wildcard firmware/*/*.c))
+NODE_SRC := $(filter-out firmware/main.c firmware/boot/boot.c,$(wildcard firmware/*/*.c))
 NODE_OBJ := $(NODE_SRC:%.c=$(O)/%.o)
 NODE_LIB := $(O)/libshelf-node.a
 
@@ -104,6 +106,9 @@ LIBS_ALL := $(CLI_LIB) $(BRK_LIB) $(NODE_LIB) $(OVL_LIB)
 PROGS :=
 ifneq ($(wildcard firmware/main.c),)
 PROGS += $(O)/shelf-node
+endif
+ifneq ($(wildcard firmware/boot/boot.c),)
+PROGS += $(O)/shelf-boot
 endif
 ifneq ($(wildcard broker/main.c),)
 PROGS += $(O)/shelf-broker
@@ -211,6 +216,10 @@ $(CLI_SO): $(CLI_PIC)
 
 $(O)/shelf-node: $(O)/firmware/main.o $(NODE_LIB) $(OVL_LIB)
 	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
+$(O)/firmware/boot/boot.o $(O)/firmware/update/gate.o: ALL_CFLAGS += -DSHELF_VERSION='"$(VERSION)"'
+# the boot chooser: tiny, links only what it uses (no ZeroMQ, no io_uring)
+$(O)/shelf-boot: $(O)/firmware/boot/boot.o $(O)/firmware/boot/bootstate.o $(OVL_LIB)
+	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS)
 $(O)/shelf-broker: $(O)/broker/main.o $(BRK_LIB) $(OVL_LIB)
 	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
 $(O)/shelf: $(patsubst %.c,$(O)/%.o,$(wildcard tools/shelf/*.c)) $(CLI_LIB) $(OVL_LIB)

@@ -12,7 +12,8 @@
  * SIGINT: in-flight work finishes, the store is synced and checkpointed.
  *
  * Exit codes: 0 clean shutdown, 1 runtime failure, 2 bad configuration or
- * usage, 3 the drive could not be opened.
+ * usage, 3 the drive could not be opened, 75 a clean shutdown to restart
+ * into the slot an update installed (shelf-boot starts it).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -75,6 +76,11 @@ struct node_config {
 	int64_t repair_duty, repair_inbound_max, scrub_interval_ms;
 	/* large objects' chunk GC (node_req_opts) */
 	int64_t chunk_gc_after_ms, chunk_gc_interval_ms;
+	/* fleet updates (firmware/update) */
+	uint64_t update_rate;
+	int64_t update_inflight;
+	/* fleet updates: the health gate of a slot on trial (firmware/update/gate.h) */
+	int64_t update_gate_deadline_ms;
 };
 
 #define C(f) offsetof(struct node_config, f)
@@ -195,6 +201,17 @@ static const struct ovl_conf_item node_conf[] = {
 	{ "chunk_gc_interval", OVL_CONF_MS, "10m", C(chunk_gc_interval_ms), 0, 1000, 1ll << 40,
 	  "how often (+-20 % jitter) a pass over this node's intents starts; paced like other "
 	  "background work" },
+	/* fleet updates */
+	{ "update_rate", OVL_CONF_SIZE, "32M", C(update_rate), 0, 0, 1ll << 40,
+	  "bytes per second an update's blocks are fetched at, at most (0: unlimited); the "
+	  "rollout's own rate, when lower, wins" },
+	{ "update_inflight", OVL_CONF_INT, XSTR(NODE_UPDATE_INFLIGHT_DEFAULT), C(update_inflight), 0, 1,
+	  NODE_UPDATE_INFLIGHT_MAX,
+	  "an update's blocks fetched at once (each one piece of at most 256K at a time)" },
+	{ "update_gate_deadline", OVL_CONF_MS, "120s", C(update_gate_deadline_ms), 0, 1000, 86400000,
+	  "a node started by shelf-boot in a slot on trial must register, pass a sample scrub and "
+	  "answer its own data-plane self-check within this, or it exits 1 (and the slot counts a "
+	  "failed attempt)" },
 	OVL_CONF_END
 };
 
@@ -206,6 +223,9 @@ struct node_ctx {
 	struct node_store *store;
 	struct node_req *req;          /* the request layer over the store */
 	struct node_repl *repl;        /* replication: forwards to the other nodes */
+	struct node_update *update;    /* the update agent (with brokers only) */
+	bool update_time;              /* registered once: trusted time for updates */
+	bool restart;                  /* the agent asked for a restart into its new slot */
 	int space_state;           /* last logged: 0 ok, 1 nearly full, 2 full */
 	struct ovl_id *id;
 	char drive_path[NODE_PATH_BYTES];
@@ -233,6 +253,7 @@ struct node_ctx {
 	bool tick_armed, tick_due;
 	bool stop;
 	int stop_signal;
+	struct node_gate *gate;        /* the health gate while the slot is on trial */
 };
 
 static void usage(FILE *f)
@@ -247,7 +268,8 @@ static void usage(FILE *f)
 		"  --check          validate configuration, board and drive, then exit\n\n"
 		"configuration keys:\n");
 	ovl_conf_print_help(node_conf, f);
-	fprintf(f, "\nexit codes: 0 clean shutdown, 1 runtime failure, 2 configuration, 3 drive\n");
+	fprintf(f, "\nexit codes: 0 clean shutdown, 1 runtime failure, 2 configuration, 3 drive,\n"
+		   "            75 restart into the slot an update installed (for shelf-boot)\n");
 }
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -597,6 +619,105 @@ static int key_text(const char *v, char *out, size_t len)
 	return 0;
 }
 
+/* ---- the update agent's view of the node ---- */
+
+static int upd_report(void *arg, uint8_t *buf, size_t cap)
+{
+	struct node_ctx *n = arg;
+
+	return n->update ? node_update_report(n->update, buf, cap) : 0;
+}
+
+static void upd_ok(void *arg, const uint8_t *buf, size_t len, const uint8_t *broker_pk)
+{
+	struct node_ctx *n = arg;
+
+	node_update_heartbeat_ok(n->update, buf, len, broker_pk);
+}
+
+static uint64_t upd_now(void *arg)
+{
+	struct node_ctx *n = arg;
+
+	if (n->ctl && node_ctl_registered(n->ctl))
+		n->update_time = true;
+	return n->update_time ? node_ctl_now(n->ctl) : 0;
+}
+
+static const struct ovl_crl *upd_crl(void *arg)
+{
+	struct node_ctx *n = arg;
+
+	return n->ctl ? node_ctl_crl(n->ctl) : NULL;
+}
+
+static uint64_t upd_degraded(void *arg)
+{
+	struct node_ctx *n = arg;
+
+	return n->req ? node_req_degraded(n->req) : 0;
+}
+
+static const uint8_t *upd_broker_key(void *arg, unsigned i)
+{
+	struct node_ctx *n = arg;
+
+	return n->ctl ? node_ctl_broker_key(n->ctl, i) : NULL;
+}
+
+static unsigned upd_counters(void *arg, struct ovl_wire_counter *c, unsigned max)
+{
+	struct node_ctx *n = arg;
+
+	return node_update_counters(n->update, c, max);
+}
+
+/* The update agent: its directory is the boot state's (shelf-boot says
+ * where, and which slot and version run), else the state directory. */
+static int update_start(struct node_ctx *n, const uint8_t ca_pk[OVL_ID_BYTES])
+{
+	struct node_update_opts o = { 0 };
+	const char *dir = getenv("SHELF_BOOT_STATE"), *slot = getenv("SHELF_SLOT");
+	char err[512];
+
+	o.dir = dir && *dir ? dir : n->cfg.state_dir;
+	o.board = n->board.name;
+	o.node_id = n->id->sign_pk;
+	memcpy(o.ca_pk, ca_pk, OVL_ID_BYTES);
+	o.slot = slot && (strcmp(slot, "a") == 0 || strcmp(slot, "b") == 0) ? slot[0] : 0;
+	o.running = node_running_version();
+	o.rate = n->cfg.update_rate;
+	o.inflight = (unsigned)n->cfg.update_inflight;
+	o.now_s = upd_now;
+	o.crl = upd_crl;
+	o.degraded = upd_degraded;
+	o.broker_key = upd_broker_key;
+	o.arg = n;
+	if (node_update_new(&n->update, &o, err, sizeof(err)) < 0) {
+		ovl_err("update: %s", err);
+		return -EINVAL;
+	}
+	ovl_info("update: running version %s%s%s, updates in '%s/update'", o.running,
+		 o.slot ? " in slot " : " (not started by shelf-boot)", o.slot ? slot : "", o.dir);
+	return 0;
+}
+
+/* What the update agent has to say; it never logs. */
+static void update_events_log(struct node_ctx *n)
+{
+	char text[512];
+	int level;
+
+	while (node_update_event_next(n->update, &level, text, sizeof(text))) {
+		if (level >= NODE_UPDATE_EV_ERROR)
+			ovl_err("%s", text);
+		else if (level == NODE_UPDATE_EV_WARN)
+			ovl_warn("%s", text);
+		else
+			ovl_info("%s", text);
+	}
+}
+
 static int ctl_start(struct node_ctx *n, uint64_t capacity)
 {
 	struct node_ctl_cfg cfg;
@@ -638,6 +759,11 @@ static int ctl_start(struct node_ctx *n, uint64_t capacity)
 	snprintf(cfg.domain.slot, sizeof(cfg.domain.slot), "%s", n->board.slot);
 	cfg.capacity = capacity;
 	cfg.port = (uint16_t)n->cfg.data_port;
+	cfg.fleet_report = upd_report;
+	cfg.fleet_ok = upd_ok;
+	cfg.fleet_arg = n;
+	if (update_start(n, cfg.ca_pk) < 0)
+		return -EINVAL;
 	n->zctx = zmq_ctx_new();
 	if (!n->zctx || node_ctl_new(&n->ctl, n->zctx, &cfg, err, sizeof(err)) < 0) {
 		ovl_err("control plane: %s", n->zctx ? err : "cannot create a zeromq context");
@@ -740,6 +866,7 @@ static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 			ovl_err("data plane: %s", err);
 			return;
 		}
+		node_update_repl_set(n->update, n->repl);
 	}
 	if (!n->req) {
 		struct node_req_opts ro = { .loop = n->loop, .store = n->store, .repl = n->repl };
@@ -757,6 +884,8 @@ static void dp_start(struct node_ctx *n, const uint8_t *cert, size_t len)
 		ro.scrub_budget = n->cfg.scrub_budget;
 		ro.chunk_gc_after_ms = (uint64_t)n->cfg.chunk_gc_after_ms;
 		ro.chunk_gc_interval_ms = (uint64_t)n->cfg.chunk_gc_interval_ms;
+		ro.counters = upd_counters;
+		ro.counters_arg = n;
 		if (node_req_new(&n->req, &ro, err, sizeof(err)) < 0) {
 			ovl_err("data plane: %s", err);
 			return;
@@ -946,6 +1075,68 @@ static void ctl_tick(struct node_ctx *n)
 		ctl_apply(n);
 }
 
+/* The health gate of a slot on trial (firmware/update/gate.h): one step
+ * per tick; false when it failed (the node exits 1). */
+static bool gate_tick(struct node_ctx *n)
+{
+	struct node_gate_env e = { .store = n->store, .id = n->id, .peers = n->peers };
+	char msg[NODE_GATE_MSG_BYTES];
+	int ret;
+
+	if (n->ctl) {
+		e.registered = node_ctl_registered(n->ctl);
+		e.now_s = node_ctl_now(n->ctl);
+		e.cert = n->dp ? node_ctl_cert(n->ctl, &e.cert_len) : NULL;
+		/* a slice whose address this node installed */
+		for (unsigned i = 0; e.cert && !e.slice && i < node_ctl_map_count(n->ctl); i++) {
+			const struct node_ctl_map *m = node_ctl_map_at(n->ctl, i);
+
+			for (uint32_t j = 0; !e.slice && j < m->n_members; j++)
+				for (unsigned k = 0; k < n->naddrs; k++)
+					if (!memcmp(m->members[j].id, n->id->sign_pk, OVL_ID_BYTES) &&
+					    !memcmp(m->members[j].addr, &n->addrs[k], sizeof(n->addrs[k]))) {
+						e.slice = m->name;
+						e.epoch = m->epoch;
+						e.addr = n->addrs[k];
+						break;
+					}
+		}
+	}
+	ret = node_gate_step(n->gate, &e, ovl_mono_ms(), msg, sizeof(msg));
+	if (ret == NODE_GATE_PENDING)
+		return true;
+	if (ret == NODE_GATE_PASSED)
+		ovl_info("%s", msg);
+	else
+		ovl_err("%s", msg);
+	node_gate_destroy(&n->gate);
+	return ret == NODE_GATE_PASSED;
+}
+
+static void gate_start(struct node_ctx *n)
+{
+	char slot = 0, dir[1024], err[512];
+	struct node_gate_opts o = { .loop = n->loop, .data_port = (uint16_t)n->cfg.data_port };
+	int ret = node_gate_needed(&slot, dir, sizeof(dir), err, sizeof(err));
+
+	if (getenv("SHELF_SLOT"))
+		ovl_info("slot %s, version %s (started by shelf-boot)", getenv("SHELF_SLOT"),
+			 node_running_version());
+	if (ret < 0)
+		ovl_err("health gate: %s", err);
+	if (ret <= 0)
+		return;
+	o.boot_dir = dir;
+	o.slot = slot;
+	o.deadline_ms = (uint64_t)n->cfg.update_gate_deadline_ms;
+	if (node_gate_new(&n->gate, &o, err, sizeof(err)) < 0) {
+		ovl_err("%s", err);
+		return;
+	}
+	ovl_info("slot %c is on trial: health gate within %" PRId64 " ms", slot,
+		 n->cfg.update_gate_deadline_ms);
+}
+
 /*
  * Shutting down, as the loop's owner: stop the data plane (its closes and
  * cancellations are queued on the loop), then run the loop until nothing
@@ -1059,6 +1250,7 @@ int main(int argc, char **argv)
 		ovl_warn("no brokers configured: nothing to register with");
 	ovl_info("ready: node %s, drive '%s', rss %ld KiB of %" PRIu64 " KiB budget", fp,
 		 n.drive_path, rss_bytes() / 1024, n.board.memory_budget / 1024);
+	gate_start(&n);
 	arm_tick(&n);
 	while (!n.stop) {
 		struct node_store_stats st;
@@ -1075,6 +1267,10 @@ int main(int argc, char **argv)
 		n.tick_due = false;
 		arm_tick(&n);
 		ctl_tick(&n);
+		if (n.gate && !gate_tick(&n)) {
+			code = NODE_EXIT_RUNTIME;
+			break;
+		}
 		if (n.dp)
 			node_dp_tick(n.dp, (uint64_t)(ovl_mono_ms()));
 		if (n.repl)
@@ -1082,6 +1278,18 @@ int main(int argc, char **argv)
 		if (n.req) {
 			hints_tick(&n);
 			req_events_log(&n);
+		}
+		if (n.update) {
+			node_update_tick(n.update, ovl_mono_ms());
+			update_events_log(&n);
+			if (!n.restart && node_update_exit_wanted(n.update)) {
+				ovl_info("update: shutting down to restart into the new slot (exit %d)",
+					 NODE_UPDATE_EXIT_RESTART);
+				n.restart = true;
+				/* the way a SIGTERM stops the node: its signalfd read
+				 * completes, so nothing is left to cancel on the loop */
+				kill(getpid(), SIGTERM);
+			}
 		}
 		if (++n.ticks % (NODE_BUDGET_CHECK_MS / NODE_TICK_MS))
 			continue;
@@ -1105,10 +1313,12 @@ int main(int argc, char **argv)
 	if (n.stop)
 		ovl_info("signal %d: shutting down (syncing and checkpointing the store)", n.stop_signal);
 out:
+	node_gate_destroy(&n.gate);
 	drained = !n.loop || drain(&n);
 	shutdown_net(&n);
 	node_req_destroy(&n.req);
 	node_repl_destroy(&n.repl);
+	node_update_destroy(&n.update);
 	if (n.store && !drained) {
 		/* i/o still on the loop: the store cannot be closed under it;
 		 * the next start recovers it as after a crash */
@@ -1127,5 +1337,7 @@ out:
 	if (n.sigfd >= 0)
 		close(n.sigfd);
 	node_loop_destroy(&n.loop);
+	if (n.restart && code == 0)
+		code = NODE_UPDATE_EXIT_RESTART;
 	return code;
 }

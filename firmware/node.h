@@ -15,5 +15,8 @@
 #include "store/disk.h"
 #include "store/store.h"
 #include "ctl/ctl.h"
+#include "update/update.h"
+#include "boot/bootstate.h"
+#include "update/gate.h"
 
 #endif

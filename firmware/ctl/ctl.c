@@ -56,6 +56,7 @@ struct node_ctl {
 	uint64_t cert_nb, cert_na;       /* its validity */
 	uint64_t next_renew_ms;
 	uint64_t refresh_ms;             /* last node_ctl_refresh() that sent early */
+	uint8_t *fleet;                  /* the report a heartbeat carries (OVL_MSG_FLEET_MAX_BYTES) */
 	uint8_t *bcert[NODE_CTL_BROKERS_MAX]; /* broker certificates known (any broker) */
 	size_t bcert_len[NODE_CTL_BROKERS_MAX];
 	unsigned n_bcert;
@@ -920,6 +921,9 @@ static int handle(node_ctl_t *c, unsigned bi, const uint8_t *buf, size_t len)
 			break;
 		c->b[bi].hb_outstanding = 0;
 		c->b[bi].heard_ms = ovl_mono_ms();
+		if (c->cfg.fleet_ok && m.u.hb_ok.fleet.len <= OVL_MSG_FLEET_MAX_BYTES)
+			c->cfg.fleet_ok(c->cfg.fleet_arg, m.u.hb_ok.fleet.ptr, m.u.hb_ok.fleet.len,
+					c->b[bi].sign_pk);
 		for (uint32_t i = 0; i < m.u.hb_ok.n_slices; i++) {
 			if (!from_owner(c, bi, m.u.hb_ok.slices[i].name))
 				continue;
@@ -1058,6 +1062,13 @@ static void timers(node_ctl_t *c)
 			ovl_msg_init(&m, OVL_MSG_HEARTBEAT);
 			memcpy(m.u.hb.node_id, c->cfg.id->sign_pk, OVL_ID_BYTES);
 			m.u.hb.seq = ++b->hb_seq;
+			if (c->cfg.fleet_report && c->fleet) {
+				int n = c->cfg.fleet_report(c->cfg.fleet_arg, c->fleet,
+							    OVL_MSG_FLEET_MAX_BYTES);
+
+				if (n > 0)
+					m.u.hb.fleet = (struct ovl_msg_bin){ c->fleet, (size_t)n };
+			}
 			if (send_msg(c, i, &m) < 0) {
 				/* not connected (the broker restarting?): try again soon, so
 				 * a broker that comes back hears from us, and re-admits us,
@@ -1155,8 +1166,10 @@ int node_ctl_new(node_ctl_t **out, void *zctx, const struct node_ctl_cfg *cfg, c
 	c->cfg.state_dir = c->state_dir;
 	msgpack_sbuffer_init(&c->sb);
 	c->buf = malloc(NODE_CTL_RECV_MAX_BYTES);
+	if (cfg->fleet_report)
+		c->fleet = malloc(OVL_MSG_FLEET_MAX_BYTES);
 	c->time = ovl_time_new(ovl_time_build_time(), NULL);
-	if (!c->buf || !c->time) {
+	if (!c->buf || !c->time || (cfg->fleet_report && !c->fleet)) {
 		rc = -ENOMEM;
 		snprintf(err, errlen, "out of memory");
 		goto out;
@@ -1206,6 +1219,7 @@ void node_ctl_destroy(node_ctl_t **cp)
 	msgpack_sbuffer_destroy(&c->sb);
 	free(c->cert);
 	free(c->buf);
+	free(c->fleet);
 	free(c);
 	*cp = NULL;
 }
@@ -1255,6 +1269,14 @@ uint32_t node_ctl_heartbeat_ms(const node_ctl_t *c)
 bool node_ctl_broker_registered(const node_ctl_t *c, unsigned i)
 {
 	return i < c->cfg.n_brokers && c->b[i].registered;
+}
+
+const uint8_t *node_ctl_broker_key(const node_ctl_t *c, unsigned i)
+{
+	for (unsigned k = 0; k < c->cfg.n_brokers; k++)
+		if (c->b[k].registered && c->b[k].have_key && i-- == 0)
+			return c->b[k].sign_pk;
+	return NULL;
 }
 
 const uint8_t *node_ctl_cert(const node_ctl_t *c, size_t *len)

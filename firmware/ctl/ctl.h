@@ -58,6 +58,15 @@ struct node_ctl_cfg {
 	struct ovl_msg_domain domain;
 	uint64_t capacity;              /* bytes */
 	uint16_t port;                  /* data-plane port */
+	/* fleet updates (optional, may be NULL): fleet_report fills buf
+	 * (cap bytes) with the report every heartbeat carries in its `fleet`
+	 * bin and returns its length (<= 0: none); fleet_ok runs for every
+	 * HEARTBEAT-OK with its `fleet` bin (len 0: none) and the key of the
+	 * broker that sent it (checked against the CA at registration) */
+	int (*fleet_report)(void *arg, uint8_t *buf, size_t cap);
+	void (*fleet_ok)(void *arg, const uint8_t *buf, size_t len,
+			 const uint8_t broker_pk[OVL_ID_BYTES]);
+	void *fleet_arg;
 };
 
 /* One cached slice map. Members' cert bins point into memory the map owns. */
@@ -117,6 +126,9 @@ void node_ctl_refresh(node_ctl_t *c);
 uint32_t node_ctl_heartbeat_ms(const node_ctl_t *c);
 /* Registered with broker i. */
 bool node_ctl_broker_registered(const node_ctl_t *c, unsigned i);
+/* The Ed25519 key of the i-th broker this node is registered with (its
+ * certificate verified against the CA), or NULL past the last. Borrowed. */
+const uint8_t *node_ctl_broker_key(const node_ctl_t *c, unsigned i);
 /* The current certificate (borrowed) or NULL. */
 const uint8_t *node_ctl_cert(const node_ctl_t *c, size_t *len);
 /* Cached maps: count and the i-th (borrowed, valid until the next poll). */

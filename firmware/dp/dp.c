@@ -866,6 +866,10 @@ static void get_pump(struct dp_op *op, bool from_wait)
 		a.klen = op->q.key_len;
 		a.offset = op->q.has_range ? op->q.offset : 0;
 		a.length = op->q.has_range ? op->q.length : UINT64_MAX;
+		/* a node its certificate does not name the slice for (repair,
+		 * an update's blocks): judged by the request layer */
+		if (!ovl_wire_session_allows(&dc->ses, op->q.slice))
+			a.peer_id = node_peer_id(dc);
 		ret = node_req_get_start(dp->o.req, &a, len, get_piece_done, op, &op->g);
 	}
 	if (ret < 0) {

@@ -1,4 +1,5 @@
 #include "req_int.h"
+#include "ovl_fleet.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -646,6 +647,17 @@ static int req_check(struct node_req *rq, const struct node_req_args *a)
 		rq->msg = "keys that start with 8 bytes 0xff are reserved for the node";
 		return -EINVAL;
 	}
+	/* a node's plain GET of an update's block (fe x8 'F'): a member of
+	 * the slice only; its other GETs are repair's, as before */
+	if (a->peer_id && !a->ver && !a->fwd && a->type == NODE_REQ_GET && a->key &&
+	    ovl_fleet_is_block_key(a->key, a->klen)) {
+		const struct node_ctl_map *m = rq->o.repl ? node_repl_map(rq->o.repl, a->slice) : NULL;
+
+		if (!m || node_repl_member_find(m->members, m->n_members, a->peer_id) < 0) {
+			rq->msg = "the asking node is no member of the slice";
+			return -EACCES;
+		}
+	}
 	/* a node's plain DELETE or LIST: its chunk GC, on fe x8 keys only */
 	if (a->peer_id && !a->ver && !a->fwd &&
 	    (a->type == NODE_REQ_DELETE || (a->type == NODE_REQ_LIST && !a->has_bucket))) {
@@ -956,7 +968,17 @@ unsigned node_req_counters(const struct node_req *rq, const char *slice,
 		n += req_scrub_counters(rq, c + n, max - n);
 	if (n < max)
 		n += req_gc_counters(rq, c + n, max - n);
+	if (n < max && rq->o.counters)
+		n += rq->o.counters(rq->o.counters_arg, c + n, max - n);
 	return n;
+}
+
+uint64_t node_req_degraded(const struct node_req *rq)
+{
+	uint64_t left = 0, bytes = 0, failed = 0;
+
+	req_hints_repair_left(rq, &left, &bytes, &failed);
+	return left + req_heal_degraded(rq);
 }
 
 void node_req_tick(struct node_req *rq, uint64_t now_mono_ms)

@@ -113,6 +113,10 @@ struct node_req_opts {
 	 * is before it is settled, and how often a pass starts (+-20 %) */
 	uint64_t chunk_gc_after_ms;
 	uint64_t chunk_gc_interval_ms;
+	/* optional: more counters for NODE-STAT (the update agent's), after
+	 * the layer's own: how many it wrote into c[0..max) */
+	unsigned (*counters)(void *arg, struct ovl_wire_counter *c, unsigned max);
+	void *counters_arg;
 };
 
 enum node_req_type {
@@ -553,6 +557,11 @@ bool node_req_event_next(struct node_req *rq, int *level, char *buf, size_t len)
  * c[0..max): how many were written. slice (may be NULL): the request's
  * slice, whose heal counters are added.
  */
+/* Objects of this node's replicated slices below full redundancy as far
+ * as it knows: heal_objects_degraded of every slice plus
+ * repair_objects_left (0: its slices are whole). */
+uint64_t node_req_degraded(const struct node_req *rq);
+
 unsigned node_req_counters(const struct node_req *rq, const char *slice,
 			   struct ovl_wire_counter *c, unsigned max);
 

@@ -13,6 +13,7 @@
  *   - the jitter of a schedule (±20 %).
  *
  * Times are monotonic milliseconds. Threading: the loop's thread only.
+ * The update agent (firmware/update) paces its fetch with the bucket too.
  */
 #ifndef NODE_REQ_BG_H
 #define NODE_REQ_BG_H

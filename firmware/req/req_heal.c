@@ -2231,6 +2231,16 @@ void req_heal_tick(struct node_req *rq, uint64_t now)
 
 /* ---- HEAL ---- */
 
+uint64_t req_heal_degraded(const struct node_req *rq)
+{
+	const struct req_heal *he = rq->heal;
+	uint64_t n = 0;
+
+	for (unsigned i = 0; he && i < he->nsl; i++)
+		n += he->sl[i].deg_o;
+	return n;
+}
+
 unsigned node_req_heal_counters(const struct node_req *rq, const char *slice,
 				struct ovl_wire_counter *c, unsigned max)
 {

@@ -164,6 +164,8 @@ void req_heal_repair_delivered(struct node_req *rq, const char *slice, const uin
 /* Repair copies the running pass counted from the map change (the keys
  * whose homes moved) and has not queued yet: objects and bytes. */
 void req_heal_plan_left(const struct node_req *rq, uint64_t *objects, uint64_t *bytes);
+/* heal_objects_degraded summed over every slice this node heals. */
+uint64_t req_heal_degraded(const struct node_req *rq);
 
 /* The digest of one key: h(K) and bucket(K) (req.h, "Repair"). */
 void req_heal_key_hash(const char *slice, const uint8_t *key, size_t klen,

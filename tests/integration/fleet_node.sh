@@ -1,0 +1,234 @@
+#!/bin/bash
+# The node's update agent (issue 16, design section 5) on a local cluster
+# of 4 nodes under shelf-boot, before the broker's director: an image's
+# blocks are stored in slice 'system' with raw PUTs, and assignments signed
+# with the broker's key (tests/prog/fleet_tool) are handed to one node at a
+# time through its D/update/assign.inject (verified like one from a
+# heartbeat):
+#   (a) n01 fetches 0.2.0, verifies every block (update_blocks_verified),
+#       installs slot b (boot state: b 0.2.0 to try, primary b);
+#   (b) a restart assignment: n01 exits 75 and shelf-boot starts slot b,
+#       which passes its health gate (b.good 1) and reports healthy;
+#   (c) a block replaced in the array by wrong bytes: n02 counts it in
+#       update_blocks_bad, fails with the reason, installs nothing;
+#   (d) n03 SIGKILLed (node and shelf-boot) mid-fetch: it resumes, and
+#       fetches fewer bytes after the restart than the payload holds;
+#   (e) n04 SIGKILLed mid-install (while tar extracts into slots/b.new):
+#       it boots slot a (b never named), then completes the install;
+# (The rule that lets a node's certificate GET fe x8 'F' keys of slices it
+# is a member of is tested in tests/unit/test_update.c.)
+set -u
+. "$(dirname "$0")/cluster_lib.sh"
+cluster_test fl shelf-fleet
+B=${SHELF_BUILD:-$SRC/build}
+[ -x "$B/shelf-broker" ] && [ -x "$B/shelf-boot" ] || { echo "skipped: no broker or shelf-boot build"; exit 77; }
+grep -q "shelf-boot" "$C" || { echo "skipped: tools/shelf-cluster does not start nodes through shelf-boot yet"; exit 77; }
+command -v tar >/dev/null || { echo "skipped: needs tar"; exit 77; }
+D=$SHELF_CLUSTER_DIR
+T0=$SECONDS
+FT=$B/tests/prog/fleet_tool
+LT=$B/tests/prog/large_tool
+BROKER="tcp://[fd00:5e1f:0:1::1]:7400"
+
+fail() {
+	echo "FAIL: $* ($((SECONDS - T0)) s)"
+	for n in n01 n02 n03 n04; do
+		echo "--- $n: $(cat "$D/$n/boot/state" 2>/dev/null | tr '\n' ' ')"
+		grep -E "update|shelf-boot|health gate" "$D/$n/log" 2>/dev/null | tail -n 12
+	done
+	# FLEET_KEEP=1: leave the cluster up to look at it
+	[ "${FLEET_KEEP:-0}" = 1 ] && { trap - EXIT; echo "left up: SHELF_CLUSTER_NS=$SHELF_CLUSTER_NS SHELF_CLUSTER_DIR=$D"; }
+	exit 1
+}
+x() { "$C" exec -- "$@"; }
+id_of() { grep -o "identity [0-9a-f]\{64\}" "$D/$1/log" | head -n 1 | cut -d' ' -f2; }
+# wait_log NODE TEXT SECONDS
+wait_log() {
+	for _ in $(seq $(($3 * 10))); do
+		grep -q -- "$2" "$D/$1/log" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	fail "$1 did not log '$2' within $3 s"
+}
+# counter NODE NAME: the node's NODE-STAT counter (shelf status --json)
+counter() {
+	x env SHELF_CLIENT="$CL" shelf status --json --slice system 2>/dev/null | /usr/bin/python3 -c '
+import json, sys
+def walk(o):
+    if isinstance(o, dict):
+        if str(o.get("id", "")).startswith(sys.argv[1][:16]) and "counters" in o:
+            return o["counters"].get(sys.argv[2], "none")
+        o = list(o.values())
+    if isinstance(o, list):
+        for v in o:
+            r = walk(v)
+            if r is not None:
+                return r
+    return None
+try:
+    r = walk(json.load(sys.stdin))
+except ValueError:
+    r = None
+print("none" if r is None else r)' "$(id_of "$1")" "$2"
+}
+# since_restart NODE TEXT: NODE logged TEXT after its last "--- restart" line
+since_restart() { tac "$D/$1/log" | sed '/^--- restart/q' | grep -q -- "$2"; }
+wait_since() {
+	for _ in $(seq $(($3 * 10))); do since_restart "$1" "$2" && return 0; sleep 0.1; done
+	fail "$1 did not log '$2' within $3 s of its restart"
+}
+# marked NODE: blocks marked verified in its update/image.blocks
+marked() {
+	/usr/bin/python3 -c '
+import sys
+try:
+    d = open(sys.argv[1], "rb").read()[40:]
+except OSError:
+    d = b""
+print(sum(bin(b).count("1") for b in d))' "$D/$1/update/image.blocks"
+}
+# assign NODE SEQ ACTION RATE [IMAGE]: hand NODE an assignment
+assign() {
+	local n=$1 f
+	f=$D/assign.$n.$2
+	"$FT" assign "$D/broker" "$(id_of "$n")" "$2" "$3" system "$4" "$f" ${5:+"$5"} ||
+		fail "fleet_tool assign $*"
+	mkdir -p "$D/$n/update"
+	mv "$f" "$D/$n/update/assign.inject"
+}
+state_of() { cat "$D/$1/boot/state" 2>/dev/null; }
+
+"$C" up --nodes 4 --drive-size 640M >"$D/up.log" 2>&1 || fail "cluster up: $(tail -n 3 "$D/up.log")"
+"$C" exec -- shelf slice create system --replicas 2 --members all >/dev/null 2>&1 || true
+x shelf-broker client --dir "$D/broker" --name fleet --slices system,default >/dev/null ||
+	fail "client fleet"
+CL=$D/broker/clients/fleet
+for _ in $(seq 600); do
+	[ "$(grep -l "slice 'system': address" "$D"/n*/log 2>/dev/null | wc -l)" -ge 4 ] && break
+	sleep 0.1
+done
+echo "4 nodes up under shelf-boot in $((SECONDS - T0)) s"
+
+# the images: 0.2.0 and 0.3.0 of this build, signed with the cluster's dev key
+KEY=$D/broker/release/dev.key
+[ -f "$KEY" ] || x shelf-broker release-key --dir "$D/broker" --name dev >/dev/null ||
+	fail "release key"
+mkimg() { # VERSION -> $D/img-VERSION.img
+	local p=$D/payload-$1
+	rm -rf "$p" && mkdir -p "$p/bin" || fail "payload dir"
+	echo "$1" >"$p/VERSION"
+	cp "$B/shelf-node" "$p/bin/shelf-node" && cp -R "$SRC/boards" "$p/boards" || fail "payload"
+	tar --format=ustar --owner=0 --group=0 --numeric-owner -cf "$D/payload-$1.tar" -C "$p" VERSION bin boards ||
+		fail "tar"
+	"$B/shelf" image build --version "$1" --board sim --key "$KEY" --cert "${KEY%.key}.cert" \
+		--out "$D/img-$1.img" "$D/payload-$1.tar" >/dev/null || fail "shelf image build $1"
+}
+# publish VERSION: store its blocks in 'system'; NBLK, SIZE, KEYS
+publish() {
+	mkdir -p "$D/blk-$1"
+	"$FT" blocks "$D/img-$1.img" "$D/blk-$1" >"$D/blk-$1.txt" || fail "fleet_tool blocks $1"
+	read -r _ _ _ _ SIZE _ NBLK <"$D/blk-$1.txt"
+	tail -n +2 "$D/blk-$1.txt" | while read -r i k; do
+		x "$LT" "$CL" "$BROKER" system raw-put "hex:$k" "$D/blk-$1/$i" ||
+			{ echo "raw-put block $i failed"; exit 1; }
+	done || fail "publish $1"
+	echo "published $1: $SIZE bytes in $NBLK blocks"
+}
+mkimg 0.2.0
+mkimg 0.3.0
+publish 0.3.0
+publish 0.2.0
+
+# (a) fetch and install
+assign n01 1 fetch 0 "$D/img-0.2.0.img"
+wait_log n01 "update: release 0.2.0 installed in slot b" 60
+s=$(state_of n01)
+echo "$s" | grep -q "^b.version 0.2.0$" && echo "$s" | grep -q "^b.good 0$" &&
+	echo "$s" | grep -q "^primary b$" || fail "(a) boot state after the install: $s"
+[ -x "$D/n01/slots/b/bin/shelf-node" ] && [ "$(cat "$D/n01/slots/b/VERSION")" = 0.2.0 ] ||
+	fail "(a) slot b is not complete"
+[ ! -e "$D/n01/slots/b.new" ] || fail "(a) slots/b.new left"
+v=$(counter n01 update_blocks_verified)
+[ "$v" = "$NBLK" ] || fail "(a) update_blocks_verified is $v, not $NBLK"
+echo "(a) n01 fetched and verified $v blocks, slot b installed"
+
+# (b) restart into slot b
+pid=$(cat "$D/n01/pid")
+assign n01 2 restart 0 "$D/img-0.2.0.img"
+wait_log n01 "shutting down to restart into the new slot (exit 75)" 30
+for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$pid" 2>/dev/null && fail "(b) n01 did not exit"
+wait_log n01 "running version 0.2.0 in slot b" 60
+wait_log n01 "update: release 0.2.0 runs in slot b and passed its health gate" 120
+s=$(state_of n01)
+echo "$s" | grep -q "^b.good 1$" && echo "$s" | grep -q "^last b$" || fail "(b) boot state: $s"
+[ "$(counter n01 update_state)" = 4 ] || fail "(b) update_state is not healthy (4)"
+echo "(b) n01 exited 75, shelf-boot started slot b, healthy"
+
+# (c) a block replaced by wrong bytes (same length): refused, nothing installed
+head -c "$(stat -c %s "$D/blk-0.3.0/1")" /dev/urandom >"$D/bad-block"
+K1=$(sed -n 3p "$D/blk-0.3.0.txt" | cut -d' ' -f2)
+x "$LT" "$CL" "$BROKER" system raw-put "hex:$K1" "$D/bad-block" || fail "(c) raw-put bad block"
+assign n02 1 fetch 0 "$D/img-0.3.0.img"
+wait_log n02 "update: failed: block 1 of release 0.3.0 does not verify" 60
+bad=$(counter n02 update_blocks_bad)
+[ "$bad" != none ] && [ "$bad" -ge 1 ] || fail "(c) update_blocks_bad is $bad"
+[ "$(counter n02 update_state)" = 5 ] || fail "(c) update_state is not failed (5)"
+[ ! -e "$D/n02/slots/b" ] && [ ! -e "$D/n02/slots/b.new" ] && ! state_of n02 | grep -q "^b\." ||
+	fail "(c) something was installed on n02"
+echo "(c) n02 refused the bad block ($bad bad), nothing installed"
+
+# (d) SIGKILL mid-fetch: resumes (one block at a time, the fetch paced to ~8 s)
+"$C" kill 3 >/dev/null || fail "(d) kill n03"
+echo "--- restart" >>"$D/n03/log"
+SHELF_NODE_SET="update_inflight=1" "$C" start 3 >/dev/null || fail "(d) start n03"
+wait_since n03 "ready:" 60
+assign n03 1 fetch $((SIZE / 8 + 1)) "$D/img-0.2.0.img"
+for _ in $(seq 300); do
+	m=$(marked n03)
+	[ "$m" -ge 1 ] && break
+	sleep 0.05
+done
+[ "$m" -ge 1 ] && [ "$m" -lt "$NBLK" ] || fail "(d) no partial fetch to interrupt ($m of $NBLK)"
+"$C" kill 3 >/dev/null || fail "(d) kill n03 mid-fetch"
+echo "(d) n03 killed with $m of $NBLK blocks verified"
+echo "--- restart" >>"$D/n03/log"
+SHELF_NODE_SET="update_inflight=1" "$C" start 3 >/dev/null || fail "(d) start n03"
+wait_since n03 "blocks already verified" 60
+wait_since n03 "update: release 0.2.0 installed in slot b" 120
+got=$(tac "$D/n03/log" | sed '/^--- restart/q' | grep -o "installed in slot b (marked to be tried; [0-9]* bytes fetched by this run" |
+	grep -o "[0-9]* bytes" | cut -d' ' -f1)
+[ -n "$got" ] && [ "$got" -lt "$SIZE" ] || fail "(d) fetched $got bytes after the restart (payload $SIZE)"
+echo "(d) n03 resumed: $got of $SIZE bytes fetched after the restart"
+
+# (e) SIGKILL mid-install: a tar that stops once it extracted half
+mkdir -p "$D/slowbin"
+cat >"$D/slowbin/tar" <<EOF
+#!/bin/bash
+echo \$\$ >"$D/slowtar.pid"
+for a in "\$@"; do [ "\$prev" = -C ] && dir=\$a; prev=\$a; done
+mkdir -p "\$dir/bin" && echo partial >"\$dir/bin/shelf-node" && chmod +x "\$dir/bin/shelf-node"
+sleep 60
+EOF
+chmod +x "$D/slowbin/tar"
+"$C" kill 4 >/dev/null || fail "(e) kill n04"
+echo "--- restart" >>"$D/n04/log"
+PATH="$D/slowbin:$PATH" "$C" start 4 >/dev/null || fail "(e) start n04 with a slow tar"
+wait_since n04 "ready:" 60
+assign n04 1 fetch 0 "$D/img-0.2.0.img"
+for _ in $(seq 600); do [ -f "$D/slowtar.pid" ] && [ -e "$D/n04/slots/b.new/bin/shelf-node" ] && break; sleep 0.1; done
+[ -e "$D/n04/slots/b.new/bin/shelf-node" ] || fail "(e) the install did not start"
+"$C" kill 4 >/dev/null || fail "(e) kill n04 mid-install"
+kill -KILL "$(cat "$D/slowtar.pid")" 2>/dev/null
+state_of n04 | grep -q "^b\." && fail "(e) slot b named in the boot state mid-install"
+echo "--- restart" >>"$D/n04/log"
+"$C" start 4 >/dev/null || fail "(e) start n04"
+wait_since n04 "update: running version" 60
+since_restart n04 "update: running version [0-9.]* in slot a" || fail "(e) n04 did not boot slot a"
+wait_since n04 "update: release 0.2.0 installed in slot b" 120
+[ "$(cat "$D/n04/slots/b/bin/shelf-node" | head -c 7)" != partial ] && [ -x "$D/n04/slots/b/bin/shelf-node" ] ||
+	fail "(e) slot b is the half-written one"
+cmp -s "$D/n04/slots/b/bin/shelf-node" "$B/shelf-node" || fail "(e) slot b's shelf-node differs from the image's"
+echo "(e) n04 killed mid-install booted slot a, then installed a complete slot b"
+
+echo "ok: fleet node agent in $((SECONDS - T0)) s"

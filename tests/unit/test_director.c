@@ -677,6 +677,7 @@ static void test_rollout(void **state)
 	simple_req(w, "status", &up);
 	assert_true(sget(&up.data, "state", "done"));
 	assert_int_equal(uget(get(&up.data, "counts"), "healthy"), NODES);
+	assert_int_equal(get(&up.data, "nodes")->via.array.size, NODES);
 	msgpack_unpacked_destroy(&up);
 	simple_req(w, "versions", &up);
 	assert_true(okget(&up.data));

@@ -218,11 +218,14 @@ static bool mb(const msgpack_object *m, const char *key)
 struct reply {
 	msgpack_unpacked up;
 	const msgpack_object *doc;
+	uint8_t *bytes;          /* the document's bytes: its strings point into them */
 };
 
 static void reply_release(struct reply *r)
 {
 	msgpack_unpacked_destroy(&r->up);
+	free(r->bytes);
+	r->bytes = NULL;
 	r->doc = NULL;
 }
 
@@ -241,6 +244,7 @@ static int fleet_call(const struct fopts *o, const char *what, const msgpack_sbu
 
 	msgpack_unpacked_init(&r->up);
 	r->doc = NULL;
+	r->bytes = NULL;
 	ovl_msg_init(&m, OVL_MSG_ADMIN);
 	m.u.admin.op = OVL_MSG_ADMIN_FLEET;
 	m.u.admin.fleet = (struct ovl_msg_bin){ (const uint8_t *)req->data, req->size };
@@ -255,10 +259,16 @@ static int fleet_call(const struct fopts *o, const char *what, const msgpack_sbu
 			"(does it know fleet updates?)\n", what);
 		goto out;
 	}
-	if (ovl_mp_check(a.reply.u.admin_ok.fleet.ptr, a.reply.u.admin_ok.fleet.len,
-			 &ovl_mp_limits_default, NULL, e, sizeof(e)) < 0 ||
-	    msgpack_unpack_next(&r->up, (const char *)a.reply.u.admin_ok.fleet.ptr,
-				a.reply.u.admin_ok.fleet.len, NULL) != MSGPACK_UNPACK_SUCCESS ||
+	r->bytes = malloc(a.reply.u.admin_ok.fleet.len);
+	if (!r->bytes) {
+		fprintf(stderr, "shelf fleet %s: out of memory\n", what);
+		goto out;
+	}
+	memcpy(r->bytes, a.reply.u.admin_ok.fleet.ptr, a.reply.u.admin_ok.fleet.len);
+	if (ovl_mp_check(r->bytes, a.reply.u.admin_ok.fleet.len, &ovl_mp_limits_default, NULL, e,
+			 sizeof(e)) < 0 ||
+	    msgpack_unpack_next(&r->up, (const char *)r->bytes, a.reply.u.admin_ok.fleet.len,
+				NULL) != MSGPACK_UNPACK_SUCCESS ||
 	    r->up.data.type != MSGPACK_OBJECT_MAP) {
 		fprintf(stderr, "shelf fleet %s: the broker's answer does not decode\n", what);
 		goto out;

@@ -2185,6 +2185,7 @@ static void handle_admin(brk_t *b, const struct brk_peer *from, const struct ovl
 		STAT("rate_limited", st.rate_limited);
 		STAT("bad_messages", st.bad_messages);
 		STAT("memory_bytes", st.memory_bytes);
+		STAT("bytes_received", st.rx_bytes);
 #undef STAT
 		ok.u.admin_ok.stats = stats;
 		ok.u.admin_ok.n_stats = k;
@@ -2576,6 +2577,7 @@ void brk_handle(brk_t *b, const struct brk_peer *from, const void *buf, size_t l
 	char err[256];
 	int rc;
 
+	b->st.rx_bytes += len;
 	for (size_t i = 0; b->rv.keys && i < b->rv.n_ids; i++)
 		if (memcmp(b->rv.keys[i], from->key, OVL_KEY_BYTES) == 0) {
 			refuse(b, from, 0, OVL_MSG_ERR_REVOKED, NULL, "this key is revoked");

@@ -633,6 +633,7 @@ struct brk_stats {
 	uint64_t registrations, refusals, introductions, deltas_sent, delta_bytes;
 	uint64_t maps_sent, send_failures, rate_limited, bad_messages;
 	uint64_t memory_bytes;  /* the registry's own accounting */
+	uint64_t rx_bytes;      /* bytes of the messages handed to brk_handle() */
 };
 void brk_stats_get(brk_t *b, struct brk_stats *st);
 /* 1 up, 2 down, 3 out (enum ovl_msg_state), or -ENOENT. */

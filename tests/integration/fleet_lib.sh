@@ -39,6 +39,9 @@ fail() {
 			grep -E "update|shelf-boot|health gate" "$n/log" 2>/dev/null | tail -n 5
 		done
 	fi
+	# background work of the test (FLEET_PIDS) stops with it
+	[ -n "${STOP:-}" ] && touch "$STOP" 2>/dev/null
+	[ -n "${FLEET_PIDS:-}" ] && kill $FLEET_PIDS 2>/dev/null
 	# FLEET_KEEP=1: leave the cluster up to look at it
 	if [ "${FLEET_KEEP:-0}" = 1 ]; then
 		trap - EXIT
@@ -75,15 +78,17 @@ fleet_up() {
 # build_version: the version the build's nodes run (slot a)
 build_version() { sed -n "s/^a.version //p" "$D/n01/boot/state"; }
 
-# fleet_image VERSION OUT [--node-bin FILE] [--board B] [image build options...]:
-# a sim image of the build's shelf-node (or FILE) and boards/
+# fleet_image VERSION OUT [--node-bin FILE] [--board B] [--pad MIB] [image build options...]:
+# a sim image of the build's shelf-node (or FILE) and boards/ (with --pad, a
+# file of MIB random MiB in boards/, to make the image larger)
 fleet_image() {
-	local v=$1 out=$2 bin=$B/shelf-node board=sim p
+	local v=$1 out=$2 bin=$B/shelf-node board=sim pad=0 p
 	shift 2
 	while [ $# -gt 0 ]; do
 		case $1 in
 		--node-bin) bin=$2; shift 2 ;;
 		--board) board=$2; shift 2 ;;
+		--pad) pad=$2; shift 2 ;;
 		*) break ;;
 		esac
 	done
@@ -93,6 +98,7 @@ fleet_image() {
 	cp "$bin" "$p/bin/shelf-node"
 	chmod 0755 "$p/bin/shelf-node"
 	cp -R "$SRC/boards" "$p/boards"
+	[ "$pad" = 0 ] || head -c $((pad << 20)) /dev/urandom >"$p/boards/fleet-pad.bin"
 	tar --format=ustar --owner=0 --group=0 --numeric-owner -cf "$p.tar" -C "$p" VERSION bin boards ||
 		fail "tar of the payload"
 	"$B/shelf" image build --version "$v" --board "$board" --key "$REL" --cert "${REL%.key}.cert" \
@@ -160,5 +166,39 @@ slot_b_absent() {
 	true
 }
 
-# io_of PID FIELD: rchar or wchar of /proc/PID/io (bytes a process read / wrote, sockets included)
-io_of() { sed -n "s/^$2: //p" "/proc/$1/io"; }
+# br_tx: bytes the backplane namespace (broker and clients: the outside of
+# the site) sent to the nodes over the bridge (frames nodes send each other
+# are forwarded by the bridge and not counted)
+br_tx() { x cat /sys/class/net/br0/statistics/tx_bytes; }
+
+# broker_rx: bytes of the messages the broker received (shelf broker stats)
+broker_rx() {
+	x shelf broker stats --json 2>/dev/null | "$PY" -c '
+import json, sys
+d = json.load(sys.stdin)
+items = d.items() if isinstance(d, dict) else ((s["name"], s["value"]) for s in d)
+for k, v in items:
+    if k == "bytes_received":
+        print(v)' 
+}
+
+# objects_sum: the objects every node's store holds, summed (shelf status --json)
+objects_sum() {
+	x shelf status --json 2>/dev/null | "$PY" -c '
+import json, sys
+seen, total = set(), 0
+def walk(o):
+    global total
+    if isinstance(o, dict):
+        c = o.get("counters")
+        if isinstance(c, dict) and "objects" in c and o.get("id") not in seen:
+            seen.add(o.get("id"))
+            total += int(c["objects"])
+        for v in o.values():
+            walk(v)
+    elif isinstance(o, list):
+        for v in o:
+            walk(v)
+walk(json.load(sys.stdin))
+print(total if seen else "none")'
+}

@@ -59,7 +59,8 @@ fleet_up() {
 		>"$D/up.log" 2>&1 || fail "cluster up: $(tail -n 3 "$D/up.log")"
 	[ -f "$REL" ] || fail "the cluster made no release key ($REL)"
 	for sl in default system; do
-		for _ in $(seq 600); do
+		# (120 s: under ASan on a loaded 2-core machine a node can take a minute to register)
+		for _ in $(seq 1200); do
 			[ "$(grep -l "slice '$sl': address" "$D"/n*/log 2>/dev/null | wc -l)" -ge "$1" ] && break
 			sleep 0.1
 		done

@@ -84,7 +84,7 @@ print(d["state"], d["stage"], d["included"], d["counts"]["rebooting"], fetching,
 	done) break ;;
 	halted|aborted) fail "rollout $state: $(status_field reason)" ;;
 	esac
-	[ $((SECONDS - t)) -lt 900 ] || fail "rollout not done after 900 s (stage $stage)"
+	[ $((SECONDS - t)) -lt 420 ] || fail "rollout not done after 420 s (stage $stage)"
 	sleep 1
 done
 echo "rollout done in $((SECONDS - t)) s (canary $canary, at most $maxreb restarting at once)"

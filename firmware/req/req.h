@@ -414,7 +414,7 @@ bool node_req_syncing(const struct node_req *rq);
 void node_req_hint_poke(struct node_req *rq, const uint8_t id[OVL_ID_BYTES]);
 
 struct node_req_hint_stats {
-	uint64_t waiting, handoffs, handoff_failures, copies_dropped;
+	uint64_t waiting, handoffs, handoff_failures, handoff_busy, copies_dropped;
 	bool syncing;
 	uint64_t sync_timeouts, tombstones_dropped;
 };

@@ -86,14 +86,20 @@ static void rate_roll(struct req_rate_avg *a, uint64_t now_ms)
 	a->cur_s = s;
 }
 
-void req_rate_add(struct req_rate_avg *a, uint64_t bytes, uint64_t now_ms)
+void req_rate_begin(struct req_rate_avg *a, uint64_t now_ms)
 {
 	if (!a->first_ms || now_ms > a->last_ms + REQ_BG_AVG_IDLE_MS) {
 		memset(a->slot, 0, sizeof(a->slot));
 		a->cur_s = now_ms / 1000;
 		a->first_ms = now_ms ? now_ms : 1;
 	}
-	a->last_ms = now_ms;
+	if (now_ms > a->last_ms)
+		a->last_ms = now_ms;
+}
+
+void req_rate_add(struct req_rate_avg *a, uint64_t bytes, uint64_t now_ms)
+{
+	req_rate_begin(a, now_ms);
 	rate_roll(a, now_ms);
 	a->slot[a->cur_s % REQ_BG_AVG_SLOTS] += bytes;
 }

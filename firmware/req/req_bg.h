@@ -57,12 +57,16 @@ bool req_duty_open(unsigned duty_pct, uint64_t now_ms);
 struct req_rate_avg {
 	uint64_t slot[REQ_BG_AVG_SLOTS]; /* bytes per second, by (second % slots) */
 	uint64_t cur_s;                  /* the second slot[cur_s % slots] counts */
-	uint64_t first_ms;               /* first bytes of this window (0: none yet) */
-	uint64_t last_ms;                /* the last bytes counted */
+	uint64_t first_ms;               /* the window's start: req_rate_begin(), or its first bytes (0: none yet) */
+	uint64_t last_ms;                /* the last bytes counted, or work begun */
 };
 
 /* Count bytes moved at now. */
 void req_rate_add(struct req_rate_avg *a, uint64_t bytes, uint64_t now_ms);
+
+/* Work that will move bytes started at now: a window that is idle starts
+ * here (not at its first bytes), and an open one stays open. */
+void req_rate_begin(struct req_rate_avg *a, uint64_t now_ms);
 
 /* Bytes/s over the last ~10 s (over less while fewer have passed since the
  * window's first bytes, but at least REQ_BG_AVG_MIN_SPAN_MS; a window

@@ -36,6 +36,8 @@
 #define HINT_SCAN_PER_TICK 4096         /* hints looked at per scheduling pass */
 #define HINT_BACKOFF_MIN_MS 200
 #define HINT_BACKOFF_MAX_MS 10000
+#define HINT_BUSY_MIN_MS 50             /* a home that answered busy: asked again this soon, */
+#define HINT_BUSY_MAX_MS 1000           /* doubling while it stays busy, up to this */
 #define HINT_POKE_MS 15000              /* a home that asked is tried this long, whatever the map says */
 #define HINT_READ_PIECE (256u << 10)    /* a hand-off reads the object in pieces of this */
 #define HINT_TARGETS_SENT 32            /* hints_for_ counters in a NODE-STAT */
@@ -61,6 +63,7 @@ struct hint_home {
 	unsigned count;
 	unsigned nrepair;               /* of count, repair hints */
 	uint64_t next_ms, backoff_ms;   /* monotonic: not tried before next_ms */
+	uint64_t busy_ms;               /* the home answered busy: tried again after this */
 	uint64_t poked_ms;              /* asked for its hints (monotonic), 0: never */
 };
 
@@ -96,7 +99,7 @@ struct req_hints {
 	unsigned cursor;
 	struct handoff ho[HINT_HANDOFFS];
 	/* stats */
-	uint64_t handoffs, handoff_failures, copies_dropped, sync_timeouts, tombs_dropped;
+	uint64_t handoffs, handoff_failures, handoff_busy, copies_dropped, sync_timeouts, tombs_dropped;
 	/* the sync of a returning node */
 	bool syncing;
 	uint64_t sync_deadline, sync_next;
@@ -691,7 +694,18 @@ static void ho_end(struct handoff *ho, int res)
 
 	ho_fwd_abort(ho);
 	ho_unbusy(ho);
-	if (hh && res < 0) {
+	if (hh && res == -EBUSY) {
+		/* flow control, not a failure: a home takes repair_inbound_max
+		 * copies at once, and every member that lost a replica sends
+		 * to it. The failure backoff (200 ms doubling to 10 s) left
+		 * homes idle for seconds while they had room: repair ran at a
+		 * fraction of what the nodes could do. */
+		hh->busy_ms = hh->busy_ms ? hh->busy_ms * 2 : HINT_BUSY_MIN_MS;
+		if (hh->busy_ms > HINT_BUSY_MAX_MS)
+			hh->busy_ms = HINT_BUSY_MAX_MS;
+		hh->next_ms = now_mono() + hh->busy_ms;
+		hs->handoff_busy++;
+	} else if (hh && res < 0) {
 		hh->backoff_ms = hh->backoff_ms ? hh->backoff_ms * 2 : HINT_BACKOFF_MIN_MS;
 		if (hh->backoff_ms > HINT_BACKOFF_MAX_MS)
 			hh->backoff_ms = HINT_BACKOFF_MAX_MS;
@@ -700,6 +714,7 @@ static void ho_end(struct handoff *ho, int res)
 		ho_pace_failed(ho, hh, res);
 	} else if (hh) {
 		hh->backoff_ms = 0;
+		hh->busy_ms = 0;
 		hh->next_ms = 0;
 	}
 	ho->used = false;
@@ -841,8 +856,6 @@ static void ho_read_cb(void *arg, int res, struct node_store_rbuf **rb,
 		return;
 	}
 	ho->off += (uint64_t)k;
-	if (hint_is_repair(ho->h.type))
-		req_pace_repair_bytes(hs->rq, (uint64_t)k, now_mono());
 	hs_unref(hs);
 	ho_pump(ho);
 }
@@ -1036,6 +1049,8 @@ static void ho_start(struct req_hints *hs, struct handoff *ho, unsigned i)
 	ho->hs = hs;
 	ho->used = true;
 	ho->h = hs->v[i];
+	if (hint_is_repair(ho->h.type))
+		req_pace_repair_begin(hs->rq, now_mono());
 	for (unsigned j = 0; j < hs->n; j++)
 		if (hs->v[j].slice == ho->h.slice &&
 		    memcmp(hs->v[j].home, ho->h.home, OVL_ID_BYTES) == 0 &&
@@ -1505,6 +1520,7 @@ void req_hints_stats(const struct node_req *rq, struct node_req_hint_stats *st)
 	st->waiting = hs->n - hs->nrepair;
 	st->handoffs = hs->handoffs;
 	st->handoff_failures = hs->handoff_failures;
+	st->handoff_busy = hs->handoff_busy;
 	st->copies_dropped = hs->copies_dropped;
 	st->syncing = hs->syncing;
 	st->sync_timeouts = hs->sync_timeouts;

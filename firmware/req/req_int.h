@@ -202,6 +202,9 @@ void req_pace_repair_done(struct node_req *rq, uint64_t bytes, uint64_t now_ms);
 /* Repair bytes moved (for the achieved rate). */
 void req_pace_repair_bytes(struct node_req *rq, uint64_t bytes, uint64_t now_ms);
 
+/* A repair copy started: the achieved rate counts from here. */
+void req_pace_repair_begin(struct node_req *rq, uint64_t now_ms);
+
 /* A home answered no-space (full) / took a hand-off again (ok). */
 void req_pace_target_full(struct node_req *rq, const uint8_t id[OVL_ID_BYTES], bool full);
 

@@ -129,11 +129,20 @@ void req_pace_repair_bytes(struct node_req *rq, uint64_t bytes, uint64_t now_ms)
 	req_rate_add(&rq->pace.repair_avg, bytes, now_ms);
 }
 
+void req_pace_repair_begin(struct node_req *rq, uint64_t now_ms)
+{
+	req_rate_begin(&rq->pace.repair_avg, now_ms);
+}
+
 void req_pace_repair_done(struct node_req *rq, uint64_t bytes, uint64_t now_ms)
 {
-	(void)now_ms;
 	rq->pace.repair_objects_done++;
 	rq->pace.repair_bytes_done += bytes;
+	/* the achieved rate counts delivered copies from when the work began:
+	 * counted as handed to the forward, a repair's first pieces filled
+	 * the send buffers at once and read as a rate several times the real
+	 * one (the ETA at 10 % done was a third of the time left) */
+	req_pace_repair_bytes(rq, bytes, now_ms);
 }
 
 void req_pace_target_full(struct node_req *rq, const uint8_t id[OVL_ID_BYTES], bool full)

@@ -26,8 +26,9 @@
  *        array_repair_mib_s                  repair_bytes_done's growth over
  *            that time, against `cp` of as many bytes between two files on
  *            the same disk (and an fsync of the copy);
- *        array_repair_eta_error              the ETA reported (the largest
- *            repair_eta_s) once 10 % of the bytes were done, against the
+ *        array_repair_eta_error              the ETA reported (as `shelf
+ *            status` computes it: bytes left and planned over the sum of the
+ *            members' repair_rate_bps) once 10 % of the bytes were done, against the
  *            time the repair actually took from then;
  *   5. the repair rate set back to what the members reported before step 4
  *      (repair_rate_limit: their default), another node killed, and GETs
@@ -501,10 +502,10 @@ static int work_run(const struct hcfg *c)
 	static const char *const rp_nm[] = { "repair_bytes_done", "repair_bytes_left",
 					     "repair_eta_s", "heal_objects_degraded",
 					     "repair_objects_done", "repair_rate_limit",
-					     "repair_bytes_planned" };
+					     "repair_bytes_planned", "repair_rate_bps" };
 	struct hwork w = { .c = c };
 	char path[PATH_MAX + 32], err[SHELF_ERR_BYTES];
-	uint64_t v[7], mx[7], copies = (uint64_t)c->objects * 2, rnd = c->seed | 1, rate_default;
+	uint64_t v[8], mx[8], copies = (uint64_t)c->objects * 2, rnd = c->seed | 1, rate_default;
 	double *ms = calloc((size_t)c->samples + 1, sizeof(double)), p_quiet, t_out, t10 = 0,
 	       eta10 = -1, t_end;
 	uint8_t *want = malloc(c->size), victim[32];
@@ -552,13 +553,13 @@ static int work_run(const struct hcfg *c)
 
 	/* 3. four nodes join */
 	{
-		uint64_t d0[7], d1[7];
+		uint64_t d0[8], d1[8];
 		char nadd[8];
 		double t0 = bench_now();
 
 		uint64_t base = copies_now(&w);
 
-		if (sums(&w, rp_nm, 7, d0, NULL, NULL) <= 0 || !base)
+		if (sums(&w, rp_nm, 8, d0, NULL, NULL) <= 0 || !base)
 			goto out;
 		snprintf(nadd, sizeof(nadd), "%d", HB_ADD);
 		if (cluster_cmd(&w, "add", nadd) < 0) {
@@ -588,12 +589,12 @@ static int work_run(const struct hcfg *c)
 		 * held back to what they were (each old copy dropped once its
 		 * new home holds it), new nodes' own records allowed */
 		for (int t = 0; t < 300; t++) {
-			if (sums(&w, rp_nm, 7, d1, NULL, NULL) > 0 && d1[4] > d0[4])
+			if (sums(&w, rp_nm, 8, d1, NULL, NULL) > 0 && d1[4] > d0[4])
 				break;
 			usleep(100000);
 		}
 		if (wait_full(&w, base + 2 * HB_ADD, NULL) < 0 ||
-		    sums(&w, rp_nm, 7, d1, NULL, NULL) <= 0)
+		    sums(&w, rp_nm, 8, d1, NULL, NULL) <= 0)
 			goto out;
 		fprintf(stderr, "heal: rebalance onto %d new nodes: %" PRIu64 " copies sent in %.1f s\n",
 			HB_ADD, d1[4] - d0[4], bench_now() - t0);
@@ -611,13 +612,13 @@ static int work_run(const struct hcfg *c)
 		ho = (struct shelf_heal_opts){ .has_rate = true, .rate = 0 };
 		if (heal_all(&w, &ho) < 0)
 			goto out;
-		if (member_of_node(&w, 2, victim) < 0 || sums(&w, rp_nm, 7, v, NULL, victim) <= 0)
+		if (member_of_node(&w, 2, victim) < 0 || sums(&w, rp_nm, 8, v, NULL, victim) <= 0)
 			goto out;
 		b0 = v[0];
 		if (lose(&w, 2, victim, &t_out) < 0)
 			goto out;
 		for (double shown = bench_now();;) {
-			if (sums(&w, rp_nm, 7, v, mx, victim) > 0) {
+			if (sums(&w, rp_nm, 8, v, mx, victim) > 0) {
 				done = v[0] > b0 ? v[0] - b0 : 0;
 				if (bench_now() - shown > 5) {
 					fprintf(stderr, "heal: repair: %.1f MiB done, %.1f MiB left, "
@@ -629,7 +630,11 @@ static int work_run(const struct hcfg *c)
 				/* left: queued, and counted by the passes but not
 				 * queued yet (the ETA holds both) */
 				if (eta10 < 0 && done > 0 && done * 10 >= done + v[1] + v[6]) {
-					eta10 = (double)mx[2];
+					/* as `shelf status` gives it: the work left over
+					 * the sum of the rates (the largest member's own
+					 * ETA while no member has a rate) */
+					eta10 = v[7] ? (double)(v[1] + v[6]) / (double)v[7]
+						     : (double)mx[2];
 					t10 = bench_now();
 				}
 				if (v[1] == 0 && v[6] == 0 && v[3] == 0 && done > 0)
@@ -669,7 +674,7 @@ static int work_run(const struct hcfg *c)
 			goto out;
 		until = bench_now() + HB_WAIT_S;
 		while (k < c->samples && bench_now() < until) {
-			if (sums(&w, rp_nm, 7, v, NULL, victim) > 0 && v[1] == 0 && v[3] == 0 &&
+			if (sums(&w, rp_nm, 8, v, NULL, victim) > 0 && v[1] == 0 && v[3] == 0 &&
 			    bench_now() - t_out > 2)
 				break; /* the repair is over */
 			for (int j = 0; j < 10 && k < c->samples; j++)

@@ -35,7 +35,8 @@
  * of heal_objects_full/degraded/lost and heal_bytes_full/degraded (each key
  * is counted by one member, its primary), the repair work (done and left,
  * objects and bytes; failed; the rate, the sum of repair_rate_bps; the ETA,
- * the largest repair_eta_s: the members repair in parallel), anti-entropy
+ * the bytes left and planned over that rate, or the largest repair_eta_s
+ * while no member has a rate yet), anti-entropy
  * (the oldest ae_last_unix of the members, and the sum of ae_diffs_last)
  * and scrub (the oldest scrub_last_unix, scrub_damaged, scrub_repaired). A
  * counter no member reports is shown "-" (JSON null): nodes that predate
@@ -294,6 +295,19 @@ static void heal_collect(struct snode **rows, uint32_t n, struct heal *h)
 	for (size_t i = 0; i < HEAL_FIELDS; i++) {
 		h->has[i] = heal_sum(rows, n, heal_fields[i].counter, heal_fields[i].mode, &h->v[i]);
 		h->any |= h->has[i];
+	}
+	/* The slice's ETA: the work left (queued and planned) over the sum of
+	 * the members' rates. Each member's own ETA rests on its own rate,
+	 * which in a repair's first seconds rests on a copy or two: their
+	 * largest overshot the time left by 2-3 times in shelf-bench heal. The
+	 * members' largest stays the answer when no member has a rate yet. */
+	if (h->has[H_RATE] && h->v[H_RATE] && h->has[H_RBLEFT]) {
+		uint64_t left = h->v[H_RBLEFT] + (h->has[H_RBPLAN] ? h->v[H_RBPLAN] : 0);
+
+		h->v[H_ETA] = left ? (left + h->v[H_RATE] / 2) / h->v[H_RATE] : 0;
+		if (left && !h->v[H_ETA])
+			h->v[H_ETA] = 1;
+		h->has[H_ETA] = true;
 	}
 }
 

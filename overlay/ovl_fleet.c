@@ -1157,8 +1157,10 @@ int ovl_fleet_report_decode(struct ovl_fleet_report *r, const uint8_t *buf, size
 		snprintf(err, errlen, "%s: unknown state %" PRIu64, what, u);
 		ret = -EBADMSG;
 	}
-	if (ret < 0)
+	if (ret < 0) {
+		ret = ret == -E2BIG ? -EBADMSG : ret;
 		goto out;
+	}
 	r->state = (uint8_t)u;
 	ret = ovl_signed_get_str(f[5], r->target, sizeof(r->target), 0, what, "target", err, errlen);
 	if (ret == 0)

@@ -586,7 +586,8 @@ static void test_roles(void **state)
 	assert_string_equal(ovl_role_name(OVL_ROLE_NODE), "node");
 	assert_string_equal(ovl_role_name(OVL_ROLE_CA), "ca");
 	assert_null(ovl_role_name((enum ovl_role)0));
-	assert_null(ovl_role_name((enum ovl_role)6));
+	assert_string_equal(ovl_role_name(OVL_ROLE_RELEASE), "release");
+	assert_null(ovl_role_name((enum ovl_role)7)); /* the first number past the last role */
 	assert_int_equal(ovl_role_parse("broker", &r), 0);
 	assert_int_equal(r, OVL_ROLE_BROKER);
 	assert_int_equal(ovl_role_parse("root", &r), -EINVAL);

@@ -293,6 +293,14 @@ int cmd_image_build(int argc, char **argv)
 		snprintf(err, sizeof(err), "'%s' is not a regular file", payload);
 		goto fail;
 	}
+	{
+		struct stat ost;
+
+		if (stat(outp, &ost) == 0 && ost.st_dev == st.st_dev && ost.st_ino == st.st_ino) {
+			snprintf(err, sizeof(err), "--out '%s' is the payload itself", outp);
+			goto fail;
+		}
+	}
 	if (st.st_size <= 0 || (uint64_t)st.st_size > OVL_FLEET_SIZE_MAX_BYTES) {
 		snprintf(err, sizeof(err), "'%s' is %lld bytes; a payload is 1 byte to 64 GiB", payload,
 			 (long long)st.st_size);

@@ -43,8 +43,6 @@ CC       ?= cc
 AR       ?= ar
 OPT      ?= -O2 -g
 PKG_CONFIG ?= pkg-config
-# the tree's release version (MAJOR.MINOR.PATCH): what shelf-boot seeds slot a with
-VERSION  ?= 0.1.0
 
 PKGS     := libzmq msgpack libnl-3.0 libnl-route-3.0 liburing libsodium
 PKG_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
@@ -216,8 +214,11 @@ $(CLI_SO): $(CLI_PIC)
 
 $(O)/shelf-node: $(O)/firmware/main.o $(NODE_LIB) $(OVL_LIB)
 	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS) $(LIBS)
-$(O)/firmware/boot/boot.o $(O)/firmware/update/gate.o: ALL_CFLAGS += -DSHELF_VERSION='"$(VERSION)"'
-# the boot chooser: tiny, links only what it uses (no ZeroMQ, no io_uring)
+# the boot chooser: tiny beside every node, so it links none of ZeroMQ,
+# msgpack, libsodium or io_uring (the overlay's file helpers and libc); it
+# seeds slot a with the build's VERSION, the same as ovl_fleet_build_version()
+$(O)/firmware/boot/boot.o: $(VERSION_STAMP)
+$(O)/firmware/boot/boot.o: ALL_CFLAGS += -DSHELF_VERSION='"$(VERSION)"'
 $(O)/shelf-boot: $(O)/firmware/boot/boot.o $(O)/firmware/boot/bootstate.o $(OVL_LIB)
 	$(call say,LD,$@)$(CC) -o $@ $^ $(ALL_LDFLAGS)
 $(O)/shelf-broker: $(O)/broker/main.o $(BRK_LIB) $(OVL_LIB)

@@ -1363,6 +1363,17 @@ static int domains_check(brk_t *b, const char *name, const char *selector, unsig
 			 replicas, selector);
 		return -EINVAL;
 	}
+	/* named in order, whatever order the nodes registered in */
+	for (unsigned k = 1; k < n_seen; k++)
+		for (unsigned j = k; j > 0; j--) {
+			const struct node *t = seen[j];
+			int c = strcmp(seen[j - 1]->site, t->site);
+
+			if (c < 0 || (c == 0 && strcmp(seen[j - 1]->chassis, t->chassis) <= 0))
+				break;
+			seen[j] = seen[j - 1];
+			seen[j - 1] = t;
+		}
 	for (unsigned k = 0; k < n_seen && k < DOMAINS_SHOWN; k++) {
 		char site[20], chassis[20];
 		size_t len = strlen(list);

@@ -1268,8 +1268,10 @@ int main(int argc, char **argv)
 		arm_tick(&n);
 		ctl_tick(&n);
 		if (n.gate && !gate_tick(&n)) {
+			/* stop the way a signal does (the signalfd read in flight
+			 * completes), then exit 1: the slot failed its trial */
 			code = NODE_EXIT_RUNTIME;
-			break;
+			kill(getpid(), SIGTERM);
 		}
 		if (n.dp)
 			node_dp_tick(n.dp, (uint64_t)(ovl_mono_ms()));

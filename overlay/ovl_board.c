@@ -45,6 +45,13 @@ const struct ovl_conf_item ovl_board_conf[] = {
 	  "command that powers the drive up (empty: none)" },
 	{ "power_off", OVL_CONF_STR, "", B(power_off), BS(power_off), 0, 0,
 	  "command run before the drive is powered down (empty: none)" },
+	{ "update_install", OVL_CONF_STR, "", B(update_install), BS(update_install), 0, 0,
+	  "command that installs a verified image into the inactive slot, {bundle} replaced by the "
+	  "payload's path (empty: the sim board's slot directories)" },
+	{ "update_mark_good", OVL_CONF_STR, "", B(update_mark_good), BS(update_mark_good), 0, 0,
+	  "command that marks the running slot good once the health gate passed (empty: the boot state)" },
+	{ "reboot", OVL_CONF_STR, "", B(reboot), BS(reboot), 0, 0,
+	  "command that restarts the board into the newly installed slot (empty: exit 75 to shelf-boot)" },
 	OVL_CONF_END
 };
 

@@ -39,6 +39,11 @@ struct ovl_board {
 	char slot[32];
 	char power_on[OVL_BOARD_PATH_MAX];  /* command run to power the drive up */
 	char power_off[OVL_BOARD_PATH_MAX]; /* command run before power-down */
+	/* fleet updates on a board with its own updater (empty: the sim
+	 * board's A/B slot directories under shelf-boot); see boards/README */
+	char update_install[OVL_BOARD_PATH_MAX];   /* installs an image: {bundle} = its payload file */
+	char update_mark_good[OVL_BOARD_PATH_MAX]; /* marks the running slot good */
+	char reboot[OVL_BOARD_PATH_MAX];           /* restarts into the newly installed slot */
 };
 
 /* The table of board keys, for help output and tools. */

@@ -41,7 +41,7 @@
 #include "boot/bootstate.h"
 
 #ifndef SHELF_VERSION
-#define SHELF_VERSION "0.1.0"
+#error "SHELF_VERSION (the Makefile's VERSION) must be defined"
 #endif
 
 #define BOOT_RETRY_MS 1000          /* after a crash or a failing exit */

@@ -51,6 +51,9 @@ static bool dec_parse(const char *s, size_t n, unsigned long max, unsigned long 
 	return true;
 }
 
+/* The grammar of ovl_fleet_version_parse(), checked here on its own so that
+ * shelf-boot links none of what ovl_fleet needs (test_bootstate holds the
+ * two to the same answers). */
 bool boot_version_valid(const char *s)
 {
 	const char *p = s;

@@ -11,10 +11,6 @@
 #include "peer/peer.h"
 #include "update/gate.h"
 
-#ifndef SHELF_VERSION
-#define SHELF_VERSION "0.1.0"
-#endif
-
 /* the probe: a key nobody writes (fe x8 is reserved space, 'G' the gate's) */
 static const uint8_t PROBE_KEY[] = { 0xfe, 0xfe, 0xfe, 0xfe, 0xfe, 0xfe, 0xfe, 0xfe, 'G', 'p', 'r', 'o', 'b', 'e' };
 
@@ -295,5 +291,5 @@ const char *node_running_version(void)
 
 	if (v && boot_version_valid(v))
 		return v;
-	return SHELF_VERSION;
+	return ovl_fleet_build_version();
 }

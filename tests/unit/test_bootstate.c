@@ -168,6 +168,19 @@ static void test_versions(void **state)
 	assert_false(boot_version_valid("1.2.-3"));
 	assert_false(boot_version_valid(""));
 	assert_false(boot_version_valid(NULL));
+	/* the same answers as ovl_fleet_version_parse() */
+	{
+		static const char *const v[] = { "0.0.0", "1.2.3", "65535.0.1", "65536.0.0", "1.2", "1.2.3.4",
+			"01.2.3", "1.02.3", "1.2.03", "1..2", ".1.2", "1.2.", "a.b.c", "1.2.3 ", " 1.2.3",
+			"+1.2.3", "-1.2.3", "1.2.3x", "99999999999.1.1", "0.0.00", "10.20.30", "" };
+
+		for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+			uint64_t x;
+
+			if (boot_version_valid(v[i]) != (ovl_fleet_version_parse(v[i], &x) == 0))
+				fail_msg("'%s': boot_version_valid and ovl_fleet_version_parse disagree", v[i]);
+		}
+	}
 }
 
 static void make_dir(char *dir, size_t cap)

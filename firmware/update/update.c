@@ -57,6 +57,7 @@ struct ucall {
 	struct node_update *u;
 	unsigned si;
 	uint64_t gen, off, len;
+	uint8_t from[OVL_ID_BYTES];     /* the home asked */
 };
 
 struct node_update {
@@ -105,6 +106,7 @@ struct node_update {
 	uint64_t boot_check_ms, inject_ms;
 	uint8_t last_env[32];               /* hash of the last envelope handled */
 	char last_err[320];                 /* why a home did not answer last */
+	uint64_t nomap_ms;                  /* since when the slice's map is missing (0: it is not) */
 	/* counters */
 	uint64_t bytes_fetched, blocks_bad, blocks_verified;
 	/* events */
@@ -602,9 +604,15 @@ static void slot_ask(struct node_update *u, unsigned si, uint64_t now)
 	int nh = 0, p;
 
 	if (!m) {
-		fail(u, "release %s: this node holds no map of slice '%s'", u->rel.version, u->slice);
+		/* a map that has not come yet (a node just started) */
+		if (!u->nomap_ms)
+			u->nomap_ms = now;
+		else if (now >= u->nomap_ms + UPDATE_NOMAP_MS)
+			fail(u, "release %s: this node holds no map of slice '%s'", u->rel.version,
+			     u->slice);
 		return;
 	}
+	u->nomap_ms = 0;
 	p = pick_home(u, m, s->i, order, &nh);
 	if (p < 0 || (s->off && (unsigned)p != s->cand)) {
 		/* its home is gone mid-block: the block starts over elsewhere */
@@ -659,6 +667,7 @@ static void slot_ask(struct node_update *u, unsigned si, uint64_t now)
 	uc->gen = s->gen;
 	uc->off = s->off;
 	uc->len = got;
+	memcpy(uc->from, m->members[order[p]].id, OVL_ID_BYTES);
 	if (node_repl_call(u->repl, m, order[p], q, piece_done, uc, NULL, err, sizeof(err)) < 0) {
 		free(uc);
 		free(q);
@@ -713,6 +722,7 @@ static void piece_done(void *arg, struct ovl_dpc_call *call)
 	struct fslot *s = &u->slots[uc->si];
 	const struct ovl_wire_resp *rs = &call->resp;
 	uint64_t blen;
+	char fp[OVL_ID_FP_BYTES];
 	int rc;
 
 	if (u->dying || uc->gen != s->gen || !s->busy || u->phase != PH_FETCH) {
@@ -729,13 +739,14 @@ static void piece_done(void *arg, struct ovl_dpc_call *call)
 		return;
 	}
 	u->bytes_fetched += call->body_len;
+	ovl_nodeid_fingerprint(uc->from, fp);
 	if (rs->size != blen || rs->offset != uc->off || call->body_len != uc->len ||
 	    (rs->has_crc && ovl_crc32c(0, call->body, (size_t)call->body_len) != rs->crc)) {
 		u->blocks_bad++;
 		event(u, NODE_UPDATE_EV_WARN,
-		      "update: block %u of release %s: a home answered %" PRIu64 " bytes of an object of %" PRIu64
+		      "update: block %u of release %s: node %s answered %" PRIu64 " bytes of an object of %" PRIu64
 		      " (want %" PRIu64 " of %" PRIu64 "); fetching it from another home",
-		      s->i, u->rel.version, (uint64_t)call->body_len, rs->size, uc->len, blen);
+		      s->i, u->rel.version, fp, (uint64_t)call->body_len, rs->size, uc->len, blen);
 		block_next_home(u, uc->si, true);
 		ucall_free(uc);
 		return;
@@ -748,8 +759,8 @@ static void piece_done(void *arg, struct ovl_dpc_call *call)
 		if (sodium_memcmp(md, u->rel.blocks[s->i], 32) != 0) {
 			u->blocks_bad++;
 			event(u, NODE_UPDATE_EV_WARN,
-			      "update: block %u of release %s does not verify (SHA-256 differs from the release's); "
-			      "fetching it from another home", s->i, u->rel.version);
+			      "update: block %u of release %s from node %s does not verify (SHA-256 differs from "
+			      "the release's); fetching it from another home", s->i, u->rel.version, fp);
 			block_next_home(u, uc->si, true);
 			ucall_free(uc);
 			return;
@@ -1153,7 +1164,7 @@ static void assign_take(struct node_update *u, const uint8_t *buf, size_t len,
 	      a.release_len ? " of slice " : "", a.release_len ? a.slice : "");
 	switch (a.action) {
 	case OVL_FLEET_ACTION_STAY:
-		if (u->state == OVL_FLEET_STATE_INSTALLED)
+		if (u->state == OVL_FLEET_STATE_INSTALLED || u->state == OVL_FLEET_STATE_RESTARTING)
 			untry(u);
 		release_drop(u);
 		u->resume = false;
@@ -1433,7 +1444,7 @@ void node_update_tick(struct node_update *u, uint64_t now_ms)
 		if (now_s(u))
 			inject_check(u);
 	}
-	if (u->resume && u->repl && now_s(u))
+	if (u->resume && now_s(u))
 		resume(u);
 	switch (u->phase) {
 	case PH_FETCH:

@@ -78,6 +78,7 @@
 #define UPDATE_EXTRACT_TIMEOUT_MS 300000       /* tar must finish within this */
 #define UPDATE_RESTART_WAIT_MS 10000           /* restarting: longest wait for the report to go */
 #define UPDATE_INJECT_CHECK_MS 1000            /* how often update/assign.inject is looked for */
+#define UPDATE_NOMAP_MS 60000                  /* a fetch waits this long for the slice's map */
 
 struct node_update;
 

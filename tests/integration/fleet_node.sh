@@ -107,6 +107,8 @@ for _ in $(seq 600); do
 	[ "$(grep -l "slice 'system': address" "$D"/n*/log 2>/dev/null | wc -l)" -ge 4 ] && break
 	sleep 0.1
 done
+[ "$(grep -l "slice 'system': address" "$D"/n*/log 2>/dev/null | wc -l)" -ge 4 ] ||
+	fail "not every node joined slice 'system'"
 echo "4 nodes up under shelf-boot in $((SECONDS - T0)) s"
 
 # the images: 0.2.0 and 0.3.0 of this build, signed with the cluster's dev key
@@ -123,14 +125,22 @@ mkimg() { # VERSION -> $D/img-VERSION.img
 	"$B/shelf" image build --version "$1" --board sim --key "$KEY" --cert "${KEY%.key}.cert" \
 		--out "$D/img-$1.img" "$D/payload-$1.tar" >/dev/null || fail "shelf image build $1"
 }
+# rawput HEXKEY FILE: a plain object in 'system' (on a loaded machine a
+# node may take long to accept its first connection: tried 3 times)
+rawput() {
+	for try in 1 2 3; do
+		x "$LT" "$CL" "$BROKER" system raw-put "hex:$1" "$2" && return 0
+		sleep 2
+	done
+	return 1
+}
 # publish VERSION: store its blocks in 'system'; NBLK, SIZE, KEYS
 publish() {
 	mkdir -p "$D/blk-$1"
 	"$FT" blocks "$D/img-$1.img" "$D/blk-$1" >"$D/blk-$1.txt" || fail "fleet_tool blocks $1"
 	read -r _ _ _ _ SIZE _ NBLK <"$D/blk-$1.txt"
 	tail -n +2 "$D/blk-$1.txt" | while read -r i k; do
-		x "$LT" "$CL" "$BROKER" system raw-put "hex:$k" "$D/blk-$1/$i" ||
-			{ echo "raw-put block $i failed"; exit 1; }
+		rawput "$k" "$D/blk-$1/$i" || { echo "raw-put block $i failed"; exit 1; }
 	done || fail "publish $1"
 	echo "published $1: $SIZE bytes in $NBLK blocks"
 }
@@ -168,7 +178,7 @@ echo "(b) n01 exited 75, shelf-boot started slot b, healthy"
 # (c) a block replaced by wrong bytes (same length): refused, nothing installed
 head -c "$(stat -c %s "$D/blk-0.3.0/1")" /dev/urandom >"$D/bad-block"
 K1=$(sed -n 3p "$D/blk-0.3.0.txt" | cut -d' ' -f2)
-x "$LT" "$CL" "$BROKER" system raw-put "hex:$K1" "$D/bad-block" || fail "(c) raw-put bad block"
+rawput "$K1" "$D/bad-block" || fail "(c) raw-put bad block"
 assign n02 1 fetch 0 "$D/img-0.3.0.img"
 wait_log n02 "update: failed: block 1 of release 0.3.0 does not verify" 60
 bad=$(counter n02 update_blocks_bad)

@@ -430,6 +430,44 @@ static void test_list_bucket(void **state)
 	free(a);
 }
 
+/* A node's plain GET of an update's block (fe x8 'F'): from a member of
+ * the slice only; a node's other GETs (repair) as before; ff x8 keys are
+ * refused to everyone. */
+static void test_fleet_block_get(void **state)
+{
+	struct fx *f = *state;
+	struct answer a = { 0 };
+	uint8_t key[OVL_FLEET_BLOCK_KEY_BYTES], id[32] = { 7, 1, 2 };
+	struct node_req_args q = { .type = NODE_REQ_GET, .slice = SLICE, .length = UINT64_MAX };
+	struct node_req_get *g = NULL;
+
+	ovl_fleet_block_key(key, id, 3);
+	q.key = key;
+	q.klen = sizeof(key);
+	q.peer_id = (const uint8_t *)"0123456789abcdef0123456789abcdef";
+	assert_int_equal(node_req_start(f->a.rq, &q, on_answer, &a), -EACCES);
+	assert_non_null(strstr(node_req_errmsg(f->a.rq), "no member"));
+	assert_int_equal(node_req_get_start(f->a.rq, &q, OVL_WIRE_CHUNK_BYTES, on_answer, &a, &g),
+			 -EACCES);
+	assert_null(g);
+	assert_int_equal(a.calls, 0);
+	/* a member: served (not found here: no such object) */
+	q.peer_id = f->b.id->sign_pk;
+	assert_int_equal(node_req_start(f->a.rq, &q, on_answer, &a), -ENOENT);
+	/* another node's GET of another fe x8 key: as before (repair) */
+	key[8] = 'C';
+	q.peer_id = (const uint8_t *)"0123456789abcdef0123456789abcdef";
+	assert_int_equal(node_req_start(f->a.rq, &q, on_answer, &a), -ENOENT);
+	drain(f, &f->a);
+	assert_int_equal(a.calls, 0);
+	/* ff x8: the node's own */
+	memset(key, 0xff, 8);
+	q.peer_id = f->b.id->sign_pk;
+	assert_int_equal(node_req_start(f->a.rq, &q, on_answer, &a), -EINVAL);
+	q.peer_id = NULL;
+	assert_int_equal(node_req_start(f->a.rq, &q, on_answer, &a), -EINVAL);
+}
+
 /* DIGEST refused to a client and to a non-member; HEAL answers with the
  * heal counters. */
 static void test_digest_refusals_and_heal(void **state)
@@ -551,6 +589,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_list_bucket, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_digest_refusals_and_heal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_repair_hints_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fleet_block_get, setup, teardown),
 	};
 
 	test_require_io_uring(); /* the stores run on a loop (qemu-user has none) */

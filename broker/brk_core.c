@@ -12,6 +12,7 @@
  * (board, version, site, chassis, slot, group) are interned (hash-indexed).
  */
 #include "broker.h"
+#include "brk_fleet.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -144,6 +145,7 @@ struct brk {
 	uint64_t flushed_ms;
 	struct brk_stats st;
 	char line[512];                 /* event line */
+	struct brk_fleet *fleet;        /* the director of fleet updates (owned) */
 };
 
 /* ---- helpers ---------------------------------------------------------------- */
@@ -1950,6 +1952,13 @@ static void heartbeat_reply(brk_t *b, const struct brk_peer *to, uint64_t rid, u
 	}
 	ok.u.hb_ok.slices = n->nslices ? refs : NULL;
 	ok.u.hb_ok.n_slices = n->nslices;
+	if (b->fleet) {
+		const uint8_t *fb = NULL;
+		size_t fl = 0;
+
+		if (brk_fleet_assignment(b->fleet, n->id, &fb, &fl))
+			ok.u.hb_ok.fleet = (struct ovl_msg_bin){ fb, fl };
+	}
 	send_msg(b, to, &ok);
 }
 
@@ -2187,10 +2196,25 @@ static void handle_admin(brk_t *b, const struct brk_peer *from, const struct ovl
 		STAT("rate_limited", st.rate_limited);
 		STAT("bad_messages", st.bad_messages);
 		STAT("memory_bytes", st.memory_bytes);
+		STAT("bytes_received", st.rx_bytes);
 #undef STAT
 		ok.u.admin_ok.stats = stats;
 		ok.u.admin_ok.n_stats = k;
 		send_msg(b, from, &ok);
+		return;
+	}
+	case OVL_MSG_ADMIN_FLEET: {
+		uint8_t *doc = NULL;
+		size_t doc_len = 0;
+
+		rc = b->fleet ? brk_fleet_admin(b->fleet, a->fleet.ptr, a->fleet.len, &doc, &doc_len,
+						err, sizeof(err))
+			      : -EOPNOTSUPP;
+		if (rc < 0)
+			break;
+		ok.u.admin_ok.fleet = (struct ovl_msg_bin){ doc, doc_len };
+		send_msg(b, from, &ok);
+		free(doc);
 		return;
 	}
 	default:
@@ -2564,6 +2588,7 @@ void brk_handle(brk_t *b, const struct brk_peer *from, const void *buf, size_t l
 	char err[256];
 	int rc;
 
+	b->st.rx_bytes += len;
 	for (size_t i = 0; b->rv.keys && i < b->rv.n_ids; i++)
 		if (memcmp(b->rv.keys[i], from->key, OVL_KEY_BYTES) == 0) {
 			refuse(b, from, 0, OVL_MSG_ERR_REVOKED, NULL, "this key is revoked");
@@ -2635,6 +2660,8 @@ void brk_handle(brk_t *b, const struct brk_peer *from, const void *buf, size_t l
 		n->used = m.u.hb.used;
 		if (n->state != OVL_MSG_STATE_UP)
 			set_state(b, n, OVL_MSG_STATE_UP, 0);
+		if (b->fleet && m.u.hb.fleet.len)
+			brk_fleet_report(b->fleet, n->id, m.u.hb.fleet.ptr, m.u.hb.fleet.len);
 		heartbeat_reply(b, from, m.rid, m.u.hb.seq, n);
 		break;
 	case OVL_MSG_MAP_GET: {
@@ -2699,6 +2726,8 @@ void brk_tick(brk_t *b)
 			used_save(b);
 		b->flushed_ms = now;
 	}
+	if (b->fleet)
+		brk_fleet_tick(b->fleet);
 	brk_flush(b);
 }
 
@@ -2990,6 +3019,19 @@ int brk_new(brk_t **out, const struct brk_site *site, const struct brk_params *p
 		brk_destroy(&b);
 		return rc;
 	}
+	if (b->site && b->site->id) {
+		struct brk_fleet_cfg fc = {
+			.dir = b->p.fleet_dir, .slice = b->p.fleet_slice,
+			.soak_ms = b->p.fleet_soak_ms, .valid_ms = b->p.fleet_assign_valid_ms,
+		};
+
+		rc = brk_fleet_new(&b->fleet, b, site, &fc, err, errlen);
+		if (rc < 0) {
+			b->dirty = b->defs_dirty = b->used_dirty = false;
+			brk_destroy(&b);
+			return rc;
+		}
+	}
 	/* what was restored (members `down`, higher epochs) is saved whole before
 	 * anything leaves; it also rewrites a base of an older format */
 	b->compact = journaled(b) && (b->n_slices || b->n_nodes);
@@ -3009,6 +3051,7 @@ void brk_destroy(brk_t **bp)
 		slices_save(b);
 	if (b->used_dirty)
 		used_save(b);
+	brk_fleet_destroy(&b->fleet);
 	/* what waited for a save is dropped: its receivers ask again */
 	for (size_t i = 0; i < b->n_held; i++)
 		held_release(&b->held[i]);
@@ -3083,4 +3126,71 @@ int brk_slice_info(brk_t *b, const char *name, uint64_t *epoch, uint32_t *member
 void brk_count_rate_limited(brk_t *b)
 {
 	b->st.rate_limited++;
+}
+
+/* ---- views for the fleet director (brk_fleet.h) --------------------------------------- */
+
+static void fleet_view(const struct node *n, struct brk_fleet_node *o)
+{
+	o->id = n->id;
+	o->board = n->board;
+	o->chassis = n->chassis;
+	o->state = n->state;
+}
+
+size_t brk_core_fleet_count(brk_t *b)
+{
+	return b->n_nodes;
+}
+
+void brk_core_fleet_at(brk_t *b, size_t i, struct brk_fleet_node *o)
+{
+	fleet_view(b->nodes[i], o);
+}
+
+int brk_core_fleet_find(brk_t *b, const uint8_t id[OVL_ID_BYTES], struct brk_fleet_node *o)
+{
+	struct node *n = ht_find(b, &b->by_id, id);
+
+	if (!n)
+		return -ENOENT;
+	fleet_view(n, o);
+	return 0;
+}
+
+bool brk_core_fleet_peers(brk_t *b, const uint8_t id[OVL_ID_BYTES],
+			  bool (*fn)(void *arg, const struct brk_fleet_node *peer), void *arg)
+{
+	struct node *n = ht_find(b, &b->by_id, id);
+
+	for (unsigned k = 0; n && k < n->nslices; k++) {
+		const struct slice *s = n->slices[k];
+
+		for (uint32_t j = 0; j < s->n; j++) {
+			struct brk_fleet_node v;
+
+			if (s->m[j].n == n)
+				continue;
+			fleet_view(s->m[j].n, &v);
+			if (!fn(arg, &v))
+				return false;
+		}
+	}
+	return true;
+}
+
+void brk_core_fleet_event(brk_t *b, enum brk_event ev, const char *line)
+{
+	if (b->io.event)
+		b->io.event(b->io.arg, ev, line);
+}
+
+uint64_t brk_core_fleet_now_ms(brk_t *b)
+{
+	return now_ms(b);
+}
+
+uint64_t brk_core_fleet_unix_s(brk_t *b)
+{
+	return b->io.unix_s ? b->io.unix_s(b->io.arg) : 0;
 }

@@ -48,6 +48,13 @@ const struct ovl_conf_item brk_conf[] = {
 	  BRK_NODES_MAX, "registry limit" },
 	{ "log_level", OVL_CONF_STR, "info", offsetof(struct brk_config, log_level), 16, 0, 0,
 	  "error, warn, info or debug" },
+	{ "fleet_slice", OVL_CONF_STR, "system", offsetof(struct brk_config, fleet_slice),
+	  OVL_MSG_NAME_SIZE, 0, 0, "slice that holds the blocks of published images" },
+	{ "fleet_soak_ms", OVL_CONF_MS, "60s", offsetof(struct brk_config, fleet_soak_ms), 0, 0,
+	  30LL * 24 * 3600000, "default soak of a rollout stage (shelf fleet rollout start --soak)" },
+	{ "fleet_assign_valid_ms", OVL_CONF_MS, "60s",
+	  offsetof(struct brk_config, fleet_assign_valid_ms), 0, 10000, 24LL * 3600000,
+	  "how long a node may act on an update assignment after it was signed" },
 	OVL_CONF_END
 };
 

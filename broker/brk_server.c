@@ -100,7 +100,7 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 	struct server s;
 	struct ovl_link_opts opts = ovl_link_opts_default;
 	struct ovl_link_server_cfg scfg = { 0 };
-	char state_dir[BRK_PATH_MAX + 8], ep[OVL_LINK_ENDPOINT_MAX_CHARS], z85[OVL_ID_Z85_BYTES];
+	char state_dir[BRK_PATH_MAX + 8], fleet_dir[BRK_PATH_MAX + 16], ep[OVL_LINK_ENDPOINT_MAX_CHARS], z85[OVL_ID_Z85_BYTES];
 	ovl_keyring_t *kr = NULL;
 	ovl_zap_t *zap = NULL;
 	uint8_t *buf = NULL;
@@ -129,6 +129,11 @@ int brk_server_run(const struct brk_config *cfg, volatile int *stop, char *err, 
 	params.ttl_ms = (uint64_t)cfg->ttl_ms;
 	params.cert_lifetime_s = (uint64_t)cfg->cert_lifetime_ms / 1000;
 	params.max_nodes = (uint64_t)cfg->max_nodes;
+	snprintf(fleet_dir, sizeof(fleet_dir), "%s/fleet", state_dir);
+	params.fleet_dir = fleet_dir;
+	params.fleet_slice = cfg->fleet_slice;
+	params.fleet_soak_ms = (uint64_t)cfg->fleet_soak_ms;
+	params.fleet_assign_valid_ms = (uint64_t)cfg->fleet_assign_valid_ms;
 	io.send = io_send;
 	io.now_ms = io_now_ms;
 	io.unix_s = io_unix_s;

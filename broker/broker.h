@@ -87,6 +87,9 @@ struct brk_config {
 	int64_t rate_burst;           /* token bucket depth */
 	int64_t max_nodes;            /* registry limit */
 	char log_level[16];           /* error, warn, info, debug */
+	char fleet_slice[OVL_MSG_NAME_SIZE]; /* slice that holds image blocks */
+	int64_t fleet_soak_ms;        /* default soak of a rollout stage */
+	int64_t fleet_assign_valid_ms; /* how long a node may act on an assignment */
 };
 
 extern const struct ovl_conf_item brk_conf[];
@@ -522,6 +525,13 @@ struct brk_params {
 	uint64_t heartbeat_ms, down_ms, grace_ms, ttl_ms;
 	uint64_t cert_lifetime_s;
 	uint64_t max_nodes;
+	/* fleet updates (brk_fleet.c): the director's directory (state_dir/fleet;
+	 * NULL: nothing persisted), the default slice of image blocks ("system"
+	 * when NULL), the default soak of a stage and how long an assignment may
+	 * be acted on (0: 60 s each) */
+	const char *fleet_dir;
+	const char *fleet_slice;
+	uint64_t fleet_soak_ms, fleet_assign_valid_ms;
 };
 
 /*
@@ -623,6 +633,7 @@ struct brk_stats {
 	uint64_t registrations, refusals, introductions, deltas_sent, delta_bytes;
 	uint64_t maps_sent, send_failures, rate_limited, bad_messages;
 	uint64_t memory_bytes;  /* the registry's own accounting */
+	uint64_t rx_bytes;      /* bytes of the messages handed to brk_handle() */
 };
 void brk_stats_get(brk_t *b, struct brk_stats *st);
 /* 1 up, 2 down, 3 out (enum ovl_msg_state), or -ENOENT. */

@@ -147,6 +147,16 @@ struct shelf_counters {
 void shelf_get_counters(const struct shelf *s, struct shelf_counters *out);
 
 /*
+ * Fleet updates (`shelf fleet publish`): store block i of the release named
+ * id (the SHA-256 of its metadata envelope) as one plain object under its
+ * reserved key, fe x8 'F' id i (docs/PROTOCOL.md, fleet updates), in slice.
+ * The caller has verified the block against the release metadata. 0 or
+ * -errno with err, as shelf_put.
+ */
+int shelf_fleet_block_put(struct shelf *s, const char *slice, const uint8_t id[32], uint32_t i,
+			  const void *data, size_t len, char *err, size_t errlen);
+
+/*
  * Progress of payload transfers: cb(arg, done, total) is called as a PUT's
  * payload is sent and a GET's payload is received, at most every 256 KiB
  * and once at the end (done == total). NULL cb: no calls (the default).

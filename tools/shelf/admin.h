@@ -13,6 +13,7 @@ int cmd_node_revoke(int argc, char **argv);
 int cmd_broker_stats(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_repair(int argc, char **argv); /* repair.c */
+int cmd_fleet(int argc, char **argv);  /* fleet.c */
 
 #include "overlay.h"
 

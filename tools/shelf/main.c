@@ -215,6 +215,7 @@ static const struct cmd cmds[] = {
 	{ "node", "revoke", cmd_node_revoke, "revoke a node: its peers refuse it from the next delta" },
 	{ "broker", "stats", cmd_broker_stats, "broker counters: nodes by state, registrations, ..." },
 	{ "status", NULL, cmd_status, "cluster health: broker, slices, nodes by state, NODE_STAT per node" },
+	{ "fleet", NULL, cmd_fleet, "fleet updates: publish IMAGE, rollout start|status|halt|resume|abort, versions" },
 	{ "repair", NULL, cmd_repair, "start anti-entropy and repair of SLICE on every member [--check-only]" },
 };
 

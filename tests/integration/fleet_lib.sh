@@ -7,6 +7,7 @@
 # cert beside it), IMG (a directory for images).
 fleet_begin() {
 	cluster_test "$1" "$2"
+	export SHELF_CLUSTER_SYSTEM_SLICE=system # fleet images live in the system slice
 	B=${SHELF_BUILD:-$SRC/build}
 	[ -x "$B/shelf-broker" ] && [ -x "$B/shelf-boot" ] || { echo "skipped: no broker or shelf-boot build"; exit 77; }
 	grep -q "shelf-boot" "$C" || { echo "skipped: tools/shelf-cluster does not start nodes through shelf-boot"; exit 77; }

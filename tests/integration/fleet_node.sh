@@ -17,6 +17,7 @@
 #       it boots slot a (b never named), then completes the install;
 # (The rule that lets a node's certificate GET fe x8 'F' keys of slices it
 # is a member of is tested in tests/unit/test_update.c.)
+export SHELF_CLUSTER_SYSTEM_SLICE=system  # fleet images live in the system slice
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
 cluster_test fl shelf-fleet

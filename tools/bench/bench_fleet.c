@@ -291,6 +291,9 @@ static int run_fleet(int argc, char **argv)
 		free(fb.out);
 		return ret == 77 ? 0 : ret;
 	}
+	/* the images live in the system slice, which shelf-cluster makes only
+	 * when asked */
+	setenv("SHELF_CLUSTER_SYSTEM_SLICE", "system", 1);
 	ret = bench_cluster_up(&fb.cl) < 0 ? 1 : 0;
 	if (ret == 0)
 		ret = run_bench(&fb);

@@ -22,6 +22,7 @@
 #include "../boot/bootstate.h"
 #include "../req/req_bg.h"
 #include "ovl_fleet.h"
+#include "update_int.h"
 
 #define UPDATE_PATH_BYTES 640
 #define UPDATE_EVENTS 16
@@ -33,15 +34,6 @@
 #define UPDATE_HASH_READ_BYTES (1u << 20)
 
 enum phase { PH_NONE, PH_FETCH, PH_HASH, PH_EXTRACT };
-
-/* A block's fetch history (candidates are positions in its placement order). */
-struct blk {
-	uint32_t bad;       /* homes that served bytes that do not verify */
-	uint32_t tried;     /* homes tried this round without an answer */
-	unsigned rounds;    /* rounds over the homes that failed */
-	uint64_t next_ms;   /* not before this (backoff) */
-	bool busy;          /* a slot fetches it */
-};
 
 /* One block being fetched, a piece at a time. */
 struct fslot {
@@ -86,7 +78,7 @@ struct node_update {
 	int part_fd, blk_fd;
 	uint8_t *bitmap;
 	size_t bm_len;
-	struct blk *blks;
+	struct update_blk *blks;
 	struct fslot slots[NODE_UPDATE_INFLIGHT_MAX];
 	uint32_t nmarked;
 	uint64_t done_bytes;
@@ -563,7 +555,7 @@ static void slot_free(struct node_update *u, unsigned si)
 static void block_next_home(struct node_update *u, unsigned si, bool bad)
 {
 	struct fslot *s = &u->slots[si];
-	struct blk *b = &u->blks[s->i];
+	struct update_blk *b = &u->blks[s->i];
 
 	if (bad)
 		b->bad |= 1u << s->cand;
@@ -581,7 +573,7 @@ static int pick_home(struct node_update *u, const struct node_ctl_map *m, uint32
 		     unsigned *order, int *nh)
 {
 	uint8_t key[OVL_FLEET_BLOCK_KEY_BYTES];
-	struct blk *b = &u->blks[i];
+	struct update_blk *b = &u->blks[i];
 
 	ovl_fleet_block_key(key, u->rel.id, i);
 	*nh = homes(m, key, sizeof(key), order);
@@ -620,7 +612,7 @@ static void slot_ask(struct node_update *u, unsigned si, uint64_t now)
 			s->off = 0;
 			crypto_hash_sha256_init(&s->h);
 		} else {
-			struct blk *b = &u->blks[s->i];
+			struct update_blk *b = &u->blks[s->i];
 			uint32_t all = nh >= 32 ? UINT32_MAX : (1u << nh) - 1;
 			uint32_t i = s->i;
 
@@ -804,33 +796,58 @@ static void ucall_free(struct ucall *uc)
 		update_free(u);
 }
 
-static void fetch_pump(struct node_update *u, uint64_t now)
+void update_pump_plan(unsigned n, const bool *slot_busy, const bool *call_out,
+		      const uint8_t *bitmap, struct update_blk *blks, uint32_t nblocks,
+		      uint64_t now_ms, uint8_t *act, uint32_t *take)
 {
-	unsigned n = u->o.inflight;
 	uint32_t next = 0;
 
-	if (!u->repl)
+	for (unsigned si = 0; si < n; si++) {
+		act[si] = UPDATE_PUMP_NONE;
+		if (slot_busy[si]) {
+			if (!call_out[si])
+				act[si] = UPDATE_PUMP_ASK;
+			continue;
+		}
+		for (; next < nblocks; next++)
+			if (!(bitmap[next / 8] & (1u << (next % 8))) && !blks[next].busy &&
+			    blks[next].next_ms <= now_ms)
+				break;
+		if (next == nblocks)
+			continue; /* no block for this slot; the busy slots after it still ask */
+		act[si] = UPDATE_PUMP_TAKE;
+		take[si] = next;
+		blks[next].busy = true;
+	}
+}
+
+static void fetch_pump(struct node_update *u, uint64_t now)
+{
+	bool busy[NODE_UPDATE_INFLIGHT_MAX] = { 0 }, out[NODE_UPDATE_INFLIGHT_MAX] = { 0 };
+	uint8_t act[NODE_UPDATE_INFLIGHT_MAX] = { 0 };
+	uint32_t take[NODE_UPDATE_INFLIGHT_MAX] = { 0 };
+	unsigned n = u->o.inflight;
+
+	if (!u->repl || u->phase != PH_FETCH)
 		return;
+	for (unsigned si = 0; si < n; si++) {
+		busy[si] = u->slots[si].busy;
+		out[si] = u->slots[si].call_out;
+	}
+	update_pump_plan(n, busy, out, u->bitmap, u->blks, u->rel.nblocks, now, act, take);
+	/* a slot's ask may end the fetch (fail() drops the blocks): stop then */
 	for (unsigned si = 0; si < n && u->phase == PH_FETCH; si++) {
 		struct fslot *s = &u->slots[si];
 
-		if (s->busy) {
-			if (!s->call_out)
-				slot_ask(u, si, now);
-			continue;
+		if (act[si] == UPDATE_PUMP_TAKE) {
+			s->busy = true;
+			s->i = take[si];
+			s->off = 0;
+			s->call_out = false;
+			crypto_hash_sha256_init(&s->h);
 		}
-		for (; next < u->rel.nblocks; next++)
-			if (!marked(u, next) && !u->blks[next].busy && u->blks[next].next_ms <= now)
-				break;
-		if (next == u->rel.nblocks)
-			break;
-		s->busy = true;
-		s->i = next;
-		s->off = 0;
-		s->call_out = false;
-		crypto_hash_sha256_init(&s->h);
-		u->blks[next].busy = true;
-		slot_ask(u, si, now);
+		if (act[si] != UPDATE_PUMP_NONE)
+			slot_ask(u, si, now);
 	}
 }
 

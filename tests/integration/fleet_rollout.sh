@@ -1,8 +1,4 @@
 #!/bin/bash
-# NOT in the default test list (not executable; run it with bash): the node
-# agent's fetch stalls with its last blocks never verified (no error logged)
-# under ASan here, and with 24 nodes on the plain build; see the F4 report.
-#
 # A staged rollout (issue 16, "Tests"): a local cluster of FLEET_NODES nodes
 # (default 8 over 2 chassis: 24 nodes do not fit CI's time on a shared
 # 2-core machine; FLEET_NODES=24 FLEET_CHASSIS=3 runs the issue's size),

@@ -5,7 +5,8 @@
  * starts; a good fetch assignment starts fetching and the report says so;
  * stay stops it; a restart is reported and then asks for the exit; a node
  * that finds `fallback` in the boot state is rolled back with its reason;
- * a new slot marked good is healthy. */
+ * a new slot marked good is healthy; the fetch pump keeps asking for the
+ * pieces of the last blocks when a slot before theirs has nothing left to take. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "node.h"
+#include "update/update_int.h"
 
 #define NOW 1800000000ull
 #define SIZE (3u << 20)
@@ -441,6 +443,63 @@ static void test_inject(void **state)
 	assert_int_equal(r.seq, 3);
 }
 
+/*
+ * The fetch pump near the end of a fetch: slot 0 has finished its block and
+ * no block is left to take (all verified or being fetched), while slots 1
+ * and 2 still have pieces of the last two blocks to ask for. They must ask:
+ * the pump once stopped at the first free slot that found no block, so the
+ * last blocks never completed (no error, the fetch hung).
+ */
+static void test_pump_last_blocks(void **state)
+{
+	struct update_blk blks[6];
+	uint8_t bitmap[1] = { 0x0f }; /* blocks 0..3 verified */
+	bool busy[4] = { false, true, true, false }, out[4] = { false, false, false, false };
+	uint8_t act[4];
+	uint32_t take[4];
+
+	(void)state;
+	memset(blks, 0, sizeof(blks));
+	blks[4].busy = blks[5].busy = true; /* in slots 1 and 2 */
+	update_pump_plan(4, busy, out, bitmap, blks, 6, 1000, act, take);
+	assert_int_equal(act[0], UPDATE_PUMP_NONE);
+	assert_int_equal(act[1], UPDATE_PUMP_ASK);
+	assert_int_equal(act[2], UPDATE_PUMP_ASK);
+	assert_int_equal(act[3], UPDATE_PUMP_NONE);
+
+	/* a call out waits for its answer; a block in its backoff is not taken,
+	 * and the slots after the free one still ask */
+	out[1] = true;
+	blks[5].busy = false;
+	blks[5].next_ms = 1500;
+	busy[2] = false;
+	busy[3] = true;
+	update_pump_plan(4, busy, out, bitmap, blks, 6, 1000, act, take);
+	assert_int_equal(act[0], UPDATE_PUMP_NONE);
+	assert_int_equal(act[1], UPDATE_PUMP_NONE);
+	assert_int_equal(act[2], UPDATE_PUMP_NONE);
+	assert_int_equal(act[3], UPDATE_PUMP_ASK);
+	assert_false(blks[5].busy);
+
+	/* its backoff over, the first free slot takes it, and only that one */
+	update_pump_plan(4, busy, out, bitmap, blks, 6, 1500, act, take);
+	assert_int_equal(act[0], UPDATE_PUMP_TAKE);
+	assert_int_equal(take[0], 5);
+	assert_true(blks[5].busy);
+	assert_int_equal(act[2], UPDATE_PUMP_NONE);
+	assert_int_equal(act[3], UPDATE_PUMP_ASK);
+
+	/* at the start, free slots take the lowest blocks in order */
+	memset(blks, 0, sizeof(blks));
+	bitmap[0] = 0x01;
+	memset(busy, 0, sizeof(busy));
+	update_pump_plan(4, busy, out, bitmap, blks, 6, 0, act, take);
+	for (unsigned si = 0; si < 4; si++) {
+		assert_int_equal(act[si], UPDATE_PUMP_TAKE);
+		assert_int_equal(take[si], si + 1);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -449,6 +508,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_restart_exit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rolled_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_inject, setup, teardown),
+		cmocka_unit_test(test_pump_last_blocks),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

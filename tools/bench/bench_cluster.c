@@ -155,7 +155,7 @@ int bench_cluster_up(struct bench_cluster *c)
 	c->up = true; /* from here on, whatever happens, the cluster goes down */
 	ret = run(c->log, (char *[]){ c->script, "up", "--dir", c->cdir, "--nodes", n, "--chassis",
 				      ch, "--replicas", r, "--drive-size", (char *)c->drive_size,
-				      NULL });
+				      c->system_slice ? "--system-slice" : NULL, NULL });
 	snprintf(path, sizeof(path), "%s/broker", c->cdir);
 	if (ret == 0)
 		ret = run(c->log, (char *[]){ c->script, "exec", "--dir", c->cdir, "--",

@@ -23,6 +23,7 @@ struct bench_cluster {
 	int nodes, chassis, replicas;
 	const char *drive_size;   /* shelf-cluster --drive-size */
 	bool keep;                /* leave the directory (logs) after the cluster went down */
+	bool system_slice;        /* shelf-cluster up --system-slice (fleet images) */
 	/* set by bench_cluster_init */
 	char dir[1024];           /* BASE/TAG: removed at the end */
 	char cdir[1040];          /* the cluster's --dir */

@@ -173,14 +173,15 @@ static int run_bench(struct fleet_bench *fb)
 	tx0 = br_tx(fb);
 	snprintf(cmd, sizeof(cmd), "shelf fleet publish %s --json --timeout 600000", img1);
 	if (cx(fb, cmd) < 0) {
-		fprintf(stderr, "fleet: publish failed (see %s)\n", fb->cl.log);
+		fprintf(stderr, "fleet: publish failed (see %s): %s\n", fb->cl.log, fb->out);
 		return 1;
 	}
+	size = num_after(fb->out, "\"size\": "); /* before br_tx() reuses fb->out */
 	tx1 = br_tx(fb);
-	size = num_after(fb->out, "\"size\": ");
 	snprintf(cmd, sizeof(cmd), "shelf fleet publish %s --timeout 600000 >/dev/null", img2);
 	if (!size || cx(fb, cmd) < 0) {
-		fprintf(stderr, "fleet: publish failed (see %s)\n", fb->cl.log);
+		fprintf(stderr, "fleet: publish failed (see %s): %s\n", fb->cl.log,
+			size ? fb->out : "no size in the first publish's answer");
 		return 1;
 	}
 	/* one: the canary alone; all: the others, told at once */
@@ -293,7 +294,7 @@ static int run_fleet(int argc, char **argv)
 	}
 	/* the images live in the system slice, which shelf-cluster makes only
 	 * when asked */
-	setenv("SHELF_CLUSTER_SYSTEM_SLICE", "system", 1);
+	fb.cl.system_slice = true;
 	ret = bench_cluster_up(&fb.cl) < 0 ? 1 : 0;
 	if (ret == 0)
 		ret = run_bench(&fb);

@@ -11,6 +11,7 @@
 #   make image        the sim board's update image of this tree:
 #                     $(O)/image/shelf-sim-$(VERSION).img  [VERSION=x.y.z]
 #                     [RELEASE_KEY=path/NAME.key, NAME.cert beside it]
+#                     [NODE_BIN=file: the payload's bin/shelf-node]
 #
 # Knobs: O=dir  SANITIZE=address,undefined  DEVELOPER=1 (-Werror)  V=1
 
@@ -287,6 +288,7 @@ run: deps
 # bin/shelf-node and boards/, signed with a release key of the site CA
 # (`shelf-broker release-key`; the local cluster makes release/dev.key).
 IMAGE_DIR   := $(O)/image
+NODE_BIN    ?= $(O)/shelf-node
 RELEASE_KEY ?= $${SHELF_CLUSTER_DIR:-$${XDG_DATA_HOME:-$$HOME/.local/share}/shelf/1u}/broker/release/dev.key
 image: all
 	$(Q)key="$(RELEASE_KEY)"; cert="$${key%.key}.cert"; \
@@ -300,7 +302,7 @@ image: all
 	fi; \
 	rm -rf $(IMAGE_DIR)/payload && mkdir -p $(IMAGE_DIR)/payload/bin && \
 	printf '%s\n' '$(VERSION)' >$(IMAGE_DIR)/payload/VERSION && \
-	cp $(O)/shelf-node $(IMAGE_DIR)/payload/bin/shelf-node && \
+	cp $(NODE_BIN) $(IMAGE_DIR)/payload/bin/shelf-node && \
 	cp -R boards $(IMAGE_DIR)/payload/boards && \
 	tar --format=ustar --owner=0 --group=0 --numeric-owner --sort=name \
 		-cf $(IMAGE_DIR)/shelf-sim-$(VERSION).tar -C $(IMAGE_DIR)/payload VERSION bin boards && \

@@ -160,7 +160,7 @@ int bench_cluster_up(struct bench_cluster *c)
 	if (ret == 0)
 		ret = run(c->log, (char *[]){ c->script, "exec", "--dir", c->cdir, "--",
 					      "shelf-broker", "client", "--dir", path, "--name",
-					      "bench", "--slices", "default", NULL });
+					      "bench", "--slices", "default,system", NULL });
 	if (ret == 0 && (ret = wait_slice(c, "default")) < 0)
 		fprintf(stderr, "%s: not every node joined slice 'default' within 60 s\n", c->tag);
 	if (ret < 0) {

@@ -840,3 +840,28 @@ unsigned node_repl_counters(const struct node_repl *r, struct ovl_wire_counter *
 	}
 	return n;
 }
+
+int node_repl_place_order(const struct node_ctl_map *m, const void *key, size_t klen,
+			  unsigned max, unsigned *order)
+{
+	struct ovl_place_member *pm;
+	int n;
+
+	if (!m->n_members)
+		return 0;
+	if (max > OVL_PLACE_REPLICAS_MAX)
+		max = OVL_PLACE_REPLICAS_MAX;
+	pm = calloc(m->n_members, sizeof(*pm));
+	if (!pm)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < m->n_members; i++) {
+		memcpy(pm[i].id, m->members[i].id, OVL_ID_BYTES);
+		pm[i].weight = m->members[i].state == OVL_MSG_STATE_OUT ? 0 : m->members[i].capacity;
+		pm[i].site = m->members[i].domain.site;
+		pm[i].chassis = m->members[i].domain.chassis;
+		pm[i].slot = m->members[i].domain.slot;
+	}
+	n = ovl_place(pm, m->n_members, key, klen, max, order);
+	free(pm);
+	return n;
+}

@@ -78,6 +78,15 @@ struct node_repl_plan {
 };
 
 /*
+ * The placement order of key over m's members not `out` (at most max, and
+ * at most OVL_PLACE_REPLICAS_MAX), as clients and nodes compute it
+ * (docs/PROTOCOL.md 8): indexes into m->members into order[]. Its first R
+ * are the homes. A count, or -ENOMEM.
+ */
+int node_repl_place_order(const struct node_ctl_map *m, const void *key, size_t klen,
+			  unsigned max, unsigned *order);
+
+/*
  * The plan for key over map members m[0..n) with R replicas: placement
  * over every member not `out` (docs/PROTOCOL.md 8), homes the first R.
  * Live: state up and not avoid[i] (avoid may be NULL: members this node

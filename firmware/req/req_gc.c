@@ -154,21 +154,7 @@ static bool is_self(const struct node_req *rq, const uint8_t *id)
 static int gc_place(const struct node_ctl_map *m, const void *key, size_t klen, unsigned *order,
 		    unsigned max)
 {
-	struct ovl_place_member *pm = calloc(m->n_members ? m->n_members : 1, sizeof(*pm));
-	int n;
-
-	if (!pm)
-		return -ENOMEM;
-	for (uint32_t i = 0; i < m->n_members; i++) {
-		memcpy(pm[i].id, m->members[i].id, OVL_ID_BYTES);
-		pm[i].weight = m->members[i].state == OVL_MSG_STATE_OUT ? 0 : m->members[i].capacity;
-		pm[i].site = m->members[i].domain.site;
-		pm[i].chassis = m->members[i].domain.chassis;
-		pm[i].slot = m->members[i].domain.slot;
-	}
-	n = ovl_place(pm, m->n_members, key, klen, max, order);
-	free(pm);
-	return n;
+	return node_repl_place_order(m, key, klen, max, order);
 }
 
 static unsigned map_r(const struct node_ctl_map *m)

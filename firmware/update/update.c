@@ -502,27 +502,7 @@ static void fetch_begin(struct node_update *u)
  * its first R are the homes. How many homes (<= 32), or -errno. */
 static int homes(const struct node_ctl_map *m, const uint8_t *key, size_t klen, unsigned *order)
 {
-	struct ovl_place_member *pm = NULL;
-	unsigned r = m->replicas ? m->replicas : 1;
-	int n;
-
-	if (!m->n_members)
-		return 0;
-	if (r > OVL_PLACE_REPLICAS_MAX)
-		r = OVL_PLACE_REPLICAS_MAX;
-	pm = calloc(m->n_members, sizeof(*pm));
-	if (!pm)
-		return -ENOMEM;
-	for (uint32_t i = 0; i < m->n_members; i++) {
-		memcpy(pm[i].id, m->members[i].id, OVL_ID_BYTES);
-		pm[i].weight = m->members[i].state == OVL_MSG_STATE_OUT ? 0 : m->members[i].capacity;
-		pm[i].site = m->members[i].domain.site;
-		pm[i].chassis = m->members[i].domain.chassis;
-		pm[i].slot = m->members[i].domain.slot;
-	}
-	n = ovl_place(pm, m->n_members, key, klen, r, order);
-	free(pm);
-	return n;
+	return node_repl_place_order(m, key, klen, m->replicas ? m->replicas : 1, order);
 }
 
 static bool member_live(struct node_update *u, const struct node_ctl_map *m, unsigned i)

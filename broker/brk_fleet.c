@@ -1339,10 +1339,19 @@ static const char *const c_names[C_COUNT] = { "pending", "fetching", "installed"
 /* A target's state in the rollout, as status shows it. */
 static int node_class(struct brk_fleet *f, const struct fnode *n, bool inc)
 {
-	if (!n || !n->have)
+	if (!n)
 		return C_PENDING;
-	if (healthy(f, n))
+	if (n->have && healthy(f, n))
 		return C_HEALTHY;
+	/* a node that failed in this rollout shows as it failed until a
+	 * resume, whatever it reports after it was told to stay (its old
+	 * version, healthy again) */
+	for (uint32_t i = n->blocked ? f->ro.n_fails : 0; i > f->ro.failed_base; i--)
+		if (!memcmp(f->ro.fails[i - 1].id, n->id, OVL_ID_BYTES))
+			return f->ro.fails[i - 1].state == OVL_FLEET_STATE_ROLLED_BACK ? C_ROLLED_BACK
+										   : C_FAILED;
+	if (!n->have)
+		return C_PENDING;
 	if (n->blocked || (n->first_seq && n->rep.seq >= n->first_seq)) {
 		if (n->rep.state == OVL_FLEET_STATE_FAILED)
 			return C_FAILED;

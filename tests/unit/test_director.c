@@ -740,6 +740,9 @@ static void test_halt_resume(void **state)
 	simple_req(w, "status", &up);
 	assert_true(sget(&up.data, "state", "halted"));
 	assert_true(scontains(&up.data, "reason", "health gate"));
+	/* the canary shows as rolled back, whatever it reports after the stay */
+	assert_int_equal(uget(get(&up.data, "counts"), "rolled_back"), 1);
+	assert_int_equal(uget(get(&up.data, "counts"), "pending"), NODES - 1);
 	msgpack_unpacked_destroy(&up);
 	/* a fixed image of the same version, then resume: it completes */
 	publish_ok(w, "0.2.0");

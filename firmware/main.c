@@ -1262,6 +1262,8 @@ int main(int argc, char **argv)
 			code = NODE_EXIT_RUNTIME;
 			break;
 		}
+		if (n.update)
+			node_update_poll(n.update, ovl_mono_ms());
 		if (!n.tick_due)
 			continue;
 		n.tick_due = false;

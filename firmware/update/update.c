@@ -60,6 +60,7 @@ struct node_update {
 	struct node_repl *repl;
 	unsigned refs;
 	bool dying;
+	bool kick; /* a piece arrived: ask the next at once (node_update_poll()) */
 	/* persisted in update/state */
 	uint64_t seq;
 	uint8_t state;
@@ -749,6 +750,7 @@ static void piece_done(void *arg, struct ovl_dpc_call *call)
 		return;
 	}
 	s->off += uc->len;
+	u->kick = true;
 	if (s->off == blen) {
 		slot_free(u, uc->si);
 		if (u->nmarked == u->rel.nblocks) {
@@ -1430,6 +1432,15 @@ int node_update_report(struct node_update *u, uint8_t *buf, size_t cap)
 	if (u->state == OVL_FLEET_STATE_RESTARTING)
 		u->rep_sent = true;
 	return ovl_fleet_report_encode(&r, buf, cap);
+}
+
+void node_update_poll(struct node_update *u, uint64_t now_ms)
+{
+	if (!u || !u->kick)
+		return;
+	u->kick = false;
+	if (u->phase == PH_FETCH)
+		fetch_pump(u, now_ms);
 }
 
 void node_update_tick(struct node_update *u, uint64_t now_ms)

@@ -135,6 +135,11 @@ int node_update_report(struct node_update *u, uint8_t *buf, size_t cap);
  * every tick (~100 ms). */
 void node_update_tick(struct node_update *u, uint64_t now_mono_ms);
 
+/* After the event loop ran: a piece that arrived asks for the next one
+ * now rather than at the next tick (the bucket still paces). Cheap when
+ * nothing arrived; never called from inside a completion. */
+void node_update_poll(struct node_update *u, uint64_t now_mono_ms);
+
 /* The node should shut down cleanly now and exit NODE_UPDATE_EXIT_RESTART. */
 bool node_update_exit_wanted(const struct node_update *u);
 

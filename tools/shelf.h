@@ -273,8 +273,9 @@ int shelf_get_stream(struct shelf *s, const char *slice, const void *key, size_t
 		     uint64_t off, uint64_t len, shelf_write_fn wr, void *arg, uint64_t *total,
 		     char *err, size_t errlen);
 /*
- * Chunks in flight for one large transfer (default 4, 1..64; others are
- * clamped). The chunks move through the asynchronous engine below (each
+ * Chunks in flight for one large transfer (1..64; others are clamped).
+ * Unset, it is 4, but at most 48 MiB of chunk buffers (3 chunks of the
+ * default 16 MiB), so a client stays within 64 MiB. The chunks move through the asynchronous engine below (each
  * to its own key's nodes, pipelined on one connection per node, from the
  * caller's thread), so a streaming call holds at most this many chunk
  * buffers (the slice's chunk size each) whatever the object's size; a GET

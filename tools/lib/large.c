@@ -276,13 +276,19 @@ struct mover {
 	unsigned busy;
 };
 
-static int mover_init(struct mover *mv, struct shelf *s, const char *slice, uint32_t chunks)
+static int mover_init(struct mover *mv, struct shelf *s, const char *slice, uint32_t chunks,
+		      uint64_t chunk_size)
 {
 	memset(mv, 0, sizeof(*mv));
 	mv->s = s;
 	mv->slice = slice;
 	mv->sync = sh_aio_running(s);
 	mv->n = mv->sync ? 1 : s->inflight;
+	/* unless the caller chose it, the window holds at most
+	 * SH_WINDOW_BYTES_DEFAULT of chunk buffers (3 of 16 MiB) */
+	if (!s->inflight_set && chunk_size && mv->n > SH_WINDOW_BYTES_DEFAULT / chunk_size)
+		mv->n = SH_WINDOW_BYTES_DEFAULT / chunk_size ? (unsigned)(SH_WINDOW_BYTES_DEFAULT /
+									  chunk_size) : 1;
 	if (mv->n > chunks && chunks)
 		mv->n = chunks;
 	mv->slots = calloc(mv->n, sizeof(*mv->slots));
@@ -590,7 +596,7 @@ static int large_put(struct shelf *s, const char *slice, const void *key, size_t
 	cap = n_known != OVL_LARGE_COUNT_UNKNOWN ? (size_t)n_known : 64;
 	crcs = malloc(cap * sizeof(*crcs));
 	ret = crcs ? mover_init(&mv, s, slice, (uint32_t)(n_known != OVL_LARGE_COUNT_UNKNOWN
-							   ? n_known : 0)) : -ENOMEM;
+							   ? n_known : 0), cs) : -ENOMEM;
 	if (ret < 0)
 		goto out;
 	if (buf) {
@@ -854,7 +860,7 @@ static int read_chunks(struct shelf *s, const char *slice, const char *kshow, co
 	/* the chunks' bytes fetched: whole chunks, the last one maybe short */
 	fetch_total = ((last + 1) * h->chunk_size < h->size ? (last + 1) * h->chunk_size : h->size) -
 		      first * h->chunk_size;
-	ret = mover_init(&mv, s, slice, (uint32_t)(last - first + 1));
+	ret = mover_init(&mv, s, slice, (uint32_t)(last - first + 1), h->chunk_size);
 	if (ret < 0)
 		return ret;
 	prog_begin(s, &pg, fetch_total);

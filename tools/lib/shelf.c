@@ -734,6 +734,7 @@ SHELF_API int shelf_get_fd(struct shelf *s, const char *slice, const void *key, 
 SHELF_API void shelf_set_inflight(struct shelf *s, unsigned chunks)
 {
 	s->inflight = chunks < 1 ? 1 : chunks > SH_INFLIGHT_MAX ? SH_INFLIGHT_MAX : chunks;
+	s->inflight_set = true;
 }
 
 SHELF_API int shelf_last_write(const struct shelf *s, struct shelf_write_info *out)

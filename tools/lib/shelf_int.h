@@ -99,6 +99,7 @@ struct shelf {
 	struct sh_write last_write;
 	struct sh_aio *aio;                   /* aio.c: the asynchronous operations; NULL until used */
 	unsigned inflight;                    /* shelf_set_inflight(): chunks per streaming call */
+	bool inflight_set;                    /* ...called: no SH_WINDOW_BYTES_DEFAULT bound */
 };
 
 /* printf into err[0..errlen) and return code. */
@@ -381,6 +382,7 @@ int sh_list(struct shelf *s, const char *slice, const void *prefix, size_t plen,
 #define SH_INTENT_REFRESH_MS (15u * 60 * 1000) /* a quarter of the nodes' default chunk_gc_after (1 h) */
 #define SH_INFLIGHT_DEFAULT 4
 #define SH_INFLIGHT_MAX 64
+#define SH_WINDOW_BYTES_DEFAULT (48ull << 20) /* chunk buffers of a transfer, inflight unset */
 
 /* What follows "what 'KEY': " in an error text (the whole text when that
  * is not there): borrowed from e. */

@@ -43,6 +43,7 @@
 #define HINT_TARGETS_SENT 32            /* hints_for_ counters in a NODE-STAT */
 #define SYNC_ROUND_MS 250
 #define SYNC_ASK_MAX 256                /* members asked in one round */
+#define SYNC_SLOW_MAX 16                /* members remembered as slow in one sync */
 #define GC_SCAN_STEP 256                /* index entries looked at per GC step */
 
 static const uint8_t reserved[NODE_REQ_RESERVED_BYTES] = { 0xff, 0xff, 0xff, 0xff,
@@ -108,6 +109,11 @@ struct req_hints {
 	bool sync_known;                /* a replicated slice of this node's was seen */
 	unsigned sync_answered, sync_unreached; /* this round's members: none for us / not reached */
 	bool sync_held;                 /* this round, a member reported hints for this node */
+	/* members that did not answer in time during this sync: passed over
+	 * by the data plane afterwards, they are still asked again, not
+	 * counted as not reached (the slow one may hold the hints) */
+	uint8_t sync_slow[SYNC_SLOW_MAX][OVL_ID_BYTES];
+	unsigned nsync_slow;
 	bool connected;                 /* the control plane reaches a broker */
 	uint64_t sync_timeout_ms;
 	/* tombstone GC */
@@ -1127,6 +1133,15 @@ void req_hints_sync_start(struct node_req *rq)
 	hs->sync_deadline = now_mono() + hs->sync_timeout_ms;
 	hs->sync_next = 0;
 	hs->sync_known = false;
+	hs->nsync_slow = 0;
+}
+
+static bool sync_is_slow(const struct req_hints *hs, const uint8_t *id)
+{
+	for (unsigned i = 0; i < hs->nsync_slow; i++)
+		if (!memcmp(hs->sync_slow[i], id, OVL_ID_BYTES))
+			return true;
+	return false;
 }
 
 void req_hints_connected(struct node_req *rq, bool connected)
@@ -1167,10 +1182,16 @@ static void sync_ask_done(void *arg, struct ovl_dpc_call *call)
 			hs->sync_more = hs->sync_held = true;
 		else
 			hs->sync_answered++;
-	} else if (call->result == 0) {
+	} else if (call->result == 0 || call->result == -ETIMEDOUT) {
 		/* it answered, but not with its counters (a stale map here, a
-		 * busy node): ask again */
+		 * busy node), or it did not answer in time: a member slow under
+		 * load may be the one holding this node's hints, so it is asked
+		 * again rather than counted out (a dead one is refused at once,
+		 * or leaves the map; hint_sync_timeout bounds the wait) */
 		hs->sync_more = true;
+		if (call->result == -ETIMEDOUT && !sync_is_slow(hs, sa->id) &&
+		    hs->nsync_slow < SYNC_SLOW_MAX)
+			memcpy(hs->sync_slow[hs->nsync_slow++], sa->id, OVL_ID_BYTES);
 	} else {
 		/* not reached: this node may still be cut off (its links coming
 		 * back), or the member is dead; see sync_round() */
@@ -1244,8 +1265,12 @@ static void sync_round(struct req_hints *hs, uint64_t now)
 			memset(&q, 0, sizeof(q));
 			q.type = OVL_WIRE_T_NODE_STAT;
 			if (node_repl_call(r, m, j, &q, sync_ask_done, sa, NULL, err, sizeof(err)) < 0) {
-				/* not asked (a peer passed over for now, as unreachable) */
-				hs->sync_unreached++;
+				/* not asked (a peer passed over for now, as unreachable):
+				 * not reached, unless it was only slow */
+				if (sync_is_slow(hs, m->members[j].id))
+					hs->sync_more = true;
+				else
+					hs->sync_unreached++;
 				free(sa);
 				continue;
 			}

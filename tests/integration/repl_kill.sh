@@ -32,7 +32,8 @@ fail() {
 	exit 1
 }
 # show_history HISTORY CHECK-OUTPUT: the events, and the whole history of
-# (at most 4 of) the keys an anomaly names; why operations failed
+# (at most 4 of) the keys an anomaly names; why operations failed; the
+# first anomalies
 show_history() {
 	local k
 	echo "--- events:"
@@ -42,7 +43,10 @@ show_history() {
 		grep " $k " "$1" | sort -n | tail -n 40
 	done
 	echo "--- why operations failed:"
-	tail -n 15 "$1.err" 2>/dev/null
+	tail -n 10 "$1.err" 2>/dev/null
+	# last, where the runner's tail of the log shows them
+	echo "--- anomalies (of $(grep -c "^anomaly: " <<<"$2")):"
+	grep "^anomaly: " <<<"$2" | head -n 6
 }
 x() { "$C" exec -- env SHELF_CLIENT="$CL" "$@"; }
 

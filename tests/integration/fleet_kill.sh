@@ -12,6 +12,7 @@
 #     slot a; restarted with the real tar, it installs a complete slot b;
 #   - the rollout then completes: every node on the version in slot b, and
 #     no node's slot b is the half-written one.
+# test-runner: background
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
 . "$(dirname "$0")/fleet_lib.sh"

@@ -52,26 +52,17 @@ def _gf2_square(mat):
 
 def crc32c_combine(crc1, crc2, len2):
     """The CRC-32C of A + B from crc1 = crc32c(A), crc2 = crc32c(B) and
-    len(B): len2 zero bytes applied to crc1 by squaring the one-zero-bit
-    operator (as zlib's crc32_combine does), then crc2 added."""
-    if len2 == 0:
-        return crc1
-    odd = [0x82F63B78] + [1 << n for n in range(31)]  # one zero bit
-    even = _gf2_square(odd)  # two
-    odd = _gf2_square(even)  # four
-    while True:
-        even = _gf2_square(odd)
+    len(B): len2 zero bytes applied to crc1 (the operator of 2^k zero bytes
+    squared from that of one zero bit, as zlib's crc32_combine does), then
+    crc2 added."""
+    op = [0x82F63B78] + [1 << n for n in range(31)]  # one zero bit
+    for _ in range(3):
+        op = _gf2_square(op)  # 2, 4, 8 bits: one zero byte
+    while len2:
         if len2 & 1:
-            crc1 = _gf2_times(even, crc1)
+            crc1 = _gf2_times(op, crc1)
+        op = _gf2_square(op)
         len2 >>= 1
-        if not len2:
-            break
-        odd = _gf2_square(even)
-        if len2 & 1:
-            crc1 = _gf2_times(odd, crc1)
-        len2 >>= 1
-        if not len2:
-            break
     return crc1 ^ crc2
 
 

@@ -10,6 +10,9 @@
 #   - it is SIGKILLed again while tar extracts into slots/b.new (a tar that
 #     stops half-way); its boot state never names slot b then, and it boots
 #     slot a; restarted with the real tar, it installs a complete slot b;
+#   - the broker is SIGKILLed while the canary fetches once more: the
+#     canary finishes its fetch and install from its peers but does not
+#     restart, and no other node fetches, until the broker is back;
 #   - the rollout then completes: every node on the version in slot b, and
 #     no node's slot b is the half-written one.
 # test-runner: background
@@ -89,6 +92,30 @@ echo "--- restart" >>"$D/$canary/log"
 "$C" start "$canary" >/dev/null || fail "start $canary"
 wait_since "$canary" "update: running version [0-9.]* in slot a" 60
 echo "$canary booted slot a after the kill mid-install"
+
+# the broker SIGKILLed mid-rollout: the canary finishes the step it is in
+# (its fetch and install, from its peers), but nothing new starts: it does
+# not restart into slot b, and no other node fetches; the broker started
+# again (its rollout persisted), the rollout goes on from where it was
+for _ in $(seq 300); do since_restart "$canary" "update: fetching release" && break; sleep 0.1; done
+kill -KILL "$(cat "$D/broker/pid")" || fail "kill the broker"
+# (a restart granted just before the kill is the step it is in)
+granted=$(grep -c "^state restarting" "$D/$canary/update/state" 2>/dev/null)
+npid=$(cat "$D/$canary/pid" 2>/dev/null)
+echo "broker SIGKILLed once $canary took up its fetch again"
+for _ in $(seq 600); do [ -d "$D/$canary/slots/b" ] && break; sleep 0.1; done
+[ -d "$D/$canary/slots/b" ] || fail "$canary did not finish its install while the broker was down: $(tail -n 3 "$D/$canary/log")"
+sleep 3
+# (installed, slot b is marked to be tried next, but the node goes on)
+[ "$granted" = 0 ] && { [ "$(cat "$D/$canary/pid" 2>/dev/null)" != "$npid" ] || since_restart "$canary" "running version $V1"; } &&
+	fail "$canary restarted into slot b with no broker to say so"
+slot_b_absent "${others[@]}"
+for n in "${others[@]}"; do
+	grep -q "^target $V1" "$D/$n/update/state" 2>/dev/null && fail "$n took an assignment for $V1 while the broker was down"
+done
+[ "$granted" = 0 ] || echo "($canary had been granted its restart before the broker's kill)"
+echo "while the broker was down: $canary installed slot b and did not restart; no other node fetched"
+fleet_broker_start
 
 wait_rollout done 400
 all_on "$V1" b 3 || fail "not every node on $V1 in slot b"

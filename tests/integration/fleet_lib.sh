@@ -56,6 +56,7 @@ x() { "$C" exec -- env SHELF_CLIENT="$CL" "$@"; }
 # fleet_up NODES CHASSIS: the cluster (default and system slices, R=2), every
 # node joined to both and reporting to the director
 fleet_up() {
+	FLEET_NODES_UP=$1 FLEET_CHASSIS_UP=$2
 	"$C" up --nodes "$1" --chassis "$2" --replicas 2 --grace 10m --drive-size "${FLEET_DRIVE:-640M}" \
 		>"$D/up.log" 2>&1 || fail "cluster up: $(tail -n 3 "$D/up.log")"
 	[ -f "$REL" ] || fail "the cluster made no release key ($REL)"
@@ -75,6 +76,14 @@ fleet_up() {
 	done
 	[ "$(versions_field running | grep -c .)" -ge "$1" ] || fail "not $1 nodes report a version"
 	echo "$1 nodes over $2 chassis up, in $((SECONDS - T0)) s"
+}
+
+# fleet_broker_start: start the broker again (after a SIGKILL) with the
+# cluster's settings; its state (the rollout, releases, seq) is kept
+fleet_broker_start() {
+	"$C" up --nodes "$FLEET_NODES_UP" --chassis "$FLEET_CHASSIS_UP" --replicas 2 --grace 10m \
+		--drive-size "${FLEET_DRIVE:-640M}" >>"$D/up.log" 2>&1 ||
+		fail "broker start: $(tail -n 3 "$D/up.log")"
 }
 
 # build_version: the version the build's nodes run (slot a)

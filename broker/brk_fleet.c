@@ -1099,26 +1099,10 @@ void brk_fleet_report(struct brk_fleet *f, const uint8_t id[OVL_ID_BYTES], const
 
 /* ---- admin: requests ----------------------------------------------------------------- */
 
-static const msgpack_object *mget(const msgpack_object *m, const char *key)
-{
-	size_t kl = strlen(key);
-
-	if (m->type != MSGPACK_OBJECT_MAP)
-		return NULL;
-	for (uint32_t i = 0; i < m->via.map.size; i++) {
-		const msgpack_object_kv *kv = &m->via.map.ptr[i];
-
-		if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == kl &&
-		    memcmp(kv->key.via.str.ptr, key, kl) == 0)
-			return &kv->val;
-	}
-	return NULL;
-}
-
 /* A string field into out: 0, 1 absent, -EINVAL (not a string, too long). */
 static int mstr(const msgpack_object *m, const char *key, char *out, size_t cap)
 {
-	const msgpack_object *o = mget(m, key);
+	const msgpack_object *o = ovl_fleet_doc_get(m, key);
 
 	if (!o)
 		return 1;
@@ -1132,7 +1116,7 @@ static int mstr(const msgpack_object *m, const char *key, char *out, size_t cap)
 
 static int muint(const msgpack_object *m, const char *key, uint64_t *out)
 {
-	const msgpack_object *o = mget(m, key);
+	const msgpack_object *o = ovl_fleet_doc_get(m, key);
 
 	if (!o)
 		return 1;
@@ -1144,7 +1128,7 @@ static int muint(const msgpack_object *m, const char *key, uint64_t *out)
 
 static const msgpack_object *mbin(const msgpack_object *m, const char *key)
 {
-	const msgpack_object *o = mget(m, key);
+	const msgpack_object *o = ovl_fleet_doc_get(m, key);
 
 	return o && o->type == MSGPACK_OBJECT_BIN ? o : NULL;
 }

@@ -1187,3 +1187,19 @@ out:
 		memset(r, 0, sizeof(*r));
 	return ret;
 }
+
+const struct msgpack_object *ovl_fleet_doc_get(const struct msgpack_object *m, const char *key)
+{
+	size_t kl = strlen(key);
+
+	if (!m || m->type != MSGPACK_OBJECT_MAP)
+		return NULL;
+	for (uint32_t i = 0; i < m->via.map.size; i++) {
+		const msgpack_object_kv *kv = &m->via.map.ptr[i];
+
+		if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == kl &&
+		    memcmp(kv->key.via.str.ptr, key, kl) == 0)
+			return &kv->val;
+	}
+	return NULL;
+}

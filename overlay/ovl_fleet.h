@@ -332,4 +332,9 @@ int ovl_fleet_report_decode(struct ovl_fleet_report *r, const uint8_t *buf, size
  * "rolled_back"; NULL if unknown. */
 const char *ovl_fleet_state_name(uint8_t state);
 
+/* The value of key in a msgpack map (the admin documents of 9.6), or NULL
+ * when m is NULL, not a map, or has no such string key. */
+struct msgpack_object;
+const struct msgpack_object *ovl_fleet_doc_get(const struct msgpack_object *m, const char *key);
+
 #endif

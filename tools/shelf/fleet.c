@@ -160,26 +160,10 @@ static int fparse(int argc, char **argv, struct fopts *o)
 
 /* ---- the admin request and its reply -------------------------------------------- */
 
-static const msgpack_object *mget(const msgpack_object *m, const char *key)
-{
-	size_t kl = strlen(key);
-
-	if (!m || m->type != MSGPACK_OBJECT_MAP)
-		return NULL;
-	for (uint32_t i = 0; i < m->via.map.size; i++) {
-		const msgpack_object_kv *kv = &m->via.map.ptr[i];
-
-		if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == kl &&
-		    memcmp(kv->key.via.str.ptr, key, kl) == 0)
-			return &kv->val;
-	}
-	return NULL;
-}
-
 /* A string field as a C string into buf (empty when absent or not a string). */
 static const char *mstr(const msgpack_object *m, const char *key, char *buf, size_t cap)
 {
-	const msgpack_object *o = mget(m, key);
+	const msgpack_object *o = ovl_fleet_doc_get(m, key);
 	size_t n;
 
 	buf[0] = '\0';
@@ -193,14 +177,14 @@ static const char *mstr(const msgpack_object *m, const char *key, char *buf, siz
 
 static uint64_t mu(const msgpack_object *m, const char *key)
 {
-	const msgpack_object *o = mget(m, key);
+	const msgpack_object *o = ovl_fleet_doc_get(m, key);
 
 	return o && o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? o->via.u64 : 0;
 }
 
 static int64_t mi(const msgpack_object *m, const char *key)
 {
-	const msgpack_object *o = mget(m, key);
+	const msgpack_object *o = ovl_fleet_doc_get(m, key);
 
 	if (o && o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
 		return o->via.i64;
@@ -209,7 +193,7 @@ static int64_t mi(const msgpack_object *m, const char *key)
 
 static bool mb(const msgpack_object *m, const char *key)
 {
-	const msgpack_object *o = mget(m, key);
+	const msgpack_object *o = ovl_fleet_doc_get(m, key);
 
 	return o && o->type == MSGPACK_OBJECT_BOOLEAN && o->via.boolean;
 }
@@ -584,8 +568,9 @@ static void status_print(const msgpack_object *d)
 {
 	static const char *const counts[] = { "pending", "fetching", "installed", "rebooting",
 					      "healthy", "failed", "rolled_back" };
-	const msgpack_object *c = mget(d, "counts"), *fl = mget(d, "failures"),
-			     *nodes = mget(d, "nodes");
+	const msgpack_object *c = ovl_fleet_doc_get(d, "counts");
+	const msgpack_object *fl = ovl_fleet_doc_get(d, "failures");
+	const msgpack_object *nodes = ovl_fleet_doc_get(d, "nodes");
 	char a[256], b2[64], e[64], st[32];
 
 	mstr(d, "state", st, sizeof(st));
@@ -815,8 +800,8 @@ static int cmd_versions(int argc, char **argv)
 		reply_release(&rep);
 		return 0;
 	}
-	nodes = mget(rep.doc, "nodes");
-	rels = mget(rep.doc, "releases");
+	nodes = ovl_fleet_doc_get(rep.doc, "nodes");
+	rels = ovl_fleet_doc_get(rep.doc, "releases");
 	printf("%-19s %-10s %-6s %-10s %-4s %-14s %-12s %s\n", "NODE", "CHASSIS", "LINK",
 	       "RUNNING", "SLOT", "OTHER SLOT", "UPDATE", "TARGET");
 	for (uint32_t i = 0; nodes && nodes->type == MSGPACK_OBJECT_ARRAY &&

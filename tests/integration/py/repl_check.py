@@ -4,7 +4,8 @@ runs it: SHELF_CLIENT names a client of SLICE, SHELF_BROKER the broker).
 
   repl_check.py CLUSTER_DIR SLICE homes KEY
       the node directories (n01..) of KEY's homes, in placement order, one
-      line (the first is the head of a write).
+      line (the first is the head of a write). KEY hex:HEX: the key's bytes
+      in hex.
   repl_check.py CLUSTER_DIR SLICE replicas KEY [SHA256]
       reads KEY from every member of SLICE directly (GET and STAT, one
       connection each) and prints one line per member:
@@ -158,6 +159,8 @@ def main():
         return 0
     if mode == "homes":
         key = sys.argv[4].encode()
+        if key.startswith(b"hex:"):
+            key = bytes.fromhex(sys.argv[4][4:])
         print(" ".join(name(x) for x in place(members, key, r, True)))
         return 0
     if mode == "replicas":

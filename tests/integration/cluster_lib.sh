@@ -20,3 +20,23 @@ need_python_client() {
 	"$PY" -c 'import msgpack, nacl.bindings, zmq, sys; sys.exit(0 if zmq.has("curve") else 1)' 2>/dev/null ||
 		{ echo "skipped: $PY needs python3-msgpack, python3-nacl and python3-zmq (with CURVE)"; exit 77; }
 }
+
+# seed_begin: SEED (from the environment, else random), printed with the
+# command that reruns it, and RANDOM seeded with it
+seed_begin() {
+	SEED=${SEED:-$(od -An -N3 -tu4 /dev/urandom | tr -d ' ')}
+	echo "seed $SEED (SEED=$SEED $0 reruns it)"
+	RANDOM=$SEED
+}
+
+# repl_begin NS PREFIX: the start of a replicated-slice test: cluster_test
+# NS PREFIX, the Python client and a broker build (else skip), seed_begin;
+# then D (the cluster's directory) and RC (repl_check.py)
+repl_begin() {
+	cluster_test "$1" "$2"
+	need_python_client
+	[ -x "${SHELF_BUILD:-$SRC/build}/shelf-broker" ] || { echo "skipped: no broker build"; exit 77; }
+	seed_begin
+	D=$SHELF_CLUSTER_DIR
+	RC=$SRC/tests/integration/py/repl_check.py
+}

@@ -14,9 +14,7 @@ fleet_begin() {
 	"$B/shelf" fleet --help >/dev/null 2>&1 || { echo "skipped: shelf has no 'fleet' command"; exit 77; }
 	command -v tar >/dev/null || { echo "skipped: needs tar"; exit 77; }
 	need_python_client
-	SEED=${SEED:-$(od -An -N3 -tu4 /dev/urandom | tr -d ' ')}
-	echo "seed $SEED (SEED=$SEED $0 reruns it)"
-	RANDOM=$SEED
+	seed_begin
 	D=$SHELF_CLUSTER_DIR
 	H=$SRC/tests/integration/py/history_rw.py
 	CL=$D/broker/clients/demo

@@ -9,9 +9,7 @@ heal_begin() {
 	cluster_test "$1" "$2"
 	[ -x "${SHELF_BUILD:-$SRC/build}/shelf-broker" ] || { echo "skipped: no broker build"; exit 77; }
 	need_python_client
-	SEED=${SEED:-$(od -An -N3 -tu4 /dev/urandom | tr -d ' ')}
-	echo "seed $SEED (SEED=$SEED $0 reruns it)"
-	RANDOM=$SEED
+	seed_begin
 	D=$SHELF_CLUSTER_DIR
 	HC=$SRC/tests/integration/py/heal_check.py
 	RC=$SRC/tests/integration/py/repl_check.py

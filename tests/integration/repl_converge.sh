@@ -10,13 +10,7 @@
 # (R=3). Prints its seed (SEED=N reruns it); LONG=1 runs 10 times the rounds.
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
-cluster_test rc shelf-rconv
-need_python_client
-[ -x "${SHELF_BUILD:-$SRC/build}/shelf-broker" ] || { echo "skipped: no broker build"; exit 77; }
-SEED=${SEED:-$(od -An -N3 -tu4 /dev/urandom | tr -d ' ')}
-echo "seed $SEED (SEED=$SEED $0 reruns it)"
-D=$SHELF_CLUSTER_DIR
-RC=$SRC/tests/integration/py/repl_check.py
+repl_begin rc shelf-rconv
 ROUNDS=40
 [ "${LONG:-0}" = 1 ] && ROUNDS=400
 fail() { echo "FAIL: $*"; exit 1; }

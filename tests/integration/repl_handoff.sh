@@ -21,14 +21,7 @@
 # Prints its seed (SEED=N reruns it); LONG=1 runs a longer cut.
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
-cluster_test rh shelf-rhand
-need_python_client
-[ -x "${SHELF_BUILD:-$SRC/build}/shelf-broker" ] || { echo "skipped: no broker build"; exit 77; }
-SEED=${SEED:-$(od -An -N3 -tu4 /dev/urandom | tr -d ' ')}
-echo "seed $SEED (SEED=$SEED $0 reruns it)"
-RANDOM=$SEED
-D=$SHELF_CLUSTER_DIR
-RC=$SRC/tests/integration/py/repl_check.py
+repl_begin rh shelf-rhand
 H=$SRC/tests/integration/py/history_rw.py
 if [ "${LONG:-0}" = 1 ]; then PRE=5 OUT=40 POST=15 NDEL=60; else PRE=3 OUT=10 POST=5 NDEL=16; fi
 fail() { echo "FAIL: $*"; exit 1; }

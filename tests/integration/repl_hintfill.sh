@@ -20,14 +20,7 @@
 # test-runner: background
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
-cluster_test hf shelf-hfill
-need_python_client
-[ -x "${SHELF_BUILD:-$SRC/build}/shelf-broker" ] || { echo "skipped: no broker build"; exit 77; }
-SEED=${SEED:-$(od -An -N3 -tu4 /dev/urandom | tr -d ' ')}
-echo "seed $SEED (SEED=$SEED $0 reruns it)"
-RANDOM=$SEED
-D=$SHELF_CLUSTER_DIR
-RC=$SRC/tests/integration/py/repl_check.py
+repl_begin hf shelf-hfill
 HMAX=16 NKEYS=50 # 50 > 3 substitutes x 16: some write must be refused
 fail() {
 	echo "FAIL: $* (seed $SEED)"

@@ -17,9 +17,7 @@ set -u
 . "$(dirname "$0")/cluster_lib.sh"
 cluster_test rk shelf-rkill
 [ -x "${SHELF_BUILD:-$SRC/build}/shelf-broker" ] || { echo "skipped: no broker build"; exit 77; }
-SEED=${SEED:-$(od -An -N3 -tu4 /dev/urandom | tr -d ' ')}
-echo "seed $SEED (SEED=$SEED $0 reruns it)"
-RANDOM=$SEED
+seed_begin
 D=$SHELF_CLUSTER_DIR
 H=$SRC/tests/integration/py/history_rw.py
 CL=$D/broker/clients/hist

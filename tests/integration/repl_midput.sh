@@ -12,14 +12,7 @@
 # LONG=1 runs more trials.
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
-cluster_test rm shelf-rmid
-need_python_client
-[ -x "${SHELF_BUILD:-$SRC/build}/shelf-broker" ] || { echo "skipped: no broker build"; exit 77; }
-SEED=${SEED:-$(od -An -N3 -tu4 /dev/urandom | tr -d ' ')}
-echo "seed $SEED (SEED=$SEED $0 reruns it)"
-RANDOM=$SEED
-D=$SHELF_CLUSTER_DIR
-RC=$SRC/tests/integration/py/repl_check.py
+repl_begin rm shelf-rmid
 TRIALS=3
 [ "${LONG:-0}" = 1 ] && TRIALS=10
 W=2

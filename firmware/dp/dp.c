@@ -1030,6 +1030,7 @@ static void get_piece_done(void *arg, const struct node_req_result *res, struct 
 		get_abort(op);
 		return;
 	}
+	dc->dp->st.get_bytes += res->len;
 	if (node_req_get_finished(op->g)) {
 		get_finish(op);
 		return;
@@ -1154,6 +1155,7 @@ static void do_node_stat(struct dp_conn *dc, const struct ovl_wire_hdr *h, const
 	} own[] = {
 		{ "response_bytes_held", dc->dp->resp_bytes }, /* GET pieces, queued answers */
 		{ "put_bytes_held", dc->dp->payload_bytes },   /* buffered and streaming PUTs */
+		{ "get_bytes", dc->dp->st.get_bytes },         /* GET answers' value bytes sent */
 	};
 
 	/* a node asking is one that wants its hints back: hand them off now */

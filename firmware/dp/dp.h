@@ -154,6 +154,7 @@ struct node_dp_stats {
 	uint64_t response_frames; /* a client sent a response-type frame: closed */
 	uint64_t resp_waits;           /* GET pieces that waited for the node's response budget */
 	uint64_t resp_reads;           /* reads of GET answers (a whole answer, or a piece) */
+	uint64_t get_bytes;            /* value bytes of GET answers sent (to clients and nodes) */
 	uint64_t reset_for_budget;     /* stalled readers reset early for waiting GETs */
 	uint64_t paused_for_responses; /* connections not read until their answers drained */
 	uint64_t resp_bytes;           /* now: response bytes held (reserved, queued, waiting) */

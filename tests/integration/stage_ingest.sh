@@ -7,7 +7,9 @@
 #    1 MiB + 1, 3.5 MiB) in nested directories, plus a symbolic link and a
 #    FIFO: put -r stores every regular file and notes the other two;
 #  - a rerun of put -r skips everything (--json "stored": 0);
-#  - stage gives a byte-identical copy (diff -r), no temporary files;
+#  - stage gives a byte-identical copy (diff -r), no temporary files; its
+#    --json names the bytes each node sent (their sum at least the bytes
+#    staged, at least 4 nodes serving);
 #  - a stage interrupted with SIGINT exits 130 with no partial file; the
 #    rerun fetches only what was not finished ("skipped" + "fetched" =
 #    FILES, "fetched" < FILES) and the copy is identical;
@@ -100,7 +102,17 @@ diff -r "$S" "$T/dst" >/dev/null || fail "staged copy differs: $(diff -rq "$S" "
 [ "$(jget fetched "$T/st.json")" = "$FILES" ] || fail "stage: $(cat "$T/st.json")"
 [ -z "$(find "$T/dst" -name '*.shelf-part')" ] || fail "temporary files left"
 grep -q '"gets": [0-9]' "$T/st.json" || fail "no per-node figures: $(cat "$T/st.json")"
-echo "ok: stage of $FILES objects, byte-identical, in $(($(now) - t1)) s ($(jget mib_per_s "$T/st.json") MiB/s)"
+# bytes per node: every staged byte came from some node (their sum is at
+# least the bytes staged), and from many nodes at once
+per=$(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+b = [n["bytes"] for n in d["nodes"] if n["bytes"] is not None]
+print(sum(b), sum(1 for v in b if v > 0), d["bytes"], d["node_bytes_total"])' "$T/st.json")
+read -r bsum nserv bstaged btotal <<<"$per"
+[ "$bsum" = "$btotal" ] && [ "$bsum" -ge "$bstaged" ] && [ "$nserv" -ge 4 ] ||
+	fail "bytes per node: sum $bsum (total $btotal), $nserv nodes served, $bstaged staged: $(cat "$T/st.json")"
+echo "ok: stage of $FILES objects, byte-identical, in $(($(now) - t1)) s ($(jget mib_per_s "$T/st.json") MiB/s); $nserv nodes served $bsum bytes for $bstaged staged"
 x shelf stage ds/ "$T/dst" --json >"$T/st2.json" 2>/dev/null || fail "stage rerun: exit $?"
 [ "$(jget fetched "$T/st2.json")" = 0 ] && [ "$(jget skipped "$T/st2.json")" = "$FILES" ] ||
 	fail "stage rerun fetched: $(cat "$T/st2.json")"

@@ -26,7 +26,8 @@
  * a rerun resumes. SIGINT or SIGTERM: stop, remove the files being
  * written, exit 130. Exit 0 when every object is there, 1 when some failed.
  * --json: a summary on stdout (objects, fetched, skipped, failed, bytes,
- * seconds, mib_per_s, and NODE_STAT `gets` per node over the run).
+ * seconds, mib_per_s, and per node the NODE_STAT `gets` and `get_bytes`
+ * (the GET answers' bytes it sent) over the run).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -539,8 +540,9 @@ static void *large_worker(void *arg)
 struct nodegets {
 	char addr[46];
 	uint16_t port;
-	uint64_t before, after;
-	bool ok;
+	uint64_t before, after;         /* NODE_STAT gets */
+	uint64_t bytes_before, bytes_after; /* NODE_STAT get_bytes */
+	bool ok, has_bytes;
 };
 
 static int node_gets(struct shelf *s, const char *slice, struct nodegets *ng, bool after)
@@ -548,14 +550,21 @@ static int node_gets(struct shelf *s, const char *slice, struct nodegets *ng, bo
 	struct shelf_counter c[SHELF_COUNTERS_MAX];
 	char err[SHELF_ERR_BYTES];
 	int n = shelf_node_stat(s, slice, ng->addr, ng->port, c, SHELF_COUNTERS_MAX, err,
-				sizeof(err));
+				sizeof(err)), ret = -ENOENT;
+	bool bytes = false;
 
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n; i++) {
 		if (strcmp(c[i].name, "gets") == 0) {
 			*(after ? &ng->after : &ng->before) = c[i].value;
-			return 0;
+			ret = 0;
+		} else if (strcmp(c[i].name, "get_bytes") == 0) {
+			*(after ? &ng->bytes_after : &ng->bytes_before) = c[i].value;
+			bytes = true;
 		}
-	return -ENOENT;
+	}
+	/* a node without get_bytes (an older firmware): its bytes are unknown */
+	ng->has_bytes = after ? ng->has_bytes && bytes : bytes;
+	return ret;
 }
 
 /* ---- the command ---- */
@@ -596,7 +605,7 @@ int cmd_stage(int argc, char **argv)
 	unsigned nw = 0;
 	char err[SHELF_ERR_BYTES];
 	double secs;
-	uint64_t nodes_total = 0;
+	uint64_t nodes_total = 0, nodes_bytes = 0;
 	int ret = xfer_parse(argc, argv, "stage", "PREFIX DIR",
 			     "  copies every object under PREFIX to DIR/ + the key after PREFIX's "
 			     "last '/'\n", &o);
@@ -743,10 +752,15 @@ stop:
 	if (xfer_interrupted)
 		fprintf(stderr, "shelf stage: interrupted; stopped (partial files removed; a rerun "
 			"resumes)\n");
-	if (ng)
-		for (uint32_t i = 0; i < mi.n_members; i++)
-			if (ng[i].ok && node_gets(st.s, o.slice, &ng[i], true) == 0)
-				nodes_total += ng[i].after - ng[i].before;
+	for (uint32_t i = 0; ng && i < mi.n_members; i++) {
+		if (!ng[i].ok || node_gets(st.s, o.slice, &ng[i], true) < 0) {
+			ng[i].ok = false;
+			continue;
+		}
+		nodes_total += ng[i].after - ng[i].before;
+		if (ng[i].has_bytes)
+			nodes_bytes += ng[i].bytes_after - ng[i].bytes_before;
+	}
 	fprintf(stderr, "shelf stage: %zu objects under '%s': %" PRIu64 " fetched (%.1f MiB), %"
 		PRIu64 " already there (%.1f MiB), %" PRIu64 " failed, %" PRIu64 " deleted meanwhile"
 		"; %.2f s, %.1f MiB/s\n", st.n, o.args[0], st.fetched, st.fetched_bytes / 1048576.0,
@@ -768,17 +782,23 @@ stop:
 			cli_json_str(stdout, st.fatal_why, strlen(st.fatal_why));
 		else
 			printf("null");
-		/* which node answered each read is not told by libshelf (see the
-		 * report): each node's NODE_STAT `gets` over the run stands for it
-		 * (other clients' reads, chunks and STATs count too) */
-		printf(",\n  \"node_gets_total\": %" PRIu64 ",\n  \"nodes\": [", nodes_total);
+		/* which node answered each read is not told by libshelf: each
+		 * node's NODE_STAT `gets` and `get_bytes` over the run stand for
+		 * it (other clients' reads, the nodes' own repair and update
+		 * reads, chunks and STATs count too) */
+		printf(",\n  \"node_gets_total\": %" PRIu64 ",\n  \"node_bytes_total\": %" PRIu64
+		       ",\n  \"nodes\": [", nodes_total, nodes_bytes);
 		for (uint32_t i = 0; ng && i < mi.n_members; i++) {
 			printf("%s\n    { \"node\": \"%s\", \"state\": \"%s\", \"gets\": ", i ? "," : "",
 			       ng[i].addr, mem[i].state);
 			if (ng[i].ok)
-				printf("%" PRIu64 " }", ng[i].after - ng[i].before);
+				printf("%" PRIu64, ng[i].after - ng[i].before);
 			else
-				printf("null }");
+				printf("null");
+			if (ng[i].ok && ng[i].has_bytes)
+				printf(", \"bytes\": %" PRIu64 " }", ng[i].bytes_after - ng[i].bytes_before);
+			else
+				printf(", \"bytes\": null }");
 		}
 		printf("%s]\n}\n", ng && mi.n_members ? "\n  " : "");
 	}

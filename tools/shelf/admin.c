@@ -11,6 +11,7 @@
  */
 #include "admin.h"
 #include "json.h"
+#include "text.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -82,12 +83,8 @@ static int parse(int argc, char **argv, struct admin_opts *o, const char *cmd, c
 	int c;
 
 	memset(o, 0, sizeof(*o));
-	o->broker = getenv("SHELF_BROKER");
-	if (!o->broker || !*o->broker)
-		o->broker = "tcp://[::1]:7400";
-	o->dir = getenv("SHELF_ADMIN");
-	if (!o->dir || !*o->dir)
-		o->dir = ".";
+	o->broker = cli_env("SHELF_BROKER", CLI_BROKER_DEFAULT);
+	o->dir = cli_env("SHELF_ADMIN", ".");
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
 		switch (c) {

@@ -104,15 +104,14 @@ static int bparse(int argc, char **argv, struct bopts *o)
 		{ "node", 1, NULL, 'n' }, { "chassis", 1, NULL, 'H' }, { "help", 0, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *env;
 	unsigned long v;
 	int c;
 
 	memset(o, 0, sizeof(*o));
-	o->slice = (env = getenv("SHELF_SLICE")) && *env ? env : "default";
-	o->client = (env = getenv("SHELF_CLIENT")) && *env ? env : NULL;
-	o->broker = (env = getenv("SHELF_BROKER")) && *env ? env : "tcp://[::1]:7400";
-	o->chassis = (env = getenv("SHELF_CHASSIS")) && *env ? env : NULL;
+	o->slice = cli_env("SHELF_SLICE", "default");
+	o->client = cli_env("SHELF_CLIENT", NULL);
+	o->broker = cli_env("SHELF_BROKER", CLI_BROKER_DEFAULT);
+	o->chassis = cli_env("SHELF_CHASSIS", NULL);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (c) {

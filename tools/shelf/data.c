@@ -75,13 +75,6 @@ static int dusage(const char *cmd, const char *args, int code)
 	return code;
 }
 
-static const char *envor(const char *name, const char *def)
-{
-	const char *v = getenv(name);
-
-	return v && *v ? v : def;
-}
-
 static int dparse(int argc, char **argv, const char *cmd, const char *args, int min, int max,
 		  struct dopts *o)
 {
@@ -98,10 +91,10 @@ static int dparse(int argc, char **argv, const char *cmd, const char *args, int 
 	int c;
 
 	memset(o, 0, sizeof(*o));
-	o->slice = envor("SHELF_SLICE", "default");
-	o->client = envor("SHELF_CLIENT", NULL);
-	o->broker = envor("SHELF_BROKER", "tcp://[::1]:7400");
-	o->chassis = envor("SHELF_CHASSIS", NULL);
+	o->slice = cli_env("SHELF_SLICE", "default");
+	o->client = cli_env("SHELF_CLIENT", NULL);
+	o->broker = cli_env("SHELF_BROKER", CLI_BROKER_DEFAULT);
+	o->chassis = cli_env("SHELF_CHASSIS", NULL);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (c) {
@@ -726,7 +719,7 @@ int cmd_ls(int argc, char **argv)
 	}
 	/* page through the slice a page at a time, up to --limit (default: all);
 	 * SHELF_LS_PAGE sets a smaller page (the tests use it) */
-	page = (unsigned)strtoul(envor("SHELF_LS_PAGE", "0"), NULL, 10);
+	page = (unsigned)strtoul(cli_env("SHELF_LS_PAGE", "0"), NULL, 10);
 	if (page < 1 || page > LS_PAGE)
 		page = LS_PAGE;
 	for (;;) {

@@ -39,6 +39,7 @@
 #include "data.h"
 #include "json.h"
 #include "shelf.h"
+#include "text.h"
 
 #define FLEET_TIMEOUT_MS 10000
 
@@ -87,12 +88,8 @@ static int fparse(int argc, char **argv, struct fopts *o)
 	int c;
 
 	memset(o, 0, sizeof(*o));
-	o->broker = getenv("SHELF_BROKER");
-	if (!o->broker || !*o->broker)
-		o->broker = "tcp://[::1]:7400";
-	o->admin = getenv("SHELF_ADMIN");
-	if (!o->admin || !*o->admin)
-		o->admin = ".";
+	o->broker = cli_env("SHELF_BROKER", CLI_BROKER_DEFAULT);
+	o->admin = cli_env("SHELF_ADMIN", ".");
 	o->client = getenv("SHELF_CLIENT");
 	o->slice = "system";
 	o->timeout_ms = FLEET_TIMEOUT_MS;

@@ -31,6 +31,7 @@
 #include "json.h"
 #include "overlay.h"
 #include "shelf.h"
+#include "text.h"
 
 #define REPAIR_NODES_ASKED_MAX 1024
 
@@ -74,13 +75,6 @@ static int rusage(int code)
 	return code;
 }
 
-static const char *envor(const char *name, const char *def)
-{
-	const char *v = getenv(name);
-
-	return v && *v ? v : def;
-}
-
 static bool find(const struct shelf_counter *c, int n, const char *name, uint64_t *v)
 {
 	for (int i = 0; i < n; i++)
@@ -100,8 +94,8 @@ int cmd_repair(int argc, char **argv)
 		{ "wait", 2, NULL, 'w' },       { "no-wait", 0, NULL, 'W' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *client = envor("SHELF_CLIENT", NULL), *broker = envor("SHELF_BROKER",
-									   "tcp://[::1]:7400");
+	const char *client = cli_env("SHELF_CLIENT", NULL), *broker = cli_env("SHELF_BROKER",
+									   CLI_BROKER_DEFAULT);
 	const char *nodes[SHELF_NODES_MAX], *slice;
 	struct shelf_heal_opts ho = { 0 };
 	struct res *res = NULL;

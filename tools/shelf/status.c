@@ -146,13 +146,6 @@ static int susage(int code)
 	return code;
 }
 
-static const char *envor(const char *name, const char *def)
-{
-	const char *v = getenv(name);
-
-	return v && *v ? v : def;
-}
-
 static struct snode *node_get(struct status *st, const uint8_t id[32])
 {
 	for (size_t i = 0; i < st->n_nodes; i++)
@@ -738,9 +731,9 @@ static int status_once(int argc, char **argv)
 	if (!st)
 		return 1;
 	memset(&slices_call, 0, sizeof(slices_call));
-	st->broker = envor("SHELF_BROKER", "tcp://[::1]:7400");
-	st->admin_dir = envor("SHELF_ADMIN", ".");
-	st->client = envor("SHELF_CLIENT", NULL);
+	st->broker = cli_env("SHELF_BROKER", CLI_BROKER_DEFAULT);
+	st->admin_dir = cli_env("SHELF_ADMIN", ".");
+	st->client = cli_env("SHELF_CLIENT", NULL);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (c) {

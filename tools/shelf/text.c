@@ -2,6 +2,7 @@
 #include "text.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "json.h"
@@ -199,4 +200,11 @@ void cli_bar_text(char *buf, size_t len, const char *what, uint64_t files_done,
 		 total ? (unsigned)((done > total ? total : done) * 100 / total) : 100, files,
 		 bytes_done / 1048576.0, bytes_total / 1048576.0,
 		 seconds > 0 ? bytes_done / seconds / 1e6 : 0.0, eta);
+}
+
+const char *cli_env(const char *name, const char *def)
+{
+	const char *v = getenv(name);
+
+	return v && *v ? v : def;
 }

@@ -4,7 +4,7 @@
 /*
  * The CLI's pure text helpers (no I/O besides the FILE given; unit-tested
  * by tests/unit/test_cli.c): the --range grammar, keys quoted for a line of
- * `ls`, and keys rendered losslessly in JSON.
+ * `ls`, keys rendered losslessly in JSON, and the environment's defaults.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #define CLI_RANGE_MAX_BYTES ((uint64_t)INT64_MAX) /* offsets: objects have no practical limit */
+#define CLI_BROKER_DEFAULT "tcp://[::1]:7400"      /* without --broker or $SHELF_BROKER */
 
 /*
  * Parse a --range value: "START-END" (bytes START..END, inclusive) or
@@ -76,5 +77,8 @@ const char *cli_path_refusal(const char *key, size_t len, char *why, size_t wlen
  */
 void cli_bar_text(char *buf, size_t len, const char *what, uint64_t files_done,
 		  uint64_t files_total, uint64_t bytes_done, uint64_t bytes_total, double seconds);
+
+/* The environment variable name's value, or def when it is unset or empty. */
+const char *cli_env(const char *name, const char *def);
 
 #endif

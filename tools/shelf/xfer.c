@@ -60,15 +60,14 @@ int xfer_parse(int argc, char **argv, const char *cmd, const char *args, const c
 		{ "inflight", 1, NULL, 'i' }, { "workers", 1, NULL, 'w' },
 		{ "held-mib", 1, NULL, 'm' }, { "recursive", 0, NULL, 'r' }, { "help", 0, NULL, 'h' }, { NULL, 0, NULL, 0 },
 	};
-	const char *env;
 	unsigned long v;
 	int c;
 
 	memset(o, 0, sizeof(*o));
-	o->slice = (env = getenv("SHELF_SLICE")) && *env ? env : "default";
-	o->client = (env = getenv("SHELF_CLIENT")) && *env ? env : NULL;
-	o->broker = (env = getenv("SHELF_BROKER")) && *env ? env : "tcp://[::1]:7400";
-	o->chassis = (env = getenv("SHELF_CHASSIS")) && *env ? env : NULL;
+	o->slice = cli_env("SHELF_SLICE", "default");
+	o->client = cli_env("SHELF_CLIENT", NULL);
+	o->broker = cli_env("SHELF_BROKER", CLI_BROKER_DEFAULT);
+	o->chassis = cli_env("SHELF_CHASSIS", NULL);
 	o->inflight = XFER_INFLIGHT_DEFAULT;
 	o->workers = XFER_LARGE_WORKERS_DEFAULT;
 	o->held_bytes = XFER_HELD_BYTES_DEFAULT;

@@ -163,20 +163,26 @@ check_damaged() {
 		fail "stat $1 (damaged): exit $rc: $(cat "$T/dmg.serr")"
 }
 # check_all LABEL [PREFIX]: every key in the history (starting with PREFIX)
-# reads as its last acknowledged put, or answers checksum-mismatch while
-# damaged
+# reads as its last acknowledged put (all of them in one `shelf get
+# --batch`), or answers checksum-mismatch while damaged (each alone)
 check_all() {
 	local k rc
+	: >"$T/list"
 	for k in "${!last[@]}"; do
 		[[ "$k" == "${2:-}"* ]] || continue
 		if [ -n "${damaged[$k]:-}" ]; then
 			check_damaged "$k"
 			continue
 		fi
-		sh get "$k" "$T/back" "${TO[@]}" 2>"$T/get.err"; rc=$?
-		[ $rc = 0 ] || fail "$1: get $k: exit $rc: $(cat "$T/get.err")"
-		cmp -s "$T/back" "${last[$k]}" || fail "$1: $k is not its last acknowledged version"
+		echo "$k" >>"$T/list"
 	done
+	[ -s "$T/list" ] || return 0
+	rm -rf "$T/bback"
+	sh get --batch "$T/list" --out "$T/bback" "${TO[@]}" 2>"$T/get.err"; rc=$?
+	[ $rc = 0 ] || fail "$1: get --batch of $(wc -l <"$T/list") keys: exit $rc: $(tail -n 3 "$T/get.err")"
+	while read -r k; do
+		cmp -s "$T/bback/$k" "${last[$k]}" || fail "$1: $k is not its last acknowledged version"
+	done <"$T/list"
 }
 
 # run_case NAME SIZE [ow]: puts, SIGKILL, one byte flipped, two restarts
@@ -280,15 +286,21 @@ run_case C 4194304
 declare -A want
 while read -r k h; do want[$k]=$h; done <"$T/history"
 [ ${#want[@]} = ${#last[@]} ] || fail "history: ${#want[@]} keys, the model ${#last[@]}"
+: >"$T/hlist"
 for k in "${!want[@]}"; do
 	if [ -n "${damaged[$k]:-}" ]; then
 		check_damaged "$k"
 		continue
 	fi
-	sh get "$k" "$T/back" "${TO[@]}" 2>"$T/get.err" || fail "history: get $k: $(cat "$T/get.err")"
-	h=$(sha256sum <"$T/back" | cut -d' ' -f1)
-	[ "$h" = "${want[$k]}" ] || fail "history: $k reads $h, its last acknowledged put was ${want[$k]}"
+	echo "$k" >>"$T/hlist"
 done
+rm -rf "$T/hback"
+sh get --batch "$T/hlist" --out "$T/hback" "${TO[@]}" 2>"$T/get.err" ||
+	fail "history: get --batch: $(tail -n 3 "$T/get.err")"
+while read -r k; do
+	h=$(sha256sum <"$T/hback/$k" | cut -d' ' -f1)
+	[ "$h" = "${want[$k]}" ] || fail "history: $k reads $h, its last acknowledged put was ${want[$k]}"
+done <"$T/hlist"
 sh ls "${TO[@]}" >"$T/ls" || fail "ls"
 printf '%s\n' "${!last[@]}" | LC_ALL=C sort >"$T/want"
 LC_ALL=C sort "$T/ls" | cmp -s - "$T/want" || fail "ls lists other keys: $(diff "$T/want" <(LC_ALL=C sort "$T/ls") | head)"

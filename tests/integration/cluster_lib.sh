@@ -40,3 +40,18 @@ repl_begin() {
 	D=$SHELF_CLUSTER_DIR
 	RC=$SRC/tests/integration/py/repl_check.py
 }
+
+# outage_wait HISTORY MIN MAX: an outage that began with the last kill or
+# cut event in HISTORY (tests/integration/py/history_rw.py) goes on MIN s,
+# then until the workload ran at least one get that returned bytes and one
+# acknowledged write through it (a loaded machine runs few operations while
+# writes wait on the missing node), MAX s in all at the most
+outage_wait() {
+	local t0=$SECONDS
+	sleep "$2"
+	until "$PY" "$SRC/tests/integration/py/history_rw.py" outage "$1" |
+		grep -q "^gets_ok [1-9][0-9]* writes_ok [1-9]"; do
+		[ $((SECONDS - t0)) -lt "$3" ] || return 0
+		sleep 1
+	done
+}

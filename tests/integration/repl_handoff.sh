@@ -12,7 +12,8 @@
 #     keys.
 #  2. `shelf-cluster cut N` during a history_rw.py workload of 3 clients,
 #     the broker SIGKILLed and started again in the middle of the cut,
-#     `heal N` a while later, the workload going on: the history has zero
+#     `heal N` OUT s later (longer, up to 2 OUT, until a get returned bytes
+#     and a write was acknowledged during the cut), the workload going on: the history has zero
 #     anomalies and every get succeeded (the cut included); then, within
 #     60 s, `shelf stat` of every written key shows its R copies at their
 #     homes and none elsewhere (every hint delivered, the substitutes'
@@ -79,7 +80,8 @@ h=$D/hist-cut
 n=n0$((RANDOM % 6 + 1))
 pids=()
 for w in 1 2 3; do
-	x "$PY" "$H" work "$h" $((PRE + OUT + POST)) cut/ "$SEED" --keys 30 --client "w$w" &
+	x "$PY" "$H" work "$h" $((PRE + 3 * OUT + POST)) cut/ "$SEED" --keys 30 --client "w$w" \
+		--stop "$h.stop" &
 	pids+=($!)
 done
 sleep "$PRE"
@@ -92,9 +94,11 @@ kill -KILL "$(cat "$D/broker/pid")" || fail "kill the broker"
 sleep 0.5
 "$C" up --nodes 6 --chassis 3 --replicas 2 --drive-size 768M >>"$D/up.log" 2>&1 ||
 	fail "broker restart: $(tail -n 3 "$D/up.log")"
-sleep $((OUT - OUT / 2))
+outage_wait "$h" $((OUT - OUT / 2)) $((2 * OUT))
 "$C" heal "$n" >/dev/null || fail "heal $n"
 "$PY" "$H" event "$h" heal "$n"
+sleep "$POST"
+touch "$h.stop"
 for p in "${pids[@]}"; do wait "$p" || fail "a worker failed"; done
 out=$(x "$PY" "$H" check "$h") || { tail -n 10 "$h.err"; fail "cut $n: $out"; }
 echo "$out"

@@ -2,7 +2,8 @@
 # Replicated slices survive dead nodes (issue 13, "Tests"): 24 nodes over 3
 # chassis, several clients running history_rw.py workloads (puts, overwrites,
 # deletes, gets, 0 B to 8 MiB) through the `shelf` CLI while nodes are
-# SIGKILLed and, a while later, started again:
+# SIGKILLed and, a while later (OUT s, longer up to 2 OUT until a get returned
+# bytes and a write was acknowledged during the outage), started again:
 #   1. slice 'default', R=2: one node killed;
 #   2. slice 'r3', R=3: two nodes killed at once;
 #   3. slice 'default', R=2: a whole chassis (8 nodes) killed.
@@ -81,8 +82,8 @@ run_case() {
 	case_name=$name
 	h=$D/hist-$name
 	for w in $(seq "$WORKERS"); do
-		x "$PY" "$H" work "$h" $((PRE + OUT + POST)) "$name/" "$SEED" --keys "$KEYS" \
-			--client "w$w" --slice "$slice" &
+		x "$PY" "$H" work "$h" $((PRE + 3 * OUT + POST)) "$name/" "$SEED" --keys "$KEYS" \
+			--client "w$w" --slice "$slice" --stop "$h.stop" &
 		pids+=($!)
 	done
 	sleep "$PRE"
@@ -94,13 +95,15 @@ run_case() {
 		kills+=($!)
 	done
 	for k in "${kills[@]}"; do wait "$k" || fail "kill"; done
-	sleep "$OUT"
+	outage_wait "$h" "$OUT" $((2 * OUT))
 	kills=()
 	for n in "$@"; do
 		{ "$C" start "$n" >/dev/null && "$PY" "$H" event "$h" start "$n"; } &
 		kills+=($!)
 	done
 	for k in "${kills[@]}"; do wait "$k" || fail "start"; done
+	sleep "$POST"
+	touch "$h.stop"
 	for w in "${pids[@]}"; do wait "$w" || fail "$name: a worker failed"; done
 	# each case is checked whatever the one before found: a failure is
 	# shown at once and the test fails at the end

@@ -2,9 +2,10 @@
 (Jepsen-style), for the tests of replicated slices.
 
   history_rw.py work HISTORY SECONDS PREFIX SEED [--keys N] [--max-bytes B]
-                [--client NAME] [--slice NAME]
+                [--client NAME] [--slice NAME] [--stop FILE]
       puts (new keys and overwrites), deletes and gets through the `shelf`
-      CLI for SECONDS, over N keys (default 40) named PREFIX<i>. Sizes go
+      CLI for SECONDS (or until FILE exists, if sooner), over N keys
+      (default 40) named PREFIX<i>. Sizes go
       from 0 B to B (default 8 MiB), mostly small. Every put writes bytes
       no other put wrote (a random tag is part of them), so the bytes a get
       returns name the write they came from. Every operation is logged to
@@ -18,6 +19,11 @@
       logs an event of the test itself (WHAT: kill, start, cut, heal) at
       this moment, as an operation that starts and ends at once:
         <t_us> test start <WHAT> <NAME> -   and   <t_us> test ok <WHAT> <NAME> -
+  history_rw.py outage HISTORY
+      the operations that started after the last kill or cut event and have
+      ended, one line: `gets_ok N writes_ok M` (gets that returned bytes,
+      acknowledged puts and deletes): so that a test keeps its outage on
+      until the workload has really run through it.
   history_rw.py check HISTORY [--slice NAME] [--during-fail-ok] [--writes-ok]
       reads every key once more and checks the whole history:
         - a get never returns bytes that no put of that key wrote;
@@ -118,13 +124,13 @@ def size_of(rnd, max_bytes):
     return rnd.randint(min(2 << 20, max_bytes), max_bytes)
 
 
-def work(path, seconds, prefix, seed, nkeys, max_bytes, client):
+def work(path, seconds, prefix, seed, nkeys, max_bytes, client, stop=None):
     rnd = random.Random(f"{seed}-{client}")
     tmp = tempfile.mkdtemp()
     log = Log(path, client)
     end = time.monotonic() + seconds
     n = 0
-    while time.monotonic() < end:
+    while time.monotonic() < end and not (stop and os.path.exists(stop)):
         key = f"{prefix}{rnd.randrange(nkeys):04d}"
         p = rnd.random()
         if p < 0.45:
@@ -283,7 +289,7 @@ def main(argv):
     global SLICE
     if len(argv) >= 6 and argv[1] == "work":
         opts = {"--keys": "40", "--max-bytes": str(8 << 20), "--client": f"c{os.getpid()}",
-                "--slice": None}
+                "--slice": None, "--stop": None}
         rest = argv[6:]
         while rest:
             if rest[0] not in opts or len(rest) < 2:
@@ -295,11 +301,30 @@ def main(argv):
             sys.exit("--client: one word, not 'test' (the test's own events)")
         SLICE = opts["--slice"]
         work(argv[2], float(argv[3]), argv[4], argv[5], int(opts["--keys"]),
-             int(opts["--max-bytes"]), opts["--client"])
+             int(opts["--max-bytes"]), opts["--client"], opts["--stop"])
         return 0
     if len(argv) == 5 and argv[1] == "event" and argv[3] in ("kill", "start", "cut", "heal"):
         Log(argv[2], "test")("start", argv[3], argv[4], "-")
         Log(argv[2], "test")("ok", argv[3], argv[4], "-")
+        return 0
+    if len(argv) == 3 and argv[1] == "outage":
+        since, started, gets, writes = None, {}, 0, 0
+        with open(argv[2]) as f:
+            lines = [ln.split() for ln in f if len(ln.split()) == 6]
+        for t, client, what, op, key, _ in lines:
+            if client == "test" and what == "start" and op in ("kill", "cut"):
+                since = int(t)
+        for t, client, what, op, key, sha in lines:
+            if since is None or client == "test":
+                continue
+            if what == "start":
+                started[(client, op, key)] = int(t)
+            elif started.pop((client, op, key), 0) >= since and what == "ok":
+                if op == "get" and sha != "-":
+                    gets += 1
+                elif op in ("put", "rm"):
+                    writes += 1
+        print(f"gets_ok {gets} writes_ok {writes}")
         return 0
     if len(argv) >= 3 and argv[1] == "check":
         flags, rest = set(), argv[3:]

@@ -753,10 +753,14 @@ stop:
 		fprintf(stderr, "shelf stage: interrupted; stopped (partial files removed; a rerun "
 			"resumes)\n");
 	for (uint32_t i = 0; ng && i < mi.n_members; i++) {
-		if (!ng[i].ok || node_gets(st.s, o.slice, &ng[i], true) < 0) {
+		/* a node that restarted meanwhile counts from 0 again: unknown */
+		if (!ng[i].ok || node_gets(st.s, o.slice, &ng[i], true) < 0 ||
+		    ng[i].after < ng[i].before) {
 			ng[i].ok = false;
 			continue;
 		}
+		if (ng[i].bytes_after < ng[i].bytes_before)
+			ng[i].has_bytes = false;
 		nodes_total += ng[i].after - ng[i].before;
 		if (ng[i].has_bytes)
 			nodes_bytes += ng[i].bytes_after - ng[i].bytes_before;

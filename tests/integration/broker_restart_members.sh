@@ -29,24 +29,44 @@ POLL=$!
 "$C" exec -- "$PY" "$PYD/history.py" work "$D/history" 40 k "${SEED:-$$}" &
 WORK=$!
 echo "seed ${SEED:-$$}"
+T0=$SECONDS
+step() { echo "$((SECONDS - T0)) s: $*"; }
 restart_broker() {
 	kill -KILL "$(cat "$D/broker/pid")"
 	sleep "${1:-0}"
-	"$C" up --nodes $N --replicas 1 >/dev/null || fail "broker restart"
+	timeout 120 "$C" up --nodes $N --replicas 1 >"$D/up.log" 2>&1 ||
+		fail "broker restart: $(tail -n 3 "$D/up.log")"
+	step "broker started again"
+}
+# wait_for PID SECONDS WHAT: PID ends within SECONDS (else what runs is shown)
+wait_for() {
+	local t=$SECONDS
+	while kill -0 "$1" 2>/dev/null; do
+		[ $((SECONDS - t)) -lt "$2" ] || {
+			ps -eo pid,ppid,etimes,args --forest | grep -E "shelf|python" | grep -v grep | tail -n 20
+			fail "$3 still running after $2 s"
+		}
+		sleep 0.5
+	done
+	wait "$1"
 }
 sleep 3
 "$C" cut 3 >/dev/null
+step "n03 cut"
 sleep 6   # n03 is down in the map by now
 restart_broker 0.5
 sleep 6
 "$C" heal 3 >/dev/null
+step "n03 healed"
 for i in 1 2 3; do
 	sleep 3
 	restart_broker
 done
-wait "$WORK"
+# the workload runs 40 s; an operation that hangs is cut at 30 s
+wait_for "$WORK" 90 "the workload (history.py work)"
 touch "$D/stop"
-wait "$POLL"
+wait_for "$POLL" 30 "the map poller"
+step "workload and poller done"
 
 # every map lists the same N members; epochs only go up
 "$PY" - "$D/maps" $N <<'PY' || fail "a map lacked a member"
@@ -70,5 +90,5 @@ print(f"maps: {len(maps)} polled ({errs} while the broker was away), epochs up t
 sys.exit(1 if bad or not maps or not downs else 0)
 PY
 grep -q "event=slice_restore slice=default" "$D/broker/log" || fail "no slice_restore in the broker log"
-"$C" exec -- "$PY" "$PYD/history.py" check "$D/history" || fail "history check"
+timeout 180 "$C" exec -- "$PY" "$PYD/history.py" check "$D/history" || fail "history check (exit $?)"
 echo "ok: 4 broker restarts (one with a link cut): no map lacked a member; history clean"

@@ -43,11 +43,14 @@
 #define HEAL_DIGEST_TIMEOUT_MS 60000    /* a peer computes its digest over ticks */
 #define HEAL_START_DELAY_MS 2000        /* a pass resumed at start, or after members joined, waits this long */
 #define HEAL_CHANGE_DELAY_MS 200        /* a membership change: the other members' maps follow within it */
+#define HEAL_CHANGE_SPREAD_MS 500       /* ... and the members start their passes within this after it */
 #define HEAL_RETRY_MS 250               /* a member answering stale-map or busy is asked again after this */
 #define HEAL_RETRIES 12                 /* ... this many times, then passed over */
 #define HEAL_PEER_SOON_MS 300           /* a member that found a difference with this node: compared this soon */
 #define HEAL_AGREE_MAX_MS (24ull * 3600 * 1000) /* a pair known in sync is compared again after this anyway */
 #define HEAL_TRACK_MAX 65536            /* degraded keys whose repair copy is awaited, tracked at most */
+#define HEAL_DRAIN_STALL_MS 10000     /* a moved pass compares once its queued copies stop moving this long */
+#define HEAL_DRAIN_LOOK_MS 250          /* how often it looks */
 #define HEAL_CALL_OVERHEAD 32           /* bytes counted for a response's meta */
 #define HEAL_J_VERSION 1
 #define HEAL_NB OVL_WIRE_DIGEST_BUCKETS
@@ -191,6 +194,8 @@ struct req_heal {
 	unsigned tries;                 /* the member being compared: asks so far */
 	uint64_t retry_ms;              /* not asked again before (monotonic) */
 	uint64_t made;                  /* repair hints written by this pass */
+	bool drain;                     /* COMPARE waits for the walk's repair copies */
+	uint64_t drain_look_ms, drain_moved_ms, drain_left, drain_done;
 	unsigned compared, unreached;   /* members compared; of them, not answering */
 	uint8_t cursor[NODE_STORE_KEY_MAX];
 	size_t clen;
@@ -1224,25 +1229,35 @@ static bool ids_have(const struct hmap *a, const unsigned *h, unsigned n, const 
 	return false;
 }
 
-/* The repair copies this node will send for key K because its homes moved
- * (the previous map's homes against the current ones), counted before any
- * is queued, so that the work left and its ETA hold the whole job: a new
- * home of K whose pusher this node is; for a key this node is no home of
- * any more, each new home when none of them was a home before and this
- * node was the first old home (the foreign sweep sends those). */
+static bool hints_roomy(struct req_heal *he);
+static void act_newer(struct req_heal *he, int target, const uint8_t *key, size_t klen,
+		      const struct node_store_ver *ver, bool tomb, uint64_t deg_size);
+
+/* The repair copies this node will send for key K (held here at ver)
+ * because its homes moved (the previous map's homes against the current
+ * ones), counted before any is queued, so that the work left and its ETA
+ * hold the whole job: a new home of K whose pusher this node is; for a key
+ * this node is no home of any more, each new home when none of them was a
+ * home before and this node was the first old home (the foreign sweep
+ * sends those). The first kind is queued here and now (a repair hint per
+ * new home, while the hint table has room): the maps alone say the new
+ * home lacks the copy, so it need not wait for the compare to find each
+ * bucket different, member after member; what is not queued here the
+ * compare finds. */
 static void plan_key(struct req_heal *he, const uint8_t *key, size_t klen, const unsigned *h,
-		     unsigned n, bool self_home, bool tomb)
+		     unsigned n, bool self_home, const struct node_store_ver *ver, bool tomb)
 {
 	const struct hmap *hm = &he->hm, *pm = &he->sl[he->si].prev;
 	const uint8_t *self = hm->mem[hm->self].id;
 	unsigned oh[OVL_PLACE_REPLICAS_MAX], on = hmap_homes(pm, key, klen, oh), copies = 0;
+	int to[OVL_PLACE_REPLICAS_MAX];
 	uint64_t size = 0;
 
 	if (self_home) {
 		for (unsigned i = 0; i < n; i++)
 			if ((int)h[i] != hm->self && !ids_have(pm, oh, on, hm->mem[h[i]].id) &&
 			    pusher_of(hm, h, n, (int)h[i]) == hm->self)
-				copies++;
+				to[copies++] = (int)h[i];
 	} else if (on && memcmp(pm->mem[oh[0]].id, self, OVL_ID_BYTES) == 0) {
 		copies = n;
 		for (unsigned i = 0; i < n; i++)
@@ -1255,6 +1270,11 @@ static void plan_key(struct req_heal *he, const uint8_t *key, size_t klen, const
 		size = key_bytes(he, key, klen);
 	he->plan_o += copies;
 	he->plan_b += copies * size;
+	if (!self_home)
+		return;
+	for (unsigned i = 0; i < copies && hints_roomy(he); i++)
+		if (hm->mem[to[i]].state == OVL_MSG_STATE_UP)
+			act_newer(he, to[i], key, klen, ver, tomb, UINT64_MAX);
 }
 
 static int walk_cb(void *arg, const void *key, size_t klen, const struct node_store_ver *ver,
@@ -1278,7 +1298,7 @@ static int walk_cb(void *arg, const void *key, size_t klen, const struct node_st
 		return 0;
 	n = hmap_homes(hm, key, klen, h);
 	if (he->plan && !node_store_ver_is_none(ver))
-		plan_key(he, key, klen, h, n, homes_has(h, n, hm->self), tomb);
+		plan_key(he, key, klen, h, n, homes_has(h, n, hm->self), ver, tomb);
 	if (!homes_has(h, n, hm->self))
 		return 0;
 	req_heal_key_hash(slice, key, klen, ver, tomb, &x, &b);
@@ -1325,6 +1345,14 @@ static void walk_step(struct req_heal *he, uint64_t deadline_ns)
 			he->peer = 0;
 			he->cs = CS_NEXT;
 			he->phase = P_CMP;
+			/* the walk queued the moved keys' copies: the compare waits
+			 * until they are delivered, and then finds the pairs equal
+			 * instead of listing every bucket they differ in */
+			he->drain = he->plan && he->made && !he->check_only;
+			he->drain_look_ms = 0;
+			he->drain_moved_ms = ovl_mono_ms();
+			he->drain_left = UINT64_MAX;
+			he->drain_done = he->rq->pace.repair_bytes_done;
 			if (he->resuming && hs->r_phase == P_FOREIGN) {
 				he->phase = P_FOREIGN;
 				memcpy(he->cursor, hs->r_cur, hs->r_clen);
@@ -1745,11 +1773,38 @@ static bool hints_roomy(struct req_heal *he)
 	return (uint64_t)n * 4 <= (uint64_t)max * 3;
 }
 
+/* A moved pass, before it compares: true while the repair copies queued
+ * (the walk's among them) are still being delivered. It stops waiting
+ * when none is left, or when they made no progress (fewer left, more
+ * bytes delivered) for HEAL_DRAIN_STALL_MS: a target down, full or
+ * throttled hard; the compare then finds what is still missing. */
+static bool cmp_draining(struct req_heal *he)
+{
+	uint64_t now = ovl_mono_ms(), o, b, f, done = he->rq->pace.repair_bytes_done;
+
+	if (!he->drain)
+		return false;
+	if (now < he->drain_look_ms + HEAL_DRAIN_LOOK_MS)
+		return true;
+	he->drain_look_ms = now;
+	req_hints_repair_left(he->rq, &o, &b, &f);
+	if (o < he->drain_left || done != he->drain_done)
+		he->drain_moved_ms = now;
+	he->drain_left = o;
+	he->drain_done = done;
+	if (o && now < he->drain_moved_ms + HEAL_DRAIN_STALL_MS)
+		return true;
+	he->drain = false;
+	return false;
+}
+
 static void cmp_step(struct req_heal *he)
 {
 	struct ovl_wire_req q;
 	int ret;
 
+	if (cmp_draining(he))
+		return;
 	while (he->phase == P_CMP && !he->call_out) {
 		if (he->cs == CS_NEXT) {
 			const struct ovl_msg_member *pm;
@@ -2200,9 +2255,12 @@ static void slices_look(struct req_heal *he, uint64_t now)
 			hs->want = true;
 			hs->resume = false;
 			/* a copy lost: at once; members joining: a little later, so
-			 * that several joining together move keys once, not twice */
+			 * that several joining together move keys once, not twice;
+			 * spread over HEAL_CHANGE_SPREAD_MS, so that every member's
+			 * walk and first hand-offs do not land on the same moment */
 			hs->next_ms = now + (hs->moved && only_joined(&hs->prev, &hs->last)
-						     ? HEAL_START_DELAY_MS : HEAL_CHANGE_DELAY_MS);
+						     ? HEAL_START_DELAY_MS : HEAL_CHANGE_DELAY_MS) +
+				      randombytes_uniform(HEAL_CHANGE_SPREAD_MS);
 		}
 	}
 }

@@ -620,6 +620,11 @@ static int work_run(const struct hcfg *c)
 		for (double shown = bench_now();;) {
 			if (sums(&w, rp_nm, 8, v, mx, victim) > 0) {
 				done = v[0] > b0 ? v[0] - b0 : 0;
+				if (getenv("SHELF_BENCH_TRACE"))
+					fprintf(stderr, "heal: trace %.2f s: done %.1f MiB, left %.1f, "
+						"planned %.1f, degraded %" PRIu64 "\n",
+						bench_now() - t_out, (double)done / 1048576.0,
+						(double)v[1] / 1048576.0, (double)v[6] / 1048576.0, v[3]);
 				if (bench_now() - shown > 5) {
 					fprintf(stderr, "heal: repair: %.1f MiB done, %.1f MiB left, "
 						"degraded %" PRIu64 ", ETA %" PRIu64 " s\n",
@@ -680,6 +685,9 @@ static int work_run(const struct hcfg *c)
 			for (int j = 0; j < 10 && k < c->samples; j++)
 				if ((ms[k++] = one_get(&w, &rnd, want)) < 0)
 					goto out;
+				else if (getenv("SHELF_BENCH_TRACE"))
+					fprintf(stderr, "heal: trace get at %.3f s: %.2f ms\n",
+						bench_now() - t_out, ms[k - 1]);
 		}
 		fprintf(stderr, "heal: %d GETs during the repair\n", k);
 		bench_line("array_client_p99_during_repair", p99(ms, k), p_quiet, "ms",

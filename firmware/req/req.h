@@ -467,7 +467,9 @@ unsigned node_req_heal_counters(const struct node_req *rq, const char *slice,
  * Every background hand-off (hints and repair hints alike) moves its bytes
  * through one token bucket (repair_rate bytes/s, 0: unlimited) in pieces
  * of at most a tenth of a second's bytes (16..256 KiB), and only in the
- * first repair_duty % of each second. Client first: while 16 or more
+ * first repair_duty % of each second; except the hints (not repair hints)
+ * of a home that asked for them within 15 s (it answers busy until it
+ * holds them): their bytes are not paced. Client first: while 16 or more
  * client requests are in flight in this layer (REQ_PACE_CLIENT_BUSY) no
  * new hand-off starts, except one at a time once the node has been that
  * busy for 30 s (slowed, never starved). Hand-offs under way keep going.

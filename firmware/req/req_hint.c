@@ -867,6 +867,18 @@ static void ho_read_cb(void *arg, int res, struct node_store_rbuf **rb,
 }
 
 /* Read the next piece the forward has room for. */
+/* A hint (not a repair copy) for a home that asked for its hints within
+ * HINT_POKE_MS: a node back from a restart, syncing. */
+static bool ho_home_waits(const struct handoff *ho)
+{
+	const struct hint_home *hh;
+
+	if (hint_is_repair(ho->h.type))
+		return false;
+	hh = home_get(ho->hs, ho->h.home, false);
+	return hh && hh->poked_ms && now_mono() < hh->poked_ms + HINT_POKE_MS;
+}
+
 static void ho_pump(struct handoff *ho)
 {
 	struct req_hints *hs = ho->hs;
@@ -882,11 +894,17 @@ static void ho_pump(struct handoff *ho)
 		want = HINT_READ_PIECE;
 	if (!want)
 		return; /* ho_room() comes back */
-	/* background bytes: the token bucket and the duty cycle */
-	want = req_pace_take(hs->rq, want, now_mono());
-	ho->paced = want == 0;
-	if (!want)
-		return; /* req_hints_pace_pump() comes back */
+	/* background bytes: the token bucket and the duty cycle; except a
+	 * hinted write's copy for a home that is asking for its hints: it
+	 * answers busy to its clients until it holds them */
+	if (!ho_home_waits(ho)) {
+		want = req_pace_take(hs->rq, want, now_mono());
+		ho->paced = want == 0;
+		if (!want)
+			return; /* req_hints_pace_pump() comes back */
+	} else {
+		ho->paced = false;
+	}
 	if (node_store_get_async(hs->rq->o.store, ho->key, ho->klen, ho->off, want, ho_read_cb,
 				 ho) < 0) {
 		ho_end(ho, -EIO);

@@ -615,6 +615,16 @@ static int work_run(const struct hcfg *c)
 		if (member_of_node(&w, 2, victim) < 0 || sums(&w, rp_nm, 8, v, NULL, victim) <= 0)
 			goto out;
 		b0 = v[0];
+		{
+			/* what the victim holds: what its repair should send */
+			static const char *const ob_nm[] = { "objects", "live_bytes" };
+			uint64_t all[2], rest[2];
+
+			if (sums(&w, ob_nm, 2, all, NULL, NULL) > 0 &&
+			    sums(&w, ob_nm, 2, rest, NULL, victim) > 0)
+				fprintf(stderr, "heal: n02 holds %" PRIu64 " objects, %.1f MiB\n",
+					all[0] - rest[0], (double)(all[1] - rest[1]) / 1048576.0);
+		}
 		if (lose(&w, 2, victim, &t_out) < 0)
 			goto out;
 		for (double shown = bench_now();;) {

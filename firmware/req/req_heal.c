@@ -49,6 +49,7 @@
 #define HEAL_PEER_SOON_MS 300           /* a member that found a difference with this node: compared this soon */
 #define HEAL_AGREE_MAX_MS (24ull * 3600 * 1000) /* a pair known in sync is compared again after this anyway */
 #define HEAL_TRACK_MAX 65536            /* degraded keys whose repair copy is awaited, tracked at most */
+#define HEAL_WALK_PUTS_MAX 256          /* the walk pauses while this many hint records are being written */
 #define HEAL_DRAIN_STALL_MS 10000     /* a moved pass compares once its queued copies stop moving this long */
 #define HEAL_DRAIN_LOOK_MS 250          /* how often it looks */
 #define HEAL_CALL_OVERHEAD 32           /* bytes counted for a response's meta */
@@ -188,6 +189,7 @@ struct req_heal {
 	bool *failed;                   /* per member: its comparison failed */
 	uint64_t prim_total_o, prim_total_b, deg_o, deg_b, diffs, bytes;
 	bool plan;                      /* counting the moved keys' copies (hs->prev) */
+	bool queue_moved;               /* and queuing them from the walk (a member removed) */
 	uint64_t plan_o, plan_b;        /* repair copies counted by the walk, not yet queued */
 	uint64_t skipped;               /* members not asked: known in sync */
 	uint64_t fwait;                 /* foreign keys not judged (a home down, busy, no answer) */
@@ -213,6 +215,7 @@ struct req_heal {
 	/* FOREIGN */
 	struct fjob fj[HEAL_FOREIGN_INFLIGHT];
 	bool walk_end;
+	bool walk_pause;                /* the walk stopped for the hint records it queued */
 	/* the pass record */
 	uint64_t j_ms;
 	bool j_out;
@@ -228,6 +231,7 @@ static void he_ref(struct req_heal *he)
 }
 
 static void hmap_free(struct hmap *hm);
+static bool only_joined(const struct hmap *a, const struct hmap *b);
 
 static void he_unref(struct req_heal *he)
 {
@@ -1124,6 +1128,11 @@ static int pass_begin(struct req_heal *he, unsigned si, const struct node_ctl_ma
 	he->tries = 0;
 	he->retry_ms = 0;
 	he->plan = hs->moved && hs->prev.n && !hs->want_check;
+	/* only after a member was removed: a rebalance onto members that
+	 * joined goes through the compare (with the walk's queue, an
+	 * interrupted rebalance in tests/integration/heal_resume.sh left
+	 * foreign copies behind, seed 3939540; not understood yet) */
+	he->queue_moved = he->plan && !only_joined(&hs->prev, &hs->last);
 	he->plan_o = he->plan_b = 0;
 	/* this pass counts the slice's degraded keys afresh */
 	if (he->ntrack)
@@ -1270,7 +1279,7 @@ static void plan_key(struct req_heal *he, const uint8_t *key, size_t klen, const
 		size = key_bytes(he, key, klen);
 	he->plan_o += copies;
 	he->plan_b += copies * size;
-	if (!self_home)
+	if (!self_home || !he->queue_moved)
 		return;
 	for (unsigned i = 0; i < copies && hints_roomy(he); i++)
 		if (hm->mem[to[i]].state == OVL_MSG_STATE_UP)
@@ -1297,10 +1306,16 @@ static int walk_cb(void *arg, const void *key, size_t klen, const struct node_st
 	if (!req_key_in_slice(he->rq, slice, key, klen))
 		return 0;
 	n = hmap_homes(hm, key, klen, h);
-	if (he->plan && !node_store_ver_is_none(ver))
+	if (he->plan && !node_store_ver_is_none(ver)) {
 		plan_key(he, key, klen, h, n, homes_has(h, n, hm->self), ver, tomb);
+		/* bounded: the hint records queued wait to be written before
+		 * the walk goes on (this key is done: the next step starts
+		 * after it) */
+		if (req_hints_putting(he->rq) >= HEAL_WALK_PUTS_MAX)
+			he->walk_pause = true;
+	}
 	if (!homes_has(h, n, hm->self))
-		return 0;
+		return he->walk_pause;
 	req_heal_key_hash(slice, key, klen, ver, tomb, &x, &b);
 	primary = primary_of(hm, h, n) == hm->self && !tomb;
 	if (primary)
@@ -1326,7 +1341,7 @@ static int walk_cb(void *arg, const void *key, size_t klen, const struct node_st
 			he->deg_b += size;
 		}
 	}
-	return 0;
+	return he->walk_pause;
 }
 
 static void walk_step(struct req_heal *he, uint64_t deadline_ns)
@@ -1334,9 +1349,14 @@ static void walk_step(struct req_heal *he, uint64_t deadline_ns)
 	while (he->phase == P_WALK && ovl_mono_ns() < deadline_ns) {
 		int n;
 
+		if (he->plan && req_hints_putting(he->rq) >= HEAL_WALK_PUTS_MAX)
+			return; /* the records it queued are being written */
 		he->walk_end = false;
+		he->walk_pause = false;
 		n = node_store_list_ver(he->rq->o.store, NULL, 0, he->clen ? he->cursor : NULL,
 					he->clen, HEAL_STEP_KEYS, walk_cb, he);
+		if (he->walk_pause && !he->walk_end)
+			continue; /* stopped after the cursor's key: not the end */
 		if (he->walk_end || n < (int)HEAL_STEP_KEYS) {
 			struct hslice *hs = &he->sl[he->si];
 
@@ -1348,7 +1368,7 @@ static void walk_step(struct req_heal *he, uint64_t deadline_ns)
 			/* the walk queued the moved keys' copies: the compare waits
 			 * until they are delivered, and then finds the pairs equal
 			 * instead of listing every bucket they differ in */
-			he->drain = he->plan && he->made && !he->check_only;
+			he->drain = he->queue_moved && he->made && !he->check_only;
 			he->drain_look_ms = 0;
 			he->drain_moved_ms = ovl_mono_ms();
 			he->drain_left = UINT64_MAX;
@@ -1770,7 +1790,7 @@ static bool hints_roomy(struct req_heal *he)
 	unsigned n, max;
 
 	req_hints_fill(he->rq, &n, &max);
-	return (uint64_t)n * 4 <= (uint64_t)max * 3;
+	return ((uint64_t)n + req_hints_putting(he->rq)) * 4 <= (uint64_t)max * 3;
 }
 
 /* A moved pass, before it compares: true while the repair copies queued

@@ -92,6 +92,7 @@ struct req_hints {
 	struct node_req *rq;
 	struct hint *v;
 	unsigned n, cap, max;
+	unsigned putting;               /* hint records being written (not in v yet) */
 	unsigned nrepair;               /* of n, repair hints */
 	char slices[HINT_SLICES_MAX][OVL_WIRE_NAME_SIZE];
 	unsigned nslices;
@@ -471,6 +472,7 @@ static void hint_put_cb(void *arg, int res, const struct node_store_objstat *st)
 	struct req_hints *hs = hp->hs;
 
 	(void)st;
+	hs->putting--;
 	if (res == 0 && !hs->dying)
 		table_add(hs, &hp->h, true); /* if it fails, the record is found at the next start */
 	hp->done(hp->arg, res);
@@ -490,7 +492,7 @@ static int hint_put_type(struct node_req *rq, const uint8_t home[OVL_ID_BYTES], 
 
 	if (!hs)
 		return -EINVAL;
-	if (hs->n >= hs->max)
+	if (hs->n + hs->putting >= hs->max)
 		return -ENOSPC;
 	si = slice_idx(hs, slice);
 	if (si < 0)
@@ -515,6 +517,7 @@ static int hint_put_type(struct node_req *rq, const uint8_t home[OVL_ID_BYTES], 
 		free(hp);
 		return ret;
 	}
+	hs->putting++;
 	hs_ref(hs);
 	return 0;
 }
@@ -1619,6 +1622,11 @@ bool req_hint_waiting_live(const struct node_req *rq, const char *slice, const u
 			   size_t klen)
 {
 	return hint_waiting(rq, NULL, slice, key, klen, NULL, true);
+}
+
+unsigned req_hints_putting(const struct node_req *rq)
+{
+	return rq->hints ? rq->hints->putting : 0;
 }
 
 void req_hints_fill(const struct node_req *rq, unsigned *n, unsigned *max)

@@ -130,6 +130,8 @@ bool req_hint_waiting_live(const struct node_req *rq, const char *slice, const u
 /* Hints held now (every kind) and the table's bound; repair hints of
  * the slice (NULL: every slice) waiting. */
 void req_hints_fill(const struct node_req *rq, unsigned *n, unsigned *max);
+/* Hint records being written now (not in the table yet). */
+unsigned req_hints_putting(const struct node_req *rq);
 unsigned req_hints_repair_waiting(const struct node_req *rq, const char *slice);
 
 /* ---- repair and anti-entropy (req_heal.c) ---- */

@@ -1800,14 +1800,14 @@ static bool hints_roomy(struct req_heal *he)
  * throttled hard; the compare then finds what is still missing. */
 static bool cmp_draining(struct req_heal *he)
 {
-	uint64_t now = ovl_mono_ms(), o, b, f, done = he->rq->pace.repair_bytes_done;
+	uint64_t now = ovl_mono_ms(), o, done = he->rq->pace.repair_bytes_done;
 
 	if (!he->drain)
 		return false;
 	if (now < he->drain_look_ms + HEAL_DRAIN_LOOK_MS)
 		return true;
 	he->drain_look_ms = now;
-	req_hints_repair_left(he->rq, &o, &b, &f);
+	o = req_hints_repairs(he->rq);
 	if (o < he->drain_left || done != he->drain_done)
 		he->drain_moved_ms = now;
 	he->drain_left = o;

@@ -1629,6 +1629,11 @@ unsigned req_hints_putting(const struct node_req *rq)
 	return rq->hints ? rq->hints->putting : 0;
 }
 
+unsigned req_hints_repairs(const struct node_req *rq)
+{
+	return rq->hints ? rq->hints->nrepair : 0;
+}
+
 void req_hints_fill(const struct node_req *rq, unsigned *n, unsigned *max)
 {
 	const struct req_hints *hs = rq->hints;

@@ -132,6 +132,8 @@ bool req_hint_waiting_live(const struct node_req *rq, const char *slice, const u
 void req_hints_fill(const struct node_req *rq, unsigned *n, unsigned *max);
 /* Hint records being written now (not in the table yet). */
 unsigned req_hints_putting(const struct node_req *rq);
+/* Repair hints in the table. */
+unsigned req_hints_repairs(const struct node_req *rq);
 unsigned req_hints_repair_waiting(const struct node_req *rq, const char *slice);
 
 /* ---- repair and anti-entropy (req_heal.c) ---- */

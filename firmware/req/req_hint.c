@@ -44,6 +44,10 @@
 #define SYNC_ROUND_MS 250
 #define SYNC_ASK_MAX 256                /* members asked in one round */
 #define SYNC_SLOW_MAX 16                /* members remembered as slow in one sync */
+/* an up member not reached keeps a sync going this long: it may be the
+ * one holding the hints, restarting or its link coming up; a dead one is
+ * marked down by the broker after 5 s of silence and is not asked then */
+#define SYNC_UNREACHED_WAIT_MS 6000
 #define GC_SCAN_STEP 256                /* index entries looked at per GC step */
 
 static const uint8_t reserved[NODE_REQ_RESERVED_BYTES] = { 0xff, 0xff, 0xff, 0xff,
@@ -105,6 +109,7 @@ struct req_hints {
 	/* the sync of a returning node */
 	bool syncing;
 	uint64_t sync_deadline, sync_next;
+	uint64_t sync_since;            /* the sync started, or the broker was reached again */
 	unsigned sync_outstanding;
 	bool sync_more, sync_round;
 	bool sync_known;                /* a replicated slice of this node's was seen */
@@ -1151,7 +1156,8 @@ void req_hints_sync_start(struct node_req *rq)
 	if (!hs || !rq->o.repl)
 		return;
 	hs->syncing = true;
-	hs->sync_deadline = now_mono() + hs->sync_timeout_ms;
+	hs->sync_since = now_mono();
+	hs->sync_deadline = hs->sync_since + hs->sync_timeout_ms;
 	hs->sync_next = 0;
 	hs->sync_known = false;
 	hs->nsync_slow = 0;
@@ -1175,8 +1181,10 @@ void req_hints_connected(struct node_req *rq, bool connected)
 	/* hint_sync_timeout counts from the moment the node can reach its
 	 * broker again: a node cut off must not give up while it still cannot
 	 * reach the members that hold its hints */
-	if (connected && hs->syncing)
-		hs->sync_deadline = now_mono() + hs->sync_timeout_ms;
+	if (connected && hs->syncing) {
+		hs->sync_since = now_mono();
+		hs->sync_deadline = hs->sync_since + hs->sync_timeout_ms;
+	}
 }
 
 bool req_hints_syncing(const struct node_req *rq)
@@ -1239,9 +1247,13 @@ static void sync_round(struct req_hints *hs, uint64_t now)
 		/* done when no member reached holds a hint for this node and
 		 * the members reached are at least as many as those not: a dead
 		 * member cannot keep a slice's reads busy, while a node cut off
-		 * from most of its peers (it reaches none of them) waits */
+		 * from most of its peers (it reaches none of them) waits. A
+		 * member up in the map but not reached counts out only once the
+		 * sync has waited SYNC_UNREACHED_WAIT_MS for it: it may be the
+		 * one that holds the hints, just restarted */
 		if (!hs->sync_more && hs->sync_known && hs->sync_answered >= hs->sync_unreached &&
-		    (hs->sync_answered || !hs->sync_unreached)) {
+		    (hs->sync_answered || !hs->sync_unreached) &&
+		    (!hs->sync_unreached || now >= hs->sync_since + SYNC_UNREACHED_WAIT_MS)) {
 			hs->syncing = false;
 			return;
 		}

@@ -6,7 +6,6 @@
 # unreachable lists the others and exits 5, and a stale cached map is
 # replaced and the request retried without the user seeing stale-map, with
 # the broker alive and with it dead.
-# test-runner: background
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
 cluster_test ci shelf-cli

@@ -6,7 +6,6 @@
 #   interval, then the close, and nothing is stored;
 # - a 64 MiB PUT at a steady 200 KiB/s completes (about 5.5 minutes; the old
 #   rule, a whole frame within 30 s of its first byte, cut it after 30 s).
-# test-runner: background
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
 cluster_test slow shelf-slow

@@ -20,7 +20,6 @@
 #     its health gate (registered, sample scrub, data-plane self-check) and
 #     marks the slot good; a real one that cannot register fails its gate 3
 #     times and its node falls back to slot a, which serves the data again.
-# test-runner: background
 set -u
 SRC=$(cd "${SHELF_SRC:-$(dirname "$0")/../..}" && pwd)
 B=${SHELF_BUILD:-$SRC/build}

@@ -15,7 +15,6 @@
 #     restart, and no other node fetches, until the broker is back;
 #   - the rollout then completes: every node on the version in slot b, and
 #     no node's slot b is the half-written one.
-# test-runner: background
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
 . "$(dirname "$0")/fleet_lib.sh"

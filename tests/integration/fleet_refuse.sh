@@ -16,7 +16,6 @@
 # and after all of it no node has a slot b or names one in its boot state.
 # (The broker's own checks of the same refusals, without the CLI's, are in
 # tests/unit/test_director.c.)
-# test-runner: background
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
 . "$(dirname "$0")/fleet_lib.sh"

@@ -14,6 +14,7 @@
 # the members lose time between objects when 12 sanitized nodes share 2
 # slow cores: 58933 B/s, 10 % under, was seen on CI's machine). Then the slice must reach full redundancy. LONG=1: more objects
 # and a longer window.
+# test-runner: alone
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
 . "$(dirname "$0")/heal_lib.sh"

@@ -6,7 +6,6 @@
 # encrypts; with the broker dead and an empty client cache, the client reads
 # the signed map from a node (--node / SHELF_NODES) and reads and writes;
 # `shelf status` reports health with the right exit codes.
-# test-runner: background
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
 cluster_test me shelf-mapenc

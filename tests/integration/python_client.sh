@@ -8,7 +8,6 @@
 # again, unsafe keys refused), a stage SIGKILLed halfway and resumed, a
 # read-only directory (EROFS) and a directory that runs out of space
 # (ENOSPC: partial file removed, the next run resumes). SEED=n replays.
-# test-runner: background
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
 . "$(dirname "$0")/python_lib.sh"

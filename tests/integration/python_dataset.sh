@@ -6,7 +6,6 @@
 # layout, bad tars named. Once with torch made unimportable (workers
 # simulated), once with the real torch.utils.data.DataLoader(num_workers=3)
 # when Debian's python3-torch is installed.
-# test-runner: background
 set -u
 . "$(dirname "$0")/python_lib.sh"
 need_shelf_py # (the library is not loaded here: an in-memory client)

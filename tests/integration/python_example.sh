@@ -5,7 +5,6 @@
 # (num_workers=3) for 2 epochs (each sample once, byte for byte, another
 # order in epoch 1), then staged into a directory and compared.
 # Skips only when Debian's python3-torch is not importable.
-# test-runner: background
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
 . "$(dirname "$0")/python_lib.sh"

@@ -17,7 +17,6 @@
 #     never other bytes;
 #   - with the tables drained, writes to V's keys are acknowledged again.
 # Prints its seed (SEED=N reruns it).
-# test-runner: background
 set -u
 . "$(dirname "$0")/cluster_lib.sh"
 repl_begin hf shelf-hfill

@@ -3,7 +3,6 @@
 # moments; after each restart every acknowledged put (the writer logs each
 # acknowledgement to a pipe) must be present and intact.
 # 100 rounds by default, 1,000 with LONG=1. SEED=n replays the kill times.
-# test-runner: background
 set -u
 B=${SHELF_BUILD:-build}
 W="$B/tests/prog/store_writer"

@@ -244,9 +244,11 @@ $(O)/tests/fuzz/%-replay: $(O)/tests/fuzz/%.o $(O)/tests/fuzz/replay_main.o $(LI
 # whole suite through tests/run, which also runs the DEVELOPER=1 build
 # ($(O)/developer), the arm64 cross build ($(O)/arm64) and the arm64 unit
 # tests under qemu-user; the last line is `N passed, N failed, N skipped`.
+# It builds with one job per core unless make was given -j.
 TEST_O ?= $(O)/san
+TEST_J = $(if $(filter -j%,$(MAKEFLAGS)),,-j$(shell nproc 2>/dev/null || echo 2))
 test:
-	$(Q)$(MAKE) --no-print-directory O=$(TEST_O) SANITIZE=address,undefined BUILDS_O=$(O) check
+	$(Q)$(MAKE) --no-print-directory $(TEST_J) O=$(TEST_O) SANITIZE=address,undefined BUILDS_O=$(O) check
 
 check: all $(UNITS) $(FUZZ_REPLAY)
 	$(Q)O=$(O) BUILDS_O=$(or $(BUILDS_O),$(O)) tests/run

@@ -1941,6 +1941,21 @@ static void fjob_drop_cb(void *arg, int res, const struct node_store_objstat *st
 	he_unref(he);
 }
 
+/* A pass of the slice again in HEAL_UNJUDGED_MS, for a foreign copy that
+ * could not be dropped yet (a pass running now plans it in pass_done()). */
+static void heal_soon(struct req_heal *he, const char *slice)
+{
+	struct hslice *hs = slice_get(he, slice, false);
+	uint64_t at = ovl_mono_ms() + HEAL_UNJUDGED_MS;
+
+	if (!hs || !hs->seen)
+		return;
+	if (!hs->soon_at || at < hs->soon_at)
+		hs->soon_at = at;
+	if (!hs->next_ms || at < hs->next_ms)
+		hs->next_ms = at;
+}
+
 struct fdrop {
 	struct req_heal *he;
 	char slice[OVL_WIRE_NAME_SIZE];
@@ -1960,9 +1975,11 @@ static void fdrop_stat_cb(void *arg, int res, const struct node_store_objstat *s
 	 * another node could see (an unversioned local delete, or the
 	 * tombstone's drop), as the hand-off drops a substitute's copy */
 	if (res == 0 && st && !he->dying && node_store_ver_cmp(&st->ver, &fd->ver) == 0 &&
-	    st->tomb == fd->tomb && !req_hint_waiting(rq, NULL, fd->slice, fd->key, fd->klen, NULL) &&
-	    !req_rw_key_busy(rq, fd->key, fd->klen)) {
-		if (fd->tomb)
+	    st->tomb == fd->tomb) {
+		if (req_hint_waiting(rq, NULL, fd->slice, fd->key, fd->klen, NULL) ||
+		    req_rw_key_busy(rq, fd->key, fd->klen))
+			heal_soon(he, fd->slice); /* kept for now: judged again */
+		else if (fd->tomb)
 			node_store_tomb_drop(rq->o.store, fd->key, fd->klen, &fd->ver);
 		else if (node_store_delete_async(rq->o.store, fd->key, fd->klen, fjob_drop_cb, he) == 0)
 			he_ref(he);
@@ -2167,9 +2184,13 @@ static int fwalk_cb(void *arg, const void *key, size_t klen, const struct node_s
 	    home_elsewhere(he, key, klen))
 		return 0;
 	/* a copy kept for hints is the hand-off's (but for hints to an `out`
-	 * member: the homes get it now); one being written is judged later */
-	if (req_hint_waiting_live(he->rq, slice, key, klen))
+	 * member: the homes get it now); one being written is judged later.
+	 * Either is judged again by a pass soon (a hint delivered leaves the
+	 * copy here: nothing else would look at it before the interval) */
+	if (req_hint_waiting_live(he->rq, slice, key, klen)) {
+		he->fwait++;
 		return 0;
+	}
 	for (unsigned i = 0; i < n; i++)
 		ready &= he->hm.mem[h[i]].state == OVL_MSG_STATE_UP;
 	if (!ready || req_rw_key_busy(he->rq, key, klen)) {

@@ -210,8 +210,9 @@ void sh_unreach_clear(struct shelf *s, const uint8_t addr[16], uint16_t port);
 /* How many times a replicated read or write starts again with a fresh map
  * after a node answered stale-map: while nodes come and go the epoch may
  * move again before the retry arrives (8 nodes of a chassis restarting
- * make 8 epochs in a second). */
-#define SH_STALE_RETRIES 3
+ * make 8 epochs in a second; with 3, a read during a chassis's restart
+ * failed, tests/integration/repl_kill.sh). The call's time bounds them. */
+#define SH_STALE_RETRIES 8
 
 /* Members beyond R asked when every home answered a plain not-found (a
  * rebalance may still be moving the copy from a displaced home). */

@@ -190,6 +190,8 @@ struct req_heal {
 	uint64_t prim_total_o, prim_total_b, deg_o, deg_b, diffs, bytes;
 	bool plan;                      /* counting the moved keys' copies (hs->prev) */
 	bool queue_moved;               /* and queuing them from the walk (a member removed) */
+	bool counting;                  /* queue_moved: a first walk counts them all */
+	bool counted;                   /* that first walk is over: the second queues */
 	uint64_t plan_o, plan_b;        /* repair copies counted by the walk, not yet queued */
 	uint64_t skipped;               /* members not asked: known in sync */
 	uint64_t fwait;                 /* foreign keys not judged (a home down, busy, no answer) */
@@ -1133,6 +1135,11 @@ static int pass_begin(struct req_heal *he, unsigned si, const struct node_ctl_ma
 	 * interrupted rebalance in tests/integration/heal_resume.sh left
 	 * foreign copies behind, seed 3939540; not understood yet) */
 	he->queue_moved = he->plan && !only_joined(&hs->prev, &hs->last);
+	/* a walk that queues as it goes would know the job's size only at
+	 * its end: a first walk over the index (memory only) counts it, so
+	 * that the work left and the ETA hold it all from the start */
+	he->counting = he->queue_moved;
+	he->counted = false;
 	he->plan_o = he->plan_b = 0;
 	/* this pass counts the slice's degraded keys afresh */
 	if (he->ntrack)
@@ -1275,11 +1282,13 @@ static void plan_key(struct req_heal *he, const uint8_t *key, size_t klen, const
 	}
 	if (!copies)
 		return;
-	if (!tomb)
-		size = key_bytes(he, key, klen);
-	he->plan_o += copies;
-	he->plan_b += copies * size;
-	if (!self_home || !he->queue_moved)
+	if (!he->counted) {
+		if (!tomb)
+			size = key_bytes(he, key, klen);
+		he->plan_o += copies;
+		he->plan_b += copies * size;
+	}
+	if (he->counting || !self_home || !he->queue_moved)
 		return;
 	for (unsigned i = 0; i < copies && hints_roomy(he); i++)
 		if (hm->mem[to[i]].state == OVL_MSG_STATE_UP)
@@ -1306,6 +1315,11 @@ static int walk_cb(void *arg, const void *key, size_t klen, const struct node_st
 	if (!req_key_in_slice(he->rq, slice, key, klen))
 		return 0;
 	n = hmap_homes(hm, key, klen, h);
+	if (he->counting) {
+		if (!node_store_ver_is_none(ver))
+			plan_key(he, key, klen, h, n, homes_has(h, n, hm->self), ver, tomb);
+		return 0;
+	}
 	if (he->plan && !node_store_ver_is_none(ver)) {
 		plan_key(he, key, klen, h, n, homes_has(h, n, hm->self), ver, tomb);
 		/* bounded: the hint records queued wait to be written before
@@ -1357,6 +1371,13 @@ static void walk_step(struct req_heal *he, uint64_t deadline_ns)
 					he->clen, HEAL_STEP_KEYS, walk_cb, he);
 		if (he->walk_pause && !he->walk_end)
 			continue; /* stopped after the cursor's key: not the end */
+		if ((he->walk_end || n < (int)HEAL_STEP_KEYS) && he->counting) {
+			/* counted: the walk again, queuing */
+			he->counting = false;
+			he->counted = true;
+			he->clen = 0;
+			continue;
+		}
 		if (he->walk_end || n < (int)HEAL_STEP_KEYS) {
 			struct hslice *hs = &he->sl[he->si];
 

@@ -191,7 +191,6 @@ struct req_heal {
 	bool plan;                      /* counting the moved keys' copies (hs->prev) */
 	bool queue_moved;               /* and queuing them from the walk (a member removed) */
 	bool counting;                  /* queue_moved: a first walk counts them all */
-	bool counted;                   /* that first walk is over: the second queues */
 	uint64_t plan_o, plan_b;        /* repair copies counted by the walk, not yet queued */
 	uint64_t skipped;               /* members not asked: known in sync */
 	uint64_t fwait;                 /* foreign keys not judged (a home down, busy, no answer) */
@@ -884,6 +883,18 @@ void req_heal_destroy(struct node_req *rq)
 
 #define HEAL_SOON_EVERY_MS 5000         /* a pass for an asker that differs, at most this often */
 
+/* A pass of slice hs at `at` unless one is planned by then: true if
+ * planned now (a pass running now plans its successor in pass_done()). */
+static bool pass_soon(struct hslice *hs, uint64_t at)
+{
+	if (hs->soon_at && hs->soon_at <= at)
+		return false;
+	hs->soon_at = at;
+	if (!hs->next_ms || at < hs->next_ms)
+		hs->next_ms = at;
+	return true;
+}
+
 /* Member `peer` asked for the buckets: its root differs from this node's,
  * so this node's own pass compares with it again (its side may be the one
  * to push), soon. */
@@ -902,11 +913,8 @@ static void peer_differs(struct req_heal *he, const struct node_ctl_map *m, cons
 	at = now + HEAL_PEER_SOON_MS;
 	if (hs->soon_ms && at < hs->soon_ms + HEAL_SOON_EVERY_MS)
 		at = hs->soon_ms + HEAL_SOON_EVERY_MS; /* two sides that keep differing: damped */
-	if (hs->soon_at && hs->soon_at <= at)
-		return; /* planned already */
-	hs->soon_at = hs->soon_ms = at;
-	if (!hs->next_ms || at < hs->next_ms)
-		hs->next_ms = at; /* a pass running now plans its successor in pass_done() */
+	if (pass_soon(hs, at))
+		hs->soon_ms = at;
 }
 
 /* Keys carry no slice: a node in several slices holds them all in one
@@ -1139,7 +1147,6 @@ static int pass_begin(struct req_heal *he, unsigned si, const struct node_ctl_ma
 	 * its end: a first walk over the index (memory only) counts it, so
 	 * that the work left and the ETA hold it all from the start */
 	he->counting = he->queue_moved;
-	he->counted = false;
 	he->plan_o = he->plan_b = 0;
 	/* this pass counts the slice's degraded keys afresh */
 	if (he->ntrack)
@@ -1282,7 +1289,7 @@ static void plan_key(struct req_heal *he, const uint8_t *key, size_t klen, const
 	}
 	if (!copies)
 		return;
-	if (!he->counted) {
+	if (he->counting || !he->queue_moved) { /* counted in the first walk (or the only one) */
 		if (!tomb)
 			size = key_bytes(he, key, klen);
 		he->plan_o += copies;
@@ -1374,7 +1381,6 @@ static void walk_step(struct req_heal *he, uint64_t deadline_ns)
 		if ((he->walk_end || n < (int)HEAL_STEP_KEYS) && he->counting) {
 			/* counted: the walk again, queuing */
 			he->counting = false;
-			he->counted = true;
 			he->clen = 0;
 			continue;
 		}
@@ -1962,21 +1968,6 @@ static void fjob_drop_cb(void *arg, int res, const struct node_store_objstat *st
 	he_unref(he);
 }
 
-/* A pass of the slice again in HEAL_UNJUDGED_MS, for a foreign copy that
- * could not be dropped yet (a pass running now plans it in pass_done()). */
-static void heal_soon(struct req_heal *he, const char *slice)
-{
-	struct hslice *hs = slice_get(he, slice, false);
-	uint64_t at = ovl_mono_ms() + HEAL_UNJUDGED_MS;
-
-	if (!hs || !hs->seen)
-		return;
-	if (!hs->soon_at || at < hs->soon_at)
-		hs->soon_at = at;
-	if (!hs->next_ms || at < hs->next_ms)
-		hs->next_ms = at;
-}
-
 struct fdrop {
 	struct req_heal *he;
 	char slice[OVL_WIRE_NAME_SIZE];
@@ -1997,10 +1988,13 @@ static void fdrop_stat_cb(void *arg, int res, const struct node_store_objstat *s
 	 * tombstone's drop), as the hand-off drops a substitute's copy */
 	if (res == 0 && st && !he->dying && node_store_ver_cmp(&st->ver, &fd->ver) == 0 &&
 	    st->tomb == fd->tomb) {
+		struct hslice *hs = slice_get(he, fd->slice, false);
+
 		if (req_hint_waiting(rq, NULL, fd->slice, fd->key, fd->klen, NULL) ||
-		    req_rw_key_busy(rq, fd->key, fd->klen))
-			heal_soon(he, fd->slice); /* kept for now: judged again */
-		else if (fd->tomb)
+		    req_rw_key_busy(rq, fd->key, fd->klen)) {
+			if (hs && hs->seen) /* kept for now: judged again */
+				pass_soon(hs, ovl_mono_ms() + HEAL_UNJUDGED_MS);
+		} else if (fd->tomb)
 			node_store_tomb_drop(rq->o.store, fd->key, fd->klen, &fd->ver);
 		else if (node_store_delete_async(rq->o.store, fd->key, fd->klen, fjob_drop_cb, he) == 0)
 			he_ref(he);
@@ -2206,10 +2200,12 @@ static int fwalk_cb(void *arg, const void *key, size_t klen, const struct node_s
 		return 0;
 	/* a copy kept for hints is the hand-off's (but for hints to an `out`
 	 * member: the homes get it now); one being written is judged later.
-	 * Either is judged again by a pass soon (a hint delivered leaves the
-	 * copy here: nothing else would look at it before the interval) */
+	 * While repair hints wait, a pass looks again once they are delivered
+	 * (a repair copy delivered from here leaves this copy behind, and
+	 * nothing else would look at it before the interval); a hint for a
+	 * home that is down is the hand-off's, which drops the copy itself */
 	if (req_hint_waiting_live(he->rq, slice, key, klen)) {
-		he->fwait++;
+		he->fwait += req_hints_repairs(he->rq) > 0;
 		return 0;
 	}
 	for (unsigned i = 0; i < n; i++)

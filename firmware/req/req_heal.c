@@ -2200,12 +2200,10 @@ static int fwalk_cb(void *arg, const void *key, size_t klen, const struct node_s
 		return 0;
 	/* a copy kept for hints is the hand-off's (but for hints to an `out`
 	 * member: the homes get it now); one being written is judged later.
-	 * While repair hints wait, a pass looks again once they are delivered
-	 * (a repair copy delivered from here leaves this copy behind, and
-	 * nothing else would look at it before the interval); a hint for a
-	 * home that is down is the hand-off's, which drops the copy itself */
+	 * Either is judged again by a pass soon (a hint delivered leaves the
+	 * copy here: nothing else would look at it before the interval) */
 	if (req_hint_waiting_live(he->rq, slice, key, klen)) {
-		he->fwait += req_hints_repairs(he->rq) > 0;
+		he->fwait++;
 		return 0;
 	}
 	for (unsigned i = 0; i < n; i++)

@@ -705,7 +705,10 @@ static void j_write(struct req_heal *he, struct hslice *hs, int phase, bool forc
 	jp->he = he;
 	jp->val[n++] = HEAL_J_VERSION;
 	jp->val[n++] = (uint8_t)phase;
-	jp->val[n++] = he->check_only;
+	/* bit 0: a check-only pass; bit 1: done, but a pass is due soon (a
+	 * node killed before it runs that pass at start, not an interval
+	 * later: the copies it keeps for repair hints wait on it) */
+	jp->val[n++] = (uint8_t)(he->check_only | (phase == P_IDLE && hs->recheck) << 1);
 	put8(jp->val + n, he->hm.epoch);
 	n += 8;
 	if (m)
@@ -749,7 +752,7 @@ static int j_parse(struct hslice *hs, const uint8_t *v, size_t len)
 		return -EINVAL;
 	n = 3 + 8;
 	hs->r_phase = v[1];
-	hs->r_check = v[2] != 0;
+	hs->r_check = (v[2] & 1) != 0;
 	memcpy(hs->r_memb, v + n, crypto_generichash_BYTES);
 	n += crypto_generichash_BYTES;
 	memcpy(hs->r_peer, v + n, OVL_ID_BYTES);
@@ -769,8 +772,8 @@ static int j_parse(struct hslice *hs, const uint8_t *v, size_t len)
 	if (hs->r_bucket > HEAL_NB)
 		return -EINVAL;
 	hs->resume = hs->r_phase != P_IDLE;
-	hs->want = hs->resume;
-	hs->want_check = hs->r_check;
+	hs->want = hs->resume || (v[2] & 2);
+	hs->want_check = hs->resume && hs->r_check;
 	return 0;
 }
 
@@ -2379,6 +2382,16 @@ uint64_t req_heal_degraded(const struct node_req *rq)
 	for (unsigned i = 0; he && i < he->nsl; i++)
 		n += he->sl[i].deg_o;
 	return n;
+}
+
+uint64_t req_heal_pass_due(const struct node_req *rq, const char *slice)
+{
+	const struct req_heal *he = rq->heal;
+
+	for (unsigned i = 0; he && i < he->nsl; i++)
+		if (strcmp(he->sl[i].name, slice) == 0)
+			return he->sl[i].seen ? he->sl[i].next_ms : 0;
+	return 0;
 }
 
 unsigned node_req_heal_counters(const struct node_req *rq, const char *slice,

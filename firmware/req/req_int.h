@@ -168,6 +168,9 @@ void req_heal_repair_delivered(struct node_req *rq, const char *slice, const uin
 /* Repair copies the running pass counted from the map change (the keys
  * whose homes moved) and has not queued yet: objects and bytes. */
 void req_heal_plan_left(const struct node_req *rq, uint64_t *objects, uint64_t *bytes);
+/* When the next pass of slice is due (monotonic ms), 0 when none is
+ * planned or the slice is not known yet. */
+uint64_t req_heal_pass_due(const struct node_req *rq, const char *slice);
 /* heal_objects_degraded summed over every slice this node heals. */
 uint64_t req_heal_degraded(const struct node_req *rq);
 

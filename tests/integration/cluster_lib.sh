@@ -10,7 +10,17 @@ cluster_test() {
 	SRC=$(cd "${SHELF_SRC:-$(dirname "$0")/../..}" && pwd)
 	export SHELF_CLUSTER_NS="$1$$" SHELF_CLUSTER_DIR=$(mktemp -d "/tmp/$2-XXXXXX")
 	C="$SRC/tools/shelf-cluster"
-	trap '"$C" down --wipe >/dev/null 2>&1; rm -rf "$SHELF_CLUSTER_DIR"' EXIT
+	# KEEP=1: the nodes' and the broker's logs are kept in DIR.logs
+	trap 'keep_logs; "$C" down --wipe >/dev/null 2>&1; rm -rf "$SHELF_CLUSTER_DIR"' EXIT
+}
+keep_logs() {
+	[ "${KEEP:-0}" = 1 ] || return 0
+	local f k=$SHELF_CLUSTER_DIR.logs
+	for f in "$SHELF_CLUSTER_DIR"/*/log; do
+		[ -f "$f" ] || continue
+		mkdir -p "$k/$(basename "$(dirname "$f")")" && cp "$f" "$k/$(basename "$(dirname "$f")")/"
+	done
+	echo "logs kept in $k" >&2
 }
 
 # need_python_client: PY=/usr/bin/python3 with msgpack, nacl and zmq (with

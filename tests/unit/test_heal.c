@@ -582,6 +582,39 @@ static void test_repair_hints_restart(void **state)
 		assert_null(strstr(c[i].name, "hints_for_"));
 }
 
+/* A pass record of phase 0 (done) with flag bit 1 (work to look at again
+ * soon), or without it (docs/FORMAT.md 7.2), and a restart: with the flag
+ * the next pass is due within the start delay, without it an interval
+ * later. */
+static void test_pass_record_recheck(void **state)
+{
+	struct fx *f = *state;
+	uint8_t key[9 + sizeof(SLICE) - 1], val[1 + 1 + 1 + 8 + 32 + 32 + 2 + 2 + 8 * 7];
+
+	memset(key, 0xff, 8);
+	key[8] = 'J';
+	memcpy(key + 9, SLICE, sizeof(SLICE) - 1);
+	for (int flags = 0; flags <= 2; flags += 2) {
+		uint64_t now, due;
+
+		memset(val, 0, sizeof(val));
+		val[0] = 1; /* version; no cursor, every counter 0 */
+		val[2] = (uint8_t)flags;
+		assert_int_equal(node_store_put(f->a.store, key, sizeof(key), val, sizeof(val)), 0);
+		node_down(f, &f->a, false);
+		store_open(f, &f->a, false);
+		req_open(f, &f->a);
+		now = ovl_mono_ms();
+		req_heal_tick(f->a.rq, now);
+		due = req_heal_pass_due(f->a.rq, SLICE);
+		assert_true(due >= now);
+		if (flags)
+			assert_true(due - now <= 5000);
+		else
+			assert_true(due - now >= 10 * 60 * 1000);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -590,6 +623,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_digest_refusals_and_heal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_repair_hints_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fleet_block_get, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pass_record_recheck, setup, teardown),
 	};
 
 	test_require_io_uring(); /* the stores run on a loop (qemu-user has none) */

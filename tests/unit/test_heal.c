@@ -15,6 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "node.h"
 #include "overlay.h"
 #include "probe.h"
@@ -582,24 +584,48 @@ static void test_repair_hints_restart(void **state)
 		assert_null(strstr(c[i].name, "hints_for_"));
 }
 
-/* A pass record of phase 0 (done) with flag bit 1 (work to look at again
- * soon), or without it (docs/FORMAT.md 7.2), and a restart: with the flag
- * the next pass is due within the start delay, without it an interval
- * later. */
-static void test_pass_record_recheck(void **state)
+/* The pass records a restart reads (docs/FORMAT.md 7.2), then the first
+ * tick: when the next pass is due. Phase 0 (done) with the membership of
+ * the map: an interval later; with flag bit 1 (work to look at again
+ * soon), with another membership (members changed while the node was
+ * down) or with phase 1 (killed during the walk): within the start
+ * delay. */
+static void test_pass_record_restart(void **state)
 {
 	struct fx *f = *state;
 	uint8_t key[9 + sizeof(SLICE) - 1], val[1 + 1 + 1 + 8 + 32 + 32 + 2 + 2 + 8 * 7];
+	uint8_t memb[crypto_generichash_BYTES] = { 0 };
+	static const struct {
+		uint8_t phase, flags;
+		bool same_members, soon;
+	} cases[] = {
+		{ 0, 0, true, false },
+		{ 0, 2, true, true },
+		{ 0, 0, false, true },
+		{ 1, 0, true, true },
+	};
 
+	for (unsigned i = 0; i < 3; i++) {
+		uint8_t h[crypto_generichash_BYTES];
+
+		crypto_generichash(h, sizeof(h), f->mem[i].id, OVL_ID_BYTES, NULL, 0);
+		for (size_t k = 0; k < sizeof(h); k++)
+			memb[k] ^= h[k];
+	}
 	memset(key, 0xff, 8);
 	key[8] = 'J';
 	memcpy(key + 9, SLICE, sizeof(SLICE) - 1);
-	for (int flags = 0; flags <= 2; flags += 2) {
+	for (unsigned c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
 		uint64_t now, due;
 
 		memset(val, 0, sizeof(val));
 		val[0] = 1; /* version; no cursor, every counter 0 */
-		val[2] = (uint8_t)flags;
+		val[1] = cases[c].phase;
+		val[2] = cases[c].flags;
+		if (cases[c].same_members)
+			memcpy(val + 3 + 8, memb, sizeof(memb));
+		else
+			memset(val + 3 + 8, 0x5a, sizeof(memb));
 		assert_int_equal(node_store_put(f->a.store, key, sizeof(key), val, sizeof(val)), 0);
 		node_down(f, &f->a, false);
 		store_open(f, &f->a, false);
@@ -607,8 +633,9 @@ static void test_pass_record_recheck(void **state)
 		now = ovl_mono_ms();
 		req_heal_tick(f->a.rq, now);
 		due = req_heal_pass_due(f->a.rq, SLICE);
+		print_message("case %u: next pass in %lld ms\n", c, (long long)(due - now));
 		assert_true(due >= now);
-		if (flags)
+		if (cases[c].soon)
 			assert_true(due - now <= 5000);
 		else
 			assert_true(due - now >= 10 * 60 * 1000);
@@ -623,7 +650,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_digest_refusals_and_heal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_repair_hints_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fleet_block_get, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_pass_record_recheck, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pass_record_restart, setup, teardown),
 	};
 
 	test_require_io_uring(); /* the stores run on a loop (qemu-user has none) */

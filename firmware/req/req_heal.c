@@ -199,6 +199,7 @@ struct req_heal {
 	uint64_t fwait;                 /* foreign keys not judged (a home down, busy, no answer) */
 	unsigned tries;                 /* the member being compared: asks so far */
 	uint64_t retry_ms;              /* not asked again before (monotonic) */
+	uint64_t begin_ms;              /* when the pass began (monotonic) */
 	uint64_t made;                  /* repair hints written by this pass */
 	bool drain;                     /* COMPARE waits for the walk's repair copies */
 	uint64_t drain_look_ms, drain_moved_ms, drain_left, drain_done;
@@ -1150,6 +1151,7 @@ static int pass_begin(struct req_heal *he, unsigned si, const struct node_ctl_ma
 	he->skipped = he->fwait = 0;
 	he->tries = 0;
 	he->retry_ms = 0;
+	he->begin_ms = ovl_mono_ms();
 	he->plan = hs->moved && hs->prev.n && !hs->want_check;
 	/* only after a member was removed: a rebalance onto members that
 	 * joined goes through the compare (with the walk's queue, an
@@ -1243,9 +1245,11 @@ static void pass_done(struct req_heal *he)
 		req_event(rq, NODE_REQ_EV_INFO,
 			  "anti-entropy: slice '%s': pass %" PRIu64 "%s: %u members compared (%u not, "
 			  "%" PRIu64 " known in sync), %" PRIu64 " keys differ, %" PRIu64
-			  " repair copies queued, %" PRIu64 " objects degraded, %" PRIu64 " bytes exchanged",
+			  " repair copies queued, %" PRIu64 " objects degraded, %" PRIu64
+			  " bytes exchanged, in %" PRIu64 " ms",
 			  hs->name, hs->passes, he->check_only ? " (check only)" : "", he->compared,
-			  he->unreached, he->skipped, he->diffs, he->made, hs->deg_o, he->bytes);
+			  he->unreached, he->skipped, he->diffs, he->made, hs->deg_o, he->bytes,
+			  ovl_mono_ms() - he->begin_ms);
 	j_write(he, hs, P_IDLE, true);
 	he->gen++;
 	pass_free(he);

@@ -185,6 +185,7 @@ wait_full() {
 	done
 	full=$(heal_field "$1" objects_full)
 	echo "slice $1 at full redundancy after $((SECONDS - t)) s (objects full $full, degraded 0)"
+	echo "  readings (s:degraded/left/planned):$(tail -c 600 <<<"$seen")"
 }
 
 # at_home SLICE HISTORY SECONDS: every key of the history at its R homes

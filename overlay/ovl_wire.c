@@ -716,7 +716,7 @@ enum fid {
 	F_V, F_CERT, F_NONCE, F_SLICE, F_PROOF, F_CODE, F_MESSAGE, F_EPOCH, F_KEY, F_PREFIX,
 	F_AFTER, F_SIZE, F_CRC, F_OFFSET, F_LENGTH, F_LIMIT, F_STATUS, F_SEQ, F_COUNT, F_MORE,
 	F_COUNTERS, F_VER, F_FWD, F_VERS, F_HELD, F_HOMES, F_SUPERSEDED, F_TOMB, F_BUCKET,
-	F_BUCKETS, F_CHECK_ONLY, F_RATE, F_DUTY, F_REPAIR, F_COUNT_ALL
+	F_BUCKETS, F_CHECK_ONLY, F_RATE, F_DUTY, F_REPAIR, F_BUCKET_SET, F_BY_SET, F_COUNT_ALL
 };
 
 _Static_assert(F_COUNT_ALL <= 64, "field bits fit a uint64_t");
@@ -764,6 +764,8 @@ static const struct fdesc fdescs[F_COUNT_ALL] = {
 	[F_RATE] = { "rate", K_UINT, 0, UINT64_MAX },
 	[F_DUTY] = { "duty", K_UINT, 1, 100 },
 	[F_REPAIR] = { "repair", K_BOOL, 0, 0 },
+	[F_BUCKET_SET] = { "bucket_set", K_BIN, OVL_WIRE_DIGEST_BUCKETS / 8, OVL_WIRE_DIGEST_BUCKETS / 8 },
+	[F_BY_SET] = { "by_set", K_BOOL, 0, 0 },
 };
 
 #define BIT(f) (1ull << (f))
@@ -793,7 +795,7 @@ static const struct fschema fschemas[] = {
 	  BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_KEY) },
 	{ OVL_WIRE_T_LIST,
 	  BIT(F_SLICE) | BIT(F_EPOCH) | BIT(F_PREFIX) | BIT(F_AFTER) | BIT(F_LIMIT) | BIT(F_VERS) |
-	  BIT(F_BUCKET),
+	  BIT(F_BUCKET) | BIT(F_BUCKET_SET),
 	  BIT(F_SLICE) | BIT(F_EPOCH) },
 	{ OVL_WIRE_T_NODE_STAT, BIT(F_SLICE) | BIT(F_EPOCH), BIT(F_SLICE) | BIT(F_EPOCH) },
 	{ OVL_WIRE_T_MAP, BIT(F_SLICE) | BIT(F_EPOCH), BIT(F_SLICE) | BIT(F_EPOCH) },
@@ -811,7 +813,8 @@ static const struct fschema fschemas[] = {
 	  RESP_COMMON | BIT(F_SIZE) | BIT(F_CRC) | BIT(F_SEQ) | BIT(F_VER) | BIT(F_TOMB),
 	  RESP_COMMON },
 	{ OVL_WIRE_T_LIST | OVL_WIRE_T_RESPONSE,
-	  RESP_COMMON | BIT(F_COUNT) | BIT(F_MORE) | BIT(F_CRC) | BIT(F_VERS), RESP_COMMON },
+	  RESP_COMMON | BIT(F_COUNT) | BIT(F_MORE) | BIT(F_CRC) | BIT(F_VERS) | BIT(F_BY_SET),
+	  RESP_COMMON },
 	{ OVL_WIRE_T_NODE_STAT | OVL_WIRE_T_RESPONSE, RESP_COMMON | BIT(F_COUNTERS), RESP_COMMON },
 	{ OVL_WIRE_T_MAP | OVL_WIRE_T_RESPONSE, RESP_COMMON | BIT(F_CRC), RESP_COMMON },
 	{ OVL_WIRE_T_DIGEST | OVL_WIRE_T_RESPONSE, RESP_COMMON | BIT(F_CRC), RESP_COMMON },
@@ -1238,6 +1241,10 @@ int ovl_wire_req_encode(const struct ovl_wire_req *r, uint8_t *out, size_t cap, 
 		return fail(err, errlen, -EINVAL, "%s: field 'vers' is for LIST only", name);
 	if (r->has_bucket && r->type != OVL_WIRE_T_LIST)
 		return fail(err, errlen, -EINVAL, "%s: field 'bucket' is for LIST only", name);
+	if (r->has_bucket_set &&
+	    (!r->has_bucket || !(r->bucket_set[r->bucket / 8] & (1u << (r->bucket % 8)))))
+		return fail(err, errlen, -EINVAL, "%s: field 'bucket_set' needs 'bucket', in the set",
+			    name);
 	if (r->buckets && (r->type != OVL_WIRE_T_DIGEST || r->buckets != OVL_WIRE_DIGEST_BUCKETS))
 		return fail(err, errlen, -EINVAL, "%s: field 'buckets' is 0 or %d, for DIGEST only",
 			    name, OVL_WIRE_DIGEST_BUCKETS);
@@ -1260,7 +1267,7 @@ int ovl_wire_req_encode(const struct ovl_wire_req *r, uint8_t *out, size_t cap, 
 	case OVL_WIRE_T_DELETE: case OVL_WIRE_T_STAT: n += 1; break;
 	case OVL_WIRE_T_LIST:
 		n += (r->key_len > 0) + (r->after_len > 0) + (r->limit > 0) + r->vers +
-		     r->has_bucket;
+		     r->has_bucket + r->has_bucket_set;
 		break;
 	case OVL_WIRE_T_DIGEST: n += r->buckets > 0; break;
 	case OVL_WIRE_T_HEAL: n += r->check_only + r->has_rate + r->has_duty; break;
@@ -1292,6 +1299,10 @@ int ovl_wire_req_encode(const struct ovl_wire_req *r, uint8_t *out, size_t cap, 
 		if (r->has_bucket) {
 			w_key(&w, "bucket");
 			w_uint(&w, r->bucket);
+		}
+		if (r->has_bucket_set) {
+			w_key(&w, "bucket_set");
+			w_bin(&w, r->bucket_set, sizeof(r->bucket_set));
 		}
 	} else if (r->type == OVL_WIRE_T_DIGEST) {
 		if (r->buckets) {
@@ -1371,6 +1382,12 @@ int ovl_wire_req_decode(uint8_t type, const uint8_t *meta, size_t len, struct ov
 		ret = fail(err, errlen, -EBADMSG, "%s: field 'ver' has hlc 0 (no version)", m.frame);
 	if (ret == 0 && m.val[F_REPAIR].n && !(m.seen & BIT(F_VER)))
 		ret = fail(err, errlen, -EBADMSG, "%s: field 'repair' needs 'ver' and 'fwd'", m.frame);
+	if (ret == 0 && (m.seen & BIT(F_BUCKET_SET)) &&
+	    (!(m.seen & BIT(F_BUCKET)) ||
+	     !(((const uint8_t *)m.val[F_BUCKET_SET].ptr)[m.val[F_BUCKET].n / 8] &
+	       (1u << (m.val[F_BUCKET].n % 8)))))
+		ret = fail(err, errlen, -EBADMSG, "%s: field 'bucket_set' needs 'bucket', in the set",
+			   m.frame);
 	if (ret == 0 && (m.seen & BIT(F_BUCKETS)) && m.val[F_BUCKETS].n != 0 &&
 	    m.val[F_BUCKETS].n != OVL_WIRE_DIGEST_BUCKETS)
 		ret = fail(err, errlen, -EBADMSG, "%s: field 'buckets' is %llu, not 0 or %d", m.frame,
@@ -1409,6 +1426,9 @@ int ovl_wire_req_decode(uint8_t type, const uint8_t *meta, size_t len, struct ov
 		r->fwd = m.fwd;
 	r->has_bucket = (m.seen & BIT(F_BUCKET)) != 0;
 	r->bucket = (uint8_t)m.val[F_BUCKET].n;
+	r->has_bucket_set = (m.seen & BIT(F_BUCKET_SET)) != 0;
+	if (r->has_bucket_set)
+		memcpy(r->bucket_set, m.val[F_BUCKET_SET].ptr, sizeof(r->bucket_set));
 	r->buckets = (uint32_t)m.val[F_BUCKETS].n;
 	r->check_only = m.val[F_CHECK_ONLY].n != 0;
 	r->has_rate = (m.seen & BIT(F_RATE)) != 0;
@@ -1497,7 +1517,7 @@ int ovl_wire_resp_encode(const struct ovl_wire_resp *r, uint8_t *out, size_t cap
 		else if (op == OVL_WIRE_T_GET)
 			n += 3;
 		else if (op == OVL_WIRE_T_LIST)
-			n += 3;
+			n += 3 + r->by_set;
 		else if (counted || op == OVL_WIRE_T_MAP || op == OVL_WIRE_T_DIGEST)
 			n += 1;
 	}
@@ -1528,6 +1548,10 @@ int ovl_wire_resp_encode(const struct ovl_wire_resp *r, uint8_t *out, size_t cap
 		w_byte(&w, r->more ? 0xc3 : 0xc2);
 		w_key(&w, "crc");
 		w_uint(&w, r->crc);
+		if (r->by_set) {
+			w_key(&w, "by_set");
+			w_byte(&w, 0xc3);
+		}
 	}
 	if (ok && (op == OVL_WIRE_T_MAP || op == OVL_WIRE_T_DIGEST)) {
 		w_key(&w, "crc");
@@ -1639,6 +1663,7 @@ int ovl_wire_resp_decode(uint8_t type, const uint8_t *meta, size_t len, struct o
 	r->offset = m.val[F_OFFSET].n;
 	r->count = (uint32_t)m.val[F_COUNT].n;
 	r->more = m.val[F_MORE].n != 0;
+	r->by_set = m.val[F_BY_SET].n != 0;
 	r->has_ver = (m.seen & BIT(F_VER)) != 0;
 	if (r->has_ver)
 		r->ver = m.ver;

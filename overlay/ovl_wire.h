@@ -484,6 +484,11 @@ struct ovl_wire_req {
 	bool vers;                         /* LIST: answer with versions and tombstones */
 	bool has_bucket;                   /* LIST (nodes only): only keys of this digest bucket */
 	uint8_t bucket;                    /* ... shared with the asking node (7.13) */
+	/* LIST with bucket: the keys of every bucket in this set instead (bit b
+	 * of byte b / 8, least significant first; `bucket` is in it); a node
+	 * that honours it says so with by_set in the response */
+	bool has_bucket_set;
+	uint8_t bucket_set[OVL_WIRE_DIGEST_BUCKETS / 8];
 	uint32_t buckets;                  /* DIGEST: 0 (the root) or OVL_WIRE_DIGEST_BUCKETS */
 	bool check_only;                   /* HEAL: compare and count, repair nothing */
 	bool has_rate;                     /* HEAL: set the node's repair rate limit */
@@ -515,6 +520,7 @@ struct ovl_wire_resp {
 	uint64_t offset;                   /* GET: where the returned bytes start */
 	uint32_t count;                    /* LIST: keys in the payload */
 	bool more;                         /* LIST: more keys follow `after` the last one */
+	bool by_set;                       /* LIST: the keys are of the request's bucket_set */
 	uint32_t ncounters;                /* NODE_STAT, HEAL */
 	struct ovl_wire_counter counters[OVL_WIRE_COUNTERS_MAX];
 	/* versions: GET and STAT (the object's; with tomb on not-found, the

@@ -703,6 +703,7 @@ static void list_respond(struct dp_op *op, const struct node_req_result *res)
 		return;
 	}
 	r.more = res->more;
+	r.by_set = res->by_set;
 	r.count = res->nkeys;
 	r.vers = res->vkeys != NULL;
 	plen = res->vkeys ? ovl_wire_vkeys_encode(res->vkeys, res->nkeys, payload, cap)
@@ -1087,6 +1088,7 @@ static void op_begin(struct dp_op *op)
 		a.vers = op->q.vers;
 		a.has_bucket = op->q.has_bucket;
 		a.bucket = op->q.bucket;
+		a.bucket_set = op->q.has_bucket_set ? op->q.bucket_set : NULL;
 		/* a bucket's LIST, or one of fe x8 keys its certificate does not
 		 * allow (chunk GC): the asking node, judged by membership */
 		if (op->q.has_bucket || !ovl_wire_session_allows(&dc->ses, op->q.slice))

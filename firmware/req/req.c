@@ -529,6 +529,7 @@ struct list_ctx {
 	uint32_t n, max;
 	struct req_heal_filter *filter; /* LIST with a bucket: only its shared keys */
 	uint8_t bucket;
+	const uint8_t *set;             /* ... or the buckets of this set */
 };
 
 static int list_cb(void *arg, const void *key, size_t klen);
@@ -541,7 +542,7 @@ static int list_ver_cb(void *arg, const void *key, size_t klen, const struct nod
 	int ret;
 
 	if (l->filter && !req_key_reserved(key, klen) &&
-	    !req_heal_filter_take(l->filter, l->bucket, key, klen))
+	    !req_heal_filter_take(l->filter, l->bucket, l->set, key, klen))
 		return 0;
 	ret = list_cb(arg, key, klen);
 
@@ -598,6 +599,7 @@ static int req_list(struct node_req *rq, const struct node_req_args *a, node_req
 			return ret == -ENOMEM ? -EBUSY : ret;
 		}
 		l.bucket = a->bucket;
+		l.set = a->bucket_set;
 	}
 	l.max = a->limit;
 	/* one more than asked, to tell the caller whether more follow */
@@ -625,6 +627,7 @@ static int req_list(struct node_req *rq, const struct node_req_args *a, node_req
 	}
 	l.max--;
 	r.more = l.n > l.max;
+	r.by_set = l.set != NULL;
 	if (r.more)
 		l.n = l.max;
 	r.keys = l.keys;

@@ -154,6 +154,9 @@ struct node_req_args {
 	 * both this node and the asker are homes of ("Repair") */
 	bool has_bucket;
 	uint8_t bucket;
+	/* ... or of every bucket in this set (OVL_WIRE_DIGEST_BUCKETS bits,
+	 * bit b of byte b / 8; `bucket` is in it): the answer says by_set */
+	const uint8_t *bucket_set;
 	uint32_t buckets;         /* DIGEST: 0 (the root) or OVL_WIRE_DIGEST_BUCKETS; peer_id asks */
 	/* HEAL: compare and count only; the repair rate limit (bytes/s, 0:
 	 * none) and duty cycle (percent) to set, when has_ */
@@ -180,6 +183,7 @@ struct node_req_result {
 	const struct ovl_wire_vkey *vkeys; /* LIST with vers: the entries instead of keys */
 	uint32_t nkeys;
 	bool more;                /* LIST: more keys follow the last one */
+	bool by_set;              /* LIST: of the bucket_set asked for */
 	/* PUT, DELETE through the replicated write path (replicated true) */
 	bool replicated;
 	struct ovl_wire_ver ver;  /* the write's version; GET, STAT: the object's ((0, 0):

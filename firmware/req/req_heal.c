@@ -211,6 +211,9 @@ struct req_heal {
 	unsigned peer;                  /* member index being compared */
 	bool call_out;
 	uint8_t bdiff[HEAL_NB / 8];
+	/* LIST of the differing buckets: 0 not known yet, 1 the member lists
+	 * them all at once (by_set), 2 one bucket a LIST (an older node) */
+	uint8_t lmode;
 	unsigned bucket;
 	uint8_t lcur[NODE_STORE_KEY_MAX]; /* the bucket's keys up to here are merged */
 	size_t lclen;
@@ -595,12 +598,16 @@ int req_heal_filter_new(struct node_req *rq, const char *slice, const uint8_t *p
 	return 0;
 }
 
-bool req_heal_filter_take(struct req_heal_filter *f, uint8_t bucket, const uint8_t *key,
-			  size_t klen)
+bool req_heal_filter_take(struct req_heal_filter *f, uint8_t bucket, const uint8_t *set,
+			  const uint8_t *key, size_t klen)
 {
 	unsigned h[OVL_PLACE_REPLICAS_MAX], n;
+	uint8_t b;
 
-	if (f->hm.self < 0 || key_bucket(f->slice, key, klen) != bucket)
+	if (f->hm.self < 0)
+		return false;
+	b = key_bucket(f->slice, key, klen);
+	if (set ? !(set[b / 8] & (1u << (b % 8))) : b != bucket)
 		return false;
 	n = hmap_homes(&f->hm, key, klen, h);
 	return homes_has(h, n, f->hm.self) && homes_has(h, n, f->peer);
@@ -1576,6 +1583,7 @@ static void digest_done(void *arg, struct ovl_dpc_call *call)
 			}
 			he->resuming = false;
 			he->cs = CS_LIST;
+			he->lmode = 0;
 		} else {
 			/* unreachable, busy, or a map that differs: its keys count
 			 * as degraded; the next pass tries again */
@@ -1623,6 +1631,7 @@ static int lwalk_cb(void *arg, const void *key, size_t klen, const struct node_s
 	struct req_heal *he = w->he;
 	const char *slice = he->sl[he->si].name;
 	unsigned h[OVL_PLACE_REPLICAS_MAX], n;
+	uint8_t b;
 
 	if (req_key_reserved(key, klen)) {
 		w->end = true;
@@ -1634,7 +1643,9 @@ static int lwalk_cb(void *arg, const void *key, size_t klen, const struct node_s
 	}
 	memcpy(w->last, key, klen);
 	w->lastlen = klen;
-	if (key_bucket(slice, key, klen) != he->bucket || !req_key_in_slice(he->rq, slice, key, klen))
+	b = key_bucket(slice, key, klen);
+	if ((he->lmode == 1 ? !bit(he->bdiff, b) : b != he->bucket) ||
+	    !req_key_in_slice(he->rq, slice, key, klen))
 		return 0;
 	n = hmap_homes(&he->hm, key, klen, h);
 	if (!homes_has(h, n, he->hm.self) || !homes_has(h, n, (int)he->peer))
@@ -1743,11 +1754,14 @@ static void list_done(void *arg, struct ovl_dpc_call *call)
 	count_bytes(he, cc, call);
 	if (!call_ok(call, 0) || !call->resp.vers ||
 	    (call->resp.has_crc && ovl_crc32c(0, call->body, call->body_len) != call->resp.crc) ||
-	    ovl_wire_vkeys_decode(call->body, call->body_len, &e, &ne, err, sizeof(err)) < 0) {
+	    ovl_wire_vkeys_decode(call->body, call->body_len, &e, &ne, err, sizeof(err)) < 0 ||
+	    (he->lmode == 1 && !call->resp.by_set)) {
 		he->failed[he->peer] = true;
 		cmp_next_peer(he);
 		goto out;
 	}
+	if (he->lmode == 0)
+		he->lmode = call->resp.by_set ? 1 : 2;
 	w.he = he;
 	if (call->resp.more && ne) {
 		w.upper = e[ne - 1].ptr;
@@ -1823,9 +1837,9 @@ static void list_done(void *arg, struct ovl_dpc_call *call)
 			memcpy(he->lcur, bound, blen);
 			he->lclen = blen;
 		} else {
-			/* the bucket is done */
+			/* the bucket (or every bucket of the set) is done */
 			he->lclen = 0;
-			he->bucket++;
+			he->bucket = he->lmode == 1 ? HEAL_NB : he->bucket + 1;
 		}
 	}
 out:
@@ -1963,6 +1977,12 @@ static void cmp_step(struct req_heal *he)
 			q.vers = true;
 			q.has_bucket = true;
 			q.bucket = (uint8_t)he->bucket;
+			if (he->lmode != 2) {
+				/* every differing bucket in one walk of each side,
+				 * page after page, not one walk a bucket */
+				q.has_bucket_set = true;
+				memcpy(q.bucket_set, he->bdiff, sizeof(q.bucket_set));
+			}
 			q.limit = HEAL_LIST_LIMIT;
 			if (he->lclen) {
 				memcpy(q.after, he->lcur, he->lclen);

@@ -155,8 +155,8 @@ int req_heal_start(struct node_req *rq, const struct node_req_args *a, node_req_
 struct req_heal_filter;
 int req_heal_filter_new(struct node_req *rq, const char *slice, const uint8_t *peer,
 			struct req_heal_filter **out);
-bool req_heal_filter_take(struct req_heal_filter *f, uint8_t bucket, const uint8_t *key,
-			  size_t klen);
+bool req_heal_filter_take(struct req_heal_filter *f, uint8_t bucket, const uint8_t *set,
+			  const uint8_t *key, size_t klen);
 void req_heal_filter_destroy(struct req_heal_filter **f);
 
 /* A repair hint of slice for key was delivered to target (it holds that

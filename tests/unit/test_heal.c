@@ -207,7 +207,7 @@ struct answer {
 	struct ovl_wire_ver vers[64];
 	bool tombs[64];
 	uint32_t nkeys;
-	bool more;
+	bool more, by_set;
 };
 
 static void on_answer(void *arg, const struct node_req_result *r, struct node_req_buf **buf)
@@ -225,6 +225,7 @@ static void on_answer(void *arg, const struct node_req_result *r, struct node_re
 	if (r->res == 0 && r->type == NODE_REQ_LIST) {
 		a->nkeys = r->nkeys;
 		a->more = r->more;
+		a->by_set = r->by_set;
 		for (uint32_t i = 0; i < r->nkeys && i < 64; i++) {
 			snprintf(a->keys[i], sizeof(a->keys[i]), "%.*s", (int)r->vkeys[i].len,
 				 (const char *)r->vkeys[i].ptr);
@@ -400,6 +401,7 @@ static void test_list_bucket(void **state)
 	assert_int_equal(a->res, 0);
 	assert_int_equal(a->nkeys, want);
 	assert_false(a->more);
+	assert_false(a->by_set);
 	for (uint32_t i = 0; i < a->nkeys; i++) {
 		uint8_t b;
 		unsigned k = (unsigned)atoi(a->keys[i] + 4);
@@ -418,6 +420,51 @@ static void test_list_bucket(void **state)
 		assert_int_equal(node_req_start(f->a.rq, &q, on_answer, a), 0);
 		assert_int_equal(a->nkeys, 1);
 		assert_true(a->more);
+	}
+	/* a set of buckets: the bucket and the next two holding shared keys,
+	 * every shared key of them in key order, by_set */
+	{
+		uint8_t set[OVL_WIRE_DIGEST_BUCKETS / 8] = { 0 };
+		unsigned nb = 1, want_set = 0;
+
+		set[bucket / 8] |= (uint8_t)(1u << (bucket % 8));
+		for (unsigned i = 0; i < NKEYS && nb < 3; i++) {
+			uint8_t b;
+
+			snprintf(key, sizeof(key), "key-%04u", i);
+			req_heal_key_hash(SLICE, (const uint8_t *)key, strlen(key), NULL, false, NULL, &b);
+			if (shared(f, key) && !(set[b / 8] & (1u << (b % 8)))) {
+				set[b / 8] |= (uint8_t)(1u << (b % 8));
+				nb++;
+			}
+		}
+		for (unsigned i = 0; i < NKEYS; i++) {
+			uint8_t b;
+
+			snprintf(key, sizeof(key), "key-%04u", i);
+			req_heal_key_hash(SLICE, (const uint8_t *)key, strlen(key), NULL, false, NULL, &b);
+			want_set += (set[b / 8] & (1u << (b % 8))) && shared(f, key);
+		}
+		assert_int_equal(nb, 3);
+		assert_true(want_set > want && want_set < 64);
+		q.limit = 1000;
+		q.bucket_set = set;
+		memset(a, 0, sizeof(*a));
+		assert_int_equal(node_req_start(f->a.rq, &q, on_answer, a), 0);
+		assert_int_equal(a->res, 0);
+		assert_true(a->by_set);
+		assert_int_equal(a->nkeys, want_set);
+		for (uint32_t i = 0; i < a->nkeys; i++) {
+			uint8_t b;
+
+			req_heal_key_hash(SLICE, (const uint8_t *)a->keys[i], strlen(a->keys[i]), NULL,
+					  false, NULL, &b);
+			assert_true(set[b / 8] & (1u << (b % 8)));
+			assert_true(shared(f, a->keys[i]));
+			if (i)
+				assert_true(strcmp(a->keys[i - 1], a->keys[i]) < 0);
+		}
+		q.bucket_set = NULL;
 	}
 	/* refusals: a node that is no member; no versions; a client */
 	q.limit = 1000;

@@ -1768,6 +1768,34 @@ static void test_heal_fields(void **state)
 	assert_int_equal(ovl_wire_req_decode(LS, meta, (size_t)n, &g, err, sizeof(err)), 0);
 	assert_true(g.has_bucket && g.vers);
 	assert_int_equal(g.bucket, 255);
+	assert_false(g.has_bucket_set);
+	/* ... and a set of buckets (the bucket in it), answered by_set */
+	r.has_bucket_set = true;
+	r.bucket_set[31] = 0x80;
+	r.bucket_set[0] = 0x05;
+	n = ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err));
+	assert_true(n > 0);
+	assert_int_equal(ovl_wire_req_decode(LS, meta, (size_t)n, &g, err, sizeof(err)), 0);
+	assert_true(g.has_bucket_set);
+	assert_memory_equal(g.bucket_set, r.bucket_set, sizeof(r.bucket_set));
+	r.bucket = 1; /* not in the set */
+	assert_int_equal(ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "bucket_set"));
+	r.has_bucket = false;
+	assert_int_equal(ovl_wire_req_encode(&r, meta, sizeof(meta), err, sizeof(err)), -EINVAL);
+	memset(&a, 0, sizeof(a));
+	a.type = LS | OVL_WIRE_T_RESPONSE;
+	a.status = OVL_WIRE_OK;
+	a.count = 3;
+	a.by_set = true;
+	n = ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err));
+	assert_true(n > 0);
+	assert_int_equal(ovl_wire_resp_decode(a.type, meta, (size_t)n, &b, err, sizeof(err)), 0);
+	assert_true(b.by_set);
+	a.by_set = false;
+	n = ovl_wire_resp_encode(&a, meta, sizeof(meta), err, sizeof(err));
+	assert_int_equal(ovl_wire_resp_decode(a.type, meta, (size_t)n, &b, err, sizeof(err)), 0);
+	assert_false(b.by_set);
 
 	/* hand-made bad metas */
 	mpb_req_nokey(&m, 1);
@@ -1790,6 +1818,29 @@ static void test_heal_fields(void **state)
 	mpb_str(&m, "bucket");
 	mpb_byte(&m, 0xc3);
 	expect_req(LS, &m, -EBADMSG, "bucket");
+	/* bucket_set: 32 bytes, with a bucket that is in it */
+	mpb_req_nokey(&m, 2);
+	mpb_str(&m, "bucket");
+	mpb_uint(&m, 3);
+	mpb_str(&m, "bucket_set");
+	mpb_bin(&m, 0xff, 31);
+	expect_req(LS, &m, -EBADMSG, "bucket_set");
+	mpb_req_nokey(&m, 1);
+	mpb_str(&m, "bucket_set");
+	mpb_bin(&m, 0xff, 32);
+	expect_req(LS, &m, -EBADMSG, "bucket_set");
+	mpb_req_nokey(&m, 2);
+	mpb_str(&m, "bucket");
+	mpb_uint(&m, 3);
+	mpb_str(&m, "bucket_set");
+	mpb_bin(&m, 0xf7, 32); /* bit 3 clear */
+	expect_req(LS, &m, -EBADMSG, "bucket_set");
+	mpb_req_nokey(&m, 2);
+	mpb_str(&m, "bucket");
+	mpb_uint(&m, 3);
+	mpb_str(&m, "bucket_set");
+	mpb_bin(&m, 0x08, 32);
+	expect_req(LS, &m, 0, NULL);
 	mpb_req_nokey(&m, 1);
 	mpb_str(&m, "check_only");
 	mpb_byte(&m, 1);

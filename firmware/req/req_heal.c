@@ -178,8 +178,6 @@ struct req_heal {
 	unsigned nsl;
 	struct dj *jobs;
 	bool stopped, dying;
-	bool kick_cmp, kick_jobs;       /* heal_hook(): an answer came, a digest was asked for */
-	bool hooked;
 	unsigned live;
 	/* the pass */
 	int phase;
@@ -809,8 +807,6 @@ static int jload_cb(void *arg, const void *key, size_t klen)
 
 /* ---- life ---- */
 
-static void heal_hook(void *arg);
-
 int req_heal_new(struct node_req *rq, const struct node_req_opts *o)
 {
 	struct req_heal *he = calloc(1, sizeof(*he));
@@ -823,7 +819,6 @@ int req_heal_new(struct node_req *rq, const struct node_req_opts *o)
 		return -ENOMEM;
 	}
 	he->rq = rq;
-	he->hooked = o->loop && node_loop_before_sleep_add(o->loop, heal_hook, he) == 0;
 	he->interval_ms = o->antientropy_interval_ms ? o->antientropy_interval_ms
 						     : NODE_REQ_ANTIENTROPY_INTERVAL_MS_DEFAULT;
 	he->hm.self = -1;
@@ -888,8 +883,6 @@ void req_heal_destroy(struct node_req *rq)
 
 	if (!he)
 		return;
-	if (he->hooked)
-		node_loop_before_sleep_remove(rq->o.loop, heal_hook, he);
 	rq->heal = NULL;
 	he->gen++;
 	he->live++;
@@ -1097,7 +1090,6 @@ static int digest_start(struct node_req *rq, const struct node_req_args *a,
 		;
 	*tail = j;
 	he_ref(he);
-	he->kick_jobs = true;
 	return 0;
 }
 
@@ -1590,7 +1582,6 @@ static void digest_done(void *arg, struct ovl_dpc_call *call)
 			he->failed[he->peer] = true;
 			cmp_next_peer(he);
 		}
-		he->kick_cmp = true;
 	}
 	free(cc);
 	he_unref(he);
@@ -1750,7 +1741,6 @@ static void list_done(void *arg, struct ovl_dpc_call *call)
 		return;
 	}
 	he->call_out = false;
-	he->kick_cmp = true;
 	count_bytes(he, cc, call);
 	if (!call_ok(call, 0) || !call->resp.vers ||
 	    (call->resp.has_crc && ovl_crc32c(0, call->body, call->body_len) != call->resp.crc) ||
@@ -2390,30 +2380,6 @@ static void pass_pick(struct req_heal *he, uint64_t now)
 		if (pass_begin(he, i, m) == 0)
 			return;
 		hs->next_ms = now + HEAL_RECHECK_MS;
-	}
-}
-
-/* Between ticks, before the loop waits: a compare whose answer came asks
- * its next question, and a digest asked for gets its first slice of the
- * walk, now rather than at the next tick (each question of a pass would
- * otherwise wait up to a tick, 100 ms, on each side). The rest of the
- * work stays on the ticks, within their budget. */
-static void heal_hook(void *arg)
-{
-	struct req_heal *he = arg;
-	struct node_req *rq = he->rq;
-
-	if (he->stopped || he->dying || !rq->o.repl)
-		return;
-	if (he->kick_jobs) {
-		he->kick_jobs = false;
-		jobs_step(he, ovl_mono_ns() + HEAL_TICK_NS);
-	}
-	if (he->kick_cmp) {
-		he->kick_cmp = false;
-		if (he->phase == P_CMP && !he->call_out &&
-		    is_repl_member(rq, node_repl_map(rq->o.repl, he->sl[he->si].name)))
-			cmp_step(he);
 	}
 }
 

@@ -25,13 +25,15 @@ cat "$D/add.log"
 wait_joined default 28
 x "$PY" "$RC" "$D" default wait-up 28 || fail "28 members up"
 echo "4 nodes joined at $((SECONDS - T0)) s"
-wait_full default 90
+# 150 s: alone here it takes 15-25 s; beside another cluster test on 2
+# cores, 40-80 s (the passes wait on their peers' ticks and connections)
+wait_full default 150
 # copies left behind are dropped once every home holds the object: wait
-# until the holdings match the placement exactly (90 s at most)
+# until the holdings match the placement exactly (150 s at most)
 for i in $(seq 60); do
 	hc default holdings ha/ "$D/after.json" >/dev/null || fail "holdings after"
 	out=$(hc default moved "$D/before.json" "$D/after.json" n25,n26,n27,n28 "$TOL") && break
-	[ $((SECONDS - t)) -lt 90 ] || { echo "$out"; fail "the rebalance did not end as placed within 90 s"; }
+	[ $((SECONDS - t)) -lt 150 ] || { echo "$out"; fail "the rebalance did not end as placed within 150 s"; }
 	sleep 1.5
 done
 echo "$out"

@@ -155,6 +155,15 @@ def main():
                     break
                 time.sleep(0.1)
             else:
+                # what the node said of its hint sync, for the failure's cause
+                try:
+                    with open(os.path.join(cdir, name(mb), "log"), errors="replace") as f:
+                        said = [ln.rstrip() for ln in f if "hints" in ln or "broker" in ln]
+                    print(f"{name(mb)}'s log, its last lines on hints and the broker:")
+                    for ln in said[-15:]:
+                        print("   ", ln[:300])
+                except OSError as e:
+                    print(f"no log of {name(mb)}: {e}")
                 fail(f"{name(mb)} still answers busy after 30 s")
         return 0
     if mode == "homes":

@@ -300,6 +300,12 @@ static uint8_t key_bucket(const char *slice, const uint8_t *key, size_t klen)
 	return b;
 }
 
+/* Bucket b of a set of digest buckets (bit b % 8 of byte b / 8). */
+static bool bit(const uint8_t *bm, unsigned b)
+{
+	return bm[b / 8] & (1u << (b % 8));
+}
+
 static void hmap_free(struct hmap *hm)
 {
 	free(hm->mem);
@@ -605,7 +611,7 @@ bool req_heal_filter_take(struct req_heal_filter *f, uint8_t bucket, const uint8
 	if (f->hm.self < 0)
 		return false;
 	b = key_bucket(f->slice, key, klen);
-	if (set ? !(set[b / 8] & (1u << (b % 8))) : b != bucket)
+	if (set ? !bit(set, b) : b != bucket)
 		return false;
 	n = hmap_homes(&f->hm, key, klen, h);
 	return homes_has(h, n, f->hm.self) && homes_has(h, n, f->peer);
@@ -1466,11 +1472,6 @@ static bool cmp_retry(struct req_heal *he, const struct ovl_dpc_call *call)
 	he->tries++;
 	he->retry_ms = ovl_mono_ms() + HEAL_RETRY_MS;
 	return true;
-}
-
-static bool bit(const uint8_t *bm, unsigned b)
-{
-	return bm[b / 8] & (1u << (b % 8));
 }
 
 static int send_call(struct req_heal *he, struct ovl_wire_req *q, node_repl_call_fn fn,

@@ -57,69 +57,97 @@ static void domain_ids(const struct ovl_place_member *m, size_t n, size_t field,
 	}
 }
 
-int ovl_place(const struct ovl_place_member *m, size_t n, const void *key, size_t klen,
-	      unsigned replicas, unsigned *out)
+void ovl_place_hash(const struct ovl_place_member *m, size_t n, const void *key, size_t klen,
+		    double *lnu)
 {
-	double *score = NULL;
-	unsigned *site = NULL, *chassis = NULL, *slot = NULL;
+	for (size_t i = 0; i < n; i++)
+		lnu[i] = m[i].weight ? -log(unit_hash(m[i].id, key, klen)) : 0;
+}
+
+void ovl_place_domains(const struct ovl_place_member *m, size_t n, unsigned *dom)
+{
+	domain_ids(m, n, offsetof(struct ovl_place_member, site), dom);
+	domain_ids(m, n, offsetof(struct ovl_place_member, chassis), dom + n);
+	domain_ids(m, n, offsetof(struct ovl_place_member, slot), dom + 2 * n);
+}
+
+int ovl_place_pick(const struct ovl_place_member *m, size_t n, const uint64_t *weight,
+		   const double *lnu, const unsigned *dom, unsigned replicas, unsigned *out)
+{
+	const unsigned *site = dom, *chassis = dom + n, *slot = dom + 2 * n;
+	double *score;
+	int8_t *level;
 	unsigned chosen = 0;
 
-	if (!m || !out || replicas == 0 || replicas > OVL_PLACE_REPLICAS_MAX)
+	if (!m || !out || !lnu || !dom || replicas == 0 || replicas > OVL_PLACE_REPLICAS_MAX)
 		return -EINVAL;
-	score = malloc((n ? n : 1) * sizeof(*score));
-	site = malloc((n ? n : 1) * 3 * sizeof(*site));
-	if (!score || !site) {
-		free(score);
-		free(site);
+	score = malloc((n ? n : 1) * (sizeof(*score) + sizeof(*level)));
+	if (!score)
 		return -ENOMEM;
+	level = (int8_t *)(score + (n ? n : 1));
+	/* -w / ln(u), as w / -ln(u): the same double, bit for bit (a sign
+	 * change is exact); a member with no weight, or one whose hash was
+	 * not taken (lnu 0), is never chosen. level[i]: how different member
+	 * i's domain is from every chosen one (3 new site, 2 new chassis, 1
+	 * new slot, 0 none; -1 chosen), kept as members are chosen */
+	for (size_t i = 0; i < n; i++) {
+		uint64_t w = weight ? weight[i] : m[i].weight;
+
+		score[i] = w && lnu[i] > 0 ? (double)w / lnu[i] : -1;
+		level[i] = 3;
 	}
-	chassis = site + (n ? n : 1);
-	slot = chassis + (n ? n : 1);
-	domain_ids(m, n, offsetof(struct ovl_place_member, site), site);
-	domain_ids(m, n, offsetof(struct ovl_place_member, chassis), chassis);
-	domain_ids(m, n, offsetof(struct ovl_place_member, slot), slot);
-	for (size_t i = 0; i < n; i++)
-		score[i] = m[i].weight ? -(double)m[i].weight / log(unit_hash(m[i].id, key, klen)) : -1;
 	while (chosen < replicas) {
 		int best = -1, best_level = -1;
 
-		/* level: how different this member's domain is from every chosen
-		 * one (3 new site, 2 new chassis, 1 new slot, 0 none) */
 		for (size_t i = 0; i < n; i++) {
-			int level = 3;
-			bool taken = false;
-
-			if (score[i] < 0)
+			if (score[i] < 0 || level[i] < 0)
 				continue;
-			for (unsigned j = 0; j < chosen; j++) {
-				unsigned c = out[j];
-				int l;
-
-				if (c == i) {
-					taken = true;
-					break;
-				}
-				l = site[c] != site[i] ? 3
-				    : chassis[c] != chassis[i] ? 2
-				    : slot[c] != slot[i] ? 1 : 0;
-				if (l < level)
-					level = l;
-			}
-			if (taken)
-				continue;
-			if (level > best_level ||
-			    (level == best_level && (score[i] > score[best] ||
-						     (score[i] == score[best] &&
-						      memcmp(m[i].id, m[best].id, 32) < 0)))) {
+			if (level[i] > best_level ||
+			    (level[i] == best_level && (score[i] > score[best] ||
+							(score[i] == score[best] &&
+							 memcmp(m[i].id, m[best].id, 32) < 0)))) {
 				best = (int)i;
-				best_level = level;
+				best_level = level[i];
 			}
 		}
 		if (best < 0)
 			break;
 		out[chosen++] = (unsigned)best;
+		level[best] = -1;
+		for (size_t i = 0; i < n; i++) {
+			unsigned c = (unsigned)best;
+			int8_t l = site[c] != site[i] ? 3
+				   : chassis[c] != chassis[i] ? 2
+				   : slot[c] != slot[i] ? 1 : 0;
+
+			if (level[i] > l)
+				level[i] = l;
+		}
 	}
 	free(score);
-	free(site);
 	return (int)chosen;
+}
+
+int ovl_place(const struct ovl_place_member *m, size_t n, const void *key, size_t klen,
+	      unsigned replicas, unsigned *out)
+{
+	double *lnu;
+	unsigned *dom;
+	int ret;
+
+	if (!m || !out || replicas == 0 || replicas > OVL_PLACE_REPLICAS_MAX)
+		return -EINVAL;
+	lnu = malloc((n ? n : 1) * sizeof(*lnu));
+	dom = malloc((n ? n : 1) * 3 * sizeof(*dom));
+	if (!lnu || !dom) {
+		free(lnu);
+		free(dom);
+		return -ENOMEM;
+	}
+	ovl_place_hash(m, n, key, klen, lnu);
+	ovl_place_domains(m, n, dom);
+	ret = ovl_place_pick(m, n, NULL, lnu, dom, replicas, out);
+	free(lnu);
+	free(dom);
+	return ret;
 }

@@ -36,4 +36,23 @@ struct ovl_place_member {
 int ovl_place(const struct ovl_place_member *m, size_t n, const void *key, size_t klen,
 	      unsigned replicas, unsigned *out);
 
+/*
+ * ovl_place() in parts, for a caller that places one key under several
+ * weightings (a client's homes, then its substitutes over the live
+ * members) or many keys over one map: the hashing is most of the cost.
+ *
+ * ovl_place_hash(): lnu[i] = -ln(u) of member i for the key (n doubles),
+ * taken for the members whose m[i].weight is not 0 (0 for the others).
+ * ovl_place_domains(): dom[0..3n), the members' site, chassis and slot as
+ * small numbers; it depends on the members only, not the key.
+ * ovl_place_pick(): ovl_place() from those, with weight[i] instead of
+ * m[i].weight when weight is not NULL (a member whose hash was not taken
+ * is never chosen); the same answer as ovl_place() with those weights.
+ */
+void ovl_place_hash(const struct ovl_place_member *m, size_t n, const void *key, size_t klen,
+		    double *lnu);
+void ovl_place_domains(const struct ovl_place_member *m, size_t n, unsigned *dom);
+int ovl_place_pick(const struct ovl_place_member *m, size_t n, const uint64_t *weight,
+		   const double *lnu, const unsigned *dom, unsigned replicas, unsigned *out);
+
 #endif

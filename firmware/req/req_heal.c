@@ -74,6 +74,8 @@ struct hmap {
 	int self;                       /* index of this node, -1: none */
 	struct ovl_msg_member *mem;
 	struct ovl_place_member *pm;
+	unsigned *dom;                  /* the members' domains (ovl_place_domains) */
+	double *lnu;                    /* scratch: one key's hashes */
 };
 
 struct req_heal_filter {
@@ -310,6 +312,8 @@ static void hmap_free(struct hmap *hm)
 {
 	free(hm->mem);
 	free(hm->pm);
+	free(hm->dom);
+	free(hm->lnu);
 	memset(hm, 0, sizeof(*hm));
 	hm->self = -1;
 }
@@ -322,7 +326,9 @@ static int hmap_load(struct hmap *hm, const struct node_ctl_map *m, const uint8_
 		return -EINVAL;
 	hm->mem = calloc(m->n_members, sizeof(*hm->mem));
 	hm->pm = calloc(m->n_members, sizeof(*hm->pm));
-	if (!hm->mem || !hm->pm) {
+	hm->dom = calloc(3 * (size_t)m->n_members, sizeof(*hm->dom));
+	hm->lnu = calloc(m->n_members, sizeof(*hm->lnu));
+	if (!hm->mem || !hm->pm || !hm->dom || !hm->lnu) {
 		hmap_free(hm);
 		return -ENOMEM;
 	}
@@ -343,6 +349,7 @@ static int hmap_load(struct hmap *hm, const struct node_ctl_map *m, const uint8_
 		if (memcmp(hm->mem[i].id, self, OVL_ID_BYTES) == 0)
 			hm->self = (int)i;
 	}
+	ovl_place_domains(hm->pm, hm->n, hm->dom);
 	return 0;
 }
 
@@ -350,7 +357,10 @@ static int hmap_load(struct hmap *hm, const struct node_ctl_map *m, const uint8_
 static unsigned hmap_homes(const struct hmap *hm, const uint8_t *key, size_t klen,
 			   unsigned out[OVL_PLACE_REPLICAS_MAX])
 {
-	int n = ovl_place(hm->pm, hm->n, key, klen, hm->R, out);
+	int n;
+
+	ovl_place_hash(hm->pm, hm->n, key, klen, hm->lnu);
+	n = ovl_place_pick(hm->pm, hm->n, NULL, hm->lnu, hm->dom, hm->R, out);
 
 	return n < 0 ? 0 : (unsigned)n;
 }

@@ -187,6 +187,53 @@ static void test_edges(void **state)
 	assert_int_equal(ovl_place(mem, 2, "x", 1, 17, out), -EINVAL);
 }
 
+/* ovl_place() in parts (one hashing, two weightings) answers as
+ * ovl_place() does with each weighting. */
+static void test_parts(void **state)
+{
+	struct ovl_place_member m[N];
+	uint64_t w[N];
+	double lnu[N];
+	unsigned dom[3 * N], a[16], b[16];
+
+	(void)state;
+	make(N, 4);
+	memcpy(m, mem, sizeof(m));
+	m[5].weight = 0; /* out: no hash */
+	m[7].weight = 3ull << 40;
+	for (int k = 0; k < 500; k++) {
+		char key[24];
+		int na, nb;
+
+		snprintf(key, sizeof(key), "parts-%d", k);
+		ovl_place_hash(m, N, key, strlen(key), lnu);
+		ovl_place_domains(m, N, dom);
+		assert_true(lnu[5] == 0);
+		/* the homes: the members' own weights */
+		na = ovl_place(m, N, key, strlen(key), 2, a);
+		nb = ovl_place_pick(m, N, NULL, lnu, dom, 2, b);
+		assert_int_equal(na, 2);
+		assert_int_equal(nb, na);
+		assert_memory_equal(a, b, (size_t)na * sizeof(a[0]));
+		/* the live members: some "dead" ones weigh 0 */
+		for (unsigned i = 0; i < N; i++)
+			w[i] = (i + (unsigned)k) % 5 == 0 ? 0 : m[i].weight;
+		{
+			struct ovl_place_member live[N];
+
+			memcpy(live, m, sizeof(live));
+			for (unsigned i = 0; i < N; i++)
+				live[i].weight = w[i];
+			na = ovl_place(live, N, key, strlen(key), 16, a);
+		}
+		nb = ovl_place_pick(m, N, w, lnu, dom, 16, b);
+		assert_int_equal(nb, na);
+		assert_memory_equal(a, b, (size_t)na * sizeof(a[0]));
+	}
+	assert_int_equal(ovl_place_pick(m, N, NULL, lnu, dom, 0, a), -EINVAL);
+	assert_int_equal(ovl_place_pick(m, N, NULL, lnu, dom, 17, a), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -196,6 +243,7 @@ int main(void)
 		cmocka_unit_test(test_edges),
 		cmocka_unit_test(test_known_answers),
 		cmocka_unit_test(test_order_independent),
+		cmocka_unit_test(test_parts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -78,6 +78,8 @@ struct shelf_op {
 	bool encrypt;
 	unsigned replicas;
 	bool fresh;                    /* the next pass fetches the map */
+	struct sh_order pre;           /* the first pass's order, worked out by the caller (pre.idx NULL: none) */
+	uint64_t pre_epoch;            /* over the map of this epoch */
 	struct sh_rd_pass *rp;         /* reads */
 	unsigned stale_retries, busy_retries, attempt;
 	bool lost_retried, stale_retried, first_pass;
@@ -365,6 +367,7 @@ static void op_free(struct shelf_op *op)
 		free(op->call);
 	}
 	free(op->cands);
+	sh_order_release(&op->pre);
 	free(op->rp);
 	free(op->keep);
 	free(op->keep_body);
@@ -488,12 +491,21 @@ static int op_pass(struct shelf_op *op, char *e2, size_t e2len)
 			op->ncand = 0;
 		return 0;
 	}
-	dead = sh_dead_members(s, &m->msg.u.map);
-	if (!dead)
-		return -ENOMEM;
-	ret = sh_order_build(&m->msg.u.map, op->key, op->klen, dead, reads, reads ? s->site : NULL,
-			     reads ? s->chassis : NULL, &o);
-	free(dead);
+	if (op->pre.idx && reads && op->pre_epoch == m->msg.u.map.epoch) {
+		/* the caller's order, over this same map (once: a later pass
+		 * works it out again) */
+		o = op->pre;
+		memset(&op->pre, 0, sizeof(op->pre));
+		ret = 0;
+	} else {
+		sh_order_release(&op->pre);
+		dead = sh_dead_members(s, &m->msg.u.map);
+		if (!dead)
+			return -ENOMEM;
+		ret = sh_order_build(&m->msg.u.map, op->key, op->klen, dead, reads,
+				     reads ? s->site : NULL, reads ? s->chassis : NULL, &o);
+		free(dead);
+	}
 	if (ret == -EHOSTUNREACH)
 		snprintf(e2, e2len, "slice '%s' has no member to hold objects", op->slice);
 	if (ret < 0)
@@ -1504,6 +1516,23 @@ int sh_aio_run_one(struct shelf *s)
 bool sh_aio_running(const struct shelf *s)
 {
 	return s->aio && s->aio->running;
+}
+
+int sh_aio_get_ordered(struct shelf *s, const char *slice, const void *key, size_t klen,
+		       struct sh_order *o, uint64_t epoch, shelf_done_fn done, void *arg)
+{
+	struct shelf_op *op = NULL;
+	int ret = op_new(s, OPK_GET, slice, key, klen, false, done, arg, &op);
+
+	if (ret < 0)
+		return ret;
+	if (o && o->idx) {
+		op->pre = *o;
+		op->pre_epoch = epoch;
+		memset(o, 0, sizeof(*o));
+	}
+	op_queue(s, op);
+	return 0;
 }
 
 int sh_aio_get_chunk(struct shelf *s, const char *slice, const void *key, size_t klen,

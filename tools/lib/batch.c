@@ -55,6 +55,7 @@ struct batch {
 struct wkey {
 	unsigned node;         /* the member asked first (UINT32_MAX: none) */
 	size_t index;
+	struct sh_order o;     /* the read's order (o.idx NULL: none), handed to its op */
 };
 
 static void batch_admit(struct batch *b);
@@ -172,9 +173,10 @@ static int wkey_cmp(const void *x, const void *y, void *arg)
 }
 
 /* Sort a window's keys by (node asked first, key). The node is the one a
- * read starts with (sh_order_build() over the map now); with no map, every
- * key is in one group. */
-static void window_sort(struct batch *b, struct wkey *wk, size_t k)
+ * read starts with (sh_order_build() over the map now, whose order the
+ * key's op then uses: placement is worked out once); with no map, every
+ * key is in one group. The map's epoch in *epoch. */
+static void window_sort(struct batch *b, struct wkey *wk, size_t k, uint64_t *epoch)
 {
 	struct sh_map *m = NULL;
 	bool *dead = NULL;
@@ -185,14 +187,16 @@ static void window_sort(struct batch *b, struct wkey *wk, size_t k)
 	if (sh_map_get(b->s, b->slice, &m, e, sizeof(e)) == 0)
 		dead = sh_dead_members(b->s, &m->msg.u.map);
 	b->s->deadline_ms = saved;
+	*epoch = dead ? m->msg.u.map.epoch : 0;
 	for (size_t i = 0; i < k; i++) {
 		const struct shelf_batch_item *it = &b->items[wk[i].index];
-		int first = -1;
 
-		if (dead && it->klen >= 1 && it->klen <= OVL_WIRE_KEY_MAX_BYTES)
-			first = sh_order_first(&m->msg.u.map, it->key, it->klen, dead, b->s->site,
-					       b->s->chassis);
-		wk[i].node = first >= 0 ? (unsigned)first : UINT32_MAX;
+		memset(&wk[i].o, 0, sizeof(wk[i].o));
+		wk[i].node = UINT32_MAX;
+		if (dead && it->klen >= 1 && it->klen <= OVL_WIRE_KEY_MAX_BYTES &&
+		    sh_order_build(&m->msg.u.map, it->key, it->klen, dead, true, b->s->site,
+				   b->s->chassis, &wk[i].o) == 0 && wk[i].o.n)
+			wk[i].node = wk[i].o.idx[0];
 	}
 	free(dead);
 	qsort_r(wk, k, sizeof(*wk), wkey_cmp, (void *)b->items);
@@ -205,6 +209,7 @@ static void batch_admit(struct batch *b)
 	struct wkey *wk = NULL, *order = NULL;
 	size_t k, *start = NULL;
 	unsigned groups = 0;
+	uint64_t epoch = 0;
 
 	if (b->stop || b->next_admit >= b->n || b->next_admit - b->low > W / 2 ||
 	    b->buffered > SHELF_BATCH_BUFFER_BYTES)
@@ -227,7 +232,7 @@ static void batch_admit(struct batch *b)
 	if (wk) {
 		for (size_t i = 0; i < k; i++)
 			wk[i].index = b->next_admit + i;
-		window_sort(b, wk, k);
+		window_sort(b, wk, k, &epoch);
 		/* groups by node; then one key of each group in turn */
 		for (size_t i = 0; i < k; i++)
 			if (i == 0 || wk[i].node != wk[i - 1].node)
@@ -271,8 +276,8 @@ static void batch_admit(struct batch *b)
 			sl->state = SL_GIVEN;
 			continue;
 		}
-		ret = shelf_get_async(b->s, b->slice, it->key, it->klen, 0, UINT64_MAX, batch_done,
-				      sl);
+		ret = sh_aio_get_ordered(b->s, b->slice, it->key, it->klen, order ? &order[i].o : NULL,
+					 epoch, batch_done, sl);
 		if (ret == 0)
 			continue;
 		sh_key_show(it->key, it->klen, kshow);
@@ -285,6 +290,9 @@ static void batch_admit(struct batch *b)
 			snprintf(why, sizeof(why), "get '%s': %s", kshow, strerror(-ret));
 		item_result(b, sl, ret, NULL, 0, why);
 	}
+	/* orders no op took (orders live in `order`; wk holds the same) */
+	for (size_t i = 0; order && i < k; i++)
+		sh_order_release(&order[i].o);
 	free(wk);
 	free(order);
 	free(start);

@@ -22,38 +22,65 @@ static bool in_chassis(const struct ovl_msg_member *mb, const char *site, const 
 	return !site || !site[0] || strcmp(mb->domain.site, site) == 0;
 }
 
-/* ovl_place over the members with weights w (0: not a candidate). */
-static int place(const struct ovl_msg_map *mp, const uint64_t *w, const void *key, size_t klen,
-		 unsigned want, unsigned *out)
-{
-	struct ovl_place_member *pm = calloc(mp->n_members ? mp->n_members : 1, sizeof(*pm));
-	int n;
+/* One key's placement over a map: the hashes are taken once (most of the
+ * cost), then members are picked under each weighting asked. */
+struct sh_placing {
+	const struct ovl_msg_map *mp;
+	struct ovl_place_member *pm;
+	double *lnu;
+	unsigned *dom;
+};
 
-	if (!pm)
+static void placing_free(struct sh_placing *p)
+{
+	free(p->pm); /* lnu and dom live in the same block */
+	p->pm = NULL;
+}
+
+/* The hashes of key for every member that is not out. 0 or -ENOMEM. */
+static int placing_init(struct sh_placing *p, const struct ovl_msg_map *mp, const void *key,
+			size_t klen)
+{
+	size_t n = mp->n_members ? mp->n_members : 1;
+	uint8_t *blk = malloc(n * (sizeof(*p->pm) + sizeof(*p->lnu) + 3 * sizeof(*p->dom)));
+
+	if (!blk)
 		return -ENOMEM;
+	p->mp = mp;
+	p->pm = (struct ovl_place_member *)blk;
+	p->lnu = (double *)(blk + n * sizeof(*p->pm));
+	p->dom = (unsigned *)(blk + n * (sizeof(*p->pm) + sizeof(*p->lnu)));
 	for (uint32_t i = 0; i < mp->n_members; i++) {
-		memcpy(pm[i].id, mp->members[i].id, 32);
-		pm[i].weight = w[i];
-		pm[i].site = mp->members[i].domain.site;
-		pm[i].chassis = mp->members[i].domain.chassis;
-		pm[i].slot = mp->members[i].domain.slot;
+		memcpy(p->pm[i].id, mp->members[i].id, 32);
+		/* out members hold no data: never hashed, never chosen */
+		p->pm[i].weight = mp->members[i].state == OVL_MSG_STATE_OUT ? 0
+									 : mp->members[i].capacity;
+		p->pm[i].site = mp->members[i].domain.site;
+		p->pm[i].chassis = mp->members[i].domain.chassis;
+		p->pm[i].slot = mp->members[i].domain.slot;
 	}
-	n = want ? ovl_place(pm, mp->n_members, key, klen, want, out) : 0;
-	free(pm);
-	return n;
+	ovl_place_hash(p->pm, mp->n_members, key, klen, p->lnu);
+	ovl_place_domains(p->pm, mp->n_members, p->dom);
+	return 0;
+}
+
+/* Placement with weights w (0: not a candidate; w[i] is 0 where the member
+ * is out). How many were chosen, or -errno. */
+static int place(const struct sh_placing *p, const uint64_t *w, unsigned want, unsigned *out)
+{
+	return want ? ovl_place_pick(p->pm, p->mp->n_members, w, p->lnu, p->dom, want, out) : 0;
 }
 
 /* The homes: placement over every member that is not out (a down member
  * keeps its objects, so placement keeps pointing at it), w the weights
  * (filled here). Their number, -ENOMEM, or -EHOSTUNREACH (none). */
-static int homes_place(const struct ovl_msg_map *mp, uint64_t *w, const void *key, size_t klen,
-		       unsigned r, unsigned *homes)
+static int homes_place(const struct sh_placing *p, uint64_t *w, unsigned r, unsigned *homes)
 {
 	int nh;
 
-	for (uint32_t i = 0; i < mp->n_members; i++)
-		w[i] = mp->members[i].state == OVL_MSG_STATE_OUT ? 0 : mp->members[i].capacity;
-	nh = place(mp, w, key, klen, r, homes);
+	for (uint32_t i = 0; i < p->mp->n_members; i++)
+		w[i] = p->pm[i].weight;
+	nh = place(p, w, r, homes);
 	return nh == 0 ? -EHOSTUNREACH : nh;
 }
 
@@ -76,12 +103,16 @@ int sh_order_first(const struct ovl_msg_map *mp, const void *key, size_t klen, c
 	unsigned homes[OVL_PLACE_REPLICAS_MAX];
 	uint64_t *w = calloc(mp->n_members ? mp->n_members : 1, sizeof(*w));
 	struct sh_order o = { 0 };
+	struct sh_placing p;
 	int nh, ret = -EHOSTUNREACH;
 
-	if (!w)
+	if (!w || placing_init(&p, mp, key, klen) < 0) {
+		free(w);
 		return -ENOMEM;
-	nh = homes_place(mp, w, key, klen, replicas_of(mp), homes);
+	}
+	nh = homes_place(&p, w, replicas_of(mp), homes);
 	free(w);
+	placing_free(&p);
 	if (nh < 0)
 		return nh;
 	for (int pass = 0; pass < 2 && ret < 0; pass++)
@@ -115,16 +146,17 @@ int sh_order_build(const struct ovl_msg_map *mp, const void *key, size_t klen, c
 	uint64_t *w = calloc(n ? n : 1, sizeof(*w));
 	bool *listed = calloc(n ? n : 1, sizeof(*listed)), *is_home = calloc(n ? n : 1, 1);
 	unsigned nlive_members = 0;
+	struct sh_placing p = { 0 };
 	int nh, ns, ret = 0;
 
 	memset(o, 0, sizeof(*o));
 	o->idx = calloc(n ? n : 1, sizeof(*o->idx));
 	o->home = calloc(n ? n : 1, sizeof(*o->home));
-	if (!w || !listed || !is_home || !o->idx || !o->home) {
+	if (!w || !listed || !is_home || !o->idx || !o->home || placing_init(&p, mp, key, klen) < 0) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	nh = homes_place(mp, w, key, klen, r, homes);
+	nh = homes_place(&p, w, r, homes);
 	if (nh < 0) {
 		ret = nh;
 		goto out;
@@ -150,8 +182,8 @@ int sh_order_build(const struct ovl_msg_map *mp, const void *key, size_t klen, c
 			w[i] = 0;
 		nlive_members += w[i] > 0;
 	}
-	ns = place(mp, w, key, klen, nlive_members < OVL_PLACE_REPLICAS_MAX ? nlive_members
-									   : OVL_PLACE_REPLICAS_MAX,
+	ns = place(&p, w, nlive_members < OVL_PLACE_REPLICAS_MAX ? nlive_members
+							 : OVL_PLACE_REPLICAS_MAX,
 		   subs);
 	if (ns < 0) {
 		ret = ns;
@@ -189,6 +221,7 @@ int sh_order_build(const struct ovl_msg_map *mp, const void *key, size_t klen, c
 		listed[i] = true;
 	}
 out:
+	placing_free(&p);
 	free(w);
 	free(listed);
 	free(is_home);
@@ -408,13 +441,34 @@ bool *sh_dead_members(struct shelf *s, const struct ovl_msg_map *mp)
 	return dead;
 }
 
+/* An address as text. An operation lists every member of the slice as a
+ * candidate, so the same few addresses are formatted over and over: a
+ * small memo per thread (direct-mapped by the address's last bytes) keeps
+ * inet_ntop() out of every operation. */
+static void addr_text(const uint8_t addr[16], char text[INET6_ADDRSTRLEN])
+{
+	static __thread struct {
+		bool set;
+		uint8_t addr[16];
+		char text[INET6_ADDRSTRLEN];
+	} memo[64];
+	unsigned h = ((unsigned)addr[15] ^ (unsigned)addr[14] * 31u ^ (unsigned)addr[13] * 17u) % 64u;
+
+	if (!memo[h].set || memcmp(memo[h].addr, addr, 16) != 0) {
+		inet_ntop(AF_INET6, addr, memo[h].text, sizeof(memo[h].text));
+		memcpy(memo[h].addr, addr, 16);
+		memo[h].set = true;
+	}
+	memcpy(text, memo[h].text, INET6_ADDRSTRLEN);
+}
+
 void sh_cand_set(struct sh_cand *c, const struct ovl_msg_member *mb, bool home)
 {
 	memcpy(c->id, mb->id, sizeof(c->id));
 	memcpy(c->addr, mb->addr, sizeof(c->addr));
 	c->port = mb->port;
 	c->home = home;
-	inet_ntop(AF_INET6, mb->addr, c->text, sizeof(c->text));
+	addr_text(mb->addr, c->text);
 }
 
 void sh_node_lost(struct shelf *s, const struct sh_cand *c)

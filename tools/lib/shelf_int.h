@@ -406,6 +406,13 @@ int sh_chunk_check(const void *man, const struct ovl_large_head *h, uint32_t i, 
 /* Queue a GET of [off, off+len) / a PUT of libshelf's own key (the
  * reserved prefix allowed; a manifest's bytes are given as they are): as
  * shelf_get_async() / shelf_put_async(). */
+/* shelf_get_async() of a whole object whose first pass asks in order o,
+ * worked out by the caller with sh_order_build() for reads over the map of
+ * `epoch` (shelf_get_batch() does, to group its keys by node). On success
+ * the op takes o's arrays (o is zeroed); on failure o stays the caller's.
+ * The order is used only while the map is still that epoch. */
+int sh_aio_get_ordered(struct shelf *s, const char *slice, const void *key, size_t klen,
+		       struct sh_order *o, uint64_t epoch, shelf_done_fn done, void *arg);
 int sh_aio_get_chunk(struct shelf *s, const char *slice, const void *key, size_t klen,
 		     uint64_t off, uint64_t len, shelf_done_fn done, void *arg);
 int sh_aio_put_chunk(struct shelf *s, const char *slice, const void *key, size_t klen,

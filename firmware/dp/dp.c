@@ -25,6 +25,10 @@
  * at most this many pieces' bytes held per connection, whatever its share,
  * so that a reader that stalls mid-answer holds little. */
 #define DP_STREAM_PIECES 2u
+/* GETs of one connection read at once, each answer read whole (one read,
+ * sent as one frame): their reads reach the drive together. A GET whose
+ * answer takes pieces reads alone. */
+#define DP_GETS_AT_ONCE 16u
 
 struct dp_slice {
 	char name[OVL_WIRE_NAME_SIZE];
@@ -98,7 +102,8 @@ struct dp_conn {
 	uint64_t resp_bytes;         /* this connection's part of dp->resp_bytes */
 	struct dp_op *ord_head, *ord_tail; /* requests not yet in effect, in the order sent */
 	bool kicking, kick_again;    /* order_kick() running; run it once more */
-	struct dp_op *get;           /* the GET being read (one at a time) */
+	struct dp_op *gets;          /* GETs begun and not over (on op->gnext) */
+	unsigned ngets;
 	struct dp_op *streaming;     /* a GET whose payload is partly on the wire */
 	struct dp_defer *defer_head, *defer_tail; /* responses waiting for it */
 	bool tx_paused;              /* not read: over its share of the response budget */
@@ -122,6 +127,9 @@ struct dp_op {
 	struct node_req_get *g;
 	struct dp_op *bnext;   /* on dp's budget wait list */
 	bool on_bwait, reading, head_sent;
+	struct dp_op *gnext;   /* on dc->gets */
+	bool whole;            /* its first read is the whole answer: other GETs may read beside it */
+	bool alone;            /* it must read with no other GET of its connection */
 	uint64_t reserved;     /* response budget reserved for the piece being read */
 	uint64_t rd_off;       /* where the next read starts in the object */
 	uint64_t rd_left;      /* answer bytes not read yet (before the first read: a bound) */
@@ -232,7 +240,7 @@ static uint64_t round_chunks(uint64_t n)
  * the budget it reserves, never more than the share (a small record read
  * whole under a share below it: the read alone).
  */
-static uint64_t read_plan(struct dp_op *op, size_t *len, uint64_t *limit)
+static uint64_t read_plan(struct dp_op *op, size_t *len, uint64_t *limit, bool *is_whole)
 {
 	struct dp_conn *dc = op->dc;
 	struct node_dp *dp = dc->dp;
@@ -251,7 +259,9 @@ static uint64_t read_plan(struct dp_op *op, size_t *len, uint64_t *limit)
 			op->rd_left = op->rec;
 	}
 	whole = round_chunks(op->rd_left);
-	if (!op->g && whole <= NODE_DP_READ_MAX_BYTES && read_hold(op, op->rd_off, whole) <= free_b) {
+	*is_whole = !op->g && whole <= NODE_DP_READ_MAX_BYTES &&
+		    read_hold(op, op->rd_off, whole) <= free_b;
+	if (*is_whole) {
 		n = whole;
 		*limit = share;
 	} else {
@@ -305,8 +315,9 @@ static void bwait_pump(struct node_dp *dp)
 
 		size_t len;
 		uint64_t limit;
+		bool whole;
 
-		if (dp->resp_bytes + read_plan(op, &len, &limit) > dp->o.resp_budget_bytes)
+		if (dp->resp_bytes + read_plan(op, &len, &limit, &whole) > dp->o.resp_budget_bytes)
 			return;
 		bwait_remove(op);
 		get_pump(op, true);
@@ -330,8 +341,16 @@ static void resp_release(struct dp_conn *dc, uint64_t n)
 
 	dp->resp_bytes -= n;
 	dc->resp_bytes -= n;
-	if (dc->get && dc->c)
-		get_pump(dc->get, false);
+	if (dc->c && dc->gets) {
+		struct dp_op *next;
+
+		dc->refs++;
+		for (struct dp_op *op = dc->gets; op && dc->c; op = next) {
+			next = op->gnext; /* get_pump may end op */
+			get_pump(op, false);
+		}
+		dc_unref(dc);
+	}
 	bwait_pump(dp);
 	if (dc->tx_paused && dc->c && !dc_over_share(dc))
 		dc_mark_ready(dc);
@@ -582,12 +601,14 @@ static bool list_covers(const struct dp_op *list, const struct dp_op *w)
 }
 
 /* Must `later` wait until `earlier` has taken effect? Requests on the same
- * key wait when either writes (and a LIST for writes under its prefix);
- * GETs go one at a time, since one GET's payload occupies the wire. */
+ * key wait when either writes (and a LIST for writes under its prefix).
+ * A GET waits for an earlier GET that has not begun (GETs begin in order),
+ * or that reads in pieces (its payload occupies the wire); get_may_begin()
+ * says the rest. */
 static bool op_conflicts(const struct dp_op *earlier, const struct dp_op *later)
 {
 	if (earlier->type == OVL_WIRE_T_GET && later->type == OVL_WIRE_T_GET)
-		return true;
+		return earlier->waiting || !earlier->whole;
 	if (!is_write(earlier) && !is_write(later))
 		return false;
 	if (later->type == OVL_WIRE_T_LIST)
@@ -597,12 +618,30 @@ static bool op_conflicts(const struct dp_op *earlier, const struct dp_op *later)
 	return same_key(earlier, later);
 }
 
-static bool op_may_start(const struct dp_op *op)
+/* Whether a GET may begin beside the connection's other GETs: none is
+ * reading, or fewer than DP_GETS_AT_ONCE are and its answer will be read
+ * whole (a GET read in pieces reads alone). */
+static bool get_may_begin(struct dp_op *op)
+{
+	struct dp_conn *dc = op->dc;
+	size_t len;
+	uint64_t limit;
+	bool whole;
+
+	if (dc->ngets == 0)
+		return true;
+	if (op->alone || dc->ngets >= DP_GETS_AT_ONCE)
+		return false;
+	read_plan(op, &len, &limit, &whole);
+	return whole;
+}
+
+static bool op_may_start(struct dp_op *op)
 {
 	for (const struct dp_op *e = op->dc->ord_head; e && e != op; e = e->onext)
 		if (op_conflicts(e, op))
 			return false;
-	return true;
+	return op->type != OVL_WIRE_T_GET || get_may_begin(op);
 }
 
 static void order_add(struct dp_op *op)
@@ -803,8 +842,14 @@ static void get_finish(struct dp_op *op)
 		dc->dp->resp_bytes -= n;
 		dc->resp_bytes -= n;
 	}
-	if (dc->get == op)
-		dc->get = NULL;
+	for (struct dp_op **pp = &dc->gets; *pp; pp = &(*pp)->gnext) {
+		if (*pp == op) {
+			*pp = op->gnext;
+			op->gnext = NULL;
+			dc->ngets--;
+			break;
+		}
+	}
 	if (dc->streaming == op) {
 		dc->streaming = NULL;
 		defer_flush(dc);
@@ -827,6 +872,24 @@ static void get_abort(struct dp_op *op)
 	dc_unref(dc);
 }
 
+/* A GET that began beside others but must read alone: it waits, as if
+ * it had not begun, until the connection's other GETs are over. */
+static void get_unbegin(struct dp_op *op)
+{
+	struct dp_conn *dc = op->dc;
+
+	for (struct dp_op **pp = &dc->gets; *pp; pp = &(*pp)->gnext) {
+		if (*pp == op) {
+			*pp = op->gnext;
+			op->gnext = NULL;
+			dc->ngets--;
+			break;
+		}
+	}
+	op->alone = true;
+	op->waiting = true;
+}
+
 /* Read the GET's next piece (its first: start it) when the connection's
  * share and the node's budget have room for it; else it waits, for this
  * connection's sends or (in order) for the node's budget. */
@@ -837,11 +900,20 @@ static void get_pump(struct dp_op *op, bool from_wait)
 	struct node_req_args a = { .type = NODE_REQ_GET };
 	uint64_t need, limit;
 	size_t len;
+	bool whole;
 	int ret;
 
 	if (op->reading || op->on_bwait || !dc->c || (op->g && node_req_get_finished(op->g)))
 		return;
-	need = read_plan(op, &len, &limit);
+	need = read_plan(op, &len, &limit, &whole);
+	if (!op->g && !whole && dc->ngets > 1) {
+		/* it reads in pieces after all (the others' reads took the
+		 * room): it begins again once it is the only one */
+		get_unbegin(op);
+		return;
+	}
+	if (!op->g)
+		op->whole = whole;
 	if (dc->resp_bytes + need > limit)
 		return; /* this connection's sends make room: resp_release() */
 	if (dp->resp_bytes + need > dp->o.resp_budget_bytes || (dp->bwait_head && !from_wait)) {
@@ -859,6 +931,14 @@ static void get_pump(struct dp_op *op, bool from_wait)
 	resp_hold(dc, need);
 	op->reading = true;
 	dp->st.resp_reads++;
+	{
+		uint64_t n = 0;
+
+		for (const struct dp_op *o = dc->gets; o; o = o->gnext)
+			n += o->reading;
+		if (n > dp->st.gets_together_max)
+			dp->st.gets_together_max = n;
+	}
 	if (op->g) {
 		ret = node_req_get_read(op->g, len);
 	} else {
@@ -1052,7 +1132,9 @@ static void op_begin(struct dp_op *op)
 
 	switch (op->type) {
 	case OVL_WIRE_T_GET:
-		dc->get = op;
+		op->gnext = dc->gets;
+		dc->gets = op;
+		dc->ngets++;
 		get_pump(op, false);
 		return;
 	case OVL_WIRE_T_PUT:
@@ -1137,8 +1219,8 @@ static void order_drop(struct dp_conn *dc)
 		if (op->waiting) {
 			op->waiting = false;
 			op_finish(op);
-		} else if (op == dc->get && !op->reading) {
-			get_finish(op);
+		} else if (op->type == OVL_WIRE_T_GET && !op->reading) {
+			get_finish(op); /* a GET begun: stops here, or at its read's end */
 		}
 	}
 	dc_unref(dc);

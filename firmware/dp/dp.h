@@ -24,9 +24,11 @@
  * encryption refuse plaintext payloads. Requests on the same key take
  * effect in the order the connection sent them (a GET after a PUT of the
  * key reads that PUT; a LIST waits for earlier writes under its prefix);
- * unrelated ones may complete, and be answered, out of order. One GET at a
- * time is read on a connection, since its payload holds the wire until it
- * ends; answers that complete meanwhile wait for it. Refusals are responses
+ * unrelated ones may complete, and be answered, out of order. GETs whose
+ * answers are read whole (one read, one frame) are read up to 16 at once
+ * on a connection, so that their reads reach the drive together; a GET
+ * answered in pieces reads alone, since its payload holds the wire until
+ * it ends, and answers that complete meanwhile wait for it. Refusals are responses
  * with a status code and a message; only a frame that fails authentication,
  * or a response-type frame from the client (a client sends requests only),
  * closes the connection. Admission and the timers are node_serve's (see
@@ -156,6 +158,7 @@ struct node_dp_stats {
 	uint64_t resp_reads;           /* reads of GET answers (a whole answer, or a piece) */
 	uint64_t get_bytes;            /* value bytes of GET answers sent (to clients and nodes) */
 	uint64_t reset_for_budget;     /* stalled readers reset early for waiting GETs */
+	uint64_t gets_together_max;    /* the most GETs of one connection reading at once */
 	uint64_t paused_for_responses; /* connections not read until their answers drained */
 	uint64_t resp_bytes;           /* now: response bytes held (reserved, queued, waiting) */
 	uint64_t put_bytes;            /* now: PUT payload bytes held (buffered, stream buffers) */

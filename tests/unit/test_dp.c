@@ -1591,6 +1591,143 @@ static void test_order(void **state)
 	run_client(*state, client_order);
 }
 
+#define TOGETHER_SMALL 12
+
+/* Small GETs pipelined on one connection are read together (each answer
+ * whole, in one frame), a GET answered in pieces reads alone between
+ * them, and requests on the same key still take effect in the order sent:
+ * every answer is right and whole, whatever order they come in. */
+static void client_together(struct fx *f)
+{
+	size_t big = 4u << 20, small = 4096;
+	uint8_t *vb = malloc(big), *vs[TOGETHER_SMALL], *vnew = malloc(small);
+	struct ovl_wire_req q;
+	struct ovl_wire_resp r;
+	struct cli c;
+	char key[32];
+	uint32_t rid[64];
+	int kind[64], which[64], n = 0;
+	enum { K_SMALL, K_BIG, K_NEW, K_GONE, K_OTHER };
+
+	connect_ok(f, &c);
+	fill(vb, big, 41);
+	fill(vnew, small, 42);
+	req_init(&q, "hot", 5, "t/big");
+	q.size = big;
+	q.crc = ovl_crc32c(0, vb, big);
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, vb, big, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	for (int i = 0; i < TOGETHER_SMALL; i++) {
+		vs[i] = malloc(small);
+		fill(vs[i], small, 50 + i);
+		snprintf(key, sizeof(key), "t/s%d", i);
+		req_init(&q, "hot", 5, key);
+		q.size = small;
+		q.crc = ovl_crc32c(0, vs[i], small);
+		assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, vs[i], small, false, &r, NULL,
+					  NULL), 0);
+		assert_int_equal(r.status, OVL_WIRE_OK);
+	}
+	for (int round = 0; round < 2; round++) {
+		n = 0;
+		for (int i = 0; i < TOGETHER_SMALL; i++) {
+			snprintf(key, sizeof(key), "t/s%d", i);
+			req_init(&q, "hot", 5, key);
+			which[n] = i;
+			kind[n] = K_SMALL;
+			rid[n++] = cli_send(&c, OVL_WIRE_T_GET, &q, NULL, 0);
+			if (i == 5) { /* a GET in pieces among them */
+				req_init(&q, "hot", 5, "t/big");
+				kind[n] = K_BIG;
+				rid[n++] = cli_send(&c, OVL_WIRE_T_GET, &q, NULL, 0);
+			}
+		}
+		/* the first round: a PUT over s3 and a DELETE of s4 behind the
+		 * GETs, then GETs of both: each after its write */
+		if (round == 0) {
+			req_init(&q, "hot", 5, "t/s3");
+			q.size = small;
+			q.crc = ovl_crc32c(0, vnew, small);
+			kind[n] = K_OTHER;
+			rid[n++] = cli_send(&c, OVL_WIRE_T_PUT, &q, vnew, small);
+			req_init(&q, "hot", 5, "t/s4");
+			kind[n] = K_OTHER;
+			rid[n++] = cli_send(&c, OVL_WIRE_T_DELETE, &q, NULL, 0);
+			req_init(&q, "hot", 5, "t/s3");
+			kind[n] = K_NEW;
+			rid[n++] = cli_send(&c, OVL_WIRE_T_GET, &q, NULL, 0);
+			req_init(&q, "hot", 5, "t/s4");
+			kind[n] = K_GONE;
+			rid[n++] = cli_send(&c, OVL_WIRE_T_GET, &q, NULL, 0);
+		}
+		for (int i = 0; i < n; i++) {
+			uint8_t *got = NULL;
+			size_t glen = 0;
+			uint32_t id = 0;
+			int k;
+
+			assert_int_equal(cli_recv(&c, &id, &r, &got, &glen), 0);
+			for (k = 0; k < n && rid[k] != id; k++)
+				;
+			assert_true(k < n);
+			rid[k] = UINT32_MAX; /* answered once */
+			switch (kind[k]) {
+			case K_SMALL: {
+				/* round 1 reads s3's new bytes; s4 is gone */
+				const uint8_t *want = round == 1 && which[k] == 3 ? vnew : vs[which[k]];
+
+				if (round == 1 && which[k] == 4) {
+					assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+					break;
+				}
+				assert_int_equal(r.status, OVL_WIRE_OK);
+				assert_int_equal(glen, small);
+				assert_memory_equal(got, want, small);
+				break;
+			}
+			case K_BIG:
+				assert_int_equal(r.status, OVL_WIRE_OK);
+				assert_int_equal(glen, big);
+				assert_memory_equal(got, vb, big);
+				break;
+			case K_NEW:
+				assert_int_equal(r.status, OVL_WIRE_OK);
+				assert_int_equal(glen, small);
+				assert_memory_equal(got, vnew, small);
+				break;
+			case K_GONE:
+				assert_int_equal(r.status, OVL_WIRE_NOT_FOUND);
+				break;
+			default:
+				assert_int_equal(r.status, OVL_WIRE_OK);
+				break;
+			}
+			free(got);
+		}
+	}
+	wait_resp_drained(&c);
+	close(c.fd);
+	for (int i = 0; i < TOGETHER_SMALL; i++)
+		free(vs[i]);
+	free(vb);
+	free(vnew);
+}
+
+static const struct limits lim_together = { .max_inflight = 32 };
+
+static void test_gets_together(void **state)
+{
+	struct fx *f = *state;
+	struct node_dp_stats st;
+
+	run_client(f, client_together);
+	node_dp_stats(f->dp, &st);
+	/* the small GETs were read together (their reads in flight at once) */
+	assert_true(st.gets_together_max >= 2);
+	assert_true(st.gets_together_max <= 16);
+	assert_int_equal(st.resp_bytes, 0);
+}
+
 #define PIECE_OBJ (4u << 20)
 
 /* GETs answered in pieces much smaller than the object, plain and
@@ -1991,6 +2128,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_hostile_clients, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full_drive, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oversized_and_truncated, setup, teardown),
+		cmocka_unit_test_prestate_setup_teardown(test_gets_together, setup, teardown,
+							 (void *)&lim_together),
 		cmocka_unit_test_setup_teardown(test_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pieces, setup_pieces, teardown_pieces),
 		cmocka_unit_test_setup_teardown(test_whole_reads, setup_whole, teardown_pieces),

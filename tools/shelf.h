@@ -565,7 +565,10 @@ const char *shelf_op_error(const struct shelf_op *op);
  * live home, as a read picks it) and each node's keys are sent in key
  * order, the nodes' requests interleaved so that every node works at once.
  * (Key order stands in for the order a node stores them in: the client
- * cannot learn where a key lies on a node's drive without asking.)
+ * cannot learn where a key lies on a node's drive without asking.) A node
+ * reads up to 16 small GETs of a connection at once, so a batch of small
+ * objects goes faster with more in flight than the default 64: `shelf get
+ * --batch` sets 256 (about 10 per node of a 24-node 1U).
  *
  * cb(arg, index, res, data, len, why) is called once per item: index is
  * the item's place in items; res 0 with data[0..len) (borrowed: valid

@@ -14,13 +14,23 @@
  * checks every byte; the one-at-a-time reader reads --ref-objects of them
  * (default 5,000, spread over all) each round, since at its pace all
  * would take minutes, and its rate is those objects over its time.
+ *
+ * Cold by default: before each pass the page cache of every node's drive
+ * file is dropped (POSIX_FADV_DONTNEED), so both readers read from the
+ * drives, as a node does whose dataset is far larger than its memory (a
+ * board has little; the 24 simulated nodes share the host's page cache,
+ * which would otherwise hold every object after the first round).
+ * --warm leaves the cache, and measures reads from memory.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "bench.h"
 #include "bench_cluster.h"
@@ -38,7 +48,32 @@ struct stage_cfg {
 	struct bench_cluster cl;
 	int objects, ref_objects, rounds;
 	unsigned inflight;
+	bool warm;     /* keep the drives' pages cached between passes */
 };
+
+/* Drop the page cache of every node's drive file (their reads go to the
+ * drive again). How many files, or -1. */
+static int drop_cached(const struct stage_cfg *c)
+{
+	char pat[1100];
+	glob_t g;
+	int n = 0;
+
+	snprintf(pat, sizeof(pat), "%s/*/drive.img", c->cl.cdir);
+	if (glob(pat, 0, NULL, &g) != 0)
+		return -1;
+	for (size_t i = 0; i < g.gl_pathc; i++) {
+		int fd = open(g.gl_pathv[i], O_RDONLY | O_CLOEXEC);
+
+		if (fd < 0)
+			continue;
+		if (fdatasync(fd) == 0 && posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0)
+			n++;
+		close(fd);
+	}
+	globfree(&g);
+	return n;
+}
 
 static void key_of(int i, char *k, size_t len)
 {
@@ -310,12 +345,19 @@ static int stage_child(void *arg)
 
 		/* each pass's share of the machine's CPU busy: near 100% means
 		 * the nodes and the client together used every core */
+		if (!c->warm && drop_cached(c) < c->cl.nodes) {
+			fprintf(stderr, "stage: could not drop the drives' cached pages in %s\n",
+				c->cl.cdir);
+			goto out;
+		}
 		cpu_read(&b0, &a0);
 		c0 = self_cpu();
 		if (r % 2 == 0)
 			ref[r] = single_pass(s, items, idx, c->objects, c->ref_objects);
 		else
 			ours[r] = batch_pass(s, items, idx, c->objects);
+		if (!c->warm)
+			drop_cached(c);
 		cpu_read(&b1, &a1);
 		c1 = self_cpu();
 		if (r % 2 == 0)
@@ -332,8 +374,9 @@ static int stage_child(void *arg)
 		load_ref = r % 2 ? (b2 - b1) / (a2 - a1) : (b1 - b0) / (a1 - a0);
 		fprintf(stderr, "stage: round %d: get_batch %.0f objects/s (CPU %.0f%% busy, client "
 			"%.0f us/object), one shelf_get at a time %.0f objects/s (CPU %.0f%% busy, "
-			"client %.0f us/object): x%.1f\n", r + 1, ours[r], 100 * load_ours, us_ours,
-			ref[r], 100 * load_ref, us_ref, ours[r] / ref[r]);
+			"client %.0f us/object): x%.1f (%s)\n", r + 1, ours[r], 100 * load_ours, us_ours,
+			ref[r], 100 * load_ref, us_ref, ours[r] / ref[r],
+			c->warm ? "warm: the drives' pages stay cached" : "cold: from the drives");
 	}
 	bench_line("batch_get_8k", bench_median(ours, c->rounds), bench_median(ref, c->rounds),
 		   "obj/s", "shelf_get");
@@ -348,7 +391,7 @@ out:
 
 static int run_stage(int argc, char **argv)
 {
-	struct stage_cfg c = { .objects = 100000, .ref_objects = 5000, .rounds = 3, .inflight = 64 };
+	struct stage_cfg c = { .objects = 100000, .ref_objects = 5000, .rounds = 3, .inflight = 256 };
 	const char *base = "build/bench", *script = NULL, *only = NULL;
 	uint64_t large = 1ull << 30;
 	unsigned large_inflight = 0;
@@ -358,7 +401,7 @@ static int run_stage(int argc, char **argv)
 		{ "rounds", 1, NULL, 'R' },   { "inflight", 1, NULL, 'i' },
 		{ "cluster", 1, NULL, 'C' },  { "keep", 0, NULL, 'K' },    { "help", 0, NULL, 'h' },
 		{ "large-size", 1, NULL, 'L' }, { "only", 1, NULL, 'O' },
-		{ "large-inflight", 1, NULL, 'I' },
+		{ "large-inflight", 1, NULL, 'I' }, { "warm", 0, NULL, 'W' },
 		{ NULL, 0, NULL, 0 }
 	};
 	int opt, ret;
@@ -385,11 +428,12 @@ static int run_stage(int argc, char **argv)
 		case 'L': large = bench_size_arg("--large-size", optarg); break;
 		case 'O': only = optarg; break;
 		case 'I': large_inflight = (unsigned)atoi(optarg); break;
+		case 'W': c.warm = true; break;
 		default:
 			printf("usage: shelf-bench stage [--dir DIR] [--nodes 24] [--chassis 3] "
-			       "[--objects 100000] [--ref-objects 5000] [--rounds 3] [--inflight 64] "
+			       "[--objects 100000] [--ref-objects 5000] [--rounds 3] [--inflight 256] "
 			       "[--cluster PATH] [--keep] [--large-size 1G] [--large-inflight N] "
-			       "[--only large|batch]\n"
+			       "[--only large|batch] [--warm]\n"
 			       "  a local cluster (tools/shelf-cluster) in DIR/stage, removed after; "
 			       "needs root\n");
 			return opt == 'h' ? 0 : 2;

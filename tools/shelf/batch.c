@@ -43,6 +43,9 @@
 #define KEY_MAX_BYTES CLI_KEY_MAX_BYTES
 #define BAD_LINES_SHOWN 10
 #define TAR_BLOCK 512
+/* GETs in flight across the nodes: about 10 per node of a 24-node 1U, so
+ * that each node reads several at once (1.5x the objects/s of 64) */
+#define BATCH_INFLIGHT_DEFAULT 256
 
 struct bopts {
 	const char *slice, *client, *broker, *chassis, *list, *out, *tar;
@@ -77,7 +80,7 @@ static int busage(int code)
 		"  --out DIR          each object to DIR/KEY (written to a temporary name, renamed)\n"
 		"  --tar FILE         one POSIX (pax) tar archive, in LISTFILE's order\n"
 		"  --fail-missing     stop at the first missing key (else: name each, exit 3)\n"
-		"  --inflight N       requests in flight across the nodes (default 64)\n");
+		"  --inflight N       requests in flight across the nodes (default 256)\n");
 	return code;
 }
 
@@ -108,6 +111,7 @@ static int bparse(int argc, char **argv, struct bopts *o)
 	int c;
 
 	memset(o, 0, sizeof(*o));
+	o->inflight = BATCH_INFLIGHT_DEFAULT;
 	o->slice = cli_env("SHELF_SLICE", "default");
 	o->client = cli_env("SHELF_CLIENT", NULL);
 	o->broker = cli_env("SHELF_BROKER", CLI_BROKER_DEFAULT);

@@ -50,7 +50,12 @@ struct ucall {
 	unsigned si;
 	uint64_t gen, off, len;
 	uint8_t from[OVL_ID_BYTES];     /* the home asked */
+	uint64_t t0;                    /* when (ovl_mono_ms) */
 };
+
+/* The homes measured (the members of a large slice: the least recently
+ * measured makes room) */
+#define UPDATE_HOMES_MAX 64
 
 struct node_update {
 	struct node_update_opts o;
@@ -81,6 +86,8 @@ struct node_update {
 	size_t bm_len;
 	struct update_blk *blks;
 	struct fslot slots[NODE_UPDATE_INFLIGHT_MAX];
+	struct update_home homes[UPDATE_HOMES_MAX]; /* how fast each home served */
+	unsigned nhomes;
 	uint32_t nmarked;
 	uint64_t done_bytes;
 	struct req_bucket bucket;
@@ -499,6 +506,97 @@ static void fetch_begin(struct node_update *u)
 		hash_begin(u);
 }
 
+/* ---- how fast each home serves ---- */
+
+void update_home_note(struct update_home *h, bool ok, uint64_t bytes, uint64_t ms,
+		      uint64_t now_ms)
+{
+	bool known = h->rate > 0 && now_ms - h->last_ms <= UPDATE_HOME_TTL_MS;
+
+	if (ok) {
+		double sample = (double)bytes / (double)(ms ? ms : 1);
+
+		h->rate = known ? (h->rate + sample) / 2 : sample;
+	} else {
+		/* a failure: much slower than thought (and, never measured,
+		 * slower than any home that answers) */
+		h->rate = known ? h->rate / 4 : 1e-3;
+	}
+	if (h->rate < 1e-3)
+		h->rate = 1e-3;
+	h->last_ms = now_ms;
+}
+
+/* A home's measured speed, or 0 (never measured, or long ago). */
+static double home_rate(const struct update_home *h, uint64_t now_ms)
+{
+	return h && h->rate > 0 && now_ms - h->last_ms <= UPDATE_HOME_TTL_MS ? h->rate : 0;
+}
+
+int update_home_pick(struct update_home *const *h, const bool *eligible, int n, int cur,
+		     uint64_t now_ms)
+{
+	int best = -1;
+	double best_score = -1;
+
+	if (cur >= 0 && cur < n && eligible[cur]) {
+		double rc = home_rate(h[cur], now_ms);
+		int fast = -1;
+		double fr = 0;
+
+		for (int p = 0; p < n && rc > 0; p++) {
+			double r = home_rate(h[p], now_ms);
+
+			if (p != cur && eligible[p] && r > fr) {
+				fr = r;
+				fast = p;
+			}
+		}
+		return fast >= 0 && fr > UPDATE_HOME_SWITCH * rc ? fast : cur;
+	}
+	for (int p = 0; p < n; p++) {
+		double r, score;
+		unsigned inflight;
+
+		if (!eligible[p])
+			continue;
+		r = home_rate(h[p], now_ms);
+		inflight = h[p] ? h[p]->inflight : 0;
+		if (r > 0)
+			score = r / (1.0 + inflight);
+		else
+			score = inflight ? 0 : 1e300;
+		if (score > best_score) {
+			best_score = score;
+			best = p;
+		}
+	}
+	return best;
+}
+
+/* The entry of home `id` (made when it is new, in the place of the least
+ * recently measured when the table is full). */
+static struct update_home *home_of(struct node_update *u, const uint8_t *id)
+{
+	struct update_home *h = NULL;
+
+	for (unsigned i = 0; i < u->nhomes; i++)
+		if (memcmp(u->homes[i].id, id, OVL_ID_BYTES) == 0)
+			return &u->homes[i];
+	if (u->nhomes < UPDATE_HOMES_MAX) {
+		h = &u->homes[u->nhomes++];
+	} else {
+		for (unsigned i = 0; i < UPDATE_HOMES_MAX; i++)
+			if (!u->homes[i].inflight && (!h || u->homes[i].last_ms < h->last_ms))
+				h = &u->homes[i];
+		if (!h)
+			return NULL; /* every one has pieces out: not measured */
+	}
+	memset(h, 0, sizeof(*h));
+	memcpy(h->id, id, OVL_ID_BYTES);
+	return h;
+}
+
 /* The placement order of the block key over the map's members not out:
  * its first R are the homes. How many homes (<= 32), or -errno. */
 static int homes(const struct node_ctl_map *m, const uint8_t *key, size_t klen, unsigned *order)
@@ -548,20 +646,31 @@ static void block_next_home(struct node_update *u, unsigned si, bool bad)
 	b->next_ms = 0;
 }
 
-/* Choose the home position to fetch block i from: the first not bad, not
- * tried this round and live; -1 when none. *nh: the homes. */
-static int pick_home(struct node_update *u, const struct node_ctl_map *m, uint32_t i,
+/* Choose the home position to fetch block i's next piece from, among
+ * those not bad, not tried this round and live (update_home_pick(): the
+ * fastest; a block begun stays where its bytes came from, cur, unless a
+ * much faster home is there); -1 when none. *nh: the homes. */
+static int pick_home(struct node_update *u, const struct node_ctl_map *m, uint32_t i, int cur,
 		     unsigned *order, int *nh)
 {
 	uint8_t key[OVL_FLEET_BLOCK_KEY_BYTES];
 	struct update_blk *b = &u->blks[i];
+	struct update_home *h[OVL_PLACE_REPLICAS_MAX];
+	bool ok[OVL_PLACE_REPLICAS_MAX];
+	int n;
 
 	ovl_fleet_block_key(key, u->rel.id, i);
 	*nh = homes(m, key, sizeof(key), order);
-	for (int p = 0; p < *nh && p < 32; p++)
-		if (!(b->bad & (1u << p)) && !(b->tried & (1u << p)) && member_live(u, m, order[p]))
-			return p;
-	return -1;
+	n = *nh < OVL_PLACE_REPLICAS_MAX ? *nh : OVL_PLACE_REPLICAS_MAX;
+	for (int p = 0; p < n; p++) {
+		ok[p] = !(b->bad & (1u << p)) && !(b->tried & (1u << p)) &&
+			member_live(u, m, order[p]);
+		h[p] = NULL;
+		for (unsigned k = 0; ok[p] && k < u->nhomes; k++)
+			if (memcmp(u->homes[k].id, m->members[order[p]].id, OVL_ID_BYTES) == 0)
+				h[p] = &u->homes[k];
+	}
+	return n > 0 ? update_home_pick(h, ok, n, cur, ovl_mono_ms()) : -1;
 }
 
 /* Ask for slot si's next piece, when the bucket gives it. */
@@ -586,7 +695,7 @@ static void slot_ask(struct node_update *u, unsigned si, uint64_t now)
 		return;
 	}
 	u->nomap_ms = 0;
-	p = pick_home(u, m, s->i, order, &nh);
+	p = pick_home(u, m, s->i, s->off ? (int)s->cand : -1, order, &nh);
 	if (p < 0 || (s->off && (unsigned)p != s->cand)) {
 		/* its home is gone mid-block: the block starts over elsewhere */
 		if (p >= 0) {
@@ -641,6 +750,7 @@ static void slot_ask(struct node_update *u, unsigned si, uint64_t now)
 	uc->off = s->off;
 	uc->len = got;
 	memcpy(uc->from, m->members[order[p]].id, OVL_ID_BYTES);
+	uc->t0 = ovl_mono_ms();
 	if (node_repl_call(u->repl, m, order[p], q, piece_done, uc, NULL, err, sizeof(err)) < 0) {
 		free(uc);
 		free(q);
@@ -651,6 +761,12 @@ static void slot_ask(struct node_update *u, unsigned si, uint64_t now)
 	free(q);
 	u->refs++;
 	s->call_out = true;
+	{
+		struct update_home *h = home_of(u, uc->from);
+
+		if (h)
+			h->inflight++;
+	}
 }
 
 /* A verified block: its last piece written, the file synced, then marked. */
@@ -698,6 +814,19 @@ static void piece_done(void *arg, struct ovl_dpc_call *call)
 	char fp[OVL_ID_FP_BYTES];
 	int rc;
 
+	if (!u->dying) {
+		/* how fast the home answered (any answer: also one dropped) */
+		struct update_home *h = home_of(u, uc->from);
+		uint64_t now = ovl_mono_ms();
+
+		if (h) {
+			if (h->inflight)
+				h->inflight--;
+			update_home_note(h, call->result == 0 && call->resp.status == OVL_WIRE_OK &&
+						    call->body_len == uc->len,
+					 call->body_len, now - uc->t0, now);
+		}
+	}
 	if (u->dying || uc->gen != s->gen || !s->busy || u->phase != PH_FETCH) {
 		ucall_free(uc);
 		return;

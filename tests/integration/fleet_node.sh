@@ -19,6 +19,12 @@
 #       blocks SIGSTOPped while n02 fetches it: each piece asked of it
 #       times out, the block comes from its other home, and the fetch and
 #       install complete while it is still stopped;
+#   (g) a slow block server that still answers in time: the node that is
+#       the first home of the most of 0.4.0's blocks (a 24 MiB payload),
+#       its link shaped to 16 Mbit/s while n03 fetches 0.4.0: n03 measures
+#       how fast each home serves and asks the faster one, so the slow node
+#       serves less than half of what it is the first home of (before, a
+#       node asked every block of its first home).
 # (The rule that lets a node's certificate GET fe x8 'F' keys of slices it
 # is a member of is tested in tests/unit/test_update.c.)
 export SHELF_CLUSTER_SYSTEM_SLICE=system  # fleet images live in the system slice
@@ -120,12 +126,16 @@ echo "4 nodes up under shelf-boot in $((SECONDS - T0)) s"
 KEY=$D/broker/release/dev.key
 [ -f "$KEY" ] || x shelf-broker release-key --dir "$D/broker" --name dev >/dev/null ||
 	fail "release key"
-mkimg() { # VERSION -> $D/img-VERSION.img
-	local p=$D/payload-$1
+mkimg() { # VERSION [EXTRA_MIB] -> $D/img-VERSION.img
+	local p=$D/payload-$1 extra=()
 	rm -rf "$p" && mkdir -p "$p/bin" || fail "payload dir"
 	echo "$1" >"$p/VERSION"
 	cp "$B/shelf-node" "$p/bin/shelf-node" && cp -R "$SRC/boards" "$p/boards" || fail "payload"
-	tar --format=ustar --owner=0 --group=0 --numeric-owner -cf "$D/payload-$1.tar" -C "$p" VERSION bin boards ||
+	if [ -n "${2:-}" ]; then
+		head -c "$(($2 << 20))" /dev/urandom >"$p/data" || fail "payload data"
+		extra=(data)
+	fi
+	tar --format=ustar --owner=0 --group=0 --numeric-owner -cf "$D/payload-$1.tar" -C "$p" VERSION bin boards "${extra[@]}" ||
 		fail "tar"
 	"$B/shelf" image build --version "$1" --board sim --key "$KEY" --cert "${KEY%.key}.cert" \
 		--out "$D/img-$1.img" "$D/payload-$1.tar" >/dev/null || fail "shelf image build $1"
@@ -276,5 +286,49 @@ dt=$((SECONDS - t))
 kill -0 "$spid" && [ "$(ps -o stat= -p "$spid" | cut -c1)" = T ] || fail "(f) $silent was not stopped throughout"
 kill -CONT "$spid"
 echo "(f) $silent (home of $nsil of $NBLK blocks) silent: n02 fetched and installed 0.3.0 from the other homes in $dt s"
+
+# (g) a slow block server that still answers: n03 (restarted with the
+# default 4 blocks in flight) fetches 0.4.0 while the node that is the
+# first home of the most of its blocks sends at 16 Mbit/s (a piece of
+# 256 KiB in about 0.13 s: four asked at once are answered well within
+# forward_timeout, so it is never passed over as silent). Asking each block
+# of its first home, n03 would take those blocks' bytes from it; measuring
+# each home's pieces, it takes them from the other homes after a piece or
+# two. Its GET bytes (NODE-STAT get_bytes) tell.
+mkimg 0.4.0 24
+publish 0.4.0
+slow= nslow=0
+for s in n01 n02 n04; do
+	c=0
+	while read -r i k; do
+		h=$(x env SHELF_CLIENT="$CL" /usr/bin/python3 "$RC" "$D" system homes "hex:$k") || fail "(g) homes of block $i"
+		[ "${h%% *}" = "$s" ] && c=$((c + 1))
+	done < <(tail -n +2 "$D/blk-0.4.0.txt")
+	[ $c -gt $nslow ] && slow=$s nslow=$c
+done
+[ "$nslow" -ge 4 ] || fail "(g) no node but n03 is the first home of 4 or more of 0.4.0's $NBLK blocks"
+"$C" kill 3 >/dev/null || fail "(g) kill n03"
+echo "--- restart" >>"$D/n03/log"
+"$C" start 3 >/dev/null || fail "(g) start n03"
+wait_since n03 "ready:" 60
+before=$(counter "$slow" get_bytes)
+[ "$before" != none ] || fail "(g) no get_bytes counter of $slow"
+ns="$SHELF_CLUSTER_NS-$slow"
+ip netns exec "$ns" tc qdisc replace dev eth0 root tbf rate 16mbit burst 64kb latency 400ms ||
+	fail "(g) tc on $slow"
+t=$SECONDS
+assign n03 2 fetch 0 "$D/img-0.4.0.img"
+for _ in $(seq 1200); do grep -q "update: release 0.4.0 installed in slot" "$D/n03/log" && break; sleep 0.1; done
+dt=$((SECONDS - t))
+ip netns exec "$ns" tc qdisc del dev eth0 root 2>/dev/null
+grep -q "update: release 0.4.0 installed in slot" "$D/n03/log" ||
+	fail "(g) n03 did not install 0.4.0 within 120 s while $slow was slow"
+after=$(counter "$slow" get_bytes)
+[ "$after" != none ] || fail "(g) no get_bytes counter of $slow after"
+blk=$(((SIZE + NBLK - 1) / NBLK))
+served=$((after - before))
+echo "(g) $slow (first home of $nslow of $NBLK blocks of $blk bytes) at 16 Mbit/s served $served bytes; n03 installed 0.4.0 in $dt s"
+[ "$served" -lt $((nslow * blk / 2)) ] ||
+	fail "(g) the slow node served $served bytes, not less than half of the $((nslow * blk)) of the blocks it is first home of"
 
 echo "ok: fleet node agent in $((SECONDS - T0)) s"

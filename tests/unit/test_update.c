@@ -500,6 +500,65 @@ static void test_pump_last_blocks(void **state)
 	}
 }
 
+/* Which home a block's piece is asked of: each home tried once, then the
+ * faster ones (per piece in flight); a begun block stays unless another
+ * home is much faster; a failure or an old measure counts against or is
+ * forgotten. */
+static void test_home_pick(void **state)
+{
+	struct update_home a = { .id = { 1 } }, b = { .id = { 2 } }, c = { .id = { 3 } };
+	struct update_home *h[3] = { &a, &b, &c };
+	bool ok[3] = { true, true, true };
+	uint64_t now = 100000;
+
+	(void)state;
+	/* nothing known: placement order; an untried home before one with a
+	 * piece out */
+	assert_int_equal(update_home_pick(h, ok, 3, -1, now), 0);
+	a.inflight = 1;
+	assert_int_equal(update_home_pick(h, ok, 3, -1, now), 1);
+	b.inflight = 1;
+	assert_int_equal(update_home_pick(h, ok, 3, -1, now), 2);
+	c.inflight = 1;
+	/* measured: 256 KiB in 20 ms (a), 2000 ms (b, slow), 25 ms (c) */
+	update_home_note(&a, true, 256 << 10, 20, now);
+	update_home_note(&b, true, 256 << 10, 2000, now);
+	update_home_note(&c, true, 256 << 10, 25, now);
+	a.inflight = b.inflight = c.inflight = 0;
+	assert_int_equal(update_home_pick(h, ok, 3, -1, now), 0);
+	/* a busier fast home shares with the other fast one, never the slow */
+	a.inflight = 2;
+	assert_int_equal(update_home_pick(h, ok, 3, -1, now), 2);
+	c.inflight = 3;
+	assert_int_equal(update_home_pick(h, ok, 3, -1, now), 0);
+	/* ... unless it is the only one eligible */
+	ok[0] = ok[2] = false;
+	assert_int_equal(update_home_pick(h, ok, 3, -1, now), 1);
+	ok[1] = false;
+	assert_int_equal(update_home_pick(h, ok, 3, -1, now), -1);
+	ok[0] = ok[1] = ok[2] = true;
+	a.inflight = c.inflight = 0;
+	/* a block begun on the slow home moves (100x faster elsewhere); one
+	 * begun on c stays (a is not 4x faster); one whose home is no longer
+	 * eligible is picked anew */
+	assert_int_equal(update_home_pick(h, ok, 3, 1, now), 0);
+	assert_int_equal(update_home_pick(h, ok, 3, 2, now), 2);
+	ok[2] = false;
+	assert_int_equal(update_home_pick(h, ok, 3, 2, now), 0);
+	ok[2] = true;
+	/* a failure makes a home slower than the others */
+	update_home_note(&a, false, 0, 2000, now);
+	update_home_note(&a, false, 0, 2000, now);
+	update_home_note(&a, false, 0, 2000, now);
+	assert_int_equal(update_home_pick(h, ok, 3, -1, now), 2);
+	/* measures older than the TTL are forgotten: the slow home is tried
+	 * again (first in placement order among the unmeasured) */
+	update_home_note(&c, true, 256 << 10, 25, now + UPDATE_HOME_TTL_MS);
+	assert_int_equal(update_home_pick(h, ok, 3, -1, now + UPDATE_HOME_TTL_MS + 1), 0);
+	a.inflight = 1;
+	assert_int_equal(update_home_pick(h, ok, 3, -1, now + UPDATE_HOME_TTL_MS + 1), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -509,6 +568,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_rolled_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_inject, setup, teardown),
 		cmocka_unit_test(test_pump_last_blocks),
+		cmocka_unit_test(test_home_pick),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -104,6 +104,7 @@ struct dp_conn {
 	bool kicking, kick_again;    /* order_kick() running; run it once more */
 	struct dp_op *gets;          /* GETs begun and not over (on op->gnext) */
 	unsigned ngets;
+	uint32_t pump_seq;           /* resp_release(): GETs pumped in this round */
 	struct dp_op *streaming;     /* a GET whose payload is partly on the wire */
 	struct dp_defer *defer_head, *defer_tail; /* responses waiting for it */
 	bool tx_paused;              /* not read: over its share of the response budget */
@@ -128,6 +129,7 @@ struct dp_op {
 	struct dp_op *bnext;   /* on dp's budget wait list */
 	bool on_bwait, reading, head_sent;
 	struct dp_op *gnext;   /* on dc->gets */
+	uint32_t pump_seq;     /* the dc->pump_seq it was last pumped in */
 	bool whole;            /* its first read is the whole answer: other GETs may read beside it */
 	bool alone;            /* it must read with no other GET of its connection */
 	uint64_t reserved;     /* response budget reserved for the piece being read */
@@ -254,7 +256,9 @@ static uint64_t read_plan(struct dp_op *op, size_t *len, uint64_t *limit, bool *
 
 		op->rd_off = op->q.has_range ? op->q.offset : 0;
 		op->rd_left = op->q.has_range ? op->q.length : UINT64_MAX;
-		op->rec = node_req_get_bound(dp->o.req, op->q.key, op->q.key_len, &rec) == 0 ? rec : UINT64_MAX;
+		/* no such key, or damaged: the GET fails at its start, and its
+		 * answer (a status) is small */
+		op->rec = node_req_get_bound(dp->o.req, op->q.key, op->q.key_len, &rec) == 0 ? rec : 0;
 		if (op->rd_left > op->rec)
 			op->rd_left = op->rec;
 	}
@@ -342,11 +346,19 @@ static void resp_release(struct dp_conn *dc, uint64_t n)
 	dp->resp_bytes -= n;
 	dc->resp_bytes -= n;
 	if (dc->c && dc->gets) {
-		struct dp_op *next;
+		/* each GET once; the list is scanned again after each, since a
+		 * get_pump() may end any of them (an answer that fails at once
+		 * ends it, and bwait_pump() may start and end the others) */
+		uint32_t seq = ++dc->pump_seq;
+		struct dp_op *op;
 
 		dc->refs++;
-		for (struct dp_op *op = dc->gets; op && dc->c; op = next) {
-			next = op->gnext; /* get_pump may end op */
+		while (dc->c) {
+			for (op = dc->gets; op && op->pump_seq == seq; op = op->gnext)
+				;
+			if (!op)
+				break;
+			op->pump_seq = seq;
 			get_pump(op, false);
 		}
 		dc_unref(dc);

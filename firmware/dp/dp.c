@@ -107,6 +107,7 @@ struct dp_conn {
 	uint32_t pump_seq;           /* resp_release(): GETs pumped in this round */
 	struct dp_op *streaming;     /* a GET whose payload is partly on the wire */
 	struct dp_defer *defer_head, *defer_tail; /* responses waiting for it */
+	uint64_t defer_bytes;        /* their part of resp_bytes */
 	bool tx_paused;              /* not read: over its share of the response budget */
 };
 
@@ -132,6 +133,7 @@ struct dp_op {
 	uint32_t pump_seq;     /* the dc->pump_seq it was last pumped in */
 	bool whole;            /* its first read is the whole answer: other GETs may read beside it */
 	bool alone;            /* it must read with no other GET of its connection */
+	bool over;             /* answered or failed: its end (get_finish) is on its way */
 	uint64_t reserved;     /* response budget reserved for the piece being read */
 	uint64_t rd_off;       /* where the next read starts in the object */
 	uint64_t rd_left;      /* answer bytes not read yet (before the first read: a bound) */
@@ -158,6 +160,7 @@ static void defer_drop(struct dp_conn *dc)
 		dc->defer_head = d->next;
 		dc->dp->resp_bytes -= d->held;
 		dc->resp_bytes -= d->held;
+		dc->defer_bytes -= d->held;
 		free(d->payload);
 		free(d);
 	}
@@ -290,7 +293,7 @@ static bool dc_over_share(const struct dp_conn *dc)
 	return dc->resp_bytes + dp->o.resp_piece_bytes + DP_PIECE_ALIGN_BYTES > dp->o.resp_conn_bytes;
 }
 
-static void get_pump(struct dp_op *op, bool from_wait);
+static bool get_pump(struct dp_op *op, bool from_wait);
 
 static void bwait_remove(struct dp_op *op)
 {
@@ -324,8 +327,8 @@ static void bwait_pump(struct node_dp *dp)
 		if (dp->resp_bytes + read_plan(op, &len, &limit, &whole) > dp->o.resp_budget_bytes)
 			return;
 		bwait_remove(op);
-		get_pump(op, true);
-		if (op->on_bwait) /* cannot happen: there was room; do not spin */
+		/* op may be over (and freed) when this returns: only its answer */
+		if (get_pump(op, true)) /* cannot happen: there was room; do not spin */
 			return;
 	}
 }
@@ -454,6 +457,7 @@ static void respond_defer(struct dp_conn *dc, const struct ovl_wire_hdr *h, cons
 	d->plen = plen;
 	d->held = sizeof(*d) + mlen + plen;
 	resp_hold(dc, d->held);
+	dc->defer_bytes += d->held;
 	if (dc->defer_tail)
 		dc->defer_tail->next = d;
 	else
@@ -473,6 +477,7 @@ static void defer_flush(struct dp_conn *dc)
 		/* counted again by the response's tx */
 		dc->dp->resp_bytes -= d->held;
 		dc->resp_bytes -= d->held;
+		dc->defer_bytes -= d->held;
 		respond_copy(dc, &d->h, d->meta, d->mlen, d->payload, d->plen);
 		free(d->payload);
 		free(d);
@@ -845,6 +850,7 @@ static void get_finish(struct dp_op *op)
 {
 	struct dp_conn *dc = op->dc;
 
+	op->over = true; /* order_drop() leaves it to this call */
 	bwait_remove(op);
 	node_req_get_end(&op->g);
 	if (op->reserved) {
@@ -904,8 +910,9 @@ static void get_unbegin(struct dp_op *op)
 
 /* Read the GET's next piece (its first: start it) when the connection's
  * share and the node's budget have room for it; else it waits, for this
- * connection's sends or (in order) for the node's budget. */
-static void get_pump(struct dp_op *op, bool from_wait)
+ * connection's sends or (in order) for the node's budget. Whether it went
+ * on the budget's wait list (op may be freed when it did not). */
+static bool get_pump(struct dp_op *op, bool from_wait)
 {
 	struct dp_conn *dc = op->dc;
 	struct node_dp *dp = dc->dp;
@@ -915,19 +922,22 @@ static void get_pump(struct dp_op *op, bool from_wait)
 	bool whole;
 	int ret;
 
-	if (op->reading || op->on_bwait || !dc->c || (op->g && node_req_get_finished(op->g)))
-		return;
+	if (op->over || op->reading || op->on_bwait || !dc->c ||
+	    (op->g && node_req_get_finished(op->g)))
+		return false;
 	need = read_plan(op, &len, &limit, &whole);
 	if (!op->g && !whole && dc->ngets > 1) {
 		/* it reads in pieces after all (the others' reads took the
 		 * room): it begins again once it is the only one */
 		get_unbegin(op);
-		return;
+		return false;
 	}
 	if (!op->g)
 		op->whole = whole;
-	if (dc->resp_bytes + need > limit)
-		return; /* this connection's sends make room: resp_release() */
+	/* answers deferred behind this GET's own payload (defer_bytes) drain
+	 * only when it ends: they do not hold back its pieces */
+	if (dc->resp_bytes - dc->defer_bytes + need > limit)
+		return false; /* this connection's sends make room: resp_release() */
 	if (dp->resp_bytes + need > dp->o.resp_budget_bytes || (dp->bwait_head && !from_wait)) {
 		op->on_bwait = true;
 		op->bwait_ms = ovl_mono_ms();
@@ -937,7 +947,7 @@ static void get_pump(struct dp_op *op, bool from_wait)
 			dp->bwait_head = op;
 		dp->bwait_tail = op;
 		dp->st.resp_waits++;
-		return;
+		return true;
 	}
 	op->reserved = need;
 	resp_hold(dc, need);
@@ -966,7 +976,10 @@ static void get_pump(struct dp_op *op, bool from_wait)
 		ret = node_req_get_start(dp->o.req, &a, len, get_piece_done, op, &op->g);
 	}
 	if (ret < 0) {
+		/* over before answering: a send that fails at once releases
+		 * bytes, and the pumps that follow must not start it again */
 		op->reading = false;
+		op->over = true;
 		if (!op->head_sent) {
 			respond_status(dc, op->type, op->rid, ovl_wire_errno_to_status(ret), op->epoch, "%s",
 				       node_req_errmsg(dp->o.req));
@@ -975,6 +988,7 @@ static void get_pump(struct dp_op *op, bool from_wait)
 			get_abort(op); /* the answer cannot be completed */
 		}
 	}
+	return false;
 }
 
 /* The GET's answer meta (from its first piece's result) into meta; its
@@ -1100,6 +1114,7 @@ static void get_piece_done(void *arg, const struct node_req_result *res, struct 
 		return;
 	}
 	if (res->res < 0) {
+		op->over = true; /* as in get_pump(): not started again while answered */
 		if (first) {
 			r.status = ovl_wire_errno_to_status(res->res);
 			snprintf(r.message, sizeof(r.message), "%s", res->msg);
@@ -1231,8 +1246,10 @@ static void order_drop(struct dp_conn *dc)
 		if (op->waiting) {
 			op->waiting = false;
 			op_finish(op);
-		} else if (op->type == OVL_WIRE_T_GET && !op->reading) {
-			get_finish(op); /* a GET begun: stops here, or at its read's end */
+		} else if (op->type == OVL_WIRE_T_GET && !op->reading && !op->over) {
+			/* a GET begun: stops here, or at its read's end (one that is
+			 * over is being ended by whoever set it) */
+			get_finish(op);
 		}
 	}
 	dc_unref(dc);

@@ -1832,6 +1832,73 @@ static void test_pieces(void **state)
 	run_client(*state, client_pieces);
 }
 
+#define DEFER_KEYS 120
+
+/* A GET answered in pieces, and behind it (pipelined) a LIST whose answer
+ * (about 120 KB) must wait for the GET's payload: the deferred answer's
+ * bytes do not hold back the GET's next pieces (they once did, and the
+ * GET stalled for good: the deferred answer drains only at its end). */
+static void client_deferred(struct fx *f)
+{
+	size_t big = 1u << 20;
+	uint8_t *v = malloc(big), *got = NULL;
+	char key[1100];
+	struct ovl_wire_req q;
+	struct ovl_wire_resp r;
+	struct timeval tv = { .tv_sec = 10 };
+	uint32_t rg, rl, id = 0;
+	bool seen_get = false, seen_list = false;
+	struct cli c;
+
+	fill(v, big, 61);
+	connect_ok(f, &c);
+	setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	for (int i = 0; i < DEFER_KEYS; i++) {
+		snprintf(key, sizeof(key), "d/%0990d", i);
+		req_init(&q, "hot", 5, key);
+		q.size = 0;
+		q.crc = 0;
+		assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, NULL, 0, false, &r, NULL, NULL), 0);
+		assert_int_equal(r.status, OVL_WIRE_OK);
+	}
+	req_init(&q, "hot", 5, "e/big");
+	q.size = big;
+	q.crc = ovl_crc32c(0, v, big);
+	assert_int_equal(cli_call(&c, OVL_WIRE_T_PUT, &q, v, big, false, &r, NULL, NULL), 0);
+	assert_int_equal(r.status, OVL_WIRE_OK);
+	req_init(&q, "hot", 5, "e/big");
+	rg = cli_send(&c, OVL_WIRE_T_GET, &q, NULL, 0);
+	req_init(&q, "hot", 5, "d/");
+	rl = cli_send(&c, OVL_WIRE_T_LIST, &q, NULL, 0);
+	for (int i = 0; i < 2; i++) {
+		size_t glen = 0;
+
+		assert_int_equal(cli_recv(&c, &id, &r, &got, &glen), 0);
+		assert_int_equal(r.status, OVL_WIRE_OK);
+		if (id == rg) {
+			assert_int_equal(glen, big);
+			assert_memory_equal(got, v, big);
+			seen_get = true;
+		} else {
+			assert_int_equal(id, rl);
+			assert_int_equal(r.count, DEFER_KEYS);
+			assert_true(glen > 100000);
+			seen_list = true;
+		}
+		free(got);
+		got = NULL;
+	}
+	assert_true(seen_get && seen_list);
+	wait_resp_drained(&c);
+	close(c.fd);
+	free(v);
+}
+
+static void test_deferred_behind_pieces(void **state)
+{
+	run_client(*state, client_deferred);
+}
+
 /* The data plane's bound on a read buffer: the record, or the chunks
  * asked, and block alignment (8 KiB) */
 #define WHOLE_SHARE (512u << 10)
@@ -2132,6 +2199,8 @@ int main(void)
 							 (void *)&lim_together),
 		cmocka_unit_test_setup_teardown(test_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pieces, setup_pieces, teardown_pieces),
+		cmocka_unit_test_setup_teardown(test_deferred_behind_pieces, setup_pieces,
+						teardown_pieces),
 		cmocka_unit_test_setup_teardown(test_whole_reads, setup_whole, teardown_pieces),
 		cmocka_unit_test_setup_teardown(test_stalled_readers, setup_pieces, teardown_pieces),
 		cmocka_unit_test_setup_teardown(test_stalled_readers_pressure, setup_pressure,

@@ -1465,6 +1465,20 @@ static uint32_t cli_send(struct cli *c, uint8_t type, const struct ovl_wire_req 
 	return c->rid;
 }
 
+/* Receive one answer: the index in rid[0..n) of the request it answers. */
+static int recv_match(struct cli *c, const uint32_t *rid, int n, struct ovl_wire_resp *r,
+		      uint8_t **got, size_t *glen)
+{
+	uint32_t id = 0;
+	int k;
+
+	assert_int_equal(cli_recv(c, &id, r, got, glen), 0);
+	for (k = 0; k < n && rid[k] != id; k++)
+		;
+	assert_true(k < n);
+	return k;
+}
+
 
 /* The node's own counter `name` (NODE-STAT), or UINT64_MAX. */
 static uint64_t node_counter(struct cli *c, const char *name)
@@ -1544,13 +1558,8 @@ static void client_order(struct fx *f)
 			struct ovl_wire_resp r;
 			uint8_t *got = NULL;
 			size_t glen = 0;
-			uint32_t id = 0;
-			int k;
+			int k = recv_match(&c, rid, n, &r, &got, &glen);
 
-			assert_int_equal(cli_recv(&c, &id, &r, &got, &glen), 0);
-			for (k = 0; k < n && rid[k] != id; k++)
-				;
-			assert_true(k < n);
 			assert_false(seen[k]);
 			seen[k] = true;
 			switch (k) {
@@ -1663,13 +1672,8 @@ static void client_together(struct fx *f)
 		for (int i = 0; i < n; i++) {
 			uint8_t *got = NULL;
 			size_t glen = 0;
-			uint32_t id = 0;
-			int k;
+			int k = recv_match(&c, rid, n, &r, &got, &glen);
 
-			assert_int_equal(cli_recv(&c, &id, &r, &got, &glen), 0);
-			for (k = 0; k < n && rid[k] != id; k++)
-				;
-			assert_true(k < n);
 			rid[k] = UINT32_MAX; /* answered once */
 			switch (kind[k]) {
 			case K_SMALL: {

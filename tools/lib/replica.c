@@ -97,39 +97,6 @@ static unsigned replicas_of(const struct ovl_msg_map *mp)
 					      ? OVL_PLACE_REPLICAS_MAX : mp->replicas;
 }
 
-int sh_order_first(const struct ovl_msg_map *mp, const void *key, size_t klen, const bool *dead,
-		   const char *site, const char *chassis)
-{
-	unsigned homes[OVL_PLACE_REPLICAS_MAX];
-	uint64_t *w = calloc(mp->n_members ? mp->n_members : 1, sizeof(*w));
-	struct sh_order o = { 0 };
-	struct sh_placing p;
-	int nh, ret = -EHOSTUNREACH;
-
-	if (!w || placing_init(&p, mp, key, klen) < 0) {
-		free(w);
-		return -ENOMEM;
-	}
-	nh = homes_place(&p, w, replicas_of(mp), homes);
-	free(w);
-	placing_free(&p);
-	if (nh < 0)
-		return nh;
-	for (int pass = 0; pass < 2 && ret < 0; pass++)
-		for (int i = 0; i < nh && ret < 0; i++)
-			if (!dead[homes[i]] &&
-			    (pass == 1 || home_near(mp, homes[i], true, site, chassis)))
-				ret = (int)homes[i];
-	if (ret >= 0)
-		return ret;
-	/* no home is live: the whole order says */
-	ret = sh_order_build(mp, key, klen, dead, true, site, chassis, &o);
-	if (ret == 0)
-		ret = o.n ? (int)o.idx[0] : -EHOSTUNREACH;
-	sh_order_release(&o);
-	return ret;
-}
-
 void sh_order_release(struct sh_order *o)
 {
 	free(o->idx);

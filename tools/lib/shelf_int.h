@@ -182,12 +182,6 @@ int sh_order_build(const struct ovl_msg_map *mp, const void *key, size_t klen, c
 		   bool reads, const char *site, const char *chassis, struct sh_order *o);
 void sh_order_release(struct sh_order *o);
 
-/* The member a read of key asks first: sh_order_build(reads)'s first
- * entry, at the cost of placing only the homes when one is live. Its
- * index, or -ENOMEM, -EHOSTUNREACH. */
-int sh_order_first(const struct ovl_msg_map *mp, const void *key, size_t klen, const bool *dead,
-		   const char *site, const char *chassis);
-
 /* Tombstones seen during one read: an object is returned only when it is
  * newer than every one (docs/PROTOCOL.md 8.2). */
 struct sh_tombs {

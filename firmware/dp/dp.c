@@ -845,6 +845,21 @@ static void req_done(void *arg, const struct node_req_result *res, struct node_r
 
 static void get_piece_done(void *arg, const struct node_req_result *res, struct node_req_buf **rb);
 
+/* op off its connection's list of GETs begun (when it is on it). */
+static void gets_remove(struct dp_op *op)
+{
+	struct dp_conn *dc = op->dc;
+
+	for (struct dp_op **pp = &dc->gets; *pp; pp = &(*pp)->gnext) {
+		if (*pp == op) {
+			*pp = op->gnext;
+			op->gnext = NULL;
+			dc->ngets--;
+			break;
+		}
+	}
+}
+
 /* The GET is over (answered, failed or dropped): the next may go. */
 static void get_finish(struct dp_op *op)
 {
@@ -860,14 +875,7 @@ static void get_finish(struct dp_op *op)
 		dc->dp->resp_bytes -= n;
 		dc->resp_bytes -= n;
 	}
-	for (struct dp_op **pp = &dc->gets; *pp; pp = &(*pp)->gnext) {
-		if (*pp == op) {
-			*pp = op->gnext;
-			op->gnext = NULL;
-			dc->ngets--;
-			break;
-		}
-	}
+	gets_remove(op);
 	if (dc->streaming == op) {
 		dc->streaming = NULL;
 		defer_flush(dc);
@@ -894,16 +902,7 @@ static void get_abort(struct dp_op *op)
  * it had not begun, until the connection's other GETs are over. */
 static void get_unbegin(struct dp_op *op)
 {
-	struct dp_conn *dc = op->dc;
-
-	for (struct dp_op **pp = &dc->gets; *pp; pp = &(*pp)->gnext) {
-		if (*pp == op) {
-			*pp = op->gnext;
-			op->gnext = NULL;
-			dc->ngets--;
-			break;
-		}
-	}
+	gets_remove(op);
 	op->alone = true;
 	op->waiting = true;
 }

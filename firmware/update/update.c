@@ -574,15 +574,24 @@ int update_home_pick(struct update_home *const *h, const bool *eligible, int n, 
 	return best;
 }
 
-/* The entry of home `id` (made when it is new, in the place of the least
- * recently measured when the table is full). */
-static struct update_home *home_of(struct node_update *u, const uint8_t *id)
+/* The entry of home `id`, or NULL (never measured, or forgotten). */
+static struct update_home *home_find(struct node_update *u, const uint8_t *id)
 {
-	struct update_home *h = NULL;
-
 	for (unsigned i = 0; i < u->nhomes; i++)
 		if (memcmp(u->homes[i].id, id, OVL_ID_BYTES) == 0)
 			return &u->homes[i];
+	return NULL;
+}
+
+/* The entry of home `id` (made when it is new, in the place of the least
+ * recently measured when the table is full; NULL when every entry has
+ * pieces out). */
+static struct update_home *home_of(struct node_update *u, const uint8_t *id)
+{
+	struct update_home *h = home_find(u, id);
+
+	if (h)
+		return h;
 	if (u->nhomes < UPDATE_HOMES_MAX) {
 		h = &u->homes[u->nhomes++];
 	} else {
@@ -665,10 +674,7 @@ static int pick_home(struct node_update *u, const struct node_ctl_map *m, uint32
 	for (int p = 0; p < n; p++) {
 		ok[p] = !(b->bad & (1u << p)) && !(b->tried & (1u << p)) &&
 			member_live(u, m, order[p]);
-		h[p] = NULL;
-		for (unsigned k = 0; ok[p] && k < u->nhomes; k++)
-			if (memcmp(u->homes[k].id, m->members[order[p]].id, OVL_ID_BYTES) == 0)
-				h[p] = &u->homes[k];
+		h[p] = ok[p] ? home_find(u, m->members[order[p]].id) : NULL;
 	}
 	return n > 0 ? update_home_pick(h, ok, n, cur, ovl_mono_ms()) : -1;
 }
